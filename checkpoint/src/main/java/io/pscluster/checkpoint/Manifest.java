@@ -1,0 +1,165 @@
+package io.pscluster.checkpoint;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collections;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
+import java.util.Set;
+import java.util.TreeMap;
+
+/**
+ * The commit record of a checkpoint: its tables, every data file with its length and CRC32C, and free-form
+ * properties. A checkpoint exists once its manifest has been renamed into place (see {@link CheckpointStore}).
+ *
+ * <p>Immutable; the lists are copied, and the properties are copied into a key-sorted map so that
+ * {@link #encode()} is deterministic. The constructor checks that table names are unique, that every file belongs to
+ * a listed table, that file paths are unique and that every slot is below {@code slotCount}. The text format is
+ * described in {@link ManifestCodec}.
+ *
+ * @param id the checkpoint id, at least 1.
+ * @param createdMillis when the checkpoint was taken, epoch milliseconds.
+ * @param slotCount the cluster's slot count when the checkpoint was taken; every file slot is below it.
+ * @param tables the tables, each with its schema as opaque bytes.
+ * @param files every data file of the checkpoint.
+ * @param properties anything else the caller wants to record (epoch, clock, config).
+ */
+public record Manifest(
+        long id,
+        long createdMillis,
+        int slotCount,
+        List<TableEntry> tables,
+        List<FileEntry> files,
+        Map<String, String> properties) {
+
+    public Manifest {
+        if (id < 1) {
+            throw new IllegalArgumentException("id=" + id + " must be >= 1");
+        }
+        if (slotCount < 1) {
+            throw new IllegalArgumentException("slotCount=" + slotCount + " must be >= 1");
+        }
+        tables = List.copyOf(tables);
+        files = List.copyOf(files);
+        properties = Collections.unmodifiableMap(new TreeMap<>(properties));
+        Set<String> tableNames = new HashSet<>();
+        for (TableEntry table : tables) {
+            if (!tableNames.add(table.name())) {
+                throw new IllegalArgumentException("table '" + table.name() + "' is listed twice");
+            }
+        }
+        Set<String> paths = new HashSet<>();
+        for (FileEntry entry : files) {
+            if (!tableNames.contains(entry.table())) {
+                throw new IllegalArgumentException("file " + entry.file().path() + " belongs to table '" + entry.table()
+                        + "', which is not listed");
+            }
+            if (!paths.add(entry.file().path())) {
+                throw new IllegalArgumentException("file " + entry.file().path() + " is listed twice");
+            }
+            int[] slots = entry.file().slots();
+            if (slots.length > 0 && slots[slots.length - 1] >= slotCount) {
+                throw new IllegalArgumentException("file " + entry.file().path() + " has slot "
+                        + slots[slots.length - 1] + ", but slotCount=" + slotCount);
+            }
+        }
+        for (Map.Entry<String, String> property : properties.entrySet()) {
+            Objects.requireNonNull(property.getValue(), () -> "value of property " + property.getKey());
+        }
+    }
+
+    /** Encodes the manifest as versioned, checksummed, human-readable ASCII text. */
+    public byte[] encode() {
+        return ManifestCodec.encode(this);
+    }
+
+    /**
+     * Decodes what {@link #encode()} wrote.
+     *
+     * @param source where the bytes came from, for error messages (a path).
+     * @throws CheckpointCorruptException if the bytes are not a valid manifest; the message names {@code source}
+     *     and the line.
+     */
+    public static Manifest decode(byte[] bytes, String source) throws CheckpointCorruptException {
+        return ManifestCodec.decode(bytes, source);
+    }
+
+    /** The sum of all file lengths. */
+    public long totalBytes() {
+        long total = 0;
+        for (FileEntry entry : files) {
+            total += entry.file().length();
+        }
+        return total;
+    }
+
+    /** The sum of all file row counts. */
+    public long totalRows() {
+        long total = 0;
+        for (FileEntry entry : files) {
+            total += entry.file().rows();
+        }
+        return total;
+    }
+
+    /** The files of one table, in manifest order. */
+    public List<FileEntry> filesOf(String table) {
+        List<FileEntry> result = new ArrayList<>();
+        for (FileEntry entry : files) {
+            if (entry.table().equals(table)) {
+                result.add(entry);
+            }
+        }
+        return result;
+    }
+
+    /**
+     * A table and its schema. The schema array is copied in and out; {@code equals} compares contents.
+     *
+     * @param name the table name; any string.
+     * @param schema the caller's serialized table schema, opaque to this module.
+     */
+    public record TableEntry(String name, byte[] schema) {
+        public TableEntry {
+            Objects.requireNonNull(name, "name");
+            schema = schema.clone();
+        }
+
+        @Override
+        public byte[] schema() {
+            return schema.clone();
+        }
+
+        @Override
+        public boolean equals(Object o) {
+            return o instanceof TableEntry other && name.equals(other.name) && Arrays.equals(schema, other.schema);
+        }
+
+        @Override
+        public int hashCode() {
+            return 31 * name.hashCode() + Arrays.hashCode(schema);
+        }
+
+        @Override
+        public String toString() {
+            return "TableEntry[name=" + name + ", schema=" + schema.length + " bytes]";
+        }
+    }
+
+    /**
+     * One data file: which table and shard wrote it, and what the writer returned.
+     *
+     * @param table the table name, one of the manifest's tables.
+     * @param shardId the id of the shard that wrote the file; any string.
+     * @param file the file's path, length, CRC32C, rows and slots.
+     */
+    public record FileEntry(String table, String shardId, RowFileInfo file) {
+        public FileEntry {
+            Objects.requireNonNull(table, "table");
+            Objects.requireNonNull(shardId, "shardId");
+            Objects.requireNonNull(file, "file");
+        }
+    }
+}

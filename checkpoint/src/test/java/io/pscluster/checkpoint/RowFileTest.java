@@ -1,0 +1,269 @@
+package io.pscluster.checkpoint;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.zip.CRC32C;
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.FileAlreadyExistsException;
+import org.apache.hadoop.fs.FileSystem;
+import org.apache.hadoop.fs.Path;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+class RowFileTest {
+    private static final int WIDTH = 3;
+    /** Bit patterns a float round trip through arithmetic would lose: NaN payloads, signed NaN, -0.0. */
+    private static final int[] ODD_BITS = {0x7fc12345, 0xffc00001, 0x80000000, 0x00000001, 0x7f800000, 0xff800000};
+
+    @TempDir
+    java.nio.file.Path tmp;
+
+    private FileSystem fs;
+    private Path dir;
+
+    @BeforeEach
+    void setUp() throws IOException {
+        fs = FileSystem.getLocal(new Configuration());
+        dir = new Path(tmp.toUri());
+    }
+
+    @Test
+    void shouldRoundTripRowsBitExactWhenReadingAllSlots() throws IOException {
+        List<Row> written = sampleRows();
+        RowFileInfo info = write("shard-0/emb.rows", written);
+
+        assertThat(info.path()).isEqualTo("shard-0/emb.rows");
+        assertThat(info.rows()).isEqualTo(written.size());
+        assertThat(info.slots()).containsExactly(2, 7, 40);
+        byte[] bytes = readBytes(info.path());
+        assertThat(info.length()).isEqualTo(bytes.length);
+        CRC32C crc = new CRC32C();
+        crc.update(bytes);
+        assertThat(info.crc32c()).isEqualTo((int) crc.getValue());
+
+        List<Row> read = new ArrayList<>();
+        long count =
+                RowFileReader.read(fs, dir, info, slot -> true, (slot, key, row) -> read.add(Row.of(slot, key, row)));
+
+        assertThat(count).isEqualTo(written.size());
+        assertThat(read).containsExactlyElementsOf(written);
+    }
+
+    @Test
+    void shouldReturnOnlyWantedSlotsWhenReadingSubset() throws IOException {
+        List<Row> written = sampleRows();
+        RowFileInfo info = write("emb.rows", written);
+
+        List<Row> read = new ArrayList<>();
+        long count = RowFileReader.read(
+                fs, dir, info, slot -> slot == 7 || slot == 40, (slot, key, row) -> read.add(Row.of(slot, key, row)));
+
+        List<Row> expected =
+                written.stream().filter(r -> r.slot == 7 || r.slot == 40).toList();
+        assertThat(count).isEqualTo(expected.size());
+        assertThat(read).containsExactlyElementsOf(expected);
+    }
+
+    @Test
+    void shouldRoundTripWhenRowsAreWiderThanTheBuffer() throws IOException {
+        int width = 20_000; // 80 KB per row, more than the 64 KiB buffer
+        float[] values = new float[width * 3];
+        for (int i = 0; i < values.length; i++) {
+            values[i] = i * 0.5f;
+        }
+        RowFileInfo info;
+        try (RowFileWriter writer = RowFileWriter.create(fs, dir, "wide.rows", width)) {
+            writer.beginSlot(0);
+            writer.writeRow(10, values, 0);
+            writer.writeRow(11, values, width);
+            writer.beginSlot(9);
+            writer.writeRow(12, values, 2 * width);
+            info = writer.finish();
+        }
+
+        List<Row> read = new ArrayList<>();
+        RowFileReader.read(fs, dir, info, slot -> true, (slot, key, row) -> read.add(Row.of(slot, key, row)));
+
+        assertThat(read)
+                .containsExactly(
+                        Row.of(0, 10, Arrays.copyOfRange(values, 0, width)),
+                        Row.of(0, 11, Arrays.copyOfRange(values, width, 2 * width)),
+                        Row.of(9, 12, Arrays.copyOfRange(values, 2 * width, 3 * width)));
+    }
+
+    @Test
+    void shouldReadNothingWhenFileHasNoRows() throws IOException {
+        RowFileInfo info;
+        try (RowFileWriter writer = RowFileWriter.create(fs, dir, "empty.rows", WIDTH)) {
+            writer.beginSlot(3); // no rows: must not appear in the index
+            info = writer.finish();
+        }
+
+        assertThat(info.rows()).isZero();
+        assertThat(info.slots()).isEmpty();
+        assertThat(info.length()).isEqualTo(RowFileFormat.HEADER_BYTES + RowFileFormat.TRAILER_BYTES);
+        assertThat(RowFileReader.read(fs, dir, info, slot -> true, (slot, key, row) -> {}))
+                .isZero();
+    }
+
+    @Test
+    void shouldThrowWhenSlotsAreNotStrictlyIncreasing() throws IOException {
+        try (RowFileWriter writer = RowFileWriter.create(fs, dir, "order.rows", WIDTH)) {
+            writer.beginSlot(5);
+            writer.writeRow(1, new float[WIDTH], 0);
+
+            assertThatThrownBy(() -> writer.beginSlot(3))
+                    .isInstanceOf(IllegalStateException.class)
+                    .hasMessageContaining("slot 3 after slot 5");
+            assertThatThrownBy(() -> writer.beginSlot(5))
+                    .isInstanceOf(IllegalStateException.class)
+                    .hasMessageContaining("slot 5 after slot 5");
+        }
+    }
+
+    @Test
+    void shouldRefuseWhenFileAlreadyExists() throws IOException {
+        write("dup.rows", sampleRows());
+
+        assertThatThrownBy(() -> RowFileWriter.create(fs, dir, "dup.rows", WIDTH))
+                .isInstanceOf(FileAlreadyExistsException.class)
+                .hasMessageContaining(new Path(dir, "dup.rows").toString());
+    }
+
+    @Test
+    void shouldThrowCorruptWhenFileIsTruncated() throws IOException {
+        RowFileInfo info = write("cut.rows", sampleRows());
+        byte[] bytes = readBytes(info.path());
+        rewrite(info.path(), Arrays.copyOf(bytes, bytes.length - 5));
+
+        assertThatThrownBy(() -> RowFileReader.read(fs, dir, info, slot -> true, (slot, key, row) -> {}))
+                .isInstanceOf(CheckpointCorruptException.class)
+                .hasMessageContaining("cut.rows")
+                .hasMessageContaining("length is " + (bytes.length - 5) + " bytes, manifest says " + bytes.length);
+    }
+
+    @Test
+    void shouldThrowCorruptWhenStructureIsDamaged() throws IOException {
+        RowFileInfo info = write("bad.rows", sampleRows());
+        byte[] original = readBytes(info.path());
+        int trailer = original.length - RowFileFormat.TRAILER_BYTES;
+        int footer = trailer - 3 * RowFileFormat.SLOT_ENTRY_BYTES;
+
+        assertCorrupt(info, original, 0, buf -> buf.put(0, (byte) 'X'), "bad header magic");
+        assertCorrupt(info, original, 4, buf -> buf.putInt(4, 2), "unsupported version 2");
+        assertCorrupt(info, original, 8, buf -> buf.putInt(8, 0), "rowWidth 0 out of range");
+        assertCorrupt(info, original, trailer + 12, buf -> buf.put(trailer + 12, (byte) 'X'), "bad trailer magic");
+        assertCorrupt(info, original, trailer + 4, buf -> buf.putLong(trailer + 4, 5), "footer offset 5");
+        assertCorrupt(info, original, footer + 4, buf -> buf.putLong(footer + 4, 1L << 40), "slot 2 (3 rows at offset");
+        assertCorrupt(info, original, footer + 12, buf -> buf.putLong(footer + 12, Long.MAX_VALUE), "slot 2");
+        assertCorrupt(info, original, footer, buf -> buf.putInt(footer, 3), "is slot 3, manifest says slot 2");
+    }
+
+    private interface Damage {
+        void apply(ByteBuffer buffer);
+    }
+
+    private void assertCorrupt(RowFileInfo info, byte[] original, int at, Damage damage, String message)
+            throws IOException {
+        ByteBuffer buffer = ByteBuffer.wrap(original.clone()).order(ByteOrder.LITTLE_ENDIAN);
+        damage.apply(buffer);
+        rewrite(info.path(), buffer.array());
+
+        assertThatThrownBy(() -> RowFileReader.read(fs, dir, info, slot -> true, (slot, key, row) -> {}))
+                .as("damage at offset %d", at)
+                .isInstanceOf(CheckpointCorruptException.class)
+                .hasMessageContaining("bad.rows")
+                .hasMessageContaining(message);
+    }
+
+    /** Slot 2 with three rows, slot 5 begun but empty, slot 7 with one row, slot 40 with two. */
+    private static List<Row> sampleRows() {
+        List<Row> rows = new ArrayList<>();
+        rows.add(Row.ofBits(2, 100, ODD_BITS[0], ODD_BITS[1], ODD_BITS[2]));
+        rows.add(Row.ofBits(2, -1, ODD_BITS[3], ODD_BITS[4], ODD_BITS[5]));
+        rows.add(Row.ofBits(2, Long.MIN_VALUE, 0, Float.floatToRawIntBits(1.5f), Float.floatToRawIntBits(-2f)));
+        rows.add(Row.ofBits(7, Long.MAX_VALUE, 1, 2, 3));
+        rows.add(Row.ofBits(40, 0, ODD_BITS[2], ODD_BITS[0], 0x3f800000));
+        rows.add(Row.ofBits(40, 42, 0x7fc00000, 0x80000000, 0x00000000));
+        return rows;
+    }
+
+    private RowFileInfo write(String path, List<Row> rows) throws IOException {
+        try (RowFileWriter writer = RowFileWriter.create(fs, dir, path, WIDTH)) {
+            int slot = -1;
+            for (Row row : rows) {
+                if (row.slot != slot) {
+                    if (slot < 5 && row.slot > 5) {
+                        writer.beginSlot(5); // an empty slot, left out of the index
+                    }
+                    writer.beginSlot(row.slot);
+                    slot = row.slot;
+                }
+                // Written from the middle of a larger array to exercise the offset.
+                float[] source = new float[WIDTH + 2];
+                for (int i = 0; i < WIDTH; i++) {
+                    source[i + 1] = Float.intBitsToFloat(row.bits[i]);
+                }
+                writer.writeRow(row.key, source, 1);
+            }
+            return writer.finish();
+        }
+    }
+
+    private byte[] readBytes(String path) throws IOException {
+        try (InputStream in = fs.open(new Path(dir, path))) {
+            return in.readAllBytes();
+        }
+    }
+
+    /** Replaces the content through the filesystem, so file:// updates its own .crc and only our checks can fail. */
+    private void rewrite(String path, byte[] bytes) throws IOException {
+        try (OutputStream out = fs.create(new Path(dir, path), true)) {
+            out.write(bytes);
+        }
+    }
+
+    /** A row compared by raw float bits, so NaN payloads and -0.0 must survive exactly. */
+    record Row(int slot, long key, int[] bits) {
+        static Row ofBits(int slot, long key, int... bits) {
+            return new Row(slot, key, bits);
+        }
+
+        static Row of(int slot, long key, float[] row) {
+            int[] bits = new int[row.length];
+            for (int i = 0; i < row.length; i++) {
+                bits[i] = Float.floatToRawIntBits(row[i]);
+            }
+            return new Row(slot, key, bits);
+        }
+
+        @Override
+        public boolean equals(Object o) {
+            return o instanceof Row other && slot == other.slot && key == other.key && Arrays.equals(bits, other.bits);
+        }
+
+        @Override
+        public int hashCode() {
+            return Long.hashCode(key) * 31 + slot;
+        }
+
+        @Override
+        public String toString() {
+            StringBuilder s = new StringBuilder("Row[slot=" + slot + ", key=" + key + ", bits=");
+            for (int b : bits) {
+                s.append(String.format("%08x ", b));
+            }
+            return s.append(']').toString();
+        }
+    }
+}

@@ -1,0 +1,148 @@
+package io.pscluster.wire;
+
+import io.grpc.Metadata;
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+
+/**
+ * A domain error with the gRPC status it maps to. Thrown anywhere below a service method and turned into a
+ * status by {@link #toStatus(Throwable)}, the one mapper every service uses, so the status a caller sees is part of
+ * the API rather than an accident of where the error was raised.
+ *
+ * <p>Rejections that guarantee nothing was applied ({@link Reject#WRONG_OWNER}, {@link Reject#RESTORING}) carry a
+ * {@link #REJECT_KEY} trailer so that a client can retry them safely.
+ */
+public final class PsException extends RuntimeException {
+    private static final long serialVersionUID = 1L;
+
+    /** Trailer naming why a request was refused before anything was applied. */
+    public static final Metadata.Key<String> REJECT_KEY = Metadata.Key.of("ps-reject", Metadata.ASCII_STRING_MARSHALLER);
+
+    /** Trailer carrying the refusing shard's routing epoch. */
+    public static final Metadata.Key<String> EPOCH_KEY = Metadata.Key.of("ps-epoch", Metadata.ASCII_STRING_MARSHALLER);
+
+    /** Why a request was refused untouched. */
+    public enum Reject {
+        /** The shard does not own a slot of the request under its routing epoch. */
+        WRONG_OWNER("wrong-owner"),
+        /** The shard owns the slot but is still loading it from a checkpoint. */
+        RESTORING("restoring");
+
+        private final String wireName;
+
+        Reject(final String wireName) {
+            this.wireName = wireName;
+        }
+
+        public String wireName() {
+            return wireName;
+        }
+    }
+
+    private final Status.Code code;
+    private final Reject reject;
+    private final long epoch;
+
+    private PsException(final Status.Code code, final String message, final Reject reject, final long epoch) {
+        super(message, null, false, false);
+        this.code = code;
+        this.reject = reject;
+        this.epoch = epoch;
+    }
+
+    public static PsException invalidArgument(final String message) {
+        return new PsException(Status.Code.INVALID_ARGUMENT, message, null, 0);
+    }
+
+    public static PsException notFound(final String message) {
+        return new PsException(Status.Code.NOT_FOUND, message, null, 0);
+    }
+
+    public static PsException alreadyExists(final String message) {
+        return new PsException(Status.Code.ALREADY_EXISTS, message, null, 0);
+    }
+
+    public static PsException failedPrecondition(final String message) {
+        return new PsException(Status.Code.FAILED_PRECONDITION, message, null, 0);
+    }
+
+    public static PsException resourceExhausted(final String message) {
+        return new PsException(Status.Code.RESOURCE_EXHAUSTED, message, null, 0);
+    }
+
+    public static PsException unavailable(final String message) {
+        return new PsException(Status.Code.UNAVAILABLE, message, null, 0);
+    }
+
+    /** Stored data (a checkpoint) is damaged. */
+    public static PsException dataLoss(final String message) {
+        return new PsException(Status.Code.DATA_LOSS, message, null, 0);
+    }
+
+    /** The shard does not own a slot the request touches; {@code epoch} is the shard's routing epoch. */
+    public static PsException wrongOwner(final String message, final long epoch) {
+        return new PsException(Status.Code.FAILED_PRECONDITION, message, Reject.WRONG_OWNER, epoch);
+    }
+
+    /** The shard owns the slot but has not finished restoring it. */
+    public static PsException restoring(final String message, final long epoch) {
+        return new PsException(Status.Code.UNAVAILABLE, message, Reject.RESTORING, epoch);
+    }
+
+    public Status.Code code() {
+        return code;
+    }
+
+    /**
+     * Maps any failure to the status a caller sees: a {@code PsException} to its own code, an
+     * {@link IllegalArgumentException} to INVALID_ARGUMENT, a status from an onward call unchanged, an I/O failure or
+     * an interrupt (shutdown) to UNAVAILABLE, anything else to INTERNAL with its message.
+     */
+    public static StatusRuntimeException toStatus(final Throwable failure) {
+        if (failure instanceof PsException ps) {
+            final Metadata trailers = new Metadata();
+            if (ps.reject != null) {
+                trailers.put(REJECT_KEY, ps.reject.wireName());
+                trailers.put(EPOCH_KEY, Long.toString(ps.epoch));
+            }
+            return Status.fromCode(ps.code).withDescription(ps.getMessage()).asRuntimeException(trailers);
+        }
+        if (failure instanceof StatusRuntimeException sre) {
+            return sre;
+        }
+        if (failure instanceof io.grpc.StatusException se) {
+            return new StatusRuntimeException(se.getStatus(), se.getTrailers());
+        }
+        if (failure instanceof InterruptedException) {
+            Thread.currentThread().interrupt();
+            return Status.UNAVAILABLE.withDescription("shutting down").asRuntimeException();
+        }
+        if (failure instanceof java.io.IOException) {
+            return Status.UNAVAILABLE
+                    .withDescription("I/O failed: " + failure.getMessage())
+                    .withCause(failure)
+                    .asRuntimeException();
+        }
+        if (failure instanceof IllegalArgumentException) {
+            return Status.INVALID_ARGUMENT.withDescription(failure.getMessage()).asRuntimeException();
+        }
+        return Status.INTERNAL
+                .withDescription(failure.getClass().getSimpleName() + ": " + failure.getMessage())
+                .withCause(failure)
+                .asRuntimeException();
+    }
+
+    /** The reason a status says nothing was applied, or null when it does not say so. */
+    public static Reject rejectOf(final StatusRuntimeException status) {
+        final Metadata trailers = status.getTrailers();
+        final String value = trailers == null ? null : trailers.get(REJECT_KEY);
+        if (value != null) {
+            for (final Reject reject : Reject.values()) {
+                if (reject.wireName.equals(value)) {
+                    return reject;
+                }
+            }
+        }
+        return null;
+    }
+}

@@ -1,0 +1,84 @@
+package io.pscluster.proxy;
+
+import io.grpc.stub.StreamObserver;
+import io.pscluster.checkpoint.CheckpointInfo;
+import io.pscluster.checkpoint.Manifest;
+import io.pscluster.proto.v1.AdminServiceGrpc;
+import io.pscluster.proto.v1.CheckpointNowRequest;
+import io.pscluster.proto.v1.CheckpointNowResponse;
+import io.pscluster.proto.v1.ListCheckpointsRequest;
+import io.pscluster.proto.v1.ListCheckpointsResponse;
+import io.pscluster.proto.v1.ListShardsRequest;
+import io.pscluster.proto.v1.ListShardsResponse;
+import io.pscluster.proto.v1.RestoreRequest;
+import io.pscluster.proto.v1.RestoreResponse;
+import io.pscluster.wire.Unary;
+
+/** Operator calls: shard status, checkpoint now, list checkpoints, restore. */
+final class AdminGrpcService extends AdminServiceGrpc.AdminServiceImplBase {
+    private final ClusterState state;
+    private final CheckpointCoordinator checkpoints;
+
+    AdminGrpcService(final ClusterState state, final CheckpointCoordinator checkpoints) {
+        this.state = state;
+        this.checkpoints = checkpoints;
+    }
+
+    @Override
+    public void listShards(final ListShardsRequest request, final StreamObserver<ListShardsResponse> out) {
+        Unary.respond(
+                out,
+                () -> ListShardsResponse.newBuilder()
+                        .setRoutingEpoch(state.epoch())
+                        .addAllShards(state.shardStatuses())
+                        .setUnownedSlots(state.unownedSlots())
+                        .build());
+    }
+
+    @Override
+    public void checkpointNow(final CheckpointNowRequest request, final StreamObserver<CheckpointNowResponse> out) {
+        Unary.respond(out, () -> {
+            final CheckpointCoordinator.Taken taken = checkpoints.checkpointNow();
+            return CheckpointNowResponse.newBuilder()
+                    .setCheckpoint(describe(taken.checkpoint()))
+                    .setMaxSnapshotMicros(taken.maxSnapshotMicros())
+                    .build();
+        });
+    }
+
+    @Override
+    public void listCheckpoints(
+            final ListCheckpointsRequest request, final StreamObserver<ListCheckpointsResponse> out) {
+        Unary.respond(out, () -> {
+            final ListCheckpointsResponse.Builder response = ListCheckpointsResponse.newBuilder();
+            for (final CheckpointInfo checkpoint : checkpoints.store().list()) {
+                response.addCheckpoints(describe(checkpoint));
+            }
+            return response.build();
+        });
+    }
+
+    @Override
+    public void restore(final RestoreRequest request, final StreamObserver<RestoreResponse> out) {
+        Unary.respond(out, () -> {
+            final CheckpointCoordinator.Restored restored = checkpoints.restore(request.getCheckpointId());
+            return RestoreResponse.newBuilder()
+                    .setCheckpoint(describe(restored.checkpoint()))
+                    .setRowsRestored(restored.rows())
+                    .build();
+        });
+    }
+
+    static io.pscluster.proto.v1.CheckpointInfo describe(final CheckpointInfo checkpoint) {
+        final Manifest manifest = checkpoint.manifest();
+        final io.pscluster.proto.v1.CheckpointInfo.Builder info = io.pscluster.proto.v1.CheckpointInfo.newBuilder()
+                .setId(checkpoint.id())
+                .setUri(checkpoint.dir().toString())
+                .setCreatedMillis(manifest.createdMillis())
+                .setFiles(manifest.files().size())
+                .setBytes(manifest.totalBytes())
+                .setRows(manifest.totalRows());
+        manifest.tables().forEach(table -> info.addTables(table.name()));
+        return info.build();
+    }
+}

@@ -1,0 +1,63 @@
+package io.pscluster.server;
+
+import io.grpc.stub.StreamObserver;
+import io.pscluster.proto.v1.RestoreCheckpointRequest;
+import io.pscluster.proto.v1.RestoreCheckpointResponse;
+import io.pscluster.proto.v1.ShardAdminServiceGrpc;
+import io.pscluster.proto.v1.WriteCheckpointRequest;
+import io.pscluster.proto.v1.WriteCheckpointResponse;
+import io.pscluster.wire.PsException;
+import io.pscluster.wire.Slots;
+import io.pscluster.wire.Unary;
+import java.net.URI;
+import java.util.BitSet;
+
+/** Checkpoint calls from the proxy. They block on filesystem I/O, so they run on the server's bounded executor. */
+final class ShardAdminGrpcService extends ShardAdminServiceGrpc.ShardAdminServiceImplBase {
+    private final Shard shard;
+
+    ShardAdminGrpcService(final Shard shard) {
+        this.shard = shard;
+    }
+
+    @Override
+    public void writeCheckpoint(
+            final WriteCheckpointRequest request, final StreamObserver<WriteCheckpointResponse> response) {
+        Unary.respond(response, () -> {
+            final Shard.WrittenCheckpoint written =
+                    shard.writeCheckpoint(root(request.getCheckpointRoot()), request.getCheckpointId());
+            return WriteCheckpointResponse.newBuilder()
+                    .addAllFiles(written.files())
+                    .setSnapshotMicros(written.snapshotMicros())
+                    .build();
+        });
+    }
+
+    @Override
+    public void restoreCheckpoint(
+            final RestoreCheckpointRequest request, final StreamObserver<RestoreCheckpointResponse> response) {
+        Unary.respond(response, () -> {
+            final BitSet slots = new BitSet(Slots.SLOT_COUNT);
+            for (final int slot : request.getSlotsList()) {
+                if (slot < 0 || slot >= Slots.SLOT_COUNT) {
+                    throw PsException.invalidArgument(
+                            "slot " + slot + " is outside 0.." + (Slots.SLOT_COUNT - 1) + " in restore request");
+                }
+                slots.set(slot);
+            }
+            final long rows = shard.restore(root(request.getCheckpointRoot()), request.getCheckpointId(), slots);
+            return RestoreCheckpointResponse.newBuilder().setRowsRestored(rows).build();
+        });
+    }
+
+    static URI root(final String uri) {
+        if (uri.isEmpty()) {
+            throw PsException.invalidArgument("checkpoint_root is empty");
+        }
+        try {
+            return new URI(uri);
+        } catch (java.net.URISyntaxException e) {
+            throw PsException.invalidArgument("checkpoint_root '" + uri + "' is not a URI: " + e.getMessage());
+        }
+    }
+}
