@@ -17,7 +17,6 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
@@ -123,15 +122,20 @@ final class CheckpointCoordinator {
 
     /** Loads checkpoint {@code id} (0: the latest complete one) into every slot owner; returns rows restored. */
     synchronized Restored restore(final long id) throws IOException, InterruptedException {
-        final Optional<CheckpointInfo> found = id == 0 ? store.latest() : store.get(id);
-        final CheckpointInfo checkpoint = found.orElseThrow(() -> PsException.notFound(
-                id == 0
-                        ? "no complete checkpoint under " + store.root()
-                        : "checkpoint " + id + " under " + store.root() + " does not exist or has no manifest"));
-        try {
-            store.verify(checkpoint);
-        } catch (io.pscluster.checkpoint.CheckpointCorruptException corrupt) {
-            throw PsException.dataLoss("checkpoint " + checkpoint.id() + " is damaged: " + corrupt.getMessage());
+        final CheckpointInfo checkpoint;
+        if (id == 0) {
+            // latest() verifies checksums, skipping damaged checkpoints for older ones.
+            checkpoint = store.latest()
+                    .orElseThrow(() -> PsException.notFound("no complete checkpoint under " + store.root()));
+        } else {
+            checkpoint = store.get(id)
+                    .orElseThrow(() -> PsException.notFound(
+                            "checkpoint " + id + " under " + store.root() + " does not exist or has no manifest"));
+            try {
+                store.verify(checkpoint);
+            } catch (io.pscluster.checkpoint.CheckpointCorruptException corrupt) {
+                throw PsException.dataLoss("checkpoint " + id + " is damaged: " + corrupt.getMessage());
+            }
         }
         final List<ClusterState.Owner> owners = state.ownersForClusterOperation("a restore");
         for (final TableSchema schema : schemasOf(checkpoint.manifest())) {

@@ -43,6 +43,7 @@ final class ProxyLink implements AutoCloseable {
     private final ExecutorService restores;
     private final AtomicBoolean refreshQueued = new AtomicBoolean();
     private volatile boolean freshStart = true;
+    private volatile boolean closing;
     private volatile long lastRequests;
     private volatile long lastBeatNanos = System.nanoTime();
     private volatile URI checkpointRoot;
@@ -102,6 +103,9 @@ final class ProxyLink implements AutoCloseable {
 
     private void heartbeatQuietly() {
         refreshQueued.set(false);
+        if (closing) {
+            return;
+        }
         try {
             heartbeat();
         } catch (StatusRuntimeException e) {
@@ -210,23 +214,24 @@ final class ProxyLink implements AutoCloseable {
         return checkpointRoot;
     }
 
-    /** Tells the proxy this shard is leaving, so its slots can be taken over without waiting for the lease. */
-    void deregister() {
+    /**
+     * Stops heartbeating (so a leaving shard never re-registers), then tells the proxy this shard is leaving, so its
+     * slots can be taken over without waiting for the lease to lapse.
+     */
+    @Override
+    public void close() throws InterruptedException {
+        closing = true;
+        heartbeats.shutdownNow();
+        restores.shutdownNow();
+        heartbeats.awaitTermination(5, TimeUnit.SECONDS);
         try {
             proxy.withDeadlineAfter(CALL_DEADLINE_MS, TimeUnit.MILLISECONDS)
                     .deregisterShard(DeregisterShardRequest.newBuilder()
                             .setShardId(shard.shardId())
                             .build());
         } catch (StatusRuntimeException e) {
-            LOG.warn("deregistration failed: {}", e.getStatus());
+            LOG.warn("deregistration of shard {} failed: {}", shard.shardId(), e.getStatus());
         }
-    }
-
-    @Override
-    public void close() throws InterruptedException {
-        heartbeats.shutdownNow();
-        restores.shutdownNow();
-        heartbeats.awaitTermination(5, TimeUnit.SECONDS);
         channel.shutdown();
         if (!channel.awaitTermination(5, TimeUnit.SECONDS)) {
             channel.shutdownNow();

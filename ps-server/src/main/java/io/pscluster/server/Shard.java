@@ -183,6 +183,15 @@ public final class Shard implements AutoCloseable {
         return ownership.view().ownedCount();
     }
 
+    /** A copy of the set of slots this shard serves. */
+    public BitSet ownedSlots() {
+        return (BitSet) ownership.view().owned().clone();
+    }
+
+    public int restoringSlotCount() {
+        return ownership.view().restoring().cardinality();
+    }
+
     /** Takes the proxy's routing table: serves the slots it assigns here and drops the rows of slots it moved away. */
     void applyRouting(final RoutingTable routing) {
         final BitSet owned = new BitSet(Slots.SLOT_COUNT);

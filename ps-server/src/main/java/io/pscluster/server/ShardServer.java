@@ -110,7 +110,7 @@ public final class ShardServer implements AutoCloseable {
         closed = true;
         health.enterTerminalState();
         if (proxyLink != null) {
-            proxyLink.deregister();
+            proxyLink.close();
         }
         if (server != null) {
             server.shutdown();
@@ -118,9 +118,6 @@ public final class ShardServer implements AutoCloseable {
                 server.shutdownNow();
                 server.awaitTermination(5, TimeUnit.SECONDS);
             }
-        }
-        if (proxyLink != null) {
-            proxyLink.close();
         }
         shard.close();
         executor.shutdownNow();

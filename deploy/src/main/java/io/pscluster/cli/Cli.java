@@ -1,0 +1,78 @@
+package io.pscluster.cli;
+
+import ch.qos.logback.classic.Level;
+import io.grpc.Grpc;
+import io.grpc.InsecureChannelCredentials;
+import io.grpc.ManagedChannel;
+import java.nio.file.Path;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+import java.util.regex.Pattern;
+import org.slf4j.LoggerFactory;
+
+/** What several subcommands share: address and URI parsing, an admin channel, waiting for Ctrl-C. */
+final class Cli {
+    private static final Pattern SCHEME = Pattern.compile("^[a-zA-Z][a-zA-Z0-9+.-]*://.*");
+
+    private Cli() {}
+
+    /** A checkpoint location as a Hadoop URI: a URI with a scheme as given, a plain path as file:// absolute. */
+    static String checkpointUri(final String location) {
+        if (SCHEME.matcher(location).matches()) {
+            return location;
+        }
+        return Path.of(location).toAbsolutePath().normalize().toUri().toString();
+    }
+
+    /** Checks a host:port argument and names the option when it is malformed. */
+    static String hostPort(final String option, final String value) {
+        final int colon = value.lastIndexOf(':');
+        if (colon <= 0 || colon == value.length() - 1) {
+            throw new IllegalArgumentException(option + "=" + value + " must be HOST:PORT");
+        }
+        try {
+            final int port = Integer.parseInt(value.substring(colon + 1));
+            if (port < 1 || port > 65535) {
+                throw new IllegalArgumentException(option + "=" + value + ": port must be in 1..65535");
+            }
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException(option + "=" + value + ": port is not a number");
+        }
+        return value;
+    }
+
+    static ManagedChannel channel(final String address) {
+        return Grpc.newChannelBuilder(address, InsecureChannelCredentials.create())
+                .build();
+    }
+
+    static void close(final ManagedChannel channel) {
+        channel.shutdownNow();
+        try {
+            channel.awaitTermination(5, TimeUnit.SECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    /** Blocks until the JVM is asked to stop (Ctrl-C, SIGTERM), then runs {@code shutdown} before exiting. */
+    static void runUntilStopped(final AutoCloseable service) throws InterruptedException {
+        final CountDownLatch stopped = new CountDownLatch(1);
+        final Thread hook = new Thread(() -> {
+            try {
+                service.close();
+            } catch (Exception e) {
+                System.err.println("shutdown: " + e);
+            } finally {
+                stopped.countDown();
+            }
+        });
+        Runtime.getRuntime().addShutdownHook(hook);
+        stopped.await();
+    }
+
+    /** Sets PSCluster's own log level (commands whose output is a report keep the log to what matters). */
+    static void logLevel(final Level level) {
+        ((ch.qos.logback.classic.Logger) LoggerFactory.getLogger("io.pscluster")).setLevel(level);
+    }
+}

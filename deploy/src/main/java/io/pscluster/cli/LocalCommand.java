@@ -1,0 +1,44 @@
+package io.pscluster.cli;
+
+import io.pscluster.local.LocalCluster;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+@Command(
+        name = "local",
+        mixinStandardHelpOptions = true,
+        description = "Run a proxy and N shards in this process until Ctrl-C.")
+final class LocalCommand implements Callable<Integer> {
+    @Option(names = "--shards", defaultValue = "2", description = "Number of shards (default ${DEFAULT-VALUE}).")
+    int shards;
+
+    @Option(names = "--port", defaultValue = "7070", description = "The proxy's port (default ${DEFAULT-VALUE}).")
+    int port;
+
+    @Option(
+            names = "--checkpoint-dir",
+            defaultValue = "./ps-data",
+            description = "Where checkpoints live (default ${DEFAULT-VALUE}).")
+    String checkpointDir;
+
+    @Option(
+            names = "--checkpoint-interval-s",
+            defaultValue = "0",
+            description = "Take a checkpoint every this many seconds; 0 (default) only on demand.")
+    long checkpointIntervalSeconds;
+
+    @Override
+    public Integer call() throws Exception {
+        final LocalCluster cluster = LocalCluster.builder()
+                .shards(shards)
+                .proxyPort(port)
+                .checkpointRoot(Cli.checkpointUri(checkpointDir))
+                .checkpointIntervalMs(checkpointIntervalSeconds * 1000)
+                .start();
+        System.out.println("local cluster up: proxy at " + cluster.proxyAddress() + ", " + shards
+                + " shards, checkpoints under " + cluster.proxy().checkpointRoot() + " (Ctrl-C stops it)");
+        Cli.runUntilStopped(cluster);
+        return 0;
+    }
+}

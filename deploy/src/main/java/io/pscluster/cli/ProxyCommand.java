@@ -1,0 +1,42 @@
+package io.pscluster.cli;
+
+import io.pscluster.proxy.ProxyServer;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+@Command(name = "proxy", mixinStandardHelpOptions = true, description = "Run the proxy until stopped.")
+final class ProxyCommand implements Callable<Integer> {
+    @Option(names = "--port", defaultValue = "7070", description = "Port to serve on (default ${DEFAULT-VALUE}).")
+    int port;
+
+    @Option(
+            names = "--checkpoint-dir",
+            required = true,
+            description = "Where checkpoints live: hdfs://namenode:port/path, file:///path or a local path.")
+    String checkpointDir;
+
+    @Option(
+            names = "--checkpoint-interval-s",
+            defaultValue = "0",
+            description = "Take a checkpoint every this many seconds; 0 (default) only on demand.")
+    long checkpointIntervalSeconds;
+
+    @Option(
+            names = "--lease-ms",
+            defaultValue = "5000",
+            description = "A shard silent this long is dead (default ${DEFAULT-VALUE}).")
+    long leaseMs;
+
+    @Override
+    public Integer call() throws Exception {
+        final ProxyServer proxy = ProxyServer.start(new ProxyServer.Context()
+                .port(port)
+                .checkpointRoot(Cli.checkpointUri(checkpointDir))
+                .checkpointIntervalMs(checkpointIntervalSeconds * 1000)
+                .leaseMs(leaseMs));
+        System.out.println("proxy listening on port " + proxy.port() + ", checkpoints under " + proxy.checkpointRoot());
+        Cli.runUntilStopped(proxy);
+        return 0;
+    }
+}

@@ -1,0 +1,51 @@
+package io.pscluster.cli;
+
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+
+/** {@code psctl}: the one command-line tool for operators. */
+@Command(
+        name = "psctl",
+        mixinStandardHelpOptions = true,
+        version = "psctl 0.1.0",
+        description = "PSCluster: run and operate a parameter-server cluster.",
+        subcommands = {
+            ProxyCommand.class,
+            ShardCommand.class,
+            LocalCommand.class,
+            TrainExampleCommand.class,
+            DemoCommand.class,
+            CheckpointCommand.class,
+            StatusCommand.class,
+            CommandLine.HelpCommand.class
+        })
+public final class Psctl implements Runnable {
+    @CommandLine.Spec
+    private CommandLine.Model.CommandSpec spec;
+
+    @Override
+    public void run() {
+        spec.commandLine().usage(System.out);
+    }
+
+    public static void main(final String[] args) {
+        System.exit(run(args));
+    }
+
+    /** Runs psctl and returns its exit code (for tests). */
+    public static int run(final String... args) {
+        return new CommandLine(new Psctl())
+                .setExecutionExceptionHandler((failure, commandLine, parseResult) -> {
+                    commandLine.getErr().println("psctl " + commandLine.getCommandName() + ": " + describe(failure));
+                    return 1;
+                })
+                .execute(args);
+    }
+
+    private static String describe(final Throwable failure) {
+        if (failure instanceof io.grpc.StatusRuntimeException status) {
+            return status.getStatus().getCode() + ": " + status.getStatus().getDescription();
+        }
+        return failure.getMessage() == null ? failure.toString() : failure.getMessage();
+    }
+}

@@ -1,0 +1,233 @@
+package io.pscluster.local;
+
+import io.pscluster.proxy.ProxyServer;
+import io.pscluster.server.Shard;
+import io.pscluster.server.ShardServer;
+import io.pscluster.server.table.ParameterTable;
+import io.pscluster.server.table.SlotSnapshot;
+import java.io.IOException;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.BitSet;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import org.apache.hadoop.conf.Configuration;
+
+/**
+ * A proxy and N shards in one process on loopback, each a real gRPC server: what {@code psctl local} and
+ * {@code psctl demo} run, and the fixture of the integration tests.
+ *
+ * <pre>{@code
+ * try (LocalCluster cluster = LocalCluster.builder().shards(2).checkpointRoot("file:///tmp/ps").start()) {
+ *     PsClient client = PsClient.connect(cluster.proxyAddress());
+ * }
+ * }</pre>
+ */
+public final class LocalCluster implements AutoCloseable {
+    private final Builder builder;
+    private final ProxyServer proxy;
+    private final List<ShardServer> shards = new ArrayList<>();
+    private int nextShardNumber;
+
+    private LocalCluster(final Builder builder, final ProxyServer proxy) {
+        this.builder = builder;
+        this.proxy = proxy;
+    }
+
+    public static Builder builder() {
+        return new Builder();
+    }
+
+    public String proxyAddress() {
+        return "127.0.0.1:" + proxy.port();
+    }
+
+    public ProxyServer proxy() {
+        return proxy;
+    }
+
+    public int shardCount() {
+        return shards.size();
+    }
+
+    /** The running shard at {@code index}, or null if it was stopped. */
+    public ShardServer shard(final int index) {
+        return shards.get(index);
+    }
+
+    /** Starts one more shard with a new id; returns its index. */
+    public synchronized int addShard() throws IOException, InterruptedException {
+        final ShardServer shard = startShard("shard-" + nextShardNumber++);
+        shards.add(shard);
+        return shards.size() - 1;
+    }
+
+    /** Stops a shard gracefully (it deregisters and its rows are gone); its slots wait for a new owner. */
+    public synchronized void stopShard(final int index) throws InterruptedException {
+        final ShardServer shard = shards.get(index);
+        if (shard != null) {
+            shard.close();
+            shards.set(index, null);
+        }
+    }
+
+    /** Stops a shard and starts a new process-local one with the same id: it restores its slots from a checkpoint. */
+    public synchronized void restartShard(final int index) throws IOException, InterruptedException {
+        final ShardServer old = shards.get(index);
+        final String id = old.shardId();
+        stopShard(index);
+        shards.set(index, startShard(id));
+    }
+
+    private ShardServer startShard(final String id) throws IOException, InterruptedException {
+        return ShardServer.start(new ShardServer.Context()
+                .proxyAddress(proxyAddress())
+                .shardId(id)
+                .port(0)
+                .maxKeysPerRequest(builder.maxKeysPerRequest)
+                .hadoopConf(builder.hadoopConf));
+    }
+
+    /**
+     * Waits until every slot is served by a running shard, no shard is restoring, and every shard follows the
+     * proxy's current routing epoch.
+     *
+     * @throws TimeoutException naming what was still missing.
+     */
+    public void awaitHealthy(final long timeoutMs) throws InterruptedException, TimeoutException {
+        final long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMs);
+        String missing;
+        while ((missing = unhealthyReason()) != null) {
+            if (System.nanoTime() > deadline) {
+                throw new TimeoutException("cluster not healthy after " + timeoutMs + " ms: " + missing);
+            }
+            TimeUnit.MILLISECONDS.sleep(20);
+        }
+    }
+
+    private synchronized String unhealthyReason() {
+        final BitSet served = new BitSet();
+        int running = 0;
+        for (final ShardServer server : shards) {
+            if (server == null) {
+                continue;
+            }
+            running++;
+            final Shard shard = server.shard();
+            if (shard.restoringSlotCount() > 0) {
+                return "shard " + shard.shardId() + " is restoring " + shard.restoringSlotCount() + " slots";
+            }
+            final BitSet owned = shard.ownedSlots();
+            if (owned.intersects(served)) {
+                return "two shards serve the same slot (routing in flux)";
+            }
+            served.or(owned);
+        }
+        if (running == 0) {
+            return "no shard is running";
+        }
+        if (served.cardinality() != io.pscluster.wire.Slots.SLOT_COUNT) {
+            return (io.pscluster.wire.Slots.SLOT_COUNT - served.cardinality()) + " slots have no running shard";
+        }
+        return null;
+    }
+
+    /**
+     * Every record of a table across the running shards: key -> values followed by optimizer slots. For checks that
+     * a restore brought back exactly what was checkpointed. Call when no pushes are in flight.
+     */
+    public Map<Long, float[]> dumpTable(final String table) throws IOException, InterruptedException {
+        final Map<Long, float[]> records = new TreeMap<>();
+        for (final ShardServer server : shards) {
+            if (server == null) {
+                continue;
+            }
+            final Shard shard = server.shard();
+            shard.awaitQuiescent();
+            final ParameterTable parameters = shard.table(table);
+            final BitSet owned = shard.ownedSlots();
+            for (final SlotSnapshot slot : parameters.snapshot(owned::get)) {
+                for (int row = 0; row < slot.rows(); row++) {
+                    final int from = row * slot.rowWidth();
+                    records.put(slot.keys()[row], Arrays.copyOfRange(slot.records(), from, from + slot.rowWidth()));
+                }
+            }
+        }
+        return records;
+    }
+
+    @Override
+    public synchronized void close() throws InterruptedException {
+        for (int i = 0; i < shards.size(); i++) {
+            stopShard(i);
+        }
+        proxy.close();
+    }
+
+    /** Cluster settings; {@link #start()} validates them through the proxy's and shards' own contexts. */
+    public static final class Builder {
+        private int shards = 2;
+        private String checkpointRoot = "";
+        private int proxyPort;
+        private long checkpointIntervalMs;
+        private int maxKeysPerRequest = 4 << 20;
+        private Configuration hadoopConf = new Configuration();
+
+        /** The most keys a shard accepts in one request. */
+        public Builder maxKeysPerRequest(final int value) {
+            maxKeysPerRequest = value;
+            return this;
+        }
+
+        public Builder shards(final int value) {
+            shards = value;
+            return this;
+        }
+
+        public Builder checkpointRoot(final String value) {
+            checkpointRoot = value;
+            return this;
+        }
+
+        public Builder proxyPort(final int value) {
+            proxyPort = value;
+            return this;
+        }
+
+        public Builder checkpointIntervalMs(final long value) {
+            checkpointIntervalMs = value;
+            return this;
+        }
+
+        public Builder hadoopConf(final Configuration value) {
+            hadoopConf = value;
+            return this;
+        }
+
+        /** Starts the proxy and the shards and waits until every slot is served. */
+        public LocalCluster start() throws IOException, InterruptedException, TimeoutException {
+            if (shards < 1) {
+                throw new IllegalArgumentException("shards=" + shards + " must be >= 1");
+            }
+            final ProxyServer proxy = ProxyServer.start(new ProxyServer.Context()
+                    .port(proxyPort)
+                    .checkpointRoot(checkpointRoot)
+                    .checkpointIntervalMs(checkpointIntervalMs)
+                    .hadoopConf(hadoopConf));
+            final LocalCluster cluster = new LocalCluster(this, proxy);
+            try {
+                for (int i = 0; i < shards; i++) {
+                    cluster.addShard();
+                }
+                cluster.awaitHealthy(60_000);
+            } catch (IOException | InterruptedException | TimeoutException | RuntimeException e) {
+                cluster.close();
+                throw e;
+            }
+            return cluster;
+        }
+    }
+}
