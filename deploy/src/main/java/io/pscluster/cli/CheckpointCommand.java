@@ -47,10 +47,11 @@ final class CheckpointCommand implements Callable<Integer> {
                     AdminServiceGrpc.newBlockingStub(channel).withDeadlineAfter(timeoutSeconds, TimeUnit.SECONDS);
             switch (action) {
                 case now -> {
-                    final CheckpointNowResponse response = admin.checkpointNow(CheckpointNowRequest.getDefaultInstance());
+                    final CheckpointNowResponse response =
+                            admin.checkpointNow(CheckpointNowRequest.getDefaultInstance());
                     System.out.println("checkpoint taken: " + describe(response.getCheckpoint()));
-                    System.out.println("longest push stall while shards copied rows: "
-                            + response.getMaxSnapshotMicros() + " us");
+                    System.out.println(
+                            "longest push stall while shards copied rows: " + response.getMaxSnapshotMicros() + " us");
                 }
                 case list -> {
                     final ListCheckpointsResponse response =
@@ -61,8 +62,8 @@ final class CheckpointCommand implements Callable<Integer> {
                     response.getCheckpointsList().forEach(info -> System.out.println(describe(info)));
                 }
                 case restore -> {
-                    final RestoreResponse response =
-                            admin.restore(RestoreRequest.newBuilder().setCheckpointId(id).build());
+                    final RestoreResponse response = admin.restore(
+                            RestoreRequest.newBuilder().setCheckpointId(id).build());
                     System.out.println("restored " + response.getRowsRestored() + " rows from "
                             + describe(response.getCheckpoint()));
                 }

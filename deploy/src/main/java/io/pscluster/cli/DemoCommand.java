@@ -46,8 +46,8 @@ final class DemoCommand implements Callable<Integer> {
         out.println("[1/6] starting a local cluster: 1 proxy, 2 shards, checkpoints under " + checkpointRoot);
         try (LocalCluster cluster =
                 LocalCluster.builder().shards(2).checkpointRoot(checkpointRoot).start()) {
-            out.println("      proxy at " + cluster.proxyAddress() + ", shards at " + cluster.shard(0).address()
-                    + " and " + cluster.shard(1).address());
+            out.println("      proxy at " + cluster.proxyAddress() + ", shards at "
+                    + cluster.shard(0).address() + " and " + cluster.shard(1).address());
 
             final Dataset data = Dataset.synthetic(7, 20_000, 2_000, 10);
             out.println("[2/6] training sparse logistic regression: " + data.size() + " samples, " + workers
@@ -80,7 +80,8 @@ final class DemoCommand implements Callable<Integer> {
                 cluster.restartShard(i);
             }
             cluster.awaitHealthy(120_000);
-            out.println("      shards back at " + cluster.shard(0).address() + " and " + cluster.shard(1).address());
+            out.println("      shards back at " + cluster.shard(0).address() + " and "
+                    + cluster.shard(1).address());
 
             out.println("[5/6] comparing every parameter and optimizer slot with the state before the restart");
             final Map<Long, float[]> after = cluster.dumpTable(settings.table());
@@ -90,8 +91,10 @@ final class DemoCommand implements Callable<Integer> {
                 pulledAfter = client.table(settings.table()).pull(keysOf(before));
                 final LogisticRegression.EpochResult restored =
                         LogisticRegression.evaluate(client.table(settings.table()), data, epochs, 0);
-                out.printf("      accuracy after restore %.2f%% (before %.2f%%)%n",
-                        restored.accuracy() * 100, results.get(results.size() - 1).accuracy() * 100);
+                out.printf(
+                        "      accuracy after restore %.2f%% (before %.2f%%)%n",
+                        restored.accuracy() * 100,
+                        results.get(results.size() - 1).accuracy() * 100);
             }
             if (difference != null) {
                 out.println("FAILED: " + difference);
@@ -102,8 +105,8 @@ final class DemoCommand implements Callable<Integer> {
                 return 1;
             }
             out.println("      " + before.size() + " rows: weights and Adagrad accumulators are bit-identical");
-            out.println("[6/6] done: the cluster came back from checkpoint " + checkpoint.getCheckpoint().getId()
-                    + " exactly as it was");
+            out.println("[6/6] done: the cluster came back from checkpoint "
+                    + checkpoint.getCheckpoint().getId() + " exactly as it was");
             return 0;
         }
     }

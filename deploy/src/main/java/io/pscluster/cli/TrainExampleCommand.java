@@ -28,10 +28,7 @@ final class TrainExampleCommand implements Callable<Integer> {
     @Option(names = "--samples", defaultValue = "20000", description = "Synthetic samples (default ${DEFAULT-VALUE}).")
     int samples;
 
-    @Option(
-            names = "--features",
-            defaultValue = "2000",
-            description = "Synthetic features (default ${DEFAULT-VALUE}).")
+    @Option(names = "--features", defaultValue = "2000", description = "Synthetic features (default ${DEFAULT-VALUE}).")
     int features;
 
     @Option(names = "--seed", defaultValue = "7", description = "Synthetic data seed (default ${DEFAULT-VALUE}).")
@@ -43,9 +40,10 @@ final class TrainExampleCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         Cli.logLevel(ch.qos.logback.classic.Level.WARN);
-        final Dataset dataset = data == null ? Dataset.synthetic(seed, samples, features, 10) : Dataset.readLibsvm(data);
-        System.out.println("training on " + dataset.size() + " samples with " + workers + " workers, " + epochs
-                + " epochs");
+        final Dataset dataset =
+                data == null ? Dataset.synthetic(seed, samples, features, 10) : Dataset.readLibsvm(data);
+        System.out.println(
+                "training on " + dataset.size() + " samples with " + workers + " workers, " + epochs + " epochs");
         final LogisticRegression.Settings defaults = LogisticRegression.Settings.defaults(workers, epochs);
         final List<LogisticRegression.EpochResult> results = LogisticRegression.train(
                 Cli.hostPort("--proxy", proxy),
@@ -53,7 +51,8 @@ final class TrainExampleCommand implements Callable<Integer> {
                 new LogisticRegression.Settings(
                         table, workers, epochs, defaults.batchSize(), defaults.learningRate(), defaults.seed()),
                 result -> System.out.println("  " + result));
-        System.out.printf("final accuracy %.2f%%%n", results.get(results.size() - 1).accuracy() * 100);
+        System.out.printf(
+                "final accuracy %.2f%%%n", results.get(results.size() - 1).accuracy() * 100);
         return 0;
     }
 }

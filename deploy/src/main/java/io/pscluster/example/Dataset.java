@@ -38,7 +38,11 @@ public record Dataset(long[][] keys, float[][] values, int[] labels) {
         final int[] labels = new int[samples];
         int made = 0;
         while (made < samples) {
-            final long[] sampleKeys = random.ints(0, features).distinct().limit(active).asLongStream().toArray();
+            final long[] sampleKeys = random.ints(0, features)
+                    .distinct()
+                    .limit(active)
+                    .asLongStream()
+                    .toArray();
             double score = 0;
             for (final long key : sampleKeys) {
                 score += hidden[(int) key];

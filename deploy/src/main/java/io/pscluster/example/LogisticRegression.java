@@ -48,8 +48,7 @@ public final class LogisticRegression {
     public record EpochResult(int epoch, double loss, double accuracy, long millis) {
         @Override
         public String toString() {
-            return String.format(
-                    "epoch %d: loss %.4f, accuracy %.2f%% (%d ms)", epoch, loss, accuracy * 100, millis);
+            return String.format("epoch %d: loss %.4f, accuracy %.2f%% (%d ms)", epoch, loss, accuracy * 100, millis);
         }
     }
 
@@ -67,7 +66,10 @@ public final class LogisticRegression {
 
     /** Trains and reports each epoch to {@code progress}; returns every epoch's result. */
     public static List<EpochResult> train(
-            final String proxyAddress, final Dataset data, final Settings settings, final Consumer<EpochResult> progress)
+            final String proxyAddress,
+            final Dataset data,
+            final Settings settings,
+            final Consumer<EpochResult> progress)
             throws InterruptedException, ExecutionException {
         final List<PsClient> clients = new ArrayList<>();
         final ExecutorService workers = Executors.newFixedThreadPool(settings.workers());

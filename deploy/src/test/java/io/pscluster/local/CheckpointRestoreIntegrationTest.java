@@ -81,7 +81,8 @@ class CheckpointRestoreIntegrationTest {
             final Map<Long, float[]> before = cluster.dumpTable(settings.table());
             assertThat(before).hasSize(1_001); // every feature and the bias were pushed
             assertThat(checkpoint.getCheckpoint().getRows()).isEqualTo(before.size());
-            final long[] keys = before.keySet().stream().mapToLong(Long::longValue).toArray();
+            final long[] keys =
+                    before.keySet().stream().mapToLong(Long::longValue).toArray();
             final float[] pulledBefore;
             try (PsClient client = PsClient.connect(cluster.proxyAddress())) {
                 pulledBefore = client.table(settings.table()).pull(keys);
@@ -96,7 +97,8 @@ class CheckpointRestoreIntegrationTest {
             final int second = cluster.addShard();
             cluster.awaitHealthy(120_000);
             assertThat(List.of(
-                            cluster.shard(first).shardId(), cluster.shard(second).shardId()))
+                            cluster.shard(first).shardId(),
+                            cluster.shard(second).shardId()))
                     .doesNotContainAnyElementsOf(oldIds);
 
             final Map<Long, float[]> after = cluster.dumpTable(settings.table());

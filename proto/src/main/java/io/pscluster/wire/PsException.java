@@ -16,7 +16,8 @@ public final class PsException extends RuntimeException {
     private static final long serialVersionUID = 1L;
 
     /** Trailer naming why a request was refused before anything was applied. */
-    public static final Metadata.Key<String> REJECT_KEY = Metadata.Key.of("ps-reject", Metadata.ASCII_STRING_MARSHALLER);
+    public static final Metadata.Key<String> REJECT_KEY =
+            Metadata.Key.of("ps-reject", Metadata.ASCII_STRING_MARSHALLER);
 
     /** Trailer carrying the refusing shard's routing epoch. */
     public static final Metadata.Key<String> EPOCH_KEY = Metadata.Key.of("ps-epoch", Metadata.ASCII_STRING_MARSHALLER);

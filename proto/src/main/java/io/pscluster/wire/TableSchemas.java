@@ -41,8 +41,8 @@ public final class TableSchemas {
             }
         }
         if (schema.getKind() != TableKind.DENSE && schema.getKind() != TableKind.SPARSE) {
-            throw PsException.invalidArgument("table '" + name + "': kind must be DENSE or SPARSE, got "
-                    + schema.getKind());
+            throw PsException.invalidArgument(
+                    "table '" + name + "': kind must be DENSE or SPARSE, got " + schema.getKind());
         }
         if (schema.getDim() < 1 || schema.getDim() > MAX_DIM) {
             throw PsException.invalidArgument(
@@ -70,8 +70,8 @@ public final class TableSchemas {
             throw PsException.invalidArgument("table '" + table + "': unknown optimizer " + spec.getKind());
         }
         if (!(spec.getLearningRate() > 0) || !Float.isFinite(spec.getLearningRate())) {
-            throw PsException.invalidArgument("table '" + table + "': optimizer.learning_rate="
-                    + spec.getLearningRate() + " must be finite and > 0");
+            throw PsException.invalidArgument("table '" + table + "': optimizer.learning_rate=" + spec.getLearningRate()
+                    + " must be finite and > 0");
         }
         if (builder.getKind() == OptimizerKind.ADAGRAD) {
             if (spec.getInitialAccumulator() == 0) {

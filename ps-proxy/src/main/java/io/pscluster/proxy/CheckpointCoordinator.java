@@ -85,7 +85,8 @@ final class CheckpointCoordinator {
         long maxStall = 0;
         for (final Map.Entry<ClusterState.Owner, CompletableFuture<WriteCheckpointResponse>> write :
                 writes.entrySet()) {
-            final WriteCheckpointResponse response = await(write.getValue(), "shard " + write.getKey().shardId());
+            final WriteCheckpointResponse response =
+                    await(write.getValue(), "shard " + write.getKey().shardId());
             maxStall = Math.max(maxStall, response.getSnapshotMicros());
             for (final CheckpointFile file : response.getFilesList()) {
                 files.add(new Manifest.FileEntry(
@@ -181,7 +182,8 @@ final class CheckpointCoordinator {
         try {
             return future.get();
         } catch (ExecutionException e) {
-            throw PsException.unavailable(who + " failed: " + PsException.toStatus(e.getCause()).getStatus());
+            throw PsException.unavailable(
+                    who + " failed: " + PsException.toStatus(e.getCause()).getStatus());
         }
     }
 }

@@ -106,8 +106,8 @@ final class ClusterState {
         }
         final ShardRecord existing = shards.get(id);
         if (existing != null && existing.live && !existing.address.equals(request.getAddress())) {
-            throw PsException.alreadyExists("register: shard id '" + id + "' is live at " + existing.address
-                    + "; " + request.getAddress() + " cannot take it until that lease lapses");
+            throw PsException.alreadyExists("register: shard id '" + id + "' is live at " + existing.address + "; "
+                    + request.getAddress() + " cannot take it until that lease lapses");
         }
         final long now = nanoClock.getAsLong();
         final ShardRecord record = new ShardRecord(id, request.getAddress(), now);
@@ -195,9 +195,8 @@ final class ClusterState {
         if (!sticky()) {
             boolean moved = false;
             for (int slot = 0; slot < owners.length; slot++) {
-                final String owner = live.isEmpty()
-                        ? null
-                        : live.get((int) ((long) slot * live.size() / owners.length)).id;
+                final String owner =
+                        live.isEmpty() ? null : live.get((int) ((long) slot * live.size() / owners.length)).id;
                 if (owner == null ? owners[slot] != null : !owner.equals(owners[slot])) {
                     owners[slot] = owner;
                     moved = true;
@@ -227,8 +226,11 @@ final class ClusterState {
             final String heir = idle.get(i).id;
             final List<Integer> slots = groups.get(i).getValue();
             slots.forEach(slot -> owners[slot] = heir);
-            planRestore(heir, slots, "shard " + groups.get(i).getKey() + " is gone; shard " + heir + " adopts its "
-                    + slots.size() + " slots");
+            planRestore(
+                    heir,
+                    slots,
+                    "shard " + groups.get(i).getKey() + " is gone; shard " + heir + " adopts its " + slots.size()
+                            + " slots");
             moved = true;
         }
         if (groups.size() > idle.size()) {
@@ -245,7 +247,8 @@ final class ClusterState {
                 .setCheckpointId(latestCheckpointId)
                 .addAllSlots(slots);
         if (latestCheckpointId == 0) {
-            LOG.warn("{}: no checkpoint exists, so those {} slots start empty (their rows are lost)", why, slots.size());
+            LOG.warn(
+                    "{}: no checkpoint exists, so those {} slots start empty (their rows are lost)", why, slots.size());
         } else {
             LOG.warn(
                     "{}: restoring {} slots from checkpoint {}; updates after that checkpoint are rolled back",
@@ -379,8 +382,8 @@ final class ClusterState {
         final TableSchema existing = tables.get(schema.getName());
         if (existing != null) {
             if (!existing.equals(schema)) {
-                throw PsException.alreadyExists("table '" + schema.getName()
-                        + "' exists with a different schema: " + existing + "; requested " + schema);
+                throw PsException.alreadyExists("table '" + schema.getName() + "' exists with a different schema: "
+                        + existing + "; requested " + schema);
             }
             return false;
         }

@@ -18,13 +18,13 @@ import io.pscluster.proto.v1.ShardServiceGrpc;
 import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.wire.PsException;
 import io.pscluster.wire.TableSchemas;
+import io.pscluster.wire.Unary;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.TimeUnit;
-import io.pscluster.wire.Unary;
 
 /** Discovery, routing and the table catalog over gRPC. */
 final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
@@ -52,10 +52,12 @@ final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
 
     @Override
     public void registerShard(final RegisterShardRequest request, final StreamObserver<RegisterShardResponse> out) {
-        Unary.respond(out, () -> state.register(request).toBuilder()
-                .setHeartbeatIntervalMillis(heartbeatIntervalMs)
-                .setLeaseMillis(leaseMs)
-                .build());
+        Unary.respond(
+                out,
+                () -> state.register(request).toBuilder()
+                        .setHeartbeatIntervalMillis(heartbeatIntervalMs)
+                        .setLeaseMillis(leaseMs)
+                        .build());
     }
 
     @Override
@@ -118,6 +120,9 @@ final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
     @Override
     public void listTables(final ListTablesRequest request, final StreamObserver<ListTablesResponse> out) {
         Unary.respond(
-                out, () -> ListTablesResponse.newBuilder().addAllTables(state.tables()).build());
+                out,
+                () -> ListTablesResponse.newBuilder()
+                        .addAllTables(state.tables())
+                        .build());
     }
 }

@@ -109,7 +109,10 @@ public final class ProxyServer implements AutoCloseable {
                     TimeUnit.MILLISECONDS);
         }
         health.setStatus("", ServingStatus.SERVING);
-        LOG.info("proxy serving on port {}, checkpoints under {}", server.getPort(), checkpoints.store().root());
+        LOG.info(
+                "proxy serving on port {}, checkpoints under {}",
+                server.getPort(),
+                checkpoints.store().root());
     }
 
     private void periodicCheckpoint() {

@@ -12,10 +12,11 @@ final class ShardChannels implements AutoCloseable {
     private final Map<String, ManagedChannel> channels = new ConcurrentHashMap<>();
 
     ManagedChannel channel(final String address) {
-        return channels.computeIfAbsent(address, target -> Grpc.newChannelBuilder(
-                        target, InsecureChannelCredentials.create())
-                .maxInboundMessageSize(64 << 20)
-                .build());
+        return channels.computeIfAbsent(
+                address,
+                target -> Grpc.newChannelBuilder(target, InsecureChannelCredentials.create())
+                        .maxInboundMessageSize(64 << 20)
+                        .build());
     }
 
     @Override

@@ -76,8 +76,8 @@ public final class Shard implements AutoCloseable {
         final ParameterTable existing = tables.putIfAbsent(schema.getName(), created);
         if (existing != null) {
             if (!existing.schema().equals(schema)) {
-                throw PsException.alreadyExists("table '" + schema.getName()
-                        + "' exists with a different schema: " + existing.schema() + "; requested " + schema);
+                throw PsException.alreadyExists("table '" + schema.getName() + "' exists with a different schema: "
+                        + existing.schema() + "; requested " + schema);
             }
             return false;
         }
@@ -165,9 +165,8 @@ public final class Shard implements AutoCloseable {
         final boolean dense = denseRows > 0;
         for (final long key : keys) {
             if (dense && (key < 0 || key >= denseRows)) {
-                throw PsException.invalidArgument(
-                        "key " + key + " is outside dense table '" + table.name() + "' (rows 0.." + (denseRows - 1)
-                                + ")");
+                throw PsException.invalidArgument("key " + key + " is outside dense table '" + table.name()
+                        + "' (rows 0.." + (denseRows - 1) + ")");
             }
             view.check(table.slotOf(key), shardId, table.name(), key);
         }
@@ -240,8 +239,8 @@ public final class Shard implements AutoCloseable {
             throws IOException, InterruptedException {
         final SlotOwnership.View view = ownership.view();
         if (!view.restoring().isEmpty()) {
-            throw PsException.unavailable("shard " + shardId + " is restoring " + view.restoring().cardinality()
-                    + " slots; a checkpoint now would miss their rows");
+            throw PsException.unavailable("shard " + shardId + " is restoring "
+                    + view.restoring().cardinality() + " slots; a checkpoint now would miss their rows");
         }
         final long start = System.nanoTime();
         final Map<ParameterTable, List<SlotSnapshot>> snapshots = awaitApplied(() -> {
@@ -338,7 +337,11 @@ public final class Shard implements AutoCloseable {
             }
             final ParameterTable table = table(entry.table());
             rows += RowFileReader.read(
-                    fs, checkpoint.dir(), entry.file(), slots::get, (slot, key, record) -> table.putRecord(key, record));
+                    fs,
+                    checkpoint.dir(),
+                    entry.file(),
+                    slots::get,
+                    (slot, key, record) -> table.putRecord(key, record));
         }
         for (final ParameterTable table : tables.values()) {
             table.materializeDense(slots::get);

@@ -110,10 +110,11 @@ public final class PsClient implements AutoCloseable {
     }
 
     ShardServiceGrpc.ShardServiceStub shard(final String address) {
-        return ShardServiceGrpc.newStub(shardChannels.computeIfAbsent(address, target -> Grpc.newChannelBuilder(
-                        target, InsecureChannelCredentials.create())
-                .maxInboundMessageSize(context.maxMessageBytes)
-                .build()));
+        return ShardServiceGrpc.newStub(shardChannels.computeIfAbsent(
+                address,
+                target -> Grpc.newChannelBuilder(target, InsecureChannelCredentials.create())
+                        .maxInboundMessageSize(context.maxMessageBytes)
+                        .build()));
     }
 
     ScheduledExecutorService retries() {

@@ -106,9 +106,8 @@ public final class PsTable {
                     .setKeys(LittleEndian.encodeLongs(gather(keys, positions)))
                     .setGradients(LittleEndian.encodeFloats(partGradients))
                     .build();
-            return this.<PushResponse>unary(observer -> client.shard(address)
-                            .withDeadline(call.deadline)
-                            .push(request, observer))
+            return this.<PushResponse>unary(observer ->
+                            client.shard(address).withDeadline(call.deadline).push(request, observer))
                     .thenApply(response -> null);
         });
     }

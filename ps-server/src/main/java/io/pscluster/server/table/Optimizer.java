@@ -19,8 +19,8 @@ public interface Optimizer {
     static Optimizer of(final OptimizerSpec spec) {
         return switch (spec.getKind()) {
             case SGD -> new SgdOptimizer(spec.getLearningRate());
-            case ADAGRAD -> new AdagradOptimizer(
-                    spec.getLearningRate(), spec.getInitialAccumulator(), spec.getEpsilon());
+            case ADAGRAD ->
+                new AdagradOptimizer(spec.getLearningRate(), spec.getInitialAccumulator(), spec.getEpsilon());
             default -> throw new IllegalArgumentException("unknown optimizer " + spec.getKind());
         };
     }

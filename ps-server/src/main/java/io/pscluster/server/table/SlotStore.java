@@ -23,7 +23,8 @@ final class SlotStore {
     }
 
     /** Copies the values of {@code key} into {@code out[outOffset]}, or its initial values if it has no row. */
-    synchronized void read(final long key, final float[] out, final int outOffset, final int dim, final Initializer init) {
+    synchronized void read(
+            final long key, final float[] out, final int outOffset, final int dim, final Initializer init) {
         final long row = index.get(key);
         if (row == MISSING) {
             init.fill(key, out, outOffset, dim);

@@ -1,0 +1,85 @@
+package io.pscluster.cli;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.pscluster.local.LocalCluster;
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** psctl's subcommands against a real local cluster, as an operator runs them. */
+class PsctlTest {
+    @TempDir
+    Path dir;
+
+    @Test
+    void shouldRunTheDemoEndToEndAndExitZero() throws Exception {
+        final ByteArrayOutputStream output = new ByteArrayOutputStream();
+        final int exit = DemoCommand.run(
+                dir.resolve("ps-data").toUri().toString(), 2, new PrintStream(output, true, StandardCharsets.UTF_8));
+        final String printed = output.toString(StandardCharsets.UTF_8);
+        assertThat(exit).as(printed).isZero();
+        assertThat(printed)
+                .contains("[1/6]", "[3/6]", "[6/6]")
+                .contains("weights and Adagrad accumulators are bit-identical");
+        assertThat(Files.exists(dir.resolve("ps-data/ckpt-000000000001/_MANIFEST")))
+                .isTrue();
+    }
+
+    @Test
+    void shouldTakeListAndReportCheckpointsAndStatusThroughTheCli() throws Exception {
+        try (LocalCluster cluster = LocalCluster.builder()
+                .shards(2)
+                .checkpointRoot(dir.toUri().toString())
+                .start()) {
+            final String proxy = cluster.proxyAddress();
+            assertThat(Psctl.run(
+                            "train-example", "--proxy", proxy, "--workers", "2", "--epochs", "1", "--samples", "2000"))
+                    .isZero();
+            assertThat(Psctl.run("checkpoint", "now", "--proxy", proxy)).isZero();
+            assertThat(Psctl.run("checkpoint", "now", "--proxy", proxy)).isZero();
+            assertThat(Files.exists(dir.resolve("ckpt-000000000002/_MANIFEST"))).isTrue();
+            assertThat(Psctl.run("checkpoint", "list", "--proxy", proxy)).isZero();
+            assertThat(Psctl.run("checkpoint", "restore", "--proxy", proxy, "--id", "1"))
+                    .isZero();
+            assertThat(Psctl.run("status", "--proxy", proxy)).isZero();
+            // A checkpoint that does not exist is an error with a non-zero exit, and the cluster keeps serving.
+            assertThat(Psctl.run("checkpoint", "restore", "--proxy", proxy, "--id", "99"))
+                    .isEqualTo(1);
+            assertThat(Psctl.run("status", "--proxy", proxy)).isZero();
+        }
+    }
+
+    @Test
+    void shouldRejectMalformedArgumentsWithNonZeroExit() {
+        assertThat(Psctl.run("status", "--proxy", "no-port")).isEqualTo(1);
+        assertThat(Psctl.run("checkpoint", "sideways", "--proxy", "localhost:1"))
+                .isEqualTo(2);
+        assertThat(Psctl.run(
+                        "train-example",
+                        "--proxy",
+                        "localhost:1",
+                        "--data",
+                        dir.resolve("missing.txt").toString()))
+                .isEqualTo(1);
+    }
+
+    @Test
+    void shouldReadLibsvmAndNameTheLineWhenMalformed() throws Exception {
+        final Path good = dir.resolve("good.libsvm");
+        Files.writeString(good, "# comment\n+1 3:1 7:0.5\n-1 2:1\n0 9:2\n");
+        final io.pscluster.example.Dataset data = io.pscluster.example.Dataset.readLibsvm(good);
+        assertThat(data.labels()).containsExactly(1, 0, 0);
+        assertThat(data.keys()[0]).containsExactly(3, 7);
+        assertThat(data.values()[0]).containsExactly(1f, 0.5f);
+        final Path bad = dir.resolve("bad.libsvm");
+        Files.writeString(bad, "1 3:1\n1 3-1\n");
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> io.pscluster.example.Dataset.readLibsvm(bad))
+                .isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining(bad + ":2: feature '3-1' is not index:value");
+    }
+}

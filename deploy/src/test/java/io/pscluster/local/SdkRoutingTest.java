@@ -1,0 +1,114 @@
+package io.pscluster.local;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+import io.pscluster.proto.v1.OptimizerKind;
+import io.pscluster.proto.v1.OptimizerSpec;
+import io.pscluster.proto.v1.TableKind;
+import io.pscluster.proto.v1.TableSchema;
+import io.pscluster.worker.PsClient;
+import io.pscluster.worker.PsTable;
+import java.nio.file.Path;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** The SDK against a real proxy and shards: routing by slot, refresh-and-retry, async calls, deadlines. */
+class SdkRoutingTest {
+    @TempDir
+    Path checkpoints;
+
+    private static TableSchema sparse(final String name, final int dim) {
+        return TableSchema.newBuilder()
+                .setName(name)
+                .setKind(TableKind.SPARSE)
+                .setDim(dim)
+                .setOptimizer(
+                        OptimizerSpec.newBuilder().setKind(OptimizerKind.SGD).setLearningRate(0.5f))
+                .build();
+    }
+
+    @Test
+    void shouldRefreshRoutingAndRetryWhenCachedRoutingIsStale() throws Exception {
+        try (LocalCluster cluster = LocalCluster.builder()
+                        .shards(2)
+                        .checkpointRoot(checkpoints.toUri().toString())
+                        .start();
+                PsClient stale = PsClient.connect(cluster.proxyAddress())) {
+            final long staleEpoch = stale.routingEpoch();
+            // With no table yet, a third shard takes a third of the slots: the client's table is now wrong.
+            cluster.addShard();
+            cluster.awaitHealthy(30_000);
+            final PsTable table = stale.createTable(sparse("emb", 2));
+            final long[] keys = new long[3_000];
+            final float[] gradients = new float[keys.length * 2];
+            for (int i = 0; i < keys.length; i++) {
+                keys[i] = i * 7919L;
+                gradients[2 * i] = 2;
+                gradients[2 * i + 1] = -4;
+            }
+            table.push(keys, gradients);
+            assertThat(stale.routingEpoch()).isGreaterThan(staleEpoch);
+            for (int i = 0; i < 3; i++) {
+                cluster.shard(i).shard().awaitQuiescent();
+                assertThat(cluster.shard(i).shard().table("emb").rowCount()).isPositive();
+            }
+            final float[] values = table.pull(keys);
+            for (int i = 0; i < keys.length; i++) {
+                assertThat(values[2 * i]).isEqualTo(-1f);
+                assertThat(values[2 * i + 1]).isEqualTo(2f);
+            }
+        }
+    }
+
+    @Test
+    void shouldCompleteFuturesWhenPushingAndPullingAsynchronously() throws Exception {
+        try (LocalCluster cluster = LocalCluster.builder()
+                        .shards(2)
+                        .checkpointRoot(checkpoints.toUri().toString())
+                        .start();
+                PsClient client = PsClient.connect(cluster.proxyAddress())) {
+            final PsTable table = client.createTable(sparse("async", 1));
+            final long[] keys = {1, 2, 3, 1L << 40};
+            final CompletableFuture<Void> pushed = table.pushAsync(keys, new float[] {1, 2, 3, 4});
+            pushed.get();
+            for (int i = 0; i < 2; i++) {
+                cluster.shard(i).shard().awaitQuiescent();
+            }
+            assertThat(table.pullAsync(keys).get()).containsExactly(-0.5f, -1f, -1.5f, -2f);
+            assertThatThrownBy(() -> table.pushAsync(keys, new float[3]))
+                    .isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageContaining("4 keys need 4 gradient values, got 3");
+        }
+    }
+
+    @Test
+    void shouldFailWithUnavailableAtTheDeadlineWhenNoLiveShardOwnsTheSlots() throws Exception {
+        try (LocalCluster cluster = LocalCluster.builder()
+                        .shards(2)
+                        .checkpointRoot(checkpoints.toUri().toString())
+                        .start();
+                PsClient setup = PsClient.connect(cluster.proxyAddress())) {
+            setup.createTable(sparse("orphaned", 1));
+            cluster.stopShard(1);
+            try (PsClient client = PsClient.connect(
+                    new PsClient.Context().proxyAddress(cluster.proxyAddress()).deadlineMs(800))) {
+                final PsTable table = client.table("orphaned");
+                final long[] keys = new long[200];
+                java.util.Arrays.setAll(keys, i -> i);
+                assertThatThrownBy(() -> table.pull(keys))
+                        .isInstanceOf(StatusRuntimeException.class)
+                        .satisfies(e -> {
+                            final Status status = ((StatusRuntimeException) e).getStatus();
+                            assertThat(status.getCode()).isEqualTo(Status.Code.UNAVAILABLE);
+                            assertThat(status.getDescription()).contains("no live shard owns");
+                        });
+                assertThatThrownBy(() -> table.pullAsync(keys).join()).isInstanceOf(CompletionException.class);
+            }
+        }
+    }
+}
