@@ -111,4 +111,29 @@ class SdkRoutingTest {
             }
         }
     }
+
+    @Test
+    void shouldDropTableOnEveryShardAndAnswerNotFoundAfterwards() throws Exception {
+        try (LocalCluster cluster = LocalCluster.builder()
+                        .shards(2)
+                        .checkpointRoot(checkpoints.toUri().toString())
+                        .start();
+                PsClient client = PsClient.connect(cluster.proxyAddress())) {
+            client.createTable(sparse("doomed", 1)).push(new long[] {1, 2, 3}, new float[] {1, 1, 1});
+            assertThat(client.dropTable("doomed")).isTrue();
+            assertThat(client.dropTable("doomed")).isFalse();
+            for (int i = 0; i < 2; i++) {
+                final io.pscluster.server.Shard shard = cluster.shard(i).shard();
+                assertThatThrownBy(() -> shard.table("doomed"))
+                        .isInstanceOf(io.pscluster.wire.PsException.class)
+                        .hasMessageContaining("table 'doomed' does not exist");
+            }
+            assertThatThrownBy(() -> client.table("doomed"))
+                    .isInstanceOf(StatusRuntimeException.class)
+                    .hasMessageContaining("NOT_FOUND");
+            // A dropped table stays dropped: heartbeats do not bring it back, and the name can be reused.
+            cluster.awaitHealthy(10_000);
+            assertThat(client.createTable(sparse("doomed", 3)).dim()).isEqualTo(3);
+        }
+    }
 }

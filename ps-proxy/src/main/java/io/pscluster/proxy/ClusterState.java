@@ -146,7 +146,12 @@ final class ClusterState {
             response.setRouting(routingTable());
         }
         final Set<String> reported = new HashSet<>();
-        request.getTablesList().forEach(stats -> reported.add(stats.getName()));
+        for (final TableStats stats : request.getTablesList()) {
+            reported.add(stats.getName());
+            if (!tables.containsKey(stats.getName())) {
+                response.addDroppedTables(stats.getName());
+            }
+        }
         tables.values().stream()
                 .filter(schema -> !reported.contains(schema.getName()))
                 .forEach(response::addTables);
@@ -392,6 +397,11 @@ final class ClusterState {
         }
         tables.put(schema.getName(), schema);
         return true;
+    }
+
+    /** Removes a table from the catalog; returns false if there was none. */
+    synchronized boolean removeTable(final String name) {
+        return tables.remove(name) != null;
     }
 
     synchronized List<TableSchema> tables() {

@@ -5,6 +5,8 @@ import io.pscluster.proto.v1.CreateTableRequest;
 import io.pscluster.proto.v1.CreateTableResponse;
 import io.pscluster.proto.v1.DeregisterShardRequest;
 import io.pscluster.proto.v1.DeregisterShardResponse;
+import io.pscluster.proto.v1.DropTableRequest;
+import io.pscluster.proto.v1.DropTableResponse;
 import io.pscluster.proto.v1.GetRoutingTableRequest;
 import io.pscluster.proto.v1.GetRoutingTableResponse;
 import io.pscluster.proto.v1.HeartbeatRequest;
@@ -25,6 +27,7 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.TimeUnit;
+import java.util.function.Function;
 
 /** Discovery, routing and the table catalog over gRPC. */
 final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
@@ -90,31 +93,44 @@ final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
         Unary.respond(out, () -> {
             final TableSchema schema = TableSchemas.normalize(request.getSchema());
             final boolean created = state.addTable(schema);
-            final List<String> addresses = state.liveAddresses();
-            final List<CompletableFuture<CreateTableResponse>> creates = new ArrayList<>();
-            for (final String address : addresses) {
-                creates.add(CompletableFuture.supplyAsync(
-                        () -> ShardServiceGrpc.newBlockingStub(channels.channel(address))
-                                .withDeadlineAfter(callDeadlineMs, TimeUnit.MILLISECONDS)
-                                .createTable(CreateTableRequest.newBuilder()
-                                        .setSchema(schema)
-                                        .build()),
-                        calls));
-            }
-            for (int i = 0; i < creates.size(); i++) {
-                try {
-                    creates.get(i).get();
-                } catch (ExecutionException e) {
-                    throw PsException.unavailable("table '" + schema.getName() + "' is in the catalog but shard at "
-                            + addresses.get(i) + " failed to create it: "
-                            + PsException.toStatus(e.getCause()).getStatus() + "; it retries on its next heartbeat");
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                    throw PsException.unavailable("proxy is shutting down");
-                }
-            }
+            onEveryLiveShard(
+                    "create table '" + schema.getName() + "'",
+                    stub -> stub.createTable(
+                            CreateTableRequest.newBuilder().setSchema(schema).build()));
             return CreateTableResponse.newBuilder().setCreated(created).build();
         });
+    }
+
+    /** Removes the table from the catalog first (so no heartbeat brings it back), then from every live shard. */
+    @Override
+    public void dropTable(final DropTableRequest request, final StreamObserver<DropTableResponse> out) {
+        Unary.respond(out, () -> {
+            final boolean dropped = state.removeTable(request.getTable());
+            onEveryLiveShard("drop table '" + request.getTable() + "'", stub -> stub.dropTable(request));
+            return DropTableResponse.newBuilder().setDropped(dropped).build();
+        });
+    }
+
+    /** Calls every live shard concurrently and waits for all; the first failure names its shard. */
+    private void onEveryLiveShard(final String what, final Function<ShardServiceGrpc.ShardServiceBlockingStub, ?> call)
+            throws InterruptedException {
+        final List<String> addresses = state.liveAddresses();
+        final List<CompletableFuture<?>> calls = new ArrayList<>();
+        for (final String address : addresses) {
+            calls.add(CompletableFuture.supplyAsync(
+                    () -> call.apply(ShardServiceGrpc.newBlockingStub(channels.channel(address))
+                            .withDeadlineAfter(callDeadlineMs, TimeUnit.MILLISECONDS)),
+                    this.calls));
+        }
+        for (int i = 0; i < calls.size(); i++) {
+            try {
+                calls.get(i).get();
+            } catch (ExecutionException e) {
+                throw PsException.unavailable(what + ": shard at " + addresses.get(i) + " failed: "
+                        + PsException.toStatus(e.getCause()).getStatus()
+                        + "; the catalog has the change and the shard follows it on its next heartbeat");
+            }
+        }
     }
 
     @Override

@@ -152,6 +152,11 @@ final class ProxyLink implements AutoCloseable {
                                 .setHeapMaxBytes(runtime.maxMemory()))
                         .addAllTables(stats)
                         .build());
+        for (final String dropped : response.getDroppedTablesList()) {
+            if (shard.dropTable(dropped)) {
+                LOG.info("shard {} dropped table {}: the proxy's catalog no longer holds it", shard.shardId(), dropped);
+            }
+        }
         follow(
                 response.getTablesList(),
                 response.hasRestore() ? response.getRestore() : null,

@@ -5,6 +5,7 @@ import io.grpc.InsecureChannelCredentials;
 import io.grpc.ManagedChannel;
 import io.grpc.StatusRuntimeException;
 import io.pscluster.proto.v1.CreateTableRequest;
+import io.pscluster.proto.v1.DropTableRequest;
 import io.pscluster.proto.v1.GetRoutingTableRequest;
 import io.pscluster.proto.v1.ListTablesRequest;
 import io.pscluster.proto.v1.ProxyServiceGrpc;
@@ -91,6 +92,12 @@ public final class PsClient implements AutoCloseable {
             }
         }
         throw PsException.toStatus(PsException.notFound("table '" + name + "' does not exist"));
+    }
+
+    /** Drops a table from every shard; returns false if there was no such table. Its rows are gone. */
+    public boolean dropTable(final String name) {
+        return proxy().dropTable(DropTableRequest.newBuilder().setTable(name).build())
+                .getDropped();
     }
 
     /** Fetches the proxy's current routing table. */
