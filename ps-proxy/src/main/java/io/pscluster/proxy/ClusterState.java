@@ -117,10 +117,9 @@ final class ClusterState {
             // A restarted shard keeps its slots but lost its rows: they come back from the checkpoint.
             planRestore(id, slotsOf(id), "shard " + id + " restarted");
         }
-        final boolean changed = reconcile();
-        if (changed || existing == null || !existing.address.equals(request.getAddress())) {
-            epoch++;
-        }
+        reconcile();
+        // A registration always changes the routing table: a new shard, a new address, or a lapsed one back.
+        epoch++;
         final RegisterShardResponse.Builder response = RegisterShardResponse.newBuilder()
                 .setShardId(id)
                 .setCheckpointRoot(checkpointRoot)

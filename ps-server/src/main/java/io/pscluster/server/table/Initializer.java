@@ -18,8 +18,10 @@ final class Initializer {
     void fill(final long key, final float[] target, final int offset, final int dim) {
         switch (spec.getKind()) {
             case UNIFORM -> {
+                final float scale = spec.getScale();
                 for (int i = 0; i < dim; i++) {
-                    target[offset + i] = (float) ((2 * unit(key, i) - 1) * spec.getScale());
+                    // Rounding to float can reach +scale when the draw is within 2^-26 of 1: keep the bound open.
+                    target[offset + i] = Math.min((float) ((2 * unit(key, i) - 1) * scale), Math.nextDown(scale));
                 }
             }
             case NORMAL -> {

@@ -1,0 +1,92 @@
+package io.pscluster.proxy;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import io.grpc.Status;
+import io.pscluster.proto.v1.HeartbeatRequest;
+import io.pscluster.proto.v1.HeartbeatResponse;
+import io.pscluster.proto.v1.OptimizerSpec;
+import io.pscluster.proto.v1.RegisterShardRequest;
+import io.pscluster.proto.v1.RegisterShardResponse;
+import io.pscluster.proto.v1.RoutingTable;
+import io.pscluster.proto.v1.TableKind;
+import io.pscluster.proto.v1.TableSchema;
+import io.pscluster.proto.v1.TableStats;
+import io.pscluster.wire.PsException;
+import io.pscluster.wire.TableSchemas;
+import java.util.HashSet;
+import java.util.Set;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
+import org.assertj.core.api.ThrowableAssert.ThrowingCallable;
+
+/**
+ * A {@link ClusterState} on a clock the test moves by hand, with helpers to register, heartbeat and read the
+ * routing table. Each test class extends it and so starts from an empty cluster per test.
+ */
+abstract class ClusterStateFixture {
+    static final long LEASE_MILLIS = 3_000;
+    static final String ROOT = "file:///tmp/checkpoints";
+    static final TableSchema EMB = schema("emb", 0.5f);
+
+    /** A clock the test moves by hand, so that leases lapse without waiting. */
+    final AtomicLong nanos = new AtomicLong(1_000_000_000L);
+
+    final ClusterState state = new ClusterState(LEASE_MILLIS, ROOT, nanos::get);
+
+    static TableSchema schema(final String name, final float learningRate) {
+        return TableSchemas.normalize(TableSchema.newBuilder()
+                .setName(name)
+                .setKind(TableKind.SPARSE)
+                .setDim(4)
+                .setOptimizer(OptimizerSpec.newBuilder().setLearningRate(learningRate))
+                .build());
+    }
+
+    RegisterShardResponse register(final String id, final String address, final boolean freshStart) {
+        return state.register(RegisterShardRequest.newBuilder()
+                .setShardId(id)
+                .setAddress(address)
+                .setFreshStart(freshStart)
+                .build());
+    }
+
+    String register(final String address) {
+        return register("", address, true).getShardId();
+    }
+
+    HeartbeatResponse heartbeat(final String id) {
+        return state.heartbeat(HeartbeatRequest.newBuilder()
+                .setShardId(id)
+                .setRoutingEpoch(state.epoch())
+                .addTables(TableStats.newBuilder().setName(EMB.getName()))
+                .build());
+    }
+
+    void advanceMillis(final long millis) {
+        nanos.addAndGet(TimeUnit.MILLISECONDS.toNanos(millis));
+    }
+
+    /** The slots whose routing-table owner index points at the shard {@code id}. */
+    static Set<Integer> slotsOf(final RoutingTable routing, final String id) {
+        final Set<Integer> slots = new HashSet<>();
+        for (int slot = 0; slot < routing.getSlotOwnerCount(); slot++) {
+            final int owner = routing.getSlotOwner(slot);
+            if (owner >= 0 && routing.getShards(owner).getShardId().equals(id)) {
+                slots.add(slot);
+            }
+        }
+        return slots;
+    }
+
+    Set<Integer> slotsOf(final String id) {
+        return slotsOf(state.routingTable(), id);
+    }
+
+    static void assertStatus(final ThrowingCallable call, final Status.Code code) {
+        assertThatThrownBy(call)
+                .isInstanceOfSatisfying(
+                        PsException.class, e -> assertThat(e.code()).isEqualTo(code));
+    }
+}

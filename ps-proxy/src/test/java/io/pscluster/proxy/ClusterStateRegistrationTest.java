@@ -1,0 +1,139 @@
+package io.pscluster.proxy;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.grpc.Status;
+import io.pscluster.proto.v1.HeartbeatRequest;
+import io.pscluster.proto.v1.HeartbeatResponse;
+import io.pscluster.proto.v1.RegisterShardResponse;
+import io.pscluster.proto.v1.ShardStatus;
+import io.pscluster.wire.Slots;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+/** Shard registration, ids, heartbeats and leases. */
+class ClusterStateRegistrationTest extends ClusterStateFixture {
+
+    @Test
+    void shouldAssignSequentialIdsWhenNoneIsGiven() {
+        assertThat(register("h1:1")).isEqualTo("shard-0");
+        assertThat(register("h2:1")).isEqualTo("shard-1");
+    }
+
+    @Test
+    void shouldKeepAGivenIdAndSkipItWhenAssigningIds() {
+        assertThat(register("shard-0", "h1:1", true).getShardId()).isEqualTo("shard-0");
+        assertThat(register("h2:1")).isEqualTo("shard-1");
+    }
+
+    @ParameterizedTest
+    @ValueSource(
+            strings = {
+                "has space",
+                "a/b",
+                "a;b",
+                "a=b",
+                "ümlaut",
+                " ",
+                "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+            })
+    void shouldRejectAsInvalidArgumentWhenTheIdIsNotSafe(final String id) {
+        assertStatus(() -> register(id, "h1:1", true), Status.Code.INVALID_ARGUMENT);
+        assertThat(state.routingTable().getShardsList()).isEmpty();
+    }
+
+    @Test
+    void shouldRejectAsInvalidArgumentWhenTheAddressIsBlank() {
+        assertStatus(() -> register("", " ", true), Status.Code.INVALID_ARGUMENT);
+    }
+
+    @Test
+    void shouldRejectAsAlreadyExistsWhenALiveIdRegistersFromAnotherAddress() {
+        register("a", "h1:1", true);
+        final long epoch = state.epoch();
+
+        assertStatus(() -> register("a", "h2:1", true), Status.Code.ALREADY_EXISTS);
+
+        assertThat(state.epoch()).isEqualTo(epoch);
+        assertThat(state.liveAddresses()).containsExactly("h1:1");
+    }
+
+    @Test
+    void shouldLetAnotherAddressTakeTheIdWhenTheLeaseLapsed() {
+        register("a", "h1:1", true);
+        advanceMillis(LEASE_MILLIS + 1);
+        state.expireLeases();
+
+        final RegisterShardResponse response = register("a", "h2:1", true);
+
+        assertThat(response.getShardId()).isEqualTo("a");
+        assertThat(state.liveAddresses()).containsExactly("h2:1");
+        assertThat(slotsOf(response.getRouting(), "a")).hasSize(Slots.SLOT_COUNT);
+    }
+
+    @Test
+    void shouldAnswerWithTheCurrentRoutingAndSettingsWhenAShardRegisters() {
+        register("h1:1");
+        state.addTable(EMB);
+
+        final RegisterShardResponse response = register("", "h2:1", true);
+
+        assertThat(response.getCheckpointRoot()).isEqualTo(ROOT);
+        assertThat(response.getRouting()).isEqualTo(state.routingTable());
+        assertThat(response.getTablesList()).containsExactly(EMB);
+    }
+
+    @Test
+    void shouldExpireAShardWhenItMissesItsLease() {
+        final String a = register("h1:1");
+        final String b = register("h2:1");
+
+        advanceMillis(LEASE_MILLIS);
+        heartbeat(b);
+        assertThat(state.expireLeases()).as("exactly at the lease").isFalse();
+        advanceMillis(1);
+        assertThat(state.expireLeases()).isTrue();
+        assertThat(state.expireLeases()).as("nothing new lapsed").isFalse();
+
+        assertThat(state.liveAddresses()).containsExactly("h2:1");
+        assertThat(state.shardStatuses())
+                .filteredOn(status -> status.getShard().getShardId().equals(a))
+                .singleElement()
+                .extracting(ShardStatus::getLive)
+                .isEqualTo(false);
+        assertThat(state.routingTable().getShardsList())
+                .noneMatch(s -> s.getShardId().equals(a));
+        assertStatus(() -> heartbeat(a), Status.Code.NOT_FOUND);
+    }
+
+    @Test
+    void shouldKeepTheLeaseWhenHeartbeatsArriveInTime() {
+        final String a = register("h1:1");
+
+        for (int i = 0; i < 10; i++) {
+            advanceMillis(LEASE_MILLIS - 1);
+            heartbeat(a);
+            assertThat(state.expireLeases()).isFalse();
+        }
+
+        assertThat(state.liveAddresses()).containsExactly("h1:1");
+    }
+
+    @Test
+    void shouldReturnTheRoutingOnlyWhenTheHeartbeatCarriesAnotherEpoch() {
+        final String a = register("h1:1");
+
+        assertThat(heartbeat(a).hasRouting()).isFalse();
+        final HeartbeatResponse stale = state.heartbeat(HeartbeatRequest.newBuilder()
+                .setShardId(a)
+                .setRoutingEpoch(state.epoch() - 1)
+                .build());
+        assertThat(stale.getRouting()).isEqualTo(state.routingTable());
+    }
+
+    @Test
+    void shouldRejectAsNotFoundWhenAnUnknownShardHeartbeats() {
+        assertStatus(() -> heartbeat("nobody"), Status.Code.NOT_FOUND);
+    }
+}

@@ -1,0 +1,135 @@
+package io.pscluster.server;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatCode;
+import static org.assertj.core.api.Assertions.catchThrowableOfType;
+
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+import io.pscluster.wire.PsException;
+import java.util.BitSet;
+import org.junit.jupiter.api.Test;
+
+class SlotOwnershipTest {
+
+    private static BitSet slots(final int fromInclusive, final int toExclusive) {
+        final BitSet slots = new BitSet();
+        slots.set(fromInclusive, toExclusive);
+        return slots;
+    }
+
+    private static StatusRuntimeException statusOfCheck(final SlotOwnership.View view, final int slot) {
+        final PsException failure =
+                catchThrowableOfType(PsException.class, () -> view.check(slot, "shard-7", "emb", 99L));
+        assertThat(failure).as("check of slot %d should be refused", slot).isNotNull();
+        final StatusRuntimeException status = PsException.toStatus(failure);
+        assertThat(status.getStatus().getCode()).isEqualTo(failure.code());
+        return status;
+    }
+
+    @Test
+    void shouldOwnNothingAtEpochZeroWhenNew() {
+        final SlotOwnership ownership = new SlotOwnership();
+
+        assertThat(ownership.view().epoch()).isZero();
+        assertThat(ownership.view().ownedCount()).isZero();
+        assertThat(PsException.rejectOf(statusOfCheck(ownership.view(), 0))).isEqualTo(PsException.Reject.WRONG_OWNER);
+    }
+
+    @Test
+    void shouldReturnTheSlotsNoLongerOwnedWhenRoutingChanges() {
+        final SlotOwnership ownership = new SlotOwnership();
+
+        assertThat(ownership.route(1, slots(0, 10))).isEqualTo(new BitSet());
+        final BitSet lost = ownership.route(2, slots(5, 15));
+
+        assertThat(lost).isEqualTo(slots(0, 5));
+        assertThat(ownership.view().epoch()).isEqualTo(2);
+        assertThat(ownership.view().owned()).isEqualTo(slots(5, 15));
+        assertThat(ownership.view().ownedCount()).isEqualTo(10);
+        assertThat(ownership.route(3, new BitSet())).isEqualTo(slots(5, 15));
+    }
+
+    @Test
+    void shouldAcceptOwnedSlotsAndRefuseOthersAsWrongOwnerWhenChecked() {
+        final SlotOwnership ownership = new SlotOwnership();
+        ownership.route(4, slots(100, 200));
+        final SlotOwnership.View view = ownership.view();
+
+        assertThatCode(() -> view.check(100, "shard-7", "emb", 1L)).doesNotThrowAnyException();
+        assertThatCode(() -> view.check(199, "shard-7", "emb", 1L)).doesNotThrowAnyException();
+
+        final StatusRuntimeException status = statusOfCheck(view, 200);
+        assertThat(status.getStatus().getCode()).isEqualTo(Status.Code.FAILED_PRECONDITION);
+        assertThat(PsException.rejectOf(status)).isEqualTo(PsException.Reject.WRONG_OWNER);
+        assertThat(status.getTrailers().get(PsException.EPOCH_KEY)).isEqualTo("4");
+        assertThat(status.getStatus().getDescription()).contains("slot 200", "shard-7", "emb", "99");
+    }
+
+    @Test
+    void shouldRefuseAsRestoringWhenAnOwnedSlotIsBeingRestored() {
+        final SlotOwnership ownership = new SlotOwnership();
+        ownership.route(5, slots(0, 10));
+
+        ownership.beginRestore(slots(3, 4));
+
+        final StatusRuntimeException status = statusOfCheck(ownership.view(), 3);
+        assertThat(status.getStatus().getCode()).isEqualTo(Status.Code.UNAVAILABLE);
+        assertThat(PsException.rejectOf(status)).isEqualTo(PsException.Reject.RESTORING);
+        assertThat(status.getTrailers().get(PsException.EPOCH_KEY)).isEqualTo("5");
+        assertThatCode(() -> ownership.view().check(4, "shard-7", "emb", 1L)).doesNotThrowAnyException();
+    }
+
+    @Test
+    void shouldKeepRefusingRestoringSlotsWhenRoutingMovesOnBeforeTheRestoreEnds() {
+        final SlotOwnership ownership = new SlotOwnership();
+        ownership.route(1, slots(0, 10));
+        ownership.beginRestore(slots(0, 10));
+
+        ownership.route(2, slots(0, 20));
+        ownership.route(3, slots(0, 20));
+
+        assertThat(ownership.view().restoring()).isEqualTo(slots(0, 10));
+        assertThat(PsException.rejectOf(statusOfCheck(ownership.view(), 9))).isEqualTo(PsException.Reject.RESTORING);
+        assertThatCode(() -> ownership.view().check(10, "shard-7", "emb", 1L)).doesNotThrowAnyException();
+
+        ownership.endRestore(slots(0, 5));
+
+        assertThatCode(() -> ownership.view().check(4, "shard-7", "emb", 1L)).doesNotThrowAnyException();
+        assertThat(PsException.rejectOf(statusOfCheck(ownership.view(), 5))).isEqualTo(PsException.Reject.RESTORING);
+        assertThat(ownership.view().epoch()).isEqualTo(3);
+    }
+
+    @Test
+    void shouldRefuseAsWrongOwnerWhenARestoreEndsOnASlotTheRoutingTookAway() {
+        final SlotOwnership ownership = new SlotOwnership();
+        ownership.route(1, slots(0, 10));
+        ownership.beginRestore(slots(0, 10));
+        ownership.route(2, slots(0, 5));
+
+        assertThat(PsException.rejectOf(statusOfCheck(ownership.view(), 7))).isEqualTo(PsException.Reject.RESTORING);
+
+        ownership.endRestore(slots(0, 10));
+
+        assertThat(PsException.rejectOf(statusOfCheck(ownership.view(), 7))).isEqualTo(PsException.Reject.WRONG_OWNER);
+        assertThatCode(() -> ownership.view().check(4, "shard-7", "emb", 1L)).doesNotThrowAnyException();
+    }
+
+    @Test
+    void shouldKeepEarlierViewsUnchangedWhenOwnershipChanges() {
+        final SlotOwnership ownership = new SlotOwnership();
+        final BitSet owned = slots(0, 10);
+        ownership.route(1, owned);
+        final SlotOwnership.View before = ownership.view();
+
+        owned.clear(); // the caller's set is copied, not shared
+        ownership.beginRestore(slots(0, 1));
+        ownership.route(2, slots(50, 60));
+
+        assertThat(before.epoch()).isEqualTo(1);
+        assertThat(before.owned()).isEqualTo(slots(0, 10));
+        assertThat(before.restoring()).isEqualTo(new BitSet());
+        assertThatCode(() -> before.check(0, "shard-7", "emb", 1L)).doesNotThrowAnyException();
+        assertThat(ownership.view().owned()).isEqualTo(slots(50, 60));
+    }
+}

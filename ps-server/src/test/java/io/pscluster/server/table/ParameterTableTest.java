@@ -1,0 +1,249 @@
+package io.pscluster.server.table;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.pscluster.proto.v1.InitializerKind;
+import io.pscluster.proto.v1.InitializerSpec;
+import io.pscluster.proto.v1.OptimizerKind;
+import io.pscluster.proto.v1.OptimizerSpec;
+import io.pscluster.proto.v1.TableKind;
+import io.pscluster.proto.v1.TableSchema;
+import io.pscluster.wire.Slots;
+import io.pscluster.wire.TableSchemas;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.function.IntPredicate;
+import org.junit.jupiter.api.Test;
+
+/** Row storage of the table: dense materialization, snapshots, whole-record puts and slot clearing. */
+class ParameterTableTest {
+    private static final String NAME = "embeddings";
+
+    private static ParameterTable denseTable(final long rows) {
+        return new ParameterTable(TableSchemas.normalize(TableSchema.newBuilder()
+                .setName(NAME)
+                .setKind(TableKind.DENSE)
+                .setDim(2)
+                .setRows(rows)
+                .setOptimizer(OptimizerSpec.newBuilder().setLearningRate(0.5f))
+                .setInitializer(InitializerSpec.newBuilder()
+                        .setKind(InitializerKind.UNIFORM)
+                        .setScale(1f)
+                        .setSeed(3))
+                .build()));
+    }
+
+    private static ParameterTable sparseAdagradTable() {
+        return new ParameterTable(TableSchemas.normalize(TableSchema.newBuilder()
+                .setName(NAME)
+                .setKind(TableKind.SPARSE)
+                .setDim(2)
+                .setOptimizer(OptimizerSpec.newBuilder()
+                        .setKind(OptimizerKind.ADAGRAD)
+                        .setLearningRate(0.5f))
+                .build()));
+    }
+
+    private static float[] pull(final ParameterTable table, final long... keys) {
+        final float[] out = new float[keys.length * table.dim()];
+        table.pull(keys, out);
+        return out;
+    }
+
+    /** Key -> raw bits of its record, from a snapshot. */
+    private static Map<Long, List<Integer>> recordBits(final List<SlotSnapshot> snapshots) {
+        final Map<Long, List<Integer>> records = new HashMap<>();
+        for (final SlotSnapshot snapshot : snapshots) {
+            for (int row = 0; row < snapshot.rows(); row++) {
+                final List<Integer> bits = new ArrayList<>();
+                for (int i = 0; i < snapshot.rowWidth(); i++) {
+                    bits.add(Float.floatToRawIntBits(snapshot.records()[row * snapshot.rowWidth() + i]));
+                }
+                assertThat(records.put(snapshot.keys()[row], bits))
+                        .as("key in two snapshots")
+                        .isNull();
+            }
+        }
+        return records;
+    }
+
+    private static List<Integer> bitsOf(final float... record) {
+        final List<Integer> bits = new ArrayList<>();
+        for (final float value : record) {
+            bits.add(Float.floatToRawIntBits(value));
+        }
+        return bits;
+    }
+
+    @Test
+    void shouldCreateEveryRowWithItsInitialValuesWhenADenseTableIsMaterialized() {
+        final ParameterTable table = denseTable(1000);
+        final ParameterTable untouched = denseTable(1000);
+
+        table.materializeDense(slot -> true);
+
+        assertThat(table.rowCount()).isEqualTo(1000);
+        final Map<Long, List<Integer>> records = recordBits(table.snapshot(slot -> true));
+        assertThat(records).hasSize(1000);
+        for (long key = 0; key < 1000; key++) {
+            assertThat(records.get(key)).as("key %d", key).isEqualTo(bitsOf(pull(untouched, key)));
+        }
+    }
+
+    @Test
+    void shouldCreateOnlyTheRowsOfAcceptedSlotsWhenMaterializedWithAFilter() {
+        final ParameterTable table = denseTable(1000);
+        final IntPredicate lowerHalf = slot -> slot < Slots.SLOT_COUNT / 2;
+        final long tableHash = Slots.tableHash(NAME);
+        final Set<Long> expected = new HashSet<>();
+        for (long key = 0; key < 1000; key++) {
+            if (lowerHalf.test(Slots.slotOf(tableHash, key))) {
+                expected.add(key);
+            }
+        }
+        assertThat(expected).hasSizeBetween(400, 600);
+
+        table.materializeDense(lowerHalf);
+
+        assertThat(table.rowCount()).isEqualTo(expected.size());
+        assertThat(recordBits(table.snapshot(slot -> true)).keySet()).isEqualTo(expected);
+    }
+
+    @Test
+    void shouldKeepPushedValuesWhenADenseTableIsMaterializedAgain() {
+        final ParameterTable table = denseTable(10);
+        table.materializeDense(slot -> true);
+        table.push(new long[] {4}, new float[] {2f, 2f});
+        final float[] pushed = pull(table, 4);
+
+        table.materializeDense(slot -> true);
+
+        assertThat(table.rowCount()).isEqualTo(10);
+        assertThat(pull(table, 4)).containsExactly(pushed);
+    }
+
+    @Test
+    void shouldCreateNoRowWhenASparseTableIsMaterialized() {
+        final ParameterTable table = sparseAdagradTable();
+
+        table.materializeDense(slot -> true);
+
+        assertThat(table.rowCount()).isZero();
+    }
+
+    @Test
+    void shouldSnapshotAPutRecordBitExactWhenItHoldsUnusualFloats() {
+        final ParameterTable table = sparseAdagradTable();
+        final float[] record = {-0.0f, Float.MIN_VALUE, Float.intBitsToFloat(0x7fc0_0001), 1.0e-38f};
+
+        table.putRecord(42, record);
+
+        final List<SlotSnapshot> snapshots = table.snapshot(slot -> true);
+        assertThat(snapshots).hasSize(1);
+        final SlotSnapshot snapshot = snapshots.get(0);
+        assertThat(snapshot.slot()).isEqualTo(table.slotOf(42));
+        assertThat(snapshot.rows()).isEqualTo(1);
+        assertThat(snapshot.rowWidth()).isEqualTo(4);
+        assertThat(snapshot.keys()).containsExactly(42L);
+        assertThat(recordBits(snapshots)).containsEntry(42L, bitsOf(record));
+        assertThat(Float.floatToRawIntBits(pull(table, 42)[0])).isEqualTo(Float.floatToRawIntBits(-0.0f));
+    }
+
+    @Test
+    void shouldReplaceTheWholeRecordWhenAKeyIsPutTwice() {
+        final ParameterTable table = sparseAdagradTable();
+        table.push(new long[] {8}, new float[] {1f, 1f});
+
+        table.putRecord(8, new float[] {5f, 6f, 7f, 8f});
+
+        assertThat(table.rowCount()).isEqualTo(1);
+        assertThat(recordBits(table.snapshot(slot -> true))).containsEntry(8L, bitsOf(5f, 6f, 7f, 8f));
+    }
+
+    @Test
+    void shouldSnapshotOnlyAcceptedSlotsInInsertionOrderWhenFiltered() {
+        final ParameterTable table = sparseAdagradTable();
+        final long first = 100;
+        final long second = sameSlotAs(table, first);
+        final long elsewhere = otherSlotThan(table, first);
+        table.putRecord(second, new float[] {2f, 2f, 2f, 2f});
+        table.putRecord(elsewhere, new float[] {3f, 3f, 3f, 3f});
+        table.putRecord(first, new float[] {1f, 1f, 1f, 1f});
+
+        final List<SlotSnapshot> snapshots = table.snapshot(slot -> slot == table.slotOf(first));
+
+        assertThat(snapshots).hasSize(1);
+        assertThat(snapshots.get(0).keys()).containsExactly(second, first);
+        assertThat(snapshots.get(0).records()).containsExactly(2f, 2f, 2f, 2f, 1f, 1f, 1f, 1f);
+    }
+
+    @Test
+    void shouldKeepASnapshotUnchangedWhenTheTableChangesAfterwards() {
+        final ParameterTable table = sparseAdagradTable();
+        table.putRecord(1, new float[] {1f, 1f, 1f, 1f});
+        final SlotSnapshot snapshot = table.snapshot(slot -> true).get(0);
+
+        table.putRecord(1, new float[] {9f, 9f, 9f, 9f});
+        table.putRecord(sameSlotAs(table, 1), new float[] {9f, 9f, 9f, 9f});
+
+        assertThat(snapshot.rows()).isEqualTo(1);
+        assertThat(snapshot.keys()).containsExactly(1L);
+        assertThat(snapshot.records()).containsExactly(1f, 1f, 1f, 1f);
+    }
+
+    @Test
+    void shouldDropOnlyTheChosenSlotsWhenSlotsAreCleared() {
+        final ParameterTable table = sparseAdagradTable();
+        final Map<Long, List<Integer>> expected = new HashMap<>();
+        for (long key = 0; key < 200; key++) {
+            final float[] record = {key, -key, key + 0.5f, 0.25f};
+            table.putRecord(key, record);
+            expected.put(key, bitsOf(record));
+        }
+        final Set<Integer> cleared = new HashSet<>();
+        for (long key = 0; key < 200; key += 3) {
+            cleared.add(table.slotOf(key));
+        }
+        expected.keySet().removeIf(key -> cleared.contains(table.slotOf(key)));
+        assertThat(expected).isNotEmpty().hasSizeLessThan(200);
+
+        table.clearSlots(cleared::contains);
+
+        assertThat(table.rowCount()).isEqualTo(expected.size());
+        assertThat(recordBits(table.snapshot(slot -> true))).isEqualTo(expected);
+        assertThat(table.snapshot(cleared::contains)).isEmpty();
+        assertThat(pull(table, 0)).containsExactly(0f, 0f); // back to the ZEROS initializer
+    }
+
+    @Test
+    void shouldRecreateTheRowFromItsInitialValuesWhenPushedAfterItsSlotWasCleared() {
+        final ParameterTable table = sparseAdagradTable();
+        table.putRecord(5, new float[] {10f, 10f, 50f, 50f});
+        table.clearSlots(slot -> true);
+
+        table.push(new long[] {5}, new float[] {0f, 0f});
+
+        // A fresh row: zeros and the default accumulator 0.1, not the cleared record.
+        assertThat(recordBits(table.snapshot(slot -> true))).containsEntry(5L, bitsOf(0f, 0f, 0.1f, 0.1f));
+    }
+
+    private static long sameSlotAs(final ParameterTable table, final long key) {
+        for (long candidate = key + 1; ; candidate++) {
+            if (table.slotOf(candidate) == table.slotOf(key)) {
+                return candidate;
+            }
+        }
+    }
+
+    private static long otherSlotThan(final ParameterTable table, final long key) {
+        for (long candidate = key + 1; ; candidate++) {
+            if (table.slotOf(candidate) != table.slotOf(key)) {
+                return candidate;
+            }
+        }
+    }
+}
