@@ -136,4 +136,43 @@ class SdkRoutingTest {
             assertThat(client.createTable(sparse("doomed", 3)).dim()).isEqualTo(3);
         }
     }
+
+    @Test
+    void shouldSplitLargeCallsIntoChunksAndSumRepeatedKeysBeforeTheShardSeesThem() throws Exception {
+        try (LocalCluster cluster = LocalCluster.builder()
+                        .shards(2)
+                        .checkpointRoot(checkpoints.toUri().toString())
+                        .start();
+                PsClient client = PsClient.connect(cluster.proxyAddress())) {
+            final PsTable table = client.createTable(TableSchema.newBuilder()
+                    .setName("big")
+                    .setKind(TableKind.SPARSE)
+                    .setDim(4)
+                    .setOptimizer(OptimizerSpec.newBuilder()
+                            .setKind(OptimizerKind.ADAGRAD)
+                            .setLearningRate(1f))
+                    .build());
+            // 400k keys x dim 4 is ~9 requests of 1 MiB per shard; every key appears twice.
+            final int unique = 200_000;
+            final long[] keys = new long[2 * unique];
+            final float[] gradients = new float[keys.length * 4];
+            for (int i = 0; i < keys.length; i++) {
+                keys[i] = (i % unique) * 31L;
+                java.util.Arrays.fill(gradients, i * 4, i * 4 + 4, 1f);
+            }
+            table.push(keys, gradients);
+            for (int i = 0; i < 2; i++) {
+                cluster.shard(i).shard().awaitQuiescent();
+            }
+            assertThat(cluster.shard(0).shard().table("big").rowCount()
+                            + cluster.shard(1).shard().table("big").rowCount())
+                    .isEqualTo(unique);
+            // Adagrad applied once with g = 2 (the sum), not twice with g = 1: a = 0.1 + 4, w = -2 / sqrt(4.1).
+            final float once = -1f * 2f / ((float) Math.sqrt(0.1f + 4f) + 1e-8f);
+            final float[] values = table.pull(java.util.Arrays.copyOf(keys, unique));
+            for (final float value : values) {
+                assertThat(value).isEqualTo(once);
+            }
+        }
+    }
 }

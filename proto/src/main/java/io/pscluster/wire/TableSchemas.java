@@ -19,9 +19,6 @@ public final class TableSchemas {
     /** The widest row accepted. */
     public static final int MAX_DIM = 1 << 16;
 
-    static final float DEFAULT_INITIAL_ACCUMULATOR = 0.1f;
-    static final float DEFAULT_EPSILON = 1e-8f;
-
     private TableSchemas() {}
 
     /**
@@ -56,6 +53,14 @@ public final class TableSchemas {
             throw PsException.invalidArgument(
                     "table '" + name + "': rows=" + schema.getRows() + " is only for DENSE tables; SPARSE needs 0");
         }
+        if (schema.getMaxRowsPerShard() < 0 || schema.getTtlSeconds() < 0) {
+            throw PsException.invalidArgument("table '" + name + "': max_rows_per_shard=" + schema.getMaxRowsPerShard()
+                    + " and ttl_seconds=" + schema.getTtlSeconds() + " must be >= 0");
+        }
+        if (schema.getKind() == TableKind.DENSE && (schema.getMaxRowsPerShard() != 0 || schema.getTtlSeconds() != 0)) {
+            throw PsException.invalidArgument(
+                    "table '" + name + "': max_rows_per_shard and ttl_seconds are only for SPARSE tables");
+        }
         return schema.toBuilder()
                 .setOptimizer(normalize(name, schema.getOptimizer()))
                 .setInitializer(normalize(name, schema.getInitializer()))
@@ -66,28 +71,65 @@ public final class TableSchemas {
         final OptimizerSpec.Builder builder = spec.toBuilder();
         if (spec.getKind() == OptimizerKind.OPTIMIZER_KIND_UNSPECIFIED) {
             builder.setKind(OptimizerKind.SGD);
-        } else if (spec.getKind() != OptimizerKind.SGD && spec.getKind() != OptimizerKind.ADAGRAD) {
-            throw PsException.invalidArgument("table '" + table + "': unknown optimizer " + spec.getKind());
+        } else if (spec.getKind() == OptimizerKind.UNRECOGNIZED) {
+            throw PsException.invalidArgument("table '" + table + "': unknown optimizer " + spec.getKindValue());
         }
-        if (!(spec.getLearningRate() > 0) || !Float.isFinite(spec.getLearningRate())) {
-            throw PsException.invalidArgument("table '" + table + "': optimizer.learning_rate=" + spec.getLearningRate()
-                    + " must be finite and > 0");
-        }
-        if (builder.getKind() == OptimizerKind.ADAGRAD) {
-            if (spec.getInitialAccumulator() == 0) {
-                builder.setInitialAccumulator(DEFAULT_INITIAL_ACCUMULATOR);
-            } else if (!(spec.getInitialAccumulator() > 0) || !Float.isFinite(spec.getInitialAccumulator())) {
-                throw PsException.invalidArgument("table '" + table + "': optimizer.initial_accumulator="
-                        + spec.getInitialAccumulator() + " must be finite and > 0");
+        positive(table, "learning_rate", spec.getLearningRate());
+        switch (builder.getKind()) {
+            case ADAGRAD -> {
+                builder.setInitialAccumulator(
+                        orDefault(table, "initial_accumulator", spec.getInitialAccumulator(), 0.1f));
+                builder.setEpsilon(orDefault(table, "epsilon", spec.getEpsilon(), 1e-8f));
             }
-            if (spec.getEpsilon() == 0) {
-                builder.setEpsilon(DEFAULT_EPSILON);
-            } else if (!(spec.getEpsilon() > 0) || !Float.isFinite(spec.getEpsilon())) {
-                throw PsException.invalidArgument(
-                        "table '" + table + "': optimizer.epsilon=" + spec.getEpsilon() + " must be finite and > 0");
+            case MOMENTUM -> builder.setMomentum(fraction(table, "momentum", spec.getMomentum(), 0.9f));
+            case ADAM -> {
+                builder.setBeta1(fraction(table, "beta1", spec.getBeta1(), 0.9f));
+                builder.setBeta2(fraction(table, "beta2", spec.getBeta2(), 0.999f));
+                builder.setEpsilon(orDefault(table, "epsilon", spec.getEpsilon(), 1e-8f));
             }
+            case FTRL -> {
+                builder.setFtrlBeta(orDefault(table, "ftrl_beta", spec.getFtrlBeta(), 1f));
+                notNegative(table, "l1", spec.getL1());
+                notNegative(table, "l2", spec.getL2());
+            }
+            default -> {}
         }
         return builder.build();
+    }
+
+    /** {@code value} if it is finite and > 0, {@code fallback} if it is 0 (unset). */
+    private static float orDefault(final String table, final String field, final float value, final float fallback) {
+        if (value == 0) {
+            return fallback;
+        }
+        positive(table, field, value);
+        return value;
+    }
+
+    /** {@code value} if it is in (0, 1), {@code fallback} if it is 0 (unset). */
+    private static float fraction(final String table, final String field, final float value, final float fallback) {
+        if (value == 0) {
+            return fallback;
+        }
+        if (!(value > 0 && value < 1)) {
+            throw PsException.invalidArgument(
+                    "table '" + table + "': optimizer." + field + "=" + value + " must be in (0, 1)");
+        }
+        return value;
+    }
+
+    private static void positive(final String table, final String field, final float value) {
+        if (!(value > 0) || !Float.isFinite(value)) {
+            throw PsException.invalidArgument(
+                    "table '" + table + "': optimizer." + field + "=" + value + " must be finite and > 0");
+        }
+    }
+
+    private static void notNegative(final String table, final String field, final float value) {
+        if (!(value >= 0) || !Float.isFinite(value)) {
+            throw PsException.invalidArgument(
+                    "table '" + table + "': optimizer." + field + "=" + value + " must be finite and >= 0");
+        }
     }
 
     private static InitializerSpec normalize(final String table, final InitializerSpec spec) {

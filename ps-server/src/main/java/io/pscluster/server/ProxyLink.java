@@ -77,7 +77,7 @@ final class ProxyLink implements AutoCloseable {
         heartbeats.scheduleWithFixedDelay(this::heartbeatQuietly, interval, interval, TimeUnit.MILLISECONDS);
     }
 
-    private RegisterShardResponse registerOnce() {
+    private RegisterShardResponse registerOnce() throws InterruptedException {
         final RegisterShardResponse response = proxy.withDeadlineAfter(CALL_DEADLINE_MS, TimeUnit.MILLISECONDS)
                 .registerShard(RegisterShardRequest.newBuilder()
                         .setShardId(shard.shardId())
@@ -107,24 +107,25 @@ final class ProxyLink implements AutoCloseable {
             return;
         }
         try {
-            heartbeat();
-        } catch (StatusRuntimeException e) {
-            if (e.getStatus().getCode() == Status.Code.NOT_FOUND) {
-                LOG.warn("proxy does not know shard {}; registering again", shard.shardId());
-                try {
-                    registerOnce();
-                } catch (StatusRuntimeException again) {
-                    LOG.warn("re-registration failed: {}", again.getStatus());
+            try {
+                heartbeat();
+            } catch (StatusRuntimeException e) {
+                if (e.getStatus().getCode() != Status.Code.NOT_FOUND) {
+                    throw e;
                 }
-            } else {
-                LOG.warn("heartbeat to proxy failed: {}", e.getStatus());
+                LOG.warn("proxy does not know shard {}; registering again", shard.shardId());
+                registerOnce();
             }
+        } catch (StatusRuntimeException e) {
+            LOG.warn("heartbeat to proxy failed: {}", e.getStatus());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
         } catch (RuntimeException e) {
             LOG.error("heartbeat handling failed", e);
         }
     }
 
-    private void heartbeat() {
+    private void heartbeat() throws InterruptedException {
         final long now = System.nanoTime();
         final long requests = shard.requestCount();
         final double seconds = Math.max(1e-3, (now - lastBeatNanos) / 1e9);
@@ -167,7 +168,8 @@ final class ProxyLink implements AutoCloseable {
      * Carries out the proxy's answer in the order that keeps requests safe: tables first, then the slots to
      * restore are marked (refused until loaded) before the routing table that hands them over is applied.
      */
-    private void follow(final List<TableSchema> tables, final RestoreDirective restore, final RoutingTable routing) {
+    private void follow(final List<TableSchema> tables, final RestoreDirective restore, final RoutingTable routing)
+            throws InterruptedException {
         createTables(tables);
         if (restore != null) {
             startRestore(restore);
@@ -177,7 +179,7 @@ final class ProxyLink implements AutoCloseable {
         }
     }
 
-    private void createTables(final List<TableSchema> schemas) {
+    private void createTables(final List<TableSchema> schemas) throws InterruptedException {
         for (final TableSchema schema : schemas) {
             try {
                 shard.createTable(schema);

@@ -13,6 +13,7 @@ import io.pscluster.proto.v1.RoutingTable;
 import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.proto.v1.TableStats;
 import io.pscluster.server.table.ParameterTable;
+import io.pscluster.server.table.PartitionWriters;
 import io.pscluster.server.table.SlotSnapshot;
 import io.pscluster.wire.PsException;
 import io.pscluster.wire.Slots;
@@ -22,10 +23,10 @@ import java.net.URI;
 import java.util.ArrayList;
 import java.util.BitSet;
 import java.util.Collection;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.ExecutionException;
 import java.util.concurrent.atomic.AtomicLong;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FileSystem;
@@ -34,28 +35,37 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * A shard's state and operations, independent of gRPC: its tables, the slots it owns, the queue that applies
- * pushes, and checkpoint writing and restoring. The gRPC services are thin adapters over this class.
+ * A shard's state and operations, independent of gRPC: its tables, the slots it owns, the partition writers that
+ * apply pushes, and checkpoint writing and restoring. The gRPC services are thin adapters over this class.
  *
  * <p>Every request is validated completely before anything is queued, so a bad request changes nothing.
  */
 public final class Shard implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(Shard.class);
+    private static final int RESTORE_BATCH_ROWS = 8192;
 
     private final Map<String, ParameterTable> tables = new ConcurrentHashMap<>();
     private final SlotOwnership ownership = new SlotOwnership();
     private final Map<URI, CheckpointStore> stores = new ConcurrentHashMap<>();
     private final AtomicLong requests = new AtomicLong();
-    private final ApplyQueue applyQueue;
+    private final PartitionWriters writers;
     private final Configuration hadoopConf;
     private final int maxKeysPerRequest;
     private volatile String shardId;
 
+    /**
+     * @param partitions writer threads; each owns the rows of the slots {@code slot % partitions}.
+     * @param applyCapacity push parts queued and not yet applied before pushes are refused.
+     */
     public Shard(
-            final String name, final int maxKeysPerRequest, final int applyQueueCapacity, final Configuration conf) {
+            final String name,
+            final int maxKeysPerRequest,
+            final int partitions,
+            final int applyCapacity,
+            final Configuration conf) {
         this.shardId = name;
         this.maxKeysPerRequest = maxKeysPerRequest;
-        this.applyQueue = new ApplyQueue(name, applyQueueCapacity);
+        this.writers = new PartitionWriters("ps-writer", partitions, applyCapacity, tables::values);
         this.hadoopConf = conf;
     }
 
@@ -70,9 +80,9 @@ public final class Shard implements AutoCloseable {
     // ---- tables
 
     /** Creates a table; returns false if an identical one exists. */
-    public boolean createTable(final TableSchema requested) {
+    public boolean createTable(final TableSchema requested) throws InterruptedException {
         final TableSchema schema = TableSchemas.normalize(requested);
-        final ParameterTable created = new ParameterTable(schema);
+        final ParameterTable created = new ParameterTable(schema, writers);
         final ParameterTable existing = tables.putIfAbsent(schema.getName(), created);
         if (existing != null) {
             if (!existing.schema().equals(schema)) {
@@ -95,6 +105,10 @@ public final class Shard implements AutoCloseable {
         return table;
     }
 
+    /**
+     * Drops a table. Its off-heap memory is returned when the collector finds it unreachable, not here: a pull that
+     * looked the table up just before keeps reading valid memory.
+     */
     public boolean dropTable(final String name) {
         return tables.remove(name) != null;
     }
@@ -126,7 +140,7 @@ public final class Shard implements AutoCloseable {
     public int push(final String tableName, final long[] keys, final float[] gradients) {
         requests.incrementAndGet();
         final ParameterTable table = table(tableName);
-        checkKeys(table, keys);
+        final int[] slots = checkKeys(table, keys);
         final int dim = table.dim();
         if ((long) keys.length * dim != gradients.length) {
             throw PsException.invalidArgument("table '" + tableName + "' has dim=" + dim + ": " + keys.length
@@ -138,24 +152,34 @@ public final class Shard implements AutoCloseable {
                         + " (element " + i % dim + ") of table '" + tableName + "'; the push was rejected whole");
             }
         }
-        if (!applyQueue.offer(() -> table.push(keys, gradients))) {
-            throw PsException.resourceExhausted("shard " + shardId + " apply queue is full (" + applyQueue.depth()
-                    + " pushes waiting); retry after a backoff");
+        final long maxRows = table.maxRows();
+        if (maxRows > 0) {
+            final long rows = table.rowCount();
+            final int absent = table.countAbsent(keys, slots);
+            if (absent > 0 && rows + absent > maxRows) {
+                throw PsException.resourceExhausted("table '" + tableName + "' holds " + rows + " rows on shard "
+                        + shardId + "; " + absent + " new rows would pass its cap of " + maxRows + " rows");
+            }
+        }
+        if (!table.offerPush(keys, slots, gradients)) {
+            throw PsException.resourceExhausted("shard " + shardId + " has " + writers.pending()
+                    + " pushes waiting to be applied; retry after a backoff");
         }
         return keys.length;
     }
 
-    /** Reads the values of {@code keys} as they are now. */
-    public float[] pull(final String tableName, final long[] keys) {
+    /** Reads the values of {@code keys} as they are now, as little-endian float32 bytes, row after row. */
+    public byte[] pull(final String tableName, final long[] keys) {
         requests.incrementAndGet();
         final ParameterTable table = table(tableName);
-        checkKeys(table, keys);
-        final float[] values = new float[keys.length * table.dim()];
-        table.pull(keys, values);
+        final int[] slots = checkKeys(table, keys);
+        final byte[] values = new byte[keys.length * 4 * table.dim()];
+        table.pull(keys, slots, values);
         return values;
     }
 
-    private void checkKeys(final ParameterTable table, final long[] keys) {
+    /** Checks the request's size, key range and slot ownership; returns the slot of each key. */
+    private int[] checkKeys(final ParameterTable table, final long[] keys) {
         if (keys.length > maxKeysPerRequest) {
             throw PsException.invalidArgument("request has " + keys.length + " keys, more than the limit of "
                     + maxKeysPerRequest + " keys per request; split it");
@@ -163,13 +187,16 @@ public final class Shard implements AutoCloseable {
         final SlotOwnership.View view = ownership.view();
         final long denseRows = table.schema().getRows();
         final boolean dense = denseRows > 0;
-        for (final long key : keys) {
+        final int[] slots = table.slotsOf(keys);
+        for (int i = 0; i < keys.length; i++) {
+            final long key = keys[i];
             if (dense && (key < 0 || key >= denseRows)) {
                 throw PsException.invalidArgument("key " + key + " is outside dense table '" + table.name()
                         + "' (rows 0.." + (denseRows - 1) + ")");
             }
-            view.check(table.slotOf(key), shardId, table.name(), key);
+            view.check(slots[i], shardId, table.name(), key);
         }
+        return slots;
     }
 
     // ---- routing
@@ -192,7 +219,7 @@ public final class Shard implements AutoCloseable {
     }
 
     /** Takes the proxy's routing table: serves the slots it assigns here and drops the rows of slots it moved away. */
-    void applyRouting(final RoutingTable routing) {
+    void applyRouting(final RoutingTable routing) throws InterruptedException {
         final BitSet owned = new BitSet(Slots.SLOT_COUNT);
         int mine = -1;
         for (int i = 0; i < routing.getShardsCount(); i++) {
@@ -205,20 +232,17 @@ public final class Shard implements AutoCloseable {
                 owned.set(slot);
             }
         }
-        final BitSet before = (BitSet) ownership.view().owned().clone();
+        final BitSet before = ownership.view().owned();
         final BitSet lost = ownership.route(routing.getEpoch(), owned);
         final BitSet gained = (BitSet) owned.clone();
         gained.andNot(before);
-        if (!gained.isEmpty()) {
-            for (final ParameterTable table : tables.values()) {
+        for (final ParameterTable table : tables.values()) {
+            if (!gained.isEmpty()) {
                 table.materializeDense(gained::get);
             }
-        }
-        if (!lost.isEmpty()) {
-            applyQueue.runAfterQueued(() -> {
-                tables.values().forEach(table -> table.clearSlots(lost::get));
-                return null;
-            });
+            if (!lost.isEmpty()) {
+                table.clearSlots(lost::get);
+            }
         }
         LOG.info(
                 "shard {} at routing epoch {}: owns {} slots (gained {}, lost {})",
@@ -232,8 +256,9 @@ public final class Shard implements AutoCloseable {
     // ---- checkpoints
 
     /**
-     * Writes every table's rows for the owned slots as checkpoint {@code checkpointId} under {@code root}. Pushes
-     * wait only while the rows are copied; the copy is written to the filesystem afterwards.
+     * Writes every table's rows for the owned slots as checkpoint {@code checkpointId} under {@code root}. The
+     * writers copy their partitions after the pushes queued before (pushes wait only for that copy); the copy is
+     * written to the filesystem afterwards.
      */
     public WrittenCheckpoint writeCheckpoint(final URI root, final long checkpointId)
             throws IOException, InterruptedException {
@@ -243,13 +268,10 @@ public final class Shard implements AutoCloseable {
                     + view.restoring().cardinality() + " slots; a checkpoint now would miss their rows");
         }
         final long start = System.nanoTime();
-        final Map<ParameterTable, List<SlotSnapshot>> snapshots = awaitApplied(() -> {
-            final Map<ParameterTable, List<SlotSnapshot>> copies = new java.util.LinkedHashMap<>();
-            for (final ParameterTable table : tables.values()) {
-                copies.put(table, table.snapshot(view.owned()::get));
-            }
-            return copies;
-        });
+        final Map<ParameterTable, List<SlotSnapshot>> snapshots = new LinkedHashMap<>();
+        for (final ParameterTable table : tables.values()) {
+            snapshots.put(table, table.snapshot(view.owned()::get));
+        }
         final long snapshotMicros = (System.nanoTime() - start) / 1000;
 
         final CheckpointStore store = store(root);
@@ -325,23 +347,15 @@ public final class Shard implements AutoCloseable {
         }
         // From here a failure leaves the slots refusing requests: better unavailable than half restored.
         // Pushes queued before the restore began are applied (then overwritten) before the slots are cleared.
-        awaitApplied(() -> {
-            tables.values().forEach(table -> table.clearSlots(slots::get));
-            return null;
-        });
+        for (final ParameterTable table : tables.values()) {
+            table.clearSlots(slots::get);
+        }
         long rows = 0;
         final FileSystem fs = store.fileSystem();
         for (final Manifest.FileEntry entry : checkpoint.manifest().files()) {
-            if (!intersects(entry.file().slots(), slots)) {
-                continue;
+            if (intersects(entry.file().slots(), slots)) {
+                rows += restoreFile(fs, checkpoint, entry, slots);
             }
-            final ParameterTable table = table(entry.table());
-            rows += RowFileReader.read(
-                    fs,
-                    checkpoint.dir(),
-                    entry.file(),
-                    slots::get,
-                    (slot, key, record) -> table.putRecord(key, record));
         }
         for (final ParameterTable table : tables.values()) {
             table.materializeDense(slots::get);
@@ -353,6 +367,40 @@ public final class Shard implements AutoCloseable {
                 rows,
                 slots.cardinality(),
                 checkpointId);
+        return rows;
+    }
+
+    /** Loads one row file's rows of {@code slots}, handing them to the writers in batches. */
+    private long restoreFile(
+            final FileSystem fs, final CheckpointInfo checkpoint, final Manifest.FileEntry entry, final BitSet slots)
+            throws IOException, InterruptedException {
+        final ParameterTable table = table(entry.table());
+        final int width = table.rowWidth();
+        final long[] keys = new long[RESTORE_BATCH_ROWS];
+        final float[] records = new float[RESTORE_BATCH_ROWS * width];
+        final int[] count = {0};
+        final InterruptedException[] interrupted = {null};
+        final long rows = RowFileReader.read(fs, checkpoint.dir(), entry.file(), slots::get, (slot, key, record) -> {
+            if (record.length != width) {
+                throw PsException.dataLoss("checkpoint row of table '" + table.name() + "' has " + record.length
+                        + " floats; the table's rows have " + width);
+            }
+            keys[count[0]] = key;
+            System.arraycopy(record, 0, records, count[0] * width, width);
+            if (++count[0] == RESTORE_BATCH_ROWS) {
+                try {
+                    table.putRecords(keys, records, count[0]);
+                } catch (InterruptedException e) {
+                    interrupted[0] = e;
+                    Thread.currentThread().interrupt();
+                }
+                count[0] = 0;
+            }
+        });
+        if (interrupted[0] != null) {
+            throw interrupted[0];
+        }
+        table.putRecords(keys, records, count[0]);
         return rows;
     }
 
@@ -378,20 +426,6 @@ public final class Shard implements AutoCloseable {
         }
     }
 
-    private <T> T awaitApplied(final java.util.concurrent.Callable<T> task) throws IOException, InterruptedException {
-        try {
-            return applyQueue.runAfterQueued(task).get();
-        } catch (ExecutionException e) {
-            if (e.getCause() instanceof IOException io) {
-                throw io;
-            }
-            if (e.getCause() instanceof RuntimeException runtime) {
-                throw runtime;
-            }
-            throw new IOException(e.getCause());
-        }
-    }
-
     private CheckpointStore store(final URI root) {
         return stores.computeIfAbsent(root, uri -> {
             try {
@@ -409,16 +443,16 @@ public final class Shard implements AutoCloseable {
     }
 
     public int applyQueueDepth() {
-        return applyQueue.depth();
+        return writers.pending();
     }
 
     /** Blocks until every push accepted so far is applied. */
-    public void awaitQuiescent() throws IOException, InterruptedException {
-        awaitApplied(() -> null);
+    public void awaitQuiescent() throws InterruptedException {
+        writers.runOnAll(partition -> null).join();
     }
 
     @Override
-    public void close() throws InterruptedException {
-        applyQueue.close();
+    public void close() {
+        writers.close();
     }
 }

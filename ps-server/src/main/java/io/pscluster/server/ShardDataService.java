@@ -1,5 +1,6 @@
 package io.pscluster.server;
 
+import com.google.protobuf.UnsafeByteOperations;
 import io.grpc.stub.StreamObserver;
 import io.pscluster.proto.v1.CreateTableRequest;
 import io.pscluster.proto.v1.CreateTableResponse;
@@ -79,7 +80,7 @@ final class ShardDataService extends ShardServiceGrpc.ShardServiceImplBase {
         Unary.respond(response, () -> {
             final long[] keys = LittleEndian.decodeLongs(request.getKeys(), "keys");
             return PullResponse.newBuilder()
-                    .setValues(LittleEndian.encodeFloats(shard.pull(request.getTable(), keys)))
+                    .setValues(UnsafeByteOperations.unsafeWrap(shard.pull(request.getTable(), keys)))
                     .build();
         });
     }

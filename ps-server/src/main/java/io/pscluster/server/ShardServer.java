@@ -36,6 +36,7 @@ public final class ShardServer implements AutoCloseable {
         this.shard = new Shard(
                 context.shardId.isEmpty() ? "unregistered" : context.shardId,
                 context.maxKeysPerRequest,
+                context.partitions,
                 context.applyQueueCapacity,
                 context.hadoopConf);
         // Handlers may block (checkpoint I/O, waiting for the apply queue), so they run on a bounded pool rather
@@ -133,6 +134,7 @@ public final class ShardServer implements AutoCloseable {
         private int maxKeysPerRequest = 4 << 20;
         private int maxMessageBytes = 256 << 20;
         private int applyQueueCapacity = 1024;
+        private int partitions = Math.max(1, Math.min(64, Runtime.getRuntime().availableProcessors()));
         private int handlerThreads = 8;
         private long registerTimeoutMs = 30_000;
         private long shutdownGraceMs = 10_000;
@@ -167,6 +169,12 @@ public final class ShardServer implements AutoCloseable {
             return this;
         }
 
+        /** Writer threads, each owning the rows of {@code slot % partitions} (default: one per core). */
+        public Context partitions(final int value) {
+            partitions = value;
+            return this;
+        }
+
         public Context applyQueueCapacity(final int value) {
             applyQueueCapacity = value;
             return this;
@@ -194,6 +202,9 @@ public final class ShardServer implements AutoCloseable {
             }
             if (maxKeysPerRequest < 1) {
                 throw new IllegalArgumentException("maxKeysPerRequest=" + maxKeysPerRequest + " must be > 0");
+            }
+            if (partitions < 1 || partitions > 64) {
+                throw new IllegalArgumentException("partitions=" + partitions + " must be in 1..64");
             }
             if (applyQueueCapacity < 1) {
                 throw new IllegalArgumentException("applyQueueCapacity=" + applyQueueCapacity + " must be > 0");

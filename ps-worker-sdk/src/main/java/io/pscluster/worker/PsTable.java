@@ -1,5 +1,7 @@
 package io.pscluster.worker;
 
+import com.google.protobuf.ByteString;
+import com.google.protobuf.UnsafeByteOperations;
 import io.grpc.Deadline;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
@@ -9,39 +11,50 @@ import io.pscluster.proto.v1.PullResponse;
 import io.pscluster.proto.v1.PushRequest;
 import io.pscluster.proto.v1.PushResponse;
 import io.pscluster.proto.v1.TableSchema;
-import io.pscluster.wire.LittleEndian;
 import io.pscluster.wire.PsException;
 import io.pscluster.wire.Slots;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.FloatBuffer;
 import java.util.ArrayList;
-import java.util.Arrays;
-import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
 import java.util.concurrent.TimeUnit;
-import java.util.function.BiConsumer;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.function.Consumer;
 
 /**
- * A handle to one table. Every call splits its keys by the shard that owns their slot, sends one request per shard
- * concurrently, and completes when all have answered.
+ * A handle to one table. Every call splits its keys by the shard that owns their slot and each shard's share into
+ * requests of about {@link #CHUNK_BYTES}, keeps up to {@link #CHUNKS_IN_FLIGHT} of them in flight per shard (all
+ * shards at once), and completes when all have answered. A push first sums the gradients of duplicate keys, so the
+ * shard applies each key once.
  *
- * <p>Retries: a part refused with a guarantee that nothing was applied (the shard no longer owns the slot, is still
- * restoring it, or its apply queue is full) is re-split under a refreshed routing table and sent again, with backoff,
- * until the call's deadline. A pull is also retried when a shard cannot be reached, since reading twice is harmless;
- * a push is not, since it may have been applied. Values travel as little-endian float32, keys as int64.
+ * <p>Retries: a request refused with a guarantee that nothing was applied (the shard no longer owns the slot, is
+ * still restoring it, or has no room to queue it) is re-split under a refreshed routing table and sent again, with
+ * backoff, until the call's deadline. A pull is also retried when a shard cannot be reached, since reading twice is
+ * harmless; a push is not, since it may have been applied. Keys travel as little-endian int64 and values as
+ * little-endian float32, encoded straight into the array the request wraps.
  */
 public final class PsTable {
+    /** Target size of one request's payload. */
+    static final int CHUNK_BYTES = 1 << 20;
+
+    /** Requests in flight per shard within one call. */
+    static final int CHUNKS_IN_FLIGHT = 4;
+
     private final PsClient client;
     private final TableSchema schema;
     private final long tableHash;
     private final int dim;
+    private final int keysPerChunk;
 
     PsTable(final PsClient client, final TableSchema schema) {
         this.client = client;
         this.schema = schema;
         this.tableHash = Slots.tableHash(schema.getName());
         this.dim = schema.getDim();
+        this.keysPerChunk = Math.max(1, CHUNK_BYTES / (Long.BYTES + Float.BYTES * dim));
     }
 
     public String name() {
@@ -61,30 +74,27 @@ public final class PsTable {
         return join(pullAsync(keys));
     }
 
-    /** Pushes one gradient row per key ({@code keys.length * dim} floats). Blocks until every shard accepted it. */
+    /**
+     * Pushes one gradient row per key ({@code keys.length * dim} floats); rows of repeated keys are summed first.
+     * Blocks until every shard accepted its part.
+     */
     public void push(final long[] keys, final float[] gradients) {
         join(pushAsync(keys, gradients));
     }
 
     public CompletableFuture<float[]> pullAsync(final long[] keys) {
         final float[] values = new float[keys.length * dim];
-        final Call call = new Call(true);
-        return send(call, keys, allPositions(keys.length), (address, positions) -> {
-                    final long[] partKeys = gather(keys, positions);
+        final Call call = new Call(true, keys);
+        return send(call, allPositions(keys.length), (address, positions) -> {
                     final PullRequest request = PullRequest.newBuilder()
                             .setTable(name())
                             .setRoutingEpoch(call.epoch)
-                            .setKeys(LittleEndian.encodeLongs(partKeys))
+                            .setKeys(encodeKeys(keys, positions))
                             .build();
                     return this.<PullResponse>unary(observer -> client.shard(address)
                                     .withDeadline(call.deadline)
                                     .pull(request, observer))
-                            .thenAccept(response -> {
-                                final float[] part = LittleEndian.decodeFloats(response.getValues(), "values");
-                                for (int i = 0; i < positions.length; i++) {
-                                    System.arraycopy(part, i * dim, values, positions[i] * dim, dim);
-                                }
-                            });
+                            .thenAccept(response -> scatter(response.getValues(), positions, values));
                 })
                 .thenApply(done -> values);
     }
@@ -94,17 +104,14 @@ public final class PsTable {
             throw new IllegalArgumentException("table '" + name() + "' has dim=" + dim + ": " + keys.length
                     + " keys need " + (long) keys.length * dim + " gradient values, got " + gradients.length);
         }
-        final Call call = new Call(false);
-        return send(call, keys, allPositions(keys.length), (address, positions) -> {
-            final float[] partGradients = new float[positions.length * dim];
-            for (int i = 0; i < positions.length; i++) {
-                System.arraycopy(gradients, positions[i] * dim, partGradients, i * dim, dim);
-            }
+        final KeyDedup.Merged merged = KeyDedup.merge(keys, gradients, dim);
+        final Call call = new Call(false, merged.keys());
+        return send(call, allPositions(merged.keys().length), (address, positions) -> {
             final PushRequest request = PushRequest.newBuilder()
                     .setTable(name())
                     .setRoutingEpoch(call.epoch)
-                    .setKeys(LittleEndian.encodeLongs(gather(keys, positions)))
-                    .setGradients(LittleEndian.encodeFloats(partGradients))
+                    .setKeys(encodeKeys(merged.keys(), positions))
+                    .setGradients(encodeRows(merged.gradients(), positions))
                     .build();
             return this.<PushResponse>unary(observer ->
                             client.shard(address).withDeadline(call.deadline).push(request, observer))
@@ -112,54 +119,99 @@ public final class PsTable {
         });
     }
 
-    /** One user call: its deadline, whether it is safe to resend after an unknown outcome, its routing epoch. */
+    /** One user call: its keys, deadline, whether it is safe to resend after an unknown outcome, routing epoch. */
     private final class Call {
         final Deadline deadline = Deadline.after(client.context().deadlineMs(), TimeUnit.MILLISECONDS);
         final boolean idempotent;
+        final long[] keys;
         volatile long epoch;
-        int attempts;
+        final AtomicInteger attempts = new AtomicInteger();
 
-        Call(final boolean idempotent) {
+        Call(final boolean idempotent, final long[] keys) {
             this.idempotent = idempotent;
+            this.keys = keys;
         }
     }
 
     /** Sends one request of a call to one shard: the positions (into the call's keys) it carries. */
     @FunctionalInterface
-    private interface PartSender {
+    private interface RequestSender {
         CompletableFuture<Void> send(String address, int[] positions);
     }
 
-    /** Splits {@code positions} by owning shard, sends each part, and retries refused parts. */
-    private CompletableFuture<Void> send(
-            final Call call, final long[] keys, final int[] positions, final PartSender sender) {
+    /** Splits {@code positions} by owning shard and into chunks, sends them windowed, and retries refused ones. */
+    private CompletableFuture<Void> send(final Call call, final int[] positions, final RequestSender sender) {
         final Routing routing = client.routing();
         call.epoch = routing.epoch();
-        final Map<String, List<Integer>> parts = new LinkedHashMap<>();
-        final List<Integer> unrouted = new ArrayList<>();
-        for (final int position : positions) {
-            final String address = routing.addressOfSlot()[Slots.slotOf(tableHash, keys[position])];
-            (address == null ? unrouted : parts.computeIfAbsent(address, a -> new ArrayList<>())).add(position);
+        final int shards = routing.addresses().length;
+        final int[] ownerOf = new int[positions.length];
+        final int[] counts = new int[shards + 1];
+        for (int i = 0; i < positions.length; i++) {
+            final int owner = routing.ownerOfSlot()[Slots.slotOf(tableHash, call.keys[positions[i]])];
+            ownerOf[i] = owner < 0 ? shards : owner;
+            counts[ownerOf[i]]++;
+        }
+        final int[][] parts = new int[shards + 1][];
+        for (int owner = 0; owner <= shards; owner++) {
+            parts[owner] = new int[counts[owner]];
+        }
+        final int[] filled = new int[shards + 1];
+        for (int i = 0; i < positions.length; i++) {
+            parts[ownerOf[i]][filled[ownerOf[i]]++] = positions[i];
         }
         final List<CompletableFuture<Void>> sent = new ArrayList<>();
-        for (final Map.Entry<String, List<Integer>> part : parts.entrySet()) {
-            final int[] partPositions = toArray(part.getValue());
-            sent.add(sender.send(part.getKey(), partPositions)
-                    .exceptionallyCompose(failure -> retry(call, keys, partPositions, sender, failure)));
+        for (int owner = 0; owner < shards; owner++) {
+            if (parts[owner].length > 0) {
+                sent.add(sendWindowed(call, routing.addresses()[owner], parts[owner], sender));
+            }
         }
-        if (!unrouted.isEmpty()) {
+        if (parts[shards].length > 0) {
             final StatusRuntimeException noOwner = Status.UNAVAILABLE
-                    .withDescription(unrouted.size() + " keys of table '" + name()
+                    .withDescription(parts[shards].length + " keys of table '" + name()
                             + "' map to slots no live shard owns at routing epoch " + routing.epoch())
                     .asRuntimeException();
-            sent.add(retry(call, keys, toArray(unrouted), sender, new Unsent(noOwner)));
+            sent.add(retry(call, parts[shards], sender, new Unsent(noOwner)));
         }
         return CompletableFuture.allOf(sent.toArray(CompletableFuture[]::new));
     }
 
+    /** Sends one shard's positions in chunks, {@link #CHUNKS_IN_FLIGHT} at a time. */
+    private CompletableFuture<Void> sendWindowed(
+            final Call call, final String address, final int[] positions, final RequestSender sender) {
+        final int chunks = (positions.length + keysPerChunk - 1) / keysPerChunk;
+        final CompletableFuture<Void> done = new CompletableFuture<>();
+        final AtomicInteger next = new AtomicInteger();
+        final AtomicInteger remaining = new AtomicInteger(chunks);
+        final Runnable[] launch = new Runnable[1];
+        launch[0] = () -> {
+            final int chunk = next.getAndIncrement();
+            if (chunk >= chunks || done.isDone()) {
+                return;
+            }
+            final int from = chunk * keysPerChunk;
+            final int[] part =
+                    java.util.Arrays.copyOfRange(positions, from, Math.min(positions.length, from + keysPerChunk));
+            sender.send(address, part)
+                    .exceptionallyCompose(failure -> retry(call, part, sender, failure))
+                    .whenComplete((ok, failure) -> {
+                        if (failure != null) {
+                            done.completeExceptionally(unwrap(failure));
+                        } else if (remaining.decrementAndGet() == 0) {
+                            done.complete(null);
+                        } else {
+                            launch[0].run();
+                        }
+                    });
+        };
+        for (int i = 0; i < Math.min(CHUNKS_IN_FLIGHT, chunks); i++) {
+            launch[0].run();
+        }
+        return done;
+    }
+
     private CompletableFuture<Void> retry(
-            final Call call, final long[] keys, final int[] positions, final PartSender sender, final Throwable cause) {
-        final Throwable failure = cause instanceof CompletionException ? cause.getCause() : cause;
+            final Call call, final int[] positions, final RequestSender sender, final Throwable cause) {
+        final Throwable failure = unwrap(cause);
         final StatusRuntimeException status =
                 failure instanceof Unsent unsent ? unsent.status : PsException.toStatus(failure);
         final boolean safe = failure instanceof Unsent
@@ -170,10 +222,7 @@ public final class PsTable {
         if (!safe || remainingMs <= 0) {
             return CompletableFuture.failedFuture(status);
         }
-        final int attempt;
-        synchronized (call) {
-            attempt = ++call.attempts;
-        }
+        final int attempt = call.attempts.incrementAndGet();
         final long backoffMs = Math.min(
                 Math.min(client.context().maxBackoffMs(), 5L << Math.min(attempt, 20)), Math.max(0, remainingMs - 1));
         final CompletableFuture<Void> retried = new CompletableFuture<>();
@@ -185,14 +234,20 @@ public final class PsTable {
                             } catch (StatusRuntimeException proxyDown) {
                                 // Keep the old table; the resend below reports what fails.
                             }
-                            send(call, keys, positions, sender).whenComplete(completeWith(retried));
+                            send(call, positions, sender).whenComplete((ok, again) -> {
+                                if (again != null) {
+                                    retried.completeExceptionally(unwrap(again));
+                                } else {
+                                    retried.complete(null);
+                                }
+                            });
                         },
                         backoffMs,
                         TimeUnit.MILLISECONDS);
         return retried;
     }
 
-    /** A part that was never sent (no shard owns its slots); always safe to retry. */
+    /** A request that was never sent (no shard owns its slots); always safe to retry. */
     private static final class Unsent extends RuntimeException {
         private static final long serialVersionUID = 1L;
         final transient StatusRuntimeException status;
@@ -203,7 +258,42 @@ public final class PsTable {
         }
     }
 
-    private <T> CompletableFuture<T> unary(final java.util.function.Consumer<StreamObserver<T>> call) {
+    // ---- encoding: straight into the array the request wraps, no intermediate copies
+
+    private static ByteString encodeKeys(final long[] keys, final int[] positions) {
+        final ByteBuffer bytes =
+                ByteBuffer.allocate(positions.length * Long.BYTES).order(ByteOrder.LITTLE_ENDIAN);
+        for (int i = 0; i < positions.length; i++) {
+            bytes.putLong(i * Long.BYTES, keys[positions[i]]);
+        }
+        return UnsafeByteOperations.unsafeWrap(bytes.array());
+    }
+
+    private ByteString encodeRows(final float[] rows, final int[] positions) {
+        final ByteBuffer bytes =
+                ByteBuffer.allocate(positions.length * dim * Float.BYTES).order(ByteOrder.LITTLE_ENDIAN);
+        final FloatBuffer floats = bytes.asFloatBuffer();
+        for (final int position : positions) {
+            floats.put(rows, position * dim, dim);
+        }
+        return UnsafeByteOperations.unsafeWrap(bytes.array());
+    }
+
+    private void scatter(final ByteString encoded, final int[] positions, final float[] values) {
+        if (encoded.size() != positions.length * dim * Float.BYTES) {
+            throw Status.INTERNAL
+                    .withDescription("shard answered " + encoded.size() + " bytes for " + positions.length
+                            + " keys of dim " + dim)
+                    .asRuntimeException();
+        }
+        final FloatBuffer floats =
+                encoded.asReadOnlyByteBuffer().order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer();
+        for (final int position : positions) {
+            floats.get(values, position * dim, dim);
+        }
+    }
+
+    private <T> CompletableFuture<T> unary(final Consumer<StreamObserver<T>> call) {
         final CompletableFuture<T> future = new CompletableFuture<>();
         call.accept(new StreamObserver<>() {
             @Override
@@ -222,14 +312,8 @@ public final class PsTable {
         return future;
     }
 
-    private static <T> BiConsumer<T, Throwable> completeWith(final CompletableFuture<T> target) {
-        return (value, failure) -> {
-            if (failure != null) {
-                target.completeExceptionally(failure instanceof CompletionException ? failure.getCause() : failure);
-            } else {
-                target.complete(value);
-            }
-        };
+    private static Throwable unwrap(final Throwable failure) {
+        return failure instanceof CompletionException && failure.getCause() != null ? failure.getCause() : failure;
     }
 
     private static <T> T join(final CompletableFuture<T> future) {
@@ -245,19 +329,7 @@ public final class PsTable {
 
     private static int[] allPositions(final int count) {
         final int[] positions = new int[count];
-        Arrays.setAll(positions, i -> i);
+        java.util.Arrays.setAll(positions, i -> i);
         return positions;
-    }
-
-    private static long[] gather(final long[] keys, final int[] positions) {
-        final long[] part = new long[positions.length];
-        for (int i = 0; i < positions.length; i++) {
-            part[i] = keys[positions[i]];
-        }
-        return part;
-    }
-
-    private static int[] toArray(final List<Integer> values) {
-        return values.stream().mapToInt(Integer::intValue).toArray();
     }
 }

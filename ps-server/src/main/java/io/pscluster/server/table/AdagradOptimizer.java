@@ -1,5 +1,7 @@
 package io.pscluster.server.table;
 
+import org.agrona.MutableDirectBuffer;
+
 /**
  * Adagrad: {@code a += g*g; w -= lr * g / (sqrt(a) + eps)}, with the accumulator {@code a} as the one slot,
  * starting at the schema's initial accumulator. Arithmetic is in float, as stored, so a restored row continues
@@ -22,18 +24,27 @@ final class AdagradOptimizer implements Optimizer {
     }
 
     @Override
-    public void initSlots(final float[] record, final int offset, final int dim) {
-        java.util.Arrays.fill(record, offset + dim, offset + 2 * dim, initialAccumulator);
+    public int counterCount() {
+        return 0;
     }
 
     @Override
-    public void apply(final float[] record, final int offset, final int dim, final float[] gradient, final int gOff) {
-        final int acc = offset + dim;
+    public void init(final MutableDirectBuffer record, final int values, final int dim) {
         for (int i = 0; i < dim; i++) {
-            final float g = gradient[gOff + i];
-            final float a = record[acc + i] + g * g;
-            record[acc + i] = a;
-            record[offset + i] -= learningRate * g / ((float) Math.sqrt(a) + epsilon);
+            record.putFloat(values + 4 * (dim + i), initialAccumulator);
+        }
+    }
+
+    @Override
+    public void apply(
+            final MutableDirectBuffer record, final int values, final int dim, final float[] g, final int gOff) {
+        for (int i = 0; i < dim; i++) {
+            final int w = values + 4 * i;
+            final int acc = values + 4 * (dim + i);
+            final float gradient = g[gOff + i];
+            final float a = record.getFloat(acc) + gradient * gradient;
+            record.putFloat(acc, a);
+            record.putFloat(w, record.getFloat(w) - learningRate * gradient / ((float) Math.sqrt(a) + epsilon));
         }
     }
 }

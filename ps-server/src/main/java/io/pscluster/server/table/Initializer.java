@@ -1,6 +1,7 @@
 package io.pscluster.server.table;
 
 import io.pscluster.proto.v1.InitializerSpec;
+import org.agrona.MutableDirectBuffer;
 
 /**
  * The initial values of a row, a pure function of (seed, key, element): every shard, every restart and every run
@@ -14,14 +15,15 @@ final class Initializer {
         this.spec = spec;
     }
 
-    /** Writes the initial {@code dim} values of {@code key} at {@code target[offset]}. */
-    void fill(final long key, final float[] target, final int offset, final int dim) {
+    /** Writes the initial {@code dim} float values of {@code key} at byte offset {@code offset} of {@code target}. */
+    void fill(final long key, final MutableDirectBuffer target, final int offset, final int dim) {
         switch (spec.getKind()) {
             case UNIFORM -> {
                 final float scale = spec.getScale();
                 for (int i = 0; i < dim; i++) {
                     // Rounding to float can reach +scale when the draw is within 2^-26 of 1: keep the bound open.
-                    target[offset + i] = Math.min((float) ((2 * unit(key, i) - 1) * scale), Math.nextDown(scale));
+                    final float value = Math.min((float) ((2 * unit(key, i) - 1) * scale), Math.nextDown(scale));
+                    target.putFloat(offset + 4 * i, value);
                 }
             }
             case NORMAL -> {
@@ -29,11 +31,11 @@ final class Initializer {
                     // Box-Muller from two independent uniforms of the same (key, element).
                     final double u1 = Math.max(unit(key, 2L * i), Double.MIN_NORMAL);
                     final double u2 = unit(key, 2L * i + 1);
-                    target[offset + i] =
-                            (float) (Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2) * spec.getScale());
+                    target.putFloat(offset + 4 * i, (float)
+                            (Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2) * spec.getScale()));
                 }
             }
-            default -> java.util.Arrays.fill(target, offset, offset + dim, 0f);
+            default -> target.setMemory(offset, 4 * dim, (byte) 0);
         }
     }
 

@@ -5,15 +5,20 @@ import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.wire.Slots;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.atomic.AtomicReferenceArray;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.IntPredicate;
+import org.agrona.concurrent.UnsafeBuffer;
 
 /**
- * One table's rows on one shard, partitioned by slot. A record is {@code dim} values followed by the optimizer's
- * slots; reads of keys that have no row return the initializer's values without creating the row.
+ * One table's rows on one shard: a {@link PartitionStore} per writer partition, off-heap, lock-free to read.
  *
- * <p>Thread-safe: any number of threads may read, apply and snapshot at once; each slot is consistent on its own.
- * Callers validate keys and gradients first (see the shard service); this class trusts its input.
+ * <p>Reads ({@link #pull}) run on the caller's thread and never wait for writers. Every change runs on the
+ * partition's writer ({@link PartitionWriters}): pushes are queued and acknowledged before they are applied (async
+ * mode); control operations (snapshot, clear, restore, dense materialization) are queued behind the pushes already
+ * there and the caller waits for them. Callers validate keys and gradients first (see the shard); this class
+ * trusts its input.
  */
 public final class ParameterTable {
     private final TableSchema schema;
@@ -22,16 +27,26 @@ public final class ParameterTable {
     private final int rowWidth;
     private final Optimizer optimizer;
     private final Initializer initializer;
-    private final AtomicReferenceArray<SlotStore> slots = new AtomicReferenceArray<>(Slots.SLOT_COUNT);
+    private final PartitionWriters writers;
+    private final PartitionStore[] partitions;
+    private final RowBudget budget;
+    private final long startMillis = System.currentTimeMillis();
+    private final AtomicLong droppedRows = new AtomicLong();
 
     /** @param schema a schema already normalized by {@code TableSchemas.normalize}. */
-    public ParameterTable(final TableSchema schema) {
+    public ParameterTable(final TableSchema schema, final PartitionWriters writers) {
         this.schema = schema;
         this.tableHash = Slots.tableHash(schema.getName());
         this.dim = schema.getDim();
         this.optimizer = Optimizer.of(schema.getOptimizer());
-        this.rowWidth = dim * (1 + optimizer.slotCount());
+        this.rowWidth = dim * (1 + optimizer.slotCount()) + optimizer.counterCount();
         this.initializer = new Initializer(schema.getInitializer());
+        this.writers = writers;
+        this.budget = new RowBudget(schema.getMaxRowsPerShard());
+        this.partitions = new PartitionStore[writers.partitionCount()];
+        for (int p = 0; p < partitions.length; p++) {
+            partitions[p] = new PartitionStore(dim, optimizer, initializer, budget);
+        }
     }
 
     public TableSchema schema() {
@@ -46,103 +61,304 @@ public final class ParameterTable {
         return dim;
     }
 
-    /** Floats per record: values plus optimizer slots. */
+    /** Floats per record in snapshots and checkpoints: values, optimizer slots, then counters (as raw int bits). */
     public int rowWidth() {
         return rowWidth;
+    }
+
+    /** Bytes one row takes off-heap (header, values, slots, counters), not counting its index entry. */
+    public int recordBytes() {
+        return PartitionStore.recordBytes(dim, optimizer);
     }
 
     public int slotOf(final long key) {
         return Slots.slotOf(tableHash, key);
     }
 
-    /** Copies the values of {@code keys} into {@code out}, row after row. */
-    public void pull(final long[] keys, final float[] out) {
+    public int[] slotsOf(final long[] keys) {
+        final int[] slots = new int[keys.length];
         for (int i = 0; i < keys.length; i++) {
-            final long key = keys[i];
-            final SlotStore store = slots.get(slotOf(key));
-            if (store == null) {
-                initializer.fill(key, out, i * dim, dim);
-            } else {
-                store.read(key, out, i * dim, dim, initializer);
+            slots[i] = Slots.slotOf(tableHash, keys[i]);
+        }
+        return slots;
+    }
+
+    // ---- reads: any thread, no locks
+
+    /**
+     * Copies the values of {@code keys} into {@code out} as little-endian float32, row after row; a key without a row
+     * reads as its initial values (and is not created).
+     */
+    public void pull(final long[] keys, final int[] slots, final byte[] out) {
+        // Two passes, as in applyBatch: all lookups first (their cache misses overlap), then the copies.
+        final int[] ids = new int[keys.length];
+        for (int i = 0; i < keys.length; i++) {
+            ids[i] = partitions[writers.partitionOf(slots[i])].find(keys[i]);
+        }
+        UnsafeBuffer initial = null;
+        final int rowBytes = 4 * dim;
+        for (int i = 0; i < keys.length; i++) {
+            final PartitionStore store = partitions[writers.partitionOf(slots[i])];
+            if (!store.readValues(keys[i], ids[i], out, i * rowBytes)) {
+                if (initial == null) {
+                    initial = new UnsafeBuffer(out);
+                }
+                initializer.fill(keys[i], initial, i * rowBytes, dim);
             }
         }
     }
 
-    /** Applies {@code gradients} (row after row, one per key) with the table's optimizer. */
-    public void push(final long[] keys, final float[] gradients) {
-        for (int i = 0; i < keys.length; i++) {
-            final long key = keys[i];
-            store(slotOf(key)).apply(key, gradients, i * dim, dim, optimizer, initializer);
+    /** {@link #pull(long[], int[], byte[])} decoded to floats, for tests and in-process callers. */
+    public float[] pull(final long[] keys) {
+        final byte[] bytes = new byte[keys.length * 4 * dim];
+        pull(keys, slotsOf(keys), bytes);
+        final float[] values = new float[keys.length * dim];
+        final UnsafeBuffer buffer = new UnsafeBuffer(bytes);
+        for (int i = 0; i < values.length; i++) {
+            values[i] = buffer.getFloat(4 * i);
         }
+        return values;
     }
 
-    /** Creates every row of a dense table whose slot is accepted, so that the table holds them all up front. */
-    public void materializeDense(final IntPredicate slotFilter) {
-        if (schema.getKind() != TableKind.DENSE) {
-            return;
-        }
-        for (long key = 0; key < schema.getRows(); key++) {
-            final int slot = slotOf(key);
-            if (slotFilter.test(slot)) {
-                store(slot).ensure(key, dim, optimizer, initializer);
+    /** Distinct keys among {@code keys} (with their slots) that have no row yet, counted for the row cap. */
+    public int countAbsent(final long[] keys, final int[] slots) {
+        final org.agrona.collections.LongHashSet absent = new org.agrona.collections.LongHashSet();
+        for (int i = 0; i < keys.length; i++) {
+            if (partitions[writers.partitionOf(slots[i])].find(keys[i]) < 0) {
+                absent.add(keys[i]);
             }
         }
+        return absent.size();
     }
 
-    /** Replaces the whole record (values and optimizer slots) of {@code key}. */
-    public void putRecord(final long key, final float[] record) {
-        store(slotOf(key)).put(key, record);
+    // ---- pushes: queued to the writers
+
+    /**
+     * Queues a push to be applied by the partitions' writers; returns false, having queued nothing, when the shard's
+     * writers have no room (the caller answers RESOURCE_EXHAUSTED).
+     */
+    public boolean offerPush(final long[] keys, final int[] slots, final float[] gradients) {
+        long mask = 0;
+        for (final int slot : slots) {
+            mask |= 1L << writers.partitionOf(slot);
+        }
+        return writers.offer(
+                partition -> {
+                    try {
+                        applyPartition(partition, keys, slots, gradients, touchNow());
+                    } finally {
+                        writers.applied();
+                    }
+                },
+                mask);
     }
 
-    /** Copies the rows of every accepted slot that has any. */
-    public List<SlotSnapshot> snapshot(final IntPredicate slotFilter) {
-        final List<SlotSnapshot> snapshots = new ArrayList<>();
-        for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {
-            final SlotStore store = slots.get(slot);
-            if (store != null && slotFilter.test(slot)) {
-                final SlotSnapshot snapshot = store.snapshot(slot);
-                if (snapshot.rows() > 0) {
-                    snapshots.add(snapshot);
+    /** Pushes and waits until the push is applied (tests, benchmarks, in-process callers). */
+    public void push(final long[] keys, final float[] gradients) throws InterruptedException {
+        final int[] slots = slotsOf(keys);
+        while (!offerPush(keys, slots, gradients)) {
+            Thread.onSpinWait();
+        }
+        awaitApplied();
+    }
+
+    /**
+     * The writer's work for one push in one partition: applies the rows of {@code keys} whose slot is in
+     * {@code partition}. Public so that benchmarks can drive a partition from their own threads; anywhere else only
+     * the partition's writer may call it.
+     */
+    public void applyPartition(
+            final int partition, final long[] keys, final int[] slots, final float[] gradients, final int touch) {
+        final int[] rows;
+        final int count;
+        if (partitions.length == 1) {
+            rows = identity(keys.length);
+            count = keys.length;
+        } else {
+            rows = new int[keys.length];
+            int n = 0;
+            for (int i = 0; i < keys.length; i++) {
+                if (writers.partitionOf(slots[i]) == partition) {
+                    rows[n++] = i;
                 }
             }
+            count = n;
         }
-        return snapshots;
+        final int dropped = partitions[partition].applyBatch(keys, rows, count, gradients, touch);
+        if (dropped > 0) {
+            droppedRows.addAndGet(dropped);
+        }
     }
 
-    /** Drops the rows of every accepted slot. */
-    public void clearSlots(final IntPredicate slotFilter) {
-        for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {
-            final SlotStore store = slots.get(slot);
-            if (store != null && slotFilter.test(slot)) {
-                store.clear();
+    private int[] identityRows = new int[0];
+
+    /** 0, 1, 2, ... at least {@code count} long; shared read-only, grown by replacement. */
+    private int[] identity(final int count) {
+        int[] rows = identityRows;
+        if (rows.length < count) {
+            rows = new int[Math.max(count, 2 * rows.length)];
+            for (int i = 0; i < rows.length; i++) {
+                rows[i] = i;
             }
-        }
-    }
-
-    public long rowCount() {
-        long rows = 0;
-        for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {
-            final SlotStore store = slots.get(slot);
-            rows += store == null ? 0 : store.size();
+            identityRows = rows;
         }
         return rows;
     }
 
+    /** The touch stamp for rows written now: whole seconds since the table began, plus one (0 marks free). */
+    public int touchNow() {
+        return (int) ((System.currentTimeMillis() - startMillis) / 1000) + 1;
+    }
+
+    // ---- control: queued behind pushes, the caller waits
+
+    /** Waits until every push queued so far has been applied. */
+    public void awaitApplied() throws InterruptedException {
+        await(writers.runOnAll(p -> null));
+    }
+
+    /** Creates every row of a dense table whose slot is accepted, so that the table holds them all up front. */
+    public void materializeDense(final IntPredicate slotFilter) throws InterruptedException {
+        if (schema.getKind() != TableKind.DENSE) {
+            return;
+        }
+        await(writers.runOnAll(partition -> {
+            final int touch = touchNow();
+            for (long key = 0; key < schema.getRows(); key++) {
+                final int slot = slotOf(key);
+                if (writers.partitionOf(slot) == partition && slotFilter.test(slot)) {
+                    partitions[partition].ensure(key, touch);
+                }
+            }
+            return null;
+        }));
+    }
+
+    /**
+     * Replaces (or creates) the records of {@code count} keys: record {@code i} is {@code records[i * rowWidth()
+     * ..]} (values, optimizer slots, counter bits). Used by restores.
+     */
+    public void putRecords(final long[] keys, final float[] records, final int count) throws InterruptedException {
+        await(writers.runOnAll(partition -> {
+            final int touch = touchNow();
+            final float[] record = new float[rowWidth];
+            for (int i = 0; i < count; i++) {
+                if (writers.partitionOf(slotOf(keys[i])) == partition) {
+                    System.arraycopy(records, i * rowWidth, record, 0, rowWidth);
+                    partitions[partition].put(keys[i], record, touch);
+                }
+            }
+            return null;
+        }));
+    }
+
+    /** Copies the rows of every accepted slot that has any, in slot order, after the pushes queued before. */
+    public List<SlotSnapshot> snapshot(final IntPredicate slotFilter) throws InterruptedException {
+        final List<List<SlotSnapshot>> perPartition = await(writers.runOnAll(partition -> {
+            final PartitionStore store = partitions[partition];
+            final int[] rowsPerSlot = new int[Slots.SLOT_COUNT];
+            store.forEach((id, key, touch) -> {
+                final int slot = slotOf(key);
+                if (slotFilter.test(slot)) {
+                    rowsPerSlot[slot]++;
+                }
+            });
+            final long[][] keys = new long[Slots.SLOT_COUNT][];
+            final float[][] records = new float[Slots.SLOT_COUNT][];
+            final int[] filled = new int[Slots.SLOT_COUNT];
+            store.forEach((id, key, touch) -> {
+                final int slot = slotOf(key);
+                if (slotFilter.test(slot)) {
+                    if (keys[slot] == null) {
+                        keys[slot] = new long[rowsPerSlot[slot]];
+                        records[slot] = new float[rowsPerSlot[slot] * rowWidth];
+                    }
+                    final int row = filled[slot]++;
+                    keys[slot][row] = key;
+                    store.copyRecord(id, records[slot], row * rowWidth, rowWidth);
+                }
+            });
+            final List<SlotSnapshot> slots = new ArrayList<>();
+            for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {
+                if (keys[slot] != null) {
+                    slots.add(new SlotSnapshot(slot, keys[slot], records[slot], keys[slot].length, rowWidth));
+                }
+            }
+            return slots;
+        }));
+        final List<SlotSnapshot> merged = new ArrayList<>();
+        perPartition.forEach(merged::addAll);
+        merged.sort((a, b) -> Integer.compare(a.slot(), b.slot()));
+        return merged;
+    }
+
+    /** Drops the rows of every accepted slot, after the pushes queued before. */
+    public void clearSlots(final IntPredicate slotFilter) throws InterruptedException {
+        await(writers.runOnAll(partition -> {
+            final PartitionStore store = partitions[partition];
+            final List<Long> doomed = new ArrayList<>();
+            store.forEach((id, key, touch) -> {
+                if (slotFilter.test(slotOf(key))) {
+                    doomed.add(key);
+                }
+            });
+            doomed.forEach(store::remove);
+            return null;
+        }));
+    }
+
+    /** The writer's TTL duty: removes rows of {@code partition} untouched for the table's TTL. */
+    void evictExpired(final int partition) {
+        final long ttl = schema.getTtlSeconds();
+        if (ttl <= 0) {
+            return;
+        }
+        final long oldest = touchNow() - ttl;
+        final PartitionStore store = partitions[partition];
+        final long[] doomed = new long[store.size()];
+        final int[] count = {0};
+        store.forEach((id, key, touch) -> {
+            if (touch < oldest && count[0] < doomed.length) {
+                doomed[count[0]++] = key;
+            }
+        });
+        for (int i = 0; i < count[0]; i++) {
+            store.remove(doomed[i]);
+        }
+    }
+
+    // ---- stats
+
+    public long rowCount() {
+        return budget.rows();
+    }
+
     public long bytes() {
         long bytes = 0;
-        for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {
-            final SlotStore store = slots.get(slot);
-            bytes += store == null ? 0 : store.bytes();
+        for (final PartitionStore store : partitions) {
+            bytes += store.bytes();
         }
         return bytes;
     }
 
-    private SlotStore store(final int slot) {
-        final SlotStore store = slots.get(slot);
-        if (store != null) {
-            return store;
+    /** The most rows this shard holds of the table (0: no cap). */
+    public long maxRows() {
+        return budget.cap();
+    }
+
+    /** New rows a writer could not create because the cap was reached (pushes that raced past the check). */
+    public long droppedRows() {
+        return droppedRows.get();
+    }
+
+    private static <T> T await(final CompletableFuture<T> future) throws InterruptedException {
+        try {
+            return future.get();
+        } catch (ExecutionException e) {
+            if (e.getCause() instanceof RuntimeException runtime) {
+                throw runtime;
+            }
+            throw new IllegalStateException(e.getCause());
         }
-        final SlotStore created = new SlotStore(rowWidth);
-        return slots.compareAndSet(slot, null, created) ? created : slots.get(slot);
     }
 }

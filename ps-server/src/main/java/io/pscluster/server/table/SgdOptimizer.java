@@ -1,5 +1,7 @@
 package io.pscluster.server.table;
 
+import org.agrona.MutableDirectBuffer;
+
 /** Plain SGD: {@code w -= lr * g}. No slots. */
 final class SgdOptimizer implements Optimizer {
     private final float learningRate;
@@ -14,12 +16,19 @@ final class SgdOptimizer implements Optimizer {
     }
 
     @Override
-    public void initSlots(final float[] record, final int offset, final int dim) {}
+    public int counterCount() {
+        return 0;
+    }
 
     @Override
-    public void apply(final float[] record, final int offset, final int dim, final float[] gradient, final int gOff) {
+    public void init(final MutableDirectBuffer record, final int values, final int dim) {}
+
+    @Override
+    public void apply(
+            final MutableDirectBuffer record, final int values, final int dim, final float[] g, final int gOff) {
         for (int i = 0; i < dim; i++) {
-            record[offset + i] -= learningRate * gradient[gOff + i];
+            final int at = values + 4 * i;
+            record.putFloat(at, record.getFloat(at) - learningRate * g[gOff + i]);
         }
     }
 }

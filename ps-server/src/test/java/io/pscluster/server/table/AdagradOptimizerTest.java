@@ -1,5 +1,7 @@
 package io.pscluster.server.table;
 
+import static io.pscluster.server.table.TableFixture.put;
+import static io.pscluster.server.table.TableFixture.recordOf;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.within;
 
@@ -9,16 +11,21 @@ import io.pscluster.proto.v1.OptimizerKind;
 import io.pscluster.proto.v1.OptimizerSpec;
 import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
-import io.pscluster.wire.TableSchemas;
-import java.util.List;
 import org.assertj.core.data.Offset;
+import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 
 class AdagradOptimizerTest {
+    private final TableFixture fixture = new TableFixture(2);
 
-    private static ParameterTable adagradTable(
+    @AfterEach
+    void closeWriters() {
+        fixture.close();
+    }
+
+    private ParameterTable adagradTable(
             final TableKind kind, final float learningRate, final float initialAccumulator, final float epsilon) {
-        return new ParameterTable(TableSchemas.normalize(TableSchema.newBuilder()
+        return fixture.create(TableSchema.newBuilder()
                 .setName("adagrad")
                 .setKind(kind)
                 .setDim(2)
@@ -29,21 +36,7 @@ class AdagradOptimizerTest {
                         .setInitialAccumulator(initialAccumulator)
                         .setEpsilon(epsilon))
                 .setInitializer(InitializerSpec.newBuilder().setKind(InitializerKind.ZEROS))
-                .build()));
-    }
-
-    /** The record of {@code key}: dim values then dim accumulators. */
-    private static float[] recordOf(final ParameterTable table, final long key) {
-        final List<SlotSnapshot> snapshots = table.snapshot(slot -> slot == table.slotOf(key));
-        assertThat(snapshots).hasSize(1);
-        final SlotSnapshot snapshot = snapshots.get(0);
-        for (int row = 0; row < snapshot.rows(); row++) {
-            if (snapshot.keys()[row] == key) {
-                return java.util.Arrays.copyOfRange(
-                        snapshot.records(), row * snapshot.rowWidth(), (row + 1) * snapshot.rowWidth());
-            }
-        }
-        throw new AssertionError("no row for key " + key);
+                .build());
     }
 
     private static Offset<Double> relative(final double expected) {
@@ -60,7 +53,7 @@ class AdagradOptimizerTest {
     }
 
     @Test
-    void shouldMatchHandComputedValuesAndAccumulatorsWhenPushedTwiceWithDefaults() {
+    void shouldMatchHandComputedValuesAndAccumulatorsWhenPushedTwiceWithDefaults() throws InterruptedException {
         final ParameterTable table = adagradTable(TableKind.SPARSE, 0.5f, 0f, 0f);
 
         table.push(new long[] {42}, new float[] {2f, 0.5f});
@@ -81,9 +74,7 @@ class AdagradOptimizerTest {
         final float[] record = recordOf(table, 42);
         assertThat(record).containsExactly(w2x, w2y, a2x, a2y);
 
-        final float[] pulled = new float[2];
-        table.pull(new long[] {42}, pulled);
-        assertThat(pulled).containsExactly(w2x, w2y);
+        assertThat(table.pull(new long[] {42})).containsExactly(w2x, w2y);
 
         // The same two steps in double, as a check that the float expressions above are the formula.
         final double dw1x = -0.5 * 2 / Math.sqrt(4.1);
@@ -95,7 +86,7 @@ class AdagradOptimizerTest {
     }
 
     @Test
-    void shouldUseTheSchemaAccumulatorAndEpsilonWhenTheyAreGiven() {
+    void shouldUseTheSchemaAccumulatorAndEpsilonWhenTheyAreGiven() throws InterruptedException {
         // a = 7 + 3*3 = 16; w = 0 - 2*3 / (sqrt(16) + 4) = -0.75, all exact in float
         final ParameterTable table = adagradTable(TableKind.SPARSE, 2f, 7f, 4f);
 
@@ -105,9 +96,9 @@ class AdagradOptimizerTest {
     }
 
     @Test
-    void shouldContinueFromTheStoredAccumulatorWhenARecordWasPut() {
+    void shouldContinueFromTheStoredAccumulatorWhenARecordWasPut() throws InterruptedException {
         final ParameterTable table = adagradTable(TableKind.SPARSE, 2f, 7f, 4f);
-        table.putRecord(9, new float[] {1f, 1f, 12f, 60f});
+        put(table, 9, 1f, 1f, 12f, 60f);
 
         // x: a = 12 + 2*2 = 16, w = 1 - 2*2/(4+4) = 0.5; y: a = 60 + 2*2 = 64, w = 1 - 2*2/(8+4) = 1 - 1/3
         table.push(new long[] {9}, new float[] {2f, 2f});
@@ -116,7 +107,7 @@ class AdagradOptimizerTest {
     }
 
     @Test
-    void shouldInitializeTheAccumulatorsWhenADenseTableIsMaterialized() {
+    void shouldInitializeTheAccumulatorsWhenADenseTableIsMaterialized() throws InterruptedException {
         final ParameterTable table = adagradTable(TableKind.DENSE, 0.5f, 0f, 0f);
 
         table.materializeDense(slot -> true);

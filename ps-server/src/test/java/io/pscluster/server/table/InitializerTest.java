@@ -1,22 +1,31 @@
 package io.pscluster.server.table;
 
+import static io.pscluster.server.table.TableFixture.sameSlotAs;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.pscluster.proto.v1.InitializerKind;
 import io.pscluster.proto.v1.InitializerSpec;
+import io.pscluster.proto.v1.OptimizerKind;
 import io.pscluster.proto.v1.OptimizerSpec;
 import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
-import io.pscluster.wire.TableSchemas;
 import java.util.Arrays;
+import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 
 /** The initializer seen through the table: reads of rows that do not exist, and rows created by a push. */
 class InitializerTest {
     private static final int KEYS = 20_000;
 
-    private static ParameterTable table(final InitializerKind kind, final float scale, final long seed, final int dim) {
-        return new ParameterTable(TableSchemas.normalize(TableSchema.newBuilder()
+    private final TableFixture fixture = new TableFixture(2);
+
+    @AfterEach
+    void closeWriters() {
+        fixture.close();
+    }
+
+    private ParameterTable table(final InitializerKind kind, final float scale, final long seed, final int dim) {
+        return fixture.create(TableSchema.newBuilder()
                 .setName("init")
                 .setKind(TableKind.SPARSE)
                 .setDim(dim)
@@ -25,13 +34,11 @@ class InitializerTest {
                         .setKind(kind)
                         .setScale(scale)
                         .setSeed(seed))
-                .build()));
+                .build());
     }
 
     private static float[] pull(final ParameterTable table, final long... keys) {
-        final float[] out = new float[keys.length * table.dim()];
-        table.pull(keys, out);
-        return out;
+        return table.pull(keys);
     }
 
     private static long[] keys(final int count) {
@@ -43,19 +50,22 @@ class InitializerTest {
     }
 
     @Test
-    void shouldReadZerosWithoutCreatingARowWhenASparseKeyWasNeverPushed() {
+    void shouldReadZerosWithoutCreatingARowWhenASparseKeyWasNeverPushed() throws InterruptedException {
         final ParameterTable table = table(InitializerKind.ZEROS, 0f, 0, 4);
-        final float[] out = {9f, 9f, 9f, 9f, 9f, 9f, 9f, 9f};
+        final long[] keys = {3, Long.MIN_VALUE};
+        final byte[] out = new byte[2 * 4 * 4];
+        Arrays.fill(out, (byte) 0x41); // 12.0f in every element unless the pull overwrites it
 
-        table.pull(new long[] {3, Long.MIN_VALUE}, out);
+        table.pull(keys, table.slotsOf(keys), out);
 
-        assertThat(out).containsOnly(0f);
+        assertThat(out).containsOnly((byte) 0);
         assertThat(table.rowCount()).isZero();
         assertThat(table.snapshot(slot -> true)).isEmpty();
     }
 
     @Test
-    void shouldReadTheValuesAPushWouldStartFromWithoutCreatingARowWhenTheKeyWasNeverPushed() {
+    void shouldReadTheValuesAPushWouldStartFromWithoutCreatingARowWhenTheKeyWasNeverPushed()
+            throws InterruptedException {
         final ParameterTable readOnly = table(InitializerKind.UNIFORM, 0.5f, 11, 4);
         final ParameterTable written = table(InitializerKind.UNIFORM, 0.5f, 11, 4);
         written.push(new long[] {77}, new float[4]); // a zero gradient creates the row with its initial values
@@ -70,7 +80,7 @@ class InitializerTest {
     }
 
     @Test
-    void shouldReadTheInitialValuesWhenTheKeyHasNoRowButItsSlotHasOthers() {
+    void shouldReadTheInitialValuesWhenTheKeyHasNoRowButItsSlotHasOthers() throws InterruptedException {
         final ParameterTable table = table(InitializerKind.NORMAL, 1f, 5, 3);
         final long neighbour = sameSlotAs(table, 1000L);
         final float[] before = pull(table, neighbour);
@@ -92,6 +102,47 @@ class InitializerTest {
             assertThat(Arrays.equals(first, second)).as("%s same seed", kind).isTrue();
             assertThat(distinctCount(first)).as("%s distinct values", kind).isGreaterThan(first.length - 10);
             assertThat(countEqual(first, otherSeed)).as("%s other seed", kind).isLessThan(10);
+        }
+    }
+
+    @Test
+    void shouldCreateBitIdenticalRowsWhenTheSameKeysArePushedOnShardsWithDifferentPartitionCounts()
+            throws InterruptedException {
+        // The same table on a one-writer shard and on a three-writer shard: a key's row lands in different
+        // partitions (and record ids) but must start from the same values.
+        final long[] keys = keys(500);
+        final TableSchema schema = TableSchema.newBuilder()
+                .setName("init")
+                .setKind(TableKind.SPARSE)
+                .setDim(6)
+                .setOptimizer(OptimizerSpec.newBuilder()
+                        .setKind(OptimizerKind.ADAGRAD)
+                        .setLearningRate(0.1f))
+                .setInitializer(InitializerSpec.newBuilder()
+                        .setKind(InitializerKind.NORMAL)
+                        .setScale(0.2f)
+                        .setSeed(77))
+                .build();
+        try (TableFixture single = new TableFixture(1);
+                TableFixture triple = new TableFixture(3)) {
+            final ParameterTable one = single.create(schema);
+            final ParameterTable three = triple.create(schema);
+            final float[] readBefore = pull(three, keys);
+
+            one.push(keys, new float[keys.length * 6]); // zero gradients: rows hold their initial values
+            three.push(keys, new float[keys.length * 6]);
+
+            assertThat(one.rowCount()).isEqualTo(keys.length);
+            assertThat(three.rowCount()).isEqualTo(keys.length);
+            final float[] fromOne = pull(one, keys);
+            assertThat(Arrays.equals(fromOne, pull(three, keys))).isTrue();
+            assertThat(Arrays.equals(fromOne, readBefore)).isTrue();
+            for (final long key : new long[] {keys[0], keys[17], keys[499]}) {
+                final float[] record = TableFixture.recordOf(three, key);
+                assertThat(Arrays.equals(record, TableFixture.recordOf(one, key)))
+                        .as("record of key %d", key)
+                        .isTrue();
+            }
         }
     }
 
@@ -150,15 +201,6 @@ class InitializerTest {
         final float[] value = pull(table(InitializerKind.UNIFORM, 1f, 0, 1), 65_552_721L);
 
         assertThat(value[0]).isLessThan(1f);
-    }
-
-    private static long sameSlotAs(final ParameterTable table, final long key) {
-        final int slot = table.slotOf(key);
-        for (long candidate = key + 1; ; candidate++) {
-            if (table.slotOf(candidate) == slot) {
-                return candidate;
-            }
-        }
     }
 
     private static double[] meanAndStd(final float[] values) {

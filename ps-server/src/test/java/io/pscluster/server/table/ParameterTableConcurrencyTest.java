@@ -5,7 +5,6 @@ import static org.assertj.core.api.Assertions.assertThat;
 import io.pscluster.proto.v1.OptimizerSpec;
 import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
-import io.pscluster.wire.TableSchemas;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -15,6 +14,7 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
+import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 
 class ParameterTableConcurrencyTest {
@@ -23,16 +23,24 @@ class ParameterTableConcurrencyTest {
     private static final int KEYS = 100;
     private static final int DIM = 2;
 
+    private final TableFixture fixture = new TableFixture(2);
+
+    @AfterEach
+    void closeWriters() {
+        fixture.close();
+    }
+
     @Test
     void shouldLoseNoUpdateWhenFourThreadsPushTheSameKeysAtOnce() throws Exception {
         // 0.125 * 1 is exact and so is every partial sum down to -500: any lost or torn update shows.
-        final ParameterTable table = new ParameterTable(TableSchemas.normalize(TableSchema.newBuilder()
+        final ParameterTable table = fixture.create(TableSchema.newBuilder()
                 .setName("contended")
                 .setKind(TableKind.SPARSE)
                 .setDim(DIM)
                 .setOptimizer(OptimizerSpec.newBuilder().setLearningRate(0.125f))
-                .build()));
+                .build());
         final long[] keys = contendedKeys(table);
+        final int[] slots = table.slotsOf(keys);
         final float[] gradients = new float[KEYS * DIM];
         Arrays.fill(gradients, 1f);
 
@@ -45,7 +53,11 @@ class ParameterTableConcurrencyTest {
                 pushers.add(pool.submit(() -> {
                     start.await();
                     for (int i = 0; i < PUSHES_PER_THREAD; i++) {
-                        table.push(keys, gradients);
+                        // Queued without waiting for each to apply, so that pushes of all threads interleave in
+                        // the writers' queues; refused offers (backpressure) are retried.
+                        while (!table.offerPush(keys, slots, gradients)) {
+                            Thread.yield();
+                        }
                     }
                     return null;
                 }));
@@ -53,10 +65,9 @@ class ParameterTableConcurrencyTest {
             // A reader alongside: every value it sees is some whole number of steps, never a torn or foreign one.
             final Future<Integer> reader = pool.submit(() -> {
                 start.await();
-                final float[] out = new float[KEYS * DIM];
                 int reads = 0;
                 while (pushing.get()) {
-                    table.pull(keys, out);
+                    final float[] out = table.pull(keys);
                     for (final float value : out) {
                         assertThat(value).isBetween(-500f, 0f);
                         assertThat(value * 8).isEqualTo((float) Math.rint(value * 8));
@@ -70,19 +81,19 @@ class ParameterTableConcurrencyTest {
             for (final Future<?> pusher : pushers) {
                 pusher.get(20, TimeUnit.SECONDS);
             }
+            table.awaitApplied();
             pushing.set(false);
             assertThat(reader.get(20, TimeUnit.SECONDS)).isPositive();
         } finally {
             pool.shutdownNow();
         }
 
-        final float[] values = new float[KEYS * DIM];
-        table.pull(keys, values);
-        assertThat(values).containsOnly(-0.125f * PUSHERS * PUSHES_PER_THREAD);
+        assertThat(table.pull(keys)).containsOnly(-0.125f * PUSHERS * PUSHES_PER_THREAD);
         assertThat(table.rowCount()).isEqualTo(KEYS);
+        assertThat(fixture.writers().pending()).isZero();
     }
 
-    /** Half the keys share one slot so that threads meet on its lock and its growth; the rest are spread. */
+    /** Half the keys share one slot (so one partition's writer) and its index growth; the rest are spread. */
     private static long[] contendedKeys(final ParameterTable table) {
         final long[] keys = new long[KEYS];
         final int hotSlot = table.slotOf(0);

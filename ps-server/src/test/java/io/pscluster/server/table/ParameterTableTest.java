@@ -1,5 +1,8 @@
 package io.pscluster.server.table;
 
+import static io.pscluster.server.table.TableFixture.otherSlotThan;
+import static io.pscluster.server.table.TableFixture.put;
+import static io.pscluster.server.table.TableFixture.sameSlotAs;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.pscluster.proto.v1.InitializerKind;
@@ -9,7 +12,8 @@ import io.pscluster.proto.v1.OptimizerSpec;
 import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.wire.Slots;
-import io.pscluster.wire.TableSchemas;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.HashSet;
@@ -17,14 +21,22 @@ import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.function.IntPredicate;
+import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 
 /** Row storage of the table: dense materialization, snapshots, whole-record puts and slot clearing. */
 class ParameterTableTest {
     private static final String NAME = "embeddings";
 
-    private static ParameterTable denseTable(final long rows) {
-        return new ParameterTable(TableSchemas.normalize(TableSchema.newBuilder()
+    private final TableFixture fixture = new TableFixture(2);
+
+    @AfterEach
+    void closeWriters() {
+        fixture.close();
+    }
+
+    private ParameterTable denseTable(final long rows) {
+        return fixture.create(TableSchema.newBuilder()
                 .setName(NAME)
                 .setKind(TableKind.DENSE)
                 .setDim(2)
@@ -34,24 +46,22 @@ class ParameterTableTest {
                         .setKind(InitializerKind.UNIFORM)
                         .setScale(1f)
                         .setSeed(3))
-                .build()));
+                .build());
     }
 
-    private static ParameterTable sparseAdagradTable() {
-        return new ParameterTable(TableSchemas.normalize(TableSchema.newBuilder()
+    private ParameterTable sparseAdagradTable() {
+        return fixture.create(TableSchema.newBuilder()
                 .setName(NAME)
                 .setKind(TableKind.SPARSE)
                 .setDim(2)
                 .setOptimizer(OptimizerSpec.newBuilder()
                         .setKind(OptimizerKind.ADAGRAD)
                         .setLearningRate(0.5f))
-                .build()));
+                .build());
     }
 
     private static float[] pull(final ParameterTable table, final long... keys) {
-        final float[] out = new float[keys.length * table.dim()];
-        table.pull(keys, out);
-        return out;
+        return table.pull(keys);
     }
 
     /** Key -> raw bits of its record, from a snapshot. */
@@ -80,7 +90,7 @@ class ParameterTableTest {
     }
 
     @Test
-    void shouldCreateEveryRowWithItsInitialValuesWhenADenseTableIsMaterialized() {
+    void shouldCreateEveryRowWithItsInitialValuesWhenADenseTableIsMaterialized() throws InterruptedException {
         final ParameterTable table = denseTable(1000);
         final ParameterTable untouched = denseTable(1000);
 
@@ -95,7 +105,7 @@ class ParameterTableTest {
     }
 
     @Test
-    void shouldCreateOnlyTheRowsOfAcceptedSlotsWhenMaterializedWithAFilter() {
+    void shouldCreateOnlyTheRowsOfAcceptedSlotsWhenMaterializedWithAFilter() throws InterruptedException {
         final ParameterTable table = denseTable(1000);
         final IntPredicate lowerHalf = slot -> slot < Slots.SLOT_COUNT / 2;
         final long tableHash = Slots.tableHash(NAME);
@@ -114,7 +124,7 @@ class ParameterTableTest {
     }
 
     @Test
-    void shouldKeepPushedValuesWhenADenseTableIsMaterializedAgain() {
+    void shouldKeepPushedValuesWhenADenseTableIsMaterializedAgain() throws InterruptedException {
         final ParameterTable table = denseTable(10);
         table.materializeDense(slot -> true);
         table.push(new long[] {4}, new float[] {2f, 2f});
@@ -127,7 +137,7 @@ class ParameterTableTest {
     }
 
     @Test
-    void shouldCreateNoRowWhenASparseTableIsMaterialized() {
+    void shouldCreateNoRowWhenASparseTableIsMaterialized() throws InterruptedException {
         final ParameterTable table = sparseAdagradTable();
 
         table.materializeDense(slot -> true);
@@ -136,11 +146,11 @@ class ParameterTableTest {
     }
 
     @Test
-    void shouldSnapshotAPutRecordBitExactWhenItHoldsUnusualFloats() {
+    void shouldSnapshotAPutRecordBitExactWhenItHoldsUnusualFloats() throws InterruptedException {
         final ParameterTable table = sparseAdagradTable();
         final float[] record = {-0.0f, Float.MIN_VALUE, Float.intBitsToFloat(0x7fc0_0001), 1.0e-38f};
 
-        table.putRecord(42, record);
+        put(table, 42, record);
 
         final List<SlotSnapshot> snapshots = table.snapshot(slot -> true);
         assertThat(snapshots).hasSize(1);
@@ -154,25 +164,25 @@ class ParameterTableTest {
     }
 
     @Test
-    void shouldReplaceTheWholeRecordWhenAKeyIsPutTwice() {
+    void shouldReplaceTheWholeRecordWhenAKeyIsPutTwice() throws InterruptedException {
         final ParameterTable table = sparseAdagradTable();
         table.push(new long[] {8}, new float[] {1f, 1f});
 
-        table.putRecord(8, new float[] {5f, 6f, 7f, 8f});
+        put(table, 8, new float[] {5f, 6f, 7f, 8f});
 
         assertThat(table.rowCount()).isEqualTo(1);
         assertThat(recordBits(table.snapshot(slot -> true))).containsEntry(8L, bitsOf(5f, 6f, 7f, 8f));
     }
 
     @Test
-    void shouldSnapshotOnlyAcceptedSlotsInInsertionOrderWhenFiltered() {
+    void shouldSnapshotOnlyAcceptedSlotsInInsertionOrderWhenFiltered() throws InterruptedException {
         final ParameterTable table = sparseAdagradTable();
         final long first = 100;
         final long second = sameSlotAs(table, first);
         final long elsewhere = otherSlotThan(table, first);
-        table.putRecord(second, new float[] {2f, 2f, 2f, 2f});
-        table.putRecord(elsewhere, new float[] {3f, 3f, 3f, 3f});
-        table.putRecord(first, new float[] {1f, 1f, 1f, 1f});
+        put(table, second, new float[] {2f, 2f, 2f, 2f});
+        put(table, elsewhere, new float[] {3f, 3f, 3f, 3f});
+        put(table, first, new float[] {1f, 1f, 1f, 1f});
 
         final List<SlotSnapshot> snapshots = table.snapshot(slot -> slot == table.slotOf(first));
 
@@ -182,13 +192,13 @@ class ParameterTableTest {
     }
 
     @Test
-    void shouldKeepASnapshotUnchangedWhenTheTableChangesAfterwards() {
+    void shouldKeepASnapshotUnchangedWhenTheTableChangesAfterwards() throws InterruptedException {
         final ParameterTable table = sparseAdagradTable();
-        table.putRecord(1, new float[] {1f, 1f, 1f, 1f});
+        put(table, 1, new float[] {1f, 1f, 1f, 1f});
         final SlotSnapshot snapshot = table.snapshot(slot -> true).get(0);
 
-        table.putRecord(1, new float[] {9f, 9f, 9f, 9f});
-        table.putRecord(sameSlotAs(table, 1), new float[] {9f, 9f, 9f, 9f});
+        put(table, 1, new float[] {9f, 9f, 9f, 9f});
+        put(table, sameSlotAs(table, 1), new float[] {9f, 9f, 9f, 9f});
 
         assertThat(snapshot.rows()).isEqualTo(1);
         assertThat(snapshot.keys()).containsExactly(1L);
@@ -196,12 +206,44 @@ class ParameterTableTest {
     }
 
     @Test
-    void shouldDropOnlyTheChosenSlotsWhenSlotsAreCleared() {
+    void shouldWriteLittleEndianFloat32RowAfterRowWhenPulledIntoBytes() throws InterruptedException {
+        final ParameterTable table = sparseAdagradTable();
+        put(table, 3, 1.5f, -2.25f, 0.1f, 0.1f);
+        final long[] keys = {3, 77, 3}; // 77 has no row: its initial values (zeros) in place
+
+        final byte[] bytes = new byte[keys.length * 2 * 4];
+        table.pull(keys, table.slotsOf(keys), bytes);
+
+        final ByteBuffer buffer = ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN);
+        assertThat(new float[] {
+                    buffer.getFloat(0), buffer.getFloat(4), buffer.getFloat(8),
+                    buffer.getFloat(12), buffer.getFloat(16), buffer.getFloat(20)
+                })
+                .containsExactly(1.5f, -2.25f, 0f, 0f, 1.5f, -2.25f);
+        assertThat(pull(table, keys)).containsExactly(1.5f, -2.25f, 0f, 0f, 1.5f, -2.25f);
+    }
+
+    @Test
+    void shouldPutOnlyTheFirstCountRecordsWhenGivenACount() throws InterruptedException {
+        final ParameterTable table = sparseAdagradTable();
+        final long[] keys = {10, 11, 12};
+        final float[] records = {1f, 1f, 1f, 1f, 2f, 2f, 2f, 2f, 3f, 3f, 3f, 3f};
+
+        table.putRecords(keys, records, 2);
+
+        assertThat(table.rowCount()).isEqualTo(2);
+        assertThat(recordBits(table.snapshot(slot -> true)))
+                .containsOnlyKeys(10L, 11L)
+                .containsEntry(11L, bitsOf(2f, 2f, 2f, 2f));
+    }
+
+    @Test
+    void shouldDropOnlyTheChosenSlotsWhenSlotsAreCleared() throws InterruptedException {
         final ParameterTable table = sparseAdagradTable();
         final Map<Long, List<Integer>> expected = new HashMap<>();
         for (long key = 0; key < 200; key++) {
             final float[] record = {key, -key, key + 0.5f, 0.25f};
-            table.putRecord(key, record);
+            put(table, key, record);
             expected.put(key, bitsOf(record));
         }
         final Set<Integer> cleared = new HashSet<>();
@@ -220,30 +262,14 @@ class ParameterTableTest {
     }
 
     @Test
-    void shouldRecreateTheRowFromItsInitialValuesWhenPushedAfterItsSlotWasCleared() {
+    void shouldRecreateTheRowFromItsInitialValuesWhenPushedAfterItsSlotWasCleared() throws InterruptedException {
         final ParameterTable table = sparseAdagradTable();
-        table.putRecord(5, new float[] {10f, 10f, 50f, 50f});
+        put(table, 5, new float[] {10f, 10f, 50f, 50f});
         table.clearSlots(slot -> true);
 
         table.push(new long[] {5}, new float[] {0f, 0f});
 
         // A fresh row: zeros and the default accumulator 0.1, not the cleared record.
         assertThat(recordBits(table.snapshot(slot -> true))).containsEntry(5L, bitsOf(0f, 0f, 0.1f, 0.1f));
-    }
-
-    private static long sameSlotAs(final ParameterTable table, final long key) {
-        for (long candidate = key + 1; ; candidate++) {
-            if (table.slotOf(candidate) == table.slotOf(key)) {
-                return candidate;
-            }
-        }
-    }
-
-    private static long otherSlotThan(final ParameterTable table, final long key) {
-        for (long candidate = key + 1; ; candidate++) {
-            if (table.slotOf(candidate) != table.slotOf(key)) {
-                return candidate;
-            }
-        }
     }
 }

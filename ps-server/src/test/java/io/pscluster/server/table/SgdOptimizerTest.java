@@ -8,31 +8,35 @@ import io.pscluster.proto.v1.OptimizerKind;
 import io.pscluster.proto.v1.OptimizerSpec;
 import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
-import io.pscluster.wire.TableSchemas;
 import java.util.List;
+import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 
 class SgdOptimizerTest {
+    private final TableFixture fixture = new TableFixture(2);
 
-    private static ParameterTable sgdTable(final int dim, final float learningRate, final InitializerSpec init) {
-        return new ParameterTable(TableSchemas.normalize(TableSchema.newBuilder()
+    @AfterEach
+    void closeWriters() {
+        fixture.close();
+    }
+
+    private ParameterTable sgdTable(final int dim, final float learningRate, final InitializerSpec init) {
+        return fixture.create(TableSchema.newBuilder()
                 .setName("sgd")
                 .setKind(TableKind.SPARSE)
                 .setDim(dim)
                 .setOptimizer(
                         OptimizerSpec.newBuilder().setKind(OptimizerKind.SGD).setLearningRate(learningRate))
                 .setInitializer(init)
-                .build()));
+                .build());
     }
 
     private static float[] pull(final ParameterTable table, final long... keys) {
-        final float[] out = new float[keys.length * table.dim()];
-        table.pull(keys, out);
-        return out;
+        return table.pull(keys);
     }
 
     @Test
-    void shouldStepAgainstTheGradientWhenPushedTwice() {
+    void shouldStepAgainstTheGradientWhenPushedTwice() throws InterruptedException {
         final ParameterTable table = sgdTable(
                 1,
                 0.5f,
@@ -46,7 +50,7 @@ class SgdOptimizerTest {
     }
 
     @Test
-    void shouldApplyEachGradientRowToItsOwnKeyWhenOneBatchHoldsSeveralKeys() {
+    void shouldApplyEachGradientRowToItsOwnKeyWhenOneBatchHoldsSeveralKeys() throws InterruptedException {
         final ParameterTable table = sgdTable(2, 0.5f, InitializerSpec.getDefaultInstance());
 
         table.push(new long[] {10, 20}, new float[] {1f, 2f, 3f, 4f});
@@ -58,7 +62,7 @@ class SgdOptimizerTest {
     }
 
     @Test
-    void shouldStartFromTheInitialValuesWhenTheFirstPushCreatesTheRow() {
+    void shouldStartFromTheInitialValuesWhenTheFirstPushCreatesTheRow() throws InterruptedException {
         final ParameterTable table = sgdTable(
                 3,
                 0.25f,
@@ -76,7 +80,7 @@ class SgdOptimizerTest {
     }
 
     @Test
-    void shouldStoreOnlyTheValuesWhenTheOptimizerIsSgd() {
+    void shouldStoreOnlyTheValuesWhenTheOptimizerIsSgd() throws InterruptedException {
         final ParameterTable table = sgdTable(2, 0.5f, InitializerSpec.getDefaultInstance());
 
         table.push(new long[] {5}, new float[] {2f, -2f});

@@ -1,0 +1,26 @@
+package io.pscluster.bench;
+
+import java.util.List;
+
+/** One end-to-end workload, run on our side and on the baseline in the same run. */
+interface Workload {
+    String name();
+
+    /** The shape, one line, for the report's header. */
+    String describe(BenchSettings settings);
+
+    List<BenchResult> run(BenchHarness harness) throws Exception;
+
+    static Workload named(final String name) {
+        return switch (name) {
+            case "kv10m" -> new KvWorkload();
+            case "rtt4k" -> RoundTripWorkload.rtt4k();
+            case "stream1m" -> new StreamWorkload();
+            case "batch" -> RoundTripWorkload.batch();
+            case "apply", "gather", "memory" -> new TableWorkload(name);
+            default ->
+                throw new IllegalArgumentException(
+                        "workload=" + name + " is unknown: choose from " + BenchSettings.WORKLOADS);
+        };
+    }
+}

@@ -1,0 +1,133 @@
+package io.pscluster.bench;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.within;
+
+import com.google.gson.JsonElement;
+import com.google.gson.JsonObject;
+import com.google.gson.JsonParser;
+import java.io.PrintWriter;
+import java.io.StringWriter;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.stream.Collectors;
+import org.junit.jupiter.api.Test;
+
+/**
+ * Runs every workload in quick mode with tiny sizes against a local cluster and checks the report's shape and
+ * sanity, never its speeds (two shared cores make speeds meaningless in a test).
+ */
+class BenchCommandTest {
+    private static final Set<String> FIELDS =
+            Set.of("workload", "metric", "value", "baseline", "ratio", "unit", "better");
+
+    @Test
+    void shouldReportEveryWorkloadAsFlatJsonLinesWhenRunInQuickMode() {
+        final StringWriter out = new StringWriter();
+        final StringWriter err = new StringWriter();
+        final int exit = BenchCommand.newCommandLine()
+                .setOut(new PrintWriter(out, true))
+                .setErr(new PrintWriter(err, true))
+                .execute(
+                        "--json",
+                        "--seconds",
+                        "0.4",
+                        "--warmup-seconds",
+                        "0.2",
+                        "--kv-keys",
+                        "100000",
+                        "--kv-warmup-keys",
+                        "10000",
+                        "--kv-rounds",
+                        "1",
+                        "--stream-keys",
+                        "512");
+
+        assertThat(exit).as("exit code; stderr:%n%s", err).isZero();
+        final List<JsonObject> results = out.toString()
+                .lines()
+                .map(line -> JsonParser.parseString(line).getAsJsonObject())
+                .toList();
+        assertThat(results).isNotEmpty();
+        for (final JsonObject result : results) {
+            assertThat(result.keySet()).as("%s", result).containsExactlyInAnyOrderElementsOf(FIELDS);
+            assertThat(result.entrySet())
+                    .as("a flat object: %s", result)
+                    .allSatisfy(field ->
+                            assertThat(field.getValue().isJsonPrimitive()).isTrue());
+            final double value = result.get("value").getAsDouble();
+            final double baseline = result.get("baseline").getAsDouble();
+            assertThat(value).as("%s", result).isPositive();
+            assertThat(baseline).as("%s", result).isPositive();
+            final double expected =
+                    result.get("better").getAsString().equals("higher") ? value / baseline : baseline / value;
+            assertThat(result.get("ratio").getAsDouble()).as("%s", result).isCloseTo(expected, within(expected * 1e-4));
+        }
+        final Map<String, Set<String>> metrics = results.stream()
+                .collect(Collectors.groupingBy(
+                        result -> result.get("workload").getAsString(),
+                        Collectors.mapping(result -> result.get("metric").getAsString(), Collectors.toSet())));
+        assertThat(metrics)
+                .containsOnlyKeys("kv10m", "rtt4k", "stream1m", "batch", "apply", "gather", "memory")
+                .containsEntry(
+                        "kv10m", Set.of("push_ms", "push_keys_per_s", "push_applied_ms", "pull_ms", "pull_keys_per_s"))
+                .containsEntry("rtt4k", Set.of("roundtrips_per_s", "p50_us", "p99_us"))
+                .containsEntry("stream1m", Set.of("push_mb_per_s", "push_applied_mb_per_s", "pull_mb_per_s"))
+                .containsEntry("batch", Set.of("values_per_s", "p50_us", "p99_us"));
+        assertThat(metrics.get("apply")).hasSize(3);
+        assertThat(metrics.get("gather")).hasSize(1);
+        assertThat(metrics.get("memory")).hasSize(2);
+    }
+
+    @Test
+    void shouldRefuseAnUnknownWorkloadWithoutStartingAnything() {
+        final StringWriter err = new StringWriter();
+        final int exit = BenchCommand.newCommandLine()
+                .setOut(new PrintWriter(new StringWriter(), true))
+                .setErr(new PrintWriter(err, true))
+                .execute("--workload", "kv10m,nope");
+
+        assertThat(exit).isEqualTo(2);
+        assertThat(err.toString()).contains("workload=nope is unknown");
+    }
+
+    @Test
+    void shouldRefuseAProxyThatIsNotHostAndPort() {
+        final StringWriter err = new StringWriter();
+        final int exit = BenchCommand.newCommandLine()
+                .setOut(new PrintWriter(new StringWriter(), true))
+                .setErr(new PrintWriter(err, true))
+                .execute("--proxy", "localhost");
+
+        assertThat(exit).isEqualTo(2);
+        assertThat(err.toString()).contains("proxy=localhost must be HOST:PORT");
+    }
+
+    @Test
+    void shouldPrintRatioSoThatAboveOneMeansFasterWhenReportingTimesAndRates() {
+        final BenchResult time = BenchResult.time("kv10m", "push_ms", 200, 100, "ms");
+        final BenchResult rate = BenchResult.rate("stream1m", "push_mb_per_s", 500, 1000, "MB/s");
+        final StringWriter table = new StringWriter();
+        ResultReport.printTable(List.of(time, rate), new PrintWriter(table));
+
+        assertThat(time.ratio()).isEqualTo(0.5);
+        assertThat(rate.ratio()).isEqualTo(0.5);
+        assertThat(ResultReport.jsonLine(time))
+                .isEqualTo("{\"workload\":\"kv10m\",\"metric\":\"push_ms\",\"value\":200,\"baseline\":100,"
+                        + "\"ratio\":0.5,\"unit\":\"ms\",\"better\":\"lower\"}");
+        assertThat(table.toString())
+                .contains("WORKLOAD", "RATIO", "push_ms", "0.50", "ms, lower is better", "MB/s, higher is better")
+                .contains(ResultReport.RATIO_EXPLAINED);
+    }
+
+    @Test
+    void shouldWriteNullRatioWhenASideMeasuredNothing() {
+        final JsonElement ratio = JsonParser.parseString(
+                        ResultReport.jsonLine(BenchResult.rate("batch", "values_per_s", 0, 10, "values/s")))
+                .getAsJsonObject()
+                .get("ratio");
+
+        assertThat(ratio.isJsonNull()).isTrue();
+    }
+}

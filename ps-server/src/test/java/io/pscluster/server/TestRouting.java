@@ -1,0 +1,22 @@
+package io.pscluster.server;
+
+import io.pscluster.proto.v1.RoutingTable;
+import io.pscluster.proto.v1.ShardInfo;
+import io.pscluster.wire.Slots;
+
+/** Routing tables as the proxy would send them, for tests that drive a {@link Shard} directly. */
+final class TestRouting {
+    private TestRouting() {}
+
+    /** Routing at {@code epoch} that assigns every slot to the one shard {@code shardId}. */
+    static RoutingTable allSlotsTo(final String shardId, final long epoch) {
+        final RoutingTable.Builder routing = RoutingTable.newBuilder()
+                .setEpoch(epoch)
+                .setSlotCount(Slots.SLOT_COUNT)
+                .addShards(ShardInfo.newBuilder().setShardId(shardId).setAddress("localhost:1"));
+        for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {
+            routing.addSlotOwner(0);
+        }
+        return routing.build();
+    }
+}

@@ -1,0 +1,90 @@
+package io.pscluster.server.table;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.pscluster.proto.v1.TableSchema;
+import io.pscluster.wire.TableSchemas;
+import java.util.Arrays;
+import java.util.List;
+import java.util.concurrent.CopyOnWriteArrayList;
+
+/**
+ * A shard's partition writers and the tables created on them, as tests need them: the writers see every table (so
+ * TTL eviction runs on them) and {@link #close()} stops the writer threads. Close it in {@code @AfterEach}.
+ */
+final class TableFixture implements AutoCloseable {
+    static final int DEFAULT_CAPACITY = 1024;
+
+    private final List<ParameterTable> tables = new CopyOnWriteArrayList<>();
+    private final PartitionWriters writers;
+
+    TableFixture(final int partitions) {
+        this(partitions, DEFAULT_CAPACITY);
+    }
+
+    TableFixture(final int partitions, final int capacity) {
+        this.writers = new PartitionWriters("test-writer", partitions, capacity, () -> tables);
+    }
+
+    PartitionWriters writers() {
+        return writers;
+    }
+
+    /** A table for {@code schema}, normalized first, as a shard creates it. */
+    ParameterTable create(final TableSchema schema) {
+        final ParameterTable table = new ParameterTable(TableSchemas.normalize(schema), writers);
+        tables.add(table);
+        return table;
+    }
+
+    @Override
+    public void close() {
+        writers.close();
+    }
+
+    // ---- helpers over a table
+
+    /** Replaces the whole record of one key (values, optimizer slots, counter bits). */
+    static void put(final ParameterTable table, final long key, final float... record) throws InterruptedException {
+        assertThat(record).as("record width").hasSize(table.rowWidth());
+        table.putRecords(new long[] {key}, record, 1);
+    }
+
+    /** The record of {@code key} from a snapshot: values, optimizer slots, then counters as raw int bits. */
+    static float[] recordOf(final ParameterTable table, final long key) throws InterruptedException {
+        final List<SlotSnapshot> snapshots = table.snapshot(slot -> slot == table.slotOf(key));
+        assertThat(snapshots).as("snapshot of the slot of key %d", key).hasSize(1);
+        final SlotSnapshot snapshot = snapshots.get(0);
+        for (int row = 0; row < snapshot.rows(); row++) {
+            if (snapshot.keys()[row] == key) {
+                return Arrays.copyOfRange(
+                        snapshot.records(), row * snapshot.rowWidth(), (row + 1) * snapshot.rowWidth());
+            }
+        }
+        throw new AssertionError("no row for key " + key);
+    }
+
+    /** Whether {@code key} has a row (pulls never create one). */
+    static boolean hasRow(final ParameterTable table, final long key) {
+        final long[] keys = {key};
+        return table.countAbsent(keys, table.slotsOf(keys)) == 0;
+    }
+
+    /** A key other than {@code key} in the same slot. */
+    static long sameSlotAs(final ParameterTable table, final long key) {
+        for (long candidate = key + 1; ; candidate++) {
+            if (table.slotOf(candidate) == table.slotOf(key)) {
+                return candidate;
+            }
+        }
+    }
+
+    /** A key after {@code key} in another slot. */
+    static long otherSlotThan(final ParameterTable table, final long key) {
+        for (long candidate = key + 1; ; candidate++) {
+            if (table.slotOf(candidate) != table.slotOf(key)) {
+                return candidate;
+            }
+        }
+    }
+}
