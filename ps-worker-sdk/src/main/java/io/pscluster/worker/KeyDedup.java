@@ -1,65 +1,67 @@
 package io.pscluster.worker;
 
+import com.google.protobuf.ByteString;
+import com.google.protobuf.UnsafeByteOperations;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.FloatBuffer;
+import java.util.Arrays;
+
 /**
- * Sums the gradient rows of duplicate keys in one push, so that the shard applies each key once per push (what an
- * optimizer with state, such as Adagrad or Adam, expects). An open-addressing index of positions (4 bytes per
- * slot, the key read back from the caller's array) keeps the pass cheap and allocation-light.
+ * Encodes one push request and sums the gradient rows of duplicate keys on the way, so that the shard applies each
+ * key once per push (what an optimizer with state, such as Adagrad or Adam, expects).
+ *
+ * <p>A request carries whole slots (see {@link PsTable}), and equal keys share a slot, so every duplicate of a key
+ * is in the same request: merging per request is merging per push. The table of one request stays in cache, where
+ * one table over millions of keys would miss on nearly every key.
  */
 final class KeyDedup {
-    /** Unique keys and their summed gradients; the caller's arrays when there was nothing to merge. */
-    record Merged(long[] keys, float[] gradients) {}
+    /** One push request's payload: {@code count} unique keys and their rows, little-endian. */
+    record Encoded(ByteString keys, ByteString gradients, int count) {}
 
     private KeyDedup() {}
 
-    static Merged merge(final long[] keys, final float[] gradients, final int dim) {
-        if (keys.length < 2) {
-            return new Merged(keys, gradients);
-        }
-        final int capacity = Integer.highestOneBit(Math.max(4, keys.length * 3 / 2)) << 1;
-        final int mask = capacity - 1;
-        final int[] index = new int[capacity];
-        final int[] firstOf = new int[keys.length];
-        int unique = 0;
-        for (int i = 0; i < keys.length; i++) {
-            final long key = keys[i];
+    static Encoded encodePush(final long[] keys, final float[] gradients, final int dim, final int[] positions) {
+        final int n = positions.length;
+        final int mask = (Integer.highestOneBit(Math.max(2, n)) << 2) - 1;
+        final int[] table = new int[mask + 1];
+        final long[] unique = new long[n];
+        final float[] rows = new float[n * dim];
+        int count = 0;
+        for (final int position : positions) {
+            final long key = keys[position];
             int at = mix(key) & mask;
+            int row;
             while (true) {
-                final int entry = index[at];
+                final int entry = table[at];
                 if (entry == 0) {
-                    index[at] = i + 1;
-                    firstOf[i] = i;
-                    unique++;
+                    row = count++;
+                    table[at] = row + 1;
+                    unique[row] = key;
                     break;
                 }
-                if (keys[entry - 1] == key) {
-                    firstOf[i] = entry - 1;
+                if (unique[entry - 1] == key) {
+                    row = entry - 1;
                     break;
                 }
                 at = (at + 1) & mask;
             }
-        }
-        if (unique == keys.length) {
-            return new Merged(keys, gradients);
-        }
-        final long[] mergedKeys = new long[unique];
-        final float[] mergedGradients = new float[unique * dim];
-        final int[] target = new int[keys.length];
-        int next = 0;
-        for (int i = 0; i < keys.length; i++) {
-            final int first = firstOf[i];
-            final int row;
-            if (first == i) {
-                row = next++;
-                mergedKeys[row] = keys[i];
-            } else {
-                row = target[first];
-            }
-            target[i] = row;
+            final int from = position * dim;
+            final int to = row * dim;
             for (int d = 0; d < dim; d++) {
-                mergedGradients[row * dim + d] += gradients[i * dim + d];
+                rows[to + d] += gradients[from + d];
             }
         }
-        return new Merged(mergedKeys, mergedGradients);
+        final ByteBuffer keyBytes = ByteBuffer.allocate(count * Long.BYTES).order(ByteOrder.LITTLE_ENDIAN);
+        keyBytes.asLongBuffer().put(unique, 0, count);
+        final ByteBuffer rowBytes =
+                ByteBuffer.allocate(count * dim * Float.BYTES).order(ByteOrder.LITTLE_ENDIAN);
+        final FloatBuffer rowFloats = rowBytes.asFloatBuffer();
+        rowFloats.put(count == n ? rows : Arrays.copyOf(rows, count * dim));
+        return new Encoded(
+                UnsafeByteOperations.unsafeWrap(keyBytes.array()),
+                UnsafeByteOperations.unsafeWrap(rowBytes.array()),
+                count);
     }
 
     private static int mix(final long key) {

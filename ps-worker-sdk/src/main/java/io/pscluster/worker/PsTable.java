@@ -25,10 +25,11 @@ import java.util.concurrent.atomic.AtomicInteger;
 import java.util.function.Consumer;
 
 /**
- * A handle to one table. Every call splits its keys by the shard that owns their slot and each shard's share into
- * requests of about {@link #CHUNK_BYTES}, keeps up to {@link #CHUNKS_IN_FLIGHT} of them in flight per shard (all
- * shards at once), and completes when all have answered. A push first sums the gradients of duplicate keys, so the
- * shard applies each key once.
+ * A handle to one table. Every call groups its keys by slot, splits them by the shard that owns the slot and each
+ * shard's share into requests of whole slots of about {@link #CHUNK_BYTES}, keeps up to {@link #CHUNKS_IN_FLIGHT} of
+ * them in flight per shard (all shards at once), and completes when all have answered. A push sums the gradients of
+ * duplicate keys as it encodes each request (duplicates share a slot, so a request holds them all), and the shard
+ * applies each key once.
  *
  * <p>Retries: a request refused with a guarantee that nothing was applied (the shard no longer owns the slot, is
  * still restoring it, or has no room to queue it) is re-split under a refreshed routing table and sent again, with
@@ -104,14 +105,14 @@ public final class PsTable {
             throw new IllegalArgumentException("table '" + name() + "' has dim=" + dim + ": " + keys.length
                     + " keys need " + (long) keys.length * dim + " gradient values, got " + gradients.length);
         }
-        final KeyDedup.Merged merged = KeyDedup.merge(keys, gradients, dim);
-        final Call call = new Call(false, merged.keys());
-        return send(call, allPositions(merged.keys().length), (address, positions) -> {
+        final Call call = new Call(false, keys);
+        return send(call, allPositions(keys.length), (address, positions) -> {
+            final KeyDedup.Encoded encoded = KeyDedup.encodePush(keys, gradients, dim, positions);
             final PushRequest request = PushRequest.newBuilder()
                     .setTable(name())
                     .setRoutingEpoch(call.epoch)
-                    .setKeys(encodeKeys(merged.keys(), positions))
-                    .setGradients(encodeRows(merged.gradients(), positions))
+                    .setKeys(encoded.keys())
+                    .setGradients(encoded.gradients())
                     .build();
             return this.<PushResponse>unary(observer ->
                             client.shard(address).withDeadline(call.deadline).push(request, observer))
@@ -139,58 +140,85 @@ public final class PsTable {
         CompletableFuture<Void> send(String address, int[] positions);
     }
 
-    /** Splits {@code positions} by owning shard and into chunks, sends them windowed, and retries refused ones. */
+    /**
+     * Splits {@code positions} by owning shard and into chunks of whole slots (so that every duplicate of a key is in
+     * one request), sends them windowed, and retries refused ones.
+     */
     private CompletableFuture<Void> send(final Call call, final int[] positions, final RequestSender sender) {
         final Routing routing = client.routing();
         call.epoch = routing.epoch();
+        // Counting sort of the positions by slot.
+        final int[] slotOf = new int[positions.length];
+        final int[] start = new int[Slots.SLOT_COUNT + 1];
+        for (int i = 0; i < positions.length; i++) {
+            slotOf[i] = Slots.slotOf(tableHash, call.keys[positions[i]]);
+            start[slotOf[i] + 1]++;
+        }
+        for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {
+            start[slot + 1] += start[slot];
+        }
+        final int[] bySlot = new int[positions.length];
+        final int[] fill = java.util.Arrays.copyOf(start, Slots.SLOT_COUNT);
+        for (int i = 0; i < positions.length; i++) {
+            bySlot[fill[slotOf[i]]++] = positions[i];
+        }
         final int shards = routing.addresses().length;
-        final int[] ownerOf = new int[positions.length];
-        final int[] counts = new int[shards + 1];
-        for (int i = 0; i < positions.length; i++) {
-            final int owner = routing.ownerOfSlot()[Slots.slotOf(tableHash, call.keys[positions[i]])];
-            ownerOf[i] = owner < 0 ? shards : owner;
-            counts[ownerOf[i]]++;
-        }
-        final int[][] parts = new int[shards + 1][];
+        final List<List<int[]>> chunksOf = new ArrayList<>();
         for (int owner = 0; owner <= shards; owner++) {
-            parts[owner] = new int[counts[owner]];
+            chunksOf.add(new ArrayList<>());
         }
-        final int[] filled = new int[shards + 1];
-        for (int i = 0; i < positions.length; i++) {
-            parts[ownerOf[i]][filled[ownerOf[i]]++] = positions[i];
+        final int[] open = new int[shards + 1];
+        final int[][] building = new int[shards + 1][];
+        for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {
+            final int size = start[slot + 1] - start[slot];
+            if (size == 0) {
+                continue;
+            }
+            final int owner = routing.ownerOfSlot()[slot] < 0 ? shards : routing.ownerOfSlot()[slot];
+            if (building[owner] == null) {
+                building[owner] = new int[Math.max(keysPerChunk, size)];
+            } else if (open[owner] + size > building[owner].length) {
+                chunksOf.get(owner).add(java.util.Arrays.copyOf(building[owner], open[owner]));
+                building[owner] = new int[Math.max(keysPerChunk, size)];
+                open[owner] = 0;
+            }
+            System.arraycopy(bySlot, start[slot], building[owner], open[owner], size);
+            open[owner] += size;
+        }
+        for (int owner = 0; owner <= shards; owner++) {
+            if (open[owner] > 0) {
+                chunksOf.get(owner).add(java.util.Arrays.copyOf(building[owner], open[owner]));
+            }
         }
         final List<CompletableFuture<Void>> sent = new ArrayList<>();
         for (int owner = 0; owner < shards; owner++) {
-            if (parts[owner].length > 0) {
-                sent.add(sendWindowed(call, routing.addresses()[owner], parts[owner], sender));
+            if (!chunksOf.get(owner).isEmpty()) {
+                sent.add(sendWindowed(call, routing.addresses()[owner], chunksOf.get(owner), sender));
             }
         }
-        if (parts[shards].length > 0) {
+        for (final int[] unowned : chunksOf.get(shards)) {
             final StatusRuntimeException noOwner = Status.UNAVAILABLE
-                    .withDescription(parts[shards].length + " keys of table '" + name()
+                    .withDescription(unowned.length + " keys of table '" + name()
                             + "' map to slots no live shard owns at routing epoch " + routing.epoch())
                     .asRuntimeException();
-            sent.add(retry(call, parts[shards], sender, new Unsent(noOwner)));
+            sent.add(retry(call, unowned, sender, new Unsent(noOwner)));
         }
         return CompletableFuture.allOf(sent.toArray(CompletableFuture[]::new));
     }
 
-    /** Sends one shard's positions in chunks, {@link #CHUNKS_IN_FLIGHT} at a time. */
+    /** Sends one shard's chunks, {@link #CHUNKS_IN_FLIGHT} at a time. */
     private CompletableFuture<Void> sendWindowed(
-            final Call call, final String address, final int[] positions, final RequestSender sender) {
-        final int chunks = (positions.length + keysPerChunk - 1) / keysPerChunk;
+            final Call call, final String address, final List<int[]> chunks, final RequestSender sender) {
         final CompletableFuture<Void> done = new CompletableFuture<>();
         final AtomicInteger next = new AtomicInteger();
-        final AtomicInteger remaining = new AtomicInteger(chunks);
+        final AtomicInteger remaining = new AtomicInteger(chunks.size());
         final Runnable[] launch = new Runnable[1];
         launch[0] = () -> {
             final int chunk = next.getAndIncrement();
-            if (chunk >= chunks || done.isDone()) {
+            if (chunk >= chunks.size() || done.isDone()) {
                 return;
             }
-            final int from = chunk * keysPerChunk;
-            final int[] part =
-                    java.util.Arrays.copyOfRange(positions, from, Math.min(positions.length, from + keysPerChunk));
+            final int[] part = chunks.get(chunk);
             sender.send(address, part)
                     .exceptionallyCompose(failure -> retry(call, part, sender, failure))
                     .whenComplete((ok, failure) -> {
@@ -203,7 +231,7 @@ public final class PsTable {
                         }
                     });
         };
-        for (int i = 0; i < Math.min(CHUNKS_IN_FLIGHT, chunks); i++) {
+        for (int i = 0; i < Math.min(CHUNKS_IN_FLIGHT, chunks.size()); i++) {
             launch[0].run();
         }
         return done;
@@ -265,16 +293,6 @@ public final class PsTable {
                 ByteBuffer.allocate(positions.length * Long.BYTES).order(ByteOrder.LITTLE_ENDIAN);
         for (int i = 0; i < positions.length; i++) {
             bytes.putLong(i * Long.BYTES, keys[positions[i]]);
-        }
-        return UnsafeByteOperations.unsafeWrap(bytes.array());
-    }
-
-    private ByteString encodeRows(final float[] rows, final int[] positions) {
-        final ByteBuffer bytes =
-                ByteBuffer.allocate(positions.length * dim * Float.BYTES).order(ByteOrder.LITTLE_ENDIAN);
-        final FloatBuffer floats = bytes.asFloatBuffer();
-        for (final int position : positions) {
-            floats.put(rows, position * dim, dim);
         }
         return UnsafeByteOperations.unsafeWrap(bytes.array());
     }

@@ -2,6 +2,7 @@ package io.pscluster.worker;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
+import io.pscluster.wire.LittleEndian;
 import java.util.HashMap;
 import java.util.Map;
 import java.util.SplittableRandom;
@@ -10,19 +11,24 @@ import org.junit.jupiter.api.Test;
 class KeyDedupTest {
     @Test
     void shouldSumRowsOfRepeatedKeysInFirstSeenOrder() {
-        final KeyDedup.Merged merged = KeyDedup.merge(
-                new long[] {7, 3, 7, -1, 3, 7}, new float[] {1, 10, 2, 20, 4, 40, 8, 80, 16, 160, 32, 320}, 2);
-        assertThat(merged.keys()).containsExactly(7, 3, -1);
-        assertThat(merged.gradients()).containsExactly(1 + 4 + 32, 10 + 40 + 320, 2 + 16, 20 + 160, 8, 80);
+        final KeyDedup.Encoded encoded = KeyDedup.encodePush(
+                new long[] {7, 3, 7, -1, 3, 7},
+                new float[] {1, 10, 2, 20, 4, 40, 8, 80, 16, 160, 32, 320},
+                2,
+                new int[] {0, 1, 2, 3, 4, 5});
+        assertThat(encoded.count()).isEqualTo(3);
+        assertThat(LittleEndian.decodeLongs(encoded.keys(), "keys")).containsExactly(7, 3, -1);
+        assertThat(LittleEndian.decodeFloats(encoded.gradients(), "gradients"))
+                .containsExactly(1 + 4 + 32, 10 + 40 + 320, 2 + 16, 20 + 160, 8, 80);
     }
 
     @Test
-    void shouldReturnTheCallersArraysWhenNoKeyRepeats() {
+    void shouldEncodeOnlyTheGivenPositionsAndKeepEveryRowWhenNoKeyRepeats() {
         final long[] keys = {1, 2, 3, Long.MIN_VALUE, Long.MAX_VALUE};
         final float[] gradients = {1, 2, 3, 4, 5};
-        final KeyDedup.Merged merged = KeyDedup.merge(keys, gradients, 1);
-        assertThat(merged.keys()).isSameAs(keys);
-        assertThat(merged.gradients()).isSameAs(gradients);
+        final KeyDedup.Encoded encoded = KeyDedup.encodePush(keys, gradients, 1, new int[] {4, 0, 3});
+        assertThat(LittleEndian.decodeLongs(encoded.keys(), "keys")).containsExactly(Long.MAX_VALUE, 1, Long.MIN_VALUE);
+        assertThat(LittleEndian.decodeFloats(encoded.gradients(), "gradients")).containsExactly(5, 1, 4);
     }
 
     @Test
@@ -31,16 +37,20 @@ class KeyDedupTest {
         final int n = 100_000;
         final long[] keys = new long[n];
         final float[] gradients = new float[n];
+        final int[] positions = new int[n];
         final Map<Long, Float> expected = new HashMap<>();
         for (int i = 0; i < n; i++) {
             keys[i] = random.nextLong(5_000) * 0x100000001L;
             gradients[i] = random.nextInt(-8, 8);
+            positions[i] = i;
             expected.merge(keys[i], gradients[i], Float::sum);
         }
-        final KeyDedup.Merged merged = KeyDedup.merge(keys, gradients, 1);
-        assertThat(merged.keys()).hasSize(expected.size());
-        for (int i = 0; i < merged.keys().length; i++) {
-            assertThat(merged.gradients()[i]).isEqualTo(expected.get(merged.keys()[i]));
+        final KeyDedup.Encoded encoded = KeyDedup.encodePush(keys, gradients, 1, positions);
+        final long[] unique = LittleEndian.decodeLongs(encoded.keys(), "keys");
+        final float[] sums = LittleEndian.decodeFloats(encoded.gradients(), "gradients");
+        assertThat(unique).hasSize(expected.size());
+        for (int i = 0; i < unique.length; i++) {
+            assertThat(sums[i]).isEqualTo(expected.get(unique[i]));
         }
     }
 }

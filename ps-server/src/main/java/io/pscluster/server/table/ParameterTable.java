@@ -92,8 +92,16 @@ public final class ParameterTable {
     public void pull(final long[] keys, final int[] slots, final byte[] out) {
         // Two passes, as in applyBatch: all lookups first (their cache misses overlap), then the copies.
         final int[] ids = new int[keys.length];
-        for (int i = 0; i < keys.length; i++) {
-            ids[i] = partitions[writers.partitionOf(slots[i])].find(keys[i]);
+        for (int from = 0; from < keys.length; from += PartitionStore.PREFETCH_BLOCK) {
+            final int to = Math.min(keys.length, from + PartitionStore.PREFETCH_BLOCK);
+            int sink = 0;
+            for (int i = from; i < to; i++) {
+                sink += partitions[writers.partitionOf(slots[i])].prefetch(keys[i]);
+            }
+            PartitionStore.prefetchSink = sink;
+            for (int i = from; i < to; i++) {
+                ids[i] = partitions[writers.partitionOf(slots[i])].find(keys[i]);
+            }
         }
         UnsafeBuffer initial = null;
         final int rowBytes = 4 * dim;

@@ -16,7 +16,9 @@ import org.agrona.concurrent.UnsafeBuffer;
  * {@code 8} long key, {@code 16} the values, optimizer slots and counters ({@link Optimizer}). Records live in chunks
  * of {@link #RECORDS_PER_CHUNK} allocated on demand and never moved, so a record id stays valid for the store's life.
  *
- * <p>Index: {@code int[]} entries, 0 empty, -1 deleted, otherwise record id + 1, linear probing on a mixed hash of
+ * <p>Index: {@code int[]} entries, 0 empty, -1 deleted, otherwise a 5-bit fingerprint of the key's hash above
+ * record id + 1 in the low {@link #ID_BITS} bits (so a probe skips the record of a different key 31 times in 32
+ * without touching it), linear probing on a mixed hash of
  * the key; the key itself is read from the record, which keeps the index at 4 bytes per entry. The writer fills a
  * record before it publishes the entry with release semantics; readers load entries with acquire semantics. A grown
  * index is built aside and published through a volatile field; a reader still probing the old one finds every key
@@ -37,6 +39,8 @@ final class PartitionStore {
     private static final int KEY = 8;
     private static final int EMPTY = 0;
     private static final int DELETED = -1;
+    static final int ID_BITS = 26;
+    private static final int ID_MASK = (1 << ID_BITS) - 1;
     private static final VarHandle ENTRY = MethodHandles.arrayElementVarHandle(int[].class);
 
     private final int dim;
@@ -116,19 +120,51 @@ final class PartitionStore {
         }
     }
 
+    /**
+     * Loads the index entry and record key that a lookup of {@code key} will need first, and nothing else. Java has
+     * no prefetch instruction; calling this for a block of keys before looking them up makes the cache misses of
+     * independent keys overlap instead of following one another. The result means nothing; the caller keeps it (in
+     * {@link #prefetchSink}) only so that the loads are not optimized away. Safe from any thread.
+     */
+    int prefetch(final long key) {
+        final int[] entries = index;
+        final int entry = entries[hash(key) & (entries.length - 1)];
+        if (entry <= 0) {
+            return entry;
+        }
+        final UnsafeBuffer[] directory = chunks;
+        final int id = (entry & ID_MASK) - 1;
+        final int chunk = id >>> CHUNK_SHIFT;
+        // A reader's directory may predate the entry: skip what it cannot reach, it is only a prefetch.
+        if (chunk >= directory.length) {
+            return 0;
+        }
+        // The key's line and the record's last line: a record of more than 64 bytes straddles two or more.
+        final int at = (id & (RECORDS_PER_CHUNK - 1)) * recordBytes;
+        return (int) directory[chunk].getLong(at + KEY) + directory[chunk].getInt(at + recordBytes - 4);
+    }
+
+    /** Keys per prefetch block: their index lines and records stay in cache until they are used. */
+    static final int PREFETCH_BLOCK = 256;
+
+    /** Where prefetch results go so that the loads stay; read by nobody. */
+    static int prefetchSink;
+
     /** The record id of {@code key}, or -1. Lock-free. */
     int find(final long key) {
         final int[] entries = index;
         final int mask = entries.length - 1;
-        int i = hash(key) & mask;
+        final int hash = hash(key);
+        final int fingerprint = fingerprint(hash);
+        int i = hash & mask;
         while (true) {
             final int entry = (int) ENTRY.getAcquire(entries, i);
             if (entry == EMPTY) {
                 return -1;
             }
             // The chunk directory is read after the entry (acquire), so it already holds the entry's record.
-            if (entry != DELETED && keyOf(entry - 1) == key) {
-                return entry - 1;
+            if (entry != DELETED && (entry & ~ID_MASK) == fingerprint && keyOf((entry & ID_MASK) - 1) == key) {
+                return (entry & ID_MASK) - 1;
             }
             i = (i + 1) & mask;
         }
@@ -169,8 +205,16 @@ final class PartitionStore {
             scratch = new int[Math.max(count, 2 * scratch.length)];
         }
         final int[] ids = scratch;
-        for (int i = 0; i < count; i++) {
-            ids[i] = findOrCreate(keys[rowsOfBatch[i]], touch, true);
+        for (int from = 0; from < count; from += PREFETCH_BLOCK) {
+            final int to = Math.min(count, from + PREFETCH_BLOCK);
+            int sink = 0;
+            for (int i = from; i < to; i++) {
+                sink += prefetch(keys[rowsOfBatch[i]]);
+            }
+            prefetchSink = sink;
+            for (int i = from; i < to; i++) {
+                ids[i] = findOrCreate(keys[rowsOfBatch[i]], touch, true);
+            }
         }
         int dropped = 0;
         for (int i = 0; i < count; i++) {
@@ -218,15 +262,17 @@ final class PartitionStore {
     void remove(final long key) {
         final int[] entries = index;
         final int mask = entries.length - 1;
-        int i = hash(key) & mask;
+        final int hash = hash(key);
+        final int fingerprint = fingerprint(hash);
+        int i = hash & mask;
         while (true) {
             final int entry = entries[i];
             if (entry == EMPTY) {
                 return;
             }
-            if (entry != DELETED && keyOf(entry - 1) == key) {
+            if (entry != DELETED && (entry & ~ID_MASK) == fingerprint && keyOf((entry & ID_MASK) - 1) == key) {
                 ENTRY.setRelease(entries, i, DELETED);
-                free(entry - 1);
+                free((entry & ID_MASK) - 1);
                 return;
             }
             i = (i + 1) & mask;
@@ -267,7 +313,9 @@ final class PartitionStore {
     private int findOrCreate(final long key, final int touch, final boolean capped) {
         final int[] entries = index;
         final int mask = entries.length - 1;
-        int i = hash(key) & mask;
+        final int hash = hash(key);
+        final int fingerprint = fingerprint(hash);
+        int i = hash & mask;
         int firstDeleted = -1;
         while (true) {
             final int entry = entries[i];
@@ -278,8 +326,8 @@ final class PartitionStore {
                 if (firstDeleted < 0) {
                     firstDeleted = i;
                 }
-            } else if (keyOf(entry - 1) == key) {
-                return entry - 1;
+            } else if ((entry & ~ID_MASK) == fingerprint && keyOf((entry & ID_MASK) - 1) == key) {
+                return (entry & ID_MASK) - 1;
             }
             i = (i + 1) & mask;
         }
@@ -307,9 +355,9 @@ final class PartitionStore {
         optimizer.init(chunk, at + HEADER_BYTES, dim);
         endWrite(chunk, at);
         if (firstDeleted >= 0) {
-            ENTRY.setRelease(entries, firstDeleted, id + 1);
+            ENTRY.setRelease(entries, firstDeleted, fingerprint | (id + 1));
         } else {
-            ENTRY.setRelease(entries, i, id + 1);
+            ENTRY.setRelease(entries, i, fingerprint | (id + 1));
             usedEntries++;
         }
         liveRows = liveRows + 1;
@@ -322,6 +370,9 @@ final class PartitionStore {
     private int allocate() {
         if (!freeRecords.isEmpty()) {
             return freeRecords.popInt();
+        }
+        if (highWater == ID_MASK - 1) {
+            throw new OutOfMemoryError("a partition holds at most " + (ID_MASK - 1) + " rows; add partitions");
         }
         final int id = highWater++;
         final int chunk = id >>> CHUNK_SHIFT;
@@ -353,7 +404,7 @@ final class PartitionStore {
         int used = 0;
         for (final int entry : old) {
             if (entry > 0) {
-                int i = hash(keyOf(entry - 1)) & mask;
+                int i = hash(keyOf((entry & ID_MASK) - 1)) & mask;
                 while (entries[i] != EMPTY) {
                     i = (i + 1) & mask;
                 }
@@ -376,6 +427,11 @@ final class PartitionStore {
 
     private static void endWrite(final UnsafeBuffer chunk, final int at) {
         chunk.putIntOrdered(at + SEQUENCE, chunk.getInt(at + SEQUENCE) + 1);
+    }
+
+    /** The top 5 bits of the hash, in place: the bucket uses the low bits, at most {@link #ID_BITS} of them. */
+    private static int fingerprint(final int hash) {
+        return (hash >>> 27) << ID_BITS;
     }
 
     private static int hash(final long key) {
