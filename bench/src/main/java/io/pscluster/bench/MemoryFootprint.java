@@ -23,7 +23,8 @@ final class MemoryFootprint {
                 results.add(new BenchResult(
                         "memory",
                         "bytes/row " + optimizer.name().toLowerCase(java.util.Locale.ROOT) + " dim " + dim + " ("
-                                + stored / 1_000_000 + "M rows; baseline raw, target <= " + (1.15 * raw + 16) + ")",
+                                + stored / 1_000_000 + "M rows; baseline raw, target <= "
+                                + String.format(java.util.Locale.ROOT, "%.1f", 1.15 * raw + 16) + ")",
                         perRow,
                         raw,
                         "B",

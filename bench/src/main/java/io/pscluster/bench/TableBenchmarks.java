@@ -69,6 +69,7 @@ final class TableBenchmarks {
         return new OptionsBuilder()
                 .include(benchmark.getName() + "\\.")
                 .forks(0)
+                .verbosity(org.openjdk.jmh.runner.options.VerboseMode.SILENT)
                 .warmupIterations(2)
                 .warmupTime(TimeValue.milliseconds(iterationMillis))
                 .measurementIterations(3)

@@ -5,7 +5,6 @@ import com.google.protobuf.UnsafeByteOperations;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.FloatBuffer;
-import java.util.Arrays;
 
 /**
  * Encodes one push request and sums the gradient rows of duplicate keys on the way, so that the shard applies each
@@ -26,30 +25,25 @@ final class KeyDedup {
         final int mask = (Integer.highestOneBit(Math.max(2, n)) << 2) - 1;
         final int[] table = new int[mask + 1];
         final long[] unique = new long[n];
-        final float[] rows = new float[n * dim];
+        // rowOf[k]: the request row of positions[k]; rows are numbered in order of first appearance.
+        final int[] rowOf = new int[n];
         int count = 0;
-        for (final int position : positions) {
-            final long key = keys[position];
+        for (int k = 0; k < n; k++) {
+            final long key = keys[positions[k]];
             int at = mix(key) & mask;
-            int row;
             while (true) {
                 final int entry = table[at];
                 if (entry == 0) {
-                    row = count++;
-                    table[at] = row + 1;
-                    unique[row] = key;
+                    rowOf[k] = count;
+                    unique[count++] = key;
+                    table[at] = count;
                     break;
                 }
                 if (unique[entry - 1] == key) {
-                    row = entry - 1;
+                    rowOf[k] = entry - 1;
                     break;
                 }
                 at = (at + 1) & mask;
-            }
-            final int from = position * dim;
-            final int to = row * dim;
-            for (int d = 0; d < dim; d++) {
-                rows[to + d] += gradients[from + d];
             }
         }
         final ByteBuffer keyBytes = ByteBuffer.allocate(count * Long.BYTES).order(ByteOrder.LITTLE_ENDIAN);
@@ -57,7 +51,22 @@ final class KeyDedup {
         final ByteBuffer rowBytes =
                 ByteBuffer.allocate(count * dim * Float.BYTES).order(ByteOrder.LITTLE_ENDIAN);
         final FloatBuffer rowFloats = rowBytes.asFloatBuffer();
-        rowFloats.put(count == n ? rows : Arrays.copyOf(rows, count * dim));
+        if (count == n) {
+            // No key repeats (the common case): copy each row straight into the request.
+            for (final int position : positions) {
+                rowFloats.put(gradients, position * dim, dim);
+            }
+        } else {
+            final float[] sums = new float[count * dim];
+            for (int k = 0; k < n; k++) {
+                final int from = positions[k] * dim;
+                final int to = rowOf[k] * dim;
+                for (int d = 0; d < dim; d++) {
+                    sums[to + d] += gradients[from + d];
+                }
+            }
+            rowFloats.put(sums);
+        }
         return new Encoded(
                 UnsafeByteOperations.unsafeWrap(keyBytes.array()),
                 UnsafeByteOperations.unsafeWrap(rowBytes.array()),

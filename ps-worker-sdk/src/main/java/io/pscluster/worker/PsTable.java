@@ -167,6 +167,12 @@ public final class PsTable {
         for (int owner = 0; owner <= shards; owner++) {
             chunksOf.add(new ArrayList<>());
         }
+        // Keys left per owner, so that a small call allocates small chunks.
+        final int[] left = new int[shards + 1];
+        for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {
+            final int owner = routing.ownerOfSlot()[slot] < 0 ? shards : routing.ownerOfSlot()[slot];
+            left[owner] += start[slot + 1] - start[slot];
+        }
         final int[] open = new int[shards + 1];
         final int[][] building = new int[shards + 1][];
         for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {
@@ -175,13 +181,15 @@ public final class PsTable {
                 continue;
             }
             final int owner = routing.ownerOfSlot()[slot] < 0 ? shards : routing.ownerOfSlot()[slot];
-            if (building[owner] == null) {
-                building[owner] = new int[Math.max(keysPerChunk, size)];
-            } else if (open[owner] + size > building[owner].length) {
+            if (building[owner] != null && open[owner] + size > building[owner].length) {
                 chunksOf.get(owner).add(java.util.Arrays.copyOf(building[owner], open[owner]));
-                building[owner] = new int[Math.max(keysPerChunk, size)];
+                building[owner] = null;
                 open[owner] = 0;
             }
+            if (building[owner] == null) {
+                building[owner] = new int[Math.max(size, Math.min(keysPerChunk, left[owner]))];
+            }
+            left[owner] -= size;
             System.arraycopy(bySlot, start[slot], building[owner], open[owner], size);
             open[owner] += size;
         }
