@@ -206,6 +206,10 @@ public final class ShardServer implements AutoCloseable {
             if (partitions < 1 || partitions > 64) {
                 throw new IllegalArgumentException("partitions=" + partitions + " must be in 1..64");
             }
+            if (applyQueueCapacity < partitions) {
+                throw new IllegalArgumentException("applyQueueCapacity=" + applyQueueCapacity
+                        + " must be >= partitions=" + partitions + " (a push may touch every partition)");
+            }
             if (applyQueueCapacity < 1) {
                 throw new IllegalArgumentException("applyQueueCapacity=" + applyQueueCapacity + " must be > 0");
             }
