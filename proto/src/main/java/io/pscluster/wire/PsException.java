@@ -27,7 +27,9 @@ public final class PsException extends RuntimeException {
         /** The shard does not own a slot of the request under its routing epoch. */
         WRONG_OWNER("wrong-owner"),
         /** The shard owns the slot but is still loading it from a checkpoint. */
-        RESTORING("restoring");
+        RESTORING("restoring"),
+        /** The shard's writers have no room for the request now (backpressure); it may be sent again later. */
+        BACKPRESSURE("backpressure");
 
         private final String wireName;
 
@@ -83,6 +85,11 @@ public final class PsException extends RuntimeException {
     /** The shard does not own a slot the request touches; {@code epoch} is the shard's routing epoch. */
     public static PsException wrongOwner(final String message, final long epoch) {
         return new PsException(Status.Code.FAILED_PRECONDITION, message, Reject.WRONG_OWNER, epoch);
+    }
+
+    /** The shard's writers are full: nothing was queued, and the request may be retried after a backoff. */
+    public static PsException backpressure(final String message) {
+        return new PsException(Status.Code.RESOURCE_EXHAUSTED, message, Reject.BACKPRESSURE, 0);
     }
 
     /** The shard owns the slot but has not finished restoring it. */

@@ -82,7 +82,8 @@ public final class Shard implements AutoCloseable {
     /** Creates a table; returns false if an identical one exists. */
     public boolean createTable(final TableSchema requested) throws InterruptedException {
         final TableSchema schema = TableSchemas.normalize(requested);
-        final ParameterTable created = new ParameterTable(schema, writers);
+        final ParameterTable created =
+                new ParameterTable(schema, writers, () -> ownership.view().writable());
         final ParameterTable existing = tables.putIfAbsent(schema.getName(), created);
         if (existing != null) {
             if (!existing.schema().equals(schema)) {
@@ -162,7 +163,7 @@ public final class Shard implements AutoCloseable {
             }
         }
         if (!table.offerPush(keys, slots, gradients)) {
-            throw PsException.resourceExhausted("shard " + shardId + " has " + writers.pending()
+            throw PsException.backpressure("shard " + shardId + " has " + writers.pending()
                     + " pushes waiting to be applied; retry after a backoff");
         }
         return keys.length;
@@ -173,7 +174,12 @@ public final class Shard implements AutoCloseable {
         requests.incrementAndGet();
         final ParameterTable table = table(tableName);
         final int[] slots = checkKeys(table, keys);
-        final byte[] values = new byte[keys.length * 4 * table.dim()];
+        final long bytes = 4L * keys.length * table.dim();
+        if (bytes > Integer.MAX_VALUE - 64) {
+            throw PsException.invalidArgument("pull of " + keys.length + " keys x dim " + table.dim() + " is " + bytes
+                    + " bytes, more than one response can carry; split it");
+        }
+        final byte[] values = new byte[(int) bytes];
         table.pull(keys, slots, values);
         return values;
     }

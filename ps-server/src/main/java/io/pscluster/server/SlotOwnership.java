@@ -11,7 +11,14 @@ import java.util.BitSet;
  */
 final class SlotOwnership {
     /** An immutable ownership view. */
-    record View(long epoch, BitSet owned, BitSet restoring) {
+    record View(long epoch, BitSet owned, BitSet restoring, BitSet writable) {
+        /** A view whose writable slots (owned and not restoring) are computed once. */
+        static View of(final long epoch, final BitSet owned, final BitSet restoring) {
+            final BitSet writable = (BitSet) owned.clone();
+            writable.andNot(restoring);
+            return new View(epoch, owned, restoring, writable);
+        }
+
         /**
          * Checks that a request may touch {@code slot}.
          *
@@ -37,7 +44,7 @@ final class SlotOwnership {
         }
     }
 
-    private volatile View view = new View(0, new BitSet(Slots.SLOT_COUNT), new BitSet(Slots.SLOT_COUNT));
+    private volatile View view = View.of(0, new BitSet(Slots.SLOT_COUNT), new BitSet(Slots.SLOT_COUNT));
 
     View view() {
         return view;
@@ -49,7 +56,7 @@ final class SlotOwnership {
         final BitSet lost = (BitSet) current.owned.clone();
         lost.andNot(owned);
         // Slots being restored stay refused until their restore ends, even if the routing moves on meanwhile.
-        view = new View(epoch, (BitSet) owned.clone(), current.restoring);
+        view = View.of(epoch, (BitSet) owned.clone(), current.restoring);
         return lost;
     }
 
@@ -58,13 +65,13 @@ final class SlotOwnership {
         final View current = view;
         final BitSet restoring = (BitSet) current.restoring.clone();
         restoring.or(slots);
-        view = new View(current.epoch, current.owned, restoring);
+        view = View.of(current.epoch, current.owned, restoring);
     }
 
     synchronized void endRestore(final BitSet slots) {
         final View current = view;
         final BitSet restoring = (BitSet) current.restoring.clone();
         restoring.andNot(slots);
-        view = new View(current.epoch, current.owned, restoring);
+        view = View.of(current.epoch, current.owned, restoring);
     }
 }

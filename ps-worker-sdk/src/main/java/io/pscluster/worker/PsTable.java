@@ -217,26 +217,37 @@ public final class PsTable {
     /** Sends one shard's chunks, {@link #CHUNKS_IN_FLIGHT} at a time. */
     private CompletableFuture<Void> sendWindowed(
             final Call call, final String address, final List<int[]> chunks, final RequestSender sender) {
+        // After a failure no new chunk is launched, and the call completes (exceptionally) only once the chunks
+        // already in flight have settled: a failed push never goes on changing the table after its caller heard.
         final CompletableFuture<Void> done = new CompletableFuture<>();
         final AtomicInteger next = new AtomicInteger();
-        final AtomicInteger remaining = new AtomicInteger(chunks.size());
+        final AtomicInteger inFlight = new AtomicInteger();
+        final java.util.concurrent.atomic.AtomicReference<Throwable> firstFailure =
+                new java.util.concurrent.atomic.AtomicReference<>();
         final Runnable[] launch = new Runnable[1];
         launch[0] = () -> {
-            final int chunk = next.getAndIncrement();
-            if (chunk >= chunks.size() || done.isDone()) {
+            final int chunk = firstFailure.get() == null ? next.getAndIncrement() : chunks.size();
+            if (chunk >= chunks.size()) {
+                if (inFlight.get() == 0 && !done.isDone()) {
+                    final Throwable failure = firstFailure.get();
+                    if (failure != null) {
+                        done.completeExceptionally(failure);
+                    } else {
+                        done.complete(null);
+                    }
+                }
                 return;
             }
+            inFlight.incrementAndGet();
             final int[] part = chunks.get(chunk);
             sender.send(address, part)
                     .exceptionallyCompose(failure -> retry(call, part, sender, failure))
                     .whenComplete((ok, failure) -> {
                         if (failure != null) {
-                            done.completeExceptionally(unwrap(failure));
-                        } else if (remaining.decrementAndGet() == 0) {
-                            done.complete(null);
-                        } else {
-                            launch[0].run();
+                            firstFailure.compareAndSet(null, unwrap(failure));
                         }
+                        inFlight.decrementAndGet();
+                        launch[0].run();
                     });
         };
         for (int i = 0; i < Math.min(CHUNKS_IN_FLIGHT, chunks.size()); i++) {
@@ -250,9 +261,10 @@ public final class PsTable {
         final Throwable failure = unwrap(cause);
         final StatusRuntimeException status =
                 failure instanceof Unsent unsent ? unsent.status : PsException.toStatus(failure);
+        // Retry only what the shard guarantees it did not apply (a reject trailer: wrong owner, restoring,
+        // backpressure), a request never sent, or a read. A row cap (RESOURCE_EXHAUSTED without a trailer) is final.
         final boolean safe = failure instanceof Unsent
                 || PsException.rejectOf(status) != null
-                || status.getStatus().getCode() == Status.Code.RESOURCE_EXHAUSTED
                 || (call.idempotent && status.getStatus().getCode() == Status.Code.UNAVAILABLE);
         final long remainingMs = call.deadline.timeRemaining(TimeUnit.MILLISECONDS);
         if (!safe || remainingMs <= 0) {
@@ -266,17 +278,21 @@ public final class PsTable {
                 .schedule(
                         () -> {
                             try {
-                                client.refreshRouting();
-                            } catch (StatusRuntimeException proxyDown) {
-                                // Keep the old table; the resend below reports what fails.
-                            }
-                            send(call, positions, sender).whenComplete((ok, again) -> {
-                                if (again != null) {
-                                    retried.completeExceptionally(unwrap(again));
-                                } else {
-                                    retried.complete(null);
+                                try {
+                                    client.refreshRouting();
+                                } catch (StatusRuntimeException proxyDown) {
+                                    // Keep the old table; the resend below reports what fails.
                                 }
-                            });
+                                send(call, positions, sender).whenComplete((ok, again) -> {
+                                    if (again != null) {
+                                        retried.completeExceptionally(unwrap(again));
+                                    } else {
+                                        retried.complete(null);
+                                    }
+                                });
+                            } catch (Throwable unexpected) {
+                                retried.completeExceptionally(unexpected);
+                            }
                         },
                         backoffMs,
                         TimeUnit.MILLISECONDS);

@@ -30,11 +30,26 @@ public final class ParameterTable {
     private final PartitionWriters writers;
     private final PartitionStore[] partitions;
     private final RowBudget budget;
+    private final java.util.function.Supplier<java.util.BitSet> writableSlots;
     private final long startMillis = System.currentTimeMillis();
     private final AtomicLong droppedRows = new AtomicLong();
 
-    /** @param schema a schema already normalized by {@code TableSchemas.normalize}. */
+    /** A table whose pushes may change every slot (tests, benchmarks). */
     public ParameterTable(final TableSchema schema, final PartitionWriters writers) {
+        this(schema, writers, () -> null);
+    }
+
+    /**
+     * @param schema a schema already normalized by {@code TableSchemas.normalize}.
+     * @param writableSlots the slots a push may still change when a writer applies it (null: all). A push is
+     *     validated against the shard's slots when it arrives but applied later; a slot that moved away or began a
+     *     restore meanwhile has had its rows cleared, and applying the push there would bring stale rows back.
+     */
+    public ParameterTable(
+            final TableSchema schema,
+            final PartitionWriters writers,
+            final java.util.function.Supplier<java.util.BitSet> writableSlots) {
+        this.writableSlots = writableSlots;
         this.schema = schema;
         this.tableHash = Slots.tableHash(schema.getName());
         this.dim = schema.getDim();
@@ -179,7 +194,21 @@ public final class ParameterTable {
             final int partition, final long[] keys, final int[] slots, final float[] gradients, final int touch) {
         final int[] rows;
         final int count;
-        if (partitions.length == 1) {
+        final java.util.BitSet writable = writableSlots.get();
+        if (writable != null) {
+            rows = new int[keys.length];
+            int n = 0;
+            for (int i = 0; i < keys.length; i++) {
+                if (writers.partitionOf(slots[i]) == partition) {
+                    if (writable.get(slots[i])) {
+                        rows[n++] = i;
+                    } else {
+                        droppedRows.incrementAndGet();
+                    }
+                }
+            }
+            count = n;
+        } else if (partitions.length == 1) {
             rows = identity(keys.length);
             count = keys.length;
         } else {
@@ -354,7 +383,10 @@ public final class ParameterTable {
         return budget.cap();
     }
 
-    /** New rows a writer could not create because the cap was reached (pushes that raced past the check). */
+    /**
+     * Row updates acknowledged but not applied: new rows past the cap (pushes that raced past the check), and rows of
+     * slots that moved away or began a restore between the push's validation and its application.
+     */
     public long droppedRows() {
         return droppedRows.get();
     }

@@ -374,13 +374,16 @@ final class PartitionStore {
         if (highWater == ID_MASK - 1) {
             throw new OutOfMemoryError("a partition holds at most " + (ID_MASK - 1) + " rows; add partitions");
         }
-        final int id = highWater++;
+        final int id = highWater;
         final int chunk = id >>> CHUNK_SHIFT;
         if (chunk == chunks.length) {
+            // Allocate first: if memory is short nothing has changed, and the id is not used up.
+            final UnsafeBuffer fresh = new UnsafeBuffer(ByteBuffer.allocateDirect(RECORDS_PER_CHUNK * recordBytes));
             final UnsafeBuffer[] grown = Arrays.copyOf(chunks, chunk + 1);
-            grown[chunk] = new UnsafeBuffer(ByteBuffer.allocateDirect(RECORDS_PER_CHUNK * recordBytes));
+            grown[chunk] = fresh;
             chunks = grown;
         }
+        highWater = id + 1;
         return id;
     }
 

@@ -29,6 +29,7 @@ public final class PartitionWriters implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(PartitionWriters.class);
     private static final int CONTROL_HEADROOM = 64;
     private static final long EVICTION_INTERVAL_MS = 1_000;
+    private static final int CLOSING_BIT = 1 << 30;
 
     /** Work for one partition's writer. */
     @FunctionalInterface
@@ -95,7 +96,8 @@ public final class PartitionWriters implements AutoCloseable {
         int current;
         do {
             current = reserved.get();
-            if (current + parts > capacity || closing) {
+            // The closing bit lives in the same word, so no reservation can succeed once close() has begun.
+            if ((current & CLOSING_BIT) != 0 || current + parts > capacity) {
                 return false;
             }
         } while (!reserved.compareAndSet(current, current + parts));
@@ -115,7 +117,7 @@ public final class PartitionWriters implements AutoCloseable {
 
     /** Push parts queued and not yet applied. */
     public int pending() {
-        return reserved.get();
+        return reserved.get() & ~CLOSING_BIT;
     }
 
     /**
@@ -128,7 +130,9 @@ public final class PartitionWriters implements AutoCloseable {
             return CompletableFuture.failedFuture(new IllegalStateException("partition writers are closed"));
         }
         // Control tasks have their own budget (the queues' headroom), so they never take room a push reserved.
-        reserveControl(agents.length);
+        if (!reserveControl(agents.length)) {
+            return CompletableFuture.failedFuture(new IllegalStateException("partition writers are closed"));
+        }
         for (int p = 0; p < agents.length; p++) {
             final ControlTask<T> task = new ControlTask<>(work);
             parts.add(task.result);
@@ -147,11 +151,15 @@ public final class PartitionWriters implements AutoCloseable {
         });
     }
 
-    private void reserveControl(final int units) {
+    /** Waits for {@code units} of control budget; false if the writers closed meanwhile. */
+    private boolean reserveControl(final int units) {
         while (true) {
             final int current = controlReserved.get();
             if (current + units <= CONTROL_HEADROOM && controlReserved.compareAndSet(current, current + units)) {
-                return;
+                return true;
+            }
+            if (closed) {
+                return false;
             }
             LockSupport.parkNanos(TimeUnit.MICROSECONDS.toNanos(50));
         }
@@ -183,7 +191,7 @@ public final class PartitionWriters implements AutoCloseable {
     }
 
     private void onError(final Throwable failure) {
-        LOG.error("partition writer failed on a task; it keeps running", failure);
+        LOG.error("partition writer duty cycle failed", failure);
     }
 
     /**
@@ -196,10 +204,14 @@ public final class PartitionWriters implements AutoCloseable {
             return;
         }
         closing = true;
-        try {
-            runOnAll(p -> null).get(30, TimeUnit.SECONDS);
-        } catch (Exception e) {
-            LOG.warn("writers did not drain within 30 s: {}", e.toString());
+        reserved.getAndUpdate(current -> current | CLOSING_BIT);
+        // Every push acknowledged so far holds a reservation until it is applied: wait for them all.
+        final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        while (pending() > 0 && System.nanoTime() < deadline) {
+            LockSupport.parkNanos(TimeUnit.MILLISECONDS.toNanos(1));
+        }
+        if (pending() > 0) {
+            LOG.warn("{} push parts were not applied within 30 s of close", pending());
         }
         runners.forEach(AgentRunner::close);
         closed = true;
@@ -234,17 +246,27 @@ public final class PartitionWriters implements AutoCloseable {
 
         @Override
         public int doWork() {
-            final int drained = queue.drain(task -> task.run(partition), 256);
+            // Nothing may escape: Agrona ends an agent whose duty cycle throws an Error, and a dead writer would
+            // strand its partition's pushes and control tasks.
+            final int drained = queue.drain(this::runSafely, 256);
             if (drained == 0) {
                 final long now = System.currentTimeMillis();
                 if (now - lastEvictionMs >= EVICTION_INTERVAL_MS) {
                     lastEvictionMs = now;
                     for (final ParameterTable table : tables.get()) {
-                        table.evictExpired(partition);
+                        runSafely(partition -> table.evictExpired(partition));
                     }
                 }
             }
             return drained;
+        }
+
+        private void runSafely(final Task task) {
+            try {
+                task.run(partition);
+            } catch (Throwable failure) {
+                LOG.error("partition {} writer: a task failed; the writer goes on", partition, failure);
+            }
         }
 
         @Override
