@@ -9,8 +9,8 @@ import io.grpc.StatusRuntimeException;
  * status by {@link #toStatus(Throwable)}, the one mapper every service uses, so the status a caller sees is part of
  * the API rather than an accident of where the error was raised.
  *
- * <p>Rejections that guarantee nothing was applied ({@link Reject#WRONG_OWNER}, {@link Reject#RESTORING}) carry a
- * {@link #REJECT_KEY} trailer so that a client can retry them safely.
+ * <p>Rejections that guarantee nothing was applied ({@link Reject#WRONG_OWNER}, {@link Reject#RESTORING},
+ * {@link Reject#BACKPRESSURE}) carry a {@link #REJECT_KEY} trailer so that a client can retry them safely.
  */
 public final class PsException extends RuntimeException {
     private static final long serialVersionUID = 1L;

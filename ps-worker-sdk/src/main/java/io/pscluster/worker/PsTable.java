@@ -278,10 +278,13 @@ public final class PsTable {
                 .schedule(
                         () -> {
                             try {
-                                try {
-                                    client.refreshRouting();
-                                } catch (StatusRuntimeException proxyDown) {
-                                    // Keep the old table; the resend below reports what fails.
+                                // Backpressure says nothing about routing: only other refusals ask the proxy again.
+                                if (PsException.rejectOf(status) != PsException.Reject.BACKPRESSURE) {
+                                    try {
+                                        client.refreshRouting();
+                                    } catch (StatusRuntimeException proxyDown) {
+                                        // Keep the old table; the resend below reports what fails.
+                                    }
                                 }
                                 send(call, positions, sender).whenComplete((ok, again) -> {
                                     if (again != null) {

@@ -4,11 +4,13 @@ import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.wire.Slots;
 import java.util.ArrayList;
+import java.util.BitSet;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.IntPredicate;
+import java.util.function.Supplier;
 import org.agrona.concurrent.UnsafeBuffer;
 
 /**
@@ -30,7 +32,7 @@ public final class ParameterTable {
     private final PartitionWriters writers;
     private final PartitionStore[] partitions;
     private final RowBudget budget;
-    private final java.util.function.Supplier<java.util.BitSet> writableSlots;
+    private final Supplier<BitSet> writableSlots;
     private final long startMillis = System.currentTimeMillis();
     private final AtomicLong droppedRows = new AtomicLong();
 
@@ -46,9 +48,7 @@ public final class ParameterTable {
      *     restore meanwhile has had its rows cleared, and applying the push there would bring stale rows back.
      */
     public ParameterTable(
-            final TableSchema schema,
-            final PartitionWriters writers,
-            final java.util.function.Supplier<java.util.BitSet> writableSlots) {
+            final TableSchema schema, final PartitionWriters writers, final Supplier<BitSet> writableSlots) {
         this.writableSlots = writableSlots;
         this.schema = schema;
         this.tableHash = Slots.tableHash(schema.getName());
@@ -194,7 +194,7 @@ public final class ParameterTable {
             final int partition, final long[] keys, final int[] slots, final float[] gradients, final int touch) {
         final int[] rows;
         final int count;
-        final java.util.BitSet writable = writableSlots.get();
+        final BitSet writable = writableSlots.get();
         if (writable != null) {
             rows = new int[keys.length];
             int n = 0;

@@ -22,8 +22,9 @@ import org.slf4j.LoggerFactory;
  *
  * <p>Pushes are bounded: {@link #offer} reserves one unit of capacity per partition a push touches, with a CAS, and
  * refuses the push whole when the shard's capacity is used up (backpressure rather than unbounded queues). Control
- * tasks ({@link #runOnAll}) are never refused: they wait for room. Tasks run in queue order per partition, so a
- * control task runs after every push queued before it.
+ * tasks ({@link #runOnAll}) have their own budget and wait for room rather than being refused; they fail only once
+ * the writers are closed. Tasks run in queue order per partition, so a control task runs after every push queued
+ * before it.
  */
 public final class PartitionWriters implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(PartitionWriters.class);

@@ -6,7 +6,10 @@ import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.wire.TableSchemas;
 import java.util.Arrays;
 import java.util.List;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
 
 /**
  * A shard's partition writers and the tables created on them, as tests need them: the writers see every table (so
@@ -42,6 +45,28 @@ final class TableFixture implements AutoCloseable {
         writers.close();
     }
 
+    /**
+     * Blocks every writer inside a control task until {@code release} is counted down, and returns once all of them
+     * are blocked: from then on pushes are queued but not applied. Count {@code release} down in {@code @AfterEach}
+     * too, so that a failing test leaves no writer blocked. The future completes once the writers run again.
+     */
+    CompletableFuture<List<Object>> blockEveryWriter(final CountDownLatch release) throws InterruptedException {
+        final CountDownLatch blocked = new CountDownLatch(writers.partitionCount());
+        final CompletableFuture<List<Object>> stuck = writers.runOnAll(partition -> {
+            blocked.countDown();
+            try {
+                release.await();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+            return null;
+        });
+        assertThat(blocked.await(10, TimeUnit.SECONDS))
+                .as("every writer blocked")
+                .isTrue();
+        return stuck;
+    }
+
     // ---- helpers over a table
 
     /** Replaces the whole record of one key (values, optimizer slots, counter bits). */
@@ -68,6 +93,20 @@ final class TableFixture implements AutoCloseable {
     static boolean hasRow(final ParameterTable table, final long key) {
         final long[] keys = {key};
         return table.countAbsent(keys, table.slotsOf(keys)) == 0;
+    }
+
+    /** {@code count} keys of which at least one lives in each of the writers' partitions. */
+    static long[] keysInEveryPartition(final ParameterTable table, final PartitionWriters writers, final int count) {
+        final long[] keys = new long[count];
+        for (int i = 0; i < count; i++) {
+            keys[i] = 31L * i;
+        }
+        final long partitions = Arrays.stream(table.slotsOf(keys))
+                .map(writers::partitionOf)
+                .distinct()
+                .count();
+        assertThat(partitions).as("partitions the keys fall in").isEqualTo(writers.partitionCount());
+        return keys;
     }
 
     /** A key other than {@code key} in the same slot. */
