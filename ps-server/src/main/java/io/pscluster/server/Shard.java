@@ -385,7 +385,6 @@ public final class Shard implements AutoCloseable {
         final long[] keys = new long[RESTORE_BATCH_ROWS];
         final float[] records = new float[RESTORE_BATCH_ROWS * width];
         final int[] count = {0};
-        final InterruptedException[] interrupted = {null};
         final long rows = RowFileReader.read(fs, checkpoint.dir(), entry.file(), slots::get, (slot, key, record) -> {
             if (record.length != width) {
                 throw PsException.dataLoss("checkpoint row of table '" + table.name() + "' has " + record.length
@@ -397,15 +396,13 @@ public final class Shard implements AutoCloseable {
                 try {
                     table.putRecords(keys, records, count[0]);
                 } catch (InterruptedException e) {
-                    interrupted[0] = e;
+                    // Stop reading at once: the writers may still be copying this batch out of the arrays.
                     Thread.currentThread().interrupt();
+                    throw PsException.unavailable("restore of table '" + table.name() + "' was interrupted");
                 }
                 count[0] = 0;
             }
         });
-        if (interrupted[0] != null) {
-            throw interrupted[0];
-        }
         table.putRecords(keys, records, count[0]);
         return rows;
     }

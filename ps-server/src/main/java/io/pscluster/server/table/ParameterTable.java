@@ -180,6 +180,9 @@ public final class ParameterTable {
     public void push(final long[] keys, final float[] gradients) throws InterruptedException {
         final int[] slots = slotsOf(keys);
         while (!offerPush(keys, slots, gradients)) {
+            if (writers.isClosing()) {
+                throw new IllegalStateException("partition writers are closed; the push was not applied");
+            }
             Thread.onSpinWait();
         }
         awaitApplied();

@@ -116,6 +116,11 @@ public final class PartitionWriters implements AutoCloseable {
         reserved.decrementAndGet();
     }
 
+    /** True once {@link #close()} has begun: pushes are refused from then on. */
+    public boolean isClosing() {
+        return closing;
+    }
+
     /** Push parts queued and not yet applied. */
     public int pending() {
         return reserved.get() & ~CLOSING_BIT;
