@@ -82,20 +82,24 @@ public final class Shard implements AutoCloseable {
     /** Creates a table; returns false if an identical one exists. */
     public boolean createTable(final TableSchema requested) throws InterruptedException {
         final TableSchema schema = TableSchemas.normalize(requested);
-        final ParameterTable created =
-                new ParameterTable(schema, writers, () -> ownership.view().writable());
-        final ParameterTable existing = tables.putIfAbsent(schema.getName(), created);
-        if (existing != null) {
-            if (!existing.schema().equals(schema)) {
-                throw PsException.alreadyExists("table '" + schema.getName() + "' exists with a different schema: "
-                        + existing.schema() + "; requested " + schema);
+        // Every worker may create the table it shares, so "exists" is the common answer: found without building one.
+        ParameterTable existing = tables.get(schema.getName());
+        if (existing == null) {
+            final ParameterTable created =
+                    new ParameterTable(schema, writers, () -> ownership.view().writable());
+            existing = tables.putIfAbsent(schema.getName(), created);
+            if (existing == null) {
+                final BitSet owned = ownership.view().owned();
+                created.materializeDense(owned::get);
+                LOG.info("shard {} created table {}", shardId, schema.getName());
+                return true;
             }
-            return false;
         }
-        final BitSet owned = ownership.view().owned();
-        created.materializeDense(owned::get);
-        LOG.info("shard {} created table {}", shardId, schema.getName());
-        return true;
+        if (!existing.schema().equals(schema)) {
+            throw PsException.alreadyExists("table '" + schema.getName() + "' exists with a different schema: "
+                    + existing.schema() + "; requested " + schema);
+        }
+        return false;
     }
 
     public ParameterTable table(final String name) {

@@ -76,17 +76,10 @@ final class PartitionStore {
 
     /**
      * Copies the {@code dim} values of {@code key} to {@code target} at {@code targetOffset} (bytes, little-endian
-     * float32) and returns true, or returns false if the key has no row. Lock-free; retries while the writer is
-     * changing the record.
-     */
-    boolean readValues(final long key, final byte[] target, final int targetOffset) {
-        return readValues(key, find(key), target, targetOffset);
-    }
-
-    /**
-     * As {@link #readValues(long, byte[], int)} with the record id a previous {@link #find} gave (or -1), so that a
-     * caller can look up a whole batch before copying it. The id is checked against the record's key and looked up
-     * again if the record was freed or reused meanwhile.
+     * float32) and returns true, or returns false if the key has no row. {@code foundId} is the record id a previous
+     * {@link #find} gave (or -1), so that a caller can look up a whole batch before copying it; it is checked against
+     * the record's key and looked up again if the record was freed or reused meanwhile. Lock-free; retries while the
+     * writer is changing the record.
      */
     boolean readValues(final long key, final int foundId, final byte[] target, final int targetOffset) {
         int id = foundId;
@@ -180,19 +173,6 @@ final class PartitionStore {
     }
 
     // ---- writer (the partition's thread only)
-
-    /**
-     * Applies one gradient row to {@code key}, creating the row if it has none and the store holds fewer than
-     * {@code maxRows}. Returns false if the row was needed but the cap was reached.
-     */
-    boolean apply(final long key, final float[] gradients, final int offset, final int touch) {
-        final int id = findOrCreate(key, touch, true);
-        if (id < 0) {
-            return false;
-        }
-        applyAt(id, gradients, offset, touch);
-        return true;
-    }
 
     /**
      * Applies a batch: first finds (or creates) every row, then updates them. Two passes let the processor overlap
