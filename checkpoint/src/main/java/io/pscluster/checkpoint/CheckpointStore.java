@@ -25,6 +25,7 @@ import org.apache.hadoop.fs.FileAlreadyExistsException;
 import org.apache.hadoop.fs.FileStatus;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
+import org.apache.hadoop.hdfs.BlockMissingException;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -282,6 +283,10 @@ public final class CheckpointStore {
         } catch (ChecksumException e) {
             // The filesystem's own block checksums failed (HDFS, or the .crc files of file://).
             throw new CheckpointCorruptException(name + ": filesystem checksum error: " + e.getMessage(), e);
+        } catch (BlockMissingException e) {
+            // No DataNode holds a live replica of a block: the file cannot be read back whole, which is damage
+            // (fall back to an older checkpoint), not an outage to wait out.
+            throw new CheckpointCorruptException(name + ": a block has no live replica: " + e.getMessage(), e);
         }
         if (read != expected.length()) {
             throw new CheckpointCorruptException(
