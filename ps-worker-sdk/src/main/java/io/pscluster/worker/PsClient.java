@@ -1,22 +1,46 @@
 package io.pscluster.worker;
 
+import io.grpc.Deadline;
 import io.grpc.Grpc;
 import io.grpc.InsecureChannelCredentials;
 import io.grpc.ManagedChannel;
+import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
+import io.grpc.stub.StreamObserver;
 import io.pscluster.proto.v1.CreateTableRequest;
 import io.pscluster.proto.v1.DropTableRequest;
 import io.pscluster.proto.v1.GetRoutingTableRequest;
+import io.pscluster.proto.v1.GetRoutingTableResponse;
 import io.pscluster.proto.v1.ListTablesRequest;
 import io.pscluster.proto.v1.ProxyServiceGrpc;
+import io.pscluster.proto.v1.RollbackEvent;
+import io.pscluster.proto.v1.RoutingTable;
 import io.pscluster.proto.v1.ShardServiceGrpc;
 import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.wire.PsException;
+import java.security.SecureRandom;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
+import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.ThreadFactory;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicReference;
+import java.util.function.Consumer;
+import java.util.function.Supplier;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * The worker SDK's entry point: built from the proxy's address, it caches the routing table and one channel per
@@ -25,42 +49,84 @@ import java.util.concurrent.TimeUnit;
  *
  * <pre>{@code
  * try (PsClient client = PsClient.connect("localhost:7070")) {
+ *     client.addRollbackListener(event -> log.warn("lost updates: {}", event));
  *     PsTable weights = client.createTable(schema);
  *     float[] w = weights.pull(keys);
  *     weights.push(keys, gradients);
  * }
  * }</pre>
+ *
+ * <p>Push ids: the client draws a random non-zero {@link #clientId()} and numbers its push requests from one; a shard
+ * applies a given (client id, sequence) at most once, which is what makes retrying a push whose outcome is unknown
+ * safe (see {@link PsTable}).
+ *
+ * <p>Routing: the table is refreshed asynchronously (never on a caller's or the retry timer's thread), when a request
+ * is refused or a shard cannot be reached, and every {@link Context#routingRefreshMs} in the background so that a
+ * client that only pushes still learns of moves and rollbacks. Concurrent refreshes share one call to the proxy. A
+ * table older than the one held is ignored: the epoch seen by a client never goes back.
+ *
+ * <p>Rollbacks: every {@link RollbackEvent} the proxy lists with an id newer than the newest one listed when the
+ * client connected is reported once: a WARN line, every listener, and {@link #rollbacks()}.
+ *
+ * <p>{@link #close()} fails every call still pending with CANCELLED "PsClient closed"; later calls fail at once.
  */
 public final class PsClient implements AutoCloseable {
+    private static final Logger LOG = LoggerFactory.getLogger(PsClient.class);
+
     private final Context context;
+    private final long clientId;
+    private final AtomicLong sequences = new AtomicLong();
     private final ManagedChannel proxyChannel;
     private final ProxyServiceGrpc.ProxyServiceBlockingStub proxy;
+    private final ProxyServiceGrpc.ProxyServiceStub proxyAsync;
     private final Map<String, ManagedChannel> shardChannels = new ConcurrentHashMap<>();
-    private final ScheduledExecutorService retries;
+    private final ScheduledExecutorService timer;
+    private final ExecutorService resends;
+    private final AtomicReference<CompletableFuture<Routing>> refreshInFlight = new AtomicReference<>();
+    private final Set<CompletableFuture<?>> pending = ConcurrentHashMap.newKeySet();
+    private final AtomicBoolean closed = new AtomicBoolean();
+    private final AtomicBoolean refreshFailing = new AtomicBoolean();
+    // Written under routingLock so that a slower answer never replaces a newer table; read without it.
+    private final Object routingLock = new Object();
     private volatile Routing routing = Routing.EMPTY;
+
+    // Guarded by rollbackLock: the newest event id already reported (or seen at connect), what was reported, and
+    // who listens. One lock for all three makes "each event reaches each listener once" hold when a listener is
+    // added while an event arrives.
+    private final Object rollbackLock = new Object();
+    private long lastRollbackId = -1;
+    private final List<RollbackEvent> rollbacks = new ArrayList<>();
+    private final List<Consumer<RollbackEvent>> rollbackListeners = new ArrayList<>();
 
     private PsClient(final Context context) {
         this.context = context;
+        this.clientId = randomNonZero();
         this.proxyChannel = Grpc.newChannelBuilder(context.proxyAddress, InsecureChannelCredentials.create())
                 .build();
         this.proxy = ProxyServiceGrpc.newBlockingStub(proxyChannel);
-        this.retries = Executors.newSingleThreadScheduledExecutor(runnable -> {
-            final Thread thread = new Thread(runnable, "ps-client-retry");
-            thread.setDaemon(true);
-            return thread;
-        });
+        this.proxyAsync = ProxyServiceGrpc.newStub(proxyChannel);
+        // The timer only completes futures (backoff waits, deadlines) and starts background refreshes: nothing on it
+        // blocks or encodes, so one thread keeps time for every call.
+        this.timer = Executors.newSingleThreadScheduledExecutor(daemon("ps-client-timer"));
+        // Resends re-split and encode up to a request's worth of keys: kept off the timer and off gRPC's threads.
+        this.resends = Executors.newCachedThreadPool(daemon("ps-client-resend"));
     }
 
     public static PsClient connect(final String proxyAddress) {
         return connect(new Context().proxyAddress(proxyAddress));
     }
 
-    /** Connects and fetches the routing table. */
+    /** Connects, fetches the routing table and starts the background refresh. */
     public static PsClient connect(final Context context) {
         context.validate();
         final PsClient client = new PsClient(context);
         try {
             client.refreshRouting();
+            client.timer.scheduleWithFixedDelay(
+                    client::refreshInBackground,
+                    context.routingRefreshMs,
+                    context.routingRefreshMs,
+                    TimeUnit.MILLISECONDS);
         } catch (RuntimeException e) {
             client.close();
             throw e;
@@ -75,7 +141,8 @@ public final class PsClient implements AutoCloseable {
      *     bad schema.
      */
     public PsTable createTable(final TableSchema schema) {
-        proxy().createTable(CreateTableRequest.newBuilder().setSchema(schema).build());
+        atProxy(() -> proxy().createTable(
+                        CreateTableRequest.newBuilder().setSchema(schema).build()));
         return table(schema.getName());
     }
 
@@ -85,8 +152,8 @@ public final class PsClient implements AutoCloseable {
      * @throws StatusRuntimeException NOT_FOUND if the cluster has no such table.
      */
     public PsTable table(final String name) {
-        for (final TableSchema schema :
-                proxy().listTables(ListTablesRequest.getDefaultInstance()).getTablesList()) {
+        for (final TableSchema schema : atProxy(() -> proxy().listTables(ListTablesRequest.getDefaultInstance()))
+                .getTablesList()) {
             if (schema.getName().equals(name)) {
                 return new PsTable(this, schema);
             }
@@ -96,27 +163,77 @@ public final class PsClient implements AutoCloseable {
 
     /** Drops a table from every shard; returns false if there was no such table. Its rows are gone. */
     public boolean dropTable(final String name) {
-        return proxy().dropTable(DropTableRequest.newBuilder().setTable(name).build())
+        return atProxy(() -> proxy().dropTable(
+                                DropTableRequest.newBuilder().setTable(name).build()))
                 .getDropped();
     }
 
-    /** Fetches the proxy's current routing table. */
+    /** Fetches the proxy's current routing table (joining a refresh already in flight); blocks. */
     public void refreshRouting() {
-        routing = Routing.of(proxy().getRoutingTable(GetRoutingTableRequest.newBuilder()
-                        .setKnownEpoch(routing.epoch())
-                        .build())
-                .getRouting());
+        try {
+            refreshRoutingAsync(Deadline.after(context.deadlineMs, TimeUnit.MILLISECONDS))
+                    .join();
+        } catch (CompletionException e) {
+            if (e.getCause() instanceof RuntimeException runtime) {
+                throw runtime;
+            }
+            throw e;
+        }
     }
 
     public long routingEpoch() {
         return routing.epoch();
     }
 
+    /** This client's push id: random, non-zero, fixed for the client's life. */
+    public long clientId() {
+        return clientId;
+    }
+
+    /**
+     * Calls {@code listener} with every rollback reported since connect: first those already reported (at once, on
+     * this thread), then each new one as it is learned, on an SDK thread (it must not block). Each event reaches each
+     * listener once. A listener that throws is logged and keeps listening.
+     */
+    public void addRollbackListener(final Consumer<RollbackEvent> listener) {
+        final List<RollbackEvent> seen;
+        synchronized (rollbackLock) {
+            rollbackListeners.add(listener);
+            seen = List.copyOf(rollbacks);
+        }
+        for (final RollbackEvent event : seen) {
+            deliver(listener, event);
+        }
+    }
+
+    /** The rollbacks reported since connect, oldest first; its size is the count of them. */
+    public List<RollbackEvent> rollbacks() {
+        synchronized (rollbackLock) {
+            return List.copyOf(rollbacks);
+        }
+    }
+
     Routing routing() {
         return routing;
     }
 
+    long nextSequence() {
+        return sequences.incrementAndGet();
+    }
+
+    boolean isClosed() {
+        return closed.get();
+    }
+
+    static StatusRuntimeException closedStatus() {
+        return Status.CANCELLED.withDescription("PsClient closed").asRuntimeException();
+    }
+
     ShardServiceGrpc.ShardServiceStub shard(final String address) {
+        if (closed.get()) {
+            // A channel made now would never be shut down.
+            throw closedStatus();
+        }
         return ShardServiceGrpc.newStub(shardChannels.computeIfAbsent(
                 address,
                 target -> Grpc.newChannelBuilder(target, InsecureChannelCredentials.create())
@@ -124,30 +241,316 @@ public final class PsClient implements AutoCloseable {
                         .build()));
     }
 
-    ScheduledExecutorService retries() {
-        return retries;
-    }
-
     Context context() {
         return context;
     }
 
+    ExecutorService resends() {
+        return resends;
+    }
+
+    /**
+     * The user-facing future of {@code call}: completes as {@code call} does, or with CANCELLED when the client
+     * closes first. Registered before the closed flag is read, so close() either sees it or it sees close().
+     */
+    <T> CompletableFuture<T> track(final Supplier<CompletableFuture<T>> call) {
+        final CompletableFuture<T> tracked = new CompletableFuture<>();
+        pending.add(tracked);
+        tracked.whenComplete((value, failure) -> pending.remove(tracked));
+        if (closed.get()) {
+            tracked.completeExceptionally(closedStatus());
+            return tracked;
+        }
+        final CompletableFuture<T> inner;
+        try {
+            inner = call.get();
+        } catch (RuntimeException e) {
+            pending.remove(tracked);
+            throw e;
+        }
+        inner.whenComplete((value, failure) -> {
+            if (failure != null) {
+                tracked.completeExceptionally(unwrap(failure));
+            } else {
+                tracked.complete(value);
+            }
+        });
+        return tracked;
+    }
+
+    /** A future completed after {@code millis} by the timer (at once when the client is closed). */
+    CompletableFuture<Void> delay(final long millis) {
+        final CompletableFuture<Void> done = new CompletableFuture<>();
+        try {
+            timer.schedule(() -> done.complete(null), millis, TimeUnit.MILLISECONDS);
+        } catch (RejectedExecutionException closing) {
+            done.completeExceptionally(closedStatus());
+        }
+        return done;
+    }
+
+    /**
+     * Refreshes the routing table without blocking: joins the refresh in flight if there is one, else starts one
+     * whose deadline is the smaller of {@link Context#deadlineMs} and {@code waiter}'s remaining time. The returned
+     * future completes with the table held afterwards, or fails (with the proxy's address in the message) when the
+     * proxy could not answer; either way no later than {@code waiter}, so a caller never waits past its deadline
+     * for a refresh someone else started.
+     */
+    CompletableFuture<Routing> refreshRoutingAsync(final Deadline waiter) {
+        if (closed.get()) {
+            return CompletableFuture.failedFuture(closedStatus());
+        }
+        while (true) {
+            final CompletableFuture<Routing> current = refreshInFlight.get();
+            if (current != null) {
+                return within(current, waiter);
+            }
+            final CompletableFuture<Routing> mine = new CompletableFuture<>();
+            if (refreshInFlight.compareAndSet(null, mine)) {
+                startRefresh(mine, waiter);
+                return within(mine, waiter);
+            }
+        }
+    }
+
+    private void startRefresh(final CompletableFuture<Routing> mine, final Deadline waiter) {
+        final long deadlineMs = Math.min(context.deadlineMs, waiter.timeRemaining(TimeUnit.MILLISECONDS));
+        // The slot is cleared before the future completes, so a waiter that reacts by refreshing again starts a
+        // new call instead of joining the finished one.
+        final Consumer<Throwable> fail = failure -> {
+            refreshInFlight.compareAndSet(mine, null);
+            mine.completeExceptionally(failure);
+        };
+        if (deadlineMs <= 0) {
+            fail.accept(Status.DEADLINE_EXCEEDED
+                    .withDescription("no time left to refresh the routing table")
+                    .asRuntimeException());
+            return;
+        }
+        try {
+            proxyAsync
+                    .withDeadlineAfter(deadlineMs, TimeUnit.MILLISECONDS)
+                    .getRoutingTable(
+                            GetRoutingTableRequest.newBuilder()
+                                    .setKnownEpoch(routing.epoch())
+                                    .build(),
+                            new StreamObserver<>() {
+                                @Override
+                                public void onNext(final GetRoutingTableResponse response) {
+                                    final Routing adopted;
+                                    try {
+                                        adopted = adopt(response.getRouting());
+                                    } catch (RuntimeException e) {
+                                        fail.accept(e);
+                                        return;
+                                    }
+                                    if (refreshFailing.compareAndSet(true, false)) {
+                                        LOG.info("routing table from the proxy at {} again", context.proxyAddress);
+                                    }
+                                    refreshInFlight.compareAndSet(mine, null);
+                                    mine.complete(adopted);
+                                }
+
+                                @Override
+                                public void onError(final Throwable failure) {
+                                    fail.accept(atProxy(failure));
+                                }
+
+                                @Override
+                                public void onCompleted() {}
+                            });
+        } catch (RuntimeException e) {
+            fail.accept(atProxy(e));
+        }
+    }
+
+    private <T> CompletableFuture<T> within(final CompletableFuture<T> shared, final Deadline deadline) {
+        if (shared.isDone()) {
+            return shared;
+        }
+        final CompletableFuture<T> bounded = new CompletableFuture<>();
+        final long remainingMs = deadline.timeRemaining(TimeUnit.MILLISECONDS);
+        ScheduledFuture<?> timeout = null;
+        try {
+            timeout = timer.schedule(
+                    () -> bounded.completeExceptionally(Status.DEADLINE_EXCEEDED
+                            .withDescription("routing refresh from the proxy at " + context.proxyAddress
+                                    + " did not finish within the call's deadline")
+                            .asRuntimeException()),
+                    Math.max(0, remainingMs),
+                    TimeUnit.MILLISECONDS);
+        } catch (RejectedExecutionException closing) {
+            bounded.completeExceptionally(closedStatus());
+        }
+        final ScheduledFuture<?> cancel = timeout;
+        shared.whenComplete((value, failure) -> {
+            if (cancel != null) {
+                cancel.cancel(false);
+            }
+            if (failure != null) {
+                bounded.completeExceptionally(unwrap(failure));
+            } else {
+                bounded.complete(value);
+            }
+        });
+        return bounded;
+    }
+
+    private void refreshInBackground() {
+        final long deadlineMs = Math.min(context.deadlineMs, context.routingRefreshMs);
+        refreshRoutingAsync(Deadline.after(deadlineMs, TimeUnit.MILLISECONDS)).whenComplete((routing, failure) -> {
+            // One line when the proxy stops answering and one when it is back, not one per period.
+            if (failure != null && !closed.get() && refreshFailing.compareAndSet(false, true)) {
+                LOG.warn("cannot refresh the routing table: {}", unwrap(failure).getMessage());
+            }
+        });
+    }
+
+    /** Takes {@code table} unless an equal or newer epoch is held; reports rollbacks it lists for the first time. */
+    private Routing adopt(final RoutingTable table) {
+        final Routing next = Routing.of(table);
+        synchronized (routingLock) {
+            if (next.epoch() >= routing.epoch()) {
+                routing = next;
+            }
+        }
+        reportRollbacks(table.getRollbacksList());
+        return routing;
+    }
+
+    private void reportRollbacks(final List<RollbackEvent> listed) {
+        final List<RollbackEvent> fresh = new ArrayList<>();
+        final List<Consumer<RollbackEvent>> listeners;
+        synchronized (rollbackLock) {
+            long newest = lastRollbackId;
+            for (final RollbackEvent event : listed) {
+                newest = Math.max(newest, event.getId());
+                // The first table (at connect) only sets the baseline: what happened before this client is not news.
+                if (lastRollbackId >= 0 && event.getId() > lastRollbackId) {
+                    fresh.add(event);
+                }
+            }
+            lastRollbackId = Math.max(newest, 0);
+            fresh.sort(java.util.Comparator.comparingLong(RollbackEvent::getId));
+            rollbacks.addAll(fresh);
+            listeners = List.copyOf(rollbackListeners);
+        }
+        for (final RollbackEvent event : fresh) {
+            LOG.warn(describe(event));
+            for (final Consumer<RollbackEvent> listener : listeners) {
+                deliver(listener, event);
+            }
+        }
+    }
+
+    static String describe(final RollbackEvent event) {
+        final String source = event.getCheckpointId() == 0
+                ? "no checkpoint existed: they start empty"
+                : "restored from checkpoint " + event.getCheckpointId() + " taken at "
+                        + Instant.ofEpochMilli(event.getCheckpointCreatedMillis());
+        final String loss = event.getLossless()
+                ? "lossless (handed over with every acknowledged push)"
+                : "updates to them after that checkpoint are lost";
+        return "rollback " + event.getId() + ": " + event.getSlotCount() + " slots of shard " + event.getFromShard()
+                + " moved to " + event.getToShardsList() + ", " + source + "; " + loss + "; reason: "
+                + event.getReason();
+    }
+
+    private static void deliver(final Consumer<RollbackEvent> listener, final RollbackEvent event) {
+        try {
+            listener.accept(event);
+        } catch (RuntimeException e) {
+            LOG.warn("rollback listener {} failed on rollback {}", listener, event.getId(), e);
+        }
+    }
+
     private ProxyServiceGrpc.ProxyServiceBlockingStub proxy() {
+        if (closed.get()) {
+            throw closedStatus();
+        }
         return proxy.withDeadlineAfter(context.deadlineMs, TimeUnit.MILLISECONDS);
     }
 
+    private <T> T atProxy(final Supplier<T> call) {
+        try {
+            return call.get();
+        } catch (StatusRuntimeException e) {
+            throw atProxy(e);
+        }
+    }
+
+    /** The failure with the proxy's address in front of its description; code, trailers and cause kept. */
+    private StatusRuntimeException atProxy(final Throwable failure) {
+        final StatusRuntimeException status = PsException.toStatus(unwrap(failure));
+        if (status.getStatus().getCode() == Status.Code.CANCELLED && closed.get()) {
+            return closedStatus();
+        }
+        return prefixed("proxy at " + context.proxyAddress, status);
+    }
+
+    static StatusRuntimeException prefixed(final String where, final StatusRuntimeException status) {
+        final String description = status.getStatus().getDescription();
+        return status.getStatus()
+                .withDescription(
+                        where + ": " + (description == null ? status.getStatus().getCode() : description))
+                .asRuntimeException(status.getTrailers());
+    }
+
+    static Throwable unwrap(final Throwable failure) {
+        Throwable cause = failure;
+        while (cause instanceof CompletionException && cause.getCause() != null) {
+            cause = cause.getCause();
+        }
+        return cause;
+    }
+
+    /**
+     * Fails every pending call with CANCELLED "PsClient closed" and releases channels and threads. Requests already
+     * sent may or may not have been applied. Idempotent.
+     */
     @Override
     public void close() {
-        retries.shutdownNow();
+        if (!closed.compareAndSet(false, true)) {
+            return;
+        }
+        for (final CompletableFuture<?> call : List.copyOf(pending)) {
+            call.completeExceptionally(closedStatus());
+        }
+        final CompletableFuture<Routing> refresh = refreshInFlight.get();
+        if (refresh != null) {
+            refresh.completeExceptionally(closedStatus());
+        }
+        timer.shutdownNow();
+        resends.shutdownNow();
         proxyChannel.shutdownNow();
         shardChannels.values().forEach(ManagedChannel::shutdownNow);
+    }
+
+    private static long randomNonZero() {
+        final SecureRandom random = new SecureRandom();
+        long id;
+        do {
+            id = random.nextLong();
+        } while (id == 0);
+        return id;
+    }
+
+    private static ThreadFactory daemon(final String name) {
+        final AtomicLong count = new AtomicLong();
+        return runnable -> {
+            final Thread thread = new Thread(runnable, name + "-" + count.incrementAndGet());
+            thread.setDaemon(true);
+            return thread;
+        };
     }
 
     /** Client settings, validated once by {@link PsClient#connect(Context)}. */
     public static final class Context {
         private String proxyAddress = "";
         private long deadlineMs = 30_000;
+        private long attemptTimeoutMs = 10_000;
         private long maxBackoffMs = 1_000;
+        private long routingRefreshMs = 5_000;
         private int maxMessageBytes = 256 << 20;
 
         /** host:port of the proxy. Required. */
@@ -156,20 +559,39 @@ public final class PsClient implements AutoCloseable {
             return this;
         }
 
-        /** Deadline of every call, retries included. */
+        /** Deadline of every call, retries and waiting out a failover included (default 30 s). */
         public Context deadlineMs(final long value) {
             deadlineMs = value;
             return this;
         }
 
-        /** Longest wait between retries of a refused request. */
+        /**
+         * Longest one attempt of a request may take (default 10 s): a shard that hangs costs this much of the call's
+         * deadline, then the request is sent again (with the same push id).
+         */
+        public Context attemptTimeoutMs(final long value) {
+            attemptTimeoutMs = value;
+            return this;
+        }
+
+        /** Longest wait between retries of a refused request (default 1 s); waits are jittered below it. */
         public Context maxBackoffMs(final long value) {
             maxBackoffMs = value;
             return this;
         }
 
+        /** Period of the background routing refresh (default 5 s), which is how a push-only client learns news. */
+        public Context routingRefreshMs(final long value) {
+            routingRefreshMs = value;
+            return this;
+        }
+
         long deadlineMs() {
             return deadlineMs;
+        }
+
+        long attemptTimeoutMs() {
+            return attemptTimeoutMs;
         }
 
         long maxBackoffMs() {
@@ -183,8 +605,14 @@ public final class PsClient implements AutoCloseable {
             if (deadlineMs <= 0) {
                 throw new IllegalArgumentException("deadlineMs=" + deadlineMs + " must be > 0");
             }
+            if (attemptTimeoutMs <= 0) {
+                throw new IllegalArgumentException("attemptTimeoutMs=" + attemptTimeoutMs + " must be > 0");
+            }
             if (maxBackoffMs <= 0) {
                 throw new IllegalArgumentException("maxBackoffMs=" + maxBackoffMs + " must be > 0");
+            }
+            if (routingRefreshMs <= 0) {
+                throw new IllegalArgumentException("routingRefreshMs=" + routingRefreshMs + " must be > 0");
             }
         }
     }

@@ -17,11 +17,16 @@ import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.FloatBuffer;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
+import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.Consumer;
 
 /**
@@ -31,11 +36,26 @@ import java.util.function.Consumer;
  * duplicate keys as it encodes each request (duplicates share a slot, so a request holds them all), and the shard
  * applies each key once.
  *
- * <p>Retries: a request refused with a guarantee that nothing was applied (the shard no longer owns the slot, is
- * still restoring it, or has no room to queue it) is re-split under a refreshed routing table and sent again, with
- * backoff, until the call's deadline. A pull is also retried when a shard cannot be reached, since reading twice is
- * harmless; a push is not, since it may have been applied. Keys travel as little-endian int64 and values as
- * little-endian float32, encoded straight into the array the request wraps.
+ * <p>Push ids: each push request takes a sequence number from its client when it is first sent, and every retry of it
+ * carries the same (client id, sequence), also the parts it is re-split into when the routing changed: they are
+ * subsets of what the shard validated and queued whole or refused whole, and a shard applies a (client, sequence) at
+ * most once, answering a repeat as accepted ({@code duplicate}). One exception: a part bound for a shard that has
+ * already answered that sequence as newly applied (for a sibling part) takes a fresh sequence, since that shard
+ * would otherwise take it for a repeat and drop it.
+ *
+ * <p>Retries: a request is sent again, under a refreshed routing table, when nothing was applied (a reject trailer:
+ * the shard no longer owns the slot, is still restoring it, or has no room to queue it; or no shard owns the slot
+ * yet) and, thanks to the push ids, also when the outcome is unknown (UNAVAILABLE, or DEADLINE_EXCEEDED of one
+ * attempt). So a call waits out a failover within its deadline and follows the new routing. Every other status is
+ * final (a row cap is RESOURCE_EXHAUSTED without a trailer; INVALID_ARGUMENT, NOT_FOUND...). Each attempt has its own
+ * deadline, the smaller of the call's remaining time and {@link PsClient.Context#attemptTimeoutMs}, so a hung shard
+ * does not eat the whole call. Waits between attempts of a request grow exponentially, jittered in [b/2, b], capped by
+ * {@link PsClient.Context#maxBackoffMs}; a refresh that shows a newer routing epoch ends the wait at once. A call
+ * still failing at its deadline fails with DEADLINE_EXCEEDED naming the last failure. Failures name the shard's
+ * address and keep its status code and trailers.
+ *
+ * <p>Keys travel as little-endian int64 and values as little-endian float32, encoded straight into the array the
+ * request wraps.
  */
 public final class PsTable {
     /** Target size of one request's payload. */
@@ -43,6 +63,9 @@ public final class PsTable {
 
     /** Requests in flight per shard within one call. */
     static final int CHUNKS_IN_FLIGHT = 4;
+
+    /** The ceiling of the first backoff; it doubles with every attempt of a request. */
+    static final long FIRST_BACKOFF_MS = 10;
 
     private final PsClient client;
     private final TableSchema schema;
@@ -83,70 +106,118 @@ public final class PsTable {
         join(pushAsync(keys, gradients));
     }
 
+    /** Fails with CANCELLED at once when the client is closed, or when it closes before the call completes. */
     public CompletableFuture<float[]> pullAsync(final long[] keys) {
         final float[] values = new float[keys.length * dim];
-        final Call call = new Call(true, keys);
-        return send(call, allPositions(keys.length), (address, positions) -> {
-                    final PullRequest request = PullRequest.newBuilder()
+        final Call call = new Call(keys);
+        return client.track(() -> send(call, allPositions(keys.length), null, 0, null, (address, request, deadline) -> {
+                    final PullRequest pull = PullRequest.newBuilder()
                             .setTable(name())
-                            .setRoutingEpoch(call.epoch)
-                            .setKeys(encodeKeys(keys, positions))
+                            .setRoutingEpoch(request.epoch())
+                            .setKeys(encodeKeys(keys, request.positions()))
                             .build();
-                    return this.<PullResponse>unary(observer -> client.shard(address)
-                                    .withDeadline(call.deadline)
-                                    .pull(request, observer))
-                            .thenAccept(response -> scatter(response.getValues(), positions, values));
+                    return this.<PullResponse>unary(
+                                    address,
+                                    observer -> client.shard(address)
+                                            .withDeadline(deadline)
+                                            .pull(pull, observer))
+                            .thenAccept(response -> scatter(response.getValues(), request.positions(), values));
                 })
-                .thenApply(done -> values);
+                .thenApply(done -> values));
     }
 
+    /** Fails with CANCELLED at once when the client is closed, or when it closes before the call completes. */
     public CompletableFuture<Void> pushAsync(final long[] keys, final float[] gradients) {
         if ((long) keys.length * dim != gradients.length) {
             throw new IllegalArgumentException("table '" + name() + "' has dim=" + dim + ": " + keys.length
                     + " keys need " + (long) keys.length * dim + " gradient values, got " + gradients.length);
         }
-        final Call call = new Call(false, keys);
-        return send(call, allPositions(keys.length), (address, positions) -> {
-            final KeyDedup.Encoded encoded = KeyDedup.encodePush(keys, gradients, dim, positions);
-            final PushRequest request = PushRequest.newBuilder()
+        final Call call = new Call(keys);
+        return client.track(() -> send(call, allPositions(keys.length), null, 0, null, (address, request, deadline) -> {
+            final KeyDedup.Encoded encoded = KeyDedup.encodePush(keys, gradients, dim, request.positions());
+            final PushRequest push = PushRequest.newBuilder()
                     .setTable(name())
-                    .setRoutingEpoch(call.epoch)
+                    .setRoutingEpoch(request.epoch())
                     .setKeys(encoded.keys())
                     .setGradients(encoded.gradients())
+                    .setClientId(client.clientId())
+                    .setSequence(request.lineage().sequence(client))
                     .build();
-            return this.<PushResponse>unary(observer ->
-                            client.shard(address).withDeadline(call.deadline).push(request, observer))
-                    .thenApply(response -> null);
-        });
+            return this.<PushResponse>unary(
+                            address,
+                            observer ->
+                                    client.shard(address).withDeadline(deadline).push(push, observer))
+                    .thenAccept(response -> {
+                        if (!response.getDuplicate()) {
+                            request.lineage().appliedAt(address);
+                        }
+                    });
+        }));
     }
 
-    /** One user call: its keys, deadline, whether it is safe to resend after an unknown outcome, routing epoch. */
+    /** One user call: its keys and deadline. */
     private final class Call {
         final Deadline deadline = Deadline.after(client.context().deadlineMs(), TimeUnit.MILLISECONDS);
-        final boolean idempotent;
         final long[] keys;
-        volatile long epoch;
-        final AtomicInteger attempts = new AtomicInteger();
 
-        Call(final boolean idempotent, final long[] keys) {
-            this.idempotent = idempotent;
+        Call(final long[] keys) {
             this.keys = keys;
         }
     }
 
-    /** Sends one request of a call to one shard: the positions (into the call's keys) it carries. */
+    /**
+     * A request as first split from a call and every part it is re-split into on retries: they share one push
+     * sequence, taken when the first of them is sent, and learn which shards answered it as newly applied.
+     */
+    static final class Lineage {
+        private long sequence;
+        private final Set<String> appliedAt = ConcurrentHashMap.newKeySet();
+
+        synchronized long sequence(final PsClient client) {
+            if (sequence == 0) {
+                sequence = client.nextSequence();
+            }
+            return sequence;
+        }
+
+        void appliedAt(final String address) {
+            appliedAt.add(address);
+        }
+
+        boolean appliedAtAlready(final String address) {
+            return appliedAt.contains(address);
+        }
+    }
+
+    /**
+     * One request to one shard: the positions (into the call's keys) it carries, the routing epoch it was split
+     * under, its lineage, how many attempts of it (or the request it was split from) failed, and the last failure
+     * (null before the first).
+     */
+    private record Request(
+            int[] positions, long epoch, Lineage lineage, int attempts, StatusRuntimeException lastFailure) {}
+
+    /** Sends one attempt of a request to one shard, with the attempt's deadline. */
     @FunctionalInterface
     private interface RequestSender {
-        CompletableFuture<Void> send(String address, int[] positions);
+        CompletableFuture<Void> send(String address, Request request, Deadline deadline);
     }
 
     /**
      * Splits {@code positions} by owning shard and into chunks of whole slots (so that every duplicate of a key is in
-     * one request), sends them windowed, and retries refused ones.
+     * one request), sends them windowed, and retries refused ones. A re-split ({@code parent} set) makes exactly one
+     * request per owner, each no larger than the one it came from, so that no two requests to one shard share a
+     * sequence.
      */
-    private CompletableFuture<Void> send(final Call call, final int[] positions, final RequestSender sender) {
+    private CompletableFuture<Void> send(
+            final Call call,
+            final int[] positions,
+            final Lineage parent,
+            final int attempts,
+            final StatusRuntimeException lastFailure,
+            final RequestSender sender) {
         final Routing routing = client.routing();
-        call.epoch = routing.epoch();
+        final int maxKeys = parent == null ? keysPerChunk : Integer.MAX_VALUE;
         // Counting sort of the positions by slot.
         final int[] slotOf = new int[positions.length];
         final int[] start = new int[Slots.SLOT_COUNT + 1];
@@ -158,7 +229,7 @@ public final class PsTable {
             start[slot + 1] += start[slot];
         }
         final int[] bySlot = new int[positions.length];
-        final int[] fill = java.util.Arrays.copyOf(start, Slots.SLOT_COUNT);
+        final int[] fill = Arrays.copyOf(start, Slots.SLOT_COUNT);
         for (int i = 0; i < positions.length; i++) {
             bySlot[fill[slotOf[i]]++] = positions[i];
         }
@@ -182,12 +253,12 @@ public final class PsTable {
             }
             final int owner = routing.ownerOfSlot()[slot] < 0 ? shards : routing.ownerOfSlot()[slot];
             if (building[owner] != null && open[owner] + size > building[owner].length) {
-                chunksOf.get(owner).add(java.util.Arrays.copyOf(building[owner], open[owner]));
+                chunksOf.get(owner).add(Arrays.copyOf(building[owner], open[owner]));
                 building[owner] = null;
                 open[owner] = 0;
             }
             if (building[owner] == null) {
-                building[owner] = new int[Math.max(size, Math.min(keysPerChunk, left[owner]))];
+                building[owner] = new int[Math.max(size, Math.min(maxKeys, left[owner]))];
             }
             left[owner] -= size;
             System.arraycopy(bySlot, start[slot], building[owner], open[owner], size);
@@ -195,13 +266,20 @@ public final class PsTable {
         }
         for (int owner = 0; owner <= shards; owner++) {
             if (open[owner] > 0) {
-                chunksOf.get(owner).add(java.util.Arrays.copyOf(building[owner], open[owner]));
+                chunksOf.get(owner).add(Arrays.copyOf(building[owner], open[owner]));
             }
         }
         final List<CompletableFuture<Void>> sent = new ArrayList<>();
         for (int owner = 0; owner < shards; owner++) {
-            if (!chunksOf.get(owner).isEmpty()) {
-                sent.add(sendWindowed(call, routing.addresses()[owner], chunksOf.get(owner), sender));
+            final String address = routing.addresses()[owner];
+            final List<Request> requests = new ArrayList<>();
+            for (final int[] chunk : chunksOf.get(owner)) {
+                // That shard applied this sequence for a sibling part: it would drop this part as a repeat.
+                final Lineage lineage = parent == null || parent.appliedAtAlready(address) ? new Lineage() : parent;
+                requests.add(new Request(chunk, routing.epoch(), lineage, attempts, lastFailure));
+            }
+            if (!requests.isEmpty()) {
+                sent.add(sendWindowed(call, address, requests, sender));
             }
         }
         for (final int[] unowned : chunksOf.get(shards)) {
@@ -209,25 +287,26 @@ public final class PsTable {
                     .withDescription(unowned.length + " keys of table '" + name()
                             + "' map to slots no live shard owns at routing epoch " + routing.epoch())
                     .asRuntimeException();
-            sent.add(retry(call, unowned, sender, new Unsent(noOwner)));
+            final Request request = new Request(
+                    unowned, routing.epoch(), parent == null ? new Lineage() : parent, attempts, lastFailure);
+            sent.add(retry(call, request, new Unsent(noOwner), sender));
         }
         return CompletableFuture.allOf(sent.toArray(CompletableFuture[]::new));
     }
 
-    /** Sends one shard's chunks, {@link #CHUNKS_IN_FLIGHT} at a time. */
+    /** Sends one shard's requests, {@link #CHUNKS_IN_FLIGHT} at a time. */
     private CompletableFuture<Void> sendWindowed(
-            final Call call, final String address, final List<int[]> chunks, final RequestSender sender) {
-        // After a failure no new chunk is launched, and the call completes (exceptionally) only once the chunks
+            final Call call, final String address, final List<Request> requests, final RequestSender sender) {
+        // After a failure no new request is launched, and the call completes (exceptionally) only once the requests
         // already in flight have settled: a failed push never goes on changing the table after its caller heard.
         final CompletableFuture<Void> done = new CompletableFuture<>();
         final AtomicInteger next = new AtomicInteger();
         final AtomicInteger inFlight = new AtomicInteger();
-        final java.util.concurrent.atomic.AtomicReference<Throwable> firstFailure =
-                new java.util.concurrent.atomic.AtomicReference<>();
+        final AtomicReference<Throwable> firstFailure = new AtomicReference<>();
         final Runnable[] launch = new Runnable[1];
         launch[0] = () -> {
-            final int chunk = firstFailure.get() == null ? next.getAndIncrement() : chunks.size();
-            if (chunk >= chunks.size()) {
+            final int index = firstFailure.get() == null ? next.getAndIncrement() : requests.size();
+            if (index >= requests.size()) {
                 if (inFlight.get() == 0 && !done.isDone()) {
                     final Throwable failure = firstFailure.get();
                     if (failure != null) {
@@ -239,67 +318,124 @@ public final class PsTable {
                 return;
             }
             inFlight.incrementAndGet();
-            final int[] part = chunks.get(chunk);
-            sender.send(address, part)
-                    .exceptionallyCompose(failure -> retry(call, part, sender, failure))
-                    .whenComplete((ok, failure) -> {
-                        if (failure != null) {
-                            firstFailure.compareAndSet(null, unwrap(failure));
-                        }
-                        inFlight.decrementAndGet();
-                        launch[0].run();
-                    });
+            attempt(call, address, requests.get(index), sender).whenComplete((ok, failure) -> {
+                if (failure != null) {
+                    firstFailure.compareAndSet(null, PsClient.unwrap(failure));
+                }
+                inFlight.decrementAndGet();
+                launch[0].run();
+            });
         };
-        for (int i = 0; i < Math.min(CHUNKS_IN_FLIGHT, chunks.size()); i++) {
+        for (int i = 0; i < Math.min(CHUNKS_IN_FLIGHT, requests.size()); i++) {
             launch[0].run();
         }
         return done;
     }
 
+    /** One attempt of {@code request}, with its own deadline, and the retries its failure calls for. */
+    private CompletableFuture<Void> attempt(
+            final Call call, final String address, final Request request, final RequestSender sender) {
+        final Deadline deadline =
+                call.deadline.minimum(Deadline.after(client.context().attemptTimeoutMs(), TimeUnit.MILLISECONDS));
+        CompletableFuture<Void> sent;
+        try {
+            sent = sender.send(address, request, deadline);
+        } catch (RuntimeException e) {
+            sent = CompletableFuture.failedFuture(e);
+        }
+        return sent.exceptionallyCompose(failure -> retry(call, request, failure, sender));
+    }
+
+    /** What a failed attempt calls for. */
+    enum Retry {
+        /** The status is final: the call fails with it. */
+        NEVER,
+        /** The shard was full: send again after a backoff, to the same place. */
+        RESEND,
+        /** The routing may be stale or the shard gone: refresh the table, then re-split and send again. */
+        REFRESH_AND_RESEND
+    }
+
+    static Retry classify(final StatusRuntimeException status) {
+        final PsException.Reject reject = PsException.rejectOf(status);
+        if (reject == PsException.Reject.BACKPRESSURE) {
+            return Retry.RESEND;
+        }
+        if (reject != null) {
+            return Retry.REFRESH_AND_RESEND;
+        }
+        // The outcome is unknown: safe to send again for a pull (a read) and for a push (deduplicated by its id).
+        return switch (status.getStatus().getCode()) {
+            case UNAVAILABLE, DEADLINE_EXCEEDED -> Retry.REFRESH_AND_RESEND;
+            default -> Retry.NEVER;
+        };
+    }
+
+    /** The wait before attempt {@code attempts + 1}: uniform in [b/2, b], b = min(max, first * 2^attempts). */
+    static long backoffMs(final int attempts, final long maxBackoffMs) {
+        final long ceiling = Math.min(maxBackoffMs, FIRST_BACKOFF_MS << Math.min(attempts, 30));
+        final long floor = ceiling / 2;
+        return floor + ThreadLocalRandom.current().nextLong(ceiling - floor + 1);
+    }
+
     private CompletableFuture<Void> retry(
-            final Call call, final int[] positions, final RequestSender sender, final Throwable cause) {
-        final Throwable failure = unwrap(cause);
+            final Call call, final Request request, final Throwable cause, final RequestSender sender) {
+        final Throwable failure = PsClient.unwrap(cause);
         final StatusRuntimeException status =
                 failure instanceof Unsent unsent ? unsent.status : PsException.toStatus(failure);
-        // Retry only what the shard guarantees it did not apply (a reject trailer: wrong owner, restoring,
-        // backpressure), a request never sent, or a read. A row cap (RESOURCE_EXHAUSTED without a trailer) is final.
-        final boolean safe = failure instanceof Unsent
-                || PsException.rejectOf(status) != null
-                || (call.idempotent && status.getStatus().getCode() == Status.Code.UNAVAILABLE);
-        final long remainingMs = call.deadline.timeRemaining(TimeUnit.MILLISECONDS);
-        if (!safe || remainingMs <= 0) {
+        if (client.isClosed()) {
+            return CompletableFuture.failedFuture(PsClient.closedStatus());
+        }
+        final Retry retry = failure instanceof Unsent ? Retry.REFRESH_AND_RESEND : classify(status);
+        if (retry == Retry.NEVER) {
             return CompletableFuture.failedFuture(status);
         }
-        final int attempt = call.attempts.incrementAndGet();
-        final long backoffMs = Math.min(
-                Math.min(client.context().maxBackoffMs(), 5L << Math.min(attempt, 20)), Math.max(0, remainingMs - 1));
-        final CompletableFuture<Void> retried = new CompletableFuture<>();
-        client.retries()
-                .schedule(
-                        () -> {
-                            try {
-                                // Backpressure says nothing about routing: only other refusals ask the proxy again.
-                                if (PsException.rejectOf(status) != PsException.Reject.BACKPRESSURE) {
-                                    try {
-                                        client.refreshRouting();
-                                    } catch (StatusRuntimeException proxyDown) {
-                                        // Keep the old table; the resend below reports what fails.
-                                    }
-                                }
-                                send(call, positions, sender).whenComplete((ok, again) -> {
-                                    if (again != null) {
-                                        retried.completeExceptionally(unwrap(again));
-                                    } else {
-                                        retried.complete(null);
-                                    }
-                                });
-                            } catch (Throwable unexpected) {
-                                retried.completeExceptionally(unexpected);
-                            }
-                        },
-                        backoffMs,
-                        TimeUnit.MILLISECONDS);
-        return retried;
+        final long remainingMs = call.deadline.timeRemaining(TimeUnit.MILLISECONDS);
+        if (remainingMs <= 0) {
+            return CompletableFuture.failedFuture(deadlineExceeded(request, status));
+        }
+        final CompletableFuture<Void> backedOff = client.delay(
+                Math.min(backoffMs(request.attempts(), client.context().maxBackoffMs()), remainingMs));
+        final CompletableFuture<Void> ready = new CompletableFuture<>();
+        if (retry == Retry.REFRESH_AND_RESEND) {
+            client.refreshRoutingAsync(call.deadline).whenComplete((routing, refreshFailed) -> {
+                if (refreshFailed == null && routing.epoch() > request.epoch()) {
+                    // The table moved on since this request was routed: waiting longer would not change where it
+                    // goes, and a failover is what the caller is waiting out.
+                    ready.complete(null);
+                } else {
+                    backedOff.whenComplete((ok, closing) -> ready.complete(null));
+                }
+            });
+        } else {
+            backedOff.whenComplete((ok, closing) -> ready.complete(null));
+        }
+        return ready.thenComposeAsync(
+                ignored -> {
+                    if (client.isClosed()) {
+                        return CompletableFuture.failedFuture(PsClient.closedStatus());
+                    }
+                    if (call.deadline.isExpired()) {
+                        return CompletableFuture.failedFuture(deadlineExceeded(request, status));
+                    }
+                    return send(call, request.positions(), request.lineage(), request.attempts() + 1, status, sender);
+                },
+                client.resends());
+    }
+
+    private StatusRuntimeException deadlineExceeded(final Request request, final StatusRuntimeException failure) {
+        // An attempt started just before the deadline times out at once: the failure before it says more.
+        final StatusRuntimeException last =
+                failure.getStatus().getCode() == Status.Code.DEADLINE_EXCEEDED && request.lastFailure() != null
+                        ? request.lastFailure()
+                        : failure;
+        return Status.DEADLINE_EXCEEDED
+                .withDescription("table '" + name() + "': deadline of "
+                        + client.context().deadlineMs()
+                        + " ms passed after " + (request.attempts() + 1) + " attempts of a request of "
+                        + request.positions().length + " keys; last: " + last.getMessage())
+                .withCause(last)
+                .asRuntimeException();
     }
 
     /** A request that was never sent (no shard owns its slots); always safe to retry. */
@@ -338,7 +474,8 @@ public final class PsTable {
         }
     }
 
-    private <T> CompletableFuture<T> unary(final Consumer<StreamObserver<T>> call) {
+    /** One unary call; its failure names the shard's address and keeps the status code and trailers. */
+    private <T> CompletableFuture<T> unary(final String address, final Consumer<StreamObserver<T>> call) {
         final CompletableFuture<T> future = new CompletableFuture<>();
         call.accept(new StreamObserver<>() {
             @Override
@@ -348,17 +485,17 @@ public final class PsTable {
 
             @Override
             public void onError(final Throwable failure) {
-                future.completeExceptionally(failure);
+                final StatusRuntimeException status = PsException.toStatus(failure);
+                future.completeExceptionally(
+                        status.getStatus().getCode() == Status.Code.CANCELLED && client.isClosed()
+                                ? PsClient.closedStatus()
+                                : PsClient.prefixed("shard at " + address, status));
             }
 
             @Override
             public void onCompleted() {}
         });
         return future;
-    }
-
-    private static Throwable unwrap(final Throwable failure) {
-        return failure instanceof CompletionException && failure.getCause() != null ? failure.getCause() : failure;
     }
 
     private static <T> T join(final CompletableFuture<T> future) {
@@ -374,7 +511,7 @@ public final class PsTable {
 
     private static int[] allPositions(final int count) {
         final int[] positions = new int[count];
-        java.util.Arrays.setAll(positions, i -> i);
+        Arrays.setAll(positions, i -> i);
         return positions;
     }
 }

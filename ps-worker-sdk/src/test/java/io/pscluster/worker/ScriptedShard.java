@@ -1,0 +1,138 @@
+package io.pscluster.worker;
+
+import io.grpc.Grpc;
+import io.grpc.InsecureServerCredentials;
+import io.grpc.Server;
+import io.grpc.Status;
+import io.grpc.stub.StreamObserver;
+import io.pscluster.proto.v1.PullRequest;
+import io.pscluster.proto.v1.PullResponse;
+import io.pscluster.proto.v1.PushRequest;
+import io.pscluster.proto.v1.PushResponse;
+import io.pscluster.proto.v1.ShardServiceGrpc;
+import io.pscluster.wire.LittleEndian;
+import io.pscluster.wire.PsException;
+import java.io.IOException;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ConcurrentLinkedDeque;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * A shard on loopback whose answers to pushes are scripted, one per push, then "accept". It deduplicates on (client,
+ * sequence) as a real shard does, and records every push it received and every key it applied.
+ */
+final class ScriptedShard implements AutoCloseable {
+    /** How to answer one push. */
+    @FunctionalInterface
+    interface Answer {
+        void answer(ScriptedShard shard, PushRequest request, StreamObserver<PushResponse> response);
+    }
+
+    static final Answer ACCEPT = ScriptedShard::accept;
+
+    /** Never answers: the caller's deadline ends the call. */
+    static final Answer HANG = (shard, request, response) -> {};
+
+    private final Server server;
+    private final ConcurrentLinkedDeque<Answer> script = new ConcurrentLinkedDeque<>();
+    final List<PushRequest> pushes = new CopyOnWriteArrayList<>();
+    final List<Long> applied = new CopyOnWriteArrayList<>();
+    private final Set<List<Long>> seen = ConcurrentHashMap.newKeySet();
+
+    ScriptedShard() throws IOException {
+        this.server = Grpc.newServerBuilderForPort(0, InsecureServerCredentials.create())
+                .addService(new Service())
+                .build()
+                .start();
+    }
+
+    String address() {
+        return "127.0.0.1:" + server.getPort();
+    }
+
+    /** Answers the next pushes with {@code answers}, in order; later ones are accepted. */
+    ScriptedShard then(final Answer... answers) {
+        script.addAll(List.of(answers));
+        return this;
+    }
+
+    static Answer fail(final Status status) {
+        return (shard, request, response) -> response.onError(status.asRuntimeException());
+    }
+
+    static Answer wrongOwner(final Runnable before) {
+        return (shard, request, response) -> {
+            before.run();
+            response.onError(PsException.toStatus(PsException.wrongOwner("slot moved: refresh", 1)));
+        };
+    }
+
+    /** Applies the push, then loses the answer: the caller sees UNAVAILABLE. */
+    static Answer applyThenLoseAnswer() {
+        return (shard, request, response) -> {
+            shard.accept(request, new StreamObserver<>() {
+                @Override
+                public void onNext(final PushResponse value) {}
+
+                @Override
+                public void onError(final Throwable t) {}
+
+                @Override
+                public void onCompleted() {}
+            });
+            response.onError(
+                    Status.UNAVAILABLE.withDescription("connection reset").asRuntimeException());
+        };
+    }
+
+    void accept(final PushRequest request, final StreamObserver<PushResponse> response) {
+        final long[] keys = LittleEndian.decodeLongs(request.getKeys(), "keys");
+        final boolean duplicate =
+                request.getClientId() != 0 && !seen.add(List.of(request.getClientId(), request.getSequence()));
+        if (!duplicate) {
+            for (final long key : keys) {
+                applied.add(key);
+            }
+        }
+        response.onNext(PushResponse.newBuilder()
+                .setAccepted(keys.length)
+                .setDuplicate(duplicate)
+                .build());
+        response.onCompleted();
+    }
+
+    static List<Long> keysOf(final PushRequest request) {
+        final List<Long> keys = new ArrayList<>();
+        for (final long key : LittleEndian.decodeLongs(request.getKeys(), "keys")) {
+            keys.add(key);
+        }
+        return keys;
+    }
+
+    @Override
+    public void close() throws InterruptedException {
+        server.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
+    }
+
+    private final class Service extends ShardServiceGrpc.ShardServiceImplBase {
+        @Override
+        public void push(final PushRequest request, final StreamObserver<PushResponse> response) {
+            pushes.add(request);
+            final Answer answer = script.pollFirst();
+            (answer == null ? ACCEPT : answer).answer(ScriptedShard.this, request, response);
+        }
+
+        @Override
+        public void pull(final PullRequest request, final StreamObserver<PullResponse> response) {
+            response.onNext(PullResponse.newBuilder()
+                    .setValues(com.google.protobuf.ByteString.copyFrom(
+                            new byte[request.getKeys().size() / 2]))
+                    .build());
+            response.onCompleted();
+        }
+    }
+}
