@@ -6,38 +6,52 @@ import io.pscluster.checkpoint.Manifest;
 import io.pscluster.proto.v1.AdminServiceGrpc;
 import io.pscluster.proto.v1.CheckpointNowRequest;
 import io.pscluster.proto.v1.CheckpointNowResponse;
+import io.pscluster.proto.v1.ForgetShardRequest;
+import io.pscluster.proto.v1.ForgetShardResponse;
 import io.pscluster.proto.v1.ListCheckpointsRequest;
 import io.pscluster.proto.v1.ListCheckpointsResponse;
 import io.pscluster.proto.v1.ListShardsRequest;
 import io.pscluster.proto.v1.ListShardsResponse;
 import io.pscluster.proto.v1.RestoreRequest;
 import io.pscluster.proto.v1.RestoreResponse;
+import io.pscluster.wire.PsException;
 import io.pscluster.wire.Unary;
 
-/** Operator calls: shard status, checkpoint now, list checkpoints, restore. */
+/**
+ * Operator calls: shard status and forget answer on the control thread; checkpoint, list checkpoints and restore wait
+ * on storage and shards, so they run on {@link LongCalls}' pool.
+ */
 final class AdminGrpcService extends AdminServiceGrpc.AdminServiceImplBase {
     private final ClusterState state;
     private final CheckpointCoordinator checkpoints;
+    private final LongCalls longCalls;
 
-    AdminGrpcService(final ClusterState state, final CheckpointCoordinator checkpoints) {
+    AdminGrpcService(final ClusterState state, final CheckpointCoordinator checkpoints, final LongCalls longCalls) {
         this.state = state;
         this.checkpoints = checkpoints;
+        this.longCalls = longCalls;
     }
 
     @Override
     public void listShards(final ListShardsRequest request, final StreamObserver<ListShardsResponse> out) {
-        Unary.respond(
-                out,
-                () -> ListShardsResponse.newBuilder()
-                        .setRoutingEpoch(state.epoch())
-                        .addAllShards(state.shardStatuses())
-                        .setUnownedSlots(state.unownedSlots())
-                        .build());
+        Unary.respond(out, state::status);
+    }
+
+    @Override
+    public void forgetShard(final ForgetShardRequest request, final StreamObserver<ForgetShardResponse> out) {
+        Unary.respond(out, () -> {
+            if (request.getShardId().isEmpty()) {
+                throw PsException.invalidArgument("forget: shard_id is empty");
+            }
+            return ForgetShardResponse.newBuilder()
+                    .setForgotten(state.forget(request.getShardId()))
+                    .build();
+        });
     }
 
     @Override
     public void checkpointNow(final CheckpointNowRequest request, final StreamObserver<CheckpointNowResponse> out) {
-        Unary.respond(out, () -> {
+        longCalls.respond(out, () -> {
             final CheckpointCoordinator.Taken taken = checkpoints.checkpointNow();
             return CheckpointNowResponse.newBuilder()
                     .setCheckpoint(describe(taken.checkpoint()))
@@ -49,7 +63,7 @@ final class AdminGrpcService extends AdminServiceGrpc.AdminServiceImplBase {
     @Override
     public void listCheckpoints(
             final ListCheckpointsRequest request, final StreamObserver<ListCheckpointsResponse> out) {
-        Unary.respond(out, () -> {
+        longCalls.respond(out, () -> {
             final ListCheckpointsResponse.Builder response = ListCheckpointsResponse.newBuilder();
             for (final CheckpointInfo checkpoint : checkpoints.store().list()) {
                 response.addCheckpoints(describe(checkpoint));
@@ -60,7 +74,7 @@ final class AdminGrpcService extends AdminServiceGrpc.AdminServiceImplBase {
 
     @Override
     public void restore(final RestoreRequest request, final StreamObserver<RestoreResponse> out) {
-        Unary.respond(out, () -> {
+        longCalls.respond(out, () -> {
             final CheckpointCoordinator.Restored restored = checkpoints.restore(request.getCheckpointId());
             return RestoreResponse.newBuilder()
                     .setCheckpoint(describe(restored.checkpoint()))

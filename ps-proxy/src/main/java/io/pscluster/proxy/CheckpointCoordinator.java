@@ -17,17 +17,15 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.ExecutionException;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.TimeUnit;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
  * Takes cluster-wide checkpoints and restores them. A checkpoint asks every slot owner to write its rows under a
  * new checkpoint directory, then writes the manifest (tables, files with lengths and CRC32C, slot owners, epoch)
- * last; the manifest's rename is the commit. One checkpoint or restore runs at a time.
+ * last; the manifest's rename is the commit. One checkpoint, restore or drain runs at a time. Refused while a
+ * restore order is outstanding: the restoring slots' rows are not on their owner yet, and a checkpoint without them
+ * would later restore them empty.
  */
 final class CheckpointCoordinator {
     private static final Logger LOG = LoggerFactory.getLogger(CheckpointCoordinator.class);
@@ -36,21 +34,12 @@ final class CheckpointCoordinator {
 
     private final ClusterState state;
     private final CheckpointStore store;
-    private final ShardChannels channels;
-    private final ExecutorService calls;
-    private final long callDeadlineMs;
+    private final ShardFanOut fanOut;
 
-    CheckpointCoordinator(
-            final ClusterState state,
-            final CheckpointStore store,
-            final ShardChannels channels,
-            final ExecutorService calls,
-            final long callDeadlineMs) {
+    CheckpointCoordinator(final ClusterState state, final CheckpointStore store, final ShardFanOut fanOut) {
         this.state = state;
         this.store = store;
-        this.channels = channels;
-        this.calls = calls;
-        this.callDeadlineMs = callDeadlineMs;
+        this.fanOut = fanOut;
     }
 
     CheckpointStore store() {
@@ -68,30 +57,25 @@ final class CheckpointCoordinator {
         final long id = store.nextId();
         store.fileSystem().mkdirs(store.checkpointDir(id));
 
-        final Map<ClusterState.Owner, CompletableFuture<WriteCheckpointResponse>> writes = new LinkedHashMap<>();
-        for (final ClusterState.Owner owner : owners) {
-            writes.put(
-                    owner,
-                    CompletableFuture.supplyAsync(
-                            () -> ShardAdminServiceGrpc.newBlockingStub(channels.channel(owner.address()))
-                                    .withDeadlineAfter(callDeadlineMs, TimeUnit.MILLISECONDS)
-                                    .writeCheckpoint(WriteCheckpointRequest.newBuilder()
-                                            .setCheckpointRoot(store.root().toString())
-                                            .setCheckpointId(id)
-                                            .build()),
-                            calls));
-        }
+        final WriteCheckpointRequest request = WriteCheckpointRequest.newBuilder()
+                .setCheckpointRoot(store.root().toString())
+                .setCheckpointId(id)
+                .build();
+        final List<WriteCheckpointResponse> responses = fanOut.callAll(
+                "checkpoint " + id,
+                targets(owners),
+                (index, channel, deadline) -> ShardAdminServiceGrpc.newBlockingStub(channel)
+                        .withDeadline(deadline)
+                        .writeCheckpoint(request));
         final List<Manifest.FileEntry> files = new ArrayList<>();
         long maxStall = 0;
-        for (final Map.Entry<ClusterState.Owner, CompletableFuture<WriteCheckpointResponse>> write :
-                writes.entrySet()) {
-            final WriteCheckpointResponse response =
-                    await(write.getValue(), "shard " + write.getKey().shardId());
+        for (int i = 0; i < owners.size(); i++) {
+            final WriteCheckpointResponse response = responses.get(i);
             maxStall = Math.max(maxStall, response.getSnapshotMicros());
             for (final CheckpointFile file : response.getFilesList()) {
                 files.add(new Manifest.FileEntry(
                         file.getTable(),
-                        write.getKey().shardId(),
+                        owners.get(i).shardId(),
                         new RowFileInfo(
                                 file.getPath(),
                                 file.getLength(),
@@ -110,7 +94,12 @@ final class CheckpointCoordinator {
         final Manifest manifest =
                 new Manifest(id, System.currentTimeMillis(), Slots.SLOT_COUNT, tableEntries, files, properties);
         store.commit(manifest);
-        state.checkpointCommitted(id);
+        try {
+            state.checkpointCommitted(id, manifest.createdMillis());
+        } catch (PsException e) {
+            // The checkpoint is committed; restore orders keep using the previous one until a save succeeds.
+            LOG.warn("checkpoint {} is committed but the proxy state does not name it yet: {}", id, e.getMessage());
+        }
         LOG.info(
                 "checkpoint {} committed: {} files, {} rows, {} bytes; longest push stall {} us",
                 id,
@@ -119,6 +108,36 @@ final class CheckpointCoordinator {
                 manifest.totalBytes(),
                 maxStall);
         return new Taken(new CheckpointInfo(id, store.checkpointDir(id), manifest), maxStall);
+    }
+
+    /** The outcome of a drain: the checkpoint holding the shard's rows and how many slots moved. */
+    record Drained(long checkpointId, int slotsHandedOver) {}
+
+    /**
+     * Drains a shard that already refuses writes and has applied everything: checkpoints every owner (the draining
+     * one included), then hands its slots on with restore orders from that checkpoint. A failure before the hand-over
+     * leaves the shard serving its slots.
+     */
+    synchronized Drained drain(final String shardId) throws IOException, InterruptedException {
+        final boolean holdsRows = state.beginDrain(shardId);
+        final long checkpointId;
+        final long createdMillis;
+        try {
+            if (holdsRows) {
+                final Taken taken = checkpointNow();
+                checkpointId = taken.checkpoint().id();
+                createdMillis = taken.checkpoint().manifest().createdMillis();
+            } else {
+                checkpointId = state.latestCheckpointId();
+                createdMillis = 0;
+            }
+        } catch (IOException | InterruptedException | RuntimeException e) {
+            state.drainAborted(shardId);
+            throw e;
+        }
+        final int handed = state.handOver(shardId, holdsRows ? checkpointId : 0, createdMillis);
+        LOG.info("shard {} drained: {} slots handed over with checkpoint {}", shardId, handed, checkpointId);
+        return new Drained(checkpointId, handed);
     }
 
     /** Loads checkpoint {@code id} (0: the latest complete one) into every slot owner; returns rows restored. */
@@ -143,32 +162,36 @@ final class CheckpointCoordinator {
             try {
                 state.addTable(schema);
             } catch (PsException differentSchema) {
+                if (differentSchema.code() != io.grpc.Status.Code.ALREADY_EXISTS) {
+                    throw differentSchema;
+                }
                 throw PsException.failedPrecondition("cannot restore checkpoint " + checkpoint.id() + ": "
                         + differentSchema.getMessage() + "; drop the table first");
             }
         }
-        final List<CompletableFuture<Long>> restores = new ArrayList<>();
-        for (final ClusterState.Owner owner : owners) {
-            restores.add(CompletableFuture.supplyAsync(
-                    () -> ShardAdminServiceGrpc.newBlockingStub(channels.channel(owner.address()))
-                            .withDeadlineAfter(callDeadlineMs, TimeUnit.MILLISECONDS)
-                            .restoreCheckpoint(RestoreCheckpointRequest.newBuilder()
-                                    .setCheckpointRoot(store.root().toString())
-                                    .setCheckpointId(checkpoint.id())
-                                    .addAllSlots(owner.slots())
-                                    .build())
-                            .getRowsRestored(),
-                    calls));
-        }
-        long rows = 0;
-        for (int i = 0; i < restores.size(); i++) {
-            rows += await(restores.get(i), "shard " + owners.get(i).shardId());
-        }
+        final List<Long> restored = fanOut.callAll(
+                "restore checkpoint " + checkpoint.id(),
+                targets(owners),
+                (index, channel, deadline) -> ShardAdminServiceGrpc.newBlockingStub(channel)
+                        .withDeadline(deadline)
+                        .restoreCheckpoint(RestoreCheckpointRequest.newBuilder()
+                                .setCheckpointRoot(store.root().toString())
+                                .setCheckpointId(checkpoint.id())
+                                .addAllSlots(owners.get(index).slots())
+                                .build())
+                        .getRowsRestored());
+        final long rows = restored.stream().mapToLong(Long::longValue).sum();
         LOG.info("restored checkpoint {}: {} rows into {} shards", checkpoint.id(), rows, owners.size());
         return new Restored(checkpoint, rows);
     }
 
     record Restored(CheckpointInfo checkpoint, long rows) {}
+
+    private static List<ShardFanOut.Target> targets(final List<ClusterState.Owner> owners) {
+        final List<ShardFanOut.Target> targets = new ArrayList<>();
+        owners.forEach(owner -> targets.add(new ShardFanOut.Target(owner.shardId(), owner.address())));
+        return targets;
+    }
 
     static List<TableSchema> schemasOf(final Manifest manifest) throws IOException {
         final List<TableSchema> schemas = new ArrayList<>();
@@ -176,14 +199,5 @@ final class CheckpointCoordinator {
             schemas.add(TableSchema.parseFrom(entry.schema()));
         }
         return schemas;
-    }
-
-    private static <T> T await(final CompletableFuture<T> future, final String who) throws InterruptedException {
-        try {
-            return future.get();
-        } catch (ExecutionException e) {
-            throw PsException.unavailable(
-                    who + " failed: " + PsException.toStatus(e.getCause()).getStatus());
-        }
     }
 }

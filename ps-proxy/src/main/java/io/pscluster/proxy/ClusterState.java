@@ -2,87 +2,432 @@ package io.pscluster.proxy;
 
 import io.pscluster.proto.v1.HeartbeatRequest;
 import io.pscluster.proto.v1.HeartbeatResponse;
+import io.pscluster.proto.v1.ListShardsResponse;
+import io.pscluster.proto.v1.ProxyStateRecord;
 import io.pscluster.proto.v1.RegisterShardRequest;
 import io.pscluster.proto.v1.RegisterShardResponse;
 import io.pscluster.proto.v1.RestoreDirective;
+import io.pscluster.proto.v1.RestoreReport;
+import io.pscluster.proto.v1.RollbackEvent;
 import io.pscluster.proto.v1.RoutingTable;
 import io.pscluster.proto.v1.ShardInfo;
 import io.pscluster.proto.v1.ShardLoad;
 import io.pscluster.proto.v1.ShardStatus;
 import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.proto.v1.TableStats;
+import io.pscluster.proto.v1.TableTombstone;
 import io.pscluster.wire.PsException;
 import io.pscluster.wire.Slots;
+import java.io.IOException;
+import java.util.ArrayDeque;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Comparator;
+import java.util.HashMap;
 import java.util.HashSet;
+import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
+import java.util.Objects;
+import java.util.Optional;
 import java.util.Set;
 import java.util.function.LongSupplier;
+import java.util.function.Supplier;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * The proxy's view of the cluster: shards and their leases, the slot -> shard assignment with its epoch, and the
- * table catalog. Control-plane traffic is a few calls per second, so one monitor guards it all.
+ * The proxy's view of the cluster: the shard registry with leases, the slot -> shard assignment with its epoch and
+ * per-slot generations, the table catalog with tombstones, restore orders and rollback events. Control-plane traffic
+ * is a few calls per second, so one monitor guards it all.
  *
- * <p>Assignment rules. While no table exists, slots hold no data and are spread evenly over the live shards on
- * every change. Once a table exists the assignment is sticky: a slot only moves when its owner is gone (deregistered
- * or lease lapsed), and then the whole group of slots of that owner goes to one live shard that owns nothing (a new
- * or standby shard), which restores it from the newest complete checkpoint. A shard that restarts with its old id
- * keeps its group and restores it. Rows lost since that checkpoint are reported in the log, never silently.
+ * <p><b>Durable before visible.</b> Every change runs through {@link #change}: the body mutates the state under the
+ * monitor, the epoch grows if the routing table's content changed, then the whole {@link ProxyStateRecord} is saved
+ * (when it differs from the saved one) before the monitor is released and before any answer is built from it. If the
+ * save fails, the state is reloaded from the last saved record and the call fails with UNAVAILABLE: nobody ever saw
+ * the change. Epochs only grow; a slot's generation is the epoch at which its owner got it.
+ *
+ * <p><b>Shards</b> move through named states ({@link ShardState}): a registration makes a shard
+ * {@code registering}, its first heartbeat {@code live}; after a proxy restart every shard of the record is
+ * {@code suspect} (not heard from yet, lease clock started at the restart); {@code draining} while it hands its
+ * slots over; {@code gone} once lease + margin passed since the proxy last <i>received</i> its heartbeat, or it
+ * deregistered. A gone shard that owns nothing is forgotten after {@code forgetAfterMillis}.
+ *
+ * <p><b>Slots</b> are {@link SlotState#OWNED owned}, {@link SlotState#RESTORING restoring} (their owner has an
+ * outstanding restore order for them) or {@link SlotState#ORPHANED orphaned} (no owner, or a gone one). While no table
+ * exists slots hold no rows and are spread evenly over the serving shards on every change. Once a table exists a slot
+ * moves only when orphaned: each lost shard's group goes whole to an idle shard (one that owns nothing) if there is
+ * one, otherwise it is split evenly over the live shards, fewest slots first; every part gets a restore order from the
+ * newest checkpoint and every move a {@link RollbackEvent}.
+ *
+ * <p><b>Restart.</b> For one lease + margin after start (the grace period) no orphaned slot is reassigned: the shards
+ * of the record keep exactly what it says when they heartbeat or re-register. A proxy without a record starts from
+ * the newest checkpoint manifest (if any) and, during the grace, lets re-registering shards claim what they hold (the
+ * highest generation wins a slot), and adopts the tables they report.
  */
 final class ClusterState {
     private static final Logger LOG = LoggerFactory.getLogger(ClusterState.class);
 
-    private final Map<String, ShardRecord> shards = new LinkedHashMap<>();
-    private final String[] owners = new String[Slots.SLOT_COUNT];
-    private final Map<String, TableSchema> tables = new LinkedHashMap<>();
-    private final Map<String, RestoreDirective> pendingRestores = new LinkedHashMap<>();
-    private final LongSupplier nanoClock;
-    private final long leaseNanos;
-    private final String checkpointRoot;
-    private long epoch;
-    private long nextShardNumber;
-    private long latestCheckpointId;
+    /** Rollback events kept for status and routing tables. */
+    static final int MAX_ROLLBACKS = 64;
 
-    private static final class ShardRecord {
-        final String id;
-        String address;
-        long lastHeartbeatNanos;
-        boolean live = true;
-        ShardLoad load = ShardLoad.getDefaultInstance();
-        List<TableStats> tables = List.of();
+    private static final long NO_CLAIM = Long.MIN_VALUE;
 
-        ShardRecord(final String id, final String address, final long now) {
-            this.id = id;
-            this.address = address;
-            this.lastHeartbeatNanos = now;
-        }
-    }
+    /** Settings fixed for the life of the state. */
+    record Settings(long leaseMillis, long leaseMarginMillis, long forgetAfterMillis, String checkpointRoot) {}
+
+    /** What the newest readable checkpoint manifest says, for a proxy that starts without a state record. */
+    record Bootstrap(long checkpointId, long createdMillis, List<TableSchema> tables, String[] owners, long epoch) {}
 
     /** A shard to call and the slots it owns. */
     record Owner(String shardId, String address, List<Integer> slots) {}
 
-    ClusterState(final long leaseMillis, final String checkpointRoot, final LongSupplier nanoClock) {
-        this.leaseNanos = leaseMillis * 1_000_000L;
-        this.checkpointRoot = checkpointRoot;
+    /** A shard's place in its life cycle, as status shows it. */
+    enum ShardState {
+        /** Registered; no heartbeat yet. */
+        REGISTERING,
+        /** Heartbeats arrive within the lease. */
+        LIVE,
+        /** Known from the state record, not heard from since the proxy restarted: it may still hold a lease. */
+        SUSPECT,
+        /** Handing its slots over before it stops. */
+        DRAINING,
+        /** Lease + margin lapsed, or deregistered: its slots may be given to others. */
+        GONE;
+
+        String wireName() {
+            return name().toLowerCase(Locale.ROOT);
+        }
+
+        /** May hold a valid lease, so its slots stay with it. */
+        boolean serving() {
+            return this != GONE;
+        }
+
+        /** The proxy has heard from it in this life and it may take slots. */
+        boolean takesSlots() {
+            return this == REGISTERING || this == LIVE;
+        }
+    }
+
+    /** A slot's condition. */
+    enum SlotState {
+        OWNED,
+        RESTORING,
+        ORPHANED
+    }
+
+    private static final class ShardRecord {
+        final String id;
+        String address;
+        ShardState state;
+        long lastHeardNanos;
+        long goneSinceNanos;
+        ShardLoad load = ShardLoad.getDefaultInstance();
+        List<TableStats> tables = List.of();
+
+        ShardRecord(final String id, final String address, final ShardState state, final long now) {
+            this.id = id;
+            this.address = address;
+            this.state = state;
+            this.lastHeardNanos = now;
+            this.goneSinceNanos = now;
+        }
+
+        ShardRecord copy() {
+            final ShardRecord copy = new ShardRecord(id, address, state, lastHeardNanos);
+            copy.goneSinceNanos = goneSinceNanos;
+            copy.load = load;
+            copy.tables = tables;
+            return copy;
+        }
+
+        void registered(final String newAddress, final long now) {
+            address = newAddress;
+            state = ShardState.REGISTERING;
+            lastHeardNanos = now;
+        }
+
+        void heardFrom(final long now) {
+            lastHeardNanos = now;
+            if (state == ShardState.REGISTERING || state == ShardState.SUSPECT) {
+                state = ShardState.LIVE;
+            }
+        }
+
+        void draining() {
+            state = ShardState.DRAINING;
+        }
+
+        void drainAborted() {
+            if (state == ShardState.DRAINING) {
+                state = ShardState.LIVE;
+            }
+        }
+
+        void gone(final long now) {
+            state = ShardState.GONE;
+            goneSinceNanos = now;
+        }
+
+        ShardInfo info() {
+            return ShardInfo.newBuilder().setShardId(id).setAddress(address).build();
+        }
+    }
+
+    /** What a failed change must put back besides the persisted record. */
+    private record Volatile(
+            Map<String, ShardRecord> shards,
+            Map<Long, RestoreReport> reports,
+            long[] claimedAt,
+            long latestCheckpointCreatedMillis) {}
+
+    private final Settings settings;
+    private final ProxyStateStore store;
+    private final LongSupplier nanoClock;
+    private final LongSupplier wallClock;
+    private final long leaseExpiryNanos;
+    private final long forgetAfterNanos;
+    private final long startNanos;
+    /** No record at start: shards' claims rebuild the assignment during the grace. */
+    private final boolean bootstrapped;
+
+    private final Map<String, ShardRecord> shards = new LinkedHashMap<>();
+    private final String[] owners = new String[Slots.SLOT_COUNT];
+    private final long[] generations = new long[Slots.SLOT_COUNT];
+    /** Bootstrap only: the generation of the claim that holds each slot, {@link #NO_CLAIM} when none. */
+    private final long[] claimedAt = new long[Slots.SLOT_COUNT];
+
+    private final Map<String, TableSchema> tables = new LinkedHashMap<>();
+    private final Map<String, TableTombstone> tombstones = new LinkedHashMap<>();
+    private final Map<Long, RestoreDirective> pendingRestores = new LinkedHashMap<>();
+    private final Map<Long, RestoreReport> restoreReports = new LinkedHashMap<>();
+    private final ArrayDeque<RollbackEvent> rollbacks = new ArrayDeque<>();
+    private long epoch;
+    private long nextShardNumber;
+    private long nextOrderId = 1;
+    private long nextRollbackId = 1;
+    private long rollbacksTotal;
+    private long latestCheckpointId;
+    private long latestCheckpointCreatedMillis;
+    private boolean graceOver;
+    private boolean warnedNoTaker;
+    /** The record the state equals between changes: the last one saved or loaded (or bootstrapped, unsaved). */
+    private ProxyStateRecord baseline;
+
+    private ClusterState(
+            final Settings settings,
+            final ProxyStateStore store,
+            final LongSupplier nanoClock,
+            final LongSupplier wallClock,
+            final boolean bootstrapped) {
+        this.settings = settings;
+        this.store = store;
         this.nanoClock = nanoClock;
+        this.wallClock = wallClock;
+        this.leaseExpiryNanos = (settings.leaseMillis() + settings.leaseMarginMillis()) * 1_000_000L;
+        this.forgetAfterNanos = settings.forgetAfterMillis() * 1_000_000L;
+        this.startNanos = nanoClock.getAsLong();
+        this.bootstrapped = bootstrapped;
+        Arrays.fill(claimedAt, NO_CLAIM);
     }
 
-    /** Starts from a checkpoint: its tables, and its slot groups waiting for shards to adopt them. */
-    synchronized void loadCheckpoint(
-            final long checkpointId, final List<TableSchema> schemas, final String[] slotOwners, final long lastEpoch) {
-        schemas.forEach(schema -> tables.put(schema.getName(), schema));
-        System.arraycopy(slotOwners, 0, owners, 0, owners.length);
-        epoch = lastEpoch + 1;
-        latestCheckpointId = checkpointId;
+    /**
+     * Opens the state: the store's record if it has one (every shard in it suspect, the grace starting now), else
+     * what {@code bootstrap} finds in the newest checkpoint (asked only then), else an empty cluster.
+     *
+     * @throws IOException when the store cannot be read or its record is damaged: the proxy must not start empty.
+     */
+    static ClusterState open(
+            final Settings settings,
+            final ProxyStateStore store,
+            final Supplier<Optional<Bootstrap>> bootstrap,
+            final LongSupplier nanoClock,
+            final LongSupplier wallClock)
+            throws IOException {
+        final Optional<ProxyStateRecord> record = store.load();
+        final ClusterState state = new ClusterState(settings, store, nanoClock, wallClock, record.isEmpty());
+        synchronized (state) {
+            if (record.isPresent()) {
+                state.resume(record.get());
+            } else {
+                state.bootstrap(bootstrap.get());
+            }
+        }
+        return state;
     }
 
-    synchronized void checkpointCommitted(final long checkpointId) {
-        latestCheckpointId = Math.max(latestCheckpointId, checkpointId);
+    private void resume(final ProxyStateRecord record) throws IOException {
+        if (record.getSlotOwnerCount() != Slots.SLOT_COUNT || record.getSlotGenerationCount() != Slots.SLOT_COUNT) {
+            throw new IOException("proxy state in " + store.describe() + " has " + record.getSlotOwnerCount()
+                    + " slot owners and " + record.getSlotGenerationCount() + " generations; this cluster has "
+                    + Slots.SLOT_COUNT + " slots");
+        }
+        applyRecord(record);
+        final long now = nanoClock.getAsLong();
+        for (final ShardInfo info : record.getShardsList()) {
+            shards.put(
+                    info.getShardId(), new ShardRecord(info.getShardId(), info.getAddress(), ShardState.SUSPECT, now));
+        }
+        baseline = record;
+        LOG.info(
+                "resumed from {}: epoch {}, {} shards (suspect until they heartbeat), {} tables, {} restore orders"
+                        + " pending; nothing is reassigned for {} ms",
+                store.describe(),
+                epoch,
+                shards.size(),
+                tables.size(),
+                pendingRestores.size(),
+                settings.leaseMillis() + settings.leaseMarginMillis());
+    }
+
+    private void bootstrap(final Optional<Bootstrap> checkpoint) {
+        if (checkpoint.isPresent()) {
+            final Bootstrap from = checkpoint.get();
+            from.tables().forEach(schema -> tables.put(schema.getName(), schema));
+            epoch = from.epoch() + 1;
+            for (int slot = 0; slot < owners.length; slot++) {
+                owners[slot] = from.owners()[slot];
+                generations[slot] = owners[slot] == null ? 0 : epoch;
+            }
+            latestCheckpointId = from.checkpointId();
+            latestCheckpointCreatedMillis = from.createdMillis();
+            LOG.warn(
+                    "no proxy state in {}: starting from checkpoint {} ({} tables) at epoch {}; shards that"
+                            + " re-register within {} ms keep what they hold",
+                    store.describe(),
+                    from.checkpointId(),
+                    from.tables().size(),
+                    epoch,
+                    settings.leaseMillis() + settings.leaseMarginMillis());
+        } else {
+            LOG.info("no proxy state in {} and no checkpoint: starting an empty cluster", store.describe());
+        }
+        baseline = toRecord();
+    }
+
+    // ---- the change protocol
+
+    /**
+     * Runs {@code body} as one change: if the routing content changed, the epoch grows; then the record is saved.
+     * On any failure (the body's or the save's) the state is put back as it was and the failure is thrown.
+     */
+    private <T> T change(final String what, final Supplier<T> body) {
+        final Volatile before = captureVolatile();
+        final RoutingTable routingBefore = routingContent();
+        try {
+            final T result = body.get();
+            if (!routingContent().equals(routingBefore)) {
+                epoch++;
+            }
+            persist(what);
+            return result;
+        } catch (RuntimeException e) {
+            putBack(before);
+            throw e;
+        }
+    }
+
+    private void persist(final String what) {
+        final ProxyStateRecord record = toRecord();
+        if (record.equals(baseline)) {
+            return;
+        }
+        try {
+            store.save(record);
+        } catch (IOException | RuntimeException e) {
+            LOG.error("{}: cannot save the proxy state to {}; the change is undone", what, store.describe(), e);
+            throw PsException.unavailable(what + ": the proxy cannot save its state to " + store.describe() + " ("
+                    + e.getMessage() + "); nothing changed, try again");
+        }
+        baseline = record;
+    }
+
+    private Volatile captureVolatile() {
+        final Map<String, ShardRecord> copies = new LinkedHashMap<>();
+        shards.forEach((id, record) -> copies.put(id, record.copy()));
+        return new Volatile(
+                copies, new LinkedHashMap<>(restoreReports), claimedAt.clone(), latestCheckpointCreatedMillis);
+    }
+
+    /** Reloads the last saved record and the volatile state from before the failed change. */
+    private void putBack(final Volatile before) {
+        applyRecord(baseline);
+        shards.clear();
+        shards.putAll(before.shards());
+        restoreReports.clear();
+        restoreReports.putAll(before.reports());
+        System.arraycopy(before.claimedAt(), 0, claimedAt, 0, claimedAt.length);
+        latestCheckpointCreatedMillis = before.latestCheckpointCreatedMillis();
+    }
+
+    /** The persisted fields from a record; the shard map is the caller's business. */
+    private void applyRecord(final ProxyStateRecord record) {
+        epoch = record.getEpoch();
+        nextShardNumber = record.getNextShardNumber();
+        for (int slot = 0; slot < owners.length; slot++) {
+            final String owner = slot < record.getSlotOwnerCount() ? record.getSlotOwner(slot) : "";
+            owners[slot] = owner.isEmpty() ? null : owner;
+            generations[slot] = slot < record.getSlotGenerationCount() ? record.getSlotGeneration(slot) : 0;
+        }
+        tables.clear();
+        record.getTablesList().forEach(schema -> tables.put(schema.getName(), schema));
+        tombstones.clear();
+        record.getTombstonesList().forEach(tombstone -> tombstones.put(tombstone.getName(), tombstone));
+        pendingRestores.clear();
+        record.getPendingRestoresList().forEach(order -> pendingRestores.put(order.getOrderId(), order));
+        rollbacks.clear();
+        rollbacks.addAll(record.getRollbacksList());
+        latestCheckpointId = record.getLatestCheckpointId();
+        nextOrderId = Math.max(1, record.getNextOrderId());
+        nextRollbackId = Math.max(1, record.getNextRollbackId());
+        rollbacksTotal = record.getRollbacksTotal();
+    }
+
+    private ProxyStateRecord toRecord() {
+        final ProxyStateRecord.Builder record = ProxyStateRecord.newBuilder()
+                .setEpoch(epoch)
+                .setNextShardNumber(nextShardNumber)
+                .addAllTables(tables.values())
+                .addAllTombstones(tombstones.values())
+                .addAllPendingRestores(pendingRestores.values())
+                .addAllRollbacks(rollbacks)
+                .setLatestCheckpointId(latestCheckpointId)
+                .setNextOrderId(nextOrderId)
+                .setNextRollbackId(nextRollbackId)
+                .setRollbacksTotal(rollbacksTotal);
+        shards.values().forEach(shard -> record.addShards(shard.info()));
+        for (int slot = 0; slot < owners.length; slot++) {
+            record.addSlotOwner(owners[slot] == null ? "" : owners[slot]);
+            record.addSlotGeneration(generations[slot]);
+        }
+        return record.build();
+    }
+
+    // ---- checkpoints
+
+    /** Records a committed checkpoint as the one later restore orders use (an older one committing late does not). */
+    synchronized void checkpointCommitted(final long checkpointId, final long createdMillis) {
+        change("record checkpoint " + checkpointId, () -> {
+            noteCheckpoint(checkpointId, createdMillis);
+            return null;
+        });
+    }
+
+    /** Remembers when the latest checkpoint was taken (not persisted: read back from its manifest at start). */
+    synchronized void checkpointTime(final long checkpointId, final long createdMillis) {
+        if (checkpointId == latestCheckpointId) {
+            latestCheckpointCreatedMillis = createdMillis;
+        }
+    }
+
+    private void noteCheckpoint(final long checkpointId, final long createdMillis) {
+        if (checkpointId > latestCheckpointId) {
+            latestCheckpointId = checkpointId;
+            latestCheckpointCreatedMillis = createdMillis;
+        }
     }
 
     synchronized long latestCheckpointId() {
@@ -92,188 +437,604 @@ final class ClusterState {
     // ---- discovery
 
     synchronized RegisterShardResponse register(final RegisterShardRequest request) {
-        if (request.getAddress().isBlank()) {
+        final long now = nanoClock.getAsLong();
+        final String address = request.getAddress();
+        if (address.isBlank()) {
             throw PsException.invalidArgument("register: address is empty");
         }
-        String id = request.getShardId();
-        if (id.isEmpty()) {
-            do {
-                id = "shard-" + nextShardNumber++;
-            } while (shards.containsKey(id) || ownsAny(id));
-        } else if (!SlotOwners.SHARD_ID.matcher(id).matches()) {
+        final String requested = request.getShardId();
+        if (!requested.isEmpty() && !SlotOwners.SHARD_ID.matcher(requested).matches()) {
             throw PsException.invalidArgument(
-                    "register: shard id '" + id + "' must match " + SlotOwners.SHARD_ID.pattern());
+                    "register: shard id '" + requested + "' must match " + SlotOwners.SHARD_ID.pattern());
         }
-        final ShardRecord existing = shards.get(id);
-        if (existing != null && existing.live && !existing.address.equals(request.getAddress())) {
-            throw PsException.alreadyExists("register: shard id '" + id + "' is live at " + existing.address + "; "
-                    + request.getAddress() + " cannot take it until that lease lapses");
+        if (request.getHeldSlotsCount() != request.getHeldGenerationsCount()) {
+            throw PsException.invalidArgument("register: " + request.getHeldSlotsCount() + " held slots but "
+                    + request.getHeldGenerationsCount() + " generations");
         }
-        final long now = nanoClock.getAsLong();
-        final ShardRecord record = new ShardRecord(id, request.getAddress(), now);
-        shards.put(id, record);
-        LOG.info("shard {} registered at {} (fresh start: {})", id, request.getAddress(), request.getFreshStart());
-        if (request.getFreshStart() && sticky() && ownsAny(id)) {
-            // A restarted shard keeps its slots but lost its rows: they come back from the checkpoint.
-            planRestore(id, slotsOf(id), "shard " + id + " restarted");
+        for (final int slot : request.getHeldSlotsList()) {
+            if (slot < 0 || slot >= Slots.SLOT_COUNT) {
+                throw PsException.invalidArgument(
+                        "register: held slot " + slot + " is outside 0.." + (Slots.SLOT_COUNT - 1));
+            }
         }
-        reconcile();
-        // A registration always changes the routing table: a new shard, a new address, or a lapsed one back.
-        epoch++;
-        final RegisterShardResponse.Builder response = RegisterShardResponse.newBuilder()
+        final ShardRecord existing = requested.isEmpty() ? null : shards.get(requested);
+        if (existing != null && existing.state.serving() && !existing.address.equals(address)) {
+            throw PsException.alreadyExists("register: shard id '" + requested + "' is " + existing.state.wireName()
+                    + " at " + existing.address + "; " + address + " cannot take it until that lease lapses");
+        }
+        final String id =
+                change("register " + (requested.isEmpty() ? "a new shard" : requested) + " at " + address, () -> {
+                    final String assigned = requested.isEmpty() ? newShardId() : requested;
+                    final ShardRecord record = shards.computeIfAbsent(
+                            assigned, key -> new ShardRecord(key, address, ShardState.REGISTERING, now));
+                    record.registered(address, now);
+                    adoptUnknownTables(assigned, request.getTablesList());
+                    if (acceptingClaims(now)) {
+                        applyClaims(assigned, request);
+                    }
+                    if (request.getFreshStart() && sticky() && ownsAny(assigned)) {
+                        // A restarted shard keeps its slots but lost its rows: they come back from the checkpoint.
+                        dropOrdersOf(assigned);
+                        final List<Integer> slots = slotsOf(assigned);
+                        planRestore(
+                                assigned,
+                                slots,
+                                latestCheckpointId,
+                                "shard " + assigned + " restarted without its rows");
+                        appendRollback(
+                                assigned,
+                                List.of(assigned),
+                                slots.size(),
+                                latestCheckpointId,
+                                latestCheckpointCreatedMillis,
+                                false,
+                                "shard " + assigned + " restarted without its rows");
+                    }
+                    reconcile(now);
+                    return assigned;
+                });
+        LOG.info("shard {} registered at {} (fresh start: {})", id, address, request.getFreshStart());
+        return RegisterShardResponse.newBuilder()
                 .setShardId(id)
-                .setCheckpointRoot(checkpointRoot)
+                .setCheckpointRoot(settings.checkpointRoot())
                 .setRouting(routingTable())
-                .addAllTables(tables.values());
-        final RestoreDirective restore = pendingRestores.remove(id);
-        if (restore != null) {
-            response.setRestore(restore);
+                .addAllTables(tables.values())
+                .setLeaseMillis(settings.leaseMillis())
+                .addAllRestoreOrders(ordersOf(id))
+                .build();
+    }
+
+    private String newShardId() {
+        String id;
+        do {
+            id = "shard-" + nextShardNumber++;
+        } while (shards.containsKey(id) || ownsAny(id) || !ordersOf(id).isEmpty());
+        return id;
+    }
+
+    private boolean acceptingClaims(final long now) {
+        return bootstrapped && inGrace(now);
+    }
+
+    /** Bootstrap grace: what a re-registering shard holds wins over the manifest; among claims the newest wins. */
+    private void applyClaims(final String shardId, final RegisterShardRequest request) {
+        epoch = Math.max(epoch, request.getRoutingEpoch());
+        int won = 0;
+        for (int i = 0; i < request.getHeldSlotsCount(); i++) {
+            final int slot = request.getHeldSlots(i);
+            final long generation = request.getHeldGenerations(i);
+            epoch = Math.max(epoch, generation);
+            if (generation > claimedAt[slot]) {
+                claimedAt[slot] = generation;
+                if (!shardId.equals(owners[slot])) {
+                    removeFromOrders(slot);
+                }
+                owners[slot] = shardId;
+                generations[slot] = generation;
+                won++;
+            }
         }
-        return response.build();
+        if (request.getHeldSlotsCount() > 0) {
+            LOG.info(
+                    "shard {} claims {} slots (routing epoch {}); it keeps {} of them",
+                    shardId,
+                    request.getHeldSlotsCount(),
+                    request.getRoutingEpoch(),
+                    won);
+        }
     }
 
     synchronized HeartbeatResponse heartbeat(final HeartbeatRequest request) {
-        final ShardRecord record = shards.get(request.getShardId());
-        if (record == null || !record.live) {
-            throw PsException.notFound("shard '" + request.getShardId() + "' is not registered (or its lease lapsed)");
+        final long now = nanoClock.getAsLong();
+        final String id = request.getShardId();
+        final ShardRecord record = shards.get(id);
+        if (record == null) {
+            throw PsException.notFound("shard '" + id + "' is not registered: register again");
         }
-        record.lastHeartbeatNanos = nanoClock.getAsLong();
-        record.load = request.getLoad();
-        record.tables = request.getTablesList();
-        final HeartbeatResponse.Builder response = HeartbeatResponse.newBuilder();
+        if (record.state == ShardState.GONE) {
+            throw PsException.notFound("shard '" + id + "' is gone (its lease lapsed "
+                    + (now - record.goneSinceNanos) / 1_000_000 + " ms ago, or it deregistered): register again");
+        }
+        change("heartbeat from " + id, () -> {
+            record.heardFrom(now);
+            record.load = request.getLoad();
+            record.tables = request.getTablesList();
+            adoptUnknownTables(id, request.getTablesList());
+            applyReports(id, request.getRestoresList());
+            return null;
+        });
+        final HeartbeatResponse.Builder response =
+                HeartbeatResponse.newBuilder().setLeaseMillis(settings.leaseMillis());
         if (request.getRoutingEpoch() != epoch) {
             response.setRouting(routingTable());
         }
         final Set<String> reported = new HashSet<>();
         for (final TableStats stats : request.getTablesList()) {
             reported.add(stats.getName());
-            if (!tables.containsKey(stats.getName())) {
+            if (!tables.containsKey(stats.getName()) && tombstones.containsKey(stats.getName())) {
                 response.addDroppedTables(stats.getName());
             }
         }
         tables.values().stream()
                 .filter(schema -> !reported.contains(schema.getName()))
                 .forEach(response::addTables);
-        final RestoreDirective restore = pendingRestores.remove(record.id);
-        if (restore != null) {
-            response.setRestore(restore);
-            response.setRouting(routingTable());
-        }
+        response.addAllRestoreOrders(ordersOf(id));
         return response.build();
     }
 
-    synchronized void deregister(final String shardId) {
-        if (shards.remove(shardId) != null) {
-            LOG.info("shard {} deregistered", shardId);
-            pendingRestores.remove(shardId);
-            reconcile();
-            epoch++;
+    private void applyReports(final String shardId, final List<RestoreReport> reports) {
+        for (final RestoreReport report : reports) {
+            final RestoreDirective order = pendingRestores.get(report.getOrderId());
+            if (order == null || !order.getShardId().equals(shardId)) {
+                continue;
+            }
+            if (!report.getDone()) {
+                restoreReports.put(order.getOrderId(), report);
+                continue;
+            }
+            pendingRestores.remove(order.getOrderId());
+            restoreReports.remove(order.getOrderId());
+            if (report.getCheckpointId() != order.getCheckpointId()) {
+                appendRollback(
+                        "",
+                        List.of(shardId),
+                        order.getSlotsCount(),
+                        report.getCheckpointId(),
+                        0,
+                        false,
+                        "restore order " + order.getOrderId() + " on shard " + shardId + " restored checkpoint "
+                                + report.getCheckpointId() + " instead of " + order.getCheckpointId() + ": "
+                                + report.getNote());
+                LOG.warn(
+                        "shard {} restored {} slots from checkpoint {} instead of {}: {}",
+                        shardId,
+                        order.getSlotsCount(),
+                        report.getCheckpointId(),
+                        order.getCheckpointId(),
+                        report.getNote());
+            } else {
+                LOG.info(
+                        "shard {} restored {} slots ({} rows) from checkpoint {}{}",
+                        shardId,
+                        order.getSlotsCount(),
+                        report.getRows(),
+                        report.getCheckpointId(),
+                        report.getNote().isEmpty() ? "" : ": " + report.getNote());
+            }
         }
     }
 
-    /** Marks shards whose lease lapsed as dead and hands their slots on; returns true if anything changed. */
+    synchronized void deregister(final String shardId) {
+        final ShardRecord record = shards.get(shardId);
+        if (record == null || record.state == ShardState.GONE) {
+            return;
+        }
+        final long now = nanoClock.getAsLong();
+        change("deregister " + shardId, () -> {
+            record.gone(now);
+            dropOrdersOf(shardId);
+            reconcile(now);
+            return null;
+        });
+        LOG.info("shard {} deregistered", shardId);
+    }
+
+    /**
+     * The timer's duty: marks shards gone whose last heartbeat was received more than lease + margin ago, forgets
+     * gone shards that own nothing after the forget delay, and hands orphaned slots on once the grace is over.
+     *
+     * @return true if anything changed.
+     */
     synchronized boolean expireLeases() {
         final long now = nanoClock.getAsLong();
-        boolean expired = false;
-        for (final ShardRecord record : shards.values()) {
-            if (record.live && now - record.lastHeartbeatNanos > leaseNanos) {
-                record.live = false;
-                expired = true;
-                LOG.warn(
-                        "shard {} at {} missed its lease ({} ms without a heartbeat)",
-                        record.id,
-                        record.address,
-                        (now - record.lastHeartbeatNanos) / 1_000_000);
-            }
-        }
-        if (expired) {
-            reconcile();
-            epoch++;
-        }
-        return expired;
-    }
-
-    /** Applies the assignment rules; returns true if any slot moved. */
-    private boolean reconcile() {
-        final List<ShardRecord> live = liveShards();
-        if (!sticky()) {
-            boolean moved = false;
-            for (int slot = 0; slot < owners.length; slot++) {
-                final String owner =
-                        live.isEmpty() ? null : live.get((int) ((long) slot * live.size() / owners.length)).id;
-                if (owner == null ? owners[slot] != null : !owner.equals(owners[slot])) {
-                    owners[slot] = owner;
-                    moved = true;
+        return change("lease check", () -> {
+            boolean changed = false;
+            for (final ShardRecord record : shards.values()) {
+                if (record.state.serving() && now - record.lastHeardNanos > leaseExpiryNanos) {
+                    LOG.warn(
+                            "shard {} at {} ({}) missed its lease: {} ms since its last heartbeat arrived",
+                            record.id,
+                            record.address,
+                            record.state.wireName(),
+                            (now - record.lastHeardNanos) / 1_000_000);
+                    record.gone(now);
+                    dropOrdersOf(record.id);
+                    changed = true;
                 }
             }
-            return moved;
+            for (final Iterator<ShardRecord> it = shards.values().iterator(); it.hasNext(); ) {
+                final ShardRecord record = it.next();
+                if (record.state == ShardState.GONE
+                        && now - record.goneSinceNanos >= forgetAfterNanos
+                        && !ownsAny(record.id)) {
+                    LOG.info(
+                            "forgetting shard {}: not live for {} ms and owns nothing",
+                            record.id,
+                            (now - record.goneSinceNanos) / 1_000_000);
+                    it.remove();
+                    changed = true;
+                }
+            }
+            if (!graceOver && !inGrace(now)) {
+                graceOver = true;
+                changed = true;
+            }
+            if (changed) {
+                final RoutingTable before = routingContent();
+                reconcile(now);
+                changed = changed || !before.equals(routingContent());
+            }
+            return changed;
+        });
+    }
+
+    /**
+     * Removes a shard that is not live from the registry; its slots, if any, go to live shards.
+     *
+     * @return false if no shard has that id.
+     * @throws PsException FAILED_PRECONDITION when the shard may still hold a lease.
+     */
+    synchronized boolean forget(final String shardId) {
+        final ShardRecord record = shards.get(shardId);
+        if (record == null) {
+            return false;
+        }
+        if (record.state != ShardState.GONE) {
+            throw PsException.failedPrecondition("shard " + shardId + " is " + record.state.wireName()
+                    + ": only a shard that is gone (lease lapsed or deregistered) can be forgotten");
+        }
+        final long now = nanoClock.getAsLong();
+        change("forget " + shardId, () -> {
+            shards.remove(shardId);
+            dropOrdersOf(shardId);
+            reconcile(now);
+            return null;
+        });
+        LOG.info("shard {} forgotten", shardId);
+        return true;
+    }
+
+    // ---- drain
+
+    /**
+     * Marks a shard draining: it takes no more slots.
+     *
+     * @return true if it owns slots whose rows must be checkpointed before they are handed over.
+     */
+    synchronized boolean beginDrain(final String shardId) {
+        final ShardRecord record = shards.get(shardId);
+        if (record == null) {
+            throw PsException.notFound("drain: shard '" + shardId + "' is not registered");
+        }
+        if (record.state == ShardState.GONE) {
+            throw PsException.failedPrecondition(
+                    "drain: shard " + shardId + " is gone; its slots are handed on" + " as for a lost shard");
+        }
+        record.heardFrom(nanoClock.getAsLong());
+        record.draining();
+        LOG.info("shard {} at {} is draining", shardId, record.address);
+        return sticky() && ownsAny(shardId);
+    }
+
+    /** The drain failed before the hand-over: the shard serves on. */
+    synchronized void drainAborted(final String shardId) {
+        final ShardRecord record = shards.get(shardId);
+        if (record != null) {
+            record.drainAborted();
+        }
+    }
+
+    /**
+     * Hands a draining shard's slots on (idle shard, else split over the live ones) with restore orders from
+     * {@code checkpointId}, which holds all its rows, and a lossless event. With no shard to take them they stay
+     * and are adopted later from that checkpoint.
+     *
+     * @return the number of slots handed over.
+     */
+    synchronized int handOver(final String shardId, final long checkpointId, final long createdMillis) {
+        final ShardRecord record = shards.get(shardId);
+        if (record == null || record.state != ShardState.DRAINING) {
+            throw PsException.failedPrecondition("drain: shard " + shardId + " is "
+                    + (record == null ? "not registered" : record.state.wireName()) + ", no longer draining");
+        }
+        final long now = nanoClock.getAsLong();
+        return change("hand over the slots of " + shardId, () -> {
+            if (checkpointId > 0) {
+                noteCheckpoint(checkpointId, createdMillis);
+            }
+            final List<Integer> slots = slotsOf(shardId);
+            if (!sticky()) {
+                reconcile(now);
+                return slots.size() - slotsOf(shardId).size();
+            }
+            final List<ShardRecord> takers = takers();
+            if (slots.isEmpty() || takers.isEmpty()) {
+                if (!slots.isEmpty()) {
+                    LOG.warn(
+                            "shard {} drained but no other shard is live: its {} slots wait for one, which restores"
+                                    + " them from checkpoint {}",
+                            shardId,
+                            slots.size(),
+                            checkpointId);
+                }
+                return 0;
+            }
+            dropOrdersOf(shardId);
+            distribute(shardId, slots, takers, checkpointId, createdMillis, true, "shard " + shardId + " drained");
+            return slots.size();
+        });
+    }
+
+    // ---- assignment
+
+    private boolean inGrace(final long now) {
+        return now - startNanos < leaseExpiryNanos;
+    }
+
+    /** Tables exist: slots may hold rows, so they only move with a restore. */
+    private boolean sticky() {
+        return !tables.isEmpty();
+    }
+
+    /** Applies the assignment rules (see the class comment). */
+    private void reconcile(final long now) {
+        if (!sticky()) {
+            spreadEvenly();
+            return;
+        }
+        if (inGrace(now)) {
+            return;
         }
         final Map<String, List<Integer>> orphans = new LinkedHashMap<>();
         for (int slot = 0; slot < owners.length; slot++) {
-            final ShardRecord owner = owners[slot] == null ? null : shards.get(owners[slot]);
-            if (owners[slot] != null && (owner == null || !owner.live)) {
-                orphans.computeIfAbsent(owners[slot], id -> new ArrayList<>()).add(slot);
+            if (slotState(slot, Set.of()) == SlotState.ORPHANED) {
+                orphans.computeIfAbsent(owners[slot] == null ? "" : owners[slot], id -> new ArrayList<>())
+                        .add(slot);
             }
         }
-        final List<ShardRecord> idle = new ArrayList<>();
-        for (final ShardRecord record : live) {
-            if (!ownsAny(record.id)) {
-                idle.add(record);
-            }
+        if (orphans.isEmpty()) {
+            warnedNoTaker = false;
+            return;
         }
+        final List<ShardRecord> takers = takers();
+        if (takers.isEmpty()) {
+            if (!warnedNoTaker) {
+                warnedNoTaker = true;
+                LOG.warn(
+                        "{} slot groups of lost shards wait for a live shard to adopt them; requests for them fail",
+                        orphans.size());
+            }
+            return;
+        }
+        warnedNoTaker = false;
         final List<Map.Entry<String, List<Integer>>> groups = new ArrayList<>(orphans.entrySet());
         groups.sort(Comparator.comparingInt((Map.Entry<String, List<Integer>> group) ->
                         group.getValue().size())
                 .reversed());
-        boolean moved = false;
-        for (int i = 0; i < groups.size() && i < idle.size(); i++) {
-            final String heir = idle.get(i).id;
-            final List<Integer> slots = groups.get(i).getValue();
-            slots.forEach(slot -> owners[slot] = heir);
-            planRestore(
-                    heir,
-                    slots,
-                    "shard " + groups.get(i).getKey() + " is gone; shard " + heir + " adopts its " + slots.size()
-                            + " slots");
-            moved = true;
+        for (final Map.Entry<String, List<Integer>> group : groups) {
+            final String from = group.getKey();
+            distribute(
+                    from,
+                    group.getValue(),
+                    takers,
+                    latestCheckpointId,
+                    latestCheckpointCreatedMillis,
+                    false,
+                    from.isEmpty() ? "slots without an owner" : "shard " + from + " is gone");
         }
-        if (groups.size() > idle.size()) {
-            LOG.warn(
-                    "{} slot groups of lost shards wait for a new shard to adopt them; requests for them fail",
-                    groups.size() - idle.size());
-        }
-        return moved;
     }
 
-    private void planRestore(final String shardId, final List<Integer> slots, final String why) {
-        final RestoreDirective.Builder directive = RestoreDirective.newBuilder()
-                .setCheckpointRoot(checkpointRoot)
-                .setCheckpointId(latestCheckpointId)
-                .addAllSlots(slots);
-        if (latestCheckpointId == 0) {
+    /**
+     * Gives a group to an idle taker whole, else splits it evenly over the takers (fewest slots first); each part
+     * gets a restore order from {@code checkpointId}; one event records the move.
+     */
+    private void distribute(
+            final String from,
+            final List<Integer> slots,
+            final List<ShardRecord> takers,
+            final long checkpointId,
+            final long createdMillis,
+            final boolean lossless,
+            final String why) {
+        final Map<String, Integer> counts = new HashMap<>();
+        for (final String owner : owners) {
+            if (owner != null) {
+                counts.merge(owner, 1, Integer::sum);
+            }
+        }
+        final List<String> heirs = new ArrayList<>();
+        final ShardRecord idle = takers.stream()
+                .filter(taker -> !counts.containsKey(taker.id))
+                .findFirst()
+                .orElse(null);
+        final List<List<Integer>> parts = new ArrayList<>();
+        if (idle != null) {
+            heirs.add(idle.id);
+            parts.add(slots);
+        } else {
+            final List<ShardRecord> byLoad = new ArrayList<>(takers);
+            byLoad.sort(Comparator.comparingInt((ShardRecord taker) -> counts.getOrDefault(taker.id, 0))
+                    .thenComparing(taker -> taker.id));
+            final int base = slots.size() / byLoad.size();
+            final int extra = slots.size() % byLoad.size();
+            int next = 0;
+            for (int i = 0; i < byLoad.size(); i++) {
+                final int size = base + (i < extra ? 1 : 0);
+                if (size == 0) {
+                    continue;
+                }
+                heirs.add(byLoad.get(i).id);
+                parts.add(slots.subList(next, next + size));
+                next += size;
+            }
+        }
+        for (int i = 0; i < heirs.size(); i++) {
+            final String heir = heirs.get(i);
+            final List<Integer> part = List.copyOf(parts.get(i));
+            part.forEach(slot -> assign(slot, heir));
+            planRestore(heir, part, checkpointId, why + "; shard " + heir + " adopts " + part.size() + " slots");
+        }
+        appendRollback(from, heirs, slots.size(), checkpointId, createdMillis, lossless, why);
+    }
+
+    private List<ShardRecord> takers() {
+        final List<ShardRecord> takers = new ArrayList<>();
+        for (final ShardRecord record : shards.values()) {
+            if (record.state.takesSlots()) {
+                takers.add(record);
+            }
+        }
+        takers.sort(Comparator.comparing(record -> record.id));
+        return takers;
+    }
+
+    /** No rows exist: every slot goes to the serving shards (not draining), in equal contiguous ranges. */
+    private void spreadEvenly() {
+        final List<String> serving = new ArrayList<>();
+        for (final ShardRecord record : shards.values()) {
+            if (record.state.takesSlots() || record.state == ShardState.SUSPECT) {
+                serving.add(record.id);
+            }
+        }
+        serving.sort(Comparator.naturalOrder());
+        for (int slot = 0; slot < owners.length; slot++) {
+            assign(slot, serving.isEmpty() ? null : serving.get((int) ((long) slot * serving.size() / owners.length)));
+        }
+    }
+
+    /** Gives a slot a new owner; its generation becomes the epoch this change will publish. */
+    private void assign(final int slot, final String owner) {
+        if (!Objects.equals(owners[slot], owner)) {
+            owners[slot] = owner;
+            generations[slot] = owner == null ? 0 : epoch + 1;
+        }
+    }
+
+    private void planRestore(
+            final String shardId, final List<Integer> slots, final long checkpointId, final String why) {
+        final RestoreDirective order = RestoreDirective.newBuilder()
+                .setOrderId(nextOrderId++)
+                .setShardId(shardId)
+                .setCheckpointRoot(settings.checkpointRoot())
+                .setCheckpointId(checkpointId)
+                .addAllSlots(slots)
+                .setReason(why)
+                .build();
+        pendingRestores.put(order.getOrderId(), order);
+        if (checkpointId == 0) {
             LOG.warn(
                     "{}: no checkpoint exists, so those {} slots start empty (their rows are lost)", why, slots.size());
         } else {
             LOG.warn(
-                    "{}: restoring {} slots from checkpoint {}; updates after that checkpoint are rolled back",
+                    "{}: restoring {} slots from checkpoint {} (order {})",
                     why,
                     slots.size(),
-                    latestCheckpointId);
+                    checkpointId,
+                    order.getOrderId());
         }
-        pendingRestores.put(shardId, directive.build());
     }
 
-    /** Tables exist and slots are assigned: rows may live in the slots, so they only move with a restore. */
-    private boolean sticky() {
-        if (tables.isEmpty()) {
-            return false;
+    private void appendRollback(
+            final String from,
+            final List<String> to,
+            final int slotCount,
+            final long checkpointId,
+            final long createdMillis,
+            final boolean lossless,
+            final String why) {
+        rollbacks.addLast(RollbackEvent.newBuilder()
+                .setId(nextRollbackId++)
+                .setAtMillis(wallClock.getAsLong())
+                .setFromShard(from)
+                .addAllToShards(to)
+                .setSlotCount(slotCount)
+                .setCheckpointId(checkpointId)
+                .setCheckpointCreatedMillis(createdMillis)
+                .setLossless(lossless)
+                .setReason(why)
+                .build());
+        while (rollbacks.size() > MAX_ROLLBACKS) {
+            rollbacks.removeFirst();
         }
-        for (final String owner : owners) {
-            if (owner != null) {
+        if (!lossless) {
+            rollbacksTotal++;
+        }
+    }
+
+    private void dropOrdersOf(final String shardId) {
+        pendingRestores.values().removeIf(order -> {
+            if (order.getShardId().equals(shardId)) {
+                restoreReports.remove(order.getOrderId());
                 return true;
             }
+            return false;
+        });
+    }
+
+    /** A slot claimed away from an order's shard is no longer that shard's to restore. */
+    private void removeFromOrders(final int slot) {
+        for (final Iterator<Map.Entry<Long, RestoreDirective>> it =
+                        pendingRestores.entrySet().iterator();
+                it.hasNext(); ) {
+            final Map.Entry<Long, RestoreDirective> entry = it.next();
+            if (entry.getValue().getSlotsList().contains(slot)) {
+                final List<Integer> rest = new ArrayList<>(entry.getValue().getSlotsList());
+                rest.remove(Integer.valueOf(slot));
+                if (rest.isEmpty()) {
+                    it.remove();
+                    restoreReports.remove(entry.getKey());
+                } else {
+                    entry.setValue(entry.getValue().toBuilder()
+                            .clearSlots()
+                            .addAllSlots(rest)
+                            .build());
+                }
+            }
         }
-        return false;
+    }
+
+    private List<RestoreDirective> ordersOf(final String shardId) {
+        final List<RestoreDirective> orders = new ArrayList<>();
+        for (final RestoreDirective order : pendingRestores.values()) {
+            if (order.getShardId().equals(shardId)) {
+                orders.add(order);
+            }
+        }
+        return orders;
+    }
+
+    private Set<Integer> restoringSlots() {
+        final Set<Integer> restoring = new HashSet<>();
+        pendingRestores.values().forEach(order -> restoring.addAll(order.getSlotsList()));
+        return restoring;
+    }
+
+    private SlotState slotState(final int slot, final Set<Integer> restoring) {
+        final ShardRecord owner = owners[slot] == null ? null : shards.get(owners[slot]);
+        if (owner == null || owner.state == ShardState.GONE) {
+            return SlotState.ORPHANED;
+        }
+        return restoring.contains(slot) ? SlotState.RESTORING : SlotState.OWNED;
     }
 
     private boolean ownsAny(final String shardId) {
@@ -295,90 +1056,29 @@ final class ClusterState {
         return slots;
     }
 
-    private List<ShardRecord> liveShards() {
-        final List<ShardRecord> live = new ArrayList<>();
-        for (final ShardRecord record : shards.values()) {
-            if (record.live) {
-                live.add(record);
-            }
-        }
-        live.sort(Comparator.comparing(record -> record.id));
-        return live;
-    }
-
-    // ---- routing
-
-    synchronized long epoch() {
-        return epoch;
-    }
-
-    synchronized RoutingTable routingTable() {
-        final RoutingTable.Builder routing =
-                RoutingTable.newBuilder().setEpoch(epoch).setSlotCount(Slots.SLOT_COUNT);
-        final Map<String, Integer> index = new LinkedHashMap<>();
-        for (final String owner : owners) {
-            final ShardRecord record = owner == null ? null : shards.get(owner);
-            if (record != null && record.live && !index.containsKey(owner)) {
-                index.put(owner, index.size());
-                routing.addShards(ShardInfo.newBuilder().setShardId(owner).setAddress(record.address));
-            }
-        }
-        for (final ShardRecord record : shards.values()) {
-            if (record.live && !index.containsKey(record.id)) {
-                index.put(record.id, index.size());
-                routing.addShards(ShardInfo.newBuilder().setShardId(record.id).setAddress(record.address));
-            }
-        }
-        for (final String owner : owners) {
-            final Integer i = owner == null ? null : index.get(owner);
-            routing.addSlotOwner(i == null ? -1 : i);
-        }
-        return routing.build();
-    }
-
-    synchronized String[] slotOwners() {
-        return owners.clone();
-    }
-
-    /**
-     * The live shards that own slots, for a cluster-wide operation (checkpoint, restore).
-     *
-     * @throws PsException FAILED_PRECONDITION naming the slots no live shard owns: the operation would miss them.
-     */
-    synchronized List<Owner> ownersForClusterOperation(final String operation) {
-        final Map<String, List<Integer>> bySlot = new LinkedHashMap<>();
-        int unowned = 0;
-        String firstMissing = null;
-        for (int slot = 0; slot < owners.length; slot++) {
-            final ShardRecord record = owners[slot] == null ? null : shards.get(owners[slot]);
-            if (record == null || !record.live) {
-                unowned++;
-                if (firstMissing == null) {
-                    firstMissing = "slot " + slot + " (owner " + owners[slot] + ")";
-                }
-            } else {
-                bySlot.computeIfAbsent(record.id, id -> new ArrayList<>()).add(slot);
-            }
-        }
-        if (unowned > 0) {
-            throw PsException.failedPrecondition(operation + " needs every slot on a live shard; " + unowned
-                    + " slots are not, first " + firstMissing);
-        }
-        final List<Owner> result = new ArrayList<>();
-        bySlot.forEach((id, slots) -> result.add(new Owner(id, shards.get(id).address, slots)));
-        return result;
-    }
-
-    synchronized List<String> liveAddresses() {
-        final List<String> addresses = new ArrayList<>();
-        liveShards().forEach(record -> addresses.add(record.address));
-        return addresses;
-    }
-
     // ---- catalog
 
+    /** Adopts tables a shard holds that the catalog does not know and no tombstone names (the state was lost). */
+    private void adoptUnknownTables(final String shardId, final List<TableStats> reported) {
+        for (final TableStats stats : reported) {
+            final String name = stats.getName();
+            if (!stats.hasSchema()
+                    || name.isEmpty()
+                    || !name.equals(stats.getSchema().getName())
+                    || tables.containsKey(name)
+                    || tombstones.containsKey(name)) {
+                continue;
+            }
+            tables.put(name, stats.getSchema());
+            LOG.warn(
+                    "shard {} holds table '{}' that the catalog does not know (was the proxy state lost?): adopting it",
+                    shardId,
+                    name);
+        }
+    }
+
     /**
-     * Adds a table to the catalog; returns false if an identical one is there.
+     * Adds a table to the catalog (clearing a tombstone of that name); returns false if an identical one is there.
      *
      * @throws PsException ALREADY_EXISTS when a table of that name has another schema.
      */
@@ -391,33 +1091,147 @@ final class ClusterState {
             }
             return false;
         }
-        if (liveShards().isEmpty()) {
+        if (shards.values().stream().noneMatch(record -> record.state.serving())) {
             throw PsException.failedPrecondition("no shard is live: start shards before creating tables");
         }
-        tables.put(schema.getName(), schema);
-        return true;
+        return change("create table '" + schema.getName() + "'", () -> {
+            tombstones.remove(schema.getName());
+            tables.put(schema.getName(), schema);
+            return true;
+        });
     }
 
-    /** Removes a table from the catalog; returns false if there was none. */
+    /** Removes a table from the catalog and writes its tombstone; returns false if the catalog did not hold it. */
     synchronized boolean removeTable(final String name) {
-        return tables.remove(name) != null;
+        return change("drop table '" + name + "'", () -> {
+            final boolean held = tables.remove(name) != null;
+            if (held || !tombstones.containsKey(name)) {
+                tombstones.put(
+                        name,
+                        TableTombstone.newBuilder()
+                                .setName(name)
+                                .setDroppedAtMillis(wallClock.getAsLong())
+                                .setEpoch(epoch)
+                                .build());
+            }
+            return held;
+        });
     }
 
     synchronized List<TableSchema> tables() {
         return new ArrayList<>(tables.values());
     }
 
+    // ---- routing
+
+    synchronized long epoch() {
+        return epoch;
+    }
+
+    synchronized RoutingTable routingTable() {
+        return routingContent().toBuilder()
+                .setEpoch(epoch)
+                .addAllRollbacks(rollbacks)
+                .build();
+    }
+
+    /** The routing table without epoch and events: what the epoch versions. */
+    private RoutingTable routingContent() {
+        final RoutingTable.Builder routing = RoutingTable.newBuilder().setSlotCount(Slots.SLOT_COUNT);
+        final Map<String, Integer> index = new LinkedHashMap<>();
+        for (final String owner : owners) {
+            final ShardRecord record = owner == null ? null : shards.get(owner);
+            if (record != null && record.state.serving() && !index.containsKey(owner)) {
+                index.put(owner, index.size());
+                routing.addShards(record.info());
+            }
+        }
+        for (final ShardRecord record : shards.values()) {
+            if (record.state.serving() && !index.containsKey(record.id)) {
+                index.put(record.id, index.size());
+                routing.addShards(record.info());
+            }
+        }
+        for (int slot = 0; slot < owners.length; slot++) {
+            final Integer i = owners[slot] == null ? null : index.get(owners[slot]);
+            routing.addSlotOwner(i == null ? -1 : i);
+            routing.addSlotGeneration(i == null ? 0 : generations[slot]);
+        }
+        return routing.build();
+    }
+
+    synchronized String[] slotOwners() {
+        return owners.clone();
+    }
+
+    /**
+     * The shards that own slots, for a cluster-wide operation (checkpoint, restore).
+     *
+     * @throws PsException FAILED_PRECONDITION naming the slots no serving shard owns, or the restore still under way:
+     *     the operation would miss their rows.
+     */
+    synchronized List<Owner> ownersForClusterOperation(final String operation) {
+        if (!pendingRestores.isEmpty()) {
+            final RestoreDirective first = pendingRestores.values().iterator().next();
+            throw PsException.failedPrecondition(operation + " needs every slot restored; "
+                    + restoringSlots().size() + " slots are still being restored, first order " + first.getOrderId()
+                    + " on shard " + first.getShardId());
+        }
+        final Map<String, List<Integer>> bySlot = new LinkedHashMap<>();
+        int unowned = 0;
+        String firstMissing = null;
+        for (int slot = 0; slot < owners.length; slot++) {
+            if (slotState(slot, Set.of()) == SlotState.ORPHANED) {
+                unowned++;
+                if (firstMissing == null) {
+                    firstMissing = "slot " + slot + " (owner " + owners[slot] + ")";
+                }
+            } else {
+                bySlot.computeIfAbsent(owners[slot], id -> new ArrayList<>()).add(slot);
+            }
+        }
+        if (unowned > 0) {
+            throw PsException.failedPrecondition(operation + " needs every slot on a live shard; " + unowned
+                    + " slots are not, first " + firstMissing);
+        }
+        final List<Owner> result = new ArrayList<>();
+        bySlot.forEach((id, slots) -> result.add(new Owner(id, shards.get(id).address, slots)));
+        return result;
+    }
+
+    /** The shards heard from in this life that take new work (table creation and removal). */
+    synchronized List<ShardFanOut.Target> liveShards() {
+        final List<ShardFanOut.Target> live = new ArrayList<>();
+        for (final ShardRecord record : takers()) {
+            live.add(new ShardFanOut.Target(record.id, record.address));
+        }
+        return live;
+    }
+
+    synchronized List<String> liveAddresses() {
+        final List<String> addresses = new ArrayList<>();
+        liveShards().forEach(target -> addresses.add(target.address()));
+        return addresses;
+    }
+
     // ---- status
 
     synchronized List<ShardStatus> shardStatuses() {
         final long now = nanoClock.getAsLong();
+        final Set<Integer> restoring = new HashSet<>();
         final List<ShardStatus> statuses = new ArrayList<>();
         for (final ShardRecord record : shards.values()) {
+            restoring.clear();
+            ordersOf(record.id).forEach(order -> restoring.addAll(order.getSlotsList()));
+            final List<Integer> owned = slotsOf(record.id);
             statuses.add(ShardStatus.newBuilder()
-                    .setShard(ShardInfo.newBuilder().setShardId(record.id).setAddress(record.address))
-                    .setLive(record.live)
-                    .setSlotsOwned(slotsOf(record.id).size())
-                    .setMillisSinceHeartbeat((now - record.lastHeartbeatNanos) / 1_000_000)
+                    .setShard(record.info())
+                    .setLive(record.state.takesSlots() || record.state == ShardState.DRAINING)
+                    .setState(record.state.wireName())
+                    .setSlotsOwned(owned.size())
+                    .setSlotsRestoring(
+                            (int) owned.stream().filter(restoring::contains).count())
+                    .setMillisSinceHeartbeat((now - record.lastHeardNanos) / 1_000_000)
                     .setLoad(record.load)
                     .addAllTables(record.tables)
                     .build());
@@ -427,12 +1241,32 @@ final class ClusterState {
 
     synchronized int unownedSlots() {
         int unowned = 0;
-        for (final String owner : owners) {
-            final ShardRecord record = owner == null ? null : shards.get(owner);
-            if (record == null || !record.live) {
+        for (int slot = 0; slot < owners.length; slot++) {
+            if (slotState(slot, Set.of()) == SlotState.ORPHANED) {
                 unowned++;
             }
         }
         return unowned;
+    }
+
+    /** Everything {@code psctl status} shows. */
+    synchronized ListShardsResponse status() {
+        final long now = nanoClock.getAsLong();
+        return ListShardsResponse.newBuilder()
+                .setRoutingEpoch(epoch)
+                .addAllShards(shardStatuses())
+                .setUnownedSlots(unownedSlots())
+                .addAllRollbacks(rollbacks)
+                .addAllPendingRestores(pendingRestores.values())
+                .addAllRestoreReports(restoreReports.values())
+                .setRollbacksTotal(rollbacksTotal)
+                .setGraceRemainingMillis(Math.max(0, (leaseExpiryNanos - (now - startNanos)) / 1_000_000))
+                .build();
+    }
+
+    /** The state a shard is in, or null when the registry does not hold it. */
+    synchronized ShardState shardState(final String shardId) {
+        final ShardRecord record = shards.get(shardId);
+        return record == null ? null : record.state;
     }
 }

@@ -1,10 +1,14 @@
 package io.pscluster.proxy;
 
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
 import io.grpc.stub.StreamObserver;
 import io.pscluster.proto.v1.CreateTableRequest;
 import io.pscluster.proto.v1.CreateTableResponse;
 import io.pscluster.proto.v1.DeregisterShardRequest;
 import io.pscluster.proto.v1.DeregisterShardResponse;
+import io.pscluster.proto.v1.DrainShardRequest;
+import io.pscluster.proto.v1.DrainShardResponse;
 import io.pscluster.proto.v1.DropTableRequest;
 import io.pscluster.proto.v1.DropTableResponse;
 import io.pscluster.proto.v1.GetRoutingTableRequest;
@@ -21,36 +25,30 @@ import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.wire.PsException;
 import io.pscluster.wire.TableSchemas;
 import io.pscluster.wire.Unary;
-import java.util.ArrayList;
-import java.util.List;
-import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.ExecutionException;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.TimeUnit;
-import java.util.function.Function;
 
-/** Discovery, routing and the table catalog over gRPC. */
+/**
+ * Discovery, routing and the table catalog over gRPC. Registration, heartbeats and routing answer on the calling
+ * (control) thread from {@link ClusterState} alone; table creation and removal and drains wait on shards, so they run
+ * on {@link LongCalls}' pool and never hold a thread a heartbeat needs.
+ */
 final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
     private final ClusterState state;
-    private final ShardChannels channels;
-    private final ExecutorService calls;
+    private final ShardFanOut fanOut;
+    private final CheckpointCoordinator checkpoints;
+    private final LongCalls longCalls;
     private final long heartbeatIntervalMs;
-    private final long leaseMs;
-    private final long callDeadlineMs;
 
     ProxyGrpcService(
             final ClusterState state,
-            final ShardChannels channels,
-            final ExecutorService calls,
-            final long heartbeatIntervalMs,
-            final long leaseMs,
-            final long callDeadlineMs) {
+            final ShardFanOut fanOut,
+            final CheckpointCoordinator checkpoints,
+            final LongCalls longCalls,
+            final long heartbeatIntervalMs) {
         this.state = state;
-        this.channels = channels;
-        this.calls = calls;
+        this.fanOut = fanOut;
+        this.checkpoints = checkpoints;
+        this.longCalls = longCalls;
         this.heartbeatIntervalMs = heartbeatIntervalMs;
-        this.leaseMs = leaseMs;
-        this.callDeadlineMs = callDeadlineMs;
     }
 
     @Override
@@ -59,7 +57,6 @@ final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
                 out,
                 () -> state.register(request).toBuilder()
                         .setHeartbeatIntervalMillis(heartbeatIntervalMs)
-                        .setLeaseMillis(leaseMs)
                         .build());
     }
 
@@ -87,49 +84,62 @@ final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
                         .build());
     }
 
-    /** Adds the table to the catalog, then creates it on every live shard; later shards get it when they join. */
+    /** Adds the table to the catalog (persisted), then creates it on every live shard; later shards get it later. */
     @Override
     public void createTable(final CreateTableRequest request, final StreamObserver<CreateTableResponse> out) {
-        Unary.respond(out, () -> {
+        longCalls.respond(out, () -> {
             final TableSchema schema = TableSchemas.normalize(request.getSchema());
             final boolean created = state.addTable(schema);
-            onEveryLiveShard(
-                    "create table '" + schema.getName() + "'",
-                    stub -> stub.createTable(
-                            CreateTableRequest.newBuilder().setSchema(schema).build()));
+            final CreateTableRequest onward =
+                    CreateTableRequest.newBuilder().setSchema(schema).build();
+            onEveryLiveShard("create table '" + schema.getName() + "'", (stub, index) -> stub.createTable(onward));
             return CreateTableResponse.newBuilder().setCreated(created).build();
         });
     }
 
-    /** Removes the table from the catalog first (so no heartbeat brings it back), then from every live shard. */
+    /** Tombstones the table first (so no heartbeat brings it back), then drops it from every live shard. */
     @Override
     public void dropTable(final DropTableRequest request, final StreamObserver<DropTableResponse> out) {
-        Unary.respond(out, () -> {
+        longCalls.respond(out, () -> {
             final boolean dropped = state.removeTable(request.getTable());
-            onEveryLiveShard("drop table '" + request.getTable() + "'", stub -> stub.dropTable(request));
+            onEveryLiveShard("drop table '" + request.getTable() + "'", (stub, index) -> stub.dropTable(request));
             return DropTableResponse.newBuilder().setDropped(dropped).build();
         });
     }
 
-    /** Calls every live shard concurrently and waits for all; the first failure names its shard. */
-    private void onEveryLiveShard(final String what, final Function<ShardServiceGrpc.ShardServiceBlockingStub, ?> call)
-            throws InterruptedException {
-        final List<String> addresses = state.liveAddresses();
-        final List<CompletableFuture<?>> calls = new ArrayList<>();
-        for (final String address : addresses) {
-            calls.add(CompletableFuture.supplyAsync(
-                    () -> call.apply(ShardServiceGrpc.newBlockingStub(channels.channel(address))
-                            .withDeadlineAfter(callDeadlineMs, TimeUnit.MILLISECONDS)),
-                    this.calls));
-        }
-        for (int i = 0; i < calls.size(); i++) {
-            try {
-                calls.get(i).get();
-            } catch (ExecutionException e) {
-                throw PsException.unavailable(what + ": shard at " + addresses.get(i) + " failed: "
-                        + PsException.toStatus(e.getCause()).getStatus()
-                        + "; the catalog has the change and the shard follows it on its next heartbeat");
+    @Override
+    public void drainShard(final DrainShardRequest request, final StreamObserver<DrainShardResponse> out) {
+        longCalls.respond(out, () -> {
+            if (request.getShardId().isEmpty()) {
+                throw PsException.invalidArgument("drain: shard_id is empty");
             }
+            final CheckpointCoordinator.Drained drained = checkpoints.drain(request.getShardId());
+            return DrainShardResponse.newBuilder()
+                    .setCheckpointId(drained.checkpointId())
+                    .setSlotsHandedOver(drained.slotsHandedOver())
+                    .build();
+        });
+    }
+
+    @FunctionalInterface
+    private interface ShardCall {
+        Object call(ShardServiceGrpc.ShardServiceBlockingStub stub, int index);
+    }
+
+    /** Calls every live shard at once; a failure keeps the shard's code and says the shard catches up later. */
+    private void onEveryLiveShard(final String what, final ShardCall call) throws InterruptedException {
+        try {
+            fanOut.callAll(
+                    what,
+                    state.liveShards(),
+                    (index, channel, deadline) ->
+                            call.call(ShardServiceGrpc.newBlockingStub(channel).withDeadline(deadline), index));
+        } catch (StatusRuntimeException e) {
+            throw Status.fromCode(e.getStatus().getCode())
+                    .withDescription(e.getStatus().getDescription()
+                            + "; the catalog has the change and the shard follows it on its next heartbeat")
+                    .withCause(e.getCause())
+                    .asRuntimeException();
         }
     }
 

@@ -12,20 +12,26 @@ import io.pscluster.wire.PsException;
 import java.io.IOException;
 import java.net.URI;
 import java.net.URISyntaxException;
+import java.nio.file.Path;
+import java.util.List;
 import java.util.Optional;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
-import java.util.concurrent.ThreadFactory;
 import java.util.concurrent.TimeUnit;
 import org.apache.hadoop.conf.Configuration;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * The proxy process: discovery, routing, the table catalog and checkpoint coordination over gRPC. On start it
- * picks up the newest complete checkpoint under its checkpoint root, so a cluster restarted on the same root comes
- * back with its tables and hands each old shard's slots to a new shard that restores them.
+ * The proxy process: discovery, routing, the table catalog and checkpoint coordination over gRPC. Its state lives in
+ * a {@link ProxyStateStore} (a local file by default) and is saved before any change takes effect; on start it
+ * resumes from that record, or, without one, from the newest checkpoint manifest under its checkpoint root.
+ *
+ * <p>Threads: the gRPC executor is the control pool (registration, heartbeats, deregistration, routing, status),
+ * which only ever waits on the state's monitor and a state save; calls that wait on shards or storage run on the
+ * long-call pool ({@link LongCalls}), whose onward calls run on their own cached pool. So a checkpoint of many
+ * minutes never keeps a heartbeat waiting, which would let a healthy shard's lease lapse.
  */
 public final class ProxyServer implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(ProxyServer.class);
@@ -35,25 +41,43 @@ public final class ProxyServer implements AutoCloseable {
     private final CheckpointCoordinator checkpoints;
     private final ShardChannels channels = new ShardChannels();
     private final HealthStatusManager health = new HealthStatusManager();
-    // Handlers fan out to shards and wait (table creation, checkpoints): a bounded pool, not the event loop.
-    private final ExecutorService handlers = Executors.newFixedThreadPool(8, daemon("ps-proxy-handler"));
-    private final ExecutorService onwardCalls = Executors.newCachedThreadPool(daemon("ps-proxy-call"));
-    private final ScheduledExecutorService timers = Executors.newScheduledThreadPool(2, daemon("ps-proxy-timer"));
+    // Control calls are short (memory and, at most, one fsync): a small bounded pool.
+    private final ExecutorService control = Executors.newFixedThreadPool(4, ThreadFactories.daemon("ps-proxy-control"));
+    // Long calls wait on shards for up to the call deadline; bounded so that a burst queues instead of piling threads.
+    private final ExecutorService longCalls = Executors.newFixedThreadPool(4, ThreadFactories.daemon("ps-proxy-long"));
+    private final ExecutorService onwardCalls = Executors.newCachedThreadPool(ThreadFactories.daemon("ps-proxy-call"));
+    private final ScheduledExecutorService timers =
+            Executors.newScheduledThreadPool(1, ThreadFactories.daemon("ps-proxy-timer"));
+    private final ShardFanOut fanOut;
     private Server server;
     private boolean closed;
 
-    private ProxyServer(final Context context, final CheckpointStore store) {
+    private ProxyServer(final Context context, final CheckpointStore store, final ClusterState state) {
         this.context = context;
-        this.state = new ClusterState(context.leaseMs, store.root().toString(), System::nanoTime);
-        this.checkpoints = new CheckpointCoordinator(state, store, channels, onwardCalls, context.callDeadlineMs);
+        this.state = state;
+        this.fanOut = new ShardFanOut(channels, onwardCalls, context.callDeadlineMs);
+        this.checkpoints = new CheckpointCoordinator(state, store, fanOut);
     }
 
     public static ProxyServer start(final Context context) throws IOException {
         final URI root = context.validate();
         final CheckpointStore store = new CheckpointStore(root, context.hadoopConf);
-        final ProxyServer proxy = new ProxyServer(context, store);
+        final ProxyStateStore stateStore = context.stateStore != null
+                ? context.stateStore
+                : new LocalFileStateStore(stateDir(context.stateDir, store.root()));
+        final ClusterState state = ClusterState.open(
+                new ClusterState.Settings(
+                        context.leaseMs,
+                        context.leaseMarginMs,
+                        context.forgetAfterMs,
+                        store.root().toString()),
+                stateStore,
+                () -> bootstrapFrom(store),
+                System::nanoTime,
+                System::currentTimeMillis);
+        noteLatestCheckpointTime(state, store);
+        final ProxyServer proxy = new ProxyServer(context, store, state);
         try {
-            proxy.resume(store);
             proxy.startServing();
         } catch (IOException | RuntimeException e) {
             try {
@@ -66,41 +90,81 @@ public final class ProxyServer implements AutoCloseable {
         return proxy;
     }
 
-    private void resume(final CheckpointStore store) throws IOException {
-        final Optional<CheckpointInfo> latest = store.latest();
-        if (latest.isEmpty()) {
-            LOG.info("no checkpoint under {}: starting an empty cluster", store.root());
+    /** The state directory: the configured one; else {@code <root>/_proxy-state} for a file:// root, else local. */
+    static Path stateDir(final String configured, final URI checkpointRoot) {
+        if (!configured.isBlank()) {
+            return Path.of(configured);
+        }
+        if ("file".equals(checkpointRoot.getScheme())) {
+            return Path.of(checkpointRoot).resolve("_proxy-state");
+        }
+        return Path.of("ps-proxy-state");
+    }
+
+    /**
+     * The newest checkpoint whose manifest decodes, for a proxy without a state record. Reads manifests only (no row
+     * file), and a failure to read any checkpoint is logged and skipped: it must never stop the proxy from starting.
+     */
+    static Optional<ClusterState.Bootstrap> bootstrapFrom(final CheckpointStore store) {
+        final List<CheckpointInfo> checkpoints;
+        try {
+            checkpoints = store.list();
+        } catch (IOException | RuntimeException e) {
+            LOG.error("cannot list the checkpoints under {}; starting without one", store.root(), e);
+            return Optional.empty();
+        }
+        for (final CheckpointInfo checkpoint : checkpoints) {
+            try {
+                final Manifest manifest = checkpoint.manifest();
+                final String owners = manifest.properties().getOrDefault(CheckpointCoordinator.SLOT_OWNERS, "");
+                final long epoch =
+                        Long.parseLong(manifest.properties().getOrDefault(CheckpointCoordinator.ROUTING_EPOCH, "0"));
+                final ClusterState.Bootstrap bootstrap = new ClusterState.Bootstrap(
+                        checkpoint.id(),
+                        manifest.createdMillis(),
+                        CheckpointCoordinator.schemasOf(manifest),
+                        SlotOwners.decode(owners),
+                        epoch);
+                LOG.info(
+                        "starting from checkpoint {} under {}: {} tables, {} rows",
+                        checkpoint.id(),
+                        store.root(),
+                        manifest.tables().size(),
+                        manifest.totalRows());
+                return Optional.of(bootstrap);
+            } catch (IOException | RuntimeException e) {
+                LOG.warn("skipping checkpoint {} at {}: {}", checkpoint.id(), checkpoint.dir(), e.toString());
+            }
+        }
+        LOG.info("no readable checkpoint under {}", store.root());
+        return Optional.empty();
+    }
+
+    /** Rollback events name the time of their checkpoint; the record keeps only its id. Best effort. */
+    private static void noteLatestCheckpointTime(final ClusterState state, final CheckpointStore store) {
+        final long id = state.latestCheckpointId();
+        if (id == 0) {
             return;
         }
-        final Manifest manifest = latest.get().manifest();
-        final String owners = manifest.properties().getOrDefault(CheckpointCoordinator.SLOT_OWNERS, "");
-        final long epoch = Long.parseLong(manifest.properties().getOrDefault(CheckpointCoordinator.ROUTING_EPOCH, "0"));
-        state.loadCheckpoint(
-                latest.get().id(), CheckpointCoordinator.schemasOf(manifest), SlotOwners.decode(owners), epoch);
-        LOG.info(
-                "resuming from checkpoint {} under {}: {} tables, {} rows; shards that join restore from it",
-                latest.get().id(),
-                store.root(),
-                manifest.tables().size(),
-                manifest.totalRows());
+        try {
+            store.get(id)
+                    .ifPresent(info -> state.checkpointTime(id, info.manifest().createdMillis()));
+        } catch (IOException | RuntimeException e) {
+            LOG.warn("cannot read the manifest of checkpoint {}: {}", id, e.toString());
+        }
     }
 
     private void startServing() throws IOException {
         server = Grpc.newServerBuilderForPort(context.port, InsecureServerCredentials.create())
-                .executor(handlers)
+                .executor(control)
                 .addService(new ProxyGrpcService(
-                        state,
-                        channels,
-                        onwardCalls,
-                        context.heartbeatIntervalMs,
-                        context.leaseMs,
-                        context.callDeadlineMs))
-                .addService(new AdminGrpcService(state, checkpoints))
+                        state, fanOut, checkpoints, new LongCalls(longCalls), context.heartbeatIntervalMs))
+                .addService(new AdminGrpcService(state, checkpoints, new LongCalls(longCalls)))
                 .addService(health.getHealthService())
                 .build()
                 .start();
-        timers.scheduleWithFixedDelay(
-                state::expireLeases, context.heartbeatIntervalMs, context.heartbeatIntervalMs, TimeUnit.MILLISECONDS);
+        final long tick = Math.max(1, Math.min(context.heartbeatIntervalMs, context.leaseMarginMs));
+        timers.scheduleWithFixedDelay(this::checkLeases, tick, tick, TimeUnit.MILLISECONDS);
         if (context.checkpointIntervalMs > 0) {
             timers.scheduleWithFixedDelay(
                     this::periodicCheckpoint,
@@ -113,6 +177,15 @@ public final class ProxyServer implements AutoCloseable {
                 "proxy serving on port {}, checkpoints under {}",
                 server.getPort(),
                 checkpoints.store().root());
+    }
+
+    private void checkLeases() {
+        try {
+            state.expireLeases();
+        } catch (RuntimeException e) {
+            // A failed save undid the change; the next tick tries again.
+            LOG.warn("lease check failed: {}", e.getMessage());
+        }
     }
 
     private void periodicCheckpoint() {
@@ -157,17 +230,10 @@ public final class ProxyServer implements AutoCloseable {
             }
         }
         channels.close();
-        handlers.shutdownNow();
+        control.shutdownNow();
+        longCalls.shutdownNow();
         onwardCalls.shutdownNow();
         LOG.info("proxy stopped");
-    }
-
-    private static ThreadFactory daemon(final String name) {
-        return runnable -> {
-            final Thread thread = new Thread(runnable, name);
-            thread.setDaemon(true);
-            return thread;
-        };
     }
 
     /** Start-up settings, validated once by {@link ProxyServer#start}. */
@@ -178,6 +244,10 @@ public final class ProxyServer implements AutoCloseable {
         private long leaseMs = 5_000;
         private long checkpointIntervalMs;
         private long callDeadlineMs = 120_000;
+        private long leaseMarginMs = 1_000;
+        private long forgetAfterMs = 600_000;
+        private String stateDir = "";
+        private ProxyStateStore stateStore;
         private Configuration hadoopConf = new Configuration();
 
         /** Port to serve on; 0 picks a free one. */
@@ -197,7 +267,10 @@ public final class ProxyServer implements AutoCloseable {
             return this;
         }
 
-        /** A shard that has not heartbeat for this long is dead and its slots go to another shard. */
+        /**
+         * The lease a heartbeat grants a shard: it serves its slots until this long after it sent the heartbeat. The
+         * proxy hands them on only after lease + {@link #leaseMarginMs} without receiving one.
+         */
         public Context leaseMs(final long value) {
             leaseMs = value;
             return this;
@@ -212,6 +285,31 @@ public final class ProxyServer implements AutoCloseable {
         /** Deadline of the proxy's calls to shards (checkpoint writes included). */
         public Context callDeadlineMs(final long value) {
             callDeadlineMs = value;
+            return this;
+        }
+
+        /** Added to the lease before the proxy moves a silent shard's slots: covers clock rate drift and delays. */
+        public Context leaseMarginMs(final long value) {
+            leaseMarginMs = value;
+            return this;
+        }
+
+        /** A local directory for the proxy's state; empty: {@code <root>/_proxy-state} for a file:// root, else
+         * {@code ./ps-proxy-state}. */
+        public Context stateDir(final String value) {
+            stateDir = value == null ? "" : value;
+            return this;
+        }
+
+        /** A shard gone this long that owns nothing leaves the registry (and status). Default 10 minutes. */
+        public Context forgetAfterMs(final long value) {
+            forgetAfterMs = value;
+            return this;
+        }
+
+        /** A state store other than the local file in {@link #stateDir} (a shared store, or a test's). */
+        public Context stateStore(final ProxyStateStore value) {
+            stateStore = value;
             return this;
         }
 
@@ -234,6 +332,12 @@ public final class ProxyServer implements AutoCloseable {
             if (checkpointIntervalMs < 0) {
                 throw new IllegalArgumentException(
                         "checkpointIntervalMs=" + checkpointIntervalMs + " must be >= 0 (0 turns it off)");
+            }
+            if (leaseMarginMs <= 0) {
+                throw new IllegalArgumentException("leaseMarginMs=" + leaseMarginMs + " must be > 0");
+            }
+            if (forgetAfterMs <= 0) {
+                throw new IllegalArgumentException("forgetAfterMs=" + forgetAfterMs + " must be > 0");
             }
             if (callDeadlineMs <= 0) {
                 throw new IllegalArgumentException("callDeadlineMs=" + callDeadlineMs + " must be > 0");

@@ -32,7 +32,7 @@ class ClusterStateCatalogTest extends ClusterStateFixture {
         assertStatus(() -> state.addTable(EMB), Status.Code.FAILED_PRECONDITION);
 
         register("h1:1");
-        advanceMillis(LEASE_MILLIS + 1);
+        advanceMillis(EXPIRY_MILLIS + 1);
         state.expireLeases();
         assertStatus(() -> state.addTable(EMB), Status.Code.FAILED_PRECONDITION);
         assertThat(state.tables()).isEmpty();

@@ -15,25 +15,57 @@ import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.proto.v1.TableStats;
 import io.pscluster.wire.PsException;
 import io.pscluster.wire.TableSchemas;
+import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.util.HashSet;
+import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import org.assertj.core.api.ThrowableAssert.ThrowingCallable;
 
 /**
- * A {@link ClusterState} on a clock the test moves by hand, with helpers to register, heartbeat and read the
- * routing table. Each test class extends it and so starts from an empty cluster per test.
+ * A {@link ClusterState} on a clock the test moves by hand and an in-memory state store, with helpers to register,
+ * heartbeat and read the routing table. Each test class extends it and so starts from an empty cluster per test,
+ * past its start-up grace period (tests of the grace open a state of their own with {@link #open}).
  */
 abstract class ClusterStateFixture {
     static final long LEASE_MILLIS = 3_000;
+    static final long MARGIN_MILLIS = 1_000;
+    /** Lease + margin: how long after the last heartbeat (or the start) the proxy may move a shard's slots. */
+    static final long EXPIRY_MILLIS = LEASE_MILLIS + MARGIN_MILLIS;
+
+    static final long FORGET_MILLIS = 60_000;
     static final String ROOT = "file:///tmp/checkpoints";
     static final TableSchema EMB = schema("emb", 0.5f);
+    static final ClusterState.Settings SETTINGS =
+            new ClusterState.Settings(LEASE_MILLIS, MARGIN_MILLIS, FORGET_MILLIS, ROOT);
 
     /** A clock the test moves by hand, so that leases lapse without waiting. */
     final AtomicLong nanos = new AtomicLong(1_000_000_000L);
 
-    final ClusterState state = new ClusterState(LEASE_MILLIS, ROOT, nanos::get);
+    final MemoryStateStore store = new MemoryStateStore();
+
+    ClusterState state = open(store, Optional.empty());
+
+    ClusterStateFixture() {
+        passGrace();
+    }
+
+    /** Opens a state on the fixture's clock, as a proxy (re)starting on {@code stateStore} does. */
+    ClusterState open(final ProxyStateStore stateStore, final Optional<ClusterState.Bootstrap> bootstrap) {
+        try {
+            return ClusterState.open(SETTINGS, stateStore, () -> bootstrap, nanos::get, () -> 1_700_000_000_000L);
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+
+    /** Moves the clock past the start-up grace of {@link #state} and lets the timer run once. */
+    void passGrace() {
+        advanceMillis(EXPIRY_MILLIS);
+        state.expireLeases();
+    }
 
     static TableSchema schema(final String name, final float learningRate) {
         return TableSchemas.normalize(TableSchema.newBuilder()

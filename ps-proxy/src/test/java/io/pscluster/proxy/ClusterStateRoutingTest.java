@@ -87,7 +87,7 @@ class ClusterStateRoutingTest extends ClusterStateFixture {
         epochs.add(state.epoch());
         state.deregister(b);
         epochs.add(state.epoch());
-        advanceMillis(LEASE_MILLIS + 1);
+        advanceMillis(EXPIRY_MILLIS + 1);
         assertThat(state.expireLeases()).isTrue();
         epochs.add(state.epoch());
 
@@ -133,8 +133,9 @@ class ClusterStateRoutingTest extends ClusterStateFixture {
     @Test
     void shouldRejectAsFailedPreconditionWhenASlotsOwnerIsNotLive() {
         final String a = register("h1:1");
-        register("h2:1");
+        final String b = register("h2:1");
         state.addTable(EMB);
+        state.beginDrain(b); // takes no slots: a's group has nowhere to go
         state.deregister(a);
 
         assertThatThrownBy(() -> state.ownersForClusterOperation("checkpoint"))

@@ -3,15 +3,17 @@ package io.pscluster.proxy;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.grpc.Status;
+import io.pscluster.proto.v1.HeartbeatRequest;
 import io.pscluster.proto.v1.HeartbeatResponse;
 import io.pscluster.proto.v1.RegisterShardResponse;
 import io.pscluster.proto.v1.RestoreDirective;
+import io.pscluster.proto.v1.RestoreReport;
 import io.pscluster.proto.v1.RoutingTable;
 import java.util.HashSet;
 import java.util.Set;
 import org.junit.jupiter.api.Test;
 
-/** Once a table exists slots only move with their whole group, to an idle shard, with a restore. */
+/** Once a table exists slots only move with a restore: whole to an idle shard, else split over the live ones. */
 class ClusterStateStickyAssignmentTest extends ClusterStateFixture {
     private String a;
     private String b;
@@ -26,6 +28,17 @@ class ClusterStateStickyAssignmentTest extends ClusterStateFixture {
         slotsOfB = slotsOf(b);
     }
 
+    private HeartbeatResponse reportDone(final String id, final RestoreDirective order) {
+        return state.heartbeat(HeartbeatRequest.newBuilder()
+                .setShardId(id)
+                .setRoutingEpoch(state.epoch())
+                .addRestores(RestoreReport.newBuilder()
+                        .setOrderId(order.getOrderId())
+                        .setDone(true)
+                        .setCheckpointId(order.getCheckpointId()))
+                .build());
+    }
+
     @Test
     void shouldGiveNoSlotToAShardThatJoinsLater() {
         startTwoShardsWithATable();
@@ -33,7 +46,7 @@ class ClusterStateStickyAssignmentTest extends ClusterStateFixture {
         final RegisterShardResponse response = register("", "h3:1", true);
 
         assertThat(slotsOf(response.getRouting(), response.getShardId())).isEmpty();
-        assertThat(response.hasRestore()).isFalse();
+        assertThat(response.getRestoreOrdersList()).isEmpty();
         assertThat(slotsOf(a)).isEqualTo(slotsOfA);
         assertThat(slotsOf(b)).isEqualTo(slotsOfB);
         assertThat(state.routingTable().getShardsList()).hasSize(3);
@@ -43,8 +56,8 @@ class ClusterStateStickyAssignmentTest extends ClusterStateFixture {
     void shouldHandTheWholeGroupToTheIdleShardWithTheLatestCheckpointWhenAShardDeregisters() {
         startTwoShardsWithATable();
         final String c = register("h3:1");
-        state.checkpointCommitted(7);
-        state.checkpointCommitted(5); // an older one committing late does not win
+        state.checkpointCommitted(7, 70_000);
+        state.checkpointCommitted(5, 50_000); // an older one committing late does not win
         final long epoch = state.epoch();
 
         state.deregister(a);
@@ -52,17 +65,61 @@ class ClusterStateStickyAssignmentTest extends ClusterStateFixture {
         assertThat(state.epoch()).isGreaterThan(epoch);
         assertThat(slotsOf(c)).isEqualTo(slotsOfA);
         assertThat(slotsOf(b)).isEqualTo(slotsOfB);
+        final RoutingTable routing = state.routingTable();
+        slotsOfA.forEach(slot -> assertThat(routing.getSlotGeneration(slot)).isEqualTo(state.epoch()));
         final HeartbeatResponse response = heartbeat(c);
-        final RestoreDirective restore = response.getRestore();
-        assertThat(response.hasRestore()).isTrue();
+        final RestoreDirective restore = response.getRestoreOrders(0);
         assertThat(restore.getCheckpointId()).isEqualTo(7);
         assertThat(restore.getCheckpointRoot()).isEqualTo(ROOT);
+        assertThat(restore.getShardId()).isEqualTo(c);
         assertThat(new HashSet<>(restore.getSlotsList()))
                 .hasSize(restore.getSlotsCount())
                 .isEqualTo(slotsOfA);
-        assertThat(slotsOf(response.getRouting(), c)).isEqualTo(slotsOfA);
-        assertThat(heartbeat(c).hasRestore()).as("delivered once").isFalse();
-        assertThat(heartbeat(b).hasRestore()).isFalse();
+        assertThat(slotsOf(state.routingTable(), c)).isEqualTo(slotsOfA);
+        assertThat(heartbeat(b).getRestoreOrdersList()).isEmpty();
+        assertThat(state.status().getRollbacksList()).singleElement().satisfies(event -> {
+            assertThat(event.getFromShard()).isEqualTo(a);
+            assertThat(event.getToShardsList()).containsExactly(c);
+            assertThat(event.getCheckpointId()).isEqualTo(7);
+            assertThat(event.getCheckpointCreatedMillis()).isEqualTo(70_000);
+            assertThat(event.getSlotCount()).isEqualTo(slotsOfA.size());
+            assertThat(event.getLossless()).isFalse();
+        });
+        assertThat(state.status().getRollbacksTotal()).isEqualTo(1);
+    }
+
+    @Test
+    void shouldRepeatTheRestoreOrderUntilTheShardReportsItDone() {
+        startTwoShardsWithATable();
+        final String c = register("h3:1");
+        state.deregister(a);
+        final RestoreDirective order = heartbeat(c).getRestoreOrders(0);
+
+        assertThat(heartbeat(c).getRestoreOrdersList()).as("repeated").containsExactly(order);
+        assertThat(state.status().getShardsList())
+                .filteredOn(status -> status.getShard().getShardId().equals(c))
+                .singleElement()
+                .satisfies(status -> assertThat(status.getSlotsRestoring()).isEqualTo(slotsOfA.size()));
+        state.heartbeat(HeartbeatRequest.newBuilder()
+                .setShardId(c)
+                .setRoutingEpoch(state.epoch())
+                .addRestores(RestoreReport.newBuilder()
+                        .setOrderId(order.getOrderId())
+                        .setNote("reading: connection reset"))
+                .build());
+        assertThat(state.status().getRestoreReportsList())
+                .singleElement()
+                .satisfies(report -> assertThat(report.getNote()).contains("connection reset"));
+        assertThat(heartbeat(c).getRestoreOrdersList())
+                .as("still repeated while failing")
+                .containsExactly(order);
+
+        assertThat(reportDone(c, order).getRestoreOrdersList()).isEmpty();
+
+        assertThat(heartbeat(c).getRestoreOrdersList()).isEmpty();
+        assertThat(state.status().getPendingRestoresList()).isEmpty();
+        assertThat(state.status().getRestoreReportsList()).isEmpty();
+        assertThat(store.saved().getPendingRestoresList()).isEmpty();
     }
 
     @Test
@@ -72,85 +129,156 @@ class ClusterStateStickyAssignmentTest extends ClusterStateFixture {
 
         state.deregister(a);
 
-        final RestoreDirective restore = heartbeat(c).getRestore();
+        final RestoreDirective restore = heartbeat(c).getRestoreOrders(0);
         assertThat(restore.getCheckpointId()).isZero();
         assertThat(new HashSet<>(restore.getSlotsList())).isEqualTo(slotsOfA);
     }
 
     @Test
-    void shouldHandTheGroupOnWhenTheOwnersLeaseLapses() {
+    void shouldHandTheGroupOnWhenTheOwnersLeaseAndMarginLapse() {
         startTwoShardsWithATable();
         final String c = register("h3:1");
-        state.checkpointCommitted(3);
+        state.checkpointCommitted(3, 30_000);
 
-        advanceMillis(LEASE_MILLIS);
+        advanceMillis(LEASE_MILLIS + 1);
         heartbeat(b);
         heartbeat(c);
-        advanceMillis(1);
+        assertThat(state.expireLeases()).as("past the lease, within the margin").isFalse();
+        assertThat(slotsOf(a)).isEqualTo(slotsOfA);
+        advanceMillis(MARGIN_MILLIS);
         assertThat(state.expireLeases()).isTrue();
 
         assertThat(slotsOf(c)).isEqualTo(slotsOfA);
-        final RestoreDirective restore = heartbeat(c).getRestore();
+        final RestoreDirective restore = heartbeat(c).getRestoreOrders(0);
         assertThat(restore.getCheckpointId()).isEqualTo(3);
         assertThat(new HashSet<>(restore.getSlotsList())).isEqualTo(slotsOfA);
         assertStatus(() -> heartbeat(a), Status.Code.NOT_FOUND);
     }
 
     @Test
-    void shouldLeaveTheGroupUnownedWhenNoIdleShardCanAdoptIt() {
-        startTwoShardsWithATable();
+    void shouldSplitTheGroupAcrossLiveShardsFewestSlotsFirstWhenNoIdleShardExists() {
+        startTwoShardsWithATable(); // a and b own 2048 each
+        final String c = register("h3:1");
+        final String d = register("h4:1");
+        state.deregister(d); // c now idle, d gone
+        assertThat(slotsOf(c)).isEmpty();
+        state.deregister(c);
+        state.checkpointCommitted(9, 90_000);
 
         state.deregister(a);
 
-        assertThat(state.unownedSlots()).isEqualTo(slotsOfA.size());
-        final RoutingTable routing = state.routingTable();
-        slotsOfA.forEach(slot -> assertThat(routing.getSlotOwner(slot)).isEqualTo(-1));
+        assertThat(slotsOf(b)).containsAll(slotsOfA).containsAll(slotsOfB);
+        assertThat(state.unownedSlots()).isZero();
+        assertThat(heartbeat(b).getRestoreOrdersList()).singleElement().satisfies(order -> {
+            assertThat(new HashSet<>(order.getSlotsList())).isEqualTo(slotsOfA);
+            assertThat(order.getCheckpointId()).isEqualTo(9);
+        });
+    }
+
+    @Test
+    void shouldSplitEvenlyOverThreeLiveShardsWhenNoIdleShardExists() {
+        final String s1 = register("h1:1");
+        final String s2 = register("h2:1");
+        final String s3 = register("h3:1");
+        final String s4 = register("h4:1");
+        state.addTable(EMB);
+        final Set<Integer> lost = slotsOf(s1);
+
+        state.deregister(s1);
+
+        int total = 0;
+        for (final String heir : new String[] {s2, s3, s4}) {
+            final Set<Integer> part =
+                    new HashSet<>(heartbeat(heir).getRestoreOrders(0).getSlotsList());
+            assertThat(lost).containsAll(part);
+            assertThat(part.size()).isBetween(lost.size() / 3, lost.size() / 3 + 1);
+            total += part.size();
+        }
+        assertThat(total).isEqualTo(lost.size());
+        assertThat(state.unownedSlots()).isZero();
+        assertThat(state.status().getRollbacksList())
+                .singleElement()
+                .satisfies(event -> assertThat(event.getToShardsList()).containsExactlyInAnyOrder(s2, s3, s4));
+    }
+
+    @Test
+    void shouldPreferTheIdleShardWhenOneExists() {
+        startTwoShardsWithATable();
+        final String c = register("h3:1");
+
+        state.deregister(a);
+
+        assertThat(slotsOf(c)).isEqualTo(slotsOfA);
         assertThat(slotsOf(b)).isEqualTo(slotsOfB);
-        assertThat(heartbeat(b).hasRestore()).isFalse();
+        assertThat(heartbeat(b).getRestoreOrdersList()).isEmpty();
+    }
+
+    @Test
+    void shouldReplanTheRestoreWhenTheShardCarryingItOutDies() {
+        startTwoShardsWithATable();
+        final String c = register("h3:1");
+        final String d = register("h4:1");
+        state.deregister(a);
+        final Set<Integer> adopted = slotsOf(c).isEmpty() ? slotsOf(d) : slotsOf(c);
+        final String first = slotsOf(c).isEmpty() ? d : c;
+        final String other = first.equals(c) ? d : c;
+        final RestoreDirective order = heartbeat(first).getRestoreOrders(0);
+
+        state.deregister(first);
+
+        assertThat(slotsOf(other)).isEqualTo(adopted);
+        final RestoreDirective replanned = heartbeat(other).getRestoreOrders(0);
+        assertThat(replanned.getOrderId()).isNotEqualTo(order.getOrderId());
+        assertThat(new HashSet<>(replanned.getSlotsList())).isEqualTo(slotsOfA);
+        assertThat(state.status().getPendingRestoresList()).containsExactly(replanned);
     }
 
     @Test
     void shouldGiveARestartedShardItsOwnGroupAndARestoreWhenItStartsFresh() {
         startTwoShardsWithATable();
-        state.checkpointCommitted(7);
-        state.deregister(a);
+        state.checkpointCommitted(7, 70_000);
 
-        final RegisterShardResponse response = register(a, "h1:9", true);
+        final RegisterShardResponse response = register(a, "h1:1", true);
 
         assertThat(slotsOf(response.getRouting(), a)).isEqualTo(slotsOfA);
-        assertThat(response.hasRestore()).isTrue();
-        assertThat(response.getRestore().getCheckpointId()).isEqualTo(7);
-        assertThat(new HashSet<>(response.getRestore().getSlotsList())).isEqualTo(slotsOfA);
-        assertThat(heartbeat(a).hasRestore()).as("delivered once").isFalse();
+        assertThat(response.getRestoreOrdersList()).singleElement().satisfies(order -> {
+            assertThat(order.getCheckpointId()).isEqualTo(7);
+            assertThat(new HashSet<>(order.getSlotsList())).isEqualTo(slotsOfA);
+        });
+        assertThat(heartbeat(a).getRestoreOrdersList())
+                .as("repeated until done")
+                .hasSize(1);
         assertThat(state.unownedSlots()).isZero();
     }
 
     @Test
     void shouldGiveARestartedShardItsOwnGroupWithoutARestoreWhenItKeptItsRows() {
         startTwoShardsWithATable();
-        state.checkpointCommitted(7);
-        state.deregister(a);
+        state.checkpointCommitted(7, 70_000);
 
         final RegisterShardResponse response = register(a, "h1:1", false);
 
         assertThat(slotsOf(response.getRouting(), a)).isEqualTo(slotsOfA);
-        assertThat(response.hasRestore()).isFalse();
-        assertThat(heartbeat(a).hasRestore()).isFalse();
+        assertThat(response.getRestoreOrdersList()).isEmpty();
+        assertThat(heartbeat(a).getRestoreOrdersList()).isEmpty();
     }
 
     @Test
-    void shouldGrowTheEpochWhenALapsedShardComesBackToItsSlots() {
+    void shouldGiveALapsedShardItsOwnSlotsBackWithoutARestoreWhenNoShardTookThem() {
         startTwoShardsWithATable();
-        advanceMillis(LEASE_MILLIS);
-        heartbeat(b);
-        advanceMillis(1);
-        state.expireLeases();
+        advanceMillis(EXPIRY_MILLIS + 1);
+        state.expireLeases(); // both gone, nobody to take anything
         final RoutingTable lapsed = state.routingTable();
         slotsOfA.forEach(slot -> assertThat(lapsed.getSlotOwner(slot)).isEqualTo(-1));
 
         final RegisterShardResponse response = register(a, "h1:1", false);
 
-        assertThat(slotsOf(response.getRouting(), a)).isEqualTo(slotsOfA);
+        assertThat(slotsOf(response.getRouting(), a)).containsAll(slotsOfA).containsAll(slotsOfB);
         assertThat(response.getRouting().getEpoch()).isGreaterThan(lapsed.getEpoch());
+        assertThat(response.getRestoreOrdersList())
+                .as("only the lost shard's slots are restored")
+                .singleElement()
+                .satisfies(
+                        order -> assertThat(new HashSet<>(order.getSlotsList())).isEqualTo(slotsOfB));
     }
 }

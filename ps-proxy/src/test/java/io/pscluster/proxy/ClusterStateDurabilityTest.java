@@ -1,0 +1,328 @@
+package io.pscluster.proxy;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.grpc.Status;
+import io.pscluster.proto.v1.HeartbeatRequest;
+import io.pscluster.proto.v1.ProxyStateRecord;
+import io.pscluster.proto.v1.RegisterShardRequest;
+import io.pscluster.proto.v1.RestoreDirective;
+import io.pscluster.proto.v1.RestoreReport;
+import io.pscluster.proto.v1.ShardStatus;
+import io.pscluster.proto.v1.TableStats;
+import io.pscluster.wire.Slots;
+import java.util.List;
+import java.util.Optional;
+import org.junit.jupiter.api.Test;
+
+/** Durable before visible, restart from the record, the grace period, epochs, claims, tombstones, ids, drain. */
+class ClusterStateDurabilityTest extends ClusterStateFixture {
+
+    private ClusterState restart() {
+        state = open(store, Optional.empty());
+        return state;
+    }
+
+    @Test
+    void shouldNotShowTheChangeAndFailUnavailableWhenTheSaveFails() {
+        final String a = register("h1:1");
+        final long epoch = state.epoch();
+        final ProxyStateRecord saved = store.saved();
+        store.failSaves.set(true);
+
+        assertStatus(() -> register("h2:1"), Status.Code.UNAVAILABLE);
+        assertStatus(() -> state.addTable(EMB), Status.Code.UNAVAILABLE);
+        assertStatus(() -> state.deregister(a), Status.Code.UNAVAILABLE);
+
+        assertThat(state.epoch()).isEqualTo(epoch);
+        assertThat(state.liveAddresses()).containsExactly("h1:1");
+        assertThat(state.tables()).isEmpty();
+        assertThat(state.routingTable().getShardsList()).hasSize(1);
+        assertThat(store.saved()).isEqualTo(saved);
+        store.failSaves.set(false);
+        assertThat(register("h2:1")).as("the failed call did not use up an id").isEqualTo("shard-1");
+    }
+
+    @Test
+    void shouldHaveSavedTheChangeWhenTheAnswerIsBuilt() {
+        final String a = register("h1:1");
+        state.addTable(EMB);
+
+        final ProxyStateRecord saved = store.saved();
+        assertThat(saved.getEpoch()).isEqualTo(state.routingTable().getEpoch());
+        assertThat(saved.getShardsList())
+                .extracting(shard -> shard.getShardId())
+                .containsExactly(a);
+        assertThat(saved.getTablesList()).containsExactly(EMB);
+        assertThat(saved.getSlotOwnerList()).hasSize(Slots.SLOT_COUNT).containsOnly(a);
+    }
+
+    @Test
+    void shouldKeepOwnersTablesAndEpochWhenRestartedFromTheRecord() {
+        final String a = register("h1:1");
+        final String b = register("h2:1");
+        state.addTable(EMB);
+        final String[] owners = state.slotOwners();
+        final long epoch = state.epoch();
+
+        restart();
+
+        assertThat(state.epoch()).isEqualTo(epoch);
+        assertThat(state.slotOwners()).containsExactly(owners);
+        assertThat(state.tables()).containsExactly(EMB);
+        assertThat(state.unownedSlots()).isZero();
+        assertThat(state.shardStatuses()).extracting(ShardStatus::getState).containsOnly("suspect");
+        assertThat(heartbeat(a).getLeaseMillis())
+                .as("no forced re-registration")
+                .isEqualTo(LEASE_MILLIS);
+        assertThat(state.shardState(a)).isEqualTo(ClusterState.ShardState.LIVE);
+        assertThat(state.shardState(b)).isEqualTo(ClusterState.ShardState.SUSPECT);
+        assertThat(heartbeat(a).getDroppedTablesList()).isEmpty();
+    }
+
+    @Test
+    void shouldReassignNothingDuringTheGraceEvenWhenANewShardRegisters() {
+        register("h1:1");
+        register("h2:1");
+        state.addTable(EMB);
+        final String[] owners = state.slotOwners();
+        restart();
+
+        final String c = register("h3:1");
+        advanceMillis(EXPIRY_MILLIS - 1);
+        heartbeat(c);
+        state.expireLeases();
+
+        assertThat(state.slotOwners()).containsExactly(owners);
+        assertThat(state.status().getPendingRestoresList()).isEmpty();
+        assertThat(state.status().getGraceRemainingMillis()).isPositive();
+        assertThat(state.status().getRollbacksTotal()).isZero();
+
+        advanceMillis(2);
+        assertThat(state.expireLeases()).isTrue();
+        assertThat(state.status().getGraceRemainingMillis()).isZero();
+        assertThat(slotsOf(c)).hasSize(Slots.SLOT_COUNT);
+        assertThat(state.status().getRollbacksTotal()).isEqualTo(2);
+    }
+
+    @Test
+    void shouldNeverLetTheEpochGoBackWhenRestartedOrBootstrapped() {
+        register("h1:1");
+        state.addTable(EMB);
+        final long before = state.epoch();
+
+        restart();
+        register("h2:1");
+        assertThat(state.epoch()).isGreaterThan(before);
+
+        state = open(
+                new MemoryStateStore(),
+                Optional.of(new ClusterState.Bootstrap(3, 0, List.of(EMB), SlotOwners.decode("x=0-4095"), 40)));
+        assertThat(state.epoch()).isEqualTo(41);
+        state.register(RegisterShardRequest.newBuilder()
+                .setShardId("y")
+                .setAddress("h9:1")
+                .setRoutingEpoch(57)
+                .addHeldSlots(5)
+                .addHeldGenerations(52)
+                .build());
+        assertThat(state.epoch()).as("above what the shard already followed").isGreaterThan(57);
+        assertThat(state.routingTable().getSlotGeneration(5)).isEqualTo(52);
+    }
+
+    @Test
+    void shouldLetTheNewestClaimWinAndAdoptTablesWhenStartedWithoutARecord() {
+        state = open(new MemoryStateStore(), Optional.empty());
+        state.register(RegisterShardRequest.newBuilder()
+                .setShardId("y")
+                .setAddress("h1:1")
+                .setRoutingEpoch(20)
+                .addAllHeldSlots(List.of(0, 1, 2))
+                .addAllHeldGenerations(List.of(10L, 10L, 10L))
+                .addTables(TableStats.newBuilder().setName(EMB.getName()).setSchema(EMB))
+                .build());
+        state.register(RegisterShardRequest.newBuilder()
+                .setShardId("z")
+                .setAddress("h2:1")
+                .setRoutingEpoch(20)
+                .addAllHeldSlots(List.of(1, 2))
+                .addAllHeldGenerations(List.of(15L, 5L))
+                .build());
+
+        final String[] owners = state.slotOwners();
+        assertThat(owners[0]).isEqualTo("y");
+        assertThat(owners[1]).as("newer generation").isEqualTo("z");
+        assertThat(owners[2]).as("older generation loses").isEqualTo("y");
+        assertThat(state.tables()).containsExactly(EMB);
+        assertThat(state.status().getPendingRestoresList()).isEmpty();
+    }
+
+    @Test
+    void shouldAdoptAnUnknownTableButDropATombstonedOneWhenAShardReportsThem() {
+        final String a = register("h1:1");
+        state.addTable(EMB);
+        state.removeTable(EMB.getName());
+        final var other = schema("other", 1f);
+
+        final var response = state.heartbeat(HeartbeatRequest.newBuilder()
+                .setShardId(a)
+                .setRoutingEpoch(state.epoch())
+                .addTables(TableStats.newBuilder().setName(EMB.getName()).setSchema(EMB))
+                .addTables(TableStats.newBuilder().setName("other").setSchema(other))
+                .build());
+
+        assertThat(response.getDroppedTablesList()).containsExactly(EMB.getName());
+        assertThat(state.tables()).containsExactly(other);
+        assertThat(store.saved().getTablesList()).containsExactly(other);
+        assertThat(store.saved().getTombstonesList())
+                .extracting(t -> t.getName())
+                .containsExactly(EMB.getName());
+
+        state.addTable(EMB);
+        assertThat(store.saved().getTombstonesList()).as("created again").isEmpty();
+        assertThat(heartbeat(a).getDroppedTablesList()).isEmpty();
+    }
+
+    @Test
+    void shouldKeepIdsUniqueAcrossRestartsWhenShardsRegisterWithoutOne() {
+        assertThat(register("h1:1")).isEqualTo("shard-0");
+        assertThat(register("h2:1")).isEqualTo("shard-1");
+
+        restart();
+
+        assertThat(register("h3:1")).isEqualTo("shard-2");
+    }
+
+    @Test
+    void shouldChangeNothingWhenARegistrationIsRejected() {
+        register("a", "h1:1", true);
+        state.addTable(EMB);
+        final ProxyStateRecord saved = store.saved();
+        final int saves = store.saves.get();
+        final long epoch = state.epoch();
+
+        assertStatus(() -> register("a", "h2:1", true), Status.Code.ALREADY_EXISTS);
+        assertStatus(
+                () -> state.register(RegisterShardRequest.newBuilder()
+                        .setAddress("h3:1")
+                        .addHeldSlots(1)
+                        .build()),
+                Status.Code.INVALID_ARGUMENT);
+
+        assertThat(store.saves.get()).isEqualTo(saves);
+        assertThat(store.saved()).isEqualTo(saved);
+        assertThat(state.epoch()).isEqualTo(epoch);
+        assertThat(state.liveAddresses()).containsExactly("h1:1");
+        assertThat(register("h4:1")).isEqualTo("shard-0");
+    }
+
+    @Test
+    void shouldForgetAGoneShardThatOwnsNothingAfterTheDelay() {
+        final String a = register("h1:1");
+        final String b = register("h2:1");
+        state.deregister(b);
+        assertStatus(() -> state.forget(a), Status.Code.FAILED_PRECONDITION);
+        assertThat(state.shardStatuses()).hasSize(2);
+
+        advanceMillis(FORGET_MILLIS - 1);
+        heartbeat(a);
+        state.expireLeases();
+        assertThat(state.shardState(b)).isEqualTo(ClusterState.ShardState.GONE);
+        advanceMillis(1);
+        heartbeat(a);
+        state.expireLeases();
+
+        assertThat(state.shardState(b)).isNull();
+        assertThat(store.saved().getShardsList())
+                .extracting(shard -> shard.getShardId())
+                .containsExactly(a);
+    }
+
+    @Test
+    void shouldHandAForgottenShardsSlotsToLiveShardsAtOnce() {
+        final String a = register("h1:1");
+        final String b = register("h2:1");
+        state.addTable(EMB);
+        state.beginDrain(b);
+        state.deregister(a); // nowhere to go: b is draining
+        assertThat(state.unownedSlots()).isEqualTo(2048);
+        final String c = register("h3:1");
+        assertThat(slotsOf(c)).as("the idle newcomer adopts").hasSize(2048);
+
+        assertThat(state.forget(a)).isTrue();
+        assertThat(state.forget("nobody")).isFalse();
+        assertThat(state.shardState(a)).isNull();
+    }
+
+    @Test
+    void shouldHandADrainingShardsSlotsOverWithALosslessEvent() {
+        final String a = register("h1:1");
+        final String b = register("h2:1");
+        state.addTable(EMB);
+        final String c = register("h3:1");
+        final var slotsOfA = slotsOf(a);
+        final long epoch = state.epoch();
+
+        assertThat(state.beginDrain(a)).as("its rows need a checkpoint").isTrue();
+        assertThat(state.handOver(a, 11, 110_000)).isEqualTo(2048);
+
+        assertThat(slotsOf(c)).isEqualTo(slotsOfA);
+        assertThat(slotsOf(b)).hasSize(2048);
+        assertThat(state.epoch()).isGreaterThan(epoch);
+        assertThat(heartbeat(c).getRestoreOrdersList()).singleElement().satisfies(order -> {
+            assertThat(order.getCheckpointId()).isEqualTo(11);
+            assertThat(order.getSlotsCount()).isEqualTo(2048);
+        });
+        assertThat(state.status().getRollbacksList()).singleElement().satisfies(event -> {
+            assertThat(event.getLossless()).isTrue();
+            assertThat(event.getFromShard()).isEqualTo(a);
+            assertThat(event.getCheckpointId()).isEqualTo(11);
+        });
+        assertThat(state.status().getRollbacksTotal())
+                .as("lossless hand-overs are not rollbacks")
+                .isZero();
+        assertThat(state.latestCheckpointId()).isEqualTo(11);
+    }
+
+    @Test
+    void shouldReportTheCheckpointActuallyRestoredWhenTheShardFellBack() {
+        final String a = register("h1:1");
+        register("h2:1");
+        state.addTable(EMB);
+        final String c = register("h3:1");
+        state.checkpointCommitted(7, 70_000);
+        state.deregister(a);
+        final RestoreDirective order = heartbeat(c).getRestoreOrders(0);
+
+        state.heartbeat(HeartbeatRequest.newBuilder()
+                .setShardId(c)
+                .setRoutingEpoch(state.epoch())
+                .addRestores(RestoreReport.newBuilder()
+                        .setOrderId(order.getOrderId())
+                        .setDone(true)
+                        .setCheckpointId(6)
+                        .setNote("checkpoint 7 damaged: crc32c mismatch; restored checkpoint 6"))
+                .build());
+
+        assertThat(state.status().getRollbacksList()).last().satisfies(event -> {
+            assertThat(event.getCheckpointId()).isEqualTo(6);
+            assertThat(event.getReason()).contains("checkpoint 6").contains("damaged");
+        });
+        assertThat(state.status().getRollbacksTotal()).isEqualTo(2);
+        assertThat(state.routingTable().getRollbacksList()).hasSize(2);
+    }
+
+    @Test
+    void shouldKeepOnlyTheNewest64EventsButCountThemAll() {
+        final String a = register("h1:1");
+        state.addTable(EMB);
+        for (int i = 0; i < 70; i++) {
+            register(a, "h1:1", true); // a fresh restart: its rows come back from the checkpoint
+        }
+
+        assertThat(state.status().getRollbacksList()).hasSize(ClusterState.MAX_ROLLBACKS);
+        assertThat(state.status().getRollbacksTotal()).isEqualTo(70);
+        assertThat(state.status().getRollbacks(ClusterState.MAX_ROLLBACKS - 1).getId())
+                .isEqualTo(70);
+    }
+}

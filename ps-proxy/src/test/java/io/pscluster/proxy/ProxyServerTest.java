@@ -1,0 +1,302 @@
+package io.pscluster.proxy;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import io.grpc.Deadline;
+import io.grpc.Grpc;
+import io.grpc.InsecureChannelCredentials;
+import io.grpc.InsecureServerCredentials;
+import io.grpc.ManagedChannel;
+import io.grpc.Server;
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+import io.grpc.stub.StreamObserver;
+import io.pscluster.proto.v1.AdminServiceGrpc;
+import io.pscluster.proto.v1.CreateTableRequest;
+import io.pscluster.proto.v1.CreateTableResponse;
+import io.pscluster.proto.v1.DrainShardRequest;
+import io.pscluster.proto.v1.DrainShardResponse;
+import io.pscluster.proto.v1.HeartbeatRequest;
+import io.pscluster.proto.v1.ListShardsRequest;
+import io.pscluster.proto.v1.ListShardsResponse;
+import io.pscluster.proto.v1.ProxyServiceGrpc;
+import io.pscluster.proto.v1.RegisterShardRequest;
+import io.pscluster.proto.v1.ShardAdminServiceGrpc;
+import io.pscluster.proto.v1.ShardServiceGrpc;
+import io.pscluster.proto.v1.WriteCheckpointRequest;
+import io.pscluster.proto.v1.WriteCheckpointResponse;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicReference;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** The proxy process over real gRPC, with fake shards that answer the proxy's onward calls as a test wants. */
+class ProxyServerTest {
+    @TempDir
+    Path root;
+
+    private final List<AutoCloseable> closeables = new ArrayList<>();
+
+    /** What the fake shards do when the proxy asks them to create a table. */
+    private final AtomicReference<Status> createTableFailure = new AtomicReference<>();
+
+    private final CountDownLatch releaseCreateTable = new CountDownLatch(1);
+    private volatile boolean blockCreateTable;
+    private final AtomicLong lastCreateTableDeadlineMs = new AtomicLong(-1);
+
+    @AfterEach
+    void closeAll() throws Exception {
+        releaseCreateTable.countDown();
+        for (int i = closeables.size() - 1; i >= 0; i--) {
+            closeables.get(i).close();
+        }
+    }
+
+    private ProxyServer.Context context() {
+        return new ProxyServer.Context()
+                .port(0)
+                .checkpointRoot(root.toUri().toString())
+                .heartbeatIntervalMs(200)
+                .leaseMs(2_000)
+                .leaseMarginMs(500)
+                .callDeadlineMs(10_000);
+    }
+
+    private ProxyServer startProxy() throws IOException {
+        final ProxyServer proxy = ProxyServer.start(context());
+        closeables.add(proxy::close);
+        return proxy;
+    }
+
+    private ManagedChannel channel(final int port) {
+        final ManagedChannel channel = Grpc.newChannelBuilder("localhost:" + port, InsecureChannelCredentials.create())
+                .build();
+        closeables.add(() -> {
+            channel.shutdownNow();
+            channel.awaitTermination(5, TimeUnit.SECONDS);
+        });
+        return channel;
+    }
+
+    /** A fake shard: writes empty checkpoints, creates tables as {@link #createTableFailure} says. */
+    private String startFakeShard() throws IOException {
+        final Server server = Grpc.newServerBuilderForPort(0, InsecureServerCredentials.create())
+                .addService(new ShardAdminServiceGrpc.ShardAdminServiceImplBase() {
+                    @Override
+                    public void writeCheckpoint(
+                            final WriteCheckpointRequest request, final StreamObserver<WriteCheckpointResponse> out) {
+                        out.onNext(WriteCheckpointResponse.getDefaultInstance());
+                        out.onCompleted();
+                    }
+                })
+                .addService(new ShardServiceGrpc.ShardServiceImplBase() {
+                    @Override
+                    public void createTable(
+                            final CreateTableRequest request, final StreamObserver<CreateTableResponse> out) {
+                        final Deadline deadline = io.grpc.Context.current().getDeadline();
+                        lastCreateTableDeadlineMs.set(
+                                deadline == null ? Long.MAX_VALUE : deadline.timeRemaining(TimeUnit.MILLISECONDS));
+                        if (blockCreateTable) {
+                            try {
+                                releaseCreateTable.await(30, TimeUnit.SECONDS);
+                            } catch (InterruptedException e) {
+                                Thread.currentThread().interrupt();
+                            }
+                        }
+                        final Status failure = createTableFailure.get();
+                        if (failure != null) {
+                            out.onError(failure.asRuntimeException());
+                            return;
+                        }
+                        out.onNext(CreateTableResponse.newBuilder()
+                                .setCreated(true)
+                                .build());
+                        out.onCompleted();
+                    }
+                })
+                .build()
+                .start();
+        closeables.add(() -> {
+            server.shutdownNow();
+            server.awaitTermination(5, TimeUnit.SECONDS);
+        });
+        return "localhost:" + server.getPort();
+    }
+
+    private static String register(final ProxyServiceGrpc.ProxyServiceBlockingStub proxy, final String address) {
+        final String id = proxy.registerShard(RegisterShardRequest.newBuilder()
+                        .setAddress(address)
+                        .setFreshStart(true)
+                        .build())
+                .getShardId();
+        proxy.heartbeat(HeartbeatRequest.newBuilder().setShardId(id).build());
+        return id;
+    }
+
+    private static CreateTableRequest table(final String name) {
+        return CreateTableRequest.newBuilder()
+                .setSchema(ClusterStateFixture.schema(name, 0.5f))
+                .build();
+    }
+
+    @Test
+    void shouldRefuseToStartNamingTheFileWhenTheStateFileIsDamaged() throws IOException {
+        final Path stateDir = root.resolve("_proxy-state");
+        try (ProxyServer proxy = startProxy()) {
+            final var stub = ProxyServiceGrpc.newBlockingStub(channel(proxy.port()));
+            register(stub, startFakeShard());
+        } catch (InterruptedException e) {
+            throw new AssertionError(e);
+        }
+        final Path file = stateDir.resolve(LocalFileStateStore.FILE_NAME);
+        assertThat(file).exists();
+        final byte[] bytes = Files.readAllBytes(file);
+        bytes[bytes.length / 2] ^= 0x01;
+        Files.write(file, bytes);
+
+        assertThatThrownBy(this::startProxy).isInstanceOf(IOException.class).hasMessageContaining(file.toString());
+    }
+
+    @Test
+    void shouldKeepTablesAndEpochWhenRestartedOnTheSameStateDir() throws Exception {
+        final long epoch;
+        try (ProxyServer proxy = startProxy()) {
+            final var stub = ProxyServiceGrpc.newBlockingStub(channel(proxy.port()));
+            register(stub, startFakeShard());
+            stub.createTable(table("emb"));
+            epoch = stub.getRoutingTable(io.pscluster.proto.v1.GetRoutingTableRequest.getDefaultInstance())
+                    .getRouting()
+                    .getEpoch();
+        }
+
+        final ProxyServer restarted = startProxy();
+        final var stub = ProxyServiceGrpc.newBlockingStub(channel(restarted.port()));
+        assertThat(stub.listTables(io.pscluster.proto.v1.ListTablesRequest.getDefaultInstance())
+                        .getTablesList())
+                .extracting(schema -> schema.getName())
+                .containsExactly("emb");
+        final ListShardsResponse status = AdminServiceGrpc.newBlockingStub(channel(restarted.port()))
+                .listShards(ListShardsRequest.getDefaultInstance());
+        assertThat(status.getRoutingEpoch()).isEqualTo(epoch);
+        assertThat(status.getShards(0).getState()).isEqualTo("suspect");
+        assertThat(status.getGraceRemainingMillis()).isPositive();
+        assertThat(status.getUnownedSlots()).isZero();
+    }
+
+    @Test
+    void shouldHandTheSlotsOverWithALosslessEventWhenAShardDrains() throws Exception {
+        final ProxyServer proxy = startProxy();
+        final var stub = ProxyServiceGrpc.newBlockingStub(channel(proxy.port()));
+        final String a = register(stub, startFakeShard());
+        final String b = register(stub, startFakeShard());
+        stub.createTable(table("emb"));
+
+        final DrainShardResponse drained =
+                stub.drainShard(DrainShardRequest.newBuilder().setShardId(a).build());
+
+        assertThat(drained.getCheckpointId()).isPositive();
+        assertThat(drained.getSlotsHandedOver()).isEqualTo(2048);
+        final ListShardsResponse status = AdminServiceGrpc.newBlockingStub(channel(proxy.port()))
+                .listShards(ListShardsRequest.getDefaultInstance());
+        assertThat(status.getRollbacksList()).singleElement().satisfies(event -> {
+            assertThat(event.getLossless()).isTrue();
+            assertThat(event.getFromShard()).isEqualTo(a);
+            assertThat(event.getToShardsList()).containsExactly(b);
+            assertThat(event.getCheckpointId()).isEqualTo(drained.getCheckpointId());
+        });
+        assertThat(status.getRollbacksTotal()).isZero();
+        assertThat(status.getPendingRestoresList()).singleElement().satisfies(order -> {
+            assertThat(order.getShardId()).isEqualTo(b);
+            assertThat(order.getCheckpointId()).isEqualTo(drained.getCheckpointId());
+        });
+        assertThat(root.resolve(String.format("ckpt-%012d", drained.getCheckpointId()))
+                        .resolve("_MANIFEST"))
+                .exists();
+    }
+
+    @Test
+    void shouldAnswerHeartbeatsWhileEveryLongCallIsWaitingOnShards() throws Exception {
+        final ProxyServer proxy = startProxy();
+        final var stub = ProxyServiceGrpc.newBlockingStub(channel(proxy.port()));
+        final String shard = register(stub, startFakeShard());
+        blockCreateTable = true;
+        final var async = ProxyServiceGrpc.newStub(channel(proxy.port()));
+        for (int i = 0; i < 12; i++) {
+            async.createTable(table("t" + i), new StreamObserver<>() {
+                @Override
+                public void onNext(final CreateTableResponse value) {}
+
+                @Override
+                public void onError(final Throwable t) {}
+
+                @Override
+                public void onCompleted() {}
+            });
+        }
+        org.awaitility.Awaitility.await()
+                .atMost(10, TimeUnit.SECONDS)
+                .until(() -> lastCreateTableDeadlineMs.get() >= 0);
+
+        for (int i = 0; i < 5; i++) {
+            assertThat(stub.withDeadlineAfter(1, TimeUnit.SECONDS)
+                            .heartbeat(HeartbeatRequest.newBuilder()
+                                    .setShardId(shard)
+                                    .build())
+                            .getLeaseMillis())
+                    .isEqualTo(2_000);
+        }
+    }
+
+    @Test
+    void shouldPassTheCallersDeadlineOnWhenItIsShorterThanTheConfiguredOne() throws Exception {
+        final ProxyServer proxy = startProxy();
+        final var stub = ProxyServiceGrpc.newBlockingStub(channel(proxy.port()));
+        register(stub, startFakeShard());
+
+        stub.withDeadlineAfter(3, TimeUnit.SECONDS).createTable(table("emb"));
+
+        assertThat(lastCreateTableDeadlineMs.get()).isBetween(1L, 3_000L);
+    }
+
+    @Test
+    void shouldKeepTheShardsCodeAndNameItsAddressWhenAShardFails() throws Exception {
+        final ProxyServer proxy = startProxy();
+        final var stub = ProxyServiceGrpc.newBlockingStub(channel(proxy.port()));
+        final String address = startFakeShard();
+        final String shard = register(stub, address);
+        createTableFailure.set(Status.RESOURCE_EXHAUSTED.withDescription("no memory for another table"));
+
+        assertThatThrownBy(() -> stub.createTable(table("emb")))
+                .isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
+                    assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.RESOURCE_EXHAUSTED);
+                    assertThat(e.getStatus().getDescription())
+                            .contains(shard)
+                            .contains(address)
+                            .contains("no memory for another table");
+                });
+    }
+
+    @Test
+    void shouldNameTheFieldAndValueWhenTheLeaseMarginIsNotPositive() {
+        assertThatThrownBy(() -> ProxyServer.start(context().leaseMarginMs(0)))
+                .isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("leaseMarginMs=0");
+    }
+
+    @Test
+    void shouldKeepTheStateUnderTheRootWhenTheRootIsALocalDirectory() {
+        assertThat(ProxyServer.stateDir("", root.toUri())).isEqualTo(root.resolve("_proxy-state"));
+        assertThat(ProxyServer.stateDir("", java.net.URI.create("hdfs://nn:8020/ps")))
+                .isEqualTo(Path.of("ps-proxy-state"));
+        assertThat(ProxyServer.stateDir("/var/ps", root.toUri())).isEqualTo(Path.of("/var/ps"));
+    }
+}
