@@ -4,60 +4,105 @@ import io.grpc.ManagedChannel;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.pscluster.proto.v1.DeregisterShardRequest;
+import io.pscluster.proto.v1.DrainShardRequest;
+import io.pscluster.proto.v1.DrainShardResponse;
 import io.pscluster.proto.v1.HeartbeatRequest;
 import io.pscluster.proto.v1.HeartbeatResponse;
 import io.pscluster.proto.v1.ProxyServiceGrpc;
 import io.pscluster.proto.v1.RegisterShardRequest;
 import io.pscluster.proto.v1.RegisterShardResponse;
 import io.pscluster.proto.v1.RestoreDirective;
+import io.pscluster.proto.v1.RestoreReport;
 import io.pscluster.proto.v1.RoutingTable;
 import io.pscluster.proto.v1.ShardLoad;
 import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.wire.Slots;
+import java.io.IOException;
 import java.net.URI;
+import java.util.ArrayList;
 import java.util.BitSet;
+import java.util.HashSet;
 import java.util.List;
-import java.util.concurrent.ExecutorService;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.ConcurrentSkipListMap;
 import java.util.concurrent.Executors;
+import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicInteger;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
  * The shard's side of discovery: registers with the proxy, heartbeats its load, and carries out what the proxy
- * answers (a new routing table, tables to create, slots to restore from a checkpoint). If the proxy forgets the
- * shard (a restarted proxy, a lapsed lease) the next heartbeat re-registers it with its rows still in memory.
+ * answers. If the proxy forgets the shard (a restarted proxy) the next heartbeat re-registers it with its rows still
+ * in memory, claiming what it holds (routing epoch, slots with their generations, tables).
+ *
+ * <p>The lease: before each RegisterShard or Heartbeat call the link notes {@code sent = System.nanoTime()}; on
+ * success it first applies the answer (tables, restore orders, routing), and only then extends the shard's lease to
+ * {@code sent + lease_millis}. The proxy counts the same lease from when it received the call, plus a margin, so the
+ * shard stops serving before the proxy can give its slots to anyone else.
+ *
+ * <p>Restore orders are durable on the proxy and repeated in every answer until reported done. The link keeps every
+ * order it knows by order id: a new one marks its slots restoring at once (before the routing in the same answer is
+ * applied) and is carried out in the background, retried with backoff (0.5 s doubling to 30 s, with jitter) until it
+ * succeeds; a failure never ends the restoring mark. Each heartbeat reports every known order; an order is forgotten
+ * once it is done and the proxy no longer sends it.
+ *
+ * <p>Failures to reach the proxy are logged once per outage (with the proxy's address), and once when it answers
+ * again, not once per heartbeat.
  */
 final class ProxyLink implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(ProxyLink.class);
     private static final long CALL_DEADLINE_MS = 5_000;
+    static final long FIRST_RETRY_MS = 500;
+    static final long MAX_RETRY_MS = 30_000;
 
     private final Shard shard;
     private final ManagedChannel channel;
     private final String address;
+    private final String proxyAddress;
+    private final FaultPoints faults;
     private final ProxyServiceGrpc.ProxyServiceBlockingStub proxy;
     private final ScheduledExecutorService heartbeats;
     // Restores read whole checkpoints; they must not hold up heartbeats.
-    private final ExecutorService restores;
+    private final ScheduledExecutorService restores;
     private final AtomicBoolean refreshQueued = new AtomicBoolean();
+    private final Map<Long, RestoreOrder> orders = new ConcurrentSkipListMap<>();
+    // Calls to the proxy that failed in a row; the first is logged, the rest are not until one succeeds.
+    private final AtomicInteger failedCalls = new AtomicInteger();
     private volatile boolean freshStart = true;
+    private volatile boolean registered;
     private volatile boolean closing;
+    private volatile boolean warnedNoLease;
     private volatile long lastRequests;
     private volatile long lastBeatNanos = System.nanoTime();
     private volatile URI checkpointRoot;
 
-    ProxyLink(final Shard shard, final ManagedChannel channel, final String advertisedAddress) {
+    ProxyLink(
+            final Shard shard,
+            final ManagedChannel channel,
+            final String advertisedAddress,
+            final String proxyAddress,
+            final FaultPoints faults) {
         this.shard = shard;
         this.channel = channel;
         this.address = advertisedAddress;
+        this.proxyAddress = proxyAddress;
+        this.faults = faults;
         this.proxy = ProxyServiceGrpc.newBlockingStub(channel);
         this.heartbeats = Executors.newSingleThreadScheduledExecutor(daemon("ps-heartbeat"));
-        this.restores = Executors.newSingleThreadExecutor(daemon("ps-restore"));
+        this.restores = Executors.newSingleThreadScheduledExecutor(daemon("ps-restore"));
     }
 
-    /** Registers, retrying while the proxy is unreachable, for up to {@code timeoutMs}; then heartbeats. */
+    /**
+     * Registers, retrying while the proxy is unreachable, for up to {@code timeoutMs}; then heartbeats. A refusal
+     * other than UNAVAILABLE (say ALREADY_EXISTS for an id in use) is thrown and leaves the link unregistered, so that
+     * closing it deregisters nobody.
+     */
     void register(final long timeoutMs) throws InterruptedException {
         final long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMs);
         RegisterShardResponse response;
@@ -69,7 +114,6 @@ final class ProxyLink implements AutoCloseable {
                 if (e.getStatus().getCode() != Status.Code.UNAVAILABLE || System.nanoTime() > deadline) {
                     throw e;
                 }
-                LOG.info("proxy not reachable yet ({}); retrying", e.getStatus().getDescription());
                 TimeUnit.MILLISECONDS.sleep(200);
             }
         }
@@ -78,32 +122,51 @@ final class ProxyLink implements AutoCloseable {
     }
 
     private RegisterShardResponse registerOnce() throws InterruptedException {
-        final RegisterShardResponse response = proxy.withDeadlineAfter(CALL_DEADLINE_MS, TimeUnit.MILLISECONDS)
-                .registerShard(RegisterShardRequest.newBuilder()
-                        .setShardId(shard.shardId())
-                        .setAddress(address)
-                        .setFreshStart(freshStart)
-                        .build());
+        final RegisterShardRequest.Builder request = RegisterShardRequest.newBuilder()
+                .setShardId(shard.shardId())
+                .setAddress(address)
+                .setFreshStart(freshStart);
+        if (!freshStart) {
+            // Rows still in memory: claim them, so that a proxy that lost its state keeps them here.
+            final BitSet held = shard.ownedSlots();
+            request.setRoutingEpoch(shard.routingEpoch());
+            for (int slot = held.nextSetBit(0); slot >= 0; slot = held.nextSetBit(slot + 1)) {
+                request.addHeldSlots(slot);
+            }
+            for (final long generation : shard.ownedGenerations()) {
+                request.addHeldGenerations(generation);
+            }
+            request.addAllTables(shard.tableStats());
+        }
+        final long sent = System.nanoTime();
+        final RegisterShardResponse response = call(() ->
+                proxy.withDeadlineAfter(CALL_DEADLINE_MS, TimeUnit.MILLISECONDS).registerShard(request.build()));
+        registered = true;
         shard.assignId(response.getShardId());
         freshStart = false;
         if (!response.getCheckpointRoot().isEmpty()) {
             checkpointRoot = ShardAdminGrpcService.root(response.getCheckpointRoot());
         }
         LOG.info("shard {} registered at {}", response.getShardId(), address);
-        follow(response.getTablesList(), response.hasRestore() ? response.getRestore() : null, response.getRouting());
+        follow(response.getTablesList(), response.getRestoreOrdersList(), response.getRouting());
+        extendLease(sent, response.getLeaseMillis());
         return response;
     }
 
     /** Asks for a heartbeat now, for instance when a client routed with a newer epoch than ours. */
     void refreshSoon() {
         if (refreshQueued.compareAndSet(false, true)) {
-            heartbeats.execute(this::heartbeatQuietly);
+            try {
+                heartbeats.execute(this::heartbeatQuietly);
+            } catch (RejectedExecutionException closed) {
+                // Closing: no more heartbeats.
+            }
         }
     }
 
     private void heartbeatQuietly() {
         refreshQueued.set(false);
-        if (closing) {
+        if (closing || faults.fire(FaultPoints.DROP_HEARTBEATS)) {
             return;
         }
         try {
@@ -113,11 +176,11 @@ final class ProxyLink implements AutoCloseable {
                 if (e.getStatus().getCode() != Status.Code.NOT_FOUND) {
                     throw e;
                 }
-                LOG.warn("proxy does not know shard {}; registering again", shard.shardId());
+                LOG.warn("proxy at {} does not know shard {}; registering again", proxyAddress, shard.shardId());
                 registerOnce();
             }
         } catch (StatusRuntimeException e) {
-            LOG.warn("heartbeat to proxy failed: {}", e.getStatus());
+            // Logged by call(), once per outage.
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         } catch (RuntimeException e) {
@@ -140,43 +203,105 @@ final class ProxyLink implements AutoCloseable {
             rows += table.getRows();
             bytes += table.getBytes();
         }
-        final HeartbeatResponse response = proxy.withDeadlineAfter(CALL_DEADLINE_MS, TimeUnit.MILLISECONDS)
-                .heartbeat(HeartbeatRequest.newBuilder()
-                        .setShardId(shard.shardId())
-                        .setRoutingEpoch(shard.routingEpoch())
-                        .setLoad(ShardLoad.newBuilder()
-                                .setRows(rows)
-                                .setBytes(bytes)
-                                .setRequestsPerSecond(rate)
-                                .setApplyQueueDepth(shard.applyQueueDepth())
-                                .setHeapUsedBytes(runtime.totalMemory() - runtime.freeMemory())
-                                .setHeapMaxBytes(runtime.maxMemory()))
-                        .addAllTables(stats)
-                        .build());
+        final HeartbeatRequest request = HeartbeatRequest.newBuilder()
+                .setShardId(shard.shardId())
+                .setRoutingEpoch(shard.routingEpoch())
+                .setLoad(ShardLoad.newBuilder()
+                        .setRows(rows)
+                        .setBytes(bytes)
+                        .setRequestsPerSecond(rate)
+                        .setApplyQueueDepth(shard.applyQueueDepth())
+                        .setHeapUsedBytes(runtime.totalMemory() - runtime.freeMemory())
+                        .setHeapMaxBytes(runtime.maxMemory()))
+                .addAllTables(stats)
+                .addAllRestores(restoreReports())
+                .build();
+        final long sent = System.nanoTime();
+        final HeartbeatResponse response = call(() ->
+                proxy.withDeadlineAfter(CALL_DEADLINE_MS, TimeUnit.MILLISECONDS).heartbeat(request));
         for (final String dropped : response.getDroppedTablesList()) {
             if (shard.dropTable(dropped)) {
-                LOG.info("shard {} dropped table {}: the proxy's catalog no longer holds it", shard.shardId(), dropped);
+                LOG.info("shard {} dropped table {}: the proxy holds a tombstone for it", shard.shardId(), dropped);
             }
         }
         follow(
                 response.getTablesList(),
-                response.hasRestore() ? response.getRestore() : null,
+                response.getRestoreOrdersList(),
                 response.hasRouting() ? response.getRouting() : null);
+        extendLease(sent, response.getLeaseMillis());
+    }
+
+    /** Makes a call to the proxy, logging the first failure of an outage and the recovery. */
+    private <T> T call(final java.util.function.Supplier<T> rpc) {
+        final T answer;
+        try {
+            answer = rpc.get();
+        } catch (StatusRuntimeException e) {
+            final Status.Code code = e.getStatus().getCode();
+            if (code == Status.Code.NOT_FOUND) {
+                // An answer (the proxy forgot this shard): the caller registers again.
+                throw e;
+            }
+            if (failedCalls.getAndIncrement() == 0) {
+                if (code == Status.Code.UNAVAILABLE || code == Status.Code.DEADLINE_EXCEEDED) {
+                    LOG.warn("cannot reach the proxy at {}: {}", proxyAddress, describe(e.getStatus()));
+                } else {
+                    LOG.warn(
+                            "the proxy at {} refused shard {}: {}",
+                            proxyAddress,
+                            shard.shardId(),
+                            describe(e.getStatus()));
+                }
+            }
+            throw e;
+        }
+        final int failed = failedCalls.getAndSet(0);
+        if (failed > 0) {
+            LOG.info("proxy at {} reachable again after {} failed heartbeats", proxyAddress, failed);
+        }
+        return answer;
+    }
+
+    static String describe(final Status status) {
+        final StringBuilder text = new StringBuilder(status.getCode().toString());
+        if (status.getDescription() != null) {
+            text.append(": ").append(status.getDescription());
+        }
+        if (status.getCause() != null && status.getCause().getMessage() != null) {
+            text.append(" (").append(status.getCause().getMessage()).append(')');
+        }
+        return text.toString();
+    }
+
+    private void extendLease(final long sent, final long leaseMillis) {
+        if (leaseMillis <= 0) {
+            if (!warnedNoLease) {
+                warnedNoLease = true;
+                LOG.warn(
+                        "proxy at {} granted shard {} no lease (lease_millis={}): it refuses requests until one is",
+                        proxyAddress,
+                        shard.shardId(),
+                        leaseMillis);
+            }
+            return;
+        }
+        shard.grantLeaseUntil(sent + TimeUnit.MILLISECONDS.toNanos(leaseMillis));
     }
 
     /**
-     * Carries out the proxy's answer in the order that keeps requests safe: tables first, then the slots to
-     * restore are marked (refused until loaded) before the routing table that hands them over is applied.
+     * Carries out the proxy's answer in the order that keeps requests safe: tables first, then the slots of new
+     * restore orders are marked (refused until loaded) before the routing table that hands them over is applied.
+     * The caller extends the lease only after this returns.
      */
-    private void follow(final List<TableSchema> tables, final RestoreDirective restore, final RoutingTable routing)
+    private void follow(
+            final List<TableSchema> tables, final List<RestoreDirective> restoreOrders, final RoutingTable routing)
             throws InterruptedException {
         createTables(tables);
-        if (restore != null) {
-            startRestore(restore);
-        }
+        acceptOrders(restoreOrders);
         if (routing != null) {
             shard.applyRouting(routing);
         }
+        forgetDoneOrders(restoreOrders);
     }
 
     private void createTables(final List<TableSchema> schemas) throws InterruptedException {
@@ -189,41 +314,111 @@ final class ProxyLink implements AutoCloseable {
         }
     }
 
-    /** Marks the slots restoring at once (so no request touches them), then loads them in the background. */
-    private void startRestore(final RestoreDirective directive) {
-        final BitSet slots = new BitSet(Slots.SLOT_COUNT);
-        directive.getSlotsList().forEach(slots::set);
-        if (directive.getCheckpointId() == 0) {
-            LOG.warn(
-                    "shard {} takes {} slots with no checkpoint to restore them from: they start empty",
+    /** Marks the slots of every order not seen before restoring at once, then loads them in the background. */
+    private void acceptOrders(final List<RestoreDirective> directives) {
+        for (final RestoreDirective directive : directives) {
+            if (orders.containsKey(directive.getOrderId())) {
+                continue;
+            }
+            final RestoreOrder order = new RestoreOrder(directive);
+            shard.markRestoring(order.slots);
+            orders.put(directive.getOrderId(), order);
+            LOG.info(
+                    "shard {} takes restore order {}: {} slots from checkpoint {} ({})",
                     shard.shardId(),
-                    slots.cardinality());
+                    directive.getOrderId(),
+                    order.slots.cardinality(),
+                    directive.getCheckpointId(),
+                    directive.getReason());
+            schedule(order, 0);
+        }
+    }
+
+    private void forgetDoneOrders(final List<RestoreDirective> stillSent) {
+        final Set<Long> sent = new HashSet<>();
+        stillSent.forEach(directive -> sent.add(directive.getOrderId()));
+        orders.values().removeIf(order -> order.isDone() && !sent.contains(order.directive.getOrderId()));
+    }
+
+    private void schedule(final RestoreOrder order, final long delayMs) {
+        try {
+            restores.schedule(() -> attempt(order), delayMs, TimeUnit.MILLISECONDS);
+        } catch (RejectedExecutionException closed) {
+            // Closing: the order is not carried out here.
+        }
+    }
+
+    private void attempt(final RestoreOrder order) {
+        if (closing) {
             return;
         }
-        final URI root = ShardAdminGrpcService.root(directive.getCheckpointRoot());
-        shard.markRestoring(slots);
-        restores.execute(() -> {
-            try {
-                shard.restore(root, directive.getCheckpointId(), slots);
-            } catch (Exception e) {
-                LOG.error(
-                        "shard {} failed to restore {} slots from checkpoint {} under {}",
-                        shard.shardId(),
-                        slots.cardinality(),
-                        directive.getCheckpointId(),
-                        root,
-                        e);
+        final RestoreDirective directive = order.directive;
+        try {
+            if (faults.fire(FaultPoints.FAIL_RESTORE)) {
+                throw new IOException("injected fault " + FaultPoints.FAIL_RESTORE);
             }
-        });
+            final URI root = directive.getCheckpointId() == 0 ? null : rootOf(directive);
+            final Shard.RestoreOutcome outcome = shard.restoreOrder(root, directive.getCheckpointId(), order.slots);
+            order.succeeded(outcome);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        } catch (Exception e) {
+            final long delay = order.failed(e);
+            if (order.attempts == 1) {
+                LOG.warn(
+                        "shard {} failed to restore order {} ({} slots from checkpoint {}): {}; retrying until done",
+                        shard.shardId(),
+                        directive.getOrderId(),
+                        order.slots.cardinality(),
+                        directive.getCheckpointId(),
+                        e.toString());
+            }
+            schedule(order, delay);
+        }
+    }
+
+    private URI rootOf(final RestoreDirective directive) throws IOException {
+        if (!directive.getCheckpointRoot().isEmpty()) {
+            return ShardAdminGrpcService.root(directive.getCheckpointRoot());
+        }
+        final URI root = checkpointRoot;
+        if (root == null) {
+            throw new IOException("restore order " + directive.getOrderId() + " names no checkpoint root");
+        }
+        return root;
+    }
+
+    /** A report on every order the link knows, for the next heartbeat. */
+    List<RestoreReport> restoreReports() {
+        final List<RestoreReport> reports = new ArrayList<>(orders.size());
+        for (final RestoreOrder order : orders.values()) {
+            reports.add(order.report());
+        }
+        return reports;
     }
 
     URI checkpointRoot() {
         return checkpointRoot;
     }
 
+    boolean registered() {
+        return registered;
+    }
+
     /**
-     * Stops heartbeating (so a leaving shard never re-registers), then tells the proxy this shard is leaving, so its
-     * slots can be taken over without waiting for the lease to lapse.
+     * Asks the proxy to hand this shard's slots over (it checkpoints them, then gives them to other shards). The
+     * shard must already refuse requests and have applied every accepted push.
+     */
+    DrainShardResponse drain(final long timeoutMs) {
+        return proxy.withDeadlineAfter(timeoutMs, TimeUnit.MILLISECONDS)
+                .drainShard(DrainShardRequest.newBuilder()
+                        .setShardId(shard.shardId())
+                        .build());
+    }
+
+    /**
+     * Stops heartbeating (so a leaving shard never re-registers), then, if this shard registered, tells the proxy it
+     * is leaving. A shard whose registration was refused deregisters nobody: its id may be another shard's.
      */
     @Override
     public void close() throws InterruptedException {
@@ -231,13 +426,19 @@ final class ProxyLink implements AutoCloseable {
         heartbeats.shutdownNow();
         restores.shutdownNow();
         heartbeats.awaitTermination(5, TimeUnit.SECONDS);
-        try {
-            proxy.withDeadlineAfter(CALL_DEADLINE_MS, TimeUnit.MILLISECONDS)
-                    .deregisterShard(DeregisterShardRequest.newBuilder()
-                            .setShardId(shard.shardId())
-                            .build());
-        } catch (StatusRuntimeException e) {
-            LOG.warn("deregistration of shard {} failed: {}", shard.shardId(), e.getStatus());
+        if (registered) {
+            try {
+                proxy.withDeadlineAfter(CALL_DEADLINE_MS, TimeUnit.MILLISECONDS)
+                        .deregisterShard(DeregisterShardRequest.newBuilder()
+                                .setShardId(shard.shardId())
+                                .build());
+            } catch (StatusRuntimeException e) {
+                LOG.warn(
+                        "deregistration of shard {} at the proxy at {} failed: {}",
+                        shard.shardId(),
+                        proxyAddress,
+                        describe(e.getStatus()));
+            }
         }
         channel.shutdown();
         if (!channel.awaitTermination(5, TimeUnit.SECONDS)) {
@@ -251,5 +452,56 @@ final class ProxyLink implements AutoCloseable {
             thread.setDaemon(true);
             return thread;
         };
+    }
+
+    /** One restore order and what became of it. Its state is guarded by its monitor. */
+    private static final class RestoreOrder {
+        final RestoreDirective directive;
+        final BitSet slots = new BitSet(Slots.SLOT_COUNT);
+        // Only the restore thread touches it.
+        int attempts;
+        private boolean done;
+        private long checkpointId;
+        private long rows;
+        private String note = "";
+
+        RestoreOrder(final RestoreDirective directive) {
+            this.directive = directive;
+            for (final int slot : directive.getSlotsList()) {
+                if (slot >= 0 && slot < Slots.SLOT_COUNT) {
+                    slots.set(slot);
+                }
+            }
+        }
+
+        synchronized void succeeded(final Shard.RestoreOutcome outcome) {
+            checkpointId = outcome.checkpointId();
+            rows = outcome.rows();
+            note = outcome.note();
+            done = true;
+        }
+
+        /** Records the failure; returns the delay before the next attempt. */
+        synchronized long failed(final Exception failure) {
+            attempts++;
+            note = "attempt " + attempts + " failed: " + failure.getMessage();
+            final long base = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS << Math.min(attempts - 1, 16));
+            // Jitter: a cluster's shards that failed together do not all retry together.
+            return base / 2 + ThreadLocalRandom.current().nextLong(base / 2 + 1);
+        }
+
+        synchronized boolean isDone() {
+            return done;
+        }
+
+        synchronized RestoreReport report() {
+            return RestoreReport.newBuilder()
+                    .setOrderId(directive.getOrderId())
+                    .setDone(done)
+                    .setCheckpointId(checkpointId)
+                    .setRows(rows)
+                    .setNote(note)
+                    .build();
+        }
     }
 }

@@ -1,6 +1,7 @@
 package io.pscluster.server;
 
 import com.google.protobuf.InvalidProtocolBufferException;
+import io.grpc.Status;
 import io.pscluster.checkpoint.CheckpointCorruptException;
 import io.pscluster.checkpoint.CheckpointInfo;
 import io.pscluster.checkpoint.CheckpointStore;
@@ -19,6 +20,7 @@ import io.pscluster.wire.PsException;
 import io.pscluster.wire.Slots;
 import io.pscluster.wire.TableSchemas;
 import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.net.URI;
 import java.util.ArrayList;
 import java.util.BitSet;
@@ -26,8 +28,12 @@ import java.util.Collection;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.locks.LockSupport;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
@@ -39,6 +45,18 @@ import org.slf4j.LoggerFactory;
  * apply pushes, and checkpoint writing and restoring. The gRPC services are thin adapters over this class.
  *
  * <p>Every request is validated completely before anything is queued, so a bad request changes nothing.
+ *
+ * <p>Fencing: a push or pull is served only while the shard holds a lease from the proxy (an expiry on this
+ * process's monotonic clock, extended by the {@link ProxyLink} after it applied each answer) and only for slots the
+ * request was routed to at an epoch no older than the slot's generation. Both checks refuse with the retryable
+ * wrong-owner answer; per request they cost one volatile read of the lease and, per key, one array lookup.
+ *
+ * <p>Retries: a push with a non-zero client id is accepted at most once per (client id, sequence); a repeat is
+ * answered as a duplicate and applies nothing (see {@link PushSequenceWindows}). A push refused for any reason is not
+ * remembered, so its retry is applied.
+ *
+ * <p>Draining ({@link #beginDrain}): the lease is revoked for good and every push and pull is refused with
+ * wrong-owner; {@link #awaitDrained} returns once every push accepted before is applied.
  */
 public final class Shard implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(Shard.class);
@@ -48,10 +66,17 @@ public final class Shard implements AutoCloseable {
     private final SlotOwnership ownership = new SlotOwnership();
     private final Map<URI, CheckpointStore> stores = new ConcurrentHashMap<>();
     private final AtomicLong requests = new AtomicLong();
+    // Pushes between their lease check and the end of their offer: a drain waits for them to reach the writers.
+    private final AtomicInteger pushesInFlight = new AtomicInteger();
+    private final PushSequenceWindows sequences = new PushSequenceWindows();
     private final PartitionWriters writers;
     private final Configuration hadoopConf;
     private final int maxKeysPerRequest;
     private volatile String shardId;
+    // The lease: serve while System.nanoTime() is before this. Written under the monitor, read once per request.
+    private volatile long leaseExpiryNanos = System.nanoTime();
+    private volatile boolean leaseGranted;
+    private volatile boolean draining;
 
     /**
      * @param partitions writer threads; each owns the rows of the slots {@code slot % partitions}.
@@ -75,6 +100,90 @@ public final class Shard implements AutoCloseable {
 
     void assignId(final String id) {
         this.shardId = id;
+    }
+
+    /** The id for messages: the proxy's, or a placeholder before it assigned one. */
+    private String name() {
+        final String id = shardId;
+        return id.isEmpty() ? "(unregistered)" : id;
+    }
+
+    // ---- lease
+
+    /**
+     * Lets the shard serve its slots until {@code expiryNanos} on the {@link System#nanoTime()} clock. A lease never
+     * shrinks, and a draining shard takes none. The write has release semantics: a request that reads the new expiry
+     * sees the routing applied before it. Package-private: only the proxy link (and tests that drive a shard without
+     * a proxy) grant leases.
+     */
+    synchronized void grantLeaseUntil(final long expiryNanos) {
+        if (draining) {
+            return;
+        }
+        if (!leaseGranted || expiryNanos - leaseExpiryNanos > 0) {
+            leaseExpiryNanos = expiryNanos;
+        }
+        leaseGranted = true;
+    }
+
+    /** Nanoseconds the lease has left (negative: lapsed that long ago). */
+    long leaseRemainingNanos() {
+        return leaseExpiryNanos - System.nanoTime();
+    }
+
+    /** Refuses every request unless the lease is valid and the request was routed at all. */
+    private void checkServing(final long routedEpoch, final long shardEpoch) {
+        final long remaining = leaseExpiryNanos - System.nanoTime();
+        if (remaining <= 0) {
+            throw refusedForLease(remaining, shardEpoch);
+        }
+        if (routedEpoch <= 0) {
+            throw PsException.wrongOwner(
+                    "request routed at epoch " + routedEpoch + ": shard " + name()
+                            + " serves only requests routed with the proxy's routing table; refresh",
+                    shardEpoch);
+        }
+    }
+
+    private PsException refusedForLease(final long remaining, final long shardEpoch) {
+        if (draining) {
+            return PsException.wrongOwner("shard " + name() + " is draining", shardEpoch);
+        }
+        if (!leaseGranted) {
+            return PsException.wrongOwner(
+                    "shard " + name() + " holds no lease from the proxy yet; its slots may be served elsewhere",
+                    shardEpoch);
+        }
+        return PsException.wrongOwner(
+                "shard " + name() + "'s lease lapsed " + TimeUnit.NANOSECONDS.toMillis(-remaining)
+                        + " ms ago (no heartbeat answer from the proxy); its slots may be served elsewhere",
+                shardEpoch);
+    }
+
+    // ---- drain
+
+    /** Revokes the lease for good: from now on every push and pull is refused with wrong-owner. */
+    synchronized void beginDrain() {
+        draining = true;
+        leaseExpiryNanos = System.nanoTime();
+    }
+
+    public boolean isDraining() {
+        return draining;
+    }
+
+    /**
+     * After {@link #beginDrain}: waits until no push is between its checks and its offer, then until every accepted
+     * push is applied.
+     */
+    void awaitDrained() throws InterruptedException {
+        while (pushesInFlight.get() > 0) {
+            if (Thread.interrupted()) {
+                throw new InterruptedException("interrupted while waiting for pushes in flight");
+            }
+            LockSupport.parkNanos(TimeUnit.MICROSECONDS.toNanos(100));
+        }
+        awaitQuiescent();
     }
 
     // ---- tables
@@ -129,6 +238,7 @@ public final class Shard implements AutoCloseable {
                     .setName(table.name())
                     .setRows(table.rowCount())
                     .setBytes(table.bytes())
+                    .setSchema(table.schema())
                     .build());
         }
         return stats;
@@ -136,16 +246,46 @@ public final class Shard implements AutoCloseable {
 
     // ---- data plane
 
+    /** What a push was answered: how many keys were accepted, and whether it was a repeat (nothing applied). */
+    public record PushResult(int accepted, boolean duplicate) {}
+
     /**
-     * Validates a push and queues it to be applied. Returns once it is queued (async mode).
+     * Validates a push and queues it to be applied. Returns once it is queued (async mode). A repeat of an accepted
+     * (client id, sequence) is validated the same way, then answered as a duplicate without being queued.
      *
-     * @throws PsException NOT_FOUND, INVALID_ARGUMENT, wrong-owner, restoring or RESOURCE_EXHAUSTED; in every case
-     *     nothing was applied.
+     * @param routingEpoch the epoch the caller routed with; refused if older than a touched slot's generation.
+     * @param clientId the sender's id for deduplication; 0: none.
+     * @param sequence the push's sequence within its client; a retry keeps it.
+     * @throws PsException NOT_FOUND, INVALID_ARGUMENT, wrong-owner, restoring, RESOURCE_EXHAUSTED or (a forgotten
+     *     sequence) FAILED_PRECONDITION; in every case nothing was applied.
      */
-    public int push(final String tableName, final long[] keys, final float[] gradients) {
+    public PushResult push(
+            final String tableName,
+            final long routingEpoch,
+            final long clientId,
+            final long sequence,
+            final long[] keys,
+            final float[] gradients) {
         requests.incrementAndGet();
+        pushesInFlight.incrementAndGet();
+        try {
+            return checkAndOffer(tableName, routingEpoch, clientId, sequence, keys, gradients);
+        } finally {
+            pushesInFlight.decrementAndGet();
+        }
+    }
+
+    private PushResult checkAndOffer(
+            final String tableName,
+            final long routingEpoch,
+            final long clientId,
+            final long sequence,
+            final long[] keys,
+            final float[] gradients) {
+        final SlotOwnership.View view = ownership.view();
+        checkServing(routingEpoch, view.epoch());
         final ParameterTable table = table(tableName);
-        final int[] slots = checkKeys(table, keys);
+        final int[] slots = checkKeys(view, routingEpoch, table, keys);
         final int dim = table.dim();
         if ((long) keys.length * dim != gradients.length) {
             throw PsException.invalidArgument("table '" + tableName + "' has dim=" + dim + ": " + keys.length
@@ -163,21 +303,39 @@ public final class Shard implements AutoCloseable {
             final int absent = table.countAbsent(keys, slots);
             if (absent > 0 && rows + absent > maxRows) {
                 throw PsException.resourceExhausted("table '" + tableName + "' holds " + rows + " rows on shard "
-                        + shardId + "; " + absent + " new rows would pass its cap of " + maxRows + " rows");
+                        + name() + "; " + absent + " new rows would pass its cap of " + maxRows + " rows");
             }
         }
+        if (clientId == 0) {
+            offer(table, keys, slots, gradients);
+            return new PushResult(keys.length, false);
+        }
+        final PushSequenceWindows.Window window = sequences.window(clientId);
+        // Check, offer and record under one monitor: two copies of a push arriving at once are accepted once.
+        synchronized (window) {
+            if (window.seen(sequence)) {
+                return new PushResult(keys.length, true);
+            }
+            offer(table, keys, slots, gradients);
+            window.record(sequence);
+        }
+        return new PushResult(keys.length, false);
+    }
+
+    private void offer(final ParameterTable table, final long[] keys, final int[] slots, final float[] gradients) {
         if (!table.offerPush(keys, slots, gradients)) {
-            throw PsException.backpressure("shard " + shardId + " has " + writers.pending()
+            throw PsException.backpressure("shard " + name() + " has " + writers.pending()
                     + " pushes waiting to be applied; retry after a backoff");
         }
-        return keys.length;
     }
 
     /** Reads the values of {@code keys} as they are now, as little-endian float32 bytes, row after row. */
-    public byte[] pull(final String tableName, final long[] keys) {
+    public byte[] pull(final String tableName, final long routingEpoch, final long[] keys) {
         requests.incrementAndGet();
+        final SlotOwnership.View view = ownership.view();
+        checkServing(routingEpoch, view.epoch());
         final ParameterTable table = table(tableName);
-        final int[] slots = checkKeys(table, keys);
+        final int[] slots = checkKeys(view, routingEpoch, table, keys);
         final long bytes = 4L * keys.length * table.dim();
         if (bytes > Integer.MAX_VALUE - 64) {
             throw PsException.invalidArgument("pull of " + keys.length + " keys x dim " + table.dim() + " is " + bytes
@@ -188,23 +346,27 @@ public final class Shard implements AutoCloseable {
         return values;
     }
 
-    /** Checks the request's size, key range and slot ownership; returns the slot of each key. */
-    private int[] checkKeys(final ParameterTable table, final long[] keys) {
+    /**
+     * Checks the request's size, key range, slot ownership and slot generations against one view; returns the slot
+     * of each key.
+     */
+    private int[] checkKeys(
+            final SlotOwnership.View view, final long routingEpoch, final ParameterTable table, final long[] keys) {
         if (keys.length > maxKeysPerRequest) {
             throw PsException.invalidArgument("request has " + keys.length + " keys, more than the limit of "
                     + maxKeysPerRequest + " keys per request; split it");
         }
-        final SlotOwnership.View view = ownership.view();
         final long denseRows = table.schema().getRows();
         final boolean dense = denseRows > 0;
         final int[] slots = table.slotsOf(keys);
+        final String who = name();
         for (int i = 0; i < keys.length; i++) {
             final long key = keys[i];
             if (dense && (key < 0 || key >= denseRows)) {
                 throw PsException.invalidArgument("key " + key + " is outside dense table '" + table.name()
                         + "' (rows 0.." + (denseRows - 1) + ")");
             }
-            view.check(slots[i], shardId, table.name(), key);
+            view.check(slots[i], routingEpoch, who, table.name(), key);
         }
         return slots;
     }
@@ -228,7 +390,16 @@ public final class Shard implements AutoCloseable {
         return ownership.view().restoring().cardinality();
     }
 
-    /** Takes the proxy's routing table: serves the slots it assigns here and drops the rows of slots it moved away. */
+    /** The generation (routing epoch at which this shard got it) of each owned slot, in ascending slot order. */
+    long[] ownedGenerations() {
+        return SlotOwnership.generationsOf(ownership.view());
+    }
+
+    /**
+     * Takes the proxy's routing table: serves the slots it assigns here, each at the generation the table gives it
+     * (or, from a table without generations, the routing epoch for slots gained now), and drops the rows of slots it
+     * moved away.
+     */
     void applyRouting(final RoutingTable routing) throws InterruptedException {
         final BitSet owned = new BitSet(Slots.SLOT_COUNT);
         int mine = -1;
@@ -237,13 +408,24 @@ public final class Shard implements AutoCloseable {
                 mine = i;
             }
         }
-        for (int slot = 0; slot < routing.getSlotOwnerCount(); slot++) {
+        final int slotCount = Math.min(routing.getSlotOwnerCount(), Slots.SLOT_COUNT);
+        for (int slot = 0; slot < slotCount; slot++) {
             if (mine >= 0 && routing.getSlotOwner(slot) == mine) {
                 owned.set(slot);
             }
         }
         final BitSet before = ownership.view().owned();
-        final BitSet lost = ownership.route(routing.getEpoch(), owned);
+        final BitSet lost;
+        if (routing.getSlotGenerationCount() == 0) {
+            lost = ownership.route(routing.getEpoch(), owned);
+        } else {
+            final long[] generations = new long[Slots.SLOT_COUNT];
+            final int known = Math.min(routing.getSlotGenerationCount(), Slots.SLOT_COUNT);
+            for (int slot = 0; slot < known; slot++) {
+                generations[slot] = routing.getSlotGeneration(slot);
+            }
+            lost = ownership.route(routing.getEpoch(), owned, generations);
+        }
         final BitSet gained = (BitSet) owned.clone();
         gained.andNot(before);
         for (final ParameterTable table : tables.values()) {
@@ -346,16 +528,133 @@ public final class Shard implements AutoCloseable {
                 store.verify(checkpoint);
             } catch (CheckpointCorruptException corrupt) {
                 throw PsException.dataLoss("checkpoint " + checkpointId + " is damaged: " + corrupt.getMessage());
+            } catch (UncheckedIOException outage) {
+                throw outage.getCause();
             }
-            for (final Manifest.TableEntry entry : checkpoint.manifest().tables()) {
-                createTable(parseSchema(entry));
-            }
+            createTables(checkpoint);
         } catch (IOException | RuntimeException e) {
             // Nothing was changed yet: the slots keep serving what they held.
             ownership.endRestore(slots);
             throw e;
         }
         // From here a failure leaves the slots refusing requests: better unavailable than half restored.
+        return load(store, checkpoint, slots);
+    }
+
+    /** What a restore order loaded: the checkpoint (older than the ordered one after damage), rows, and why. */
+    public record RestoreOutcome(long checkpointId, long rows, String note) {}
+
+    /**
+     * Carries out one attempt at a proxy's restore order for {@code slots}, which the caller has already marked
+     * restoring. Ends the mark only on success: after any failure the slots keep refusing requests (never serving
+     * initial values) until a later attempt succeeds.
+     *
+     * <p>Checkpoint 0 means none exists: the slots start empty. A damaged checkpoint (a {@link
+     * CheckpointCorruptException} or DATA_LOSS: bad checksum, truncated, missing file or block, no manifest) makes the
+     * restore fall back to the next older complete checkpoint, and the outcome's note says so. Any other I/O failure
+     * is thrown as it is, for the caller to retry the same order.
+     *
+     * @throws IOException a transient failure, or every candidate checkpoint is damaged (the message says which).
+     */
+    public RestoreOutcome restoreOrder(final URI root, final long checkpointId, final BitSet slots)
+            throws IOException, InterruptedException {
+        markRestoring(slots);
+        if (checkpointId == 0) {
+            for (final ParameterTable table : tables.values()) {
+                table.clearSlots(slots::get);
+                table.materializeDense(slots::get);
+            }
+            ownership.endRestore(slots);
+            final String note = "no checkpoint exists: " + slots.cardinality() + " slots start empty";
+            LOG.warn("shard {}: {}", name(), note);
+            return new RestoreOutcome(0, 0, note);
+        }
+        final CheckpointStore store = store(root);
+        final StringBuilder damage = new StringBuilder();
+        Optional<CheckpointInfo> ordered;
+        try {
+            ordered = store.get(checkpointId);
+            if (ordered.isEmpty()) {
+                damage.append("checkpoint ").append(checkpointId).append(" damaged: it has no manifest under ");
+                damage.append(root);
+            }
+        } catch (CheckpointCorruptException corrupt) {
+            ordered = Optional.empty();
+            damage.append("checkpoint ")
+                    .append(checkpointId)
+                    .append(" damaged: ")
+                    .append(corrupt.getMessage());
+        }
+        if (ordered.isPresent()) {
+            final long rows = tryLoad(store, ordered.get(), slots, damage);
+            if (rows >= 0) {
+                return new RestoreOutcome(checkpointId, rows, "");
+            }
+        }
+        for (final CheckpointInfo older : store.list()) {
+            if (older.id() >= checkpointId) {
+                continue;
+            }
+            final long rows = tryLoad(store, older, slots, damage);
+            if (rows >= 0) {
+                final String note = damage + "; restored checkpoint " + older.id();
+                LOG.warn("shard {} fell back for {} slots: {}", name(), slots.cardinality(), note);
+                return new RestoreOutcome(older.id(), rows, note);
+            }
+        }
+        throw new IOException(damage + "; no older complete checkpoint under " + root + " is intact");
+    }
+
+    /**
+     * Verifies and loads {@code checkpoint}; returns its rows, or -1 after appending why it is damaged to
+     * {@code damage}.
+     *
+     * @throws IOException a failure that is not damage.
+     */
+    private long tryLoad(
+            final CheckpointStore store,
+            final CheckpointInfo checkpoint,
+            final BitSet slots,
+            final StringBuilder damage)
+            throws IOException, InterruptedException {
+        try {
+            try {
+                store.verify(checkpoint);
+            } catch (UncheckedIOException outage) {
+                throw outage.getCause();
+            }
+            createTables(checkpoint);
+            return load(store, checkpoint, slots);
+        } catch (CheckpointCorruptException corrupt) {
+            appendDamage(damage, checkpoint.id(), corrupt.getMessage());
+        } catch (PsException e) {
+            if (e.code() != Status.Code.DATA_LOSS) {
+                throw e;
+            }
+            appendDamage(damage, checkpoint.id(), e.getMessage());
+        }
+        return -1;
+    }
+
+    private static void appendDamage(final StringBuilder damage, final long checkpointId, final String why) {
+        if (damage.length() > 0) {
+            damage.append("; ");
+        }
+        damage.append("checkpoint ").append(checkpointId).append(" damaged: ").append(why);
+    }
+
+    private void createTables(final CheckpointInfo checkpoint) throws IOException, InterruptedException {
+        for (final Manifest.TableEntry entry : checkpoint.manifest().tables()) {
+            createTable(parseSchema(entry));
+        }
+    }
+
+    /**
+     * Replaces the rows of {@code slots} (already marked restoring) with the checkpoint's, then serves them. A
+     * failure leaves them restoring.
+     */
+    private long load(final CheckpointStore store, final CheckpointInfo checkpoint, final BitSet slots)
+            throws IOException, InterruptedException {
         // Pushes queued before the restore began are applied (then overwritten) before the slots are cleared.
         for (final ParameterTable table : tables.values()) {
             table.clearSlots(slots::get);
@@ -373,10 +672,10 @@ public final class Shard implements AutoCloseable {
         ownership.endRestore(slots);
         LOG.info(
                 "shard {} restored {} rows of {} slots from checkpoint {}",
-                shardId,
+                name(),
                 rows,
                 slots.cardinality(),
-                checkpointId);
+                checkpoint.id());
         return rows;
     }
 

@@ -1,6 +1,8 @@
 package io.pscluster.server;
 
 import io.grpc.stub.StreamObserver;
+import io.pscluster.proto.v1.InjectFaultRequest;
+import io.pscluster.proto.v1.InjectFaultResponse;
 import io.pscluster.proto.v1.RestoreCheckpointRequest;
 import io.pscluster.proto.v1.RestoreCheckpointResponse;
 import io.pscluster.proto.v1.ShardAdminServiceGrpc;
@@ -12,12 +14,25 @@ import io.pscluster.wire.Unary;
 import java.net.URI;
 import java.util.BitSet;
 
-/** Checkpoint calls from the proxy. They block on filesystem I/O, so they run on the server's bounded executor. */
+/**
+ * Checkpoint calls from the proxy, and fault injection for tests. They block on filesystem I/O, so they run on the
+ * server's bounded executor.
+ */
 final class ShardAdminGrpcService extends ShardAdminServiceGrpc.ShardAdminServiceImplBase {
     private final Shard shard;
+    private final FaultPoints faults;
 
-    ShardAdminGrpcService(final Shard shard) {
+    ShardAdminGrpcService(final Shard shard, final FaultPoints faults) {
         this.shard = shard;
+        this.faults = faults;
+    }
+
+    @Override
+    public void injectFault(final InjectFaultRequest request, final StreamObserver<InjectFaultResponse> response) {
+        Unary.respond(response, () -> {
+            faults.inject(request.getPoint(), request.getEnabled(), request.getTimes());
+            return InjectFaultResponse.getDefaultInstance();
+        });
     }
 
     @Override

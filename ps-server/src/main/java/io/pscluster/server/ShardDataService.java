@@ -68,8 +68,16 @@ final class ShardDataService extends ShardServiceGrpc.ShardServiceImplBase {
         Unary.respond(response, () -> {
             final long[] keys = LittleEndian.decodeLongs(request.getKeys(), "keys");
             final float[] gradients = LittleEndian.decodeFloats(request.getGradients(), "gradients");
+            final Shard.PushResult result = shard.push(
+                    request.getTable(),
+                    request.getRoutingEpoch(),
+                    request.getClientId(),
+                    request.getSequence(),
+                    keys,
+                    gradients);
             return PushResponse.newBuilder()
-                    .setAccepted(shard.push(request.getTable(), keys, gradients))
+                    .setAccepted(result.accepted())
+                    .setDuplicate(result.duplicate())
                     .build();
         });
     }
@@ -80,7 +88,8 @@ final class ShardDataService extends ShardServiceGrpc.ShardServiceImplBase {
         Unary.respond(response, () -> {
             final long[] keys = LittleEndian.decodeLongs(request.getKeys(), "keys");
             return PullResponse.newBuilder()
-                    .setValues(UnsafeByteOperations.unsafeWrap(shard.pull(request.getTable(), keys)))
+                    .setValues(UnsafeByteOperations.unsafeWrap(
+                            shard.pull(request.getTable(), request.getRoutingEpoch(), keys)))
                     .build();
         });
     }

@@ -5,8 +5,10 @@ import io.grpc.InsecureChannelCredentials;
 import io.grpc.InsecureServerCredentials;
 import io.grpc.Server;
 import io.grpc.ServerBuilder;
+import io.grpc.StatusRuntimeException;
 import io.grpc.health.v1.HealthCheckResponse.ServingStatus;
 import io.grpc.protobuf.services.HealthStatusManager;
+import io.pscluster.proto.v1.DrainShardResponse;
 import java.io.IOException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -17,8 +19,14 @@ import org.slf4j.LoggerFactory;
 
 /**
  * A shard process: the gRPC server (data plane, checkpoint admin, health), the {@link Shard} behind it and the
- * link to the proxy. {@link #close()} is the graceful shutdown: health NOT_SERVING, deregister, stop accepting
- * calls, let running ones finish, apply what was accepted.
+ * link to the proxy.
+ *
+ * <p>{@link #close()} is the graceful stop, a drain that loses no acknowledged push: health NOT_SERVING; the shard
+ * refuses every push and pull with the retryable wrong-owner answer ("draining"), so clients go to the new owner;
+ * it waits until every accepted push is applied, still heartbeating; it asks the proxy to hand its slots over
+ * (DrainShard: the proxy checkpoints them and gives them to other shards); then it stops heartbeating, deregisters
+ * and stops the server. If DrainShard fails, the slots come back from the last checkpoint instead (the proxy reports
+ * that rollback). {@link Context#drainOnClose(boolean) drainOnClose(false)} skips the hand-over.
  */
 public final class ShardServer implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(ShardServer.class);
@@ -33,8 +41,9 @@ public final class ShardServer implements AutoCloseable {
 
     private ShardServer(final Context context) {
         this.context = context;
+        // An empty id asks the proxy to assign one.
         this.shard = new Shard(
-                context.shardId.isEmpty() ? "unregistered" : context.shardId,
+                context.shardId,
                 context.maxKeysPerRequest,
                 context.partitions,
                 context.applyQueueCapacity,
@@ -67,7 +76,7 @@ public final class ShardServer implements AutoCloseable {
                         link.refreshSoon();
                     }
                 }))
-                .addService(new ShardAdminGrpcService(shard))
+                .addService(new ShardAdminGrpcService(shard, context.faults))
                 .addService(health.getHealthService())
                 .build()
                 .start();
@@ -76,7 +85,9 @@ public final class ShardServer implements AutoCloseable {
                 shard,
                 Grpc.newChannelBuilder(context.proxyAddress, InsecureChannelCredentials.create())
                         .build(),
-                address);
+                address,
+                context.proxyAddress,
+                context.faults);
         proxyLink.register(context.registerTimeoutMs);
         health.setStatus("", ServingStatus.SERVING);
         LOG.info("shard {} serving at {}", shard.shardId(), address);
@@ -103,25 +114,66 @@ public final class ShardServer implements AutoCloseable {
         server.awaitTermination();
     }
 
+    /**
+     * Stops the shard: drains it (unless {@link Context#drainOnClose(boolean)} is off or it never registered), then
+     * stops heartbeating, deregisters and stops the server.
+     */
     @Override
     public synchronized void close() throws InterruptedException {
         if (closed) {
             return;
         }
         closed = true;
-        health.enterTerminalState();
-        if (proxyLink != null) {
-            proxyLink.close();
-        }
-        if (server != null) {
-            server.shutdown();
-            if (!server.awaitTermination(context.shutdownGraceMs, TimeUnit.MILLISECONDS)) {
-                server.shutdownNow();
-                server.awaitTermination(5, TimeUnit.SECONDS);
+        health.setStatus("", ServingStatus.NOT_SERVING);
+        try {
+            final ProxyLink link = proxyLink;
+            if (context.drainOnClose && link != null && link.registered()) {
+                drain(link);
             }
+        } finally {
+            stop();
         }
-        shard.close();
-        executor.shutdownNow();
+    }
+
+    private void drain(final ProxyLink link) throws InterruptedException {
+        final long start = System.nanoTime();
+        shard.beginDrain();
+        shard.awaitDrained();
+        try {
+            final DrainShardResponse handed = link.drain(context.drainTimeoutMs);
+            LOG.info(
+                    "shard {} drained: {} slots handed over from checkpoint {} in {} ms",
+                    shard.shardId(),
+                    handed.getSlotsHandedOver(),
+                    handed.getCheckpointId(),
+                    TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - start));
+        } catch (StatusRuntimeException e) {
+            LOG.warn(
+                    "shard {} could not hand its slots over (DrainShard at the proxy at {} failed: {}); the proxy"
+                            + " will restore them from the last checkpoint and report the rollback",
+                    shard.shardId(),
+                    context.proxyAddress,
+                    ProxyLink.describe(e.getStatus()));
+        }
+    }
+
+    private void stop() throws InterruptedException {
+        health.enterTerminalState();
+        try {
+            if (proxyLink != null) {
+                proxyLink.close();
+            }
+            if (server != null) {
+                server.shutdown();
+                if (!server.awaitTermination(context.shutdownGraceMs, TimeUnit.MILLISECONDS)) {
+                    server.shutdownNow();
+                    server.awaitTermination(5, TimeUnit.SECONDS);
+                }
+            }
+        } finally {
+            shard.close();
+            executor.shutdownNow();
+        }
         LOG.info("shard {} stopped", shard.shardId());
     }
 
@@ -138,7 +190,10 @@ public final class ShardServer implements AutoCloseable {
         private int handlerThreads = 8;
         private long registerTimeoutMs = 30_000;
         private long shutdownGraceMs = 10_000;
+        private boolean drainOnClose = true;
+        private long drainTimeoutMs = TimeUnit.MINUTES.toMillis(10);
         private Configuration hadoopConf = new Configuration();
+        private FaultPoints faults = new FaultPoints();
 
         /** host:port of the proxy. Required. */
         public Context proxyAddress(final String value) {
@@ -190,6 +245,27 @@ public final class ShardServer implements AutoCloseable {
             return this;
         }
 
+        /**
+         * Whether {@link ShardServer#close()} hands the shard's slots over before it stops (default true). Off: a fast
+         * stop; the slots come back on other shards from the last checkpoint (a rollback) after the lease lapses.
+         */
+        public Context drainOnClose(final boolean value) {
+            drainOnClose = value;
+            return this;
+        }
+
+        /** The deadline of the DrainShard call when closing (default 10 minutes: the proxy writes a checkpoint). */
+        public Context drainTimeoutMs(final long value) {
+            drainTimeoutMs = value;
+            return this;
+        }
+
+        /** Fault points (tests); by default allowed only with -Dpscluster.faults=true. */
+        Context faults(final FaultPoints value) {
+            faults = value;
+            return this;
+        }
+
         void validate() {
             if (proxyAddress.isBlank()) {
                 throw new IllegalArgumentException("proxyAddress is empty: give the proxy's host:port");
@@ -212,6 +288,9 @@ public final class ShardServer implements AutoCloseable {
             }
             if (applyQueueCapacity < 1) {
                 throw new IllegalArgumentException("applyQueueCapacity=" + applyQueueCapacity + " must be > 0");
+            }
+            if (drainTimeoutMs < 1) {
+                throw new IllegalArgumentException("drainTimeoutMs=" + drainTimeoutMs + " must be > 0");
             }
             if (registerTimeoutMs < 0) {
                 throw new IllegalArgumentException("registerTimeoutMs=" + registerTimeoutMs + " must be >= 0");

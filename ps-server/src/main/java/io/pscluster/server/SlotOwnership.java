@@ -2,29 +2,40 @@ package io.pscluster.server;
 
 import io.pscluster.wire.PsException;
 import io.pscluster.wire.Slots;
+import java.util.Arrays;
 import java.util.BitSet;
 
 /**
  * The shard's view of which slots it serves, published as an immutable {@link View} through a volatile field:
  * request threads read one view per request (acquire) and every check of that request sees the same epoch.
  * Updates come from the proxy link and from restores and are serialized by this object's monitor.
+ *
+ * <p>Each owned slot carries its generation: the routing epoch at which this shard got it. A request routed with an
+ * older epoch than a slot's generation was routed by a table that predates the move, and is refused (wrong-owner)
+ * so that its sender refreshes rather than writing through a stale picture of the cluster.
  */
 final class SlotOwnership {
-    /** An immutable ownership view. */
-    record View(long epoch, BitSet owned, BitSet restoring, BitSet writable) {
+    /**
+     * An immutable ownership view.
+     *
+     * @param generation for each slot, the routing epoch at which this shard got it (0 for slots it does not own);
+     *     never written after the view is published.
+     */
+    record View(long epoch, BitSet owned, BitSet restoring, BitSet writable, long[] generation) {
         /** A view whose writable slots (owned and not restoring) are computed once. */
-        static View of(final long epoch, final BitSet owned, final BitSet restoring) {
+        static View of(final long epoch, final BitSet owned, final BitSet restoring, final long[] generation) {
             final BitSet writable = (BitSet) owned.clone();
             writable.andNot(restoring);
-            return new View(epoch, owned, restoring, writable);
+            return new View(epoch, owned, restoring, writable, generation);
         }
 
         /**
-         * Checks that a request may touch {@code slot}.
+         * Checks that a request routed at {@code routedEpoch} may touch {@code slot}. Allocates nothing unless it
+         * refuses.
          *
          * @throws PsException wrong-owner or restoring rejections, which guarantee nothing was applied.
          */
-        void check(final int slot, final String shardId, final String table, final long key) {
+        void check(final int slot, final long routedEpoch, final String shardId, final String table, final long key) {
             if (restoring.get(slot)) {
                 throw PsException.restoring(
                         "shard " + shardId + " is restoring slot " + slot + " (table '" + table + "', key " + key
@@ -37,26 +48,58 @@ final class SlotOwnership {
                                 + ") at routing epoch " + epoch,
                         epoch);
             }
+            final long slotGeneration = generation[slot];
+            if (routedEpoch < slotGeneration) {
+                throw PsException.wrongOwner(
+                        "routed at epoch " + routedEpoch + ", slot " + slot + " (table '" + table + "', key " + key
+                                + ") moved here (shard " + shardId + ") at epoch " + slotGeneration + ": refresh",
+                        epoch);
+            }
         }
 
         int ownedCount() {
             return owned.cardinality();
         }
+
+        long generationOf(final int slot) {
+            return generation[slot];
+        }
     }
 
-    private volatile View view = View.of(0, new BitSet(Slots.SLOT_COUNT), new BitSet(Slots.SLOT_COUNT));
+    private volatile View view =
+            View.of(0, new BitSet(Slots.SLOT_COUNT), new BitSet(Slots.SLOT_COUNT), new long[Slots.SLOT_COUNT]);
 
     View view() {
         return view;
     }
 
-    /** Takes a new routing epoch and owned set; returns the slots that were owned before and are not now. */
+    /**
+     * Takes a new routing epoch and owned set; returns the slots that were owned before and are not now. Slots owned
+     * before and still owned keep their generation; slots gained get {@code epoch}.
+     */
     synchronized BitSet route(final long epoch, final BitSet owned) {
+        final View current = view;
+        final long[] generation = new long[Slots.SLOT_COUNT];
+        for (int slot = owned.nextSetBit(0); slot >= 0; slot = owned.nextSetBit(slot + 1)) {
+            generation[slot] = current.owned.get(slot) ? current.generation[slot] : epoch;
+        }
+        return route(epoch, owned, generation);
+    }
+
+    /**
+     * Takes a new routing epoch, owned set and per-slot generations (as the proxy sent them; entries of slots not in
+     * {@code owned} are ignored); returns the slots that were owned before and are not now.
+     */
+    synchronized BitSet route(final long epoch, final BitSet owned, final long[] generations) {
         final View current = view;
         final BitSet lost = (BitSet) current.owned.clone();
         lost.andNot(owned);
+        final long[] generation = new long[Slots.SLOT_COUNT];
+        for (int slot = owned.nextSetBit(0); slot >= 0; slot = owned.nextSetBit(slot + 1)) {
+            generation[slot] = generations[slot];
+        }
         // Slots being restored stay refused until their restore ends, even if the routing moves on meanwhile.
-        view = View.of(epoch, (BitSet) owned.clone(), current.restoring);
+        view = View.of(epoch, (BitSet) owned.clone(), current.restoring, generation);
         return lost;
     }
 
@@ -65,13 +108,23 @@ final class SlotOwnership {
         final View current = view;
         final BitSet restoring = (BitSet) current.restoring.clone();
         restoring.or(slots);
-        view = View.of(current.epoch, current.owned, restoring);
+        view = View.of(current.epoch, current.owned, restoring, current.generation);
     }
 
     synchronized void endRestore(final BitSet slots) {
         final View current = view;
         final BitSet restoring = (BitSet) current.restoring.clone();
         restoring.andNot(slots);
-        view = View.of(current.epoch, current.owned, restoring);
+        view = View.of(current.epoch, current.owned, restoring, current.generation);
+    }
+
+    /** The generations of the owned slots, parallel to their ascending order, for re-registration. */
+    static long[] generationsOf(final View view) {
+        final long[] out = new long[view.owned.cardinality()];
+        int i = 0;
+        for (int slot = view.owned.nextSetBit(0); slot >= 0; slot = view.owned.nextSetBit(slot + 1)) {
+            out[i++] = view.generation[slot];
+        }
+        return Arrays.copyOf(out, i);
     }
 }

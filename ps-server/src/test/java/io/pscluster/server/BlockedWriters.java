@@ -45,7 +45,7 @@ final class BlockedWriters implements AutoCloseable {
                 keys[found.size() - 1] = key;
             }
         }
-        shard.push(TABLE, keys, new float[partitions]);
+        shard.push(TABLE, 1, 0, 0, keys, new float[partitions]);
         shard.awaitQuiescent();
 
         final BlockedWriters blocked = new BlockedWriters();

@@ -25,7 +25,7 @@ class ShardDropTableTest {
 
     @BeforeEach
     void ownEverySlot() throws InterruptedException {
-        shard.applyRouting(TestRouting.allSlotsTo("s", 1));
+        TestRouting.serve(shard, TestRouting.allSlotsTo("s", 1));
     }
 
     @AfterEach
@@ -44,7 +44,7 @@ class ShardDropTableTest {
         for (int i = 0; i < KEYS; i++) {
             keys[i] = i;
         }
-        shard.push(name, keys, new float[KEYS * 8]);
+        shard.push(name, 1, 0, 0, keys, new float[KEYS * 8]);
         shard.awaitQuiescent();
     }
 
@@ -54,7 +54,8 @@ class ShardDropTableTest {
 
         assertThat(shard.dropTable("gone")).isTrue();
 
-        final PsException missing = catchThrowableOfType(PsException.class, () -> shard.pull("gone", new long[] {1}));
+        final PsException missing =
+                catchThrowableOfType(PsException.class, () -> shard.pull("gone", 1, new long[] {1}));
         assertThat(missing).isNotNull();
         assertThat(missing.code()).isEqualTo(Status.Code.NOT_FOUND);
         assertThat(shard.dropTable("gone")).isFalse();
@@ -75,7 +76,7 @@ class ShardDropTableTest {
                 started.countDown();
                 while (pulling.get()) {
                     try {
-                        shard.pull(name, keys);
+                        shard.pull(name, 1, keys);
                     } catch (PsException notFound) {
                         assertThat(notFound.code()).isEqualTo(Status.Code.NOT_FOUND);
                         return;

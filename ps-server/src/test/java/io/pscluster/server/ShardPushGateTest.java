@@ -40,7 +40,7 @@ class ShardPushGateTest {
 
     @BeforeEach
     void ownEverySlotAndCreateTheTable() throws InterruptedException {
-        shard.applyRouting(TestRouting.allSlotsTo("s", 1));
+        TestRouting.serve(shard, TestRouting.allSlotsTo("s", 1));
         // SGD with lr 1 from zeros, dim 2: a row holds minus the sum of its gradients.
         shard.createTable(TableSchema.newBuilder()
                 .setName(TABLE)
@@ -98,7 +98,8 @@ class ShardPushGateTest {
     void shouldDropAndCountAcceptedRowsWhenTheirSlotsMoveAwayBeforeTheWritersApplyThem() throws Exception {
         blocked = BlockedWriters.block(shard, PARTITIONS);
         final long[] keys = allKeys();
-        assertThat(shard.push(TABLE, keys, ones(keys.length))).isEqualTo(keys.length);
+        assertThat(shard.push(TABLE, 1, 0, 0, keys, ones(keys.length)).accepted())
+                .isEqualTo(keys.length);
 
         // applyRouting publishes the new ownership at once, then waits for the blocked writers to clear the slots.
         final CompletableFuture<Void> routed = CompletableFuture.runAsync(() -> {
@@ -134,7 +135,8 @@ class ShardPushGateTest {
     void shouldNotApplyAnAcceptedPushToSlotsWhenTheirRestoreBeginsBeforeTheWritersApplyIt() throws Exception {
         blocked = BlockedWriters.block(shard, PARTITIONS);
         final long[] keys = allKeys();
-        assertThat(shard.push(TABLE, keys, ones(keys.length))).isEqualTo(keys.length);
+        assertThat(shard.push(TABLE, 1, 0, 0, keys, ones(keys.length)).accepted())
+                .isEqualTo(keys.length);
 
         shard.markRestoring(movedSlots);
         blocked.release();

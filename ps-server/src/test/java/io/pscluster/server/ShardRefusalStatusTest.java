@@ -38,7 +38,7 @@ class ShardRefusalStatusTest {
 
     private Shard shard(final int maxKeysPerRequest, final int applyCapacity) throws InterruptedException {
         shard = new Shard("s", maxKeysPerRequest, PARTITIONS, applyCapacity, new Configuration());
-        shard.applyRouting(TestRouting.allSlotsTo("s", 1));
+        TestRouting.serve(shard, TestRouting.allSlotsTo("s", 1));
         return shard;
     }
 
@@ -77,10 +77,11 @@ class ShardRefusalStatusTest {
         final ParameterTable table = shard.table(TABLE);
         final long[] keys = keysInBothPartitions(table);
         blocked = BlockedWriters.block(shard, PARTITIONS);
-        assertThat(shard.push(TABLE, keys, ones(keys.length))).isEqualTo(keys.length);
+        assertThat(shard.push(TABLE, 1, 0, 0, keys, ones(keys.length)).accepted())
+                .isEqualTo(keys.length);
 
         final PsException refused =
-                catchThrowableOfType(PsException.class, () -> shard.push(TABLE, keys, ones(keys.length)));
+                catchThrowableOfType(PsException.class, () -> shard.push(TABLE, 1, 0, 0, keys, ones(keys.length)));
 
         assertThat(refused).as("a push with the writers full").isNotNull();
         final StatusRuntimeException status = PsException.toStatus(refused);
@@ -97,11 +98,11 @@ class ShardRefusalStatusTest {
     void shouldRefuseWithoutARejectTrailerWhenAPushWouldPassTheRowCap() throws Exception {
         final Shard shard = shard(1 << 20, 1024);
         shard.createTable(schema(1, 1));
-        shard.push(TABLE, new long[] {0}, ones(1));
+        shard.push(TABLE, 1, 0, 0, new long[] {0}, ones(1));
         shard.awaitQuiescent();
 
         final PsException refused =
-                catchThrowableOfType(PsException.class, () -> shard.push(TABLE, new long[] {1}, ones(1)));
+                catchThrowableOfType(PsException.class, () -> shard.push(TABLE, 1, 0, 0, new long[] {1}, ones(1)));
 
         assertThat(refused).as("a push past the row cap").isNotNull();
         final StatusRuntimeException status = PsException.toStatus(refused);
@@ -119,12 +120,12 @@ class ShardRefusalStatusTest {
         // 600,000 keys x dim 1024 x 4 bytes = 2,457,600,000 bytes: past 2^31 (and past an int when multiplied as one).
         final long[] keys = new long[600_000];
 
-        final PsException refused = catchThrowableOfType(PsException.class, () -> shard.pull(TABLE, keys));
+        final PsException refused = catchThrowableOfType(PsException.class, () -> shard.pull(TABLE, 1, keys));
 
         assertThat(refused).as("a pull of %d bytes", 4L * keys.length * 1024).isNotNull();
         assertThat(refused.code()).isEqualTo(Status.Code.INVALID_ARGUMENT);
         assertThat(refused.getMessage()).contains("600000 keys", "dim 1024", "2457600000 bytes");
-        assertThat(shard.pull(TABLE, new long[] {1, 2}))
+        assertThat(shard.pull(TABLE, 1, new long[] {1, 2}))
                 .as("a pull of a sane size")
                 .hasSize(2 * 1024 * 4);
     }

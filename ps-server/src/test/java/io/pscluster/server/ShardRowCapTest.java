@@ -26,7 +26,7 @@ class ShardRowCapTest {
 
     @BeforeEach
     void ownEverySlot() throws InterruptedException {
-        shard.applyRouting(TestRouting.allSlotsTo("s", 1));
+        TestRouting.serve(shard, TestRouting.allSlotsTo("s", 1));
         assertThat(shard.ownedSlotCount()).isEqualTo(Slots.SLOT_COUNT);
     }
 
@@ -58,7 +58,7 @@ class ShardRowCapTest {
     }
 
     private float firstValue(final long key) {
-        return ByteBuffer.wrap(shard.pull(TABLE, new long[] {key}))
+        return ByteBuffer.wrap(shard.pull(TABLE, 1, new long[] {key}))
                 .order(ByteOrder.LITTLE_ENDIAN)
                 .getFloat(0);
     }
@@ -75,7 +75,7 @@ class ShardRowCapTest {
         long refusedKey = -1;
         for (long key = 0; key < 1_000 && refused == null; key++) {
             try {
-                shard.push(TABLE, new long[] {key}, ones(1));
+                shard.push(TABLE, 1, 0, 0, new long[] {key}, ones(1));
                 shard.awaitQuiescent();
             } catch (PsException e) {
                 refused = e;
@@ -94,7 +94,8 @@ class ShardRowCapTest {
         final long existing = hasRow(table, 0) ? 0 : 1;
         assertThat(hasRow(table, existing)).isTrue();
         final float before = firstValue(existing);
-        assertThat(shard.push(TABLE, new long[] {existing}, ones(1))).isEqualTo(1);
+        assertThat(shard.push(TABLE, 1, 0, 0, new long[] {existing}, ones(1)).accepted())
+                .isEqualTo(1);
         shard.awaitQuiescent();
         assertThat(firstValue(existing)).isEqualTo(before - 1f);
     }
@@ -107,7 +108,8 @@ class ShardRowCapTest {
             keys[i] = 10_000 + i;
         }
 
-        final PsException refused = catchThrowableOfType(PsException.class, () -> shard.push(TABLE, keys, ones(150)));
+        final PsException refused =
+                catchThrowableOfType(PsException.class, () -> shard.push(TABLE, 1, 0, 0, keys, ones(150)));
 
         assertThat(refused).isNotNull();
         assertThat(refused.code()).isEqualTo(Status.Code.RESOURCE_EXHAUSTED);
@@ -123,7 +125,7 @@ class ShardRowCapTest {
         for (long key = 0; key < 1_000; key++) {
             final long rowsBefore = table.rowCount();
             try {
-                shard.push(TABLE, new long[] {key}, ones(1));
+                shard.push(TABLE, 1, 0, 0, new long[] {key}, ones(1));
             } catch (PsException refused) {
                 assertThat(rowsBefore)
                         .as("rows when the first push was refused")
@@ -146,11 +148,11 @@ class ShardRowCapTest {
             second++;
         }
 
-        shard.push(TABLE, new long[] {first}, ones(1));
+        shard.push(TABLE, 1, 0, 0, new long[] {first}, ones(1));
         shard.awaitQuiescent();
         final long other = second; // in the other partition
         final PsException refused =
-                catchThrowableOfType(PsException.class, () -> shard.push(TABLE, new long[] {other}, ones(1)));
+                catchThrowableOfType(PsException.class, () -> shard.push(TABLE, 1, 0, 0, new long[] {other}, ones(1)));
         shard.awaitQuiescent();
 
         assertThat(table.maxRows()).isLessThanOrEqualTo(1);
@@ -164,14 +166,14 @@ class ShardRowCapTest {
     void shouldCountANewKeyOnceWhenAPushNamesItTwice() throws InterruptedException {
         // One partition, so that the per-partition split of the cap plays no part.
         try (Shard single = new Shard("s", 1 << 20, 1, 1024, new Configuration())) {
-            single.applyRouting(TestRouting.allSlotsTo("s", 1));
+            TestRouting.serve(single, TestRouting.allSlotsTo("s", 1));
             single.createTable(schema(2));
             final ParameterTable table = single.table(TABLE);
-            single.push(TABLE, new long[] {1}, ones(1));
+            single.push(TABLE, 1, 0, 0, new long[] {1}, ones(1));
             single.awaitQuiescent();
 
-            final PsException refused =
-                    catchThrowableOfType(PsException.class, () -> single.push(TABLE, new long[] {5, 5}, ones(2)));
+            final PsException refused = catchThrowableOfType(
+                    PsException.class, () -> single.push(TABLE, 1, 0, 0, new long[] {5, 5}, ones(2)));
 
             assertThat(refused)
                     .as("refusal of one new key named twice with 1 of 2 rows held")

@@ -11,6 +11,8 @@ import java.util.BitSet;
 import org.junit.jupiter.api.Test;
 
 class SlotOwnershipTest {
+    /** A request routed with an epoch newer than any in these tests. */
+    private static final long ROUTED = 100;
 
     private static BitSet slots(final int fromInclusive, final int toExclusive) {
         final BitSet slots = new BitSet();
@@ -20,7 +22,7 @@ class SlotOwnershipTest {
 
     private static StatusRuntimeException statusOfCheck(final SlotOwnership.View view, final int slot) {
         final PsException failure =
-                catchThrowableOfType(PsException.class, () -> view.check(slot, "shard-7", "emb", 99L));
+                catchThrowableOfType(PsException.class, () -> view.check(slot, ROUTED, "shard-7", "emb", 99L));
         assertThat(failure).as("check of slot %d should be refused", slot).isNotNull();
         final StatusRuntimeException status = PsException.toStatus(failure);
         assertThat(status.getStatus().getCode()).isEqualTo(failure.code());
@@ -56,8 +58,8 @@ class SlotOwnershipTest {
         ownership.route(4, slots(100, 200));
         final SlotOwnership.View view = ownership.view();
 
-        assertThatCode(() -> view.check(100, "shard-7", "emb", 1L)).doesNotThrowAnyException();
-        assertThatCode(() -> view.check(199, "shard-7", "emb", 1L)).doesNotThrowAnyException();
+        assertThatCode(() -> view.check(100, ROUTED, "shard-7", "emb", 1L)).doesNotThrowAnyException();
+        assertThatCode(() -> view.check(199, ROUTED, "shard-7", "emb", 1L)).doesNotThrowAnyException();
 
         final StatusRuntimeException status = statusOfCheck(view, 200);
         assertThat(status.getStatus().getCode()).isEqualTo(Status.Code.FAILED_PRECONDITION);
@@ -77,7 +79,8 @@ class SlotOwnershipTest {
         assertThat(status.getStatus().getCode()).isEqualTo(Status.Code.UNAVAILABLE);
         assertThat(PsException.rejectOf(status)).isEqualTo(PsException.Reject.RESTORING);
         assertThat(status.getTrailers().get(PsException.EPOCH_KEY)).isEqualTo("5");
-        assertThatCode(() -> ownership.view().check(4, "shard-7", "emb", 1L)).doesNotThrowAnyException();
+        assertThatCode(() -> ownership.view().check(4, ROUTED, "shard-7", "emb", 1L))
+                .doesNotThrowAnyException();
     }
 
     @Test
@@ -91,11 +94,13 @@ class SlotOwnershipTest {
 
         assertThat(ownership.view().restoring()).isEqualTo(slots(0, 10));
         assertThat(PsException.rejectOf(statusOfCheck(ownership.view(), 9))).isEqualTo(PsException.Reject.RESTORING);
-        assertThatCode(() -> ownership.view().check(10, "shard-7", "emb", 1L)).doesNotThrowAnyException();
+        assertThatCode(() -> ownership.view().check(10, ROUTED, "shard-7", "emb", 1L))
+                .doesNotThrowAnyException();
 
         ownership.endRestore(slots(0, 5));
 
-        assertThatCode(() -> ownership.view().check(4, "shard-7", "emb", 1L)).doesNotThrowAnyException();
+        assertThatCode(() -> ownership.view().check(4, ROUTED, "shard-7", "emb", 1L))
+                .doesNotThrowAnyException();
         assertThat(PsException.rejectOf(statusOfCheck(ownership.view(), 5))).isEqualTo(PsException.Reject.RESTORING);
         assertThat(ownership.view().epoch()).isEqualTo(3);
     }
@@ -112,7 +117,8 @@ class SlotOwnershipTest {
         ownership.endRestore(slots(0, 10));
 
         assertThat(PsException.rejectOf(statusOfCheck(ownership.view(), 7))).isEqualTo(PsException.Reject.WRONG_OWNER);
-        assertThatCode(() -> ownership.view().check(4, "shard-7", "emb", 1L)).doesNotThrowAnyException();
+        assertThatCode(() -> ownership.view().check(4, ROUTED, "shard-7", "emb", 1L))
+                .doesNotThrowAnyException();
     }
 
     @Test
@@ -129,7 +135,48 @@ class SlotOwnershipTest {
         assertThat(before.epoch()).isEqualTo(1);
         assertThat(before.owned()).isEqualTo(slots(0, 10));
         assertThat(before.restoring()).isEqualTo(new BitSet());
-        assertThatCode(() -> before.check(0, "shard-7", "emb", 1L)).doesNotThrowAnyException();
+        assertThatCode(() -> before.check(0, ROUTED, "shard-7", "emb", 1L)).doesNotThrowAnyException();
         assertThat(ownership.view().owned()).isEqualTo(slots(50, 60));
+    }
+
+    @Test
+    void shouldRefuseAsWrongOwnerWhenRoutedAtAnEpochOlderThanTheSlotsGeneration() {
+        final SlotOwnership ownership = new SlotOwnership();
+        ownership.route(3, slots(0, 10));
+        ownership.route(7, slots(0, 20));
+
+        assertThat(ownership.view().generationOf(5))
+                .as("a slot kept since epoch 3")
+                .isEqualTo(3);
+        assertThat(ownership.view().generationOf(15))
+                .as("a slot gained at epoch 7")
+                .isEqualTo(7);
+        assertThatCode(() -> ownership.view().check(5, 3, "shard-7", "emb", 1L)).doesNotThrowAnyException();
+        assertThatCode(() -> ownership.view().check(15, 7, "shard-7", "emb", 1L))
+                .doesNotThrowAnyException();
+
+        final PsException refused =
+                catchThrowableOfType(PsException.class, () -> ownership.view().check(15, 6, "shard-7", "emb", 1L));
+        assertThat(refused).isNotNull();
+        final StatusRuntimeException status = PsException.toStatus(refused);
+        assertThat(PsException.rejectOf(status)).isEqualTo(PsException.Reject.WRONG_OWNER);
+        assertThat(status.getStatus().getDescription()).contains("routed at epoch 6", "slot 15", "at epoch 7");
+    }
+
+    @Test
+    void shouldTakeTheProxysGenerationsWhenTheRoutingCarriesThem() {
+        final SlotOwnership ownership = new SlotOwnership();
+        final long[] generations = new long[4096];
+        generations[2] = 4;
+        generations[3] = 9;
+
+        ownership.route(9, slots(2, 4), generations);
+
+        assertThat(ownership.view().generationOf(2)).isEqualTo(4);
+        assertThat(ownership.view().generationOf(3)).isEqualTo(9);
+        assertThatCode(() -> ownership.view().check(2, 5, "shard-7", "emb", 1L)).doesNotThrowAnyException();
+        assertThat(PsException.rejectOf(PsException.toStatus(catchThrowableOfType(
+                        PsException.class, () -> ownership.view().check(3, 8, "shard-7", "emb", 1L)))))
+                .isEqualTo(PsException.Reject.WRONG_OWNER);
     }
 }

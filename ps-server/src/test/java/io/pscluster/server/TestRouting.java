@@ -4,10 +4,20 @@ import io.pscluster.proto.v1.RoutingTable;
 import io.pscluster.proto.v1.ShardInfo;
 import io.pscluster.wire.Slots;
 import java.util.BitSet;
+import java.util.concurrent.TimeUnit;
 
 /** Routing tables as the proxy would send them, for tests that drive a {@link Shard} directly. */
 final class TestRouting {
     private TestRouting() {}
+
+    /**
+     * Applies {@code routing} to {@code shard} and grants it a lease of an hour, as the proxy link would after a
+     * registration answer.
+     */
+    static void serve(final Shard shard, final RoutingTable routing) throws InterruptedException {
+        shard.applyRouting(routing);
+        shard.grantLeaseUntil(System.nanoTime() + TimeUnit.HOURS.toNanos(1));
+    }
 
     /** Routing at {@code epoch} that assigns every slot to the one shard {@code shardId}. */
     static RoutingTable allSlotsTo(final String shardId, final long epoch) {

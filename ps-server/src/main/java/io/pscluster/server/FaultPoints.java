@@ -1,0 +1,89 @@
+package io.pscluster.server;
+
+import io.pscluster.wire.PsException;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicInteger;
+
+/**
+ * Named fault-injection points in the shard's production code, so that a test says exactly which failure it
+ * exercises. They are switched only through {@code ShardAdminService.InjectFault}, and only in a JVM started with
+ * {@code -Dpscluster.faults=true}; otherwise every point stays off and {@link #inject} is refused.
+ *
+ * <ul>
+ *   <li>{@value #DROP_HEARTBEATS}: the proxy link sends no heartbeat while it is on (the lease then lapses).
+ *   <li>{@value #FAIL_RESTORE}: a restore attempt fails with a transient {@link java.io.IOException}.
+ * </ul>
+ *
+ * <p>Thread-safe. A point switched on with {@code times > 0} fires that many times, then switches itself off.
+ */
+public final class FaultPoints {
+    public static final String DROP_HEARTBEATS = "drop-heartbeats";
+    public static final String FAIL_RESTORE = "fail-restore";
+    /** The system property that allows fault injection. */
+    public static final String ENABLE_PROPERTY = "pscluster.faults";
+
+    private static final Set<String> KNOWN = Set.of(DROP_HEARTBEATS, FAIL_RESTORE);
+    /** Remaining firings of a point that is on; {@link Integer#MAX_VALUE} for "until switched off". */
+    private final Map<String, AtomicInteger> armed = new ConcurrentHashMap<>();
+
+    private final boolean allowed;
+
+    /** Points allowed when the JVM was started with {@code -Dpscluster.faults=true}. */
+    public FaultPoints() {
+        this(Boolean.getBoolean(ENABLE_PROPERTY));
+    }
+
+    FaultPoints(final boolean allowed) {
+        this.allowed = allowed;
+    }
+
+    public boolean allowed() {
+        return allowed;
+    }
+
+    /**
+     * Switches {@code point} on (firing {@code times} times, 0: until switched off) or off.
+     *
+     * @throws PsException FAILED_PRECONDITION when fault injection is off, INVALID_ARGUMENT for an unknown point.
+     */
+    public void inject(final String point, final boolean enabled, final int times) {
+        if (!allowed) {
+            throw PsException.failedPrecondition(
+                    "fault injection is off: start the shard with -D" + ENABLE_PROPERTY + "=true");
+        }
+        if (!KNOWN.contains(point)) {
+            throw PsException.invalidArgument("unknown fault point '" + point + "'; known: " + KNOWN);
+        }
+        if (times < 0) {
+            throw PsException.invalidArgument("times=" + times + " must be >= 0");
+        }
+        if (enabled) {
+            armed.put(point, new AtomicInteger(times == 0 ? Integer.MAX_VALUE : times));
+        } else {
+            armed.remove(point);
+        }
+    }
+
+    /** True when {@code point} is on; consumes one firing. */
+    boolean fire(final String point) {
+        final AtomicInteger remaining = armed.get(point);
+        if (remaining == null) {
+            return false;
+        }
+        while (true) {
+            final int left = remaining.get();
+            if (left <= 0) {
+                armed.remove(point, remaining);
+                return false;
+            }
+            if (left == Integer.MAX_VALUE || remaining.compareAndSet(left, left - 1)) {
+                if (left == 1) {
+                    armed.remove(point, remaining);
+                }
+                return true;
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+package io.pscluster.server;
+
+import io.pscluster.wire.PsException;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import org.agrona.collections.LongHashSet;
+
+/**
+ * Which pushes a shard has accepted, per client, so that a retried push is applied at most once.
+ *
+ * <p>Per client, a window of the last {@value #DEFAULT_WINDOW} accepted sequences (a set for lookup and a ring in
+ * acceptance order for eviction, both grown on demand); at most {@value #DEFAULT_CLIENTS} clients, the least
+ * recently active evicted first. The caller holds a {@link Window}'s monitor across check, offer and record, so two
+ * copies of one push arriving at once are accepted once: {@code synchronized (window) { if (window.seen(seq)) ...;
+ * offer; window.record(seq); }}.
+ *
+ * <p>Forgetting: once a client's window is full, accepting a sequence evicts the oldest accepted one. A sequence
+ * that is not retained but is not above the highest one ever evicted may have been applied and forgotten: it is
+ * refused with FAILED_PRECONDITION rather than applied again. (That is a little stricter than "lower than every
+ * retained sequence": pushes are accepted out of order, so an evicted sequence can be above the lowest retained.)
+ */
+final class PushSequenceWindows {
+    static final int DEFAULT_WINDOW = 65_536;
+    static final int DEFAULT_CLIENTS = 16_384;
+
+    private final int windowSize;
+    private final Map<Long, Window> clients;
+
+    PushSequenceWindows() {
+        this(DEFAULT_WINDOW, DEFAULT_CLIENTS);
+    }
+
+    PushSequenceWindows(final int windowSize, final int maxClients) {
+        if (windowSize < 1 || maxClients < 1) {
+            throw new IllegalArgumentException(
+                    "windowSize=" + windowSize + " and maxClients=" + maxClients + " must be > 0");
+        }
+        this.windowSize = windowSize;
+        // Access order: the eldest entry is the least recently active client.
+        this.clients = new LinkedHashMap<>(256, 0.75f, true) {
+            @Override
+            protected boolean removeEldestEntry(final Map.Entry<Long, Window> eldest) {
+                return size() > maxClients;
+            }
+        };
+    }
+
+    /** The window of {@code clientId} (non-zero), created if new; marks the client active. */
+    Window window(final long clientId) {
+        synchronized (clients) {
+            return clients.computeIfAbsent(clientId, id -> new Window(id, windowSize));
+        }
+    }
+
+    int clientCount() {
+        synchronized (clients) {
+            return clients.size();
+        }
+    }
+
+    /** One client's accepted sequences. Not thread-safe: callers hold its monitor. */
+    static final class Window {
+        private final long clientId;
+        private final int capacity;
+        private final LongHashSet retained = new LongHashSet();
+        private long[] ring;
+        private int head;
+        private int size;
+        private long highestEvicted = Long.MIN_VALUE;
+
+        private Window(final long clientId, final int capacity) {
+            this.clientId = clientId;
+            this.capacity = capacity;
+            this.ring = new long[Math.min(16, capacity)];
+        }
+
+        /**
+         * True if {@code sequence} was accepted before and is still remembered.
+         *
+         * @throws PsException FAILED_PRECONDITION when it is not remembered but may have been accepted and forgotten.
+         */
+        boolean seen(final long sequence) {
+            if (retained.contains(sequence)) {
+                return true;
+            }
+            if (sequence <= highestEvicted) {
+                throw PsException.failedPrecondition("push of client " + clientId + " with sequence " + sequence
+                        + " is older than the last " + capacity + " pushes this shard remembers (oldest remembered: "
+                        + ring[head] + "); it may have been applied and is not applied again");
+            }
+            return false;
+        }
+
+        /** Remembers an accepted sequence, forgetting the oldest accepted one when the window is full. */
+        void record(final long sequence) {
+            if (size == capacity) {
+                final long evicted = ring[head];
+                retained.remove(evicted);
+                highestEvicted = Math.max(highestEvicted, evicted);
+                ring[head] = sequence;
+                // Full means the ring has grown to exactly capacity entries.
+                head = (head + 1) % ring.length;
+            } else {
+                if (size == ring.length) {
+                    grow();
+                }
+                ring[(head + size) % ring.length] = sequence;
+                size++;
+            }
+            retained.add(sequence);
+        }
+
+        private void grow() {
+            final long[] larger = new long[Math.min(capacity, ring.length * 2)];
+            for (int i = 0; i < size; i++) {
+                larger[i] = ring[(head + i) % ring.length];
+            }
+            ring = larger;
+            head = 0;
+        }
+
+        int size() {
+            return size;
+        }
+    }
+}

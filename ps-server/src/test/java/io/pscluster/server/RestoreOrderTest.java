@@ -1,0 +1,185 @@
+package io.pscluster.server;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
+
+import io.grpc.Grpc;
+import io.grpc.InsecureChannelCredentials;
+import io.grpc.ManagedChannel;
+import io.pscluster.proto.v1.InjectFaultRequest;
+import io.pscluster.proto.v1.RestoreDirective;
+import io.pscluster.proto.v1.RestoreReport;
+import io.pscluster.proto.v1.ShardAdminServiceGrpc;
+import io.pscluster.wire.PsException;
+import io.pscluster.wire.Slots;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.HashSet;
+import java.util.Optional;
+import java.util.Set;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.stream.IntStream;
+import java.util.stream.LongStream;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * Restore orders as a shard carries them out: marked restoring at once, loaded in the background, retried until done,
+ * falling back to an older checkpoint when the ordered one is damaged, reported in every heartbeat and forgotten once
+ * done and no longer sent. The proxy is a stand-in; checkpoints live in a temporary local directory.
+ */
+class RestoreOrderTest {
+    private static final Duration GENEROUS = Duration.ofSeconds(30);
+    private static final long[] KEYS = LongStream.range(0, 200).toArray();
+
+    @TempDir
+    Path directory;
+
+    private FakeProxy proxy;
+    private CounterCheckpoints checkpoints;
+    private ShardServer server;
+    private ManagedChannel channel;
+
+    @BeforeEach
+    void startProxy() throws Exception {
+        proxy = new FakeProxy().start();
+        checkpoints = new CounterCheckpoints(directory);
+        proxy.checkpointRoot = checkpoints.root().toString();
+    }
+
+    @AfterEach
+    void stopAll() throws Exception {
+        if (channel != null) {
+            channel.shutdownNow();
+        }
+        if (server != null) {
+            server.close();
+        }
+        checkpoints.close();
+        proxy.close();
+    }
+
+    private ShardServer startShard() throws Exception {
+        server = ShardServer.start(new ShardServer.Context()
+                .proxyAddress(proxy.address())
+                .port(0)
+                .partitions(2)
+                .drainOnClose(false)
+                .faults(new FaultPoints(true)));
+        channel = Grpc.newChannelBuilder(server.address(), InsecureChannelCredentials.create())
+                .build();
+        return server;
+    }
+
+    private RestoreDirective order(final long orderId, final long checkpointId) {
+        return RestoreDirective.newBuilder()
+                .setCheckpointRoot(checkpoints.root().toString())
+                .setCheckpointId(checkpointId)
+                .addAllSlots(IntStream.range(0, Slots.SLOT_COUNT).boxed().toList())
+                .setOrderId(orderId)
+                .setReason("test takeover")
+                .build();
+    }
+
+    private Optional<RestoreReport> report(final long orderId, final boolean done) {
+        return proxy.heartbeats.stream()
+                .flatMap(beat -> beat.getRestoresList().stream())
+                .filter(report -> report.getOrderId() == orderId && report.getDone() == done)
+                .findFirst();
+    }
+
+    private static float[] floats(final byte[] values) {
+        final float[] out = new float[values.length / 4];
+        ByteBuffer.wrap(values).order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer().get(out);
+        return out;
+    }
+
+    @Test
+    void shouldRestoreTheOlderCheckpointAndSaySoWhenTheOrderedOneHasAFlippedByte() throws Exception {
+        checkpoints.countAndCommit(KEYS, 1);
+        checkpoints.countAndCommit(KEYS, 2);
+        checkpoints.flipAByte(2);
+        proxy.routing = id -> TestRouting.allSlotsTo(id, 3);
+        proxy.orders.add(order(5, 2));
+
+        startShard();
+        await().atMost(GENEROUS).until(() -> report(5, true).isPresent());
+
+        final RestoreReport done = report(5, true).orElseThrow();
+        assertThat(done.getCheckpointId()).as("checkpoint loaded").isEqualTo(1);
+        assertThat(done.getRows()).isEqualTo(KEYS.length);
+        assertThat(done.getNote()).contains("checkpoint 2 damaged", "restored checkpoint 1");
+        assertThat(floats(server.shard().pull(CounterCheckpoints.TABLE, 3, KEYS)))
+                .as("counters from checkpoint 1")
+                .containsOnly(1f);
+        // The proxy stops sending a done order; the shard then stops reporting it.
+        final int beats = proxy.heartbeats.size();
+        await().atMost(GENEROUS)
+                .until(() -> proxy.heartbeats.size() > beats + 1
+                        && proxy.lastHeartbeat().getRestoresCount() == 0);
+    }
+
+    @Test
+    void shouldRetryATransientFailureUntilDoneWhileTheSlotsRefuseRequests() throws Exception {
+        checkpoints.countAndCommit(KEYS, 1);
+        proxy.tables.add(CounterCheckpoints.SCHEMA);
+        // The shard starts owning nothing; the slots and the order to restore them come in one answer.
+        final java.util.BitSet all = new java.util.BitSet();
+        all.set(0, Slots.SLOT_COUNT);
+        proxy.routing = id -> TestRouting.movingSlots(id, "lost-shard", all, 1);
+        startShard();
+        ShardAdminServiceGrpc.newBlockingStub(channel)
+                .withDeadlineAfter(10, TimeUnit.SECONDS)
+                .injectFault(InjectFaultRequest.newBuilder()
+                        .setPoint(FaultPoints.FAIL_RESTORE)
+                        .setEnabled(true)
+                        .setTimes(2)
+                        .build());
+
+        proxy.routing = id -> TestRouting.allSlotsTo(id, 2);
+        proxy.orders.add(order(8, 1));
+
+        final AtomicInteger restoringRefusals = new AtomicInteger();
+        final Set<Float> served = new HashSet<>();
+        await().atMost(GENEROUS).pollInterval(Duration.ofMillis(10)).until(() -> {
+            try {
+                for (final float value : floats(server.shard().pull(CounterCheckpoints.TABLE, 2, KEYS))) {
+                    served.add(value);
+                }
+            } catch (PsException refused) {
+                if (PsException.rejectOf(PsException.toStatus(refused)) == PsException.Reject.RESTORING) {
+                    restoringRefusals.incrementAndGet();
+                }
+            }
+            return report(8, true).isPresent();
+        });
+
+        assertThat(report(8, false))
+                .as("a report of the failing order")
+                .hasValueSatisfying(failing -> assertThat(failing.getNote()).contains("injected fault fail-restore"));
+        assertThat(restoringRefusals.get()).as("pulls refused while restoring").isPositive();
+        assertThat(served).as("values ever served: never the initial ones").doesNotContain(0f);
+        assertThat(report(8, true).orElseThrow().getCheckpointId()).isEqualTo(1);
+        assertThat(floats(server.shard().pull(CounterCheckpoints.TABLE, 2, KEYS)))
+                .containsOnly(1f);
+    }
+
+    @Test
+    void shouldStartTheSlotsEmptyAndReportDoneWithANoteWhenNoCheckpointExists() throws Exception {
+        proxy.tables.add(CounterCheckpoints.SCHEMA);
+        proxy.orders.add(order(3, 0));
+
+        startShard();
+        await().atMost(GENEROUS).until(() -> report(3, true).isPresent());
+
+        assertThat(report(3, true).orElseThrow().getNote()).contains("no checkpoint exists");
+        assertThat(server.shard().restoringSlotCount()).isZero();
+        assertThat(floats(server.shard().pull(CounterCheckpoints.TABLE, 1, KEYS)))
+                .containsOnly(0f);
+    }
+}

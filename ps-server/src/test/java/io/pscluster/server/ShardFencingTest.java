@@ -1,0 +1,163 @@
+package io.pscluster.server;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatCode;
+import static org.assertj.core.api.Assertions.catchThrowableOfType;
+import static org.awaitility.Awaitility.await;
+
+import io.grpc.Status;
+import io.pscluster.proto.v1.OptimizerSpec;
+import io.pscluster.proto.v1.RoutingTable;
+import io.pscluster.proto.v1.TableKind;
+import io.pscluster.proto.v1.TableSchema;
+import io.pscluster.server.table.ParameterTable;
+import io.pscluster.wire.PsException;
+import io.pscluster.wire.Slots;
+import java.time.Duration;
+import java.util.concurrent.TimeUnit;
+import org.apache.hadoop.conf.Configuration;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+/**
+ * Fencing on the shard: it serves only under a valid lease and only requests routed at an epoch no older than the
+ * generation of every slot they touch. Every refusal is the retryable wrong-owner answer and applies nothing.
+ */
+class ShardFencingTest {
+    private static final String TABLE = "fenced";
+
+    private final Shard shard = new Shard("s", 1 << 20, 2, 1024, new Configuration());
+    private ParameterTable table;
+
+    @BeforeEach
+    void createTable() throws InterruptedException {
+        shard.applyRouting(TestRouting.allSlotsTo("s", 1));
+        // SGD with lr 1 from zeros, dim 1: a row holds minus the sum of its gradients.
+        shard.createTable(TableSchema.newBuilder()
+                .setName(TABLE)
+                .setKind(TableKind.SPARSE)
+                .setDim(1)
+                .setOptimizer(OptimizerSpec.newBuilder().setLearningRate(1f))
+                .build());
+        table = shard.table(TABLE);
+    }
+
+    @AfterEach
+    void closeShard() {
+        shard.close();
+    }
+
+    private static PsException wrongOwner(final Runnable request) {
+        final PsException refused = catchThrowableOfType(PsException.class, request::run);
+        assertThat(refused).as("refusal").isNotNull();
+        assertThat(PsException.rejectOf(PsException.toStatus(refused)))
+                .as("reject of: %s", refused.getMessage())
+                .isEqualTo(PsException.Reject.WRONG_OWNER);
+        assertThat(refused.code()).isEqualTo(Status.Code.FAILED_PRECONDITION);
+        return refused;
+    }
+
+    @Test
+    void shouldRefuseWritesAndReadsWhenTheLeaseLapsedAndServeThemAgainWhenRenewed() throws InterruptedException {
+        final long[] keys = {1, 2, 3};
+        shard.grantLeaseUntil(System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(200));
+        assertThat(shard.push(TABLE, 1, 0, 0, keys, new float[] {1, 1, 1}).accepted())
+                .isEqualTo(3);
+        shard.awaitQuiescent();
+
+        await().atMost(Duration.ofSeconds(5)).until(() -> shard.leaseRemainingNanos() <= 0);
+
+        final PsException push = wrongOwner(() -> shard.push(TABLE, 1, 0, 0, keys, new float[] {1, 1, 1}));
+        assertThat(push.getMessage()).contains("lease lapsed", "ms ago");
+        final PsException pull = wrongOwner(() -> shard.pull(TABLE, 1, keys));
+        assertThat(pull.getMessage()).contains("lease lapsed");
+        shard.awaitQuiescent();
+        assertThat(table.pull(keys)).as("only the push under the lease applied").containsOnly(-1f);
+
+        shard.grantLeaseUntil(System.nanoTime() + TimeUnit.HOURS.toNanos(1));
+
+        assertThat(shard.push(TABLE, 1, 0, 0, keys, new float[] {1, 1, 1}).accepted())
+                .isEqualTo(3);
+        shard.awaitQuiescent();
+        assertThat(shard.pull(TABLE, 1, keys)).hasSize(12);
+        assertThat(table.pull(keys)).containsOnly(-2f);
+    }
+
+    @Test
+    void shouldRefuseEveryRequestWhenNoLeaseWasEverGranted() {
+        final PsException refused = wrongOwner(() -> shard.pull(TABLE, 1, new long[] {1}));
+
+        assertThat(refused.getMessage()).contains("no lease");
+    }
+
+    @Test
+    void shouldRefuseARequestRoutedBeforeTheSlotMovedHereWhenTheGenerationIsNewer() throws InterruptedException {
+        final long[] key = {42};
+        final int slot = table.slotOf(42);
+        // Epoch 9: every slot here since epoch 1, except the key's slot, which came at epoch 7.
+        final RoutingTable.Builder routing = TestRouting.allSlotsTo("s", 9).toBuilder();
+        for (int s = 0; s < Slots.SLOT_COUNT; s++) {
+            routing.addSlotGeneration(s == slot ? 7 : 1);
+        }
+        TestRouting.serve(shard, routing.build());
+
+        final PsException stale = wrongOwner(() -> shard.push(TABLE, 6, 0, 0, key, new float[] {1}));
+        assertThat(stale.getMessage()).contains("routed at epoch 6", "slot " + slot, "at epoch 7", "refresh");
+        wrongOwner(() -> shard.pull(TABLE, 6, key));
+        assertThatCode(() -> shard.push(TABLE, 6, 0, 0, new long[] {otherSlotKey(slot)}, new float[] {1}))
+                .as("a key in a slot held since epoch 1")
+                .doesNotThrowAnyException();
+        assertThat(shard.push(TABLE, 7, 0, 0, key, new float[] {1}).accepted()).isEqualTo(1);
+        shard.awaitQuiescent();
+        assertThat(table.pull(key))
+                .as("only the push routed at the slot's generation")
+                .containsOnly(-1f);
+    }
+
+    @Test
+    void shouldGiveGainedSlotsTheRoutingEpochWhenTheRoutingCarriesNoGenerations() throws InterruptedException {
+        final int slot = table.slotOf(42);
+        final java.util.BitSet moved = new java.util.BitSet();
+        moved.set(slot);
+        TestRouting.serve(shard, TestRouting.movingSlots("s", "t", moved, 2));
+        shard.applyRouting(TestRouting.allSlotsTo("s", 5));
+
+        wrongOwner(() -> shard.push(TABLE, 4, 0, 0, new long[] {42}, new float[] {1}));
+        assertThatCode(() -> shard.push(TABLE, 4, 0, 0, new long[] {otherSlotKey(slot)}, new float[] {1}))
+                .as("a key in a slot kept since epoch 1")
+                .doesNotThrowAnyException();
+        assertThatCode(() -> shard.push(TABLE, 5, 0, 0, new long[] {42}, new float[] {1}))
+                .doesNotThrowAnyException();
+    }
+
+    @Test
+    void shouldRefuseARequestRoutedAtEpochZero() throws InterruptedException {
+        TestRouting.serve(shard, TestRouting.allSlotsTo("s", 1));
+
+        final PsException refused = wrongOwner(() -> shard.push(TABLE, 0, 0, 0, new long[] {1}, new float[] {1}));
+
+        assertThat(refused.getMessage()).contains("routed at epoch 0");
+        wrongOwner(() -> shard.pull(TABLE, 0, new long[] {1}));
+    }
+
+    @Test
+    void shouldRefuseWithDrainingAndKeepRefusingWhenALeaseIsGrantedWhileDraining() throws InterruptedException {
+        TestRouting.serve(shard, TestRouting.allSlotsTo("s", 1));
+
+        shard.beginDrain();
+        shard.grantLeaseUntil(System.nanoTime() + TimeUnit.HOURS.toNanos(1));
+
+        final PsException refused = wrongOwner(() -> shard.push(TABLE, 1, 0, 0, new long[] {1}, new float[] {1}));
+        assertThat(refused.getMessage()).contains("shard s is draining");
+        wrongOwner(() -> shard.pull(TABLE, 1, new long[] {1}));
+    }
+
+    private long otherSlotKey(final int slot) {
+        long key = 0;
+        while (table.slotOf(key) == slot) {
+            key++;
+        }
+        return key;
+    }
+}
