@@ -74,14 +74,18 @@ final class DemoCommand implements Callable<Integer> {
                 pulledBefore = client.table(settings.table()).pull(keysOf(before));
             }
 
-            out.println("[4/6] restarting both shards; they restore their slots from checkpoint "
-                    + checkpoint.getCheckpoint().getId());
-            for (int i = 0; i < cluster.shardCount(); i++) {
-                cluster.restartShard(i);
+            out.println("[4/6] crashing both shards (no hand-over, as a power cut would) and starting two new ones;"
+                    + " once the lost shards' leases lapse, each new shard adopts a slot group and restores it from"
+                    + " checkpoint " + checkpoint.getCheckpoint().getId());
+            final int shards = cluster.shardCount();
+            for (int i = 0; i < shards; i++) {
+                cluster.crashShard(i);
             }
+            final int first = cluster.addShard();
+            final int second = cluster.addShard();
             cluster.awaitHealthy(120_000);
-            out.println("      shards back at " + cluster.shard(0).address() + " and "
-                    + cluster.shard(1).address());
+            out.println("      new shards serving at " + cluster.shard(first).address() + " and "
+                    + cluster.shard(second).address());
 
             out.println("[5/6] comparing every parameter and optimizer slot with the state before the restart");
             final Map<Long, float[]> after = cluster.dumpTable(settings.table());

@@ -28,13 +28,36 @@ final class ProxyCommand implements Callable<Integer> {
             description = "A shard silent this long is dead (default ${DEFAULT-VALUE}).")
     long leaseMs;
 
+    @Option(
+            names = "--lease-margin-ms",
+            defaultValue = "1000",
+            description =
+                    "Slots of a silent shard move only after its lease plus this margin (default ${DEFAULT-VALUE}).")
+    long leaseMarginMs;
+
+    @Option(
+            names = "--heartbeat-ms",
+            defaultValue = "1000",
+            description = "Shards heartbeat this often; must be below the lease (default ${DEFAULT-VALUE}).")
+    long heartbeatMs;
+
+    @Option(
+            names = "--state-dir",
+            defaultValue = "",
+            description = "Local directory of the proxy's durable state (routing, catalog, restore orders). Default:"
+                    + " _proxy-state under a local --checkpoint-dir, else ./ps-proxy-state.")
+    String stateDir;
+
     @Override
     public Integer call() throws Exception {
         final ProxyServer proxy = ProxyServer.start(new ProxyServer.Context()
                 .port(port)
                 .checkpointRoot(Cli.checkpointUri(checkpointDir))
                 .checkpointIntervalMs(checkpointIntervalSeconds * 1000)
-                .leaseMs(leaseMs));
+                .stateDir(stateDir)
+                .leaseMs(leaseMs)
+                .leaseMarginMs(leaseMarginMs)
+                .heartbeatIntervalMs(heartbeatMs));
         System.out.println("proxy listening on port " + proxy.port() + ", checkpoints under " + proxy.checkpointRoot());
         Cli.runUntilStopped(proxy);
         return 0;

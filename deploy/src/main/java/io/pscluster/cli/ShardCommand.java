@@ -1,13 +1,21 @@
 package io.pscluster.cli;
 
+import io.grpc.ManagedChannel;
+import io.pscluster.proto.v1.AdminServiceGrpc;
+import io.pscluster.proto.v1.ForgetShardRequest;
 import io.pscluster.server.ShardServer;
 import java.util.concurrent.Callable;
+import java.util.concurrent.TimeUnit;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
-@Command(name = "shard", mixinStandardHelpOptions = true, description = "Run a PS shard until stopped.")
+@Command(
+        name = "shard",
+        mixinStandardHelpOptions = true,
+        description = "Run a PS shard until stopped (SIGTERM drains it: its slots are handed over, nothing is lost).",
+        subcommands = ShardCommand.Forget.class)
 final class ShardCommand implements Callable<Integer> {
-    @Option(names = "--proxy", required = true, description = "The proxy's HOST:PORT.")
+    @Option(names = "--proxy", description = "The proxy's HOST:PORT (required).")
     String proxy;
 
     @Option(names = "--port", defaultValue = "0", description = "Port to serve on; 0 (default) picks a free one.")
@@ -27,6 +35,9 @@ final class ShardCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
+        if (proxy == null) {
+            throw new IllegalArgumentException("--proxy is required: the proxy's HOST:PORT");
+        }
         final ShardServer shard = ShardServer.start(new ShardServer.Context()
                 .proxyAddress(Cli.hostPort("--proxy", proxy))
                 .port(port)
@@ -35,5 +46,33 @@ final class ShardCommand implements Callable<Integer> {
         System.out.println("shard " + shard.shardId() + " serving at " + shard.address());
         Cli.runUntilStopped(shard);
         return 0;
+    }
+
+    @Command(
+            name = "forget",
+            mixinStandardHelpOptions = true,
+            description = "Remove a shard that is gone from the proxy's registry (its slots go to live shards).")
+    static final class Forget implements Callable<Integer> {
+        @Option(names = "--proxy", required = true, description = "The proxy's HOST:PORT.")
+        String proxy;
+
+        @Option(names = "--id", required = true, description = "The shard id to forget.")
+        String id;
+
+        @Override
+        public Integer call() {
+            final ManagedChannel channel = Cli.channel(Cli.hostPort("--proxy", proxy));
+            try {
+                final boolean forgotten = AdminServiceGrpc.newBlockingStub(channel)
+                        .withDeadlineAfter(30, TimeUnit.SECONDS)
+                        .forgetShard(
+                                ForgetShardRequest.newBuilder().setShardId(id).build())
+                        .getForgotten();
+                System.out.println(forgotten ? "shard " + id + " forgotten" : "no shard " + id + " to forget");
+                return forgotten ? 0 : 1;
+            } finally {
+                Cli.close(channel);
+            }
+        }
     }
 }

@@ -4,13 +4,20 @@ import io.grpc.ManagedChannel;
 import io.pscluster.proto.v1.AdminServiceGrpc;
 import io.pscluster.proto.v1.ListShardsRequest;
 import io.pscluster.proto.v1.ListShardsResponse;
+import io.pscluster.proto.v1.RestoreDirective;
+import io.pscluster.proto.v1.RestoreReport;
+import io.pscluster.proto.v1.RollbackEvent;
 import io.pscluster.proto.v1.ShardStatus;
+import io.pscluster.worker.PsClient;
 import java.util.concurrent.Callable;
 import java.util.concurrent.TimeUnit;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
-@Command(name = "status", mixinStandardHelpOptions = true, description = "Shards, their slots and last load.")
+@Command(
+        name = "status",
+        mixinStandardHelpOptions = true,
+        description = "Shards, their slots and last load; restores in progress; rollbacks.")
 final class StatusCommand implements Callable<Integer> {
     @Option(names = "--proxy", required = true, description = "The proxy's HOST:PORT.")
     String proxy;
@@ -23,18 +30,37 @@ final class StatusCommand implements Callable<Integer> {
                     .withDeadlineAfter(10, TimeUnit.SECONDS)
                     .listShards(ListShardsRequest.getDefaultInstance());
             System.out.printf(
-                    "routing epoch %d, %d shards, %d slots without a live owner%n",
-                    response.getRoutingEpoch(), response.getShardsCount(), response.getUnownedSlots());
+                    "routing epoch %d, %d shards, %d slots without a live owner, %d rollbacks since the start%n",
+                    response.getRoutingEpoch(),
+                    response.getShardsCount(),
+                    response.getUnownedSlots(),
+                    response.getRollbacksTotal());
+            if (response.getGraceRemainingMillis() > 0) {
+                System.out.printf(
+                        "proxy just restarted: no slot moves for another %d ms (shards re-register)%n",
+                        response.getGraceRemainingMillis());
+            }
             System.out.printf(
-                    "%-12s %-22s %-5s %6s %10s %12s %8s %6s %10s %8s%n",
-                    "SHARD", "ADDRESS", "LIVE", "SLOTS", "ROWS", "BYTES", "REQ/S", "QUEUE", "HEAP_MB", "LAST_HB");
+                    "%-12s %-22s %-11s %6s %9s %10s %12s %8s %6s %10s %8s%n",
+                    "SHARD",
+                    "ADDRESS",
+                    "STATE",
+                    "SLOTS",
+                    "RESTORING",
+                    "ROWS",
+                    "BYTES",
+                    "REQ/S",
+                    "QUEUE",
+                    "HEAP_MB",
+                    "LAST_HB");
             for (final ShardStatus shard : response.getShardsList()) {
                 System.out.printf(
-                        "%-12s %-22s %-5s %6d %10d %12d %8.1f %6d %10d %6dms%n",
+                        "%-12s %-22s %-11s %6d %9d %10d %12d %8.1f %6d %10d %6dms%n",
                         shard.getShard().getShardId(),
                         shard.getShard().getAddress(),
-                        shard.getLive() ? "yes" : "NO",
+                        shard.getState().isEmpty() ? (shard.getLive() ? "live" : "gone") : shard.getState(),
                         shard.getSlotsOwned(),
+                        shard.getSlotsRestoring(),
                         shard.getLoad().getRows(),
                         shard.getLoad().getBytes(),
                         shard.getLoad().getRequestsPerSecond(),
@@ -42,9 +68,31 @@ final class StatusCommand implements Callable<Integer> {
                         shard.getLoad().getHeapUsedBytes() >> 20,
                         shard.getMillisSinceHeartbeat());
             }
+            for (final RestoreDirective order : response.getPendingRestoresList()) {
+                System.out.printf(
+                        "restore order %d: shard %s loads %d slots from checkpoint %d (%s)%s%n",
+                        order.getOrderId(),
+                        order.getShardId(),
+                        order.getSlotsCount(),
+                        order.getCheckpointId(),
+                        order.getReason(),
+                        reportOf(response, order.getOrderId()));
+            }
+            for (final RollbackEvent event : response.getRollbacksList()) {
+                System.out.println(PsClient.describe(event));
+            }
             return 0;
         } finally {
             Cli.close(channel);
         }
+    }
+
+    private static String reportOf(final ListShardsResponse response, final long orderId) {
+        for (final RestoreReport report : response.getRestoreReportsList()) {
+            if (report.getOrderId() == orderId && !report.getNote().isEmpty()) {
+                return ": " + report.getNote();
+            }
+        }
+        return "";
     }
 }

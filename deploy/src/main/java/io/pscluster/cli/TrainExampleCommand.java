@@ -5,6 +5,8 @@ import io.pscluster.example.LogisticRegression;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.concurrent.Callable;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
@@ -45,14 +47,18 @@ final class TrainExampleCommand implements Callable<Integer> {
         System.out.println(
                 "training on " + dataset.size() + " samples with " + workers + " workers, " + epochs + " epochs");
         final LogisticRegression.Settings defaults = LogisticRegression.Settings.defaults(workers, epochs);
+        final AtomicLong longestStep = new AtomicLong();
         final List<LogisticRegression.EpochResult> results = LogisticRegression.train(
                 Cli.hostPort("--proxy", proxy),
                 dataset,
                 new LogisticRegression.Settings(
                         table, workers, epochs, defaults.batchSize(), defaults.learningRate(), defaults.seed()),
-                result -> System.out.println("  " + result));
+                result -> System.out.println("  " + result),
+                event -> System.out.println("  " + io.pscluster.worker.PsClient.describe(event)),
+                longestStep);
         System.out.printf(
                 "final accuracy %.2f%%%n", results.get(results.size() - 1).accuracy() * 100);
+        System.out.printf("longest step %d ms%n", TimeUnit.NANOSECONDS.toMillis(longestStep.get()));
         return 0;
     }
 }

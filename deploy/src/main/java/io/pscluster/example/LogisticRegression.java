@@ -4,6 +4,7 @@ import io.pscluster.proto.v1.InitializerKind;
 import io.pscluster.proto.v1.InitializerSpec;
 import io.pscluster.proto.v1.OptimizerKind;
 import io.pscluster.proto.v1.OptimizerSpec;
+import io.pscluster.proto.v1.RollbackEvent;
 import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.worker.PsClient;
@@ -16,6 +17,7 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.Consumer;
 
 /**
@@ -71,12 +73,28 @@ public final class LogisticRegression {
             final Settings settings,
             final Consumer<EpochResult> progress)
             throws InterruptedException, ExecutionException {
+        return train(proxyAddress, data, settings, progress, event -> {}, new AtomicLong());
+    }
+
+    /**
+     * Trains as above; also reports each rollback the cluster announces (once, from the first worker's client) and
+     * keeps in {@code longestStepNanos} the longest pull-and-push step of any worker (a failover shows as a stall).
+     */
+    public static List<EpochResult> train(
+            final String proxyAddress,
+            final Dataset data,
+            final Settings settings,
+            final Consumer<EpochResult> progress,
+            final Consumer<RollbackEvent> rollbacks,
+            final AtomicLong longestStepNanos)
+            throws InterruptedException, ExecutionException {
         final List<PsClient> clients = new ArrayList<>();
         final ExecutorService workers = Executors.newFixedThreadPool(settings.workers());
         try {
             for (int w = 0; w < settings.workers(); w++) {
                 clients.add(PsClient.connect(proxyAddress));
             }
+            clients.get(0).addRollbackListener(rollbacks);
             clients.get(0).createTable(schema(settings));
             final List<PsTable> tables = new ArrayList<>();
             for (final PsClient client : clients) {
@@ -89,7 +107,8 @@ public final class LogisticRegression {
                 for (int w = 0; w < settings.workers(); w++) {
                     final int worker = w;
                     final int thisEpoch = epoch;
-                    running.add(workers.submit(() -> runWorker(tables.get(worker), data, settings, worker, thisEpoch)));
+                    running.add(workers.submit(
+                            () -> runWorker(tables.get(worker), data, settings, worker, thisEpoch, longestStepNanos)));
                 }
                 for (final Future<?> future : running) {
                     future.get();
@@ -107,13 +126,19 @@ public final class LogisticRegression {
     }
 
     private static void runWorker(
-            final PsTable table, final Dataset data, final Settings settings, final int worker, final int epoch) {
+            final PsTable table,
+            final Dataset data,
+            final Settings settings,
+            final int worker,
+            final int epoch,
+            final AtomicLong longestStepNanos) {
         final int[] mine = java.util.stream.IntStream.range(0, data.size())
                 .filter(i -> i % settings.workers() == worker)
                 .toArray();
         shuffle(mine, new SplittableRandom(settings.seed() * 31 + epoch * 1009L + worker));
         for (int from = 0; from < mine.length; from += settings.batchSize()) {
             final int[] batch = Arrays.copyOfRange(mine, from, Math.min(mine.length, from + settings.batchSize()));
+            final long stepStart = System.nanoTime();
             final long[] keys = uniqueKeys(data, batch);
             final float[] weights = table.pull(keys);
             final float[] gradients = new float[keys.length];
@@ -129,6 +154,7 @@ public final class LogisticRegression {
                 gradients[i] /= batch.length;
             }
             table.push(keys, gradients);
+            longestStepNanos.accumulateAndGet(System.nanoTime() - stepStart, Math::max);
         }
     }
 

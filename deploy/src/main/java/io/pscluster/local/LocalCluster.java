@@ -65,21 +65,32 @@ public final class LocalCluster implements AutoCloseable {
         return shards.size() - 1;
     }
 
-    /** Stops a shard gracefully (it deregisters and its rows are gone); its slots wait for a new owner. */
+    /**
+     * Stops a shard gracefully, as SIGTERM does: it refuses new requests (retryably), applies what it acknowledged and
+     * hands its slots over through a checkpoint, so that nothing acknowledged is lost; then it deregisters.
+     */
     public synchronized void stopShard(final int index) throws InterruptedException {
-        final ShardServer shard = shards.get(index);
-        if (shard != null) {
-            shard.close();
-            shards.set(index, null);
-        }
+        stop(index, true);
     }
 
-    /** Stops a shard and starts a new process-local one with the same id: it restores its slots from a checkpoint. */
-    public synchronized void restartShard(final int index) throws IOException, InterruptedException {
-        final ShardServer old = shards.get(index);
-        final String id = old.shardId();
-        stopShard(index);
-        shards.set(index, startShard(id));
+    /**
+     * Stops a shard as {@code kill -9} would: no hand-over, no deregistration. Its rows are gone; once its lease plus
+     * the margin lapses its slots come back on other shards from the newest complete checkpoint (a reported rollback).
+     */
+    public synchronized void crashShard(final int index) throws InterruptedException {
+        stop(index, false);
+    }
+
+    private void stop(final int index, final boolean drain) throws InterruptedException {
+        final ShardServer shard = shards.get(index);
+        if (shard != null) {
+            if (drain) {
+                shard.close();
+            } else {
+                shard.crash();
+            }
+            shards.set(index, null);
+        }
     }
 
     private ShardServer startShard(final String id) throws IOException, InterruptedException {
@@ -159,10 +170,11 @@ public final class LocalCluster implements AutoCloseable {
         return records;
     }
 
+    /** Stops every shard without hand-over (the cluster is going away), then the proxy. */
     @Override
     public synchronized void close() throws InterruptedException {
         for (int i = 0; i < shards.size(); i++) {
-            stopShard(i);
+            crashShard(i);
         }
         proxy.close();
     }
@@ -175,6 +187,32 @@ public final class LocalCluster implements AutoCloseable {
         private long checkpointIntervalMs;
         private int maxKeysPerRequest = 4 << 20;
         private Configuration hadoopConf = new Configuration();
+        private String stateDir = "";
+        private long leaseMs = 5_000;
+        private long leaseMarginMs = 1_000;
+        private long heartbeatIntervalMs = 1_000;
+
+        /** The proxy's state directory (local); default: {@code _proxy-state} under a file:// root, else a temp dir. */
+        public Builder stateDir(final String value) {
+            stateDir = value;
+            return this;
+        }
+
+        /** How long a shard's lease lasts; the proxy moves its slots after lease plus margin without a heartbeat. */
+        public Builder leaseMs(final long value) {
+            leaseMs = value;
+            return this;
+        }
+
+        public Builder leaseMarginMs(final long value) {
+            leaseMarginMs = value;
+            return this;
+        }
+
+        public Builder heartbeatIntervalMs(final long value) {
+            heartbeatIntervalMs = value;
+            return this;
+        }
 
         /** The most keys a shard accepts in one request. */
         public Builder maxKeysPerRequest(final int value) {
@@ -212,10 +250,19 @@ public final class LocalCluster implements AutoCloseable {
             if (shards < 1) {
                 throw new IllegalArgumentException("shards=" + shards + " must be >= 1");
             }
+            String state = stateDir;
+            if (state.isEmpty() && !checkpointRoot.startsWith("file:")) {
+                state = java.nio.file.Files.createTempDirectory("ps-proxy-state")
+                        .toString();
+            }
             final ProxyServer proxy = ProxyServer.start(new ProxyServer.Context()
                     .port(proxyPort)
                     .checkpointRoot(checkpointRoot)
                     .checkpointIntervalMs(checkpointIntervalMs)
+                    .stateDir(state)
+                    .leaseMs(leaseMs)
+                    .leaseMarginMs(leaseMarginMs)
+                    .heartbeatIntervalMs(heartbeatIntervalMs)
                     .hadoopConf(hadoopConf));
             final LocalCluster cluster = new LocalCluster(this, proxy);
             try {

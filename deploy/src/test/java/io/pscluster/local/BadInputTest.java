@@ -109,6 +109,7 @@ class BadInputTest {
         assertThatThrownBy(() -> shard0().push(push("no_such_table", new long[] {keyOnShard0}, new float[DIM])))
                 .satisfies(e -> assertStatus(e, Status.Code.NOT_FOUND, "table 'no_such_table' does not exist"));
         assertThatThrownBy(() -> shard0().pull(PullRequest.newBuilder()
+                        .setRoutingEpoch(client.routingEpoch())
                         .setTable("no_such_table")
                         .setKeys(LittleEndian.encodeLongs(new long[] {keyOnShard0}))
                         .build()))
@@ -143,6 +144,7 @@ class BadInputTest {
                 .satisfies(e -> assertStatus(
                         e, Status.Code.INVALID_ARGUMENT, "request has 1001 keys, more than the limit of 1000"));
         assertThatThrownBy(() -> shard0().pull(PullRequest.newBuilder()
+                        .setRoutingEpoch(client.routingEpoch())
                         .setTable(TABLE)
                         .setKeys(LittleEndian.encodeLongs(keys))
                         .build()))
@@ -152,6 +154,7 @@ class BadInputTest {
     @Test
     void shouldAnswerInvalidArgumentWhenKeyBytesAreTruncatedOrKeyIsOutsideDenseTable() {
         assertThatThrownBy(() -> shard0().push(PushRequest.newBuilder()
+                        .setRoutingEpoch(client.routingEpoch())
                         .setTable(TABLE)
                         .setKeys(ByteString.copyFrom(new byte[7]))
                         .build()))
@@ -200,6 +203,7 @@ class BadInputTest {
 
     private static PushRequest push(final String table, final long[] keys, final float[] gradients) {
         return PushRequest.newBuilder()
+                .setRoutingEpoch(client.routingEpoch())
                 .setTable(table)
                 .setKeys(LittleEndian.encodeLongs(keys))
                 .setGradients(LittleEndian.encodeFloats(gradients))

@@ -91,7 +91,7 @@ class CheckpointRestoreIntegrationTest {
             final List<String> oldIds = new ArrayList<>();
             for (int i = 0; i < 2; i++) {
                 oldIds.add(cluster.shard(i).shardId());
-                cluster.stopShard(i);
+                cluster.crashShard(i);
             }
             final int first = cluster.addShard();
             final int second = cluster.addShard();

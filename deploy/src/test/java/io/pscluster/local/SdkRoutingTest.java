@@ -87,14 +87,21 @@ class SdkRoutingTest {
     }
 
     @Test
-    void shouldFailWithUnavailableAtTheDeadlineWhenNoLiveShardOwnsTheSlots() throws Exception {
+    void shouldFailWithDeadlineExceededNamingTheCauseWhenNoLiveShardOwnsTheSlots() throws Exception {
         try (LocalCluster cluster = LocalCluster.builder()
                         .shards(2)
                         .checkpointRoot(checkpoints.toUri().toString())
+                        .leaseMs(1_000)
+                        .heartbeatIntervalMs(200)
                         .start();
                 PsClient setup = PsClient.connect(cluster.proxyAddress())) {
             setup.createTable(sparse("orphaned", 1));
-            cluster.stopShard(1);
+            // With a live shard left, a lost shard's slots would go to it: crash both, so none is left.
+            cluster.crashShard(0);
+            cluster.crashShard(1);
+            org.awaitility.Awaitility.await()
+                    .atMost(java.time.Duration.ofSeconds(30))
+                    .until(() -> unownedSlots(cluster.proxyAddress()) == io.pscluster.wire.Slots.SLOT_COUNT);
             try (PsClient client = PsClient.connect(
                     new PsClient.Context().proxyAddress(cluster.proxyAddress()).deadlineMs(800))) {
                 final PsTable table = client.table("orphaned");
@@ -104,11 +111,24 @@ class SdkRoutingTest {
                         .isInstanceOf(StatusRuntimeException.class)
                         .satisfies(e -> {
                             final Status status = ((StatusRuntimeException) e).getStatus();
-                            assertThat(status.getCode()).isEqualTo(Status.Code.UNAVAILABLE);
+                            assertThat(status.getCode()).isEqualTo(Status.Code.DEADLINE_EXCEEDED);
                             assertThat(status.getDescription()).contains("no live shard owns");
                         });
                 assertThatThrownBy(() -> table.pullAsync(keys).join()).isInstanceOf(CompletionException.class);
             }
+        }
+    }
+
+    private static int unownedSlots(final String proxy) {
+        final io.grpc.ManagedChannel channel =
+                io.grpc.ManagedChannelBuilder.forTarget(proxy).usePlaintext().build();
+        try {
+            return io.pscluster.proto.v1.AdminServiceGrpc.newBlockingStub(channel)
+                    .withDeadlineAfter(10, java.util.concurrent.TimeUnit.SECONDS)
+                    .listShards(io.pscluster.proto.v1.ListShardsRequest.getDefaultInstance())
+                    .getUnownedSlots();
+        } finally {
+            channel.shutdownNow();
         }
     }
 

@@ -422,11 +422,19 @@ final class ProxyLink implements AutoCloseable {
      */
     @Override
     public void close() throws InterruptedException {
+        close(true);
+    }
+
+    /**
+     * As {@link #close()}; with {@code deregister} false the proxy is not told, as when the process dies: it finds out
+     * when the lease lapses (in-process crash tests).
+     */
+    void close(final boolean deregister) throws InterruptedException {
         closing = true;
         heartbeats.shutdownNow();
         restores.shutdownNow();
         heartbeats.awaitTermination(5, TimeUnit.SECONDS);
-        if (registered) {
+        if (registered && deregister) {
             try {
                 proxy.withDeadlineAfter(CALL_DEADLINE_MS, TimeUnit.MILLISECONDS)
                         .deregisterShard(DeregisterShardRequest.newBuilder()

@@ -135,6 +135,31 @@ public final class ShardServer implements AutoCloseable {
         }
     }
 
+    /**
+     * Stops the shard as {@code kill -9} would, for in-process tests and the local cluster: no hand-over, no
+     * deregistration, calls in flight cut off. The proxy finds out when its lease lapses, and its slots come back on
+     * other shards from the newest complete checkpoint (a reported rollback).
+     */
+    public synchronized void crash() throws InterruptedException {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        health.enterTerminalState();
+        try {
+            if (proxyLink != null) {
+                proxyLink.close(false);
+            }
+            if (server != null) {
+                server.shutdownNow();
+                server.awaitTermination(5, TimeUnit.SECONDS);
+            }
+        } finally {
+            shard.close();
+            executor.shutdownNow();
+        }
+    }
+
     private void drain(final ProxyLink link) throws InterruptedException {
         final long start = System.nanoTime();
         shard.beginDrain();

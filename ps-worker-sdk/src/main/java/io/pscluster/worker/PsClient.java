@@ -443,7 +443,8 @@ public final class PsClient implements AutoCloseable {
         }
     }
 
-    static String describe(final RollbackEvent event) {
+    /** One line for an event, the same in the SDK's WARN, the example job's output and {@code psctl status}. */
+    public static String describe(final RollbackEvent event) {
         final String source = event.getCheckpointId() == 0
                 ? "no checkpoint existed: they start empty"
                 : "restored from checkpoint " + event.getCheckpointId() + " taken at "

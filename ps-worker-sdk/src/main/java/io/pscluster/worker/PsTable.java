@@ -45,8 +45,8 @@ import java.util.function.Consumer;
  *
  * <p>Retries: a request is sent again, under a refreshed routing table, when nothing was applied (a reject trailer:
  * the shard no longer owns the slot, is still restoring it, or has no room to queue it; or no shard owns the slot
- * yet) and, thanks to the push ids, also when the outcome is unknown (UNAVAILABLE, or DEADLINE_EXCEEDED of one
- * attempt). So a call waits out a failover within its deadline and follows the new routing. Every other status is
+ * yet) and, thanks to the push ids, also when the outcome is unknown (UNAVAILABLE, CANCELLED by the shard, or
+ * DEADLINE_EXCEEDED of one attempt). So a call waits out a failover within its deadline and follows the new routing. Every other status is
  * final (a row cap is RESOURCE_EXHAUSTED without a trailer; INVALID_ARGUMENT, NOT_FOUND...). Each attempt has its own
  * deadline, the smaller of the call's remaining time and {@link PsClient.Context#attemptTimeoutMs}, so a hung shard
  * does not eat the whole call. Waits between attempts of a request grow exponentially, jittered in [b/2, b], capped by
@@ -365,8 +365,10 @@ public final class PsTable {
             return Retry.REFRESH_AND_RESEND;
         }
         // The outcome is unknown: safe to send again for a pull (a read) and for a push (deduplicated by its id).
+        // CANCELLED reaches us only from the other side (this client never cancels its calls but on close, which is
+        // checked first): a shard stopping abruptly resets its streams, as a dying one drops its connections.
         return switch (status.getStatus().getCode()) {
-            case UNAVAILABLE, DEADLINE_EXCEEDED -> Retry.REFRESH_AND_RESEND;
+            case UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED -> Retry.REFRESH_AND_RESEND;
             default -> Retry.NEVER;
         };
     }
