@@ -30,7 +30,6 @@ public final class LocalCluster implements AutoCloseable {
     private final Builder builder;
     private final ProxyServer proxy;
     private final List<ShardServer> shards = new ArrayList<>();
-    private int nextShardNumber;
 
     private LocalCluster(final Builder builder, final ProxyServer proxy) {
         this.builder = builder;
@@ -58,9 +57,9 @@ public final class LocalCluster implements AutoCloseable {
         return shards.get(index);
     }
 
-    /** Starts one more shard with a new id; returns its index. */
+    /** Starts one more shard; the proxy gives it a new, unique id. Returns its index. */
     public synchronized int addShard() throws IOException, InterruptedException {
-        final ShardServer shard = startShard("shard-" + nextShardNumber++);
+        final ShardServer shard = startShard("");
         shards.add(shard);
         return shards.size() - 1;
     }
