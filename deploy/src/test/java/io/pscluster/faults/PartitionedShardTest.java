@@ -7,8 +7,7 @@ import com.google.protobuf.ByteString;
 import io.grpc.ManagedChannel;
 import io.grpc.ManagedChannelBuilder;
 import io.grpc.StatusRuntimeException;
-import io.pscluster.proto.v1.GetRoutingTableRequest;
-import io.pscluster.proto.v1.ProxyServiceGrpc;
+import io.pscluster.local.AdminCalls;
 import io.pscluster.proto.v1.PushRequest;
 import io.pscluster.proto.v1.RollbackEvent;
 import io.pscluster.proto.v1.RoutingTable;
@@ -53,8 +52,8 @@ class PartitionedShardTest {
                     PsClient stale = PsClient.connect(new PsClient.Context()
                             .proxyAddress(cluster.proxyAddress())
                             .routingRefreshMs(3_600_000))) {
-                ProxyRestartTest.checkpointNow(cluster.proxyAddress());
-                final RoutingTable routing = routing(cluster.proxyAddress());
+                AdminCalls.checkpointNow(cluster.proxyAddress());
+                final RoutingTable routing = AdminCalls.routing(cluster.proxyAddress());
                 final long key = keyOwnedBy(routing, cutOff, "counter");
                 final PsTable staleTable = stale.table("counter");
                 final long staleEpoch = stale.routingEpoch();
@@ -126,19 +125,6 @@ class PartitionedShardTest {
                 await().atMost(Duration.ofSeconds(30)).until(cluster::allSlotsServed);
                 assertThat(counters.client().routingEpoch()).isPositive();
             }
-        }
-    }
-
-    static RoutingTable routing(final String proxy) {
-        final ManagedChannel channel =
-                ManagedChannelBuilder.forTarget(proxy).usePlaintext().build();
-        try {
-            return ProxyServiceGrpc.newBlockingStub(channel)
-                    .withDeadlineAfter(10, TimeUnit.SECONDS)
-                    .getRoutingTable(GetRoutingTableRequest.getDefaultInstance())
-                    .getRouting();
-        } finally {
-            channel.shutdownNow();
         }
     }
 

@@ -3,18 +3,11 @@ package io.pscluster.faults;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.awaitility.Awaitility.await;
 
-import io.grpc.ManagedChannel;
-import io.grpc.ManagedChannelBuilder;
-import io.pscluster.proto.v1.AdminServiceGrpc;
-import io.pscluster.proto.v1.CheckpointNowRequest;
+import io.pscluster.local.AdminCalls;
 import io.pscluster.proto.v1.ListShardsResponse;
-import io.pscluster.proto.v1.ListTablesRequest;
-import io.pscluster.proto.v1.ProxyServiceGrpc;
 import io.pscluster.proto.v1.ShardStatus;
-import io.pscluster.proto.v1.TableSchema;
 import java.nio.file.Path;
 import java.time.Duration;
-import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -43,7 +36,7 @@ class ProxyRestartTest {
                 load.start(2);
                 await().atMost(Duration.ofSeconds(30)).until(() -> load.pushes() > 50);
                 if (checkpointFirst) {
-                    checkpointNow(cluster.proxyAddress());
+                    AdminCalls.checkpointNow(cluster.proxyAddress());
                 }
                 final long epochBefore = cluster.status().getRoutingEpoch();
                 final ShardOwnership before = ShardOwnership.of(cluster.status());
@@ -80,7 +73,7 @@ class ProxyRestartTest {
                         .isZero();
                 assertThat(ShardOwnership.of(after).slotsOf(cluster.shardId("s0")))
                         .isEqualTo(before.slotsOf(cluster.shardId("s0")));
-                assertThat(tableNames(cluster.proxyAddress())).contains("counter");
+                assertThat(AdminCalls.tableNames(cluster.proxyAddress())).contains("counter");
                 await().atMost(Duration.ofSeconds(20))
                         .untilAsserted(() -> assertThat(load.mismatches()).isEmpty());
                 assertThat(load.failures())
@@ -88,34 +81,6 @@ class ProxyRestartTest {
                         .isZero();
                 assertThat(cluster.log("s0")).doesNotContain("restor");
             }
-        }
-    }
-
-    static void checkpointNow(final String proxy) {
-        final ManagedChannel channel =
-                ManagedChannelBuilder.forTarget(proxy).usePlaintext().build();
-        try {
-            AdminServiceGrpc.newBlockingStub(channel)
-                    .withDeadlineAfter(60, TimeUnit.SECONDS)
-                    .checkpointNow(CheckpointNowRequest.getDefaultInstance());
-        } finally {
-            channel.shutdownNow();
-        }
-    }
-
-    static java.util.List<String> tableNames(final String proxy) {
-        final ManagedChannel channel =
-                ManagedChannelBuilder.forTarget(proxy).usePlaintext().build();
-        try {
-            return ProxyServiceGrpc.newBlockingStub(channel)
-                    .withDeadlineAfter(10, TimeUnit.SECONDS)
-                    .listTables(ListTablesRequest.getDefaultInstance())
-                    .getTablesList()
-                    .stream()
-                    .map(TableSchema::getName)
-                    .toList();
-        } finally {
-            channel.shutdownNow();
         }
     }
 

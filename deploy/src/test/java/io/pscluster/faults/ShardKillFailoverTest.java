@@ -3,12 +3,8 @@ package io.pscluster.faults;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.awaitility.Awaitility.await;
 
-import io.grpc.ManagedChannel;
-import io.grpc.ManagedChannelBuilder;
 import io.pscluster.cli.Psctl;
-import io.pscluster.proto.v1.AdminServiceGrpc;
-import io.pscluster.proto.v1.CheckpointInfo;
-import io.pscluster.proto.v1.ListCheckpointsRequest;
+import io.pscluster.local.AdminCalls;
 import io.pscluster.proto.v1.ListShardsResponse;
 import io.pscluster.proto.v1.RollbackEvent;
 import java.io.ByteArrayOutputStream;
@@ -66,7 +62,11 @@ class ShardKillFailoverTest {
 
             cluster.startJob("disturbed", append(job, "--table", "lr_b"));
             cluster.awaitLine("disturbed", Pattern.compile("epoch 1: "), 300_000);
-            await().atMost(Duration.ofSeconds(30)).until(() -> latestCheckpointHas(cluster.proxyAddress(), "lr_b"));
+            await().atMost(Duration.ofSeconds(30))
+                    .until(() -> AdminCalls.checkpoints(cluster.proxyAddress()).stream()
+                            .findFirst()
+                            .map(checkpoint -> checkpoint.getTablesList().contains("lr_b"))
+                            .orElse(false));
             final String killed = cluster.shardId("s1");
             final long killedAt = System.nanoTime();
             cluster.kill9("s1");
@@ -126,23 +126,5 @@ class ShardKillFailoverTest {
         final Matcher matcher = ACCURACY.matcher(log);
         assertThat(matcher.find()).as(log).isTrue();
         return Double.parseDouble(matcher.group(1));
-    }
-
-    private static boolean latestCheckpointHas(final String proxy, final String table) {
-        final ManagedChannel channel =
-                ManagedChannelBuilder.forTarget(proxy).usePlaintext().build();
-        try {
-            return AdminServiceGrpc.newBlockingStub(channel)
-                    .withDeadlineAfter(10, TimeUnit.SECONDS)
-                    .listCheckpoints(ListCheckpointsRequest.getDefaultInstance())
-                    .getCheckpointsList()
-                    .stream()
-                    .findFirst()
-                    .map(CheckpointInfo::getTablesList)
-                    .map(tables -> tables.contains(table))
-                    .orElse(false);
-        } finally {
-            channel.shutdownNow();
-        }
     }
 }

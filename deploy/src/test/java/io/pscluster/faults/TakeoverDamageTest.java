@@ -7,12 +7,9 @@ import io.grpc.ManagedChannel;
 import io.grpc.ManagedChannelBuilder;
 import io.pscluster.checkpoint.CheckpointInfo;
 import io.pscluster.checkpoint.CheckpointStore;
+import io.pscluster.local.AdminCalls;
 import io.pscluster.local.LocalCluster;
-import io.pscluster.proto.v1.AdminServiceGrpc;
-import io.pscluster.proto.v1.CheckpointNowRequest;
 import io.pscluster.proto.v1.InjectFaultRequest;
-import io.pscluster.proto.v1.ListShardsRequest;
-import io.pscluster.proto.v1.ListShardsResponse;
 import io.pscluster.proto.v1.RollbackEvent;
 import io.pscluster.proto.v1.ShardAdminServiceGrpc;
 import io.pscluster.wire.Slots;
@@ -88,10 +85,10 @@ class TakeoverDamageTest {
             final long[] keys = allKeys();
             pushOnceEach(table, keys);
             awaitAll(table, keys, 1f);
-            final long previous = checkpointNow(cluster.proxyAddress());
+            final long previous = AdminCalls.checkpointNow(cluster.proxyAddress());
             pushOnceEach(table, keys);
             awaitAll(table, keys, 2f);
-            final long newest = checkpointNow(cluster.proxyAddress());
+            final long newest = AdminCalls.checkpointNow(cluster.proxyAddress());
             damage(root, newest, damage);
 
             final BitSet lostSlots = cluster.shard(0).shard().ownedSlots();
@@ -115,7 +112,7 @@ class TakeoverDamageTest {
             // The adopter reports the fallback in its next heartbeat.
             await().atMost(Duration.ofSeconds(30))
                     .untilAsserted(() -> assertThat(
-                                    status(cluster.proxyAddress()).getRollbacksList())
+                                    AdminCalls.status(cluster.proxyAddress()).getRollbacksList())
                             .as("the fallback is reported")
                             .anySatisfy(event -> {
                                 assertThat(event.getCheckpointId()).isEqualTo(previous);
@@ -133,7 +130,7 @@ class TakeoverDamageTest {
             final long[] keys = allKeys();
             pushOnceEach(table, keys);
             awaitAll(table, keys, 1f);
-            checkpointNow(cluster.proxyAddress());
+            AdminCalls.checkpointNow(cluster.proxyAddress());
             final ManagedChannel adopter = ManagedChannelBuilder.forTarget(
                             cluster.shard(1).address())
                     .usePlaintext()
@@ -155,7 +152,8 @@ class TakeoverDamageTest {
                 adopter.shutdownNow();
             }
             assertThat(table.pull(keys)).containsOnly(1f);
-            final List<RollbackEvent> rollbacks = status(cluster.proxyAddress()).getRollbacksList();
+            final List<RollbackEvent> rollbacks =
+                    AdminCalls.status(cluster.proxyAddress()).getRollbacksList();
             assertThat(rollbacks).isNotEmpty();
         }
     }
@@ -186,32 +184,6 @@ class TakeoverDamageTest {
     private static void awaitAll(final PsTable table, final long[] keys, final float value) {
         await().atMost(Duration.ofSeconds(20))
                 .untilAsserted(() -> assertThat(table.pull(keys)).containsOnly(value));
-    }
-
-    private static long checkpointNow(final String proxy) {
-        final ManagedChannel channel =
-                ManagedChannelBuilder.forTarget(proxy).usePlaintext().build();
-        try {
-            return AdminServiceGrpc.newBlockingStub(channel)
-                    .withDeadlineAfter(60, TimeUnit.SECONDS)
-                    .checkpointNow(CheckpointNowRequest.getDefaultInstance())
-                    .getCheckpoint()
-                    .getId();
-        } finally {
-            channel.shutdownNow();
-        }
-    }
-
-    private static ListShardsResponse status(final String proxy) {
-        final ManagedChannel channel =
-                ManagedChannelBuilder.forTarget(proxy).usePlaintext().build();
-        try {
-            return AdminServiceGrpc.newBlockingStub(channel)
-                    .withDeadlineAfter(10, TimeUnit.SECONDS)
-                    .listShards(ListShardsRequest.getDefaultInstance());
-        } finally {
-            channel.shutdownNow();
-        }
     }
 
     /** Damages the first data file of checkpoint {@code id}: a flipped byte, or its block deleted on the DataNode. */

@@ -2,10 +2,6 @@ package io.pscluster.local;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
-import io.grpc.ManagedChannel;
-import io.grpc.ManagedChannelBuilder;
-import io.pscluster.proto.v1.AdminServiceGrpc;
-import io.pscluster.proto.v1.CheckpointNowRequest;
 import io.pscluster.proto.v1.InitializerKind;
 import io.pscluster.proto.v1.InitializerSpec;
 import io.pscluster.proto.v1.OptimizerKind;
@@ -15,7 +11,6 @@ import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
 import java.nio.file.Path;
-import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
@@ -53,7 +48,7 @@ class FewerShardsRestartTest {
             for (int i = 0; i < 3; i++) {
                 cluster.shard(i).shard().awaitQuiescent();
             }
-            checkpointNow(cluster.proxyAddress());
+            AdminCalls.checkpointNow(cluster.proxyAddress());
         }
         try (LocalCluster cluster = LocalCluster.builder()
                         .shards(2)
@@ -80,17 +75,5 @@ class FewerShardsRestartTest {
                         OptimizerSpec.newBuilder().setKind(OptimizerKind.SGD).setLearningRate(1f))
                 .setInitializer(InitializerSpec.newBuilder().setKind(InitializerKind.ZEROS))
                 .build();
-    }
-
-    private static void checkpointNow(final String proxy) {
-        final ManagedChannel channel =
-                ManagedChannelBuilder.forTarget(proxy).usePlaintext().build();
-        try {
-            AdminServiceGrpc.newBlockingStub(channel)
-                    .withDeadlineAfter(60, TimeUnit.SECONDS)
-                    .checkpointNow(CheckpointNowRequest.getDefaultInstance());
-        } finally {
-            channel.shutdownNow();
-        }
     }
 }

@@ -101,7 +101,8 @@ class SdkRoutingTest {
             cluster.crashShard(1);
             org.awaitility.Awaitility.await()
                     .atMost(java.time.Duration.ofSeconds(30))
-                    .until(() -> unownedSlots(cluster.proxyAddress()) == io.pscluster.wire.Slots.SLOT_COUNT);
+                    .until(() -> AdminCalls.status(cluster.proxyAddress()).getUnownedSlots()
+                            == io.pscluster.wire.Slots.SLOT_COUNT);
             try (PsClient client = PsClient.connect(
                     new PsClient.Context().proxyAddress(cluster.proxyAddress()).deadlineMs(800))) {
                 final PsTable table = client.table("orphaned");
@@ -116,19 +117,6 @@ class SdkRoutingTest {
                         });
                 assertThatThrownBy(() -> table.pullAsync(keys).join()).isInstanceOf(CompletionException.class);
             }
-        }
-    }
-
-    private static int unownedSlots(final String proxy) {
-        final io.grpc.ManagedChannel channel =
-                io.grpc.ManagedChannelBuilder.forTarget(proxy).usePlaintext().build();
-        try {
-            return io.pscluster.proto.v1.AdminServiceGrpc.newBlockingStub(channel)
-                    .withDeadlineAfter(10, java.util.concurrent.TimeUnit.SECONDS)
-                    .listShards(io.pscluster.proto.v1.ListShardsRequest.getDefaultInstance())
-                    .getUnownedSlots();
-        } finally {
-            channel.shutdownNow();
         }
     }
 

@@ -1,0 +1,83 @@
+package io.pscluster.local;
+
+import io.grpc.ManagedChannel;
+import io.grpc.ManagedChannelBuilder;
+import io.pscluster.proto.v1.AdminServiceGrpc;
+import io.pscluster.proto.v1.CheckpointInfo;
+import io.pscluster.proto.v1.CheckpointNowRequest;
+import io.pscluster.proto.v1.GetRoutingTableRequest;
+import io.pscluster.proto.v1.ListCheckpointsRequest;
+import io.pscluster.proto.v1.ListShardsRequest;
+import io.pscluster.proto.v1.ListShardsResponse;
+import io.pscluster.proto.v1.ListTablesRequest;
+import io.pscluster.proto.v1.ProxyServiceGrpc;
+import io.pscluster.proto.v1.RoutingTable;
+import io.pscluster.proto.v1.TableSchema;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Function;
+
+/** The proxy calls tests make as an operator would (one short-lived channel per call), with a deadline each. */
+public final class AdminCalls {
+    private AdminCalls() {}
+
+    /** Takes a checkpoint now; returns its id. */
+    public static long checkpointNow(final String proxy) {
+        return call(
+                proxy,
+                channel -> AdminServiceGrpc.newBlockingStub(channel)
+                        .withDeadlineAfter(60, TimeUnit.SECONDS)
+                        .checkpointNow(CheckpointNowRequest.getDefaultInstance())
+                        .getCheckpoint()
+                        .getId());
+    }
+
+    public static ListShardsResponse status(final String proxy) {
+        return call(
+                proxy,
+                channel -> AdminServiceGrpc.newBlockingStub(channel)
+                        .withDeadlineAfter(10, TimeUnit.SECONDS)
+                        .listShards(ListShardsRequest.getDefaultInstance()));
+    }
+
+    /** Complete checkpoints, newest first. */
+    public static List<CheckpointInfo> checkpoints(final String proxy) {
+        return call(
+                proxy,
+                channel -> AdminServiceGrpc.newBlockingStub(channel)
+                        .withDeadlineAfter(10, TimeUnit.SECONDS)
+                        .listCheckpoints(ListCheckpointsRequest.getDefaultInstance())
+                        .getCheckpointsList());
+    }
+
+    public static RoutingTable routing(final String proxy) {
+        return call(
+                proxy,
+                channel -> ProxyServiceGrpc.newBlockingStub(channel)
+                        .withDeadlineAfter(10, TimeUnit.SECONDS)
+                        .getRoutingTable(GetRoutingTableRequest.getDefaultInstance())
+                        .getRouting());
+    }
+
+    public static List<String> tableNames(final String proxy) {
+        return call(
+                proxy,
+                channel -> ProxyServiceGrpc.newBlockingStub(channel)
+                        .withDeadlineAfter(10, TimeUnit.SECONDS)
+                        .listTables(ListTablesRequest.getDefaultInstance())
+                        .getTablesList()
+                        .stream()
+                        .map(TableSchema::getName)
+                        .toList());
+    }
+
+    private static <T> T call(final String proxy, final Function<ManagedChannel, T> body) {
+        final ManagedChannel channel =
+                ManagedChannelBuilder.forTarget(proxy).usePlaintext().build();
+        try {
+            return body.apply(channel);
+        } finally {
+            channel.shutdownNow();
+        }
+    }
+}
