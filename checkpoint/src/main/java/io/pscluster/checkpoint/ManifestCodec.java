@@ -39,6 +39,8 @@ import java.util.zip.CRC32C;
  * digits. Slots are ascending ranges, e.g. {@code 0-5,9,12-15}, or {@code -} for none.
  */
 final class ManifestCodec {
+    private static final java.util.regex.Pattern SLOT_RANGE = java.util.regex.Pattern.compile("\\d{1,10}(-\\d{1,10})?");
+
     static final String MAGIC = "pscluster-checkpoint-manifest";
     static final int VERSION = 1;
     private static final String EMPTY = "-";
@@ -279,17 +281,23 @@ final class ManifestCodec {
             }
         }
 
+        private static String abbreviate(String text) {
+            return text.length() <= 80 ? text : text.substring(0, 80) + "... (" + text.length() + " chars)";
+        }
+
         private int[] decodeSlots(String token, int slotCount) throws CheckpointCorruptException {
             if (token.equals(EMPTY)) {
                 return new int[0];
             }
-            if (!token.matches("\\d+(-\\d+)?(,\\d+(-\\d+)?)*")) {
-                throw error("bad slot list '" + token + "'");
-            }
             int[] slots = new int[16];
             int count = 0;
             long previous = -1;
-            for (String range : token.split(",")) {
+            // One range at a time: a pattern over the whole list recurses once per range in java.util.regex and
+            // overflows the stack on the long lists that sparse slots give (thousands of ranges).
+            for (String range : token.split(",", -1)) {
+                if (!SLOT_RANGE.matcher(range).matches()) {
+                    throw error("bad slot list '" + abbreviate(token) + "': range '" + abbreviate(range) + "'");
+                }
                 int dash = range.indexOf('-');
                 long first = parseLong(dash < 0 ? range : range.substring(0, dash), "slot");
                 long last = dash < 0 ? first : parseLong(range.substring(dash + 1), "slot");

@@ -103,6 +103,26 @@ class ManifestTest {
                 .hasMessageContaining("table 't', which is not listed");
     }
 
+    @Test
+    void shouldRoundTripWhenAFileHoldsThousandsOfScatteredSlots() throws CheckpointCorruptException {
+        // Every other slot of 16384: 8192 ranges, ~45 KB on one line (a sparse table's rows leave such gaps).
+        int[] slots = new int[8192];
+        for (int i = 0; i < slots.length; i++) {
+            slots[i] = 2 * i;
+        }
+        Manifest manifest = new Manifest(
+                3,
+                0,
+                16384,
+                List.of(new Manifest.TableEntry("t", new byte[] {1})),
+                List.of(new Manifest.FileEntry("t", "s", new RowFileInfo("s/t.rows", 28, 0, slots.length, slots))),
+                Map.of());
+
+        Manifest decoded = Manifest.decode(manifest.encode(), SOURCE);
+
+        assertThat(decoded.files().get(0).file().slots()).containsExactly(slots);
+    }
+
     private static Manifest oddManifest() {
         Random random = new Random(7);
         List<Manifest.TableEntry> tables = ODD_NAMES.stream()

@@ -44,7 +44,10 @@ public final class Psctl implements Runnable {
 
     private static String describe(final Throwable failure) {
         if (failure instanceof io.grpc.StatusRuntimeException status) {
-            return status.getStatus().getCode() + ": " + status.getStatus().getDescription();
+            // "io exception" alone names nothing: the cause says what (connection refused, unknown host, ...).
+            final Throwable cause = status.getStatus().getCause();
+            return status.getStatus().getCode() + ": " + status.getStatus().getDescription()
+                    + (cause == null ? "" : " (" + cause.getMessage() + ")");
         }
         return failure.getMessage() == null ? failure.toString() : failure.getMessage();
     }

@@ -108,6 +108,19 @@ final class ProcessCluster implements AutoCloseable {
         return serving.group(1);
     }
 
+    /** Deletes the proxy's state directory (the proxy must be stopped): a proxy that lost its disk. */
+    void deleteProxyState() throws IOException {
+        final Path state = dir.resolve("proxy-state");
+        if (Files.exists(state)) {
+            try (var files = Files.walk(state)) {
+                for (final Path path :
+                        files.sorted(java.util.Comparator.reverseOrder()).toList()) {
+                    Files.delete(path);
+                }
+            }
+        }
+    }
+
     /** Starts {@code psctl <args>} as a job process; see {@link #awaitExit}. */
     void startJob(final String name, final String... args) throws IOException {
         launch(name, List.of(args));

@@ -11,22 +11,32 @@ import java.time.Duration;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
-import org.junit.jupiter.params.provider.ValueSource;
+import org.junit.jupiter.params.provider.EnumSource;
 
 /**
  * The proxy is killed (SIGKILL) while a counter job pushes, and restarted on its state directory at the same moment
  * as a brand-new shard registers. Nothing may happen to the model: no restore, no table dropped, no rollback, and every
- * acknowledged push is in the final values. Once before any checkpoint exists, once after one.
+ * acknowledged push is in the final values. Before any checkpoint exists, after one, and with the state file lost
+ * (the proxy then learns tables and slots back from what the live shards report).
  */
 @Tag("slow")
 class ProxyRestartTest {
     @TempDir
     Path dir;
 
-    @ParameterizedTest(name = "checkpoint before the kill: {0}")
-    @ValueSource(booleans = {false, true})
-    void shouldKeepTablesOwnersAndEveryPushWhenTheProxyIsKilledAndRestarted(final boolean checkpointFirst)
-            throws Exception {
+    /** What the proxy restarts on. */
+    enum Restart {
+        /** Its state file, no checkpoint ever taken. */
+        STATE_NO_CHECKPOINT,
+        /** Its state file, after a checkpoint. */
+        STATE_AND_CHECKPOINT,
+        /** No state file (its disk was lost) and no checkpoint: what the live shards hold and report is all there is. */
+        NO_STATE_NO_CHECKPOINT
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @EnumSource(Restart.class)
+    void shouldKeepTablesOwnersAndEveryPushWhenTheProxyIsKilledAndRestarted(final Restart restart) throws Exception {
         try (ProcessCluster cluster = new ProcessCluster(dir, 3_000, 500, 300)) {
             cluster.startProxy();
             cluster.startShard("s0");
@@ -35,13 +45,16 @@ class ProxyRestartTest {
             try (CounterLoad load = new CounterLoad(cluster.proxyAddress(), "counter")) {
                 load.start(2);
                 await().atMost(Duration.ofSeconds(30)).until(() -> load.pushes() > 50);
-                if (checkpointFirst) {
+                if (restart == Restart.STATE_AND_CHECKPOINT) {
                     AdminCalls.checkpointNow(cluster.proxyAddress());
                 }
                 final long epochBefore = cluster.status().getRoutingEpoch();
                 final ShardOwnership before = ShardOwnership.of(cluster.status());
 
                 cluster.kill9("proxy");
+                if (restart == Restart.NO_STATE_NO_CHECKPOINT) {
+                    cluster.deleteProxyState();
+                }
                 // The restarted proxy and a new shard come up together: the new shard must not take anything.
                 final Thread newShard = new Thread(() -> {
                     try {

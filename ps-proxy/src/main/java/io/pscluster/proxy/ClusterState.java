@@ -190,7 +190,7 @@ final class ClusterState {
     private final LongSupplier wallClock;
     private final long leaseExpiryNanos;
     private final long forgetAfterNanos;
-    private final long startNanos;
+    private long startNanos;
     /** No record at start: shards' claims rebuild the assignment during the grace. */
     private final boolean bootstrapped;
 
@@ -209,6 +209,7 @@ final class ClusterState {
     private long nextShardNumber;
     private long nextOrderId = 1;
     private long nextRollbackId = 1;
+    private long saveFailures;
     private long rollbacksTotal;
     private long latestCheckpointId;
     private long latestCheckpointCreatedMillis;
@@ -259,6 +260,21 @@ final class ClusterState {
         return state;
     }
 
+    /**
+     * Starts the grace period now: called once the proxy accepts calls, so that the shards get one whole lease plus
+     * margin to reach it (opening the state and starting the server can take a while) before any of them is judged
+     * gone. Suspect shards' lease clocks restart too.
+     */
+    synchronized void startGrace() {
+        final long now = nanoClock.getAsLong();
+        startNanos = now;
+        for (final ShardRecord record : shards.values()) {
+            if (record.state == ShardState.SUSPECT) {
+                record.lastHeardNanos = now;
+            }
+        }
+    }
+
     private void resume(final ProxyStateRecord record) throws IOException {
         if (record.getSlotOwnerCount() != Slots.SLOT_COUNT || record.getSlotGenerationCount() != Slots.SLOT_COUNT) {
             throw new IOException("proxy state in " + store.describe() + " has " + record.getSlotOwnerCount()
@@ -305,6 +321,9 @@ final class ClusterState {
         } else {
             LOG.info("no proxy state in {} and no checkpoint: starting an empty cluster", store.describe());
         }
+        // Rollback ids must never go back, even across a lost state file: running jobs report only ids above the
+        // newest they saw. A new state's ids start from the wall clock (in thousandths of a millisecond).
+        nextRollbackId = Math.max(nextRollbackId, wallClock.getAsLong() * 1000);
         baseline = toRecord();
     }
 
@@ -338,9 +357,16 @@ final class ClusterState {
         try {
             store.save(record);
         } catch (IOException | RuntimeException e) {
-            LOG.error("{}: cannot save the proxy state to {}; the change is undone", what, store.describe(), e);
+            // One ERROR with the stack per outage; later failures only count (the change is retried every tick).
+            if (saveFailures++ == 0) {
+                LOG.error("{}: cannot save the proxy state to {}; the change is undone", what, store.describe(), e);
+            }
             throw PsException.unavailable(what + ": the proxy cannot save its state to " + store.describe() + " ("
                     + e.getMessage() + "); nothing changed, try again");
+        }
+        if (saveFailures > 0) {
+            LOG.warn("proxy state saved to {} again after {} failed attempts", store.describe(), saveFailures);
+            saveFailures = 0;
         }
         baseline = record;
     }
@@ -478,6 +504,7 @@ final class ClusterState {
                         final List<Integer> slots = slotsOf(assigned);
                         planRestore(
                                 assigned,
+                                assigned,
                                 slots,
                                 latestCheckpointId,
                                 "shard " + assigned + " restarted without its rows");
@@ -596,11 +623,11 @@ final class ClusterState {
             restoreReports.remove(order.getOrderId());
             if (report.getCheckpointId() != order.getCheckpointId()) {
                 appendRollback(
-                        "",
+                        order.getFromShard(),
                         List.of(shardId),
                         order.getSlotsCount(),
                         report.getCheckpointId(),
-                        0,
+                        report.getCheckpointCreatedMillis(),
                         false,
                         "restore order " + order.getOrderId() + " on shard " + shardId + " restored checkpoint "
                                 + report.getCheckpointId() + " instead of " + order.getCheckpointId() + ": "
@@ -892,7 +919,7 @@ final class ClusterState {
             final String heir = heirs.get(i);
             final List<Integer> part = List.copyOf(parts.get(i));
             part.forEach(slot -> assign(slot, heir));
-            planRestore(heir, part, checkpointId, why + "; shard " + heir + " adopts " + part.size() + " slots");
+            planRestore(heir, from, part, checkpointId, why + "; shard " + heir + " adopts " + part.size() + " slots");
         }
         appendRollback(from, heirs, slots.size(), checkpointId, createdMillis, lossless, why);
     }
@@ -931,10 +958,15 @@ final class ClusterState {
     }
 
     private void planRestore(
-            final String shardId, final List<Integer> slots, final long checkpointId, final String why) {
+            final String shardId,
+            final String from,
+            final List<Integer> slots,
+            final long checkpointId,
+            final String why) {
         final RestoreDirective order = RestoreDirective.newBuilder()
                 .setOrderId(nextOrderId++)
                 .setShardId(shardId)
+                .setFromShard(from)
                 .setCheckpointRoot(settings.checkpointRoot())
                 .setCheckpointId(checkpointId)
                 .addAllSlots(slots)

@@ -6,6 +6,8 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.channels.FileChannel;
+import java.nio.channels.FileLock;
+import java.nio.channels.OverlappingFileLockException;
 import java.nio.file.DirectoryStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -34,6 +36,7 @@ public final class LocalFileStateStore implements ProxyStateStore {
     private static final Logger LOG = LoggerFactory.getLogger(LocalFileStateStore.class);
 
     static final String FILE_NAME = "proxy-state.bin";
+    static final String LOCK_NAME = "proxy-state.lock";
     private static final String TMP_PREFIX = FILE_NAME + ".tmp-";
     private static final int MAGIC = 0x50535058; // "PSPX"
     private static final int VERSION = 1;
@@ -43,12 +46,50 @@ public final class LocalFileStateStore implements ProxyStateStore {
 
     private final Path dir;
     private final Path file;
+    private final FileChannel lockChannel;
+    private final FileLock lock;
 
-    /** Opens the store in {@code dir}, creating the directory if it is missing. */
+    /**
+     * Opens the store in {@code dir}, creating the directory if it is missing, and locks it: two proxies writing one
+     * state would each undo the other's changes.
+     *
+     * @throws IOException naming the directory when it cannot be created or written, or another process (or another
+     *     store in this JVM) holds its lock.
+     */
     public LocalFileStateStore(final Path dir) throws IOException {
         this.dir = dir.toAbsolutePath();
-        Files.createDirectories(this.dir);
+        try {
+            Files.createDirectories(this.dir);
+        } catch (IOException e) {
+            throw new IOException("cannot create the proxy state directory " + this.dir + ": " + e, e);
+        }
         this.file = this.dir.resolve(FILE_NAME);
+        final Path lockFile = this.dir.resolve(LOCK_NAME);
+        try {
+            lockChannel = FileChannel.open(lockFile, StandardOpenOption.CREATE, StandardOpenOption.WRITE);
+        } catch (IOException e) {
+            throw new IOException("cannot write in the proxy state directory " + this.dir + ": " + e, e);
+        }
+        FileLock taken;
+        try {
+            taken = lockChannel.tryLock();
+        } catch (OverlappingFileLockException e) {
+            taken = null;
+        }
+        if (taken == null) {
+            lockChannel.close();
+            throw new IOException("the proxy state directory " + this.dir + " is in use by another proxy (" + lockFile
+                    + " is locked): stop that proxy, or give this one its own --state-dir");
+        }
+        lock = taken;
+    }
+
+    @Override
+    public synchronized void close() throws IOException {
+        if (lock.isValid()) {
+            lock.release();
+        }
+        lockChannel.close();
     }
 
     /** The file the record lives in. */

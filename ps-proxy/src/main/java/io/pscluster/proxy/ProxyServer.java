@@ -38,6 +38,7 @@ public final class ProxyServer implements AutoCloseable {
 
     private final Context context;
     private final ClusterState state;
+    private final ProxyStateStore stateStore;
     private final CheckpointCoordinator checkpoints;
     private final ShardChannels channels = new ShardChannels();
     private final HealthStatusManager health = new HealthStatusManager();
@@ -52,9 +53,14 @@ public final class ProxyServer implements AutoCloseable {
     private Server server;
     private boolean closed;
 
-    private ProxyServer(final Context context, final CheckpointStore store, final ClusterState state) {
+    private ProxyServer(
+            final Context context,
+            final CheckpointStore store,
+            final ClusterState state,
+            final ProxyStateStore stateStore) {
         this.context = context;
         this.state = state;
+        this.stateStore = stateStore;
         this.fanOut = new ShardFanOut(channels, onwardCalls, context.callDeadlineMs);
         this.checkpoints = new CheckpointCoordinator(state, store, fanOut);
     }
@@ -65,18 +71,24 @@ public final class ProxyServer implements AutoCloseable {
         final ProxyStateStore stateStore = context.stateStore != null
                 ? context.stateStore
                 : new LocalFileStateStore(stateDir(context.stateDir, store.root()));
-        final ClusterState state = ClusterState.open(
-                new ClusterState.Settings(
-                        context.leaseMs,
-                        context.leaseMarginMs,
-                        context.forgetAfterMs,
-                        store.root().toString()),
-                stateStore,
-                () -> bootstrapFrom(store),
-                System::nanoTime,
-                System::currentTimeMillis);
+        final ClusterState state;
+        try {
+            state = ClusterState.open(
+                    new ClusterState.Settings(
+                            context.leaseMs,
+                            context.leaseMarginMs,
+                            context.forgetAfterMs,
+                            store.root().toString()),
+                    stateStore,
+                    () -> bootstrapFrom(store),
+                    System::nanoTime,
+                    System::currentTimeMillis);
+        } catch (IOException | RuntimeException e) {
+            stateStore.close();
+            throw e;
+        }
         noteLatestCheckpointTime(state, store);
-        final ProxyServer proxy = new ProxyServer(context, store, state);
+        final ProxyServer proxy = new ProxyServer(context, store, state, stateStore);
         try {
             proxy.startServing();
         } catch (IOException | RuntimeException e) {
@@ -163,6 +175,7 @@ public final class ProxyServer implements AutoCloseable {
                 .addService(health.getHealthService())
                 .build()
                 .start();
+        state.startGrace();
         final long tick = Math.max(1, Math.min(context.heartbeatIntervalMs, context.leaseMarginMs));
         timers.scheduleWithFixedDelay(this::checkLeases, tick, tick, TimeUnit.MILLISECONDS);
         if (context.checkpointIntervalMs > 0) {
@@ -197,7 +210,7 @@ public final class ProxyServer implements AutoCloseable {
         } catch (PsException e) {
             LOG.warn("periodic checkpoint skipped: {}", e.getMessage());
         } catch (IOException | RuntimeException e) {
-            LOG.error("periodic checkpoint failed", e);
+            LOG.warn("periodic checkpoint failed: {}", e.toString());
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
@@ -230,6 +243,11 @@ public final class ProxyServer implements AutoCloseable {
             }
         }
         channels.close();
+        try {
+            stateStore.close();
+        } catch (IOException e) {
+            LOG.warn("closing the proxy state store {}: {}", stateStore.describe(), e.toString());
+        }
         control.shutdownNow();
         longCalls.shutdownNow();
         onwardCalls.shutdownNow();

@@ -22,4 +22,7 @@ public interface ProxyStateStore {
 
     /** Where the record lives, for messages. */
     String describe();
+
+    /** Releases what the store holds (a lock on its directory); the proxy calls it once, when it stops. */
+    default void close() throws IOException {}
 }

@@ -25,6 +25,19 @@ class LocalFileStateStoreTest {
     }
 
     @Test
+    void shouldRefuseASecondStoreOnTheSameDirectoryUntilTheFirstIsClosed() throws Exception {
+        final LocalFileStateStore first = new LocalFileStateStore(dir);
+
+        assertThatThrownBy(() -> new LocalFileStateStore(dir))
+                .isInstanceOf(java.io.IOException.class)
+                .hasMessageContaining("is in use by another proxy")
+                .hasMessageContaining(dir.toAbsolutePath().toString());
+
+        first.close();
+        new LocalFileStateStore(dir).close();
+    }
+
+    @Test
     void shouldLoadNothingWhenNoRecordWasEverSaved() throws IOException {
         assertThat(new LocalFileStateStore(dir.resolve("new")).load()).isEmpty();
     }
@@ -34,11 +47,16 @@ class LocalFileStateStoreTest {
         final LocalFileStateStore store = new LocalFileStateStore(dir);
         store.save(record(3));
         store.save(record(4));
+        store.close();
 
-        assertThat(new LocalFileStateStore(dir).load()).contains(record(4));
+        final LocalFileStateStore reopened = new LocalFileStateStore(dir);
+        assertThat(reopened.load()).contains(record(4));
         try (var files = Files.list(dir)) {
-            assertThat(files).as("no temporary file is left").containsExactly(store.file());
+            assertThat(files)
+                    .as("no temporary file is left")
+                    .containsExactlyInAnyOrder(store.file(), dir.resolve(LocalFileStateStore.LOCK_NAME));
         }
+        reopened.close();
     }
 
     @Test

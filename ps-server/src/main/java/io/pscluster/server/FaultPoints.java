@@ -14,6 +14,8 @@ import java.util.concurrent.atomic.AtomicInteger;
  * <ul>
  *   <li>{@value #DROP_HEARTBEATS}: the proxy link sends no heartbeat while it is on (the lease then lapses).
  *   <li>{@value #FAIL_RESTORE}: a restore attempt fails with a transient {@link java.io.IOException}.
+ *   <li>{@value #LOSE_PUSH_ANSWER}: a push is accepted (and will be applied) but its answer is replaced by
+ *       UNAVAILABLE, as when the connection drops after the shard took it: the client cannot tell and retries.
  * </ul>
  *
  * <p>Thread-safe. A point switched on with {@code times > 0} fires that many times, then switches itself off.
@@ -21,10 +23,11 @@ import java.util.concurrent.atomic.AtomicInteger;
 public final class FaultPoints {
     public static final String DROP_HEARTBEATS = "drop-heartbeats";
     public static final String FAIL_RESTORE = "fail-restore";
+    public static final String LOSE_PUSH_ANSWER = "lose-push-answer";
     /** The system property that allows fault injection. */
     public static final String ENABLE_PROPERTY = "pscluster.faults";
 
-    private static final Set<String> KNOWN = Set.of(DROP_HEARTBEATS, FAIL_RESTORE);
+    private static final Set<String> KNOWN = Set.of(DROP_HEARTBEATS, FAIL_RESTORE, LOSE_PUSH_ANSWER);
     /** Remaining firings of a point that is on; {@link Integer#MAX_VALUE} for "until switched off". */
     private final Map<String, AtomicInteger> armed = new ConcurrentHashMap<>();
 

@@ -99,20 +99,35 @@ final class ProxyLink implements AutoCloseable {
     }
 
     /**
-     * Registers, retrying while the proxy is unreachable, for up to {@code timeoutMs}; then heartbeats. A refusal
-     * other than UNAVAILABLE (say ALREADY_EXISTS for an id in use) is thrown and leaves the link unregistered, so that
-     * closing it deregisters nobody.
+     * Registers, retrying for up to {@code timeoutMs} while the proxy is unreachable or still holds this shard's id for
+     * a previous process whose lease has not lapsed yet (ALREADY_EXISTS: a shard restarted with its {@code --id}); then
+     * heartbeats. Any other refusal, or one that outlasts the timeout, is thrown and leaves the link unregistered, so
+     * that closing it deregisters nobody.
      */
     void register(final long timeoutMs) throws InterruptedException {
         final long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMs);
         RegisterShardResponse response;
+        boolean told = false;
         while (true) {
             try {
                 response = registerOnce();
                 break;
             } catch (StatusRuntimeException e) {
-                if (e.getStatus().getCode() != Status.Code.UNAVAILABLE || System.nanoTime() > deadline) {
+                final Status.Code code = e.getStatus().getCode();
+                if ((code != Status.Code.UNAVAILABLE && code != Status.Code.ALREADY_EXISTS)
+                        || System.nanoTime() > deadline) {
                     throw e;
+                }
+                if (code == Status.Code.ALREADY_EXISTS && !told) {
+                    told = true;
+                    LOG.warn(
+                            "proxy at {} refuses the id for now ({}); retrying for up to {} ms",
+                            proxyAddress,
+                            e.getStatus().getDescription(),
+                            timeoutMs);
+                }
+                if (code == Status.Code.UNAVAILABLE) {
+                    channel.resetConnectBackoff();
                 }
                 TimeUnit.MILLISECONDS.sleep(200);
             }
@@ -180,7 +195,12 @@ final class ProxyLink implements AutoCloseable {
                 registerOnce();
             }
         } catch (StatusRuntimeException e) {
-            // Logged by call(), once per outage.
+            // Logged by call(), once per outage. A proxy that restarts must hear from its shards within its grace
+            // period (one lease plus margin): without this, gRPC's reconnect backoff (which grows to minutes) would
+            // keep the channel idle for seconds after the proxy is back, and the proxy would count the shard as gone.
+            if (e.getStatus().getCode() == Status.Code.UNAVAILABLE) {
+                channel.resetConnectBackoff();
+            }
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         } catch (RuntimeException e) {
@@ -361,20 +381,31 @@ final class ProxyLink implements AutoCloseable {
             final Shard.RestoreOutcome outcome = shard.restoreOrder(root, directive.getCheckpointId(), order.slots);
             order.succeeded(outcome);
         } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-        } catch (Exception e) {
-            final long delay = order.failed(e);
-            if (order.attempts == 1) {
-                LOG.warn(
-                        "shard {} failed to restore order {} ({} slots from checkpoint {}): {}; retrying until done",
-                        shard.shardId(),
-                        directive.getOrderId(),
-                        order.slots.cardinality(),
-                        directive.getCheckpointId(),
-                        e.toString());
+            // Only close() interrupts the restore thread; anything else is retried like any failure.
+            if (closing) {
+                Thread.currentThread().interrupt();
+                return;
             }
-            schedule(order, delay);
+            retryLater(order, e);
+        } catch (Exception | StackOverflowError | OutOfMemoryError e) {
+            // An Error must not vanish inside the scheduled task: the slots would stay refused with nobody told.
+            retryLater(order, e);
         }
+    }
+
+    private void retryLater(final RestoreOrder order, final Throwable failure) {
+        final RestoreDirective directive = order.directive;
+        final long delay = order.failed(failure);
+        if (order.attempts == 1) {
+            LOG.warn(
+                    "shard {} failed to restore order {} ({} slots from checkpoint {}): {}; retrying until done",
+                    shard.shardId(),
+                    directive.getOrderId(),
+                    order.slots.cardinality(),
+                    directive.getCheckpointId(),
+                    failure.toString());
+        }
+        schedule(order, delay);
     }
 
     private URI rootOf(final RestoreDirective directive) throws IOException {
@@ -409,11 +440,41 @@ final class ProxyLink implements AutoCloseable {
      * Asks the proxy to hand this shard's slots over (it checkpoints them, then gives them to other shards). The
      * shard must already refuse requests and have applied every accepted push.
      */
-    DrainShardResponse drain(final long timeoutMs) {
-        return proxy.withDeadlineAfter(timeoutMs, TimeUnit.MILLISECONDS)
-                .drainShard(DrainShardRequest.newBuilder()
-                        .setShardId(shard.shardId())
-                        .build());
+    /**
+     * Asks the proxy to take this shard's slots over, for up to {@code timeoutMs}. The proxy refuses
+     * (FAILED_PRECONDITION) while any restore in the cluster is outstanding, this shard's own included (one that
+     * finished but is not yet reported): so a heartbeat is sent first, and the request repeated with a backoff until
+     * the restores are done or the time is up.
+     */
+    DrainShardResponse drain(final long timeoutMs) throws InterruptedException {
+        final long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMs);
+        long backoffMs = 100;
+        while (true) {
+            try {
+                heartbeats.submit(this::heartbeatQuietly).get(CALL_DEADLINE_MS, TimeUnit.MILLISECONDS);
+            } catch (java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException e) {
+                // The drain call below says whether the proxy can be reached.
+            }
+            final long leftMs = TimeUnit.NANOSECONDS.toMillis(deadline - System.nanoTime());
+            try {
+                return proxy.withDeadlineAfter(Math.max(1, leftMs), TimeUnit.MILLISECONDS)
+                        .drainShard(DrainShardRequest.newBuilder()
+                                .setShardId(shard.shardId())
+                                .build());
+            } catch (StatusRuntimeException e) {
+                final Status.Code code = e.getStatus().getCode();
+                final boolean retryable = code == Status.Code.FAILED_PRECONDITION || code == Status.Code.UNAVAILABLE;
+                if (!retryable || System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(backoffMs) > deadline) {
+                    throw e;
+                }
+                LOG.info(
+                        "shard {}: the proxy cannot take its slots yet ({}); asking again",
+                        shard.shardId(),
+                        describe(e.getStatus()));
+                TimeUnit.MILLISECONDS.sleep(backoffMs);
+                backoffMs = Math.min(5_000, backoffMs * 2);
+            }
+        }
     }
 
     /**
@@ -470,6 +531,7 @@ final class ProxyLink implements AutoCloseable {
         int attempts;
         private boolean done;
         private long checkpointId;
+        private long createdMillis;
         private long rows;
         private String note = "";
 
@@ -484,15 +546,16 @@ final class ProxyLink implements AutoCloseable {
 
         synchronized void succeeded(final Shard.RestoreOutcome outcome) {
             checkpointId = outcome.checkpointId();
+            createdMillis = outcome.createdMillis();
             rows = outcome.rows();
             note = outcome.note();
             done = true;
         }
 
         /** Records the failure; returns the delay before the next attempt. */
-        synchronized long failed(final Exception failure) {
+        synchronized long failed(final Throwable failure) {
             attempts++;
-            note = "attempt " + attempts + " failed: " + failure.getMessage();
+            note = "attempt " + attempts + " failed: " + failure;
             final long base = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS << Math.min(attempts - 1, 16));
             // Jitter: a cluster's shards that failed together do not all retry together.
             return base / 2 + ThreadLocalRandom.current().nextLong(base / 2 + 1);
@@ -507,6 +570,7 @@ final class ProxyLink implements AutoCloseable {
                     .setOrderId(directive.getOrderId())
                     .setDone(done)
                     .setCheckpointId(checkpointId)
+                    .setCheckpointCreatedMillis(createdMillis)
                     .setRows(rows)
                     .setNote(note)
                     .build();

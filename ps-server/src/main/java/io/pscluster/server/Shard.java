@@ -542,7 +542,8 @@ public final class Shard implements AutoCloseable {
     }
 
     /** What a restore order loaded: the checkpoint (older than the ordered one after damage), rows, and why. */
-    public record RestoreOutcome(long checkpointId, long rows, String note) {}
+    /** What a restore order loaded: the checkpoint (and when it was taken), its rows, and a note (fallback). */
+    public record RestoreOutcome(long checkpointId, long createdMillis, long rows, String note) {}
 
     /**
      * Carries out one attempt at a proxy's restore order for {@code slots}, which the caller has already marked
@@ -567,7 +568,7 @@ public final class Shard implements AutoCloseable {
             ownership.endRestore(slots);
             final String note = "no checkpoint exists: " + slots.cardinality() + " slots start empty";
             LOG.warn("shard {}: {}", name(), note);
-            return new RestoreOutcome(0, 0, note);
+            return new RestoreOutcome(0, 0, 0, note);
         }
         final CheckpointStore store = store(root);
         final StringBuilder damage = new StringBuilder();
@@ -588,7 +589,7 @@ public final class Shard implements AutoCloseable {
         if (ordered.isPresent()) {
             final long rows = tryLoad(store, ordered.get(), slots, damage);
             if (rows >= 0) {
-                return new RestoreOutcome(checkpointId, rows, "");
+                return new RestoreOutcome(checkpointId, ordered.get().manifest().createdMillis(), rows, "");
             }
         }
         for (final CheckpointInfo older : store.list()) {
@@ -599,7 +600,7 @@ public final class Shard implements AutoCloseable {
             if (rows >= 0) {
                 final String note = damage + "; restored checkpoint " + older.id();
                 LOG.warn("shard {} fell back for {} slots: {}", name(), slots.cardinality(), note);
-                return new RestoreOutcome(older.id(), rows, note);
+                return new RestoreOutcome(older.id(), older.manifest().createdMillis(), rows, note);
             }
         }
         throw new IOException(damage + "; no older complete checkpoint under " + root + " is intact");

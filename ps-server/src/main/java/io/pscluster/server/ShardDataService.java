@@ -16,17 +16,20 @@ import io.pscluster.proto.v1.ShardServiceGrpc;
 import io.pscluster.proto.v1.TableStats;
 import io.pscluster.server.table.ParameterTable;
 import io.pscluster.wire.LittleEndian;
+import io.pscluster.wire.PsException;
 import io.pscluster.wire.Unary;
 
 /** The shard's data plane over gRPC: decodes requests, calls {@link Shard}, maps failures to statuses. */
 final class ShardDataService extends ShardServiceGrpc.ShardServiceImplBase {
     private final Shard shard;
     private final Runnable routingRefresh;
+    private final FaultPoints faults;
 
     /** @param routingRefresh asks the proxy for the routing table soon; called when a client knows a newer epoch. */
-    ShardDataService(final Shard shard, final Runnable routingRefresh) {
+    ShardDataService(final Shard shard, final Runnable routingRefresh, final FaultPoints faults) {
         this.shard = shard;
         this.routingRefresh = routingRefresh;
+        this.faults = faults;
     }
 
     @Override
@@ -75,6 +78,9 @@ final class ShardDataService extends ShardServiceGrpc.ShardServiceImplBase {
                     request.getSequence(),
                     keys,
                     gradients);
+            if (faults.fire(FaultPoints.LOSE_PUSH_ANSWER)) {
+                throw PsException.unavailable("fault injected: the answer to an accepted push was lost");
+            }
             return PushResponse.newBuilder()
                     .setAccepted(result.accepted())
                     .setDuplicate(result.duplicate())

@@ -70,12 +70,15 @@ public final class ShardServer implements AutoCloseable {
         final ServerBuilder<?> builder = Grpc.newServerBuilderForPort(context.port, InsecureServerCredentials.create());
         server = builder.executor(executor)
                 .maxInboundMessageSize(context.maxMessageBytes)
-                .addService(new ShardDataService(shard, () -> {
-                    final ProxyLink link = proxyLink;
-                    if (link != null) {
-                        link.refreshSoon();
-                    }
-                }))
+                .addService(new ShardDataService(
+                        shard,
+                        () -> {
+                            final ProxyLink link = proxyLink;
+                            if (link != null) {
+                                link.refreshSoon();
+                            }
+                        },
+                        context.faults))
                 .addService(new ShardAdminGrpcService(shard, context.faults))
                 .addService(health.getHealthService())
                 .build()

@@ -139,11 +139,12 @@ class ShardServerFailoverTest {
         proxy.registerRefusal = Status.ALREADY_EXISTS.withDescription("shard-1 is registered at another address");
 
         final StatusRuntimeException refused = catchThrowableOfType(
-                StatusRuntimeException.class, () -> start(context().shardId("shard-1")));
+                StatusRuntimeException.class,
+                () -> start(context().shardId("shard-1").registerTimeoutMs(500)));
 
         assertThat(refused).isNotNull();
         assertThat(refused.getStatus().getCode()).isEqualTo(Status.Code.ALREADY_EXISTS);
-        assertThat(proxy.registrations).hasSize(1);
+        assertThat(proxy.registrations).as("retried while the id was refused").hasSizeGreaterThan(1);
         assertThat(proxy.deregistrations)
                 .as("deregistrations after a refused registration")
                 .isEmpty();
@@ -255,12 +256,24 @@ class ShardServerFailoverTest {
 
     @Test
     void shouldStillDeregisterWhenDrainShardFails() throws Exception {
-        proxy.drainFailure = Status.UNAVAILABLE.withDescription("proxy busy");
+        proxy.drainFailure = Status.INTERNAL.withDescription("proxy broken");
         start(context());
 
         server.close();
 
         assertThat(proxy.drains).hasSize(1);
+        assertThat(proxy.deregistrations).hasSize(1);
+    }
+
+    @Test
+    void shouldAskAgainUntilItsTimeoutWhileTheProxyCannotTakeTheSlotsYet() throws Exception {
+        // As when a restore elsewhere (or this shard's own, not yet reported) is still outstanding.
+        proxy.drainFailure = Status.FAILED_PRECONDITION.withDescription("a restore is outstanding");
+        start(context().drainTimeoutMs(1_500));
+
+        server.close();
+
+        assertThat(proxy.drains).as("DrainShard calls").hasSizeGreaterThan(1);
         assertThat(proxy.deregistrations).hasSize(1);
     }
 

@@ -445,15 +445,22 @@ public final class PsClient implements AutoCloseable {
 
     /** One line for an event, the same in the SDK's WARN, the example job's output and {@code psctl status}. */
     public static String describe(final RollbackEvent event) {
-        final String source = event.getCheckpointId() == 0
-                ? "no checkpoint existed: they start empty"
-                : "restored from checkpoint " + event.getCheckpointId() + " taken at "
-                        + Instant.ofEpochMilli(event.getCheckpointCreatedMillis());
-        final String loss = event.getLossless()
-                ? "lossless (handed over with every acknowledged push)"
-                : "updates to them after that checkpoint are lost";
-        return "rollback " + event.getId() + ": " + event.getSlotCount() + " slots of shard " + event.getFromShard()
-                + " moved to " + event.getToShardsList() + ", " + source + "; " + loss + "; reason: "
+        final String taken = event.getCheckpointCreatedMillis() > 0
+                ? " taken at " + Instant.ofEpochMilli(event.getCheckpointCreatedMillis())
+                : "";
+        final String source;
+        if (event.getLossless()) {
+            source = "handed over through checkpoint " + event.getCheckpointId() + taken
+                    + " with every acknowledged push (nothing lost)";
+        } else if (event.getCheckpointId() == 0) {
+            source = "no checkpoint existed: they start empty, every update to them is lost";
+        } else {
+            source = "restored from checkpoint " + event.getCheckpointId() + taken
+                    + "; updates to them after that checkpoint are lost";
+        }
+        final String from = event.getFromShard().isEmpty() ? "" : " of shard " + event.getFromShard();
+        return (event.getLossless() ? "hand-over " : "rollback ") + event.getId() + ": " + event.getSlotCount()
+                + " slots" + from + " moved to " + event.getToShardsList() + ", " + source + "; reason: "
                 + event.getReason();
     }
 
