@@ -82,7 +82,7 @@ class ProxyRestartTest {
                 assertThat(after.getPendingRestoresList()).isEmpty();
                 assertThat(after.getRoutingEpoch()).isGreaterThanOrEqualTo(epochBefore);
                 assertThat(ShardOwnership.of(after).slotsOf(cluster.shardId("s2")))
-                        .as("the new shard took nothing")
+                        .as("the new shard took nothing\n%s", cluster.logs())
                         .isZero();
                 assertThat(ShardOwnership.of(after).slotsOf(cluster.shardId("s0")))
                         .isEqualTo(before.slotsOf(cluster.shardId("s0")));

@@ -324,6 +324,9 @@ final class ClusterState {
         // Rollback ids must never go back, even across a lost state file: running jobs report only ids above the
         // newest they saw. A new state's ids start from the wall clock (in thousandths of a millisecond).
         nextRollbackId = Math.max(nextRollbackId, wallClock.getAsLong() * 1000);
+        // Ids it hands out must not be those of live shards that come back to claim their slots (a proxy that lost
+        // its state file): a new state numbers its shards from the clock (seconds within ~28 hours, times 100).
+        nextShardNumber = Math.max(nextShardNumber, wallClock.getAsLong() / 1000 % 100_000 * 100);
         baseline = toRecord();
     }
 
