@@ -8,6 +8,7 @@ import io.pscluster.proto.v1.ListShardsResponse;
 import io.pscluster.proto.v1.ShardStatus;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -31,7 +32,9 @@ class ProxyRestartTest {
         /** Its state file, after a checkpoint. */
         STATE_AND_CHECKPOINT,
         /** No state file (its disk was lost) and no checkpoint: what the live shards hold and report is all there is. */
-        NO_STATE_NO_CHECKPOINT
+        NO_STATE_NO_CHECKPOINT,
+        /** Its state file, after 10 s down: every shard's lease lapsed meanwhile and gRPC's reconnect backoff grew. */
+        STATE_AFTER_LONG_OUTAGE
     }
 
     @ParameterizedTest(name = "{0}")
@@ -54,6 +57,10 @@ class ProxyRestartTest {
                 cluster.kill9("proxy");
                 if (restart == Restart.NO_STATE_NO_CHECKPOINT) {
                     cluster.deleteProxyState();
+                }
+                if (restart == Restart.STATE_AFTER_LONG_OUTAGE) {
+                    // The outage itself is the fault under test: shards keep failing heartbeats for this long.
+                    TimeUnit.SECONDS.sleep(10);
                 }
                 // The restarted proxy and a new shard come up together: the new shard must not take anything.
                 final Thread newShard = new Thread(() -> {
