@@ -162,6 +162,15 @@ class BadInputTest {
         assertThatThrownBy(() -> shard0().push(push(TABLE, new long[] {ROWS}, new float[DIM])))
                 .satisfies(e -> assertStatus(
                         e, Status.Code.INVALID_ARGUMENT, "key 100 is outside dense table 'dense' (rows 0..99)"));
+        assertThatThrownBy(() -> shard0().push(push(TABLE, new long[] {-1}, new float[DIM])))
+                .satisfies(e -> assertStatus(
+                        e, Status.Code.INVALID_ARGUMENT, "key -1 is outside dense table 'dense' (rows 0..99)"));
+        assertThatThrownBy(() -> shard0().pull(PullRequest.newBuilder()
+                        .setRoutingEpoch(client.routingEpoch())
+                        .setTable(TABLE)
+                        .setKeys(LittleEndian.encodeLongs(new long[] {Long.MIN_VALUE}))
+                        .build()))
+                .satisfies(e -> assertStatus(e, Status.Code.INVALID_ARGUMENT, "is outside dense table 'dense'"));
     }
 
     @Test
