@@ -210,6 +210,7 @@ final class ClusterState {
     private long nextOrderId = 1;
     private long nextRollbackId = 1;
     private long saveFailures;
+    private boolean closed;
     private long rollbacksTotal;
     private long latestCheckpointId;
     private long latestCheckpointCreatedMillis;
@@ -352,10 +353,21 @@ final class ClusterState {
         }
     }
 
+    /**
+     * Stops saving: from now on every change fails (UNAVAILABLE) and is undone. Called when the proxy stops, so that a
+     * call still finishing cannot write the state after the store was released (or a successor took the directory).
+     */
+    synchronized void close() {
+        closed = true;
+    }
+
     private void persist(final String what) {
         final ProxyStateRecord record = toRecord();
         if (record.equals(baseline)) {
             return;
+        }
+        if (closed) {
+            throw PsException.unavailable(what + ": the proxy is stopping; nothing changed");
         }
         try {
             store.save(record);

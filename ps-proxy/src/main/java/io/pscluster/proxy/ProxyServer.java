@@ -236,6 +236,7 @@ public final class ProxyServer implements AutoCloseable {
         closed = true;
         health.enterTerminalState();
         timers.shutdownNow();
+        state.close();
         if (server != null) {
             server.shutdown();
             if (!server.awaitTermination(10, TimeUnit.SECONDS)) {

@@ -100,6 +100,32 @@ class PsClientFailoverTest {
     }
 
     @Test
+    void shouldSplitALargePushIntoRequestsOfAboutOneMebibyte() throws Exception {
+        final ScriptedShard shard = shard();
+        proxy.routing = ScriptedProxy.allTo(1, shard.address());
+        final PsClient client = connect();
+        final long[] keys = LongStream.range(0, 300_000).map(i -> i * 7_919).toArray();
+
+        client.table("t").push(keys, ones(keys));
+
+        // Dim 1: 12 bytes a key, so 3.6 MB in requests of whole slots of at most 1 MiB: 4 requests.
+        assertThat(shard.pushes).hasSize(4);
+        for (int i = 0; i < shard.pushes.size(); i++) {
+            final PushRequest request = shard.pushes.get(i);
+            final int bytes = request.getKeys().size() + request.getGradients().size();
+            assertThat(bytes).as("request %d", i).isLessThanOrEqualTo(PsTable.CHUNK_BYTES);
+        }
+        assertThat(shard.pushes.stream()
+                        .mapToInt(request -> request.getKeys().size()
+                                + request.getGradients().size())
+                        .filter(bytes -> bytes >= PsTable.CHUNK_BYTES * 9 / 10)
+                        .count())
+                .as("requests filled to at least 90%% of 1 MiB")
+                .isEqualTo(3);
+        assertThat(shard.applied).hasSize(keys.length);
+    }
+
+    @Test
     void shouldTakeANewSequenceForEachNewPushOfAClient() throws Exception {
         final ScriptedShard shard = shard();
         proxy.routing = ScriptedProxy.allTo(1, shard.address());

@@ -94,9 +94,12 @@ final class ScriptedShard implements AutoCloseable {
         final boolean duplicate =
                 request.getClientId() != 0 && !seen.add(List.of(request.getClientId(), request.getSequence()));
         if (!duplicate) {
+            // One copy per request: the list is copy-on-write.
+            final List<Long> boxed = new ArrayList<>(keys.length);
             for (final long key : keys) {
-                applied.add(key);
+                boxed.add(key);
             }
+            applied.addAll(boxed);
         }
         response.onNext(PushResponse.newBuilder()
                 .setAccepted(keys.length)
