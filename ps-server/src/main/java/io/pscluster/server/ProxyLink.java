@@ -16,6 +16,7 @@ import io.pscluster.proto.v1.RestoreReport;
 import io.pscluster.proto.v1.RoutingTable;
 import io.pscluster.proto.v1.ShardLoad;
 import io.pscluster.proto.v1.TableSchema;
+import io.pscluster.wire.Backoff;
 import io.pscluster.wire.Slots;
 import java.io.IOException;
 import java.net.URI;
@@ -29,7 +30,6 @@ import java.util.concurrent.ConcurrentSkipListMap;
 import java.util.concurrent.Executors;
 import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ScheduledExecutorService;
-import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
@@ -556,9 +556,7 @@ final class ProxyLink implements AutoCloseable {
         synchronized long failed(final Throwable failure) {
             attempts++;
             note = "attempt " + attempts + " failed: " + failure;
-            final long base = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS << Math.min(attempts - 1, 16));
-            // Jitter: a cluster's shards that failed together do not all retry together.
-            return base / 2 + ThreadLocalRandom.current().nextLong(base / 2 + 1);
+            return Backoff.jitteredMs(FIRST_RETRY_MS, MAX_RETRY_MS, attempts - 1);
         }
 
         synchronized boolean isDone() {

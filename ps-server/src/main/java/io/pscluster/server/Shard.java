@@ -541,7 +541,6 @@ public final class Shard implements AutoCloseable {
         return load(store, checkpoint, slots);
     }
 
-    /** What a restore order loaded: the checkpoint (older than the ordered one after damage), rows, and why. */
     /** What a restore order loaded: the checkpoint (and when it was taken), its rows, and a note (fallback). */
     public record RestoreOutcome(long checkpointId, long createdMillis, long rows, String note) {}
 

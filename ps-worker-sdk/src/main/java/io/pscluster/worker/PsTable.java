@@ -11,6 +11,7 @@ import io.pscluster.proto.v1.PullResponse;
 import io.pscluster.proto.v1.PushRequest;
 import io.pscluster.proto.v1.PushResponse;
 import io.pscluster.proto.v1.TableSchema;
+import io.pscluster.wire.Backoff;
 import io.pscluster.wire.PsException;
 import io.pscluster.wire.Slots;
 import java.nio.ByteBuffer;
@@ -23,7 +24,6 @@ import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
 import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
@@ -375,9 +375,7 @@ public final class PsTable {
 
     /** The wait before attempt {@code attempts + 1}: uniform in [b/2, b], b = min(max, first * 2^attempts). */
     static long backoffMs(final int attempts, final long maxBackoffMs) {
-        final long ceiling = Math.min(maxBackoffMs, FIRST_BACKOFF_MS << Math.min(attempts, 30));
-        final long floor = ceiling / 2;
-        return floor + ThreadLocalRandom.current().nextLong(ceiling - floor + 1);
+        return Backoff.jitteredMs(FIRST_BACKOFF_MS, maxBackoffMs, attempts);
     }
 
     private CompletableFuture<Void> retry(
