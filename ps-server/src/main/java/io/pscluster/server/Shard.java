@@ -199,7 +199,15 @@ public final class Shard implements AutoCloseable {
             existing = tables.putIfAbsent(schema.getName(), created);
             if (existing == null) {
                 final BitSet owned = ownership.view().owned();
-                created.materializeDense(owned::get);
+                try {
+                    created.materializeDense(owned::get);
+                } catch (IllegalStateException cannot) {
+                    // Never keep a dense table with rows missing: its pulls would read initial values, not data.
+                    tables.remove(schema.getName(), created);
+                    created.clearSlots(slot -> true);
+                    throw PsException.resourceExhausted("table '" + schema.getName() + "' cannot be created on shard "
+                            + shardId + ": " + cannot.getMessage());
+                }
                 LOG.info("shard {} created table {}", shardId, schema.getName());
                 return true;
             }

@@ -35,6 +35,8 @@ public final class ParameterTable {
     private final Supplier<BitSet> writableSlots;
     private final long startMillis = System.currentTimeMillis();
     private final AtomicLong droppedRows = new AtomicLong();
+    /** Per partition, the record where the next TTL eviction step starts; each touched by its writer only. */
+    private final int[] evictionCursor;
 
     /** A table whose pushes may change every slot (tests, benchmarks). */
     public ParameterTable(final TableSchema schema, final PartitionWriters writers) {
@@ -59,6 +61,7 @@ public final class ParameterTable {
         this.writers = writers;
         this.budget = new RowBudget(schema.getMaxRowsPerShard());
         this.partitions = new PartitionStore[writers.partitionCount()];
+        this.evictionCursor = new int[partitions.length];
         for (int p = 0; p < partitions.length; p++) {
             partitions[p] = new PartitionStore(dim, optimizer, initializer, budget);
         }
@@ -102,31 +105,45 @@ public final class ParameterTable {
 
     /**
      * Copies the values of {@code keys} into {@code out} as little-endian float32, row after row; a key without a row
-     * reads as its initial values (and is not created).
+     * reads as its initial values (and is not created). {@code slots} are the keys' slots ({@link #slotsOf}).
+     *
+     * @throws IllegalArgumentException if {@code slots} or {@code out} is too short for {@code keys}.
      */
     public void pull(final long[] keys, final int[] slots, final byte[] out) {
-        // Two passes, as in applyBatch: all lookups first (their cache misses overlap), then the copies.
-        final int[] ids = new int[keys.length];
-        for (int from = 0; from < keys.length; from += PartitionStore.PREFETCH_BLOCK) {
-            final int to = Math.min(keys.length, from + PartitionStore.PREFETCH_BLOCK);
+        final int rowBytes = 4 * dim;
+        if (slots.length < keys.length || out.length < (long) keys.length * rowBytes) {
+            throw new IllegalArgumentException("pull of " + keys.length + " keys x dim " + dim + " needs "
+                    + keys.length + " slots and " + (long) keys.length * rowBytes + " output bytes; got "
+                    + slots.length + " slots and " + out.length + " bytes");
+        }
+        // In blocks, as in PartitionStore.applyBatch: every key's index entry, then every record, then the copies,
+        // so that the cache misses of a block overlap instead of following one another.
+        final int block = PartitionStore.BLOCK;
+        final long[] hashes = new long[block];
+        final int[] entries = new int[block];
+        UnsafeBuffer initial = null;
+        for (int from = 0; from < keys.length; from += block) {
+            final int n = Math.min(block, keys.length - from);
+            for (int i = 0; i < n; i++) {
+                final PartitionStore store = partitions[writers.partitionOf(slots[from + i])];
+                final long h = store.hash(keys[from + i]);
+                hashes[i] = h;
+                entries[i] = store.firstEntry(h);
+            }
             int sink = 0;
-            for (int i = from; i < to; i++) {
-                sink += partitions[writers.partitionOf(slots[i])].prefetch(keys[i]);
+            for (int i = 0; i < n; i++) {
+                sink += partitions[writers.partitionOf(slots[from + i])].touchRecord(entries[i], hashes[i]);
             }
             PartitionStore.prefetchSink = sink;
-            for (int i = from; i < to; i++) {
-                ids[i] = partitions[writers.partitionOf(slots[i])].find(keys[i]);
-            }
-        }
-        UnsafeBuffer initial = null;
-        final int rowBytes = 4 * dim;
-        for (int i = 0; i < keys.length; i++) {
-            final PartitionStore store = partitions[writers.partitionOf(slots[i])];
-            if (!store.readValues(keys[i], ids[i], out, i * rowBytes)) {
-                if (initial == null) {
-                    initial = new UnsafeBuffer(out);
+            for (int i = 0; i < n; i++) {
+                final int k = from + i;
+                final PartitionStore store = partitions[writers.partitionOf(slots[k])];
+                if (!store.readValues(keys[k], store.find(keys[k], hashes[i]), out, k * rowBytes)) {
+                    if (initial == null) {
+                        initial = new UnsafeBuffer(out);
+                    }
+                    initializer.fill(keys[k], initial, k * rowBytes, dim);
                 }
-                initializer.fill(keys[i], initial, i * rowBytes, dim);
             }
         }
     }
@@ -158,22 +175,50 @@ public final class ParameterTable {
 
     /**
      * Queues a push to be applied by the partitions' writers; returns false, having queued nothing, when the shard's
-     * writers have no room (the caller answers RESOURCE_EXHAUSTED).
+     * writers have no room (the caller answers RESOURCE_EXHAUSTED). The keys are split by partition here, once, on
+     * the caller's thread; each writer then goes through its own rows only.
      */
     public boolean offerPush(final long[] keys, final int[] slots, final float[] gradients) {
+        final int partitionCount = partitions.length;
+        if (partitionCount == 1) {
+            final int[] rows = identity(keys.length);
+            final int count = keys.length;
+            return writers.offer(partition -> applyQueued(partition, keys, slots, rows, count, gradients), 1L);
+        }
+        final int[] counts = new int[partitionCount];
+        for (int i = 0; i < keys.length; i++) {
+            counts[writers.partitionOf(slots[i])]++;
+        }
+        final int[][] rowsOf = new int[partitionCount][];
         long mask = 0;
-        for (final int slot : slots) {
-            mask |= 1L << writers.partitionOf(slot);
+        for (int p = 0; p < partitionCount; p++) {
+            if (counts[p] > 0) {
+                rowsOf[p] = new int[counts[p]];
+                mask |= 1L << p;
+            }
+        }
+        final int[] filled = new int[partitionCount];
+        for (int i = 0; i < keys.length; i++) {
+            final int p = writers.partitionOf(slots[i]);
+            rowsOf[p][filled[p]++] = i;
         }
         return writers.offer(
-                partition -> {
-                    try {
-                        applyPartition(partition, keys, slots, gradients, touchNow());
-                    } finally {
-                        writers.applied();
-                    }
-                },
+                partition -> applyQueued(partition, keys, slots, rowsOf[partition], counts[partition], gradients),
                 mask);
+    }
+
+    private void applyQueued(
+            final int partition,
+            final long[] keys,
+            final int[] slots,
+            final int[] rows,
+            final int count,
+            final float[] gradients) {
+        try {
+            applyRows(partition, keys, slots, rows, count, gradients, touchNow());
+        } finally {
+            writers.applied();
+        }
     }
 
     /** Pushes and waits until the push is applied (tests, benchmarks, in-process callers). */
@@ -197,21 +242,7 @@ public final class ParameterTable {
             final int partition, final long[] keys, final int[] slots, final float[] gradients, final int touch) {
         final int[] rows;
         final int count;
-        final BitSet writable = writableSlots.get();
-        if (writable != null) {
-            rows = new int[keys.length];
-            int n = 0;
-            for (int i = 0; i < keys.length; i++) {
-                if (writers.partitionOf(slots[i]) == partition) {
-                    if (writable.get(slots[i])) {
-                        rows[n++] = i;
-                    } else {
-                        droppedRows.incrementAndGet();
-                    }
-                }
-            }
-            count = n;
-        } else if (partitions.length == 1) {
+        if (partitions.length == 1) {
             rows = identity(keys.length);
             count = keys.length;
         } else {
@@ -224,13 +255,39 @@ public final class ParameterTable {
             }
             count = n;
         }
-        final int dropped = partitions[partition].applyBatch(keys, rows, count, gradients, touch);
+        applyRows(partition, keys, slots, rows, count, gradients, touch);
+    }
+
+    /** Applies rows {@code rows[0 .. count)} of a push, all in {@code partition}, on that partition's writer. */
+    private void applyRows(
+            final int partition,
+            final long[] keys,
+            final int[] slots,
+            final int[] rows,
+            final int count,
+            final float[] gradients,
+            final int touch) {
+        int[] applied = rows;
+        int n = count;
+        final BitSet writable = writableSlots.get();
+        if (writable != null) {
+            applied = new int[count];
+            n = 0;
+            for (int i = 0; i < count; i++) {
+                if (writable.get(slots[rows[i]])) {
+                    applied[n++] = rows[i];
+                } else {
+                    droppedRows.incrementAndGet();
+                }
+            }
+        }
+        final int dropped = partitions[partition].applyBatch(keys, applied, n, gradients, touch);
         if (dropped > 0) {
             droppedRows.addAndGet(dropped);
         }
     }
 
-    private int[] identityRows = new int[0];
+    private volatile int[] identityRows = new int[0];
 
     /** 0, 1, 2, ... at least {@code count} long; shared read-only, grown by replacement. */
     private int[] identity(final int count) {
@@ -347,24 +404,44 @@ public final class ParameterTable {
         }));
     }
 
-    /** The writer's TTL duty: removes rows of {@code partition} untouched for the table's TTL. */
-    void evictExpired(final int partition) {
+    /** Records one TTL eviction step looks at, so that a step costs about as much as a small push. */
+    static final int EVICTION_STEP_RECORDS = 16_384;
+
+    /**
+     * The writer's TTL duty, in bounded steps: removes the rows of {@code partition} untouched for the table's TTL
+     * among the next {@link #EVICTION_STEP_RECORDS} records, continuing where the previous step stopped. Returns true
+     * when a pass over the whole partition is complete (or the table has no TTL), false if more steps are needed.
+     * Allocates nothing.
+     */
+    boolean evictStep(final int partition) {
         final long ttl = schema.getTtlSeconds();
         if (ttl <= 0) {
-            return;
+            return true;
         }
-        final long oldest = touchNow() - ttl;
-        final PartitionStore store = partitions[partition];
-        final long[] doomed = new long[store.size()];
-        final int[] count = {0};
-        store.forEach((id, key, touch) -> {
-            if (touch < oldest && count[0] < doomed.length) {
-                doomed[count[0]++] = key;
-            }
-        });
-        for (int i = 0; i < count[0]; i++) {
-            store.remove(doomed[i]);
+        final int next =
+                partitions[partition].evictStep(evictionCursor[partition], EVICTION_STEP_RECORDS, touchNow() - ttl);
+        evictionCursor[partition] = Math.max(0, next);
+        return next < 0;
+    }
+
+    /** Evicts in steps until a whole pass over {@code partition} is complete (on its writer). */
+    void evictExpired(final int partition) {
+        while (!evictStep(partition)) {
+            // the next step goes on where this one stopped
         }
+    }
+
+    /** The index shape of every partition, computed on its writer (tests, diagnostics). */
+    List<PartitionStore.IndexShape> indexShapes() throws InterruptedException {
+        return await(writers.runOnAll(partition -> partitions[partition].indexShape()));
+    }
+
+    /** Sets the faults tests inject into every partition of this table (see {@link TableFaults}). */
+    void injectFaults(final TableFaults faults) throws InterruptedException {
+        await(writers.runOnAll(partition -> {
+            partitions[partition].injectFaults(faults);
+            return null;
+        }));
     }
 
     // ---- stats

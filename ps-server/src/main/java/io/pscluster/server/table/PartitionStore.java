@@ -4,36 +4,44 @@ import java.lang.invoke.MethodHandles;
 import java.lang.invoke.VarHandle;
 import java.nio.ByteBuffer;
 import java.util.Arrays;
+import java.util.concurrent.ThreadLocalRandom;
 import org.agrona.collections.IntArrayList;
 import org.agrona.concurrent.UnsafeBuffer;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
- * The rows of one table in one partition: fixed-size records off-heap and an open-addressing index from key to
- * record, written by the partition's single writer thread and read by any number of threads without locks.
+ * The rows of one table in one partition: fixed-size records off-heap and an index from key to record, written by
+ * the partition's single writer thread and read by any number of threads without locks.
  *
  * <p>Record layout (byte offsets, native little-endian, 8-byte aligned): {@code 0} int sequence (odd while the
  * writer changes the record), {@code 4} int touch (seconds since the table began, plus one; 0 marks a free record),
  * {@code 8} long key, {@code 16} the values, optimizer slots and counters ({@link Optimizer}). Records live in chunks
- * of {@link #RECORDS_PER_CHUNK} allocated on demand and never moved, so a record id stays valid for the store's life.
+ * of a power of two records (at most {@link #MAX_RECORDS_PER_CHUNK}, fewer for wide rows so that a chunk stays near
+ * {@link #CHUNK_BYTES}) allocated on demand and never moved, so a record id stays valid for the store's life.
  *
- * <p>Index: {@code int[]} entries, 0 empty, -1 deleted, otherwise a 5-bit fingerprint of the key's hash above
- * record id + 1 in the low {@link #ID_BITS} bits (so a probe skips the record of a different key 31 times in 32
- * without touching it), linear probing on a mixed hash of
- * the key; the key itself is read from the record, which keeps the index at 4 bytes per entry. The writer fills a
- * record before it publishes the entry with release semantics; readers load entries with acquire semantics. A grown
- * index is built aside and published through a volatile field; a reader still probing the old one finds every key
- * that was there when it started.
+ * <p>Index: extendible hashing. A directory of {@code 2^depth} references, chosen by the top bits of a seeded 64-bit
+ * hash of the key, points to segments; a segment is an {@code int[]} of entries with linear probing on the hash's
+ * low bits. An entry is 0 (empty), -1 (deleted) or a 5-bit fingerprint of the hash above record id + 1 in the low
+ * {@link #ID_BITS} bits, so a probe skips the record of a different key 31 times in 32 without reading it. A segment
+ * that would pass {@link #MAX_LOAD_PERCENT} is rebuilt aside, doubled up to {@link #MAX_SEGMENT} entries and split in
+ * two beyond that, then published with a new directory: growth reads the records of one segment only, never of the
+ * whole index, so no write stalls for longer than one segment's worth of lookups however large the table. Every
+ * allocation comes before anything is published: when memory runs out the row is refused and the index is as it was.
  *
- * <p>Reads are seqlocked: a reader loads the sequence (acquire), copies the record, issues a load-load fence and
- * loads the sequence again; an odd or changed sequence means the writer was there, and the reader retries. The
- * writer stores the odd sequence, a store-store fence, the data, then the even sequence with release semantics.
- * A reader that finds a record reused for another key (after eviction) reports the key as absent.
+ * <p>The writer fills a record before it publishes the entry with release semantics; readers load entries with
+ * acquire semantics. A reader still probing a replaced segment finds every key that was there when it started.
+ * Reads are seqlocked: a reader loads the sequence (acquire), copies the record, issues a load-load fence and loads
+ * the sequence again; an odd or changed sequence means the writer was there, and the reader retries. The writer
+ * stores the odd sequence, a store-store fence, the data, then the even sequence with release semantics, in a
+ * {@code finally} so that a write that throws leaves the record readable. A reader that finds a record freed or
+ * reused for another key looks the key up again once, then reports it absent.
  */
 final class PartitionStore {
-    private static final org.slf4j.Logger LOG = org.slf4j.LoggerFactory.getLogger(PartitionStore.class);
+    private static final Logger LOG = LoggerFactory.getLogger(PartitionStore.class);
     static final int HEADER_BYTES = 16;
-    static final int RECORDS_PER_CHUNK = 4096;
-    private static final int CHUNK_SHIFT = 12;
+    static final int MAX_RECORDS_PER_CHUNK = 4096;
+    static final int CHUNK_BYTES = 1 << 20;
     private static final int SEQUENCE = 0;
     private static final int TOUCH = 4;
     private static final int KEY = 8;
@@ -41,45 +49,87 @@ final class PartitionStore {
     private static final int DELETED = -1;
     static final int ID_BITS = 26;
     private static final int ID_MASK = (1 << ID_BITS) - 1;
+    /** The most rows one partition holds: ids are {@link #ID_BITS} wide and 0 marks an empty entry. */
+    static final int MAX_ROWS = ID_MASK - 1;
+
+    static final int MIN_SEGMENT = 16;
+    /** Entries of the largest segment: a split reads at most 80% of this many records (about 2 ms). */
+    static final int MAX_SEGMENT = 1 << 15;
+    /** A segment is grown before an insert would fill more than this share of it. */
+    static final int MAX_LOAD_PERCENT = 80;
+    /** Directory depth beyond which segments grow instead of splitting (unreachable below {@link #MAX_ROWS}). */
+    private static final int MAX_DEPTH = 20;
+    /** Keys per stage of a batch: their index entries, then their records, are loaded together before use. */
+    static final int BLOCK = 64;
+
+    private static final long FAILURE_LOG_INTERVAL_NANOS = 10_000_000_000L;
     private static final VarHandle ENTRY = MethodHandles.arrayElementVarHandle(int[].class);
 
     private final int dim;
     private final int recordBytes;
+    private final int chunkShift;
+    private final int chunkMask;
     private final Optimizer optimizer;
     private final Initializer initializer;
     private final RowBudget budget;
+    private final long seed = ThreadLocalRandom.current().nextLong();
+    private TableFaults faults = TableFaults.NONE;
 
+    /** Chunks by index; entries past the last allocated one are null. */
     private volatile UnsafeBuffer[] chunks = new UnsafeBuffer[0];
-    private volatile int[] index = new int[16];
+
+    private volatile Segment[] directory = {new Segment(MIN_SEGMENT, 0)};
     private volatile int liveRows;
+    private volatile long indexEntries = MIN_SEGMENT;
+    private volatile int chunkCount;
     // Writer-only state.
     private int highWater;
-    private int usedEntries;
     private final IntArrayList freeRecords = new IntArrayList();
-    private int[] scratch = new int[0];
-    private boolean warnedFull;
+    private final long[] blockHashes = new long[BLOCK];
+    private final int[] blockEntries = new int[BLOCK];
+    private String lastRefusal = "";
+    private boolean warnedRefusal;
+    private long failedWrites;
+    private long lastFailureLogNanos;
 
     PartitionStore(final int dim, final Optimizer optimizer, final Initializer initializer, final RowBudget budget) {
         this.dim = dim;
         this.optimizer = optimizer;
         this.initializer = initializer;
         this.budget = budget;
-        final int payload = 4 * (dim * (1 + optimizer.slotCount()) + optimizer.counterCount());
-        this.recordBytes = (HEADER_BYTES + payload + 7) & ~7;
+        this.recordBytes = recordBytes(dim, optimizer);
+        final int perChunk =
+                Math.min(MAX_RECORDS_PER_CHUNK, Integer.highestOneBit(Math.max(1, CHUNK_BYTES / recordBytes)));
+        this.chunkShift = Integer.numberOfTrailingZeros(perChunk);
+        this.chunkMask = perChunk - 1;
     }
 
     static int recordBytes(final int dim, final Optimizer optimizer) {
         return (HEADER_BYTES + 4 * (dim * (1 + optimizer.slotCount()) + optimizer.counterCount()) + 7) & ~7;
     }
 
+    /** Sets the faults tests inject; the writer's thread must not be running a task meanwhile. */
+    void injectFaults(final TableFaults value) {
+        faults = value;
+    }
+
     // ---- readers (any thread)
+
+    /** The seeded hash this store indexes {@code key} by; pass it to the lookups that take one. */
+    long hash(final long key) {
+        // The seed keeps keys shaped alike (field << 56 | id) from meeting in the same buckets in every store; the
+        // finalizer of MurmurHash3 (a bijection with full avalanche) spreads every input bit over the result.
+        long z = key ^ seed;
+        z = (z ^ (z >>> 33)) * 0xff51afd7ed558ccdL;
+        z = (z ^ (z >>> 33)) * 0xc4ceb9fe1a85ec53L;
+        return z ^ (z >>> 33);
+    }
 
     /**
      * Copies the {@code dim} values of {@code key} to {@code target} at {@code targetOffset} (bytes, little-endian
      * float32) and returns true, or returns false if the key has no row. {@code foundId} is the record id a previous
-     * {@link #find} gave (or -1), so that a caller can look up a whole batch before copying it; it is checked against
-     * the record's key and looked up again if the record was freed or reused meanwhile. Lock-free; retries while the
-     * writer is changing the record.
+     * {@link #find} gave (or -1); it is checked against the record's key and looked up again if the record was freed
+     * or reused meanwhile. Lock-free; retries while the writer is changing the record.
      */
     boolean readValues(final long key, final int foundId, final byte[] target, final int targetOffset) {
         int id = foundId;
@@ -88,8 +138,8 @@ final class PartitionStore {
             if (id < 0) {
                 return false;
             }
-            final UnsafeBuffer chunk = chunks[id >>> CHUNK_SHIFT];
-            final int at = (id & (RECORDS_PER_CHUNK - 1)) * recordBytes;
+            final UnsafeBuffer chunk = chunks[id >>> chunkShift];
+            final int at = (id & chunkMask) * recordBytes;
             final int before = chunk.getIntVolatile(at + SEQUENCE);
             if ((before & 1) != 0) {
                 Thread.onSpinWait();
@@ -113,43 +163,46 @@ final class PartitionStore {
         }
     }
 
-    /**
-     * Loads the index entry and record key that a lookup of {@code key} will need first, and nothing else. Java has
-     * no prefetch instruction; calling this for a block of keys before looking them up makes the cache misses of
-     * independent keys overlap instead of following one another. The result means nothing; the caller keeps it (in
-     * {@link #prefetchSink}) only so that the loads are not optimized away. Safe from any thread.
-     */
-    int prefetch(final long key) {
-        final int[] entries = index;
-        final int entry = entries[hash(key) & (entries.length - 1)];
-        if (entry <= 0) {
-            return entry;
-        }
-        final UnsafeBuffer[] directory = chunks;
-        final int id = (entry & ID_MASK) - 1;
-        final int chunk = id >>> CHUNK_SHIFT;
-        // A reader's directory may predate the entry: skip what it cannot reach, it is only a prefetch.
-        if (chunk >= directory.length) {
-            return 0;
-        }
-        // The key's line and the record's last line: a record of more than 64 bytes straddles two or more.
-        final int at = (id & (RECORDS_PER_CHUNK - 1)) * recordBytes;
-        return (int) directory[chunk].getLong(at + KEY) + directory[chunk].getInt(at + recordBytes - 4);
+    /** The entry in the home bucket of hash {@code h}: loading it early lets the misses of many keys overlap. */
+    int firstEntry(final long h) {
+        final int[] entries = segmentOf(directory, h).entries;
+        return (int) ENTRY.getAcquire(entries, (int) h & (entries.length - 1));
     }
 
-    /** Keys per prefetch block: their index lines and records stay in cache until they are used. */
-    static final int PREFETCH_BLOCK = 256;
+    /**
+     * Loads the record that {@code entry} (from {@link #firstEntry}) names, if its fingerprint matches {@code h}: the
+     * first and the last line of it, so that the lookup and the copy that follow hit the cache. Java has no prefetch
+     * instruction; the result means nothing and goes to {@link #prefetchSink} only so that the loads stay.
+     */
+    int touchRecord(final int entry, final long h) {
+        if (entry <= 0 || (entry & ~ID_MASK) != fingerprint(h)) {
+            return 0;
+        }
+        final int id = (entry & ID_MASK) - 1;
+        final UnsafeBuffer[] directoryOfChunks = chunks;
+        final int chunk = id >>> chunkShift;
+        // A reader's chunk directory may predate the entry: skip what it cannot reach, it is only a prefetch.
+        if (chunk >= directoryOfChunks.length || directoryOfChunks[chunk] == null) {
+            return 0;
+        }
+        final int at = (id & chunkMask) * recordBytes;
+        return directoryOfChunks[chunk].getInt(at + TOUCH) + directoryOfChunks[chunk].getInt(at + recordBytes - 4);
+    }
 
     /** Where prefetch results go so that the loads stay; read by nobody. */
     static int prefetchSink;
 
     /** The record id of {@code key}, or -1. Lock-free. */
     int find(final long key) {
-        final int[] entries = index;
+        return find(key, hash(key));
+    }
+
+    /** The record id of {@code key} whose {@link #hash} is {@code h}, or -1. Lock-free. */
+    int find(final long key, final long h) {
+        final int[] entries = segmentOf(directory, h).entries;
         final int mask = entries.length - 1;
-        final int hash = hash(key);
-        final int fingerprint = fingerprint(hash);
-        int i = hash & mask;
+        final int fingerprint = fingerprint(h);
+        int i = (int) h & mask;
         while (true) {
             final int entry = (int) ENTRY.getAcquire(entries, i);
             if (entry == EMPTY) {
@@ -167,84 +220,165 @@ final class PartitionStore {
         return liveRows;
     }
 
-    /** Bytes held off-heap for records plus the index. */
+    /** Bytes held for records (off-heap) plus the index (on the heap). */
     long bytes() {
-        return (long) chunks.length * RECORDS_PER_CHUNK * recordBytes + 4L * index.length;
+        return (long) chunkCount * (chunkMask + 1) * recordBytes + 4L * indexEntries;
     }
+
+    /** Writes that threw and were abandoned (their rows not applied); each is logged. */
+    long failedWrites() {
+        return failedWrites;
+    }
+
+    /** The index's shape, for tests and diagnostics: computed on the writer (it reads every entry's record). */
+    IndexShape indexShape() {
+        final Segment[] all = directory;
+        int segments = 0;
+        int largest = 0;
+        long probes = 0;
+        long entries = 0;
+        int longest = 0;
+        Segment previous = null;
+        for (final Segment segment : all) {
+            if (segment == previous) {
+                continue;
+            }
+            previous = segment;
+            segments++;
+            final int[] slots = segment.entries;
+            largest = Math.max(largest, slots.length);
+            final int mask = slots.length - 1;
+            for (int i = 0; i < slots.length; i++) {
+                if (slots[i] > 0) {
+                    final int home = (int) hash(keyOf((slots[i] & ID_MASK) - 1)) & mask;
+                    final int distance = ((i - home) & mask) + 1;
+                    probes += distance;
+                    entries++;
+                    longest = Math.max(longest, distance);
+                }
+            }
+        }
+        return new IndexShape(depthOf(all), segments, largest, entries == 0 ? 0 : (double) probes / entries, longest);
+    }
+
+    /** Directory depth, distinct segments, entries of the largest, mean and longest probe of a present key. */
+    record IndexShape(int depth, int segments, int largestSegment, double meanProbe, int longestProbe) {}
 
     // ---- writer (the partition's thread only)
 
     /**
-     * Applies a batch: first finds (or creates) every row, then updates them. Two passes let the processor overlap
-     * the cache misses of many independent lookups instead of waiting for each before its update; the records are
-     * then in cache for the second pass. Returns the number of rows not created because of the cap.
+     * Applies a batch in blocks of {@link #BLOCK} keys: hashes every key of the block and loads its index entry, then
+     * loads the records those entries name, then finds (or creates) and updates each row. The loads of one stage are
+     * independent, so their cache misses overlap, and each row is updated while its record is still in cache.
+     * Returns the number of rows not applied: new rows the table's cap or memory refused, and writes that threw
+     * (counted in {@link #failedWrites()} and logged; the record stays readable and the batch goes on).
      */
     int applyBatch(
             final long[] keys, final int[] rowsOfBatch, final int count, final float[] gradients, final int touch) {
-        if (scratch.length < count) {
-            scratch = new int[Math.max(count, 2 * scratch.length)];
-        }
-        final int[] ids = scratch;
-        for (int from = 0; from < count; from += PREFETCH_BLOCK) {
-            final int to = Math.min(count, from + PREFETCH_BLOCK);
+        final long[] hashes = blockHashes;
+        final int[] entries = blockEntries;
+        int notApplied = 0;
+        for (int from = 0; from < count; from += BLOCK) {
+            final int n = Math.min(BLOCK, count - from);
+            for (int i = 0; i < n; i++) {
+                final long h = hash(keys[rowsOfBatch[from + i]]);
+                hashes[i] = h;
+                entries[i] = firstEntry(h);
+            }
             int sink = 0;
-            for (int i = from; i < to; i++) {
-                sink += prefetch(keys[rowsOfBatch[i]]);
+            for (int i = 0; i < n; i++) {
+                sink += touchRecord(entries[i], hashes[i]);
             }
             prefetchSink = sink;
-            for (int i = from; i < to; i++) {
-                ids[i] = findOrCreate(keys[rowsOfBatch[i]], touch, true);
+            for (int i = 0; i < n; i++) {
+                final int row = rowsOfBatch[from + i];
+                try {
+                    final int id = findOrCreate(keys[row], hashes[i], touch, true);
+                    if (id < 0) {
+                        notApplied++;
+                    } else {
+                        applyAt(id, keys[row], gradients, row * dim, touch);
+                    }
+                } catch (RuntimeException | Error failure) {
+                    notApplied++;
+                    writeFailed(keys[row], failure);
+                }
             }
         }
-        int dropped = 0;
-        for (int i = 0; i < count; i++) {
-            if (ids[i] < 0) {
-                dropped++;
-            } else {
-                applyAt(ids[i], gradients, rowsOfBatch[i] * dim, touch);
-            }
-        }
-        return dropped;
+        return notApplied;
     }
 
-    private void applyAt(final int id, final float[] gradients, final int offset, final int touch) {
-        final UnsafeBuffer chunk = chunks[id >>> CHUNK_SHIFT];
-        final int at = (id & (RECORDS_PER_CHUNK - 1)) * recordBytes;
+    private void applyAt(final int id, final long key, final float[] gradients, final int offset, final int touch) {
+        final UnsafeBuffer chunk = chunks[id >>> chunkShift];
+        final int at = (id & chunkMask) * recordBytes;
         beginWrite(chunk, at);
-        optimizer.apply(chunk, at + HEADER_BYTES, dim, gradients, offset);
-        chunk.putInt(at + TOUCH, touch);
-        endWrite(chunk, at);
+        try {
+            faults.recordWrite(key);
+            optimizer.apply(chunk, at + HEADER_BYTES, dim, gradients, offset);
+            chunk.putInt(at + TOUCH, touch);
+        } finally {
+            endWrite(chunk, at);
+        }
     }
 
-    /** Creates the row of {@code key} with its initial values if it has none (outside the row cap). */
+    private void writeFailed(final long key, final Throwable failure) {
+        failedWrites++;
+        final long now = System.nanoTime();
+        if (failedWrites == 1 || now - lastFailureLogNanos > FAILURE_LOG_INTERVAL_NANOS) {
+            lastFailureLogNanos = now;
+            LOG.error(
+                    "a write of key {} failed and was abandoned ({} so far in this partition); the row stays as it"
+                            + " was before or partly updated, and the writer goes on",
+                    key,
+                    failedWrites,
+                    failure);
+        }
+    }
+
+    /**
+     * Creates the row of {@code key} with its initial values if it has none (outside the row cap).
+     *
+     * @throws IllegalStateException naming the reason if the row cannot be created (memory, the partition's limit).
+     */
     void ensure(final long key, final int touch) {
-        findOrCreate(key, touch, false);
+        if (findOrCreate(key, hash(key), touch, false) < 0) {
+            throw new IllegalStateException("cannot create the row of key " + key + ": " + lastRefusal);
+        }
     }
 
-    /** Replaces (or creates) the whole record of {@code key} from {@code record} (values, slots, counter bits). */
+    /**
+     * Replaces (or creates) the whole record of {@code key} from {@code record} (values, slots, counter bits).
+     *
+     * @throws IllegalStateException naming the reason if the row cannot be created.
+     */
     void put(final long key, final float[] record, final int touch) {
-        final int id = findOrCreate(key, touch, false);
+        final int id = findOrCreate(key, hash(key), touch, false);
         if (id < 0) {
-            throw new IllegalStateException("no off-heap memory left to restore key " + key);
+            throw new IllegalStateException("cannot create the row of key " + key + ": " + lastRefusal);
         }
-        final UnsafeBuffer chunk = chunks[id >>> CHUNK_SHIFT];
-        final int at = (id & (RECORDS_PER_CHUNK - 1)) * recordBytes;
+        final UnsafeBuffer chunk = chunks[id >>> chunkShift];
+        final int at = (id & chunkMask) * recordBytes;
         beginWrite(chunk, at);
-        final int floats = record.length;
-        for (int i = 0; i < floats; i++) {
-            chunk.putInt(at + HEADER_BYTES + 4 * i, Float.floatToRawIntBits(record[i]));
+        try {
+            faults.recordWrite(key);
+            final int floats = record.length;
+            for (int i = 0; i < floats; i++) {
+                chunk.putInt(at + HEADER_BYTES + 4 * i, Float.floatToRawIntBits(record[i]));
+            }
+            chunk.putInt(at + TOUCH, touch);
+        } finally {
+            endWrite(chunk, at);
         }
-        chunk.putInt(at + TOUCH, touch);
-        endWrite(chunk, at);
     }
 
     /** Removes the row of {@code key}, if any; its record is reused later. */
     void remove(final long key) {
-        final int[] entries = index;
+        final long h = hash(key);
+        final Segment segment = segmentOf(directory, h);
+        final int[] entries = segment.entries;
         final int mask = entries.length - 1;
-        final int hash = hash(key);
-        final int fingerprint = fingerprint(hash);
-        int i = hash & mask;
+        final int fingerprint = fingerprint(h);
+        int i = (int) h & mask;
         while (true) {
             final int entry = entries[i];
             if (entry == EMPTY) {
@@ -252,6 +386,7 @@ final class PartitionStore {
             }
             if (entry != DELETED && (entry & ~ID_MASK) == fingerprint && keyOf((entry & ID_MASK) - 1) == key) {
                 ENTRY.setRelease(entries, i, DELETED);
+                segment.live--;
                 free((entry & ID_MASK) - 1);
                 return;
             }
@@ -262,13 +397,30 @@ final class PartitionStore {
     /** Visits every live record: its id, key and touch. */
     void forEach(final RecordVisitor visitor) {
         for (int id = 0; id < highWater; id++) {
-            final UnsafeBuffer chunk = chunks[id >>> CHUNK_SHIFT];
-            final int at = (id & (RECORDS_PER_CHUNK - 1)) * recordBytes;
+            final UnsafeBuffer chunk = chunks[id >>> chunkShift];
+            final int at = (id & chunkMask) * recordBytes;
             final int touch = chunk.getInt(at + TOUCH);
             if (touch != 0) {
                 visitor.visit(id, chunk.getLong(at + KEY), touch);
             }
         }
+    }
+
+    /**
+     * Removes the rows last touched before {@code oldestTouch} among records {@code from} to {@code from + max - 1};
+     * returns where the next step starts, or -1 when the step reached the last record.
+     */
+    int evictStep(final int from, final int max, final long oldestTouch) {
+        final int to = (int) Math.min(highWater, (long) from + max);
+        for (int id = from; id < to; id++) {
+            final UnsafeBuffer chunk = chunks[id >>> chunkShift];
+            final int at = (id & chunkMask) * recordBytes;
+            final int touch = chunk.getInt(at + TOUCH);
+            if (touch != 0 && touch < oldestTouch) {
+                remove(chunk.getLong(at + KEY));
+            }
+        }
+        return to >= highWater ? -1 : to;
     }
 
     /** What {@link #forEach} calls for each live record. */
@@ -279,28 +431,90 @@ final class PartitionStore {
 
     /** Copies record {@code id}'s values, slots and counter bits into {@code target} at {@code offset}. */
     void copyRecord(final int id, final float[] target, final int offset, final int floats) {
-        final UnsafeBuffer chunk = chunks[id >>> CHUNK_SHIFT];
-        final int at = (id & (RECORDS_PER_CHUNK - 1)) * recordBytes + HEADER_BYTES;
+        final UnsafeBuffer chunk = chunks[id >>> chunkShift];
+        final int at = (id & chunkMask) * recordBytes + HEADER_BYTES;
         for (int i = 0; i < floats; i++) {
             target[offset + i] = Float.intBitsToFloat(chunk.getInt(at + 4 * i));
         }
     }
 
     /**
-     * The record of {@code key}, created with its initial values if it has none; -1 if a new row was needed and the
-     * table's cap (when {@code capped}) or off-heap memory refused it.
+     * The record of {@code key} (whose hash is {@code h}), created with its initial values if it has none; -1 if a
+     * new row was needed and the table's cap (when {@code capped}), memory or the partition's row limit refused it
+     * ({@link #lastRefusal} says which). Nothing changes when a row is refused or its initial write throws.
      */
-    private int findOrCreate(final long key, final int touch, final boolean capped) {
-        final int[] entries = index;
+    private int findOrCreate(final long key, final long h, final int touch, final boolean capped) {
+        Segment segment = segmentOf(directory, h);
+        int found = probe(segment, key, h);
+        if (found >= 0) {
+            return found;
+        }
+        if (!budget.reserve(capped)) {
+            return refuse("the table's cap of " + budget.cap() + " rows on this shard is reached");
+        }
+        final int id;
+        try {
+            if (segment.isFullForOneMore()) {
+                grow(segment, h);
+                segment = segmentOf(directory, h);
+                found = probe(segment, key, h);
+            }
+            id = allocate();
+        } catch (OutOfMemoryError full) {
+            budget.release();
+            return refuse("out of memory (" + full.getMessage() + ")");
+        }
+        final UnsafeBuffer chunk = chunks[id >>> chunkShift];
+        final int at = (id & chunkMask) * recordBytes;
+        beginWrite(chunk, at);
+        try {
+            chunk.putLong(at + KEY, key);
+            chunk.putInt(at + TOUCH, touch);
+            faults.recordWrite(key);
+            initializer.fill(key, chunk, at + HEADER_BYTES, dim);
+            optimizer.init(chunk, at + HEADER_BYTES, dim);
+        } catch (RuntimeException | Error failure) {
+            // Unpublished: give the record and the row back, as if it had never been asked for.
+            chunk.putInt(at + TOUCH, 0);
+            endWrite(chunk, at);
+            freeRecords.addInt(id);
+            budget.release();
+            throw failure;
+        }
+        endWrite(chunk, at);
+        final int position = -found - 1;
+        if (segment.entries[position] == EMPTY) {
+            segment.used++;
+        }
+        segment.live++;
+        ENTRY.setRelease(segment.entries, position, fingerprint(h) | (id + 1));
+        liveRows = liveRows + 1;
+        return id;
+    }
+
+    private int refuse(final String reason) {
+        lastRefusal = reason;
+        if (!warnedRefusal && !reason.startsWith("the table's cap")) {
+            warnedRefusal = true;
+            LOG.error("a partition cannot create rows: {}; new rows are refused until it can", reason);
+        }
+        return -1;
+    }
+
+    /**
+     * Where {@code key} is in {@code segment}: its record id (>= 0), or {@code -(position + 1)} of the entry a new row
+     * would take (the first deleted entry on its probe, else the empty one that ended it).
+     */
+    private int probe(final Segment segment, final long key, final long h) {
+        final int[] entries = segment.entries;
         final int mask = entries.length - 1;
-        final int hash = hash(key);
-        final int fingerprint = fingerprint(hash);
-        int i = hash & mask;
+        final int fingerprint = fingerprint(h);
+        int i = (int) h & mask;
         int firstDeleted = -1;
         while (true) {
             final int entry = entries[i];
             if (entry == EMPTY) {
-                break;
+                return -(firstDeleted >= 0 ? firstDeleted : i) - 1;
             }
             if (entry == DELETED) {
                 if (firstDeleted < 0) {
@@ -311,65 +525,116 @@ final class PartitionStore {
             }
             i = (i + 1) & mask;
         }
-        if (!budget.reserve(capped)) {
-            return -1;
-        }
-        final int id;
-        try {
-            id = allocate();
-        } catch (OutOfMemoryError full) {
-            budget.release();
-            // Off-heap memory (-XX:MaxDirectMemorySize) is used up: refuse the row like a cap, keep serving.
-            if (!warnedFull) {
-                warnedFull = true;
-                LOG.error("cannot allocate rows off-heap ({}); new rows are dropped", full.getMessage());
-            }
-            return -1;
-        }
-        final UnsafeBuffer chunk = chunks[id >>> CHUNK_SHIFT];
-        final int at = (id & (RECORDS_PER_CHUNK - 1)) * recordBytes;
-        beginWrite(chunk, at);
-        chunk.putLong(at + KEY, key);
-        chunk.putInt(at + TOUCH, touch);
-        initializer.fill(key, chunk, at + HEADER_BYTES, dim);
-        optimizer.init(chunk, at + HEADER_BYTES, dim);
-        endWrite(chunk, at);
-        if (firstDeleted >= 0) {
-            ENTRY.setRelease(entries, firstDeleted, fingerprint | (id + 1));
+    }
+
+    /**
+     * Makes room for one more entry in {@code segment}, which holds the hash {@code h}: rebuilds it without its
+     * deleted entries when they are what fills it, doubles it while it is smaller than {@link #MAX_SEGMENT}, splits
+     * it in two otherwise. Everything is allocated and filled aside and published with one directory write, so a
+     * failure (an {@link OutOfMemoryError}) changes nothing.
+     */
+    private void grow(final Segment segment, final long h) {
+        faults.indexGrowth();
+        final int capacity = segment.entries.length;
+        final Segment[] old = directory;
+        if ((segment.live + 1) * 200L <= (long) capacity * MAX_LOAD_PERCENT) {
+            replace(old, segment, h, capacity);
+        } else if (capacity < MAX_SEGMENT || segment.depth >= MAX_DEPTH) {
+            replace(old, segment, h, 2 * capacity);
         } else {
-            ENTRY.setRelease(entries, i, fingerprint | (id + 1));
-            usedEntries++;
+            split(old, segment, h);
         }
-        liveRows = liveRows + 1;
-        if (usedEntries * 10L > entries.length * 7L) {
-            rehash();
+    }
+
+    /**
+     * Moves the live entries of {@code from} into {@code low}, or, when {@code high} is not null, into {@code low} or
+     * {@code high} by the hash bit at {@code splitShift}. Reads the key of every live entry's record: the cost of
+     * growth, bounded by the size of one segment.
+     */
+    private void refill(final Segment from, final Segment low, final Segment high, final int splitShift) {
+        for (final int entry : from.entries) {
+            if (entry > 0) {
+                final long h = hash(keyOf((entry & ID_MASK) - 1));
+                final Segment to = high != null && ((h >>> splitShift) & 1) != 0 ? high : low;
+                final int[] entries = to.entries;
+                final int mask = entries.length - 1;
+                int i = (int) h & mask;
+                while (entries[i] != EMPTY) {
+                    i = (i + 1) & mask;
+                }
+                entries[i] = entry;
+                to.used++;
+                to.live++;
+            }
         }
-        return id;
+    }
+
+    /** Publishes a directory in which {@code old} is rebuilt into a segment of {@code capacity} entries. */
+    private void replace(final Segment[] current, final Segment old, final long h, final int capacity) {
+        final Segment fresh = new Segment(capacity, old.depth);
+        final Segment[] next = current.clone();
+        refill(old, fresh, null, 0);
+        final int span = 1 << (depthOf(current) - old.depth);
+        final int first = prefix(h, old.depth) * span;
+        Arrays.fill(next, first, first + span, fresh);
+        publish(next, fresh.entries.length - old.entries.length);
+    }
+
+    /** Splits {@code old} by the next bit of the hash into two segments of its size, doubling the directory if needed. */
+    private void split(final Segment[] current, final Segment old, final long h) {
+        final int depth = old.depth + 1;
+        final int capacity = old.entries.length;
+        final int globalDepth = Math.max(depthOf(current), depth);
+        final Segment[] next = new Segment[1 << globalDepth];
+        final Segment low = new Segment(capacity, depth);
+        final Segment high = new Segment(capacity, depth);
+        refill(old, low, high, 63 - old.depth);
+        final int stretch = next.length / current.length;
+        for (int i = 0; i < next.length; i++) {
+            next[i] = current[i / stretch];
+        }
+        final int span = 1 << (globalDepth - old.depth);
+        final int first = prefix(h, old.depth) * span;
+        Arrays.fill(next, first, first + span / 2, low);
+        Arrays.fill(next, first + span / 2, first + span, high);
+        publish(next, capacity);
+    }
+
+    private void publish(final Segment[] next, final int addedEntries) {
+        indexEntries = indexEntries + addedEntries;
+        directory = next;
     }
 
     private int allocate() {
         if (!freeRecords.isEmpty()) {
             return freeRecords.popInt();
         }
-        if (highWater == ID_MASK - 1) {
-            throw new OutOfMemoryError("a partition holds at most " + (ID_MASK - 1) + " rows; add partitions");
+        if (highWater == MAX_ROWS) {
+            throw new OutOfMemoryError(
+                    "a partition holds at most " + MAX_ROWS + " rows; use more partitions or shards");
         }
         final int id = highWater;
-        final int chunk = id >>> CHUNK_SHIFT;
-        if (chunk == chunks.length) {
+        final int chunk = id >>> chunkShift;
+        if (chunk == chunkCount) {
             // Allocate first: if memory is short nothing has changed, and the id is not used up.
-            final UnsafeBuffer fresh = new UnsafeBuffer(ByteBuffer.allocateDirect(RECORDS_PER_CHUNK * recordBytes));
-            final UnsafeBuffer[] grown = Arrays.copyOf(chunks, chunk + 1);
-            grown[chunk] = fresh;
-            chunks = grown;
+            faults.chunkAllocation();
+            final UnsafeBuffer fresh = new UnsafeBuffer(ByteBuffer.allocateDirect((chunkMask + 1) * recordBytes));
+            UnsafeBuffer[] all = chunks;
+            if (chunk == all.length) {
+                all = Arrays.copyOf(all, Math.max(16, 2 * all.length));
+            }
+            // Readers reach the new chunk only through an entry published later (release), or the volatile below.
+            all[chunk] = fresh;
+            chunks = all;
+            chunkCount = chunkCount + 1;
         }
         highWater = id + 1;
         return id;
     }
 
     private void free(final int id) {
-        final UnsafeBuffer chunk = chunks[id >>> CHUNK_SHIFT];
-        final int at = (id & (RECORDS_PER_CHUNK - 1)) * recordBytes;
+        final UnsafeBuffer chunk = chunks[id >>> chunkShift];
+        final int at = (id & chunkMask) * recordBytes;
         beginWrite(chunk, at);
         chunk.putInt(at + TOUCH, 0);
         endWrite(chunk, at);
@@ -378,29 +643,22 @@ final class PartitionStore {
         budget.release();
     }
 
-    /** Rebuilds the index without deleted entries, doubling it when live rows fill more than a third of it. */
-    private void rehash() {
-        final int[] old = index;
-        final int capacity = liveRows * 3L > old.length ? old.length * 2 : old.length;
-        final int[] entries = new int[capacity];
-        final int mask = capacity - 1;
-        int used = 0;
-        for (final int entry : old) {
-            if (entry > 0) {
-                int i = hash(keyOf((entry & ID_MASK) - 1)) & mask;
-                while (entries[i] != EMPTY) {
-                    i = (i + 1) & mask;
-                }
-                entries[i] = entry;
-                used++;
-            }
-        }
-        usedEntries = used;
-        index = entries;
+    private long keyOf(final int id) {
+        return chunks[id >>> chunkShift].getLong((id & chunkMask) * recordBytes + KEY);
     }
 
-    private long keyOf(final int id) {
-        return chunks[id >>> CHUNK_SHIFT].getLong((id & (RECORDS_PER_CHUNK - 1)) * recordBytes + KEY);
+    private static Segment segmentOf(final Segment[] directory, final long h) {
+        // The top depth bits of the hash; (h >>> 1) >>> 63 is 0, so a directory of one needs no special case.
+        return directory[(int) ((h >>> 1) >>> (63 - depthOf(directory)))];
+    }
+
+    private static int depthOf(final Segment[] directory) {
+        return Integer.numberOfTrailingZeros(directory.length);
+    }
+
+    /** The top {@code depth} bits of {@code h}. */
+    private static int prefix(final long h, final int depth) {
+        return (int) ((h >>> 1) >>> (63 - depth));
     }
 
     private static void beginWrite(final UnsafeBuffer chunk, final int at) {
@@ -412,13 +670,28 @@ final class PartitionStore {
         chunk.putIntOrdered(at + SEQUENCE, chunk.getInt(at + SEQUENCE) + 1);
     }
 
-    /** The top 5 bits of the hash, in place: the bucket uses the low bits, at most {@link #ID_BITS} of them. */
-    private static int fingerprint(final int hash) {
-        return (hash >>> 27) << ID_BITS;
+    /** Bits 27..31 of the hash, in place above the id: the bucket uses the low bits, at most 15 of them. */
+    private static int fingerprint(final long h) {
+        return (((int) h) >>> 27) << ID_BITS;
     }
 
-    private static int hash(final long key) {
-        final long z = key * 0x9e3779b97f4a7c15L;
-        return (int) (z ^ (z >>> 32));
+    /** A part of the index: its entries (read by anyone) and the writer's counts of them. */
+    private static final class Segment {
+        final int[] entries;
+        /** How many top bits of the hash all of its keys share. */
+        final int depth;
+        /** Entries that are not empty (live or deleted); writer-only. */
+        int used;
+        /** Live entries; writer-only. */
+        int live;
+
+        Segment(final int capacity, final int depth) {
+            this.entries = new int[capacity];
+            this.depth = depth;
+        }
+
+        boolean isFullForOneMore() {
+            return (used + 1) * 100L > (long) entries.length * MAX_LOAD_PERCENT;
+        }
     }
 }
