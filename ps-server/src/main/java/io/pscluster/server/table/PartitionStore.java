@@ -87,6 +87,9 @@ final class PartitionStore {
     private final IntArrayList freeRecords = new IntArrayList();
     private final long[] blockHashes = new long[BLOCK];
     private final int[] blockEntries = new int[BLOCK];
+    // Growth's own scratch: it runs in the middle of a batch's block, whose scratch is in use.
+    private final long[] growthKeys = new long[BLOCK];
+    private final int[] growthEntries = new int[BLOCK];
     private String lastRefusal = "";
     private boolean warnedRefusal;
     private long failedWrites;
@@ -552,17 +555,33 @@ final class PartitionStore {
      * growth, bounded by the size of one segment.
      */
     private void refill(final Segment from, final Segment low, final Segment high, final int splitShift) {
-        for (final int entry : from.entries) {
-            if (entry > 0) {
-                final long h = hash(keyOf((entry & ID_MASK) - 1));
-                final Segment to = high != null && ((h >>> splitShift) & 1) != 0 ? high : low;
-                final int[] entries = to.entries;
-                final int mask = entries.length - 1;
-                int i = (int) h & mask;
-                while (entries[i] != EMPTY) {
-                    i = (i + 1) & mask;
+        final int[] source = from.entries;
+        final long[] keys = growthKeys;
+        final int[] entries = growthEntries;
+        int i = 0;
+        while (i < source.length) {
+            // Gather a block of live entries and load their keys in one tight loop (independent misses overlap),
+            // then place them.
+            int n = 0;
+            while (n < BLOCK && i < source.length) {
+                if (source[i] > 0) {
+                    entries[n++] = source[i];
                 }
-                entries[i] = entry;
+                i++;
+            }
+            for (int k = 0; k < n; k++) {
+                keys[k] = keyOf((entries[k] & ID_MASK) - 1);
+            }
+            for (int k = 0; k < n; k++) {
+                final long h = hash(keys[k]);
+                final Segment to = high != null && ((h >>> splitShift) & 1) != 0 ? high : low;
+                final int[] slots = to.entries;
+                final int mask = slots.length - 1;
+                int at = (int) h & mask;
+                while (slots[at] != EMPTY) {
+                    at = (at + 1) & mask;
+                }
+                slots[at] = entries[k];
                 to.used++;
                 to.live++;
             }
