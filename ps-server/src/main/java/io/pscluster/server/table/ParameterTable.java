@@ -347,6 +347,17 @@ public final class ParameterTable {
         }));
     }
 
+    /**
+     * TEMPORARY stub, to be replaced by the bounded, resumable step: removes expired rows among at most a bounded
+     * number of this partition's records, continuing from where the last step stopped; true when a whole pass over
+     * the partition is complete (or the table has no TTL), false if more steps are needed. For now one call is one
+     * whole pass ({@link #evictExpired}).
+     */
+    boolean evictStep(final int partition) {
+        evictExpired(partition);
+        return true;
+    }
+
     /** The writer's TTL duty: removes rows of {@code partition} untouched for the table's TTL. */
     void evictExpired(final int partition) {
         final long ttl = schema.getTtlSeconds();
