@@ -424,26 +424,6 @@ public final class ParameterTable {
         return next < 0;
     }
 
-    /** Evicts in steps until a whole pass over {@code partition} is complete (on its writer). */
-    void evictExpired(final int partition) {
-        while (!evictStep(partition)) {
-            // the next step goes on where this one stopped
-        }
-    }
-
-    /** The index shape of every partition, computed on its writer (tests, diagnostics). */
-    List<PartitionStore.IndexShape> indexShapes() throws InterruptedException {
-        return await(writers.runOnAll(partition -> partitions[partition].indexShape()));
-    }
-
-    /** Sets the faults tests inject into every partition of this table (see {@link TableFaults}). */
-    void injectFaults(final TableFaults faults) throws InterruptedException {
-        await(writers.runOnAll(partition -> {
-            partitions[partition].injectFaults(faults);
-            return null;
-        }));
-    }
-
     // ---- stats
 
     public long rowCount() {

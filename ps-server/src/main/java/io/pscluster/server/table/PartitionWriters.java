@@ -1,11 +1,16 @@
 package io.pscluster.server.table;
 
 import java.util.ArrayList;
+import java.util.Collections;
+import java.util.IdentityHashMap;
 import java.util.List;
+import java.util.Set;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.locks.LockSupport;
+import java.util.function.Consumer;
 import java.util.function.IntFunction;
 import java.util.function.Supplier;
 import org.agrona.concurrent.Agent;
@@ -25,12 +30,22 @@ import org.slf4j.LoggerFactory;
  * tasks ({@link #runOnAll}) have their own budget and wait for room rather than being refused; they fail only once
  * the writers are closed. Tasks run in queue order per partition, so a control task runs after every push queued
  * before it.
+ *
+ * <p>TTL eviction is time-driven, not idle-driven: once {@link #EVICTION_INTERVAL_MS} has passed since a writer's
+ * previous eviction pass began, each duty cycle drains up to a batch of tasks and then takes one bounded
+ * {@link ParameterTable#evictStep} per table, until every table has finished its pass. A writer that is never idle
+ * still evicts, and a pass over a large partition never holds up the pushes behind it for long.
+ *
+ * <p>Closing: exactly one caller of {@link #close()} does the work; any other returns once it is done. Every control
+ * task is either run or failed, never left behind (see {@link #runOnAll}).
  */
 public final class PartitionWriters implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(PartitionWriters.class);
     private static final int CONTROL_HEADROOM = 64;
     private static final long EVICTION_INTERVAL_MS = 1_000;
     private static final int CLOSING_BIT = 1 << 30;
+    /** Tasks a writer drains per duty cycle, before its eviction step if a pass is under way. */
+    private static final int DRAIN_BATCH = 256;
 
     /** Work for one partition's writer. */
     @FunctionalInterface
@@ -40,15 +55,21 @@ public final class PartitionWriters implements AutoCloseable {
 
     private final PartitionAgent[] agents;
     private final List<AgentRunner> runners = new ArrayList<>();
+    /** Push units reserved and not yet applied, with {@link #CLOSING_BIT}: setting the bit claims close(). */
     private final AtomicInteger reserved = new AtomicInteger();
+
     private final AtomicInteger controlReserved = new AtomicInteger();
     private final int capacity;
-    private volatile boolean closing;
+    /** Guards control submission against the flip of {@link #closed}; see {@link #runOnAll}. */
+    private final Object controlLock = new Object();
+    /** Counted down when the closing caller is done, for any other caller of close() to wait on. */
+    private final CountDownLatch closeDone = new CountDownLatch(1);
+    /** Written under {@link #controlLock}; volatile for the fast paths that read it without the lock. */
     private volatile boolean closed;
 
     /**
      * @param capacity the most push parts queued and not yet applied, over all partitions.
-     * @param tables the shard's tables, for TTL eviction when a writer is idle.
+     * @param tables the shard's tables, for TTL eviction.
      */
     public PartitionWriters(
             final String name,
@@ -118,7 +139,7 @@ public final class PartitionWriters implements AutoCloseable {
 
     /** True once {@link #close()} has begun: pushes are refused from then on. */
     public boolean isClosing() {
-        return closing;
+        return (reserved.get() & CLOSING_BIT) != 0;
     }
 
     /** Push parts queued and not yet applied. */
@@ -129,25 +150,32 @@ public final class PartitionWriters implements AutoCloseable {
     /**
      * Runs {@code work} on every partition's writer, after what is queued there, and completes with the results in
      * partition order. Waits for room rather than failing; completes exceptionally once the writers are closed.
+     *
+     * <p>Every task offered here is either run or failed. The queue's element store is a release (lazySet) store, so
+     * "offer, then read {@code closed}" racing "write {@code closed}, then drain" can miss each other (store-load
+     * reordering). Instead, the tasks are offered and {@link #closed} is flipped under {@link #controlLock}: if this
+     * call takes the lock first, its offers happen-before close()'s drain (the lock's release and acquire), which
+     * therefore sees and fails whatever the stopped writers did not run; if close() takes it first, this call sees
+     * {@code closed} and queues nothing. Control tasks are rare, so the lock costs the push path nothing.
      */
     public <T> CompletableFuture<List<T>> runOnAll(final IntFunction<T> work) {
-        final List<CompletableFuture<T>> parts = new ArrayList<>();
-        if (closed) {
-            return CompletableFuture.failedFuture(new IllegalStateException("partition writers are closed"));
-        }
         // Control tasks have their own budget (the queues' headroom), so they never take room a push reserved.
-        if (!reserveControl(agents.length)) {
-            return CompletableFuture.failedFuture(new IllegalStateException("partition writers are closed"));
+        // Reserved outside the lock: the budget frees only as writers run control tasks, which close() may stop.
+        if (closed || !reserveControl(agents.length)) {
+            return CompletableFuture.failedFuture(closedException());
         }
-        for (int p = 0; p < agents.length; p++) {
-            final ControlTask<T> task = new ControlTask<>(work);
-            parts.add(task.result);
-            if (!agents[p].queue.offer(task)) {
-                throw new IllegalStateException("partition " + p + " queue full despite a control reservation");
-            }
+        final List<CompletableFuture<T>> parts = new ArrayList<>(agents.length);
+        synchronized (controlLock) {
             if (closed) {
-                // The writers may have stopped before taking it: nobody else will complete it.
-                task.fail();
+                controlReserved.addAndGet(-agents.length);
+                return CompletableFuture.failedFuture(closedException());
+            }
+            for (int p = 0; p < agents.length; p++) {
+                final ControlTask<T> task = new ControlTask<>(work);
+                parts.add(task.result);
+                if (!agents[p].queue.offer(task)) {
+                    throw new IllegalStateException("partition " + p + " queue full despite a control reservation");
+                }
             }
         }
         return CompletableFuture.allOf(parts.toArray(CompletableFuture[]::new)).thenApply(done -> {
@@ -157,7 +185,10 @@ public final class PartitionWriters implements AutoCloseable {
         });
     }
 
-    /** Waits for {@code units} of control budget; false if the writers closed meanwhile. */
+    /**
+     * Waits for {@code units} of control budget; false once the writers are closed. close() sets {@link #closed}
+     * whatever happens (in a finally), so a waiter cannot outlive it.
+     */
     private boolean reserveControl(final int units) {
         while (true) {
             final int current = controlReserved.get();
@@ -169,6 +200,10 @@ public final class PartitionWriters implements AutoCloseable {
             }
             LockSupport.parkNanos(TimeUnit.MICROSECONDS.toNanos(50));
         }
+    }
+
+    private static IllegalStateException closedException() {
+        return new IllegalStateException("partition writers are closed");
     }
 
     /** A control task: completes its future with what it computed, and frees its unit of control budget. */
@@ -191,8 +226,10 @@ public final class PartitionWriters implements AutoCloseable {
             }
         }
 
+        /** For a task taken off the queue by close() instead of a writer: it never runs. */
         void fail() {
-            result.completeExceptionally(new IllegalStateException("partition writers are closed"));
+            result.completeExceptionally(closedException());
+            controlReserved.decrementAndGet();
         }
     }
 
@@ -202,42 +239,98 @@ public final class PartitionWriters implements AutoCloseable {
 
     /**
      * Refuses new pushes, applies what is queued, stops every writer, then fails any control task that arrived too
-     * late to run (its caller is not left waiting).
+     * late to run (its caller is not left waiting). Setting the closing bit claims the work with a CAS: exactly one
+     * caller does it, and any other caller returns only once it is done. Not to be called from a writer's task.
      */
     @Override
     public void close() {
-        if (closing) {
+        final int before = reserved.getAndUpdate(current -> current | CLOSING_BIT);
+        if ((before & CLOSING_BIT) != 0) {
+            awaitCloseDone();
             return;
         }
-        closing = true;
-        reserved.getAndUpdate(current -> current | CLOSING_BIT);
-        // Every push acknowledged so far holds a reservation until it is applied: wait for them all.
-        final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
-        while (pending() > 0 && System.nanoTime() < deadline) {
-            LockSupport.parkNanos(TimeUnit.MILLISECONDS.toNanos(1));
+        try {
+            // Every push acknowledged so far holds a reservation until it is applied: wait for them all.
+            final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+            while (pending() > 0 && System.nanoTime() < deadline) {
+                LockSupport.parkNanos(TimeUnit.MILLISECONDS.toNanos(1));
+            }
+            if (pending() > 0) {
+                LOG.warn("{} push parts were not applied within 30 s of close", pending());
+            }
+            // AgentRunner.close() returns once the writer thread has ended (it joins it): this thread is then the
+            // queues' only consumer, and sees everything the writers did.
+            runners.forEach(AgentRunner::close);
+            markClosed();
+            for (final PartitionAgent agent : agents) {
+                failLateControlTasks(agent.queue);
+            }
+        } finally {
+            // Again if something above threw: reserveControl() waiters must end and runOnAll must refuse.
+            markClosed();
+            closeDone.countDown();
         }
-        if (pending() > 0) {
-            LOG.warn("{} push parts were not applied within 30 s of close", pending());
+    }
+
+    private void markClosed() {
+        synchronized (controlLock) {
+            closed = true;
         }
-        runners.forEach(AgentRunner::close);
-        closed = true;
-        for (final PartitionAgent agent : agents) {
-            Task late;
-            while ((late = agent.queue.poll()) != null) {
-                if (late instanceof ControlTask<?> control) {
-                    control.fail();
-                }
+    }
+
+    /**
+     * Empties a stopped writer's queue, failing the control tasks in it. No control task can be offered any more
+     * (closed is set) and every one offered before is fully stored (the lock), so what remains is found. A push may
+     * be left only after the 30 s timeout, and a null poll with a non-empty queue is such a push whose offer is
+     * still storing its element: wait for it rather than stop before the tasks behind it.
+     */
+    private static void failLateControlTasks(final ManyToOneConcurrentArrayQueue<Task> queue) {
+        while (!queue.isEmpty()) {
+            final Task late = queue.poll();
+            if (late instanceof ControlTask<?> control) {
+                control.fail();
+            } else if (late == null) {
+                Thread.onSpinWait();
             }
         }
     }
 
-    /** One partition's writer: drains its queue; when idle, evicts rows past their table's TTL once a second. */
+    private void awaitCloseDone() {
+        boolean interrupted = false;
+        while (true) {
+            try {
+                closeDone.await();
+                break;
+            } catch (InterruptedException e) {
+                // close() cannot throw it, and returning early would break its promise: keep waiting, re-assert later.
+                interrupted = true;
+            }
+        }
+        if (interrupted) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    /**
+     * One partition's writer: drains its queue in batches and, while an eviction pass is under way, takes one
+     * bounded eviction step per table after each batch. A pass begins once {@link #EVICTION_INTERVAL_MS} has passed
+     * since the previous one began, whether or not the queue is empty, and ends when every table has finished its
+     * pass over this partition. Nothing may escape a duty cycle: Agrona ends an agent whose duty cycle throws an
+     * Error, and a dead writer would strand its partition's pushes and control tasks.
+     */
     private static final class PartitionAgent implements Agent {
+        private static final long EVICTION_INTERVAL_NS = TimeUnit.MILLISECONDS.toNanos(EVICTION_INTERVAL_MS);
+
         final ManyToOneConcurrentArrayQueue<Task> queue;
         private final String name;
         private final int partition;
         private final Supplier<? extends Iterable<ParameterTable>> tables;
-        private long lastEvictionMs = System.currentTimeMillis();
+        private final Consumer<Task> runSafely = this::runSafely;
+        /** Tables that finished the current pass, by identity; tables created meanwhile join the pass. */
+        private final Set<ParameterTable> passDone = Collections.newSetFromMap(new IdentityHashMap<>());
+
+        private long passStartNs = System.nanoTime();
+        private boolean passUnderWay;
 
         PartitionAgent(
                 final String name,
@@ -252,19 +345,61 @@ public final class PartitionWriters implements AutoCloseable {
 
         @Override
         public int doWork() {
-            // Nothing may escape: Agrona ends an agent whose duty cycle throws an Error, and a dead writer would
-            // strand its partition's pushes and control tasks.
-            final int drained = queue.drain(this::runSafely, 256);
-            if (drained == 0) {
-                final long now = System.currentTimeMillis();
-                if (now - lastEvictionMs >= EVICTION_INTERVAL_MS) {
-                    lastEvictionMs = now;
-                    for (final ParameterTable table : tables.get()) {
-                        runSafely(partition -> table.evictExpired(partition));
+            final int drained = queue.drain(runSafely, DRAIN_BATCH);
+            // Steps count as work, so that an idle writer does not back off in the middle of a pass.
+            return drained + evictionDuty();
+        }
+
+        /** Begins a pass when it is due, then takes one step on each table still in the pass; returns the steps. */
+        private int evictionDuty() {
+            if (!passUnderWay) {
+                final long now = System.nanoTime();
+                if (now - passStartNs < EVICTION_INTERVAL_NS) {
+                    return 0;
+                }
+                passStartNs = now;
+                passUnderWay = true;
+            }
+            int steps = 0;
+            boolean allDone = true;
+            try {
+                for (final ParameterTable table : tables.get()) {
+                    if (!passDone.contains(table)) {
+                        steps++;
+                        if (stepSafely(table)) {
+                            passDone.add(table);
+                        } else {
+                            allDone = false;
+                        }
                     }
                 }
+            } catch (Throwable failure) {
+                // The table registry itself failed: end this pass, try again at the next interval.
+                LOG.error(
+                        "partition {} writer: listing tables for eviction failed; the writer goes on",
+                        partition,
+                        failure);
+                allDone = true;
             }
-            return drained;
+            if (allDone) {
+                passUnderWay = false;
+                passDone.clear();
+            }
+            return steps;
+        }
+
+        /** One eviction step; a step that fails counts as the end of that table's pass (it is tried next interval). */
+        private boolean stepSafely(final ParameterTable table) {
+            try {
+                return table.evictStep(partition);
+            } catch (Throwable failure) {
+                LOG.error(
+                        "partition {} writer: an eviction step on table {} failed; the writer goes on",
+                        partition,
+                        table.name(),
+                        failure);
+                return true;
+            }
         }
 
         private void runSafely(final Task task) {
