@@ -68,6 +68,15 @@ final class StatusCommand implements Callable<Integer> {
                         shard.getLoad().getHeapUsedBytes() >> 20,
                         shard.getMillisSinceHeartbeat());
             }
+            for (final ShardStatus shard : response.getShardsList()) {
+                if (shard.getLoad().getDroppedRows() > 0) {
+                    System.out.printf(
+                            "shard %s: %d row updates acknowledged but not applied (row cap, memory, moved slots or"
+                                    + " a failed write: see its log)%n",
+                            shard.getShard().getShardId(),
+                            shard.getLoad().getDroppedRows());
+                }
+            }
             for (final RestoreDirective order : response.getPendingRestoresList()) {
                 System.out.printf(
                         "restore order %d: shard %s loads %d slots from checkpoint %d (%s)%s%n",

@@ -218,10 +218,12 @@ final class ProxyLink implements AutoCloseable {
         final Runtime runtime = Runtime.getRuntime();
         long rows = 0;
         long bytes = 0;
+        long droppedRows = 0;
         final var stats = shard.tableStats();
         for (final var table : stats) {
             rows += table.getRows();
             bytes += table.getBytes();
+            droppedRows += table.getDroppedRows();
         }
         final HeartbeatRequest request = HeartbeatRequest.newBuilder()
                 .setShardId(shard.shardId())
@@ -232,7 +234,8 @@ final class ProxyLink implements AutoCloseable {
                         .setRequestsPerSecond(rate)
                         .setApplyQueueDepth(shard.applyQueueDepth())
                         .setHeapUsedBytes(runtime.totalMemory() - runtime.freeMemory())
-                        .setHeapMaxBytes(runtime.maxMemory()))
+                        .setHeapMaxBytes(runtime.maxMemory())
+                        .setDroppedRows(droppedRows))
                 .addAllTables(stats)
                 .addAllRestores(restoreReports())
                 .build();

@@ -247,6 +247,7 @@ public final class Shard implements AutoCloseable {
                     .setRows(table.rowCount())
                     .setBytes(table.bytes())
                     .setSchema(table.schema())
+                    .setDroppedRows(table.droppedRows())
                     .build());
         }
         return stats;

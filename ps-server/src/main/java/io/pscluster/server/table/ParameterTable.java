@@ -424,6 +424,19 @@ public final class ParameterTable {
         return next < 0;
     }
 
+    /** The index shape of every partition, computed on its writer (tests, diagnostics). */
+    List<PartitionStore.IndexShape> indexShapes() throws InterruptedException {
+        return await(writers.runOnAll(partition -> partitions[partition].indexShape()));
+    }
+
+    /** Sets the faults tests inject into every partition of this table (see {@link TableFaults}). */
+    void injectFaults(final TableFaults faults) throws InterruptedException {
+        await(writers.runOnAll(partition -> {
+            partitions[partition].injectFaults(faults);
+            return null;
+        }));
+    }
+
     // ---- stats
 
     public long rowCount() {
