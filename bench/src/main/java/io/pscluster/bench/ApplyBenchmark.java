@@ -98,12 +98,14 @@ public class ApplyBenchmark {
 
     @Benchmark
     public float[] plainArray(final PerThread thread) {
-        final float[] w = thread.plain;
-        final float[] g = thread.gradients;
-        final int dim = thread.dim;
-        final float lr = 0.01f;
-        for (int i = 0; i < BATCH; i++) {
-            final int base = thread.rows[i] * dim;
+        return plainSgd(thread.plain, thread.rows, thread.gradients, thread.dim, BATCH);
+    }
+
+    /** The baseline's update of {@code count} rows of {@code dim} floats: {@code w[row] -= lr * g}, row by row. */
+    static float[] plainSgd(final float[] w, final int[] rows, final float[] g, final int dim, final int count) {
+        final float lr = TableFixture.LEARNING_RATE;
+        for (int i = 0; i < count; i++) {
+            final int base = rows[i] * dim;
             for (int d = 0; d < dim; d++) {
                 w[base + d] -= lr * g[i * dim + d];
             }

@@ -27,7 +27,7 @@ import picocli.CommandLine.Spec;
         description = {
             "Run end-to-end workloads through the SDK and, in the same run, the same bytes over raw gRPC;"
                     + " report each metric with the ratio (above 1: PSCluster is faster).",
-            "Without --proxy it starts a proxy and 1 shard in this JVM. Workloads: kv10m, rtt4k, stream1m, batch (end to end); apply, gather, memory (the table alone)."
+            "Without --proxy it starts a proxy and 1 shard in this JVM. Workloads: kv10m, kv10m-random, rtt4k, stream1m, batch (end to end); apply, gather, memory, scale (the table alone)."
         })
 public final class BenchCommand implements Callable<Integer> {
     @Spec
@@ -37,8 +37,8 @@ public final class BenchCommand implements Callable<Integer> {
             names = "--workload",
             split = ",",
             paramLabel = "NAME",
-            description =
-                    "kv10m, rtt4k, stream1m, batch, apply, gather, memory or all (default); repeat or separate with commas.")
+            description = "kv10m, kv10m-random, rtt4k, stream1m, batch, apply, gather, memory, scale or all (default);"
+                    + " repeat or separate with commas.")
     List<String> workloads = List.of("all");
 
     @Option(
@@ -64,7 +64,7 @@ public final class BenchCommand implements Callable<Integer> {
     @Option(
             names = "--kv-keys",
             defaultValue = "10000000",
-            description = "Keys of kv10m's push and pull (default ${DEFAULT-VALUE}).")
+            description = "Keys of kv10m's (and kv10m-random's) push and pull (default ${DEFAULT-VALUE}).")
     int kvKeys;
 
     @Option(
@@ -84,6 +84,12 @@ public final class BenchCommand implements Callable<Integer> {
             defaultValue = "4096",
             description = "Keys (dim 64) of each stream1m call; 4096 is 1 MiB of values (default ${DEFAULT-VALUE}).")
     int streamKeys;
+
+    @Option(
+            names = "--scale-max-rows",
+            defaultValue = "50000000",
+            description = "Caps scale's table sizes (1M, 10M, 50M rows) for a quicker run (default ${DEFAULT-VALUE}).")
+    int scaleMaxRows;
 
     /** The command line with psctl's error handling: a failure prints one line naming it and exits 1. */
     public static CommandLine newCommandLine() {
@@ -167,6 +173,7 @@ public final class BenchCommand implements Callable<Integer> {
                     .kvWarmupKeys(kvWarmupKeys)
                     .kvRounds(kvRounds)
                     .streamKeys(streamKeys)
+                    .scaleMaxRows(scaleMaxRows)
                     .validate();
         } catch (IllegalArgumentException e) {
             throw new CommandLine.ParameterException(spec.commandLine(), e.getMessage(), e);

@@ -181,11 +181,16 @@ final class BenchHarness implements AutoCloseable {
      * alternately (ABBA...), so that a change in the machine's state in between falls on both sides alike.
      */
     void alternate(final String label, final Phase ours, final Phase baseline) throws Exception {
-        final long warmup = settings.warmupNanos();
+        alternate(label, 1, ours, baseline);
+    }
+
+    /** {@link #alternate(String, Phase, Phase)} in {@code 1 / share} of the warm-up and measuring times. */
+    void alternate(final String label, final int share, final Phase ours, final Phase baseline) throws Exception {
+        final long warmup = settings.warmupNanos() / share;
         progress("%s: warm-up %.1f s per side", label, warmup / 1e9);
         ours.run(warmup, false);
         baseline.run(warmup, false);
-        final long slice = settings.measureNanos() / settings.slices();
+        final long slice = settings.measureNanos() / share / settings.slices();
         progress("%s: measuring %d x %.2f s per side", label, settings.slices(), slice / 1e9);
         for (int i = 0; i < settings.slices(); i++) {
             final boolean oursFirst = i % 2 == 0;

@@ -7,7 +7,8 @@ import java.util.List;
  * field and the value, then only read.
  */
 final class BenchSettings {
-    static final List<String> WORKLOADS = List.of("kv10m", "rtt4k", "stream1m", "batch", "apply", "gather", "memory");
+    static final List<String> WORKLOADS =
+            List.of("kv10m", "kv10m-random", "rtt4k", "stream1m", "batch", "apply", "gather", "memory", "scale");
 
     private List<String> workloads = WORKLOADS;
     private String proxyAddress = "";
@@ -20,6 +21,7 @@ final class BenchSettings {
     private int kvRounds = 3;
     private int streamKeys = 4096;
     private long deadlineMs = 120_000;
+    private int scaleMaxRows = ScaleWorkload.LARGEST_ROWS;
 
     /** Which workloads, in order; a subset of {@link #WORKLOADS}. */
     BenchSettings workloads(final List<String> value) {
@@ -80,6 +82,12 @@ final class BenchSettings {
         return this;
     }
 
+    /** The largest table scale fills: its sizes (1M, 10M, 50M rows) are capped at this, to shorten a run. */
+    BenchSettings scaleMaxRows(final int value) {
+        scaleMaxRows = value;
+        return this;
+    }
+
     /** Deadline of every call on both sides. */
     BenchSettings deadlineMs(final long value) {
         deadlineMs = value;
@@ -106,6 +114,10 @@ final class BenchSettings {
         positive("kvRounds", kvRounds);
         positive("streamKeys", streamKeys);
         positive("deadlineMs", deadlineMs);
+        if (scaleMaxRows <= 0 || scaleMaxRows > ScaleWorkload.LARGEST_ROWS) {
+            throw new IllegalArgumentException(
+                    "scaleMaxRows=" + scaleMaxRows + " must be in 1.." + ScaleWorkload.LARGEST_ROWS);
+        }
         if (kvWarmupRounds < 0) {
             throw new IllegalArgumentException("kvWarmupRounds=" + kvWarmupRounds + " must be >= 0");
         }
@@ -169,6 +181,10 @@ final class BenchSettings {
 
     int streamKeys() {
         return streamKeys;
+    }
+
+    int scaleMaxRows() {
+        return scaleMaxRows;
     }
 
     long deadlineMs() {

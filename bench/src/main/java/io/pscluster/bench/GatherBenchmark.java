@@ -68,9 +68,22 @@ public class GatherBenchmark {
 
     @Benchmark
     public float[] plainArray() {
-        for (int i = 0; i < BATCH; i++) {
-            System.arraycopy(plain, rowOfKey[i] * dim, plainOut, i * dim, dim);
+        return plainGather(plain, rowOfKey, dim, plainOut, BATCH);
+    }
+
+    /** The baseline's pull: copies {@code count} rows of {@code dim} floats out of {@code plain}, row after row. */
+    static float[] plainGather(
+            final float[] plain, final int[] rows, final int dim, final float[] out, final int count) {
+        if (dim == 1) {
+            // A one-float row is a load and a store; a System.arraycopy call per float would handicap the baseline.
+            for (int i = 0; i < count; i++) {
+                out[i] = plain[rows[i]];
+            }
+            return out;
         }
-        return plainOut;
+        for (int i = 0; i < count; i++) {
+            System.arraycopy(plain, rows[i] * dim, out, i * dim, dim);
+        }
+        return out;
     }
 }

@@ -5,6 +5,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
+import java.util.SplittableRandom;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.atomic.AtomicReference;
@@ -15,24 +16,50 @@ import java.util.concurrent.atomic.AtomicReference;
  * 4-byte floats out) over raw gRPC in ~1 MiB requests with 4 in flight, the fastest way VERSIONS.md found. Warm-up is
  * a few smaller push/pull pairs on other keys; then each side is measured {@code kvRounds} times, in turn, and the
  * median is reported. The first round's push creates the rows, later ones update them.
+ *
+ * <p>kv10m-random: the same, with the key array in random order. Both sides get the same array, shuffled again
+ * before every round (a Fisher-Yates permutation with a fixed seed per round): the shard creates its rows in the order
+ * of the first push, so one fixed permutation would still update them in the order they were laid out, as kv10m
+ * does; a fresh one makes every later round reach rows in an order unrelated to where they are.
  */
 final class KvWorkload implements Workload {
-    static final String NAME = "kv10m";
+    static final String IN_ORDER = "kv10m";
+    static final String RANDOM_ORDER = "kv10m-random";
     private static final int CHUNK_BYTES = 1 << 20;
     private static final int IN_FLIGHT = 4;
+    private static final long SHUFFLE_SEED = 0x5eed_6b76L;
+
+    private final String name;
+    private final boolean shuffled;
+
+    private KvWorkload(final String name, final boolean shuffled) {
+        this.name = name;
+        this.shuffled = shuffled;
+    }
+
+    /** kv10m: keys in the order {@link KeySets#block} makes them, the same every round. */
+    static KvWorkload inOrder() {
+        return new KvWorkload(IN_ORDER, false);
+    }
+
+    /** kv10m-random: the same keys, shuffled before every round. */
+    static KvWorkload randomOrder() {
+        return new KvWorkload(RANDOM_ORDER, true);
+    }
 
     @Override
     public String name() {
-        return NAME;
+        return name;
     }
 
     @Override
     public String describe(final BenchSettings settings) {
         return String.format(
                 Locale.ROOT,
-                "%,d keys x dim 1 (SGD): one push call, then one pull call; baseline: ~1 MiB requests, %d in flight;"
+                "%,d keys x dim 1 (SGD)%s: one push call, then one pull call; baseline: ~1 MiB requests, %d in flight;"
                         + " median of %d round(s) after %d warm-up round(s) of %,d keys",
                 settings.kvKeys(),
+                shuffled ? " in random order, reshuffled every round" : "",
                 IN_FLIGHT,
                 settings.kvRounds(),
                 settings.kvWarmupRounds(),
@@ -42,14 +69,15 @@ final class KvWorkload implements Workload {
     @Override
     public List<BenchResult> run(final BenchHarness harness) throws Exception {
         final BenchSettings settings = harness.settings();
-        final PsTable table = harness.createTable(NAME, 1);
+        final PsTable table = harness.createTable(name, 1);
         try {
             final SdkTarget ours = harness.ours(table);
             final RawGrpcTarget baseline = harness.baseline(1);
             final long[] warmKeys = KeySets.block(1, settings.kvWarmupKeys());
             final float[] warmGradients = KeySets.gradients(warmKeys.length);
-            harness.progress("%s: warm-up %d x %,d keys per side", NAME, settings.kvWarmupRounds(), warmKeys.length);
+            harness.progress("%s: warm-up %d x %,d keys per side", name, settings.kvWarmupRounds(), warmKeys.length);
             for (int round = 0; round < settings.kvWarmupRounds(); round++) {
+                reorder(warmKeys, -1 - round);
                 ours.push(warmKeys, warmGradients).join();
                 ours.awaitApplied();
                 check(ours.pull(warmKeys).join(), warmKeys.length);
@@ -66,7 +94,8 @@ final class KvWorkload implements Workload {
             final double[] rawPush = new double[rounds];
             final double[] rawPull = new double[rounds];
             for (int round = 0; round < rounds; round++) {
-                harness.progress("%s: round %d of %d, %,d keys", NAME, round + 1, rounds, keys.length);
+                harness.progress("%s: round %d of %d, %,d keys", name, round + 1, rounds, keys.length);
+                reorder(keys, round);
                 quiet();
                 long start = System.nanoTime();
                 ours.push(keys, gradients).join();
@@ -92,19 +121,19 @@ final class KvWorkload implements Workload {
 
             final double keyCount = keys.length;
             final List<BenchResult> results = new ArrayList<>();
-            results.add(BenchResult.time(NAME, "push_ms", median(push), median(rawPush), "ms"));
+            results.add(BenchResult.time(name, "push_ms", median(push), median(rawPush), "ms"));
             results.add(BenchResult.rate(
-                    NAME,
+                    name,
                     "push_keys_per_s",
                     keyCount * 1_000 / median(push),
                     keyCount * 1_000 / median(rawPush),
                     "keys/s"));
             if (harness.seesApplyBacklog()) {
-                results.add(BenchResult.time(NAME, "push_applied_ms", median(pushApplied), median(rawPush), "ms"));
+                results.add(BenchResult.time(name, "push_applied_ms", median(pushApplied), median(rawPush), "ms"));
             }
-            results.add(BenchResult.time(NAME, "pull_ms", median(pull), median(rawPull), "ms"));
+            results.add(BenchResult.time(name, "pull_ms", median(pull), median(rawPull), "ms"));
             results.add(BenchResult.rate(
-                    NAME,
+                    name,
                     "pull_keys_per_s",
                     keyCount * 1_000 / median(pull),
                     keyCount * 1_000 / median(rawPull),
@@ -112,6 +141,23 @@ final class KvWorkload implements Workload {
             return results;
         } finally {
             harness.dropTable(table);
+        }
+    }
+
+    /**
+     * kv10m-random's shuffle of {@code keys} in place before a round (untimed); kv10m leaves them be. The gradients
+     * are all equal, so moving the keys alone moves whole (key, gradient) pairs.
+     */
+    private void reorder(final long[] keys, final int round) {
+        if (!shuffled) {
+            return;
+        }
+        final SplittableRandom random = new SplittableRandom(SHUFFLE_SEED + round);
+        for (int i = keys.length - 1; i > 0; i--) {
+            final int j = random.nextInt(i + 1);
+            final long swap = keys[i];
+            keys[i] = keys[j];
+            keys[j] = swap;
         }
     }
 

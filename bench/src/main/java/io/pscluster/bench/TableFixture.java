@@ -17,6 +17,9 @@ import java.util.SplittableRandom;
  * drive {@link ParameterTable#applyPartition} themselves, one partition each, exactly as a partition's writer does.
  */
 final class TableFixture implements AutoCloseable {
+    /** The SGD learning rate of the table, and of the plain-array baselines' updates. */
+    static final float LEARNING_RATE = 0.01f;
+
     final PartitionWriters writers;
     final ParameterTable table;
     final long[][] keysOfPartition;
@@ -31,7 +34,7 @@ final class TableFixture implements AutoCloseable {
                         .setKind(TableKind.SPARSE)
                         .setDim(dim)
                         .setOptimizer(
-                                OptimizerSpec.newBuilder().setKind(optimizer).setLearningRate(0.01f))
+                                OptimizerSpec.newBuilder().setKind(optimizer).setLearningRate(LEARNING_RATE))
                         .build()),
                 writers);
         tables.add(table);
@@ -57,6 +60,12 @@ final class TableFixture implements AutoCloseable {
         }
     }
 
+    /** A table of one partition and no rows yet, for a benchmark that creates the rows itself. */
+    static TableFixture empty(final int dim, final OptimizerKind optimizer) {
+        return new TableFixture(1, 0, dim, optimizer);
+    }
+
+    /** Stops the writers; the table's off-heap records are freed once it is garbage collected. */
     @Override
     public void close() {
         writers.close();

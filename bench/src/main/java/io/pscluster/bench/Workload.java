@@ -13,11 +13,13 @@ interface Workload {
 
     static Workload named(final String name) {
         return switch (name) {
-            case "kv10m" -> new KvWorkload();
+            case KvWorkload.IN_ORDER -> KvWorkload.inOrder();
+            case KvWorkload.RANDOM_ORDER -> KvWorkload.randomOrder();
             case "rtt4k" -> RoundTripWorkload.rtt4k();
             case "stream1m" -> new StreamWorkload();
             case "batch" -> RoundTripWorkload.batch();
             case "apply", "gather", "memory" -> new TableWorkload(name);
+            case ScaleWorkload.NAME -> new ScaleWorkload();
             default ->
                 throw new IllegalArgumentException(
                         "workload=" + name + " is unknown: choose from " + BenchSettings.WORKLOADS);

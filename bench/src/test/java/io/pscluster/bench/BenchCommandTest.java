@@ -8,6 +8,7 @@ import com.google.gson.JsonObject;
 import com.google.gson.JsonParser;
 import java.io.PrintWriter;
 import java.io.StringWriter;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
@@ -21,28 +22,93 @@ import org.junit.jupiter.api.Test;
 class BenchCommandTest {
     private static final Set<String> FIELDS =
             Set.of("workload", "metric", "value", "baseline", "ratio", "unit", "better");
+    private static final Set<String> KV_METRICS =
+            Set.of("push_ms", "push_keys_per_s", "push_applied_ms", "pull_ms", "pull_keys_per_s");
 
     @Test
     void shouldReportEveryWorkloadAsFlatJsonLinesWhenRunInQuickMode() {
+        final Map<String, Set<String>> metrics = metricsByWorkload(runQuick());
+
+        assertThat(metrics)
+                .containsOnlyKeys(BenchSettings.WORKLOADS)
+                .containsEntry("kv10m", KV_METRICS)
+                .containsEntry("rtt4k", Set.of("roundtrips_per_s", "p50_us", "p99_us"))
+                .containsEntry("stream1m", Set.of("push_mb_per_s", "push_applied_mb_per_s", "pull_mb_per_s"))
+                .containsEntry("batch", Set.of("values_per_s", "p50_us", "p99_us"));
+        assertThat(metrics.get("apply")).hasSize(3);
+        assertThat(metrics.get("gather")).hasSize(1);
+        assertThat(metrics.get("memory")).hasSize(2);
+    }
+
+    @Test
+    void shouldReportKvRandomLikeKvAndScalePerCappedSizeWhenRunAlone() {
+        final List<JsonObject> results = runQuick("--workload", "kv10m-random,scale");
+
+        assertThat(metricsByWorkload(results))
+                .containsOnlyKeys("kv10m-random", "scale")
+                .containsEntry("kv10m-random", KV_METRICS)
+                .containsEntry(
+                        "scale",
+                        Set.of(
+                                "insert_ns_per_key 20K",
+                                "insert_max_batch_ms 20K (4096-key batches)",
+                                "update_ns_per_key 20K",
+                                "pull_ns_per_key 20K"));
+        assertThat(results)
+                .filteredOn(result -> result.get("workload").getAsString().equals("scale"))
+                .allSatisfy(
+                        result -> assertThat(result.get("better").getAsString()).isEqualTo("lower"));
+    }
+
+    @Test
+    void shouldCapScaleSizesAtTheMaxRowsWithoutRepeatingThem() {
+        assertThat(ScaleWorkload.sizes(50_000_000)).containsExactly(1_000_000, 10_000_000, 50_000_000);
+        assertThat(ScaleWorkload.sizes(5_000_000)).containsExactly(1_000_000, 5_000_000);
+        assertThat(ScaleWorkload.sizes(10_000_000)).containsExactly(1_000_000, 10_000_000);
+        assertThat(ScaleWorkload.sizes(20_000)).containsExactly(20_000);
+        assertThat(List.of(50_000_000, 20_000, 1_500)).map(ScaleWorkload::label).containsExactly("50M", "20K", "1500");
+    }
+
+    @Test
+    void shouldRefuseAScaleCapAboveTheLargestSize() {
+        final StringWriter err = new StringWriter();
+        final int exit = BenchCommand.newCommandLine()
+                .setOut(new PrintWriter(new StringWriter(), true))
+                .setErr(new PrintWriter(err, true))
+                .execute("--workload", "scale", "--scale-max-rows", "60000000");
+
+        assertThat(exit).isEqualTo(2);
+        assertThat(err.toString()).contains("scaleMaxRows=60000000 must be in 1..50000000");
+    }
+
+    /**
+     * Runs the bench with tiny sizes (and {@code extraArgs}), checks that it succeeded and that every line is a flat
+     * result with positive numbers and a ratio that agrees with them, and returns the lines.
+     */
+    private static List<JsonObject> runQuick(final String... extraArgs) {
         final StringWriter out = new StringWriter();
         final StringWriter err = new StringWriter();
+        final List<String> args = new ArrayList<>(List.of(
+                "--json",
+                "--seconds",
+                "0.4",
+                "--warmup-seconds",
+                "0.2",
+                "--kv-keys",
+                "100000",
+                "--kv-warmup-keys",
+                "10000",
+                "--kv-rounds",
+                "1",
+                "--stream-keys",
+                "512",
+                "--scale-max-rows",
+                "20000"));
+        args.addAll(List.of(extraArgs));
         final int exit = BenchCommand.newCommandLine()
                 .setOut(new PrintWriter(out, true))
                 .setErr(new PrintWriter(err, true))
-                .execute(
-                        "--json",
-                        "--seconds",
-                        "0.4",
-                        "--warmup-seconds",
-                        "0.2",
-                        "--kv-keys",
-                        "100000",
-                        "--kv-warmup-keys",
-                        "10000",
-                        "--kv-rounds",
-                        "1",
-                        "--stream-keys",
-                        "512");
+                .execute(args.toArray(String[]::new));
 
         assertThat(exit).as("exit code; stderr:%n%s", err).isZero();
         final List<JsonObject> results = out.toString()
@@ -64,20 +130,14 @@ class BenchCommandTest {
                     result.get("better").getAsString().equals("higher") ? value / baseline : baseline / value;
             assertThat(result.get("ratio").getAsDouble()).as("%s", result).isCloseTo(expected, within(expected * 1e-4));
         }
-        final Map<String, Set<String>> metrics = results.stream()
+        return results;
+    }
+
+    private static Map<String, Set<String>> metricsByWorkload(final List<JsonObject> results) {
+        return results.stream()
                 .collect(Collectors.groupingBy(
                         result -> result.get("workload").getAsString(),
                         Collectors.mapping(result -> result.get("metric").getAsString(), Collectors.toSet())));
-        assertThat(metrics)
-                .containsOnlyKeys("kv10m", "rtt4k", "stream1m", "batch", "apply", "gather", "memory")
-                .containsEntry(
-                        "kv10m", Set.of("push_ms", "push_keys_per_s", "push_applied_ms", "pull_ms", "pull_keys_per_s"))
-                .containsEntry("rtt4k", Set.of("roundtrips_per_s", "p50_us", "p99_us"))
-                .containsEntry("stream1m", Set.of("push_mb_per_s", "push_applied_mb_per_s", "pull_mb_per_s"))
-                .containsEntry("batch", Set.of("values_per_s", "p50_us", "p99_us"));
-        assertThat(metrics.get("apply")).hasSize(3);
-        assertThat(metrics.get("gather")).hasSize(1);
-        assertThat(metrics.get("memory")).hasSize(2);
     }
 
     @Test
