@@ -1,11 +1,12 @@
 package io.pscluster.bench;
 
 /**
- * The scale workload's baseline for creating rows: the table's index algorithm and nothing else, on the heap and for
- * one thread. Open addressing with linear probing over an {@code int[]} of row + 1 (0: empty), hashed as
- * PartitionStore hashes; each row's key in a {@code long[]} and its value in a {@code float[]}, by row; the index is
- * doubled and rebuilt whole once it is 70% full, as PartitionStore's is. What the table does on top (off-heap
- * records, seqlocks, fingerprints, deletes, the row budget, prefetching) is what a ratio against this shows.
+ * The scale workload's baseline for creating rows: the simplest index that does the job, on the heap and for one
+ * thread. Open addressing with linear probing over one {@code int[]} of row + 1 (0: empty); each row's key in a
+ * {@code long[]} and its value in a {@code float[]}, by row; the index is doubled and rebuilt whole once it is 70%
+ * full (what PartitionStore did before it split its index into segments). What the table does on top (off-heap
+ * records, seqlocks, fingerprints, deletes, the row budget, bounded growth, staged lookups) is what a ratio against
+ * this shows; its longest batch shows the stall a whole-index rebuild costs.
  *
  * <p>A general-purpose map would do: Agrona's {@code Long2LongHashMap} takes 16 bytes per entry and, while it
  * doubles to 50M entries, 3 GiB of heap at once, more than {@code psctl bench}'s 4 GiB leave beside the keys.
@@ -63,7 +64,7 @@ final class PlainRowIndex {
         index = entries;
     }
 
-    /** PartitionStore's hash: a Fibonacci multiply, folded. */
+    /** A Fibonacci multiply, folded (random keys need no more). */
     private static int hash(final long key) {
         final long z = key * 0x9e3779b97f4a7c15L;
         return (int) (z ^ (z >>> 32));

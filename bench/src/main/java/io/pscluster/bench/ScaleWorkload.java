@@ -14,7 +14,7 @@ import java.util.SplittableRandom;
  *   <li>fill: every row is created by inserting random 64-bit keys in batches of {@value #BATCH} through {@link
  *       ParameterTable#applyPartition}, called from this thread as the partition's writer would ({@link
  *       TableFixture}); reports ns per key and the longest single batch, which is the stall a push meets when the
- *       index grows. Baseline: the same keys and batches inserted into a {@link PlainRowIndex}, the table's index
+ *       index grows. Baseline: the same keys and batches inserted into a {@link PlainRowIndex}, a single doubling index
  *       algorithm alone on the heap, growing from empty the same way.
  *   <li>update: SGD on batches of {@value #BATCH} random existing rows, in an order unrelated to the insertion order.
  *       Baseline: the same updates, by row index, to a {@code float[]} of as many rows ({@link ApplyBenchmark}'s loop).
@@ -27,10 +27,10 @@ import java.util.SplittableRandom;
  * in alternating slices. One throwaway fill of each side before the first size compiles the insert paths, so that the
  * first size's longest batch is not the interpreter's.
  *
- * <p>Memory at 50M rows: the table holds 24-byte records off-heap (1.2 GB) and a 2^27-entry int index on the heap
- * (512 MiB, 768 MiB while it doubles); the baseline's index is as large, plus 12 bytes per row of keys and values on
- * the heap; the fill's keys take 400 MB. So the baseline is filled and dropped before the table is built, and each
- * table is closed and collected before the next size.
+ * <p>Memory at 50M rows: the table holds 24-byte records off-heap (1.2 GB) and about 6-10 bytes of index per row
+ * on the heap, in segments of at most 128 KiB; the baseline's single index is 512 MiB (768 MiB while it doubles), plus
+ * 12 bytes per row of keys and values on the heap; the fill's keys take 400 MB. So the baseline is filled and dropped
+ * before the table is built, and each table is closed and collected before the next size.
  */
 final class ScaleWorkload implements Workload {
     static final String NAME = "scale";

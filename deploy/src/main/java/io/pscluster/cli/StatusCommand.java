@@ -73,8 +73,7 @@ final class StatusCommand implements Callable<Integer> {
                     System.out.printf(
                             "shard %s: %d row updates acknowledged but not applied (row cap, memory, moved slots or"
                                     + " a failed write: see its log)%n",
-                            shard.getShard().getShardId(),
-                            shard.getLoad().getDroppedRows());
+                            shard.getShard().getShardId(), shard.getLoad().getDroppedRows());
                 }
             }
             for (final RestoreDirective order : response.getPendingRestoresList()) {
