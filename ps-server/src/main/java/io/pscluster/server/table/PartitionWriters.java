@@ -44,6 +44,8 @@ public final class PartitionWriters implements AutoCloseable {
     private static final int CONTROL_HEADROOM = 64;
     private static final long EVICTION_INTERVAL_MS = 1_000;
     private static final int CLOSING_BIT = 1 << 30;
+    /** How long close() waits for each writer thread to stop once its queue is applied. */
+    private static final int STOP_WAIT_MS = 10_000;
     /** Tasks a writer drains per duty cycle, before its eviction step if a pass is under way. */
     private static final int DRAIN_BATCH = 256;
 
@@ -259,11 +261,30 @@ public final class PartitionWriters implements AutoCloseable {
                 LOG.warn("{} push parts were not applied within 30 s of close", pending());
             }
             // AgentRunner.close() returns once the writer thread has ended (it joins it): this thread is then the
-            // queues' only consumer, and sees everything the writers did.
-            runners.forEach(AgentRunner::close);
+            // queues' only consumer, and sees everything the writers did. A writer stuck in a task (a bug) is given
+            // up on after a bounded wait, so that closing never hangs; its queue is left alone (one consumer only).
+            final List<String> stuck = new ArrayList<>();
+            final boolean[] stopped = new boolean[agents.length];
+            for (int p = 0; p < agents.length; p++) {
+                try {
+                    runners.get(p).close(STOP_WAIT_MS, thread -> {
+                        throw new IllegalStateException(thread.getName() + " did not stop within " + STOP_WAIT_MS
+                                + " ms; it is stuck in a task: " + java.util.Arrays.toString(thread.getStackTrace()));
+                    });
+                    stopped[p] = true;
+                } catch (IllegalStateException stuckWriter) {
+                    LOG.error("partition {} writer: {}", p, stuckWriter.getMessage());
+                    stuck.add(stuckWriter.getMessage());
+                }
+            }
             markClosed();
-            for (final PartitionAgent agent : agents) {
-                failLateControlTasks(agent.queue);
+            for (int p = 0; p < agents.length; p++) {
+                if (stopped[p]) {
+                    failLateControlTasks(agents[p].queue);
+                }
+            }
+            if (!stuck.isEmpty()) {
+                throw new IllegalStateException("partition writers closed with stuck writers: " + stuck);
             }
         } finally {
             // Again if something above threw: reserveControl() waiters must end and runOnAll must refuse.

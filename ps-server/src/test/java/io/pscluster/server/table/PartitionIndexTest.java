@@ -52,6 +52,20 @@ class PartitionIndexTest {
     }
 
     @Test
+    void shouldKeepProbesShortForKeysThatDifferOnlyInTheirHighBits() throws Exception {
+        final ParameterTable table = table("high");
+        // Keys that share their low 48 bits: a hash that buckets on low bits without mixing puts them all in one run.
+        final long[] keys = new long[20_000];
+        for (int i = 0; i < keys.length; i++) {
+            keys[i] = (long) i << 48;
+        }
+        table.push(keys, new float[keys.length]);
+        final PartitionStore.IndexShape shape = table.indexShapes().get(0);
+        assertThat(shape.meanProbe()).as("mean probe of %s", shape).isLessThan(3.0);
+        assertThat(shape.longestProbe()).as("longest probe of %s", shape).isLessThan(400);
+    }
+
+    @Test
     void shouldGrowBySplittingBoundedSegmentsAndFindEveryKeyAfter() throws Exception {
         final ParameterTable table = table("grown");
         final int count = 400_000;

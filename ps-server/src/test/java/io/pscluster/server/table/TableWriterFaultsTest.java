@@ -175,9 +175,56 @@ class TableWriterFaultsTest {
         assertThat(TableFixture.hasRow(table, 1_000)).isFalse();
         assertThat(TableFixture.hasRow(table, 1_001)).isTrue();
         assertThat(table.rowCount()).as("rows: 3 pushed first, then 1_001").isEqualTo(4);
+        // Not half there either: snapshots (checkpoints) and eviction see exactly the rows the index has.
+        assertThat(table.snapshot(slot -> true).stream()
+                        .mapToInt(SlotSnapshot::rows)
+                        .sum())
+                .isEqualTo(4);
         table.injectFaults(TableFaults.NONE);
         table.push(new long[] {newPoisoned, 1_000}, ones(8));
         assertThat(table.pull(new long[] {newPoisoned, 1_000})).containsExactly(-2f, -2f, -2f, -2f, -1f, -1f, -1f, -1f);
+    }
+
+    @Test
+    void shouldKeepARecordReadableWhenARestoreWriteThrows() throws Exception {
+        final ParameterTable table = sgd(4);
+        final long[] keys = {7, 42};
+        table.push(keys, ones(8));
+        table.injectFaults(new TableFaults() {
+            @Override
+            public void recordWrite(final long key) {
+                if (key == 42) {
+                    throw new IllegalStateException("injected: a restore write failed");
+                }
+            }
+        });
+        assertThatThrownBy(() -> table.putRecords(keys, new float[2 * table.rowWidth()], 2))
+                .hasMessageContaining("injected: a restore write failed");
+        table.injectFaults(TableFaults.NONE);
+        // Key 7 was restored (zeros) before 42 failed; 42 is readable and holds what it held.
+        final float[] values = assertTimeoutPreemptively(HANG, () -> table.pull(keys));
+        assertThat(Arrays.copyOfRange(values, 0, 4)).containsOnly(0f);
+        assertThat(Arrays.copyOfRange(values, 4, 8)).containsOnly(-1f);
+    }
+
+    @Test
+    void shouldEvictExpiredRowsAcrossManyStepsOfAPass() throws Exception {
+        final ParameterTable table = fixture.create(TableSchema.newBuilder()
+                .setName("ttl")
+                .setKind(TableKind.SPARSE)
+                .setDim(1)
+                .setTtlSeconds(1)
+                .setOptimizer(OptimizerSpec.newBuilder().setLearningRate(1f))
+                .build());
+        // More records than three eviction steps look at: a pass must go on where each step stopped.
+        final int count = 3 * ParameterTable.EVICTION_STEP_RECORDS + 1_000;
+        final long[] keys = range(0, count);
+        table.push(keys, ones(count));
+        assertThat(table.rowCount()).isEqualTo(count);
+        org.awaitility.Awaitility.await().atMost(Duration.ofSeconds(20)).untilAsserted(() -> {
+            assertThat(table.rowCount()).isZero();
+            assertThat(TableFixture.hasRow(table, count - 1)).isFalse();
+        });
     }
 
     @Test
