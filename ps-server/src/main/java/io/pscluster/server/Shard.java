@@ -199,6 +199,14 @@ public final class Shard implements AutoCloseable {
             existing = tables.putIfAbsent(schema.getName(), created);
             if (existing == null) {
                 final BitSet owned = ownership.view().owned();
+                final long needed = created.denseBytesFor(owned.cardinality());
+                if (needed > ParameterTable.offHeapAvailable()) {
+                    tables.remove(schema.getName(), created);
+                    throw PsException.resourceExhausted("table '" + schema.getName() + "' needs about "
+                            + (needed >> 20) + " MiB off-heap for its rows on shard " + shardId + ", "
+                            + (ParameterTable.offHeapAvailable() >> 20)
+                            + " MiB are left (-XX:MaxDirectMemorySize less headroom for gRPC)");
+                }
                 try {
                     created.materializeDense(owned::get);
                 } catch (IllegalStateException cannot) {

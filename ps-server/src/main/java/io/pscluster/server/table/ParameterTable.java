@@ -84,6 +84,20 @@ public final class ParameterTable {
         return rowWidth;
     }
 
+    /**
+     * About the off-heap bytes a dense table's rows in {@code slots} of the {@link Slots#SLOT_COUNT} slots take (its keys
+     * spread evenly over slots), and 0 for a sparse table: checked before materializing, so that a table too large is
+     * refused without filling memory first.
+     */
+    public long denseBytesFor(final int slots) {
+        return schema.getKind() == TableKind.DENSE ? schema.getRows() * slots / Slots.SLOT_COUNT * recordBytes() : 0;
+    }
+
+    /** Off-heap bytes the tables of this JVM may still allocate for rows (see {@code OffHeapBudget}). */
+    public static long offHeapAvailable() {
+        return OffHeapBudget.JVM.available();
+    }
+
     /** Bytes one row takes off-heap (header, values, slots, counters), not counting its index entry. */
     public int recordBytes() {
         return PartitionStore.recordBytes(dim, optimizer);

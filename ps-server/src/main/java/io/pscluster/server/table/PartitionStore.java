@@ -2,7 +2,6 @@ package io.pscluster.server.table;
 
 import java.lang.invoke.MethodHandles;
 import java.lang.invoke.VarHandle;
-import java.nio.ByteBuffer;
 import java.util.Arrays;
 import java.util.concurrent.ThreadLocalRandom;
 import org.agrona.collections.IntArrayList;
@@ -92,6 +91,7 @@ final class PartitionStore {
     private final int[] growthEntries = new int[BLOCK];
     private String lastRefusal = "";
     private boolean warnedRefusal;
+    private long lastRefusalLogNanos;
     private long failedWrites;
     private long lastFailureLogNanos;
 
@@ -463,6 +463,9 @@ final class PartitionStore {
                 found = probe(segment, key, h);
             }
             id = allocate();
+        } catch (RowLimitReached limit) {
+            budget.release();
+            return refuse("a partition holds at most " + MAX_ROWS + " rows; use more partitions or shards");
         } catch (OutOfMemoryError full) {
             budget.release();
             return refuse("out of memory (" + full.getMessage() + ")");
@@ -497,11 +500,23 @@ final class PartitionStore {
 
     private int refuse(final String reason) {
         lastRefusal = reason;
-        if (!warnedRefusal && !reason.startsWith("the table's cap")) {
+        final long now = System.nanoTime();
+        if (!reason.startsWith("the table's cap")
+                && (!warnedRefusal || now - lastRefusalLogNanos > FAILURE_LOG_INTERVAL_NANOS)) {
             warnedRefusal = true;
+            lastRefusalLogNanos = now;
             LOG.error("a partition cannot create rows: {}; new rows are refused until it can", reason);
         }
         return -1;
+    }
+
+    /** The partition's record ids are used up (not memory: thrown before anything is allocated). */
+    private static final class RowLimitReached extends RuntimeException {
+        private static final long serialVersionUID = 1L;
+
+        RowLimitReached() {
+            super(null, null, false, false);
+        }
     }
 
     /**
@@ -629,15 +644,14 @@ final class PartitionStore {
             return freeRecords.popInt();
         }
         if (highWater == MAX_ROWS) {
-            throw new OutOfMemoryError(
-                    "a partition holds at most " + MAX_ROWS + " rows; use more partitions or shards");
+            throw new RowLimitReached();
         }
         final int id = highWater;
         final int chunk = id >>> chunkShift;
         if (chunk == chunkCount) {
             // Allocate first: if memory is short nothing has changed, and the id is not used up.
             faults.chunkAllocation();
-            final UnsafeBuffer fresh = new UnsafeBuffer(ByteBuffer.allocateDirect((chunkMask + 1) * recordBytes));
+            final UnsafeBuffer fresh = new UnsafeBuffer(OffHeapBudget.JVM.allocate((chunkMask + 1) * recordBytes));
             UnsafeBuffer[] all = chunks;
             if (chunk == all.length) {
                 all = Arrays.copyOf(all, Math.max(16, 2 * all.length));

@@ -1,0 +1,98 @@
+package io.pscluster.server.table;
+
+import com.sun.management.HotSpotDiagnosticMXBean;
+import java.lang.management.ManagementFactory;
+import java.lang.ref.Cleaner;
+import java.nio.ByteBuffer;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * The off-heap bytes the tables of this JVM may hold in records, below {@code -XX:MaxDirectMemorySize} by a headroom
+ * that gRPC's buffers need. Every chunk of records is allocated here: a chunk that would pass the limit is refused at
+ * once, without asking the JDK, whose refusal costs a full GC and up to half a second of sleep in the writer for each
+ * row; and after the JDK refused one anyway (gRPC took more than its headroom), new chunks are refused without asking
+ * for {@link #COOL_DOWN_NANOS}. Bytes come back when the collector frees a chunk (a dropped table's).
+ */
+final class OffHeapBudget {
+    /** The budget of this JVM's tables. */
+    static final OffHeapBudget JVM = new OffHeapBudget(tableLimit(maxDirectMemory()));
+
+    private static final long MIB = 1L << 20;
+    private static final long COOL_DOWN_NANOS = TimeUnit.SECONDS.toNanos(5);
+    private static final Cleaner CLEANER = Cleaner.create();
+
+    private final long limit;
+    private final AtomicLong reserved = new AtomicLong();
+    private volatile long coolUntilNanos = System.nanoTime();
+
+    OffHeapBudget(final long limit) {
+        this.limit = limit;
+    }
+
+    /**
+     * A zeroed direct buffer of {@code bytes}.
+     *
+     * @throws OutOfMemoryError naming the limit, when it would be passed or the JDK refused memory moments ago.
+     */
+    ByteBuffer allocate(final int bytes) {
+        if (System.nanoTime() - coolUntilNanos < 0) {
+            throw new OutOfMemoryError("direct memory was refused less than 5 s ago; table rows hold "
+                    + reserved.get() / MIB + " MiB off-heap");
+        }
+        long current;
+        do {
+            current = reserved.get();
+            if (current + bytes > limit) {
+                throw new OutOfMemoryError("table rows would hold more than " + limit / MIB
+                        + " MiB off-heap (-XX:MaxDirectMemorySize less headroom for gRPC); they hold "
+                        + current / MIB + " MiB");
+            }
+        } while (!reserved.compareAndSet(current, current + bytes));
+        final ByteBuffer buffer;
+        try {
+            buffer = ByteBuffer.allocateDirect(bytes);
+        } catch (OutOfMemoryError refused) {
+            reserved.addAndGet(-bytes);
+            coolUntilNanos = System.nanoTime() + COOL_DOWN_NANOS;
+            throw refused;
+        }
+        CLEANER.register(buffer, new Release(reserved, bytes));
+        return buffer;
+    }
+
+    /** Bytes that may still be allocated. */
+    long available() {
+        return Math.max(0, limit - reserved.get());
+    }
+
+    long limit() {
+        return limit;
+    }
+
+    /** Returns a collected chunk's bytes; holds no reference to the chunk. */
+    private record Release(AtomicLong reserved, long bytes) implements Runnable {
+        @Override
+        public void run() {
+            reserved.addAndGet(-bytes);
+        }
+    }
+
+    /** The rows' share of {@code maxDirect}: all of it less an eighth, and at least 64 MiB, left to gRPC. */
+    static long tableLimit(final long maxDirect) {
+        return Math.max(0, maxDirect - Math.max(64 * MIB, maxDirect / 8));
+    }
+
+    /** -XX:MaxDirectMemorySize, or the maximum heap when it is not set (the JDK's default). */
+    private static long maxDirectMemory() {
+        try {
+            final String value = ManagementFactory.getPlatformMXBean(HotSpotDiagnosticMXBean.class)
+                    .getVMOption("MaxDirectMemorySize")
+                    .getValue();
+            final long set = Long.parseLong(value);
+            return set > 0 ? set : Runtime.getRuntime().maxMemory();
+        } catch (RuntimeException notHotSpot) {
+            return Runtime.getRuntime().maxMemory();
+        }
+    }
+}

@@ -1,0 +1,83 @@
+package io.pscluster.server.table;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.pscluster.proto.v1.InitializerSpec;
+import java.io.File;
+import java.lang.management.GarbageCollectorMXBean;
+import java.lang.management.ManagementFactory;
+import java.nio.charset.StandardCharsets;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+
+/**
+ * Rows refused once the off-heap budget is used up cost no collection: the JDK's own refusal of direct memory runs a
+ * full GC and sleeps up to half a second for every allocation it refuses, which stalled a writer (and every push
+ * queued behind it) for each new row. Runs a partition in a child JVM with a small {@code -XX:MaxDirectMemorySize}.
+ */
+class OffHeapBudgetTest {
+    private static final int REFUSALS = 40;
+
+    @Test
+    void shouldRefuseRowsPastTheBudgetWithoutAskingTheJdkForMemory() throws Exception {
+        final String java = System.getProperty("java.home") + File.separator + "bin" + File.separator + "java";
+        final Process child = new ProcessBuilder(List.of(
+                        java,
+                        "-Xmx128m",
+                        "-XX:+UseSerialGC",
+                        "-XX:MaxDirectMemorySize=96m",
+                        "--add-exports",
+                        "java.base/jdk.internal.misc=ALL-UNNAMED",
+                        "-cp",
+                        System.getProperty("java.class.path"),
+                        Child.class.getName()))
+                .redirectErrorStream(true)
+                .start();
+        final String out = new String(child.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertThat(child.waitFor(120, TimeUnit.SECONDS)).isTrue();
+        final String result = out.lines()
+                .filter(line -> line.startsWith("RESULT "))
+                .findFirst()
+                .orElseThrow(() -> new AssertionError("child printed no result:\n" + out));
+        final String[] fields = result.split(" ");
+        final long refused = Long.parseLong(fields[1]);
+        final long collections = Long.parseLong(fields[2]);
+        final long bytes = Long.parseLong(fields[3]);
+        assertThat(refused).as("new rows refused past the budget").isEqualTo(REFUSALS);
+        // The JDK collects once per refused allocation; the budget refuses before asking it.
+        assertThat(collections).as("collections during %d refusals", REFUSALS).isLessThan(REFUSALS / 4);
+        assertThat(bytes).as("off-heap bytes of rows").isLessThanOrEqualTo(OffHeapBudget.tableLimit(96L << 20));
+    }
+
+    /** Fills a partition until a row is refused, then counts collections during more refusals. */
+    public static final class Child {
+        public static void main(final String[] args) {
+            final PartitionStore store = new PartitionStore(
+                    64, new SgdOptimizer(1f), new Initializer(InitializerSpec.getDefaultInstance()), new RowBudget(0));
+            final float[] gradient = new float[64];
+            final long[] key = new long[1];
+            final int[] rows = {0};
+            long next = 0;
+            while (store.applyBatch(key, rows, 1, gradient, 1) == 0) {
+                key[0] = ++next;
+            }
+            final long before = collections();
+            long refused = 0;
+            for (int i = 0; i < REFUSALS; i++) {
+                key[0] = ++next;
+                refused += store.applyBatch(key, rows, 1, gradient, 1);
+            }
+            final long offHeap = OffHeapBudget.JVM.limit() - OffHeapBudget.JVM.available();
+            System.out.println("RESULT " + refused + " " + (collections() - before) + " " + offHeap);
+        }
+
+        private static long collections() {
+            long count = 0;
+            for (final GarbageCollectorMXBean gc : ManagementFactory.getGarbageCollectorMXBeans()) {
+                count += gc.getCollectionCount();
+            }
+            return count;
+        }
+    }
+}
