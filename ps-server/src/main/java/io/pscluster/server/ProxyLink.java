@@ -332,7 +332,11 @@ final class ProxyLink implements AutoCloseable {
             try {
                 shard.createTable(schema);
             } catch (RuntimeException e) {
-                LOG.error("shard {} cannot create table {} the proxy holds: {}", shard.shardId(), schema.getName(), e);
+                LOG.error(
+                        "shard {} cannot create table {} the proxy holds: {}",
+                        shard.shardId(),
+                        schema.getName(),
+                        e.getMessage());
             }
         }
     }
