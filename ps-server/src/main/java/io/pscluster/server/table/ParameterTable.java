@@ -407,13 +407,12 @@ public final class ParameterTable {
     public void clearSlots(final IntPredicate slotFilter) throws InterruptedException {
         await(writers.runOnAll(partition -> {
             final PartitionStore store = partitions[partition];
-            final List<Long> doomed = new ArrayList<>();
+            // Removing while visiting is safe: a removal frees the record just visited and nothing after it.
             store.forEach((id, key, touch) -> {
                 if (slotFilter.test(slotOf(key))) {
-                    doomed.add(key);
+                    store.remove(key);
                 }
             });
-            doomed.forEach(store::remove);
             return null;
         }));
     }
