@@ -141,8 +141,10 @@ class RestoreOrderTest {
                         .setTimes(2)
                         .build());
 
-        proxy.routing = id -> TestRouting.allSlotsTo(id, 2);
+        // The order first: a heartbeat answer between the two lines must not hand the slots over without it (the
+        // real proxy changes both under one lock).
         proxy.orders.add(order(8, 1));
+        proxy.routing = id -> TestRouting.allSlotsTo(id, 2);
 
         final AtomicInteger restoringRefusals = new AtomicInteger();
         final Set<Float> served = new HashSet<>();
