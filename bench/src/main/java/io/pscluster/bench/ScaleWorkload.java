@@ -148,6 +148,12 @@ final class ScaleWorkload implements Workload {
                             "ms"),
                     BenchResult.time(
                             NAME,
+                            "index_growth_max_ms " + size + " (one segment; baseline: the plain index's longest batch)",
+                            table.longestIndexGrowthNanos() / 1e6,
+                            plainFill.longestBatchNanos() / 1e6,
+                            "ms"),
+                    BenchResult.time(
+                            NAME,
                             "update_ns_per_key " + size,
                             updateOurs.nanosPerKey(),
                             updateBaseline.nanosPerKey(),

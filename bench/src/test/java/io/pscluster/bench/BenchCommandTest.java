@@ -52,6 +52,7 @@ class BenchCommandTest {
                         Set.of(
                                 "insert_ns_per_key 20K",
                                 "insert_max_batch_ms 20K (4096-key batches)",
+                                "index_growth_max_ms 20K (one segment; baseline: the plain index's longest batch)",
                                 "update_ns_per_key 20K",
                                 "pull_ns_per_key 20K"));
         assertThat(results)

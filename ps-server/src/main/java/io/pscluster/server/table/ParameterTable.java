@@ -452,6 +452,15 @@ public final class ParameterTable {
 
     // ---- stats
 
+    /** The longest any partition's index took to grow once, in nanoseconds: the stall growth adds to one push. */
+    public long longestIndexGrowthNanos() {
+        long longest = 0;
+        for (final PartitionStore store : partitions) {
+            longest = Math.max(longest, store.longestGrowthNanos());
+        }
+        return longest;
+    }
+
     public long rowCount() {
         return budget.rows();
     }

@@ -93,6 +93,9 @@ final class PartitionStore {
     private boolean warnedRefusal;
     private long lastRefusalLogNanos;
     private long failedWrites;
+    /** The longest the index took to grow once (a rebuild, doubling or split of one segment); read by anyone. */
+    private volatile long longestGrowthNanos;
+
     private long lastFailureLogNanos;
 
     PartitionStore(final int dim, final Optimizer optimizer, final Initializer initializer, final RowBudget budget) {
@@ -226,6 +229,10 @@ final class PartitionStore {
     /** Bytes held for records (off-heap) plus the index (on the heap). */
     long bytes() {
         return (long) chunkCount * (chunkMask + 1) * recordBytes + 4L * indexEntries;
+    }
+
+    long longestGrowthNanos() {
+        return longestGrowthNanos;
     }
 
     /** Writes that threw and were abandoned (their rows not applied); each is logged. */
@@ -553,6 +560,7 @@ final class PartitionStore {
      */
     private void grow(final Segment segment, final long h) {
         faults.indexGrowth();
+        final long start = System.nanoTime();
         final int capacity = segment.entries.length;
         final Segment[] old = directory;
         if ((segment.live + 1) * 200L <= (long) capacity * MAX_LOAD_PERCENT) {
@@ -562,6 +570,7 @@ final class PartitionStore {
         } else {
             split(old, segment, h);
         }
+        longestGrowthNanos = Math.max(longestGrowthNanos, System.nanoTime() - start);
     }
 
     /**
