@@ -9,10 +9,11 @@ import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * The off-heap bytes the tables of this JVM may hold in records, below {@code -XX:MaxDirectMemorySize} by a headroom
- * that gRPC's buffers need. Every chunk of records is allocated here: a chunk that would pass the limit is refused at
- * once, without asking the JDK, whose refusal costs a full GC and up to half a second of sleep in the writer for each
- * row; and after the JDK refused one anyway (gRPC took more than its headroom), new chunks are refused without asking
- * for {@link #COOL_DOWN_NANOS}. Bytes come back when the collector frees a chunk (a dropped table's).
+ * that gRPC's buffers need. Every chunk of records is allocated here. A chunk that would pass the limit is refused
+ * without asking the JDK, whose refusal costs a full GC and up to half a second of sleep in the writer for each row,
+ * after at most one reclaim attempt of its own (a collection, so that chunks of dropped tables come back; again only a
+ * second later while attempts free little). After the JDK refused memory anyway (gRPC took more than its headroom),
+ * new chunks are refused without asking for {@link #COOL_DOWN_NANOS}. Bytes come back when the collector frees a chunk.
  */
 final class OffHeapBudget {
     /** The budget of this JVM's tables. */
@@ -20,11 +21,15 @@ final class OffHeapBudget {
 
     private static final long MIB = 1L << 20;
     private static final long COOL_DOWN_NANOS = TimeUnit.SECONDS.toNanos(5);
+    private static final long RECLAIM_INTERVAL_NANOS = TimeUnit.SECONDS.toNanos(1);
     private static final Cleaner CLEANER = Cleaner.create();
 
     private final long limit;
     private final AtomicLong reserved = new AtomicLong();
     private volatile long coolUntilNanos = System.nanoTime();
+    // Guarded by this.
+    private long lastReclaimNanos = System.nanoTime() - RECLAIM_INTERVAL_NANOS;
+    private boolean lastReclaimUseful;
 
     OffHeapBudget(final long limit) {
         this.limit = limit;
@@ -40,15 +45,11 @@ final class OffHeapBudget {
             throw new OutOfMemoryError("direct memory was refused less than 5 s ago; table rows hold "
                     + reserved.get() / MIB + " MiB off-heap");
         }
-        long current;
-        do {
-            current = reserved.get();
-            if (current + bytes > limit) {
-                throw new OutOfMemoryError("table rows would hold more than " + limit / MIB
-                        + " MiB off-heap (-XX:MaxDirectMemorySize less headroom for gRPC); they hold "
-                        + current / MIB + " MiB");
-            }
-        } while (!reserved.compareAndSet(current, current + bytes));
+        if (!tryReserve(bytes) && !(reclaim(bytes) && tryReserve(bytes))) {
+            throw new OutOfMemoryError("table rows would hold more than " + limit / MIB
+                    + " MiB off-heap (-XX:MaxDirectMemorySize less headroom for gRPC); they hold "
+                    + reserved.get() / MIB + " MiB");
+        }
         final ByteBuffer buffer;
         try {
             buffer = ByteBuffer.allocateDirect(bytes);
@@ -59,6 +60,48 @@ final class OffHeapBudget {
         }
         CLEANER.register(buffer, new Release(reserved, bytes));
         return buffer;
+    }
+
+    private boolean tryReserve(final long bytes) {
+        long current;
+        do {
+            current = reserved.get();
+            if (current + bytes > limit) {
+                return false;
+            }
+        } while (!reserved.compareAndSet(current, current + bytes));
+        return true;
+    }
+
+    /**
+     * Asks the collector for the chunks of dropped tables, as the JDK does before it refuses direct memory, but not
+     * for every refused row: again only a second after an attempt that freed little (memory really is full), at once
+     * after one that freed a quarter of the budget or more (tables come and go). Returns whether there is room for
+     * {@code bytes} now.
+     */
+    private synchronized boolean reclaim(final long bytes) {
+        if (reserved.get() + bytes <= limit) {
+            return true; // another writer's reclaim already made room
+        }
+        final long now = System.nanoTime();
+        if (!lastReclaimUseful && now - lastReclaimNanos < RECLAIM_INTERVAL_NANOS) {
+            return false;
+        }
+        lastReclaimNanos = now;
+        final long before = reserved.get();
+        System.gc();
+        // Cleaners run on their own thread: give them a moment to return what the collection found.
+        for (int wait = 0; wait < 20 && reserved.get() + bytes > limit; wait++) {
+            try {
+                Thread.sleep(10);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                break;
+            }
+        }
+        final long freed = before - reserved.get();
+        lastReclaimUseful = freed >= limit / 4;
+        return reserved.get() + bytes <= limit;
     }
 
     /** Bytes that may still be allocated. */
