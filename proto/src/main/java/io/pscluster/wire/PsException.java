@@ -29,7 +29,9 @@ public final class PsException extends RuntimeException {
         /** The shard owns the slot but is still loading it from a checkpoint. */
         RESTORING("restoring"),
         /** The shard's writers have no room for the request now (backpressure); it may be sent again later. */
-        BACKPRESSURE("backpressure");
+        BACKPRESSURE("backpressure"),
+        /** The shard does not yet know the job (or the worker) the request comes from; it is asking the proxy. */
+        JOB_PENDING("job-pending");
 
         private final String wireName;
 
@@ -95,6 +97,11 @@ public final class PsException extends RuntimeException {
     /** The shard owns the slot but has not finished restoring it. */
     public static PsException restoring(final String message, final long epoch) {
         return new PsException(Status.Code.UNAVAILABLE, message, Reject.RESTORING, epoch);
+    }
+
+    /** The shard has not yet heard from the proxy of the job or worker the request names; retry shortly. */
+    public static PsException jobPending(final String message, final long epoch) {
+        return new PsException(Status.Code.UNAVAILABLE, message, Reject.JOB_PENDING, epoch);
     }
 
     public Status.Code code() {
