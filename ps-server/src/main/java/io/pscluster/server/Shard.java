@@ -13,6 +13,7 @@ import io.pscluster.proto.v1.CheckpointFile;
 import io.pscluster.proto.v1.RoutingTable;
 import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.proto.v1.TableStats;
+import io.pscluster.proto.v1.UpdateJobsRequest;
 import io.pscluster.server.table.ParameterTable;
 import io.pscluster.server.table.PartitionWriters;
 import io.pscluster.server.table.SlotSnapshot;
@@ -69,6 +70,7 @@ public final class Shard implements AutoCloseable {
     // Pushes between their lease check and the end of their offer: a drain waits for them to reach the writers.
     private final AtomicInteger pushesInFlight = new AtomicInteger();
     private final PushSequenceWindows sequences = new PushSequenceWindows();
+    private final JobClocks jobs = new JobClocks();
     private final PartitionWriters writers;
     private final Configuration hadoopConf;
     private final int maxKeysPerRequest;
@@ -757,6 +759,18 @@ public final class Shard implements AutoCloseable {
                 throw PsException.unavailable("cannot open checkpoint root " + uri + ": " + e.getMessage());
             }
         });
+    }
+
+    // ---- jobs
+
+    /** Takes the proxy's job list (from UpdateJobs or a heartbeat answer) unless it holds that version already. */
+    public void updateJobs(final UpdateJobsRequest request) {
+        jobs.update(request);
+    }
+
+    /** The version of the job list this shard holds, reported in heartbeats (0: none yet). */
+    public long jobsVersion() {
+        return jobs.version();
     }
 
     // ---- load

@@ -6,6 +6,8 @@ import io.pscluster.proto.v1.InjectFaultResponse;
 import io.pscluster.proto.v1.RestoreCheckpointRequest;
 import io.pscluster.proto.v1.RestoreCheckpointResponse;
 import io.pscluster.proto.v1.ShardAdminServiceGrpc;
+import io.pscluster.proto.v1.UpdateJobsRequest;
+import io.pscluster.proto.v1.UpdateJobsResponse;
 import io.pscluster.proto.v1.WriteCheckpointRequest;
 import io.pscluster.proto.v1.WriteCheckpointResponse;
 import io.pscluster.wire.PsException;
@@ -62,6 +64,14 @@ final class ShardAdminGrpcService extends ShardAdminServiceGrpc.ShardAdminServic
             }
             final long rows = shard.restore(root(request.getCheckpointRoot()), request.getCheckpointId(), slots);
             return RestoreCheckpointResponse.newBuilder().setRowsRestored(rows).build();
+        });
+    }
+
+    @Override
+    public void updateJobs(final UpdateJobsRequest request, final StreamObserver<UpdateJobsResponse> response) {
+        Unary.respond(response, () -> {
+            shard.updateJobs(request);
+            return UpdateJobsResponse.getDefaultInstance();
         });
     }
 
