@@ -1,19 +1,515 @@
 package io.pscluster.server;
 
+import io.pscluster.proto.v1.JobInfo;
+import io.pscluster.proto.v1.JobWorker;
 import io.pscluster.proto.v1.UpdateJobsRequest;
+import io.pscluster.proto.v1.UpdateMode;
+import io.pscluster.wire.PsException;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.Iterator;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.TreeMap;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.Executor;
+import java.util.function.Consumer;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
-/** The jobs a shard knows from the proxy, and their clocks on this shard. */
+/**
+ * The jobs a shard knows from the proxy, and each job's clocks on this shard: which clock every live worker has
+ * ended here, which clocks are applied, the gradients of SYNC clocks not yet applied, and the pulls waiting for a
+ * clock.
+ *
+ * <p>Membership is the proxy's: a job's live workers are those its last {@link JobInfo} lists. A listed worker that
+ * has not yet reported here (a Clock, or a tagged push or pull, which says it ended the clock before) holds every
+ * clock back, so a clock is never applied without a worker that takes part in it. A worker's first report is its
+ * join here: refused (not accepted) when this shard has already applied the clock the worker would start with, so it
+ * starts later rather than miss a clock half-way. A worker the proxy dropped stops holding clocks back; its SYNC
+ * gradients not yet applied are discarded.
+ *
+ * <p>SYNC: a clock {@code c} is applied once every live worker has ended it: the gradients pushed for {@code c} are
+ * combined per table by the {@link Applier} in a fixed order (worker id, then push sequence) and applied once; then
+ * {@code applied = c}. SSP: pushes are applied as they come (the Shard flushes a worker's pushes before it reports its
+ * clock), so {@code applied} is the lowest clock every live worker has ended. A worker at clock {@code t} may read
+ * once {@code applied >= t - staleness - 1} (staleness 0 for SYNC).
+ *
+ * <p>Threads: every method takes this object's monitor briefly; applying and waking waiters run on the executor,
+ * never under the monitor and never on a gRPC or writer thread. A waiting pull holds no thread.
+ */
 final class JobClocks {
-    private volatile UpdateJobsRequest jobs = UpdateJobsRequest.getDefaultInstance();
+    private static final Logger LOG = LoggerFactory.getLogger(JobClocks.class);
 
-    /** Replaces the job list with the proxy's, unless the shard already holds that version or a newer one. */
-    synchronized void update(final UpdateJobsRequest request) {
-        if (request.getJobsVersion() > jobs.getJobsVersion()) {
-            jobs = request;
+    /** Combines and applies one SYNC clock's gradients; completes once the writers have applied them. */
+    @FunctionalInterface
+    interface Applier {
+        CompletableFuture<Void> apply(String jobId, long clock, ClockUpdates updates, int participants);
+    }
+
+    /** The gradients pushed for one clock: table, then worker id, then the pushes in sequence order. */
+    static final class ClockUpdates {
+        final Map<String, TreeMap<Integer, TreeMap<Long, List<Part>>>> byTable = new HashMap<>();
+
+        void add(final String table, final int worker, final Part part) {
+            byTable.computeIfAbsent(table, t -> new TreeMap<>())
+                    .computeIfAbsent(worker, w -> new TreeMap<>())
+                    .computeIfAbsent(part.sequence(), s -> new ArrayList<>(1))
+                    .add(part);
+        }
+
+        void removeWorker(final int worker) {
+            byTable.values().forEach(workers -> workers.remove(worker));
+            byTable.values().removeIf(Map::isEmpty);
         }
     }
 
-    long version() {
-        return jobs.getJobsVersion();
+    /** One push (or the part of it this shard got) for a SYNC clock. */
+    record Part(long sequence, long[] keys, float[] gradients) {}
+
+    /** What a push of a job's worker is to do with its gradients. */
+    enum Route {
+        /** Apply as soon as accepted. */
+        APPLY,
+        /** Keep them for the clock they belong to ({@link #buffer}). */
+        BUFFER
+    }
+
+    /** A pull waiting for a clock; {@link #cancel()} when its call ends first. */
+    interface Wait {
+        void cancel();
+    }
+
+    private final Executor executor;
+    private final Applier applier;
+    private final Map<String, Job> jobs = new HashMap<>();
+    private long version;
+
+    JobClocks(final Executor executor, final Applier applier) {
+        this.executor = executor;
+        this.applier = applier;
+    }
+
+    // ---- the proxy's list
+
+    /** Replaces the job list with the proxy's, unless the shard already holds that version or a newer one. */
+    void update(final UpdateJobsRequest request) {
+        final List<Runnable> wake = new ArrayList<>();
+        synchronized (this) {
+            if (request.getJobsVersion() <= version) {
+                return;
+            }
+            version = request.getJobsVersion();
+            final Set<String> listed = new HashSet<>();
+            for (final JobInfo info : request.getJobsList()) {
+                listed.add(info.getSpec().getJobId());
+                final Job job = jobs.computeIfAbsent(info.getSpec().getJobId(), Job::new);
+                job.take(info);
+                job.advance(wake);
+            }
+            for (final Iterator<Job> it = jobs.values().iterator(); it.hasNext(); ) {
+                final Job job = it.next();
+                if (!listed.contains(job.id)) {
+                    it.remove();
+                    job.end(wake);
+                }
+            }
+        }
+        wake.forEach(executor::execute);
+    }
+
+    synchronized long version() {
+        return version;
+    }
+
+    // ---- requests
+
+    /**
+     * Checks that a push to {@code table} from {@code jobId} (empty: a client outside any job) may update it, and
+     * says how. Refuses a push from outside the SYNC/SSP job that holds the table, and one from a job that does not
+     * hold it when that job is SYNC or SSP.
+     *
+     * @throws PsException FAILED_PRECONDITION (mixing modes, a worker no longer a member, a clock already applied)
+     *     or job-pending (the proxy's news has not reached this shard yet).
+     */
+    Route route(final String table, final String jobId, final int worker, final long clock) {
+        final List<Runnable> wake = new ArrayList<>();
+        final Route route;
+        synchronized (this) {
+            route = routeLocked(table, jobId, worker, clock, wake);
+        }
+        wake.forEach(executor::execute);
+        return route;
+    }
+
+    private Route routeLocked(
+            final String table, final String jobId, final int worker, final long clock, final List<Runnable> wake) {
+        final Job holder = holderOf(table);
+        if (holder != null && !holder.id.equals(jobId)) {
+            throw mixing(table, holder, jobId);
+        }
+        if (jobId.isEmpty()) {
+            return Route.APPLY;
+        }
+        final Job job = known(jobId);
+        if (job.mode == UpdateMode.ASYNC) {
+            return Route.APPLY;
+        }
+        if (!job.tables.contains(table)) {
+            throw PsException.jobPending(
+                    "table '" + table + "' is not yet attached to job '" + jobId + "' on this shard", 0);
+        }
+        final Member member = job.member(worker);
+        job.implicitJoin(member, clock - 1);
+        job.advance(wake);
+        if (clock <= job.applied) {
+            throw PsException.failedPrecondition("job '" + jobId + "': worker " + worker + " pushed for clock " + clock
+                    + ", which this shard has already applied (applied through " + job.applied + ")");
+        }
+        if (clock <= member.ended) {
+            throw PsException.failedPrecondition("job '" + jobId + "': worker " + worker + " pushed for clock " + clock
+                    + " after it ended that clock (ended " + member.ended + ")");
+        }
+        return job.mode == UpdateMode.SYNC ? Route.BUFFER : Route.APPLY;
+    }
+
+    /** Keeps a SYNC push for its clock (after {@link #route} said BUFFER, under the push's sequence window). */
+    synchronized void buffer(
+            final String table,
+            final String jobId,
+            final int worker,
+            final long clock,
+            final long sequence,
+            final long[] keys,
+            final float[] gradients) {
+        final Job job = known(jobId);
+        final Member member = job.member(worker);
+        if (clock <= job.applied || clock <= member.ended) {
+            throw PsException.failedPrecondition("job '" + jobId + "': clock " + clock + " of worker " + worker
+                    + " was applied or ended while its push was checked; push again for the current clock");
+        }
+        job.pending
+                .computeIfAbsent(clock, c -> new ClockUpdates())
+                .add(table, worker, new Part(sequence, keys, gradients));
+    }
+
+    /** What a Clock call was answered. */
+    record Reported(boolean accepted, long applied) {}
+
+    /**
+     * A worker ended {@code ended} (-1: it is about to start clock 0). Its first report here is its join: not
+     * accepted when this shard has applied past {@code ended}.
+     */
+    Reported report(final String jobId, final int worker, final long ended) {
+        final List<Runnable> wake = new ArrayList<>();
+        final Reported reported;
+        synchronized (this) {
+            final Job job = known(jobId);
+            final Member member = job.member(worker);
+            if (!member.reported) {
+                if (ended < job.applied) {
+                    return new Reported(false, job.applied);
+                }
+                member.join(ended);
+            } else if (ended > member.ended) {
+                member.ended = ended;
+            }
+            job.advance(wake);
+            reported = new Reported(true, job.applied);
+        }
+        wake.forEach(executor::execute);
+        return reported;
+    }
+
+    /** The mode of a job this shard knows (job-pending when it does not know it yet). */
+    synchronized UpdateMode modeOf(final String jobId) {
+        return known(jobId).mode;
+    }
+
+    /**
+     * Runs {@code ready} on the executor once worker {@code worker} of {@code jobId}, at clock {@code clock}, may
+     * read: at once (on the caller's thread, returning null) when it may now. Otherwise returns the wait, which ends
+     * by running {@code ready} or {@code failed} (the job ended, the worker was dropped) on the executor, or by
+     * {@link Wait#cancel()}.
+     */
+    Wait whenReadable(
+            final String jobId,
+            final int worker,
+            final long clock,
+            final Runnable ready,
+            final Consumer<Throwable> failed) {
+        final List<Runnable> wake = new ArrayList<>();
+        final Waiter waiter;
+        synchronized (this) {
+            final Job job = known(jobId);
+            if (job.mode == UpdateMode.ASYNC) {
+                ready.run();
+                return null;
+            }
+            final Member member = job.member(worker);
+            job.implicitJoin(member, clock - 1);
+            job.advance(wake);
+            final long needed = clock - job.staleness - 1;
+            if (job.applied >= needed) {
+                waiter = null;
+            } else {
+                waiter = new Waiter(job, worker, needed, ready, failed);
+                job.waiters.add(waiter);
+            }
+        }
+        wake.forEach(executor::execute);
+        if (waiter == null) {
+            ready.run();
+        }
+        return waiter;
+    }
+
+    /** A job's clocks on this shard (tests, status). */
+    record Snapshot(long applied, Map<Integer, Long> ended, int pendingClocks, int waiters) {}
+
+    synchronized Snapshot snapshot(final String jobId) {
+        final Job job = jobs.get(jobId);
+        if (job == null) {
+            return null;
+        }
+        final Map<Integer, Long> ended = new TreeMap<>();
+        job.members.forEach((id, member) -> ended.put(id, member.reported ? member.ended : null));
+        return new Snapshot(job.applied, ended, job.pending.size(), job.waiters.size());
+    }
+
+    /** Pulls waiting for a clock, over every job (tests: a waiting pull holds no thread but is counted here). */
+    synchronized int waiting() {
+        return jobs.values().stream().mapToInt(job -> job.waiters.size()).sum();
+    }
+
+    // ---- internals, under the monitor
+
+    private Job known(final String jobId) {
+        final Job job = jobs.get(jobId);
+        if (job == null || !job.started) {
+            throw PsException.jobPending(
+                    "job '" + jobId + "' is not known to this shard yet (or has not started); the proxy tells it", 0);
+        }
+        return job;
+    }
+
+    /** The SYNC/SSP job with live workers that lists {@code table}, or null. */
+    private Job holderOf(final String table) {
+        for (final Job job : jobs.values()) {
+            if (job.mode != UpdateMode.ASYNC && !job.members.isEmpty() && job.tables.contains(table)) {
+                return job;
+            }
+        }
+        return null;
+    }
+
+    private static PsException mixing(final String table, final Job holder, final String jobId) {
+        return PsException.failedPrecondition("table '" + table + "' is updated by job '" + holder.id + "' in "
+                + holder.describeMode() + " mode; "
+                + (jobId.isEmpty()
+                        ? "this push comes from a client outside any job"
+                        : "job '" + jobId + "' pushes to it")
+                + ": a table takes one update mode at a time");
+    }
+
+    private final class Job {
+        final String id;
+        final TreeMap<Integer, Member> members = new TreeMap<>();
+        final TreeMap<Long, ClockUpdates> pending = new TreeMap<>();
+        final List<Waiter> waiters = new ArrayList<>();
+        final Set<String> tables = new HashSet<>();
+        UpdateMode mode = UpdateMode.ASYNC;
+        int staleness;
+        boolean started;
+        int nextWorkerId;
+        long infoVersion = -1;
+        // Every clock up to this one is applied here (SSP: ended by every live worker, its pushes applied).
+        long applied = -1;
+        // A SYNC clock's gradients are with the applier.
+        boolean applying;
+
+        Job(final String id) {
+            this.id = id;
+        }
+
+        String describeMode() {
+            return mode == UpdateMode.SSP ? "ssp:" + staleness : mode.name().toLowerCase(java.util.Locale.ROOT);
+        }
+
+        void take(final JobInfo info) {
+            if (info.getVersion() <= infoVersion) {
+                return;
+            }
+            infoVersion = info.getVersion();
+            if (mode != info.getSpec().getMode() && started) {
+                // The job was registered anew in another mode (it had no live workers): its old clocks mean nothing.
+                pending.clear();
+                applied = -1;
+            }
+            mode = info.getSpec().getMode();
+            staleness = mode == UpdateMode.SSP ? info.getSpec().getStaleness() : 0;
+            started = info.getStarted();
+            nextWorkerId = info.getNextWorkerId();
+            tables.clear();
+            tables.addAll(info.getTablesList());
+            final Set<Integer> live = new HashSet<>();
+            for (final JobWorker worker : info.getWorkersList()) {
+                live.add(worker.getWorkerId());
+                members.computeIfAbsent(worker.getWorkerId(), Member::new);
+            }
+            for (final Iterator<Member> it = members.values().iterator(); it.hasNext(); ) {
+                final Member member = it.next();
+                if (!live.contains(member.id)) {
+                    it.remove();
+                    pending.values().forEach(updates -> updates.removeWorker(member.id));
+                    failWaitersOf(member.id, "worker " + member.id + " of job '" + id + "' is no longer a member");
+                    LOG.info("job {}: worker {} left or lapsed; clocks no longer wait for it", id, member.id);
+                }
+            }
+        }
+
+        Member member(final int worker) {
+            final Member member = members.get(worker);
+            if (member != null) {
+                return member;
+            }
+            if (worker < nextWorkerId) {
+                throw PsException.failedPrecondition("worker " + worker + " of job '" + id
+                        + "' is no longer a member (it left or its lease lapsed); join the job again");
+            }
+            throw PsException.jobPending(
+                    "worker " + worker + " of job '" + id + "' is not known to this shard yet; the proxy tells it", 0);
+        }
+
+        /** A tagged request says its worker ended {@code ended}: the worker's join here if it had not reported. */
+        void implicitJoin(final Member member, final long ended) {
+            if (!member.reported && ended >= applied) {
+                member.join(ended);
+            }
+        }
+
+        /** Applies (SYNC) or marks (SSP) every clock all live workers have ended; collects the pulls it frees. */
+        void advance(final List<Runnable> wake) {
+            if (!started || members.isEmpty()) {
+                return;
+            }
+            long lowest = Long.MAX_VALUE;
+            for (final Member member : members.values()) {
+                if (!member.reported) {
+                    return;
+                }
+                lowest = Math.min(lowest, member.ended);
+            }
+            if (mode != UpdateMode.SYNC) {
+                applied = Math.max(applied, lowest);
+            } else {
+                while (!applying && applied < lowest) {
+                    final long clock = applied + 1;
+                    final ClockUpdates updates = pending.remove(clock);
+                    if (updates == null || updates.byTable.isEmpty()) {
+                        applied = clock;
+                        continue;
+                    }
+                    applying = true;
+                    final int participants = participants(clock);
+                    wake.add(() -> applier.apply(id, clock, updates, participants)
+                            .whenComplete((done, failure) -> applied(clock, failure)));
+                }
+            }
+            for (final Iterator<Waiter> it = waiters.iterator(); it.hasNext(); ) {
+                final Waiter waiter = it.next();
+                if (applied >= waiter.needed) {
+                    it.remove();
+                    wake.add(waiter.ready);
+                }
+            }
+        }
+
+        private int participants(final long clock) {
+            int count = 0;
+            for (final Member member : members.values()) {
+                if (member.start <= clock) {
+                    count++;
+                }
+            }
+            return Math.max(1, count);
+        }
+
+        private void applied(final long clock, final Throwable failure) {
+            if (failure != null) {
+                LOG.error("job {}: applying clock {} failed; its rows are counted as dropped", id, clock, failure);
+            }
+            final List<Runnable> wake = new ArrayList<>();
+            synchronized (JobClocks.this) {
+                applying = false;
+                applied = Math.max(applied, clock);
+                advance(wake);
+            }
+            wake.forEach(executor::execute);
+        }
+
+        private void failWaitersOf(final int worker, final String why) {
+            for (final Iterator<Waiter> it = waiters.iterator(); it.hasNext(); ) {
+                final Waiter waiter = it.next();
+                if (waiter.worker == worker) {
+                    it.remove();
+                    final Consumer<Throwable> failed = waiter.failed;
+                    executor.execute(() -> failed.accept(PsException.failedPrecondition(why)));
+                }
+            }
+        }
+
+        void end(final List<Runnable> wake) {
+            pending.clear();
+            for (final Waiter waiter : waiters) {
+                final Consumer<Throwable> failed = waiter.failed;
+                wake.add(() -> failed.accept(
+                        PsException.failedPrecondition("job '" + id + "' ended while a pull waited for a clock")));
+            }
+            waiters.clear();
+        }
+    }
+
+    private static final class Member {
+        final int id;
+        boolean reported;
+        long ended;
+        // The first clock it takes part in here.
+        long start;
+
+        Member(final int id) {
+            this.id = id;
+        }
+
+        void join(final long endedClock) {
+            reported = true;
+            ended = endedClock;
+            start = endedClock + 1;
+        }
+    }
+
+    private final class Waiter implements Wait {
+        final Job job;
+        final int worker;
+        final long needed;
+        final Runnable ready;
+        final Consumer<Throwable> failed;
+
+        Waiter(final Job job, final int worker, final long needed, final Runnable ready, final Consumer<Throwable> f) {
+            this.job = job;
+            this.worker = worker;
+            this.needed = needed;
+            this.ready = ready;
+            this.failed = f;
+        }
+
+        @Override
+        public void cancel() {
+            synchronized (JobClocks.this) {
+                job.waiters.remove(this);
+            }
+        }
     }
 }

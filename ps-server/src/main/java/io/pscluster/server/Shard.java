@@ -9,11 +9,13 @@ import io.pscluster.checkpoint.Manifest;
 import io.pscluster.checkpoint.RowFileInfo;
 import io.pscluster.checkpoint.RowFileReader;
 import io.pscluster.checkpoint.RowFileWriter;
+import io.pscluster.proto.v1.Aggregation;
 import io.pscluster.proto.v1.CheckpointFile;
 import io.pscluster.proto.v1.RoutingTable;
 import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.proto.v1.TableStats;
 import io.pscluster.proto.v1.UpdateJobsRequest;
+import io.pscluster.proto.v1.UpdateMode;
 import io.pscluster.server.table.ParameterTable;
 import io.pscluster.server.table.PartitionWriters;
 import io.pscluster.server.table.SlotSnapshot;
@@ -30,11 +32,15 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.LockSupport;
+import java.util.function.Consumer;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
@@ -70,7 +76,8 @@ public final class Shard implements AutoCloseable {
     // Pushes between their lease check and the end of their offer: a drain waits for them to reach the writers.
     private final AtomicInteger pushesInFlight = new AtomicInteger();
     private final PushSequenceWindows sequences = new PushSequenceWindows();
-    private final JobClocks jobs = new JobClocks();
+    private final ExecutorService clockExecutor = Executors.newFixedThreadPool(2, ProxyLink.daemon("ps-clock"));
+    private final JobClocks jobs = new JobClocks(clockExecutor, this::applyClock);
     private final PartitionWriters writers;
     private final Configuration hadoopConf;
     private final int maxKeysPerRequest;
@@ -285,10 +292,35 @@ public final class Shard implements AutoCloseable {
             final long sequence,
             final long[] keys,
             final float[] gradients) {
+        return push(tableName, routingEpoch, clientId, sequence, keys, gradients, JobTag.NONE);
+    }
+
+    /** Who sent a request, when a job's worker did: its job, worker id and clock. */
+    public record JobTag(String jobId, int workerId, long clock) {
+        /** A client outside any job. */
+        public static final JobTag NONE = new JobTag("", 0, 0);
+
+        public boolean inJob() {
+            return !jobId.isEmpty();
+        }
+    }
+
+    /**
+     * {@link #push(String, long, long, long, long[], float[])} from a job's worker: refused when the table is held by
+     * another job's mode; a SYNC job's gradients are kept for their clock (applied once every live worker ended it).
+     */
+    public PushResult push(
+            final String tableName,
+            final long routingEpoch,
+            final long clientId,
+            final long sequence,
+            final long[] keys,
+            final float[] gradients,
+            final JobTag tag) {
         requests.incrementAndGet();
         pushesInFlight.incrementAndGet();
         try {
-            return checkAndOffer(tableName, routingEpoch, clientId, sequence, keys, gradients);
+            return checkAndOffer(tableName, routingEpoch, clientId, sequence, keys, gradients, tag);
         } finally {
             pushesInFlight.decrementAndGet();
         }
@@ -300,7 +332,8 @@ public final class Shard implements AutoCloseable {
             final long clientId,
             final long sequence,
             final long[] keys,
-            final float[] gradients) {
+            final float[] gradients,
+            final JobTag tag) {
         final SlotOwnership.View view = ownership.view();
         checkServing(routingEpoch, view.epoch());
         final ParameterTable table = table(tableName);
@@ -325,17 +358,21 @@ public final class Shard implements AutoCloseable {
                         + name() + "; " + absent + " new rows would pass its cap of " + maxRows + " rows");
             }
         }
+        final JobClocks.Route route = jobs.route(tableName, tag.jobId(), tag.workerId(), tag.clock());
+        final Runnable accept = route == JobClocks.Route.BUFFER
+                ? () -> jobs.buffer(tableName, tag.jobId(), tag.workerId(), tag.clock(), sequence, keys, gradients)
+                : () -> offer(table, keys, slots, gradients);
         if (clientId == 0) {
-            offer(table, keys, slots, gradients);
+            accept.run();
             return new PushResult(keys.length, false);
         }
         final PushSequenceWindows.Window window = sequences.window(clientId);
-        // Check, offer and record under one monitor: two copies of a push arriving at once are accepted once.
+        // Check, accept and record under one monitor: two copies of a push arriving at once are accepted once.
         synchronized (window) {
             if (window.seen(sequence)) {
                 return new PushResult(keys.length, true);
             }
-            offer(table, keys, slots, gradients);
+            accept.run();
             window.record(sequence);
         }
         return new PushResult(keys.length, false);
@@ -763,6 +800,85 @@ public final class Shard implements AutoCloseable {
 
     // ---- jobs
 
+    /**
+     * A job's worker ended {@code ended} on this shard (see {@link JobClocks#report}). SSP: once the writers have
+     * applied every push accepted before, so that the worker reads its own pushes. The future completes with the
+     * answer, never on a gRPC thread's time.
+     */
+    public CompletableFuture<JobClocks.Reported> endClock(final String jobId, final int workerId, final long ended) {
+        requests.incrementAndGet();
+        if (jobs.modeOf(jobId) == UpdateMode.SYNC) {
+            return CompletableFuture.completedFuture(jobs.report(jobId, workerId, ended));
+        }
+        return flush().thenApplyAsync(done -> jobs.report(jobId, workerId, ended), clockExecutor);
+    }
+
+    /** Completes once every push accepted before the call has been applied. */
+    public CompletableFuture<Void> flush() {
+        return writers.runOnAll(partition -> null).thenApply(done -> null);
+    }
+
+    /**
+     * Runs {@code ready} once worker {@code tag} may read at its clock (at once, on this thread, when it may now or is
+     * not in a SYNC/SSP job); see {@link JobClocks#whenReadable}. Returns the wait to cancel when the call ends first.
+     */
+    public JobClocks.Wait whenReadable(final JobTag tag, final Runnable ready, final Consumer<Throwable> failed) {
+        if (!tag.inJob()) {
+            ready.run();
+            return null;
+        }
+        return jobs.whenReadable(tag.jobId(), tag.workerId(), tag.clock(), ready, failed);
+    }
+
+    /** A job's clocks on this shard, null when it does not know the job (tests, diagnostics). */
+    public JobClocks.Snapshot jobClocks(final String jobId) {
+        return jobs.snapshot(jobId);
+    }
+
+    /** Pulls waiting for a clock (each holds no thread). */
+    public int waitingPulls() {
+        return jobs.waiting();
+    }
+
+    /**
+     * Combines one SYNC clock's gradients per table (worker id order, then push sequence, so that runs agree to the
+     * bit), divides by the participants for MEAN tables, and queues each table's sum as one push.
+     */
+    private CompletableFuture<Void> applyClock(
+            final String jobId, final long clock, final JobClocks.ClockUpdates updates, final int participants) {
+        for (final var entry : updates.byTable.entrySet()) {
+            final ParameterTable table = tables.get(entry.getKey());
+            if (table == null) {
+                LOG.warn(
+                        "job {} clock {}: table '{}' was dropped before the clock was applied",
+                        jobId,
+                        clock,
+                        entry.getKey());
+                continue;
+            }
+            final ClockSum sum = new ClockSum(table.dim());
+            entry.getValue()
+                    .values()
+                    .forEach(bySequence -> bySequence
+                            .values()
+                            .forEach(parts -> parts.forEach(part -> sum.add(part.keys(), part.gradients()))));
+            if (table.schema().getAggregation() == Aggregation.MEAN) {
+                sum.divide(participants);
+            }
+            final long[] keys = sum.keys();
+            final float[] gradients = sum.gradients();
+            final int[] slots = table.slotsOf(keys);
+            while (!table.offerPush(keys, slots, gradients)) {
+                if (writers.isClosing()) {
+                    return CompletableFuture.failedFuture(
+                            new IllegalStateException("shard closing: clock " + clock + " of job " + jobId));
+                }
+                LockSupport.parkNanos(TimeUnit.MICROSECONDS.toNanos(200));
+            }
+        }
+        return flush();
+    }
+
     /** Takes the proxy's job list (from UpdateJobs or a heartbeat answer) unless it holds that version already. */
     public void updateJobs(final UpdateJobsRequest request) {
         jobs.update(request);
@@ -791,5 +907,6 @@ public final class Shard implements AutoCloseable {
     @Override
     public void close() {
         writers.close();
+        clockExecutor.shutdownNow();
     }
 }

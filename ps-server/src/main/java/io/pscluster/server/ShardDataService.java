@@ -1,13 +1,19 @@
 package io.pscluster.server;
 
 import com.google.protobuf.UnsafeByteOperations;
+import io.grpc.Context;
+import io.grpc.stub.ServerCallStreamObserver;
 import io.grpc.stub.StreamObserver;
+import io.pscluster.proto.v1.ClockRequest;
+import io.pscluster.proto.v1.ClockResponse;
 import io.pscluster.proto.v1.CreateTableRequest;
 import io.pscluster.proto.v1.CreateTableResponse;
 import io.pscluster.proto.v1.DescribeTableRequest;
 import io.pscluster.proto.v1.DescribeTableResponse;
 import io.pscluster.proto.v1.DropTableRequest;
 import io.pscluster.proto.v1.DropTableResponse;
+import io.pscluster.proto.v1.FlushRequest;
+import io.pscluster.proto.v1.FlushResponse;
 import io.pscluster.proto.v1.PullRequest;
 import io.pscluster.proto.v1.PullResponse;
 import io.pscluster.proto.v1.PushRequest;
@@ -18,6 +24,8 @@ import io.pscluster.server.table.ParameterTable;
 import io.pscluster.wire.LittleEndian;
 import io.pscluster.wire.PsException;
 import io.pscluster.wire.Unary;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
 
 /** The shard's data plane over gRPC: decodes requests, calls {@link Shard}, maps failures to statuses. */
 final class ShardDataService extends ShardServiceGrpc.ShardServiceImplBase {
@@ -77,7 +85,8 @@ final class ShardDataService extends ShardServiceGrpc.ShardServiceImplBase {
                     request.getClientId(),
                     request.getSequence(),
                     keys,
-                    gradients);
+                    gradients,
+                    new Shard.JobTag(request.getJobId(), request.getWorkerId(), request.getClock()));
             if (faults.fire(FaultPoints.LOSE_PUSH_ANSWER)) {
                 throw PsException.unavailable("fault injected: the answer to an accepted push was lost");
             }
@@ -88,9 +97,30 @@ final class ShardDataService extends ShardServiceGrpc.ShardServiceImplBase {
         });
     }
 
+    /**
+     * A pull from a SYNC or SSP job's worker waits here, holding no thread, until the shard has the parameters the
+     * worker may read at its clock; the wait ends with the call (its deadline, or the caller cancelling it).
+     */
     @Override
     public void pull(final PullRequest request, final StreamObserver<PullResponse> response) {
         followNewerEpoch(request.getRoutingEpoch());
+        final Shard.JobTag tag = new Shard.JobTag(request.getJobId(), request.getWorkerId(), request.getClock());
+        final JobClocks.Wait wait;
+        try {
+            wait = shard.whenReadable(tag, () -> answerPull(request, response), failure -> fail(response, failure));
+        } catch (RuntimeException e) {
+            fail(response, e);
+            return;
+        }
+        if (wait != null) {
+            Context.current().addListener(context -> wait.cancel(), Runnable::run);
+        }
+    }
+
+    private void answerPull(final PullRequest request, final StreamObserver<PullResponse> response) {
+        if (response instanceof ServerCallStreamObserver<PullResponse> call && call.isCancelled()) {
+            return;
+        }
         Unary.respond(response, () -> {
             final long[] keys = LittleEndian.decodeLongs(request.getKeys(), "keys");
             return PullResponse.newBuilder()
@@ -98,6 +128,47 @@ final class ShardDataService extends ShardServiceGrpc.ShardServiceImplBase {
                             shard.pull(request.getTable(), request.getRoutingEpoch(), keys)))
                     .build();
         });
+    }
+
+    @Override
+    public void clock(final ClockRequest request, final StreamObserver<ClockResponse> response) {
+        final CompletableFuture<JobClocks.Reported> reported;
+        try {
+            reported = shard.endClock(request.getJobId(), request.getWorkerId(), request.getEndedClock());
+        } catch (RuntimeException e) {
+            fail(response, e);
+            return;
+        }
+        reported.whenComplete((answer, failure) -> {
+            if (failure != null) {
+                fail(response, failure instanceof CompletionException ? failure.getCause() : failure);
+                return;
+            }
+            response.onNext(ClockResponse.newBuilder()
+                    .setAccepted(answer.accepted())
+                    .setAppliedClock(answer.applied())
+                    .build());
+            response.onCompleted();
+        });
+    }
+
+    @Override
+    public void flush(final FlushRequest request, final StreamObserver<FlushResponse> response) {
+        shard.flush().whenComplete((done, failure) -> {
+            if (failure != null) {
+                fail(response, failure instanceof CompletionException ? failure.getCause() : failure);
+                return;
+            }
+            response.onNext(FlushResponse.getDefaultInstance());
+            response.onCompleted();
+        });
+    }
+
+    private static void fail(final StreamObserver<?> response, final Throwable failure) {
+        if (response instanceof ServerCallStreamObserver<?> call && call.isCancelled()) {
+            return;
+        }
+        response.onError(PsException.toStatus(failure));
     }
 
     private void followNewerEpoch(final long clientEpoch) {

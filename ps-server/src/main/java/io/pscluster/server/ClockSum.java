@@ -1,0 +1,63 @@
+package io.pscluster.server;
+
+import java.util.Arrays;
+import org.agrona.collections.Long2LongHashMap;
+
+/**
+ * The gradients of one SYNC clock for one table, summed per key in the order they are added: a key's first row is
+ * copied, later ones are added element by element, so that the same rows added in the same order give the same
+ * bits.
+ */
+final class ClockSum {
+    private static final long ABSENT = -1;
+
+    private final int dim;
+    private final Long2LongHashMap rowOf = new Long2LongHashMap(ABSENT);
+    private long[] keys = new long[64];
+    private float[] sums;
+    private int count;
+
+    ClockSum(final int dim) {
+        this.dim = dim;
+        this.sums = new float[64 * dim];
+    }
+
+    /** Adds {@code keys.length} rows of {@code dim} gradients each. */
+    void add(final long[] rowKeys, final float[] gradients) {
+        for (int i = 0; i < rowKeys.length; i++) {
+            final long key = rowKeys[i];
+            final long row = rowOf.get(key);
+            final int from = i * dim;
+            if (row == ABSENT) {
+                if (count == keys.length) {
+                    keys = Arrays.copyOf(keys, count * 2);
+                    sums = Arrays.copyOf(sums, count * 2 * dim);
+                }
+                keys[count] = key;
+                System.arraycopy(gradients, from, sums, count * dim, dim);
+                rowOf.put(key, count);
+                count++;
+            } else {
+                final int to = (int) row * dim;
+                for (int d = 0; d < dim; d++) {
+                    sums[to + d] += gradients[from + d];
+                }
+            }
+        }
+    }
+
+    /** Divides every sum by {@code participants} (MEAN aggregation). */
+    void divide(final int participants) {
+        for (int i = 0; i < count * dim; i++) {
+            sums[i] /= participants;
+        }
+    }
+
+    long[] keys() {
+        return Arrays.copyOf(keys, count);
+    }
+
+    float[] gradients() {
+        return Arrays.copyOf(sums, count * dim);
+    }
+}
