@@ -11,6 +11,7 @@ import io.pscluster.proto.v1.CreateTableRequest;
 import io.pscluster.proto.v1.DropTableRequest;
 import io.pscluster.proto.v1.GetRoutingTableRequest;
 import io.pscluster.proto.v1.GetRoutingTableResponse;
+import io.pscluster.proto.v1.JobSpec;
 import io.pscluster.proto.v1.ListTablesRequest;
 import io.pscluster.proto.v1.ProxyServiceGrpc;
 import io.pscluster.proto.v1.RollbackEvent;
@@ -97,6 +98,7 @@ public final class PsClient implements AutoCloseable {
     private long lastRollbackId = -1;
     private final List<RollbackEvent> rollbacks = new ArrayList<>();
     private final List<Consumer<RollbackEvent>> rollbackListeners = new ArrayList<>();
+    private volatile JobSession session;
 
     private PsClient(final Context context) {
         this.context = context;
@@ -127,11 +129,67 @@ public final class PsClient implements AutoCloseable {
                     context.routingRefreshMs,
                     context.routingRefreshMs,
                     TimeUnit.MILLISECONDS);
+            if (context.job != null) {
+                client.session =
+                        JobSession.join(client, client.proxy, context.job, context.joinTimeoutMs, client.timer);
+            }
         } catch (RuntimeException e) {
             client.close();
             throw e;
         }
         return client;
+    }
+
+    // ---- the job this client works for (Context#job)
+
+    /** This worker's id in its job; -1 for a client outside any job. */
+    public int workerId() {
+        final JobSession job = session;
+        return job == null ? -1 : job.workerId();
+    }
+
+    /** The clock this worker is at (its pushes belong to it; its pulls read what this clock may see); 0 outside a job. */
+    public long currentClock() {
+        final JobSession job = session;
+        return job == null ? 0 : job.clock();
+    }
+
+    /**
+     * Ends the current clock and moves to the next one; returns it. SYNC and SSP: the end reaches every shard (also
+     * those this worker pushed nothing to) before it returns; call it after the clock's pushes have returned. ASYNC:
+     * only counts (the clock shows in {@code psctl status}).
+     *
+     * @throws IllegalStateException for a client outside any job.
+     * @throws StatusRuntimeException FAILED_PRECONDITION once the worker was dropped from the job (its lease lapsed);
+     *     DEADLINE_EXCEEDED when a shard could not be reached within the deadline.
+     */
+    public long clock() {
+        return session("clock()").endClock();
+    }
+
+    /**
+     * Returns once every push this client has had acknowledged has been applied on its shard (async pushes are applied
+     * in the background): for tests, evaluation and checkpoints. Pushes still in flight are not waited for.
+     */
+    public void flush() {
+        final JobSession job = session;
+        if (job != null) {
+            job.flush();
+            return;
+        }
+        JobSession.flushAll(this);
+    }
+
+    JobSession session() {
+        return session;
+    }
+
+    private JobSession session(final String what) {
+        final JobSession job = session;
+        if (job == null) {
+            throw new IllegalStateException(what + " needs a client that joined a job (PsClient.Context.job)");
+        }
+        return job;
     }
 
     /**
@@ -146,6 +204,18 @@ public final class PsClient implements AutoCloseable {
         return table(schema.getName());
     }
 
+    /** A client in a job binds every table it opens to the job's update mode (refused when another mode holds it). */
+    private PsTable attached(final TableSchema schema) {
+        final JobSession job = session;
+        if (job != null) {
+            atProxy(() -> {
+                job.attach(proxy(), schema.getName());
+                return null;
+            });
+        }
+        return new PsTable(this, schema);
+    }
+
     /**
      * A handle to an existing table.
      *
@@ -155,7 +225,7 @@ public final class PsClient implements AutoCloseable {
         for (final TableSchema schema : atProxy(() -> proxy().listTables(ListTablesRequest.getDefaultInstance()))
                 .getTablesList()) {
             if (schema.getName().equals(name)) {
-                return new PsTable(this, schema);
+                return attached(schema);
             }
         }
         throw PsException.toStatus(PsException.notFound("table '" + name + "' does not exist"));
@@ -518,6 +588,13 @@ public final class PsClient implements AutoCloseable {
      */
     @Override
     public void close() {
+        if (closed.get()) {
+            return;
+        }
+        final JobSession job = session;
+        if (job != null) {
+            job.leave(proxy);
+        }
         if (!closed.compareAndSet(false, true)) {
             return;
         }
@@ -560,6 +637,24 @@ public final class PsClient implements AutoCloseable {
         private long maxBackoffMs = 1_000;
         private long routingRefreshMs = 5_000;
         private int maxMessageBytes = 256 << 20;
+        private JobSpec job;
+        private long joinTimeoutMs = 600_000;
+
+        /**
+         * Makes this client a worker of a job (registered with this spec if it is not yet, identical otherwise):
+         * connect joins it, waiting until the job's {@code expected_workers} have joined (at most
+         * {@link #joinTimeoutMs}); close leaves it. The spec's mode says how pushes become visible (see UpdateMode).
+         */
+        public Context job(final JobSpec value) {
+            job = value;
+            return this;
+        }
+
+        /** How long connect waits for the job's other workers to join (default 10 minutes). */
+        public Context joinTimeoutMs(final long value) {
+            joinTimeoutMs = value;
+            return this;
+        }
 
         /** host:port of the proxy. Required. */
         public Context proxyAddress(final String value) {
@@ -618,6 +713,12 @@ public final class PsClient implements AutoCloseable {
             }
             if (maxBackoffMs <= 0) {
                 throw new IllegalArgumentException("maxBackoffMs=" + maxBackoffMs + " must be > 0");
+            }
+            if (job != null) {
+                io.pscluster.wire.UpdateModes.validate(job);
+            }
+            if (joinTimeoutMs <= 0) {
+                throw new IllegalArgumentException("joinTimeoutMs=" + joinTimeoutMs + " must be > 0");
             }
             if (routingRefreshMs <= 0) {
                 throw new IllegalArgumentException("routingRefreshMs=" + routingRefreshMs + " must be > 0");

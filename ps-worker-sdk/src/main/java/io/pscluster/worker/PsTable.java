@@ -109,18 +109,28 @@ public final class PsTable {
     /** Fails with CANCELLED at once when the client is closed, or when it closes before the call completes. */
     public CompletableFuture<float[]> pullAsync(final long[] keys) {
         final float[] values = new float[keys.length * dim];
-        final Call call = new Call(keys);
+        final JobSession job = client.session();
+        if (job != null) {
+            job.checkMember();
+        }
+        // A SYNC/SSP worker's pull waits on the shard for its clock: one attempt may take the whole call.
+        final Call call = new Call(keys, job != null && job.clocked());
+        final long clock = job == null ? 0 : job.clock();
         return client.track(() -> send(call, allPositions(keys.length), null, 0, null, (address, request, deadline) -> {
-                    final PullRequest pull = PullRequest.newBuilder()
+                    final PullRequest.Builder pull = PullRequest.newBuilder()
                             .setTable(name())
                             .setRoutingEpoch(request.epoch())
-                            .setKeys(encodeKeys(keys, request.positions()))
-                            .build();
+                            .setKeys(encodeKeys(keys, request.positions()));
+                    if (job != null) {
+                        pull.setJobId(job.spec().getJobId())
+                                .setWorkerId(job.workerId())
+                                .setClock(clock);
+                    }
                     return this.<PullResponse>unary(
                                     address,
                                     observer -> client.shard(address)
                                             .withDeadline(deadline)
-                                            .pull(pull, observer))
+                                            .pull(pull.build(), observer))
                             .thenAccept(response -> scatter(response.getValues(), request.positions(), values));
                 })
                 .thenApply(done -> values));
@@ -132,17 +142,27 @@ public final class PsTable {
             throw new IllegalArgumentException("table '" + name() + "' has dim=" + dim + ": " + keys.length
                     + " keys need " + (long) keys.length * dim + " gradient values, got " + gradients.length);
         }
-        final Call call = new Call(keys);
+        final JobSession job = client.session();
+        if (job != null) {
+            job.checkMember();
+        }
+        final Call call = new Call(keys, false);
+        final long clock = job == null ? 0 : job.clock();
         return client.track(() -> send(call, allPositions(keys.length), null, 0, null, (address, request, deadline) -> {
             final KeyDedup.Encoded encoded = KeyDedup.encodePush(keys, gradients, dim, request.positions());
-            final PushRequest push = PushRequest.newBuilder()
+            final PushRequest.Builder builder = PushRequest.newBuilder()
                     .setTable(name())
                     .setRoutingEpoch(request.epoch())
                     .setKeys(encoded.keys())
                     .setGradients(encoded.gradients())
                     .setClientId(client.clientId())
-                    .setSequence(request.lineage().sequence(client))
-                    .build();
+                    .setSequence(request.lineage().sequence(client));
+            if (job != null) {
+                builder.setJobId(job.spec().getJobId())
+                        .setWorkerId(job.workerId())
+                        .setClock(clock);
+            }
+            final PushRequest push = builder.build();
             return this.<PushResponse>unary(
                             address,
                             observer ->
@@ -159,9 +179,12 @@ public final class PsTable {
     private final class Call {
         final Deadline deadline = Deadline.after(client.context().deadlineMs(), TimeUnit.MILLISECONDS);
         final long[] keys;
+        // A pull that waits on the shard for a clock: its attempts are not cut short by attemptTimeoutMs.
+        final boolean longPoll;
 
-        Call(final long[] keys) {
+        Call(final long[] keys, final boolean longPoll) {
             this.keys = keys;
+            this.longPoll = longPoll;
         }
     }
 
@@ -335,8 +358,9 @@ public final class PsTable {
     /** One attempt of {@code request}, with its own deadline, and the retries its failure calls for. */
     private CompletableFuture<Void> attempt(
             final Call call, final String address, final Request request, final RequestSender sender) {
-        final Deadline deadline =
-                call.deadline.minimum(Deadline.after(client.context().attemptTimeoutMs(), TimeUnit.MILLISECONDS));
+        final Deadline deadline = call.longPoll
+                ? call.deadline
+                : call.deadline.minimum(Deadline.after(client.context().attemptTimeoutMs(), TimeUnit.MILLISECONDS));
         CompletableFuture<Void> sent;
         try {
             sent = sender.send(address, request, deadline);

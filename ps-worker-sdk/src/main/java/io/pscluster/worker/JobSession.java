@@ -1,0 +1,336 @@
+package io.pscluster.worker;
+
+import io.grpc.Deadline;
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+import io.grpc.stub.StreamObserver;
+import io.pscluster.proto.v1.AttachTableRequest;
+import io.pscluster.proto.v1.ClockRequest;
+import io.pscluster.proto.v1.ClockResponse;
+import io.pscluster.proto.v1.FlushRequest;
+import io.pscluster.proto.v1.JobSpec;
+import io.pscluster.proto.v1.JoinJobRequest;
+import io.pscluster.proto.v1.JoinJobResponse;
+import io.pscluster.proto.v1.LeaveJobRequest;
+import io.pscluster.proto.v1.ProxyServiceGrpc;
+import io.pscluster.proto.v1.RegisterJobRequest;
+import io.pscluster.proto.v1.RenewWorkerRequest;
+import io.pscluster.proto.v1.ShardServiceGrpc;
+import io.pscluster.proto.v1.UpdateMode;
+import io.pscluster.wire.Backoff;
+import io.pscluster.wire.PsException;
+import io.pscluster.wire.UpdateModes;
+import java.net.InetAddress;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
+import java.util.function.BiFunction;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * A client's membership of a job: it registers the job, joins it (a long poll at the proxy until the job's expected
+ * workers are there), renews the worker's lease in the background, keeps the worker's clock, ends clocks at every
+ * shard, and leaves on close.
+ *
+ * <p>Joining: the proxy gives a start clock (0 for the workers a job starts with); the worker then reports "ended
+ * start - 1" to every shard. A shard that has already applied past that answers not accepted with its applied clock;
+ * the worker then moves its start past the highest such clock and reports again everywhere, so it never takes part
+ * in a clock half-way.
+ *
+ * <p>Clocks: {@link #endClock()} reports the current clock ended to every shard of the routing table (retrying a shard
+ * that cannot be reached, and following the table: a shard that left it is no longer waited for, one that joined is
+ * told), then moves to the next clock. Repeating a report is harmless, so retries are safe.
+ */
+final class JobSession {
+    private static final Logger LOG = LoggerFactory.getLogger(JobSession.class);
+
+    private final PsClient client;
+    private final JobSpec spec;
+    private final int workerId;
+    private final long leaseMs;
+    private volatile long clock;
+    private volatile String expelled;
+
+    private JobSession(
+            final PsClient client, final JobSpec spec, final int workerId, final long start, final long lease) {
+        this.client = client;
+        this.spec = spec;
+        this.workerId = workerId;
+        this.clock = start;
+        this.leaseMs = lease;
+    }
+
+    /** Registers and joins the job, starts renewing, and reports the start to every shard. Blocks. */
+    static JobSession join(
+            final PsClient client,
+            final ProxyServiceGrpc.ProxyServiceBlockingStub proxy,
+            final JobSpec requested,
+            final long joinTimeoutMs,
+            final ScheduledExecutorService timer) {
+        final JobSpec spec = UpdateModes.validate(requested);
+        proxy.withDeadlineAfter(client.context().deadlineMs(), TimeUnit.MILLISECONDS)
+                .registerJob(RegisterJobRequest.newBuilder().setSpec(spec).build());
+        final JoinJobResponse joined = proxy.withDeadlineAfter(joinTimeoutMs, TimeUnit.MILLISECONDS)
+                .joinJob(JoinJobRequest.newBuilder()
+                        .setJobId(spec.getJobId())
+                        .setHost(hostName())
+                        .build());
+        final JobSession session = new JobSession(
+                client, spec, joined.getWorkerId(), joined.getStartClock(), Math.max(100, joined.getLeaseMillis()));
+        final long period = Math.max(50, session.leaseMs / 3);
+        timer.scheduleWithFixedDelay(() -> session.renew(proxy), period, period, TimeUnit.MILLISECONDS);
+        if (spec.getMode() != UpdateMode.ASYNC) {
+            session.reportStart();
+        }
+        LOG.info(
+                "worker {} of job {} ({} mode) starts at clock {}",
+                session.workerId,
+                spec.getJobId(),
+                UpdateModes.describe(spec),
+                session.clock);
+        return session;
+    }
+
+    JobSpec spec() {
+        return spec;
+    }
+
+    int workerId() {
+        return workerId;
+    }
+
+    long clock() {
+        return clock;
+    }
+
+    /** True when pulls wait on the shards for the worker's clock (SYNC and SSP). */
+    boolean clocked() {
+        return spec.getMode() != UpdateMode.ASYNC;
+    }
+
+    /** Fails with the proxy's reason once the worker was dropped from the job. */
+    void checkMember() {
+        final String why = expelled;
+        if (why != null) {
+            throw Status.FAILED_PRECONDITION.withDescription(why).asRuntimeException();
+        }
+    }
+
+    /** Binds a table to the job's mode at the proxy (refused when another mode updates it). */
+    void attach(final ProxyServiceGrpc.ProxyServiceBlockingStub proxy, final String table) {
+        proxy.attachTable(AttachTableRequest.newBuilder()
+                .setJobId(spec.getJobId())
+                .setTable(table)
+                .build());
+    }
+
+    /** Ends the current clock at every shard (SYNC, SSP) and moves to the next; returns the new clock. */
+    long endClock() {
+        checkMember();
+        if (clocked()) {
+            final long ended = clock;
+            everyShard("end clock " + ended, (stub, deadline) -> call(stub, deadline, ended));
+        }
+        clock = clock + 1;
+        return clock;
+    }
+
+    /** Waits until every shard has applied every push it accepted before. */
+    void flush() {
+        checkMember();
+        flushAll(client);
+    }
+
+    /** {@link #flush()} for any client, in a job or not. */
+    static void flushAll(final PsClient client) {
+        everyShard(client, "flush", (stub, deadline) -> {
+            final CompletableFuture<Object> done = new CompletableFuture<>();
+            stub.withDeadline(deadline).flush(FlushRequest.getDefaultInstance(), observer(done));
+            return done;
+        });
+    }
+
+    /** Leaves the job (best effort: a lapsed lease drops it anyway). */
+    void leave(final ProxyServiceGrpc.ProxyServiceBlockingStub proxy) {
+        try {
+            proxy.withDeadlineAfter(Math.min(2_000, client.context().deadlineMs()), TimeUnit.MILLISECONDS)
+                    .leaveJob(LeaveJobRequest.newBuilder()
+                            .setJobId(spec.getJobId())
+                            .setWorkerId(workerId)
+                            .build());
+        } catch (StatusRuntimeException e) {
+            LOG.warn("worker {} could not leave job {}: {}", workerId, spec.getJobId(), e.getMessage());
+        }
+    }
+
+    private void renew(final ProxyServiceGrpc.ProxyServiceBlockingStub proxy) {
+        if (expelled != null || client.isClosed()) {
+            return;
+        }
+        try {
+            proxy.withDeadlineAfter(leaseMs, TimeUnit.MILLISECONDS)
+                    .renewWorker(RenewWorkerRequest.newBuilder()
+                            .setJobId(spec.getJobId())
+                            .setWorkerId(workerId)
+                            .setClock(clock)
+                            .build());
+        } catch (StatusRuntimeException e) {
+            if (e.getStatus().getCode() == Status.Code.FAILED_PRECONDITION
+                    || e.getStatus().getCode() == Status.Code.NOT_FOUND) {
+                expelled = "worker " + workerId + " of job '" + spec.getJobId() + "' was dropped: "
+                        + e.getStatus().getDescription();
+                LOG.error("{}", expelled);
+            } else if (!client.isClosed()) {
+                LOG.warn("worker {} of job {}: lease renewal failed: {}", workerId, spec.getJobId(), e.getMessage());
+            }
+        }
+    }
+
+    /** Reports "ended start - 1" everywhere, moving the start past any shard that has applied beyond it. */
+    private void reportStart() {
+        while (true) {
+            final long ended = clock - 1;
+            final Map<String, ClockResponse> answers =
+                    everyShard("join at clock " + clock, (stub, deadline) -> call(stub, deadline, ended));
+            long latest = ended;
+            for (final ClockResponse answer : answers.values()) {
+                if (!answer.getAccepted()) {
+                    latest = Math.max(latest, answer.getAppliedClock());
+                }
+            }
+            if (latest == ended) {
+                return;
+            }
+            LOG.info(
+                    "worker {} of job {}: clock {} is applied already, starting at {}",
+                    workerId,
+                    spec.getJobId(),
+                    latest,
+                    latest + 1);
+            clock = latest + 1;
+        }
+    }
+
+    private CompletableFuture<ClockResponse> call(
+            final ShardServiceGrpc.ShardServiceStub stub, final Deadline deadline, final long ended) {
+        final CompletableFuture<ClockResponse> done = new CompletableFuture<>();
+        stub.withDeadline(deadline)
+                .clock(
+                        ClockRequest.newBuilder()
+                                .setJobId(spec.getJobId())
+                                .setWorkerId(workerId)
+                                .setEndedClock(ended)
+                                .build(),
+                        observer(done));
+        return done;
+    }
+
+    /**
+     * Calls every shard of the routing table until each has answered, within the client's deadline: a shard that
+     * failed retryably is called again after a backoff under a refreshed table (dropped if it left the table; shards
+     * that joined it are called too). Blocks.
+     *
+     * @throws StatusRuntimeException the first final failure, or DEADLINE_EXCEEDED naming the shards left.
+     */
+    private <T> Map<String, T> everyShard(
+            final String what,
+            final BiFunction<ShardServiceGrpc.ShardServiceStub, Deadline, CompletableFuture<T>> call) {
+        return everyShard(client, "job '" + spec.getJobId() + "' " + what, call);
+    }
+
+    private static <T> Map<String, T> everyShard(
+            final PsClient client,
+            final String what,
+            final BiFunction<ShardServiceGrpc.ShardServiceStub, Deadline, CompletableFuture<T>> call) {
+        final Deadline deadline = Deadline.after(client.context().deadlineMs(), TimeUnit.MILLISECONDS);
+        final Map<String, T> answers = new HashMap<>();
+        final Set<String> failed = new HashSet<>();
+        StatusRuntimeException last = null;
+        for (int attempt = 0; ; attempt++) {
+            final Set<String> todo = new HashSet<>(List.of(client.routing().addresses()));
+            todo.removeAll(answers.keySet());
+            if (todo.isEmpty()) {
+                return answers;
+            }
+            final Map<String, CompletableFuture<T>> sent = new HashMap<>();
+            final Deadline attemptDeadline =
+                    deadline.minimum(Deadline.after(client.context().attemptTimeoutMs(), TimeUnit.MILLISECONDS));
+            for (final String address : todo) {
+                try {
+                    sent.put(address, call.apply(client.shard(address), attemptDeadline));
+                } catch (RuntimeException e) {
+                    sent.put(address, CompletableFuture.failedFuture(e));
+                }
+            }
+            failed.clear();
+            for (final Map.Entry<String, CompletableFuture<T>> entry : sent.entrySet()) {
+                try {
+                    answers.put(entry.getKey(), entry.getValue().join());
+                } catch (CompletionException e) {
+                    final StatusRuntimeException status = PsException.toStatus(PsClient.unwrap(e));
+                    if (client.isClosed()) {
+                        throw PsClient.closedStatus();
+                    }
+                    if (PsTable.classify(status) == PsTable.Retry.NEVER) {
+                        throw PsClient.prefixed(what + " at shard " + entry.getKey(), status);
+                    }
+                    failed.add(entry.getKey());
+                    last = status;
+                }
+            }
+            if (failed.isEmpty()) {
+                continue;
+            }
+            final long remaining = deadline.timeRemaining(TimeUnit.MILLISECONDS);
+            if (remaining <= 0) {
+                throw Status.DEADLINE_EXCEEDED
+                        .withDescription(what + " did not reach shards " + failed + " within "
+                                + client.context().deadlineMs() + " ms; last: " + last.getMessage())
+                        .asRuntimeException();
+            }
+            client.delay(Math.min(
+                            remaining,
+                            Backoff.jitteredMs(
+                                    PsTable.FIRST_BACKOFF_MS, client.context().maxBackoffMs(), attempt)))
+                    .join();
+            try {
+                client.refreshRouting();
+            } catch (StatusRuntimeException e) {
+                last = e;
+            }
+        }
+    }
+
+    private static <T> StreamObserver<T> observer(final CompletableFuture<? super T> done) {
+        return new StreamObserver<>() {
+            @Override
+            public void onNext(final T value) {
+                done.complete(value);
+            }
+
+            @Override
+            public void onError(final Throwable failure) {
+                done.completeExceptionally(failure);
+            }
+
+            @Override
+            public void onCompleted() {}
+        };
+    }
+
+    private static String hostName() {
+        try {
+            return InetAddress.getLocalHost().getHostName() + "/"
+                    + ProcessHandle.current().pid();
+        } catch (java.io.IOException e) {
+            return "pid " + ProcessHandle.current().pid();
+        }
+    }
+}
