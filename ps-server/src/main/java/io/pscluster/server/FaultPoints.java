@@ -16,6 +16,8 @@ import java.util.concurrent.atomic.AtomicInteger;
  *   <li>{@value #FAIL_RESTORE}: a restore attempt fails with a transient {@link java.io.IOException}.
  *   <li>{@value #LOSE_PUSH_ANSWER}: a push is accepted (and will be applied) but its answer is replaced by
  *       UNAVAILABLE, as when the connection drops after the shard took it: the client cannot tell and retries.
+ *   <li>{@value #HOLD_WRITERS}: every partition writer stops (behind what it has queued) until the point is switched
+ *       off: pushes are still accepted and acknowledged, and applied once it is off.
  * </ul>
  *
  * <p>Thread-safe. A point switched on with {@code times > 0} fires that many times, then switches itself off.
@@ -24,10 +26,11 @@ public final class FaultPoints {
     public static final String DROP_HEARTBEATS = "drop-heartbeats";
     public static final String FAIL_RESTORE = "fail-restore";
     public static final String LOSE_PUSH_ANSWER = "lose-push-answer";
+    public static final String HOLD_WRITERS = "hold-writers";
     /** The system property that allows fault injection. */
     public static final String ENABLE_PROPERTY = "pscluster.faults";
 
-    private static final Set<String> KNOWN = Set.of(DROP_HEARTBEATS, FAIL_RESTORE, LOSE_PUSH_ANSWER);
+    private static final Set<String> KNOWN = Set.of(DROP_HEARTBEATS, FAIL_RESTORE, LOSE_PUSH_ANSWER, HOLD_WRITERS);
     /** Remaining firings of a point that is on; {@link Integer#MAX_VALUE} for "until switched off". */
     private final Map<String, AtomicInteger> armed = new ConcurrentHashMap<>();
 

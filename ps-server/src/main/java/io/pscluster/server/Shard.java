@@ -86,6 +86,7 @@ public final class Shard implements AutoCloseable {
     private volatile long leaseExpiryNanos = System.nanoTime();
     private volatile boolean leaseGranted;
     private volatile boolean draining;
+    private java.util.concurrent.CountDownLatch heldWriters;
 
     /**
      * @param partitions writer threads; each owns the rows of the slots {@code slot % partitions}.
@@ -897,6 +898,28 @@ public final class Shard implements AutoCloseable {
 
     public int applyQueueDepth() {
         return writers.pending();
+    }
+
+    /**
+     * Fault point {@link FaultPoints#HOLD_WRITERS}: on, every writer stops behind what it has queued until it is
+     * switched off (tests: a push is acknowledged before it is applied).
+     */
+    synchronized void holdWriters(final boolean hold) {
+        if (hold && heldWriters == null) {
+            final java.util.concurrent.CountDownLatch release = new java.util.concurrent.CountDownLatch(1);
+            heldWriters = release;
+            writers.runOnAll(partition -> {
+                try {
+                    release.await();
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+                return null;
+            });
+        } else if (!hold && heldWriters != null) {
+            heldWriters.countDown();
+            heldWriters = null;
+        }
     }
 
     /** Blocks until every push accepted so far is applied. */

@@ -33,6 +33,9 @@ final class ShardAdminGrpcService extends ShardAdminServiceGrpc.ShardAdminServic
     public void injectFault(final InjectFaultRequest request, final StreamObserver<InjectFaultResponse> response) {
         Unary.respond(response, () -> {
             faults.inject(request.getPoint(), request.getEnabled(), request.getTimes());
+            if (request.getPoint().equals(FaultPoints.HOLD_WRITERS)) {
+                shard.holdWriters(request.getEnabled());
+            }
             return InjectFaultResponse.getDefaultInstance();
         });
     }
