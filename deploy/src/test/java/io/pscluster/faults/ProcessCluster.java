@@ -234,7 +234,16 @@ final class ProcessCluster implements AutoCloseable {
         return text.toString();
     }
 
+    /** Starts {@code main} (a class on the test classpath) with {@code args} as a process named {@code name}. */
+    void startMain(final String name, final Class<?> main, final String... args) throws IOException {
+        launch(name, main.getName(), List.of(args));
+    }
+
     private void launch(final String name, final List<String> psctlArgs) throws IOException {
+        launch(name, "io.pscluster.cli.Psctl", psctlArgs);
+    }
+
+    private void launch(final String name, final String mainClass, final List<String> psctlArgs) throws IOException {
         final Process old = processes.get(name);
         if (old != null && old.isAlive()) {
             throw new IllegalStateException(name + " is still running");
@@ -257,7 +266,7 @@ final class ProcessCluster implements AutoCloseable {
                 "-Dpscluster.faults=true",
                 "-cp",
                 System.getProperty("java.class.path"),
-                "io.pscluster.cli.Psctl"));
+                mainClass));
         command.addAll(psctlArgs);
         final Process process = new ProcessBuilder(command)
                 .redirectErrorStream(true)
