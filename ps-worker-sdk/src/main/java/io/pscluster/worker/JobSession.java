@@ -71,6 +71,7 @@ final class JobSession {
     static JobSession join(
             final PsClient client,
             final ProxyServiceGrpc.ProxyServiceBlockingStub proxy,
+            final ProxyServiceGrpc.ProxyServiceStub proxyAsync,
             final JobSpec requested,
             final long joinTimeoutMs,
             final ScheduledExecutorService timer) {
@@ -85,7 +86,7 @@ final class JobSession {
         final JobSession session = new JobSession(
                 client, spec, joined.getWorkerId(), joined.getStartClock(), Math.max(100, joined.getLeaseMillis()));
         final long period = Math.max(50, session.leaseMs / 3);
-        timer.scheduleWithFixedDelay(() -> session.renew(proxy), period, period, TimeUnit.MILLISECONDS);
+        timer.scheduleWithFixedDelay(() -> session.renew(proxyAsync), period, period, TimeUnit.MILLISECONDS);
         if (spec.getMode() != UpdateMode.ASYNC) {
             session.reportStart();
         }
@@ -170,18 +171,29 @@ final class JobSession {
         }
     }
 
-    private void renew(final ProxyServiceGrpc.ProxyServiceBlockingStub proxy) {
+    /** Renews the lease without blocking the timer thread it runs on. */
+    private void renew(final ProxyServiceGrpc.ProxyServiceStub proxy) {
         if (expelled != null || client.isClosed()) {
             return;
         }
+        final CompletableFuture<Object> renewed = new CompletableFuture<>();
         try {
             proxy.withDeadlineAfter(leaseMs, TimeUnit.MILLISECONDS)
-                    .renewWorker(RenewWorkerRequest.newBuilder()
-                            .setJobId(spec.getJobId())
-                            .setWorkerId(workerId)
-                            .setClock(clock)
-                            .build());
-        } catch (StatusRuntimeException e) {
+                    .renewWorker(
+                            RenewWorkerRequest.newBuilder()
+                                    .setJobId(spec.getJobId())
+                                    .setWorkerId(workerId)
+                                    .setClock(clock)
+                                    .build(),
+                            observer(renewed));
+        } catch (RuntimeException e) {
+            renewed.completeExceptionally(e);
+        }
+        renewed.whenComplete((ok, failure) -> {
+            if (failure == null) {
+                return;
+            }
+            final StatusRuntimeException e = PsException.toStatus(PsClient.unwrap(failure));
             if (e.getStatus().getCode() == Status.Code.FAILED_PRECONDITION
                     || e.getStatus().getCode() == Status.Code.NOT_FOUND) {
                 expelled = "worker " + workerId + " of job '" + spec.getJobId() + "' was dropped: "
@@ -190,7 +202,7 @@ final class JobSession {
             } else if (!client.isClosed()) {
                 LOG.warn("worker {} of job {}: lease renewal failed: {}", workerId, spec.getJobId(), e.getMessage());
             }
-        }
+        });
     }
 
     /** Reports "ended start - 1" everywhere, moving the start past any shard that has applied beyond it. */

@@ -130,8 +130,8 @@ public final class PsClient implements AutoCloseable {
                     context.routingRefreshMs,
                     TimeUnit.MILLISECONDS);
             if (context.job != null) {
-                client.session =
-                        JobSession.join(client, client.proxy, context.job, context.joinTimeoutMs, client.timer);
+                client.session = JobSession.join(
+                        client, client.proxy, client.proxyAsync, context.job, context.joinTimeoutMs, client.timer);
             }
         } catch (RuntimeException e) {
             client.close();
