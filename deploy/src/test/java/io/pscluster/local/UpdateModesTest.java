@@ -368,7 +368,43 @@ class UpdateModesTest {
         }
     }
 
+    @Test
+    void aSyncPushWhoseAnswerWasLostAndAClockSentTwiceAreAppliedOnce() throws Exception {
+        try (PsClient client = PsClient.connect(new PsClient.Context()
+                .proxyAddress(cluster.proxyAddress())
+                .job(JobSpec.newBuilder()
+                        .setJobId("retry")
+                        .setMode(UpdateMode.SYNC)
+                        .setExpectedWorkers(1)
+                        .build()))) {
+            final PsTable table = client.createTable(TableSchema.newBuilder()
+                    .setName("retry_w")
+                    .setKind(TableKind.SPARSE)
+                    .setDim(1)
+                    .setOptimizer(OptimizerSpec.newBuilder()
+                            .setKind(OptimizerKind.SGD)
+                            .setLearningRate(1f))
+                    .build());
+            final long[] keys = allKeys();
+            final float[] minusOnes = new float[keys.length];
+            Arrays.fill(minusOnes, -1f);
+            injectFault(FaultPoints.LOSE_PUSH_ANSWER, true, 1);
+            table.push(keys, minusOnes);
+            injectFault(FaultPoints.LOSE_PUSH_ANSWER, false, 0);
+            // A clock() whose answer was lost is sent again: report clock 0 ended twice at every shard.
+            for (int i = 0; i < cluster.shardCount(); i++) {
+                cluster.shard(i).shard().endClock("retry", client.workerId(), 0).join();
+            }
+            client.clock();
+            assertThat(table.pull(keys)).containsOnly(1f);
+        }
+    }
+
     private static void holdWriters(final boolean hold) {
+        injectFault(FaultPoints.HOLD_WRITERS, hold, 0);
+    }
+
+    private static void injectFault(final String point, final boolean enabled, final int times) {
         for (int i = 0; i < cluster.shardCount(); i++) {
             final ManagedChannel channel = ManagedChannelBuilder.forTarget(
                             cluster.shard(i).address())
@@ -378,8 +414,9 @@ class UpdateModesTest {
                 ShardAdminServiceGrpc.newBlockingStub(channel)
                         .withDeadlineAfter(10, TimeUnit.SECONDS)
                         .injectFault(InjectFaultRequest.newBuilder()
-                                .setPoint(FaultPoints.HOLD_WRITERS)
-                                .setEnabled(hold)
+                                .setPoint(point)
+                                .setEnabled(enabled)
+                                .setTimes(times)
                                 .build());
             } finally {
                 channel.shutdownNow();
