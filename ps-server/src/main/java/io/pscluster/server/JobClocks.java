@@ -94,11 +94,16 @@ final class JobClocks {
 
     // ---- the proxy's list
 
-    /** Replaces the job list with the proxy's, unless the shard already holds that version or a newer one. */
-    void update(final UpdateJobsRequest request) {
+    /**
+     * Replaces the job list with the proxy's, unless the shard already holds that version or a newer one (an
+     * UpdateJobs call that arrives after a later one). {@code authoritative}: a heartbeat answer, which the proxy sends
+     * exactly when its version differs from the shard's: taken whatever its version (a proxy that lost its state
+     * counts again from 1).
+     */
+    void update(final UpdateJobsRequest request, final boolean authoritative) {
         final List<Runnable> wake = new ArrayList<>();
         synchronized (this) {
-            if (request.getJobsVersion() <= version) {
+            if (request.getJobsVersion() <= version && !(authoritative && request.getJobsVersion() != version)) {
                 return;
             }
             version = request.getJobsVersion();
@@ -106,7 +111,7 @@ final class JobClocks {
             for (final JobInfo info : request.getJobsList()) {
                 listed.add(info.getSpec().getJobId());
                 final Job job = jobs.computeIfAbsent(info.getSpec().getJobId(), Job::new);
-                job.take(info);
+                job.take(info, authoritative);
                 job.advance(wake);
             }
             for (final Iterator<Job> it = jobs.values().iterator(); it.hasNext(); ) {
@@ -338,8 +343,8 @@ final class JobClocks {
             return mode == UpdateMode.SSP ? "ssp:" + staleness : mode.name().toLowerCase(java.util.Locale.ROOT);
         }
 
-        void take(final JobInfo info) {
-            if (info.getVersion() <= infoVersion) {
+        void take(final JobInfo info, final boolean authoritative) {
+            if (info.getVersion() <= infoVersion && !authoritative) {
                 return;
             }
             infoVersion = info.getVersion();

@@ -882,7 +882,15 @@ public final class Shard implements AutoCloseable {
 
     /** Takes the proxy's job list (from UpdateJobs or a heartbeat answer) unless it holds that version already. */
     public void updateJobs(final UpdateJobsRequest request) {
-        jobs.update(request);
+        jobs.update(request, false);
+    }
+
+    /**
+     * The job list from a heartbeat answer: the proxy sends it when its version differs from {@link #jobsVersion()},
+     * so it is taken whatever its version (a proxy that lost its state numbers its lists from 1 again).
+     */
+    public void updateJobsFromHeartbeat(final UpdateJobsRequest request) {
+        jobs.update(request, true);
     }
 
     /** The version of the job list this shard holds, reported in heartbeats (0: none yet). */
