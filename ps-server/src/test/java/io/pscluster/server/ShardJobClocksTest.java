@@ -268,6 +268,30 @@ class ShardJobClocksTest {
     }
 
     @Test
+    void shouldIgnoreAnOlderListFromUpdateJobsButTakeOneFromAHeartbeat() {
+        jobs(UpdateMode.SYNC, 0, 0, 1);
+        final UpdateJobsRequest restartedProxy = UpdateJobsRequest.newBuilder()
+                .addJobs(JobInfo.newBuilder()
+                        .setSpec(JobSpec.newBuilder().setJobId("j").setMode(UpdateMode.SYNC))
+                        .setVersion(1)
+                        .setStarted(true)
+                        .setNextWorkerId(10)
+                        .addTables(TABLE)
+                        .addWorkers(JobWorker.newBuilder().setWorkerId(0)))
+                .setJobsVersion(1)
+                .build();
+        shard.updateJobs(restartedProxy);
+        assertThat(shard.jobClocks("j").ended())
+                .as("an older UpdateJobs is ignored")
+                .containsKeys(0, 1);
+        shard.updateJobsFromHeartbeat(restartedProxy);
+        assertThat(shard.jobClocks("j").ended())
+                .as("a heartbeat's list is the proxy's")
+                .containsOnlyKeys(0);
+        assertThat(shard.jobsVersion()).isEqualTo(1);
+    }
+
+    @Test
     void shouldAnswerJobPendingForAJobOrWorkerTheProxyHasNotAnnouncedYet() {
         final PsException unknownJob = catchThrowableOfType(PsException.class, () -> push(TABLE, 0, 0, 1f));
         assertThat(PsException.rejectOf(PsException.toStatus(unknownJob))).isEqualTo(PsException.Reject.JOB_PENDING);
