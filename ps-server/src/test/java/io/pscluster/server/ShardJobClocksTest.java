@@ -269,7 +269,9 @@ class ShardJobClocksTest {
 
     @Test
     void shouldIgnoreAnOlderListFromUpdateJobsButTakeOneFromAHeartbeat() {
-        jobs(UpdateMode.SYNC, 0, 0, 1);
+        for (int i = 0; i < 3; i++) {
+            jobs(UpdateMode.SYNC, 0, 0, 1);
+        }
         final UpdateJobsRequest restartedProxy = UpdateJobsRequest.newBuilder()
                 .addJobs(JobInfo.newBuilder()
                         .setSpec(JobSpec.newBuilder().setJobId("j").setMode(UpdateMode.SYNC))
