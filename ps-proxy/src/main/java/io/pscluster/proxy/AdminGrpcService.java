@@ -10,6 +10,8 @@ import io.pscluster.proto.v1.ForgetShardRequest;
 import io.pscluster.proto.v1.ForgetShardResponse;
 import io.pscluster.proto.v1.ListCheckpointsRequest;
 import io.pscluster.proto.v1.ListCheckpointsResponse;
+import io.pscluster.proto.v1.ListJobsRequest;
+import io.pscluster.proto.v1.ListJobsResponse;
 import io.pscluster.proto.v1.ListShardsRequest;
 import io.pscluster.proto.v1.ListShardsResponse;
 import io.pscluster.proto.v1.RestoreRequest;
@@ -18,16 +20,22 @@ import io.pscluster.wire.PsException;
 import io.pscluster.wire.Unary;
 
 /**
- * Operator calls: shard status and forget answer on the control thread; checkpoint, list checkpoints and restore wait
+ * Operator calls: shard and job status and forget answer on the control thread; checkpoint, list checkpoints and restore wait
  * on storage and shards, so they run on {@link LongCalls}' pool.
  */
 final class AdminGrpcService extends AdminServiceGrpc.AdminServiceImplBase {
     private final ClusterState state;
+    private final JobRegistry jobs;
     private final CheckpointCoordinator checkpoints;
     private final LongCalls longCalls;
 
-    AdminGrpcService(final ClusterState state, final CheckpointCoordinator checkpoints, final LongCalls longCalls) {
+    AdminGrpcService(
+            final ClusterState state,
+            final JobRegistry jobs,
+            final CheckpointCoordinator checkpoints,
+            final LongCalls longCalls) {
         this.state = state;
+        this.jobs = jobs;
         this.checkpoints = checkpoints;
         this.longCalls = longCalls;
     }
@@ -35,6 +43,12 @@ final class AdminGrpcService extends AdminServiceGrpc.AdminServiceImplBase {
     @Override
     public void listShards(final ListShardsRequest request, final StreamObserver<ListShardsResponse> out) {
         Unary.respond(out, state::status);
+    }
+
+    @Override
+    public void listJobs(final ListJobsRequest request, final StreamObserver<ListJobsResponse> out) {
+        Unary.respond(
+                out, () -> ListJobsResponse.newBuilder().addAllJobs(jobs.list()).build());
     }
 
     @Override

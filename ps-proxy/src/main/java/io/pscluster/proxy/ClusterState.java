@@ -2,6 +2,7 @@ package io.pscluster.proxy;
 
 import io.pscluster.proto.v1.HeartbeatRequest;
 import io.pscluster.proto.v1.HeartbeatResponse;
+import io.pscluster.proto.v1.JobInfo;
 import io.pscluster.proto.v1.ListShardsResponse;
 import io.pscluster.proto.v1.ProxyStateRecord;
 import io.pscluster.proto.v1.RegisterShardRequest;
@@ -66,6 +67,9 @@ import org.slf4j.LoggerFactory;
  * of the record keep exactly what it says when they heartbeat or re-register. A proxy without a record starts from
  * the newest checkpoint manifest (if any) and, during the grace, lets re-registering shards claim what they hold (the
  * highest generation wins a slot), and adopts the tables they report.
+ *
+ * <p><b>Jobs</b> are {@link JobRegistry}'s: this class only saves them in the same record ({@link #saveJobs}), so that
+ * one save never loses the other's change. Lock order: the registry's monitor, then this one, never the reverse.
  */
 final class ClusterState {
     private static final Logger LOG = LoggerFactory.getLogger(ClusterState.class);
@@ -80,6 +84,9 @@ final class ClusterState {
 
     /** What the newest readable checkpoint manifest says, for a proxy that starts without a state record. */
     record Bootstrap(long checkpointId, long createdMillis, List<TableSchema> tables, String[] owners, long epoch) {}
+
+    /** The jobs' part of the record: {@link JobRegistry} owns it, this class saves it with everything else. */
+    record SavedJobs(List<JobInfo> jobs, long version) {}
 
     /** A shard to call and the slots it owns. */
     record Owner(String shardId, String address, List<Integer> slots) {}
@@ -205,6 +212,7 @@ final class ClusterState {
     private final Map<Long, RestoreDirective> pendingRestores = new LinkedHashMap<>();
     private final Map<Long, RestoreReport> restoreReports = new LinkedHashMap<>();
     private final ArrayDeque<RollbackEvent> rollbacks = new ArrayDeque<>();
+    private SavedJobs jobs = new SavedJobs(List.of(), 0);
     private long epoch;
     private long nextShardNumber;
     private long nextOrderId = 1;
@@ -328,6 +336,9 @@ final class ClusterState {
         // Ids it hands out must not be those of live shards that come back to claim their slots (a proxy that lost
         // its state file): a new state numbers its shards from the clock (seconds within ~28 hours, times 100).
         nextShardNumber = Math.max(nextShardNumber, wallClock.getAsLong() / 1000 % 100_000 * 100);
+        // Shards take a job list only if its version is above the one they hold: a new state's versions start from
+        // the wall clock (milliseconds), above anything a proxy that lost its state ever handed out.
+        jobs = new SavedJobs(List.of(), wallClock.getAsLong());
         baseline = toRecord();
     }
 
@@ -425,6 +436,7 @@ final class ClusterState {
         nextOrderId = Math.max(1, record.getNextOrderId());
         nextRollbackId = Math.max(1, record.getNextRollbackId());
         rollbacksTotal = record.getRollbacksTotal();
+        jobs = new SavedJobs(List.copyOf(record.getJobsList()), record.getJobsVersion());
     }
 
     private ProxyStateRecord toRecord() {
@@ -438,13 +450,39 @@ final class ClusterState {
                 .setLatestCheckpointId(latestCheckpointId)
                 .setNextOrderId(nextOrderId)
                 .setNextRollbackId(nextRollbackId)
-                .setRollbacksTotal(rollbacksTotal);
+                .setRollbacksTotal(rollbacksTotal)
+                .addAllJobs(jobs.jobs())
+                .setJobsVersion(jobs.version());
         shards.values().forEach(shard -> record.addShards(shard.info()));
         for (int slot = 0; slot < owners.length; slot++) {
             record.addSlotOwner(owners[slot] == null ? "" : owners[slot]);
             record.addSlotGeneration(generations[slot]);
         }
         return record.build();
+    }
+
+    // ---- jobs
+
+    /**
+     * Saves the jobs' part of the record (with everything else, as one change).
+     *
+     * @throws PsException UNAVAILABLE when the save fails: the saved jobs are those of before.
+     */
+    synchronized void saveJobs(final String what, final SavedJobs saved) {
+        change(what, () -> {
+            jobs = new SavedJobs(List.copyOf(saved.jobs()), saved.version());
+            return null;
+        });
+    }
+
+    /** The jobs as the record holds them (as loaded at start, or as last saved). */
+    synchronized SavedJobs savedJobs() {
+        return jobs;
+    }
+
+    /** Whether the catalog holds a table of that name. */
+    synchronized boolean hasTable(final String name) {
+        return tables.containsKey(name);
     }
 
     // ---- checkpoints

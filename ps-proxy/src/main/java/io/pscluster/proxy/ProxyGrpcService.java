@@ -3,6 +3,8 @@ package io.pscluster.proxy;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.grpc.stub.StreamObserver;
+import io.pscluster.proto.v1.AttachTableRequest;
+import io.pscluster.proto.v1.AttachTableResponse;
 import io.pscluster.proto.v1.CreateTableRequest;
 import io.pscluster.proto.v1.CreateTableResponse;
 import io.pscluster.proto.v1.DeregisterShardRequest;
@@ -15,24 +17,42 @@ import io.pscluster.proto.v1.GetRoutingTableRequest;
 import io.pscluster.proto.v1.GetRoutingTableResponse;
 import io.pscluster.proto.v1.HeartbeatRequest;
 import io.pscluster.proto.v1.HeartbeatResponse;
+import io.pscluster.proto.v1.JoinJobRequest;
+import io.pscluster.proto.v1.JoinJobResponse;
+import io.pscluster.proto.v1.LeaveJobRequest;
+import io.pscluster.proto.v1.LeaveJobResponse;
 import io.pscluster.proto.v1.ListTablesRequest;
 import io.pscluster.proto.v1.ListTablesResponse;
 import io.pscluster.proto.v1.ProxyServiceGrpc;
+import io.pscluster.proto.v1.RegisterJobRequest;
+import io.pscluster.proto.v1.RegisterJobResponse;
 import io.pscluster.proto.v1.RegisterShardRequest;
 import io.pscluster.proto.v1.RegisterShardResponse;
+import io.pscluster.proto.v1.RenewWorkerRequest;
+import io.pscluster.proto.v1.RenewWorkerResponse;
 import io.pscluster.proto.v1.ShardServiceGrpc;
 import io.pscluster.proto.v1.TableSchema;
+import io.pscluster.proto.v1.UpdateJobsRequest;
 import io.pscluster.wire.PsException;
 import io.pscluster.wire.TableSchemas;
 import io.pscluster.wire.Unary;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * Discovery, routing and the table catalog over gRPC. Registration, heartbeats and routing answer on the calling
  * (control) thread from {@link ClusterState} alone; table creation and removal and drains wait on shards, so they run
- * on {@link LongCalls}' pool and never hold a thread a heartbeat needs.
+ * on {@link LongCalls}' pool and never hold a thread a heartbeat needs. Job calls change {@link JobRegistry} on the
+ * calling thread and, when they must wait (for the job to start, for the shards to be sent the new list), are
+ * answered later from a future: no thread waits for them.
  */
 final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
+    private static final Logger LOG = LoggerFactory.getLogger(ProxyGrpcService.class);
+
     private final ClusterState state;
+    private final JobRegistry jobs;
     private final ShardFanOut fanOut;
     private final CheckpointCoordinator checkpoints;
     private final LongCalls longCalls;
@@ -40,11 +60,13 @@ final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
 
     ProxyGrpcService(
             final ClusterState state,
+            final JobRegistry jobs,
             final ShardFanOut fanOut,
             final CheckpointCoordinator checkpoints,
             final LongCalls longCalls,
             final long heartbeatIntervalMs) {
         this.state = state;
+        this.jobs = jobs;
         this.fanOut = fanOut;
         this.checkpoints = checkpoints;
         this.longCalls = longCalls;
@@ -62,7 +84,13 @@ final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
 
     @Override
     public void heartbeat(final HeartbeatRequest request, final StreamObserver<HeartbeatResponse> out) {
-        Unary.respond(out, () -> state.heartbeat(request));
+        Unary.respond(out, () -> {
+            final HeartbeatResponse response = state.heartbeat(request);
+            final UpdateJobsRequest list = jobs.published();
+            return request.getJobsVersion() == list.getJobsVersion()
+                    ? response
+                    : response.toBuilder().setJobs(list).build();
+        });
     }
 
     @Override
@@ -102,6 +130,14 @@ final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
     public void dropTable(final DropTableRequest request, final StreamObserver<DropTableResponse> out) {
         longCalls.respond(out, () -> {
             final boolean dropped = state.removeTable(request.getTable());
+            try {
+                jobs.pruneTables();
+            } catch (RuntimeException e) {
+                LOG.warn(
+                        "table '{}' is dropped but still listed by jobs ({}); the next job check removes it",
+                        request.getTable(),
+                        e.getMessage());
+            }
             onEveryLiveShard("drop table '" + request.getTable() + "'", (stub, index) -> stub.dropTable(request));
             return DropTableResponse.newBuilder().setDropped(dropped).build();
         });
@@ -141,6 +177,78 @@ final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
                     .withCause(e.getCause())
                     .asRuntimeException();
         }
+    }
+
+    // ---- jobs
+
+    @Override
+    public void registerJob(final RegisterJobRequest request, final StreamObserver<RegisterJobResponse> out) {
+        Unary.respond(
+                out,
+                () -> RegisterJobResponse.newBuilder()
+                        .setJob(jobs.register(request.getSpec()))
+                        .build());
+    }
+
+    /** A long poll until the job starts, bounded by the caller's deadline; a cancelled call takes its worker out. */
+    @Override
+    public void joinJob(final JoinJobRequest request, final StreamObserver<JoinJobResponse> out) {
+        final JobRegistry.Joining joining;
+        try {
+            joining = jobs.join(request.getJobId(), request.getHost(), io.grpc.Context.current());
+        } catch (RuntimeException e) {
+            out.onError(PsException.toStatus(e));
+            return;
+        }
+        answerWhenDone(out, joining.answer());
+    }
+
+    @Override
+    public void renewWorker(final RenewWorkerRequest request, final StreamObserver<RenewWorkerResponse> out) {
+        Unary.respond(out, () -> jobs.renew(request.getJobId(), request.getWorkerId(), request.getClock()));
+    }
+
+    @Override
+    public void leaveJob(final LeaveJobRequest request, final StreamObserver<LeaveJobResponse> out) {
+        final CompletableFuture<Void> left;
+        try {
+            left = jobs.leave(request.getJobId(), request.getWorkerId());
+        } catch (RuntimeException e) {
+            out.onError(PsException.toStatus(e));
+            return;
+        }
+        answerWhenDone(out, left.thenApply(done -> LeaveJobResponse.getDefaultInstance()));
+    }
+
+    @Override
+    public void attachTable(final AttachTableRequest request, final StreamObserver<AttachTableResponse> out) {
+        final CompletableFuture<Void> attached;
+        try {
+            attached = jobs.attach(request.getJobId(), request.getTable());
+        } catch (RuntimeException e) {
+            out.onError(PsException.toStatus(e));
+            return;
+        }
+        answerWhenDone(out, attached.thenApply(done -> AttachTableResponse.getDefaultInstance()));
+    }
+
+    /** Completes the call when the future does (on the thread that completes it); a caller gone by then is ignored. */
+    private static <T> void answerWhenDone(final StreamObserver<T> out, final CompletableFuture<T> answer) {
+        answer.whenComplete((value, failure) -> {
+            try {
+                if (failure != null) {
+                    out.onError(PsException.toStatus(
+                            failure instanceof CompletionException && failure.getCause() != null
+                                    ? failure.getCause()
+                                    : failure));
+                } else {
+                    out.onNext(value);
+                    out.onCompleted();
+                }
+            } catch (RuntimeException callerGone) {
+                LOG.debug("the caller is gone: {}", callerGone.toString());
+            }
+        });
     }
 
     @Override

@@ -24,20 +24,24 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * The proxy process: discovery, routing, the table catalog and checkpoint coordination over gRPC. Its state lives in
- * a {@link ProxyStateStore} (a local file by default) and is saved before any change takes effect; on start it
- * resumes from that record, or, without one, from the newest checkpoint manifest under its checkpoint root.
+ * The proxy process: discovery, routing, the table catalog, jobs ({@link JobRegistry}) and checkpoint coordination
+ * over gRPC. Its state lives in a {@link ProxyStateStore} (a local file by default) and is saved before any change
+ * takes effect; on start it resumes from that record, or, without one, from the newest checkpoint manifest under its
+ * checkpoint root.
  *
  * <p>Threads: the gRPC executor is the control pool (registration, heartbeats, deregistration, routing, status),
  * which only ever waits on the state's monitor and a state save; calls that wait on shards or storage run on the
  * long-call pool ({@link LongCalls}), whose onward calls run on their own cached pool. So a checkpoint of many
- * minutes never keeps a heartbeat waiting, which would let a healthy shard's lease lapse.
+ * minutes never keeps a heartbeat waiting, which would let a healthy shard's lease lapse. Job calls that wait (a
+ * join until its job starts, any job change until the shards were sent the new list) hold no thread at all: they are
+ * answered when a future completes, on the onward-call pool.
  */
 public final class ProxyServer implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(ProxyServer.class);
 
     private final Context context;
     private final ClusterState state;
+    private final JobRegistry jobs;
     private final ProxyStateStore stateStore;
     private final CheckpointCoordinator checkpoints;
     private final ShardChannels channels = new ShardChannels();
@@ -63,6 +67,13 @@ public final class ProxyServer implements AutoCloseable {
         this.stateStore = stateStore;
         this.fanOut = new ShardFanOut(channels, onwardCalls, context.callDeadlineMs);
         this.checkpoints = new CheckpointCoordinator(state, store, fanOut);
+        this.jobs = JobRegistry.open(
+                state,
+                new JobRegistry.Settings(context.workerLeaseMs, context.forgetAfterMs),
+                new ShardFanOut(channels, onwardCalls, JobRegistry.DELIVERY_DEADLINE_MS),
+                onwardCalls,
+                System::nanoTime,
+                System::currentTimeMillis);
     }
 
     public static ProxyServer start(final Context context) throws IOException {
@@ -88,7 +99,13 @@ public final class ProxyServer implements AutoCloseable {
             throw e;
         }
         noteLatestCheckpointTime(state, store);
-        final ProxyServer proxy = new ProxyServer(context, store, state, stateStore);
+        final ProxyServer proxy;
+        try {
+            proxy = new ProxyServer(context, store, state, stateStore);
+        } catch (RuntimeException e) {
+            stateStore.close();
+            throw e;
+        }
         try {
             proxy.startServing();
         } catch (IOException | RuntimeException e) {
@@ -170,14 +187,17 @@ public final class ProxyServer implements AutoCloseable {
         server = Grpc.newServerBuilderForPort(context.port, InsecureServerCredentials.create())
                 .executor(control)
                 .addService(new ProxyGrpcService(
-                        state, fanOut, checkpoints, new LongCalls(longCalls), context.heartbeatIntervalMs))
-                .addService(new AdminGrpcService(state, checkpoints, new LongCalls(longCalls)))
+                        state, jobs, fanOut, checkpoints, new LongCalls(longCalls), context.heartbeatIntervalMs))
+                .addService(new AdminGrpcService(state, jobs, checkpoints, new LongCalls(longCalls)))
                 .addService(health.getHealthService())
                 .build()
                 .start();
         state.startGrace();
+        jobs.startLeases();
         final long tick = Math.max(1, Math.min(context.heartbeatIntervalMs, context.leaseMarginMs));
         timers.scheduleWithFixedDelay(this::checkLeases, tick, tick, TimeUnit.MILLISECONDS);
+        timers.scheduleWithFixedDelay(
+                this::checkJobs, JobRegistry.CHECK_INTERVAL_MS, JobRegistry.CHECK_INTERVAL_MS, TimeUnit.MILLISECONDS);
         if (context.checkpointIntervalMs > 0) {
             timers.scheduleWithFixedDelay(
                     this::periodicCheckpoint,
@@ -198,6 +218,15 @@ public final class ProxyServer implements AutoCloseable {
         } catch (RuntimeException e) {
             // A failed save undid the change; the next tick tries again.
             LOG.warn("lease check failed: {}", e.getMessage());
+        }
+    }
+
+    private void checkJobs() {
+        try {
+            jobs.check();
+        } catch (RuntimeException e) {
+            // A failed save undid the change; the next tick tries again.
+            LOG.warn("job check failed: {}", e.getMessage());
         }
     }
 
@@ -236,6 +265,7 @@ public final class ProxyServer implements AutoCloseable {
         closed = true;
         health.enterTerminalState();
         timers.shutdownNow();
+        jobs.close();
         state.close();
         if (server != null) {
             server.shutdown();
@@ -265,6 +295,7 @@ public final class ProxyServer implements AutoCloseable {
         private long callDeadlineMs = 120_000;
         private long leaseMarginMs = 1_000;
         private long forgetAfterMs = 600_000;
+        private long workerLeaseMs = 3_000;
         private String stateDir = "";
         private ProxyStateStore stateStore;
         private Configuration hadoopConf = new Configuration();
@@ -326,6 +357,15 @@ public final class ProxyServer implements AutoCloseable {
             return this;
         }
 
+        /**
+         * A job's worker is dropped this long after its last renewal (or its join's answer) reached the proxy. Default
+         * 3 seconds.
+         */
+        public Context workerLeaseMs(final long value) {
+            workerLeaseMs = value;
+            return this;
+        }
+
         /** A state store other than the local file in {@link #stateDir} (a shared store, or a test's). */
         public Context stateStore(final ProxyStateStore value) {
             stateStore = value;
@@ -357,6 +397,9 @@ public final class ProxyServer implements AutoCloseable {
             }
             if (forgetAfterMs <= 0) {
                 throw new IllegalArgumentException("forgetAfterMs=" + forgetAfterMs + " must be > 0");
+            }
+            if (workerLeaseMs <= 0) {
+                throw new IllegalArgumentException("workerLeaseMs=" + workerLeaseMs + " must be > 0");
             }
             if (callDeadlineMs <= 0) {
                 throw new IllegalArgumentException("callDeadlineMs=" + callDeadlineMs + " must be > 0");

@@ -9,7 +9,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
-import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executor;
 import java.util.concurrent.TimeUnit;
 
 /**
@@ -32,10 +32,10 @@ final class ShardFanOut {
     }
 
     private final ShardChannels channels;
-    private final ExecutorService calls;
+    private final Executor calls;
     private final long deadlineMs;
 
-    ShardFanOut(final ShardChannels channels, final ExecutorService calls, final long deadlineMs) {
+    ShardFanOut(final ShardChannels channels, final Executor calls, final long deadlineMs) {
         this.channels = channels;
         this.calls = calls;
         this.deadlineMs = deadlineMs;

@@ -1,0 +1,182 @@
+package io.pscluster.proxy;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.grpc.Status;
+import io.pscluster.proto.v1.JobInfo;
+import io.pscluster.proto.v1.JobSpec;
+import io.pscluster.proto.v1.JobWorker;
+import io.pscluster.proto.v1.JoinJobResponse;
+import io.pscluster.proto.v1.UpdateMode;
+import java.util.Optional;
+import java.util.concurrent.atomic.AtomicLong;
+import org.junit.jupiter.api.Test;
+
+/**
+ * The job registry on the fixture's hand-moved clock, with no shard to deliver to and deliveries run on the calling
+ * thread, so that every lease boundary is exact: worker leases, idle jobs, a failed save, clocks saved lazily, and
+ * what a restart keeps.
+ */
+class JobRegistryTest extends ClusterStateFixture {
+    private static final long WORKER_LEASE_MILLIS = 3_000;
+    private static final long IDLE_MILLIS = 600_000;
+
+    private final AtomicLong wallMillis = new AtomicLong(1_800_000_000_000L);
+    private JobRegistry jobs = open(state);
+
+    private JobRegistry open(final ClusterState on) {
+        final JobRegistry registry = JobRegistry.open(
+                on,
+                new JobRegistry.Settings(WORKER_LEASE_MILLIS, IDLE_MILLIS),
+                new ShardFanOut(new ShardChannels(), Runnable::run, 1_000),
+                Runnable::run,
+                nanos::get,
+                wallMillis::get);
+        registry.startLeases();
+        return registry;
+    }
+
+    private static JobSpec spec(final String id, final UpdateMode mode, final int expectedWorkers) {
+        return JobSpec.newBuilder()
+                .setJobId(id)
+                .setMode(mode)
+                .setExpectedWorkers(expectedWorkers)
+                .build();
+    }
+
+    private JoinJobResponse joinNow(final String jobId) {
+        final JobRegistry.Joining joining = jobs.join(jobId, "host", io.grpc.Context.ROOT);
+        assertThat(joining.answer()).as("answered at once").isCompleted();
+        return joining.answer().join();
+    }
+
+    private JobInfo job(final String id) {
+        return jobs.list().stream()
+                .filter(job -> job.getSpec().getJobId().equals(id))
+                .findFirst()
+                .orElse(null);
+    }
+
+    private void advance(final long millis) {
+        advanceMillis(millis);
+        wallMillis.addAndGet(millis);
+    }
+
+    @Test
+    void shouldDropALiveWorkerOnlyOnceItsLeaseHasLapsedSinceItsLastRenewal() {
+        jobs.register(spec("lr", UpdateMode.ASYNC, 1));
+        final int worker = joinNow("lr").getWorkerId();
+        advance(WORKER_LEASE_MILLIS - 1);
+        jobs.renew("lr", worker, 3);
+        advance(WORKER_LEASE_MILLIS);
+        jobs.check();
+        assertThat(job("lr").getWorkersList())
+                .extracting(JobWorker::getWorkerId)
+                .containsExactly(worker);
+
+        advance(1);
+        jobs.check();
+
+        assertThat(job("lr").getWorkersList()).isEmpty();
+        assertThat(job("lr").getIdleSinceMillis()).isEqualTo(wallMillis.get());
+        assertStatus(() -> jobs.renew("lr", worker, 4), Status.Code.FAILED_PRECONDITION);
+    }
+
+    @Test
+    void shouldRemoveAJobThatHadNoWorkerForTheIdleDelay() {
+        jobs.register(spec("lr", UpdateMode.ASYNC, 1));
+        final long version = jobs.published().getJobsVersion();
+        advance(IDLE_MILLIS - 1);
+        jobs.check();
+        assertThat(job("lr")).isNotNull();
+
+        advance(1);
+        jobs.check();
+
+        assertThat(jobs.list()).isEmpty();
+        assertThat(jobs.published().getJobsVersion()).isGreaterThan(version);
+        assertThat(store.saved().getJobsList()).isEmpty();
+    }
+
+    @Test
+    void shouldChangeNothingWhenTheSaveFails() {
+        jobs.register(spec("lr", UpdateMode.SYNC, 2));
+        final long version = jobs.published().getJobsVersion();
+        store.failSaves.set(true);
+
+        assertStatus(() -> jobs.join("lr", "host", io.grpc.Context.ROOT), Status.Code.UNAVAILABLE);
+        assertStatus(() -> jobs.register(spec("other", UpdateMode.ASYNC, 1)), Status.Code.UNAVAILABLE);
+
+        assertThat(jobs.list()).extracting(job -> job.getSpec().getJobId()).containsExactly("lr");
+        assertThat(job("lr").getWorkersCount()).isZero();
+        assertThat(job("lr").getNextWorkerId()).isZero();
+        assertThat(jobs.published().getJobsVersion()).isEqualTo(version);
+    }
+
+    @Test
+    void shouldTakeAJoiningWorkerOutWhenItsCallIsCancelled() {
+        jobs.register(spec("bsp", UpdateMode.SYNC, 2));
+        final io.grpc.Context.CancellableContext call = io.grpc.Context.ROOT.withCancellation();
+        final JobRegistry.Joining joining = jobs.join("bsp", "host", call);
+        assertThat(job("bsp").getWorkersCount()).isEqualTo(1);
+
+        call.cancel(null);
+
+        assertThat(job("bsp").getWorkersList()).isEmpty();
+        assertThat(job("bsp").getStarted()).isFalse();
+        assertThat(joining.answer()).isCompletedExceptionally();
+        // The next two joins start the job: the cancelled one does not count.
+        final JobRegistry.Joining second = jobs.join("bsp", "host", io.grpc.Context.ROOT);
+        assertThat(second.answer()).isNotDone();
+        final JobRegistry.Joining third = jobs.join("bsp", "host", io.grpc.Context.ROOT);
+        assertThat(second.answer().join().getWorkerId()).isEqualTo(1);
+        assertThat(third.answer().join().getWorkerId()).isEqualTo(2);
+    }
+
+    @Test
+    void shouldSaveReportedClocksAtMostOnceASecondWithoutANewVersion() {
+        jobs.register(spec("lr", UpdateMode.ASYNC, 1));
+        final int worker = joinNow("lr").getWorkerId();
+        final long version = jobs.published().getJobsVersion();
+        final int saves = store.saves.get();
+
+        jobs.renew("lr", worker, 9);
+        jobs.check();
+        assertThat(store.saves.get()).as("not yet due").isEqualTo(saves);
+        advance(JobRegistry.CLOCK_SAVE_INTERVAL_MS);
+        jobs.renew("lr", worker, 10);
+        jobs.check();
+
+        assertThat(store.saves.get()).isEqualTo(saves + 1);
+        assertThat(store.saved().getJobs(0).getWorkers(0).getClock()).isEqualTo(10);
+        assertThat(store.saved().getJobsVersion()).isEqualTo(version);
+        assertThat(jobs.published().getJobsVersion()).isEqualTo(version);
+    }
+
+    @Test
+    void shouldKeepStartedJobsAndDropWaitingWorkersWhenReopened() {
+        jobs.register(spec("lr", UpdateMode.SYNC, 1));
+        final int worker = joinNow("lr").getWorkerId();
+        jobs.renew("lr", worker, 5);
+        jobs.register(spec("waits", UpdateMode.SYNC, 2));
+        jobs.join("waits", "host", io.grpc.Context.ROOT);
+        jobs.close();
+        state.close();
+
+        advance(10 * WORKER_LEASE_MILLIS);
+        final ClusterState reopened = open(store, Optional.empty());
+        jobs = open(reopened);
+
+        assertThat(job("lr").getStarted()).isTrue();
+        assertThat(job("lr").getWorkersList()).singleElement().satisfies(w -> {
+            assertThat(w.getWorkerId()).isEqualTo(worker);
+            assertThat(w.getClock()).as("saved when the proxy closed").isEqualTo(5);
+            assertThat(w.getMillisSinceRenewal()).as("a fresh lease").isZero();
+        });
+        assertThat(job("waits").getWorkersList()).isEmpty();
+        assertThat(job("waits").getNextWorkerId()).isEqualTo(1);
+        advance(WORKER_LEASE_MILLIS);
+        jobs.check();
+        assertThat(jobs.renew("lr", worker, 6).getJob().getWorkersCount()).isEqualTo(1);
+    }
+}
