@@ -238,6 +238,7 @@ final class ProxyLink implements AutoCloseable {
                         .setDroppedRows(droppedRows))
                 .addAllTables(stats)
                 .addAllRestores(restoreReports())
+                .setJobsVersion(shard.jobsVersion())
                 .build();
         final long sent = System.nanoTime();
         final HeartbeatResponse response = call(() ->
@@ -251,6 +252,16 @@ final class ProxyLink implements AutoCloseable {
                 response.getTablesList(),
                 response.getRestoreOrdersList(),
                 response.hasRouting() ? response.getRouting() : null);
+        if (response.hasJobs()) {
+            // The proxy's job list differed from ours (a delivery missed us, or we just registered). Taken whatever its
+            // version, unless an UpdateJobs call brought a list while the heartbeat was under way: that one may be
+            // newer than the answer, which then only counts if it is newer still.
+            if (shard.jobsVersion() == request.getJobsVersion()) {
+                shard.updateJobsFromHeartbeat(response.getJobs());
+            } else {
+                shard.updateJobs(response.getJobs());
+            }
+        }
         extendLease(sent, response.getLeaseMillis());
     }
 
