@@ -42,6 +42,13 @@ final class ProxyCommand implements Callable<Integer> {
     long heartbeatMs;
 
     @Option(
+            names = "--worker-lease-ms",
+            defaultValue = "3000",
+            description = "A job's worker that has not renewed its lease for this long is dropped from the job, so"
+                    + " that the others go on without it (default ${DEFAULT-VALUE}).")
+    long workerLeaseMs;
+
+    @Option(
             names = "--state-dir",
             defaultValue = "",
             description = "Local directory of the proxy's durable state (routing, catalog, restore orders). Default:"
@@ -57,6 +64,7 @@ final class ProxyCommand implements Callable<Integer> {
                 .stateDir(stateDir)
                 .leaseMs(leaseMs)
                 .leaseMarginMs(leaseMarginMs)
+                .workerLeaseMs(workerLeaseMs)
                 .heartbeatIntervalMs(heartbeatMs));
         System.out.println("proxy listening on port " + proxy.port() + ", checkpoints under " + proxy.checkpointRoot());
         Cli.runUntilStopped(proxy);

@@ -2,13 +2,20 @@ package io.pscluster.cli;
 
 import io.grpc.ManagedChannel;
 import io.pscluster.proto.v1.AdminServiceGrpc;
+import io.pscluster.proto.v1.JobInfo;
+import io.pscluster.proto.v1.JobWorker;
+import io.pscluster.proto.v1.ListJobsRequest;
+import io.pscluster.proto.v1.ListJobsResponse;
 import io.pscluster.proto.v1.ListShardsRequest;
 import io.pscluster.proto.v1.ListShardsResponse;
 import io.pscluster.proto.v1.RestoreDirective;
 import io.pscluster.proto.v1.RestoreReport;
 import io.pscluster.proto.v1.RollbackEvent;
 import io.pscluster.proto.v1.ShardStatus;
+import io.pscluster.wire.UpdateModes;
 import io.pscluster.worker.PsClient;
+import java.io.PrintStream;
+import java.time.Instant;
 import java.util.concurrent.Callable;
 import java.util.concurrent.TimeUnit;
 import picocli.CommandLine.Command;
@@ -17,7 +24,7 @@ import picocli.CommandLine.Option;
 @Command(
         name = "status",
         mixinStandardHelpOptions = true,
-        description = "Shards, their slots and last load; restores in progress; rollbacks.")
+        description = "Shards, their slots and last load; jobs and their workers; restores in progress; rollbacks.")
 final class StatusCommand implements Callable<Integer> {
     @Option(names = "--proxy", required = true, description = "The proxy's HOST:PORT.")
     String proxy;
@@ -76,6 +83,11 @@ final class StatusCommand implements Callable<Integer> {
                             shard.getShard().getShardId(), shard.getLoad().getDroppedRows());
                 }
             }
+            printJobs(
+                    AdminServiceGrpc.newBlockingStub(channel)
+                            .withDeadlineAfter(10, TimeUnit.SECONDS)
+                            .listJobs(ListJobsRequest.getDefaultInstance()),
+                    System.out);
             for (final RestoreDirective order : response.getPendingRestoresList()) {
                 System.out.printf(
                         "restore order %d: shard %s loads %d slots from checkpoint %d (%s)%s%n",
@@ -92,6 +104,45 @@ final class StatusCommand implements Callable<Integer> {
             return 0;
         } finally {
             Cli.close(channel);
+        }
+    }
+
+    /** Each job with its mode, tables and live workers, and its slowest worker (the one the others may wait for). */
+    static void printJobs(final ListJobsResponse response, final PrintStream out) {
+        out.printf("%d jobs%n", response.getJobsCount());
+        if (response.getJobsCount() == 0) {
+            return;
+        }
+        out.printf("%-16s %-10s %-8s %8s %s%n", "JOB", "MODE", "STARTED", "WORKERS", "TABLES");
+        for (final JobInfo job : response.getJobsList()) {
+            out.printf(
+                    "%-16s %-10s %-8s %8s %s%n",
+                    job.getSpec().getJobId(),
+                    UpdateModes.describe(job.getSpec()),
+                    job.getStarted() ? "yes" : "no",
+                    job.getWorkersCount() + "/" + Math.max(1, job.getSpec().getExpectedWorkers()),
+                    job.getTablesCount() == 0 ? "-" : String.join(",", job.getTablesList()));
+            if (job.getWorkersCount() == 0) {
+                out.printf(
+                        "    no live worker since %s%n",
+                        job.getIdleSinceMillis() == 0 ? "-" : Instant.ofEpochMilli(job.getIdleSinceMillis()));
+                continue;
+            }
+            out.printf("    %-8s %-24s %10s %10s %10s%n", "WORKER", "HOST", "CLOCK", "START", "RENEWED");
+            JobWorker slowest = null;
+            for (final JobWorker worker : job.getWorkersList()) {
+                out.printf(
+                        "    %-8d %-24s %10d %10d %8dms%n",
+                        worker.getWorkerId(),
+                        worker.getHost().isEmpty() ? "-" : worker.getHost(),
+                        worker.getClock(),
+                        worker.getStartClock(),
+                        worker.getMillisSinceRenewal());
+                if (slowest == null || worker.getClock() < slowest.getClock()) {
+                    slowest = worker;
+                }
+            }
+            out.printf("    slowest: worker %d at clock %d%n", slowest.getWorkerId(), slowest.getClock());
         }
     }
 
