@@ -2,6 +2,7 @@ package io.pscluster.cli;
 
 import io.pscluster.example.Dataset;
 import io.pscluster.example.LogisticRegression;
+import io.pscluster.wire.UpdateModes;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.concurrent.Callable;
@@ -39,20 +40,36 @@ final class TrainExampleCommand implements Callable<Integer> {
     @Option(names = "--table", defaultValue = "lr_weights", description = "Table name (default ${DEFAULT-VALUE}).")
     String table;
 
+    @Option(
+            names = "--mode",
+            defaultValue = "async",
+            paramLabel = "async|sync|ssp:S",
+            description = "Update mode of the job: async (pushes applied as they come), sync (every worker sees the"
+                    + " same weights at every step), ssp:S (a worker runs at most S clocks ahead of the slowest)"
+                    + " (default ${DEFAULT-VALUE}).")
+    String mode;
+
+    @Option(names = "--job", paramLabel = "NAME", description = "Job id the workers join (default: train-<table>).")
+    String job;
+
     @Override
     public Integer call() throws Exception {
         Cli.logLevel(ch.qos.logback.classic.Level.WARN);
+        final LogisticRegression.Settings defaults = LogisticRegression.Settings.defaults(workers, epochs);
+        final LogisticRegression.Settings settings = new LogisticRegression.Settings(
+                        table, workers, epochs, defaults.batchSize(), defaults.learningRate(), defaults.seed())
+                .withMode(mode)
+                .withJobId(job == null ? LogisticRegression.Settings.defaultJobId(table) : job);
         final Dataset dataset =
                 data == null ? Dataset.synthetic(seed, samples, features, 10) : Dataset.readLibsvm(data);
-        System.out.println(
-                "training on " + dataset.size() + " samples with " + workers + " workers, " + epochs + " epochs");
-        final LogisticRegression.Settings defaults = LogisticRegression.Settings.defaults(workers, epochs);
+        System.out.println("training on " + dataset.size() + " samples with " + workers + " workers, " + epochs
+                + " epochs, job " + settings.job().getJobId() + " in " + UpdateModes.describe(settings.job())
+                + " mode");
         final AtomicLong longestStep = new AtomicLong();
         final List<LogisticRegression.EpochResult> results = LogisticRegression.train(
                 Cli.hostPort("--proxy", proxy),
                 dataset,
-                new LogisticRegression.Settings(
-                        table, workers, epochs, defaults.batchSize(), defaults.learningRate(), defaults.seed()),
+                settings,
                 result -> System.out.println("  " + result),
                 event -> System.out.println("  " + io.pscluster.worker.PsClient.describe(event)),
                 longestStep);

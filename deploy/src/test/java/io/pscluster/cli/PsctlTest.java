@@ -40,6 +40,21 @@ class PsctlTest {
             assertThat(Psctl.run(
                             "train-example", "--proxy", proxy, "--workers", "2", "--epochs", "1", "--samples", "2000"))
                     .isZero();
+            assertThat(Psctl.run(
+                            "train-example",
+                            "--proxy",
+                            proxy,
+                            "--workers",
+                            "2",
+                            "--epochs",
+                            "1",
+                            "--samples",
+                            "2000",
+                            "--mode",
+                            "ssp:1",
+                            "--table",
+                            "lr_ssp"))
+                    .isZero();
             assertThat(Psctl.run("checkpoint", "now", "--proxy", proxy)).isZero();
             assertThat(Psctl.run("checkpoint", "now", "--proxy", proxy)).isZero();
             assertThat(Files.exists(dir.resolve("ckpt-000000000002/_MANIFEST"))).isTrue();
@@ -65,6 +80,8 @@ class PsctlTest {
                         "localhost:1",
                         "--data",
                         dir.resolve("missing.txt").toString()))
+                .isEqualTo(1);
+        assertThat(Psctl.run("train-example", "--proxy", "localhost:1", "--mode", "sideways"))
                 .isEqualTo(1);
     }
 
