@@ -27,7 +27,8 @@ import picocli.CommandLine.Spec;
         description = {
             "Run end-to-end workloads through the SDK and, in the same run, the same bytes over raw gRPC;"
                     + " report each metric with the ratio (above 1: PSCluster is faster).",
-            "Without --proxy it starts a proxy and 1 shard in this JVM. Workloads: kv10m, kv10m-random, rtt4k, stream1m, batch (end to end); apply, gather, memory, scale (the table alone)."
+            "Without --proxy it starts a proxy and 1 shard in this JVM. Workloads: kv10m, kv10m-random, rtt4k, stream1m, batch (end to end); apply, gather, memory, scale (the table alone);"
+                    + " modes (a 4-worker job in sync and ssp:2 against async)."
         })
 public final class BenchCommand implements Callable<Integer> {
     @Spec
@@ -37,7 +38,8 @@ public final class BenchCommand implements Callable<Integer> {
             names = "--workload",
             split = ",",
             paramLabel = "NAME",
-            description = "kv10m, kv10m-random, rtt4k, stream1m, batch, apply, gather, memory, scale or all (default);"
+            description = "kv10m, kv10m-random, rtt4k, stream1m, batch, apply, gather, memory, scale, modes or all"
+                    + " (default);"
                     + " repeat or separate with commas.")
     List<String> workloads = List.of("all");
 
@@ -90,6 +92,12 @@ public final class BenchCommand implements Callable<Integer> {
             defaultValue = "50000000",
             description = "Caps scale's table sizes (1M, 10M, 50M rows) for a quicker run (default ${DEFAULT-VALUE}).")
     int scaleMaxRows;
+
+    @Option(
+            names = "--modes-steps",
+            defaultValue = "300",
+            description = "Measured steps of each of modes' jobs (async, sync, ssp:2) (default ${DEFAULT-VALUE}).")
+    int modesSteps;
 
     /** The command line with psctl's error handling: a failure prints one line naming it and exits 1. */
     public static CommandLine newCommandLine() {
@@ -174,6 +182,7 @@ public final class BenchCommand implements Callable<Integer> {
                     .kvRounds(kvRounds)
                     .streamKeys(streamKeys)
                     .scaleMaxRows(scaleMaxRows)
+                    .modesSteps(modesSteps)
                     .validate();
         } catch (IllegalArgumentException e) {
             throw new CommandLine.ParameterException(spec.commandLine(), e.getMessage(), e);

@@ -108,6 +108,11 @@ final class BenchHarness implements AutoCloseable {
         return settings;
     }
 
+    /** host:port of the proxy the workloads' clients connect to (the local cluster's, or --proxy). */
+    String proxyAddress() {
+        return cluster != null ? cluster.proxyAddress() : settings.proxyAddress();
+    }
+
     /** What "ours" and "baseline" are in this run, for the report's header. */
     String describe() {
         final String ours = cluster != null

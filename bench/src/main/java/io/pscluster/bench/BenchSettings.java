@@ -7,8 +7,8 @@ import java.util.List;
  * field and the value, then only read.
  */
 final class BenchSettings {
-    static final List<String> WORKLOADS =
-            List.of("kv10m", "kv10m-random", "rtt4k", "stream1m", "batch", "apply", "gather", "memory", "scale");
+    static final List<String> WORKLOADS = List.of(
+            "kv10m", "kv10m-random", "rtt4k", "stream1m", "batch", "apply", "gather", "memory", "scale", "modes");
 
     private List<String> workloads = WORKLOADS;
     private String proxyAddress = "";
@@ -22,6 +22,7 @@ final class BenchSettings {
     private int streamKeys = 4096;
     private long deadlineMs = 120_000;
     private int scaleMaxRows = ScaleWorkload.LARGEST_ROWS;
+    private int modesSteps = 300;
 
     /** Which workloads, in order; a subset of {@link #WORKLOADS}. */
     BenchSettings workloads(final List<String> value) {
@@ -88,6 +89,12 @@ final class BenchSettings {
         return this;
     }
 
+    /** Measured steps of each job of the modes workload (plus a fifth as many warm-up steps). */
+    BenchSettings modesSteps(final int value) {
+        modesSteps = value;
+        return this;
+    }
+
     /** Deadline of every call on both sides. */
     BenchSettings deadlineMs(final long value) {
         deadlineMs = value;
@@ -114,6 +121,9 @@ final class BenchSettings {
         positive("kvRounds", kvRounds);
         positive("streamKeys", streamKeys);
         positive("deadlineMs", deadlineMs);
+        if (modesSteps < 2) {
+            throw new IllegalArgumentException("modesSteps=" + modesSteps + " must be >= 2 (measured in two halves)");
+        }
         if (scaleMaxRows <= 0 || scaleMaxRows > ScaleWorkload.LARGEST_ROWS) {
             throw new IllegalArgumentException(
                     "scaleMaxRows=" + scaleMaxRows + " must be in 1.." + ScaleWorkload.LARGEST_ROWS);
@@ -185,6 +195,10 @@ final class BenchSettings {
 
     int scaleMaxRows() {
         return scaleMaxRows;
+    }
+
+    int modesSteps() {
+        return modesSteps;
     }
 
     long deadlineMs() {

@@ -20,6 +20,7 @@ interface Workload {
             case "batch" -> RoundTripWorkload.batch();
             case "apply", "gather", "memory" -> new TableWorkload(name);
             case ScaleWorkload.NAME -> new ScaleWorkload();
+            case ModesWorkload.NAME -> new ModesWorkload();
             default ->
                 throw new IllegalArgumentException(
                         "workload=" + name + " is unknown: choose from " + BenchSettings.WORKLOADS);

@@ -34,7 +34,16 @@ class BenchCommandTest {
                 .containsEntry("kv10m", KV_METRICS)
                 .containsEntry("rtt4k", Set.of("roundtrips_per_s", "p50_us", "p99_us"))
                 .containsEntry("stream1m", Set.of("push_mb_per_s", "push_applied_mb_per_s", "pull_mb_per_s"))
-                .containsEntry("batch", Set.of("values_per_s", "p50_us", "p99_us"));
+                .containsEntry("batch", Set.of("values_per_s", "p50_us", "p99_us"))
+                .containsEntry(
+                        "modes",
+                        Set.of(
+                                "sync_steps_per_s",
+                                "sync_barrier_p50_us",
+                                "sync_barrier_p99_us",
+                                "ssp2_steps_per_s",
+                                "ssp2_barrier_p50_us",
+                                "ssp2_barrier_p99_us"));
         assertThat(metrics.get("apply")).hasSize(3);
         assertThat(metrics.get("gather")).hasSize(1);
         assertThat(metrics.get("memory")).hasSize(2);
@@ -104,7 +113,9 @@ class BenchCommandTest {
                 "--stream-keys",
                 "512",
                 "--scale-max-rows",
-                "20000"));
+                "20000",
+                "--modes-steps",
+                "10"));
         args.addAll(List.of(extraArgs));
         final int exit = BenchCommand.newCommandLine()
                 .setOut(new PrintWriter(out, true))
