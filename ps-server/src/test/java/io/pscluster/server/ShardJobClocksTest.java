@@ -118,15 +118,16 @@ class ShardJobClocksTest {
     @Test
     void shouldSumInWorkerOrderWhateverOrderThePushesArrivedIn() throws InterruptedException {
         jobs(UpdateMode.SYNC, 0, 0, 1, 2);
-        // In float, (1e8 + 1) - 1e8 is 0 and (-1e8 + 1e8) + 1 is 1: the order of the sum shows in the result.
+        // In float, (1 + 1e8) - 1e8 is 0 and (-1e8 + 1e8) + 1 is 1: the order of the sum shows in the result. The
+        // pushes arrive in reverse worker order.
         push(TABLE, 2, 0, -1e8f);
-        push(TABLE, 1, 0, 1f);
-        push(TABLE, 0, 0, 1e8f);
+        push(TABLE, 1, 0, 1e8f);
+        push(TABLE, 0, 0, 1f);
         end(2, 0);
         end(1, 0);
         end(0, 0);
         await().atMost(Duration.ofSeconds(10)).until(() -> applied() == 0);
-        final float inWorkerOrder = -(((0f + 1e8f) + 1f) + -1e8f);
+        final float inWorkerOrder = -((1f + 1e8f) + -1e8f);
         assertThat(value(TABLE)).isEqualTo(inWorkerOrder).isZero();
     }
 
