@@ -292,6 +292,46 @@ class UpdateModesTest {
     }
 
     @Test
+    void anSspWorkerReadsItsOwnPushesAfterItsClockEnds() throws Exception {
+        try (PsClient client = PsClient.connect(new PsClient.Context()
+                .proxyAddress(cluster.proxyAddress())
+                .job(JobSpec.newBuilder()
+                        .setJobId("ssp-own")
+                        .setMode(UpdateMode.SSP)
+                        .setStaleness(3)
+                        .setExpectedWorkers(1)
+                        .build()))) {
+            final PsTable table = client.createTable(TableSchema.newBuilder()
+                    .setName("ssp_own")
+                    .setKind(TableKind.SPARSE)
+                    .setDim(1)
+                    .setOptimizer(OptimizerSpec.newBuilder()
+                            .setKind(OptimizerKind.SGD)
+                            .setLearningRate(1f))
+                    .build());
+            final long[] keys = allKeys();
+            final float[] minusOnes = new float[keys.length];
+            Arrays.fill(minusOnes, -1f);
+            holdWriters(true);
+            final CompletableFuture<Long> ended;
+            try {
+                table.push(keys, minusOnes);
+                ended = CompletableFuture.supplyAsync(client::clock);
+                Thread.sleep(200);
+                assertThat(ended)
+                        .as("clock() while its push is not yet applied")
+                        .isNotDone();
+            } finally {
+                holdWriters(false);
+            }
+            assertThat(ended.get(30, TimeUnit.SECONDS)).isEqualTo(1);
+            assertThat(table.pull(keys))
+                    .as("its own push, read at the next clock")
+                    .containsOnly(1f);
+        }
+    }
+
+    @Test
     void aClockThatNeverComesEndsInDeadlineExceededWithNoThreadParkedOnTheShard() throws Exception {
         final JobSpec spec = JobSpec.newBuilder()
                 .setJobId("stuck")
