@@ -342,7 +342,7 @@ class UpdateModesTest {
                 new PsClient.Context().proxyAddress(cluster.proxyAddress()).job(spec)));
         try (PsClient waiting = PsClient.connect(new PsClient.Context()
                         .proxyAddress(cluster.proxyAddress())
-                        .deadlineMs(3_000)
+                        .deadlineMs(12_000)
                         .job(spec));
                 PsClient idle = second.get(30, TimeUnit.SECONDS)) {
             final PsTable table = waiting.createTable(schema("stuck_w"));
@@ -354,7 +354,8 @@ class UpdateModesTest {
             for (int i = 0; i < 100; i++) {
                 pulls.add(table.pullAsync(new long[] {i}));
             }
-            await().atMost(Duration.ofSeconds(10))
+            // Well within the pulls' 12 s deadline, even on a loaded machine.
+            await().atMost(Duration.ofSeconds(9))
                     .until(() -> cluster.shard(0).shard().waitingPulls()
                                     + cluster.shard(1).shard().waitingPulls()
                             == 100);
@@ -369,7 +370,7 @@ class UpdateModesTest {
                         .satisfies(e ->
                                 assertThat(Status.fromThrowable(e).getCode()).isEqualTo(Status.Code.DEADLINE_EXCEEDED));
             }
-            await().atMost(Duration.ofSeconds(10))
+            await().atMost(Duration.ofSeconds(20))
                     .until(() -> cluster.shard(0).shard().waitingPulls()
                                     + cluster.shard(1).shard().waitingPulls()
                             == 0);
