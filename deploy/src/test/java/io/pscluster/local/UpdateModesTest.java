@@ -99,6 +99,35 @@ class UpdateModesTest {
                         .build()));
     }
 
+    /** SGD, learning rate 1, zeros, dim 1: pushing -1 adds 1. */
+    private static TableSchema counter(final String name) {
+        return TableSchema.newBuilder()
+                .setName(name)
+                .setKind(TableKind.SPARSE)
+                .setDim(1)
+                .setOptimizer(
+                        OptimizerSpec.newBuilder().setKind(OptimizerKind.SGD).setLearningRate(1f))
+                .build();
+    }
+
+    /** The one worker of a job. */
+    private static PsClient solo(final String job, final UpdateMode mode, final int staleness) {
+        return PsClient.connect(new PsClient.Context()
+                .proxyAddress(cluster.proxyAddress())
+                .job(JobSpec.newBuilder()
+                        .setJobId(job)
+                        .setMode(mode)
+                        .setStaleness(staleness)
+                        .setExpectedWorkers(1)
+                        .build()));
+    }
+
+    private static float[] minusOnes(final int count) {
+        final float[] values = new float[count];
+        Arrays.fill(values, -1f);
+        return values;
+    }
+
     private static long[] allKeys() {
         final long[] keys = new long[KEYS];
         for (int i = 0; i < KEYS; i++) {
@@ -248,24 +277,10 @@ class UpdateModesTest {
 
     @Test
     void asyncPushIsAcknowledgedBeforeItIsAppliedAndFlushWaitsForIt() throws Exception {
-        try (PsClient client = PsClient.connect(new PsClient.Context()
-                .proxyAddress(cluster.proxyAddress())
-                .job(JobSpec.newBuilder()
-                        .setJobId("async")
-                        .setMode(UpdateMode.ASYNC)
-                        .setExpectedWorkers(1)
-                        .build()))) {
-            final PsTable table = client.createTable(TableSchema.newBuilder()
-                    .setName("async_w")
-                    .setKind(TableKind.SPARSE)
-                    .setDim(1)
-                    .setOptimizer(OptimizerSpec.newBuilder()
-                            .setKind(OptimizerKind.SGD)
-                            .setLearningRate(1f))
-                    .build());
+        try (PsClient client = solo("async", UpdateMode.ASYNC, 0)) {
+            final PsTable table = client.createTable(counter("async_w"));
             final long[] keys = allKeys();
-            final float[] minusOnes = new float[keys.length];
-            Arrays.fill(minusOnes, -1f);
+            final float[] minusOnes = minusOnes(keys.length);
             holdWriters(true);
             final CompletableFuture<Void> flushed;
             try {
@@ -293,25 +308,10 @@ class UpdateModesTest {
 
     @Test
     void anSspWorkerReadsItsOwnPushesAfterItsClockEnds() throws Exception {
-        try (PsClient client = PsClient.connect(new PsClient.Context()
-                .proxyAddress(cluster.proxyAddress())
-                .job(JobSpec.newBuilder()
-                        .setJobId("ssp-own")
-                        .setMode(UpdateMode.SSP)
-                        .setStaleness(3)
-                        .setExpectedWorkers(1)
-                        .build()))) {
-            final PsTable table = client.createTable(TableSchema.newBuilder()
-                    .setName("ssp_own")
-                    .setKind(TableKind.SPARSE)
-                    .setDim(1)
-                    .setOptimizer(OptimizerSpec.newBuilder()
-                            .setKind(OptimizerKind.SGD)
-                            .setLearningRate(1f))
-                    .build());
+        try (PsClient client = solo("ssp-own", UpdateMode.SSP, 3)) {
+            final PsTable table = client.createTable(counter("ssp_own"));
             final long[] keys = allKeys();
-            final float[] minusOnes = new float[keys.length];
-            Arrays.fill(minusOnes, -1f);
+            final float[] minusOnes = minusOnes(keys.length);
             holdWriters(true);
             final CompletableFuture<Long> ended;
             try {
@@ -394,13 +394,7 @@ class UpdateModesTest {
                     .isInstanceOf(StatusRuntimeException.class)
                     .hasMessageContaining("FAILED_PRECONDITION")
                     .hasMessageContaining("table 'held' is updated by job 'holder' in sync mode");
-            try (PsClient asyncJob = PsClient.connect(new PsClient.Context()
-                    .proxyAddress(cluster.proxyAddress())
-                    .job(JobSpec.newBuilder()
-                            .setJobId("other")
-                            .setMode(UpdateMode.ASYNC)
-                            .setExpectedWorkers(1)
-                            .build()))) {
+            try (PsClient asyncJob = solo("other", UpdateMode.ASYNC, 0)) {
                 assertThatThrownBy(() -> asyncJob.table("held"))
                         .isInstanceOf(StatusRuntimeException.class)
                         .hasMessageContaining("FAILED_PRECONDITION")
@@ -411,24 +405,10 @@ class UpdateModesTest {
 
     @Test
     void aSyncPushWhoseAnswerWasLostAndAClockSentTwiceAreAppliedOnce() throws Exception {
-        try (PsClient client = PsClient.connect(new PsClient.Context()
-                .proxyAddress(cluster.proxyAddress())
-                .job(JobSpec.newBuilder()
-                        .setJobId("retry")
-                        .setMode(UpdateMode.SYNC)
-                        .setExpectedWorkers(1)
-                        .build()))) {
-            final PsTable table = client.createTable(TableSchema.newBuilder()
-                    .setName("retry_w")
-                    .setKind(TableKind.SPARSE)
-                    .setDim(1)
-                    .setOptimizer(OptimizerSpec.newBuilder()
-                            .setKind(OptimizerKind.SGD)
-                            .setLearningRate(1f))
-                    .build());
+        try (PsClient client = solo("retry", UpdateMode.SYNC, 0)) {
+            final PsTable table = client.createTable(counter("retry_w"));
             final long[] keys = allKeys();
-            final float[] minusOnes = new float[keys.length];
-            Arrays.fill(minusOnes, -1f);
+            final float[] minusOnes = minusOnes(keys.length);
             injectFault(FaultPoints.LOSE_PUSH_ANSWER, true, 1);
             table.push(keys, minusOnes);
             injectFault(FaultPoints.LOSE_PUSH_ANSWER, false, 0);
