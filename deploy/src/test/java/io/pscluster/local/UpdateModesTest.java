@@ -414,7 +414,10 @@ class UpdateModesTest {
             injectFault(FaultPoints.LOSE_PUSH_ANSWER, false, 0);
             // A clock() whose answer was lost is sent again: report clock 0 ended twice at every shard.
             for (int i = 0; i < cluster.shardCount(); i++) {
-                cluster.shard(i).shard().endClock("retry", client.workerId(), 0).join();
+                cluster.shard(i)
+                        .shard()
+                        .endClock("retry", client.workerId(), 0, false)
+                        .join();
             }
             client.clock();
             assertThat(table.pull(keys)).containsOnly(1f);

@@ -118,7 +118,7 @@ final class CheckpointCoordinator {
      * one included), then hands its slots on with restore orders from that checkpoint. A failure before the hand-over
      * leaves the shard serving its slots.
      */
-    synchronized Drained drain(final String shardId) throws IOException, InterruptedException {
+    synchronized Drained drain(final String shardId, final String unapplied) throws IOException, InterruptedException {
         final boolean holdsRows = state.beginDrain(shardId);
         final long checkpointId;
         final long createdMillis;
@@ -135,7 +135,7 @@ final class CheckpointCoordinator {
             state.drainAborted(shardId);
             throw e;
         }
-        final int handed = state.handOver(shardId, holdsRows ? checkpointId : 0, createdMillis);
+        final int handed = state.handOver(shardId, holdsRows ? checkpointId : 0, createdMillis, unapplied);
         LOG.info("shard {} drained: {} slots handed over with checkpoint {}", shardId, handed, checkpointId);
         return new Drained(checkpointId, handed);
     }

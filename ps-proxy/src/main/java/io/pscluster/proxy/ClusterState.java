@@ -831,7 +831,8 @@ final class ClusterState {
      *
      * @return the number of slots handed over.
      */
-    synchronized int handOver(final String shardId, final long checkpointId, final long createdMillis) {
+    synchronized int handOver(
+            final String shardId, final long checkpointId, final long createdMillis, final String unapplied) {
         final ShardRecord record = shards.get(shardId);
         if (record == null || record.state != ShardState.DRAINING) {
             throw PsException.failedPrecondition("drain: shard " + shardId + " is "
@@ -860,7 +861,16 @@ final class ClusterState {
                 return 0;
             }
             dropOrdersOf(shardId);
-            distribute(shardId, slots, takers, checkpointId, createdMillis, true, "shard " + shardId + " drained");
+            distribute(
+                    shardId,
+                    slots,
+                    takers,
+                    checkpointId,
+                    createdMillis,
+                    unapplied.isEmpty(),
+                    unapplied.isEmpty()
+                            ? "shard " + shardId + " drained"
+                            : "shard " + shardId + " drained with sync gradients not applied: " + unapplied);
             return slots.size();
         });
     }

@@ -801,14 +801,16 @@ final class JobRegistry {
         return ids;
     }
 
-    /** The job without those workers; idle from now when none is left. */
+    /** The job without those workers; idle, and no longer started, from now when none is left. */
     private JobInfo.Builder without(final JobInfo job, final Set<Integer> workerIds) {
         final JobInfo.Builder edit = job.toBuilder().clearWorkers();
         job.getWorkersList().stream()
                 .filter(worker -> !workerIds.contains(worker.getWorkerId()))
                 .forEach(edit::addWorkers);
         if (edit.getWorkersCount() == 0) {
-            edit.setIdleSinceMillis(wallClock.getAsLong());
+            // A job with no worker left has ended its run: the next run waits for its expected workers again and
+            // starts at clock 0 (the shards reset its clocks when they see it not started).
+            edit.setIdleSinceMillis(wallClock.getAsLong()).setStarted(false);
         }
         return edit;
     }

@@ -149,7 +149,8 @@ final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
             if (request.getShardId().isEmpty()) {
                 throw PsException.invalidArgument("drain: shard_id is empty");
             }
-            final CheckpointCoordinator.Drained drained = checkpoints.drain(request.getShardId());
+            final CheckpointCoordinator.Drained drained =
+                    checkpoints.drain(request.getShardId(), request.getUnapplied());
             return DrainShardResponse.newBuilder()
                     .setCheckpointId(drained.checkpointId())
                     .setSlotsHandedOver(drained.slotsHandedOver())

@@ -264,7 +264,7 @@ class ClusterStateDurabilityTest extends ClusterStateFixture {
         final long epoch = state.epoch();
 
         assertThat(state.beginDrain(a)).as("its rows need a checkpoint").isTrue();
-        assertThat(state.handOver(a, 11, 110_000)).isEqualTo(2048);
+        assertThat(state.handOver(a, 11, 110_000, "")).isEqualTo(2048);
 
         assertThat(slotsOf(c)).isEqualTo(slotsOfA);
         assertThat(slotsOf(b)).hasSize(2048);

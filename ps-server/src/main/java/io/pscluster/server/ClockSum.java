@@ -46,6 +46,21 @@ final class ClockSum {
         }
     }
 
+    /** Adds every row of {@code other} (a worker's sum for the clock). */
+    void add(final ClockSum other) {
+        add(other.keys(), other.gradients());
+    }
+
+    /** Heap bytes held: keys, sums and the index (an estimate of the index's share). */
+    long bytes() {
+        return (long) keys.length * Long.BYTES + (long) sums.length * Float.BYTES + (long) count * 24;
+    }
+
+    /** An upper bound of what adding {@code rows} new rows of {@code dim} can add to {@link #bytes()}. */
+    static long bytesFor(final int rows, final int dim) {
+        return 2L * rows * (Long.BYTES + (long) Float.BYTES * dim) + 24L * rows;
+    }
+
     /** Divides every sum by {@code participants} (MEAN aggregation). */
     void divide(final int participants) {
         for (int i = 0; i < count * dim; i++) {

@@ -49,25 +49,40 @@ final class JobClocks {
         CompletableFuture<Void> apply(String jobId, long clock, ClockUpdates updates, int participants);
     }
 
-    /** The gradients pushed for one clock: table, then worker id, then the pushes in sequence order. */
+    /**
+     * The gradients pushed for one clock: per table, per worker id, summed as they arrive (one request never repeats
+     * a key and a worker's requests for one clock reach a shard in the order it sent them unless it pushes
+     * concurrently, so a key's rows are added in the order the worker pushed them).
+     */
     static final class ClockUpdates {
-        final Map<String, TreeMap<Integer, TreeMap<Long, List<Part>>>> byTable = new HashMap<>();
+        final Map<String, TreeMap<Integer, ClockSum>> byTable = new HashMap<>();
+        long bytes;
 
-        void add(final String table, final int worker, final Part part) {
-            byTable.computeIfAbsent(table, t -> new TreeMap<>())
-                    .computeIfAbsent(worker, w -> new TreeMap<>())
-                    .computeIfAbsent(part.sequence(), s -> new ArrayList<>(1))
-                    .add(part);
+        /** Adds a push; returns the bytes it added to what is held. */
+        long add(final String table, final int worker, final int dim, final long[] keys, final float[] gradients) {
+            final ClockSum sum = byTable.computeIfAbsent(table, t -> new TreeMap<>())
+                    .computeIfAbsent(worker, w -> new ClockSum(dim));
+            final long before = sum.bytes();
+            sum.add(keys, gradients);
+            final long added = sum.bytes() - before;
+            bytes += added;
+            return added;
         }
 
-        void removeWorker(final int worker) {
-            byTable.values().forEach(workers -> workers.remove(worker));
+        /** Drops a worker's gradients; returns the bytes freed. */
+        long removeWorker(final int worker) {
+            long freed = 0;
+            for (final TreeMap<Integer, ClockSum> workers : byTable.values()) {
+                final ClockSum sum = workers.remove(worker);
+                if (sum != null) {
+                    freed += sum.bytes();
+                }
+            }
             byTable.values().removeIf(Map::isEmpty);
+            bytes -= freed;
+            return freed;
         }
     }
-
-    /** One push (or the part of it this shard got) for a SYNC clock. */
-    record Part(long sequence, long[] keys, float[] gradients) {}
 
     /** What a push of a job's worker is to do with its gradients. */
     enum Route {
@@ -84,12 +99,18 @@ final class JobClocks {
 
     private final Executor executor;
     private final Applier applier;
+    private final long maxBufferedBytes;
     private final Map<String, Job> jobs = new HashMap<>();
-    private long version;
+    // Read by heartbeats without the monitor.
+    private volatile long version;
+    // SYNC gradients held for clocks not yet applied, over every job.
+    private long bufferedBytes;
 
-    JobClocks(final Executor executor, final Applier applier) {
+    /** @param maxBufferedBytes the most SYNC gradient bytes the shard holds for clocks not yet applied. */
+    JobClocks(final Executor executor, final Applier applier, final long maxBufferedBytes) {
         this.executor = executor;
         this.applier = applier;
+        this.maxBufferedBytes = maxBufferedBytes;
     }
 
     // ---- the proxy's list
@@ -125,7 +146,7 @@ final class JobClocks {
         wake.forEach(executor::execute);
     }
 
-    synchronized long version() {
+    long version() {
         return version;
     }
 
@@ -166,9 +187,15 @@ final class JobClocks {
             throw PsException.jobPending(
                     "table '" + table + "' is not yet attached to job '" + jobId + "' on this shard", 0);
         }
+        checkClock(jobId, worker, clock);
         final Member member = job.member(worker);
         job.implicitJoin(member, clock - 1);
         job.advance(wake);
+        if (member.reported && clock > member.ended + 1) {
+            throw PsException.failedPrecondition("job '" + jobId + "': worker " + worker + " pushed for clock " + clock
+                    + " but is at clock " + (member.ended + 1) + " on this shard (it ended " + member.ended
+                    + "); a push belongs to the worker's current clock");
+        }
         if (clock <= job.applied) {
             throw PsException.failedPrecondition("job '" + jobId + "': worker " + worker + " pushed for clock " + clock
                     + ", which this shard has already applied (applied through " + job.applied + ")");
@@ -180,13 +207,18 @@ final class JobClocks {
         return job.mode == UpdateMode.SYNC ? Route.BUFFER : Route.APPLY;
     }
 
-    /** Keeps a SYNC push for its clock (after {@link #route} said BUFFER, under the push's sequence window). */
+    /**
+     * Keeps a SYNC push for its clock (after {@link #route} said BUFFER, under the push's sequence window), added to
+     * what the worker pushed for that clock before.
+     *
+     * @throws PsException RESOURCE_EXHAUSTED (final) when the shard holds its limit of gradients waiting for clocks.
+     */
     synchronized void buffer(
             final String table,
             final String jobId,
             final int worker,
             final long clock,
-            final long sequence,
+            final int dim,
             final long[] keys,
             final float[] gradients) {
         final Job job = known(jobId);
@@ -195,9 +227,46 @@ final class JobClocks {
             throw PsException.failedPrecondition("job '" + jobId + "': clock " + clock + " of worker " + worker
                     + " was applied or ended while its push was checked; push again for the current clock");
         }
-        job.pending
-                .computeIfAbsent(clock, c -> new ClockUpdates())
-                .add(table, worker, new Part(sequence, keys, gradients));
+        final long upTo = ClockSum.bytesFor(keys.length, dim);
+        if (bufferedBytes + upTo > maxBufferedBytes) {
+            throw PsException.resourceExhausted("job '" + jobId + "': this shard holds " + (bufferedBytes >> 20)
+                    + " MiB of sync gradients waiting for their clocks, and " + (upTo >> 10) + " KiB more would pass"
+                    + " its limit of " + (maxBufferedBytes >> 20) + " MiB; end clocks more often (fewer keys per"
+                    + " clock) or give the shard more heap");
+        }
+        final long added =
+                job.pending.computeIfAbsent(clock, c -> new ClockUpdates()).add(table, worker, dim, keys, gradients);
+        bufferedBytes += added;
+    }
+
+    /** The SYNC clocks whose gradients are held and not yet applied, in words ("" when none). */
+    synchronized String unapplied() {
+        final StringBuilder text = new StringBuilder();
+        for (final Job job : jobs.values()) {
+            if (!job.pending.isEmpty() || job.applying) {
+                text.append(text.length() == 0 ? "" : "; ")
+                        .append("job '")
+                        .append(job.id)
+                        .append("' clocks ")
+                        .append(job.applying ? "being applied and " : "")
+                        .append(job.pending.keySet())
+                        .append(" not ended by every worker");
+            }
+        }
+        return text.toString();
+    }
+
+    /** SYNC gradient bytes held for clocks not yet applied (tests, status). */
+    synchronized long bufferedBytes() {
+        return bufferedBytes;
+    }
+
+    /** Refuses clocks no worker can be at: the first is -1 ("about to start clock 0"). */
+    private static void checkClock(final String jobId, final int worker, final long clock) {
+        if (clock < 0) {
+            throw PsException.invalidArgument(
+                    "job '" + jobId + "': worker " + worker + " sent clock " + clock + "; clocks start at 0");
+        }
     }
 
     /** What a Clock call was answered. */
@@ -207,19 +276,35 @@ final class JobClocks {
      * A worker ended {@code ended} (-1: it is about to start clock 0). Its first report here is its join: not
      * accepted when this shard has applied past {@code ended}.
      */
-    Reported report(final String jobId, final int worker, final long ended) {
+    Reported report(final String jobId, final int worker, final long ended, final boolean join) {
         final List<Runnable> wake = new ArrayList<>();
         final Reported reported;
         synchronized (this) {
             final Job job = known(jobId);
+            if (ended < -1) {
+                throw PsException.invalidArgument("job '" + jobId + "': worker " + worker + " ended clock " + ended
+                        + "; the first clock is 0 (-1: about to start it)");
+            }
             final Member member = job.member(worker);
             if (!member.reported) {
                 if (ended < job.applied) {
                     return new Reported(false, job.applied);
                 }
                 member.join(ended);
-            } else if (ended > member.ended) {
+            } else if (join) {
+                // It moves its start past a clock another shard had applied, before it pushed anything.
+                if (ended < job.applied) {
+                    return new Reported(false, job.applied);
+                }
+                if (ended > member.ended) {
+                    freed(job.pending, member.id, Long.MIN_VALUE);
+                    member.join(ended);
+                }
+            } else if (ended == member.ended + 1) {
                 member.ended = ended;
+            } else if (ended > member.ended + 1) {
+                throw PsException.failedPrecondition("job '" + jobId + "': worker " + worker + " ended clock " + ended
+                        + " but is at clock " + (member.ended + 1) + " on this shard; clocks end one at a time");
             }
             job.advance(wake);
             reported = new Reported(true, job.applied);
@@ -253,9 +338,14 @@ final class JobClocks {
                 ready.run();
                 return null;
             }
+            checkClock(jobId, worker, clock);
             final Member member = job.member(worker);
             job.implicitJoin(member, clock - 1);
             job.advance(wake);
+            if (member.reported && clock > member.ended + 1) {
+                throw PsException.failedPrecondition("job '" + jobId + "': worker " + worker + " reads at clock "
+                        + clock + " but is at clock " + (member.ended + 1) + " on this shard; end the clock first");
+            }
             final long needed = clock - job.staleness - 1;
             if (job.applied >= needed) {
                 waiter = null;
@@ -290,6 +380,15 @@ final class JobClocks {
     }
 
     // ---- internals, under the monitor
+
+    /** Drops a worker's gradients from every pending clock after {@code kept}. */
+    private void freed(final TreeMap<Long, ClockUpdates> pending, final int worker, final long kept) {
+        for (final Map.Entry<Long, ClockUpdates> entry : pending.entrySet()) {
+            if (entry.getKey() > kept) {
+                bufferedBytes -= entry.getValue().removeWorker(worker);
+            }
+        }
+    }
 
     private Job known(final String jobId) {
         final Job job = jobs.get(jobId);
@@ -348,9 +447,14 @@ final class JobClocks {
                 return;
             }
             infoVersion = info.getVersion();
-            if (mode != info.getSpec().getMode() && started) {
-                // The job was registered anew in another mode (it had no live workers): its old clocks mean nothing.
+            if ((mode != info.getSpec().getMode() || !info.getStarted()) && (started || !pending.isEmpty())) {
+                // The run ended (no worker left) or the job was registered anew in another mode: the next run starts
+                // at clock 0 with the workers it waits for.
+                for (final ClockUpdates updates : pending.values()) {
+                    bufferedBytes -= updates.bytes;
+                }
                 pending.clear();
+                members.clear();
                 applied = -1;
             }
             mode = info.getSpec().getMode();
@@ -368,7 +472,8 @@ final class JobClocks {
                 final Member member = it.next();
                 if (!live.contains(member.id)) {
                     it.remove();
-                    pending.values().forEach(updates -> updates.removeWorker(member.id));
+                    // What it pushed for clocks it ended still counts; the rest is of clocks it never finished.
+                    freed(pending, member.id, member.reported ? member.ended : Long.MIN_VALUE);
                     failWaitersOf(member.id, "worker " + member.id + " of job '" + id + "' is no longer a member");
                     LOG.info("job {}: worker {} left or lapsed; clocks no longer wait for it", id, member.id);
                 }
@@ -410,17 +515,32 @@ final class JobClocks {
             if (mode != UpdateMode.SYNC) {
                 applied = Math.max(applied, lowest);
             } else {
+                // Clocks without gradients here are applied at once, however many: the loop runs per pending clock.
                 while (!applying && applied < lowest) {
-                    final long clock = applied + 1;
-                    final ClockUpdates updates = pending.remove(clock);
-                    if (updates == null || updates.byTable.isEmpty()) {
+                    final Map.Entry<Long, ClockUpdates> next = pending.firstEntry();
+                    if (next == null || next.getKey() > lowest) {
+                        applied = lowest;
+                        break;
+                    }
+                    pending.pollFirstEntry();
+                    final long clock = next.getKey();
+                    final ClockUpdates updates = next.getValue();
+                    if (updates.byTable.isEmpty()) {
                         applied = clock;
                         continue;
                     }
+                    applied = clock - 1;
                     applying = true;
                     final int participants = participants(clock);
-                    wake.add(() -> applier.apply(id, clock, updates, participants)
-                            .whenComplete((done, failure) -> applied(clock, failure)));
+                    wake.add(() -> {
+                        CompletableFuture<Void> done;
+                        try {
+                            done = applier.apply(id, clock, updates, participants);
+                        } catch (Throwable failure) {
+                            done = CompletableFuture.failedFuture(failure);
+                        }
+                        done.whenComplete((ok, failure) -> applied(clock, updates.bytes, failure));
+                    });
                 }
             }
             for (final Iterator<Waiter> it = waiters.iterator(); it.hasNext(); ) {
@@ -442,12 +562,13 @@ final class JobClocks {
             return Math.max(1, count);
         }
 
-        private void applied(final long clock, final Throwable failure) {
+        private void applied(final long clock, final long bytes, final Throwable failure) {
             if (failure != null) {
-                LOG.error("job {}: applying clock {} failed; its rows are counted as dropped", id, clock, failure);
+                LOG.error("job {}: applying clock {} failed; its gradients are lost", id, clock, failure);
             }
             final List<Runnable> wake = new ArrayList<>();
             synchronized (JobClocks.this) {
+                bufferedBytes -= bytes;
                 applying = false;
                 applied = Math.max(applied, clock);
                 advance(wake);

@@ -464,7 +464,7 @@ final class ProxyLink implements AutoCloseable {
      * finished but is not yet reported): so a heartbeat is sent first, and the request repeated with a backoff until
      * the restores are done or the time is up.
      */
-    DrainShardResponse drain(final long timeoutMs) throws InterruptedException {
+    DrainShardResponse drain(final long timeoutMs, final String unapplied) throws InterruptedException {
         final long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMs);
         long backoffMs = 100;
         while (true) {
@@ -478,6 +478,7 @@ final class ProxyLink implements AutoCloseable {
                 return proxy.withDeadlineAfter(Math.max(1, leftMs), TimeUnit.MILLISECONDS)
                         .drainShard(DrainShardRequest.newBuilder()
                                 .setShardId(shard.shardId())
+                                .setUnapplied(unapplied)
                                 .build());
             } catch (StatusRuntimeException e) {
                 final Status.Code code = e.getStatus().getCode();

@@ -76,8 +76,13 @@ public final class Shard implements AutoCloseable {
     // Pushes between their lease check and the end of their offer: a drain waits for them to reach the writers.
     private final AtomicInteger pushesInFlight = new AtomicInteger();
     private final PushSequenceWindows sequences = new PushSequenceWindows();
+    // Wakes pulls and reports clocks; never blocks.
     private final ExecutorService clockExecutor = Executors.newFixedThreadPool(2, ProxyLink.daemon("ps-clock"));
-    private final JobClocks jobs = new JobClocks(clockExecutor, this::applyClock);
+    // Combines SYNC clocks' gradients and queues them (waits when the writers are full).
+    private final ExecutorService applyExecutor = Executors.newSingleThreadExecutor(ProxyLink.daemon("ps-clock-apply"));
+    // SYNC gradients waiting for their clocks may take a quarter of the heap.
+    private final JobClocks jobs =
+            new JobClocks(clockExecutor, this::applyClock, Runtime.getRuntime().maxMemory() / 4);
     private final PartitionWriters writers;
     private final Configuration hadoopConf;
     private final int maxKeysPerRequest;
@@ -361,7 +366,7 @@ public final class Shard implements AutoCloseable {
         }
         final JobClocks.Route route = jobs.route(tableName, tag.jobId(), tag.workerId(), tag.clock());
         final Runnable accept = route == JobClocks.Route.BUFFER
-                ? () -> jobs.buffer(tableName, tag.jobId(), tag.workerId(), tag.clock(), sequence, keys, gradients)
+                ? () -> jobs.buffer(tableName, tag.jobId(), tag.workerId(), tag.clock(), dim, keys, gradients)
                 : () -> offer(table, keys, slots, gradients);
         if (clientId == 0) {
             accept.run();
@@ -806,12 +811,13 @@ public final class Shard implements AutoCloseable {
      * applied every push accepted before, so that the worker reads its own pushes. The future completes with the
      * answer, never on a gRPC thread's time.
      */
-    public CompletableFuture<JobClocks.Reported> endClock(final String jobId, final int workerId, final long ended) {
+    public CompletableFuture<JobClocks.Reported> endClock(
+            final String jobId, final int workerId, final long ended, final boolean join) {
         requests.incrementAndGet();
         if (jobs.modeOf(jobId) == UpdateMode.SYNC) {
-            return CompletableFuture.completedFuture(jobs.report(jobId, workerId, ended));
+            return CompletableFuture.completedFuture(jobs.report(jobId, workerId, ended, join));
         }
-        return flush().thenApplyAsync(done -> jobs.report(jobId, workerId, ended), clockExecutor);
+        return flush().thenApplyAsync(done -> jobs.report(jobId, workerId, ended, join), clockExecutor);
     }
 
     /** Completes once every push accepted before the call has been applied. */
@@ -847,6 +853,12 @@ public final class Shard implements AutoCloseable {
      */
     private CompletableFuture<Void> applyClock(
             final String jobId, final long clock, final JobClocks.ClockUpdates updates, final int participants) {
+        return CompletableFuture.supplyAsync(() -> queueClock(jobId, clock, updates, participants), applyExecutor)
+                .thenCompose(queued -> flush());
+    }
+
+    private Void queueClock(
+            final String jobId, final long clock, final JobClocks.ClockUpdates updates, final int participants) {
         for (final var entry : updates.byTable.entrySet()) {
             final ParameterTable table = tables.get(entry.getKey());
             if (table == null) {
@@ -857,12 +869,9 @@ public final class Shard implements AutoCloseable {
                         entry.getKey());
                 continue;
             }
+            // Worker id order: the first worker's rows are copied, the next ones added.
             final ClockSum sum = new ClockSum(table.dim());
-            entry.getValue()
-                    .values()
-                    .forEach(bySequence -> bySequence
-                            .values()
-                            .forEach(parts -> parts.forEach(part -> sum.add(part.keys(), part.gradients()))));
+            entry.getValue().values().forEach(sum::add);
             if (table.schema().getAggregation() == Aggregation.MEAN) {
                 sum.divide(participants);
             }
@@ -871,13 +880,29 @@ public final class Shard implements AutoCloseable {
             final int[] slots = table.slotsOf(keys);
             while (!table.offerPush(keys, slots, gradients)) {
                 if (writers.isClosing()) {
-                    return CompletableFuture.failedFuture(
-                            new IllegalStateException("shard closing: clock " + clock + " of job " + jobId));
+                    throw new IllegalStateException("shard closing: clock " + clock + " of job " + jobId);
                 }
                 LockSupport.parkNanos(TimeUnit.MICROSECONDS.toNanos(200));
             }
         }
-        return flush();
+        return null;
+    }
+
+    /**
+     * A draining shard waits up to {@code timeoutMs} for the SYNC clocks it holds gradients of to be applied (their
+     * workers still end clocks here); returns "" when none is left, else what is lost, for the hand-over report.
+     */
+    String awaitSyncClocks(final long timeoutMs) throws InterruptedException {
+        final long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMs);
+        String unapplied = jobs.unapplied();
+        while (!unapplied.isEmpty() && System.nanoTime() < deadline) {
+            TimeUnit.MILLISECONDS.sleep(20);
+            unapplied = jobs.unapplied();
+        }
+        if (!unapplied.isEmpty()) {
+            LOG.warn("shard {} drains with sync gradients not applied: {}", name(), unapplied);
+        }
+        return unapplied;
     }
 
     /** Takes the proxy's job list (from UpdateJobs or a heartbeat answer) unless it holds that version already. */
@@ -939,5 +964,6 @@ public final class Shard implements AutoCloseable {
     public void close() {
         writers.close();
         clockExecutor.shutdownNow();
+        applyExecutor.shutdownNow();
     }
 }

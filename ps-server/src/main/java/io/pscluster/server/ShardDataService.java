@@ -26,18 +26,23 @@ import io.pscluster.wire.PsException;
 import io.pscluster.wire.Unary;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
+import java.util.concurrent.Executor;
 
 /** The shard's data plane over gRPC: decodes requests, calls {@link Shard}, maps failures to statuses. */
 final class ShardDataService extends ShardServiceGrpc.ShardServiceImplBase {
     private final Shard shard;
     private final Runnable routingRefresh;
     private final FaultPoints faults;
+    // The gRPC handlers' executor: a pull released from its wait is answered there, not on the shard's clock threads.
+    private final Executor handlers;
 
     /** @param routingRefresh asks the proxy for the routing table soon; called when a client knows a newer epoch. */
-    ShardDataService(final Shard shard, final Runnable routingRefresh, final FaultPoints faults) {
+    ShardDataService(
+            final Shard shard, final Runnable routingRefresh, final FaultPoints faults, final Executor handlers) {
         this.shard = shard;
         this.routingRefresh = routingRefresh;
         this.faults = faults;
+        this.handlers = handlers;
     }
 
     @Override
@@ -107,7 +112,17 @@ final class ShardDataService extends ShardServiceGrpc.ShardServiceImplBase {
         final Shard.JobTag tag = new Shard.JobTag(request.getJobId(), request.getWorkerId(), request.getClock());
         final JobClocks.Wait wait;
         try {
-            wait = shard.whenReadable(tag, () -> answerPull(request, response), failure -> fail(response, failure));
+            final Thread caller = Thread.currentThread();
+            wait = shard.whenReadable(
+                    tag,
+                    () -> {
+                        if (Thread.currentThread() == caller) {
+                            answerPull(request, response);
+                        } else {
+                            handlers.execute(() -> answerPull(request, response));
+                        }
+                    },
+                    failure -> fail(response, failure));
         } catch (RuntimeException e) {
             fail(response, e);
             return;
@@ -134,7 +149,8 @@ final class ShardDataService extends ShardServiceGrpc.ShardServiceImplBase {
     public void clock(final ClockRequest request, final StreamObserver<ClockResponse> response) {
         final CompletableFuture<JobClocks.Reported> reported;
         try {
-            reported = shard.endClock(request.getJobId(), request.getWorkerId(), request.getEndedClock());
+            reported = shard.endClock(
+                    request.getJobId(), request.getWorkerId(), request.getEndedClock(), request.getJoin());
         } catch (RuntimeException e) {
             fail(response, e);
             return;

@@ -78,7 +78,8 @@ public final class ShardServer implements AutoCloseable {
                                 link.refreshSoon();
                             }
                         },
-                        context.faults))
+                        context.faults,
+                        executor))
                 .addService(new ShardAdminGrpcService(shard, context.faults))
                 .addService(health.getHealthService())
                 .build()
@@ -167,8 +168,10 @@ public final class ShardServer implements AutoCloseable {
         final long start = System.nanoTime();
         shard.beginDrain();
         shard.awaitDrained();
+        // Gradients of sync clocks not yet ended are in no checkpoint: give the workers a moment to end them.
+        final String unapplied = shard.awaitSyncClocks(context.syncDrainWaitMs);
         try {
-            final DrainShardResponse handed = link.drain(context.drainTimeoutMs);
+            final DrainShardResponse handed = link.drain(context.drainTimeoutMs, unapplied);
             LOG.info(
                     "shard {} drained: {} slots handed over from checkpoint {} in {} ms",
                     shard.shardId(),
@@ -220,6 +223,7 @@ public final class ShardServer implements AutoCloseable {
         private long shutdownGraceMs = 10_000;
         private boolean drainOnClose = true;
         private long drainTimeoutMs = TimeUnit.MINUTES.toMillis(10);
+        private long syncDrainWaitMs = 5_000;
         private Configuration hadoopConf = new Configuration();
         private FaultPoints faults = new FaultPoints();
 

@@ -23,6 +23,7 @@ import org.apache.hadoop.conf.Configuration;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
 
 /**
  * A shard's clocks for SYNC and SSP jobs, driven through {@link Shard} as its gRPC service drives it: gradients kept
@@ -97,7 +98,7 @@ class ShardJobClocksTest {
     }
 
     private void end(final int worker, final long clock) {
-        assertThat(shard.endClock("j", worker, clock).join().accepted()).isTrue();
+        assertThat(shard.endClock("j", worker, clock, false).join().accepted()).isTrue();
     }
 
     @Test
@@ -176,17 +177,21 @@ class ShardJobClocksTest {
     }
 
     @Test
-    void shouldStopWaitingForADroppedWorkerAndDiscardItsGradients() throws InterruptedException {
-        jobs(UpdateMode.SYNC, 0, 0, 1);
+    void shouldStopWaitingForDroppedWorkersAndKeepOnlyTheClocksTheyEnded() throws InterruptedException {
+        jobs(UpdateMode.SYNC, 0, 0, 1, 2);
         push(TABLE, 0, 0, 1f);
         push(TABLE, 1, 0, 2f);
+        push(TABLE, 2, 0, 4f);
         end(0, 0);
+        end(1, 0);
         final CompletableFuture<Throwable> dropped = new CompletableFuture<>();
         shard.whenReadable(new Shard.JobTag("j", 1, 1), () -> {}, dropped::complete);
+        // Worker 1 ended clock 0 and then died; worker 2 died in the middle of it.
         jobs(UpdateMode.SYNC, 0, 0);
         await().atMost(Duration.ofSeconds(10)).until(() -> applied() == 0);
-        assertThat(value(TABLE)).as("only worker 0's gradient").isEqualTo(-1f);
+        assertThat(value(TABLE)).as("workers 0 and 1, not worker 2").isEqualTo(-3f);
         assertThat(dropped.join()).hasMessageContaining("no longer a member");
+        assertThat(shard.jobClocks("j").ended()).containsOnlyKeys(0);
         final PsException refused = catchThrowableOfType(PsException.class, () -> push(TABLE, 1, 1, 1f));
         assertThat(refused.code()).isEqualTo(Status.Code.FAILED_PRECONDITION);
         assertThat(refused).hasMessageContaining("worker 1").hasMessageContaining("join the job again");
@@ -199,10 +204,10 @@ class ShardJobClocksTest {
         end(0, 1);
         await().atMost(Duration.ofSeconds(10)).until(() -> applied() == 1);
         jobs(UpdateMode.SYNC, 0, 0, 3);
-        final JobClocks.Reported tooLate = shard.endClock("j", 3, 0).join();
+        final JobClocks.Reported tooLate = shard.endClock("j", 3, 0, true).join();
         assertThat(tooLate.accepted()).isFalse();
         assertThat(tooLate.applied()).isEqualTo(1);
-        assertThat(shard.endClock("j", 3, 1).join().accepted()).isTrue();
+        assertThat(shard.endClock("j", 3, 1, true).join().accepted()).isTrue();
         end(0, 2);
         assertThat(applied()).as("clock 2 waits for the joiner").isEqualTo(1);
         end(3, 2);
@@ -292,6 +297,124 @@ class ShardJobClocksTest {
                 .as("a heartbeat's list is the proxy's")
                 .containsOnlyKeys(0);
         assertThat(shard.jobsVersion()).isEqualTo(1);
+    }
+
+    @Test
+    @Timeout(20)
+    void shouldJumpOverAHugeGapOfEmptyClocksAtOnce() {
+        jobs(UpdateMode.SYNC, 0, 0);
+        assertThat(shard.endClock("j", 0, 1_000_000_000_000L, true).join().accepted())
+                .isTrue();
+        assertThat(applied()).isEqualTo(1_000_000_000_000L);
+    }
+
+    @Test
+    void shouldRefuseClocksNoWorkerCanBeAt() {
+        jobs(UpdateMode.SYNC, 0, 0, 1);
+        end(0, -1);
+        final PsException negative = catchThrowableOfType(PsException.class, () -> shard.endClock("j", 1, -7, false));
+        assertThat(negative.code()).isEqualTo(Status.Code.INVALID_ARGUMENT);
+        final PsException pull = catchThrowableOfType(
+                PsException.class,
+                () -> shard.whenReadable(new Shard.JobTag("j", 1, Long.MIN_VALUE), () -> {}, failure -> {}));
+        assertThat(pull.code()).isEqualTo(Status.Code.INVALID_ARGUMENT);
+        final PsException ahead = catchThrowableOfType(PsException.class, () -> push(TABLE, 0, 5, 1f));
+        assertThat(ahead.code()).isEqualTo(Status.Code.FAILED_PRECONDITION);
+        assertThat(ahead).hasMessageContaining("is at clock 0");
+        final PsException skip = catchThrowableOfType(PsException.class, () -> shard.endClock("j", 0, 3, false));
+        assertThat(skip).hasMessageContaining("one at a time");
+        final PsException readAhead = catchThrowableOfType(
+                PsException.class, () -> shard.whenReadable(new Shard.JobTag("j", 0, 4), () -> {}, failure -> {}));
+        assertThat(readAhead).hasMessageContaining("end the clock first");
+    }
+
+    @Test
+    void shouldCountOnlyTheWorkersOfAClockWhenAJoinMovesItsStart() throws InterruptedException {
+        jobs(UpdateMode.SYNC, 0, 0, 1);
+        end(0, -1);
+        end(1, -1);
+        // Worker 1 learned elsewhere that clock 0 was applied and starts at 1 instead.
+        assertThat(shard.endClock("j", 1, 0, true).join().accepted()).isTrue();
+        push(MEAN_TABLE, 0, 0, 2f);
+        end(0, 0);
+        await().atMost(Duration.ofSeconds(10)).until(() -> applied() == 0);
+        assertThat(value(MEAN_TABLE)).as("clock 0 had one worker").isEqualTo(-2f);
+    }
+
+    @Test
+    void shouldStartOverWhenTheRunEndedAndTheJobStartsAgain() {
+        jobs(UpdateMode.SYNC, 0, 0);
+        end(0, 0);
+        end(0, 1);
+        assertThat(applied()).isEqualTo(1);
+        final long stopped = versions.incrementAndGet();
+        shard.updateJobs(UpdateJobsRequest.newBuilder()
+                .addJobs(JobInfo.newBuilder()
+                        .setSpec(JobSpec.newBuilder().setJobId("j").setMode(UpdateMode.SYNC))
+                        .setVersion(stopped)
+                        .setNextWorkerId(10)
+                        .addTables(TABLE))
+                .setJobsVersion(stopped)
+                .build());
+        jobs(UpdateMode.SYNC, 0, 5);
+        assertThat(applied()).as("a new run counts from clock 0").isEqualTo(-1);
+        end(5, -1);
+        end(5, 0);
+        assertThat(applied()).isEqualTo(0);
+    }
+
+    @Test
+    void shouldRefuseGradientsPastTheBufferLimitAndKeepNothingOfThem() {
+        final JobClocks clocks = new JobClocks(Runnable::run, (job, clock, updates, n) -> null, 4096);
+        clocks.update(startedJob(), false);
+        clocks.report("j", 0, -1, true);
+        clocks.buffer(TABLE, "j", 0, 0, 1, new long[] {1, 2}, new float[] {1f, 1f});
+        final long held = clocks.bufferedBytes();
+        assertThat(held).isPositive();
+        final PsException full = catchThrowableOfType(
+                PsException.class, () -> clocks.buffer(TABLE, "j", 0, 0, 1, new long[1000], new float[1000]));
+        assertThat(full.code()).isEqualTo(Status.Code.RESOURCE_EXHAUSTED);
+        assertThat(full).hasMessageContaining("MiB of sync gradients");
+        assertThat(clocks.bufferedBytes()).isEqualTo(held);
+    }
+
+    @Test
+    void shouldGoOnWhenApplyingAClockThrows() {
+        final java.util.concurrent.atomic.AtomicInteger calls = new java.util.concurrent.atomic.AtomicInteger();
+        final JobClocks clocks = new JobClocks(
+                Runnable::run,
+                (job, clock, updates, n) -> {
+                    if (calls.incrementAndGet() == 1) {
+                        throw new IllegalStateException("injected: applying clock " + clock + " failed");
+                    }
+                    return CompletableFuture.completedFuture(null);
+                },
+                1 << 20);
+        clocks.update(startedJob(), false);
+        clocks.report("j", 0, -1, true);
+        clocks.buffer(TABLE, "j", 0, 0, 1, new long[] {1}, new float[] {1f});
+        clocks.report("j", 0, 0, false);
+        assertThat(clocks.snapshot("j").applied())
+                .as("a failed clock still ends")
+                .isEqualTo(0);
+        clocks.buffer(TABLE, "j", 0, 1, 1, new long[] {1}, new float[] {1f});
+        clocks.report("j", 0, 1, false);
+        assertThat(clocks.snapshot("j").applied()).isEqualTo(1);
+        assertThat(calls).hasValue(2);
+        assertThat(clocks.bufferedBytes()).isZero();
+    }
+
+    private static UpdateJobsRequest startedJob() {
+        return UpdateJobsRequest.newBuilder()
+                .addJobs(JobInfo.newBuilder()
+                        .setSpec(JobSpec.newBuilder().setJobId("j").setMode(UpdateMode.SYNC))
+                        .setVersion(1)
+                        .setStarted(true)
+                        .setNextWorkerId(1)
+                        .addTables(TABLE)
+                        .addWorkers(JobWorker.newBuilder().setWorkerId(0)))
+                .setJobsVersion(1)
+                .build();
     }
 
     @Test

@@ -57,6 +57,7 @@ final class JobSession {
     private final long leaseMs;
     private volatile long clock;
     private volatile String expelled;
+    private volatile boolean leaving;
 
     private JobSession(
             final PsClient client, final JobSpec spec, final int workerId, final long start, final long lease) {
@@ -137,7 +138,7 @@ final class JobSession {
         checkMember();
         if (clocked()) {
             final long ended = clock;
-            everyShard("end clock " + ended, (stub, deadline) -> call(stub, deadline, ended));
+            everyShard("end clock " + ended, (stub, deadline) -> call(stub, deadline, ended, false));
         }
         clock = clock + 1;
         return clock;
@@ -160,6 +161,7 @@ final class JobSession {
 
     /** Leaves the job (best effort: a lapsed lease drops it anyway). */
     void leave(final ProxyServiceGrpc.ProxyServiceBlockingStub proxy) {
+        leaving = true;
         try {
             proxy.withDeadlineAfter(Math.min(2_000, client.context().deadlineMs()), TimeUnit.MILLISECONDS)
                     .leaveJob(LeaveJobRequest.newBuilder()
@@ -173,7 +175,7 @@ final class JobSession {
 
     /** Renews the lease without blocking the timer thread it runs on. */
     private void renew(final ProxyServiceGrpc.ProxyServiceStub proxy) {
-        if (expelled != null || client.isClosed()) {
+        if (expelled != null || leaving || client.isClosed()) {
             return;
         }
         final CompletableFuture<Object> renewed = new CompletableFuture<>();
@@ -194,12 +196,15 @@ final class JobSession {
                 return;
             }
             final StatusRuntimeException e = PsException.toStatus(PsClient.unwrap(failure));
+            if (leaving) {
+                return;
+            }
             if (e.getStatus().getCode() == Status.Code.FAILED_PRECONDITION
                     || e.getStatus().getCode() == Status.Code.NOT_FOUND) {
                 expelled = "worker " + workerId + " of job '" + spec.getJobId() + "' was dropped: "
                         + e.getStatus().getDescription();
                 LOG.error("{}", expelled);
-            } else if (!client.isClosed()) {
+            } else if (!client.isClosed() && !leaving) {
                 LOG.warn("worker {} of job {}: lease renewal failed: {}", workerId, spec.getJobId(), e.getMessage());
             }
         });
@@ -210,7 +215,7 @@ final class JobSession {
         while (true) {
             final long ended = clock - 1;
             final Map<String, ClockResponse> answers =
-                    everyShard("join at clock " + clock, (stub, deadline) -> call(stub, deadline, ended));
+                    everyShard("join at clock " + clock, (stub, deadline) -> call(stub, deadline, ended, true));
             long latest = ended;
             for (final ClockResponse answer : answers.values()) {
                 if (!answer.getAccepted()) {
@@ -231,7 +236,10 @@ final class JobSession {
     }
 
     private CompletableFuture<ClockResponse> call(
-            final ShardServiceGrpc.ShardServiceStub stub, final Deadline deadline, final long ended) {
+            final ShardServiceGrpc.ShardServiceStub stub,
+            final Deadline deadline,
+            final long ended,
+            final boolean join) {
         final CompletableFuture<ClockResponse> done = new CompletableFuture<>();
         stub.withDeadline(deadline)
                 .clock(
@@ -239,6 +247,7 @@ final class JobSession {
                                 .setJobId(spec.getJobId())
                                 .setWorkerId(workerId)
                                 .setEndedClock(ended)
+                                .setJoin(join)
                                 .build(),
                         observer(done));
         return done;

@@ -113,8 +113,9 @@ public final class PsTable {
         if (job != null) {
             job.checkMember();
         }
-        // A SYNC/SSP worker's pull waits on the shard for its clock: one attempt may take the whole call.
-        final Call call = new Call(keys, job != null && job.clocked());
+        // A SYNC/SSP worker's pull waits on the shard for its clock. Each attempt still ends after attemptTimeoutMs and
+        // is sent again under a refreshed routing table: a shard that lost the slots meanwhile is not waited on.
+        final Call call = new Call(keys);
         final long clock = job == null ? 0 : job.clock();
         return client.track(() -> send(call, allPositions(keys.length), null, 0, null, (address, request, deadline) -> {
                     final PullRequest.Builder pull = PullRequest.newBuilder()
@@ -146,7 +147,7 @@ public final class PsTable {
         if (job != null) {
             job.checkMember();
         }
-        final Call call = new Call(keys, false);
+        final Call call = new Call(keys);
         final long clock = job == null ? 0 : job.clock();
         return client.track(() -> send(call, allPositions(keys.length), null, 0, null, (address, request, deadline) -> {
             final KeyDedup.Encoded encoded = KeyDedup.encodePush(keys, gradients, dim, request.positions());
@@ -179,12 +180,9 @@ public final class PsTable {
     private final class Call {
         final Deadline deadline = Deadline.after(client.context().deadlineMs(), TimeUnit.MILLISECONDS);
         final long[] keys;
-        // A pull that waits on the shard for a clock: its attempts are not cut short by attemptTimeoutMs.
-        final boolean longPoll;
 
-        Call(final long[] keys, final boolean longPoll) {
+        Call(final long[] keys) {
             this.keys = keys;
-            this.longPoll = longPoll;
         }
     }
 
@@ -358,9 +356,8 @@ public final class PsTable {
     /** One attempt of {@code request}, with its own deadline, and the retries its failure calls for. */
     private CompletableFuture<Void> attempt(
             final Call call, final String address, final Request request, final RequestSender sender) {
-        final Deadline deadline = call.longPoll
-                ? call.deadline
-                : call.deadline.minimum(Deadline.after(client.context().attemptTimeoutMs(), TimeUnit.MILLISECONDS));
+        final Deadline deadline =
+                call.deadline.minimum(Deadline.after(client.context().attemptTimeoutMs(), TimeUnit.MILLISECONDS));
         CompletableFuture<Void> sent;
         try {
             sent = sender.send(address, request, deadline);
