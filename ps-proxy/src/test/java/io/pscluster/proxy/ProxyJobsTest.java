@@ -58,7 +58,8 @@ import org.junit.jupiter.api.io.TempDir;
  * fake shard stays live; the workers' lease is short, so a silent worker lapses within a second.
  */
 class ProxyJobsTest {
-    private static final long WORKER_LEASE_MS = 800;
+    // Long enough that a renewal every 50 ms keeps a worker on a loaded machine (800 ms was not, under a full build).
+    private static final long WORKER_LEASE_MS = 2_500;
     private static final Duration PATIENCE = Duration.ofSeconds(10);
 
     @TempDir
@@ -328,6 +329,8 @@ class ProxyJobsTest {
     void shouldStartAWorkerJoiningARunningJobAtTheHighestClockReported() throws Exception {
         register(spec("lr", UpdateMode.ASYNC, 0, 2));
         final ListenableFuture<JoinJobResponse> first = joinLater("lr", "host-a");
+        // The first join is worker 0 only once it reached the proxy: the second waits for that.
+        await().atMost(PATIENCE).until(() -> listed("lr").getWorkersCount() == 1);
         join("lr", "host-b");
         assertThat(first.get(10, TimeUnit.SECONDS).getWorkerId()).isZero();
         renew("lr", 0, 7);
@@ -345,6 +348,7 @@ class ProxyJobsTest {
     void shouldDropAWorkerThatStopsRenewingAndSendTheShardTheListWithoutIt() throws Exception {
         register(spec("lr", UpdateMode.SYNC, 0, 2));
         final ListenableFuture<JoinJobResponse> silent = joinLater("lr", "host-a");
+        await().atMost(PATIENCE).until(() -> listed("lr").getWorkersCount() == 1);
         final int renewing = join("lr", "host-b").getWorkerId();
         final long start = System.nanoTime();
 
