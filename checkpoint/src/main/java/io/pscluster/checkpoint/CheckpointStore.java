@@ -1,5 +1,6 @@
 package io.pscluster.checkpoint;
 
+import java.io.Closeable;
 import java.io.FileNotFoundException;
 import java.io.IOException;
 import java.io.InputStream;
@@ -8,24 +9,30 @@ import java.net.URI;
 import java.nio.charset.StandardCharsets;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
+import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Comparator;
+import java.util.Deque;
+import java.util.HashMap;
 import java.util.HexFormat;
+import java.util.LinkedHashSet;
 import java.util.List;
+import java.util.Map;
 import java.util.Objects;
 import java.util.Optional;
+import java.util.Set;
+import java.util.TreeSet;
 import java.util.UUID;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
-import java.util.zip.CRC32C;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.ChecksumException;
 import org.apache.hadoop.fs.FSDataOutputStream;
 import org.apache.hadoop.fs.FileAlreadyExistsException;
+import org.apache.hadoop.fs.FileChecksum;
 import org.apache.hadoop.fs.FileStatus;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
-import org.apache.hadoop.hdfs.BlockMissingException;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -45,9 +52,16 @@ import org.slf4j.LoggerFactory;
  * and checks afterwards that {@code _MANIFEST} is a file. On {@code file://} a rename replaces an existing target, so
  * there the check-then-rename relies on one committer per checkpoint id (the coordinator that picked the id).
  *
- * <p>Thread-safe: the store holds no mutable state besides the (thread-safe) {@link FileSystem}.
+ * <p>Verification ({@link #check}) uses HDFS's {@code COMPOSITE_CRC} file checksums, which equal the CRC32C the
+ * writer recorded, so a checkpoint on HDFS is verified without reading it back; other filesystems read it back.
+ * Retention ({@link #retain}) and {@link #delete} remove a checkpoint by deleting its manifest first (it stops
+ * existing at once) and its directory after, and never remove a checkpoint that a kept delta depends on unless told
+ * to; a directory without a manifest whose id is below the newest committed checkpoint's is an orphan of a failed
+ * checkpoint (ids only grow, so one in progress always has a higher id) and is removed with the old checkpoints.
+ *
+ * <p>Thread-safe: the store's only mutable state is the lazily opened checksum client, guarded by its monitor.
  */
-public final class CheckpointStore {
+public final class CheckpointStore implements Closeable {
     private static final Logger LOG = LoggerFactory.getLogger(CheckpointStore.class);
 
     /** The name that commits a checkpoint. */
@@ -64,8 +78,13 @@ public final class CheckpointStore {
 
     private static final HexFormat UPPER_HEX = HexFormat.of().withUpperCase();
 
+    /** The HDFS client setting that makes {@code getFileChecksum} a CRC32C of the content, whatever the blocks. */
+    static final String CHECKSUM_COMBINE_MODE = "dfs.checksum.combine.mode";
+
     private final FileSystem fs;
     private final Path root;
+    private final Configuration conf;
+    private FileSystem compositeChecksumFs;
 
     /**
      * Opens (and creates if missing) the store at {@code root}, e.g. {@code file:///var/ps-data} or
@@ -75,7 +94,9 @@ public final class CheckpointStore {
     public CheckpointStore(URI root, Configuration conf) throws IOException {
         Objects.requireNonNull(root, "root");
         Objects.requireNonNull(conf, "conf");
-        this.fs = FileSystem.get(root, conf);
+        this.conf = new Configuration(conf);
+        this.conf.set(CHECKSUM_COMBINE_MODE, "COMPOSITE_CRC");
+        this.fs = FileSystem.get(root, this.conf);
         this.root = fs.makeQualified(new Path(root));
         if (!fs.mkdirs(this.root)) {
             throw new IOException("cannot create checkpoint root " + this.root);
@@ -145,7 +166,7 @@ public final class CheckpointStore {
         Path tmp = new Path(dir, TMP_PREFIX + UUID.randomUUID());
         boolean renamed = false;
         try {
-            try (FSDataOutputStream out = fs.create(tmp, false)) {
+            try (FSDataOutputStream out = RowFileWriter.createDurable(fs, tmp, RowFileWriter.Options.defaults())) {
                 out.write(bytes);
                 out.hsync();
             }
@@ -185,23 +206,7 @@ public final class CheckpointStore {
      * verified.
      */
     public List<CheckpointInfo> list() throws IOException {
-        List<Long> ids = new ArrayList<>();
-        for (FileStatus status : fs.listStatus(root)) {
-            long id = checkpointId(status);
-            if (id > 0) {
-                ids.add(id);
-            }
-        }
-        ids.sort(Comparator.reverseOrder());
-        List<CheckpointInfo> checkpoints = new ArrayList<>(ids.size());
-        for (long id : ids) {
-            try {
-                readCheckpoint(id).ifPresent(checkpoints::add);
-            } catch (CheckpointCorruptException e) {
-                LOG.warn("Skipping checkpoint {}: unreadable manifest: {}", id, e.getMessage());
-            }
-        }
-        return checkpoints;
+        return scan().committed();
     }
 
     /**
@@ -239,63 +244,234 @@ public final class CheckpointStore {
     }
 
     /**
-     * Checks every file of the checkpoint: it exists, has the listed length, and the CRC32C of its whole content
-     * matches the manifest. Streams each file once through a 1 MiB buffer.
+     * Checks every file of the checkpoint to {@link VerifyReport.Depth#CHECKSUM}: it exists with the listed length, no
+     * block is lost, and its CRC32C matches the manifest (from HDFS's file checksum, or read back elsewhere).
      *
      * @throws CheckpointCorruptException naming the first bad file and the expected versus actual value.
      * @throws UncheckedIOException if the filesystem fails in a way that is not damage (unreachable, permission), so
      *     that a caller never mistakes an outage for a damaged checkpoint.
      */
     public void verify(CheckpointInfo checkpoint) throws CheckpointCorruptException {
-        byte[] buffer = new byte[VERIFY_BUFFER_BYTES];
-        for (Manifest.FileEntry entry : checkpoint.manifest().files()) {
-            try {
-                verifyFile(checkpoint, entry.file(), buffer);
-            } catch (CheckpointCorruptException e) {
-                throw e;
-            } catch (IOException e) {
-                throw new UncheckedIOException(
-                        "checkpoint " + checkpoint.id() + ": cannot read " + checkpoint.resolve(entry.file()), e);
-            }
+        VerifyReport report;
+        try {
+            report = check(checkpoint, VerifyReport.Depth.CHECKSUM);
+        } catch (IOException e) {
+            throw new UncheckedIOException("checkpoint " + checkpoint.id() + ": cannot check its files", e);
+        }
+        if (!report.intact()) {
+            throw new CheckpointCorruptException(
+                    "checkpoint " + checkpoint.id() + ": " + report.problems().get(0)
+                            + (report.problems().size() > 1
+                                    ? " (and " + (report.problems().size() - 1) + " more)"
+                                    : ""));
         }
     }
 
-    private void verifyFile(CheckpointInfo checkpoint, RowFileInfo expected, byte[] buffer) throws IOException {
-        Path file = checkpoint.resolve(expected);
-        String name = "checkpoint " + checkpoint.id() + ": file " + file;
-        long length;
-        try {
-            length = fs.getFileStatus(file).getLen();
-        } catch (FileNotFoundException e) {
-            throw new CheckpointCorruptException(name + " is missing", e);
+    /**
+     * Checks every file of the checkpoint to {@code depth} and reports each damaged one (see {@link VerifyReport}).
+     *
+     * @throws IOException if the filesystem fails in a way that is not damage (unreachable, permission).
+     */
+    public VerifyReport check(CheckpointInfo checkpoint, VerifyReport.Depth depth) throws IOException {
+        return new CheckpointVerifier(fs, this::checksumOf).check(checkpoint, depth);
+    }
+
+    /**
+     * The filesystem's checksum of a file. HDFS computes it in the mode its client was created with; the cached
+     * client may come from someone else's configuration (without {@code COMPOSITE_CRC}), and then a client of our
+     * own, in that mode, is opened once and kept until {@link #close()}.
+     */
+    private FileChecksum checksumOf(Path file) throws IOException {
+        FileChecksum checksum = fs.getFileChecksum(file);
+        if (checksum == null || !checksum.getAlgorithmName().startsWith("MD5-of-")) {
+            return checksum;
         }
-        if (length != expected.length()) {
-            throw new CheckpointCorruptException(
-                    name + ": length expected " + expected.length() + " bytes, actual " + length);
+        return compositeChecksumFs().getFileChecksum(file);
+    }
+
+    private synchronized FileSystem compositeChecksumFs() throws IOException {
+        if (compositeChecksumFs == null) {
+            compositeChecksumFs = FileSystem.newInstance(root.toUri(), conf);
         }
-        CRC32C crc = new CRC32C();
-        long read = 0;
-        try (InputStream in = fs.open(file, VERIFY_BUFFER_BYTES)) {
-            for (int n; (n = in.read(buffer)) > 0; ) {
-                crc.update(buffer, 0, n);
-                read += n;
+        return compositeChecksumFs;
+    }
+
+    /** Closes the checksum client the store may have opened; the shared {@link #fileSystem()} stays open. */
+    @Override
+    public synchronized void close() throws IOException {
+        if (compositeChecksumFs != null) {
+            compositeChecksumFs.close();
+            compositeChecksumFs = null;
+        }
+    }
+
+    /**
+     * Deletes checkpoint {@code id}: its manifest first (from then on it does not exist), then its directory. A
+     * directory without a manifest (a failed checkpoint) is deleted too.
+     *
+     * @param force delete even if kept checkpoints depend on it (deltas on it), which makes them unrestorable.
+     * @return the committed checkpoints that depended on it, now broken (empty unless {@code force}).
+     * @throws java.util.NoSuchElementException if there is no directory for {@code id}.
+     * @throws IllegalStateException if other checkpoints depend on it and {@code force} is false; nothing is deleted.
+     */
+    public List<Long> delete(long id, boolean force) throws IOException {
+        Path dir = checkpointDir(id);
+        if (!fs.exists(dir)) {
+            throw new java.util.NoSuchElementException("no checkpoint " + id + " under " + root);
+        }
+        Scan scan = scan();
+        List<Long> dependents = new ArrayList<>();
+        for (CheckpointInfo other : scan.committed()) {
+            if (other.id() != id && scan.closure(other.id()).contains(id)) {
+                dependents.add(other.id());
             }
-        } catch (ChecksumException e) {
-            // The filesystem's own block checksums failed (HDFS, or the .crc files of file://).
-            throw new CheckpointCorruptException(name + ": filesystem checksum error: " + e.getMessage(), e);
-        } catch (BlockMissingException e) {
-            // No DataNode holds a live replica of a block: the file cannot be read back whole, which is damage
-            // (fall back to an older checkpoint), not an outage to wait out.
-            throw new CheckpointCorruptException(name + ": a block has no live replica: " + e.getMessage(), e);
         }
-        if (read != expected.length()) {
-            throw new CheckpointCorruptException(
-                    name + ": length expected " + expected.length() + " bytes, read " + read);
+        if (!dependents.isEmpty() && !force) {
+            throw new IllegalStateException("checkpoint " + id + " is needed by checkpoint(s) " + dependents
+                    + " (deltas on it); deleting it would leave them unrestorable. Delete them first, or force it");
         }
-        int actual = (int) crc.getValue();
-        if (actual != expected.crc32c()) {
-            throw new CheckpointCorruptException(
-                    String.format("%s: crc32c expected %08x, actual %08x", name, expected.crc32c(), actual));
+        remove(id);
+        return dependents;
+    }
+
+    /**
+     * Applies {@code policy} (see {@link RetentionPolicy}) at time {@code nowMillis}, then removes orphaned
+     * directories: those without a manifest whose id is below the newest committed checkpoint's.
+     */
+    public RetentionPolicy.Outcome retain(RetentionPolicy policy, long nowMillis) throws IOException {
+        return retain(policy, nowMillis, Set.of());
+    }
+
+    /**
+     * As {@link #retain(RetentionPolicy, long)}, also keeping the {@code pinned} checkpoints (and what they depend on):
+     * those a coordinator may still order restored.
+     */
+    public RetentionPolicy.Outcome retain(RetentionPolicy policy, long nowMillis, Set<Long> pinned) throws IOException {
+        Scan scan = scan();
+        List<CheckpointInfo> committed = scan.committed();
+        Set<Long> keep = new TreeSet<>(Comparator.reverseOrder());
+        for (int i = 0; i < committed.size(); i++) {
+            CheckpointInfo checkpoint = committed.get(i);
+            boolean inCount = policy.keepLast() == 0 || i < policy.keepLast();
+            boolean young = policy.maxAge().isZero()
+                    || checkpoint.manifest().createdMillis()
+                            >= nowMillis - policy.maxAge().toMillis();
+            if (inCount && young) {
+                keep.add(checkpoint.id());
+            }
+        }
+        for (CheckpointInfo checkpoint : committed) {
+            if (pinned.contains(checkpoint.id())) {
+                keep.add(checkpoint.id());
+            }
+        }
+        if (!committed.isEmpty()) {
+            // Limits never leave nothing to restore: the newest stays, and so does the newest with every file there.
+            keep.add(committed.get(0).id());
+            for (CheckpointInfo checkpoint : committed) {
+                if (check(checkpoint, VerifyReport.Depth.PRESENCE).intact()) {
+                    keep.add(checkpoint.id());
+                    break;
+                }
+            }
+        }
+        for (Long id : List.copyOf(keep)) {
+            keep.addAll(scan.closure(id));
+        }
+        List<Long> deleted = new ArrayList<>();
+        for (CheckpointInfo checkpoint : committed) {
+            if (!keep.contains(checkpoint.id())) {
+                remove(checkpoint.id());
+                deleted.add(checkpoint.id());
+            }
+        }
+        List<Path> orphans = new ArrayList<>();
+        long newest = committed.isEmpty() ? 0 : committed.get(0).id();
+        for (long id : scan.withoutManifest()) {
+            if (id < newest) {
+                Path dir = checkpointDir(id);
+                if (fs.delete(dir, true)) {
+                    orphans.add(dir);
+                }
+            }
+        }
+        if (!deleted.isEmpty() || !orphans.isEmpty()) {
+            LOG.info(
+                    "Retention ({} newest, max age {}) deleted checkpoints {} and orphaned directories {}; kept {}",
+                    policy.keepLast() == 0 ? "all" : policy.keepLast(),
+                    policy.maxAge().isZero() ? "none" : policy.maxAge(),
+                    deleted,
+                    orphans,
+                    keep);
+        }
+        return new RetentionPolicy.Outcome(List.copyOf(keep), deleted, orphans);
+    }
+
+    /** Manifest first, so that the checkpoint stops existing before any of its files goes. */
+    private void remove(long id) throws IOException {
+        Path dir = checkpointDir(id);
+        Path manifest = new Path(dir, MANIFEST);
+        if (fs.exists(manifest) && !fs.delete(manifest, false)) {
+            throw new IOException("cannot delete " + manifest);
+        }
+        if (!fs.delete(dir, true) && fs.exists(dir)) {
+            throw new IOException("deleted the manifest of checkpoint " + id + " but not its directory " + dir
+                    + "; it is an orphan now, removed by the next retention");
+        }
+        LOG.info("Deleted checkpoint {} at {}", id, dir);
+    }
+
+    /** The checkpoint directories under the root, sorted out. */
+    private Scan scan() throws IOException {
+        List<Long> ids = new ArrayList<>();
+        for (FileStatus status : fs.listStatus(root)) {
+            long id = checkpointId(status);
+            if (id > 0) {
+                ids.add(id);
+            }
+        }
+        ids.sort(Comparator.reverseOrder());
+        List<CheckpointInfo> committed = new ArrayList<>(ids.size());
+        List<Long> withoutManifest = new ArrayList<>();
+        for (long id : ids) {
+            try {
+                Optional<CheckpointInfo> checkpoint = readCheckpoint(id);
+                if (checkpoint.isPresent()) {
+                    committed.add(checkpoint.get());
+                } else {
+                    withoutManifest.add(id);
+                }
+            } catch (CheckpointCorruptException e) {
+                LOG.warn("Skipping checkpoint {}: unreadable manifest: {}", id, e.getMessage());
+            }
+        }
+        return new Scan(committed, withoutManifest);
+    }
+
+    /**
+     * @param committed checkpoints with a decodable manifest, newest first.
+     * @param withoutManifest ids of directories without a manifest, newest first.
+     */
+    private record Scan(List<CheckpointInfo> committed, List<Long> withoutManifest) {
+        /** The checkpoints {@code id} needs to restore, transitively (not itself). */
+        Set<Long> closure(long id) {
+            Map<Long, Manifest> byId = new HashMap<>();
+            committed.forEach(checkpoint -> byId.put(checkpoint.id(), checkpoint.manifest()));
+            Set<Long> needed = new LinkedHashSet<>();
+            Deque<Long> pending = new ArrayDeque<>();
+            pending.push(id);
+            while (!pending.isEmpty()) {
+                Manifest manifest = byId.get(pending.pop());
+                if (manifest == null) {
+                    continue;
+                }
+                for (long dependency : manifest.dependsOn()) {
+                    if (needed.add(dependency)) {
+                        pending.push(dependency);
+                    }
+                }
+            }
+            return needed;
         }
     }
 

@@ -11,17 +11,26 @@ import java.util.Set;
 import java.util.TreeMap;
 
 /**
- * The commit record of a checkpoint: its tables, every data file with its length and CRC32C, and free-form
- * properties. A checkpoint exists once its manifest has been renamed into place (see {@link CheckpointStore}).
+ * The commit record of a checkpoint: its kind (a base, or a delta on earlier checkpoints), its tables, every data file
+ * with its length, CRC32C and codec, and free-form properties. A checkpoint exists once its manifest has been renamed
+ * into place (see {@link CheckpointStore}).
+ *
+ * <p>On disk a manifest is the JSON form of the {@code pscluster.v1.CheckpointManifest} protobuf message
+ * ({@code checkpoint.proto}), readable with {@code cat} and any JSON tool; manifests of format 1 (PSCluster 0.1's
+ * line-based text) are still read. See {@link ManifestJson} and {@link LegacyManifestReader}.
  *
  * <p>Immutable; the lists are copied, and the properties are copied into a key-sorted map so that
  * {@link #encode()} is deterministic. The constructor checks that table names are unique, that every file belongs to
- * a listed table, that file paths are unique and that every slot is below {@code slotCount}. The text format is
- * described in {@link ManifestCodec}.
+ * a listed table, that file paths are unique, that every slot is below {@code slotCount}, and that a base names no
+ * base or parent while a delta names both, below its own id.
  *
  * @param id the checkpoint id, at least 1.
  * @param createdMillis when the checkpoint was taken, epoch milliseconds.
  * @param slotCount the cluster's slot count when the checkpoint was taken; every file slot is below it.
+ * @param kind {@link Kind#BASE}: restores on its own; {@link Kind#DELTA}: on top of {@code baseId} and every
+ *     checkpoint of its chain up to {@code parentId}.
+ * @param baseId a delta's base checkpoint; 0 for a base.
+ * @param parentId the checkpoint a delta applies on (its base or the previous delta); 0 for a base.
  * @param tables the tables, each with its schema as opaque bytes.
  * @param files every data file of the checkpoint.
  * @param properties anything else the caller wants to record (epoch, clock, config).
@@ -30,9 +39,24 @@ public record Manifest(
         long id,
         long createdMillis,
         int slotCount,
+        Kind kind,
+        long baseId,
+        long parentId,
         List<TableEntry> tables,
         List<FileEntry> files,
         Map<String, String> properties) {
+
+    /** Whether a checkpoint restores on its own. */
+    public enum Kind {
+        BASE,
+        DELTA;
+
+        /** {@code base} or {@code delta}, as {@code psctl checkpoint list} shows it. */
+        @Override
+        public String toString() {
+            return name().toLowerCase(java.util.Locale.ROOT);
+        }
+    }
 
     public Manifest {
         if (id < 1) {
@@ -40,6 +64,15 @@ public record Manifest(
         }
         if (slotCount < 1) {
             throw new IllegalArgumentException("slotCount=" + slotCount + " must be >= 1");
+        }
+        Objects.requireNonNull(kind, "kind");
+        if (kind == Kind.BASE && (baseId != 0 || parentId != 0)) {
+            throw new IllegalArgumentException(
+                    "a base names no base or parent, but baseId=" + baseId + ", parentId=" + parentId);
+        }
+        if (kind == Kind.DELTA && !(baseId >= 1 && baseId <= parentId && parentId < id)) {
+            throw new IllegalArgumentException("delta " + id + " needs 1 <= baseId <= parentId < id, but baseId="
+                    + baseId + ", parentId=" + parentId);
         }
         tables = List.copyOf(tables);
         files = List.copyOf(files);
@@ -70,20 +103,48 @@ public record Manifest(
         }
     }
 
-    /** Encodes the manifest as versioned, checksummed, human-readable ASCII text. */
+    /** A base checkpoint: holds every row and restores on its own. */
+    public Manifest(
+            long id,
+            long createdMillis,
+            int slotCount,
+            List<TableEntry> tables,
+            List<FileEntry> files,
+            Map<String, String> properties) {
+        this(id, createdMillis, slotCount, Kind.BASE, 0, 0, tables, files, properties);
+    }
+
+    /** Encodes the manifest as JSON (the protobuf JSON mapping of {@code CheckpointManifest}), UTF-8. */
     public byte[] encode() {
-        return ManifestCodec.encode(this);
+        return ManifestJson.encode(this);
     }
 
     /**
-     * Decodes what {@link #encode()} wrote.
+     * Decodes a manifest: JSON as {@link #encode()} writes it, or format 1 (PSCluster 0.1's text).
      *
      * @param source where the bytes came from, for error messages (a path).
      * @throws CheckpointCorruptException if the bytes are not a valid manifest; the message names {@code source}
-     *     and the line.
+     *     and what is wrong.
      */
     public static Manifest decode(byte[] bytes, String source) throws CheckpointCorruptException {
-        return ManifestCodec.decode(bytes, source);
+        if (LegacyManifestReader.isLegacy(bytes)) {
+            return LegacyManifestReader.decode(bytes, source);
+        }
+        return ManifestJson.decode(bytes, source);
+    }
+
+    /** The checkpoints this one needs to restore (its base and parent), empty for a base. */
+    public List<Long> dependsOn() {
+        return kind == Kind.BASE ? List.of() : baseId == parentId ? List.of(baseId) : List.of(baseId, parentId);
+    }
+
+    /** The sum of all uncompressed row bytes; 0 when a file does not record it (format 1). */
+    public long totalUncompressedBytes() {
+        long total = 0;
+        for (FileEntry entry : files) {
+            total += entry.file().uncompressedBytes();
+        }
+        return total;
     }
 
     /** The sum of all file lengths. */

@@ -15,8 +15,12 @@ import java.util.Objects;
  * @param crc32c the CRC32C of the whole file (the low 32 bits of {@link java.util.zip.CRC32C#getValue()}).
  * @param rows the number of rows in the file.
  * @param slots the sorted distinct slots that have at least one row in the file.
+ * @param codec how the file's chunks are stored; {@link ChunkCodec#NONE} for files of format version 1.
+ * @param uncompressedBytes the bytes the rows take uncompressed ({@code rows * (8 + 4 * rowWidth)}); 0 if unknown
+ *     (manifests of format 1 did not record it).
  */
-public record RowFileInfo(String path, long length, int crc32c, long rows, int[] slots) {
+public record RowFileInfo(
+        String path, long length, int crc32c, long rows, int[] slots, ChunkCodec codec, long uncompressedBytes) {
     public RowFileInfo {
         checkRelativePath(path);
         if (length < 0) {
@@ -37,6 +41,16 @@ public record RowFileInfo(String path, long length, int crc32c, long rows, int[]
             throw new IllegalArgumentException(slots.length + " slots but only " + rows
                     + " rows: every listed slot has a row (file " + path + ")");
         }
+        Objects.requireNonNull(codec, "codec");
+        if (uncompressedBytes < 0) {
+            throw new IllegalArgumentException(
+                    "uncompressedBytes=" + uncompressedBytes + " must be >= 0 (file " + path + ")");
+        }
+    }
+
+    /** A file whose rows are stored plainly, with its uncompressed size unknown (as manifests of format 1 say). */
+    public RowFileInfo(String path, long length, int crc32c, long rows, int[] slots) {
+        this(path, length, crc32c, rows, slots, ChunkCodec.NONE, 0);
     }
 
     /** Returns a copy of the slots. */
@@ -57,18 +71,21 @@ public record RowFileInfo(String path, long length, int crc32c, long rows, int[]
                 && length == other.length
                 && crc32c == other.crc32c
                 && rows == other.rows
-                && Arrays.equals(slots, other.slots);
+                && Arrays.equals(slots, other.slots)
+                && codec == other.codec
+                && uncompressedBytes == other.uncompressedBytes;
     }
 
     @Override
     public int hashCode() {
-        return Objects.hash(path, length, crc32c, rows, Arrays.hashCode(slots));
+        return Objects.hash(path, length, crc32c, rows, Arrays.hashCode(slots), codec, uncompressedBytes);
     }
 
     @Override
     public String toString() {
         return "RowFileInfo[path=" + path + ", length=" + length + ", crc32c=" + String.format("%08x", crc32c)
-                + ", rows=" + rows + ", slots=" + slots.length + "]";
+                + ", rows=" + rows + ", slots=" + slots.length + ", codec=" + codec + ", uncompressedBytes="
+                + uncompressedBytes + "]";
     }
 
     /**

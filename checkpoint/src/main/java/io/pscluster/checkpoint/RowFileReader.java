@@ -8,21 +8,26 @@ import java.nio.ByteOrder;
 import java.util.Arrays;
 import java.util.Objects;
 import java.util.function.IntPredicate;
+import java.util.zip.CRC32C;
 import org.apache.hadoop.fs.ChecksumException;
 import org.apache.hadoop.fs.FSDataInputStream;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
+import org.apache.hadoop.hdfs.BlockMissingException;
 
 /**
- * Reads the rows of selected slots from a row file written by {@link RowFileWriter}.
+ * Reads the rows of selected slots from a row file written by {@link RowFileWriter} (format version 2, compressed in
+ * chunks) or by PSCluster 0.1 (version 1, plain rows).
  *
  * <p>The reader checks the file's structure against itself and against the manifest's {@link RowFileInfo}: length,
- * magic, version, row width, that every slot's rows lie between the header and the footer without overlapping, and
- * that the index lists exactly the manifest's slots and row count. It seeks past slots it does not want, so it cannot
- * check the whole-file CRC32C: call {@link CheckpointStore#verify} before loading a checkpoint.
+ * magic, version, row width, codec, that every slot's rows lie between the header and the footer in order, and that
+ * the index lists exactly the manifest's slots and row count. In version 2 it also checks each chunk it decodes
+ * against the CRC32C of its rows, so the rows it hands out are the rows that were written, whatever it skipped. It
+ * seeks past slots it does not want, so it cannot check the whole-file CRC32C: call {@link CheckpointStore#verify}
+ * before loading a checkpoint.
  */
 public final class RowFileReader {
-    private static final int BUFFER_BYTES = 64 * 1024;
+    private static final int V1_BUFFER_BYTES = 64 * 1024;
 
     private RowFileReader() {}
 
@@ -30,8 +35,8 @@ public final class RowFileReader {
      * Reads every row of every slot for which {@code wantSlot} is true.
      *
      * @return the number of rows passed to {@code consumer}.
-     * @throws CheckpointCorruptException if the file is missing, has the wrong length or a damaged structure; the
-     *     message names the file and what is wrong.
+     * @throws CheckpointCorruptException if the file is missing, has the wrong length, a damaged structure or a chunk
+     *     that does not decode to its rows; the message names the file and what is wrong.
      */
     public static long read(
             FileSystem fs, Path checkpointDir, RowFileInfo info, IntPredicate wantSlot, RowConsumer consumer)
@@ -48,130 +53,367 @@ public final class RowFileReader {
         if (length != info.length()) {
             throw corrupt(file, "length is " + length + " bytes, manifest says " + info.length());
         }
-        if (length < RowFileFormat.HEADER_BYTES + RowFileFormat.TRAILER_BYTES) {
+        if (length < RowFileFormat.V1_HEADER_BYTES + RowFileFormat.V1_TRAILER_BYTES) {
             throw corrupt(file, "length " + length + " is shorter than header plus trailer");
         }
         try (FSDataInputStream in = fs.open(file)) {
-            Index index = readIndex(in, file, length, info);
-            return readRows(in, file, index, wantSlot, consumer);
+            ByteBuffer header = readAt(in, 0, RowFileFormat.V1_HEADER_BYTES);
+            checkMagic(header, 0, file, "header");
+            int version = header.getInt(4);
+            int rowWidth = header.getInt(8);
+            if (version != RowFileFormat.VERSION && version != RowFileFormat.V1) {
+                throw corrupt(file, "unsupported version " + version + ", expected " + RowFileFormat.VERSION + " or 1");
+            }
+            int maxWidth = version == RowFileFormat.V1 ? (Integer.MAX_VALUE - 8) / 4 : RowFileFormat.MAX_ROW_WIDTH;
+            if (rowWidth < 1 || rowWidth > maxWidth) {
+                throw corrupt(file, "rowWidth " + rowWidth + " out of range [1, " + maxWidth + "]");
+            }
+            if (version == RowFileFormat.V1) {
+                if (info.codec() != ChunkCodec.NONE) {
+                    throw corrupt(file, "format 1 stores rows plainly, manifest says codec " + info.codec());
+                }
+                return V1.read(in, file, length, rowWidth, info, wantSlot, consumer);
+            }
+            try (V2 v2 = new V2(in, file, length, rowWidth, info)) {
+                return v2.read(wantSlot, consumer);
+            }
         } catch (EOFException e) {
             throw new CheckpointCorruptException("row file " + file + " ended early: " + e.getMessage(), e);
         } catch (ChecksumException e) {
             // The filesystem's own block checksums failed (HDFS, or the .crc files of file://).
             throw new CheckpointCorruptException(
                     "row file " + file + ": filesystem checksum error: " + e.getMessage(), e);
+        } catch (BlockMissingException e) {
+            throw new CheckpointCorruptException(
+                    "row file " + file + ": a block has no live replica: " + e.getMessage(), e);
         }
     }
 
-    private static Index readIndex(FSDataInputStream in, Path file, long length, RowFileInfo info) throws IOException {
-        ByteBuffer header = readAt(in, 0, RowFileFormat.HEADER_BYTES);
-        checkMagic(header, 0, file, "header");
-        int version = header.getInt(4);
-        if (version != RowFileFormat.VERSION) {
-            throw corrupt(file, "unsupported version " + version + ", expected " + RowFileFormat.VERSION);
-        }
-        int rowWidth = header.getInt(8);
-        if (rowWidth < 1 || rowWidth > RowFileFormat.MAX_ROW_WIDTH) {
-            throw corrupt(file, "rowWidth " + rowWidth + " out of range [1, " + RowFileFormat.MAX_ROW_WIDTH + "]");
-        }
+    /** Version 2: chunks, each checked against the CRC32C of its rows. */
+    private static final class V2 implements AutoCloseable {
+        private final FSDataInputStream in;
+        private final Path file;
+        private final int rowWidth;
+        private final int rowBytes;
+        private final ChunkCodec codec;
+        private final long footerStart;
+        private final int[] slots;
+        private final long[] chunkOffsets;
+        private final int[] rowInChunk;
+        private final long[] rows;
+        private final CRC32C crc = new CRC32C();
 
-        long trailerStart = length - RowFileFormat.TRAILER_BYTES;
-        ByteBuffer trailer = readAt(in, trailerStart, RowFileFormat.TRAILER_BYTES);
-        checkMagic(trailer, 12, file, "trailer");
-        int entries = trailer.getInt(0);
-        long footerStart = trailer.getLong(4);
-        if (footerStart < RowFileFormat.HEADER_BYTES || footerStart > trailerStart) {
-            throw corrupt(
-                    file,
-                    "footer offset " + footerStart + " outside [" + RowFileFormat.HEADER_BYTES + ", " + trailerStart
-                            + "]");
-        }
-        if (entries < 0 || (long) entries * RowFileFormat.SLOT_ENTRY_BYTES != trailerStart - footerStart) {
-            throw corrupt(
-                    file,
-                    entries + " slot entries do not fill the " + (trailerStart - footerStart)
-                            + "-byte footer at offset " + footerStart);
-        }
-        if (entries != info.slotCount()) {
-            throw corrupt(file, "index has " + entries + " slots, manifest says " + info.slotCount());
-        }
+        private byte[] stored = new byte[0];
+        private byte[] shuffled = new byte[0];
+        private byte[] raw = new byte[0];
+        private ByteBuffer rawView = ByteBuffer.wrap(raw);
+        private ChunkCodec.Decompressor decompressor;
+        /** The decoded chunk: its file offset (-1: none), its rows, where the next chunk starts. */
+        private long chunkOffset = -1;
 
-        ByteBuffer footer = readAt(in, footerStart, entries * RowFileFormat.SLOT_ENTRY_BYTES);
-        int[] expectedSlots = info.slots();
-        int[] slots = new int[entries];
-        long[] offsets = new long[entries];
-        long[] rows = new long[entries];
-        long rowBytes = RowFileFormat.rowBytes(rowWidth);
-        long previousEnd = RowFileFormat.HEADER_BYTES;
-        long totalRows = 0;
-        for (int i = 0; i < entries; i++) {
-            int at = i * RowFileFormat.SLOT_ENTRY_BYTES;
-            slots[i] = footer.getInt(at);
-            offsets[i] = footer.getLong(at + 4);
-            rows[i] = footer.getLong(at + 12);
-            if (slots[i] != expectedSlots[i]) {
-                throw corrupt(
-                        file, "index entry " + i + " is slot " + slots[i] + ", manifest says slot " + expectedSlots[i]);
+        private int chunkRows;
+        private long nextChunkOffset;
+
+        V2(FSDataInputStream in, Path file, long length, int rowWidth, RowFileInfo info) throws IOException {
+            this.in = in;
+            this.file = file;
+            this.rowWidth = rowWidth;
+            this.rowBytes = (int) RowFileFormat.rowBytes(rowWidth);
+            if (length < RowFileFormat.HEADER_BYTES + RowFileFormat.TRAILER_BYTES) {
+                throw corrupt(file, "length " + length + " is shorter than header plus trailer");
             }
-            // Compare counts before multiplying so a damaged count cannot overflow the bounds check.
-            long maxRows = (footerStart - previousEnd) / rowBytes;
-            if (rows[i] < 1
-                    || rows[i] > maxRows
-                    || offsets[i] < previousEnd
-                    || offsets[i] > footerStart - rows[i] * rowBytes) {
+            ByteBuffer header = readAt(in, 0, RowFileFormat.HEADER_BYTES);
+            int codecId = header.getInt(12);
+            codec = ChunkCodec.ofId(codecId);
+            if (codec == null) {
+                throw corrupt(file, "unknown codec id " + codecId);
+            }
+            if (codec != info.codec()) {
+                throw corrupt(file, "header says codec " + codec + ", manifest says " + info.codec());
+            }
+
+            long trailerStart = length - RowFileFormat.TRAILER_BYTES;
+            ByteBuffer trailer = readAt(in, trailerStart, RowFileFormat.TRAILER_BYTES);
+            checkMagic(trailer, 16, file, "trailer");
+            int entries = trailer.getInt(0);
+            footerStart = trailer.getLong(4);
+            if (footerStart < RowFileFormat.HEADER_BYTES || footerStart > trailerStart) {
                 throw corrupt(
                         file,
-                        "slot " + slots[i] + " (" + rows[i] + " rows at offset " + offsets[i] + ") is not within ["
-                                + previousEnd + ", " + footerStart + ")");
+                        "footer offset " + footerStart + " outside [" + RowFileFormat.HEADER_BYTES + ", " + trailerStart
+                                + "]");
             }
-            previousEnd = offsets[i] + rows[i] * rowBytes;
-            totalRows += rows[i];
+            if (entries < 0 || (long) entries * RowFileFormat.SLOT_ENTRY_BYTES != trailerStart - footerStart) {
+                throw corrupt(
+                        file,
+                        entries + " slot entries do not fill the " + (trailerStart - footerStart)
+                                + "-byte footer at offset " + footerStart);
+            }
+            if (entries != info.slotCount()) {
+                throw corrupt(file, "index has " + entries + " slots, manifest says " + info.slotCount());
+            }
+            ByteBuffer footer = readAt(in, footerStart, entries * RowFileFormat.SLOT_ENTRY_BYTES);
+            int[] expectedSlots = info.slots();
+            slots = new int[entries];
+            chunkOffsets = new long[entries];
+            rowInChunk = new int[entries];
+            rows = new long[entries];
+            long totalRows = 0;
+            long previousChunk = -1;
+            int previousRow = -1;
+            for (int i = 0; i < entries; i++) {
+                int at = i * RowFileFormat.SLOT_ENTRY_BYTES;
+                slots[i] = footer.getInt(at);
+                chunkOffsets[i] = footer.getLong(at + 4);
+                rowInChunk[i] = footer.getInt(at + 12);
+                rows[i] = footer.getLong(at + 16);
+                if (slots[i] != expectedSlots[i]) {
+                    throw corrupt(
+                            file,
+                            "index entry " + i + " is slot " + slots[i] + ", manifest says slot " + expectedSlots[i]);
+                }
+                boolean after = chunkOffsets[i] > previousChunk
+                        || (chunkOffsets[i] == previousChunk && rowInChunk[i] > previousRow);
+                if (rows[i] < 1
+                        || rows[i] > info.rows()
+                        || rowInChunk[i] < 0
+                        || chunkOffsets[i] < RowFileFormat.HEADER_BYTES
+                        || chunkOffsets[i] > footerStart - RowFileFormat.CHUNK_HEADER_BYTES
+                        || !after) {
+                    throw corrupt(
+                            file,
+                            "slot " + slots[i] + " (" + rows[i] + " rows from row " + rowInChunk[i]
+                                    + " of the chunk at offset " + chunkOffsets[i] + ") is not within ["
+                                    + RowFileFormat.HEADER_BYTES + ", " + footerStart + ") after the previous slot");
+                }
+                previousChunk = chunkOffsets[i];
+                previousRow = rowInChunk[i];
+                totalRows += rows[i];
+            }
+            if (totalRows != info.rows()) {
+                throw corrupt(file, "index has " + totalRows + " rows, manifest says " + info.rows());
+            }
         }
-        if (totalRows != info.rows()) {
-            throw corrupt(file, "index has " + totalRows + " rows, manifest says " + info.rows());
-        }
-        return new Index(rowWidth, slots, offsets, rows);
-    }
 
-    private static long readRows(
-            FSDataInputStream in, Path file, Index index, IntPredicate wantSlot, RowConsumer consumer)
-            throws IOException {
-        int rowBytes = (int) RowFileFormat.rowBytes(index.rowWidth);
-        int rowsPerChunk = Math.max(1, BUFFER_BYTES / rowBytes);
-        ByteBuffer chunk = null;
-        float[] row = new float[index.rowWidth];
-        long read = 0;
-        for (int i = 0; i < index.slots.length; i++) {
-            int slot = index.slots[i];
-            if (!wantSlot.test(slot)) {
-                continue;
-            }
-            if (chunk == null) {
-                chunk = ByteBuffer.allocate(rowsPerChunk * rowBytes).order(ByteOrder.LITTLE_ENDIAN);
-            }
-            in.seek(index.offsets[i]);
-            long remaining = index.rows[i];
-            while (remaining > 0) {
-                int n = (int) Math.min(remaining, rowsPerChunk);
-                in.readFully(chunk.array(), 0, n * rowBytes);
-                for (int r = 0, at = 0; r < n; r++) {
-                    long key = chunk.getLong(at);
+        long read(IntPredicate wantSlot, RowConsumer consumer) throws IOException {
+            float[] row = new float[rowWidth];
+            long read = 0;
+            for (int i = 0; i < slots.length; i++) {
+                int slot = slots[i];
+                if (!wantSlot.test(slot)) {
+                    continue;
+                }
+                if (chunkOffset != chunkOffsets[i]) {
+                    loadChunk(chunkOffsets[i]);
+                }
+                int position = rowInChunk[i];
+                if (position >= chunkRows) {
+                    throw corrupt(
+                            file,
+                            "slot " + slot + " starts at row " + position + " of the chunk at offset " + chunkOffsets[i]
+                                    + ", which has " + chunkRows + " rows");
+                }
+                for (long remaining = rows[i]; remaining > 0; remaining--) {
+                    if (position == chunkRows) {
+                        if (nextChunkOffset >= footerStart) {
+                            throw corrupt(file, "the rows of slot " + slot + " run past the last chunk");
+                        }
+                        loadChunk(nextChunkOffset);
+                        position = 0;
+                    }
+                    int at = position * rowBytes;
+                    long key = rawView.getLong(at);
                     at += 8;
-                    for (int f = 0; f < row.length; f++, at += 4) {
-                        row[f] = chunk.getFloat(at);
+                    for (int f = 0; f < rowWidth; f++, at += 4) {
+                        row[f] = rawView.getFloat(at);
                     }
                     consumer.accept(slot, key, row);
+                    position++;
+                    read++;
                 }
-                remaining -= n;
-                read += n;
+            }
+            return read;
+        }
+
+        private void loadChunk(long offset) throws IOException {
+            if (offset > footerStart - RowFileFormat.CHUNK_HEADER_BYTES) {
+                throw corrupt(
+                        file, "chunk offset " + offset + " is past the last chunk (footer at " + footerStart + ")");
+            }
+            ByteBuffer header = readAt(in, offset, RowFileFormat.CHUNK_HEADER_BYTES);
+            int storedBytes = header.getInt(0);
+            int rawBytes = header.getInt(4);
+            int rawCrc = header.getInt(8);
+            long maxRaw = Math.max(RowFileFormat.MAX_CHUNK_BYTES, rowBytes);
+            long end = offset + RowFileFormat.CHUNK_HEADER_BYTES + (long) storedBytes;
+            if (rawBytes < rowBytes
+                    || rawBytes > maxRaw
+                    || rawBytes % rowBytes != 0
+                    || storedBytes < 1
+                    || storedBytes > rawBytes
+                    || end > footerStart) {
+                throw corrupt(
+                        file,
+                        "chunk at offset " + offset + " (" + storedBytes + " bytes stored, " + rawBytes
+                                + " raw) is malformed: raw must be a positive multiple of the " + rowBytes
+                                + "-byte row up to " + maxRaw + ", stored at most raw, ending by the footer at "
+                                + footerStart);
+            }
+            if (raw.length < rawBytes) {
+                raw = new byte[rawBytes];
+                rawView = ByteBuffer.wrap(raw).order(ByteOrder.LITTLE_ENDIAN);
+            }
+            if (storedBytes == rawBytes) {
+                in.readFully(raw, 0, rawBytes);
+            } else {
+                if (stored.length < storedBytes) {
+                    stored = new byte[storedBytes];
+                }
+                if (shuffled.length < rawBytes) {
+                    shuffled = new byte[rawBytes];
+                }
+                in.readFully(stored, 0, storedBytes);
+                ChunkCodec.Decompressor decompressor = decompressor();
+                try {
+                    decompressor.decompress(stored, storedBytes, shuffled, rawBytes);
+                } catch (IllegalStateException e) {
+                    throw corrupt(file, "chunk at offset " + offset + " does not decompress: " + e.getMessage());
+                }
+                RowFileFormat.unshuffle(shuffled, raw, rawBytes);
+            }
+            crc.reset();
+            crc.update(raw, 0, rawBytes);
+            if ((int) crc.getValue() != rawCrc) {
+                throw corrupt(
+                        file,
+                        String.format(
+                                "chunk at offset %d: crc32c of its rows expected %08x, actual %08x",
+                                offset, rawCrc, (int) crc.getValue()));
+            }
+            chunkOffset = offset;
+            chunkRows = rawBytes / rowBytes;
+            nextChunkOffset = end;
+        }
+
+        private ChunkCodec.Decompressor decompressor() {
+            if (decompressor == null) {
+                decompressor = codec.newDecompressor();
+            }
+            return decompressor;
+        }
+
+        @Override
+        public void close() {
+            if (decompressor != null) {
+                decompressor.close();
             }
         }
-        return read;
+    }
+
+    /** Version 1 (PSCluster 0.1): plain rows, each slot's rows at an offset of their own. */
+    private static final class V1 {
+        private V1() {}
+
+        static long read(
+                FSDataInputStream in,
+                Path file,
+                long length,
+                int rowWidth,
+                RowFileInfo info,
+                IntPredicate wantSlot,
+                RowConsumer consumer)
+                throws IOException {
+            long trailerStart = length - RowFileFormat.V1_TRAILER_BYTES;
+            ByteBuffer trailer = readAt(in, trailerStart, RowFileFormat.V1_TRAILER_BYTES);
+            checkMagic(trailer, 12, file, "trailer");
+            int entries = trailer.getInt(0);
+            long footerStart = trailer.getLong(4);
+            if (footerStart < RowFileFormat.V1_HEADER_BYTES || footerStart > trailerStart) {
+                throw corrupt(
+                        file,
+                        "footer offset " + footerStart + " outside [" + RowFileFormat.V1_HEADER_BYTES + ", "
+                                + trailerStart + "]");
+            }
+            if (entries < 0 || (long) entries * RowFileFormat.V1_SLOT_ENTRY_BYTES != trailerStart - footerStart) {
+                throw corrupt(
+                        file,
+                        entries + " slot entries do not fill the " + (trailerStart - footerStart)
+                                + "-byte footer at offset " + footerStart);
+            }
+            if (entries != info.slotCount()) {
+                throw corrupt(file, "index has " + entries + " slots, manifest says " + info.slotCount());
+            }
+            ByteBuffer footer = readAt(in, footerStart, entries * RowFileFormat.V1_SLOT_ENTRY_BYTES);
+            int[] expectedSlots = info.slots();
+            int[] slots = new int[entries];
+            long[] offsets = new long[entries];
+            long[] rows = new long[entries];
+            long rowBytes = RowFileFormat.rowBytes(rowWidth);
+            long previousEnd = RowFileFormat.V1_HEADER_BYTES;
+            long totalRows = 0;
+            for (int i = 0; i < entries; i++) {
+                int at = i * RowFileFormat.V1_SLOT_ENTRY_BYTES;
+                slots[i] = footer.getInt(at);
+                offsets[i] = footer.getLong(at + 4);
+                rows[i] = footer.getLong(at + 12);
+                if (slots[i] != expectedSlots[i]) {
+                    throw corrupt(
+                            file,
+                            "index entry " + i + " is slot " + slots[i] + ", manifest says slot " + expectedSlots[i]);
+                }
+                // Compare counts before multiplying so a damaged count cannot overflow the bounds check.
+                long maxRows = (footerStart - previousEnd) / rowBytes;
+                if (rows[i] < 1
+                        || rows[i] > maxRows
+                        || offsets[i] < previousEnd
+                        || offsets[i] > footerStart - rows[i] * rowBytes) {
+                    throw corrupt(
+                            file,
+                            "slot " + slots[i] + " (" + rows[i] + " rows at offset " + offsets[i] + ") is not within ["
+                                    + previousEnd + ", " + footerStart + ")");
+                }
+                previousEnd = offsets[i] + rows[i] * rowBytes;
+                totalRows += rows[i];
+            }
+            if (totalRows != info.rows()) {
+                throw corrupt(file, "index has " + totalRows + " rows, manifest says " + info.rows());
+            }
+
+            int rowsPerChunk = (int) Math.max(1, V1_BUFFER_BYTES / rowBytes);
+            ByteBuffer chunk = null;
+            float[] row = new float[rowWidth];
+            long read = 0;
+            for (int i = 0; i < entries; i++) {
+                if (!wantSlot.test(slots[i])) {
+                    continue;
+                }
+                if (chunk == null) {
+                    chunk = ByteBuffer.allocate((int) (rowsPerChunk * rowBytes)).order(ByteOrder.LITTLE_ENDIAN);
+                }
+                in.seek(offsets[i]);
+                for (long remaining = rows[i]; remaining > 0; ) {
+                    int n = (int) Math.min(remaining, rowsPerChunk);
+                    in.readFully(chunk.array(), 0, (int) (n * rowBytes));
+                    for (int r = 0, at = 0; r < n; r++) {
+                        long key = chunk.getLong(at);
+                        at += 8;
+                        for (int f = 0; f < rowWidth; f++, at += 4) {
+                            row[f] = chunk.getFloat(at);
+                        }
+                        consumer.accept(slots[i], key, row);
+                    }
+                    remaining -= n;
+                    read += n;
+                }
+            }
+            return read;
+        }
     }
 
     private static ByteBuffer readAt(FSDataInputStream in, long position, int length) throws IOException {
         byte[] bytes = new byte[length];
-        in.readFully(position, bytes);
+        in.seek(position);
+        in.readFully(bytes);
         return ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN);
     }
 
@@ -194,6 +436,4 @@ public final class RowFileReader {
     private static CheckpointCorruptException corrupt(Path file, String what) {
         return new CheckpointCorruptException("row file " + file + ": " + what);
     }
-
-    private record Index(int rowWidth, int[] slots, long[] offsets, long[] rows) {}
 }

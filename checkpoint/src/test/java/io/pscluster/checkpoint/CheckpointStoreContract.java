@@ -32,6 +32,9 @@ abstract class CheckpointStoreContract {
 
     abstract Configuration conf();
 
+    /** Whether the filesystem gives a CRC32C file checksum (HDFS's COMPOSITE_CRC), so files verify unread. */
+    abstract boolean hasFileChecksum();
+
     @Test
     void shouldListNewestFirstWhenTwoCheckpointsAreCommitted() throws IOException {
         CheckpointStore store = new CheckpointStore(newRoot(), conf());
@@ -128,7 +131,7 @@ abstract class CheckpointStoreContract {
         assertThatThrownBy(() -> store.verify(corrupt))
                 .isInstanceOf(CheckpointCorruptException.class)
                 .hasMessageContaining(file.toString())
-                .hasMessageContaining(String.format("crc32c expected %08x, actual ", damaged.crc32c()));
+                .hasMessageContaining(String.format("crc32c expected %08x, ", damaged.crc32c()));
         assertThat(store.list()).extracting(CheckpointInfo::id).containsExactly(2L, 1L);
     }
 
@@ -139,8 +142,7 @@ abstract class CheckpointStoreContract {
         writeAndCommit(store, 2);
         Path manifest = new Path(store.checkpointDir(2), CheckpointStore.MANIFEST);
         byte[] bytes = readAll(store.fileSystem(), manifest);
-        bytes[bytes.length / 2] ^= 0x01;
-        rewrite(store.fileSystem(), manifest, bytes);
+        rewrite(store.fileSystem(), manifest, Arrays.copyOf(bytes, bytes.length / 2));
 
         assertThat(store.list()).extracting(CheckpointInfo::id).containsExactly(1L);
         assertThat(store.latest().orElseThrow().id()).isEqualTo(1);
@@ -149,20 +151,111 @@ abstract class CheckpointStoreContract {
                 .hasMessageContaining(manifest.toString());
     }
 
+    @Test
+    void shouldNameEveryDamagedFileAndTheProblemWhenChecking() throws IOException {
+        CheckpointStore store = new CheckpointStore(newRoot(), conf());
+        writeAndCommit(store, 1);
+        Manifest flipped = writeAndCommit(store, 2);
+        Manifest truncated = writeAndCommit(store, 3);
+        Manifest missing = writeAndCommit(store, 4);
+        FileSystem fs = store.fileSystem();
+        Path flippedFile = file(store, flipped, 0);
+        byte[] bytes = readAll(fs, flippedFile);
+        bytes[bytes.length / 2] ^= 0x01;
+        rewrite(fs, flippedFile, bytes);
+        Path truncatedFile = file(store, truncated, 1);
+        byte[] whole = readAll(fs, truncatedFile);
+        rewrite(fs, truncatedFile, Arrays.copyOf(whole, whole.length - 7));
+        Path missingFile = file(store, missing, 0);
+        fs.delete(missingFile, false);
+        rewrite(fs, file(store, missing, 1), new byte[0]); // and an empty one beside it
+
+        assertThat(store.check(store.get(1).orElseThrow(), VerifyReport.Depth.CHECKSUM)
+                        .intact())
+                .isTrue();
+        assertThat(problems(store, 2, VerifyReport.Depth.CHECKSUM))
+                .singleElement(org.assertj.core.api.InstanceOfAssertFactories.STRING)
+                .startsWith("file " + flippedFile + ": crc32c expected "
+                        + String.format("%08x", flipped.files().get(0).file().crc32c()));
+        assertThat(problems(store, 3, VerifyReport.Depth.CHECKSUM))
+                .containsExactly("file " + truncatedFile + ": length expected " + whole.length + " bytes, actual "
+                        + (whole.length - 7) + " (truncated)");
+        assertThat(problems(store, 4, VerifyReport.Depth.PRESENCE))
+                .containsExactly(
+                        "file " + missingFile + ": is missing",
+                        "file " + file(store, missing, 1) + ": length expected "
+                                + missing.files().get(1).file().length() + " bytes, actual 0 (truncated)");
+        // The cheap check sees lengths only; the full ones see the content.
+        assertThat(problems(store, 2, VerifyReport.Depth.PRESENCE)).isEmpty();
+        assertThat(problems(store, 2, VerifyReport.Depth.READ_BACK))
+                .singleElement(org.assertj.core.api.InstanceOfAssertFactories.STRING)
+                .contains(flippedFile.toString(), "crc32c expected");
+        assertThat(store.latest().orElseThrow().id()).isEqualTo(1);
+    }
+
+    @Test
+    void shouldVerifyWithoutReadingBackExactlyWhenTheFilesystemHasAFileChecksum() throws IOException {
+        CheckpointStore store = new CheckpointStore(newRoot(), conf());
+        Manifest manifest = writeAndCommit(store, 1);
+        CheckpointInfo checkpoint = store.get(1).orElseThrow();
+        String scheme = store.fileSystem().getScheme();
+
+        long before = bytesRead(scheme);
+        VerifyReport report = store.check(checkpoint, VerifyReport.Depth.CHECKSUM);
+        long read = bytesRead(scheme) - before;
+
+        assertThat(report.intact()).isTrue();
+        if (hasFileChecksum()) {
+            assertThat(report.filesByChecksum()).isEqualTo(2);
+            assertThat(report.filesReadBack()).isZero();
+            // One probe byte per block; not the files.
+            assertThat(read).isLessThanOrEqualTo(2);
+        } else {
+            assertThat(report.filesByChecksum()).isZero();
+            assertThat(report.filesReadBack()).isEqualTo(2);
+            assertThat(read).isGreaterThanOrEqualTo(manifest.totalBytes());
+        }
+        VerifyReport full = store.check(checkpoint, VerifyReport.Depth.READ_BACK);
+        assertThat(full.filesReadBack()).isEqualTo(2);
+        assertThat(full.bytesReadBack()).isEqualTo(manifest.totalBytes());
+        assertThat(full.intact()).isTrue();
+    }
+
+    private static List<String> problems(CheckpointStore store, long id, VerifyReport.Depth depth) throws IOException {
+        return store.check(store.get(id).orElseThrow(), depth).problems();
+    }
+
+    private static Path file(CheckpointStore store, Manifest manifest, int index) {
+        return new Path(
+                store.checkpointDir(manifest.id()),
+                manifest.files().get(index).file().path());
+    }
+
+    @SuppressWarnings("deprecation") // getAllStatistics: the per-scheme byte counters every FileSystem keeps
+    static long bytesRead(String scheme) {
+        long total = 0;
+        for (FileSystem.Statistics statistics : FileSystem.getAllStatistics()) {
+            if (statistics.getScheme().equals(scheme)) {
+                total += statistics.getBytesRead();
+            }
+        }
+        return total;
+    }
+
     private Manifest writeAndCommit(CheckpointStore store, long id) throws IOException {
         Manifest manifest = manifest(id, writeFiles(store, id));
         store.commit(manifest);
         return manifest;
     }
 
-    private static Manifest manifest(long id, List<Manifest.FileEntry> files) {
+    static Manifest manifest(long id, List<Manifest.FileEntry> files) {
         byte[] schema = "dim=2 optimizer=adagrad".getBytes(StandardCharsets.UTF_8);
         return new Manifest(
                 id, 1_700_000_000_000L + id, SLOTS, List.of(new Manifest.TableEntry("emb", schema)), files, Map.of());
     }
 
     /** Shard s0 owns the even slots, s1 the odd ones; each slot holds keys slot*10 .. slot*10+2. */
-    private static List<Manifest.FileEntry> writeFiles(CheckpointStore store, long id) throws IOException {
+    static List<Manifest.FileEntry> writeFiles(CheckpointStore store, long id) throws IOException {
         List<Manifest.FileEntry> files = new ArrayList<>();
         for (int shard = 0; shard < 2; shard++) {
             String shardId = "s" + shard;

@@ -18,4 +18,9 @@ class LocalCheckpointStoreTest extends CheckpointStoreContract {
     Configuration conf() {
         return new Configuration();
     }
+
+    @Override
+    boolean hasFileChecksum() {
+        return false;
+    }
 }

@@ -11,6 +11,7 @@ import java.nio.ByteOrder;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import java.util.Random;
 import java.util.zip.CRC32C;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FileAlreadyExistsException;
@@ -19,6 +20,8 @@ import org.apache.hadoop.fs.Path;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
 
 class RowFileTest {
     private static final int WIDTH = 3;
@@ -74,15 +77,104 @@ class RowFileTest {
         assertThat(read).containsExactlyElementsOf(expected);
     }
 
+    @ParameterizedTest
+    @EnumSource(ChunkCodec.class)
+    void shouldRoundTripBitExactWhenRowsSpanManyCompressedChunks(ChunkCodec codec) throws IOException {
+        // 4 KiB chunks, so the 3,000 rows of width 6 (32 bytes each) take ~24 chunks and slots straddle chunks.
+        RowFileWriter.Options options =
+                RowFileWriter.Options.defaults().withCodec(codec).withChunkBytes(4096);
+        int width = 6;
+        Random random = new Random(11);
+        List<Row> written = new ArrayList<>();
+        RowFileInfo info;
+        try (RowFileWriter writer = RowFileWriter.create(fs, dir, "many.rows", width, options)) {
+            for (int slot = 0; slot < 60; slot += 1 + random.nextInt(3)) {
+                writer.beginSlot(slot);
+                int rows = slot % 7 == 0 ? 1 : random.nextInt(120);
+                for (int r = 0; r < rows; r++) {
+                    float[] row = new float[width];
+                    int kind = r % 4;
+                    for (int f = 0; f < width; f++) {
+                        // All-zero rows, random finite floats, small Adagrad-like values, odd bit patterns.
+                        row[f] = switch (kind) {
+                            case 0 -> 0f;
+                            case 1 -> Float.intBitsToFloat(randomFiniteBits(random));
+                            case 2 -> (float) random.nextGaussian() * 0.01f;
+                            default -> Float.intBitsToFloat(ODD_BITS[(r + f) % ODD_BITS.length]);
+                        };
+                    }
+                    long key = random.nextLong();
+                    writer.writeRow(key, row, 0);
+                    written.add(Row.of(slot, key, row));
+                }
+            }
+            info = writer.finish();
+        }
+
+        long rowBytes = 8 + 4L * width;
+        assertThat(info.codec()).isEqualTo(codec);
+        assertThat(info.rows()).isEqualTo(written.size());
+        assertThat(info.uncompressedBytes()).isEqualTo(written.size() * rowBytes);
+        if (codec == ChunkCodec.NONE) {
+            assertThat(info.length()).isGreaterThan(info.uncompressedBytes());
+        } else {
+            assertThat(info.length()).isLessThan(info.uncompressedBytes());
+        }
+        byte[] bytes = readBytes(info.path());
+        CRC32C crc = new CRC32C();
+        crc.update(bytes);
+        assertThat(info.crc32c()).as("CRC32C over the bytes as stored").isEqualTo((int) crc.getValue());
+
+        List<Row> all = new ArrayList<>();
+        RowFileReader.read(fs, dir, info, slot -> true, (slot, key, row) -> all.add(Row.of(slot, key, row)));
+        assertThat(all).containsExactlyElementsOf(written);
+
+        List<Row> some = new ArrayList<>();
+        RowFileReader.read(fs, dir, info, slot -> slot % 5 == 3, (slot, key, row) -> some.add(Row.of(slot, key, row)));
+        assertThat(some)
+                .containsExactlyElementsOf(
+                        written.stream().filter(r -> r.slot % 5 == 3).toList());
+    }
+
+    @ParameterizedTest
+    @EnumSource(ChunkCodec.class)
+    void shouldThrowCorruptNamingTheChunkWhenAStoredByteIsFlipped(ChunkCodec codec) throws IOException {
+        RowFileWriter.Options options =
+                RowFileWriter.Options.defaults().withCodec(codec).withChunkBytes(1024);
+        RowFileInfo info;
+        try (RowFileWriter writer = RowFileWriter.create(fs, dir, "flip.rows", WIDTH, options)) {
+            writer.beginSlot(1);
+            for (int r = 0; r < 500; r++) {
+                writer.writeRow(r, new float[] {r, r * 0.25f, 0f}, 0);
+            }
+            info = writer.finish();
+        }
+        byte[] bytes = readBytes(info.path());
+        // A byte in the stored rows of the second chunk (the first starts right after the 16-byte header).
+        int firstStored =
+                ByteBuffer.wrap(bytes, 16, 4).order(ByteOrder.LITTLE_ENDIAN).getInt();
+        int second = 16 + 12 + firstStored;
+        int storedOfSecond =
+                ByteBuffer.wrap(bytes, second, 4).order(ByteOrder.LITTLE_ENDIAN).getInt();
+        bytes[second + 12 + storedOfSecond / 2] ^= 0x10;
+        rewrite(info.path(), bytes);
+
+        assertThatThrownBy(() -> RowFileReader.read(fs, dir, info, slot -> true, (slot, key, row) -> {}))
+                .isInstanceOf(CheckpointCorruptException.class)
+                .hasMessageContaining("flip.rows")
+                .hasMessageContaining("chunk at offset " + second);
+    }
+
     @Test
-    void shouldRoundTripWhenRowsAreWiderThanTheBuffer() throws IOException {
-        int width = 20_000; // 80 KB per row, more than the 64 KiB buffer
+    void shouldRoundTripWhenRowsAreWiderThanAChunk() throws IOException {
+        int width = 20_000; // 80 KB per row, more than the 64 KiB chunks asked for: one row per chunk
         float[] values = new float[width * 3];
         for (int i = 0; i < values.length; i++) {
             values[i] = i * 0.5f;
         }
         RowFileInfo info;
-        try (RowFileWriter writer = RowFileWriter.create(fs, dir, "wide.rows", width)) {
+        try (RowFileWriter writer = RowFileWriter.create(
+                fs, dir, "wide.rows", width, RowFileWriter.Options.defaults().withChunkBytes(64 * 1024))) {
             writer.beginSlot(0);
             writer.writeRow(10, values, 0);
             writer.writeRow(11, values, width);
@@ -158,15 +250,28 @@ class RowFileTest {
         byte[] original = readBytes(info.path());
         int trailer = original.length - RowFileFormat.TRAILER_BYTES;
         int footer = trailer - 3 * RowFileFormat.SLOT_ENTRY_BYTES;
+        int chunk = RowFileFormat.HEADER_BYTES;
+        int firstRow = chunk + RowFileFormat.CHUNK_HEADER_BYTES;
 
         assertCorrupt(info, original, 0, buf -> buf.put(0, (byte) 'X'), "bad header magic");
-        assertCorrupt(info, original, 4, buf -> buf.putInt(4, 2), "unsupported version 2");
+        assertCorrupt(info, original, 4, buf -> buf.putInt(4, 3), "unsupported version 3");
         assertCorrupt(info, original, 8, buf -> buf.putInt(8, 0), "rowWidth 0 out of range");
-        assertCorrupt(info, original, trailer + 12, buf -> buf.put(trailer + 12, (byte) 'X'), "bad trailer magic");
+        assertCorrupt(info, original, 12, buf -> buf.putInt(12, 9), "unknown codec id 9");
+        assertCorrupt(info, original, 12, buf -> buf.putInt(12, 2), "header says codec lz4, manifest says none");
+        assertCorrupt(info, original, trailer + 16, buf -> buf.put(trailer + 16, (byte) 'X'), "bad trailer magic");
         assertCorrupt(info, original, trailer + 4, buf -> buf.putLong(trailer + 4, 5), "footer offset 5");
-        assertCorrupt(info, original, footer + 4, buf -> buf.putLong(footer + 4, 1L << 40), "slot 2 (3 rows at offset");
-        assertCorrupt(info, original, footer + 12, buf -> buf.putLong(footer + 12, Long.MAX_VALUE), "slot 2");
+        assertCorrupt(
+                info, original, footer + 4, buf -> buf.putLong(footer + 4, 1L << 40), "slot 2 (3 rows from row 0");
+        assertCorrupt(info, original, footer + 16, buf -> buf.putLong(footer + 16, Long.MAX_VALUE), "slot 2");
         assertCorrupt(info, original, footer, buf -> buf.putInt(footer, 3), "is slot 3, manifest says slot 2");
+        assertCorrupt(info, original, chunk + 4, buf -> buf.putInt(chunk + 4, 7), "is malformed");
+        assertCorrupt(info, original, chunk, buf -> buf.putInt(chunk, 1 << 30), "is malformed");
+        assertCorrupt(
+                info,
+                original,
+                firstRow + 9,
+                buf -> buf.put(firstRow + 9, (byte) (buf.get(firstRow + 9) ^ 1)),
+                "chunk at offset 16: crc32c of its rows expected");
     }
 
     private interface Damage {
@@ -198,8 +303,19 @@ class RowFileTest {
         return rows;
     }
 
+    /** A finite float's bits, uniformly over sign, exponent (not 255) and mantissa: no NaN, no infinity. */
+    private static int randomFiniteBits(Random random) {
+        int bits;
+        do {
+            bits = random.nextInt();
+        } while ((bits & 0x7f800000) == 0x7f800000);
+        return bits;
+    }
+
+    /** Written plainly (codec none), so tests can damage a known byte. */
     private RowFileInfo write(String path, List<Row> rows) throws IOException {
-        try (RowFileWriter writer = RowFileWriter.create(fs, dir, path, WIDTH)) {
+        try (RowFileWriter writer = RowFileWriter.create(
+                fs, dir, path, WIDTH, RowFileWriter.Options.defaults().withCodec(ChunkCodec.NONE))) {
             int slot = -1;
             for (Row row : rows) {
                 if (row.slot != slot) {

@@ -2,7 +2,9 @@ package io.pscluster.proxy;
 
 import io.pscluster.checkpoint.CheckpointInfo;
 import io.pscluster.checkpoint.CheckpointStore;
+import io.pscluster.checkpoint.ChunkCodec;
 import io.pscluster.checkpoint.Manifest;
+import io.pscluster.checkpoint.RetentionPolicy;
 import io.pscluster.checkpoint.RowFileInfo;
 import io.pscluster.proto.v1.CheckpointFile;
 import io.pscluster.proto.v1.RestoreCheckpointRequest;
@@ -26,6 +28,9 @@ import org.slf4j.LoggerFactory;
  * last; the manifest's rename is the commit. One checkpoint, restore or drain runs at a time. Refused while a
  * restore order is outstanding: the restoring slots' rows are not on their owner yet, and a checkpoint without them
  * would later restore them empty.
+ *
+ * <p>The shards write their files as {@link Settings} say (codec, replication, block size); after each commit the
+ * retention policy runs, sparing every checkpoint the proxy may still order restored.
  */
 final class CheckpointCoordinator {
     private static final Logger LOG = LoggerFactory.getLogger(CheckpointCoordinator.class);
@@ -35,11 +40,32 @@ final class CheckpointCoordinator {
     private final ClusterState state;
     private final CheckpointStore store;
     private final ShardFanOut fanOut;
+    private final Settings settings;
+
+    /**
+     * How checkpoints are written and kept.
+     *
+     * @param codec how shards compress their row files.
+     * @param replication replicas of each data file; 0: the filesystem's default.
+     * @param blockSize block size of each data file in bytes; 0: the filesystem's default.
+     * @param retention which checkpoints are kept after each commit.
+     */
+    record Settings(ChunkCodec codec, int replication, long blockSize, RetentionPolicy retention) {
+        static Settings defaults() {
+            return new Settings(ChunkCodec.ZSTD, 0, 0, RetentionPolicy.keepAll());
+        }
+    }
 
     CheckpointCoordinator(final ClusterState state, final CheckpointStore store, final ShardFanOut fanOut) {
+        this(state, store, fanOut, Settings.defaults());
+    }
+
+    CheckpointCoordinator(
+            final ClusterState state, final CheckpointStore store, final ShardFanOut fanOut, final Settings settings) {
         this.state = state;
         this.store = store;
         this.fanOut = fanOut;
+        this.settings = settings;
     }
 
     CheckpointStore store() {
@@ -60,6 +86,9 @@ final class CheckpointCoordinator {
         final WriteCheckpointRequest request = WriteCheckpointRequest.newBuilder()
                 .setCheckpointRoot(store.root().toString())
                 .setCheckpointId(id)
+                .setCodec(settings.codec().toProto())
+                .setReplication(settings.replication())
+                .setBlockSize(settings.blockSize())
                 .build();
         final List<WriteCheckpointResponse> responses = fanOut.callAll(
                 "checkpoint " + id,
@@ -83,7 +112,9 @@ final class CheckpointCoordinator {
                                 file.getRows(),
                                 file.getSlotsList().stream()
                                         .mapToInt(Integer::intValue)
-                                        .toArray())));
+                                        .toArray(),
+                                ChunkCodec.fromProto(file.getCodec()).orElse(ChunkCodec.NONE),
+                                file.getUncompressedBytes())));
             }
         }
         final List<Manifest.TableEntry> tableEntries = new ArrayList<>();
@@ -107,7 +138,17 @@ final class CheckpointCoordinator {
                 manifest.totalRows(),
                 manifest.totalBytes(),
                 maxStall);
+        applyRetention();
         return new Taken(new CheckpointInfo(id, store.checkpointDir(id), manifest), maxStall);
+    }
+
+    /** Retention after a commit; a failure is logged, never fails the checkpoint that was committed. */
+    private void applyRetention() {
+        try {
+            store.retain(settings.retention(), System.currentTimeMillis(), state.checkpointsInUse());
+        } catch (IOException | RuntimeException e) {
+            LOG.warn("checkpoint retention failed (the next commit tries again): {}", e.toString());
+        }
     }
 
     /** The outcome of a drain: the checkpoint holding the shard's rows and how many slots moved. */

@@ -509,6 +509,20 @@ final class ClusterState {
         }
     }
 
+    /** Checkpoints the proxy may still order restored: the latest and those of outstanding restore orders. */
+    synchronized Set<Long> checkpointsInUse() {
+        final Set<Long> ids = new HashSet<>();
+        if (latestCheckpointId > 0) {
+            ids.add(latestCheckpointId);
+        }
+        for (final RestoreDirective order : pendingRestores.values()) {
+            if (order.getCheckpointId() > 0) {
+                ids.add(order.getCheckpointId());
+            }
+        }
+        return ids;
+    }
+
     synchronized long latestCheckpointId() {
         return latestCheckpointId;
     }

@@ -7,12 +7,15 @@ import io.grpc.health.v1.HealthCheckResponse.ServingStatus;
 import io.grpc.protobuf.services.HealthStatusManager;
 import io.pscluster.checkpoint.CheckpointInfo;
 import io.pscluster.checkpoint.CheckpointStore;
+import io.pscluster.checkpoint.ChunkCodec;
 import io.pscluster.checkpoint.Manifest;
+import io.pscluster.checkpoint.RetentionPolicy;
 import io.pscluster.wire.PsException;
 import java.io.IOException;
 import java.net.URI;
 import java.net.URISyntaxException;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.List;
 import java.util.Optional;
 import java.util.concurrent.ExecutorService;
@@ -66,7 +69,7 @@ public final class ProxyServer implements AutoCloseable {
         this.state = state;
         this.stateStore = stateStore;
         this.fanOut = new ShardFanOut(channels, onwardCalls, context.callDeadlineMs);
-        this.checkpoints = new CheckpointCoordinator(state, store, fanOut);
+        this.checkpoints = new CheckpointCoordinator(state, store, fanOut, context.checkpointSettings());
         this.jobs = JobRegistry.open(
                 state,
                 new JobRegistry.Settings(context.workerLeaseMs, context.forgetAfterMs),
@@ -299,6 +302,11 @@ public final class ProxyServer implements AutoCloseable {
         private String stateDir = "";
         private ProxyStateStore stateStore;
         private Configuration hadoopConf = new Configuration();
+        private String checkpointCodec = "zstd";
+        private int checkpointReplication;
+        private long checkpointBlockSize;
+        private int keepCheckpoints = 5;
+        private long maxCheckpointAgeMs;
 
         /** Port to serve on; 0 picks a free one. */
         public Context port(final int value) {
@@ -377,6 +385,45 @@ public final class ProxyServer implements AutoCloseable {
             return this;
         }
 
+        /** How shards compress checkpoint files: {@code zstd} (default), {@code lz4} or {@code none}. */
+        public Context checkpointCodec(final String value) {
+            checkpointCodec = value;
+            return this;
+        }
+
+        /** Replication of checkpoint data files; 0 (default): the filesystem's ({@code dfs.replication}). */
+        public Context checkpointReplication(final int value) {
+            checkpointReplication = value;
+            return this;
+        }
+
+        /** Block size of checkpoint data files in bytes; 0 (default): the filesystem's ({@code dfs.blocksize}). */
+        public Context checkpointBlockSize(final long value) {
+            checkpointBlockSize = value;
+            return this;
+        }
+
+        /** After each commit, keep this many of the newest checkpoints (default 5); 0: no limit by count. */
+        public Context keepCheckpoints(final int value) {
+            keepCheckpoints = value;
+            return this;
+        }
+
+        /** After each commit, delete checkpoints older than this; 0 (default): no limit by age. */
+        public Context maxCheckpointAgeMs(final long value) {
+            maxCheckpointAgeMs = value;
+            return this;
+        }
+
+        /** The checkpoint settings; call after {@link #validate()}. */
+        CheckpointCoordinator.Settings checkpointSettings() {
+            return new CheckpointCoordinator.Settings(
+                    ChunkCodec.parse(checkpointCodec),
+                    checkpointReplication,
+                    checkpointBlockSize,
+                    new RetentionPolicy(keepCheckpoints, Duration.ofMillis(maxCheckpointAgeMs)));
+        }
+
         URI validate() {
             if (port < 0 || port > 65535) {
                 throw new IllegalArgumentException("port=" + port + " must be in 0..65535");
@@ -403,6 +450,27 @@ public final class ProxyServer implements AutoCloseable {
             }
             if (callDeadlineMs <= 0) {
                 throw new IllegalArgumentException("callDeadlineMs=" + callDeadlineMs + " must be > 0");
+            }
+            try {
+                ChunkCodec.parse(checkpointCodec);
+            } catch (IllegalArgumentException e) {
+                throw new IllegalArgumentException("checkpointCodec: " + e.getMessage());
+            }
+            if (checkpointReplication < 0 || checkpointReplication > Short.MAX_VALUE) {
+                throw new IllegalArgumentException("checkpointReplication=" + checkpointReplication + " must be in 0.."
+                        + Short.MAX_VALUE + " (0: the filesystem's default)");
+            }
+            if (checkpointBlockSize < 0 || checkpointBlockSize % 512 != 0) {
+                throw new IllegalArgumentException("checkpointBlockSize=" + checkpointBlockSize
+                        + " must be 0 (the filesystem's default) or a positive multiple of 512");
+            }
+            if (keepCheckpoints < 0) {
+                throw new IllegalArgumentException(
+                        "keepCheckpoints=" + keepCheckpoints + " must be >= 0 (0: no limit by count)");
+            }
+            if (maxCheckpointAgeMs < 0) {
+                throw new IllegalArgumentException(
+                        "maxCheckpointAgeMs=" + maxCheckpointAgeMs + " must be >= 0 (0: no limit by age)");
             }
             if (checkpointRoot.isBlank()) {
                 throw new IllegalArgumentException("checkpointRoot is empty: give a URI such as file:///var/ps");

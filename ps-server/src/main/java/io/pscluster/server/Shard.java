@@ -516,6 +516,13 @@ public final class Shard implements AutoCloseable {
      */
     public WrittenCheckpoint writeCheckpoint(final URI root, final long checkpointId)
             throws IOException, InterruptedException {
+        return writeCheckpoint(root, checkpointId, RowFileWriter.Options.defaults());
+    }
+
+    /** As {@link #writeCheckpoint(URI, long)}, the files written with {@code options} (codec, replication, block). */
+    public WrittenCheckpoint writeCheckpoint(
+            final URI root, final long checkpointId, final RowFileWriter.Options options)
+            throws IOException, InterruptedException {
         final SlotOwnership.View view = ownership.view();
         if (!view.restoring().isEmpty()) {
             throw PsException.unavailable("shard " + shardId + " is restoring "
@@ -538,7 +545,8 @@ public final class Shard implements AutoCloseable {
             }
             final String relative = CheckpointStore.fileName(shardId, table.name(), checkpointId);
             final RowFileInfo info;
-            try (RowFileWriter writer = RowFileWriter.create(store.fileSystem(), dir, relative, table.rowWidth())) {
+            try (RowFileWriter writer =
+                    RowFileWriter.create(store.fileSystem(), dir, relative, table.rowWidth(), options)) {
                 for (final SlotSnapshot slot : entry.getValue()) {
                     writer.beginSlot(slot.slot());
                     for (int row = 0; row < slot.rows(); row++) {
@@ -552,7 +560,9 @@ public final class Shard implements AutoCloseable {
                     .setTable(table.name())
                     .setLength(info.length())
                     .setCrc32C(info.crc32c())
-                    .setRows(info.rows());
+                    .setRows(info.rows())
+                    .setCodec(info.codec().toProto())
+                    .setUncompressedBytes(info.uncompressedBytes());
             for (final int slot : info.slots()) {
                 file.addSlots(slot);
             }

@@ -1,6 +1,9 @@
 package io.pscluster.server;
 
 import io.grpc.stub.StreamObserver;
+import io.pscluster.checkpoint.ChunkCodec;
+import io.pscluster.checkpoint.RowFileWriter;
+import io.pscluster.proto.checkpoint.RowCodec;
 import io.pscluster.proto.v1.InjectFaultRequest;
 import io.pscluster.proto.v1.InjectFaultResponse;
 import io.pscluster.proto.v1.RestoreCheckpointRequest;
@@ -44,13 +47,32 @@ final class ShardAdminGrpcService extends ShardAdminServiceGrpc.ShardAdminServic
     public void writeCheckpoint(
             final WriteCheckpointRequest request, final StreamObserver<WriteCheckpointResponse> response) {
         Unary.respond(response, () -> {
-            final Shard.WrittenCheckpoint written =
-                    shard.writeCheckpoint(root(request.getCheckpointRoot()), request.getCheckpointId());
+            final Shard.WrittenCheckpoint written = shard.writeCheckpoint(
+                    root(request.getCheckpointRoot()), request.getCheckpointId(), writeOptions(request));
             return WriteCheckpointResponse.newBuilder()
                     .addAllFiles(written.files())
                     .setSnapshotMicros(written.snapshotMicros())
                     .build();
         });
+    }
+
+    /** The request's codec (unspecified: zstd), replication and block size (0: the filesystem's defaults). */
+    static RowFileWriter.Options writeOptions(final WriteCheckpointRequest request) {
+        RowFileWriter.Options options = RowFileWriter.Options.defaults();
+        if (request.getCodec() != RowCodec.ROW_CODEC_UNSPECIFIED) {
+            options = options.withCodec(ChunkCodec.fromProto(request.getCodec())
+                    .orElseThrow(() -> PsException.invalidArgument(
+                            "codec " + request.getCodecValue() + " is not one of NONE, ZSTD, LZ4")));
+        }
+        if (request.getReplication() > Short.MAX_VALUE) {
+            throw PsException.invalidArgument("replication=" + request.getReplication() + " must be <= "
+                    + Short.MAX_VALUE + " (0: the filesystem's default)");
+        }
+        try {
+            return options.withReplication((short) request.getReplication()).withBlockSize(request.getBlockSize());
+        } catch (IllegalArgumentException e) {
+            throw PsException.invalidArgument(e.getMessage());
+        }
     }
 
     @Override

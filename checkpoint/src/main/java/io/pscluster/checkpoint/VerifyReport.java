@@ -1,0 +1,47 @@
+package io.pscluster.checkpoint;
+
+import java.util.List;
+import java.util.Objects;
+
+/**
+ * What {@link CheckpointStore#check} found about one checkpoint.
+ *
+ * @param checkpointId the checkpoint checked.
+ * @param depth how far it was checked.
+ * @param problems one line per damaged file, naming the file and the problem; empty if the checkpoint is intact.
+ * @param filesByChecksum files whose CRC32C the filesystem reported (HDFS {@code COMPOSITE_CRC}): not read back.
+ * @param filesReadBack files read back to compute their CRC32C (filesystems without a comparable checksum, or
+ *     {@link Depth#READ_BACK}).
+ * @param bytesReadBack the bytes those files hold.
+ */
+public record VerifyReport(
+        long checkpointId,
+        Depth depth,
+        List<String> problems,
+        int filesByChecksum,
+        int filesReadBack,
+        long bytesReadBack) {
+
+    public VerifyReport {
+        Objects.requireNonNull(depth, "depth");
+        problems = List.copyOf(problems);
+    }
+
+    public boolean intact() {
+        return problems.isEmpty();
+    }
+
+    /** How far a check goes; each depth does what the previous one does, and more. */
+    public enum Depth {
+        /** Every file exists with its listed length: a few NameNode calls, no data read. */
+        PRESENCE,
+        /**
+         * Also: no block without a live replica or with only corrupt replicas, and the file's CRC32C is what the
+         * manifest says. On HDFS the CRC32C comes from the DataNodes' stored block checksums ({@code COMPOSITE_CRC}),
+         * so no data crosses the network; a filesystem without a comparable checksum (local) reads the file back.
+         */
+        CHECKSUM,
+        /** Also reads every byte back, which makes HDFS check each replica it reads against its block checksums. */
+        READ_BACK
+    }
+}
