@@ -91,7 +91,14 @@ public final class HadoopConfig {
         }
         conf.set("hadoop.security.authentication", "kerberos");
         conf.setBoolean("hadoop.kerberos.keytab.login.autorenewal.enabled", true);
-        UserGroupInformation.setConfiguration(conf);
+        try {
+            UserGroupInformation.setConfiguration(conf);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException(
+                    "--kerberos-principal=" + principal + ": Kerberos is not configured on" + " this host ("
+                            + e.getMessage() + "): give /etc/krb5.conf or -Djava.security.krb5.conf=FILE",
+                    e);
+        }
         UserGroupInformation.loginUserFromKeytab(
                 principal, keytabFile.toAbsolutePath().toString());
         LOG.info("Logged in to Kerberos as {} from {}", principal, keytabFile);
