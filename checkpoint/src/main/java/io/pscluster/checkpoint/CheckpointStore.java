@@ -433,6 +433,7 @@ public final class CheckpointStore implements Closeable {
         ids.sort(Comparator.reverseOrder());
         List<CheckpointInfo> committed = new ArrayList<>(ids.size());
         List<Long> withoutManifest = new ArrayList<>();
+        Map<Long, String> unreadable = new java.util.TreeMap<>(Comparator.reverseOrder());
         for (long id : ids) {
             try {
                 Optional<CheckpointInfo> checkpoint = readCheckpoint(id);
@@ -443,16 +444,26 @@ public final class CheckpointStore implements Closeable {
                 }
             } catch (CheckpointCorruptException e) {
                 LOG.warn("Skipping checkpoint {}: unreadable manifest: {}", id, e.getMessage());
+                unreadable.put(id, e.getMessage());
             }
         }
-        return new Scan(committed, withoutManifest);
+        return new Scan(committed, withoutManifest, unreadable);
+    }
+
+    /**
+     * Checkpoint directories whose manifest exists but does not decode (damage: {@link #list()} leaves them out), by
+     * id, newest first, with what is wrong.
+     */
+    public Map<Long, String> damagedManifests() throws IOException {
+        return scan().unreadable();
     }
 
     /**
      * @param committed checkpoints with a decodable manifest, newest first.
      * @param withoutManifest ids of directories without a manifest, newest first.
+     * @param unreadable ids of directories whose manifest does not decode, with the reason.
      */
-    private record Scan(List<CheckpointInfo> committed, List<Long> withoutManifest) {
+    private record Scan(List<CheckpointInfo> committed, List<Long> withoutManifest, Map<Long, String> unreadable) {
         /** The checkpoints {@code id} needs to restore, transitively (not itself). */
         Set<Long> closure(long id) {
             Map<Long, Manifest> byId = new HashMap<>();

@@ -1,6 +1,10 @@
 package io.pscluster.cli;
 
 import io.grpc.ManagedChannel;
+import io.pscluster.checkpoint.CheckpointCorruptException;
+import io.pscluster.checkpoint.CheckpointStore;
+import io.pscluster.checkpoint.Manifest;
+import io.pscluster.checkpoint.VerifyReport;
 import io.pscluster.proto.v1.AdminServiceGrpc;
 import io.pscluster.proto.v1.CheckpointInfo;
 import io.pscluster.proto.v1.CheckpointNowRequest;
@@ -9,66 +13,354 @@ import io.pscluster.proto.v1.ListCheckpointsRequest;
 import io.pscluster.proto.v1.ListCheckpointsResponse;
 import io.pscluster.proto.v1.RestoreRequest;
 import io.pscluster.proto.v1.RestoreResponse;
+import java.io.IOException;
+import java.io.PrintWriter;
+import java.net.URI;
+import java.time.Duration;
 import java.time.Instant;
+import java.time.temporal.ChronoUnit;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.NoSuchElementException;
+import java.util.Optional;
 import java.util.concurrent.Callable;
 import java.util.concurrent.TimeUnit;
+import picocli.CommandLine;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
-import picocli.CommandLine.Parameters;
+import picocli.CommandLine.Spec;
 
+/**
+ * {@code psctl checkpoint}: take and restore checkpoints through the proxy ({@code now}, {@code restore}), and inspect
+ * or delete them straight on the filesystem, with no cluster running ({@code list --checkpoint-dir}, {@code verify},
+ * {@code delete}).
+ */
 @Command(
         name = "checkpoint",
         mixinStandardHelpOptions = true,
-        description = "Checkpoints: now (take one), list (complete ones, newest first), restore (load one).")
-final class CheckpointCommand implements Callable<Integer> {
-    enum Action {
-        now,
-        list,
-        restore
-    }
-
-    @Parameters(index = "0", description = "now | list | restore")
-    Action action;
-
-    @Option(names = "--proxy", required = true, description = "The proxy's HOST:PORT.")
-    String proxy;
-
-    @Option(names = "--id", defaultValue = "0", description = "restore: the checkpoint id; 0 (default) the latest.")
-    long id;
-
-    @Option(names = "--timeout-s", defaultValue = "600", description = "Deadline (default ${DEFAULT-VALUE} s).")
-    long timeoutSeconds;
+        description =
+                "Checkpoints: now, restore (through the proxy); list, verify, delete (offline, on the filesystem).",
+        subcommands = {
+            CheckpointCommand.Now.class,
+            CheckpointCommand.ListCheckpoints.class,
+            CheckpointCommand.Restore.class,
+            CheckpointCommand.Verify.class,
+            CheckpointCommand.Delete.class
+        })
+final class CheckpointCommand implements Runnable {
+    @Spec
+    CommandLine.Model.CommandSpec spec;
 
     @Override
-    public Integer call() {
-        final ManagedChannel channel = Cli.channel(Cli.hostPort("--proxy", proxy));
-        try {
-            final AdminServiceGrpc.AdminServiceBlockingStub admin =
-                    AdminServiceGrpc.newBlockingStub(channel).withDeadlineAfter(timeoutSeconds, TimeUnit.SECONDS);
-            switch (action) {
-                case now -> {
-                    final CheckpointNowResponse response =
-                            admin.checkpointNow(CheckpointNowRequest.getDefaultInstance());
-                    System.out.println("checkpoint taken: " + describe(response.getCheckpoint()));
-                    System.out.println(
-                            "longest push stall while shards copied rows: " + response.getMaxSnapshotMicros() + " us");
-                }
-                case list -> {
+    public void run() {
+        throw new CommandLine.ParameterException(
+                spec.commandLine(), "name what to do: now, list, restore, verify or delete");
+    }
+
+    @Command(name = "now", mixinStandardHelpOptions = true, description = "Take a checkpoint now (through the proxy).")
+    static final class Now implements Callable<Integer> {
+        @Option(names = "--proxy", required = true, description = "The proxy's HOST:PORT.")
+        String proxy;
+
+        @Option(names = "--timeout-s", defaultValue = "600", description = "Deadline (default ${DEFAULT-VALUE} s).")
+        long timeoutSeconds;
+
+        @Spec
+        CommandLine.Model.CommandSpec spec;
+
+        @Override
+        public Integer call() {
+            return withAdmin(proxy, timeoutSeconds, admin -> {
+                final CheckpointNowResponse response = admin.checkpointNow(CheckpointNowRequest.getDefaultInstance());
+                final PrintWriter out = spec.commandLine().getOut();
+                out.println("checkpoint taken: " + describe(response.getCheckpoint()));
+                out.println("longest push stall while shards copied rows: " + response.getMaxSnapshotMicros() + " us");
+                return 0;
+            });
+        }
+    }
+
+    @Command(
+            name = "restore",
+            mixinStandardHelpOptions = true,
+            description = "Load a checkpoint into the running cluster (through the proxy).")
+    static final class Restore implements Callable<Integer> {
+        @Option(names = "--proxy", required = true, description = "The proxy's HOST:PORT.")
+        String proxy;
+
+        @Option(names = "--id", defaultValue = "0", description = "The checkpoint id; 0 (default) the latest.")
+        long id;
+
+        @Option(names = "--timeout-s", defaultValue = "600", description = "Deadline (default ${DEFAULT-VALUE} s).")
+        long timeoutSeconds;
+
+        @Spec
+        CommandLine.Model.CommandSpec spec;
+
+        @Override
+        public Integer call() {
+            return withAdmin(proxy, timeoutSeconds, admin -> {
+                final RestoreResponse response = admin.restore(
+                        RestoreRequest.newBuilder().setCheckpointId(id).build());
+                spec.commandLine()
+                        .getOut()
+                        .println("restored " + response.getRowsRestored() + " rows from "
+                                + describe(response.getCheckpoint()));
+                return 0;
+            });
+        }
+    }
+
+    @Command(
+            name = "list",
+            mixinStandardHelpOptions = true,
+            description = {
+                "The complete checkpoints, newest first. With --checkpoint-dir, read from the filesystem (no cluster"
+                        + " needed): id, created, age, kind (base/delta), size, compression, rows, tables and a"
+                        + " check mark: 'present' (every file there with its length), with --verify 'verified'"
+                        + " (checksums too), or DAMAGED and why. With --proxy, as the proxy sees them.",
+                "Exit code 1 if a checkpoint shown is damaged."
+            })
+    static final class ListCheckpoints implements Callable<Integer> {
+        @Option(names = "--checkpoint-dir", description = "Where checkpoints live: hdfs://..., file://... or a path.")
+        String checkpointDir;
+
+        @Option(names = "--proxy", description = "Ask the proxy at HOST:PORT instead.")
+        String proxy;
+
+        @Option(names = "--verify", description = "Check every file's checksum too (see verify).")
+        boolean verify;
+
+        @Option(names = "--timeout-s", defaultValue = "600", description = "Deadline with --proxy (default 600 s).")
+        long timeoutSeconds;
+
+        @Mixin
+        HadoopOptions hadoop;
+
+        @Spec
+        CommandLine.Model.CommandSpec spec;
+
+        @Override
+        public Integer call() throws IOException {
+            if ((checkpointDir == null) == (proxy == null)) {
+                throw new IllegalArgumentException("give --checkpoint-dir URI (read the filesystem) or --proxy"
+                        + " HOST:PORT (ask the proxy), one of the two");
+            }
+            final PrintWriter out = spec.commandLine().getOut();
+            if (proxy != null) {
+                return withAdmin(proxy, timeoutSeconds, admin -> {
                     final ListCheckpointsResponse response =
                             admin.listCheckpoints(ListCheckpointsRequest.getDefaultInstance());
                     if (response.getCheckpointsCount() == 0) {
-                        System.out.println("no complete checkpoints");
+                        out.println("no complete checkpoints");
                     }
-                    response.getCheckpointsList().forEach(info -> System.out.println(describe(info)));
-                }
-                case restore -> {
-                    final RestoreResponse response = admin.restore(
-                            RestoreRequest.newBuilder().setCheckpointId(id).build());
-                    System.out.println("restored " + response.getRowsRestored() + " rows from "
-                            + describe(response.getCheckpoint()));
-                }
+                    response.getCheckpointsList().forEach(info -> out.println(describe(info)));
+                    return 0;
+                });
             }
-            return 0;
+            try (CheckpointStore store = openStore(checkpointDir, hadoop)) {
+                return list(store, verify ? VerifyReport.Depth.CHECKSUM : VerifyReport.Depth.PRESENCE, out);
+            }
+        }
+
+        static int list(final CheckpointStore store, final VerifyReport.Depth depth, final PrintWriter out)
+                throws IOException {
+            final List<io.pscluster.checkpoint.CheckpointInfo> checkpoints = store.list();
+            final Map<Long, String> badManifests = store.damagedManifests();
+            if (checkpoints.isEmpty() && badManifests.isEmpty()) {
+                out.println("no complete checkpoints under " + store.root());
+                return 0;
+            }
+            final String format = "%-6s %-20s %-9s %-5s %10s %6s %12s %5s  %-24s %s%n";
+            out.printf(format, "ID", "CREATED", "AGE", "KIND", "SIZE", "RATIO", "ROWS", "FILES", "TABLES", "CHECK");
+            final Instant now = Instant.now();
+            final List<String> problems = new ArrayList<>();
+            for (final io.pscluster.checkpoint.CheckpointInfo checkpoint : checkpoints) {
+                final Manifest manifest = checkpoint.manifest();
+                final VerifyReport report = store.check(checkpoint, depth);
+                final Instant created = Instant.ofEpochMilli(manifest.createdMillis());
+                final String tables = String.join(
+                        ",",
+                        manifest.tables().stream()
+                                .map(Manifest.TableEntry::name)
+                                .toList());
+                final String mark =
+                        !report.intact() ? "DAMAGED" : depth == VerifyReport.Depth.PRESENCE ? "present" : "verified";
+                out.printf(
+                        format,
+                        checkpoint.id(),
+                        created.truncatedTo(ChronoUnit.SECONDS),
+                        age(Duration.between(created, now)),
+                        manifest.kind() == Manifest.Kind.BASE ? "base" : "delta:" + manifest.parentId(),
+                        size(manifest.totalBytes()),
+                        ratio(manifest),
+                        manifest.totalRows(),
+                        manifest.files().size(),
+                        tables.length() > 24 ? tables.substring(0, 21) + "..." : tables,
+                        mark);
+                report.problems().forEach(problem -> problems.add("checkpoint " + checkpoint.id() + ": " + problem));
+            }
+            badManifests.forEach((id, why) -> {
+                out.printf(format, id, "?", "?", "?", "?", "?", "?", "?", "?", "DAMAGED");
+                problems.add("checkpoint " + id + ": unreadable manifest: " + why);
+            });
+            problems.forEach(out::println);
+            return problems.isEmpty() ? 0 : 1;
+        }
+    }
+
+    @Command(
+            name = "verify",
+            mixinStandardHelpOptions = true,
+            description = {
+                "Check checkpoints on the filesystem without loading them (no cluster needed): every file there with"
+                        + " its length, no block lost, and its CRC32C as the manifest says. On HDFS the CRC32C comes"
+                        + " from the DataNodes' block checksums (COMPOSITE_CRC), so nothing is read back; elsewhere"
+                        + " the files are read. --read-back reads every byte on HDFS too.",
+                "Exit code 0 if intact, 1 on damage (each damaged file is named with its problem)."
+            })
+    static final class Verify implements Callable<Integer> {
+        @Option(
+                names = "--checkpoint-dir",
+                required = true,
+                description = "Where checkpoints live: hdfs://..., file://... or a path.")
+        String checkpointDir;
+
+        @Option(names = "--id", defaultValue = "0", description = "The checkpoint to verify; 0 (default): every one.")
+        long id;
+
+        @Option(names = "--read-back", description = "Read every byte back as well.")
+        boolean readBack;
+
+        @Mixin
+        HadoopOptions hadoop;
+
+        @Spec
+        CommandLine.Model.CommandSpec spec;
+
+        @Override
+        public Integer call() throws IOException {
+            final PrintWriter out = spec.commandLine().getOut();
+            final VerifyReport.Depth depth = readBack ? VerifyReport.Depth.READ_BACK : VerifyReport.Depth.CHECKSUM;
+            try (CheckpointStore store = openStore(checkpointDir, hadoop)) {
+                final List<io.pscluster.checkpoint.CheckpointInfo> checkpoints = new ArrayList<>();
+                int damaged = 0;
+                if (id != 0) {
+                    final Optional<io.pscluster.checkpoint.CheckpointInfo> one;
+                    try {
+                        one = store.get(id);
+                    } catch (CheckpointCorruptException e) {
+                        out.println("checkpoint " + id + ": DAMAGED: unreadable manifest: " + e.getMessage());
+                        return 1;
+                    }
+                    if (one.isEmpty()) {
+                        out.println("checkpoint " + id + ": no such checkpoint under " + store.root()
+                                + " (no directory, or no manifest: never committed)");
+                        return 1;
+                    }
+                    checkpoints.add(one.get());
+                } else {
+                    checkpoints.addAll(store.list());
+                    for (final Map.Entry<Long, String> bad :
+                            store.damagedManifests().entrySet()) {
+                        out.println("checkpoint " + bad.getKey() + ": DAMAGED: unreadable manifest: " + bad.getValue());
+                        damaged++;
+                    }
+                    if (checkpoints.isEmpty() && damaged == 0) {
+                        out.println("no complete checkpoints under " + store.root());
+                    }
+                }
+                for (final io.pscluster.checkpoint.CheckpointInfo checkpoint : checkpoints) {
+                    final VerifyReport report = store.check(checkpoint, depth);
+                    if (report.intact()) {
+                        out.println("checkpoint " + checkpoint.id() + ": intact (" + how(report) + ")");
+                    } else {
+                        damaged++;
+                        out.println("checkpoint " + checkpoint.id() + ": DAMAGED ("
+                                + report.problems().size() + " of "
+                                + checkpoint.manifest().files().size() + " files)");
+                        report.problems().forEach(problem -> out.println("  " + problem));
+                    }
+                }
+                return damaged == 0 ? 0 : 1;
+            }
+        }
+
+        private static String how(final VerifyReport report) {
+            final List<String> parts = new ArrayList<>();
+            if (report.filesByChecksum() > 0) {
+                parts.add(report.filesByChecksum() + " files by the filesystem's CRC32C file checksum, not read");
+            }
+            if (report.filesReadBack() > 0) {
+                parts.add(report.filesReadBack() + " files read back, " + size(report.bytesReadBack()));
+            }
+            return parts.isEmpty() ? "no files" : String.join("; ", parts);
+        }
+    }
+
+    @Command(
+            name = "delete",
+            mixinStandardHelpOptions = true,
+            description = "Delete a checkpoint on the filesystem (its manifest first, so it never looks half there)."
+                    + " Refuses a checkpoint that a kept delta needs, unless --force.")
+    static final class Delete implements Callable<Integer> {
+        @Option(
+                names = "--checkpoint-dir",
+                required = true,
+                description = "Where checkpoints live: hdfs://..., file://... or a path.")
+        String checkpointDir;
+
+        @Option(names = "--id", required = true, description = "The checkpoint to delete.")
+        long id;
+
+        @Option(names = "--force", description = "Delete it even if deltas need it (they become unrestorable).")
+        boolean force;
+
+        @Mixin
+        HadoopOptions hadoop;
+
+        @Spec
+        CommandLine.Model.CommandSpec spec;
+
+        @Override
+        public Integer call() throws IOException {
+            try (CheckpointStore store = openStore(checkpointDir, hadoop)) {
+                final List<Long> broken;
+                try {
+                    broken = store.delete(id, force);
+                } catch (NoSuchElementException | IllegalStateException e) {
+                    spec.commandLine().getErr().println("psctl checkpoint delete: " + e.getMessage());
+                    return 1;
+                }
+                spec.commandLine().getOut().println("deleted checkpoint " + id + " under " + store.root());
+                if (!broken.isEmpty()) {
+                    spec.commandLine()
+                            .getOut()
+                            .println("forced: checkpoints " + broken + " needed it and can no longer be restored");
+                }
+                return 0;
+            }
+        }
+    }
+
+    private static CheckpointStore openStore(final String checkpointDir, final HadoopOptions hadoop)
+            throws IOException {
+        Cli.logLevel(ch.qos.logback.classic.Level.WARN);
+        return new CheckpointStore(URI.create(Cli.checkpointUri(checkpointDir)), hadoop.configuration());
+    }
+
+    private interface AdminCall {
+        int call(AdminServiceGrpc.AdminServiceBlockingStub admin);
+    }
+
+    private static int withAdmin(final String proxy, final long timeoutSeconds, final AdminCall call) {
+        final ManagedChannel channel = Cli.channel(Cli.hostPort("--proxy", proxy));
+        try {
+            return call.call(
+                    AdminServiceGrpc.newBlockingStub(channel).withDeadlineAfter(timeoutSeconds, TimeUnit.SECONDS));
         } finally {
             Cli.close(channel);
         }
@@ -84,5 +376,43 @@ final class CheckpointCommand implements Callable<Integer> {
                 info.getBytes(),
                 info.getTablesList(),
                 info.getUri());
+    }
+
+    /** 45s, 12m 5s, 3h 2m, 4d 7h. */
+    static String age(final Duration age) {
+        final long seconds = Math.max(0, age.getSeconds());
+        if (seconds < 60) {
+            return seconds + "s";
+        }
+        if (seconds < 3600) {
+            return seconds / 60 + "m " + seconds % 60 + "s";
+        }
+        if (seconds < 86_400) {
+            return seconds / 3600 + "h " + seconds % 3600 / 60 + "m";
+        }
+        return seconds / 86_400 + "d " + seconds % 86_400 / 3600 + "h";
+    }
+
+    /** 812 B, 4.0 KiB, 1.5 MiB, 2.3 GiB. */
+    static String size(final long bytes) {
+        if (bytes < 1024) {
+            return bytes + " B";
+        }
+        final String[] units = {"KiB", "MiB", "GiB", "TiB", "PiB"};
+        double value = bytes;
+        int unit = -1;
+        while (value >= 1024 && unit < units.length - 1) {
+            value /= 1024;
+            unit++;
+        }
+        return String.format(Locale.ROOT, "%.1f %s", value, units[unit]);
+    }
+
+    /** Uncompressed over stored bytes, e.g. {@code 2.7x}; {@code -} when the manifest does not say (format 1). */
+    private static String ratio(final Manifest manifest) {
+        final long raw = manifest.totalUncompressedBytes();
+        return raw == 0 || manifest.totalBytes() == 0
+                ? "-"
+                : String.format(Locale.ROOT, "%.2fx", (double) raw / manifest.totalBytes());
     }
 }

@@ -5,8 +5,10 @@ import io.grpc.Grpc;
 import io.grpc.InsecureChannelCredentials;
 import io.grpc.ManagedChannel;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.slf4j.LoggerFactory;
 
@@ -22,6 +24,50 @@ final class Cli {
             return location;
         }
         return Path.of(location).toAbsolutePath().normalize().toUri().toString();
+    }
+
+    private static final Pattern DURATION = Pattern.compile("(\\d+)([smhd]?)");
+    private static final Pattern SIZE = Pattern.compile("(\\d+)([kmgt]?)(i?b)?", Pattern.CASE_INSENSITIVE);
+
+    /**
+     * A duration such as {@code 90s}, {@code 30m}, {@code 12h} or {@code 7d} (a bare number is seconds); {@code 0} is
+     * zero.
+     *
+     * @throws IllegalArgumentException naming the option and the value.
+     */
+    static Duration duration(final String option, final String value) {
+        final Matcher matcher = DURATION.matcher(value.trim());
+        if (!matcher.matches()) {
+            throw new IllegalArgumentException(
+                    option + "=" + value + " must be a number with s, m, h or d (seconds, minutes, hours, days)");
+        }
+        final long amount = Long.parseLong(matcher.group(1));
+        return switch (matcher.group(2)) {
+            case "m" -> Duration.ofMinutes(amount);
+            case "h" -> Duration.ofHours(amount);
+            case "d" -> Duration.ofDays(amount);
+            default -> Duration.ofSeconds(amount);
+        };
+    }
+
+    /**
+     * A byte count such as {@code 134217728}, {@code 128m} or {@code 1GiB} (k, m, g, t are powers of 1024).
+     *
+     * @throws IllegalArgumentException naming the option and the value.
+     */
+    static long bytes(final String option, final String value) {
+        final Matcher matcher = SIZE.matcher(value.trim());
+        if (!matcher.matches()) {
+            throw new IllegalArgumentException(option + "=" + value + " must be bytes, or a number with k, m, g or t");
+        }
+        final int shift = switch (matcher.group(2).toLowerCase(java.util.Locale.ROOT)) {
+            case "k" -> 10;
+            case "m" -> 20;
+            case "g" -> 30;
+            case "t" -> 40;
+            default -> 0;
+        };
+        return Long.parseLong(matcher.group(1)) << shift;
     }
 
     /** Checks a host:port argument and names the option when it is malformed. */

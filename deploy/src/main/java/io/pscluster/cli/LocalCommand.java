@@ -3,6 +3,7 @@ package io.pscluster.cli;
 import io.pscluster.local.LocalCluster;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 @Command(
@@ -28,6 +29,21 @@ final class LocalCommand implements Callable<Integer> {
             description = "Take a checkpoint every this many seconds; 0 (default) only on demand.")
     long checkpointIntervalSeconds;
 
+    @Option(
+            names = "--checkpoint-codec",
+            defaultValue = "zstd",
+            description = "How checkpoint files are compressed: zstd, lz4 or none (default ${DEFAULT-VALUE}).")
+    String checkpointCodec;
+
+    @Option(
+            names = "--keep-checkpoints",
+            defaultValue = "5",
+            description = "Keep this many of the newest checkpoints (default ${DEFAULT-VALUE}); 0: all.")
+    int keepCheckpoints;
+
+    @Mixin
+    HadoopOptions hadoop;
+
     @Override
     public Integer call() throws Exception {
         final LocalCluster cluster = LocalCluster.builder()
@@ -35,6 +51,9 @@ final class LocalCommand implements Callable<Integer> {
                 .proxyPort(port)
                 .checkpointRoot(Cli.checkpointUri(checkpointDir))
                 .checkpointIntervalMs(checkpointIntervalSeconds * 1000)
+                .checkpointCodec(checkpointCodec)
+                .keepCheckpoints(keepCheckpoints)
+                .hadoopConf(hadoop.configuration())
                 .start();
         System.out.println("local cluster up: proxy at " + cluster.proxyAddress() + ", " + shards
                 + " shards, checkpoints under " + cluster.proxy().checkpointRoot() + " (Ctrl-C stops it)");

@@ -3,6 +3,7 @@ package io.pscluster.cli;
 import io.pscluster.proxy.ProxyServer;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 @Command(name = "proxy", mixinStandardHelpOptions = true, description = "Run the proxy until stopped.")
@@ -55,12 +56,56 @@ final class ProxyCommand implements Callable<Integer> {
                     + " _proxy-state under a local --checkpoint-dir, else ./ps-proxy-state.")
     String stateDir;
 
+    @Option(
+            names = "--checkpoint-codec",
+            defaultValue = "zstd",
+            description = "How shards compress checkpoint files, per ~1 MiB chunk, losslessly: zstd, lz4 or none"
+                    + " (default ${DEFAULT-VALUE}).")
+    String checkpointCodec;
+
+    @Option(
+            names = "--checkpoint-replication",
+            defaultValue = "0",
+            description = "Replication of checkpoint data files; 0 (default): the filesystem's (dfs.replication).")
+    int checkpointReplication;
+
+    @Option(
+            names = "--checkpoint-block-size",
+            defaultValue = "0",
+            description = "Block size of checkpoint data files, e.g. 256m; 0 (default): the filesystem's"
+                    + " (dfs.blocksize).")
+    String checkpointBlockSize;
+
+    @Option(
+            names = "--keep-checkpoints",
+            defaultValue = "5",
+            description = "After each checkpoint, keep this many of the newest (default ${DEFAULT-VALUE}); 0: all."
+                    + " A base that a kept delta needs is always kept.")
+    int keepCheckpoints;
+
+    @Option(
+            names = "--max-checkpoint-age",
+            defaultValue = "0",
+            description = "After each checkpoint, delete those older than this, e.g. 7d or 12h; 0 (default): no"
+                    + " limit. The newest is always kept.")
+    String maxCheckpointAge;
+
+    @Mixin
+    HadoopOptions hadoop;
+
     @Override
     public Integer call() throws Exception {
         final ProxyServer proxy = ProxyServer.start(new ProxyServer.Context()
                 .port(port)
                 .checkpointRoot(Cli.checkpointUri(checkpointDir))
                 .checkpointIntervalMs(checkpointIntervalSeconds * 1000)
+                .checkpointCodec(checkpointCodec)
+                .checkpointReplication(checkpointReplication)
+                .checkpointBlockSize(Cli.bytes("--checkpoint-block-size", checkpointBlockSize))
+                .keepCheckpoints(keepCheckpoints)
+                .maxCheckpointAgeMs(
+                        Cli.duration("--max-checkpoint-age", maxCheckpointAge).toMillis())
+                .hadoopConf(hadoop.configuration())
                 .stateDir(stateDir)
                 .leaseMs(leaseMs)
                 .leaseMarginMs(leaseMarginMs)

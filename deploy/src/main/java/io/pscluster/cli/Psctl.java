@@ -1,5 +1,6 @@
 package io.pscluster.cli;
 
+import java.io.PrintWriter;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
@@ -34,12 +35,19 @@ public final class Psctl implements Runnable {
 
     /** Runs psctl and returns its exit code (for tests). */
     public static int run(final String... args) {
-        return new CommandLine(new Psctl())
-                .setExecutionExceptionHandler((failure, commandLine, parseResult) -> {
-                    commandLine.getErr().println("psctl " + commandLine.getCommandName() + ": " + describe(failure));
-                    return 1;
-                })
-                .execute(args);
+        return commandLine().execute(args);
+    }
+
+    /** Runs psctl with its output and errors going to {@code out} and {@code err}; returns its exit code. */
+    public static int run(final PrintWriter out, final PrintWriter err, final String... args) {
+        return commandLine().setOut(out).setErr(err).execute(args);
+    }
+
+    private static CommandLine commandLine() {
+        return new CommandLine(new Psctl()).setExecutionExceptionHandler((failure, commandLine, parseResult) -> {
+            commandLine.getErr().println(commandLine.getCommandSpec().qualifiedName() + ": " + describe(failure));
+            return 1;
+        });
     }
 
     private static String describe(final Throwable failure) {

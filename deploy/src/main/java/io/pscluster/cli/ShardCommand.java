@@ -7,6 +7,7 @@ import io.pscluster.server.ShardServer;
 import java.util.concurrent.Callable;
 import java.util.concurrent.TimeUnit;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 @Command(
@@ -33,6 +34,9 @@ final class ShardCommand implements Callable<Integer> {
             description = "Stable shard id; a shard restarted with its id takes its slots back. Default: assigned.")
     String id;
 
+    @Mixin
+    HadoopOptions hadoop;
+
     @Override
     public Integer call() throws Exception {
         if (proxy == null) {
@@ -40,6 +44,7 @@ final class ShardCommand implements Callable<Integer> {
         }
         final ShardServer shard = ShardServer.start(new ShardServer.Context()
                 .proxyAddress(Cli.hostPort("--proxy", proxy))
+                .hadoopConf(hadoop.configuration())
                 .port(port)
                 .host(host)
                 .shardId(id));

@@ -190,6 +190,27 @@ public final class LocalCluster implements AutoCloseable {
         private long leaseMs = 5_000;
         private long leaseMarginMs = 1_000;
         private long heartbeatIntervalMs = 1_000;
+        private String checkpointCodec = "zstd";
+        private int keepCheckpoints = 5;
+        private long maxCheckpointAgeMs;
+
+        /** How shards compress checkpoint files: zstd (default), lz4 or none. */
+        public Builder checkpointCodec(final String value) {
+            checkpointCodec = value;
+            return this;
+        }
+
+        /** After each commit, keep this many of the newest checkpoints (default 5); 0: all. */
+        public Builder keepCheckpoints(final int value) {
+            keepCheckpoints = value;
+            return this;
+        }
+
+        /** After each commit, delete checkpoints older than this; 0 (default): no limit by age. */
+        public Builder maxCheckpointAgeMs(final long value) {
+            maxCheckpointAgeMs = value;
+            return this;
+        }
 
         /** The proxy's state directory (local); default: {@code _proxy-state} under a file:// root, else a temp dir. */
         public Builder stateDir(final String value) {
@@ -262,6 +283,9 @@ public final class LocalCluster implements AutoCloseable {
                     .leaseMs(leaseMs)
                     .leaseMarginMs(leaseMarginMs)
                     .heartbeatIntervalMs(heartbeatIntervalMs)
+                    .checkpointCodec(checkpointCodec)
+                    .keepCheckpoints(keepCheckpoints)
+                    .maxCheckpointAgeMs(maxCheckpointAgeMs)
                     .hadoopConf(hadoopConf));
             final LocalCluster cluster = new LocalCluster(this, proxy);
             try {
