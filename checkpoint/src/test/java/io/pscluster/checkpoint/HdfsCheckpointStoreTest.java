@@ -97,6 +97,10 @@ class HdfsCheckpointStoreTest extends CheckpointStoreContract {
             VerifyReport report = store.check(store.get(1).orElseThrow(), VerifyReport.Depth.CHECKSUM);
             assertThat(report.problems()).isEmpty();
             assertThat(report.filesByChecksum()).isEqualTo(1);
+            // Everything written was hsync'ed whole before it was closed.
+            assertThat(RecordingDistributedFileSystem.SYNCED_THEN_CLOSED).containsEntry(file.toString(), info.length());
+            assertThat(RecordingDistributedFileSystem.SYNCED_THEN_CLOSED.keySet())
+                    .containsAll(RecordingDistributedFileSystem.CREATES.keySet());
             // The manifest is written the same durable way.
             assertThat(RecordingDistributedFileSystem.CREATES.keySet())
                     .anyMatch(path -> path.startsWith(dir + "/_MANIFEST.tmp-"));

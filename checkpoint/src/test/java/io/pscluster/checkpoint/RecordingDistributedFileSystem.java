@@ -13,14 +13,17 @@ import org.apache.hadoop.hdfs.DistributedFileSystem;
 import org.apache.hadoop.util.Progressable;
 
 /**
- * Real HDFS (it is the HDFS client, unchanged) that also records what each {@code create} asked for, so a test can
- * show that our writer asks HDFS for {@code SYNC_BLOCK}: the flag changes what DataNodes do with a finished block, which
- * no test on one machine can observe from outside. Registered with {@code fs.hdfs.impl}.
+ * Real HDFS (it is the HDFS client, unchanged) that also records what each {@code create} asked for and whether the
+ * stream was {@code hsync}ed whole before it was closed, so a test can show that our writer asks HDFS for
+ * {@code SYNC_BLOCK} and syncs: both change what DataNodes do with the bytes, which no test on one machine can observe
+ * from outside. Registered with {@code fs.hdfs.impl}.
  */
 public class RecordingDistributedFileSystem extends DistributedFileSystem {
     record Create(EnumSet<CreateFlag> flags, short replication, long blockSize, ChecksumOpt checksumOpt) {}
 
     static final Map<String, Create> CREATES = new ConcurrentHashMap<>();
+    /** Files whose stream was {@code hsync}ed and then closed with nothing written in between: their length. */
+    static final Map<String, Long> SYNCED_THEN_CLOSED = new ConcurrentHashMap<>();
 
     @Override
     public FSDataOutputStream create(
@@ -33,8 +36,26 @@ public class RecordingDistributedFileSystem extends DistributedFileSystem {
             Progressable progress,
             ChecksumOpt checksumOpt)
             throws IOException {
-        CREATES.put(
-                makeQualified(f).toString(), new Create(EnumSet.copyOf(flags), replication, blockSize, checksumOpt));
-        return super.create(f, permission, flags, bufferSize, replication, blockSize, progress, checksumOpt);
+        String path = makeQualified(f).toString();
+        CREATES.put(path, new Create(EnumSet.copyOf(flags), replication, blockSize, checksumOpt));
+        FSDataOutputStream out =
+                super.create(f, permission, flags, bufferSize, replication, blockSize, progress, checksumOpt);
+        return new FSDataOutputStream(out, null) {
+            private long syncedAt = -1;
+
+            @Override
+            public void hsync() throws IOException {
+                super.hsync();
+                syncedAt = getPos();
+            }
+
+            @Override
+            public void close() throws IOException {
+                super.close();
+                if (syncedAt == getPos()) {
+                    SYNCED_THEN_CLOSED.put(path, syncedAt);
+                }
+            }
+        };
     }
 }

@@ -1,6 +1,7 @@
 package io.pscluster.server;
 
 import io.pscluster.checkpoint.CheckpointStore;
+import io.pscluster.checkpoint.ChunkCodec;
 import io.pscluster.checkpoint.Manifest;
 import io.pscluster.checkpoint.RowFileInfo;
 import io.pscluster.proto.v1.CheckpointFile;
@@ -65,7 +66,9 @@ final class CounterCheckpoints implements AutoCloseable {
                             file.getRows(),
                             file.getSlotsList().stream()
                                     .mapToInt(Integer::intValue)
-                                    .toArray())));
+                                    .toArray(),
+                            ChunkCodec.fromProto(file.getCodec()).orElseThrow(),
+                            file.getUncompressedBytes())));
         }
         store.commit(new Manifest(
                 id,
