@@ -81,8 +81,10 @@ public final class RowFileWriter implements AutoCloseable {
         this.raw = new byte[chunkBytes];
         this.rawView = ByteBuffer.wrap(raw).order(ByteOrder.LITTLE_ENDIAN);
         this.shuffled = codec == ChunkCodec.NONE ? null : new byte[chunkBytes];
-        this.stored =
-                new byte[RowFileFormat.CHUNK_HEADER_BYTES + Math.max(chunkBytes, codec.maxStoredBytes(chunkBytes))];
+        // Plain chunks are written from the row buffer itself: their stored buffer holds only the chunk header.
+        this.stored = new byte
+                [RowFileFormat.CHUNK_HEADER_BYTES
+                        + (codec == ChunkCodec.NONE ? 0 : Math.max(chunkBytes, codec.maxStoredBytes(chunkBytes)))];
         this.storedView = ByteBuffer.wrap(stored).order(ByteOrder.LITTLE_ENDIAN);
         this.compressor = codec.newCompressor();
     }

@@ -36,9 +36,11 @@ public record VerifyReport(
         /** Every file exists with its listed length: a few NameNode calls, no data read. */
         PRESENCE,
         /**
-         * Also: no block without a live replica or with only corrupt replicas, and the file's CRC32C is what the
-         * manifest says. On HDFS the CRC32C comes from the DataNodes' stored block checksums ({@code COMPOSITE_CRC}),
-         * so no data crosses the network; a filesystem without a comparable checksum (local) reads the file back.
+         * Also: every block has a replica that serves its first byte (not lost, not all corrupt), and the file's
+         * CRC32C is what the manifest says. On HDFS the CRC32C comes from the DataNodes' stored block checksums
+         * ({@code COMPOSITE_CRC}), so no data crosses the network beyond one byte per block; a filesystem without a
+         * comparable checksum (local) reads the file back. A replica that rotted on disk after it was written still
+         * matches its stored checksums: {@link #READ_BACK} (or HDFS's block scanner) finds it.
          */
         CHECKSUM,
         /** Also reads every byte back, which makes HDFS check each replica it reads against its block checksums. */
