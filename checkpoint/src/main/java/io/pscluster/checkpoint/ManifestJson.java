@@ -45,11 +45,40 @@ final class ManifestJson {
         CheckpointManifest.Builder message = toMessage(manifest);
         message.setManifestCrc32C(crcOf(message.build()));
         try {
-            return (PRINTER.print(message) + "\n").getBytes(StandardCharsets.UTF_8);
+            return (readable(PRINTER.print(message)) + "\n").getBytes(StandardCharsets.UTF_8);
         } catch (InvalidProtocolBufferException e) {
             // Only a message with an Any of an unregistered type fails to print: ours has none.
             throw new IllegalStateException("cannot print manifest " + manifest.id() + " as JSON", e);
         }
+    }
+
+    /**
+     * The printer's JSON with the HTML-safe escapes of {@code = < > & '} (Gson's default: {@code \\u003d} and so on)
+     * turned back into the characters, which JSON allows as they are, so that {@code slot-owners} reads
+     * {@code s0=0-2047} under {@code cat}. Escape sequences are stepped over whole, so an escaped backslash followed by
+     * {@code u003d} stays as it is.
+     */
+    static String readable(String json) {
+        StringBuilder out = new StringBuilder(json.length());
+        for (int i = 0; i < json.length(); i++) {
+            char c = json.charAt(i);
+            if (c != '\\' || i + 1 >= json.length()) {
+                out.append(c);
+                continue;
+            }
+            if (json.charAt(i + 1) == 'u' && i + 5 < json.length()) {
+                String code = json.substring(i + 2, i + 6);
+                int plain = "003d003c003e00260027".indexOf(code);
+                if (plain >= 0 && plain % 4 == 0) {
+                    out.append((char) Integer.parseInt(code, 16));
+                    i += 5;
+                    continue;
+                }
+            }
+            out.append(c).append(json.charAt(i + 1));
+            i++;
+        }
+        return out.toString();
     }
 
     static Manifest decode(byte[] bytes, String source) throws CheckpointCorruptException {

@@ -70,6 +70,10 @@ class ManifestTest {
                         .getAsString())
                 .isEqualTo("a/b\\c:d");
         assertThat(text).startsWith("{\n").endsWith("}\n").contains("\n  \"id\": \"42\",\n");
+        // As cat shows it: no \\u003d for '=' and the like.
+        assertThat(text).contains("\"slot-owners\": \"s0=0-2047;s1=2048-4095 <&'>\"");
+        assertThat(json.getAsJsonObject("properties").get("escaped").getAsString())
+                .isEqualTo("\\u003d stays a backslash, u, 003d");
     }
 
     @Test
@@ -265,6 +269,8 @@ class ManifestTest {
         properties.put("", "empty key");
         properties.put("empty value", "");
         properties.put("k=v %", "ü\n-");
+        properties.put("slot-owners", "s0=0-2047;s1=2048-4095 <&'>");
+        properties.put("escaped", "\\u003d stays a backslash, u, 003d");
         List<Manifest.FileEntry> files = List.of(
                 new Manifest.FileEntry(
                         "plain",
