@@ -41,6 +41,13 @@ final class LocalCommand implements Callable<Integer> {
             description = "Keep this many of the newest checkpoints (default ${DEFAULT-VALUE}); 0: all.")
     int keepCheckpoints;
 
+    @Option(
+            names = "--worker-lease-ms",
+            defaultValue = "3000",
+            description = "A job's worker that has not renewed its lease for this long is dropped from the job (default"
+                    + " ${DEFAULT-VALUE}).")
+    long workerLeaseMs;
+
     @Mixin
     HadoopOptions hadoop;
 
@@ -53,6 +60,7 @@ final class LocalCommand implements Callable<Integer> {
                 .checkpointIntervalMs(checkpointIntervalSeconds * 1000)
                 .checkpointCodec(checkpointCodec)
                 .keepCheckpoints(keepCheckpoints)
+                .workerLeaseMs(workerLeaseMs)
                 .hadoopConf(hadoop.configuration())
                 .start();
         System.out.println("local cluster up: proxy at " + cluster.proxyAddress() + ", " + shards

@@ -190,6 +190,7 @@ public final class LocalCluster implements AutoCloseable {
         private long leaseMs = 5_000;
         private long leaseMarginMs = 1_000;
         private long heartbeatIntervalMs = 1_000;
+        private long workerLeaseMs = 3_000;
         private String checkpointCodec = "zstd";
         private int keepCheckpoints = 5;
         private long maxCheckpointAgeMs;
@@ -231,6 +232,12 @@ public final class LocalCluster implements AutoCloseable {
 
         public Builder heartbeatIntervalMs(final long value) {
             heartbeatIntervalMs = value;
+            return this;
+        }
+
+        /** How long a job's worker stays a member without renewing its lease (see ProxyServer.Context). */
+        public Builder workerLeaseMs(final long value) {
+            workerLeaseMs = value;
             return this;
         }
 
@@ -283,6 +290,7 @@ public final class LocalCluster implements AutoCloseable {
                     .leaseMs(leaseMs)
                     .leaseMarginMs(leaseMarginMs)
                     .heartbeatIntervalMs(heartbeatIntervalMs)
+                    .workerLeaseMs(workerLeaseMs)
                     .checkpointCodec(checkpointCodec)
                     .keepCheckpoints(keepCheckpoints)
                     .maxCheckpointAgeMs(maxCheckpointAgeMs)

@@ -30,6 +30,7 @@ class WorkerKillTest {
     void othersGoOnOneLeaseAfterAWorkerIsKilledAndANewWorkerJoins() throws Exception {
         try (LocalCluster cluster = LocalCluster.builder()
                         .shards(2)
+                        .workerLeaseMs(WORKER_LEASE_MS)
                         .checkpointRoot(dir.resolve("checkpoints").toUri().toString())
                         .start();
                 ProcessCluster workers = new ProcessCluster(dir, 3_000, 1_000, 500)) {
