@@ -187,15 +187,7 @@ final class JobClocks {
             throw PsException.jobPending(
                     "table '" + table + "' is not yet attached to job '" + jobId + "' on this shard", 0);
         }
-        checkClock(jobId, worker, clock);
-        final Member member = job.member(worker);
-        job.implicitJoin(member, clock - 1);
-        job.advance(wake);
-        if (member.reported && clock > member.ended + 1) {
-            throw PsException.failedPrecondition("job '" + jobId + "': worker " + worker + " pushed for clock " + clock
-                    + " but is at clock " + (member.ended + 1) + " on this shard (it ended " + member.ended
-                    + "); a push belongs to the worker's current clock");
-        }
+        final Member member = job.tagged(worker, clock, "pushed", wake);
         if (clock <= job.applied) {
             throw PsException.failedPrecondition("job '" + jobId + "': worker " + worker + " pushed for clock " + clock
                     + ", which this shard has already applied (applied through " + job.applied + ")");
@@ -335,29 +327,34 @@ final class JobClocks {
         synchronized (this) {
             final Job job = known(jobId);
             if (job.mode == UpdateMode.ASYNC) {
-                ready.run();
-                return null;
-            }
-            checkClock(jobId, worker, clock);
-            final Member member = job.member(worker);
-            job.implicitJoin(member, clock - 1);
-            job.advance(wake);
-            if (member.reported && clock > member.ended + 1) {
-                throw PsException.failedPrecondition("job '" + jobId + "': worker " + worker + " reads at clock "
-                        + clock + " but is at clock " + (member.ended + 1) + " on this shard; end the clock first");
-            }
-            final long needed = clock - job.staleness - 1;
-            if (job.applied >= needed) {
                 waiter = null;
             } else {
-                waiter = new Waiter(job, worker, needed, ready, failed);
-                job.waiters.add(waiter);
+                waiter = waitIfNeeded(job, worker, clock, ready, failed, wake);
             }
         }
         wake.forEach(executor::execute);
         if (waiter == null) {
+            // The pull is answered outside the monitor.
             ready.run();
         }
+        return waiter;
+    }
+
+    /** The wait of a SYNC/SSP pull at {@code clock}, registered; null when it may read now. */
+    private Waiter waitIfNeeded(
+            final Job job,
+            final int worker,
+            final long clock,
+            final Runnable ready,
+            final Consumer<Throwable> failed,
+            final List<Runnable> wake) {
+        job.tagged(worker, clock, "reads", wake);
+        final long needed = clock - job.staleness - 1;
+        if (job.applied >= needed) {
+            return null;
+        }
+        final Waiter waiter = new Waiter(job, worker, needed, ready, failed);
+        job.waiters.add(waiter);
         return waiter;
     }
 
@@ -493,11 +490,23 @@ final class JobClocks {
                     "worker " + worker + " of job '" + id + "' is not known to this shard yet; the proxy tells it", 0);
         }
 
-        /** A tagged request says its worker ended {@code ended}: the worker's join here if it had not reported. */
-        void implicitJoin(final Member member, final long ended) {
-            if (!member.reported && ended >= applied) {
-                member.join(ended);
+        /**
+         * A push or pull of {@code worker} tagged with its clock: the clock is checked, taken as the worker's join here
+         * (it ended {@code clock - 1}) if it had not reported, and refused when it is ahead of the worker.
+         */
+        Member tagged(final int worker, final long clock, final String doing, final List<Runnable> wake) {
+            checkClock(id, worker, clock);
+            final Member member = member(worker);
+            if (!member.reported && clock - 1 >= applied) {
+                member.join(clock - 1);
             }
+            advance(wake);
+            if (member.reported && clock > member.ended + 1) {
+                throw PsException.failedPrecondition("job '" + id + "': worker " + worker + " " + doing + " at clock "
+                        + clock + " but is at clock " + (member.ended + 1) + " on this shard (it ended " + member.ended
+                        + "); a worker's pushes and pulls belong to its current clock: end the clock first");
+            }
+            return member;
         }
 
         /** Applies (SYNC) or marks (SSP) every clock all live workers have ended; collects the pulls it frees. */

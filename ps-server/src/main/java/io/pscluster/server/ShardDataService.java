@@ -155,27 +155,27 @@ final class ShardDataService extends ShardServiceGrpc.ShardServiceImplBase {
             fail(response, e);
             return;
         }
-        reported.whenComplete((answer, failure) -> {
-            if (failure != null) {
-                fail(response, failure instanceof CompletionException ? failure.getCause() : failure);
-                return;
-            }
-            response.onNext(ClockResponse.newBuilder()
-                    .setAccepted(answer.accepted())
-                    .setAppliedClock(answer.applied())
-                    .build());
-            response.onCompleted();
-        });
+        answerWhenDone(
+                reported.thenApply(answer -> ClockResponse.newBuilder()
+                        .setAccepted(answer.accepted())
+                        .setAppliedClock(answer.applied())
+                        .build()),
+                response);
     }
 
     @Override
     public void flush(final FlushRequest request, final StreamObserver<FlushResponse> response) {
-        shard.flush().whenComplete((done, failure) -> {
+        answerWhenDone(shard.flush().thenApply(done -> FlushResponse.getDefaultInstance()), response);
+    }
+
+    /** Completes a unary call with what {@code answer} completes with, or with its failure's status. */
+    private static <T> void answerWhenDone(final CompletableFuture<T> answer, final StreamObserver<T> response) {
+        answer.whenComplete((value, failure) -> {
             if (failure != null) {
                 fail(response, failure instanceof CompletionException ? failure.getCause() : failure);
                 return;
             }
-            response.onNext(FlushResponse.getDefaultInstance());
+            response.onNext(value);
             response.onCompleted();
         });
     }
