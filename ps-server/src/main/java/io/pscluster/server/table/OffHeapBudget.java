@@ -22,6 +22,7 @@ final class OffHeapBudget {
     private static final long MIB = 1L << 20;
     private static final long COOL_DOWN_NANOS = TimeUnit.SECONDS.toNanos(5);
     private static final long RECLAIM_INTERVAL_NANOS = TimeUnit.SECONDS.toNanos(1);
+    private static final long MAX_RECLAIM_WAIT_NANOS = TimeUnit.SECONDS.toNanos(2);
     private static final Cleaner CLEANER = Cleaner.create();
 
     private final long limit;
@@ -90,14 +91,20 @@ final class OffHeapBudget {
         lastReclaimNanos = now;
         final long before = reserved.get();
         System.gc();
-        // Cleaners run on their own thread: give them a moment to return what the collection found.
-        for (int wait = 0; wait < 20 && reserved.get() + bytes > limit; wait++) {
+        // Cleaners run on their own thread, one chunk at a time: wait while they are still returning bytes (thousands
+        // of small chunks take a while on a loaded machine), and stop once 50 ms pass without any coming back.
+        final long giveUpNanos = now + MAX_RECLAIM_WAIT_NANOS;
+        long seen = reserved.get();
+        for (int idle = 0; idle < 5 && seen + bytes > limit && System.nanoTime() - giveUpNanos < 0; ) {
             try {
                 Thread.sleep(10);
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
                 break;
             }
+            final long current = reserved.get();
+            idle = current < seen ? 0 : idle + 1;
+            seen = current;
         }
         final long freed = before - reserved.get();
         lastReclaimUseful = freed >= limit / 4;

@@ -50,6 +50,27 @@ class OffHeapBudgetTest {
         assertThat(bytes).as("off-heap bytes of rows").isLessThanOrEqualTo(OffHeapBudget.tableLimit(96L << 20));
     }
 
+    /**
+     * Chunks of dropped stores come back when the budget runs out, however many there are: the jcstress forks drop
+     * thousands of small stores between collections, and a reclaim that waited a fixed 200 ms for the cleaners (slow
+     * in an interpreter-only fork) refused a row with most of the budget garbage.
+     */
+    @Test
+    void shouldReclaimEveryDroppedChunkBeforeRefusing() {
+        final int chunk = 4096;
+        final int chunks = 16_384;
+        final OffHeapBudget budget = new OffHeapBudget((long) chunk * chunks);
+        for (int i = 0; i < chunks; i++) {
+            budget.allocate(chunk); // dropped at once, as a jcstress state's store is
+        }
+        assertThat(budget.available()).isLessThan(chunk);
+
+        // Nearly all of the budget at once: only a reclaim that waits for almost every cleaner has room for it.
+        final int most = (chunks - 64) * chunk;
+        assertThat(budget.allocate(most).capacity()).isEqualTo(most);
+        assertThat(budget.available()).isLessThanOrEqualTo(64L * chunk);
+    }
+
     /** Fills a partition until a row is refused, then counts collections during more refusals. */
     public static final class Child {
         public static void main(final String[] args) {
