@@ -50,7 +50,9 @@ import org.slf4j.LoggerFactory;
  * renames atomically but returns {@code false} (no exception) when the target file exists and moves the source
  * <i>into</i> the target when it is a directory, so {@link #commit} checks for the target first, checks the boolean
  * and checks afterwards that {@code _MANIFEST} is a file. On {@code file://} a rename replaces an existing target, so
- * there the check-then-rename relies on one committer per checkpoint id (the coordinator that picked the id).
+ * there the check-then-rename relies on one committer per checkpoint id (the coordinator that picked the id). Fault
+ * points {@link PausePoints#BEFORE_MANIFEST}, {@link PausePoints#BEFORE_RENAME} and {@link PausePoints#AFTER_RENAME}
+ * stop a commit at each of its steps.
  *
  * <p>Verification ({@link #check}) uses HDFS's {@code COMPOSITE_CRC} file checksums, which equal the CRC32C the
  * writer recorded, so a checkpoint on HDFS is verified without reading it back; other filesystems read it back.
@@ -142,6 +144,7 @@ public final class CheckpointStore implements Closeable {
      */
     public void commit(Manifest manifest) throws IOException {
         Path dir = checkpointDir(manifest.id());
+        PausePoints.reach(PausePoints.BEFORE_MANIFEST, "checkpoint " + manifest.id() + " in " + dir);
         for (Manifest.FileEntry entry : manifest.files()) {
             Path file = new Path(dir, entry.file().path());
             FileStatus status;
@@ -170,6 +173,7 @@ public final class CheckpointStore implements Closeable {
                 out.write(bytes);
                 out.hsync();
             }
+            PausePoints.reach(PausePoints.BEFORE_RENAME, "checkpoint " + manifest.id() + ": " + tmp);
             // Checked again right before the rename: the write above can take a while on a busy cluster.
             if (fs.exists(target)) {
                 throw new FileAlreadyExistsException(
@@ -191,6 +195,7 @@ public final class CheckpointStore implements Closeable {
                     + (committed.isFile() ? "a " + committed.getLen() + "-byte file" : "a directory")
                     + ", expected a " + bytes.length + "-byte file");
         }
+        PausePoints.reach(PausePoints.AFTER_RENAME, "checkpoint " + manifest.id() + ": " + target);
         LOG.info(
                 "Committed checkpoint {} ({} files, {} rows, {} bytes) at {}",
                 manifest.id(),

@@ -30,7 +30,8 @@ import org.apache.hadoop.util.DataChecksum;
  * as it is completed, not only the last one that {@code hsync} reaches, and with CRC32C block checksums whatever the
  * cluster's default. {@code overwrite} is never set: checkpoint paths are never reused, so an existing file means a
  * bug or a second writer and is reported, never replaced. A file closed without {@code finish()} is incomplete; it is
- * harmless because only a manifest makes a file part of a checkpoint.
+ * harmless because only a manifest makes a file part of a checkpoint. Fault point {@link PausePoints#MID_ROW_FILE}
+ * stops the writer after its first chunk.
  *
  * <p>Not thread-safe: one writer per thread.
  */
@@ -321,6 +322,11 @@ public final class RowFileWriter implements AutoCloseable {
         chunkCount++;
         rowsInChunk = 0;
         rawView.clear();
+        if (chunkCount == 1 && PausePoints.armed(PausePoints.MID_ROW_FILE)) {
+            // A test stops the process here to kill it: the partial file should be on the DataNodes, not in a buffer.
+            out.hflush();
+            PausePoints.reach(PausePoints.MID_ROW_FILE, file.toString());
+        }
     }
 
     private void write(byte[] bytes, int offset, int length) throws IOException {

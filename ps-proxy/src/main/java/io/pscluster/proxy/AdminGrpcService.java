@@ -3,11 +3,14 @@ package io.pscluster.proxy;
 import io.grpc.stub.StreamObserver;
 import io.pscluster.checkpoint.CheckpointInfo;
 import io.pscluster.checkpoint.Manifest;
+import io.pscluster.checkpoint.PausePoints;
 import io.pscluster.proto.v1.AdminServiceGrpc;
 import io.pscluster.proto.v1.CheckpointNowRequest;
 import io.pscluster.proto.v1.CheckpointNowResponse;
 import io.pscluster.proto.v1.ForgetShardRequest;
 import io.pscluster.proto.v1.ForgetShardResponse;
+import io.pscluster.proto.v1.InjectFaultRequest;
+import io.pscluster.proto.v1.InjectFaultResponse;
 import io.pscluster.proto.v1.ListCheckpointsRequest;
 import io.pscluster.proto.v1.ListCheckpointsResponse;
 import io.pscluster.proto.v1.ListJobsRequest;
@@ -24,6 +27,9 @@ import io.pscluster.wire.Unary;
  * on storage and shards, so they run on {@link LongCalls}' pool.
  */
 final class AdminGrpcService extends AdminServiceGrpc.AdminServiceImplBase {
+    private static final java.util.Set<String> COMMIT_PAUSE_POINTS =
+            java.util.Set.of(PausePoints.BEFORE_MANIFEST, PausePoints.BEFORE_RENAME, PausePoints.AFTER_RENAME);
+
     private final ClusterState state;
     private final JobRegistry jobs;
     private final CheckpointCoordinator checkpoints;
@@ -94,6 +100,32 @@ final class AdminGrpcService extends AdminServiceGrpc.AdminServiceImplBase {
                     .setCheckpoint(describe(restored.checkpoint()))
                     .setRowsRestored(restored.rows())
                     .build();
+        });
+    }
+
+    /** Arms or disarms a commit's pause point ({@link PausePoints}), only in a JVM run with -Dpscluster.faults=true. */
+    @Override
+    public void injectFault(final InjectFaultRequest request, final StreamObserver<InjectFaultResponse> out) {
+        Unary.respond(out, () -> {
+            if (!Boolean.getBoolean("pscluster.faults")) {
+                throw PsException.failedPrecondition(
+                        "fault injection is off: start the proxy with -Dpscluster.faults=true");
+            }
+            final String point = request.getPoint();
+            if (!COMMIT_PAUSE_POINTS.contains(point)) {
+                throw PsException.invalidArgument(
+                        "unknown fault point '" + point + "'; the proxy knows " + COMMIT_PAUSE_POINTS);
+            }
+            if (request.getTimes() > 1) {
+                throw PsException.invalidArgument(
+                        "times=" + request.getTimes() + ": pause point " + point + " fires once");
+            }
+            if (request.getEnabled()) {
+                PausePoints.arm(point);
+            } else {
+                PausePoints.disarm(point);
+            }
+            return InjectFaultResponse.getDefaultInstance();
         });
     }
 

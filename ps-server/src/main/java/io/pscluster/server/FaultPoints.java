@@ -1,5 +1,6 @@
 package io.pscluster.server;
 
+import io.pscluster.checkpoint.PausePoints;
 import io.pscluster.wire.PsException;
 import java.util.Map;
 import java.util.Set;
@@ -18,7 +19,15 @@ import java.util.concurrent.atomic.AtomicInteger;
  *       UNAVAILABLE, as when the connection drops after the shard took it: the client cannot tell and retries.
  *   <li>{@value #HOLD_WRITERS}: every partition writer stops (behind what it has queued) until the point is switched
  *       off: pushes are still accepted and acknowledged, and applied once it is off.
+ *   <li>{@value #PAUSE_MID_ROW_FILE}: the first row file this process writes next stops after its first chunk (written
+ *       and {@code hflush}ed), prints a marker line and waits until the point is switched off: the test kills the
+ *       shard there ({@link PausePoints#MID_ROW_FILE}).
  * </ul>
+ *
+ * <p>The proxy has the commit's pause points, switched by {@code AdminService.InjectFault} under the same property:
+ * {@value PausePoints#BEFORE_MANIFEST} (every data file written, no manifest), {@value PausePoints#BEFORE_RENAME} (the
+ * temporary manifest written, not renamed) and {@value PausePoints#AFTER_RENAME} (committed, not yet recorded by the
+ * proxy). A pause point fires once ({@code times} 0 or 1); see {@link PausePoints}.
  *
  * <p>Thread-safe. A point switched on with {@code times > 0} fires that many times, then switches itself off.
  */
@@ -27,10 +36,12 @@ public final class FaultPoints {
     public static final String FAIL_RESTORE = "fail-restore";
     public static final String LOSE_PUSH_ANSWER = "lose-push-answer";
     public static final String HOLD_WRITERS = "hold-writers";
+    public static final String PAUSE_MID_ROW_FILE = PausePoints.MID_ROW_FILE;
     /** The system property that allows fault injection. */
     public static final String ENABLE_PROPERTY = "pscluster.faults";
 
-    private static final Set<String> KNOWN = Set.of(DROP_HEARTBEATS, FAIL_RESTORE, LOSE_PUSH_ANSWER, HOLD_WRITERS);
+    private static final Set<String> KNOWN =
+            Set.of(DROP_HEARTBEATS, FAIL_RESTORE, LOSE_PUSH_ANSWER, HOLD_WRITERS, PAUSE_MID_ROW_FILE);
     /** Remaining firings of a point that is on; {@link Integer#MAX_VALUE} for "until switched off". */
     private final Map<String, AtomicInteger> armed = new ConcurrentHashMap<>();
 
@@ -65,7 +76,16 @@ public final class FaultPoints {
         if (times < 0) {
             throw PsException.invalidArgument("times=" + times + " must be >= 0");
         }
-        if (enabled) {
+        if (point.equals(PAUSE_MID_ROW_FILE)) {
+            if (times > 1) {
+                throw PsException.invalidArgument("times=" + times + ": pause point " + point + " fires once");
+            }
+            if (enabled) {
+                PausePoints.arm(point);
+            } else {
+                PausePoints.disarm(point);
+            }
+        } else if (enabled) {
             armed.put(point, new AtomicInteger(times == 0 ? Integer.MAX_VALUE : times));
         } else {
             armed.remove(point);
