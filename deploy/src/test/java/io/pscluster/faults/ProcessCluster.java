@@ -43,6 +43,7 @@ final class ProcessCluster implements AutoCloseable {
     private final Map<String, String> shardAddresses = new LinkedHashMap<>();
     private final List<ManagedChannel> channels = new ArrayList<>();
     private ManagedChannel proxyChannel;
+    private String checkpointRoot;
 
     ProcessCluster(final Path dir, final long leaseMs, final long leaseMarginMs, final long heartbeatMs)
             throws IOException {
@@ -54,6 +55,7 @@ final class ProcessCluster implements AutoCloseable {
             this.proxyPort = socket.getLocalPort();
         }
         Files.createDirectories(dir.resolve("logs"));
+        this.checkpointRoot = dir.resolve("checkpoints").toUri().toString();
     }
 
     String proxyAddress() {
@@ -61,7 +63,12 @@ final class ProcessCluster implements AutoCloseable {
     }
 
     String checkpointRoot() {
-        return dir.resolve("checkpoints").toUri().toString();
+        return checkpointRoot;
+    }
+
+    /** The proxy started next checkpoints under {@code uri} (e.g. an {@code hdfs://} one) instead of the local dir. */
+    void checkpointRoot(final String uri) {
+        this.checkpointRoot = uri;
     }
 
     long leaseMs() {
@@ -214,6 +221,16 @@ final class ProcessCluster implements AutoCloseable {
                         .setPoint(point)
                         .setEnabled(enabled)
                         .setTimes(times)
+                        .build());
+    }
+
+    /** Arms ({@code enabled}) or disarms one of the proxy's fault points (a checkpoint commit's pause points). */
+    void injectProxyFault(final String point, final boolean enabled) {
+        AdminServiceGrpc.newBlockingStub(proxyChannel)
+                .withDeadlineAfter(10, TimeUnit.SECONDS)
+                .injectFault(InjectFaultRequest.newBuilder()
+                        .setPoint(point)
+                        .setEnabled(enabled)
                         .build());
     }
 
