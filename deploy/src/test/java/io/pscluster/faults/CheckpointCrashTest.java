@@ -35,6 +35,7 @@ import org.apache.hadoop.hdfs.MiniDFSCluster;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
@@ -175,6 +176,81 @@ class CheckpointCrashTest {
         }
     }
 
+    /**
+     * The NameNode restarts while a shard is in the middle of a data file; the shard then goes on. The checkpoint
+     * either commits or fails (a NameNode restart may fail the file's close), but it is never half visible: committed
+     * means it is the latest, verifies and restores the newer values bit for bit; failed means the previous one is the
+     * latest and the orphan goes with the next commit. The older checkpoint loads either way.
+     */
+    @Test
+    void shouldCommitOrFailButNeverShowHalfACheckpointWhenTheNameNodeRestartsMidWrite() throws Exception {
+        final String root = hdfs.getURI() + "/crash/namenode-restart";
+        final CheckpointStore store = new CheckpointStore(URI.create(root), conf);
+        try (ProcessCluster cluster = new ProcessCluster(dir, 3_000, 500, 300)) {
+            cluster.checkpointRoot(root);
+            startProxy(cluster);
+            cluster.startShard("s0", "--hadoop-conf", hadoopConf.toString());
+            cluster.startShard("s1", "--hadoop-conf", hadoopConf.toString());
+            await().atMost(Duration.ofSeconds(30)).until(cluster::allSlotsServed);
+            final long[] keys = ModelRows.keys();
+            try (PsClient client = PsClient.connect(
+                    new PsClient.Context().proxyAddress(cluster.proxyAddress()).deadlineMs(60_000))) {
+                final PsTable table = client.createTable(ModelRows.schema("emb"));
+                final int[] previousValues = ModelRows.pushRound(table, keys, 1, ModelRows.pull(table, keys));
+                final long previous = AdminCalls.checkpointNow(cluster.proxyAddress());
+                final int[] newValues = ModelRows.pushRound(table, keys, 2, previousValues);
+
+                cluster.injectFault("s0", PausePoints.MID_ROW_FILE, true, 1);
+                final CompletableFuture<Long> checkpoint =
+                        CompletableFuture.supplyAsync(() -> AdminCalls.checkpointNow(cluster.proxyAddress()));
+                cluster.awaitLine(
+                        "s0", Pattern.compile(Pattern.quote(PausePoints.MARKER + PausePoints.MID_ROW_FILE)), 60_000);
+                final URI before = hdfs.getURI();
+                final long restartStart = System.nanoTime();
+                hdfs.restartNameNode(true);
+                final long restartMs = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - restartStart);
+                assertThat(hdfs.getURI()).isEqualTo(before);
+                cluster.injectFault("s0", PausePoints.MID_ROW_FILE, false, 0);
+
+                final long crashed = previous + 1;
+                String outcome;
+                try {
+                    assertThat(checkpoint.get(90, TimeUnit.SECONDS)).isEqualTo(crashed);
+                    outcome = "committed";
+                } catch (java.util.concurrent.ExecutionException failed) {
+                    outcome = "failed: " + failed.getCause();
+                }
+                final boolean committed = outcome.equals("committed");
+                System.out.printf(
+                        "NameNode restart (%d ms) mid data file: checkpoint %d %s%n", restartMs, crashed, outcome);
+                assertThat(store.list().stream().map(CheckpointInfo::id))
+                        .as(outcome)
+                        .containsExactlyElementsOf(committed ? List.of(crashed, previous) : List.of(previous));
+                final long latest = committed ? crashed : previous;
+                assertThat(store.latest()).map(CheckpointInfo::id).contains(latest);
+
+                final RestoreResponse restoredLatest = restoreLatest(cluster.proxyAddress());
+                assertThat(restoredLatest.getCheckpoint().getId()).isEqualTo(latest);
+                assertThat(ModelRows.pull(table, keys)).isEqualTo(committed ? newValues : previousValues);
+                final RestoreResponse restoredOlder = restore(cluster.proxyAddress(), previous);
+                assertThat(restoredOlder.getRowsRestored()).isEqualTo(ModelRows.ROWS);
+                assertThat(ModelRows.pull(table, keys))
+                        .as("the older checkpoint after the restart")
+                        .isEqualTo(previousValues);
+
+                final long next = AdminCalls.checkpointNow(cluster.proxyAddress());
+                assertThat(next).isEqualTo(crashed + 1);
+                ModelRows.assertSameRows(
+                        ModelRows.rowsOf(store, next),
+                        ModelRows.rowsOf(store, previous),
+                        "checkpoint " + next + " against checkpoint " + previous);
+                assertThat(store.fileSystem().exists(store.checkpointDir(crashed)))
+                        .as("checkpoint %d's directory after the next commit (%s)", crashed, outcome)
+                        .isEqualTo(committed);
+            }
+        }
+    }
+
     /** What the checkpoint directory holds while the writer is stopped: proof that it is stopped where it should be. */
     private static void assertStoppedAt(
             final Crash crash, final CheckpointStore store, final long id, final String where) throws IOException {
@@ -212,6 +288,11 @@ class CheckpointCrashTest {
      * cluster operations until its shards are back.
      */
     static RestoreResponse restoreLatest(final String proxy) {
+        return restore(proxy, 0);
+    }
+
+    /** Restores checkpoint {@code id} (0: the latest complete one), retried as {@link #restoreLatest} is. */
+    static RestoreResponse restore(final String proxy, final long id) {
         final RestoreResponse[] response = new RestoreResponse[1];
         await().atMost(Duration.ofSeconds(60))
                 .pollInterval(Duration.ofMillis(500))
@@ -223,7 +304,9 @@ class CheckpointCrashTest {
                     try {
                         response[0] = AdminServiceGrpc.newBlockingStub(channel)
                                 .withDeadlineAfter(60, TimeUnit.SECONDS)
-                                .restore(RestoreRequest.getDefaultInstance());
+                                .restore(RestoreRequest.newBuilder()
+                                        .setCheckpointId(id)
+                                        .build());
                         return true;
                     } finally {
                         channel.shutdownNow();
