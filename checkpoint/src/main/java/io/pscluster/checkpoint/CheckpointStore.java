@@ -173,12 +173,12 @@ public final class CheckpointStore implements Closeable {
                 out.write(bytes);
                 out.hsync();
             }
-            PausePoints.reach(PausePoints.BEFORE_RENAME, "checkpoint " + manifest.id() + ": " + tmp);
             // Checked again right before the rename: the write above can take a while on a busy cluster.
             if (fs.exists(target)) {
                 throw new FileAlreadyExistsException(
                         "cannot commit checkpoint " + manifest.id() + ": " + target + " appeared during the commit");
             }
+            PausePoints.reach(PausePoints.BEFORE_RENAME, "checkpoint " + manifest.id() + ": " + tmp);
             renamed = fs.rename(tmp, target);
             if (!renamed) {
                 throw new IOException("cannot commit checkpoint " + manifest.id() + ": rename " + tmp + " -> " + target

@@ -20,8 +20,8 @@ import java.util.concurrent.atomic.AtomicBoolean;
  *       partial file is on the DataNodes); the file has no slot index yet and is not closed.
  *   <li>{@value #BEFORE_MANIFEST}: {@link CheckpointStore#commit} was called, so every data file is written and
  *       closed; no manifest exists yet.
- *   <li>{@value #BEFORE_RENAME}: the manifest is written under its temporary name, {@code hsync}ed and closed; it is
- *       not renamed.
+ *   <li>{@value #BEFORE_RENAME}: the manifest is written under its temporary name, {@code hsync}ed and closed, and
+ *       no {@code _MANIFEST} was there a moment ago; the next call is the rename.
  *   <li>{@value #AFTER_RENAME}: the rename succeeded, so the checkpoint is committed; the caller (the proxy) has not
  *       recorded it yet.
  * </ul>

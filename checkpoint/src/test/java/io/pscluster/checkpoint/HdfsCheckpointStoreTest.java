@@ -3,12 +3,17 @@ package io.pscluster.checkpoint;
 import static io.pscluster.checkpoint.CheckpointStoreContract.manifest;
 import static io.pscluster.checkpoint.CheckpointStoreContract.writeFiles;
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.net.URI;
+import java.time.Duration;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.CreateFlag;
@@ -19,6 +24,7 @@ import org.apache.hadoop.hdfs.DFSTestUtil;
 import org.apache.hadoop.hdfs.MiniDFSCluster;
 import org.apache.hadoop.hdfs.protocol.ExtendedBlock;
 import org.apache.hadoop.util.DataChecksum;
+import org.awaitility.Awaitility;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -107,6 +113,49 @@ class HdfsCheckpointStoreTest extends CheckpointStoreContract {
             assertThat(RecordingDistributedFileSystem.CREATES.values())
                     .allSatisfy(each -> assertThat(each.flags()).contains(CreateFlag.SYNC_BLOCK));
         }
+    }
+
+    /**
+     * Two committers of one id (a proxy thought dead and its successor): the first stops right before its rename, the
+     * second commits meanwhile. HDFS's rename onto the existing manifest returns false without throwing, so only the
+     * check of that result keeps the first from reporting a commit that did not happen.
+     */
+    @Test
+    void shouldRefuseTheCommitWhoseRenameLostToAnotherCommitOfTheSameId() throws Exception {
+        CheckpointStore store = new CheckpointStore(newRoot(), conf);
+        List<Manifest.FileEntry> files = writeFiles(store, 1);
+        Manifest first = manifest(1, files);
+        // Another manifest of the same length, so that the size check after the rename cannot tell them apart.
+        Manifest second;
+        long created = first.createdMillis();
+        do {
+            second = new Manifest(1, ++created, first.slotCount(), first.tables(), files, first.properties());
+        } while (second.encode().length != first.encode().length);
+        PausePoints.arm(PausePoints.BEFORE_RENAME);
+        CompletableFuture<Void> paused = CompletableFuture.runAsync(() -> {
+            try {
+                store.commit(first);
+            } catch (IOException e) {
+                throw new UncheckedIOException(e);
+            }
+        });
+        try {
+            Awaitility.await()
+                    .atMost(Duration.ofSeconds(30))
+                    .until(() -> !PausePoints.armed(PausePoints.BEFORE_RENAME));
+            store.commit(second);
+        } finally {
+            PausePoints.disarm(PausePoints.BEFORE_RENAME);
+        }
+
+        assertThatThrownBy(() -> paused.get(30, TimeUnit.SECONDS))
+                .hasCauseInstanceOf(UncheckedIOException.class)
+                .hasMessageContaining("returned false");
+        assertThat(store.get(1).orElseThrow().manifest()).isEqualTo(second);
+        assertThat(Arrays.stream(store.fileSystem().listStatus(store.checkpointDir(1)))
+                        .map(status -> status.getPath().getName()))
+                .as("the loser's temporary manifest is gone")
+                .containsExactlyInAnyOrder("_MANIFEST", "shard-s0", "shard-s1");
     }
 
     @Test
