@@ -1,15 +1,22 @@
 package io.pscluster.faults;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.awaitility.Awaitility.await;
 
 import io.grpc.ManagedChannel;
 import io.grpc.ManagedChannelBuilder;
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
 import io.pscluster.checkpoint.CheckpointInfo;
 import io.pscluster.checkpoint.CheckpointStore;
+import io.pscluster.checkpoint.Manifest;
+import io.pscluster.checkpoint.RowFileInfo;
 import io.pscluster.local.AdminCalls;
 import io.pscluster.local.LocalCluster;
+import io.pscluster.proto.v1.AdminServiceGrpc;
 import io.pscluster.proto.v1.InjectFaultRequest;
+import io.pscluster.proto.v1.RestoreRequest;
 import io.pscluster.proto.v1.RollbackEvent;
 import io.pscluster.proto.v1.ShardAdminServiceGrpc;
 import io.pscluster.wire.Slots;
@@ -43,6 +50,8 @@ import org.junit.jupiter.params.provider.ValueSource;
  * A takeover whose newest checkpoint is damaged, on a real HDFS: the adopting shard must fall back to the previous
  * complete checkpoint and say so, and no slot may ever answer with initial values meanwhile (a reader pulls every key
  * throughout). A transient restore failure (injected) is retried until it succeeds, with the slots refused until then.
+ * A "stale file" (a well-formed file of the right length holding an older checkpoint's rows) passes every check the
+ * loading makes; only verification against the manifest's CRC32C finds it, on takeover and on an explicit restore.
  */
 @Tag("slow")
 class TakeoverDamageTest {
@@ -75,11 +84,11 @@ class TakeoverDamageTest {
     }
 
     @ParameterizedTest(name = "damage: {0}")
-    @ValueSource(strings = {"flipped-byte", "missing-block"})
+    @ValueSource(strings = {"flipped-byte", "missing-block", "stale-file"})
     void shouldRestoreThePreviousCheckpointAndNeverServeInitialValuesWhenTheNewestIsDamaged(final String damage)
             throws Exception {
         final String root = hdfs.getURI() + "/pscluster/" + damage;
-        try (LocalCluster cluster = cluster(root);
+        try (LocalCluster cluster = cluster(root, damage.equals("stale-file") ? "none" : "zstd");
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
             final PsTable table = client.createTable(CounterLoad.schema("counter"));
             final long[] keys = allKeys();
@@ -89,9 +98,9 @@ class TakeoverDamageTest {
             pushOnceEach(table, keys);
             awaitAll(table, keys, 2f);
             final long newest = AdminCalls.checkpointNow(cluster.proxyAddress());
-            damage(root, newest, damage);
-
             final BitSet lostSlots = cluster.shard(0).shard().ownedSlots();
+            damage(root, previous, newest, damage, lostSlots);
+
             try (Reader reader = new Reader(table, keys)) {
                 cluster.crashShard(0);
                 cluster.awaitHealthy(60_000);
@@ -121,10 +130,48 @@ class TakeoverDamageTest {
         }
     }
 
+    /**
+     * A restore of a damaged checkpoint, asked for by id, is refused before any shard loads a row: the model stays as
+     * it was. The damage is one the loading itself cannot see (a well-formed file of the right length and slots, with
+     * the rows of an older checkpoint), so only the check against the manifest's CRC32C stands between the restore
+     * and a model that mixes two checkpoints. A restore of "the latest" takes the previous, intact one.
+     */
+    @Test
+    void shouldRefuseToRestoreACheckpointWithAStaleFileAndChangeNothing() throws Exception {
+        final String root = hdfs.getURI() + "/pscluster/explicit-restore";
+        try (LocalCluster cluster = cluster(root, "none");
+                PsClient client = PsClient.connect(cluster.proxyAddress())) {
+            final PsTable table = client.createTable(CounterLoad.schema("counter"));
+            final long[] keys = allKeys();
+            pushOnceEach(table, keys);
+            awaitAll(table, keys, 1f);
+            final long previous = AdminCalls.checkpointNow(cluster.proxyAddress());
+            pushOnceEach(table, keys);
+            awaitAll(table, keys, 2f);
+            final long newest = AdminCalls.checkpointNow(cluster.proxyAddress());
+            damage(
+                    root,
+                    previous,
+                    newest,
+                    "stale-file",
+                    cluster.shard(0).shard().ownedSlots());
+
+            assertThatThrownBy(() -> restore(cluster.proxyAddress(), newest))
+                    .isInstanceOfSatisfying(
+                            StatusRuntimeException.class,
+                            e -> assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.DATA_LOSS))
+                    .hasMessageContaining("checkpoint " + newest + " is damaged");
+            assertThat(table.pull(keys)).as("values after the refused restore").containsOnly(2f);
+
+            assertThat(restore(cluster.proxyAddress(), 0)).isEqualTo(previous);
+            assertThat(table.pull(keys)).containsOnly(1f);
+        }
+    }
+
     @Test
     void shouldRetryATransientRestoreFailureAndServeOnlyRestoredRows() throws Exception {
         final String root = hdfs.getURI() + "/pscluster/transient";
-        try (LocalCluster cluster = cluster(root);
+        try (LocalCluster cluster = cluster(root, "zstd");
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
             final PsTable table = client.createTable(CounterLoad.schema("counter"));
             final long[] keys = allKeys();
@@ -158,9 +205,10 @@ class TakeoverDamageTest {
         }
     }
 
-    private LocalCluster cluster(final String root) throws Exception {
+    private LocalCluster cluster(final String root, final String codec) throws Exception {
         return LocalCluster.builder()
                 .shards(2)
+                .checkpointCodec(codec)
                 .checkpointRoot(root)
                 .stateDir(stateDir.toString())
                 .hadoopConf(conf)
@@ -186,13 +234,34 @@ class TakeoverDamageTest {
                 .untilAsserted(() -> assertThat(table.pull(keys)).containsOnly(value));
     }
 
-    /** Damages the first data file of checkpoint {@code id}: a flipped byte, or its block deleted on the DataNode. */
-    private static void damage(final String root, final long id, final String how) throws Exception {
+    /**
+     * Damages a data file of checkpoint {@code id}: the first one with a flipped byte, or its block deleted on the
+     * DataNode; or ("stale-file") the one holding {@code slots} overwritten with the bytes of the same shard's file in
+     * checkpoint {@code previous}: well-formed, same length (codec none, same rows), other values.
+     */
+    private static void damage(
+            final String root, final long previous, final long id, final String how, final BitSet slots)
+            throws Exception {
         final CheckpointStore store = new CheckpointStore(URI.create(root), conf);
         final CheckpointInfo checkpoint = store.get(id).orElseThrow();
         final org.apache.hadoop.fs.Path file =
                 checkpoint.resolve(checkpoint.manifest().files().get(0).file());
         final FileSystem fs = store.fileSystem();
+        if (how.equals("stale-file")) {
+            final CheckpointInfo older = store.get(previous).orElseThrow();
+            final RowFileInfo target = fileHolding(checkpoint, slots);
+            final RowFileInfo source = fileHolding(older, slots);
+            assertThat(source.length()).as("lengths of the two files").isEqualTo(target.length());
+            assertThat(source.crc32c()).isNotEqualTo(target.crc32c());
+            final byte[] bytes;
+            try (FSDataInputStream in = fs.open(older.resolve(source))) {
+                bytes = in.readAllBytes();
+            }
+            try (FSDataOutputStream out = fs.create(checkpoint.resolve(target), true)) {
+                out.write(bytes);
+            }
+            return;
+        }
         if (how.equals("missing-block")) {
             assertThat(hdfs.corruptBlockOnDataNodesByDeletingBlockFile(DFSTestUtil.getFirstBlock(fs, file)))
                     .isEqualTo(1);
@@ -205,6 +274,29 @@ class TakeoverDamageTest {
         bytes[bytes.length / 2] ^= 0x40;
         try (FSDataOutputStream out = fs.create(file, true)) {
             out.write(bytes);
+        }
+    }
+
+    private static RowFileInfo fileHolding(final CheckpointInfo checkpoint, final BitSet slots) {
+        return checkpoint.manifest().files().stream()
+                .map(Manifest.FileEntry::file)
+                .filter(file -> java.util.Arrays.stream(file.slots()).anyMatch(slots::get))
+                .findFirst()
+                .orElseThrow();
+    }
+
+    /** Restores checkpoint {@code id} (0: the latest complete one); returns the id restored. */
+    private static long restore(final String proxy, final long id) {
+        final ManagedChannel channel =
+                ManagedChannelBuilder.forTarget(proxy).usePlaintext().build();
+        try {
+            return AdminServiceGrpc.newBlockingStub(channel)
+                    .withDeadlineAfter(60, TimeUnit.SECONDS)
+                    .restore(RestoreRequest.newBuilder().setCheckpointId(id).build())
+                    .getCheckpoint()
+                    .getId();
+        } finally {
+            channel.shutdownNow();
         }
     }
 
