@@ -12,12 +12,14 @@ import io.grpc.Server;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.grpc.stub.StreamObserver;
+import io.pscluster.checkpoint.PausePoints;
 import io.pscluster.proto.v1.AdminServiceGrpc;
 import io.pscluster.proto.v1.CreateTableRequest;
 import io.pscluster.proto.v1.CreateTableResponse;
 import io.pscluster.proto.v1.DrainShardRequest;
 import io.pscluster.proto.v1.DrainShardResponse;
 import io.pscluster.proto.v1.HeartbeatRequest;
+import io.pscluster.proto.v1.InjectFaultRequest;
 import io.pscluster.proto.v1.ListShardsRequest;
 import io.pscluster.proto.v1.ListShardsResponse;
 import io.pscluster.proto.v1.ProxyServiceGrpc;
@@ -164,6 +166,39 @@ class ProxyServerTest {
         Files.write(file, bytes);
 
         assertThatThrownBy(this::startProxy).isInstanceOf(IOException.class).hasMessageContaining(file.toString());
+    }
+
+    @Test
+    void shouldArmACommitPausePointOnlyWhenFaultInjectionIsOn() throws Exception {
+        try (ProxyServer proxy = startProxy()) {
+            final var admin = AdminServiceGrpc.newBlockingStub(channel(proxy.port()));
+            final InjectFaultRequest arm = InjectFaultRequest.newBuilder()
+                    .setPoint(PausePoints.BEFORE_RENAME)
+                    .setEnabled(true)
+                    .build();
+            assertThatThrownBy(() -> admin.injectFault(arm))
+                    .isInstanceOfSatisfying(
+                            StatusRuntimeException.class,
+                            e -> assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.FAILED_PRECONDITION));
+            assertThat(PausePoints.armed(PausePoints.BEFORE_RENAME)).isFalse();
+
+            System.setProperty("pscluster.faults", "true");
+            try {
+                assertThatThrownBy(() -> admin.injectFault(
+                                arm.toBuilder().setPoint("pause-mid-row-file").build()))
+                        .isInstanceOfSatisfying(
+                                StatusRuntimeException.class,
+                                e -> assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.INVALID_ARGUMENT))
+                        .hasMessageContaining(PausePoints.BEFORE_MANIFEST);
+                admin.injectFault(arm);
+                assertThat(PausePoints.armed(PausePoints.BEFORE_RENAME)).isTrue();
+                admin.injectFault(arm.toBuilder().setEnabled(false).build());
+                assertThat(PausePoints.armed(PausePoints.BEFORE_RENAME)).isFalse();
+            } finally {
+                System.clearProperty("pscluster.faults");
+                PausePoints.disarm(PausePoints.BEFORE_RENAME);
+            }
+        }
     }
 
     @Test
