@@ -11,6 +11,7 @@ import io.pscluster.proto.v1.ListShardsRequest;
 import io.pscluster.proto.v1.ListShardsResponse;
 import io.pscluster.proto.v1.ListTablesRequest;
 import io.pscluster.proto.v1.ProxyServiceGrpc;
+import io.pscluster.proto.v1.RestoreRequest;
 import io.pscluster.proto.v1.RoutingTable;
 import io.pscluster.proto.v1.TableSchema;
 import java.util.List;
@@ -30,6 +31,16 @@ public final class AdminCalls {
                         .checkpointNow(CheckpointNowRequest.getDefaultInstance())
                         .getCheckpoint()
                         .getId());
+    }
+
+    /** Restores checkpoint {@code id} (0: the latest complete one) into the running shards; returns the rows. */
+    public static long restore(final String proxy, final long id) {
+        return call(
+                proxy,
+                channel -> AdminServiceGrpc.newBlockingStub(channel)
+                        .withDeadlineAfter(120, TimeUnit.SECONDS)
+                        .restore(RestoreRequest.newBuilder().setCheckpointId(id).build())
+                        .getRowsRestored());
     }
 
     public static ListShardsResponse status(final String proxy) {
