@@ -10,7 +10,7 @@ import java.util.Objects;
 import java.util.function.IntPredicate;
 import java.util.zip.CRC32C;
 import org.apache.hadoop.fs.ChecksumException;
-import org.apache.hadoop.fs.FSDataInputStream;
+import org.apache.hadoop.fs.FileStatus;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.apache.hadoop.hdfs.BlockMissingException;
@@ -44,19 +44,20 @@ public final class RowFileReader {
         Objects.requireNonNull(wantSlot, "wantSlot");
         Objects.requireNonNull(consumer, "consumer");
         Path file = new Path(checkpointDir, info.path());
-        long length;
+        FileStatus status;
         try {
-            length = fs.getFileStatus(file).getLen();
+            status = fs.getFileStatus(file);
         } catch (FileNotFoundException e) {
             throw new CheckpointCorruptException("row file " + file + " is missing", e);
         }
+        long length = status.getLen();
         if (length != info.length()) {
             throw corrupt(file, "length is " + length + " bytes, manifest says " + info.length());
         }
         if (length < RowFileFormat.V1_HEADER_BYTES + RowFileFormat.V1_TRAILER_BYTES) {
             throw corrupt(file, "length " + length + " is shorter than header plus trailer");
         }
-        try (FSDataInputStream in = fs.open(file)) {
+        try (ReplicaRetryingInput in = new ReplicaRetryingInput(fs, file, status)) {
             ByteBuffer header = readAt(in, 0, RowFileFormat.V1_HEADER_BYTES);
             checkMagic(header, 0, file, "header");
             int version = header.getInt(4);
@@ -91,7 +92,7 @@ public final class RowFileReader {
 
     /** Version 2: chunks, each checked against the CRC32C of its rows. */
     private static final class V2 implements AutoCloseable {
-        private final FSDataInputStream in;
+        private final ReplicaRetryingInput in;
         private final Path file;
         private final int rowWidth;
         private final int rowBytes;
@@ -114,7 +115,7 @@ public final class RowFileReader {
         private int chunkRows;
         private long nextChunkOffset;
 
-        V2(FSDataInputStream in, Path file, long length, int rowWidth, RowFileInfo info) throws IOException {
+        V2(ReplicaRetryingInput in, Path file, long length, int rowWidth, RowFileInfo info) throws IOException {
             this.in = in;
             this.file = file;
             this.rowWidth = rowWidth;
@@ -263,8 +264,9 @@ public final class RowFileReader {
                 raw = new byte[rawBytes];
                 rawView = ByteBuffer.wrap(raw).order(ByteOrder.LITTLE_ENDIAN);
             }
+            long data = offset + RowFileFormat.CHUNK_HEADER_BYTES;
             if (storedBytes == rawBytes) {
-                in.readFully(raw, 0, rawBytes);
+                in.readFully(data, raw, 0, rawBytes);
             } else {
                 if (stored.length < storedBytes) {
                     stored = new byte[storedBytes];
@@ -272,7 +274,7 @@ public final class RowFileReader {
                 if (shuffled.length < rawBytes) {
                     shuffled = new byte[rawBytes];
                 }
-                in.readFully(stored, 0, storedBytes);
+                in.readFully(data, stored, 0, storedBytes);
                 ChunkCodec.Decompressor decompressor = decompressor();
                 try {
                     decompressor.decompress(stored, storedBytes, shuffled, rawBytes);
@@ -315,7 +317,7 @@ public final class RowFileReader {
         private V1() {}
 
         static long read(
-                FSDataInputStream in,
+                ReplicaRetryingInput in,
                 Path file,
                 long length,
                 int rowWidth,
@@ -390,10 +392,11 @@ public final class RowFileReader {
                 if (chunk == null) {
                     chunk = ByteBuffer.allocate((int) (rowsPerChunk * rowBytes)).order(ByteOrder.LITTLE_ENDIAN);
                 }
-                in.seek(offsets[i]);
+                long position = offsets[i];
                 for (long remaining = rows[i]; remaining > 0; ) {
                     int n = (int) Math.min(remaining, rowsPerChunk);
-                    in.readFully(chunk.array(), 0, (int) (n * rowBytes));
+                    in.readFully(position, chunk.array(), 0, (int) (n * rowBytes));
+                    position += n * rowBytes;
                     for (int r = 0, at = 0; r < n; r++) {
                         long key = chunk.getLong(at);
                         at += 8;
@@ -410,10 +413,9 @@ public final class RowFileReader {
         }
     }
 
-    private static ByteBuffer readAt(FSDataInputStream in, long position, int length) throws IOException {
+    private static ByteBuffer readAt(ReplicaRetryingInput in, long position, int length) throws IOException {
         byte[] bytes = new byte[length];
-        in.seek(position);
-        in.readFully(bytes);
+        in.readFully(position, bytes, 0, length);
         return ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN);
     }
 
