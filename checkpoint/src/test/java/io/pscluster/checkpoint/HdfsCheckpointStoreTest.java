@@ -17,6 +17,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.CreateFlag;
+import org.apache.hadoop.fs.FSDataInputStream;
 import org.apache.hadoop.fs.FileStatus;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
@@ -156,6 +157,33 @@ class HdfsCheckpointStoreTest extends CheckpointStoreContract {
                         .map(status -> status.getPath().getName()))
                 .as("the loser's temporary manifest is gone")
                 .containsExactlyInAnyOrder("_MANIFEST", "shard-s0", "shard-s1");
+    }
+
+    @Test
+    void shouldFailTheCommitAndLeaveTheRivalManifestAloneWhenTheRenameReturnsFalse() throws IOException {
+        Configuration rival = new Configuration(conf);
+        rival.setClass("fs.hdfs.impl", RivalCommitDistributedFileSystem.class, FileSystem.class);
+        rival.setBoolean("fs.hdfs.impl.disable.cache", true);
+        try (CheckpointStore store = new CheckpointStore(newRoot(), rival)) {
+            List<Manifest.FileEntry> files = writeFiles(store, 1);
+            Path dir = store.checkpointDir(1);
+            Path target = store.fileSystem().makeQualified(new Path(dir, CheckpointStore.MANIFEST));
+
+            assertThatThrownBy(() -> store.commit(manifest(1, files)))
+                    .isInstanceOf(IOException.class)
+                    .hasMessageContaining("cannot commit checkpoint 1: rename ")
+                    .hasMessageContaining(" returned false (")
+                    .hasMessageEndingWith(CheckpointStore.MANIFEST + " exists)");
+            byte[] committed;
+            try (FSDataInputStream in = store.fileSystem().open(target)) {
+                committed = in.readAllBytes();
+            }
+            assertThat(committed).isEqualTo(RivalCommitDistributedFileSystem.RIVALS.get(target.toString()));
+            assertThat(store.fileSystem().listStatus(dir))
+                    .extracting(status -> status.getPath().getName())
+                    .as("our temporary manifest is removed")
+                    .noneMatch(name -> name.startsWith(CheckpointStore.MANIFEST + "."));
+        }
     }
 
     @Test
