@@ -21,6 +21,11 @@ import org.slf4j.LoggerFactory;
  * reported the bad replicas it found to the NameNode, which leaves them out of the locations a new stream gets, so
  * each further attempt gets past at least one more bad replica, unless none of a block's replicas is good: then the
  * same failure comes back and, after as many attempts as the range can hold bad replicas, is thrown.
+ *
+ * <p>The price: a block with no good replica is declared damaged only after those attempts (one per block the read
+ * spans and per replica beyond the first: two for a chunk inside one block replicated 3 times), each with the client's
+ * own waits between its location refreshes ({@code dfs.client.retry.window.base}, 3 s by default), so a restore falls
+ * back to an older checkpoint some tens of seconds later than a single stream would.
  */
 final class ReplicaRetryingInput implements Closeable {
     private static final Logger LOG = LoggerFactory.getLogger(ReplicaRetryingInput.class);
