@@ -5,6 +5,7 @@ import io.pscluster.checkpoint.CheckpointCorruptException;
 import io.pscluster.checkpoint.CheckpointStore;
 import io.pscluster.checkpoint.Manifest;
 import io.pscluster.checkpoint.VerifyReport;
+import io.pscluster.export.SafetensorsExport;
 import io.pscluster.proto.v1.AdminServiceGrpc;
 import io.pscluster.proto.v1.CheckpointInfo;
 import io.pscluster.proto.v1.CheckpointNowRequest;
@@ -35,20 +36,21 @@ import picocli.CommandLine.Spec;
 
 /**
  * {@code psctl checkpoint}: take and restore checkpoints through the proxy ({@code now}, {@code restore}), and inspect
- * or delete them straight on the filesystem, with no cluster running ({@code list --checkpoint-dir}, {@code verify},
- * {@code delete}).
+ * delete or export them straight on the filesystem, with no cluster running ({@code list --checkpoint-dir},
+ * {@code verify}, {@code delete}, {@code export}).
  */
 @Command(
         name = "checkpoint",
         mixinStandardHelpOptions = true,
-        description =
-                "Checkpoints: now, restore (through the proxy); list, verify, delete (offline, on the filesystem).",
+        description = "Checkpoints: now, restore (through the proxy); list, verify, delete, export (offline, on the"
+                + " filesystem).",
         subcommands = {
             CheckpointCommand.Now.class,
             CheckpointCommand.ListCheckpoints.class,
             CheckpointCommand.Restore.class,
             CheckpointCommand.Verify.class,
-            CheckpointCommand.Delete.class
+            CheckpointCommand.Delete.class,
+            CheckpointCommand.Export.class
         })
 final class CheckpointCommand implements Runnable {
     @Spec
@@ -57,7 +59,7 @@ final class CheckpointCommand implements Runnable {
     @Override
     public void run() {
         throw new CommandLine.ParameterException(
-                spec.commandLine(), "name what to do: now, list, restore, verify or delete");
+                spec.commandLine(), "name what to do: now, list, restore, verify, delete or export");
     }
 
     @Command(name = "now", mixinStandardHelpOptions = true, description = "Take a checkpoint now (through the proxy).")
@@ -343,6 +345,156 @@ final class CheckpointCommand implements Runnable {
                 }
                 return 0;
             }
+        }
+    }
+
+    @Command(
+            name = "export",
+            mixinStandardHelpOptions = true,
+            description = {
+                "Export a checkpoint's parameter values for serving (no cluster needed): one <table>.safetensors per"
+                        + " table in --out. Dense tables: tensor 'values' F32 [rows, dim], row k at index k. Sparse"
+                        + " tables: 'keys' I64 [n] and 'values' F32 [n, dim], in the same order. Optimizer state is"
+                        + " left out. The checkpoint is verified first; without --id, the newest intact one.",
+                "Exit code 0 when every file is written, 1 on damage or failure (nothing is left under a final"
+                        + " name), 2 on a bad option."
+            })
+    static final class Export implements Callable<Integer> {
+        @Option(
+                names = "--checkpoint-dir",
+                required = true,
+                description = "Where checkpoints live: hdfs://..., file://... or a path.")
+        String checkpointDir;
+
+        @Option(
+                names = "--id",
+                defaultValue = "0",
+                description = "The checkpoint to export; 0 (default): the newest complete one that verifies.")
+        long id;
+
+        @Option(names = "--format", defaultValue = "safetensors", description = "Only safetensors (the default).")
+        String format;
+
+        @Option(
+                names = "--out",
+                required = true,
+                paramLabel = "DIR",
+                description = "Local directory for the files (created if missing); existing files are never replaced.")
+        java.nio.file.Path out;
+
+        @Option(
+                names = "--table",
+                paramLabel = "NAME",
+                description = "Export only this table (repeatable); default: every table.")
+        List<String> tables = new ArrayList<>();
+
+        @Mixin
+        HadoopOptions hadoop;
+
+        @Spec
+        CommandLine.Model.CommandSpec spec;
+
+        @Override
+        public Integer call() throws IOException {
+            if (!format.equals("safetensors")) {
+                throw usage("--format=" + format + " is not supported; the one format is safetensors");
+            }
+            if (id < 0) {
+                throw usage("--id=" + id + " must be a checkpoint id (>= 1), or 0 for the newest intact one");
+            }
+            if (java.nio.file.Files.exists(out) && !java.nio.file.Files.isDirectory(out)) {
+                throw usage("--out=" + out + " exists and is not a directory");
+            }
+            final PrintWriter stdout = spec.commandLine().getOut();
+            try (CheckpointStore store = openStore(checkpointDir, hadoop)) {
+                final Optional<io.pscluster.checkpoint.CheckpointInfo> chosen = choose(store, stdout);
+                if (chosen.isEmpty()) {
+                    return 1;
+                }
+                final io.pscluster.checkpoint.CheckpointInfo checkpoint = chosen.get();
+                final SafetensorsExport export;
+                try {
+                    export = SafetensorsExport.plan(checkpoint, tables, out);
+                } catch (IllegalArgumentException e) {
+                    throw usage(e.getMessage());
+                }
+                java.nio.file.Files.createDirectories(out);
+                stdout.println("exporting checkpoint " + checkpoint.id() + " (created "
+                        + Instant.ofEpochMilli(checkpoint.manifest().createdMillis()) + ") to " + out + ": "
+                        + export.tables().size() + " tables");
+                try {
+                    export.write(
+                            store.fileSystem(),
+                            table -> stdout.println("  " + table.table() + ": "
+                                    + (table.dense() ? "dense" : "sparse") + ", " + table.rows() + " rows x dim "
+                                    + table.dim() + ", " + size(table.bytes()) + " -> " + table.file()));
+                } catch (CheckpointCorruptException e) {
+                    stdout.println("checkpoint " + checkpoint.id() + ": DAMAGED: " + e.getMessage());
+                    stdout.println("nothing exported");
+                    return 1;
+                }
+                stdout.println("exported checkpoint " + checkpoint.id());
+                return 0;
+            }
+        }
+
+        /**
+         * The checkpoint to export, verified: the one {@code --id} names, or the newest intact one, naming every
+         * newer one skipped for damage. Empty (after printing why) when there is none to export.
+         */
+        private Optional<io.pscluster.checkpoint.CheckpointInfo> choose(
+                final CheckpointStore store, final PrintWriter stdout) throws IOException {
+            final List<io.pscluster.checkpoint.CheckpointInfo> candidates = new ArrayList<>();
+            final java.util.TreeMap<Long, String> badManifests = new java.util.TreeMap<>();
+            if (id != 0) {
+                final Optional<io.pscluster.checkpoint.CheckpointInfo> one;
+                try {
+                    one = store.get(id);
+                } catch (CheckpointCorruptException e) {
+                    stdout.println("checkpoint " + id + ": DAMAGED: unreadable manifest: " + e.getMessage());
+                    return Optional.empty();
+                }
+                if (one.isEmpty()) {
+                    throw usage("--id=" + id + ": no such checkpoint under " + store.root() + "; complete ones: "
+                            + store.list().stream()
+                                    .map(io.pscluster.checkpoint.CheckpointInfo::id)
+                                    .toList());
+                }
+                candidates.add(one.get());
+            } else {
+                badManifests.putAll(store.damagedManifests());
+                candidates.addAll(store.list());
+                if (candidates.isEmpty()) {
+                    badManifests.forEach((bad, why) ->
+                            stdout.println("checkpoint " + bad + ": DAMAGED: unreadable manifest: " + why));
+                    stdout.println("no complete checkpoint under " + store.root());
+                    return Optional.empty();
+                }
+            }
+            for (final io.pscluster.checkpoint.CheckpointInfo candidate : candidates) {
+                badManifests
+                        .tailMap(candidate.id(), false)
+                        .forEach((bad, why) -> stdout.println(
+                                "checkpoint " + bad + ": DAMAGED: unreadable manifest: " + why + "; skipped"));
+                badManifests.tailMap(candidate.id(), false).clear();
+                final VerifyReport report = store.check(candidate, VerifyReport.Depth.CHECKSUM);
+                if (report.intact()) {
+                    return Optional.of(candidate);
+                }
+                stdout.println("checkpoint " + candidate.id() + ": DAMAGED ("
+                        + report.problems().size() + " of "
+                        + candidate.manifest().files().size() + " files)"
+                        + (id == 0 ? "; skipped for the previous one" : ""));
+                report.problems().forEach(problem -> stdout.println("  " + problem));
+            }
+            if (id == 0) {
+                stdout.println("no intact checkpoint under " + store.root());
+            }
+            return Optional.empty();
+        }
+
+        private CommandLine.ParameterException usage(final String message) {
+            return new CommandLine.ParameterException(spec.commandLine(), message);
         }
     }
 
