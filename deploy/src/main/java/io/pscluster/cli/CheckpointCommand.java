@@ -88,7 +88,11 @@ final class CheckpointCommand implements Runnable {
     @Command(
             name = "restore",
             mixinStandardHelpOptions = true,
-            description = "Load a checkpoint into the running cluster (through the proxy).")
+            description = {
+                "Load a checkpoint into the running cluster (through the proxy), e.g. to warm a serving cluster with"
+                        + " the latest model. Without --id, the newest complete checkpoint that verifies: newer"
+                        + " damaged ones are skipped, and named."
+            })
     static final class Restore implements Callable<Integer> {
         @Option(names = "--proxy", required = true, description = "The proxy's HOST:PORT.")
         String proxy;
@@ -105,12 +109,28 @@ final class CheckpointCommand implements Runnable {
         @Override
         public Integer call() {
             return withAdmin(proxy, timeoutSeconds, admin -> {
+                // The proxy skips damaged checkpoints for older ones without saying so in its answer: the complete
+                // ones listed before the call tell which newer ones it passed over.
+                final List<Long> listed = id != 0
+                        ? List.of()
+                        : admin
+                                .listCheckpoints(ListCheckpointsRequest.getDefaultInstance())
+                                .getCheckpointsList()
+                                .stream()
+                                .map(CheckpointInfo::getId)
+                                .toList();
                 final RestoreResponse response = admin.restore(
                         RestoreRequest.newBuilder().setCheckpointId(id).build());
-                spec.commandLine()
-                        .getOut()
-                        .println("restored " + response.getRowsRestored() + " rows from "
-                                + describe(response.getCheckpoint()));
+                final PrintWriter out = spec.commandLine().getOut();
+                final long loaded = response.getCheckpoint().getId();
+                out.println(
+                        "restored " + response.getRowsRestored() + " rows from " + describe(response.getCheckpoint()));
+                final List<Long> skipped =
+                        listed.stream().filter(newer -> newer > loaded).toList();
+                if (!skipped.isEmpty()) {
+                    out.println("fell back to checkpoint " + loaded + ": newer checkpoint(s) " + skipped
+                            + " did not verify (damaged; the proxy's log names the damage)");
+                }
                 return 0;
             });
         }
