@@ -346,9 +346,10 @@ class SafetensorsExportTest {
                     id,
                     System.currentTimeMillis(),
                     16,
+                    // The sparse table first: it is whole when the dense one fails, and must not be left either.
                     List.of(
-                            new Manifest.TableEntry("d", dense.toByteArray()),
-                            new Manifest.TableEntry("s/p a", sparse.toByteArray())),
+                            new Manifest.TableEntry("s/p a", sparse.toByteArray()),
+                            new Manifest.TableEntry("d", dense.toByteArray())),
                     files,
                     Map.of()));
         }
