@@ -14,6 +14,7 @@ import java.nio.file.StandardOpenOption;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
+import java.util.UUID;
 
 /**
  * One safetensors file whose tensors' dtypes and shapes are known before any of their bytes, written in place: the
@@ -143,7 +144,9 @@ final class SafetensorsFile implements Closeable {
         }
 
         final Path dir = target.toAbsolutePath().getParent();
-        final Path partial = Files.createTempFile(dir, "." + target.getFileName() + ".", ".partial");
+        // Not Files.createTempFile: its files are private to the owner, and a model is usually read by another user.
+        final Path partial =
+                Files.createFile(dir.resolve("." + target.getFileName() + "." + UUID.randomUUID() + ".partial"));
         FileChannel channel = null;
         try {
             channel = FileChannel.open(partial, StandardOpenOption.WRITE);

@@ -143,6 +143,9 @@ class SafetensorsExportTest {
             assertThat(files.map(file -> file.getFileName().toString()))
                     .containsExactlyInAnyOrder("w.safetensors", "emb.safetensors");
         }
+        // Readable as any new file of its user is (the umask's), not private like a temporary file.
+        assertThat(Files.getPosixFilePermissions(out.resolve("w.safetensors")))
+                .isEqualTo(Files.getPosixFilePermissions(Files.createFile(tmp.resolve("probe"))));
 
         final PlainSafetensorsReader w = new PlainSafetensorsReader(out.resolve("w.safetensors"));
         assertThat(w.metadata)
