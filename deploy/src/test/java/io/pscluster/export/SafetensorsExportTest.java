@@ -386,6 +386,33 @@ class SafetensorsExportTest {
         try (Stream<Path> files = Files.list(broken)) {
             assertThat(files).as("no file, whole or temporary").isEmpty();
         }
+
+        final RowFileInfo changed;
+        try (RowFileWriter writer =
+                RowFileWriter.create(store.fileSystem(), store.checkpointDir(3), "shard-b/s.rows", 1)) {
+            writer.beginSlot(7);
+            writer.writeRow(-5, new float[] {1f}, 0);
+            changed = writer.finish();
+        }
+        store.commit(new Manifest(
+                3,
+                System.currentTimeMillis(),
+                16,
+                Manifest.Kind.DELTA,
+                1,
+                2,
+                List.of(new Manifest.TableEntry("s/p a", sparse.toByteArray())),
+                List.of(new Manifest.FileEntry("s/p a", "b", changed)),
+                Map.of()));
+        final Run delta = psctl(
+                "checkpoint", "export", "--checkpoint-dir", handmade.toString(), "--id", "3", "--out", "" + broken);
+        assertThat(delta.exit).as(delta.text()).isEqualTo(1);
+        assertThat(delta.err)
+                .contains("checkpoint 3 is a delta on checkpoint 2 (base 1): it holds only changed rows; export a"
+                        + " base checkpoint");
+        try (Stream<Path> files = Files.list(broken)) {
+            assertThat(files).isEmpty();
+        }
     }
 
     /** Rows {@code [k, -k - 0.5]} and two momentum floats that must not be exported. */
