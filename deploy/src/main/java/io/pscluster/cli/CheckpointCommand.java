@@ -17,6 +17,8 @@ import io.pscluster.proto.v1.RestoreResponse;
 import java.io.IOException;
 import java.io.PrintWriter;
 import java.net.URI;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.time.Duration;
 import java.time.Instant;
 import java.time.temporal.ChronoUnit;
@@ -26,6 +28,7 @@ import java.util.Locale;
 import java.util.Map;
 import java.util.NoSuchElementException;
 import java.util.Optional;
+import java.util.TreeMap;
 import java.util.concurrent.Callable;
 import java.util.concurrent.TimeUnit;
 import picocli.CommandLine;
@@ -400,7 +403,7 @@ final class CheckpointCommand implements Runnable {
                 required = true,
                 paramLabel = "DIR",
                 description = "Local directory for the files (created if missing); existing files are never replaced.")
-        java.nio.file.Path out;
+        Path out;
 
         @Option(
                 names = "--table",
@@ -422,7 +425,7 @@ final class CheckpointCommand implements Runnable {
             if (id < 0) {
                 throw usage("--id=" + id + " must be a checkpoint id (>= 1), or 0 for the newest intact one");
             }
-            if (java.nio.file.Files.exists(out) && !java.nio.file.Files.isDirectory(out)) {
+            if (Files.exists(out) && !Files.isDirectory(out)) {
                 throw usage("--out=" + out + " exists and is not a directory");
             }
             final PrintWriter stdout = spec.commandLine().getOut();
@@ -438,7 +441,7 @@ final class CheckpointCommand implements Runnable {
                 } catch (IllegalArgumentException e) {
                     throw usage(e.getMessage());
                 }
-                java.nio.file.Files.createDirectories(out);
+                Files.createDirectories(out);
                 stdout.println("exporting checkpoint " + checkpoint.id() + " (created "
                         + Instant.ofEpochMilli(checkpoint.manifest().createdMillis()) + ") to " + out + ": "
                         + export.tables().size() + " tables");
@@ -465,7 +468,7 @@ final class CheckpointCommand implements Runnable {
         private Optional<io.pscluster.checkpoint.CheckpointInfo> choose(
                 final CheckpointStore store, final PrintWriter stdout) throws IOException {
             final List<io.pscluster.checkpoint.CheckpointInfo> candidates = new ArrayList<>();
-            final java.util.TreeMap<Long, String> badManifests = new java.util.TreeMap<>();
+            final TreeMap<Long, String> badManifests = new TreeMap<>();
             if (id != 0) {
                 final Optional<io.pscluster.checkpoint.CheckpointInfo> one;
                 try {
