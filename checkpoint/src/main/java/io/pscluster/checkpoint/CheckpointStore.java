@@ -498,10 +498,22 @@ public final class CheckpointStore implements Closeable {
      * {@code _XX}; a very long name is cut and suffixed with a hash of the full name to fit HDFS's 255-byte limit.
      */
     public static String fileName(String shardId, String table, long checkpointId) {
+        return fileName(shardId, table, checkpointId, 0);
+    }
+
+    /**
+     * As {@link #fileName(String, String, long)}, for part {@code part} of a shard's rows of the table: part 0 has that
+     * name, part {@code n > 0} ends {@code .<checkpointId>-<n, 5 digits>.rows}.
+     */
+    public static String fileName(String shardId, String table, long checkpointId, int part) {
         if (shardId.isEmpty() || table.isEmpty()) {
             throw new IllegalArgumentException("shardId '" + shardId + "' and table '" + table + "' must be non-empty");
         }
-        return "shard-" + escapeName(shardId) + "/" + escapeName(table) + String.format(".%012d.rows", checkpointId);
+        if (part < 0) {
+            throw new IllegalArgumentException("part=" + part + " must be >= 0");
+        }
+        String base = "shard-" + escapeName(shardId) + "/" + escapeName(table) + String.format(".%012d", checkpointId);
+        return part == 0 ? base + ".rows" : base + String.format("-%05d.rows", part);
     }
 
     static String escapeName(String name) {

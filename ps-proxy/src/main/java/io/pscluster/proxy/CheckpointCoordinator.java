@@ -16,6 +16,7 @@ import io.pscluster.wire.PsException;
 import io.pscluster.wire.Slots;
 import java.io.IOException;
 import java.util.ArrayList;
+import java.util.BitSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -95,12 +96,17 @@ final class CheckpointCoordinator {
                 targets(owners),
                 (index, channel, deadline) -> ShardAdminServiceGrpc.newBlockingStub(channel)
                         .withDeadline(deadline)
-                        .writeCheckpoint(request));
+                        .writeCheckpoint(request.toBuilder()
+                                .addAllSlots(owners.get(index).slots())
+                                .build()));
+        checkCoverage(id, owners, responses);
         final List<Manifest.FileEntry> files = new ArrayList<>();
         long maxStall = 0;
+        long maxHeld = 0;
         for (int i = 0; i < owners.size(); i++) {
             final WriteCheckpointResponse response = responses.get(i);
             maxStall = Math.max(maxStall, response.getSnapshotMicros());
+            maxHeld = Math.max(maxHeld, response.getHeldPushMicros());
             for (final CheckpointFile file : response.getFilesList()) {
                 files.add(new Manifest.FileEntry(
                         file.getTable(),
@@ -132,14 +138,69 @@ final class CheckpointCoordinator {
             LOG.warn("checkpoint {} is committed but the proxy state does not name it yet: {}", id, e.getMessage());
         }
         LOG.info(
-                "checkpoint {} committed: {} files, {} rows, {} bytes; longest push stall {} us",
+                "checkpoint {} committed: {} files, {} rows, {} bytes; longest push stall {} us at the cut, {} us"
+                        + " while copying",
                 id,
                 files.size(),
                 manifest.totalRows(),
                 manifest.totalBytes(),
-                maxStall);
+                maxStall,
+                maxHeld);
         applyRetention();
         return new Taken(new CheckpointInfo(id, store.checkpointDir(id), manifest), maxStall);
+    }
+
+    /**
+     * Refuses to commit unless the shards' cuts together cover every slot exactly once and each file holds only slots
+     * of the shard that wrote it: a slot that moved while the checkpoint ran would otherwise be missing (restored
+     * empty later) or held twice (two owners' rows).
+     */
+    private static void checkCoverage(
+            final long id, final List<ClusterState.Owner> owners, final List<WriteCheckpointResponse> responses) {
+        final String[] coveredBy = new String[Slots.SLOT_COUNT];
+        for (int i = 0; i < owners.size(); i++) {
+            final String shard = owners.get(i).shardId();
+            final WriteCheckpointResponse response = responses.get(i);
+            final BitSet mine = new BitSet(Slots.SLOT_COUNT);
+            for (final int slot : response.getCoveredSlotsList()) {
+                if (slot < 0 || slot >= Slots.SLOT_COUNT) {
+                    throw PsException.failedPrecondition("checkpoint " + id + " not committed: shard " + shard
+                            + " reported slot " + slot + ", outside 0.." + (Slots.SLOT_COUNT - 1));
+                }
+                if (coveredBy[slot] != null) {
+                    throw PsException.unavailable("checkpoint " + id + " not committed: slot " + slot
+                            + " was held by both " + coveredBy[slot] + " and " + shard
+                            + " (the routing changed while it ran); try again");
+                }
+                coveredBy[slot] = shard;
+                mine.set(slot);
+            }
+            final BitSet asked = new BitSet(Slots.SLOT_COUNT);
+            owners.get(i).slots().forEach(asked::set);
+            if (!mine.equals(asked)) {
+                throw PsException.failedPrecondition("checkpoint " + id + " not committed: shard " + shard + " covered "
+                        + mine.cardinality() + " slots, not the " + asked.cardinality() + " it was asked for");
+            }
+            for (final CheckpointFile file : response.getFilesList()) {
+                for (final int slot : file.getSlotsList()) {
+                    if (slot < 0 || slot >= Slots.SLOT_COUNT || !mine.get(slot)) {
+                        throw PsException.failedPrecondition(
+                                "checkpoint " + id + " not committed: file " + file.getPath() + " of shard " + shard
+                                        + " holds slot " + slot + ", which the shard did not cover");
+                    }
+                }
+            }
+        }
+        for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {
+            if (coveredBy[slot] == null) {
+                int last = slot;
+                while (last + 1 < Slots.SLOT_COUNT && coveredBy[last + 1] == null) {
+                    last++;
+                }
+                throw PsException.unavailable("checkpoint " + id + " not committed: slots " + slot + ".." + last
+                        + " were held by no shard when it was cut (the routing changed while it ran); try again");
+            }
+        }
     }
 
     /** Retention after a commit; a failure is logged, never fails the checkpoint that was committed. */

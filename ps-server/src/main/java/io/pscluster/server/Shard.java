@@ -6,7 +6,6 @@ import io.pscluster.checkpoint.CheckpointCorruptException;
 import io.pscluster.checkpoint.CheckpointInfo;
 import io.pscluster.checkpoint.CheckpointStore;
 import io.pscluster.checkpoint.Manifest;
-import io.pscluster.checkpoint.RowFileInfo;
 import io.pscluster.checkpoint.RowFileReader;
 import io.pscluster.checkpoint.RowFileWriter;
 import io.pscluster.proto.v1.Aggregation;
@@ -18,7 +17,8 @@ import io.pscluster.proto.v1.UpdateJobsRequest;
 import io.pscluster.proto.v1.UpdateMode;
 import io.pscluster.server.table.ParameterTable;
 import io.pscluster.server.table.PartitionWriters;
-import io.pscluster.server.table.SlotSnapshot;
+import io.pscluster.server.table.ShardSnapshot;
+import io.pscluster.server.table.SnapshotBatch;
 import io.pscluster.wire.PsException;
 import io.pscluster.wire.Slots;
 import io.pscluster.wire.TableSchemas;
@@ -28,7 +28,6 @@ import java.net.URI;
 import java.util.ArrayList;
 import java.util.BitSet;
 import java.util.Collection;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
@@ -84,6 +83,10 @@ public final class Shard implements AutoCloseable {
     private final JobClocks jobs =
             new JobClocks(clockExecutor, this::applyClock, Runtime.getRuntime().maxMemory() / 4);
     private final PartitionWriters writers;
+    private volatile ShardSnapshot.Limits snapshotLimits = ShardSnapshot.Limits.defaults();
+    /** Heap for one table's part buffer in a checkpoint; 0: {@link #partBufferBytes} decides. */
+    private volatile long partBytesSetting;
+
     private final Configuration hadoopConf;
     private final int maxKeysPerRequest;
     private volatile String shardId;
@@ -510,75 +513,119 @@ public final class Shard implements AutoCloseable {
     // ---- checkpoints
 
     /**
-     * Writes every table's rows for the owned slots as checkpoint {@code checkpointId} under {@code root}. The
-     * writers copy their partitions after the pushes queued before (pushes wait only for that copy); the copy is
-     * written to the filesystem afterwards.
+     * Writes every table's rows for the owned slots as checkpoint {@code checkpointId} under {@code root}: the rows as
+     * they were at one cut (after the pushes queued before it), streamed to part files while pushes go on being
+     * applied (see {@link ShardSnapshot}). Heap use is bounded by the part buffers and the snapshot's limits, not by
+     * the number of rows.
      */
     public WrittenCheckpoint writeCheckpoint(final URI root, final long checkpointId)
             throws IOException, InterruptedException {
-        return writeCheckpoint(root, checkpointId, RowFileWriter.Options.defaults());
+        return writeCheckpoint(root, checkpointId, RowFileWriter.Options.defaults(), null);
     }
 
-    /** As {@link #writeCheckpoint(URI, long)}, the files written with {@code options} (codec, replication, block). */
+    /**
+     * As {@link #writeCheckpoint(URI, long)}, the files written with {@code options} (codec, replication, block), for
+     * exactly the slots {@code slots} (null: every owned slot).
+     *
+     * @throws PsException UNAVAILABLE if one of {@code slots} is not owned, or is restoring, at any time from before
+     *     the cut until after it (the routing moved while the checkpoint began).
+     */
     public WrittenCheckpoint writeCheckpoint(
-            final URI root, final long checkpointId, final RowFileWriter.Options options)
+            final URI root, final long checkpointId, final RowFileWriter.Options options, final BitSet slots)
             throws IOException, InterruptedException {
-        final SlotOwnership.View view = ownership.view();
-        if (!view.restoring().isEmpty()) {
-            throw PsException.unavailable("shard " + shardId + " is restoring "
-                    + view.restoring().cardinality() + " slots; a checkpoint now would miss their rows");
-        }
-        final long start = System.nanoTime();
-        final Map<ParameterTable, List<SlotSnapshot>> snapshots = new LinkedHashMap<>();
-        for (final ParameterTable table : tables.values()) {
-            snapshots.put(table, table.snapshot(view.owned()::get));
-        }
-        final long snapshotMicros = (System.nanoTime() - start) / 1000;
-
+        final SlotOwnership.View before = ownership.view();
+        final BitSet covered = slots == null ? (BitSet) before.owned().clone() : (BitSet) slots.clone();
+        checkCheckpointSlots(before, before, covered);
         final CheckpointStore store = store(root);
         final Path dir = store.checkpointDir(checkpointId);
+        final List<ParameterTable> snapshotTables = new ArrayList<>(tables.values());
+        final long partBytes = partBytesSetting > 0 ? partBytesSetting : partBufferBytes(snapshotTables.size());
+        final ShardSnapshot snapshot;
+        try {
+            snapshot = ShardSnapshot.begin(writers, snapshotTables, covered::get, snapshotLimits);
+        } catch (IllegalStateException busy) {
+            throw PsException.unavailable("shard " + shardId + " cannot checkpoint now: " + busy.getMessage());
+        }
         final List<CheckpointFile> files = new ArrayList<>();
-        for (final Map.Entry<ParameterTable, List<SlotSnapshot>> entry : snapshots.entrySet()) {
-            final ParameterTable table = entry.getKey();
-            if (entry.getValue().isEmpty()) {
-                continue;
+        try (snapshot) {
+            checkCheckpointSlots(before, ownership.view(), covered);
+            final CheckpointParts[] parts = new CheckpointParts[snapshotTables.size()];
+            for (int t = 0; t < parts.length; t++) {
+                parts[t] = new CheckpointParts(
+                        store.fileSystem(), dir, shardId, snapshotTables.get(t), checkpointId, options, partBytes);
             }
-            final String relative = CheckpointStore.fileName(shardId, table.name(), checkpointId);
-            final RowFileInfo info;
-            try (RowFileWriter writer =
-                    RowFileWriter.create(store.fileSystem(), dir, relative, table.rowWidth(), options)) {
-                for (final SlotSnapshot slot : entry.getValue()) {
-                    writer.beginSlot(slot.slot());
-                    for (int row = 0; row < slot.rows(); row++) {
-                        writer.writeRow(slot.keys()[row], slot.records(), row * slot.rowWidth());
+            while (!snapshot.done()) {
+                final SnapshotBatch batch = snapshot.poll(100, TimeUnit.MILLISECONDS);
+                if (batch != null) {
+                    try {
+                        parts[batch.table()].add(batch);
+                    } finally {
+                        snapshot.release(batch);
                     }
                 }
-                info = writer.finish();
             }
-            final CheckpointFile.Builder file = CheckpointFile.newBuilder()
-                    .setPath(info.path())
-                    .setTable(table.name())
-                    .setLength(info.length())
-                    .setCrc32C(info.crc32c())
-                    .setRows(info.rows())
-                    .setCodec(info.codec().toProto())
-                    .setUncompressedBytes(info.uncompressedBytes());
-            for (final int slot : info.slots()) {
-                file.addSlots(slot);
+            for (final CheckpointParts table : parts) {
+                files.addAll(table.finish());
             }
-            files.add(file.build());
         }
+        final long heldMicros = snapshot.heldPushNanos() / 1000;
         LOG.info(
-                "shard {} wrote checkpoint {}: {} files, snapshot held pushes for {} us",
+                "shard {} wrote checkpoint {}: {} files; the cut held pushes for {} us, the copy for {} us"
+                        + " (at most {} bytes of changed rows kept aside per partition)",
                 shardId,
                 checkpointId,
                 files.size(),
-                snapshotMicros);
-        return new WrittenCheckpoint(files, snapshotMicros);
+                snapshot.cutMicros(),
+                heldMicros,
+                snapshot.peakSavedBytes());
+        return new WrittenCheckpoint(files, snapshot.cutMicros(), covered, heldMicros, snapshot.peakSavedBytes());
     }
 
-    /** What a shard wrote for one checkpoint. */
-    public record WrittenCheckpoint(List<CheckpointFile> files, long snapshotMicros) {}
+    /**
+     * Sets how checkpoints use memory: the snapshot's batches and limit of rows kept aside per partition, and the heap
+     * of each table's part buffer (so of each part file; 0: an eighth of the heap split among the tables).
+     */
+    public void tuneCheckpoints(final ShardSnapshot.Limits limits, final long partBufferBytes) {
+        this.snapshotLimits = limits;
+        this.partBytesSetting = partBufferBytes;
+    }
+
+    /**
+     * Refuses a checkpoint of {@code slots} unless every one is owned and not restoring in {@code now}, with the
+     * generation it had in {@code before} (so it did not move away and back in between).
+     */
+    private void checkCheckpointSlots(
+            final SlotOwnership.View before, final SlotOwnership.View now, final BitSet slots) {
+        for (int slot = slots.nextSetBit(0); slot >= 0; slot = slots.nextSetBit(slot + 1)) {
+            if (!now.owned().get(slot) || now.generationOf(slot) != before.generationOf(slot)) {
+                throw PsException.unavailable("shard " + shardId + " cannot checkpoint slot " + slot
+                        + ": it does not own it at routing epoch " + now.epoch()
+                        + " (or it moved while the checkpoint was cut); the proxy's routing is ahead or behind");
+            }
+            if (now.restoring().get(slot)) {
+                throw PsException.unavailable("shard " + shardId + " is restoring slot " + slot
+                        + " (and " + (now.restoring().cardinality() - 1)
+                        + " more); a checkpoint now would miss their rows");
+            }
+        }
+    }
+
+    /** Heap for the part buffers of one checkpoint: an eighth of the heap, split among the tables, 1-64 MiB each. */
+    private static long partBufferBytes(final int tableCount) {
+        final long share = Runtime.getRuntime().maxMemory() / 8 / Math.max(1, tableCount);
+        return Math.max(1L << 20, Math.min(64L << 20, share));
+    }
+
+    /**
+     * What a shard wrote for one checkpoint: its files, the slots they cover (empty ones included), how long the cut
+     * and the copy held pushes back, and the most memory a partition kept for rows changed ahead of the copy.
+     */
+    public record WrittenCheckpoint(
+            List<CheckpointFile> files,
+            long snapshotMicros,
+            BitSet covered,
+            long heldPushMicros,
+            long peakSavedBytes) {}
 
     /**
      * Replaces the rows of {@code slots} with those of checkpoint {@code checkpointId}, after verifying its

@@ -48,12 +48,34 @@ final class ShardAdminGrpcService extends ShardAdminServiceGrpc.ShardAdminServic
             final WriteCheckpointRequest request, final StreamObserver<WriteCheckpointResponse> response) {
         Unary.respond(response, () -> {
             final Shard.WrittenCheckpoint written = shard.writeCheckpoint(
-                    root(request.getCheckpointRoot()), request.getCheckpointId(), writeOptions(request));
-            return WriteCheckpointResponse.newBuilder()
+                    root(request.getCheckpointRoot()),
+                    request.getCheckpointId(),
+                    writeOptions(request),
+                    requestedSlots(request));
+            final WriteCheckpointResponse.Builder answer = WriteCheckpointResponse.newBuilder()
                     .addAllFiles(written.files())
                     .setSnapshotMicros(written.snapshotMicros())
-                    .build();
+                    .setHeldPushMicros(written.heldPushMicros())
+                    .setPeakSavedBytes(written.peakSavedBytes());
+            written.covered().stream().forEach(answer::addCoveredSlots);
+            return answer.build();
         });
+    }
+
+    /** The slots a checkpoint request names (null: none named, every owned slot), each checked to be a slot. */
+    private static BitSet requestedSlots(final WriteCheckpointRequest request) {
+        if (request.getSlotsCount() == 0) {
+            return null;
+        }
+        final BitSet slots = new BitSet(Slots.SLOT_COUNT);
+        for (final int slot : request.getSlotsList()) {
+            if (slot < 0 || slot >= Slots.SLOT_COUNT) {
+                throw PsException.invalidArgument(
+                        "slot " + slot + " is not a slot (0.." + (Slots.SLOT_COUNT - 1) + ")");
+            }
+            slots.set(slot);
+        }
+        return slots;
     }
 
     /** The request's codec (unspecified: zstd), replication and block size (0: the filesystem's defaults). */

@@ -403,6 +403,11 @@ public final class ParameterTable {
         return merged;
     }
 
+    /** The rows of partition {@code partition} (its writer's thread changes them). */
+    PartitionStore partition(final int partition) {
+        return partitions[partition];
+    }
+
     /** Drops the rows of every accepted slot, after the pushes queued before. */
     public void clearSlots(final IntPredicate slotFilter) throws InterruptedException {
         await(writers.runOnAll(partition -> {
@@ -486,7 +491,7 @@ public final class ParameterTable {
         return droppedRows.get();
     }
 
-    private static <T> T await(final CompletableFuture<T> future) throws InterruptedException {
+    static <T> T await(final CompletableFuture<T> future) throws InterruptedException {
         try {
             return future.get();
         } catch (ExecutionException e) {

@@ -4,6 +4,8 @@ import java.lang.invoke.MethodHandles;
 import java.lang.invoke.VarHandle;
 import java.util.Arrays;
 import java.util.concurrent.ThreadLocalRandom;
+import java.util.function.LongPredicate;
+import org.agrona.collections.Int2IntHashMap;
 import org.agrona.collections.IntArrayList;
 import org.agrona.concurrent.UnsafeBuffer;
 import org.slf4j.Logger;
@@ -73,6 +75,10 @@ final class PartitionStore {
     private final RowBudget budget;
     private final long seed = ThreadLocalRandom.current().nextLong();
     private TableFaults faults = TableFaults.NONE;
+    /** Floats a record holds after its header: values, optimizer slots, counters. */
+    private final int recordFloats;
+    /** The snapshot being taken, or null; writer-only. */
+    private Snapshot snapshot;
 
     /** Chunks by index; entries past the last allocated one are null. */
     private volatile UnsafeBuffer[] chunks = new UnsafeBuffer[0];
@@ -104,6 +110,7 @@ final class PartitionStore {
         this.initializer = initializer;
         this.budget = budget;
         this.recordBytes = recordBytes(dim, optimizer);
+        this.recordFloats = dim * (1 + optimizer.slotCount()) + optimizer.counterCount();
         final int perChunk =
                 Math.min(MAX_RECORDS_PER_CHUNK, Integer.highestOneBit(Math.max(1, CHUNK_BYTES / recordBytes)));
         this.chunkShift = Integer.numberOfTrailingZeros(perChunk);
@@ -277,6 +284,126 @@ final class PartitionStore {
     // ---- writer (the partition's thread only)
 
     /**
+     * Begins a snapshot: a copy of the rows as they are now, taken later in bounded {@link #snapshotStep}s while
+     * writes go on. Records that exist now are visited in id order; the first change to a record the scan has not
+     * reached yet (an update, a removal, a reuse of a free record) saves its state at the cut first, and the scan
+     * hands out that saved state instead. Records created beyond the cut's last id are not part of it.
+     */
+    void beginSnapshot() {
+        snapshot = new Snapshot(highWater, recordFloats);
+    }
+
+    /** Ends the snapshot (complete or abandoned) and frees what it saved. */
+    void endSnapshot() {
+        snapshot = null;
+    }
+
+    /** Bytes held by states saved for the snapshot (0 without one). */
+    long snapshotHeldBytes() {
+        final Snapshot current = snapshot;
+        return current == null ? 0 : current.heldBytes();
+    }
+
+    /**
+     * Copies the next rows of the snapshot whose key {@code want}s into {@code batch}, visiting at most
+     * {@code maxRecords} records and stopping when the batch is full. Returns true once every record of the cut has
+     * been visited.
+     */
+    boolean snapshotStep(final LongPredicate want, final SnapshotBatch batch, final int maxRecords) {
+        final Snapshot current = snapshot;
+        final int to = (int) Math.min(current.end, (long) current.cursor + maxRecords);
+        int id = current.cursor;
+        for (; id < to && batch.hasRoom(); id++) {
+            final int saved = current.saved.remove(id);
+            if (saved == Snapshot.ABSENT) {
+                continue; // free at the cut
+            }
+            if (saved != Snapshot.NONE) {
+                final long key = current.savedKeys[saved];
+                if (want.test(key)) {
+                    System.arraycopy(
+                            current.savedRecords, saved * recordFloats, batch.records, batch.add(key), recordFloats);
+                }
+                current.release(saved);
+                continue;
+            }
+            final UnsafeBuffer chunk = chunks[id >>> chunkShift];
+            final int at = (id & chunkMask) * recordBytes;
+            if (chunk.getInt(at + TOUCH) != 0) {
+                final long key = chunk.getLong(at + KEY);
+                if (want.test(key)) {
+                    copyRecord(id, batch.records, batch.add(key), recordFloats);
+                }
+            }
+        }
+        current.cursor = id;
+        return id >= current.end;
+    }
+
+    /** Saves record {@code id}'s state at the cut before its first change, if a snapshot has yet to visit it. */
+    private void preserve(final int id) {
+        final Snapshot current = snapshot;
+        if (current == null || id < current.cursor || id >= current.end || current.saved.containsKey(id)) {
+            return;
+        }
+        final UnsafeBuffer chunk = chunks[id >>> chunkShift];
+        final int at = (id & chunkMask) * recordBytes;
+        if (chunk.getInt(at + TOUCH) == 0) {
+            current.saved.put(id, Snapshot.ABSENT);
+            return;
+        }
+        final int index = current.claim();
+        current.savedKeys[index] = chunk.getLong(at + KEY);
+        copyRecord(id, current.savedRecords, index * recordFloats, recordFloats);
+        current.saved.put(id, index);
+    }
+
+    /**
+     * The writer's state of one snapshot: the cut (records {@code < end} existed), how far the scan got, and the
+     * saved states of records changed ahead of it, in arrays reused as the scan hands them out.
+     */
+    private static final class Snapshot {
+        static final int NONE = Integer.MIN_VALUE;
+        static final int ABSENT = -1;
+
+        final int end;
+        final int floats;
+        int cursor;
+        /** Record id to its saved state's index, or {@link #ABSENT} for a record that was free at the cut. */
+        final Int2IntHashMap saved = new Int2IntHashMap(NONE);
+
+        long[] savedKeys = new long[16];
+        float[] savedRecords;
+        private final IntArrayList freeIndexes = new IntArrayList();
+        private int used;
+
+        Snapshot(final int end, final int floats) {
+            this.end = end;
+            this.floats = floats;
+            this.savedRecords = new float[16 * floats];
+        }
+
+        int claim() {
+            if (!freeIndexes.isEmpty()) {
+                return freeIndexes.popInt();
+            }
+            if (used == savedKeys.length) {
+                savedKeys = Arrays.copyOf(savedKeys, 2 * used);
+                savedRecords = Arrays.copyOf(savedRecords, 2 * used * floats);
+            }
+            return used++;
+        }
+
+        void release(final int index) {
+            freeIndexes.addInt(index);
+        }
+
+        long heldBytes() {
+            return (long) (used - freeIndexes.size()) * (8 + 4L * floats) + 12L * saved.size();
+        }
+    }
+
+    /**
      * Applies a batch in blocks of {@link #BLOCK} keys: hashes every key of the block and loads its index entry, then
      * loads the records those entries name, then finds (or creates) and updates each row. The loads of one stage are
      * independent, so their cache misses overlap, and each row is updated while its record is still in cache.
@@ -319,6 +446,7 @@ final class PartitionStore {
     }
 
     private void applyAt(final int id, final long key, final float[] gradients, final int offset, final int touch) {
+        preserve(id);
         final UnsafeBuffer chunk = chunks[id >>> chunkShift];
         final int at = (id & chunkMask) * recordBytes;
         beginWrite(chunk, at);
@@ -366,6 +494,7 @@ final class PartitionStore {
         if (id < 0) {
             throw new IllegalStateException("cannot create the row of key " + key + ": " + lastRefusal);
         }
+        preserve(id);
         final UnsafeBuffer chunk = chunks[id >>> chunkShift];
         final int at = (id & chunkMask) * recordBytes;
         beginWrite(chunk, at);
@@ -470,6 +599,7 @@ final class PartitionStore {
                 found = probe(segment, key, h);
             }
             id = allocate();
+            preserve(id);
         } catch (RowLimitReached limit) {
             budget.release();
             return refuse("a partition holds at most " + MAX_ROWS + " rows; use more partitions or shards");
@@ -675,6 +805,7 @@ final class PartitionStore {
     }
 
     private void free(final int id) {
+        preserve(id);
         final UnsafeBuffer chunk = chunks[id >>> chunkShift];
         final int at = (id & chunkMask) * recordBytes;
         beginWrite(chunk, at);

@@ -68,6 +68,8 @@ public final class PartitionWriters implements AutoCloseable {
     private final CountDownLatch closeDone = new CountDownLatch(1);
     /** Written under {@link #controlLock}; volatile for the fast paths that read it without the lock. */
     private volatile boolean closed;
+    /** The snapshot being streamed, whose duty every writer takes each cycle; null when none. */
+    private volatile ShardSnapshot snapshot;
 
     /**
      * @param capacity the most push parts queued and not yet applied, over all partitions.
@@ -89,7 +91,7 @@ public final class PartitionWriters implements AutoCloseable {
         this.capacity = capacity;
         this.agents = new PartitionAgent[partitions];
         for (int p = 0; p < partitions; p++) {
-            agents[p] = new PartitionAgent(name + "-p" + p, p, capacity + CONTROL_HEADROOM, tables);
+            agents[p] = new PartitionAgent(name + "-p" + p, p, capacity + CONTROL_HEADROOM, tables, () -> snapshot);
             // Idle writers back off to a 1 ms park: two cores are shared with the gRPC threads.
             final AgentRunner runner =
                     new AgentRunner(new BackoffIdleStrategy(10, 20, 1_000, 1_000_000), this::onError, null, agents[p]);
@@ -99,6 +101,22 @@ public final class PartitionWriters implements AutoCloseable {
                 thread.setDaemon(true);
                 return thread;
             });
+        }
+    }
+
+    /** Makes {@code value} the snapshot the writers stream. */
+    synchronized void startSnapshot(final ShardSnapshot value) {
+        if (snapshot != null) {
+            throw new IllegalStateException(
+                    "a snapshot of this shard is already being taken (one checkpoint at a time)");
+        }
+        snapshot = value;
+    }
+
+    /** Stops streaming {@code value}, once it is done or abandoned. */
+    synchronized void endSnapshot(final ShardSnapshot value) {
+        if (snapshot == value) {
+            snapshot = null;
         }
     }
 
@@ -346,6 +364,7 @@ public final class PartitionWriters implements AutoCloseable {
         private final String name;
         private final int partition;
         private final Supplier<? extends Iterable<ParameterTable>> tables;
+        private final Supplier<ShardSnapshot> snapshot;
         private final Consumer<Task> runSafely = this::runSafely;
         /** Tables that finished the current pass, by identity; tables created meanwhile join the pass. */
         private final Set<ParameterTable> passDone = Collections.newSetFromMap(new IdentityHashMap<>());
@@ -357,8 +376,10 @@ public final class PartitionWriters implements AutoCloseable {
                 final String name,
                 final int partition,
                 final int capacity,
-                final Supplier<? extends Iterable<ParameterTable>> tables) {
+                final Supplier<? extends Iterable<ParameterTable>> tables,
+                final Supplier<ShardSnapshot> snapshot) {
             this.name = name;
+            this.snapshot = snapshot;
             this.partition = partition;
             this.queue = new ManyToOneConcurrentArrayQueue<>(capacity);
             this.tables = tables;
@@ -366,9 +387,22 @@ public final class PartitionWriters implements AutoCloseable {
 
         @Override
         public int doWork() {
+            int snapshotWork = 0;
+            final ShardSnapshot streaming = snapshot.get();
+            if (streaming != null) {
+                try {
+                    snapshotWork = streaming.duty(partition);
+                    if (streaming.holdsPushes(partition)) {
+                        // Saved states are over their limit: only the scan frees them, so it goes first.
+                        return snapshotWork;
+                    }
+                } catch (Throwable failure) {
+                    LOG.error("partition {} writer: a snapshot step failed; the writer goes on", partition, failure);
+                }
+            }
             final int drained = queue.drain(runSafely, DRAIN_BATCH);
             // Steps count as work, so that an idle writer does not back off in the middle of a pass.
-            return drained + evictionDuty();
+            return drained + evictionDuty() + snapshotWork;
         }
 
         /** Begins a pass when it is due, then takes one step on each table still in the pass; returns the steps. */

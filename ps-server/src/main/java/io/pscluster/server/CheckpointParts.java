@@ -1,0 +1,128 @@
+package io.pscluster.server;
+
+import io.pscluster.checkpoint.CheckpointStore;
+import io.pscluster.checkpoint.RowFileInfo;
+import io.pscluster.checkpoint.RowFileWriter;
+import io.pscluster.proto.v1.CheckpointFile;
+import io.pscluster.server.table.ParameterTable;
+import io.pscluster.server.table.SnapshotBatch;
+import io.pscluster.wire.Slots;
+import java.io.IOException;
+import java.util.ArrayList;
+import java.util.List;
+import org.apache.hadoop.fs.FileSystem;
+import org.apache.hadoop.fs.Path;
+
+/**
+ * One table's rows of a checkpoint, written as part files of bounded size. Rows arrive in the writers' order
+ * (record ids, not slots); a row file holds its slots in ascending order, so rows are gathered in a buffer of at most
+ * {@code bufferBytes}, ordered by slot (a counting sort) and written as one part when it is full. Heap use is the
+ * buffer, whatever the number of rows.
+ */
+final class CheckpointParts {
+    private final FileSystem fs;
+    private final Path dir;
+    private final String shardId;
+    private final ParameterTable table;
+    private final long checkpointId;
+    private final RowFileWriter.Options options;
+    private final int rowWidth;
+    private final long[] keys;
+    private final int[] slots;
+    private final float[] records;
+    private final int[] order;
+    private final int[] slotStarts = new int[Slots.SLOT_COUNT + 1];
+    private final List<CheckpointFile> files = new ArrayList<>();
+    private int rows;
+
+    CheckpointParts(
+            final FileSystem fs,
+            final Path dir,
+            final String shardId,
+            final ParameterTable table,
+            final long checkpointId,
+            final RowFileWriter.Options options,
+            final long bufferBytes) {
+        this.fs = fs;
+        this.dir = dir;
+        this.shardId = shardId;
+        this.table = table;
+        this.checkpointId = checkpointId;
+        this.options = options;
+        this.rowWidth = table.rowWidth();
+        final long perRow = 8 + 4 + 4 + 4L * rowWidth; // key, slot, order, record
+        final int capacity =
+                (int) Math.max(1, Math.min(Integer.MAX_VALUE / Math.max(1, rowWidth), bufferBytes / perRow));
+        this.keys = new long[capacity];
+        this.slots = new int[capacity];
+        this.order = new int[capacity];
+        this.records = new float[capacity * rowWidth];
+    }
+
+    /** Adds a batch's rows, writing a part whenever the buffer fills. */
+    void add(final SnapshotBatch batch) throws IOException {
+        final float[] source = batch.records();
+        for (int row = 0; row < batch.rows(); row++) {
+            if (rows == keys.length) {
+                writePart();
+            }
+            final long key = batch.key(row);
+            keys[rows] = key;
+            slots[rows] = table.slotOf(key);
+            System.arraycopy(source, row * rowWidth, records, rows * rowWidth, rowWidth);
+            rows++;
+        }
+    }
+
+    /** Writes what is buffered and returns every part written (none for a table without rows here). */
+    List<CheckpointFile> finish() throws IOException {
+        if (rows > 0) {
+            writePart();
+        }
+        return files;
+    }
+
+    private void writePart() throws IOException {
+        java.util.Arrays.fill(slotStarts, 0);
+        for (int i = 0; i < rows; i++) {
+            slotStarts[slots[i] + 1]++;
+        }
+        for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {
+            slotStarts[slot + 1] += slotStarts[slot];
+        }
+        for (int i = 0; i < rows; i++) {
+            order[slotStarts[slots[i]]++] = i;
+        }
+        // slotStarts[s] now holds the end of slot s; rows of slot s are order[end(s-1) .. end(s)).
+        final String relative = CheckpointStore.fileName(shardId, table.name(), checkpointId, files.size());
+        final RowFileInfo info;
+        try (RowFileWriter writer = RowFileWriter.create(fs, dir, relative, rowWidth, options)) {
+            int next = 0;
+            for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {
+                final int end = slotStarts[slot];
+                if (end == next) {
+                    continue;
+                }
+                writer.beginSlot(slot);
+                for (; next < end; next++) {
+                    final int row = order[next];
+                    writer.writeRow(keys[row], records, row * rowWidth);
+                }
+            }
+            info = writer.finish();
+        }
+        final CheckpointFile.Builder file = CheckpointFile.newBuilder()
+                .setPath(info.path())
+                .setTable(table.name())
+                .setLength(info.length())
+                .setCrc32C(info.crc32c())
+                .setRows(info.rows())
+                .setCodec(info.codec().toProto())
+                .setUncompressedBytes(info.uncompressedBytes());
+        for (final int slot : info.slots()) {
+            file.addSlots(slot);
+        }
+        files.add(file.build());
+        rows = 0;
+    }
+}

@@ -1,0 +1,311 @@
+package io.pscluster.server.table;
+
+import java.util.List;
+import java.util.concurrent.ArrayBlockingQueue;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.IntPredicate;
+import java.util.function.LongPredicate;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * A point-in-time copy of a shard's tables, streamed to one consumer (the thread writing a checkpoint) in bounded
+ * batches while the writers go on applying pushes.
+ *
+ * <p>The cut is one control task per partition, so in each partition it falls after the pushes queued before it.
+ * From then on each writer, between batches of pushes, copies its next rows into a free batch (a few per partition,
+ * reused) and hands it over; a record changed before the scan reached it is copied as it was at the cut (see
+ * {@link PartitionStore#beginSnapshot}). Memory is bounded: the batches in flight, and the saved states of records
+ * changed ahead of the scan, up to {@link Limits#savedBytesPerPartition}; past that a writer stops taking pushes and
+ * only scans until it is under again (the time it held pushes is reported).
+ *
+ * <p>At most one snapshot per shard at a time. {@link #close()} abandons a snapshot that is not done: each writer ends
+ * its scan at its next duty cycle.
+ */
+public final class ShardSnapshot implements AutoCloseable {
+    private static final Logger LOG = LoggerFactory.getLogger(ShardSnapshot.class);
+    private static final int BATCHES_PER_PARTITION = 2;
+    /** Records a writer looks at per step, so that a step costs about as much as a small push. */
+    static final int STEP_RECORDS = 16_384;
+
+    private static final long CLOSE_WAIT_NANOS = TimeUnit.SECONDS.toNanos(10);
+
+    /**
+     * @param batchFloats floats of records per batch (a batch holds whole rows; at least one).
+     * @param savedBytesPerPartition saved states a partition may hold before its writer holds pushes back.
+     */
+    public record Limits(int batchFloats, long savedBytesPerPartition) {
+        public static Limits defaults() {
+            return new Limits(1 << 16, Math.max(1L << 20, Runtime.getRuntime().maxMemory() / 16 / 64));
+        }
+    }
+
+    private final PartitionWriters writers;
+    private final List<ParameterTable> tables;
+    private final LongPredicate[] wanted;
+    private final Limits limits;
+    private final PartitionScan[] scans;
+    private final BlockingQueue<SnapshotBatch> ready = new LinkedBlockingQueue<>();
+    private final AtomicInteger finished = new AtomicInteger();
+    private final AtomicLong heldPushNanos = new AtomicLong();
+    private final AtomicLong peakSavedBytes = new AtomicLong();
+    private volatile boolean cancelled;
+    private long cutMicros;
+
+    private ShardSnapshot(
+            final PartitionWriters writers,
+            final List<ParameterTable> tables,
+            final IntPredicate slots,
+            final Limits limits) {
+        this.writers = writers;
+        this.tables = List.copyOf(tables);
+        this.limits = limits;
+        this.wanted = new LongPredicate[this.tables.size()];
+        int widest = 1;
+        int narrowest = Integer.MAX_VALUE;
+        for (int t = 0; t < wanted.length; t++) {
+            final ParameterTable table = this.tables.get(t);
+            wanted[t] = key -> slots.test(table.slotOf(key));
+            widest = Math.max(widest, table.rowWidth());
+            narrowest = Math.min(narrowest, table.rowWidth());
+        }
+        final int floats = Math.max(widest, limits.batchFloats());
+        final int maxRows = floats / Math.min(narrowest, widest);
+        this.scans = new PartitionScan[writers.partitionCount()];
+        for (int p = 0; p < scans.length; p++) {
+            scans[p] = new PartitionScan(p, floats, maxRows);
+        }
+    }
+
+    /**
+     * Cuts {@code tables} (the rows of the slots {@code slots} accepts) after the pushes queued so far and starts
+     * streaming them.
+     *
+     * @throws IllegalStateException if another snapshot of this shard is under way, or the writers are closed.
+     */
+    public static ShardSnapshot begin(
+            final PartitionWriters writers,
+            final List<ParameterTable> tables,
+            final IntPredicate slots,
+            final Limits limits)
+            throws InterruptedException {
+        final ShardSnapshot snapshot = new ShardSnapshot(writers, tables, slots, limits);
+        writers.startSnapshot(snapshot);
+        final long start = System.nanoTime();
+        try {
+            ParameterTable.await(writers.runOnAll(partition -> {
+                snapshot.scans[partition].cut();
+                return null;
+            }));
+        } catch (InterruptedException | RuntimeException e) {
+            snapshot.close();
+            throw e;
+        }
+        snapshot.cutMicros = (System.nanoTime() - start) / 1000;
+        return snapshot;
+    }
+
+    /** The tables, in the order {@link SnapshotBatch#table()} indexes. */
+    public List<ParameterTable> tables() {
+        return tables;
+    }
+
+    /**
+     * The next batch of rows, waiting up to {@code timeout}; null if none came. Give it back with {@link #release}
+     * once written.
+     */
+    public SnapshotBatch poll(final long timeout, final TimeUnit unit) throws InterruptedException {
+        return ready.poll(timeout, unit);
+    }
+
+    /** Returns a batch to the writer that filled it. */
+    public void release(final SnapshotBatch batch) {
+        for (final PartitionScan scan : scans) {
+            if (scan.owns(batch)) {
+                scan.free.offer(batch);
+                return;
+            }
+        }
+        throw new IllegalArgumentException("not a batch of this snapshot");
+    }
+
+    /** True once every writer has handed over its last rows and they have all been polled. */
+    public boolean done() {
+        return finished.get() == scans.length && ready.isEmpty();
+    }
+
+    /** How long the cut held pushes back, in microseconds. */
+    public long cutMicros() {
+        return cutMicros;
+    }
+
+    /** How long writers held pushes back while saved states were over their limit, summed over partitions (ns). */
+    public long heldPushNanos() {
+        return heldPushNanos.get();
+    }
+
+    /** The most bytes of saved states one partition held at once. */
+    public long peakSavedBytes() {
+        return peakSavedBytes.get();
+    }
+
+    /**
+     * The writer's duty for this snapshot (partition {@code partition}'s thread only): abandons the scan if the
+     * snapshot was closed, else copies rows into free batches. Returns the work done.
+     */
+    int duty(final int partition) {
+        return scans[partition].duty();
+    }
+
+    /** Whether the writer of {@code partition} must only scan for now: its saved states are over the limit. */
+    boolean holdsPushes(final int partition) {
+        return scans[partition].overLimit();
+    }
+
+    /**
+     * Abandons the snapshot if it is not done, and waits (bounded) for every writer to drop its saved states;
+     * idempotent.
+     */
+    @Override
+    public void close() {
+        cancelled = true;
+        final long deadline = System.nanoTime() + CLOSE_WAIT_NANOS;
+        while (finished.get() < scans.length && System.nanoTime() - deadline < 0 && !writers.isClosing()) {
+            // A writer ends its scan at its next duty cycle (at most a millisecond when idle).
+            try {
+                Thread.sleep(1);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                break;
+            }
+        }
+        if (finished.get() < scans.length) {
+            LOG.warn("{} partition writers did not end an abandoned snapshot in time", scans.length - finished.get());
+        }
+        writers.endSnapshot(this);
+        ready.clear();
+    }
+
+    /** One partition's scan through the snapshot's tables in turn; its fields are the writer's own. */
+    private final class PartitionScan {
+        private final int partition;
+        final BlockingQueue<SnapshotBatch> free = new ArrayBlockingQueue<>(BATCHES_PER_PARTITION);
+        private final SnapshotBatch[] batches = new SnapshotBatch[BATCHES_PER_PARTITION];
+        private volatile boolean cutDone;
+        private boolean over;
+        private long overSinceNanos;
+        private int table;
+        private boolean ended;
+
+        PartitionScan(final int partition, final int floats, final int maxRows) {
+            this.partition = partition;
+            for (int i = 0; i < batches.length; i++) {
+                batches[i] = new SnapshotBatch(floats, maxRows);
+                free.offer(batches[i]);
+            }
+        }
+
+        boolean owns(final SnapshotBatch batch) {
+            for (final SnapshotBatch mine : batches) {
+                if (mine == batch) {
+                    return true;
+                }
+            }
+            return false;
+        }
+
+        void cut() {
+            if (cancelled) {
+                end();
+                return;
+            }
+            for (final ParameterTable t : tables) {
+                t.partition(partition).beginSnapshot();
+            }
+            cutDone = true;
+        }
+
+        int duty() {
+            if (!cutDone || ended) {
+                return 0;
+            }
+            if (cancelled) {
+                for (int t = table; t < tables.size(); t++) {
+                    tables.get(t).partition(partition).endSnapshot();
+                }
+                end();
+                return 1;
+            }
+            int work = 0;
+            SnapshotBatch batch;
+            while ((batch = free.poll()) != null) {
+                work++;
+                final boolean complete = fill(batch);
+                if (batch.rows() > 0) {
+                    ready.offer(batch);
+                } else {
+                    free.offer(batch);
+                }
+                if (complete) {
+                    end();
+                    break;
+                }
+                if (!overLimit()) {
+                    break; // one batch per cycle while pushes are taken, so that they keep flowing
+                }
+            }
+            trackLimit();
+            return work;
+        }
+
+        /** Fills {@code batch} from the current table; true when the last table is done. */
+        private boolean fill(final SnapshotBatch batch) {
+            final ParameterTable current = tables.get(table);
+            batch.reset(table, current.rowWidth());
+            final PartitionStore store = current.partition(partition);
+            if (store.snapshotStep(wanted[table], batch, STEP_RECORDS)) {
+                store.endSnapshot();
+                table++;
+            }
+            return table == tables.size();
+        }
+
+        private void end() {
+            ended = true;
+            if (over) {
+                heldPushNanos.addAndGet(System.nanoTime() - overSinceNanos);
+                over = false;
+            }
+            finished.incrementAndGet();
+        }
+
+        boolean overLimit() {
+            if (!cutDone || ended) {
+                return false;
+            }
+            long held = 0;
+            for (int t = table; t < tables.size(); t++) {
+                held += tables.get(t).partition(partition).snapshotHeldBytes();
+            }
+            peakSavedBytes.accumulateAndGet(held, Math::max);
+            return held > limits.savedBytesPerPartition();
+        }
+
+        private void trackLimit() {
+            if (ended) {
+                return;
+            }
+            final boolean now = overLimit();
+            if (now && !over) {
+                overSinceNanos = System.nanoTime();
+            } else if (!now && over) {
+                heldPushNanos.addAndGet(System.nanoTime() - overSinceNanos);
+            }
+            over = now;
+        }
+    }
+}
