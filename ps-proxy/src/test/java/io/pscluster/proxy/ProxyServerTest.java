@@ -14,6 +14,7 @@ import io.grpc.StatusRuntimeException;
 import io.grpc.stub.StreamObserver;
 import io.pscluster.checkpoint.PausePoints;
 import io.pscluster.proto.v1.AdminServiceGrpc;
+import io.pscluster.proto.v1.CheckpointNowRequest;
 import io.pscluster.proto.v1.CreateTableRequest;
 import io.pscluster.proto.v1.CreateTableResponse;
 import io.pscluster.proto.v1.DrainShardRequest;
@@ -54,6 +55,8 @@ class ProxyServerTest {
     private final CountDownLatch releaseCreateTable = new CountDownLatch(1);
     private volatile boolean blockCreateTable;
     private final AtomicLong lastCreateTableDeadlineMs = new AtomicLong(-1);
+    /** Slots each fake shard leaves out of its checkpoint answers, as a shard whose routing moved would. */
+    private volatile int uncoveredSlotsPerShard;
 
     @AfterEach
     void closeAll() throws Exception {
@@ -96,9 +99,12 @@ class ProxyServerTest {
                     @Override
                     public void writeCheckpoint(
                             final WriteCheckpointRequest request, final StreamObserver<WriteCheckpointResponse> out) {
-                        // A shard without rows: it covers the slots it was asked for and writes no file.
+                        // A shard without rows: it covers the slots it was asked for (less those the test drops)
+                        // and writes no file.
+                        final List<Integer> asked = request.getSlotsList();
                         out.onNext(WriteCheckpointResponse.newBuilder()
-                                .addAllCoveredSlots(request.getSlotsList())
+                                .addAllCoveredSlots(
+                                        asked.subList(0, Math.max(0, asked.size() - uncoveredSlotsPerShard)))
                                 .build());
                         out.onCompleted();
                     }
@@ -259,6 +265,36 @@ class ProxyServerTest {
         assertThat(root.resolve(String.format("ckpt-%012d", drained.getCheckpointId()))
                         .resolve("_MANIFEST"))
                 .exists();
+    }
+
+    @Test
+    void shouldNotCommitACheckpointWhoseShardsLeftASlotUncovered() throws Exception {
+        final ProxyServer proxy = startProxy();
+        final var stub = ProxyServiceGrpc.newBlockingStub(channel(proxy.port()));
+        register(stub, startFakeShard());
+        register(stub, startFakeShard());
+        stub.createTable(table("emb"));
+        final var admin = AdminServiceGrpc.newBlockingStub(channel(proxy.port()));
+        uncoveredSlotsPerShard = 1;
+
+        assertThatThrownBy(() -> admin.checkpointNow(CheckpointNowRequest.getDefaultInstance()))
+                .isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
+                    assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.FAILED_PRECONDITION);
+                    assertThat(e.getStatus().getDescription())
+                            .contains("not committed")
+                            .contains("covered 2047 slots, not the 2048 it was asked for");
+                });
+        try (var dirs = Files.list(root)) {
+            assertThat(dirs.filter(dir -> dir.getFileName().toString().startsWith("ckpt-"))
+                            .map(dir -> dir.resolve("_MANIFEST")))
+                    .noneMatch(Files::exists);
+        }
+
+        uncoveredSlotsPerShard = 0;
+        assertThat(admin.checkpointNow(CheckpointNowRequest.getDefaultInstance())
+                        .getCheckpoint()
+                        .getId())
+                .isPositive();
     }
 
     @Test
