@@ -72,8 +72,11 @@ public final class Shard implements AutoCloseable {
     private final SlotOwnership ownership = new SlotOwnership();
     private final Map<URI, CheckpointStore> stores = new ConcurrentHashMap<>();
     private final AtomicLong requests = new AtomicLong();
-    // Pushes between their lease check and the end of their offer: a drain waits for them to reach the writers.
+    // Pushes (and SYNC clocks) between their lease check and the end of their offer: a drain waits for them to
+    // reach the writers, and a checkpoint's cut is offered only when none is in the middle of its offers.
     private final AtomicInteger pushesInFlight = new AtomicInteger();
+    // True while a checkpoint's cut is being offered to the writers: pushes wait (microseconds) before offering.
+    private volatile boolean cutting;
     private final PushSequenceWindows sequences = new PushSequenceWindows();
     // Wakes pulls and reports clocks; never blocks.
     private final ExecutorService clockExecutor = Executors.newFixedThreadPool(2, ProxyLink.daemon("ps-clock"));
@@ -327,7 +330,7 @@ public final class Shard implements AutoCloseable {
             final float[] gradients,
             final JobTag tag) {
         requests.incrementAndGet();
-        pushesInFlight.incrementAndGet();
+        enterOffers();
         try {
             return checkAndOffer(tableName, routingEpoch, clientId, sequence, keys, gradients, tag);
         } finally {
@@ -542,7 +545,8 @@ public final class Shard implements AutoCloseable {
         final long partBytes = partBytesSetting > 0 ? partBytesSetting : partBufferBytes(snapshotTables.size());
         final ShardSnapshot snapshot;
         try {
-            snapshot = ShardSnapshot.begin(writers, snapshotTables, covered::get, snapshotLimits);
+            snapshot = ShardSnapshot.begin(
+                    writers, snapshotTables, covered::get, snapshotLimits, this::offerCutBetweenPushes);
         } catch (IllegalStateException busy) {
             throw PsException.unavailable("shard " + shardId + " cannot checkpoint now: " + busy.getMessage());
         }
@@ -607,6 +611,42 @@ public final class Shard implements AutoCloseable {
                         + " (and " + (now.restoring().cardinality() - 1)
                         + " more); a checkpoint now would miss their rows");
             }
+        }
+    }
+
+    /**
+     * Counts this thread's push (or SYNC clock) into {@link #pushesInFlight}, first waiting out a cut being offered;
+     * the caller decrements it once its offers are done. With the cut's side (set {@code cutting}, then wait for no
+     * push in flight), each sees the other's write (both are sequentially consistent), so a push is offered wholly
+     * before or wholly after a cut in every partition it touches.
+     */
+    private void enterOffers() {
+        while (true) {
+            pushesInFlight.incrementAndGet();
+            if (!cutting) {
+                return;
+            }
+            pushesInFlight.decrementAndGet();
+            while (cutting) {
+                LockSupport.parkNanos(10_000);
+            }
+        }
+    }
+
+    /**
+     * Runs {@code offerCut} once no push is in the middle of its offers, holding new ones back meanwhile (the cut's
+     * control tasks are only queued here, so pushes wait microseconds, not for the writers).
+     */
+    private void offerCutBetweenPushes(final Runnable offerCut) {
+        // One snapshot at a time (ShardSnapshot refuses a second before it gets here), so one cut at a time.
+        cutting = true;
+        try {
+            while (pushesInFlight.get() > 0) {
+                LockSupport.parkNanos(10_000);
+            }
+            offerCut.run();
+        } finally {
+            cutting = false;
         }
     }
 
@@ -916,6 +956,18 @@ public final class Shard implements AutoCloseable {
 
     private Void queueClock(
             final String jobId, final long clock, final JobClocks.ClockUpdates updates, final int participants) {
+        // One clock, every table, on one side of a checkpoint's cut.
+        enterOffers();
+        try {
+            queueClockTables(jobId, clock, updates, participants);
+        } finally {
+            pushesInFlight.decrementAndGet();
+        }
+        return null;
+    }
+
+    private void queueClockTables(
+            final String jobId, final long clock, final JobClocks.ClockUpdates updates, final int participants) {
         for (final var entry : updates.byTable.entrySet()) {
             final ParameterTable table = tables.get(entry.getKey());
             if (table == null) {
@@ -942,7 +994,6 @@ public final class Shard implements AutoCloseable {
                 LockSupport.parkNanos(TimeUnit.MICROSECONDS.toNanos(200));
             }
         }
-        return null;
     }
 
     /**

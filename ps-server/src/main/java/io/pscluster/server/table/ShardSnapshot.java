@@ -3,10 +3,13 @@ package io.pscluster.server.table;
 import java.util.List;
 import java.util.concurrent.ArrayBlockingQueue;
 import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicReference;
+import java.util.function.Consumer;
 import java.util.function.IntPredicate;
 import java.util.function.LongPredicate;
 import org.slf4j.Logger;
@@ -93,14 +96,31 @@ public final class ShardSnapshot implements AutoCloseable {
             final IntPredicate slots,
             final Limits limits)
             throws InterruptedException {
+        return begin(writers, tables, slots, limits, Runnable::run);
+    }
+
+    /**
+     * As {@link #begin(PartitionWriters, List, IntPredicate, Limits)}, the cut's control tasks queued by
+     * {@code offering} (which runs what it is given once, e.g. when no push is half offered to the partitions), and
+     * waited for afterwards.
+     */
+    public static ShardSnapshot begin(
+            final PartitionWriters writers,
+            final List<ParameterTable> tables,
+            final IntPredicate slots,
+            final Limits limits,
+            final Consumer<Runnable> offering)
+            throws InterruptedException {
         final ShardSnapshot snapshot = new ShardSnapshot(writers, tables, slots, limits);
         writers.startSnapshot(snapshot);
         final long start = System.nanoTime();
         try {
-            ParameterTable.await(writers.runOnAll(partition -> {
+            final AtomicReference<CompletableFuture<List<Object>>> cut = new AtomicReference<>();
+            offering.accept(() -> cut.set(writers.runOnAll(partition -> {
                 snapshot.scans[partition].cut();
                 return null;
-            }));
+            })));
+            ParameterTable.await(cut.get());
         } catch (InterruptedException | RuntimeException e) {
             snapshot.close();
             throw e;
