@@ -191,7 +191,7 @@ class SafetensorsExportTest {
     @Test
     void shouldBeReadByNumpyBitExact() throws Exception {
         Assumptions.assumeTrue(
-                numpyAvailable(), "python3 with numpy is not installed (.ci/run installs python3-numpy)");
+                NUMPY_PYTHON != null, "python3 with numpy is not installed (.ci/run installs python3-numpy)");
         final Path out = tmp.resolve("numpy");
         final Run run = psctl("checkpoint", "export", "--checkpoint-dir", root.toString(), "--out", out.toString());
         assertThat(run.exit).as(run.text()).isZero();
@@ -479,7 +479,7 @@ class SafetensorsExportTest {
     }
 
     private static Map<Long, String> numpyRows(final String script, final Path file) throws Exception {
-        final Process python = new ProcessBuilder("python3", "-c", script, file.toString())
+        final Process python = new ProcessBuilder(NUMPY_PYTHON, "-c", script, file.toString())
                 .redirectErrorStream(true)
                 .start();
         final String output = new String(python.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
@@ -493,19 +493,30 @@ class SafetensorsExportTest {
         return rows;
     }
 
-    private static boolean numpyAvailable() {
-        try {
-            final Process probe = new ProcessBuilder("python3", "-c", "import numpy")
-                    .redirectErrorStream(true)
-                    .start();
-            probe.getInputStream().readAllBytes();
-            return probe.waitFor(60, TimeUnit.SECONDS) && probe.exitValue() == 0;
-        } catch (IOException e) {
-            return false;
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            return false;
+    /**
+     * A python that imports numpy: Debian's (where .ci/run's apt-get puts python3-numpy) first, then the PATH's (which
+     * may be a pyenv shim without it); null if neither does.
+     */
+    private static final String NUMPY_PYTHON = findNumpyPython();
+
+    private static String findNumpyPython() {
+        for (final String candidate : new String[] {"/usr/bin/python3", "python3"}) {
+            try {
+                final Process probe = new ProcessBuilder(candidate, "-c", "import numpy")
+                        .redirectErrorStream(true)
+                        .start();
+                probe.getInputStream().readAllBytes();
+                if (probe.waitFor(60, TimeUnit.SECONDS) && probe.exitValue() == 0) {
+                    return candidate;
+                }
+            } catch (IOException notThere) {
+                // try the next one
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                return null;
+            }
         }
+        return null;
     }
 
     private static float[] gradients(final Random random, final int count) {
