@@ -257,19 +257,59 @@ public final class CheckpointStore implements Closeable {
      *     that a caller never mistakes an outage for a damaged checkpoint.
      */
     public void verify(CheckpointInfo checkpoint) throws CheckpointCorruptException {
-        VerifyReport report;
+        List<CheckpointInfo> chain;
         try {
-            report = check(checkpoint, VerifyReport.Depth.CHECKSUM);
+            chain = chain(checkpoint);
+        } catch (CheckpointCorruptException e) {
+            throw e;
         } catch (IOException e) {
-            throw new UncheckedIOException("checkpoint " + checkpoint.id() + ": cannot check its files", e);
+            throw new UncheckedIOException("checkpoint " + checkpoint.id() + ": cannot read its chain", e);
         }
-        if (!report.intact()) {
-            throw new CheckpointCorruptException(
-                    "checkpoint " + checkpoint.id() + ": " + report.problems().get(0)
-                            + (report.problems().size() > 1
-                                    ? " (and " + (report.problems().size() - 1) + " more)"
-                                    : ""));
+        for (CheckpointInfo link : chain) {
+            VerifyReport report;
+            try {
+                report = check(link, VerifyReport.Depth.CHECKSUM);
+            } catch (IOException e) {
+                throw new UncheckedIOException("checkpoint " + link.id() + ": cannot check its files", e);
+            }
+            if (!report.intact()) {
+                throw new CheckpointCorruptException((link.id() == checkpoint.id()
+                                ? "checkpoint " + link.id()
+                                : "checkpoint " + checkpoint.id() + " (a delta) needs checkpoint " + link.id())
+                        + ": " + report.problems().get(0)
+                        + (report.problems().size() > 1
+                                ? " (and " + (report.problems().size() - 1) + " more)"
+                                : ""));
+            }
         }
+    }
+
+    /**
+     * What restores {@code checkpoint}, oldest first: itself for a base; for a delta its base, every delta between,
+     * then itself. Files are not verified.
+     *
+     * @throws CheckpointCorruptException if a checkpoint of the chain has no manifest or does not lead to the base.
+     */
+    public List<CheckpointInfo> chain(CheckpointInfo checkpoint) throws IOException {
+        java.util.ArrayDeque<CheckpointInfo> chain = new java.util.ArrayDeque<>();
+        CheckpointInfo link = checkpoint;
+        chain.addFirst(link);
+        while (link.manifest().kind() == Manifest.Kind.DELTA) {
+            long parentId = link.manifest().parentId();
+            long baseId = link.manifest().baseId();
+            CheckpointInfo child = link;
+            link = get(parentId)
+                    .orElseThrow(() -> new CheckpointCorruptException("checkpoint " + checkpoint.id()
+                            + " (a delta) needs checkpoint " + parentId + ", which has no manifest under " + root));
+            if (link.manifest().kind() == Manifest.Kind.BASE
+                    ? link.id() != baseId
+                    : link.manifest().baseId() != baseId) {
+                throw new CheckpointCorruptException("checkpoint " + child.id() + " names base " + baseId
+                        + " but its parent " + parentId + " leads to another");
+            }
+            chain.addFirst(link);
+        }
+        return new ArrayList<>(chain);
     }
 
     /**
@@ -505,6 +545,15 @@ public final class CheckpointStore implements Closeable {
      * As {@link #fileName(String, String, long)}, for part {@code part} of a shard's rows of the table: part 0 has that
      * name, part {@code n > 0} ends {@code .<checkpointId>-<n, 5 digits>.rows}.
      */
+    /**
+     * A path for part {@code part} of the keys a delta removed from one shard's rows of the table: as
+     * {@link #fileName(String, String, long, int)}, ending {@code .removed} instead of {@code .rows}.
+     */
+    public static String removedKeysFileName(String shardId, String table, long checkpointId, int part) {
+        String rows = fileName(shardId, table, checkpointId, part);
+        return rows.substring(0, rows.length() - ".rows".length()) + ".removed";
+    }
+
     public static String fileName(String shardId, String table, long checkpointId, int part) {
         if (shardId.isEmpty() || table.isEmpty()) {
             throw new IllegalArgumentException("shardId '" + shardId + "' and table '" + table + "' must be non-empty");

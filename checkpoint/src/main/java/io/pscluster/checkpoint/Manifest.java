@@ -156,11 +156,13 @@ public record Manifest(
         return total;
     }
 
-    /** The sum of all file row counts. */
+    /** The sum of the row counts of every file of rows (removed keys left out). */
     public long totalRows() {
         long total = 0;
         for (FileEntry entry : files) {
-            total += entry.file().rows();
+            if (!entry.removedKeys()) {
+                total += entry.file().rows();
+            }
         }
         return total;
     }
@@ -215,12 +217,18 @@ public record Manifest(
      * @param table the table name, one of the manifest's tables.
      * @param shardId the id of the shard that wrote the file; any string.
      * @param file the file's path, length, CRC32C, rows and slots.
+     * @param removedKeys true for a delta's file of keys removed since its parent (row width 0).
      */
-    public record FileEntry(String table, String shardId, RowFileInfo file) {
+    public record FileEntry(String table, String shardId, RowFileInfo file, boolean removedKeys) {
         public FileEntry {
             Objects.requireNonNull(table, "table");
             Objects.requireNonNull(shardId, "shardId");
             Objects.requireNonNull(file, "file");
+        }
+
+        /** A file of rows. */
+        public FileEntry(String table, String shardId, RowFileInfo file) {
+            this(table, shardId, file, false);
         }
     }
 }

@@ -146,7 +146,8 @@ final class ManifestJson {
                     .setCrc32C(file.crc32c())
                     .setRows(file.rows())
                     .setCodec(file.codec().toProto())
-                    .setUncompressedBytes(file.uncompressedBytes());
+                    .setUncompressedBytes(file.uncompressedBytes())
+                    .setRemovedKeys(entry.removedKeys());
             for (int slot : file.slots()) {
                 out.addSlots(slot);
             }
@@ -189,7 +190,8 @@ final class ManifestJson {
                             file.getRows(),
                             slots,
                             codec,
-                            file.getUncompressedBytes())));
+                            file.getUncompressedBytes()),
+                    file.getRemovedKeys()));
         }
         long created;
         try {

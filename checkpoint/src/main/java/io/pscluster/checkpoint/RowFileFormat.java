@@ -12,7 +12,8 @@ import java.nio.charset.StandardCharsets;
  * trailer : int slotEntries | long footerStart | int chunkCount | "PSRF"                  (20 bytes)
  * </pre>
  *
- * <p>Rows are {@code long key | rowWidth x float32 raw bits} ({@code 8 + 4 * rowWidth} bytes), slots in ascending
+ * <p>Rows are {@code long key | rowWidth x float32 raw bits} ({@code 8 + 4 * rowWidth} bytes; a file of row width 0
+ * lists keys only, as a delta's removed keys do), slots in ascending
  * order, a slot's rows contiguous. They are cut into chunks of whole rows, about {@link #DEFAULT_CHUNK_BYTES} each,
  * and each chunk is stored on its own: shuffled (byte {@code k} of every 4-byte word, for {@code k = 0..3}, one plane
  * after the other) and compressed with the header's codec, except that a chunk whose compressed form would not be

@@ -66,8 +66,9 @@ public final class RowFileReader {
                 throw corrupt(file, "unsupported version " + version + ", expected " + RowFileFormat.VERSION + " or 1");
             }
             int maxWidth = version == RowFileFormat.V1 ? (Integer.MAX_VALUE - 8) / 4 : RowFileFormat.MAX_ROW_WIDTH;
-            if (rowWidth < 1 || rowWidth > maxWidth) {
-                throw corrupt(file, "rowWidth " + rowWidth + " out of range [1, " + maxWidth + "]");
+            int minWidth = version == RowFileFormat.V1 ? 1 : 0;
+            if (rowWidth < minWidth || rowWidth > maxWidth) {
+                throw corrupt(file, "rowWidth " + rowWidth + " out of range [" + minWidth + ", " + maxWidth + "]");
             }
             if (version == RowFileFormat.V1) {
                 if (info.codec() != ChunkCodec.NONE) {

@@ -114,9 +114,9 @@ public final class RowFileWriter implements AutoCloseable {
         Objects.requireNonNull(checkpointDir, "checkpointDir");
         Objects.requireNonNull(options, "options");
         RowFileInfo.checkRelativePath(relativePath);
-        if (rowWidth < 1 || rowWidth > RowFileFormat.MAX_ROW_WIDTH) {
+        if (rowWidth < 0 || rowWidth > RowFileFormat.MAX_ROW_WIDTH) {
             throw new IllegalArgumentException(
-                    "rowWidth=" + rowWidth + " must be in [1, " + RowFileFormat.MAX_ROW_WIDTH + "]");
+                    "rowWidth=" + rowWidth + " must be in [0, " + RowFileFormat.MAX_ROW_WIDTH + "] (0: keys only)");
         }
         Path file = new Path(checkpointDir, relativePath);
         FSDataOutputStream out;

@@ -255,7 +255,7 @@ class RowFileTest {
 
         assertCorrupt(info, original, 0, buf -> buf.put(0, (byte) 'X'), "bad header magic");
         assertCorrupt(info, original, 4, buf -> buf.putInt(4, 3), "unsupported version 3");
-        assertCorrupt(info, original, 8, buf -> buf.putInt(8, 0), "rowWidth 0 out of range");
+        assertCorrupt(info, original, 8, buf -> buf.putInt(8, -1), "rowWidth -1 out of range");
         assertCorrupt(info, original, 12, buf -> buf.putInt(12, 9), "unknown codec id 9");
         assertCorrupt(info, original, 12, buf -> buf.putInt(12, 2), "header says codec lz4, manifest says none");
         assertCorrupt(info, original, trailer + 16, buf -> buf.put(trailer + 16, (byte) 'X'), "bad trailer magic");

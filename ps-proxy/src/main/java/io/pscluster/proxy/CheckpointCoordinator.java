@@ -1,5 +1,7 @@
 package io.pscluster.proxy;
 
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
 import io.pscluster.checkpoint.CheckpointInfo;
 import io.pscluster.checkpoint.CheckpointStore;
 import io.pscluster.checkpoint.ChunkCodec;
@@ -20,6 +22,7 @@ import java.util.BitSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -50,12 +53,20 @@ final class CheckpointCoordinator {
      * @param replication replicas of each data file; 0: the filesystem's default.
      * @param blockSize block size of each data file in bytes; 0: the filesystem's default.
      * @param retention which checkpoints are kept after each commit.
+     * @param deltasPerBase deltas taken after a base before the next base (0: every checkpoint is a base); a base
+     *     comes sooner once the deltas since the last one outgrow half of it.
      */
-    record Settings(ChunkCodec codec, int replication, long blockSize, RetentionPolicy retention) {
+    record Settings(ChunkCodec codec, int replication, long blockSize, RetentionPolicy retention, int deltasPerBase) {
         static Settings defaults() {
-            return new Settings(ChunkCodec.ZSTD, 0, 0, RetentionPolicy.keepAll());
+            return new Settings(ChunkCodec.ZSTD, 0, 0, RetentionPolicy.keepAll(), DEFAULT_DELTAS_PER_BASE);
         }
     }
+
+    static final int DEFAULT_DELTAS_PER_BASE = 4;
+    /** A base comes once the deltas since the last one hold more than this share of its bytes. */
+    private static final double MAX_DELTA_SHARE = 0.5;
+    /** What a shard's refusal to write a delta says (then the checkpoint is taken again as a base). */
+    private static final String NO_DELTA = "cannot write a delta";
 
     CheckpointCoordinator(final ClusterState state, final CheckpointStore store, final ShardFanOut fanOut) {
         this(state, store, fanOut, Settings.defaults());
@@ -77,6 +88,58 @@ final class CheckpointCoordinator {
     record Taken(CheckpointInfo checkpoint, long maxSnapshotMicros) {}
 
     synchronized Taken checkpointNow() throws IOException, InterruptedException {
+        final Optional<CheckpointInfo> parent = deltaParent();
+        if (parent.isPresent()) {
+            try {
+                return checkpointNow(parent.get());
+            } catch (StatusRuntimeException refused) {
+                if (refused.getStatus().getCode() != Status.Code.FAILED_PRECONDITION
+                        || refused.getStatus().getDescription() == null
+                        || !refused.getStatus().getDescription().contains(NO_DELTA)) {
+                    throw refused;
+                }
+                LOG.info(
+                        "taking a base instead of a delta: {}",
+                        refused.getStatus().getDescription());
+            }
+        }
+        return checkpointNow(null);
+    }
+
+    /**
+     * The checkpoint the next one can be a delta of: the latest committed one, while its chain holds fewer than
+     * {@link Settings#deltasPerBase} deltas and their bytes stay under half the base's; empty when a base is due.
+     */
+    private Optional<CheckpointInfo> deltaParent() throws IOException {
+        final long latest = state.latestCheckpointId();
+        if (settings.deltasPerBase() <= 0 || latest <= 0) {
+            return Optional.empty();
+        }
+        final Optional<CheckpointInfo> parent;
+        final List<CheckpointInfo> chain;
+        try {
+            parent = store.get(latest);
+            if (parent.isEmpty()) {
+                return Optional.empty();
+            }
+            chain = store.chain(parent.get());
+        } catch (io.pscluster.checkpoint.CheckpointCorruptException damaged) {
+            LOG.warn("checkpoint {} cannot carry a delta ({}); taking a base", latest, damaged.getMessage());
+            return Optional.empty();
+        }
+        final long baseBytes = chain.get(0).manifest().totalBytes();
+        long deltaBytes = 0;
+        for (final CheckpointInfo delta : chain.subList(1, chain.size())) {
+            deltaBytes += delta.manifest().totalBytes();
+        }
+        if (chain.size() - 1 >= settings.deltasPerBase() || deltaBytes > MAX_DELTA_SHARE * baseBytes) {
+            return Optional.empty();
+        }
+        return parent;
+    }
+
+    /** Takes a checkpoint: a delta of {@code parent}, or a base when it is null. */
+    private Taken checkpointNow(final CheckpointInfo parent) throws IOException, InterruptedException {
         final List<ClusterState.Owner> owners = state.ownersForClusterOperation("a checkpoint");
         final List<TableSchema> tables = state.tables();
         final String[] slotOwners = state.slotOwners();
@@ -90,6 +153,8 @@ final class CheckpointCoordinator {
                 .setCodec(settings.codec().toProto())
                 .setReplication(settings.replication())
                 .setBlockSize(settings.blockSize())
+                .setSinceCheckpointId(state.latestCheckpointId())
+                .setDelta(parent != null)
                 .build();
         final List<WriteCheckpointResponse> responses = fanOut.callAll(
                 "checkpoint " + id,
@@ -120,7 +185,8 @@ final class CheckpointCoordinator {
                                         .mapToInt(Integer::intValue)
                                         .toArray(),
                                 ChunkCodec.fromProto(file.getCodec()).orElse(ChunkCodec.NONE),
-                                file.getUncompressedBytes())));
+                                file.getUncompressedBytes()),
+                        file.getRemovedKeys()));
             }
         }
         final List<Manifest.TableEntry> tableEntries = new ArrayList<>();
@@ -128,8 +194,20 @@ final class CheckpointCoordinator {
         final Map<String, String> properties = new LinkedHashMap<>();
         properties.put(SLOT_OWNERS, SlotOwners.encode(slotOwners));
         properties.put(ROUTING_EPOCH, Long.toString(epoch));
-        final Manifest manifest =
-                new Manifest(id, System.currentTimeMillis(), Slots.SLOT_COUNT, tableEntries, files, properties);
+        final Manifest manifest = parent == null
+                ? new Manifest(id, System.currentTimeMillis(), Slots.SLOT_COUNT, tableEntries, files, properties)
+                : new Manifest(
+                        id,
+                        System.currentTimeMillis(),
+                        Slots.SLOT_COUNT,
+                        Manifest.Kind.DELTA,
+                        parent.manifest().kind() == Manifest.Kind.BASE
+                                ? parent.id()
+                                : parent.manifest().baseId(),
+                        parent.id(),
+                        tableEntries,
+                        files,
+                        properties);
         store.commit(manifest);
         try {
             state.checkpointCommitted(id, manifest.createdMillis());

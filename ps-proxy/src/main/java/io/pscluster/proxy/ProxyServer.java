@@ -306,6 +306,7 @@ public final class ProxyServer implements AutoCloseable {
         private int checkpointReplication;
         private long checkpointBlockSize;
         private int keepCheckpoints = 5;
+        private int deltasPerBase = CheckpointCoordinator.DEFAULT_DELTAS_PER_BASE;
         private long maxCheckpointAgeMs;
 
         /** Port to serve on; 0 picks a free one. */
@@ -409,6 +410,15 @@ public final class ProxyServer implements AutoCloseable {
             return this;
         }
 
+        /**
+         * Checkpoints taken as deltas (rows changed and removed since the previous one) between two bases (default
+         * 4); 0: every checkpoint is a base.
+         */
+        public Context deltasPerBase(final int value) {
+            deltasPerBase = value;
+            return this;
+        }
+
         /** After each commit, delete checkpoints older than this; 0 (default): no limit by age. */
         public Context maxCheckpointAgeMs(final long value) {
             maxCheckpointAgeMs = value;
@@ -421,7 +431,8 @@ public final class ProxyServer implements AutoCloseable {
                     ChunkCodec.parse(checkpointCodec),
                     checkpointReplication,
                     checkpointBlockSize,
-                    new RetentionPolicy(keepCheckpoints, Duration.ofMillis(maxCheckpointAgeMs)));
+                    new RetentionPolicy(keepCheckpoints, Duration.ofMillis(maxCheckpointAgeMs)),
+                    deltasPerBase);
         }
 
         URI validate() {
@@ -463,6 +474,10 @@ public final class ProxyServer implements AutoCloseable {
             if (checkpointBlockSize < 0 || checkpointBlockSize % 512 != 0) {
                 throw new IllegalArgumentException("checkpointBlockSize=" + checkpointBlockSize
                         + " must be 0 (the filesystem's default) or a positive multiple of 512");
+            }
+            if (deltasPerBase < 0) {
+                throw new IllegalArgumentException(
+                        "deltasPerBase=" + deltasPerBase + " must be >= 0 (0: every checkpoint is a base)");
             }
             if (keepCheckpoints < 0) {
                 throw new IllegalArgumentException(

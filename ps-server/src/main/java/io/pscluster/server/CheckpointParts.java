@@ -14,7 +14,8 @@ import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 
 /**
- * One table's rows of a checkpoint, written as part files of bounded size. Rows arrive in the writers' order
+ * One table's rows of a checkpoint (or, for a delta, the keys it removed: rows of width 0), written as part files of
+ * bounded size. Rows arrive in the writers' order
  * (record ids, not slots); a row file holds its slots in ascending order, so rows are gathered in a buffer of at most
  * {@code bufferBytes}, ordered by slot (a counting sort) and written as one part when it is full. Heap use is the
  * buffer, whatever the number of rows.
@@ -26,6 +27,7 @@ final class CheckpointParts {
     private final ParameterTable table;
     private final long checkpointId;
     private final RowFileWriter.Options options;
+    private final boolean removedKeys;
     private final int rowWidth;
     private final long[] keys;
     private final int[] slots;
@@ -42,14 +44,16 @@ final class CheckpointParts {
             final ParameterTable table,
             final long checkpointId,
             final RowFileWriter.Options options,
-            final long bufferBytes) {
+            final long bufferBytes,
+            final boolean removedKeys) {
         this.fs = fs;
         this.dir = dir;
         this.shardId = shardId;
         this.table = table;
         this.checkpointId = checkpointId;
         this.options = options;
-        this.rowWidth = table.rowWidth();
+        this.removedKeys = removedKeys;
+        this.rowWidth = removedKeys ? 0 : table.rowWidth();
         final long perRow = 8 + 4 + 4 + 4L * rowWidth; // key, slot, order, record
         final int capacity =
                 (int) Math.max(1, Math.min(Integer.MAX_VALUE / Math.max(1, rowWidth), bufferBytes / perRow));
@@ -94,7 +98,9 @@ final class CheckpointParts {
             order[slotStarts[slots[i]]++] = i;
         }
         // slotStarts[s] now holds the end of slot s; rows of slot s are order[end(s-1) .. end(s)).
-        final String relative = CheckpointStore.fileName(shardId, table.name(), checkpointId, files.size());
+        final String relative = removedKeys
+                ? CheckpointStore.removedKeysFileName(shardId, table.name(), checkpointId, files.size())
+                : CheckpointStore.fileName(shardId, table.name(), checkpointId, files.size());
         final RowFileInfo info;
         try (RowFileWriter writer = RowFileWriter.create(fs, dir, relative, rowWidth, options)) {
             int next = 0;
@@ -118,7 +124,8 @@ final class CheckpointParts {
                 .setCrc32C(info.crc32c())
                 .setRows(info.rows())
                 .setCodec(info.codec().toProto())
-                .setUncompressedBytes(info.uncompressedBytes());
+                .setUncompressedBytes(info.uncompressedBytes())
+                .setRemovedKeys(removedKeys);
         for (final int slot : info.slots()) {
             file.addSlots(slot);
         }

@@ -28,6 +28,7 @@ import java.net.URI;
 import java.util.ArrayList;
 import java.util.BitSet;
 import java.util.Collection;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
@@ -523,7 +524,7 @@ public final class Shard implements AutoCloseable {
      */
     public WrittenCheckpoint writeCheckpoint(final URI root, final long checkpointId)
             throws IOException, InterruptedException {
-        return writeCheckpoint(root, checkpointId, RowFileWriter.Options.defaults(), null);
+        return writeCheckpoint(root, checkpointId, RowFileWriter.Options.defaults(), null, 0, false);
     }
 
     /**
@@ -533,8 +534,13 @@ public final class Shard implements AutoCloseable {
      * @throws PsException UNAVAILABLE if one of {@code slots} is not owned, or is restoring, at any time from before
      *     the cut until after it (the routing moved while the checkpoint began).
      */
-    public WrittenCheckpoint writeCheckpoint(
-            final URI root, final long checkpointId, final RowFileWriter.Options options, final BitSet slots)
+    public synchronized WrittenCheckpoint writeCheckpoint(
+            final URI root,
+            final long checkpointId,
+            final RowFileWriter.Options options,
+            final BitSet slots,
+            final long sinceId,
+            final boolean delta)
             throws IOException, InterruptedException {
         final SlotOwnership.View before = ownership.view();
         final BitSet covered = slots == null ? (BitSet) before.owned().clone() : (BitSet) slots.clone();
@@ -542,36 +548,52 @@ public final class Shard implements AutoCloseable {
         final CheckpointStore store = store(root);
         final Path dir = store.checkpointDir(checkpointId);
         final List<ParameterTable> snapshotTables = new ArrayList<>(tables.values());
+        final Cut since = cuts.get(sinceId);
+        if (delta) {
+            checkDeltaPossible(sinceId, since, covered, snapshotTables);
+        }
+        final ShardSnapshot.Epochs epochs =
+                new ShardSnapshot.Epochs(++cutEpochs, delta ? since.epoch() : 0, since == null ? 0 : since.epoch());
         final long partBytes = partBytesSetting > 0 ? partBytesSetting : partBufferBytes(snapshotTables.size());
         final ShardSnapshot snapshot;
         try {
             snapshot = ShardSnapshot.begin(
-                    writers, snapshotTables, covered::get, snapshotLimits, this::offerCutBetweenPushes);
+                    writers, snapshotTables, covered::get, snapshotLimits, this::offerCutBetweenPushes, epochs);
         } catch (IllegalStateException busy) {
             throw PsException.unavailable("shard " + shardId + " cannot checkpoint now: " + busy.getMessage());
         }
         final List<CheckpointFile> files = new ArrayList<>();
         try (snapshot) {
             checkCheckpointSlots(before, ownership.view(), covered);
+            if (snapshot.deltaImpossible()) {
+                throw PsException.failedPrecondition("shard " + shardId + " cannot write a delta since checkpoint "
+                        + sinceId + ": a partition removed more rows since than it logs; take a base");
+            }
             final CheckpointParts[] parts = new CheckpointParts[snapshotTables.size()];
+            final CheckpointParts[] removed = new CheckpointParts[snapshotTables.size()];
             for (int t = 0; t < parts.length; t++) {
+                final ParameterTable table = snapshotTables.get(t);
                 parts[t] = new CheckpointParts(
-                        store.fileSystem(), dir, shardId, snapshotTables.get(t), checkpointId, options, partBytes);
+                        store.fileSystem(), dir, shardId, table, checkpointId, options, partBytes, false);
+                removed[t] = new CheckpointParts(
+                        store.fileSystem(), dir, shardId, table, checkpointId, options, partBytes / 4, true);
             }
             while (!snapshot.done()) {
                 final SnapshotBatch batch = snapshot.poll(100, TimeUnit.MILLISECONDS);
                 if (batch != null) {
                     try {
-                        parts[batch.table()].add(batch);
+                        (batch.removedKeys() ? removed : parts)[batch.table()].add(batch);
                     } finally {
                         snapshot.release(batch);
                     }
                 }
             }
-            for (final CheckpointParts table : parts) {
-                files.addAll(table.finish());
+            for (int t = 0; t < parts.length; t++) {
+                files.addAll(parts[t].finish());
+                files.addAll(removed[t].finish());
             }
         }
+        rememberCut(checkpointId, epochs.cutEpoch(), covered, snapshotTables);
         final long heldMicros = snapshot.heldPushNanos() / 1000;
         LOG.info(
                 "shard {} wrote checkpoint {}: {} files; the cut held pushes for {} us, the copy for {} us"
@@ -592,6 +614,46 @@ public final class Shard implements AutoCloseable {
     public void tuneCheckpoints(final ShardSnapshot.Limits limits, final long partBufferBytes) {
         this.snapshotLimits = limits;
         this.partBytesSetting = partBufferBytes;
+    }
+
+    /** A cut this shard took: its epoch, the slots it covered and the tables it held (by identity). */
+    private record Cut(int epoch, BitSet covered, Map<String, ParameterTable> tables) {}
+
+    /** The cuts of the last checkpoints written here, for deltas; guarded by this. */
+    private final Map<Long, Cut> cuts = new LinkedHashMap<>();
+
+    private int cutEpochs;
+
+    private void rememberCut(
+            final long checkpointId, final int epoch, final BitSet covered, final List<ParameterTable> cutTables) {
+        final Map<String, ParameterTable> byName = new LinkedHashMap<>();
+        cutTables.forEach(table -> byName.put(table.name(), table));
+        cuts.put(checkpointId, new Cut(epoch, covered, byName));
+        while (cuts.size() > 8) {
+            cuts.remove(cuts.keySet().iterator().next());
+        }
+    }
+
+    /**
+     * A delta since checkpoint {@code sinceId} needs this shard's own cut of it, of the same slots and the same tables
+     * (a table created or re-created since holds rows that cut did not see).
+     */
+    private void checkDeltaPossible(
+            final long sinceId, final Cut since, final BitSet covered, final List<ParameterTable> now) {
+        final String refusal = "shard " + shardId + " cannot write a delta since checkpoint " + sinceId + ": ";
+        if (since == null) {
+            throw PsException.failedPrecondition(
+                    refusal + "it did not write that checkpoint (restarted or new); take" + " a base");
+        }
+        if (!since.covered().equals(covered)) {
+            throw PsException.failedPrecondition(refusal + "its slots changed since; take a base");
+        }
+        for (final ParameterTable table : now) {
+            if (since.tables().get(table.name()) != table) {
+                throw PsException.failedPrecondition(
+                        refusal + "table '" + table.name() + "' was created since; take a base");
+            }
+        }
     }
 
     /**
@@ -820,9 +882,23 @@ public final class Shard implements AutoCloseable {
         }
         long rows = 0;
         final FileSystem fs = store.fileSystem();
-        for (final Manifest.FileEntry entry : checkpoint.manifest().files()) {
-            if (intersects(entry.file().slots(), slots)) {
-                rows += restoreFile(fs, checkpoint, entry, slots);
+        // A delta restores on top of its chain: the base, then each delta's removed keys and rows, oldest first.
+        final java.util.Set<String> tableNames = new java.util.HashSet<>();
+        checkpoint.manifest().tables().forEach(table -> tableNames.add(table.name()));
+        for (final CheckpointInfo link : store.chain(checkpoint)) {
+            for (final Manifest.FileEntry entry : link.manifest().files()) {
+                if (entry.removedKeys()
+                        && tableNames.contains(entry.table())
+                        && intersects(entry.file().slots(), slots)) {
+                    removeKeysOf(fs, link, entry, slots);
+                }
+            }
+            for (final Manifest.FileEntry entry : link.manifest().files()) {
+                if (!entry.removedKeys()
+                        && tableNames.contains(entry.table())
+                        && intersects(entry.file().slots(), slots)) {
+                    rows += restoreFile(fs, link, entry, slots);
+                }
             }
         }
         for (final ParameterTable table : tables.values()) {
@@ -839,6 +915,28 @@ public final class Shard implements AutoCloseable {
     }
 
     /** Loads one row file's rows of {@code slots}, handing them to the writers in batches. */
+    /** Removes the keys a delta's file lists (of the slots {@code slots} holds) from the table. */
+    private void removeKeysOf(
+            final FileSystem fs, final CheckpointInfo checkpoint, final Manifest.FileEntry entry, final BitSet slots)
+            throws IOException, InterruptedException {
+        final ParameterTable table = table(entry.table());
+        final long[] keys = new long[RESTORE_BATCH_ROWS];
+        final int[] count = {0};
+        RowFileReader.read(fs, checkpoint.dir(), entry.file(), slots::get, (slot, key, record) -> {
+            keys[count[0]] = key;
+            if (++count[0] == RESTORE_BATCH_ROWS) {
+                try {
+                    table.removeKeys(keys, count[0]);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    throw PsException.unavailable("restore of table '" + table.name() + "' was interrupted");
+                }
+                count[0] = 0;
+            }
+        });
+        table.removeKeys(keys, count[0]);
+    }
+
     private long restoreFile(
             final FileSystem fs, final CheckpointInfo checkpoint, final Manifest.FileEntry entry, final BitSet slots)
             throws IOException, InterruptedException {

@@ -51,7 +51,9 @@ final class ShardAdminGrpcService extends ShardAdminServiceGrpc.ShardAdminServic
                     root(request.getCheckpointRoot()),
                     request.getCheckpointId(),
                     writeOptions(request),
-                    requestedSlots(request));
+                    requestedSlots(request),
+                    request.getSinceCheckpointId(),
+                    request.getDelta());
             final WriteCheckpointResponse.Builder answer = WriteCheckpointResponse.newBuilder()
                     .addAllFiles(written.files())
                     .setSnapshotMicros(written.snapshotMicros())

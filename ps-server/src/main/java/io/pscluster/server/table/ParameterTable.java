@@ -408,6 +408,18 @@ public final class ParameterTable {
         return partitions[partition];
     }
 
+    /** Removes the rows of the first {@code count} of {@code keys} (those that have one). Used by restores. */
+    public void removeKeys(final long[] keys, final int count) throws InterruptedException {
+        await(writers.runOnAll(partition -> {
+            for (int i = 0; i < count; i++) {
+                if (writers.partitionOf(slotOf(keys[i])) == partition) {
+                    partitions[partition].remove(keys[i]);
+                }
+            }
+            return null;
+        }));
+    }
+
     /** Drops the rows of every accepted slot, after the pushes queued before. */
     public void clearSlots(final IntPredicate slotFilter) throws InterruptedException {
         await(writers.runOnAll(partition -> {

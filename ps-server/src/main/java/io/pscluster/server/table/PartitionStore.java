@@ -56,6 +56,8 @@ final class PartitionStore {
     static final int MIN_SEGMENT = 16;
     /** Entries of the largest segment: a split reads at most 80% of this many records (about 2 ms). */
     static final int MAX_SEGMENT = 1 << 15;
+    /** Removals one partition logs for the next delta before it gives up on them (12 bytes each). */
+    static final int MAX_LOGGED_REMOVALS = 1 << 20;
     /** A segment is grown before an insert would fill more than this share of it. */
     static final int MAX_LOAD_PERCENT = 80;
     /** Directory depth beyond which segments grow instead of splitting (unreachable below {@link #MAX_ROWS}). */
@@ -79,6 +81,22 @@ final class PartitionStore {
     private final int recordFloats;
     /** The snapshot being taken, or null; writer-only. */
     private Snapshot snapshot;
+    /**
+     * Change stamps, parallel to {@link #chunks}: the epoch of each record's last write (writer-only). Epoch {@code
+     * e} runs from cut {@code e - 1} to cut {@code e}; a delta since cut {@code p} holds the records stamped above
+     * {@code p}.
+     */
+    private int[][] stamps = new int[0][];
+
+    private int writeEpoch = 1;
+    /** Keys removed, with the epoch of their removal, once a cut has been taken (writer-only); see {@link #free}. */
+    private long[] removedKeys = new long[0];
+
+    private int[] removedEpochs = new int[0];
+    private int removals;
+    private boolean logRemovals;
+    /** The cut from which every removal is logged: deltas since an older cut cannot be served. */
+    private int loggingSince = Integer.MAX_VALUE;
 
     /** Chunks by index; entries past the last allocated one are null. */
     private volatile UnsafeBuffer[] chunks = new UnsafeBuffer[0];
@@ -284,13 +302,85 @@ final class PartitionStore {
     // ---- writer (the partition's thread only)
 
     /**
-     * Begins a snapshot: a copy of the rows as they are now, taken later in bounded {@link #snapshotStep}s while
-     * writes go on. Records that exist now are visited in id order; the first change to a record the scan has not
-     * reached yet (an update, a removal, a reuse of a free record) saves its state at the cut first, and the scan
-     * hands out that saved state instead. Records created beyond the cut's last id are not part of it.
+     * Begins a snapshot as cut {@code cutEpoch}: a copy of the rows as they are now, taken later in bounded
+     * {@link #snapshotStep}s while writes go on (stamped from now on above {@code cutEpoch}). Records that exist now
+     * are visited in id order; the first change to a record the scan has not reached yet (an update, a removal, a
+     * reuse of a free record) saves its state at the cut first, and the scan hands out that saved state instead.
+     * Records created beyond the cut's last id are not part of it.
+     *
+     * <p>With {@code sinceEpoch > 0} the snapshot is a delta: only rows written after cut {@code sinceEpoch}, then
+     * (see {@link #snapshotRemovalsStep}) the keys removed after it. Removals logged at or before
+     * {@code pruneEpoch} are forgotten first: no delta will reach back that far. Removals are logged from the first
+     * cut on.
      */
-    void beginSnapshot() {
-        snapshot = new Snapshot(highWater, recordFloats);
+    void beginSnapshot(final int cutEpoch, final int sinceEpoch, final int pruneEpoch) {
+        pruneRemovals(pruneEpoch);
+        snapshot = new Snapshot(highWater, recordFloats, sinceEpoch, removals);
+        writeEpoch = cutEpoch + 1;
+        if (!logRemovals) {
+            logRemovals = true;
+            loggingSince = cutEpoch;
+        }
+    }
+
+    /** Whether every removal since cut {@code sinceEpoch} is logged (not if the log overflowed since, or no cut). */
+    boolean removalsKnownSince(final int sinceEpoch) {
+        return logRemovals && sinceEpoch >= loggingSince;
+    }
+
+    private void pruneRemovals(final int upToEpoch) {
+        int drop = 0;
+        while (drop < removals && removedEpochs[drop] <= upToEpoch) {
+            drop++;
+        }
+        if (drop > 0) {
+            removals -= drop;
+            System.arraycopy(removedKeys, drop, removedKeys, 0, removals);
+            System.arraycopy(removedEpochs, drop, removedEpochs, 0, removals);
+        }
+    }
+
+    /** Logs a removal for the next delta; past {@link #MAX_LOGGED_REMOVALS} the log is dropped (deltas need a base). */
+    private void logRemoval(final long key) {
+        if (!logRemovals) {
+            return;
+        }
+        if (removals == removedKeys.length) {
+            if (removals >= MAX_LOGGED_REMOVALS) {
+                removedKeys = new long[0];
+                removedEpochs = new int[0];
+                removals = 0;
+                logRemovals = false;
+                return;
+            }
+            removedKeys = Arrays.copyOf(removedKeys, Math.max(64, 2 * removals));
+            removedEpochs = Arrays.copyOf(removedEpochs, removedKeys.length);
+        }
+        removedKeys[removals] = key;
+        removedEpochs[removals++] = writeEpoch;
+    }
+
+    /**
+     * Copies the next keys the snapshot's delta removed (logged since its {@code sinceEpoch}, up to the cut) whose key
+     * {@code want}s into {@code batch} (of row width 0); true once every logged removal has been looked at.
+     */
+    boolean snapshotRemovalsStep(final LongPredicate want, final SnapshotBatch batch, final int maxEntries) {
+        final Snapshot current = snapshot;
+        if (current.since == 0) {
+            return true; // a full copy has no removals: what is absent is absent
+        }
+        final int to = (int) Math.min(current.removalsEnd, (long) current.removalCursor + maxEntries);
+        int i = current.removalCursor;
+        for (; i < to && batch.hasRoom(); i++) {
+            if (removedEpochs[i] > current.since) {
+                final long key = removedKeys[i];
+                if (want.test(key)) {
+                    batch.add(key);
+                }
+            }
+        }
+        current.removalCursor = i;
+        return i >= current.removalsEnd;
     }
 
     /** Ends the snapshot (complete or abandoned) and frees what it saved. */
@@ -320,7 +410,7 @@ final class PartitionStore {
             }
             if (saved != Snapshot.NONE) {
                 final long key = current.savedKeys[saved];
-                if (want.test(key)) {
+                if (current.savedStamps[saved] > current.since && want.test(key)) {
                     System.arraycopy(
                             current.savedRecords, saved * recordFloats, batch.records, batch.add(key), recordFloats);
                 }
@@ -329,7 +419,7 @@ final class PartitionStore {
             }
             final UnsafeBuffer chunk = chunks[id >>> chunkShift];
             final int at = (id & chunkMask) * recordBytes;
-            if (chunk.getInt(at + TOUCH) != 0) {
+            if (chunk.getInt(at + TOUCH) != 0 && stampOf(id) > current.since) {
                 final long key = chunk.getLong(at + KEY);
                 if (want.test(key)) {
                     copyRecord(id, batch.records, batch.add(key), recordFloats);
@@ -354,6 +444,7 @@ final class PartitionStore {
         }
         final int index = current.claim();
         current.savedKeys[index] = chunk.getLong(at + KEY);
+        current.savedStamps[index] = stampOf(id);
         copyRecord(id, current.savedRecords, index * recordFloats, recordFloats);
         current.saved.put(id, index);
     }
@@ -368,18 +459,27 @@ final class PartitionStore {
 
         final int end;
         final int floats;
+        /** Rows stamped at or below this are left out (0: none is). */
+        final int since;
+        /** Removals logged before this index are the delta's (those above {@link #since}). */
+        final int removalsEnd;
+
         int cursor;
+        int removalCursor;
         /** Record id to its saved state's index, or {@link #ABSENT} for a record that was free at the cut. */
         final Int2IntHashMap saved = new Int2IntHashMap(NONE);
 
         long[] savedKeys = new long[16];
+        int[] savedStamps = new int[16];
         float[] savedRecords;
         private final IntArrayList freeIndexes = new IntArrayList();
         private int used;
 
-        Snapshot(final int end, final int floats) {
+        Snapshot(final int end, final int floats, final int since, final int removalsEnd) {
             this.end = end;
             this.floats = floats;
+            this.since = since;
+            this.removalsEnd = removalsEnd;
             this.savedRecords = new float[16 * floats];
         }
 
@@ -389,6 +489,7 @@ final class PartitionStore {
             }
             if (used == savedKeys.length) {
                 savedKeys = Arrays.copyOf(savedKeys, 2 * used);
+                savedStamps = Arrays.copyOf(savedStamps, 2 * used);
                 savedRecords = Arrays.copyOf(savedRecords, 2 * used * floats);
             }
             return used++;
@@ -449,6 +550,7 @@ final class PartitionStore {
         preserve(id);
         final UnsafeBuffer chunk = chunks[id >>> chunkShift];
         final int at = (id & chunkMask) * recordBytes;
+        stamp(id);
         beginWrite(chunk, at);
         try {
             faults.recordWrite(key);
@@ -497,6 +599,7 @@ final class PartitionStore {
         preserve(id);
         final UnsafeBuffer chunk = chunks[id >>> chunkShift];
         final int at = (id & chunkMask) * recordBytes;
+        stamp(id);
         beginWrite(chunk, at);
         try {
             faults.recordWrite(key);
@@ -609,6 +712,7 @@ final class PartitionStore {
         }
         final UnsafeBuffer chunk = chunks[id >>> chunkShift];
         final int at = (id & chunkMask) * recordBytes;
+        stamp(id);
         beginWrite(chunk, at);
         try {
             chunk.putLong(at + KEY, key);
@@ -792,11 +896,16 @@ final class PartitionStore {
             faults.chunkAllocation();
             final UnsafeBuffer fresh = new UnsafeBuffer(OffHeapBudget.JVM.allocate((chunkMask + 1) * recordBytes));
             UnsafeBuffer[] all = chunks;
+            int[][] allStamps = stamps;
             if (chunk == all.length) {
                 all = Arrays.copyOf(all, Math.max(16, 2 * all.length));
+                allStamps = Arrays.copyOf(allStamps, all.length);
             }
+            final int[] freshStamps = new int[chunkMask + 1];
             // Readers reach the new chunk only through an entry published later (release), or the volatile below.
             all[chunk] = fresh;
+            allStamps[chunk] = freshStamps;
+            stamps = allStamps;
             chunks = all;
             chunkCount = chunkCount + 1;
         }
@@ -806,6 +915,7 @@ final class PartitionStore {
 
     private void free(final int id) {
         preserve(id);
+        logRemoval(keyOf(id));
         final UnsafeBuffer chunk = chunks[id >>> chunkShift];
         final int at = (id & chunkMask) * recordBytes;
         beginWrite(chunk, at);
@@ -814,6 +924,14 @@ final class PartitionStore {
         freeRecords.addInt(id);
         liveRows = liveRows - 1;
         budget.release();
+    }
+
+    private void stamp(final int id) {
+        stamps[id >>> chunkShift][id & chunkMask] = writeEpoch;
+    }
+
+    private int stampOf(final int id) {
+        return stamps[id >>> chunkShift][id & chunkMask];
     }
 
     private long keyOf(final int id) {

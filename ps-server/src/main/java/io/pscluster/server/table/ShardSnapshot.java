@@ -47,8 +47,28 @@ public final class ShardSnapshot implements AutoCloseable {
         }
     }
 
+    /**
+     * Which rows a snapshot holds: as cut {@code cutEpoch} (writes after it are stamped above it), only rows changed
+     * since cut {@code sinceEpoch} plus the keys removed since (0: every row, no removals); removals logged at or
+     * before {@code pruneEpoch} are forgotten (no later delta reaches back that far).
+     */
+    public record Epochs(int cutEpoch, int sinceEpoch, int pruneEpoch) {
+        /** A full copy that keeps no epochs (tests). */
+        static Epochs full() {
+            return new Epochs(1, 0, 0);
+        }
+
+        boolean delta() {
+            return sinceEpoch > 0;
+        }
+    }
+
     private final PartitionWriters writers;
     private final List<ParameterTable> tables;
+    private final Epochs epochs;
+    /** Set by a writer whose removal log cannot serve the delta asked for. */
+    private volatile boolean deltaImpossible;
+
     private final LongPredicate[] wanted;
     private final Limits limits;
     private final PartitionScan[] scans;
@@ -63,8 +83,10 @@ public final class ShardSnapshot implements AutoCloseable {
             final PartitionWriters writers,
             final List<ParameterTable> tables,
             final IntPredicate slots,
-            final Limits limits) {
+            final Limits limits,
+            final Epochs epochs) {
         this.writers = writers;
+        this.epochs = epochs;
         this.tables = List.copyOf(tables);
         this.limits = limits;
         this.wanted = new LongPredicate[this.tables.size()];
@@ -96,7 +118,7 @@ public final class ShardSnapshot implements AutoCloseable {
             final IntPredicate slots,
             final Limits limits)
             throws InterruptedException {
-        return begin(writers, tables, slots, limits, Runnable::run);
+        return begin(writers, tables, slots, limits, Runnable::run, Epochs.full());
     }
 
     /**
@@ -109,9 +131,10 @@ public final class ShardSnapshot implements AutoCloseable {
             final List<ParameterTable> tables,
             final IntPredicate slots,
             final Limits limits,
-            final Consumer<Runnable> offering)
+            final Consumer<Runnable> offering,
+            final Epochs epochs)
             throws InterruptedException {
-        final ShardSnapshot snapshot = new ShardSnapshot(writers, tables, slots, limits);
+        final ShardSnapshot snapshot = new ShardSnapshot(writers, tables, slots, limits, epochs);
         writers.startSnapshot(snapshot);
         final long start = System.nanoTime();
         try {
@@ -127,6 +150,14 @@ public final class ShardSnapshot implements AutoCloseable {
         }
         snapshot.cutMicros = (System.nanoTime() - start) / 1000;
         return snapshot;
+    }
+
+    /**
+     * Whether a partition could not serve the delta asked for: it dropped its removal log (too many removals since
+     * the last cut). The snapshot holds nothing useful then; close it and take a full one.
+     */
+    public boolean deltaImpossible() {
+        return deltaImpossible;
     }
 
     /** The tables, in the order {@link SnapshotBatch#table()} indexes. */
@@ -219,6 +250,7 @@ public final class ShardSnapshot implements AutoCloseable {
         private boolean over;
         private long overSinceNanos;
         private int table;
+        private boolean removals;
         private boolean ended;
 
         PartitionScan(final int partition, final int floats, final int maxRows) {
@@ -244,7 +276,11 @@ public final class ShardSnapshot implements AutoCloseable {
                 return;
             }
             for (final ParameterTable t : tables) {
-                t.partition(partition).beginSnapshot();
+                final PartitionStore store = t.partition(partition);
+                if (epochs.delta() && !store.removalsKnownSince(epochs.sinceEpoch())) {
+                    deltaImpossible = true;
+                }
+                store.beginSnapshot(epochs.cutEpoch(), epochs.sinceEpoch(), epochs.pruneEpoch());
             }
             cutDone = true;
         }
@@ -282,13 +318,24 @@ public final class ShardSnapshot implements AutoCloseable {
             return work;
         }
 
-        /** Fills {@code batch} from the current table; true when the last table is done. */
+        /**
+         * Fills {@code batch} from the current table: its rows, then (for a delta) the keys it removed; true when the
+         * last table is done.
+         */
         private boolean fill(final SnapshotBatch batch) {
             final ParameterTable current = tables.get(table);
-            batch.reset(table, current.rowWidth());
             final PartitionStore store = current.partition(partition);
-            if (store.snapshotStep(wanted[table], batch, STEP_RECORDS)) {
+            if (!removals) {
+                batch.reset(table, current.rowWidth(), false);
+                if (store.snapshotStep(wanted[table], batch, STEP_RECORDS)) {
+                    removals = true;
+                }
+                return false;
+            }
+            batch.reset(table, 0, true);
+            if (store.snapshotRemovalsStep(wanted[table], batch, STEP_RECORDS)) {
                 store.endSnapshot();
+                removals = false;
                 table++;
             }
             return table == tables.size();

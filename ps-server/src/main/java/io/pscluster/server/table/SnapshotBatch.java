@@ -9,6 +9,7 @@ public final class SnapshotBatch {
     final long[] keys;
     final float[] records;
     private int table;
+    private boolean removedKeys;
     private int rowWidth;
     private int rows;
     private int capacity;
@@ -18,12 +19,21 @@ public final class SnapshotBatch {
         this.keys = new long[maxRows];
     }
 
-    /** Empties the batch for rows of the table at {@code tableIndex}, each {@code rowWidth} floats. */
-    void reset(final int tableIndex, final int width) {
+    /**
+     * Empties the batch for rows of the table at {@code tableIndex}, each {@code width} floats, or (with
+     * {@code removed}, width 0) for keys the table removed.
+     */
+    void reset(final int tableIndex, final int width, final boolean removed) {
         table = tableIndex;
         rowWidth = width;
+        removedKeys = removed;
         rows = 0;
-        capacity = Math.min(keys.length, records.length / width);
+        capacity = width == 0 ? keys.length : Math.min(keys.length, records.length / width);
+    }
+
+    /** True for a batch of removed keys (no records): a delta's removals since its parent. */
+    public boolean removedKeys() {
+        return removedKeys;
     }
 
     boolean hasRoom() {

@@ -1,0 +1,212 @@
+package io.pscluster.server;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import io.grpc.Status;
+import io.pscluster.checkpoint.CheckpointStore;
+import io.pscluster.checkpoint.ChunkCodec;
+import io.pscluster.checkpoint.Manifest;
+import io.pscluster.checkpoint.RowFileInfo;
+import io.pscluster.checkpoint.RowFileWriter;
+import io.pscluster.proto.v1.CheckpointFile;
+import io.pscluster.proto.v1.OptimizerKind;
+import io.pscluster.proto.v1.OptimizerSpec;
+import io.pscluster.proto.v1.TableKind;
+import io.pscluster.proto.v1.TableSchema;
+import io.pscluster.server.table.SlotSnapshot;
+import io.pscluster.wire.PsException;
+import io.pscluster.wire.Slots;
+import java.net.URI;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.BitSet;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Random;
+import org.apache.hadoop.conf.Configuration;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * Incremental checkpoints: a base, then deltas that hold only the rows changed (values and optimizer state) and the
+ * keys removed since the previous checkpoint; a restore of any checkpoint of the chain (base, then each delta's
+ * removals and rows, in order) gives back exactly the table as it was at that checkpoint. Manifests are committed
+ * as the proxy commits them.
+ */
+class DeltaCheckpointTest {
+    private static final String TABLE = "emb";
+    private static final int DIM = 4;
+    private static final int ROWS = 20_000;
+    private static final TableSchema SCHEMA = TableSchema.newBuilder()
+            .setName(TABLE)
+            .setKind(TableKind.SPARSE)
+            .setDim(DIM)
+            .setOptimizer(
+                    OptimizerSpec.newBuilder().setKind(OptimizerKind.ADAGRAD).setLearningRate(0.1f))
+            .build();
+
+    @TempDir
+    Path directory;
+
+    private final List<Shard> shards = new ArrayList<>();
+    private final Random random = new Random(7);
+
+    @AfterEach
+    void closeShards() {
+        shards.forEach(Shard::close);
+    }
+
+    private Shard shard(final String name) throws Exception {
+        final Shard shard = new Shard(name, 1 << 20, 4, 4096, new Configuration());
+        shards.add(shard);
+        TestRouting.serve(shard, TestRouting.allSlotsTo(name, 1));
+        return shard;
+    }
+
+    @Test
+    void shouldRestoreEveryCheckpointOfABaseAndFiveDeltasExactly() throws Exception {
+        final URI root = directory.toUri();
+        final Shard shard = shard("writer");
+        shard.createTable(SCHEMA);
+        final CheckpointStore store = new CheckpointStore(root, new Configuration());
+        final List<Long> live = new ArrayList<>();
+        for (long key = 0; key < ROWS; key++) {
+            live.add(key * 31 + 5);
+        }
+        push(shard, live);
+        commit(store, 1, shard.writeCheckpoint(root, 1), 0, 0);
+        final Map<Long, Map<Long, List<Integer>>> expected = new HashMap<>();
+        expected.put(1L, records(shard));
+
+        long nextKey = -1;
+        for (long id = 2; id <= 6; id++) {
+            // 1% of the rows change, 50 are created, 30 removed (some of them changed or created since the parent).
+            final List<Long> changed = new ArrayList<>();
+            for (int i = 0; i < ROWS / 100; i++) {
+                changed.add(live.get(random.nextInt(live.size())));
+            }
+            for (int i = 0; i < 50; i++) {
+                changed.add(nextKey);
+                live.add(nextKey--);
+            }
+            push(shard, changed);
+            final long[] removed = new long[30];
+            for (int i = 0; i < removed.length; i++) {
+                removed[i] = live.remove(random.nextInt(live.size()));
+            }
+            shard.table(TABLE).removeKeys(removed, removed.length);
+
+            final Shard.WrittenCheckpoint delta =
+                    shard.writeCheckpoint(root, id, RowFileWriter.Options.defaults(), null, id - 1, true);
+            commit(store, id, delta, 1, id - 1);
+            expected.put(id, records(shard));
+            assertThat(delta.files())
+                    .anySatisfy(file -> assertThat(file.getRemovedKeys()).isTrue());
+        }
+
+        final Manifest base = store.get(1).orElseThrow().manifest();
+        final Manifest last = store.get(6).orElseThrow().manifest();
+        assertThat(last.totalRows()).as("rows in the last delta").isLessThan(ROWS / 100 + 60);
+        assertThat((double) last.totalBytes() / base.totalBytes())
+                .as("delta bytes / base bytes with 1% of rows changed")
+                .isLessThan(0.03);
+
+        for (final long id : List.of(6L, 3L, 1L)) {
+            final Shard restored = shard("restored-" + id);
+            final BitSet all = new BitSet(Slots.SLOT_COUNT);
+            all.set(0, Slots.SLOT_COUNT);
+            restored.restore(root, id, all);
+            assertThat(records(restored))
+                    .as("table restored from checkpoint %d", id)
+                    .isEqualTo(expected.get(id));
+        }
+    }
+
+    @Test
+    void shouldRefuseADeltaSinceACheckpointItDidNotWrite() throws Exception {
+        final URI root = directory.toUri();
+        final Shard shard = shard("fresh");
+        shard.createTable(SCHEMA);
+        push(shard, List.of(1L, 2L, 3L));
+        assertThatThrownBy(() -> shard.writeCheckpoint(root, 2, RowFileWriter.Options.defaults(), null, 1, true))
+                .isInstanceOfSatisfying(PsException.class, e -> {
+                    assertThat(e.code()).isEqualTo(Status.Code.FAILED_PRECONDITION);
+                    assertThat(e.getMessage()).contains("cannot write a delta since checkpoint 1");
+                });
+
+        shard.writeCheckpoint(root, 1);
+        shard.dropTable(TABLE);
+        shard.createTable(SCHEMA);
+        assertThatThrownBy(() -> shard.writeCheckpoint(root, 2, RowFileWriter.Options.defaults(), null, 1, true))
+                .isInstanceOfSatisfying(
+                        PsException.class, e -> assertThat(e.getMessage()).contains("table 'emb' was created since"));
+    }
+
+    private void push(final Shard shard, final List<Long> keys) throws InterruptedException {
+        final long[] batch = keys.stream().mapToLong(Long::longValue).toArray();
+        final float[] gradients = new float[batch.length * DIM];
+        for (int i = 0; i < gradients.length; i++) {
+            gradients[i] = (float) random.nextGaussian();
+        }
+        shard.table(TABLE).push(batch, gradients);
+    }
+
+    /** Key -> raw bits of the whole record (values, Adagrad's accumulators). */
+    private static Map<Long, List<Integer>> records(final Shard shard) throws InterruptedException {
+        final Map<Long, List<Integer>> records = new HashMap<>();
+        for (final SlotSnapshot slot : shard.table(TABLE).snapshot(s -> true)) {
+            for (int row = 0; row < slot.rows(); row++) {
+                final List<Integer> bits = new ArrayList<>();
+                for (int i = 0; i < slot.rowWidth(); i++) {
+                    bits.add(Float.floatToRawIntBits(slot.records()[row * slot.rowWidth() + i]));
+                }
+                records.put(slot.keys()[row], bits);
+            }
+        }
+        return records;
+    }
+
+    /** Commits what the shard wrote as the proxy does: a base (baseId 0) or a delta of {@code parentId}. */
+    private static void commit(
+            final CheckpointStore store,
+            final long id,
+            final Shard.WrittenCheckpoint written,
+            final long baseId,
+            final long parentId)
+            throws Exception {
+        final List<Manifest.FileEntry> files = new ArrayList<>();
+        for (final CheckpointFile file : written.files()) {
+            files.add(new Manifest.FileEntry(
+                    file.getTable(),
+                    "writer",
+                    new RowFileInfo(
+                            file.getPath(),
+                            file.getLength(),
+                            file.getCrc32C(),
+                            file.getRows(),
+                            file.getSlotsList().stream()
+                                    .mapToInt(Integer::intValue)
+                                    .toArray(),
+                            ChunkCodec.fromProto(file.getCodec()).orElseThrow(),
+                            file.getUncompressedBytes()),
+                    file.getRemovedKeys()));
+        }
+        final List<Manifest.TableEntry> tables = List.of(new Manifest.TableEntry(TABLE, SCHEMA.toByteArray()));
+        store.commit(
+                baseId == 0
+                        ? new Manifest(id, System.currentTimeMillis(), Slots.SLOT_COUNT, tables, files, Map.of())
+                        : new Manifest(
+                                id,
+                                System.currentTimeMillis(),
+                                Slots.SLOT_COUNT,
+                                Manifest.Kind.DELTA,
+                                baseId,
+                                parentId,
+                                tables,
+                                files,
+                                Map.of()));
+    }
+}
