@@ -28,7 +28,9 @@ import picocli.CommandLine.Spec;
             "Run end-to-end workloads through the SDK and, in the same run, the same bytes over raw gRPC;"
                     + " report each metric with the ratio (above 1: PSCluster is faster).",
             "Without --proxy it starts a proxy and 1 shard in this JVM. Workloads: kv10m, kv10m-random, rtt4k, stream1m, batch (end to end); apply, gather, memory, scale (the table alone);"
-                    + " modes (a 4-worker job in sync and ssp:2 against async)."
+                    + " modes (a 4-worker job in sync and ssp:2 against async);"
+                    + " checkpoint (write, restore and push latency against raw Hadoop FileSystem I/O and a quiet"
+                    + " shard; always on its own cluster in this JVM)."
         })
 public final class BenchCommand implements Callable<Integer> {
     @Spec
@@ -38,7 +40,8 @@ public final class BenchCommand implements Callable<Integer> {
             names = "--workload",
             split = ",",
             paramLabel = "NAME",
-            description = "kv10m, kv10m-random, rtt4k, stream1m, batch, apply, gather, memory, scale, modes or all"
+            description = "kv10m, kv10m-random, rtt4k, stream1m, batch, apply, gather, memory, scale, modes,"
+                    + " checkpoint or all"
                     + " (default);"
                     + " repeat or separate with commas.")
     List<String> workloads = List.of("all");
@@ -98,6 +101,12 @@ public final class BenchCommand implements Callable<Integer> {
             defaultValue = "300",
             description = "Measured steps of each of modes' jobs (async, sync, ssp:2) (default ${DEFAULT-VALUE}).")
     int modesSteps;
+
+    @Option(
+            names = "--checkpoint-rows",
+            defaultValue = "" + CheckpointWorkload.DEFAULT_ROWS,
+            description = "Rows (random keys, dim 16) of checkpoint's table (default ${DEFAULT-VALUE}).")
+    int checkpointRows;
 
     /** The command line with psctl's error handling: a failure prints one line naming it and exits 1. */
     public static CommandLine newCommandLine() {
@@ -183,6 +192,7 @@ public final class BenchCommand implements Callable<Integer> {
                     .streamKeys(streamKeys)
                     .scaleMaxRows(scaleMaxRows)
                     .modesSteps(modesSteps)
+                    .checkpointRows(checkpointRows)
                     .validate();
         } catch (IllegalArgumentException e) {
             throw new CommandLine.ParameterException(spec.commandLine(), e.getMessage(), e);

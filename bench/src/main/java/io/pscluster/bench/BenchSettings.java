@@ -8,7 +8,17 @@ import java.util.List;
  */
 final class BenchSettings {
     static final List<String> WORKLOADS = List.of(
-            "kv10m", "kv10m-random", "rtt4k", "stream1m", "batch", "apply", "gather", "memory", "scale", "modes");
+            "kv10m",
+            "kv10m-random",
+            "rtt4k",
+            "stream1m",
+            "batch",
+            "apply",
+            "gather",
+            "memory",
+            "scale",
+            "modes",
+            CheckpointWorkload.NAME);
 
     private List<String> workloads = WORKLOADS;
     private String proxyAddress = "";
@@ -23,6 +33,7 @@ final class BenchSettings {
     private long deadlineMs = 120_000;
     private int scaleMaxRows = ScaleWorkload.LARGEST_ROWS;
     private int modesSteps = 300;
+    private int checkpointRows = CheckpointWorkload.DEFAULT_ROWS;
 
     /** Which workloads, in order; a subset of {@link #WORKLOADS}. */
     BenchSettings workloads(final List<String> value) {
@@ -95,6 +106,12 @@ final class BenchSettings {
         return this;
     }
 
+    /** Rows of the checkpoint workload's table (random keys, dim 16). */
+    BenchSettings checkpointRows(final int value) {
+        checkpointRows = value;
+        return this;
+    }
+
     /** Deadline of every call on both sides. */
     BenchSettings deadlineMs(final long value) {
         deadlineMs = value;
@@ -127,6 +144,10 @@ final class BenchSettings {
         if (scaleMaxRows <= 0 || scaleMaxRows > ScaleWorkload.LARGEST_ROWS) {
             throw new IllegalArgumentException(
                     "scaleMaxRows=" + scaleMaxRows + " must be in 1.." + ScaleWorkload.LARGEST_ROWS);
+        }
+        if (checkpointRows < CheckpointWorkload.MIN_ROWS || checkpointRows > CheckpointWorkload.MAX_ROWS) {
+            throw new IllegalArgumentException("checkpointRows=" + checkpointRows + " must be in "
+                    + CheckpointWorkload.MIN_ROWS + ".." + CheckpointWorkload.MAX_ROWS);
         }
         if (kvWarmupRounds < 0) {
             throw new IllegalArgumentException("kvWarmupRounds=" + kvWarmupRounds + " must be >= 0");
@@ -199,6 +220,10 @@ final class BenchSettings {
 
     int modesSteps() {
         return modesSteps;
+    }
+
+    int checkpointRows() {
+        return checkpointRows;
     }
 
     long deadlineMs() {

@@ -28,7 +28,8 @@ final class MemoryFootprint {
                         perRow,
                         raw,
                         "B",
-                        BenchResult.Better.LOWER));
+                        BenchResult.Better.LOWER,
+                        null));
             }
         }
         return results;

@@ -17,17 +17,38 @@ final class ResultReport {
 
     /**
      * One result as a flat JSON object with the fields workload, metric, value, baseline, ratio, unit and better
-     * ("higher" or "lower"); a number that is not finite is written as null.
+     * ("higher" or "lower"), and for a result with a target also target (the least ratio it accepts, as ">= 0.8")
+     * and met (true or false; a missed target is reported, never an error); a number that is not finite is written
+     * as null.
      */
     static String jsonLine(final BenchResult result) {
-        return "{\"workload\":" + string(result.workload())
-                + ",\"metric\":" + string(result.metric())
-                + ",\"value\":" + number(result.value())
-                + ",\"baseline\":" + number(result.baseline())
-                + ",\"ratio\":" + number(result.ratio())
-                + ",\"unit\":" + string(result.unit())
-                + ",\"better\":" + string(result.better().label())
-                + "}";
+        final StringBuilder json = new StringBuilder()
+                .append("{\"workload\":")
+                .append(string(result.workload()))
+                .append(",\"metric\":")
+                .append(string(result.metric()))
+                .append(",\"value\":")
+                .append(number(result.value()))
+                .append(",\"baseline\":")
+                .append(number(result.baseline()))
+                .append(",\"ratio\":")
+                .append(number(result.ratio()))
+                .append(",\"unit\":")
+                .append(string(result.unit()))
+                .append(",\"better\":")
+                .append(string(result.better().label()));
+        if (result.target() != null) {
+            json.append(",\"target\":")
+                    .append(string(targetLabel(result.target())))
+                    .append(",\"met\":")
+                    .append(result.targetMet());
+        }
+        return json.append('}').toString();
+    }
+
+    /** The target as the least ratio it accepts: {@code >= 0.8}. */
+    static String targetLabel(final BenchResult.Target target) {
+        return ">= " + number(target.minRatio());
     }
 
     static void printTable(final List<BenchResult> results, final PrintWriter out) {
@@ -42,10 +63,17 @@ final class ResultReport {
                     readable(result.value()),
                     readable(result.baseline()),
                     Double.isFinite(result.ratio()) ? String.format(Locale.ROOT, "%.2f", result.ratio()) : "-",
-                    result.unit() + ", " + result.better().label() + " is better");
+                    result.unit() + ", " + result.better().label() + " is better" + targetNote(result));
         }
         out.println(RATIO_EXPLAINED);
         out.flush();
+    }
+
+    private static String targetNote(final BenchResult result) {
+        if (result.target() == null) {
+            return "";
+        }
+        return "; target ratio " + targetLabel(result.target()) + ": " + (result.targetMet() ? "met" : "MISSED");
     }
 
     private static String readable(final double value) {

@@ -21,6 +21,7 @@ interface Workload {
             case "apply", "gather", "memory" -> new TableWorkload(name);
             case ScaleWorkload.NAME -> new ScaleWorkload();
             case ModesWorkload.NAME -> new ModesWorkload();
+            case CheckpointWorkload.NAME -> new CheckpointWorkload();
             default ->
                 throw new IllegalArgumentException(
                         "workload=" + name + " is unknown: choose from " + BenchSettings.WORKLOADS);

@@ -9,10 +9,12 @@ import com.google.gson.JsonParser;
 import java.io.PrintWriter;
 import java.io.StringWriter;
 import java.util.ArrayList;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.stream.Collectors;
+import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 
 /**
@@ -22,8 +24,26 @@ import org.junit.jupiter.api.Test;
 class BenchCommandTest {
     private static final Set<String> FIELDS =
             Set.of("workload", "metric", "value", "baseline", "ratio", "unit", "better");
+    /** Fields of a result with a target, besides {@link #FIELDS}. */
+    private static final Set<String> TARGET_FIELDS = Set.of("target", "met");
+
     private static final Set<String> KV_METRICS =
             Set.of("push_ms", "push_keys_per_s", "push_applied_ms", "pull_ms", "pull_keys_per_s");
+    private static final Set<String> CHECKPOINT_TARGETED = Set.of(
+            "write_mb_per_s none",
+            "write_mb_per_s lz4",
+            "write_mb_per_s zstd",
+            "restore_rows_per_s none",
+            "restore_rows_per_s lz4",
+            "restore_rows_per_s zstd",
+            "push_p99_us");
+    /** Figures reported without a baseline: their baseline and ratio are null. */
+    private static final Set<String> WITHOUT_BASELINE = Set.of("snapshot_micros", "held_push_micros");
+
+    private static final Set<String> CHECKPOINT_METRICS = Stream.of(
+                    CHECKPOINT_TARGETED, WITHOUT_BASELINE, Set.of("push_p50_us", "size_mb lz4", "size_mb zstd"))
+            .flatMap(Set::stream)
+            .collect(Collectors.toSet());
 
     @Test
     void shouldReportEveryWorkloadAsFlatJsonLinesWhenRunInQuickMode() {
@@ -44,6 +64,7 @@ class BenchCommandTest {
                                 "ssp2_steps_per_s",
                                 "ssp2_barrier_p50_us",
                                 "ssp2_barrier_p99_us"));
+        assertThat(metrics.get("checkpoint")).isEqualTo(CHECKPOINT_METRICS);
         assertThat(metrics.get("apply")).hasSize(3);
         assertThat(metrics.get("gather")).hasSize(1);
         assertThat(metrics.get("memory")).hasSize(2);
@@ -68,6 +89,59 @@ class BenchCommandTest {
                 .filteredOn(result -> result.get("workload").getAsString().equals("scale"))
                 .allSatisfy(
                         result -> assertThat(result.get("better").getAsString()).isEqualTo("lower"));
+    }
+
+    @Test
+    void shouldReportCheckpointAgainstRawFileSystemWithTargetsWhenRunAlone() {
+        final List<JsonObject> results = runQuick("--workload", "checkpoint");
+
+        assertThat(metricsByWorkload(results))
+                .containsOnlyKeys("checkpoint")
+                .containsEntry("checkpoint", CHECKPOINT_METRICS);
+        final Map<String, JsonObject> byMetric = results.stream()
+                .collect(Collectors.toMap(result -> result.get("metric").getAsString(), result -> result));
+        for (final String metric : CHECKPOINT_TARGETED) {
+            final JsonObject result = byMetric.get(metric);
+            assertThat(result.get("target").getAsString()).as("%s", result).matches(">= 0\\.[58]");
+            assertThat(Double.isFinite(result.get("ratio").getAsDouble()))
+                    .as("%s", result)
+                    .isTrue();
+        }
+        assertThat(byMetric.get("write_mb_per_s zstd").get("better").getAsString())
+                .isEqualTo("higher");
+        assertThat(byMetric.get("restore_rows_per_s none").get("better").getAsString())
+                .isEqualTo("higher");
+        assertThat(byMetric.get("push_p99_us").get("better").getAsString()).isEqualTo("lower");
+        assertThat(byMetric.get("push_p99_us").get("value").getAsDouble())
+                .isGreaterThanOrEqualTo(byMetric.get("push_p50_us").get("value").getAsDouble());
+        // Trained floats compress a little once their bytes are shuffled, never to nothing.
+        assertThat(byMetric.get("size_mb zstd").get("ratio").getAsDouble()).isBetween(1.0, 4.0);
+        assertThat(byMetric.get("size_mb lz4").get("ratio").getAsDouble()).isBetween(0.95, 4.0);
+        assertThat(byMetric.get("size_mb zstd").get("baseline").getAsDouble())
+                .as("20,000 rows of a key and 16 floats, as stored without compression, in MB")
+                .isBetween(1.44, 1.6);
+    }
+
+    @Test
+    void shouldMarkATargetMetOrMissedWithoutFailing() {
+        final BenchResult missed = BenchResult.rate("checkpoint", "write_mb_per_s zstd", 70, 100, "MB/s")
+                .withTarget(0.8);
+        final BenchResult met = BenchResult.time("checkpoint", "push_p99_us", 1_900, 1_000, "us")
+                .withTarget(0.5);
+
+        assertThat(ResultReport.jsonLine(missed))
+                .isEqualTo("{\"workload\":\"checkpoint\",\"metric\":\"write_mb_per_s zstd\",\"value\":70,"
+                        + "\"baseline\":100,\"ratio\":0.7,\"unit\":\"MB/s\",\"better\":\"higher\","
+                        + "\"target\":\">= 0.8\",\"met\":false}");
+        assertThat(ResultReport.jsonLine(met)).endsWith(",\"target\":\">= 0.5\",\"met\":true}");
+        assertThat(BenchResult.rate("checkpoint", "x", 0, 100, "MB/s")
+                        .withTarget(0.8)
+                        .targetMet())
+                .as("a ratio that could not be computed misses its target")
+                .isFalse();
+        final StringWriter table = new StringWriter();
+        ResultReport.printTable(List.of(missed, met), new PrintWriter(table));
+        assertThat(table.toString()).contains("target ratio >= 0.8: MISSED", "target ratio >= 0.5: met");
     }
 
     @Test
@@ -115,7 +189,9 @@ class BenchCommandTest {
                 "--scale-max-rows",
                 "20000",
                 "--modes-steps",
-                "10"));
+                "10",
+                "--checkpoint-rows",
+                "20000"));
         args.addAll(List.of(extraArgs));
         final int exit = BenchCommand.newCommandLine()
                 .setOut(new PrintWriter(out, true))
@@ -129,7 +205,17 @@ class BenchCommandTest {
                 .toList();
         assertThat(results).isNotEmpty();
         for (final JsonObject result : results) {
-            assertThat(result.keySet()).as("%s", result).containsExactlyInAnyOrderElementsOf(FIELDS);
+            final Set<String> fields = new HashSet<>(FIELDS);
+            if (result.has("target")) {
+                fields.addAll(TARGET_FIELDS);
+            }
+            assertThat(result.keySet()).as("%s", result).containsExactlyInAnyOrderElementsOf(fields);
+            if (result.get("baseline").isJsonNull()) {
+                assertThat(result.get("metric").getAsString()).as("%s", result).isIn(WITHOUT_BASELINE);
+                assertThat(result.get("value").getAsDouble()).as("%s", result).isNotNegative();
+                assertThat(result.get("ratio").isJsonNull()).as("%s", result).isTrue();
+                continue;
+            }
             assertThat(result.entrySet())
                     .as("a flat object: %s", result)
                     .allSatisfy(field ->
@@ -141,6 +227,11 @@ class BenchCommandTest {
             final double expected =
                     result.get("better").getAsString().equals("higher") ? value / baseline : baseline / value;
             assertThat(result.get("ratio").getAsDouble()).as("%s", result).isCloseTo(expected, within(expected * 1e-4));
+            if (result.has("target")) {
+                final double least =
+                        Double.parseDouble(result.get("target").getAsString().substring(">= ".length()));
+                assertThat(result.get("met").getAsBoolean()).as("%s", result).isEqualTo(expected >= least);
+            }
         }
         return results;
     }
