@@ -42,6 +42,14 @@ final class LocalCommand implements Callable<Integer> {
     int keepCheckpoints;
 
     @Option(
+            names = "--deltas-per-base",
+            defaultValue = "0",
+            description = "Incremental checkpoints: take up to this many deltas (rows changed or removed since the"
+                    + " previous checkpoint) between two full bases, a base sooner once the deltas outgrow half of it;"
+                    + " 0 (default): every checkpoint is a base. Exports need a base (--id).")
+    int deltasPerBase;
+
+    @Option(
             names = "--worker-lease-ms",
             defaultValue = "3000",
             description = "A job's worker that has not renewed its lease for this long is dropped from the job (default"
@@ -60,6 +68,7 @@ final class LocalCommand implements Callable<Integer> {
                 .checkpointIntervalMs(checkpointIntervalSeconds * 1000)
                 .checkpointCodec(checkpointCodec)
                 .keepCheckpoints(keepCheckpoints)
+                .deltasPerBase(deltasPerBase)
                 .workerLeaseMs(workerLeaseMs)
                 .hadoopConf(hadoop.configuration())
                 .start();

@@ -90,6 +90,14 @@ final class ProxyCommand implements Callable<Integer> {
                     + " limit. The newest is always kept.")
     String maxCheckpointAge;
 
+    @Option(
+            names = "--deltas-per-base",
+            defaultValue = "0",
+            description = "Incremental checkpoints: take up to this many deltas (rows changed or removed since the"
+                    + " previous checkpoint) between two full bases, a base sooner once the deltas outgrow half of it;"
+                    + " 0 (default): every checkpoint is a base. Exports need a base (--id).")
+    int deltasPerBase;
+
     @Mixin
     HadoopOptions hadoop;
 
@@ -103,6 +111,7 @@ final class ProxyCommand implements Callable<Integer> {
                 .checkpointReplication(checkpointReplication)
                 .checkpointBlockSize(Cli.bytes("--checkpoint-block-size", checkpointBlockSize))
                 .keepCheckpoints(keepCheckpoints)
+                .deltasPerBase(deltasPerBase)
                 .maxCheckpointAgeMs(
                         Cli.duration("--max-checkpoint-age", maxCheckpointAge).toMillis())
                 .hadoopConf(hadoop.configuration())

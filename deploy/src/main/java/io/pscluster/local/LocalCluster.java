@@ -193,6 +193,7 @@ public final class LocalCluster implements AutoCloseable {
         private long workerLeaseMs = 3_000;
         private String checkpointCodec = "zstd";
         private int keepCheckpoints = 5;
+        private int deltasPerBase;
         private long maxCheckpointAgeMs;
 
         /** How shards compress checkpoint files: zstd (default), lz4 or none. */
@@ -202,6 +203,12 @@ public final class LocalCluster implements AutoCloseable {
         }
 
         /** After each commit, keep this many of the newest checkpoints (default 5); 0: all. */
+        /** Deltas between two bases (0, the default: every checkpoint is a base). */
+        public Builder deltasPerBase(final int value) {
+            deltasPerBase = value;
+            return this;
+        }
+
         public Builder keepCheckpoints(final int value) {
             keepCheckpoints = value;
             return this;
@@ -293,6 +300,7 @@ public final class LocalCluster implements AutoCloseable {
                     .workerLeaseMs(workerLeaseMs)
                     .checkpointCodec(checkpointCodec)
                     .keepCheckpoints(keepCheckpoints)
+                    .deltasPerBase(deltasPerBase)
                     .maxCheckpointAgeMs(maxCheckpointAgeMs)
                     .hadoopConf(hadoopConf));
             final LocalCluster cluster = new LocalCluster(this, proxy);

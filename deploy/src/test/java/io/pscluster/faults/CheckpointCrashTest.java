@@ -146,10 +146,12 @@ class CheckpointCrashTest {
                 assertThat(store.latest()).map(CheckpointInfo::id).contains(expected);
                 if (crash == Crash.MID_ROW_FILE) {
                     // The killed shard's slots went to the other one, from the previous checkpoint, and it says so.
-                    assertThat(cluster.status().getRollbacksList())
-                            .as(cluster.logs())
-                            .anySatisfy(
-                                    event -> assertThat(event.getCheckpointId()).isEqualTo(previous));
+                    // Reported once the killed shard's lease has lapsed, which may come after its restart.
+                    await().atMost(Duration.ofSeconds(60))
+                            .untilAsserted(() -> assertThat(cluster.status().getRollbacksList())
+                                    .as(cluster.logs())
+                                    .anySatisfy(event ->
+                                            assertThat(event.getCheckpointId()).isEqualTo(previous)));
                 }
 
                 final RestoreResponse restored = restoreLatest(cluster.proxyAddress());

@@ -62,7 +62,8 @@ final class CheckpointCoordinator {
         }
     }
 
-    static final int DEFAULT_DELTAS_PER_BASE = 4;
+    /** Off by default: the offline export reads bases only (for now). */
+    static final int DEFAULT_DELTAS_PER_BASE = 0;
     /** A base comes once the deltas since the last one hold more than this share of its bytes. */
     private static final double MAX_DELTA_SHARE = 0.5;
     /** What a shard's refusal to write a delta says (then the checkpoint is taken again as a base). */

@@ -411,8 +411,8 @@ public final class ProxyServer implements AutoCloseable {
         }
 
         /**
-         * Checkpoints taken as deltas (rows changed and removed since the previous one) between two bases (default
-         * 4); 0: every checkpoint is a base.
+         * Checkpoints taken as deltas (rows changed and removed since the previous one) between two bases; 0 (the
+         * default): every checkpoint is a base.
          */
         public Context deltasPerBase(final int value) {
             deltasPerBase = value;

@@ -534,7 +534,21 @@ public final class Shard implements AutoCloseable {
      * @throws PsException UNAVAILABLE if one of {@code slots} is not owned, or is restoring, at any time from before
      *     the cut until after it (the routing moved while the checkpoint began).
      */
-    public synchronized WrittenCheckpoint writeCheckpoint(
+    public WrittenCheckpoint writeCheckpoint(
+            final URI root,
+            final long checkpointId,
+            final RowFileWriter.Options options,
+            final BitSet slots,
+            final long sinceId,
+            final boolean delta)
+            throws IOException, InterruptedException {
+        // Not the shard's monitor: the heartbeat thread takes that to extend the lease while the files are written.
+        synchronized (checkpointLock) {
+            return writeCheckpointLocked(root, checkpointId, options, slots, sinceId, delta);
+        }
+    }
+
+    private WrittenCheckpoint writeCheckpointLocked(
             final URI root,
             final long checkpointId,
             final RowFileWriter.Options options,
@@ -575,8 +589,16 @@ public final class Shard implements AutoCloseable {
                 final ParameterTable table = snapshotTables.get(t);
                 parts[t] = new CheckpointParts(
                         store.fileSystem(), dir, shardId, table, checkpointId, options, partBytes, false);
+                // A base has no removed keys: its buffer holds one.
                 removed[t] = new CheckpointParts(
-                        store.fileSystem(), dir, shardId, table, checkpointId, options, partBytes / 4, true);
+                        store.fileSystem(),
+                        dir,
+                        shardId,
+                        table,
+                        checkpointId,
+                        options,
+                        delta ? partBytes / 4 : 0,
+                        true);
             }
             while (!snapshot.done()) {
                 final SnapshotBatch batch = snapshot.poll(100, TimeUnit.MILLISECONDS);
@@ -619,7 +641,10 @@ public final class Shard implements AutoCloseable {
     /** A cut this shard took: its epoch, the slots it covered and the tables it held (by identity). */
     private record Cut(int epoch, BitSet covered, Map<String, ParameterTable> tables) {}
 
-    /** The cuts of the last checkpoints written here, for deltas; guarded by this. */
+    /** One checkpoint at a time on this shard; guards {@link #cuts} and {@link #cutEpochs}. */
+    private final Object checkpointLock = new Object();
+
+    /** The cuts of the last checkpoints written here, for deltas. */
     private final Map<Long, Cut> cuts = new LinkedHashMap<>();
 
     private int cutEpochs;

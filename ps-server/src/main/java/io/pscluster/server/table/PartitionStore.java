@@ -314,13 +314,15 @@ final class PartitionStore {
      * cut on.
      */
     void beginSnapshot(final int cutEpoch, final int sinceEpoch, final int pruneEpoch) {
-        pruneRemovals(pruneEpoch);
-        snapshot = new Snapshot(highWater, recordFloats, sinceEpoch, removals);
-        writeEpoch = cutEpoch + 1;
         if (!logRemovals) {
+            // The log restarts here (first cut, or it overflowed): what it held cannot serve a delta any more.
+            removals = 0;
             logRemovals = true;
             loggingSince = cutEpoch;
         }
+        pruneRemovals(pruneEpoch);
+        snapshot = new Snapshot(highWater, recordFloats, sinceEpoch, removals);
+        writeEpoch = cutEpoch + 1;
     }
 
     /** Whether every removal since cut {@code sinceEpoch} is logged (not if the log overflowed since, or no cut). */
@@ -347,10 +349,14 @@ final class PartitionStore {
         }
         if (removals == removedKeys.length) {
             if (removals >= MAX_LOGGED_REMOVALS) {
-                removedKeys = new long[0];
-                removedEpochs = new int[0];
-                removals = 0;
+                // Later deltas cannot be served (the next cut restarts the log); a snapshot under way still reads the
+                // entries up to its cut, so they stay until then.
                 logRemovals = false;
+                if (snapshot == null) {
+                    removedKeys = new long[0];
+                    removedEpochs = new int[0];
+                    removals = 0;
+                }
                 return;
             }
             removedKeys = Arrays.copyOf(removedKeys, Math.max(64, 2 * removals));
@@ -488,6 +494,9 @@ final class PartitionStore {
                 return freeIndexes.popInt();
             }
             if (used == savedKeys.length) {
+                if ((long) 2 * used * floats > Integer.MAX_VALUE - 8) {
+                    throw new OutOfMemoryError("a snapshot cannot keep more than " + used + " changed rows aside");
+                }
                 savedKeys = Arrays.copyOf(savedKeys, 2 * used);
                 savedStamps = Arrays.copyOf(savedStamps, 2 * used);
                 savedRecords = Arrays.copyOf(savedRecords, 2 * used * floats);
@@ -627,9 +636,13 @@ final class PartitionStore {
                 return;
             }
             if (entry != DELETED && (entry & ~ID_MASK) == fingerprint && keyOf((entry & ID_MASK) - 1) == key) {
+                final int id = (entry & ID_MASK) - 1;
+                // What may allocate comes first: if memory runs out, the row is still there, whole and indexed.
+                preserve(id);
+                logRemoval(key);
                 ENTRY.setRelease(entries, i, DELETED);
                 segment.live--;
-                free((entry & ID_MASK) - 1);
+                free(id);
                 return;
             }
             i = (i + 1) & mask;
@@ -913,9 +926,8 @@ final class PartitionStore {
         return id;
     }
 
+    /** Frees a record {@link #remove} has unpublished (its state at a snapshot's cut saved, its removal logged). */
     private void free(final int id) {
-        preserve(id);
-        logRemoval(keyOf(id));
         final UnsafeBuffer chunk = chunks[id >>> chunkShift];
         final int at = (id & chunkMask) * recordBytes;
         beginWrite(chunk, at);

@@ -23,7 +23,7 @@ import org.slf4j.LoggerFactory;
  * From then on each writer, between batches of pushes, copies its next rows into a free batch (a few per partition,
  * reused) and hands it over; a record changed before the scan reached it is copied as it was at the cut (see
  * {@link PartitionStore#beginSnapshot}). Memory is bounded: the batches in flight, and the saved states of records
- * changed ahead of the scan, up to {@link Limits#savedBytesPerPartition}; past that a writer stops taking pushes and
+ * changed ahead of the scan, up to a partition's share of {@link Limits#savedBytes}; past that a writer stops taking pushes and
  * only scans until it is under again (the time it held pushes is reported).
  *
  * <p>At most one snapshot per shard at a time. {@link #close()} abandons a snapshot that is not done: each writer ends
@@ -39,11 +39,13 @@ public final class ShardSnapshot implements AutoCloseable {
 
     /**
      * @param batchFloats floats of records per batch (a batch holds whole rows; at least one).
-     * @param savedBytesPerPartition saved states a partition may hold before its writer holds pushes back.
+     * @param savedBytes saved states the shard's partitions may hold (each its share) before a writer holds pushes
+     *     back.
      */
-    public record Limits(int batchFloats, long savedBytesPerPartition) {
+    public record Limits(int batchFloats, long savedBytes) {
+        /** Batches of 256 KiB, and a 16th of the heap for saved states. */
         public static Limits defaults() {
-            return new Limits(1 << 16, Math.max(1L << 20, Runtime.getRuntime().maxMemory() / 16 / 64));
+            return new Limits(1 << 16, Runtime.getRuntime().maxMemory() / 16);
         }
     }
 
@@ -72,11 +74,15 @@ public final class ShardSnapshot implements AutoCloseable {
     private final LongPredicate[] wanted;
     private final Limits limits;
     private final PartitionScan[] scans;
+    private final long savedBytesPerPartition;
     private final BlockingQueue<SnapshotBatch> ready = new LinkedBlockingQueue<>();
     private final AtomicInteger finished = new AtomicInteger();
     private final AtomicLong heldPushNanos = new AtomicLong();
     private final AtomicLong peakSavedBytes = new AtomicLong();
     private volatile boolean cancelled;
+    /** The first failure of a writer's part, which fails the whole snapshot. */
+    private final AtomicReference<Throwable> failure = new AtomicReference<>();
+
     private long cutMicros;
 
     private ShardSnapshot(
@@ -101,6 +107,7 @@ public final class ShardSnapshot implements AutoCloseable {
         final int floats = Math.max(widest, limits.batchFloats());
         final int maxRows = floats / Math.min(narrowest, widest);
         this.scans = new PartitionScan[writers.partitionCount()];
+        this.savedBytesPerPartition = Math.max(1, limits.savedBytes() / scans.length);
         for (int p = 0; p < scans.length; p++) {
             scans[p] = new PartitionScan(p, floats, maxRows);
         }
@@ -112,7 +119,7 @@ public final class ShardSnapshot implements AutoCloseable {
      *
      * @throws IllegalStateException if another snapshot of this shard is under way, or the writers are closed.
      */
-    public static ShardSnapshot begin(
+    static ShardSnapshot begin(
             final PartitionWriters writers,
             final List<ParameterTable> tables,
             final IntPredicate slots,
@@ -184,8 +191,16 @@ public final class ShardSnapshot implements AutoCloseable {
         throw new IllegalArgumentException("not a batch of this snapshot");
     }
 
-    /** True once every writer has handed over its last rows and they have all been polled. */
+    /**
+     * True once every writer has handed over its last rows and they have all been polled.
+     *
+     * @throws IllegalStateException if a writer failed its part (the snapshot is incomplete), with that failure.
+     */
     public boolean done() {
+        final Throwable failed = failure.get();
+        if (failed != null) {
+            throw new IllegalStateException("a partition writer failed its part of the snapshot: " + failed, failed);
+        }
         return finished.get() == scans.length && ready.isEmpty();
     }
 
@@ -271,18 +286,38 @@ public final class ShardSnapshot implements AutoCloseable {
         }
 
         void cut() {
-            if (cancelled) {
+            if (cancelled || tables.isEmpty()) {
                 end();
                 return;
             }
-            for (final ParameterTable t : tables) {
-                final PartitionStore store = t.partition(partition);
-                if (epochs.delta() && !store.removalsKnownSince(epochs.sinceEpoch())) {
-                    deltaImpossible = true;
+            int begun = 0;
+            try {
+                for (final ParameterTable t : tables) {
+                    final PartitionStore store = t.partition(partition);
+                    if (epochs.delta() && !store.removalsKnownSince(epochs.sinceEpoch())) {
+                        deltaImpossible = true;
+                    }
+                    store.beginSnapshot(epochs.cutEpoch(), epochs.sinceEpoch(), epochs.pruneEpoch());
+                    begun++;
                 }
-                store.beginSnapshot(epochs.cutEpoch(), epochs.sinceEpoch(), epochs.pruneEpoch());
+            } catch (RuntimeException | Error e) {
+                for (int t = 0; t < begun; t++) {
+                    tables.get(t).partition(partition).endSnapshot();
+                }
+                fail(e);
+                return;
             }
             cutDone = true;
+        }
+
+        /** Abandons this partition's part (its stores no longer keep anything aside) and fails the snapshot. */
+        private void fail(final Throwable e) {
+            failure.compareAndSet(null, e);
+            LOG.error("partition {}: the snapshot failed; the checkpoint is abandoned", partition, e);
+            for (int t = table; cutDone && t < tables.size(); t++) {
+                tables.get(t).partition(partition).endSnapshot();
+            }
+            end();
         }
 
         int duty() {
@@ -300,7 +335,14 @@ public final class ShardSnapshot implements AutoCloseable {
             SnapshotBatch batch;
             while ((batch = free.poll()) != null) {
                 work++;
-                final boolean complete = fill(batch);
+                final boolean complete;
+                try {
+                    complete = fill(batch);
+                } catch (RuntimeException | Error e) {
+                    free.offer(batch);
+                    fail(e);
+                    return work;
+                }
                 if (batch.rows() > 0) {
                     ready.offer(batch);
                 } else {
@@ -359,7 +401,7 @@ public final class ShardSnapshot implements AutoCloseable {
                 held += tables.get(t).partition(partition).snapshotHeldBytes();
             }
             peakSavedBytes.accumulateAndGet(held, Math::max);
-            return held > limits.savedBytesPerPartition();
+            return held > savedBytesPerPartition;
         }
 
         private void trackLimit() {

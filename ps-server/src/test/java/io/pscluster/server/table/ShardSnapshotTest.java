@@ -85,7 +85,10 @@ class ShardSnapshotTest {
         final long peak;
         final long held;
         try (ShardSnapshot snapshot = ShardSnapshot.begin(
-                fixture.writers(), List.of(table), slot -> true, new ShardSnapshot.Limits(1 << 12, limit))) {
+                fixture.writers(),
+                List.of(table),
+                slot -> true,
+                new ShardSnapshot.Limits(1 << 12, limit * fixture.writers().partitionCount()))) {
             pusher = CompletableFuture.supplyAsync(() -> {
                 int rounds = 0;
                 try {
@@ -145,6 +148,14 @@ class ShardSnapshotTest {
         try (ShardSnapshot second =
                 ShardSnapshot.begin(fixture.writers(), List.of(table), slot -> true, ShardSnapshot.Limits.defaults())) {
             assertThat(drain(second)).isEqualTo(now);
+        }
+    }
+
+    @Test
+    void shouldEndAtOnceWithoutTables() throws Exception {
+        try (ShardSnapshot snapshot =
+                ShardSnapshot.begin(fixture.writers(), List.of(), slot -> true, ShardSnapshot.Limits.defaults())) {
+            assertThat(drain(snapshot)).isEmpty();
         }
     }
 
