@@ -3,7 +3,6 @@ package io.pscluster.server;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.pscluster.checkpoint.CheckpointStore;
-import io.pscluster.checkpoint.ChunkCodec;
 import io.pscluster.checkpoint.RowFileInfo;
 import io.pscluster.checkpoint.RowFileReader;
 import io.pscluster.proto.v1.CheckpointFile;
@@ -105,16 +104,7 @@ class CheckpointBeyondHeapTest {
                 final org.apache.hadoop.fs.Path dir = store.checkpointDir(1);
                 final long[] read = {0, 0};
                 for (final CheckpointFile file : written.files()) {
-                    final RowFileInfo info = new RowFileInfo(
-                            file.getPath(),
-                            file.getLength(),
-                            file.getCrc32C(),
-                            file.getRows(),
-                            file.getSlotsList().stream()
-                                    .mapToInt(Integer::intValue)
-                                    .toArray(),
-                            ChunkCodec.fromProto(file.getCodec()).orElseThrow(),
-                            file.getUncompressedBytes());
+                    final RowFileInfo info = WrittenFiles.info(file);
                     RowFileReader.read(fs, dir, info, slot -> true, (slot, key, row) -> {
                         read[0]++;
                         read[1] += rowHash(key, row, 0, 1f);

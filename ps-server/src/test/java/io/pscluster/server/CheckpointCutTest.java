@@ -3,7 +3,6 @@ package io.pscluster.server;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.pscluster.checkpoint.CheckpointStore;
-import io.pscluster.checkpoint.ChunkCodec;
 import io.pscluster.checkpoint.RowFileInfo;
 import io.pscluster.checkpoint.RowFileReader;
 import io.pscluster.proto.v1.CheckpointFile;
@@ -96,14 +95,7 @@ class CheckpointCutTest {
             final CheckpointStore store, final long id, final Shard.WrittenCheckpoint written) throws Exception {
         final Map<Long, Float> values = new HashMap<>();
         for (final CheckpointFile file : written.files()) {
-            final RowFileInfo info = new RowFileInfo(
-                    file.getPath(),
-                    file.getLength(),
-                    file.getCrc32C(),
-                    file.getRows(),
-                    file.getSlotsList().stream().mapToInt(Integer::intValue).toArray(),
-                    ChunkCodec.fromProto(file.getCodec()).orElseThrow(),
-                    file.getUncompressedBytes());
+            final RowFileInfo info = WrittenFiles.info(file);
             RowFileReader.read(
                     store.fileSystem(),
                     store.checkpointDir(id),

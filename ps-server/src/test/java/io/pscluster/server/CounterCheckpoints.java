@@ -1,9 +1,7 @@
 package io.pscluster.server;
 
 import io.pscluster.checkpoint.CheckpointStore;
-import io.pscluster.checkpoint.ChunkCodec;
 import io.pscluster.checkpoint.Manifest;
-import io.pscluster.checkpoint.RowFileInfo;
 import io.pscluster.proto.v1.CheckpointFile;
 import io.pscluster.proto.v1.OptimizerSpec;
 import io.pscluster.proto.v1.TableKind;
@@ -56,19 +54,7 @@ final class CounterCheckpoints implements AutoCloseable {
         writer.awaitQuiescent();
         final List<Manifest.FileEntry> files = new ArrayList<>();
         for (final CheckpointFile file : writer.writeCheckpoint(root, id).files()) {
-            files.add(new Manifest.FileEntry(
-                    file.getTable(),
-                    WRITER,
-                    new RowFileInfo(
-                            file.getPath(),
-                            file.getLength(),
-                            file.getCrc32C(),
-                            file.getRows(),
-                            file.getSlotsList().stream()
-                                    .mapToInt(Integer::intValue)
-                                    .toArray(),
-                            ChunkCodec.fromProto(file.getCodec()).orElseThrow(),
-                            file.getUncompressedBytes())));
+            files.add(WrittenFiles.entry(WRITER, file));
         }
         store.commit(new Manifest(
                 id,

@@ -5,9 +5,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.grpc.Status;
 import io.pscluster.checkpoint.CheckpointStore;
-import io.pscluster.checkpoint.ChunkCodec;
 import io.pscluster.checkpoint.Manifest;
-import io.pscluster.checkpoint.RowFileInfo;
 import io.pscluster.checkpoint.RowFileWriter;
 import io.pscluster.proto.v1.CheckpointFile;
 import io.pscluster.proto.v1.OptimizerKind;
@@ -179,20 +177,7 @@ class DeltaCheckpointTest {
             throws Exception {
         final List<Manifest.FileEntry> files = new ArrayList<>();
         for (final CheckpointFile file : written.files()) {
-            files.add(new Manifest.FileEntry(
-                    file.getTable(),
-                    "writer",
-                    new RowFileInfo(
-                            file.getPath(),
-                            file.getLength(),
-                            file.getCrc32C(),
-                            file.getRows(),
-                            file.getSlotsList().stream()
-                                    .mapToInt(Integer::intValue)
-                                    .toArray(),
-                            ChunkCodec.fromProto(file.getCodec()).orElseThrow(),
-                            file.getUncompressedBytes()),
-                    file.getRemovedKeys()));
+            files.add(WrittenFiles.entry("writer", file));
         }
         final List<Manifest.TableEntry> tables = List.of(new Manifest.TableEntry(TABLE, SCHEMA.toByteArray()));
         store.commit(
