@@ -108,6 +108,13 @@ class DeltaCheckpointTest {
         final Manifest base = store.get(1).orElseThrow().manifest();
         final Manifest last = store.get(6).orElseThrow().manifest();
         assertThat(last.totalRows()).as("rows in the last delta").isLessThan(ROWS / 100 + 60);
+        System.out.printf(
+                "delta %d bytes (%d rows), base %d bytes (%d rows): %.2f%%%n",
+                last.totalBytes(),
+                last.totalRows(),
+                base.totalBytes(),
+                base.totalRows(),
+                100.0 * last.totalBytes() / base.totalBytes());
         assertThat((double) last.totalBytes() / base.totalBytes())
                 .as("delta bytes / base bytes with 1% of rows changed")
                 .isLessThan(0.03);
