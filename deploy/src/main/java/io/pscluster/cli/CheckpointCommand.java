@@ -82,7 +82,7 @@ final class CheckpointCommand implements Runnable {
                 final CheckpointNowResponse response = admin.checkpointNow(CheckpointNowRequest.getDefaultInstance());
                 final PrintWriter out = spec.commandLine().getOut();
                 out.println("checkpoint taken: " + describe(response.getCheckpoint()));
-                out.println("longest push stall while shards copied rows: " + response.getMaxSnapshotMicros() + " us");
+                out.println("longest push stall at a shard's cut: " + response.getMaxSnapshotMicros() + " us");
                 return 0;
             });
         }

@@ -67,7 +67,7 @@ final class DemoCommand implements Callable<Integer> {
                 Cli.close(channel);
             }
             out.println("      " + CheckpointCommand.describe(checkpoint.getCheckpoint()));
-            out.println("      pushes waited " + checkpoint.getMaxSnapshotMicros() + " us while shards copied rows");
+            out.println("      pushes waited " + checkpoint.getMaxSnapshotMicros() + " us for the shards' cut");
             final Map<Long, float[]> before = cluster.dumpTable(settings.table());
             final float[] pulledBefore;
             try (PsClient client = PsClient.connect(cluster.proxyAddress())) {
