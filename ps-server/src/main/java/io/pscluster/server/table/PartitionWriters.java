@@ -36,6 +36,10 @@ import org.slf4j.LoggerFactory;
  * {@link ParameterTable#evictStep} per table, until every table has finished its pass. A writer that is never idle
  * still evicts, and a pass over a large partition never holds up the pushes behind it for long.
  *
+ * <p>Snapshots: while a {@link ShardSnapshot} is being taken, each duty cycle first gives it one bounded copy step
+ * (see {@link ShardSnapshot}); while the rows that partition keeps aside for it are over their limit, the writer only
+ * copies and leaves its queue (pushes and control tasks) waiting.
+ *
  * <p>Closing: exactly one caller of {@link #close()} does the work; any other returns once it is done. Every control
  * task is either run or failed, never left behind (see {@link #runOnAll}).
  */
