@@ -615,7 +615,7 @@ public final class Shard implements AutoCloseable {
                 files.addAll(removed[t].finish());
             }
         }
-        rememberCut(checkpointId, epochs.cutEpoch(), covered, snapshotTables);
+        rememberCut(checkpointId, sinceId, epochs.cutEpoch(), covered, snapshotTables);
         final long heldMicros = snapshot.heldPushNanos() / 1000;
         LOG.info(
                 "shard {} wrote checkpoint {}: {} files; the cut held pushes for {} us, the copy for {} us"
@@ -649,14 +649,20 @@ public final class Shard implements AutoCloseable {
 
     private int cutEpochs;
 
+    /**
+     * Remembers this cut, and forgets every other but the one of {@code sinceId} (the latest committed checkpoint): the
+     * next delta's parent is one of the two, whether this checkpoint commits or fails.
+     */
     private void rememberCut(
-            final long checkpointId, final int epoch, final BitSet covered, final List<ParameterTable> cutTables) {
+            final long checkpointId,
+            final long sinceId,
+            final int epoch,
+            final BitSet covered,
+            final List<ParameterTable> cutTables) {
         final Map<String, ParameterTable> byName = new LinkedHashMap<>();
         cutTables.forEach(table -> byName.put(table.name(), table));
+        cuts.keySet().removeIf(id -> id != sinceId);
         cuts.put(checkpointId, new Cut(epoch, covered, byName));
-        while (cuts.size() > 8) {
-            cuts.remove(cuts.keySet().iterator().next());
-        }
     }
 
     /**

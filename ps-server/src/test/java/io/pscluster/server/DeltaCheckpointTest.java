@@ -150,6 +150,36 @@ class DeltaCheckpointTest {
                         PsException.class, e -> assertThat(e.getMessage()).contains("table 'emb' was created since"));
     }
 
+    @Test
+    void shouldKeepTheCommittedParentThroughAnyNumberOfFailedCheckpoints() throws Exception {
+        final URI root = directory.toUri();
+        final Shard shard = shard("retrying");
+        shard.createTable(SCHEMA);
+        push(shard, List.of(1L, 2L, 3L));
+        final CheckpointStore store = new CheckpointStore(root, new Configuration());
+        commit(store, 1, shard.writeCheckpoint(root, 1), 0, 0);
+        final Map<Long, List<Integer>> atOne = records(shard);
+        // Ten checkpoints written here and never committed (their proxy failed them): 1 stays the latest committed.
+        for (long id = 2; id <= 11; id++) {
+            push(shard, List.of(id + 10));
+            shard.writeCheckpoint(root, id, RowFileWriter.Options.defaults(), null, 1, true);
+        }
+        final Shard.WrittenCheckpoint delta =
+                shard.writeCheckpoint(root, 12, RowFileWriter.Options.defaults(), null, 1, true);
+        commit(store, 12, delta, 1, 1);
+        assertThat(delta.files().stream()
+                        .filter(file -> !file.getRemovedKeys())
+                        .mapToLong(CheckpointFile::getRows)
+                        .sum())
+                .as("rows written since checkpoint 1 (keys 12 to 21)")
+                .isEqualTo(10);
+        final Shard restored = shard("restored");
+        final BitSet all = new BitSet(Slots.SLOT_COUNT);
+        all.set(0, Slots.SLOT_COUNT);
+        restored.restore(root, 12, all);
+        assertThat(records(restored)).isEqualTo(records(shard)).isNotEqualTo(atOne);
+    }
+
     private void push(final Shard shard, final List<Long> keys) throws InterruptedException {
         final long[] batch = keys.stream().mapToLong(Long::longValue).toArray();
         final float[] gradients = new float[batch.length * DIM];
