@@ -83,6 +83,7 @@ final class CheckpointCommand implements Runnable {
                 final PrintWriter out = spec.commandLine().getOut();
                 out.println("checkpoint taken: " + describe(response.getCheckpoint()));
                 out.println("longest push stall at a shard's cut: " + response.getMaxSnapshotMicros() + " us");
+                out.println("cut: " + response.getCut());
                 return 0;
             });
         }

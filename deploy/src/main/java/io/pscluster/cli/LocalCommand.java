@@ -50,6 +50,15 @@ final class LocalCommand implements Callable<Integer> {
     int deltasPerBase;
 
     @Option(
+            names = "--checkpoint-pause-timeout",
+            defaultValue = "10s",
+            description = "How long a checkpoint waits for every worker of the running jobs to pause at its next"
+                    + " clock() (then the whole cluster is cut at one step boundary, with each worker's state); past"
+                    + " it the checkpoint is cut shard by shard, as its manifest says (default ${DEFAULT-VALUE}; 0:"
+                    + " never pause workers).")
+    String checkpointPauseTimeout;
+
+    @Option(
             names = "--worker-lease-ms",
             defaultValue = "3000",
             description = "A job's worker that has not renewed its lease for this long is dropped from the job (default"
@@ -69,6 +78,8 @@ final class LocalCommand implements Callable<Integer> {
                 .checkpointCodec(checkpointCodec)
                 .keepCheckpoints(keepCheckpoints)
                 .deltasPerBase(deltasPerBase)
+                .checkpointPauseMs(Cli.duration("--checkpoint-pause-timeout", checkpointPauseTimeout)
+                        .toMillis())
                 .workerLeaseMs(workerLeaseMs)
                 .hadoopConf(hadoop.configuration())
                 .start();

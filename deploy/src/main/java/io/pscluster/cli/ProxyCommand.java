@@ -98,6 +98,15 @@ final class ProxyCommand implements Callable<Integer> {
                     + " 0 (default): every checkpoint is a base. Exports need a base (--id).")
     int deltasPerBase;
 
+    @Option(
+            names = "--checkpoint-pause-timeout",
+            defaultValue = "10s",
+            description = "How long a checkpoint waits for every worker of the running jobs to pause at its next"
+                    + " clock() (then the whole cluster is cut at one step boundary, with each worker's state); past"
+                    + " it the checkpoint is cut shard by shard, as its manifest says (default ${DEFAULT-VALUE}; 0:"
+                    + " never pause workers).")
+    String checkpointPauseTimeout;
+
     @Mixin
     HadoopOptions hadoop;
 
@@ -112,6 +121,8 @@ final class ProxyCommand implements Callable<Integer> {
                 .checkpointBlockSize(Cli.bytes("--checkpoint-block-size", checkpointBlockSize))
                 .keepCheckpoints(keepCheckpoints)
                 .deltasPerBase(deltasPerBase)
+                .checkpointPauseMs(Cli.duration("--checkpoint-pause-timeout", checkpointPauseTimeout)
+                        .toMillis())
                 .maxCheckpointAgeMs(
                         Cli.duration("--max-checkpoint-age", maxCheckpointAge).toMillis())
                 .hadoopConf(hadoop.configuration())

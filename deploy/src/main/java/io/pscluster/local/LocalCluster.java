@@ -194,6 +194,7 @@ public final class LocalCluster implements AutoCloseable {
         private String checkpointCodec = "zstd";
         private int keepCheckpoints = 5;
         private int deltasPerBase;
+        private long checkpointPauseMs = 10_000;
         private long maxCheckpointAgeMs;
 
         /** How shards compress checkpoint files: zstd (default), lz4 or none. */
@@ -203,6 +204,15 @@ public final class LocalCluster implements AutoCloseable {
         }
 
         /** After each commit, keep this many of the newest checkpoints (default 5); 0: all. */
+        /**
+         * How long a checkpoint waits for the running jobs' workers to pause at a step boundary (default 10 s; 0:
+         * never pause them, cut shard by shard).
+         */
+        public Builder checkpointPauseMs(final long value) {
+            checkpointPauseMs = value;
+            return this;
+        }
+
         /** Deltas between two bases (0, the default: every checkpoint is a base). */
         public Builder deltasPerBase(final int value) {
             deltasPerBase = value;
@@ -301,6 +311,7 @@ public final class LocalCluster implements AutoCloseable {
                     .checkpointCodec(checkpointCodec)
                     .keepCheckpoints(keepCheckpoints)
                     .deltasPerBase(deltasPerBase)
+                    .checkpointPauseMs(checkpointPauseMs)
                     .maxCheckpointAgeMs(maxCheckpointAgeMs)
                     .hadoopConf(hadoopConf));
             final LocalCluster cluster = new LocalCluster(this, proxy);

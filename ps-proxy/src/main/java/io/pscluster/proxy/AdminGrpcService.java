@@ -76,6 +76,7 @@ final class AdminGrpcService extends AdminServiceGrpc.AdminServiceImplBase {
             return CheckpointNowResponse.newBuilder()
                     .setCheckpoint(describe(taken.checkpoint()))
                     .setMaxSnapshotMicros(taken.maxSnapshotMicros())
+                    .setCut(taken.cut())
                     .build();
         });
     }

@@ -1,5 +1,6 @@
 package io.pscluster.proxy;
 
+import com.google.protobuf.ByteString;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.pscluster.checkpoint.CheckpointInfo;
@@ -9,6 +10,8 @@ import io.pscluster.checkpoint.Manifest;
 import io.pscluster.checkpoint.RetentionPolicy;
 import io.pscluster.checkpoint.RowFileInfo;
 import io.pscluster.proto.v1.CheckpointFile;
+import io.pscluster.proto.v1.JobCheckpointState;
+import io.pscluster.proto.v1.JobClock;
 import io.pscluster.proto.v1.RestoreCheckpointRequest;
 import io.pscluster.proto.v1.ShardAdminServiceGrpc;
 import io.pscluster.proto.v1.TableSchema;
@@ -18,11 +21,14 @@ import io.pscluster.wire.PsException;
 import io.pscluster.wire.Slots;
 import java.io.IOException;
 import java.util.ArrayList;
+import java.util.Base64;
 import java.util.BitSet;
+import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
+import java.util.TreeMap;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -45,6 +51,8 @@ final class CheckpointCoordinator {
     private final CheckpointStore store;
     private final ShardFanOut fanOut;
     private final Settings settings;
+    private final WorkerPauses pauses;
+    private volatile JobStates jobStates = new JobStates(-1, Map.of());
 
     /**
      * How checkpoints are written and kept.
@@ -55,12 +63,41 @@ final class CheckpointCoordinator {
      * @param retention which checkpoints are kept after each commit.
      * @param deltasPerBase deltas taken after a base before the next base (0: every checkpoint is a base); a base
      *     comes sooner once the deltas since the last one outgrow half of it.
+     * @param pauseMillis how long a checkpoint waits for every worker of the running jobs to pause at a step boundary
+     *     (then the whole cluster is cut at once); past it, or with 0, each shard is cut on its own.
      */
-    record Settings(ChunkCodec codec, int replication, long blockSize, RetentionPolicy retention, int deltasPerBase) {
+    record Settings(
+            ChunkCodec codec,
+            int replication,
+            long blockSize,
+            RetentionPolicy retention,
+            int deltasPerBase,
+            long pauseMillis) {
+        Settings(
+                final ChunkCodec codec,
+                final int replication,
+                final long blockSize,
+                final RetentionPolicy retention,
+                final int deltasPerBase) {
+            this(codec, replication, blockSize, retention, deltasPerBase, DEFAULT_PAUSE_MILLIS);
+        }
+
         static Settings defaults() {
             return new Settings(ChunkCodec.ZSTD, 0, 0, RetentionPolicy.keepAll(), DEFAULT_DELTAS_PER_BASE);
         }
     }
+
+    /** How long a checkpoint waits for the running jobs' workers to pause before it cuts per shard instead. */
+    static final long DEFAULT_PAUSE_MILLIS = 10_000;
+    /** Added to the pause limit for the shards to take their cuts: how long a paused worker waits at most. */
+    private static final long CUT_MILLIS = 60_000;
+    /** Manifest property: how the cut was taken. */
+    static final String CUT = "cut";
+    /**
+     * Manifest property prefix: {@code job-state/<job>/<rank>} = {@code <clock>:<base64 state>}, the rank being the
+     * worker's place (from 1) by worker id among the job's workers.
+     */
+    static final String JOB_STATE = "job-state/";
 
     /** Off by default: the offline export reads bases only (for now). */
     static final int DEFAULT_DELTAS_PER_BASE = 0;
@@ -70,15 +107,21 @@ final class CheckpointCoordinator {
     private static final String NO_DELTA = "cannot write a delta";
 
     CheckpointCoordinator(final ClusterState state, final CheckpointStore store, final ShardFanOut fanOut) {
-        this(state, store, fanOut, Settings.defaults());
+        this(state, store, fanOut, Settings.defaults(), null);
     }
 
+    /** @param pauses pauses the running jobs' workers for a cut; null: every cut is per shard. */
     CheckpointCoordinator(
-            final ClusterState state, final CheckpointStore store, final ShardFanOut fanOut, final Settings settings) {
+            final ClusterState state,
+            final CheckpointStore store,
+            final ShardFanOut fanOut,
+            final Settings settings,
+            final WorkerPauses pauses) {
         this.state = state;
         this.store = store;
         this.fanOut = fanOut;
         this.settings = settings;
+        this.pauses = pauses;
     }
 
     CheckpointStore store() {
@@ -86,13 +129,22 @@ final class CheckpointCoordinator {
     }
 
     /** The result of a checkpoint: what was committed and the longest push stall a shard reported. */
-    record Taken(CheckpointInfo checkpoint, long maxSnapshotMicros) {}
+    record Taken(CheckpointInfo checkpoint, long maxSnapshotMicros, String cut) {}
 
+    /** Takes a checkpoint, pausing the running jobs' workers for its cut. */
     synchronized Taken checkpointNow() throws IOException, InterruptedException {
+        return checkpointNow(true);
+    }
+
+    /**
+     * Takes a checkpoint; with {@code pauseWorkers} false each shard is cut on its own (a drain: it needs only every
+     * push the draining shard acknowledged, and its workers may be stuck retrying pushes it refuses).
+     */
+    private Taken checkpointNow(final boolean pauseWorkers) throws IOException, InterruptedException {
         final Optional<CheckpointInfo> parent = deltaParent();
         if (parent.isPresent()) {
             try {
-                return checkpointNow(parent.get());
+                return checkpointNow(parent.get(), pauseWorkers);
             } catch (StatusRuntimeException refused) {
                 if (refused.getStatus().getCode() != Status.Code.FAILED_PRECONDITION
                         || refused.getStatus().getDescription() == null
@@ -104,7 +156,7 @@ final class CheckpointCoordinator {
                         refused.getStatus().getDescription());
             }
         }
-        return checkpointNow(null);
+        return checkpointNow(null, pauseWorkers);
     }
 
     /**
@@ -140,7 +192,8 @@ final class CheckpointCoordinator {
     }
 
     /** Takes a checkpoint: a delta of {@code parent}, or a base when it is null. */
-    private Taken checkpointNow(final CheckpointInfo parent) throws IOException, InterruptedException {
+    private Taken checkpointNow(final CheckpointInfo parent, final boolean pauseWorkers)
+            throws IOException, InterruptedException {
         final List<ClusterState.Owner> owners = state.ownersForClusterOperation("a checkpoint");
         final List<TableSchema> tables = state.tables();
         final String[] slotOwners = state.slotOwners();
@@ -148,8 +201,66 @@ final class CheckpointCoordinator {
         final long id = store.nextId();
         store.fileSystem().mkdirs(store.checkpointDir(id));
 
-        final WriteCheckpointRequest request = WriteCheckpointRequest.newBuilder()
-                .setCheckpointRoot(store.root().toString())
+        final WorkerPauses.Pause pause = !pauseWorkers || pauses == null || settings.pauseMillis() <= 0
+                ? null
+                : pauses.begin(settings.pauseMillis() + CUT_MILLIS);
+        try {
+            return cutAndCommit(parent, owners, tables, slotOwners, epoch, id, pause, pauseWorkers);
+        } finally {
+            if (pause != null) {
+                pause.end(0);
+            }
+        }
+    }
+
+    private Taken cutAndCommit(
+            final CheckpointInfo parent,
+            final List<ClusterState.Owner> owners,
+            final List<TableSchema> tables,
+            final String[] slotOwners,
+            final long epoch,
+            final long id,
+            final WorkerPauses.Pause pause,
+            final boolean pauseWorkers)
+            throws IOException, InterruptedException {
+        final Map<String, String> properties = new LinkedHashMap<>();
+        final Map<String, Long> syncClocks;
+        if (pause == null) {
+            syncClocks = Map.of();
+            properties.put(
+                    CUT,
+                    !pauseWorkers
+                            ? "per shard: a drain"
+                            : pauses == null || settings.pauseMillis() <= 0
+                                    ? "per shard: pausing workers is off"
+                                    : "per shard: no job running");
+        } else {
+            final List<WorkerPauses.Worker> missing = pause.awaitAll(settings.pauseMillis());
+            if (!missing.isEmpty()) {
+                pause.end(0);
+                syncClocks = Map.of();
+                properties.put(
+                        CUT,
+                        "per shard: workers " + missing + " did not pause within " + settings.pauseMillis() + " ms");
+                LOG.warn("checkpoint {}: {}", id, properties.get(CUT));
+            } else {
+                syncClocks = pause.syncClocks();
+                final Map<WorkerPauses.Worker, WorkerPauses.Held> paused = pause.pausedWorkers();
+                properties.put(CUT, "workers paused: " + describe(paused));
+                // By rank: the worker's place by id among its job's workers (ids grow from run to run; ranks do not).
+                final Map<String, Integer> ranks = new HashMap<>();
+                paused.forEach((worker, held) -> properties.put(
+                        JOB_STATE + worker.jobId() + "/" + ranks.merge(worker.jobId(), 1, Integer::sum),
+                        held.clock() + ":"
+                                + Base64.getEncoder()
+                                        .encodeToString(held.state().toByteArray())));
+            }
+        }
+        final WriteCheckpointRequest.Builder asked = WriteCheckpointRequest.newBuilder();
+        syncClocks.forEach((job, clock) -> asked.addAppliedClocks(
+                JobClock.newBuilder().setJobId(job).setClock(clock).build()));
+        final WriteCheckpointRequest request = asked.setCheckpointRoot(
+                        store.root().toString())
                 .setCheckpointId(id)
                 .setCodec(settings.codec().toProto())
                 .setReplication(settings.replication())
@@ -165,6 +276,10 @@ final class CheckpointCoordinator {
                         .writeCheckpoint(request.toBuilder()
                                 .addAllSlots(owners.get(index).slots())
                                 .build()));
+        if (pause != null) {
+            // Every shard has cut: the workers go on while the proxy commits.
+            pause.end(id);
+        }
         checkCoverage(id, owners, responses);
         final List<Manifest.FileEntry> files = new ArrayList<>();
         long maxStall = 0;
@@ -192,7 +307,6 @@ final class CheckpointCoordinator {
         }
         final List<Manifest.TableEntry> tableEntries = new ArrayList<>();
         tables.forEach(schema -> tableEntries.add(new Manifest.TableEntry(schema.getName(), schema.toByteArray())));
-        final Map<String, String> properties = new LinkedHashMap<>();
         properties.put(SLOT_OWNERS, SlotOwners.encode(slotOwners));
         properties.put(ROUTING_EPOCH, Long.toString(epoch));
         final Manifest manifest = parent == null
@@ -226,7 +340,74 @@ final class CheckpointCoordinator {
                 maxStall,
                 maxHeld);
         applyRetention();
-        return new Taken(new CheckpointInfo(id, store.checkpointDir(id), manifest), maxStall);
+        return new Taken(new CheckpointInfo(id, store.checkpointDir(id), manifest), maxStall, properties.get(CUT));
+    }
+
+    /** "job 'a' (2 workers at clock 17), job 'b' (...)". */
+    private static String describe(final Map<WorkerPauses.Worker, WorkerPauses.Held> paused) {
+        final Map<String, List<Long>> clocks = new TreeMap<>();
+        paused.forEach((worker, held) ->
+                clocks.computeIfAbsent(worker.jobId(), job -> new ArrayList<>()).add(held.clock()));
+        final StringBuilder text = new StringBuilder();
+        clocks.forEach((job, at) -> {
+            final long low = at.stream().mapToLong(Long::longValue).min().orElse(0);
+            final long high = at.stream().mapToLong(Long::longValue).max().orElse(0);
+            text.append(text.length() == 0 ? "" : ", ")
+                    .append("job '")
+                    .append(job)
+                    .append("' (")
+                    .append(at.size())
+                    .append(at.size() == 1 ? " worker" : " workers")
+                    .append(" at clock ")
+                    .append(low == high ? Long.toString(low) : low + ".." + high)
+                    .append(')');
+        });
+        return text.toString();
+    }
+
+    /** The job states of one checkpoint, by "job/rank". */
+    private record JobStates(long checkpointId, Map<String, JobCheckpointState> byWorker) {}
+
+    /**
+     * A worker's state in the latest committed checkpoint, by job and rank (from 1: the worker's place by id among
+     * the job's workers), handed in when it paused for that checkpoint; empty when that checkpoint holds none (the
+     * job did not run then, or its workers did not pause).
+     */
+    Optional<JobCheckpointState> jobState(final String jobId, final int rank) {
+        final long latest = state.latestCheckpointId();
+        if (latest <= 0) {
+            return Optional.empty();
+        }
+        JobStates known = jobStates;
+        if (known.checkpointId() != latest) {
+            final Map<String, JobCheckpointState> byWorker = new HashMap<>();
+            try {
+                final Optional<CheckpointInfo> checkpoint = store.get(latest);
+                if (checkpoint.isPresent()) {
+                    final Manifest manifest = checkpoint.get().manifest();
+                    manifest.properties().forEach((key, value) -> {
+                        if (key.startsWith(JOB_STATE)) {
+                            final int colon = value.indexOf(':');
+                            byWorker.put(
+                                    key.substring(JOB_STATE.length()),
+                                    JobCheckpointState.newBuilder()
+                                            .setCheckpointId(latest)
+                                            .setCreatedMillis(manifest.createdMillis())
+                                            .setClock(Long.parseLong(value.substring(0, colon)))
+                                            .setState(ByteString.copyFrom(
+                                                    Base64.getDecoder().decode(value.substring(colon + 1))))
+                                            .build());
+                        }
+                    });
+                }
+            } catch (IOException | RuntimeException e) {
+                LOG.warn("cannot read the job states of checkpoint {}: {}", latest, e.toString());
+                return Optional.empty();
+            }
+            known = new JobStates(latest, byWorker);
+            jobStates = known;
+        }
+        return Optional.ofNullable(known.byWorker().get(jobId + "/" + rank));
     }
 
     /**
@@ -305,7 +486,7 @@ final class CheckpointCoordinator {
         final long createdMillis;
         try {
             if (holdsRows) {
-                final Taken taken = checkpointNow();
+                final Taken taken = checkpointNow(false);
                 checkpointId = taken.checkpoint().id();
                 createdMillis = taken.checkpoint().manifest().createdMillis();
             } else {

@@ -5,6 +5,8 @@ import io.grpc.StatusRuntimeException;
 import io.grpc.stub.StreamObserver;
 import io.pscluster.proto.v1.AttachTableRequest;
 import io.pscluster.proto.v1.AttachTableResponse;
+import io.pscluster.proto.v1.AwaitPauseRequest;
+import io.pscluster.proto.v1.AwaitPauseResponse;
 import io.pscluster.proto.v1.CreateTableRequest;
 import io.pscluster.proto.v1.CreateTableResponse;
 import io.pscluster.proto.v1.DeregisterShardRequest;
@@ -17,12 +19,15 @@ import io.pscluster.proto.v1.GetRoutingTableRequest;
 import io.pscluster.proto.v1.GetRoutingTableResponse;
 import io.pscluster.proto.v1.HeartbeatRequest;
 import io.pscluster.proto.v1.HeartbeatResponse;
+import io.pscluster.proto.v1.JobWorker;
 import io.pscluster.proto.v1.JoinJobRequest;
 import io.pscluster.proto.v1.JoinJobResponse;
 import io.pscluster.proto.v1.LeaveJobRequest;
 import io.pscluster.proto.v1.LeaveJobResponse;
 import io.pscluster.proto.v1.ListTablesRequest;
 import io.pscluster.proto.v1.ListTablesResponse;
+import io.pscluster.proto.v1.PausedRequest;
+import io.pscluster.proto.v1.PausedResponse;
 import io.pscluster.proto.v1.ProxyServiceGrpc;
 import io.pscluster.proto.v1.RegisterJobRequest;
 import io.pscluster.proto.v1.RegisterJobResponse;
@@ -55,6 +60,7 @@ final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
     private final JobRegistry jobs;
     private final ShardFanOut fanOut;
     private final CheckpointCoordinator checkpoints;
+    private final WorkerPauses pauses;
     private final LongCalls longCalls;
     private final long heartbeatIntervalMs;
 
@@ -63,12 +69,14 @@ final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
             final JobRegistry jobs,
             final ShardFanOut fanOut,
             final CheckpointCoordinator checkpoints,
+            final WorkerPauses pauses,
             final LongCalls longCalls,
             final long heartbeatIntervalMs) {
         this.state = state;
         this.jobs = jobs;
         this.fanOut = fanOut;
         this.checkpoints = checkpoints;
+        this.pauses = pauses;
         this.longCalls = longCalls;
         this.heartbeatIntervalMs = heartbeatIntervalMs;
     }
@@ -201,7 +209,44 @@ final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
             out.onError(PsException.toStatus(e));
             return;
         }
-        answerWhenDone(out, joining.answer());
+        answerWhenDone(
+                out,
+                joining.answer()
+                        .thenApply(answer -> checkpoints
+                                .jobState(request.getJobId(), rankOf(answer))
+                                .map(restored ->
+                                        answer.toBuilder().setRestored(restored).build())
+                                .orElse(answer)));
+    }
+
+    /** The worker's place (from 1) by id among its job's workers as it joins. */
+    private static int rankOf(final JoinJobResponse answer) {
+        int rank = 1;
+        for (final JobWorker worker : answer.getJob().getWorkersList()) {
+            if (worker.getWorkerId() < answer.getWorkerId()) {
+                rank++;
+            }
+        }
+        return rank;
+    }
+
+    /** A worker's standing poll for checkpoint pauses; holds no thread. */
+    @Override
+    public void awaitPause(final AwaitPauseRequest request, final StreamObserver<AwaitPauseResponse> out) {
+        answerWhenDone(out, pauses.await(request.getAfterPauseId()));
+    }
+
+    /** A worker paused for a checkpoint; answered when it may go on. Holds no thread. */
+    @Override
+    public void paused(final PausedRequest request, final StreamObserver<PausedResponse> out) {
+        final CompletableFuture<PausedResponse> resumed;
+        try {
+            resumed = pauses.paused(request);
+        } catch (RuntimeException e) {
+            out.onError(PsException.toStatus(e));
+            return;
+        }
+        answerWhenDone(out, resumed);
     }
 
     @Override

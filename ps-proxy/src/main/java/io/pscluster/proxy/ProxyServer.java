@@ -57,6 +57,7 @@ public final class ProxyServer implements AutoCloseable {
     private final ScheduledExecutorService timers =
             Executors.newScheduledThreadPool(1, ThreadFactories.daemon("ps-proxy-timer"));
     private final ShardFanOut fanOut;
+    private final WorkerPauses pauses;
     private Server server;
     private boolean closed;
 
@@ -69,7 +70,6 @@ public final class ProxyServer implements AutoCloseable {
         this.state = state;
         this.stateStore = stateStore;
         this.fanOut = new ShardFanOut(channels, onwardCalls, context.callDeadlineMs);
-        this.checkpoints = new CheckpointCoordinator(state, store, fanOut, context.checkpointSettings());
         this.jobs = JobRegistry.open(
                 state,
                 new JobRegistry.Settings(context.workerLeaseMs, context.forgetAfterMs),
@@ -77,6 +77,8 @@ public final class ProxyServer implements AutoCloseable {
                 onwardCalls,
                 System::nanoTime,
                 System::currentTimeMillis);
+        this.pauses = new WorkerPauses(jobs::list, timers);
+        this.checkpoints = new CheckpointCoordinator(state, store, fanOut, context.checkpointSettings(), pauses);
     }
 
     public static ProxyServer start(final Context context) throws IOException {
@@ -190,7 +192,13 @@ public final class ProxyServer implements AutoCloseable {
         server = Grpc.newServerBuilderForPort(context.port, InsecureServerCredentials.create())
                 .executor(control)
                 .addService(new ProxyGrpcService(
-                        state, jobs, fanOut, checkpoints, new LongCalls(longCalls), context.heartbeatIntervalMs))
+                        state,
+                        jobs,
+                        fanOut,
+                        checkpoints,
+                        pauses,
+                        new LongCalls(longCalls),
+                        context.heartbeatIntervalMs))
                 .addService(new AdminGrpcService(state, jobs, checkpoints, new LongCalls(longCalls)))
                 .addService(health.getHealthService())
                 .build()
@@ -267,6 +275,7 @@ public final class ProxyServer implements AutoCloseable {
         }
         closed = true;
         health.enterTerminalState();
+        pauses.close();
         timers.shutdownNow();
         jobs.close();
         state.close();
@@ -307,6 +316,7 @@ public final class ProxyServer implements AutoCloseable {
         private long checkpointBlockSize;
         private int keepCheckpoints = 5;
         private int deltasPerBase = CheckpointCoordinator.DEFAULT_DELTAS_PER_BASE;
+        private long checkpointPauseMs = CheckpointCoordinator.DEFAULT_PAUSE_MILLIS;
         private long maxCheckpointAgeMs;
 
         /** Port to serve on; 0 picks a free one. */
@@ -425,6 +435,16 @@ public final class ProxyServer implements AutoCloseable {
             return this;
         }
 
+        /**
+         * How long a checkpoint waits for every worker of the running jobs to pause at its next step boundary
+         * ({@code clock()}), so that the whole cluster is cut at once; past it the checkpoint is cut per shard (and its
+         * manifest says so). 0: never pause workers.
+         */
+        public Context checkpointPauseMs(final long value) {
+            checkpointPauseMs = value;
+            return this;
+        }
+
         /** The checkpoint settings; call after {@link #validate()}. */
         CheckpointCoordinator.Settings checkpointSettings() {
             return new CheckpointCoordinator.Settings(
@@ -432,7 +452,8 @@ public final class ProxyServer implements AutoCloseable {
                     checkpointReplication,
                     checkpointBlockSize,
                     new RetentionPolicy(keepCheckpoints, Duration.ofMillis(maxCheckpointAgeMs)),
-                    deltasPerBase);
+                    deltasPerBase,
+                    checkpointPauseMs);
         }
 
         URI validate() {
@@ -474,6 +495,10 @@ public final class ProxyServer implements AutoCloseable {
             if (checkpointBlockSize < 0 || checkpointBlockSize % 512 != 0) {
                 throw new IllegalArgumentException("checkpointBlockSize=" + checkpointBlockSize
                         + " must be 0 (the filesystem's default) or a positive multiple of 512");
+            }
+            if (checkpointPauseMs < 0) {
+                throw new IllegalArgumentException(
+                        "checkpointPauseMs=" + checkpointPauseMs + " must be >= 0 (0: never pause workers)");
             }
             if (deltasPerBase < 0) {
                 throw new IllegalArgumentException(

@@ -358,6 +358,24 @@ final class JobClocks {
         return waiter;
     }
 
+    /**
+     * Completes once every clock up to {@code clock} of the job is applied here: at once when it is, or when the job
+     * is unknown here (nothing of it to wait for); fails when the job ends first.
+     */
+    CompletableFuture<Void> whenApplied(final String jobId, final long clock) {
+        final CompletableFuture<Void> applied = new CompletableFuture<>();
+        synchronized (this) {
+            final Job job = jobs.get(jobId);
+            if (job != null && job.applied < clock) {
+                job.waiters.add(
+                        new Waiter(job, -1, clock, () -> applied.complete(null), applied::completeExceptionally));
+                return applied;
+            }
+        }
+        applied.complete(null);
+        return applied;
+    }
+
     /** A job's clocks on this shard (tests, status). */
     record Snapshot(long applied, Map<Integer, Long> ended, int pendingClocks, int waiters) {}
 

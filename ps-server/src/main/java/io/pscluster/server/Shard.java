@@ -1068,6 +1068,24 @@ public final class Shard implements AutoCloseable {
         return jobs.snapshot(jobId);
     }
 
+    /**
+     * Waits until every clock up to {@code clock} of a job is applied here (a checkpoint cut at that clock boundary).
+     *
+     * @throws PsException UNAVAILABLE when it is not within {@code timeoutMs}, or the job ended meanwhile.
+     */
+    public void awaitClockApplied(final String jobId, final long clock, final long timeoutMs)
+            throws InterruptedException {
+        try {
+            jobs.whenApplied(jobId, clock).get(timeoutMs, TimeUnit.MILLISECONDS);
+        } catch (java.util.concurrent.TimeoutException e) {
+            throw PsException.unavailable("job '" + jobId + "' has not applied clock " + clock + " here within "
+                    + timeoutMs + " ms; a checkpoint cannot be cut at that clock");
+        } catch (java.util.concurrent.ExecutionException e) {
+            throw PsException.unavailable("job '" + jobId + "' clock " + clock + " will not be applied here: "
+                    + e.getCause().getMessage());
+        }
+    }
+
     /** Pulls waiting for a clock (each holds no thread). */
     public int waitingPulls() {
         return jobs.waiting();

@@ -6,6 +6,7 @@ import io.pscluster.checkpoint.RowFileWriter;
 import io.pscluster.proto.checkpoint.RowCodec;
 import io.pscluster.proto.v1.InjectFaultRequest;
 import io.pscluster.proto.v1.InjectFaultResponse;
+import io.pscluster.proto.v1.JobClock;
 import io.pscluster.proto.v1.RestoreCheckpointRequest;
 import io.pscluster.proto.v1.RestoreCheckpointResponse;
 import io.pscluster.proto.v1.ShardAdminServiceGrpc;
@@ -24,6 +25,12 @@ import java.util.BitSet;
  * server's bounded executor.
  */
 final class ShardAdminGrpcService extends ShardAdminServiceGrpc.ShardAdminServiceImplBase {
+    /**
+     * How long a checkpoint waits for a paused SYNC job's clock to be applied here before its cut: every worker has
+     * ended that clock, so it is one clock's apply away.
+     */
+    private static final long CLOCK_WAIT_MS = 60_000;
+
     private final Shard shard;
     private final FaultPoints faults;
 
@@ -47,6 +54,9 @@ final class ShardAdminGrpcService extends ShardAdminServiceGrpc.ShardAdminServic
     public void writeCheckpoint(
             final WriteCheckpointRequest request, final StreamObserver<WriteCheckpointResponse> response) {
         Unary.respond(response, () -> {
+            for (final JobClock clock : request.getAppliedClocksList()) {
+                shard.awaitClockApplied(clock.getJobId(), clock.getClock(), CLOCK_WAIT_MS);
+            }
             final Shard.WrittenCheckpoint written = shard.writeCheckpoint(
                     root(request.getCheckpointRoot()),
                     request.getCheckpointId(),

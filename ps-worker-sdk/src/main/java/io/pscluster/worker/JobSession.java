@@ -1,17 +1,23 @@
 package io.pscluster.worker;
 
+import com.google.protobuf.ByteString;
 import io.grpc.Deadline;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.grpc.stub.StreamObserver;
 import io.pscluster.proto.v1.AttachTableRequest;
+import io.pscluster.proto.v1.AwaitPauseRequest;
+import io.pscluster.proto.v1.AwaitPauseResponse;
 import io.pscluster.proto.v1.ClockRequest;
 import io.pscluster.proto.v1.ClockResponse;
 import io.pscluster.proto.v1.FlushRequest;
+import io.pscluster.proto.v1.JobCheckpointState;
 import io.pscluster.proto.v1.JobSpec;
 import io.pscluster.proto.v1.JoinJobRequest;
 import io.pscluster.proto.v1.JoinJobResponse;
 import io.pscluster.proto.v1.LeaveJobRequest;
+import io.pscluster.proto.v1.PausedRequest;
+import io.pscluster.proto.v1.PausedResponse;
 import io.pscluster.proto.v1.ProxyServiceGrpc;
 import io.pscluster.proto.v1.RegisterJobRequest;
 import io.pscluster.proto.v1.RenewWorkerRequest;
@@ -25,12 +31,14 @@ import java.util.HashMap;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
 import java.util.function.BiFunction;
+import java.util.function.Supplier;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -50,6 +58,10 @@ import org.slf4j.LoggerFactory;
  */
 final class JobSession {
     private static final Logger LOG = LoggerFactory.getLogger(JobSession.class);
+    /** Deadline of one pause poll (the proxy answers an idle one before it). */
+    private static final long PAUSE_POLL_MS = 30_000;
+    /** Wait before polling again after a failed poll. */
+    private static final long PAUSE_RETRY_MS = 500;
 
     private final PsClient client;
     private final JobSpec spec;
@@ -58,14 +70,33 @@ final class JobSession {
     private volatile long clock;
     private volatile String expelled;
     private volatile boolean leaving;
+    private final JobCheckpointState restored;
+    private ProxyServiceGrpc.ProxyServiceBlockingStub proxy;
+
+    // Checkpoint pauses: the newest pause the proxy asked for, and the last this worker has paused for.
+    private volatile long pauseAsked;
+    private volatile long pauseHoldMs;
+    private long pausedThrough;
+    // SYNC: the clock to run on to before pausing again for pauseAsked (another worker of the job is there already).
+    private long pauseAtClock;
+    // Pushes sent and not yet answered, and the gate new pushes wait on while paused (null: open). Under pushLock.
+    private final Object pushLock = new Object();
+    private long pushesInFlight;
+    private CompletableFuture<Void> pushGate;
 
     private JobSession(
-            final PsClient client, final JobSpec spec, final int workerId, final long start, final long lease) {
+            final PsClient client,
+            final JobSpec spec,
+            final int workerId,
+            final long start,
+            final long lease,
+            final JobCheckpointState restored) {
         this.client = client;
         this.spec = spec;
         this.workerId = workerId;
         this.clock = start;
         this.leaseMs = lease;
+        this.restored = restored;
     }
 
     /** Registers and joins the job, starts renewing, and reports the start to every shard. Blocks. */
@@ -85,9 +116,16 @@ final class JobSession {
                         .setHost(hostName())
                         .build());
         final JobSession session = new JobSession(
-                client, spec, joined.getWorkerId(), joined.getStartClock(), Math.max(100, joined.getLeaseMillis()));
+                client,
+                spec,
+                joined.getWorkerId(),
+                joined.getStartClock(),
+                Math.max(100, joined.getLeaseMillis()),
+                joined.hasRestored() ? joined.getRestored() : null);
+        session.proxy = proxy;
         final long period = Math.max(50, session.leaseMs / 3);
         timer.scheduleWithFixedDelay(() -> session.renew(proxyAsync), period, period, TimeUnit.MILLISECONDS);
+        session.watchPauses(proxyAsync, timer);
         if (spec.getMode() != UpdateMode.ASYNC) {
             session.reportStart();
         }
@@ -133,7 +171,15 @@ final class JobSession {
                 .build());
     }
 
-    /** Ends the current clock at every shard (SYNC, SSP) and moves to the next; returns the new clock. */
+    /** The worker's state in the latest checkpoint, as the proxy gave it at the join. */
+    Optional<JobCheckpointState> restored() {
+        return Optional.ofNullable(restored);
+    }
+
+    /**
+     * Ends the current clock at every shard (SYNC, SSP) and moves to the next; returns the new clock. A step boundary:
+     * when the proxy asked the job to pause for a checkpoint, the worker pauses here (see {@link #pauseIfAsked}).
+     */
     long endClock() {
         checkMember();
         if (clocked()) {
@@ -141,7 +187,157 @@ final class JobSession {
             everyShard("end clock " + ended, (stub, deadline) -> call(stub, deadline, ended, false));
         }
         clock = clock + 1;
+        pauseIfAsked();
         return clock;
+    }
+
+    /**
+     * A push may go now (null: counted in flight until {@link #pushEnded}), or the gate it waits on while the worker is
+     * paused for a checkpoint's cut.
+     */
+    CompletableFuture<Void> admitPush() {
+        synchronized (pushLock) {
+            if (pushGate != null) {
+                return pushGate;
+            }
+            pushesInFlight++;
+            return null;
+        }
+    }
+
+    /** A push admitted by {@link #admitPush} was answered (or failed). */
+    void pushEnded() {
+        synchronized (pushLock) {
+            pushesInFlight--;
+            if (pushesInFlight == 0) {
+                pushLock.notifyAll();
+            }
+        }
+    }
+
+    /**
+     * Pauses for a checkpoint when the proxy asked for one since the last pause: holds new pushes (from any thread of
+     * this client), waits until every push sent is acknowledged (then each is queued on its shard ahead of any cut
+     * taken later), hands the proxy this worker's clock and state, and waits for its answer: every shard has cut, or
+     * the pause was given up. Never stays paused longer than the proxy's hold time, nor fails the step: a proxy that
+     * cannot be reached costs a warning, not the job.
+     */
+    private void pauseIfAsked() {
+        final long pause = pauseAsked;
+        if (pause <= pausedThrough || clock < pauseAtClock) {
+            return;
+        }
+        pausedThrough = pause;
+        final long holdMs = Math.max(1_000, pauseHoldMs);
+        final CompletableFuture<Void> gate = new CompletableFuture<>();
+        synchronized (pushLock) {
+            pushGate = gate;
+        }
+        final long start = System.nanoTime();
+        try {
+            final long until = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(holdMs);
+            synchronized (pushLock) {
+                while (pushesInFlight > 0) {
+                    final long left = until - System.nanoTime();
+                    if (left <= 0) {
+                        LOG.warn(
+                                "worker {} of job {}: {} pushes still unanswered after {} ms; not pausing for"
+                                        + " checkpoint pause {}",
+                                workerId,
+                                spec.getJobId(),
+                                pushesInFlight,
+                                holdMs,
+                                pause);
+                        return;
+                    }
+                    TimeUnit.NANOSECONDS.timedWait(pushLock, left);
+                }
+            }
+            final Supplier<byte[]> supplier = client.context().checkpointState();
+            final byte[] state = supplier == null ? new byte[0] : supplier.get();
+            final PausedResponse resumed = proxy.withDeadlineAfter(holdMs, TimeUnit.MILLISECONDS)
+                    .paused(PausedRequest.newBuilder()
+                            .setJobId(spec.getJobId())
+                            .setWorkerId(workerId)
+                            .setPauseId(pause)
+                            .setClock(clock)
+                            .setState(ByteString.copyFrom(state == null ? new byte[0] : state))
+                            .build());
+            if (resumed.getRunToClock() > clock) {
+                // Another worker of this SYNC job is there already: the clocks up to it belong before the cut.
+                pauseAtClock = resumed.getRunToClock();
+                pausedThrough = pause - 1;
+                return;
+            }
+            LOG.debug(
+                    "worker {} of job {} paused {} ms at clock {} for checkpoint {}",
+                    workerId,
+                    spec.getJobId(),
+                    TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - start),
+                    clock,
+                    resumed.getCheckpointId());
+        } catch (StatusRuntimeException e) {
+            LOG.warn(
+                    "worker {} of job {}: pause {} for a checkpoint ended early: {}",
+                    workerId,
+                    spec.getJobId(),
+                    pause,
+                    e.getStatus());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        } finally {
+            synchronized (pushLock) {
+                pushGate = null;
+            }
+            gate.complete(null);
+        }
+    }
+
+    /**
+     * Keeps one poll open at the proxy for checkpoint pauses (answered when a pause begins, or empty after a while),
+     * and records the newest pause asked for; {@link #endClock()} acts on it.
+     */
+    private void watchPauses(final ProxyServiceGrpc.ProxyServiceStub proxyAsync, final ScheduledExecutorService timer) {
+        if (expelled != null || leaving || client.isClosed()) {
+            return;
+        }
+        final CompletableFuture<AwaitPauseResponse> answer = new CompletableFuture<>();
+        try {
+            proxyAsync
+                    .withDeadlineAfter(PAUSE_POLL_MS, TimeUnit.MILLISECONDS)
+                    .awaitPause(
+                            AwaitPauseRequest.newBuilder()
+                                    .setJobId(spec.getJobId())
+                                    .setWorkerId(workerId)
+                                    .setAfterPauseId(pauseAsked)
+                                    .build(),
+                            observer(answer));
+        } catch (RuntimeException e) {
+            answer.completeExceptionally(e);
+        }
+        answer.whenComplete((asked, failure) -> {
+            long again = 0;
+            if (failure == null) {
+                if (asked.getPauseId() > pauseAsked) {
+                    pauseHoldMs = asked.getHoldMillis();
+                    pauseAsked = asked.getPauseId();
+                }
+            } else {
+                final Status.Code code = PsException.toStatus(PsClient.unwrap(failure))
+                        .getStatus()
+                        .getCode();
+                if (code == Status.Code.UNIMPLEMENTED) {
+                    LOG.warn("the proxy does not pause workers for checkpoints (an older version)");
+                    return;
+                }
+                again = code == Status.Code.DEADLINE_EXCEEDED ? 0 : PAUSE_RETRY_MS;
+            }
+            try {
+                timer.schedule(() -> watchPauses(proxyAsync, timer), again, TimeUnit.MILLISECONDS);
+            } catch (java.util.concurrent.RejectedExecutionException closed) {
+                // The client closed.
+            }
+        });
     }
 
     /** Waits until every shard has applied every push it accepted before. */

@@ -11,6 +11,7 @@ import io.pscluster.proto.v1.CreateTableRequest;
 import io.pscluster.proto.v1.DropTableRequest;
 import io.pscluster.proto.v1.GetRoutingTableRequest;
 import io.pscluster.proto.v1.GetRoutingTableResponse;
+import io.pscluster.proto.v1.JobCheckpointState;
 import io.pscluster.proto.v1.JobSpec;
 import io.pscluster.proto.v1.ListTablesRequest;
 import io.pscluster.proto.v1.ProxyServiceGrpc;
@@ -24,6 +25,7 @@ import java.time.Instant;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
@@ -165,6 +167,18 @@ public final class PsClient implements AutoCloseable {
      */
     public long clock() {
         return session("clock()").endClock();
+    }
+
+    /**
+     * This worker's state in the latest checkpoint: what its {@link Context#checkpointState} gave when the job last
+     * paused for a checkpoint, from the worker of the same rank (its place by worker id among the job's workers: the
+     * n-th worker to join a run gets the n-th worker's state), with the checkpoint's id and the clock it was at. What
+     * a job restarted from that checkpoint resumes from. Empty outside a job, or when the latest checkpoint holds no
+     * state for this rank (the job did not run then, or its workers did not all pause).
+     */
+    public Optional<JobCheckpointState> restoredState() {
+        final JobSession job = session;
+        return job == null ? Optional.empty() : job.restored();
     }
 
     /**
@@ -639,6 +653,7 @@ public final class PsClient implements AutoCloseable {
         private int maxMessageBytes = 256 << 20;
         private JobSpec job;
         private long joinTimeoutMs = 600_000;
+        private Supplier<byte[]> checkpointState;
 
         /**
          * Makes this client a worker of a job (registered with this spec if it is not yet, identical otherwise):
@@ -648,6 +663,21 @@ public final class PsClient implements AutoCloseable {
         public Context job(final JobSpec value) {
             job = value;
             return this;
+        }
+
+        /**
+         * The worker's own state to keep in checkpoints (its step, data offsets, ...; at most 64 KiB): asked for on the
+         * worker's thread inside {@code clock()} when the worker pauses for a checkpoint, so it matches the model the
+         * checkpoint holds. A worker of a job restarted from that checkpoint gets it back from
+         * {@link PsClient#restoredState()}. Default: none (empty).
+         */
+        public Context checkpointState(final Supplier<byte[]> value) {
+            checkpointState = value;
+            return this;
+        }
+
+        Supplier<byte[]> checkpointState() {
+            return checkpointState;
         }
 
         /** How long connect waits for the job's other workers to join (default 10 minutes). */

@@ -146,7 +146,25 @@ public final class PsTable {
         final JobSession job = client.session();
         if (job != null) {
             job.checkMember();
+            // Held while the worker is paused for a checkpoint's cut; sent once it goes on.
+            final CompletableFuture<Void> held = job.admitPush();
+            if (held != null) {
+                return held.thenCompose(resumed -> pushAsync(keys, gradients));
+            }
+            final CompletableFuture<Void> sent;
+            try {
+                sent = pushAdmitted(keys, gradients, job);
+            } catch (RuntimeException e) {
+                job.pushEnded();
+                throw e;
+            }
+            sent.whenComplete((done, failure) -> job.pushEnded());
+            return sent;
         }
+        return pushAdmitted(keys, gradients, null);
+    }
+
+    private CompletableFuture<Void> pushAdmitted(final long[] keys, final float[] gradients, final JobSession job) {
         final Call call = new Call(keys);
         final long clock = job == null ? 0 : job.clock();
         return client.track(() -> send(call, allPositions(keys.length), null, 0, null, (address, request, deadline) -> {

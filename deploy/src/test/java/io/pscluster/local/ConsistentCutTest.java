@@ -1,0 +1,237 @@
+package io.pscluster.local;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
+
+import io.pscluster.checkpoint.CheckpointInfo;
+import io.pscluster.checkpoint.CheckpointStore;
+import io.pscluster.checkpoint.Manifest;
+import io.pscluster.checkpoint.RowFileReader;
+import io.pscluster.proto.v1.JobCheckpointState;
+import io.pscluster.proto.v1.JobSpec;
+import io.pscluster.proto.v1.OptimizerKind;
+import io.pscluster.proto.v1.OptimizerSpec;
+import io.pscluster.proto.v1.TableKind;
+import io.pscluster.proto.v1.TableSchema;
+import io.pscluster.proto.v1.UpdateMode;
+import io.pscluster.worker.PsClient;
+import io.pscluster.worker.PsTable;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Base64;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicLongArray;
+import org.apache.hadoop.conf.Configuration;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+
+/**
+ * A checkpoint is one cut of the whole cluster at a step boundary of the running job: two workers (threads, each with
+ * its own client, as processes would be) push +1 to the same 256 keys, spread over two shards, as fast as they can and
+ * end a clock after each push (ASYNC: with the previous push still in flight); checkpoints are taken meanwhile. Each push reaches both shards as two requests, so a
+ * cut shard by shard would now and then hold one half of a push and not the other. In every checkpoint every key must
+ * hold the same count, and that count must be exactly the sum of the steps the workers handed in as their state when
+ * they paused: every push acknowledged before the cut, none after. A later run of the job gets its workers' states
+ * back from the latest checkpoint.
+ */
+class ConsistentCutTest {
+    private static final int KEYS = 256;
+    private static final int WORKERS = 2;
+    private static final int CHECKPOINTS = 6;
+
+    @TempDir
+    static Path root;
+
+    private static LocalCluster cluster;
+    private static CheckpointStore store;
+
+    @BeforeAll
+    static void startCluster() throws Exception {
+        cluster = LocalCluster.builder()
+                .shards(2)
+                .checkpointRoot(root.toUri().toString())
+                .keepCheckpoints(0)
+                .checkpointPauseMs(10_000)
+                .start();
+        store = new CheckpointStore(root.toUri(), new Configuration());
+    }
+
+    @AfterAll
+    static void stopCluster() throws InterruptedException {
+        cluster.close();
+    }
+
+    @ParameterizedTest
+    @EnumSource(
+            value = UpdateMode.class,
+            names = {"ASYNC", "SYNC"})
+    void shouldCutEveryShardAtOneStepOfTheJob(final UpdateMode mode) throws Exception {
+        final String job = "cut-" + mode.name().toLowerCase(java.util.Locale.ROOT);
+        final String table = job + "-counts";
+        try (PsClient admin = PsClient.connect(cluster.proxyAddress())) {
+            admin.createTable(TableSchema.newBuilder()
+                    .setName(table)
+                    .setKind(TableKind.SPARSE)
+                    .setDim(1)
+                    .setOptimizer(OptimizerSpec.newBuilder()
+                            .setKind(OptimizerKind.SGD)
+                            .setLearningRate(1f))
+                    .build());
+        }
+        final long[] keys = new long[KEYS];
+        final float[] plusOne = new float[KEYS];
+        for (int i = 0; i < KEYS; i++) {
+            keys[i] = i * 104_729L + 11;
+            plusOne[i] = -1f;
+        }
+        final AtomicLongArray steps = new AtomicLongArray(WORKERS);
+        final AtomicBoolean stop = new AtomicBoolean();
+        final ExecutorService threads = Executors.newFixedThreadPool(WORKERS);
+        final List<Future<?>> workers = new ArrayList<>();
+        for (int w = 0; w < WORKERS; w++) {
+            workers.add(threads.submit(() -> {
+                final long[] mine = new long[1];
+                try (PsClient client = PsClient.connect(worker(job, mode)
+                        .checkpointState(
+                                () -> ByteBuffer.allocate(8).putLong(mine[0]).array()))) {
+                    final PsTable counts = client.table(table);
+                    final int index = client.workerId() % WORKERS;
+                    // ASYNC: up to two pushes in flight when the step ends (the pause waits for their answers).
+                    CompletableFuture<Void> previous = CompletableFuture.completedFuture(null);
+                    while (!stop.get()) {
+                        if (mode == UpdateMode.ASYNC) {
+                            final CompletableFuture<Void> sent = counts.pushAsync(keys, plusOne);
+                            previous.join();
+                            previous = sent;
+                        } else {
+                            counts.push(keys, plusOne);
+                        }
+                        mine[0]++;
+                        steps.set(index, mine[0]);
+                        client.clock();
+                    }
+                    previous.join();
+                }
+                return null;
+            }));
+        }
+        try {
+            await().atMost(Duration.ofSeconds(60)).until(() -> steps.get(0) > 5 && steps.get(1) > 5);
+            long lastId = 0;
+            for (int c = 0; c < CHECKPOINTS; c++) {
+                final long id = AdminCalls.checkpointNow(cluster.proxyAddress());
+                assertThat(workers).noneMatch(Future::isDone);
+                final CheckpointInfo checkpoint = store.get(id).orElseThrow();
+                final Map<String, String> properties = checkpoint.manifest().properties();
+                assertThat(properties.get("cut")).as("cut of checkpoint %d", id).startsWith("workers paused");
+                final List<JobCheckpointState> states = statesOf(checkpoint, job);
+                assertThat(states).as("worker states in checkpoint %d", id).hasSize(WORKERS);
+                long handedIn = 0;
+                for (final JobCheckpointState state : states) {
+                    handedIn += ByteBuffer.wrap(state.getState().toByteArray()).getLong();
+                    if (mode == UpdateMode.SYNC) {
+                        // One push per clock: a SYNC worker's steps are its clocks.
+                        assertThat(ByteBuffer.wrap(state.getState().toByteArray())
+                                        .getLong())
+                                .isEqualTo(state.getClock());
+                    }
+                }
+                final Map<Long, Float> counts = rowsOf(checkpoint, table);
+                assertThat(counts).as("keys in checkpoint %d", id).hasSize(KEYS);
+                assertThat(counts.values())
+                        .as("every key of checkpoint %d counts the steps the workers had taken at the cut", id)
+                        .containsOnly((float) handedIn);
+                lastId = id;
+            }
+            stop.set(true);
+            for (final Future<?> worker : workers) {
+                worker.get(60, TimeUnit.SECONDS);
+            }
+            // A new run of the job gets each rank's state from the latest checkpoint.
+            final List<JobCheckpointState> expected = statesOf(store.get(lastId).orElseThrow(), job);
+            final List<CompletableFuture<Optional<JobCheckpointState>>> rejoined = new ArrayList<>();
+            final List<PsClient> clients = new ArrayList<>();
+            for (int w = 0; w < WORKERS; w++) {
+                rejoined.add(CompletableFuture.supplyAsync(
+                        () -> {
+                            final PsClient client = PsClient.connect(worker(job, mode));
+                            synchronized (clients) {
+                                clients.add(client);
+                            }
+                            return client.restoredState();
+                        },
+                        threads));
+            }
+            final List<JobCheckpointState> restored = new ArrayList<>();
+            for (final CompletableFuture<Optional<JobCheckpointState>> answer : rejoined) {
+                restored.add(answer.get(60, TimeUnit.SECONDS).orElseThrow());
+            }
+            clients.forEach(PsClient::close);
+            assertThat(restored).extracting(JobCheckpointState::getCheckpointId).containsOnly(lastId);
+            assertThat(restored).containsExactlyInAnyOrderElementsOf(expected);
+        } finally {
+            stop.set(true);
+            threads.shutdownNow();
+            threads.awaitTermination(30, TimeUnit.SECONDS);
+        }
+    }
+
+    private static PsClient.Context worker(final String job, final UpdateMode mode) {
+        return new PsClient.Context()
+                .proxyAddress(cluster.proxyAddress())
+                .deadlineMs(30_000)
+                .job(JobSpec.newBuilder()
+                        .setJobId(job)
+                        .setMode(mode)
+                        .setExpectedWorkers(WORKERS)
+                        .build());
+    }
+
+    /** The job's worker states in a checkpoint's manifest, by rank. */
+    private static List<JobCheckpointState> statesOf(final CheckpointInfo checkpoint, final String job) {
+        final List<JobCheckpointState> states = new ArrayList<>();
+        for (int rank = 1; ; rank++) {
+            final String value = checkpoint.manifest().properties().get("job-state/" + job + "/" + rank);
+            if (value == null) {
+                return states;
+            }
+            final int colon = value.indexOf(':');
+            states.add(JobCheckpointState.newBuilder()
+                    .setCheckpointId(checkpoint.id())
+                    .setCreatedMillis(checkpoint.manifest().createdMillis())
+                    .setClock(Long.parseLong(value.substring(0, colon)))
+                    .setState(com.google.protobuf.ByteString.copyFrom(
+                            Base64.getDecoder().decode(value.substring(colon + 1))))
+                    .build());
+        }
+    }
+
+    /** Every row of one table in a checkpoint, read from its files. */
+    private static Map<Long, Float> rowsOf(final CheckpointInfo checkpoint, final String table) throws IOException {
+        final Map<Long, Float> rows = new HashMap<>();
+        for (final Manifest.FileEntry entry : checkpoint.manifest().files()) {
+            if (!entry.table().equals(table)) {
+                continue;
+            }
+            RowFileReader.read(store.fileSystem(), checkpoint.dir(), entry.file(), slot -> true, (slot, key, row) -> {
+                assertThat(rows.put(key, row[0])).as("key %d twice", key).isNull();
+            });
+        }
+        return rows;
+    }
+}
