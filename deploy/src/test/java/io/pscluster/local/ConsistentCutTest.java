@@ -3,17 +3,22 @@ package io.pscluster.local;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.awaitility.Awaitility.await;
 
+import io.grpc.ManagedChannel;
+import io.grpc.ManagedChannelBuilder;
 import io.pscluster.checkpoint.CheckpointInfo;
 import io.pscluster.checkpoint.CheckpointStore;
 import io.pscluster.checkpoint.Manifest;
 import io.pscluster.checkpoint.RowFileReader;
+import io.pscluster.proto.v1.InjectFaultRequest;
 import io.pscluster.proto.v1.JobCheckpointState;
 import io.pscluster.proto.v1.JobSpec;
 import io.pscluster.proto.v1.OptimizerKind;
 import io.pscluster.proto.v1.OptimizerSpec;
+import io.pscluster.proto.v1.ShardAdminServiceGrpc;
 import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.proto.v1.UpdateMode;
+import io.pscluster.server.FaultPoints;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
 import java.io.IOException;
@@ -36,6 +41,7 @@ import java.util.concurrent.atomic.AtomicLongArray;
 import org.apache.hadoop.conf.Configuration;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
@@ -62,6 +68,7 @@ class ConsistentCutTest {
 
     @BeforeAll
     static void startCluster() throws Exception {
+        System.setProperty(FaultPoints.ENABLE_PROPERTY, "true");
         cluster = LocalCluster.builder()
                 .shards(2)
                 .checkpointRoot(root.toUri().toString())
@@ -74,6 +81,7 @@ class ConsistentCutTest {
     @AfterAll
     static void stopCluster() throws InterruptedException {
         cluster.close();
+        System.clearProperty(FaultPoints.ENABLE_PROPERTY);
     }
 
     @ParameterizedTest
@@ -81,7 +89,45 @@ class ConsistentCutTest {
             value = UpdateMode.class,
             names = {"ASYNC", "SYNC"})
     void shouldCutEveryShardAtOneStepOfTheJob(final UpdateMode mode) throws Exception {
-        final String job = "cut-" + mode.name().toLowerCase(java.util.Locale.ROOT);
+        runJobThroughCheckpoints("cut-" + mode.name().toLowerCase(java.util.Locale.ROOT), mode, CHECKPOINTS);
+    }
+
+    /**
+     * Every push is held {@value FaultPoints#PUSH_DELAY_MS} ms before the shard takes it, so a worker ends its step
+     * with a push in flight that is not on its shard yet: the worker must not pause before that push is answered, or
+     * the cut misses a push its state counts.
+     */
+    @Test
+    void shouldWaitForPushesInFlightBeforePausing() throws Exception {
+        injectFault(FaultPoints.DELAY_PUSHES, true);
+        try {
+            runJobThroughCheckpoints("cut-slow", UpdateMode.ASYNC, 2);
+        } finally {
+            injectFault(FaultPoints.DELAY_PUSHES, false);
+        }
+    }
+
+    private static void injectFault(final String point, final boolean enabled) {
+        for (int i = 0; i < cluster.shardCount(); i++) {
+            final ManagedChannel channel = ManagedChannelBuilder.forTarget(
+                            cluster.shard(i).address())
+                    .usePlaintext()
+                    .build();
+            try {
+                ShardAdminServiceGrpc.newBlockingStub(channel)
+                        .withDeadlineAfter(10, TimeUnit.SECONDS)
+                        .injectFault(InjectFaultRequest.newBuilder()
+                                .setPoint(point)
+                                .setEnabled(enabled)
+                                .build());
+            } finally {
+                channel.shutdownNow();
+            }
+        }
+    }
+
+    private static void runJobThroughCheckpoints(final String job, final UpdateMode mode, final int checkpoints)
+            throws Exception {
         final String table = job + "-counts";
         try (PsClient admin = PsClient.connect(cluster.proxyAddress())) {
             admin.createTable(TableSchema.newBuilder()
@@ -111,21 +157,16 @@ class ConsistentCutTest {
                                 () -> ByteBuffer.allocate(8).putLong(mine[0]).array()))) {
                     final PsTable counts = client.table(table);
                     final int index = client.workerId() % WORKERS;
-                    // ASYNC: up to two pushes in flight when the step ends (the pause waits for their answers).
-                    CompletableFuture<Void> previous = CompletableFuture.completedFuture(null);
+                    // ASYNC: each step ends (clock()) with its push still in flight; the pause must wait for it.
                     while (!stop.get()) {
-                        if (mode == UpdateMode.ASYNC) {
-                            final CompletableFuture<Void> sent = counts.pushAsync(keys, plusOne);
-                            previous.join();
-                            previous = sent;
-                        } else {
-                            counts.push(keys, plusOne);
-                        }
+                        final CompletableFuture<Void> sent = mode == UpdateMode.ASYNC
+                                ? counts.pushAsync(keys, plusOne)
+                                : CompletableFuture.runAsync(() -> counts.push(keys, plusOne), Runnable::run);
                         mine[0]++;
                         steps.set(index, mine[0]);
                         client.clock();
+                        sent.join();
                     }
-                    previous.join();
                 }
                 return null;
             }));
@@ -133,7 +174,7 @@ class ConsistentCutTest {
         try {
             await().atMost(Duration.ofSeconds(60)).until(() -> steps.get(0) > 5 && steps.get(1) > 5);
             long lastId = 0;
-            for (int c = 0; c < CHECKPOINTS; c++) {
+            for (int c = 0; c < checkpoints; c++) {
                 final long id = AdminCalls.checkpointNow(cluster.proxyAddress());
                 assertThat(workers).noneMatch(Future::isDone);
                 final CheckpointInfo checkpoint = store.get(id).orElseThrow();

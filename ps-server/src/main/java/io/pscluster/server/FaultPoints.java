@@ -4,7 +4,9 @@ import io.pscluster.checkpoint.PausePoints;
 import io.pscluster.wire.PsException;
 import java.util.Map;
 import java.util.Set;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 
 /**
@@ -19,6 +21,8 @@ import java.util.concurrent.atomic.AtomicInteger;
  *       UNAVAILABLE, as when the connection drops after the shard took it: the client cannot tell and retries.
  *   <li>{@value #HOLD_WRITERS}: every partition writer stops (behind what it has queued) until the point is switched
  *       off: pushes are still accepted and acknowledged, and applied once it is off.
+ *   <li>{@value #DELAY_PUSHES}: a push waits {@value #PUSH_DELAY_MS} ms before the shard takes it, as on a slow
+ *       network: it is in flight (sent, not queued, not answered) all that time.
  *   <li>{@value #PAUSE_MID_ROW_FILE}: the first row file this process writes next stops after its first chunk (written
  *       and {@code hflush}ed), prints a marker line and waits until the point is switched off: the test kills the
  *       shard there ({@link PausePoints#MID_ROW_FILE}).
@@ -36,12 +40,16 @@ public final class FaultPoints {
     public static final String FAIL_RESTORE = "fail-restore";
     public static final String LOSE_PUSH_ANSWER = "lose-push-answer";
     public static final String HOLD_WRITERS = "hold-writers";
+    public static final String DELAY_PUSHES = "delay-pushes";
+    /** How long {@value #DELAY_PUSHES} holds each push. */
+    public static final long PUSH_DELAY_MS = 1_000;
+
     public static final String PAUSE_MID_ROW_FILE = PausePoints.MID_ROW_FILE;
     /** The system property that allows fault injection. */
     public static final String ENABLE_PROPERTY = "pscluster.faults";
 
     private static final Set<String> KNOWN =
-            Set.of(DROP_HEARTBEATS, FAIL_RESTORE, LOSE_PUSH_ANSWER, HOLD_WRITERS, PAUSE_MID_ROW_FILE);
+            Set.of(DROP_HEARTBEATS, FAIL_RESTORE, LOSE_PUSH_ANSWER, HOLD_WRITERS, DELAY_PUSHES, PAUSE_MID_ROW_FILE);
     /** Remaining firings of a point that is on; {@link Integer#MAX_VALUE} for "until switched off". */
     private final Map<String, AtomicInteger> armed = new ConcurrentHashMap<>();
 
@@ -54,6 +62,11 @@ public final class FaultPoints {
 
     FaultPoints(final boolean allowed) {
         this.allowed = allowed;
+    }
+
+    /** Runs {@code task} after {@code delayMs} on a timer of its own (a fault only: never in production use). */
+    void later(final Runnable task, final long delayMs) {
+        CompletableFuture.delayedExecutor(delayMs, TimeUnit.MILLISECONDS).execute(task);
     }
 
     public boolean allowed() {

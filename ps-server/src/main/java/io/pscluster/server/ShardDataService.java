@@ -81,6 +81,15 @@ final class ShardDataService extends ShardServiceGrpc.ShardServiceImplBase {
     @Override
     public void push(final PushRequest request, final StreamObserver<PushResponse> response) {
         followNewerEpoch(request.getRoutingEpoch());
+        if (faults.fire(FaultPoints.DELAY_PUSHES)) {
+            // Later, off the handler thread: requests behind it (a checkpoint's cut) go on meanwhile.
+            faults.later(() -> takePush(request, response), FaultPoints.PUSH_DELAY_MS);
+            return;
+        }
+        takePush(request, response);
+    }
+
+    private void takePush(final PushRequest request, final StreamObserver<PushResponse> response) {
         Unary.respond(response, () -> {
             final long[] keys = LittleEndian.decodeLongs(request.getKeys(), "keys");
             final float[] gradients = LittleEndian.decodeFloats(request.getGradients(), "gradients");
