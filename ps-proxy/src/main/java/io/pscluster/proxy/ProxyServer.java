@@ -56,6 +56,10 @@ public final class ProxyServer implements AutoCloseable {
     private final ExecutorService onwardCalls = Executors.newCachedThreadPool(ThreadFactories.daemon("ps-proxy-call"));
     private final ScheduledExecutorService timers =
             Executors.newScheduledThreadPool(1, ThreadFactories.daemon("ps-proxy-timer"));
+    // Periodic checkpoints run on their own thread: one waits for workers to pause and for shards to write, and the
+    // lease checks on the timer thread must go on meanwhile (a shard lost mid-checkpoint is failed over on time).
+    private final ScheduledExecutorService checkpointTimer =
+            Executors.newSingleThreadScheduledExecutor(ThreadFactories.daemon("ps-proxy-checkpoint"));
     private final ShardFanOut fanOut;
     private final WorkerPauses pauses;
     private Server server;
@@ -210,7 +214,7 @@ public final class ProxyServer implements AutoCloseable {
         timers.scheduleWithFixedDelay(
                 this::checkJobs, JobRegistry.CHECK_INTERVAL_MS, JobRegistry.CHECK_INTERVAL_MS, TimeUnit.MILLISECONDS);
         if (context.checkpointIntervalMs > 0) {
-            timers.scheduleWithFixedDelay(
+            checkpointTimer.scheduleWithFixedDelay(
                     this::periodicCheckpoint,
                     context.checkpointIntervalMs,
                     context.checkpointIntervalMs,
@@ -276,6 +280,7 @@ public final class ProxyServer implements AutoCloseable {
         closed = true;
         health.enterTerminalState();
         pauses.close();
+        checkpointTimer.shutdownNow();
         timers.shutdownNow();
         jobs.close();
         state.close();
