@@ -222,9 +222,17 @@ public final class CheckpointStore implements Closeable {
      * @throws IOException if the filesystem fails in a way that is not damage (then no older checkpoint is chosen).
      */
     public Optional<CheckpointInfo> latest() throws IOException {
+        return latest(null);
+    }
+
+    /**
+     * As {@link #latest()}, counting what it verifies into {@code progress} (null: none); each checkpoint it tries
+     * adds its files to the totals.
+     */
+    public Optional<CheckpointInfo> latest(Progress progress) throws IOException {
         for (CheckpointInfo checkpoint : list()) {
             try {
-                verify(checkpoint);
+                verify(checkpoint, progress);
                 return Optional.of(checkpoint);
             } catch (UncheckedIOException e) {
                 throw e.getCause();
@@ -257,6 +265,14 @@ public final class CheckpointStore implements Closeable {
      *     that a caller never mistakes an outage for a damaged checkpoint.
      */
     public void verify(CheckpointInfo checkpoint) throws CheckpointCorruptException {
+        verify(checkpoint, null);
+    }
+
+    /**
+     * As {@link #verify(CheckpointInfo)}, counting into {@code progress} (null: none) every file of the chain (rows and
+     * bytes as the manifests list them) once it is checked.
+     */
+    public void verify(CheckpointInfo checkpoint, Progress progress) throws CheckpointCorruptException {
         List<CheckpointInfo> chain;
         try {
             chain = chain(checkpoint);
@@ -265,10 +281,15 @@ public final class CheckpointStore implements Closeable {
         } catch (IOException e) {
             throw new UncheckedIOException("checkpoint " + checkpoint.id() + ": cannot read its chain", e);
         }
+        if (progress != null) {
+            for (CheckpointInfo link : chain) {
+                progress.addTotals(link.manifest().totalRows(), link.manifest().totalBytes());
+            }
+        }
         for (CheckpointInfo link : chain) {
             VerifyReport report;
             try {
-                report = check(link, VerifyReport.Depth.CHECKSUM);
+                report = check(link, VerifyReport.Depth.CHECKSUM, progress);
             } catch (IOException e) {
                 throw new UncheckedIOException("checkpoint " + link.id() + ": cannot check its files", e);
             }
@@ -318,7 +339,17 @@ public final class CheckpointStore implements Closeable {
      * @throws IOException if the filesystem fails in a way that is not damage (unreachable, permission).
      */
     public VerifyReport check(CheckpointInfo checkpoint, VerifyReport.Depth depth) throws IOException {
-        return new CheckpointVerifier(fs, this::checksumOf).check(checkpoint, depth);
+        return check(checkpoint, depth, null);
+    }
+
+    /**
+     * As {@link #check(CheckpointInfo, VerifyReport.Depth)}, adding to {@code progress} (null: none) each file's rows
+     * and bytes once it is checked, and the bytes of a file read back as they are read. Totals are the caller's to
+     * add.
+     */
+    public VerifyReport check(CheckpointInfo checkpoint, VerifyReport.Depth depth, Progress progress)
+            throws IOException {
+        return new CheckpointVerifier(fs, this::checksumOf, progress).check(checkpoint, depth);
     }
 
     /**

@@ -40,6 +40,8 @@ final class CheckpointVerifier {
     private final FileSystem fs;
     private final ChecksumSource checksums;
     private final byte[] buffer = new byte[BUFFER_BYTES];
+    /** Counts each file's rows and bytes as it is checked (bytes read back as they are read); null: none. */
+    private final Progress progress;
 
     /** Where whole-file checksums come from: an HDFS client in {@code COMPOSITE_CRC} mode, or any filesystem. */
     interface ChecksumSource {
@@ -47,8 +49,13 @@ final class CheckpointVerifier {
     }
 
     CheckpointVerifier(FileSystem fs, ChecksumSource checksums) {
+        this(fs, checksums, null);
+    }
+
+    CheckpointVerifier(FileSystem fs, ChecksumSource checksums, Progress progress) {
         this.fs = fs;
         this.checksums = checksums;
+        this.progress = progress;
     }
 
     VerifyReport check(CheckpointInfo checkpoint, VerifyReport.Depth depth) throws IOException {
@@ -59,6 +66,7 @@ final class CheckpointVerifier {
         for (Manifest.FileEntry entry : checkpoint.manifest().files()) {
             RowFileInfo expected = entry.file();
             Path file = checkpoint.resolve(expected);
+            long counted = 0;
             String problem = presence(file, expected);
             if (problem == null && depth != VerifyReport.Depth.PRESENCE) {
                 problem = blocks(file, expected);
@@ -75,8 +83,14 @@ final class CheckpointVerifier {
                 } else {
                     readBack++;
                     bytesReadBack += expected.length();
+                    long before = readBackBytes;
                     problem = readBack(file, expected);
+                    counted = readBackBytes - before;
                 }
+            }
+            if (progress != null) {
+                progress.addRows(expected.rows());
+                progress.addBytes(expected.length() - counted);
             }
             if (problem != null) {
                 problems.add("file " + file + ": " + problem);
@@ -164,6 +178,9 @@ final class CheckpointVerifier {
         return bytes.length == 4 ? ByteBuffer.wrap(bytes).getInt() : null;
     }
 
+    /** Bytes read back so far, counted into {@link #progress} buffer by buffer. */
+    private long readBackBytes;
+
     private String readBack(Path file, RowFileInfo expected) throws IOException {
         CRC32C crc = new CRC32C();
         long read = 0;
@@ -171,6 +188,10 @@ final class CheckpointVerifier {
             for (int n; (n = in.read(buffer)) > 0; ) {
                 crc.update(buffer, 0, n);
                 read += n;
+                if (progress != null && read <= expected.length()) {
+                    progress.addBytes(n);
+                    readBackBytes += n;
+                }
             }
         } catch (FileNotFoundException e) {
             return "is missing";

@@ -1,6 +1,7 @@
 package io.pscluster.server;
 
 import io.pscluster.checkpoint.CheckpointStore;
+import io.pscluster.checkpoint.Progress;
 import io.pscluster.checkpoint.RowFileInfo;
 import io.pscluster.checkpoint.RowFileWriter;
 import io.pscluster.proto.v1.CheckpointFile;
@@ -36,6 +37,8 @@ final class CheckpointParts {
     private final int[] slotStarts = new int[Slots.SLOT_COUNT + 1];
     private final List<CheckpointFile> files = new ArrayList<>();
     private int rows;
+    /** Counts rows (and their uncompressed bytes) as they go into part files, slot by slot; null: none. */
+    private Progress progress;
 
     CheckpointParts(
             final FileSystem fs,
@@ -61,6 +64,12 @@ final class CheckpointParts {
         this.slots = new int[capacity];
         this.order = new int[capacity];
         this.records = new float[capacity * rowWidth];
+    }
+
+    /** Counts the rows written from now on into {@code value}. */
+    CheckpointParts countInto(final Progress value) {
+        progress = value;
+        return this;
     }
 
     /** Adds a batch's rows, writing a part whenever the buffer fills. */
@@ -110,9 +119,14 @@ final class CheckpointParts {
                     continue;
                 }
                 writer.beginSlot(slot);
+                final int first = next;
                 for (; next < end; next++) {
                     final int row = order[next];
                     writer.writeRow(keys[row], records, row * rowWidth);
+                }
+                if (progress != null) {
+                    progress.addRows(end - first);
+                    progress.addBytes((end - first) * (8L + 4L * rowWidth));
                 }
             }
             info = writer.finish();

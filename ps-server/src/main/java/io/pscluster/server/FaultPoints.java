@@ -23,6 +23,9 @@ import java.util.concurrent.atomic.AtomicInteger;
  *       off: pushes are still accepted and acknowledged, and applied once it is off.
  *   <li>{@value #DELAY_PUSHES}: a push waits {@value #PUSH_DELAY_MS} ms before the shard takes it, as on a slow
  *       network: it is in flight (sent, not queued, not answered) all that time.
+ *   <li>{@value #SLOW_CHECKPOINT}: while on, a checkpoint write waits {@link #SLOW_CHECKPOINT_DELAY_MS} ms after each
+ *       batch of rows it takes from its snapshot, and a restore after each batch of rows it loads: slow, yet always
+ *       moving (tests of the proxy's stall timeout).
  *   <li>{@value #PAUSE_MID_ROW_FILE}: the first row file this process writes next stops after its first chunk (written
  *       and {@code hflush}ed), prints a marker line and waits until the point is switched off: the test kills the
  *       shard there ({@link PausePoints#MID_ROW_FILE}).
@@ -44,12 +47,20 @@ public final class FaultPoints {
     /** How long {@value #DELAY_PUSHES} holds each push. */
     public static final long PUSH_DELAY_MS = 1_000;
 
+    public static final String SLOW_CHECKPOINT = "slow-checkpoint";
+    public static final long SLOW_CHECKPOINT_DELAY_MS = 20;
     public static final String PAUSE_MID_ROW_FILE = PausePoints.MID_ROW_FILE;
     /** The system property that allows fault injection. */
     public static final String ENABLE_PROPERTY = "pscluster.faults";
 
-    private static final Set<String> KNOWN =
-            Set.of(DROP_HEARTBEATS, FAIL_RESTORE, LOSE_PUSH_ANSWER, HOLD_WRITERS, DELAY_PUSHES, PAUSE_MID_ROW_FILE);
+    private static final Set<String> KNOWN = Set.of(
+            DROP_HEARTBEATS,
+            FAIL_RESTORE,
+            LOSE_PUSH_ANSWER,
+            HOLD_WRITERS,
+            DELAY_PUSHES,
+            SLOW_CHECKPOINT,
+            PAUSE_MID_ROW_FILE);
     /** Remaining firings of a point that is on; {@link Integer#MAX_VALUE} for "until switched off". */
     private final Map<String, AtomicInteger> armed = new ConcurrentHashMap<>();
 

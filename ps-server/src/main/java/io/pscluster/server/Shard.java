@@ -6,6 +6,7 @@ import io.pscluster.checkpoint.CheckpointCorruptException;
 import io.pscluster.checkpoint.CheckpointInfo;
 import io.pscluster.checkpoint.CheckpointStore;
 import io.pscluster.checkpoint.Manifest;
+import io.pscluster.checkpoint.Progress;
 import io.pscluster.checkpoint.RowFileReader;
 import io.pscluster.checkpoint.RowFileWriter;
 import io.pscluster.proto.v1.Aggregation;
@@ -90,6 +91,10 @@ public final class Shard implements AutoCloseable {
     private volatile ShardSnapshot.Limits snapshotLimits = ShardSnapshot.Limits.defaults();
     /** Heap for one table's part buffer in a checkpoint; 0: {@link #partBufferBytes} decides. */
     private volatile long partBytesSetting;
+    /** Checkpoint writes and restores in progress here, for {@code CheckpointProgress}. */
+    private final CheckpointProgressBoard progressBoard = new CheckpointProgressBoard();
+    /** Fault point {@link FaultPoints#SLOW_CHECKPOINT}: a delay per batch written or restored; 0: off. */
+    private volatile long checkpointDelayNanos;
 
     private final Configuration hadoopConf;
     private final int maxKeysPerRequest;
@@ -544,7 +549,39 @@ public final class Shard implements AutoCloseable {
             throws IOException, InterruptedException {
         // Not the shard's monitor: the heartbeat thread takes that to extend the lease while the files are written.
         synchronized (checkpointLock) {
-            return writeCheckpointLocked(root, checkpointId, options, slots, sinceId, delta);
+            final CheckpointProgressBoard.Write progress = progressBoard.beginWrite(checkpointId);
+            try {
+                final WrittenCheckpoint written =
+                        writeCheckpointLocked(root, checkpointId, options, slots, sinceId, delta, progress);
+                progress.progress.succeeded();
+                return written;
+            } catch (IOException | InterruptedException | RuntimeException | Error e) {
+                progress.progress.failed(e.getMessage() == null ? e.toString() : e.getMessage());
+                throw e;
+            }
+        }
+    }
+
+    /**
+     * How far this shard's write of checkpoint {@code checkpointId} has come, and the restores under way here (the
+     * {@code CheckpointProgress} call).
+     */
+    public io.pscluster.proto.v1.CheckpointProgressResponse checkpointProgress(final long checkpointId) {
+        return progressBoard.answer(checkpointId);
+    }
+
+    /**
+     * Fault point {@link FaultPoints#SLOW_CHECKPOINT}: while on, a checkpoint write waits {@code nanos} after each
+     * batch of rows it takes from the snapshot, and a restore after each batch it loads (0: off).
+     */
+    void slowCheckpoints(final long nanos) {
+        checkpointDelayNanos = nanos;
+    }
+
+    private void faultDelay() {
+        final long nanos = checkpointDelayNanos;
+        if (nanos > 0) {
+            LockSupport.parkNanos(nanos);
         }
     }
 
@@ -554,7 +591,8 @@ public final class Shard implements AutoCloseable {
             final RowFileWriter.Options options,
             final BitSet slots,
             final long sinceId,
-            final boolean delta)
+            final boolean delta,
+            final CheckpointProgressBoard.Write progress)
             throws IOException, InterruptedException {
         final SlotOwnership.View before = ownership.view();
         final BitSet covered = slots == null ? (BitSet) before.owned().clone() : (BitSet) slots.clone();
@@ -576,6 +614,15 @@ public final class Shard implements AutoCloseable {
         } catch (IllegalStateException busy) {
             throw PsException.unavailable("shard " + shardId + " cannot checkpoint now: " + busy.getMessage());
         }
+        long rowsTotal = 0;
+        long bytesTotal = 0;
+        for (final ParameterTable table : snapshotTables) {
+            final long rows = table.rowCount();
+            rowsTotal += rows;
+            bytesTotal += rows * (8L + 4L * table.rowWidth());
+        }
+        progress.progress.addTotals(rowsTotal, bytesTotal);
+        progress.cutMarked();
         final List<CheckpointFile> files = new ArrayList<>();
         try (snapshot) {
             checkCheckpointSlots(before, ownership.view(), covered);
@@ -588,26 +635,30 @@ public final class Shard implements AutoCloseable {
             for (int t = 0; t < parts.length; t++) {
                 final ParameterTable table = snapshotTables.get(t);
                 parts[t] = new CheckpointParts(
-                        store.fileSystem(), dir, shardId, table, checkpointId, options, partBytes, false);
+                                store.fileSystem(), dir, shardId, table, checkpointId, options, partBytes, false)
+                        .countInto(progress.progress);
                 // A base has no removed keys: its buffer holds one.
                 removed[t] = new CheckpointParts(
-                        store.fileSystem(),
-                        dir,
-                        shardId,
-                        table,
-                        checkpointId,
-                        options,
-                        delta ? partBytes / 4 : 0,
-                        true);
+                                store.fileSystem(),
+                                dir,
+                                shardId,
+                                table,
+                                checkpointId,
+                                options,
+                                delta ? partBytes / 4 : 0,
+                                true)
+                        .countInto(progress.progress);
             }
             while (!snapshot.done()) {
                 final SnapshotBatch batch = snapshot.poll(100, TimeUnit.MILLISECONDS);
                 if (batch != null) {
                     try {
                         (batch.removedKeys() ? removed : parts)[batch.table()].add(batch);
+                        progress.rowsCopied.addAndGet(batch.rows());
                     } finally {
                         snapshot.release(batch);
                     }
+                    faultDelay();
                 }
             }
             for (int t = 0; t < parts.length; t++) {
@@ -769,6 +820,24 @@ public final class Shard implements AutoCloseable {
      */
     public long restore(final URI root, final long checkpointId, final BitSet slots)
             throws IOException, InterruptedException {
+        final CheckpointProgressBoard.Restore progress = progressBoard.beginRestore(checkpointId, slots.cardinality());
+        try {
+            final long rows = restore(root, checkpointId, slots, progress);
+            progress.progress().succeeded();
+            return rows;
+        } catch (IOException | InterruptedException | RuntimeException | Error e) {
+            progress.progress().failed(messageOf(e));
+            throw e;
+        }
+    }
+
+    private static String messageOf(final Throwable e) {
+        return e.getMessage() == null ? e.toString() : e.getMessage();
+    }
+
+    private long restore(
+            final URI root, final long checkpointId, final BitSet slots, final CheckpointProgressBoard.Restore progress)
+            throws IOException, InterruptedException {
         markRestoring(slots);
         final CheckpointStore store = store(root);
         final CheckpointInfo checkpoint;
@@ -777,7 +846,7 @@ public final class Shard implements AutoCloseable {
                     .orElseThrow(() -> PsException.notFound(
                             "checkpoint " + checkpointId + " under " + root + " does not exist or has no manifest"));
             try {
-                store.verify(checkpoint);
+                store.verify(checkpoint, progress.progress());
             } catch (CheckpointCorruptException corrupt) {
                 throw PsException.dataLoss("checkpoint " + checkpointId + " is damaged: " + corrupt.getMessage());
             } catch (UncheckedIOException outage) {
@@ -790,7 +859,7 @@ public final class Shard implements AutoCloseable {
             throw e;
         }
         // From here a failure leaves the slots refusing requests: better unavailable than half restored.
-        return load(store, checkpoint, slots);
+        return load(store, checkpoint, slots, progress);
     }
 
     /** What a restore order loaded: the checkpoint (and when it was taken), its rows, and a note (fallback). */
@@ -809,6 +878,20 @@ public final class Shard implements AutoCloseable {
      * @throws IOException a transient failure, or every candidate checkpoint is damaged (the message says which).
      */
     public RestoreOutcome restoreOrder(final URI root, final long checkpointId, final BitSet slots)
+            throws IOException, InterruptedException {
+        final CheckpointProgressBoard.Restore progress = progressBoard.beginRestore(checkpointId, slots.cardinality());
+        try {
+            final RestoreOutcome outcome = restoreOrder(root, checkpointId, slots, progress);
+            progress.progress().succeeded();
+            return outcome;
+        } catch (IOException | InterruptedException | RuntimeException | Error e) {
+            progress.progress().failed(messageOf(e));
+            throw e;
+        }
+    }
+
+    private RestoreOutcome restoreOrder(
+            final URI root, final long checkpointId, final BitSet slots, final CheckpointProgressBoard.Restore progress)
             throws IOException, InterruptedException {
         markRestoring(slots);
         if (checkpointId == 0) {
@@ -838,7 +921,7 @@ public final class Shard implements AutoCloseable {
                     .append(corrupt.getMessage());
         }
         if (ordered.isPresent()) {
-            final long rows = tryLoad(store, ordered.get(), slots, damage);
+            final long rows = tryLoad(store, ordered.get(), slots, damage, progress);
             if (rows >= 0) {
                 return new RestoreOutcome(checkpointId, ordered.get().manifest().createdMillis(), rows, "");
             }
@@ -847,7 +930,7 @@ public final class Shard implements AutoCloseable {
             if (older.id() >= checkpointId) {
                 continue;
             }
-            final long rows = tryLoad(store, older, slots, damage);
+            final long rows = tryLoad(store, older, slots, damage, progress);
             if (rows >= 0) {
                 final String note = damage + "; restored checkpoint " + older.id();
                 LOG.warn("shard {} fell back for {} slots: {}", name(), slots.cardinality(), note);
@@ -867,16 +950,18 @@ public final class Shard implements AutoCloseable {
             final CheckpointStore store,
             final CheckpointInfo checkpoint,
             final BitSet slots,
-            final StringBuilder damage)
+            final StringBuilder damage,
+            final CheckpointProgressBoard.Restore progress)
             throws IOException, InterruptedException {
+        progress.checkpointId(checkpoint.id());
         try {
             try {
-                store.verify(checkpoint);
+                store.verify(checkpoint, progress.next("verifying"));
             } catch (UncheckedIOException outage) {
                 throw outage.getCause();
             }
             createTables(checkpoint);
-            return load(store, checkpoint, slots);
+            return load(store, checkpoint, slots, progress);
         } catch (CheckpointCorruptException corrupt) {
             appendDamage(damage, checkpoint.id(), corrupt.getMessage());
         } catch (PsException e) {
@@ -905,8 +990,13 @@ public final class Shard implements AutoCloseable {
      * Replaces the rows of {@code slots} (already marked restoring) with the checkpoint's, then serves them. A
      * failure leaves them restoring.
      */
-    private long load(final CheckpointStore store, final CheckpointInfo checkpoint, final BitSet slots)
+    private long load(
+            final CheckpointStore store,
+            final CheckpointInfo checkpoint,
+            final BitSet slots,
+            final CheckpointProgressBoard.Restore restore)
             throws IOException, InterruptedException {
+        final Progress progress = restore.next("loading");
         // Pushes queued before the restore began are applied (then overwritten) before the slots are cleared.
         for (final ParameterTable table : tables.values()) {
             table.clearSlots(slots::get);
@@ -916,19 +1006,28 @@ public final class Shard implements AutoCloseable {
         // A delta restores on top of its chain: the base, then each delta's removed keys and rows, oldest first.
         final java.util.Set<String> tableNames = new java.util.HashSet<>();
         checkpoint.manifest().tables().forEach(table -> tableNames.add(table.name()));
-        for (final CheckpointInfo link : store.chain(checkpoint)) {
+        final List<CheckpointInfo> chain = store.chain(checkpoint);
+        for (final CheckpointInfo link : chain) {
+            for (final Manifest.FileEntry entry : link.manifest().files()) {
+                if (tableNames.contains(entry.table())
+                        && intersects(entry.file().slots(), slots)) {
+                    progress.addTotals(entry.file().rows(), entry.file().length());
+                }
+            }
+        }
+        for (final CheckpointInfo link : chain) {
             for (final Manifest.FileEntry entry : link.manifest().files()) {
                 if (entry.removedKeys()
                         && tableNames.contains(entry.table())
                         && intersects(entry.file().slots(), slots)) {
-                    removeKeysOf(fs, link, entry, slots);
+                    removeKeysOf(fs, link, entry, slots, progress);
                 }
             }
             for (final Manifest.FileEntry entry : link.manifest().files()) {
                 if (!entry.removedKeys()
                         && tableNames.contains(entry.table())
                         && intersects(entry.file().slots(), slots)) {
-                    rows += restoreFile(fs, link, entry, slots);
+                    rows += restoreFile(fs, link, entry, slots, progress);
                 }
             }
         }
@@ -948,11 +1047,16 @@ public final class Shard implements AutoCloseable {
     /** Loads one row file's rows of {@code slots}, handing them to the writers in batches. */
     /** Removes the keys a delta's file lists (of the slots {@code slots} holds) from the table. */
     private void removeKeysOf(
-            final FileSystem fs, final CheckpointInfo checkpoint, final Manifest.FileEntry entry, final BitSet slots)
+            final FileSystem fs,
+            final CheckpointInfo checkpoint,
+            final Manifest.FileEntry entry,
+            final BitSet slots,
+            final Progress progress)
             throws IOException, InterruptedException {
         final ParameterTable table = table(entry.table());
         final long[] keys = new long[RESTORE_BATCH_ROWS];
         final int[] count = {0};
+        final FileProgress counted = new FileProgress(progress, entry.file());
         RowFileReader.read(fs, checkpoint.dir(), entry.file(), slots::get, (slot, key, record) -> {
             keys[count[0]] = key;
             if (++count[0] == RESTORE_BATCH_ROWS) {
@@ -962,20 +1066,60 @@ public final class Shard implements AutoCloseable {
                     Thread.currentThread().interrupt();
                     throw PsException.unavailable("restore of table '" + table.name() + "' was interrupted");
                 }
+                counted.rows(count[0]);
                 count[0] = 0;
+                faultDelay();
             }
         });
         table.removeKeys(keys, count[0]);
+        counted.rows(count[0]);
+        counted.end();
+    }
+
+    /**
+     * Counts one file's rows into a restore's progress, and its bytes in proportion to them (a reader skips the slots
+     * it does not want, so bytes read are not known row by row); the file's whole length once it is read.
+     */
+    private static final class FileProgress {
+        private final Progress progress;
+        private final long length;
+        private final long fileRows;
+        private long rows;
+        private long bytes;
+
+        FileProgress(final Progress progress, final io.pscluster.checkpoint.RowFileInfo file) {
+            this.progress = progress;
+            this.length = file.length();
+            this.fileRows = Math.max(1, file.rows());
+        }
+
+        void rows(final int count) {
+            rows += count;
+            progress.addRows(count);
+            final long now = Math.min(length, (long) ((double) length * rows / fileRows));
+            progress.addBytes(now - bytes);
+            bytes = now;
+        }
+
+        void end() {
+            progress.addBytes(length - bytes);
+            bytes = length;
+        }
     }
 
     private long restoreFile(
-            final FileSystem fs, final CheckpointInfo checkpoint, final Manifest.FileEntry entry, final BitSet slots)
+            final FileSystem fs,
+            final CheckpointInfo checkpoint,
+            final Manifest.FileEntry entry,
+            final BitSet slots,
+            final Progress progress)
             throws IOException, InterruptedException {
         final ParameterTable table = table(entry.table());
         final int width = table.rowWidth();
         final long[] keys = new long[RESTORE_BATCH_ROWS];
         final float[] records = new float[RESTORE_BATCH_ROWS * width];
         final int[] count = {0};
+        final FileProgress counted = new FileProgress(progress, entry.file());
         final long rows = RowFileReader.read(fs, checkpoint.dir(), entry.file(), slots::get, (slot, key, record) -> {
             if (record.length != width) {
                 throw PsException.dataLoss("checkpoint row of table '" + table.name() + "' has " + record.length
@@ -991,10 +1135,14 @@ public final class Shard implements AutoCloseable {
                     Thread.currentThread().interrupt();
                     throw PsException.unavailable("restore of table '" + table.name() + "' was interrupted");
                 }
+                counted.rows(count[0]);
                 count[0] = 0;
+                faultDelay();
             }
         });
         table.putRecords(keys, records, count[0]);
+        counted.rows(count[0]);
+        counted.end();
         return rows;
     }
 

@@ -4,6 +4,8 @@ import io.grpc.stub.StreamObserver;
 import io.pscluster.checkpoint.ChunkCodec;
 import io.pscluster.checkpoint.RowFileWriter;
 import io.pscluster.proto.checkpoint.RowCodec;
+import io.pscluster.proto.v1.CheckpointProgressRequest;
+import io.pscluster.proto.v1.CheckpointProgressResponse;
 import io.pscluster.proto.v1.InjectFaultRequest;
 import io.pscluster.proto.v1.InjectFaultResponse;
 import io.pscluster.proto.v1.JobClock;
@@ -45,6 +47,13 @@ final class ShardAdminGrpcService extends ShardAdminServiceGrpc.ShardAdminServic
             faults.inject(request.getPoint(), request.getEnabled(), request.getTimes());
             if (request.getPoint().equals(FaultPoints.HOLD_WRITERS)) {
                 shard.holdWriters(request.getEnabled());
+            }
+            if (request.getPoint().equals(FaultPoints.SLOW_CHECKPOINT)) {
+                shard.slowCheckpoints(
+                        request.getEnabled()
+                                ? java.util.concurrent.TimeUnit.MILLISECONDS.toNanos(
+                                        FaultPoints.SLOW_CHECKPOINT_DELAY_MS)
+                                : 0);
             }
             return InjectFaultResponse.getDefaultInstance();
         });
@@ -124,6 +133,12 @@ final class ShardAdminGrpcService extends ShardAdminServiceGrpc.ShardAdminServic
             final long rows = shard.restore(root(request.getCheckpointRoot()), request.getCheckpointId(), slots);
             return RestoreCheckpointResponse.newBuilder().setRowsRestored(rows).build();
         });
+    }
+
+    @Override
+    public void checkpointProgress(
+            final CheckpointProgressRequest request, final StreamObserver<CheckpointProgressResponse> response) {
+        Unary.respond(response, () -> shard.checkpointProgress(request.getCheckpointId()));
     }
 
     @Override
