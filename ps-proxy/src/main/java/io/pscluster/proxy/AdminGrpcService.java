@@ -17,6 +17,8 @@ import io.pscluster.proto.v1.ListJobsRequest;
 import io.pscluster.proto.v1.ListJobsResponse;
 import io.pscluster.proto.v1.ListShardsRequest;
 import io.pscluster.proto.v1.ListShardsResponse;
+import io.pscluster.proto.v1.OperationProgressRequest;
+import io.pscluster.proto.v1.OperationProgressResponse;
 import io.pscluster.proto.v1.RestoreRequest;
 import io.pscluster.proto.v1.RestoreResponse;
 import io.pscluster.wire.PsException;
@@ -102,6 +104,13 @@ final class AdminGrpcService extends AdminServiceGrpc.AdminServiceImplBase {
                     .setRowsRestored(restored.rows())
                     .build();
         });
+    }
+
+    /** Answers on the control thread: it reads what the polls of the running operation recorded. */
+    @Override
+    public void operationProgress(
+            final OperationProgressRequest request, final StreamObserver<OperationProgressResponse> out) {
+        Unary.respond(out, () -> checkpoints.operations().answer());
     }
 
     /** Arms or disarms a commit's pause point ({@link PausePoints}), only in a JVM run with -Dpscluster.faults=true. */

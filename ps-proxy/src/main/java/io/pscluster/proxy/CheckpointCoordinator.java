@@ -10,9 +10,12 @@ import io.pscluster.checkpoint.Manifest;
 import io.pscluster.checkpoint.RetentionPolicy;
 import io.pscluster.checkpoint.RowFileInfo;
 import io.pscluster.proto.v1.CheckpointFile;
+import io.pscluster.proto.v1.CheckpointProgressRequest;
+import io.pscluster.proto.v1.CheckpointProgressResponse;
 import io.pscluster.proto.v1.JobCheckpointState;
 import io.pscluster.proto.v1.JobClock;
 import io.pscluster.proto.v1.RestoreCheckpointRequest;
+import io.pscluster.proto.v1.RestoreProgress;
 import io.pscluster.proto.v1.ShardAdminServiceGrpc;
 import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.proto.v1.WriteCheckpointRequest;
@@ -53,6 +56,7 @@ final class CheckpointCoordinator {
     private final Settings settings;
     private final WorkerPauses pauses;
     private volatile JobStates jobStates = new JobStates(-1, Map.of());
+    private final OperationBoard operations = new OperationBoard();
 
     /**
      * How checkpoints are written and kept.
@@ -65,6 +69,8 @@ final class CheckpointCoordinator {
      *     comes sooner once the deltas since the last one outgrow half of it.
      * @param pauseMillis how long a checkpoint waits for every worker of the running jobs to pause at a step boundary
      *     (then the whole cluster is cut at once); past it, or with 0, each shard is cut on its own.
+     * @param watch how long a shard's checkpoint write or restore may go without progress, and the limit on the whole
+     *     (0: none), instead of a fixed deadline.
      */
     record Settings(
             ChunkCodec codec,
@@ -72,18 +78,33 @@ final class CheckpointCoordinator {
             long blockSize,
             RetentionPolicy retention,
             int deltasPerBase,
-            long pauseMillis) {
+            long pauseMillis,
+            ShardFanOut.Watch watch) {
         Settings(
                 final ChunkCodec codec,
                 final int replication,
                 final long blockSize,
                 final RetentionPolicy retention,
                 final int deltasPerBase) {
-            this(codec, replication, blockSize, retention, deltasPerBase, DEFAULT_PAUSE_MILLIS);
+            this(
+                    codec,
+                    replication,
+                    blockSize,
+                    retention,
+                    deltasPerBase,
+                    DEFAULT_PAUSE_MILLIS,
+                    new ShardFanOut.Watch(DEFAULT_STALL_TIMEOUT_MS, 0));
         }
 
         static Settings defaults() {
-            return new Settings(ChunkCodec.ZSTD, 0, 0, RetentionPolicy.keepAll(), DEFAULT_DELTAS_PER_BASE);
+            return new Settings(
+                    ChunkCodec.ZSTD,
+                    0,
+                    0,
+                    RetentionPolicy.keepAll(),
+                    DEFAULT_DELTAS_PER_BASE,
+                    DEFAULT_PAUSE_MILLIS,
+                    new ShardFanOut.Watch(DEFAULT_STALL_TIMEOUT_MS, 0));
         }
     }
 
@@ -98,6 +119,9 @@ final class CheckpointCoordinator {
      * worker's place (from 1) by worker id among the job's workers.
      */
     static final String JOB_STATE = "job-state/";
+
+    /** A shard's checkpoint write or restore fails after this long without progress, unless set otherwise. */
+    static final long DEFAULT_STALL_TIMEOUT_MS = 120_000;
 
     /** Off by default: the offline export reads bases only (for now). */
     static final int DEFAULT_DELTAS_PER_BASE = 0;
@@ -126,6 +150,11 @@ final class CheckpointCoordinator {
 
     CheckpointStore store() {
         return store;
+    }
+
+    /** The checkpoint or restore running now, or the last one. */
+    OperationBoard operations() {
+        return operations;
     }
 
     /** The result of a checkpoint: what was committed and the longest push stall a shard reported. */
@@ -199,13 +228,34 @@ final class CheckpointCoordinator {
         final String[] slotOwners = state.slotOwners();
         final long epoch = state.epoch();
         final long id = store.nextId();
+        final OperationBoard.Operation operation = operations.begin("checkpoint", id);
+        try {
+            final Taken taken = checkpointNow(parent, pauseWorkers, owners, tables, slotOwners, epoch, id, operation);
+            operation.succeeded();
+            return taken;
+        } catch (IOException | InterruptedException | RuntimeException e) {
+            operation.failed(e.getMessage() == null ? e.toString() : e.getMessage());
+            throw e;
+        }
+    }
+
+    private Taken checkpointNow(
+            final CheckpointInfo parent,
+            final boolean pauseWorkers,
+            final List<ClusterState.Owner> owners,
+            final List<TableSchema> tables,
+            final String[] slotOwners,
+            final long epoch,
+            final long id,
+            final OperationBoard.Operation operation)
+            throws IOException, InterruptedException {
         store.fileSystem().mkdirs(store.checkpointDir(id));
 
         final WorkerPauses.Pause pause = !pauseWorkers || pauses == null || settings.pauseMillis() <= 0
                 ? null
                 : pauses.begin(settings.pauseMillis() + CUT_MILLIS);
         try {
-            return cutAndCommit(parent, owners, tables, slotOwners, epoch, id, pause, pauseWorkers);
+            return cutAndCommit(parent, owners, tables, slotOwners, epoch, id, pause, pauseWorkers, operation);
         } finally {
             if (pause != null) {
                 pause.end(0);
@@ -221,7 +271,8 @@ final class CheckpointCoordinator {
             final long epoch,
             final long id,
             final WorkerPauses.Pause pause,
-            final boolean pauseWorkers)
+            final boolean pauseWorkers,
+            final OperationBoard.Operation operation)
             throws IOException, InterruptedException {
         final Map<String, String> properties = new LinkedHashMap<>();
         final Map<String, Long> syncClocks;
@@ -235,6 +286,7 @@ final class CheckpointCoordinator {
                                     ? "per shard: pausing workers is off"
                                     : "per shard: no job running");
         } else {
+            operation.phase("pausing workers");
             final List<WorkerPauses.Worker> missing = pause.awaitAll(settings.pauseMillis());
             if (!missing.isEmpty()) {
                 pause.end(0);
@@ -268,18 +320,23 @@ final class CheckpointCoordinator {
                 .setSinceCheckpointId(state.latestCheckpointId())
                 .setDelta(parent != null)
                 .build();
-        final List<WriteCheckpointResponse> responses = fanOut.callAll(
+        operation.fanOut("cut", shardIds(owners));
+        final List<WriteCheckpointResponse> responses = fanOut.callAllWatched(
                 "checkpoint " + id,
                 targets(owners),
                 (index, channel, deadline) -> ShardAdminServiceGrpc.newBlockingStub(channel)
                         .withDeadline(deadline)
                         .writeCheckpoint(request.toBuilder()
                                 .addAllSlots(owners.get(index).slots())
-                                .build()));
+                                .build()),
+                (index, channel, deadline) -> writeProgress(channel, deadline, id),
+                settings.watch(),
+                operation);
         if (pause != null) {
             // Every shard has cut: the workers go on while the proxy commits.
             pause.end(id);
         }
+        operation.phase("committing");
         checkCoverage(id, owners, responses);
         final List<Manifest.FileEntry> files = new ArrayList<>();
         long maxStall = 0;
@@ -504,17 +561,30 @@ final class CheckpointCoordinator {
 
     /** Loads checkpoint {@code id} (0: the latest complete one) into every slot owner; returns rows restored. */
     synchronized Restored restore(final long id) throws IOException, InterruptedException {
+        final OperationBoard.Operation operation = operations.begin("restore", id);
+        try {
+            final Restored restored = restore(id, operation);
+            operation.succeeded();
+            return restored;
+        } catch (IOException | InterruptedException | RuntimeException e) {
+            operation.failed(e.getMessage() == null ? e.toString() : e.getMessage());
+            throw e;
+        }
+    }
+
+    private Restored restore(final long id, final OperationBoard.Operation operation)
+            throws IOException, InterruptedException {
         final CheckpointInfo checkpoint;
         if (id == 0) {
             // latest() verifies checksums, skipping damaged checkpoints for older ones.
-            checkpoint = store.latest()
+            checkpoint = store.latest(operation.local("verifying"))
                     .orElseThrow(() -> PsException.notFound("no complete checkpoint under " + store.root()));
         } else {
             checkpoint = store.get(id)
                     .orElseThrow(() -> PsException.notFound(
                             "checkpoint " + id + " under " + store.root() + " does not exist or has no manifest"));
             try {
-                store.verify(checkpoint);
+                store.verify(checkpoint, operation.local("verifying"));
             } catch (io.pscluster.checkpoint.CheckpointCorruptException corrupt) {
                 throw PsException.dataLoss("checkpoint " + id + " is damaged: " + corrupt.getMessage());
             }
@@ -531,7 +601,8 @@ final class CheckpointCoordinator {
                         + differentSchema.getMessage() + "; drop the table first");
             }
         }
-        final List<Long> restored = fanOut.callAll(
+        operation.fanOut("loading", shardIds(owners));
+        final List<Long> restored = fanOut.callAllWatched(
                 "restore checkpoint " + checkpoint.id(),
                 targets(owners),
                 (index, channel, deadline) -> ShardAdminServiceGrpc.newBlockingStub(channel)
@@ -541,13 +612,70 @@ final class CheckpointCoordinator {
                                 .setCheckpointId(checkpoint.id())
                                 .addAllSlots(owners.get(index).slots())
                                 .build())
-                        .getRowsRestored());
+                        .getRowsRestored(),
+                (index, channel, deadline) -> restoreProgress(channel, deadline, checkpoint.id()),
+                settings.watch(),
+                operation);
         final long rows = restored.stream().mapToLong(Long::longValue).sum();
         LOG.info("restored checkpoint {}: {} rows into {} shards", checkpoint.id(), rows, owners.size());
         return new Restored(checkpoint, rows);
     }
 
     record Restored(CheckpointInfo checkpoint, long rows) {}
+
+    private static List<String> shardIds(final List<ClusterState.Owner> owners) {
+        return owners.stream().map(ClusterState.Owner::shardId).toList();
+    }
+
+    /** A shard's progress writing checkpoint {@code id}: "waiting" until the shard has begun it. */
+    private static OperationBoard.ShardProgress writeProgress(
+            final io.grpc.ManagedChannel channel, final io.grpc.Deadline deadline, final long id) {
+        final CheckpointProgressResponse answer = ShardAdminServiceGrpc.newBlockingStub(channel)
+                .withDeadline(deadline)
+                .checkpointProgress(CheckpointProgressRequest.newBuilder()
+                        .setCheckpointId(id)
+                        .build());
+        if (!answer.getKnown()) {
+            return new OperationBoard.ShardProgress("waiting", 0, 0, 0, 0, false, 0, false);
+        }
+        return new OperationBoard.ShardProgress(
+                answer.getPhase(),
+                answer.getRowsWritten(),
+                answer.getRowsTotal(),
+                answer.getBytesWritten(),
+                answer.getBytesTotal(),
+                answer.getCutMarked(),
+                answer.getRowsCopied(),
+                answer.getDone());
+    }
+
+    /** A shard's progress restoring checkpoint {@code id}: its newest restore of that checkpoint. */
+    private static OperationBoard.ShardProgress restoreProgress(
+            final io.grpc.ManagedChannel channel, final io.grpc.Deadline deadline, final long id) {
+        final CheckpointProgressResponse answer = ShardAdminServiceGrpc.newBlockingStub(channel)
+                .withDeadline(deadline)
+                .checkpointProgress(CheckpointProgressRequest.newBuilder()
+                        .setCheckpointId(id)
+                        .build());
+        RestoreProgress newest = null;
+        for (final RestoreProgress restore : answer.getRestoresList()) {
+            if (restore.getCheckpointId() == id) {
+                newest = restore;
+            }
+        }
+        if (newest == null) {
+            return new OperationBoard.ShardProgress("waiting", 0, 0, 0, 0, false, 0, false);
+        }
+        return new OperationBoard.ShardProgress(
+                newest.getPhase(),
+                newest.getRowsDone(),
+                newest.getRowsTotal(),
+                newest.getBytesDone(),
+                newest.getBytesTotal(),
+                false,
+                0,
+                newest.getDone());
+    }
 
     private static List<ShardFanOut.Target> targets(final List<ClusterState.Owner> owners) {
         final List<ShardFanOut.Target> targets = new ArrayList<>();

@@ -323,6 +323,8 @@ public final class ProxyServer implements AutoCloseable {
         private int deltasPerBase = CheckpointCoordinator.DEFAULT_DELTAS_PER_BASE;
         private long checkpointPauseMs = CheckpointCoordinator.DEFAULT_PAUSE_MILLIS;
         private long maxCheckpointAgeMs;
+        private long checkpointStallTimeoutMs = CheckpointCoordinator.DEFAULT_STALL_TIMEOUT_MS;
+        private long checkpointTimeoutMs;
 
         /** Port to serve on; 0 picks a free one. */
         public Context port(final int value) {
@@ -356,7 +358,22 @@ public final class ProxyServer implements AutoCloseable {
             return this;
         }
 
-        /** Deadline of the proxy's calls to shards (checkpoint writes included). */
+        /**
+         * A checkpoint or restore fails once a shard's progress on it has not moved for this long (default 120 s);
+         * they have no fixed deadline otherwise (see {@link #checkpointTimeoutMs}).
+         */
+        public Context checkpointStallTimeoutMs(final long value) {
+            checkpointStallTimeoutMs = value;
+            return this;
+        }
+
+        /** A checkpoint or restore fails after this long in all, progress or not; 0 (default): no limit. */
+        public Context checkpointTimeoutMs(final long value) {
+            checkpointTimeoutMs = value;
+            return this;
+        }
+
+        /** Deadline of the proxy's short calls to shards (tables); checkpoints and restores: see the stall timeout. */
         public Context callDeadlineMs(final long value) {
             callDeadlineMs = value;
             return this;
@@ -458,7 +475,8 @@ public final class ProxyServer implements AutoCloseable {
                     checkpointBlockSize,
                     new RetentionPolicy(keepCheckpoints, Duration.ofMillis(maxCheckpointAgeMs)),
                     deltasPerBase,
-                    checkpointPauseMs);
+                    checkpointPauseMs,
+                    new ShardFanOut.Watch(checkpointStallTimeoutMs, checkpointTimeoutMs));
         }
 
         URI validate() {
@@ -484,6 +502,14 @@ public final class ProxyServer implements AutoCloseable {
             }
             if (workerLeaseMs <= 0) {
                 throw new IllegalArgumentException("workerLeaseMs=" + workerLeaseMs + " must be > 0");
+            }
+            if (checkpointStallTimeoutMs <= 0) {
+                throw new IllegalArgumentException(
+                        "checkpointStallTimeoutMs=" + checkpointStallTimeoutMs + " must be > 0");
+            }
+            if (checkpointTimeoutMs < 0) {
+                throw new IllegalArgumentException(
+                        "checkpointTimeoutMs=" + checkpointTimeoutMs + " must be >= 0 (0: no limit)");
             }
             if (callDeadlineMs <= 0) {
                 throw new IllegalArgumentException("callDeadlineMs=" + callDeadlineMs + " must be > 0");
