@@ -4,6 +4,7 @@ import io.grpc.ManagedChannel;
 import io.pscluster.checkpoint.CheckpointCorruptException;
 import io.pscluster.checkpoint.CheckpointStore;
 import io.pscluster.checkpoint.Manifest;
+import io.pscluster.checkpoint.Progress;
 import io.pscluster.checkpoint.VerifyReport;
 import io.pscluster.export.SafetensorsExport;
 import io.pscluster.proto.v1.AdminServiceGrpc;
@@ -12,6 +13,8 @@ import io.pscluster.proto.v1.CheckpointNowRequest;
 import io.pscluster.proto.v1.CheckpointNowResponse;
 import io.pscluster.proto.v1.ListCheckpointsRequest;
 import io.pscluster.proto.v1.ListCheckpointsResponse;
+import io.pscluster.proto.v1.OperationProgressRequest;
+import io.pscluster.proto.v1.OperationProgressResponse;
 import io.pscluster.proto.v1.RestoreRequest;
 import io.pscluster.proto.v1.RestoreResponse;
 import java.io.IOException;
@@ -70,15 +73,22 @@ final class CheckpointCommand implements Runnable {
         @Option(names = "--proxy", required = true, description = "The proxy's HOST:PORT.")
         String proxy;
 
-        @Option(names = "--timeout-s", defaultValue = "600", description = "Deadline (default ${DEFAULT-VALUE} s).")
+        @Option(
+                names = "--timeout-s",
+                defaultValue = "600",
+                description = "How long this command waits (default ${DEFAULT-VALUE} s); the proxy's own limits are"
+                        + " its --checkpoint-stall-timeout and --checkpoint-timeout.")
         long timeoutSeconds;
+
+        @Option(names = "--quiet", description = "No progress lines on standard error.")
+        boolean quiet;
 
         @Spec
         CommandLine.Model.CommandSpec spec;
 
         @Override
         public Integer call() {
-            return withAdmin(proxy, timeoutSeconds, admin -> {
+            return withAdminProgress(proxy, timeoutSeconds, "checkpoint", quiet, spec, admin -> {
                 final CheckpointNowResponse response = admin.checkpointNow(CheckpointNowRequest.getDefaultInstance());
                 final PrintWriter out = spec.commandLine().getOut();
                 out.println("checkpoint taken: " + describe(response.getCheckpoint()));
@@ -104,15 +114,22 @@ final class CheckpointCommand implements Runnable {
         @Option(names = "--id", defaultValue = "0", description = "The checkpoint id; 0 (default) the latest.")
         long id;
 
-        @Option(names = "--timeout-s", defaultValue = "600", description = "Deadline (default ${DEFAULT-VALUE} s).")
+        @Option(
+                names = "--timeout-s",
+                defaultValue = "600",
+                description = "How long this command waits (default ${DEFAULT-VALUE} s); the proxy's own limits are"
+                        + " its --checkpoint-stall-timeout and --checkpoint-timeout.")
         long timeoutSeconds;
+
+        @Option(names = "--quiet", description = "No progress lines on standard error.")
+        boolean quiet;
 
         @Spec
         CommandLine.Model.CommandSpec spec;
 
         @Override
         public Integer call() {
-            return withAdmin(proxy, timeoutSeconds, admin -> {
+            return withAdminProgress(proxy, timeoutSeconds, "restore", quiet, spec, admin -> {
                 // The proxy skips damaged checkpoints for older ones without saying so in its answer: the complete
                 // ones listed before the call tell which newer ones it passed over.
                 final List<Long> listed = id != 0
@@ -261,6 +278,9 @@ final class CheckpointCommand implements Runnable {
         @Option(names = "--read-back", description = "Read every byte back as well.")
         boolean readBack;
 
+        @Option(names = "--quiet", description = "No progress lines on standard error.")
+        boolean quiet;
+
         @Mixin
         HadoopOptions hadoop;
 
@@ -300,7 +320,23 @@ final class CheckpointCommand implements Runnable {
                     }
                 }
                 for (final io.pscluster.checkpoint.CheckpointInfo checkpoint : checkpoints) {
-                    final VerifyReport report = store.check(checkpoint, depth);
+                    final Progress progress = new Progress("verifying");
+                    progress.addTotals(
+                            checkpoint.manifest().totalRows(),
+                            checkpoint.manifest().totalBytes());
+                    final VerifyReport report;
+                    try (ProgressReporter ignored = ProgressReporter.start(
+                            spec.commandLine().getErr(),
+                            () -> ProgressReporter.Reading.of("verify checkpoint " + checkpoint.id(), progress.view()),
+                            quiet)) {
+                        try {
+                            report = store.check(checkpoint, depth, progress);
+                            progress.succeeded();
+                        } catch (IOException | RuntimeException e) {
+                            progress.failed(e.getMessage());
+                            throw e;
+                        }
+                    }
                     if (report.intact()) {
                         out.println("checkpoint " + checkpoint.id() + ": intact (" + how(report) + ")");
                     } else {
@@ -412,6 +448,9 @@ final class CheckpointCommand implements Runnable {
                 description = "Export only this table (repeatable); default: every table.")
         List<String> tables = new ArrayList<>();
 
+        @Option(names = "--quiet", description = "No progress lines on standard error.")
+        boolean quiet;
+
         @Mixin
         HadoopOptions hadoop;
 
@@ -446,12 +485,22 @@ final class CheckpointCommand implements Runnable {
                 stdout.println("exporting checkpoint " + checkpoint.id() + " (created "
                         + Instant.ofEpochMilli(checkpoint.manifest().createdMillis()) + ") to " + out + ": "
                         + export.tables().size() + " tables");
-                try {
-                    export.write(
-                            store.fileSystem(),
-                            table -> stdout.println("  " + table.table() + ": "
-                                    + (table.dense() ? "dense" : "sparse") + ", " + table.rows() + " rows x dim "
-                                    + table.dim() + ", " + size(table.bytes()) + " -> " + table.file()));
+                final Progress progress = export.progress();
+                try (ProgressReporter ignored = ProgressReporter.start(
+                        spec.commandLine().getErr(),
+                        () -> ProgressReporter.Reading.of("export checkpoint " + checkpoint.id(), progress.view()),
+                        quiet)) {
+                    try {
+                        export.write(
+                                store.fileSystem(),
+                                table -> stdout.println("  " + table.table() + ": "
+                                        + (table.dense() ? "dense" : "sparse") + ", " + table.rows() + " rows x dim "
+                                        + table.dim() + ", " + size(table.bytes()) + " -> " + table.file()));
+                        progress.succeeded();
+                    } catch (IOException | RuntimeException e) {
+                        progress.failed(e.getMessage());
+                        throw e;
+                    }
                 } catch (CheckpointCorruptException e) {
                     stdout.println("checkpoint " + checkpoint.id() + ": DAMAGED: " + e.getMessage());
                     stdout.println("nothing exported");
@@ -540,6 +589,63 @@ final class CheckpointCommand implements Runnable {
         } finally {
             Cli.close(channel);
         }
+    }
+
+    /**
+     * As {@link #withAdmin}, printing the proxy's progress on {@code kind} ("checkpoint", "restore") to standard
+     * error about once a second while the call runs (unless {@code quiet}), polled from a second stub.
+     */
+    private static int withAdminProgress(
+            final String proxy,
+            final long timeoutSeconds,
+            final String kind,
+            final boolean quiet,
+            final CommandLine.Model.CommandSpec spec,
+            final AdminCall call) {
+        final ManagedChannel channel = Cli.channel(Cli.hostPort("--proxy", proxy));
+        final long startNanos = System.nanoTime();
+        final AdminServiceGrpc.AdminServiceBlockingStub poller = AdminServiceGrpc.newBlockingStub(channel);
+        try (ProgressReporter ignored = ProgressReporter.start(
+                spec.commandLine().getErr(),
+                () -> reading(
+                        kind,
+                        poller.withDeadlineAfter(5, TimeUnit.SECONDS)
+                                .operationProgress(OperationProgressRequest.getDefaultInstance()),
+                        TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - startNanos)),
+                quiet)) {
+            return call.call(
+                    AdminServiceGrpc.newBlockingStub(channel).withDeadlineAfter(timeoutSeconds, TimeUnit.SECONDS));
+        } finally {
+            Cli.close(channel);
+        }
+    }
+
+    /**
+     * The proxy's operation as a progress reading, or null if it is not ours: another kind, or one that began before
+     * this command did (a second of slack for the clocks of the two processes to disagree).
+     */
+    static ProgressReporter.Reading reading(
+            final String kind, final OperationProgressResponse operation, final long ourMillis) {
+        if (!operation.getKnown()
+                || !operation.getKind().equals(kind)
+                || operation.getElapsedMillis() > ourMillis + 1_000) {
+            return null;
+        }
+        final String extra = operation.getShards() == 0
+                ? ""
+                : kind.equals("checkpoint")
+                        ? "shards cut " + operation.getShardsCut() + "/" + operation.getShards() + ", done "
+                                + operation.getShardsDone() + "/" + operation.getShards()
+                        : "shards done " + operation.getShardsDone() + "/" + operation.getShards();
+        return new ProgressReporter.Reading(
+                kind + (operation.getCheckpointId() == 0 ? "" : " " + operation.getCheckpointId()),
+                operation.getPhase(),
+                operation.getRowsDone(),
+                operation.getRowsTotal(),
+                operation.getBytesDone(),
+                operation.getBytesTotal(),
+                operation.getDone() || operation.getFailed(),
+                operation.getFailed() ? (extra.isEmpty() ? "" : extra + "; ") + operation.getError() : extra);
     }
 
     static String describe(final CheckpointInfo info) {

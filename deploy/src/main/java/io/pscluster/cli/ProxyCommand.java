@@ -107,6 +107,21 @@ final class ProxyCommand implements Callable<Integer> {
                     + " never pause workers).")
     String checkpointPauseTimeout;
 
+    @Option(
+            names = "--checkpoint-stall-timeout",
+            defaultValue = "120s",
+            description = "A checkpoint or restore fails once a shard's progress on it (rows and bytes written or"
+                    + " loaded, its cut) has not moved for this long, e.g. 120s or 5m (default ${DEFAULT-VALUE}). It"
+                    + " has no fixed deadline otherwise.")
+    String checkpointStallTimeout;
+
+    @Option(
+            names = "--checkpoint-timeout",
+            defaultValue = "0",
+            description = "A checkpoint or restore fails after this long in all, progress or not, e.g. 2h; 0"
+                    + " (default): no limit.")
+    String checkpointTimeout;
+
     @Mixin
     HadoopOptions hadoop;
 
@@ -125,6 +140,10 @@ final class ProxyCommand implements Callable<Integer> {
                         .toMillis())
                 .maxCheckpointAgeMs(
                         Cli.duration("--max-checkpoint-age", maxCheckpointAge).toMillis())
+                .checkpointStallTimeoutMs(Cli.duration("--checkpoint-stall-timeout", checkpointStallTimeout)
+                        .toMillis())
+                .checkpointTimeoutMs(
+                        Cli.duration("--checkpoint-timeout", checkpointTimeout).toMillis())
                 .hadoopConf(hadoop.configuration())
                 .stateDir(stateDir)
                 .leaseMs(leaseMs)

@@ -4,6 +4,7 @@ import com.google.protobuf.InvalidProtocolBufferException;
 import io.pscluster.checkpoint.CheckpointCorruptException;
 import io.pscluster.checkpoint.CheckpointInfo;
 import io.pscluster.checkpoint.Manifest;
+import io.pscluster.checkpoint.Progress;
 import io.pscluster.checkpoint.RowFileReader;
 import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
@@ -81,10 +82,27 @@ public final class SafetensorsExport {
 
     private final CheckpointInfo checkpoint;
     private final List<Plan> plans;
+    private final Progress progress = new Progress("exporting");
+
+    /** Rows counted into {@link #progress} at once while a file is read. */
+    private static final int PROGRESS_ROWS = 4096;
 
     private SafetensorsExport(final CheckpointInfo checkpoint, final List<Plan> plans) {
         this.checkpoint = checkpoint;
         this.plans = plans;
+        for (final Plan plan : plans) {
+            for (final Manifest.FileEntry entry : plan.files()) {
+                progress.addTotals(entry.file().rows(), entry.file().length());
+            }
+        }
+    }
+
+    /**
+     * How far {@link #write} has come: rows of the checkpoint's files read and written out, and bytes of those files
+     * (counted in proportion to the rows within a file), of the totals the manifest lists.
+     */
+    public Progress progress() {
+        return progress;
     }
 
     /**
@@ -296,8 +314,16 @@ public final class SafetensorsExport {
     /** Reads every row of the table's files, in manifest order, checking each record's width. */
     private void stream(final FileSystem fs, final Plan plan, final RowSink sink) throws IOException {
         for (final Manifest.FileEntry entry : plan.files()) {
+            final long[] rows = {0, 0}; // read, counted
+            final long length = entry.file().length();
+            final long fileRows = Math.max(1, entry.file().rows());
             try {
                 RowFileReader.read(fs, checkpoint.dir(), entry.file(), slot -> true, (slot, key, record) -> {
+                    if (++rows[0] - rows[1] == PROGRESS_ROWS) {
+                        progress.addRows(PROGRESS_ROWS);
+                        progress.addBytes(share(length, rows[0], fileRows) - share(length, rows[1], fileRows));
+                        rows[1] = rows[0];
+                    }
                     if (record.length != plan.recordWidth()) {
                         throw new UncheckedIOException(corrupt(
                                 plan,
@@ -314,7 +340,14 @@ public final class SafetensorsExport {
             } catch (UncheckedIOException e) {
                 throw e.getCause();
             }
+            progress.addRows(rows[0] - rows[1]);
+            progress.addBytes(length - share(length, rows[1], fileRows));
         }
+    }
+
+    /** The bytes of a file of {@code length} that {@code rows} of its {@code fileRows} stand for. */
+    private static long share(final long length, final long rows, final long fileRows) {
+        return Math.min(length, (long) ((double) length * rows / fileRows));
     }
 
     private CheckpointCorruptException corrupt(final Plan plan, final String what) {

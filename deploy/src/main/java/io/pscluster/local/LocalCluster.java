@@ -196,6 +196,8 @@ public final class LocalCluster implements AutoCloseable {
         private int deltasPerBase;
         private long checkpointPauseMs = 10_000;
         private long maxCheckpointAgeMs;
+        private long checkpointStallTimeoutMs = 120_000;
+        private long checkpointTimeoutMs;
 
         /** How shards compress checkpoint files: zstd (default), lz4 or none. */
         public Builder checkpointCodec(final String value) {
@@ -264,6 +266,18 @@ public final class LocalCluster implements AutoCloseable {
             return this;
         }
 
+        /** See {@link ProxyServer.Context#checkpointStallTimeoutMs}. */
+        public Builder checkpointStallTimeoutMs(final long value) {
+            checkpointStallTimeoutMs = value;
+            return this;
+        }
+
+        /** See {@link ProxyServer.Context#checkpointTimeoutMs}; 0: no limit. */
+        public Builder checkpointTimeoutMs(final long value) {
+            checkpointTimeoutMs = value;
+            return this;
+        }
+
         public Builder shards(final int value) {
             shards = value;
             return this;
@@ -313,6 +327,8 @@ public final class LocalCluster implements AutoCloseable {
                     .deltasPerBase(deltasPerBase)
                     .checkpointPauseMs(checkpointPauseMs)
                     .maxCheckpointAgeMs(maxCheckpointAgeMs)
+                    .checkpointStallTimeoutMs(checkpointStallTimeoutMs)
+                    .checkpointTimeoutMs(checkpointTimeoutMs)
                     .hadoopConf(hadoopConf));
             final LocalCluster cluster = new LocalCluster(this, proxy);
             try {

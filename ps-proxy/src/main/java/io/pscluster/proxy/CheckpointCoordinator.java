@@ -589,6 +589,7 @@ final class CheckpointCoordinator {
                 throw PsException.dataLoss("checkpoint " + id + " is damaged: " + corrupt.getMessage());
             }
         }
+        operation.checkpointId(checkpoint.id());
         final List<ClusterState.Owner> owners = state.ownersForClusterOperation("a restore");
         for (final TableSchema schema : schemasOf(checkpoint.manifest())) {
             try {

@@ -48,7 +48,7 @@ final class OperationBoard {
     /** One operation: what, which checkpoint, the shards, and the proxy's own phase and counters. */
     static final class Operation {
         final String kind;
-        final long checkpointId;
+        private volatile long checkpointId;
         final long startNanos = System.nanoTime();
         private volatile Shards shards = Shards.of(List.of(), startNanos);
         /** The proxy's own work (verifying a checkpoint before a restore); null while the shards work. */
@@ -65,6 +65,11 @@ final class OperationBoard {
 
         void phase(final String value) {
             phase = value;
+        }
+
+        /** The checkpoint, once chosen (a restore of "the latest" begins with 0). */
+        void checkpointId(final long value) {
+            checkpointId = value;
         }
 
         /** Counts the proxy's own work for phase {@code value} (shown instead of the shards' until the fan-out). */
@@ -151,6 +156,13 @@ final class OperationBoard {
                 rowsTotal = view.rowsTotal();
                 bytesDone = view.bytesDone();
                 bytesTotal = view.bytesTotal();
+            }
+            if (kind.equals("checkpoint")
+                    && answer.getPhase().equals("cut")
+                    && cut == of.ids().size()
+                    && cut > 0) {
+                // Every shard has cut: what is left is writing the rows.
+                answer.setPhase("writing");
             }
             return answer.setRowsDone(rowsDone)
                     .setRowsTotal(rowsTotal)
