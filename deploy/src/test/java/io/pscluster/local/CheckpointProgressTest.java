@@ -184,10 +184,33 @@ class CheckpointProgressTest {
                 assertThat(operation.getFailed()).isTrue();
                 assertThat(operation.getError()).contains(stuck);
                 assertThat(operation.getShardsCut()).as("the other shard cut").isEqualTo(1);
+                final CheckpointProgressRequest asked = CheckpointProgressRequest.newBuilder()
+                        .setCheckpointId(operation.getCheckpointId())
+                        .build();
+                final CheckpointProgressResponse held = onShard(cluster, 1, admin -> admin.checkpointProgress(asked));
+                assertThat(held.getKnown()).isTrue();
+                assertThat(held.getCutMarked())
+                        .as("no cut while its writers are held")
+                        .isFalse();
+                assertThat(held.getPhase()).isEqualTo("cut");
+                assertThat(onShard(cluster, 0, admin -> admin.checkpointProgress(asked))
+                                .getCutMarked())
+                        .isTrue();
             } finally {
                 onShard(cluster, 1, admin -> admin.injectFault(fault(FaultPoints.HOLD_WRITERS, false)));
             }
-            // Released, the shard moves again and the next checkpoint commits.
+            // Released, the shard cuts (and writes the abandoned checkpoint), and the next checkpoint commits.
+            final long abandoned = admin(
+                            cluster, 10, stub -> stub.operationProgress(OperationProgressRequest.getDefaultInstance()))
+                    .getCheckpointId();
+            await().atMost(Duration.ofSeconds(30))
+                    .until(() -> onShard(
+                                    cluster,
+                                    1,
+                                    admin -> admin.checkpointProgress(CheckpointProgressRequest.newBuilder()
+                                            .setCheckpointId(abandoned)
+                                            .build()))
+                            .getCutMarked());
             await().atMost(Duration.ofSeconds(30))
                     .ignoreExceptions()
                     .until(() -> AdminCalls.checkpointNow(cluster.proxyAddress()) > 0);

@@ -14,11 +14,12 @@ import java.util.concurrent.TimeUnit;
 
 /**
  * Calls a set of shards concurrently and waits for every answer: the one fan-out of the proxy (table creation and
- * removal, checkpoint writes, restores).
+ * removal, job lists, checkpoint writes, restores).
  *
- * <p>Deadline: every onward call carries the earlier of the caller's deadline ({@code io.grpc.Context.current()} on
- * the thread that calls {@link #callAll}) and the configured one, so a caller that gives up is not outlived by the
- * calls made on its behalf. Errors: a shard's failure keeps its status code and its message names the shard and its
+ * <p>Deadline: with {@link #callAll} (short calls) every onward call carries the earlier of the caller's deadline
+ * ({@code io.grpc.Context.current()} on the thread that calls it) and the configured one, so a caller that gives up is
+ * not outlived by the calls made on its behalf. With {@link #callAllWatched} (calls that take as long as the data
+ * needs) there is no configured deadline but a stall timeout on each shard's progress, and an optional total limit. Errors: a shard's failure keeps its status code and its message names the shard and its
  * address; when several fail, the first in target order is thrown after every call has finished.
  */
 final class ShardFanOut {
