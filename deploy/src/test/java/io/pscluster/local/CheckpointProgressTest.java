@@ -41,14 +41,18 @@ import org.junit.jupiter.api.io.TempDir;
 /**
  * Checkpoints and restores have no fixed deadline but a stall timeout, and show their progress (real proxy, real
  * shards, real gRPC). The shards' snapshot batches are made small (128 rows) and the fault point
- * {@value FaultPoints#SLOW_CHECKPOINT} delays each by 20 ms, so a checkpoint of 20,000 rows per shard takes over three
- * seconds, several stall timeouts of 1 s, while moving every 20 ms; {@value FaultPoints#HOLD_WRITERS} stops a shard
+ * {@value FaultPoints#SLOW_CHECKPOINT} delays each by 20 ms, so a checkpoint of 40,000 rows per shard takes over six
+ * seconds, three stall timeouts of 2 s, while moving every 20 ms; {@value FaultPoints#HOLD_WRITERS} stops a shard
  * before its cut, so that it never moves.
  */
 class CheckpointProgressTest {
-    private static final int ROWS = 40_000;
+    private static final int ROWS = 80_000;
     private static final int DIM = 8;
-    private static final long STALL_MS = 1_000;
+    /** Short, yet well above what a poll takes on a loaded machine (a late poll counts as no progress). */
+    private static final long STALL_MS = 2_000;
+    /** For the tests that are not about stalls. */
+    private static final long DEFAULT_STALL_MS = 120_000;
+
     private static final Pattern WRITING_LINE = Pattern.compile(
             "checkpoint \\d+: writing [0-9.]+ [KMG]?i?B of [0-9.]+ [KMG]?i?B \\(\\d+%\\), \\d+ of \\d+ rows.*shards cut 2/2");
     private static final Pattern DONE_LINE =
@@ -91,7 +95,7 @@ class CheckpointProgressTest {
                     .build());
         }
         for (int i = 0; i < cluster.shardCount(); i++) {
-            // 1024 floats: 128 rows of dim 8 per snapshot batch, so each shard's checkpoint is over 150 batches; part
+            // 1024 floats: 128 rows of dim 8 per snapshot batch, so each shard's checkpoint is over 300 batches; part
             // files of 64 KiB (about 1,400 rows), so rows reach files all along, not in one part at the end.
             cluster.shard(i)
                     .shard()
@@ -246,7 +250,7 @@ class CheckpointProgressTest {
 
     @Test
     void shouldCountARestoreToItsTotalsAndPrintIt() throws Exception {
-        try (LocalCluster cluster = start(STALL_MS)) {
+        try (LocalCluster cluster = start(DEFAULT_STALL_MS)) {
             final long id = AdminCalls.checkpointNow(cluster.proxyAddress());
             final Run run = psctl("checkpoint", "restore", "--proxy", cluster.proxyAddress(), "--id", "" + id);
             assertThat(run.exit()).as("stderr %s", run.err()).isZero();
@@ -279,7 +283,7 @@ class CheckpointProgressTest {
     void shouldPrintProgressOfAnOfflineVerifyAndExport() throws Exception {
         final long id;
         // One part file per shard: the export refuses a table whose slot is in two part files.
-        try (LocalCluster cluster = start(STALL_MS, 0)) {
+        try (LocalCluster cluster = start(DEFAULT_STALL_MS, 0)) {
             id = AdminCalls.checkpointNow(cluster.proxyAddress());
         }
         final String root = dir.resolve("ckpt").toUri().toString();

@@ -161,6 +161,7 @@ final class ShardFanOut {
         final List<CompletableFuture<OperationBoard.ShardProgress>> polls = new ArrayList<>(n);
         final OperationBoard.ShardProgress[] last = new OperationBoard.ShardProgress[n];
         final long[] moved = new long[n];
+        final boolean[] polled = new boolean[n];
         for (int i = 0; i < n; i++) {
             polls.add(null);
             last[i] = OperationBoard.ShardProgress.NONE;
@@ -194,10 +195,13 @@ final class ShardFanOut {
                             moved[i] = now;
                         }
                     }
-                    if (futures.get(i).isDone()) {
+                    operation.shard(i, last[i], moved[i]);
+                    if (futures.get(i).isDone() && polled[i]) {
                         continue;
                     }
                     if (polls.get(i) == null) {
+                        // A target whose call ended is polled once more, so that its record shows where it ended.
+                        polled[i] = futures.get(i).isDone();
                         final int index = i;
                         final ManagedChannel channel =
                                 channels.channel(targets.get(i).address());
@@ -208,7 +212,9 @@ final class ShardFanOut {
                                                 index, channel, Deadline.after(pollDeadlineMs, TimeUnit.MILLISECONDS)),
                                         calls));
                     }
-                    operation.shard(i, last[i], moved[i]);
+                    if (futures.get(i).isDone()) {
+                        continue;
+                    }
                     if (stalled < 0 && TimeUnit.NANOSECONDS.toMillis(now - moved[i]) > watch.stallMs()) {
                         stalled = i;
                     }
