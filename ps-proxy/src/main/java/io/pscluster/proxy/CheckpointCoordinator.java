@@ -331,9 +331,10 @@ final class CheckpointCoordinator {
                                 .build()),
                 (index, channel, deadline) -> writeProgress(channel, deadline, id),
                 settings.watch(),
-                operation);
+                operation,
+                pause == null ? null : () -> pause.end(id));
         if (pause != null) {
-            // Every shard has cut: the workers go on while the proxy commits.
+            // Every shard has cut (the workers went on then, while the shards wrote their files).
             pause.end(id);
         }
         operation.phase("committing");

@@ -130,6 +130,27 @@ final class ShardFanOut {
             final Watch watch,
             final OperationBoard.Operation operation)
             throws InterruptedException {
+        return callAllWatched(what, targets, call, probe, watch, operation, null);
+    }
+
+    /** How often targets are polled while {@code allCut} waits: paused workers wait for it. */
+    private static final long CUT_POLL_MS = 10;
+
+    /**
+     * As {@link #callAllWatched(String, List, Call, Probe, Watch, OperationBoard.Operation)}; {@code allCut} (if not
+     * null) runs once, on the calling thread, as soon as every target has reported its cut marked or has answered:
+     * until then the targets are polled every {@value #CUT_POLL_MS} ms.
+     */
+    <T> List<T> callAllWatched(
+            final String what,
+            final List<Target> targets,
+            final Call<T> call,
+            final Probe probe,
+            final Watch watch,
+            final OperationBoard.Operation operation,
+            final Runnable allCut)
+            throws InterruptedException {
+        boolean cutPending = allCut != null;
         final io.grpc.Context.CancellableContext scope =
                 io.grpc.Context.current().withCancellation();
         final long start = System.nanoTime();
@@ -179,7 +200,7 @@ final class ShardFanOut {
                 }
                 try {
                     CompletableFuture.anyOf(running.toArray(CompletableFuture[]::new))
-                            .get(tickMs, TimeUnit.MILLISECONDS);
+                            .get(cutPending ? CUT_POLL_MS : tickMs, TimeUnit.MILLISECONDS);
                 } catch (java.util.concurrent.TimeoutException | ExecutionException ignored) {
                     // A tick, or a call ended (its outcome is read below).
                 }
@@ -217,6 +238,17 @@ final class ShardFanOut {
                     }
                     if (stalled < 0 && TimeUnit.NANOSECONDS.toMillis(now - moved[i]) > watch.stallMs()) {
                         stalled = i;
+                    }
+                }
+                if (cutPending) {
+                    boolean all = true;
+                    for (int i = 0; i < n && all; i++) {
+                        final CompletableFuture<T> done = futures.get(i);
+                        all = last[i].cutMarked() || (done.isDone() && !done.isCompletedExceptionally());
+                    }
+                    if (all) {
+                        cutPending = false;
+                        allCut.run();
                     }
                 }
                 if (stalled >= 0) {
