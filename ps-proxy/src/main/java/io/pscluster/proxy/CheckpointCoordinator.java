@@ -336,6 +336,13 @@ final class CheckpointCoordinator {
         if (pause != null) {
             // Every shard has cut (the workers went on then, while the shards wrote their files).
             pause.end(id);
+            final String broken = pause.broken();
+            if (broken != null) {
+                // A worker went on before the cut: this is a per-shard cut, and its states do not match the model.
+                properties.keySet().removeIf(key -> key.startsWith(JOB_STATE));
+                properties.put(CUT, "per shard: " + broken);
+                LOG.warn("checkpoint {}: {}", id, properties.get(CUT));
+            }
         }
         operation.phase("committing");
         checkCoverage(id, owners, responses);

@@ -212,11 +212,15 @@ final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
         answerWhenDone(
                 out,
                 joining.answer()
-                        .thenApply(answer -> checkpoints
-                                .jobState(request.getJobId(), rankOf(answer))
-                                .map(restored ->
-                                        answer.toBuilder().setRestored(restored).build())
-                                .orElse(answer)));
+                        .thenApply(answer -> answer.getStartClock() != 0
+                                // A worker joining a running job takes the job where it is: no state to go back to.
+                                ? answer
+                                : checkpoints
+                                        .jobState(request.getJobId(), rankOf(answer))
+                                        .map(restored -> answer.toBuilder()
+                                                .setRestored(restored)
+                                                .build())
+                                        .orElse(answer)));
     }
 
     /** The worker's place (from 1) by id among its job's workers as it joins. */
@@ -245,6 +249,9 @@ final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
         } catch (RuntimeException e) {
             out.onError(PsException.toStatus(e));
             return;
+        }
+        if (out instanceof io.grpc.stub.ServerCallStreamObserver<PausedResponse> call) {
+            call.setOnCancelHandler(() -> pauses.abandoned(request));
         }
         answerWhenDone(out, resumed);
     }

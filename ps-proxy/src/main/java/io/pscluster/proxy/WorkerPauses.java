@@ -60,7 +60,9 @@ final class WorkerPauses {
     private final Supplier<List<JobInfo>> jobs;
     private final ScheduledExecutorService timers;
     private final Map<Long, List<Poll>> polls = new HashMap<>();
-    private long lastPauseId;
+    // Pause ids grow across proxy restarts too (workers ignore a pause id not above the last they saw): from the
+    // wall clock, in microseconds, then one by one.
+    private long lastPauseId = System.currentTimeMillis() * 1_000;
     private Pause current;
 
     private record Poll(long after, CompletableFuture<AwaitPauseResponse> answer) {}
@@ -81,6 +83,8 @@ final class WorkerPauses {
         final Map<Worker, UpdateMode> expected = new TreeMap<>();
         final Map<Worker, Held> paused = new TreeMap<>();
         final Map<Worker, CompletableFuture<PausedResponse>> answers = new HashMap<>();
+        // A paused worker whose call ended before the pause did (it went on by itself): the cut is not one cut.
+        String broken;
 
         private Pause(final long id, final long holdMillis) {
             this.id = id;
@@ -144,6 +148,13 @@ final class WorkerPauses {
                     }
                 });
                 return clocks;
+            }
+        }
+
+        /** Why the workers are not all paused any more before the pause ended (a worker went on); null: they are. */
+        String broken() {
+            synchronized (WorkerPauses.this) {
+                return broken;
             }
         }
 
@@ -308,6 +319,25 @@ final class WorkerPauses {
             }
             notifyAll();
             return answer;
+        }
+    }
+
+    /**
+     * A worker's paused call ended before the pause did (its deadline, a broken connection, the worker closed): it may
+     * be pushing again, so a cut taken now is no longer one cut of the job.
+     */
+    void abandoned(final PausedRequest request) {
+        final Worker worker = new Worker(request.getJobId(), request.getWorkerId());
+        synchronized (this) {
+            final Pause pause = current;
+            if (pause != null
+                    && pause.id == request.getPauseId()
+                    && pause.answers.containsKey(worker)
+                    && !pause.answers.get(worker).isDone()
+                    && pause.broken == null) {
+                pause.broken = "worker " + worker + " went on before every shard had cut (its paused call ended)";
+                LOG.warn("pause {}: {}", pause.id, pause.broken);
+            }
         }
     }
 

@@ -79,6 +79,7 @@ final class JobSession {
     private long pausedThrough;
     // SYNC: the clock to run on to before pausing again for pauseAsked (another worker of the job is there already).
     private long pauseAtClock;
+    private long pauseAtClockOf;
     // Pushes sent and not yet answered, and the gate new pushes wait on while paused (null: open). Under pushLock.
     private final Object pushLock = new Object();
     private long pushesInFlight;
@@ -224,6 +225,10 @@ final class JobSession {
      */
     private void pauseIfAsked() {
         final long pause = pauseAsked;
+        if (pause != pauseAtClockOf) {
+            // A run-on clock belongs to the pause that gave it.
+            pauseAtClock = 0;
+        }
         if (pause <= pausedThrough || clock < pauseAtClock) {
             return;
         }
@@ -266,6 +271,7 @@ final class JobSession {
             if (resumed.getRunToClock() > clock) {
                 // Another worker of this SYNC job is there already: the clocks up to it belong before the cut.
                 pauseAtClock = resumed.getRunToClock();
+                pauseAtClockOf = pause;
                 pausedThrough = pause - 1;
                 return;
             }
@@ -276,13 +282,13 @@ final class JobSession {
                     TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - start),
                     clock,
                     resumed.getCheckpointId());
-        } catch (StatusRuntimeException e) {
+        } catch (RuntimeException e) {
             LOG.warn(
                     "worker {} of job {}: pause {} for a checkpoint ended early: {}",
                     workerId,
                     spec.getJobId(),
                     pause,
-                    e.getStatus());
+                    e.toString());
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         } finally {
