@@ -3,6 +3,8 @@ package io.pscluster.checkpoint;
 import java.io.EOFException;
 import java.io.FileNotFoundException;
 import java.io.IOException;
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.util.Arrays;
@@ -28,6 +30,9 @@ import org.apache.hadoop.hdfs.BlockMissingException;
  */
 public final class RowFileReader {
     private static final int V1_BUFFER_BYTES = 64 * 1024;
+    private static final VarHandle LONG_LE =
+            MethodHandles.byteArrayViewVarHandle(long[].class, ByteOrder.LITTLE_ENDIAN);
+    private static final VarHandle INT_LE = MethodHandles.byteArrayViewVarHandle(int[].class, ByteOrder.LITTLE_ENDIAN);
 
     private RowFileReader() {}
 
@@ -40,6 +45,35 @@ public final class RowFileReader {
      */
     public static long read(
             FileSystem fs, Path checkpointDir, RowFileInfo info, IntPredicate wantSlot, RowConsumer consumer)
+            throws IOException {
+        Objects.requireNonNull(consumer, "consumer");
+        float[][] row = {null};
+        return readRuns(fs, checkpointDir, info, wantSlot, (slot, rows, offset, count, rowWidth) -> {
+            if (row[0] == null) {
+                row[0] = new float[rowWidth];
+            }
+            float[] floats = row[0];
+            int rowBytes = (int) RowFileFormat.rowBytes(rowWidth);
+            for (int r = 0, at = offset; r < count; r++, at += rowBytes) {
+                long key = (long) LONG_LE.get(rows, at);
+                for (int f = 0; f < rowWidth; f++) {
+                    floats[f] = Float.intBitsToFloat((int) INT_LE.get(rows, at + 8 + 4 * f));
+                }
+                consumer.accept(slot, key, floats);
+            }
+        });
+    }
+
+    /**
+     * Reads every row of every slot for which {@code wantSlot} is true, as stored: in runs of whole rows of one slot
+     * (a run ends where a slot or a decoded chunk does), without turning them into floats. The rows a consumer is
+     * given have passed the same checks as those {@link #read} hands out.
+     *
+     * @return the number of rows passed to {@code consumer}.
+     * @throws CheckpointCorruptException as {@link #read} does.
+     */
+    public static long readRuns(
+            FileSystem fs, Path checkpointDir, RowFileInfo info, IntPredicate wantSlot, RowRunConsumer consumer)
             throws IOException {
         Objects.requireNonNull(wantSlot, "wantSlot");
         Objects.requireNonNull(consumer, "consumer");
@@ -108,7 +142,6 @@ public final class RowFileReader {
         private byte[] stored = new byte[0];
         private byte[] shuffled = new byte[0];
         private byte[] raw = new byte[0];
-        private ByteBuffer rawView = ByteBuffer.wrap(raw);
         private ChunkCodec.Decompressor decompressor;
         /** The decoded chunk: its file offset (-1: none), its rows, where the next chunk starts. */
         private long chunkOffset = -1;
@@ -197,8 +230,7 @@ public final class RowFileReader {
             }
         }
 
-        long read(IntPredicate wantSlot, RowConsumer consumer) throws IOException {
-            float[] row = new float[rowWidth];
+        long read(IntPredicate wantSlot, RowRunConsumer consumer) throws IOException {
             long read = 0;
             for (int i = 0; i < slots.length; i++) {
                 int slot = slots[i];
@@ -215,7 +247,7 @@ public final class RowFileReader {
                             "slot " + slot + " starts at row " + position + " of the chunk at offset " + chunkOffsets[i]
                                     + ", which has " + chunkRows + " rows");
                 }
-                for (long remaining = rows[i]; remaining > 0; remaining--) {
+                for (long remaining = rows[i]; remaining > 0; ) {
                     if (position == chunkRows) {
                         if (nextChunkOffset >= footerStart) {
                             throw corrupt(file, "the rows of slot " + slot + " run past the last chunk");
@@ -223,15 +255,11 @@ public final class RowFileReader {
                         loadChunk(nextChunkOffset);
                         position = 0;
                     }
-                    int at = position * rowBytes;
-                    long key = rawView.getLong(at);
-                    at += 8;
-                    for (int f = 0; f < rowWidth; f++, at += 4) {
-                        row[f] = rawView.getFloat(at);
-                    }
-                    consumer.accept(slot, key, row);
-                    position++;
-                    read++;
+                    int run = (int) Math.min(remaining, chunkRows - position);
+                    consumer.accept(slot, raw, position * rowBytes, run, rowWidth);
+                    position += run;
+                    remaining -= run;
+                    read += run;
                 }
             }
             return read;
@@ -263,7 +291,6 @@ public final class RowFileReader {
             }
             if (raw.length < rawBytes) {
                 raw = new byte[rawBytes];
-                rawView = ByteBuffer.wrap(raw).order(ByteOrder.LITTLE_ENDIAN);
             }
             long data = offset + RowFileFormat.CHUNK_HEADER_BYTES;
             if (storedBytes == rawBytes) {
@@ -324,7 +351,7 @@ public final class RowFileReader {
                 int rowWidth,
                 RowFileInfo info,
                 IntPredicate wantSlot,
-                RowConsumer consumer)
+                RowRunConsumer consumer)
                 throws IOException {
             long trailerStart = length - RowFileFormat.V1_TRAILER_BYTES;
             ByteBuffer trailer = readAt(in, trailerStart, RowFileFormat.V1_TRAILER_BYTES);
@@ -383,29 +410,21 @@ public final class RowFileReader {
             }
 
             int rowsPerChunk = (int) Math.max(1, V1_BUFFER_BYTES / rowBytes);
-            ByteBuffer chunk = null;
-            float[] row = new float[rowWidth];
+            byte[] chunk = null;
             long read = 0;
             for (int i = 0; i < entries; i++) {
                 if (!wantSlot.test(slots[i])) {
                     continue;
                 }
                 if (chunk == null) {
-                    chunk = ByteBuffer.allocate((int) (rowsPerChunk * rowBytes)).order(ByteOrder.LITTLE_ENDIAN);
+                    chunk = new byte[(int) (rowsPerChunk * rowBytes)];
                 }
                 long position = offsets[i];
                 for (long remaining = rows[i]; remaining > 0; ) {
                     int n = (int) Math.min(remaining, rowsPerChunk);
-                    in.readFully(position, chunk.array(), 0, (int) (n * rowBytes));
+                    in.readFully(position, chunk, 0, (int) (n * rowBytes));
                     position += n * rowBytes;
-                    for (int r = 0, at = 0; r < n; r++) {
-                        long key = chunk.getLong(at);
-                        at += 8;
-                        for (int f = 0; f < rowWidth; f++, at += 4) {
-                            row[f] = chunk.getFloat(at);
-                        }
-                        consumer.accept(slots[i], key, row);
-                    }
+                    consumer.accept(slots[i], chunk, 0, n, rowWidth);
                     remaining -= n;
                     read += n;
                 }

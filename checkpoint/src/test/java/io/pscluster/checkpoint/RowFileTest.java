@@ -134,6 +134,30 @@ class RowFileTest {
         assertThat(some)
                 .containsExactlyElementsOf(
                         written.stream().filter(r -> r.slot % 5 == 3).toList());
+
+        // As stored: runs of one slot's rows that end where a slot or a chunk does, the same rows.
+        List<Row> runs = new ArrayList<>();
+        int[] runCount = {0};
+        long count = RowFileReader.readRuns(fs, dir, info, slot -> true, (slot, rows, offset, n, rowWidth) -> {
+            assertThat(n).isPositive();
+            assertThat(rowWidth).isEqualTo(width);
+            java.nio.ByteBuffer stored =
+                    java.nio.ByteBuffer.wrap(rows, offset, n * (int) rowBytes).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+            for (int r = 0; r < n; r++) {
+                long key = stored.getLong();
+                float[] row = new float[rowWidth];
+                for (int f = 0; f < rowWidth; f++) {
+                    row[f] = Float.intBitsToFloat(stored.getInt());
+                }
+                runs.add(Row.of(slot, key, row));
+            }
+            runCount[0]++;
+        });
+        assertThat(count).isEqualTo(written.size());
+        assertThat(runs).containsExactlyElementsOf(written);
+        assertThat(runCount[0])
+                .as("runs: more than the slots, as chunks end inside slots")
+                .isGreaterThan(info.slots().length);
     }
 
     @ParameterizedTest
