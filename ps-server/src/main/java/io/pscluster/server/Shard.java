@@ -18,6 +18,7 @@ import io.pscluster.proto.v1.UpdateJobsRequest;
 import io.pscluster.proto.v1.UpdateMode;
 import io.pscluster.server.table.ParameterTable;
 import io.pscluster.server.table.PartitionWriters;
+import io.pscluster.server.table.RowLoader;
 import io.pscluster.server.table.ShardSnapshot;
 import io.pscluster.server.table.SnapshotBatch;
 import io.pscluster.wire.PsException;
@@ -1015,6 +1016,7 @@ public final class Shard implements AutoCloseable {
                 }
             }
         }
+        reserveRows(chain, tableNames, slots);
         for (final CheckpointInfo link : chain) {
             for (final Manifest.FileEntry entry : link.manifest().files()) {
                 if (entry.removedKeys()
@@ -1044,7 +1046,34 @@ public final class Shard implements AutoCloseable {
         return rows;
     }
 
-    /** Loads one row file's rows of {@code slots}, handing them to the writers in batches. */
+    /**
+     * Sizes the indexes of the tables that hold no rows yet for the rows the chain will put in them (a file's rows
+     * counted in proportion to its slots among {@code slots}), so that they do not grow while the rows come in.
+     */
+    private void reserveRows(
+            final List<CheckpointInfo> chain, final java.util.Set<String> tableNames, final BitSet slots)
+            throws InterruptedException {
+        final Map<String, Long> rows = new LinkedHashMap<>();
+        for (final CheckpointInfo link : chain) {
+            for (final Manifest.FileEntry entry : link.manifest().files()) {
+                final int[] fileSlots = entry.file().slots();
+                if (entry.removedKeys() || !tableNames.contains(entry.table()) || fileSlots.length == 0) {
+                    continue;
+                }
+                int wanted = 0;
+                for (final int slot : fileSlots) {
+                    if (slots.get(slot)) {
+                        wanted++;
+                    }
+                }
+                rows.merge(entry.table(), entry.file().rows() * wanted / fileSlots.length, Long::sum);
+            }
+        }
+        for (final Map.Entry<String, Long> table : rows.entrySet()) {
+            table(table.getKey()).reserveRows(table.getValue());
+        }
+    }
+
     /** Removes the keys a delta's file lists (of the slots {@code slots} holds) from the table. */
     private void removeKeysOf(
             final FileSystem fs,
@@ -1107,6 +1136,10 @@ public final class Shard implements AutoCloseable {
         }
     }
 
+    /**
+     * Loads one row file's rows of {@code slots}: the rows go as stored, split by partition on this thread, to the
+     * writers, which put them in while this thread reads and decodes on (see {@link RowLoader}).
+     */
     private long restoreFile(
             final FileSystem fs,
             final CheckpointInfo checkpoint,
@@ -1116,32 +1149,30 @@ public final class Shard implements AutoCloseable {
             throws IOException, InterruptedException {
         final ParameterTable table = table(entry.table());
         final int width = table.rowWidth();
-        final long[] keys = new long[RESTORE_BATCH_ROWS];
-        final float[] records = new float[RESTORE_BATCH_ROWS * width];
-        final int[] count = {0};
+        final RowLoader loader = table.loader();
         final FileProgress counted = new FileProgress(progress, entry.file());
-        final long rows = RowFileReader.read(fs, checkpoint.dir(), entry.file(), slots::get, (slot, key, record) -> {
-            if (record.length != width) {
-                throw PsException.dataLoss("checkpoint row of table '" + table.name() + "' has " + record.length
-                        + " floats; the table's rows have " + width);
-            }
-            keys[count[0]] = key;
-            System.arraycopy(record, 0, records, count[0] * width, width);
-            if (++count[0] == RESTORE_BATCH_ROWS) {
-                try {
-                    table.putRecords(keys, records, count[0]);
-                } catch (InterruptedException e) {
-                    // Stop reading at once: the writers may still be copying this batch out of the arrays.
-                    Thread.currentThread().interrupt();
-                    throw PsException.unavailable("restore of table '" + table.name() + "' was interrupted");
-                }
-                counted.rows(count[0]);
-                count[0] = 0;
-                faultDelay();
-            }
-        });
-        table.putRecords(keys, records, count[0]);
-        counted.rows(count[0]);
+        final long[] sinceDelay = {0};
+        final long rows = RowFileReader.readRuns(
+                fs, checkpoint.dir(), entry.file(), slots::get, (slot, bytes, at, n, rowWidth) -> {
+                    if (rowWidth != width) {
+                        throw PsException.dataLoss("checkpoint row of table '" + table.name() + "' has " + rowWidth
+                                + " floats; the table's rows have " + width);
+                    }
+                    try {
+                        loader.add(slot, bytes, at, n);
+                    } catch (InterruptedException e) {
+                        // Stop reading at once: the loader is abandoned, writers may still be copying its batches.
+                        Thread.currentThread().interrupt();
+                        throw PsException.unavailable("restore of table '" + table.name() + "' was interrupted");
+                    }
+                    counted.rows(n);
+                    sinceDelay[0] += n;
+                    if (sinceDelay[0] >= RESTORE_BATCH_ROWS) {
+                        sinceDelay[0] = 0;
+                        faultDelay();
+                    }
+                });
+        loader.finish();
         counted.end();
         return rows;
     }

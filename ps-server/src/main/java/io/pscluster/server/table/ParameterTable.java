@@ -363,6 +363,25 @@ public final class ParameterTable {
         }));
     }
 
+    /**
+     * Sizes the index of each partition that holds no row for its share of about {@code rows} rows (slots spread
+     * evenly over partitions), before a restore puts them in: see {@link PartitionStore#reserve}.
+     */
+    public void reserveRows(final long rows) throws InterruptedException {
+        await(writers.runOnAll(partition -> {
+            partitions[partition].reserve(rows / partitions.length);
+            return null;
+        }));
+    }
+
+    /**
+     * A loader of rows as row files store them, for a restore: each partition's rows go to its writer alone, in
+     * batches, while the caller reads on (see {@link RowLoader}).
+     */
+    public RowLoader loader() {
+        return new RowLoader(this, partitions, writers);
+    }
+
     /** Copies the rows of every accepted slot that has any, in slot order, after the pushes queued before. */
     public List<SlotSnapshot> snapshot(final IntPredicate slotFilter) throws InterruptedException {
         final List<List<SlotSnapshot>> perPartition = await(writers.runOnAll(partition -> {

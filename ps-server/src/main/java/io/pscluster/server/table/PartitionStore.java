@@ -2,6 +2,7 @@ package io.pscluster.server.table;
 
 import java.lang.invoke.MethodHandles;
 import java.lang.invoke.VarHandle;
+import java.nio.ByteOrder;
 import java.util.Arrays;
 import java.util.concurrent.ThreadLocalRandom;
 import java.util.function.LongPredicate;
@@ -67,6 +68,11 @@ final class PartitionStore {
 
     private static final long FAILURE_LOG_INTERVAL_NANOS = 10_000_000_000L;
     private static final VarHandle ENTRY = MethodHandles.arrayElementVarHandle(int[].class);
+    private static final VarHandle LONG_LE =
+            MethodHandles.byteArrayViewVarHandle(long[].class, ByteOrder.LITTLE_ENDIAN);
+    private static final VarHandle INT_LE = MethodHandles.byteArrayViewVarHandle(int[].class, ByteOrder.LITTLE_ENDIAN);
+    /** Records are in native order; rows from and to files are little-endian: a plain copy when the two agree. */
+    static final boolean NATIVE_LITTLE_ENDIAN = ByteOrder.nativeOrder() == ByteOrder.LITTLE_ENDIAN;
 
     private final int dim;
     private final int recordBytes;
@@ -622,6 +628,90 @@ final class PartitionStore {
         }
     }
 
+    /**
+     * Replaces (or creates) the records of {@code count} rows stored as a row file stores them: row {@code i} at
+     * {@code rows[i * (8 + 4 * floats)]}, its key then its record's floats (values, slots, counter bits), all
+     * little-endian. In blocks, as {@link #applyBatch}: the index entries of a block are loaded together, then each
+     * row is found or created; a new row is created with its record (never its initial values first), an existing
+     * one is saved for a snapshot, then overwritten.
+     *
+     * @throws IllegalStateException naming the reason if a row cannot be created; the rows before it are in.
+     */
+    void putRows(final byte[] rows, final int count, final int touch) {
+        final int rowBytes = 8 + 4 * recordFloats;
+        final long[] hashes = blockHashes;
+        final int[] entries = blockEntries;
+        for (int from = 0; from < count; from += BLOCK) {
+            final int n = Math.min(BLOCK, count - from);
+            for (int i = 0; i < n; i++) {
+                final long h = hash((long) LONG_LE.get(rows, (from + i) * rowBytes));
+                hashes[i] = h;
+                entries[i] = firstEntry(h);
+            }
+            int sink = 0;
+            for (int i = 0; i < n; i++) {
+                sink += touchRecord(entries[i], hashes[i]);
+            }
+            prefetchSink = sink;
+            for (int i = 0; i < n; i++) {
+                final int at = (from + i) * rowBytes;
+                final long key = (long) LONG_LE.get(rows, at);
+                final long h = hashes[i];
+                final int id = probe(segmentOf(directory, h), key, h);
+                if (id >= 0) {
+                    preserve(id);
+                    final UnsafeBuffer chunk = chunks[id >>> chunkShift];
+                    final int record = (id & chunkMask) * recordBytes;
+                    stamp(id);
+                    beginWrite(chunk, record);
+                    try {
+                        faults.recordWrite(key);
+                        copyIn(chunk, record, rows, at + 8);
+                        chunk.putInt(record + TOUCH, touch);
+                    } finally {
+                        endWrite(chunk, record);
+                    }
+                } else if (create(key, h, touch, false, rows, at + 8) < 0) {
+                    throw new IllegalStateException("cannot create the row of key " + key + ": " + lastRefusal);
+                }
+            }
+        }
+    }
+
+    /**
+     * Sizes the index of an empty store for about {@code rows} rows at once: segments of {@link #MAX_SEGMENT} entries,
+     * enough that {@code rows} fill them to at most 70%, as growth would leave them, so that a restore into the store
+     * does not grow the index a segment at a time (a split reads the key of every record in the segment, at random).
+     * Does nothing if the store has rows or {@code rows} fit in one segment. Writer-only; readers see the new directory
+     * (and no row, as before) once it is published.
+     */
+    void reserve(final long rows) {
+        final long perSegment = MAX_SEGMENT * 70L / 100;
+        if (liveRows != 0 || rows <= perSegment) {
+            return;
+        }
+        final int depth = Math.min(MAX_DEPTH, 64 - Long.numberOfLeadingZeros((rows + perSegment - 1) / perSegment - 1));
+        if (depthOf(directory) >= depth && directory[0].entries.length == MAX_SEGMENT) {
+            return;
+        }
+        final Segment[] next = new Segment[1 << depth];
+        for (int i = 0; i < next.length; i++) {
+            next[i] = new Segment(MAX_SEGMENT, depth);
+        }
+        publish(next, (long) next.length * MAX_SEGMENT - indexEntries);
+    }
+
+    /** Copies a record's floats, little-endian at {@code source[offset..]}, into the record at {@code at}. */
+    private void copyIn(final UnsafeBuffer chunk, final int at, final byte[] source, final int offset) {
+        if (NATIVE_LITTLE_ENDIAN) {
+            chunk.putBytes(at + HEADER_BYTES, source, offset, 4 * recordFloats);
+        } else {
+            for (int i = 0; i < recordFloats; i++) {
+                chunk.putInt(at + HEADER_BYTES + 4 * i, (int) INT_LE.get(source, offset + 4 * i));
+            }
+        }
+    }
+
     /** Removes the row of {@code key}, if any; its record is reused later. */
     void remove(final long key) {
         final long h = hash(key);
@@ -699,6 +789,20 @@ final class PartitionStore {
      * ({@link #lastRefusal} says which). Nothing changes when a row is refused or its initial write throws.
      */
     private int findOrCreate(final long key, final long h, final int touch, final boolean capped) {
+        return create(key, h, touch, capped, null, 0);
+    }
+
+    /**
+     * As {@link #findOrCreate}; a new row takes its record from {@code source[offset..]} (as {@link #putRows} reads
+     * it) instead of its initial values when {@code source} is not null.
+     */
+    private int create(
+            final long key,
+            final long h,
+            final int touch,
+            final boolean capped,
+            final byte[] source,
+            final int offset) {
         Segment segment = segmentOf(directory, h);
         int found = probe(segment, key, h);
         if (found >= 0) {
@@ -731,8 +835,12 @@ final class PartitionStore {
             chunk.putLong(at + KEY, key);
             chunk.putInt(at + TOUCH, touch);
             faults.recordWrite(key);
-            initializer.fill(key, chunk, at + HEADER_BYTES, dim);
-            optimizer.init(chunk, at + HEADER_BYTES, dim);
+            if (source == null) {
+                initializer.fill(key, chunk, at + HEADER_BYTES, dim);
+                optimizer.init(chunk, at + HEADER_BYTES, dim);
+            } else {
+                copyIn(chunk, at, source, offset);
+            }
         } catch (RuntimeException | Error failure) {
             // Unpublished: give the record and the row back, as if it had never been asked for.
             chunk.putInt(at + TOUCH, 0);
@@ -890,7 +998,7 @@ final class PartitionStore {
         publish(next, capacity);
     }
 
-    private void publish(final Segment[] next, final int addedEntries) {
+    private void publish(final Segment[] next, final long addedEntries) {
         indexEntries = indexEntries + addedEntries;
         directory = next;
     }

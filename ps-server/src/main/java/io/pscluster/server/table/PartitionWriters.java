@@ -46,6 +46,9 @@ import org.slf4j.LoggerFactory;
 public final class PartitionWriters implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(PartitionWriters.class);
     private static final int CONTROL_HEADROOM = 64;
+    /** Tasks {@link #runOn} may have queued on one partition at once: a budget of their own, apart from control's. */
+    static final int BULK_PER_PARTITION = 4;
+
     private static final long EVICTION_INTERVAL_MS = 1_000;
     private static final int CLOSING_BIT = 1 << 30;
     /** How long close() waits for each writer thread to stop once its queue is applied. */
@@ -95,7 +98,8 @@ public final class PartitionWriters implements AutoCloseable {
         this.capacity = capacity;
         this.agents = new PartitionAgent[partitions];
         for (int p = 0; p < partitions; p++) {
-            agents[p] = new PartitionAgent(name + "-p" + p, p, capacity + CONTROL_HEADROOM, tables, () -> snapshot);
+            agents[p] = new PartitionAgent(
+                    name + "-p" + p, p, capacity + CONTROL_HEADROOM + BULK_PER_PARTITION, tables, () -> snapshot);
             // Idle writers back off to a 1 ms park: two cores are shared with the gRPC threads.
             final AgentRunner runner =
                     new AgentRunner(new BackoffIdleStrategy(10, 20, 1_000, 1_000_000), this::onError, null, agents[p]);
@@ -195,7 +199,7 @@ public final class PartitionWriters implements AutoCloseable {
                 return CompletableFuture.failedFuture(closedException());
             }
             for (int p = 0; p < agents.length; p++) {
-                final ControlTask<T> task = new ControlTask<>(work);
+                final ControlTask<T> task = new ControlTask<>(work, controlReserved);
                 parts.add(task.result);
                 if (!agents[p].queue.offer(task)) {
                     throw new IllegalStateException("partition " + p + " queue full despite a control reservation");
@@ -210,13 +214,43 @@ public final class PartitionWriters implements AutoCloseable {
     }
 
     /**
+     * Runs {@code work} on the writer of {@code partition} alone, after what is queued there: for bulk work split by
+     * partition beforehand (a restore's rows), where {@link #runOnAll} would make every writer look at every row. At
+     * most {@link #BULK_PER_PARTITION} such tasks are queued per partition, a budget apart from the control tasks', so
+     * bulk work never holds up a {@link #runOnAll}; past it this call waits for room. Closing fails or runs every task
+     * as it does control tasks (see {@link #runOnAll}).
+     */
+    public <T> CompletableFuture<T> runOn(final int partition, final IntFunction<T> work) {
+        final AtomicInteger budget = agents[partition].bulkReserved;
+        if (closed || !reserve(budget, 1, BULK_PER_PARTITION)) {
+            return CompletableFuture.failedFuture(closedException());
+        }
+        final ControlTask<T> task = new ControlTask<>(work, budget);
+        synchronized (controlLock) {
+            if (closed) {
+                budget.decrementAndGet();
+                return CompletableFuture.failedFuture(closedException());
+            }
+            if (!agents[partition].queue.offer(task)) {
+                throw new IllegalStateException("partition " + partition + " queue full despite a bulk reservation");
+            }
+        }
+        return task.result;
+    }
+
+    /**
      * Waits for {@code units} of control budget; false once the writers are closed. close() sets {@link #closed}
      * whatever happens (in a finally), so a waiter cannot outlive it.
      */
     private boolean reserveControl(final int units) {
+        return reserve(controlReserved, units, CONTROL_HEADROOM);
+    }
+
+    /** Waits for {@code units} of {@code budget}, which holds at most {@code limit}; false once closed. */
+    private boolean reserve(final AtomicInteger budget, final int units, final int limit) {
         while (true) {
-            final int current = controlReserved.get();
-            if (current + units <= CONTROL_HEADROOM && controlReserved.compareAndSet(current, current + units)) {
+            final int current = budget.get();
+            if (current + units <= limit && budget.compareAndSet(current, current + units)) {
                 return true;
             }
             if (closed) {
@@ -230,13 +264,15 @@ public final class PartitionWriters implements AutoCloseable {
         return new IllegalStateException("partition writers are closed");
     }
 
-    /** A control task: completes its future with what it computed, and frees its unit of control budget. */
-    private final class ControlTask<T> implements Task {
+    /** A control or bulk task: completes its future with what it computed, and frees its unit of its budget. */
+    private static final class ControlTask<T> implements Task {
         final CompletableFuture<T> result = new CompletableFuture<>();
         private final IntFunction<T> work;
+        private final AtomicInteger budget;
 
-        ControlTask(final IntFunction<T> work) {
+        ControlTask(final IntFunction<T> work, final AtomicInteger budget) {
             this.work = work;
+            this.budget = budget;
         }
 
         @Override
@@ -246,14 +282,14 @@ public final class PartitionWriters implements AutoCloseable {
             } catch (Throwable failure) {
                 result.completeExceptionally(failure);
             } finally {
-                controlReserved.decrementAndGet();
+                budget.decrementAndGet();
             }
         }
 
         /** For a task taken off the queue by close() instead of a writer: it never runs. */
         void fail() {
             result.completeExceptionally(closedException());
-            controlReserved.decrementAndGet();
+            budget.decrementAndGet();
         }
     }
 
@@ -365,6 +401,9 @@ public final class PartitionWriters implements AutoCloseable {
         private static final long EVICTION_INTERVAL_NS = TimeUnit.MILLISECONDS.toNanos(EVICTION_INTERVAL_MS);
 
         final ManyToOneConcurrentArrayQueue<Task> queue;
+        /** Bulk tasks ({@link PartitionWriters#runOn}) queued here and not yet run or failed. */
+        final AtomicInteger bulkReserved = new AtomicInteger();
+
         private final String name;
         private final int partition;
         private final Supplier<? extends Iterable<ParameterTable>> tables;
