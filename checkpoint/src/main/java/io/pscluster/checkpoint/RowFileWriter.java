@@ -1,6 +1,8 @@
 package io.pscluster.checkpoint;
 
 import java.io.IOException;
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.util.Arrays;
@@ -36,6 +38,10 @@ import org.apache.hadoop.util.DataChecksum;
  * <p>Not thread-safe: one writer per thread.
  */
 public final class RowFileWriter implements AutoCloseable {
+    private static final VarHandle LONG_LE =
+            MethodHandles.byteArrayViewVarHandle(long[].class, ByteOrder.LITTLE_ENDIAN);
+    private static final VarHandle INT_LE = MethodHandles.byteArrayViewVarHandle(int[].class, ByteOrder.LITTLE_ENDIAN);
+
     private final FSDataOutputStream out;
     private final Path file;
     private final String relativePath;
@@ -45,7 +51,9 @@ public final class RowFileWriter implements AutoCloseable {
     private final ChunkCodec.Compressor compressor;
 
     private final byte[] raw;
-    private final ByteBuffer rawView;
+    /** Bytes of rows in {@link #raw}: the chunk being filled. */
+    private int rawLength;
+
     private final byte[] shuffled;
     private final byte[] stored;
     private final ByteBuffer storedView;
@@ -80,7 +88,6 @@ public final class RowFileWriter implements AutoCloseable {
         this.codec = options.codec();
         int chunkBytes = RowFileFormat.rowsPerChunk(rowWidth, options.chunkBytes()) * rowBytes;
         this.raw = new byte[chunkBytes];
-        this.rawView = ByteBuffer.wrap(raw).order(ByteOrder.LITTLE_ENDIAN);
         this.shuffled = codec == ChunkCodec.NONE ? null : new byte[chunkBytes];
         // Plain chunks are written from the row buffer itself: their stored buffer holds only the chunk header.
         this.stored = new byte
@@ -191,26 +198,44 @@ public final class RowFileWriter implements AutoCloseable {
 
     /** Writes one row: {@code key}, then {@code rowWidth} floats from {@code source[offset..]}, bit-exact. */
     public void writeRow(long key, float[] source, int offset) throws IOException {
+        Objects.checkFromIndexSize(offset, rowWidth, source.length);
+        int at = startRow();
+        LONG_LE.set(raw, at, key);
+        at += 8;
+        // The raw bits: NaN payloads and -0.0 survive.
+        for (int i = offset, end = offset + rowWidth; i < end; i++, at += 4) {
+            INT_LE.set(raw, at, Float.floatToRawIntBits(source[i]));
+        }
+    }
+
+    /**
+     * Writes one row as a row file stores it: the {@code 8 + 4 * rowWidth} bytes at {@code source[offset..]}, the key
+     * then the floats' raw bits, little-endian (as {@link RowFileReader#readRuns} hands rows out). Copied as they are.
+     */
+    public void writeStoredRow(byte[] source, int offset) throws IOException {
+        Objects.checkFromIndexSize(offset, rowBytes, source.length);
+        System.arraycopy(source, offset, raw, startRow(), rowBytes);
+    }
+
+    /** Makes room for one more row of the current slot in the chunk, counts it, and returns where it goes. */
+    private int startRow() throws IOException {
         checkOpen();
         if (currentSlot < 0) {
             throw new IllegalStateException("writeRow before beginSlot (" + file + ")");
         }
-        Objects.checkFromIndexSize(offset, rowWidth, source.length);
-        if (rawView.remaining() < rowBytes) {
+        if (raw.length - rawLength < rowBytes) {
             flushChunk();
         }
         if (currentSlotRows == 0) {
             slotChunkOffset = bytesWritten;
             slotRowInChunk = rowsInChunk;
         }
-        rawView.putLong(key);
-        // putFloat stores Float.floatToRawIntBits: NaN payloads and -0.0 survive.
-        for (int i = offset, end = offset + rowWidth; i < end; i++) {
-            rawView.putFloat(source[i]);
-        }
+        int at = rawLength;
+        rawLength += rowBytes;
         rowsInChunk++;
         currentSlotRows++;
         totalRows++;
+        return at;
     }
 
     /**
@@ -298,7 +323,6 @@ public final class RowFileWriter implements AutoCloseable {
         if (rowsInChunk == 0) {
             return;
         }
-        int rawLength = rawView.position();
         chunkCrc.reset();
         chunkCrc.update(raw, 0, rawLength);
         int storedLength = rawLength;
@@ -321,7 +345,7 @@ public final class RowFileWriter implements AutoCloseable {
         uncompressedBytes += rawLength;
         chunkCount++;
         rowsInChunk = 0;
-        rawView.clear();
+        rawLength = 0;
         if (chunkCount == 1 && PausePoints.armed(PausePoints.MID_ROW_FILE)) {
             // A test stops the process here to kill it: the partial file should be on the DataNodes, not in a buffer.
             out.hflush();

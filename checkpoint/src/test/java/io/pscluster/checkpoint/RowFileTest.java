@@ -62,6 +62,42 @@ class RowFileTest {
         assertThat(read).containsExactlyElementsOf(written);
     }
 
+    @ParameterizedTest
+    @EnumSource(ChunkCodec.class)
+    void shouldWriteStoredRowsAsTheyAreWhenGivenTheirBytes(ChunkCodec codec) throws IOException {
+        List<Row> written = sampleRows();
+        int rowBytes = 8 + 4 * WIDTH;
+        // The rows as a row file stores them, after 5 bytes of something else to exercise the offset.
+        java.nio.ByteBuffer stored =
+                java.nio.ByteBuffer.allocate(5 + written.size() * rowBytes).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        stored.position(5);
+        for (Row row : written) {
+            stored.putLong(row.key);
+            for (int bits : row.bits) {
+                stored.putInt(bits);
+            }
+        }
+        RowFileInfo info;
+        try (RowFileWriter writer = RowFileWriter.create(
+                fs, dir, "stored.rows", WIDTH, RowFileWriter.Options.defaults().withCodec(codec))) {
+            int slot = -1;
+            for (int i = 0; i < written.size(); i++) {
+                if (written.get(i).slot != slot) {
+                    slot = written.get(i).slot;
+                    writer.beginSlot(slot);
+                }
+                writer.writeStoredRow(stored.array(), 5 + i * rowBytes);
+            }
+            assertThatThrownBy(() -> writer.writeStoredRow(stored.array(), stored.capacity() - rowBytes + 1))
+                    .isInstanceOf(IndexOutOfBoundsException.class);
+            info = writer.finish();
+        }
+
+        List<Row> read = new ArrayList<>();
+        RowFileReader.read(fs, dir, info, slot -> true, (slot, key, row) -> read.add(Row.of(slot, key, row)));
+        assertThat(read).containsExactlyElementsOf(written);
+    }
+
     @Test
     void shouldReturnOnlyWantedSlotsWhenReadingSubset() throws IOException {
         List<Row> written = sampleRows();

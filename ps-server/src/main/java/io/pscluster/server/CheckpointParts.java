@@ -30,12 +30,15 @@ final class CheckpointParts {
     private final RowFileWriter.Options options;
     private final boolean removedKeys;
     private final int rowWidth;
-    private final long[] keys;
+    private final int rowBytes;
+    /** Rows as a row file stores them (key, then the record's float bits, little-endian), in arrival order. */
+    private final byte[] buffer;
+
     private final int[] slots;
-    private final float[] records;
     private final int[] order;
     private final int[] slotStarts = new int[Slots.SLOT_COUNT + 1];
     private final List<CheckpointFile> files = new ArrayList<>();
+    private final int capacity;
     private int rows;
     /** Counts rows (and their uncompressed bytes) as they go into part files, slot by slot; null: none. */
     private Progress progress;
@@ -57,13 +60,12 @@ final class CheckpointParts {
         this.options = options;
         this.removedKeys = removedKeys;
         this.rowWidth = removedKeys ? 0 : table.rowWidth();
-        final long perRow = 8 + 4 + 4 + 4L * rowWidth; // key, slot, order, record
-        final int capacity =
-                (int) Math.max(1, Math.min(Integer.MAX_VALUE / Math.max(1, rowWidth), bufferBytes / perRow));
-        this.keys = new long[capacity];
+        this.rowBytes = 8 + 4 * rowWidth;
+        final long perRow = rowBytes + 4 + 4; // the row, its slot, its place in slot order
+        this.capacity = (int) Math.max(1, Math.min((Integer.MAX_VALUE - 8) / rowBytes, bufferBytes / perRow));
+        this.buffer = new byte[capacity * rowBytes];
         this.slots = new int[capacity];
         this.order = new int[capacity];
-        this.records = new float[capacity * rowWidth];
     }
 
     /** Counts the rows written from now on into {@code value}. */
@@ -74,16 +76,19 @@ final class CheckpointParts {
 
     /** Adds a batch's rows, writing a part whenever the buffer fills. */
     void add(final SnapshotBatch batch) throws IOException {
-        final float[] source = batch.records();
-        for (int row = 0; row < batch.rows(); row++) {
-            if (rows == keys.length) {
+        final byte[] source = batch.bytes();
+        for (int row = 0; row < batch.rows(); ) {
+            if (rows == capacity) {
                 writePart();
             }
-            final long key = batch.key(row);
-            keys[rows] = key;
-            slots[rows] = table.slotOf(key);
-            System.arraycopy(source, row * rowWidth, records, rows * rowWidth, rowWidth);
-            rows++;
+            // As many rows as fit, copied as they are; their slots from their keys.
+            final int n = Math.min(batch.rows() - row, capacity - rows);
+            System.arraycopy(source, row * rowBytes, buffer, rows * rowBytes, n * rowBytes);
+            for (int i = 0; i < n; i++) {
+                slots[rows + i] = table.slotOf(batch.key(row + i));
+            }
+            rows += n;
+            row += n;
         }
     }
 
@@ -121,8 +126,7 @@ final class CheckpointParts {
                 writer.beginSlot(slot);
                 final int first = next;
                 for (; next < end; next++) {
-                    final int row = order[next];
-                    writer.writeRow(keys[row], records, row * rowWidth);
+                    writer.writeStoredRow(buffer, order[next] * rowBytes);
                 }
                 if (progress != null) {
                     progress.addRows(end - first);

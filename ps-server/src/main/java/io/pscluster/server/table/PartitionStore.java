@@ -423,8 +423,8 @@ final class PartitionStore {
             if (saved != Snapshot.NONE) {
                 final long key = current.savedKeys[saved];
                 if (current.savedStamps[saved] > current.since && want.test(key)) {
-                    System.arraycopy(
-                            current.savedRecords, saved * recordFloats, batch.records, batch.add(key), recordFloats);
+                    final int floatBytes = 4 * recordFloats;
+                    System.arraycopy(current.savedRecords, saved * floatBytes, batch.bytes, batch.add(key), floatBytes);
                 }
                 current.release(saved);
                 continue;
@@ -434,7 +434,7 @@ final class PartitionStore {
             if (chunk.getInt(at + TOUCH) != 0 && stampOf(id) > current.since) {
                 final long key = chunk.getLong(at + KEY);
                 if (want.test(key)) {
-                    copyRecord(id, batch.records, batch.add(key), recordFloats);
+                    copyRecordBytes(id, batch.bytes, batch.add(key));
                 }
             }
         }
@@ -457,7 +457,7 @@ final class PartitionStore {
         final int index = current.claim();
         current.savedKeys[index] = chunk.getLong(at + KEY);
         current.savedStamps[index] = stampOf(id);
-        copyRecord(id, current.savedRecords, index * recordFloats, recordFloats);
+        copyRecordBytes(id, current.savedRecords, index * 4 * recordFloats);
         current.saved.put(id, index);
     }
 
@@ -483,7 +483,9 @@ final class PartitionStore {
 
         long[] savedKeys = new long[16];
         int[] savedStamps = new int[16];
-        float[] savedRecords;
+        /** Saved records as a row file stores them (raw float bits, little-endian), {@code 4 * floats} bytes each. */
+        byte[] savedRecords;
+
         private final IntArrayList freeIndexes = new IntArrayList();
         private int used;
 
@@ -492,7 +494,7 @@ final class PartitionStore {
             this.floats = floats;
             this.since = since;
             this.removalsEnd = removalsEnd;
-            this.savedRecords = new float[16 * floats];
+            this.savedRecords = new byte[16 * 4 * floats];
         }
 
         int claim() {
@@ -500,12 +502,12 @@ final class PartitionStore {
                 return freeIndexes.popInt();
             }
             if (used == savedKeys.length) {
-                if ((long) 2 * used * floats > Integer.MAX_VALUE - 8) {
+                if ((long) 2 * used * 4 * floats > Integer.MAX_VALUE - 8) {
                     throw new OutOfMemoryError("a snapshot cannot keep more than " + used + " changed rows aside");
                 }
                 savedKeys = Arrays.copyOf(savedKeys, 2 * used);
                 savedStamps = Arrays.copyOf(savedStamps, 2 * used);
-                savedRecords = Arrays.copyOf(savedRecords, 2 * used * floats);
+                savedRecords = Arrays.copyOf(savedRecords, 2 * used * 4 * floats);
             }
             return used++;
         }
@@ -772,6 +774,22 @@ final class PartitionStore {
     @FunctionalInterface
     interface RecordVisitor {
         void visit(int id, long key, int touch);
+    }
+
+    /**
+     * Copies record {@code id}'s values, slots and counter bits into {@code target} at {@code offset} as a row file
+     * stores them: raw bits, little-endian ({@code 4 * floats} bytes).
+     */
+    void copyRecordBytes(final int id, final byte[] target, final int offset) {
+        final UnsafeBuffer chunk = chunks[id >>> chunkShift];
+        final int at = (id & chunkMask) * recordBytes + HEADER_BYTES;
+        if (NATIVE_LITTLE_ENDIAN) {
+            chunk.getBytes(at, target, offset, 4 * recordFloats);
+        } else {
+            for (int i = 0; i < recordFloats; i++) {
+                INT_LE.set(target, offset + 4 * i, chunk.getInt(at + 4 * i));
+            }
+        }
     }
 
     /** Copies record {@code id}'s values, slots and counter bits into {@code target} at {@code offset}. */

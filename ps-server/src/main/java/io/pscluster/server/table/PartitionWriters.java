@@ -37,8 +37,9 @@ import org.slf4j.LoggerFactory;
  * still evicts, and a pass over a large partition never holds up the pushes behind it for long.
  *
  * <p>Snapshots: while a {@link ShardSnapshot} is being taken, each duty cycle first gives it one bounded copy step
- * (see {@link ShardSnapshot}); while the rows that partition keeps aside for it are over their limit, the writer only
- * copies and leaves its queue (pushes and control tasks) waiting.
+ * (see {@link ShardSnapshot}), or, while its queue is empty, as many as it has free batches for; while the rows that
+ * partition keeps aside for it are over their limit, the writer only copies and leaves its queue (pushes and control
+ * tasks) waiting.
  *
  * <p>Closing: exactly one caller of {@link #close()} does the work; any other returns once it is done. Every control
  * task is either run or failed, never left behind (see {@link #runOnAll}).
@@ -434,7 +435,7 @@ public final class PartitionWriters implements AutoCloseable {
             final ShardSnapshot streaming = snapshot.get();
             if (streaming != null) {
                 try {
-                    snapshotWork = streaming.duty(partition);
+                    snapshotWork = streaming.duty(partition, queue.isEmpty());
                     if (streaming.holdsPushes(partition)) {
                         // Saved states are over their limit: only the scan frees them, so it goes first.
                         return snapshotWork;

@@ -31,7 +31,11 @@ import org.slf4j.LoggerFactory;
  */
 public final class ShardSnapshot implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(ShardSnapshot.class);
-    private static final int BATCHES_PER_PARTITION = 2;
+    /**
+     * Batches per partition: an idle writer fills them all ahead of the checkpoint thread, which then rarely waits for
+     * one (a writer with nothing to do backs off for up to a millisecond before it sees a batch given back).
+     */
+    private static final int BATCHES_PER_PARTITION = 4;
     /** Records a writer looks at per step, so that a step costs about as much as a small push. */
     static final int STEP_RECORDS = 16_384;
 
@@ -105,11 +109,13 @@ public final class ShardSnapshot implements AutoCloseable {
             narrowest = Math.min(narrowest, table.rowWidth());
         }
         final int floats = Math.max(widest, limits.batchFloats());
+        // As many rows of each table as batchFloats floats of records hold, with their keys.
         final int maxRows = floats / Math.min(narrowest, widest);
+        final int bytes = (int) Math.min(Integer.MAX_VALUE - 8, 4L * floats + 8L * maxRows);
         this.scans = new PartitionScan[writers.partitionCount()];
         this.savedBytesPerPartition = Math.max(1, limits.savedBytes() / scans.length);
         for (int p = 0; p < scans.length; p++) {
-            scans[p] = new PartitionScan(p, floats, maxRows);
+            scans[p] = new PartitionScan(p, bytes);
         }
     }
 
@@ -221,10 +227,11 @@ public final class ShardSnapshot implements AutoCloseable {
 
     /**
      * The writer's duty for this snapshot (partition {@code partition}'s thread only): abandons the scan if the
-     * snapshot was closed, else copies rows into free batches. Returns the work done.
+     * snapshot was closed, else copies rows into free batches, one per cycle while tasks wait in the writer's queue,
+     * every free one when it is {@code idle} (or over its limit). Returns the work done.
      */
-    int duty(final int partition) {
-        return scans[partition].duty();
+    int duty(final int partition, final boolean idle) {
+        return scans[partition].duty(idle);
     }
 
     /** Whether the writer of {@code partition} must only scan for now: its saved states are over the limit. */
@@ -268,10 +275,10 @@ public final class ShardSnapshot implements AutoCloseable {
         private boolean removals;
         private boolean ended;
 
-        PartitionScan(final int partition, final int floats, final int maxRows) {
+        PartitionScan(final int partition, final int bytes) {
             this.partition = partition;
             for (int i = 0; i < batches.length; i++) {
-                batches[i] = new SnapshotBatch(floats, maxRows);
+                batches[i] = new SnapshotBatch(bytes);
                 free.offer(batches[i]);
             }
         }
@@ -320,7 +327,7 @@ public final class ShardSnapshot implements AutoCloseable {
             end();
         }
 
-        int duty() {
+        int duty(final boolean idle) {
             if (!cutDone || ended) {
                 return 0;
             }
@@ -352,8 +359,8 @@ public final class ShardSnapshot implements AutoCloseable {
                     end();
                     break;
                 }
-                if (!overLimit()) {
-                    break; // one batch per cycle while pushes are taken, so that they keep flowing
+                if (!idle && !overLimit()) {
+                    break; // one batch per cycle while pushes wait, so that they keep flowing
                 }
             }
             trackLimit();

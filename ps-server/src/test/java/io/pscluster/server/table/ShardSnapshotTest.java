@@ -212,8 +212,11 @@ class ShardSnapshotTest {
 
     private static void collect(final SnapshotBatch batch, final Map<Long, List<Integer>> rows) {
         for (int row = 0; row < batch.rows(); row++) {
-            final List<Integer> previous =
-                    rows.put(batch.key(row), bits(batch.records(), row * batch.rowWidth(), batch.rowWidth()));
+            final List<Integer> bits = new ArrayList<>(batch.rowWidth());
+            for (int i = 0; i < batch.rowWidth(); i++) {
+                bits.add(batch.recordBits(row, i));
+            }
+            final List<Integer> previous = rows.put(batch.key(row), bits);
             assertThat(previous).as("key %d streamed twice", batch.key(row)).isNull();
         }
     }
