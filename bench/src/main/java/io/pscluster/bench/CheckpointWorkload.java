@@ -79,7 +79,10 @@ import org.apache.hadoop.util.DataChecksum;
  *       ({@link Shard#restore}: verification, which on the local filesystem reads every file back, then the rows)
  *       into a table created by the restore; baseline: reading the same files through the same {@link FileSystem},
  *       rows per second of that time. {@value #ROUNDS} rounds, ABBA, best of each side;
- *   <li>size: the row files' bytes with lz4 and zstd against codec none (ratio: the compression ratio).
+ *   <li>delta: after {@value #DELTA_CHANGED_PERCENT}% of the rows changed (random keys), a zstd delta against its
+ *       zstd base (target: at most {@value #DELTA_TARGET_PERCENT}% of it);
+ *   <li>size: the row files' bytes with lz4 and zstd against codec none (ratio: the compression ratio), of this
+ *       table and of a trained embedding table (Adagrad, skewed pushes, as {@code CheckpointCompressionTest}).
  * </ol>
  *
  * <p>The write and restore targets (ratio at least {@value #IO_TARGET}) and the push target (p99 at most twice the
@@ -97,6 +100,14 @@ final class CheckpointWorkload implements Workload {
     static final int PUSH_KEYS = 1_000;
     static final double IO_TARGET = 0.8;
     static final double PUSH_P99_TARGET = 0.5;
+    /** Share of the rows changed before a delta is written, in percent. */
+    static final int DELTA_CHANGED_PERCENT = 1;
+    /** The most a delta may take of its base, in percent (the checkpoint issue's target). */
+    static final int DELTA_TARGET_PERCENT = 3;
+    /** Keys of the trained model's key space (at most; fewer for small {@code --checkpoint-rows}). */
+    static final int TRAINED_KEYS = 400_000;
+
+    static final int TRAINED_STEPS = 40;
 
     private static final List<ChunkCodec> CODECS = List.of(ChunkCodec.NONE, ChunkCodec.LZ4, ChunkCodec.ZSTD);
     private static final ChunkCodec PUSH_PHASE_CODEC = ChunkCodec.ZSTD;
@@ -131,7 +142,8 @@ final class CheckpointWorkload implements Workload {
                         + " of random gradients, checkpoints on the local filesystem: write (none, lz4, zstd) vs raw"
                         + " FileSystem writes of the same bytes; SDK push p50/p99 (%,d random keys) while a zstd"
                         + " checkpoint runs vs none; restore into a fresh cluster vs raw reads of the same files;"
-                        + " row file sizes vs none",
+                        + " a zstd delta after 1%% of rows changed vs its base; row file sizes vs none, also of a"
+                        + " trained Adagrad embedding table",
                 settings.checkpointRows(),
                 DIM,
                 TRAIN_ROUNDS,
@@ -161,8 +173,10 @@ final class CheckpointWorkload implements Workload {
                 shard.awaitQuiescent();
                 written = measureWrites(harness, shard, store, schema, results);
                 measurePushes(harness, shard, store, table, keys, results);
+                measureDelta(harness, shard, store, table, keys, results);
             }
             measureRestores(harness, base.resolve("fresh-cluster"), store, schema.getName(), written, results);
+            measureTrainedModel(harness, base.resolve("trained-cluster"), store, rows, results);
             final Written plain = written.get(ChunkCodec.NONE);
             for (final ChunkCodec codec : List.of(ChunkCodec.LZ4, ChunkCodec.ZSTD)) {
                 results.add(BenchResult.time(
@@ -258,13 +272,25 @@ final class CheckpointWorkload implements Workload {
             final ChunkCodec codec,
             final boolean commit)
             throws IOException, InterruptedException {
+        return write(shard, store, schema, codec, commit, 0);
+    }
+
+    /** A base when {@code sinceId} is 0, else a delta of checkpoint {@code sinceId} (which this shard wrote last). */
+    private static Written write(
+            final Shard shard,
+            final CheckpointStore store,
+            final TableSchema schema,
+            final ChunkCodec codec,
+            final boolean commit,
+            final long sinceId)
+            throws IOException, InterruptedException {
         final long id = store.nextId();
         final Path dir = store.checkpointDir(id);
         store.fileSystem().mkdirs(dir);
         final long start = System.nanoTime();
-        // A base (no checkpoint to be a delta of): every row, as the proxy's first checkpoint writes.
+        // A base (no checkpoint to be a delta of) holds every row, as the proxy's first checkpoint writes.
         final Shard.WrittenCheckpoint checkpoint = shard.writeCheckpoint(
-                store.root(), id, RowFileWriter.Options.defaults().withCodec(codec), null, 0, false);
+                store.root(), id, RowFileWriter.Options.defaults().withCodec(codec), null, sinceId, sinceId > 0);
         final long nanos = System.nanoTime() - start;
         long bytes = 0;
         long rows = 0;
@@ -528,6 +554,140 @@ final class CheckpointWorkload implements Workload {
                         + " partitions; no baseline)"));
     }
 
+    /**
+     * The size of a delta after {@value #DELTA_CHANGED_PERCENT}% of the rows changed, against its base: a zstd base,
+     * then SGD pushes of random gradients to that share of the keys (drawn at random, each once), then a zstd delta
+     * of the base. Neither is committed; both are deleted.
+     */
+    private static void measureDelta(
+            final BenchHarness harness,
+            final Shard shard,
+            final CheckpointStore store,
+            final PsTable table,
+            final long[] keys,
+            final List<BenchResult> results)
+            throws IOException, InterruptedException {
+        final int changed = Math.max(1, keys.length / (100 / DELTA_CHANGED_PERCENT));
+        harness.progress(
+                "%s: a %s delta after %,d rows (%d%%) changed",
+                NAME, PUSH_PHASE_CODEC.optionName(), changed, DELTA_CHANGED_PERCENT);
+        final Written base = write(shard, store, table.schema(), PUSH_PHASE_CODEC, false);
+        final SplittableRandom random = new SplittableRandom(SEED + 4);
+        final BitSet picked = new BitSet(keys.length);
+        final long[] chunk = new long[Math.min(TRAIN_KEYS, changed)];
+        int filled = 0;
+        for (int left = changed; left > 0; ) {
+            final int index = random.nextInt(keys.length);
+            if (picked.get(index)) {
+                continue;
+            }
+            picked.set(index);
+            chunk[filled++] = keys[index];
+            left--;
+            if (filled == chunk.length || left == 0) {
+                table.push(Arrays.copyOf(chunk, filled), randomGradients(random, filled * DIM));
+                filled = 0;
+            }
+        }
+        shard.awaitQuiescent();
+        final Written delta = write(shard, store, table.schema(), PUSH_PHASE_CODEC, false, base.id());
+        for (final Written checkpoint : List.of(base, delta)) {
+            store.fileSystem().delete(store.checkpointDir(checkpoint.id()), true);
+        }
+        if (delta.rows() != changed) {
+            throw new IllegalStateException(
+                    "the delta holds " + delta.rows() + " rows; " + changed + " were changed since its base");
+        }
+        results.add(BenchResult.time(
+                        NAME,
+                        "delta_size_mb " + PUSH_PHASE_CODEC.optionName(),
+                        delta.bytes() / 1e6,
+                        base.bytes() / 1e6,
+                        String.format(
+                                Locale.ROOT,
+                                "MB of a delta holding the %,d rows (%d%% of %,d) changed since its base (baseline:"
+                                        + " the base; ratio: base / delta, so >= %.1f is a delta <= %d%% of the base)",
+                                changed,
+                                DELTA_CHANGED_PERCENT,
+                                base.rows(),
+                                100.0 / DELTA_TARGET_PERCENT,
+                                DELTA_TARGET_PERCENT))
+                .withTarget(100.0 / DELTA_TARGET_PERCENT));
+    }
+
+    /**
+     * Compression of a trained model, as {@code CheckpointCompressionTest} trains one: an embedding table of dim
+     * {@value #DIM} with Adagrad and a normal initialisation, trained by {@value #TRAINED_STEPS} pushes of Gaussian
+     * gradients to keys drawn with a skew (a few keys in most pushes, most keys rarely), in a cluster of its own; its
+     * checkpoint written with each codec. The sizes as stored against codec none: the ratio is the compression ratio.
+     */
+    private static void measureTrainedModel(
+            final BenchHarness harness,
+            final java.nio.file.Path clusterRoot,
+            final CheckpointStore store,
+            final int rows,
+            final List<BenchResult> results)
+            throws Exception {
+        final int keySpace = Math.max(MIN_ROWS, Math.min(TRAINED_KEYS, rows / 5));
+        final int batch = Math.min(TRAIN_KEYS, keySpace / 4);
+        final Map<ChunkCodec, Written> sizes = new EnumMap<>(ChunkCodec.class);
+        try (LocalCluster cluster = startCluster(clusterRoot);
+                PsClient client = connect(harness, cluster)) {
+            final PsTable table = client.createTable(TableSchema.newBuilder()
+                    .setName(TABLE + "-trained")
+                    .setKind(TableKind.SPARSE)
+                    .setDim(DIM)
+                    .setOptimizer(OptimizerSpec.newBuilder()
+                            .setKind(OptimizerKind.ADAGRAD)
+                            .setLearningRate(0.05f))
+                    .setInitializer(InitializerSpec.newBuilder()
+                            .setKind(InitializerKind.NORMAL)
+                            .setScale(0.01f)
+                            .setSeed(1))
+                    .build());
+            harness.progress(
+                    "%s: training an Adagrad embedding table by %d skewed pushes of %,d of %,d keys",
+                    NAME, TRAINED_STEPS, batch, keySpace);
+            final java.util.Random random = new java.util.Random(SEED + 5);
+            for (int step = 0; step < TRAINED_STEPS; step++) {
+                final java.util.Set<Long> picked = new java.util.LinkedHashSet<>();
+                while (picked.size() < batch) {
+                    final double u = random.nextDouble();
+                    picked.add((long) (keySpace * u * u * u));
+                }
+                final long[] stepKeys =
+                        picked.stream().mapToLong(Long::longValue).toArray();
+                final float[] gradients = new float[stepKeys.length * DIM];
+                for (int i = 0; i < gradients.length; i++) {
+                    gradients[i] = (float) (random.nextGaussian() * 0.1);
+                }
+                table.push(stepKeys, gradients);
+            }
+            final Shard shard = cluster.shard(0).shard();
+            shard.awaitQuiescent();
+            for (final ChunkCodec codec : CODECS) {
+                final Written checkpoint = write(shard, store, table.schema(), codec, false);
+                store.fileSystem().delete(store.checkpointDir(checkpoint.id()), true);
+                sizes.put(codec, checkpoint);
+            }
+        }
+        final Written plain = sizes.get(ChunkCodec.NONE);
+        for (final ChunkCodec codec : List.of(ChunkCodec.LZ4, ChunkCodec.ZSTD)) {
+            results.add(BenchResult.time(
+                    NAME,
+                    "trained_size_mb " + codec.optionName(),
+                    sizes.get(codec).bytes() / 1e6,
+                    plain.bytes() / 1e6,
+                    String.format(
+                            Locale.ROOT,
+                            "MB of row files of a trained embedding table (dim %d, Adagrad, %,d rows of %d floats;"
+                                    + " baseline: codec none; ratio: the compression ratio)",
+                            DIM,
+                            plain.rows(),
+                            DIM * 2)));
+        }
+    }
+
     /** Throws what stopped the pushing thread, if it stopped: its latencies would not cover the phase. */
     private static void checkStillPushing(final Future<?> pushing) throws Exception {
         if (pushing.isDone()) {
@@ -614,7 +774,9 @@ final class CheckpointWorkload implements Workload {
         final long verifyNanos = System.nanoTime() - verifyStart;
         final long readStart = System.nanoTime();
         for (final Manifest.FileEntry entry : info.manifest().files()) {
-            RowFileReader.read(store.fileSystem(), info.dir(), entry.file(), slot -> true, (slot, key, row) -> {});
+            // As the restore reads them: decoded, checked, handed out as stored.
+            RowFileReader.readRuns(
+                    store.fileSystem(), info.dir(), entry.file(), slot -> true, (slot, rows, at, n, width) -> {});
         }
         final long readNanos = System.nanoTime() - readStart;
         harness.progress(
