@@ -1,6 +1,7 @@
 package io.pscluster.checkpoint;
 
 import java.io.IOException;
+import java.io.InterruptedIOException;
 import java.lang.invoke.MethodHandles;
 import java.lang.invoke.VarHandle;
 import java.nio.ByteBuffer;
@@ -8,6 +9,13 @@ import java.nio.ByteOrder;
 import java.util.Arrays;
 import java.util.EnumSet;
 import java.util.Objects;
+import java.util.concurrent.ArrayBlockingQueue;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.CancellationException;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
+import java.util.concurrent.Executor;
+import java.util.concurrent.TimeUnit;
 import java.util.zip.CRC32C;
 import org.apache.hadoop.fs.CreateFlag;
 import org.apache.hadoop.fs.FSDataOutputStream;
@@ -35,9 +43,13 @@ import org.apache.hadoop.util.DataChecksum;
  * harmless because only a manifest makes a file part of a checkpoint. Fault point {@link PausePoints#MID_ROW_FILE}
  * stops the writer after its first chunk.
  *
- * <p>Not thread-safe: one writer per thread.
+ * <p>Not thread-safe: one thread fills a writer. With an output executor ({@link #create(FileSystem, Path, String, int,
+ * Options, Executor)}) the stream is written there, a chunk at a time and in order, while the filling thread goes on.
  */
 public final class RowFileWriter implements AutoCloseable {
+    /** Chunks being written on the output side at once, besides the one being filled. */
+    static final int CHUNKS_IN_FLIGHT = 2;
+
     private static final VarHandle LONG_LE =
             MethodHandles.byteArrayViewVarHandle(long[].class, ByteOrder.LITTLE_ENDIAN);
     private static final VarHandle INT_LE = MethodHandles.byteArrayViewVarHandle(int[].class, ByteOrder.LITTLE_ENDIAN);
@@ -50,51 +62,88 @@ public final class RowFileWriter implements AutoCloseable {
     private final ChunkCodec codec;
     private final ChunkCodec.Compressor compressor;
 
-    private final byte[] raw;
-    /** Bytes of rows in {@link #raw}: the chunk being filled. */
+    /** The chunk being filled: its rows in {@code filling.raw[0 .. rawLength)}. */
+    private Chunk filling;
+    /** Bytes of rows in the chunk being filled. */
     private int rawLength;
 
     private final byte[] shuffled;
-    private final byte[] stored;
-    private final ByteBuffer storedView;
-    private final CRC32C fileCrc = new CRC32C();
     private final CRC32C chunkCrc = new CRC32C();
+    /** Chunks free to be filled: the stored forms of the others are being written. */
+    private final BlockingQueue<Chunk> free;
+    /** Where chunks are written to the stream, one after the other; see {@link #submit}. */
+    private final Executor output;
+    /** The last chunk handed to {@link #output}: each write runs after the one before it. */
+    private CompletableFuture<Void> tail = CompletableFuture.completedFuture(null);
+    /** The first failure of a chunk's write; the chunks after it are not written. */
+    private volatile Throwable outputFailure;
 
+    // Written on the output side only; read by the filling thread after it waited for the last write (tail).
+    private final CRC32C fileCrc = new CRC32C();
     private long bytesWritten;
+    /** The file offset of each chunk, by its number. */
+    private long[] chunkOffsets = new long[64];
+
+    // The filling thread's.
     private long uncompressedBytes;
     private int chunkCount;
     private int rowsInChunk;
     private long totalRows;
     private int currentSlot = -1;
     private long currentSlotRows;
-    private long slotChunkOffset;
+    /** The number of the chunk that holds the first row of the current slot (its offset is known once written). */
+    private int slotChunk;
+
     private int slotRowInChunk;
 
     private int slotEntries;
     private int[] entrySlots = new int[16];
-    private long[] entryChunkOffsets = new long[16];
+    private int[] entryChunks = new int[16];
     private int[] entryRowInChunk = new int[16];
     private long[] entryRows = new long[16];
 
     private boolean finished;
     private boolean closed;
 
-    private RowFileWriter(FSDataOutputStream out, Path file, String relativePath, int rowWidth, Options options) {
+    private RowFileWriter(
+            FSDataOutputStream out, Path file, String relativePath, int rowWidth, Options options, Executor output) {
         this.out = out;
         this.file = file;
         this.relativePath = relativePath;
         this.rowWidth = rowWidth;
         this.rowBytes = (int) RowFileFormat.rowBytes(rowWidth);
         this.codec = options.codec();
+        this.output = output == null ? Runnable::run : output;
         int chunkBytes = RowFileFormat.rowsPerChunk(rowWidth, options.chunkBytes()) * rowBytes;
-        this.raw = new byte[chunkBytes];
         this.shuffled = codec == ChunkCodec.NONE ? null : new byte[chunkBytes];
-        // Plain chunks are written from the row buffer itself: their stored buffer holds only the chunk header.
-        this.stored = new byte
-                [RowFileFormat.CHUNK_HEADER_BYTES
-                        + (codec == ChunkCodec.NONE ? 0 : Math.max(chunkBytes, codec.maxStoredBytes(chunkBytes)))];
-        this.storedView = ByteBuffer.wrap(stored).order(ByteOrder.LITTLE_ENDIAN);
+        int chunks = output == null ? 1 : CHUNKS_IN_FLIGHT + 1;
+        this.free = new ArrayBlockingQueue<>(chunks);
+        for (int i = 0; i < chunks; i++) {
+            free.add(new Chunk(chunkBytes, codec));
+        }
+        this.filling = free.remove();
         this.compressor = codec.newCompressor();
+    }
+
+    /**
+     * A chunk's buffers: its rows as given, and what is stored (the chunk header, then the compressed rows; plain
+     * chunks are written from the rows themselves, their stored buffer holds only the header).
+     */
+    private static final class Chunk {
+        final byte[] raw;
+        final byte[] stored;
+        final ByteBuffer storedView;
+        int rawLength;
+        int storedLength;
+        int number;
+
+        Chunk(int chunkBytes, ChunkCodec codec) {
+            raw = new byte[chunkBytes];
+            stored = new byte
+                    [RowFileFormat.CHUNK_HEADER_BYTES
+                            + (codec == ChunkCodec.NONE ? 0 : Math.max(chunkBytes, codec.maxStoredBytes(chunkBytes)))];
+            storedView = ByteBuffer.wrap(stored).order(ByteOrder.LITTLE_ENDIAN);
+        }
     }
 
     /**
@@ -117,6 +166,19 @@ public final class RowFileWriter implements AutoCloseable {
      */
     public static RowFileWriter create(
             FileSystem fs, Path checkpointDir, String relativePath, int rowWidth, Options options) throws IOException {
+        return create(fs, checkpointDir, relativePath, rowWidth, options, null);
+    }
+
+    /**
+     * As {@link #create(FileSystem, Path, String, int, Options)}, the chunks written to the stream on {@code output}
+     * (null: on the calling thread), up to {@value #CHUNKS_IN_FLIGHT} at a time, while the caller fills and
+     * compresses the next: the filesystem's own work (its checksums, the copies into its buffers, the system calls)
+     * overlaps the caller's. A chunk's write that fails comes back from the next {@code writeRow}, {@code finish} or
+     * {@code close}.
+     */
+    public static RowFileWriter create(
+            FileSystem fs, Path checkpointDir, String relativePath, int rowWidth, Options options, Executor output)
+            throws IOException {
         Objects.requireNonNull(fs, "fs");
         Objects.requireNonNull(checkpointDir, "checkpointDir");
         Objects.requireNonNull(options, "options");
@@ -135,7 +197,7 @@ public final class RowFileWriter implements AutoCloseable {
         }
         RowFileWriter writer;
         try {
-            writer = new RowFileWriter(out, file, relativePath, rowWidth, options);
+            writer = new RowFileWriter(out, file, relativePath, rowWidth, options, output);
             writer.writeHeader();
         } catch (IOException | RuntimeException e) {
             out.close();
@@ -200,6 +262,7 @@ public final class RowFileWriter implements AutoCloseable {
     public void writeRow(long key, float[] source, int offset) throws IOException {
         Objects.checkFromIndexSize(offset, rowWidth, source.length);
         int at = startRow();
+        byte[] raw = filling.raw;
         LONG_LE.set(raw, at, key);
         at += 8;
         // The raw bits: NaN payloads and -0.0 survive.
@@ -214,7 +277,8 @@ public final class RowFileWriter implements AutoCloseable {
      */
     public void writeStoredRow(byte[] source, int offset) throws IOException {
         Objects.checkFromIndexSize(offset, rowBytes, source.length);
-        System.arraycopy(source, offset, raw, startRow(), rowBytes);
+        int at = startRow();
+        System.arraycopy(source, offset, filling.raw, at, rowBytes);
     }
 
     /** Makes room for one more row of the current slot in the chunk, counts it, and returns where it goes. */
@@ -223,11 +287,11 @@ public final class RowFileWriter implements AutoCloseable {
         if (currentSlot < 0) {
             throw new IllegalStateException("writeRow before beginSlot (" + file + ")");
         }
-        if (raw.length - rawLength < rowBytes) {
+        if (filling.raw.length - rawLength < rowBytes) {
             flushChunk();
         }
         if (currentSlotRows == 0) {
-            slotChunkOffset = bytesWritten;
+            slotChunk = chunkCount;
             slotRowInChunk = rowsInChunk;
         }
         int at = rawLength;
@@ -247,13 +311,14 @@ public final class RowFileWriter implements AutoCloseable {
         checkOpen();
         endSlot();
         flushChunk();
+        awaitOutput();
         long footerStart = bytesWritten;
         ByteBuffer footer = ByteBuffer.allocate(
                         slotEntries * RowFileFormat.SLOT_ENTRY_BYTES + RowFileFormat.TRAILER_BYTES)
                 .order(ByteOrder.LITTLE_ENDIAN);
         for (int i = 0; i < slotEntries; i++) {
             footer.putInt(entrySlots[i])
-                    .putLong(entryChunkOffsets[i])
+                    .putLong(chunkOffsets[entryChunks[i]])
                     .putInt(entryRowInChunk[i])
                     .putLong(entryRows[i]);
         }
@@ -283,10 +348,46 @@ public final class RowFileWriter implements AutoCloseable {
         if (!closed) {
             closed = true;
             try {
+                // The stream is the output side's until its last write is done.
+                try {
+                    awaitOutput();
+                } catch (IOException abandoned) {
+                    // Closing without finish leaves an incomplete file anyway; the stream is closed below.
+                }
                 out.close();
             } finally {
                 closeCompressor();
             }
+        }
+    }
+
+    /**
+     * Waits until every chunk handed over is written, then throws the first write's failure, if any. Afterwards the
+     * output side's fields are this thread's (the wait orders its writes before this thread's reads).
+     */
+    private void awaitOutput() throws IOException {
+        try {
+            tail.join();
+        } catch (CompletionException | CancellationException e) {
+            // Only a refused execution ends here: the writes themselves catch what they throw.
+            throw new IOException("writing " + file + " failed: " + e.getCause(), e.getCause());
+        }
+        throwOutputFailure();
+    }
+
+    private void throwOutputFailure() throws IOException {
+        Throwable failure = outputFailure;
+        if (failure instanceof IOException io) {
+            throw io;
+        }
+        if (failure instanceof RuntimeException runtime) {
+            throw runtime;
+        }
+        if (failure instanceof Error error) {
+            throw error;
+        }
+        if (failure != null) {
+            throw new IOException(failure);
         }
     }
 
@@ -306,47 +407,105 @@ public final class RowFileWriter implements AutoCloseable {
         if (slotEntries == entrySlots.length) {
             int capacity = slotEntries * 2;
             entrySlots = Arrays.copyOf(entrySlots, capacity);
-            entryChunkOffsets = Arrays.copyOf(entryChunkOffsets, capacity);
+            entryChunks = Arrays.copyOf(entryChunks, capacity);
             entryRowInChunk = Arrays.copyOf(entryRowInChunk, capacity);
             entryRows = Arrays.copyOf(entryRows, capacity);
         }
         entrySlots[slotEntries] = currentSlot;
-        entryChunkOffsets[slotEntries] = slotChunkOffset;
+        entryChunks[slotEntries] = slotChunk;
         entryRowInChunk[slotEntries] = slotRowInChunk;
         entryRows[slotEntries] = currentSlotRows;
         slotEntries++;
         currentSlotRows = 0;
     }
 
-    /** Stores the rows buffered so far as one chunk: shuffled and compressed, or raw if that is not smaller. */
+    /**
+     * Stores the rows buffered so far as one chunk: shuffled and compressed here, or raw if that is not smaller, then
+     * handed to the output side to write, and the next free chunk taken to fill (waiting while all are in flight).
+     */
     private void flushChunk() throws IOException {
         if (rowsInChunk == 0) {
             return;
         }
+        Chunk chunk = filling;
+        byte[] raw = chunk.raw;
         chunkCrc.reset();
         chunkCrc.update(raw, 0, rawLength);
         int storedLength = rawLength;
         if (compressor != null) {
             RowFileFormat.shuffle(raw, shuffled, rawLength);
-            int capacity = stored.length - RowFileFormat.CHUNK_HEADER_BYTES;
+            int capacity = chunk.stored.length - RowFileFormat.CHUNK_HEADER_BYTES;
             int compressed =
-                    compressor.compress(shuffled, rawLength, stored, RowFileFormat.CHUNK_HEADER_BYTES, capacity);
+                    compressor.compress(shuffled, rawLength, chunk.stored, RowFileFormat.CHUNK_HEADER_BYTES, capacity);
             if (compressed < rawLength) {
                 storedLength = compressed;
             }
         }
-        storedView.putInt(0, storedLength).putInt(4, rawLength).putInt(8, (int) chunkCrc.getValue());
-        if (storedLength == rawLength) {
-            write(stored, 0, RowFileFormat.CHUNK_HEADER_BYTES);
-            write(raw, 0, rawLength);
-        } else {
-            write(stored, 0, RowFileFormat.CHUNK_HEADER_BYTES + storedLength);
-        }
+        chunk.storedView.putInt(0, storedLength).putInt(4, rawLength).putInt(8, (int) chunkCrc.getValue());
+        chunk.rawLength = rawLength;
+        chunk.storedLength = storedLength;
+        chunk.number = chunkCount;
+        submit(chunk);
         uncompressedBytes += rawLength;
         chunkCount++;
         rowsInChunk = 0;
         rawLength = 0;
-        if (chunkCount == 1 && PausePoints.armed(PausePoints.MID_ROW_FILE)) {
+        filling = takeFree();
+        throwOutputFailure();
+    }
+
+    /** The next chunk to fill, once one is written; fails if the output side cannot run (its executor refused). */
+    private Chunk takeFree() throws IOException {
+        try {
+            while (true) {
+                Chunk chunk = free.poll(100, TimeUnit.MILLISECONDS);
+                if (chunk != null) {
+                    return chunk;
+                }
+                if (tail.isCompletedExceptionally()) {
+                    awaitOutput();
+                }
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new InterruptedIOException("interrupted while writing " + file);
+        }
+    }
+
+    /**
+     * Hands {@code chunk} to the output side, to be written after the chunks before it (each write is queued once the
+     * previous one is done, so {@link #output} may have any number of threads), and given back to {@link #free}
+     * written or not. After a failure the chunks behind it are only given back.
+     */
+    private void submit(Chunk chunk) {
+        tail = tail.thenRunAsync(
+                () -> {
+                    try {
+                        if (outputFailure == null) {
+                            writeChunk(chunk);
+                        }
+                    } catch (Throwable failure) {
+                        outputFailure = failure;
+                    } finally {
+                        free.add(chunk);
+                    }
+                },
+                output);
+    }
+
+    /** The output side: writes one chunk's stored form and notes where it starts. */
+    private void writeChunk(Chunk chunk) throws IOException {
+        if (chunk.number == chunkOffsets.length) {
+            chunkOffsets = Arrays.copyOf(chunkOffsets, 2 * chunkOffsets.length);
+        }
+        chunkOffsets[chunk.number] = bytesWritten;
+        if (chunk.storedLength == chunk.rawLength) {
+            write(chunk.stored, 0, RowFileFormat.CHUNK_HEADER_BYTES);
+            write(chunk.raw, 0, chunk.rawLength);
+        } else {
+            write(chunk.stored, 0, RowFileFormat.CHUNK_HEADER_BYTES + chunk.storedLength);
+        }
+        if (chunk.number == 0 && PausePoints.armed(PausePoints.MID_ROW_FILE)) {
             // A test stops the process here to kill it: the partial file should be on the DataNodes, not in a buffer.
             out.hflush();
             PausePoints.reach(PausePoints.MID_ROW_FILE, file.toString());

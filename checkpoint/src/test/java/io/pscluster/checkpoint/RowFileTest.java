@@ -98,6 +98,46 @@ class RowFileTest {
         assertThat(read).containsExactlyElementsOf(written);
     }
 
+    @ParameterizedTest
+    @EnumSource(ChunkCodec.class)
+    void shouldWriteTheSameFileWhenChunksAreWrittenOnAnOutputThread(ChunkCodec codec) throws Exception {
+        // 4 KiB chunks: ~80 of them, so that several are in flight on the output thread at once.
+        RowFileWriter.Options options =
+                RowFileWriter.Options.defaults().withCodec(codec).withChunkBytes(4096);
+        java.util.concurrent.ExecutorService output = java.util.concurrent.Executors.newSingleThreadExecutor();
+        try {
+            RowFileInfo inline = writeRandomRows("inline.rows", options, null);
+            RowFileInfo async = writeRandomRows("async.rows", options, output);
+
+            assertThat(readBytes(async.path())).isEqualTo(readBytes(inline.path()));
+            assertThat(async.crc32c()).isEqualTo(inline.crc32c());
+            assertThat(async.length()).isEqualTo(inline.length());
+            List<Row> read = new ArrayList<>();
+            RowFileReader.read(fs, dir, async, slot -> true, (slot, key, row) -> read.add(Row.of(slot, key, row)));
+            assertThat(read).hasSize((int) inline.rows());
+        } finally {
+            output.shutdownNow();
+        }
+    }
+
+    private RowFileInfo writeRandomRows(
+            String path, RowFileWriter.Options options, java.util.concurrent.Executor output) throws IOException {
+        Random random = new Random(3);
+        float[] row = new float[WIDTH];
+        try (RowFileWriter writer = RowFileWriter.create(fs, dir, path, WIDTH, options, output)) {
+            for (int slot = 0; slot < 200; slot += 1 + random.nextInt(2)) {
+                writer.beginSlot(slot);
+                for (int r = random.nextInt(40); r >= 0; r--) {
+                    for (int f = 0; f < WIDTH; f++) {
+                        row[f] = (float) random.nextGaussian();
+                    }
+                    writer.writeRow(random.nextLong(), row, 0);
+                }
+            }
+            return writer.finish();
+        }
+    }
+
     @Test
     void shouldReturnOnlyWantedSlotsWhenReadingSubset() throws IOException {
         List<Row> written = sampleRows();

@@ -11,6 +11,7 @@ import io.pscluster.wire.Slots;
 import java.io.IOException;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.Executor;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 
@@ -29,6 +30,9 @@ final class CheckpointParts {
     private final long checkpointId;
     private final RowFileWriter.Options options;
     private final boolean removedKeys;
+    /** Where the part files' chunks are written to their streams (see {@link RowFileWriter}). */
+    private final Executor output;
+
     private final int rowWidth;
     private final int rowBytes;
     /** Rows as a row file stores them (key, then the record's float bits, little-endian), in arrival order. */
@@ -51,7 +55,8 @@ final class CheckpointParts {
             final long checkpointId,
             final RowFileWriter.Options options,
             final long bufferBytes,
-            final boolean removedKeys) {
+            final boolean removedKeys,
+            final Executor output) {
         this.fs = fs;
         this.dir = dir;
         this.shardId = shardId;
@@ -59,6 +64,7 @@ final class CheckpointParts {
         this.checkpointId = checkpointId;
         this.options = options;
         this.removedKeys = removedKeys;
+        this.output = output;
         this.rowWidth = removedKeys ? 0 : table.rowWidth();
         this.rowBytes = 8 + 4 * rowWidth;
         final long perRow = rowBytes + 4 + 4; // the row, its slot, its place in slot order
@@ -116,7 +122,7 @@ final class CheckpointParts {
                 ? CheckpointStore.removedKeysFileName(shardId, table.name(), checkpointId, files.size())
                 : CheckpointStore.fileName(shardId, table.name(), checkpointId, files.size());
         final RowFileInfo info;
-        try (RowFileWriter writer = RowFileWriter.create(fs, dir, relative, rowWidth, options)) {
+        try (RowFileWriter writer = RowFileWriter.create(fs, dir, relative, rowWidth, options, output)) {
             int next = 0;
             for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {
                 final int end = slotStarts[slot];

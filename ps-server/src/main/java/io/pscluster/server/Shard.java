@@ -85,6 +85,10 @@ public final class Shard implements AutoCloseable {
     private final ExecutorService clockExecutor = Executors.newFixedThreadPool(2, ProxyLink.daemon("ps-clock"));
     // Combines SYNC clocks' gradients and queues them (waits when the writers are full).
     private final ExecutorService applyExecutor = Executors.newSingleThreadExecutor(ProxyLink.daemon("ps-clock-apply"));
+    // Writes a checkpoint's chunks to their files while the checkpoint's thread fills and compresses the next ones
+    // (one checkpoint at a time: one thread).
+    private final ExecutorService checkpointOutput =
+            Executors.newSingleThreadExecutor(ProxyLink.daemon("ps-checkpoint-output"));
     // SYNC gradients waiting for their clocks may take a quarter of the heap.
     private final JobClocks jobs =
             new JobClocks(clockExecutor, this::applyClock, Runtime.getRuntime().maxMemory() / 4);
@@ -636,7 +640,15 @@ public final class Shard implements AutoCloseable {
             for (int t = 0; t < parts.length; t++) {
                 final ParameterTable table = snapshotTables.get(t);
                 parts[t] = new CheckpointParts(
-                                store.fileSystem(), dir, shardId, table, checkpointId, options, partBytes, false)
+                                store.fileSystem(),
+                                dir,
+                                shardId,
+                                table,
+                                checkpointId,
+                                options,
+                                partBytes,
+                                false,
+                                checkpointOutput)
                         .countInto(progress.progress);
                 // A base has no removed keys: its buffer holds one.
                 removed[t] = new CheckpointParts(
@@ -647,7 +659,8 @@ public final class Shard implements AutoCloseable {
                                 checkpointId,
                                 options,
                                 delta ? partBytes / 4 : 0,
-                                true)
+                                true,
+                                checkpointOutput)
                         .countInto(progress.progress);
             }
             while (!snapshot.done()) {
@@ -1399,5 +1412,6 @@ public final class Shard implements AutoCloseable {
         writers.close();
         clockExecutor.shutdownNow();
         applyExecutor.shutdownNow();
+        checkpointOutput.shutdownNow();
     }
 }
