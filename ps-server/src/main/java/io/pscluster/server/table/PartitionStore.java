@@ -684,8 +684,8 @@ final class PartitionStore {
      * Sizes the index of an empty store for about {@code rows} rows at once: segments of {@link #MAX_SEGMENT} entries,
      * enough that {@code rows} fill them to at most 70%, as growth would leave them, so that a restore into the store
      * does not grow the index a segment at a time (a split reads the key of every record in the segment, at random).
-     * Does nothing if the store has rows or {@code rows} fit in one segment. Writer-only; readers see the new directory
-     * (and no row, as before) once it is published.
+     * Does nothing if the store has rows, {@code rows} fit in one segment or the heap has no room for the segments.
+     * Writer-only; readers see the new directory (and no row, as before) once it is published.
      */
     void reserve(final long rows) {
         final long perSegment = MAX_SEGMENT * 70L / 100;
@@ -697,8 +697,14 @@ final class PartitionStore {
             return;
         }
         final Segment[] next = new Segment[1 << depth];
-        for (int i = 0; i < next.length; i++) {
-            next[i] = new Segment(MAX_SEGMENT, depth);
+        try {
+            for (int i = 0; i < next.length; i++) {
+                next[i] = new Segment(MAX_SEGMENT, depth);
+            }
+        } catch (OutOfMemoryError full) {
+            // Only an optimization: nothing is published, and the index grows as rows come, as it would have.
+            LOG.warn("could not size the index for {} rows ahead of a restore ({}); it grows as they come", rows, full);
+            return;
         }
         publish(next, (long) next.length * MAX_SEGMENT - indexEntries);
     }
