@@ -435,7 +435,7 @@ public final class PartitionWriters implements AutoCloseable {
             final ShardSnapshot streaming = snapshot.get();
             if (streaming != null) {
                 try {
-                    snapshotWork = streaming.duty(partition, queue.isEmpty());
+                    snapshotWork = streaming.duty(partition, queue::isEmpty);
                     if (streaming.holdsPushes(partition)) {
                         // Saved states are over their limit: only the scan frees them, so it goes first.
                         return snapshotWork;

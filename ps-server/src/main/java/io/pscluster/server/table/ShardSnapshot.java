@@ -9,6 +9,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.function.BooleanSupplier;
 import java.util.function.Consumer;
 import java.util.function.IntPredicate;
 import java.util.function.LongPredicate;
@@ -227,10 +228,11 @@ public final class ShardSnapshot implements AutoCloseable {
 
     /**
      * The writer's duty for this snapshot (partition {@code partition}'s thread only): abandons the scan if the
-     * snapshot was closed, else copies rows into free batches, one per cycle while tasks wait in the writer's queue,
-     * every free one when it is {@code idle} (or over its limit). Returns the work done.
+     * snapshot was closed, else copies rows into free batches: another while the writer is {@code idle} (its queue
+     * empty, asked before each batch, so that a push that comes waits for one step at most) or over its limit, else
+     * one per cycle. Returns the work done.
      */
-    int duty(final int partition, final boolean idle) {
+    int duty(final int partition, final BooleanSupplier idle) {
         return scans[partition].duty(idle);
     }
 
@@ -327,7 +329,7 @@ public final class ShardSnapshot implements AutoCloseable {
             end();
         }
 
-        int duty(final boolean idle) {
+        int duty(final BooleanSupplier idle) {
             if (!cutDone || ended) {
                 return 0;
             }
@@ -359,7 +361,7 @@ public final class ShardSnapshot implements AutoCloseable {
                     end();
                     break;
                 }
-                if (!idle && !overLimit()) {
+                if (!idle.getAsBoolean() && !overLimit()) {
                     break; // one batch per cycle while pushes wait, so that they keep flowing
                 }
             }
