@@ -633,7 +633,9 @@ public final class Shard implements AutoCloseable {
             checkCheckpointSlots(before, ownership.view(), covered);
             if (snapshot.deltaImpossible()) {
                 throw PsException.failedPrecondition("shard " + shardId + " cannot write a delta since checkpoint "
-                        + sinceId + ": a partition removed more rows since than it logs; take a base");
+                        + sinceId
+                        + ": a partition's removal log no longer holds every removal since (it overflowed, or a later"
+                        + " checkpoint pruned it); take a base");
             }
             final CheckpointParts[] parts = new CheckpointParts[snapshotTables.size()];
             final CheckpointParts[] removed = new CheckpointParts[snapshotTables.size()];

@@ -180,6 +180,52 @@ class DeltaCheckpointTest {
         assertThat(records(restored)).isEqualTo(records(shard)).isNotEqualTo(atOne);
     }
 
+    /**
+     * A checkpoint that fails after its cut has still pruned the removal log up to its parent's cut; a delta asked
+     * for since an older cut the shard remembers (the one before that parent) would miss the removals pruned, so the
+     * shard refuses it and a base is taken.
+     */
+    @Test
+    void shouldRefuseADeltaSinceACutOlderThanTheRemovalLogWasPrunedTo() throws Exception {
+        final URI root = directory.toUri();
+        final Shard shard = shard("pruning");
+        shard.createTable(SCHEMA);
+        final CheckpointStore store = new CheckpointStore(root, new Configuration());
+        final List<Long> keys = new ArrayList<>();
+        for (long key = 1; key <= 100; key++) {
+            keys.add(key);
+        }
+        push(shard, keys);
+        commit(store, 1, shard.writeCheckpoint(root, 1), 0, 0);
+        shard.table(TABLE).removeKeys(new long[] {7}, 1);
+        commit(store, 2, shard.writeCheckpoint(root, 2, RowFileWriter.Options.defaults(), null, 1, true), 1, 1);
+
+        // Checkpoint 3 (a delta since 2) is cut, which prunes the removal of key 7, then fails writing its rows.
+        push(shard, List.of(200L));
+        final java.nio.file.Path taken =
+                directory.resolve("ckpt-000000000003").resolve(CheckpointStore.fileName("pruning", TABLE, 3));
+        java.nio.file.Files.createDirectories(taken.getParent());
+        java.nio.file.Files.createFile(taken);
+        assertThatThrownBy(() -> shard.writeCheckpoint(root, 3, RowFileWriter.Options.defaults(), null, 2, true))
+                .isInstanceOf(java.io.IOException.class);
+
+        // Checkpoint 2 is gone (deleted, or the proxy started over from checkpoint 1): a delta since 1 is asked for.
+        assertThatThrownBy(() -> shard.writeCheckpoint(root, 4, RowFileWriter.Options.defaults(), null, 1, true))
+                .as("a delta since checkpoint 1 would not remove key 7")
+                .isInstanceOfSatisfying(PsException.class, e -> {
+                    assertThat(e.code()).isEqualTo(Status.Code.FAILED_PRECONDITION);
+                    assertThat(e.getMessage())
+                            .contains("cannot write a delta since checkpoint 1")
+                            .contains("pruned");
+                });
+        commit(store, 5, shard.writeCheckpoint(root, 5, RowFileWriter.Options.defaults(), null, 1, false), 0, 0);
+        final Shard restored = shard("restored");
+        final BitSet all = new BitSet(Slots.SLOT_COUNT);
+        all.set(0, Slots.SLOT_COUNT);
+        restored.restore(root, 5, all);
+        assertThat(records(restored)).isEqualTo(records(shard)).doesNotContainKey(7L);
+    }
+
     private void push(final Shard shard, final List<Long> keys) throws InterruptedException {
         final long[] batch = keys.stream().mapToLong(Long::longValue).toArray();
         final float[] gradients = new float[batch.length * DIM];

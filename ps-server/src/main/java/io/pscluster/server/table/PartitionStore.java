@@ -101,7 +101,11 @@ final class PartitionStore {
     private int[] removedEpochs = new int[0];
     private int removals;
     private boolean logRemovals;
-    /** The cut from which every removal is logged: deltas since an older cut cannot be served. */
+    /**
+     * The cut from which every removal is still in the log: deltas since an older cut cannot be served. It moves up
+     * when the log restarts (first cut, overflow) and when pruning drops removals (a checkpoint that prunes may fail,
+     * and the next one may ask for a delta since an older cut the shard still remembers).
+     */
     private int loggingSince = Integer.MAX_VALUE;
 
     /** Chunks by index; entries past the last allocated one are null. */
@@ -331,7 +335,10 @@ final class PartitionStore {
         writeEpoch = cutEpoch + 1;
     }
 
-    /** Whether every removal since cut {@code sinceEpoch} is logged (not if the log overflowed since, or no cut). */
+    /**
+     * Whether every removal since cut {@code sinceEpoch} is logged: not if the log overflowed since, was pruned past
+     * that cut, or no cut was taken yet.
+     */
     boolean removalsKnownSince(final int sinceEpoch) {
         return logRemovals && sinceEpoch >= loggingSince;
     }
@@ -342,6 +349,9 @@ final class PartitionStore {
             drop++;
         }
         if (drop > 0) {
+            // Removals of epochs up to the last dropped one are gone: only deltas since that cut or a later one are
+            // whole.
+            loggingSince = Math.max(loggingSince, removedEpochs[drop - 1]);
             removals -= drop;
             System.arraycopy(removedKeys, drop, removedKeys, 0, removals);
             System.arraycopy(removedEpochs, drop, removedEpochs, 0, removals);
