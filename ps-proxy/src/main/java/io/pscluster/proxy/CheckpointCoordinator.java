@@ -9,6 +9,7 @@ import io.pscluster.checkpoint.ChunkCodec;
 import io.pscluster.checkpoint.Manifest;
 import io.pscluster.checkpoint.RetentionPolicy;
 import io.pscluster.checkpoint.RowFileInfo;
+import io.pscluster.checkpoint.VerifyReport;
 import io.pscluster.proto.v1.CheckpointFile;
 import io.pscluster.proto.v1.CheckpointProgressRequest;
 import io.pscluster.proto.v1.CheckpointProgressResponse;
@@ -190,7 +191,9 @@ final class CheckpointCoordinator {
 
     /**
      * The checkpoint the next one can be a delta of: the latest committed one, while its chain holds fewer than
-     * {@link Settings#deltasPerBase} deltas and their bytes stay under half the base's; empty when a base is due.
+     * {@link Settings#deltasPerBase} deltas, their bytes stay under half the base's and every file of the chain is
+     * there (a delta on a lost file would leave this checkpoint and every later delta unrestorable); empty when a
+     * base is due. The presence check asks the filesystem for each file's length, reading no data.
      */
     private Optional<CheckpointInfo> deltaParent() throws IOException {
         final long latest = state.latestCheckpointId();
@@ -216,6 +219,19 @@ final class CheckpointCoordinator {
         }
         if (chain.size() - 1 >= settings.deltasPerBase() || deltaBytes > MAX_DELTA_SHARE * baseBytes) {
             return Optional.empty();
+        }
+        for (final CheckpointInfo link : chain) {
+            final VerifyReport report = store.check(link, VerifyReport.Depth.PRESENCE);
+            if (!report.intact()) {
+                LOG.warn(
+                        "checkpoint {} cannot carry a delta: {} of its chain has {} file(s) missing or of the wrong"
+                                + " length ({}); taking a base",
+                        latest,
+                        link.id() == latest ? "it" : "checkpoint " + link.id(),
+                        report.problems().size(),
+                        report.problems().get(0));
+                return Optional.empty();
+            }
         }
         return parent;
     }

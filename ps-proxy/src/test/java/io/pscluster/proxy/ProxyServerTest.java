@@ -12,8 +12,13 @@ import io.grpc.Server;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.grpc.stub.StreamObserver;
+import io.pscluster.checkpoint.CheckpointStore;
+import io.pscluster.checkpoint.Manifest;
 import io.pscluster.checkpoint.PausePoints;
+import io.pscluster.checkpoint.RowFileInfo;
+import io.pscluster.checkpoint.RowFileWriter;
 import io.pscluster.proto.v1.AdminServiceGrpc;
+import io.pscluster.proto.v1.CheckpointFile;
 import io.pscluster.proto.v1.CheckpointNowRequest;
 import io.pscluster.proto.v1.CreateTableRequest;
 import io.pscluster.proto.v1.CreateTableResponse;
@@ -38,6 +43,7 @@ import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
+import org.apache.hadoop.conf.Configuration;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -57,6 +63,10 @@ class ProxyServerTest {
     private final AtomicLong lastCreateTableDeadlineMs = new AtomicLong(-1);
     /** Slots each fake shard leaves out of its checkpoint answers, as a shard whose routing moved would. */
     private volatile int uncoveredSlotsPerShard;
+    /** Whether each fake shard writes rows of table "emb" with each checkpoint (a real file in the manifest). */
+    private volatile boolean writeRowFiles;
+    /** Whether each checkpoint request the fake shards got asked for a delta, in order. */
+    private final List<Boolean> deltasAsked = java.util.Collections.synchronizedList(new ArrayList<>());
 
     @AfterEach
     void closeAll() throws Exception {
@@ -102,10 +112,21 @@ class ProxyServerTest {
                         // A shard without rows: it covers the slots it was asked for (less those the test drops)
                         // and writes no file.
                         final List<Integer> asked = request.getSlotsList();
-                        out.onNext(WriteCheckpointResponse.newBuilder()
+                        deltasAsked.add(request.getDelta());
+                        final WriteCheckpointResponse.Builder answer = WriteCheckpointResponse.newBuilder()
                                 .addAllCoveredSlots(
-                                        asked.subList(0, Math.max(0, asked.size() - uncoveredSlotsPerShard)))
-                                .build());
+                                        asked.subList(0, Math.max(0, asked.size() - uncoveredSlotsPerShard)));
+                        if (writeRowFiles) {
+                            try {
+                                answer.addFiles(writeRows(request, asked.get(0)));
+                            } catch (IOException e) {
+                                out.onError(Status.INTERNAL
+                                        .withDescription(e.toString())
+                                        .asRuntimeException());
+                                return;
+                            }
+                        }
+                        out.onNext(answer.build());
                         out.onCompleted();
                     }
                 })
@@ -141,6 +162,35 @@ class ProxyServerTest {
             server.awaitTermination(5, TimeUnit.SECONDS);
         });
         return "localhost:" + server.getPort();
+    }
+
+    /** A file of rows of table "emb" in {@code slot}, under the checkpoint directory the request names. */
+    private static CheckpointFile writeRows(final WriteCheckpointRequest request, final int slot) throws IOException {
+        final CheckpointStore store =
+                new CheckpointStore(java.net.URI.create(request.getCheckpointRoot()), new Configuration());
+        final RowFileInfo info;
+        try (RowFileWriter writer = RowFileWriter.create(
+                store.fileSystem(),
+                store.checkpointDir(request.getCheckpointId()),
+                CheckpointStore.fileName("fake-" + slot, "emb", request.getCheckpointId()),
+                1)) {
+            writer.beginSlot(slot);
+            // A base far larger than a delta, so that deltas stay under half of it.
+            for (int key = 0; key < (request.getDelta() ? 1 : 1000); key++) {
+                writer.writeRow(key, new float[] {key}, 0);
+            }
+            info = writer.finish();
+        }
+        return CheckpointFile.newBuilder()
+                .setTable("emb")
+                .setPath(info.path())
+                .setLength(info.length())
+                .setCrc32C(info.crc32c())
+                .setRows(info.rows())
+                .addSlots(slot)
+                .setCodec(info.codec().toProto())
+                .setUncompressedBytes(info.uncompressedBytes())
+                .build();
     }
 
     private static String register(final ProxyServiceGrpc.ProxyServiceBlockingStub proxy, final String address) {
@@ -295,6 +345,45 @@ class ProxyServerTest {
                         .getCheckpoint()
                         .getId())
                 .isPositive();
+    }
+
+    @Test
+    void shouldTakeABaseInsteadOfADeltaWhenAFileOfTheLatestCheckpointsChainIsMissing() throws Exception {
+        final ProxyServer proxy = ProxyServer.start(context().deltasPerBase(4));
+        closeables.add(proxy::close);
+        final var stub = ProxyServiceGrpc.newBlockingStub(channel(proxy.port()));
+        register(stub, startFakeShard());
+        register(stub, startFakeShard());
+        stub.createTable(table("emb"));
+        final var admin = AdminServiceGrpc.newBlockingStub(channel(proxy.port()));
+        writeRowFiles = true;
+        final CheckpointStore store = new CheckpointStore(root.toUri(), new Configuration());
+        final List<Long> ids = new ArrayList<>();
+        for (int i = 0; i < 2; i++) {
+            ids.add(admin.checkpointNow(CheckpointNowRequest.getDefaultInstance())
+                    .getCheckpoint()
+                    .getId());
+        }
+        assertThat(store.get(ids.get(1)).orElseThrow().manifest().kind()).isEqualTo(Manifest.Kind.DELTA);
+
+        // A file of the base is lost: a delta on the chain could never be restored.
+        final Manifest.FileEntry lost =
+                store.get(ids.get(0)).orElseThrow().manifest().files().get(0);
+        Files.delete(root.resolve(String.format("ckpt-%012d", ids.get(0)))
+                .resolve(lost.file().path()));
+        deltasAsked.clear();
+        final long third = admin.checkpointNow(CheckpointNowRequest.getDefaultInstance())
+                .getCheckpoint()
+                .getId();
+        assertThat(deltasAsked).as("a base asked of both shards").containsExactly(false, false);
+        assertThat(store.get(third).orElseThrow().manifest().kind()).isEqualTo(Manifest.Kind.BASE);
+
+        deltasAsked.clear();
+        final long fourth = admin.checkpointNow(CheckpointNowRequest.getDefaultInstance())
+                .getCheckpoint()
+                .getId();
+        assertThat(deltasAsked).containsExactly(true, true);
+        assertThat(store.get(fourth).orElseThrow().manifest().parentId()).isEqualTo(third);
     }
 
     @Test
