@@ -77,6 +77,46 @@ public final class RowFileReader {
             throws IOException {
         Objects.requireNonNull(wantSlot, "wantSlot");
         Objects.requireNonNull(consumer, "consumer");
+        long[] read = new long[1];
+        open(fs, checkpointDir, info, (in, file, length, version, rowWidth) -> {
+            if (version == RowFileFormat.V1) {
+                read[0] = V1.read(in, file, length, rowWidth, info, wantSlot, consumer);
+            } else {
+                try (V2 v2 = new V2(in, file, length, rowWidth, info)) {
+                    read[0] = v2.read(wantSlot, consumer);
+                }
+            }
+        });
+        return read[0];
+    }
+
+    /**
+     * The number of rows of each of the file's slots, in the order of {@link RowFileInfo#slots()}, from the file's
+     * index alone (its header, footer and trailer, checked as {@link #read} checks them; no row is decoded).
+     *
+     * @throws CheckpointCorruptException as {@link #read} does for the file's structure.
+     */
+    public static long[] slotRows(FileSystem fs, Path checkpointDir, RowFileInfo info) throws IOException {
+        long[][] rows = new long[1][];
+        open(fs, checkpointDir, info, (in, file, length, version, rowWidth) -> {
+            if (version == RowFileFormat.V1) {
+                rows[0] = V1.index(in, file, length, rowWidth, info).rows();
+            } else {
+                try (V2 v2 = new V2(in, file, length, rowWidth, info)) {
+                    rows[0] = v2.rows.clone();
+                }
+            }
+        });
+        return rows[0];
+    }
+
+    /** What to do with a row file whose header has been checked. */
+    private interface OpenedFile {
+        void accept(ReplicaRetryingInput in, Path file, long length, int version, int rowWidth) throws IOException;
+    }
+
+    /** Opens the file, checks its length and header, and hands it to {@code then}, mapping read errors to damage. */
+    private static void open(FileSystem fs, Path checkpointDir, RowFileInfo info, OpenedFile then) throws IOException {
         Path file = new Path(checkpointDir, info.path());
         FileStatus status;
         try {
@@ -104,15 +144,10 @@ public final class RowFileReader {
             if (rowWidth < minWidth || rowWidth > maxWidth) {
                 throw corrupt(file, "rowWidth " + rowWidth + " out of range [" + minWidth + ", " + maxWidth + "]");
             }
-            if (version == RowFileFormat.V1) {
-                if (info.codec() != ChunkCodec.NONE) {
-                    throw corrupt(file, "format 1 stores rows plainly, manifest says codec " + info.codec());
-                }
-                return V1.read(in, file, length, rowWidth, info, wantSlot, consumer);
+            if (version == RowFileFormat.V1 && info.codec() != ChunkCodec.NONE) {
+                throw corrupt(file, "format 1 stores rows plainly, manifest says codec " + info.codec());
             }
-            try (V2 v2 = new V2(in, file, length, rowWidth, info)) {
-                return v2.read(wantSlot, consumer);
-            }
+            then.accept(in, file, length, version, rowWidth);
         } catch (EOFException e) {
             throw new CheckpointCorruptException("row file " + file + " ended early: " + e.getMessage(), e);
         } catch (ChecksumException e) {
@@ -344,14 +379,10 @@ public final class RowFileReader {
     private static final class V1 {
         private V1() {}
 
-        static long read(
-                ReplicaRetryingInput in,
-                Path file,
-                long length,
-                int rowWidth,
-                RowFileInfo info,
-                IntPredicate wantSlot,
-                RowRunConsumer consumer)
+        /** A version 1 file's index: per slot, the offset of its first row and its row count. */
+        record Index(int[] slots, long[] offsets, long[] rows) {}
+
+        static Index index(ReplicaRetryingInput in, Path file, long length, int rowWidth, RowFileInfo info)
                 throws IOException {
             long trailerStart = length - RowFileFormat.V1_TRAILER_BYTES;
             ByteBuffer trailer = readAt(in, trailerStart, RowFileFormat.V1_TRAILER_BYTES);
@@ -408,7 +439,24 @@ public final class RowFileReader {
             if (totalRows != info.rows()) {
                 throw corrupt(file, "index has " + totalRows + " rows, manifest says " + info.rows());
             }
+            return new Index(slots, offsets, rows);
+        }
 
+        static long read(
+                ReplicaRetryingInput in,
+                Path file,
+                long length,
+                int rowWidth,
+                RowFileInfo info,
+                IntPredicate wantSlot,
+                RowRunConsumer consumer)
+                throws IOException {
+            Index index = index(in, file, length, rowWidth, info);
+            int[] slots = index.slots();
+            long[] offsets = index.offsets();
+            long[] rows = index.rows();
+            int entries = slots.length;
+            long rowBytes = RowFileFormat.rowBytes(rowWidth);
             int rowsPerChunk = (int) Math.max(1, V1_BUFFER_BYTES / rowBytes);
             byte[] chunk = null;
             long read = 0;

@@ -66,6 +66,12 @@ class LegacyCheckpointTest {
             });
         }
         assertThat(rows).hasSize(48).doesNotHaveDuplicates().contains("emb/7002", "lr w/0");
+        for (Manifest.FileEntry entry : checkpoint.manifest().files()) {
+            long[] slotRows = RowFileReader.slotRows(store.fileSystem(), checkpoint.dir(), entry.file());
+            assertThat(slotRows).hasSize(entry.file().slotCount());
+            assertThat(java.util.Arrays.stream(slotRows).sum())
+                    .isEqualTo(entry.file().rows());
+        }
     }
 
     @Test

@@ -139,6 +139,13 @@ class RowFileTest {
     }
 
     @Test
+    void shouldCountEachSlotsRowsFromTheIndexAlone() throws IOException {
+        RowFileInfo info = write("emb.rows", sampleRows());
+
+        assertThat(RowFileReader.slotRows(fs, dir, info)).containsExactly(3, 1, 2);
+    }
+
+    @Test
     void shouldReturnOnlyWantedSlotsWhenReadingSubset() throws IOException {
         List<Row> written = sampleRows();
         RowFileInfo info = write("emb.rows", written);
