@@ -26,6 +26,7 @@ import java.time.Duration;
 import java.time.Instant;
 import java.time.temporal.ChronoUnit;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
@@ -415,7 +416,9 @@ final class CheckpointCommand implements Runnable {
                 "Export a checkpoint's parameter values for serving (no cluster needed): one <table>.safetensors per"
                         + " table in --out. Dense tables: tensor 'values' F32 [rows, dim], row k at index k. Sparse"
                         + " tables: 'keys' I64 [n] and 'values' F32 [n, dim], in the same order. Optimizer state is"
-                        + " left out. The checkpoint is verified first; without --id, the newest intact one.",
+                        + " left out. A delta is exported as the model at that checkpoint (its base, then each delta"
+                        + " applied in order). The checkpoint and its chain are verified first; without --id, the"
+                        + " newest one whose chain is intact.",
                 "Exit code 0 when every file is written, 1 on damage or failure (nothing is left under a final"
                         + " name), 2 on a bad option."
             })
@@ -470,21 +473,27 @@ final class CheckpointCommand implements Runnable {
             }
             final PrintWriter stdout = spec.commandLine().getOut();
             try (CheckpointStore store = openStore(checkpointDir, hadoop)) {
-                final Optional<io.pscluster.checkpoint.CheckpointInfo> chosen = choose(store, stdout);
+                final Optional<List<io.pscluster.checkpoint.CheckpointInfo>> chosen = choose(store, stdout);
                 if (chosen.isEmpty()) {
                     return 1;
                 }
-                final io.pscluster.checkpoint.CheckpointInfo checkpoint = chosen.get();
+                final List<io.pscluster.checkpoint.CheckpointInfo> chain = chosen.get();
+                final io.pscluster.checkpoint.CheckpointInfo checkpoint = chain.get(chain.size() - 1);
                 final SafetensorsExport export;
                 try {
-                    export = SafetensorsExport.plan(checkpoint, tables, out);
+                    export = SafetensorsExport.plan(chain, tables, out);
                 } catch (IllegalArgumentException e) {
                     throw usage(e.getMessage());
+                } catch (CheckpointCorruptException e) {
+                    stdout.println("checkpoint " + checkpoint.id() + ": DAMAGED: " + e.getMessage());
+                    stdout.println("nothing exported");
+                    return 1;
                 }
                 Files.createDirectories(out);
                 stdout.println("exporting checkpoint " + checkpoint.id() + " (created "
-                        + Instant.ofEpochMilli(checkpoint.manifest().createdMillis()) + ") to " + out + ": "
-                        + export.tables().size() + " tables");
+                        + Instant.ofEpochMilli(checkpoint.manifest().createdMillis())
+                        + (chain.size() > 1 ? "; a delta, read with its chain " + export.chainIds() : "") + ") to "
+                        + out + ": " + export.tables().size() + " tables");
                 final Progress progress = export.progress();
                 try (ProgressReporter ignored = ProgressReporter.start(
                         spec.commandLine().getErr(),
@@ -512,10 +521,11 @@ final class CheckpointCommand implements Runnable {
         }
 
         /**
-         * The checkpoint to export, verified: the one {@code --id} names, or the newest intact one, naming every
-         * newer one skipped for damage. Empty (after printing why) when there is none to export.
+         * The checkpoint to export with its chain (base first), every file of the chain verified: the one {@code --id}
+         * names, or the newest whose chain is intact, naming every newer one skipped for damage (its own, or a
+         * damaged or missing checkpoint it needs). Empty (after printing why) when there is none to export.
          */
-        private Optional<io.pscluster.checkpoint.CheckpointInfo> choose(
+        private Optional<List<io.pscluster.checkpoint.CheckpointInfo>> choose(
                 final CheckpointStore store, final PrintWriter stdout) throws IOException {
             final List<io.pscluster.checkpoint.CheckpointInfo> candidates = new ArrayList<>();
             final TreeMap<Long, String> badManifests = new TreeMap<>();
@@ -544,21 +554,42 @@ final class CheckpointCommand implements Runnable {
                     return Optional.empty();
                 }
             }
+            final String skipped = id == 0 ? "; skipped for the previous one" : "";
+            // A base shared by several deltas is checked once.
+            final Map<Long, VerifyReport> reports = new HashMap<>();
             for (final io.pscluster.checkpoint.CheckpointInfo candidate : candidates) {
                 badManifests
                         .tailMap(candidate.id(), false)
                         .forEach((bad, why) -> stdout.println(
                                 "checkpoint " + bad + ": DAMAGED: unreadable manifest: " + why + "; skipped"));
                 badManifests.tailMap(candidate.id(), false).clear();
-                final VerifyReport report = store.check(candidate, VerifyReport.Depth.CHECKSUM);
-                if (report.intact()) {
-                    return Optional.of(candidate);
+                final List<io.pscluster.checkpoint.CheckpointInfo> chain;
+                try {
+                    chain = store.chain(candidate);
+                } catch (CheckpointCorruptException e) {
+                    stdout.println("checkpoint " + candidate.id() + ": DAMAGED: " + e.getMessage() + skipped);
+                    continue;
                 }
-                stdout.println("checkpoint " + candidate.id() + ": DAMAGED ("
-                        + report.problems().size() + " of "
-                        + candidate.manifest().files().size() + " files)"
-                        + (id == 0 ? "; skipped for the previous one" : ""));
-                report.problems().forEach(problem -> stdout.println("  " + problem));
+                boolean intact = true;
+                for (final io.pscluster.checkpoint.CheckpointInfo link : chain) {
+                    VerifyReport report = reports.get(link.id());
+                    if (report == null) {
+                        report = store.check(link, VerifyReport.Depth.CHECKSUM);
+                        reports.put(link.id(), report);
+                    }
+                    if (!report.intact()) {
+                        stdout.println("checkpoint " + candidate.id() + ": DAMAGED ("
+                                + (link.id() == candidate.id() ? "" : "it needs checkpoint " + link.id() + ": ")
+                                + report.problems().size() + " of "
+                                + link.manifest().files().size() + " files)" + skipped);
+                        report.problems().forEach(problem -> stdout.println("  " + problem));
+                        intact = false;
+                        break;
+                    }
+                }
+                if (intact) {
+                    return Optional.of(chain);
+                }
             }
             if (id == 0) {
                 stdout.println("no intact checkpoint under " + store.root());

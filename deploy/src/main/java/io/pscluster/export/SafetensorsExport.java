@@ -5,6 +5,7 @@ import io.pscluster.checkpoint.CheckpointCorruptException;
 import io.pscluster.checkpoint.CheckpointInfo;
 import io.pscluster.checkpoint.Manifest;
 import io.pscluster.checkpoint.Progress;
+import io.pscluster.checkpoint.RowFileInfo;
 import io.pscluster.checkpoint.RowFileReader;
 import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
@@ -22,13 +23,14 @@ import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.time.Instant;
 import java.util.ArrayList;
-import java.util.BitSet;
+import java.util.Arrays;
 import java.util.HexFormat;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.function.Consumer;
+import java.util.function.IntPredicate;
 import org.apache.hadoop.fs.FileSystem;
 
 /**
@@ -38,25 +40,34 @@ import org.apache.hadoop.fs.FileSystem;
  *
  * <ul>
  *   <li>A dense table becomes one tensor {@code values}, F32 {@code [rows, dim]}, row {@code k} at index {@code k}.
- *       Every row must be in the checkpoint exactly once: a missing row fails the export (never a silent zero).
+ *       Every row must be in the checkpoint: a missing row fails the export (never a silent zero).
  *   <li>A sparse table becomes {@code keys}, I64 {@code [n]}, and {@code values}, F32 {@code [n, dim]}: row {@code i}
- *       of {@code values} belongs to {@code keys[i]}. The order is the checkpoint's (its files in manifest order, in
- *       each file slot by slot), which follows the keys' hashes, not their values.
+ *       of {@code values} belongs to {@code keys[i]}. The order is by slot (the keys' hashes), then by key within a
+ *       slot, so the same model gives the same tensors whichever checkpoints it was read from.
  *   <li>Only the first {@code dim} floats of each record are exported: a record holds the values, then the
  *       optimizer's slots, then its counters (see {@link Optimizer}).
  *   <li>{@code __metadata__}: {@code checkpoint_id}, {@code created} (ISO-8601), {@code table}, {@code kind}
  *       ({@code dense} / {@code sparse}), {@code dim}, {@code optimizer}.
  * </ul>
  *
- * <p>Memory stays bounded whatever the table's size: the tensors' shapes come from the schema (dense) or the
- * manifest's row counts (sparse), so each file's header is written first and rows are streamed to their places
- * (a dense row to its position; sparse keys and values to two sequential regions). The only state that grows is a
- * dense table's bitmap of rows seen, one bit per row. Files are written under temporary names and renamed only once
- * every table is complete, so a failed export leaves no file with a final name.
+ * <p>A delta is exported as the model at that checkpoint: its chain (the base, then each delta up to it, as
+ * {@link io.pscluster.checkpoint.CheckpointStore#chain} gives it) is applied as a restore applies it, per link first
+ * the keys it removed, then its rows, so a key written in a later link wins and a removed key is absent unless written
+ * again later.
  *
- * <p>The caller verifies the checkpoint first; the reader checks each chunk it decodes as well. Each file of the
- * manifest is read as it is listed, so a table may have any number of files per shard, as long as no slot of a table
- * is in two of them.
+ * <p>Memory is bounded whatever the table's size. A dense table's rows are streamed to their positions, the links in
+ * order (a later write of a row overwrites the earlier one); the state that grows is two bits per row (present, and
+ * seen in the current link). A sparse table is merged one group of slots at a time: every row file is sorted by slot,
+ * so each file is read for the group's slots only, the group's rows are merged in a {@link MergedRows} and written out
+ * in order. Groups are cut from the files' indexes so that the rows they hold (summed over the chain, an upper bound
+ * of the group's keys) stay within {@code groupBytes} (a quarter of the heap); a group is at least one slot, so the
+ * heap must hold one slot's rows (a 4096th of the table when its keys spread over the slots by hash). The header
+ * comes first and gives {@code n}: a base's manifest says it, while a chain's sparse tables are merged twice (keys
+ * only, to count what is left, then to write). Files are written under temporary names and renamed only once every
+ * table is complete, so a failed export leaves no file with a final name.
+ *
+ * <p>The caller verifies the whole chain first; the reader checks each chunk it decodes as well. A table may have
+ * any number of files per shard and link, their slots overlapping (a shard writes a part per buffer of rows).
  */
 public final class SafetensorsExport {
     public static final String EXTENSION = ".safetensors";
@@ -69,8 +80,8 @@ public final class SafetensorsExport {
     /** What was written for one table. */
     public record Exported(String table, Path file, boolean dense, long rows, int dim, long bytes) {}
 
-    /** One table to export: its schema, the width of its stored records, its files and the output. */
-    private record Plan(TableSchema schema, int recordWidth, long rows, List<Manifest.FileEntry> files, Path target) {
+    /** One table to export: its schema, the width of its stored records and the output. */
+    private record Plan(TableSchema schema, int recordWidth, Path target) {
         String table() {
             return schema.getName();
         }
@@ -78,7 +89,26 @@ public final class SafetensorsExport {
         boolean dense() {
             return schema.getKind() == TableKind.DENSE;
         }
+
+        int dim() {
+            return schema.getDim();
+        }
     }
+
+    /** Slots {@code [from, to)} of a sparse table, merged together; {@code rows}: what their files hold, summed. */
+    private record SlotGroup(int from, int to, long rows) {
+        boolean holdsAny(final RowFileInfo file) {
+            for (final int slot : file.slots()) {
+                if (slot >= from && slot < to) {
+                    return true;
+                }
+            }
+            return false;
+        }
+    }
+
+    /** The checkpoints to apply, oldest first: the base, then each delta up to the exported one. */
+    private final List<CheckpointInfo> chain;
 
     private final CheckpointInfo checkpoint;
     private final List<Plan> plans;
@@ -87,39 +117,58 @@ public final class SafetensorsExport {
     /** Rows counted into {@link #progress} at once while a file is read. */
     private static final int PROGRESS_ROWS = 4096;
 
-    private SafetensorsExport(final CheckpointInfo checkpoint, final List<Plan> plans) {
-        this.checkpoint = checkpoint;
+    private final long groupBytes;
+
+    private SafetensorsExport(final List<CheckpointInfo> chain, final List<Plan> plans, final long groupBytes) {
+        this.chain = List.copyOf(chain);
+        this.checkpoint = chain.get(chain.size() - 1);
         this.plans = plans;
-        for (final Plan plan : plans) {
-            for (final Manifest.FileEntry entry : plan.files()) {
-                progress.addTotals(entry.file().rows(), entry.file().length());
+        this.groupBytes = groupBytes;
+        for (final CheckpointInfo link : this.chain) {
+            for (final Manifest.FileEntry entry : link.manifest().files()) {
+                for (final Plan plan : plans) {
+                    if (plan.table().equals(entry.table())) {
+                        progress.addTotals(entry.file().rows(), entry.file().length());
+                    }
+                }
             }
         }
     }
 
     /**
      * How far {@link #write} has come: rows of the checkpoint's files read and written out, and bytes of those files
-     * (counted in proportion to the rows within a file), of the totals the manifest lists.
+     * (counted in proportion to the rows within a file), of the totals the manifest lists (a sparse table of a delta
+     * chain is read twice, so its count may pass the total).
      */
     public Progress progress() {
         return progress;
     }
 
     /**
-     * Plans the export of {@code tables} (empty: every table) of {@code checkpoint} into {@code outDir}; writes
-     * nothing.
+     * Plans the export of {@code tables} (empty: every table) of the last checkpoint of {@code chain} into
+     * {@code outDir}; writes nothing. Sparse tables are merged in groups of slots of at most a quarter of the heap.
      *
+     * @param chain what restores the checkpoint, oldest first ({@link io.pscluster.checkpoint.CheckpointStore#chain}):
+     *     the checkpoint alone for a base.
      * @throws IllegalArgumentException naming a table the checkpoint does not hold, or an output file that exists.
-     * @throws CheckpointCorruptException if a table's schema does not decode, or a slot is in two files of a table.
-     * @throws IOException if the checkpoint is a delta (its rows are only the changes).
+     * @throws CheckpointCorruptException if a table's schema does not decode, the chain does not start at a base and
+     *     lead to the checkpoint, or a checkpoint of the chain lacks a table.
      */
-    public static SafetensorsExport plan(final CheckpointInfo checkpoint, final List<String> tables, final Path outDir)
+    public static SafetensorsExport plan(final List<CheckpointInfo> chain, final List<String> tables, final Path outDir)
             throws IOException {
-        final Manifest manifest = checkpoint.manifest();
-        if (manifest.kind() != Manifest.Kind.BASE) {
-            throw new IOException("checkpoint " + checkpoint.id() + " is a delta on checkpoint " + manifest.parentId()
-                    + " (base " + manifest.baseId() + "): it holds only changed rows; export a base checkpoint");
+        return plan(chain, tables, outDir, Runtime.getRuntime().maxMemory() / 4);
+    }
+
+    /** As {@link #plan(List, List, Path)}, a sparse table merged in groups of slots whose rows take about {@code groupBytes}. */
+    static SafetensorsExport plan(
+            final List<CheckpointInfo> chain, final List<String> tables, final Path outDir, final long groupBytes)
+            throws IOException {
+        if (chain.isEmpty()) {
+            throw new IllegalArgumentException("an empty chain");
         }
+        final CheckpointInfo checkpoint = chain.get(chain.size() - 1);
+        checkChain(chain);
+        final Manifest manifest = checkpoint.manifest();
         final Map<String, Manifest.TableEntry> byName = new LinkedHashMap<>();
         manifest.tables().forEach(entry -> byName.put(entry.name(), entry));
         final List<String> chosen = tables.isEmpty() ? List.copyOf(byName.keySet()) : tables;
@@ -141,29 +190,41 @@ public final class SafetensorsExport {
                 throw new IllegalArgumentException(
                         target + " exists; the export never replaces a file (move it away, or choose another --out)");
             }
+            for (final CheckpointInfo link : chain) {
+                if (link.manifest().tables().stream()
+                        .noneMatch(table -> table.name().equals(name))) {
+                    throw new CheckpointCorruptException("checkpoint " + checkpoint.id() + " (a delta) holds table '"
+                            + name + "', which checkpoint " + link.id() + " of its chain does not");
+                }
+            }
             final TableSchema schema = schema(checkpoint, entry);
             final Optimizer optimizer = Optimizer.of(schema.getOptimizer());
             final int recordWidth = schema.getDim() * (1 + optimizer.slotCount()) + optimizer.counterCount();
-            final List<Manifest.FileEntry> files = manifest.filesOf(name);
-            final BitSet slots = new BitSet(manifest.slotCount());
-            final Map<Integer, String> slotFile = new LinkedHashMap<>();
-            long rows = 0;
-            for (final Manifest.FileEntry file : files) {
-                for (final int slot : file.file().slots()) {
-                    if (slots.get(slot)) {
-                        throw new CheckpointCorruptException("checkpoint " + checkpoint.id() + ": slot " + slot
-                                + " of table '" + name + "' is in two files, " + slotFile.get(slot) + " and "
-                                + file.file().path());
-                    }
-                    slots.set(slot);
-                    slotFile.put(slot, file.file().path());
-                }
-                rows += file.file().rows();
-            }
-            plans.add(new Plan(
-                    schema, recordWidth, schema.getKind() == TableKind.DENSE ? schema.getRows() : rows, files, target));
+            plans.add(new Plan(schema, recordWidth, target));
         }
-        return new SafetensorsExport(checkpoint, plans);
+        return new SafetensorsExport(chain, plans, groupBytes);
+    }
+
+    /** The chain starts at a base and each delta is on the previous checkpoint, with that base. */
+    private static void checkChain(final List<CheckpointInfo> chain) throws CheckpointCorruptException {
+        final CheckpointInfo base = chain.get(0);
+        final CheckpointInfo last = chain.get(chain.size() - 1);
+        if (base.manifest().kind() != Manifest.Kind.BASE) {
+            throw new CheckpointCorruptException(
+                    "checkpoint " + last.id() + ": its chain starts at checkpoint " + base.id() + ", not a base");
+        }
+        for (int i = 1; i < chain.size(); i++) {
+            final Manifest delta = chain.get(i).manifest();
+            if (delta.kind() != Manifest.Kind.DELTA
+                    || delta.parentId() != chain.get(i - 1).id()
+                    || delta.baseId() != base.id()) {
+                throw new CheckpointCorruptException("checkpoint " + last.id() + ": checkpoint "
+                        + chain.get(i).id()
+                        + " of its chain is not a delta on checkpoint "
+                        + chain.get(i - 1).id() + " with base "
+                        + base.id());
+            }
+        }
     }
 
     /** The tables this export writes, in order. */
@@ -171,28 +232,24 @@ public final class SafetensorsExport {
         return plans.stream().map(Plan::table).toList();
     }
 
+    /** The checkpoints read, oldest first: the base, then each delta up to the exported checkpoint. */
+    public List<Long> chainIds() {
+        return chain.stream().map(CheckpointInfo::id).toList();
+    }
+
     /**
      * Writes every planned table, then renames the files into place; on any failure deletes what it wrote.
      *
      * @param done called once per table when its rows are all written (before the renames).
-     * @throws CheckpointCorruptException if a row file is damaged, a record has the wrong width, or a dense table has
-     *     a row missing, twice, or out of range.
+     * @throws CheckpointCorruptException if a row file is damaged, a record has the wrong width, a checkpoint holds a
+     *     key twice, or a dense table has a row missing or out of range.
      */
     public List<Exported> write(final FileSystem fs, final Consumer<Exported> done) throws IOException {
         final List<SafetensorsFile> files = new ArrayList<>();
         final List<Exported> exported = new ArrayList<>();
         try {
             for (final Plan plan : plans) {
-                final SafetensorsFile file = SafetensorsFile.create(plan.target(), metadata(plan), tensors(plan));
-                files.add(file);
-                final long rows = plan.dense() ? writeDense(fs, plan, file) : writeSparse(fs, plan, file);
-                final Exported one = new Exported(
-                        plan.table(),
-                        plan.target(),
-                        plan.dense(),
-                        rows,
-                        plan.schema().getDim(),
-                        file.length());
+                final Exported one = plan.dense() ? writeDense(fs, plan, files) : writeSparse(fs, plan, files);
                 exported.add(one);
                 done.accept(one);
             }
@@ -207,71 +264,200 @@ public final class SafetensorsExport {
         }
     }
 
-    private long writeDense(final FileSystem fs, final Plan plan, final SafetensorsFile file) throws IOException {
-        final int dim = plan.schema().getDim();
-        final long rows = plan.rows();
+    private Exported writeDense(final FileSystem fs, final Plan plan, final List<SafetensorsFile> files)
+            throws IOException {
+        final int dim = plan.dim();
+        final long rows = plan.schema().getRows();
+        final SafetensorsFile file = SafetensorsFile.create(plan.target(), metadata(plan), tensors(plan, rows));
+        files.add(file);
         final long valuesStart = file.start(0);
         final long rowBytes = 4L * dim;
-        final long[] seen = new long[(int) ((rows + 63) >>> 6)];
+        final int words = (int) ((rows + 63) >>> 6);
+        final long[] present = new long[words];
+        final long[] inLink = new long[words];
         final ByteBuffer row = ByteBuffer.allocate((int) rowBytes).order(ByteOrder.LITTLE_ENDIAN);
-        final long[] read = {0};
-        stream(fs, plan, (key, record) -> {
-            if (key < 0 || key >= rows) {
-                throw corrupt(plan, "holds key " + key + ", outside the dense table's rows 0.." + (rows - 1));
+        for (final CheckpointInfo link : chain) {
+            Arrays.fill(inLink, 0);
+            for (final Manifest.FileEntry entry : removedFiles(link, plan)) {
+                stream(fs, link, entry, plan, slot -> true, (slot, key, record) -> {
+                    checkDenseKey(link, plan, key, rows);
+                    present[(int) (key >>> 6)] &= ~(1L << key);
+                });
             }
-            final int word = (int) (key >>> 6);
-            final long bit = 1L << key;
-            if ((seen[word] & bit) != 0) {
-                throw corrupt(plan, "holds row " + key + " twice");
+            for (final Manifest.FileEntry entry : rowFiles(link, plan)) {
+                stream(fs, link, entry, plan, slot -> true, (slot, key, record) -> {
+                    checkDenseKey(link, plan, key, rows);
+                    final int word = (int) (key >>> 6);
+                    final long bit = 1L << key;
+                    if ((inLink[word] & bit) != 0) {
+                        throw corrupt(link, plan, "holds row " + key + " twice");
+                    }
+                    inLink[word] |= bit;
+                    present[word] |= bit;
+                    row.clear();
+                    for (int i = 0; i < dim; i++) {
+                        row.putFloat(record[i]);
+                    }
+                    row.flip();
+                    file.write(row, valuesStart + key * rowBytes);
+                });
             }
-            seen[word] |= bit;
-            row.clear();
-            for (int i = 0; i < dim; i++) {
-                row.putFloat(record[i]);
-            }
-            row.flip();
-            file.write(row, valuesStart + key * rowBytes);
-            read[0]++;
-        });
-        if (read[0] != rows) {
+        }
+        long count = 0;
+        for (final long word : present) {
+            count += Long.bitCount(word);
+        }
+        if (count != rows) {
             final List<Long> missing = new ArrayList<>();
             for (long key = 0; key < rows && missing.size() < 10; key++) {
-                if ((seen[(int) (key >>> 6)] & (1L << key)) == 0) {
+                if ((present[(int) (key >>> 6)] & (1L << key)) == 0) {
                     missing.add(key);
                 }
             }
             throw corrupt(
+                    checkpoint,
                     plan,
-                    "lacks " + (rows - read[0]) + " of the dense table's " + rows + " rows (the first: " + missing
+                    "lacks " + (rows - count) + " of the dense table's " + rows + " rows (the first: " + missing
                             + "); a missing row is never exported as zeros");
         }
-        return rows;
+        return new Exported(plan.table(), plan.target(), true, rows, dim, file.length());
     }
 
-    private long writeSparse(final FileSystem fs, final Plan plan, final SafetensorsFile file) throws IOException {
-        final int dim = plan.schema().getDim();
+    private void checkDenseKey(final CheckpointInfo link, final Plan plan, final long key, final long rows)
+            throws CheckpointCorruptException {
+        if (key < 0 || key >= rows) {
+            throw corrupt(link, plan, "holds key " + key + ", outside the dense table's rows 0.." + (rows - 1));
+        }
+    }
+
+    private Exported writeSparse(final FileSystem fs, final Plan plan, final List<SafetensorsFile> files)
+            throws IOException {
+        final int dim = plan.dim();
+        final List<SlotGroup> groups = slotGroups(fs, plan);
+        final int capacity = (int) Math.min(
+                Integer.MAX_VALUE - 8,
+                groups.stream().mapToLong(SlotGroup::rows).max().orElse(0));
+        long rows;
+        if (chain.size() == 1) {
+            rows = 0;
+            for (final Manifest.FileEntry entry : rowFiles(checkpoint, plan)) {
+                rows += entry.file().rows();
+            }
+        } else {
+            // The header (with the number of rows) comes first: count what the chain leaves, keys only.
+            final MergedRows keys = new MergedRows(capacity, dim, false);
+            rows = 0;
+            for (final SlotGroup group : groups) {
+                merge(fs, plan, group, keys);
+                rows += keys.size();
+            }
+        }
+        final SafetensorsFile file = SafetensorsFile.create(plan.target(), metadata(plan), tensors(plan, rows));
+        files.add(file);
         final Region keys = new Region(file, file.start(0), 8);
         final Region values = new Region(file, file.start(1), 4L * dim);
-        final long[] read = {0};
-        stream(fs, plan, (key, record) -> {
-            if (read[0] == plan.rows()) {
-                throw corrupt(plan, "holds more rows than the manifest's " + plan.rows());
+        final MergedRows merged = new MergedRows(capacity, dim, true);
+        final long expected = rows;
+        final String counted = chain.size() == 1 ? "its manifest lists" : "counted from its chain before";
+        final long[] written = {0};
+        for (final SlotGroup group : groups) {
+            merge(fs, plan, group, merged);
+            if (written[0] + merged.size() > expected) {
+                throw corrupt(checkpoint, plan, "holds more rows than the " + expected + " " + counted);
             }
-            keys.buffer().putLong(key);
-            keys.rowDone();
-            final ByteBuffer out = values.buffer();
-            for (int i = 0; i < dim; i++) {
-                out.putFloat(record[i]);
-            }
-            values.rowDone();
-            read[0]++;
-        });
-        if (read[0] != plan.rows()) {
-            throw corrupt(plan, "holds " + read[0] + " rows, the manifest says " + plan.rows());
+            merged.forEachSorted(group.from(), group.to(), (key, floats, offset) -> {
+                keys.buffer().putLong(key);
+                keys.rowDone();
+                final ByteBuffer out = values.buffer();
+                for (int i = 0; i < dim; i++) {
+                    out.putFloat(floats[offset + i]);
+                }
+                values.rowDone();
+                written[0]++;
+            });
+        }
+        if (written[0] != expected) {
+            throw corrupt(checkpoint, plan, "holds " + written[0] + " rows, not the " + expected + " " + counted);
         }
         keys.flush();
         values.flush();
-        return read[0];
+        return new Exported(plan.table(), plan.target(), false, expected, dim, file.length());
+    }
+
+    /**
+     * Cuts the slots into groups whose rows (over every link's row files, from their indexes) fit in
+     * {@link #groupBytes}; a slot whose rows alone do not is a group of its own.
+     */
+    private List<SlotGroup> slotGroups(final FileSystem fs, final Plan plan) throws IOException {
+        int slotCount = 0;
+        for (final CheckpointInfo link : chain) {
+            slotCount = Math.max(slotCount, link.manifest().slotCount());
+        }
+        final long[] slotRows = new long[slotCount];
+        for (final CheckpointInfo link : chain) {
+            for (final Manifest.FileEntry entry : rowFiles(link, plan)) {
+                final int[] slots = entry.file().slots();
+                final long[] rows = RowFileReader.slotRows(fs, link.dir(), entry.file());
+                for (int i = 0; i < slots.length; i++) {
+                    slotRows[slots[i]] += rows[i];
+                }
+            }
+        }
+        final long maxRows = Math.max(1, groupBytes / MergedRows.bytesPerRow(plan.dim()));
+        final List<SlotGroup> groups = new ArrayList<>();
+        int from = 0;
+        long rows = 0;
+        for (int slot = 0; slot < slotCount; slot++) {
+            if (rows > 0 && rows + slotRows[slot] > maxRows) {
+                groups.add(new SlotGroup(from, slot, rows));
+                from = slot;
+                rows = 0;
+            }
+            rows += slotRows[slot];
+        }
+        groups.add(new SlotGroup(from, slotCount, rows));
+        return groups;
+    }
+
+    /** Applies the chain to the group's slots: per link, the keys it removed, then its rows. */
+    private void merge(final FileSystem fs, final Plan plan, final SlotGroup group, final MergedRows into)
+            throws IOException {
+        into.clear();
+        final IntPredicate inGroup = slot -> slot >= group.from() && slot < group.to();
+        for (int l = 0; l < chain.size(); l++) {
+            final CheckpointInfo link = chain.get(l);
+            final int linkIndex = l;
+            for (final Manifest.FileEntry entry : removedFiles(link, plan)) {
+                if (group.holdsAny(entry.file())) {
+                    stream(fs, link, entry, plan, inGroup, (slot, key, record) -> into.remove(key));
+                }
+            }
+            for (final Manifest.FileEntry entry : rowFiles(link, plan)) {
+                if (group.holdsAny(entry.file())) {
+                    stream(fs, link, entry, plan, inGroup, (slot, key, record) -> {
+                        if (!into.put(slot, key, record, linkIndex)) {
+                            throw corrupt(
+                                    link,
+                                    plan,
+                                    "holds key " + key + " twice (again in "
+                                            + entry.file().path() + ")");
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    private static List<Manifest.FileEntry> rowFiles(final CheckpointInfo link, final Plan plan) {
+        return link.manifest().filesOf(plan.table()).stream()
+                .filter(entry -> !entry.removedKeys())
+                .toList();
+    }
+
+    private static List<Manifest.FileEntry> removedFiles(final CheckpointInfo link, final Plan plan) {
+        return link.manifest().filesOf(plan.table()).stream()
+                .filter(Manifest.FileEntry::removedKeys)
+                .toList();
     }
 
     /** A region of the file written front to back through a buffer of whole rows. */
@@ -308,41 +494,53 @@ public final class SafetensorsExport {
     }
 
     private interface RowSink {
-        void accept(long key, float[] record) throws IOException;
+        void accept(int slot, long key, float[] record) throws IOException;
     }
 
-    /** Reads every row of the table's files, in manifest order, checking each record's width. */
-    private void stream(final FileSystem fs, final Plan plan, final RowSink sink) throws IOException {
-        for (final Manifest.FileEntry entry : plan.files()) {
-            final long[] rows = {0, 0}; // read, counted
-            final long length = entry.file().length();
-            final long fileRows = Math.max(1, entry.file().rows());
-            try {
-                RowFileReader.read(fs, checkpoint.dir(), entry.file(), slot -> true, (slot, key, record) -> {
-                    if (++rows[0] - rows[1] == PROGRESS_ROWS) {
-                        progress.addRows(PROGRESS_ROWS);
-                        progress.addBytes(share(length, rows[0], fileRows) - share(length, rows[1], fileRows));
-                        rows[1] = rows[0];
-                    }
-                    if (record.length != plan.recordWidth()) {
-                        throw new UncheckedIOException(corrupt(
-                                plan,
-                                "file " + entry.file().path() + " has records of " + record.length + " floats; the"
-                                        + " schema (dim " + plan.schema().getDim() + ", "
-                                        + optimizerName(plan.schema()) + ") says " + plan.recordWidth()));
-                    }
-                    try {
-                        sink.accept(key, record);
-                    } catch (IOException e) {
-                        throw new UncheckedIOException(e);
-                    }
-                });
-            } catch (UncheckedIOException e) {
-                throw e.getCause();
-            }
-            progress.addRows(rows[0] - rows[1]);
-            progress.addBytes(length - share(length, rows[1], fileRows));
+    /**
+     * Reads the rows of {@code want}ed slots of one file of {@code link}, checking each record's width (a file of
+     * removed keys has none).
+     */
+    private void stream(
+            final FileSystem fs,
+            final CheckpointInfo link,
+            final Manifest.FileEntry entry,
+            final Plan plan,
+            final IntPredicate want,
+            final RowSink sink)
+            throws IOException {
+        final int width = entry.removedKeys() ? 0 : plan.recordWidth();
+        final long[] rows = {0, 0}; // read, counted
+        final long length = entry.file().length();
+        final long fileRows = Math.max(1, entry.file().rows());
+        try {
+            RowFileReader.read(fs, link.dir(), entry.file(), want, (slot, key, record) -> {
+                if (++rows[0] - rows[1] == PROGRESS_ROWS) {
+                    progress.addRows(PROGRESS_ROWS);
+                    progress.addBytes(share(length, rows[0], fileRows) - share(length, rows[1], fileRows));
+                    rows[1] = rows[0];
+                }
+                if (record.length != width) {
+                    throw new UncheckedIOException(corrupt(
+                            link,
+                            plan,
+                            "file " + entry.file().path() + " has records of " + record.length + " floats; the"
+                                    + (entry.removedKeys()
+                                            ? " keys removed have none"
+                                            : " schema (dim " + plan.dim() + ", " + optimizerName(plan.schema())
+                                                    + ") says " + width)));
+                }
+                try {
+                    sink.accept(slot, key, record);
+                } catch (IOException e) {
+                    throw new UncheckedIOException(e);
+                }
+            });
+        } catch (UncheckedIOException e) {
+            throw e.getCause();
         }
+        progress.addRows(rows[0] - rows[1]);
+        progress.addBytes(share(length, rows[0], fileRows) - share(length, rows[1], fileRows));
     }
 
     /** The bytes of a file of {@code length} that {@code rows} of its {@code fileRows} stand for. */
@@ -350,9 +548,11 @@ public final class SafetensorsExport {
         return Math.min(length, (long) ((double) length * rows / fileRows));
     }
 
-    private CheckpointCorruptException corrupt(final Plan plan, final String what) {
-        return new CheckpointCorruptException(
-                "checkpoint " + checkpoint.id() + ", table '" + plan.table() + "': the checkpoint " + what);
+    /** Damage found in {@code link} of the chain, named from the exported checkpoint. */
+    private CheckpointCorruptException corrupt(final CheckpointInfo link, final Plan plan, final String what) {
+        return new CheckpointCorruptException("checkpoint " + checkpoint.id() + ", table '" + plan.table() + "': "
+                + (link.id() == checkpoint.id() ? "the checkpoint " : "checkpoint " + link.id() + " of its chain ")
+                + what);
     }
 
     private Map<String, String> metadata(final Plan plan) {
@@ -368,15 +568,14 @@ public final class SafetensorsExport {
         return metadata;
     }
 
-    private static List<SafetensorsFile.Tensor> tensors(final Plan plan) {
-        final int dim = plan.schema().getDim();
+    private static List<SafetensorsFile.Tensor> tensors(final Plan plan, final long rows) {
         final SafetensorsFile.Tensor values =
-                new SafetensorsFile.Tensor("values", "F32", new long[] {plan.rows(), dim});
+                new SafetensorsFile.Tensor("values", "F32", new long[] {rows, plan.dim()});
         if (plan.dense()) {
             return List.of(values);
         }
         // Keys first: their 8-byte elements stay 8-byte aligned in the buffer.
-        return List.of(new SafetensorsFile.Tensor("keys", "I64", new long[] {plan.rows()}), values);
+        return List.of(new SafetensorsFile.Tensor("keys", "I64", new long[] {rows}), values);
     }
 
     private static String optimizerName(final TableSchema schema) {

@@ -387,6 +387,8 @@ class SafetensorsExportTest {
             assertThat(files).as("no file, whole or temporary").isEmpty();
         }
 
+        // A delta on base 2 (its dense table not exported) that removes both sparse keys and writes -5 again: the
+        // chain's last word wins.
         final RowFileInfo changed;
         try (RowFileWriter writer =
                 RowFileWriter.create(store.fileSystem(), store.checkpointDir(3), "shard-b/s.rows", 1)) {
@@ -394,25 +396,37 @@ class SafetensorsExportTest {
             writer.writeRow(-5, new float[] {1f}, 0);
             changed = writer.finish();
         }
+        final RowFileInfo removed;
+        try (RowFileWriter writer =
+                RowFileWriter.create(store.fileSystem(), store.checkpointDir(3), "shard-b/s.removed", 0)) {
+            writer.beginSlot(7);
+            writer.writeRow(Long.MAX_VALUE, new float[0], 0);
+            writer.writeRow(-5, new float[0], 0);
+            removed = writer.finish();
+        }
         store.commit(new Manifest(
                 3,
                 System.currentTimeMillis(),
                 16,
                 Manifest.Kind.DELTA,
-                1,
+                2,
                 2,
                 List.of(new Manifest.TableEntry("s/p a", sparse.toByteArray())),
-                List.of(new Manifest.FileEntry("s/p a", "b", changed)),
+                List.of(
+                        new Manifest.FileEntry("s/p a", "b", changed),
+                        new Manifest.FileEntry("s/p a", "b", removed, true)),
                 Map.of()));
+        final Path chained = tmp.resolve("handmade-3");
         final Run delta = psctl(
-                "checkpoint", "export", "--checkpoint-dir", handmade.toString(), "--id", "3", "--out", "" + broken);
-        assertThat(delta.exit).as(delta.text()).isEqualTo(1);
-        assertThat(delta.err)
-                .contains("checkpoint 3 is a delta on checkpoint 2 (base 1): it holds only changed rows; export a"
-                        + " base checkpoint");
-        try (Stream<Path> files = Files.list(broken)) {
-            assertThat(files).isEmpty();
-        }
+                "checkpoint", "export", "--checkpoint-dir", handmade.toString(), "--id", "3", "--out", "" + chained);
+        assertThat(delta.exit).as(delta.text()).isZero();
+        assertThat(delta.out)
+                .contains("exporting checkpoint 3 (created ")
+                .contains("; a delta, read with its chain [2, 3])");
+        final PlainSafetensorsReader s3 = new PlainSafetensorsReader(chained.resolve("s%2Fp%20a.safetensors"));
+        assertThat(s3.metadata).containsEntry("checkpoint_id", "3");
+        assertThat(s3.tensors.get("keys").longs()).containsExactly(-5);
+        assertThat(s3.tensors.get("values").floats()).containsExactly(1f);
     }
 
     /** Rows {@code [k, -k - 0.5]} and two momentum floats that must not be exported. */
