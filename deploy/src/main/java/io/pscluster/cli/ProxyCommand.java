@@ -95,7 +95,7 @@ final class ProxyCommand implements Callable<Integer> {
             defaultValue = "0",
             description = "Incremental checkpoints: take up to this many deltas (rows changed or removed since the"
                     + " previous checkpoint) between two full bases, a base sooner once the deltas outgrow half of it;"
-                    + " 0 (default): every checkpoint is a base. Exports need a base (--id).")
+                    + " 0 (default): every checkpoint is a base. A delta restores and exports with its chain.")
     int deltasPerBase;
 
     @Option(
