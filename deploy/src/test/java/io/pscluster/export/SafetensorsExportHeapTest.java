@@ -29,8 +29,9 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * A dense table whose values (134 MiB) are more than twice the heap of the {@code psctl} process that exports it (-Xmx64m):
- * the export streams, so it completes, and every value lands at its row.
+ * Tables larger than the heap of the {@code psctl} process that exports them (-Xmx64m): a dense table of 134 MiB of
+ * values, whose rows stream to their places, and a sparse base of 73 MiB of values and two deltas, merged a group of
+ * slots at a time. Both complete, and every value lands where it belongs.
  */
 @Tag("slow")
 class SafetensorsExportHeapTest {
@@ -138,6 +139,136 @@ class SafetensorsExportHeapTest {
                     }
                 }
             }
+        }
+    }
+
+    /**
+     * A sparse table's base (1.2M rows, 73 MiB of values) and two deltas (a tenth of the rows rewritten twice, a tenth
+     * removed, a hundredth of those written again), exported by a {@code psctl} with a 64 MiB heap: the chain is
+     * merged a group of slots at a time, and every key the model holds is there once, with its latest values.
+     */
+    @Test
+    void shouldExportASparseChainLargerThanTheHeap() throws Exception {
+        final int rows = 1_200_000;
+        final Path root = tmp.resolve("sparse-checkpoints");
+        final CheckpointStore store = new CheckpointStore(root.toUri(), new Configuration());
+        final TableSchema schema = TableSchemas.normalize(TableSchema.newBuilder()
+                .setName("emb")
+                .setKind(TableKind.SPARSE)
+                .setDim(DIM)
+                .setOptimizer(
+                        OptimizerSpec.newBuilder().setKind(OptimizerKind.SGD).setLearningRate(0.1f))
+                .build());
+        final float[] row = new float[DIM];
+        for (long id = 1; id <= 3; id++) {
+            final List<Manifest.FileEntry> files = new ArrayList<>();
+            try (RowFileWriter writer = RowFileWriter.create(
+                    store.fileSystem(),
+                    store.checkpointDir(id),
+                    "shard-0/emb.rows",
+                    DIM,
+                    RowFileWriter.Options.defaults().withCodec(ChunkCodec.NONE))) {
+                for (int slot = 0; slot < SLOTS; slot++) {
+                    writer.beginSlot(slot);
+                    for (long key = slot; key < rows; key += SLOTS) {
+                        if (id == 1 || key % 10 == 3 || (id == 3 && key % 100 == 7)) {
+                            fillSparse(row, key, id);
+                            writer.writeRow(key, row, 0);
+                        }
+                    }
+                }
+                files.add(new Manifest.FileEntry("emb", "0", writer.finish()));
+            }
+            if (id == 2) {
+                try (RowFileWriter writer =
+                        RowFileWriter.create(store.fileSystem(), store.checkpointDir(id), "shard-0/emb.removed", 0)) {
+                    for (int slot = 0; slot < SLOTS; slot++) {
+                        writer.beginSlot(slot);
+                        for (long key = slot; key < rows; key += SLOTS) {
+                            if (key % 10 == 7) {
+                                writer.writeRow(key, new float[0], 0);
+                            }
+                        }
+                    }
+                    files.add(new Manifest.FileEntry("emb", "0", writer.finish(), true));
+                }
+            }
+            final List<Manifest.TableEntry> tables = List.of(new Manifest.TableEntry("emb", schema.toByteArray()));
+            store.commit(
+                    id == 1
+                            ? new Manifest(id, System.currentTimeMillis(), SLOTS, tables, files, Map.of())
+                            : new Manifest(
+                                    id,
+                                    System.currentTimeMillis(),
+                                    SLOTS,
+                                    Manifest.Kind.DELTA,
+                                    1,
+                                    id - 1,
+                                    tables,
+                                    files,
+                                    Map.of()));
+        }
+
+        final Path out = tmp.resolve("sparse-out");
+        final Path log = tmp.resolve("sparse-export.log");
+        final Process psctl = psctl(root, out, log);
+        assertThat(psctl.waitFor(5, TimeUnit.MINUTES)).isTrue();
+        assertThat(psctl.exitValue()).as(Files.readString(log)).isZero();
+        final long expected = rows - rows / 10 + rows / 100;
+        assertThat(Files.readString(log)).contains("emb: sparse, " + expected + " rows x dim 16, ");
+        assertThat(4L * DIM * rows).isGreaterThan(64L * 1024 * 1024);
+
+        final PlainSafetensorsReader file = new PlainSafetensorsReader(out.resolve("emb.safetensors"));
+        final long[] keys = file.tensors.get("keys").longs();
+        final float[] values = file.tensors.get("values").floats();
+        assertThat(keys).hasSize((int) expected);
+        for (int i = 0; i < keys.length; i++) {
+            final long key = keys[i];
+            if (i > 0) {
+                final long previous = keys[i - 1];
+                // Slot by slot (key % 16 here), by key within a slot.
+                assertThat(previous % SLOTS < key % SLOTS || (previous % SLOTS == key % SLOTS && previous < key))
+                        .as("key %d after %d", key, previous)
+                        .isTrue();
+            }
+            assertThat(key % 10 != 7 || key % 100 == 7)
+                    .as("key %d was removed", key)
+                    .isTrue();
+            fillSparse(row, key, key % 100 == 7 ? 3 : key % 10 == 3 ? 3 : 1);
+            for (int v = 0; v < DIM; v++) {
+                if (Float.floatToRawIntBits(values[i * DIM + v]) != Float.floatToRawIntBits(row[v])) {
+                    assertThat(values[i * DIM + v])
+                            .as("key %d value %d", key, v)
+                            .isEqualTo(row[v]);
+                }
+            }
+        }
+    }
+
+    private static Process psctl(final Path root, final Path out, final Path log) throws java.io.IOException {
+        return new ProcessBuilder(
+                        Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+                        HEAP,
+                        "-XX:+UseSerialGC",
+                        "-XX:TieredStopAtLevel=1",
+                        "-cp",
+                        System.getProperty("java.class.path"),
+                        "io.pscluster.cli.Psctl",
+                        "checkpoint",
+                        "export",
+                        "--checkpoint-dir",
+                        root.toString(),
+                        "--out",
+                        out.toString())
+                .redirectErrorStream(true)
+                .redirectOutput(log.toFile())
+                .start();
+    }
+
+    /** The values checkpoint {@code id} writes for {@code key}. */
+    private static void fillSparse(final float[] row, final long key, final long id) {
+        for (int i = 0; i < DIM; i++) {
+            row[i] = (key * DIM + i) * (id == 1 ? 1 : -id) + 0.5f;
         }
     }
 
