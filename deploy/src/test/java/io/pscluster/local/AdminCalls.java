@@ -6,6 +6,7 @@ import io.pscluster.proto.v1.AdminServiceGrpc;
 import io.pscluster.proto.v1.CheckpointInfo;
 import io.pscluster.proto.v1.CheckpointNowRequest;
 import io.pscluster.proto.v1.GetRoutingTableRequest;
+import io.pscluster.proto.v1.InjectFaultRequest;
 import io.pscluster.proto.v1.ListCheckpointsRequest;
 import io.pscluster.proto.v1.ListShardsRequest;
 import io.pscluster.proto.v1.ListShardsResponse;
@@ -13,6 +14,7 @@ import io.pscluster.proto.v1.ListTablesRequest;
 import io.pscluster.proto.v1.ProxyServiceGrpc;
 import io.pscluster.proto.v1.RestoreRequest;
 import io.pscluster.proto.v1.RoutingTable;
+import io.pscluster.proto.v1.ShardAdminServiceGrpc;
 import io.pscluster.proto.v1.TableSchema;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
@@ -80,6 +82,35 @@ public final class AdminCalls {
                         .stream()
                         .map(TableSchema::getName)
                         .toList());
+    }
+
+    /**
+     * Switches fault point {@code point} on or off on every shard of {@code cluster}; {@code times} > 0 fires it that
+     * many times, 0 until it is switched off.
+     */
+    public static void injectFault(
+            final LocalCluster cluster, final String point, final boolean enabled, final int times) {
+        for (int i = 0; i < cluster.shardCount(); i++) {
+            onShard(
+                    cluster,
+                    i,
+                    admin -> admin.injectFault(InjectFaultRequest.newBuilder()
+                            .setPoint(point)
+                            .setEnabled(enabled)
+                            .setTimes(times)
+                            .build()));
+        }
+    }
+
+    /** One call to the admin service of shard {@code index} of {@code cluster}, with a 10 s deadline. */
+    public static <T> T onShard(
+            final LocalCluster cluster,
+            final int index,
+            final Function<ShardAdminServiceGrpc.ShardAdminServiceBlockingStub, T> body) {
+        return call(
+                cluster.shard(index).address(),
+                channel -> body.apply(
+                        ShardAdminServiceGrpc.newBlockingStub(channel).withDeadlineAfter(10, TimeUnit.SECONDS)));
     }
 
     private static <T> T call(final String proxy, final Function<ManagedChannel, T> body) {

@@ -19,7 +19,6 @@ import io.pscluster.proto.v1.OperationProgressResponse;
 import io.pscluster.proto.v1.OptimizerKind;
 import io.pscluster.proto.v1.OptimizerSpec;
 import io.pscluster.proto.v1.RestoreProgress;
-import io.pscluster.proto.v1.ShardAdminServiceGrpc;
 import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.server.FaultPoints;
@@ -111,7 +110,7 @@ class CheckpointProgressTest {
     void shouldCommitACheckpointLongerThanTheStallTimeoutWhileItMovesAndPrintItsProgress() throws Exception {
         try (LocalCluster cluster = start(STALL_MS)) {
             for (int i = 0; i < 2; i++) {
-                onShard(cluster, i, admin -> admin.injectFault(fault(FaultPoints.SLOW_CHECKPOINT, true)));
+                AdminCalls.onShard(cluster, i, admin -> admin.injectFault(fault(FaultPoints.SLOW_CHECKPOINT, true)));
             }
             final long startNanos = System.nanoTime();
             final Run run = psctl("checkpoint", "now", "--proxy", cluster.proxyAddress());
@@ -138,7 +137,7 @@ class CheckpointProgressTest {
 
             long rows = 0;
             for (int i = 0; i < 2; i++) {
-                final CheckpointProgressResponse shard = onShard(
+                final CheckpointProgressResponse shard = AdminCalls.onShard(
                         cluster,
                         i,
                         admin -> admin.checkpointProgress(CheckpointProgressRequest.newBuilder()
@@ -167,7 +166,7 @@ class CheckpointProgressTest {
         try (LocalCluster cluster = start(STALL_MS)) {
             final String stuck = cluster.shard(1).shardId();
             // Its writers stop behind what they queued: the cut never runs, so nothing moves on that shard.
-            onShard(cluster, 1, admin -> admin.injectFault(fault(FaultPoints.HOLD_WRITERS, true)));
+            AdminCalls.onShard(cluster, 1, admin -> admin.injectFault(fault(FaultPoints.HOLD_WRITERS, true)));
             final long startNanos = System.nanoTime();
             try {
                 assertThatThrownBy(() -> admin(
@@ -191,24 +190,25 @@ class CheckpointProgressTest {
                 final CheckpointProgressRequest asked = CheckpointProgressRequest.newBuilder()
                         .setCheckpointId(operation.getCheckpointId())
                         .build();
-                final CheckpointProgressResponse held = onShard(cluster, 1, admin -> admin.checkpointProgress(asked));
+                final CheckpointProgressResponse held =
+                        AdminCalls.onShard(cluster, 1, admin -> admin.checkpointProgress(asked));
                 assertThat(held.getKnown()).isTrue();
                 assertThat(held.getCutMarked())
                         .as("no cut while its writers are held")
                         .isFalse();
                 assertThat(held.getPhase()).isEqualTo("cut");
-                assertThat(onShard(cluster, 0, admin -> admin.checkpointProgress(asked))
+                assertThat(AdminCalls.onShard(cluster, 0, admin -> admin.checkpointProgress(asked))
                                 .getCutMarked())
                         .isTrue();
             } finally {
-                onShard(cluster, 1, admin -> admin.injectFault(fault(FaultPoints.HOLD_WRITERS, false)));
+                AdminCalls.onShard(cluster, 1, admin -> admin.injectFault(fault(FaultPoints.HOLD_WRITERS, false)));
             }
             // Released, the shard cuts (and writes the abandoned checkpoint), and the next checkpoint commits.
             final long abandoned = admin(
                             cluster, 10, stub -> stub.operationProgress(OperationProgressRequest.getDefaultInstance()))
                     .getCheckpointId();
             await().atMost(Duration.ofSeconds(30))
-                    .until(() -> onShard(
+                    .until(() -> AdminCalls.onShard(
                                     cluster,
                                     1,
                                     admin -> admin.checkpointProgress(CheckpointProgressRequest.newBuilder()
@@ -225,7 +225,7 @@ class CheckpointProgressTest {
     void shouldFailACheckpointAtOnceWhenAShardDiesDuringIt() throws Exception {
         try (LocalCluster cluster = start(60_000)) {
             for (int i = 0; i < 2; i++) {
-                onShard(cluster, i, admin -> admin.injectFault(fault(FaultPoints.SLOW_CHECKPOINT, true)));
+                AdminCalls.onShard(cluster, i, admin -> admin.injectFault(fault(FaultPoints.SLOW_CHECKPOINT, true)));
             }
             final String dying = cluster.shard(1).shardId();
             final CompletableFuture<Void> checkpoint = CompletableFuture.runAsync(
@@ -258,7 +258,7 @@ class CheckpointProgressTest {
                     .containsPattern("restore " + id + ": done [0-9.]+ [KMG]?i?B of [0-9.]+ [KMG]?i?B \\(100%\\)");
             long rows = 0;
             for (int i = 0; i < 2; i++) {
-                final CheckpointProgressResponse shard = onShard(
+                final CheckpointProgressResponse shard = AdminCalls.onShard(
                         cluster,
                         i,
                         admin -> admin.checkpointProgress(CheckpointProgressRequest.newBuilder()
@@ -323,21 +323,6 @@ class CheckpointProgressTest {
                 .setPoint(point)
                 .setEnabled(enabled)
                 .build();
-    }
-
-    private static <T> T onShard(
-            final LocalCluster cluster,
-            final int index,
-            final Function<ShardAdminServiceGrpc.ShardAdminServiceBlockingStub, T> call) {
-        final ManagedChannel channel = ManagedChannelBuilder.forTarget(
-                        cluster.shard(index).address())
-                .usePlaintext()
-                .build();
-        try {
-            return call.apply(ShardAdminServiceGrpc.newBlockingStub(channel).withDeadlineAfter(10, TimeUnit.SECONDS));
-        } finally {
-            channel.shutdownNow();
-        }
     }
 
     private static <T> T admin(

@@ -3,18 +3,14 @@ package io.pscluster.local;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.awaitility.Awaitility.await;
 
-import io.grpc.ManagedChannel;
-import io.grpc.ManagedChannelBuilder;
 import io.pscluster.checkpoint.CheckpointInfo;
 import io.pscluster.checkpoint.CheckpointStore;
 import io.pscluster.checkpoint.Manifest;
 import io.pscluster.checkpoint.RowFileReader;
-import io.pscluster.proto.v1.InjectFaultRequest;
 import io.pscluster.proto.v1.JobCheckpointState;
 import io.pscluster.proto.v1.JobSpec;
 import io.pscluster.proto.v1.OptimizerKind;
 import io.pscluster.proto.v1.OptimizerSpec;
-import io.pscluster.proto.v1.ShardAdminServiceGrpc;
 import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.proto.v1.UpdateMode;
@@ -102,30 +98,11 @@ class ConsistentCutTest {
      */
     @Test
     void shouldWaitForPushesInFlightBeforePausing() throws Exception {
-        injectFault(FaultPoints.DELAY_PUSHES, true);
+        AdminCalls.injectFault(cluster, FaultPoints.DELAY_PUSHES, true, 0);
         try {
             runJobThroughCheckpoints("cut-slow", UpdateMode.ASYNC, 2);
         } finally {
-            injectFault(FaultPoints.DELAY_PUSHES, false);
-        }
-    }
-
-    private static void injectFault(final String point, final boolean enabled) {
-        for (int i = 0; i < cluster.shardCount(); i++) {
-            final ManagedChannel channel = ManagedChannelBuilder.forTarget(
-                            cluster.shard(i).address())
-                    .usePlaintext()
-                    .build();
-            try {
-                ShardAdminServiceGrpc.newBlockingStub(channel)
-                        .withDeadlineAfter(10, TimeUnit.SECONDS)
-                        .injectFault(InjectFaultRequest.newBuilder()
-                                .setPoint(point)
-                                .setEnabled(enabled)
-                                .build());
-            } finally {
-                channel.shutdownNow();
-            }
+            AdminCalls.injectFault(cluster, FaultPoints.DELAY_PUSHES, false, 0);
         }
     }
 

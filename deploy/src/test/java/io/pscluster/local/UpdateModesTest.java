@@ -4,17 +4,13 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.awaitility.Awaitility.await;
 
-import io.grpc.ManagedChannel;
-import io.grpc.ManagedChannelBuilder;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.pscluster.proto.v1.InitializerKind;
 import io.pscluster.proto.v1.InitializerSpec;
-import io.pscluster.proto.v1.InjectFaultRequest;
 import io.pscluster.proto.v1.JobSpec;
 import io.pscluster.proto.v1.OptimizerKind;
 import io.pscluster.proto.v1.OptimizerSpec;
-import io.pscluster.proto.v1.ShardAdminServiceGrpc;
 import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.proto.v1.UpdateMode;
@@ -409,9 +405,9 @@ class UpdateModesTest {
             final PsTable table = client.createTable(counter("retry_w"));
             final long[] keys = allKeys();
             final float[] minusOnes = minusOnes(keys.length);
-            injectFault(FaultPoints.LOSE_PUSH_ANSWER, true, 1);
+            AdminCalls.injectFault(cluster, FaultPoints.LOSE_PUSH_ANSWER, true, 1);
             table.push(keys, minusOnes);
-            injectFault(FaultPoints.LOSE_PUSH_ANSWER, false, 0);
+            AdminCalls.injectFault(cluster, FaultPoints.LOSE_PUSH_ANSWER, false, 0);
             // A clock() whose answer was lost is sent again: report clock 0 ended twice at every shard.
             for (int i = 0; i < cluster.shardCount(); i++) {
                 cluster.shard(i)
@@ -425,27 +421,7 @@ class UpdateModesTest {
     }
 
     private static void holdWriters(final boolean hold) {
-        injectFault(FaultPoints.HOLD_WRITERS, hold, 0);
-    }
-
-    private static void injectFault(final String point, final boolean enabled, final int times) {
-        for (int i = 0; i < cluster.shardCount(); i++) {
-            final ManagedChannel channel = ManagedChannelBuilder.forTarget(
-                            cluster.shard(i).address())
-                    .usePlaintext()
-                    .build();
-            try {
-                ShardAdminServiceGrpc.newBlockingStub(channel)
-                        .withDeadlineAfter(10, TimeUnit.SECONDS)
-                        .injectFault(InjectFaultRequest.newBuilder()
-                                .setPoint(point)
-                                .setEnabled(enabled)
-                                .setTimes(times)
-                                .build());
-            } finally {
-                channel.shutdownNow();
-            }
-        }
+        AdminCalls.injectFault(cluster, FaultPoints.HOLD_WRITERS, hold, 0);
     }
 
     private static int[] bits(final float[] values) {

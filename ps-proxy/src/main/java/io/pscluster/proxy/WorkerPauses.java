@@ -10,10 +10,12 @@ import io.pscluster.proto.v1.UpdateMode;
 import io.pscluster.wire.PsException;
 import java.util.ArrayList;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.TreeMap;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ScheduledExecutorService;
@@ -113,7 +115,7 @@ final class WorkerPauses {
 
         /** The expected workers still live and not paused. Under the monitor. */
         private List<Worker> missing() {
-            final List<Worker> live = new ArrayList<>();
+            final Set<Worker> live = new HashSet<>();
             for (final JobInfo job : jobs.get()) {
                 for (final JobWorker worker : job.getWorkersList()) {
                     live.add(new Worker(job.getSpec().getJobId(), worker.getWorkerId()));
