@@ -18,7 +18,8 @@ final class BenchSettings {
             "memory",
             "scale",
             "modes",
-            CheckpointWorkload.NAME);
+            CheckpointWorkload.NAME,
+            CheckpointWorkload.HDFS_NAME);
 
     private List<String> workloads = WORKLOADS;
     private String proxyAddress = "";

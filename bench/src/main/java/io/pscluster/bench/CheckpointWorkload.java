@@ -20,6 +20,7 @@ import io.pscluster.wire.Slots;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
 import java.io.IOException;
+import java.net.URI;
 import java.nio.file.Files;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
@@ -52,6 +53,7 @@ import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Options.ChecksumOpt;
 import org.apache.hadoop.fs.Path;
 import org.apache.hadoop.fs.permission.FsPermission;
+import org.apache.hadoop.hdfs.MiniDFSCluster;
 import org.apache.hadoop.util.DataChecksum;
 
 /**
@@ -91,6 +93,9 @@ import org.apache.hadoop.util.DataChecksum;
  */
 final class CheckpointWorkload implements Workload {
     static final String NAME = "checkpoint";
+    /** The same workload with the checkpoints on HDFS: a MiniDFSCluster of 1 DataNode in this JVM. */
+    static final String HDFS_NAME = "checkpoint-hdfs";
+
     static final int DEFAULT_ROWS = 2_000_000;
     static final int MIN_ROWS = 1_000;
     static final int MAX_ROWS = 50_000_000;
@@ -129,9 +134,27 @@ final class CheckpointWorkload implements Workload {
     private static final int IO_BLOCK_BYTES = 1 << 20;
     private static final long SEED = 0x5eed_c4ecL;
 
+    private final String name;
+    private final boolean onHdfs;
+
+    private CheckpointWorkload(final String name, final boolean onHdfs) {
+        this.name = name;
+        this.onHdfs = onHdfs;
+    }
+
+    /** Checkpoints on the local filesystem, in a temporary directory. */
+    static CheckpointWorkload local() {
+        return new CheckpointWorkload(NAME, false);
+    }
+
+    /** Checkpoints on HDFS: a MiniDFSCluster of 1 DataNode started in this JVM, in a temporary directory. */
+    static CheckpointWorkload hdfs() {
+        return new CheckpointWorkload(HDFS_NAME, true);
+    }
+
     @Override
     public String name() {
-        return NAME;
+        return name;
     }
 
     @Override
@@ -139,7 +162,7 @@ final class CheckpointWorkload implements Workload {
         return String.format(
                 Locale.ROOT,
                 "its own proxy + 1 shard in this JVM, sparse SGD table of %,d random keys x dim %d trained by %d rounds"
-                        + " of random gradients, checkpoints on the local filesystem: write (none, lz4, zstd) vs raw"
+                        + " of random gradients, checkpoints on %s: write (none, lz4, zstd) vs raw"
                         + " FileSystem writes of the same bytes; SDK push p50/p99 (%,d random keys) while a zstd"
                         + " checkpoint runs vs none; restore into a fresh cluster vs raw reads of the same files;"
                         + " a zstd delta after 1%% of rows changed vs its base; row file sizes vs none, also of a"
@@ -147,16 +170,32 @@ final class CheckpointWorkload implements Workload {
                 settings.checkpointRows(),
                 DIM,
                 TRAIN_ROUNDS,
+                onHdfs ? "HDFS (a MiniDFSCluster of 1 DataNode in this JVM)" : "the local filesystem",
                 PUSH_KEYS);
     }
 
     @Override
     public List<BenchResult> run(final BenchHarness harness) throws Exception {
         final int rows = harness.settings().checkpointRows();
-        final java.nio.file.Path base = Files.createTempDirectory("psbench-" + NAME + "-");
+        final java.nio.file.Path base = Files.createTempDirectory("psbench-" + name + "-");
+        MiniDFSCluster hdfs = null;
         try {
-            final java.nio.file.Path checkpoints = Files.createDirectories(base.resolve("checkpoints"));
-            final CheckpointStore store = new CheckpointStore(checkpoints.toUri(), new Configuration());
+            final CheckpointStore store;
+            if (onHdfs) {
+                harness.progress("%s: starting HDFS (a NameNode and 1 DataNode in this JVM)", name);
+                final Configuration conf = new Configuration();
+                conf.set(
+                        MiniDFSCluster.HDFS_MINIDFS_BASEDIR,
+                        base.resolve("hdfs").toString());
+                hdfs = new MiniDFSCluster.Builder(conf, base.resolve("hdfs").toFile())
+                        .numDataNodes(1)
+                        .build();
+                hdfs.waitActive();
+                store = new CheckpointStore(URI.create(hdfs.getURI() + "/psbench/checkpoints"), conf);
+            } else {
+                final java.nio.file.Path checkpoints = Files.createDirectories(base.resolve("checkpoints"));
+                store = new CheckpointStore(checkpoints.toUri(), new Configuration());
+            }
             final List<BenchResult> results = new ArrayList<>();
             final long[] keys = randomKeys(rows);
             final Map<ChunkCodec, Written> written;
@@ -168,7 +207,7 @@ final class CheckpointWorkload implements Workload {
                 final Shard shard = cluster.shard(0).shard();
                 harness.progress(
                         "%s: training %,d rows x dim %d (%d rounds of random gradients)",
-                        NAME, rows, DIM, TRAIN_ROUNDS);
+                        name, rows, DIM, TRAIN_ROUNDS);
                 train(table, keys);
                 shard.awaitQuiescent();
                 written = measureWrites(harness, shard, store, schema, results);
@@ -180,7 +219,7 @@ final class CheckpointWorkload implements Workload {
             final Written plain = written.get(ChunkCodec.NONE);
             for (final ChunkCodec codec : List.of(ChunkCodec.LZ4, ChunkCodec.ZSTD)) {
                 results.add(BenchResult.time(
-                        NAME,
+                        name,
                         "size_mb " + codec.optionName(),
                         written.get(codec).bytes() / 1e6,
                         plain.bytes() / 1e6,
@@ -191,6 +230,9 @@ final class CheckpointWorkload implements Workload {
             }
             return results;
         } finally {
+            if (hdfs != null) {
+                hdfs.shutdown();
+            }
             deleteRecursively(base);
         }
     }
@@ -345,7 +387,7 @@ final class CheckpointWorkload implements Workload {
      * differ only where the part files split, by a fraction of a percent). Returns the last round's checkpoints,
      * committed, for the restores.
      */
-    private static Map<ChunkCodec, Written> measureWrites(
+    private Map<ChunkCodec, Written> measureWrites(
             final BenchHarness harness,
             final Shard shard,
             final CheckpointStore store,
@@ -359,7 +401,7 @@ final class CheckpointWorkload implements Workload {
         final Map<ChunkCodec, long[]> best = new EnumMap<>(ChunkCodec.class);
         for (int round = 0; round < ROUNDS; round++) {
             harness.progress(
-                    "%s: write round %d of %d (none, lz4, zstd; each against raw writes)", NAME, round + 1, ROUNDS);
+                    "%s: write round %d of %d (none, lz4, zstd; each against raw writes)", name, round + 1, ROUNDS);
             for (final ChunkCodec codec : CODECS) {
                 final Path rawDir = new Path(store.root().toString(), "raw-writes");
                 final long[] times = best.computeIfAbsent(codec, c -> new long[] {Long.MAX_VALUE, Long.MAX_VALUE});
@@ -371,7 +413,7 @@ final class CheckpointWorkload implements Workload {
                 times[0] = Math.min(times[0], checkpoint.nanos());
                 harness.progress(
                         "%s: %s checkpoint: %,d bytes in %.2f s (cut %d us)",
-                        NAME,
+                        name,
                         codec.optionName(),
                         checkpoint.bytes(),
                         checkpoint.nanos() / 1e9,
@@ -389,7 +431,7 @@ final class CheckpointWorkload implements Workload {
             final Written checkpoint = last.get(codec);
             final long[] times = best.get(codec);
             results.add(BenchResult.rate(
-                            NAME,
+                            name,
                             "write_mb_per_s " + codec.optionName(),
                             checkpoint.bytes() / 1e6 * 1e9 / times[0],
                             checkpoint.bytes() / 1e6 * 1e9 / times[1],
@@ -454,7 +496,7 @@ final class CheckpointWorkload implements Workload {
      * Push latency with and without a checkpoint running, in the order checkpoint, quiet, quiet, checkpoint, from one
      * client pushing back to back throughout; each push counts for the phase it started in.
      */
-    private static void measurePushes(
+    private void measurePushes(
             final BenchHarness harness,
             final Shard shard,
             final CheckpointStore store,
@@ -467,7 +509,7 @@ final class CheckpointWorkload implements Workload {
         final CountDownLatch warm = new CountDownLatch(WARMUP_PUSHES);
         final AtomicInteger phase = new AtomicInteger(BETWEEN);
         final AtomicBoolean stop = new AtomicBoolean();
-        final ExecutorService pusher = Executors.newSingleThreadExecutor(BenchHarness.daemonThreads(NAME + "-push"));
+        final ExecutorService pusher = Executors.newSingleThreadExecutor(BenchHarness.daemonThreads(name + "-push"));
         final Future<?> pushing = pusher.submit(() -> {
             final SplittableRandom random = new SplittableRandom(SEED + 3);
             final long[] batch = new long[PUSH_KEYS];
@@ -499,7 +541,7 @@ final class CheckpointWorkload implements Workload {
                 final long start = System.nanoTime();
                 phase.set(step);
                 if (step == CHECKPOINT) {
-                    harness.progress("%s: pushes while a %s checkpoint runs", NAME, PUSH_PHASE_CODEC.optionName());
+                    harness.progress("%s: pushes while a %s checkpoint runs", name, PUSH_PHASE_CODEC.optionName());
                     final long pushesBefore = checkpointPushes.get();
                     do {
                         final Written checkpoint = write(shard, store, table.schema(), PUSH_PHASE_CODEC, false);
@@ -511,7 +553,7 @@ final class CheckpointWorkload implements Workload {
                             || checkpointPushes.get() - pushesBefore < MIN_PHASE_PUSHES);
                     checkpointNanos = System.nanoTime() - start;
                 } else {
-                    harness.progress("%s: the same pushes, no checkpoint, %.1f s", NAME, checkpointNanos / 1e9);
+                    harness.progress("%s: the same pushes, no checkpoint, %.1f s", name, checkpointNanos / 1e9);
                     TimeUnit.NANOSECONDS.sleep(checkpointNanos);
                 }
                 phase.set(BETWEEN);
@@ -535,18 +577,18 @@ final class CheckpointWorkload implements Workload {
                 PUSH_PHASE_CODEC.optionName(),
                 during.getTotalCount(),
                 quiet.getTotalCount());
-        results.add(BenchResult.time(NAME, "push_p50_us", micros(during, 50), micros(quiet, 50), unit));
-        results.add(BenchResult.time(NAME, "push_p99_us", micros(during, 99), micros(quiet, 99), unit)
+        results.add(BenchResult.time(name, "push_p50_us", micros(during, 50), micros(quiet, 50), unit));
+        results.add(BenchResult.time(name, "push_p99_us", micros(during, 99), micros(quiet, 99), unit)
                 .withTarget(PUSH_P99_TARGET));
         results.add(BenchResult.time(
-                NAME,
+                name,
                 "snapshot_micros",
                 snapshotMicros,
                 Double.NaN,
                 "us, the longest cut stall of those checkpoints (pushes waiting for the writers to mark the cut; no"
                         + " baseline)"));
         results.add(BenchResult.time(
-                NAME,
+                name,
                 "held_push_micros",
                 heldMicros,
                 Double.NaN,
@@ -559,7 +601,7 @@ final class CheckpointWorkload implements Workload {
      * then SGD pushes of random gradients to that share of the keys (drawn at random, each once), then a zstd delta
      * of the base. Neither is committed; both are deleted.
      */
-    private static void measureDelta(
+    private void measureDelta(
             final BenchHarness harness,
             final Shard shard,
             final CheckpointStore store,
@@ -570,7 +612,7 @@ final class CheckpointWorkload implements Workload {
         final int changed = Math.max(1, keys.length / (100 / DELTA_CHANGED_PERCENT));
         harness.progress(
                 "%s: a %s delta after %,d rows (%d%%) changed",
-                NAME, PUSH_PHASE_CODEC.optionName(), changed, DELTA_CHANGED_PERCENT);
+                name, PUSH_PHASE_CODEC.optionName(), changed, DELTA_CHANGED_PERCENT);
         final Written base = write(shard, store, table.schema(), PUSH_PHASE_CODEC, false);
         final SplittableRandom random = new SplittableRandom(SEED + 4);
         final BitSet picked = new BitSet(keys.length);
@@ -599,7 +641,7 @@ final class CheckpointWorkload implements Workload {
                     "the delta holds " + delta.rows() + " rows; " + changed + " were changed since its base");
         }
         results.add(BenchResult.time(
-                        NAME,
+                        name,
                         "delta_size_mb " + PUSH_PHASE_CODEC.optionName(),
                         delta.bytes() / 1e6,
                         base.bytes() / 1e6,
@@ -621,7 +663,7 @@ final class CheckpointWorkload implements Workload {
      * gradients to keys drawn with a skew (a few keys in most pushes, most keys rarely), in a cluster of its own; its
      * checkpoint written with each codec. The sizes as stored against codec none: the ratio is the compression ratio.
      */
-    private static void measureTrainedModel(
+    private void measureTrainedModel(
             final BenchHarness harness,
             final java.nio.file.Path clusterRoot,
             final CheckpointStore store,
@@ -647,7 +689,7 @@ final class CheckpointWorkload implements Workload {
                     .build());
             harness.progress(
                     "%s: training an Adagrad embedding table by %d skewed pushes of %,d of %,d keys",
-                    NAME, TRAINED_STEPS, batch, keySpace);
+                    name, TRAINED_STEPS, batch, keySpace);
             final java.util.Random random = new java.util.Random(SEED + 5);
             for (int step = 0; step < TRAINED_STEPS; step++) {
                 final java.util.Set<Long> picked = new java.util.LinkedHashSet<>();
@@ -674,7 +716,7 @@ final class CheckpointWorkload implements Workload {
         final Written plain = sizes.get(ChunkCodec.NONE);
         for (final ChunkCodec codec : List.of(ChunkCodec.LZ4, ChunkCodec.ZSTD)) {
             results.add(BenchResult.time(
-                    NAME,
+                    name,
                     "trained_size_mb " + codec.optionName(),
                     sizes.get(codec).bytes() / 1e6,
                     plain.bytes() / 1e6,
@@ -704,7 +746,7 @@ final class CheckpointWorkload implements Workload {
      * Each codec's checkpoint restored into the one shard of a fresh cluster (into a table the restore creates)
      * against reading its files, {@link #ROUNDS} rounds in ABBA order.
      */
-    private static void measureRestores(
+    private void measureRestores(
             final BenchHarness harness,
             final java.nio.file.Path clusterRoot,
             final CheckpointStore store,
@@ -721,7 +763,7 @@ final class CheckpointWorkload implements Workload {
             for (int round = 0; round < ROUNDS; round++) {
                 harness.progress(
                         "%s: restore round %d of %d into a fresh cluster (none, lz4, zstd; each against raw reads)",
-                        NAME, round + 1, ROUNDS);
+                        name, round + 1, ROUNDS);
                 for (final ChunkCodec codec : CODECS) {
                     final Written checkpoint = written.get(codec);
                     final long[] times = best.computeIfAbsent(codec, c -> new long[] {Long.MAX_VALUE, Long.MAX_VALUE});
@@ -750,7 +792,7 @@ final class CheckpointWorkload implements Workload {
             final long rows = restoredRows.get(codec);
             final long[] times = best.get(codec);
             results.add(BenchResult.rate(
-                            NAME,
+                            name,
                             "restore_rows_per_s " + codec.optionName(),
                             rows * 1e9 / times[0],
                             rows * 1e9 / times[1],
@@ -764,7 +806,7 @@ final class CheckpointWorkload implements Workload {
      * Where a restore's time goes, on stderr: the checkpoint's verification and the reading and decoding of its rows,
      * each timed alone here through the checkpoint module; the rest of the restore is the table taking the rows.
      */
-    private static void explainRestore(
+    private void explainRestore(
             final BenchHarness harness, final CheckpointStore store, final Written checkpoint, final long restoreNanos)
             throws IOException {
         final CheckpointInfo info = store.get(checkpoint.id())
@@ -782,7 +824,7 @@ final class CheckpointWorkload implements Workload {
         harness.progress(
                 "%s: restore of the %s checkpoint took %.2f s; alone, its verification takes %.2f s and reading and"
                         + " decoding its rows %.2f s (the rest is the table taking them)",
-                NAME, checkpoint.codec().optionName(), restoreNanos / 1e9, verifyNanos / 1e9, readNanos / 1e9);
+                name, checkpoint.codec().optionName(), restoreNanos / 1e9, verifyNanos / 1e9, readNanos / 1e9);
     }
 
     private static void deleteRecursively(final java.nio.file.Path root) {

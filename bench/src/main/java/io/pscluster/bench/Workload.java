@@ -21,7 +21,8 @@ interface Workload {
             case "apply", "gather", "memory" -> new TableWorkload(name);
             case ScaleWorkload.NAME -> new ScaleWorkload();
             case ModesWorkload.NAME -> new ModesWorkload();
-            case CheckpointWorkload.NAME -> new CheckpointWorkload();
+            case CheckpointWorkload.NAME -> CheckpointWorkload.local();
+            case CheckpointWorkload.HDFS_NAME -> CheckpointWorkload.hdfs();
             default ->
                 throw new IllegalArgumentException(
                         "workload=" + name + " is unknown: choose from " + BenchSettings.WORKLOADS);

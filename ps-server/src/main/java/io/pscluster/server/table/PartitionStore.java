@@ -68,6 +68,16 @@ final class PartitionStore {
 
     private static final long FAILURE_LOG_INTERVAL_NANOS = 10_000_000_000L;
     private static final VarHandle ENTRY = MethodHandles.arrayElementVarHandle(int[].class);
+    private static final VarHandle LIVE_ROWS;
+
+    static {
+        try {
+            LIVE_ROWS = MethodHandles.lookup().findVarHandle(PartitionStore.class, "liveRows", int.class);
+        } catch (ReflectiveOperationException e) {
+            throw new ExceptionInInitializerError(e);
+        }
+    }
+
     private static final VarHandle LONG_LE =
             MethodHandles.byteArrayViewVarHandle(long[].class, ByteOrder.LITTLE_ENDIAN);
     private static final VarHandle INT_LE = MethodHandles.byteArrayViewVarHandle(int[].class, ByteOrder.LITTLE_ENDIAN);
@@ -890,7 +900,8 @@ final class PartitionStore {
         }
         segment.live++;
         ENTRY.setRelease(segment.entries, position, fingerprint(h) | (id + 1));
-        liveRows = liveRows + 1;
+        // Written by the writer alone and read as a count: a release store, not a full fence per row.
+        LIVE_ROWS.setRelease(this, liveRows + 1);
         return id;
     }
 
@@ -1076,7 +1087,7 @@ final class PartitionStore {
         chunk.putInt(at + TOUCH, 0);
         endWrite(chunk, at);
         freeRecords.addInt(id);
-        liveRows = liveRows - 1;
+        LIVE_ROWS.setRelease(this, liveRows - 1);
         budget.release();
     }
 

@@ -1,14 +1,17 @@
 package io.pscluster.server.table;
 
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.LongAdder;
 
 /**
  * The rows a table holds on this shard, across its partitions, and its cap: partitions' writers reserve a row here
- * before creating one, so the cap holds for the shard as a whole whichever partition a key falls in. Lock-free (a
- * CAS loop on one counter; only row creation and removal touch it).
+ * before creating one, so the cap holds for the shard as a whole whichever partition a key falls in. Lock-free: a
+ * CAS loop on one counter when the table has a cap; without one, a striped counter, so that partitions creating rows
+ * at once (a restore) do not contend for one cache line on every row.
  */
 final class RowBudget {
     private final AtomicLong rows = new AtomicLong();
+    private final LongAdder uncappedRows = new LongAdder();
     private final long cap;
 
     /** @param cap the most rows; 0 for no cap. */
@@ -18,7 +21,11 @@ final class RowBudget {
 
     /** Counts one more row; when {@code capped}, refuses (returns false) if the cap is reached. */
     boolean reserve(final boolean capped) {
-        if (!capped || cap == Long.MAX_VALUE) {
+        if (cap == Long.MAX_VALUE) {
+            uncappedRows.increment();
+            return true;
+        }
+        if (!capped) {
             rows.incrementAndGet();
             return true;
         }
@@ -33,11 +40,15 @@ final class RowBudget {
     }
 
     void release() {
-        rows.decrementAndGet();
+        if (cap == Long.MAX_VALUE) {
+            uncappedRows.decrement();
+        } else {
+            rows.decrementAndGet();
+        }
     }
 
     long rows() {
-        return rows.get();
+        return cap == Long.MAX_VALUE ? uncappedRows.sum() : rows.get();
     }
 
     /** The cap, or 0 when there is none. */
