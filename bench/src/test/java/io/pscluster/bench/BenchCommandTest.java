@@ -68,6 +68,7 @@ class BenchCommandTest {
                                 "ssp2_barrier_p50_us",
                                 "ssp2_barrier_p99_us"));
         assertThat(metrics.get("checkpoint")).isEqualTo(CHECKPOINT_METRICS);
+        assertThat(metrics.get("checkpoint-hdfs")).isEqualTo(CHECKPOINT_METRICS);
         assertThat(metrics.get("apply")).hasSize(3);
         assertThat(metrics.get("gather")).hasSize(1);
         assertThat(metrics.get("memory")).hasSize(2);
