@@ -148,6 +148,28 @@ final class ProcessCluster implements AutoCloseable {
         process.waitFor(30, TimeUnit.SECONDS);
     }
 
+    /**
+     * SIGSTOP ({@code resume} sends SIGCONT): the process stops as in a long collection or a frozen VM; its sockets stay
+     * open, so what peers send waits in them.
+     */
+    void pause(final String name) throws IOException, InterruptedException {
+        signal(name, "-STOP");
+    }
+
+    void resume(final String name) throws IOException, InterruptedException {
+        signal(name, "-CONT");
+    }
+
+    private void signal(final String name, final String signal) throws IOException, InterruptedException {
+        final Process kill = new ProcessBuilder(
+                        "kill", signal, Long.toString(processes.get(name).pid()))
+                .inheritIO()
+                .start();
+        if (!kill.waitFor(30, TimeUnit.SECONDS) || kill.exitValue() != 0) {
+            throw new IllegalStateException("kill " + signal + " of " + name + " failed");
+        }
+    }
+
     /** SIGTERM: the process runs its shutdown hook (a shard drains). Does not wait. */
     void terminate(final String name) {
         processes.get(name).destroy();

@@ -783,6 +783,19 @@ final class ClusterState {
     }
 
     /**
+     * Does not count {@code pausedNanos}, during which this process did not run, against any serving shard's lease:
+     * each is taken as heard from that much later (never later than now). See {@code ProxyServer.creditOwnPause}.
+     */
+    synchronized void creditPause(final long pausedNanos) {
+        final long now = nanoClock.getAsLong();
+        for (final ShardRecord record : shards.values()) {
+            if (record.state.serving()) {
+                record.lastHeardNanos = Math.min(now, record.lastHeardNanos + pausedNanos);
+            }
+        }
+    }
+
+    /**
      * Removes a shard that is not live from the registry; its slots, if any, go to live shards.
      *
      * @return false if no shard has that id.

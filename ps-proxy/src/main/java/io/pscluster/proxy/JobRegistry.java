@@ -421,6 +421,19 @@ final class JobRegistry {
      *
      * @throws PsException UNAVAILABLE when the change cannot be saved (nothing changed; the next check tries again).
      */
+    /**
+     * Does not count {@code pausedNanos}, during which this process did not run, against any worker's lease: each is
+     * taken as renewed that much later (never later than now). See {@code ProxyServer.creditOwnPause}.
+     */
+    synchronized void creditPause(final long pausedNanos) {
+        final long now = nanoClock.getAsLong();
+        for (final Map<Integer, Lease> byWorker : leases.values()) {
+            for (final Lease lease : byWorker.values()) {
+                lease.renewedNanos = Math.min(now, lease.renewedNanos + pausedNanos);
+            }
+        }
+    }
+
     void check() {
         final String what;
         synchronized (this) {

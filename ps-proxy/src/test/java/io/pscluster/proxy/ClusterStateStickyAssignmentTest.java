@@ -135,6 +135,27 @@ class ClusterStateStickyAssignmentTest extends ClusterStateFixture {
     }
 
     @Test
+    void shouldNotCountAPauseOfTheProxyItselfAgainstAnyShardsLease() {
+        startTwoShardsWithATable();
+        state.checkpointCommitted(3, 30_000);
+
+        // The proxy did not run for three leases (a long collection): nobody was heard, nobody could be.
+        advanceMillis(3 * (LEASE_MILLIS + MARGIN_MILLIS));
+        state.creditPause(java.util.concurrent.TimeUnit.MILLISECONDS.toNanos(3 * (LEASE_MILLIS + MARGIN_MILLIS)));
+        assertThat(state.expireLeases()).as("right after the pause").isFalse();
+        assertThat(slotsOf(a)).isEqualTo(slotsOfA);
+
+        // Running again: a shard still silent for a whole lease and margin of the proxy's time is gone.
+        advanceMillis(LEASE_MILLIS + 1);
+        heartbeat(b);
+        assertThat(state.expireLeases()).isFalse();
+        advanceMillis(MARGIN_MILLIS);
+        heartbeat(b);
+        assertThat(state.expireLeases()).isTrue();
+        assertThat(slotsOf(a)).isEmpty();
+    }
+
+    @Test
     void shouldHandTheGroupOnWhenTheOwnersLeaseAndMarginLapse() {
         startTwoShardsWithATable();
         final String c = register("h3:1");
