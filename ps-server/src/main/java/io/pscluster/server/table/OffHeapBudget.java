@@ -92,10 +92,14 @@ final class OffHeapBudget {
         final long before = reserved.get();
         System.gc();
         // Cleaners run on their own thread, one chunk at a time: wait while they are still returning bytes (thousands
-        // of small chunks take a while on a loaded machine), and stop once 50 ms pass without any coming back.
+        // of small chunks take a while on a loaded machine), and stop once 50 ms pass without any coming back; until
+        // the first bytes come back, wait up to 250 ms (on a loaded machine the cleaner thread may not run at once),
+        // as the JDK waits about half a second before it refuses direct memory.
         final long giveUpNanos = now + MAX_RECLAIM_WAIT_NANOS;
         long seen = reserved.get();
-        for (int idle = 0; idle < 5 && seen + bytes > limit && System.nanoTime() - giveUpNanos < 0; ) {
+        boolean returning = false;
+        for (int idle = 0;
+                idle < (returning ? 5 : 25) && seen + bytes > limit && System.nanoTime() - giveUpNanos < 0; ) {
             try {
                 Thread.sleep(10);
             } catch (InterruptedException e) {
@@ -103,7 +107,12 @@ final class OffHeapBudget {
                 break;
             }
             final long current = reserved.get();
-            idle = current < seen ? 0 : idle + 1;
+            if (current < seen) {
+                returning = true;
+                idle = 0;
+            } else {
+                idle++;
+            }
             seen = current;
         }
         final long freed = before - reserved.get();
