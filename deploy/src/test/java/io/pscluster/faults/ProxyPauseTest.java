@@ -5,10 +5,6 @@ import static org.awaitility.Awaitility.await;
 
 import io.pscluster.local.AdminCalls;
 import io.pscluster.proto.v1.ListShardsResponse;
-import io.pscluster.proto.v1.OptimizerKind;
-import io.pscluster.proto.v1.OptimizerSpec;
-import io.pscluster.proto.v1.TableKind;
-import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
 import java.nio.file.Path;
@@ -43,14 +39,7 @@ class ProxyPauseTest {
             cluster.startShard("s1");
             await().atMost(Duration.ofSeconds(30)).until(cluster::allSlotsServed);
             try (PsClient client = PsClient.connect(cluster.proxyAddress())) {
-                final PsTable table = client.createTable(TableSchema.newBuilder()
-                        .setName("paused")
-                        .setKind(TableKind.SPARSE)
-                        .setDim(1)
-                        .setOptimizer(OptimizerSpec.newBuilder()
-                                .setKind(OptimizerKind.SGD)
-                                .setLearningRate(1f))
-                        .build());
+                final PsTable table = client.createTable(CounterLoad.schema("paused"));
                 final long[] keys = new long[KEYS];
                 for (int i = 0; i < KEYS; i++) {
                     keys[i] = (i + 1) * 0x9E3779B97F4A7C15L;
