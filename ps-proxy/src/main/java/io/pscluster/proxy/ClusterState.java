@@ -131,6 +131,9 @@ final class ClusterState {
         String address;
         ShardState state;
         long lastHeardNanos;
+        /** Time since {@link #lastHeardNanos} not counted against the lease: the proxy's own pauses. */
+        long creditNanos;
+
         long goneSinceNanos;
         ShardLoad load = ShardLoad.getDefaultInstance();
         List<TableStats> tables = List.of();
@@ -145,6 +148,7 @@ final class ClusterState {
 
         ShardRecord copy() {
             final ShardRecord copy = new ShardRecord(id, address, state, lastHeardNanos);
+            copy.creditNanos = creditNanos;
             copy.goneSinceNanos = goneSinceNanos;
             copy.load = load;
             copy.tables = tables;
@@ -155,10 +159,12 @@ final class ClusterState {
             address = newAddress;
             state = ShardState.REGISTERING;
             lastHeardNanos = now;
+            creditNanos = 0;
         }
 
         void heardFrom(final long now) {
             lastHeardNanos = now;
+            creditNanos = 0;
             if (state == ShardState.REGISTERING || state == ShardState.SUSPECT) {
                 state = ShardState.LIVE;
             }
@@ -198,6 +204,10 @@ final class ClusterState {
     private final long leaseExpiryNanos;
     private final long forgetAfterNanos;
     private long startNanos;
+    // Pause detection of expireLeases (see detectOwnPauses); off until set.
+    private long checkIntervalNanos;
+    private long pauseThresholdNanos = Long.MAX_VALUE;
+    private long lastCheckNanos;
     /** No record at start: shards' claims rebuild the assignment during the grace. */
     private final boolean bootstrapped;
 
@@ -280,6 +290,7 @@ final class ClusterState {
         for (final ShardRecord record : shards.values()) {
             if (record.state == ShardState.SUSPECT) {
                 record.lastHeardNanos = now;
+                record.creditNanos = 0;
             }
         }
     }
@@ -741,10 +752,13 @@ final class ClusterState {
      */
     synchronized boolean expireLeases() {
         final long now = nanoClock.getAsLong();
+        if (pauseThresholdNanos != Long.MAX_VALUE) {
+            creditOwnPause(now);
+        }
         return change("lease check", () -> {
             boolean changed = false;
             for (final ShardRecord record : shards.values()) {
-                if (record.state.serving() && now - record.lastHeardNanos > leaseExpiryNanos) {
+                if (record.state.serving() && now - record.lastHeardNanos - record.creditNanos > leaseExpiryNanos) {
                     LOG.warn(
                             "shard {} at {} ({}) missed its lease: {} ms since its last heartbeat arrived",
                             record.id,
@@ -783,16 +797,38 @@ final class ClusterState {
     }
 
     /**
-     * Does not count {@code pausedNanos}, during which this process did not run, against any serving shard's lease:
-     * each is taken as heard from that much later (never later than now). See {@code ProxyServer.creditOwnPause}.
+     * From now on {@link #expireLeases} notices when it runs later than every {@code intervalNanos} by more than
+     * {@code thresholdNanos}: this process did not run meanwhile (a long collection, a stopped or frozen JVM, a wait for
+     * this monitor), read no heartbeat, and those that arrived are still waiting. That excess is not counted against
+     * any serving shard's lease, nor against the grace after a start, so shards are not declared gone (their slots
+     * handed on, their rows rolled back) for the proxy's own silence. Waiting longer never breaks one writer per slot: a
+     * shard stops serving on its own clock once its lease lapses. Off until called (tests step the clock at will).
      */
-    synchronized void creditPause(final long pausedNanos) {
-        final long now = nanoClock.getAsLong();
+    synchronized void detectOwnPauses(final long intervalNanos, final long thresholdNanos) {
+        checkIntervalNanos = intervalNanos;
+        pauseThresholdNanos = thresholdNanos;
+        lastCheckNanos = nanoClock.getAsLong();
+    }
+
+    /** Credits the time since the last check beyond its interval, if it passes the threshold; see above. */
+    private void creditOwnPause(final long now) {
+        final long excess = now - lastCheckNanos - checkIntervalNanos;
+        lastCheckNanos = now;
+        if (excess <= pauseThresholdNanos) {
+            return;
+        }
         for (final ShardRecord record : shards.values()) {
             if (record.state.serving()) {
-                record.lastHeardNanos = Math.min(now, record.lastHeardNanos + pausedNanos);
+                record.creditNanos = Math.min(now - record.lastHeardNanos, record.creditNanos + excess);
             }
         }
+        if (!graceOver) {
+            startNanos = Math.min(now, startNanos + excess);
+        }
+        LOG.warn(
+                "the lease check ran {} ms late (this process was paused or starved): that time is not counted"
+                        + " against any shard's lease",
+                excess / 1_000_000);
     }
 
     /**

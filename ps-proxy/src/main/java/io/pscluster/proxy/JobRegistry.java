@@ -93,6 +93,8 @@ final class JobRegistry {
     private static final class Lease {
         WorkerState state = WorkerState.JOINING;
         long renewedNanos;
+        /** Time since {@link #renewedNanos} not counted against the lease: the proxy's own pauses. */
+        long creditNanos;
         /** The version of the job list the shards must have been sent before the join is answered (none yet). */
         long answerAtVersion = Long.MAX_VALUE;
 
@@ -110,6 +112,10 @@ final class JobRegistry {
     private final ShardFanOut fanOut;
     private final Executor executor;
     private final LongSupplier nanoClock;
+    // Pause detection of check (see detectOwnPauses); off until set.
+    private long checkIntervalNanos;
+    private long pauseThresholdNanos = Long.MAX_VALUE;
+    private long lastCheckNanos;
     private final LongSupplier wallClock;
     private final long leaseNanos;
 
@@ -192,7 +198,11 @@ final class JobRegistry {
     /** Restarts every live worker's lease now: called once the proxy accepts calls (its workers can reach it). */
     synchronized void startLeases() {
         final long now = nanoClock.getAsLong();
-        leases.values().forEach(byWorker -> byWorker.values().forEach(lease -> lease.renewedNanos = now));
+        leases.values()
+                .forEach(byWorker -> byWorker.values().forEach(lease -> {
+                    lease.renewedNanos = now;
+                    lease.creditNanos = 0;
+                }));
     }
 
     // ---- calls
@@ -331,6 +341,7 @@ final class JobRegistry {
         }
         final long now = nanoClock.getAsLong();
         lease.renewedNanos = now;
+        lease.creditNanos = 0;
         final int index = indexOf(job, workerId);
         if (job.getWorkers(index).getClock() != clock) {
             jobs.put(
@@ -416,24 +427,39 @@ final class JobRegistry {
     // ---- duties
 
     /**
+     * From now on {@link #check} does not count against any worker's lease the time by which it ran later than every
+     * {@code intervalNanos}, when that passes {@code thresholdNanos}: this process was paused and read no renewal (see
+     * {@code ClusterState.detectOwnPauses}). Off until called.
+     */
+    synchronized void detectOwnPauses(final long intervalNanos, final long thresholdNanos) {
+        checkIntervalNanos = intervalNanos;
+        pauseThresholdNanos = thresholdNanos;
+        lastCheckNanos = nanoClock.getAsLong();
+    }
+
+    private void creditOwnPause(final long now) {
+        final long excess = now - lastCheckNanos - checkIntervalNanos;
+        lastCheckNanos = now;
+        if (excess <= pauseThresholdNanos) {
+            return;
+        }
+        for (final Map<Integer, Lease> byWorker : leases.values()) {
+            for (final Lease lease : byWorker.values()) {
+                lease.creditNanos = Math.min(now - lease.renewedNanos, lease.creditNanos + excess);
+            }
+        }
+        LOG.warn(
+                "the job check ran {} ms late (this process was paused or starved): that time is not counted against"
+                        + " any worker's lease",
+                excess / 1_000_000);
+    }
+
+    /**
      * The timer's duty: drops live workers whose lease lapsed, removes jobs idle for {@code forgetAfterMillis} and
      * tables the catalog no longer holds, and saves reported clocks when they are due; sends the list if it changed.
      *
      * @throws PsException UNAVAILABLE when the change cannot be saved (nothing changed; the next check tries again).
      */
-    /**
-     * Does not count {@code pausedNanos}, during which this process did not run, against any worker's lease: each is
-     * taken as renewed that much later (never later than now). See {@code ProxyServer.creditOwnPause}.
-     */
-    synchronized void creditPause(final long pausedNanos) {
-        final long now = nanoClock.getAsLong();
-        for (final Map<Integer, Lease> byWorker : leases.values()) {
-            for (final Lease lease : byWorker.values()) {
-                lease.renewedNanos = Math.min(now, lease.renewedNanos + pausedNanos);
-            }
-        }
-    }
-
     void check() {
         final String what;
         synchronized (this) {
@@ -441,6 +467,9 @@ final class JobRegistry {
                 return;
             }
             final long now = nanoClock.getAsLong();
+            if (pauseThresholdNanos != Long.MAX_VALUE) {
+                creditOwnPause(now);
+            }
             final long wall = wallClock.getAsLong();
             final Set<String> catalog = catalog();
             final Map<String, JobInfo.Builder> edits = new LinkedHashMap<>();
@@ -449,7 +478,7 @@ final class JobRegistry {
                 final String id = job.getSpec().getJobId();
                 final Set<Integer> gone = new TreeSet<>();
                 leasesOf(id).forEach((workerId, lease) -> {
-                    if (lease.state == WorkerState.LIVE && now - lease.renewedNanos > leaseNanos) {
+                    if (lease.state == WorkerState.LIVE && now - lease.renewedNanos - lease.creditNanos > leaseNanos) {
                         gone.add(workerId);
                     }
                 });
@@ -636,6 +665,7 @@ final class JobRegistry {
                 // Not saved: the worker stays a member, as if answered, and lapses like any silent worker.
                 lease.state = WorkerState.LIVE;
                 lease.renewedNanos = nanoClock.getAsLong();
+                lease.creditNanos = 0;
                 LOG.warn(
                         "worker {} of job '{}' gave up joining but cannot be removed now ({}); its lease will lapse",
                         workerId,
@@ -707,6 +737,7 @@ final class JobRegistry {
                 final JobInfo job = jobs.get(jobId);
                 lease.state = WorkerState.LIVE;
                 lease.renewedNanos = now;
+                lease.creditNanos = 0;
                 answered.add(lease);
                 answers.add(JoinJobResponse.newBuilder()
                         .setWorkerId(workerId)

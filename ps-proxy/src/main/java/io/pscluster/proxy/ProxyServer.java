@@ -54,13 +54,6 @@ public final class ProxyServer implements AutoCloseable {
     // Long calls wait on shards for up to the call deadline; bounded so that a burst queues instead of piling threads.
     private final ExecutorService longCalls = Executors.newFixedThreadPool(4, ThreadFactories.daemon("ps-proxy-long"));
     private final ExecutorService onwardCalls = Executors.newCachedThreadPool(ThreadFactories.daemon("ps-proxy-call"));
-    /** When a lease check (shards' or workers') last ran on the timer thread; timer-only after start. */
-    private long lastTimerRunNanos;
-
-    private long timerTickNanos;
-    /** A gap between two checks past which this process is taken to have been paused (see {@link #creditOwnPause}). */
-    private long timerStallNanos = Long.MAX_VALUE;
-
     private final ScheduledExecutorService timers =
             Executors.newScheduledThreadPool(1, ThreadFactories.daemon("ps-proxy-timer"));
     // Periodic checkpoints run on their own thread: one waits for workers to pause and for shards to write, and the
@@ -217,9 +210,15 @@ public final class ProxyServer implements AutoCloseable {
         state.startGrace();
         jobs.startLeases();
         final long tick = Math.max(1, Math.min(context.heartbeatIntervalMs, context.leaseMarginMs));
-        timerTickNanos = TimeUnit.MILLISECONDS.toNanos(tick);
-        timerStallNanos = TimeUnit.MILLISECONDS.toNanos(tick + Math.max(tick, context.leaseMarginMs));
-        lastTimerRunNanos = System.nanoTime();
+        // A check later than its interval by more than this is taken for a pause of this process and not counted
+        // against leases: the margin (or a tick), but at most half of what a heartbeat may be late by and still count.
+        final long pauseThreshold = TimeUnit.MILLISECONDS.toNanos(Math.max(
+                1,
+                Math.min(
+                        Math.max(tick, context.leaseMarginMs),
+                        (context.leaseMs + context.leaseMarginMs - context.heartbeatIntervalMs) / 2)));
+        state.detectOwnPauses(TimeUnit.MILLISECONDS.toNanos(tick), pauseThreshold);
+        jobs.detectOwnPauses(TimeUnit.MILLISECONDS.toNanos(JobRegistry.CHECK_INTERVAL_MS), pauseThreshold);
         timers.scheduleWithFixedDelay(this::checkLeases, tick, tick, TimeUnit.MILLISECONDS);
         timers.scheduleWithFixedDelay(
                 this::checkJobs, JobRegistry.CHECK_INTERVAL_MS, JobRegistry.CHECK_INTERVAL_MS, TimeUnit.MILLISECONDS);
@@ -238,7 +237,6 @@ public final class ProxyServer implements AutoCloseable {
     }
 
     private void checkLeases() {
-        creditOwnPause();
         try {
             state.expireLeases();
         } catch (RuntimeException e) {
@@ -248,35 +246,11 @@ public final class ProxyServer implements AutoCloseable {
     }
 
     private void checkJobs() {
-        creditOwnPause();
         try {
             jobs.check();
         } catch (RuntimeException e) {
             // A failed save undid the change; the next tick tries again.
             LOG.warn("job check failed: {}", e.getMessage());
-        }
-    }
-
-    /**
-     * Run first by each lease check, on the timer thread. A check that comes later than the lease margin allows means
-     * this process did not run meanwhile (a long collection, a stopped or starved JVM): it heard no heartbeat and no
-     * worker's renewal, and those that arrived are still waiting to be read. That time is not counted against any
-     * lease, so that shards are not declared gone (their slots handed on, their rows rolled back) and workers not
-     * dropped for the proxy's own silence. Waiting longer never breaks one writer per slot: a shard stops serving on
-     * its own clock once its lease lapses, whatever the proxy does.
-     */
-    private void creditOwnPause() {
-        final long now = System.nanoTime();
-        final long gap = now - lastTimerRunNanos;
-        lastTimerRunNanos = now;
-        if (gap > timerStallNanos) {
-            final long paused = gap - timerTickNanos;
-            state.creditPause(paused);
-            jobs.creditPause(paused);
-            LOG.warn(
-                    "the lease checks did not run for {} ms (this process was paused or starved): that time is not"
-                            + " counted against shards' and workers' leases",
-                    TimeUnit.NANOSECONDS.toMillis(gap));
         }
     }
 

@@ -11,6 +11,7 @@ import io.pscluster.proto.v1.RestoreReport;
 import io.pscluster.proto.v1.RoutingTable;
 import java.util.HashSet;
 import java.util.Set;
+import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 
 /** Once a table exists slots only move with a restore: whole to an idle shard, else split over the live ones. */
@@ -134,22 +135,47 @@ class ClusterStateStickyAssignmentTest extends ClusterStateFixture {
         assertThat(new HashSet<>(restore.getSlotsList())).isEqualTo(slotsOfA);
     }
 
+    /** How often the proxy's timer checks leases in the pause tests. */
+    private static final long TICK_MILLIS = 100;
+
     @Test
     void shouldNotCountAPauseOfTheProxyItselfAgainstAnyShardsLease() {
         startTwoShardsWithATable();
         state.checkpointCommitted(3, 30_000);
+        state.detectOwnPauses(TimeUnit.MILLISECONDS.toNanos(TICK_MILLIS), TimeUnit.MILLISECONDS.toNanos(MARGIN_MILLIS));
 
-        // The proxy did not run for three leases (a long collection): nobody was heard, nobody could be.
+        // The proxy did not run for three leases (a long collection): it heard nobody, nobody could be heard.
         advanceMillis(3 * (LEASE_MILLIS + MARGIN_MILLIS));
-        state.creditPause(java.util.concurrent.TimeUnit.MILLISECONDS.toNanos(3 * (LEASE_MILLIS + MARGIN_MILLIS)));
         assertThat(state.expireLeases()).as("right after the pause").isFalse();
         assertThat(slotsOf(a)).isEqualTo(slotsOfA);
+        assertThat(state.status().getShardsList())
+                .as("the real silence is still reported")
+                .allSatisfy(shard -> assertThat(shard.getMillisSinceHeartbeat())
+                        .isGreaterThanOrEqualTo(3 * (LEASE_MILLIS + MARGIN_MILLIS)));
 
-        // Running again: a shard still silent for a whole lease and margin of the proxy's time is gone.
-        advanceMillis(LEASE_MILLIS + 1);
-        heartbeat(b);
-        assertThat(state.expireLeases()).isFalse();
-        advanceMillis(MARGIN_MILLIS);
+        // Running again, checks on time: b is heard, a stays silent for a lease and margin of the proxy's time.
+        for (long ran = 0; ran <= LEASE_MILLIS; ran += TICK_MILLIS) {
+            advanceMillis(TICK_MILLIS);
+            heartbeat(b);
+            assertThat(state.expireLeases()).as("%d ms after the pause", ran).isFalse();
+        }
+        for (long ran = 0; ran < MARGIN_MILLIS; ran += TICK_MILLIS) {
+            advanceMillis(TICK_MILLIS);
+            heartbeat(b);
+            state.expireLeases();
+        }
+        assertThat(slotsOf(a))
+                .as("a is gone once silent for a lease and margin of running time")
+                .isEmpty();
+        assertThat(slotsOf(b)).containsAll(slotsOfA);
+    }
+
+    @Test
+    void shouldCountEverySilenceAgainstTheLeaseWhenPausesAreNotDetected() {
+        startTwoShardsWithATable();
+        state.checkpointCommitted(3, 30_000);
+
+        advanceMillis(3 * (LEASE_MILLIS + MARGIN_MILLIS));
         heartbeat(b);
         assertThat(state.expireLeases()).isTrue();
         assertThat(slotsOf(a)).isEmpty();

@@ -63,6 +63,35 @@ class JobRegistryTest extends ClusterStateFixture {
     }
 
     @Test
+    void shouldNotCountAPauseOfTheProxyItselfAgainstAWorkersLease() {
+        jobs.register(spec("paused", UpdateMode.ASYNC, 1));
+        final int worker = joinNow("paused").getWorkerId();
+        final long tick = JobRegistry.CHECK_INTERVAL_MS;
+        jobs.detectOwnPauses(
+                java.util.concurrent.TimeUnit.MILLISECONDS.toNanos(tick),
+                java.util.concurrent.TimeUnit.MILLISECONDS.toNanos(300));
+
+        // The proxy did not run for three worker leases: the check after it drops nobody.
+        advance(3 * WORKER_LEASE_MILLIS);
+        jobs.check();
+        assertThat(job("paused").getWorkersList())
+                .extracting(JobWorker::getWorkerId)
+                .containsExactly(worker);
+
+        // Checks on time from then on: a worker that never renews is dropped after a lease of running time.
+        for (long ran = 0; ran < WORKER_LEASE_MILLIS - 2 * tick; ran += tick) {
+            advance(tick);
+            jobs.check();
+        }
+        assertThat(job("paused").getWorkersList()).hasSize(1);
+        for (long ran = 0; ran < 3 * tick; ran += tick) {
+            advance(tick);
+            jobs.check();
+        }
+        assertThat(job("paused").getWorkersList()).isEmpty();
+    }
+
+    @Test
     void shouldDropALiveWorkerOnlyOnceItsLeaseHasLapsedSinceItsLastRenewal() {
         jobs.register(spec("lr", UpdateMode.ASYNC, 1));
         final int worker = joinNow("lr").getWorkerId();

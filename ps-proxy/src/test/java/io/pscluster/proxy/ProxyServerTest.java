@@ -58,6 +58,7 @@ class ProxyServerTest {
     /** What the fake shards do when the proxy asks them to create a table. */
     private final AtomicReference<Status> createTableFailure = new AtomicReference<>();
 
+    private static final long LEASE_MS = 60_000;
     private final CountDownLatch releaseCreateTable = new CountDownLatch(1);
     private volatile boolean blockCreateTable;
     private final AtomicLong lastCreateTableDeadlineMs = new AtomicLong(-1);
@@ -81,7 +82,8 @@ class ProxyServerTest {
                 .port(0)
                 .checkpointRoot(root.toUri().toString())
                 .heartbeatIntervalMs(200)
-                .leaseMs(2_000)
+                // The fake shards send no heartbeats of their own: a lease no test outlasts on a loaded machine.
+                .leaseMs(LEASE_MS)
                 .leaseMarginMs(500)
                 .callDeadlineMs(10_000);
     }
@@ -415,7 +417,7 @@ class ProxyServerTest {
                                     .setShardId(shard)
                                     .build())
                             .getLeaseMillis())
-                    .isEqualTo(2_000);
+                    .isEqualTo(LEASE_MS);
         }
     }
 

@@ -30,6 +30,7 @@ final class OffHeapBudget {
     private volatile long coolUntilNanos = System.nanoTime();
     // Guarded by this.
     private long lastReclaimNanos = System.nanoTime() - RECLAIM_INTERVAL_NANOS;
+    private boolean reclaimedBefore;
     private boolean lastReclaimUseful;
 
     OffHeapBudget(final long limit) {
@@ -92,14 +93,18 @@ final class OffHeapBudget {
         final long before = reserved.get();
         System.gc();
         // Cleaners run on their own thread, one chunk at a time: wait while they are still returning bytes (thousands
-        // of small chunks take a while on a loaded machine), and stop once 50 ms pass without any coming back; until
-        // the first bytes come back, wait up to 250 ms (on a loaded machine the cleaner thread may not run at once),
-        // as the JDK waits about half a second before it refuses direct memory.
+        // of small chunks take a while on a loaded machine), and stop once 50 ms pass without any coming back. Until
+        // the first bytes come back, a first reclaim or one after a useful one waits up to 250 ms (on a loaded
+        // machine the cleaner thread may not run at once; the JDK waits about half a second before it refuses direct
+        // memory); after one that freed little (memory really is full) 50 ms, so that a full table's writer, asking
+        // once a second, is not held back for long.
+        final int firstWaits = lastReclaimUseful || !reclaimedBefore ? 25 : 5;
+        reclaimedBefore = true;
         final long giveUpNanos = now + MAX_RECLAIM_WAIT_NANOS;
         long seen = reserved.get();
         boolean returning = false;
         for (int idle = 0;
-                idle < (returning ? 5 : 25) && seen + bytes > limit && System.nanoTime() - giveUpNanos < 0; ) {
+                idle < (returning ? 5 : firstWaits) && seen + bytes > limit && System.nanoTime() - giveUpNanos < 0; ) {
             try {
                 Thread.sleep(10);
             } catch (InterruptedException e) {
