@@ -42,6 +42,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.LockSupport;
+import java.util.concurrent.locks.ReentrantLock;
 import java.util.function.Consumer;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FileSystem;
@@ -553,7 +554,8 @@ public final class Shard implements AutoCloseable {
             final boolean delta)
             throws IOException, InterruptedException {
         // Not the shard's monitor: the heartbeat thread takes that to extend the lease while the files are written.
-        synchronized (checkpointLock) {
+        checkpointLock.lockInterruptibly();
+        try {
             final CheckpointProgressBoard.Write progress = progressBoard.beginWrite(checkpointId);
             try {
                 final WrittenCheckpoint written =
@@ -564,6 +566,8 @@ public final class Shard implements AutoCloseable {
                 progress.progress.failed(e.getMessage() == null ? e.toString() : e.getMessage());
                 throw e;
             }
+        } finally {
+            checkpointLock.unlock();
         }
     }
 
@@ -708,8 +712,11 @@ public final class Shard implements AutoCloseable {
     /** A cut this shard took: its epoch, the slots it covered and the tables it held (by identity). */
     private record Cut(int epoch, BitSet covered, Map<String, ParameterTable> tables) {}
 
-    /** One checkpoint at a time on this shard; guards {@link #cuts} and {@link #cutEpochs}. */
-    private final Object checkpointLock = new Object();
+    /**
+     * One checkpoint at a time on this shard; guards {@link #cuts} and {@link #cutEpochs}. A lock rather than a
+     * monitor so that a restore can take its cut only if no checkpoint is being written (it does not wait for one).
+     */
+    private final ReentrantLock checkpointLock = new ReentrantLock();
 
     /** The cuts of the last checkpoints written here, for deltas. */
     private final Map<Long, Cut> cuts = new LinkedHashMap<>();
@@ -730,6 +737,46 @@ public final class Shard implements AutoCloseable {
         cutTables.forEach(table -> byName.put(table.name(), table));
         cuts.keySet().removeIf(id -> id != sinceId);
         cuts.put(checkpointId, new Cut(epoch, covered, byName));
+    }
+
+    /**
+     * Takes a cut of the rows of {@code slots} just loaded from {@code checkpoint} (before they serve requests) and
+     * remembers it as that checkpoint's, so that the next checkpoint can be a delta of it holding only what changed
+     * since the restore, rather than every row restored. Exact because the loaded rows are stamped at or below the
+     * cut's epoch and every later write above it (the same stamps a written checkpoint's cut uses), and removals are
+     * logged from the cut on. The slots' state now is the checkpoint's chain, so the cut stands for that checkpoint;
+     * it covers {@code slots} only, and holds the checkpoint's tables only: a delta asked for with other slots (a
+     * shard that also serves slots of its own) or another table is refused, and the proxy takes a base.
+     *
+     * <p>Every other cut that holds one of {@code slots} is forgotten: a delta since it would be exact (the restore's
+     * removals and rows are stamped after it) but about as large as a base. Taken only if no checkpoint is being
+     * written here (its snapshot owns the epochs); otherwise nothing is remembered and the next checkpoint of these
+     * slots is a base.
+     */
+    private void rememberRestoredCut(final CheckpointInfo checkpoint, final BitSet slots) throws InterruptedException {
+        if (!checkpointLock.tryLock()) {
+            LOG.info(
+                    "shard {}: a checkpoint is being written, so the restore of checkpoint {} takes no cut (the next"
+                            + " checkpoint of its slots is a base)",
+                    shardId,
+                    checkpoint.id());
+            return;
+        }
+        try {
+            cuts.values().removeIf(cut -> cut.covered().intersects(slots));
+            final int epoch = ++cutEpochs;
+            final Map<String, ParameterTable> byName = new LinkedHashMap<>();
+            for (final Manifest.TableEntry entry : checkpoint.manifest().tables()) {
+                final ParameterTable table = tables.get(entry.name());
+                if (table == null || !table.markCut(epoch)) {
+                    return;
+                }
+                byName.put(table.name(), table);
+            }
+            cuts.put(checkpoint.id(), new Cut(epoch, (BitSet) slots.clone(), byName));
+        } finally {
+            checkpointLock.unlock();
+        }
     }
 
     /**
@@ -1051,6 +1098,7 @@ public final class Shard implements AutoCloseable {
         for (final ParameterTable table : tables.values()) {
             table.materializeDense(slots::get);
         }
+        rememberRestoredCut(checkpoint, slots);
         ownership.endRestore(slots);
         LOG.info(
                 "shard {} restored {} rows of {} slots from checkpoint {}",

@@ -130,6 +130,125 @@ class DeltaCheckpointTest {
         }
     }
 
+    /**
+     * A shard that restored a checkpoint (a fresh one, as after a restart) takes the restore as that checkpoint's
+     * cut: its next delta holds only the rows changed and removed since, not every row it loaded, and the chain
+     * restores exactly. The size fails if restored rows keep the stamps of their load; the contents fail if the cut is
+     * taken before the load ends or the removal log does not start at it.
+     */
+    @Test
+    void shouldWriteASmallExactDeltaOfTheCheckpointARestoreLoaded() throws Exception {
+        final URI root = directory.toUri();
+        final CheckpointStore store = new CheckpointStore(root, new Configuration());
+        final Shard writer = shard("writer");
+        writer.createTable(SCHEMA);
+        final List<Long> live = new ArrayList<>();
+        for (long key = 0; key < ROWS; key++) {
+            live.add(key * 31 + 5);
+        }
+        push(writer, live);
+        commit(store, 1, writer.writeCheckpoint(root, 1), 0, 0);
+        final Manifest base = store.get(1).orElseThrow().manifest();
+
+        final Shard restarted = shard("restarted");
+        final BitSet all = new BitSet(Slots.SLOT_COUNT);
+        all.set(0, Slots.SLOT_COUNT);
+        assertThat(restarted.restore(root, 1, all)).isEqualTo(ROWS);
+        long nextKey = -1;
+        final Map<Long, Map<Long, List<Integer>>> expected = new HashMap<>();
+        for (long id = 2; id <= 3; id++) {
+            // 1% of the rows change, 50 are created and 30 removed (restored ones, and ones created since).
+            final List<Long> changed = new ArrayList<>();
+            for (int i = 0; i < ROWS / 100; i++) {
+                changed.add(live.get(random.nextInt(live.size())));
+            }
+            for (int i = 0; i < 50; i++) {
+                changed.add(nextKey);
+                live.add(nextKey--);
+            }
+            push(restarted, changed);
+            final long[] removed = new long[30];
+            for (int i = 0; i < removed.length; i++) {
+                removed[i] = live.remove(random.nextInt(live.size()));
+            }
+            restarted.table(TABLE).removeKeys(removed, removed.length);
+            commit(
+                    store,
+                    id,
+                    restarted.writeCheckpoint(root, id, RowFileWriter.Options.defaults(), null, id - 1, true),
+                    1,
+                    id - 1);
+            expected.put(id, records(restarted));
+        }
+
+        final Manifest first = store.get(2).orElseThrow().manifest();
+        System.out.printf(
+                "first delta after a restore: %d bytes (%d rows), base %d bytes: %.2f%%%n",
+                first.totalBytes(),
+                first.totalRows(),
+                base.totalBytes(),
+                100.0 * first.totalBytes() / base.totalBytes());
+        assertThat(first.totalRows())
+                .as("rows in the first delta after the restore")
+                .isLessThan(ROWS / 100 + 60);
+        assertThat((double) first.totalBytes() / base.totalBytes())
+                .as("bytes of the first delta after the restore / its base's")
+                .isLessThan(0.03);
+        for (final long id : List.of(2L, 3L)) {
+            final Shard reader = shard("reader-" + id);
+            reader.restore(root, id, all);
+            assertThat(records(reader))
+                    .as("table restored from checkpoint %d (base 1 written, deltas after a restore)", id)
+                    .isEqualTo(expected.get(id));
+        }
+    }
+
+    /**
+     * A restore of an older checkpoint makes the shard forget its cut of a newer one (a delta of that would hold every
+     * row) and take the older one's: the delta is of the checkpoint restored, small and exact. Slots restored that are
+     * fewer than the shard serves carry no cut a delta of all of them could use.
+     */
+    @Test
+    void shouldTakeTheCutOfTheCheckpointRestoredAndForgetNewerOnes() throws Exception {
+        final URI root = directory.toUri();
+        final CheckpointStore store = new CheckpointStore(root, new Configuration());
+        final Shard shard = shard("rewinding");
+        shard.createTable(SCHEMA);
+        final List<Long> keys = new ArrayList<>();
+        for (long key = 0; key < ROWS; key++) {
+            keys.add(key * 17 + 1);
+        }
+        push(shard, keys);
+        commit(store, 1, shard.writeCheckpoint(root, 1), 0, 0);
+        final Map<Long, List<Integer>> atOne = records(shard);
+        push(shard, keys.subList(0, ROWS / 2));
+        commit(store, 2, shard.writeCheckpoint(root, 2, RowFileWriter.Options.defaults(), null, 1, true), 1, 1);
+
+        final BitSet all = new BitSet(Slots.SLOT_COUNT);
+        all.set(0, Slots.SLOT_COUNT);
+        shard.restore(root, 1, all);
+        assertThat(records(shard)).isEqualTo(atOne);
+        assertThatThrownBy(() -> shard.writeCheckpoint(root, 3, RowFileWriter.Options.defaults(), null, 2, true))
+                .isInstanceOfSatisfying(
+                        PsException.class,
+                        e -> assertThat(e.getMessage()).contains("cannot write a delta since checkpoint 2"));
+        push(shard, keys.subList(0, 10));
+        final Shard.WrittenCheckpoint delta =
+                shard.writeCheckpoint(root, 4, RowFileWriter.Options.defaults(), null, 1, true);
+        commit(store, 4, delta, 1, 1);
+        assertThat(store.get(4).orElseThrow().manifest().totalRows()).isEqualTo(10);
+        final Shard reader = shard("reader");
+        reader.restore(root, 4, all);
+        assertThat(records(reader)).isEqualTo(records(shard));
+
+        final BitSet half = new BitSet(Slots.SLOT_COUNT);
+        half.set(0, Slots.SLOT_COUNT / 2);
+        shard.restore(root, 4, half);
+        assertThatThrownBy(() -> shard.writeCheckpoint(root, 5, RowFileWriter.Options.defaults(), null, 4, true))
+                .isInstanceOfSatisfying(
+                        PsException.class, e -> assertThat(e.getMessage()).contains("its slots changed since"));
+    }
+
     @Test
     void shouldRefuseADeltaSinceACheckpointItDidNotWrite() throws Exception {
         final URI root = directory.toUri();

@@ -453,6 +453,15 @@ public final class ParameterTable {
         }));
     }
 
+    /**
+     * Takes cut {@code cutEpoch} in every partition without copying a row (see {@link PartitionStore#markCut}), after
+     * the writes queued before; true if every partition took it (none has a snapshot under way).
+     */
+    public boolean markCut(final int cutEpoch) throws InterruptedException {
+        final List<Boolean> marked = await(writers.runOnAll(partition -> partitions[partition].markCut(cutEpoch)));
+        return !marked.contains(Boolean.FALSE);
+    }
+
     /** Records one TTL eviction step looks at, so that a step costs about as much as a small push. */
     static final int EVICTION_STEP_RECORDS = 16_384;
 

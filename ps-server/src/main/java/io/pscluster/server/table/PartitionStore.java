@@ -353,6 +353,25 @@ final class PartitionStore {
         return logRemovals && sinceEpoch >= loggingSince;
     }
 
+    /**
+     * Takes cut {@code cutEpoch} without a snapshot: the rows as they are now count as that cut's (every record's stamp
+     * is at most {@code cutEpoch}, later writes are stamped above it) and removals are logged from here on if they
+     * were not. A restore takes one once it has loaded a checkpoint, so that the next delta holds only what changed
+     * since. Returns false, changing nothing, while a snapshot is under way (it owns the epochs until it ends).
+     */
+    boolean markCut(final int cutEpoch) {
+        if (snapshot != null || cutEpoch < writeEpoch - 1) {
+            return false;
+        }
+        if (!logRemovals) {
+            removals = 0;
+            logRemovals = true;
+            loggingSince = cutEpoch;
+        }
+        writeEpoch = cutEpoch + 1;
+        return true;
+    }
+
     private void pruneRemovals(final int upToEpoch) {
         int drop = 0;
         while (drop < removals && removedEpochs[drop] <= upToEpoch) {
