@@ -879,7 +879,7 @@ public final class Shard implements AutoCloseable {
      * checksums. Requests for those slots are refused with a retryable status until the restore ends. Tables the
      * checkpoint holds and the shard lacks are created.
      *
-     * @return rows restored.
+     * @return rows restored: those the checkpoint holds for {@code slots} (of a delta, what its chain leaves there).
      */
     public long restore(final URI root, final long checkpointId, final BitSet slots)
             throws IOException, InterruptedException {
@@ -1093,6 +1093,13 @@ public final class Shard implements AutoCloseable {
                         && intersects(entry.file().slots(), slots)) {
                     rows += restoreFile(fs, link, entry, slots, progress);
                 }
+            }
+        }
+        if (chain.size() > 1) {
+            // A chain loads a row once per link that holds it: count what the slots hold of the checkpoint instead.
+            rows = 0;
+            for (final String name : tableNames) {
+                rows += table(name).countRows(slots::get);
             }
         }
         for (final ParameterTable table : tables.values()) {

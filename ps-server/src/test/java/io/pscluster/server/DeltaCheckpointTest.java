@@ -123,7 +123,9 @@ class DeltaCheckpointTest {
             final Shard restored = shard("restored-" + id);
             final BitSet all = new BitSet(Slots.SLOT_COUNT);
             all.set(0, Slots.SLOT_COUNT);
-            restored.restore(root, id, all);
+            assertThat(restored.restore(root, id, all))
+                    .as("rows restored from checkpoint %d (each counted once, not once per link holding it)", id)
+                    .isEqualTo(expected.get(id).size());
             assertThat(records(restored))
                     .as("table restored from checkpoint %d", id)
                     .isEqualTo(expected.get(id));
@@ -196,7 +198,7 @@ class DeltaCheckpointTest {
                 .isLessThan(0.03);
         for (final long id : List.of(2L, 3L)) {
             final Shard reader = shard("reader-" + id);
-            reader.restore(root, id, all);
+            assertThat(reader.restore(root, id, all)).isEqualTo(expected.get(id).size());
             assertThat(records(reader))
                     .as("table restored from checkpoint %d (base 1 written, deltas after a restore)", id)
                     .isEqualTo(expected.get(id));

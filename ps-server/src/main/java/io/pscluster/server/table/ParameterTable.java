@@ -439,6 +439,20 @@ public final class ParameterTable {
         }));
     }
 
+    /** The rows of the accepted slots, counted on the writers after the writes queued before. */
+    public long countRows(final IntPredicate slotFilter) throws InterruptedException {
+        final List<Long> counts = await(writers.runOnAll(partition -> {
+            final long[] count = {0};
+            partitions[partition].forEach((id, key, touch) -> {
+                if (slotFilter.test(slotOf(key))) {
+                    count[0]++;
+                }
+            });
+            return count[0];
+        }));
+        return counts.stream().mapToLong(Long::longValue).sum();
+    }
+
     /** Drops the rows of every accepted slot, after the pushes queued before. */
     public void clearSlots(final IntPredicate slotFilter) throws InterruptedException {
         await(writers.runOnAll(partition -> {
