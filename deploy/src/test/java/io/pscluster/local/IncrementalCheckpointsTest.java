@@ -23,9 +23,10 @@ import org.junit.jupiter.api.io.TempDir;
 
 /**
  * The proxy's choice of base or delta on a real cluster (two shards, deltas on with two per base): a base first, then
- * deltas of the latest checkpoint holding only the changed rows, a base once two deltas were taken, and a base again
- * when a shard cannot write a delta (its slots changed when the other shard was lost). Restoring any checkpoint of a
- * chain gives back every record (values and Adagrad state) as it was.
+ * deltas of the latest checkpoint holding only the changed rows, a base once two deltas were taken, a small delta of
+ * an older checkpoint an operator restored, and a base again when a shard cannot write a delta (its slots changed
+ * when the other shard was lost). Restoring any checkpoint of a chain gives back every record (values and Adagrad
+ * state) as it was.
  */
 class IncrementalCheckpointsTest {
     private static final int KEYS = 5_000;
@@ -70,12 +71,24 @@ class IncrementalCheckpointsTest {
             assertThat(delta.totalRows()).isLessThanOrEqualTo(KEYS / 100);
             assertThat(delta.totalBytes()).isLessThan(base.totalBytes() / 10);
 
-            for (final long id : List.of(ids.get(2), ids.get(1), ids.get(3))) {
+            for (final long id : List.of(ids.get(2), ids.get(3), ids.get(1))) {
                 AdminCalls.restore(cluster.proxyAddress(), id);
                 assertThat(bits(cluster.dumpTable("emb")))
                         .as("records restored from checkpoint %d", id)
                         .isEqualTo(expected.get(id));
             }
+            // After a restore of an older checkpoint, the next one is a small delta of it (no id skipped).
+            push(table, random, KEYS / 100);
+            final long branch = AdminCalls.checkpointNow(cluster.proxyAddress());
+            final Map<Long, List<Integer>> atBranch = bits(cluster.dumpTable("emb"));
+            assertThat(branch).isEqualTo(ids.get(3) + 1);
+            assertThat(kinds(store, List.of(branch))).containsExactly("delta of " + ids.get(1));
+            assertThat(store.get(branch).orElseThrow().manifest().totalRows()).isLessThanOrEqualTo(KEYS / 100);
+            push(table, random, KEYS / 100);
+            AdminCalls.restore(cluster.proxyAddress(), branch);
+            assertThat(bits(cluster.dumpTable("emb")))
+                    .as("records restored from checkpoint %d", branch)
+                    .isEqualTo(atBranch);
 
             // A shard whose slots changed since the latest checkpoint cannot write a delta of it: a base is taken.
             cluster.crashShard(0);

@@ -57,6 +57,13 @@ final class CheckpointCoordinator {
     private final Settings settings;
     private final WorkerPauses pauses;
     private volatile JobStates jobStates = new JobStates(-1, Map.of());
+    /**
+     * The checkpoint every slot owner restored last, until the next commit (0: none since): the shards hold its cut
+     * then, not the latest's, so the next checkpoint is a delta of it. Not persisted: a restarted proxy takes a delta of
+     * the latest, which the shards refuse after such a restore, and a base follows. Guarded by this coordinator.
+     */
+    private long restoredFrom;
+
     private final OperationBoard operations = new OperationBoard();
 
     /**
@@ -190,13 +197,14 @@ final class CheckpointCoordinator {
     }
 
     /**
-     * The checkpoint the next one can be a delta of: the latest committed one, while its chain holds fewer than
+     * The checkpoint the next one can be a delta of: the latest committed one (or the one every shard restored since,
+     * see {@link #previousId}), while its chain holds fewer than
      * {@link Settings#deltasPerBase} deltas, their bytes stay under half the base's and every file of the chain is
      * there (a delta on a lost file would leave this checkpoint and every later delta unrestorable); empty when a
      * base is due. The presence check asks the filesystem for each file's length, reading no data.
      */
     private Optional<CheckpointInfo> deltaParent() throws IOException {
-        final long latest = state.latestCheckpointId();
+        final long latest = previousId();
         if (settings.deltasPerBase() <= 0 || latest <= 0) {
             return Optional.empty();
         }
@@ -236,6 +244,14 @@ final class CheckpointCoordinator {
         return parent;
     }
 
+    /**
+     * The checkpoint the shards' state follows from: the latest committed, unless every slot owner restored another
+     * one since (an operator's restore of an older checkpoint); a delta is of it, and the shards keep its cut.
+     */
+    private long previousId() {
+        return restoredFrom > 0 ? restoredFrom : state.latestCheckpointId();
+    }
+
     /** Takes a checkpoint: a delta of {@code parent}, or a base when it is null. */
     private Taken checkpointNow(final CheckpointInfo parent, final boolean pauseWorkers)
             throws IOException, InterruptedException {
@@ -244,6 +260,7 @@ final class CheckpointCoordinator {
         final String[] slotOwners = state.slotOwners();
         final long epoch = state.epoch();
         final long id = store.nextId();
+        LOG.info("checkpoint {} begins: {}", id, parent == null ? "a base" : "a delta of checkpoint " + parent.id());
         final OperationBoard.Operation operation = operations.begin("checkpoint", id);
         try {
             final Taken taken = checkpointNow(parent, pauseWorkers, owners, tables, slotOwners, epoch, id, operation);
@@ -333,7 +350,7 @@ final class CheckpointCoordinator {
                 .setCodec(settings.codec().toProto())
                 .setReplication(settings.replication())
                 .setBlockSize(settings.blockSize())
-                .setSinceCheckpointId(state.latestCheckpointId())
+                .setSinceCheckpointId(previousId())
                 .setDelta(parent != null)
                 .build();
         operation.fanOut("cut", shardIds(owners));
@@ -405,6 +422,7 @@ final class CheckpointCoordinator {
                         files,
                         properties);
         store.commit(manifest);
+        restoredFrom = 0;
         try {
             state.checkpointCommitted(id, manifest.createdMillis());
         } catch (PsException e) {
@@ -642,6 +660,7 @@ final class CheckpointCoordinator {
                 settings.watch(),
                 operation);
         final long rows = restored.stream().mapToLong(Long::longValue).sum();
+        restoredFrom = checkpoint.id();
         LOG.info("restored checkpoint {}: {} rows into {} shards", checkpoint.id(), rows, owners.size());
         return new Restored(checkpoint, rows);
     }
