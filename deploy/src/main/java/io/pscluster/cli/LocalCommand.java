@@ -1,6 +1,7 @@
 package io.pscluster.cli;
 
 import io.pscluster.local.LocalCluster;
+import io.pscluster.proxy.ProxyServer;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
@@ -43,10 +44,11 @@ final class LocalCommand implements Callable<Integer> {
 
     @Option(
             names = "--deltas-per-base",
-            defaultValue = "0",
+            defaultValue = "" + ProxyServer.Context.DEFAULT_DELTAS_PER_BASE,
             description = "Incremental checkpoints: take up to this many deltas (rows changed or removed since the"
                     + " previous checkpoint) between two full bases, a base sooner once the deltas outgrow half of it;"
-                    + " 0 (default): every checkpoint is a base. A delta restores and exports with its chain.")
+                    + " default ${DEFAULT-VALUE}; 0: every checkpoint is a base. A delta restores and exports with its"
+                    + " chain.")
     int deltasPerBase;
 
     @Option(

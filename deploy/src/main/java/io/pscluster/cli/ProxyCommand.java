@@ -92,10 +92,11 @@ final class ProxyCommand implements Callable<Integer> {
 
     @Option(
             names = "--deltas-per-base",
-            defaultValue = "0",
+            defaultValue = "" + ProxyServer.Context.DEFAULT_DELTAS_PER_BASE,
             description = "Incremental checkpoints: take up to this many deltas (rows changed or removed since the"
                     + " previous checkpoint) between two full bases, a base sooner once the deltas outgrow half of it;"
-                    + " 0 (default): every checkpoint is a base. A delta restores and exports with its chain.")
+                    + " default ${DEFAULT-VALUE}; 0: every checkpoint is a base. A delta restores and exports with its"
+                    + " chain.")
     int deltasPerBase;
 
     @Option(

@@ -193,7 +193,7 @@ public final class LocalCluster implements AutoCloseable {
         private long workerLeaseMs = 3_000;
         private String checkpointCodec = "zstd";
         private int keepCheckpoints = 5;
-        private int deltasPerBase;
+        private int deltasPerBase = ProxyServer.Context.DEFAULT_DELTAS_PER_BASE;
         private long checkpointPauseMs = 10_000;
         private long maxCheckpointAgeMs;
         private long checkpointStallTimeoutMs = 120_000;
@@ -215,7 +215,7 @@ public final class LocalCluster implements AutoCloseable {
             return this;
         }
 
-        /** Deltas between two bases (0, the default: every checkpoint is a base). */
+        /** Deltas between two bases (default {@value ProxyServer.Context#DEFAULT_DELTAS_PER_BASE}); 0: every checkpoint is a base. */
         public Builder deltasPerBase(final int value) {
             deltasPerBase = value;
             return this;

@@ -33,7 +33,7 @@ import org.junit.jupiter.api.io.TempDir;
 /**
  * {@code psctl checkpoint list / verify / delete} on a real HDFS with no cluster running, found through
  * {@code --hadoop-conf} alone (the checkpoint URI names no NameNode), after a cluster trained the example and kept its
- * last two checkpoints: the output, the damage each command names, and the exit codes.
+ * last two checkpoints (bases: deltas off): the output, the damage each command names, and the exit codes.
  */
 class CheckpointToolsTest {
     @TempDir
@@ -74,6 +74,9 @@ class CheckpointToolsTest {
                 .checkpointRoot(hdfs.getURI() + "/pscluster/tools")
                 .hadoopConf(hdfs.getConfiguration(0))
                 .keepCheckpoints(2)
+                // Bases: each damaged checkpoint below is one whose own two files are damaged (no chain). The tools on
+                // deltas: shouldRefuseToDeleteABaseAKeptDeltaNeedsUnlessForced, and IncrementalCheckpointsTest.
+                .deltasPerBase(0)
                 .start()) {
             LogisticRegression.train(
                     cluster.proxyAddress(),

@@ -7,6 +7,7 @@ import io.grpc.ManagedChannel;
 import io.grpc.ManagedChannelBuilder;
 import io.pscluster.checkpoint.CheckpointInfo;
 import io.pscluster.checkpoint.CheckpointStore;
+import io.pscluster.checkpoint.Manifest;
 import io.pscluster.checkpoint.PausePoints;
 import io.pscluster.local.AdminCalls;
 import io.pscluster.proto.v1.AdminServiceGrpc;
@@ -23,6 +24,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
@@ -43,10 +45,13 @@ import org.junit.jupiter.params.provider.EnumSource;
 /**
  * Crash consistency of a checkpoint on HDFS: the process writing it is killed ({@code kill -9}) at each step of the
  * protocol, stopped there by a named pause point ({@link PausePoints}) rather than after a sleep, then restarted on
- * the same checkpoint root (and, for the proxy, the same state directory). The checkpoint that a restore of "the
- * latest" then loads must be the previous one when the kill came before the manifest's rename, the new one after it,
- * bit for bit (pulled values, and the rows of the next checkpoint with their Adagrad accumulators); the next
- * checkpoint commits and retention removes the killed one's orphaned files.
+ * the same checkpoint root (and, for the proxy, the same state directory). The checkpoint killed is a delta (deltas
+ * are on by default; the previous checkpoint is a delta too) and, once, a base with deltas off. The checkpoint that a
+ * restore of "the latest" then loads must be the previous one when the kill came before the manifest's rename, the
+ * new one after it, bit for bit (pulled values, and the rows of the next checkpoint with their Adagrad accumulators,
+ * each checkpoint read through its chain); the next checkpoint commits with the next id, a delta of the checkpoint
+ * restored that holds no row (nothing changed since the restore), and retention removes the killed one's orphaned
+ * files.
  */
 @Tag("slow")
 class CheckpointCrashTest {
@@ -57,21 +62,25 @@ class CheckpointCrashTest {
     @TempDir
     Path dir;
 
-    /** Where the writer is killed, which process that is, and which checkpoint must survive. */
+    /** Where the writer is killed, which process that is, which checkpoint must survive, and deltas on or off. */
     enum Crash {
-        MID_ROW_FILE(PausePoints.MID_ROW_FILE, "s0", false),
-        BEFORE_MANIFEST(PausePoints.BEFORE_MANIFEST, "proxy", false),
-        BEFORE_RENAME(PausePoints.BEFORE_RENAME, "proxy", false),
-        AFTER_RENAME(PausePoints.AFTER_RENAME, "proxy", true);
+        MID_BASE_FILE(PausePoints.MID_ROW_FILE, "s0", false, false),
+        MID_DELTA_FILE(PausePoints.MID_ROW_FILE, "s0", false, true),
+        BEFORE_MANIFEST(PausePoints.BEFORE_MANIFEST, "proxy", false, true),
+        BEFORE_RENAME(PausePoints.BEFORE_RENAME, "proxy", false, true),
+        AFTER_RENAME(PausePoints.AFTER_RENAME, "proxy", true, true);
 
         final String point;
         final String victim;
         final boolean committed;
+        /** Deltas on (the default): the checkpoint killed is a delta of the previous one, itself a delta. */
+        final boolean deltas;
 
-        Crash(final String point, final String victim, final boolean committed) {
+        Crash(final String point, final String victim, final boolean committed, final boolean deltas) {
             this.point = point;
             this.victim = victim;
             this.committed = committed;
+            this.deltas = deltas;
         }
     }
 
@@ -99,9 +108,10 @@ class CheckpointCrashTest {
             throws Exception {
         final String root = hdfs.getURI() + "/crash/" + crash.name().toLowerCase();
         final CheckpointStore store = new CheckpointStore(URI.create(root), conf);
+        final String[] deltas = crash.deltas ? new String[0] : new String[] {"--deltas-per-base", "0"};
         try (ProcessCluster cluster = new ProcessCluster(dir, 3_000, 500, 300)) {
             cluster.checkpointRoot(root);
-            startProxy(cluster);
+            startProxy(cluster, deltas);
             cluster.startShard("s0", "--hadoop-conf", hadoopConf.toString());
             cluster.startShard("s1", "--hadoop-conf", hadoopConf.toString());
             await().atMost(Duration.ofSeconds(30)).until(cluster::allSlotsServed);
@@ -109,10 +119,22 @@ class CheckpointCrashTest {
             try (PsClient client = PsClient.connect(
                     new PsClient.Context().proxyAddress(cluster.proxyAddress()).deadlineMs(60_000))) {
                 final PsTable table = client.createTable(ModelRows.schema("emb"));
-                final int[] previousValues = ModelRows.pushRound(table, keys, 1, ModelRows.pull(table, keys));
-                final long previous = AdminCalls.checkpointNow(cluster.proxyAddress());
+                int[] previousValues = ModelRows.pushRound(table, keys, 1, ModelRows.pull(table, keys));
+                final long base = AdminCalls.checkpointNow(cluster.proxyAddress());
+                long previous = base;
+                final List<Long> before = new ArrayList<>(List.of(base));
+                if (crash.deltas) {
+                    // A tenth of the rows change: a small delta of the base, which the killed one is a delta of.
+                    final long[] some = Arrays.copyOf(keys, keys.length / 10);
+                    ModelRows.pushRound(table, some, 2, ModelRows.pull(table, some));
+                    previousValues = ModelRows.pull(table, keys);
+                    previous = AdminCalls.checkpointNow(cluster.proxyAddress());
+                    assertThat(kind(store, previous)).isEqualTo("delta of " + base);
+                    assertThat(ModelRows.ownRows(store, previous)).isEqualTo(some.length);
+                    before.add(0, previous);
+                }
                 assertThat(ModelRows.pull(table, keys)).isEqualTo(previousValues);
-                final int[] newValues = ModelRows.pushRound(table, keys, 2, previousValues);
+                final int[] newValues = ModelRows.pushRound(table, keys, 3, previousValues);
 
                 if (crash.victim.equals("proxy")) {
                     cluster.injectProxyFault(crash.point, true);
@@ -121,12 +143,17 @@ class CheckpointCrashTest {
                 }
                 final CompletableFuture<Long> killed =
                         CompletableFuture.supplyAsync(() -> AdminCalls.checkpointNow(cluster.proxyAddress()));
+                final long crashed = previous + 1;
+                cluster.awaitLine(
+                        "proxy",
+                        Pattern.compile("checkpoint " + crashed + " begins: "
+                                + (crash.deltas ? "a delta of checkpoint " + previous : "a base")),
+                        60_000);
                 final String where = cluster.awaitLine(
                                 crash.victim,
                                 Pattern.compile(Pattern.quote(PausePoints.MARKER + crash.point) + " at (.+)"),
                                 60_000)
                         .group(1);
-                final long crashed = previous + 1;
                 assertStoppedAt(crash, store, crashed, where);
                 cluster.kill9(crash.victim);
                 assertThat(killed)
@@ -134,7 +161,7 @@ class CheckpointCrashTest {
                         .failsWithin(Duration.ofSeconds(60));
 
                 if (crash.victim.equals("proxy")) {
-                    startProxy(cluster);
+                    startProxy(cluster, deltas);
                 } else {
                     cluster.startShard(crash.victim, "--hadoop-conf", hadoopConf.toString());
                 }
@@ -142,16 +169,16 @@ class CheckpointCrashTest {
                 final long expected = crash.committed ? crashed : previous;
                 assertThat(store.list().stream().map(CheckpointInfo::id))
                         .as("complete checkpoints after the kill")
-                        .containsExactlyElementsOf(crash.committed ? List.of(crashed, previous) : List.of(previous));
+                        .containsExactlyElementsOf(crash.committed ? with(crashed, before) : before);
                 assertThat(store.latest()).map(CheckpointInfo::id).contains(expected);
-                if (crash == Crash.MID_ROW_FILE) {
+                if (crash.victim.equals("s0")) {
                     // The killed shard's slots went to the other one, from the previous checkpoint, and it says so.
                     // Reported once the killed shard's lease has lapsed, which may come after its restart.
                     await().atMost(Duration.ofSeconds(60))
                             .untilAsserted(() -> assertThat(cluster.status().getRollbacksList())
                                     .as(cluster.logs())
                                     .anySatisfy(event ->
-                                            assertThat(event.getCheckpointId()).isEqualTo(previous)));
+                                            assertThat(event.getCheckpointId()).isEqualTo(expected)));
                 }
 
                 final RestoreResponse restored = restoreLatest(cluster.proxyAddress());
@@ -162,7 +189,26 @@ class CheckpointCrashTest {
                         .isEqualTo(crash.committed ? newValues : previousValues);
 
                 final long next = AdminCalls.checkpointNow(cluster.proxyAddress());
-                assertThat(next).as("ids are never reused").isEqualTo(crashed + 1);
+                assertThat(next)
+                        .as("ids are never reused, and none is skipped\n%s", cluster.logs())
+                        .isEqualTo(crashed + 1);
+                if (crash.deltas && !crash.committed) {
+                    // The shards took the restore as the cut of the checkpoint restored: nothing changed since.
+                    assertThat(kind(store, next)).as(cluster.logs()).isEqualTo("delta of " + expected);
+                    assertThat(ModelRows.ownRows(store, next)).isZero();
+                } else {
+                    if (crash.deltas) {
+                        // The crashed delta committed, holding every row: its chain's deltas outgrew half the base.
+                        final List<CheckpointInfo> chain =
+                                store.chain(store.get(expected).orElseThrow());
+                        final long deltaBytes = chain.subList(1, chain.size()).stream()
+                                .mapToLong(link -> link.manifest().totalBytes())
+                                .sum();
+                        assertThat(deltaBytes)
+                                .isGreaterThan(chain.get(0).manifest().totalBytes() / 2);
+                    }
+                    assertThat(kind(store, next)).as(cluster.logs()).isEqualTo("base");
+                }
                 ModelRows.assertSameRows(
                         ModelRows.rowsOf(store, next),
                         ModelRows.rowsOf(store, expected),
@@ -172,8 +218,7 @@ class CheckpointCrashTest {
                         .as("the directory of checkpoint %d after the next commit", crashed)
                         .isEqualTo(crash.committed);
                 assertThat(store.list().stream().map(CheckpointInfo::id))
-                        .containsExactlyElementsOf(
-                                crash.committed ? List.of(next, crashed, previous) : List.of(next, previous));
+                        .containsExactlyElementsOf(with(next, crash.committed ? with(crashed, before) : before));
             }
         }
     }
@@ -242,6 +287,9 @@ class CheckpointCrashTest {
 
                 final long next = AdminCalls.checkpointNow(cluster.proxyAddress());
                 assertThat(next).isEqualTo(crashed + 1);
+                // A delta of the checkpoint restored last (a branch beside the crashed one if that one committed).
+                assertThat(kind(store, next)).isEqualTo("delta of " + previous);
+                assertThat(ModelRows.ownRows(store, next)).isZero();
                 ModelRows.assertSameRows(
                         ModelRows.rowsOf(store, next),
                         ModelRows.rowsOf(store, previous),
@@ -270,7 +318,7 @@ class CheckpointCrashTest {
         assertThat(names.stream().anyMatch(name -> name.startsWith(CheckpointStore.MANIFEST + ".tmp-")))
                 .as("%s: %s", crash, names)
                 .isEqualTo(crash == Crash.BEFORE_RENAME);
-        if (crash == Crash.MID_ROW_FILE) {
+        if (crash.point.equals(PausePoints.MID_ROW_FILE)) {
             // The other shard may or may not have its file yet; the stopped one's is there, half written.
             assertThat(fs.exists(new org.apache.hadoop.fs.Path(where)))
                     .as(where)
@@ -281,8 +329,23 @@ class CheckpointCrashTest {
         }
     }
 
-    private static void startProxy(final ProcessCluster cluster) throws Exception {
-        cluster.startProxy("--hadoop-conf", hadoopConf.toString());
+    private static void startProxy(final ProcessCluster cluster, final String... extra) throws Exception {
+        final List<String> args = new ArrayList<>(List.of("--hadoop-conf", hadoopConf.toString()));
+        args.addAll(List.of(extra));
+        cluster.startProxy(args.toArray(new String[0]));
+    }
+
+    /** "base", or "delta of <parent>". */
+    static String kind(final CheckpointStore store, final long id) throws IOException {
+        final Manifest manifest = store.get(id).orElseThrow().manifest();
+        return manifest.kind() == Manifest.Kind.BASE ? "base" : "delta of " + manifest.parentId();
+    }
+
+    /** {@code newest}, then {@code older}. */
+    private static List<Long> with(final long newest, final List<Long> older) {
+        final List<Long> ids = new ArrayList<>(List.of(newest));
+        ids.addAll(older);
+        return ids;
     }
 
     /**

@@ -18,7 +18,9 @@ import java.io.IOException;
 import java.time.Duration;
 import java.util.Arrays;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.Map;
+import java.util.Set;
 import java.util.SplittableRandom;
 
 /**
@@ -95,22 +97,54 @@ final class ModelRows {
         return bits;
     }
 
-    /** Every row of checkpoint {@code id} (values and optimizer slots, raw bits) by key, read from its files. */
+    /**
+     * Every row of checkpoint {@code id} (values and optimizer slots, raw bits) by key, read from the files of its
+     * chain as a restore reads them: the base, then each delta's removed keys and rows, oldest first. A key is held
+     * at most once by the row files of one checkpoint.
+     */
     static Map<Long, int[]> rowsOf(final CheckpointStore store, final long id) throws IOException {
         final CheckpointInfo checkpoint = store.get(id).orElseThrow(() -> new AssertionError("no checkpoint " + id));
         final Map<Long, int[]> rows = new HashMap<>();
-        for (final Manifest.FileEntry entry : checkpoint.manifest().files()) {
-            RowFileReader.read(store.fileSystem(), checkpoint.dir(), entry.file(), slot -> true, (slot, key, row) -> {
-                final int[] bits = new int[row.length];
-                for (int i = 0; i < row.length; i++) {
-                    bits[i] = Float.floatToRawIntBits(row[i]);
+        for (final CheckpointInfo link : store.chain(checkpoint)) {
+            for (final Manifest.FileEntry entry : link.manifest().files()) {
+                if (entry.removedKeys()) {
+                    RowFileReader.read(
+                            store.fileSystem(),
+                            link.dir(),
+                            entry.file(),
+                            slot -> true,
+                            (slot, key, row) -> rows.remove(key));
                 }
-                assertThat(rows.put(key, bits))
-                        .as("key %d twice in checkpoint %d", key, id)
-                        .isNull();
-            });
+            }
+            final Set<Long> inLink = new HashSet<>();
+            for (final Manifest.FileEntry entry : link.manifest().files()) {
+                if (entry.removedKeys()) {
+                    continue;
+                }
+                RowFileReader.read(store.fileSystem(), link.dir(), entry.file(), slot -> true, (slot, key, row) -> {
+                    final int[] bits = new int[row.length];
+                    for (int i = 0; i < row.length; i++) {
+                        bits[i] = Float.floatToRawIntBits(row[i]);
+                    }
+                    assertThat(inLink.add(key))
+                            .as("key %d twice in checkpoint %d", key, link.id())
+                            .isTrue();
+                    rows.put(key, bits);
+                });
+            }
         }
         return rows;
+    }
+
+    /** The rows checkpoint {@code id} itself holds (a delta's: those changed since its parent). */
+    static long ownRows(final CheckpointStore store, final long id) throws IOException {
+        final Manifest manifest = store.get(id)
+                .orElseThrow(() -> new AssertionError("no checkpoint " + id))
+                .manifest();
+        return manifest.files().stream()
+                .filter(entry -> !entry.removedKeys())
+                .mapToLong(entry -> entry.file().rows())
+                .sum();
     }
 
     /** Same keys, and every row bit for bit the same; the message names the first row that differs. */

@@ -8,6 +8,7 @@ import io.pscluster.proto.v1.OptimizerKind;
 import io.pscluster.proto.v1.OptimizerSpec;
 import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
+import io.pscluster.proxy.ProxyServer;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
 import java.net.URI;
@@ -100,6 +101,102 @@ class IncrementalCheckpointsTest {
                     .until(() -> AdminCalls.checkpointNow(cluster.proxyAddress()), id -> id > 0);
             assertThat(store.get(after).orElseThrow().manifest().kind()).isEqualTo(Manifest.Kind.BASE);
         }
+    }
+
+    /**
+     * With the defaults (deltas on, {@value ProxyServer.Context#DEFAULT_DELTAS_PER_BASE} per base) and only the two
+     * newest checkpoints kept by count: retention keeps every base and parent a kept delta needs and deletes the rest
+     * once a new base makes them unneeded. The whole cluster is then restarted (new proxy state, new shards): it comes
+     * back from the latest delta's chain exactly, and its first checkpoint after that restore, with 1% of the rows
+     * changed, is a small delta of the checkpoint restored (not a delta holding every restored row), which restores
+     * exactly in turn.
+     */
+    @Test
+    void shouldKeepTheBasesOfKeptDeltasAndTakeASmallDeltaAfterARestartWithTheDefaults() throws Exception {
+        final String root = dir.resolve("ckpt").toUri().toString();
+        final CheckpointStore store = new CheckpointStore(URI.create(root), new Configuration());
+        final Random random = new Random(13);
+        final Map<Long, Map<Long, List<Integer>>> expected = new TreeMap<>();
+        final List<Long> ids = new ArrayList<>();
+        try (LocalCluster cluster = LocalCluster.builder()
+                        .shards(2)
+                        .checkpointRoot(root)
+                        .stateDir(dir.resolve("state-1").toString())
+                        .keepCheckpoints(2)
+                        .start();
+                PsClient client = PsClient.connect(cluster.proxyAddress())) {
+            final PsTable table = client.createTable(schema());
+            push(table, random, KEYS);
+            final List<List<Long>> kept = new ArrayList<>();
+            for (int round = 0; round < 7; round++) {
+                final long id = AdminCalls.checkpointNow(cluster.proxyAddress());
+                ids.add(id);
+                expected.put(id, bits(cluster.dumpTable("emb")));
+                kept.add(store.list().stream()
+                        .map(io.pscluster.checkpoint.CheckpointInfo::id)
+                        .toList());
+                push(table, random, KEYS / 100);
+            }
+            assertThat(kinds(store, ids.subList(5, 7))).containsExactly("base", "delta of " + ids.get(5));
+            assertThat(ids).containsExactly(1L, 2L, 3L, 4L, 5L, 6L, 7L);
+            // Checkpoints 1 to 5 are a base and four deltas: all stay while 5 is kept, and go once 7 (a delta of the
+            // base 6) and 6 are the two newest.
+            assertThat(kept)
+                    .containsExactly(
+                            List.of(1L),
+                            List.of(2L, 1L),
+                            List.of(3L, 2L, 1L),
+                            List.of(4L, 3L, 2L, 1L),
+                            List.of(5L, 4L, 3L, 2L, 1L),
+                            List.of(6L, 5L, 4L, 3L, 2L, 1L),
+                            List.of(7L, 6L));
+        }
+
+        try (LocalCluster cluster = LocalCluster.builder()
+                        .shards(2)
+                        .checkpointRoot(root)
+                        .stateDir(dir.resolve("state-2").toString())
+                        .keepCheckpoints(2)
+                        .start();
+                PsClient client = PsClient.connect(cluster.proxyAddress())) {
+            cluster.awaitHealthy(60_000);
+            assertThat(bits(cluster.dumpTable("emb")))
+                    .as("records after the restart (checkpoint 7, a delta of 6)")
+                    .isEqualTo(expected.get(7L));
+            push(client.table("emb"), random, KEYS / 100);
+            // Refused (FAILED_PRECONDITION) until the proxy has heard from every shard that its restore is done.
+            final long next = org.awaitility.Awaitility.await()
+                    .atMost(java.time.Duration.ofSeconds(60))
+                    .ignoreExceptions()
+                    .until(() -> AdminCalls.checkpointNow(cluster.proxyAddress()), id -> id > 0);
+            final Map<Long, List<Integer>> atNext = bits(cluster.dumpTable("emb"));
+            assertThat(kinds(store, List.of(next))).containsExactly("delta of 7");
+            final Manifest delta = store.get(next).orElseThrow().manifest();
+            final Manifest base = store.get(6L).orElseThrow().manifest();
+            System.out.printf(
+                    "first delta after a restart: %d rows, %d bytes; base %d rows, %d bytes%n",
+                    delta.totalRows(), delta.totalBytes(), base.totalRows(), base.totalBytes());
+            assertThat(delta.totalRows())
+                    .as("rows of the first delta after the restart")
+                    .isLessThanOrEqualTo(KEYS / 100);
+            assertThat(delta.totalBytes()).isLessThan(base.totalBytes() / 10);
+            push(client.table("emb"), random, KEYS / 100);
+            AdminCalls.restore(cluster.proxyAddress(), next);
+            assertThat(bits(cluster.dumpTable("emb")))
+                    .as("records restored from checkpoint %d", next)
+                    .isEqualTo(atNext);
+        }
+    }
+
+    private static TableSchema schema() {
+        return TableSchema.newBuilder()
+                .setName("emb")
+                .setKind(TableKind.SPARSE)
+                .setDim(DIM)
+                .setOptimizer(OptimizerSpec.newBuilder()
+                        .setKind(OptimizerKind.ADAGRAD)
+                        .setLearningRate(0.05f))
+                .build();
     }
 
     private static void push(final PsTable table, final Random random, final int count) {

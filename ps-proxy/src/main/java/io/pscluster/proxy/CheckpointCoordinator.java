@@ -131,8 +131,8 @@ final class CheckpointCoordinator {
     /** A shard's checkpoint write or restore fails after this long without progress, unless set otherwise. */
     static final long DEFAULT_STALL_TIMEOUT_MS = 120_000;
 
-    /** Off by default: the offline export reads bases only (for now). */
-    static final int DEFAULT_DELTAS_PER_BASE = 0;
+    /** Deltas after each base unless told otherwise (0 turns deltas off); see the README on choosing K. */
+    static final int DEFAULT_DELTAS_PER_BASE = 4;
     /** A base comes once the deltas since the last one hold more than this share of its bytes. */
     private static final double MAX_DELTA_SHARE = 0.5;
     /** What a shard's refusal to write a delta says (then the checkpoint is taken again as a base). */

@@ -313,6 +313,9 @@ public final class ProxyServer implements AutoCloseable {
 
     /** Start-up settings, validated once by {@link ProxyServer#start}. */
     public static final class Context {
+        /** Deltas between two bases unless {@link #deltasPerBase} says otherwise. */
+        public static final int DEFAULT_DELTAS_PER_BASE = CheckpointCoordinator.DEFAULT_DELTAS_PER_BASE;
+
         private int port;
         private String checkpointRoot = "";
         private long heartbeatIntervalMs = 1_000;
@@ -452,8 +455,8 @@ public final class ProxyServer implements AutoCloseable {
         }
 
         /**
-         * Checkpoints taken as deltas (rows changed and removed since the previous one) between two bases; 0 (the
-         * default): every checkpoint is a base.
+         * Checkpoints taken as deltas (rows changed and removed since the previous one) between two bases (default
+         * {@value #DEFAULT_DELTAS_PER_BASE}); 0: every checkpoint is a base.
          */
         public Context deltasPerBase(final int value) {
             deltasPerBase = value;
