@@ -91,6 +91,10 @@ class IncrementalCheckpointsTest {
                     .as("records restored from checkpoint %d", branch)
                     .isEqualTo(atBranch);
 
+            // Back to the base 4 (a delta of it is due next, not a base: its chain has no delta yet).
+            AdminCalls.restore(cluster.proxyAddress(), ids.get(3));
+            assertThat(bits(cluster.dumpTable("emb"))).isEqualTo(expected.get(ids.get(3)));
+
             // A shard whose slots changed since the latest checkpoint cannot write a delta of it: a base is taken.
             cluster.crashShard(0);
             cluster.awaitHealthy(60_000);
@@ -100,6 +104,29 @@ class IncrementalCheckpointsTest {
                     .ignoreExceptions()
                     .until(() -> AdminCalls.checkpointNow(cluster.proxyAddress()), id -> id > 0);
             assertThat(store.get(after).orElseThrow().manifest().kind()).isEqualTo(Manifest.Kind.BASE);
+            // The refused delta's id was skipped: never committed, its directory gone with the base's commit, and
+            // nothing else minds the gap: the list holds every committed checkpoint, each chain verifies, and the
+            // base restores.
+            assertThat(after).as("the refused delta took an id").isGreaterThan(branch + 1);
+            for (long skipped = branch + 1; skipped < after; skipped++) {
+                assertThat(store.get(skipped)).as("checkpoint %d", skipped).isEmpty();
+                assertThat(store.fileSystem().exists(store.checkpointDir(skipped)))
+                        .as("directory of checkpoint %d after the next commit", skipped)
+                        .isFalse();
+            }
+            final List<Long> committed = new ArrayList<>(ids);
+            committed.add(branch);
+            committed.add(after);
+            committed.sort(java.util.Comparator.reverseOrder());
+            assertThat(store.list().stream().map(io.pscluster.checkpoint.CheckpointInfo::id))
+                    .containsExactlyElementsOf(committed);
+            for (final io.pscluster.checkpoint.CheckpointInfo checkpoint : store.list()) {
+                store.verify(checkpoint);
+            }
+            final Map<Long, List<Integer>> atAfter = bits(cluster.dumpTable("emb"));
+            push(table, random, KEYS / 100);
+            AdminCalls.restore(cluster.proxyAddress(), after);
+            assertThat(bits(cluster.dumpTable("emb"))).isEqualTo(atAfter);
         }
     }
 
