@@ -251,6 +251,66 @@ class DeltaCheckpointTest {
                         PsException.class, e -> assertThat(e.getMessage()).contains("its slots changed since"));
     }
 
+    /**
+     * A restore that ends while a checkpoint is being written on the shard (here parked mid row file by pause point
+     * {@link io.pscluster.checkpoint.PausePoints#MID_ROW_FILE}) neither waits for it nor takes a cut (the snapshot
+     * owns the epochs): a delta of the restored slots since the checkpoint restored is refused, and the proxy would
+     * take a base. The restore would hang if it waited for the checkpoint; the delta would be written if it took the
+     * cut.
+     */
+    @Test
+    void shouldTakeNoCutForARestoreThatEndsWhileACheckpointIsBeingWritten() throws Exception {
+        final URI root = directory.toUri();
+        final CheckpointStore store = new CheckpointStore(root, new Configuration());
+        final Shard shard = shard("busy");
+        shard.createTable(SCHEMA);
+        final List<Long> keys = new ArrayList<>();
+        for (long key = 0; key < 4 * ROWS; key++) {
+            keys.add(key * 13 + 7);
+        }
+        push(shard, keys);
+        commit(store, 1, shard.writeCheckpoint(root, 1), 0, 0);
+        final BitSet written = new BitSet(Slots.SLOT_COUNT);
+        written.set(0, Slots.SLOT_COUNT / 2);
+        final BitSet restored = new BitSet(Slots.SLOT_COUNT);
+        restored.set(Slots.SLOT_COUNT / 2, Slots.SLOT_COUNT);
+
+        io.pscluster.checkpoint.PausePoints.arm(io.pscluster.checkpoint.PausePoints.MID_ROW_FILE);
+        final java.util.concurrent.CompletableFuture<Shard.WrittenCheckpoint> writing;
+        try {
+            writing = java.util.concurrent.CompletableFuture.supplyAsync(() -> {
+                try {
+                    return shard.writeCheckpoint(root, 2, RowFileWriter.Options.defaults(), written, 1, false);
+                } catch (Exception e) {
+                    throw new java.util.concurrent.CompletionException(e);
+                }
+            });
+            org.awaitility.Awaitility.await()
+                    .atMost(java.time.Duration.ofSeconds(30))
+                    .until(() -> !io.pscluster.checkpoint.PausePoints.armed(
+                            io.pscluster.checkpoint.PausePoints.MID_ROW_FILE));
+            final java.util.concurrent.CompletableFuture<Long> restoring =
+                    java.util.concurrent.CompletableFuture.supplyAsync(() -> {
+                        try {
+                            return shard.restore(root, 1, restored);
+                        } catch (Exception e) {
+                            throw new java.util.concurrent.CompletionException(e);
+                        }
+                    });
+            assertThat(restoring)
+                    .as("a restore while a checkpoint is parked mid row file")
+                    .succeedsWithin(java.time.Duration.ofSeconds(30));
+            assertThat(writing).isNotDone();
+        } finally {
+            io.pscluster.checkpoint.PausePoints.disarm(io.pscluster.checkpoint.PausePoints.MID_ROW_FILE);
+        }
+        assertThat(writing).succeedsWithin(java.time.Duration.ofSeconds(30));
+        assertThatThrownBy(() -> shard.writeCheckpoint(root, 3, RowFileWriter.Options.defaults(), restored, 1, true))
+                .isInstanceOfSatisfying(
+                        PsException.class,
+                        e -> assertThat(e.getMessage()).contains("cannot write a delta since checkpoint 1"));
+    }
+
     @Test
     void shouldRefuseADeltaSinceACheckpointItDidNotWrite() throws Exception {
         final URI root = directory.toUri();
