@@ -169,10 +169,15 @@ public final class CheckpointStore implements Closeable {
         Path tmp = new Path(dir, TMP_PREFIX + UUID.randomUUID());
         boolean renamed = false;
         try {
-            try (FSDataOutputStream out = RowFileWriter.createDurable(fs, tmp, RowFileWriter.Options.defaults())) {
+            final FSDataOutputStream out = RowFileWriter.createDurable(fs, tmp, RowFileWriter.Options.defaults());
+            try {
                 out.write(bytes);
                 out.hsync();
+            } catch (IOException | RuntimeException | Error e) {
+                Closing.closeAfter(e, out);
+                throw e;
             }
+            out.close();
             // Checked again right before the rename: the write above can take a while on a busy cluster.
             if (fs.exists(target)) {
                 throw new FileAlreadyExistsException(

@@ -1,6 +1,7 @@
 package io.pscluster.server;
 
 import io.pscluster.checkpoint.CheckpointStore;
+import io.pscluster.checkpoint.Closing;
 import io.pscluster.checkpoint.Progress;
 import io.pscluster.checkpoint.RowFileInfo;
 import io.pscluster.checkpoint.RowFileWriter;
@@ -122,7 +123,8 @@ final class CheckpointParts {
                 ? CheckpointStore.removedKeysFileName(shardId, table.name(), checkpointId, files.size())
                 : CheckpointStore.fileName(shardId, table.name(), checkpointId, files.size());
         final RowFileInfo info;
-        try (RowFileWriter writer = RowFileWriter.create(fs, dir, relative, rowWidth, options, output)) {
+        final RowFileWriter writer = RowFileWriter.create(fs, dir, relative, rowWidth, options, output);
+        try {
             int next = 0;
             for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {
                 final int end = slotStarts[slot];
@@ -140,7 +142,11 @@ final class CheckpointParts {
                 }
             }
             info = writer.finish();
+        } catch (IOException | RuntimeException | Error e) {
+            Closing.closeAfter(e, writer);
+            throw e;
         }
+        writer.close();
         final CheckpointFile.Builder file = CheckpointFile.newBuilder()
                 .setPath(info.path())
                 .setTable(table.name())
