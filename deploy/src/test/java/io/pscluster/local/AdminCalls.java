@@ -7,7 +7,9 @@ import io.pscluster.proto.v1.CheckpointInfo;
 import io.pscluster.proto.v1.CheckpointNowRequest;
 import io.pscluster.proto.v1.GetRoutingTableRequest;
 import io.pscluster.proto.v1.InjectFaultRequest;
+import io.pscluster.proto.v1.JobInfo;
 import io.pscluster.proto.v1.ListCheckpointsRequest;
+import io.pscluster.proto.v1.ListJobsRequest;
 import io.pscluster.proto.v1.ListShardsRequest;
 import io.pscluster.proto.v1.ListShardsResponse;
 import io.pscluster.proto.v1.ListTablesRequest;
@@ -61,6 +63,24 @@ public final class AdminCalls {
                         .withDeadlineAfter(10, TimeUnit.SECONDS)
                         .listCheckpoints(ListCheckpointsRequest.getDefaultInstance())
                         .getCheckpointsList());
+    }
+
+    /** Every job the proxy holds, with its workers. */
+    public static List<JobInfo> jobs(final String proxy) {
+        return call(
+                proxy,
+                channel -> AdminServiceGrpc.newBlockingStub(channel)
+                        .withDeadlineAfter(10, TimeUnit.SECONDS)
+                        .listJobs(ListJobsRequest.getDefaultInstance())
+                        .getJobsList());
+    }
+
+    /** The workers of job {@code jobId} the proxy holds now (0 when it does not know the job). */
+    public static int workersOf(final String proxy, final String jobId) {
+        return jobs(proxy).stream()
+                .filter(job -> job.getSpec().getJobId().equals(jobId))
+                .mapToInt(JobInfo::getWorkersCount)
+                .sum();
     }
 
     public static RoutingTable routing(final String proxy) {

@@ -33,6 +33,7 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicLongArray;
 import org.apache.hadoop.conf.Configuration;
 import org.junit.jupiter.api.AfterAll;
@@ -103,6 +104,116 @@ class ConsistentCutTest {
             runJobThroughCheckpoints("cut-slow", UpdateMode.ASYNC, 2);
         } finally {
             AdminCalls.injectFault(cluster, FaultPoints.DELAY_PUSHES, false, 0);
+        }
+    }
+
+    /**
+     * A worker's state is kept and given back by the rank the job gave it at its join, not by its place among the
+     * workers: three workers join, the one of rank 1 leaves, the other two pause for a checkpoint (each hands in its
+     * rank and step). In the next run the workers join in another order (ranks 3 and 2 asked for, in that order, then
+     * one that takes any rank and gets 1): each gets back exactly what the worker of its rank handed in, rank 1
+     * nothing.
+     */
+    @Test
+    void shouldGiveEachRankBackTheStateItHandedIn() throws Exception {
+        final String job = "cut-ranks";
+        final String table = job + "-counts";
+        try (PsClient admin = PsClient.connect(cluster.proxyAddress())) {
+            admin.createTable(TableSchema.newBuilder()
+                    .setName(table)
+                    .setKind(TableKind.SPARSE)
+                    .setDim(1)
+                    .setOptimizer(OptimizerSpec.newBuilder()
+                            .setKind(OptimizerKind.SGD)
+                            .setLearningRate(1f))
+                    .build());
+        }
+        final int workers = 3;
+        final Map<Integer, AtomicBoolean> stops = new java.util.concurrent.ConcurrentHashMap<>();
+        final Map<Integer, AtomicLong> steps = new java.util.concurrent.ConcurrentHashMap<>();
+        final ExecutorService threads = Executors.newFixedThreadPool(workers);
+        final List<Future<?>> running = new ArrayList<>();
+        try {
+            for (int w = 0; w < workers; w++) {
+                running.add(threads.submit(() -> {
+                    final int[] rank = new int[1];
+                    final long[] step = new long[1];
+                    try (PsClient client = PsClient.connect(worker(job, UpdateMode.ASYNC, workers)
+                            .checkpointState(() -> ("rank " + rank[0] + " step " + step[0])
+                                    .getBytes(java.nio.charset.StandardCharsets.UTF_8)))) {
+                        rank[0] = client.rank();
+                        final AtomicBoolean stop = stops.computeIfAbsent(rank[0], r -> new AtomicBoolean());
+                        final AtomicLong done = steps.computeIfAbsent(rank[0], r -> new AtomicLong());
+                        final PsTable counts = client.table(table);
+                        while (!stop.get()) {
+                            counts.push(new long[] {rank[0]}, new float[] {-1f});
+                            step[0]++;
+                            done.set(step[0]);
+                            client.clock();
+                        }
+                    }
+                    return null;
+                }));
+            }
+            await().atMost(Duration.ofSeconds(60))
+                    .until(() -> steps.keySet().equals(java.util.Set.of(1, 2, 3))
+                            && steps.values().stream().allMatch(done -> done.get() > 2));
+            stops.get(1).set(true);
+            await().atMost(Duration.ofSeconds(30)).until(() -> AdminCalls.workersOf(cluster.proxyAddress(), job) == 2);
+            final long id = AdminCalls.checkpointNow(cluster.proxyAddress());
+            final Map<String, String> properties =
+                    store.get(id).orElseThrow().manifest().properties();
+            assertThat(properties.get("cut")).startsWith("workers paused");
+            final Map<Integer, JobCheckpointState> saved = new HashMap<>();
+            for (int rank = 1; rank <= workers; rank++) {
+                stateOf(store.get(id).orElseThrow(), job, rank)
+                        .ifPresent(state -> saved.put(
+                                Integer.parseInt(state.getState().toStringUtf8().split(" ")[1]), state));
+            }
+            assertThat(saved).as("states by the rank they hand in").containsOnlyKeys(2, 3);
+            for (final Map.Entry<Integer, JobCheckpointState> entry : saved.entrySet()) {
+                assertThat(stateOf(store.get(id).orElseThrow(), job, entry.getKey()))
+                        .as("the state kept for rank %d", entry.getKey())
+                        .contains(entry.getValue());
+            }
+            stops.values().forEach(stop -> stop.set(true));
+            for (final Future<?> worker : running) {
+                worker.get(60, TimeUnit.SECONDS);
+            }
+            await().atMost(Duration.ofSeconds(30)).until(() -> AdminCalls.workersOf(cluster.proxyAddress(), job) == 0);
+
+            // The next run: rank 3 joins first, then rank 2, then a worker that takes the lowest rank free (1).
+            final List<CompletableFuture<PsClient>> joined = new ArrayList<>();
+            final int[] asked = {3, 2, 0};
+            for (int i = 0; i < asked.length; i++) {
+                final int rank = asked[i];
+                joined.add(CompletableFuture.supplyAsync(
+                        () -> PsClient.connect(
+                                worker(job, UpdateMode.ASYNC, workers).rank(rank)),
+                        threads));
+                final int members = i + 1;
+                await().atMost(Duration.ofSeconds(30))
+                        .until(() -> AdminCalls.workersOf(cluster.proxyAddress(), job) == members);
+            }
+            final Map<Integer, Optional<JobCheckpointState>> restored = new HashMap<>();
+            final List<PsClient> clients = new ArrayList<>();
+            try {
+                for (final CompletableFuture<PsClient> answer : joined) {
+                    final PsClient client = answer.get(60, TimeUnit.SECONDS);
+                    clients.add(client);
+                    restored.put(client.rank(), client.restoredState());
+                }
+            } finally {
+                clients.forEach(PsClient::close);
+            }
+            assertThat(clients).extracting(PsClient::rank).containsExactly(3, 2, 1);
+            assertThat(restored.get(3)).contains(saved.get(3));
+            assertThat(restored.get(2)).contains(saved.get(2));
+            assertThat(restored.get(1)).as("rank 1 left before the checkpoint").isEmpty();
+        } finally {
+            stops.values().forEach(stop -> stop.set(true));
+            threads.shutdownNow();
+            threads.awaitTermination(30, TimeUnit.SECONDS);
         }
     }
 
@@ -213,14 +324,35 @@ class ConsistentCutTest {
     }
 
     private static PsClient.Context worker(final String job, final UpdateMode mode) {
+        return worker(job, mode, WORKERS);
+    }
+
+    private static PsClient.Context worker(final String job, final UpdateMode mode, final int expected) {
         return new PsClient.Context()
                 .proxyAddress(cluster.proxyAddress())
                 .deadlineMs(30_000)
                 .job(JobSpec.newBuilder()
                         .setJobId(job)
                         .setMode(mode)
-                        .setExpectedWorkers(WORKERS)
+                        .setExpectedWorkers(expected)
                         .build());
+    }
+
+    /** The state a checkpoint holds for one rank of a job. */
+    private static Optional<JobCheckpointState> stateOf(
+            final CheckpointInfo checkpoint, final String job, final int rank) {
+        final String value = checkpoint.manifest().properties().get("job-state/" + job + "/" + rank);
+        if (value == null) {
+            return Optional.empty();
+        }
+        final int colon = value.indexOf(':');
+        return Optional.of(JobCheckpointState.newBuilder()
+                .setCheckpointId(checkpoint.id())
+                .setCreatedMillis(checkpoint.manifest().createdMillis())
+                .setClock(Long.parseLong(value.substring(0, colon)))
+                .setState(com.google.protobuf.ByteString.copyFrom(
+                        Base64.getDecoder().decode(value.substring(colon + 1))))
+                .build());
     }
 
     /** The job's worker states in a checkpoint's manifest, by rank. */

@@ -124,7 +124,7 @@ final class CheckpointCoordinator {
     static final String CUT = "cut";
     /**
      * Manifest property prefix: {@code job-state/<job>/<rank>} = {@code <clock>:<base64 state>}, the rank being the
-     * worker's place (from 1) by worker id among the job's workers.
+     * one the job gave the worker at its join ({@code JobWorker.rank}, from 1).
      */
     static final String JOB_STATE = "job-state/";
 
@@ -332,10 +332,10 @@ final class CheckpointCoordinator {
                 syncClocks = pause.syncClocks();
                 final Map<WorkerPauses.Worker, WorkerPauses.Held> paused = pause.pausedWorkers();
                 properties.put(CUT, "workers paused: " + describe(paused));
-                // By rank: the worker's place by id among its job's workers (ids grow from run to run; ranks do not).
-                final Map<String, Integer> ranks = new HashMap<>();
+                // By the rank the job gave the worker at its join (ids grow from run to run; ranks do not): a worker
+                // of a later run gets back what the worker of its rank handed in.
                 paused.forEach((worker, held) -> properties.put(
-                        JOB_STATE + worker.jobId() + "/" + ranks.merge(worker.jobId(), 1, Integer::sum),
+                        JOB_STATE + worker.jobId() + "/" + held.rank(),
                         held.clock() + ":"
                                 + Base64.getEncoder()
                                         .encodeToString(held.state().toByteArray())));
@@ -468,8 +468,8 @@ final class CheckpointCoordinator {
     private record JobStates(long checkpointId, Map<String, JobCheckpointState> byWorker) {}
 
     /**
-     * A worker's state in the latest committed checkpoint, by job and rank (from 1: the worker's place by id among
-     * the job's workers), handed in when it paused for that checkpoint; empty when that checkpoint holds none (the
+     * A worker's state in the latest committed checkpoint, by job and rank (from 1, as the job gave it at the join),
+     * handed in when it paused for that checkpoint; empty when that checkpoint holds none (the
      * job did not run then, or its workers did not pause).
      */
     Optional<JobCheckpointState> jobState(final String jobId, final int rank) {

@@ -183,6 +183,14 @@ final class JobRegistry {
             change("drop the workers waiting for jobs " + edits.keySet() + " to start when the proxy stopped", edits);
             LOG.info("jobs {} had not started: their waiting workers were dropped and join again", edits.keySet());
         }
+        for (final JobInfo job : List.copyOf(jobs.values())) {
+            final JobInfo ranked = ranked(job);
+            if (ranked != job) {
+                // A record written before workers had ranks: they get theirs now, saved with the next change.
+                jobs.put(job.getSpec().getJobId(), ranked);
+                clocksDirty = true;
+            }
+        }
         for (final JobInfo job : jobs.values()) {
             for (final JobWorker worker : job.getWorkersList()) {
                 final Lease lease = new Lease(now);
@@ -260,12 +268,43 @@ final class JobRegistry {
      *     tables is now bound to another job.
      */
     Joining join(final String jobId, final String host, final io.grpc.Context caller) {
+        return join(jobId, host, 0, caller);
+    }
+
+    /**
+     * Adds a worker to a job at a rank: {@code rank} when it is above 0, else the lowest rank (from 1) no member of
+     * the job holds. A member holds its rank until it leaves or lapses, so the ranks of a run's members are distinct;
+     * the job's next run gives them out again.
+     *
+     * @throws PsException INVALID_ARGUMENT for a negative rank; ALREADY_EXISTS when another member holds {@code rank}
+     *     (until it leaves or its lease lapses).
+     */
+    Joining join(final String jobId, final String host, final int rank, final io.grpc.Context caller) {
+        if (rank < 0) {
+            throw PsException.invalidArgument("join job '" + jobId + "': rank " + rank + " must be >= 1 (0: any)");
+        }
         final int workerId;
         final Lease lease;
         final boolean running;
         synchronized (this) {
             refuseIfClosed("join job '" + jobId + "'");
             final JobInfo job = jobOrNotFound(jobId, "join");
+            final Set<Integer> held = new HashSet<>();
+            for (final JobWorker member : job.getWorkersList()) {
+                if (rank > 0 && member.getRank() == rank) {
+                    throw PsException.alreadyExists("join job '" + jobId + "' at rank " + rank + ": worker "
+                            + member.getWorkerId() + " (" + member.getHost() + ") holds that rank until it leaves"
+                            + " or its lease lapses");
+                }
+                held.add(member.getRank());
+            }
+            int given = rank;
+            if (given == 0) {
+                given = 1;
+                while (held.contains(given)) {
+                    given++;
+                }
+            }
             if (job.getWorkersCount() == 0) {
                 for (final String table : job.getTablesList()) {
                     conflict(jobId, job.getSpec(), table).ifPresent(message -> {
@@ -281,6 +320,7 @@ final class JobRegistry {
                     .setIdleSinceMillis(0)
                     .addWorkers(JobWorker.newBuilder()
                             .setWorkerId(workerId)
+                            .setRank(given)
                             .setStartClock(startClock)
                             .setClock(startClock)
                             .setHost(host));
@@ -741,6 +781,7 @@ final class JobRegistry {
                 answered.add(lease);
                 answers.add(JoinJobResponse.newBuilder()
                         .setWorkerId(workerId)
+                        .setRank(job.getWorkers(indexOf(job, workerId)).getRank())
                         .setStartClock(job.getWorkers(indexOf(job, workerId)).getStartClock())
                         .setLeaseMillis(settings.workerLeaseMillis())
                         .setJob(withRenewals(job, now))
@@ -837,6 +878,27 @@ final class JobRegistry {
         }
         throw new IllegalStateException(
                 "worker " + workerId + " is not in job " + job.getSpec().getJobId());
+    }
+
+    /** The job with each worker without a rank (0) given the lowest rank no other member holds; itself if none. */
+    private static JobInfo ranked(final JobInfo job) {
+        final Set<Integer> held = new HashSet<>();
+        job.getWorkersList().forEach(worker -> held.add(worker.getRank()));
+        if (!held.contains(0)) {
+            return job;
+        }
+        final JobInfo.Builder edit = job.toBuilder();
+        int next = 1;
+        for (int i = 0; i < edit.getWorkersCount(); i++) {
+            if (edit.getWorkers(i).getRank() == 0) {
+                while (held.contains(next)) {
+                    next++;
+                }
+                held.add(next);
+                edit.setWorkers(i, edit.getWorkers(i).toBuilder().setRank(next));
+            }
+        }
+        return edit.build();
     }
 
     private static Set<Integer> idsOf(final JobInfo job) {

@@ -19,7 +19,6 @@ import io.pscluster.proto.v1.GetRoutingTableRequest;
 import io.pscluster.proto.v1.GetRoutingTableResponse;
 import io.pscluster.proto.v1.HeartbeatRequest;
 import io.pscluster.proto.v1.HeartbeatResponse;
-import io.pscluster.proto.v1.JobWorker;
 import io.pscluster.proto.v1.JoinJobRequest;
 import io.pscluster.proto.v1.JoinJobResponse;
 import io.pscluster.proto.v1.LeaveJobRequest;
@@ -204,7 +203,7 @@ final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
     public void joinJob(final JoinJobRequest request, final StreamObserver<JoinJobResponse> out) {
         final JobRegistry.Joining joining;
         try {
-            joining = jobs.join(request.getJobId(), request.getHost(), io.grpc.Context.current());
+            joining = jobs.join(request.getJobId(), request.getHost(), request.getRank(), io.grpc.Context.current());
         } catch (RuntimeException e) {
             out.onError(PsException.toStatus(e));
             return;
@@ -216,22 +215,11 @@ final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
                                 // A worker joining a running job takes the job where it is: no state to go back to.
                                 ? answer
                                 : checkpoints
-                                        .jobState(request.getJobId(), rankOf(answer))
+                                        .jobState(request.getJobId(), answer.getRank())
                                         .map(restored -> answer.toBuilder()
                                                 .setRestored(restored)
                                                 .build())
                                         .orElse(answer)));
-    }
-
-    /** The worker's place (from 1) by id among its job's workers as it joins. */
-    private static int rankOf(final JoinJobResponse answer) {
-        int rank = 1;
-        for (final JobWorker worker : answer.getJob().getWorkersList()) {
-            if (worker.getWorkerId() < answer.getWorkerId()) {
-                rank++;
-            }
-        }
-        return rank;
     }
 
     /** A worker's standing poll for checkpoint pauses; holds no thread. */

@@ -56,8 +56,11 @@ final class WorkerPauses {
         }
     }
 
-    /** A paused worker: the clock it starts next and the state it handed in. */
-    record Held(long clock, ByteString state) {}
+    /** A worker asked to pause: its job's mode, and its rank in the job as the job gave it at its join. */
+    record Asked(UpdateMode mode, int rank) {}
+
+    /** A paused worker: its rank in the job, the clock it starts next and the state it handed in. */
+    record Held(int rank, long clock, ByteString state) {}
 
     private final Supplier<List<JobInfo>> jobs;
     private final ScheduledExecutorService timers;
@@ -82,7 +85,7 @@ final class WorkerPauses {
     final class Pause {
         final long id;
         final long holdMillis;
-        final Map<Worker, UpdateMode> expected = new TreeMap<>();
+        final Map<Worker, Asked> expected = new TreeMap<>();
         final Map<Worker, Held> paused = new TreeMap<>();
         final Map<Worker, CompletableFuture<PausedResponse>> answers = new HashMap<>();
         // A paused worker whose call ended before the pause did (it went on by itself): the cut is not one cut.
@@ -145,7 +148,7 @@ final class WorkerPauses {
             synchronized (WorkerPauses.this) {
                 final Map<String, Long> clocks = new LinkedHashMap<>();
                 paused.forEach((worker, held) -> {
-                    if (expected.get(worker) == UpdateMode.SYNC) {
+                    if (expected.get(worker).mode() == UpdateMode.SYNC) {
                         clocks.merge(worker.jobId(), held.clock() - 1, Math::min);
                     }
                 });
@@ -189,7 +192,7 @@ final class WorkerPauses {
             if (current != null) {
                 throw new IllegalStateException("pause " + current.id + " is still in force");
             }
-            final Map<Worker, UpdateMode> expected = new TreeMap<>();
+            final Map<Worker, Asked> expected = new TreeMap<>();
             for (final JobInfo job : jobs.get()) {
                 if (!job.getStarted()) {
                     continue;
@@ -197,7 +200,7 @@ final class WorkerPauses {
                 for (final JobWorker worker : job.getWorkersList()) {
                     expected.put(
                             new Worker(job.getSpec().getJobId(), worker.getWorkerId()),
-                            job.getSpec().getMode());
+                            new Asked(job.getSpec().getMode(), worker.getRank()));
                 }
             }
             if (expected.isEmpty()) {
@@ -283,7 +286,8 @@ final class WorkerPauses {
             if (pause == null || pause.id != request.getPauseId() || !pause.expected.containsKey(worker)) {
                 return CompletableFuture.completedFuture(PausedResponse.getDefaultInstance());
             }
-            if (pause.expected.get(worker) == UpdateMode.SYNC) {
+            final Asked asked = pause.expected.get(worker);
+            if (asked.mode() == UpdateMode.SYNC) {
                 long ahead = request.getClock();
                 for (final Map.Entry<Worker, Held> other : pause.paused.entrySet()) {
                     if (other.getKey().jobId().equals(worker.jobId())) {
@@ -312,7 +316,7 @@ final class WorkerPauses {
                     }
                 }
             }
-            pause.paused.put(worker, new Held(request.getClock(), request.getState()));
+            pause.paused.put(worker, new Held(asked.rank(), request.getClock(), request.getState()));
             final CompletableFuture<PausedResponse> answer = new CompletableFuture<>();
             final CompletableFuture<PausedResponse> earlier = pause.answers.put(worker, answer);
             if (earlier != null) {

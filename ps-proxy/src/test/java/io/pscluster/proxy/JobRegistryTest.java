@@ -163,6 +163,27 @@ class JobRegistryTest extends ClusterStateFixture {
     }
 
     @Test
+    void shouldGiveEachWorkerTheRankItAsksForOrTheLowestNoMemberHolds() {
+        jobs.register(spec("ranks", UpdateMode.ASYNC, 1));
+        final JoinJobResponse three =
+                jobs.join("ranks", "host", 3, io.grpc.Context.ROOT).answer().join();
+        final JoinJobResponse any = joinNow("ranks");
+        final JoinJobResponse next = joinNow("ranks");
+        assertThat(three.getRank()).isEqualTo(3);
+        assertThat(any.getRank()).isEqualTo(1);
+        assertThat(next.getRank()).isEqualTo(2);
+        assertStatus(() -> jobs.join("ranks", "host", 2, io.grpc.Context.ROOT), Status.Code.ALREADY_EXISTS);
+        assertStatus(() -> jobs.join("ranks", "host", -1, io.grpc.Context.ROOT), Status.Code.INVALID_ARGUMENT);
+
+        // A rank is free again once its worker left; the record keeps each worker's rank across a restart.
+        jobs.leave("ranks", any.getWorkerId()).join();
+        assertThat(joinNow("ranks").getRank()).isEqualTo(1);
+        assertThat(open(open(store, Optional.empty())).list().get(0).getWorkersList())
+                .extracting(JobWorker::getRank)
+                .containsExactlyInAnyOrder(3, 2, 1);
+    }
+
+    @Test
     void shouldSaveReportedClocksAtMostOnceASecondWithoutANewVersion() {
         jobs.register(spec("lr", UpdateMode.ASYNC, 1));
         final int worker = joinNow("lr").getWorkerId();

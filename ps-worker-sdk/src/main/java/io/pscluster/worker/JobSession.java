@@ -66,6 +66,7 @@ final class JobSession {
     private final PsClient client;
     private final JobSpec spec;
     private final int workerId;
+    private final int rank;
     private final long leaseMs;
     private volatile long clock;
     private volatile String expelled;
@@ -89,12 +90,14 @@ final class JobSession {
             final PsClient client,
             final JobSpec spec,
             final int workerId,
+            final int rank,
             final long start,
             final long lease,
             final JobCheckpointState restored) {
         this.client = client;
         this.spec = spec;
         this.workerId = workerId;
+        this.rank = rank;
         this.clock = start;
         this.leaseMs = lease;
         this.restored = restored;
@@ -115,11 +118,13 @@ final class JobSession {
                 .joinJob(JoinJobRequest.newBuilder()
                         .setJobId(spec.getJobId())
                         .setHost(hostName())
+                        .setRank(client.context().rank())
                         .build());
         final JobSession session = new JobSession(
                 client,
                 spec,
                 joined.getWorkerId(),
+                joined.getRank(),
                 joined.getStartClock(),
                 Math.max(100, joined.getLeaseMillis()),
                 joined.hasRestored() ? joined.getRestored() : null);
@@ -131,8 +136,9 @@ final class JobSession {
             session.reportStart();
         }
         LOG.info(
-                "worker {} of job {} ({} mode) starts at clock {}",
+                "worker {} (rank {}) of job {} ({} mode) starts at clock {}",
                 session.workerId,
+                session.rank,
                 spec.getJobId(),
                 UpdateModes.describe(spec),
                 session.clock);
@@ -145,6 +151,10 @@ final class JobSession {
 
     int workerId() {
         return workerId;
+    }
+
+    int rank() {
+        return rank;
     }
 
     long clock() {

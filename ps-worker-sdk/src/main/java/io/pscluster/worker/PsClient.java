@@ -150,6 +150,15 @@ public final class PsClient implements AutoCloseable {
         return job == null ? -1 : job.workerId();
     }
 
+    /**
+     * This worker's rank in its job (from 1): the one it asked for ({@link Context#rank}), else the lowest no other
+     * member held when it joined; 0 for a client outside any job. Its {@link #restoredState()} is that of its rank.
+     */
+    public int rank() {
+        final JobSession job = session;
+        return job == null ? 0 : job.rank();
+    }
+
     /** The clock this worker is at (its pushes belong to it; its pulls read what this clock may see); 0 outside a job. */
     public long currentClock() {
         final JobSession job = session;
@@ -171,10 +180,10 @@ public final class PsClient implements AutoCloseable {
 
     /**
      * This worker's state in the latest checkpoint: what its {@link Context#checkpointState} gave when the job last
-     * paused for a checkpoint, from the worker of the same rank (its place by worker id among the job's workers: the
-     * n-th worker to join a run gets the n-th worker's state), with the checkpoint's id and the clock it was at. What
-     * a job restarted from that checkpoint resumes from. Empty outside a job, or when the latest checkpoint holds no
-     * state for this rank (the job did not run then, or its workers did not all pause).
+     * paused for a checkpoint, from the worker of the same {@link #rank()}, with the checkpoint's id and the clock it
+     * was at. What a job restarted from that checkpoint resumes from. Empty outside a job, for a worker joining a
+     * running job, or when the latest checkpoint holds no state for this rank (the job did not run then, or its
+     * workers did not all pause).
      */
     public Optional<JobCheckpointState> restoredState() {
         final JobSession job = session;
@@ -654,6 +663,7 @@ public final class PsClient implements AutoCloseable {
         private JobSpec job;
         private long joinTimeoutMs = 600_000;
         private Supplier<byte[]> checkpointState;
+        private int rank;
 
         /**
          * Makes this client a worker of a job (registered with this spec if it is not yet, identical otherwise):
@@ -678,6 +688,21 @@ public final class PsClient implements AutoCloseable {
 
         Supplier<byte[]> checkpointState() {
             return checkpointState;
+        }
+
+        /**
+         * The rank (from 1) this worker asks for in its job, e.g. the one its launcher gave it; connect fails with
+         * ALREADY_EXISTS while another member of the job holds it. Default 0: the lowest rank no member holds. A
+         * checkpoint keeps each worker's {@link #checkpointState} by rank, and {@link PsClient#restoredState()} gives
+         * a worker of a later run what the worker of its rank handed in.
+         */
+        public Context rank(final int value) {
+            rank = value;
+            return this;
+        }
+
+        int rank() {
+            return rank;
         }
 
         /** How long connect waits for the job's other workers to join (default 10 minutes). */
@@ -746,6 +771,9 @@ public final class PsClient implements AutoCloseable {
             }
             if (job != null) {
                 io.pscluster.wire.UpdateModes.validate(job);
+            }
+            if (rank < 0) {
+                throw new IllegalArgumentException("rank=" + rank + " must be >= 1 (0: any)");
             }
             if (joinTimeoutMs <= 0) {
                 throw new IllegalArgumentException("joinTimeoutMs=" + joinTimeoutMs + " must be > 0");
