@@ -360,19 +360,30 @@ final class JobClocks {
 
     /**
      * Completes once every clock up to {@code clock} of the job is applied here: at once when it is, or when the job
-     * is unknown here (nothing of it to wait for); fails when the job ends first.
+     * is unknown here (nothing of it to wait for); fails when the job ends first. A caller that stops waiting (its
+     * timeout) cancels the future, which forgets the wait.
      */
     CompletableFuture<Void> whenApplied(final String jobId, final long clock) {
         final CompletableFuture<Void> applied = new CompletableFuture<>();
+        final Waiter waiter;
         synchronized (this) {
             final Job job = jobs.get(jobId);
-            if (job != null && job.applied < clock) {
-                job.waiters.add(
-                        new Waiter(job, -1, clock, () -> applied.complete(null), applied::completeExceptionally));
-                return applied;
+            if (job == null || job.applied >= clock) {
+                waiter = null;
+            } else {
+                waiter = new Waiter(job, -1, clock, () -> applied.complete(null), applied::completeExceptionally);
+                job.waiters.add(waiter);
             }
         }
-        applied.complete(null);
+        if (waiter == null) {
+            applied.complete(null);
+        } else {
+            applied.whenComplete((done, failure) -> {
+                if (failure instanceof java.util.concurrent.CancellationException) {
+                    waiter.cancel();
+                }
+            });
+        }
         return applied;
     }
 

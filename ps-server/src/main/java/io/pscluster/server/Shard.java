@@ -1324,9 +1324,15 @@ public final class Shard implements AutoCloseable {
      */
     public void awaitClockApplied(final String jobId, final long clock, final long timeoutMs)
             throws InterruptedException {
+        final CompletableFuture<Void> applied = jobs.whenApplied(jobId, clock);
         try {
-            jobs.whenApplied(jobId, clock).get(timeoutMs, TimeUnit.MILLISECONDS);
+            applied.get(timeoutMs, TimeUnit.MILLISECONDS);
+        } catch (InterruptedException e) {
+            applied.cancel(false);
+            throw e;
         } catch (java.util.concurrent.TimeoutException e) {
+            // Forgets the wait: a cut that gave up must not leave it registered until the clock is applied.
+            applied.cancel(false);
             throw PsException.unavailable("job '" + jobId + "' has not applied clock " + clock + " here within "
                     + timeoutMs + " ms; a checkpoint cannot be cut at that clock");
         } catch (java.util.concurrent.ExecutionException e) {

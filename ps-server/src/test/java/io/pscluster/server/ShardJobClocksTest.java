@@ -177,6 +177,23 @@ class ShardJobClocksTest {
     }
 
     @Test
+    void shouldForgetACutsWaitForAClockOnceItTimedOut() throws InterruptedException {
+        jobs(UpdateMode.SYNC, 0, 0, 1);
+        end(0, -1);
+        end(1, -1);
+        end(0, 0);
+        final PsException timedOut = catchThrowableOfType(() -> shard.awaitClockApplied("j", 0, 50), PsException.class);
+        assertThat(timedOut.code()).isEqualTo(Status.Code.UNAVAILABLE);
+        assertThat(shard.jobClocks("j").waiters())
+                .as("waits left after the cut gave up")
+                .isZero();
+
+        end(1, 0);
+        shard.awaitClockApplied("j", 0, 10_000);
+        assertThat(shard.jobClocks("j").waiters()).isZero();
+    }
+
+    @Test
     void shouldStopWaitingForDroppedWorkersAndKeepOnlyTheClocksTheyEnded() throws InterruptedException {
         jobs(UpdateMode.SYNC, 0, 0, 1, 2);
         push(TABLE, 0, 0, 1f);
