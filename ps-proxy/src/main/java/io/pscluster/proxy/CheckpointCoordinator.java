@@ -468,20 +468,21 @@ final class CheckpointCoordinator {
     private record JobStates(long checkpointId, Map<String, JobCheckpointState> byWorker) {}
 
     /**
-     * A worker's state in the latest committed checkpoint, by job and rank (from 1, as the job gave it at the join),
-     * handed in when it paused for that checkpoint; empty when that checkpoint holds none (the
-     * job did not run then, or its workers did not pause).
+     * A worker's state in the checkpoint the cluster's data is at ({@link ClusterState#dataCheckpointId()}: the latest
+     * committed, or the one restored into every shard since), by job and rank (from 1, as the job gave it at the
+     * join), handed in when it paused for that checkpoint; empty when that checkpoint holds none (the job did not run
+     * then, or its workers did not pause).
      */
     Optional<JobCheckpointState> jobState(final String jobId, final int rank) {
-        final long latest = state.latestCheckpointId();
-        if (latest <= 0) {
+        final long from = state.dataCheckpointId();
+        if (from <= 0) {
             return Optional.empty();
         }
         JobStates known = jobStates;
-        if (known.checkpointId() != latest) {
+        if (known.checkpointId() != from) {
             final Map<String, JobCheckpointState> byWorker = new HashMap<>();
             try {
-                final Optional<CheckpointInfo> checkpoint = store.get(latest);
+                final Optional<CheckpointInfo> checkpoint = store.get(from);
                 if (checkpoint.isPresent()) {
                     final Manifest manifest = checkpoint.get().manifest();
                     manifest.properties().forEach((key, value) -> {
@@ -490,7 +491,7 @@ final class CheckpointCoordinator {
                             byWorker.put(
                                     key.substring(JOB_STATE.length()),
                                     JobCheckpointState.newBuilder()
-                                            .setCheckpointId(latest)
+                                            .setCheckpointId(from)
                                             .setCreatedMillis(manifest.createdMillis())
                                             .setClock(Long.parseLong(value.substring(0, colon)))
                                             .setState(ByteString.copyFrom(
@@ -500,10 +501,10 @@ final class CheckpointCoordinator {
                     });
                 }
             } catch (IOException | RuntimeException e) {
-                LOG.warn("cannot read the job states of checkpoint {}: {}", latest, e.toString());
+                LOG.warn("cannot read the job states of checkpoint {}: {}", from, e.toString());
                 return Optional.empty();
             }
-            known = new JobStates(latest, byWorker);
+            known = new JobStates(from, byWorker);
             jobStates = known;
         }
         return Optional.ofNullable(known.byWorker().get(jobId + "/" + rank));
@@ -644,6 +645,9 @@ final class CheckpointCoordinator {
                         + differentSchema.getMessage() + "; drop the table first");
             }
         }
+        // Durable before it takes effect: from now on the data is (being) brought back to this checkpoint, and so
+        // are the job states a new run of a job gets back.
+        state.restoringWhole(checkpoint.id());
         operation.fanOut("loading", shardIds(owners));
         final List<Long> restored = fanOut.callAllWatched(
                 "restore checkpoint " + checkpoint.id(),

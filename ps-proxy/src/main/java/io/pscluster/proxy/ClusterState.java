@@ -232,6 +232,9 @@ final class ClusterState {
     private long rollbacksTotal;
     private long latestCheckpointId;
     private long latestCheckpointCreatedMillis;
+    /** The checkpoint the cluster's data was last brought to as a whole (see {@link #dataCheckpointId()}). */
+    private long dataCheckpointId;
+
     private boolean graceOver;
     private boolean warnedNoTaker;
     /** The record the state equals between changes: the last one saved or loaded (or bootstrapped, unsaved). */
@@ -330,6 +333,7 @@ final class ClusterState {
             }
             latestCheckpointId = from.checkpointId();
             latestCheckpointCreatedMillis = from.createdMillis();
+            dataCheckpointId = from.checkpointId();
             LOG.warn(
                     "no proxy state in {}: starting from checkpoint {} ({} tables) at epoch {}; shards that"
                             + " re-register within {} ms keep what they hold",
@@ -444,6 +448,7 @@ final class ClusterState {
         rollbacks.clear();
         rollbacks.addAll(record.getRollbacksList());
         latestCheckpointId = record.getLatestCheckpointId();
+        dataCheckpointId = record.getDataCheckpointId() > 0 ? record.getDataCheckpointId() : latestCheckpointId;
         nextOrderId = Math.max(1, record.getNextOrderId());
         nextRollbackId = Math.max(1, record.getNextRollbackId());
         rollbacksTotal = record.getRollbacksTotal();
@@ -459,6 +464,7 @@ final class ClusterState {
                 .addAllPendingRestores(pendingRestores.values())
                 .addAllRollbacks(rollbacks)
                 .setLatestCheckpointId(latestCheckpointId)
+                .setDataCheckpointId(dataCheckpointId)
                 .setNextOrderId(nextOrderId)
                 .setNextRollbackId(nextRollbackId)
                 .setRollbacksTotal(rollbacksTotal)
@@ -517,14 +523,45 @@ final class ClusterState {
         if (checkpointId > latestCheckpointId) {
             latestCheckpointId = checkpointId;
             latestCheckpointCreatedMillis = createdMillis;
+            // The cluster's data was cut into it: from now on the data moves on from this checkpoint.
+            dataCheckpointId = checkpointId;
         }
     }
 
-    /** Checkpoints the proxy may still order restored: the latest and those of outstanding restore orders. */
+    /**
+     * Records, before the shards load it, that every shard's data is being brought back to checkpoint
+     * {@code checkpointId} (an operator's restore): the job states a run's workers get back at their join come from
+     * it from now on, until the next commit.
+     *
+     * @throws PsException UNAVAILABLE when the record cannot be saved (then the restore must not go on).
+     */
+    synchronized void restoringWhole(final long checkpointId) {
+        change("record the restore of checkpoint " + checkpointId + " into every shard", () -> {
+            dataCheckpointId = checkpointId;
+            return null;
+        });
+    }
+
+    /**
+     * The checkpoint the cluster's data was last brought to as a whole: the latest committed one, or the one an
+     * operator restored into every shard since (0: none). A failover's restore of some slots does not change it.
+     */
+    synchronized long dataCheckpointId() {
+        return dataCheckpointId;
+    }
+
+    /**
+     * Checkpoints the proxy may still order restored or read: the latest, the one the data was restored from, and
+     * those of outstanding restore orders.
+     */
     synchronized Set<Long> checkpointsInUse() {
         final Set<Long> ids = new HashSet<>();
         if (latestCheckpointId > 0) {
             ids.add(latestCheckpointId);
+        }
+        if (dataCheckpointId > 0) {
+            // Its job states are given back at joins.
+            ids.add(dataCheckpointId);
         }
         for (final RestoreDirective order : pendingRestores.values()) {
             if (order.getCheckpointId() > 0) {

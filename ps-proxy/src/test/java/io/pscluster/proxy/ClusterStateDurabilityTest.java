@@ -313,6 +313,26 @@ class ClusterStateDurabilityTest extends ClusterStateFixture {
     }
 
     @Test
+    void shouldKeepTheCheckpointTheDataWasRestoredFromAcrossARestartUntilTheNextCommit() {
+        state.checkpointCommitted(5, 1_000);
+        state.checkpointCommitted(7, 2_000);
+        assertThat(state.dataCheckpointId()).isEqualTo(7);
+
+        state.restoringWhole(5);
+
+        assertThat(store.saved().getDataCheckpointId()).isEqualTo(5);
+        assertThat(restart().dataCheckpointId()).isEqualTo(5);
+        assertThat(state.latestCheckpointId()).isEqualTo(7);
+        assertThat(state.checkpointsInUse()).as("spared by retention").contains(5L, 7L);
+        state.checkpointCommitted(8, 3_000);
+        assertThat(state.dataCheckpointId()).isEqualTo(8);
+
+        store.failSaves.set(true);
+        assertStatus(() -> state.restoringWhole(5), Status.Code.UNAVAILABLE);
+        assertThat(state.dataCheckpointId()).isEqualTo(8);
+    }
+
+    @Test
     void shouldKeepOnlyTheNewest64EventsButCountThemAll() {
         final String a = register("h1:1");
         state.addTable(EMB);

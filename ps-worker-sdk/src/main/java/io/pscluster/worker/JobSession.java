@@ -182,7 +182,7 @@ final class JobSession {
                 .build());
     }
 
-    /** The worker's state in the latest checkpoint, as the proxy gave it at the join. */
+    /** The worker's state in the checkpoint the cluster's data is at, as the proxy gave it at the join. */
     Optional<JobCheckpointState> restored() {
         return Optional.ofNullable(restored);
     }

@@ -179,10 +179,11 @@ public final class PsClient implements AutoCloseable {
     }
 
     /**
-     * This worker's state in the latest checkpoint: what its {@link Context#checkpointState} gave when the job last
+     * This worker's state in the checkpoint the cluster's data is at (the latest committed one, or the one an
+     * operator restored into every shard since): what its {@link Context#checkpointState} gave when the job last
      * paused for a checkpoint, from the worker of the same {@link #rank()}, with the checkpoint's id and the clock it
      * was at. What a job restarted from that checkpoint resumes from. Empty outside a job, for a worker joining a
-     * running job, or when the latest checkpoint holds no state for this rank (the job did not run then, or its
+     * running job, or when that checkpoint holds no state for this rank (the job did not run then, or its
      * workers did not all pause).
      */
     public Optional<JobCheckpointState> restoredState() {

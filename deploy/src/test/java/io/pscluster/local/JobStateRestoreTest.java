@@ -1,0 +1,217 @@
+package io.pscluster.local;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
+
+import io.pscluster.checkpoint.CheckpointInfo;
+import io.pscluster.checkpoint.CheckpointStore;
+import io.pscluster.proto.v1.JobCheckpointState;
+import io.pscluster.proto.v1.JobSpec;
+import io.pscluster.proto.v1.OptimizerKind;
+import io.pscluster.proto.v1.OptimizerSpec;
+import io.pscluster.proto.v1.TableKind;
+import io.pscluster.proto.v1.TableSchema;
+import io.pscluster.proto.v1.UpdateMode;
+import io.pscluster.worker.PsClient;
+import io.pscluster.worker.PsTable;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Base64;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicLong;
+import org.apache.hadoop.conf.Configuration;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * Which checkpoint a new run of a job gets its workers' states back from, on a real cluster (proxy and two shards on
+ * loopback): the one the cluster's data was last brought to, i.e. the latest committed, or the one an operator
+ * restored since.
+ */
+class JobStateRestoreTest {
+    private static final int WORKERS = 2;
+
+    @TempDir
+    static Path root;
+
+    private static LocalCluster cluster;
+    private static CheckpointStore store;
+
+    @BeforeAll
+    static void startCluster() throws Exception {
+        cluster = LocalCluster.builder()
+                .shards(2)
+                .checkpointRoot(root.toUri().toString())
+                .keepCheckpoints(0)
+                .checkpointPauseMs(10_000)
+                .workerLeaseMs(15_000)
+                .start();
+        store = new CheckpointStore(root.toUri(), new Configuration());
+    }
+
+    @AfterAll
+    static void stopCluster() throws InterruptedException {
+        cluster.close();
+    }
+
+    /**
+     * Checkpoint A, then B, each with the job's states; the job stops and the operator restores A: the next run's
+     * workers get A's states back, each its own rank's, not B's.
+     */
+    @Test
+    void shouldGiveBackTheStatesOfTheCheckpointTheOperatorRestored() throws Exception {
+        final String job = "restored";
+        final long a;
+        final long b;
+        try (Run run = new Run(job)) {
+            run.awaitSteps(3);
+            a = AdminCalls.checkpointNow(cluster.proxyAddress());
+            final long stepsAtA = run.minSteps();
+            run.awaitSteps(stepsAtA + 3);
+            b = AdminCalls.checkpointNow(cluster.proxyAddress());
+        }
+        await().atMost(Duration.ofSeconds(30)).until(() -> AdminCalls.workersOf(cluster.proxyAddress(), job) == 0);
+        for (int rank = 1; rank <= WORKERS; rank++) {
+            assertThat(stateOf(a, job, rank)).isPresent();
+            assertThat(stateOf(b, job, rank)).isPresent().isNotEqualTo(stateOf(a, job, rank));
+        }
+
+        AdminCalls.restore(cluster.proxyAddress(), a);
+
+        final Map<Integer, Optional<JobCheckpointState>> restored = rejoin(job);
+        for (int rank = 1; rank <= WORKERS; rank++) {
+            assertThat(restored.get(rank)).as("rank %d", rank).isEqualTo(stateOf(a, job, rank));
+        }
+    }
+
+    /** Joins {@value #WORKERS} workers of a new run of {@code job}; their restored states by rank. Leaves again. */
+    private static Map<Integer, Optional<JobCheckpointState>> rejoin(final String job) throws Exception {
+        final ExecutorService threads = Executors.newFixedThreadPool(WORKERS);
+        final List<PsClient> clients = new ArrayList<>();
+        try {
+            final List<CompletableFuture<PsClient>> joined = new ArrayList<>();
+            for (int w = 0; w < WORKERS; w++) {
+                joined.add(CompletableFuture.supplyAsync(() -> PsClient.connect(worker(job)), threads));
+            }
+            final Map<Integer, Optional<JobCheckpointState>> restored = new ConcurrentHashMap<>();
+            for (final CompletableFuture<PsClient> answer : joined) {
+                final PsClient client = answer.get(60, TimeUnit.SECONDS);
+                clients.add(client);
+                restored.put(client.rank(), client.restoredState());
+            }
+            return restored;
+        } finally {
+            clients.forEach(PsClient::close);
+            threads.shutdownNow();
+            threads.awaitTermination(30, TimeUnit.SECONDS);
+        }
+    }
+
+    private static PsClient.Context worker(final String job) {
+        return new PsClient.Context()
+                .proxyAddress(cluster.proxyAddress())
+                .deadlineMs(30_000)
+                .job(JobSpec.newBuilder()
+                        .setJobId(job)
+                        .setMode(UpdateMode.ASYNC)
+                        .setExpectedWorkers(WORKERS)
+                        .build());
+    }
+
+    /** The state checkpoint {@code id} holds for one rank of a job, as a join hands it out. */
+    private static Optional<JobCheckpointState> stateOf(final long id, final String job, final int rank)
+            throws Exception {
+        final CheckpointInfo checkpoint = store.get(id).orElseThrow();
+        final String value = checkpoint.manifest().properties().get("job-state/" + job + "/" + rank);
+        if (value == null) {
+            return Optional.empty();
+        }
+        final int colon = value.indexOf(':');
+        return Optional.of(JobCheckpointState.newBuilder()
+                .setCheckpointId(id)
+                .setCreatedMillis(checkpoint.manifest().createdMillis())
+                .setClock(Long.parseLong(value.substring(0, colon)))
+                .setState(com.google.protobuf.ByteString.copyFrom(
+                        Base64.getDecoder().decode(value.substring(colon + 1))))
+                .build());
+    }
+
+    /**
+     * A run of a job: {@value #WORKERS} workers (threads, each with its own client) push to their own key and end a
+     * clock after each push; each hands in "rank R step S" when it pauses. Closing stops them and leaves the job.
+     */
+    private static final class Run implements AutoCloseable {
+        private final AtomicBoolean stop = new AtomicBoolean();
+        private final Map<Integer, AtomicLong> steps = new ConcurrentHashMap<>();
+        private final ExecutorService threads = Executors.newFixedThreadPool(WORKERS);
+        private final List<Future<?>> workers = new ArrayList<>();
+
+        Run(final String job) {
+            final String table = job + "-counts";
+            try (PsClient admin = PsClient.connect(cluster.proxyAddress())) {
+                admin.createTable(TableSchema.newBuilder()
+                        .setName(table)
+                        .setKind(TableKind.SPARSE)
+                        .setDim(1)
+                        .setOptimizer(OptimizerSpec.newBuilder()
+                                .setKind(OptimizerKind.SGD)
+                                .setLearningRate(1f))
+                        .build());
+            }
+            for (int w = 0; w < WORKERS; w++) {
+                workers.add(threads.submit(() -> {
+                    final int[] rank = new int[1];
+                    final long[] step = new long[1];
+                    try (PsClient client = PsClient.connect(worker(job)
+                            .checkpointState(
+                                    () -> ("rank " + rank[0] + " step " + step[0]).getBytes(StandardCharsets.UTF_8)))) {
+                        rank[0] = client.rank();
+                        final AtomicLong done = steps.computeIfAbsent(rank[0], r -> new AtomicLong());
+                        final PsTable counts = client.table(table);
+                        while (!stop.get()) {
+                            counts.push(new long[] {rank[0]}, new float[] {-1f});
+                            step[0]++;
+                            done.set(step[0]);
+                            client.clock();
+                        }
+                    }
+                    return null;
+                }));
+            }
+        }
+
+        void awaitSteps(final long atLeast) {
+            await().atMost(Duration.ofSeconds(60)).until(() -> steps.size() == WORKERS && minSteps() >= atLeast);
+        }
+
+        long minSteps() {
+            return steps.values().stream().mapToLong(AtomicLong::get).min().orElse(0);
+        }
+
+        @Override
+        public void close() throws Exception {
+            stop.set(true);
+            try {
+                for (final Future<?> worker : workers) {
+                    worker.get(60, TimeUnit.SECONDS);
+                }
+            } finally {
+                threads.shutdownNow();
+                threads.awaitTermination(30, TimeUnit.SECONDS);
+            }
+        }
+    }
+}
