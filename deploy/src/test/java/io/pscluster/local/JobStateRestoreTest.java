@@ -1,8 +1,11 @@
 package io.pscluster.local;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.catchThrowableOfType;
 import static org.awaitility.Awaitility.await;
 
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
 import io.pscluster.checkpoint.CheckpointInfo;
 import io.pscluster.checkpoint.CheckpointStore;
 import io.pscluster.proto.v1.JobCheckpointState;
@@ -15,6 +18,7 @@ import io.pscluster.proto.v1.UpdateMode;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -39,7 +43,7 @@ import org.junit.jupiter.api.io.TempDir;
 /**
  * Which checkpoint a new run of a job gets its workers' states back from, on a real cluster (proxy and two shards on
  * loopback): the one the cluster's data was last brought to, i.e. the latest committed, or the one an operator
- * restored since.
+ * restored since; and a join that cannot read them fails instead of starting the worker with none.
  */
 class JobStateRestoreTest {
     private static final int WORKERS = 2;
@@ -95,6 +99,43 @@ class JobStateRestoreTest {
         for (int rank = 1; rank <= WORKERS; rank++) {
             assertThat(restored.get(rank)).as("rank %d", rank).isEqualTo(stateOf(a, job, rank));
         }
+    }
+
+    /**
+     * The manifest of the checkpoint the data is at cannot be read (damaged here; an outage reads the same) when a new
+     * run's worker joins: the join fails UNAVAILABLE naming the checkpoint and the cause, and the worker is not left
+     * in the job; once the manifest reads again, the workers get their states.
+     */
+    @Test
+    void shouldFailTheJoinUnavailableWhenTheStatesCannotBeRead() throws Exception {
+        final String job = "unreadable";
+        final long id;
+        try (Run run = new Run(job)) {
+            run.awaitSteps(3);
+            id = AdminCalls.checkpointNow(cluster.proxyAddress());
+        }
+        await().atMost(Duration.ofSeconds(30)).until(() -> AdminCalls.workersOf(cluster.proxyAddress(), job) == 0);
+        final Map<Integer, Optional<JobCheckpointState>> saved = new java.util.HashMap<>();
+        for (int rank = 1; rank <= WORKERS; rank++) {
+            saved.put(rank, stateOf(id, job, rank));
+            assertThat(saved.get(rank)).isPresent();
+        }
+        final Path manifest = Path.of(store.checkpointDir(id).toUri()).resolve(CheckpointStore.MANIFEST);
+        final byte[] whole = Files.readAllBytes(manifest);
+        Files.write(manifest, java.util.Arrays.copyOf(whole, whole.length / 2));
+        try {
+            final StatusRuntimeException refused = catchThrowableOfType(
+                    () -> PsClient.connect(worker(job).joinTimeoutMs(10_000)), StatusRuntimeException.class);
+            assertThat(refused.getStatus().getCode()).isEqualTo(Status.Code.UNAVAILABLE);
+            assertThat(refused.getStatus().getDescription())
+                    .contains("checkpoint " + id)
+                    .contains(CheckpointStore.MANIFEST);
+            assertThat(AdminCalls.workersOf(cluster.proxyAddress(), job)).isZero();
+        } finally {
+            Files.write(manifest, whole);
+        }
+
+        assertThat(rejoin(job)).isEqualTo(saved);
     }
 
     /** Joins {@value #WORKERS} workers of a new run of {@code job}; their restored states by rank. Leaves again. */

@@ -472,42 +472,67 @@ final class CheckpointCoordinator {
      * committed, or the one restored into every shard since), by job and rank (from 1, as the job gave it at the
      * join), handed in when it paused for that checkpoint; empty when that checkpoint holds none (the job did not run
      * then, or its workers did not pause).
+     *
+     * @throws PsException UNAVAILABLE naming the checkpoint and the cause when its manifest cannot be read: never an
+     *     empty state where one may have been saved.
      */
     Optional<JobCheckpointState> jobState(final String jobId, final int rank) {
+        return Optional.ofNullable(jobStates().get(jobId + "/" + rank));
+    }
+
+    /**
+     * The job states of the checkpoint the cluster's data is at, by "job/rank"; read from its manifest once, then kept
+     * until that checkpoint changes.
+     *
+     * @throws PsException UNAVAILABLE naming the checkpoint and the cause when its manifest cannot be read or is
+     *     gone.
+     */
+    Map<String, JobCheckpointState> jobStates() {
         final long from = state.dataCheckpointId();
         if (from <= 0) {
-            return Optional.empty();
+            return Map.of();
         }
-        JobStates known = jobStates;
-        if (known.checkpointId() != from) {
-            final Map<String, JobCheckpointState> byWorker = new HashMap<>();
-            try {
-                final Optional<CheckpointInfo> checkpoint = store.get(from);
-                if (checkpoint.isPresent()) {
-                    final Manifest manifest = checkpoint.get().manifest();
-                    manifest.properties().forEach((key, value) -> {
-                        if (key.startsWith(JOB_STATE)) {
-                            final int colon = value.indexOf(':');
-                            byWorker.put(
-                                    key.substring(JOB_STATE.length()),
-                                    JobCheckpointState.newBuilder()
-                                            .setCheckpointId(from)
-                                            .setCreatedMillis(manifest.createdMillis())
-                                            .setClock(Long.parseLong(value.substring(0, colon)))
-                                            .setState(ByteString.copyFrom(
-                                                    Base64.getDecoder().decode(value.substring(colon + 1))))
-                                            .build());
-                        }
-                    });
+        final JobStates known = jobStates;
+        if (known.checkpointId() == from) {
+            return known.byWorker();
+        }
+        final Optional<CheckpointInfo> checkpoint;
+        try {
+            checkpoint = store.get(from);
+        } catch (IOException | RuntimeException e) {
+            LOG.warn("cannot read the job states of checkpoint {}: {}", from, e.toString());
+            throw PsException.unavailable("cannot read the job states of checkpoint " + from
+                    + " (the one the cluster's data is at) from its manifest: " + e.getMessage());
+        }
+        if (checkpoint.isEmpty()) {
+            throw PsException.unavailable("cannot read the job states of checkpoint " + from
+                    + " (the one the cluster's data is at): it has no manifest under " + store.root()
+                    + "; restore a checkpoint or take a new one");
+        }
+        final Manifest manifest = checkpoint.get().manifest();
+        final Map<String, JobCheckpointState> byWorker = new HashMap<>();
+        try {
+            manifest.properties().forEach((key, value) -> {
+                if (key.startsWith(JOB_STATE)) {
+                    final int colon = value.indexOf(':');
+                    byWorker.put(
+                            key.substring(JOB_STATE.length()),
+                            JobCheckpointState.newBuilder()
+                                    .setCheckpointId(from)
+                                    .setCreatedMillis(manifest.createdMillis())
+                                    .setClock(Long.parseLong(value.substring(0, colon)))
+                                    .setState(ByteString.copyFrom(
+                                            Base64.getDecoder().decode(value.substring(colon + 1))))
+                                    .build());
                 }
-            } catch (IOException | RuntimeException e) {
-                LOG.warn("cannot read the job states of checkpoint {}: {}", from, e.toString());
-                return Optional.empty();
-            }
-            known = new JobStates(from, byWorker);
-            jobStates = known;
+            });
+        } catch (RuntimeException e) {
+            throw PsException.unavailable("cannot read the job states of checkpoint " + from
+                    + " (the one the cluster's data is at): a job-state property of its manifest is damaged: "
+                    + e);
         }
-        return Optional.ofNullable(known.byWorker().get(jobId + "/" + rank));
+        jobStates = new JobStates(from, Map.copyOf(byWorker));
+        return byWorker;
     }
 
     /**

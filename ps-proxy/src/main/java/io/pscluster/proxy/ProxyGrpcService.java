@@ -19,6 +19,7 @@ import io.pscluster.proto.v1.GetRoutingTableRequest;
 import io.pscluster.proto.v1.GetRoutingTableResponse;
 import io.pscluster.proto.v1.HeartbeatRequest;
 import io.pscluster.proto.v1.HeartbeatResponse;
+import io.pscluster.proto.v1.JobCheckpointState;
 import io.pscluster.proto.v1.JoinJobRequest;
 import io.pscluster.proto.v1.JoinJobResponse;
 import io.pscluster.proto.v1.LeaveJobRequest;
@@ -40,6 +41,7 @@ import io.pscluster.proto.v1.UpdateJobsRequest;
 import io.pscluster.wire.PsException;
 import io.pscluster.wire.TableSchemas;
 import io.pscluster.wire.Unary;
+import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
 import org.slf4j.Logger;
@@ -198,28 +200,48 @@ final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
                         .build());
     }
 
-    /** A long poll until the job starts, bounded by the caller's deadline; a cancelled call takes its worker out. */
+    /**
+     * A long poll until the job starts, bounded by the caller's deadline; a cancelled call takes its worker out. The
+     * workers a run starts with get their rank's state from the checkpoint the data is at; when it cannot be read the
+     * call fails UNAVAILABLE naming the cause (before the worker joins, or taking it out again), never an empty state.
+     */
     @Override
     public void joinJob(final JoinJobRequest request, final StreamObserver<JoinJobResponse> out) {
         final JobRegistry.Joining joining;
         try {
+            // Read (or known) before the worker joins: a manifest that cannot be read fails the call here.
+            checkpoints.jobStates();
             joining = jobs.join(request.getJobId(), request.getHost(), request.getRank(), io.grpc.Context.current());
         } catch (RuntimeException e) {
             out.onError(PsException.toStatus(e));
             return;
         }
-        answerWhenDone(
-                out,
-                joining.answer()
-                        .thenApply(answer -> answer.getStartClock() != 0
-                                // A worker joining a running job takes the job where it is: no state to go back to.
-                                ? answer
-                                : checkpoints
-                                        .jobState(request.getJobId(), answer.getRank())
-                                        .map(restored -> answer.toBuilder()
-                                                .setRestored(restored)
-                                                .build())
-                                        .orElse(answer)));
+        answerWhenDone(out, joining.answer().thenCompose(answer -> withRestored(request.getJobId(), answer)));
+    }
+
+    /** The join's answer with the worker's restored state, for a worker a run starts with. */
+    private CompletableFuture<JoinJobResponse> withRestored(final String jobId, final JoinJobResponse answer) {
+        if (answer.getStartClock() != 0) {
+            // A worker joining a running job takes the job where it is: no state to go back to.
+            return CompletableFuture.completedFuture(answer);
+        }
+        final Optional<JobCheckpointState> restored;
+        try {
+            // The data may be at another checkpoint than when the call came (a commit or restore meanwhile).
+            restored = checkpoints.jobState(jobId, answer.getRank());
+        } catch (RuntimeException unreadable) {
+            // The worker is a member already: it leaves again, so that the caller's retry joins afresh at its rank.
+            CompletableFuture<Void> left;
+            try {
+                left = jobs.leave(jobId, answer.getWorkerId());
+            } catch (RuntimeException stopping) {
+                left = CompletableFuture.completedFuture(null);
+            }
+            return left.handle((done, failure) -> null).thenCompose(done -> CompletableFuture.failedFuture(unreadable));
+        }
+        return CompletableFuture.completedFuture(
+                restored.map(state -> answer.toBuilder().setRestored(state).build())
+                        .orElse(answer));
     }
 
     /** A worker's standing poll for checkpoint pauses; holds no thread. */
