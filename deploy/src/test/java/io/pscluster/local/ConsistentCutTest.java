@@ -108,6 +108,61 @@ class ConsistentCutTest {
     }
 
     /**
+     * A push held at its shard (sent, not answered) when the worker reaches {@code clock()} for a pause: the worker
+     * waits for it only until the proxy gives the pause up (its pause timeout, 10 s here), not for the 70 s a paused
+     * worker may be held; the checkpoint is a per-shard cut that says so, and the push goes on once the shard takes it.
+     */
+    @Test
+    void shouldWaitForAPushInFlightNoLongerThanThePauseTimeout() throws Exception {
+        final String job = "cut-held";
+        final String table = job + "-counts";
+        try (PsClient admin = PsClient.connect(cluster.proxyAddress())) {
+            admin.createTable(TableSchema.newBuilder()
+                    .setName(table)
+                    .setKind(TableKind.SPARSE)
+                    .setDim(1)
+                    .setOptimizer(OptimizerSpec.newBuilder()
+                            .setKind(OptimizerKind.SGD)
+                            .setLearningRate(1f))
+                    .build());
+        }
+        // The held push's deadline is well past the pause timeout plus the test's wait, so that it cannot end the
+        // worker's wait for it by failing.
+        try (PsClient client = PsClient.connect(worker(job, UpdateMode.ASYNC, 1).deadlineMs(120_000))) {
+            final PsTable counts = client.table(table);
+            counts.push(new long[] {1}, new float[] {-1f});
+            final AtomicLong clocks = new AtomicLong();
+            final AtomicBoolean stop = new AtomicBoolean();
+            CompletableFuture<Void> held = null;
+            CompletableFuture<Void> stepping = null;
+            AdminCalls.injectFault(cluster, FaultPoints.HOLD_PUSHES, true, 0);
+            try {
+                held = counts.pushAsync(new long[] {1}, new float[] {-1f});
+                stepping = CompletableFuture.runAsync(() -> {
+                    while (!stop.get()) {
+                        client.clock();
+                        clocks.incrementAndGet();
+                        // Paced: until a pause is asked for, an ASYNC clock() only counts.
+                        java.util.concurrent.locks.LockSupport.parkNanos(TimeUnit.MILLISECONDS.toNanos(2));
+                    }
+                });
+                final long id = AdminCalls.checkpointNow(cluster.proxyAddress());
+                assertThat(store.get(id).orElseThrow().manifest().properties().get("cut"))
+                        .startsWith("per shard: workers [" + job + "/")
+                        .contains("did not pause");
+                final long atCut = clocks.get();
+                await().atMost(Duration.ofSeconds(15)).until(() -> clocks.get() > atCut);
+                assertThat(held).as("the push is still held at its shard").isNotDone();
+            } finally {
+                stop.set(true);
+                AdminCalls.injectFault(cluster, FaultPoints.HOLD_PUSHES, false, 0);
+            }
+            held.get(60, TimeUnit.SECONDS);
+            stepping.get(60, TimeUnit.SECONDS);
+        }
+    }
+
+    /**
      * A worker's state is kept and given back by the rank the job gave it at its join, not by its place among the
      * workers: three workers join, the one of rank 1 leaves, the other two pause for a checkpoint (each hands in its
      * rank and step). In the next run the workers join in another order (ranks 3 and 2 asked for, in that order, then

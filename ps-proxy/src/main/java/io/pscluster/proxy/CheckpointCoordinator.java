@@ -286,7 +286,7 @@ final class CheckpointCoordinator {
 
         final WorkerPauses.Pause pause = !pauseWorkers || pauses == null || settings.pauseMillis() <= 0
                 ? null
-                : pauses.begin(settings.pauseMillis() + CUT_MILLIS);
+                : pauses.begin(settings.pauseMillis(), settings.pauseMillis() + CUT_MILLIS);
         try {
             return cutAndCommit(parent, owners, tables, slotOwners, epoch, id, pause, pauseWorkers, operation);
         } finally {

@@ -84,6 +84,7 @@ final class WorkerPauses {
     /** A pause in force, until {@link #end}. */
     final class Pause {
         final long id;
+        final long timeoutMillis;
         final long holdMillis;
         final Map<Worker, Asked> expected = new TreeMap<>();
         final Map<Worker, Held> paused = new TreeMap<>();
@@ -91,9 +92,19 @@ final class WorkerPauses {
         // A paused worker whose call ended before the pause did (it went on by itself): the cut is not one cut.
         String broken;
 
-        private Pause(final long id, final long holdMillis) {
+        private Pause(final long id, final long timeoutMillis, final long holdMillis) {
             this.id = id;
+            this.timeoutMillis = timeoutMillis;
             this.holdMillis = holdMillis;
+        }
+
+        /** What a worker's poll is answered with while this pause is in force. */
+        private AwaitPauseResponse asked() {
+            return AwaitPauseResponse.newBuilder()
+                    .setPauseId(id)
+                    .setHoldMillis(holdMillis)
+                    .setPauseTimeoutMillis(timeoutMillis)
+                    .build();
         }
 
         /**
@@ -182,9 +193,11 @@ final class WorkerPauses {
     /**
      * Asks every worker of every running job to pause. Returns null when no job is running (nothing to pause).
      *
+     * @param timeoutMillis how long the caller waits for every worker to pause ({@link Pause#awaitAll}); a worker
+     *     still waiting for its pushes in flight then goes on without pausing.
      * @param holdMillis the longest a worker should stay paused before it goes on by itself.
      */
-    Pause begin(final long holdMillis) {
+    Pause begin(final long timeoutMillis, final long holdMillis) {
         final List<CompletableFuture<AwaitPauseResponse>> wake = new ArrayList<>();
         final Pause pause;
         final AwaitPauseResponse asked;
@@ -206,13 +219,10 @@ final class WorkerPauses {
             if (expected.isEmpty()) {
                 return null;
             }
-            pause = new Pause(++lastPauseId, holdMillis);
+            pause = new Pause(++lastPauseId, timeoutMillis, holdMillis);
             pause.expected.putAll(expected);
             current = pause;
-            asked = AwaitPauseResponse.newBuilder()
-                    .setPauseId(pause.id)
-                    .setHoldMillis(holdMillis)
-                    .build();
+            asked = pause.asked();
             for (final Iterator<Map.Entry<Long, List<Poll>>> it =
                             polls.entrySet().iterator();
                     it.hasNext(); ) {
@@ -242,10 +252,7 @@ final class WorkerPauses {
         final CompletableFuture<AwaitPauseResponse> answer = new CompletableFuture<>();
         synchronized (this) {
             if (current != null && current.id > after) {
-                answer.complete(AwaitPauseResponse.newBuilder()
-                        .setPauseId(current.id)
-                        .setHoldMillis(current.holdMillis)
-                        .build());
+                answer.complete(current.asked());
                 return answer;
             }
             final Poll poll = new Poll(after, answer);

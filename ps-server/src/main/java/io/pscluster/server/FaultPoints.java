@@ -2,6 +2,8 @@ package io.pscluster.server;
 
 import io.pscluster.checkpoint.PausePoints;
 import io.pscluster.wire.PsException;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
@@ -23,6 +25,8 @@ import java.util.concurrent.atomic.AtomicInteger;
  *       off: pushes are still accepted and acknowledged, and applied once it is off.
  *   <li>{@value #DELAY_PUSHES}: a push waits {@value #PUSH_DELAY_MS} ms before the shard takes it, as on a slow
  *       network: it is in flight (sent, not queued, not answered) all that time.
+ *   <li>{@value #HOLD_PUSHES}: a push waits, not taken and not answered, until the point is switched off (then it is
+ *       taken): in flight for as long as a test needs.
  *   <li>{@value #SLOW_CHECKPOINT}: while on, a checkpoint write waits {@link #SLOW_CHECKPOINT_DELAY_MS} ms after each
  *       batch of rows it takes from its snapshot, and a restore after each batch of rows it loads: slow, yet always
  *       moving (tests of the proxy's stall timeout).
@@ -44,6 +48,7 @@ public final class FaultPoints {
     public static final String LOSE_PUSH_ANSWER = "lose-push-answer";
     public static final String HOLD_WRITERS = "hold-writers";
     public static final String DELAY_PUSHES = "delay-pushes";
+    public static final String HOLD_PUSHES = "hold-pushes";
     /** How long {@value #DELAY_PUSHES} holds each push. */
     public static final long PUSH_DELAY_MS = 1_000;
 
@@ -59,10 +64,13 @@ public final class FaultPoints {
             LOSE_PUSH_ANSWER,
             HOLD_WRITERS,
             DELAY_PUSHES,
+            HOLD_PUSHES,
             SLOW_CHECKPOINT,
             PAUSE_MID_ROW_FILE);
     /** Remaining firings of a point that is on; {@link Integer#MAX_VALUE} for "until switched off". */
     private final Map<String, AtomicInteger> armed = new ConcurrentHashMap<>();
+    /** Pushes {@value #HOLD_PUSHES} holds, taken when it is switched off. Guarded by itself. */
+    private final List<Runnable> heldPushes = new ArrayList<>();
 
     private final boolean allowed;
 
@@ -112,7 +120,29 @@ public final class FaultPoints {
         } else if (enabled) {
             armed.put(point, new AtomicInteger(times == 0 ? Integer.MAX_VALUE : times));
         } else {
-            armed.remove(point);
+            final List<Runnable> release;
+            synchronized (heldPushes) {
+                armed.remove(point);
+                release = point.equals(HOLD_PUSHES) ? List.copyOf(heldPushes) : List.of();
+                if (point.equals(HOLD_PUSHES)) {
+                    heldPushes.clear();
+                }
+            }
+            release.forEach(push -> later(push, 0));
+        }
+    }
+
+    /**
+     * {@value #HOLD_PUSHES}: when on, keeps {@code push} (returning true) until the point is switched off, then runs it
+     * off the caller's thread; false (nothing kept) when off.
+     */
+    boolean holdPush(final Runnable push) {
+        synchronized (heldPushes) {
+            if (!fire(HOLD_PUSHES)) {
+                return false;
+            }
+            heldPushes.add(push);
+            return true;
         }
     }
 

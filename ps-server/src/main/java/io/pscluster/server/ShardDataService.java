@@ -86,6 +86,9 @@ final class ShardDataService extends ShardServiceGrpc.ShardServiceImplBase {
             faults.later(() -> takePush(request, response), FaultPoints.PUSH_DELAY_MS);
             return;
         }
+        if (faults.holdPush(() -> takePush(request, response))) {
+            return;
+        }
         takePush(request, response);
     }
 

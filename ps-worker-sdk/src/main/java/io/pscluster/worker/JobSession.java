@@ -77,6 +77,9 @@ final class JobSession {
     // Checkpoint pauses: the newest pause the proxy asked for, and the last this worker has paused for.
     private volatile long pauseAsked;
     private volatile long pauseHoldMs;
+    // When the newest pause's ask arrived, and how long after it the proxy gives that pause up (0: not said).
+    private volatile long pauseAskedNanos;
+    private volatile long pauseTimeoutMs;
     private long pausedThrough;
     // SYNC: the clock to run on to before pausing again for pauseAsked (another worker of the job is there already).
     private long pauseAtClock;
@@ -230,8 +233,9 @@ final class JobSession {
      * Pauses for a checkpoint when the proxy asked for one since the last pause: holds new pushes (from any thread of
      * this client), waits until every push sent is acknowledged (then each is queued on its shard ahead of any cut
      * taken later), hands the proxy this worker's clock and state, and waits for its answer: every shard has cut, or
-     * the pause was given up. Never stays paused longer than the proxy's hold time, nor fails the step: a proxy that
-     * cannot be reached costs a warning, not the job.
+     * the pause was given up. Waits for pushes in flight no longer than the proxy waits for the pause (its pause
+     * timeout since it asked), never stays paused longer than the proxy's hold time, and never fails the step: a
+     * proxy that cannot be reached costs a warning, not the job.
      */
     private void pauseIfAsked() {
         final long pause = pauseAsked;
@@ -249,19 +253,24 @@ final class JobSession {
             pushGate = gate;
         }
         final long start = System.nanoTime();
+        // Pushes in flight are waited for only until the proxy gives the pause up (its timeout since it asked): after
+        // that, waiting on would only hold this worker's other threads back at the gate, for nothing.
+        final long timeoutMs = pauseTimeoutMs;
+        final long until = timeoutMs > 0
+                ? pauseAskedNanos + TimeUnit.MILLISECONDS.toNanos(timeoutMs)
+                : start + TimeUnit.MILLISECONDS.toNanos(holdMs);
         try {
-            final long until = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(holdMs);
             synchronized (pushLock) {
                 while (pushesInFlight > 0) {
                     final long left = until - System.nanoTime();
                     if (left <= 0) {
                         LOG.warn(
-                                "worker {} of job {}: {} pushes still unanswered after {} ms; not pausing for"
-                                        + " checkpoint pause {}",
+                                "worker {} of job {}: {} pushes still unanswered {} ms after checkpoint pause {} was"
+                                        + " asked for, when the proxy gives it up; not pausing for it",
                                 workerId,
                                 spec.getJobId(),
                                 pushesInFlight,
-                                holdMs,
+                                timeoutMs > 0 ? timeoutMs : holdMs,
                                 pause);
                         return;
                     }
@@ -336,6 +345,9 @@ final class JobSession {
             if (failure == null) {
                 if (asked.getPauseId() > pauseAsked) {
                     pauseHoldMs = asked.getHoldMillis();
+                    pauseTimeoutMs = asked.getPauseTimeoutMillis();
+                    pauseAskedNanos = System.nanoTime();
+                    // Written last: a reader of the new id sees the fields above (volatile).
                     pauseAsked = asked.getPauseId();
                 }
             } else {
