@@ -108,6 +108,92 @@ class ConsistentCutTest {
     }
 
     /**
+     * One worker, two threads pushing +1 to all 256 keys (over both shards): one steps (push, then {@code clock()}),
+     * the other pushes on its own and never calls {@code clock()}. While the worker is paused, the second thread's
+     * pushes wait at the worker's gate, so every checkpoint holds each of its pushes wholly or not at all, and only
+     * those sent before the pause: every key counts the steps plus the second thread's pushes acknowledged by the
+     * pause, or one more (a push answered whose thread had not counted it yet), never a push it started later.
+     */
+    @Test
+    void shouldHoldAnotherThreadsPushesWhileTheWorkerIsPaused() throws Exception {
+        final String job = "cut-threads";
+        final String table = job + "-counts";
+        try (PsClient admin = PsClient.connect(cluster.proxyAddress())) {
+            admin.createTable(TableSchema.newBuilder()
+                    .setName(table)
+                    .setKind(TableKind.SPARSE)
+                    .setDim(1)
+                    .setOptimizer(OptimizerSpec.newBuilder()
+                            .setKind(OptimizerKind.SGD)
+                            .setLearningRate(1f))
+                    .build());
+        }
+        final long[] keys = new long[KEYS];
+        final float[] plusOne = new float[KEYS];
+        for (int i = 0; i < KEYS; i++) {
+            keys[i] = i * 104_729L + 7;
+            plusOne[i] = -1f;
+        }
+        final AtomicLong steps = new AtomicLong();
+        final AtomicLong otherStarted = new AtomicLong();
+        final AtomicLong otherAnswered = new AtomicLong();
+        final AtomicBoolean stop = new AtomicBoolean();
+        // At the pause (every push admitted before it answered, later ones held at the gate): the steps, then the
+        // other thread's pushes answered, then those it started (answered first: both only grow).
+        try (PsClient client = PsClient.connect(worker(job, UpdateMode.ASYNC, 1).checkpointState(() -> {
+            final long answered = otherAnswered.get();
+            return ByteBuffer.allocate(24)
+                    .putLong(steps.get())
+                    .putLong(answered)
+                    .putLong(otherStarted.get())
+                    .array();
+        }))) {
+            final PsTable counts = client.table(table);
+            final CompletableFuture<Void> stepping = CompletableFuture.runAsync(() -> {
+                while (!stop.get()) {
+                    counts.push(keys, plusOne);
+                    steps.incrementAndGet();
+                    client.clock();
+                }
+            });
+            final CompletableFuture<Void> other = CompletableFuture.runAsync(() -> {
+                while (!stop.get()) {
+                    otherStarted.incrementAndGet();
+                    counts.push(keys, plusOne);
+                    otherAnswered.incrementAndGet();
+                }
+            });
+            try {
+                await().atMost(Duration.ofSeconds(60)).until(() -> steps.get() > 5 && otherAnswered.get() > 5);
+                for (int c = 0; c < 4; c++) {
+                    final long id = AdminCalls.checkpointNow(cluster.proxyAddress());
+                    final CheckpointInfo checkpoint = store.get(id).orElseThrow();
+                    assertThat(checkpoint.manifest().properties().get("cut")).startsWith("workers paused");
+                    final ByteBuffer state = ByteBuffer.wrap(
+                            stateOf(checkpoint, job, 1).orElseThrow().getState().toByteArray());
+                    final long stepped = state.getLong();
+                    final long answered = state.getLong();
+                    final long started = state.getLong();
+                    final Map<Long, Float> rows = rowsOf(checkpoint, table);
+                    assertThat(rows).as("keys in checkpoint %d", id).hasSize(KEYS);
+                    assertThat(new java.util.HashSet<>(rows.values()))
+                            .as("every key of checkpoint %d holds the same pushes", id)
+                            .hasSize(1);
+                    assertThat((double) rows.values().iterator().next())
+                            .as(
+                                    "pushes in checkpoint %d: %d steps, the other thread's %d answered, %d started",
+                                    id, stepped, answered, started)
+                            .isBetween((double) (stepped + answered), (double) (stepped + started));
+                }
+            } finally {
+                stop.set(true);
+            }
+            stepping.get(60, TimeUnit.SECONDS);
+            other.get(60, TimeUnit.SECONDS);
+        }
+    }
+
+    /**
      * A push held at its shard (sent, not answered) when the worker reaches {@code clock()} for a pause: the worker
      * waits for it only until the proxy gives the pause up (its pause timeout, 10 s here), not for the 70 s a paused
      * worker may be held; the checkpoint is a per-shard cut that says so, and the push goes on once the shard takes it.
