@@ -102,6 +102,35 @@ class JobStateRestoreTest {
     }
 
     /**
+     * A checkpoint taken while the job is down (between two runs) carries the states its workers last handed in over
+     * from the checkpoint before, so that the next run still gets them back.
+     */
+    @Test
+    void shouldCarryTheStatesOfAJobThatIsDownIntoTheNextCheckpoint() throws Exception {
+        final String job = "between-runs";
+        final long a;
+        try (Run run = new Run(job)) {
+            run.awaitSteps(3);
+            a = AdminCalls.checkpointNow(cluster.proxyAddress());
+        }
+        await().atMost(Duration.ofSeconds(30)).until(() -> AdminCalls.workersOf(cluster.proxyAddress(), job) == 0);
+
+        final long b = AdminCalls.checkpointNow(cluster.proxyAddress());
+
+        final Map<Integer, Optional<JobCheckpointState>> restored = rejoin(job);
+        for (int rank = 1; rank <= WORKERS; rank++) {
+            final JobCheckpointState saved = stateOf(a, job, rank).orElseThrow();
+            assertThat(stateOf(b, job, rank))
+                    .contains(saved.toBuilder()
+                            .setCheckpointId(b)
+                            .setCreatedMillis(
+                                    store.get(b).orElseThrow().manifest().createdMillis())
+                            .build());
+            assertThat(restored.get(rank)).as("rank %d", rank).isEqualTo(stateOf(b, job, rank));
+        }
+    }
+
+    /**
      * The manifest of the checkpoint the data is at cannot be read (damaged here; an outage reads the same) when a new
      * run's worker joins: the join fails UNAVAILABLE naming the checkpoint and the cause, and the worker is not left
      * in the job; once the manifest reads again, the workers get their states.

@@ -28,10 +28,12 @@ import java.util.ArrayList;
 import java.util.Base64;
 import java.util.BitSet;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
+import java.util.Set;
 import java.util.TreeMap;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -308,6 +310,8 @@ final class CheckpointCoordinator {
             final OperationBoard.Operation operation)
             throws IOException, InterruptedException {
         final Map<String, String> properties = new LinkedHashMap<>();
+        // Jobs with workers from before the cut to the commit: their states are theirs to hand in, never carried over.
+        final Set<String> withWorkers = new HashSet<>(jobsWithWorkers());
         final Map<String, Long> syncClocks;
         if (pause == null) {
             syncClocks = Map.of();
@@ -377,6 +381,8 @@ final class CheckpointCoordinator {
                 LOG.warn("checkpoint {}: {}", id, properties.get(CUT));
             }
         }
+        withWorkers.addAll(jobsWithWorkers());
+        carryJobStates(id, properties, withWorkers);
         operation.phase("committing");
         checkCoverage(id, owners, responses);
         final List<Manifest.FileEntry> files = new ArrayList<>();
@@ -440,6 +446,39 @@ final class CheckpointCoordinator {
                 maxHeld);
         applyRetention();
         return new Taken(new CheckpointInfo(id, store.checkpointDir(id), manifest), maxStall, properties.get(CUT));
+    }
+
+    private Set<String> jobsWithWorkers() {
+        return pauses == null ? Set.of() : pauses.jobsWithWorkers();
+    }
+
+    /**
+     * Carries the states of jobs without workers (between two runs: their progress is still what their workers last
+     * handed in) over from the checkpoint the data is at, so that a checkpoint taken while a job is down does not
+     * lose its states. When they cannot be read, the checkpoint is taken without them and its cut says so (a join
+     * then finds no state for those jobs in it: reported here, not silent).
+     */
+    private void carryJobStates(final long id, final Map<String, String> properties, final Set<String> withWorkers) {
+        final Map<String, JobCheckpointState> before;
+        try {
+            before = jobStates();
+        } catch (PsException unreadable) {
+            properties.put(
+                    CUT,
+                    properties.get(CUT) + "; job states of idle jobs not carried over: " + unreadable.getMessage());
+            LOG.warn("checkpoint {}: {}", id, properties.get(CUT));
+            return;
+        }
+        before.forEach((jobAndRank, saved) -> {
+            final String job = jobAndRank.substring(0, jobAndRank.lastIndexOf('/'));
+            if (!withWorkers.contains(job)) {
+                properties.putIfAbsent(
+                        JOB_STATE + jobAndRank,
+                        saved.getClock() + ":"
+                                + Base64.getEncoder()
+                                        .encodeToString(saved.getState().toByteArray()));
+            }
+        });
     }
 
     /** "job 'a' (2 workers at clock 17), job 'b' (...)". */
@@ -531,8 +570,9 @@ final class CheckpointCoordinator {
                     + " (the one the cluster's data is at): a job-state property of its manifest is damaged: "
                     + e);
         }
-        jobStates = new JobStates(from, Map.copyOf(byWorker));
-        return byWorker;
+        final JobStates read = new JobStates(from, Map.copyOf(byWorker));
+        jobStates = read;
+        return read.byWorker();
     }
 
     /**

@@ -354,6 +354,17 @@ final class WorkerPauses {
         }
     }
 
+    /** The jobs that have workers now (joining or live), running or waiting to start. */
+    Set<String> jobsWithWorkers() {
+        final Set<String> withWorkers = new HashSet<>();
+        for (final JobInfo job : jobs.get()) {
+            if (job.getWorkersCount() > 0) {
+                withWorkers.add(job.getSpec().getJobId());
+            }
+        }
+        return withWorkers;
+    }
+
     /** Answers every open poll (the proxy stops): the workers poll again, elsewhere or later. */
     void close() {
         final List<CompletableFuture<AwaitPauseResponse>> open = new ArrayList<>();
