@@ -128,12 +128,13 @@ final class StatusCommand implements Callable<Integer> {
                         job.getIdleSinceMillis() == 0 ? "-" : Instant.ofEpochMilli(job.getIdleSinceMillis()));
                 continue;
             }
-            out.printf("    %-8s %-24s %10s %10s %10s%n", "WORKER", "HOST", "CLOCK", "START", "RENEWED");
+            out.printf("    %-8s %-6s %-24s %10s %10s %10s%n", "WORKER", "RANK", "HOST", "CLOCK", "START", "RENEWED");
             JobWorker slowest = null;
             for (final JobWorker worker : job.getWorkersList()) {
                 out.printf(
-                        "    %-8d %-24s %10d %10d %8dms%n",
+                        "    %-8d %-6d %-24s %10d %10d %8dms%n",
                         worker.getWorkerId(),
+                        worker.getRank(),
                         worker.getHost().isEmpty() ? "-" : worker.getHost(),
                         worker.getClock(),
                         worker.getStartClock(),

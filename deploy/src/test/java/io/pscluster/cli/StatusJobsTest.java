@@ -23,6 +23,7 @@ class StatusJobsTest {
     private static JobWorker worker(final int id, final String host, final long clock, final long sinceRenewal) {
         return JobWorker.newBuilder()
                 .setWorkerId(id)
+                .setRank(id + 1)
                 .setHost(host)
                 .setClock(clock)
                 .setMillisSinceRenewal(sinceRenewal)
@@ -52,7 +53,7 @@ class StatusJobsTest {
         assertThat(printed)
                 .contains("2 jobs")
                 .containsPattern("lr +ssp:2 +yes +3/3 emb,bias")
-                .containsPattern("0 +host-a +12 +0 +120ms")
+                .containsPattern("0 +1 +host-a +12 +0 +120ms")
                 .contains("slowest: worker 2 at clock 10")
                 .containsPattern("idle +async +no +0/1 -")
                 .contains("no live worker since 2023-11-14T22:13:20Z");
