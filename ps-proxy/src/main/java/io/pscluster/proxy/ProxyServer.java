@@ -269,6 +269,11 @@ public final class ProxyServer implements AutoCloseable {
         }
     }
 
+    /** The workers' checkpoint pauses (tests look at the pause in force). */
+    WorkerPauses pauses() {
+        return pauses;
+    }
+
     public int port() {
         return server.getPort();
     }

@@ -354,6 +354,11 @@ final class WorkerPauses {
         }
     }
 
+    /** Why the pause in force is no longer one cut (see {@link Pause#broken}); empty when none is, or it is whole. */
+    synchronized java.util.Optional<String> brokenNow() {
+        return current == null ? java.util.Optional.empty() : java.util.Optional.ofNullable(current.broken);
+    }
+
     /** The jobs that have workers now (joining or live), running or waiting to start. */
     Set<String> jobsWithWorkers() {
         final Set<String> withWorkers = new HashSet<>();

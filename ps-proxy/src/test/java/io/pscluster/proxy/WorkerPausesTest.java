@@ -1,6 +1,8 @@
 package io.pscluster.proxy;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.catchThrowableOfType;
+import static org.awaitility.Awaitility.await;
 
 import com.google.common.util.concurrent.ListenableFuture;
 import io.grpc.Grpc;
@@ -8,6 +10,8 @@ import io.grpc.InsecureChannelCredentials;
 import io.grpc.InsecureServerCredentials;
 import io.grpc.ManagedChannel;
 import io.grpc.Server;
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
 import io.grpc.stub.StreamObserver;
 import io.pscluster.checkpoint.CheckpointStore;
 import io.pscluster.proto.v1.AdminServiceGrpc;
@@ -35,9 +39,11 @@ import io.pscluster.proto.v1.WriteCheckpointRequest;
 import io.pscluster.proto.v1.WriteCheckpointResponse;
 import java.io.IOException;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import org.apache.hadoop.conf.Configuration;
 import org.junit.jupiter.api.AfterEach;
@@ -47,8 +53,9 @@ import org.junit.jupiter.api.io.TempDir;
 
 /**
  * Checkpoint pauses through a real proxy over gRPC on loopback, the workers being raw calls (as the SDK makes them:
- * AwaitPause, Paused, LeaveJob) and the shard a fake that cuts at once and writes no file: which workers a pause
- * waits for, and the pause ids a worker sees across a restart of the proxy.
+ * AwaitPause, Paused, LeaveJob) and the shard a fake that cuts at once (or when a test lets it) and writes no file:
+ * which workers a pause waits for, a paused call that ends before the cut, and the pause ids a worker sees across a
+ * restart of the proxy.
  */
 class WorkerPausesTest {
     /** Long: a test that wrongly waits for a worker shows as a per-shard cut, not as a slow pass. */
@@ -58,6 +65,10 @@ class WorkerPausesTest {
     Path root;
 
     private final List<AutoCloseable> closeables = new ArrayList<>();
+    /** Held by the fake shard's WriteCheckpoint until counted down (1 when a test wants the cut held). */
+    private volatile CountDownLatch cutHeld = new CountDownLatch(0);
+
+    private ProxyServer proxy;
     private ManagedChannel channel;
     private String shardAddress;
     private String shardId;
@@ -134,6 +145,43 @@ class WorkerPausesTest {
         assertThat(properties).doesNotContainKey("job-state/leaving/" + second.getRank());
     }
 
+    /**
+     * A paused worker whose Paused call ends (its deadline here) before the shards have cut may be pushing again: the
+     * proxy hears of it through the call's cancellation, and the checkpoint is a per-shard cut without job states.
+     */
+    @Test
+    void shouldCutPerShardWithoutStatesWhenAPausedWorkersCallEndsBeforeTheCut() throws Exception {
+        final JoinJobResponse worker = joinOne("abandoned");
+        cutHeld = new CountDownLatch(1);
+        final ListenableFuture<CheckpointNowResponse> checkpoint = AdminServiceGrpc.newFutureStub(channel)
+                .withDeadlineAfter(60, TimeUnit.SECONDS)
+                .checkpointNow(CheckpointNowRequest.getDefaultInstance());
+        final AwaitPauseResponse asked = awaitPause("abandoned", worker, 0);
+        final StatusRuntimeException ended = catchThrowableOfType(
+                () -> ProxyServiceGrpc.newBlockingStub(channel)
+                        .withDeadlineAfter(300, TimeUnit.MILLISECONDS)
+                        .paused(pausedRequest("abandoned", worker, asked.getPauseId())),
+                StatusRuntimeException.class);
+        assertThat(ended.getStatus().getCode()).isEqualTo(Status.Code.DEADLINE_EXCEEDED);
+        try {
+            await().atMost(Duration.ofSeconds(10))
+                    .until(() -> proxy.pauses().brokenNow().isPresent());
+        } finally {
+            cutHeld.countDown();
+        }
+
+        final CheckpointNowResponse taken = checkpoint.get(60, TimeUnit.SECONDS);
+        assertThat(taken.getCut())
+                .startsWith("per shard: worker abandoned/" + worker.getWorkerId() + " went on before every shard had"
+                        + " cut");
+        assertThat(new CheckpointStore(root.toUri(), new Configuration())
+                        .get(taken.getCheckpoint().getId())
+                        .orElseThrow()
+                        .manifest()
+                        .properties())
+                .noneSatisfy((key, value) -> assertThat(key).startsWith("job-state/abandoned/"));
+    }
+
     /** A pause's id and the cut of its checkpoint. */
     private record Cut(long pauseId, String cut) {}
 
@@ -173,13 +221,17 @@ class WorkerPausesTest {
             final String job, final JoinJobResponse worker, final long pauseId) {
         return ProxyServiceGrpc.newFutureStub(channel)
                 .withDeadlineAfter(60, TimeUnit.SECONDS)
-                .paused(PausedRequest.newBuilder()
-                        .setJobId(job)
-                        .setWorkerId(worker.getWorkerId())
-                        .setPauseId(pauseId)
-                        .setClock(7)
-                        .setState(com.google.protobuf.ByteString.copyFromUtf8("worker " + worker.getWorkerId()))
-                        .build());
+                .paused(pausedRequest(job, worker, pauseId));
+    }
+
+    private static PausedRequest pausedRequest(final String job, final JoinJobResponse worker, final long pauseId) {
+        return PausedRequest.newBuilder()
+                .setJobId(job)
+                .setWorkerId(worker.getWorkerId())
+                .setPauseId(pauseId)
+                .setClock(7)
+                .setState(com.google.protobuf.ByteString.copyFromUtf8("worker " + worker.getWorkerId()))
+                .build();
     }
 
     private void register(final String job, final int expected) {
@@ -216,6 +268,7 @@ class WorkerPausesTest {
                 .callDeadlineMs(10_000)
                 .workerLeaseMs(60_000)
                 .checkpointPauseMs(PAUSE_MS));
+        proxy = started;
         channel = Grpc.newChannelBuilder("localhost:" + started.port(), InsecureChannelCredentials.create())
                 .build();
         final ProxyServer closing = started;
@@ -245,6 +298,11 @@ class WorkerPausesTest {
                     @Override
                     public void writeCheckpoint(
                             final WriteCheckpointRequest request, final StreamObserver<WriteCheckpointResponse> out) {
+                        try {
+                            cutHeld.await(60, TimeUnit.SECONDS);
+                        } catch (InterruptedException e) {
+                            Thread.currentThread().interrupt();
+                        }
                         out.onNext(WriteCheckpointResponse.newBuilder()
                                 .addAllCoveredSlots(request.getSlotsList())
                                 .build());
