@@ -1,11 +1,6 @@
 package io.pscluster.faults;
 
-import io.pscluster.proto.v1.InitializerKind;
-import io.pscluster.proto.v1.InitializerSpec;
-import io.pscluster.proto.v1.OptimizerKind;
-import io.pscluster.proto.v1.OptimizerSpec;
-import io.pscluster.proto.v1.TableKind;
-import io.pscluster.proto.v1.TableSchema;
+import io.pscluster.local.CounterTable;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
 import java.util.ArrayList;
@@ -40,18 +35,7 @@ final class CounterLoad implements AutoCloseable {
     CounterLoad(final String proxyAddress, final String tableName) {
         this.client = PsClient.connect(
                 new PsClient.Context().proxyAddress(proxyAddress).deadlineMs(60_000));
-        this.table = client.createTable(schema(tableName));
-    }
-
-    static TableSchema schema(final String name) {
-        return TableSchema.newBuilder()
-                .setName(name)
-                .setKind(TableKind.SPARSE)
-                .setDim(1)
-                .setOptimizer(
-                        OptimizerSpec.newBuilder().setKind(OptimizerKind.SGD).setLearningRate(1f))
-                .setInitializer(InitializerSpec.newBuilder().setKind(InitializerKind.ZEROS))
-                .build();
+        this.table = client.createTable(CounterTable.schema(tableName));
     }
 
     static long key(final int index) {

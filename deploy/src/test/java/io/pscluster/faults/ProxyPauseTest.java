@@ -4,6 +4,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.awaitility.Awaitility.await;
 
 import io.pscluster.local.AdminCalls;
+import io.pscluster.local.CounterTable;
 import io.pscluster.proto.v1.ListShardsResponse;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
@@ -39,7 +40,7 @@ class ProxyPauseTest {
             cluster.startShard("s1");
             await().atMost(Duration.ofSeconds(30)).until(cluster::allSlotsServed);
             try (PsClient client = PsClient.connect(cluster.proxyAddress())) {
-                final PsTable table = client.createTable(CounterLoad.schema("paused"));
+                final PsTable table = client.createTable(CounterTable.schema("paused"));
                 final long[] keys = new long[KEYS];
                 for (int i = 0; i < KEYS; i++) {
                     keys[i] = (i + 1) * 0x9E3779B97F4A7C15L;

@@ -1,10 +1,7 @@
 package io.pscluster.faults;
 
+import io.pscluster.local.CounterTable;
 import io.pscluster.proto.v1.JobSpec;
-import io.pscluster.proto.v1.OptimizerKind;
-import io.pscluster.proto.v1.OptimizerSpec;
-import io.pscluster.proto.v1.TableKind;
-import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.wire.UpdateModes;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
@@ -32,14 +29,7 @@ public final class SyncWorkerMain {
         try (PsClient client = PsClient.connect(
                 new PsClient.Context().proxyAddress(args[0]).deadlineMs(60_000).job(job))) {
             System.out.println("worker " + client.workerId() + " starts at clock " + client.currentClock());
-            final PsTable table = client.createTable(TableSchema.newBuilder()
-                    .setName(args[1] + "_w")
-                    .setKind(TableKind.SPARSE)
-                    .setDim(1)
-                    .setOptimizer(OptimizerSpec.newBuilder()
-                            .setKind(OptimizerKind.SGD)
-                            .setLearningRate(1f))
-                    .build());
+            final PsTable table = client.createTable(CounterTable.schema(args[1] + "_w"));
             final long[] keys = new long[KEYS];
             for (int i = 0; i < KEYS; i++) {
                 keys[i] = i * 31L + 5;

@@ -13,6 +13,7 @@ import io.pscluster.checkpoint.CheckpointStore;
 import io.pscluster.checkpoint.Manifest;
 import io.pscluster.checkpoint.RowFileInfo;
 import io.pscluster.local.AdminCalls;
+import io.pscluster.local.CounterTable;
 import io.pscluster.local.LocalCluster;
 import io.pscluster.proto.v1.AdminServiceGrpc;
 import io.pscluster.proto.v1.InjectFaultRequest;
@@ -90,7 +91,7 @@ class TakeoverDamageTest {
         final String root = hdfs.getURI() + "/pscluster/" + damage;
         try (LocalCluster cluster = cluster(root, damage.equals("stale-file") ? "none" : "zstd");
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
-            final PsTable table = client.createTable(CounterLoad.schema("counter"));
+            final PsTable table = client.createTable(CounterTable.schema("counter"));
             final long[] keys = allKeys();
             pushOnceEach(table, keys);
             awaitAll(table, keys, 1f);
@@ -141,7 +142,7 @@ class TakeoverDamageTest {
         final String root = hdfs.getURI() + "/pscluster/explicit-restore";
         try (LocalCluster cluster = cluster(root, "none");
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
-            final PsTable table = client.createTable(CounterLoad.schema("counter"));
+            final PsTable table = client.createTable(CounterTable.schema("counter"));
             final long[] keys = allKeys();
             pushOnceEach(table, keys);
             awaitAll(table, keys, 1f);
@@ -173,7 +174,7 @@ class TakeoverDamageTest {
         final String root = hdfs.getURI() + "/pscluster/transient";
         try (LocalCluster cluster = cluster(root, "zstd");
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
-            final PsTable table = client.createTable(CounterLoad.schema("counter"));
+            final PsTable table = client.createTable(CounterTable.schema("counter"));
             final long[] keys = allKeys();
             pushOnceEach(table, keys);
             awaitAll(table, keys, 1f);

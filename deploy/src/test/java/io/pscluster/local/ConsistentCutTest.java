@@ -9,10 +9,6 @@ import io.pscluster.checkpoint.Manifest;
 import io.pscluster.checkpoint.RowFileReader;
 import io.pscluster.proto.v1.JobCheckpointState;
 import io.pscluster.proto.v1.JobSpec;
-import io.pscluster.proto.v1.OptimizerKind;
-import io.pscluster.proto.v1.OptimizerSpec;
-import io.pscluster.proto.v1.TableKind;
-import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.proto.v1.UpdateMode;
 import io.pscluster.server.FaultPoints;
 import io.pscluster.worker.PsClient;
@@ -119,14 +115,7 @@ class ConsistentCutTest {
         final String job = "cut-threads";
         final String table = job + "-counts";
         try (PsClient admin = PsClient.connect(cluster.proxyAddress())) {
-            admin.createTable(TableSchema.newBuilder()
-                    .setName(table)
-                    .setKind(TableKind.SPARSE)
-                    .setDim(1)
-                    .setOptimizer(OptimizerSpec.newBuilder()
-                            .setKind(OptimizerKind.SGD)
-                            .setLearningRate(1f))
-                    .build());
+            admin.createTable(CounterTable.schema(table));
         }
         final long[] keys = new long[KEYS];
         final float[] plusOne = new float[KEYS];
@@ -203,14 +192,7 @@ class ConsistentCutTest {
         final String job = "cut-held";
         final String table = job + "-counts";
         try (PsClient admin = PsClient.connect(cluster.proxyAddress())) {
-            admin.createTable(TableSchema.newBuilder()
-                    .setName(table)
-                    .setKind(TableKind.SPARSE)
-                    .setDim(1)
-                    .setOptimizer(OptimizerSpec.newBuilder()
-                            .setKind(OptimizerKind.SGD)
-                            .setLearningRate(1f))
-                    .build());
+            admin.createTable(CounterTable.schema(table));
         }
         // The held push's deadline is well past the pause timeout plus the test's wait, so that it cannot end the
         // worker's wait for it by failing.
@@ -260,14 +242,7 @@ class ConsistentCutTest {
         final String job = "cut-ranks";
         final String table = job + "-counts";
         try (PsClient admin = PsClient.connect(cluster.proxyAddress())) {
-            admin.createTable(TableSchema.newBuilder()
-                    .setName(table)
-                    .setKind(TableKind.SPARSE)
-                    .setDim(1)
-                    .setOptimizer(OptimizerSpec.newBuilder()
-                            .setKind(OptimizerKind.SGD)
-                            .setLearningRate(1f))
-                    .build());
+            admin.createTable(CounterTable.schema(table));
         }
         final int workers = 3;
         final Map<Integer, AtomicBoolean> stops = new java.util.concurrent.ConcurrentHashMap<>();
@@ -362,14 +337,7 @@ class ConsistentCutTest {
             throws Exception {
         final String table = job + "-counts";
         try (PsClient admin = PsClient.connect(cluster.proxyAddress())) {
-            admin.createTable(TableSchema.newBuilder()
-                    .setName(table)
-                    .setKind(TableKind.SPARSE)
-                    .setDim(1)
-                    .setOptimizer(OptimizerSpec.newBuilder()
-                            .setKind(OptimizerKind.SGD)
-                            .setLearningRate(1f))
-                    .build());
+            admin.createTable(CounterTable.schema(table));
         }
         final long[] keys = new long[KEYS];
         final float[] plusOne = new float[KEYS];

@@ -2,12 +2,6 @@ package io.pscluster.local;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
-import io.pscluster.proto.v1.InitializerKind;
-import io.pscluster.proto.v1.InitializerSpec;
-import io.pscluster.proto.v1.OptimizerKind;
-import io.pscluster.proto.v1.OptimizerSpec;
-import io.pscluster.proto.v1.TableKind;
-import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
 import java.nio.file.Path;
@@ -43,7 +37,7 @@ class FewerShardsRestartTest {
                         .heartbeatIntervalMs(200)
                         .start();
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
-            final PsTable table = client.createTable(counter());
+            final PsTable table = client.createTable(CounterTable.schema("counter"));
             table.push(keys, gradients);
             for (int i = 0; i < 3; i++) {
                 cluster.shard(i).shard().awaitQuiescent();
@@ -64,16 +58,5 @@ class FewerShardsRestartTest {
                 assertThat(values[i]).as("key %d", keys[i]).isEqualTo(-gradients[i]);
             }
         }
-    }
-
-    private static TableSchema counter() {
-        return TableSchema.newBuilder()
-                .setName("counter")
-                .setKind(TableKind.SPARSE)
-                .setDim(1)
-                .setOptimizer(
-                        OptimizerSpec.newBuilder().setKind(OptimizerKind.SGD).setLearningRate(1f))
-                .setInitializer(InitializerSpec.newBuilder().setKind(InitializerKind.ZEROS))
-                .build();
     }
 }

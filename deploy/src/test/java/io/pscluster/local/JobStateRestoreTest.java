@@ -10,10 +10,6 @@ import io.pscluster.checkpoint.CheckpointInfo;
 import io.pscluster.checkpoint.CheckpointStore;
 import io.pscluster.proto.v1.JobCheckpointState;
 import io.pscluster.proto.v1.JobSpec;
-import io.pscluster.proto.v1.OptimizerKind;
-import io.pscluster.proto.v1.OptimizerSpec;
-import io.pscluster.proto.v1.TableKind;
-import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.proto.v1.UpdateMode;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
@@ -232,14 +228,7 @@ class JobStateRestoreTest {
         Run(final String job) {
             final String table = job + "-counts";
             try (PsClient admin = PsClient.connect(cluster.proxyAddress())) {
-                admin.createTable(TableSchema.newBuilder()
-                        .setName(table)
-                        .setKind(TableKind.SPARSE)
-                        .setDim(1)
-                        .setOptimizer(OptimizerSpec.newBuilder()
-                                .setKind(OptimizerKind.SGD)
-                                .setLearningRate(1f))
-                        .build());
+                admin.createTable(CounterTable.schema(table));
             }
             for (int w = 0; w < WORKERS; w++) {
                 workers.add(threads.submit(() -> {

@@ -3,11 +3,7 @@ package io.pscluster.local;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.pscluster.proto.v1.JobSpec;
-import io.pscluster.proto.v1.OptimizerKind;
-import io.pscluster.proto.v1.OptimizerSpec;
 import io.pscluster.proto.v1.RollbackEvent;
-import io.pscluster.proto.v1.TableKind;
-import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.proto.v1.UpdateMode;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
@@ -38,14 +34,7 @@ class SyncDrainTest {
                                 .setMode(UpdateMode.SYNC)
                                 .setExpectedWorkers(1)
                                 .build()))) {
-            final PsTable table = worker.createTable(TableSchema.newBuilder()
-                    .setName("drained_w")
-                    .setKind(TableKind.SPARSE)
-                    .setDim(1)
-                    .setOptimizer(OptimizerSpec.newBuilder()
-                            .setKind(OptimizerKind.SGD)
-                            .setLearningRate(1f))
-                    .build());
+            final PsTable table = worker.createTable(CounterTable.schema("drained_w"));
             final long[] keys = new long[256];
             for (int i = 0; i < keys.length; i++) {
                 keys[i] = i * 131L;

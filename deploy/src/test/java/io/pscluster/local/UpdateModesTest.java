@@ -95,17 +95,6 @@ class UpdateModesTest {
                         .build()));
     }
 
-    /** SGD, learning rate 1, zeros, dim 1: pushing -1 adds 1. */
-    private static TableSchema counter(final String name) {
-        return TableSchema.newBuilder()
-                .setName(name)
-                .setKind(TableKind.SPARSE)
-                .setDim(1)
-                .setOptimizer(
-                        OptimizerSpec.newBuilder().setKind(OptimizerKind.SGD).setLearningRate(1f))
-                .build();
-    }
-
     /** The one worker of a job. */
     private static PsClient solo(final String job, final UpdateMode mode, final int staleness) {
         return PsClient.connect(new PsClient.Context()
@@ -274,7 +263,7 @@ class UpdateModesTest {
     @Test
     void asyncPushIsAcknowledgedBeforeItIsAppliedAndFlushWaitsForIt() throws Exception {
         try (PsClient client = solo("async", UpdateMode.ASYNC, 0)) {
-            final PsTable table = client.createTable(counter("async_w"));
+            final PsTable table = client.createTable(CounterTable.schema("async_w"));
             final long[] keys = allKeys();
             final float[] minusOnes = minusOnes(keys.length);
             holdWriters(true);
@@ -305,7 +294,7 @@ class UpdateModesTest {
     @Test
     void anSspWorkerReadsItsOwnPushesAfterItsClockEnds() throws Exception {
         try (PsClient client = solo("ssp-own", UpdateMode.SSP, 3)) {
-            final PsTable table = client.createTable(counter("ssp_own"));
+            final PsTable table = client.createTable(CounterTable.schema("ssp_own"));
             final long[] keys = allKeys();
             final float[] minusOnes = minusOnes(keys.length);
             holdWriters(true);
@@ -402,7 +391,7 @@ class UpdateModesTest {
     @Test
     void aSyncPushWhoseAnswerWasLostAndAClockSentTwiceAreAppliedOnce() throws Exception {
         try (PsClient client = solo("retry", UpdateMode.SYNC, 0)) {
-            final PsTable table = client.createTable(counter("retry_w"));
+            final PsTable table = client.createTable(CounterTable.schema("retry_w"));
             final long[] keys = allKeys();
             final float[] minusOnes = minusOnes(keys.length);
             AdminCalls.injectFault(cluster, FaultPoints.LOSE_PUSH_ANSWER, true, 1);
