@@ -204,10 +204,8 @@ final class ClusterState {
     private final long leaseExpiryNanos;
     private final long forgetAfterNanos;
     private long startNanos;
-    // Pause detection of expireLeases (see detectOwnPauses); off until set.
-    private long checkIntervalNanos;
-    private long pauseThresholdNanos = Long.MAX_VALUE;
-    private long lastCheckNanos;
+    /** How late expireLeases runs (see detectOwnPauses). */
+    private final OwnPauses ownPauses = new OwnPauses();
     /** No record at start: shards' claims rebuild the assignment during the grace. */
     private final boolean bootstrapped;
 
@@ -789,9 +787,7 @@ final class ClusterState {
      */
     synchronized boolean expireLeases() {
         final long now = nanoClock.getAsLong();
-        if (pauseThresholdNanos != Long.MAX_VALUE) {
-            creditOwnPause(now);
-        }
+        creditOwnPause(now);
         return change("lease check", () -> {
             boolean changed = false;
             for (final ShardRecord record : shards.values()) {
@@ -842,16 +838,13 @@ final class ClusterState {
      * shard stops serving on its own clock once its lease lapses. Off until called (tests step the clock at will).
      */
     synchronized void detectOwnPauses(final long intervalNanos, final long thresholdNanos) {
-        checkIntervalNanos = intervalNanos;
-        pauseThresholdNanos = thresholdNanos;
-        lastCheckNanos = nanoClock.getAsLong();
+        ownPauses.start(intervalNanos, thresholdNanos, nanoClock.getAsLong());
     }
 
     /** Credits the time since the last check beyond its interval, if it passes the threshold; see above. */
     private void creditOwnPause(final long now) {
-        final long excess = now - lastCheckNanos - checkIntervalNanos;
-        lastCheckNanos = now;
-        if (excess <= pauseThresholdNanos) {
+        final long excess = ownPauses.lateBy(now);
+        if (excess == 0) {
             return;
         }
         for (final ShardRecord record : shards.values()) {

@@ -112,10 +112,9 @@ final class JobRegistry {
     private final ShardFanOut fanOut;
     private final Executor executor;
     private final LongSupplier nanoClock;
-    // Pause detection of check (see detectOwnPauses); off until set.
-    private long checkIntervalNanos;
-    private long pauseThresholdNanos = Long.MAX_VALUE;
-    private long lastCheckNanos;
+    /** How late check runs (see detectOwnPauses). */
+    private final OwnPauses ownPauses = new OwnPauses();
+
     private final LongSupplier wallClock;
     private final long leaseNanos;
 
@@ -472,15 +471,12 @@ final class JobRegistry {
      * {@code ClusterState.detectOwnPauses}). Off until called.
      */
     synchronized void detectOwnPauses(final long intervalNanos, final long thresholdNanos) {
-        checkIntervalNanos = intervalNanos;
-        pauseThresholdNanos = thresholdNanos;
-        lastCheckNanos = nanoClock.getAsLong();
+        ownPauses.start(intervalNanos, thresholdNanos, nanoClock.getAsLong());
     }
 
     private void creditOwnPause(final long now) {
-        final long excess = now - lastCheckNanos - checkIntervalNanos;
-        lastCheckNanos = now;
-        if (excess <= pauseThresholdNanos) {
+        final long excess = ownPauses.lateBy(now);
+        if (excess == 0) {
             return;
         }
         for (final Map<Integer, Lease> byWorker : leases.values()) {
@@ -507,9 +503,7 @@ final class JobRegistry {
                 return;
             }
             final long now = nanoClock.getAsLong();
-            if (pauseThresholdNanos != Long.MAX_VALUE) {
-                creditOwnPause(now);
-            }
+            creditOwnPause(now);
             final long wall = wallClock.getAsLong();
             final Set<String> catalog = catalog();
             final Map<String, JobInfo.Builder> edits = new LinkedHashMap<>();
