@@ -95,7 +95,11 @@ class ProxyRestartTest {
                         .isEqualTo(before.slotsOf(cluster.shardId("s0")));
                 assertThat(AdminCalls.tableNames(cluster.proxyAddress())).contains("counter");
                 await().atMost(Duration.ofSeconds(20))
-                        .untilAsserted(() -> assertThat(load.mismatches()).isEmpty());
+                        .untilAsserted(() -> assertThat(load.mismatches())
+                                .as(
+                                        "keys off their acknowledged pushes (%s); the processes' logs:%n%s",
+                                        restart, cluster.logs())
+                                .isEmpty());
                 assertThat(load.failures())
                         .as("pushes failed: %s", load.failureSamples())
                         .isZero();
