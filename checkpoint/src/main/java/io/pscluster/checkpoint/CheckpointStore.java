@@ -69,6 +69,9 @@ public final class CheckpointStore implements Closeable {
     /** The name that commits a checkpoint. */
     public static final String MANIFEST = "_MANIFEST";
 
+    /** The file that says a cluster used this root (see {@link #hasClusterMark}). */
+    public static final String CLUSTER_MARK = "_CLUSTER";
+
     private static final String DIR_PREFIX = "ckpt-";
     private static final Pattern DIR_NAME = Pattern.compile("ckpt-(\\d{1,18})");
     private static final String TMP_PREFIX = MANIFEST + ".tmp-";
@@ -208,6 +211,41 @@ public final class CheckpointStore implements Closeable {
                 manifest.totalRows(),
                 manifest.totalBytes(),
                 dir);
+    }
+
+    /**
+     * Whether {@link #markCluster} ran under this root: a cluster's proxy created a table here once. A proxy that
+     * starts without its state record and finds the mark (and no checkpoint) knows it lost its state rather than
+     * starting a new cluster, so live shards may hold rows it has not heard of yet.
+     */
+    public boolean hasClusterMark() throws IOException {
+        return fs.exists(new Path(root, CLUSTER_MARK));
+    }
+
+    /**
+     * Marks the root as a cluster's (see {@link #hasClusterMark}): a small text file, created without overwrite and
+     * {@code hsync}ed, so that it is durable before the change it announces is acknowledged. Idempotent. Retention,
+     * listing and verification ignore it (it is not a {@code ckpt-} directory).
+     */
+    public void markCluster(String text) throws IOException {
+        Path mark = new Path(root, CLUSTER_MARK);
+        if (fs.exists(mark)) {
+            return;
+        }
+        final FSDataOutputStream out;
+        try {
+            out = RowFileWriter.createDurable(fs, mark, RowFileWriter.Options.defaults());
+        } catch (FileAlreadyExistsException e) {
+            return;
+        }
+        try {
+            out.write(text.getBytes(StandardCharsets.UTF_8));
+            out.hsync();
+        } catch (IOException | RuntimeException | Error e) {
+            Closing.closeAfter(e, out);
+            throw e;
+        }
+        out.close();
     }
 
     /**

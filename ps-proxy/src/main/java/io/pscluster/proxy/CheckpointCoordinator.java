@@ -59,12 +59,6 @@ final class CheckpointCoordinator {
     private final Settings settings;
     private final WorkerPauses pauses;
     private volatile JobStates jobStates = new JobStates(-1, Map.of());
-    /**
-     * The checkpoint every slot owner restored last, until the next commit (0: none since): the shards hold its cut
-     * then, not the latest's, so the next checkpoint is a delta of it. Not persisted: a restarted proxy takes a delta of
-     * the latest, which the shards refuse after such a restore, and a base follows. Guarded by this coordinator.
-     */
-    private long restoredFrom;
 
     private final OperationBoard operations = new OperationBoard();
 
@@ -247,11 +241,13 @@ final class CheckpointCoordinator {
     }
 
     /**
-     * The checkpoint the shards' state follows from: the latest committed, unless every slot owner restored another
-     * one since (an operator's restore of an older checkpoint); a delta is of it, and the shards keep its cut.
+     * The checkpoint the shards' state follows from ({@link ClusterState#dataCheckpointId}, persisted, so a restarted
+     * proxy knows it too): the latest committed, unless an operator restored another one into every slot owner since;
+     * a delta is of it, and the shards keep its cut (a shard whose restore failed refuses the delta, and a base
+     * follows).
      */
     private long previousId() {
-        return restoredFrom > 0 ? restoredFrom : state.latestCheckpointId();
+        return state.dataCheckpointId();
     }
 
     /** Takes a checkpoint: a delta of {@code parent}, or a base when it is null. */
@@ -428,7 +424,6 @@ final class CheckpointCoordinator {
                         files,
                         properties);
         store.commit(manifest);
-        restoredFrom = 0;
         try {
             state.checkpointCommitted(id, manifest.createdMillis());
         } catch (PsException e) {
@@ -712,7 +707,7 @@ final class CheckpointCoordinator {
         }
         // Durable before it takes effect: from now on the data is (being) brought back to this checkpoint, and so
         // are the job states a new run of a job gets back.
-        state.restoringWhole(checkpoint.id());
+        state.restoringWhole(checkpoint.id(), checkpoint.manifest().createdMillis());
         operation.fanOut("loading", shardIds(owners));
         final List<Long> restored = fanOut.callAllWatched(
                 "restore checkpoint " + checkpoint.id(),
@@ -729,7 +724,6 @@ final class CheckpointCoordinator {
                 settings.watch(),
                 operation);
         final long rows = restored.stream().mapToLong(Long::longValue).sum();
-        restoredFrom = checkpoint.id();
         LOG.info("restored checkpoint {}: {} rows into {} shards", checkpoint.id(), rows, owners.size());
         return new Restored(checkpoint, rows);
     }

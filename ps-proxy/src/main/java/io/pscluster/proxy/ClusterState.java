@@ -34,6 +34,7 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.Optional;
 import java.util.Set;
+import java.util.function.BooleanSupplier;
 import java.util.function.LongSupplier;
 import java.util.function.Supplier;
 import org.slf4j.Logger;
@@ -195,7 +196,8 @@ final class ClusterState {
             Map<String, ShardRecord> shards,
             Map<Long, RestoreReport> reports,
             long[] claimedAt,
-            long latestCheckpointCreatedMillis) {}
+            long latestCheckpointCreatedMillis,
+            long dataCheckpointCreatedMillis) {}
 
     private final Settings settings;
     private final ProxyStateStore store;
@@ -208,6 +210,11 @@ final class ClusterState {
     private final OwnPauses ownPauses = new OwnPauses();
     /** No record at start: shards' claims rebuild the assignment during the grace. */
     private final boolean bootstrapped;
+    /**
+     * Bootstrapped in a cluster that existed (a checkpoint, or the root's cluster mark, or no way to tell): live
+     * shards may hold rows this state has not heard of, so during the grace no slot goes to anyone but its claimant.
+     */
+    private boolean holdForClaims;
 
     private final Map<String, ShardRecord> shards = new LinkedHashMap<>();
     private final String[] owners = new String[Slots.SLOT_COUNT];
@@ -232,6 +239,8 @@ final class ClusterState {
     private long latestCheckpointCreatedMillis;
     /** The checkpoint the cluster's data was last brought to as a whole (see {@link #dataCheckpointId()}). */
     private long dataCheckpointId;
+    /** When {@link #dataCheckpointId} was taken, for rollback events (not persisted, like the latest's). */
+    private long dataCheckpointCreatedMillis;
 
     private boolean graceOver;
     private boolean warnedNoTaker;
@@ -257,7 +266,10 @@ final class ClusterState {
 
     /**
      * Opens the state: the store's record if it has one (every shard in it suspect, the grace starting now), else
-     * what {@code bootstrap} finds in the newest checkpoint (asked only then), else an empty cluster.
+     * what {@code bootstrap} finds in the newest checkpoint (asked only then), else an empty cluster. Without a
+     * record, {@code existed} says whether a cluster used the checkpoint root before (asked only when there is no
+     * checkpoint; it answers true when it cannot tell): if so, slots go only to the shards that claim them until the
+     * grace is over, even while no table is known, because a live shard may hold rows of a table it has yet to report.
      *
      * @throws IOException when the store cannot be read or its record is damaged: the proxy must not start empty.
      */
@@ -265,6 +277,7 @@ final class ClusterState {
             final Settings settings,
             final ProxyStateStore store,
             final Supplier<Optional<Bootstrap>> bootstrap,
+            final BooleanSupplier existed,
             final LongSupplier nanoClock,
             final LongSupplier wallClock)
             throws IOException {
@@ -274,7 +287,7 @@ final class ClusterState {
             if (record.isPresent()) {
                 state.resume(record.get());
             } else {
-                state.bootstrap(bootstrap.get());
+                state.bootstrap(bootstrap.get(), existed);
             }
         }
         return state;
@@ -320,7 +333,8 @@ final class ClusterState {
                 settings.leaseMillis() + settings.leaseMarginMillis());
     }
 
-    private void bootstrap(final Optional<Bootstrap> checkpoint) {
+    private void bootstrap(final Optional<Bootstrap> checkpoint, final BooleanSupplier existed) {
+        holdForClaims = checkpoint.isPresent() || existed.getAsBoolean();
         if (checkpoint.isPresent()) {
             final Bootstrap from = checkpoint.get();
             from.tables().forEach(schema -> tables.put(schema.getName(), schema));
@@ -332,6 +346,7 @@ final class ClusterState {
             latestCheckpointId = from.checkpointId();
             latestCheckpointCreatedMillis = from.createdMillis();
             dataCheckpointId = from.checkpointId();
+            dataCheckpointCreatedMillis = from.createdMillis();
             LOG.warn(
                     "no proxy state in {}: starting from checkpoint {} ({} tables) at epoch {}; shards that"
                             + " re-register within {} ms keep what they hold",
@@ -339,6 +354,13 @@ final class ClusterState {
                     from.checkpointId(),
                     from.tables().size(),
                     epoch,
+                    settings.leaseMillis() + settings.leaseMarginMillis());
+        } else if (holdForClaims) {
+            LOG.warn(
+                    "no proxy state in {} and no checkpoint, but a cluster used this checkpoint root before: its"
+                            + " shards that re-register within {} ms keep what they hold; no slot goes to any other"
+                            + " shard until then",
+                    store.describe(),
                     settings.leaseMillis() + settings.leaseMarginMillis());
         } else {
             LOG.info("no proxy state in {} and no checkpoint: starting an empty cluster", store.describe());
@@ -414,7 +436,11 @@ final class ClusterState {
         final Map<String, ShardRecord> copies = new LinkedHashMap<>();
         shards.forEach((id, record) -> copies.put(id, record.copy()));
         return new Volatile(
-                copies, new LinkedHashMap<>(restoreReports), claimedAt.clone(), latestCheckpointCreatedMillis);
+                copies,
+                new LinkedHashMap<>(restoreReports),
+                claimedAt.clone(),
+                latestCheckpointCreatedMillis,
+                dataCheckpointCreatedMillis);
     }
 
     /** Reloads the last saved record and the volatile state from before the failed change. */
@@ -426,6 +452,7 @@ final class ClusterState {
         restoreReports.putAll(before.reports());
         System.arraycopy(before.claimedAt(), 0, claimedAt, 0, claimedAt.length);
         latestCheckpointCreatedMillis = before.latestCheckpointCreatedMillis();
+        dataCheckpointCreatedMillis = before.dataCheckpointCreatedMillis();
     }
 
     /** The persisted fields from a record; the shard map is the caller's business. */
@@ -510,10 +537,16 @@ final class ClusterState {
         });
     }
 
-    /** Remembers when the latest checkpoint was taken (not persisted: read back from its manifest at start). */
+    /**
+     * Remembers when the latest checkpoint, or the one the data is at, was taken (not persisted: read back from its
+     * manifest at start).
+     */
     synchronized void checkpointTime(final long checkpointId, final long createdMillis) {
         if (checkpointId == latestCheckpointId) {
             latestCheckpointCreatedMillis = createdMillis;
+        }
+        if (checkpointId == dataCheckpointId) {
+            dataCheckpointCreatedMillis = createdMillis;
         }
     }
 
@@ -523,19 +556,22 @@ final class ClusterState {
             latestCheckpointCreatedMillis = createdMillis;
             // The cluster's data was cut into it: from now on the data moves on from this checkpoint.
             dataCheckpointId = checkpointId;
+            dataCheckpointCreatedMillis = createdMillis;
         }
     }
 
     /**
      * Records, before the shards load it, that every shard's data is being brought back to checkpoint
-     * {@code checkpointId} (an operator's restore): the job states a run's workers get back at their join come from
-     * it from now on, until the next commit.
+     * {@code checkpointId} (an operator's restore): from now on, until the next commit, the job states a run's
+     * workers get back at their join come from it, slots of a lost shard are restored from it (not from a newer
+     * checkpoint, which would mix two points of the model) and the next checkpoint is a delta of it.
      *
      * @throws PsException UNAVAILABLE when the record cannot be saved (then the restore must not go on).
      */
-    synchronized void restoringWhole(final long checkpointId) {
+    synchronized void restoringWhole(final long checkpointId, final long createdMillis) {
         change("record the restore of checkpoint " + checkpointId + " into every shard", () -> {
             dataCheckpointId = checkpointId;
+            dataCheckpointCreatedMillis = createdMillis;
             return null;
         });
     }
@@ -619,14 +655,14 @@ final class ClusterState {
                                 assigned,
                                 assigned,
                                 slots,
-                                latestCheckpointId,
+                                dataCheckpointId,
                                 "shard " + assigned + " restarted without its rows");
                         appendRollback(
                                 assigned,
                                 List.of(assigned),
                                 slots.size(),
-                                latestCheckpointId,
-                                latestCheckpointCreatedMillis,
+                                dataCheckpointId,
+                                dataCheckpointCreatedMillis,
                                 false,
                                 "shard " + assigned + " restarted without its rows");
                     }
@@ -982,6 +1018,10 @@ final class ClusterState {
     /** Applies the assignment rules (see the class comment). */
     private void reconcile(final long now) {
         if (!sticky()) {
+            if (holdForClaims && inGrace(now)) {
+                // A shard that has not re-registered yet may still serve rows of tables nobody reported so far.
+                return;
+            }
             spreadEvenly();
             return;
         }
@@ -1020,8 +1060,8 @@ final class ClusterState {
                     from,
                     group.getValue(),
                     takers,
-                    latestCheckpointId,
-                    latestCheckpointCreatedMillis,
+                    dataCheckpointId,
+                    dataCheckpointCreatedMillis,
                     false,
                     from.isEmpty() ? "slots without an owner" : "shard " + from + " is gone");
         }

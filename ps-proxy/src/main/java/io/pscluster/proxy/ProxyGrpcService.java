@@ -64,6 +64,7 @@ final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
     private final WorkerPauses pauses;
     private final LongCalls longCalls;
     private final long heartbeatIntervalMs;
+    private final ClusterMark mark;
 
     ProxyGrpcService(
             final ClusterState state,
@@ -72,8 +73,10 @@ final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
             final CheckpointCoordinator checkpoints,
             final WorkerPauses pauses,
             final LongCalls longCalls,
-            final long heartbeatIntervalMs) {
+            final long heartbeatIntervalMs,
+            final ClusterMark mark) {
         this.state = state;
+        this.mark = mark;
         this.jobs = jobs;
         this.fanOut = fanOut;
         this.checkpoints = checkpoints;
@@ -121,11 +124,15 @@ final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
                         .build());
     }
 
-    /** Adds the table to the catalog (persisted), then creates it on every live shard; later shards get it later. */
+    /**
+     * Marks the checkpoint root as a cluster's ({@link ClusterMark}), adds the table to the catalog (persisted), then
+     * creates it on every live shard; later shards get it later.
+     */
     @Override
     public void createTable(final CreateTableRequest request, final StreamObserver<CreateTableResponse> out) {
         longCalls.respond(out, () -> {
             final TableSchema schema = TableSchemas.normalize(request.getSchema());
+            mark.ensure("create table '" + schema.getName() + "'");
             final boolean created = state.addTable(schema);
             final CreateTableRequest onward =
                     CreateTableRequest.newBuilder().setSchema(schema).build();

@@ -62,6 +62,7 @@ public final class ProxyServer implements AutoCloseable {
             Executors.newSingleThreadScheduledExecutor(ThreadFactories.daemon("ps-proxy-checkpoint"));
     private final ShardFanOut fanOut;
     private final WorkerPauses pauses;
+    private final ClusterMark mark;
     private Server server;
     private boolean closed;
 
@@ -69,8 +70,10 @@ public final class ProxyServer implements AutoCloseable {
             final Context context,
             final CheckpointStore store,
             final ClusterState state,
-            final ProxyStateStore stateStore) {
+            final ProxyStateStore stateStore,
+            final ClusterMark mark) {
         this.context = context;
+        this.mark = mark;
         this.state = state;
         this.stateStore = stateStore;
         this.fanOut = new ShardFanOut(channels, onwardCalls, context.callDeadlineMs);
@@ -91,6 +94,7 @@ public final class ProxyServer implements AutoCloseable {
         final ProxyStateStore stateStore = context.stateStore != null
                 ? context.stateStore
                 : new LocalFileStateStore(stateDir(context.stateDir, store.root()));
+        final ClusterMark mark = new ClusterMark(store);
         final ClusterState state;
         try {
             state = ClusterState.open(
@@ -101,16 +105,17 @@ public final class ProxyServer implements AutoCloseable {
                             store.root().toString()),
                     stateStore,
                     () -> bootstrapFrom(store),
+                    mark::existed,
                     System::nanoTime,
                     System::currentTimeMillis);
         } catch (IOException | RuntimeException e) {
             stateStore.close();
             throw e;
         }
-        noteLatestCheckpointTime(state, store);
+        noteCheckpointTimes(state, store);
         final ProxyServer proxy;
         try {
-            proxy = new ProxyServer(context, store, state, stateStore);
+            proxy = new ProxyServer(context, store, state, stateStore, mark);
         } catch (RuntimeException e) {
             stateStore.close();
             throw e;
@@ -178,17 +183,22 @@ public final class ProxyServer implements AutoCloseable {
         return Optional.empty();
     }
 
-    /** Rollback events name the time of their checkpoint; the record keeps only its id. Best effort. */
-    private static void noteLatestCheckpointTime(final ClusterState state, final CheckpointStore store) {
-        final long id = state.latestCheckpointId();
-        if (id == 0) {
-            return;
-        }
-        try {
-            store.get(id)
-                    .ifPresent(info -> state.checkpointTime(id, info.manifest().createdMillis()));
-        } catch (IOException | RuntimeException e) {
-            LOG.warn("cannot read the manifest of checkpoint {}: {}", id, e.toString());
+    /**
+     * Rollback events name the time of their checkpoint (the latest, or the one the data is at); the record keeps
+     * only their ids. Best effort.
+     */
+    private static void noteCheckpointTimes(final ClusterState state, final CheckpointStore store) {
+        for (final long id : new java.util.TreeSet<>(List.of(state.latestCheckpointId(), state.dataCheckpointId()))) {
+            if (id == 0) {
+                continue;
+            }
+            try {
+                store.get(id)
+                        .ifPresent(
+                                info -> state.checkpointTime(id, info.manifest().createdMillis()));
+            } catch (IOException | RuntimeException e) {
+                LOG.warn("cannot read the manifest of checkpoint {}: {}", id, e.toString());
+            }
         }
     }
 
@@ -202,12 +212,16 @@ public final class ProxyServer implements AutoCloseable {
                         checkpoints,
                         pauses,
                         new LongCalls(longCalls),
-                        context.heartbeatIntervalMs))
+                        context.heartbeatIntervalMs,
+                        mark))
                 .addService(new AdminGrpcService(state, jobs, checkpoints, new LongCalls(longCalls)))
                 .addService(health.getHealthService())
                 .build()
                 .start();
         state.startGrace();
+        if (!state.tables().isEmpty()) {
+            mark.ensureQuietly();
+        }
         jobs.startLeases();
         final long tick = Math.max(1, Math.min(context.heartbeatIntervalMs, context.leaseMarginMs));
         // A check later than its interval by more than this is taken for a pause of this process and not counted

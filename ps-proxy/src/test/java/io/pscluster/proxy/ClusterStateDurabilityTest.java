@@ -157,6 +157,62 @@ class ClusterStateDurabilityTest extends ClusterStateFixture {
         assertThat(state.status().getPendingRestoresList()).isEmpty();
     }
 
+    /**
+     * A proxy that lost its state in a cluster without a checkpoint (the root carries the cluster's mark): a new
+     * shard that registers before the old ones must not get their slots, not even while no table is known yet, or it
+     * would acknowledge pushes for rows it does not hold, lost when the owners claim the slots back.
+     */
+    @Test
+    void shouldGiveANewShardNothingBeforeTheOwnersClaimWhenTheLostStateHadNoCheckpoint() {
+        state = open(new MemoryStateStore(), Optional.empty(), true);
+        final String fresh = register("h9:1");
+        assertThat(slotsOf(fresh)).as("nothing before the owners claim").isEmpty();
+        state.register(RegisterShardRequest.newBuilder()
+                .setShardId("y")
+                .setAddress("h1:1")
+                .setRoutingEpoch(20)
+                .addAllHeldSlots(List.of(0, 1, 2))
+                .addAllHeldGenerations(List.of(10L, 10L, 10L))
+                .addTables(TableStats.newBuilder().setName(EMB.getName()).setSchema(EMB))
+                .build());
+        advanceMillis(EXPIRY_MILLIS - 1);
+        heartbeat(fresh);
+        state.expireLeases();
+        assertThat(slotsOf(fresh)).as("still nothing within the grace").isEmpty();
+        assertThat(slotsOf("y")).containsExactlyInAnyOrder(0, 1, 2);
+
+        // After the grace the slots nobody claimed are orphans: adopted with a restore order and a rollback event.
+        advanceMillis(2);
+        heartbeat("y");
+        state.expireLeases();
+        assertThat(slotsOf("y")).contains(0, 1, 2);
+        assertThat(slotsOf(fresh)).hasSize(Slots.SLOT_COUNT - 3);
+        assertThat(state.status().getRollbacksTotal()).isEqualTo(1);
+    }
+
+    @Test
+    void shouldSpreadSlotsAtOnceInANewCluster() {
+        state = open(new MemoryStateStore(), Optional.empty(), false);
+        final String a = register("h1:1");
+        final String b = register("h2:1");
+        assertThat(slotsOf(a)).hasSize(Slots.SLOT_COUNT / 2);
+        assertThat(slotsOf(b)).hasSize(Slots.SLOT_COUNT / 2);
+        assertThat(state.status().getGraceRemainingMillis()).isPositive();
+    }
+
+    /** Without tables a slot holds no rows, so after the grace a lost state that learned of none spreads them. */
+    @Test
+    void shouldSpreadSlotsAfterTheGraceWhenTheLostStateLearnedOfNoTable() {
+        state = open(new MemoryStateStore(), Optional.empty(), true);
+        final String a = register("h1:1");
+        assertThat(slotsOf(a)).isEmpty();
+        advanceMillis(EXPIRY_MILLIS + 1);
+        heartbeat(a);
+        state.expireLeases();
+        assertThat(slotsOf(a)).hasSize(Slots.SLOT_COUNT);
+        assertThat(state.status().getRollbacksTotal()).isZero();
+    }
+
     @Test
     void shouldAdoptAnUnknownTableButDropATombstonedOneWhenAShardReportsThem() {
         final String a = register("h1:1");
@@ -318,7 +374,7 @@ class ClusterStateDurabilityTest extends ClusterStateFixture {
         state.checkpointCommitted(7, 2_000);
         assertThat(state.dataCheckpointId()).isEqualTo(7);
 
-        state.restoringWhole(5);
+        state.restoringWhole(5, 1_000);
 
         assertThat(store.saved().getDataCheckpointId()).isEqualTo(5);
         assertThat(restart().dataCheckpointId()).isEqualTo(5);
@@ -328,8 +384,48 @@ class ClusterStateDurabilityTest extends ClusterStateFixture {
         assertThat(state.dataCheckpointId()).isEqualTo(8);
 
         store.failSaves.set(true);
-        assertStatus(() -> state.restoringWhole(5), Status.Code.UNAVAILABLE);
+        assertStatus(() -> state.restoringWhole(5, 1_000), Status.Code.UNAVAILABLE);
         assertThat(state.dataCheckpointId()).isEqualTo(8);
+    }
+
+    /**
+     * After an operator restored checkpoint 5 into every shard (7 is the latest), a lost shard's slots come back from
+     * 5 like the rest of the model, not from 7: a model mixed from two checkpoints is no checkpoint's. Across a proxy
+     * restart too. The rollback event names 5 and its time.
+     */
+    @Test
+    void shouldRestoreALostShardsSlotsFromTheCheckpointTheDataIsAtAfterAnOperatorRestore() {
+        final String a = register("h1:1");
+        final String b = register("h2:1");
+        state.addTable(EMB);
+        state.checkpointCommitted(5, 1_000);
+        state.checkpointCommitted(7, 2_000);
+        state.restoringWhole(5, 1_000);
+        state = restart();
+        passGrace();
+        heartbeat(a);
+        heartbeat(b);
+        state.checkpointTime(5, 1_000);
+
+        state.deregister(a);
+        heartbeat(b);
+
+        assertThat(state.status().getPendingRestoresList()).singleElement().satisfies(order -> {
+            assertThat(order.getShardId()).isEqualTo(b);
+            assertThat(order.getCheckpointId()).isEqualTo(5);
+        });
+        assertThat(state.status().getRollbacksList()).last().satisfies(event -> {
+            assertThat(event.getCheckpointId()).isEqualTo(5);
+            assertThat(event.getCheckpointCreatedMillis()).isEqualTo(1_000);
+        });
+
+        state.checkpointCommitted(8, 3_000);
+        final String c = register("h3:1");
+        heartbeat(c);
+        state.deregister(b);
+        assertThat(state.status().getPendingRestoresList())
+                .as("after the next commit the data is at it")
+                .anySatisfy(order -> assertThat(order.getCheckpointId()).isEqualTo(8));
     }
 
     @Test

@@ -52,10 +52,19 @@ abstract class ClusterStateFixture {
         passGrace();
     }
 
-    /** Opens a state on the fixture's clock, as a proxy (re)starting on {@code stateStore} does. */
+    /** Opens a state on the fixture's clock, as a proxy (re)starting on {@code stateStore} of a new cluster does. */
     ClusterState open(final ProxyStateStore stateStore, final Optional<ClusterState.Bootstrap> bootstrap) {
+        return open(stateStore, bootstrap, false);
+    }
+
+    /** {@link #open}, saying whether the checkpoint root carries a cluster's mark (asked only without a record). */
+    ClusterState open(
+            final ProxyStateStore stateStore,
+            final Optional<ClusterState.Bootstrap> bootstrap,
+            final boolean clusterExisted) {
         try {
-            return ClusterState.open(SETTINGS, stateStore, () -> bootstrap, nanos::get, () -> 1_700_000_000_000L);
+            return ClusterState.open(
+                    SETTINGS, stateStore, () -> bootstrap, () -> clusterExisted, nanos::get, () -> 1_700_000_000_000L);
         } catch (IOException e) {
             throw new UncheckedIOException(e);
         }

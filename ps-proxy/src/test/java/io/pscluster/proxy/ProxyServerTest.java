@@ -288,6 +288,41 @@ class ProxyServerTest {
         assertThat(status.getUnownedSlots()).isZero();
     }
 
+    /**
+     * The first table marks the checkpoint root; a proxy that then loses its state (no checkpoint was taken) waits
+     * for the owners' claims instead of handing a new shard the slots, while the proxy of a new cluster hands them out
+     * at once.
+     */
+    @Test
+    void shouldHoldEverySlotForItsOwnersClaimWhenTheStateIsLostInAMarkedRoot() throws Exception {
+        try (ProxyServer proxy = startProxy()) {
+            final var stub = ProxyServiceGrpc.newBlockingStub(channel(proxy.port()));
+            register(stub, startFakeShard());
+            assertThat(root.resolve(CheckpointStore.CLUSTER_MARK)).doesNotExist();
+            stub.createTable(table("emb"));
+            assertThat(root.resolve(CheckpointStore.CLUSTER_MARK)).isRegularFile();
+        }
+        deleteTree(ProxyServer.stateDir("", root.toUri()));
+
+        final ProxyServer restarted = startProxy();
+        final var stub = ProxyServiceGrpc.newBlockingStub(channel(restarted.port()));
+        register(stub, startFakeShard());
+        final ListShardsResponse status = AdminServiceGrpc.newBlockingStub(channel(restarted.port()))
+                .listShards(ListShardsRequest.getDefaultInstance());
+        assertThat(status.getGraceRemainingMillis()).isPositive();
+        assertThat(status.getShards(0).getSlotsOwned()).isZero();
+        assertThat(status.getUnownedSlots()).isEqualTo(io.pscluster.wire.Slots.SLOT_COUNT);
+    }
+
+    private static void deleteTree(final Path dir) throws IOException {
+        try (var paths = java.nio.file.Files.walk(dir)) {
+            for (final Path path :
+                    paths.sorted(java.util.Comparator.reverseOrder()).toList()) {
+                java.nio.file.Files.delete(path);
+            }
+        }
+    }
+
     @Test
     void shouldHandTheSlotsOverWithALosslessEventWhenAShardDrains() throws Exception {
         final ProxyServer proxy = startProxy();
