@@ -62,12 +62,13 @@ import org.slf4j.LoggerFactory;
  * exists slots hold no rows and are spread evenly over the serving shards on every change. Once a table exists a slot
  * moves only when orphaned: each lost shard's group goes whole to an idle shard (one that owns nothing) if there is
  * one, otherwise it is split evenly over the live shards, fewest slots first; every part gets a restore order from the
- * newest checkpoint and every move a {@link RollbackEvent}.
+ * checkpoint the data is at ({@link #dataCheckpointId}) and every move a {@link RollbackEvent}.
  *
  * <p><b>Restart.</b> For one lease + margin after start (the grace period) no orphaned slot is reassigned: the shards
  * of the record keep exactly what it says when they heartbeat or re-register. A proxy without a record starts from
  * the newest checkpoint manifest (if any) and, during the grace, lets re-registering shards claim what they hold (the
- * highest generation wins a slot), and adopts the tables they report.
+ * highest generation wins a slot), and adopts the tables they report; if the root shows that a cluster used it (a
+ * checkpoint, or the {@link ClusterMark}), no slot goes to anyone else during the grace.
  *
  * <p><b>Jobs</b> are {@link JobRegistry}'s: this class only saves them in the same record ({@link #saveJobs}), so that
  * one save never loses the other's change. Lock order: the registry's monitor, then this one, never the reverse.
