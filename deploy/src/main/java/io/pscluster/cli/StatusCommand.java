@@ -42,6 +42,13 @@ final class StatusCommand implements Callable<Integer> {
                     response.getShardsCount(),
                     response.getUnownedSlots(),
                     response.getRollbacksTotal());
+            if (response.getUnfinishedRestoreId() > 0) {
+                System.out.printf(
+                        "WARNING: the restore of checkpoint %d into every shard did not finish: the shards may hold a"
+                                + " mix of it and what they held before, and checkpoints are refused; run `psctl"
+                                + " checkpoint restore --id %d` again%n",
+                        response.getUnfinishedRestoreId(), response.getUnfinishedRestoreId());
+            }
             if (response.getGraceRemainingMillis() > 0) {
                 System.out.printf(
                         "proxy just restarted: no slot moves for another %d ms (shards re-register)%n",

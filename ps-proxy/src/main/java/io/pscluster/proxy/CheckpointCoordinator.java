@@ -164,8 +164,12 @@ final class CheckpointCoordinator {
     /** The result of a checkpoint: what was committed and the longest push stall a shard reported. */
     record Taken(CheckpointInfo checkpoint, long maxSnapshotMicros, String cut) {}
 
-    /** Takes a checkpoint, pausing the running jobs' workers for its cut. */
+    /**
+     * Takes a checkpoint, pausing the running jobs' workers for its cut; refused while an operator's restore into
+     * every shard is unfinished (the model may be a mix, {@link ClusterState#refuseIfMixed}).
+     */
     synchronized Taken checkpointNow() throws IOException, InterruptedException {
+        state.refuseIfMixed("a checkpoint");
         return checkpointNow(true);
     }
 
@@ -724,6 +728,7 @@ final class CheckpointCoordinator {
                 settings.watch(),
                 operation);
         final long rows = restored.stream().mapToLong(Long::longValue).sum();
+        state.restoredWhole(checkpoint.id());
         LOG.info("restored checkpoint {}: {} rows into {} shards", checkpoint.id(), rows, owners.size());
         return new Restored(checkpoint, rows);
     }

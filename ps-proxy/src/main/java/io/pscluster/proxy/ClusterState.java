@@ -240,6 +240,8 @@ final class ClusterState {
     private long latestCheckpointCreatedMillis;
     /** The checkpoint the cluster's data was last brought to as a whole (see {@link #dataCheckpointId()}). */
     private long dataCheckpointId;
+    /** An operator's restore into every shard that began and did not end well (0: none); see the record's field. */
+    private long unfinishedRestoreId;
     /** When {@link #dataCheckpointId} was taken, for rollback events (not persisted, like the latest's). */
     private long dataCheckpointCreatedMillis;
 
@@ -475,6 +477,7 @@ final class ClusterState {
         rollbacks.addAll(record.getRollbacksList());
         latestCheckpointId = record.getLatestCheckpointId();
         dataCheckpointId = record.getDataCheckpointId() > 0 ? record.getDataCheckpointId() : latestCheckpointId;
+        unfinishedRestoreId = record.getUnfinishedRestoreId();
         nextOrderId = Math.max(1, record.getNextOrderId());
         nextRollbackId = Math.max(1, record.getNextRollbackId());
         rollbacksTotal = record.getRollbacksTotal();
@@ -491,6 +494,7 @@ final class ClusterState {
                 .addAllRollbacks(rollbacks)
                 .setLatestCheckpointId(latestCheckpointId)
                 .setDataCheckpointId(dataCheckpointId)
+                .setUnfinishedRestoreId(unfinishedRestoreId)
                 .setNextOrderId(nextOrderId)
                 .setNextRollbackId(nextRollbackId)
                 .setRollbacksTotal(rollbacksTotal)
@@ -565,7 +569,8 @@ final class ClusterState {
      * Records, before the shards load it, that every shard's data is being brought back to checkpoint
      * {@code checkpointId} (an operator's restore): from now on, until the next commit, the job states a run's
      * workers get back at their join come from it, slots of a lost shard are restored from it (not from a newer
-     * checkpoint, which would mix two points of the model) and the next checkpoint is a delta of it.
+     * checkpoint, which would mix two points of the model) and the next checkpoint is a delta of it. Until
+     * {@link #restoredWhole} the restore counts as unfinished: checkpoints are refused ({@link #refuseIfMixed}).
      *
      * @throws PsException UNAVAILABLE when the record cannot be saved (then the restore must not go on).
      */
@@ -573,8 +578,45 @@ final class ClusterState {
         change("record the restore of checkpoint " + checkpointId + " into every shard", () -> {
             dataCheckpointId = checkpointId;
             dataCheckpointCreatedMillis = createdMillis;
+            unfinishedRestoreId = checkpointId;
             return null;
         });
+    }
+
+    /**
+     * Records that the restore of {@code checkpointId} into every shard ended well: every shard holds that checkpoint
+     * (plus what was pushed since), and checkpoints may be taken again.
+     *
+     * @throws PsException UNAVAILABLE when the record cannot be saved: the restore then still counts as unfinished.
+     */
+    synchronized void restoredWhole(final long checkpointId) {
+        if (unfinishedRestoreId != checkpointId) {
+            return;
+        }
+        change("record that checkpoint " + checkpointId + " is restored into every shard", () -> {
+            unfinishedRestoreId = 0;
+            return null;
+        });
+    }
+
+    /**
+     * Refuses a checkpoint of a model that may be a mix: an operator's restore into every shard began and did not
+     * end well (a shard failed it, or the proxy stopped during it).
+     *
+     * @throws PsException FAILED_PRECONDITION naming the restore and what to do.
+     */
+    synchronized void refuseIfMixed(final String operation) {
+        if (unfinishedRestoreId != 0) {
+            throw PsException.failedPrecondition(operation + " refused: the restore of checkpoint "
+                    + unfinishedRestoreId + " into every shard did not finish (a shard failed it, or the proxy stopped"
+                    + " during it), so the shards may hold a mix of it and what they held before; run `psctl"
+                    + " checkpoint restore --id " + unfinishedRestoreId + "` again, or restore another checkpoint");
+        }
+    }
+
+    /** See {@link #refuseIfMixed}; 0 when none. */
+    synchronized long unfinishedRestoreId() {
+        return unfinishedRestoreId;
     }
 
     /**
@@ -1490,6 +1532,7 @@ final class ClusterState {
                 .addAllRestoreReports(restoreReports.values())
                 .setRollbacksTotal(rollbacksTotal)
                 .setGraceRemainingMillis(Math.max(0, (leaseExpiryNanos - (now - startNanos)) / 1_000_000))
+                .setUnfinishedRestoreId(unfinishedRestoreId)
                 .build();
     }
 

@@ -30,6 +30,9 @@ import io.pscluster.proto.v1.ListShardsRequest;
 import io.pscluster.proto.v1.ListShardsResponse;
 import io.pscluster.proto.v1.ProxyServiceGrpc;
 import io.pscluster.proto.v1.RegisterShardRequest;
+import io.pscluster.proto.v1.RestoreCheckpointRequest;
+import io.pscluster.proto.v1.RestoreCheckpointResponse;
+import io.pscluster.proto.v1.RestoreRequest;
 import io.pscluster.proto.v1.ShardAdminServiceGrpc;
 import io.pscluster.proto.v1.ShardServiceGrpc;
 import io.pscluster.proto.v1.WriteCheckpointRequest;
@@ -54,6 +57,9 @@ class ProxyServerTest {
     Path root;
 
     private final List<AutoCloseable> closeables = new ArrayList<>();
+
+    /** What the fake shards answer when the proxy asks them to restore a checkpoint (null: success). */
+    private final AtomicReference<Status> restoreFailure = new AtomicReference<>();
 
     /** What the fake shards do when the proxy asks them to create a table. */
     private final AtomicReference<Status> createTableFailure = new AtomicReference<>();
@@ -129,6 +135,19 @@ class ProxyServerTest {
                             }
                         }
                         out.onNext(answer.build());
+                        out.onCompleted();
+                    }
+
+                    @Override
+                    public void restoreCheckpoint(
+                            final RestoreCheckpointRequest request,
+                            final StreamObserver<RestoreCheckpointResponse> out) {
+                        final Status failure = restoreFailure.get();
+                        if (failure != null) {
+                            out.onError(failure.asRuntimeException());
+                            return;
+                        }
+                        out.onNext(RestoreCheckpointResponse.getDefaultInstance());
                         out.onCompleted();
                     }
                 })
@@ -321,6 +340,77 @@ class ProxyServerTest {
                 java.nio.file.Files.delete(path);
             }
         }
+    }
+
+    /**
+     * A restore into every shard that one shard failed leaves the model a possible mix: status says so, checkpoints are
+     * refused naming the restore and what to do, also after a proxy restart, until a restore ends well.
+     */
+    @Test
+    void shouldRefuseCheckpointsAfterARestoreThatAShardFailedUntilARestoreEndsWell() throws Exception {
+        final long id;
+        try (ProxyServer proxy = startProxy()) {
+            final var stub = ProxyServiceGrpc.newBlockingStub(channel(proxy.port()));
+            register(stub, startFakeShard());
+            register(stub, startFakeShard());
+            stub.createTable(table("emb"));
+            final var admin = AdminServiceGrpc.newBlockingStub(channel(proxy.port()));
+            id = admin.checkpointNow(CheckpointNowRequest.getDefaultInstance())
+                    .getCheckpoint()
+                    .getId();
+            restoreFailure.set(Status.INTERNAL.withDescription("disk on fire"));
+
+            assertThatThrownBy(() -> admin.restore(
+                            RestoreRequest.newBuilder().setCheckpointId(id).build()))
+                    .isInstanceOf(StatusRuntimeException.class);
+            assertThat(admin.listShards(ListShardsRequest.getDefaultInstance()).getUnfinishedRestoreId())
+                    .isEqualTo(id);
+            assertRefusedAsMixed(admin, id);
+        }
+
+        final ProxyServer restarted = startProxy();
+        final var admin = AdminServiceGrpc.newBlockingStub(channel(restarted.port()));
+        assertThat(admin.listShards(ListShardsRequest.getDefaultInstance()).getUnfinishedRestoreId())
+                .as("kept across a restart")
+                .isEqualTo(id);
+        assertRefusedAsMixed(admin, id);
+    }
+
+    private static void assertRefusedAsMixed(final AdminServiceGrpc.AdminServiceBlockingStub admin, final long id) {
+        assertThatThrownBy(() -> admin.checkpointNow(CheckpointNowRequest.getDefaultInstance()))
+                .isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
+                    assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.FAILED_PRECONDITION);
+                    assertThat(e.getStatus().getDescription())
+                            .contains("restore of checkpoint " + id)
+                            .contains("did not finish")
+                            .contains("psctl checkpoint restore --id " + id);
+                });
+    }
+
+    @Test
+    void shouldTakeCheckpointsAgainOnceARestoreIntoEveryShardEndsWell() throws Exception {
+        final ProxyServer proxy = startProxy();
+        final var stub = ProxyServiceGrpc.newBlockingStub(channel(proxy.port()));
+        register(stub, startFakeShard());
+        stub.createTable(table("emb"));
+        final var admin = AdminServiceGrpc.newBlockingStub(channel(proxy.port()));
+        final long id = admin.checkpointNow(CheckpointNowRequest.getDefaultInstance())
+                .getCheckpoint()
+                .getId();
+        restoreFailure.set(Status.INTERNAL.withDescription("disk on fire"));
+        assertThatThrownBy(() -> admin.restore(
+                        RestoreRequest.newBuilder().setCheckpointId(id).build()))
+                .isInstanceOf(StatusRuntimeException.class);
+        restoreFailure.set(null);
+
+        admin.restore(RestoreRequest.newBuilder().setCheckpointId(id).build());
+
+        assertThat(admin.listShards(ListShardsRequest.getDefaultInstance()).getUnfinishedRestoreId())
+                .isZero();
+        assertThat(admin.checkpointNow(CheckpointNowRequest.getDefaultInstance())
+                        .getCheckpoint()
+                        .getId())
+                .isGreaterThan(id);
     }
 
     @Test
