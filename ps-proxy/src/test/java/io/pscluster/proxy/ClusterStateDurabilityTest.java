@@ -130,9 +130,8 @@ class ClusterStateDurabilityTest extends ClusterStateFixture {
         assertThat(state.routingTable().getSlotGeneration(5)).isEqualTo(52);
     }
 
-    @Test
-    void shouldLetTheNewestClaimWinAndAdoptTablesWhenStartedWithoutARecord() {
-        state = open(new MemoryStateStore(), Optional.empty());
+    /** Shard "y" re-registers holding slots 0-2 at generation 10 (routing epoch 20) and reporting table emb. */
+    private void registerYClaimingSlots0To2() {
         state.register(RegisterShardRequest.newBuilder()
                 .setShardId("y")
                 .setAddress("h1:1")
@@ -141,6 +140,12 @@ class ClusterStateDurabilityTest extends ClusterStateFixture {
                 .addAllHeldGenerations(List.of(10L, 10L, 10L))
                 .addTables(TableStats.newBuilder().setName(EMB.getName()).setSchema(EMB))
                 .build());
+    }
+
+    @Test
+    void shouldLetTheNewestClaimWinAndAdoptTablesWhenStartedWithoutARecord() {
+        state = open(new MemoryStateStore(), Optional.empty());
+        registerYClaimingSlots0To2();
         state.register(RegisterShardRequest.newBuilder()
                 .setShardId("z")
                 .setAddress("h2:1")
@@ -167,14 +172,7 @@ class ClusterStateDurabilityTest extends ClusterStateFixture {
         state = open(new MemoryStateStore(), Optional.empty(), true);
         final String fresh = register("h9:1");
         assertThat(slotsOf(fresh)).as("nothing before the owners claim").isEmpty();
-        state.register(RegisterShardRequest.newBuilder()
-                .setShardId("y")
-                .setAddress("h1:1")
-                .setRoutingEpoch(20)
-                .addAllHeldSlots(List.of(0, 1, 2))
-                .addAllHeldGenerations(List.of(10L, 10L, 10L))
-                .addTables(TableStats.newBuilder().setName(EMB.getName()).setSchema(EMB))
-                .build());
+        registerYClaimingSlots0To2();
         advanceMillis(EXPIRY_MILLIS - 1);
         heartbeat(fresh);
         state.expireLeases();
