@@ -5,12 +5,12 @@ import static org.assertj.core.api.Assertions.catchThrowableOfType;
 import static org.awaitility.Awaitility.await;
 
 import io.grpc.Status;
-import io.grpc.StatusRuntimeException;
 import io.pscluster.checkpoint.CheckpointInfo;
 import io.pscluster.checkpoint.CheckpointStore;
 import io.pscluster.proto.v1.JobCheckpointState;
 import io.pscluster.proto.v1.JobSpec;
 import io.pscluster.proto.v1.UpdateMode;
+import io.pscluster.wire.PsException;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
 import java.nio.charset.StandardCharsets;
@@ -127,12 +127,14 @@ class JobStateRestoreTest {
     }
 
     /**
-     * The manifest of the checkpoint the data is at cannot be read (damaged here; an outage reads the same) when a new
-     * run's worker joins: the join fails UNAVAILABLE naming the checkpoint and the cause, and the worker is not left
-     * in the job; once the manifest reads again, the workers get their states.
+     * The manifest of the checkpoint the data is at is damaged when a new run's workers join: they join (a damaged
+     * file must not stop every job), and {@code restoredState()} throws DATA_LOSS naming the checkpoint and the cause
+     * instead of giving an empty state. A checkpoint taken meanwhile (the job down) records that the idle jobs' states
+     * were lost, so joins after it say so too, even once the old manifest reads again; a restore of the old checkpoint
+     * gives the states back.
      */
     @Test
-    void shouldFailTheJoinUnavailableWhenTheStatesCannotBeRead() throws Exception {
+    void shouldJoinButReportTheStatesLostWhenTheManifestIsDamaged() throws Exception {
         final String job = "unreadable";
         final long id;
         try (Run run = new Run(job)) {
@@ -147,24 +149,51 @@ class JobStateRestoreTest {
         }
         final Path manifest = Path.of(store.checkpointDir(id).toUri()).resolve(CheckpointStore.MANIFEST);
         final byte[] whole = Files.readAllBytes(manifest);
+        final long next;
         Files.write(manifest, java.util.Arrays.copyOf(whole, whole.length / 2));
         try {
-            final StatusRuntimeException refused = catchThrowableOfType(
-                    () -> PsClient.connect(worker(job).joinTimeoutMs(10_000)), StatusRuntimeException.class);
-            assertThat(refused.getStatus().getCode()).isEqualTo(Status.Code.UNAVAILABLE);
-            assertThat(refused.getStatus().getDescription())
-                    .contains("checkpoint " + id)
-                    .contains(CheckpointStore.MANIFEST);
-            assertThat(AdminCalls.workersOf(cluster.proxyAddress(), job)).isZero();
+            assertThat(rejoinReportingLoss(job))
+                    .as("each rank's restoredState()")
+                    .hasSize(WORKERS)
+                    .allSatisfy(lost -> assertThat(lost)
+                            .contains("checkpoint " + id)
+                            .contains(CheckpointStore.MANIFEST)
+                            .contains("damaged"));
+            next = AdminCalls.checkpointNow(cluster.proxyAddress());
         } finally {
             Files.write(manifest, whole);
         }
+        assertThat(store.get(next).orElseThrow().manifest().properties()).containsKey("job-states-lost");
+        assertThat(rejoinReportingLoss(job))
+                .as("after a checkpoint that could not carry the states over")
+                .hasSize(WORKERS)
+                .allSatisfy(lost -> assertThat(lost).contains("checkpoint " + id));
 
+        AdminCalls.restore(cluster.proxyAddress(), id);
         assertThat(rejoin(job)).isEqualTo(saved);
+    }
+
+    /** Joins the workers of a new run of {@code job}; what each one's {@code restoredState()} threw (DATA_LOSS). */
+    private static java.util.Collection<String> rejoinReportingLoss(final String job) throws Exception {
+        return rejoin(job, client -> {
+                    final PsException thrown = catchThrowableOfType(client::restoredState, PsException.class);
+                    assertThat(thrown)
+                            .as("rank %d's restoredState()", client.rank())
+                            .isNotNull();
+                    assertThat(thrown.code()).isEqualTo(Status.Code.DATA_LOSS);
+                    return thrown.getMessage();
+                })
+                .values();
     }
 
     /** Joins {@value #WORKERS} workers of a new run of {@code job}; their restored states by rank. Leaves again. */
     private static Map<Integer, Optional<JobCheckpointState>> rejoin(final String job) throws Exception {
+        return rejoin(job, PsClient::restoredState);
+    }
+
+    /** Joins {@value #WORKERS} workers of a new run of {@code job}; what {@code read} gives of each, by rank. */
+    private static <T> Map<Integer, T> rejoin(final String job, final java.util.function.Function<PsClient, T> read)
+            throws Exception {
         final ExecutorService threads = Executors.newFixedThreadPool(WORKERS);
         final List<PsClient> clients = new ArrayList<>();
         try {
@@ -172,11 +201,11 @@ class JobStateRestoreTest {
             for (int w = 0; w < WORKERS; w++) {
                 joined.add(CompletableFuture.supplyAsync(() -> PsClient.connect(worker(job)), threads));
             }
-            final Map<Integer, Optional<JobCheckpointState>> restored = new ConcurrentHashMap<>();
+            final Map<Integer, T> restored = new ConcurrentHashMap<>();
             for (final CompletableFuture<PsClient> answer : joined) {
                 final PsClient client = answer.get(60, TimeUnit.SECONDS);
                 clients.add(client);
-                restored.put(client.rank(), client.restoredState());
+                restored.put(client.rank(), read.apply(client));
             }
             return restored;
         } finally {

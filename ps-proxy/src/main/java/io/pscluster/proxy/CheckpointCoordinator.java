@@ -58,7 +58,7 @@ final class CheckpointCoordinator {
     private final ShardFanOut fanOut;
     private final Settings settings;
     private final WorkerPauses pauses;
-    private volatile JobStates jobStates = new JobStates(-1, Map.of());
+    private volatile JobStates jobStates = new JobStates(-1, Map.of(), null);
 
     private final OperationBoard operations = new OperationBoard();
 
@@ -123,6 +123,12 @@ final class CheckpointCoordinator {
      * one the job gave the worker at its join ({@code JobWorker.rank}, from 1).
      */
     static final String JOB_STATE = "job-state/";
+    /**
+     * Manifest property: why states of jobs without workers at this checkpoint's cut could not be carried over into it
+     * (the checkpoint before could not give them); a join finds no state of its rank here then gets this instead of
+     * none. Carried on into later checkpoints.
+     */
+    static final String JOB_STATES_LOST = "job-states-lost";
 
     /** A shard's checkpoint write or restore fails after this long without progress, unless set otherwise. */
     static final long DEFAULT_STALL_TIMEOUT_MS = 120_000;
@@ -454,21 +460,23 @@ final class CheckpointCoordinator {
     /**
      * Carries the states of jobs without workers (between two runs: their progress is still what their workers last
      * handed in) over from the checkpoint the data is at, so that a checkpoint taken while a job is down does not
-     * lose its states. When they cannot be read, the checkpoint is taken without them and its cut says so (a join
-     * then finds no state for those jobs in it: reported here, not silent).
+     * lose its states. When they cannot be read (now, or in an earlier checkpoint), the checkpoint is taken without
+     * them and says so in {@link #JOB_STATES_LOST}, so that a join later finds that, not an empty state.
      */
     private void carryJobStates(final long id, final Map<String, String> properties, final Set<String> withWorkers) {
-        final Map<String, JobCheckpointState> before;
+        JobStates before;
         try {
             before = jobStates();
         } catch (PsException unreadable) {
-            properties.put(
-                    CUT,
-                    properties.get(CUT) + "; job states of idle jobs not carried over: " + unreadable.getMessage());
-            LOG.warn("checkpoint {}: {}", id, properties.get(CUT));
-            return;
+            before = new JobStates(state.dataCheckpointId(), Map.of(), unreadable.getMessage());
         }
-        before.forEach((jobAndRank, saved) -> {
+        if (before.unreadable() != null) {
+            properties.put(JOB_STATES_LOST, before.unreadable());
+            properties.put(
+                    CUT, properties.get(CUT) + "; job states of idle jobs not carried over: " + before.unreadable());
+            LOG.warn("checkpoint {}: {}", id, properties.get(CUT));
+        }
+        before.byWorker().forEach((jobAndRank, saved) -> {
             final String job = jobAndRank.substring(0, jobAndRank.lastIndexOf('/'));
             if (!withWorkers.contains(job)) {
                 properties.putIfAbsent(
@@ -502,50 +510,55 @@ final class CheckpointCoordinator {
         return text.toString();
     }
 
-    /** The job states of one checkpoint, by "job/rank". */
-    private record JobStates(long checkpointId, Map<String, JobCheckpointState> byWorker) {}
-
     /**
-     * A worker's state in the checkpoint the cluster's data is at ({@link ClusterState#dataCheckpointId()}: the latest
-     * committed, or the one restored into every shard since), by job and rank (from 1, as the job gave it at the
-     * join), handed in when it paused for that checkpoint; empty when that checkpoint holds none (the job did not run
-     * then, or its workers did not pause).
-     *
-     * @throws PsException UNAVAILABLE naming the checkpoint and the cause when its manifest cannot be read: never an
-     *     empty state where one may have been saved.
+     * The job states of one checkpoint, by "job/rank"; {@code unreadable} says why states that may have been handed
+     * in cannot be given back (null: every state it holds is there).
      */
-    Optional<JobCheckpointState> jobState(final String jobId, final int rank) {
-        return Optional.ofNullable(jobStates().get(jobId + "/" + rank));
+    record JobStates(long checkpointId, Map<String, JobCheckpointState> byWorker, String unreadable) {
+        /** The answer of a join at {@code rank}: its state, else why it may have been lost, else the answer as is. */
+        JoinJobResponse restore(final JoinJobResponse answer, final String jobId) {
+            final JobCheckpointState saved = byWorker.get(jobId + "/" + answer.getRank());
+            if (saved != null) {
+                return answer.toBuilder().setRestored(saved).build();
+            }
+            return unreadable == null
+                    ? answer
+                    : answer.toBuilder().setRestoredUnreadable(unreadable).build();
+        }
     }
 
     /**
-     * The job states of the checkpoint the cluster's data is at, by "job/rank"; read from its manifest once, then kept
-     * until that checkpoint changes.
+     * The job states of the checkpoint the cluster's data is at ({@link ClusterState#dataCheckpointId()}: the latest
+     * committed, or the one restored into every shard since), by job and rank (from 1, as the job gave it at the
+     * join), handed in when the workers paused for that checkpoint; read from its manifest once, then kept until that
+     * checkpoint changes. A manifest that is damaged or gone gives no states and says why in {@code unreadable} (not
+     * kept, so a repaired one is read again): a job can still start, and a worker that asks for its state learns it
+     * is lost.
      *
-     * @throws PsException UNAVAILABLE naming the checkpoint and the cause when its manifest cannot be read or is
-     *     gone.
+     * @throws PsException UNAVAILABLE naming the checkpoint and the cause when its manifest cannot be read for a reason
+     *     that is not damage (an outage): never an empty state where one may have been saved.
      */
-    Map<String, JobCheckpointState> jobStates() {
+    JobStates jobStates() {
         final long from = state.dataCheckpointId();
         if (from <= 0) {
-            return Map.of();
+            return new JobStates(0, Map.of(), null);
         }
         final JobStates known = jobStates;
         if (known.checkpointId() == from) {
-            return known.byWorker();
+            return known;
         }
         final Optional<CheckpointInfo> checkpoint;
         try {
             checkpoint = store.get(from);
+        } catch (io.pscluster.checkpoint.CheckpointCorruptException damaged) {
+            return unreadable(from, "its manifest is damaged: " + damaged.getMessage());
         } catch (IOException | RuntimeException e) {
             LOG.warn("cannot read the job states of checkpoint {}: {}", from, e.toString());
             throw PsException.unavailable("cannot read the job states of checkpoint " + from
                     + " (the one the cluster's data is at) from its manifest: " + e.getMessage());
         }
         if (checkpoint.isEmpty()) {
-            throw PsException.unavailable("cannot read the job states of checkpoint " + from
-                    + " (the one the cluster's data is at): it has no manifest under " + store.root()
-                    + "; restore a checkpoint or take a new one");
+            return unreadable(from, "it has no " + CheckpointStore.MANIFEST + " under " + store.root());
         }
         final Manifest manifest = checkpoint.get().manifest();
         final Map<String, JobCheckpointState> byWorker = new HashMap<>();
@@ -565,13 +578,19 @@ final class CheckpointCoordinator {
                 }
             });
         } catch (RuntimeException e) {
-            throw PsException.unavailable("cannot read the job states of checkpoint " + from
-                    + " (the one the cluster's data is at): a job-state property of its manifest is damaged: "
-                    + e);
+            return unreadable(from, "a job-state property of its manifest is damaged: " + e);
         }
-        final JobStates read = new JobStates(from, Map.copyOf(byWorker));
+        final JobStates read =
+                new JobStates(from, Map.copyOf(byWorker), manifest.properties().get(JOB_STATES_LOST));
         jobStates = read;
-        return read.byWorker();
+        return read;
+    }
+
+    private static JobStates unreadable(final long from, final String why) {
+        final String message =
+                "the job states of checkpoint " + from + " (the one the cluster's data is at) are lost: " + why;
+        LOG.warn("{}", message);
+        return new JobStates(from, Map.of(), message);
     }
 
     /**

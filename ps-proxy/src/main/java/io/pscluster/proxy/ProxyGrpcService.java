@@ -19,7 +19,6 @@ import io.pscluster.proto.v1.GetRoutingTableRequest;
 import io.pscluster.proto.v1.GetRoutingTableResponse;
 import io.pscluster.proto.v1.HeartbeatRequest;
 import io.pscluster.proto.v1.HeartbeatResponse;
-import io.pscluster.proto.v1.JobCheckpointState;
 import io.pscluster.proto.v1.JoinJobRequest;
 import io.pscluster.proto.v1.JoinJobResponse;
 import io.pscluster.proto.v1.LeaveJobRequest;
@@ -41,7 +40,6 @@ import io.pscluster.proto.v1.UpdateJobsRequest;
 import io.pscluster.wire.PsException;
 import io.pscluster.wire.TableSchemas;
 import io.pscluster.wire.Unary;
-import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
 import org.slf4j.Logger;
@@ -232,10 +230,10 @@ final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
             // A worker joining a running job takes the job where it is: no state to go back to.
             return CompletableFuture.completedFuture(answer);
         }
-        final Optional<JobCheckpointState> restored;
+        final CheckpointCoordinator.JobStates states;
         try {
             // The data may be at another checkpoint than when the call came (a commit or restore meanwhile).
-            restored = checkpoints.jobState(jobId, answer.getRank());
+            states = checkpoints.jobStates();
         } catch (RuntimeException unreadable) {
             // The worker is a member already: it leaves again, so that the caller's retry joins afresh at its rank.
             CompletableFuture<Void> left;
@@ -246,9 +244,7 @@ final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
             }
             return left.handle((done, failure) -> null).thenCompose(done -> CompletableFuture.failedFuture(unreadable));
         }
-        return CompletableFuture.completedFuture(
-                restored.map(state -> answer.toBuilder().setRestored(state).build())
-                        .orElse(answer));
+        return CompletableFuture.completedFuture(states.restore(answer, jobId));
     }
 
     /** A worker's standing poll for checkpoint pauses; holds no thread. */

@@ -72,6 +72,9 @@ final class JobSession {
     private volatile String expelled;
     private volatile boolean leaving;
     private final JobCheckpointState restored;
+    /** Why the state of this worker's rank may have been lost (empty: it was not). */
+    private final String restoredUnreadable;
+
     private ProxyServiceGrpc.ProxyServiceBlockingStub proxy;
 
     // Checkpoint pauses: the newest pause the proxy asked for, and the last this worker has paused for.
@@ -96,7 +99,8 @@ final class JobSession {
             final int rank,
             final long start,
             final long lease,
-            final JobCheckpointState restored) {
+            final JobCheckpointState restored,
+            final String restoredUnreadable) {
         this.client = client;
         this.spec = spec;
         this.workerId = workerId;
@@ -104,6 +108,7 @@ final class JobSession {
         this.clock = start;
         this.leaseMs = lease;
         this.restored = restored;
+        this.restoredUnreadable = restoredUnreadable;
     }
 
     /** Registers and joins the job, starts renewing, and reports the start to every shard. Blocks. */
@@ -130,7 +135,8 @@ final class JobSession {
                 joined.getRank(),
                 joined.getStartClock(),
                 Math.max(100, joined.getLeaseMillis()),
-                joined.hasRestored() ? joined.getRestored() : null);
+                joined.hasRestored() ? joined.getRestored() : null,
+                joined.getRestoredUnreadable());
         session.proxy = proxy;
         final long period = Math.max(50, session.leaseMs / 3);
         timer.scheduleWithFixedDelay(() -> session.renew(proxyAsync), period, period, TimeUnit.MILLISECONDS);
@@ -185,8 +191,15 @@ final class JobSession {
                 .build());
     }
 
-    /** The worker's state in the checkpoint the cluster's data is at, as the proxy gave it at the join. */
+    /**
+     * The worker's state in the checkpoint the cluster's data is at, as the proxy gave it at the join.
+     *
+     * @throws PsException DATA_LOSS with the proxy's reason when that checkpoint cannot give it back.
+     */
     Optional<JobCheckpointState> restored() {
+        if (restored == null && !restoredUnreadable.isEmpty()) {
+            throw PsException.dataLoss(restoredUnreadable);
+        }
         return Optional.ofNullable(restored);
     }
 

@@ -185,6 +185,11 @@ public final class PsClient implements AutoCloseable {
      * was at. What a job restarted from that checkpoint resumes from. Empty outside a job, for a worker joining a
      * running job, or when that checkpoint holds no state for this rank (the job did not run then, or its
      * workers did not all pause).
+     *
+     * @throws PsException {@code DATA_LOSS} naming the checkpoint and the cause when the state of this rank may have
+     *     been saved and cannot be given back (that checkpoint's manifest is damaged or gone, or it was taken when an
+     *     earlier one could not carry the states of idle jobs over): the job then decides whether to start from
+     *     scratch; never an empty state in its place.
      */
     public Optional<JobCheckpointState> restoredState() {
         final JobSession job = session;
