@@ -14,6 +14,7 @@ import io.pscluster.proto.v1.CheckpointFile;
 import io.pscluster.proto.v1.CheckpointProgressRequest;
 import io.pscluster.proto.v1.CheckpointProgressResponse;
 import io.pscluster.proto.v1.JobCheckpointState;
+import io.pscluster.proto.v1.JoinJobResponse;
 import io.pscluster.proto.v1.JobClock;
 import io.pscluster.proto.v1.RestoreCheckpointRequest;
 import io.pscluster.proto.v1.RestoreProgress;
