@@ -656,6 +656,7 @@ final class ClusterState {
 
     synchronized RegisterShardResponse register(final RegisterShardRequest request) {
         final long now = nanoClock.getAsLong();
+        ownPauses.heard(now);
         final String address = request.getAddress();
         if (address.isBlank()) {
             throw PsException.invalidArgument("register: address is empty");
@@ -765,6 +766,7 @@ final class ClusterState {
 
     synchronized HeartbeatResponse heartbeat(final HeartbeatRequest request) {
         final long now = nanoClock.getAsLong();
+        ownPauses.heard(now);
         final String id = request.getShardId();
         final ShardRecord record = shards.get(id);
         if (record == null) {

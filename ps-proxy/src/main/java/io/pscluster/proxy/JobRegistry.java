@@ -379,6 +379,7 @@ final class JobRegistry {
             throw PsException.failedPrecondition(notMember(job, workerId));
         }
         final long now = nanoClock.getAsLong();
+        ownPauses.heard(now);
         lease.renewedNanos = now;
         lease.creditNanos = 0;
         final int index = indexOf(job, workerId);

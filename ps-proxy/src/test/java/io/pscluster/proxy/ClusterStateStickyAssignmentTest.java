@@ -170,6 +170,25 @@ class ClusterStateStickyAssignmentTest extends ClusterStateFixture {
         assertThat(slotsOf(b)).containsAll(slotsOfA);
     }
 
+    /**
+     * The timer thread was starved (the check ran three leases late) while the process ran and took b's heartbeats:
+     * that was no pause, so a, silent all along, is not credited the lateness and is gone at the late check.
+     */
+    @Test
+    void shouldNotCreditAStarvedTimersLatenessWhileHeartbeatsWereTaken() {
+        startTwoShardsWithATable();
+        state.checkpointCommitted(3, 30_000);
+        state.detectOwnPauses(TimeUnit.MILLISECONDS.toNanos(TICK_MILLIS), TimeUnit.MILLISECONDS.toNanos(MARGIN_MILLIS));
+
+        for (long ran = 0; ran < 3 * (LEASE_MILLIS + MARGIN_MILLIS); ran += TICK_MILLIS) {
+            advanceMillis(TICK_MILLIS);
+            heartbeat(b);
+        }
+        assertThat(state.expireLeases()).isTrue();
+        assertThat(slotsOf(a)).isEmpty();
+        assertThat(slotsOf(b)).containsAll(slotsOfA);
+    }
+
     @Test
     void shouldCountEverySilenceAgainstTheLeaseWhenPausesAreNotDetected() {
         startTwoShardsWithATable();
