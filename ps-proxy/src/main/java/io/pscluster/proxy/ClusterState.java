@@ -209,8 +209,11 @@ final class ClusterState {
     private long startNanos;
     /** How late expireLeases runs (see detectOwnPauses). */
     private final OwnPauses ownPauses = new OwnPauses();
-    /** No record at start: shards' claims rebuild the assignment during the grace. */
-    private final boolean bootstrapped;
+    /**
+     * No record at start (or a record saved during such a start's grace): shards' claims rebuild the assignment
+     * during the grace. Persisted until the grace ends, so that a restart in the middle of it does not drop it.
+     */
+    private boolean bootstrapped;
     /**
      * Bootstrapped in a cluster that existed (a checkpoint, or the root's cluster mark, or no way to tell): live
      * shards may hold rows this state has not heard of, so during the grace no slot goes to anyone but its claimant.
@@ -319,6 +322,21 @@ final class ClusterState {
                     + Slots.SLOT_COUNT + " slots");
         }
         applyRecord(record);
+        if (record.getClaimGrace()) {
+            // Saved during the grace of a start without a record: that grace starts over, claims and all.
+            bootstrapped = true;
+            holdForClaims = record.getHoldForClaims();
+            if (record.getClaimedAtCount() == Slots.SLOT_COUNT) {
+                for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {
+                    claimedAt[slot] = record.getClaimedAt(slot);
+                }
+            }
+            LOG.warn(
+                    "the state in {} was rebuilt from the shards' claims and its grace did not end: taking claims"
+                            + " again for {} ms",
+                    store.describe(),
+                    settings.leaseMillis() + settings.leaseMarginMillis());
+        }
         final long now = nanoClock.getAsLong();
         for (final ShardInfo info : record.getShardsList()) {
             shards.put(
@@ -500,6 +518,12 @@ final class ClusterState {
                 .setRollbacksTotal(rollbacksTotal)
                 .addAllJobs(jobs.jobs())
                 .setJobsVersion(jobs.version());
+        if (bootstrapped && !graceOver) {
+            record.setClaimGrace(true).setHoldForClaims(holdForClaims);
+            for (final long claim : claimedAt) {
+                record.addClaimedAt(claim);
+            }
+        }
         shards.values().forEach(shard -> record.addShards(shard.info()));
         for (int slot = 0; slot < owners.length; slot++) {
             record.addSlotOwner(owners[slot] == null ? "" : owners[slot]);

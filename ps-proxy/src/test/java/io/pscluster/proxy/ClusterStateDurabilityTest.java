@@ -188,6 +188,48 @@ class ClusterStateDurabilityTest extends ClusterStateFixture {
         assertThat(state.status().getRollbacksTotal()).isEqualTo(1);
     }
 
+    /**
+     * The proxy restarts again in the middle of the grace of a lost state (its record saved by a new shard's
+     * registration): the new grace still takes claims and still gives new shards nothing, and a claim taken before the
+     * restart still beats an older one after it.
+     */
+    @Test
+    void shouldKeepTakingClaimsWhenRestartedDuringTheGraceOfALostState() {
+        final MemoryStateStore lost = new MemoryStateStore();
+        state = open(lost, Optional.empty(), true);
+        final String fresh = register("h9:1");
+        registerYClaimingSlots0To2();
+        assertThat(lost.saved().getClaimGrace()).isTrue();
+
+        advanceMillis(EXPIRY_MILLIS / 2);
+        state = open(lost, Optional.empty(), false);
+        final String second = register("h8:1");
+        state.register(RegisterShardRequest.newBuilder()
+                .setShardId("z")
+                .setAddress("h2:1")
+                .setRoutingEpoch(20)
+                .addAllHeldSlots(List.of(1, 3))
+                .addAllHeldGenerations(List.of(5L, 5L))
+                .build());
+        assertThat(slotsOf(fresh)).isEmpty();
+        assertThat(slotsOf(second)).isEmpty();
+        assertThat(slotsOf("y")).as("an older claim after the restart loses").containsExactlyInAnyOrder(0, 1, 2);
+        assertThat(slotsOf("z")).containsExactly(3);
+
+        advanceMillis(EXPIRY_MILLIS + 1);
+        heartbeat("y");
+        heartbeat("z");
+        heartbeat(fresh);
+        heartbeat(second);
+        state.expireLeases();
+        assertThat(slotsOf("y")).contains(0, 1, 2);
+        assertThat(slotsOf("z")).contains(3);
+        assertThat(lost.saved().getClaimGrace())
+                .as("cleared when the grace ends")
+                .isFalse();
+        assertThat(lost.saved().getClaimedAtList()).isEmpty();
+    }
+
     @Test
     void shouldSpreadSlotsAtOnceInANewCluster() {
         state = open(new MemoryStateStore(), Optional.empty(), false);
