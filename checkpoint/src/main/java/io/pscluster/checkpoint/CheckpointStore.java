@@ -235,8 +235,12 @@ public final class CheckpointStore implements Closeable {
         final FSDataOutputStream out;
         try {
             out = RowFileWriter.createDurable(fs, mark, RowFileWriter.Options.defaults());
-        } catch (FileAlreadyExistsException e) {
-            return;
+        } catch (IOException e) {
+            // Another caller created it meanwhile (HDFS says AlreadyBeingCreated while that one still writes it).
+            if (fs.exists(mark)) {
+                return;
+            }
+            throw e;
         }
         try {
             out.write(text.getBytes(StandardCharsets.UTF_8));

@@ -163,11 +163,15 @@ class JobStateRestoreTest {
         } finally {
             Files.write(manifest, whole);
         }
-        assertThat(store.get(next).orElseThrow().manifest().properties()).containsKey("job-states-lost");
+        assertThat(store.get(next).orElseThrow().manifest().properties()).containsKey("job-states-lost/" + job);
         assertThat(rejoinReportingLoss(job))
                 .as("after a checkpoint that could not carry the states over")
                 .hasSize(WORKERS)
                 .allSatisfy(lost -> assertThat(lost).contains("checkpoint " + id));
+        assertThat(rejoin("new-after-loss"))
+                .as("a job that had no state then has nothing lost")
+                .hasSize(WORKERS)
+                .allSatisfy((rank, restored) -> assertThat(restored).isEmpty());
 
         AdminCalls.restore(cluster.proxyAddress(), id);
         assertThat(rejoin(job)).isEqualTo(saved);

@@ -59,7 +59,7 @@ final class CheckpointCoordinator {
     private final ShardFanOut fanOut;
     private final Settings settings;
     private final WorkerPauses pauses;
-    private volatile JobStates jobStates = new JobStates(-1, Map.of(), null);
+    private volatile JobStates jobStates = new JobStates(-1, Map.of(), null, Map.of());
 
     private final OperationBoard operations = new OperationBoard();
 
@@ -125,11 +125,12 @@ final class CheckpointCoordinator {
      */
     static final String JOB_STATE = "job-state/";
     /**
-     * Manifest property: why states of jobs without workers at this checkpoint's cut could not be carried over into it
-     * (the checkpoint before could not give them); a join finds no state of its rank here then gets this instead of
-     * none. Carried on into later checkpoints.
+     * Manifest property prefix: {@code job-states-lost/<job>} = why the states of that job, which had no workers at
+     * this checkpoint's cut, could not be carried over into it (the checkpoint before could not give them back); a
+     * join of that job that finds no state of its rank here gets this instead of none. Carried on into later
+     * checkpoints until the job runs at a cut again.
      */
-    static final String JOB_STATES_LOST = "job-states-lost";
+    static final String JOB_STATES_LOST = "job-states-lost/";
 
     /** A shard's checkpoint write or restore fails after this long without progress, unless set otherwise. */
     static final long DEFAULT_STALL_TIMEOUT_MS = 120_000;
@@ -385,6 +386,14 @@ final class CheckpointCoordinator {
                 // A worker went on before the cut: this is a per-shard cut, and its states do not match the model.
                 properties.keySet().removeIf(key -> key.startsWith(JOB_STATE));
                 properties.put(CUT, "per shard: " + broken);
+                for (final String job : withWorkers) {
+                    // A later run of the job learns that, rather than finding no state.
+                    properties.put(
+                            JOB_STATES_LOST + job,
+                            "checkpoint " + id + " was cut per shard (" + broken
+                                    + "), so the states its workers handed in do not match the model and were left"
+                                    + " out");
+                }
                 LOG.warn("checkpoint {}: {}", id, properties.get(CUT));
             }
         }
@@ -465,16 +474,27 @@ final class CheckpointCoordinator {
      * them and says so in {@link #JOB_STATES_LOST}, so that a join later finds that, not an empty state.
      */
     private void carryJobStates(final long id, final Map<String, String> properties, final Set<String> withWorkers) {
-        JobStates before;
-        try {
-            before = jobStates();
-        } catch (PsException unreadable) {
-            before = new JobStates(state.dataCheckpointId(), Map.of(), unreadable.getMessage());
+        // A transient failure to read them fails this checkpoint (UNAVAILABLE): the next one reads them again.
+        final JobStates before = jobStates();
+        final Map<String, String> lost = new java.util.TreeMap<>();
+        before.lostJobs().forEach((job, why) -> {
+            if (!withWorkers.contains(job)) {
+                lost.put(job, why);
+            }
+        });
+        if (before.unreadable() != null && pauses != null) {
+            for (final String job : pauses.knownJobs()) {
+                if (!withWorkers.contains(job)) {
+                    lost.putIfAbsent(job, before.unreadable());
+                }
+            }
         }
+        lost.forEach((job, why) -> properties.put(JOB_STATES_LOST + job, why));
         if (before.unreadable() != null) {
-            properties.put(JOB_STATES_LOST, before.unreadable());
             properties.put(
-                    CUT, properties.get(CUT) + "; job states of idle jobs not carried over: " + before.unreadable());
+                    CUT,
+                    properties.get(CUT) + "; job states of idle jobs " + lost.keySet() + " not carried over: "
+                            + before.unreadable());
             LOG.warn("checkpoint {}: {}", id, properties.get(CUT));
         }
         before.byWorker().forEach((jobAndRank, saved) -> {
@@ -515,16 +535,21 @@ final class CheckpointCoordinator {
      * The job states of one checkpoint, by "job/rank"; {@code unreadable} says why states that may have been handed
      * in cannot be given back (null: every state it holds is there).
      */
-    record JobStates(long checkpointId, Map<String, JobCheckpointState> byWorker, String unreadable) {
+    record JobStates(
+            long checkpointId,
+            Map<String, JobCheckpointState> byWorker,
+            String unreadable,
+            Map<String, String> lostJobs) {
         /** The answer of a join at {@code rank}: its state, else why it may have been lost, else the answer as is. */
         JoinJobResponse restore(final JoinJobResponse answer, final String jobId) {
             final JobCheckpointState saved = byWorker.get(jobId + "/" + answer.getRank());
             if (saved != null) {
                 return answer.toBuilder().setRestored(saved).build();
             }
-            return unreadable == null
+            final String lost = unreadable != null ? unreadable : lostJobs.get(jobId);
+            return lost == null
                     ? answer
-                    : answer.toBuilder().setRestoredUnreadable(unreadable).build();
+                    : answer.toBuilder().setRestoredUnreadable(lost).build();
         }
     }
 
@@ -542,7 +567,7 @@ final class CheckpointCoordinator {
     JobStates jobStates() {
         final long from = state.dataCheckpointId();
         if (from <= 0) {
-            return new JobStates(0, Map.of(), null);
+            return new JobStates(0, Map.of(), null, Map.of());
         }
         final JobStates known = jobStates;
         if (known.checkpointId() == from) {
@@ -563,9 +588,12 @@ final class CheckpointCoordinator {
         }
         final Manifest manifest = checkpoint.get().manifest();
         final Map<String, JobCheckpointState> byWorker = new HashMap<>();
+        final Map<String, String> lostJobs = new HashMap<>();
         try {
             manifest.properties().forEach((key, value) -> {
-                if (key.startsWith(JOB_STATE)) {
+                if (key.startsWith(JOB_STATES_LOST)) {
+                    lostJobs.put(key.substring(JOB_STATES_LOST.length()), value);
+                } else if (key.startsWith(JOB_STATE)) {
                     final int colon = value.indexOf(':');
                     byWorker.put(
                             key.substring(JOB_STATE.length()),
@@ -581,8 +609,7 @@ final class CheckpointCoordinator {
         } catch (RuntimeException e) {
             return unreadable(from, "a job-state property of its manifest is damaged: " + e);
         }
-        final JobStates read =
-                new JobStates(from, Map.copyOf(byWorker), manifest.properties().get(JOB_STATES_LOST));
+        final JobStates read = new JobStates(from, Map.copyOf(byWorker), null, Map.copyOf(lostJobs));
         jobStates = read;
         return read;
     }
@@ -591,7 +618,7 @@ final class CheckpointCoordinator {
         final String message =
                 "the job states of checkpoint " + from + " (the one the cluster's data is at) are lost: " + why;
         LOG.warn("{}", message);
-        return new JobStates(from, Map.of(), message);
+        return new JobStates(from, Map.of(), message, Map.of());
     }
 
     /**
@@ -665,6 +692,8 @@ final class CheckpointCoordinator {
      * leaves the shard serving its slots.
      */
     synchronized Drained drain(final String shardId, final String unapplied) throws IOException, InterruptedException {
+        // Its checkpoint would be of a model that may be a mix: the shard's slots fail over from the restored one.
+        state.refuseIfMixed("the drain of shard " + shardId);
         final boolean holdsRows = state.beginDrain(shardId);
         final long checkpointId;
         final long createdMillis;

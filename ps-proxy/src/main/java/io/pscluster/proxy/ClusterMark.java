@@ -23,10 +23,13 @@ final class ClusterMark {
         this.store = store;
     }
 
-    /** Whether a cluster used the root before; true when the root cannot be read, the safe answer. */
+    /**
+     * Whether a cluster used the root before: the mark, or any checkpoint directory (complete or not, from a version
+     * before the mark); true when the root cannot be read, the safe answer.
+     */
     boolean existed() {
         try {
-            return store.hasClusterMark();
+            return store.hasClusterMark() || store.nextId() > 1;
         } catch (IOException | RuntimeException e) {
             LOG.warn(
                     "cannot tell whether a cluster used {} before ({}); taking it that one did",

@@ -360,6 +360,15 @@ final class WorkerPauses {
     }
 
     /** The jobs that have workers now (joining or live), running or waiting to start. */
+    /** Every job the registry knows, with workers or not. */
+    Set<String> knownJobs() {
+        final Set<String> known = new HashSet<>();
+        for (final JobInfo job : jobs.get()) {
+            known.add(job.getSpec().getJobId());
+        }
+        return known;
+    }
+
     Set<String> jobsWithWorkers() {
         final Set<String> withWorkers = new HashSet<>();
         for (final JobInfo job : jobs.get()) {
