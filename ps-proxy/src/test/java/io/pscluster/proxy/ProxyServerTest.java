@@ -351,7 +351,7 @@ class ProxyServerTest {
         final long id;
         try (ProxyServer proxy = startProxy()) {
             final var stub = ProxyServiceGrpc.newBlockingStub(channel(proxy.port()));
-            register(stub, startFakeShard());
+            final String leaving = register(stub, startFakeShard());
             register(stub, startFakeShard());
             stub.createTable(table("emb"));
             final var admin = AdminServiceGrpc.newBlockingStub(channel(proxy.port()));
@@ -366,6 +366,16 @@ class ProxyServerTest {
             assertThat(admin.listShards(ListShardsRequest.getDefaultInstance()).getUnfinishedRestoreId())
                     .isEqualTo(id);
             assertRefusedAsMixed(admin, id);
+            // A drain's checkpoint would be of the mixed model too.
+            assertThatThrownBy(() -> stub.drainShard(io.pscluster.proto.v1.DrainShardRequest.newBuilder()
+                            .setShardId(leaving)
+                            .build()))
+                    .isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
+                        assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.FAILED_PRECONDITION);
+                        assertThat(e.getStatus().getDescription())
+                                .contains("drain of shard " + leaving)
+                                .contains("did not finish");
+                    });
         }
 
         final ProxyServer restarted = startProxy();
