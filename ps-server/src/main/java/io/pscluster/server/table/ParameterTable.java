@@ -133,26 +133,38 @@ public final class ParameterTable {
         // In blocks, as in PartitionStore.applyBatch: every key's index entry, then every record, then the copies,
         // so that the cache misses of a block overlap instead of following one another.
         final int block = PartitionStore.BLOCK;
+        final PartitionStore[] stores = new PartitionStore[block];
         final long[] hashes = new long[block];
+        final int[][] segments = new int[block][];
         final int[] entries = new int[block];
+        final long[] firsts = new long[block];
+        final long[] lasts = new long[block];
         UnsafeBuffer initial = null;
         for (int from = 0; from < keys.length; from += block) {
             final int n = Math.min(block, keys.length - from);
             for (int i = 0; i < n; i++) {
                 final PartitionStore store = partitions[writers.partitionOf(slots[from + i])];
                 final long h = store.hash(keys[from + i]);
+                stores[i] = store;
                 hashes[i] = h;
-                entries[i] = store.firstEntry(h);
+                segments[i] = store.segmentEntries(h);
+            }
+            // Each stage's loop does little besides its loads, so that the processor has many misses in flight.
+            for (int i = 0; i < n; i++) {
+                entries[i] = PartitionStore.homeEntry(segments[i], hashes[i]);
+            }
+            for (int i = 0; i < n; i++) {
+                firsts[i] = stores[i].candidate(entries[i], hashes[i]);
+                lasts[i] = stores[i].lastIntOf(firsts[i]);
             }
             int sink = 0;
             for (int i = 0; i < n; i++) {
-                sink += partitions[writers.partitionOf(slots[from + i])].touchRecord(entries[i], hashes[i]);
+                sink += PartitionStore.load(firsts[i]) + PartitionStore.load(lasts[i]);
             }
             PartitionStore.prefetchSink = sink;
             for (int i = 0; i < n; i++) {
                 final int k = from + i;
-                final PartitionStore store = partitions[writers.partitionOf(slots[k])];
-                if (!store.readValues(keys[k], store.find(keys[k], hashes[i]), out, k * rowBytes)) {
+                if (!stores[i].readValues(keys[k], hashes[i], firsts[i], out, k * rowBytes)) {
                     if (initial == null) {
                         initial = new UnsafeBuffer(out);
                     }

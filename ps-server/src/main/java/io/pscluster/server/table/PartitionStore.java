@@ -2,6 +2,7 @@ package io.pscluster.server.table;
 
 import java.lang.invoke.MethodHandles;
 import java.lang.invoke.VarHandle;
+import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.util.Arrays;
 import java.util.concurrent.ThreadLocalRandom;
@@ -131,6 +132,13 @@ final class PartitionStore {
 
     private static final long BYTE_ARRAY_BASE = UnsafeApi.arrayBaseOffset(byte[].class);
 
+    /** A few bytes of their own, held for the JVM's life: what a prefetch of no record loads instead of branching. */
+    private static final UnsafeBuffer NOWHERE_BUFFER = new UnsafeBuffer(ByteBuffer.allocateDirect(64));
+    /** The address a lookup stage gives for a key whose first entry names no record of it: see {@link #candidate}. */
+    static final long NOWHERE = NOWHERE_BUFFER.addressOffset();
+    /** The stamps a prefetch of no record loads. */
+    private static final int[] NO_STAMPS = new int[1];
+
     private volatile Segment[] directory = {new Segment(MIN_SEGMENT, 0)};
     private volatile int liveRows;
     private volatile long indexEntries = MIN_SEGMENT;
@@ -140,6 +148,11 @@ final class PartitionStore {
     private final IntArrayList freeRecords = new IntArrayList();
     private final long[] blockHashes = new long[BLOCK];
     private final int[] blockEntries = new int[BLOCK];
+    private final int[][] blockSegments = new int[BLOCK][];
+    private final long[] blockFirsts = new long[BLOCK];
+    private final long[] blockLasts = new long[BLOCK];
+    private final int[][] blockStamps = new int[BLOCK][];
+    private final int[] blockStampAt = new int[BLOCK];
     // Growth's own scratch: it runs in the middle of a batch's block, whose scratch is in use.
     private final long[] growthKeys = new long[BLOCK];
     private final int[] growthEntries = new int[BLOCK];
@@ -194,12 +207,38 @@ final class PartitionStore {
      */
     boolean readValues(final long key, final int foundId, final byte[] target, final int targetOffset) {
         int id = foundId;
-        int misses = 0;
-        while (true) {
-            if (id < 0) {
-                return false;
+        for (int misses = 0; id >= 0 && misses < 2; misses++) {
+            if (readAt(recordAddress(addresses, id), key, target, targetOffset)) {
+                return true;
             }
-            final long at = recordAddress(addresses, id);
+            // The record was freed or reused for another key after it was found: look the key up again, once.
+            if (misses == 0) {
+                id = find(key);
+            }
+        }
+        return false;
+    }
+
+    /**
+     * As {@link #readValues(long, int, byte[], int)} for the key whose hash is {@code h}, starting from the record at
+     * {@code candidate} (from {@link #candidate}, or {@link #NOWHERE}): when it holds the key, no index lookup is
+     * needed; otherwise the key is looked up as usual.
+     */
+    boolean readValues(
+            final long key, final long h, final long candidate, final byte[] target, final int targetOffset) {
+        if (candidate != NOWHERE && readAt(candidate, key, target, targetOffset)) {
+            return true;
+        }
+        return readValues(key, find(key, h), target, targetOffset);
+    }
+
+    /**
+     * Copies the values of the record at {@code at} to {@code target} if it is live and holds {@code key}; seqlocked,
+     * retrying while the writer changes the record. The caller found the record through an entry loaded with acquire
+     * semantics and {@link #addresses} loaded after it.
+     */
+    private boolean readAt(final long at, final long key, final byte[] target, final int targetOffset) {
+        while (true) {
             final int before = UnsafeApi.getIntVolatile(null, at + SEQUENCE);
             if ((before & 1) != 0) {
                 Thread.onSpinWait();
@@ -209,44 +248,54 @@ final class PartitionStore {
             final int touch = UnsafeApi.getInt(at + TOUCH);
             UnsafeApi.copyMemory(null, at + HEADER_BYTES, target, BYTE_ARRAY_BASE + targetOffset, 4L * dim);
             VarHandle.loadLoadFence();
-            if (UnsafeApi.getIntVolatile(null, at + SEQUENCE) != before) {
-                continue;
+            if (UnsafeApi.getIntVolatile(null, at + SEQUENCE) == before) {
+                return recordKey == key && touch != 0;
             }
-            if (recordKey == key && touch != 0) {
-                return true;
-            }
-            // The record was freed or reused for another key after it was found: look the key up again, once.
-            if (++misses > 1) {
-                return false;
-            }
-            id = find(key);
         }
     }
 
-    /** The entry in the home bucket of hash {@code h}: loading it early lets the misses of many keys overlap. */
-    int firstEntry(final long h) {
-        final int[] entries = segmentOf(directory, h).entries;
+    /** The entries of the index segment that holds hash {@code h}: stage one of a block looks them up first. */
+    int[] segmentEntries(final long h) {
+        return segmentOf(directory, h).entries;
+    }
+
+    /**
+     * The entry in the home bucket of {@code h} among {@code entries} (from {@link #segmentEntries}), loaded with
+     * acquire semantics. A loop of these alone over a block keeps many cache misses in flight at once.
+     */
+    static int homeEntry(final int[] entries, final long h) {
         return (int) ENTRY.getAcquire(entries, (int) h & (entries.length - 1));
     }
 
     /**
-     * Loads the record that {@code entry} (from {@link #firstEntry}) names, if its fingerprint matches {@code h}: the
-     * first and the last line of it, so that the lookup and the copy that follow hit the cache. Java has no prefetch
-     * instruction; the result means nothing and goes to {@link #prefetchSink} only so that the loads stay.
+     * The address of the record that {@code entry} (from {@link #homeEntry}) names if its fingerprint matches {@code
+     * h}, else {@link #NOWHERE}: the record most likely to hold the key, to load ahead and to try first. Reads
+     * {@link #addresses} after the entry; a reader's copy may predate it, and then the answer is {@link #NOWHERE}.
      */
-    int touchRecord(final int entry, final long h) {
+    long candidate(final int entry, final long h) {
         if (entry <= 0 || (entry & ~ID_MASK) != fingerprint(h)) {
-            return 0;
+            return NOWHERE;
         }
         final int id = (entry & ID_MASK) - 1;
         final long[] all = addresses;
         final int chunk = id >>> chunkShift;
-        // A reader's chunk addresses may predate the entry: skip what it cannot reach, it is only a prefetch.
         if (chunk >= all.length || all[chunk] == 0) {
-            return 0;
+            return NOWHERE;
         }
-        final long at = all[chunk] + (long) (id & chunkMask) * recordBytes;
-        return UnsafeApi.getInt(at + TOUCH) + UnsafeApi.getInt(at + recordBytes - 4);
+        return all[chunk] + (long) (id & chunkMask) * recordBytes;
+    }
+
+    /** The address of the last int of the record at {@code candidate}, to load its last cache line too. */
+    long lastIntOf(final long candidate) {
+        return candidate == NOWHERE ? NOWHERE : candidate + recordBytes - 4;
+    }
+
+    /**
+     * Loads the int at {@code address} (a {@link #candidate} or {@link #lastIntOf} one) so that a later read of it hits
+     * the cache. Java has no prefetch instruction; add the results to {@link #prefetchSink} so that the loads stay.
+     */
+    static int load(final long address) {
+        return UnsafeApi.getInt(address);
     }
 
     /** Where prefetch results go so that the loads stay; read by nobody. */
@@ -580,31 +629,62 @@ final class PartitionStore {
             final long[] keys, final int[] rowsOfBatch, final int count, final float[] gradients, final int touch) {
         final long[] hashes = blockHashes;
         final int[] entries = blockEntries;
+        final int[][] segments = blockSegments;
+        final long[] firsts = blockFirsts;
+        final long[] lasts = blockLasts;
+        final int[][] stampsOfBlock = blockStamps;
+        final int[] stampAt = blockStampAt;
         int notApplied = 0;
         for (int from = 0; from < count; from += BLOCK) {
             final int n = Math.min(BLOCK, count - from);
+            // Each stage's loop does little besides its loads, so that the processor has many misses in flight.
             for (int i = 0; i < n; i++) {
                 final long h = hash(keys[rowsOfBatch[from + i]]);
                 hashes[i] = h;
-                entries[i] = firstEntry(h);
+                segments[i] = segmentEntries(h);
+            }
+            for (int i = 0; i < n; i++) {
+                entries[i] = homeEntry(segments[i], hashes[i]);
+            }
+            // Growth may replace these arrays: hold none of them past the stage.
+            Arrays.fill(segments, 0, n, null);
+            for (int i = 0; i < n; i++) {
+                final long candidate = candidate(entries[i], hashes[i]);
+                firsts[i] = candidate;
+                lasts[i] = lastIntOf(candidate);
+                if (candidate == NOWHERE) {
+                    stampsOfBlock[i] = NO_STAMPS;
+                    stampAt[i] = 0;
+                } else {
+                    final int id = (entries[i] & ID_MASK) - 1;
+                    stampsOfBlock[i] = stamps[id >>> chunkShift];
+                    stampAt[i] = id & chunkMask;
+                }
             }
             int sink = 0;
             for (int i = 0; i < n; i++) {
-                sink += touchRecord(entries[i], hashes[i]);
+                sink += load(firsts[i]) + load(lasts[i]) + stampsOfBlock[i][stampAt[i]];
             }
             prefetchSink = sink;
             for (int i = 0; i < n; i++) {
                 final int row = rowsOfBatch[from + i];
+                final long key = keys[row];
                 try {
-                    final int id = findOrCreate(keys[row], hashes[i], touch, true);
+                    // The writer's view is stable: a live record that holds the key is the key's row.
+                    int id = firsts[i] == NOWHERE ? -1 : (entries[i] & ID_MASK) - 1;
+                    if (id < 0
+                            || UnsafeApi.getLong(firsts[i] + KEY) != key
+                            || UnsafeApi.getInt(firsts[i] + TOUCH) == 0) {
+                        id = findOrCreate(key, hashes[i], touch, true);
+                    }
                     if (id < 0) {
                         notApplied++;
                     } else {
-                        applyAt(id, keys[row], gradients, row * dim, touch);
+                        applyAt(id, key, gradients, row * dim, touch);
                     }
                 } catch (RuntimeException | Error failure) {
                     notApplied++;
-                    writeFailed(keys[row], failure);
+                    writeFailed(key, failure);
                 }
             }
         }
@@ -691,16 +771,25 @@ final class PartitionStore {
         final int rowBytes = 8 + 4 * recordFloats;
         final long[] hashes = blockHashes;
         final int[] entries = blockEntries;
+        final int[][] segments = blockSegments;
+        final long[] firsts = blockFirsts;
         for (int from = 0; from < count; from += BLOCK) {
             final int n = Math.min(BLOCK, count - from);
             for (int i = 0; i < n; i++) {
                 final long h = hash((long) LONG_LE.get(rows, (from + i) * rowBytes));
                 hashes[i] = h;
-                entries[i] = firstEntry(h);
+                segments[i] = segmentEntries(h);
+            }
+            for (int i = 0; i < n; i++) {
+                entries[i] = homeEntry(segments[i], hashes[i]);
+            }
+            Arrays.fill(segments, 0, n, null);
+            for (int i = 0; i < n; i++) {
+                firsts[i] = candidate(entries[i], hashes[i]);
             }
             int sink = 0;
             for (int i = 0; i < n; i++) {
-                sink += touchRecord(entries[i], hashes[i]);
+                sink += load(firsts[i]) + load(lastIntOf(firsts[i]));
             }
             prefetchSink = sink;
             for (int i = 0; i < n; i++) {
