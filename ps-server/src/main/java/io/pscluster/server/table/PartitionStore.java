@@ -131,6 +131,8 @@ final class PartitionStore {
     private volatile long[] addresses = new long[0];
 
     private static final long BYTE_ARRAY_BASE = UnsafeApi.arrayBaseOffset(byte[].class);
+    /** Rows up to this many floats are read by a loop of loads and stores, wider ones by a bulk copy. */
+    private static final int SMALL_COPY_FLOATS = 8;
 
     /** A few bytes of their own, held for the JVM's life: what a prefetch of no record loads instead of branching. */
     private static final UnsafeBuffer NOWHERE_BUFFER = new UnsafeBuffer(ByteBuffer.allocateDirect(64));
@@ -246,7 +248,15 @@ final class PartitionStore {
             }
             final long recordKey = UnsafeApi.getLong(at + KEY);
             final int touch = UnsafeApi.getInt(at + TOUCH);
-            UnsafeApi.copyMemory(null, at + HEADER_BYTES, target, BYTE_ARRAY_BASE + targetOffset, 4L * dim);
+            final long to = BYTE_ARRAY_BASE + targetOffset;
+            if (dim <= SMALL_COPY_FLOATS) {
+                // A call to the copy stub costs more than a few loads and stores.
+                for (int i = 0; i < dim; i++) {
+                    UnsafeApi.putInt(target, to + 4L * i, UnsafeApi.getInt(at + HEADER_BYTES + 4L * i));
+                }
+            } else {
+                UnsafeApi.copyMemory(null, at + HEADER_BYTES, target, to, 4L * dim);
+            }
             VarHandle.loadLoadFence();
             if (UnsafeApi.getIntVolatile(null, at + SEQUENCE) == before) {
                 return recordKey == key && touch != 0;
