@@ -257,57 +257,8 @@ public final class PsTable {
             final RequestSender sender) {
         final Routing routing = client.routing();
         final int maxKeys = parent == null ? keysPerChunk : Integer.MAX_VALUE;
-        // Counting sort of the positions by slot.
-        final int[] slotOf = new int[positions.length];
-        final int[] start = new int[Slots.SLOT_COUNT + 1];
-        for (int i = 0; i < positions.length; i++) {
-            slotOf[i] = Slots.slotOf(tableHash, call.keys[positions[i]]);
-            start[slotOf[i] + 1]++;
-        }
-        for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {
-            start[slot + 1] += start[slot];
-        }
-        final int[] bySlot = new int[positions.length];
-        final int[] fill = Arrays.copyOf(start, Slots.SLOT_COUNT);
-        for (int i = 0; i < positions.length; i++) {
-            bySlot[fill[slotOf[i]]++] = positions[i];
-        }
+        final List<List<int[]>> chunksOf = SlotChunks.split(tableHash, call.keys, positions, routing, maxKeys);
         final int shards = routing.addresses().length;
-        final List<List<int[]>> chunksOf = new ArrayList<>();
-        for (int owner = 0; owner <= shards; owner++) {
-            chunksOf.add(new ArrayList<>());
-        }
-        // Keys left per owner, so that a small call allocates small chunks.
-        final int[] left = new int[shards + 1];
-        for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {
-            final int owner = routing.ownerOfSlot()[slot] < 0 ? shards : routing.ownerOfSlot()[slot];
-            left[owner] += start[slot + 1] - start[slot];
-        }
-        final int[] open = new int[shards + 1];
-        final int[][] building = new int[shards + 1][];
-        for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {
-            final int size = start[slot + 1] - start[slot];
-            if (size == 0) {
-                continue;
-            }
-            final int owner = routing.ownerOfSlot()[slot] < 0 ? shards : routing.ownerOfSlot()[slot];
-            if (building[owner] != null && open[owner] + size > building[owner].length) {
-                chunksOf.get(owner).add(Arrays.copyOf(building[owner], open[owner]));
-                building[owner] = null;
-                open[owner] = 0;
-            }
-            if (building[owner] == null) {
-                building[owner] = new int[Math.max(size, Math.min(maxKeys, left[owner]))];
-            }
-            left[owner] -= size;
-            System.arraycopy(bySlot, start[slot], building[owner], open[owner], size);
-            open[owner] += size;
-        }
-        for (int owner = 0; owner <= shards; owner++) {
-            if (open[owner] > 0) {
-                chunksOf.get(owner).add(Arrays.copyOf(building[owner], open[owner]));
-            }
-        }
         final List<CompletableFuture<Void>> sent = new ArrayList<>();
         for (int owner = 0; owner < shards; owner++) {
             final String address = routing.addresses()[owner];

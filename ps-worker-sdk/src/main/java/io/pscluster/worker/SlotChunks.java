@@ -1,0 +1,133 @@
+package io.pscluster.worker;
+
+import io.pscluster.wire.Slots;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+
+/**
+ * Splits a call's keys by the shard that owns their slot, and each shard's share into chunks of whole slots of at most
+ * {@code maxKeys} keys (a slot with more keys than that is a chunk of its own), so that every duplicate of a key is in
+ * one request.
+ *
+ * <p>The keys are ordered by (owner, slot, position in the call) in one pass, then cut in a second: a small call is
+ * sorted as packed {@code long}s (n log n, nothing sized by the slot count), a large one by a counting sort over the
+ * slots, so that neither pays for the other's case. Both give the same chunks: within an owner's share, slots
+ * ascend, and the keys of a slot keep the call's order.
+ */
+final class SlotChunks {
+    /** Calls of up to this many keys are sorted; larger ones counted (a count costs a few passes over the slots). */
+    static final int SORT_MAX_KEYS = 512;
+
+    private static final int SLOT_BITS = Integer.numberOfTrailingZeros(Slots.SLOT_COUNT);
+
+    private SlotChunks() {}
+
+    /**
+     * @param positions indexes into {@code keys} of the keys to split.
+     * @return for each owner index of {@code routing.addresses()} its chunks (arrays of positions), then, at index
+     *     {@code addresses().length}, the chunks of keys whose slot no shard owns.
+     */
+    static List<List<int[]>> split(
+            final long tableHash, final long[] keys, final int[] positions, final Routing routing, final int maxKeys) {
+        return positions.length <= SORT_MAX_KEYS
+                ? bySorting(tableHash, keys, positions, routing, maxKeys)
+                : byCounting(tableHash, keys, positions, routing, maxKeys);
+    }
+
+    static List<List<int[]>> bySorting(
+            final long tableHash, final long[] keys, final int[] positions, final Routing routing, final int maxKeys) {
+        final int n = positions.length;
+        final int shards = routing.addresses().length;
+        final int[] owners = routing.ownerOfSlot();
+        // (owner, slot) in the high 32 bits, the index into positions in the low: sorting keeps a slot's keys in order.
+        final long[] packed = new long[n];
+        for (int i = 0; i < n; i++) {
+            final int slot = Slots.slotOf(tableHash, keys[positions[i]]);
+            final int owner = owners[slot] < 0 ? shards : owners[slot];
+            packed[i] = ((long) ((owner << SLOT_BITS) | slot) << 32) | i;
+        }
+        Arrays.sort(packed);
+        final int[] ordered = new int[n];
+        final int[] orderedSlot = new int[n];
+        final int[] ownerEnd = new int[shards + 1];
+        for (int k = 0; k < n; k++) {
+            final int ownerSlot = (int) (packed[k] >>> 32);
+            ordered[k] = positions[(int) packed[k]];
+            orderedSlot[k] = ownerSlot & (Slots.SLOT_COUNT - 1);
+            ownerEnd[ownerSlot >>> SLOT_BITS] = k + 1;
+        }
+        for (int owner = 1; owner <= shards; owner++) {
+            ownerEnd[owner] = Math.max(ownerEnd[owner], ownerEnd[owner - 1]);
+        }
+        return cut(ordered, orderedSlot, ownerEnd, maxKeys);
+    }
+
+    static List<List<int[]>> byCounting(
+            final long tableHash, final long[] keys, final int[] positions, final Routing routing, final int maxKeys) {
+        final int n = positions.length;
+        final int shards = routing.addresses().length;
+        final int[] owners = routing.ownerOfSlot();
+        final int[] slotOf = new int[n];
+        // Keys per slot, then where each slot's keys start in the (owner, slot) order.
+        final int[] next = new int[Slots.SLOT_COUNT];
+        for (int i = 0; i < n; i++) {
+            final int slot = Slots.slotOf(tableHash, keys[positions[i]]);
+            slotOf[i] = slot;
+            next[slot]++;
+        }
+        final int[] ownerEnd = new int[shards + 1];
+        for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {
+            ownerEnd[owners[slot] < 0 ? shards : owners[slot]] += next[slot];
+        }
+        final int[] ownerFill = new int[shards + 1];
+        for (int owner = 0; owner <= shards; owner++) {
+            ownerFill[owner] = owner == 0 ? 0 : ownerEnd[owner - 1];
+            ownerEnd[owner] += ownerFill[owner];
+        }
+        for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {
+            final int owner = owners[slot] < 0 ? shards : owners[slot];
+            final int count = next[slot];
+            next[slot] = ownerFill[owner];
+            ownerFill[owner] += count;
+        }
+        final int[] ordered = new int[n];
+        final int[] orderedSlot = new int[n];
+        for (int i = 0; i < n; i++) {
+            final int at = next[slotOf[i]]++;
+            ordered[at] = positions[i];
+            orderedSlot[at] = slotOf[i];
+        }
+        return cut(ordered, orderedSlot, ownerEnd, maxKeys);
+    }
+
+    /** Cuts each owner's range of {@code ordered} into chunks of whole slots. */
+    private static List<List<int[]>> cut(
+            final int[] ordered, final int[] orderedSlot, final int[] ownerEnd, final int maxKeys) {
+        final List<List<int[]>> chunksOf = new ArrayList<>(ownerEnd.length);
+        int from = 0;
+        for (final int end : ownerEnd) {
+            final List<int[]> chunks = new ArrayList<>(1);
+            int chunkStart = from;
+            int k = from;
+            while (k < end) {
+                final int slot = orderedSlot[k];
+                int slotEnd = k + 1;
+                while (slotEnd < end && orderedSlot[slotEnd] == slot) {
+                    slotEnd++;
+                }
+                if (k > chunkStart && slotEnd - chunkStart > maxKeys) {
+                    chunks.add(Arrays.copyOfRange(ordered, chunkStart, k));
+                    chunkStart = k;
+                }
+                k = slotEnd;
+            }
+            if (end > chunkStart) {
+                chunks.add(Arrays.copyOfRange(ordered, chunkStart, end));
+            }
+            chunksOf.add(chunks);
+            from = end;
+        }
+        return chunksOf;
+    }
+}

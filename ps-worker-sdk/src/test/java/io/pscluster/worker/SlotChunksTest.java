@@ -1,0 +1,122 @@
+package io.pscluster.worker;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.pscluster.wire.Slots;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.SplittableRandom;
+import org.junit.jupiter.api.Test;
+
+class SlotChunksTest {
+    private static final long TABLE_HASH = Slots.tableHash("t");
+
+    @Test
+    void shouldCutEachOwnersShareIntoWholeSlotsOfAtMostMaxKeysWhenSortingOrCounting() {
+        final SplittableRandom random = new SplittableRandom(11);
+        for (int round = 0; round < 200; round++) {
+            final int shards = 1 + random.nextInt(4);
+            final Routing routing = randomRouting(random, shards);
+            final int n = random.nextInt(3000);
+            // Few distinct keys in some rounds: slots with many keys, some larger than a chunk.
+            final long keyRange = random.nextBoolean() ? 1L << 40 : 1 + random.nextInt(50);
+            final long[] keys = new long[n + 5];
+            for (int i = 0; i < keys.length; i++) {
+                keys[i] = random.nextLong(keyRange) - keyRange / 2;
+            }
+            final int[] positions = new int[n];
+            for (int i = 0; i < n; i++) {
+                positions[i] = random.nextInt(keys.length);
+            }
+            final int maxKeys = 1 + random.nextInt(600);
+            final List<List<int[]>> sorted = SlotChunks.bySorting(TABLE_HASH, keys, positions, routing, maxKeys);
+            final List<List<int[]>> counted = SlotChunks.byCounting(TABLE_HASH, keys, positions, routing, maxKeys);
+            assertThat(deep(sorted)).isEqualTo(deep(counted));
+            checkChunks(sorted, keys, positions, routing, maxKeys);
+        }
+    }
+
+    @Test
+    void shouldPutKeysOfUnownedSlotsLast() {
+        final int[] owners = new int[Slots.SLOT_COUNT];
+        Arrays.fill(owners, -1);
+        final Routing routing = new Routing(1, new String[] {"a"}, owners);
+        final List<List<int[]>> chunks =
+                SlotChunks.split(TABLE_HASH, new long[] {1, 2, 3}, new int[] {0, 1, 2}, routing, 10);
+        assertThat(chunks).hasSize(2);
+        assertThat(chunks.get(0)).isEmpty();
+        assertThat(chunks.get(1)).hasSize(1);
+        assertThat(chunks.get(1).get(0)).containsExactlyInAnyOrder(0, 1, 2);
+    }
+
+    private static void checkChunks(
+            final List<List<int[]>> chunksOf,
+            final long[] keys,
+            final int[] positions,
+            final Routing routing,
+            final int maxKeys) {
+        final int shards = routing.addresses().length;
+        assertThat(chunksOf).hasSize(shards + 1);
+        final Map<Integer, Integer> expected = new HashMap<>();
+        for (final int position : positions) {
+            expected.merge(position, 1, Integer::sum);
+        }
+        final Map<Integer, Integer> seen = new HashMap<>();
+        final Set<Integer> slotsSeen = new HashSet<>();
+        for (int owner = 0; owner <= shards; owner++) {
+            int lastSlot = -1;
+            for (final int[] chunk : chunksOf.get(owner)) {
+                assertThat(chunk).isNotEmpty();
+                final Set<Integer> chunkSlots = new HashSet<>();
+                int previousInChunk = -1;
+                for (final int position : chunk) {
+                    seen.merge(position, 1, Integer::sum);
+                    final int slot = Slots.slotOf(TABLE_HASH, keys[position]);
+                    final int slotOwner = routing.ownerOfSlot()[slot] < 0 ? shards : routing.ownerOfSlot()[slot];
+                    assertThat(slotOwner).isEqualTo(owner);
+                    assertThat(slot).isGreaterThanOrEqualTo(lastSlot);
+                    if (slot != previousInChunk) {
+                        // A slot never continues in another chunk, nor comes back later in this one.
+                        assertThat(slotsSeen.add(slot)).isTrue();
+                    }
+                    previousInChunk = slot;
+                    lastSlot = slot;
+                    chunkSlots.add(slot);
+                }
+                assertThat(chunk.length <= maxKeys || chunkSlots.size() == 1)
+                        .as("chunk of %d keys in %d slots, max %d", chunk.length, chunkSlots.size(), maxKeys)
+                        .isTrue();
+            }
+        }
+        assertThat(seen).isEqualTo(expected);
+    }
+
+    private static Routing randomRouting(final SplittableRandom random, final int shards) {
+        final String[] addresses = new String[shards];
+        for (int i = 0; i < shards; i++) {
+            addresses[i] = "shard-" + i;
+        }
+        final int[] owners = new int[Slots.SLOT_COUNT];
+        for (int slot = 0; slot < owners.length; slot++) {
+            owners[slot] = random.nextInt(10) == 0 ? -1 : random.nextInt(shards);
+        }
+        return new Routing(1, addresses, owners);
+    }
+
+    private static List<List<List<Integer>>> deep(final List<List<int[]>> chunksOf) {
+        final List<List<List<Integer>>> out = new ArrayList<>();
+        for (final List<int[]> chunks : chunksOf) {
+            final List<List<Integer>> owner = new ArrayList<>();
+            for (final int[] chunk : chunks) {
+                owner.add(Arrays.stream(chunk).boxed().toList());
+            }
+            out.add(owner);
+        }
+        return out;
+    }
+}
