@@ -2,7 +2,11 @@ package io.pscluster.server;
 
 import com.google.protobuf.UnsafeByteOperations;
 import io.grpc.Context;
+import io.grpc.ServerMethodDefinition;
+import io.grpc.ServerServiceDefinition;
+import io.grpc.ServiceDescriptor;
 import io.grpc.stub.ServerCallStreamObserver;
+import io.grpc.stub.ServerCalls;
 import io.grpc.stub.StreamObserver;
 import io.pscluster.proto.v1.ClockRequest;
 import io.pscluster.proto.v1.ClockResponse;
@@ -24,6 +28,8 @@ import io.pscluster.server.table.ParameterTable;
 import io.pscluster.wire.LittleEndian;
 import io.pscluster.wire.PsException;
 import io.pscluster.wire.Unary;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
 import java.util.concurrent.Executor;
@@ -43,6 +49,29 @@ final class ShardDataService extends ShardServiceGrpc.ShardServiceImplBase {
         this.routingRefresh = routingRefresh;
         this.faults = faults;
         this.handlers = handlers;
+    }
+
+    /**
+     * The generated definition, but pushes decoded by a {@link PushDecoder}: their keys and gradients are decoded
+     * straight from the bytes each request arrived in, not from copies of them. Serve this, not
+     * {@link #bindService()}.
+     */
+    ServerServiceDefinition definition() {
+        final ServerServiceDefinition generated = bindService();
+        final ServiceDescriptor service = generated.getServiceDescriptor();
+        final ServiceDescriptor.Builder descriptor =
+                ServiceDescriptor.newBuilder(service.getName()).setSchemaDescriptor(service.getSchemaDescriptor());
+        final List<ServerMethodDefinition<?, ?>> methods = new ArrayList<>();
+        for (final ServerMethodDefinition<?, ?> method : generated.getMethods()) {
+            final ServerMethodDefinition<?, ?> bound = method.getMethodDescriptor() == ShardServiceGrpc.getPushMethod()
+                    ? ServerMethodDefinition.create(PushDecoder.method(), ServerCalls.asyncUnaryCall(this::push))
+                    : method;
+            descriptor.addMethod(bound.getMethodDescriptor());
+            methods.add(bound);
+        }
+        final ServerServiceDefinition.Builder builder = ServerServiceDefinition.builder(descriptor.build());
+        methods.forEach(builder::addMethod);
+        return builder.build();
     }
 
     @Override
@@ -80,30 +109,39 @@ final class ShardDataService extends ShardServiceGrpc.ShardServiceImplBase {
 
     @Override
     public void push(final PushRequest request, final StreamObserver<PushResponse> response) {
-        followNewerEpoch(request.getRoutingEpoch());
-        if (faults.fire(FaultPoints.DELAY_PUSHES)) {
-            // Later, off the handler thread: requests behind it (a checkpoint's cut) go on meanwhile.
-            faults.later(() -> takePush(request, response), FaultPoints.PUSH_DELAY_MS);
-            return;
-        }
-        if (faults.holdPush(() -> takePush(request, response))) {
-            return;
-        }
-        takePush(request, response);
+        push(PushDecoder.decoded(request), response);
     }
 
-    private void takePush(final PushRequest request, final StreamObserver<PushResponse> response) {
+    private void push(final PushDecoder.DecodedPush push, final StreamObserver<PushResponse> response) {
+        followNewerEpoch(push.routingEpoch());
+        if (faults.fire(FaultPoints.DELAY_PUSHES)) {
+            // Later, off the handler thread: requests behind it (a checkpoint's cut) go on meanwhile.
+            faults.later(() -> takePush(push, response), FaultPoints.PUSH_DELAY_MS);
+            return;
+        }
+        if (faults.holdPush(() -> takePush(push, response))) {
+            return;
+        }
+        takePush(push, response);
+    }
+
+    private void takePush(final PushDecoder.DecodedPush push, final StreamObserver<PushResponse> response) {
         Unary.respond(response, () -> {
-            final long[] keys = LittleEndian.decodeLongs(request.getKeys(), "keys");
-            final float[] gradients = LittleEndian.decodeFloats(request.getGradients(), "gradients");
+            // Not decoded when a length was not a whole number of values: decoding here names the field.
+            final PushRequest undecodable = push.undecodable();
+            final long[] keys =
+                    undecodable == null ? push.keys() : LittleEndian.decodeLongs(undecodable.getKeys(), "keys");
+            final float[] gradients = undecodable == null
+                    ? push.gradients()
+                    : LittleEndian.decodeFloats(undecodable.getGradients(), "gradients");
             final Shard.PushResult result = shard.push(
-                    request.getTable(),
-                    request.getRoutingEpoch(),
-                    request.getClientId(),
-                    request.getSequence(),
+                    push.table(),
+                    push.routingEpoch(),
+                    push.clientId(),
+                    push.sequence(),
                     keys,
                     gradients,
-                    new Shard.JobTag(request.getJobId(), request.getWorkerId(), request.getClock()));
+                    new Shard.JobTag(push.jobId(), push.workerId(), push.clock()));
             if (faults.fire(FaultPoints.LOSE_PUSH_ANSWER)) {
                 throw PsException.unavailable("fault injected: the answer to an accepted push was lost");
             }

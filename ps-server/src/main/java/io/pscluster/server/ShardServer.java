@@ -71,15 +71,16 @@ public final class ShardServer implements AutoCloseable {
         server = builder.executor(executor)
                 .maxInboundMessageSize(context.maxMessageBytes)
                 .addService(new ShardDataService(
-                        shard,
-                        () -> {
-                            final ProxyLink link = proxyLink;
-                            if (link != null) {
-                                link.refreshSoon();
-                            }
-                        },
-                        context.faults,
-                        executor))
+                                shard,
+                                () -> {
+                                    final ProxyLink link = proxyLink;
+                                    if (link != null) {
+                                        link.refreshSoon();
+                                    }
+                                },
+                                context.faults,
+                                executor)
+                        .definition())
                 .addService(new ShardAdminGrpcService(shard, context.faults))
                 .addService(health.getHealthService())
                 .build()
