@@ -47,6 +47,26 @@ class PushDecoderTest {
         assertThat(second.keys()).containsExactly(1, 2);
     }
 
+    /**
+     * The decoder carries every field of a push by name: a field added to PushRequest must be added to DecodedPush
+     * too, or the shard would silently drop it. This fails until it is.
+     */
+    @Test
+    void shouldKnowEveryFieldOfAPushRequest() {
+        assertThat(PushRequest.getDescriptor().getFields())
+                .extracting(field -> field.getName())
+                .containsExactlyInAnyOrder(
+                        "table",
+                        "routing_epoch",
+                        "keys",
+                        "gradients",
+                        "client_id",
+                        "sequence",
+                        "job_id",
+                        "worker_id",
+                        "clock");
+    }
+
     @Test
     void shouldPassOnCopiesOfFieldsWhoseLengthIsNotAWholeNumberOfValues() {
         final PushRequest request = request(new long[] {1}, new float[] {1}).toBuilder()
