@@ -132,14 +132,8 @@ final class PushDecoder implements MethodDescriptor.Marshaller<PushDecoder.Decod
         final ByteString gradients = request.getGradients();
         if (keys.size() % Long.BYTES != 0 || gradients.size() % Float.BYTES != 0) {
             // The handler refuses it, naming the field: keep copies of the fields, not views.
-            return new DecodedPush(
-                    request.getTable(),
-                    request.getRoutingEpoch(),
-                    request.getClientId(),
-                    request.getSequence(),
-                    request.getJobId(),
-                    request.getWorkerId(),
-                    request.getClock(),
+            return withValues(
+                    request,
                     null,
                     null,
                     PushRequest.newBuilder(request)
@@ -159,6 +153,11 @@ final class PushDecoder implements MethodDescriptor.Marshaller<PushDecoder.Decod
                 .order(ByteOrder.LITTLE_ENDIAN)
                 .asFloatBuffer()
                 .get(gradientValues);
+        return withValues(request, keyValues, gradientValues, null);
+    }
+
+    private static DecodedPush withValues(
+            final PushRequest request, final long[] keys, final float[] gradients, final PushRequest undecodable) {
         return new DecodedPush(
                 request.getTable(),
                 request.getRoutingEpoch(),
@@ -167,8 +166,8 @@ final class PushDecoder implements MethodDescriptor.Marshaller<PushDecoder.Decod
                 request.getJobId(),
                 request.getWorkerId(),
                 request.getClock(),
-                keyValues,
-                gradientValues,
-                null);
+                keys,
+                gradients,
+                undecodable);
     }
 }
