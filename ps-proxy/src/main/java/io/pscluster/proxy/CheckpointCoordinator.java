@@ -347,10 +347,7 @@ final class CheckpointCoordinator {
                 // By the rank the job gave the worker at its join (ids grow from run to run; ranks do not): a worker
                 // of a later run gets back what the worker of its rank handed in.
                 paused.forEach((worker, held) -> properties.put(
-                        JOB_STATE + worker.jobId() + "/" + held.rank(),
-                        held.clock() + ":"
-                                + Base64.getEncoder()
-                                        .encodeToString(held.state().toByteArray())));
+                        JOB_STATE + worker.jobId() + "/" + held.rank(), stateValue(held.clock(), held.state())));
             }
         }
         final WriteCheckpointRequest.Builder asked = WriteCheckpointRequest.newBuilder();
@@ -476,7 +473,7 @@ final class CheckpointCoordinator {
     private void carryJobStates(final long id, final Map<String, String> properties, final Set<String> withWorkers) {
         // A transient failure to read them fails this checkpoint (UNAVAILABLE): the next one reads them again.
         final JobStates before = jobStates();
-        final Map<String, String> lost = new java.util.TreeMap<>();
+        final Map<String, String> lost = new TreeMap<>();
         before.lostJobs().forEach((job, why) -> {
             if (!withWorkers.contains(job)) {
                 lost.put(job, why);
@@ -500,13 +497,14 @@ final class CheckpointCoordinator {
         before.byWorker().forEach((jobAndRank, saved) -> {
             final String job = jobAndRank.substring(0, jobAndRank.lastIndexOf('/'));
             if (!withWorkers.contains(job)) {
-                properties.putIfAbsent(
-                        JOB_STATE + jobAndRank,
-                        saved.getClock() + ":"
-                                + Base64.getEncoder()
-                                        .encodeToString(saved.getState().toByteArray()));
+                properties.putIfAbsent(JOB_STATE + jobAndRank, stateValue(saved.getClock(), saved.getState()));
             }
         });
+    }
+
+    /** A {@link #JOB_STATE} property's value: {@code <clock>:<base64 state>} ({@link #jobStates} reads it). */
+    private static String stateValue(final long clock, final ByteString state) {
+        return clock + ":" + Base64.getEncoder().encodeToString(state.toByteArray());
     }
 
     /** "job 'a' (2 workers at clock 17), job 'b' (...)". */

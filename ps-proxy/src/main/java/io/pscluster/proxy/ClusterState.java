@@ -630,17 +630,24 @@ final class ClusterState {
      * @throws PsException FAILED_PRECONDITION naming the restore and what to do.
      */
     synchronized void refuseIfMixed(final String operation) {
-        if (unfinishedRestoreId != 0) {
-            throw PsException.failedPrecondition(operation + " refused: the restore of checkpoint "
-                    + unfinishedRestoreId + " into every shard did not finish (a shard failed it, or the proxy stopped"
-                    + " during it), so the shards may hold a mix of it and what they held before; run `psctl"
-                    + " checkpoint restore --id " + unfinishedRestoreId + "` again, or restore another checkpoint");
+        final String mixed = mixedModel();
+        if (mixed != null) {
+            throw PsException.failedPrecondition(operation + " refused: " + mixed);
         }
     }
 
-    /** See {@link #refuseIfMixed}; 0 when none. */
-    synchronized long unfinishedRestoreId() {
-        return unfinishedRestoreId;
+    /**
+     * Why the model may be a mix (see {@link #refuseIfMixed}), naming the restore and what to do; null when it is
+     * not.
+     */
+    synchronized String mixedModel() {
+        if (unfinishedRestoreId == 0) {
+            return null;
+        }
+        return "the restore of checkpoint " + unfinishedRestoreId + " into every shard did not finish (a shard failed"
+                + " it, or the proxy stopped during it), so the shards may hold a mix of it and what they held before;"
+                + " run `psctl checkpoint restore --id " + unfinishedRestoreId + "` again, or restore another"
+                + " checkpoint";
     }
 
     /**

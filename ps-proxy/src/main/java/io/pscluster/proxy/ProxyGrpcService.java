@@ -244,13 +244,11 @@ final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
             }
             return left.handle((done, failure) -> null).thenCompose(done -> CompletableFuture.failedFuture(unreadable));
         }
-        final long unfinished = state.unfinishedRestoreId();
-        if (unfinished != 0) {
-            // The model may be a mix of that checkpoint and what the shards held: no state matches it.
+        final String mixed = state.mixedModel();
+        if (mixed != null) {
+            // No saved state matches a model that may be a mix.
             return CompletableFuture.completedFuture(answer.toBuilder()
-                    .setRestoredUnreadable("the restore of checkpoint " + unfinished + " into every shard did not"
-                            + " finish, so the model may be a mix and no saved state matches it; run `psctl checkpoint"
-                            + " restore --id " + unfinished + "` again")
+                    .setRestoredUnreadable("no saved job state matches the model: " + mixed)
                     .build());
         }
         return CompletableFuture.completedFuture(states.restore(answer, jobId));
