@@ -10,12 +10,13 @@ import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.locks.LockSupport;
+import java.util.function.BooleanSupplier;
 import java.util.function.Consumer;
 import java.util.function.IntFunction;
 import java.util.function.Supplier;
 import org.agrona.concurrent.Agent;
 import org.agrona.concurrent.AgentRunner;
-import org.agrona.concurrent.BackoffIdleStrategy;
+import org.agrona.concurrent.IdleStrategy;
 import org.agrona.concurrent.ManyToOneConcurrentArrayQueue;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -41,6 +42,12 @@ import org.slf4j.LoggerFactory;
  * partition keeps aside for it are over their limit, the writer only copies and leaves its queue (pushes and control
  * tasks) waiting.
  *
+ * <p>Idle writers sleep until work comes: a writer whose queue is empty spins briefly, then parks, and whoever queues
+ * a task for it unparks it (see {@link WriterIdle}). A sleeping writer costs no CPU, which on a machine of few cores
+ * goes to the gRPC threads instead, and a push queued to it is applied as soon as the writer is scheduled, not after a
+ * timed park runs out. It still wakes on its own for TTL eviction, and backs off to at most a millisecond's park while
+ * a snapshot is streamed or the writers are closing, whose progress no task signals.
+ *
  * <p>Closing: exactly one caller of {@link #close()} does the work; any other returns once it is done. Every control
  * task is either run or failed, never left behind (see {@link #runOnAll}).
  */
@@ -56,6 +63,8 @@ public final class PartitionWriters implements AutoCloseable {
     private static final int STOP_WAIT_MS = 10_000;
     /** Tasks a writer drains per duty cycle, before its eviction step if a pass is under way. */
     private static final int DRAIN_BATCH = 256;
+    /** The longest an idle writer sleeps before it looks again on its own, when tasks wake it. */
+    static final long IDLE_PARK_NS = TimeUnit.MILLISECONDS.toNanos(10);
 
     /** Work for one partition's writer. */
     @FunctionalInterface
@@ -88,6 +97,20 @@ public final class PartitionWriters implements AutoCloseable {
             final int partitions,
             final int capacity,
             final Supplier<? extends Iterable<ParameterTable>> tables) {
+        this(name, partitions, capacity, tables, IDLE_PARK_NS, PartitionAgent.EVICTION_INTERVAL_NS);
+    }
+
+    /**
+     * As {@link #PartitionWriters(String, int, int, Supplier)}, with the longest an idle writer sleeps unwoken and the
+     * interval of its eviction passes (tests make both long, to show that queuing a task is what wakes the writer).
+     */
+    PartitionWriters(
+            final String name,
+            final int partitions,
+            final int capacity,
+            final Supplier<? extends Iterable<ParameterTable>> tables,
+            final long idleParkNanos,
+            final long evictionIntervalNanos) {
         if (partitions < 1 || partitions > 64) {
             throw new IllegalArgumentException("partitions=" + partitions + " must be in 1..64");
         }
@@ -100,10 +123,14 @@ public final class PartitionWriters implements AutoCloseable {
         this.agents = new PartitionAgent[partitions];
         for (int p = 0; p < partitions; p++) {
             agents[p] = new PartitionAgent(
-                    name + "-p" + p, p, capacity + CONTROL_HEADROOM + BULK_PER_PARTITION, tables, () -> snapshot);
-            // Idle writers back off to a 1 ms park: two cores are shared with the gRPC threads.
-            final AgentRunner runner =
-                    new AgentRunner(new BackoffIdleStrategy(10, 20, 1_000, 1_000_000), this::onError, null, agents[p]);
+                    name + "-p" + p,
+                    p,
+                    capacity + CONTROL_HEADROOM + BULK_PER_PARTITION,
+                    tables,
+                    () -> snapshot,
+                    evictionIntervalNanos);
+            final AgentRunner runner = new AgentRunner(
+                    new WriterIdle(agents[p], this::isClosing, idleParkNanos), this::onError, null, agents[p]);
             runners.add(runner);
             AgentRunner.startOnThread(runner, runnable -> {
                 final Thread thread = new Thread(runnable);
@@ -120,6 +147,10 @@ public final class PartitionWriters implements AutoCloseable {
                     "a snapshot of this shard is already being taken (one checkpoint at a time)");
         }
         snapshot = value;
+        // The writers stream it in their duty cycles: none may sleep through its start.
+        for (final PartitionAgent agent : agents) {
+            agent.wake();
+        }
     }
 
     /** Stops streaming {@code value}, once it is done or abandoned. */
@@ -153,12 +184,20 @@ public final class PartitionWriters implements AutoCloseable {
             }
         } while (!reserved.compareAndSet(current, current + parts));
         for (int p = 0; p < agents.length; p++) {
-            if ((partitionMask & (1L << p)) != 0 && !agents[p].queue.offer(task)) {
-                // Cannot happen: each queue holds capacity plus headroom and reservations bound what is queued.
-                throw new IllegalStateException("partition " + p + " queue full despite a reservation");
+            if ((partitionMask & (1L << p)) != 0) {
+                if (!agents[p].queue.offer(task)) {
+                    // Cannot happen: each queue holds capacity plus headroom and reservations bound what is queued.
+                    throw new IllegalStateException("partition " + p + " queue full despite a reservation");
+                }
+                agents[p].wake();
             }
         }
         return true;
+    }
+
+    /** Whether the writer of {@code partition} sleeps (or is about to), waiting to be woken; for tests. */
+    boolean sleeping(final int partition) {
+        return agents[partition].sleeping();
     }
 
     /** Releases one unit of push capacity (a push finished on one partition). */
@@ -205,6 +244,7 @@ public final class PartitionWriters implements AutoCloseable {
                 if (!agents[p].queue.offer(task)) {
                     throw new IllegalStateException("partition " + p + " queue full despite a control reservation");
                 }
+                agents[p].wake();
             }
         }
         return CompletableFuture.allOf(parts.toArray(CompletableFuture[]::new)).thenApply(done -> {
@@ -235,6 +275,7 @@ public final class PartitionWriters implements AutoCloseable {
             if (!agents[partition].queue.offer(task)) {
                 throw new IllegalStateException("partition " + partition + " queue full despite a bulk reservation");
             }
+            agents[partition].wake();
         }
         return task.result;
     }
@@ -309,6 +350,10 @@ public final class PartitionWriters implements AutoCloseable {
         if ((before & CLOSING_BIT) != 0) {
             awaitCloseDone();
             return;
+        }
+        // From here on idle writers park briefly, so that each notices its runner stopping soon.
+        for (final PartitionAgent agent : agents) {
+            agent.wake();
         }
         try {
             // Every push acknowledged so far holds a reservation until it is applied: wait for them all.
@@ -398,8 +443,8 @@ public final class PartitionWriters implements AutoCloseable {
      * pass over this partition. Nothing may escape a duty cycle: Agrona ends an agent whose duty cycle throws an
      * Error, and a dead writer would strand its partition's pushes and control tasks.
      */
-    private static final class PartitionAgent implements Agent {
-        private static final long EVICTION_INTERVAL_NS = TimeUnit.MILLISECONDS.toNanos(EVICTION_INTERVAL_MS);
+    static final class PartitionAgent implements Agent {
+        static final long EVICTION_INTERVAL_NS = TimeUnit.MILLISECONDS.toNanos(EVICTION_INTERVAL_MS);
 
         final ManyToOneConcurrentArrayQueue<Task> queue;
         /** Bulk tasks ({@link PartitionWriters#runOn}) queued here and not yet run or failed. */
@@ -413,20 +458,83 @@ public final class PartitionWriters implements AutoCloseable {
         /** Tables that finished the current pass, by identity; tables created meanwhile join the pass. */
         private final Set<ParameterTable> passDone = Collections.newSetFromMap(new IdentityHashMap<>());
 
+        private final long evictionIntervalNs;
         private long passStartNs = System.nanoTime();
         private boolean passUnderWay;
+        /** The writer's thread, once it runs; what {@link #wake} unparks. */
+        private volatile Thread thread;
+        /**
+         * True from just before the writer checks its queue a last time and parks until it is awake again: whoever
+         * queues a task reads it after the queue's CAS and unparks the writer (see {@link WriterIdle#idle()}).
+         */
+        private volatile boolean sleeping;
 
         PartitionAgent(
                 final String name,
                 final int partition,
                 final int capacity,
                 final Supplier<? extends Iterable<ParameterTable>> tables,
-                final Supplier<ShardSnapshot> snapshot) {
+                final Supplier<ShardSnapshot> snapshot,
+                final long evictionIntervalNs) {
             this.name = name;
+            this.evictionIntervalNs = evictionIntervalNs;
             this.snapshot = snapshot;
             this.partition = partition;
             this.queue = new ManyToOneConcurrentArrayQueue<>(capacity);
             this.tables = tables;
+        }
+
+        @Override
+        public void onStart() {
+            thread = Thread.currentThread();
+        }
+
+        /**
+         * Unparks the writer if it sleeps or is about to; called after each task is queued to it. Returns whether it
+         * did (whether it saw {@link #sleeping}).
+         */
+        boolean wake() {
+            if (!sleeping) {
+                return false;
+            }
+            final Thread writer = thread;
+            if (writer != null) {
+                LockSupport.unpark(writer);
+            }
+            return true;
+        }
+
+        /**
+         * Marks the writer sleeping, then looks at its queue a last time: true if it is empty and the writer may
+         * park (until {@link #wake}), false if a task came (the writer is marked awake again).
+         */
+        boolean prepareToSleep() {
+            sleeping = true;
+            if (queue.isEmpty()) {
+                return true;
+            }
+            sleeping = false;
+            return false;
+        }
+
+        void awake() {
+            sleeping = false;
+        }
+
+        boolean sleeping() {
+            return sleeping;
+        }
+
+        /**
+         * The longest the writer may sleep unwoken now: until its next eviction pass is due, at most {@code longest};
+         * 0 while it has something to do that no task signals (a snapshot to stream, a pass under way).
+         */
+        long sleepNanos(final long longest) {
+            if (snapshot.get() != null || passUnderWay) {
+                return 0;
+            }
+            final long untilPass = passStartNs + evictionIntervalNs - System.nanoTime();
+            return Math.max(0, Math.min(longest, untilPass));
         }
 
         @Override
@@ -453,7 +561,7 @@ public final class PartitionWriters implements AutoCloseable {
         private int evictionDuty() {
             if (!passUnderWay) {
                 final long now = System.nanoTime();
-                if (now - passStartNs < EVICTION_INTERVAL_NS) {
+                if (now - passStartNs < evictionIntervalNs) {
                     return 0;
                 }
                 passStartNs = now;
@@ -512,6 +620,83 @@ public final class PartitionWriters implements AutoCloseable {
         @Override
         public String roleName() {
             return name;
+        }
+    }
+
+    /**
+     * How a writer waits for work: after work it spins a little (a push often follows a push), then sleeps in
+     * {@link LockSupport#parkNanos} until a task is queued ({@link PartitionAgent#wake}), its next eviction pass is
+     * due, or {@code longestPark} has passed. While there is progress that no task signals (a snapshot being streamed,
+     * an eviction pass under way, the writers closing) it backs off from 1 us to 1 ms parks instead, as a timed
+     * strategy would.
+     *
+     * <p>No wake-up is lost. The writer sets {@link PartitionAgent#sleeping} (a volatile write) and then reads the
+     * queue's head and tail (volatile reads) before it parks; whoever queues a task advances the tail with a CAS and
+     * then reads {@code sleeping} (as do {@link #startSnapshot} and {@link #close()} after their volatile writes, which
+     * the writer reads after setting {@code sleeping}). Volatile accesses are totally ordered, so either the writer sees the task and does
+     * not park, or the queuing thread sees {@code sleeping} and unparks it (an unpark before the park makes the park
+     * return at once). {@code WriterWakeUpTest} in {@code stress/} checks this order.
+     */
+    static final class WriterIdle implements IdleStrategy {
+        private static final int SPINS = 100;
+        private static final long MIN_BACKOFF_NS = 1_000;
+        private static final long MAX_BACKOFF_NS = 1_000_000;
+
+        private final PartitionAgent agent;
+        private final BooleanSupplier closing;
+        private final long longestPark;
+        private int spins;
+        private long backoffNs = MIN_BACKOFF_NS;
+
+        WriterIdle(final PartitionAgent agent, final BooleanSupplier closing, final long longestPark) {
+            this.agent = agent;
+            this.closing = closing;
+            this.longestPark = longestPark;
+        }
+
+        @Override
+        public void idle(final int workCount) {
+            if (workCount > 0) {
+                reset();
+                return;
+            }
+            idle();
+        }
+
+        @Override
+        public void idle() {
+            if (spins < SPINS) {
+                spins++;
+                Thread.onSpinWait();
+                return;
+            }
+            if (!agent.prepareToSleep()) {
+                return;
+            }
+            try {
+                // Read after the writer is marked sleeping: a snapshot started or a close begun before this read is
+                // seen here, and one after it finds the writer sleeping and unparks it (the same order as a task's).
+                final long sleep = closing.getAsBoolean() ? 0 : agent.sleepNanos(longestPark);
+                if (sleep > 0) {
+                    LockSupport.parkNanos(sleep);
+                } else {
+                    LockSupport.parkNanos(backoffNs);
+                    backoffNs = Math.min(MAX_BACKOFF_NS, 2 * backoffNs);
+                }
+            } finally {
+                agent.awake();
+            }
+        }
+
+        @Override
+        public void reset() {
+            spins = 0;
+            backoffNs = MIN_BACKOFF_NS;
+        }
+
+        @Override
+        public String alias() {
+            return "writer-idle";
         }
     }
 }
