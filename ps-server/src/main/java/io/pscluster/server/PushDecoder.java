@@ -4,6 +4,7 @@ import com.google.protobuf.ByteString;
 import com.google.protobuf.CodedInputStream;
 import com.google.protobuf.InvalidProtocolBufferException;
 import com.google.protobuf.UnknownFieldSet;
+import com.google.protobuf.UnsafeByteOperations;
 import io.grpc.Drainable;
 import io.grpc.KnownLength;
 import io.grpc.MethodDescriptor;
@@ -104,14 +105,8 @@ final class PushDecoder implements MethodDescriptor.Marshaller<PushDecoder.Decod
                 throw new IOException("a push request's stream announced " + size + " bytes and held "
                         + (read == size ? "more" : String.valueOf(read)));
             }
-            final CodedInputStream input = CodedInputStream.newInstance(bytes, 0, size);
-            input.enableAliasing(true);
-            // gRPC has applied its own limit on message size already.
-            input.setSizeLimit(Integer.MAX_VALUE);
-            final PushRequest aliased = PushRequest.parser().parseFrom(input);
-            input.checkLastTagWas(0);
             // Decoded now, before this thread's array is reused: nothing returned refers to it.
-            return decoded(aliased);
+            return decoded(aliased(bytes, size));
         } catch (InvalidProtocolBufferException e) {
             // As the default marshaller answers a malformed request.
             throw Status.INTERNAL
@@ -154,6 +149,23 @@ final class PushDecoder implements MethodDescriptor.Marshaller<PushDecoder.Decod
                 .asFloatBuffer()
                 .get(gradientValues);
         return withValues(request, keyValues, gradientValues, null);
+    }
+
+    /**
+     * Parses the push request in {@code bytes[0 .. size)} with its {@code bytes} fields (keys, gradients) as views of
+     * {@code bytes}, not copies: valid only until the array is reused.
+     */
+    static PushRequest aliased(final byte[] bytes, final int size) throws IOException {
+        // A coded input over an array protobuf takes as immutable (through a ByteString): only then does aliasing
+        // make the bytes fields views of the array; over a plain array each is copied (1 MiB per large push).
+        final CodedInputStream input =
+                UnsafeByteOperations.unsafeWrap(bytes, 0, size).newCodedInput();
+        input.enableAliasing(true);
+        // gRPC has applied its own limit on message size already.
+        input.setSizeLimit(Integer.MAX_VALUE);
+        final PushRequest request = PushRequest.parser().parseFrom(input);
+        input.checkLastTagWas(0);
+        return request;
     }
 
     private static DecodedPush withValues(

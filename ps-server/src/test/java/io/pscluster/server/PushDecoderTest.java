@@ -52,6 +52,29 @@ class PushDecoderTest {
      * too, or the shard would silently drop it. This fails until it is.
      */
     @Test
+    void shouldParseTheByteFieldsAsViewsOfTheArrayTheRequestArrivedIn() throws Exception {
+        final byte[] bytes =
+                request(new long[] {7, 8}, new float[] {1.5f, -2.5f}).toByteArray();
+
+        final PushRequest aliased = PushDecoder.aliased(bytes, bytes.length);
+        final ByteString gradients = aliased.getGradients();
+        final int first = indexOf(bytes, gradients.toByteArray());
+        bytes[first] ^= 0x55;
+
+        // A view sees the change (nothing was copied); a copy, which costs a pass over 1 MiB per large push, would not.
+        assertThat(gradients.byteAt(0)).isEqualTo(bytes[first]);
+    }
+
+    private static int indexOf(final byte[] haystack, final byte[] needle) {
+        for (int i = 0; i + needle.length <= haystack.length; i++) {
+            if (Arrays.equals(haystack, i, i + needle.length, needle, 0, needle.length)) {
+                return i;
+            }
+        }
+        throw new AssertionError("the field's bytes are not in the request's");
+    }
+
+    @Test
     void shouldKnowEveryFieldOfAPushRequest() {
         assertThat(PushRequest.getDescriptor().getFields())
                 .extracting(field -> field.getName())
