@@ -270,11 +270,18 @@ final class PartitionStore {
     }
 
     /**
-     * The entry in the home bucket of {@code h} among {@code entries} (from {@link #segmentEntries}), loaded with
-     * acquire semantics. A loop of these alone over a block keeps many cache misses in flight at once.
+     * The entry most likely to hold {@code h}'s key among {@code entries} (from {@link #segmentEntries}): the one in
+     * its home bucket if that one's fingerprint is {@code h}'s, else the next one (linear probing leaves a key there
+     * when another took its home, as it does for many keys at the index's usual load). Both are in one cache line
+     * but once in 16 and are loaded with acquire semantics; the choice is a select, not a branch, so that a loop of
+     * these alone over a block keeps many cache misses in flight at once.
      */
     static int homeEntry(final int[] entries, final long h) {
-        return (int) ENTRY.getAcquire(entries, (int) h & (entries.length - 1));
+        final int mask = entries.length - 1;
+        final int home = (int) h & mask;
+        final int first = (int) ENTRY.getAcquire(entries, home);
+        final int second = (int) ENTRY.getAcquire(entries, (home + 1) & mask);
+        return (first & ~ID_MASK) == fingerprint(h) ? first : second;
     }
 
     /**
