@@ -195,6 +195,11 @@ public final class PartitionWriters implements AutoCloseable {
         return true;
     }
 
+    /** Unparks the writer of {@code partition} if it sleeps: something it waits for that no task signals is there. */
+    void wake(final int partition) {
+        agents[partition].wake();
+    }
+
     /** Whether the writer of {@code partition} sleeps (or is about to), waiting to be woken; for tests. */
     boolean sleeping(final int partition) {
         return agents[partition].sleeping();
@@ -533,7 +538,7 @@ public final class PartitionWriters implements AutoCloseable {
             if (snapshot.get() != null || passUnderWay) {
                 return 0;
             }
-            final long untilPass = passStartNs + evictionIntervalNs - System.nanoTime();
+            final long untilPass = evictionIntervalNs - (System.nanoTime() - passStartNs);
             return Math.max(0, Math.min(longest, untilPass));
         }
 
@@ -649,6 +654,8 @@ public final class PartitionWriters implements AutoCloseable {
         private final long longestPark;
         private int spins;
         private long backoffNs = MIN_BACKOFF_NS;
+        /** The writer found a task queued after its last work and has done none since. */
+        private boolean queuedButIdle;
 
         WriterIdle(final PartitionAgent agent, final BooleanSupplier closing, final long longestPark) {
             this.agent = agent;
@@ -673,6 +680,13 @@ public final class PartitionWriters implements AutoCloseable {
                 return;
             }
             if (!agent.prepareToSleep()) {
+                // A task came: run it at once. If the writer still finds nothing it can do with a task queued (its
+                // pushes held while a snapshot's saved rows are over their limit, or a task whose element is not yet
+                // stored), back off instead of spinning until the task can run.
+                if (queuedButIdle) {
+                    backOff();
+                }
+                queuedButIdle = true;
                 return;
             }
             try {
@@ -682,18 +696,23 @@ public final class PartitionWriters implements AutoCloseable {
                 if (sleep > 0) {
                     LockSupport.parkNanos(sleep);
                 } else {
-                    LockSupport.parkNanos(backoffNs);
-                    backoffNs = Math.min(MAX_BACKOFF_NS, 2 * backoffNs);
+                    backOff();
                 }
             } finally {
                 agent.awake();
             }
         }
 
+        private void backOff() {
+            LockSupport.parkNanos(backoffNs);
+            backoffNs = Math.min(MAX_BACKOFF_NS, 2 * backoffNs);
+        }
+
         @Override
         public void reset() {
             spins = 0;
             backoffNs = MIN_BACKOFF_NS;
+            queuedButIdle = false;
         }
 
         @Override

@@ -189,9 +189,11 @@ public final class ShardSnapshot implements AutoCloseable {
 
     /** Returns a batch to the writer that filled it. */
     public void release(final SnapshotBatch batch) {
-        for (final PartitionScan scan : scans) {
-            if (scan.owns(batch)) {
-                scan.free.offer(batch);
+        for (int partition = 0; partition < scans.length; partition++) {
+            if (scans[partition].owns(batch)) {
+                scans[partition].free.offer(batch);
+                // Its writer may be parked for want of a free batch: it fills this one now, not after a backoff.
+                writers.wake(partition);
                 return;
             }
         }

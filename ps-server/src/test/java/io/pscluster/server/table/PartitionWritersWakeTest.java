@@ -45,8 +45,8 @@ class PartitionWritersWakeTest {
             final CountDownLatch ran = new CountDownLatch(PARTITIONS);
             final boolean queued = writers.offer(
                     partition -> {
-                        ran.countDown();
                         writers.applied();
+                        ran.countDown();
                     },
                     (1L << PARTITIONS) - 1);
 
