@@ -360,6 +360,9 @@ public final class PartitionWriters implements AutoCloseable {
         for (final PartitionAgent agent : agents) {
             agent.wake();
         }
+        // A caller whose interrupt is set (a shutdown hook, a cancelled task) would have every writer's join fail at
+        // once: each reported stuck and its late control tasks never failed. Close with it cleared; set it again after.
+        final boolean interrupted = Thread.interrupted();
         try {
             // Every push acknowledged so far holds a reservation until it is applied: wait for them all.
             final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
@@ -399,6 +402,9 @@ public final class PartitionWriters implements AutoCloseable {
             // Again if something above threw: reserveControl() waiters must end and runOnAll must refuse.
             markClosed();
             closeDone.countDown();
+            if (interrupted) {
+                Thread.currentThread().interrupt();
+            }
         }
     }
 

@@ -224,6 +224,21 @@ class PartitionWritersTest {
     }
 
     @Test
+    void shouldCloseFromAThreadWhoseInterruptIsSetAndKeepTheInterrupt() {
+        // A shutdown hook or a cancelled task may close the shard with its interrupt set.
+        Thread.currentThread().interrupt();
+        try {
+            fixture.close();
+        } finally {
+            assertThat(Thread.interrupted()).as("the caller's interrupt, kept").isTrue();
+        }
+
+        final CompletableFuture<List<Integer>> late = fixture.writers().runOnAll(partition -> partition);
+        assertThatThrownBy(() -> late.get(GENEROUS.toSeconds(), TimeUnit.SECONDS))
+                .isInstanceOf(ExecutionException.class);
+    }
+
+    @Test
     void shouldFailControlTasksWhenTheWritersAreClosed() {
         fixture.close();
 
