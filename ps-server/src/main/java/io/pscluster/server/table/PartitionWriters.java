@@ -185,11 +185,7 @@ public final class PartitionWriters implements AutoCloseable {
         } while (!reserved.compareAndSet(current, current + parts));
         for (int p = 0; p < agents.length; p++) {
             if ((partitionMask & (1L << p)) != 0) {
-                if (!agents[p].queue.offer(task)) {
-                    // Cannot happen: each queue holds capacity plus headroom and reservations bound what is queued.
-                    throw new IllegalStateException("partition " + p + " queue full despite a reservation");
-                }
-                agents[p].wake();
+                agents[p].enqueue(task, "push");
             }
         }
         return true;
@@ -246,10 +242,7 @@ public final class PartitionWriters implements AutoCloseable {
             for (int p = 0; p < agents.length; p++) {
                 final ControlTask<T> task = new ControlTask<>(work, controlReserved);
                 parts.add(task.result);
-                if (!agents[p].queue.offer(task)) {
-                    throw new IllegalStateException("partition " + p + " queue full despite a control reservation");
-                }
-                agents[p].wake();
+                agents[p].enqueue(task, "control");
             }
         }
         return CompletableFuture.allOf(parts.toArray(CompletableFuture[]::new)).thenApply(done -> {
@@ -277,10 +270,7 @@ public final class PartitionWriters implements AutoCloseable {
                 budget.decrementAndGet();
                 return CompletableFuture.failedFuture(closedException());
             }
-            if (!agents[partition].queue.offer(task)) {
-                throw new IllegalStateException("partition " + partition + " queue full despite a bulk reservation");
-            }
-            agents[partition].wake();
+            agents[partition].enqueue(task, "bulk");
         }
         return task.result;
     }
@@ -501,6 +491,19 @@ public final class PartitionWriters implements AutoCloseable {
         }
 
         /**
+         * Queues {@code task}, for which room was reserved from the {@code budget} budget, and wakes the writer if it
+         * sleeps: every task reaches a writer through here, so none waits for a writer that is parked.
+         */
+        void enqueue(final Task task, final String budget) {
+            if (!queue.offer(task)) {
+                // Cannot happen: each queue holds capacity plus headroom and reservations bound what is queued.
+                throw new IllegalStateException(
+                        "partition " + partition + " queue full despite a " + budget + " reservation");
+            }
+            wake();
+        }
+
+        /**
          * Unparks the writer if it sleeps or is about to; called after each task is queued to it. Returns whether it
          * did (whether it saw {@link #sleeping}).
          */
@@ -644,9 +647,9 @@ public final class PartitionWriters implements AutoCloseable {
      * <p>No wake-up is lost. The writer sets {@link PartitionAgent#sleeping} (a volatile write) and then reads the
      * queue's head and tail (volatile reads) before it parks; whoever queues a task advances the tail with a CAS and
      * then reads {@code sleeping} (as do {@link #startSnapshot} and {@link #close()} after their volatile writes, which
-     * the writer reads after setting {@code sleeping}). Volatile accesses are totally ordered, so either the writer sees the task and does
-     * not park, or the queuing thread sees {@code sleeping} and unparks it (an unpark before the park makes the park
-     * return at once). {@code WriterWakeUpTest} in {@code stress/} checks this order.
+     * the writer reads after setting {@code sleeping}). Volatile accesses are totally ordered, so either the writer
+     * sees the task and does not park, or the queuing thread sees {@code sleeping} and unparks it (an unpark before the
+     * park makes the park return at once). {@code WriterWakeUpTest} in {@code stress/} checks this order.
      */
     static final class WriterIdle implements IdleStrategy {
         /** About 2 us here (a pause is ~90 ns): 100 cost each writer ~8 us of CPU per idle gap between rtt4k pushes. */
