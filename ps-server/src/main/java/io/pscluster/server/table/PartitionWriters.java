@@ -15,7 +15,6 @@ import java.util.function.Consumer;
 import java.util.function.IntFunction;
 import java.util.function.Supplier;
 import org.agrona.concurrent.Agent;
-import org.agrona.concurrent.AgentRunner;
 import org.agrona.concurrent.IdleStrategy;
 import org.agrona.concurrent.ManyToOneConcurrentArrayQueue;
 import org.slf4j.Logger;
@@ -73,7 +72,7 @@ public final class PartitionWriters implements AutoCloseable {
     }
 
     private final PartitionAgent[] agents;
-    private final List<AgentRunner> runners = new ArrayList<>();
+    private final WriterLoop[] loops;
     /** Push units reserved and not yet applied, with {@link #CLOSING_BIT}: setting the bit claims close(). */
     private final AtomicInteger reserved = new AtomicInteger();
 
@@ -121,6 +120,7 @@ public final class PartitionWriters implements AutoCloseable {
         }
         this.capacity = capacity;
         this.agents = new PartitionAgent[partitions];
+        this.loops = new WriterLoop[partitions];
         for (int p = 0; p < partitions; p++) {
             agents[p] = new PartitionAgent(
                     name + "-p" + p,
@@ -129,14 +129,8 @@ public final class PartitionWriters implements AutoCloseable {
                     tables,
                     () -> snapshot,
                     evictionIntervalNanos);
-            final AgentRunner runner = new AgentRunner(
-                    new WriterIdle(agents[p], this::isClosing, idleParkNanos), this::onError, null, agents[p]);
-            runners.add(runner);
-            AgentRunner.startOnThread(runner, runnable -> {
-                final Thread thread = new Thread(runnable);
-                thread.setDaemon(true);
-                return thread;
-            });
+            loops[p] = new WriterLoop(agents[p], new WriterIdle(agents[p], this::isClosing, idleParkNanos));
+            loops[p].thread.start();
         }
     }
 
@@ -330,10 +324,6 @@ public final class PartitionWriters implements AutoCloseable {
         }
     }
 
-    private void onError(final Throwable failure) {
-        LOG.error("partition writer duty cycle failed", failure);
-    }
-
     /**
      * Refuses new pushes, applies what is queued, stops every writer, then fails any control task that arrived too
      * late to run (its caller is not left waiting). Setting the closing bit claims the work with a CAS: exactly one
@@ -362,21 +352,23 @@ public final class PartitionWriters implements AutoCloseable {
             if (pending() > 0) {
                 LOG.warn("{} push parts were not applied within 30 s of close", pending());
             }
-            // AgentRunner.close() returns once the writer thread has ended (it joins it): this thread is then the
-            // queues' only consumer, and sees everything the writers did. A writer stuck in a task (a bug) is given
-            // up on after a bounded wait, so that closing never hangs; its queue is left alone (one consumer only).
+            // Once a writer's thread has ended (joined), this thread is the queue's only consumer and sees everything
+            // the writer did. A writer stuck in a task (a bug) is given up on after a bounded wait, so that closing
+            // never hangs; its queue is left alone (one consumer only).
             final List<String> stuck = new ArrayList<>();
             final boolean[] stopped = new boolean[agents.length];
+            for (final WriterLoop loop : loops) {
+                loop.running = false;
+                loop.agent.wake();
+            }
             for (int p = 0; p < agents.length; p++) {
-                try {
-                    runners.get(p).close(STOP_WAIT_MS, thread -> {
-                        throw new IllegalStateException(thread.getName() + " did not stop within " + STOP_WAIT_MS
-                                + " ms; it is stuck in a task: " + java.util.Arrays.toString(thread.getStackTrace()));
-                    });
-                    stopped[p] = true;
-                } catch (IllegalStateException stuckWriter) {
-                    LOG.error("partition {} writer: {}", p, stuckWriter.getMessage());
-                    stuck.add(stuckWriter.getMessage());
+                final Thread thread = loops[p].thread;
+                stopped[p] = joinUninterruptibly(thread, STOP_WAIT_MS);
+                if (!stopped[p]) {
+                    final String message = thread.getName() + " did not stop within " + STOP_WAIT_MS
+                            + " ms; it is stuck in a task: " + java.util.Arrays.toString(thread.getStackTrace());
+                    LOG.error("partition {} writer: {}", p, message);
+                    stuck.add(message);
                 }
             }
             markClosed();
@@ -392,6 +384,30 @@ public final class PartitionWriters implements AutoCloseable {
             // Again if something above threw: reserveControl() waiters must end and runOnAll must refuse.
             markClosed();
             closeDone.countDown();
+            if (interrupted) {
+                Thread.currentThread().interrupt();
+            }
+        }
+    }
+
+    /** Waits up to {@code millis} for {@code thread} to end, through interrupts (re-asserted after); whether it did. */
+    private static boolean joinUninterruptibly(final Thread thread, final long millis) {
+        final long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(millis);
+        boolean interrupted = false;
+        try {
+            while (thread.isAlive()) {
+                final long left = deadline - System.nanoTime();
+                if (left <= 0) {
+                    return false;
+                }
+                try {
+                    TimeUnit.NANOSECONDS.timedJoin(thread, left);
+                } catch (InterruptedException e) {
+                    interrupted = true;
+                }
+            }
+            return true;
+        } finally {
             if (interrupted) {
                 Thread.currentThread().interrupt();
             }
@@ -441,8 +457,8 @@ public final class PartitionWriters implements AutoCloseable {
      * One partition's writer: drains its queue in batches and, while an eviction pass is under way, takes one
      * bounded eviction step per table after each batch. A pass begins once {@link #EVICTION_INTERVAL_MS} has passed
      * since the previous one began, whether or not the queue is empty, and ends when every table has finished its
-     * pass over this partition. Nothing may escape a duty cycle: Agrona ends an agent whose duty cycle throws an
-     * Error, and a dead writer would strand its partition's pushes and control tasks.
+     * pass over this partition. Each step catches what it throws, so that one failed task or step fails alone and the
+     * writer goes on ({@link WriterLoop} runs it).
      */
     static final class PartitionAgent implements Agent {
         static final long EVICTION_INTERVAL_NS = TimeUnit.MILLISECONDS.toNanos(EVICTION_INTERVAL_MS);
@@ -634,6 +650,56 @@ public final class PartitionWriters implements AutoCloseable {
         @Override
         public String roleName() {
             return name;
+        }
+    }
+
+    /**
+     * The thread of one partition's writer: duty cycles and idling until {@link #close()} ends it, and nothing else.
+     * An interrupt does not stop it. Agrona's {@code AgentRunner} ends its agent on one, and a writer that ended would
+     * strand its partition's pushes and control tasks until close gave up on them; but nothing here interrupts a writer
+     * to stop it, so an interrupt comes from elsewhere (a task that re-asserts one it caught, a stray
+     * {@code Thread.interrupt()}): it is cleared, reported, and the writer goes on.
+     */
+    private static final class WriterLoop implements Runnable {
+        final PartitionAgent agent;
+        final Thread thread;
+        /** Cleared by close(), which then wakes the writer and joins its thread. */
+        volatile boolean running = true;
+
+        private final IdleStrategy idle;
+        private long interruptsIgnored;
+
+        WriterLoop(final PartitionAgent agent, final IdleStrategy idle) {
+            this.agent = agent;
+            this.idle = idle;
+            this.thread = new Thread(this, agent.roleName());
+            thread.setDaemon(true);
+        }
+
+        @Override
+        public void run() {
+            agent.onStart();
+            while (running) {
+                int work = 0;
+                try {
+                    work = agent.doWork();
+                } catch (Throwable failure) {
+                    // doWork catches what its steps throw; this is for a failure of the loop's own parts.
+                    LOG.error("{}: a duty cycle failed; the writer goes on", agent.roleName(), failure);
+                }
+                if (Thread.interrupted()) {
+                    // Reported the first time and at each power of two, so that a stream of them cannot flood the log.
+                    interruptsIgnored++;
+                    if (Long.bitCount(interruptsIgnored) == 1) {
+                        LOG.warn(
+                                "{}: its thread was interrupted ({} times so far); writers stop only when they are"
+                                        + " closed, so it cleared the interrupt and goes on",
+                                agent.roleName(),
+                                interruptsIgnored);
+                    }
+                }
+                idle.idle(work);
+            }
         }
     }
 
