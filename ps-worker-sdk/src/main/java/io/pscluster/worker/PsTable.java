@@ -5,18 +5,18 @@ import com.google.protobuf.UnsafeByteOperations;
 import io.grpc.Deadline;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
+import io.grpc.stub.ClientCalls;
 import io.grpc.stub.StreamObserver;
 import io.pscluster.proto.v1.PullRequest;
-import io.pscluster.proto.v1.PullResponse;
 import io.pscluster.proto.v1.PushRequest;
 import io.pscluster.proto.v1.PushResponse;
+import io.pscluster.proto.v1.ShardServiceGrpc;
 import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.wire.Backoff;
 import io.pscluster.wire.PsException;
 import io.pscluster.wire.Slots;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
-import java.nio.FloatBuffer;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -127,12 +127,23 @@ public final class PsTable {
                                 .setWorkerId(job.workerId())
                                 .setClock(clock);
                     }
-                    return this.<PullResponse>unary(
-                                    address,
-                                    observer -> client.shard(address)
-                                            .withDeadline(deadline)
-                                            .pull(pull.build(), observer))
-                            .thenAccept(response -> scatter(response.getValues(), request.positions(), values));
+                    // The answer's rows go to their places in values as it is parsed (PullScatter).
+                    final PullScatter scatter = new PullScatter(values, request.positions(), dim);
+                    return this.<PullScatter.Outcome>unary(address, observer -> {
+                                final ShardServiceGrpc.ShardServiceStub stub =
+                                        client.shard(address).withDeadline(deadline);
+                                ClientCalls.asyncUnaryCall(
+                                        stub.getChannel().newCall(scatter.method(), stub.getCallOptions()),
+                                        pull.build(),
+                                        observer);
+                            })
+                            .thenAccept(outcome -> {
+                                if (outcome.problem() != null) {
+                                    throw Status.INTERNAL
+                                            .withDescription(outcome.problem())
+                                            .asRuntimeException();
+                                }
+                            });
                 })
                 .thenApply(done -> values));
     }
@@ -448,20 +459,6 @@ public final class PsTable {
             bytes.putLong(i * Long.BYTES, keys[positions[i]]);
         }
         return UnsafeByteOperations.unsafeWrap(bytes.array());
-    }
-
-    private void scatter(final ByteString encoded, final int[] positions, final float[] values) {
-        if (encoded.size() != positions.length * dim * Float.BYTES) {
-            throw Status.INTERNAL
-                    .withDescription("shard answered " + encoded.size() + " bytes for " + positions.length
-                            + " keys of dim " + dim)
-                    .asRuntimeException();
-        }
-        final FloatBuffer floats =
-                encoded.asReadOnlyByteBuffer().order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer();
-        for (final int position : positions) {
-            floats.get(values, position * dim, dim);
-        }
     }
 
     /** One unary call; its failure names the shard's address and keeps the status code and trailers. */
