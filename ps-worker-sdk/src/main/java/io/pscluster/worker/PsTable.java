@@ -58,7 +58,10 @@ import java.util.function.Consumer;
  * request wraps.
  */
 public final class PsTable {
-    /** Target size of one request's payload. */
+    /**
+     * Target size of one request's payload: a shard's share of a call goes in {@code max(1, round(share / target))}
+     * requests of even size (see {@link SlotChunks}), each within about 1.6 times the target.
+     */
     static final int CHUNK_BYTES = 1 << 20;
 
     /** Requests in flight per shard within one call. */
@@ -267,8 +270,8 @@ public final class PsTable {
             final StatusRuntimeException lastFailure,
             final RequestSender sender) {
         final Routing routing = client.routing();
-        final int maxKeys = parent == null ? keysPerChunk : Integer.MAX_VALUE;
-        final List<List<int[]>> chunksOf = SlotChunks.split(tableHash, call.keys, positions, routing, maxKeys);
+        final int targetKeys = parent == null ? keysPerChunk : Integer.MAX_VALUE;
+        final List<List<int[]>> chunksOf = SlotChunks.split(tableHash, call.keys, positions, routing, targetKeys);
         final int shards = routing.addresses().length;
         final List<CompletableFuture<Void>> sent = new ArrayList<>();
         for (int owner = 0; owner < shards; owner++) {

@@ -17,7 +17,7 @@ class SlotChunksTest {
     private static final long TABLE_HASH = Slots.tableHash("t");
 
     @Test
-    void shouldCutEachOwnersShareIntoWholeSlotsOfAtMostMaxKeysWhenSortingOrCounting() {
+    void shouldCutEachOwnersShareIntoEvenChunksOfWholeSlotsWhenSortingOrCounting() {
         final SplittableRandom random = new SplittableRandom(11);
         for (int round = 0; round < 200; round++) {
             final int shards = 1 + random.nextInt(4);
@@ -33,11 +33,11 @@ class SlotChunksTest {
             for (int i = 0; i < n; i++) {
                 positions[i] = random.nextInt(keys.length);
             }
-            final int maxKeys = 1 + random.nextInt(600);
-            final List<List<int[]>> sorted = SlotChunks.bySorting(TABLE_HASH, keys, positions, routing, maxKeys);
-            final List<List<int[]>> counted = SlotChunks.byCounting(TABLE_HASH, keys, positions, routing, maxKeys);
+            final int targetKeys = 1 + random.nextInt(600);
+            final List<List<int[]>> sorted = SlotChunks.bySorting(TABLE_HASH, keys, positions, routing, targetKeys);
+            final List<List<int[]>> counted = SlotChunks.byCounting(TABLE_HASH, keys, positions, routing, targetKeys);
             assertThat(deep(sorted)).isEqualTo(deep(counted));
-            checkChunks(sorted, keys, positions, routing, maxKeys);
+            checkChunks(sorted, keys, positions, routing, targetKeys);
         }
     }
 
@@ -59,7 +59,7 @@ class SlotChunksTest {
             final long[] keys,
             final int[] positions,
             final Routing routing,
-            final int maxKeys) {
+            final int targetKeys) {
         final int shards = routing.addresses().length;
         assertThat(chunksOf).hasSize(shards + 1);
         final Map<Integer, Integer> expected = new HashMap<>();
@@ -70,6 +70,35 @@ class SlotChunksTest {
         final Set<Integer> slotsSeen = new HashSet<>();
         for (int owner = 0; owner <= shards; owner++) {
             int lastSlot = -1;
+            final int share =
+                    chunksOf.get(owner).stream().mapToInt(chunk -> chunk.length).sum();
+            final long parts = Math.max(1, Math.round((double) share / targetKeys));
+            // Even parts of the share, a sixteenth over at most.
+            final int evenPart = (int) ((share + parts - 1) / parts);
+            final int maxKeys = evenPart + (evenPart + 15) / 16;
+            assertThat(SlotChunks.evenPartOf(share, targetKeys)).isEqualTo(evenPart);
+            assertThat(SlotChunks.limitOf(evenPart)).isEqualTo(maxKeys);
+            final Map<Integer, Integer> keysPerSlot = new HashMap<>();
+            for (final int[] chunk : chunksOf.get(owner)) {
+                for (final int position : chunk) {
+                    keysPerSlot.merge(Slots.slotOf(TABLE_HASH, keys[position]), 1, Integer::sum);
+                }
+            }
+            final int largestSlot = keysPerSlot.values().stream()
+                    .mapToInt(Integer::intValue)
+                    .max()
+                    .orElse(0);
+            if (largestSlot <= maxKeys - evenPart) {
+                // No slot is larger than the slack: every chunk but the last is at least the even part, and there are
+                // no more chunks than parts.
+                final List<int[]> chunks = chunksOf.get(owner);
+                assertThat(chunks.size())
+                        .as("chunks of a share of %d keys, target %d", share, targetKeys)
+                        .isLessThanOrEqualTo((int) parts);
+                for (int c = 0; c + 1 < chunks.size(); c++) {
+                    assertThat(chunks.get(c).length).isGreaterThanOrEqualTo(evenPart);
+                }
+            }
             for (final int[] chunk : chunksOf.get(owner)) {
                 assertThat(chunk).isNotEmpty();
                 final Set<Integer> chunkSlots = new HashSet<>();
