@@ -369,8 +369,10 @@ public final class PsTable {
             return Retry.REFRESH_AND_RESEND;
         }
         // The outcome is unknown: safe to send again for a pull (a read) and for a push (deduplicated by its id).
-        // CANCELLED reaches us only from the other side (this client never cancels its calls but on close, which is
-        // checked first): a shard stopping abruptly resets its streams, as a dying one drops its connections.
+        // CANCELLED comes from the other side (a shard stopping abruptly resets its streams, as a dying one drops its
+        // connections) or from gRPC here when an answer cannot be parsed ("Failed to read message": a malformed
+        // answer, sent again until the deadline, whose failure then names it); this client never cancels its calls
+        // but on close, which is checked first.
         return switch (status.getStatus().getCode()) {
             case UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED -> Retry.REFRESH_AND_RESEND;
             default -> Retry.NEVER;

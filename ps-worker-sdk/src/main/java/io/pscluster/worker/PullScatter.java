@@ -45,6 +45,13 @@ final class PullScatter implements MethodDescriptor.Marshaller<PullScatter.Outco
     private final float[] values;
     private final int[] positions;
     private final int dim;
+    /**
+     * Set once an answer has been parsed. A unary call has one answer, but gRPC parses a second one a misbehaving
+     * shard sends before it fails the call for it, after the first completed the request: by then the caller may hold
+     * the array, so nothing after the first answer may write to it. gRPC parses one call's answers in order on the
+     * call's serializing executor; volatile all the same.
+     */
+    private volatile boolean answered;
 
     /**
      * @param values the call's answer, {@code dim} floats per key of the call.
@@ -69,11 +76,15 @@ final class PullScatter implements MethodDescriptor.Marshaller<PullScatter.Outco
 
     @Override
     public Outcome parse(final InputStream stream) {
+        if (answered) {
+            return new Outcome("shard sent a second answer to one pull request; it was not read");
+        }
+        answered = true;
         try {
             // An answer without the field holds no values (protobuf leaves an empty field out).
             String problem = check(0);
-            for (int tag = readTag(stream); tag != 0; tag = readTag(stream)) {
-                final int wireType = tag & 7;
+            for (long tag = readTag(stream); tag != 0; tag = readTag(stream)) {
+                final int wireType = (int) (tag & 7);
                 if (tag >>> 3 == VALUES_FIELD && wireType == 2) {
                     // Protobuf keeps the last occurrence of a field: so does this, row by row.
                     final int length = readLength(stream);
@@ -84,7 +95,7 @@ final class PullScatter implements MethodDescriptor.Marshaller<PullScatter.Outco
                         stream.skipNBytes(length);
                     }
                 } else {
-                    skip(stream, wireType);
+                    skip(stream, tag);
                 }
             }
             return new Outcome(problem);
@@ -133,23 +144,23 @@ final class PullScatter implements MethodDescriptor.Marshaller<PullScatter.Outco
         }
     }
 
-    /** The next field's tag, or 0 at the end of the message. */
-    private static int readTag(final InputStream stream) throws IOException {
+    /** The next field's tag (field number and wire type, up to 32 bits), or 0 at the end of the message. */
+    private static long readTag(final InputStream stream) throws IOException {
         final int first = stream.read();
         if (first < 0) {
             return 0;
         }
         final long tag = readVarint(stream, first);
-        if (tag >>> 3 == 0 || tag > Integer.MAX_VALUE) {
-            throw new IOException("a pull answer holds an invalid tag " + tag);
+        if (tag >>> 3 == 0 || tag > 0xFFFF_FFFFL) {
+            throw new IOException("a pull answer holds an invalid tag " + Long.toUnsignedString(tag));
         }
-        return (int) tag;
+        return tag;
     }
 
     private static int readLength(final InputStream stream) throws IOException {
         final long length = readVarint(stream, stream.read());
-        if (length > Integer.MAX_VALUE) {
-            throw new IOException("a pull answer holds a field of " + length + " bytes");
+        if (length < 0 || length > Integer.MAX_VALUE) {
+            throw new IOException("a pull answer holds a field of " + Long.toUnsignedString(length) + " bytes");
         }
         return (int) length;
     }
@@ -171,13 +182,28 @@ final class PullScatter implements MethodDescriptor.Marshaller<PullScatter.Outco
         throw new IOException("a pull answer holds a varint longer than 10 bytes");
     }
 
-    private static void skip(final InputStream stream, final int wireType) throws IOException {
-        switch (wireType) {
+    /** Skips the field of {@code tag}, whose tag was read (a group up to and with its end tag). */
+    private static void skip(final InputStream stream, final long tag) throws IOException {
+        switch ((int) (tag & 7)) {
             case 0 -> readVarint(stream, stream.read());
             case 1 -> stream.skipNBytes(Long.BYTES);
             case 2 -> stream.skipNBytes(readLength(stream));
+            case 3 -> {
+                // A group (deprecated, still valid): its fields, then an end tag of the same field number.
+                final long end = (tag & ~7L) | 4;
+                long inner = readTag(stream);
+                while (inner != end) {
+                    if (inner == 0 || (inner & 7) == 4) {
+                        throw new IOException("a pull answer holds a group of field " + (tag >>> 3) + " not ended");
+                    }
+                    skip(stream, inner);
+                    inner = readTag(stream);
+                }
+            }
             case 5 -> stream.skipNBytes(Integer.BYTES);
-            default -> throw new IOException("a pull answer holds a field of wire type " + wireType);
+            default ->
+                throw new IOException("a pull answer holds a field of wire type " + (tag & 7)
+                        + " where none may be (field " + (tag >>> 3) + ")");
         }
     }
 }

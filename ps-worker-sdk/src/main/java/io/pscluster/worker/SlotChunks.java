@@ -118,6 +118,9 @@ final class SlotChunks {
 
     /** Keys of each of the even parts a share of {@code shareKeys} keys goes in (see the class comment). */
     static int evenPartOf(final int shareKeys, final int targetKeys) {
+        if (targetKeys < 1) {
+            throw new IllegalArgumentException("targetKeys=" + targetKeys + " must be >= 1");
+        }
         final long parts = Math.max(1, Math.round((double) shareKeys / targetKeys));
         return (int) ((shareKeys + parts - 1) / parts);
     }

@@ -54,6 +54,20 @@ class PullScatterTest {
                                 .addFixed32(7)
                                 .addLengthDelimited(ByteString.copyFromUtf8("later"))
                                 .build())
+                .addField(
+                        3,
+                        UnknownFieldSet.Field.newBuilder()
+                                .addGroup(UnknownFieldSet.newBuilder()
+                                        .addField(
+                                                4,
+                                                UnknownFieldSet.Field.newBuilder()
+                                                        .addVarint(5)
+                                                        .build())
+                                        .build())
+                                .build())
+                .addField(
+                        536_870_911,
+                        UnknownFieldSet.Field.newBuilder().addVarint(1).build())
                 .build();
         final PullResponse withUnknown =
                 response(answered).toBuilder().setUnknownFields(unknown).build();
@@ -74,6 +88,36 @@ class PullScatterTest {
 
         assertThat(outcome.problem()).isEqualTo("shard answered 28 bytes for 2 keys of dim 4");
         assertThat(values).containsOnly(0f);
+    }
+
+    @Test
+    void shouldNotWriteASecondAnswerToTheCallersArray() {
+        // A unary call has one answer; gRPC parses a second before it fails the call, when the caller may hold the
+        // array already.
+        final float[] values = new float[4];
+        final PullScatter scatter = new PullScatter(values, new int[] {0}, 4);
+        assertThat(scatter.parse(new ByteArrayInputStream(
+                                response(new float[] {1, 2, 3, 4}).toByteArray()))
+                        .problem())
+                .isNull();
+
+        final PullScatter.Outcome second = scatter.parse(
+                new ByteArrayInputStream(response(new float[] {9, 9, 9, 9}).toByteArray()));
+
+        assertThat(second.problem()).contains("second answer");
+        assertThat(values).containsExactly(1, 2, 3, 4);
+    }
+
+    @Test
+    void shouldFailANegativeLengthAsAMalformedAnswer() {
+        // Field 1, wire type 2, then a length of -1 as a 10-byte varint.
+        final byte[] malformed = {0x0a, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0x01};
+
+        assertThatThrownBy(() ->
+                        new PullScatter(new float[4], new int[] {0}, 4).parse(new ByteArrayInputStream(malformed)))
+                .isInstanceOfSatisfying(
+                        StatusRuntimeException.class,
+                        e -> assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.INTERNAL));
     }
 
     @Test

@@ -78,6 +78,8 @@ public final class PartitionWriters implements AutoCloseable {
 
     private final AtomicInteger controlReserved = new AtomicInteger();
     private final int capacity;
+    /** How long close() waits for the writers to stop; see {@link #STOP_WAIT_MS}. */
+    private final int stopWaitMs;
     /** Guards control submission against the flip of {@link #closed}; see {@link #runOnAll}. */
     private final Object controlLock = new Object();
     /** Counted down when the closing caller is done, for any other caller of close() to wait on. */
@@ -96,12 +98,13 @@ public final class PartitionWriters implements AutoCloseable {
             final int partitions,
             final int capacity,
             final Supplier<? extends Iterable<ParameterTable>> tables) {
-        this(name, partitions, capacity, tables, IDLE_PARK_NS, PartitionAgent.EVICTION_INTERVAL_NS);
+        this(name, partitions, capacity, tables, IDLE_PARK_NS, PartitionAgent.EVICTION_INTERVAL_NS, STOP_WAIT_MS);
     }
 
     /**
-     * As {@link #PartitionWriters(String, int, int, Supplier)}, with the longest an idle writer sleeps unwoken and the
-     * interval of its eviction passes (tests make both long, to show that queuing a task is what wakes the writer).
+     * As {@link #PartitionWriters(String, int, int, Supplier)}, with the longest an idle writer sleeps unwoken, the
+     * interval of its eviction passes (tests make both long, to show that queuing a task is what wakes the writer)
+     * and how long close() waits for the writers to stop before it gives up on them as stuck.
      */
     PartitionWriters(
             final String name,
@@ -109,7 +112,8 @@ public final class PartitionWriters implements AutoCloseable {
             final int capacity,
             final Supplier<? extends Iterable<ParameterTable>> tables,
             final long idleParkNanos,
-            final long evictionIntervalNanos) {
+            final long evictionIntervalNanos,
+            final int stopWaitMs) {
         if (partitions < 1 || partitions > 64) {
             throw new IllegalArgumentException("partitions=" + partitions + " must be in 1..64");
         }
@@ -119,6 +123,7 @@ public final class PartitionWriters implements AutoCloseable {
                     "capacity=" + capacity + " must be >= partitions=" + partitions + " (a push may touch them all)");
         }
         this.capacity = capacity;
+        this.stopWaitMs = stopWaitMs;
         this.agents = new PartitionAgent[partitions];
         this.loops = new WriterLoop[partitions];
         for (int p = 0; p < partitions; p++) {
@@ -128,7 +133,8 @@ public final class PartitionWriters implements AutoCloseable {
                     capacity + CONTROL_HEADROOM + BULK_PER_PARTITION,
                     tables,
                     () -> snapshot,
-                    evictionIntervalNanos);
+                    evictionIntervalNanos,
+                    () -> closed);
             loops[p] = new WriterLoop(agents[p], new WriterIdle(agents[p], this::isClosing, idleParkNanos));
             loops[p].thread.start();
         }
@@ -342,30 +348,38 @@ public final class PartitionWriters implements AutoCloseable {
         }
         // A caller whose interrupt is set (a shutdown hook, a cancelled task) would have every writer's join fail at
         // once: each reported stuck and its late control tasks never failed. Close with it cleared; set it again after.
-        final boolean interrupted = Thread.interrupted();
+        boolean interrupted = Thread.interrupted();
         try {
-            // Every push acknowledged so far holds a reservation until it is applied: wait for them all.
+            // Every push acknowledged so far holds a reservation until it is applied: wait for them all. An interrupt
+            // meanwhile would make each park return at once: cleared, and set again at the end.
             final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
             while (pending() > 0 && System.nanoTime() < deadline) {
                 LockSupport.parkNanos(TimeUnit.MILLISECONDS.toNanos(1));
+                interrupted |= Thread.interrupted();
             }
             if (pending() > 0) {
                 LOG.warn("{} push parts were not applied within 30 s of close", pending());
             }
             // Once a writer's thread has ended (joined), this thread is the queue's only consumer and sees everything
             // the writer did. A writer stuck in a task (a bug) is given up on after a bounded wait, so that closing
-            // never hangs; its queue is left alone (one consumer only).
+            // never hangs; its queue is then left to it (one consumer only): when it comes out of the task, it fails
+            // the control tasks still queued there itself (see WriterLoop#run).
             final List<String> stuck = new ArrayList<>();
             final boolean[] stopped = new boolean[agents.length];
             for (final WriterLoop loop : loops) {
                 loop.running = false;
                 loop.agent.wake();
             }
+            // All were told to stop at once: one wait for all of them.
+            final long stopDeadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(stopWaitMs);
             for (int p = 0; p < agents.length; p++) {
                 final Thread thread = loops[p].thread;
-                stopped[p] = joinUninterruptibly(thread, STOP_WAIT_MS);
+                stopped[p] = joinUninterruptibly(thread, stopDeadline)
+                        // It may end just after the wait: then it is stopped all the same, and its queue is ours.
+                        || !loops[p].state.compareAndSet(WriterLoop.RUNNING, WriterLoop.ABANDONED)
+                                && joinUninterruptibly(thread, System.nanoTime() + TimeUnit.SECONDS.toNanos(1));
                 if (!stopped[p]) {
-                    final String message = thread.getName() + " did not stop within " + STOP_WAIT_MS
+                    final String message = thread.getName() + " did not stop within " + stopWaitMs
                             + " ms; it is stuck in a task: " + java.util.Arrays.toString(thread.getStackTrace());
                     LOG.error("partition {} writer: {}", p, message);
                     stuck.add(message);
@@ -390,9 +404,11 @@ public final class PartitionWriters implements AutoCloseable {
         }
     }
 
-    /** Waits up to {@code millis} for {@code thread} to end, through interrupts (re-asserted after); whether it did. */
-    private static boolean joinUninterruptibly(final Thread thread, final long millis) {
-        final long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(millis);
+    /**
+     * Waits until {@code deadline} ({@link System#nanoTime()}) for {@code thread} to end, through interrupts
+     * (re-asserted after); whether it did.
+     */
+    private static boolean joinUninterruptibly(final Thread thread, final long deadline) {
         boolean interrupted = false;
         try {
             while (thread.isAlive()) {
@@ -478,6 +494,8 @@ public final class PartitionWriters implements AutoCloseable {
         private final long evictionIntervalNs;
         private long passStartNs = System.nanoTime();
         private boolean passUnderWay;
+        private long interruptsIgnored;
+        private final BooleanSupplier closed;
         /** The writer's thread, once it runs; what {@link #wake} unparks. */
         private volatile Thread thread;
         /**
@@ -493,6 +511,19 @@ public final class PartitionWriters implements AutoCloseable {
                 final Supplier<? extends Iterable<ParameterTable>> tables,
                 final Supplier<ShardSnapshot> snapshot,
                 final long evictionIntervalNs) {
+            this(name, partition, capacity, tables, snapshot, evictionIntervalNs, () -> false);
+        }
+
+        /** @param closed whether the writers are closed: a writer still running then (given up on) runs no task. */
+        PartitionAgent(
+                final String name,
+                final int partition,
+                final int capacity,
+                final Supplier<? extends Iterable<ParameterTable>> tables,
+                final Supplier<ShardSnapshot> snapshot,
+                final long evictionIntervalNs,
+                final BooleanSupplier closed) {
+            this.closed = closed;
             this.name = name;
             this.evictionIntervalNs = evictionIntervalNs;
             this.snapshot = snapshot;
@@ -569,6 +600,8 @@ public final class PartitionWriters implements AutoCloseable {
 
         @Override
         public int doWork() {
+            // One that came while the writer was idle or between cycles.
+            clearInterrupt();
             int snapshotWork = 0;
             final ShardSnapshot streaming = snapshot.get();
             if (streaming != null) {
@@ -640,10 +673,37 @@ public final class PartitionWriters implements AutoCloseable {
         }
 
         private void runSafely(final Task task) {
+            if (closed.getAsBoolean()) {
+                // Only a writer close() gave up on as stuck runs on once the writers are closed (close() joins the
+                // others first): what it still holds is failed, not run against a closed shard.
+                if (task instanceof ControlTask<?> control) {
+                    control.fail();
+                }
+                return;
+            }
             try {
                 task.run(partition);
             } catch (Throwable failure) {
                 LOG.error("partition {} writer: a task failed; the writer goes on", partition, failure);
+            }
+            // Not left for the tasks after it (a wait of theirs would end at once).
+            clearInterrupt();
+        }
+
+        /**
+         * Clears an interrupt of the writer's thread and reports it, the first time and at each power of two so that
+         * a stream of them cannot flood the log. Writers stop only when they are closed (see {@link WriterLoop}).
+         */
+        void clearInterrupt() {
+            if (Thread.interrupted()) {
+                interruptsIgnored++;
+                if (Long.bitCount(interruptsIgnored) == 1) {
+                    LOG.warn(
+                            "{}: its thread was interrupted ({} times so far); writers stop only when they are"
+                                    + " closed, so it cleared the interrupt and goes on",
+                            name,
+                            interruptsIgnored);
+                }
             }
         }
 
@@ -658,16 +718,24 @@ public final class PartitionWriters implements AutoCloseable {
      * An interrupt does not stop it. Agrona's {@code AgentRunner} ends its agent on one, and a writer that ended would
      * strand its partition's pushes and control tasks until close gave up on them; but nothing here interrupts a writer
      * to stop it, so an interrupt comes from elsewhere (a task that re-asserts one it caught, a stray
-     * {@code Thread.interrupt()}): it is cleared, reported, and the writer goes on.
+     * {@code Thread.interrupt()}): it is cleared after each task and each cycle, reported, and the writer goes on. A
+     * failure of the loop's own parts is reported and the loop goes on too.
+     *
+     * <p>{@link #state} settles who empties the queue once the writers are closed: close(), for a writer it saw end;
+     * the writer itself, for one close gave up on as stuck that later came out of its task.
      */
-    private static final class WriterLoop implements Runnable {
+    private final class WriterLoop implements Runnable {
+        static final int RUNNING = 0;
+        static final int EXITED = 1;
+        static final int ABANDONED = 2;
+
         final PartitionAgent agent;
         final Thread thread;
         /** Cleared by close(), which then wakes the writer and joins its thread. */
         volatile boolean running = true;
 
+        final AtomicInteger state = new AtomicInteger(RUNNING);
         private final IdleStrategy idle;
-        private long interruptsIgnored;
 
         WriterLoop(final PartitionAgent agent, final IdleStrategy idle) {
             this.agent = agent;
@@ -679,27 +747,40 @@ public final class PartitionWriters implements AutoCloseable {
         @Override
         public void run() {
             agent.onStart();
-            while (running) {
-                int work = 0;
-                try {
-                    work = agent.doWork();
-                } catch (Throwable failure) {
-                    // doWork catches what its steps throw; this is for a failure of the loop's own parts.
-                    LOG.error("{}: a duty cycle failed; the writer goes on", agent.roleName(), failure);
-                }
-                if (Thread.interrupted()) {
-                    // Reported the first time and at each power of two, so that a stream of them cannot flood the log.
-                    interruptsIgnored++;
-                    if (Long.bitCount(interruptsIgnored) == 1) {
-                        LOG.warn(
-                                "{}: its thread was interrupted ({} times so far); writers stop only when they are"
-                                        + " closed, so it cleared the interrupt and goes on",
-                                agent.roleName(),
-                                interruptsIgnored);
+            try {
+                while (running) {
+                    try {
+                        idle.idle(agent.doWork());
+                    } catch (Throwable failure) {
+                        // doWork catches what its steps throw; this is a failure of the loop's own parts (the idle
+                        // strategy, the queue). Reported, then a pause, so that one every cycle does not spin.
+                        LOG.error("{}: a duty cycle failed; the writer goes on", agent.roleName(), failure);
+                        LockSupport.parkNanos(TimeUnit.MILLISECONDS.toNanos(1));
                     }
                 }
-                idle.idle(work);
+            } finally {
+                exit();
             }
+        }
+
+        private void exit() {
+            if (running) {
+                // Cannot happen short of an error thrown while reporting one; say so if anything can.
+                LOG.error("{}: the writer ended while its writers were open", agent.roleName());
+            }
+            if (state.compareAndSet(RUNNING, EXITED)) {
+                return;
+            }
+            // close() gave up on this writer as stuck and left its queue to it: once close has marked the writers
+            // closed (no control task can be queued after that), fail what is still queued, as close does for the
+            // others, so that no caller waits forever.
+            while (!closed) {
+                LockSupport.parkNanos(TimeUnit.MILLISECONDS.toNanos(1));
+            }
+            failLateControlTasks(agent.queue);
+            LOG.warn(
+                    "{}: came out of the task close() gave up on; failed the control tasks left in its queue",
+                    agent.roleName());
         }
     }
 

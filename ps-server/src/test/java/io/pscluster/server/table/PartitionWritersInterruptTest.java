@@ -1,9 +1,12 @@
 package io.pscluster.server.table;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import java.util.List;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.locks.LockSupport;
 import org.junit.jupiter.api.AfterEach;
@@ -39,6 +42,72 @@ class PartitionWritersInterruptTest {
         assertThat(writers.runOn(1, partition -> Thread.currentThread().isInterrupted())
                         .get(GENEROUS_SECONDS, TimeUnit.SECONDS))
                 .isFalse();
+    }
+
+    @Test
+    void shouldNotLeaveAnInterruptForTheNextTaskOfTheSameBatch() throws Exception {
+        // The three tasks are queued while the writer is held in the first, so it drains the other two in one batch.
+        final CountDownLatch held = new CountDownLatch(1);
+        final CountDownLatch release = new CountDownLatch(1);
+        final CompletableFuture<Object> holding = writers.runOn(0, partition -> {
+            held.countDown();
+            awaitUninterruptibly(release);
+            return null;
+        });
+        assertThat(held.await(GENEROUS_SECONDS, TimeUnit.SECONDS)).isTrue();
+        final CompletableFuture<Object> interrupting = writers.runOn(0, partition -> {
+            Thread.currentThread().interrupt();
+            return null;
+        });
+        final CompletableFuture<Boolean> next =
+                writers.runOn(0, partition -> Thread.currentThread().isInterrupted());
+
+        release.countDown();
+
+        holding.get(GENEROUS_SECONDS, TimeUnit.SECONDS);
+        interrupting.get(GENEROUS_SECONDS, TimeUnit.SECONDS);
+        assertThat(next.get(GENEROUS_SECONDS, TimeUnit.SECONDS))
+                .as("the next task saw the interrupt")
+                .isFalse();
+    }
+
+    @Test
+    void shouldFailTheTasksQueuedBehindAWriterThatCloseGaveUpOnOnceItComesOut() throws Exception {
+        final PartitionWriters quick = new PartitionWriters(
+                "stuck", 1, 16, List::of, PartitionWriters.IDLE_PARK_NS, TimeUnit.HOURS.toNanos(1), 200);
+        final CountDownLatch held = new CountDownLatch(1);
+        final CountDownLatch release = new CountDownLatch(1);
+        final CompletableFuture<Object> stuck = quick.runOn(0, partition -> {
+            held.countDown();
+            awaitUninterruptibly(release);
+            return null;
+        });
+        assertThat(held.await(GENEROUS_SECONDS, TimeUnit.SECONDS)).isTrue();
+        final CompletableFuture<Integer> behind = quick.runOn(0, partition -> partition);
+
+        assertThatThrownBy(quick::close).hasMessageContaining("stuck");
+        release.countDown();
+
+        stuck.get(GENEROUS_SECONDS, TimeUnit.SECONDS);
+        // Neither run against closed writers nor left pending forever: failed.
+        assertThatThrownBy(() -> behind.get(GENEROUS_SECONDS, TimeUnit.SECONDS))
+                .isInstanceOf(ExecutionException.class)
+                .hasMessageContaining("closed");
+    }
+
+    private static void awaitUninterruptibly(final CountDownLatch latch) {
+        boolean interrupted = false;
+        while (true) {
+            try {
+                latch.await();
+                break;
+            } catch (InterruptedException e) {
+                interrupted = true;
+            }
+        }
+        if (interrupted) {
+            Thread.currentThread().interrupt();
+        }
     }
 
     @Test

@@ -18,7 +18,7 @@ class PartitionWritersWakeTest {
     private static final long HOUR = TimeUnit.HOURS.toNanos(1);
     private static final long GENEROUS_SECONDS = 10;
 
-    private final PartitionWriters writers = new PartitionWriters("wake", PARTITIONS, 16, List::of, HOUR, HOUR);
+    private final PartitionWriters writers = new PartitionWriters("wake", PARTITIONS, 16, List::of, HOUR, HOUR, 10_000);
 
     @AfterEach
     void close() {
