@@ -13,7 +13,9 @@ import java.util.List;
  * went in 3,971 keys and 125), and a larger one in even parts. A slot with more keys than a chunk's limit is a chunk of
  * its own.
  *
- * <p>The keys are ordered by (owner, slot, position in the call) in one pass, then cut in a second: a small call is
+ * <p>When every owner's share goes in one chunk (the usual case), the keys are grouped by owner in the call's order,
+ * in two passes over the keys ({@link #byOwner}). Otherwise they are ordered by (owner, slot, position in the call) in
+ * one pass, then cut in a second: a small call is
  * sorted as packed {@code long}s (n log n, nothing sized by the slot count), a large one by a counting sort over the
  * slots, so that neither pays for the other's case. Both give the same chunks: within an owner's share, slots
  * ascend, and the keys of a slot keep the call's order.
@@ -37,9 +39,52 @@ final class SlotChunks {
             final int[] positions,
             final Routing routing,
             final int targetKeys) {
+        final List<List<int[]>> whole = byOwner(tableHash, keys, positions, routing, targetKeys);
+        if (whole != null) {
+            return whole;
+        }
         return positions.length <= SORT_MAX_KEYS
                 ? bySorting(tableHash, keys, positions, routing, targetKeys)
                 : byCounting(tableHash, keys, positions, routing, targetKeys);
+    }
+
+    /**
+     * When every owner's share goes in one chunk (the usual case: a call smaller than the target per shard, and every
+     * re-split of a retry), the chunks grouped by owner in the call's order, with no ordering by slot: a chunk that
+     * holds the whole share holds every key of its slots whatever the order. Null when a share needs more chunks.
+     */
+    static List<List<int[]>> byOwner(
+            final long tableHash,
+            final long[] keys,
+            final int[] positions,
+            final Routing routing,
+            final int targetKeys) {
+        final int n = positions.length;
+        final int shards = routing.addresses().length;
+        final int[] owners = routing.ownerOfSlot();
+        final int[] ownerOf = new int[n];
+        final int[] count = new int[shards + 1];
+        for (int i = 0; i < n; i++) {
+            final int owner = owners[Slots.slotOf(tableHash, keys[positions[i]])];
+            ownerOf[i] = owner < 0 ? shards : owner;
+            count[ownerOf[i]]++;
+        }
+        final int[][] chunk = new int[shards + 1][];
+        for (int owner = 0; owner <= shards; owner++) {
+            if (count[owner] > evenPartOf(count[owner], targetKeys)) {
+                return null;
+            }
+            chunk[owner] = new int[count[owner]];
+        }
+        final int[] fill = new int[shards + 1];
+        for (int i = 0; i < n; i++) {
+            chunk[ownerOf[i]][fill[ownerOf[i]]++] = positions[i];
+        }
+        final List<List<int[]>> chunksOf = new ArrayList<>(shards + 1);
+        for (int owner = 0; owner <= shards; owner++) {
+            chunksOf.add(count[owner] == 0 ? List.of() : List.of(chunk[owner]));
+        }
+        return chunksOf;
     }
 
     static List<List<int[]>> bySorting(

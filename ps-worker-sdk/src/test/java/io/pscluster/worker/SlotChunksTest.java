@@ -37,7 +37,31 @@ class SlotChunksTest {
             final List<List<int[]>> sorted = SlotChunks.bySorting(TABLE_HASH, keys, positions, routing, targetKeys);
             final List<List<int[]>> counted = SlotChunks.byCounting(TABLE_HASH, keys, positions, routing, targetKeys);
             assertThat(deep(sorted)).isEqualTo(deep(counted));
-            checkChunks(sorted, keys, positions, routing, targetKeys);
+            checkChunks(sorted, keys, positions, routing, targetKeys, true);
+            final List<List<int[]>> split = SlotChunks.split(TABLE_HASH, keys, positions, routing, targetKeys);
+            final List<List<int[]>> byOwner = SlotChunks.byOwner(TABLE_HASH, keys, positions, routing, targetKeys);
+            if (byOwner == null) {
+                assertThat(deep(split)).isEqualTo(deep(sorted));
+            } else {
+                // One chunk per owner with keys: the same keys as the ordered cut, in the call's order.
+                assertThat(byOwner).allSatisfy(chunks -> assertThat(chunks).hasSizeLessThanOrEqualTo(1));
+                assertThat(deep(split)).isEqualTo(deep(byOwner));
+                checkChunks(byOwner, keys, positions, routing, targetKeys, false);
+                for (int owner = 0; owner < byOwner.size(); owner++) {
+                    final List<Integer> inCallOrder = new ArrayList<>();
+                    for (final int position : positions) {
+                        final int slotOwner = routing.ownerOfSlot()[Slots.slotOf(TABLE_HASH, keys[position])];
+                        if ((slotOwner < 0 ? shards : slotOwner) == owner) {
+                            inCallOrder.add(position);
+                        }
+                    }
+                    assertThat(byOwner.get(owner).stream()
+                                    .flatMap(chunk -> Arrays.stream(chunk).boxed())
+                                    .toList())
+                            .as("owner %d's chunk", owner)
+                            .isEqualTo(inCallOrder);
+                }
+            }
         }
     }
 
@@ -59,7 +83,8 @@ class SlotChunksTest {
             final long[] keys,
             final int[] positions,
             final Routing routing,
-            final int targetKeys) {
+            final int targetKeys,
+            final boolean slotOrdered) {
         final int shards = routing.addresses().length;
         assertThat(chunksOf).hasSize(shards + 1);
         final Map<Integer, Integer> expected = new HashMap<>();
@@ -108,6 +133,13 @@ class SlotChunksTest {
                     final int slot = Slots.slotOf(TABLE_HASH, keys[position]);
                     final int slotOwner = routing.ownerOfSlot()[slot] < 0 ? shards : routing.ownerOfSlot()[slot];
                     assertThat(slotOwner).isEqualTo(owner);
+                    if (!slotOrdered) {
+                        // In the call's order: a slot's keys are in this chunk, and in no other.
+                        assertThat(chunkSlots.contains(slot) || slotsSeen.add(slot))
+                                .isTrue();
+                        chunkSlots.add(slot);
+                        continue;
+                    }
                     assertThat(slot).isGreaterThanOrEqualTo(lastSlot);
                     if (slot != previousInChunk) {
                         // A slot never continues in another chunk, nor comes back later in this one.
