@@ -51,7 +51,7 @@ class PartitionWritersInterruptTest {
         final CountDownLatch release = new CountDownLatch(1);
         final CompletableFuture<Object> holding = writers.runOn(0, partition -> {
             held.countDown();
-            awaitUninterruptibly(release);
+            hold(release);
             return null;
         });
         assertThat(held.await(GENEROUS_SECONDS, TimeUnit.SECONDS)).isTrue();
@@ -79,7 +79,7 @@ class PartitionWritersInterruptTest {
         final CountDownLatch release = new CountDownLatch(1);
         final CompletableFuture<Object> stuck = quick.runOn(0, partition -> {
             held.countDown();
-            awaitUninterruptibly(release);
+            hold(release);
             return null;
         });
         assertThat(held.await(GENEROUS_SECONDS, TimeUnit.SECONDS)).isTrue();
@@ -95,18 +95,12 @@ class PartitionWritersInterruptTest {
                 .hasMessageContaining("closed");
     }
 
-    private static void awaitUninterruptibly(final CountDownLatch latch) {
-        boolean interrupted = false;
-        while (true) {
-            try {
-                latch.await();
-                break;
-            } catch (InterruptedException e) {
-                interrupted = true;
-            }
-        }
-        if (interrupted) {
-            Thread.currentThread().interrupt();
+    /** Holds a writer until {@code release}; nothing here interrupts a writer while it is held. */
+    private static void hold(final CountDownLatch release) {
+        try {
+            release.await();
+        } catch (InterruptedException e) {
+            throw new IllegalStateException("a held writer was interrupted", e);
         }
     }
 
