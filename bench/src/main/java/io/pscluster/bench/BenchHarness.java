@@ -18,6 +18,7 @@ import java.lang.management.ManagementFactory;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Comparator;
+import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.ThreadFactory;
 import java.util.concurrent.TimeUnit;
@@ -185,23 +186,68 @@ final class BenchHarness implements AutoCloseable {
      * Warms up each side, then measures them in turn, slice by slice, starting with ours and then with the baseline
      * alternately (ABBA...), so that a change in the machine's state in between falls on both sides alike.
      */
-    void alternate(final String label, final Phase ours, final Phase baseline) throws Exception {
-        alternate(label, 1, ours, baseline);
+    CpuTime alternate(final String label, final Phase ours, final Phase baseline) throws Exception {
+        return alternate(label, 1, ours, baseline);
     }
 
-    /** {@link #alternate(String, Phase, Phase)} in {@code 1 / share} of the warm-up and measuring times. */
-    void alternate(final String label, final int share, final Phase ours, final Phase baseline) throws Exception {
+    /**
+     * {@link #alternate(String, Phase, Phase)} in {@code 1 / share} of the warm-up and measuring times. Returns the CPU
+     * time this JVM used while each side was measured.
+     */
+    CpuTime alternate(final String label, final int share, final Phase ours, final Phase baseline) throws Exception {
         final long warmup = settings.warmupNanos() / share;
         progress("%s: warm-up %.1f s per side", label, warmup / 1e9);
         ours.run(warmup, false);
         baseline.run(warmup, false);
         final long slice = settings.measureNanos() / share / settings.slices();
         progress("%s: measuring %d x %.2f s per side", label, settings.slices(), slice / 1e9);
+        final long[] cpu = new long[2];
         for (int i = 0; i < settings.slices(); i++) {
             final boolean oursFirst = i % 2 == 0;
-            (oursFirst ? ours : baseline).run(slice, true);
-            (oursFirst ? baseline : ours).run(slice, true);
+            cpu[oursFirst ? 0 : 1] += measuredCpu((oursFirst ? ours : baseline), slice);
+            cpu[oursFirst ? 1 : 0] += measuredCpu((oursFirst ? baseline : ours), slice);
         }
+        return new CpuTime(cpu[0], cpu[1]);
+    }
+
+    /**
+     * CPU time of this JVM (all its threads: with the embedded cluster, both sides' servers and clients) while each
+     * side of a timed workload was measured. On a shared, noisy machine, the CPU a call costs moves less than the
+     * wall-clock rate; it is only the work of the call when the cluster runs in this JVM ({@link #seesApplyBacklog}).
+     */
+    record CpuTime(long oursNanos, long baselineNanos) {}
+
+    private static long measuredCpu(final Phase phase, final long slice) throws Exception {
+        final long before = processCpuNanos();
+        phase.run(slice, true);
+        return processCpuNanos() - before;
+    }
+
+    private static long processCpuNanos() {
+        return ((com.sun.management.OperatingSystemMXBean) ManagementFactory.getOperatingSystemMXBean())
+                .getProcessCpuTime();
+    }
+
+    /**
+     * The result "{@code cpu_us_per_<operation>}": this JVM's CPU per operation on each side, or none when the cluster
+     * is not in this JVM (its shards' CPU would be missing from ours).
+     */
+    List<BenchResult> cpuPerOperation(
+            final String workload,
+            final String operation,
+            final CpuTime cpu,
+            final long oursOperations,
+            final long baselineOperations) {
+        if (!seesApplyBacklog() || oursOperations == 0 || baselineOperations == 0) {
+            return List.of();
+        }
+        return List.of(BenchResult.time(
+                workload,
+                "cpu_us_per_" + operation,
+                cpu.oursNanos() / 1e3 / oursOperations,
+                cpu.baselineNanos() / 1e3 / baselineOperations,
+                "us of CPU per " + operation + ", every thread of this JVM (the embedded cluster's shard and proxy,"
+                        + " the raw server and both clients)"));
     }
 
     void progress(final String format, final Object... args) {

@@ -77,7 +77,7 @@ final class RoundTripWorkload implements Workload {
             final float[] gradients = KeySets.gradients(keys * dim);
             final Loop ours = new Loop(harness.ours(table), workers, keyBlocks, gradients);
             final Loop baseline = new Loop(harness.baseline(dim), workers, keyBlocks, gradients);
-            harness.alternate(name, ours, baseline);
+            final BenchHarness.CpuTime cpu = harness.alternate(name, ours, baseline);
 
             final List<BenchResult> results = new ArrayList<>();
             if (threads > 1) {
@@ -100,6 +100,8 @@ final class RoundTripWorkload implements Workload {
                     name, "p50_us", ours.meter.percentileMicros(50), baseline.meter.percentileMicros(50), "us"));
             results.add(BenchResult.time(
                     name, "p99_us", ours.meter.percentileMicros(99), baseline.meter.percentileMicros(99), "us"));
+            results.addAll(
+                    harness.cpuPerOperation(name, "step", cpu, ours.meter.operations(), baseline.meter.operations()));
             return results;
         } finally {
             workers.shutdownNow();

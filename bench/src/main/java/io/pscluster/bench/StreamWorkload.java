@@ -58,11 +58,11 @@ final class StreamWorkload implements Workload {
             final Pipeline oursPush = new Pipeline(ours, pushBytes, i -> ours.push(blocks[i % BLOCKS], gradients));
             final Pipeline rawPush =
                     new Pipeline(baseline, pushBytes, i -> baseline.push(blocks[i % BLOCKS], gradients));
-            harness.alternate(NAME + " push", oursPush, rawPush);
+            final BenchHarness.CpuTime pushCpu = harness.alternate(NAME + " push", oursPush, rawPush);
 
             final Pipeline oursPull = new Pipeline(ours, pullBytes, i -> ours.pull(blocks[i % BLOCKS]));
             final Pipeline rawPull = new Pipeline(baseline, pullBytes, i -> baseline.pull(blocks[i % BLOCKS]));
-            harness.alternate(NAME + " pull", oursPull, rawPull);
+            final BenchHarness.CpuTime pullCpu = harness.alternate(NAME + " pull", oursPull, rawPull);
 
             final List<BenchResult> results = new ArrayList<>();
             results.add(BenchResult.rate(
@@ -85,6 +85,11 @@ final class StreamWorkload implements Workload {
                     oursPull.acknowledged.bytesPerSecond() / 1e6,
                     rawPull.acknowledged.bytesPerSecond() / 1e6,
                     "MB/s"));
+            // A measured push slice lasts until its pushes are applied (see Pipeline), so their apply is in it.
+            results.addAll(harness.cpuPerOperation(
+                    NAME, "push", pushCpu, oursPush.acknowledged.operations(), rawPush.acknowledged.operations()));
+            results.addAll(harness.cpuPerOperation(
+                    NAME, "pull", pullCpu, oursPull.acknowledged.operations(), rawPull.acknowledged.operations()));
             return results;
         } finally {
             harness.dropTable(table);

@@ -55,9 +55,16 @@ class BenchCommandTest {
         assertThat(metrics)
                 .containsOnlyKeys(BenchSettings.WORKLOADS)
                 .containsEntry("kv10m", KV_METRICS)
-                .containsEntry("rtt4k", Set.of("roundtrips_per_s", "p50_us", "p99_us"))
-                .containsEntry("stream1m", Set.of("push_mb_per_s", "push_applied_mb_per_s", "pull_mb_per_s"))
-                .containsEntry("batch", Set.of("values_per_s", "p50_us", "p99_us"))
+                .containsEntry("rtt4k", Set.of("roundtrips_per_s", "p50_us", "p99_us", "cpu_us_per_step"))
+                .containsEntry(
+                        "stream1m",
+                        Set.of(
+                                "push_mb_per_s",
+                                "push_applied_mb_per_s",
+                                "pull_mb_per_s",
+                                "cpu_us_per_push",
+                                "cpu_us_per_pull"))
+                .containsEntry("batch", Set.of("values_per_s", "p50_us", "p99_us", "cpu_us_per_step"))
                 .containsEntry(
                         "modes",
                         Set.of(
