@@ -402,7 +402,17 @@ public final class PsClient implements AutoCloseable {
         while (true) {
             final CompletableFuture<Routing> current = refreshInFlight.get();
             if (current != null) {
-                return within(current, waiter);
+                // A refresh someone else started: its call has their deadline, which may be shorter than this
+                // waiter's (the background refresh's is the refresh period). If that runs out while this waiter still
+                // has time, refresh again rather than fail a caller whose own deadline has not passed.
+                return within(current, waiter).exceptionallyCompose(failure -> {
+                    if (!waiter.isExpired()
+                            && !closed.get()
+                            && Status.fromThrowable(unwrap(failure)).getCode() == Status.Code.DEADLINE_EXCEEDED) {
+                        return refreshRoutingAsync(waiter);
+                    }
+                    return CompletableFuture.failedFuture(failure);
+                });
             }
             final CompletableFuture<Routing> mine = new CompletableFuture<>();
             if (refreshInFlight.compareAndSet(null, mine)) {

@@ -1,6 +1,7 @@
 package io.pscluster.worker;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatCode;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.awaitility.Awaitility.await;
 
@@ -339,6 +340,26 @@ class PsClientFailoverTest {
                 .setCheckpointCreatedMillis(1_700_000_000_000L)
                 .setReason("shard s-" + id + " missed its lease")
                 .build();
+    }
+
+    @Test
+    void shouldKeepItsOwnDeadlineWhenARefreshJoinsABackgroundOneThatTimesOut() throws Exception {
+        final ScriptedShard shard = shard();
+        proxy.routing = ScriptedProxy.allTo(1, shard.address());
+        // Background refreshes every 100 ms, each with a 100 ms deadline; the caller's own deadline is 20 s.
+        final PsClient client = connect(quiet().routingRefreshMs(100));
+        final CountDownLatch release = new CountDownLatch(1);
+        proxy.hold = release;
+        final int before = proxy.routingCalls.get();
+        // A background refresh is waiting on the proxy: the caller's refresh joins it.
+        await().atMost(Duration.ofSeconds(10)).until(() -> proxy.routingCalls.get() > before);
+        final CompletableFuture<Void> refreshed = CompletableFuture.runAsync(client::refreshRouting);
+
+        // The joined call runs out of its 100 ms; the caller, with time left, asks again.
+        await().atMost(Duration.ofSeconds(10)).until(() -> proxy.routingCalls.get() >= before + 2);
+        release.countDown();
+
+        assertThatCode(() -> refreshed.get(10, TimeUnit.SECONDS)).doesNotThrowAnyException();
     }
 
     @Test
