@@ -39,13 +39,24 @@ final class SlotChunks {
             final int[] positions,
             final Routing routing,
             final int targetKeys) {
-        final List<List<int[]>> whole = byOwner(tableHash, keys, positions, routing, targetKeys);
+        // Each key's slot once, for whichever way the call is split.
+        final int[] slotOf = slotsOf(tableHash, keys, positions);
+        final List<List<int[]>> whole = byOwner(slotOf, positions, routing, targetKeys);
         if (whole != null) {
             return whole;
         }
         return positions.length <= SORT_MAX_KEYS
-                ? bySorting(tableHash, keys, positions, routing, targetKeys)
-                : byCounting(tableHash, keys, positions, routing, targetKeys);
+                ? bySorting(slotOf, positions, routing, targetKeys)
+                : byCounting(slotOf, positions, routing, targetKeys);
+    }
+
+    /** The slot of each key {@code keys[positions[i]]}, at {@code i}. */
+    static int[] slotsOf(final long tableHash, final long[] keys, final int[] positions) {
+        final int[] slotOf = new int[positions.length];
+        for (int i = 0; i < positions.length; i++) {
+            slotOf[i] = Slots.slotOf(tableHash, keys[positions[i]]);
+        }
+        return slotOf;
     }
 
     /**
@@ -54,18 +65,14 @@ final class SlotChunks {
      * holds the whole share holds every key of its slots whatever the order. Null when a share needs more chunks.
      */
     static List<List<int[]>> byOwner(
-            final long tableHash,
-            final long[] keys,
-            final int[] positions,
-            final Routing routing,
-            final int targetKeys) {
+            final int[] slotOf, final int[] positions, final Routing routing, final int targetKeys) {
         final int n = positions.length;
         final int shards = routing.addresses().length;
         final int[] owners = routing.ownerOfSlot();
         final int[] ownerOf = new int[n];
         final int[] count = new int[shards + 1];
         for (int i = 0; i < n; i++) {
-            final int owner = owners[Slots.slotOf(tableHash, keys[positions[i]])];
+            final int owner = owners[slotOf[i]];
             ownerOf[i] = owner < 0 ? shards : owner;
             count[ownerOf[i]]++;
         }
@@ -88,18 +95,14 @@ final class SlotChunks {
     }
 
     static List<List<int[]>> bySorting(
-            final long tableHash,
-            final long[] keys,
-            final int[] positions,
-            final Routing routing,
-            final int targetKeys) {
+            final int[] slotOf, final int[] positions, final Routing routing, final int targetKeys) {
         final int n = positions.length;
         final int shards = routing.addresses().length;
         final int[] owners = routing.ownerOfSlot();
         // (owner, slot) in the high 32 bits, the index into positions in the low: sorting keeps a slot's keys in order.
         final long[] packed = new long[n];
         for (int i = 0; i < n; i++) {
-            final int slot = Slots.slotOf(tableHash, keys[positions[i]]);
+            final int slot = slotOf[i];
             final int owner = owners[slot] < 0 ? shards : owners[slot];
             packed[i] = ((long) ((owner << SLOT_BITS) | slot) << 32) | i;
         }
@@ -120,21 +123,14 @@ final class SlotChunks {
     }
 
     static List<List<int[]>> byCounting(
-            final long tableHash,
-            final long[] keys,
-            final int[] positions,
-            final Routing routing,
-            final int targetKeys) {
+            final int[] slotOf, final int[] positions, final Routing routing, final int targetKeys) {
         final int n = positions.length;
         final int shards = routing.addresses().length;
         final int[] owners = routing.ownerOfSlot();
-        final int[] slotOf = new int[n];
         // Keys per slot, then where each slot's keys start in the (owner, slot) order.
         final int[] next = new int[Slots.SLOT_COUNT];
         for (int i = 0; i < n; i++) {
-            final int slot = Slots.slotOf(tableHash, keys[positions[i]]);
-            slotOf[i] = slot;
-            next[slot]++;
+            next[slotOf[i]]++;
         }
         final int[] ownerEnd = new int[shards + 1];
         for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {

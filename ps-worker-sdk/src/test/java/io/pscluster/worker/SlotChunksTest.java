@@ -34,12 +34,13 @@ class SlotChunksTest {
                 positions[i] = random.nextInt(keys.length);
             }
             final int targetKeys = 1 + random.nextInt(600);
-            final List<List<int[]>> sorted = SlotChunks.bySorting(TABLE_HASH, keys, positions, routing, targetKeys);
-            final List<List<int[]>> counted = SlotChunks.byCounting(TABLE_HASH, keys, positions, routing, targetKeys);
+            final int[] slotOf = SlotChunks.slotsOf(TABLE_HASH, keys, positions);
+            final List<List<int[]>> sorted = SlotChunks.bySorting(slotOf, positions, routing, targetKeys);
+            final List<List<int[]>> counted = SlotChunks.byCounting(slotOf, positions, routing, targetKeys);
             assertThat(deep(sorted)).isEqualTo(deep(counted));
             checkChunks(sorted, keys, positions, routing, targetKeys, true);
             final List<List<int[]>> split = SlotChunks.split(TABLE_HASH, keys, positions, routing, targetKeys);
-            final List<List<int[]>> byOwner = SlotChunks.byOwner(TABLE_HASH, keys, positions, routing, targetKeys);
+            final List<List<int[]>> byOwner = SlotChunks.byOwner(slotOf, positions, routing, targetKeys);
             if (byOwner == null) {
                 assertThat(deep(split)).isEqualTo(deep(sorted));
             } else {
