@@ -504,16 +504,6 @@ public final class PartitionWriters implements AutoCloseable {
          */
         private volatile boolean sleeping;
 
-        PartitionAgent(
-                final String name,
-                final int partition,
-                final int capacity,
-                final Supplier<? extends Iterable<ParameterTable>> tables,
-                final Supplier<ShardSnapshot> snapshot,
-                final long evictionIntervalNs) {
-            this(name, partition, capacity, tables, snapshot, evictionIntervalNs, () -> false);
-        }
-
         /** @param closed whether the writers are closed: a writer still running then (given up on) runs no task. */
         PartitionAgent(
                 final String name,

@@ -29,7 +29,7 @@ public class WriterWakeUpTest {
     private static final PartitionWriters.Task TASK = partition -> {};
 
     private final PartitionWriters.PartitionAgent agent =
-            new PartitionWriters.PartitionAgent("jcstress", 0, 4, List::of, () -> null, Long.MAX_VALUE);
+            new PartitionWriters.PartitionAgent("jcstress", 0, 4, List::of, () -> null, Long.MAX_VALUE, () -> false);
 
     @Actor
     public void writer(final II_Result result) {
