@@ -77,7 +77,7 @@ import org.apache.hadoop.util.DataChecksum;
  *       side; bytes are the row files' bytes as stored;
  *   <li>push latency: one SDK client pushes {@value #PUSH_KEYS} random existing keys per call, back to back, while a
  *       zstd checkpoint is written, and for as long again with none; in the order checkpoint, quiet, quiet,
- *       checkpoint. Each push counts for the phase it started in. The shard's cut stall ({@code snapshot_micros})
+ *       checkpoint. Each push counts for the phase it started in. The shard's cut time ({@code snapshot_micros})
  *       and the time its writers held pushes back ({@code held_push_micros}) are the largest it reported;
  *   <li>restore: a fresh cluster (its own proxy and shard) loads each codec's checkpoint into its one shard
  *       ({@link Shard#restore}: verification, which on the local filesystem reads every file back, then the rows)
@@ -587,8 +587,8 @@ final class CheckpointWorkload implements Workload {
                 "snapshot_micros",
                 snapshotMicros,
                 Double.NaN,
-                "us, the longest cut stall of those checkpoints (pushes waiting for the writers to mark the cut; no"
-                        + " baseline)"));
+                "us, the longest cut of those checkpoints: from offering it to the writers until each has marked it"
+                        + " (pushes wait only while it is offered, not for the writers; no baseline)"));
         results.add(BenchResult.time(
                 name,
                 "held_push_micros",

@@ -663,7 +663,8 @@ public final class Shard implements AutoCloseable {
         rememberCut(checkpointId, sinceId, epochs.cutEpoch(), covered, snapshotTables);
         final long heldMicros = snapshot.heldPushNanos() / 1000;
         LOG.info(
-                "shard {} wrote checkpoint {}: {} files; the cut held pushes for {} us, the copy for {} us"
+                "shard {} wrote checkpoint {}: {} files; the cut took {} us (pushes waited only while it was offered),"
+                        + " the copy held pushes for {} us"
                         + " (at most {} bytes of changed rows kept aside per partition)",
                 shardId,
                 checkpointId,
