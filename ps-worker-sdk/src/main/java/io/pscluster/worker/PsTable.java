@@ -118,7 +118,7 @@ public final class PsTable {
         }
         // A SYNC/SSP worker's pull waits on the shard for its clock. Each attempt still ends after attemptTimeoutMs and
         // is sent again under a refreshed routing table: a shard that lost the slots meanwhile is not waited on.
-        final Call call = new Call(keys);
+        final Call call = new Call(keys, false);
         final long clock = job == null ? 0 : job.clock();
         return client.track(() -> send(call, allPositions(keys.length), null, 0, null, (address, request, deadline) -> {
                     final PullRequest.Builder pull = PullRequest.newBuilder()
@@ -179,7 +179,7 @@ public final class PsTable {
     }
 
     private CompletableFuture<Void> pushAdmitted(final long[] keys, final float[] gradients, final JobSession job) {
-        final Call call = new Call(keys);
+        final Call call = new Call(keys, true);
         final long clock = job == null ? 0 : job.clock();
         return client.track(() -> send(call, allPositions(keys.length), null, 0, null, (address, request, deadline) -> {
             final KeyDedup.Encoded encoded = KeyDedup.encodePush(keys, gradients, dim, request.positions());
@@ -212,9 +212,15 @@ public final class PsTable {
     private final class Call {
         final Deadline deadline = Deadline.after(client.context().deadlineMs(), TimeUnit.MILLISECONDS);
         final long[] keys;
+        /**
+         * Whether every repeat of a key must be in one request: a push's are summed there; a pull may send them in
+         * several, so that no key repeated millions of times makes one request past the limits.
+         */
+        final boolean wholeSlots;
 
-        Call(final long[] keys) {
+        Call(final long[] keys, final boolean wholeSlots) {
             this.keys = keys;
+            this.wholeSlots = wholeSlots;
         }
     }
 
@@ -257,8 +263,8 @@ public final class PsTable {
     }
 
     /**
-     * Splits {@code positions} by owning shard and into chunks of whole slots (so that every duplicate of a key is in
-     * one request), sends them windowed, and retries refused ones. A re-split ({@code parent} set) makes exactly one
+     * Splits {@code positions} by owning shard and into chunks of whole slots (for a push, so that every repeat of a
+     * key is in one request; see {@link Call#wholeSlots}), sends them windowed, and retries refused ones. A re-split ({@code parent} set) makes exactly one
      * request per owner, each no larger than the one it came from, so that no two requests to one shard share a
      * sequence.
      */
@@ -271,7 +277,8 @@ public final class PsTable {
             final RequestSender sender) {
         final Routing routing = client.routing();
         final int targetKeys = parent == null ? keysPerChunk : Integer.MAX_VALUE;
-        final List<List<int[]>> chunksOf = SlotChunks.split(tableHash, call.keys, positions, routing, targetKeys);
+        final List<List<int[]>> chunksOf =
+                SlotChunks.split(tableHash, call.keys, positions, routing, targetKeys, call.wholeSlots);
         final int shards = routing.addresses().length;
         final List<CompletableFuture<Void>> sent = new ArrayList<>();
         for (int owner = 0; owner < shards; owner++) {

@@ -10,8 +10,9 @@ import java.util.List;
  * {@code targetKeys} keys, so that every duplicate of a key is in one request. A share of {@code n} keys makes {@code
  * k = max(1, round(n / targetKeys))} chunks of about {@code n / k} keys each (see {@link #limitOf}): a call just past
  * the target goes in one request rather than in a full one and a sliver (a 1 MiB stream1m call of 4,096 dim-64 keys
- * went in 3,971 keys and 125), and a larger one in even parts. A slot with more keys than a chunk's limit is a chunk of
- * its own.
+ * went in 3,971 keys and 125), and a larger one in even parts. A slot with more keys than a chunk's limit (only
+ * repeats of keys make one) is a chunk of its own when the call needs whole slots (a push, whose repeats are summed in
+ * their request), and goes in even parts like a share otherwise (a pull, where any key may go in any request).
  *
  * <p>When every owner's share goes in one chunk (the usual case), the keys are grouped by owner in the call's order,
  * in two passes over the keys ({@link #byOwner}). Otherwise they are ordered by (owner, slot, position in the call) in
@@ -38,7 +39,8 @@ final class SlotChunks {
             final long[] keys,
             final int[] positions,
             final Routing routing,
-            final int targetKeys) {
+            final int targetKeys,
+            final boolean wholeSlots) {
         // Each key's slot once, for whichever way the call is split.
         final int[] slotOf = slotsOf(tableHash, keys, positions);
         final List<List<int[]>> whole = byOwner(slotOf, positions, routing, targetKeys);
@@ -46,8 +48,8 @@ final class SlotChunks {
             return whole;
         }
         return positions.length <= SORT_MAX_KEYS
-                ? bySorting(slotOf, positions, routing, targetKeys)
-                : byCounting(slotOf, positions, routing, targetKeys);
+                ? bySorting(slotOf, positions, routing, targetKeys, wholeSlots)
+                : byCounting(slotOf, positions, routing, targetKeys, wholeSlots);
     }
 
     /** The slot of each key {@code keys[positions[i]]}, at {@code i}. */
@@ -95,7 +97,11 @@ final class SlotChunks {
     }
 
     static List<List<int[]>> bySorting(
-            final int[] slotOf, final int[] positions, final Routing routing, final int targetKeys) {
+            final int[] slotOf,
+            final int[] positions,
+            final Routing routing,
+            final int targetKeys,
+            final boolean wholeSlots) {
         final int n = positions.length;
         final int shards = routing.addresses().length;
         final int[] owners = routing.ownerOfSlot();
@@ -119,11 +125,15 @@ final class SlotChunks {
         for (int owner = 1; owner <= shards; owner++) {
             ownerEnd[owner] = Math.max(ownerEnd[owner], ownerEnd[owner - 1]);
         }
-        return cut(ordered, orderedSlot, ownerEnd, targetKeys);
+        return cut(ordered, orderedSlot, ownerEnd, targetKeys, wholeSlots);
     }
 
     static List<List<int[]>> byCounting(
-            final int[] slotOf, final int[] positions, final Routing routing, final int targetKeys) {
+            final int[] slotOf,
+            final int[] positions,
+            final Routing routing,
+            final int targetKeys,
+            final boolean wholeSlots) {
         final int n = positions.length;
         final int shards = routing.addresses().length;
         final int[] owners = routing.ownerOfSlot();
@@ -154,7 +164,7 @@ final class SlotChunks {
             ordered[at] = positions[i];
             orderedSlot[at] = slotOf[i];
         }
-        return cut(ordered, orderedSlot, ownerEnd, targetKeys);
+        return cut(ordered, orderedSlot, ownerEnd, targetKeys, wholeSlots);
     }
 
     /** Keys of each of the even parts a share of {@code shareKeys} keys goes in (see the class comment). */
@@ -174,9 +184,16 @@ final class SlotChunks {
         return (int) Math.min(Integer.MAX_VALUE, evenPart + (evenPart + 15L) / 16);
     }
 
-    /** Cuts each owner's range of {@code ordered} into chunks of whole slots. */
+    /**
+     * Cuts each owner's range of {@code ordered} into chunks of whole slots; unless {@code wholeSlots}, a slot larger
+     * than a chunk's limit goes in chunks of the even part.
+     */
     private static List<List<int[]>> cut(
-            final int[] ordered, final int[] orderedSlot, final int[] ownerEnd, final int targetKeys) {
+            final int[] ordered,
+            final int[] orderedSlot,
+            final int[] ownerEnd,
+            final int targetKeys,
+            final boolean wholeSlots) {
         final List<List<int[]>> chunksOf = new ArrayList<>(ownerEnd.length);
         int from = 0;
         for (final int end : ownerEnd) {
@@ -193,9 +210,15 @@ final class SlotChunks {
                 while (slotEnd < end && orderedSlot[slotEnd] == slot) {
                     slotEnd++;
                 }
-                if (k > chunkStart && slotEnd - chunkStart > maxKeys) {
+                // A slot larger than a chunk, of a call that may split slots, fills the chunk under way first.
+                final boolean splitsSlot = !wholeSlots && slotEnd - k > maxKeys;
+                if (!splitsSlot && k > chunkStart && slotEnd - chunkStart > maxKeys) {
                     chunks.add(Arrays.copyOfRange(ordered, chunkStart, k));
                     chunkStart = k;
+                }
+                while (splitsSlot && slotEnd - chunkStart > maxKeys) {
+                    chunks.add(Arrays.copyOfRange(ordered, chunkStart, chunkStart + evenPart));
+                    chunkStart += evenPart;
                 }
                 k = slotEnd;
                 if (k - chunkStart >= evenPart && k < end) {

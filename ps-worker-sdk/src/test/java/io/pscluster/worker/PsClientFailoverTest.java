@@ -13,6 +13,7 @@ import io.pscluster.proto.v1.RollbackEvent;
 import io.pscluster.wire.Slots;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Set;
@@ -127,6 +128,32 @@ class PsClientFailoverTest {
             assertThat(bytes).as("request %d", i).isBetween(3_600_000 / 3 * 15 / 16, 3_600_000 / 3 * 17 / 16);
         }
         assertThat(shard.applied).hasSize(keys.length);
+    }
+
+    @Test
+    void shouldSplitAPullOfAKeyRepeatedManyTimesIntoRequestsOfAboutOneMebibyte() throws Exception {
+        final ScriptedShard shard = shard();
+        proxy.routing = ScriptedProxy.allTo(1, shard.address());
+        final PsClient client = connect();
+        // One key 300,000 times, and a few others: one slot of 2.4 MB of keys. Whole slots would make it one request.
+        final long[] keys = new long[300_005];
+        Arrays.fill(keys, 7_919L);
+        for (int i = 0; i < 5; i++) {
+            keys[300_000 + i] = 1_000_000_007L * (i + 1);
+        }
+
+        final float[] values = client.table("t").pull(keys);
+
+        // 12 bytes a key (8 sent, 4 back), as a push's: 3.6 MB in 3 requests of about 1.2 MB each.
+        assertThat(shard.pulls)
+                .extracting(request -> request.getKeys().size() * 3 / 2)
+                .hasSize(3)
+                .allSatisfy(bytes -> assertThat(bytes).isBetween(3_600_000 / 3 * 15 / 16, 3_600_000 / 3 * 17 / 16));
+        final float[] expected = new float[keys.length];
+        for (int i = 0; i < keys.length; i++) {
+            expected[i] = ScriptedShard.valueOf(keys[i]);
+        }
+        assertThat(values).as("every repeat's value in its place").isEqualTo(expected);
     }
 
     @Test

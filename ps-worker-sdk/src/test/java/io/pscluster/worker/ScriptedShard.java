@@ -41,6 +41,7 @@ final class ScriptedShard implements AutoCloseable {
     private final ConcurrentLinkedDeque<Answer> script = new ConcurrentLinkedDeque<>();
     final List<PushRequest> pushes = new CopyOnWriteArrayList<>();
     final List<Long> applied = new CopyOnWriteArrayList<>();
+    final List<PullRequest> pulls = new CopyOnWriteArrayList<>();
     private final Set<List<Long>> seen = ConcurrentHashMap.newKeySet();
 
     ScriptedShard() throws IOException {
@@ -48,6 +49,11 @@ final class ScriptedShard implements AutoCloseable {
                 .addService(new Service())
                 .build()
                 .start();
+    }
+
+    /** The value this shard answers a pull of {@code key} with (dim 1). */
+    static float valueOf(final long key) {
+        return Math.floorMod(key, 1_000_003L);
     }
 
     String address() {
@@ -131,9 +137,17 @@ final class ScriptedShard implements AutoCloseable {
 
         @Override
         public void pull(final PullRequest request, final StreamObserver<PullResponse> response) {
+            pulls.add(request);
+            // Dim 1: each key's value is its key modulo a prime, as a float (exact below 2^24).
+            final java.nio.ByteBuffer keys =
+                    request.getKeys().asReadOnlyByteBuffer().order(java.nio.ByteOrder.LITTLE_ENDIAN);
+            final java.nio.ByteBuffer values =
+                    java.nio.ByteBuffer.allocate(keys.remaining() / 2).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+            while (keys.hasRemaining()) {
+                values.putFloat(valueOf(keys.getLong()));
+            }
             response.onNext(PullResponse.newBuilder()
-                    .setValues(com.google.protobuf.ByteString.copyFrom(
-                            new byte[request.getKeys().size() / 2]))
+                    .setValues(com.google.protobuf.ByteString.copyFrom(values.array()))
                     .build());
             response.onCompleted();
         }

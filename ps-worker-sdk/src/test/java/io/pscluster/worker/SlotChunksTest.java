@@ -35,11 +35,11 @@ class SlotChunksTest {
             }
             final int targetKeys = 1 + random.nextInt(600);
             final int[] slotOf = SlotChunks.slotsOf(TABLE_HASH, keys, positions);
-            final List<List<int[]>> sorted = SlotChunks.bySorting(slotOf, positions, routing, targetKeys);
-            final List<List<int[]>> counted = SlotChunks.byCounting(slotOf, positions, routing, targetKeys);
+            final List<List<int[]>> sorted = SlotChunks.bySorting(slotOf, positions, routing, targetKeys, true);
+            final List<List<int[]>> counted = SlotChunks.byCounting(slotOf, positions, routing, targetKeys, true);
             assertThat(deep(sorted)).isEqualTo(deep(counted));
             checkChunks(sorted, keys, positions, routing, targetKeys, true);
-            final List<List<int[]>> split = SlotChunks.split(TABLE_HASH, keys, positions, routing, targetKeys);
+            final List<List<int[]>> split = SlotChunks.split(TABLE_HASH, keys, positions, routing, targetKeys, true);
             final List<List<int[]>> byOwner = SlotChunks.byOwner(slotOf, positions, routing, targetKeys);
             if (byOwner == null) {
                 assertThat(deep(split)).isEqualTo(deep(sorted));
@@ -67,12 +67,90 @@ class SlotChunksTest {
     }
 
     @Test
+    void shouldSplitAPullsSlotLargerThanAChunkIntoEvenChunksAndCutThePushsNot() {
+        final Routing routing = new Routing(1, new String[] {"a"}, new int[Slots.SLOT_COUNT]);
+        // 100,000 repeats of one key, then 10 other keys: the repeats' slot alone is 100x the target.
+        final long[] keys = new long[100_010];
+        Arrays.fill(keys, 0, 100_000, 42L);
+        for (int i = 0; i < 10; i++) {
+            keys[100_000 + i] = 1_000_003L * (i + 1);
+        }
+        final int[] positions = java.util.stream.IntStream.range(0, keys.length).toArray();
+
+        final List<List<int[]>> pull = SlotChunks.split(TABLE_HASH, keys, positions, routing, 1000, false);
+        final int evenPart = SlotChunks.evenPartOf(keys.length, 1000);
+        assertThat(pull.get(0)).hasSizeBetween(99, 101);
+        assertThat(pull.get(0))
+                .allSatisfy(chunk -> assertThat(chunk.length).isBetween(1, SlotChunks.limitOf(evenPart)));
+        assertThat(pull.get(0).stream().flatMapToInt(Arrays::stream).sorted().toArray())
+                .isEqualTo(positions);
+
+        final List<List<int[]>> push = SlotChunks.split(TABLE_HASH, keys, positions, routing, 1000, true);
+        assertThat(push.get(0).stream().mapToInt(chunk -> chunk.length).max().orElse(0))
+                .as("the push's repeats stay in one request, where they are summed")
+                .isGreaterThanOrEqualTo(100_000);
+    }
+
+    @Test
+    void shouldCutAPullLikeAPushUnlessASlotIsLargerThanAChunkAndThenKeepEveryChunkWithinTheLimit() {
+        final SplittableRandom random = new SplittableRandom(13);
+        for (int round = 0; round < 200; round++) {
+            final int shards = 1 + random.nextInt(4);
+            final Routing routing = randomRouting(random, shards);
+            final int n = random.nextInt(3000);
+            final long keyRange = random.nextBoolean() ? 1L << 40 : 1 + random.nextInt(50);
+            final long[] keys = new long[n + 5];
+            for (int i = 0; i < keys.length; i++) {
+                keys[i] = random.nextLong(keyRange) - keyRange / 2;
+            }
+            final int[] positions = new int[n];
+            for (int i = 0; i < n; i++) {
+                positions[i] = random.nextInt(keys.length);
+            }
+            final int targetKeys = 1 + random.nextInt(600);
+            final int[] slotOf = SlotChunks.slotsOf(TABLE_HASH, keys, positions);
+            final List<List<int[]>> sorted = SlotChunks.bySorting(slotOf, positions, routing, targetKeys, false);
+            final List<List<int[]>> counted = SlotChunks.byCounting(slotOf, positions, routing, targetKeys, false);
+            assertThat(deep(sorted)).isEqualTo(deep(counted));
+            final List<List<int[]>> whole = SlotChunks.bySorting(slotOf, positions, routing, targetKeys, true);
+            final List<Integer> all = new ArrayList<>();
+            boolean slotOverLimit = false;
+            for (int owner = 0; owner <= shards; owner++) {
+                final int share = sorted.get(owner).stream()
+                        .mapToInt(chunk -> chunk.length)
+                        .sum();
+                final int maxKeys = SlotChunks.limitOf(SlotChunks.evenPartOf(share, targetKeys));
+                for (final int[] chunk : sorted.get(owner)) {
+                    assertThat(chunk.length).isBetween(1, maxKeys);
+                    for (final int position : chunk) {
+                        all.add(position);
+                        final int slot = Slots.slotOf(TABLE_HASH, keys[position]);
+                        final int slotOwner = routing.ownerOfSlot()[slot];
+                        assertThat(slotOwner < 0 ? shards : slotOwner).isEqualTo(owner);
+                    }
+                }
+                for (final int[] chunk : whole.get(owner)) {
+                    slotOverLimit |= chunk.length > maxKeys;
+                }
+            }
+            assertThat(all)
+                    .containsExactlyInAnyOrderElementsOf(
+                            Arrays.stream(positions).boxed().toList());
+            if (!slotOverLimit) {
+                assertThat(deep(sorted))
+                        .as("no slot over the limit: cut as a push")
+                        .isEqualTo(deep(whole));
+            }
+        }
+    }
+
+    @Test
     void shouldPutKeysOfUnownedSlotsLast() {
         final int[] owners = new int[Slots.SLOT_COUNT];
         Arrays.fill(owners, -1);
         final Routing routing = new Routing(1, new String[] {"a"}, owners);
         final List<List<int[]>> chunks =
-                SlotChunks.split(TABLE_HASH, new long[] {1, 2, 3}, new int[] {0, 1, 2}, routing, 10);
+                SlotChunks.split(TABLE_HASH, new long[] {1, 2, 3}, new int[] {0, 1, 2}, routing, 10, true);
         assertThat(chunks).hasSize(2);
         assertThat(chunks.get(0)).isEmpty();
         assertThat(chunks.get(1)).hasSize(1);
