@@ -34,14 +34,6 @@ final class ShardCommand implements Callable<Integer> {
             description = "Stable shard id; a shard restarted with its id takes its slots back. Default: assigned.")
     String id;
 
-    @Option(
-            names = "--checkpoint-niceness",
-            defaultValue = "10",
-            description = "How much lower than normal the CPU priority of the threads that encode and write checkpoints"
-                    + " is (Linux niceness, 0 = normal .. 19; default ${DEFAULT-VALUE}): pushes and pulls get the"
-                    + " cores first.")
-    int checkpointNiceness;
-
     @Mixin
     HadoopOptions hadoop;
 
@@ -55,8 +47,7 @@ final class ShardCommand implements Callable<Integer> {
                 .hadoopConf(hadoop.configuration())
                 .port(port)
                 .host(host)
-                .shardId(id)
-                .checkpointNiceness(checkpointNiceness));
+                .shardId(id));
         System.out.println("shard " + shard.shardId() + " serving at " + shard.address());
         Cli.runUntilStopped(shard);
         return 0;

@@ -34,18 +34,11 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
-import java.util.concurrent.Callable;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.CountDownLatch;
-import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
-import java.util.concurrent.Future;
-import java.util.concurrent.ThreadFactory;
-import java.util.concurrent.ThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.LockSupport;
@@ -85,26 +78,18 @@ public final class Shard implements AutoCloseable {
     private final AtomicLong requests = new AtomicLong();
     // Pushes (and SYNC clocks) between their lease check and the end of their offer: a drain waits for them to
     // reach the writers, and a checkpoint's cut is offered only when none is in the middle of its offers.
-    /** The default of {@link #checkpointNiceness(int)}. */
-    public static final int DEFAULT_CHECKPOINT_NICENESS = 10;
-
     private final AtomicInteger pushesInFlight = new AtomicInteger();
     // True while a checkpoint's cut is being offered to the writers: pushes wait (microseconds) before offering.
     private volatile boolean cutting;
     private final PushSequenceWindows sequences = new PushSequenceWindows();
-    // Wakes pulls and reports clocks; never blocks. Its threads start with the shard, not when work first comes: a
-    // thread inherits the CPU priority of the thread that starts it, and the checkpoint threads run below normal.
-    private final ThreadPoolExecutor clockExecutor = started(2, ProxyLink.daemon("ps-clock"));
+    // Wakes pulls and reports clocks; never blocks.
+    private final ExecutorService clockExecutor = Executors.newFixedThreadPool(2, ProxyLink.daemon("ps-clock"));
     // Combines SYNC clocks' gradients and queues them (waits when the writers are full).
-    private final ThreadPoolExecutor applyExecutor = started(1, ProxyLink.daemon("ps-clock-apply"));
-    // How much lower than normal the checkpoint threads' CPU priority is (a Linux niceness; 0: the same).
-    private volatile int checkpointNiceness = DEFAULT_CHECKPOINT_NICENESS;
-    // Reads a checkpoint's rows from the snapshot, encodes and compresses them (one checkpoint at a time: one thread).
-    private final ExecutorService checkpointStreaming =
-            Executors.newSingleThreadExecutor(BackgroundPriority.threads("ps-checkpoint", () -> checkpointNiceness));
-    // Writes a checkpoint's chunks to their files while the streaming thread fills and compresses the next ones.
-    private final ExecutorService checkpointOutput = Executors.newSingleThreadExecutor(
-            BackgroundPriority.threads("ps-checkpoint-output", () -> checkpointNiceness));
+    private final ExecutorService applyExecutor = Executors.newSingleThreadExecutor(ProxyLink.daemon("ps-clock-apply"));
+    // Writes a checkpoint's chunks to their files while the checkpoint's thread fills and compresses the next ones
+    // (one checkpoint at a time: one thread).
+    private final ExecutorService checkpointOutput =
+            Executors.newSingleThreadExecutor(ProxyLink.daemon("ps-checkpoint-output"));
     // SYNC gradients waiting for their clocks may take a quarter of the heap.
     private final JobClocks jobs =
             new JobClocks(clockExecutor, this::applyClock, Runtime.getRuntime().maxMemory() / 4);
@@ -656,9 +641,50 @@ public final class Shard implements AutoCloseable {
                         + ": a partition's removal log no longer holds every removal since (it overflowed, or a later"
                         + " checkpoint pruned it); take a base");
             }
-            // The cut is taken: the rest is background work, done at the checkpoint threads' lower priority.
-            files.addAll(onCheckpointThread(
-                    () -> streamRows(snapshot, store, dir, snapshotTables, options, partBytes, delta, progress)));
+            final CheckpointParts[] parts = new CheckpointParts[snapshotTables.size()];
+            final CheckpointParts[] removed = new CheckpointParts[snapshotTables.size()];
+            for (int t = 0; t < parts.length; t++) {
+                final ParameterTable table = snapshotTables.get(t);
+                parts[t] = new CheckpointParts(
+                                store.fileSystem(),
+                                dir,
+                                shardId,
+                                table,
+                                checkpointId,
+                                options,
+                                partBytes,
+                                false,
+                                checkpointOutput)
+                        .countInto(progress.progress);
+                // A base has no removed keys: its buffer holds one.
+                removed[t] = new CheckpointParts(
+                                store.fileSystem(),
+                                dir,
+                                shardId,
+                                table,
+                                checkpointId,
+                                options,
+                                delta ? partBytes / 4 : 0,
+                                true,
+                                checkpointOutput)
+                        .countInto(progress.progress);
+            }
+            while (!snapshot.done()) {
+                final SnapshotBatch batch = snapshot.poll(100, TimeUnit.MILLISECONDS);
+                if (batch != null) {
+                    try {
+                        (batch.removedKeys() ? removed : parts)[batch.table()].add(batch);
+                        progress.rowsCopied.addAndGet(batch.rows());
+                    } finally {
+                        snapshot.release(batch);
+                    }
+                    faultDelay();
+                }
+            }
+            for (int t = 0; t < parts.length; t++) {
+                files.addAll(parts[t].finish());
+                files.addAll(removed[t].finish());
+            }
         }
         rememberCut(checkpointId, sinceId, epochs.cutEpoch(), covered, snapshotTables);
         final long heldMicros = snapshot.heldPushNanos() / 1000;
@@ -673,144 +699,6 @@ public final class Shard implements AutoCloseable {
                 heldMicros,
                 snapshot.peakSavedBytes());
         return new WrittenCheckpoint(files, snapshot.cutMicros(), covered, heldMicros, snapshot.peakSavedBytes());
-    }
-
-    /** Writes the rows of {@code snapshot} to part files under {@code dir}; returns the files. */
-    private List<CheckpointFile> streamRows(
-            final ShardSnapshot snapshot,
-            final CheckpointStore store,
-            final Path dir,
-            final List<ParameterTable> snapshotTables,
-            final RowFileWriter.Options options,
-            final long partBytes,
-            final boolean delta,
-            final CheckpointProgressBoard.Write progress)
-            throws IOException, InterruptedException {
-        final long checkpointId = progress.checkpointId;
-        final List<CheckpointFile> files = new ArrayList<>();
-        final CheckpointParts[] parts = new CheckpointParts[snapshotTables.size()];
-        final CheckpointParts[] removed = new CheckpointParts[snapshotTables.size()];
-        for (int t = 0; t < parts.length; t++) {
-            final ParameterTable table = snapshotTables.get(t);
-            parts[t] = new CheckpointParts(
-                            store.fileSystem(),
-                            dir,
-                            shardId,
-                            table,
-                            checkpointId,
-                            options,
-                            partBytes,
-                            false,
-                            checkpointOutput)
-                    .countInto(progress.progress);
-            // A base has no removed keys: its buffer holds one.
-            removed[t] = new CheckpointParts(
-                            store.fileSystem(),
-                            dir,
-                            shardId,
-                            table,
-                            checkpointId,
-                            options,
-                            delta ? partBytes / 4 : 0,
-                            true,
-                            checkpointOutput)
-                    .countInto(progress.progress);
-        }
-        while (!snapshot.done()) {
-            final SnapshotBatch batch = snapshot.poll(100, TimeUnit.MILLISECONDS);
-            if (batch != null) {
-                try {
-                    (batch.removedKeys() ? removed : parts)[batch.table()].add(batch);
-                    progress.rowsCopied.addAndGet(batch.rows());
-                } finally {
-                    snapshot.release(batch);
-                }
-                faultDelay();
-            }
-        }
-        for (int t = 0; t < parts.length; t++) {
-            files.addAll(parts[t].finish());
-            files.addAll(removed[t].finish());
-        }
-        return files;
-    }
-
-    /**
-     * Runs {@code work} on the checkpoint streaming thread and waits for it, throwing what it throws. If this thread
-     * is interrupted meanwhile, the work is interrupted too (or never starts) and waited for before this throws
-     * {@link InterruptedException}: what it uses (the snapshot) is the caller's to close after.
-     */
-    private <T> T onCheckpointThread(final Callable<T> work) throws IOException, InterruptedException {
-        final AtomicBoolean claimed = new AtomicBoolean();
-        final CountDownLatch finished = new CountDownLatch(1);
-        final CompletableFuture<T> result = new CompletableFuture<>();
-        final Future<?> task = checkpointStreaming.submit(() -> {
-            if (!claimed.compareAndSet(false, true)) {
-                return;
-            }
-            try {
-                result.complete(work.call());
-            } catch (Throwable failure) {
-                result.completeExceptionally(failure);
-            } finally {
-                finished.countDown();
-            }
-        });
-        try {
-            return result.get();
-        } catch (InterruptedException e) {
-            if (!claimed.compareAndSet(false, true)) {
-                task.cancel(true);
-                awaitUninterruptibly(finished);
-            }
-            throw e;
-        } catch (ExecutionException e) {
-            final Throwable cause = e.getCause();
-            if (cause instanceof IOException io) {
-                throw io;
-            }
-            if (cause instanceof InterruptedException interrupted) {
-                throw interrupted;
-            }
-            if (cause instanceof RuntimeException runtime) {
-                throw runtime;
-            }
-            if (cause instanceof Error error) {
-                throw error;
-            }
-            throw new IllegalStateException(cause);
-        }
-    }
-
-    private static void awaitUninterruptibly(final CountDownLatch latch) {
-        boolean interrupted = false;
-        while (true) {
-            try {
-                latch.await();
-                break;
-            } catch (InterruptedException again) {
-                interrupted = true;
-            }
-        }
-        if (interrupted) {
-            Thread.currentThread().interrupt();
-        }
-    }
-
-    /** Threads of a fixed pool of {@code threads}, all started now. */
-    private static ThreadPoolExecutor started(final int threads, final ThreadFactory factory) {
-        final ThreadPoolExecutor executor = (ThreadPoolExecutor) Executors.newFixedThreadPool(threads, factory);
-        executor.prestartAllCoreThreads();
-        return executor;
-    }
-
-    /**
-     * Sets how much lower than normal the checkpoint threads' CPU priority is (a Linux niceness, 0..19; 0: normal),
-     * for the threads started after this (they start with the first checkpoint).
-     */
-    public void checkpointNiceness(final int niceness) {
-        BackgroundPriority.check(niceness);
-        checkpointNiceness = niceness;
     }
 
     /**
@@ -1588,7 +1476,6 @@ public final class Shard implements AutoCloseable {
         writers.close();
         clockExecutor.shutdownNow();
         applyExecutor.shutdownNow();
-        checkpointStreaming.shutdownNow();
         checkpointOutput.shutdownNow();
     }
 }

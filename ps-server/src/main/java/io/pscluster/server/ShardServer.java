@@ -48,7 +48,6 @@ public final class ShardServer implements AutoCloseable {
                 context.partitions,
                 context.applyQueueCapacity,
                 context.hadoopConf);
-        shard.checkpointNiceness(context.checkpointNiceness);
         // Handlers may block (checkpoint I/O, waiting for the apply queue), so they run on a bounded pool rather
         // than on the event loop; its size bounds how many requests decode and validate at once.
         this.executor = Executors.newFixedThreadPool(context.handlerThreads, ProxyLink.daemon("ps-shard-handler"));
@@ -221,7 +220,6 @@ public final class ShardServer implements AutoCloseable {
         private int applyQueueCapacity = 1024;
         private int partitions = Math.max(1, Math.min(64, Runtime.getRuntime().availableProcessors()));
         private int handlerThreads = 8;
-        private int checkpointNiceness = Shard.DEFAULT_CHECKPOINT_NICENESS;
         private long registerTimeoutMs = 30_000;
         private long shutdownGraceMs = 10_000;
         private boolean drainOnClose = true;
@@ -267,16 +265,6 @@ public final class ShardServer implements AutoCloseable {
 
         public Context applyQueueCapacity(final int value) {
             applyQueueCapacity = value;
-            return this;
-        }
-
-        /**
-         * How much lower than normal the CPU priority of the threads that encode and write checkpoints is: a Linux
-         * niceness, 0 (normal) to 19 (default {@value Shard#DEFAULT_CHECKPOINT_NICENESS}). Pushes and pulls get the
-         * cores first and a checkpoint the rest; on an idle machine it writes as fast as before.
-         */
-        public Context checkpointNiceness(final int value) {
-            checkpointNiceness = value;
             return this;
         }
 
@@ -334,7 +322,6 @@ public final class ShardServer implements AutoCloseable {
             if (applyQueueCapacity < 1) {
                 throw new IllegalArgumentException("applyQueueCapacity=" + applyQueueCapacity + " must be > 0");
             }
-            BackgroundPriority.check(checkpointNiceness);
             if (drainTimeoutMs < 1) {
                 throw new IllegalArgumentException("drainTimeoutMs=" + drainTimeoutMs + " must be > 0");
             }
