@@ -20,24 +20,14 @@ class SlotChunksTest {
     void shouldCutEachOwnersShareIntoEvenChunksOfWholeSlotsWhenSortingOrCounting() {
         final SplittableRandom random = new SplittableRandom(11);
         for (int round = 0; round < 200; round++) {
-            final int shards = 1 + random.nextInt(4);
-            final Routing routing = randomRouting(random, shards);
-            final int n = random.nextInt(3000);
-            // Few distinct keys in some rounds: slots with many keys, some larger than a chunk.
-            final long keyRange = random.nextBoolean() ? 1L << 40 : 1 + random.nextInt(50);
-            final long[] keys = new long[n + 5];
-            for (int i = 0; i < keys.length; i++) {
-                keys[i] = random.nextLong(keyRange) - keyRange / 2;
-            }
-            final int[] positions = new int[n];
-            for (int i = 0; i < n; i++) {
-                positions[i] = random.nextInt(keys.length);
-            }
-            final int targetKeys = 1 + random.nextInt(600);
+            final RandomCall call = RandomCall.next(random);
+            final Routing routing = call.routing();
+            final int shards = routing.addresses().length;
+            final long[] keys = call.keys();
+            final int[] positions = call.positions();
+            final int targetKeys = call.targetKeys();
+            final List<List<int[]>> sorted = call.sortedAsCounted(true);
             final int[] slotOf = SlotChunks.slotsOf(TABLE_HASH, keys, positions);
-            final List<List<int[]>> sorted = SlotChunks.bySorting(slotOf, positions, routing, targetKeys, true);
-            final List<List<int[]>> counted = SlotChunks.byCounting(slotOf, positions, routing, targetKeys, true);
-            assertThat(deep(sorted)).isEqualTo(deep(counted));
             checkChunks(sorted, keys, positions, routing, targetKeys, true);
             final List<List<int[]>> split = SlotChunks.split(TABLE_HASH, keys, positions, routing, targetKeys, true);
             final List<List<int[]>> byOwner = SlotChunks.byOwner(slotOf, positions, routing, targetKeys);
@@ -95,37 +85,24 @@ class SlotChunksTest {
     void shouldCutAPullLikeAPushUnlessASlotIsLargerThanAChunkAndThenKeepEveryChunkWithinTheLimit() {
         final SplittableRandom random = new SplittableRandom(13);
         for (int round = 0; round < 200; round++) {
-            final int shards = 1 + random.nextInt(4);
-            final Routing routing = randomRouting(random, shards);
-            final int n = random.nextInt(3000);
-            final long keyRange = random.nextBoolean() ? 1L << 40 : 1 + random.nextInt(50);
-            final long[] keys = new long[n + 5];
-            for (int i = 0; i < keys.length; i++) {
-                keys[i] = random.nextLong(keyRange) - keyRange / 2;
-            }
-            final int[] positions = new int[n];
-            for (int i = 0; i < n; i++) {
-                positions[i] = random.nextInt(keys.length);
-            }
-            final int targetKeys = 1 + random.nextInt(600);
-            final int[] slotOf = SlotChunks.slotsOf(TABLE_HASH, keys, positions);
-            final List<List<int[]>> sorted = SlotChunks.bySorting(slotOf, positions, routing, targetKeys, false);
-            final List<List<int[]>> counted = SlotChunks.byCounting(slotOf, positions, routing, targetKeys, false);
-            assertThat(deep(sorted)).isEqualTo(deep(counted));
-            final List<List<int[]>> whole = SlotChunks.bySorting(slotOf, positions, routing, targetKeys, true);
+            final RandomCall call = RandomCall.next(random);
+            final int shards = call.routing().addresses().length;
+            final long[] keys = call.keys();
+            final List<List<int[]>> sorted = call.sortedAsCounted(false);
+            final List<List<int[]>> whole = call.sortedAsCounted(true);
             final List<Integer> all = new ArrayList<>();
             boolean slotOverLimit = false;
             for (int owner = 0; owner <= shards; owner++) {
                 final int share = sorted.get(owner).stream()
                         .mapToInt(chunk -> chunk.length)
                         .sum();
-                final int maxKeys = SlotChunks.limitOf(SlotChunks.evenPartOf(share, targetKeys));
+                final int maxKeys = SlotChunks.limitOf(SlotChunks.evenPartOf(share, call.targetKeys()));
                 for (final int[] chunk : sorted.get(owner)) {
                     assertThat(chunk.length).isBetween(1, maxKeys);
                     for (final int position : chunk) {
                         all.add(position);
                         final int slot = Slots.slotOf(TABLE_HASH, keys[position]);
-                        final int slotOwner = routing.ownerOfSlot()[slot];
+                        final int slotOwner = call.routing().ownerOfSlot()[slot];
                         assertThat(slotOwner < 0 ? shards : slotOwner).isEqualTo(owner);
                     }
                 }
@@ -135,7 +112,7 @@ class SlotChunksTest {
             }
             assertThat(all)
                     .containsExactlyInAnyOrderElementsOf(
-                            Arrays.stream(positions).boxed().toList());
+                            Arrays.stream(call.positions()).boxed().toList());
             if (!slotOverLimit) {
                 assertThat(deep(sorted))
                         .as("no slot over the limit: cut as a push")
@@ -234,6 +211,33 @@ class SlotChunksTest {
             }
         }
         assertThat(seen).isEqualTo(expected);
+    }
+
+    /** A random call: keys (few distinct ones in some, so that slots with many keys, some larger than a chunk). */
+    private record RandomCall(Routing routing, long[] keys, int[] positions, int targetKeys) {
+        static RandomCall next(final SplittableRandom random) {
+            final Routing routing = randomRouting(random, 1 + random.nextInt(4));
+            final int n = random.nextInt(3000);
+            final long keyRange = random.nextBoolean() ? 1L << 40 : 1 + random.nextInt(50);
+            final long[] keys = new long[n + 5];
+            for (int i = 0; i < keys.length; i++) {
+                keys[i] = random.nextLong(keyRange) - keyRange / 2;
+            }
+            final int[] positions = new int[n];
+            for (int i = 0; i < n; i++) {
+                positions[i] = random.nextInt(keys.length);
+            }
+            return new RandomCall(routing, keys, positions, 1 + random.nextInt(600));
+        }
+
+        /** The chunks by sorting, checked to be those by counting. */
+        List<List<int[]>> sortedAsCounted(final boolean wholeSlots) {
+            final int[] slotOf = SlotChunks.slotsOf(TABLE_HASH, keys, positions);
+            final List<List<int[]>> sorted = SlotChunks.bySorting(slotOf, positions, routing, targetKeys, wholeSlots);
+            assertThat(deep(sorted))
+                    .isEqualTo(deep(SlotChunks.byCounting(slotOf, positions, routing, targetKeys, wholeSlots)));
+            return sorted;
+        }
     }
 
     private static Routing randomRouting(final SplittableRandom random, final int shards) {
