@@ -264,9 +264,9 @@ public final class PsTable {
 
     /**
      * Splits {@code positions} by owning shard and into chunks of whole slots (for a push, so that every repeat of a
-     * key is in one request; see {@link Call#wholeSlots}), sends them windowed, and retries refused ones. A re-split ({@code parent} set) makes exactly one
-     * request per owner, each no larger than the one it came from, so that no two requests to one shard share a
-     * sequence.
+     * key is in one request; see {@link Call#wholeSlots}), sends them windowed, and retries refused ones. A re-split
+     * ({@code parent} set) makes exactly one request per owner, each no larger than the one it came from, so that no
+     * two requests to one shard share a sequence.
      */
     private CompletableFuture<Void> send(
             final Call call,

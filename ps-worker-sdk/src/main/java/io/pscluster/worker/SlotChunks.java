@@ -7,7 +7,7 @@ import java.util.List;
 
 /**
  * Splits a call's keys by the shard that owns their slot, and each shard's share into chunks of whole slots of about
- * {@code targetKeys} keys, so that every duplicate of a key is in one request. A share of {@code n} keys makes {@code
+ * {@code targetKeys} keys, so that every duplicate of a key is in one request (which a push needs; see below). A share of {@code n} keys makes {@code
  * k = max(1, round(n / targetKeys))} chunks of about {@code n / k} keys each (see {@link #limitOf}): a call just past
  * the target goes in one request rather than in a full one and a sliver (a 1 MiB stream1m call of 4,096 dim-64 keys
  * went in 3,971 keys and 125), and a larger one in even parts. A slot with more keys than a chunk's limit (only

@@ -213,7 +213,10 @@ public final class ShardSnapshot implements AutoCloseable {
         return finished.get() == scans.length && ready.isEmpty();
     }
 
-    /** How long the cut took, in microseconds: from offering it until every writer marked it (pushes wait only while it is offered). */
+    /**
+     * How long the cut took, in microseconds: from offering it until every writer marked it (pushes wait only while it
+     * is offered).
+     */
     public long cutMicros() {
         return cutMicros;
     }
