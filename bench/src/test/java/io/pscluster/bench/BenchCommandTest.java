@@ -249,7 +249,13 @@ class BenchCommandTest {
             if (result.has("target")) {
                 final double least =
                         Double.parseDouble(result.get("target").getAsString().substring(">= ".length()));
-                assertThat(result.get("met").getAsBoolean()).as("%s", result).isEqualTo(expected >= least);
+                // The printed figures are rounded: a ratio within that rounding of the target (a p99 exactly twice
+                // the baseline's, which the histogram's buckets make likely) cannot be decided from them.
+                if (Math.abs(expected - least) > least * 1e-4) {
+                    assertThat(result.get("met").getAsBoolean())
+                            .as("%s", result)
+                            .isEqualTo(expected >= least);
+                }
             }
         }
         return results;
