@@ -22,6 +22,11 @@ import org.apache.hadoop.fs.Path;
  * (record ids, not slots); a row file holds its slots in ascending order, so rows are gathered in a buffer of at most
  * {@code bufferBytes}, ordered by slot (a counting sort) and written as one part when it is full. Heap use is the
  * buffer, whatever the number of rows.
+ *
+ * <p>The buffer is allocated as rows come, in segments of at most {@link #SEGMENT_BYTES}, not whole up front: a table
+ * of a few rows costs a few rows of heap (each table's buffer is up to 64 MiB: with a 4 GiB heap a checkpoint of 8
+ * small tables allocated 8 x 67 MB), and no single allocation is large. The JVM zeroes a new array in one stretch,
+ * during which the allocating thread cannot reach a safepoint, so every other thread that reaches one waits for it.
  */
 final class CheckpointParts {
     private final FileSystem fs;
@@ -34,13 +39,25 @@ final class CheckpointParts {
     /** Where the part files' chunks are written to their streams (see {@link RowFileWriter}). */
     private final Executor output;
 
+    /** The most bytes of rows in one segment of the buffer (see the class comment). */
+    static final int SEGMENT_BYTES = 4 << 20;
+
     private final int rowWidth;
     private final int rowBytes;
-    /** Rows as a row file stores them (key, then the record's float bits, little-endian), in arrival order. */
-    private final byte[] buffer;
+    /** Rows per segment, a power of two: row {@code r} is row {@code r & segmentMask} of segment {@code r >>> shift}. */
+    private final int segmentShift;
 
-    private final int[] slots;
-    private final int[] order;
+    private final int segmentMask;
+    /**
+     * Rows as a row file stores them (key, then the record's float bits, little-endian), in arrival order, by segment;
+     * the segments allocated so far, kept for the next part.
+     */
+    private byte[][] segments = new byte[0][];
+    /** The slot of each row, by segment as {@link #segments}. */
+    private int[][] slotSegments = new int[0][];
+    /** Row numbers in slot order, for the part being written; grown to the most rows a part has had. */
+    private int[] order = new int[0];
+
     private final int[] slotStarts = new int[Slots.SLOT_COUNT + 1];
     private final List<CheckpointFile> files = new ArrayList<>();
     private final int capacity;
@@ -69,10 +86,19 @@ final class CheckpointParts {
         this.rowWidth = removedKeys ? 0 : table.rowWidth();
         this.rowBytes = 8 + 4 * rowWidth;
         final long perRow = rowBytes + 4 + 4; // the row, its slot, its place in slot order
-        this.capacity = (int) Math.max(1, Math.min((Integer.MAX_VALUE - 8) / rowBytes, bufferBytes / perRow));
-        this.buffer = new byte[capacity * rowBytes];
-        this.slots = new int[capacity];
-        this.order = new int[capacity];
+        this.capacity = (int) Math.max(1, Math.min(Integer.MAX_VALUE - 8, bufferBytes / perRow));
+        final int perSegment = Integer.highestOneBit(Math.max(1, SEGMENT_BYTES / rowBytes));
+        this.segmentShift = Integer.numberOfTrailingZeros(perSegment);
+        this.segmentMask = perSegment - 1;
+    }
+
+    /** Bytes of heap the buffer holds now (its segments and the slot order); for tests. */
+    long bufferedBytes() {
+        long bytes = 4L * order.length;
+        for (int i = 0; i < segments.length; i++) {
+            bytes += segments[i].length + 4L * slotSegments[i].length;
+        }
+        return bytes;
     }
 
     /** Counts the rows written from now on into {@code value}. */
@@ -88,15 +114,31 @@ final class CheckpointParts {
             if (rows == capacity) {
                 writePart();
             }
-            // As many rows as fit, copied as they are; their slots from their keys.
-            final int n = Math.min(batch.rows() - row, capacity - rows);
-            System.arraycopy(source, row * rowBytes, buffer, rows * rowBytes, n * rowBytes);
+            final int segment = rows >>> segmentShift;
+            final int at = rows & segmentMask;
+            if (segment == segments.length) {
+                addSegment();
+            }
+            // As many rows as fit in the segment, copied as they are; their slots from their keys.
+            final int n = Math.min(batch.rows() - row, slotSegments[segment].length - at);
+            System.arraycopy(source, row * rowBytes, segments[segment], at * rowBytes, n * rowBytes);
+            final int[] slots = slotSegments[segment];
             for (int i = 0; i < n; i++) {
-                slots[rows + i] = table.slotOf(batch.key(row + i));
+                slots[at + i] = table.slotOf(batch.key(row + i));
             }
             rows += n;
             row += n;
         }
+    }
+
+    /** One more segment, of as many rows as the buffer may still hold, at most a segment's. */
+    private void addSegment() {
+        final int first = segments.length << segmentShift;
+        final int segmentRows = Math.min(segmentMask + 1, capacity - first);
+        segments = java.util.Arrays.copyOf(segments, segments.length + 1);
+        slotSegments = java.util.Arrays.copyOf(slotSegments, slotSegments.length + 1);
+        segments[segments.length - 1] = new byte[segmentRows * rowBytes];
+        slotSegments[slotSegments.length - 1] = new int[segmentRows];
     }
 
     /** Writes what is buffered and returns every part written (none for a table without rows here). */
@@ -110,13 +152,16 @@ final class CheckpointParts {
     private void writePart() throws IOException {
         java.util.Arrays.fill(slotStarts, 0);
         for (int i = 0; i < rows; i++) {
-            slotStarts[slots[i] + 1]++;
+            slotStarts[slotSegments[i >>> segmentShift][i & segmentMask] + 1]++;
         }
         for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {
             slotStarts[slot + 1] += slotStarts[slot];
         }
+        if (order.length < rows) {
+            order = new int[rows];
+        }
         for (int i = 0; i < rows; i++) {
-            order[slotStarts[slots[i]]++] = i;
+            order[slotStarts[slotSegments[i >>> segmentShift][i & segmentMask]]++] = i;
         }
         // slotStarts[s] now holds the end of slot s; rows of slot s are order[end(s-1) .. end(s)).
         final String relative = removedKeys
@@ -134,7 +179,8 @@ final class CheckpointParts {
                 writer.beginSlot(slot);
                 final int first = next;
                 for (; next < end; next++) {
-                    writer.writeStoredRow(buffer, order[next] * rowBytes);
+                    final int row = order[next];
+                    writer.writeStoredRow(segments[row >>> segmentShift], (row & segmentMask) * rowBytes);
                 }
                 if (progress != null) {
                     progress.addRows(end - first);
