@@ -8,6 +8,8 @@ import io.pscluster.proto.v1.ShardServiceGrpc;
 import java.io.EOFException;
 import java.io.IOException;
 import java.io.InputStream;
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.FloatBuffer;
@@ -34,6 +36,9 @@ import java.nio.FloatBuffer;
 final class PullScatter implements MethodDescriptor.Marshaller<PullScatter.Outcome> {
     /** Bytes read from the stream at a time: a multiple of a float, small enough to stay in cache. */
     static final int PIECE_BYTES = 64 << 10;
+
+    private static final VarHandle FLOAT_LE =
+            MethodHandles.byteArrayViewVarHandle(float[].class, ByteOrder.LITTLE_ENDIAN);
 
     private static final int VALUES_FIELD = 1;
     private static final ThreadLocal<ByteBuffer> PIECE =
@@ -118,6 +123,10 @@ final class PullScatter implements MethodDescriptor.Marshaller<PullScatter.Outco
     /** Reads {@code length} bytes of rows, in the order of {@link #positions}, into their places in {@link #values}. */
     private void scatter(final InputStream stream, final int length) throws IOException {
         final ByteBuffer piece = PIECE.get();
+        if (dim < KeyDedup.BULK_COPY_DIM) {
+            scatterNarrow(stream, length, piece.array());
+            return;
+        }
         final FloatBuffer floats = piece.asFloatBuffer();
         int row = 0;
         int column = 0;
@@ -130,6 +139,27 @@ final class PullScatter implements MethodDescriptor.Marshaller<PullScatter.Outco
                 floats.get(values, positions[row] * dim + column, run);
                 column += run;
                 if (column == dim) {
+                    column = 0;
+                    row++;
+                }
+            }
+            left -= bytes;
+        }
+    }
+
+    /**
+     * As {@link #scatter} for rows narrower than {@link KeyDedup#BULK_COPY_DIM}: float by float, where a bulk get per
+     * row would cost a call and its checks for each row.
+     */
+    private void scatterNarrow(final InputStream stream, final int length, final byte[] piece) throws IOException {
+        int row = 0;
+        int column = 0;
+        for (int left = length; left > 0; ) {
+            final int bytes = Math.min(left, PIECE_BYTES);
+            readFully(stream, piece, bytes);
+            for (int at = 0; at < bytes; at += Float.BYTES) {
+                values[positions[row] * dim + column] = (float) FLOAT_LE.get(piece, at);
+                if (++column == dim) {
                     column = 0;
                     row++;
                 }

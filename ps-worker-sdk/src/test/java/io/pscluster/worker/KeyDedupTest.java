@@ -32,6 +32,39 @@ class KeyDedupTest {
     }
 
     @Test
+    void shouldCopyEveryRowOfAPushWithoutRepeatsIntoItsPlaceNarrowOrWide() {
+        final SplittableRandom random = new SplittableRandom(5);
+        for (final int dim : new int[] {1, 2, KeyDedup.BULK_COPY_DIM - 1, KeyDedup.BULK_COPY_DIM, 64}) {
+            final int n = 1_000;
+            final long[] keys = new long[n];
+            final float[] gradients = new float[n * dim];
+            for (int i = 0; i < n; i++) {
+                keys[i] = i * 0x9E3779B97F4A7C15L;
+            }
+            for (int i = 0; i < gradients.length; i++) {
+                gradients[i] = (float) random.nextDouble(-1, 1);
+            }
+            // Every other key, backwards.
+            final int[] positions = new int[n / 2];
+            for (int k = 0; k < positions.length; k++) {
+                positions[k] = n - 1 - 2 * k;
+            }
+            final KeyDedup.Encoded encoded = KeyDedup.encodePush(keys, gradients, dim, positions);
+            final float[] rows = LittleEndian.decodeFloats(encoded.gradients(), "gradients");
+            assertThat(encoded.count()).isEqualTo(positions.length);
+            assertThat(rows).hasSize(positions.length * dim);
+            for (int k = 0; k < positions.length; k++) {
+                for (int d = 0; d < dim; d++) {
+                    if (rows[k * dim + d] != gradients[positions[k] * dim + d]) {
+                        throw new AssertionError("dim " + dim + ", row " + k + ", value " + d + ": " + rows[k * dim + d]
+                                + " instead of " + gradients[positions[k] * dim + d]);
+                    }
+                }
+            }
+        }
+    }
+
+    @Test
     void shouldAgreeWithAMapOnRandomKeysWithManyRepeats() {
         final SplittableRandom random = new SplittableRandom(3);
         final int n = 100_000;

@@ -26,18 +26,20 @@ class PullScatterTest {
 
     @Test
     void shouldPutEveryRowAtItsPositionAcrossPiecesThatSplitRows() {
-        // dim 3 and more than two pieces of values: rows (and the last piece) straddle piece boundaries.
-        final int dim = 3;
-        final int keys = 3 * PullScatter.PIECE_BYTES / (dim * Float.BYTES) + 5;
-        final int[] positions = shuffledPositions(keys);
-        final float[] answered = randomFloats(keys * dim);
+        // More than two pieces of values, rows narrow (float by float) and wide (a bulk get per row); at dim 3 and 37
+        // rows (and the last piece) straddle piece boundaries.
+        for (final int dim : new int[] {1, 3, KeyDedup.BULK_COPY_DIM - 1, KeyDedup.BULK_COPY_DIM, 37}) {
+            final int keys = 3 * PullScatter.PIECE_BYTES / (dim * Float.BYTES) + 5;
+            final int[] positions = shuffledPositions(keys);
+            final float[] answered = randomFloats(keys * dim);
 
-        final float[] values = new float[keys * dim];
-        final PullScatter.Outcome outcome = new PullScatter(values, positions, dim)
-                .parse(trickle(response(answered).toByteArray()));
+            final float[] values = new float[keys * dim];
+            final PullScatter.Outcome outcome = new PullScatter(values, positions, dim)
+                    .parse(trickle(response(answered).toByteArray()));
 
-        assertThat(outcome.problem()).isNull();
-        assertThat(values).containsExactly(expected(answered, positions, dim, keys));
+            assertThat(outcome.problem()).isNull();
+            assertThat(values).as("dim %d", dim).containsExactly(expected(answered, positions, dim, keys));
+        }
     }
 
     @Test
