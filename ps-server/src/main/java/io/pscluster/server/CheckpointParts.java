@@ -11,6 +11,7 @@ import io.pscluster.server.table.SnapshotBatch;
 import io.pscluster.wire.Slots;
 import java.io.IOException;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.concurrent.Executor;
 import org.apache.hadoop.fs.FileSystem;
@@ -23,9 +24,10 @@ import org.apache.hadoop.fs.Path;
  * {@code bufferBytes}, ordered by slot (a counting sort) and written as one part when it is full. Heap use is the
  * buffer, whatever the number of rows.
  *
- * <p>The buffer is allocated as rows come, in segments of at most {@link #SEGMENT_BYTES}, not whole up front: a table
- * of a few rows costs a few rows of heap (each table's buffer is up to 64 MiB: with a 4 GiB heap a checkpoint of 8
- * small tables allocated 8 x 67 MB), and no single allocation is large. The JVM zeroes a new array in one stretch,
+ * <p>The buffer is allocated as rows come, in segments of at most {@link #SEGMENT_BYTES} of rows (and their slot and
+ * order arrays), the first starting at {@link #FIRST_SEGMENT_ROWS} rows and doubling, not whole up front: a table of a
+ * few rows costs tens of KiB, where each table's whole buffer (up to 64 MiB) was allocated at every checkpoint (with a
+ * 4 GiB heap, 537 MB for 8 small tables). No array is larger than a segment: the JVM zeroes a new array in one stretch,
  * during which the allocating thread cannot reach a safepoint, so every other thread that reaches one waits for it.
  */
 final class CheckpointParts {
@@ -41,6 +43,8 @@ final class CheckpointParts {
 
     /** The most bytes of rows in one segment of the buffer (see the class comment). */
     static final int SEGMENT_BYTES = 4 << 20;
+    /** Rows the first segment starts with; it doubles as rows come, up to a whole segment. */
+    static final int FIRST_SEGMENT_ROWS = 1024;
 
     private final int rowWidth;
     private final int rowBytes;
@@ -55,8 +59,8 @@ final class CheckpointParts {
     private byte[][] segments = new byte[0][];
     /** The slot of each row, by segment as {@link #segments}. */
     private int[][] slotSegments = new int[0][];
-    /** Row numbers in slot order, for the part being written; grown to the most rows a part has had. */
-    private int[] order = new int[0];
+    /** Row numbers in slot order, for the part being written: entry {@code p} by segment as {@link #segments}. */
+    private int[][] orderSegments = new int[0][];
 
     private final int[] slotStarts = new int[Slots.SLOT_COUNT + 1];
     private final List<CheckpointFile> files = new ArrayList<>();
@@ -92,15 +96,6 @@ final class CheckpointParts {
         this.segmentMask = perSegment - 1;
     }
 
-    /** Bytes of heap the buffer holds now (its segments and the slot order); for tests. */
-    long bufferedBytes() {
-        long bytes = 4L * order.length;
-        for (int i = 0; i < segments.length; i++) {
-            bytes += segments[i].length + 4L * slotSegments[i].length;
-        }
-        return bytes;
-    }
-
     /** Counts the rows written from now on into {@code value}. */
     CheckpointParts countInto(final Progress value) {
         progress = value;
@@ -118,6 +113,8 @@ final class CheckpointParts {
             final int at = rows & segmentMask;
             if (segment == segments.length) {
                 addSegment();
+            } else if (at == slotSegments[segment].length) {
+                growSegment(segment);
             }
             // As many rows as fit in the segment, copied as they are; their slots from their keys.
             final int n = Math.min(batch.rows() - row, slotSegments[segment].length - at);
@@ -131,14 +128,38 @@ final class CheckpointParts {
         }
     }
 
-    /** One more segment, of as many rows as the buffer may still hold, at most a segment's. */
+    /**
+     * One more segment: the first of {@link #FIRST_SEGMENT_ROWS} (a table of few rows costs little), each later one
+     * whole.
+     */
     private void addSegment() {
-        final int first = segments.length << segmentShift;
-        final int segmentRows = Math.min(segmentMask + 1, capacity - first);
-        segments = java.util.Arrays.copyOf(segments, segments.length + 1);
-        slotSegments = java.util.Arrays.copyOf(slotSegments, slotSegments.length + 1);
-        segments[segments.length - 1] = new byte[segmentRows * rowBytes];
-        slotSegments[slotSegments.length - 1] = new int[segmentRows];
+        final int segment = segments.length;
+        segments = Arrays.copyOf(segments, segment + 1);
+        slotSegments = Arrays.copyOf(slotSegments, segment + 1);
+        orderSegments = Arrays.copyOf(orderSegments, segment + 1);
+        final int full = fullRows(segment);
+        sizeSegment(segment, segment == 0 ? Math.min(FIRST_SEGMENT_ROWS, full) : full);
+    }
+
+    /** Doubles a segment that is not yet whole (the first), keeping its rows. */
+    private void growSegment(final int segment) {
+        sizeSegment(segment, Math.min(2 * slotSegments[segment].length, fullRows(segment)));
+    }
+
+    /** Rows a whole segment {@code segment} holds: a segment's worth, or what the buffer may still hold. */
+    private int fullRows(final int segment) {
+        return Math.min(segmentMask + 1, capacity - (segment << segmentShift));
+    }
+
+    private void sizeSegment(final int segment, final int segmentRows) {
+        segments[segment] = segments[segment] == null
+                ? new byte[segmentRows * rowBytes]
+                : Arrays.copyOf(segments[segment], segmentRows * rowBytes);
+        slotSegments[segment] = slotSegments[segment] == null
+                ? new int[segmentRows]
+                : Arrays.copyOf(slotSegments[segment], segmentRows);
+        // Written afresh for each part: nothing to keep.
+        orderSegments[segment] = new int[segmentRows];
     }
 
     /** Writes what is buffered and returns every part written (none for a table without rows here). */
@@ -150,18 +171,16 @@ final class CheckpointParts {
     }
 
     private void writePart() throws IOException {
-        java.util.Arrays.fill(slotStarts, 0);
+        Arrays.fill(slotStarts, 0);
         for (int i = 0; i < rows; i++) {
             slotStarts[slotSegments[i >>> segmentShift][i & segmentMask] + 1]++;
         }
         for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {
             slotStarts[slot + 1] += slotStarts[slot];
         }
-        if (order.length < rows) {
-            order = new int[rows];
-        }
         for (int i = 0; i < rows; i++) {
-            order[slotStarts[slotSegments[i >>> segmentShift][i & segmentMask]]++] = i;
+            final int at = slotStarts[slotSegments[i >>> segmentShift][i & segmentMask]]++;
+            orderSegments[at >>> segmentShift][at & segmentMask] = i;
         }
         // slotStarts[s] now holds the end of slot s; rows of slot s are order[end(s-1) .. end(s)).
         final String relative = removedKeys
@@ -179,7 +198,7 @@ final class CheckpointParts {
                 writer.beginSlot(slot);
                 final int first = next;
                 for (; next < end; next++) {
-                    final int row = order[next];
+                    final int row = orderSegments[next >>> segmentShift][next & segmentMask];
                     writer.writeStoredRow(segments[row >>> segmentShift], (row & segmentMask) * rowBytes);
                 }
                 if (progress != null) {

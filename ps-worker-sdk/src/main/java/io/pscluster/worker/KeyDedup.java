@@ -58,7 +58,6 @@ final class KeyDedup {
         keyBytes.asLongBuffer().put(unique, 0, count);
         final ByteBuffer rowBytes =
                 ByteBuffer.allocate(count * dim * Float.BYTES).order(ByteOrder.LITTLE_ENDIAN);
-        final FloatBuffer rowFloats = rowBytes.asFloatBuffer();
         if (count == n && dim < BULK_COPY_DIM) {
             // No key repeats (the common case), narrow rows: each float stored into the request directly. A bulk put
             // per row costs a call and its checks per row, 16 ns a key at dim 1 (most of encoding a 10M-key push).
@@ -73,6 +72,7 @@ final class KeyDedup {
             }
         } else if (count == n) {
             // No key repeats, wide rows: each row copied straight into the request.
+            final FloatBuffer rowFloats = rowBytes.asFloatBuffer();
             for (final int position : positions) {
                 rowFloats.put(gradients, position * dim, dim);
             }
@@ -85,7 +85,7 @@ final class KeyDedup {
                     sums[to + d] += gradients[from + d];
                 }
             }
-            rowFloats.put(sums);
+            rowBytes.asFloatBuffer().put(sums);
         }
         return new Encoded(
                 UnsafeByteOperations.unsafeWrap(keyBytes.array()),
