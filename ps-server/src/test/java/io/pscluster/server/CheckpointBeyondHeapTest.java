@@ -6,9 +6,6 @@ import io.pscluster.checkpoint.CheckpointStore;
 import io.pscluster.checkpoint.RowFileInfo;
 import io.pscluster.checkpoint.RowFileReader;
 import io.pscluster.proto.v1.CheckpointFile;
-import io.pscluster.proto.v1.OptimizerSpec;
-import io.pscluster.proto.v1.TableKind;
-import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.server.table.ParameterTable;
 import java.io.File;
 import java.nio.charset.StandardCharsets;
@@ -73,14 +70,7 @@ class CheckpointBeyondHeapTest {
     public static final class Child {
         public static void main(final String[] args) throws Exception {
             final java.net.URI root = java.net.URI.create(args[0]);
-            try (Shard shard = new Shard("big", 1 << 16, 2, 1024, new Configuration())) {
-                TestRouting.serve(shard, TestRouting.allSlotsTo("big", 1));
-                shard.createTable(TableSchema.newBuilder()
-                        .setName("emb")
-                        .setKind(TableKind.SPARSE)
-                        .setDim(DIM)
-                        .setOptimizer(OptimizerSpec.newBuilder().setLearningRate(1f))
-                        .build());
+            try (Shard shard = CheckpointPartsTest.shardWithTable("big", DIM)) {
                 final ParameterTable table = shard.table("emb");
                 final int batch = 4096;
                 final long[] keys = new long[batch];
