@@ -48,7 +48,10 @@ final class CheckpointParts {
 
     private final int rowWidth;
     private final int rowBytes;
-    /** Rows per segment, a power of two: row {@code r} is row {@code r & segmentMask} of segment {@code r >>> shift}. */
+    /**
+     * Rows per segment, a power of two: row {@code r} is row {@code r & segmentMask} of segment {@code r >>>
+     * segmentShift}.
+     */
     private final int segmentShift;
 
     private final int segmentMask;
@@ -138,28 +141,24 @@ final class CheckpointParts {
         slotSegments = Arrays.copyOf(slotSegments, segment + 1);
         orderSegments = Arrays.copyOf(orderSegments, segment + 1);
         final int full = fullRows(segment);
-        sizeSegment(segment, segment == 0 ? Math.min(FIRST_SEGMENT_ROWS, full) : full);
+        final int segmentRows = segment == 0 ? Math.min(FIRST_SEGMENT_ROWS, full) : full;
+        segments[segment] = new byte[segmentRows * rowBytes];
+        slotSegments[segment] = new int[segmentRows];
+        orderSegments[segment] = new int[segmentRows];
     }
 
-    /** Doubles a segment that is not yet whole (the first), keeping its rows. */
+    /** Doubles a segment that is not yet whole (the first), keeping its rows and their slots. */
     private void growSegment(final int segment) {
-        sizeSegment(segment, Math.min(2 * slotSegments[segment].length, fullRows(segment)));
+        final int segmentRows = Math.min(2 * slotSegments[segment].length, fullRows(segment));
+        segments[segment] = Arrays.copyOf(segments[segment], segmentRows * rowBytes);
+        slotSegments[segment] = Arrays.copyOf(slotSegments[segment], segmentRows);
+        // Written afresh for each part: nothing to keep.
+        orderSegments[segment] = new int[segmentRows];
     }
 
     /** Rows a whole segment {@code segment} holds: a segment's worth, or what the buffer may still hold. */
     private int fullRows(final int segment) {
         return Math.min(segmentMask + 1, capacity - (segment << segmentShift));
-    }
-
-    private void sizeSegment(final int segment, final int segmentRows) {
-        segments[segment] = segments[segment] == null
-                ? new byte[segmentRows * rowBytes]
-                : Arrays.copyOf(segments[segment], segmentRows * rowBytes);
-        slotSegments[segment] = slotSegments[segment] == null
-                ? new int[segmentRows]
-                : Arrays.copyOf(slotSegments[segment], segmentRows);
-        // Written afresh for each part: nothing to keep.
-        orderSegments[segment] = new int[segmentRows];
     }
 
     /** Writes what is buffered and returns every part written (none for a table without rows here). */
@@ -182,7 +181,7 @@ final class CheckpointParts {
             final int at = slotStarts[slotSegments[i >>> segmentShift][i & segmentMask]]++;
             orderSegments[at >>> segmentShift][at & segmentMask] = i;
         }
-        // slotStarts[s] now holds the end of slot s; rows of slot s are order[end(s-1) .. end(s)).
+        // slotStarts[s] now holds the end of slot s; rows of slot s are at entries end(s-1) .. end(s) of orderSegments.
         final String relative = removedKeys
                 ? CheckpointStore.removedKeysFileName(shardId, table.name(), checkpointId, files.size())
                 : CheckpointStore.fileName(shardId, table.name(), checkpointId, files.size());

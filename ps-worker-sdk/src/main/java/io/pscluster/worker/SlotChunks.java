@@ -7,12 +7,13 @@ import java.util.List;
 
 /**
  * Splits a call's keys by the shard that owns their slot, and each shard's share into chunks of whole slots of about
- * {@code targetKeys} keys, so that every duplicate of a key is in one request (which a push needs; see below). A share of {@code n} keys makes {@code
- * k = max(1, round(n / targetKeys))} chunks of about {@code n / k} keys each (see {@link #limitOf}): a call just past
- * the target goes in one request rather than in a full one and a sliver (a 1 MiB stream1m call of 4,096 dim-64 keys
- * went in 3,971 keys and 125), and a larger one in even parts. A slot with more keys than a chunk's limit (only
- * repeats of keys make one) is a chunk of its own when the call needs whole slots (a push, whose repeats are summed in
- * their request), and goes in even parts like a share otherwise (a pull, where any key may go in any request).
+ * {@code targetKeys} keys, so that every duplicate of a key is in one request (which a push needs; see below). A share
+ * of {@code n} keys makes {@code k = max(1, round(n / targetKeys))} chunks of about {@code n / k} keys each (see {@link
+ * #limitOf}): a call just past the target goes in one request rather than in a full one and a sliver (a 1 MiB stream1m
+ * call of 4,096 dim-64 keys went in 3,971 keys and 125), and a larger one in even parts. A slot with more keys than a
+ * chunk's limit (only repeats of keys make one) is a chunk of its own when the call needs whole slots (a push, whose
+ * repeats are summed in their request), and goes in even parts like a share otherwise (a pull, where any key may go in
+ * any request).
  *
  * <p>When every owner's share goes in one chunk (the usual case), the keys are grouped by owner in the call's order,
  * in two passes over the keys ({@link #byOwner}). Otherwise they are ordered by (owner, slot, position in the call) in
