@@ -136,6 +136,38 @@ class BadInputTest {
                 .satisfies(e -> assertStatus(e, Status.Code.INVALID_ARGUMENT, "non-finite gradient Infinity"));
     }
 
+    /**
+     * Through the SDK a push is split by shard: a bad value in one shard's part must not let the other shard apply its
+     * part. Each push below has a good row for shard 0 and a bad one for shard 1; shard 0's row must stay at zeros.
+     */
+    @Test
+    void shouldChangeNothingOnAnyShardWhenAnSdkPushHasABadValueInOneShardsPart() throws InterruptedException {
+        final long[] keys = {keyOnShard0, keyOnShard1};
+        final float[] gradients = {1, 1, 1, 1, 1, 1, 1, Float.NaN};
+        assertThatThrownBy(() -> table.push(keys, gradients))
+                .isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("non-finite gradient NaN for key " + keyOnShard1 + " (element 3)")
+                .hasMessageContaining("nothing was sent");
+        gradients[7] = Float.NEGATIVE_INFINITY;
+        assertThatThrownBy(() -> table.pushAsync(keys, gradients))
+                .isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("non-finite gradient -Infinity");
+
+        assertThatThrownBy(() -> table.push(new long[] {keyOnShard0, ROWS}, new float[2 * DIM]))
+                .isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("key 100 is outside dense table 'dense' (rows 0..99)");
+
+        // Finite values whose sum over a repeated key is not: the SDK sums repeats before it sends them.
+        final float[] huge = {1, 1, 1, 1, 0, 0, 0, 3e38f, 0, 0, 0, 3e38f};
+        assertThatThrownBy(() -> table.push(new long[] {keyOnShard0, keyOnShard1, keyOnShard1}, huge))
+                .isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("the gradients of key " + keyOnShard1 + " (element 3), repeated")
+                .hasMessageContaining("sum to Infinity");
+
+        cluster.shard(1).shard().awaitQuiescent();
+        assertThat(table.pull(new long[] {keyOnShard0, keyOnShard1})).containsOnly(0f);
+    }
+
     @Test
     void shouldAnswerInvalidArgumentWhenTooManyKeys() {
         final long[] keys = new long[MAX_KEYS + 1];

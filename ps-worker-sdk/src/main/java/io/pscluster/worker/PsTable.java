@@ -19,7 +19,9 @@ import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
@@ -153,10 +155,7 @@ public final class PsTable {
 
     /** Fails with CANCELLED at once when the client is closed, or when it closes before the call completes. */
     public CompletableFuture<Void> pushAsync(final long[] keys, final float[] gradients) {
-        if ((long) keys.length * dim != gradients.length) {
-            throw new IllegalArgumentException("table '" + name() + "' has dim=" + dim + ": " + keys.length
-                    + " keys need " + (long) keys.length * dim + " gradient values, got " + gradients.length);
-        }
+        checkPush(keys, gradients);
         final JobSession job = client.session();
         if (job != null) {
             job.checkMember();
@@ -176,6 +175,66 @@ public final class PsTable {
             return sent;
         }
         return pushAdmitted(keys, gradients, null);
+    }
+
+    /**
+     * Refuses a push that a shard would refuse for its content, before any part of it is sent: split over shards and
+     * requests, it would otherwise be applied by every shard whose part was good, and bad input must change nothing.
+     *
+     * @throws IllegalArgumentException naming the problem: the gradients' length, a key outside a dense table, a
+     *     non-finite gradient, or repeats of a key whose gradients sum past float32's range (the shard applies the
+     *     sum).
+     */
+    private void checkPush(final long[] keys, final float[] gradients) {
+        if ((long) keys.length * dim != gradients.length) {
+            throw new IllegalArgumentException("table '" + name() + "' has dim=" + dim + ": " + keys.length
+                    + " keys need " + (long) keys.length * dim + " gradient values, got " + gradients.length);
+        }
+        final long denseRows = schema.getRows();
+        if (denseRows > 0) {
+            for (final long key : keys) {
+                if (key < 0 || key >= denseRows) {
+                    throw new IllegalArgumentException("key " + key + " is outside dense table '" + name()
+                            + "' (rows 0.." + (denseRows - 1) + "); the push was refused whole, nothing was sent");
+                }
+            }
+        }
+        float largest = 0f;
+        for (int i = 0; i < gradients.length; i++) {
+            final float magnitude = Math.abs(gradients[i]);
+            // False for NaN too.
+            if (!(magnitude <= Float.MAX_VALUE)) {
+                throw new IllegalArgumentException("non-finite gradient " + gradients[i] + " for key " + keys[i / dim]
+                        + " (element " + i % dim + ") of table '" + name()
+                        + "'; the push was refused whole, nothing was sent");
+            }
+            largest = Math.max(largest, magnitude);
+        }
+        // The sum of n values can leave float32's range only if one of them is at least MAX_VALUE / n: gradients are
+        // far smaller, so the repeats are summed here only for pushes of such values.
+        if (keys.length > 1 && largest >= Float.MAX_VALUE / keys.length) {
+            checkRepeatSums(keys, gradients);
+        }
+    }
+
+    /** Sums the rows of repeated keys in the order the request's encoding does (call order) and refuses an overflow. */
+    private void checkRepeatSums(final long[] keys, final float[] gradients) {
+        final Map<Long, float[]> sums = new HashMap<>();
+        for (int i = 0; i < keys.length; i++) {
+            final float[] row = Arrays.copyOfRange(gradients, i * dim, (i + 1) * dim);
+            final float[] sum = sums.putIfAbsent(keys[i], row);
+            if (sum == null) {
+                continue;
+            }
+            for (int d = 0; d < dim; d++) {
+                sum[d] += row[d];
+                if (!Float.isFinite(sum[d])) {
+                    throw new IllegalArgumentException("the gradients of key " + keys[i] + " (element " + d
+                            + "), repeated in this push of table '" + name() + "', sum to " + sum[d]
+                            + " in float32; the push was refused whole, nothing was sent");
+                }
+            }
+        }
     }
 
     private CompletableFuture<Void> pushAdmitted(final long[] keys, final float[] gradients, final JobSession job) {
