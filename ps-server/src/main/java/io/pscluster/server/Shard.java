@@ -373,18 +373,12 @@ public final class Shard implements AutoCloseable {
                         + " (element " + i % dim + ") of table '" + tableName + "'; the push was rejected whole");
             }
         }
-        final long maxRows = table.maxRows();
-        if (maxRows > 0) {
-            final long rows = table.rowCount();
-            final int absent = table.countAbsent(keys, slots);
-            if (absent > 0 && rows + absent > maxRows) {
-                throw PsException.resourceExhausted("table '" + tableName + "' holds " + rows + " rows on shard "
-                        + name() + "; " + absent + " new rows would pass its cap of " + maxRows + " rows");
-            }
-        }
         final JobClocks.Route route = jobs.route(tableName, tag.jobId(), tag.workerId(), tag.clock());
         final Runnable accept = route == JobClocks.Route.BUFFER
-                ? () -> jobs.buffer(tableName, tag.jobId(), tag.workerId(), tag.clock(), dim, keys, gradients)
+                ? () -> {
+                    checkRowCap(table, keys, slots);
+                    jobs.buffer(tableName, tag.jobId(), tag.workerId(), tag.clock(), dim, keys, gradients);
+                }
                 : () -> offer(table, keys, slots, gradients);
         if (clientId == 0) {
             accept.run();
@@ -402,11 +396,45 @@ public final class Shard implements AutoCloseable {
         return new PushResult(keys.length, false);
     }
 
+    /**
+     * Queues a push, its new rows counted against the table's cap first: a push that would pass the cap is refused
+     * now, not acknowledged and then dropped by the writer (rows still queued count as well as rows applied).
+     */
     private void offer(final ParameterTable table, final long[] keys, final int[] slots, final float[] gradients) {
-        if (!table.offerPush(keys, slots, gradients)) {
+        final ParameterTable.RowPromise promise = table.promiseNewRows(keys, slots);
+        if (promise == null) {
+            if (table.rowsCreated() + table.countAbsent(keys, slots) <= table.maxRows()) {
+                // It fits unless the queued pushes create their rows: they may name the same new keys. Sent again
+                // once they are applied, it is accepted or refused for good.
+                throw PsException.backpressure("table '" + table.name() + "' on shard " + name()
+                        + " is near its cap of "
+                        + table.maxRows() + " rows with pushes queued that may create the same rows; retry after a"
+                        + " backoff");
+            }
+            throw rowCapReached(table, keys, slots);
+        }
+        if (!table.offerPush(keys, slots, gradients, promise)) {
+            table.release(promise);
             throw PsException.backpressure("shard " + name() + " has " + writers.pending()
                     + " pushes waiting to be applied; retry after a backoff");
         }
+    }
+
+    /**
+     * The cap check of a SYNC clock's push, kept until its clock is applied: against the rows there now (its rows are
+     * created against the cap when the clock's sum is applied).
+     */
+    private void checkRowCap(final ParameterTable table, final long[] keys, final int[] slots) {
+        final long maxRows = table.maxRows();
+        if (maxRows > 0 && table.rowCount() + table.countAbsent(keys, slots) > maxRows) {
+            throw rowCapReached(table, keys, slots);
+        }
+    }
+
+    private PsException rowCapReached(final ParameterTable table, final long[] keys, final int[] slots) {
+        return PsException.resourceExhausted("table '" + table.name() + "' holds " + table.rowCount()
+                + " rows on shard " + name() + " (counting those of pushes queued and not yet applied); "
+                + table.countAbsent(keys, slots) + " new rows would pass its cap of " + table.maxRows() + " rows");
     }
 
     /** Reads the values of {@code keys} as they are now, as little-endian float32 bytes, row after row. */

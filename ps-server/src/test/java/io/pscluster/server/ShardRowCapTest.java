@@ -12,7 +12,9 @@ import io.pscluster.wire.PsException;
 import io.pscluster.wire.Slots;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.List;
 import org.apache.hadoop.conf.Configuration;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -98,6 +100,57 @@ class ShardRowCapTest {
                 .isEqualTo(1);
         shard.awaitQuiescent();
         assertThat(firstValue(existing)).isEqualTo(before - 1f);
+    }
+
+    /**
+     * Pushes acknowledged while the writers are held have not created their rows yet: their new rows count against the
+     * cap all the same, so a push that would pass it is refused at once instead of acknowledged and then dropped by the
+     * writer. While the queued push is not applied the refusal is one to retry (the queued push might name the same
+     * new keys); once it is applied, final.
+     */
+    @Test
+    void shouldCountTheNewRowsOfQueuedPushesSoThatEveryAcknowledgedRowIsCreated() throws Exception {
+        final ParameterTable table = createTable(100);
+        final List<long[]> acknowledged = new ArrayList<>();
+        final List<long[]> refused = new ArrayList<>();
+        try (BlockedWriters blocked = BlockedWriters.block(shard, 2)) {
+            for (int push = 0; push < 8; push++) {
+                final long[] keys = new long[60];
+                for (int i = 0; i < keys.length; i++) {
+                    keys[i] = 1_000L * (push + 1) + i;
+                }
+                try {
+                    shard.push(TABLE, 1, 0, 0, keys, ones(keys.length));
+                    acknowledged.add(keys);
+                } catch (PsException e) {
+                    assertThat(e.code()).isEqualTo(Status.Code.RESOURCE_EXHAUSTED);
+                    assertThat(PsException.rejectOf(PsException.toStatus(e)))
+                            .as("to retry: the queued push has created none of its rows yet")
+                            .isNotNull();
+                    refused.add(keys);
+                }
+            }
+        }
+        shard.awaitQuiescent();
+
+        assertThat(acknowledged).as("60 new rows fit a cap of 100 once").hasSize(1);
+        assertThat(refused).hasSize(7);
+        final PsException again =
+                catchThrowableOfType(PsException.class, () -> shard.push(TABLE, 1, 0, 0, refused.get(0), ones(60)));
+        assertThat(again).as("the same push once the queued one is applied").isNotNull();
+        assertThat(PsException.rejectOf(PsException.toStatus(again)))
+                .as("final")
+                .isNull();
+        assertThat(again.getMessage()).contains("holds 60 rows", "cap of 100 rows");
+        for (final long key : acknowledged.get(0)) {
+            assertThat(hasRow(table, key)).as("row of acknowledged key %d", key).isTrue();
+            assertThat(firstValue(key)).isEqualTo(-1f);
+        }
+        for (final long[] keys : refused) {
+            assertThat(table.countAbsent(keys, table.slotsOf(keys))).isEqualTo(keys.length);
+        }
+        assertThat(table.droppedRows()).as("rows dropped by the writers").isZero();
+        assertThat(table.rowCount()).isEqualTo(60);
     }
 
     @Test

@@ -188,13 +188,70 @@ public final class ParameterTable {
 
     /** Distinct keys among {@code keys} (with their slots) that have no row yet, counted for the row cap. */
     public int countAbsent(final long[] keys, final int[] slots) {
+        final int[] perPartition = absentPerPartition(keys, slots);
+        int total = 0;
+        for (final int absent : perPartition) {
+            total += absent;
+        }
+        return total;
+    }
+
+    private int[] absentPerPartition(final long[] keys, final int[] slots) {
+        final int[] perPartition = new int[partitions.length];
         final org.agrona.collections.LongHashSet absent = new org.agrona.collections.LongHashSet();
         for (int i = 0; i < keys.length; i++) {
-            if (partitions[writers.partitionOf(slots[i])].find(keys[i]) < 0) {
-                absent.add(keys[i]);
+            final int partition = writers.partitionOf(slots[i]);
+            if (partitions[partition].find(keys[i]) < 0 && absent.add(keys[i])) {
+                perPartition[partition]++;
             }
         }
-        return absent.size();
+        return perPartition;
+    }
+
+    /**
+     * The rows a push of {@code keys} will create, per partition, counted against the table's cap before it is
+     * queued ({@link RowBudget#promise}): {@link RowPromise#NONE} for a table without a cap, null (nothing counted)
+     * when they would pass it. Give it to {@link #offerPush(long[], int[], float[], RowPromise)}, or back with
+     * {@link #release(RowPromise)} if the push is not queued.
+     */
+    public RowPromise promiseNewRows(final long[] keys, final int[] slots) {
+        if (budget.cap() == 0) {
+            return RowPromise.NONE;
+        }
+        final int[] perPartition = absentPerPartition(keys, slots);
+        long total = 0;
+        for (final int absent : perPartition) {
+            total += absent;
+        }
+        return budget.promise(total) ? new RowPromise(perPartition, total) : null;
+    }
+
+    /** Gives back a promise whose push was not queued. */
+    public void release(final RowPromise promise) {
+        budget.releasePromised(promise.total);
+    }
+
+    /** New rows a queued push was promised against its table's cap, per partition. */
+    public static final class RowPromise {
+        /** No rows promised: a table without a cap, or a caller that creates its rows against the cap as it goes. */
+        public static final RowPromise NONE = new RowPromise(null, 0);
+
+        private final int[] perPartition;
+        private final long total;
+
+        private RowPromise(final int[] perPartition, final long total) {
+            this.perPartition = perPartition;
+            this.total = total;
+        }
+
+        /** How many rows in all. */
+        public long total() {
+            return total;
+        }
+
+        int of(final int partition) {
+            return perPartition == null ? 0 : perPartition[partition];
+        }
     }
 
     // ---- pushes: queued to the writers
@@ -205,11 +262,20 @@ public final class ParameterTable {
      * the caller's thread; each writer then goes through its own rows only.
      */
     public boolean offerPush(final long[] keys, final int[] slots, final float[] gradients) {
+        return offerPush(keys, slots, gradients, RowPromise.NONE);
+    }
+
+    /**
+     * As {@link #offerPush(long[], int[], float[])}, its new rows created under {@code promise} (from
+     * {@link #promiseNewRows}); the writers give back what they do not use. When this returns false the promise is the
+     * caller's to release.
+     */
+    public boolean offerPush(final long[] keys, final int[] slots, final float[] gradients, final RowPromise promise) {
         final int partitionCount = partitions.length;
         if (partitionCount == 1) {
             final int[] rows = identity(keys.length);
             final int count = keys.length;
-            return writers.offer(partition -> applyQueued(partition, keys, slots, rows, count, gradients), 1L);
+            return writers.offer(partition -> applyQueued(partition, keys, slots, rows, count, gradients, promise), 1L);
         }
         final int[] counts = new int[partitionCount];
         for (int i = 0; i < keys.length; i++) {
@@ -229,7 +295,8 @@ public final class ParameterTable {
             rowsOf[p][filled[p]++] = i;
         }
         return writers.offer(
-                partition -> applyQueued(partition, keys, slots, rowsOf[partition], counts[partition], gradients),
+                partition ->
+                        applyQueued(partition, keys, slots, rowsOf[partition], counts[partition], gradients, promise),
                 mask);
     }
 
@@ -239,10 +306,14 @@ public final class ParameterTable {
             final int[] slots,
             final int[] rows,
             final int count,
-            final float[] gradients) {
+            final float[] gradients,
+            final RowPromise promise) {
+        final PartitionStore store = partitions[partition];
+        store.promiseRows(promise.of(partition));
         try {
             applyRows(partition, keys, slots, rows, count, gradients, touchNow());
         } finally {
+            budget.releasePromised(store.takeUnusedPromise());
             writers.applied();
         }
     }
@@ -532,6 +603,16 @@ public final class ParameterTable {
         return longest;
     }
 
+    /** The rows this table's partitions hold now, without those that queued pushes will create. */
+    public long rowsCreated() {
+        long rows = 0;
+        for (final PartitionStore store : partitions) {
+            rows += store.size();
+        }
+        return rows;
+    }
+
+    /** The rows this table holds on the shard, and the new rows of pushes queued and not yet applied. */
     public long rowCount() {
         return budget.rows();
     }

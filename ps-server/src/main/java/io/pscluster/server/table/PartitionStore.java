@@ -93,6 +93,13 @@ final class PartitionStore {
     private final Optimizer optimizer;
     private final Initializer initializer;
     private final RowBudget budget;
+    /**
+     * Rows the push being applied was promised against the table's cap in this partition ({@link RowBudget#promise}),
+     * not yet created; the writer's alone, set and taken back around each push ({@link #promiseRows},
+     * {@link #takeUnusedPromise}).
+     */
+    private int promisedRows;
+
     private final long seed = ThreadLocalRandom.current().nextLong();
     private TableFaults faults = TableFaults.NONE;
     /** Floats a record holds after its header: values, optimizer slots, counters. */
@@ -986,7 +993,10 @@ final class PartitionStore {
         if (found >= 0) {
             return found;
         }
-        if (!budget.reserve(capped)) {
+        if (capped && promisedRows > 0) {
+            // Counted against the cap when the push was admitted.
+            promisedRows--;
+        } else if (!budget.reserve(capped)) {
             return refuse("the table's cap of " + budget.cap() + " rows on this shard is reached");
         }
         final int id;
@@ -1039,11 +1049,24 @@ final class PartitionStore {
         return id;
     }
 
+    /** Sets the rows the next push applied here was promised; see {@link #promisedRows}. */
+    void promiseRows(final int rows) {
+        promisedRows = rows;
+    }
+
+    /** The promised rows the push did not create (its keys' rows made meanwhile by an earlier push); now none. */
+    int takeUnusedPromise() {
+        final int unused = promisedRows;
+        promisedRows = 0;
+        return unused;
+    }
+
     private int refuse(final String reason) {
         lastRefusal = reason;
         final long now = System.nanoTime();
-        if (!reason.startsWith("the table's cap")
-                && (!warnedRefusal || now - lastRefusalLogNanos > FAILURE_LOG_INTERVAL_NANOS)) {
+        // A push's new rows are counted against the cap when it is admitted, so a cap refusal here is a row that did
+        // not exist then (evicted meanwhile) or a combined SYNC clock: rare, and logged like any other.
+        if (!warnedRefusal || now - lastRefusalLogNanos > FAILURE_LOG_INTERVAL_NANOS) {
             warnedRefusal = true;
             lastRefusalLogNanos = now;
             LOG.error("a partition cannot create rows: {}; new rows are refused until it can", reason);

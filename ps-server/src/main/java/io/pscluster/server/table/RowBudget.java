@@ -39,6 +39,30 @@ final class RowBudget {
         return true;
     }
 
+    /**
+     * Counts {@code rows} rows a push will create, before it is queued, so that it is refused at once rather than its
+     * rows dropped by the writer after it was acknowledged; false (nothing counted) if they would pass the cap. Only
+     * for a capped table. The writers consume the promise as they create the rows ({@link PartitionStore}) and give
+     * back what they did not use ({@link #releasePromised}).
+     */
+    boolean promise(final long rows) {
+        long current;
+        do {
+            current = this.rows.get();
+            if (current + rows > cap) {
+                return false;
+            }
+        } while (!this.rows.compareAndSet(current, current + rows));
+        return true;
+    }
+
+    /** Gives back {@code unused} promised rows that were not created. */
+    void releasePromised(final long unused) {
+        if (unused > 0) {
+            rows.addAndGet(-unused);
+        }
+    }
+
     void release() {
         if (cap == Long.MAX_VALUE) {
             uncappedRows.decrement();
