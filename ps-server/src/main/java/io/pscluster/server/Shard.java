@@ -44,6 +44,8 @@ import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.LockSupport;
 import java.util.concurrent.locks.ReentrantLock;
 import java.util.function.Consumer;
+import java.util.function.Function;
+import java.util.function.Supplier;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
@@ -121,9 +123,22 @@ public final class Shard implements AutoCloseable {
             final int partitions,
             final int applyCapacity,
             final Configuration conf) {
+        this(
+                name,
+                maxKeysPerRequest,
+                conf,
+                tables -> new PartitionWriters("ps-writer", partitions, applyCapacity, tables));
+    }
+
+    /** As the public constructor, with the writers {@code writers} makes over the shard's tables (tests: long parks). */
+    Shard(
+            final String name,
+            final int maxKeysPerRequest,
+            final Configuration conf,
+            final Function<Supplier<Collection<ParameterTable>>, PartitionWriters> writers) {
         this.shardId = name;
         this.maxKeysPerRequest = maxKeysPerRequest;
-        this.writers = new PartitionWriters("ps-writer", partitions, applyCapacity, tables::values);
+        this.writers = writers.apply(tables::values);
         this.hadoopConf = conf;
     }
 
@@ -341,10 +356,26 @@ public final class Shard implements AutoCloseable {
             final long[] keys,
             final float[] gradients,
             final JobTag tag) {
+        return push(tableName, routingEpoch, clientId, sequence, keys, gradients, tag, null);
+    }
+
+    /**
+     * {@link #push(String, long, long, long, long[], float[], JobTag)}; with {@code later} not null, an async push's
+     * writers are woken by {@code later} (which the caller must reach once it has answered), not before this returns.
+     */
+    public PushResult push(
+            final String tableName,
+            final long routingEpoch,
+            final long clientId,
+            final long sequence,
+            final long[] keys,
+            final float[] gradients,
+            final JobTag tag,
+            final PartitionWriters.DeferredWakes later) {
         requests.incrementAndGet();
         enterOffers();
         try {
-            return checkAndOffer(tableName, routingEpoch, clientId, sequence, keys, gradients, tag);
+            return checkAndOffer(tableName, routingEpoch, clientId, sequence, keys, gradients, tag, later);
         } finally {
             pushesInFlight.decrementAndGet();
         }
@@ -357,7 +388,8 @@ public final class Shard implements AutoCloseable {
             final long sequence,
             final long[] keys,
             final float[] gradients,
-            final JobTag tag) {
+            final JobTag tag,
+            final PartitionWriters.DeferredWakes later) {
         final SlotOwnership.View view = ownership.view();
         checkServing(routingEpoch, view.epoch());
         final ParameterTable table = table(tableName);
@@ -379,7 +411,7 @@ public final class Shard implements AutoCloseable {
                     checkRowCap(table, keys, slots);
                     jobs.buffer(tableName, tag.jobId(), tag.workerId(), tag.clock(), dim, keys, gradients);
                 }
-                : () -> offer(table, keys, slots, gradients);
+                : () -> offer(table, keys, slots, gradients, later);
         if (clientId == 0) {
             accept.run();
             return new PushResult(keys.length, false);
@@ -400,7 +432,12 @@ public final class Shard implements AutoCloseable {
      * Queues a push, its new rows counted against the table's cap first: a push that would pass the cap is refused
      * now, not acknowledged and then dropped by the writer (rows still queued count as well as rows applied).
      */
-    private void offer(final ParameterTable table, final long[] keys, final int[] slots, final float[] gradients) {
+    private void offer(
+            final ParameterTable table,
+            final long[] keys,
+            final int[] slots,
+            final float[] gradients,
+            final PartitionWriters.DeferredWakes later) {
         final ParameterTable.RowPromise promise = table.promiseNewRows(keys, slots);
         if (promise == null) {
             if (table.rowsCreated() + table.countAbsent(keys, slots) <= table.maxRows()) {
@@ -413,7 +450,7 @@ public final class Shard implements AutoCloseable {
             }
             throw rowCapReached(table, keys, slots);
         }
-        if (!table.offerPush(keys, slots, gradients, promise)) {
+        if (!table.offerPush(keys, slots, gradients, promise, later)) {
             table.release(promise);
             throw PsException.backpressure("shard " + name() + " has " + writers.pending()
                     + " pushes waiting to be applied; retry after a backoff");
@@ -435,6 +472,11 @@ public final class Shard implements AutoCloseable {
         return PsException.resourceExhausted("table '" + table.name() + "' holds " + table.rowCount()
                 + " rows on shard " + name() + " (counting those of pushes queued and not yet applied); "
                 + table.countAbsent(keys, slots) + " new rows would pass its cap of " + table.maxRows() + " rows");
+    }
+
+    /** Wake-ups of the writers that a push's handler pays once it has answered: {@link PartitionWriters#deferredWakes}. */
+    public PartitionWriters.DeferredWakes deferredWakes() {
+        return writers.deferredWakes();
     }
 
     /** Reads the values of {@code keys} as they are now, as little-endian float32 bytes, row after row. */

@@ -25,6 +25,7 @@ import io.pscluster.proto.v1.PushResponse;
 import io.pscluster.proto.v1.ShardServiceGrpc;
 import io.pscluster.proto.v1.TableStats;
 import io.pscluster.server.table.ParameterTable;
+import io.pscluster.server.table.PartitionWriters;
 import io.pscluster.wire.LittleEndian;
 import io.pscluster.wire.PsException;
 import io.pscluster.wire.Unary;
@@ -126,6 +127,19 @@ final class ShardDataService extends ShardServiceGrpc.ShardServiceImplBase {
     }
 
     private void takePush(final PushDecoder.DecodedPush push, final StreamObserver<PushResponse> response) {
+        // The answer goes first, then the writers the push was queued to are woken, while it travels.
+        final PartitionWriters.DeferredWakes wakes = shard.deferredWakes();
+        try {
+            answerPush(push, response, wakes);
+        } finally {
+            wakes.wakeNow();
+        }
+    }
+
+    private void answerPush(
+            final PushDecoder.DecodedPush push,
+            final StreamObserver<PushResponse> response,
+            final PartitionWriters.DeferredWakes wakes) {
         Unary.respond(response, () -> {
             // Not decoded when a length was not a whole number of values: decoding here names the field.
             final PushRequest undecodable = push.undecodable();
@@ -141,7 +155,8 @@ final class ShardDataService extends ShardServiceGrpc.ShardServiceImplBase {
                     push.sequence(),
                     keys,
                     gradients,
-                    new Shard.JobTag(push.jobId(), push.workerId(), push.clock()));
+                    new Shard.JobTag(push.jobId(), push.workerId(), push.clock()),
+                    wakes);
             if (faults.fire(FaultPoints.LOSE_PUSH_ANSWER)) {
                 throw PsException.unavailable("fault injected: the answer to an accepted push was lost");
             }

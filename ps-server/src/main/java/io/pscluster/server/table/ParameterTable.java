@@ -262,20 +262,27 @@ public final class ParameterTable {
      * the caller's thread; each writer then goes through its own rows only.
      */
     public boolean offerPush(final long[] keys, final int[] slots, final float[] gradients) {
-        return offerPush(keys, slots, gradients, RowPromise.NONE);
+        return offerPush(keys, slots, gradients, RowPromise.NONE, null);
     }
 
     /**
      * As {@link #offerPush(long[], int[], float[])}, its new rows created under {@code promise} (from
      * {@link #promiseNewRows}); the writers give back what they do not use. When this returns false the promise is the
-     * caller's to release.
+     * caller's to release. With {@code later} not null the writers are woken by it, not here (see
+     * {@link PartitionWriters.DeferredWakes}).
      */
-    public boolean offerPush(final long[] keys, final int[] slots, final float[] gradients, final RowPromise promise) {
+    public boolean offerPush(
+            final long[] keys,
+            final int[] slots,
+            final float[] gradients,
+            final RowPromise promise,
+            final PartitionWriters.DeferredWakes later) {
         final int partitionCount = partitions.length;
         if (partitionCount == 1) {
             final int[] rows = identity(keys.length);
             final int count = keys.length;
-            return writers.offer(partition -> applyQueued(partition, keys, slots, rows, count, gradients, promise), 1L);
+            return writers.offer(
+                    partition -> applyQueued(partition, keys, slots, rows, count, gradients, promise), 1L, later);
         }
         final int[] counts = new int[partitionCount];
         for (int i = 0; i < keys.length; i++) {
@@ -297,7 +304,8 @@ public final class ParameterTable {
         return writers.offer(
                 partition ->
                         applyQueued(partition, keys, slots, rowsOf[partition], counts[partition], gradients, promise),
-                mask);
+                mask,
+                later);
     }
 
     private void applyQueued(

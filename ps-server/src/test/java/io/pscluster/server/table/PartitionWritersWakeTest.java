@@ -59,6 +59,31 @@ class PartitionWritersWakeTest {
     }
 
     @Test
+    void shouldApplyAPushWhoseWakesWereDeferredOnceTheyArePaid() throws InterruptedException {
+        for (int round = 0; round < 3; round++) {
+            awaitEveryWriterSleeping();
+            final CountDownLatch ran = new CountDownLatch(PARTITIONS);
+            final PartitionWriters.DeferredWakes wakes = writers.deferredWakes();
+            final boolean queued = writers.offer(
+                    partition -> {
+                        writers.applied();
+                        ran.countDown();
+                    },
+                    (1L << PARTITIONS) - 1,
+                    wakes);
+
+            assertThat(queued).isTrue();
+            wakes.wakeNow();
+            assertThat(ran.await(GENEROUS_SECONDS, TimeUnit.SECONDS))
+                    .as("round %d: both sleeping writers ran the push once its wakes were paid", round)
+                    .isTrue();
+            // Paid once: a second call has nobody left to wake.
+            wakes.wakeNow();
+        }
+        assertThat(writers.pending()).isZero();
+    }
+
+    @Test
     void shouldRunControlAndBulkTasksQueuedToSleepingWriters() throws Exception {
         awaitEveryWriterSleeping();
         assertThat(writers.runOnAll(partition -> partition).get(GENEROUS_SECONDS, TimeUnit.SECONDS))
