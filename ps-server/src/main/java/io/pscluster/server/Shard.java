@@ -975,6 +975,7 @@ public final class Shard implements AutoCloseable {
         markRestoring(slots);
         final CheckpointStore store = store(root);
         final CheckpointInfo checkpoint;
+        final java.util.Set<String> restoredTables;
         try {
             checkpoint = store.get(checkpointId)
                     .orElseThrow(() -> PsException.notFound(
@@ -986,14 +987,14 @@ public final class Shard implements AutoCloseable {
             } catch (UncheckedIOException outage) {
                 throw outage.getCause();
             }
-            createTables(checkpoint);
+            restoredTables = createTables(checkpoint, new StringBuilder());
         } catch (IOException | RuntimeException e) {
             // Nothing was changed yet: the slots keep serving what they held.
             ownership.endRestore(slots);
             throw e;
         }
         // From here a failure leaves the slots refusing requests: better unavailable than half restored.
-        return load(store, checkpoint, slots, progress);
+        return load(store, checkpoint, slots, progress, restoredTables);
     }
 
     /** What a restore order loaded: the checkpoint (and when it was taken), its rows, and a note (fallback). */
@@ -1040,6 +1041,7 @@ public final class Shard implements AutoCloseable {
         }
         final CheckpointStore store = store(root);
         final StringBuilder damage = new StringBuilder();
+        final StringBuilder notes = new StringBuilder();
         Optional<CheckpointInfo> ordered;
         try {
             ordered = store.get(checkpointId);
@@ -1055,18 +1057,21 @@ public final class Shard implements AutoCloseable {
                     .append(corrupt.getMessage());
         }
         if (ordered.isPresent()) {
-            final long rows = tryLoad(store, ordered.get(), slots, damage, progress);
+            final long rows = tryLoad(store, ordered.get(), slots, damage, notes, progress);
             if (rows >= 0) {
-                return new RestoreOutcome(checkpointId, ordered.get().manifest().createdMillis(), rows, "");
+                return new RestoreOutcome(
+                        checkpointId, ordered.get().manifest().createdMillis(), rows, notes.toString());
             }
         }
         for (final CheckpointInfo older : store.list()) {
             if (older.id() >= checkpointId) {
                 continue;
             }
-            final long rows = tryLoad(store, older, slots, damage, progress);
+            notes.setLength(0);
+            final long rows = tryLoad(store, older, slots, damage, notes, progress);
             if (rows >= 0) {
-                final String note = damage + "; restored checkpoint " + older.id();
+                final String note =
+                        damage + "; restored checkpoint " + older.id() + (notes.length() > 0 ? "; " + notes : "");
                 LOG.warn("shard {} fell back for {} slots: {}", name(), slots.cardinality(), note);
                 return new RestoreOutcome(older.id(), older.manifest().createdMillis(), rows, note);
             }
@@ -1085,6 +1090,7 @@ public final class Shard implements AutoCloseable {
             final CheckpointInfo checkpoint,
             final BitSet slots,
             final StringBuilder damage,
+            final StringBuilder notes,
             final CheckpointProgressBoard.Restore progress)
             throws IOException, InterruptedException {
         progress.checkpointId(checkpoint.id());
@@ -1094,8 +1100,7 @@ public final class Shard implements AutoCloseable {
             } catch (UncheckedIOException outage) {
                 throw outage.getCause();
             }
-            createTables(checkpoint);
-            return load(store, checkpoint, slots, progress);
+            return load(store, checkpoint, slots, progress, createTables(checkpoint, notes));
         } catch (CheckpointCorruptException corrupt) {
             appendDamage(damage, checkpoint.id(), corrupt.getMessage());
         } catch (PsException e) {
@@ -1114,10 +1119,33 @@ public final class Shard implements AutoCloseable {
         damage.append("checkpoint ").append(checkpointId).append(" damaged: ").append(why);
     }
 
-    private void createTables(final CheckpointInfo checkpoint) throws IOException, InterruptedException {
+    /**
+     * Creates the tables {@code checkpoint} holds that this shard lacks; returns the names of those whose rows it
+     * restores. A table here with another schema than the checkpoint's is a later one of that name (the cluster's
+     * catalog names it; the checkpoint's was dropped since): its rows cannot go into it, so the restored slots start
+     * empty in it, said in {@code notes}, rather than every attempt of the restore failing on a table it cannot change.
+     */
+    private java.util.Set<String> createTables(final CheckpointInfo checkpoint, final StringBuilder notes)
+            throws IOException, InterruptedException {
+        final java.util.Set<String> restored = new java.util.HashSet<>();
         for (final Manifest.TableEntry entry : checkpoint.manifest().tables()) {
-            createTable(parseSchema(entry));
+            final TableSchema schema = TableSchemas.normalize(parseSchema(entry));
+            final ParameterTable live = tables.get(schema.getName());
+            if (live != null && !live.schema().equals(schema)) {
+                final String note = "table '" + schema.getName() + "' of checkpoint " + checkpoint.id()
+                        + " has another schema than the table of that name here (created again since): its rows are"
+                        + " not restored, the restored slots start empty in it";
+                LOG.warn("shard {}: {}", name(), note);
+                if (notes.length() > 0) {
+                    notes.append("; ");
+                }
+                notes.append(note);
+                continue;
+            }
+            createTable(schema);
+            restored.add(schema.getName());
         }
+        return restored;
     }
 
     /**
@@ -1128,7 +1156,8 @@ public final class Shard implements AutoCloseable {
             final CheckpointStore store,
             final CheckpointInfo checkpoint,
             final BitSet slots,
-            final CheckpointProgressBoard.Restore restore)
+            final CheckpointProgressBoard.Restore restore,
+            final java.util.Set<String> tableNames)
             throws IOException, InterruptedException {
         final Progress progress = restore.next("loading");
         // Pushes queued before the restore began are applied (then overwritten) before the slots are cleared.
@@ -1138,8 +1167,6 @@ public final class Shard implements AutoCloseable {
         long rows = 0;
         final FileSystem fs = store.fileSystem();
         // A delta restores on top of its chain: the base, then each delta's removed keys and rows, oldest first.
-        final java.util.Set<String> tableNames = new java.util.HashSet<>();
-        checkpoint.manifest().tables().forEach(table -> tableNames.add(table.name()));
         final List<CheckpointInfo> chain = store.chain(checkpoint);
         for (final CheckpointInfo link : chain) {
             for (final Manifest.FileEntry entry : link.manifest().files()) {

@@ -10,6 +10,7 @@ import io.pscluster.proto.v1.InjectFaultRequest;
 import io.pscluster.proto.v1.RestoreDirective;
 import io.pscluster.proto.v1.RestoreReport;
 import io.pscluster.proto.v1.ShardAdminServiceGrpc;
+import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.wire.PsException;
 import io.pscluster.wire.Slots;
 import java.nio.ByteBuffer;
@@ -169,6 +170,32 @@ class RestoreOrderTest {
         assertThat(report(8, true).orElseThrow().getCheckpointId()).isEqualTo(1);
         assertThat(floats(server.shard().pull(CounterCheckpoints.TABLE, 2, KEYS)))
                 .containsOnly(1f);
+    }
+
+    /**
+     * The table was dropped and created again with another schema after the checkpoint: its rows there cannot go into
+     * the table the catalog now names. The restore ends with those slots empty in it and a note, instead of failing
+     * on every attempt and leaving the slots refused for every table.
+     */
+    @Test
+    void shouldFinishWithANoteWhenATableOfTheCheckpointWasCreatedAgainWithAnotherSchema() throws Exception {
+        checkpoints.countAndCommit(KEYS, 1);
+        final TableSchema createdAgain =
+                CounterCheckpoints.SCHEMA.toBuilder().setDim(2).build();
+        proxy.tables.add(createdAgain);
+        proxy.orders.add(order(5, 1));
+
+        startShard();
+        await().atMost(GENEROUS).until(() -> report(5, true).isPresent());
+
+        assertThat(report(5, true).orElseThrow().getNote())
+                .contains("table 'counter' of checkpoint 1 has another schema", "start empty");
+        assertThat(server.shard().restoringSlotCount()).isZero();
+        assertThat(server.shard().table(CounterCheckpoints.TABLE).schema().getDim())
+                .isEqualTo(2);
+        assertThat(floats(server.shard().pull(CounterCheckpoints.TABLE, 1, KEYS)))
+                .hasSize(2 * KEYS.length)
+                .containsOnly(0f);
     }
 
     @Test
