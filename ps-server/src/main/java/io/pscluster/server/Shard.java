@@ -987,7 +987,13 @@ public final class Shard implements AutoCloseable {
             } catch (UncheckedIOException outage) {
                 throw outage.getCause();
             }
-            restoredTables = createTables(checkpoint, new StringBuilder());
+            final StringBuilder notes = new StringBuilder();
+            restoredTables = createTables(checkpoint, notes);
+            if (notes.length() > 0) {
+                // An operator's restore: refused whole, nothing changed, rather than the table's rows emptied.
+                throw PsException.alreadyExists(
+                        notes + "; drop that table first to restore the checkpoint's, or restore another checkpoint");
+            }
         } catch (IOException | RuntimeException e) {
             // Nothing was changed yet: the slots keep serving what they held.
             ownership.endRestore(slots);
