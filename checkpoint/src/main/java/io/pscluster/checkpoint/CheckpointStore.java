@@ -44,7 +44,14 @@ import org.slf4j.LoggerFactory;
  * {@code _MANIFEST}. The invariant: <b>a checkpoint exists if and only if its directory holds a {@code _MANIFEST}</b>,
  * and the manifest is written last, so a reader never sees a checkpoint whose files are still being written. Files
  * are created with {@code overwrite=false} and ids are never reused ({@link #nextId()} counts incomplete
- * directories too), so a committed file is never replaced.
+ * directories too, and the id marks a deletion leaves, below), so a committed file is never replaced.
+ *
+ * <p>Id marks: deleting the checkpoint with the highest id would free its id for the next checkpoint, and rollback
+ * reports, restore orders and the proxy's records name checkpoints by id. So before the highest id's directory goes,
+ * an empty-ish file {@code <root>/_ID-<id, 12 digits>} is created (without overwrite) and {@code hsync}ed; the id is
+ * in the name, so a mark that exists at all counts, even one whose write was cut short. A crash after the mark and
+ * before the deletion leaves a checkpoint that still exists and a mark that changes nothing; lower marks are deleted
+ * after a higher one is durable (a leftover one costs a file, nothing else).
  *
  * <p>Commit = write the manifest to a unique temporary name, {@code hsync}, close, rename to {@code _MANIFEST}. HDFS
  * renames atomically but returns {@code false} (no exception) when the target file exists and moves the source
@@ -75,6 +82,8 @@ public final class CheckpointStore implements Closeable {
     private static final String DIR_PREFIX = "ckpt-";
     private static final Pattern DIR_NAME = Pattern.compile("ckpt-(\\d{1,18})");
     private static final String TMP_PREFIX = MANIFEST + ".tmp-";
+    private static final String ID_MARK_PREFIX = "_ID-";
+    private static final Pattern ID_MARK_NAME = Pattern.compile("_ID-(\\d{12})");
     private static final int VERIFY_BUFFER_BYTES = 1024 * 1024;
     /** Manifests are a few KiB; anything larger than this is damage, not a manifest. */
     private static final long MAX_MANIFEST_BYTES = 256L * 1024 * 1024;
@@ -125,16 +134,60 @@ public final class CheckpointStore implements Closeable {
     }
 
     /**
-     * One more than the highest id of any {@code ckpt-*} directory, complete or not, so an id is never reused; 1 when
-     * there is none. Not a reservation: the caller (one coordinator) must not hand out the same id twice.
+     * One more than the highest id of any {@code ckpt-*} directory, complete or not, and of any id mark a deletion
+     * left, so an id is never reused, even after the newest checkpoint is deleted; 1 when there is none. Not a
+     * reservation: the caller (one coordinator) must not hand out the same id twice.
      */
     public long nextId() throws IOException {
         long highest = 0;
         for (FileStatus status : fs.listStatus(root)) {
-            long id = checkpointId(status);
-            highest = Math.max(highest, id);
+            highest = Math.max(highest, Math.max(checkpointId(status), idMark(status)));
         }
         return highest + 1;
+    }
+
+    /**
+     * Keeps {@code id} from being handed out again once its directory is gone: unless another directory or an id mark
+     * already holds an id as high, creates the mark {@code _ID-<id>} and {@code hsync}s it, then deletes lower marks.
+     * Called before anything of the checkpoint is deleted.
+     */
+    private void markIdUsed(long id) throws IOException {
+        List<Path> marks = new ArrayList<>();
+        long highestElse = 0;
+        for (FileStatus status : fs.listStatus(root)) {
+            long dirId = checkpointId(status);
+            long markId = idMark(status);
+            if (markId > 0) {
+                marks.add(status.getPath());
+            }
+            highestElse = Math.max(highestElse, Math.max(markId, dirId == id ? 0 : dirId));
+        }
+        if (highestElse >= id) {
+            return;
+        }
+        Path mark = new Path(root, String.format("%s%012d", ID_MARK_PREFIX, id));
+        final FSDataOutputStream out;
+        try {
+            out = RowFileWriter.createDurable(fs, mark, RowFileWriter.Options.defaults());
+        } catch (IOException e) {
+            // A concurrent delete of the same checkpoint created it (HDFS says AlreadyBeingCreated while it writes).
+            if (fs.exists(mark)) {
+                return;
+            }
+            throw e;
+        }
+        try {
+            out.write(("checkpoint " + id + " was deleted; checkpoint ids stay above it\n")
+                    .getBytes(StandardCharsets.UTF_8));
+            out.hsync();
+        } catch (IOException | RuntimeException | Error e) {
+            Closing.closeAfter(e, out);
+            throw e;
+        }
+        out.close();
+        for (Path lower : marks) {
+            deleteQuietly(lower);
+        }
     }
 
     /**
@@ -532,6 +585,7 @@ public final class CheckpointStore implements Closeable {
 
     /** Manifest first, so that the checkpoint stops existing before any of its files goes. */
     private void remove(long id) throws IOException {
+        markIdUsed(id);
         Path dir = checkpointDir(id);
         Path manifest = new Path(dir, MANIFEST);
         if (fs.exists(manifest) && !fs.delete(manifest, false)) {
@@ -705,11 +759,20 @@ public final class CheckpointStore implements Closeable {
         return matcher.matches() ? Long.parseLong(matcher.group(1)) : 0;
     }
 
-    private void deleteQuietly(Path tmp) {
+    /** The id in an {@code _ID-<id>} mark's name, or 0 if this is not such a file. */
+    private static long idMark(FileStatus status) {
+        if (!status.isFile()) {
+            return 0;
+        }
+        Matcher matcher = ID_MARK_NAME.matcher(status.getPath().getName());
+        return matcher.matches() ? Long.parseLong(matcher.group(1)) : 0;
+    }
+
+    private void deleteQuietly(Path file) {
         try {
-            fs.delete(tmp, false);
+            fs.delete(file, false);
         } catch (IOException e) {
-            LOG.warn("Could not delete temporary manifest {}: {}", tmp, e.toString());
+            LOG.warn("Could not delete {}: {}", file, e.toString());
         }
     }
 }

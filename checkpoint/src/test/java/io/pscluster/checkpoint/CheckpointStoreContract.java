@@ -85,6 +85,37 @@ abstract class CheckpointStoreContract {
     }
 
     @Test
+    void shouldNeverReuseAnIdWhenTheNewestCheckpointIsDeleted() throws IOException {
+        URI root = newRoot();
+        CheckpointStore store = new CheckpointStore(root, conf());
+        writeAndCommit(store, store.nextId());
+        writeAndCommit(store, store.nextId());
+        writeAndCommit(store, store.nextId());
+
+        assertThat(store.delete(3, false)).isEmpty();
+
+        assertThat(store.list()).extracting(CheckpointInfo::id).containsExactly(2L, 1L);
+        assertThat(store.nextId()).isEqualTo(4);
+        // A restarted proxy opens a new store on the same root: it must not hand out 3 either.
+        CheckpointStore restarted = new CheckpointStore(root, conf());
+        assertThat(restarted.nextId()).isEqualTo(4);
+        writeAndCommit(restarted, restarted.nextId());
+        restarted.delete(4, false);
+        restarted.delete(2, false); // not the newest: 4's mark still holds the ids
+        assertThat(new CheckpointStore(root, conf()).nextId()).isEqualTo(5);
+        // Deleting the newest again leaves one mark, not one per deletion.
+        assertThat(names(new Path(root)).stream().filter(name -> name.startsWith("_ID-")))
+                .containsExactly("_ID-000000000004");
+        restarted.delete(1, false);
+        assertThat(restarted.list()).isEmpty();
+        assertThat(new CheckpointStore(root, conf()).nextId()).isEqualTo(5);
+        // A failed checkpoint's directory (no manifest) deleted as the newest keeps its id used too.
+        writeFiles(restarted, 5);
+        restarted.delete(5, false);
+        assertThat(new CheckpointStore(root, conf()).nextId()).isEqualTo(6);
+    }
+
+    @Test
     void shouldRefuseCommitAndKeepManifestWhenManifestAlreadyExists() throws IOException {
         CheckpointStore store = new CheckpointStore(newRoot(), conf());
         Manifest committed = writeAndCommit(store, 1);

@@ -368,7 +368,8 @@ final class CheckpointCommand implements Runnable {
             name = "delete",
             mixinStandardHelpOptions = true,
             description = "Delete a checkpoint on the filesystem (its manifest first, so it never looks half there)."
-                    + " Refuses a checkpoint that a kept delta needs, unless --force.")
+                    + " Refuses a checkpoint that a kept delta needs, unless --force. Deleting the newest one warns"
+                    + " (a lost shard's slots then come back from an older one); its id is never reused.")
     static final class Delete implements Callable<Integer> {
         @Option(
                 names = "--checkpoint-dir",
@@ -391,6 +392,8 @@ final class CheckpointCommand implements Runnable {
         @Override
         public Integer call() throws IOException {
             try (CheckpointStore store = openStore(checkpointDir, hadoop)) {
+                final List<io.pscluster.checkpoint.CheckpointInfo> before = store.list();
+                final boolean newest = !before.isEmpty() && before.get(0).id() == id;
                 final List<Long> broken;
                 try {
                     broken = store.delete(id, force);
@@ -404,8 +407,27 @@ final class CheckpointCommand implements Runnable {
                             .getOut()
                             .println("forced: checkpoints " + broken + " needed it and can no longer be restored");
                 }
+                if (newest) {
+                    warnNewestDeleted(store.list());
+                }
                 return 0;
             }
+        }
+
+        /**
+         * The newest checkpoint is the one a running cluster's model is usually at, and the one a shard that takes
+         * over a lost shard's slots restores: say what a failover now loads instead, and that the id stays used.
+         */
+        private void warnNewestDeleted(final List<io.pscluster.checkpoint.CheckpointInfo> left) {
+            final String instead = left.isEmpty()
+                    ? "no complete checkpoint is left, so a lost shard's slots have nothing to come back from"
+                    : "a lost shard's slots now come back from an older one (the newest left is checkpoint "
+                            + left.get(0).id() + "), a larger rollback, reported";
+            spec.commandLine()
+                    .getErr()
+                    .println("psctl checkpoint delete: warning: checkpoint " + id + " was the newest; " + instead
+                            + ". Take one now (psctl checkpoint now) if a cluster runs on this root. Id " + id
+                            + " stays used: the next checkpoint gets a higher one");
         }
     }
 

@@ -184,6 +184,16 @@ class CheckpointToolsTest {
         assertThat(forced.exit).isZero();
         assertThat(forced.out).contains("forced: checkpoints [2] needed it");
         assertThat(store.list()).extracting(CheckpointInfo::id).containsExactly(2L);
+        assertThat(forced.err).doesNotContain("warning");
+
+        // The newest: deleted with a warning, and its id is not handed out again.
+        final Run newest = psctl("checkpoint", "delete", "--checkpoint-dir", root.toString(), "--id", "2");
+        assertThat(newest.exit).as(newest.text()).isZero();
+        assertThat(newest.err)
+                .contains("warning: checkpoint 2 was the newest; no complete checkpoint is left")
+                .contains("Id 2 stays used");
+        assertThat(new CheckpointStore(root.toUri(), new Configuration()).nextId())
+                .isEqualTo(3);
     }
 
     @Test
