@@ -36,6 +36,7 @@ import java.util.Map;
 import java.util.Optional;
 import java.util.Set;
 import java.util.TreeMap;
+import java.util.TreeSet;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -744,6 +745,7 @@ final class CheckpointCoordinator {
             }
         }
         operation.checkpointId(checkpoint.id());
+        refuseIfTablesWouldBeWiped(checkpoint);
         final List<ClusterState.Owner> owners = state.ownersForClusterOperation("a restore");
         for (final TableSchema schema : schemasOf(checkpoint.manifest())) {
             try {
@@ -778,6 +780,31 @@ final class CheckpointCoordinator {
         state.restoredWhole(checkpoint.id());
         LOG.info("restored checkpoint {}: {} rows into {} shards", checkpoint.id(), rows, owners.size());
         return new Restored(checkpoint, rows);
+    }
+
+    /**
+     * A restore replaces the rows of every slot it restores, in every table: a table the cluster holds but the
+     * checkpoint does not (created after it) would be left in place with all its rows back at their initial values,
+     * and served so (invariant 3). An operator who wants that older model drops those tables first; until then the
+     * restore is refused before anything changes.
+     *
+     * @throws PsException FAILED_PRECONDITION naming the tables.
+     */
+    private void refuseIfTablesWouldBeWiped(final CheckpointInfo checkpoint) {
+        final Set<String> inCheckpoint = new TreeSet<>();
+        checkpoint.manifest().tables().forEach(table -> inCheckpoint.add(table.name()));
+        final Set<String> missing = new TreeSet<>();
+        for (final TableSchema schema : state.tables()) {
+            if (!inCheckpoint.contains(schema.getName())) {
+                missing.add(schema.getName());
+            }
+        }
+        if (!missing.isEmpty()) {
+            throw PsException.failedPrecondition("cannot restore checkpoint " + checkpoint.id() + ": the cluster holds"
+                    + " table(s) " + missing + " that it does not hold (it holds " + inCheckpoint
+                    + "); the restore would leave their rows at initial values. Nothing was changed. To go back to"
+                    + " that model, drop those tables first (PsClient.dropTable), then restore again");
+        }
     }
 
     record Restored(CheckpointInfo checkpoint, long rows) {}
