@@ -26,7 +26,6 @@ import java.time.Duration;
 import java.time.Instant;
 import java.time.temporal.ChronoUnit;
 import java.util.ArrayList;
-import java.util.HashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
@@ -222,9 +221,10 @@ final class CheckpointCommand implements Runnable {
             out.printf(format, "ID", "CREATED", "AGE", "KIND", "SIZE", "RATIO", "ROWS", "FILES", "TABLES", "CHECK");
             final Instant now = Instant.now();
             final List<String> problems = new ArrayList<>();
+            final ChainCheck chains = new ChainCheck(store, depth);
             for (final io.pscluster.checkpoint.CheckpointInfo checkpoint : checkpoints) {
                 final Manifest manifest = checkpoint.manifest();
-                final VerifyReport report = store.check(checkpoint, depth);
+                final ChainCheck.Outcome outcome = chains.check(checkpoint, null);
                 final Instant created = Instant.ofEpochMilli(manifest.createdMillis());
                 final String tables = String.join(
                         ",",
@@ -232,7 +232,7 @@ final class CheckpointCommand implements Runnable {
                                 .map(Manifest.TableEntry::name)
                                 .toList());
                 final String mark =
-                        !report.intact() ? "DAMAGED" : depth == VerifyReport.Depth.PRESENCE ? "present" : "verified";
+                        !outcome.intact() ? "DAMAGED" : depth == VerifyReport.Depth.PRESENCE ? "present" : "verified";
                 out.printf(
                         format,
                         checkpoint.id(),
@@ -245,7 +245,7 @@ final class CheckpointCommand implements Runnable {
                         manifest.files().size(),
                         tables.length() > 24 ? tables.substring(0, 21) + "..." : tables,
                         mark);
-                report.problems().forEach(problem -> problems.add("checkpoint " + checkpoint.id() + ": " + problem));
+                outcome.problems().forEach(problem -> problems.add("checkpoint " + checkpoint.id() + ": " + problem));
             }
             badManifests.forEach((id, why) -> {
                 out.printf(format, id, "?", "?", "?", "?", "?", "?", "?", "?", "DAMAGED");
@@ -320,32 +320,34 @@ final class CheckpointCommand implements Runnable {
                         out.println("no complete checkpoints under " + store.root());
                     }
                 }
+                // A delta is checked with its chain, as a restore needs it; a base several deltas need, once.
+                final ChainCheck chains = new ChainCheck(store, depth);
                 for (final io.pscluster.checkpoint.CheckpointInfo checkpoint : checkpoints) {
                     final Progress progress = new Progress("verifying");
-                    progress.addTotals(
-                            checkpoint.manifest().totalRows(),
-                            checkpoint.manifest().totalBytes());
-                    final VerifyReport report;
+                    final ChainCheck.Outcome outcome;
                     try (ProgressReporter ignored = ProgressReporter.start(
                             spec.commandLine().getErr(),
                             () -> ProgressReporter.Reading.of("verify checkpoint " + checkpoint.id(), progress.view()),
                             quiet)) {
                         try {
-                            report = store.check(checkpoint, depth, progress);
+                            outcome = chains.check(checkpoint, progress);
                             progress.succeeded();
                         } catch (IOException | RuntimeException e) {
                             progress.failed(e.getMessage());
                             throw e;
                         }
                     }
-                    if (report.intact()) {
-                        out.println("checkpoint " + checkpoint.id() + ": intact (" + how(report) + ")");
+                    if (outcome.intact()) {
+                        final List<Long> needed = outcome.chain().stream()
+                                .map(io.pscluster.checkpoint.CheckpointInfo::id)
+                                .filter(link -> link != checkpoint.id())
+                                .toList();
+                        out.println("checkpoint " + checkpoint.id() + ": intact (" + how(outcome.report()) + ")"
+                                + (needed.isEmpty() ? "" : "; so are the checkpoints it needs, " + needed));
                     } else {
                         damaged++;
-                        out.println("checkpoint " + checkpoint.id() + ": DAMAGED ("
-                                + report.problems().size() + " of "
-                                + checkpoint.manifest().files().size() + " files)");
-                        report.problems().forEach(problem -> out.println("  " + problem));
+                        out.println("checkpoint " + checkpoint.id() + ": " + outcome.damage());
+                        outcome.fileProblems().forEach(problem -> out.println("  " + problem));
                     }
                 }
                 return damaged == 0 ? 0 : 1;
@@ -577,41 +579,19 @@ final class CheckpointCommand implements Runnable {
                 }
             }
             final String skipped = id == 0 ? "; skipped for the previous one" : "";
-            // A base shared by several deltas is checked once.
-            final Map<Long, VerifyReport> reports = new HashMap<>();
+            final ChainCheck chains = new ChainCheck(store, VerifyReport.Depth.CHECKSUM);
             for (final io.pscluster.checkpoint.CheckpointInfo candidate : candidates) {
                 badManifests
                         .tailMap(candidate.id(), false)
                         .forEach((bad, why) -> stdout.println(
                                 "checkpoint " + bad + ": DAMAGED: unreadable manifest: " + why + "; skipped"));
                 badManifests.tailMap(candidate.id(), false).clear();
-                final List<io.pscluster.checkpoint.CheckpointInfo> chain;
-                try {
-                    chain = store.chain(candidate);
-                } catch (CheckpointCorruptException e) {
-                    stdout.println("checkpoint " + candidate.id() + ": DAMAGED: " + e.getMessage() + skipped);
-                    continue;
+                final ChainCheck.Outcome outcome = chains.check(candidate, null);
+                if (outcome.intact()) {
+                    return Optional.of(outcome.chain());
                 }
-                boolean intact = true;
-                for (final io.pscluster.checkpoint.CheckpointInfo link : chain) {
-                    VerifyReport report = reports.get(link.id());
-                    if (report == null) {
-                        report = store.check(link, VerifyReport.Depth.CHECKSUM);
-                        reports.put(link.id(), report);
-                    }
-                    if (!report.intact()) {
-                        stdout.println("checkpoint " + candidate.id() + ": DAMAGED ("
-                                + (link.id() == candidate.id() ? "" : "it needs checkpoint " + link.id() + ": ")
-                                + report.problems().size() + " of "
-                                + link.manifest().files().size() + " files)" + skipped);
-                        report.problems().forEach(problem -> stdout.println("  " + problem));
-                        intact = false;
-                        break;
-                    }
-                }
-                if (intact) {
-                    return Optional.of(chain);
-                }
+                stdout.println("checkpoint " + candidate.id() + ": " + outcome.damage() + skipped);
+                outcome.fileProblems().forEach(problem -> stdout.println("  " + problem));
             }
             if (id == 0) {
                 stdout.println("no intact checkpoint under " + store.root());

@@ -1,0 +1,138 @@
+package io.pscluster.cli;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.pscluster.checkpoint.CheckpointStore;
+import io.pscluster.checkpoint.Manifest;
+import io.pscluster.checkpoint.RowFileInfo;
+import io.pscluster.checkpoint.RowFileWriter;
+import java.io.IOException;
+import java.io.PrintWriter;
+import java.io.StringWriter;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Comparator;
+import java.util.List;
+import java.util.Map;
+import java.util.stream.Stream;
+import org.apache.hadoop.conf.Configuration;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * {@code psctl checkpoint list / verify} on a local directory written by hand (a base and deltas on it, no cluster):
+ * what they say about a delta whose chain is damaged or gone, and about a directory that is not there.
+ */
+class OfflineCheckpointCommandsTest {
+    @TempDir
+    Path tmp;
+
+    @Test
+    void shouldReportADeltaDamagedWhenItsBaseIsTruncated() throws Exception {
+        final Path root = baseAndDeltas(tmp.resolve("truncated"));
+        final Path baseFile = root.resolve("ckpt-000000000001").resolve("shard-s0/t.rows");
+        final byte[] whole = Files.readAllBytes(baseFile);
+        Files.write(baseFile, java.util.Arrays.copyOf(whole, whole.length - 1));
+        Files.deleteIfExists(baseFile.resolveSibling(".t.rows.crc"));
+
+        final Run verify = psctl("checkpoint", "verify", "--checkpoint-dir", root.toString(), "--id", "3", "--quiet");
+        assertThat(verify.exit).as(verify.text()).isEqualTo(1);
+        assertThat(verify.out)
+                .contains("checkpoint 3: DAMAGED (it needs checkpoint 1: 1 of 1 files)")
+                .contains("  file file:" + baseFile + ": length expected")
+                .doesNotContain("intact");
+        final Run all = psctl("checkpoint", "verify", "--checkpoint-dir", root.toString(), "--quiet");
+        assertThat(all.exit).as(all.text()).isEqualTo(1);
+        assertThat(all.out)
+                .contains("checkpoint 3: DAMAGED (it needs checkpoint 1: ")
+                .contains("checkpoint 2: DAMAGED (it needs checkpoint 1: ")
+                .contains("checkpoint 1: DAMAGED (1 of 1 files)");
+
+        final Run list = psctl("checkpoint", "list", "--checkpoint-dir", root.toString());
+        assertThat(list.exit).as(list.text()).isEqualTo(1);
+        assertThat(list.out.lines().filter(line -> line.matches("^[23] .*")))
+                .hasSize(2)
+                .allSatisfy(line -> assertThat(line).endsWith("DAMAGED"));
+        assertThat(list.out)
+                .contains("checkpoint 3: it needs checkpoint 1: file file:" + baseFile + ": length expected");
+    }
+
+    @Test
+    void shouldReportADeltaDamagedWhenItsBaseDirectoryIsDeleted() throws Exception {
+        final Path root = baseAndDeltas(tmp.resolve("deleted"));
+        deleteTree(root.resolve("ckpt-000000000001"));
+
+        final Run verify = psctl("checkpoint", "verify", "--checkpoint-dir", root.toString(), "--id", "3", "--quiet");
+        assertThat(verify.exit).as(verify.text()).isEqualTo(1);
+        assertThat(verify.out)
+                .contains("checkpoint 3: DAMAGED: checkpoint 3 (a delta) needs checkpoint 1, which has no manifest")
+                .doesNotContain("intact");
+        final Run list = psctl("checkpoint", "list", "--checkpoint-dir", root.toString(), "--verify");
+        assertThat(list.exit).as(list.text()).isEqualTo(1);
+        assertThat(list.out.lines().filter(line -> line.matches("^[23] .*")))
+                .hasSize(2)
+                .allSatisfy(line -> assertThat(line).endsWith("DAMAGED"));
+        assertThat(list.out).contains("checkpoint 2: checkpoint 2 (a delta) needs checkpoint 1, which has no manifest");
+    }
+
+    @Test
+    void shouldSayAnIntactDeltaIsIntactWithTheCheckpointsItNeeds() throws Exception {
+        final Path root = baseAndDeltas(tmp.resolve("intact"));
+
+        final Run verify = psctl("checkpoint", "verify", "--checkpoint-dir", root.toString(), "--id", "3", "--quiet");
+        assertThat(verify.exit).as(verify.text()).isZero();
+        assertThat(verify.out)
+                .contains("checkpoint 3: intact (1 files read back, ")
+                .contains("it needs, [1, 2]");
+        final Run list = psctl("checkpoint", "list", "--checkpoint-dir", root.toString(), "--verify");
+        assertThat(list.exit).as(list.text()).isZero();
+        assertThat(list.out).contains(" delta:2 ").contains(" verified").doesNotContain("DAMAGED");
+    }
+
+    /** Checkpoint 1 a base, 2 a delta of 1, 3 a delta of 2: one row file each, committed through the store. */
+    private static Path baseAndDeltas(final Path root) throws IOException {
+        try (CheckpointStore store = new CheckpointStore(root.toUri(), new Configuration())) {
+            for (long id = 1; id <= 3; id++) {
+                final RowFileInfo file;
+                try (RowFileWriter writer =
+                        RowFileWriter.create(store.fileSystem(), store.checkpointDir(id), "shard-s0/t.rows", 2)) {
+                    writer.beginSlot(0);
+                    writer.writeRow(id, new float[] {1f, 2f}, 0);
+                    file = writer.finish();
+                }
+                store.commit(new Manifest(
+                        id,
+                        System.currentTimeMillis(),
+                        16,
+                        id == 1 ? Manifest.Kind.BASE : Manifest.Kind.DELTA,
+                        id == 1 ? 0 : 1,
+                        id == 1 ? 0 : id - 1,
+                        List.of(new Manifest.TableEntry("t", new byte[0])),
+                        List.of(new Manifest.FileEntry("t", "s0", file)),
+                        Map.of()));
+            }
+        }
+        return root;
+    }
+
+    private static void deleteTree(final Path dir) throws IOException {
+        try (Stream<Path> paths = Files.walk(dir)) {
+            for (final Path path : paths.sorted(Comparator.reverseOrder()).toList()) {
+                Files.delete(path);
+            }
+        }
+    }
+
+    record Run(int exit, String out, String err) {
+        String text() {
+            return "exit " + exit + "\n" + out + err;
+        }
+    }
+
+    static Run psctl(final String... args) {
+        final StringWriter out = new StringWriter();
+        final StringWriter err = new StringWriter();
+        final int exit = Psctl.run(new PrintWriter(out, true), new PrintWriter(err, true), args);
+        return new Run(exit, out.toString(), err.toString());
+    }
+}
