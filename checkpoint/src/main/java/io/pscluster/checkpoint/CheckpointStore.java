@@ -106,14 +106,40 @@ public final class CheckpointStore implements Closeable {
      * store.
      */
     public CheckpointStore(URI root, Configuration conf) throws IOException {
+        this(root, conf, true);
+    }
+
+    /**
+     * Opens the store at an existing {@code root}, creating nothing: for tools that only read or delete checkpoints,
+     * where a mistyped root must be an error, not a new empty directory that holds no checkpoints.
+     *
+     * @throws FileNotFoundException naming the root if it does not exist or is not a directory.
+     */
+    public static CheckpointStore openExisting(URI root, Configuration conf) throws IOException {
+        return new CheckpointStore(root, conf, false);
+    }
+
+    private CheckpointStore(URI root, Configuration conf, boolean create) throws IOException {
         Objects.requireNonNull(root, "root");
         Objects.requireNonNull(conf, "conf");
         this.conf = new Configuration(conf);
         this.conf.set(CHECKSUM_COMBINE_MODE, "COMPOSITE_CRC");
         this.fs = FileSystem.get(root, this.conf);
         this.root = fs.makeQualified(new Path(root));
-        if (!fs.mkdirs(this.root)) {
-            throw new IOException("cannot create checkpoint root " + this.root);
+        if (create) {
+            if (!fs.mkdirs(this.root)) {
+                throw new IOException("cannot create checkpoint root " + this.root);
+            }
+        } else {
+            FileStatus status;
+            try {
+                status = fs.getFileStatus(this.root);
+            } catch (FileNotFoundException e) {
+                throw new FileNotFoundException("checkpoint root " + this.root + " does not exist");
+            }
+            if (!status.isDirectory()) {
+                throw new FileNotFoundException("checkpoint root " + this.root + " is not a directory");
+            }
         }
     }
 

@@ -604,10 +604,18 @@ final class CheckpointCommand implements Runnable {
         }
     }
 
+    /**
+     * The store for the offline commands, which create nothing: a mistyped {@code --checkpoint-dir} is an error (exit
+     * 1), not a new empty directory reported as holding no checkpoints.
+     */
     private static CheckpointStore openStore(final String checkpointDir, final HadoopOptions hadoop)
             throws IOException {
         Cli.logLevel(ch.qos.logback.classic.Level.WARN);
-        return new CheckpointStore(URI.create(Cli.checkpointUri(checkpointDir)), hadoop.configuration());
+        try {
+            return CheckpointStore.openExisting(URI.create(Cli.checkpointUri(checkpointDir)), hadoop.configuration());
+        } catch (java.io.FileNotFoundException e) {
+            throw new java.io.FileNotFoundException("--checkpoint-dir=" + checkpointDir + ": " + e.getMessage());
+        }
     }
 
     private interface AdminCall {

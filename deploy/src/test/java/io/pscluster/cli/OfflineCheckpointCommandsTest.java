@@ -89,6 +89,30 @@ class OfflineCheckpointCommandsTest {
         assertThat(list.out).contains(" delta:2 ").contains(" verified").doesNotContain("DAMAGED");
     }
 
+    @Test
+    void shouldRefuseAMissingCheckpointDirectoryAndCreateNothing() throws Exception {
+        final Path missing = tmp.resolve("mistyped").resolve("ckpts");
+        final String expected = "--checkpoint-dir=" + missing + ": checkpoint root file:" + missing + " does not exist";
+
+        for (final String[] command : List.of(
+                new String[] {"list"},
+                new String[] {"list", "--verify"},
+                new String[] {"verify"},
+                new String[] {"verify", "--id", "3"},
+                new String[] {"delete", "--id", "3"},
+                new String[] {"export", "--out", tmp.resolve("model").toString()})) {
+            final String[] args = Stream.concat(
+                            Stream.of("checkpoint", command[0], "--checkpoint-dir", missing.toString()),
+                            Stream.of(command).skip(1))
+                    .toArray(String[]::new);
+            final Run run = psctl(args);
+            assertThat(run.exit).as(String.join(" ", args) + "\n" + run.text()).isEqualTo(1);
+            assertThat(run.err).as(String.join(" ", args)).contains(expected);
+        }
+        assertThat(tmp.resolve("mistyped")).doesNotExist();
+        assertThat(tmp.resolve("model")).doesNotExist();
+    }
+
     /** Checkpoint 1 a base, 2 a delta of 1, 3 a delta of 2: one row file each, committed through the store. */
     private static Path baseAndDeltas(final Path root) throws IOException {
         try (CheckpointStore store = new CheckpointStore(root.toUri(), new Configuration())) {
