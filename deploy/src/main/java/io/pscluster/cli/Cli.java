@@ -51,6 +51,22 @@ final class Cli {
     }
 
     /**
+     * As {@link #duration}, but a bare number other than 0 is refused: for an option where seconds are never meant
+     * (a checkpoint age of {@code 7} is not seven seconds; read as such, retention deleted every checkpoint but the
+     * newest).
+     *
+     * @throws IllegalArgumentException naming the option and the value, and suggesting units.
+     */
+    static Duration durationWithUnit(final String option, final String value) {
+        final Matcher matcher = DURATION.matcher(value.trim());
+        if (matcher.matches() && matcher.group(2).isEmpty() && Long.parseLong(matcher.group(1)) != 0) {
+            throw new IllegalArgumentException(option + "=" + value + " needs a unit: e.g. " + value.trim() + "d, "
+                    + value.trim() + "h, " + value.trim() + "m or " + value.trim() + "s (0: no limit)");
+        }
+        return duration(option, value);
+    }
+
+    /**
      * A byte count such as {@code 134217728}, {@code 128m} or {@code 1GiB} (k, m, g, t are powers of 1024).
      *
      * @throws IllegalArgumentException naming the option and the value.

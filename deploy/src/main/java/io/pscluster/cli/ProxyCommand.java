@@ -86,8 +86,9 @@ final class ProxyCommand implements Callable<Integer> {
     @Option(
             names = "--max-checkpoint-age",
             defaultValue = "0",
-            description = "After each checkpoint, delete those older than this, e.g. 7d or 12h; 0 (default): no"
-                    + " limit. The newest is always kept.")
+            description = "After each checkpoint, delete those older than this, with its unit: 7d, 12h, 90m or 30s;"
+                    + " 0 (default): no limit. A checkpoint outside this or --keep-checkpoints is deleted; the newest,"
+                    + " and what a kept delta needs, are always kept.")
     String maxCheckpointAge;
 
     @Option(
@@ -128,7 +129,15 @@ final class ProxyCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        final ProxyServer proxy = ProxyServer.start(new ProxyServer.Context()
+        final ProxyServer proxy = ProxyServer.start(context());
+        System.out.println("proxy listening on port " + proxy.port() + ", checkpoints under " + proxy.checkpointRoot());
+        Cli.runUntilStopped(proxy);
+        return 0;
+    }
+
+    /** The proxy's settings from the options, each checked and named when it is wrong; nothing is started. */
+    ProxyServer.Context context() throws java.io.IOException {
+        return new ProxyServer.Context()
                 .port(port)
                 .checkpointRoot(Cli.checkpointUri(checkpointDir))
                 .checkpointIntervalMs(checkpointIntervalSeconds * 1000)
@@ -139,8 +148,8 @@ final class ProxyCommand implements Callable<Integer> {
                 .deltasPerBase(deltasPerBase)
                 .checkpointPauseMs(Cli.duration("--checkpoint-pause-timeout", checkpointPauseTimeout)
                         .toMillis())
-                .maxCheckpointAgeMs(
-                        Cli.duration("--max-checkpoint-age", maxCheckpointAge).toMillis())
+                .maxCheckpointAgeMs(Cli.durationWithUnit("--max-checkpoint-age", maxCheckpointAge)
+                        .toMillis())
                 .checkpointStallTimeoutMs(Cli.duration("--checkpoint-stall-timeout", checkpointStallTimeout)
                         .toMillis())
                 .checkpointTimeoutMs(
@@ -150,9 +159,6 @@ final class ProxyCommand implements Callable<Integer> {
                 .leaseMs(leaseMs)
                 .leaseMarginMs(leaseMarginMs)
                 .workerLeaseMs(workerLeaseMs)
-                .heartbeatIntervalMs(heartbeatMs));
-        System.out.println("proxy listening on port " + proxy.port() + ", checkpoints under " + proxy.checkpointRoot());
-        Cli.runUntilStopped(proxy);
-        return 0;
+                .heartbeatIntervalMs(heartbeatMs);
     }
 }

@@ -1,0 +1,37 @@
+package io.pscluster.cli;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import org.junit.jupiter.api.Test;
+import picocli.CommandLine;
+
+/** {@code psctl proxy}'s options turned into the proxy's settings, without starting a proxy. */
+class ProxyCommandTest {
+    @Test
+    void shouldRefuseACheckpointAgeWithoutAUnitNamingTheOptionAndUnits() {
+        assertThatThrownBy(() -> proxy("--max-checkpoint-age", "7").context())
+                .isInstanceOf(IllegalArgumentException.class)
+                .hasMessage("--max-checkpoint-age=7 needs a unit: e.g. 7d, 7h, 7m or 7s (0: no limit)");
+    }
+
+    @Test
+    void shouldTakeACheckpointAgeWithAUnitOrZero() throws Exception {
+        assertThat(proxy("--max-checkpoint-age", "0").context()).isNotNull();
+        assertThat(proxy("--max-checkpoint-age", "7d").context()).isNotNull();
+        assertThat(Cli.durationWithUnit("--max-checkpoint-age", "30s")).hasSeconds(30);
+        // Other durations keep a bare number as seconds.
+        assertThat(proxy("--checkpoint-stall-timeout", "120").context()).isNotNull();
+        assertThat(Cli.duration("--checkpoint-stall-timeout", "120")).hasSeconds(120);
+    }
+
+    private static ProxyCommand proxy(final String... options) {
+        final ProxyCommand command = new ProxyCommand();
+        final String[] args = new String[options.length + 2];
+        args[0] = "--checkpoint-dir";
+        args[1] = "/nowhere";
+        System.arraycopy(options, 0, args, 2, options.length);
+        new CommandLine(command).parseArgs(args);
+        return command;
+    }
+}
