@@ -508,6 +508,11 @@ final class CheckpointCommand implements Runnable {
                     export = SafetensorsExport.plan(chain, tables, out);
                 } catch (IllegalArgumentException e) {
                     throw usage(e.getMessage());
+                } catch (SafetensorsExport.Refused e) {
+                    // Not a bad option: a plain error, without the usage text.
+                    spec.commandLine().getErr().println("psctl checkpoint export: " + e.getMessage());
+                    stdout.println("nothing exported");
+                    return 1;
                 } catch (CheckpointCorruptException e) {
                     stdout.println("checkpoint " + checkpoint.id() + ": DAMAGED: " + e.getMessage());
                     stdout.println("nothing exported");

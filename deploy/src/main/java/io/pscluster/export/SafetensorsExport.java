@@ -81,6 +81,19 @@ public final class SafetensorsExport {
     public record Exported(String table, Path file, boolean dense, long rows, int dim, long bytes) {}
 
     /** One table to export: its schema, the width of its stored records and the output. */
+    /**
+     * The export cannot be done as asked, though the options are well formed and the checkpoint is intact: a dense table
+     * too large to export here. Not damage, not a bad option.
+     */
+    public static final class Refused extends IOException {
+        Refused(final String message) {
+            super(message);
+        }
+    }
+
+    /** Most words a {@code long[]} holds on common JVMs (a few are kept for the array's header). */
+    private static final long MAX_ARRAY_WORDS = Integer.MAX_VALUE - 8;
+
     private record Plan(TableSchema schema, int recordWidth, Path target) {
         String table() {
             return schema.getName();
@@ -150,7 +163,10 @@ public final class SafetensorsExport {
      *
      * @param chain what restores the checkpoint, oldest first ({@link io.pscluster.checkpoint.CheckpointStore#chain}):
      *     the checkpoint alone for a base.
-     * @throws IllegalArgumentException naming a table the checkpoint does not hold, or an output file that exists.
+     * @throws IllegalArgumentException naming a table the checkpoint does not hold, a table named twice, or an output
+     *     file that exists.
+     * @throws Refused naming a dense table whose two bits per row (see
+     *     {@link #denseWords}) do not fit in half of this JVM's heap.
      * @throws CheckpointCorruptException if a table's schema does not decode, the chain does not start at a base and
      *     lead to the checkpoint, or a checkpoint of the chain lacks a table.
      */
@@ -198,11 +214,36 @@ public final class SafetensorsExport {
                 }
             }
             final TableSchema schema = schema(checkpoint, entry);
+            if (schema.getKind() == TableKind.DENSE) {
+                checkDenseFits(name, schema.getRows(), Runtime.getRuntime().maxMemory());
+            }
             final Optimizer optimizer = Optimizer.of(schema.getOptimizer());
             final int recordWidth = schema.getDim() * (1 + optimizer.slotCount()) + optimizer.counterCount();
             plans.add(new Plan(schema, recordWidth, target));
         }
         return new SafetensorsExport(chain, plans, groupBytes);
+    }
+
+    /** The words of one of a dense table's two bitmaps (a bit per row: present, written by the current link). */
+    private static long denseWords(final long rows) {
+        return rows / 64 + (rows % 64 == 0 ? 0 : 1);
+    }
+
+    /**
+     * Refuses a dense table whose two bitmaps would not fit in a Java array or in half of {@code heapBytes}: found
+     * before anything is written, rather than as an array allocation that fails with a bare negative size.
+     */
+    static void checkDenseFits(final String table, final long rows, final long heapBytes) throws Refused {
+        final long words = denseWords(rows);
+        final long bitmapBytes = 2 * 8 * words;
+        if (words > MAX_ARRAY_WORDS || bitmapBytes > heapBytes / 2) {
+            throw new Refused("table '" + table + "' is dense with " + rows + " rows: its export keeps two bits per"
+                    + " row in memory, " + bitmapBytes + " bytes, "
+                    + (words > MAX_ARRAY_WORDS
+                            ? "more than a Java array holds (at most " + MAX_ARRAY_WORDS * 64 + " rows)"
+                            : "more than half of this JVM's heap of " + heapBytes
+                                    + " bytes (raise -Xmx in PSCTL_JAVA_OPTS)"));
+        }
     }
 
     /** The chain starts at a base and each delta is on the previous checkpoint, with that base. */
@@ -272,7 +313,8 @@ public final class SafetensorsExport {
         files.add(file);
         final long valuesStart = file.start(0);
         final long rowBytes = 4L * dim;
-        final int words = (int) ((rows + 63) >>> 6);
+        // checkDenseFits (in plan) made sure this fits in an int and in the heap.
+        final int words = Math.toIntExact(denseWords(rows));
         final long[] present = new long[words];
         final long[] inLink = new long[words];
         final ByteBuffer row = ByteBuffer.allocate((int) rowBytes).order(ByteOrder.LITTLE_ENDIAN);
