@@ -286,7 +286,9 @@ class SafetensorsExportTest {
         final Run empty = psctl(
                 "checkpoint", "export", "--checkpoint-dir", tmp.resolve("none").toString(), "--out", "" + out);
         assertThat(empty.exit).isEqualTo(1);
-        assertThat(empty.out).contains("no complete checkpoint under ");
+        assertThat(empty.err)
+                .contains("--checkpoint-dir=" + tmp.resolve("none") + ": checkpoint root ", " does not exist");
+        assertThat(tmp.resolve("none")).doesNotExist();
     }
 
     /**
