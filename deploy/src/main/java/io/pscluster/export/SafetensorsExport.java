@@ -82,8 +82,8 @@ public final class SafetensorsExport {
 
     /** One table to export: its schema, the width of its stored records and the output. */
     /**
-     * The export cannot be done as asked, though the options are well formed and the checkpoint is intact: a dense table
-     * too large to export here. Not damage, not a bad option.
+     * The export cannot be done as asked, though the options are well formed and the checkpoint is intact: a table the
+     * checkpoint does not hold, or a dense table too large to export here. Not damage, not a bad option.
      */
     public static final class Refused extends IOException {
         Refused(final String message) {
@@ -163,9 +163,8 @@ public final class SafetensorsExport {
      *
      * @param chain what restores the checkpoint, oldest first ({@link io.pscluster.checkpoint.CheckpointStore#chain}):
      *     the checkpoint alone for a base.
-     * @throws IllegalArgumentException naming a table the checkpoint does not hold, a table named twice, or an output
-     *     file that exists.
-     * @throws Refused naming a dense table whose two bits per row (see
+     * @throws IllegalArgumentException naming a table named twice, or an output file that exists.
+     * @throws Refused naming a table the checkpoint does not hold, or a dense table whose two bits per row (see
      *     {@link #denseWords}) do not fit in half of this JVM's heap.
      * @throws CheckpointCorruptException if a table's schema does not decode, the chain does not start at a base and
      *     lead to the checkpoint, or a checkpoint of the chain lacks a table.
@@ -193,8 +192,8 @@ public final class SafetensorsExport {
         for (final String name : chosen) {
             final Manifest.TableEntry entry = byName.get(name);
             if (entry == null) {
-                throw new IllegalArgumentException("checkpoint " + checkpoint.id() + " has no table '" + name
-                        + "'; its tables: " + byName.keySet());
+                throw new Refused("checkpoint " + checkpoint.id() + " has no table '" + name + "'; its tables: "
+                        + byName.keySet());
             }
             final String fileName = fileName(name);
             final String other = fileNames.put(fileName, name);

@@ -47,6 +47,20 @@ class SafetensorsExportRefusalTest {
     }
 
     @Test
+    void shouldRefuseAnUnknownTableAsAPlainErrorNotAUsageError() throws Exception {
+        final Path root = checkpoint(tmp.resolve("small"), 10);
+        final Path out = tmp.resolve("model");
+
+        final Run export = psctl(
+                "checkpoint", "export", "--checkpoint-dir", root.toString(), "--table", "nosuch", "--out", "" + out);
+        assertThat(export.exit).as(export.text()).isEqualTo(1);
+        assertThat(export.err)
+                .isEqualTo("psctl checkpoint export: checkpoint 1 has no table 'nosuch'; its tables: [huge]"
+                        + System.lineSeparator());
+        assertThat(out).doesNotExist();
+    }
+
+    @Test
     void shouldRefuseADenseTableWhoseBitsDoNotFitInHalfTheHeap() {
         // 2^33 rows: two bitmaps of 2^27 words each, 2 GiB, against a 1 GiB heap.
         assertThatThrownBy(() -> SafetensorsExport.checkDenseFits("emb", 1L << 33, 1L << 30))

@@ -265,8 +265,10 @@ class SafetensorsExportTest {
         assertThat(absent.exit).isEqualTo(2);
         assertThat(absent.err).contains("--id=9: no such checkpoint under ").contains("complete ones: [2, 1]");
         final Run table = psctl("checkpoint", "export", "--checkpoint-dir", dir, "--table", "nope", "--out", "" + out);
-        assertThat(table.exit).isEqualTo(2);
-        assertThat(table.err).contains("checkpoint 2 has no table 'nope'; its tables: [");
+        assertThat(table.exit).isEqualTo(1);
+        assertThat(table.err)
+                .contains("checkpoint 2 has no table 'nope'; its tables: [")
+                .doesNotContain("Usage:");
         final Run noOut = psctl("checkpoint", "export", "--checkpoint-dir", dir);
         assertThat(noOut.exit).isEqualTo(2);
         assertThat(noOut.err).contains("--out");

@@ -241,16 +241,26 @@ final class CheckpointCoordinator {
             final VerifyReport report = store.check(link, VerifyReport.Depth.PRESENCE);
             if (!report.intact()) {
                 LOG.warn(
-                        "checkpoint {} cannot carry a delta: {} of its chain has {} file(s) missing or of the wrong"
-                                + " length ({}); taking a base",
-                        latest,
-                        link.id() == latest ? "it" : "checkpoint " + link.id(),
-                        report.problems().size(),
-                        report.problems().get(0));
+                        "{}; taking a base",
+                        cannotCarryDelta(
+                                latest,
+                                link.id(),
+                                report.problems().size(),
+                                report.problems().get(0)));
                 return Optional.empty();
             }
         }
         return parent;
+    }
+
+    /**
+     * Why checkpoint {@code latest} cannot carry a delta: {@code damaged} (itself, or a checkpoint of its chain) has
+     * {@code files} files missing or of the wrong length, the first of them {@code first}.
+     */
+    static String cannotCarryDelta(final long latest, final long damaged, final int files, final String first) {
+        return "checkpoint " + latest + " cannot carry a delta: "
+                + (damaged == latest ? "it has " : "checkpoint " + damaged + " of its chain has ") + files
+                + " file(s) missing or of the wrong length (" + first + ")";
     }
 
     /**
