@@ -11,8 +11,8 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * Checks a checkpoint as a restore needs it, with its chain: for a delta, the base and every delta up to it, base first,
- * each to one depth, stopping at the first damaged one. A delta whose base is damaged or gone cannot be restored or
+ * Checks a checkpoint as a restore needs it, with its chain: for a delta, the base and every delta up to it, base
+ * first, each to one depth, stopping at the first damaged one. A delta whose base is damaged or gone cannot be restored or
  * exported, so the offline commands ({@code list}, {@code verify}, {@code export}) report it damaged, naming the
  * checkpoint of the chain that is. Each checkpoint is checked once per instance, however many deltas need it.
  */
