@@ -164,6 +164,22 @@ class BadInputTest {
                 .hasMessageContaining("the gradients of key " + keyOnShard1 + " (element 3), repeated")
                 .hasMessageContaining("sum to Infinity");
 
+        // Each value below MAX_VALUE / n, yet summed one after another in float32 their rounding reaches Infinity.
+        final int repeats = 8_484;
+        final long[] many = new long[repeats];
+        final float[] justBelow = new float[repeats * DIM];
+        many[0] = keyOnShard0;
+        java.util.Arrays.fill(justBelow, 0, DIM, 1f);
+        final float value = Math.nextDown(Float.MAX_VALUE / repeats);
+        for (int i = 1; i < repeats; i++) {
+            many[i] = keyOnShard1;
+            justBelow[i * DIM + 3] = value;
+        }
+        assertThatThrownBy(() -> table.push(many, justBelow))
+                .isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("the gradients of key " + keyOnShard1 + " (element 3), repeated")
+                .hasMessageContaining("sum to Infinity");
+
         cluster.shard(1).shard().awaitQuiescent();
         assertThat(table.pull(new long[] {keyOnShard0, keyOnShard1})).containsOnly(0f);
     }

@@ -440,7 +440,7 @@ public final class Shard implements AutoCloseable {
             final PartitionWriters.DeferredWakes later) {
         final ParameterTable.RowPromise promise = table.promiseNewRows(keys, slots);
         if (promise == null) {
-            if (table.rowsCreated() + table.countAbsent(keys, slots) <= table.maxRows()) {
+            if (table.rowCount() + table.countAbsent(keys, slots) <= table.maxRows()) {
                 // It fits unless the queued pushes create their rows: they may name the same new keys. Sent again
                 // once they are applied, it is accepted or refused for good.
                 throw PsException.backpressure("table '" + table.name() + "' on shard " + name()
@@ -463,13 +463,16 @@ public final class Shard implements AutoCloseable {
      */
     private void checkRowCap(final ParameterTable table, final long[] keys, final int[] slots) {
         final long maxRows = table.maxRows();
-        if (maxRows > 0 && table.rowCount() + table.countAbsent(keys, slots) > maxRows) {
-            throw rowCapReached(table, keys, slots);
+        if (maxRows > 0) {
+            final int absent = table.countAbsent(keys, slots);
+            if (absent > 0 && table.rowsCounted() + absent > maxRows) {
+                throw rowCapReached(table, keys, slots);
+            }
         }
     }
 
     private PsException rowCapReached(final ParameterTable table, final long[] keys, final int[] slots) {
-        return PsException.resourceExhausted("table '" + table.name() + "' holds " + table.rowCount()
+        return PsException.resourceExhausted("table '" + table.name() + "' holds " + table.rowsCounted()
                 + " rows on shard " + name() + " (counting those of pushes queued and not yet applied); "
                 + table.countAbsent(keys, slots) + " new rows would pass its cap of " + table.maxRows() + " rows");
     }
@@ -987,13 +990,8 @@ public final class Shard implements AutoCloseable {
             } catch (UncheckedIOException outage) {
                 throw outage.getCause();
             }
-            final StringBuilder notes = new StringBuilder();
-            restoredTables = createTables(checkpoint, notes);
-            if (notes.length() > 0) {
-                // An operator's restore: refused whole, nothing changed, rather than the table's rows emptied.
-                throw PsException.alreadyExists(
-                        notes + "; drop that table first to restore the checkpoint's, or restore another checkpoint");
-            }
+            // An operator's restore: refused whole, nothing changed, rather than a live table's rows emptied.
+            restoredTables = createTables(store, checkpoint, new StringBuilder(), true);
         } catch (IOException | RuntimeException e) {
             // Nothing was changed yet: the slots keep serving what they held.
             ownership.endRestore(slots);
@@ -1106,7 +1104,7 @@ public final class Shard implements AutoCloseable {
             } catch (UncheckedIOException outage) {
                 throw outage.getCause();
             }
-            return load(store, checkpoint, slots, progress, createTables(checkpoint, notes));
+            return load(store, checkpoint, slots, progress, createTables(store, checkpoint, notes, false));
         } catch (CheckpointCorruptException corrupt) {
             appendDamage(damage, checkpoint.id(), corrupt.getMessage());
         } catch (PsException e) {
@@ -1129,29 +1127,80 @@ public final class Shard implements AutoCloseable {
      * Creates the tables {@code checkpoint} holds that this shard lacks; returns the names of those whose rows it
      * restores. A table here with another schema than the checkpoint's is a later one of that name (the cluster's
      * catalog names it; the checkpoint's was dropped since): its rows cannot go into it, so the restored slots start
-     * empty in it, said in {@code notes}, rather than every attempt of the restore failing on a table it cannot change.
+     * empty in it, said in {@code notes}, rather than every attempt of the restore failing on a table it cannot change
+     * (with {@code refuseOtherSchema}, an operator's restore, it is refused instead: nothing changed). A table no shard
+     * could create and of which the checkpoint holds no rows is left out the same way.
      */
-    private java.util.Set<String> createTables(final CheckpointInfo checkpoint, final StringBuilder notes)
+    private java.util.Set<String> createTables(
+            final CheckpointStore store,
+            final CheckpointInfo checkpoint,
+            final StringBuilder notes,
+            final boolean refuseOtherSchema)
             throws IOException, InterruptedException {
         final java.util.Set<String> restored = new java.util.HashSet<>();
         for (final Manifest.TableEntry entry : checkpoint.manifest().tables()) {
             final TableSchema schema = TableSchemas.normalize(parseSchema(entry));
             final ParameterTable live = tables.get(schema.getName());
+            if (refuseOtherSchema && live != null && !live.schema().equals(schema)) {
+                // Checked for every table before any is created.
+                throw PsException.alreadyExists("table '" + schema.getName() + "' of checkpoint " + checkpoint.id()
+                        + " has another schema than the table of that name here (created again since); drop that"
+                        + " table first to restore the checkpoint's, or restore another checkpoint");
+            }
+        }
+        for (final Manifest.TableEntry entry : checkpoint.manifest().tables()) {
+            final TableSchema schema = TableSchemas.normalize(parseSchema(entry));
+            final ParameterTable live = tables.get(schema.getName());
             if (live != null && !live.schema().equals(schema)) {
-                final String note = "table '" + schema.getName() + "' of checkpoint " + checkpoint.id()
-                        + " has another schema than the table of that name here (created again since): its rows are"
-                        + " not restored, the restored slots start empty in it";
-                LOG.warn("shard {}: {}", name(), note);
-                if (notes.length() > 0) {
-                    notes.append("; ");
-                }
-                notes.append(note);
+                note(
+                        notes,
+                        "table '" + schema.getName() + "' of checkpoint " + checkpoint.id()
+                                + " has another schema than the table of that name here (created again since): its"
+                                + " rows are not restored, the restored slots start empty in it");
                 continue;
             }
-            createTable(schema);
+            try {
+                createTable(schema);
+            } catch (PsException refused) {
+                // A table no shard could create (a dense table larger than the off-heap budget) is in the catalog, so
+                // in every checkpoint, with no rows: it must not fail every restore. One with rows fails it, as ever.
+                if (refused.code() != Status.Code.RESOURCE_EXHAUSTED
+                        || holdsRows(store, checkpoint, schema.getName())) {
+                    throw refused;
+                }
+                note(
+                        notes,
+                        "table '" + schema.getName() + "' of checkpoint " + checkpoint.id()
+                                + " holds no rows and cannot be created here (" + refused.getMessage()
+                                + "): restored without it");
+                continue;
+            }
             restored.add(schema.getName());
         }
         return restored;
+    }
+
+    /** Whether any checkpoint of {@code checkpoint}'s chain holds rows of {@code table}. */
+    private static boolean holdsRows(final CheckpointStore store, final CheckpointInfo checkpoint, final String table)
+            throws IOException {
+        for (final CheckpointInfo link : store.chain(checkpoint)) {
+            for (final Manifest.FileEntry entry : link.manifest().files()) {
+                if (entry.table().equals(table)
+                        && !entry.removedKeys()
+                        && entry.file().rows() > 0) {
+                    return true;
+                }
+            }
+        }
+        return false;
+    }
+
+    private void note(final StringBuilder notes, final String note) {
+        LOG.warn("shard {}: {}", name(), note);
+        if (notes.length() > 0) {
+            notes.append("; ");
+        }
+        notes.append(note);
     }
 
     /**

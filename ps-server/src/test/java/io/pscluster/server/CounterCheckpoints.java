@@ -15,6 +15,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
+import java.util.stream.Stream;
 import org.apache.hadoop.conf.Configuration;
 
 /**
@@ -48,6 +49,15 @@ final class CounterCheckpoints implements AutoCloseable {
 
     /** Adds 1 to every key, then commits checkpoint {@code id}, which holds the counters as they are then. */
     void countAndCommit(final long[] keys, final long id) throws IOException, InterruptedException {
+        countAndCommit(keys, id, List.of());
+    }
+
+    /**
+     * As {@link #countAndCommit(long[], long)}, the manifest also listing {@code rowlessTables} (tables of the catalog
+     * of which the checkpoint holds no rows).
+     */
+    void countAndCommit(final long[] keys, final long id, final List<TableSchema> rowlessTables)
+            throws IOException, InterruptedException {
         final float[] minusOnes = new float[keys.length];
         Arrays.fill(minusOnes, -1f);
         writer.push(TABLE, 1, 0, 0, keys, minusOnes);
@@ -60,7 +70,9 @@ final class CounterCheckpoints implements AutoCloseable {
                 id,
                 System.currentTimeMillis(),
                 Slots.SLOT_COUNT,
-                List.of(new Manifest.TableEntry(TABLE, SCHEMA.toByteArray())),
+                Stream.concat(Stream.of(SCHEMA), rowlessTables.stream())
+                        .map(schema -> new Manifest.TableEntry(schema.getName(), schema.toByteArray()))
+                        .toList(),
                 files,
                 Map.of()));
     }

@@ -7,9 +7,11 @@ import io.grpc.Grpc;
 import io.grpc.InsecureChannelCredentials;
 import io.grpc.ManagedChannel;
 import io.pscluster.proto.v1.InjectFaultRequest;
+import io.pscluster.proto.v1.OptimizerSpec;
 import io.pscluster.proto.v1.RestoreDirective;
 import io.pscluster.proto.v1.RestoreReport;
 import io.pscluster.proto.v1.ShardAdminServiceGrpc;
+import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.wire.PsException;
 import io.pscluster.wire.Slots;
@@ -18,6 +20,7 @@ import java.nio.ByteOrder;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.HashSet;
+import java.util.List;
 import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.TimeUnit;
@@ -196,6 +199,34 @@ class RestoreOrderTest {
         assertThat(floats(server.shard().pull(CounterCheckpoints.TABLE, 1, KEYS)))
                 .hasSize(2 * KEYS.length)
                 .containsOnly(0f);
+    }
+
+    /**
+     * A dense table no shard could create (larger than the off-heap budget) stays in the catalog, so in every
+     * checkpoint, without rows: a restore leaves it out with a note instead of failing on it on every attempt.
+     */
+    @Test
+    void shouldRestoreWithoutATableThatCannotBeCreatedHereAndHoldsNoRows() throws Exception {
+        final TableSchema huge = TableSchema.newBuilder()
+                .setName("huge")
+                .setKind(TableKind.DENSE)
+                .setDim(4)
+                .setRows(1_000_000_000_000L)
+                .setOptimizer(OptimizerSpec.newBuilder().setLearningRate(1f))
+                .build();
+        checkpoints.countAndCommit(KEYS, 1, List.of(huge));
+        proxy.tables.add(CounterCheckpoints.SCHEMA);
+        proxy.orders.add(order(6, 1));
+
+        startShard();
+        await().atMost(GENEROUS).until(() -> report(6, true).isPresent());
+
+        assertThat(report(6, true).orElseThrow().getNote())
+                .contains("table 'huge' of checkpoint 1 holds no rows and cannot be created here");
+        assertThat(server.shard().restoringSlotCount()).isZero();
+        assertThat(floats(server.shard().pull(CounterCheckpoints.TABLE, 1, KEYS)))
+                .as("counters from checkpoint 1")
+                .containsOnly(1f);
     }
 
     @Test

@@ -153,6 +153,31 @@ class ShardRowCapTest {
         assertThat(table.rowCount()).isEqualTo(60);
     }
 
+    /**
+     * Restores are not capped, so after a failover a shard can hold more rows than the cap: pushes that create no row
+     * must still be taken there.
+     */
+    @Test
+    void shouldTakeAPushOfExistingRowsWhenRestoredRowsLeftTheTableAboveItsCap() throws InterruptedException {
+        final ParameterTable table = createTable(100);
+        final long[] keys = new long[150];
+        for (int i = 0; i < keys.length; i++) {
+            keys[i] = i;
+        }
+        table.putRecords(keys, new float[keys.length * table.rowWidth()], keys.length);
+        assertThat(table.rowCount()).isEqualTo(150);
+
+        assertThat(shard.push(TABLE, 1, 0, 0, new long[] {5}, ones(1)).accepted())
+                .isEqualTo(1);
+        shard.awaitQuiescent();
+
+        assertThat(firstValue(5)).isEqualTo(-1f);
+        final PsException newRow =
+                catchThrowableOfType(PsException.class, () -> shard.push(TABLE, 1, 0, 0, new long[] {1_000}, ones(1)));
+        assertThat(newRow).as("a new row above the cap").isNotNull();
+        assertThat(newRow.getMessage()).contains("cap of 100 rows");
+    }
+
     @Test
     void shouldRefuseTheWholeBatchAndApplyNothingWhenItWouldPassTheCap() throws InterruptedException {
         final ParameterTable table = createTable(100);

@@ -20,6 +20,7 @@ import java.nio.ByteOrder;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
@@ -153,7 +154,10 @@ public final class PsTable {
                 .thenApply(done -> values));
     }
 
-    /** Fails with CANCELLED at once when the client is closed, or when it closes before the call completes. */
+    /**
+     * Fails with CANCELLED at once when the client is closed, or when it closes before the call completes. The arrays
+     * are read while the requests are sent (and again for a retry): leave them unchanged until the future completes.
+     */
     public CompletableFuture<Void> pushAsync(final long[] keys, final float[] gradients) {
         checkPush(keys, gradients);
         final JobSession job = client.session();
@@ -210,17 +214,30 @@ public final class PsTable {
             }
             largest = Math.max(largest, magnitude);
         }
-        // The sum of n values can leave float32's range only if one of them is at least MAX_VALUE / n: gradients are
-        // far smaller, so the repeats are summed here only for pushes of such values.
-        if (keys.length > 1 && largest >= Float.MAX_VALUE / keys.length) {
-            checkRepeatSums(keys, gradients);
+        // Summed one after another in float32, n values of at most M reach at most n * M * (1 + 2^-24)^(n - 1): only
+        // a key with a value above MAX_VALUE over that factor can overflow, and gradients are far smaller.
+        final double threshold = Float.MAX_VALUE / (keys.length * Math.exp(keys.length * 0x1p-24));
+        if (keys.length > 1 && largest >= threshold) {
+            checkRepeatSums(keys, gradients, threshold);
         }
     }
 
-    /** Sums the rows of repeated keys in the order the request's encoding does (call order) and refuses an overflow. */
-    private void checkRepeatSums(final long[] keys, final float[] gradients) {
+    /**
+     * Sums the rows of the repeated keys that hold a value of at least {@code threshold} (no other key's sum can
+     * overflow), in the order the request's encoding does (call order), and refuses an overflow.
+     */
+    private void checkRepeatSums(final long[] keys, final float[] gradients, final double threshold) {
+        final Set<Long> large = new HashSet<>();
+        for (int i = 0; i < gradients.length; i++) {
+            if (Math.abs(gradients[i]) >= threshold) {
+                large.add(keys[i / dim]);
+            }
+        }
         final Map<Long, float[]> sums = new HashMap<>();
         for (int i = 0; i < keys.length; i++) {
+            if (!large.contains(keys[i])) {
+                continue;
+            }
             final float[] row = Arrays.copyOfRange(gradients, i * dim, (i + 1) * dim);
             final float[] sum = sums.putIfAbsent(keys[i], row);
             if (sum == null) {

@@ -611,8 +611,8 @@ public final class ParameterTable {
         return longest;
     }
 
-    /** The rows this table's partitions hold now, without those that queued pushes will create. */
-    public long rowsCreated() {
+    /** The rows this table's partitions hold now. */
+    public long rowCount() {
         long rows = 0;
         for (final PartitionStore store : partitions) {
             rows += store.size();
@@ -620,8 +620,8 @@ public final class ParameterTable {
         return rows;
     }
 
-    /** The rows this table holds on the shard, and the new rows of pushes queued and not yet applied. */
-    public long rowCount() {
+    /** The rows counted against the table's cap: those it holds and the new rows of pushes queued, not yet applied. */
+    public long rowsCounted() {
         return budget.rows();
     }
 

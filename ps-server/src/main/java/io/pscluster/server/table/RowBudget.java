@@ -46,6 +46,11 @@ final class RowBudget {
      * back what they did not use ({@link #releasePromised}).
      */
     boolean promise(final long rows) {
+        if (rows == 0) {
+            // A push that creates no row is never refused for the cap, even when restores (which are not capped) left
+            // the table above it.
+            return true;
+        }
         long current;
         do {
             current = this.rows.get();
