@@ -192,25 +192,10 @@ public final class CheckpointStore implements Closeable {
             return;
         }
         Path mark = new Path(root, String.format("%s%012d", ID_MARK_PREFIX, id));
-        final FSDataOutputStream out;
-        try {
-            out = RowFileWriter.createDurable(fs, mark, RowFileWriter.Options.defaults());
-        } catch (IOException e) {
-            // A concurrent delete of the same checkpoint created it (HDFS says AlreadyBeingCreated while it writes).
-            if (fs.exists(mark)) {
-                return;
-            }
-            throw e;
+        // False: a concurrent delete of the same checkpoint created it.
+        if (!createMark(mark, "checkpoint " + id + " was deleted; checkpoint ids stay above it\n")) {
+            return;
         }
-        try {
-            out.write(("checkpoint " + id + " was deleted; checkpoint ids stay above it\n")
-                    .getBytes(StandardCharsets.UTF_8));
-            out.hsync();
-        } catch (IOException | RuntimeException | Error e) {
-            Closing.closeAfter(e, out);
-            throw e;
-        }
-        out.close();
         for (Path lower : marks) {
             deleteQuietly(lower);
         }
@@ -311,13 +296,20 @@ public final class CheckpointStore implements Closeable {
         if (fs.exists(mark)) {
             return;
         }
+        createMark(mark, text);
+    }
+
+    /**
+     * Creates the small text file {@code mark} without overwrite and {@code hsync}s it; false if another caller
+     * created it meanwhile (HDFS says AlreadyBeingCreated while that one still writes it).
+     */
+    private boolean createMark(Path mark, String text) throws IOException {
         final FSDataOutputStream out;
         try {
             out = RowFileWriter.createDurable(fs, mark, RowFileWriter.Options.defaults());
         } catch (IOException e) {
-            // Another caller created it meanwhile (HDFS says AlreadyBeingCreated while that one still writes it).
             if (fs.exists(mark)) {
-                return;
+                return false;
             }
             throw e;
         }
@@ -329,6 +321,7 @@ public final class CheckpointStore implements Closeable {
             throw e;
         }
         out.close();
+        return true;
     }
 
     /**

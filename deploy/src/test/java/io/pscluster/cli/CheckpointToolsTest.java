@@ -1,5 +1,6 @@
 package io.pscluster.cli;
 
+import static io.pscluster.cli.PsctlRun.psctl;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.pscluster.checkpoint.CheckpointInfo;
@@ -13,8 +14,6 @@ import io.pscluster.local.LocalCluster;
 import java.io.File;
 import java.io.IOException;
 import java.io.OutputStream;
-import java.io.PrintWriter;
-import java.io.StringWriter;
 import java.net.URI;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -91,16 +90,22 @@ class CheckpointToolsTest {
         // As a fresh psctl process would: no HDFS client left from the cluster, only what --hadoop-conf says.
         FileSystem.closeAll();
         // Retention ran after each commit: the last two are kept, the first is gone.
-        final Run list = psctl("checkpoint", "list", "--checkpoint-dir", uri, "--hadoop-conf", hadoopConf.toString());
-        assertThat(list.exit).as(list.text()).isZero();
-        assertThat(list.out.lines().filter(line -> line.matches("^\\d+ .*")))
+        final PsctlRun list =
+                psctl("checkpoint", "list", "--checkpoint-dir", uri, "--hadoop-conf", hadoopConf.toString());
+        assertThat(list.exit()).as(list.text()).isZero();
+        assertThat(list.out().lines().filter(line -> line.matches("^\\d+ .*")))
                 .hasSize(2)
                 .allSatisfy(line -> assertThat(line).contains(" base ", " present", "lr_weights"));
-        assertThat(list.out).startsWith("ID ").contains("\n3 ").contains("\n2 ").doesNotContain("\n1 ");
+        assertThat(list.out())
+                .startsWith("ID ")
+                .contains("\n3 ")
+                .contains("\n2 ")
+                .doesNotContain("\n1 ");
 
-        final Run good = psctl("checkpoint", "verify", "--checkpoint-dir", uri, "--hadoop-conf", hadoopConf.toString());
-        assertThat(good.exit).as(good.text()).isZero();
-        assertThat(good.out)
+        final PsctlRun good =
+                psctl("checkpoint", "verify", "--checkpoint-dir", uri, "--hadoop-conf", hadoopConf.toString());
+        assertThat(good.exit()).as(good.text()).isZero();
+        assertThat(good.out())
                 .contains("checkpoint 3: intact (2 files by the filesystem's CRC32C file checksum, not read)")
                 .contains("checkpoint 2: intact");
 
@@ -119,32 +124,33 @@ class CheckpointToolsTest {
         assertThat(hdfs.corruptBlockOnDataNodesByDeletingBlockFile(DFSTestUtil.getFirstBlock(store.fileSystem(), lost)))
                 .isEqualTo(1);
 
-        final Run bad = psctl("checkpoint", "verify", "--checkpoint-dir", uri, "--hadoop-conf", hadoopConf.toString());
-        assertThat(bad.exit).as(bad.text()).isEqualTo(1);
-        assertThat(bad.out)
+        final PsctlRun bad =
+                psctl("checkpoint", "verify", "--checkpoint-dir", uri, "--hadoop-conf", hadoopConf.toString());
+        assertThat(bad.exit()).as(bad.text()).isEqualTo(1);
+        assertThat(bad.out())
                 .contains("checkpoint 3: DAMAGED (2 of 2 files)")
                 .contains("  file " + flipped + ": crc32c expected ")
                 .contains("  file " + truncated + ": length expected " + whole.length + " bytes, actual "
                         + (whole.length - 1) + " (truncated)")
                 .contains("checkpoint 2: DAMAGED (1 of 2 files)")
                 .contains("  file " + lost + ": block at offset 0 ");
-        final Run one = psctl(
+        final PsctlRun one = psctl(
                 "checkpoint", "verify", "--checkpoint-dir", uri, "--id", "2", "--hadoop-conf", hadoopConf.toString());
-        assertThat(one.exit).isEqualTo(1);
-        assertThat(one.out).contains("missing block").doesNotContain("checkpoint 3");
-        final Run damagedList = psctl(
+        assertThat(one.exit()).isEqualTo(1);
+        assertThat(one.out()).contains("missing block").doesNotContain("checkpoint 3");
+        final PsctlRun damagedList = psctl(
                 "checkpoint", "list", "--checkpoint-dir", uri, "--verify", "--hadoop-conf", hadoopConf.toString());
-        assertThat(damagedList.exit).isEqualTo(1);
-        assertThat(damagedList.out).contains("DAMAGED").contains("checkpoint 3: file " + flipped);
+        assertThat(damagedList.exit()).isEqualTo(1);
+        assertThat(damagedList.out()).contains("DAMAGED").contains("checkpoint 3: file " + flipped);
 
-        final Run delete = psctl(
+        final PsctlRun delete = psctl(
                 "checkpoint", "delete", "--checkpoint-dir", uri, "--id", "3", "--hadoop-conf", hadoopConf.toString());
-        assertThat(delete.exit).as(delete.text()).isZero();
+        assertThat(delete.exit()).as(delete.text()).isZero();
         assertThat(store.list()).extracting(CheckpointInfo::id).containsExactly(2L);
-        final Run missing = psctl(
+        final PsctlRun missing = psctl(
                 "checkpoint", "delete", "--checkpoint-dir", uri, "--id", "3", "--hadoop-conf", hadoopConf.toString());
-        assertThat(missing.exit).isEqualTo(1);
-        assertThat(missing.err).contains("no checkpoint 3 under " + hdfs.getURI() + "/pscluster/tools");
+        assertThat(missing.exit()).isEqualTo(1);
+        assertThat(missing.err()).contains("no checkpoint 3 under " + hdfs.getURI() + "/pscluster/tools");
     }
 
     @Test
@@ -171,25 +177,26 @@ class CheckpointToolsTest {
                     java.util.Map.of()));
         }
 
-        final Run list = psctl("checkpoint", "list", "--checkpoint-dir", root.toString(), "--verify");
-        assertThat(list.exit).as(list.text()).isZero();
-        assertThat(list.out).contains(" delta:1 ").contains(" base ").contains(" verified");
-        final Run verify = psctl("checkpoint", "verify", "--checkpoint-dir", root.toString(), "--id", "1");
-        assertThat(verify.exit).isZero();
-        assertThat(verify.out).contains("checkpoint 1: intact (1 files read back, ");
-        final Run refused = psctl("checkpoint", "delete", "--checkpoint-dir", root.toString(), "--id", "1");
-        assertThat(refused.exit).isEqualTo(1);
-        assertThat(refused.err).contains("checkpoint 1 is needed by checkpoint(s) [2]");
-        final Run forced = psctl("checkpoint", "delete", "--checkpoint-dir", root.toString(), "--id", "1", "--force");
-        assertThat(forced.exit).isZero();
-        assertThat(forced.out).contains("forced: checkpoints [2] needed it");
+        final PsctlRun list = psctl("checkpoint", "list", "--checkpoint-dir", root.toString(), "--verify");
+        assertThat(list.exit()).as(list.text()).isZero();
+        assertThat(list.out()).contains(" delta:1 ").contains(" base ").contains(" verified");
+        final PsctlRun verify = psctl("checkpoint", "verify", "--checkpoint-dir", root.toString(), "--id", "1");
+        assertThat(verify.exit()).isZero();
+        assertThat(verify.out()).contains("checkpoint 1: intact (1 files read back, ");
+        final PsctlRun refused = psctl("checkpoint", "delete", "--checkpoint-dir", root.toString(), "--id", "1");
+        assertThat(refused.exit()).isEqualTo(1);
+        assertThat(refused.err()).contains("checkpoint 1 is needed by checkpoint(s) [2]");
+        final PsctlRun forced =
+                psctl("checkpoint", "delete", "--checkpoint-dir", root.toString(), "--id", "1", "--force");
+        assertThat(forced.exit()).isZero();
+        assertThat(forced.out()).contains("forced: checkpoints [2] needed it");
         assertThat(store.list()).extracting(CheckpointInfo::id).containsExactly(2L);
-        assertThat(forced.err).doesNotContain("warning");
+        assertThat(forced.err()).doesNotContain("warning");
 
         // The newest: deleted with a warning, and its id is not handed out again.
-        final Run newest = psctl("checkpoint", "delete", "--checkpoint-dir", root.toString(), "--id", "2");
-        assertThat(newest.exit).as(newest.text()).isZero();
-        assertThat(newest.err)
+        final PsctlRun newest = psctl("checkpoint", "delete", "--checkpoint-dir", root.toString(), "--id", "2");
+        assertThat(newest.exit()).as(newest.text()).isZero();
+        assertThat(newest.err())
                 .contains("warning: checkpoint 2 was the newest; no complete checkpoint is left")
                 .contains("Id 2 stays used");
         assertThat(new CheckpointStore(root.toUri(), new Configuration()).nextId())
@@ -198,28 +205,28 @@ class CheckpointToolsTest {
 
     @Test
     void shouldRejectBadCheckpointOptionsNamingThem() {
-        assertThat(psctl("checkpoint", "verify").exit).isEqualTo(2);
-        assertThat(psctl("checkpoint").exit).isEqualTo(2);
-        final Run both = psctl("checkpoint", "list", "--checkpoint-dir", "/x", "--proxy", "localhost:1");
-        assertThat(both.exit).isEqualTo(1);
-        assertThat(both.err).contains("one of the two");
-        final Run half = psctl(
+        assertThat(psctl("checkpoint", "verify").exit()).isEqualTo(2);
+        assertThat(psctl("checkpoint").exit()).isEqualTo(2);
+        final PsctlRun both = psctl("checkpoint", "list", "--checkpoint-dir", "/x", "--proxy", "localhost:1");
+        assertThat(both.exit()).isEqualTo(1);
+        assertThat(both.err()).contains("one of the two");
+        final PsctlRun half = psctl(
                 "checkpoint", "list", "--checkpoint-dir", tmp.toString(), "--kerberos-principal", "ps@EXAMPLE.COM");
-        assertThat(half.exit).isEqualTo(1);
-        assertThat(half.err).contains("--kerberos-principal and --kerberos-keytab go together");
-        final Run noConf =
+        assertThat(half.exit()).isEqualTo(1);
+        assertThat(half.err()).contains("--kerberos-principal and --kerberos-keytab go together");
+        final PsctlRun noConf =
                 psctl("checkpoint", "list", "--checkpoint-dir", tmp.toString(), "--hadoop-conf", tmp + "/none");
-        assertThat(noConf.exit).isEqualTo(1);
-        assertThat(noConf.err).contains("--hadoop-conf=" + tmp + "/none is not a directory");
-        final Run age = psctl("proxy", "--checkpoint-dir", tmp.toString(), "--max-checkpoint-age", "7 weeks");
-        assertThat(age.exit).isEqualTo(1);
-        assertThat(age.err).contains("--max-checkpoint-age=7 weeks must be a number with s, m, h or d");
-        final Run codec = psctl("proxy", "--checkpoint-dir", tmp.toString(), "--checkpoint-codec", "brotli");
-        assertThat(codec.exit).isEqualTo(1);
-        assertThat(codec.err).contains("codec 'brotli' is not one of none, zstd, lz4");
-        final Run block = psctl("proxy", "--checkpoint-dir", tmp.toString(), "--checkpoint-block-size", "1000");
-        assertThat(block.exit).isEqualTo(1);
-        assertThat(block.err).contains("checkpointBlockSize=1000 must be 0");
+        assertThat(noConf.exit()).isEqualTo(1);
+        assertThat(noConf.err()).contains("--hadoop-conf=" + tmp + "/none is not a directory");
+        final PsctlRun age = psctl("proxy", "--checkpoint-dir", tmp.toString(), "--max-checkpoint-age", "7 weeks");
+        assertThat(age.exit()).isEqualTo(1);
+        assertThat(age.err()).contains("--max-checkpoint-age=7 weeks must be a number with s, m, h or d");
+        final PsctlRun codec = psctl("proxy", "--checkpoint-dir", tmp.toString(), "--checkpoint-codec", "brotli");
+        assertThat(codec.exit()).isEqualTo(1);
+        assertThat(codec.err()).contains("codec 'brotli' is not one of none, zstd, lz4");
+        final PsctlRun block = psctl("proxy", "--checkpoint-dir", tmp.toString(), "--checkpoint-block-size", "1000");
+        assertThat(block.exit()).isEqualTo(1);
+        assertThat(block.err()).contains("checkpointBlockSize=1000 must be 0");
     }
 
     private static Configuration conf() {
@@ -242,18 +249,5 @@ class CheckpointToolsTest {
         try (FSDataOutputStream out = fs.create(file, true)) {
             out.write(bytes);
         }
-    }
-
-    private record Run(int exit, String out, String err) {
-        String text() {
-            return "exit " + exit + "\n" + out + err;
-        }
-    }
-
-    private static Run psctl(final String... args) {
-        final StringWriter out = new StringWriter();
-        final StringWriter err = new StringWriter();
-        final int exit = Psctl.run(new PrintWriter(out, true), new PrintWriter(err, true), args);
-        return new Run(exit, out.toString(), err.toString());
     }
 }

@@ -1,5 +1,6 @@
 package io.pscluster.cli;
 
+import static io.pscluster.cli.PsctlRun.psctl;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.pscluster.checkpoint.CheckpointStore;
@@ -7,8 +8,6 @@ import io.pscluster.checkpoint.Manifest;
 import io.pscluster.checkpoint.RowFileInfo;
 import io.pscluster.checkpoint.RowFileWriter;
 import java.io.IOException;
-import java.io.PrintWriter;
-import java.io.StringWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Comparator;
@@ -35,25 +34,26 @@ class OfflineCheckpointCommandsTest {
         Files.write(baseFile, java.util.Arrays.copyOf(whole, whole.length - 1));
         Files.deleteIfExists(baseFile.resolveSibling(".t.rows.crc"));
 
-        final Run verify = psctl("checkpoint", "verify", "--checkpoint-dir", root.toString(), "--id", "3", "--quiet");
-        assertThat(verify.exit).as(verify.text()).isEqualTo(1);
-        assertThat(verify.out)
+        final PsctlRun verify =
+                psctl("checkpoint", "verify", "--checkpoint-dir", root.toString(), "--id", "3", "--quiet");
+        assertThat(verify.exit()).as(verify.text()).isEqualTo(1);
+        assertThat(verify.out())
                 .contains("checkpoint 3: DAMAGED (it needs checkpoint 1: 1 of 1 files)")
                 .contains("  file file:" + baseFile + ": length expected")
                 .doesNotContain("intact");
-        final Run all = psctl("checkpoint", "verify", "--checkpoint-dir", root.toString(), "--quiet");
-        assertThat(all.exit).as(all.text()).isEqualTo(1);
-        assertThat(all.out)
+        final PsctlRun all = psctl("checkpoint", "verify", "--checkpoint-dir", root.toString(), "--quiet");
+        assertThat(all.exit()).as(all.text()).isEqualTo(1);
+        assertThat(all.out())
                 .contains("checkpoint 3: DAMAGED (it needs checkpoint 1: ")
                 .contains("checkpoint 2: DAMAGED (it needs checkpoint 1: ")
                 .contains("checkpoint 1: DAMAGED (1 of 1 files)");
 
-        final Run list = psctl("checkpoint", "list", "--checkpoint-dir", root.toString());
-        assertThat(list.exit).as(list.text()).isEqualTo(1);
-        assertThat(list.out.lines().filter(line -> line.matches("^[23] .*")))
+        final PsctlRun list = psctl("checkpoint", "list", "--checkpoint-dir", root.toString());
+        assertThat(list.exit()).as(list.text()).isEqualTo(1);
+        assertThat(list.out().lines().filter(line -> line.matches("^[23] .*")))
                 .hasSize(2)
                 .allSatisfy(line -> assertThat(line).endsWith("DAMAGED"));
-        assertThat(list.out)
+        assertThat(list.out())
                 .contains("checkpoint 3: it needs checkpoint 1: file file:" + baseFile + ": length expected");
     }
 
@@ -62,31 +62,34 @@ class OfflineCheckpointCommandsTest {
         final Path root = baseAndDeltas(tmp.resolve("deleted"));
         deleteTree(root.resolve("ckpt-000000000001"));
 
-        final Run verify = psctl("checkpoint", "verify", "--checkpoint-dir", root.toString(), "--id", "3", "--quiet");
-        assertThat(verify.exit).as(verify.text()).isEqualTo(1);
-        assertThat(verify.out)
+        final PsctlRun verify =
+                psctl("checkpoint", "verify", "--checkpoint-dir", root.toString(), "--id", "3", "--quiet");
+        assertThat(verify.exit()).as(verify.text()).isEqualTo(1);
+        assertThat(verify.out())
                 .contains("checkpoint 3: DAMAGED: checkpoint 3 (a delta) needs checkpoint 1, which has no manifest")
                 .doesNotContain("intact");
-        final Run list = psctl("checkpoint", "list", "--checkpoint-dir", root.toString(), "--verify");
-        assertThat(list.exit).as(list.text()).isEqualTo(1);
-        assertThat(list.out.lines().filter(line -> line.matches("^[23] .*")))
+        final PsctlRun list = psctl("checkpoint", "list", "--checkpoint-dir", root.toString(), "--verify");
+        assertThat(list.exit()).as(list.text()).isEqualTo(1);
+        assertThat(list.out().lines().filter(line -> line.matches("^[23] .*")))
                 .hasSize(2)
                 .allSatisfy(line -> assertThat(line).endsWith("DAMAGED"));
-        assertThat(list.out).contains("checkpoint 2: checkpoint 2 (a delta) needs checkpoint 1, which has no manifest");
+        assertThat(list.out())
+                .contains("checkpoint 2: checkpoint 2 (a delta) needs checkpoint 1, which has no manifest");
     }
 
     @Test
     void shouldSayAnIntactDeltaIsIntactWithTheCheckpointsItNeeds() throws Exception {
         final Path root = baseAndDeltas(tmp.resolve("intact"));
 
-        final Run verify = psctl("checkpoint", "verify", "--checkpoint-dir", root.toString(), "--id", "3", "--quiet");
-        assertThat(verify.exit).as(verify.text()).isZero();
-        assertThat(verify.out)
+        final PsctlRun verify =
+                psctl("checkpoint", "verify", "--checkpoint-dir", root.toString(), "--id", "3", "--quiet");
+        assertThat(verify.exit()).as(verify.text()).isZero();
+        assertThat(verify.out())
                 .contains("checkpoint 3: intact (1 files read back, ")
                 .contains("it needs, [1, 2]");
-        final Run list = psctl("checkpoint", "list", "--checkpoint-dir", root.toString(), "--verify");
-        assertThat(list.exit).as(list.text()).isZero();
-        assertThat(list.out).contains(" delta:2 ").contains(" verified").doesNotContain("DAMAGED");
+        final PsctlRun list = psctl("checkpoint", "list", "--checkpoint-dir", root.toString(), "--verify");
+        assertThat(list.exit()).as(list.text()).isZero();
+        assertThat(list.out()).contains(" delta:2 ").contains(" verified").doesNotContain("DAMAGED");
     }
 
     @Test
@@ -105,9 +108,11 @@ class OfflineCheckpointCommandsTest {
                             Stream.of("checkpoint", command[0], "--checkpoint-dir", missing.toString()),
                             Stream.of(command).skip(1))
                     .toArray(String[]::new);
-            final Run run = psctl(args);
-            assertThat(run.exit).as(String.join(" ", args) + "\n" + run.text()).isEqualTo(1);
-            assertThat(run.err).as(String.join(" ", args)).contains(expected);
+            final PsctlRun run = psctl(args);
+            assertThat(run.exit())
+                    .as(String.join(" ", args) + "\n" + run.text())
+                    .isEqualTo(1);
+            assertThat(run.err()).as(String.join(" ", args)).contains(expected);
         }
         assertThat(tmp.resolve("mistyped")).doesNotExist();
         assertThat(tmp.resolve("model")).doesNotExist();
@@ -145,18 +150,5 @@ class OfflineCheckpointCommandsTest {
                 Files.delete(path);
             }
         }
-    }
-
-    record Run(int exit, String out, String err) {
-        String text() {
-            return "exit " + exit + "\n" + out + err;
-        }
-    }
-
-    static Run psctl(final String... args) {
-        final StringWriter out = new StringWriter();
-        final StringWriter err = new StringWriter();
-        final int exit = Psctl.run(new PrintWriter(out, true), new PrintWriter(err, true), args);
-        return new Run(exit, out.toString(), err.toString());
     }
 }

@@ -1,5 +1,6 @@
 package io.pscluster.cli;
 
+import static io.pscluster.cli.PsctlRun.psctl;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.pscluster.checkpoint.CheckpointStore;
@@ -12,8 +13,6 @@ import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
-import java.io.PrintWriter;
-import java.io.StringWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Random;
@@ -59,9 +58,9 @@ class RestoreLatestTest {
             client.flush();
             assertThat(table.pull(keys)).isNotEqualTo(atCheckpoint[2]);
 
-            final Run latest = psctl("checkpoint", "restore", "--proxy", cluster.proxyAddress());
-            assertThat(latest.exit).as(latest.text()).isZero();
-            assertThat(latest.out).startsWith("restored 300 rows from #2 ").doesNotContain("fell back");
+            final PsctlRun latest = psctl("checkpoint", "restore", "--proxy", cluster.proxyAddress());
+            assertThat(latest.exit()).as(latest.text()).isZero();
+            assertThat(latest.out()).startsWith("restored 300 rows from #2 ").doesNotContain("fell back");
             assertThat(table.pull(keys)).containsExactly(atCheckpoint[2]);
 
             final CheckpointStore store = new CheckpointStore(root.toUri(), new Configuration());
@@ -76,16 +75,16 @@ class RestoreLatestTest {
             table.push(keys, gradients(random, keys.length * 3));
             client.flush();
 
-            final Run fallback = psctl("checkpoint", "restore", "--proxy", cluster.proxyAddress());
-            assertThat(fallback.exit).as(fallback.text()).isZero();
-            assertThat(fallback.out)
+            final PsctlRun fallback = psctl("checkpoint", "restore", "--proxy", cluster.proxyAddress());
+            assertThat(fallback.exit()).as(fallback.text()).isZero();
+            assertThat(fallback.out())
                     .startsWith("restored 300 rows from #1 ")
                     .contains("fell back to checkpoint 1: newer checkpoint(s) [2] did not verify");
             assertThat(table.pull(keys)).containsExactly(atCheckpoint[1]);
 
-            final Run named = psctl("checkpoint", "restore", "--proxy", cluster.proxyAddress(), "--id", "2");
-            assertThat(named.exit).as(named.text()).isEqualTo(1);
-            assertThat(named.err).contains("DATA_LOSS: checkpoint 2 is damaged: ");
+            final PsctlRun named = psctl("checkpoint", "restore", "--proxy", cluster.proxyAddress(), "--id", "2");
+            assertThat(named.exit()).as(named.text()).isEqualTo(1);
+            assertThat(named.err()).contains("DATA_LOSS: checkpoint 2 is damaged: ");
             assertThat(table.pull(keys)).containsExactly(atCheckpoint[1]);
         }
     }
@@ -96,18 +95,5 @@ class RestoreLatestTest {
             gradients[i] = (float) random.nextGaussian();
         }
         return gradients;
-    }
-
-    private record Run(int exit, String out, String err) {
-        String text() {
-            return "exit " + exit + "\n" + out + err;
-        }
-    }
-
-    private static Run psctl(final String... args) {
-        final StringWriter out = new StringWriter();
-        final StringWriter err = new StringWriter();
-        final int exit = Psctl.run(new PrintWriter(out, true), new PrintWriter(err, true), args);
-        return new Run(exit, out.toString(), err.toString());
     }
 }

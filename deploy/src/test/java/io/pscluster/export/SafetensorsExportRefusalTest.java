@@ -1,5 +1,6 @@
 package io.pscluster.export;
 
+import static io.pscluster.cli.PsctlRun.psctl;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
@@ -7,15 +8,13 @@ import io.pscluster.checkpoint.CheckpointStore;
 import io.pscluster.checkpoint.Manifest;
 import io.pscluster.checkpoint.RowFileInfo;
 import io.pscluster.checkpoint.RowFileWriter;
-import io.pscluster.cli.Psctl;
+import io.pscluster.cli.PsctlRun;
 import io.pscluster.proto.v1.OptimizerKind;
 import io.pscluster.proto.v1.OptimizerSpec;
 import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.wire.TableSchemas;
 import java.io.IOException;
-import java.io.PrintWriter;
-import java.io.StringWriter;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
@@ -36,13 +35,14 @@ class SafetensorsExportRefusalTest {
         final Path root = checkpoint(tmp.resolve("huge"), 1_000_000_000_000L);
         final Path out = tmp.resolve("model");
 
-        final Run export = psctl("checkpoint", "export", "--checkpoint-dir", root.toString(), "--out", out.toString());
-        assertThat(export.exit).as(export.text()).isEqualTo(1);
-        assertThat(export.err)
+        final PsctlRun export =
+                psctl("checkpoint", "export", "--checkpoint-dir", root.toString(), "--out", out.toString());
+        assertThat(export.exit()).as(export.text()).isEqualTo(1);
+        assertThat(export.err())
                 .contains("table 'huge' is dense with 1000000000000 rows: its export keeps two bits per row in"
                         + " memory, 250000000000 bytes, more than a Java array holds (at most ")
                 .doesNotContain("Usage:");
-        assertThat(export.out).contains("nothing exported");
+        assertThat(export.out()).contains("nothing exported");
         assertThat(out).doesNotExist();
     }
 
@@ -51,10 +51,10 @@ class SafetensorsExportRefusalTest {
         final Path root = checkpoint(tmp.resolve("small"), 10);
         final Path out = tmp.resolve("model");
 
-        final Run export = psctl(
+        final PsctlRun export = psctl(
                 "checkpoint", "export", "--checkpoint-dir", root.toString(), "--table", "nosuch", "--out", "" + out);
-        assertThat(export.exit).as(export.text()).isEqualTo(1);
-        assertThat(export.err)
+        assertThat(export.exit()).as(export.text()).isEqualTo(1);
+        assertThat(export.err())
                 .isEqualTo("psctl checkpoint export: checkpoint 1 has no table 'nosuch'; its tables: [huge]"
                         + System.lineSeparator());
         assertThat(out).doesNotExist();
@@ -97,18 +97,5 @@ class SafetensorsExportRefusalTest {
                     Map.of()));
         }
         return root;
-    }
-
-    private record Run(int exit, String out, String err) {
-        String text() {
-            return "exit " + exit + "\n" + out + err;
-        }
-    }
-
-    private static Run psctl(final String... args) {
-        final StringWriter out = new StringWriter();
-        final StringWriter err = new StringWriter();
-        final int exit = Psctl.run(new PrintWriter(out, true), new PrintWriter(err, true), args);
-        return new Run(exit, out.toString(), err.toString());
     }
 }

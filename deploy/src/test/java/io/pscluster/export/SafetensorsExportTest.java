@@ -1,12 +1,13 @@
 package io.pscluster.export;
 
+import static io.pscluster.cli.PsctlRun.psctl;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.pscluster.checkpoint.CheckpointStore;
 import io.pscluster.checkpoint.Manifest;
 import io.pscluster.checkpoint.RowFileInfo;
 import io.pscluster.checkpoint.RowFileWriter;
-import io.pscluster.cli.Psctl;
+import io.pscluster.cli.PsctlRun;
 import io.pscluster.local.AdminCalls;
 import io.pscluster.local.LocalCluster;
 import io.pscluster.proto.v1.InitializerKind;
@@ -19,8 +20,6 @@ import io.pscluster.wire.TableSchemas;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
 import java.io.IOException;
-import java.io.PrintWriter;
-import java.io.StringWriter;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -124,7 +123,7 @@ class SafetensorsExportTest {
     @Test
     void shouldExportTheLatestCheckpointBitExactForAReaderThatSharesNoCode() throws Exception {
         final Path out = tmp.resolve("latest");
-        final Run run = psctl(
+        final PsctlRun run = psctl(
                 "checkpoint",
                 "export",
                 "--checkpoint-dir",
@@ -133,8 +132,8 @@ class SafetensorsExportTest {
                 "safetensors",
                 "--out",
                 out.toString());
-        assertThat(run.exit).as(run.text()).isZero();
-        assertThat(run.out)
+        assertThat(run.exit()).as(run.text()).isZero();
+        assertThat(run.out())
                 .contains("exporting checkpoint 2 (created ")
                 .contains("  w: dense, 300 rows x dim 5, ")
                 .contains("  emb: sparse, 400 rows x dim 4, ")
@@ -170,7 +169,7 @@ class SafetensorsExportTest {
         assertSparse(emb, sparse2);
 
         final Path older = tmp.resolve("older");
-        final Run first = psctl(
+        final PsctlRun first = psctl(
                 "checkpoint",
                 "export",
                 "--checkpoint-dir",
@@ -181,7 +180,7 @@ class SafetensorsExportTest {
                 "emb",
                 "--out",
                 older.toString());
-        assertThat(first.exit).as(first.text()).isZero();
+        assertThat(first.exit()).as(first.text()).isZero();
         assertThat(older.resolve("w.safetensors")).doesNotExist();
         final PlainSafetensorsReader emb1 = new PlainSafetensorsReader(older.resolve("emb.safetensors"));
         assertThat(emb1.metadata).containsEntry("checkpoint_id", "1");
@@ -193,8 +192,9 @@ class SafetensorsExportTest {
         Assumptions.assumeTrue(
                 NUMPY_PYTHON != null, "python3 with numpy is not installed (.ci/run installs python3-numpy)");
         final Path out = tmp.resolve("numpy");
-        final Run run = psctl("checkpoint", "export", "--checkpoint-dir", root.toString(), "--out", out.toString());
-        assertThat(run.exit).as(run.text()).isZero();
+        final PsctlRun run =
+                psctl("checkpoint", "export", "--checkpoint-dir", root.toString(), "--out", out.toString());
+        assertThat(run.exit()).as(run.text()).isZero();
         // The README's three lines, then one line per row: key and the values' bits.
         final String script = String.join(
                 "\n",
@@ -230,10 +230,10 @@ class SafetensorsExportTest {
         Files.deleteIfExists(file.resolveSibling("." + file.getFileName() + ".crc"));
 
         final Path fallback = tmp.resolve("fallback");
-        final Run latest =
+        final PsctlRun latest =
                 psctl("checkpoint", "export", "--checkpoint-dir", copy.toString(), "--out", fallback.toString());
-        assertThat(latest.exit).as(latest.text()).isZero();
-        assertThat(latest.out)
+        assertThat(latest.exit()).as(latest.text()).isZero();
+        assertThat(latest.out())
                 .contains("checkpoint 2: DAMAGED (1 of 4 files); skipped for the previous one")
                 .contains(victim.file().path())
                 .contains("exporting checkpoint 1 (created ");
@@ -241,10 +241,10 @@ class SafetensorsExportTest {
         assertSparse(new PlainSafetensorsReader(fallback.resolve("emb.safetensors")), sparse1);
 
         final Path refused = tmp.resolve("refused");
-        final Run named = psctl(
+        final PsctlRun named = psctl(
                 "checkpoint", "export", "--checkpoint-dir", copy.toString(), "--id", "2", "--out", refused.toString());
-        assertThat(named.exit).as(named.text()).isEqualTo(1);
-        assertThat(named.out)
+        assertThat(named.exit()).as(named.text()).isEqualTo(1);
+        assertThat(named.out())
                 .contains("checkpoint 2: DAMAGED (1 of 4 files)")
                 .contains(victim.file().path())
                 .doesNotContain("exporting");
@@ -255,40 +255,43 @@ class SafetensorsExportTest {
     void shouldRefuseBadOptionsWithExit2NamingTheProblem() throws Exception {
         final Path out = Files.createDirectories(tmp.resolve("bad"));
         final String dir = root.toString();
-        final Run format = psctl("checkpoint", "export", "--checkpoint-dir", dir, "--format", "npz", "--out", "" + out);
-        assertThat(format.exit).isEqualTo(2);
-        assertThat(format.err).contains("--format=npz is not supported; the one format is safetensors");
-        final Run negative = psctl("checkpoint", "export", "--checkpoint-dir", dir, "--id", "-3", "--out", "" + out);
-        assertThat(negative.exit).isEqualTo(2);
-        assertThat(negative.err).contains("--id=-3 must be a checkpoint id (>= 1)");
-        final Run absent = psctl("checkpoint", "export", "--checkpoint-dir", dir, "--id", "9", "--out", "" + out);
-        assertThat(absent.exit).isEqualTo(2);
-        assertThat(absent.err).contains("--id=9: no such checkpoint under ").contains("complete ones: [2, 1]");
-        final Run table = psctl("checkpoint", "export", "--checkpoint-dir", dir, "--table", "nope", "--out", "" + out);
-        assertThat(table.exit).isEqualTo(1);
-        assertThat(table.err)
+        final PsctlRun format =
+                psctl("checkpoint", "export", "--checkpoint-dir", dir, "--format", "npz", "--out", "" + out);
+        assertThat(format.exit()).isEqualTo(2);
+        assertThat(format.err()).contains("--format=npz is not supported; the one format is safetensors");
+        final PsctlRun negative =
+                psctl("checkpoint", "export", "--checkpoint-dir", dir, "--id", "-3", "--out", "" + out);
+        assertThat(negative.exit()).isEqualTo(2);
+        assertThat(negative.err()).contains("--id=-3 must be a checkpoint id (>= 1)");
+        final PsctlRun absent = psctl("checkpoint", "export", "--checkpoint-dir", dir, "--id", "9", "--out", "" + out);
+        assertThat(absent.exit()).isEqualTo(2);
+        assertThat(absent.err()).contains("--id=9: no such checkpoint under ").contains("complete ones: [2, 1]");
+        final PsctlRun table =
+                psctl("checkpoint", "export", "--checkpoint-dir", dir, "--table", "nope", "--out", "" + out);
+        assertThat(table.exit()).isEqualTo(1);
+        assertThat(table.err())
                 .contains("checkpoint 2 has no table 'nope'; its tables: [")
                 .doesNotContain("Usage:");
-        final Run noOut = psctl("checkpoint", "export", "--checkpoint-dir", dir);
-        assertThat(noOut.exit).isEqualTo(2);
-        assertThat(noOut.err).contains("--out");
+        final PsctlRun noOut = psctl("checkpoint", "export", "--checkpoint-dir", dir);
+        assertThat(noOut.exit()).isEqualTo(2);
+        assertThat(noOut.err()).contains("--out");
 
         final Path existing = Files.writeString(out.resolve("emb.safetensors"), "keep me");
-        final Run clobber = psctl("checkpoint", "export", "--checkpoint-dir", dir, "--out", "" + out);
-        assertThat(clobber.exit).isEqualTo(2);
-        assertThat(clobber.err).contains(existing + " exists; the export never replaces a file");
+        final PsctlRun clobber = psctl("checkpoint", "export", "--checkpoint-dir", dir, "--out", "" + out);
+        assertThat(clobber.exit()).isEqualTo(2);
+        assertThat(clobber.err()).contains(existing + " exists; the export never replaces a file");
         assertThat(existing).hasContent("keep me");
         try (Stream<Path> files = Files.list(out)) {
             assertThat(files).containsExactly(existing);
         }
-        final Run notDir = psctl("checkpoint", "export", "--checkpoint-dir", dir, "--out", "" + existing);
-        assertThat(notDir.exit).isEqualTo(2);
-        assertThat(notDir.err).contains("--out=" + existing + " exists and is not a directory");
+        final PsctlRun notDir = psctl("checkpoint", "export", "--checkpoint-dir", dir, "--out", "" + existing);
+        assertThat(notDir.exit()).isEqualTo(2);
+        assertThat(notDir.err()).contains("--out=" + existing + " exists and is not a directory");
 
-        final Run empty = psctl(
+        final PsctlRun empty = psctl(
                 "checkpoint", "export", "--checkpoint-dir", tmp.resolve("none").toString(), "--out", "" + out);
-        assertThat(empty.exit).isEqualTo(1);
-        assertThat(empty.err)
+        assertThat(empty.exit()).isEqualTo(1);
+        assertThat(empty.err())
                 .contains("--checkpoint-dir=" + tmp.resolve("none") + ": checkpoint root ", " does not exist");
         assertThat(tmp.resolve("none")).doesNotExist();
     }
@@ -362,9 +365,9 @@ class SafetensorsExportTest {
         }
 
         final Path whole = tmp.resolve("handmade-1");
-        final Run good = psctl(
+        final PsctlRun good = psctl(
                 "checkpoint", "export", "--checkpoint-dir", handmade.toString(), "--id", "1", "--out", "" + whole);
-        assertThat(good.exit).as(good.text()).isZero();
+        assertThat(good.exit()).as(good.text()).isZero();
         final PlainSafetensorsReader d = new PlainSafetensorsReader(whole.resolve("d.safetensors"));
         assertThat(d.tensors.get("values").shape()).containsExactly(10, 2);
         final float[] values = d.tensors.get("values").floats();
@@ -380,10 +383,10 @@ class SafetensorsExportTest {
         assertThat(Float.floatToRawIntBits(sparseValues[1])).isEqualTo(0x7fc00123);
 
         final Path broken = tmp.resolve("handmade-2");
-        final Run missing =
+        final PsctlRun missing =
                 psctl("checkpoint", "export", "--checkpoint-dir", handmade.toString(), "--out", "" + broken);
-        assertThat(missing.exit).as(missing.text()).isEqualTo(1);
-        assertThat(missing.out)
+        assertThat(missing.exit()).as(missing.text()).isEqualTo(1);
+        assertThat(missing.out())
                 .contains("checkpoint 2, table 'd': the checkpoint lacks 1 of the dense table's 10 rows (the first:"
                         + " [4]); a missing row is never exported as zeros")
                 .contains("nothing exported");
@@ -421,10 +424,10 @@ class SafetensorsExportTest {
                         new Manifest.FileEntry("s/p a", "b", removed, true)),
                 Map.of()));
         final Path chained = tmp.resolve("handmade-3");
-        final Run delta = psctl(
+        final PsctlRun delta = psctl(
                 "checkpoint", "export", "--checkpoint-dir", handmade.toString(), "--id", "3", "--out", "" + chained);
-        assertThat(delta.exit).as(delta.text()).isZero();
-        assertThat(delta.out)
+        assertThat(delta.exit()).as(delta.text()).isZero();
+        assertThat(delta.out())
                 .contains("exporting checkpoint 3 (created ")
                 .contains("; a delta, read with its chain [2, 3])");
         final PlainSafetensorsReader s3 = new PlainSafetensorsReader(chained.resolve("s%2Fp%20a.safetensors"));
@@ -562,18 +565,5 @@ class SafetensorsExportTest {
                 }
             }
         }
-    }
-
-    private record Run(int exit, String out, String err) {
-        String text() {
-            return "exit " + exit + "\n" + out + err;
-        }
-    }
-
-    private static Run psctl(final String... args) {
-        final StringWriter out = new StringWriter();
-        final StringWriter err = new StringWriter();
-        final int exit = Psctl.run(new PrintWriter(out, true), new PrintWriter(err, true), args);
-        return new Run(exit, out.toString(), err.toString());
     }
 }

@@ -1,5 +1,6 @@
 package io.pscluster.local;
 
+import static io.pscluster.cli.PsctlRun.psctl;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.awaitility.Awaitility.await;
@@ -8,7 +9,7 @@ import io.grpc.ManagedChannel;
 import io.grpc.ManagedChannelBuilder;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
-import io.pscluster.cli.Psctl;
+import io.pscluster.cli.PsctlRun;
 import io.pscluster.proto.v1.AdminServiceGrpc;
 import io.pscluster.proto.v1.CheckpointNowRequest;
 import io.pscluster.proto.v1.CheckpointProgressRequest;
@@ -24,8 +25,6 @@ import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.server.FaultPoints;
 import io.pscluster.server.table.ShardSnapshot;
 import io.pscluster.worker.PsClient;
-import java.io.PrintWriter;
-import java.io.StringWriter;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.concurrent.CompletableFuture;
@@ -113,7 +112,7 @@ class CheckpointProgressTest {
                 AdminCalls.onShard(cluster, i, admin -> admin.injectFault(fault(FaultPoints.SLOW_CHECKPOINT, true)));
             }
             final long startNanos = System.nanoTime();
-            final Run run = psctl("checkpoint", "now", "--proxy", cluster.proxyAddress());
+            final PsctlRun run = psctl("checkpoint", "now", "--proxy", cluster.proxyAddress());
             final long tookMs = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - startNanos);
 
             assertThat(run.exit())
@@ -252,7 +251,7 @@ class CheckpointProgressTest {
     void shouldCountARestoreToItsTotalsAndPrintIt() throws Exception {
         try (LocalCluster cluster = start(DEFAULT_STALL_MS)) {
             final long id = AdminCalls.checkpointNow(cluster.proxyAddress());
-            final Run run = psctl("checkpoint", "restore", "--proxy", cluster.proxyAddress(), "--id", "" + id);
+            final PsctlRun run = psctl("checkpoint", "restore", "--proxy", cluster.proxyAddress(), "--id", "" + id);
             assertThat(run.exit()).as("stderr %s", run.err()).isZero();
             assertThat(run.err())
                     .containsPattern("restore " + id + ": done [0-9.]+ [KMG]?i?B of [0-9.]+ [KMG]?i?B \\(100%\\)");
@@ -273,7 +272,7 @@ class CheckpointProgressTest {
             }
             assertThat(rows).isEqualTo(ROWS);
 
-            final Run quiet = psctl("checkpoint", "restore", "--proxy", cluster.proxyAddress(), "--quiet");
+            final PsctlRun quiet = psctl("checkpoint", "restore", "--proxy", cluster.proxyAddress(), "--quiet");
             assertThat(quiet.exit()).isZero();
             assertThat(quiet.err()).isEmpty();
         }
@@ -287,7 +286,7 @@ class CheckpointProgressTest {
             id = AdminCalls.checkpointNow(cluster.proxyAddress());
         }
         final String root = dir.resolve("ckpt").toUri().toString();
-        final Run verify = psctl("checkpoint", "verify", "--checkpoint-dir", root, "--id", "" + id);
+        final PsctlRun verify = psctl("checkpoint", "verify", "--checkpoint-dir", root, "--id", "" + id);
         assertThat(verify.exit())
                 .as("stdout %s, stderr %s", verify.out(), verify.err())
                 .isZero();
@@ -295,7 +294,7 @@ class CheckpointProgressTest {
                 .containsPattern("verify checkpoint " + id + ": done ([0-9.]+ [KMG]?i?B) of \\1 \\(100%\\), " + ROWS
                         + " of " + ROWS + " rows");
 
-        final Run export = psctl(
+        final PsctlRun export = psctl(
                 "checkpoint", "export", "--checkpoint-dir", root, "--id", "" + id, "--out", "" + dir.resolve("model"));
         assertThat(export.exit())
                 .as("stdout %s, stderr %s", export.out(), export.err())
@@ -304,18 +303,9 @@ class CheckpointProgressTest {
                 .containsPattern("export checkpoint " + id + ": done ([0-9.]+ [KMG]?i?B) of \\1 \\(100%\\), " + ROWS
                         + " of " + ROWS + " rows");
 
-        final Run quiet = psctl("checkpoint", "verify", "--checkpoint-dir", root, "--quiet");
+        final PsctlRun quiet = psctl("checkpoint", "verify", "--checkpoint-dir", root, "--quiet");
         assertThat(quiet.exit()).isZero();
         assertThat(quiet.err()).isEmpty();
-    }
-
-    private record Run(int exit, String out, String err) {}
-
-    private static Run psctl(final String... args) {
-        final StringWriter out = new StringWriter();
-        final StringWriter err = new StringWriter();
-        final int exit = Psctl.run(new PrintWriter(out, true), new PrintWriter(err, true), args);
-        return new Run(exit, out.toString(), err.toString());
     }
 
     private static InjectFaultRequest fault(final String point, final boolean enabled) {
