@@ -6,7 +6,6 @@ import static org.assertj.core.api.Assertions.assertThat;
 import io.pscluster.checkpoint.CheckpointInfo;
 import io.pscluster.checkpoint.CheckpointStore;
 import io.pscluster.checkpoint.ChunkCodec;
-import io.pscluster.checkpoint.Manifest;
 import io.pscluster.example.Dataset;
 import io.pscluster.example.LogisticRegression;
 import io.pscluster.local.AdminCalls;
@@ -155,27 +154,8 @@ class CheckpointToolsTest {
 
     @Test
     void shouldRefuseToDeleteABaseAKeptDeltaNeedsUnlessForced() throws Exception {
-        final Path root = tmp.resolve("local-ckpt");
+        final Path root = OfflineCheckpointCommandsTest.baseAndDeltas(tmp.resolve("local-ckpt"), 2);
         final CheckpointStore store = new CheckpointStore(root.toUri(), new Configuration());
-        for (long id = 1; id <= 2; id++) {
-            final io.pscluster.checkpoint.RowFileInfo file;
-            try (io.pscluster.checkpoint.RowFileWriter writer = io.pscluster.checkpoint.RowFileWriter.create(
-                    store.fileSystem(), store.checkpointDir(id), "shard-s0/t.rows", 2)) {
-                writer.beginSlot(0);
-                writer.writeRow(id, new float[] {1f, 2f}, 0);
-                file = writer.finish();
-            }
-            store.commit(new Manifest(
-                    id,
-                    System.currentTimeMillis(),
-                    16,
-                    id == 1 ? Manifest.Kind.BASE : Manifest.Kind.DELTA,
-                    id == 1 ? 0 : 1,
-                    id == 1 ? 0 : 1,
-                    java.util.List.of(new Manifest.TableEntry("t", new byte[0])),
-                    java.util.List.of(new Manifest.FileEntry("t", "s0", file)),
-                    java.util.Map.of()));
-        }
 
         final PsctlRun list = psctl("checkpoint", "list", "--checkpoint-dir", root.toString(), "--verify");
         assertThat(list.exit()).as(list.text()).isZero();

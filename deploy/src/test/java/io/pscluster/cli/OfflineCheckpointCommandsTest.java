@@ -120,8 +120,13 @@ class OfflineCheckpointCommandsTest {
 
     /** Checkpoint 1 a base, 2 a delta of 1, 3 a delta of 2: one row file each, committed through the store. */
     private static Path baseAndDeltas(final Path root) throws IOException {
+        return baseAndDeltas(root, 3);
+    }
+
+    /** Checkpoints 1 to {@code count}: 1 a base, each next one a delta of the one before, one row file each. */
+    static Path baseAndDeltas(final Path root, final int count) throws IOException {
         try (CheckpointStore store = new CheckpointStore(root.toUri(), new Configuration())) {
-            for (long id = 1; id <= 3; id++) {
+            for (long id = 1; id <= count; id++) {
                 final RowFileInfo file;
                 try (RowFileWriter writer =
                         RowFileWriter.create(store.fileSystem(), store.checkpointDir(id), "shard-s0/t.rows", 2)) {
