@@ -349,10 +349,22 @@ public final class CheckpointStore implements Closeable {
      * adds its files to the totals.
      */
     public Optional<CheckpointInfo> latest(Progress progress) throws IOException {
-        for (CheckpointInfo checkpoint : list()) {
+        return latest(progress, new java.util.TreeMap<>());
+    }
+
+    /**
+     * As {@link #latest(Progress)}, putting into {@code passedOver} every checkpoint newer than the one chosen (all of
+     * them when none is) that it passed over, by id, with why: a manifest that does not decode, or damage found by
+     * verification.
+     */
+    public Optional<CheckpointInfo> latest(Progress progress, Map<Long, String> passedOver) throws IOException {
+        Scan scan = scan();
+        Optional<CheckpointInfo> chosen = Optional.empty();
+        for (CheckpointInfo checkpoint : scan.committed()) {
             try {
                 verify(checkpoint, progress);
-                return Optional.of(checkpoint);
+                chosen = Optional.of(checkpoint);
+                break;
             } catch (UncheckedIOException e) {
                 throw e.getCause();
             } catch (CheckpointCorruptException e) {
@@ -361,9 +373,16 @@ public final class CheckpointStore implements Closeable {
                         checkpoint.id(),
                         checkpoint.dir(),
                         e.getMessage());
+                passedOver.put(checkpoint.id(), "damaged: " + e.getMessage());
             }
         }
-        return Optional.empty();
+        long chosenId = chosen.map(CheckpointInfo::id).orElse(0L);
+        scan.unreadable().forEach((id, why) -> {
+            if (id > chosenId) {
+                passedOver.put(id, "manifest unreadable: " + why);
+            }
+        });
+        return chosen;
     }
 
     /**

@@ -15,6 +15,7 @@ import io.pscluster.proto.v1.ListCheckpointsRequest;
 import io.pscluster.proto.v1.ListCheckpointsResponse;
 import io.pscluster.proto.v1.OperationProgressRequest;
 import io.pscluster.proto.v1.OperationProgressResponse;
+import io.pscluster.proto.v1.PassedOverCheckpoint;
 import io.pscluster.proto.v1.RestoreRequest;
 import io.pscluster.proto.v1.RestoreResponse;
 import java.io.IOException;
@@ -130,27 +131,17 @@ final class CheckpointCommand implements Runnable {
         @Override
         public Integer call() {
             return withAdminProgress(proxy, timeoutSeconds, "restore", quiet, spec, admin -> {
-                // The proxy skips damaged checkpoints for older ones without saying so in its answer: the complete
-                // ones listed before the call tell which newer ones it passed over.
-                final List<Long> listed = id != 0
-                        ? List.of()
-                        : admin
-                                .listCheckpoints(ListCheckpointsRequest.getDefaultInstance())
-                                .getCheckpointsList()
-                                .stream()
-                                .map(CheckpointInfo::getId)
-                                .toList();
                 final RestoreResponse response = admin.restore(
                         RestoreRequest.newBuilder().setCheckpointId(id).build());
                 final PrintWriter out = spec.commandLine().getOut();
-                final long loaded = response.getCheckpoint().getId();
                 out.println(
                         "restored " + response.getRowsRestored() + " rows from " + describe(response.getCheckpoint()));
-                final List<Long> skipped =
-                        listed.stream().filter(newer -> newer > loaded).toList();
-                if (!skipped.isEmpty()) {
-                    out.println("fell back to checkpoint " + loaded + ": newer checkpoint(s) " + skipped
-                            + " did not verify (damaged; the proxy's log names the damage)");
+                if (response.getPassedOverCount() > 0) {
+                    out.println("fell back to checkpoint "
+                            + response.getCheckpoint().getId() + ", passing over:");
+                    for (final PassedOverCheckpoint newer : response.getPassedOverList()) {
+                        out.println("  #" + newer.getId() + ": " + newer.getReason());
+                    }
                 }
                 return 0;
             });

@@ -79,7 +79,21 @@ class RestoreLatestTest {
             assertThat(fallback.exit()).as(fallback.text()).isZero();
             assertThat(fallback.out())
                     .startsWith("restored 300 rows from #1 ")
-                    .contains("fell back to checkpoint 1: newer checkpoint(s) [2] did not verify");
+                    .contains("fell back to checkpoint 1, passing over:\n  #2: damaged: ");
+            assertThat(table.pull(keys)).containsExactly(atCheckpoint[1]);
+
+            // A newer checkpoint whose manifest does not decode is not among the complete ones listed: it is named
+            // all the same, with the damaged one.
+            assertThat(AdminCalls.checkpointNow(cluster.proxyAddress())).isEqualTo(3);
+            final Path manifest = root.resolve("ckpt-000000000003").resolve(CheckpointStore.MANIFEST);
+            Files.writeString(manifest, "{ not a manifest");
+            Files.deleteIfExists(manifest.resolveSibling("." + manifest.getFileName() + ".crc"));
+            final PsctlRun unreadable = psctl("checkpoint", "restore", "--proxy", cluster.proxyAddress());
+            assertThat(unreadable.exit()).as(unreadable.text()).isZero();
+            assertThat(unreadable.out())
+                    .startsWith("restored 300 rows from #1 ")
+                    .contains("passing over:\n  #3: manifest unreadable: ")
+                    .contains("\n  #2: damaged: ");
             assertThat(table.pull(keys)).containsExactly(atCheckpoint[1]);
 
             final PsctlRun named = psctl("checkpoint", "restore", "--proxy", cluster.proxyAddress(), "--id", "2");

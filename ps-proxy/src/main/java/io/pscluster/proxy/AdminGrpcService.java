@@ -19,6 +19,7 @@ import io.pscluster.proto.v1.ListShardsRequest;
 import io.pscluster.proto.v1.ListShardsResponse;
 import io.pscluster.proto.v1.OperationProgressRequest;
 import io.pscluster.proto.v1.OperationProgressResponse;
+import io.pscluster.proto.v1.PassedOverCheckpoint;
 import io.pscluster.proto.v1.RestoreRequest;
 import io.pscluster.proto.v1.RestoreResponse;
 import io.pscluster.wire.PsException;
@@ -99,10 +100,13 @@ final class AdminGrpcService extends AdminServiceGrpc.AdminServiceImplBase {
     public void restore(final RestoreRequest request, final StreamObserver<RestoreResponse> out) {
         longCalls.respond(out, () -> {
             final CheckpointCoordinator.Restored restored = checkpoints.restore(request.getCheckpointId());
-            return RestoreResponse.newBuilder()
+            final RestoreResponse.Builder response = RestoreResponse.newBuilder()
                     .setCheckpoint(describe(restored.checkpoint()))
-                    .setRowsRestored(restored.rows())
-                    .build();
+                    .setRowsRestored(restored.rows());
+            restored.passedOver()
+                    .forEach((id, reason) -> response.addPassedOver(
+                            PassedOverCheckpoint.newBuilder().setId(id).setReason(reason)));
+            return response.build();
         });
     }
 

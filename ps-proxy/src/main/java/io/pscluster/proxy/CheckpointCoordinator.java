@@ -740,10 +740,12 @@ final class CheckpointCoordinator {
     private Restored restore(final long id, final OperationBoard.Operation operation)
             throws IOException, InterruptedException {
         final CheckpointInfo checkpoint;
+        final Map<Long, String> passedOver = new java.util.TreeMap<>(java.util.Comparator.reverseOrder());
         if (id == 0) {
             // latest() verifies checksums, skipping damaged checkpoints for older ones.
-            checkpoint = store.latest(operation.local("verifying"))
-                    .orElseThrow(() -> PsException.notFound("no complete checkpoint under " + store.root()));
+            checkpoint = store.latest(operation.local("verifying"), passedOver)
+                    .orElseThrow(() -> PsException.notFound("no complete checkpoint under " + store.root()
+                            + (passedOver.isEmpty() ? "" : "; passed over: " + passedOver)));
         } else {
             checkpoint = store.get(id)
                     .orElseThrow(() -> PsException.notFound(
@@ -789,7 +791,7 @@ final class CheckpointCoordinator {
         final long rows = restored.stream().mapToLong(Long::longValue).sum();
         state.restoredWhole(checkpoint.id());
         LOG.info("restored checkpoint {}: {} rows into {} shards", checkpoint.id(), rows, owners.size());
-        return new Restored(checkpoint, rows);
+        return new Restored(checkpoint, rows, passedOver);
     }
 
     /**
@@ -817,7 +819,10 @@ final class CheckpointCoordinator {
         }
     }
 
-    record Restored(CheckpointInfo checkpoint, long rows) {}
+    /**
+     * What a restore loaded, and (restoring the latest) the newer checkpoints it passed over, newest first, with why.
+     */
+    record Restored(CheckpointInfo checkpoint, long rows, Map<Long, String> passedOver) {}
 
     private static List<String> shardIds(final List<ClusterState.Owner> owners) {
         return owners.stream().map(ClusterState.Owner::shardId).toList();
