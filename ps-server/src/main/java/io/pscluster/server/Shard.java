@@ -440,7 +440,8 @@ public final class Shard implements AutoCloseable {
             final PartitionWriters.DeferredWakes later) {
         final ParameterTable.RowPromise promise = table.promiseNewRows(keys, slots);
         if (promise == null) {
-            if (table.rowCount() + table.countAbsent(keys, slots) <= table.maxRows()) {
+            final int absent = table.countAbsent(keys, slots);
+            if (table.rowCount() + absent <= table.maxRows()) {
                 // It fits unless the queued pushes create their rows: they may name the same new keys. Sent again
                 // once they are applied, it is accepted or refused for good.
                 throw PsException.backpressure("table '" + table.name() + "' on shard " + name()
@@ -448,7 +449,7 @@ public final class Shard implements AutoCloseable {
                         + table.maxRows() + " rows with pushes queued that may create the same rows; retry after a"
                         + " backoff");
             }
-            throw rowCapReached(table, keys, slots);
+            throw rowCapReached(table, absent);
         }
         if (!table.offerPush(keys, slots, gradients, promise, later)) {
             table.release(promise);
@@ -466,15 +467,15 @@ public final class Shard implements AutoCloseable {
         if (maxRows > 0) {
             final int absent = table.countAbsent(keys, slots);
             if (absent > 0 && table.rowsCounted() + absent > maxRows) {
-                throw rowCapReached(table, keys, slots);
+                throw rowCapReached(table, absent);
             }
         }
     }
 
-    private PsException rowCapReached(final ParameterTable table, final long[] keys, final int[] slots) {
+    private PsException rowCapReached(final ParameterTable table, final int absent) {
         return PsException.resourceExhausted("table '" + table.name() + "' holds " + table.rowsCounted()
-                + " rows on shard " + name() + " (counting those of pushes queued and not yet applied); "
-                + table.countAbsent(keys, slots) + " new rows would pass its cap of " + table.maxRows() + " rows");
+                + " rows on shard " + name() + " (counting those of pushes queued and not yet applied); " + absent
+                + " new rows would pass its cap of " + table.maxRows() + " rows");
     }
 
     /** Wake-ups of the writers that a push's handler pays once it has answered: {@link PartitionWriters#deferredWakes}. */
@@ -1137,21 +1138,26 @@ public final class Shard implements AutoCloseable {
             final StringBuilder notes,
             final boolean refuseOtherSchema)
             throws IOException, InterruptedException {
-        final java.util.Set<String> restored = new java.util.HashSet<>();
+        final List<TableSchema> schemas = new ArrayList<>();
         for (final Manifest.TableEntry entry : checkpoint.manifest().tables()) {
-            final TableSchema schema = TableSchemas.normalize(parseSchema(entry));
-            final ParameterTable live = tables.get(schema.getName());
-            if (refuseOtherSchema && live != null && !live.schema().equals(schema)) {
-                // Checked for every table before any is created.
-                throw PsException.alreadyExists("table '" + schema.getName() + "' of checkpoint " + checkpoint.id()
-                        + " has another schema than the table of that name here (created again since); drop that"
-                        + " table first to restore the checkpoint's, or restore another checkpoint");
-            }
+            schemas.add(TableSchemas.normalize(parseSchema(entry)));
         }
-        for (final Manifest.TableEntry entry : checkpoint.manifest().tables()) {
-            final TableSchema schema = TableSchemas.normalize(parseSchema(entry));
-            final ParameterTable live = tables.get(schema.getName());
-            if (live != null && !live.schema().equals(schema)) {
+        final List<String> createdAgain = schemas.stream()
+                .filter(schema -> {
+                    final ParameterTable live = tables.get(schema.getName());
+                    return live != null && !live.schema().equals(schema);
+                })
+                .map(TableSchema::getName)
+                .toList();
+        if (refuseOtherSchema && !createdAgain.isEmpty()) {
+            // Before any table is created.
+            throw PsException.alreadyExists("table(s) " + createdAgain + " of checkpoint " + checkpoint.id()
+                    + " have another schema than the tables of those names here (created again since); drop them"
+                    + " first to restore the checkpoint's, or restore another checkpoint");
+        }
+        final java.util.Set<String> restored = new java.util.HashSet<>();
+        for (final TableSchema schema : schemas) {
+            if (createdAgain.contains(schema.getName())) {
                 note(
                         notes,
                         "table '" + schema.getName() + "' of checkpoint " + checkpoint.id()

@@ -7,12 +7,9 @@ import io.grpc.InsecureChannelCredentials;
 import io.grpc.InsecureServerCredentials;
 import io.grpc.ManagedChannel;
 import io.grpc.Server;
-import io.pscluster.proto.v1.OptimizerSpec;
 import io.pscluster.proto.v1.PushRequest;
 import io.pscluster.proto.v1.PushResponse;
 import io.pscluster.proto.v1.ShardServiceGrpc;
-import io.pscluster.proto.v1.TableKind;
-import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.server.table.PartitionWriters;
 import io.pscluster.wire.LittleEndian;
 import java.nio.ByteBuffer;
@@ -32,7 +29,7 @@ import org.junit.jupiter.api.Test;
  * the handler pays the wakes it deferred.
  */
 class ShardPushWakeTest {
-    private static final String TABLE = "wakes";
+    private static final String TABLE = CounterCheckpoints.TABLE;
     private static final int PARTITIONS = 2;
     private static final long HOUR = TimeUnit.HOURS.toNanos(1);
     private static final long GENEROUS_SECONDS = 30;
@@ -50,12 +47,8 @@ class ShardPushWakeTest {
                 new Configuration(),
                 tables -> new PartitionWriters("ps-writer", PARTITIONS, 1024, tables, HOUR, HOUR, 10_000));
         TestRouting.serve(shard, TestRouting.allSlotsTo("s", 1));
-        shard.createTable(TableSchema.newBuilder()
-                .setName(TABLE)
-                .setKind(TableKind.SPARSE)
-                .setDim(1)
-                .setOptimizer(OptimizerSpec.newBuilder().setLearningRate(1f))
-                .build());
+        // SGD with lr 1 from zeros, dim 1.
+        shard.createTable(CounterCheckpoints.SCHEMA);
         handlers = Executors.newFixedThreadPool(2);
         server = Grpc.newServerBuilderForPort(0, InsecureServerCredentials.create())
                 .executor(handlers)

@@ -4,6 +4,7 @@ import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.wire.Slots;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.BitSet;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
@@ -188,12 +189,7 @@ public final class ParameterTable {
 
     /** Distinct keys among {@code keys} (with their slots) that have no row yet, counted for the row cap. */
     public int countAbsent(final long[] keys, final int[] slots) {
-        final int[] perPartition = absentPerPartition(keys, slots);
-        int total = 0;
-        for (final int absent : perPartition) {
-            total += absent;
-        }
-        return total;
+        return Arrays.stream(absentPerPartition(keys, slots)).sum();
     }
 
     private int[] absentPerPartition(final long[] keys, final int[] slots) {
@@ -219,10 +215,7 @@ public final class ParameterTable {
             return RowPromise.NONE;
         }
         final int[] perPartition = absentPerPartition(keys, slots);
-        long total = 0;
-        for (final int absent : perPartition) {
-            total += absent;
-        }
+        final long total = Arrays.stream(perPartition).sum();
         return budget.promise(total) ? new RowPromise(perPartition, total) : null;
     }
 
@@ -242,11 +235,6 @@ public final class ParameterTable {
         private RowPromise(final int[] perPartition, final long total) {
             this.perPartition = perPartition;
             this.total = total;
-        }
-
-        /** How many rows in all. */
-        public long total() {
-            return total;
         }
 
         int of(final int partition) {
