@@ -429,8 +429,9 @@ public final class Shard implements AutoCloseable {
     }
 
     /**
-     * Queues a push, its new rows counted against the table's cap first: a push that would pass the cap is refused
-     * now, not acknowledged and then dropped by the writer (rows still queued count as well as rows applied).
+     * Queues a push, its new rows counted against the table's cap and their records claimed in the off-heap budget
+     * first: a push that would pass the cap or has no memory for its rows is refused now, not acknowledged and then
+     * dropped by the writer (rows still queued count as well as rows applied).
      */
     private void offer(
             final ParameterTable table,
@@ -438,7 +439,17 @@ public final class Shard implements AutoCloseable {
             final int[] slots,
             final float[] gradients,
             final PartitionWriters.DeferredWakes later) {
-        final ParameterTable.RowPromise promise = table.promiseNewRows(keys, slots);
+        final ParameterTable.RowPromise promise;
+        try {
+            promise = table.promiseNewRows(keys, slots);
+        } catch (ParameterTable.OffHeapFull full) {
+            if (full.retryable()) {
+                throw PsException.backpressure(full.getMessage() + "; pushes queued on shard " + name()
+                        + " hold room they may not use: retry after a backoff");
+            }
+            throw PsException.resourceExhausted(full.getMessage() + " on shard " + name()
+                    + ": drop a table, set a TTL or a row cap, or raise -XX:MaxDirectMemorySize");
+        }
         if (promise == null) {
             final int absent = table.countAbsent(keys, slots);
             if (table.rowCount() + absent <= table.maxRows()) {

@@ -27,6 +27,9 @@ final class OffHeapBudget {
 
     private final long limit;
     private final AtomicLong reserved = new AtomicLong();
+    /** Of {@link #reserved}, the bytes counted for chunks not allocated yet ({@link RecordRoom} claims). */
+    private final AtomicLong ahead = new AtomicLong();
+
     private volatile long coolUntilNanos = System.nanoTime();
     // Guarded by this.
     private long lastReclaimNanos = System.nanoTime() - RECLAIM_INTERVAL_NANOS;
@@ -38,30 +41,79 @@ final class OffHeapBudget {
     }
 
     /**
-     * A zeroed direct buffer of {@code bytes}.
+     * A zeroed direct buffer of {@code bytes}, counted against the budget.
      *
      * @throws OutOfMemoryError naming the limit, when it would be passed or the JDK refused memory moments ago.
      */
     ByteBuffer allocate(final int bytes) {
+        if (!reserve(bytes, true)) {
+            throw new OutOfMemoryError(shortage());
+        }
+        try {
+            return allocateReserved(bytes);
+        } catch (OutOfMemoryError refused) {
+            unreserve(bytes);
+            throw refused;
+        }
+    }
+
+    /**
+     * Counts {@code bytes} that a chunk allocated later ({@link #allocateReserved}) will take, or that are given back
+     * ({@link #unreserve}); false (nothing counted) when they would pass the limit or the JDK refused memory moments
+     * ago. With {@code mayReclaim}, asks the collector for dropped tables' chunks first when the limit is near (see
+     * {@link #reclaim}).
+     */
+    boolean reserve(final long bytes, final boolean mayReclaim) {
         if (System.nanoTime() - coolUntilNanos < 0) {
-            throw new OutOfMemoryError("direct memory was refused less than 5 s ago; table rows hold "
-                    + reserved.get() / MIB + " MiB off-heap");
+            return false;
         }
-        if (!tryReserve(bytes) && !(reclaim(bytes) && tryReserve(bytes))) {
-            throw new OutOfMemoryError("table rows would hold more than " + limit / MIB
-                    + " MiB off-heap (-XX:MaxDirectMemorySize less headroom for gRPC); they hold "
-                    + reserved.get() / MIB + " MiB");
+        if (tryReserve(bytes) || (mayReclaim && reclaim(bytes) && tryReserve(bytes))) {
+            ahead.addAndGet(bytes);
+            return true;
         }
+        return false;
+    }
+
+    /** Gives back bytes {@link #reserve} counted and no chunk took. */
+    void unreserve(final long bytes) {
+        if (bytes > 0) {
+            ahead.addAndGet(-bytes);
+            reserved.addAndGet(-bytes);
+        }
+    }
+
+    /**
+     * A zeroed direct buffer of {@code bytes} that {@link #reserve} counted; they come back when the collector frees
+     * it. When the JDK refuses the memory (gRPC took more than its headroom) they stay counted, the caller's to give
+     * back with {@link #unreserve}, and new reservations are refused for {@link #COOL_DOWN_NANOS}.
+     */
+    ByteBuffer allocateReserved(final int bytes) {
         final ByteBuffer buffer;
         try {
             buffer = ByteBuffer.allocateDirect(bytes);
         } catch (OutOfMemoryError refused) {
-            reserved.addAndGet(-bytes);
             coolUntilNanos = System.nanoTime() + COOL_DOWN_NANOS;
             throw refused;
         }
+        ahead.addAndGet(-bytes);
         CLEANER.register(buffer, new Release(reserved, bytes));
         return buffer;
+    }
+
+    /** Whether bytes are counted for chunks not allocated yet: claims of pushes queued, which may go unused. */
+    boolean anyAhead() {
+        return ahead.get() > 0;
+    }
+
+    /** Why memory was refused, with the figures: for messages. */
+    String shortage() {
+        if (System.nanoTime() - coolUntilNanos < 0) {
+            return "direct memory was refused less than 5 s ago; table rows hold " + reserved.get() / MIB
+                    + " MiB off-heap";
+        }
+        return "table rows would hold more than " + limit / MIB
+                + " MiB off-heap (-XX:MaxDirectMemorySize less headroom for gRPC); they hold " + reserved.get() / MIB
+                + " MiB (counting the new rows of pushes not yet applied)";
     }
 
     private boolean tryReserve(final long bytes) {

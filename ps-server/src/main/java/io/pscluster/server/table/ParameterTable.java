@@ -33,6 +33,7 @@ public final class ParameterTable {
     private final PartitionWriters writers;
     private final PartitionStore[] partitions;
     private final RowBudget budget;
+    private final OffHeapBudget memory;
     private final Supplier<BitSet> writableSlots;
     private final long startMillis = System.currentTimeMillis();
     private final AtomicLong droppedRows = new AtomicLong();
@@ -52,6 +53,16 @@ public final class ParameterTable {
      */
     public ParameterTable(
             final TableSchema schema, final PartitionWriters writers, final Supplier<BitSet> writableSlots) {
+        this(schema, writers, writableSlots, OffHeapBudget.JVM);
+    }
+
+    /** As {@link #ParameterTable(TableSchema, PartitionWriters, Supplier)}, its rows held in {@code memory}. */
+    ParameterTable(
+            final TableSchema schema,
+            final PartitionWriters writers,
+            final Supplier<BitSet> writableSlots,
+            final OffHeapBudget memory) {
+        this.memory = memory;
         this.writableSlots = writableSlots;
         this.schema = schema;
         this.tableHash = Slots.tableHash(schema.getName());
@@ -64,7 +75,7 @@ public final class ParameterTable {
         this.partitions = new PartitionStore[writers.partitionCount()];
         this.evictionCursor = new int[partitions.length];
         for (int p = 0; p < partitions.length; p++) {
-            partitions[p] = new PartitionStore(dim, optimizer, initializer, budget);
+            partitions[p] = new PartitionStore(dim, optimizer, initializer, budget, memory);
         }
     }
 
@@ -205,40 +216,129 @@ public final class ParameterTable {
     }
 
     /**
-     * The rows a push of {@code keys} will create, per partition, counted against the table's cap before it is
-     * queued ({@link RowBudget#promise}): {@link RowPromise#NONE} for a table without a cap, null (nothing counted)
-     * when they would pass it. Give it to {@link #offerPush(long[], int[], float[], RowPromise)}, or back with
+     * Admits a push of {@code keys} before it is queued, so that it is refused now rather than acknowledged and then
+     * short of rows when its writers apply it: its new rows are counted against the table's cap
+     * ({@link RowBudget#promise}), and room for them is claimed in the off-heap budget (a {@link RecordRoom} per
+     * partition). Returns the promise, or null (nothing counted) when the new rows would pass the cap. Give it to
+     * {@link #offerPush(long[], int[], float[], RowPromise, PartitionWriters.DeferredWakes)}, or back with
      * {@link #release(RowPromise)} if the push is not queued.
+     *
+     * <p>A table without a cap claims a record for every key of the push, which costs no lookup; only when the budget
+     * has no room for that many does it count the keys without a row and claim those.
+     *
+     * @throws OffHeapFull when the budget has no room for the push's new rows (nothing counted).
      */
     public RowPromise promiseNewRows(final long[] keys, final int[] slots) {
-        if (budget.cap() == 0) {
-            return RowPromise.NONE;
+        final int[] counts = keysPerPartition(slots);
+        int[] absent = null;
+        long promisedTotal = 0;
+        if (budget.cap() != 0) {
+            absent = absentPerPartition(keys, slots);
+            promisedTotal = Arrays.stream(absent).sum();
+            if (!budget.promise(promisedTotal)) {
+                return null;
+            }
         }
-        final int[] perPartition = absentPerPartition(keys, slots);
-        final long total = Arrays.stream(perPartition).sum();
-        return budget.promise(total) ? new RowPromise(perPartition, total) : null;
+        // A bound that costs no lookup, tried without a collection: the exact count is only needed when memory is
+        // short.
+        int[] claims = absent != null ? absent : counts;
+        if (!claimAll(claims, absent != null)) {
+            if (absent == null) {
+                claims = absentPerPartition(keys, slots);
+            }
+            if (absent != null || !claimAll(claims, true)) {
+                budget.releasePromised(promisedTotal);
+                throw new OffHeapFull(
+                        "table '" + name() + "' has no off-heap room for "
+                                + Arrays.stream(claims).sum() + " new rows: " + memory.shortage(),
+                        memory.anyAhead());
+            }
+        }
+        return new RowPromise(counts, absent, promisedTotal, claims);
+    }
+
+    /** Claims {@code records[p]} records in each partition {@code p}, all or none. */
+    private boolean claimAll(final int[] records, final boolean mayReclaim) {
+        for (int p = 0; p < records.length; p++) {
+            if (!partitions[p].claimAhead(records[p], mayReclaim)) {
+                for (int q = 0; q < p; q++) {
+                    partitions[q].releaseClaim(records[q]);
+                }
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /** The number of {@code slots} in each partition. */
+    private int[] keysPerPartition(final int[] slots) {
+        final int[] counts = new int[partitions.length];
+        if (partitions.length == 1) {
+            counts[0] = slots.length;
+        } else {
+            for (final int slot : slots) {
+                counts[writers.partitionOf(slot)]++;
+            }
+        }
+        return counts;
     }
 
     /** Gives back a promise whose push was not queued. */
     public void release(final RowPromise promise) {
-        budget.releasePromised(promise.total);
+        budget.releasePromised(promise.promisedTotal);
+        if (promise.claims != null) {
+            for (int p = 0; p < partitions.length; p++) {
+                partitions[p].releaseClaim(promise.claims[p]);
+            }
+        }
     }
 
-    /** New rows a queued push was promised against its table's cap, per partition. */
-    public static final class RowPromise {
-        /** No rows promised: a table without a cap, or a caller that creates its rows against the cap as it goes. */
-        public static final RowPromise NONE = new RowPromise(null, 0);
+    /**
+     * A push refused because the off-heap budget has no room for its new rows. {@link #retryable()} when pushes queued
+     * meanwhile hold claims they may not use (they may name the same new keys): sent again once they are applied, the
+     * push is taken or refused for good.
+     */
+    public static final class OffHeapFull extends RuntimeException {
+        private static final long serialVersionUID = 1L;
+        private final boolean retryable;
 
-        private final int[] perPartition;
-        private final long total;
-
-        private RowPromise(final int[] perPartition, final long total) {
-            this.perPartition = perPartition;
-            this.total = total;
+        OffHeapFull(final String message, final boolean retryable) {
+            super(message, null, false, false);
+            this.retryable = retryable;
         }
 
-        int of(final int partition) {
-            return perPartition == null ? 0 : perPartition[partition];
+        public boolean retryable() {
+            return retryable;
+        }
+    }
+
+    /**
+     * What a queued push was admitted with, per partition: its keys, its new rows promised against the table's cap,
+     * and the records claimed for them in the off-heap budget.
+     */
+    public static final class RowPromise {
+        /** Nothing promised or claimed: the writers count and claim each new row as they create it. */
+        public static final RowPromise NONE = new RowPromise(null, null, 0, null);
+
+        private final int[] keysPerPartition;
+        private final int[] promised;
+        private final long promisedTotal;
+        private final int[] claims;
+
+        private RowPromise(
+                final int[] keysPerPartition, final int[] promised, final long promisedTotal, final int[] claims) {
+            this.keysPerPartition = keysPerPartition;
+            this.promised = promised;
+            this.promisedTotal = promisedTotal;
+            this.claims = claims;
+        }
+
+        int promisedIn(final int partition) {
+            return promised == null ? 0 : promised[partition];
+        }
+
+        int claimedIn(final int partition) {
+            return claims == null ? 0 : claims[partition];
         }
     }
 
@@ -272,10 +372,7 @@ public final class ParameterTable {
             return writers.offer(
                     partition -> applyQueued(partition, keys, slots, rows, count, gradients, promise), 1L, later);
         }
-        final int[] counts = new int[partitionCount];
-        for (int i = 0; i < keys.length; i++) {
-            counts[writers.partitionOf(slots[i])]++;
-        }
+        final int[] counts = promise.keysPerPartition != null ? promise.keysPerPartition : keysPerPartition(slots);
         final int[][] rowsOf = new int[partitionCount][];
         long mask = 0;
         for (int p = 0; p < partitionCount; p++) {
@@ -305,11 +402,13 @@ public final class ParameterTable {
             final float[] gradients,
             final RowPromise promise) {
         final PartitionStore store = partitions[partition];
-        store.promiseRows(promise.of(partition));
+        store.promiseRows(promise.promisedIn(partition));
+        store.useClaims(promise.claimedIn(partition));
         try {
             applyRows(partition, keys, slots, rows, count, gradients, touchNow());
         } finally {
             budget.releasePromised(store.takeUnusedPromise());
+            store.releaseUnusedClaims();
             writers.applied();
         }
     }

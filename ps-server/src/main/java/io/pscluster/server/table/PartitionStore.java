@@ -99,6 +99,14 @@ final class PartitionStore {
      * {@link #takeUnusedPromise}).
      */
     private int promisedRows;
+    /**
+     * Records the push being applied claimed in this partition when it was admitted ({@link #claimAhead}), not yet
+     * created; the writer's alone, like {@link #promisedRows} ({@link #useClaims}, {@link #releaseUnusedClaims}).
+     */
+    private int claimedRecords;
+
+    private final OffHeapBudget memory;
+    private final RecordRoom room;
 
     private final long seed = ThreadLocalRandom.current().nextLong();
     private TableFaults faults = TableFaults.NONE;
@@ -175,7 +183,17 @@ final class PartitionStore {
     private long lastFailureLogNanos;
 
     PartitionStore(final int dim, final Optimizer optimizer, final Initializer initializer, final RowBudget budget) {
+        this(dim, optimizer, initializer, budget, OffHeapBudget.JVM);
+    }
+
+    PartitionStore(
+            final int dim,
+            final Optimizer optimizer,
+            final Initializer initializer,
+            final RowBudget budget,
+            final OffHeapBudget memory) {
         this.dim = dim;
+        this.memory = memory;
         this.optimizer = optimizer;
         this.initializer = initializer;
         this.budget = budget;
@@ -185,6 +203,7 @@ final class PartitionStore {
                 Math.min(MAX_RECORDS_PER_CHUNK, Integer.highestOneBit(Math.max(1, CHUNK_BYTES / recordBytes)));
         this.chunkShift = Integer.numberOfTrailingZeros(perChunk);
         this.chunkMask = perChunk - 1;
+        this.room = new RecordRoom(memory, perChunk, (long) perChunk * recordBytes);
     }
 
     static int recordBytes(final int dim, final Optimizer optimizer) {
@@ -999,6 +1018,13 @@ final class PartitionStore {
         } else if (!budget.reserve(capped)) {
             return refuse("the table's cap of " + budget.cap() + " rows on this shard is reached");
         }
+        if (claimedRecords > 0) {
+            // Claimed when the push was admitted.
+            claimedRecords--;
+        } else if (!room.claim(1, true)) {
+            budget.release();
+            return refuse("out of off-heap memory (" + memory.shortage() + ")");
+        }
         final int id;
         try {
             if (segment.isFullForOneMore()) {
@@ -1010,10 +1036,16 @@ final class PartitionStore {
             preserve(id);
         } catch (RowLimitReached limit) {
             budget.release();
+            room.release(1, chunkCount);
             return refuse("a partition holds at most " + MAX_ROWS + " rows; use more partitions or shards");
         } catch (OutOfMemoryError full) {
             budget.release();
+            room.release(1, chunkCount);
             return refuse("out of memory (" + full.getMessage() + ")");
+        } catch (RuntimeException | Error failure) {
+            budget.release();
+            room.release(1, chunkCount);
+            throw failure;
         }
         final UnsafeBuffer chunk = chunks[id >>> chunkShift];
         final int at = (id & chunkMask) * recordBytes;
@@ -1035,6 +1067,7 @@ final class PartitionStore {
             endWrite(chunk, at);
             freeRecords.addInt(id);
             budget.release();
+            room.release(1, chunkCount);
             throw failure;
         }
         endWrite(chunk, at);
@@ -1059,6 +1092,33 @@ final class PartitionStore {
         final int unused = promisedRows;
         promisedRows = 0;
         return unused;
+    }
+
+    /**
+     * Claims room for {@code records} new rows before a push that may create them is queued (any thread): false,
+     * nothing claimed, when the off-heap budget has no room for the chunks they would need (see {@link
+     * RecordRoom#claim}). The push's writer uses
+     * the claim ({@link #useClaims}); a push not queued gives it back with {@link #releaseClaim}.
+     */
+    boolean claimAhead(final long records, final boolean mayReclaim) {
+        return room.claim(records, mayReclaim);
+    }
+
+    /** Gives back records {@link #claimAhead} claimed for a push that was not queued (any thread). */
+    void releaseClaim(final long records) {
+        room.release(records, chunkCount);
+    }
+
+    /** Sets the records the next push applied here claimed when admitted; see {@link #claimedRecords}. */
+    void useClaims(final int records) {
+        claimedRecords = records;
+    }
+
+    /** Gives back the claimed records the push did not create (rows that existed after all, refusals); writer-only. */
+    void releaseUnusedClaims() {
+        final int unused = claimedRecords;
+        claimedRecords = 0;
+        room.release(unused, chunkCount);
     }
 
     private int refuse(final String reason) {
@@ -1217,7 +1277,12 @@ final class PartitionStore {
         if (chunk == chunkCount) {
             // Allocate first: if memory is short nothing has changed, and the id is not used up.
             faults.chunkAllocation();
-            final UnsafeBuffer fresh = new UnsafeBuffer(OffHeapBudget.JVM.allocate((chunkMask + 1) * recordBytes));
+            // Its bytes were counted when a record in it was claimed (see RecordRoom).
+            if (room.countedChunks() <= chunk) {
+                throw new IllegalStateException("chunk " + chunk + " of a partition is not counted against the"
+                        + " off-heap budget: " + room.claimed() + " records claimed");
+            }
+            final UnsafeBuffer fresh = new UnsafeBuffer(memory.allocateReserved((chunkMask + 1) * recordBytes));
             UnsafeBuffer[] all = chunks;
             long[] allAddresses = addresses;
             int[][] allStamps = stamps;
@@ -1250,6 +1315,7 @@ final class PartitionStore {
         freeRecords.addInt(id);
         LIVE_ROWS.setRelease(this, liveRows - 1);
         budget.release();
+        room.release(1, chunkCount);
     }
 
     private void stamp(final int id) {

@@ -35,7 +35,12 @@ final class TableFixture implements AutoCloseable {
 
     /** A table for {@code schema}, normalized first, as a shard creates it. */
     ParameterTable create(final TableSchema schema) {
-        final ParameterTable table = new ParameterTable(TableSchemas.normalize(schema), writers);
+        return create(schema, OffHeapBudget.JVM);
+    }
+
+    /** As {@link #create(TableSchema)}, its rows held in {@code memory}. */
+    ParameterTable create(final TableSchema schema, final OffHeapBudget memory) {
+        final ParameterTable table = new ParameterTable(TableSchemas.normalize(schema), writers, () -> null, memory);
         tables.add(table);
         return table;
     }
