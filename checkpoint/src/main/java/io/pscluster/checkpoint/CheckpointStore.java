@@ -580,10 +580,12 @@ public final class CheckpointStore implements Closeable {
             }
         }
         if (!committed.isEmpty()) {
-            // Limits never leave nothing to restore: the newest stays, and so does the newest with every file there.
+            // Limits never leave nothing to restore: the newest stays, and so does the newest whose chain (itself, and
+            // for a delta its base and parents) has every file there.
             keep.add(committed.get(0).id());
+            Map<Long, Boolean> present = new HashMap<>();
             for (CheckpointInfo checkpoint : committed) {
-                if (check(checkpoint, VerifyReport.Depth.PRESENCE).intact()) {
+                if (chainPresent(checkpoint, scan, present)) {
                     keep.add(checkpoint.id());
                     break;
                 }
@@ -619,6 +621,32 @@ public final class CheckpointStore implements Closeable {
                     keep);
         }
         return new RetentionPolicy.Outcome(List.copyOf(keep), deleted, orphans);
+    }
+
+    /**
+     * Whether {@code checkpoint} and every checkpoint it needs are committed with every file there (each checked once,
+     * the results kept in {@code present}).
+     */
+    private boolean chainPresent(CheckpointInfo checkpoint, Scan scan, Map<Long, Boolean> present) throws IOException {
+        Map<Long, CheckpointInfo> byId = new HashMap<>();
+        scan.committed().forEach(info -> byId.put(info.id(), info));
+        Set<Long> chain = new LinkedHashSet<>(scan.closure(checkpoint.id()));
+        chain.add(checkpoint.id());
+        for (long id : chain) {
+            CheckpointInfo link = byId.get(id);
+            if (link == null) {
+                return false;
+            }
+            Boolean intact = present.get(id);
+            if (intact == null) {
+                intact = check(link, VerifyReport.Depth.PRESENCE).intact();
+                present.put(id, intact);
+            }
+            if (!intact) {
+                return false;
+            }
+        }
+        return true;
     }
 
     /** Manifest first, so that the checkpoint stops existing before any of its files goes. */

@@ -112,6 +112,25 @@ class RetentionTest {
         assertThat(ids()).containsExactly(3L, 2L);
     }
 
+    /**
+     * The newest checkpoint a restore can use is the newest whose whole chain has its files: a delta whose own files
+     * are all there but whose base lost one cannot be restored, so the older chain must stay.
+     */
+    @Test
+    void shouldKeepTheNewestChainWhoseFilesAreAllThereNotJustTheNewestCheckpointWithItsOwnFiles() throws IOException {
+        commitBase(1, NOW - 4);
+        commitDelta(2, 1, 1, NOW - 3);
+        Manifest base = commitBase(3, NOW - 2);
+        commitDelta(4, 3, 3, NOW - 1);
+        fs.delete(new Path(store.checkpointDir(3), base.files().get(0).file().path()), false);
+
+        RetentionPolicy.Outcome outcome = store.retain(new RetentionPolicy(1, Duration.ZERO), NOW);
+
+        // 4 is the newest (kept, with the base it needs, though that is damaged); 2 is the newest restorable, with 1.
+        assertThat(outcome.deleted()).isEmpty();
+        assertThat(ids()).containsExactly(4L, 3L, 2L, 1L);
+    }
+
     @Test
     void shouldRemoveOrphansOfFailedCheckpointsButNotOneInProgress() throws IOException {
         commitBase(1, NOW - 4);
