@@ -64,10 +64,12 @@ final class OffHeapBudget {
      * {@link #reclaim}).
      */
     boolean reserve(final long bytes, final boolean mayReclaim) {
-        if (System.nanoTime() - coolUntilNanos < 0) {
+        if (coolingDown()) {
             return false;
         }
-        if (tryReserve(bytes) || (mayReclaim && reclaim(bytes) && tryReserve(bytes))) {
+        // A collection only gives back chunks that were allocated: not when the claims of pushes queued fill the rest.
+        if (tryReserve(bytes)
+                || (mayReclaim && allocatedBytes() + bytes > limit && reclaim(bytes) && tryReserve(bytes))) {
             ahead.addAndGet(bytes);
             return true;
         }
@@ -105,9 +107,19 @@ final class OffHeapBudget {
         return ahead.get() > 0;
     }
 
+    /** Whether reservations are refused for a few seconds because the JDK refused direct memory moments ago. */
+    boolean coolingDown() {
+        return System.nanoTime() - coolUntilNanos < 0;
+    }
+
+    /** Bytes of chunks allocated and not yet collected: what a collection can give back, at most. */
+    private long allocatedBytes() {
+        return reserved.get() - ahead.get();
+    }
+
     /** Why memory was refused, with the figures: for messages. */
     String shortage() {
-        if (System.nanoTime() - coolUntilNanos < 0) {
+        if (coolingDown()) {
             return "direct memory was refused less than 5 s ago; table rows hold " + reserved.get() / MIB
                     + " MiB off-heap";
         }
@@ -142,7 +154,8 @@ final class OffHeapBudget {
             return false;
         }
         lastReclaimNanos = now;
-        final long before = reserved.get();
+        // Watched as allocated bytes: claims given back meanwhile are not the collector's doing.
+        final long before = allocatedBytes();
         System.gc();
         // Cleaners run on their own thread, one chunk at a time: wait while they are still returning bytes (thousands
         // of small chunks take a while on a loaded machine), and stop once 50 ms pass without any coming back. Until
@@ -153,17 +166,19 @@ final class OffHeapBudget {
         final int firstWaits = lastReclaimUseful || !reclaimedBefore ? 25 : 5;
         reclaimedBefore = true;
         final long giveUpNanos = now + MAX_RECLAIM_WAIT_NANOS;
-        long seen = reserved.get();
+        long seen = allocatedBytes();
         boolean returning = false;
         for (int idle = 0;
-                idle < (returning ? 5 : firstWaits) && seen + bytes > limit && System.nanoTime() - giveUpNanos < 0; ) {
+                idle < (returning ? 5 : firstWaits)
+                        && reserved.get() + bytes > limit
+                        && System.nanoTime() - giveUpNanos < 0; ) {
             try {
                 Thread.sleep(10);
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
                 break;
             }
-            final long current = reserved.get();
+            final long current = allocatedBytes();
             if (current < seen) {
                 returning = true;
                 idle = 0;
@@ -172,7 +187,7 @@ final class OffHeapBudget {
             }
             seen = current;
         }
-        final long freed = before - reserved.get();
+        final long freed = before - allocatedBytes();
         lastReclaimUseful = freed >= limit / 4;
         return reserved.get() + bytes <= limit;
     }

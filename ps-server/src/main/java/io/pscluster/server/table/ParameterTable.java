@@ -251,16 +251,16 @@ public final class ParameterTable {
                 throw new OffHeapFull(
                         "table '" + name() + "' has no off-heap room for "
                                 + Arrays.stream(claims).sum() + " new rows: " + memory.shortage(),
-                        memory.anyAhead());
+                        memory.anyAhead() || memory.coolingDown());
             }
         }
         return new RowPromise(counts, absent, promisedTotal, claims);
     }
 
-    /** Claims {@code records[p]} records in each partition {@code p}, all or none. */
-    private boolean claimAll(final int[] records, final boolean mayReclaim) {
+    /** Claims {@code records[p]} records in each partition {@code p}, all or none (see {@link RecordRoom#claim}). */
+    private boolean claimAll(final int[] records, final boolean exact) {
         for (int p = 0; p < records.length; p++) {
-            if (!partitions[p].claimAhead(records[p], mayReclaim)) {
+            if (!partitions[p].claimAhead(records[p], exact)) {
                 for (int q = 0; q < p; q++) {
                     partitions[q].releaseClaim(records[q]);
                 }

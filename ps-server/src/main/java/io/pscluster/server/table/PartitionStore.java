@@ -1036,15 +1036,15 @@ final class PartitionStore {
             preserve(id);
         } catch (RowLimitReached limit) {
             budget.release();
-            room.release(1, chunkCount);
+            room.release(1);
             return refuse("a partition holds at most " + MAX_ROWS + " rows; use more partitions or shards");
         } catch (OutOfMemoryError full) {
             budget.release();
-            room.release(1, chunkCount);
+            room.release(1);
             return refuse("out of memory (" + full.getMessage() + ")");
         } catch (RuntimeException | Error failure) {
             budget.release();
-            room.release(1, chunkCount);
+            room.release(1);
             throw failure;
         }
         final UnsafeBuffer chunk = chunks[id >>> chunkShift];
@@ -1067,7 +1067,7 @@ final class PartitionStore {
             endWrite(chunk, at);
             freeRecords.addInt(id);
             budget.release();
-            room.release(1, chunkCount);
+            room.release(1);
             throw failure;
         }
         endWrite(chunk, at);
@@ -1100,13 +1100,13 @@ final class PartitionStore {
      * RecordRoom#claim}). The push's writer uses
      * the claim ({@link #useClaims}); a push not queued gives it back with {@link #releaseClaim}.
      */
-    boolean claimAhead(final long records, final boolean mayReclaim) {
-        return room.claim(records, mayReclaim);
+    boolean claimAhead(final long records, final boolean exact) {
+        return room.claim(records, exact);
     }
 
     /** Gives back records {@link #claimAhead} claimed for a push that was not queued (any thread). */
     void releaseClaim(final long records) {
-        room.release(records, chunkCount);
+        room.release(records);
     }
 
     /** Sets the records the next push applied here claimed when admitted; see {@link #claimedRecords}. */
@@ -1118,7 +1118,7 @@ final class PartitionStore {
     void releaseUnusedClaims() {
         final int unused = claimedRecords;
         claimedRecords = 0;
-        room.release(unused, chunkCount);
+        room.release(unused);
     }
 
     private int refuse(final String reason) {
@@ -1300,6 +1300,7 @@ final class PartitionStore {
             chunks = all;
             addresses = allAddresses;
             chunkCount = chunkCount + 1;
+            room.chunkAllocated();
         }
         highWater = id + 1;
         return id;
@@ -1315,7 +1316,7 @@ final class PartitionStore {
         freeRecords.addInt(id);
         LIVE_ROWS.setRelease(this, liveRows - 1);
         budget.release();
-        room.release(1, chunkCount);
+        room.release(1);
     }
 
     private void stamp(final int id) {

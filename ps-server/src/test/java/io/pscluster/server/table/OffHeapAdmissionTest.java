@@ -6,6 +6,8 @@ import static org.assertj.core.api.Assertions.catchThrowableOfType;
 import io.pscluster.proto.v1.OptimizerSpec;
 import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
+import java.lang.management.GarbageCollectorMXBean;
+import java.lang.management.ManagementFactory;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -167,6 +169,40 @@ class OffHeapAdmissionTest {
         assertThat(table.pull(new long[] {keys[0]})).containsExactly(-17f, -17f);
         assertThat(memory.available()).as("off-heap bytes left").isEqualTo(available);
         assertThat(memory.anyAhead()).isFalse();
+    }
+
+    /**
+     * A push refused while the claims of queued pushes fill the budget runs no collection on the handler's thread: a
+     * collection gives back only the chunks of dropped tables, never bytes that are merely claimed, and used to cost a
+     * full GC and up to a quarter of a second of waiting on a gRPC thread.
+     */
+    @Test
+    void shouldRefuseWithoutACollectionWhenClaimsOfQueuedPushesFillMemory() throws Exception {
+        final ParameterTable table = table(0);
+        fixture.blockEveryWriter(release);
+        ParameterTable.OffHeapFull refused = null;
+        long fullCollections = 0;
+        for (int push = 0; push < 2 * CHUNKS * CHUNK_RECORDS / KEYS_PER_PUSH && refused == null; push++) {
+            final long[] keys = newKeys(push);
+            final long before = fullCollections();
+            refused = refusal(table, keys);
+            fullCollections += fullCollections() - before;
+        }
+        assertThat(refused).as("a push past %d chunks of claims", CHUNKS).isNotNull();
+        assertThat(refused.retryable()).isTrue();
+        assertThat(fullCollections).as("full collections while admitting").isZero();
+    }
+
+    /** Collections of the old generation (System.gc() is one); young collections come and go with allocation. */
+    private static long fullCollections() {
+        long count = 0;
+        for (final GarbageCollectorMXBean gc : ManagementFactory.getGarbageCollectorMXBeans()) {
+            final String name = gc.getName();
+            if (!name.contains("Copy") && !name.contains("Young") && !name.contains("Scavenge")) {
+                count += gc.getCollectionCount();
+            }
+        }
+        return count;
     }
 
     /** A push that is not queued (the writers' queues are full) gives its claims back. */
