@@ -58,11 +58,20 @@ final class JobClocks {
         final Map<String, TreeMap<Integer, ClockSum>> byTable = new HashMap<>();
         long bytes;
 
-        /** Adds a push; returns the bytes it added to what is held. */
+        /**
+         * Adds a push; returns the bytes it added to what is held (for a worker's first push to the table, the whole
+         * sum's, so that {@link #removeWorker} gives back exactly what was counted).
+         */
         long add(final String table, final int worker, final int dim, final long[] keys, final float[] gradients) {
-            final ClockSum sum = byTable.computeIfAbsent(table, t -> new TreeMap<>())
-                    .computeIfAbsent(worker, w -> new ClockSum(dim));
-            final long before = sum.bytes();
+            final TreeMap<Integer, ClockSum> workers = byTable.computeIfAbsent(table, t -> new TreeMap<>());
+            ClockSum sum = workers.get(worker);
+            long before = 0;
+            if (sum == null) {
+                sum = new ClockSum(dim);
+                workers.put(worker, sum);
+            } else {
+                before = sum.bytes();
+            }
             sum.add(keys, gradients);
             final long added = sum.bytes() - before;
             bytes += added;
@@ -235,12 +244,16 @@ final class JobClocks {
     synchronized String unapplied() {
         final StringBuilder text = new StringBuilder();
         for (final Job job : jobs.values()) {
-            if (!job.pending.isEmpty() || job.applying) {
+            if (!job.pending.isEmpty() || job.applying || !job.retired.isEmpty()) {
                 text.append(text.length() == 0 ? "" : "; ")
                         .append("job '")
                         .append(job.id)
                         .append("' clocks ")
                         .append(job.applying ? "being applied and " : "")
+                        .append(
+                                job.retired.isEmpty()
+                                        ? ""
+                                        : job.retired.size() + " of an ended run waiting to be applied and ")
                         .append(job.pending.keySet())
                         .append(" not ended by every worker");
             }
@@ -457,8 +470,14 @@ final class JobClocks {
         long infoVersion = -1;
         // Every clock up to this one is applied here (SSP: ended by every live worker, its pushes applied).
         long applied = -1;
-        // A SYNC clock's gradients are with the applier.
+        // A SYNC clock's gradients are with the applier (of this run or, from retired, of one that ended).
         boolean applying;
+        // Counts the runs: an apply of an ended run's clock leaves the next run's clocks alone.
+        long generation;
+        // Workers that left, as (start, ended), while clocks they ended are not applied: counted by participants.
+        final List<long[]> departed = new ArrayList<>();
+        // Clocks of ended runs that hold gradients, applied in order before any clock of the next run.
+        final java.util.ArrayDeque<Retired> retired = new java.util.ArrayDeque<>();
 
         Job(final String id) {
             this.id = id;
@@ -475,13 +494,8 @@ final class JobClocks {
             infoVersion = info.getVersion();
             if ((mode != info.getSpec().getMode() || !info.getStarted()) && (started || !pending.isEmpty())) {
                 // The run ended (no worker left) or the job was registered anew in another mode: the next run starts
-                // at clock 0 with the workers it waits for.
-                for (final ClockUpdates updates : pending.values()) {
-                    bufferedBytes -= updates.bytes;
-                }
-                pending.clear();
-                members.clear();
-                applied = -1;
+                // at clock 0 with the workers it waits for, once the clocks this one's workers ended are applied.
+                retire();
             }
             mode = info.getSpec().getMode();
             staleness = mode == UpdateMode.SSP ? info.getSpec().getStaleness() : 0;
@@ -498,8 +512,7 @@ final class JobClocks {
                 final Member member = it.next();
                 if (!live.contains(member.id)) {
                     it.remove();
-                    // What it pushed for clocks it ended still counts; the rest is of clocks it never finished.
-                    freed(pending, member.id, member.reported ? member.ended : Long.MIN_VALUE);
+                    depart(member);
                     failWaitersOf(member.id, "worker " + member.id + " of job '" + id + "' is no longer a member");
                     LOG.info("job {}: worker {} left or lapsed; clocks no longer wait for it", id, member.id);
                 }
@@ -568,17 +581,7 @@ final class JobClocks {
                         continue;
                     }
                     applied = clock - 1;
-                    applying = true;
-                    final int participants = participants(clock);
-                    wake.add(() -> {
-                        CompletableFuture<Void> done;
-                        try {
-                            done = applier.apply(id, clock, updates, participants);
-                        } catch (Throwable failure) {
-                            done = CompletableFuture.failedFuture(failure);
-                        }
-                        done.whenComplete((ok, failure) -> applied(clock, updates.bytes, failure));
-                    });
+                    startApplying(generation, clock, updates, participants(clock), wake);
                 }
             }
             for (final Iterator<Waiter> it = waiters.iterator(); it.hasNext(); ) {
@@ -590,6 +593,7 @@ final class JobClocks {
             }
         }
 
+        /** The workers that take part in {@code clock}: members that started by then, and departed ones that ended it. */
         private int participants(final long clock) {
             int count = 0;
             for (final Member member : members.values()) {
@@ -597,10 +601,82 @@ final class JobClocks {
                     count++;
                 }
             }
+            for (final long[] range : departed) {
+                if (range[0] <= clock && clock <= range[1]) {
+                    count++;
+                }
+            }
             return Math.max(1, count);
         }
 
-        private void applied(final long clock, final long bytes, final Throwable failure) {
+        /**
+         * A member leaves: what it pushed for clocks it ended still counts, and it is counted among their workers
+         * (MEAN); what it pushed for a clock it never finished is dropped.
+         */
+        private void depart(final Member member) {
+            freed(pending, member.id, member.reported ? member.ended : Long.MIN_VALUE);
+            if (member.reported && member.ended > applied && member.ended >= member.start) {
+                departed.add(new long[] {member.start, member.ended});
+            }
+        }
+
+        /**
+         * Ends the run: every member departs, the clocks they ended that hold gradients are set aside to be applied
+         * in order (after a clock being applied now, before any clock of the next run), and the next run counts from
+         * clock 0.
+         */
+        private void retire() {
+            for (final Member member : members.values()) {
+                depart(member);
+                failWaitersOf(member.id, "the run of job '" + id + "' ended");
+            }
+            members.clear();
+            for (final Map.Entry<Long, ClockUpdates> entry : pending.entrySet()) {
+                if (!entry.getValue().byTable.isEmpty()) {
+                    retired.add(
+                            new Retired(generation, entry.getKey(), entry.getValue(), participants(entry.getKey())));
+                }
+            }
+            pending.clear();
+            departed.clear();
+            applied = -1;
+            generation++;
+            if (!applying) {
+                final List<Runnable> wake = new ArrayList<>();
+                applyNextRetired(wake);
+                wake.forEach(executor::execute);
+            }
+        }
+
+        /** Starts applying the next clock of an ended run, if any; true if it did. */
+        private boolean applyNextRetired(final List<Runnable> wake) {
+            final Retired next = retired.poll();
+            if (next == null) {
+                return false;
+            }
+            startApplying(next.generation, next.clock, next.updates, next.participants, wake);
+            return true;
+        }
+
+        private void startApplying(
+                final long run,
+                final long clock,
+                final ClockUpdates updates,
+                final int participants,
+                final List<Runnable> wake) {
+            applying = true;
+            wake.add(() -> {
+                CompletableFuture<Void> done;
+                try {
+                    done = applier.apply(id, clock, updates, participants);
+                } catch (Throwable failure) {
+                    done = CompletableFuture.failedFuture(failure);
+                }
+                done.whenComplete((ok, failure) -> applied(run, clock, updates.bytes, failure));
+            });
+        }
+
+        private void applied(final long run, final long clock, final long bytes, final Throwable failure) {
             if (failure != null) {
                 LOG.error("job {}: applying clock {} failed; its gradients are lost", id, clock, failure);
             }
@@ -608,8 +684,14 @@ final class JobClocks {
             synchronized (JobClocks.this) {
                 bufferedBytes -= bytes;
                 applying = false;
-                applied = Math.max(applied, clock);
-                advance(wake);
+                if (run == generation) {
+                    // A clock of an ended run moves nothing of the next run.
+                    applied = Math.max(applied, clock);
+                    departed.removeIf(range -> range[1] <= applied);
+                }
+                if (!applyNextRetired(wake)) {
+                    advance(wake);
+                }
             }
             wake.forEach(executor::execute);
         }
@@ -626,7 +708,8 @@ final class JobClocks {
         }
 
         void end(final List<Runnable> wake) {
-            pending.clear();
+            // The clocks its workers ended are still applied (see retire).
+            retire();
             for (final Waiter waiter : waiters) {
                 final Consumer<Throwable> failed = waiter.failed;
                 wake.add(() -> failed.accept(
@@ -635,6 +718,9 @@ final class JobClocks {
             waiters.clear();
         }
     }
+
+    /** A clock of an ended run, set aside to be applied with the workers it had. */
+    private record Retired(long generation, long clock, ClockUpdates updates, int participants) {}
 
     private static final class Member {
         final int id;

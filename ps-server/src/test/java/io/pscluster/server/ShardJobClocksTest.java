@@ -380,6 +380,120 @@ class ShardJobClocksTest {
         assertThat(applied()).isEqualTo(0);
     }
 
+    /**
+     * A worker that ended a clock and then left still took part in it: a MEAN table divides that clock's sum by both
+     * workers, not by the one still there (its gradients count, so its share of the divisor must too).
+     */
+    @Test
+    void shouldCountAWorkerThatEndedAClockAndLeftAmongTheWorkersOfThatClock() throws InterruptedException {
+        jobs(UpdateMode.SYNC, 0, 0, 1);
+        end(0, -1);
+        end(1, -1);
+        push(MEAN_TABLE, 0, 0, 2f);
+        end(0, 0);
+        jobs(UpdateMode.SYNC, 0, 1);
+        push(MEAN_TABLE, 1, 0, 4f);
+        end(1, 0);
+        await().atMost(Duration.ofSeconds(10)).until(() -> applied() == 0);
+        assertThat(value(MEAN_TABLE)).as("(2 + 4) / 2 workers").isEqualTo(-3f);
+    }
+
+    /** The applier's calls, each completed by the test. */
+    private static final class HeldApplies implements JobClocks.Applier {
+        final java.util.List<Long> clocks = new java.util.concurrent.CopyOnWriteArrayList<>();
+        final java.util.List<Integer> participants = new java.util.concurrent.CopyOnWriteArrayList<>();
+        final java.util.List<CompletableFuture<Void>> held = new java.util.concurrent.CopyOnWriteArrayList<>();
+
+        @Override
+        public CompletableFuture<Void> apply(
+                final String jobId, final long clock, final JobClocks.ClockUpdates updates, final int workers) {
+            clocks.add(clock);
+            participants.add(workers);
+            final CompletableFuture<Void> done = new CompletableFuture<>();
+            held.add(done);
+            return done;
+        }
+    }
+
+    private static UpdateJobsRequest run(final long version, final boolean started, final int... workers) {
+        final JobInfo.Builder job = JobInfo.newBuilder()
+                .setSpec(JobSpec.newBuilder().setJobId("j").setMode(UpdateMode.SYNC))
+                .setVersion(version)
+                .setStarted(started)
+                .setNextWorkerId(10)
+                .addTables(TABLE);
+        for (final int worker : workers) {
+            job.addWorkers(JobWorker.newBuilder().setWorkerId(worker));
+        }
+        return UpdateJobsRequest.newBuilder()
+                .addJobs(job)
+                .setJobsVersion(version)
+                .build();
+    }
+
+    /**
+     * A run's last worker ends its last clock while the clock before is still being applied, then leaves: the run
+     * ends, and the clock it ended is applied all the same, after the one before and before any clock of the next
+     * run. The next run counts from clock 0 whatever the ended run's applies do when they complete.
+     */
+    @Test
+    void shouldApplyTheClocksAnEndedRunsWorkersEndedBeforeAnyOfTheNextRun() {
+        final HeldApplies applies = new HeldApplies();
+        final JobClocks clocks = new JobClocks(Runnable::run, applies, 1 << 20);
+        clocks.update(run(1, true, 0), false);
+        clocks.report("j", 0, -1, true);
+        clocks.buffer(TABLE, "j", 0, 0, 1, new long[] {1}, new float[] {1f});
+        clocks.report("j", 0, 0, false);
+        clocks.buffer(TABLE, "j", 0, 1, 1, new long[] {1}, new float[] {1f});
+        clocks.report("j", 0, 1, false);
+        assertThat(applies.clocks).as("clock 1 waits for clock 0's apply").containsExactly(0L);
+
+        // The worker leaves: the run ends with clock 1 ended and not applied. A new run starts meanwhile.
+        clocks.update(run(2, false), false);
+        clocks.update(run(3, true, 5), false);
+        assertThat(clocks.snapshot("j").applied()).isEqualTo(-1);
+        clocks.report("j", 5, -1, true);
+        clocks.buffer(TABLE, "j", 5, 0, 1, new long[] {1}, new float[] {1f});
+        clocks.report("j", 5, 0, false);
+        assertThat(applies.clocks)
+                .as("nothing of the new run before the old run's clocks")
+                .containsExactly(0L);
+
+        applies.held.get(0).complete(null);
+        assertThat(applies.clocks).as("the old run's clock 1, then").containsExactly(0L, 1L);
+        assertThat(clocks.snapshot("j").applied())
+                .as("the old run's clock 0 moved nothing of the new run")
+                .isEqualTo(-1);
+        applies.held.get(1).complete(null);
+        assertThat(applies.clocks).as("then the new run's clock 0").containsExactly(0L, 1L, 0L);
+        assertThat(clocks.snapshot("j").applied()).isEqualTo(-1);
+        applies.held.get(2).complete(null);
+        assertThat(clocks.snapshot("j").applied()).isZero();
+        assertThat(applies.participants).containsExactly(1, 1, 1);
+        assertThat(clocks.bufferedBytes()).isZero();
+        assertThat(clocks.unapplied()).isEmpty();
+    }
+
+    /** A job the proxy no longer lists still has the clocks its workers ended applied. */
+    @Test
+    void shouldApplyTheEndedClocksOfAJobThatIsNoLongerListed() {
+        final HeldApplies applies = new HeldApplies();
+        final JobClocks clocks = new JobClocks(Runnable::run, applies, 1 << 20);
+        clocks.update(run(1, true, 0), false);
+        clocks.report("j", 0, -1, true);
+        clocks.buffer(TABLE, "j", 0, 0, 1, new long[] {1}, new float[] {1f});
+        clocks.report("j", 0, 0, false);
+        clocks.buffer(TABLE, "j", 0, 1, 1, new long[] {1}, new float[] {1f});
+        clocks.report("j", 0, 1, false);
+        clocks.buffer(TABLE, "j", 0, 2, 1, new long[] {1}, new float[] {1f});
+
+        clocks.update(UpdateJobsRequest.newBuilder().setJobsVersion(2).build(), false);
+        applies.held.get(0).complete(null);
+        assertThat(applies.clocks).as("clock 2 was never ended").containsExactly(0L, 1L);
+        applies.held.get(1).complete(null);
+        assertThat(clocks.bufferedBytes()).isZero();
+    }
+
     @Test
     void shouldRefuseGradientsPastTheBufferLimitAndKeepNothingOfThem() {
         final JobClocks clocks = new JobClocks(Runnable::run, (job, clock, updates, n) -> null, 4096);
