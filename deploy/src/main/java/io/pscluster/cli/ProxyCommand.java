@@ -57,6 +57,13 @@ final class ProxyCommand implements Callable<Integer> {
     String stateDir;
 
     @Option(
+            names = "--checkpoint-dir-moved",
+            description = "The checkpoints of the cluster whose state the proxy resumes were moved (the whole"
+                    + " directory) to --checkpoint-dir: take its state all the same. Without it a proxy whose state"
+                    + " names another checkpoint directory refuses to start, naming both.")
+    boolean checkpointDirMoved;
+
+    @Option(
             names = "--checkpoint-codec",
             defaultValue = "zstd",
             description = "How shards compress checkpoint files, per ~1 MiB chunk, losslessly: zstd, lz4 or none"
@@ -140,6 +147,7 @@ final class ProxyCommand implements Callable<Integer> {
         return new ProxyServer.Context()
                 .port(port)
                 .checkpointRoot(Cli.checkpointUri(checkpointDir))
+                .checkpointRootMoved(checkpointDirMoved)
                 .checkpointIntervalMs(checkpointIntervalSeconds * 1000)
                 .checkpointCodec(checkpointCodec)
                 .checkpointReplication(checkpointReplication)

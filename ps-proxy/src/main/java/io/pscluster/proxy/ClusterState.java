@@ -82,7 +82,21 @@ final class ClusterState {
     private static final long NO_CLAIM = Long.MIN_VALUE;
 
     /** Settings fixed for the life of the state. */
-    record Settings(long leaseMillis, long leaseMarginMillis, long forgetAfterMillis, String checkpointRoot) {}
+    /**
+     * @param checkpointRoot the root checkpoints are under, qualified.
+     * @param checkpointRootMoved the operator moved the checkpoints to {@code checkpointRoot}: a saved record that names
+     *     another root is taken all the same.
+     */
+    record Settings(
+            long leaseMillis,
+            long leaseMarginMillis,
+            long forgetAfterMillis,
+            String checkpointRoot,
+            boolean checkpointRootMoved) {
+        Settings(long leaseMillis, long leaseMarginMillis, long forgetAfterMillis, String checkpointRoot) {
+            this(leaseMillis, leaseMarginMillis, forgetAfterMillis, checkpointRoot, false);
+        }
+    }
 
     /** What the newest readable checkpoint manifest says, for a proxy that starts without a state record. */
     record Bootstrap(long checkpointId, long createdMillis, List<TableSchema> tables, String[] owners, long epoch) {}
@@ -321,6 +335,22 @@ final class ClusterState {
                     + " slot owners and " + record.getSlotGenerationCount() + " generations; this cluster has "
                     + Slots.SLOT_COUNT + " slots");
         }
+        final String savedRoot = record.getCheckpointRoot();
+        if (!savedRoot.isEmpty() && !savedRoot.equals(settings.checkpointRoot())) {
+            if (!settings.checkpointRootMoved()) {
+                throw new IOException("proxy state in " + store.describe()
+                        + " belongs to a cluster whose checkpoints are"
+                        + " under " + savedRoot + ", not " + settings.checkpointRoot() + ": its restore orders and"
+                        + " checkpoint ids name checkpoints there. Start the proxy with --checkpoint-dir " + savedRoot
+                        + ", or, if that cluster's checkpoints were moved to " + settings.checkpointRoot() + " (the"
+                        + " whole directory), add --checkpoint-dir-moved");
+            }
+            LOG.warn(
+                    "the checkpoints of the cluster in {} were under {}; taking them under {} (--checkpoint-dir-moved)",
+                    store.describe(),
+                    savedRoot,
+                    settings.checkpointRoot());
+        }
         applyRecord(record);
         if (record.getClaimGrace()) {
             // Saved during the grace of a start without a record: that grace starts over, claims and all.
@@ -504,6 +534,7 @@ final class ClusterState {
 
     private ProxyStateRecord toRecord() {
         final ProxyStateRecord.Builder record = ProxyStateRecord.newBuilder()
+                .setCheckpointRoot(settings.checkpointRoot())
                 .setEpoch(epoch)
                 .setNextShardNumber(nextShardNumber)
                 .addAllTables(tables.values())

@@ -102,7 +102,8 @@ public final class ProxyServer implements AutoCloseable {
                             context.leaseMs,
                             context.leaseMarginMs,
                             context.forgetAfterMs,
-                            store.root().toString()),
+                            store.root().toString(),
+                            context.checkpointRootMoved),
                     stateStore,
                     () -> bootstrapFrom(store),
                     mark::existed,
@@ -337,6 +338,7 @@ public final class ProxyServer implements AutoCloseable {
 
         private int port;
         private String checkpointRoot = "";
+        private boolean checkpointRootMoved;
         private long heartbeatIntervalMs = 1_000;
         private long leaseMs = 5_000;
         private long checkpointIntervalMs;
@@ -366,6 +368,15 @@ public final class ProxyServer implements AutoCloseable {
         /** Hadoop FileSystem URI (hdfs://, file://, ...) under which checkpoints live. Required. */
         public Context checkpointRoot(final String value) {
             checkpointRoot = value;
+            return this;
+        }
+
+        /**
+         * The checkpoints of the cluster whose state the proxy resumes were moved to {@link #checkpointRoot}: a state
+         * saved with another root is taken (without this, refused, naming both roots).
+         */
+        public Context checkpointRootMoved(final boolean value) {
+            checkpointRootMoved = value;
             return this;
         }
 

@@ -1,6 +1,7 @@
 package io.pscluster.proxy;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.grpc.Status;
 import io.pscluster.proto.v1.HeartbeatRequest;
@@ -11,6 +12,7 @@ import io.pscluster.proto.v1.RestoreReport;
 import io.pscluster.proto.v1.ShardStatus;
 import io.pscluster.proto.v1.TableStats;
 import io.pscluster.wire.Slots;
+import java.io.IOException;
 import java.util.List;
 import java.util.Optional;
 import org.junit.jupiter.api.Test;
@@ -103,6 +105,41 @@ class ClusterStateDurabilityTest extends ClusterStateFixture {
         assertThat(state.status().getGraceRemainingMillis()).isZero();
         assertThat(slotsOf(c)).hasSize(Slots.SLOT_COUNT);
         assertThat(state.status().getRollbacksTotal()).isEqualTo(2);
+    }
+
+    /**
+     * A proxy restarted on its state with another checkpoint root (a mistyped --checkpoint-dir) refuses to start,
+     * naming both: its restore orders and checkpoint ids name checkpoints under the old root, and under the new one a
+     * failover would find none (or another cluster's checkpoint of the same id). Told the checkpoints were moved there,
+     * it starts.
+     */
+    @Test
+    void shouldRefuseToResumeAStateSavedWithAnotherCheckpointRootUnlessTheCheckpointsWereMoved() throws Exception {
+        register("h1:1");
+        state.addTable(EMB);
+        assertThat(store.load().orElseThrow().getCheckpointRoot()).isEqualTo(ROOT);
+        final String elsewhere = "file:///tmp/elsewhere";
+
+        assertThatThrownBy(() -> ClusterState.open(
+                        new ClusterState.Settings(LEASE_MILLIS, MARGIN_MILLIS, FORGET_MILLIS, elsewhere),
+                        store,
+                        Optional::empty,
+                        () -> false,
+                        nanos::get,
+                        () -> 1_700_000_000_000L))
+                .isInstanceOf(IOException.class)
+                .hasMessageContaining(ROOT)
+                .hasMessageContaining(elsewhere)
+                .hasMessageContaining("--checkpoint-dir-moved");
+
+        final ClusterState moved = ClusterState.open(
+                new ClusterState.Settings(LEASE_MILLIS, MARGIN_MILLIS, FORGET_MILLIS, elsewhere, true),
+                store,
+                Optional::empty,
+                () -> false,
+                nanos::get,
+                () -> 1_700_000_000_000L);
+        assertThat(moved.tables()).containsExactly(EMB);
     }
 
     @Test
