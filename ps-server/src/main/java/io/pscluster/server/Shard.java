@@ -1062,8 +1062,9 @@ public final class Shard implements AutoCloseable {
         try {
             ordered = store.get(checkpointId);
             if (ordered.isEmpty()) {
-                damage.append("checkpoint ").append(checkpointId).append(" damaged: it has no manifest under ");
-                damage.append(root);
+                // Deleted, or the proxy's root is not where the checkpoint was written.
+                damage.append("checkpoint ").append(checkpointId).append(" is not under ").append(root);
+                damage.append(" (no manifest: deleted, or not the root it was written to)");
             }
         } catch (CheckpointCorruptException corrupt) {
             ordered = Optional.empty();
