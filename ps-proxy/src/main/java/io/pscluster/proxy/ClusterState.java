@@ -241,6 +241,13 @@ final class ClusterState {
     private final long[] claimedAt = new long[Slots.SLOT_COUNT];
 
     private final Map<String, TableSchema> tables = new LinkedHashMap<>();
+    /**
+     * When each table was created (wall clock, ms), persisted; absent for a table learnt from a checkpoint or brought
+     * back to one by an operator's restore. A restore order from a checkpoint taken before a table was created names
+     * it, so that rows of a dropped table of that name are not restored into it.
+     */
+    private final Map<String, Long> tableCreatedMillis = new HashMap<>();
+
     private final Map<String, TableTombstone> tombstones = new LinkedHashMap<>();
     private final Map<Long, RestoreDirective> pendingRestores = new LinkedHashMap<>();
     private final Map<Long, RestoreReport> restoreReports = new LinkedHashMap<>();
@@ -517,6 +524,8 @@ final class ClusterState {
         }
         tables.clear();
         record.getTablesList().forEach(schema -> tables.put(schema.getName(), schema));
+        tableCreatedMillis.clear();
+        tableCreatedMillis.putAll(record.getTableCreatedMillisMap());
         tombstones.clear();
         record.getTombstonesList().forEach(tombstone -> tombstones.put(tombstone.getName(), tombstone));
         pendingRestores.clear();
@@ -535,6 +544,7 @@ final class ClusterState {
     private ProxyStateRecord toRecord() {
         final ProxyStateRecord.Builder record = ProxyStateRecord.newBuilder()
                 .setCheckpointRoot(settings.checkpointRoot())
+                .putAllTableCreatedMillis(tableCreatedMillis)
                 .setEpoch(epoch)
                 .setNextShardNumber(nextShardNumber)
                 .addAllTables(tables.values())
@@ -634,6 +644,8 @@ final class ClusterState {
             dataCheckpointId = checkpointId;
             dataCheckpointCreatedMillis = createdMillis;
             unfinishedRestoreId = checkpointId;
+            // The tables now hold that checkpoint's rows, whenever they were created.
+            tableCreatedMillis.clear();
             return null;
         });
     }
@@ -762,6 +774,7 @@ final class ClusterState {
                                 assigned,
                                 slots,
                                 dataCheckpointId,
+                                dataCheckpointCreatedMillis,
                                 "shard " + assigned + " restarted without its rows");
                         appendRollback(
                                 assigned,
@@ -1222,7 +1235,13 @@ final class ClusterState {
             final String heir = heirs.get(i);
             final List<Integer> part = List.copyOf(parts.get(i));
             part.forEach(slot -> assign(slot, heir));
-            planRestore(heir, from, part, checkpointId, why + "; shard " + heir + " adopts " + part.size() + " slots");
+            planRestore(
+                    heir,
+                    from,
+                    part,
+                    checkpointId,
+                    createdMillis,
+                    why + "; shard " + heir + " adopts " + part.size() + " slots");
         }
         appendRollback(from, heirs, slots.size(), checkpointId, createdMillis, lossless, why);
     }
@@ -1265,8 +1284,18 @@ final class ClusterState {
             final String from,
             final List<Integer> slots,
             final long checkpointId,
+            final long checkpointCreatedMillis,
             final String why) {
+        final List<String> createdSince = new ArrayList<>();
+        if (checkpointId != 0 && checkpointCreatedMillis > 0) {
+            tableCreatedMillis.forEach((table, created) -> {
+                if (created > checkpointCreatedMillis) {
+                    createdSince.add(table);
+                }
+            });
+        }
         final RestoreDirective order = RestoreDirective.newBuilder()
+                .addAllTablesCreatedSince(createdSince)
                 .setOrderId(nextOrderId++)
                 .setShardId(shardId)
                 .setFromShard(from)
@@ -1432,6 +1461,7 @@ final class ClusterState {
         return change("create table '" + schema.getName() + "'", () -> {
             tombstones.remove(schema.getName());
             tables.put(schema.getName(), schema);
+            tableCreatedMillis.put(schema.getName(), wallClock.getAsLong());
             return true;
         });
     }
@@ -1440,6 +1470,7 @@ final class ClusterState {
     synchronized boolean removeTable(final String name) {
         return change("drop table '" + name + "'", () -> {
             final boolean held = tables.remove(name) != null;
+            tableCreatedMillis.remove(name);
             if (held || !tombstones.containsKey(name)) {
                 tombstones.put(
                         name,

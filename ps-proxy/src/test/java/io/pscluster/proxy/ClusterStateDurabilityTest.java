@@ -10,6 +10,7 @@ import io.pscluster.proto.v1.RegisterShardRequest;
 import io.pscluster.proto.v1.RestoreDirective;
 import io.pscluster.proto.v1.RestoreReport;
 import io.pscluster.proto.v1.ShardStatus;
+import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.proto.v1.TableStats;
 import io.pscluster.wire.Slots;
 import java.io.IOException;
@@ -415,6 +416,40 @@ class ClusterStateDurabilityTest extends ClusterStateFixture {
                 .as("lossless hand-overs are not rollbacks")
                 .isZero();
         assertThat(state.latestCheckpointId()).isEqualTo(11);
+    }
+
+    /**
+     * A restore order from a checkpoint taken before a table was dropped and created again (same schema) names the
+     * table, so that the shard does not restore the dropped table's rows into it; a table created before the
+     * checkpoint is not named, nor is any table once an operator's restore brought the data back to a checkpoint.
+     */
+    @Test
+    void shouldNameInARestoreOrderTheTablesCreatedAgainSinceItsCheckpoint() {
+        final TableSchema other = schema("other", 0.5f);
+        final String a = register("h1:1");
+        register("h2:1");
+        state.addTable(EMB);
+        state.addTable(other);
+        final String c = register("h3:1");
+        wall.addAndGet(1_000);
+        state.checkpointCommitted(7, wall.get());
+        wall.addAndGet(1_000);
+        state.removeTable(EMB.getName());
+        state.addTable(EMB);
+
+        state.deregister(a);
+        assertThat(heartbeat(c).getRestoreOrders(0).getTablesCreatedSinceList()).containsExactly(EMB.getName());
+
+        assertThat(store.load().orElseThrow().getTableCreatedMillisMap())
+                .as("creation times are in the saved state")
+                .containsEntry(EMB.getName(), wall.get());
+        state.restoringWhole(7, wall.get() - 1_000);
+        final String d = register("h4:1");
+        state.deregister(c);
+        assertThat(heartbeat(d).getRestoreOrdersList())
+                .isNotEmpty()
+                .allSatisfy(
+                        order -> assertThat(order.getTablesCreatedSinceList()).isEmpty());
     }
 
     @Test

@@ -44,6 +44,9 @@ abstract class ClusterStateFixture {
     /** A clock the test moves by hand, so that leases lapse without waiting. */
     final AtomicLong nanos = new AtomicLong(1_000_000_000L);
 
+    /** The wall clock (ms) the state sees: tables' creation times, tombstones. */
+    final AtomicLong wall = new AtomicLong(1_700_000_000_000L);
+
     final MemoryStateStore store = new MemoryStateStore();
 
     ClusterState state = open(store, Optional.empty());
@@ -64,7 +67,7 @@ abstract class ClusterStateFixture {
             final boolean clusterExisted) {
         try {
             return ClusterState.open(
-                    SETTINGS, stateStore, () -> bootstrap, () -> clusterExisted, nanos::get, () -> 1_700_000_000_000L);
+                    SETTINGS, stateStore, () -> bootstrap, () -> clusterExisted, nanos::get, wall::get);
         } catch (IOException e) {
             throw new UncheckedIOException(e);
         }

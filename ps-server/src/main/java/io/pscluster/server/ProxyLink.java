@@ -396,7 +396,11 @@ final class ProxyLink implements AutoCloseable {
                 throw new IOException("injected fault " + FaultPoints.FAIL_RESTORE);
             }
             final URI root = directive.getCheckpointId() == 0 ? null : rootOf(directive);
-            final Shard.RestoreOutcome outcome = shard.restoreOrder(root, directive.getCheckpointId(), order.slots);
+            final Shard.RestoreOutcome outcome = shard.restoreOrder(
+                    root,
+                    directive.getCheckpointId(),
+                    order.slots,
+                    java.util.Set.copyOf(directive.getTablesCreatedSinceList()));
             order.succeeded(outcome);
         } catch (InterruptedException e) {
             // Only close() interrupts the restore thread; anything else is retried like any failure.

@@ -1003,7 +1003,7 @@ public final class Shard implements AutoCloseable {
                 throw outage.getCause();
             }
             // An operator's restore: refused whole, nothing changed, rather than a live table's rows emptied.
-            restoredTables = createTables(store, checkpoint, new StringBuilder(), true);
+            restoredTables = createTables(store, checkpoint, new StringBuilder(), true, java.util.Set.of());
         } catch (IOException | RuntimeException e) {
             // Nothing was changed yet: the slots keep serving what they held.
             ownership.endRestore(slots);
@@ -1030,9 +1030,20 @@ public final class Shard implements AutoCloseable {
      */
     public RestoreOutcome restoreOrder(final URI root, final long checkpointId, final BitSet slots)
             throws IOException, InterruptedException {
+        return restoreOrder(root, checkpointId, slots, java.util.Set.of());
+    }
+
+    /**
+     * As {@link #restoreOrder(URI, long, BitSet)}; the tables named in {@code createdSince} were created (again) after
+     * the checkpoint was taken, so what the checkpoint holds under their names is of a table dropped since: their
+     * restored slots start empty, said in the outcome's note.
+     */
+    public RestoreOutcome restoreOrder(
+            final URI root, final long checkpointId, final BitSet slots, final java.util.Set<String> createdSince)
+            throws IOException, InterruptedException {
         final CheckpointProgressBoard.Restore progress = progressBoard.beginRestore(checkpointId, slots.cardinality());
         try {
-            final RestoreOutcome outcome = restoreOrder(root, checkpointId, slots, progress);
+            final RestoreOutcome outcome = restoreOrder(root, checkpointId, slots, createdSince, progress);
             progress.progress().succeeded();
             return outcome;
         } catch (IOException | InterruptedException | RuntimeException | Error e) {
@@ -1042,7 +1053,11 @@ public final class Shard implements AutoCloseable {
     }
 
     private RestoreOutcome restoreOrder(
-            final URI root, final long checkpointId, final BitSet slots, final CheckpointProgressBoard.Restore progress)
+            final URI root,
+            final long checkpointId,
+            final BitSet slots,
+            final java.util.Set<String> createdSince,
+            final CheckpointProgressBoard.Restore progress)
             throws IOException, InterruptedException {
         markRestoring(slots);
         if (checkpointId == 0) {
@@ -1063,7 +1078,10 @@ public final class Shard implements AutoCloseable {
             ordered = store.get(checkpointId);
             if (ordered.isEmpty()) {
                 // Deleted, or the proxy's root is not where the checkpoint was written.
-                damage.append("checkpoint ").append(checkpointId).append(" is not under ").append(root);
+                damage.append("checkpoint ")
+                        .append(checkpointId)
+                        .append(" is not under ")
+                        .append(root);
                 damage.append(" (no manifest: deleted, or not the root it was written to)");
             }
         } catch (CheckpointCorruptException corrupt) {
@@ -1074,7 +1092,7 @@ public final class Shard implements AutoCloseable {
                     .append(corrupt.getMessage());
         }
         if (ordered.isPresent()) {
-            final long rows = tryLoad(store, ordered.get(), slots, damage, notes, progress);
+            final long rows = tryLoad(store, ordered.get(), slots, createdSince, damage, notes, progress);
             if (rows >= 0) {
                 return new RestoreOutcome(
                         checkpointId, ordered.get().manifest().createdMillis(), rows, notes.toString());
@@ -1085,7 +1103,7 @@ public final class Shard implements AutoCloseable {
                 continue;
             }
             notes.setLength(0);
-            final long rows = tryLoad(store, older, slots, damage, notes, progress);
+            final long rows = tryLoad(store, older, slots, createdSince, damage, notes, progress);
             if (rows >= 0) {
                 final String note =
                         damage + "; restored checkpoint " + older.id() + (notes.length() > 0 ? "; " + notes : "");
@@ -1106,6 +1124,7 @@ public final class Shard implements AutoCloseable {
             final CheckpointStore store,
             final CheckpointInfo checkpoint,
             final BitSet slots,
+            final java.util.Set<String> createdSince,
             final StringBuilder damage,
             final StringBuilder notes,
             final CheckpointProgressBoard.Restore progress)
@@ -1117,7 +1136,8 @@ public final class Shard implements AutoCloseable {
             } catch (UncheckedIOException outage) {
                 throw outage.getCause();
             }
-            return load(store, checkpoint, slots, progress, createTables(store, checkpoint, notes, false));
+            return load(
+                    store, checkpoint, slots, progress, createTables(store, checkpoint, notes, false, createdSince));
         } catch (CheckpointCorruptException corrupt) {
             appendDamage(damage, checkpoint.id(), corrupt.getMessage());
         } catch (PsException e) {
@@ -1148,7 +1168,8 @@ public final class Shard implements AutoCloseable {
             final CheckpointStore store,
             final CheckpointInfo checkpoint,
             final StringBuilder notes,
-            final boolean refuseOtherSchema)
+            final boolean refuseOtherSchema,
+            final java.util.Set<String> createdSince)
             throws IOException, InterruptedException {
         final List<TableSchema> schemas = new ArrayList<>();
         for (final Manifest.TableEntry entry : checkpoint.manifest().tables()) {
@@ -1169,6 +1190,15 @@ public final class Shard implements AutoCloseable {
         }
         final java.util.Set<String> restored = new java.util.HashSet<>();
         for (final TableSchema schema : schemas) {
+            if (createdSince.contains(schema.getName()) && !createdAgain.contains(schema.getName())) {
+                note(
+                        notes,
+                        "table '" + schema.getName()
+                                + "' was created again (dropped and created anew) after checkpoint "
+                                + checkpoint.id() + " was taken: the checkpoint's rows of that name are of the"
+                                + " dropped table, not restored; the restored slots start empty in it");
+                continue;
+            }
             if (createdAgain.contains(schema.getName())) {
                 note(
                         notes,

@@ -202,6 +202,30 @@ class RestoreOrderTest {
     }
 
     /**
+     * A table dropped and created again with the same schema after the checkpoint: the order names it (the proxy knows
+     * when each table was created), and the checkpoint's rows of that name, the dropped table's, stay out of it; the
+     * restored slots start empty in it, with a note. Without the name they would be restored into the new table.
+     */
+    @Test
+    void shouldStartEmptyATableTheOrderNamesAsCreatedAgainSinceItsCheckpoint() throws Exception {
+        checkpoints.countAndCommit(KEYS, 1);
+        proxy.tables.add(CounterCheckpoints.SCHEMA);
+        proxy.orders.add(order(7, 1).toBuilder()
+                .addTablesCreatedSince(CounterCheckpoints.TABLE)
+                .build());
+
+        startShard();
+        await().atMost(GENEROUS).until(() -> report(7, true).isPresent());
+
+        assertThat(report(7, true).orElseThrow().getNote())
+                .contains("table 'counter' was created again", "after checkpoint 1", "start empty");
+        assertThat(server.shard().restoringSlotCount()).isZero();
+        assertThat(floats(server.shard().pull(CounterCheckpoints.TABLE, 1, KEYS)))
+                .as("nothing of the dropped table")
+                .containsOnly(0f);
+    }
+
+    /**
      * A dense table no shard could create (larger than the off-heap budget) stays in the catalog, so in every
      * checkpoint, without rows: a restore leaves it out with a note instead of failing on it on every attempt.
      */
