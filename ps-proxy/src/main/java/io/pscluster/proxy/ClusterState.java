@@ -243,8 +243,8 @@ final class ClusterState {
     private final Map<String, TableSchema> tables = new LinkedHashMap<>();
     /**
      * When each table was created (wall clock, ms), persisted; absent for a table learnt from a checkpoint or brought
-     * back to one by an operator's restore. A restore order from a checkpoint taken before a table was created names
-     * it, so that rows of a dropped table of that name are not restored into it.
+     * back to one by an operator's restore. Restore orders carry them: a shard does not restore a checkpoint committed
+     * before a table was created into it (its rows of that name are of a dropped table).
      */
     private final Map<String, Long> tableCreatedMillis = new HashMap<>();
 
@@ -336,6 +336,22 @@ final class ClusterState {
         }
     }
 
+    /**
+     * Whether two checkpoint roots name one directory: as qualified URIs they differ at most by trailing slashes (a
+     * local path's URI ends in one when the directory exists, so a root created by the first start gains one).
+     */
+    static boolean sameRoot(final String a, final String b) {
+        return withoutTrailingSlashes(a).equals(withoutTrailingSlashes(b));
+    }
+
+    private static String withoutTrailingSlashes(final String root) {
+        int end = root.length();
+        while (end > 1 && root.charAt(end - 1) == '/' && root.charAt(end - 2) != '/') {
+            end--;
+        }
+        return root.substring(0, end);
+    }
+
     private void resume(final ProxyStateRecord record) throws IOException {
         if (record.getSlotOwnerCount() != Slots.SLOT_COUNT || record.getSlotGenerationCount() != Slots.SLOT_COUNT) {
             throw new IOException("proxy state in " + store.describe() + " has " + record.getSlotOwnerCount()
@@ -343,7 +359,7 @@ final class ClusterState {
                     + Slots.SLOT_COUNT + " slots");
         }
         final String savedRoot = record.getCheckpointRoot();
-        if (!savedRoot.isEmpty() && !savedRoot.equals(settings.checkpointRoot())) {
+        if (!savedRoot.isEmpty() && !sameRoot(savedRoot, settings.checkpointRoot())) {
             if (!settings.checkpointRootMoved()) {
                 throw new IOException("proxy state in " + store.describe()
                         + " belongs to a cluster whose checkpoints are"
@@ -774,7 +790,6 @@ final class ClusterState {
                                 assigned,
                                 slots,
                                 dataCheckpointId,
-                                dataCheckpointCreatedMillis,
                                 "shard " + assigned + " restarted without its rows");
                         appendRollback(
                                 assigned,
@@ -1235,13 +1250,7 @@ final class ClusterState {
             final String heir = heirs.get(i);
             final List<Integer> part = List.copyOf(parts.get(i));
             part.forEach(slot -> assign(slot, heir));
-            planRestore(
-                    heir,
-                    from,
-                    part,
-                    checkpointId,
-                    createdMillis,
-                    why + "; shard " + heir + " adopts " + part.size() + " slots");
+            planRestore(heir, from, part, checkpointId, why + "; shard " + heir + " adopts " + part.size() + " slots");
         }
         appendRollback(from, heirs, slots.size(), checkpointId, createdMillis, lossless, why);
     }
@@ -1284,18 +1293,9 @@ final class ClusterState {
             final String from,
             final List<Integer> slots,
             final long checkpointId,
-            final long checkpointCreatedMillis,
             final String why) {
-        final List<String> createdSince = new ArrayList<>();
-        if (checkpointId != 0 && checkpointCreatedMillis > 0) {
-            tableCreatedMillis.forEach((table, created) -> {
-                if (created > checkpointCreatedMillis) {
-                    createdSince.add(table);
-                }
-            });
-        }
         final RestoreDirective order = RestoreDirective.newBuilder()
-                .addAllTablesCreatedSince(createdSince)
+                .putAllTableCreatedMillis(tableCreatedMillis)
                 .setOrderId(nextOrderId++)
                 .setShardId(shardId)
                 .setFromShard(from)

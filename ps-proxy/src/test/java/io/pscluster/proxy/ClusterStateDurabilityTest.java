@@ -133,6 +133,19 @@ class ClusterStateDurabilityTest extends ClusterStateFixture {
                 .hasMessageContaining(elsewhere)
                 .hasMessageContaining("--checkpoint-dir-moved");
 
+        // The same directory, its URI with a trailing slash (a local path's URI has one once the directory exists).
+        final ClusterState again = ClusterState.open(
+                new ClusterState.Settings(LEASE_MILLIS, MARGIN_MILLIS, FORGET_MILLIS, ROOT + "/"),
+                store,
+                Optional::empty,
+                () -> false,
+                nanos::get,
+                () -> 1_700_000_000_000L);
+        assertThat(again.tables()).containsExactly(EMB);
+        assertThat(ClusterState.sameRoot("file:///", "file:///")).isTrue();
+        assertThat(ClusterState.sameRoot("hdfs://nn/ps/", "hdfs://nn/ps")).isTrue();
+        assertThat(ClusterState.sameRoot("hdfs://nn/ps", "hdfs://nn/ps2")).isFalse();
+
         final ClusterState moved = ClusterState.open(
                 new ClusterState.Settings(LEASE_MILLIS, MARGIN_MILLIS, FORGET_MILLIS, elsewhere, true),
                 store,
@@ -419,12 +432,12 @@ class ClusterStateDurabilityTest extends ClusterStateFixture {
     }
 
     /**
-     * A restore order from a checkpoint taken before a table was dropped and created again (same schema) names the
-     * table, so that the shard does not restore the dropped table's rows into it; a table created before the
-     * checkpoint is not named, nor is any table once an operator's restore brought the data back to a checkpoint.
+     * A restore order says when the catalog's tables were created, so that the shard does not restore a dropped
+     * table's rows into a table of that name created after the checkpoint (same schema); the times are saved, and an
+     * operator's restore, after which the tables hold a checkpoint's rows whenever they were created, clears them.
      */
     @Test
-    void shouldNameInARestoreOrderTheTablesCreatedAgainSinceItsCheckpoint() {
+    void shouldSayInARestoreOrderWhenEachTableWasCreated() {
         final TableSchema other = schema("other", 0.5f);
         final String a = register("h1:1");
         register("h2:1");
@@ -438,7 +451,9 @@ class ClusterStateDurabilityTest extends ClusterStateFixture {
         state.addTable(EMB);
 
         state.deregister(a);
-        assertThat(heartbeat(c).getRestoreOrders(0).getTablesCreatedSinceList()).containsExactly(EMB.getName());
+        assertThat(heartbeat(c).getRestoreOrders(0).getTableCreatedMillisMap())
+                .containsEntry(EMB.getName(), wall.get())
+                .containsEntry(other.getName(), wall.get() - 2_000);
 
         assertThat(store.load().orElseThrow().getTableCreatedMillisMap())
                 .as("creation times are in the saved state")
@@ -449,7 +464,7 @@ class ClusterStateDurabilityTest extends ClusterStateFixture {
         assertThat(heartbeat(d).getRestoreOrdersList())
                 .isNotEmpty()
                 .allSatisfy(
-                        order -> assertThat(order.getTablesCreatedSinceList()).isEmpty());
+                        order -> assertThat(order.getTableCreatedMillisMap()).isEmpty());
     }
 
     @Test

@@ -141,14 +141,19 @@ final class JobClocks {
             for (final JobInfo info : request.getJobsList()) {
                 listed.add(info.getSpec().getJobId());
                 final Job job = jobs.computeIfAbsent(info.getSpec().getJobId(), Job::new);
+                job.listed = true;
                 job.take(info, authoritative);
                 job.advance(wake);
             }
             for (final Iterator<Job> it = jobs.values().iterator(); it.hasNext(); ) {
                 final Job job = it.next();
-                if (!listed.contains(job.id)) {
-                    it.remove();
+                if (!listed.contains(job.id) && job.listed) {
                     job.end(wake);
+                }
+                // Kept while the clocks its workers ended are applied: unapplied() names them, and a job listed again
+                // starts its run after them.
+                if (!job.listed && job.drained()) {
+                    it.remove();
                 }
             }
         }
@@ -381,7 +386,7 @@ final class JobClocks {
         final Waiter waiter;
         synchronized (this) {
             final Job job = jobs.get(jobId);
-            if (job == null || job.applied >= clock) {
+            if (job == null || !job.listed || job.applied >= clock) {
                 waiter = null;
             } else {
                 waiter = new Waiter(job, -1, clock, () -> applied.complete(null), applied::completeExceptionally);
@@ -472,6 +477,8 @@ final class JobClocks {
         long applied = -1;
         // A SYNC clock's gradients are with the applier (of this run or, from retired, of one that ended).
         boolean applying;
+        // In the proxy's last list; a job no longer listed stays (not started) until its ended run is applied.
+        boolean listed;
         // Counts the runs: an apply of an ended run's clock leaves the next run's clocks alone.
         long generation;
         // Workers that left, as (start, ended), while clocks they ended are not applied: counted by participants.
@@ -628,9 +635,16 @@ final class JobClocks {
         private void retire() {
             for (final Member member : members.values()) {
                 depart(member);
-                failWaitersOf(member.id, "the run of job '" + id + "' ended");
             }
             members.clear();
+            // Pulls of its workers and checkpoint cuts waiting for one of its clocks: clocks of the next run have the
+            // same numbers and are other clocks.
+            for (final Waiter waiter : waiters) {
+                final Consumer<Throwable> failed = waiter.failed;
+                executor.execute(() -> failed.accept(PsException.failedPrecondition(
+                        "the run of job '" + id + "' ended while a pull or a checkpoint's cut waited for a clock")));
+            }
+            waiters.clear();
             for (final Map.Entry<Long, ClockUpdates> entry : pending.entrySet()) {
                 if (!entry.getValue().byTable.isEmpty()) {
                     retired.add(
@@ -691,6 +705,9 @@ final class JobClocks {
                 }
                 if (!applyNextRetired(wake)) {
                     advance(wake);
+                    if (!listed && drained()) {
+                        jobs.remove(id, this);
+                    }
                 }
             }
             wake.forEach(executor::execute);
@@ -707,15 +724,18 @@ final class JobClocks {
             }
         }
 
+        /** The proxy no longer lists the job: its run ends (see {@link #retire}), and it is unknown to requests. */
         void end(final List<Runnable> wake) {
-            // The clocks its workers ended are still applied (see retire).
+            listed = false;
             retire();
-            for (final Waiter waiter : waiters) {
-                final Consumer<Throwable> failed = waiter.failed;
-                wake.add(() -> failed.accept(
-                        PsException.failedPrecondition("job '" + id + "' ended while a pull waited for a clock")));
-            }
-            waiters.clear();
+            started = false;
+            // A job registered again may count its versions from the start.
+            infoVersion = -1;
+        }
+
+        /** Nothing of an ended run is left to apply. */
+        boolean drained() {
+            return !applying && retired.isEmpty();
         }
     }
 

@@ -397,10 +397,7 @@ final class ProxyLink implements AutoCloseable {
             }
             final URI root = directive.getCheckpointId() == 0 ? null : rootOf(directive);
             final Shard.RestoreOutcome outcome = shard.restoreOrder(
-                    root,
-                    directive.getCheckpointId(),
-                    order.slots,
-                    java.util.Set.copyOf(directive.getTablesCreatedSinceList()));
+                    root, directive.getCheckpointId(), order.slots, directive.getTableCreatedMillisMap());
             order.succeeded(outcome);
         } catch (InterruptedException e) {
             // Only close() interrupts the restore thread; anything else is retried like any failure.

@@ -1030,20 +1030,20 @@ public final class Shard implements AutoCloseable {
      */
     public RestoreOutcome restoreOrder(final URI root, final long checkpointId, final BitSet slots)
             throws IOException, InterruptedException {
-        return restoreOrder(root, checkpointId, slots, java.util.Set.of());
+        return restoreOrder(root, checkpointId, slots, Map.of());
     }
 
     /**
-     * As {@link #restoreOrder(URI, long, BitSet)}; the tables named in {@code createdSince} were created (again) after
-     * the checkpoint was taken, so what the checkpoint holds under their names is of a table dropped since: their
-     * restored slots start empty, said in the outcome's note.
+     * As {@link #restoreOrder(URI, long, BitSet)}, with when the catalog's tables were created ({@code createdMillis},
+     * the proxy's wall clock): what a checkpoint committed before a table was created holds under its name is of a
+     * table dropped since, so that table's restored slots start empty, said in the outcome's note.
      */
     public RestoreOutcome restoreOrder(
-            final URI root, final long checkpointId, final BitSet slots, final java.util.Set<String> createdSince)
+            final URI root, final long checkpointId, final BitSet slots, final Map<String, Long> createdMillis)
             throws IOException, InterruptedException {
         final CheckpointProgressBoard.Restore progress = progressBoard.beginRestore(checkpointId, slots.cardinality());
         try {
-            final RestoreOutcome outcome = restoreOrder(root, checkpointId, slots, createdSince, progress);
+            final RestoreOutcome outcome = restoreOrder(root, checkpointId, slots, createdMillis, progress);
             progress.progress().succeeded();
             return outcome;
         } catch (IOException | InterruptedException | RuntimeException | Error e) {
@@ -1056,7 +1056,7 @@ public final class Shard implements AutoCloseable {
             final URI root,
             final long checkpointId,
             final BitSet slots,
-            final java.util.Set<String> createdSince,
+            final Map<String, Long> createdMillis,
             final CheckpointProgressBoard.Restore progress)
             throws IOException, InterruptedException {
         markRestoring(slots);
@@ -1092,7 +1092,7 @@ public final class Shard implements AutoCloseable {
                     .append(corrupt.getMessage());
         }
         if (ordered.isPresent()) {
-            final long rows = tryLoad(store, ordered.get(), slots, createdSince, damage, notes, progress);
+            final long rows = tryLoad(store, ordered.get(), slots, createdMillis, damage, notes, progress);
             if (rows >= 0) {
                 return new RestoreOutcome(
                         checkpointId, ordered.get().manifest().createdMillis(), rows, notes.toString());
@@ -1103,7 +1103,7 @@ public final class Shard implements AutoCloseable {
                 continue;
             }
             notes.setLength(0);
-            final long rows = tryLoad(store, older, slots, createdSince, damage, notes, progress);
+            final long rows = tryLoad(store, older, slots, createdMillis, damage, notes, progress);
             if (rows >= 0) {
                 final String note =
                         damage + "; restored checkpoint " + older.id() + (notes.length() > 0 ? "; " + notes : "");
@@ -1124,7 +1124,7 @@ public final class Shard implements AutoCloseable {
             final CheckpointStore store,
             final CheckpointInfo checkpoint,
             final BitSet slots,
-            final java.util.Set<String> createdSince,
+            final Map<String, Long> createdMillis,
             final StringBuilder damage,
             final StringBuilder notes,
             final CheckpointProgressBoard.Restore progress)
@@ -1136,6 +1136,12 @@ public final class Shard implements AutoCloseable {
             } catch (UncheckedIOException outage) {
                 throw outage.getCause();
             }
+            final java.util.Set<String> createdSince = new java.util.HashSet<>();
+            createdMillis.forEach((table, created) -> {
+                if (created > checkpoint.manifest().createdMillis()) {
+                    createdSince.add(table);
+                }
+            });
             return load(
                     store, checkpoint, slots, progress, createTables(store, checkpoint, notes, false, createdSince));
         } catch (CheckpointCorruptException corrupt) {

@@ -43,6 +43,10 @@ final class CounterCheckpoints implements AutoCloseable {
         writer.createTable(SCHEMA);
     }
 
+    CheckpointStore store() {
+        return store;
+    }
+
     URI root() {
         return root;
     }

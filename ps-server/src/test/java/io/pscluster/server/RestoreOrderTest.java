@@ -202,16 +202,18 @@ class RestoreOrderTest {
     }
 
     /**
-     * A table dropped and created again with the same schema after the checkpoint: the order names it (the proxy knows
-     * when each table was created), and the checkpoint's rows of that name, the dropped table's, stay out of it; the
-     * restored slots start empty in it, with a note. Without the name they would be restored into the new table.
+     * A table dropped and created again with the same schema after the checkpoint: the order says when the catalog's
+     * tables were created (the proxy keeps it), and the checkpoint's rows of that name, the dropped table's, stay out
+     * of it; the restored slots start empty in it, with a note. Without it they would be restored into the new table.
      */
     @Test
-    void shouldStartEmptyATableTheOrderNamesAsCreatedAgainSinceItsCheckpoint() throws Exception {
+    void shouldStartEmptyATableCreatedAgainAfterItsCheckpointWasCommitted() throws Exception {
         checkpoints.countAndCommit(KEYS, 1);
+        final long committed =
+                checkpoints.store().get(1).orElseThrow().manifest().createdMillis();
         proxy.tables.add(CounterCheckpoints.SCHEMA);
         proxy.orders.add(order(7, 1).toBuilder()
-                .addTablesCreatedSince(CounterCheckpoints.TABLE)
+                .putTableCreatedMillis(CounterCheckpoints.TABLE, committed + 1)
                 .build());
 
         startShard();

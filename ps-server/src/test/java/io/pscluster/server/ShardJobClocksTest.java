@@ -494,6 +494,57 @@ class ShardJobClocksTest {
         assertThat(clocks.bufferedBytes()).isZero();
     }
 
+    /**
+     * A job the proxy stops listing and lists again (registered anew) starts its new run after the old run's ended
+     * clocks are applied; meanwhile those clocks are named as unapplied (a graceful stop waits for them).
+     */
+    @Test
+    void shouldApplyANewRunOfAJobListedAgainAfterTheOldRunsClocks() {
+        final HeldApplies applies = new HeldApplies();
+        final JobClocks clocks = new JobClocks(Runnable::run, applies, 1 << 20);
+        clocks.update(run(1, true, 0), false);
+        clocks.report("j", 0, -1, true);
+        clocks.buffer(TABLE, "j", 0, 0, 1, new long[] {1}, new float[] {1f});
+        clocks.report("j", 0, 0, false);
+        clocks.buffer(TABLE, "j", 0, 1, 1, new long[] {1}, new float[] {1f});
+        clocks.report("j", 0, 1, false);
+
+        clocks.update(UpdateJobsRequest.newBuilder().setJobsVersion(2).build(), false);
+        assertThat(clocks.unapplied()).as("the dropped job's clocks").contains("job 'j'");
+        final UpdateJobsRequest again =
+                run(1, true, 7).toBuilder().setJobsVersion(3).build();
+        clocks.update(again, false);
+        clocks.report("j", 7, -1, true);
+        clocks.buffer(TABLE, "j", 7, 0, 1, new long[] {1}, new float[] {1f});
+        clocks.report("j", 7, 0, false);
+        assertThat(applies.clocks).as("nothing of the new run yet").containsExactly(0L);
+
+        applies.held.get(0).complete(null);
+        applies.held.get(1).complete(null);
+        assertThat(applies.clocks).containsExactly(0L, 1L, 0L);
+        applies.held.get(2).complete(null);
+        assertThat(clocks.snapshot("j").applied()).isZero();
+        assertThat(clocks.unapplied()).isEmpty();
+        assertThat(clocks.bufferedBytes()).isZero();
+    }
+
+    /**
+     * A checkpoint's cut waiting for a clock of a run that ends is told so, not left waiting for a clock of the next
+     * run that has the same number.
+     */
+    @Test
+    void shouldFailACutsWaitForAClockOfARunThatEnds() {
+        final HeldApplies applies = new HeldApplies();
+        final JobClocks clocks = new JobClocks(Runnable::run, applies, 1 << 20);
+        clocks.update(run(1, true, 0), false);
+        clocks.report("j", 0, -1, true);
+        final CompletableFuture<Void> cut = clocks.whenApplied("j", 1);
+        clocks.update(run(2, false), false);
+        assertThat(cut).isCompletedExceptionally();
+        assertThat(catchThrowableOfType(java.util.concurrent.CompletionException.class, cut::join))
+                .hasMessageContaining("ended");
+    }
+
     @Test
     void shouldRefuseGradientsPastTheBufferLimitAndKeepNothingOfThem() {
         final JobClocks clocks = new JobClocks(Runnable::run, (job, clock, updates, n) -> null, 4096);
