@@ -1,0 +1,81 @@
+package io.pscluster.local;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
+
+import io.pscluster.wire.Slots;
+import io.pscluster.worker.PsClient;
+import io.pscluster.worker.PsTable;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Arrays;
+import java.util.BitSet;
+import java.util.stream.LongStream;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * A table dropped and created again with the same schema after the last checkpoint, then a shard lost, on a real
+ * cluster (proxy and two shards on loopback): the lost shard's slots come back from that checkpoint, which holds rows
+ * of the dropped table under the same name. They must not come back into the new table (which would then hold a mix of
+ * two tables): its restored slots start empty.
+ */
+class RecreatedTableFailoverTest {
+    private static final long[] KEYS =
+            LongStream.range(0, 2_000).map(i -> i * 7919 + 11).toArray();
+
+    @TempDir
+    Path dir;
+
+    @Test
+    void shouldNotRestoreADroppedTablesRowsIntoATableOfTheSameNameCreatedAfterTheCheckpoint() throws Exception {
+        try (LocalCluster cluster = LocalCluster.builder()
+                        .shards(2)
+                        .checkpointRoot(dir.resolve("checkpoints").toUri().toString())
+                        .keepCheckpoints(0)
+                        .start();
+                PsClient client = PsClient.connect(cluster.proxyAddress())) {
+            PsTable table = client.createTable(CounterTable.schema("counter"));
+            for (int round = 0; round < 4; round++) {
+                push(table);
+            }
+            awaitAll(table, 4f);
+            AdminCalls.checkpointNow(cluster.proxyAddress());
+
+            assertThat(client.dropTable("counter")).isTrue();
+            table = client.createTable(CounterTable.schema("counter"));
+            push(table);
+            awaitAll(table, 1f);
+
+            final BitSet lost = cluster.shard(0).shard().ownedSlots();
+            cluster.crashShard(0);
+            cluster.awaitHealthy(60_000);
+
+            final PsTable recreated = table;
+            final long hash = Slots.tableHash("counter");
+            await().atMost(Duration.ofSeconds(60)).untilAsserted(() -> {
+                final float[] values = recreated.pull(KEYS);
+                for (int i = 0; i < KEYS.length; i++) {
+                    final boolean adopted = lost.get(Slots.slotOf(hash, KEYS[i]));
+                    assertThat(values[i])
+                            .as("key %d (a slot of the lost shard: %s)", KEYS[i], adopted)
+                            .isEqualTo(adopted ? 0f : 1f);
+                }
+            });
+            assertThat(lost.cardinality()).as("slots the lost shard held").isPositive();
+            assertThat(lost.cardinality()).isLessThan(Slots.SLOT_COUNT);
+        }
+    }
+
+    /** Adds 1 to every key's value (SGD with lr 1 from zeros, gradient -1). */
+    private static void push(final PsTable table) {
+        final float[] gradients = new float[KEYS.length];
+        Arrays.fill(gradients, -1f);
+        table.push(KEYS, gradients);
+    }
+
+    private static void awaitAll(final PsTable table, final float value) {
+        await().atMost(Duration.ofSeconds(20))
+                .untilAsserted(() -> assertThat(table.pull(KEYS)).containsOnly(value));
+    }
+}
