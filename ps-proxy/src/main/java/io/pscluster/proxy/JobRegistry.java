@@ -326,7 +326,7 @@ final class JobRegistry {
             final boolean starts = !started
                     && edit.getWorkersCount() >= Math.max(1, job.getSpec().getExpectedWorkers());
             if (starts) {
-                edit.setStarted(true);
+                edit.setStarted(true).setRun(job.getRun() + 1);
             }
             final long changed = change("worker " + workerId + " joins job '" + jobId + "'", jobId, edit);
             lease = new Lease(nanoClock.getAsLong());

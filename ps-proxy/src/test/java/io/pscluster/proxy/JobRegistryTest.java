@@ -142,6 +142,20 @@ class JobRegistryTest extends ClusterStateFixture {
         assertThat(jobs.published().getJobsVersion()).isEqualTo(version);
     }
 
+    /** Each start of a run counts: a shard that missed the list in which a run ended still tells the next one. */
+    @Test
+    void shouldCountTheRunsOfAJob() {
+        jobs.register(spec("runs", UpdateMode.SYNC, 1));
+        assertThat(job("runs").getRun()).isZero();
+        final int first =
+                jobs.join("runs", "host", io.grpc.Context.ROOT).answer().join().getWorkerId();
+        assertThat(job("runs").getRun()).isEqualTo(1);
+        jobs.leave("runs", first).join();
+        assertThat(job("runs").getStarted()).isFalse();
+        jobs.join("runs", "host", io.grpc.Context.ROOT).answer().join();
+        assertThat(job("runs").getRun()).isEqualTo(2);
+    }
+
     @Test
     void shouldTakeAJoiningWorkerOutWhenItsCallIsCancelled() {
         jobs.register(spec("bsp", UpdateMode.SYNC, 2));

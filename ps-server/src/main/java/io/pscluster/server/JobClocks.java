@@ -479,8 +479,10 @@ final class JobClocks {
         boolean applying;
         // In the proxy's last list; a job no longer listed stays (not started) until its ended run is applied.
         boolean listed;
-        // Counts the runs: an apply of an ended run's clock leaves the next run's clocks alone.
+        // Counts the runs here: an apply of an ended run's clock leaves the next run's clocks alone.
         long generation;
+        // The proxy's count of the job's runs (JobInfo.run), 0 when unknown.
+        long run;
         // Workers that left, as (start, ended), while clocks they ended are not applied: counted by participants.
         final List<long[]> departed = new ArrayList<>();
         // Clocks of ended runs that hold gradients, applied in order before any clock of the next run.
@@ -499,12 +501,15 @@ final class JobClocks {
                 return;
             }
             infoVersion = info.getVersion();
-            if ((mode != info.getSpec().getMode() || !info.getStarted()) && (started || !pending.isEmpty())) {
+            final boolean anotherRun = info.getRun() != 0 && run != 0 && info.getRun() != run;
+            if ((mode != info.getSpec().getMode() || !info.getStarted() || anotherRun)
+                    && (started || !pending.isEmpty())) {
                 // The run ended (no worker left) or the job was registered anew in another mode: the next run starts
                 // at clock 0 with the workers it waits for, once the clocks this one's workers ended are applied.
                 retire();
             }
             mode = info.getSpec().getMode();
+            run = info.getRun();
             staleness = mode == UpdateMode.SSP ? info.getSpec().getStaleness() : 0;
             started = info.getStarted();
             nextWorkerId = info.getNextWorkerId();

@@ -529,6 +529,34 @@ class ShardJobClocksTest {
     }
 
     /**
+     * A shard that missed the list in which a run ended (its last worker left) still sees from the run count that the
+     * next list is of another run: the old run's ended clocks are applied, and the new one counts from clock 0 (its
+     * first push was refused as of a clock already applied).
+     */
+    @Test
+    void shouldStartOverWhenTheRunCountChangesThoughTheEndOfTheRunWasMissed() {
+        final HeldApplies applies = new HeldApplies();
+        final JobClocks clocks = new JobClocks(Runnable::run, applies, 1 << 20);
+        clocks.update(withRun(run(1, true, 0), 1), false);
+        clocks.report("j", 0, -1, true);
+        clocks.buffer(TABLE, "j", 0, 0, 1, new long[] {1}, new float[] {1f});
+        clocks.report("j", 0, 0, false);
+        applies.held.get(0).complete(null);
+        clocks.report("j", 0, 1, false);
+        assertThat(clocks.snapshot("j").applied()).isEqualTo(1);
+
+        clocks.update(withRun(run(3, true, 5), 2), true);
+        assertThat(clocks.snapshot("j").applied()).as("the new run's clocks").isEqualTo(-1);
+        assertThat(clocks.route(TABLE, "j", 5, 0)).isEqualTo(JobClocks.Route.BUFFER);
+    }
+
+    private static UpdateJobsRequest withRun(final UpdateJobsRequest request, final long run) {
+        return request.toBuilder()
+                .setJobs(0, request.getJobs(0).toBuilder().setRun(run))
+                .build();
+    }
+
+    /**
      * A checkpoint's cut waiting for a clock of a run that ends is told so, not left waiting for a clock of the next
      * run that has the same number.
      */
