@@ -97,6 +97,8 @@ final class JobRegistry {
         long creditNanos;
         /** The version of the job list the shards must have been sent before the join is answered (none yet). */
         long answerAtVersion = Long.MAX_VALUE;
+        /** The worker joined a run already started (see JoinJobResponse.joined_running). */
+        boolean joinedRunning;
 
         final CompletableFuture<JoinJobResponse> answer = new CompletableFuture<>();
 
@@ -330,6 +332,7 @@ final class JobRegistry {
             }
             final long changed = change("worker " + workerId + " joins job '" + jobId + "'", jobId, edit);
             lease = new Lease(nanoClock.getAsLong());
+            lease.joinedRunning = started;
             leasesOf(jobId).put(workerId, lease);
             running = started || starts;
             if (running) {
@@ -780,6 +783,7 @@ final class JobRegistry {
                         .setStartClock(job.getWorkers(indexOf(job, workerId)).getStartClock())
                         .setLeaseMillis(settings.workerLeaseMillis())
                         .setJob(withRenewals(job, now))
+                        .setJoinedRunning(lease.joinedRunning)
                         .build());
             }));
         }

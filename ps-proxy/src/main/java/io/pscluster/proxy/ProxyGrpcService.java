@@ -226,7 +226,7 @@ final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
 
     /** The join's answer with the worker's restored state, for a worker a run starts with. */
     private CompletableFuture<JoinJobResponse> withRestored(final String jobId, final JoinJobResponse answer) {
-        if (answer.getStartClock() != 0) {
+        if (answer.getStartClock() != 0 || answer.getJoinedRunning()) {
             // A worker joining a running job takes the job where it is: no state to go back to.
             return CompletableFuture.completedFuture(answer);
         }

@@ -152,8 +152,16 @@ class JobRegistryTest extends ClusterStateFixture {
         assertThat(job("runs").getRun()).isEqualTo(1);
         jobs.leave("runs", first).join();
         assertThat(job("runs").getStarted()).isFalse();
-        jobs.join("runs", "host", io.grpc.Context.ROOT).answer().join();
+        final JoinJobResponse second =
+                jobs.join("runs", "host", io.grpc.Context.ROOT).answer().join();
         assertThat(job("runs").getRun()).isEqualTo(2);
+        assertThat(second.getJoinedRunning()).as("the run starts with it").isFalse();
+
+        // One more joins the running run before any clock was renewed: clock 0, but no state of the run's start.
+        final JoinJobResponse late =
+                jobs.join("runs", "host", io.grpc.Context.ROOT).answer().join();
+        assertThat(late.getStartClock()).isZero();
+        assertThat(late.getJoinedRunning()).isTrue();
     }
 
     @Test
