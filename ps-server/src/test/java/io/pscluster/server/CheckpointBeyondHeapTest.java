@@ -6,12 +6,10 @@ import io.pscluster.checkpoint.CheckpointStore;
 import io.pscluster.checkpoint.RowFileInfo;
 import io.pscluster.checkpoint.RowFileReader;
 import io.pscluster.proto.v1.CheckpointFile;
+import io.pscluster.server.table.ChildJvm;
 import io.pscluster.server.table.ParameterTable;
-import java.io.File;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.util.List;
-import java.util.concurrent.TimeUnit;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FileSystem;
 import org.junit.jupiter.api.Tag;
@@ -33,37 +31,22 @@ class CheckpointBeyondHeapTest {
 
     @Test
     void shouldCheckpointATableLargerThanTheHeap() throws Exception {
-        final String java = System.getProperty("java.home") + File.separator + "bin" + File.separator + "java";
-        final Process child = new ProcessBuilder(List.of(
-                        java,
-                        "-Xmx64m",
-                        "-XX:+UseSerialGC",
-                        "-XX:MaxDirectMemorySize=640m",
-                        "--add-exports",
-                        "java.base/jdk.internal.misc=ALL-UNNAMED",
-                        "-cp",
-                        System.getProperty("java.class.path"),
-                        Child.class.getName(),
-                        directory.toUri().toString()))
-                .redirectErrorStream(true)
-                .start();
-        final String out = new String(child.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
-        assertThat(child.waitFor(300, TimeUnit.SECONDS)).isTrue();
-        final String result = out.lines()
-                .filter(line -> line.startsWith("RESULT "))
-                .findFirst()
-                .orElseThrow(() -> new AssertionError("child printed no result:\n" + out));
-        final String[] fields = result.split(" ");
-        final long rows = Long.parseLong(fields[1]);
-        final int files = Integer.parseInt(fields[2]);
-        final boolean exact = Boolean.parseBoolean(fields[3]);
-        final long offHeap = Long.parseLong(fields[4]);
-        final long heap = Long.parseLong(fields[5]);
+        final ChildJvm.Run run = ChildJvm.run(
+                Child.class,
+                List.of("-Xmx64m", "-XX:MaxDirectMemorySize=640m"),
+                300,
+                directory.toUri().toString());
+        final String[] fields = run.result();
+        final long rows = Long.parseLong(fields[0]);
+        final int files = Integer.parseInt(fields[1]);
+        final boolean exact = Boolean.parseBoolean(fields[2]);
+        final long offHeap = Long.parseLong(fields[3]);
+        final long heap = Long.parseLong(fields[4]);
         assertThat(offHeap).as("bytes of rows").isGreaterThan(2 * heap);
         assertThat(rows).as("rows written and read back").isEqualTo(ROWS);
         assertThat(exact).as("every row read back as pushed").isTrue();
         assertThat(files).as("part files").isGreaterThan(1);
-        assertThat(child.exitValue()).isZero();
+        assertThat(run.exitValue()).isZero();
     }
 
     /** A shard in this JVM: fills the table, checkpoints it, reads every part back. */

@@ -432,6 +432,19 @@ class ShardJobClocksTest {
     }
 
     /**
+     * Starts run 1 of job "j" with worker 0, which pushes for clocks 0 and 1 and ends both: clock 0 goes to the
+     * applier, clock 1 waits for it.
+     */
+    private static void endTwoClocks(final JobClocks clocks) {
+        clocks.update(run(1, true, 0), false);
+        clocks.report("j", 0, -1, true);
+        for (long clock = 0; clock < 2; clock++) {
+            clocks.buffer(TABLE, "j", 0, clock, 1, new long[] {1}, new float[] {1f});
+            clocks.report("j", 0, clock, false);
+        }
+    }
+
+    /**
      * A run's last worker ends its last clock while the clock before is still being applied, then leaves: the run
      * ends, and the clock it ended is applied all the same, after the one before and before any clock of the next
      * run. The next run counts from clock 0 whatever the ended run's applies do when they complete.
@@ -440,12 +453,7 @@ class ShardJobClocksTest {
     void shouldApplyTheClocksAnEndedRunsWorkersEndedBeforeAnyOfTheNextRun() {
         final HeldApplies applies = new HeldApplies();
         final JobClocks clocks = new JobClocks(Runnable::run, applies, 1 << 20);
-        clocks.update(run(1, true, 0), false);
-        clocks.report("j", 0, -1, true);
-        clocks.buffer(TABLE, "j", 0, 0, 1, new long[] {1}, new float[] {1f});
-        clocks.report("j", 0, 0, false);
-        clocks.buffer(TABLE, "j", 0, 1, 1, new long[] {1}, new float[] {1f});
-        clocks.report("j", 0, 1, false);
+        endTwoClocks(clocks);
         assertThat(applies.clocks).as("clock 1 waits for clock 0's apply").containsExactly(0L);
 
         // The worker leaves: the run ends with clock 1 ended and not applied. A new run starts meanwhile.
@@ -479,12 +487,7 @@ class ShardJobClocksTest {
     void shouldApplyTheEndedClocksOfAJobThatIsNoLongerListed() {
         final HeldApplies applies = new HeldApplies();
         final JobClocks clocks = new JobClocks(Runnable::run, applies, 1 << 20);
-        clocks.update(run(1, true, 0), false);
-        clocks.report("j", 0, -1, true);
-        clocks.buffer(TABLE, "j", 0, 0, 1, new long[] {1}, new float[] {1f});
-        clocks.report("j", 0, 0, false);
-        clocks.buffer(TABLE, "j", 0, 1, 1, new long[] {1}, new float[] {1f});
-        clocks.report("j", 0, 1, false);
+        endTwoClocks(clocks);
         clocks.buffer(TABLE, "j", 0, 2, 1, new long[] {1}, new float[] {1f});
 
         clocks.update(UpdateJobsRequest.newBuilder().setJobsVersion(2).build(), false);
@@ -502,12 +505,7 @@ class ShardJobClocksTest {
     void shouldApplyANewRunOfAJobListedAgainAfterTheOldRunsClocks() {
         final HeldApplies applies = new HeldApplies();
         final JobClocks clocks = new JobClocks(Runnable::run, applies, 1 << 20);
-        clocks.update(run(1, true, 0), false);
-        clocks.report("j", 0, -1, true);
-        clocks.buffer(TABLE, "j", 0, 0, 1, new long[] {1}, new float[] {1f});
-        clocks.report("j", 0, 0, false);
-        clocks.buffer(TABLE, "j", 0, 1, 1, new long[] {1}, new float[] {1f});
-        clocks.report("j", 0, 1, false);
+        endTwoClocks(clocks);
 
         clocks.update(UpdateJobsRequest.newBuilder().setJobsVersion(2).build(), false);
         assertThat(clocks.unapplied()).as("the dropped job's clocks").contains("job 'j'");

@@ -6,16 +6,14 @@ import io.grpc.Status;
 import io.pscluster.proto.v1.OptimizerSpec;
 import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
+import io.pscluster.server.table.ChildJvm;
 import io.pscluster.server.table.ParameterTable;
 import io.pscluster.wire.PsException;
-import java.io.File;
-import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.TimeUnit;
 import org.apache.hadoop.conf.Configuration;
 import org.junit.jupiter.api.Test;
 
@@ -32,22 +30,9 @@ class ShardOffHeapAdmissionTest {
 
     @Test
     void shouldRefuseThePushThatHasNoMemoryForItsRowsAndCreateEveryRowItAcknowledged() throws Exception {
-        final String java = System.getProperty("java.home") + File.separator + "bin" + File.separator + "java";
-        final Process child = new ProcessBuilder(List.of(
-                        java,
-                        "-Xmx256m",
-                        "-XX:+UseSerialGC",
-                        "-XX:TieredStopAtLevel=1",
-                        "-XX:MaxDirectMemorySize=72m",
-                        "--add-exports",
-                        "java.base/jdk.internal.misc=ALL-UNNAMED",
-                        "-cp",
-                        System.getProperty("java.class.path"),
-                        Child.class.getName()))
-                .redirectErrorStream(true)
-                .start();
-        final String out = new String(child.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
-        assertThat(child.waitFor(120, TimeUnit.SECONDS)).isTrue();
+        final String out = ChildJvm.run(
+                        Child.class, List.of("-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:MaxDirectMemorySize=72m"), 120)
+                .output();
         final Map<String, String> result = new HashMap<>();
         out.lines().filter(line -> line.startsWith("RESULT ")).forEach(line -> {
             final int at = line.indexOf('=');

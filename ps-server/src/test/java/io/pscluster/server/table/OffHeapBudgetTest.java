@@ -3,12 +3,9 @@ package io.pscluster.server.table;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.pscluster.proto.v1.InitializerSpec;
-import java.io.File;
 import java.lang.management.GarbageCollectorMXBean;
 import java.lang.management.ManagementFactory;
-import java.nio.charset.StandardCharsets;
 import java.util.List;
-import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 
 /**
@@ -21,29 +18,11 @@ class OffHeapBudgetTest {
 
     @Test
     void shouldRefuseRowsPastTheBudgetWithoutAskingTheJdkForMemory() throws Exception {
-        final String java = System.getProperty("java.home") + File.separator + "bin" + File.separator + "java";
-        final Process child = new ProcessBuilder(List.of(
-                        java,
-                        "-Xmx128m",
-                        "-XX:+UseSerialGC",
-                        "-XX:MaxDirectMemorySize=96m",
-                        "--add-exports",
-                        "java.base/jdk.internal.misc=ALL-UNNAMED",
-                        "-cp",
-                        System.getProperty("java.class.path"),
-                        Child.class.getName()))
-                .redirectErrorStream(true)
-                .start();
-        final String out = new String(child.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
-        assertThat(child.waitFor(120, TimeUnit.SECONDS)).isTrue();
-        final String result = out.lines()
-                .filter(line -> line.startsWith("RESULT "))
-                .findFirst()
-                .orElseThrow(() -> new AssertionError("child printed no result:\n" + out));
-        final String[] fields = result.split(" ");
-        final long refused = Long.parseLong(fields[1]);
-        final long collections = Long.parseLong(fields[2]);
-        final long bytes = Long.parseLong(fields[3]);
+        final String[] fields = ChildJvm.run(Child.class, List.of("-Xmx128m", "-XX:MaxDirectMemorySize=96m"), 120)
+                .result();
+        final long refused = Long.parseLong(fields[0]);
+        final long collections = Long.parseLong(fields[1]);
+        final long bytes = Long.parseLong(fields[2]);
         assertThat(refused).as("new rows refused past the budget").isEqualTo(REFUSALS);
         // The JDK collects once per refused allocation; the budget refuses before asking it.
         assertThat(collections).as("collections during %d refusals", REFUSALS).isLessThan(REFUSALS / 4);
