@@ -71,6 +71,8 @@ public final class FaultPoints {
     private final Map<String, AtomicInteger> armed = new ConcurrentHashMap<>();
     /** Pushes {@value #HOLD_PUSHES} holds, taken when it is switched off. Guarded by itself. */
     private final List<Runnable> heldPushes = new ArrayList<>();
+    /** Held pushes released and run (taken or refused): tests wait for them. */
+    private final java.util.concurrent.atomic.AtomicInteger heldTaken = new java.util.concurrent.atomic.AtomicInteger();
 
     private final boolean allowed;
 
@@ -128,7 +130,15 @@ public final class FaultPoints {
                     heldPushes.clear();
                 }
             }
-            release.forEach(push -> later(push, 0));
+            release.forEach(push -> later(
+                    () -> {
+                        try {
+                            push.run();
+                        } finally {
+                            heldTaken.incrementAndGet();
+                        }
+                    },
+                    0));
         }
     }
 
@@ -136,6 +146,18 @@ public final class FaultPoints {
      * {@value #HOLD_PUSHES}: when on, keeps {@code push} (returning true) until the point is switched off, then runs it
      * off the caller's thread; false (nothing kept) when off.
      */
+    /** Pushes {@value #HOLD_PUSHES} holds now (tests). */
+    public int heldPushes() {
+        synchronized (heldPushes) {
+            return heldPushes.size();
+        }
+    }
+
+    /** Held pushes that were released and have run since this JVM's fault points began (tests). */
+    public int heldPushesTaken() {
+        return heldTaken.get();
+    }
+
     boolean holdPush(final Runnable push) {
         synchronized (heldPushes) {
             if (!fire(HOLD_PUSHES)) {

@@ -115,18 +115,29 @@ final class ShardDataService extends ShardServiceGrpc.ShardServiceImplBase {
 
     private void push(final PushDecoder.DecodedPush push, final StreamObserver<PushResponse> response) {
         followNewerEpoch(push.routingEpoch());
+        final Context call = Context.current();
         if (faults.fire(FaultPoints.DELAY_PUSHES)) {
             // Later, off the handler thread: requests behind it (a checkpoint's cut) go on meanwhile.
-            faults.later(() -> takePush(push, response), FaultPoints.PUSH_DELAY_MS);
+            faults.later(() -> takePush(push, response, call), FaultPoints.PUSH_DELAY_MS);
             return;
         }
-        if (faults.holdPush(() -> takePush(push, response))) {
+        if (faults.holdPush(() -> takePush(push, response, call))) {
             return;
         }
-        takePush(push, response);
+        takePush(push, response, call);
     }
 
-    private void takePush(final PushDecoder.DecodedPush push, final StreamObserver<PushResponse> response) {
+    private void takePush(
+            final PushDecoder.DecodedPush push, final StreamObserver<PushResponse> response, final Context call) {
+        if (call.isCancelled()) {
+            // The client gave up (its attempt's deadline passed, or it cancelled) before the push was taken: it has
+            // been told the outcome is unknown, and a push it never hears of must not change the table later.
+            Unary.respond(response, () -> {
+                throw PsException.unavailable("the call of a push to table '" + push.table() + "' ended (deadline or"
+                        + " cancel) before shard " + shard.shardId() + " took it: not applied");
+            });
+            return;
+        }
         // The answer goes first, then the writers the push was queued to are woken, while it travels.
         final PartitionWriters.DeferredWakes wakes = shard.deferredWakes();
         try {

@@ -111,6 +111,11 @@ public final class ShardServer implements AutoCloseable {
     }
 
     /** The shard's state, for in-process tests and the local cluster. */
+    /** The fault points of this shard's server (tests). */
+    public FaultPoints faults() {
+        return context.faults;
+    }
+
     public Shard shard() {
         return shard;
     }

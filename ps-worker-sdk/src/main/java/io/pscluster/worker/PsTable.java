@@ -3,6 +3,7 @@ package io.pscluster.worker;
 import com.google.protobuf.ByteString;
 import com.google.protobuf.UnsafeByteOperations;
 import io.grpc.Deadline;
+import io.grpc.Metadata;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.grpc.stub.ClientCalls;
@@ -123,34 +124,35 @@ public final class PsTable {
         // is sent again under a refreshed routing table: a shard that lost the slots meanwhile is not waited on.
         final Call call = new Call(keys, false);
         final long clock = job == null ? 0 : job.clock();
-        return client.track(() -> send(call, allPositions(keys.length), null, 0, null, (address, request, deadline) -> {
-                    final PullRequest.Builder pull = PullRequest.newBuilder()
-                            .setTable(name())
-                            .setRoutingEpoch(request.epoch())
-                            .setKeys(encodeKeys(keys, request.positions()));
-                    if (job != null) {
-                        pull.setJobId(job.spec().getJobId())
-                                .setWorkerId(job.workerId())
-                                .setClock(clock);
-                    }
-                    // The answer's rows go to their places in values as it is parsed (PullScatter).
-                    final PullScatter scatter = new PullScatter(values, request.positions(), dim);
-                    return this.<PullScatter.Outcome>unary(address, observer -> {
-                                final ShardServiceGrpc.ShardServiceStub stub =
-                                        client.shard(address).withDeadline(deadline);
-                                ClientCalls.asyncUnaryCall(
-                                        stub.getChannel().newCall(scatter.method(), stub.getCallOptions()),
-                                        pull.build(),
-                                        observer);
-                            })
-                            .thenAccept(outcome -> {
-                                if (outcome.problem() != null) {
-                                    throw Status.INTERNAL
-                                            .withDescription(outcome.problem())
-                                            .asRuntimeException();
-                                }
-                            });
-                })
+        return client.track(() -> send(
+                        call, allPositions(keys.length), null, 0, null, false, (address, request, deadline) -> {
+                            final PullRequest.Builder pull = PullRequest.newBuilder()
+                                    .setTable(name())
+                                    .setRoutingEpoch(request.epoch())
+                                    .setKeys(encodeKeys(keys, request.positions()));
+                            if (job != null) {
+                                pull.setJobId(job.spec().getJobId())
+                                        .setWorkerId(job.workerId())
+                                        .setClock(clock);
+                            }
+                            // The answer's rows go to their places in values as it is parsed (PullScatter).
+                            final PullScatter scatter = new PullScatter(values, request.positions(), dim);
+                            return this.<PullScatter.Outcome>unary(address, observer -> {
+                                        final ShardServiceGrpc.ShardServiceStub stub =
+                                                client.shard(address).withDeadline(deadline);
+                                        ClientCalls.asyncUnaryCall(
+                                                stub.getChannel().newCall(scatter.method(), stub.getCallOptions()),
+                                                pull.build(),
+                                                observer);
+                                    })
+                                    .thenAccept(outcome -> {
+                                        if (outcome.problem() != null) {
+                                            throw Status.INTERNAL
+                                                    .withDescription(outcome.problem())
+                                                    .asRuntimeException();
+                                        }
+                                    });
+                        })
                 .thenApply(done -> values));
     }
 
@@ -257,31 +259,33 @@ public final class PsTable {
     private CompletableFuture<Void> pushAdmitted(final long[] keys, final float[] gradients, final JobSession job) {
         final Call call = new Call(keys, true);
         final long clock = job == null ? 0 : job.clock();
-        return client.track(() -> send(call, allPositions(keys.length), null, 0, null, (address, request, deadline) -> {
-            final KeyDedup.Encoded encoded = KeyDedup.encodePush(keys, gradients, dim, request.positions());
-            final PushRequest.Builder builder = PushRequest.newBuilder()
-                    .setTable(name())
-                    .setRoutingEpoch(request.epoch())
-                    .setKeys(encoded.keys())
-                    .setGradients(encoded.gradients())
-                    .setClientId(client.clientId())
-                    .setSequence(request.lineage().sequence(client));
-            if (job != null) {
-                builder.setJobId(job.spec().getJobId())
-                        .setWorkerId(job.workerId())
-                        .setClock(clock);
-            }
-            final PushRequest push = builder.build();
-            return this.<PushResponse>unary(
-                            address,
-                            observer ->
-                                    client.shard(address).withDeadline(deadline).push(push, observer))
-                    .thenAccept(response -> {
-                        if (!response.getDuplicate()) {
-                            request.lineage().appliedAt(address);
-                        }
-                    });
-        }));
+        return client.track(() ->
+                send(call, allPositions(keys.length), null, 0, null, false, (address, request, deadline) -> {
+                    final KeyDedup.Encoded encoded = KeyDedup.encodePush(keys, gradients, dim, request.positions());
+                    final PushRequest.Builder builder = PushRequest.newBuilder()
+                            .setTable(name())
+                            .setRoutingEpoch(request.epoch())
+                            .setKeys(encoded.keys())
+                            .setGradients(encoded.gradients())
+                            .setClientId(client.clientId())
+                            .setSequence(request.lineage().sequence(client));
+                    if (job != null) {
+                        builder.setJobId(job.spec().getJobId())
+                                .setWorkerId(job.workerId())
+                                .setClock(clock);
+                    }
+                    final PushRequest push = builder.build();
+                    return this.<PushResponse>unary(
+                                    address,
+                                    observer -> client.shard(address)
+                                            .withDeadline(deadline)
+                                            .push(push, observer))
+                            .thenAccept(response -> {
+                                if (!response.getDuplicate()) {
+                                    request.lineage().appliedAt(address);
+                                }
+                            });
+                }));
     }
 
     /** One user call: its keys and deadline. */
@@ -330,7 +334,12 @@ public final class PsTable {
      * (null before the first).
      */
     private record Request(
-            int[] positions, long epoch, Lineage lineage, int attempts, StatusRuntimeException lastFailure) {}
+            int[] positions,
+            long epoch,
+            Lineage lineage,
+            int attempts,
+            StatusRuntimeException lastFailure,
+            boolean outcomeUnknown) {}
 
     /** Sends one attempt of a request to one shard, with the attempt's deadline. */
     @FunctionalInterface
@@ -350,6 +359,7 @@ public final class PsTable {
             final Lineage parent,
             final int attempts,
             final StatusRuntimeException lastFailure,
+            final boolean outcomeUnknown,
             final RequestSender sender) {
         final Routing routing = client.routing();
         final int targetKeys = parent == null ? keysPerChunk : Integer.MAX_VALUE;
@@ -363,7 +373,7 @@ public final class PsTable {
             for (final int[] chunk : chunksOf.get(owner)) {
                 // That shard applied this sequence for a sibling part: it would drop this part as a repeat.
                 final Lineage lineage = parent == null || parent.appliedAtAlready(address) ? new Lineage() : parent;
-                requests.add(new Request(chunk, routing.epoch(), lineage, attempts, lastFailure));
+                requests.add(new Request(chunk, routing.epoch(), lineage, attempts, lastFailure, outcomeUnknown));
             }
             if (!requests.isEmpty()) {
                 sent.add(sendWindowed(call, address, requests, sender));
@@ -375,7 +385,12 @@ public final class PsTable {
                             + "' map to slots no live shard owns at routing epoch " + routing.epoch())
                     .asRuntimeException();
             final Request request = new Request(
-                    unowned, routing.epoch(), parent == null ? new Lineage() : parent, attempts, lastFailure);
+                    unowned,
+                    routing.epoch(),
+                    parent == null ? new Lineage() : parent,
+                    attempts,
+                    lastFailure,
+                    outcomeUnknown);
             sent.add(retry(call, request, new Unsent(noOwner), sender));
         }
         return CompletableFuture.allOf(sent.toArray(CompletableFuture[]::new));
@@ -479,9 +494,12 @@ public final class PsTable {
         if (retry == Retry.NEVER) {
             return CompletableFuture.failedFuture(status);
         }
+        // No answer came (no reject trailer says nothing was applied): the shard may have taken it.
+        final boolean unknown =
+                request.outcomeUnknown() || !(failure instanceof Unsent) && PsException.rejectOf(status) == null;
         final long remainingMs = call.deadline.timeRemaining(TimeUnit.MILLISECONDS);
         if (remainingMs <= 0) {
-            return CompletableFuture.failedFuture(deadlineExceeded(request, status));
+            return CompletableFuture.failedFuture(deadlineExceeded(call, request, status, unknown));
         }
         final CompletableFuture<Void> backedOff = client.delay(
                 Math.min(backoffMs(request.attempts(), client.context().maxBackoffMs()), remainingMs));
@@ -505,26 +523,63 @@ public final class PsTable {
                         return CompletableFuture.failedFuture(PsClient.closedStatus());
                     }
                     if (call.deadline.isExpired()) {
-                        return CompletableFuture.failedFuture(deadlineExceeded(request, status));
+                        return CompletableFuture.failedFuture(deadlineExceeded(call, request, status, unknown));
                     }
-                    return send(call, request.positions(), request.lineage(), request.attempts() + 1, status, sender);
+                    return send(
+                            call,
+                            request.positions(),
+                            request.lineage(),
+                            request.attempts() + 1,
+                            status,
+                            unknown,
+                            sender);
                 },
                 client.resends());
     }
 
-    private StatusRuntimeException deadlineExceeded(final Request request, final StatusRuntimeException failure) {
+    private StatusRuntimeException deadlineExceeded(
+            final Call call, final Request request, final StatusRuntimeException failure, final boolean unknown) {
         // An attempt started just before the deadline times out at once: the failure before it says more.
         final StatusRuntimeException last =
                 failure.getStatus().getCode() == Status.Code.DEADLINE_EXCEEDED && request.lastFailure() != null
                         ? request.lastFailure()
                         : failure;
+        final boolean pushMayBeApplied = call.wholeSlots && unknown;
+        final Metadata trailers = new Metadata();
+        if (pushMayBeApplied) {
+            trailers.put(OUTCOME_KEY, OUTCOME_UNKNOWN);
+        }
         return Status.DEADLINE_EXCEEDED
                 .withDescription("table '" + name() + "': deadline of "
                         + client.context().deadlineMs()
                         + " ms passed after " + (request.attempts() + 1) + " attempts of a request of "
-                        + request.positions().length + " keys; last: " + last.getMessage())
+                        + request.positions().length + " keys; last: " + last.getMessage()
+                        + (pushMayBeApplied
+                                ? "; the push's outcome is unknown: an attempt got no answer, so the shard may have"
+                                        + " applied it (and may still); pushing the same gradients again may apply"
+                                        + " them twice"
+                                : ""))
                 .withCause(last)
-                .asRuntimeException();
+                .asRuntimeException(trailers);
+    }
+
+    /** Trailer of a push's final failure whose outcome is unknown (see {@link #outcomeUnknown}). */
+    static final Metadata.Key<String> OUTCOME_KEY = Metadata.Key.of("ps-outcome", Metadata.ASCII_STRING_MARSHALLER);
+
+    private static final String OUTCOME_UNKNOWN = "unknown";
+
+    /**
+     * Whether a push failed without knowing whether its shard applied it: it ran out of its deadline after an attempt
+     * got no answer (a shard lost or stalled, an answer lost). Such a push may have been applied, or may be applied
+     * still; pushing its gradients again may apply them twice. A push failing otherwise applied nothing of the
+     * request that failed (other requests of the same call may have been applied).
+     */
+    public static boolean outcomeUnknown(final Throwable failure) {
+        final Throwable cause = PsClient.unwrap(failure);
+        if (cause instanceof StatusRuntimeException status && status.getTrailers() != null) {
+            return OUTCOME_UNKNOWN.equals(status.getTrailers().get(OUTCOME_KEY));
+        }
+        return false;
     }
 
     /** A request that was never sent (no shard owns its slots); always safe to retry. */
