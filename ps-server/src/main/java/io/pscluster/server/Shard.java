@@ -248,7 +248,7 @@ public final class Shard implements AutoCloseable {
             if (existing == null) {
                 final BitSet owned = ownership.view().owned();
                 final long needed = created.denseBytesFor(owned.cardinality());
-                if (needed > ParameterTable.offHeapAvailable()) {
+                if (needed > 0 && !ParameterTable.offHeapRoomFor(needed)) {
                     tables.remove(schema.getName(), created);
                     throw PsException.resourceExhausted("table '" + schema.getName() + "' needs about "
                             + (needed >> 20) + " MiB off-heap for its rows on shard " + shardId + ", "

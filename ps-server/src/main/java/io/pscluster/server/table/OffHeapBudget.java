@@ -192,6 +192,14 @@ final class OffHeapBudget {
         return reserved.get() + bytes <= limit;
     }
 
+    /**
+     * Whether {@code bytes} more fit now, after at most one collection to get back the chunks of dropped tables (see
+     * {@link #reclaim}); counts nothing.
+     */
+    boolean hasRoomFor(final long bytes) {
+        return available() >= bytes || (!coolingDown() && reclaim(bytes));
+    }
+
     /** Bytes that may still be allocated. */
     long available() {
         return Math.max(0, limit - reserved.get());

@@ -110,6 +110,14 @@ public final class ParameterTable {
         return OffHeapBudget.JVM.available();
     }
 
+    /**
+     * Whether the tables of this JVM have room for {@code bytes} more rows' bytes, after at most one collection to get
+     * back the memory of dropped tables.
+     */
+    public static boolean offHeapRoomFor(final long bytes) {
+        return OffHeapBudget.JVM.hasRoomFor(bytes);
+    }
+
     /** Bytes one row takes off-heap (header, values, slots, counters), not counting its index entry. */
     public int recordBytes() {
         return PartitionStore.recordBytes(dim, optimizer);

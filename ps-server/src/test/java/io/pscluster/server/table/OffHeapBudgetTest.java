@@ -55,6 +55,30 @@ class OffHeapBudgetTest {
         assertThat(budget.available()).isLessThanOrEqualTo(64L * chunk);
     }
 
+    /**
+     * Room asked for ahead of a dense table's rows counts the chunks of dropped tables as free once collected: the
+     * check collects once rather than refusing on the bytes they held (a shard with no table left refused a dense table
+     * for memory on every heartbeat).
+     */
+    @Test
+    void shouldFindRoomHeldByDroppedChunksWhenAskedForRoomAhead() {
+        final int chunk = 4096;
+        final int chunks = 1024;
+        final OffHeapBudget budget = new OffHeapBudget((long) chunk * chunks);
+        long allocations = 0;
+        while (budget.available() >= chunk) {
+            budget.allocate(chunk);
+            allocations++;
+            assertThat(allocations).isLessThan(100L * chunks);
+        }
+        assertThat(budget.hasRoomFor((long) (chunks - 64) * chunk))
+                .as("room once the dropped chunks are collected")
+                .isTrue();
+        assertThat(budget.hasRoomFor((long) (chunks + 1) * chunk))
+                .as("more than the budget")
+                .isFalse();
+    }
+
     /** Fills a partition until a row is refused, then counts collections during more refusals. */
     public static final class Child {
         public static void main(final String[] args) {
