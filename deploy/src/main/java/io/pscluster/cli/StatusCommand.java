@@ -14,12 +14,14 @@ import io.pscluster.proto.v1.RollbackEvent;
 import io.pscluster.proto.v1.ShardStatus;
 import io.pscluster.wire.UpdateModes;
 import io.pscluster.worker.PsClient;
-import java.io.PrintStream;
+import java.io.PrintWriter;
 import java.time.Instant;
 import java.util.concurrent.Callable;
 import java.util.concurrent.TimeUnit;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
 
 @Command(
         name = "status",
@@ -29,33 +31,37 @@ final class StatusCommand implements Callable<Integer> {
     @Option(names = "--proxy", required = true, description = "The proxy's HOST:PORT.")
     String proxy;
 
+    @Spec
+    CommandSpec spec;
+
     @Override
     public Integer call() {
         final ManagedChannel channel = Cli.channel(Cli.hostPort("--proxy", proxy));
+        final PrintWriter out = spec.commandLine().getOut();
         try {
             final ListShardsResponse response = AdminServiceGrpc.newBlockingStub(channel)
                     .withDeadlineAfter(10, TimeUnit.SECONDS)
                     .listShards(ListShardsRequest.getDefaultInstance());
-            System.out.printf(
+            out.printf(
                     "routing epoch %d, %d shards, %d slots without a live owner, %d rollbacks since the start%n",
                     response.getRoutingEpoch(),
                     response.getShardsCount(),
                     response.getUnownedSlots(),
                     response.getRollbacksTotal());
             if (response.getUnfinishedRestoreId() > 0) {
-                System.out.printf(
+                out.printf(
                         "WARNING: the restore of checkpoint %d into every shard did not finish: the shards may hold a"
                                 + " mix of it and what they held before, and checkpoints are refused; run `psctl"
                                 + " checkpoint restore --id %d` again%n",
                         response.getUnfinishedRestoreId(), response.getUnfinishedRestoreId());
             }
             if (response.getGraceRemainingMillis() > 0) {
-                System.out.printf(
+                out.printf(
                         "proxy just restarted: no slot moves for another %d ms (shards re-register)%n",
                         response.getGraceRemainingMillis());
             }
-            System.out.printf(
-                    "%-12s %-22s %-11s %6s %9s %10s %12s %8s %6s %10s %8s%n",
+            out.printf(
+                    "%-12s %-22s %-11s %6s %9s %10s %12s %8s %6s %10s %15s %8s%n",
                     "SHARD",
                     "ADDRESS",
                     "STATE",
@@ -66,10 +72,11 @@ final class StatusCommand implements Callable<Integer> {
                     "REQ/S",
                     "QUEUE",
                     "HEAP_MB",
+                    "OFFHEAP_MB",
                     "LAST_HB");
             for (final ShardStatus shard : response.getShardsList()) {
-                System.out.printf(
-                        "%-12s %-22s %-11s %6d %9d %10d %12d %8.1f %6d %10d %6dms%n",
+                out.printf(
+                        "%-12s %-22s %-11s %6d %9d %10d %12d %8.1f %6d %10d %15s %6dms%n",
                         shard.getShard().getShardId(),
                         shard.getShard().getAddress(),
                         shard.getState().isEmpty() ? (shard.getLive() ? "live" : "gone") : shard.getState(),
@@ -80,11 +87,13 @@ final class StatusCommand implements Callable<Integer> {
                         shard.getLoad().getRequestsPerSecond(),
                         shard.getLoad().getApplyQueueDepth(),
                         shard.getLoad().getHeapUsedBytes() >> 20,
+                        (shard.getLoad().getOffheapHeldBytes() >> 20) + "/"
+                                + (shard.getLoad().getOffheapLimitBytes() >> 20),
                         shard.getMillisSinceHeartbeat());
             }
             for (final ShardStatus shard : response.getShardsList()) {
                 if (shard.getLoad().getDroppedRows() > 0) {
-                    System.out.printf(
+                    out.printf(
                             "shard %s: %d row updates acknowledged but not applied (row cap, memory, moved slots or"
                                     + " a failed write: see its log)%n",
                             shard.getShard().getShardId(), shard.getLoad().getDroppedRows());
@@ -94,9 +103,9 @@ final class StatusCommand implements Callable<Integer> {
                     AdminServiceGrpc.newBlockingStub(channel)
                             .withDeadlineAfter(10, TimeUnit.SECONDS)
                             .listJobs(ListJobsRequest.getDefaultInstance()),
-                    System.out);
+                    out);
             for (final RestoreDirective order : response.getPendingRestoresList()) {
-                System.out.printf(
+                out.printf(
                         "restore order %d: shard %s loads %d slots from checkpoint %d (%s)%s%n",
                         order.getOrderId(),
                         order.getShardId(),
@@ -106,7 +115,7 @@ final class StatusCommand implements Callable<Integer> {
                         reportOf(response, order.getOrderId()));
             }
             for (final RollbackEvent event : response.getRollbacksList()) {
-                System.out.println(PsClient.describe(event));
+                out.println(PsClient.describe(event));
             }
             return 0;
         } finally {
@@ -115,7 +124,7 @@ final class StatusCommand implements Callable<Integer> {
     }
 
     /** Each job with its mode, tables and live workers, and its slowest worker (the one the others may wait for). */
-    static void printJobs(final ListJobsResponse response, final PrintStream out) {
+    static void printJobs(final ListJobsResponse response, final PrintWriter out) {
         out.printf("%d jobs%n", response.getJobsCount());
         if (response.getJobsCount() == 0) {
             return;

@@ -61,7 +61,16 @@ class PsctlTest {
             assertThat(Psctl.run("checkpoint", "list", "--proxy", proxy)).isZero();
             assertThat(Psctl.run("checkpoint", "restore", "--proxy", proxy, "--id", "1"))
                     .isZero();
-            assertThat(Psctl.run("status", "--proxy", proxy)).isZero();
+            final PsctlRun status = PsctlRun.psctl("status", "--proxy", proxy);
+            assertThat(status.exit()).as(status.text()).isZero();
+            // Each shard's off-heap bytes held against its rows' budget, in MiB: this JVM's budget is not 0.
+            assertThat(status.out()).as(status.text()).contains("OFFHEAP_MB");
+            assertThat(java.util.regex.Pattern.compile(" \\d+/[1-9]\\d* +\\d+ms")
+                            .matcher(status.out())
+                            .results()
+                            .count())
+                    .as("shards with an off-heap budget in:%n%s", status.out())
+                    .isEqualTo(2);
             // A checkpoint that does not exist is an error with a non-zero exit, and the cluster keeps serving.
             assertThat(Psctl.run("checkpoint", "restore", "--proxy", proxy, "--id", "99"))
                     .isEqualTo(1);

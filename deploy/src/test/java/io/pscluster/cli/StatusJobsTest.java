@@ -8,7 +8,7 @@ import io.pscluster.proto.v1.JobWorker;
 import io.pscluster.proto.v1.ListJobsResponse;
 import io.pscluster.proto.v1.UpdateMode;
 import java.io.ByteArrayOutputStream;
-import java.io.PrintStream;
+import java.io.PrintWriter;
 import java.nio.charset.StandardCharsets;
 import org.junit.jupiter.api.Test;
 
@@ -16,7 +16,8 @@ import org.junit.jupiter.api.Test;
 class StatusJobsTest {
     private static String print(final ListJobsResponse response) {
         final ByteArrayOutputStream bytes = new ByteArrayOutputStream();
-        StatusCommand.printJobs(response, new PrintStream(bytes, true, StandardCharsets.UTF_8));
+        StatusCommand.printJobs(
+                response, new PrintWriter(new java.io.OutputStreamWriter(bytes, StandardCharsets.UTF_8), true));
         return bytes.toString(StandardCharsets.UTF_8);
     }
 

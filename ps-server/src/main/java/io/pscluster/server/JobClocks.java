@@ -29,7 +29,9 @@ import org.slf4j.LoggerFactory;
  * clock back, so a clock is never applied without a worker that takes part in it. A worker's first report is its
  * join here: refused (not accepted) when this shard has already applied the clock the worker would start with, so it
  * starts later rather than miss a clock half-way. A worker the proxy dropped stops holding clocks back; its SYNC
- * gradients not yet applied are discarded.
+ * gradients of clocks it ended still count (it is counted among their workers), those of a clock it never ended are
+ * discarded. When a run ends (its last worker left, the job was registered anew, or the proxy no longer lists it), the
+ * clocks its workers ended are applied in order before any clock of the next run, which counts from 0.
  *
  * <p>SYNC: a clock {@code c} is applied once every live worker has ended it: the gradients pushed for {@code c} are
  * combined per table by the {@link Applier} in a fixed order (worker id, then push sequence) and applied once; then
@@ -678,7 +680,7 @@ final class JobClocks {
         }
 
         private void startApplying(
-                final long run,
+                final long ofGeneration,
                 final long clock,
                 final ClockUpdates updates,
                 final int participants,
@@ -691,11 +693,11 @@ final class JobClocks {
                 } catch (Throwable failure) {
                     done = CompletableFuture.failedFuture(failure);
                 }
-                done.whenComplete((ok, failure) -> applied(run, clock, updates.bytes, failure));
+                done.whenComplete((ok, failure) -> applied(ofGeneration, clock, updates.bytes, failure));
             });
         }
 
-        private void applied(final long run, final long clock, final long bytes, final Throwable failure) {
+        private void applied(final long ofGeneration, final long clock, final long bytes, final Throwable failure) {
             if (failure != null) {
                 LOG.error("job {}: applying clock {} failed; its gradients are lost", id, clock, failure);
             }
@@ -703,7 +705,7 @@ final class JobClocks {
             synchronized (JobClocks.this) {
                 bufferedBytes -= bytes;
                 applying = false;
-                if (run == generation) {
+                if (ofGeneration == generation) {
                     // A clock of an ended run moves nothing of the next run.
                     applied = Math.max(applied, clock);
                     departed.removeIf(range -> range[1] <= applied);

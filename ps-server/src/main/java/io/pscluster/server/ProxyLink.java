@@ -16,6 +16,7 @@ import io.pscluster.proto.v1.RestoreReport;
 import io.pscluster.proto.v1.RoutingTable;
 import io.pscluster.proto.v1.ShardLoad;
 import io.pscluster.proto.v1.TableSchema;
+import io.pscluster.server.table.ParameterTable;
 import io.pscluster.wire.Backoff;
 import io.pscluster.wire.Slots;
 import java.io.IOException;
@@ -235,7 +236,9 @@ final class ProxyLink implements AutoCloseable {
                         .setApplyQueueDepth(shard.applyQueueDepth())
                         .setHeapUsedBytes(runtime.totalMemory() - runtime.freeMemory())
                         .setHeapMaxBytes(runtime.maxMemory())
-                        .setDroppedRows(droppedRows))
+                        .setDroppedRows(droppedRows)
+                        .setOffheapHeldBytes(ParameterTable.offHeapLimit() - ParameterTable.offHeapAvailable())
+                        .setOffheapLimitBytes(ParameterTable.offHeapLimit()))
                 .addAllTables(stats)
                 .addAllRestores(restoreReports())
                 .setJobsVersion(shard.jobsVersion())

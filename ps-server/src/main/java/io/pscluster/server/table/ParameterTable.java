@@ -110,6 +110,11 @@ public final class ParameterTable {
         return OffHeapBudget.JVM.available();
     }
 
+    /** The off-heap budget of this JVM's rows (see {@code OffHeapBudget}). */
+    public static long offHeapLimit() {
+        return OffHeapBudget.JVM.limit();
+    }
+
     /**
      * Whether the tables of this JVM have room for {@code bytes} more rows' bytes, after at most one collection to get
      * back the memory of dropped tables.
