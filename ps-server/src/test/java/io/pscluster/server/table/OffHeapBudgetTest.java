@@ -39,15 +39,7 @@ class OffHeapBudgetTest {
         final int chunk = 4096;
         final int chunks = 16_384;
         final OffHeapBudget budget = new OffHeapBudget((long) chunk * chunks);
-        // Each dropped at once, as a jcstress state's store is. A collection meanwhile (other tests' garbage) lets the
-        // cleaners return some of them on their own, so allocate until the budget is used up, not a fixed count.
-        long allocations = 0;
-        while (budget.available() >= chunk) {
-            budget.allocate(chunk);
-            allocations++;
-            assertThat(allocations).as("allocations to use the budget up").isLessThan(100L * chunks);
-        }
-        assertThat(budget.available()).isLessThan(chunk);
+        fillWithDroppedChunks(budget, chunk, chunks);
 
         // Nearly all of the budget at once: only a reclaim that waits for almost every cleaner has room for it.
         final int most = (chunks - 64) * chunk;
@@ -65,18 +57,28 @@ class OffHeapBudgetTest {
         final int chunk = 4096;
         final int chunks = 1024;
         final OffHeapBudget budget = new OffHeapBudget((long) chunk * chunks);
-        long allocations = 0;
-        while (budget.available() >= chunk) {
-            budget.allocate(chunk);
-            allocations++;
-            assertThat(allocations).isLessThan(100L * chunks);
-        }
+        fillWithDroppedChunks(budget, chunk, chunks);
         assertThat(budget.hasRoomFor((long) (chunks - 64) * chunk))
                 .as("room once the dropped chunks are collected")
                 .isTrue();
         assertThat(budget.hasRoomFor((long) (chunks + 1) * chunk))
                 .as("more than the budget")
                 .isFalse();
+    }
+
+    /**
+     * Allocates chunks of {@code chunk} bytes, each dropped at once (as a jcstress state's store is), until the budget
+     * is used up. A collection meanwhile (other tests' garbage) lets the cleaners return some of them on their own, so
+     * it allocates until the budget is full, not a fixed count.
+     */
+    private static void fillWithDroppedChunks(final OffHeapBudget budget, final int chunk, final int chunks) {
+        long allocations = 0;
+        while (budget.available() >= chunk) {
+            budget.allocate(chunk);
+            allocations++;
+            assertThat(allocations).as("allocations to use the budget up").isLessThan(100L * chunks);
+        }
+        assertThat(budget.available()).isLessThan(chunk);
     }
 
     /** Fills a partition until a row is refused, then counts collections during more refusals. */
