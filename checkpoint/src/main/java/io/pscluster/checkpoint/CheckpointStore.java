@@ -173,6 +173,22 @@ public final class CheckpointStore implements Closeable {
     }
 
     /**
+     * The ids of the {@code ckpt-*} directories above {@code id}, complete or not, highest first: one listing of the
+     * root, no manifest read.
+     */
+    public List<Long> idsAbove(long id) throws IOException {
+        List<Long> ids = new ArrayList<>();
+        for (FileStatus status : fs.listStatus(root)) {
+            long dirId = checkpointId(status);
+            if (dirId > id) {
+                ids.add(dirId);
+            }
+        }
+        ids.sort(Comparator.reverseOrder());
+        return ids;
+    }
+
+    /**
      * Keeps {@code id} from being handed out again once its directory is gone: unless another directory or an id mark
      * already holds an id as high, creates the mark {@code _ID-<id>} and {@code hsync}s it, then deletes lower marks.
      * Called before anything of the checkpoint is deleted.

@@ -162,6 +162,13 @@ class CheckpointCrashTest {
 
                 if (crash.victim.equals("proxy")) {
                     startProxy(cluster, deltas);
+                    if (crash.committed) {
+                        // Killed after the commit, before its state named it: the restarted proxy adopts it, so a
+                        // lost shard's slots would come back from it, not from the one before.
+                        assertThat(cluster.log("proxy"))
+                                .contains("checkpoint " + crashed + " was committed by this proxy but its state"
+                                        + " records " + previous + " as the latest");
+                    }
                 } else {
                     cluster.startShard(crash.victim, "--hadoop-conf", hadoopConf.toString());
                 }

@@ -3,6 +3,7 @@ package io.pscluster.proxy;
 import com.google.protobuf.ByteString;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
+import io.pscluster.checkpoint.CheckpointCorruptException;
 import io.pscluster.checkpoint.CheckpointInfo;
 import io.pscluster.checkpoint.CheckpointStore;
 import io.pscluster.checkpoint.ChunkCodec;
@@ -54,6 +55,8 @@ final class CheckpointCoordinator {
     private static final Logger LOG = LoggerFactory.getLogger(CheckpointCoordinator.class);
     static final String SLOT_OWNERS = "slot-owners";
     static final String ROUTING_EPOCH = "routing-epoch";
+    /** The manifest property naming the state of the proxy that committed it ({@link ClusterState#stateId()}). */
+    static final String PROXY_STATE = "proxy.state";
 
     private final ClusterState state;
     private final CheckpointStore store;
@@ -281,6 +284,7 @@ final class CheckpointCoordinator {
         final String[] slotOwners = state.slotOwners();
         final long epoch = state.epoch();
         final long id = store.nextId();
+        refuseIfAnotherProxyCommitted(id);
         LOG.info("checkpoint {} begins: {}", id, parent == null ? "a base" : "a delta of checkpoint " + parent.id());
         final OperationBoard.Operation operation = operations.begin("checkpoint", id);
         try {
@@ -436,6 +440,7 @@ final class CheckpointCoordinator {
         final List<Manifest.TableEntry> tableEntries = new ArrayList<>();
         tables.forEach(schema -> tableEntries.add(new Manifest.TableEntry(schema.getName(), schema.toByteArray())));
         properties.put(SLOT_OWNERS, SlotOwners.encode(slotOwners));
+        properties.put(PROXY_STATE, state.stateId());
         properties.put(ROUTING_EPOCH, Long.toString(epoch));
         final Manifest manifest = parent == null
                 ? new Manifest(id, System.currentTimeMillis(), Slots.SLOT_COUNT, tableEntries, files, properties)
@@ -451,6 +456,7 @@ final class CheckpointCoordinator {
                         tableEntries,
                         files,
                         properties);
+        refuseIfAnotherProxyCommitted(id);
         store.commit(manifest);
         try {
             state.checkpointCommitted(id, manifest.createdMillis());
@@ -469,6 +475,37 @@ final class CheckpointCoordinator {
                 maxHeld);
         applyRetention();
         return new Taken(new CheckpointInfo(id, store.checkpointDir(id), manifest), maxStall, properties.get(CUT));
+    }
+
+    /**
+     * Refuses to go on with checkpoint {@code id} when a checkpoint above the latest this proxy recorded was committed
+     * by another proxy's state: two clusters write under one root, and their ids, retention and restores would mix.
+     * A checkpoint that names no state (from a version before {@link #PROXY_STATE}) is not judged.
+     *
+     * @throws PsException FAILED_PRECONDITION naming the other checkpoint, both states and what to do.
+     */
+    private void refuseIfAnotherProxyCommitted(final long id) throws IOException {
+        final long latest = state.latestCheckpointId();
+        for (final long other : store.idsAbove(latest)) {
+            if (other == id) {
+                continue;
+            }
+            final Optional<CheckpointInfo> info;
+            try {
+                info = store.get(other);
+            } catch (CheckpointCorruptException e) {
+                continue;
+            }
+            final String writer = info.map(
+                            checkpoint -> checkpoint.manifest().properties().getOrDefault(PROXY_STATE, ""))
+                    .orElse("");
+            if (!writer.isEmpty() && !writer.equals(state.stateId())) {
+                throw PsException.failedPrecondition("checkpoint " + id + " not committed: checkpoint " + other
+                        + " under " + store.root() + " was committed by another proxy (state " + writer
+                        + "; this proxy's state is " + state.stateId() + ", its latest checkpoint " + latest + "). Two"
+                        + " clusters must not share a checkpoint root: stop one, or give it its own --checkpoint-dir");
+            }
+        }
     }
 
     private Set<String> jobsWithWorkers() {

@@ -34,6 +34,7 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.Optional;
 import java.util.Set;
+import java.util.UUID;
 import java.util.function.BooleanSupplier;
 import java.util.function.LongSupplier;
 import java.util.function.Supplier;
@@ -269,6 +270,16 @@ final class ClusterState {
     /** When {@link #dataCheckpointId} was taken, for rollback events (not persisted, like the latest's). */
     private long dataCheckpointCreatedMillis;
 
+    /** This state's identity for its whole life (the record's {@code state_id}); never put back by a failed change. */
+    private String stateId = "";
+    /**
+     * A checkpoint committed while the record could not be saved (0: none): the next change that saves records it,
+     * so that the record never misses a commit it could have named (and a restart adopts it, see the record's field).
+     */
+    private long unrecordedCheckpointId;
+
+    private long unrecordedCreatedMillis;
+
     private boolean graceOver;
     private boolean warnedNoTaker;
     /** The record the state equals between changes: the last one saved or loaded (or bootstrapped, unsaved). */
@@ -313,6 +324,14 @@ final class ClusterState {
         synchronized (state) {
             if (record.isPresent()) {
                 state.resume(record.get());
+                if (record.get().getStateId().isEmpty()) {
+                    // A record of an older proxy: save its new identity now, before a checkpoint names it.
+                    try {
+                        state.change("record the state's identity", () -> null);
+                    } catch (PsException e) {
+                        LOG.warn("{}", e.getMessage());
+                    }
+                }
             } else {
                 state.bootstrap(bootstrap.get(), existed);
             }
@@ -375,6 +394,7 @@ final class ClusterState {
                     settings.checkpointRoot());
         }
         applyRecord(record);
+        stateId = record.getStateId().isEmpty() ? UUID.randomUUID().toString() : record.getStateId();
         if (record.getClaimGrace()) {
             // Saved during the grace of a start without a record: that grace starts over, claims and all.
             bootstrapped = true;
@@ -408,6 +428,7 @@ final class ClusterState {
     }
 
     private void bootstrap(final Optional<Bootstrap> checkpoint, final BooleanSupplier existed) {
+        stateId = UUID.randomUUID().toString();
         holdForClaims = checkpoint.isPresent() || existed.getAsBoolean();
         if (checkpoint.isPresent()) {
             final Bootstrap from = checkpoint.get();
@@ -461,11 +482,15 @@ final class ClusterState {
         final Volatile before = captureVolatile();
         final RoutingTable routingBefore = routingContent();
         try {
+            if (unrecordedCheckpointId > 0) {
+                noteCheckpoint(unrecordedCheckpointId, unrecordedCreatedMillis);
+            }
             final T result = body.get();
             if (!routingContent().equals(routingBefore)) {
                 epoch++;
             }
             persist(what);
+            unrecordedCheckpointId = 0;
             return result;
         } catch (RuntimeException e) {
             putBack(before);
@@ -560,6 +585,7 @@ final class ClusterState {
     private ProxyStateRecord toRecord() {
         final ProxyStateRecord.Builder record = ProxyStateRecord.newBuilder()
                 .setCheckpointRoot(settings.checkpointRoot())
+                .setStateId(stateId)
                 .putAllTableCreatedMillis(tableCreatedMillis)
                 .setEpoch(epoch)
                 .setNextShardNumber(nextShardNumber)
@@ -615,12 +641,33 @@ final class ClusterState {
 
     // ---- checkpoints
 
-    /** Records a committed checkpoint as the one later restore orders use (an older one committing late does not). */
+    /**
+     * Records a committed checkpoint as the one later restore orders use (an older one committing late does not).
+     *
+     * @throws PsException UNAVAILABLE when the record cannot be saved: the next change that saves records the
+     *     checkpoint too (until then restore orders use the previous one).
+     */
     synchronized void checkpointCommitted(final long checkpointId, final long createdMillis) {
-        change("record checkpoint " + checkpointId, () -> {
-            noteCheckpoint(checkpointId, createdMillis);
-            return null;
-        });
+        try {
+            change("record checkpoint " + checkpointId, () -> {
+                noteCheckpoint(checkpointId, createdMillis);
+                return null;
+            });
+        } catch (PsException e) {
+            if (checkpointId > unrecordedCheckpointId) {
+                unrecordedCheckpointId = checkpointId;
+                unrecordedCreatedMillis = createdMillis;
+            }
+            throw e;
+        }
+    }
+
+    /**
+     * This state's identity: made when the state was first created and kept in its record for its life. The
+     * checkpoints this proxy commits name it ({@link CheckpointCoordinator#PROXY_STATE}).
+     */
+    synchronized String stateId() {
+        return stateId;
     }
 
     /**

@@ -113,6 +113,7 @@ public final class ProxyServer implements AutoCloseable {
             stateStore.close();
             throw e;
         }
+        adoptUnrecordedCheckpoint(state, store);
         noteCheckpointTimes(state, store);
         final ProxyServer proxy;
         try {
@@ -182,6 +183,62 @@ public final class ProxyServer implements AutoCloseable {
         }
         LOG.info("no readable checkpoint under {}", store.root());
         return Optional.empty();
+    }
+
+    /**
+     * Adopts the newest checkpoint above the latest the state records that this proxy's state committed: the proxy
+     * stopped after the commit and before the record named it, and the cluster's data moved on from it, so a lost
+     * shard's slots must come back from it rather than from the one before. A newer checkpoint of another state is
+     * logged as an error and left alone (checkpoints are refused while it is there, see {@link CheckpointCoordinator}).
+     * Best effort: a root that cannot be read is logged, and the record is then used as it is.
+     */
+    private static void adoptUnrecordedCheckpoint(final ClusterState state, final CheckpointStore store) {
+        final long recorded = state.latestCheckpointId();
+        try {
+            boolean adopted = false;
+            for (final long id : store.idsAbove(recorded)) {
+                final Optional<CheckpointInfo> found;
+                try {
+                    found = store.get(id);
+                } catch (IOException e) {
+                    LOG.warn("cannot read the manifest of checkpoint {}: {}", id, e.toString());
+                    continue;
+                }
+                if (found.isEmpty()) {
+                    continue;
+                }
+                final Manifest manifest = found.get().manifest();
+                final String writer = manifest.properties().getOrDefault(CheckpointCoordinator.PROXY_STATE, "");
+                if (writer.equals(state.stateId())) {
+                    if (!adopted) {
+                        adopted = true;
+                        LOG.warn(
+                                "checkpoint {} was committed by this proxy but its state records {} as the latest (the"
+                                        + " proxy stopped between the commit and the save): taking {} as the latest"
+                                        + " and as the checkpoint the data moved on from",
+                                id,
+                                recorded,
+                                id);
+                        try {
+                            state.checkpointCommitted(id, manifest.createdMillis());
+                        } catch (PsException e) {
+                            LOG.warn("{}", e.getMessage());
+                        }
+                    }
+                } else if (!writer.isEmpty()) {
+                    LOG.error(
+                            "checkpoint {} under {} was committed by another proxy (state {}; this proxy's state is {}):"
+                                    + " two clusters share this checkpoint root. It is not used, and this proxy takes"
+                                    + " no checkpoint while it is there",
+                            id,
+                            store.root(),
+                            writer,
+                            state.stateId());
+                }
+            }
+        } catch (IOException | RuntimeException e) {
+            LOG.warn("cannot list the checkpoints under {} above {}: {}", store.root(), recorded, e.toString());
+        }
     }
 
     /**

@@ -516,6 +516,47 @@ class ClusterStateDurabilityTest extends ClusterStateFixture {
     }
 
     /**
+     * A commit whose record could not be saved is recorded by the next change that saves, before that change's own
+     * effect: after an operator's restore of 7 the latest is 9 and the data is at 7, not the other way round.
+     */
+    @Test
+    void shouldRecordACheckpointWhoseSaveFailedWithTheNextChangeThatSaves() {
+        state.checkpointCommitted(5, 1_000);
+        store.failSaves.set(true);
+        assertStatus(() -> state.checkpointCommitted(7, 2_000), Status.Code.UNAVAILABLE);
+        assertThat(state.latestCheckpointId()).isEqualTo(5);
+
+        store.failSaves.set(false);
+        register("h1:1");
+        assertThat(store.saved().getLatestCheckpointId()).isEqualTo(7);
+        assertThat(store.saved().getDataCheckpointId()).isEqualTo(7);
+
+        store.failSaves.set(true);
+        assertStatus(() -> state.checkpointCommitted(9, 3_000), Status.Code.UNAVAILABLE);
+        store.failSaves.set(false);
+        state.restoringWhole(7, 2_000);
+        assertThat(store.saved().getLatestCheckpointId()).isEqualTo(9);
+        assertThat(store.saved().getDataCheckpointId()).isEqualTo(7);
+        assertThat(restart().dataCheckpointId()).isEqualTo(7);
+    }
+
+    /** A state's identity is made once and kept across restarts; a record of an older proxy gets one at once. */
+    @Test
+    void shouldKeepItsIdentityAcrossRestartsAndGiveAnOlderRecordOne() throws IOException {
+        final String id = state.stateId();
+        register("h1:1");
+        assertThat(id).isNotBlank();
+        assertThat(store.saved().getStateId()).isEqualTo(id);
+        assertThat(restart().stateId()).isEqualTo(id);
+
+        final MemoryStateStore older = new MemoryStateStore();
+        older.save(store.saved().toBuilder().clearStateId().build());
+        final ClusterState upgraded = open(older, Optional.empty());
+        assertThat(upgraded.stateId()).isNotBlank().isNotEqualTo(id);
+        assertThat(older.saved().getStateId()).isEqualTo(upgraded.stateId());
+    }
+
+    /**
      * After an operator restored checkpoint 5 into every shard (7 is the latest), a lost shard's slots come back from
      * 5 like the rest of the model, not from 7: a model mixed from two checkpoints is no checkpoint's. Across a proxy
      * restart too. The rollback event names 5 and its time.

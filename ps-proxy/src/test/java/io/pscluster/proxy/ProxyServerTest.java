@@ -2,6 +2,7 @@ package io.pscluster.proxy;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.awaitility.Awaitility.await;
 
 import io.grpc.Deadline;
 import io.grpc.Grpc;
@@ -40,8 +41,10 @@ import io.pscluster.proto.v1.WriteCheckpointResponse;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
@@ -467,6 +470,103 @@ class ProxyServerTest {
                         .getCheckpoint()
                         .getId())
                 .isPositive();
+    }
+
+    /**
+     * The proxy stops after a commit and before its state names the checkpoint (its thread held at the pause point
+     * after the rename, the proxy closed under it). Restarted on the same state, it takes that checkpoint as the latest
+     * and as the one the data moved on from: the next checkpoint is a delta of it, and a lost shard's slots would come
+     * back from it rather than from the one before.
+     */
+    @Test
+    void shouldAdoptItsOwnCheckpointCommittedJustBeforeItStopped() throws Exception {
+        final ProxyServer proxy = ProxyServer.start(context().deltasPerBase(4));
+        closeables.add(proxy::close);
+        final var stub = ProxyServiceGrpc.newBlockingStub(channel(proxy.port()));
+        final String a = register(stub, startFakeShard());
+        final String b = register(stub, startFakeShard());
+        stub.createTable(table("emb"));
+        final var admin = AdminServiceGrpc.newBlockingStub(channel(proxy.port()));
+        final long first = admin.checkpointNow(CheckpointNowRequest.getDefaultInstance())
+                .getCheckpoint()
+                .getId();
+        final CheckpointStore store = new CheckpointStore(root.toUri(), new Configuration());
+        PausePoints.arm(PausePoints.AFTER_RENAME);
+        try {
+            final CompletableFuture<?> held =
+                    CompletableFuture.runAsync(() -> admin.checkpointNow(CheckpointNowRequest.getDefaultInstance()));
+            await().atMost(Duration.ofSeconds(30)).until(() -> !PausePoints.armed(PausePoints.AFTER_RENAME));
+            proxy.close();
+            assertThat(held).failsWithin(Duration.ofSeconds(30));
+        } finally {
+            PausePoints.disarm(PausePoints.AFTER_RENAME);
+        }
+        final long second = store.list().get(0).id();
+        assertThat(second).as("committed before the proxy stopped").isEqualTo(first + 1);
+        assertThat(savedRecord().getLatestCheckpointId())
+                .as("what the state named")
+                .isEqualTo(first);
+
+        final ProxyServer restarted = ProxyServer.start(context().deltasPerBase(4));
+        closeables.add(restarted::close);
+        final var again = ProxyServiceGrpc.newBlockingStub(channel(restarted.port()));
+        again.heartbeat(HeartbeatRequest.newBuilder().setShardId(a).build());
+        again.heartbeat(HeartbeatRequest.newBuilder().setShardId(b).build());
+        final long third = AdminServiceGrpc.newBlockingStub(channel(restarted.port()))
+                .checkpointNow(CheckpointNowRequest.getDefaultInstance())
+                .getCheckpoint()
+                .getId();
+        assertThat(store.get(third).orElseThrow().manifest().parentId()).isEqualTo(second);
+        restarted.close();
+        assertThat(savedRecord().getLatestCheckpointId()).isEqualTo(third);
+    }
+
+    /**
+     * Another proxy (another state) committed a checkpoint under this root: this proxy refuses to take one, naming
+     * it, commits nothing, and does not adopt it when restarted.
+     */
+    @Test
+    void shouldRefuseToCheckpointWhenAnotherProxyCommittedUnderTheSameRoot() throws Exception {
+        final ProxyServer proxy = startProxy();
+        final var stub = ProxyServiceGrpc.newBlockingStub(channel(proxy.port()));
+        register(stub, startFakeShard());
+        stub.createTable(table("emb"));
+        final var admin = AdminServiceGrpc.newBlockingStub(channel(proxy.port()));
+        final long first = admin.checkpointNow(CheckpointNowRequest.getDefaultInstance())
+                .getCheckpoint()
+                .getId();
+        final CheckpointStore store = new CheckpointStore(root.toUri(), new Configuration());
+        final long foreign = store.nextId();
+        store.fileSystem().mkdirs(store.checkpointDir(foreign));
+        store.commit(new Manifest(
+                foreign,
+                System.currentTimeMillis(),
+                io.pscluster.wire.Slots.SLOT_COUNT,
+                List.of(),
+                List.of(),
+                java.util.Map.of(CheckpointCoordinator.PROXY_STATE, "the-other-cluster")));
+
+        assertThatThrownBy(() -> admin.checkpointNow(CheckpointNowRequest.getDefaultInstance()))
+                .isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
+                    assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.FAILED_PRECONDITION);
+                    assertThat(e.getStatus().getDescription())
+                            .contains("checkpoint " + foreign + " under")
+                            .contains("another proxy (state the-other-cluster");
+                });
+        assertThat(store.list().get(0).id()).isEqualTo(foreign);
+        proxy.close();
+
+        startProxy().close();
+        assertThat(savedRecord().getLatestCheckpointId()).isEqualTo(first);
+    }
+
+    private io.pscluster.proto.v1.ProxyStateRecord savedRecord() throws IOException {
+        final LocalFileStateStore saved = new LocalFileStateStore(ProxyServer.stateDir("", root.toUri()));
+        try {
+            return saved.load().orElseThrow();
+        } finally {
+            saved.close();
+        }
     }
 
     @Test
