@@ -127,6 +127,49 @@ class JobStateRestoreTest {
     }
 
     /**
+     * A worker that joins a run already started takes the job where it is, also while the run is in its first clock
+     * (so it is told clock 0): it gets no state back, even for a rank whose state the checkpoint holds.
+     */
+    @Test
+    void shouldGiveNoStateToAWorkerJoiningARunAlreadyStarted() throws Exception {
+        final String job = "joins-running";
+        final long a;
+        try (Run run = new Run(job)) {
+            run.awaitSteps(3);
+            a = AdminCalls.checkpointNow(cluster.proxyAddress());
+        }
+        await().atMost(Duration.ofSeconds(30)).until(() -> AdminCalls.workersOf(cluster.proxyAddress(), job) == 0);
+        assertThat(stateOf(a, job, 1)).isPresent();
+
+        final ExecutorService threads = Executors.newFixedThreadPool(WORKERS);
+        try {
+            final CompletableFuture<PsClient> one = CompletableFuture.supplyAsync(
+                    () -> PsClient.connect(worker(job).rank(1)), threads);
+            final CompletableFuture<PsClient> two = CompletableFuture.supplyAsync(
+                    () -> PsClient.connect(worker(job).rank(2)), threads);
+            try (PsClient second = two.get(60, TimeUnit.SECONDS)) {
+                try (PsClient first = one.get(60, TimeUnit.SECONDS)) {
+                    assertThat(first.restoredState())
+                            .as("rank 1 at the run's start")
+                            .isEqualTo(stateOf(a, job, 1));
+                    assertThat(second.currentClock()).isZero();
+                }
+                await().atMost(Duration.ofSeconds(30))
+                        .until(() -> AdminCalls.workersOf(cluster.proxyAddress(), job) == 1);
+                try (PsClient late = PsClient.connect(worker(job).rank(1))) {
+                    assertThat(late.currentClock()).isZero();
+                    assertThat(late.restoredState())
+                            .as("rank 1 joining the started run")
+                            .isEmpty();
+                }
+            }
+        } finally {
+            threads.shutdownNow();
+            threads.awaitTermination(30, TimeUnit.SECONDS);
+        }
+    }
+
+    /**
      * The manifest of the checkpoint the data is at is damaged when a new run's workers join: they join (a damaged
      * file must not stop every job), and {@code restoredState()} throws DATA_LOSS naming the checkpoint and the cause
      * instead of giving an empty state. A checkpoint taken meanwhile (the job down) records that the idle jobs' states
