@@ -418,6 +418,10 @@ final class ProxyLink implements AutoCloseable {
     private void retryLater(final RestoreOrder order, final Throwable failure) {
         final RestoreDirective directive = order.directive;
         final long delay = order.failed(failure);
+        shard.restoreFailed(
+                order.slots,
+                "attempt " + order.attempts + " of restore order " + directive.getOrderId() + " (checkpoint "
+                        + directive.getCheckpointId() + ") failed, retrying in " + delay + " ms: " + failure);
         if (order.attempts == 1) {
             LOG.warn(
                     "shard {} failed to restore order {} ({} slots from checkpoint {}): {}; retrying until done",

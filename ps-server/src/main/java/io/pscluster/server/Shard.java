@@ -1459,6 +1459,11 @@ public final class Shard implements AutoCloseable {
         ownership.beginRestore(slots);
     }
 
+    /** Says in every refusal of {@code slots} why their restore has not ended yet (see SlotOwnership). */
+    void restoreFailed(final BitSet slots, final String why) {
+        ownership.restoreFailed(slots, why);
+    }
+
     private static boolean intersects(final int[] fileSlots, final BitSet slots) {
         for (final int slot : fileSlots) {
             if (slots.get(slot)) {

@@ -2,8 +2,10 @@ package io.pscluster.server;
 
 import io.pscluster.wire.PsException;
 import io.pscluster.wire.Slots;
+import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.BitSet;
+import java.util.List;
 
 /**
  * The shard's view of which slots it serves, published as an immutable {@link View} through a volatile field:
@@ -21,12 +23,18 @@ final class SlotOwnership {
      * @param generation for each slot, the routing epoch at which this shard got it (0 for slots it does not own);
      *     never written after the view is published.
      */
-    record View(long epoch, BitSet owned, BitSet restoring, BitSet writable, long[] generation) {
+    record View(
+            long epoch, BitSet owned, BitSet restoring, BitSet writable, long[] generation, List<Trouble> troubles) {
         /** A view whose writable slots (owned and not restoring) are computed once. */
-        static View of(final long epoch, final BitSet owned, final BitSet restoring, final long[] generation) {
+        static View of(
+                final long epoch,
+                final BitSet owned,
+                final BitSet restoring,
+                final long[] generation,
+                final List<Trouble> troubles) {
             final BitSet writable = (BitSet) owned.clone();
             writable.andNot(restoring);
-            return new View(epoch, owned, restoring, writable, generation);
+            return new View(epoch, owned, restoring, writable, generation, troubles);
         }
 
         /**
@@ -39,7 +47,7 @@ final class SlotOwnership {
             if (restoring.get(slot)) {
                 throw PsException.restoring(
                         "shard " + shardId + " is restoring slot " + slot + " (table '" + table + "', key " + key
-                                + ") from a checkpoint",
+                                + ") from a checkpoint" + troubleOf(slot),
                         epoch);
             }
             if (!owned.get(slot)) {
@@ -57,6 +65,16 @@ final class SlotOwnership {
             }
         }
 
+        /** Why the restore of {@code slot} has not ended yet, as "; ..." for a refusal's message, or "". */
+        private String troubleOf(final int slot) {
+            for (final Trouble trouble : troubles) {
+                if (trouble.slots().get(slot)) {
+                    return "; " + trouble.why();
+                }
+            }
+            return "";
+        }
+
         int ownedCount() {
             return owned.cardinality();
         }
@@ -66,8 +84,11 @@ final class SlotOwnership {
         }
     }
 
-    private volatile View view =
-            View.of(0, new BitSet(Slots.SLOT_COUNT), new BitSet(Slots.SLOT_COUNT), new long[Slots.SLOT_COUNT]);
+    /** Why a restore of {@code slots} has not ended yet (its last attempt failed), for the slots' refusals. */
+    record Trouble(BitSet slots, String why) {}
+
+    private volatile View view = View.of(
+            0, new BitSet(Slots.SLOT_COUNT), new BitSet(Slots.SLOT_COUNT), new long[Slots.SLOT_COUNT], List.of());
 
     View view() {
         return view;
@@ -99,7 +120,7 @@ final class SlotOwnership {
             generation[slot] = generations[slot];
         }
         // Slots being restored stay refused until their restore ends, even if the routing moves on meanwhile.
-        view = View.of(epoch, (BitSet) owned.clone(), current.restoring, generation);
+        view = View.of(epoch, (BitSet) owned.clone(), current.restoring, generation, current.troubles);
         return lost;
     }
 
@@ -108,14 +129,40 @@ final class SlotOwnership {
         final View current = view;
         final BitSet restoring = (BitSet) current.restoring.clone();
         restoring.or(slots);
-        view = View.of(current.epoch, current.owned, restoring, current.generation);
+        // A new restore of them starts with no trouble told.
+        view = View.of(current.epoch, current.owned, restoring, current.generation, without(current.troubles, slots));
     }
 
+    /** Ends the restore of {@code slots}: they serve again, and no trouble of theirs is told any more. */
     synchronized void endRestore(final BitSet slots) {
         final View current = view;
         final BitSet restoring = (BitSet) current.restoring.clone();
         restoring.andNot(slots);
-        view = View.of(current.epoch, current.owned, restoring, current.generation);
+        view = View.of(current.epoch, current.owned, restoring, current.generation, without(current.troubles, slots));
+    }
+
+    /**
+     * Records why the restore of {@code slots} has not ended (its last attempt failed and is retried): a refusal of
+     * one of them says so, so that a caller whose deadline passes sees the cause and not only "restoring".
+     */
+    synchronized void restoreFailed(final BitSet slots, final String why) {
+        final View current = view;
+        final List<Trouble> troubles = new ArrayList<>(without(current.troubles, slots));
+        troubles.add(new Trouble((BitSet) slots.clone(), why));
+        view = View.of(current.epoch, current.owned, current.restoring, current.generation, List.copyOf(troubles));
+    }
+
+    private static List<Trouble> without(final List<Trouble> troubles, final BitSet slots) {
+        if (troubles.isEmpty()) {
+            return troubles;
+        }
+        final List<Trouble> kept = new ArrayList<>();
+        for (final Trouble trouble : troubles) {
+            if (!trouble.slots().intersects(slots)) {
+                kept.add(trouble);
+            }
+        }
+        return List.copyOf(kept);
     }
 
     /** The generations of the owned slots, parallel to their ascending order, for re-registration. */

@@ -1,6 +1,7 @@
 package io.pscluster.server;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.awaitility.Awaitility.await;
 
 import io.grpc.Grpc;
@@ -126,6 +127,46 @@ class RestoreOrderTest {
         await().atMost(GENEROUS)
                 .until(() -> proxy.heartbeats.size() > beats + 1
                         && proxy.lastHeartbeat().getRestoresCount() == 0);
+    }
+
+    /**
+     * While a restore keeps failing, a refusal of its slots names the last attempt's failure, so that a caller whose
+     * deadline passes sees why, not only "restoring"; once it succeeds, the slots serve.
+     */
+    @Test
+    void shouldNameTheLastFailureOfAStuckRestoreInTheSlotsRefusals() throws Exception {
+        checkpoints.countAndCommit(KEYS, 1);
+        proxy.tables.add(CounterCheckpoints.SCHEMA);
+        final java.util.BitSet all = new java.util.BitSet();
+        all.set(0, Slots.SLOT_COUNT);
+        proxy.routing = id -> TestRouting.movingSlots(id, "lost-shard", all, 1);
+        startShard();
+        final var admin = ShardAdminServiceGrpc.newBlockingStub(channel).withDeadlineAfter(10, TimeUnit.SECONDS);
+        admin.injectFault(InjectFaultRequest.newBuilder()
+                .setPoint(FaultPoints.FAIL_RESTORE)
+                .setEnabled(true)
+                .setTimes(1_000)
+                .build());
+        proxy.orders.add(order(9, 1));
+        proxy.routing = id -> TestRouting.allSlotsTo(id, 2);
+
+        await().atMost(GENEROUS)
+                .pollInterval(Duration.ofMillis(10))
+                .untilAsserted(() -> assertThatThrownBy(() -> server.shard().pull(CounterCheckpoints.TABLE, 2, KEYS))
+                        .isInstanceOfSatisfying(
+                                PsException.class,
+                                refused -> assertThat(refused.getMessage())
+                                        .contains("is restoring slot")
+                                        .contains("of restore order 9 (checkpoint 1) failed")
+                                        .contains("injected fault fail-restore")));
+
+        admin.injectFault(InjectFaultRequest.newBuilder()
+                .setPoint(FaultPoints.FAIL_RESTORE)
+                .setEnabled(false)
+                .build());
+        await().atMost(GENEROUS).until(() -> report(9, true).isPresent());
+        assertThat(floats(server.shard().pull(CounterCheckpoints.TABLE, 2, KEYS)))
+                .containsOnly(1f);
     }
 
     @Test
