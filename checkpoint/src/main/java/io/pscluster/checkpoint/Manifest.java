@@ -45,6 +45,12 @@ public record Manifest(
         List<TableEntry> tables,
         List<FileEntry> files,
         Map<String, String> properties) {
+    /**
+     * The prefix of the properties (then a shard id) that hold the push sequences each shard had accepted at the cut:
+     * base64 of a {@code pscluster.v1.PushWindows}. A shard restoring from the checkpoint adopts them, so that a push
+     * retried at it after its answer was lost, whose effect the checkpoint holds, is not applied again.
+     */
+    public static final String PUSH_WINDOWS_PROPERTY = "push-windows/";
 
     /** Whether a checkpoint restores on its own. */
     public enum Kind {

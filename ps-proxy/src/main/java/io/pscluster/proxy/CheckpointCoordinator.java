@@ -420,6 +420,12 @@ final class CheckpointCoordinator {
             final WriteCheckpointResponse response = responses.get(i);
             maxStall = Math.max(maxStall, response.getSnapshotMicros());
             maxHeld = Math.max(maxHeld, response.getHeldPushMicros());
+            if (!response.getPushWindows().isEmpty()) {
+                properties.put(
+                        Manifest.PUSH_WINDOWS_PROPERTY + owners.get(i).shardId(),
+                        Base64.getEncoder()
+                                .encodeToString(response.getPushWindows().toByteArray()));
+            }
             for (final CheckpointFile file : response.getFilesList()) {
                 files.add(new Manifest.FileEntry(
                         file.getTable(),

@@ -1,7 +1,12 @@
 package io.pscluster.server;
 
+import io.pscluster.proto.v1.ClientPushWindow;
+import io.pscluster.proto.v1.PushWindows;
 import io.pscluster.wire.PsException;
+import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import org.agrona.collections.LongHashSet;
 
@@ -22,6 +27,10 @@ import org.agrona.collections.LongHashSet;
 final class PushSequenceWindows {
     static final int DEFAULT_WINDOW = 65_536;
     static final int DEFAULT_CLIENTS = 16_384;
+    /** The newest sequences of each client a checkpoint keeps ({@link #capture}): pushes whose answer may be in doubt. */
+    static final int CAPTURED_PER_CLIENT = 1_024;
+    /** At most this many sequences in one capture, whatever the number of clients (fewer per client then). */
+    static final int CAPTURED_TOTAL = 1 << 20;
 
     private final int windowSize;
     private final Map<Long, Window> clients;
@@ -50,6 +59,79 @@ final class PushSequenceWindows {
         synchronized (clients) {
             return clients.computeIfAbsent(clientId, id -> new Window(id, windowSize));
         }
+    }
+
+    /** One client's newest accepted sequences, in acceptance order, as {@link #capture} copied them. */
+    record Captured(long clientId, long[] sequences) {}
+
+    /**
+     * The newest accepted sequences of every client (at most {@value #CAPTURED_PER_CLIENT} each, fewer when clients are
+     * many), for a checkpoint cut now: every one of them names a push whose effect the checkpoint holds. Copies only
+     * (it runs while pushes wait for the cut); {@link #encode} the result afterwards.
+     */
+    List<Captured> capture() {
+        final List<Window> all;
+        synchronized (clients) {
+            all = new ArrayList<>(clients.values());
+        }
+        final List<Captured> captured = new ArrayList<>(all.size());
+        if (all.isEmpty()) {
+            return captured;
+        }
+        final int perClient = Math.max(1, Math.min(CAPTURED_PER_CLIENT, CAPTURED_TOTAL / all.size()));
+        for (final Window window : all) {
+            final long[] newest;
+            synchronized (window) {
+                newest = window.newest(perClient);
+            }
+            if (newest.length > 0) {
+                captured.add(new Captured(window.clientId, newest));
+            }
+        }
+        return captured;
+    }
+
+    /** {@code captured} as a checkpoint keeps it: per client, its sequences ascending, delta-coded. */
+    static PushWindows encode(final List<Captured> captured) {
+        final PushWindows.Builder windows = PushWindows.newBuilder();
+        for (final Captured one : captured) {
+            final long[] sorted = one.sequences().clone();
+            Arrays.sort(sorted);
+            final ClientPushWindow.Builder client =
+                    ClientPushWindow.newBuilder().setClientId(one.clientId());
+            long previous = 0;
+            for (final long sequence : sorted) {
+                client.addSequenceDeltas(sequence - previous);
+                previous = sequence;
+            }
+            windows.addClients(client);
+        }
+        return windows.build();
+    }
+
+    /**
+     * Remembers the sequences of {@code captured} (another shard's, from the checkpoint whose rows this shard took) as
+     * accepted here: a retry of one of those pushes is answered as a repeat and applied nothing. Returns how many.
+     */
+    int adopt(final PushWindows captured) {
+        int adopted = 0;
+        for (final ClientPushWindow client : captured.getClientsList()) {
+            if (client.getClientId() == 0) {
+                continue;
+            }
+            final Window window = window(client.getClientId());
+            synchronized (window) {
+                long sequence = 0;
+                for (final long delta : client.getSequenceDeltasList()) {
+                    sequence += delta;
+                    if (!window.retained.contains(sequence)) {
+                        window.record(sequence);
+                        adopted++;
+                    }
+                }
+            }
+        }
+        return adopted;
     }
 
     int clientCount() {
@@ -121,6 +203,16 @@ final class PushSequenceWindows {
 
         int size() {
             return size;
+        }
+
+        /** The newest {@code count} (or fewer) sequences accepted, in acceptance order. */
+        long[] newest(final int count) {
+            final int n = Math.min(count, size);
+            final long[] out = new long[n];
+            for (int i = 0; i < n; i++) {
+                out[i] = ring[(head + size - n + i) % ring.length];
+            }
+            return out;
         }
     }
 }

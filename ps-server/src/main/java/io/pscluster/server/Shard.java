@@ -11,6 +11,7 @@ import io.pscluster.checkpoint.RowFileReader;
 import io.pscluster.checkpoint.RowFileWriter;
 import io.pscluster.proto.v1.Aggregation;
 import io.pscluster.proto.v1.CheckpointFile;
+import io.pscluster.proto.v1.PushWindows;
 import io.pscluster.proto.v1.RoutingTable;
 import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.proto.v1.TableStats;
@@ -41,6 +42,7 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicReference;
 import java.util.concurrent.locks.LockSupport;
 import java.util.concurrent.locks.ReentrantLock;
 import java.util.function.Consumer;
@@ -702,9 +704,20 @@ public final class Shard implements AutoCloseable {
                 new ShardSnapshot.Epochs(++cutEpochs, delta ? since.epoch() : 0, since == null ? 0 : since.epoch());
         final long partBytes = partBytesSetting > 0 ? partBytesSetting : partBufferBytes(snapshotTables.size());
         final ShardSnapshot snapshot;
+        final AtomicReference<List<PushSequenceWindows.Captured>> windowsAtCut = new AtomicReference<>(List.of());
         try {
             snapshot = ShardSnapshot.begin(
-                    writers, snapshotTables, covered::get, snapshotLimits, this::offerCutBetweenPushes, epochs);
+                    writers,
+                    snapshotTables,
+                    covered::get,
+                    snapshotLimits,
+                    offerCut -> offerCutBetweenPushes(() -> {
+                        offerCut.run();
+                        // No push is between its check and its record: every sequence accepted so far is of a push
+                        // queued ahead of the cut, whose effect the checkpoint holds.
+                        windowsAtCut.set(sequences.capture());
+                    }),
+                    epochs);
         } catch (IllegalStateException busy) {
             throw PsException.unavailable("shard " + shardId + " cannot checkpoint now: " + busy.getMessage());
         }
@@ -783,7 +796,13 @@ public final class Shard implements AutoCloseable {
                 snapshot.cutMicros(),
                 heldMicros,
                 snapshot.peakSavedBytes());
-        return new WrittenCheckpoint(files, snapshot.cutMicros(), covered, heldMicros, snapshot.peakSavedBytes());
+        return new WrittenCheckpoint(
+                files,
+                snapshot.cutMicros(),
+                covered,
+                heldMicros,
+                snapshot.peakSavedBytes(),
+                PushSequenceWindows.encode(windowsAtCut.get()));
     }
 
     /**
@@ -958,7 +977,8 @@ public final class Shard implements AutoCloseable {
             long snapshotMicros,
             BitSet covered,
             long heldPushMicros,
-            long peakSavedBytes) {}
+            long peakSavedBytes,
+            PushWindows pushWindows) {}
 
     /**
      * Replaces the rows of {@code slots} with those of checkpoint {@code checkpointId}, after verifying its
@@ -1313,6 +1333,7 @@ public final class Shard implements AutoCloseable {
             table.materializeDense(slots::get);
         }
         rememberRestoredCut(checkpoint, slots);
+        adoptPushWindows(checkpoint);
         ownership.endRestore(slots);
         LOG.info(
                 "shard {} restored {} rows of {} slots from checkpoint {}",
@@ -1452,6 +1473,38 @@ public final class Shard implements AutoCloseable {
         loader.finish();
         counted.end();
         return rows;
+    }
+
+    /**
+     * Remembers the push sequences the shards had accepted at {@code checkpoint}'s cut (its {@link
+     * Manifest#PUSH_WINDOWS_PROPERTY} properties) as accepted here, before the restored slots serve: a push whose answer was
+     * lost and that is retried here, its effect already in the rows just loaded, is answered as a repeat. Every
+     * shard's are taken (a sequence names one request; what a shard accepted, it applied whole). A property that does
+     * not decode is logged and skipped: it costs that dedupe, not the restore.
+     */
+    private void adoptPushWindows(final CheckpointInfo checkpoint) {
+        int adopted = 0;
+        for (final Map.Entry<String, String> property :
+                checkpoint.manifest().properties().entrySet()) {
+            if (!property.getKey().startsWith(Manifest.PUSH_WINDOWS_PROPERTY)) {
+                continue;
+            }
+            try {
+                adopted += sequences.adopt(
+                        PushWindows.parseFrom(java.util.Base64.getDecoder().decode(property.getValue())));
+            } catch (IllegalArgumentException | InvalidProtocolBufferException e) {
+                LOG.warn(
+                        "shard {}: checkpoint {} property {} does not decode ({}); retries of the pushes it names may"
+                                + " be applied again",
+                        name(),
+                        checkpoint.id(),
+                        property.getKey(),
+                        e.toString());
+            }
+        }
+        if (adopted > 0) {
+            LOG.info("shard {} took {} push sequences accepted before checkpoint {}", name(), adopted, checkpoint.id());
+        }
     }
 
     /** Refuses requests for {@code slots} (retryably) until a restore of them ends. */

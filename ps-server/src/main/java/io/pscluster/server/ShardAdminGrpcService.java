@@ -77,7 +77,8 @@ final class ShardAdminGrpcService extends ShardAdminServiceGrpc.ShardAdminServic
                     .addAllFiles(written.files())
                     .setSnapshotMicros(written.snapshotMicros())
                     .setHeldPushMicros(written.heldPushMicros())
-                    .setPeakSavedBytes(written.peakSavedBytes());
+                    .setPeakSavedBytes(written.peakSavedBytes())
+                    .setPushWindows(written.pushWindows().toByteString());
             written.covered().stream().forEach(answer::addCoveredSlots);
             return answer.build();
         });

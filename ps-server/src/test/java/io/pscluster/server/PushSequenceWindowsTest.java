@@ -4,6 +4,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.catchThrowableOfType;
 
 import io.grpc.Status;
+import io.pscluster.proto.v1.PushWindows;
 import io.pscluster.wire.PsException;
 import org.junit.jupiter.api.Test;
 
@@ -54,5 +55,40 @@ class PushSequenceWindowsTest {
         assertThat(windows.window(2).seen(1))
                 .as("client 2, evicted and new again")
                 .isFalse();
+    }
+    /**
+     * A capture keeps each client's newest accepted sequences (in acceptance order, not by value), and another shard
+     * adopting it takes them as accepted: their repeats are seen, others are not, and nothing is refused as forgotten.
+     */
+    @Test
+    void shouldCaptureTheNewestSequencesOfEachClientForAnotherShardToAdopt() throws Exception {
+        final PushSequenceWindows windows = new PushSequenceWindows(PushSequenceWindows.CAPTURED_PER_CLIENT * 2, 10);
+        final PushSequenceWindows.Window window = windows.window(5);
+        final int accepted = PushSequenceWindows.CAPTURED_PER_CLIENT + 100;
+        for (int i = 0; i < accepted; i++) {
+            // Out of order: 2001, 2000, 2003, 2002, ...
+            window.record(2_000 + (i ^ 1));
+        }
+        windows.window(9).record(77);
+
+        final PushWindows captured = PushSequenceWindows.encode(windows.capture());
+        assertThat(captured.getClientsList()).hasSize(2);
+
+        final PushSequenceWindows other = new PushSequenceWindows();
+        assertThat(other.adopt(PushWindows.parseFrom(captured.toByteArray())))
+                .isEqualTo(PushSequenceWindows.CAPTURED_PER_CLIENT + 1);
+        final PushSequenceWindows.Window adopted = other.window(5);
+        for (int i = accepted - PushSequenceWindows.CAPTURED_PER_CLIENT; i < accepted; i++) {
+            assertThat(adopted.seen(2_000 + (i ^ 1)))
+                    .as("sequence %d", 2_000 + (i ^ 1))
+                    .isTrue();
+        }
+        assertThat(adopted.seen(2_000))
+                .as("older than the capture: not known, not refused")
+                .isFalse();
+        assertThat(adopted.seen(2_000 + accepted)).isFalse();
+        assertThat(other.window(9).seen(77)).isTrue();
+        assertThat(other.window(5).size()).isEqualTo(PushSequenceWindows.CAPTURED_PER_CLIENT);
+        assertThat(other.adopt(captured)).as("adopting again adds nothing").isZero();
     }
 }

@@ -1,0 +1,76 @@
+package io.pscluster.local;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.pscluster.server.Shard;
+import io.pscluster.wire.Slots;
+import io.pscluster.worker.PsClient;
+import io.pscluster.worker.PsTable;
+import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.BitSet;
+import java.util.stream.LongStream;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+/**
+ * A push its shard accepted and applied, whose answer the client never got, retried at the shard its slots moved to
+ * (a drain's hand-over, or a crash after a checkpoint that holds the push): on a real cluster (proxy and two shards
+ * on loopback) it is applied once. The attempts carry one (client, sequence), as the SDK's do; the new owner knows it
+ * from the checkpoint its rows came from. A push with another sequence is applied as usual.
+ */
+class RetriedPushAfterTakeoverTest {
+    private static final String TABLE = "counter";
+
+    @TempDir
+    Path dir;
+
+    @ParameterizedTest(name = "drained: {0}")
+    @ValueSource(booleans = {true, false})
+    void shouldApplyOnceAPushRetriedAtTheNewOwnerOfItsSlots(final boolean drained) throws Exception {
+        try (LocalCluster cluster = LocalCluster.builder()
+                        .shards(2)
+                        .checkpointRoot(dir.resolve("checkpoints").toUri().toString())
+                        .keepCheckpoints(0)
+                        .start();
+                PsClient client = PsClient.connect(cluster.proxyAddress())) {
+            final PsTable table = client.createTable(CounterTable.schema(TABLE));
+            final Shard first = cluster.shard(0).shard();
+            final BitSet firstSlots = first.ownedSlots();
+            final long hash = Slots.tableHash(TABLE);
+            final long[] keys = LongStream.range(0, 1_000_000)
+                    .filter(key -> firstSlots.get(Slots.slotOf(hash, key)))
+                    .limit(500)
+                    .toArray();
+            final float[] minusOnes = new float[keys.length];
+            Arrays.fill(minusOnes, -1f);
+
+            // The first attempt: accepted (and applied) by the owner; its answer was lost on the way.
+            assertThat(first.push(TABLE, first.routingEpoch(), 42, 7, keys, minusOnes)
+                            .duplicate())
+                    .isFalse();
+            if (drained) {
+                cluster.stopShard(0);
+            } else {
+                AdminCalls.checkpointNow(cluster.proxyAddress());
+                cluster.crashShard(0);
+            }
+            cluster.awaitHealthy(60_000);
+            final Shard second = cluster.shard(1).shard();
+            assertThat(second.ownedSlots().cardinality()).isEqualTo(Slots.SLOT_COUNT);
+
+            assertThat(second.push(TABLE, second.routingEpoch(), 42, 7, keys, minusOnes)
+                            .duplicate())
+                    .as("the retry at the new owner")
+                    .isTrue();
+            assertThat(table.pull(keys)).containsOnly(1f);
+            assertThat(second.push(TABLE, second.routingEpoch(), 42, 8, keys, minusOnes)
+                            .duplicate())
+                    .as("another push of the same client")
+                    .isFalse();
+            second.flush().get(30, java.util.concurrent.TimeUnit.SECONDS);
+            assertThat(table.pull(keys)).containsOnly(2f);
+        }
+    }
+}
