@@ -468,7 +468,13 @@ final class CheckpointCoordinator {
             state.checkpointCommitted(id, manifest.createdMillis());
         } catch (PsException e) {
             // The checkpoint is committed; restore orders keep using the previous one until a save succeeds.
-            LOG.warn("checkpoint {} is committed but the proxy state does not name it yet: {}", id, e.getMessage());
+            LOG.warn(
+                    "checkpoint {} is committed; the proxy state does not name it yet, so a lost shard's slots come"
+                            + " back from checkpoint {} until a later save names it (or the proxy's next start adopts"
+                            + " it). The save failed: {}",
+                    id,
+                    state.dataCheckpointId(),
+                    e.getMessage());
         }
         LOG.info(
                 "checkpoint {} committed: {} files, {} rows, {} bytes; longest push stall {} us at the cut, {} us"
@@ -492,6 +498,8 @@ final class CheckpointCoordinator {
      */
     private void refuseIfAnotherProxyCommitted(final long id) throws IOException {
         final long latest = state.latestCheckpointId();
+        final List<Long> foreign = new ArrayList<>();
+        String writer = "";
         for (final long other : store.idsAbove(latest)) {
             if (other == id) {
                 continue;
@@ -502,15 +510,23 @@ final class CheckpointCoordinator {
             } catch (CheckpointCorruptException e) {
                 continue;
             }
-            final String writer = info.map(
+            final String committer = info.map(
                             checkpoint -> checkpoint.manifest().properties().getOrDefault(PROXY_STATE, ""))
                     .orElse("");
-            if (!writer.isEmpty() && !writer.equals(state.stateId())) {
-                throw PsException.failedPrecondition("checkpoint " + id + " not committed: checkpoint " + other
-                        + " under " + store.root() + " was committed by another proxy (state " + writer
-                        + "; this proxy's state is " + state.stateId() + ", its latest checkpoint " + latest + "). Two"
-                        + " clusters must not share a checkpoint root: stop one, or give it its own --checkpoint-dir");
+            if (!committer.isEmpty() && !committer.equals(state.stateId())) {
+                foreign.add(other);
+                writer = committer;
             }
+        }
+        if (!foreign.isEmpty()) {
+            final String root = store.root().toString();
+            throw PsException.failedPrecondition("checkpoint " + id + " not committed: checkpoint(s) " + foreign
+                    + " under " + root + " were committed by another proxy (state " + writer + "; this proxy's state"
+                    + " is " + state.stateId() + ", its latest checkpoint " + latest + "): two clusters must not"
+                    + " share a checkpoint root. Stop the other cluster's proxy or give it its own --checkpoint-dir;"
+                    + " then, to keep this cluster's model, delete those checkpoints (`psctl checkpoint delete"
+                    + " --checkpoint-dir " + root + " --id N` for each), or, to keep the other's, stop this proxy and"
+                    + " move its --state-dir away so that it starts from the newest checkpoint");
         }
     }
 

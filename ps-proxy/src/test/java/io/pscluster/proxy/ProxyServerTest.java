@@ -550,8 +550,9 @@ class ProxyServerTest {
                 .isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
                     assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.FAILED_PRECONDITION);
                     assertThat(e.getStatus().getDescription())
-                            .contains("checkpoint " + foreign + " under")
-                            .contains("another proxy (state the-other-cluster");
+                            .contains("checkpoint(s) [" + foreign + "] under")
+                            .contains("another proxy (state the-other-cluster")
+                            .contains("psctl checkpoint delete --checkpoint-dir");
                 });
         assertThat(store.list().get(0).id()).isEqualTo(foreign);
         proxy.close();
