@@ -84,6 +84,9 @@ final class SlotOwnership {
         }
     }
 
+    /** The longest trouble told in a refusal. */
+    static final int MAX_TROUBLE_CHARS = 1_000;
+
     /** Why a restore of {@code slots} has not ended yet (its last attempt failed), for the slots' refusals. */
     record Trouble(BitSet slots, String why) {}
 
@@ -129,8 +132,8 @@ final class SlotOwnership {
         final View current = view;
         final BitSet restoring = (BitSet) current.restoring.clone();
         restoring.or(slots);
-        // A new restore of them starts with no trouble told.
-        view = View.of(current.epoch, current.owned, restoring, current.generation, without(current.troubles, slots));
+        // A trouble told stays until the restore ends or fails again: each retry marks the slots again.
+        view = View.of(current.epoch, current.owned, restoring, current.generation, current.troubles);
     }
 
     /** Ends the restore of {@code slots}: they serve again, and no trouble of theirs is told any more. */
@@ -148,7 +151,9 @@ final class SlotOwnership {
     synchronized void restoreFailed(final BitSet slots, final String why) {
         final View current = view;
         final List<Trouble> troubles = new ArrayList<>(without(current.troubles, slots));
-        troubles.add(new Trouble((BitSet) slots.clone(), why));
+        // Short enough for a status message's trailer (a fallback over many damaged checkpoints says much).
+        final String told = why.length() <= MAX_TROUBLE_CHARS ? why : why.substring(0, MAX_TROUBLE_CHARS) + "...";
+        troubles.add(new Trouble((BitSet) slots.clone(), told));
         view = View.of(current.epoch, current.owned, current.restoring, current.generation, List.copyOf(troubles));
     }
 

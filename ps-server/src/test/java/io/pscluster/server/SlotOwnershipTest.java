@@ -179,4 +179,27 @@ class SlotOwnershipTest {
                         PsException.class, () -> ownership.view().check(3, 8, "shard-7", "emb", 1L)))))
                 .isEqualTo(PsException.Reject.WRONG_OWNER);
     }
+    /**
+     * A restore's last failure is told in its slots' refusals while the next attempt runs (each attempt marks the
+     * slots again), cut short when long, and forgotten once the restore ends.
+     */
+    @Test
+    void shouldTellTheLastFailureOfARestoreUntilItEnds() {
+        final SlotOwnership ownership = new SlotOwnership();
+        ownership.route(1, slots(0, 20));
+        ownership.beginRestore(slots(0, 10));
+        ownership.restoreFailed(slots(0, 10), "attempt 1 failed: " + "x".repeat(5_000));
+        ownership.beginRestore(slots(0, 10));
+
+        final String told = statusOfCheck(ownership.view(), 3).getStatus().getDescription();
+        assertThat(told)
+                .contains("is restoring slot 3", "attempt 1 failed: xxx")
+                .endsWith("...");
+        assertThat(told.length()).isLessThan(SlotOwnership.MAX_TROUBLE_CHARS + 200);
+
+        ownership.endRestore(slots(0, 10));
+        ownership.beginRestore(slots(0, 10));
+        assertThat(statusOfCheck(ownership.view(), 3).getStatus().getDescription())
+                .doesNotContain("failed");
+    }
 }
