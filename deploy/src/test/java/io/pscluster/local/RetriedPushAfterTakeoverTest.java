@@ -18,7 +18,8 @@ import org.junit.jupiter.params.provider.ValueSource;
  * A push its shard accepted and applied, whose answer the client never got, retried at the shard its slots moved to
  * (a drain's hand-over, or a crash after a checkpoint that holds the push): on a real cluster (proxy and two shards
  * on loopback) it is applied once. The attempts carry one (client, sequence), as the SDK's do; the new owner knows it
- * from the checkpoint its rows came from. A push with another sequence is applied as usual.
+ * from the checkpoint its rows came from. A sibling part with that sequence for slots the first shard never had (a
+ * request re-split after a routing change keeps its sequence) and a push with another sequence are applied.
  */
 class RetriedPushAfterTakeoverTest {
     private static final String TABLE = "counter";
@@ -45,6 +46,13 @@ class RetriedPushAfterTakeoverTest {
                     .toArray();
             final float[] minusOnes = new float[keys.length];
             Arrays.fill(minusOnes, -1f);
+            // Keys of the other shard's own slots: a sibling part of the same request, re-split after a routing
+            // change, keeps its sequence and was never at the first shard.
+            final BitSet secondSlots = cluster.shard(1).shard().ownedSlots();
+            final long[] siblingKeys = LongStream.range(0, 1_000_000)
+                    .filter(key -> secondSlots.get(Slots.slotOf(hash, key)))
+                    .limit(keys.length)
+                    .toArray();
 
             // The first attempt: accepted (and applied) by the owner; its answer was lost on the way.
             assertThat(first.push(TABLE, first.routingEpoch(), 42, 7, keys, minusOnes)
@@ -65,6 +73,12 @@ class RetriedPushAfterTakeoverTest {
                     .as("the retry at the new owner")
                     .isTrue();
             assertThat(table.pull(keys)).containsOnly(1f);
+            assertThat(second.push(TABLE, second.routingEpoch(), 42, 7, siblingKeys, minusOnes)
+                            .duplicate())
+                    .as("a sibling part for slots the first shard never had")
+                    .isFalse();
+            second.flush().get(30, java.util.concurrent.TimeUnit.SECONDS);
+            assertThat(table.pull(siblingKeys)).containsOnly(1f);
             assertThat(second.push(TABLE, second.routingEpoch(), 42, 8, keys, minusOnes)
                             .duplicate())
                     .as("another push of the same client")

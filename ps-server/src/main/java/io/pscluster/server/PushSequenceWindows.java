@@ -1,10 +1,14 @@
 package io.pscluster.server;
 
+import com.google.protobuf.ByteString;
 import io.pscluster.proto.v1.ClientPushWindow;
 import io.pscluster.proto.v1.PushWindows;
 import io.pscluster.wire.PsException;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.BitSet;
+import java.util.Comparator;
+import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -30,7 +34,9 @@ final class PushSequenceWindows {
     /** The newest sequences of each client a checkpoint keeps ({@link #capture}): pushes whose answer may be in doubt. */
     static final int CAPTURED_PER_CLIENT = 1_024;
     /** At most this many sequences in one capture, whatever the number of clients (fewer per client then). */
-    static final int CAPTURED_TOTAL = 1 << 20;
+    static final int CAPTURED_TOTAL = 1 << 16;
+    /** At most this many adopted captures are kept (the newest): another shard's retries do not last that long. */
+    static final int MAX_ADOPTED = 16;
 
     private final int windowSize;
     private final Map<Long, Window> clients;
@@ -91,9 +97,12 @@ final class PushSequenceWindows {
         return captured;
     }
 
-    /** {@code captured} as a checkpoint keeps it: per client, its sequences ascending, delta-coded. */
-    static PushWindows encode(final List<Captured> captured) {
-        final PushWindows.Builder windows = PushWindows.newBuilder();
+    /**
+     * {@code captured} as a checkpoint keeps it, with {@code slots}, those the shard owned at the cut: per client, its
+     * sequences ascending, delta-coded.
+     */
+    static PushWindows encode(final List<Captured> captured, final BitSet slots) {
+        final PushWindows.Builder windows = PushWindows.newBuilder().setSlots(ByteString.copyFrom(slots.toByteArray()));
         for (final Captured one : captured) {
             final long[] sorted = one.sequences().clone();
             Arrays.sort(sorted);
@@ -110,29 +119,78 @@ final class PushSequenceWindows {
     }
 
     /**
-     * Remembers the sequences of {@code captured} (another shard's, from the checkpoint whose rows this shard took) as
-     * accepted here: a retry of one of those pushes is answered as a repeat and applied nothing. Returns how many.
+     * Another shard's capture taken at checkpoint {@code checkpointId}'s cut (from the checkpoint this shard loaded
+     * rows of), kept apart from this shard's own windows: a request is a repeat of one of its sequences only if all
+     * its keys are in that shard's slots at the cut ({@link #adoptedHolds}). {@code source} names the capture (the
+     * manifest property): adopting it again replaces it. The newest {@value #MAX_ADOPTED} are kept.
      */
-    int adopt(final PushWindows captured) {
-        int adopted = 0;
+    void adopt(final long checkpointId, final String source, final PushWindows captured) {
+        final Map<Long, LongHashSet> byClient = new HashMap<>();
         for (final ClientPushWindow client : captured.getClientsList()) {
-            if (client.getClientId() == 0) {
-                continue;
-            }
-            final Window window = window(client.getClientId());
-            synchronized (window) {
-                long sequence = 0;
-                for (final long delta : client.getSequenceDeltasList()) {
-                    sequence += delta;
-                    if (!window.retained.contains(sequence)) {
-                        window.record(sequence);
-                        adopted++;
-                    }
-                }
+            final LongHashSet sequences = byClient.computeIfAbsent(client.getClientId(), id -> new LongHashSet());
+            long sequence = 0;
+            for (final long delta : client.getSequenceDeltasList()) {
+                sequence += delta;
+                sequences.add(sequence);
             }
         }
-        return adopted;
+        final Adopted adoptedNow = new Adopted(
+                checkpointId, source, BitSet.valueOf(captured.getSlots().asReadOnlyByteBuffer()), byClient);
+        synchronized (this) {
+            final List<Adopted> kept = new ArrayList<>();
+            for (final Adopted earlier : adopted) {
+                if (!earlier.source().equals(source) || earlier.checkpointId() != checkpointId) {
+                    kept.add(earlier);
+                }
+            }
+            kept.add(adoptedNow);
+            kept.sort(Comparator.comparingLong(Adopted::checkpointId));
+            adopted = List.copyOf(kept.subList(Math.max(0, kept.size() - MAX_ADOPTED), kept.size()));
+        }
     }
+
+    /**
+     * Forgets the captures adopted from checkpoints after {@code checkpointId}: a shard that loads rows of an older
+     * checkpoint must not take retries of pushes made between the two cuts (rolled back) for repeats.
+     */
+    synchronized void forgetAdoptedAfter(final long checkpointId) {
+        final List<Adopted> kept = new ArrayList<>();
+        for (final Adopted earlier : adopted) {
+            if (earlier.checkpointId() <= checkpointId) {
+                kept.add(earlier);
+            }
+        }
+        adopted = List.copyOf(kept);
+    }
+
+    /**
+     * Whether a request of {@code clientId} with {@code sequence} for keys in {@code slots} repeats a push another
+     * shard accepted before a cut whose rows this shard loaded: one of the adopted captures holds the sequence and
+     * its shard owned every one of those slots then. Lock-free.
+     */
+    boolean adoptedHolds(final long clientId, final long sequence, final int[] slots) {
+        for (final Adopted source : adopted) {
+            final LongHashSet sequences = source.byClient().get(clientId);
+            if (sequences != null && sequences.contains(sequence) && source.ownsAll(slots)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** A capture adopted from a checkpoint: read-only once made. */
+    private record Adopted(long checkpointId, String source, BitSet slots, Map<Long, LongHashSet> byClient) {
+        boolean ownsAll(final int[] requestSlots) {
+            for (final int slot : requestSlots) {
+                if (!slots.get(slot)) {
+                    return false;
+                }
+            }
+            return true;
+        }
+    }
+
+    private volatile List<Adopted> adopted = List.of();
 
     int clientCount() {
         synchronized (clients) {

@@ -421,7 +421,7 @@ public final class Shard implements AutoCloseable {
         final PushSequenceWindows.Window window = sequences.window(clientId);
         // Check, accept and record under one monitor: two copies of a push arriving at once are accepted once.
         synchronized (window) {
-            if (window.seen(sequence)) {
+            if (window.seen(sequence) || sequences.adoptedHolds(clientId, sequence, slots)) {
                 return new PushResult(keys.length, true);
             }
             accept.run();
@@ -705,6 +705,7 @@ public final class Shard implements AutoCloseable {
         final long partBytes = partBytesSetting > 0 ? partBytesSetting : partBufferBytes(snapshotTables.size());
         final ShardSnapshot snapshot;
         final AtomicReference<List<PushSequenceWindows.Captured>> windowsAtCut = new AtomicReference<>(List.of());
+        final AtomicReference<BitSet> ownedAtCut = new AtomicReference<>(new BitSet());
         try {
             snapshot = ShardSnapshot.begin(
                     writers,
@@ -716,6 +717,7 @@ public final class Shard implements AutoCloseable {
                         // No push is between its check and its record: every sequence accepted so far is of a push
                         // queued ahead of the cut, whose effect the checkpoint holds.
                         windowsAtCut.set(sequences.capture());
+                        ownedAtCut.set((BitSet) ownership.view().owned().clone());
                     }),
                     epochs);
         } catch (IllegalStateException busy) {
@@ -802,7 +804,7 @@ public final class Shard implements AutoCloseable {
                 covered,
                 heldMicros,
                 snapshot.peakSavedBytes(),
-                PushSequenceWindows.encode(windowsAtCut.get()));
+                PushSequenceWindows.encode(windowsAtCut.get(), ownedAtCut.get()));
     }
 
     /**
@@ -1476,13 +1478,16 @@ public final class Shard implements AutoCloseable {
     }
 
     /**
-     * Remembers the push sequences the shards had accepted at {@code checkpoint}'s cut (its {@link
-     * Manifest#PUSH_WINDOWS_PROPERTY} properties) as accepted here, before the restored slots serve: a push whose answer was
-     * lost and that is retried here, its effect already in the rows just loaded, is answered as a repeat. Every
-     * shard's are taken (a sequence names one request; what a shard accepted, it applied whole). A property that does
-     * not decode is logged and skipped: it costs that dedupe, not the restore.
+     * Adopts the push sequences the shards had accepted at {@code checkpoint}'s cut (its {@link
+     * Manifest#PUSH_WINDOWS_PROPERTY} properties), before the restored slots serve: a push whose answer was lost and
+     * that is retried here, its effect already in the rows just loaded, is answered as a repeat, if all its keys are in
+     * the slots the shard that accepted it owned then (a request re-split after a routing change keeps its sequence:
+     * a sibling part for other slots is applied). Captures adopted from later checkpoints are forgotten first (their
+     * pushes are rolled back now). A property that does not decode is logged and skipped: it costs that dedupe, not the
+     * restore.
      */
     private void adoptPushWindows(final CheckpointInfo checkpoint) {
+        sequences.forgetAdoptedAfter(checkpoint.id());
         int adopted = 0;
         for (final Map.Entry<String, String> property :
                 checkpoint.manifest().properties().entrySet()) {
@@ -1490,8 +1495,11 @@ public final class Shard implements AutoCloseable {
                 continue;
             }
             try {
-                adopted += sequences.adopt(
+                sequences.adopt(
+                        checkpoint.id(),
+                        property.getKey(),
                         PushWindows.parseFrom(java.util.Base64.getDecoder().decode(property.getValue())));
+                adopted++;
             } catch (IllegalArgumentException | InvalidProtocolBufferException e) {
                 LOG.warn(
                         "shard {}: checkpoint {} property {} does not decode ({}); retries of the pushes it names may"
@@ -1503,7 +1511,8 @@ public final class Shard implements AutoCloseable {
             }
         }
         if (adopted > 0) {
-            LOG.info("shard {} took {} push sequences accepted before checkpoint {}", name(), adopted, checkpoint.id());
+            LOG.info(
+                    "shard {} took the push sequences of {} shards at checkpoint {}", name(), adopted, checkpoint.id());
         }
     }
 

@@ -6,6 +6,8 @@ import static org.assertj.core.api.Assertions.catchThrowableOfType;
 import io.grpc.Status;
 import io.pscluster.proto.v1.PushWindows;
 import io.pscluster.wire.PsException;
+import java.util.BitSet;
+import java.util.List;
 import org.junit.jupiter.api.Test;
 
 class PushSequenceWindowsTest {
@@ -57,11 +59,12 @@ class PushSequenceWindowsTest {
                 .isFalse();
     }
     /**
-     * A capture keeps each client's newest accepted sequences (in acceptance order, not by value), and another shard
-     * adopting it takes them as accepted: their repeats are seen, others are not, and nothing is refused as forgotten.
+     * A capture keeps each client's newest accepted sequences (in acceptance order, not by value); a shard adopting
+     * it takes a request with one of them for a repeat only if all its keys are in the capturing shard's slots (a
+     * re-split request's sibling part for other slots keeps the sequence and must be applied).
      */
     @Test
-    void shouldCaptureTheNewestSequencesOfEachClientForAnotherShardToAdopt() throws Exception {
+    void shouldCaptureTheNewestSequencesOfEachClientForAnotherShardToAdoptForItsSlots() throws Exception {
         final PushSequenceWindows windows = new PushSequenceWindows(PushSequenceWindows.CAPTURED_PER_CLIENT * 2, 10);
         final PushSequenceWindows.Window window = windows.window(5);
         final int accepted = PushSequenceWindows.CAPTURED_PER_CLIENT + 100;
@@ -70,25 +73,60 @@ class PushSequenceWindowsTest {
             window.record(2_000 + (i ^ 1));
         }
         windows.window(9).record(77);
+        final BitSet owned = new BitSet();
+        owned.set(0, 100);
 
-        final PushWindows captured = PushSequenceWindows.encode(windows.capture());
+        final PushWindows captured = PushSequenceWindows.encode(windows.capture(), owned);
         assertThat(captured.getClientsList()).hasSize(2);
 
         final PushSequenceWindows other = new PushSequenceWindows();
-        assertThat(other.adopt(PushWindows.parseFrom(captured.toByteArray())))
-                .isEqualTo(PushSequenceWindows.CAPTURED_PER_CLIENT + 1);
-        final PushSequenceWindows.Window adopted = other.window(5);
+        other.adopt(3, "push-windows/s0", PushWindows.parseFrom(captured.toByteArray()));
+        final int[] inOwned = {0, 99};
         for (int i = accepted - PushSequenceWindows.CAPTURED_PER_CLIENT; i < accepted; i++) {
-            assertThat(adopted.seen(2_000 + (i ^ 1)))
+            assertThat(other.adoptedHolds(5, 2_000 + (i ^ 1), inOwned))
                     .as("sequence %d", 2_000 + (i ^ 1))
                     .isTrue();
         }
-        assertThat(adopted.seen(2_000))
-                .as("older than the capture: not known, not refused")
+        assertThat(other.adoptedHolds(5, 2_000, inOwned))
+                .as("older than the capture")
                 .isFalse();
-        assertThat(adopted.seen(2_000 + accepted)).isFalse();
-        assertThat(other.window(9).seen(77)).isTrue();
-        assertThat(other.window(5).size()).isEqualTo(PushSequenceWindows.CAPTURED_PER_CLIENT);
-        assertThat(other.adopt(captured)).as("adopting again adds nothing").isZero();
+        assertThat(other.adoptedHolds(5, 2_000 + accepted, inOwned)).isFalse();
+        assertThat(other.adoptedHolds(9, 77, inOwned)).isTrue();
+        assertThat(other.adoptedHolds(9, 77, new int[] {99, 100}))
+                .as("a part for a slot it did not own")
+                .isFalse();
+        assertThat(other.window(5).size()).as("its own window is untouched").isZero();
+    }
+
+    /** What a shard adopted does not push its own newest sequences out of its next capture. */
+    @Test
+    void shouldCaptureItsOwnSequencesAfterAdoptingAnothersFirst() {
+        final PushSequenceWindows donor = new PushSequenceWindows();
+        for (int i = 0; i < PushSequenceWindows.CAPTURED_PER_CLIENT; i++) {
+            donor.window(5).record(i + 1);
+        }
+        final PushSequenceWindows heir = new PushSequenceWindows();
+        heir.adopt(3, "push-windows/s0", PushSequenceWindows.encode(donor.capture(), new BitSet()));
+        heir.window(5).record(5_000);
+
+        final List<PushSequenceWindows.Captured> next = heir.capture();
+        assertThat(next)
+                .singleElement()
+                .satisfies(client -> assertThat(client.sequences()).containsExactly(5_000L));
+    }
+
+    /** A shard that loads an older checkpoint forgets what it adopted from later ones (their pushes are rolled back). */
+    @Test
+    void shouldForgetCapturesAdoptedFromCheckpointsAfterTheOneLoaded() {
+        final PushSequenceWindows donor = new PushSequenceWindows();
+        donor.window(5).record(7);
+        final BitSet all = new BitSet();
+        all.set(0, 10);
+        final PushSequenceWindows heir = new PushSequenceWindows();
+        heir.adopt(9, "push-windows/s0", PushSequenceWindows.encode(donor.capture(), all));
+        assertThat(heir.adoptedHolds(5, 7, new int[] {1})).isTrue();
+
+        heir.forgetAdoptedAfter(5);
+        assertThat(heir.adoptedHolds(5, 7, new int[] {1})).isFalse();
     }
 }
