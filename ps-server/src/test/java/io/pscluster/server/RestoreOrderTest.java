@@ -130,23 +130,37 @@ class RestoreOrderTest {
     }
 
     /**
-     * While a restore keeps failing, a refusal of its slots names the last attempt's failure, so that a caller whose
-     * deadline passes sees why, not only "restoring"; once it succeeds, the slots serve.
+     * Commits checkpoint 1 (KEYS counted once) and starts the shard owning nothing, with the routing that moves a lost
+     * shard's slots (all of them) to it: the order to restore them comes with it in one answer, when the test adds it.
      */
-    @Test
-    void shouldNameTheLastFailureOfAStuckRestoreInTheSlotsRefusals() throws Exception {
+    private void startShardAsALostShardsHeir() throws Exception {
         checkpoints.countAndCommit(KEYS, 1);
         proxy.tables.add(CounterCheckpoints.SCHEMA);
         final java.util.BitSet all = new java.util.BitSet();
         all.set(0, Slots.SLOT_COUNT);
         proxy.routing = id -> TestRouting.movingSlots(id, "lost-shard", all, 1);
         startShard();
-        final var admin = ShardAdminServiceGrpc.newBlockingStub(channel).withDeadlineAfter(10, TimeUnit.SECONDS);
-        admin.injectFault(InjectFaultRequest.newBuilder()
-                .setPoint(FaultPoints.FAIL_RESTORE)
-                .setEnabled(true)
-                .setTimes(1_000)
-                .build());
+    }
+
+    /** Switches the shard's {@link FaultPoints#FAIL_RESTORE} on (for {@code times} attempts) or off. */
+    private void failRestores(final boolean on, final int times) {
+        ShardAdminServiceGrpc.newBlockingStub(channel)
+                .withDeadlineAfter(10, TimeUnit.SECONDS)
+                .injectFault(InjectFaultRequest.newBuilder()
+                        .setPoint(FaultPoints.FAIL_RESTORE)
+                        .setEnabled(on)
+                        .setTimes(times)
+                        .build());
+    }
+
+    /**
+     * While a restore keeps failing, a refusal of its slots names the last attempt's failure, so that a caller whose
+     * deadline passes sees why, not only "restoring"; once it succeeds, the slots serve.
+     */
+    @Test
+    void shouldNameTheLastFailureOfAStuckRestoreInTheSlotsRefusals() throws Exception {
+        startShardAsALostShardsHeir();
+        failRestores(true, 1_000);
         proxy.orders.add(order(9, 1));
         proxy.routing = id -> TestRouting.allSlotsTo(id, 2);
 
@@ -160,10 +174,7 @@ class RestoreOrderTest {
                                         .contains("of restore order 9 (checkpoint 1) failed")
                                         .contains("injected fault fail-restore")));
 
-        admin.injectFault(InjectFaultRequest.newBuilder()
-                .setPoint(FaultPoints.FAIL_RESTORE)
-                .setEnabled(false)
-                .build());
+        failRestores(false, 0);
         await().atMost(GENEROUS).until(() -> report(9, true).isPresent());
         assertThat(floats(server.shard().pull(CounterCheckpoints.TABLE, 2, KEYS)))
                 .containsOnly(1f);
@@ -171,20 +182,8 @@ class RestoreOrderTest {
 
     @Test
     void shouldRetryATransientFailureUntilDoneWhileTheSlotsRefuseRequests() throws Exception {
-        checkpoints.countAndCommit(KEYS, 1);
-        proxy.tables.add(CounterCheckpoints.SCHEMA);
-        // The shard starts owning nothing; the slots and the order to restore them come in one answer.
-        final java.util.BitSet all = new java.util.BitSet();
-        all.set(0, Slots.SLOT_COUNT);
-        proxy.routing = id -> TestRouting.movingSlots(id, "lost-shard", all, 1);
-        startShard();
-        ShardAdminServiceGrpc.newBlockingStub(channel)
-                .withDeadlineAfter(10, TimeUnit.SECONDS)
-                .injectFault(InjectFaultRequest.newBuilder()
-                        .setPoint(FaultPoints.FAIL_RESTORE)
-                        .setEnabled(true)
-                        .setTimes(2)
-                        .build());
+        startShardAsALostShardsHeir();
+        failRestores(true, 2);
 
         // The order first: a heartbeat answer between the two lines must not hand the slots over without it (the
         // real proxy changes both under one lock).
