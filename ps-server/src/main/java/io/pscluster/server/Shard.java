@@ -1032,7 +1032,7 @@ public final class Shard implements AutoCloseable {
             throw e;
         }
         // From here a failure leaves the slots refusing requests: better unavailable than half restored.
-        return load(store, checkpoint, slots, progress, restoredTables);
+        return load(store, checkpoint, slots, progress, restoredTables, new StringBuilder());
     }
 
     /** What a restore order loaded: the checkpoint (and when it was taken), its rows, and a note (fallback). */
@@ -1165,7 +1165,12 @@ public final class Shard implements AutoCloseable {
                 }
             });
             return load(
-                    store, checkpoint, slots, progress, createTables(store, checkpoint, notes, false, createdSince));
+                    store,
+                    checkpoint,
+                    slots,
+                    progress,
+                    createTables(store, checkpoint, notes, false, createdSince),
+                    notes);
         } catch (CheckpointCorruptException corrupt) {
             appendDamage(damage, checkpoint.id(), corrupt.getMessage());
         } catch (PsException e) {
@@ -1288,7 +1293,8 @@ public final class Shard implements AutoCloseable {
             final CheckpointInfo checkpoint,
             final BitSet slots,
             final CheckpointProgressBoard.Restore restore,
-            final java.util.Set<String> tableNames)
+            final java.util.Set<String> tableNames,
+            final StringBuilder notes)
             throws IOException, InterruptedException {
         final Progress progress = restore.next("loading");
         // Pushes queued before the restore began are applied (then overwritten) before the slots are cleared.
@@ -1335,7 +1341,7 @@ public final class Shard implements AutoCloseable {
             table.materializeDense(slots::get);
         }
         rememberRestoredCut(checkpoint, slots);
-        adoptPushWindows(checkpoint);
+        adoptPushWindows(checkpoint, notes);
         ownership.endRestore(slots);
         LOG.info(
                 "shard {} restored {} rows of {} slots from checkpoint {}",
@@ -1483,10 +1489,10 @@ public final class Shard implements AutoCloseable {
      * that is retried here, its effect already in the rows just loaded, is answered as a repeat, if all its keys are in
      * the slots the shard that accepted it owned then (a request re-split after a routing change keeps its sequence:
      * a sibling part for other slots is applied). Captures adopted from later checkpoints are forgotten first (their
-     * pushes are rolled back now). A property that does not decode is logged and skipped: it costs that dedupe, not the
-     * restore.
+     * pushes are rolled back now). A property that does not decode is skipped, said in {@code notes} (the restore's
+     * report) and logged: it costs that dedupe, not the restore.
      */
-    private void adoptPushWindows(final CheckpointInfo checkpoint) {
+    private void adoptPushWindows(final CheckpointInfo checkpoint, final StringBuilder notes) {
         sequences.forgetAdoptedAfter(checkpoint.id());
         int adopted = 0;
         for (final Map.Entry<String, String> property :
@@ -1501,13 +1507,9 @@ public final class Shard implements AutoCloseable {
                         PushWindows.parseFrom(java.util.Base64.getDecoder().decode(property.getValue())));
                 adopted++;
             } catch (IllegalArgumentException | InvalidProtocolBufferException e) {
-                LOG.warn(
-                        "shard {}: checkpoint {} property {} does not decode ({}); retries of the pushes it names may"
-                                + " be applied again",
-                        name(),
-                        checkpoint.id(),
-                        property.getKey(),
-                        e.toString());
+                final String note = "checkpoint " + checkpoint.id() + "'s " + property.getKey() + " does not decode ("
+                        + e.getMessage() + "): retries of the pushes it names may be applied again";
+                note(notes, note);
             }
         }
         if (adopted > 0) {
