@@ -62,6 +62,16 @@ final class CounterCheckpoints implements AutoCloseable {
      */
     void countAndCommit(final long[] keys, final long id, final List<TableSchema> rowlessTables)
             throws IOException, InterruptedException {
+        countAndCommit(keys, id, rowlessTables, Map.of());
+    }
+
+    /** As {@link #countAndCommit(long[], long, List)}, the manifest holding {@code properties} too. */
+    void countAndCommit(
+            final long[] keys,
+            final long id,
+            final List<TableSchema> rowlessTables,
+            final Map<String, String> properties)
+            throws IOException, InterruptedException {
         final float[] minusOnes = new float[keys.length];
         Arrays.fill(minusOnes, -1f);
         writer.push(TABLE, 1, 0, 0, keys, minusOnes);
@@ -78,7 +88,7 @@ final class CounterCheckpoints implements AutoCloseable {
                         .map(schema -> new Manifest.TableEntry(schema.getName(), schema.toByteArray()))
                         .toList(),
                 files,
-                Map.of()));
+                properties));
     }
 
     /** Flips one byte in the middle of checkpoint {@code id}'s row file. */

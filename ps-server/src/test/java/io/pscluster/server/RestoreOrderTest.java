@@ -7,6 +7,7 @@ import static org.awaitility.Awaitility.await;
 import io.grpc.Grpc;
 import io.grpc.InsecureChannelCredentials;
 import io.grpc.ManagedChannel;
+import io.pscluster.checkpoint.Manifest;
 import io.pscluster.proto.v1.InjectFaultRequest;
 import io.pscluster.proto.v1.OptimizerSpec;
 import io.pscluster.proto.v1.RestoreDirective;
@@ -22,6 +23,7 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.HashSet;
 import java.util.List;
+import java.util.Map;
 import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.TimeUnit;
@@ -151,6 +153,24 @@ class RestoreOrderTest {
                         .setEnabled(on)
                         .setTimes(times)
                         .build());
+    }
+
+    /** A checkpoint whose kept push sequences do not decode restores all the same, and its report says what is lost. */
+    @Test
+    void shouldRestoreButSaySoWhenTheKeptPushSequencesDoNotDecode() throws Exception {
+        checkpoints.countAndCommit(
+                KEYS, 1, List.of(), Map.of(Manifest.PUSH_WINDOWS_PROPERTY + "s9", "not base64 at all!"));
+        proxy.tables.add(CounterCheckpoints.SCHEMA);
+        proxy.orders.add(order(6, 1));
+        proxy.routing = id -> TestRouting.allSlotsTo(id, 2);
+        startShard();
+
+        await().atMost(GENEROUS).until(() -> report(6, true).isPresent());
+        assertThat(report(6, true).orElseThrow().getNote())
+                .contains(Manifest.PUSH_WINDOWS_PROPERTY + "s9 does not decode")
+                .contains("may be applied again");
+        assertThat(floats(server.shard().pull(CounterCheckpoints.TABLE, 2, KEYS)))
+                .containsOnly(1f);
     }
 
     /**
