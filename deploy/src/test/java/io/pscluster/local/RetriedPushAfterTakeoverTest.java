@@ -18,14 +18,23 @@ import org.junit.jupiter.params.provider.ValueSource;
  * A push its shard accepted and applied, whose answer the client never got, retried at the shard its slots moved to
  * (a drain's hand-over, or a crash after a checkpoint that holds the push): on a real cluster (proxy and two shards
  * on loopback) it is applied once. The attempts carry one (client, sequence), as the SDK's do; the new owner knows it
- * from the checkpoint its rows came from. A sibling part with that sequence for slots the first shard never had (a
- * request re-split after a routing change keeps its sequence) and a push with another sequence are applied.
+ * from the checkpoint its rows came from. A part of a request re-split after a routing change keeps the request's
+ * sequence: when the first shard applied such a part alone, its sibling, applied nowhere yet, is applied at the new
+ * owner. A push with another sequence is applied as usual.
  */
 class RetriedPushAfterTakeoverTest {
     private static final String TABLE = "counter";
 
+    private static final Shard.JobTag NO_JOB = Shard.JobTag.NONE;
+
     @TempDir
     Path dir;
+
+    private static float[] minusOnes(final long[] keys) {
+        final float[] gradients = new float[keys.length];
+        Arrays.fill(gradients, -1f);
+        return gradients;
+    }
 
     @ParameterizedTest(name = "drained: {0}")
     @ValueSource(booleans = {true, false})
@@ -46,16 +55,23 @@ class RetriedPushAfterTakeoverTest {
                     .toArray();
             final float[] minusOnes = new float[keys.length];
             Arrays.fill(minusOnes, -1f);
-            // Keys of the other shard's own slots: a sibling part of the same request, re-split after a routing
-            // change, keeps its sequence and was never at the first shard.
-            final BitSet secondSlots = cluster.shard(1).shard().ownedSlots();
-            final long[] siblingKeys = LongStream.range(0, 1_000_000)
-                    .filter(key -> secondSlots.get(Slots.slotOf(hash, key)))
-                    .limit(keys.length)
+            // A request re-split after a routing change: one part applied by the first shard, its sibling (other
+            // keys of the first shard's slots, and of the other shard's) not yet applied anywhere; both keep the
+            // request's sequence.
+            final long[] partKeys = Arrays.copyOf(keys, keys.length / 2);
+            final long[] restOfKeys = Arrays.copyOfRange(keys, keys.length / 2, keys.length);
+            final long[] otherShardKeys = LongStream.range(0, 1_000_000)
+                    .filter(key -> !firstSlots.get(Slots.slotOf(hash, key)))
+                    .limit(100)
+                    .toArray();
+            final long[] siblingKeys = LongStream.concat(Arrays.stream(restOfKeys), Arrays.stream(otherShardKeys))
                     .toArray();
 
             // The first attempt: accepted (and applied) by the owner; its answer was lost on the way.
             assertThat(first.push(TABLE, first.routingEpoch(), 42, 7, keys, minusOnes)
+                            .duplicate())
+                    .isFalse();
+            assertThat(first.push(TABLE, first.routingEpoch(), 42, 9, true, partKeys, minusOnes(partKeys), NO_JOB, null)
                             .duplicate())
                     .isFalse();
             if (drained) {
@@ -72,19 +88,34 @@ class RetriedPushAfterTakeoverTest {
                             .duplicate())
                     .as("the retry at the new owner")
                     .isTrue();
-            assertThat(table.pull(keys)).containsOnly(1f);
-            assertThat(second.push(TABLE, second.routingEpoch(), 42, 7, siblingKeys, minusOnes)
+            assertThat(table.pull(restOfKeys)).containsOnly(1f);
+            assertThat(table.pull(partKeys)).as("the whole push and the part").containsOnly(2f);
+            assertThat(second.push(
+                                    TABLE,
+                                    second.routingEpoch(),
+                                    42,
+                                    9,
+                                    true,
+                                    siblingKeys,
+                                    minusOnes(siblingKeys),
+                                    NO_JOB,
+                                    null)
                             .duplicate())
-                    .as("a sibling part for slots the first shard never had")
+                    .as("the sibling of a part the first shard applied alone")
                     .isFalse();
             second.flush().get(30, java.util.concurrent.TimeUnit.SECONDS);
-            assertThat(table.pull(siblingKeys)).containsOnly(1f);
+            assertThat(table.pull(restOfKeys))
+                    .as("the whole push and the sibling")
+                    .containsOnly(2f);
+            assertThat(table.pull(otherShardKeys))
+                    .as("the sibling, applied once")
+                    .containsOnly(1f);
             assertThat(second.push(TABLE, second.routingEpoch(), 42, 8, keys, minusOnes)
                             .duplicate())
                     .as("another push of the same client")
                     .isFalse();
             second.flush().get(30, java.util.concurrent.TimeUnit.SECONDS);
-            assertThat(table.pull(keys)).containsOnly(2f);
+            assertThat(table.pull(keys)).containsOnly(3f);
         }
     }
 }

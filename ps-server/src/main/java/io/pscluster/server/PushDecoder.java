@@ -47,6 +47,7 @@ final class PushDecoder implements MethodDescriptor.Marshaller<PushDecoder.Decod
             String jobId,
             int workerId,
             long clock,
+            boolean partial,
             long[] keys,
             float[] gradients,
             PushRequest undecodable) {
@@ -63,6 +64,7 @@ final class PushDecoder implements MethodDescriptor.Marshaller<PushDecoder.Decod
                     .setJobId(jobId)
                     .setWorkerId(workerId)
                     .setClock(clock)
+                    .setPartial(partial)
                     .setKeys(LittleEndian.encodeLongs(keys))
                     .setGradients(LittleEndian.encodeFloats(gradients))
                     .build();
@@ -178,6 +180,7 @@ final class PushDecoder implements MethodDescriptor.Marshaller<PushDecoder.Decod
                 request.getJobId(),
                 request.getWorkerId(),
                 request.getClock(),
+                request.getPartial(),
                 keys,
                 gradients,
                 undecodable);

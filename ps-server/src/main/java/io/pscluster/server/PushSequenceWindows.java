@@ -1,17 +1,15 @@
 package io.pscluster.server;
 
-import com.google.protobuf.ByteString;
 import io.pscluster.proto.v1.ClientPushWindow;
 import io.pscluster.proto.v1.PushWindows;
 import io.pscluster.wire.PsException;
 import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.BitSet;
-import java.util.Comparator;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.TreeSet;
 import org.agrona.collections.LongHashSet;
 
 /**
@@ -35,8 +33,8 @@ final class PushSequenceWindows {
     static final int CAPTURED_PER_CLIENT = 1_024;
     /** At most this many sequences in one capture, whatever the number of clients (fewer per client then). */
     static final int CAPTURED_TOTAL = 1 << 16;
-    /** At most this many adopted captures are kept (the newest): another shard's retries do not last that long. */
-    static final int MAX_ADOPTED = 16;
+    /** The captures of at most this many checkpoints are kept (the newest): retries do not last that long. */
+    static final int ADOPTED_CHECKPOINTS = 2;
 
     private final int windowSize;
     private final Map<Long, Window> clients;
@@ -97,12 +95,9 @@ final class PushSequenceWindows {
         return captured;
     }
 
-    /**
-     * {@code captured} as a checkpoint keeps it, with {@code slots}, those the shard owned at the cut: per client, its
-     * sequences ascending, delta-coded.
-     */
-    static PushWindows encode(final List<Captured> captured, final BitSet slots) {
-        final PushWindows.Builder windows = PushWindows.newBuilder().setSlots(ByteString.copyFrom(slots.toByteArray()));
+    /** {@code captured} as a checkpoint keeps it: per client, its sequences ascending, delta-coded. */
+    static PushWindows encode(final List<Captured> captured) {
+        final PushWindows.Builder windows = PushWindows.newBuilder();
         for (final Captured one : captured) {
             final long[] sorted = one.sequences().clone();
             Arrays.sort(sorted);
@@ -120,9 +115,10 @@ final class PushSequenceWindows {
 
     /**
      * Another shard's capture taken at checkpoint {@code checkpointId}'s cut (from the checkpoint this shard loaded
-     * rows of), kept apart from this shard's own windows: a request is a repeat of one of its sequences only if all
-     * its keys are in that shard's slots at the cut ({@link #adoptedHolds}). {@code source} names the capture (the
-     * manifest property): adopting it again replaces it. The newest {@value #MAX_ADOPTED} are kept.
+     * rows of), kept apart from this shard's own windows (its own next capture holds only its own sequences): a
+     * request with one of its sequences is a repeat ({@link #adoptedHolds}). {@code source} names the capture (the
+     * manifest property): adopting it again replaces it. The captures of the newest {@value #ADOPTED_CHECKPOINTS}
+     * checkpoints are kept.
      */
     void adopt(final long checkpointId, final String source, final PushWindows captured) {
         final Map<Long, LongHashSet> byClient = new HashMap<>();
@@ -134,8 +130,7 @@ final class PushSequenceWindows {
                 sequences.add(sequence);
             }
         }
-        final Adopted adoptedNow = new Adopted(
-                checkpointId, source, BitSet.valueOf(captured.getSlots().asReadOnlyByteBuffer()), byClient);
+        final Adopted adoptedNow = new Adopted(checkpointId, source, byClient);
         synchronized (this) {
             final List<Adopted> kept = new ArrayList<>();
             for (final Adopted earlier : adopted) {
@@ -144,8 +139,13 @@ final class PushSequenceWindows {
                 }
             }
             kept.add(adoptedNow);
-            kept.sort(Comparator.comparingLong(Adopted::checkpointId));
-            adopted = List.copyOf(kept.subList(Math.max(0, kept.size() - MAX_ADOPTED), kept.size()));
+            final TreeSet<Long> checkpoints = new TreeSet<>();
+            kept.forEach(capture -> checkpoints.add(capture.checkpointId()));
+            while (checkpoints.size() > ADOPTED_CHECKPOINTS) {
+                checkpoints.pollFirst();
+            }
+            kept.removeIf(capture -> !checkpoints.contains(capture.checkpointId()));
+            adopted = List.copyOf(kept);
         }
     }
 
@@ -164,14 +164,15 @@ final class PushSequenceWindows {
     }
 
     /**
-     * Whether a request of {@code clientId} with {@code sequence} for keys in {@code slots} repeats a push another
-     * shard accepted before a cut whose rows this shard loaded: one of the adopted captures holds the sequence and
-     * its shard owned every one of those slots then. Lock-free.
+     * Whether a request of {@code clientId} with {@code sequence} repeats a push another shard accepted whole before
+     * a cut whose rows this shard loaded: one of the adopted captures holds the sequence. Every request with that
+     * sequence carries a part of that push's keys (sequences are taken once per request; re-split parts keep it), so
+     * the push's effect is in the rows. Lock-free.
      */
-    boolean adoptedHolds(final long clientId, final long sequence, final int[] slots) {
+    boolean adoptedHolds(final long clientId, final long sequence) {
         for (final Adopted source : adopted) {
             final LongHashSet sequences = source.byClient().get(clientId);
-            if (sequences != null && sequences.contains(sequence) && source.ownsAll(slots)) {
+            if (sequences != null && sequences.contains(sequence)) {
                 return true;
             }
         }
@@ -179,16 +180,7 @@ final class PushSequenceWindows {
     }
 
     /** A capture adopted from a checkpoint: read-only once made. */
-    private record Adopted(long checkpointId, String source, BitSet slots, Map<Long, LongHashSet> byClient) {
-        boolean ownsAll(final int[] requestSlots) {
-            for (final int slot : requestSlots) {
-                if (!slots.get(slot)) {
-                    return false;
-                }
-            }
-            return true;
-        }
-    }
+    private record Adopted(long checkpointId, String source, Map<Long, LongHashSet> byClient) {}
 
     private volatile List<Adopted> adopted = List.of();
 
@@ -226,25 +218,35 @@ final class PushSequenceWindows {
             if (sequence <= highestEvicted) {
                 throw PsException.failedPrecondition("push of client " + clientId + " with sequence " + sequence
                         + " is older than the last " + capacity + " pushes this shard remembers (oldest remembered: "
-                        + ring[head] + "); it may have been applied and is not applied again");
+                        + (ring[head] >> 1) + "); it may have been applied and is not applied again");
             }
             return false;
         }
 
-        /** Remembers an accepted sequence, forgetting the oldest accepted one when the window is full. */
+        /** Remembers a sequence accepted whole ({@link #record(long, boolean)}). */
         void record(final long sequence) {
+            record(sequence, false);
+        }
+
+        /**
+         * Remembers an accepted sequence, forgetting the oldest accepted one when the window is full; {@code partial}
+         * when the request carried only some of its sequence's keys (it is then left out of {@link #newest}).
+         */
+        void record(final long sequence, final boolean partial) {
+            // The ring keeps each sequence shifted left by one, its lowest bit saying partial (sequences are positive).
+            final long entry = sequence << 1 | (partial ? 1 : 0);
             if (size == capacity) {
-                final long evicted = ring[head];
+                final long evicted = ring[head] >> 1;
                 retained.remove(evicted);
                 highestEvicted = Math.max(highestEvicted, evicted);
-                ring[head] = sequence;
+                ring[head] = entry;
                 // Full means the ring has grown to exactly capacity entries.
                 head = (head + 1) % ring.length;
             } else {
                 if (size == ring.length) {
                     grow();
                 }
-                ring[(head + size) % ring.length] = sequence;
+                ring[(head + size) % ring.length] = entry;
                 size++;
             }
             retained.add(sequence);
@@ -263,14 +265,18 @@ final class PushSequenceWindows {
             return size;
         }
 
-        /** The newest {@code count} (or fewer) sequences accepted, in acceptance order. */
+        /** The sequences accepted whole among the newest {@code count} accepted, in acceptance order. */
         long[] newest(final int count) {
             final int n = Math.min(count, size);
             final long[] out = new long[n];
+            int whole = 0;
             for (int i = 0; i < n; i++) {
-                out[i] = ring[(head + size - n + i) % ring.length];
+                final long entry = ring[(head + size - n + i) % ring.length];
+                if ((entry & 1) == 0) {
+                    out[whole++] = entry >> 1;
+                }
             }
-            return out;
+            return whole == n ? out : Arrays.copyOf(out, whole);
         }
     }
 }

@@ -358,18 +358,21 @@ public final class Shard implements AutoCloseable {
             final long[] keys,
             final float[] gradients,
             final JobTag tag) {
-        return push(tableName, routingEpoch, clientId, sequence, keys, gradients, tag, null);
+        return push(tableName, routingEpoch, clientId, sequence, false, keys, gradients, tag, null);
     }
 
     /**
-     * {@link #push(String, long, long, long, long[], float[], JobTag)}; with {@code later} not null, an async push's
-     * writers are woken by {@code later} (which the caller must reach once it has answered), not before this returns.
+     * {@link #push(String, long, long, long, long[], float[], JobTag)}; {@code partial} when the request carries only
+     * some of the keys first sent under its sequence (a re-split part: deduped, but its sequence is not kept in
+     * checkpoints); with {@code later} not null, an async push's writers are woken by {@code later} (which the caller
+     * must reach once it has answered), not before this returns.
      */
     public PushResult push(
             final String tableName,
             final long routingEpoch,
             final long clientId,
             final long sequence,
+            final boolean partial,
             final long[] keys,
             final float[] gradients,
             final JobTag tag,
@@ -377,7 +380,7 @@ public final class Shard implements AutoCloseable {
         requests.incrementAndGet();
         enterOffers();
         try {
-            return checkAndOffer(tableName, routingEpoch, clientId, sequence, keys, gradients, tag, later);
+            return checkAndOffer(tableName, routingEpoch, clientId, sequence, partial, keys, gradients, tag, later);
         } finally {
             pushesInFlight.decrementAndGet();
         }
@@ -388,6 +391,7 @@ public final class Shard implements AutoCloseable {
             final long routingEpoch,
             final long clientId,
             final long sequence,
+            final boolean partial,
             final long[] keys,
             final float[] gradients,
             final JobTag tag,
@@ -421,11 +425,11 @@ public final class Shard implements AutoCloseable {
         final PushSequenceWindows.Window window = sequences.window(clientId);
         // Check, accept and record under one monitor: two copies of a push arriving at once are accepted once.
         synchronized (window) {
-            if (window.seen(sequence) || sequences.adoptedHolds(clientId, sequence, slots)) {
+            if (window.seen(sequence) || sequences.adoptedHolds(clientId, sequence)) {
                 return new PushResult(keys.length, true);
             }
             accept.run();
-            window.record(sequence);
+            window.record(sequence, partial);
         }
         return new PushResult(keys.length, false);
     }
@@ -705,7 +709,6 @@ public final class Shard implements AutoCloseable {
         final long partBytes = partBytesSetting > 0 ? partBytesSetting : partBufferBytes(snapshotTables.size());
         final ShardSnapshot snapshot;
         final AtomicReference<List<PushSequenceWindows.Captured>> windowsAtCut = new AtomicReference<>(List.of());
-        final AtomicReference<BitSet> ownedAtCut = new AtomicReference<>(new BitSet());
         try {
             snapshot = ShardSnapshot.begin(
                     writers,
@@ -717,7 +720,6 @@ public final class Shard implements AutoCloseable {
                         // No push is between its check and its record: every sequence accepted so far is of a push
                         // queued ahead of the cut, whose effect the checkpoint holds.
                         windowsAtCut.set(sequences.capture());
-                        ownedAtCut.set((BitSet) ownership.view().owned().clone());
                     }),
                     epochs);
         } catch (IllegalStateException busy) {
@@ -804,7 +806,7 @@ public final class Shard implements AutoCloseable {
                 covered,
                 heldMicros,
                 snapshot.peakSavedBytes(),
-                PushSequenceWindows.encode(windowsAtCut.get(), ownedAtCut.get()));
+                PushSequenceWindows.encode(windowsAtCut.get()));
     }
 
     /**
@@ -1486,11 +1488,12 @@ public final class Shard implements AutoCloseable {
     /**
      * Adopts the push sequences the shards had accepted at {@code checkpoint}'s cut (its {@link
      * Manifest#PUSH_WINDOWS_PROPERTY} properties), before the restored slots serve: a push whose answer was lost and
-     * that is retried here, its effect already in the rows just loaded, is answered as a repeat, if all its keys are in
-     * the slots the shard that accepted it owned then (a request re-split after a routing change keeps its sequence:
-     * a sibling part for other slots is applied). Captures adopted from later checkpoints are forgotten first (their
-     * pushes are rolled back now). A property that does not decode is skipped, said in {@code notes} (the restore's
-     * report) and logged: it costs that dedupe, not the restore.
+     * that is retried here, its effect already in the rows just loaded, is answered as a repeat. The captures hold
+     * only requests accepted whole, so every part of one of their sequences is a repeat (a re-split part keeps its
+     * request's sequence: a part accepted alone is not captured, since its siblings may be applied nowhere yet).
+     * Captures adopted from later checkpoints are forgotten first (their pushes are rolled back now). A property that
+     * does not decode is skipped, said in {@code notes} (the restore's report) and logged: it costs that dedupe, not
+     * the restore.
      */
     private void adoptPushWindows(final CheckpointInfo checkpoint, final StringBuilder notes) {
         sequences.forgetAdoptedAfter(checkpoint.id());

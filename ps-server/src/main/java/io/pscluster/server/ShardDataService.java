@@ -164,6 +164,7 @@ final class ShardDataService extends ShardServiceGrpc.ShardServiceImplBase {
                     push.routingEpoch(),
                     push.clientId(),
                     push.sequence(),
+                    push.partial(),
                     keys,
                     gradients,
                     new Shard.JobTag(push.jobId(), push.workerId(), push.clock()),

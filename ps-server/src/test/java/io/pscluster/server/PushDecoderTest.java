@@ -87,7 +87,8 @@ class PushDecoderTest {
                         "sequence",
                         "job_id",
                         "worker_id",
-                        "clock");
+                        "clock",
+                        "partial");
     }
 
     @Test
@@ -124,6 +125,7 @@ class PushDecoderTest {
                 .setJobId("job")
                 .setWorkerId(2)
                 .setClock(17)
+                .setPartial(true)
                 .setKeys(LittleEndian.encodeLongs(keys))
                 .setGradients(LittleEndian.encodeFloats(gradients))
                 .build();

@@ -6,7 +6,6 @@ import static org.assertj.core.api.Assertions.catchThrowableOfType;
 import io.grpc.Status;
 import io.pscluster.proto.v1.PushWindows;
 import io.pscluster.wire.PsException;
-import java.util.BitSet;
 import java.util.List;
 import org.junit.jupiter.api.Test;
 
@@ -59,12 +58,11 @@ class PushSequenceWindowsTest {
                 .isFalse();
     }
     /**
-     * A capture keeps each client's newest accepted sequences (in acceptance order, not by value); a shard adopting
-     * it takes a request with one of them for a repeat only if all its keys are in the capturing shard's slots (a
-     * re-split request's sibling part for other slots keeps the sequence and must be applied).
+     * A capture keeps each client's newest sequences accepted whole (in acceptance order, not by value; parts of
+     * re-split requests left out), and a shard adopting it takes any request with one of them for a repeat.
      */
     @Test
-    void shouldCaptureTheNewestSequencesOfEachClientForAnotherShardToAdoptForItsSlots() throws Exception {
+    void shouldCaptureTheNewestWholeSequencesOfEachClientForAnotherShardToAdopt() throws Exception {
         final PushSequenceWindows windows = new PushSequenceWindows(PushSequenceWindows.CAPTURED_PER_CLIENT * 2, 10);
         final PushSequenceWindows.Window window = windows.window(5);
         final int accepted = PushSequenceWindows.CAPTURED_PER_CLIENT + 100;
@@ -73,29 +71,46 @@ class PushSequenceWindowsTest {
             window.record(2_000 + (i ^ 1));
         }
         windows.window(9).record(77);
-        final BitSet owned = new BitSet();
-        owned.set(0, 100);
+        windows.window(9).record(78, true);
+        assertThat(windows.window(9).seen(78))
+                .as("a part is deduped here all the same")
+                .isTrue();
 
-        final PushWindows captured = PushSequenceWindows.encode(windows.capture(), owned);
+        final PushWindows captured = PushSequenceWindows.encode(windows.capture());
         assertThat(captured.getClientsList()).hasSize(2);
 
         final PushSequenceWindows other = new PushSequenceWindows();
         other.adopt(3, "push-windows/s0", PushWindows.parseFrom(captured.toByteArray()));
-        final int[] inOwned = {0, 99};
         for (int i = accepted - PushSequenceWindows.CAPTURED_PER_CLIENT; i < accepted; i++) {
-            assertThat(other.adoptedHolds(5, 2_000 + (i ^ 1), inOwned))
+            assertThat(other.adoptedHolds(5, 2_000 + (i ^ 1)))
                     .as("sequence %d", 2_000 + (i ^ 1))
                     .isTrue();
         }
-        assertThat(other.adoptedHolds(5, 2_000, inOwned))
-                .as("older than the capture")
-                .isFalse();
-        assertThat(other.adoptedHolds(5, 2_000 + accepted, inOwned)).isFalse();
-        assertThat(other.adoptedHolds(9, 77, inOwned)).isTrue();
-        assertThat(other.adoptedHolds(9, 77, new int[] {99, 100}))
-                .as("a part for a slot it did not own")
+        assertThat(other.adoptedHolds(5, 2_000)).as("older than the capture").isFalse();
+        assertThat(other.adoptedHolds(5, 2_000 + accepted)).isFalse();
+        assertThat(other.adoptedHolds(9, 77)).isTrue();
+        assertThat(other.adoptedHolds(9, 78))
+                .as("a part accepted alone: its siblings may be applied nowhere")
                 .isFalse();
         assertThat(other.window(5).size()).as("its own window is untouched").isZero();
+    }
+
+    /** Captures of the two newest checkpoints are kept, all shards' of each. */
+    @Test
+    void shouldKeepTheCapturesOfTheNewestTwoCheckpoints() {
+        final PushSequenceWindows heir = new PushSequenceWindows();
+        for (int checkpoint = 1; checkpoint <= 3; checkpoint++) {
+            for (int shard = 0; shard < 20; shard++) {
+                final PushSequenceWindows donor = new PushSequenceWindows();
+                donor.window(5).record(checkpoint * 100 + shard);
+                heir.adopt(checkpoint, "push-windows/s" + shard, PushSequenceWindows.encode(donor.capture()));
+            }
+        }
+        assertThat(heir.adoptedHolds(5, 119)).as("checkpoint 1").isFalse();
+        assertThat(heir.adoptedHolds(5, 200)).isTrue();
+        assertThat(heir.adoptedHolds(5, 219)).isTrue();
+        assertThat(heir.adoptedHolds(5, 300)).isTrue();
+        assertThat(heir.adoptedHolds(5, 319)).isTrue();
     }
 
     /** What a shard adopted does not push its own newest sequences out of its next capture. */
@@ -106,7 +121,7 @@ class PushSequenceWindowsTest {
             donor.window(5).record(i + 1);
         }
         final PushSequenceWindows heir = new PushSequenceWindows();
-        heir.adopt(3, "push-windows/s0", PushSequenceWindows.encode(donor.capture(), new BitSet()));
+        heir.adopt(3, "push-windows/s0", PushSequenceWindows.encode(donor.capture()));
         heir.window(5).record(5_000);
 
         final List<PushSequenceWindows.Captured> next = heir.capture();
@@ -120,13 +135,11 @@ class PushSequenceWindowsTest {
     void shouldForgetCapturesAdoptedFromCheckpointsAfterTheOneLoaded() {
         final PushSequenceWindows donor = new PushSequenceWindows();
         donor.window(5).record(7);
-        final BitSet all = new BitSet();
-        all.set(0, 10);
         final PushSequenceWindows heir = new PushSequenceWindows();
-        heir.adopt(9, "push-windows/s0", PushSequenceWindows.encode(donor.capture(), all));
-        assertThat(heir.adoptedHolds(5, 7, new int[] {1})).isTrue();
+        heir.adopt(9, "push-windows/s0", PushSequenceWindows.encode(donor.capture()));
+        assertThat(heir.adoptedHolds(5, 7)).isTrue();
 
         heir.forgetAdoptedAfter(5);
-        assertThat(heir.adoptedHolds(5, 7, new int[] {1})).isFalse();
+        assertThat(heir.adoptedHolds(5, 7)).isFalse();
     }
 }

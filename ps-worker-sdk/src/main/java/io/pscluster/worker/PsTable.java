@@ -268,7 +268,9 @@ public final class PsTable {
                             .setKeys(encoded.keys())
                             .setGradients(encoded.gradients())
                             .setClientId(client.clientId())
-                            .setSequence(request.lineage().sequence(client));
+                            .setSequence(request.lineage().sequence(client, request.positions().length))
+                            .setPartial(request.positions().length
+                                    < request.lineage().firstKeys());
                     if (job != null) {
                         builder.setJobId(job.spec().getJobId())
                                 .setWorkerId(job.workerId())
@@ -310,13 +312,24 @@ public final class PsTable {
      */
     static final class Lineage {
         private long sequence;
+        private int firstKeys;
         private final Set<String> appliedAt = ConcurrentHashMap.newKeySet();
 
-        synchronized long sequence(final PsClient client) {
+        /** The sequence, taken by the first request sent, which carries {@code keys} keys: all of the lineage's. */
+        synchronized long sequence(final PsClient client, final int keys) {
             if (sequence == 0) {
                 sequence = client.nextSequence();
+                firstKeys = keys;
             }
             return sequence;
+        }
+
+        /**
+         * How many keys the first request sent under the sequence carried; a request with fewer is a part (the shard
+         * keeps a part's sequence out of checkpoints, since its siblings may be applied nowhere yet).
+         */
+        synchronized int firstKeys() {
+            return firstKeys;
         }
 
         void appliedAt(final String address) {

@@ -108,6 +108,10 @@ class PsClientFailoverTest {
         assertThat(first.getSequence()).isPositive();
         assertThat(retry.getClientId()).isEqualTo(first.getClientId());
         assertThat(retry.getSequence()).isEqualTo(first.getSequence());
+        assertThat(first.getPartial()).isFalse();
+        assertThat(retry.getPartial())
+                .as("a retry of the whole request is no part")
+                .isFalse();
         assertThat(shard.applied).hasSize(KEYS.length).containsExactlyInAnyOrderElementsOf(set(KEYS));
     }
 
@@ -221,6 +225,9 @@ class PsClientFailoverTest {
         assertThat(sequence).isPositive();
         assertThat(low.pushes.get(1).getSequence()).isEqualTo(sequence);
         assertThat(high.pushes.get(0).getSequence()).isEqualTo(sequence);
+        assertThat(low.pushes.get(0).getPartial()).isFalse();
+        assertThat(low.pushes.get(1).getPartial()).as("re-split parts").isTrue();
+        assertThat(high.pushes.get(0).getPartial()).isTrue();
         assertThat(low.pushes.get(1).getRoutingEpoch()).isEqualTo(2);
         assertThat(ScriptedShard.keysOf(low.pushes.get(1))).isNotEmpty();
         assertThat(ScriptedShard.keysOf(high.pushes.get(0))).isNotEmpty();
@@ -251,6 +258,9 @@ class PsClientFailoverTest {
         assertThat(low.pushes).hasSize(3);
         assertThat(low.pushes.get(2).getSequence())
                 .isNotEqualTo(low.pushes.get(1).getSequence());
+        assertThat(low.pushes.get(2).getPartial())
+                .as("the whole of its fresh sequence")
+                .isFalse();
         assertThat(low.applied).hasSize(KEYS.length).containsExactlyInAnyOrderElementsOf(set(KEYS));
     }
 
