@@ -268,9 +268,9 @@ public final class PsTable {
                             .setKeys(encoded.keys())
                             .setGradients(encoded.gradients())
                             .setClientId(client.clientId())
-                            .setSequence(request.lineage().sequence(client, request.positions().length))
+                            .setSequence(request.lineage().sequence(client))
                             .setPartial(request.positions().length
-                                    < request.lineage().firstKeys());
+                                    < request.lineage().keys());
                     if (job != null) {
                         builder.setJobId(job.spec().getJobId())
                                 .setWorkerId(job.workerId())
@@ -311,25 +311,28 @@ public final class PsTable {
      * sequence, taken when the first of them is sent, and learn which shards answered it as newly applied.
      */
     static final class Lineage {
+        private final int keys;
         private long sequence;
-        private int firstKeys;
         private final Set<String> appliedAt = ConcurrentHashMap.newKeySet();
 
-        /** The sequence, taken by the first request sent, which carries {@code keys} keys: all of the lineage's. */
-        synchronized long sequence(final PsClient client, final int keys) {
+        /** A lineage of a request of {@code keys} keys (positions), all that its sequence will ever carry. */
+        Lineage(final int keys) {
+            this.keys = keys;
+        }
+
+        synchronized long sequence(final PsClient client) {
             if (sequence == 0) {
                 sequence = client.nextSequence();
-                firstKeys = keys;
             }
             return sequence;
         }
 
         /**
-         * How many keys the first request sent under the sequence carried; a request with fewer is a part (the shard
-         * keeps a part's sequence out of checkpoints, since its siblings may be applied nowhere yet).
+         * How many keys the request the lineage began with carried; a request with fewer is a part (the shard keeps a
+         * part's sequence out of checkpoints, since its siblings may be applied nowhere yet).
          */
-        synchronized int firstKeys() {
-            return firstKeys;
+        int keys() {
+            return keys;
         }
 
         void appliedAt(final String address) {
@@ -385,7 +388,8 @@ public final class PsTable {
             final List<Request> requests = new ArrayList<>();
             for (final int[] chunk : chunksOf.get(owner)) {
                 // That shard applied this sequence for a sibling part: it would drop this part as a repeat.
-                final Lineage lineage = parent == null || parent.appliedAtAlready(address) ? new Lineage() : parent;
+                final Lineage lineage =
+                        parent == null || parent.appliedAtAlready(address) ? new Lineage(chunk.length) : parent;
                 requests.add(new Request(chunk, routing.epoch(), lineage, attempts, lastFailure, outcomeUnknown));
             }
             if (!requests.isEmpty()) {
@@ -400,7 +404,7 @@ public final class PsTable {
             final Request request = new Request(
                     unowned,
                     routing.epoch(),
-                    parent == null ? new Lineage() : parent,
+                    parent == null ? new Lineage(unowned.length) : parent,
                     attempts,
                     lastFailure,
                     outcomeUnknown);

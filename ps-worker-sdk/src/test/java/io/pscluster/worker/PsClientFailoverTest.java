@@ -310,6 +310,33 @@ class PsClientFailoverTest {
         assertThat(shard.pushes.get(0).getRoutingEpoch()).isEqualTo(2);
     }
 
+    /**
+     * Keys no shard owned at first, then owned by two shards: both requests carry part of what their sequence stands
+     * for, and say so (a shard keeps no part's sequence in checkpoints), though neither was ever sent whole.
+     */
+    @Test
+    void shouldMarkEveryPartOfAnUnsentRequestSplitOverShardsAsPartial() throws Exception {
+        final ScriptedShard low = shard();
+        final ScriptedShard high = shard();
+        final List<String> both = List.of(low.address(), high.address());
+        proxy.routing = ScriptedProxy.routing(1, both, slot -> -1);
+        final PsClient client = connect();
+        final int atConnect = proxy.routingCalls.get();
+
+        final CompletableFuture<Void> pushed = client.table("t").pushAsync(KEYS, ones(KEYS));
+        await().atMost(Duration.ofSeconds(10)).until(() -> proxy.routingCalls.get() >= atConnect + 2);
+        proxy.routing = ScriptedProxy.routing(2, both, slot -> slot < Slots.SLOT_COUNT / 2 ? 0 : 1);
+        pushed.get(10, TimeUnit.SECONDS);
+
+        assertThat(low.pushes)
+                .singleElement()
+                .satisfies(part -> assertThat(part.getPartial()).isTrue());
+        assertThat(high.pushes)
+                .singleElement()
+                .satisfies(part -> assertThat(part.getPartial()).isTrue());
+        assertThat(low.pushes.get(0).getSequence()).isEqualTo(high.pushes.get(0).getSequence());
+    }
+
     @Test
     void shouldFailWithDeadlineExceededWhenNoShardOwnsTheSlotsUntilTheDeadline() throws Exception {
         final ScriptedShard shard = shard();
