@@ -5,6 +5,7 @@ import io.pscluster.proto.v1.PushWindows;
 import io.pscluster.wire.PsException;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.BitSet;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -114,13 +115,14 @@ final class PushSequenceWindows {
     }
 
     /**
-     * Another shard's capture taken at checkpoint {@code checkpointId}'s cut (from the checkpoint this shard loaded
-     * rows of), kept apart from this shard's own windows (its own next capture holds only its own sequences): a
-     * request with one of its sequences is a repeat ({@link #adoptedHolds}). {@code source} names the capture (the
-     * manifest property): adopting it again replaces it. The captures of the newest {@value #ADOPTED_CHECKPOINTS}
-     * checkpoints are kept.
+     * Another shard's capture taken at checkpoint {@code checkpointId}'s cut, adopted as this shard loads that
+     * checkpoint's rows of {@code slots}: kept apart from this shard's own windows (its own next capture holds only
+     * its own sequences). A request with one of its sequences is a repeat if all its slots' rows came from that
+     * checkpoint ({@link #adoptedHolds}). Every other adopted capture stops vouching for {@code slots}, whose rows are
+     * now this checkpoint's. {@code source} names the capture (the manifest property): adopting it again for more
+     * slots adds them. The captures of the newest {@value #ADOPTED_CHECKPOINTS} checkpoints are kept.
      */
-    void adopt(final long checkpointId, final String source, final PushWindows captured) {
+    void adopt(final long checkpointId, final String source, final PushWindows captured, final BitSet slots) {
         final Map<Long, LongHashSet> byClient = new HashMap<>();
         for (final ClientPushWindow client : captured.getClientsList()) {
             final LongHashSet sequences = byClient.computeIfAbsent(client.getClientId(), id -> new LongHashSet());
@@ -130,15 +132,27 @@ final class PushSequenceWindows {
                 sequences.add(sequence);
             }
         }
-        final Adopted adoptedNow = new Adopted(checkpointId, source, byClient);
         synchronized (this) {
-            final List<Adopted> kept = new ArrayList<>();
+            final BitSet vouched = (BitSet) slots.clone();
             for (final Adopted earlier : adopted) {
-                if (!earlier.source().equals(source) || earlier.checkpointId() != checkpointId) {
-                    kept.add(earlier);
+                if (earlier.source().equals(source) && earlier.checkpointId() == checkpointId) {
+                    vouched.or(earlier.slots());
                 }
             }
-            kept.add(adoptedNow);
+            // The other checkpoints' captures stop vouching for these slots; this one's other shards' do not.
+            final List<Adopted> kept = new ArrayList<>();
+            final List<Adopted> others = new ArrayList<>();
+            for (final Adopted earlier : adopted) {
+                if (earlier.checkpointId() == checkpointId) {
+                    if (!earlier.source().equals(source)) {
+                        kept.add(earlier);
+                    }
+                } else {
+                    others.add(earlier);
+                }
+            }
+            kept.addAll(without(slots, others));
+            kept.add(new Adopted(checkpointId, source, vouched, byClient));
             final TreeSet<Long> checkpoints = new TreeSet<>();
             kept.forEach(capture -> checkpoints.add(capture.checkpointId()));
             while (checkpoints.size() > ADOPTED_CHECKPOINTS) {
@@ -150,37 +164,57 @@ final class PushSequenceWindows {
     }
 
     /**
-     * Forgets the captures adopted from checkpoints after {@code checkpointId}: a shard that loads rows of an older
-     * checkpoint must not take retries of pushes made between the two cuts (rolled back) for repeats.
+     * The rows of {@code slots} are no checkpoint's captured state any more (they were emptied, or loaded from a
+     * checkpoint without captures): no adopted capture vouches for them.
      */
-    synchronized void forgetAdoptedAfter(final long checkpointId) {
+    synchronized void rowsReplaced(final BitSet slots) {
+        adopted = List.copyOf(without(slots, adopted));
+    }
+
+    /** {@code captures} with {@code slots} taken out of each (those left vouching for nothing dropped). */
+    private static List<Adopted> without(final BitSet slots, final List<Adopted> captures) {
         final List<Adopted> kept = new ArrayList<>();
-        for (final Adopted earlier : adopted) {
-            if (earlier.checkpointId() <= checkpointId) {
-                kept.add(earlier);
+        for (final Adopted capture : captures) {
+            if (!capture.slots().intersects(slots)) {
+                kept.add(capture);
+                continue;
+            }
+            final BitSet left = (BitSet) capture.slots().clone();
+            left.andNot(slots);
+            if (!left.isEmpty()) {
+                kept.add(new Adopted(capture.checkpointId(), capture.source(), left, capture.byClient()));
             }
         }
-        adopted = List.copyOf(kept);
+        return kept;
     }
 
     /**
-     * Whether a request of {@code clientId} with {@code sequence} repeats a push another shard accepted whole before
-     * a cut whose rows this shard loaded: one of the adopted captures holds the sequence. Every request with that
-     * sequence carries a part of that push's keys (sequences are taken once per request; re-split parts keep it), so
-     * the push's effect is in the rows. Lock-free.
+     * Whether a request of {@code clientId} with {@code sequence} for keys in {@code slots} repeats a push another
+     * shard accepted whole before a cut whose rows this shard holds for all those slots: an adopted capture holds the
+     * sequence and vouches for every one of the slots. A request with that sequence carries a part of that push's
+     * keys (a sequence is taken once per request; re-split parts keep it), so its effect is in those rows. Lock-free.
      */
-    boolean adoptedHolds(final long clientId, final long sequence) {
-        for (final Adopted source : adopted) {
-            final LongHashSet sequences = source.byClient().get(clientId);
-            if (sequences != null && sequences.contains(sequence)) {
+    boolean adoptedHolds(final long clientId, final long sequence, final int[] slots) {
+        for (final Adopted capture : adopted) {
+            final LongHashSet sequences = capture.byClient().get(clientId);
+            if (sequences != null && sequences.contains(sequence) && capture.vouchesFor(slots)) {
                 return true;
             }
         }
         return false;
     }
 
-    /** A capture adopted from a checkpoint: read-only once made. */
-    private record Adopted(long checkpointId, String source, Map<Long, LongHashSet> byClient) {}
+    /** A capture adopted from a checkpoint, and the slots whose rows here came from it: read-only once made. */
+    private record Adopted(long checkpointId, String source, BitSet slots, Map<Long, LongHashSet> byClient) {
+        boolean vouchesFor(final int[] requestSlots) {
+            for (final int slot : requestSlots) {
+                if (!slots.get(slot)) {
+                    return false;
+                }
+            }
+            return true;
+        }
+    }
 
     private volatile List<Adopted> adopted = List.of();
 

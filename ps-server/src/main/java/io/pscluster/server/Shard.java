@@ -425,7 +425,7 @@ public final class Shard implements AutoCloseable {
         final PushSequenceWindows.Window window = sequences.window(clientId);
         // Check, accept and record under one monitor: two copies of a push arriving at once are accepted once.
         synchronized (window) {
-            if (window.seen(sequence) || sequences.adoptedHolds(clientId, sequence)) {
+            if (window.seen(sequence) || sequences.adoptedHolds(clientId, sequence, slots)) {
                 return new PushResult(keys.length, true);
             }
             accept.run();
@@ -606,6 +606,10 @@ public final class Shard implements AutoCloseable {
             if (!lost.isEmpty()) {
                 table.clearSlots(lost::get);
             }
+        }
+        if (!lost.isEmpty()) {
+            // Their rows are gone from here: no adopted capture vouches for them if they come back.
+            sequences.rowsReplaced(lost);
         }
         LOG.info(
                 "shard {} at routing epoch {}: owns {} slots (gained {}, lost {})",
@@ -1089,6 +1093,7 @@ public final class Shard implements AutoCloseable {
                 table.clearSlots(slots::get);
                 table.materializeDense(slots::get);
             }
+            sequences.rowsReplaced(slots);
             ownership.endRestore(slots);
             final String note = "no checkpoint exists: " + slots.cardinality() + " slots start empty";
             LOG.warn("shard {}: {}", name(), note);
@@ -1343,7 +1348,7 @@ public final class Shard implements AutoCloseable {
             table.materializeDense(slots::get);
         }
         rememberRestoredCut(checkpoint, slots);
-        adoptPushWindows(checkpoint, notes);
+        adoptPushWindows(checkpoint, slots, notes);
         ownership.endRestore(slots);
         LOG.info(
                 "shard {} restored {} rows of {} slots from checkpoint {}",
@@ -1486,17 +1491,17 @@ public final class Shard implements AutoCloseable {
     }
 
     /**
-     * Adopts the push sequences the shards had accepted at {@code checkpoint}'s cut (its {@link
-     * Manifest#PUSH_WINDOWS_PROPERTY} properties), before the restored slots serve: a push whose answer was lost and
-     * that is retried here, its effect already in the rows just loaded, is answered as a repeat. The captures hold
-     * only requests accepted whole, so every part of one of their sequences is a repeat (a re-split part keeps its
-     * request's sequence: a part accepted alone is not captured, since its siblings may be applied nowhere yet).
-     * Captures adopted from later checkpoints are forgotten first (their pushes are rolled back now). A property that
-     * does not decode is skipped, said in {@code notes} (the restore's report) and logged: it costs that dedupe, not
-     * the restore.
+     * Adopts the push sequences the shards had accepted whole at {@code checkpoint}'s cut (its {@link
+     * Manifest#PUSH_WINDOWS_PROPERTY} properties) for {@code slots}, whose rows were just loaded from it, before they
+     * serve: a push whose answer was lost and that is retried here, its effect in those rows, is answered as a repeat
+     * if all its slots' rows came from this checkpoint (a re-split part keeps its request's sequence, and only
+     * requests accepted whole are captured, so every part of a captured sequence is in the rows). A property that does
+     * not decode is skipped, said in {@code notes} (the restore's report) and logged: it costs that dedupe, not the
+     * restore.
      */
-    private void adoptPushWindows(final CheckpointInfo checkpoint, final StringBuilder notes) {
-        sequences.forgetAdoptedAfter(checkpoint.id());
+    private void adoptPushWindows(final CheckpointInfo checkpoint, final BitSet slots, final StringBuilder notes) {
+        // The rows of these slots are this checkpoint's now: no other capture vouches for them.
+        sequences.rowsReplaced(slots);
         int adopted = 0;
         for (final Map.Entry<String, String> property :
                 checkpoint.manifest().properties().entrySet()) {
@@ -1507,7 +1512,8 @@ public final class Shard implements AutoCloseable {
                 sequences.adopt(
                         checkpoint.id(),
                         property.getKey(),
-                        PushWindows.parseFrom(java.util.Base64.getDecoder().decode(property.getValue())));
+                        PushWindows.parseFrom(java.util.Base64.getDecoder().decode(property.getValue())),
+                        slots);
                 adopted++;
             } catch (IllegalArgumentException | InvalidProtocolBufferException e) {
                 final String note = "checkpoint " + checkpoint.id() + "'s " + property.getKey() + " does not decode ("

@@ -6,6 +6,7 @@ import static org.assertj.core.api.Assertions.catchThrowableOfType;
 import io.grpc.Status;
 import io.pscluster.proto.v1.PushWindows;
 import io.pscluster.wire.PsException;
+import java.util.BitSet;
 import java.util.List;
 import org.junit.jupiter.api.Test;
 
@@ -80,22 +81,27 @@ class PushSequenceWindowsTest {
         assertThat(captured.getClientsList()).hasSize(2);
 
         final PushSequenceWindows other = new PushSequenceWindows();
-        other.adopt(3, "push-windows/s0", PushWindows.parseFrom(captured.toByteArray()));
+        other.adopt(3, "push-windows/s0", PushWindows.parseFrom(captured.toByteArray()), slots(0, 100));
         for (int i = accepted - PushSequenceWindows.CAPTURED_PER_CLIENT; i < accepted; i++) {
-            assertThat(other.adoptedHolds(5, 2_000 + (i ^ 1)))
+            assertThat(other.adoptedHolds(5, 2_000 + (i ^ 1), IN))
                     .as("sequence %d", 2_000 + (i ^ 1))
                     .isTrue();
         }
-        assertThat(other.adoptedHolds(5, 2_000)).as("older than the capture").isFalse();
-        assertThat(other.adoptedHolds(5, 2_000 + accepted)).isFalse();
-        assertThat(other.adoptedHolds(9, 77)).isTrue();
-        assertThat(other.adoptedHolds(9, 78))
+        assertThat(other.adoptedHolds(5, 2_000, IN))
+                .as("older than the capture")
+                .isFalse();
+        assertThat(other.adoptedHolds(5, 2_000 + accepted, IN)).isFalse();
+        assertThat(other.adoptedHolds(9, 77, IN)).isTrue();
+        assertThat(other.adoptedHolds(9, 77, new int[] {99, 100}))
+                .as("a slot whose rows came from elsewhere")
+                .isFalse();
+        assertThat(other.adoptedHolds(9, 78, IN))
                 .as("a part accepted alone: its siblings may be applied nowhere")
                 .isFalse();
         assertThat(other.window(5).size()).as("its own window is untouched").isZero();
     }
 
-    /** Captures of the two newest checkpoints are kept, all shards' of each. */
+    /** Captures of the two newest checkpoints are kept, all shards' of each (here each loaded for its own slots). */
     @Test
     void shouldKeepTheCapturesOfTheNewestTwoCheckpoints() {
         final PushSequenceWindows heir = new PushSequenceWindows();
@@ -103,14 +109,21 @@ class PushSequenceWindowsTest {
             for (int shard = 0; shard < 20; shard++) {
                 final PushSequenceWindows donor = new PushSequenceWindows();
                 donor.window(5).record(checkpoint * 100 + shard);
-                heir.adopt(checkpoint, "push-windows/s" + shard, PushSequenceWindows.encode(donor.capture()));
+                heir.adopt(
+                        checkpoint,
+                        "push-windows/s" + shard,
+                        PushSequenceWindows.encode(donor.capture()),
+                        slots(checkpoint * 10, checkpoint * 10 + 10));
             }
         }
-        assertThat(heir.adoptedHolds(5, 119)).as("checkpoint 1").isFalse();
-        assertThat(heir.adoptedHolds(5, 200)).isTrue();
-        assertThat(heir.adoptedHolds(5, 219)).isTrue();
-        assertThat(heir.adoptedHolds(5, 300)).isTrue();
-        assertThat(heir.adoptedHolds(5, 319)).isTrue();
+        assertThat(heir.adoptedHolds(5, 119, new int[] {10})).as("checkpoint 1").isFalse();
+        assertThat(heir.adoptedHolds(5, 200, new int[] {20})).isTrue();
+        assertThat(heir.adoptedHolds(5, 219, new int[] {29})).isTrue();
+        assertThat(heir.adoptedHolds(5, 300, new int[] {30})).isTrue();
+        assertThat(heir.adoptedHolds(5, 319, new int[] {39})).isTrue();
+        assertThat(heir.adoptedHolds(5, 319, new int[] {29}))
+                .as("slot 29's rows are checkpoint 2's")
+                .isFalse();
     }
 
     /** What a shard adopted does not push its own newest sequences out of its next capture. */
@@ -121,7 +134,7 @@ class PushSequenceWindowsTest {
             donor.window(5).record(i + 1);
         }
         final PushSequenceWindows heir = new PushSequenceWindows();
-        heir.adopt(3, "push-windows/s0", PushSequenceWindows.encode(donor.capture()));
+        heir.adopt(3, "push-windows/s0", PushSequenceWindows.encode(donor.capture()), slots(0, 10));
         heir.window(5).record(5_000);
 
         final List<PushSequenceWindows.Captured> next = heir.capture();
@@ -130,16 +143,34 @@ class PushSequenceWindowsTest {
                 .satisfies(client -> assertThat(client.sequences()).containsExactly(5_000L));
     }
 
-    /** A shard that loads an older checkpoint forgets what it adopted from later ones (their pushes are rolled back). */
+    /**
+     * Slots whose rows come from another checkpoint (an older one, on a fallback) or from none are vouched for by that
+     * one only: the earlier capture no longer makes their requests repeats, while its other slots keep it.
+     */
     @Test
-    void shouldForgetCapturesAdoptedFromCheckpointsAfterTheOneLoaded() {
+    void shouldVouchOnlyForTheSlotsWhoseRowsCameFromTheCapturesCheckpoint() {
         final PushSequenceWindows donor = new PushSequenceWindows();
         donor.window(5).record(7);
         final PushSequenceWindows heir = new PushSequenceWindows();
-        heir.adopt(9, "push-windows/s0", PushSequenceWindows.encode(donor.capture()));
-        assertThat(heir.adoptedHolds(5, 7)).isTrue();
+        heir.adopt(9, "push-windows/s0", PushSequenceWindows.encode(donor.capture()), slots(0, 10));
+        assertThat(heir.adoptedHolds(5, 7, new int[] {1, 6})).isTrue();
 
-        heir.forgetAdoptedAfter(5);
-        assertThat(heir.adoptedHolds(5, 7)).isFalse();
+        heir.adopt(4, "push-windows/s0", PushSequenceWindows.encode(new PushSequenceWindows().capture()), slots(0, 5));
+        assertThat(heir.adoptedHolds(5, 7, new int[] {1, 6}))
+                .as("slot 1's rows are checkpoint 4's")
+                .isFalse();
+        assertThat(heir.adoptedHolds(5, 7, new int[] {6})).isTrue();
+
+        heir.rowsReplaced(slots(5, 7));
+        assertThat(heir.adoptedHolds(5, 7, new int[] {6})).as("slot 6 emptied").isFalse();
+        assertThat(heir.adoptedHolds(5, 7, new int[] {7, 9})).isTrue();
+    }
+
+    private static final int[] IN = {0, 99};
+
+    private static BitSet slots(final int from, final int to) {
+        final BitSet slots = new BitSet();
+        slots.set(from, to);
+        return slots;
     }
 }
