@@ -6,10 +6,12 @@ import io.pscluster.server.Shard;
 import io.pscluster.wire.Slots;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
+import java.net.URI;
 import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.BitSet;
 import java.util.stream.LongStream;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
@@ -116,6 +118,55 @@ class RetriedPushAfterTakeoverTest {
                     .isFalse();
             second.flush().get(30, java.util.concurrent.TimeUnit.SECONDS);
             assertThat(table.pull(keys)).containsOnly(3f);
+        }
+    }
+    /**
+     * A shard holding a push's slots with rows of a checkpoint from before the push (as a fallback past a damaged newer
+     * one leaves them), and other slots from the newer checkpoint that captured the push's sequence: a retry of the push
+     * is applied, since the rows it would be a repeat in are not the ones here.
+     */
+    @Test
+    void shouldApplyARetryWhoseSlotsHoldRowsOfACheckpointFromBeforeThePush() throws Exception {
+        final URI root = dir.resolve("checkpoints").toUri();
+        try (LocalCluster cluster = LocalCluster.builder()
+                        .shards(2)
+                        .checkpointRoot(root.toString())
+                        .keepCheckpoints(0)
+                        .start();
+                PsClient client = PsClient.connect(cluster.proxyAddress())) {
+            final PsTable table = client.createTable(CounterTable.schema(TABLE));
+            final Shard first = cluster.shard(0).shard();
+            final BitSet firstSlots = first.ownedSlots();
+            final long hash = Slots.tableHash(TABLE);
+            final long[] keys = LongStream.range(0, 1_000_000)
+                    .filter(key -> firstSlots.get(Slots.slotOf(hash, key)))
+                    .limit(50)
+                    .toArray();
+            final BitSet pushed = new BitSet();
+            for (final long key : keys) {
+                pushed.set(Slots.slotOf(hash, key));
+            }
+            final long before = AdminCalls.checkpointNow(cluster.proxyAddress());
+            assertThat(first.push(TABLE, first.routingEpoch(), 42, 7, keys, minusOnes(keys))
+                            .duplicate())
+                    .isFalse();
+            final long after = AdminCalls.checkpointNow(cluster.proxyAddress());
+            cluster.crashShard(0);
+            cluster.awaitHealthy(60_000);
+            final Shard second = cluster.shard(1).shard();
+
+            second.restoreOrder(root, before, pushed);
+            final BitSet others = new BitSet();
+            others.set(0, Slots.SLOT_COUNT);
+            others.andNot(pushed);
+            second.restoreOrder(root, after, others);
+            assertThat(table.pull(keys)).containsOnly(0f);
+
+            assertThat(second.push(TABLE, second.routingEpoch(), 42, 7, keys, minusOnes(keys))
+                            .duplicate())
+                    .isFalse();
+            second.flush().get(30, java.util.concurrent.TimeUnit.SECONDS);
+            assertThat(table.pull(keys)).containsOnly(1f);
         }
     }
 }
