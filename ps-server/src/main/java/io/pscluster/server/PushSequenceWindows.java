@@ -164,11 +164,23 @@ final class PushSequenceWindows {
     }
 
     /**
-     * The rows of {@code slots} are no checkpoint's captured state any more (they were emptied, or loaded from a
-     * checkpoint without captures): no adopted capture vouches for them.
+     * The rows of {@code slots} were replaced (loaded from a checkpoint, emptied, or gone with the slots): no adopted
+     * capture vouches for them any more, and no sequence this shard accepted so far goes into its later captures,
+     * since the effect of its push may be among the rows replaced (its own window keeps deduping it here).
      */
-    synchronized void rowsReplaced(final BitSet slots) {
-        adopted = List.copyOf(without(slots, adopted));
+    void rowsReplaced(final BitSet slots) {
+        synchronized (this) {
+            adopted = List.copyOf(without(slots, adopted));
+        }
+        final List<Window> all;
+        synchronized (clients) {
+            all = new ArrayList<>(clients.values());
+        }
+        for (final Window window : all) {
+            synchronized (window) {
+                window.keepOutOfCaptures();
+            }
+        }
     }
 
     /** {@code captures} with {@code slots} taken out of each (those left vouching for nothing dropped). */
@@ -233,6 +245,10 @@ final class PushSequenceWindows {
         private int head;
         private int size;
         private long highestEvicted = Long.MIN_VALUE;
+        /** Sequences recorded so far, and how many of them were recorded before the last keepOutOfCaptures. */
+        private long accepted;
+
+        private long capturableFrom;
 
         private Window(final long clientId, final int capacity) {
             this.clientId = clientId;
@@ -269,6 +285,7 @@ final class PushSequenceWindows {
         void record(final long sequence, final boolean partial) {
             // The ring keeps each sequence shifted left by one, its lowest bit saying partial (sequences are positive).
             final long entry = sequence << 1 | (partial ? 1 : 0);
+            accepted++;
             if (size == capacity) {
                 final long evicted = ring[head] >> 1;
                 retained.remove(evicted);
@@ -299,9 +316,17 @@ final class PushSequenceWindows {
             return size;
         }
 
-        /** The sequences accepted whole among the newest {@code count} accepted, in acceptance order. */
+        /** Keeps every sequence accepted so far out of captures ({@link #newest}). */
+        void keepOutOfCaptures() {
+            capturableFrom = accepted;
+        }
+
+        /**
+         * The sequences accepted whole among the newest {@code count} accepted, in acceptance order (none accepted
+         * before {@link #keepOutOfCaptures}).
+         */
         long[] newest(final int count) {
-            final int n = Math.min(count, size);
+            final int n = (int) Math.min(Math.min(count, size), accepted - capturableFrom);
             final long[] out = new long[n];
             int whole = 0;
             for (int i = 0; i < n; i++) {

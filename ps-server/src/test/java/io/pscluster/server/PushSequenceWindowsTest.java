@@ -166,6 +166,25 @@ class PushSequenceWindowsTest {
         assertThat(heir.adoptedHolds(5, 7, new int[] {7, 9})).isTrue();
     }
 
+    /**
+     * Once rows were replaced (a restore rolled them back, or they left with their slots), the sequences accepted
+     * before stay deduped here but go into no later capture: their effect may not be in the rows any more.
+     */
+    @Test
+    void shouldKeepSequencesAcceptedBeforeRowsWereReplacedOutOfLaterCaptures() {
+        final PushSequenceWindows windows = new PushSequenceWindows();
+        windows.window(5).record(1);
+        windows.window(5).record(2);
+
+        windows.rowsReplaced(slots(0, 1));
+        windows.window(5).record(3);
+
+        assertThat(windows.capture())
+                .singleElement()
+                .satisfies(client -> assertThat(client.sequences()).containsExactly(3L));
+        assertThat(windows.window(5).seen(2)).isTrue();
+    }
+
     private static final int[] IN = {0, 99};
 
     private static BitSet slots(final int from, final int to) {
