@@ -32,6 +32,24 @@ class RetriedPushAfterTakeoverTest {
     @TempDir
     Path dir;
 
+    /** A proxy and two shards on loopback, checkpoints under {@link #dir}, all kept. */
+    private LocalCluster startCluster() throws Exception {
+        return LocalCluster.builder()
+                .shards(2)
+                .checkpointRoot(dir.resolve("checkpoints").toUri().toString())
+                .keepCheckpoints(0)
+                .start();
+    }
+
+    /** The first {@code count} keys from 0 up whose slots in the table are among {@code slots}. */
+    private static long[] keysIn(final BitSet slots, final int count) {
+        final long hash = Slots.tableHash(TABLE);
+        return LongStream.range(0, 1_000_000)
+                .filter(key -> slots.get(Slots.slotOf(hash, key)))
+                .limit(count)
+                .toArray();
+    }
+
     private static float[] minusOnes(final long[] keys) {
         final float[] gradients = new float[keys.length];
         Arrays.fill(gradients, -1f);
@@ -41,20 +59,13 @@ class RetriedPushAfterTakeoverTest {
     @ParameterizedTest(name = "drained: {0}")
     @ValueSource(booleans = {true, false})
     void shouldApplyOnceAPushRetriedAtTheNewOwnerOfItsSlots(final boolean drained) throws Exception {
-        try (LocalCluster cluster = LocalCluster.builder()
-                        .shards(2)
-                        .checkpointRoot(dir.resolve("checkpoints").toUri().toString())
-                        .keepCheckpoints(0)
-                        .start();
+        try (LocalCluster cluster = startCluster();
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
             final PsTable table = client.createTable(CounterTable.schema(TABLE));
             final Shard first = cluster.shard(0).shard();
             final BitSet firstSlots = first.ownedSlots();
             final long hash = Slots.tableHash(TABLE);
-            final long[] keys = LongStream.range(0, 1_000_000)
-                    .filter(key -> firstSlots.get(Slots.slotOf(hash, key)))
-                    .limit(500)
-                    .toArray();
+            final long[] keys = keysIn(firstSlots, 500);
             final float[] minusOnes = new float[keys.length];
             Arrays.fill(minusOnes, -1f);
             // A request re-split after a routing change: one part applied by the first shard, its sibling (other
@@ -128,20 +139,12 @@ class RetriedPushAfterTakeoverTest {
     @Test
     void shouldApplyARetryWhoseSlotsHoldRowsOfACheckpointFromBeforeThePush() throws Exception {
         final URI root = dir.resolve("checkpoints").toUri();
-        try (LocalCluster cluster = LocalCluster.builder()
-                        .shards(2)
-                        .checkpointRoot(root.toString())
-                        .keepCheckpoints(0)
-                        .start();
+        try (LocalCluster cluster = startCluster();
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
             final PsTable table = client.createTable(CounterTable.schema(TABLE));
             final Shard first = cluster.shard(0).shard();
-            final BitSet firstSlots = first.ownedSlots();
             final long hash = Slots.tableHash(TABLE);
-            final long[] keys = LongStream.range(0, 1_000_000)
-                    .filter(key -> firstSlots.get(Slots.slotOf(hash, key)))
-                    .limit(50)
-                    .toArray();
+            final long[] keys = keysIn(first.ownedSlots(), 50);
             final BitSet pushed = new BitSet();
             for (final long key : keys) {
                 pushed.set(Slots.slotOf(hash, key));
