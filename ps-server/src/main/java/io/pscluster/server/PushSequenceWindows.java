@@ -133,22 +133,17 @@ final class PushSequenceWindows {
             }
         }
         synchronized (this) {
-            final BitSet vouched = (BitSet) slots.clone();
-            for (final Adopted earlier : adopted) {
-                if (earlier.source().equals(source) && earlier.checkpointId() == checkpointId) {
-                    vouched.or(earlier.slots());
-                }
-            }
             // The other checkpoints' captures stop vouching for these slots; this one's other shards' do not.
+            final BitSet vouched = (BitSet) slots.clone();
             final List<Adopted> kept = new ArrayList<>();
             final List<Adopted> others = new ArrayList<>();
             for (final Adopted earlier : adopted) {
-                if (earlier.checkpointId() == checkpointId) {
-                    if (!earlier.source().equals(source)) {
-                        kept.add(earlier);
-                    }
-                } else {
+                if (earlier.checkpointId() != checkpointId) {
                     others.add(earlier);
+                } else if (earlier.source().equals(source)) {
+                    vouched.or(earlier.slots());
+                } else {
+                    kept.add(earlier);
                 }
             }
             kept.addAll(without(slots, others));
