@@ -1,5 +1,6 @@
 package io.pscluster.cli;
 
+import io.pscluster.wire.NettyTuning;
 import java.io.PrintWriter;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -30,6 +31,7 @@ public final class Psctl implements Runnable {
     }
 
     public static void main(final String[] args) {
+        NettyTuning.applyDefaults();
         System.exit(run(args));
     }
 
