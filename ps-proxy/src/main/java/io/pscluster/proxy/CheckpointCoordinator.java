@@ -500,22 +500,11 @@ final class CheckpointCoordinator {
         final long latest = state.latestCheckpointId();
         final List<Long> foreign = new ArrayList<>();
         String writer = "";
-        for (final long other : store.idsAbove(latest)) {
-            if (other == id) {
-                continue;
-            }
-            final Optional<CheckpointInfo> info;
-            try {
-                info = store.get(other);
-            } catch (CheckpointCorruptException e) {
-                continue;
-            }
-            final String committer = info.map(
-                            checkpoint -> checkpoint.manifest().properties().getOrDefault(PROXY_STATE, ""))
-                    .orElse("");
-            if (!committer.isEmpty() && !committer.equals(state.stateId())) {
-                foreign.add(other);
-                writer = committer;
+        // The one being taken has no manifest yet: it is not among them.
+        for (final Above other : committedAbove(store, latest)) {
+            if (!other.committer().isEmpty() && !other.committer().equals(state.stateId())) {
+                foreign.add(other.id());
+                writer = other.committer();
             }
         }
         if (!foreign.isEmpty()) {
@@ -528,6 +517,30 @@ final class CheckpointCoordinator {
                     + " --checkpoint-dir " + root + " --id N` for each), or, to keep the other's, stop this proxy and"
                     + " move its --state-dir away so that it starts from the newest checkpoint");
         }
+    }
+
+    /** A committed checkpoint above the latest a proxy recorded, and the state that committed it ("": none named). */
+    record Above(long id, Manifest manifest, String committer) {}
+
+    /**
+     * The committed checkpoints of {@code store} above {@code latest}, newest first, each with the state that committed
+     * it ({@link #PROXY_STATE}); one whose manifest does not decode is left out.
+     */
+    static List<Above> committedAbove(final CheckpointStore store, final long latest) throws IOException {
+        final List<Above> above = new ArrayList<>();
+        for (final long id : store.idsAbove(latest)) {
+            final Optional<CheckpointInfo> info;
+            try {
+                info = store.get(id);
+            } catch (CheckpointCorruptException e) {
+                continue;
+            }
+            if (info.isPresent()) {
+                final Manifest manifest = info.get().manifest();
+                above.add(new Above(id, manifest, manifest.properties().getOrDefault(PROXY_STATE, "")));
+            }
+        }
+        return above;
     }
 
     private Set<String> jobsWithWorkers() {

@@ -190,25 +190,15 @@ public final class ProxyServer implements AutoCloseable {
      * stopped after the commit and before the record named it, and the cluster's data moved on from it, so a lost
      * shard's slots must come back from it rather than from the one before. A newer checkpoint of another state is
      * logged as an error and left alone (checkpoints are refused while it is there, see {@link CheckpointCoordinator}).
-     * Best effort: a root that cannot be read is logged, and the record is then used as it is.
+     * Best effort: a root or manifest that cannot be read (a manifest that does not decode is passed over) is logged,
+     * and the record is then used as it is.
      */
     private static void adoptUnrecordedCheckpoint(final ClusterState state, final CheckpointStore store) {
         final long recorded = state.latestCheckpointId();
         try {
             boolean adopted = false;
-            for (final long id : store.idsAbove(recorded)) {
-                final Optional<CheckpointInfo> found;
-                try {
-                    found = store.get(id);
-                } catch (IOException e) {
-                    LOG.warn("cannot read the manifest of checkpoint {}: {}", id, e.toString());
-                    continue;
-                }
-                if (found.isEmpty()) {
-                    continue;
-                }
-                final Manifest manifest = found.get().manifest();
-                final String writer = manifest.properties().getOrDefault(CheckpointCoordinator.PROXY_STATE, "");
+            for (final CheckpointCoordinator.Above above : CheckpointCoordinator.committedAbove(store, recorded)) {
+                final String writer = above.committer();
                 if (writer.equals(state.stateId())) {
                     if (!adopted) {
                         adopted = true;
@@ -216,11 +206,12 @@ public final class ProxyServer implements AutoCloseable {
                                 "checkpoint {} was committed by this proxy but its state records {} as the latest (the"
                                         + " proxy stopped between the commit and the save): taking {} as the latest"
                                         + " and as the checkpoint the data moved on from",
-                                id,
+                                above.id(),
                                 recorded,
-                                id);
+                                above.id());
                         try {
-                            state.checkpointCommitted(id, manifest.createdMillis());
+                            state.checkpointCommitted(
+                                    above.id(), above.manifest().createdMillis());
                         } catch (PsException e) {
                             LOG.warn("{}", e.getMessage());
                         }
@@ -230,7 +221,7 @@ public final class ProxyServer implements AutoCloseable {
                             "checkpoint {} under {} was committed by another proxy (state {}; this proxy's state is {}):"
                                     + " two clusters share this checkpoint root. It is not used, and this proxy takes"
                                     + " no checkpoint while it is there",
-                            id,
+                            above.id(),
                             store.root(),
                             writer,
                             state.stateId());
