@@ -358,9 +358,7 @@ class ProxyServerTest {
             register(stub, startFakeShard());
             stub.createTable(table("emb"));
             final var admin = AdminServiceGrpc.newBlockingStub(channel(proxy.port()));
-            id = admin.checkpointNow(CheckpointNowRequest.getDefaultInstance())
-                    .getCheckpoint()
-                    .getId();
+            id = checkpointId(admin);
             restoreFailure.set(Status.INTERNAL.withDescription("disk on fire"));
 
             assertThatThrownBy(() -> admin.restore(
@@ -394,10 +392,7 @@ class ProxyServerTest {
         admin.restore(RestoreRequest.newBuilder().setCheckpointId(id).build());
         assertThat(admin.listShards(ListShardsRequest.getDefaultInstance()).getUnfinishedRestoreId())
                 .isZero();
-        assertThat(admin.checkpointNow(CheckpointNowRequest.getDefaultInstance())
-                        .getCheckpoint()
-                        .getId())
-                .isGreaterThan(id);
+        assertThat(checkpointId(admin)).isGreaterThan(id);
     }
 
     private static void assertRefusedAsMixed(final AdminServiceGrpc.AdminServiceBlockingStub admin, final long id) {
@@ -466,10 +461,7 @@ class ProxyServerTest {
         }
 
         uncoveredSlotsPerShard = 0;
-        assertThat(admin.checkpointNow(CheckpointNowRequest.getDefaultInstance())
-                        .getCheckpoint()
-                        .getId())
-                .isPositive();
+        assertThat(checkpointId(admin)).isPositive();
     }
 
     /**
@@ -487,9 +479,7 @@ class ProxyServerTest {
         final String b = register(stub, startFakeShard());
         stub.createTable(table("emb"));
         final var admin = AdminServiceGrpc.newBlockingStub(channel(proxy.port()));
-        final long first = admin.checkpointNow(CheckpointNowRequest.getDefaultInstance())
-                .getCheckpoint()
-                .getId();
+        final long first = checkpointId(admin);
         final CheckpointStore store = new CheckpointStore(root.toUri(), new Configuration());
         PausePoints.arm(PausePoints.AFTER_RENAME);
         try {
@@ -512,10 +502,7 @@ class ProxyServerTest {
         final var again = ProxyServiceGrpc.newBlockingStub(channel(restarted.port()));
         again.heartbeat(HeartbeatRequest.newBuilder().setShardId(a).build());
         again.heartbeat(HeartbeatRequest.newBuilder().setShardId(b).build());
-        final long third = AdminServiceGrpc.newBlockingStub(channel(restarted.port()))
-                .checkpointNow(CheckpointNowRequest.getDefaultInstance())
-                .getCheckpoint()
-                .getId();
+        final long third = checkpointId(AdminServiceGrpc.newBlockingStub(channel(restarted.port())));
         assertThat(store.get(third).orElseThrow().manifest().parentId()).isEqualTo(second);
         restarted.close();
         assertThat(savedRecord().getLatestCheckpointId()).isEqualTo(third);
@@ -532,9 +519,7 @@ class ProxyServerTest {
         register(stub, startFakeShard());
         stub.createTable(table("emb"));
         final var admin = AdminServiceGrpc.newBlockingStub(channel(proxy.port()));
-        final long first = admin.checkpointNow(CheckpointNowRequest.getDefaultInstance())
-                .getCheckpoint()
-                .getId();
+        final long first = checkpointId(admin);
         final CheckpointStore store = new CheckpointStore(root.toUri(), new Configuration());
         final long foreign = store.nextId();
         store.fileSystem().mkdirs(store.checkpointDir(foreign));
@@ -561,6 +546,13 @@ class ProxyServerTest {
         assertThat(savedRecord().getLatestCheckpointId()).isEqualTo(first);
     }
 
+    /** Takes a checkpoint through {@code admin}; its id. */
+    private static long checkpointId(final AdminServiceGrpc.AdminServiceBlockingStub admin) {
+        return admin.checkpointNow(CheckpointNowRequest.getDefaultInstance())
+                .getCheckpoint()
+                .getId();
+    }
+
     private io.pscluster.proto.v1.ProxyStateRecord savedRecord() throws IOException {
         final LocalFileStateStore saved = new LocalFileStateStore(ProxyServer.stateDir("", root.toUri()));
         try {
@@ -583,9 +575,7 @@ class ProxyServerTest {
         final CheckpointStore store = new CheckpointStore(root.toUri(), new Configuration());
         final List<Long> ids = new ArrayList<>();
         for (int i = 0; i < 2; i++) {
-            ids.add(admin.checkpointNow(CheckpointNowRequest.getDefaultInstance())
-                    .getCheckpoint()
-                    .getId());
+            ids.add(checkpointId(admin));
         }
         assertThat(store.get(ids.get(1)).orElseThrow().manifest().kind()).isEqualTo(Manifest.Kind.DELTA);
 
@@ -595,16 +585,12 @@ class ProxyServerTest {
         Files.delete(root.resolve(String.format("ckpt-%012d", ids.get(0)))
                 .resolve(lost.file().path()));
         deltasAsked.clear();
-        final long third = admin.checkpointNow(CheckpointNowRequest.getDefaultInstance())
-                .getCheckpoint()
-                .getId();
+        final long third = checkpointId(admin);
         assertThat(deltasAsked).as("a base asked of both shards").containsExactly(false, false);
         assertThat(store.get(third).orElseThrow().manifest().kind()).isEqualTo(Manifest.Kind.BASE);
 
         deltasAsked.clear();
-        final long fourth = admin.checkpointNow(CheckpointNowRequest.getDefaultInstance())
-                .getCheckpoint()
-                .getId();
+        final long fourth = checkpointId(admin);
         assertThat(deltasAsked).containsExactly(true, true);
         assertThat(store.get(fourth).orElseThrow().manifest().parentId()).isEqualTo(third);
     }
