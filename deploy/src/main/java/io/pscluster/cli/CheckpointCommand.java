@@ -69,8 +69,17 @@ final class CheckpointCommand implements Runnable {
                 spec.commandLine(), "name what to do: now, list, restore, verify, delete or export");
     }
 
-    @Command(name = "now", mixinStandardHelpOptions = true, description = "Take a checkpoint now (through the proxy).")
+    @Command(
+            name = "now",
+            mixinStandardHelpOptions = true,
+            description = {
+                "Take a checkpoint now (through the proxy). Exit 3: the checkpoint is committed, but the proxy could"
+                        + " not record it in its state (the warning says why and what follows)."
+            })
     static final class Now implements Callable<Integer> {
+        /** The checkpoint is committed and the proxy state does not name it yet. */
+        static final int UNRECORDED_EXIT = 3;
+
         @Option(names = "--proxy", required = true, description = "The proxy's HOST:PORT.")
         String proxy;
 
@@ -95,6 +104,10 @@ final class CheckpointCommand implements Runnable {
                 out.println("checkpoint taken: " + describe(response.getCheckpoint()));
                 out.println("longest push stall at a shard's cut: " + response.getMaxSnapshotMicros() + " us");
                 out.println("cut: " + response.getCut());
+                if (!response.getUnrecorded().isEmpty()) {
+                    spec.commandLine().getErr().println("warning: " + response.getUnrecorded());
+                    return UNRECORDED_EXIT;
+                }
                 return 0;
             });
         }

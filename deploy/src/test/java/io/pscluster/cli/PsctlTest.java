@@ -30,6 +30,44 @@ class PsctlTest {
                 .isTrue();
     }
 
+    /**
+     * A checkpoint committed while the proxy cannot save its state (its state directory replaced by a file): `checkpoint
+     * now` says so on standard error and exits 3, not 0, because until a save names it a lost shard's slots come back
+     * from the checkpoint before. Once the state saves again, the next checkpoint is recorded as usual.
+     */
+    @Test
+    void shouldExitThreeAndSayWhyWhenACommittedCheckpointCouldNotBeRecorded() throws Exception {
+        try (LocalCluster cluster = LocalCluster.builder()
+                .shards(1)
+                .checkpointRoot(dir.toUri().toString())
+                .start()) {
+            final String proxy = cluster.proxyAddress();
+            final PsctlRun first = PsctlRun.psctl("checkpoint", "now", "--proxy", proxy, "--quiet");
+            assertThat(first.exit()).as(first.text()).isZero();
+            assertThat(first.err()).as(first.text()).doesNotContain("warning");
+
+            final Path stateDir = dir.resolve("_proxy-state");
+            assertThat(stateDir).isDirectory();
+            final Path aside = dir.resolve("state-aside");
+            Files.move(stateDir, aside);
+            Files.writeString(stateDir, "not a directory");
+            final PsctlRun unrecorded = PsctlRun.psctl("checkpoint", "now", "--proxy", proxy, "--quiet");
+            assertThat(unrecorded.exit()).as(unrecorded.text()).isEqualTo(3);
+            assertThat(unrecorded.err())
+                    .as(unrecorded.text())
+                    .contains("warning: checkpoint 2 is committed, but the proxy state does not name it yet")
+                    .contains("come back from checkpoint 1")
+                    .contains("The save failed:");
+            assertThat(Files.exists(dir.resolve("ckpt-000000000002/_MANIFEST"))).isTrue();
+
+            Files.delete(stateDir);
+            Files.move(aside, stateDir);
+            final PsctlRun third = PsctlRun.psctl("checkpoint", "now", "--proxy", proxy, "--quiet");
+            assertThat(third.exit()).as(third.text()).isZero();
+            assertThat(third.out()).as(third.text()).contains("checkpoint taken: #3 ");
+        }
+    }
+
     @Test
     void shouldTakeListAndReportCheckpointsAndStatusThroughTheCli() throws Exception {
         try (LocalCluster cluster = LocalCluster.builder()

@@ -80,6 +80,7 @@ final class AdminGrpcService extends AdminServiceGrpc.AdminServiceImplBase {
                     .setCheckpoint(describe(taken.checkpoint()))
                     .setMaxSnapshotMicros(taken.maxSnapshotMicros())
                     .setCut(taken.cut())
+                    .setUnrecorded(taken.unrecorded())
                     .build();
         });
     }

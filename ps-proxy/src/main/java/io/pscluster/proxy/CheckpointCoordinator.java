@@ -174,7 +174,11 @@ final class CheckpointCoordinator {
     }
 
     /** The result of a checkpoint: what was committed and the longest push stall a shard reported. */
-    record Taken(CheckpointInfo checkpoint, long maxSnapshotMicros, String cut) {}
+    /**
+     * A committed checkpoint. {@code unrecorded}: empty, or why the proxy state does not name it yet (see
+     * {@link ClusterState#checkpointCommitted}).
+     */
+    record Taken(CheckpointInfo checkpoint, long maxSnapshotMicros, String cut, String unrecorded) {}
 
     /**
      * Takes a checkpoint, pausing the running jobs' workers for its cut; refused while an operator's restore into
@@ -464,17 +468,15 @@ final class CheckpointCoordinator {
                         properties);
         refuseIfAnotherProxyCommitted(id);
         store.commit(manifest);
+        String unrecorded = "";
         try {
             state.checkpointCommitted(id, manifest.createdMillis());
         } catch (PsException e) {
             // The checkpoint is committed; restore orders keep using the previous one until a save succeeds.
-            LOG.warn(
-                    "checkpoint {} is committed; the proxy state does not name it yet, so a lost shard's slots come"
-                            + " back from checkpoint {} until a later save names it (or the proxy's next start adopts"
-                            + " it). The save failed: {}",
-                    id,
-                    state.dataCheckpointId(),
-                    e.getMessage());
+            unrecorded = "checkpoint " + id + " is committed, but the proxy state does not name it yet, so a lost"
+                    + " shard's slots come back from checkpoint " + state.dataCheckpointId() + " until a later save"
+                    + " names it (or the proxy's next start adopts it). The save failed: " + e.getMessage();
+            LOG.warn("{}", unrecorded);
         }
         LOG.info(
                 "checkpoint {} committed: {} files, {} rows, {} bytes; longest push stall {} us at the cut, {} us"
@@ -486,7 +488,8 @@ final class CheckpointCoordinator {
                 maxStall,
                 maxHeld);
         applyRetention();
-        return new Taken(new CheckpointInfo(id, store.checkpointDir(id), manifest), maxStall, properties.get(CUT));
+        return new Taken(
+                new CheckpointInfo(id, store.checkpointDir(id), manifest), maxStall, properties.get(CUT), unrecorded);
     }
 
     /**
