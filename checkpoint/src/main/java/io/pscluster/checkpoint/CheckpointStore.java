@@ -79,6 +79,11 @@ public final class CheckpointStore implements Closeable {
     /** The file that says a cluster used this root (see {@link #hasClusterMark}). */
     public static final String CLUSTER_MARK = "_CLUSTER";
 
+    /** The name of a running proxy's claim on this root, before its state's id (see {@link #writeProxyClaim}). */
+    public static final String PROXY_CLAIM_PREFIX = "_PROXY-";
+
+    private static final int MAX_CLAIM_BYTES = 4096;
+
     private static final String DIR_PREFIX = "ckpt-";
     private static final Pattern DIR_NAME = Pattern.compile("ckpt-(\\d{1,18})");
     private static final String TMP_PREFIX = MANIFEST + ".tmp-";
@@ -338,6 +343,51 @@ public final class CheckpointStore implements Closeable {
         }
         out.close();
         return true;
+    }
+
+    /**
+     * The claims of the proxies that use this root, by their state's id: the text of each {@code _PROXY-<id>} file
+     * (see {@link #writeProxyClaim}); a claim deleted while this reads it is left out.
+     */
+    public Map<String, String> proxyClaims() throws IOException {
+        Map<String, String> claims = new HashMap<>();
+        for (FileStatus status : fs.listStatus(root)) {
+            String name = status.getPath().getName();
+            if (!status.isFile() || !name.startsWith(PROXY_CLAIM_PREFIX) || status.getLen() > MAX_CLAIM_BYTES) {
+                continue;
+            }
+            try (InputStream in = fs.open(status.getPath())) {
+                claims.put(
+                        name.substring(PROXY_CLAIM_PREFIX.length()),
+                        new String(in.readNBytes(MAX_CLAIM_BYTES), StandardCharsets.UTF_8));
+            } catch (FileNotFoundException gone) {
+                // Its proxy stopped meanwhile.
+            }
+        }
+        return claims;
+    }
+
+    /**
+     * Writes (replacing) the claim of the proxy whose state is {@code stateId}: a small text file at the root that its
+     * proxy rewrites while it runs, so that another proxy can tell a live one from a stopped one. Listing, retention
+     * and verification ignore it (it is not a {@code ckpt-} directory).
+     */
+    public void writeProxyClaim(String stateId, String text) throws IOException {
+        try (FSDataOutputStream out = fs.create(proxyClaim(stateId), true)) {
+            out.write(text.getBytes(StandardCharsets.UTF_8));
+        }
+    }
+
+    /** Deletes the claim of {@code stateId}'s proxy, if there is one. */
+    public void deleteProxyClaim(String stateId) throws IOException {
+        fs.delete(proxyClaim(stateId), false);
+    }
+
+    private Path proxyClaim(String stateId) {
+        if (!stateId.matches("[A-Za-z0-9._-]{1,100}")) {
+            throw new IllegalArgumentException("not a proxy state id: '" + stateId + "'");
+        }
+        return new Path(root, PROXY_CLAIM_PREFIX + stateId);
     }
 
     /**

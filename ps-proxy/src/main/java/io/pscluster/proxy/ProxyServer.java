@@ -12,6 +12,7 @@ import io.pscluster.checkpoint.Manifest;
 import io.pscluster.checkpoint.RetentionPolicy;
 import io.pscluster.wire.PsException;
 import java.io.IOException;
+import java.io.InterruptedIOException;
 import java.net.URI;
 import java.net.URISyntaxException;
 import java.nio.file.Path;
@@ -60,9 +61,13 @@ public final class ProxyServer implements AutoCloseable {
     // lease checks on the timer thread must go on meanwhile (a shard lost mid-checkpoint is failed over on time).
     private final ScheduledExecutorService checkpointTimer =
             Executors.newSingleThreadScheduledExecutor(ThreadFactories.daemon("ps-proxy-checkpoint"));
+    // The root claim's renewals do filesystem calls that may hang for a while: not on the lease checks' thread.
+    private final ScheduledExecutorService claimTimer =
+            Executors.newSingleThreadScheduledExecutor(ThreadFactories.daemon("ps-proxy-claim"));
     private final ShardFanOut fanOut;
     private final WorkerPauses pauses;
     private final ClusterMark mark;
+    private final RootClaim claim;
     private Server server;
     private boolean closed;
 
@@ -71,9 +76,11 @@ public final class ProxyServer implements AutoCloseable {
             final CheckpointStore store,
             final ClusterState state,
             final ProxyStateStore stateStore,
-            final ClusterMark mark) {
+            final ClusterMark mark,
+            final RootClaim claim) {
         this.context = context;
         this.mark = mark;
+        this.claim = claim;
         this.state = state;
         this.stateStore = stateStore;
         this.fanOut = new ShardFanOut(channels, onwardCalls, context.callDeadlineMs);
@@ -113,12 +120,24 @@ public final class ProxyServer implements AutoCloseable {
             stateStore.close();
             throw e;
         }
+        final RootClaim claim;
+        try {
+            claim = RootClaim.take(store, state.stateId(), describe(context), context.rootClaimRenewMs);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            stateStore.close();
+            throw new InterruptedIOException("interrupted while checking the other proxies' claims on " + root);
+        } catch (IOException | RuntimeException e) {
+            stateStore.close();
+            throw e;
+        }
         adoptUnrecordedCheckpoint(state, store);
         noteCheckpointTimes(state, store);
         final ProxyServer proxy;
         try {
-            proxy = new ProxyServer(context, store, state, stateStore, mark);
+            proxy = new ProxyServer(context, store, state, stateStore, mark, claim);
         } catch (RuntimeException e) {
+            claim.release();
             stateStore.close();
             throw e;
         }
@@ -133,6 +152,18 @@ public final class ProxyServer implements AutoCloseable {
             throw e;
         }
         return proxy;
+    }
+
+    /** Who this proxy is, as its root claim says it: host, process and port asked for. */
+    private static String describe(final Context context) {
+        String host;
+        try {
+            host = java.net.InetAddress.getLocalHost().getHostName();
+        } catch (IOException e) {
+            host = "an unknown host";
+        }
+        return "proxy on " + host + ", process " + ProcessHandle.current().pid() + ", port " + context.port
+                + ", started at " + java.time.Instant.now();
     }
 
     /** The state directory: the configured one; else {@code <root>/_proxy-state} for a file:// root, else local. */
@@ -283,6 +314,8 @@ public final class ProxyServer implements AutoCloseable {
         state.detectOwnPauses(TimeUnit.MILLISECONDS.toNanos(tick), pauseThreshold);
         jobs.detectOwnPauses(TimeUnit.MILLISECONDS.toNanos(JobRegistry.CHECK_INTERVAL_MS), pauseThreshold);
         timers.scheduleWithFixedDelay(this::checkLeases, tick, tick, TimeUnit.MILLISECONDS);
+        claimTimer.scheduleWithFixedDelay(
+                claim::renew, context.rootClaimRenewMs, context.rootClaimRenewMs, TimeUnit.MILLISECONDS);
         timers.scheduleWithFixedDelay(
                 this::checkJobs, JobRegistry.CHECK_INTERVAL_MS, JobRegistry.CHECK_INTERVAL_MS, TimeUnit.MILLISECONDS);
         if (context.checkpointIntervalMs > 0) {
@@ -376,6 +409,13 @@ public final class ProxyServer implements AutoCloseable {
         control.shutdownNow();
         longCalls.shutdownNow();
         onwardCalls.shutdownNow();
+        claimTimer.shutdownNow();
+        // A renewal under way would write the claim again after its deletion.
+        if (claimTimer.awaitTermination(10, TimeUnit.SECONDS)) {
+            claim.release();
+        } else {
+            LOG.warn("the root claim's renewal did not end in time: the claim stays, and the next start waits once");
+        }
         LOG.info("proxy stopped");
     }
 
@@ -396,6 +436,7 @@ public final class ProxyServer implements AutoCloseable {
         private long workerLeaseMs = 3_000;
         private String stateDir = "";
         private ProxyStateStore stateStore;
+        private long rootClaimRenewMs = 2_000;
         private Configuration hadoopConf = new Configuration();
         private String checkpointCodec = "zstd";
         private int checkpointReplication;
@@ -425,6 +466,18 @@ public final class ProxyServer implements AutoCloseable {
          */
         public Context checkpointRootMoved(final boolean value) {
             checkpointRootMoved = value;
+            return this;
+        }
+
+        /**
+         * How often the proxy rewrites its claim on the checkpoint root ({@link RootClaim}); a proxy starting with
+         * another state's claim there waits twice this and a second to see whether that proxy runs. Default 2 s.
+         */
+        public Context rootClaimRenewMs(final long value) {
+            if (value <= 0) {
+                throw new IllegalArgumentException("rootClaimRenewMs must be positive: " + value);
+            }
+            rootClaimRenewMs = value;
             return this;
         }
 
