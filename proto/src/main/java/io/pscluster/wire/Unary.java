@@ -19,6 +19,17 @@ public final class Unary {
         } catch (Exception failure) {
             response.onError(PsException.toStatus(failure));
             return;
+        } catch (Error error) {
+            // The caller gets an answer rather than waiting for its deadline (or forever, without one); the error
+            // goes on up to the executor's thread, which logs it.
+            try {
+                response.onError(io.grpc.Status.INTERNAL
+                        .withDescription("the server failed while answering: " + error)
+                        .asRuntimeException());
+            } catch (RuntimeException | Error ignored) {
+                error.addSuppressed(ignored);
+            }
+            throw error;
         }
         response.onNext(value);
         response.onCompleted();
