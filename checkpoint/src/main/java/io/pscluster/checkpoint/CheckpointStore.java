@@ -627,12 +627,32 @@ public final class CheckpointStore implements Closeable {
      * those a coordinator may still order restored.
      */
     public RetentionPolicy.Outcome retain(RetentionPolicy policy, long nowMillis, Set<Long> pinned) throws IOException {
+        return retain(policy, nowMillis, pinned, Set.of());
+    }
+
+    /**
+     * As {@link #retain(RetentionPolicy, long, Set)}, with the checkpoints the caller found {@code damaged} (their
+     * bytes failed verification): they, and checkpoints whose chain holds one, do not count toward
+     * {@link RetentionPolicy#keepLast}, so that damaged checkpoints never push the intact ones they stand in front of
+     * out of the count; and the newest chain kept whatever the limits is one with none of them. They are kept
+     * themselves (logged), for the operator to look at and delete.
+     */
+    public RetentionPolicy.Outcome retain(RetentionPolicy policy, long nowMillis, Set<Long> pinned, Set<Long> damaged)
+            throws IOException {
         Scan scan = scan();
         List<CheckpointInfo> committed = scan.committed();
         Set<Long> keep = new TreeSet<>(Comparator.reverseOrder());
-        for (int i = 0; i < committed.size(); i++) {
-            CheckpointInfo checkpoint = committed.get(i);
-            boolean inCount = policy.keepLast() == 0 || i < policy.keepLast();
+        Set<Long> damagedChains = new TreeSet<>(Comparator.reverseOrder());
+        int counted = 0;
+        for (CheckpointInfo checkpoint : committed) {
+            if (damaged.contains(checkpoint.id())
+                    || !java.util.Collections.disjoint(scan.closure(checkpoint.id()), damaged)) {
+                damagedChains.add(checkpoint.id());
+                keep.add(checkpoint.id());
+                continue;
+            }
+            boolean inCount = policy.keepLast() == 0 || counted < policy.keepLast();
+            counted++;
             boolean young = policy.maxAge().isZero()
                     || checkpoint.manifest().createdMillis()
                             >= nowMillis - policy.maxAge().toMillis();
@@ -647,15 +667,23 @@ public final class CheckpointStore implements Closeable {
         }
         if (!committed.isEmpty()) {
             // Limits never leave nothing to restore: the newest stays, and so does the newest whose chain (itself, and
-            // for a delta its base and parents) has every file there.
+            // for a delta its base and parents) has every file there and was not found damaged.
             keep.add(committed.get(0).id());
             Map<Long, Boolean> present = new HashMap<>();
             for (CheckpointInfo checkpoint : committed) {
-                if (chainPresent(checkpoint, scan, present)) {
+                if (!damagedChains.contains(checkpoint.id()) && chainPresent(checkpoint, scan, present)) {
                     keep.add(checkpoint.id());
                     break;
                 }
             }
+        }
+        if (!damagedChains.isEmpty()) {
+            LOG.warn(
+                    "Retention keeps checkpoints {} without counting them: their bytes, or those of a checkpoint of"
+                            + " their chain, were found damaged ({}); delete them with `psctl checkpoint delete` once"
+                            + " looked at",
+                    damagedChains,
+                    damaged);
         }
         for (Long id : List.copyOf(keep)) {
             keep.addAll(scan.closure(id));

@@ -113,6 +113,29 @@ class RetentionTest {
     }
 
     /**
+     * Checkpoints found damaged (6 itself; 5 through its base 4) do not count toward the newest K: the two newest
+     * intact ones (3 and 2) stay rather than being pushed out by them, and the damaged ones are kept for the operator.
+     * Without the damage known, the same limit keeps only 6 and the chain of 5.
+     */
+    @Test
+    void shouldNotCountCheckpointsFoundDamagedTowardTheNewestK() throws IOException {
+        commitBase(1, NOW - 6);
+        commitBase(2, NOW - 5);
+        commitBase(3, NOW - 4);
+        commitBase(4, NOW - 3);
+        commitDelta(5, 4, 4, NOW - 2);
+        commitBase(6, NOW - 1);
+
+        RetentionPolicy.Outcome outcome =
+                store.retain(new RetentionPolicy(2, Duration.ZERO), NOW, Set.of(), Set.of(6L, 4L));
+
+        assertThat(outcome.deleted()).containsExactly(1L);
+        assertThat(ids()).containsExactly(6L, 5L, 4L, 3L, 2L);
+        store.retain(new RetentionPolicy(2, Duration.ZERO), NOW, Set.of(), Set.of());
+        assertThat(ids()).containsExactly(6L, 5L, 4L);
+    }
+
+    /**
      * The newest checkpoint a restore can use is the newest whose whole chain has its files: a delta whose own files
      * are all there but whose base lost one cannot be restored, so the older chain must stay.
      */

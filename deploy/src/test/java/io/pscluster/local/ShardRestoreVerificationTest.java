@@ -118,6 +118,63 @@ class ShardRestoreVerificationTest {
         }
     }
 
+    /**
+     * A restore of the latest checkpoint passes over the two newest (their bytes damaged) for the oldest; the next
+     * checkpoint's retention (keep 3) does not count the damaged two, so it keeps that intact one rather than deleting
+     * it for them (all bases: no delta's chain keeps it by itself).
+     */
+    @Test
+    void shouldKeepTheIntactCheckpointARestoreFellBackToWhenNewerOnesWereFoundDamaged() throws Exception {
+        final String root = dir.resolve("checkpoints").toUri().toString();
+        try (LocalCluster cluster = LocalCluster.builder()
+                        .shards(1)
+                        .checkpointRoot(root)
+                        .checkpointCodec("none")
+                        .deltasPerBase(0)
+                        .keepCheckpoints(3)
+                        .start();
+                PsClient client = PsClient.connect(cluster.proxyAddress())) {
+            final PsTable table = client.createTable(TableSchema.newBuilder()
+                    .setName("counter")
+                    .setKind(TableKind.SPARSE)
+                    .setDim(1)
+                    .setOptimizer(OptimizerSpec.newBuilder()
+                            .setKind(OptimizerKind.SGD)
+                            .setLearningRate(1f))
+                    .setInitializer(InitializerSpec.newBuilder().setKind(InitializerKind.ZEROS))
+                    .build());
+            final long[] keys = new long[KEYS];
+            for (int i = 0; i < KEYS; i++) {
+                keys[i] = i * 7_919L + 1;
+            }
+            final float[] minusOne = new float[KEYS];
+            Arrays.fill(minusOne, -1f);
+            final long[] ids = new long[3];
+            for (int c = 0; c < ids.length; c++) {
+                table.push(keys, minusOne);
+                client.flush();
+                ids[c] = AdminCalls.checkpointNow(cluster.proxyAddress());
+            }
+            final CheckpointStore store = new CheckpointStore(URI.create(root), new Configuration());
+            for (final long damaged : new long[] {ids[1], ids[2]}) {
+                final CheckpointInfo checkpoint = store.get(damaged).orElseThrow();
+                flipByteOfFirstChunk(
+                        store.fileSystem(),
+                        checkpoint.resolve(checkpoint.manifest().files().get(0).file()));
+            }
+
+            assertThat(AdminCalls.restore(cluster.proxyAddress(), 0)).isEqualTo(KEYS);
+            assertThat(table.pull(keys))
+                    .as("the values of the oldest checkpoint")
+                    .containsOnly(1f);
+            final long next = AdminCalls.checkpointNow(cluster.proxyAddress());
+
+            assertThat(store.list().stream().map(CheckpointInfo::id).toList())
+                    .as("the intact checkpoint stays; the damaged ones are kept uncounted")
+                    .containsExactly(next, ids[2], ids[1], ids[0]);
+        }
+    }
+
     private static long restore(final ManagedChannel channel, final String root, final long id, final BitSet slots) {
         return ShardAdminServiceGrpc.newBlockingStub(channel)
                 .withDeadlineAfter(30, TimeUnit.SECONDS)

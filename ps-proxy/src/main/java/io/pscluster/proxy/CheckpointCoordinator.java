@@ -60,6 +60,12 @@ final class CheckpointCoordinator {
 
     private final ClusterState state;
     private final CheckpointStore store;
+    /**
+     * Checkpoints whose bytes a restore here found damaged (since this proxy started): retention does not count them
+     * toward the newest K ({@link CheckpointStore#retain(io.pscluster.checkpoint.RetentionPolicy, long, Set, Set)}).
+     */
+    private final Set<Long> foundDamaged = java.util.concurrent.ConcurrentHashMap.newKeySet();
+
     private final ShardFanOut fanOut;
     private final Settings settings;
     private final WorkerPauses pauses;
@@ -761,7 +767,11 @@ final class CheckpointCoordinator {
     /** Retention after a commit; a failure is logged, never fails the checkpoint that was committed. */
     private void applyRetention() {
         try {
-            store.retain(settings.retention(), System.currentTimeMillis(), state.checkpointsInUse());
+            store.retain(
+                    settings.retention(),
+                    System.currentTimeMillis(),
+                    state.checkpointsInUse(),
+                    Set.copyOf(foundDamaged));
         } catch (IOException | RuntimeException e) {
             LOG.warn("checkpoint retention failed (the next commit tries again): {}", e.toString());
         }
@@ -818,9 +828,13 @@ final class CheckpointCoordinator {
         final Map<Long, String> passedOver = new java.util.TreeMap<>(java.util.Comparator.reverseOrder());
         if (id == 0) {
             // latest() verifies checksums, skipping damaged checkpoints for older ones.
-            checkpoint = store.latest(operation.local("verifying"), passedOver)
-                    .orElseThrow(() -> PsException.notFound("no complete checkpoint under " + store.root()
-                            + (passedOver.isEmpty() ? "" : "; passed over: " + passedOver)));
+            try {
+                checkpoint = store.latest(operation.local("verifying"), passedOver)
+                        .orElseThrow(() -> PsException.notFound("no complete checkpoint under " + store.root()
+                                + (passedOver.isEmpty() ? "" : "; passed over: " + passedOver)));
+            } finally {
+                foundDamaged.addAll(passedOver.keySet());
+            }
         } else {
             checkpoint = store.get(id)
                     .orElseThrow(() -> PsException.notFound(
@@ -828,6 +842,7 @@ final class CheckpointCoordinator {
             try {
                 store.verify(checkpoint, operation.local("verifying"));
             } catch (io.pscluster.checkpoint.CheckpointCorruptException corrupt) {
+                foundDamaged.add(id);
                 throw PsException.dataLoss("checkpoint " + id + " is damaged: " + corrupt.getMessage());
             }
         }
