@@ -83,6 +83,8 @@ public final class CheckpointStore implements Closeable {
     public static final String PROXY_CLAIM_PREFIX = "_PROXY-";
 
     private static final int MAX_CLAIM_BYTES = 4096;
+    /** A claim's text while it is written, before it is renamed to its name. */
+    private static final String PROXY_CLAIM_ASIDE_PREFIX = "_PROXY.tmp-";
 
     private static final String DIR_PREFIX = "ckpt-";
     private static final Pattern DIR_NAME = Pattern.compile("ckpt-(\\d{1,18})");
@@ -346,48 +348,64 @@ public final class CheckpointStore implements Closeable {
     }
 
     /**
-     * The claims of the proxies that use this root, by their state's id: the text of each {@code _PROXY-<id>} file
-     * (see {@link #writeProxyClaim}); a claim deleted while this reads it is left out.
+     * The names of the files under this root that start with {@link #PROXY_CLAIM_PREFIX}: running proxies' claims on
+     * it (their format is the proxy's). Directories are left out.
      */
-    public Map<String, String> proxyClaims() throws IOException {
-        Map<String, String> claims = new HashMap<>();
+    public List<String> proxyClaimNames() throws IOException {
+        List<String> names = new ArrayList<>();
         for (FileStatus status : fs.listStatus(root)) {
             String name = status.getPath().getName();
-            if (!status.isFile() || !name.startsWith(PROXY_CLAIM_PREFIX) || status.getLen() > MAX_CLAIM_BYTES) {
-                continue;
-            }
-            try (InputStream in = fs.open(status.getPath())) {
-                claims.put(
-                        name.substring(PROXY_CLAIM_PREFIX.length()),
-                        new String(in.readNBytes(MAX_CLAIM_BYTES), StandardCharsets.UTF_8));
-            } catch (FileNotFoundException gone) {
-                // Its proxy stopped meanwhile.
+            if (status.isFile() && name.startsWith(PROXY_CLAIM_PREFIX)) {
+                names.add(name);
             }
         }
-        return claims;
+        return names;
+    }
+
+    /** The text of claim {@code name} (at most 4 KiB of it); empty if it is gone. */
+    public String readProxyClaim(String name) throws IOException {
+        try (InputStream in = fs.open(proxyClaim(name))) {
+            return new String(in.readNBytes(MAX_CLAIM_BYTES), StandardCharsets.UTF_8);
+        } catch (FileNotFoundException gone) {
+            return "";
+        }
     }
 
     /**
-     * Writes (replacing) the claim of the proxy whose state is {@code stateId}: a small text file at the root that its
-     * proxy rewrites while it runs, so that another proxy can tell a live one from a stopped one. Listing, retention
-     * and verification ignore it (it is not a {@code ckpt-} directory).
+     * Creates claim {@code name} holding {@code text}, never replacing one: a proxy renews its claim by creating the
+     * next name and deleting the previous, so that a reader always finds one whole. Listing, retention and
+     * verification ignore claims (they are not {@code ckpt-} directories).
      */
-    public void writeProxyClaim(String stateId, String text) throws IOException {
-        try (FSDataOutputStream out = fs.create(proxyClaim(stateId), true)) {
-            out.write(text.getBytes(StandardCharsets.UTF_8));
+    public void createProxyClaim(String name, String text) throws IOException {
+        Path claim = proxyClaim(name);
+        // Written aside and renamed, so that the name never shows without its text.
+        Path aside = new Path(root, PROXY_CLAIM_ASIDE_PREFIX + UUID.randomUUID());
+        boolean renamed = false;
+        try {
+            try (FSDataOutputStream out = fs.create(aside, false)) {
+                out.write(text.getBytes(StandardCharsets.UTF_8));
+            }
+            renamed = fs.rename(aside, claim);
+            if (!renamed) {
+                throw new IOException("cannot rename " + aside + " to " + claim + " (is it there already?)");
+            }
+        } finally {
+            if (!renamed) {
+                fs.delete(aside, false);
+            }
         }
     }
 
-    /** Deletes the claim of {@code stateId}'s proxy, if there is one. */
-    public void deleteProxyClaim(String stateId) throws IOException {
-        fs.delete(proxyClaim(stateId), false);
+    /** Deletes claim {@code name}, if it is there. */
+    public void deleteProxyClaim(String name) throws IOException {
+        fs.delete(proxyClaim(name), false);
     }
 
-    private Path proxyClaim(String stateId) {
-        if (!stateId.matches("[A-Za-z0-9._-]{1,100}")) {
-            throw new IllegalArgumentException("not a proxy state id: '" + stateId + "'");
+    private Path proxyClaim(String name) {
+        if (!name.startsWith(PROXY_CLAIM_PREFIX) || name.contains("/")) {
+            throw new IllegalArgumentException("not a proxy claim's name: '" + name + "'");
         }
-        return new Path(root, PROXY_CLAIM_PREFIX + stateId);
+        return new Path(root, name);
     }
 
     /**

@@ -32,8 +32,8 @@ class PsctlTest {
 
     /**
      * A checkpoint committed while the proxy cannot save its state (its state directory replaced by a file): `checkpoint
-     * now` says so on standard error and exits 3, not 0, because until a save names it a lost shard's slots come back
-     * from the checkpoint before. Once the state saves again, the next checkpoint is recorded as usual.
+     * now` says so on standard error and exits 3, not 0: until a save succeeds the proxy changes nothing. Once the state
+     * saves again, the next checkpoint is recorded as usual.
      */
     @Test
     void shouldExitThreeAndSayWhyWhenACommittedCheckpointCouldNotBeRecorded() throws Exception {
@@ -55,9 +55,9 @@ class PsctlTest {
             assertThat(unrecorded.exit()).as(unrecorded.text()).isEqualTo(3);
             assertThat(unrecorded.err())
                     .as(unrecorded.text())
-                    .contains("warning: checkpoint 2 is committed, but the proxy state does not name it yet")
-                    .contains("come back from checkpoint 1")
-                    .contains("The save failed:");
+                    .contains("warning: checkpoint 2 is committed, but the proxy could not save that it is the latest")
+                    .contains("the first save that succeeds records checkpoint 2")
+                    .doesNotContain("try again");
             assertThat(Files.exists(dir.resolve("ckpt-000000000002/_MANIFEST"))).isTrue();
 
             Files.delete(stateDir);

@@ -479,9 +479,11 @@ final class CheckpointCoordinator {
             state.checkpointCommitted(id, manifest.createdMillis());
         } catch (PsException e) {
             // The checkpoint is committed; restore orders keep using the previous one until a save succeeds.
-            unrecorded = "checkpoint " + id + " is committed, but the proxy state does not name it yet, so a lost"
-                    + " shard's slots come back from checkpoint " + state.dataCheckpointId() + " until a later save"
-                    + " names it (or the proxy's next start adopts it). The save failed: " + e.getMessage();
+            final String why = e.getMessage().replace(ClusterState.NOTHING_CHANGED, "");
+            unrecorded = "checkpoint " + id + " is committed, but the proxy could not save that it is the latest ("
+                    + why + "). Until a save succeeds the proxy changes nothing (a lost shard is not replaced, a shard"
+                    + " cannot register); the first save that succeeds records checkpoint " + id + " before anything"
+                    + " else, and a restart of the proxy adopts it.";
             LOG.warn("{}", unrecorded);
         }
         LOG.info(

@@ -278,6 +278,9 @@ final class ClusterState {
      */
     private long unrecordedCheckpointId;
 
+    /** How a refusal because the state could not be saved ends. */
+    static final String NOTHING_CHANGED = "; nothing changed, try again";
+
     private long unrecordedCreatedMillis;
 
     private boolean graceOver;
@@ -522,7 +525,7 @@ final class ClusterState {
                 LOG.error("{}: cannot save the proxy state to {}; the change is undone", what, store.describe(), e);
             }
             throw PsException.unavailable(what + ": the proxy cannot save its state to " + store.describe() + " ("
-                    + e.getMessage() + "); nothing changed, try again");
+                    + e.getMessage() + ")" + NOTHING_CHANGED);
         }
         if (saveFailures > 0) {
             LOG.warn("proxy state saved to {} again after {} failed attempts", store.describe(), saveFailures);

@@ -61,9 +61,6 @@ public final class ProxyServer implements AutoCloseable {
     // lease checks on the timer thread must go on meanwhile (a shard lost mid-checkpoint is failed over on time).
     private final ScheduledExecutorService checkpointTimer =
             Executors.newSingleThreadScheduledExecutor(ThreadFactories.daemon("ps-proxy-checkpoint"));
-    // The root claim's renewals do filesystem calls that may hang for a while: not on the lease checks' thread.
-    private final ScheduledExecutorService claimTimer =
-            Executors.newSingleThreadScheduledExecutor(ThreadFactories.daemon("ps-proxy-claim"));
     private final ShardFanOut fanOut;
     private final WorkerPauses pauses;
     private final ClusterMark mark;
@@ -122,7 +119,8 @@ public final class ProxyServer implements AutoCloseable {
         }
         final RootClaim claim;
         try {
-            claim = RootClaim.take(store, state.stateId(), describe(context), context.rootClaimRenewMs);
+            claim = RootClaim.take(
+                    store, state.stateId(), hostName(), describe(context.port), context.rootClaimRenewMs);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             stateStore.close();
@@ -154,16 +152,17 @@ public final class ProxyServer implements AutoCloseable {
         return proxy;
     }
 
-    /** Who this proxy is, as its root claim says it: host, process and port asked for. */
-    private static String describe(final Context context) {
-        String host;
+    /** Who this proxy is, as its root claim says it: process and port. */
+    private static String describe(final int port) {
+        return "proxy process " + ProcessHandle.current().pid() + ", port " + port;
+    }
+
+    private static String hostName() {
         try {
-            host = java.net.InetAddress.getLocalHost().getHostName();
+            return java.net.InetAddress.getLocalHost().getHostName();
         } catch (IOException e) {
-            host = "an unknown host";
+            return "unknown-host";
         }
-        return "proxy on " + host + ", process " + ProcessHandle.current().pid() + ", port " + context.port
-                + ", started at " + java.time.Instant.now();
     }
 
     /** The state directory: the configured one; else {@code <root>/_proxy-state} for a file:// root, else local. */
@@ -314,8 +313,7 @@ public final class ProxyServer implements AutoCloseable {
         state.detectOwnPauses(TimeUnit.MILLISECONDS.toNanos(tick), pauseThreshold);
         jobs.detectOwnPauses(TimeUnit.MILLISECONDS.toNanos(JobRegistry.CHECK_INTERVAL_MS), pauseThreshold);
         timers.scheduleWithFixedDelay(this::checkLeases, tick, tick, TimeUnit.MILLISECONDS);
-        claimTimer.scheduleWithFixedDelay(
-                claim::renew, context.rootClaimRenewMs, context.rootClaimRenewMs, TimeUnit.MILLISECONDS);
+        claim.serving(describe(server.getPort()));
         timers.scheduleWithFixedDelay(
                 this::checkJobs, JobRegistry.CHECK_INTERVAL_MS, JobRegistry.CHECK_INTERVAL_MS, TimeUnit.MILLISECONDS);
         if (context.checkpointIntervalMs > 0) {
@@ -409,13 +407,7 @@ public final class ProxyServer implements AutoCloseable {
         control.shutdownNow();
         longCalls.shutdownNow();
         onwardCalls.shutdownNow();
-        claimTimer.shutdownNow();
-        // A renewal under way would write the claim again after its deletion.
-        if (claimTimer.awaitTermination(10, TimeUnit.SECONDS)) {
-            claim.release();
-        } else {
-            LOG.warn("the root claim's renewal did not end in time: the claim stays, and the next start waits once");
-        }
+        claim.release();
         LOG.info("proxy stopped");
     }
 

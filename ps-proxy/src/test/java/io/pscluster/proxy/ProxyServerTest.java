@@ -38,7 +38,6 @@ import io.pscluster.proto.v1.ShardAdminServiceGrpc;
 import io.pscluster.proto.v1.ShardServiceGrpc;
 import io.pscluster.proto.v1.WriteCheckpointRequest;
 import io.pscluster.proto.v1.WriteCheckpointResponse;
-import io.pscluster.wire.PsException;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -507,45 +506,6 @@ class ProxyServerTest {
         assertThat(store.get(third).orElseThrow().manifest().parentId()).isEqualTo(second);
         restarted.close();
         assertThat(savedRecord().getLatestCheckpointId()).isEqualTo(third);
-    }
-
-    /**
-     * A second cluster's proxy (its own state) started on a root a running proxy uses refuses to start, naming the
-     * running one; a claim nobody renews (a proxy killed without cleaning up) is deleted and the start goes on; a proxy
-     * that stops deletes its own claim.
-     */
-    @Test
-    void shouldRefuseToStartOnARootARunningProxyOfAnotherStateClaims() throws Exception {
-        final ProxyServer running = ProxyServer.start(context().rootClaimRenewMs(100));
-        closeables.add(running::close);
-        final CheckpointStore store = new CheckpointStore(root.toUri(), new Configuration());
-        assertThat(store.proxyClaims()).hasSize(1);
-        final String runningState = store.proxyClaims().keySet().iterator().next();
-
-        final Path otherState = Files.createTempDirectory("other-proxy-state");
-        assertThatThrownBy(
-                        () -> ProxyServer.start(context().rootClaimRenewMs(100).stateDir(otherState.toString())))
-                .isInstanceOfSatisfying(PsException.class, e -> {
-                    assertThat(e.code()).isEqualTo(Status.Code.FAILED_PRECONDITION);
-                    assertThat(e.getMessage())
-                            .contains("checkpoint root " + store.root() + " is in use by a running proxy")
-                            .contains("state " + runningState)
-                            .contains("process " + ProcessHandle.current().pid())
-                            .contains("Give this proxy a --checkpoint-dir of its own");
-                });
-        assertThat(store.proxyClaims()).as("the refused proxy leaves no claim").containsOnlyKeys(runningState);
-
-        running.close();
-        assertThat(store.proxyClaims()).as("a stopped proxy's claim is gone").isEmpty();
-
-        store.writeProxyClaim("a-killed-proxy", "proxy on nowhere, process 1\nrenewal 7\n");
-        final ProxyServer next =
-                ProxyServer.start(context().rootClaimRenewMs(100).stateDir(otherState.toString()));
-        closeables.add(next::close);
-        assertThat(store.proxyClaims())
-                .as("the unrenewed claim is deleted, the new proxy's written")
-                .doesNotContainKey("a-killed-proxy")
-                .hasSize(1);
     }
 
     /**

@@ -1,0 +1,244 @@
+package io.pscluster.proxy;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.grpc.Status;
+import io.pscluster.checkpoint.CheckpointStore;
+import io.pscluster.proto.v1.ProxyStateRecord;
+import io.pscluster.wire.PsException;
+import io.pscluster.wire.Slots;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicReference;
+import org.apache.hadoop.conf.Configuration;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * A proxy's claim on its checkpoint root ({@link RootClaim}), with real proxies on a real (local) filesystem: two
+ * clusters' proxies never both run on one root, whatever the order they start in; a killed proxy's claim does not
+ * keep the next one out.
+ */
+class RootClaimTest {
+    private static final long RENEW_MS = 100;
+
+    @TempDir
+    Path dir;
+
+    private final List<AutoCloseable> closeables = new ArrayList<>();
+
+    @AfterEach
+    void tearDown() throws Exception {
+        for (int i = closeables.size() - 1; i >= 0; i--) {
+            closeables.get(i).close();
+        }
+    }
+
+    private ProxyServer.Context context(final Path root, final String stateDir) {
+        return new ProxyServer.Context()
+                .port(0)
+                .checkpointRoot(root.toUri().toString())
+                .stateDir(stateDir)
+                .rootClaimRenewMs(RENEW_MS);
+    }
+
+    private ProxyServer start(final ProxyServer.Context context) throws IOException {
+        final ProxyServer proxy = ProxyServer.start(context);
+        closeables.add(proxy::close);
+        return proxy;
+    }
+
+    /**
+     * The proxy instances claiming {@code root} (a renewal briefly shows one instance under two names), and the names
+     * under it with the prefix that are no claim's.
+     */
+    private static List<String> claims(final Path root) throws IOException {
+        return new CheckpointStore(root.toUri(), new Configuration())
+                .proxyClaimNames().stream()
+                        .map(name -> RootClaim.Claim.parse(name)
+                                .map(RootClaim.Claim::instance)
+                                .orElse(name))
+                        .distinct()
+                        .toList();
+    }
+
+    private static void assertRefusedAsInUse(final Throwable refused, final Path root) {
+        assertThat(refused).isInstanceOf(PsException.class);
+        assertThat(((PsException) refused).code()).isEqualTo(Status.Code.FAILED_PRECONDITION);
+        assertThat(refused.getMessage())
+                .contains("checkpoint root " + root.toUri().toString().replaceAll("/$", ""))
+                .contains("is in use by")
+                .contains("Give this proxy a --checkpoint-dir of its own");
+    }
+
+    /**
+     * A second cluster's proxy (its own state) started on a root a running proxy uses refuses to start, naming the
+     * running one and leaving no claim; a proxy that stops deletes its claim; a claim nobody renews (a proxy killed
+     * without cleaning up) is deleted and the start goes on.
+     */
+    @Test
+    void shouldRefuseToStartOnARootARunningProxyOfAnotherStateClaims() throws Exception {
+        final Path root = dir.resolve("root");
+        final ProxyServer running = start(context(root, dir.resolve("a").toString()));
+        assertThat(claims(root)).hasSize(1);
+
+        final Throwable refused = org.assertj.core.api.Assertions.catchThrowable(
+                () -> start(context(root, dir.resolve("b").toString())));
+        assertRefusedAsInUse(refused, root);
+        assertThat(refused.getMessage())
+                .contains("a running proxy")
+                .contains("proxy process " + ProcessHandle.current().pid() + ", port " + running.port());
+        assertThat(claims(root)).as("the refused proxy leaves no claim").hasSize(1);
+
+        running.close();
+        assertThat(claims(root)).as("a stopped proxy's claim is gone").isEmpty();
+
+        final String killedInstance = "a-killed-proxy@0123456789abcdef";
+        final String killed = CheckpointStore.PROXY_CLAIM_PREFIX + killedInstance + ".r7";
+        new CheckpointStore(root.toUri(), new Configuration()).createProxyClaim(killed, "host nowhere; proxy\n");
+        start(context(root, dir.resolve("b").toString()));
+        assertThat(claims(root))
+                .as("the unrenewed claim is deleted, the new proxy's written")
+                .doesNotContain(killedInstance)
+                .hasSize(1);
+    }
+
+    /**
+     * Two proxies of different states started at the same moment on one root, with and without a killed proxy's claim
+     * there: exactly one of them runs, and the other is refused.
+     */
+    @Test
+    void shouldLetExactlyOneOfTwoProxiesStartingTogetherRun() throws Exception {
+        final ExecutorService starters = Executors.newFixedThreadPool(2);
+        try {
+            for (int round = 0; round < 4; round++) {
+                final Path root = dir.resolve("together-" + round);
+                if (round % 2 == 1) {
+                    Files.createDirectories(root);
+                    new CheckpointStore(root.toUri(), new Configuration())
+                            .createProxyClaim(
+                                    CheckpointStore.PROXY_CLAIM_PREFIX + "killed@fedcba9876543210.r3",
+                                    "host nowhere; proxy\n");
+                }
+                final List<CompletableFuture<ProxyServer>> starts = new ArrayList<>();
+                for (final String state : new String[] {"x", "y"}) {
+                    final ProxyServer.Context context =
+                            context(root, dir.resolve(state + round).toString());
+                    starts.add(CompletableFuture.supplyAsync(
+                            () -> {
+                                try {
+                                    return ProxyServer.start(context);
+                                } catch (IOException e) {
+                                    throw new java.io.UncheckedIOException(e);
+                                }
+                            },
+                            starters));
+                }
+                int started = 0;
+                for (final CompletableFuture<ProxyServer> start : starts) {
+                    try {
+                        final ProxyServer proxy = start.get(60, TimeUnit.SECONDS);
+                        closeables.add(proxy::close);
+                        started++;
+                    } catch (java.util.concurrent.ExecutionException e) {
+                        assertRefusedAsInUse(e.getCause(), root);
+                    }
+                }
+                assertThat(started)
+                        .as("proxies running on one root, round %d", round)
+                        .isEqualTo(1);
+                assertThat(claims(root)).as("round %d", round).hasSize(1);
+            }
+        } finally {
+            starters.shutdownNow();
+        }
+    }
+
+    /**
+     * A copy of a proxy's state running on another machine (its claim renewed there, under the same state id) keeps a
+     * proxy of that state here from starting; a claim of the same state written here before is of an earlier run of
+     * this proxy and does not.
+     */
+    @Test
+    void shouldRefuseWhenACopyOfItsStateRunsOnAnotherHost() throws Exception {
+        final Path root = dir.resolve("copied");
+        Files.createDirectories(root);
+        final ProxyStateRecord.Builder record =
+                ProxyStateRecord.newBuilder().setEpoch(1).setStateId("copied-state");
+        for (int i = 0; i < Slots.SLOT_COUNT; i++) {
+            record.addSlotOwner("").addSlotGeneration(0);
+        }
+        final MemoryStateStore state = new MemoryStateStore();
+        state.save(record.build());
+        final CheckpointStore store = new CheckpointStore(root.toUri(), new Configuration());
+        final ScheduledExecutorService elsewhere = Executors.newSingleThreadScheduledExecutor();
+        final AtomicLong count = new AtomicLong();
+        final AtomicReference<String> current = new AtomicReference<>();
+        final AtomicReference<String> previous = new AtomicReference<>();
+        try {
+            elsewhere.scheduleWithFixedDelay(
+                    () -> {
+                        final String next = CheckpointStore.PROXY_CLAIM_PREFIX + "copied-state@00000000000000aa.r"
+                                + count.incrementAndGet();
+                        try {
+                            store.createProxyClaim(next, "host another-machine; proxy process 1, port 7070\n");
+                            // As RootClaim renews: the name before the previous goes.
+                            final String older = previous.getAndSet(current.getAndSet(next));
+                            if (older != null) {
+                                store.deleteProxyClaim(older);
+                            }
+                        } catch (IOException e) {
+                            throw new java.io.UncheckedIOException(e);
+                        }
+                    },
+                    0,
+                    RENEW_MS,
+                    TimeUnit.MILLISECONDS);
+            // The copy runs (has renewed its claim) before this proxy starts.
+            org.awaitility.Awaitility.await()
+                    .atMost(java.time.Duration.ofSeconds(10))
+                    .until(() -> count.get() >= 2);
+            final Throwable refused = org.assertj.core.api.Assertions.catchThrowable(
+                    () -> start(context(root, "").stateStore(state)));
+            assertRefusedAsInUse(refused, root);
+            assertThat(refused.getMessage()).contains("host another-machine");
+        } finally {
+            elsewhere.shutdownNow();
+            elsewhere.awaitTermination(10, TimeUnit.SECONDS);
+        }
+        store.deleteProxyClaim(current.get());
+        store.deleteProxyClaim(previous.get());
+
+        final String earlierRun = CheckpointStore.PROXY_CLAIM_PREFIX + "copied-state@00000000000000bb.r9";
+        store.createProxyClaim(
+                earlierRun, "host " + java.net.InetAddress.getLocalHost().getHostName() + "; proxy\n");
+        final long began = System.nanoTime();
+        start(context(root, "").stateStore(state));
+        assertThat(claims(root)).doesNotContain("copied-state@00000000000000bb").hasSize(1);
+        assertThat(TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - began))
+                .as("no wait for an earlier run's claim")
+                .isLessThan(2 * RENEW_MS + RootClaim.START_SLACK_MS);
+    }
+
+    /** Files under the root with the claim prefix whose names are no claim's are named in a WARN and left alone. */
+    @Test
+    void shouldIgnoreFilesWithThePrefixThatAreNoClaims() throws Exception {
+        final Path root = dir.resolve("odd");
+        Files.createDirectories(root);
+        Files.writeString(root.resolve("_PROXY-"), "x");
+        Files.writeString(root.resolve("_PROXY-old copy"), "x");
+        Files.createDirectories(root.resolve("_PROXY-a-directory"));
+        start(context(root, dir.resolve("s").toString()));
+        assertThat(claims(root)).contains("_PROXY-", "_PROXY-old copy").hasSize(3);
+    }
+}
