@@ -54,19 +54,8 @@ class ShardRestoreVerificationTest {
                         .checkpointCodec("none")
                         .start();
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
-            final PsTable table = client.createTable(TableSchema.newBuilder()
-                    .setName("counter")
-                    .setKind(TableKind.SPARSE)
-                    .setDim(1)
-                    .setOptimizer(OptimizerSpec.newBuilder()
-                            .setKind(OptimizerKind.SGD)
-                            .setLearningRate(1f))
-                    .setInitializer(InitializerSpec.newBuilder().setKind(InitializerKind.ZEROS))
-                    .build());
-            final long[] keys = new long[KEYS];
-            for (int i = 0; i < KEYS; i++) {
-                keys[i] = i * 7_919L + 1;
-            }
+            final PsTable table = createCounter(client);
+            final long[] keys = keys();
             final float[] minusOne = new float[KEYS];
             Arrays.fill(minusOne, -1f);
             table.push(keys, minusOne);
@@ -134,19 +123,8 @@ class ShardRestoreVerificationTest {
                         .keepCheckpoints(3)
                         .start();
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
-            final PsTable table = client.createTable(TableSchema.newBuilder()
-                    .setName("counter")
-                    .setKind(TableKind.SPARSE)
-                    .setDim(1)
-                    .setOptimizer(OptimizerSpec.newBuilder()
-                            .setKind(OptimizerKind.SGD)
-                            .setLearningRate(1f))
-                    .setInitializer(InitializerSpec.newBuilder().setKind(InitializerKind.ZEROS))
-                    .build());
-            final long[] keys = new long[KEYS];
-            for (int i = 0; i < KEYS; i++) {
-                keys[i] = i * 7_919L + 1;
-            }
+            final PsTable table = createCounter(client);
+            final long[] keys = keys();
             final float[] minusOne = new float[KEYS];
             Arrays.fill(minusOne, -1f);
             final long[] ids = new long[3];
@@ -173,6 +151,26 @@ class ShardRestoreVerificationTest {
                     .as("the intact checkpoint stays; the damaged ones are kept uncounted")
                     .containsExactly(next, ids[2], ids[1], ids[0]);
         }
+    }
+
+    /** A sparse table of dim 1, SGD with learning rate 1 from zeros: each push of -1 adds 1 to a key's value. */
+    private static PsTable createCounter(final PsClient client) {
+        return client.createTable(TableSchema.newBuilder()
+                .setName("counter")
+                .setKind(TableKind.SPARSE)
+                .setDim(1)
+                .setOptimizer(
+                        OptimizerSpec.newBuilder().setKind(OptimizerKind.SGD).setLearningRate(1f))
+                .setInitializer(InitializerSpec.newBuilder().setKind(InitializerKind.ZEROS))
+                .build());
+    }
+
+    private static long[] keys() {
+        final long[] keys = new long[KEYS];
+        for (int i = 0; i < KEYS; i++) {
+            keys[i] = i * 7_919L + 1;
+        }
+        return keys;
     }
 
     private static long restore(final ManagedChannel channel, final String root, final long id, final BitSet slots) {

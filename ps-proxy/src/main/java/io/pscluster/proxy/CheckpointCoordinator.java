@@ -289,6 +289,7 @@ final class CheckpointCoordinator {
     /** Takes a checkpoint: a delta of {@code parent}, or a base when it is null. */
     private Taken checkpointNow(final CheckpointInfo parent, final boolean pauseWorkers)
             throws IOException, InterruptedException {
+        refuseIfRootLost("no checkpoint");
         final List<ClusterState.Owner> owners = state.ownersForClusterOperation("a checkpoint");
         final List<TableSchema> tables = state.tables();
         final String[] slotOwners = state.slotOwners();
@@ -472,6 +473,7 @@ final class CheckpointCoordinator {
                         tableEntries,
                         files,
                         properties);
+        refuseIfRootLost("checkpoint " + id + " not committed");
         refuseIfAnotherProxyCommitted(id);
         store.commit(manifest);
         String unrecorded = "";
@@ -498,6 +500,27 @@ final class CheckpointCoordinator {
         applyRetention();
         return new Taken(
                 new CheckpointInfo(id, store.checkpointDir(id), manifest), maxStall, properties.get(CUT), unrecorded);
+    }
+
+    /** Why this proxy must not write to its root now ({@link RootClaim#trouble}; empty: it may). */
+    private volatile java.util.function.Supplier<String> rootTrouble = () -> "";
+
+    /** Sets where this proxy learns whether it still holds its root ({@link RootClaim#trouble}). */
+    void rootClaim(final java.util.function.Supplier<String> trouble) {
+        rootTrouble = trouble;
+    }
+
+    /**
+     * Refuses to go on with a checkpoint ({@code what} it says) while this proxy does not hold its claim on the root:
+     * another proxy may run there (see {@link RootClaim}).
+     *
+     * @throws PsException FAILED_PRECONDITION saying why.
+     */
+    private void refuseIfRootLost(final String what) {
+        final String trouble = rootTrouble.get();
+        if (!trouble.isEmpty()) {
+            throw PsException.failedPrecondition(what + ": " + trouble);
+        }
     }
 
     /**

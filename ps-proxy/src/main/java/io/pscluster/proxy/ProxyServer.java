@@ -90,6 +90,7 @@ public final class ProxyServer implements AutoCloseable {
                 System::currentTimeMillis);
         this.pauses = new WorkerPauses(jobs::list, timers);
         this.checkpoints = new CheckpointCoordinator(state, store, fanOut, context.checkpointSettings(), pauses);
+        checkpoints.rootClaim(claim::trouble);
     }
 
     public static ProxyServer start(final Context context) throws IOException {

@@ -1,6 +1,7 @@
 package io.pscluster.proxy;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.grpc.Status;
 import io.pscluster.checkpoint.CheckpointStore;
@@ -105,7 +106,10 @@ class RootClaimTest {
 
         final String killedInstance = "a-killed-proxy@0123456789abcdef";
         final String killed = CheckpointStore.PROXY_CLAIM_PREFIX + killedInstance + ".r7";
-        new CheckpointStore(root.toUri(), new Configuration()).createProxyClaim(killed, "host nowhere; proxy\n");
+        final CheckpointStore store = new CheckpointStore(root.toUri(), new Configuration());
+        store.createProxyClaim(killed, "host nowhere\nproxy\n");
+        // A killed run leaves two names.
+        store.createProxyClaim(killed.replace(".r7", ".r6"), "host nowhere\nproxy\n");
         start(context(root, dir.resolve("b").toString()));
         assertThat(claims(root))
                 .as("the unrenewed claim is deleted, the new proxy's written")
@@ -128,7 +132,7 @@ class RootClaimTest {
                     new CheckpointStore(root.toUri(), new Configuration())
                             .createProxyClaim(
                                     CheckpointStore.PROXY_CLAIM_PREFIX + "killed@fedcba9876543210.r3",
-                                    "host nowhere; proxy\n");
+                                    "host nowhere\nproxy\n");
                 }
                 final List<CompletableFuture<ProxyServer>> starts = new ArrayList<>();
                 for (final String state : new String[] {"x", "y"}) {
@@ -191,7 +195,7 @@ class RootClaimTest {
                         final String next = CheckpointStore.PROXY_CLAIM_PREFIX + "copied-state@00000000000000aa.r"
                                 + count.incrementAndGet();
                         try {
-                            store.createProxyClaim(next, "host another-machine; proxy process 1, port 7070\n");
+                            store.createProxyClaim(next, "host another-machine\nproxy process 1, port 7070\n");
                             // As RootClaim renews: the name before the previous goes.
                             final String older = previous.getAndSet(current.getAndSet(next));
                             if (older != null) {
@@ -220,14 +224,113 @@ class RootClaimTest {
         store.deleteProxyClaim(previous.get());
 
         final String earlierRun = CheckpointStore.PROXY_CLAIM_PREFIX + "copied-state@00000000000000bb.r9";
-        store.createProxyClaim(
-                earlierRun, "host " + java.net.InetAddress.getLocalHost().getHostName() + "; proxy\n");
+        final String here = "host " + java.net.InetAddress.getLocalHost().getHostName() + "\nproxy\n";
+        store.createProxyClaim(earlierRun, here);
+        // A killed run leaves two names.
+        store.createProxyClaim(earlierRun.replace(".r9", ".r8"), here);
         final long began = System.nanoTime();
         start(context(root, "").stateStore(state));
         assertThat(claims(root)).doesNotContain("copied-state@00000000000000bb").hasSize(1);
         assertThat(TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - began))
                 .as("no wait for an earlier run's claim")
                 .isLessThan(2 * RENEW_MS + RootClaim.START_SLACK_MS);
+    }
+
+    /**
+     * A proxy that has decided to run (past its wait, not yet serving) keeps a later starter out whatever their run
+     * ids: its claim says it runs from that moment.
+     */
+    @Test
+    void shouldKeepALaterStarterOutOnceItDecidedToRunEvenBeforeItServes() throws Exception {
+        final Path root = dir.resolve("decided");
+        Files.createDirectories(root);
+        final CheckpointStore store = new CheckpointStore(root.toUri(), new Configuration());
+        final RootClaim first = RootClaim.take(store, "zz-state", "h", "first", RENEW_MS);
+        try {
+            final Throwable refused = org.assertj.core.api.Assertions.catchThrowable(() ->
+                    RootClaim.take(store, "aa-state", "h", "second", RENEW_MS).release());
+            assertRefusedAsInUse(refused, root);
+            assertThat(refused.getMessage()).contains("a running proxy").contains("first");
+        } finally {
+            first.release();
+        }
+        assertThat(claims(root)).isEmpty();
+    }
+
+    /**
+     * A running proxy whose claim another deleted (it took this one for stopped while it was paused or cut off) has
+     * lost the root for good.
+     */
+    @Test
+    void shouldKnowItLostTheRootOnceAnotherProxyDeletedItsClaim() throws Exception {
+        final Path root = dir.resolve("taken");
+        Files.createDirectories(root);
+        final CheckpointStore store = new CheckpointStore(root.toUri(), new Configuration());
+        // A renewal a second away: the deletion below does not race one.
+        final RootClaim claim = RootClaim.take(store, "paused-state", "h", "paused", 1_000);
+        try {
+            assertThat(claim.trouble()).isEmpty();
+            for (final String name : store.proxyClaimNames()) {
+                store.deleteProxyClaim(name);
+            }
+            org.awaitility.Awaitility.await()
+                    .atMost(java.time.Duration.ofSeconds(10))
+                    .until(() -> claim.trouble().contains("another proxy deleted this proxy's claim"));
+            // It renews on, so the other sees it.
+            org.awaitility.Awaitility.await()
+                    .atMost(java.time.Duration.ofSeconds(10))
+                    .until(() -> claims(root).size() == 1);
+        } finally {
+            claim.release();
+        }
+    }
+
+    /**
+     * Two running proxies on one root (one started while the other was paused past a start's wait): each sees the
+     * other's claim renewed and refuses checkpoints, saying why, until one stops.
+     */
+    @Test
+    void shouldRefuseCheckpointsWhileAnotherRunningProxyRenewsItsClaim() throws Exception {
+        final Path root = dir.resolve("shared");
+        final ProxyServer proxy = start(context(root, dir.resolve("t").toString()));
+        final CheckpointStore store = new CheckpointStore(root.toUri(), new Configuration());
+        final io.grpc.ManagedChannel channel = io.grpc.ManagedChannelBuilder.forAddress("localhost", proxy.port())
+                .usePlaintext()
+                .build();
+        closeables.add(channel::shutdownNow);
+        final var admin = io.pscluster.proto.v1.AdminServiceGrpc.newBlockingStub(channel);
+        final ScheduledExecutorService other = Executors.newSingleThreadScheduledExecutor();
+        final AtomicLong count = new AtomicLong();
+        try {
+            other.scheduleWithFixedDelay(
+                    () -> {
+                        try {
+                            store.createProxyClaim(
+                                    CheckpointStore.PROXY_CLAIM_PREFIX + "other-state@00000000000000cc.r"
+                                            + count.incrementAndGet(),
+                                    "host elsewhere\nproxy process 2, port 7070\n");
+                        } catch (IOException e) {
+                            throw new java.io.UncheckedIOException(e);
+                        }
+                    },
+                    0,
+                    RENEW_MS,
+                    TimeUnit.MILLISECONDS);
+            org.awaitility.Awaitility.await()
+                    .atMost(java.time.Duration.ofSeconds(10))
+                    .untilAsserted(() -> assertThatThrownBy(() -> admin.checkpointNow(
+                                    io.pscluster.proto.v1.CheckpointNowRequest.getDefaultInstance()))
+                            .isInstanceOfSatisfying(io.grpc.StatusRuntimeException.class, e -> {
+                                assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.FAILED_PRECONDITION);
+                                assertThat(e.getStatus().getDescription())
+                                        .contains("no checkpoint: another running proxy (other-state@")
+                                        .contains("host elsewhere");
+                            }));
+        } finally {
+            other.shutdownNow();
+            other.awaitTermination(10, TimeUnit.SECONDS);
+        }
+        assertThat(store.list()).as("no checkpoint taken").isEmpty();
     }
 
     /** Files under the root with the claim prefix whose names are no claim's are named in a WARN and left alone. */
