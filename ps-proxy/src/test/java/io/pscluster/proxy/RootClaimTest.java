@@ -19,7 +19,6 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
-import java.util.concurrent.atomic.AtomicReference;
 import org.apache.hadoop.conf.Configuration;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
@@ -71,6 +70,31 @@ class RootClaimTest {
                                 .orElse(name))
                         .distinct()
                         .toList();
+    }
+
+    /**
+     * Renews the running claim of run {@code run} (text {@code text}) every {@link #RENEW_MS} as a proxy elsewhere
+     * would (the next name, then the one two back deleted), counting renewals into {@code count}.
+     */
+    private static ScheduledExecutorService renewElsewhere(
+            final CheckpointStore store, final String run, final String text, final AtomicLong count) {
+        final ScheduledExecutorService renewals = Executors.newSingleThreadScheduledExecutor();
+        renewals.scheduleWithFixedDelay(
+                () -> {
+                    final long n = count.incrementAndGet();
+                    try {
+                        store.createProxyClaim(CheckpointStore.PROXY_CLAIM_PREFIX + run + ".r" + n, text);
+                        if (n > 2) {
+                            store.deleteProxyClaim(CheckpointStore.PROXY_CLAIM_PREFIX + run + ".r" + (n - 2));
+                        }
+                    } catch (IOException e) {
+                        throw new java.io.UncheckedIOException(e);
+                    }
+                },
+                0,
+                RENEW_MS,
+                TimeUnit.MILLISECONDS);
+        return renewals;
     }
 
     private static void assertRefusedAsInUse(final Throwable refused, final Path root) {
@@ -185,29 +209,10 @@ class RootClaimTest {
         final MemoryStateStore state = new MemoryStateStore();
         state.save(record.build());
         final CheckpointStore store = new CheckpointStore(root.toUri(), new Configuration());
-        final ScheduledExecutorService elsewhere = Executors.newSingleThreadScheduledExecutor();
         final AtomicLong count = new AtomicLong();
-        final AtomicReference<String> current = new AtomicReference<>();
-        final AtomicReference<String> previous = new AtomicReference<>();
+        final ScheduledExecutorService elsewhere = renewElsewhere(
+                store, "copied-state@00000000000000aa", "host another-machine\nproxy process 1, port 7070\n", count);
         try {
-            elsewhere.scheduleWithFixedDelay(
-                    () -> {
-                        final String next = CheckpointStore.PROXY_CLAIM_PREFIX + "copied-state@00000000000000aa.r"
-                                + count.incrementAndGet();
-                        try {
-                            store.createProxyClaim(next, "host another-machine\nproxy process 1, port 7070\n");
-                            // As RootClaim renews: the name before the previous goes.
-                            final String older = previous.getAndSet(current.getAndSet(next));
-                            if (older != null) {
-                                store.deleteProxyClaim(older);
-                            }
-                        } catch (IOException e) {
-                            throw new java.io.UncheckedIOException(e);
-                        }
-                    },
-                    0,
-                    RENEW_MS,
-                    TimeUnit.MILLISECONDS);
             // The copy runs (has renewed its claim) before this proxy starts.
             org.awaitility.Awaitility.await()
                     .atMost(java.time.Duration.ofSeconds(10))
@@ -220,8 +225,9 @@ class RootClaimTest {
             elsewhere.shutdownNow();
             elsewhere.awaitTermination(10, TimeUnit.SECONDS);
         }
-        store.deleteProxyClaim(current.get());
-        store.deleteProxyClaim(previous.get());
+        for (final String name : store.proxyClaimNames()) {
+            store.deleteProxyClaim(name);
+        }
 
         final String earlierRun = CheckpointStore.PROXY_CLAIM_PREFIX + "copied-state@00000000000000bb.r9";
         final String here = "host " + java.net.InetAddress.getLocalHost().getHostName() + "\nproxy\n";
@@ -299,23 +305,12 @@ class RootClaimTest {
                 .build();
         closeables.add(channel::shutdownNow);
         final var admin = io.pscluster.proto.v1.AdminServiceGrpc.newBlockingStub(channel);
-        final ScheduledExecutorService other = Executors.newSingleThreadScheduledExecutor();
-        final AtomicLong count = new AtomicLong();
+        final ScheduledExecutorService other = renewElsewhere(
+                store,
+                "other-state@00000000000000cc",
+                "host elsewhere\nproxy process 2, port 7070\n",
+                new AtomicLong());
         try {
-            other.scheduleWithFixedDelay(
-                    () -> {
-                        try {
-                            store.createProxyClaim(
-                                    CheckpointStore.PROXY_CLAIM_PREFIX + "other-state@00000000000000cc.r"
-                                            + count.incrementAndGet(),
-                                    "host elsewhere\nproxy process 2, port 7070\n");
-                        } catch (IOException e) {
-                            throw new java.io.UncheckedIOException(e);
-                        }
-                    },
-                    0,
-                    RENEW_MS,
-                    TimeUnit.MILLISECONDS);
             org.awaitility.Awaitility.await()
                     .atMost(java.time.Duration.ofSeconds(10))
                     .untilAsserted(() -> assertThatThrownBy(() -> admin.checkpointNow(
