@@ -79,7 +79,7 @@ public final class CheckpointStore implements Closeable {
     /** The file that says a cluster used this root (see {@link #hasClusterMark}). */
     public static final String CLUSTER_MARK = "_CLUSTER";
 
-    /** The name of a running proxy's claim on this root, before its state's id (see {@link #writeProxyClaim}). */
+    /** How the name of a running proxy's claim on this root begins (see {@link #createProxyClaim}). */
     public static final String PROXY_CLAIM_PREFIX = "_PROXY-";
 
     private static final int MAX_CLAIM_BYTES = 4096;

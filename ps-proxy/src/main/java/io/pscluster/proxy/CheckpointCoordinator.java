@@ -179,9 +179,9 @@ final class CheckpointCoordinator {
         return operations;
     }
 
-    /** The result of a checkpoint: what was committed and the longest push stall a shard reported. */
     /**
-     * A committed checkpoint. {@code unrecorded}: empty, or why the proxy state does not name it yet (see
+     * The result of a checkpoint: what was committed, the longest push stall a shard reported, how the cut was taken,
+     * and {@code unrecorded}: empty, or why the proxy state does not name it yet (see
      * {@link ClusterState#checkpointCommitted}).
      */
     record Taken(CheckpointInfo checkpoint, long maxSnapshotMicros, String cut, String unrecorded) {}
@@ -480,7 +480,7 @@ final class CheckpointCoordinator {
         try {
             state.checkpointCommitted(id, manifest.createdMillis());
         } catch (PsException e) {
-            // The checkpoint is committed; restore orders keep using the previous one until a save succeeds.
+            // The checkpoint is committed; the next save that succeeds records it first (ClusterState.change).
             final String why = e.getMessage().replace(ClusterState.NOTHING_CHANGED, "");
             unrecorded = "checkpoint " + id + " is committed, but the proxy could not save that it is the latest ("
                     + why + "). Until a save succeeds the proxy changes nothing (a lost shard is not replaced, a shard"

@@ -75,6 +75,9 @@ import org.slf4j.LoggerFactory;
  * one save never loses the other's change. Lock order: the registry's monitor, then this one, never the reverse.
  */
 final class ClusterState {
+    /** How a refusal because the state could not be saved ends (a caller that reports it elsewhere drops it). */
+    static final String NOTHING_CHANGED = "; nothing changed, try again";
+
     private static final Logger LOG = LoggerFactory.getLogger(ClusterState.class);
 
     /** Rollback events kept for status and routing tables. */
@@ -277,9 +280,6 @@ final class ClusterState {
      * so that the record never misses a commit it could have named (and a restart adopts it, see the record's field).
      */
     private long unrecordedCheckpointId;
-
-    /** How a refusal because the state could not be saved ends. */
-    static final String NOTHING_CHANGED = "; nothing changed, try again";
 
     private long unrecordedCreatedMillis;
 
