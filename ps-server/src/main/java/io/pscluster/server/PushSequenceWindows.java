@@ -11,6 +11,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeSet;
+import org.agrona.collections.Long2ObjectHashMap;
 import org.agrona.collections.LongHashSet;
 
 /**
@@ -236,6 +237,9 @@ final class PushSequenceWindows {
         private final long clientId;
         private final int capacity;
         private final LongHashSet retained = new LongHashSet();
+        /** The retained sequences accepted in parts, and the slots of those parts ({@link #acceptedParts}). */
+        private final Long2ObjectHashMap<BitSet> parts = new Long2ObjectHashMap<>();
+
         private long[] ring;
         private int head;
         private int size;
@@ -252,7 +256,8 @@ final class PushSequenceWindows {
         }
 
         /**
-         * True if {@code sequence} was accepted before and is still remembered.
+         * True if {@code sequence} was accepted before and is still remembered (whole, or for some parts: see
+         * {@link #acceptedParts}).
          *
          * @throws PsException FAILED_PRECONDITION when it is not remembered but may have been accepted and forgotten.
          */
@@ -268,22 +273,53 @@ final class PushSequenceWindows {
             return false;
         }
 
-        /** Remembers a sequence accepted whole ({@link #record(long, boolean)}). */
+        /**
+         * The slots {@code sequence} was accepted for when only parts of it were ({@link #record(long, int[])}), or
+         * null when it was accepted whole or never (ask {@link #seen} first). A request of the SDK holds whole slots,
+         * and the parts a request is re-split into share its sequence and hold none of each other's slots; so a part
+         * for other slots than these is a sibling this shard never applied (its slots moved here after it was
+         * refused elsewhere), not a repeat. Read-only for the caller.
+         */
+        BitSet acceptedParts(final long sequence) {
+            return parts.get(sequence);
+        }
+
+        /** Remembers a sequence accepted whole ({@link #record(long, int[])}). */
         void record(final long sequence) {
-            record(sequence, false);
+            record(sequence, null);
         }
 
         /**
-         * Remembers an accepted sequence, forgetting the oldest accepted one when the window is full; {@code partial}
-         * when the request carried only some of its sequence's keys (it is then left out of {@link #newest}).
+         * Remembers an accepted sequence, forgetting the oldest accepted one when the window is full. {@code
+         * partSlots} is null when the request carried its sequence whole, else the slots of the part accepted (the
+         * request carried only some of its sequence's keys: it is left out of {@link #newest}, and what the sequence
+         * was accepted for is the union of its parts' slots, {@link #acceptedParts}).
          */
-        void record(final long sequence, final boolean partial) {
+        void record(final long sequence, final int[] partSlots) {
+            if (partSlots != null) {
+                final BitSet known = parts.get(sequence);
+                if (known != null) {
+                    // Another part of a sequence already in the window: it widens what the sequence was accepted for.
+                    for (final int slot : partSlots) {
+                        known.set(slot);
+                    }
+                    return;
+                }
+                final BitSet slots = new BitSet();
+                for (final int slot : partSlots) {
+                    slots.set(slot);
+                }
+                parts.put(sequence, slots);
+            }
             // The ring keeps each sequence shifted left by one, its lowest bit saying partial (sequences are positive).
-            final long entry = sequence << 1 | (partial ? 1 : 0);
+            final long entry = sequence << 1 | (partSlots != null ? 1 : 0);
             accepted++;
             if (size == capacity) {
                 final long evicted = ring[head] >> 1;
                 retained.remove(evicted);
+                if ((ring[head] & 1) != 0) {
+                    parts.remove(evicted);
+                }
                 highestEvicted = Math.max(highestEvicted, evicted);
                 ring[head] = entry;
                 // Full means the ring has grown to exactly capacity entries.

@@ -29,6 +29,7 @@ import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.net.URI;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.BitSet;
 import java.util.Collection;
 import java.util.LinkedHashMap;
@@ -412,26 +413,74 @@ public final class Shard implements AutoCloseable {
             }
         }
         final JobClocks.Route route = jobs.route(tableName, tag.jobId(), tag.workerId(), tag.clock());
-        final Runnable accept = route == JobClocks.Route.BUFFER
-                ? () -> {
-                    checkRowCap(table, keys, slots);
-                    jobs.buffer(tableName, tag.jobId(), tag.workerId(), tag.clock(), dim, keys, gradients);
+        final Accept accept = route == JobClocks.Route.BUFFER
+                ? (acceptedKeys, acceptedSlots, acceptedGradients) -> {
+                    checkRowCap(table, acceptedKeys, acceptedSlots);
+                    jobs.buffer(
+                            tableName, tag.jobId(), tag.workerId(), tag.clock(), dim, acceptedKeys, acceptedGradients);
                 }
-                : () -> offer(table, keys, slots, gradients, later);
+                : (acceptedKeys, acceptedSlots, acceptedGradients) ->
+                        offer(table, acceptedKeys, acceptedSlots, acceptedGradients, later);
         if (clientId == 0) {
-            accept.run();
+            accept.accept(keys, slots, gradients);
             return new PushResult(keys.length, false);
         }
         final PushSequenceWindows.Window window = sequences.window(clientId);
         // Check, accept and record under one monitor: two copies of a push arriving at once are accepted once.
         synchronized (window) {
-            if (window.seen(sequence) || sequences.adoptedHolds(clientId, sequence, slots)) {
+            if (sequences.adoptedHolds(clientId, sequence, slots)) {
                 return new PushResult(keys.length, true);
             }
-            accept.run();
-            window.record(sequence, partial);
+            if (!window.seen(sequence)) {
+                accept.accept(keys, slots, gradients);
+                window.record(sequence, partial ? distinct(slots) : null);
+                return new PushResult(keys.length, false);
+            }
+            final BitSet acceptedParts = window.acceptedParts(sequence);
+            if (acceptedParts == null) {
+                return new PushResult(keys.length, true);
+            }
+            // Only parts of this sequence were accepted here: keys of other slots belong to a sibling part this shard
+            // has not applied (refused where it went first, re-routed here), which a plain repeat check would drop.
+            final int fresh = countOutside(acceptedParts, slots);
+            if (fresh == 0) {
+                return new PushResult(keys.length, true);
+            }
+            final long[] freshKeys = new long[fresh];
+            final int[] freshSlots = new int[fresh];
+            final float[] freshGradients = new float[fresh * dim];
+            for (int i = 0, k = 0; i < keys.length; i++) {
+                if (!acceptedParts.get(slots[i])) {
+                    freshKeys[k] = keys[i];
+                    freshSlots[k] = slots[i];
+                    System.arraycopy(gradients, i * dim, freshGradients, k * dim, dim);
+                    k++;
+                }
+            }
+            accept.accept(freshKeys, freshSlots, freshGradients);
+            window.record(sequence, distinct(freshSlots));
         }
         return new PushResult(keys.length, false);
+    }
+
+    /** Accepts a push's keys (queued, or buffered for their clock), or refuses them all by throwing. */
+    @FunctionalInterface
+    private interface Accept {
+        void accept(long[] keys, int[] slots, float[] gradients);
+    }
+
+    private static int countOutside(final BitSet accepted, final int[] slots) {
+        int outside = 0;
+        for (final int slot : slots) {
+            if (!accepted.get(slot)) {
+                outside++;
+            }
+        }
+        return outside;
+    }
+
+    private static int[] distinct(final int[] slots) {
+        return Arrays.stream(slots).distinct().toArray();
     }
 
     /**

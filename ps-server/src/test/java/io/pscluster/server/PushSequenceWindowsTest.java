@@ -58,6 +58,24 @@ class PushSequenceWindowsTest {
                 .as("client 2, evicted and new again")
                 .isFalse();
     }
+    /** Parts of one sequence take one place in the window; what they were accepted for is the union of their slots. */
+    @Test
+    void shouldRememberTheSlotsOfEachPartOfASequenceUntilTheSequenceIsForgotten() {
+        final PushSequenceWindows.Window window = new PushSequenceWindows(2, 10).window(5);
+        window.record(4, new int[] {7, 9});
+        window.record(4, new int[] {8});
+        window.record(6);
+
+        assertThat(window.size()).isEqualTo(2);
+        assertThat(window.acceptedParts(4)).isEqualTo(BitSet.valueOf(new long[] {0b11_1000_0000L}));
+        assertThat(window.acceptedParts(6)).as("accepted whole").isNull();
+
+        window.record(10); // forgets 4
+        assertThat(catchThrowableOfType(PsException.class, () -> window.seen(4)))
+                .isNotNull();
+        assertThat(window.acceptedParts(4)).isNull();
+    }
+
     /**
      * A capture keeps each client's newest sequences accepted whole (in acceptance order, not by value; parts of
      * re-split requests left out), and a shard adopting it takes any request with one of them for a repeat.
@@ -72,7 +90,7 @@ class PushSequenceWindowsTest {
             window.record(2_000 + (i ^ 1));
         }
         windows.window(9).record(77);
-        windows.window(9).record(78, true);
+        windows.window(9).record(78, new int[] {3});
         assertThat(windows.window(9).seen(78))
                 .as("a part is deduped here all the same")
                 .isTrue();

@@ -169,6 +169,90 @@ class ShardPushDedupeTest {
         assertThat(table.pull(keys)).containsOnly(1f);
     }
 
+    @Test
+    void shouldApplyASiblingPartOfARequestWhoseSequenceThisShardAcceptedOnlyForOtherSlots() throws Exception {
+        // A request re-split after a routing change: its parts share its sequence and hold disjoint slots. Part one
+        // was applied here (its answer may have been lost); part two, refused where it went, is re-routed here.
+        final ParameterTable table = counter(1024);
+        final long[] slotA = keysOfOneSlot(table, 2);
+        final long[] slotB = keysOfOneSlot(table, 2, slotA);
+        final long[] slotC = keysOfOneSlot(table, 1, slotA, slotB);
+        final long sequence = 77;
+
+        final Shard.PushResult partOne = partialPush(sequence, slotA);
+        final Shard.PushResult partTwo = partialPush(sequence, slotB);
+        shard.awaitQuiescent();
+
+        assertThat(partOne.duplicate()).isFalse();
+        assertThat(partTwo.duplicate())
+                .as("a sibling part for other slots is not a repeat")
+                .isFalse();
+        assertThat(table.pull(slotB)).as("counters of the sibling part's keys").containsOnly(1f);
+
+        // Retries of either part are repeats; a request holding both parts' slots and one more applies the new slot's
+        // keys only.
+        assertThat(partialPush(sequence, slotA).duplicate()).isTrue();
+        assertThat(partialPush(sequence, slotB).duplicate()).isTrue();
+        final long[] all = {slotA[0], slotB[0], slotC[0], slotA[1], slotB[1]};
+        assertThat(shard.push(TABLE, 1, CLIENT, sequence, all, minusOnes(all.length))
+                        .duplicate())
+                .isFalse();
+        assertThat(shard.push(TABLE, 1, CLIENT, sequence, all, minusOnes(all.length))
+                        .duplicate())
+                .isTrue();
+        shard.awaitQuiescent();
+
+        assertThat(table.pull(all))
+                .as("every key applied exactly once, whatever carried it")
+                .containsOnly(1f);
+    }
+
+    @Test
+    void shouldStillTreatAPartOfARequestAcceptedWholeAsARepeat() throws InterruptedException {
+        final ParameterTable table = counter(1024);
+        final long[] slotA = keysOfOneSlot(table, 2);
+        final long[] slotB = keysOfOneSlot(table, 2, slotA);
+        final long[] whole = {slotA[0], slotA[1], slotB[0], slotB[1]};
+
+        assertThat(shard.push(TABLE, 1, CLIENT, 5, whole, minusOnes(whole.length))
+                        .duplicate())
+                .isFalse();
+        assertThat(partialPush(5, slotB).duplicate()).isTrue();
+        shard.awaitQuiescent();
+
+        assertThat(table.pull(whole)).containsOnly(1f);
+    }
+
+    private Shard.PushResult partialPush(final long sequence, final long[] keys) {
+        return shard.push(TABLE, 1, CLIENT, sequence, true, keys, minusOnes(keys.length), Shard.JobTag.NONE, null);
+    }
+
+    /** {@code count} keys that share one slot, another than the slots of {@code others}' first keys. */
+    private static long[] keysOfOneSlot(final ParameterTable table, final int count, final long[]... others) {
+        long first = 0;
+        while (inSlotOf(table, first, others)) {
+            first++;
+        }
+        final long[] keys = new long[count];
+        keys[0] = first;
+        long next = first + 1;
+        for (int i = 1; i < count; next++) {
+            if (table.slotOf(next) == table.slotOf(first)) {
+                keys[i++] = next;
+            }
+        }
+        return keys;
+    }
+
+    private static boolean inSlotOf(final ParameterTable table, final long key, final long[]... others) {
+        for (final long[] other : others) {
+            if (table.slotOf(other[0]) == table.slotOf(key)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
     private static long[] keysInBothPartitions(final ParameterTable table) {
         final long first = 0;
         long second = 1;
