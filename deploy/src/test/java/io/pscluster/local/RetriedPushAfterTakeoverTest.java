@@ -21,8 +21,9 @@ import org.junit.jupiter.params.provider.ValueSource;
  * (a drain's hand-over, or a crash after a checkpoint that holds the push): on a real cluster (proxy and two shards
  * on loopback) it is applied once. The attempts carry one (client, sequence), as the SDK's do; the new owner knows it
  * from the checkpoint its rows came from. A part of a request re-split after a routing change keeps the request's
- * sequence: when the first shard applied such a part alone, its sibling, applied nowhere yet, is applied at the new
- * owner. A push with another sequence is applied as usual.
+ * sequence: when the first shard applied such a part alone, a retry of it is a repeat at the new owner (the checkpoint
+ * kept the slots it was accepted for), while its sibling, applied nowhere yet, is applied there. A push with another
+ * sequence is applied as usual.
  */
 class RetriedPushAfterTakeoverTest {
     private static final String TABLE = "counter";
@@ -103,6 +104,19 @@ class RetriedPushAfterTakeoverTest {
                     .isTrue();
             assertThat(table.pull(restOfKeys)).containsOnly(1f);
             assertThat(table.pull(partKeys)).as("the whole push and the part").containsOnly(2f);
+            assertThat(second.push(
+                                    TABLE,
+                                    second.routingEpoch(),
+                                    42,
+                                    9,
+                                    true,
+                                    partKeys,
+                                    minusOnes(partKeys),
+                                    NO_JOB,
+                                    null)
+                            .duplicate())
+                    .as("the retry of the part at the new owner: its checkpoint kept the part's slots")
+                    .isTrue();
             assertThat(second.push(
                                     TABLE,
                                     second.routingEpoch(),

@@ -1,11 +1,13 @@
 package io.pscluster.server;
 
 import io.pscluster.proto.v1.ClientPushWindow;
+import io.pscluster.proto.v1.PushParts;
 import io.pscluster.proto.v1.PushWindows;
 import io.pscluster.wire.PsException;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.BitSet;
+import java.util.Comparator;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -67,8 +69,14 @@ final class PushSequenceWindows {
         }
     }
 
-    /** One client's newest accepted sequences, in acceptance order, as {@link #capture} copied them. */
-    record Captured(long clientId, long[] sequences) {}
+    /**
+     * One client's newest accepted sequences as {@link #capture} copied them: those accepted whole, in acceptance
+     * order, and those accepted for some parts only, with the slots of those parts.
+     */
+    record Captured(long clientId, long[] sequences, List<Parts> parts) {}
+
+    /** A sequence accepted for some parts only, and the slots of those parts, ascending. */
+    record Parts(long sequence, int[] slots) {}
 
     /**
      * The newest accepted sequences of every client (at most {@value #CAPTURED_PER_CLIENT} each, fewer when clients are
@@ -87,17 +95,22 @@ final class PushSequenceWindows {
         final int perClient = Math.max(1, Math.min(CAPTURED_PER_CLIENT, CAPTURED_TOTAL / all.size()));
         for (final Window window : all) {
             final long[] newest;
+            final List<Parts> parts;
             synchronized (window) {
                 newest = window.newest(perClient);
+                parts = window.newestParts(perClient);
             }
-            if (newest.length > 0) {
-                captured.add(new Captured(window.clientId, newest));
+            if (newest.length > 0 || !parts.isEmpty()) {
+                captured.add(new Captured(window.clientId, newest, parts));
             }
         }
         return captured;
     }
 
-    /** {@code captured} as a checkpoint keeps it: per client, its sequences ascending, delta-coded. */
+    /**
+     * {@code captured} as a checkpoint keeps it: per client, its sequences accepted whole ascending, delta-coded, and
+     * those accepted in parts ascending, each with its slots.
+     */
     static PushWindows encode(final List<Captured> captured) {
         final PushWindows.Builder windows = PushWindows.newBuilder();
         for (final Captured one : captured) {
@@ -109,6 +122,15 @@ final class PushSequenceWindows {
             for (final long sequence : sorted) {
                 client.addSequenceDeltas(sequence - previous);
                 previous = sequence;
+            }
+            final List<Parts> parts = new ArrayList<>(one.parts());
+            parts.sort(Comparator.comparingLong(Parts::sequence));
+            for (final Parts part : parts) {
+                final PushParts.Builder encoded = PushParts.newBuilder().setSequence(part.sequence());
+                for (final int slot : part.slots()) {
+                    encoded.addSlots(slot);
+                }
+                client.addParts(encoded);
             }
             windows.addClients(client);
         }
@@ -125,12 +147,23 @@ final class PushSequenceWindows {
      */
     void adopt(final long checkpointId, final String source, final PushWindows captured, final BitSet slots) {
         final Map<Long, LongHashSet> byClient = new HashMap<>();
+        final Map<Long, Long2ObjectHashMap<BitSet>> partsByClient = new HashMap<>();
         for (final ClientPushWindow client : captured.getClientsList()) {
             final LongHashSet sequences = byClient.computeIfAbsent(client.getClientId(), id -> new LongHashSet());
             long sequence = 0;
             for (final long delta : client.getSequenceDeltasList()) {
                 sequence += delta;
                 sequences.add(sequence);
+            }
+            if (client.getPartsCount() > 0) {
+                final Long2ObjectHashMap<BitSet> parts =
+                        partsByClient.computeIfAbsent(client.getClientId(), id -> new Long2ObjectHashMap<>());
+                for (final PushParts part : client.getPartsList()) {
+                    final BitSet partSlots = parts.computeIfAbsent(part.getSequence(), s -> new BitSet());
+                    for (final int slot : part.getSlotsList()) {
+                        partSlots.set(slot);
+                    }
+                }
             }
         }
         synchronized (this) {
@@ -148,7 +181,7 @@ final class PushSequenceWindows {
                 }
             }
             kept.addAll(without(slots, others));
-            kept.add(new Adopted(checkpointId, source, vouched, byClient));
+            kept.add(new Adopted(checkpointId, source, vouched, byClient, partsByClient));
             final TreeSet<Long> checkpoints = new TreeSet<>();
             kept.forEach(capture -> checkpoints.add(capture.checkpointId()));
             while (checkpoints.size() > ADOPTED_CHECKPOINTS) {
@@ -190,7 +223,8 @@ final class PushSequenceWindows {
             final BitSet left = (BitSet) capture.slots().clone();
             left.andNot(slots);
             if (!left.isEmpty()) {
-                kept.add(new Adopted(capture.checkpointId(), capture.source(), left, capture.byClient()));
+                kept.add(new Adopted(
+                        capture.checkpointId(), capture.source(), left, capture.byClient(), capture.partsByClient()));
             }
         }
         return kept;
@@ -198,29 +232,47 @@ final class PushSequenceWindows {
 
     /**
      * Whether a request of {@code clientId} with {@code sequence} for keys in {@code slots} repeats a push another
-     * shard accepted whole before a cut whose rows this shard holds for all those slots: an adopted capture holds the
-     * sequence and vouches for every one of the slots. A request with that sequence carries a part of that push's
-     * keys (a sequence is taken once per request; re-split parts keep it), so its effect is in those rows. Lock-free.
+     * shard accepted before a cut whose rows this shard holds for all those slots: an adopted capture vouches for every
+     * one of the slots and holds the sequence accepted whole, or accepted in parts for every one of the slots. A
+     * request with that sequence carries a part of that push's keys (a sequence is taken once per request; re-split
+     * parts keep it, each with slots of its own), so its effect is in those rows. Lock-free.
      */
     boolean adoptedHolds(final long clientId, final long sequence, final int[] slots) {
         for (final Adopted capture : adopted) {
+            if (!capture.vouchesFor(slots)) {
+                continue;
+            }
             final LongHashSet sequences = capture.byClient().get(clientId);
-            if (sequences != null && sequences.contains(sequence) && capture.vouchesFor(slots)) {
+            if (sequences != null && sequences.contains(sequence)) {
+                return true;
+            }
+            final Long2ObjectHashMap<BitSet> parts = capture.partsByClient().get(clientId);
+            final BitSet partSlots = parts == null ? null : parts.get(sequence);
+            if (partSlots != null && allIn(partSlots, slots)) {
                 return true;
             }
         }
         return false;
     }
 
-    /** A capture adopted from a checkpoint, and the slots whose rows here came from it: read-only once made. */
-    private record Adopted(long checkpointId, String source, BitSet slots, Map<Long, LongHashSet> byClient) {
-        boolean vouchesFor(final int[] requestSlots) {
-            for (final int slot : requestSlots) {
-                if (!slots.get(slot)) {
-                    return false;
-                }
+    private static boolean allIn(final BitSet set, final int[] slots) {
+        for (final int slot : slots) {
+            if (!set.get(slot)) {
+                return false;
             }
-            return true;
+        }
+        return true;
+    }
+
+    /** A capture adopted from a checkpoint, and the slots whose rows here came from it: read-only once made. */
+    private record Adopted(
+            long checkpointId,
+            String source,
+            BitSet slots,
+            Map<Long, LongHashSet> byClient,
+            Map<Long, Long2ObjectHashMap<BitSet>> partsByClient) {
+        boolean vouchesFor(final int[] requestSlots) {
+            return allIn(slots, requestSlots);
         }
     }
 
@@ -357,7 +409,7 @@ final class PushSequenceWindows {
          * before {@link #keepOutOfCaptures}).
          */
         long[] newest(final int count) {
-            final int n = (int) Math.min(Math.min(count, size), accepted - capturableFrom);
+            final int n = capturable(count);
             final long[] out = new long[n];
             int whole = 0;
             for (int i = 0; i < n; i++) {
@@ -367,6 +419,23 @@ final class PushSequenceWindows {
                 }
             }
             return whole == n ? out : Arrays.copyOf(out, whole);
+        }
+
+        /** The sequences accepted for some parts only among the newest {@code count} accepted ({@link #newest}). */
+        List<Parts> newestParts(final int count) {
+            final int n = capturable(count);
+            final List<Parts> out = new ArrayList<>();
+            for (int i = 0; i < n; i++) {
+                final long entry = ring[(head + size - n + i) % ring.length];
+                if ((entry & 1) != 0) {
+                    out.add(new Parts(entry >> 1, parts.get(entry >> 1).stream().toArray()));
+                }
+            }
+            return out;
+        }
+
+        private int capturable(final int count) {
+            return (int) Math.min(Math.min(count, size), accepted - capturableFrom);
         }
     }
 }

@@ -162,6 +162,40 @@ class PushSequenceWindowsTest {
     }
 
     /**
+     * A sequence accepted for some parts only is captured with their slots: a shard adopting it takes a request of
+     * that sequence for a repeat only where both the parts and its own rows from the checkpoint cover every slot, so a
+     * sibling part (other slots, applied nowhere yet) is applied there.
+     */
+    @Test
+    void shouldCaptureSequencesAcceptedInPartsWithTheSlotsOfThoseParts() throws Exception {
+        final PushSequenceWindows donor = new PushSequenceWindows();
+        donor.window(5).record(40, new int[] {3, 4});
+        donor.window(5).record(41);
+        donor.window(5).record(40, new int[] {7});
+        donor.window(6).record(50, new int[] {9});
+
+        final List<PushSequenceWindows.Captured> captured = donor.capture();
+        final PushWindows encoded = PushWindows.parseFrom(
+                PushSequenceWindows.encode(captured).toByteArray());
+        final PushSequenceWindows heir = new PushSequenceWindows();
+        heir.adopt(3, "push-windows/s0", encoded, slots(0, 8));
+
+        assertThat(heir.adoptedHolds(5, 40, new int[] {3})).isTrue();
+        assertThat(heir.adoptedHolds(5, 40, new int[] {4, 7, 3})).isTrue();
+        assertThat(heir.adoptedHolds(5, 40, new int[] {5}))
+                .as("a sibling part's slot")
+                .isFalse();
+        assertThat(heir.adoptedHolds(5, 40, new int[] {3, 5})).isFalse();
+        assertThat(heir.adoptedHolds(5, 41, new int[] {0, 5})).as("accepted whole").isTrue();
+        assertThat(heir.adoptedHolds(6, 50, new int[] {9}))
+                .as("slot 9's rows came from elsewhere")
+                .isFalse();
+
+        donor.rowsReplaced(slots(0, 1));
+        assertThat(donor.capture()).as("parts accepted before rows were replaced").isEmpty();
+    }
+
+    /**
      * Slots whose rows come from another checkpoint (an older one, on a fallback) or from none are vouched for by that
      * one only: the earlier capture no longer makes their requests repeats, while its other slots keep it.
      */

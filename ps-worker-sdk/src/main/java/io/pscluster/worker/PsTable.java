@@ -27,7 +27,6 @@ import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
-import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
@@ -43,9 +42,10 @@ import java.util.function.Consumer;
  * <p>Push ids: each push request takes a sequence number from its client when it is first sent, and every retry of it
  * carries the same (client id, sequence), also the parts it is re-split into when the routing changed: they are
  * subsets of what the shard validated and queued whole or refused whole, and a shard applies a (client, sequence) at
- * most once, answering a repeat as accepted ({@code duplicate}). One exception: a part bound for a shard that has
- * already answered that sequence as newly applied (for a sibling part) takes a fresh sequence, since that shard
- * would otherwise take it for a repeat and drop it.
+ * most once for each slot, answering a repeat as accepted ({@code duplicate}). A re-split part is marked {@code
+ * partial}: the shard remembers the slots it accepted it for, so a sibling part (other slots) that reaches a shard
+ * which applied a part of the same sequence is applied there, not taken for a repeat, and a part retried at a shard
+ * that took over its slots (with the rows of a checkpoint that holds it) is a repeat there.
  *
  * <p>Retries: a request is sent again, under a refreshed routing table, when nothing was applied (a reject trailer:
  * the shard no longer owns the slot, is still restoring it, or has no room to queue it; or no shard owns the slot
@@ -282,11 +282,8 @@ public final class PsTable {
                                     observer -> client.shard(address)
                                             .withDeadline(deadline)
                                             .push(push, observer))
-                            .thenAccept(response -> {
-                                if (!response.getDuplicate()) {
-                                    request.lineage().appliedAt(address);
-                                }
-                            });
+                            // A duplicate is success too: the shard applied that push (or part) once before.
+                            .thenAccept(response -> {});
                 }));
     }
 
@@ -308,12 +305,11 @@ public final class PsTable {
 
     /**
      * A request as first split from a call and every part it is re-split into on retries: they share one push
-     * sequence, taken when the first of them is sent, and learn which shards answered it as newly applied.
+     * sequence, taken when the first of them is sent.
      */
     static final class Lineage {
         private final int keys;
         private long sequence;
-        private final Set<String> appliedAt = ConcurrentHashMap.newKeySet();
 
         /** A lineage of a request of {@code keys} keys (positions), all that its sequence will ever carry. */
         Lineage(final int keys) {
@@ -333,14 +329,6 @@ public final class PsTable {
          */
         int keys() {
             return keys;
-        }
-
-        void appliedAt(final String address) {
-            appliedAt.add(address);
-        }
-
-        boolean appliedAtAlready(final String address) {
-            return appliedAt.contains(address);
         }
     }
 
@@ -387,9 +375,7 @@ public final class PsTable {
             final String address = routing.addresses()[owner];
             final List<Request> requests = new ArrayList<>();
             for (final int[] chunk : chunksOf.get(owner)) {
-                // That shard applied this sequence for a sibling part: it would drop this part as a repeat.
-                final Lineage lineage =
-                        parent == null || parent.appliedAtAlready(address) ? new Lineage(chunk.length) : parent;
+                final Lineage lineage = parent == null ? new Lineage(chunk.length) : parent;
                 requests.add(new Request(chunk, routing.epoch(), lineage, attempts, lastFailure, outcomeUnknown));
             }
             if (!requests.isEmpty()) {

@@ -14,7 +14,10 @@ import io.pscluster.wire.LittleEndian;
 import io.pscluster.wire.PsException;
 import java.io.IOException;
 import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.HashSet;
 import java.util.List;
+import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ConcurrentLinkedDeque;
@@ -43,6 +46,8 @@ final class ScriptedShard implements AutoCloseable {
     final List<Long> applied = new CopyOnWriteArrayList<>();
     final List<PullRequest> pulls = new CopyOnWriteArrayList<>();
     private final Set<List<Long>> seen = ConcurrentHashMap.newKeySet();
+    /** Sequences accepted for parts only, and the keys of those parts (guarded by {@link #seen}). */
+    private final Map<List<Long>, Set<Long>> partsSeen = new HashMap<>();
 
     ScriptedShard() throws IOException {
         this.server = Grpc.newServerBuilderForPort(0, InsecureServerCredentials.create())
@@ -97,16 +102,32 @@ final class ScriptedShard implements AutoCloseable {
 
     void accept(final PushRequest request, final StreamObserver<PushResponse> response) {
         final long[] keys = LittleEndian.decodeLongs(request.getKeys(), "keys");
-        final boolean duplicate =
-                request.getClientId() != 0 && !seen.add(List.of(request.getClientId(), request.getSequence()));
-        if (!duplicate) {
-            // One copy per request: the list is copy-on-write.
-            final List<Long> boxed = new ArrayList<>(keys.length);
-            for (final long key : keys) {
-                boxed.add(key);
+        // As a real shard: a sequence accepted whole is a repeat; one accepted for parts only is a repeat for what
+        // those parts held (slots there; keys here, which parts never share), and the rest of a request is applied.
+        final List<Long> id = List.of(request.getClientId(), request.getSequence());
+        final List<Long> boxed = new ArrayList<>(keys.length);
+        synchronized (seen) {
+            final Set<Long> parts = partsSeen.get(id);
+            if (request.getClientId() == 0 || (!seen.contains(id) && parts == null)) {
+                for (final long key : keys) {
+                    boxed.add(key);
+                }
+                if (request.getClientId() != 0 && request.getPartial()) {
+                    partsSeen.put(id, new HashSet<>(boxed));
+                } else if (request.getClientId() != 0) {
+                    seen.add(id);
+                }
+            } else if (parts != null) {
+                for (final long key : keys) {
+                    if (parts.add(key)) {
+                        boxed.add(key);
+                    }
+                }
             }
-            applied.addAll(boxed);
         }
+        final boolean duplicate = boxed.isEmpty() && keys.length > 0;
+        // One copy per request: the list is copy-on-write.
+        applied.addAll(boxed);
         response.onNext(PushResponse.newBuilder()
                 .setAccepted(keys.length)
                 .setDuplicate(duplicate)
