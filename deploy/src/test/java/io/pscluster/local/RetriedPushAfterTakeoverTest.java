@@ -1,6 +1,7 @@
 package io.pscluster.local;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
 
 import io.pscluster.server.Shard;
 import io.pscluster.wire.Slots;
@@ -8,6 +9,7 @@ import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
 import java.net.URI;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.Arrays;
 import java.util.BitSet;
 import java.util.stream.LongStream;
@@ -145,6 +147,62 @@ class RetriedPushAfterTakeoverTest {
             assertThat(table.pull(keys)).containsOnly(3f);
         }
     }
+    /**
+     * A part of a re-split request applied by the first shard, its sibling re-routed to that shard once it took the
+     * sibling's slots over (a drain) and applied there, its answer lost; a checkpoint; that shard crashes and a new one
+     * takes every slot from the checkpoint. The sibling's retry there is a repeat: the part accepted after the takeover
+     * is in the checkpoint's capture with its slots, although its sequence was first accepted before.
+     */
+    @Test
+    void shouldTakeForARepeatASiblingPartRetriedAtTheOwnerAfterTheOneThatAppliedIt() throws Exception {
+        try (LocalCluster cluster = startCluster();
+                PsClient client = PsClient.connect(cluster.proxyAddress())) {
+            final PsTable table = client.createTable(CounterTable.schema(TABLE));
+            final Shard first = cluster.shard(0).shard();
+            final long[] partKeys = keysIn(first.ownedSlots(), 3);
+            final long[] siblingKeys = keysIn(cluster.shard(1).shard().ownedSlots(), 3);
+            final long[] wholeKeys = {siblingKeys[2]};
+            final long[] sibling = Arrays.copyOf(siblingKeys, 2);
+            assertThat(first.push(TABLE, first.routingEpoch(), 42, 9, true, partKeys, minusOnes(partKeys), NO_JOB, null)
+                            .duplicate())
+                    .isFalse();
+            cluster.stopShard(1);
+            cluster.awaitHealthy(60_000);
+            assertThat(first.ownedSlots().cardinality()).isEqualTo(Slots.SLOT_COUNT);
+
+            assertThat(first.push(TABLE, first.routingEpoch(), 42, 9, true, sibling, minusOnes(sibling), NO_JOB, null)
+                            .duplicate())
+                    .as("the sibling, re-routed")
+                    .isFalse();
+            assertThat(first.push(TABLE, first.routingEpoch(), 42, 10, wholeKeys, minusOnes(wholeKeys))
+                            .duplicate())
+                    .isFalse();
+            first.flush().get(30, java.util.concurrent.TimeUnit.SECONDS);
+            // The proxy refuses checkpoints until it has heard that the drain's restore ended.
+            await().atMost(Duration.ofSeconds(60)).ignoreExceptions().until(() -> {
+                AdminCalls.checkpointNow(cluster.proxyAddress());
+                return true;
+            });
+            final int heirIndex = cluster.addShard();
+            cluster.crashShard(0);
+            cluster.awaitHealthy(90_000);
+            final Shard heir = cluster.shard(heirIndex).shard();
+            assertThat(heir.ownedSlots().cardinality()).isEqualTo(Slots.SLOT_COUNT);
+
+            assertThat(heir.push(TABLE, heir.routingEpoch(), 42, 10, wholeKeys, minusOnes(wholeKeys))
+                            .duplicate())
+                    .as("the whole push's retry")
+                    .isTrue();
+            assertThat(heir.push(TABLE, heir.routingEpoch(), 42, 9, true, sibling, minusOnes(sibling), NO_JOB, null)
+                            .duplicate())
+                    .as("the sibling's retry")
+                    .isTrue();
+            heir.flush().get(30, java.util.concurrent.TimeUnit.SECONDS);
+            assertThat(table.pull(partKeys)).containsOnly(1f);
+            assertThat(table.pull(siblingKeys)).containsOnly(1f);
+        }
+    }
+
     /**
      * A shard holding a push's slots with rows of a checkpoint from before the push (as a fallback past a damaged newer
      * one leaves them), and other slots from the newer checkpoint that captured the push's sequence: a retry of the push

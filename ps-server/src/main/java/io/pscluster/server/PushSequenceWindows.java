@@ -4,6 +4,7 @@ import io.pscluster.proto.v1.ClientPushWindow;
 import io.pscluster.proto.v1.PushParts;
 import io.pscluster.proto.v1.PushWindows;
 import io.pscluster.wire.PsException;
+import io.pscluster.wire.Slots;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.BitSet;
@@ -37,6 +38,11 @@ final class PushSequenceWindows {
     static final int CAPTURED_PER_CLIENT = 1_024;
     /** At most this many sequences in one capture, whatever the number of clients (fewer per client then). */
     static final int CAPTURED_TOTAL = 1 << 16;
+    /**
+     * At most this many slots of sequences accepted in parts in one capture (about 2 bytes each in the manifest): parts
+     * past it are left out, so their retries at a new owner are applied again.
+     */
+    static final int CAPTURED_PART_SLOTS = 1 << 20;
     /** The captures of at most this many checkpoints are kept (the newest): retries do not last that long. */
     static final int ADOPTED_CHECKPOINTS = 2;
 
@@ -93,12 +99,16 @@ final class PushSequenceWindows {
             return captured;
         }
         final int perClient = Math.max(1, Math.min(CAPTURED_PER_CLIENT, CAPTURED_TOTAL / all.size()));
+        int partSlotsLeft = CAPTURED_PART_SLOTS;
         for (final Window window : all) {
             final long[] newest;
             final List<Parts> parts;
             synchronized (window) {
                 newest = window.newest(perClient);
-                parts = window.newestParts(perClient);
+                parts = window.newestParts(perClient, partSlotsLeft);
+            }
+            for (final Parts part : parts) {
+                partSlotsLeft -= part.slots().length;
             }
             if (newest.length > 0 || !parts.isEmpty()) {
                 captured.add(new Captured(window.clientId, newest, parts));
@@ -144,6 +154,8 @@ final class PushSequenceWindows {
      * checkpoint ({@link #adoptedHolds}). Every other adopted capture stops vouching for {@code slots}, whose rows are
      * now this checkpoint's. {@code source} names the capture (the manifest property): adopting it again for more
      * slots adds them. The captures of the newest {@value #ADOPTED_CHECKPOINTS} checkpoints are kept.
+     *
+     * @throws IllegalArgumentException when the capture names a slot that does not exist (nothing is adopted).
      */
     void adopt(final long checkpointId, final String source, final PushWindows captured, final BitSet slots) {
         final Map<Long, LongHashSet> byClient = new HashMap<>();
@@ -161,6 +173,11 @@ final class PushSequenceWindows {
                 for (final PushParts part : client.getPartsList()) {
                     final BitSet partSlots = parts.computeIfAbsent(part.getSequence(), s -> new BitSet());
                     for (final int slot : part.getSlotsList()) {
+                        if (slot < 0 || slot >= Slots.SLOT_COUNT) {
+                            throw new IllegalArgumentException("push windows of client " + client.getClientId()
+                                    + " name slot " + slot + " for sequence " + part.getSequence()
+                                    + ", outside 0.." + (Slots.SLOT_COUNT - 1));
+                        }
                         partSlots.set(slot);
                     }
                 }
@@ -284,13 +301,25 @@ final class PushSequenceWindows {
         }
     }
 
+    /** What a sequence accepted in parts was accepted for. */
+    private static final class PartsAccepted {
+        /** Every slot of its parts: a request of the sequence for these slots is a repeat here. */
+        final BitSet slots = new BitSet();
+        /** The slots of its parts accepted since rows were last replaced: what a capture may vouch for. */
+        final BitSet capturable = new BitSet();
+        /** The window's count of entries when its last part was accepted. */
+        long capturableSince;
+        /** Its entries in the ring, one per part. */
+        int entries;
+    }
+
     /** One client's accepted sequences. Not thread-safe: callers hold its monitor. */
     static final class Window {
         private final long clientId;
         private final int capacity;
         private final LongHashSet retained = new LongHashSet();
         /** The retained sequences accepted in parts, and the slots of those parts ({@link #acceptedParts}). */
-        private final Long2ObjectHashMap<BitSet> parts = new Long2ObjectHashMap<>();
+        private final Long2ObjectHashMap<PartsAccepted> parts = new Long2ObjectHashMap<>();
 
         private long[] ring;
         private int head;
@@ -333,7 +362,8 @@ final class PushSequenceWindows {
          * refused elsewhere), not a repeat. Read-only for the caller.
          */
         BitSet acceptedParts(final long sequence) {
-            return parts.get(sequence);
+            final PartsAccepted accepted = parts.get(sequence);
+            return accepted == null ? null : accepted.slots;
         }
 
         /** Remembers a sequence accepted whole ({@link #record(long, int[])}). */
@@ -342,37 +372,35 @@ final class PushSequenceWindows {
         }
 
         /**
-         * Remembers an accepted sequence, forgetting the oldest accepted one when the window is full. {@code
+         * Remembers an accepted sequence, forgetting the oldest accepted entry when the window is full. {@code
          * partSlots} is null when the request carried its sequence whole, else the slots of the part accepted (the
-         * request carried only some of its sequence's keys: it is left out of {@link #newest}, and what the sequence
-         * was accepted for is the union of its parts' slots, {@link #acceptedParts}).
+         * request carried only some of its sequence's keys): what the sequence was accepted for is then the union of
+         * its parts' slots ({@link #acceptedParts}), and each part takes an entry of its own, so that the newest part
+         * counts among the newest sequences for captures ({@link #newestParts}) and the sequence is forgotten with
+         * its last entry.
          */
         void record(final long sequence, final int[] partSlots) {
             if (partSlots != null) {
-                final BitSet known = parts.get(sequence);
-                if (known != null) {
-                    // Another part of a sequence already in the window: it widens what the sequence was accepted for.
-                    for (final int slot : partSlots) {
-                        known.set(slot);
-                    }
-                    return;
+                PartsAccepted known = parts.get(sequence);
+                if (known == null) {
+                    known = new PartsAccepted();
+                    parts.put(sequence, known);
+                } else if (known.capturableSince < capturableFrom) {
+                    // Rows were replaced since its earlier parts: their effect may be gone, so captures leave them out.
+                    known.capturable.clear();
                 }
-                final BitSet slots = new BitSet();
+                known.capturableSince = accepted;
+                known.entries++;
                 for (final int slot : partSlots) {
-                    slots.set(slot);
+                    known.slots.set(slot);
+                    known.capturable.set(slot);
                 }
-                parts.put(sequence, slots);
             }
             // The ring keeps each sequence shifted left by one, its lowest bit saying partial (sequences are positive).
             final long entry = sequence << 1 | (partSlots != null ? 1 : 0);
             accepted++;
             if (size == capacity) {
-                final long evicted = ring[head] >> 1;
-                retained.remove(evicted);
-                if ((ring[head] & 1) != 0) {
-                    parts.remove(evicted);
-                }
-                highestEvicted = Math.max(highestEvicted, evicted);
+                forget(ring[head]);
                 ring[head] = entry;
                 // Full means the ring has grown to exactly capacity entries.
                 head = (head + 1) % ring.length;
@@ -384,6 +412,20 @@ final class PushSequenceWindows {
                 size++;
             }
             retained.add(sequence);
+        }
+
+        /** The oldest entry leaves the ring: its sequence is forgotten unless a newer part of it still has an entry. */
+        private void forget(final long entry) {
+            final long evicted = entry >> 1;
+            if ((entry & 1) != 0) {
+                final PartsAccepted known = parts.get(evicted);
+                if (--known.entries > 0) {
+                    return;
+                }
+                parts.remove(evicted);
+            }
+            retained.remove(evicted);
+            highestEvicted = Math.max(highestEvicted, evicted);
         }
 
         private void grow() {
@@ -421,14 +463,25 @@ final class PushSequenceWindows {
             return whole == n ? out : Arrays.copyOf(out, whole);
         }
 
-        /** The sequences accepted for some parts only among the newest {@code count} accepted ({@link #newest}). */
-        List<Parts> newestParts(final int count) {
+        /**
+         * The sequences accepted for some parts only among the newest {@code count} entries ({@link #newest}), each
+         * with the slots of its parts accepted since the last {@link #keepOutOfCaptures}, at most {@code maxSlots}
+         * slots in all (a part left out is applied again if retried at a new owner, never lost).
+         */
+        List<Parts> newestParts(final int count, final int maxSlots) {
             final int n = capturable(count);
             final List<Parts> out = new ArrayList<>();
-            for (int i = 0; i < n; i++) {
+            final LongHashSet listed = new LongHashSet();
+            int slots = 0;
+            for (int i = n - 1; i >= 0; i--) {
                 final long entry = ring[(head + size - n + i) % ring.length];
-                if ((entry & 1) != 0) {
-                    out.add(new Parts(entry >> 1, parts.get(entry >> 1).stream().toArray()));
+                if ((entry & 1) != 0 && listed.add(entry >> 1)) {
+                    final BitSet capturable = parts.get(entry >> 1).capturable;
+                    slots += capturable.cardinality();
+                    if (slots > maxSlots) {
+                        break;
+                    }
+                    out.add(new Parts(entry >> 1, capturable.stream().toArray()));
                 }
             }
             return out;

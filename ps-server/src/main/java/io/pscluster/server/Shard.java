@@ -364,8 +364,8 @@ public final class Shard implements AutoCloseable {
 
     /**
      * {@link #push(String, long, long, long, long[], float[], JobTag)}; {@code partial} when the request carries only
-     * some of the keys first sent under its sequence (a re-split part: deduped, but its sequence is not kept in
-     * checkpoints); with {@code later} not null, an async push's writers are woken by {@code later} (which the caller
+     * some of the keys first sent under its sequence (a re-split part: a repeat only for the slots its sequence was
+     * accepted for here, {@link PushSequenceWindows.Window#acceptedParts}); with {@code later} not null, an async push's writers are woken by {@code later} (which the caller
      * must reach once it has answered), not before this returns.
      */
     public PushResult push(
@@ -1540,12 +1540,12 @@ public final class Shard implements AutoCloseable {
     }
 
     /**
-     * Adopts the push sequences the shards had accepted whole at {@code checkpoint}'s cut (its {@link
+     * Adopts the push sequences the shards had accepted at {@code checkpoint}'s cut (its {@link
      * Manifest#PUSH_WINDOWS_PROPERTY} properties) for {@code slots}, whose rows were just loaded from it, before they
      * serve: a push whose answer was lost and that is retried here, its effect in those rows, is answered as a repeat
-     * if all its slots' rows came from this checkpoint (a re-split part keeps its request's sequence, and only
-     * requests accepted whole are captured, so every part of a captured sequence is in the rows). A property that does
-     * not decode is skipped, said in {@code notes} (the restore's report) and logged: it costs that dedupe, not the
+     * if all its slots' rows came from this checkpoint (a re-split part keeps its request's sequence; a sequence
+     * accepted whole covers every part of it, one accepted in parts only the slots of those parts). A property that
+     * does not decode is skipped, said in {@code notes} (the restore's report) and logged: it costs that dedupe, not the
      * restore.
      */
     private void adoptPushWindows(final CheckpointInfo checkpoint, final BitSet slots, final StringBuilder notes) {

@@ -1,11 +1,15 @@
 package io.pscluster.server;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.assertj.core.api.Assertions.catchThrowableOfType;
 
 import io.grpc.Status;
+import io.pscluster.proto.v1.ClientPushWindow;
+import io.pscluster.proto.v1.PushParts;
 import io.pscluster.proto.v1.PushWindows;
 import io.pscluster.wire.PsException;
+import io.pscluster.wire.Slots;
 import java.util.BitSet;
 import java.util.List;
 import org.junit.jupiter.api.Test;
@@ -58,15 +62,20 @@ class PushSequenceWindowsTest {
                 .as("client 2, evicted and new again")
                 .isFalse();
     }
-    /** Parts of one sequence take one place in the window; what they were accepted for is the union of their slots. */
+
+    /**
+     * Each part of a sequence takes a place in the window; what the sequence was accepted for is the union of its parts'
+     * slots, remembered until its newest part leaves the window.
+     */
     @Test
-    void shouldRememberTheSlotsOfEachPartOfASequenceUntilTheSequenceIsForgotten() {
+    void shouldRememberTheSlotsOfEachPartOfASequenceUntilItsNewestPartIsForgotten() {
         final PushSequenceWindows.Window window = new PushSequenceWindows(2, 10).window(5);
         window.record(4, new int[] {7, 9});
         window.record(4, new int[] {8});
-        window.record(6);
+        window.record(6); // forgets the first part of 4 only
 
         assertThat(window.size()).isEqualTo(2);
+        assertThat(window.seen(4)).isTrue();
         assertThat(window.acceptedParts(4)).isEqualTo(BitSet.valueOf(new long[] {0b11_1000_0000L}));
         assertThat(window.acceptedParts(6)).as("accepted whole").isNull();
 
@@ -74,6 +83,57 @@ class PushSequenceWindowsTest {
         assertThat(catchThrowableOfType(PsException.class, () -> window.seen(4)))
                 .isNotNull();
         assertThat(window.acceptedParts(4)).isNull();
+    }
+
+    /**
+     * A part accepted after rows were replaced (the restore that brought its slots here) is captured with its slots,
+     * although an earlier part of its sequence was accepted before and stays out; a part accepted after more than a
+     * capture's worth of other pushes is captured with its sequence's earlier parts.
+     */
+    @Test
+    void shouldCaptureThePartsOfASequenceAcceptedSinceRowsWereReplacedAndSinceManyOtherPushes() throws Exception {
+        final PushSequenceWindows donor = new PushSequenceWindows();
+        donor.window(5).record(40, new int[] {3});
+        donor.rowsReplaced(slots(7, 8));
+        donor.window(5).record(40, new int[] {7});
+        donor.window(6).record(60, new int[] {1});
+        for (int i = 0; i < PushSequenceWindows.CAPTURED_PER_CLIENT; i++) {
+            donor.window(6).record(100 + i);
+        }
+        donor.window(6).record(60, new int[] {2});
+
+        final PushSequenceWindows heir = new PushSequenceWindows();
+        heir.adopt(3, "push-windows/s0", PushWindows.parseFrom(encode(donor).toByteArray()), slots(0, 10));
+
+        assertThat(heir.adoptedHolds(5, 40, new int[] {7}))
+                .as("the part after the restore")
+                .isTrue();
+        assertThat(heir.adoptedHolds(5, 40, new int[] {3}))
+                .as("the part from before the restore: its rows were replaced since")
+                .isFalse();
+        assertThat(heir.adoptedHolds(6, 60, new int[] {2})).isTrue();
+        assertThat(heir.adoptedHolds(6, 60, new int[] {1, 2}))
+                .as("its earlier part too: no rows were replaced since")
+                .isTrue();
+    }
+
+    @Test
+    void shouldRefuseToAdoptACaptureNamingASlotThatDoesNotExist() {
+        final PushWindows bad = PushWindows.newBuilder()
+                .addClients(ClientPushWindow.newBuilder()
+                        .setClientId(5)
+                        .addParts(PushParts.newBuilder().setSequence(40).addSlots(Slots.SLOT_COUNT)))
+                .build();
+        final PushSequenceWindows heir = new PushSequenceWindows();
+
+        assertThatThrownBy(() -> heir.adopt(3, "push-windows/s0", bad, slots(0, 8)))
+                .isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("slot " + Slots.SLOT_COUNT);
+        assertThat(heir.adoptedHolds(5, 40, new int[] {0})).isFalse();
+    }
+
+    private static PushWindows encode(final PushSequenceWindows windows) {
+        return PushSequenceWindows.encode(windows.capture());
     }
 
     /**
@@ -175,8 +235,8 @@ class PushSequenceWindowsTest {
         donor.window(6).record(50, new int[] {9});
 
         final List<PushSequenceWindows.Captured> captured = donor.capture();
-        final PushWindows encoded = PushWindows.parseFrom(
-                PushSequenceWindows.encode(captured).toByteArray());
+        final PushWindows encoded =
+                PushWindows.parseFrom(PushSequenceWindows.encode(captured).toByteArray());
         final PushSequenceWindows heir = new PushSequenceWindows();
         heir.adopt(3, "push-windows/s0", encoded, slots(0, 8));
 
@@ -186,13 +246,17 @@ class PushSequenceWindowsTest {
                 .as("a sibling part's slot")
                 .isFalse();
         assertThat(heir.adoptedHolds(5, 40, new int[] {3, 5})).isFalse();
-        assertThat(heir.adoptedHolds(5, 41, new int[] {0, 5})).as("accepted whole").isTrue();
+        assertThat(heir.adoptedHolds(5, 41, new int[] {0, 5}))
+                .as("accepted whole")
+                .isTrue();
         assertThat(heir.adoptedHolds(6, 50, new int[] {9}))
                 .as("slot 9's rows came from elsewhere")
                 .isFalse();
 
         donor.rowsReplaced(slots(0, 1));
-        assertThat(donor.capture()).as("parts accepted before rows were replaced").isEmpty();
+        assertThat(donor.capture())
+                .as("parts accepted before rows were replaced")
+                .isEmpty();
     }
 
     /**

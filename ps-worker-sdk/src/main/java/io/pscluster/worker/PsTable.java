@@ -324,8 +324,9 @@ public final class PsTable {
         }
 
         /**
-         * How many keys the request the lineage began with carried; a request with fewer is a part (the shard keeps a
-         * part's sequence out of checkpoints, since its siblings may be applied nowhere yet).
+         * How many keys the request the lineage began with carried; a request with fewer is a part (the shard remembers
+         * the slots it accepted a part's sequence for, since its siblings, with other slots, may be applied nowhere
+         * yet).
          */
         int keys() {
             return keys;
