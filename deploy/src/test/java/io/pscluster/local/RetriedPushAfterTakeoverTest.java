@@ -71,11 +71,16 @@ class RetriedPushAfterTakeoverTest {
             final long[] keys = keysIn(firstSlots, 500);
             final float[] minusOnes = new float[keys.length];
             Arrays.fill(minusOnes, -1f);
-            // A request re-split after a routing change: one part applied by the first shard, its sibling (other
-            // keys of the first shard's slots, and of the other shard's) not yet applied anywhere; both keep the
+            // A request re-split after a routing change: one part applied by the first shard, its sibling (keys of
+            // other slots of the first shard's, and of the other shard's) not yet applied anywhere; both keep the
             // request's sequence.
-            final long[] partKeys = Arrays.copyOf(keys, keys.length / 2);
-            final long[] restOfKeys = Arrays.copyOfRange(keys, keys.length / 2, keys.length);
+            // Parts hold whole slots: the part has the keys of even slots, its sibling those of odd ones.
+            final long[] partKeys = Arrays.stream(keys)
+                    .filter(key -> Slots.slotOf(hash, key) % 2 == 0)
+                    .toArray();
+            final long[] restOfKeys = Arrays.stream(keys)
+                    .filter(key -> Slots.slotOf(hash, key) % 2 != 0)
+                    .toArray();
             final long[] otherShardKeys = LongStream.range(0, 1_000_000)
                     .filter(key -> !firstSlots.get(Slots.slotOf(hash, key)))
                     .limit(100)
@@ -200,6 +205,57 @@ class RetriedPushAfterTakeoverTest {
             heir.flush().get(30, java.util.concurrent.TimeUnit.SECONDS);
             assertThat(table.pull(partKeys)).containsOnly(1f);
             assertThat(table.pull(siblingKeys)).containsOnly(1f);
+        }
+    }
+
+    /**
+     * A push retried at a shard holding some of its slots' rows from a checkpoint that holds the push and the others'
+     * from one from before it (a fallback): the keys of the latter are applied, those of the former are not.
+     */
+    @Test
+    void shouldApplyARetryOnlyToTheSlotsWhoseRowsCameFromACheckpointBeforeThePush() throws Exception {
+        final URI root = dir.resolve("checkpoints").toUri();
+        try (LocalCluster cluster = startCluster();
+                PsClient client = PsClient.connect(cluster.proxyAddress())) {
+            final PsTable table = client.createTable(CounterTable.schema(TABLE));
+            final Shard first = cluster.shard(0).shard();
+            final long hash = Slots.tableHash(TABLE);
+            final long[] keys = keysIn(first.ownedSlots(), 40);
+            final long[] olderKeys = Arrays.copyOf(keys, 20);
+            final BitSet older = new BitSet();
+            for (final long key : olderKeys) {
+                older.set(Slots.slotOf(hash, key));
+            }
+            final long[] newerKeys = Arrays.stream(keys)
+                    .filter(key -> !older.get(Slots.slotOf(hash, key)))
+                    .toArray();
+            assertThat(newerKeys).isNotEmpty();
+            final long before = AdminCalls.checkpointNow(cluster.proxyAddress());
+            assertThat(first.push(TABLE, first.routingEpoch(), 42, 7, keys, minusOnes(keys))
+                            .duplicate())
+                    .isFalse();
+            final long after = AdminCalls.checkpointNow(cluster.proxyAddress());
+            cluster.crashShard(0);
+            cluster.awaitHealthy(60_000);
+            final Shard second = cluster.shard(1).shard();
+
+            second.restoreOrder(root, before, older);
+            final BitSet others = new BitSet();
+            others.set(0, Slots.SLOT_COUNT);
+            others.andNot(older);
+            second.restoreOrder(root, after, others);
+            assertThat(table.pull(olderKeys)).containsOnly(0f);
+            assertThat(table.pull(newerKeys)).containsOnly(1f);
+
+            assertThat(second.push(TABLE, second.routingEpoch(), 42, 7, keys, minusOnes(keys))
+                            .duplicate())
+                    .isFalse();
+            second.flush().get(30, java.util.concurrent.TimeUnit.SECONDS);
+            assertThat(table.pull(olderKeys)).as("rows from before the push").containsOnly(1f);
+            assertThat(table.pull(newerKeys)).as("rows that held it").containsOnly(1f);
+            assertThat(second.push(TABLE, second.routingEpoch(), 42, 7, keys, minusOnes(keys))
+                            .duplicate())
+                    .isTrue();
         }
     }
 

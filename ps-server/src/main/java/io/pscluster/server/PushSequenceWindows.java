@@ -8,6 +8,7 @@ import io.pscluster.wire.Slots;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.BitSet;
+import java.util.Collections;
 import java.util.Comparator;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
@@ -94,6 +95,8 @@ final class PushSequenceWindows {
         synchronized (clients) {
             all = new ArrayList<>(clients.values());
         }
+        // Most recently active first: the part-slot budget goes to the pushes likeliest to be in doubt.
+        Collections.reverse(all);
         final List<Captured> captured = new ArrayList<>(all.size());
         if (all.isEmpty()) {
             return captured;
@@ -224,7 +227,7 @@ final class PushSequenceWindows {
         }
         for (final Window window : all) {
             synchronized (window) {
-                window.keepOutOfCaptures();
+                window.keepOutOfCaptures(slots);
             }
         }
     }
@@ -249,27 +252,39 @@ final class PushSequenceWindows {
 
     /**
      * Whether a request of {@code clientId} with {@code sequence} for keys in {@code slots} repeats a push another
-     * shard accepted before a cut whose rows this shard holds for all those slots: an adopted capture vouches for every
-     * one of the slots and holds the sequence accepted whole, or accepted in parts for every one of the slots. A
-     * request with that sequence carries a part of that push's keys (a sequence is taken once per request; re-split
-     * parts keep it, each with slots of its own), so its effect is in those rows. Lock-free.
+     * shard accepted before a cut whose rows this shard holds for all those slots ({@link #adoptedSlots} holds every
+     * one of them). Lock-free.
      */
     boolean adoptedHolds(final long clientId, final long sequence, final int[] slots) {
+        final BitSet repeated = adoptedSlots(clientId, sequence);
+        return repeated != null && allIn(repeated, slots);
+    }
+
+    /**
+     * The slots for which a request of {@code clientId} with {@code sequence} repeats a push another shard accepted
+     * before a cut whose rows this shard holds for them, or null when no adopted capture holds the sequence: the slots
+     * an adopted capture vouches for, of every capture that holds the sequence accepted whole, and of the slots of its
+     * parts for one that holds it accepted in parts. A request with that sequence carries a part of that push's keys (a
+     * sequence is taken once per request; re-split parts keep it, each with slots of its own), so its effect in those
+     * slots is in their rows. Lock-free; a new set.
+     */
+    BitSet adoptedSlots(final long clientId, final long sequence) {
+        BitSet repeated = null;
         for (final Adopted capture : adopted) {
-            if (!capture.vouchesFor(slots)) {
-                continue;
-            }
             final LongHashSet sequences = capture.byClient().get(clientId);
-            if (sequences != null && sequences.contains(sequence)) {
-                return true;
-            }
             final Long2ObjectHashMap<BitSet> parts = capture.partsByClient().get(clientId);
             final BitSet partSlots = parts == null ? null : parts.get(sequence);
-            if (partSlots != null && allIn(partSlots, slots)) {
-                return true;
+            if (sequences != null && sequences.contains(sequence)) {
+                repeated = repeated == null ? new BitSet() : repeated;
+                repeated.or(capture.slots());
+            } else if (partSlots != null) {
+                final BitSet vouched = (BitSet) partSlots.clone();
+                vouched.and(capture.slots());
+                repeated = repeated == null ? new BitSet() : repeated;
+                repeated.or(vouched);
             }
         }
-        return false;
+        return repeated;
     }
 
     private static boolean allIn(final BitSet set, final int[] slots) {
@@ -287,11 +302,7 @@ final class PushSequenceWindows {
             String source,
             BitSet slots,
             Map<Long, LongHashSet> byClient,
-            Map<Long, Long2ObjectHashMap<BitSet>> partsByClient) {
-        boolean vouchesFor(final int[] requestSlots) {
-            return allIn(slots, requestSlots);
-        }
-    }
+            Map<Long, Long2ObjectHashMap<BitSet>> partsByClient) {}
 
     private volatile List<Adopted> adopted = List.of();
 
@@ -305,10 +316,8 @@ final class PushSequenceWindows {
     private static final class PartsAccepted {
         /** Every slot of its parts: a request of the sequence for these slots is a repeat here. */
         final BitSet slots = new BitSet();
-        /** The slots of its parts accepted since rows were last replaced: what a capture may vouch for. */
+        /** The slots of its parts whose rows have not been replaced since: what a capture may vouch for. */
         final BitSet capturable = new BitSet();
-        /** The window's count of entries when its last part was accepted. */
-        long capturableSince;
         /** Its entries in the ring, one per part. */
         int entries;
     }
@@ -325,7 +334,8 @@ final class PushSequenceWindows {
         private int head;
         private int size;
         private long highestEvicted = Long.MIN_VALUE;
-        /** Sequences recorded so far, and how many of them were recorded before the last keepOutOfCaptures. */
+        /** Entries recorded so far (one per sequence accepted whole, one per part), and how many before the last {@link
+         * #keepOutOfCaptures}. */
         private long accepted;
 
         private long capturableFrom;
@@ -385,11 +395,7 @@ final class PushSequenceWindows {
                 if (known == null) {
                     known = new PartsAccepted();
                     parts.put(sequence, known);
-                } else if (known.capturableSince < capturableFrom) {
-                    // Rows were replaced since its earlier parts: their effect may be gone, so captures leave them out.
-                    known.capturable.clear();
                 }
-                known.capturableSince = accepted;
                 known.entries++;
                 for (final int slot : partSlots) {
                     known.slots.set(slot);
@@ -441,9 +447,16 @@ final class PushSequenceWindows {
             return size;
         }
 
-        /** Keeps every sequence accepted so far out of captures ({@link #newest}). */
-        void keepOutOfCaptures() {
+        /**
+         * The rows of {@code replaced} were replaced: keeps every sequence accepted whole so far out of captures
+         * ({@link #newest}; its slots are not known), and those slots out of the captured slots of sequences accepted in
+         * parts ({@link #newestParts}).
+         */
+        void keepOutOfCaptures(final BitSet replaced) {
             capturableFrom = accepted;
+            for (final PartsAccepted known : parts.values()) {
+                known.capturable.andNot(replaced);
+            }
         }
 
         /**
@@ -451,7 +464,7 @@ final class PushSequenceWindows {
          * before {@link #keepOutOfCaptures}).
          */
         long[] newest(final int count) {
-            final int n = capturable(count);
+            final int n = (int) Math.min(Math.min(count, size), accepted - capturableFrom);
             final long[] out = new long[n];
             int whole = 0;
             for (int i = 0; i < n; i++) {
@@ -464,12 +477,12 @@ final class PushSequenceWindows {
         }
 
         /**
-         * The sequences accepted for some parts only among the newest {@code count} entries ({@link #newest}), each
-         * with the slots of its parts accepted since the last {@link #keepOutOfCaptures}, at most {@code maxSlots}
+         * The sequences accepted for some parts only among the newest {@code count} entries, newest first, each with the
+         * slots of its parts whose rows were not replaced since ({@link #keepOutOfCaptures}), at most {@code maxSlots}
          * slots in all (a part left out is applied again if retried at a new owner, never lost).
          */
         List<Parts> newestParts(final int count, final int maxSlots) {
-            final int n = capturable(count);
+            final int n = Math.min(count, size);
             final List<Parts> out = new ArrayList<>();
             final LongHashSet listed = new LongHashSet();
             int slots = 0;
@@ -477,6 +490,9 @@ final class PushSequenceWindows {
                 final long entry = ring[(head + size - n + i) % ring.length];
                 if ((entry & 1) != 0 && listed.add(entry >> 1)) {
                     final BitSet capturable = parts.get(entry >> 1).capturable;
+                    if (capturable.isEmpty()) {
+                        continue;
+                    }
                     slots += capturable.cardinality();
                     if (slots > maxSlots) {
                         break;
@@ -485,10 +501,6 @@ final class PushSequenceWindows {
                 }
             }
             return out;
-        }
-
-        private int capturable(final int count) {
-            return (int) Math.min(Math.min(count, size), accepted - capturableFrom);
         }
     }
 }

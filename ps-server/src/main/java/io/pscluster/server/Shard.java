@@ -428,21 +428,25 @@ public final class Shard implements AutoCloseable {
         final PushSequenceWindows.Window window = sequences.window(clientId);
         // Check, accept and record under one monitor: two copies of a push arriving at once are accepted once.
         synchronized (window) {
-            if (sequences.adoptedHolds(clientId, sequence, slots)) {
+            // Slots whose rows came from a checkpoint that holds this sequence, and slots this shard accepted it for.
+            final BitSet adopted = sequences.adoptedSlots(clientId, sequence);
+            if (adopted != null && countOutside(adopted, null, slots) == 0) {
                 return new PushResult(keys.length, true);
             }
-            if (!window.seen(sequence)) {
+            final boolean seen = window.seen(sequence);
+            final BitSet acceptedParts = seen ? window.acceptedParts(sequence) : null;
+            if (seen && acceptedParts == null) {
+                return new PushResult(keys.length, true);
+            }
+            if (adopted == null && acceptedParts == null) {
                 accept.accept(keys, slots, gradients);
                 window.record(sequence, partial ? distinct(slots) : null);
                 return new PushResult(keys.length, false);
             }
-            final BitSet acceptedParts = window.acceptedParts(sequence);
-            if (acceptedParts == null) {
-                return new PushResult(keys.length, true);
-            }
-            // Only parts of this sequence were accepted here: keys of other slots belong to a sibling part this shard
-            // has not applied (refused where it went first, re-routed here), which a plain repeat check would drop.
-            final int fresh = countOutside(acceptedParts, slots);
+            // Some slots already hold this sequence's effect: a sibling part (other slots) re-routed here after its
+            // first shard refused it, or a request whose other slots' rows came from a checkpoint before it. Only the
+            // keys of the other slots are applied; the sequence is then known here for those slots.
+            final int fresh = countOutside(adopted, acceptedParts, slots);
             if (fresh == 0) {
                 return new PushResult(keys.length, true);
             }
@@ -450,7 +454,7 @@ public final class Shard implements AutoCloseable {
             final int[] freshSlots = new int[fresh];
             final float[] freshGradients = new float[fresh * dim];
             for (int i = 0, k = 0; i < keys.length; i++) {
-                if (!acceptedParts.get(slots[i])) {
+                if (!in(adopted, slots[i]) && !in(acceptedParts, slots[i])) {
                     freshKeys[k] = keys[i];
                     freshSlots[k] = slots[i];
                     System.arraycopy(gradients, i * dim, freshGradients, k * dim, dim);
@@ -469,14 +473,19 @@ public final class Shard implements AutoCloseable {
         void accept(long[] keys, int[] slots, float[] gradients);
     }
 
-    private static int countOutside(final BitSet accepted, final int[] slots) {
+    /** How many of {@code slots} are in neither set (a null set holds nothing). */
+    private static int countOutside(final BitSet first, final BitSet second, final int[] slots) {
         int outside = 0;
         for (final int slot : slots) {
-            if (!accepted.get(slot)) {
+            if (!in(first, slot) && !in(second, slot)) {
                 outside++;
             }
         }
         return outside;
+    }
+
+    private static boolean in(final BitSet set, final int slot) {
+        return set != null && set.get(slot);
     }
 
     private static int[] distinct(final int[] slots) {

@@ -87,13 +87,15 @@ class PushSequenceWindowsTest {
 
     /**
      * A part accepted after rows were replaced (the restore that brought its slots here) is captured with its slots,
-     * although an earlier part of its sequence was accepted before and stays out; a part accepted after more than a
-     * capture's worth of other pushes is captured with its sequence's earlier parts.
+     * and so is an earlier part of its sequence whose rows were not replaced, but not one whose rows were; a part
+     * accepted after more than a capture's worth of other pushes is captured with its sequence's earlier parts.
      */
     @Test
     void shouldCaptureThePartsOfASequenceAcceptedSinceRowsWereReplacedAndSinceManyOtherPushes() throws Exception {
         final PushSequenceWindows donor = new PushSequenceWindows();
         donor.window(5).record(40, new int[] {3});
+        donor.window(5).record(40, new int[] {4});
+        donor.rowsReplaced(slots(4, 5));
         donor.rowsReplaced(slots(7, 8));
         donor.window(5).record(40, new int[] {7});
         donor.window(6).record(60, new int[] {1});
@@ -108,13 +110,54 @@ class PushSequenceWindowsTest {
         assertThat(heir.adoptedHolds(5, 40, new int[] {7}))
                 .as("the part after the restore")
                 .isTrue();
-        assertThat(heir.adoptedHolds(5, 40, new int[] {3}))
-                .as("the part from before the restore: its rows were replaced since")
+        assertThat(heir.adoptedHolds(5, 40, new int[] {3, 7}))
+                .as("a part from before, whose rows stayed")
+                .isTrue();
+        assertThat(heir.adoptedHolds(5, 40, new int[] {4}))
+                .as("a part from before, whose rows were replaced since")
                 .isFalse();
         assertThat(heir.adoptedHolds(6, 60, new int[] {2})).isTrue();
         assertThat(heir.adoptedHolds(6, 60, new int[] {1, 2}))
                 .as("its earlier part too: no rows were replaced since")
                 .isTrue();
+    }
+
+    /** The part-slot budget of a capture goes to the most recently active clients first. */
+    @Test
+    void shouldSpendTheCapturesPartSlotsOnTheMostRecentlyActiveClientsFirst() throws Exception {
+        final PushSequenceWindows donor = new PushSequenceWindows();
+        final int[] allSlots =
+                java.util.stream.IntStream.range(0, Slots.SLOT_COUNT).toArray();
+        for (int i = 0; i <= PushSequenceWindows.CAPTURED_PART_SLOTS / Slots.SLOT_COUNT; i++) {
+            donor.window(5).record(1 + i, allSlots);
+        }
+        donor.window(6).record(70, new int[] {2});
+
+        final PushSequenceWindows heir = new PushSequenceWindows();
+        heir.adopt(3, "push-windows/s0", PushWindows.parseFrom(encode(donor).toByteArray()), slots(0, 10));
+
+        assertThat(heir.adoptedHolds(6, 70, new int[] {2})).isTrue();
+        assertThat(heir.adoptedHolds(5, 1, new int[] {2})).as("past the budget").isFalse();
+    }
+
+    /** The slots a sequence repeats in: every capture holding it, whole or in parts, within what each vouches for. */
+    @Test
+    void shouldGiveTheSlotsInWhichASequenceRepeatsAcrossCaptures() {
+        final PushSequenceWindows donor = new PushSequenceWindows();
+        donor.window(5).record(7);
+        donor.window(5).record(8, new int[] {30, 40});
+        final PushSequenceWindows heir = new PushSequenceWindows();
+        heir.adopt(3, "push-windows/s0", encode(donor), slots(0, 35));
+        final PushSequenceWindows other = new PushSequenceWindows();
+        other.window(5).record(8, new int[] {50});
+        heir.adopt(3, "push-windows/s1", encode(other), slots(40, 60));
+
+        assertThat(heir.adoptedSlots(5, 7)).isEqualTo(slots(0, 35));
+        final BitSet expected = new BitSet();
+        expected.set(30);
+        expected.set(50);
+        assertThat(heir.adoptedSlots(5, 8)).isEqualTo(expected);
+        assertThat(heir.adoptedSlots(5, 9)).isNull();
     }
 
     @Test
@@ -253,9 +296,9 @@ class PushSequenceWindowsTest {
                 .as("slot 9's rows came from elsewhere")
                 .isFalse();
 
-        donor.rowsReplaced(slots(0, 1));
+        donor.rowsReplaced(slots(0, 10));
         assertThat(donor.capture())
-                .as("parts accepted before rows were replaced")
+                .as("whole sequences and parts whose slots' rows were replaced since")
                 .isEmpty();
     }
 
