@@ -44,6 +44,31 @@ class RetriedPushAfterTakeoverTest {
                 .start();
     }
 
+    /**
+     * Pushes {@code keys} (client 42, sequence 7) to the first shard between two checkpoints, crashes it, and has the
+     * second shard, now owning every slot, load {@code fromBefore}'s rows from the first checkpoint and the others' from
+     * the second (as a fallback past a damaged newer checkpoint leaves them).
+     */
+    private Shard pushBetweenTwoCheckpointsAndRestoreFromBoth(
+            final LocalCluster cluster, final long[] keys, final BitSet fromBefore) throws Exception {
+        final URI root = dir.resolve("checkpoints").toUri();
+        final Shard first = cluster.shard(0).shard();
+        final long before = AdminCalls.checkpointNow(cluster.proxyAddress());
+        assertThat(first.push(TABLE, first.routingEpoch(), 42, 7, keys, minusOnes(keys))
+                        .duplicate())
+                .isFalse();
+        final long after = AdminCalls.checkpointNow(cluster.proxyAddress());
+        cluster.crashShard(0);
+        cluster.awaitHealthy(60_000);
+        final Shard second = cluster.shard(1).shard();
+        second.restoreOrder(root, before, fromBefore);
+        final BitSet others = new BitSet();
+        others.set(0, Slots.SLOT_COUNT);
+        others.andNot(fromBefore);
+        second.restoreOrder(root, after, others);
+        return second;
+    }
+
     /** The first {@code count} keys from 0 up whose slots in the table are among {@code slots}. */
     private static long[] keysIn(final BitSet slots, final int count) {
         final long hash = Slots.tableHash(TABLE);
@@ -214,7 +239,6 @@ class RetriedPushAfterTakeoverTest {
      */
     @Test
     void shouldApplyARetryOnlyToTheSlotsWhoseRowsCameFromACheckpointBeforeThePush() throws Exception {
-        final URI root = dir.resolve("checkpoints").toUri();
         try (LocalCluster cluster = startCluster();
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
             final PsTable table = client.createTable(CounterTable.schema(TABLE));
@@ -230,20 +254,7 @@ class RetriedPushAfterTakeoverTest {
                     .filter(key -> !older.get(Slots.slotOf(hash, key)))
                     .toArray();
             assertThat(newerKeys).isNotEmpty();
-            final long before = AdminCalls.checkpointNow(cluster.proxyAddress());
-            assertThat(first.push(TABLE, first.routingEpoch(), 42, 7, keys, minusOnes(keys))
-                            .duplicate())
-                    .isFalse();
-            final long after = AdminCalls.checkpointNow(cluster.proxyAddress());
-            cluster.crashShard(0);
-            cluster.awaitHealthy(60_000);
-            final Shard second = cluster.shard(1).shard();
-
-            second.restoreOrder(root, before, older);
-            final BitSet others = new BitSet();
-            others.set(0, Slots.SLOT_COUNT);
-            others.andNot(older);
-            second.restoreOrder(root, after, others);
+            final Shard second = pushBetweenTwoCheckpointsAndRestoreFromBoth(cluster, keys, older);
             assertThat(table.pull(olderKeys)).containsOnly(0f);
             assertThat(table.pull(newerKeys)).containsOnly(1f);
 
@@ -266,7 +277,6 @@ class RetriedPushAfterTakeoverTest {
      */
     @Test
     void shouldApplyARetryWhoseSlotsHoldRowsOfACheckpointFromBeforeThePush() throws Exception {
-        final URI root = dir.resolve("checkpoints").toUri();
         try (LocalCluster cluster = startCluster();
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
             final PsTable table = client.createTable(CounterTable.schema(TABLE));
@@ -277,20 +287,7 @@ class RetriedPushAfterTakeoverTest {
             for (final long key : keys) {
                 pushed.set(Slots.slotOf(hash, key));
             }
-            final long before = AdminCalls.checkpointNow(cluster.proxyAddress());
-            assertThat(first.push(TABLE, first.routingEpoch(), 42, 7, keys, minusOnes(keys))
-                            .duplicate())
-                    .isFalse();
-            final long after = AdminCalls.checkpointNow(cluster.proxyAddress());
-            cluster.crashShard(0);
-            cluster.awaitHealthy(60_000);
-            final Shard second = cluster.shard(1).shard();
-
-            second.restoreOrder(root, before, pushed);
-            final BitSet others = new BitSet();
-            others.set(0, Slots.SLOT_COUNT);
-            others.andNot(pushed);
-            second.restoreOrder(root, after, others);
+            final Shard second = pushBetweenTwoCheckpointsAndRestoreFromBoth(cluster, keys, pushed);
             assertThat(table.pull(keys)).containsOnly(0f);
 
             assertThat(second.push(TABLE, second.routingEpoch(), 42, 7, keys, minusOnes(keys))
