@@ -334,8 +334,10 @@ final class PushSequenceWindows {
         private int head;
         private int size;
         private long highestEvicted = Long.MIN_VALUE;
-        /** Entries recorded so far (one per sequence accepted whole, one per part), and how many before the last {@link
-         * #keepOutOfCaptures}. */
+        /**
+         * Entries recorded so far (one per sequence accepted whole, one per part), and how many of them before the last
+         * {@link #keepOutOfCaptures}.
+         */
         private long accepted;
 
         private long capturableFrom;

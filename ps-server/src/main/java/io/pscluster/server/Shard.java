@@ -365,8 +365,9 @@ public final class Shard implements AutoCloseable {
     /**
      * {@link #push(String, long, long, long, long[], float[], JobTag)}; {@code partial} when the request carries only
      * some of the keys first sent under its sequence (a re-split part: a repeat only for the slots its sequence was
-     * accepted for here, {@link PushSequenceWindows.Window#acceptedParts}); with {@code later} not null, an async push's writers are woken by {@code later} (which the caller
-     * must reach once it has answered), not before this returns.
+     * accepted for here, {@link PushSequenceWindows.Window#acceptedParts}); with {@code later} not null, an async
+     * push's writers are woken by {@code later} (which the caller must reach once it has answered), not before this
+     * returns.
      */
     public PushResult push(
             final String tableName,
@@ -1551,9 +1552,10 @@ public final class Shard implements AutoCloseable {
     /**
      * Adopts the push sequences the shards had accepted at {@code checkpoint}'s cut (its {@link
      * Manifest#PUSH_WINDOWS_PROPERTY} properties) for {@code slots}, whose rows were just loaded from it, before they
-     * serve: a push whose answer was lost and that is retried here, its effect in those rows, is answered as a repeat
-     * if all its slots' rows came from this checkpoint (a re-split part keeps its request's sequence; a sequence
-     * accepted whole covers every part of it, one accepted in parts only the slots of those parts). A property that
+     * serve: a push whose answer was lost and that is retried here, its effect in those rows, is a repeat in the slots
+     * whose rows came from this checkpoint, and only its keys in other slots are applied (a re-split part keeps its
+     * request's sequence; a sequence accepted whole covers every part of it, one accepted in parts only the slots of
+     * those parts). A property that
      * does not decode is skipped, said in {@code notes} (the restore's report) and logged: it costs that dedupe, not the
      * restore.
      */
