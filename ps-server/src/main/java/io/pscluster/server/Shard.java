@@ -413,17 +413,8 @@ public final class Shard implements AutoCloseable {
                         + " (element " + i % dim + ") of table '" + tableName + "'; the push was rejected whole");
             }
         }
-        final JobClocks.Route route = jobs.route(tableName, tag.jobId(), tag.workerId(), tag.clock());
-        final Accept accept = route == JobClocks.Route.BUFFER
-                ? (acceptedKeys, acceptedSlots, acceptedGradients) -> {
-                    checkRowCap(table, acceptedKeys, acceptedSlots);
-                    jobs.buffer(
-                            tableName, tag.jobId(), tag.workerId(), tag.clock(), dim, acceptedKeys, acceptedGradients);
-                }
-                : (acceptedKeys, acceptedSlots, acceptedGradients) ->
-                        offer(table, acceptedKeys, acceptedSlots, acceptedGradients, later);
         if (clientId == 0) {
-            accept.accept(keys, slots, gradients);
+            accepter(table, tag, later).accept(keys, slots, gradients);
             return new PushResult(keys.length, false);
         }
         final PushSequenceWindows.Window window = sequences.window(clientId);
@@ -436,9 +427,14 @@ public final class Shard implements AutoCloseable {
             }
             final boolean seen = window.seen(sequence);
             final BitSet acceptedParts = seen ? window.acceptedParts(sequence) : null;
-            if (seen && acceptedParts == null) {
+            if ((seen && acceptedParts == null)
+                    || ((adopted != null || acceptedParts != null)
+                            && countOutside(adopted, acceptedParts, slots) == 0)) {
                 return new PushResult(keys.length, true);
             }
+            // A repeat is answered before the job's clocks are checked: a SYNC push retried after its clock was
+            // applied is a repeat, not a push for a past clock.
+            final Accept accept = accepter(table, tag, later);
             if (adopted == null && acceptedParts == null) {
                 accept.accept(keys, slots, gradients);
                 window.record(sequence, partial ? distinct(slots) : null);
@@ -448,9 +444,6 @@ public final class Shard implements AutoCloseable {
             // first shard refused it, or a request whose other slots' rows came from a checkpoint before it. Only the
             // keys of the other slots are applied; the sequence is then known here for those slots.
             final int fresh = countOutside(adopted, acceptedParts, slots);
-            if (fresh == 0) {
-                return new PushResult(keys.length, true);
-            }
             final long[] freshKeys = new long[fresh];
             final int[] freshSlots = new int[fresh];
             final float[] freshGradients = new float[fresh * dim];
@@ -466,6 +459,22 @@ public final class Shard implements AutoCloseable {
             window.record(sequence, distinct(freshSlots));
         }
         return new PushResult(keys.length, false);
+    }
+
+    /**
+     * How a push of {@code tag}'s job and clock is accepted: queued for the writers, or buffered for its SYNC clock.
+     *
+     * @throws PsException when the job's mode or clocks refuse it (another job holds the table, a clock already applied)
+     */
+    private Accept accepter(final ParameterTable table, final JobTag tag, final PartitionWriters.DeferredWakes later) {
+        final JobClocks.Route route = jobs.route(table.name(), tag.jobId(), tag.workerId(), tag.clock());
+        if (route == JobClocks.Route.BUFFER) {
+            return (keys, slots, gradients) -> {
+                checkRowCap(table, keys, slots);
+                jobs.buffer(table.name(), tag.jobId(), tag.workerId(), tag.clock(), table.dim(), keys, gradients);
+            };
+        }
+        return (keys, slots, gradients) -> offer(table, keys, slots, gradients, later);
     }
 
     /** Accepts a push's keys (queued, or buffered for their clock), or refuses them all by throwing. */

@@ -253,6 +253,29 @@ class ShardJobClocksTest {
         assertThat(value(TABLE)).isEqualTo(-1f);
     }
 
+    /**
+     * A push whose answer was lost and that is retried after its clock was applied (the worker ended the clock with
+     * the push in flight) is a repeat, not a push for a past clock: the caller would otherwise hear that an applied
+     * push failed.
+     */
+    @Test
+    void shouldAnswerARetryAfterItsClockWasAppliedAsARepeat() throws InterruptedException {
+        jobs(UpdateMode.SYNC, 0, 0);
+        final Shard.JobTag tag = new Shard.JobTag("j", 0, 0);
+        shard.push(TABLE, 1, 5, 1, new long[] {KEY}, new float[] {1f}, tag);
+        end(0, 0);
+        await().atMost(Duration.ofSeconds(10)).until(() -> applied() == 0);
+
+        assertThat(shard.push(TABLE, 1, 5, 1, new long[] {KEY}, new float[] {1f}, tag)
+                        .duplicate())
+                .isTrue();
+        assertThat(catchThrowableOfType(
+                        PsException.class, () -> shard.push(TABLE, 1, 5, 2, new long[] {KEY}, new float[] {1f}, tag)))
+                .as("a new push for the applied clock")
+                .isNotNull();
+        assertThat(value(TABLE)).isEqualTo(-1f);
+    }
+
     @Test
     void shouldLetSspReadersRunAheadByTheStalenessAndNoFurther() throws InterruptedException {
         jobs(UpdateMode.SSP, 2, 0, 1);
