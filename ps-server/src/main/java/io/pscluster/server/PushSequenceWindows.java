@@ -154,7 +154,7 @@ final class PushSequenceWindows {
      * Another shard's capture taken at checkpoint {@code checkpointId}'s cut, adopted as this shard loads that
      * checkpoint's rows of {@code slots}: kept apart from this shard's own windows (its own next capture holds only
      * its own sequences). A request with one of its sequences is a repeat if all its slots' rows came from that
-     * checkpoint ({@link #adoptedHolds}). Every other adopted capture stops vouching for {@code slots}, whose rows are
+     * checkpoint ({@link #adoptedSlots}). Every other adopted capture stops vouching for {@code slots}, whose rows are
      * now this checkpoint's. {@code source} names the capture (the manifest property): adopting it again for more
      * slots adds them. The captures of the newest {@value #ADOPTED_CHECKPOINTS} checkpoints are kept.
      *
@@ -251,16 +251,6 @@ final class PushSequenceWindows {
     }
 
     /**
-     * Whether a request of {@code clientId} with {@code sequence} for keys in {@code slots} repeats a push another
-     * shard accepted before a cut whose rows this shard holds for all those slots ({@link #adoptedSlots} holds every
-     * one of them). Lock-free.
-     */
-    boolean adoptedHolds(final long clientId, final long sequence, final int[] slots) {
-        final BitSet repeated = adoptedSlots(clientId, sequence);
-        return repeated != null && allIn(repeated, slots);
-    }
-
-    /**
      * The slots for which a request of {@code clientId} with {@code sequence} repeats a push another shard accepted
      * before a cut whose rows this shard holds for them, or null when no adopted capture holds the sequence: the slots
      * an adopted capture vouches for, of every capture that holds the sequence accepted whole, and of the slots of its
@@ -285,15 +275,6 @@ final class PushSequenceWindows {
             }
         }
         return repeated;
-    }
-
-    private static boolean allIn(final BitSet set, final int[] slots) {
-        for (final int slot : slots) {
-            if (!set.get(slot)) {
-                return false;
-            }
-        }
-        return true;
     }
 
     /** A capture adopted from a checkpoint, and the slots whose rows here came from it: read-only once made. */

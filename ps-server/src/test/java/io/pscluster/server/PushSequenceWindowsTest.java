@@ -10,6 +10,7 @@ import io.pscluster.proto.v1.PushParts;
 import io.pscluster.proto.v1.PushWindows;
 import io.pscluster.wire.PsException;
 import io.pscluster.wire.Slots;
+import java.util.Arrays;
 import java.util.BitSet;
 import java.util.List;
 import org.junit.jupiter.api.Test;
@@ -107,17 +108,17 @@ class PushSequenceWindowsTest {
         final PushSequenceWindows heir = new PushSequenceWindows();
         heir.adopt(3, "push-windows/s0", PushWindows.parseFrom(encode(donor).toByteArray()), slots(0, 10));
 
-        assertThat(heir.adoptedHolds(5, 40, new int[] {7}))
+        assertThat(adoptedHolds(heir, 5, 40, new int[] {7}))
                 .as("the part after the restore")
                 .isTrue();
-        assertThat(heir.adoptedHolds(5, 40, new int[] {3, 7}))
+        assertThat(adoptedHolds(heir, 5, 40, new int[] {3, 7}))
                 .as("a part from before, whose rows stayed")
                 .isTrue();
-        assertThat(heir.adoptedHolds(5, 40, new int[] {4}))
+        assertThat(adoptedHolds(heir, 5, 40, new int[] {4}))
                 .as("a part from before, whose rows were replaced since")
                 .isFalse();
-        assertThat(heir.adoptedHolds(6, 60, new int[] {2})).isTrue();
-        assertThat(heir.adoptedHolds(6, 60, new int[] {1, 2}))
+        assertThat(adoptedHolds(heir, 6, 60, new int[] {2})).isTrue();
+        assertThat(adoptedHolds(heir, 6, 60, new int[] {1, 2}))
                 .as("its earlier part too: no rows were replaced since")
                 .isTrue();
     }
@@ -136,8 +137,10 @@ class PushSequenceWindowsTest {
         final PushSequenceWindows heir = new PushSequenceWindows();
         heir.adopt(3, "push-windows/s0", PushWindows.parseFrom(encode(donor).toByteArray()), slots(0, 10));
 
-        assertThat(heir.adoptedHolds(6, 70, new int[] {2})).isTrue();
-        assertThat(heir.adoptedHolds(5, 1, new int[] {2})).as("past the budget").isFalse();
+        assertThat(adoptedHolds(heir, 6, 70, new int[] {2})).isTrue();
+        assertThat(adoptedHolds(heir, 5, 1, new int[] {2}))
+                .as("past the budget")
+                .isFalse();
     }
 
     /** The slots a sequence repeats in: every capture holding it, whole or in parts, within what each vouches for. */
@@ -172,7 +175,14 @@ class PushSequenceWindowsTest {
         assertThatThrownBy(() -> heir.adopt(3, "push-windows/s0", bad, slots(0, 8)))
                 .isInstanceOf(IllegalArgumentException.class)
                 .hasMessageContaining("slot " + Slots.SLOT_COUNT);
-        assertThat(heir.adoptedHolds(5, 40, new int[] {0})).isFalse();
+        assertThat(adoptedHolds(heir, 5, 40, new int[] {0})).isFalse();
+    }
+
+    /** Whether {@code windows} takes a request of the sequence for keys in {@code slots} for a repeat in every slot. */
+    private static boolean adoptedHolds(
+            final PushSequenceWindows windows, final long clientId, final long sequence, final int[] slots) {
+        final BitSet repeated = windows.adoptedSlots(clientId, sequence);
+        return repeated != null && Arrays.stream(slots).allMatch(repeated::get);
     }
 
     private static PushWindows encode(final PushSequenceWindows windows) {
@@ -204,19 +214,19 @@ class PushSequenceWindowsTest {
         final PushSequenceWindows other = new PushSequenceWindows();
         other.adopt(3, "push-windows/s0", PushWindows.parseFrom(captured.toByteArray()), slots(0, 100));
         for (int i = accepted - PushSequenceWindows.CAPTURED_PER_CLIENT; i < accepted; i++) {
-            assertThat(other.adoptedHolds(5, 2_000 + (i ^ 1), IN))
+            assertThat(adoptedHolds(other, 5, 2_000 + (i ^ 1), IN))
                     .as("sequence %d", 2_000 + (i ^ 1))
                     .isTrue();
         }
-        assertThat(other.adoptedHolds(5, 2_000, IN))
+        assertThat(adoptedHolds(other, 5, 2_000, IN))
                 .as("older than the capture")
                 .isFalse();
-        assertThat(other.adoptedHolds(5, 2_000 + accepted, IN)).isFalse();
-        assertThat(other.adoptedHolds(9, 77, IN)).isTrue();
-        assertThat(other.adoptedHolds(9, 77, new int[] {99, 100}))
+        assertThat(adoptedHolds(other, 5, 2_000 + accepted, IN)).isFalse();
+        assertThat(adoptedHolds(other, 9, 77, IN)).isTrue();
+        assertThat(adoptedHolds(other, 9, 77, new int[] {99, 100}))
                 .as("a slot whose rows came from elsewhere")
                 .isFalse();
-        assertThat(other.adoptedHolds(9, 78, IN))
+        assertThat(adoptedHolds(other, 9, 78, IN))
                 .as("a part accepted alone: its siblings may be applied nowhere")
                 .isFalse();
         assertThat(other.window(5).size()).as("its own window is untouched").isZero();
@@ -237,12 +247,14 @@ class PushSequenceWindowsTest {
                         slots(checkpoint * 10, checkpoint * 10 + 10));
             }
         }
-        assertThat(heir.adoptedHolds(5, 119, new int[] {10})).as("checkpoint 1").isFalse();
-        assertThat(heir.adoptedHolds(5, 200, new int[] {20})).isTrue();
-        assertThat(heir.adoptedHolds(5, 219, new int[] {29})).isTrue();
-        assertThat(heir.adoptedHolds(5, 300, new int[] {30})).isTrue();
-        assertThat(heir.adoptedHolds(5, 319, new int[] {39})).isTrue();
-        assertThat(heir.adoptedHolds(5, 319, new int[] {29}))
+        assertThat(adoptedHolds(heir, 5, 119, new int[] {10}))
+                .as("checkpoint 1")
+                .isFalse();
+        assertThat(adoptedHolds(heir, 5, 200, new int[] {20})).isTrue();
+        assertThat(adoptedHolds(heir, 5, 219, new int[] {29})).isTrue();
+        assertThat(adoptedHolds(heir, 5, 300, new int[] {30})).isTrue();
+        assertThat(adoptedHolds(heir, 5, 319, new int[] {39})).isTrue();
+        assertThat(adoptedHolds(heir, 5, 319, new int[] {29}))
                 .as("slot 29's rows are checkpoint 2's")
                 .isFalse();
     }
@@ -283,16 +295,16 @@ class PushSequenceWindowsTest {
         final PushSequenceWindows heir = new PushSequenceWindows();
         heir.adopt(3, "push-windows/s0", encoded, slots(0, 8));
 
-        assertThat(heir.adoptedHolds(5, 40, new int[] {3})).isTrue();
-        assertThat(heir.adoptedHolds(5, 40, new int[] {4, 7, 3})).isTrue();
-        assertThat(heir.adoptedHolds(5, 40, new int[] {5}))
+        assertThat(adoptedHolds(heir, 5, 40, new int[] {3})).isTrue();
+        assertThat(adoptedHolds(heir, 5, 40, new int[] {4, 7, 3})).isTrue();
+        assertThat(adoptedHolds(heir, 5, 40, new int[] {5}))
                 .as("a sibling part's slot")
                 .isFalse();
-        assertThat(heir.adoptedHolds(5, 40, new int[] {3, 5})).isFalse();
-        assertThat(heir.adoptedHolds(5, 41, new int[] {0, 5}))
+        assertThat(adoptedHolds(heir, 5, 40, new int[] {3, 5})).isFalse();
+        assertThat(adoptedHolds(heir, 5, 41, new int[] {0, 5}))
                 .as("accepted whole")
                 .isTrue();
-        assertThat(heir.adoptedHolds(6, 50, new int[] {9}))
+        assertThat(adoptedHolds(heir, 6, 50, new int[] {9}))
                 .as("slot 9's rows came from elsewhere")
                 .isFalse();
 
@@ -312,17 +324,17 @@ class PushSequenceWindowsTest {
         donor.window(5).record(7);
         final PushSequenceWindows heir = new PushSequenceWindows();
         heir.adopt(9, "push-windows/s0", PushSequenceWindows.encode(donor.capture()), slots(0, 10));
-        assertThat(heir.adoptedHolds(5, 7, new int[] {1, 6})).isTrue();
+        assertThat(adoptedHolds(heir, 5, 7, new int[] {1, 6})).isTrue();
 
         heir.adopt(4, "push-windows/s0", PushSequenceWindows.encode(new PushSequenceWindows().capture()), slots(0, 5));
-        assertThat(heir.adoptedHolds(5, 7, new int[] {1, 6}))
+        assertThat(adoptedHolds(heir, 5, 7, new int[] {1, 6}))
                 .as("slot 1's rows are checkpoint 4's")
                 .isFalse();
-        assertThat(heir.adoptedHolds(5, 7, new int[] {6})).isTrue();
+        assertThat(adoptedHolds(heir, 5, 7, new int[] {6})).isTrue();
 
         heir.rowsReplaced(slots(5, 7));
-        assertThat(heir.adoptedHolds(5, 7, new int[] {6})).as("slot 6 emptied").isFalse();
-        assertThat(heir.adoptedHolds(5, 7, new int[] {7, 9})).isTrue();
+        assertThat(adoptedHolds(heir, 5, 7, new int[] {6})).as("slot 6 emptied").isFalse();
+        assertThat(adoptedHolds(heir, 5, 7, new int[] {7, 9})).isTrue();
     }
 
     /**
