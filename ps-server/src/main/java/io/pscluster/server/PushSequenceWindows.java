@@ -17,6 +17,8 @@ import java.util.Map;
 import java.util.TreeSet;
 import org.agrona.collections.Long2ObjectHashMap;
 import org.agrona.collections.LongHashSet;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * Which pushes a shard has accepted, per client, so that a retried push is applied at most once.
@@ -31,8 +33,15 @@ import org.agrona.collections.LongHashSet;
  * that is not retained but is not above the highest one ever evicted may have been applied and forgotten: it is
  * refused with FAILED_PRECONDITION rather than applied again. (That is a little stricter than "lower than every
  * retained sequence": pushes are accepted out of order, so an evicted sequence can be above the lowest retained.)
+ *
+ * <p>A client's window that makes room for more recently active clients leaves the highest sequence it accepted
+ * behind (at most {@value #FORGOTTEN_PER_CLIENT} times as many clients as windows are kept, the oldest dropped first):
+ * should the client come back, its window starts from there, so a retry of a push accepted before is refused as
+ * possibly applied rather than applied again. Eviction marks the window under its monitor; a caller that finds its
+ * window evicted once it holds the monitor asks for the client's window again ({@link Window#evicted}).
  */
 final class PushSequenceWindows {
+    private static final Logger LOG = LoggerFactory.getLogger(PushSequenceWindows.class);
     static final int DEFAULT_WINDOW = 65_536;
     static final int DEFAULT_CLIENTS = 16_384;
     /** The newest sequences of each client a checkpoint keeps ({@link #capture}): pushes whose answer may be in doubt. */
@@ -46,9 +55,18 @@ final class PushSequenceWindows {
     static final int CAPTURED_PART_SLOTS = 1 << 20;
     /** The captures of at most this many checkpoints are kept (the newest): retries do not last that long. */
     static final int ADOPTED_CHECKPOINTS = 2;
+    /** Evicted clients whose highest accepted sequence is kept, per client window kept. */
+    static final int FORGOTTEN_PER_CLIENT = 4;
 
     private final int windowSize;
     private final Map<Long, Window> clients;
+    /**
+     * Clients whose windows were evicted, with the highest sequence each had accepted, oldest eviction first; guarded
+     * by {@link #clients}' monitor.
+     */
+    private final Map<Long, Long> forgotten;
+    /** Evicted clients whose highest sequence was dropped from {@link #forgotten} in turn; guarded like it. */
+    private long forgottenDropped;
 
     PushSequenceWindows() {
         this(DEFAULT_WINDOW, DEFAULT_CLIENTS);
@@ -60,19 +78,61 @@ final class PushSequenceWindows {
                     "windowSize=" + windowSize + " and maxClients=" + maxClients + " must be > 0");
         }
         this.windowSize = windowSize;
+        final long maxForgotten = (long) maxClients * FORGOTTEN_PER_CLIENT;
+        this.forgotten = new LinkedHashMap<>(256, 0.75f, false) {
+            @Override
+            protected boolean removeEldestEntry(final Map.Entry<Long, Long> eldest) {
+                if (size() <= maxForgotten) {
+                    return false;
+                }
+                forgottenDropped++;
+                if (Long.bitCount(forgottenDropped) == 1) {
+                    LOG.warn(
+                            "forgot the highest push sequence of {} evicted clients (the oldest first, {} kept): a retry"
+                                    + " of such a client's earlier push would be applied again",
+                            forgottenDropped,
+                            maxForgotten);
+                }
+                return true;
+            }
+        };
         // Access order: the eldest entry is the least recently active client.
         this.clients = new LinkedHashMap<>(256, 0.75f, true) {
             @Override
             protected boolean removeEldestEntry(final Map.Entry<Long, Window> eldest) {
-                return size() > maxClients;
+                if (size() <= maxClients) {
+                    return false;
+                }
+                // Under the window's monitor: a push being accepted in it is recorded first, or finds it evicted.
+                final Window window = eldest.getValue();
+                synchronized (window) {
+                    window.evicted = true;
+                    if (window.highestAccepted != Long.MIN_VALUE) {
+                        forgotten.put(window.clientId, window.highestAccepted);
+                    }
+                }
+                return true;
             }
         };
     }
 
-    /** The window of {@code clientId} (non-zero), created if new; marks the client active. */
+    /**
+     * The window of {@code clientId} (non-zero), created if new (starting from the highest sequence it had accepted if
+     * its window was evicted before); marks the client active.
+     */
     Window window(final long clientId) {
         synchronized (clients) {
-            return clients.computeIfAbsent(clientId, id -> new Window(id, windowSize));
+            return clients.computeIfAbsent(clientId, id -> {
+                final Long highest = forgotten.remove(id);
+                return new Window(id, windowSize, highest == null ? Long.MIN_VALUE : highest);
+            });
+        }
+    }
+
+    /** Evicted clients whose highest accepted sequence was not kept: their retries are not recognised (status). */
+    long forgottenClientsDropped() {
+        synchronized (clients) {
+            return forgottenDropped;
         }
     }
 
@@ -314,7 +374,11 @@ final class PushSequenceWindows {
         private long[] ring;
         private int head;
         private int size;
-        private long highestEvicted = Long.MIN_VALUE;
+        private long highestEvicted;
+        /** The highest sequence ever recorded here, or that the client's evicted window had accepted. */
+        private long highestAccepted;
+        /** Its client's window was evicted: a caller holding it asks for the client's window again. */
+        private boolean evicted;
         /**
          * Entries recorded so far (one per sequence accepted whole, one per part), and how many of them before the last
          * {@link #keepOutOfCaptures}.
@@ -323,10 +387,20 @@ final class PushSequenceWindows {
 
         private long capturableFrom;
 
-        private Window(final long clientId, final int capacity) {
+        private Window(final long clientId, final int capacity, final long highestBefore) {
             this.clientId = clientId;
             this.capacity = capacity;
             this.ring = new long[Math.min(16, capacity)];
+            this.highestEvicted = highestBefore;
+            this.highestAccepted = highestBefore;
+        }
+
+        /**
+         * True once the client's window was evicted (checked under the monitor): nothing is to be checked or recorded
+         * here, the caller asks {@link PushSequenceWindows#window} again.
+         */
+        boolean evicted() {
+            return evicted;
         }
 
         /**
@@ -341,8 +415,12 @@ final class PushSequenceWindows {
             }
             if (sequence <= highestEvicted) {
                 throw PsException.failedPrecondition("push of client " + clientId + " with sequence " + sequence
-                        + " is older than the last " + capacity + " pushes this shard remembers (oldest remembered: "
-                        + (ring[head] >> 1) + "); it may have been applied and is not applied again");
+                        + (size == 0
+                                ? " is older than every push this shard remembers of it (it forgot them to make room"
+                                        + " for more recently active clients)"
+                                : " is older than the last " + capacity + " pushes this shard remembers (oldest"
+                                        + " remembered: " + (ring[head] >> 1) + ")")
+                        + "; it may have been applied and is not applied again");
             }
             return false;
         }
@@ -388,6 +466,7 @@ final class PushSequenceWindows {
             // The ring keeps each sequence shifted left by one, its lowest bit saying partial (sequences are positive).
             final long entry = sequence << 1 | (partSlots != null ? 1 : 0);
             accepted++;
+            highestAccepted = Math.max(highestAccepted, sequence);
             if (size == capacity) {
                 forget(ring[head]);
                 ring[head] = entry;

@@ -417,48 +417,56 @@ public final class Shard implements AutoCloseable {
             accepter(table, tag, later).accept(keys, slots, gradients);
             return new PushResult(keys.length, false);
         }
-        final PushSequenceWindows.Window window = sequences.window(clientId);
-        // Check, accept and record under one monitor: two copies of a push arriving at once are accepted once.
-        synchronized (window) {
-            // Slots whose rows came from a checkpoint that holds this sequence, and slots this shard accepted it for.
-            final BitSet adopted = sequences.adoptedSlots(clientId, sequence);
-            if (adopted != null && countOutside(adopted, null, slots) == 0) {
-                return new PushResult(keys.length, true);
-            }
-            final boolean seen = window.seen(sequence);
-            final BitSet acceptedParts = seen ? window.acceptedParts(sequence) : null;
-            if ((seen && acceptedParts == null)
-                    || ((adopted != null || acceptedParts != null)
-                            && countOutside(adopted, acceptedParts, slots) == 0)) {
-                return new PushResult(keys.length, true);
-            }
-            // A repeat is answered before the job's clocks are checked: a SYNC push retried after its clock was
-            // applied is a repeat, not a push for a past clock.
-            final Accept accept = accepter(table, tag, later);
-            if (adopted == null && acceptedParts == null) {
-                accept.accept(keys, slots, gradients);
-                window.record(sequence, partial ? distinct(slots) : null);
+        while (true) {
+            final PushSequenceWindows.Window window = sequences.window(clientId);
+            // Check, accept and record under one monitor: two copies of a push arriving at once are accepted once.
+            synchronized (window) {
+                if (window.evicted()) {
+                    // Evicted between the lookup and the monitor: the client's window now is another one.
+                    continue;
+                }
+                // Slots whose rows came from a checkpoint that holds this sequence, and slots this shard accepted it
+                // for.
+                final BitSet adopted = sequences.adoptedSlots(clientId, sequence);
+                if (adopted != null && countOutside(adopted, null, slots) == 0) {
+                    return new PushResult(keys.length, true);
+                }
+                final boolean seen = window.seen(sequence);
+                final BitSet acceptedParts = seen ? window.acceptedParts(sequence) : null;
+                if ((seen && acceptedParts == null)
+                        || ((adopted != null || acceptedParts != null)
+                                && countOutside(adopted, acceptedParts, slots) == 0)) {
+                    return new PushResult(keys.length, true);
+                }
+                // A repeat is answered before the job's clocks are checked: a SYNC push retried after its clock was
+                // applied is a repeat, not a push for a past clock.
+                final Accept accept = accepter(table, tag, later);
+                if (adopted == null && acceptedParts == null) {
+                    accept.accept(keys, slots, gradients);
+                    window.record(sequence, partial ? distinct(slots) : null);
+                    return new PushResult(keys.length, false);
+                }
+                // Some slots already hold this sequence's effect: a sibling part (other slots) re-routed here after its
+                // first shard refused it, or a request whose other slots' rows came from a checkpoint before it. Only
+                // the
+                // keys of the other slots are applied; the sequence is then known here for those slots.
+                final int fresh = countOutside(adopted, acceptedParts, slots);
+                final long[] freshKeys = new long[fresh];
+                final int[] freshSlots = new int[fresh];
+                final float[] freshGradients = new float[fresh * dim];
+                for (int i = 0, k = 0; i < keys.length; i++) {
+                    if (!in(adopted, slots[i]) && !in(acceptedParts, slots[i])) {
+                        freshKeys[k] = keys[i];
+                        freshSlots[k] = slots[i];
+                        System.arraycopy(gradients, i * dim, freshGradients, k * dim, dim);
+                        k++;
+                    }
+                }
+                accept.accept(freshKeys, freshSlots, freshGradients);
+                window.record(sequence, distinct(freshSlots));
                 return new PushResult(keys.length, false);
             }
-            // Some slots already hold this sequence's effect: a sibling part (other slots) re-routed here after its
-            // first shard refused it, or a request whose other slots' rows came from a checkpoint before it. Only the
-            // keys of the other slots are applied; the sequence is then known here for those slots.
-            final int fresh = countOutside(adopted, acceptedParts, slots);
-            final long[] freshKeys = new long[fresh];
-            final int[] freshSlots = new int[fresh];
-            final float[] freshGradients = new float[fresh * dim];
-            for (int i = 0, k = 0; i < keys.length; i++) {
-                if (!in(adopted, slots[i]) && !in(acceptedParts, slots[i])) {
-                    freshKeys[k] = keys[i];
-                    freshSlots[k] = slots[i];
-                    System.arraycopy(gradients, i * dim, freshGradients, k * dim, dim);
-                    k++;
-                }
-            }
-            accept.accept(freshKeys, freshSlots, freshGradients);
-            window.record(sequence, distinct(freshSlots));
         }
-        return new PushResult(keys.length, false);
     }
 
     /**

@@ -13,6 +13,8 @@ import io.pscluster.wire.Slots;
 import java.util.Arrays;
 import java.util.BitSet;
 import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CountDownLatch;
 import org.junit.jupiter.api.Test;
 
 class PushSequenceWindowsTest {
@@ -59,9 +61,91 @@ class PushSequenceWindowsTest {
 
         assertThat(windows.clientCount()).isEqualTo(2);
         assertThat(windows.window(1).seen(1)).as("client 1, recently active").isTrue();
-        assertThat(windows.window(2).seen(1))
-                .as("client 2, evicted and new again")
+        final PushSequenceWindows.Window again = windows.window(2);
+        final PsException forgotten = catchThrowableOfType(PsException.class, () -> again.seen(1));
+        assertThat(forgotten)
+                .as("client 2's sequence 1, accepted before its window was evicted")
+                .isNotNull();
+        assertThat(forgotten.code()).isEqualTo(Status.Code.FAILED_PRECONDITION);
+        assertThat(forgotten.getMessage()).contains("client 2", "sequence 1", "more recently active clients");
+        assertThat(again.seen(2)).as("client 2's next sequence").isFalse();
+    }
+
+    /** The highest sequence of an evicted client is the highest it had accepted, also out of order and in parts. */
+    @Test
+    void shouldKeepTheHighestSequenceAnEvictedClientHadAccepted() {
+        final PushSequenceWindows windows = new PushSequenceWindows(2, 1);
+        final PushSequenceWindows.Window first = windows.window(1);
+        first.record(9, new int[] {3});
+        first.record(4);
+        first.record(5); // forgets 9's part
+        windows.window(2);
+
+        final PushSequenceWindows.Window again = windows.window(1);
+
+        assertThat(first.evicted()).isTrue();
+        assertThat(again).isNotSameAs(first);
+        assertThat(catchThrowableOfType(PsException.class, () -> again.seen(9))).isNotNull();
+        assertThat(catchThrowableOfType(PsException.class, () -> again.seen(5))).isNotNull();
+        assertThat(again.seen(10)).isFalse();
+    }
+
+    /**
+     * Evicted clients are remembered for {@value PushSequenceWindows#FORGOTTEN_PER_CLIENT} times as many clients as
+     * windows are kept, the oldest eviction dropped first (and counted); a client that came back is remembered by its
+     * window again.
+     */
+    @Test
+    void shouldDropTheOldestEvictedClientOnceTooManyAreRemembered() {
+        final int kept = 2;
+        final PushSequenceWindows windows = new PushSequenceWindows(8, kept);
+        final int clients = kept + kept * PushSequenceWindows.FORGOTTEN_PER_CLIENT + 1;
+        for (long client = 1; client <= clients; client++) {
+            windows.window(client).record(7);
+        }
+
+        assertThat(windows.forgottenClientsDropped()).isEqualTo(1);
+        // Client 2 first: each window asked for evicts another client, and client 1's would drop client 2.
+        assertThat(catchThrowableOfType(
+                        PsException.class, () -> windows.window(2).seen(7)))
+                .as("client 2, evicted second and still remembered")
+                .isNotNull();
+        assertThat(windows.window(1).seen(7))
+                .as("client 1, evicted first and dropped")
                 .isFalse();
+    }
+
+    /** A push being accepted in a window when it is evicted is recorded first: the client's next window refuses it. */
+    @Test
+    void shouldCarryASequenceRecordedWhileTheWindowWasBeingEvicted() throws Exception {
+        final PushSequenceWindows windows = new PushSequenceWindows(8, 1);
+        final PushSequenceWindows.Window held = windows.window(1);
+        final CountDownLatch inside = new CountDownLatch(1);
+        final CompletableFuture<Void> release = new CompletableFuture<>();
+        final Thread accepting = new Thread(() -> {
+            synchronized (held) {
+                inside.countDown();
+                release.join();
+                held.record(3);
+            }
+        });
+        accepting.start();
+        inside.await();
+        final Thread evicting = new Thread(() -> windows.window(2));
+        evicting.start();
+        // The eviction waits for the window's monitor; the accepting thread records, then lets go.
+        while (evicting.getState() != Thread.State.BLOCKED && evicting.isAlive()) {
+            Thread.onSpinWait();
+        }
+        release.complete(null);
+        accepting.join();
+        evicting.join();
+
+        assertThat(held.evicted()).isTrue();
+        assertThat(catchThrowableOfType(
+                        PsException.class, () -> windows.window(1).seen(3)))
+                .as("sequence 3, recorded while the eviction waited")
+                .isNotNull();
     }
 
     /**

@@ -3,6 +3,7 @@ package io.pscluster.server;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.catchThrowableOfType;
 
+import io.grpc.Status;
 import io.pscluster.proto.v1.OptimizerSpec;
 import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
@@ -152,6 +153,34 @@ class ShardPushDedupeTest {
 
         assertThat(retry.duplicate()).as("the retry of a refused push is new").isFalse();
         assertThat(table.pull(keys)).as("both pushes applied once").containsOnly(2f);
+    }
+
+    /**
+     * A client idle while more other clients pushed than the shard keeps windows for: its window is evicted, and its
+     * retry of a push accepted before is refused as possibly applied, not applied a second time.
+     */
+    @Test
+    void shouldNotApplyARetryAgainAfterTheClientsWindowMadeRoomForOtherClients() throws InterruptedException {
+        final ParameterTable table = counter(1024);
+        final long[] keys = {5};
+        shard.push(TABLE, 1, CLIENT, 17, keys, minusOnes(1));
+        for (long other = 1; other <= PushSequenceWindows.DEFAULT_CLIENTS; other++) {
+            shard.push(TABLE, 1, CLIENT + other, 1, new long[] {6}, minusOnes(1));
+            if (other % 512 == 0) {
+                shard.awaitQuiescent();
+            }
+        }
+
+        final PsException retried =
+                catchThrowableOfType(PsException.class, () -> shard.push(TABLE, 1, CLIENT, 17, keys, minusOnes(1)));
+        final Shard.PushResult next = shard.push(TABLE, 1, CLIENT, 18, keys, minusOnes(1));
+        shard.awaitQuiescent();
+
+        assertThat(retried).as("the retry of sequence 17").isNotNull();
+        assertThat(retried.code()).isEqualTo(Status.Code.FAILED_PRECONDITION);
+        assertThat(retried.getMessage()).contains("sequence 17", "may have been applied");
+        assertThat(next.duplicate()).as("the client's next push").isFalse();
+        assertThat(table.pull(keys)).as("17 once, 18 once").containsOnly(2f);
     }
 
     @Test
