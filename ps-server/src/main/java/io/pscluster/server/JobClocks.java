@@ -309,7 +309,14 @@ final class JobClocks {
                     return new Reported(false, job.applied);
                 }
                 if (ended > member.ended) {
-                    freed(job.pending, member.id, Long.MIN_VALUE);
+                    final long pushedFor = job.pushedFor(member.id);
+                    if (pushedFor >= 0) {
+                        // Its accepted gradients would be dropped: a join comes before a worker's first push.
+                        throw PsException.failedPrecondition("job '" + jobId + "': worker " + worker + " asked to"
+                                + " start after clock " + ended + " but has pushed gradients for clock " + pushedFor
+                                + " here, which would be dropped; a worker moves its start only before it pushes"
+                                + " (join the job again as a new worker)");
+                    }
                     member.join(ended);
                 }
             } else if (ended == member.ended + 1) {
@@ -605,6 +612,19 @@ final class JobClocks {
                     wake.add(waiter.ready);
                 }
             }
+        }
+
+        /** The lowest clock not yet applied for which {@code worker}'s gradients are held, or -1. */
+        long pushedFor(final int worker) {
+            for (final Map.Entry<Long, ClockUpdates> entry : pending.entrySet()) {
+                for (final TreeMap<Integer, ClockSum> workers :
+                        entry.getValue().byTable.values()) {
+                    if (workers.containsKey(worker)) {
+                        return entry.getKey();
+                    }
+                }
+            }
+            return -1;
         }
 
         /** The workers that take part in {@code clock}: members that started by then, and departed ones that ended it. */

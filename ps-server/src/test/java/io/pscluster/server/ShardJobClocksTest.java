@@ -381,6 +381,27 @@ class ShardJobClocksTest {
         assertThat(value(MEAN_TABLE)).as("clock 0 had one worker").isEqualTo(-2f);
     }
 
+    /**
+     * A join that would move a worker's start past a clock it has pushed for is refused: its accepted gradients stay
+     * and are applied with their clock.
+     */
+    @Test
+    void shouldRefuseToMoveTheStartOfAWorkerThatPushedAndKeepItsGradients() throws InterruptedException {
+        jobs(UpdateMode.SYNC, 0, 0);
+        end(0, -1);
+        push(TABLE, 0, 0, 3f);
+
+        final PsException refused = catchThrowableOfType(
+                PsException.class, () -> shard.endClock("j", 0, 1, true).join());
+        end(0, 0);
+        await().atMost(Duration.ofSeconds(10)).until(() -> applied() == 0);
+
+        assertThat(refused).isNotNull();
+        assertThat(refused.code()).isEqualTo(Status.Code.FAILED_PRECONDITION);
+        assertThat(refused.getMessage()).contains("worker 0", "clock 0", "would be dropped");
+        assertThat(value(TABLE)).as("the accepted push, applied with clock 0").isEqualTo(-3f);
+    }
+
     @Test
     void shouldStartOverWhenTheRunEndedAndTheJobStartsAgain() {
         jobs(UpdateMode.SYNC, 0, 0);
