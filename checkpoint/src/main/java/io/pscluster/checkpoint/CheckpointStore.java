@@ -82,6 +82,13 @@ public final class CheckpointStore implements Closeable {
     /** How the name of a running proxy's claim on this root begins (see {@link #createProxyClaim}). */
     public static final String PROXY_CLAIM_PREFIX = "_PROXY-";
 
+    /**
+     * A file in a checkpoint's directory saying that a restore found its bytes damaged (its text says why): retention
+     * keeps the checkpoint without counting it, as for damage its caller passes ({@link #retain(RetentionPolicy, long,
+     * Set, Set)}), after a restart too. Restores never trust it: they verify for themselves.
+     */
+    public static final String DAMAGE_MARK = "_DAMAGED";
+
     private static final int MAX_CLAIM_BYTES = 4096;
     /** A claim's text while it is written, before it is renamed to its name. */
     private static final String PROXY_CLAIM_ASIDE_PREFIX = "_PROXY.tmp-";
@@ -653,18 +660,22 @@ public final class CheckpointStore implements Closeable {
      * bytes failed verification): they, and checkpoints whose chain holds one, do not count toward
      * {@link RetentionPolicy#keepLast}, so that damaged checkpoints never push the intact ones they stand in front of
      * out of the count; and the newest chain kept whatever the limits is one with none of them. They are kept
-     * themselves (logged), for the operator to look at and delete.
+     * themselves (logged), for the operator to look at and delete. Checkpoints marked damaged ({@link #markDamaged}) count
+     * as found damaged.
      */
     public RetentionPolicy.Outcome retain(RetentionPolicy policy, long nowMillis, Set<Long> pinned, Set<Long> damaged)
             throws IOException {
         Scan scan = scan();
         List<CheckpointInfo> committed = scan.committed();
+        Set<Long> found = new TreeSet<>(Comparator.reverseOrder());
+        found.addAll(damaged);
+        found.addAll(damageMarks(scan).keySet());
         Set<Long> keep = new TreeSet<>(Comparator.reverseOrder());
         Set<Long> damagedChains = new TreeSet<>(Comparator.reverseOrder());
         int counted = 0;
         for (CheckpointInfo checkpoint : committed) {
-            if (damaged.contains(checkpoint.id())
-                    || !java.util.Collections.disjoint(scan.closure(checkpoint.id()), damaged)) {
+            if (found.contains(checkpoint.id())
+                    || !java.util.Collections.disjoint(scan.closure(checkpoint.id()), found)) {
                 damagedChains.add(checkpoint.id());
                 keep.add(checkpoint.id());
                 continue;
@@ -701,7 +712,7 @@ public final class CheckpointStore implements Closeable {
                             + " their chain, were found damaged ({}); delete them with `psctl checkpoint delete` once"
                             + " looked at",
                     damagedChains,
-                    damaged);
+                    found);
         }
         for (Long id : List.copyOf(keep)) {
             keep.addAll(scan.closure(id));
@@ -759,6 +770,49 @@ public final class CheckpointStore implements Closeable {
             }
         }
         return true;
+    }
+
+    /**
+     * Marks checkpoint {@code id} as found damaged ({@link #DAMAGE_MARK}), replacing an earlier mark; nothing when its
+     * directory is gone (deleted meanwhile).
+     *
+     * @throws IOException when the mark cannot be written.
+     */
+    public void markDamaged(long id, String why) throws IOException {
+        Path mark = new Path(checkpointDir(id), DAMAGE_MARK);
+        byte[] text = why.getBytes(StandardCharsets.UTF_8);
+        try (FSDataOutputStream out = fs.createNonRecursive(
+                mark, true, 4096, fs.getDefaultReplication(mark), fs.getDefaultBlockSize(mark), null)) {
+            out.write(text, 0, Math.min(text.length, MAX_CLAIM_BYTES));
+        } catch (FileNotFoundException gone) {
+            return;
+        }
+        LOG.warn("Marked checkpoint {} damaged ({}): {}", id, mark, why);
+    }
+
+    /**
+     * The committed checkpoints marked damaged ({@link #markDamaged}), newest first, with what the mark says (a mark
+     * that cannot be read says so; it still marks).
+     */
+    public Map<Long, String> damageMarks() throws IOException {
+        return damageMarks(scan());
+    }
+
+    private Map<Long, String> damageMarks(Scan scan) throws IOException {
+        Map<Long, String> marks = new java.util.TreeMap<>(Comparator.reverseOrder());
+        for (CheckpointInfo checkpoint : scan.committed()) {
+            Path mark = new Path(checkpoint.dir(), DAMAGE_MARK);
+            String why;
+            try (InputStream in = fs.open(mark)) {
+                why = new String(in.readNBytes(MAX_CLAIM_BYTES), StandardCharsets.UTF_8);
+            } catch (FileNotFoundException none) {
+                continue;
+            } catch (IOException unreadable) {
+                why = "(the mark does not read: " + unreadable.getMessage() + ")";
+            }
+            marks.put(checkpoint.id(), why);
+        }
+        return marks;
     }
 
     /** Manifest first, so that the checkpoint stops existing before any of its files goes. */

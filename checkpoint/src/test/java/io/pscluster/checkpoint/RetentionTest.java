@@ -136,6 +136,33 @@ class RetentionTest {
     }
 
     /**
+     * Checkpoints marked damaged in their directories count as found damaged for a store opened afresh (a restarted
+     * proxy): the same outcome as above with no set passed. A mark for a checkpoint deleted meanwhile writes nothing.
+     */
+    @Test
+    void shouldNotCountCheckpointsMarkedDamagedTowardTheNewestKWhenOpenedAfresh() throws IOException {
+        commitBase(1, NOW - 6);
+        commitBase(2, NOW - 5);
+        commitBase(3, NOW - 4);
+        commitBase(4, NOW - 3);
+        commitDelta(5, 4, 4, NOW - 2);
+        commitBase(6, NOW - 1);
+        store.markDamaged(6, "flipped byte");
+        store.markDamaged(4, "missing block");
+        store.markDamaged(9, "deleted meanwhile");
+
+        final CheckpointStore reopened = new CheckpointStore(tmp.resolve("ps").toUri(), new Configuration());
+        RetentionPolicy.Outcome outcome = reopened.retain(new RetentionPolicy(2, Duration.ZERO), NOW);
+
+        assertThat(reopened.damageMarks()).containsOnlyKeys(6L, 4L).containsEntry(6L, "flipped byte");
+        assertThat(outcome.deleted()).containsExactly(1L);
+        assertThat(ids()).containsExactly(6L, 5L, 4L, 3L, 2L);
+        assertThat(fs.exists(store.checkpointDir(9)))
+                .as("no directory made for a mark")
+                .isFalse();
+    }
+
+    /**
      * The newest checkpoint a restore can use is the newest whose whole chain has its files: a delta whose own files
      * are all there but whose base lost one cannot be restored, so the older chain must stay.
      */

@@ -168,8 +168,9 @@ final class CheckpointCommand implements Runnable {
                 "The complete checkpoints, newest first. With --checkpoint-dir, read from the filesystem (no cluster"
                         + " needed): id, created, age, kind (base/delta), size, compression, rows, tables and a"
                         + " check mark: 'present' (every file there with its length), with --verify 'verified'"
-                        + " (checksums too), or DAMAGED and why. With --proxy, as the proxy sees them.",
-                "Exit code 1 if a checkpoint shown is damaged."
+                        + " (checksums too), or DAMAGED and why; MARKED-DAMAGED when a restore found it damaged"
+                        + " (retention keeps it, uncounted, until it is deleted). With --proxy, as the proxy sees them.",
+                "Exit code 1 if a checkpoint shown is damaged or marked damaged."
             })
     static final class ListCheckpoints implements Callable<Integer> {
         @Option(names = "--checkpoint-dir", description = "Where checkpoints live: hdfs://..., file://... or a path.")
@@ -217,6 +218,7 @@ final class CheckpointCommand implements Runnable {
                 throws IOException {
             final List<io.pscluster.checkpoint.CheckpointInfo> checkpoints = store.list();
             final Map<Long, String> badManifests = store.damagedManifests();
+            final Map<Long, String> marked = store.damageMarks();
             if (checkpoints.isEmpty() && badManifests.isEmpty()) {
                 out.println("no complete checkpoints under " + store.root());
                 return 0;
@@ -235,8 +237,12 @@ final class CheckpointCommand implements Runnable {
                         manifest.tables().stream()
                                 .map(Manifest.TableEntry::name)
                                 .toList());
-                final String mark =
-                        !outcome.intact() ? "DAMAGED" : depth == VerifyReport.Depth.PRESENCE ? "present" : "verified";
+                final String found = marked.get(checkpoint.id());
+                final String mark = !outcome.intact()
+                        ? "DAMAGED"
+                        : found != null
+                                ? "MARKED-DAMAGED"
+                                : depth == VerifyReport.Depth.PRESENCE ? "present" : "verified";
                 out.printf(
                         format,
                         checkpoint.id(),
@@ -250,6 +256,11 @@ final class CheckpointCommand implements Runnable {
                         tables.length() > 24 ? tables.substring(0, 21) + "..." : tables,
                         mark);
                 outcome.problems().forEach(problem -> problems.add("checkpoint " + checkpoint.id() + ": " + problem));
+                if (found != null) {
+                    problems.add("checkpoint " + checkpoint.id() + ": a restore found it damaged (" + found
+                            + "); retention keeps it uncounted until `psctl checkpoint delete --id " + checkpoint.id()
+                            + "`");
+                }
             }
             badManifests.forEach((id, why) -> {
                 out.printf(format, id, "?", "?", "?", "?", "?", "?", "?", "?", "DAMAGED");

@@ -77,6 +77,24 @@ class OfflineCheckpointCommandsTest {
                 .contains("checkpoint 2: checkpoint 2 (a delta) needs checkpoint 1, which has no manifest");
     }
 
+    /** A checkpoint a restore marked damaged is shown so, with why, even when its files now pass the check. */
+    @Test
+    void shouldShowACheckpointARestoreMarkedDamaged() throws Exception {
+        final Path root = baseAndDeltas(tmp.resolve("marked"));
+        new CheckpointStore(root.toUri(), new Configuration()).markDamaged(2, "a replica went bad");
+
+        final PsctlRun list = psctl("checkpoint", "list", "--checkpoint-dir", root.toString());
+
+        assertThat(list.exit()).as(list.text()).isEqualTo(1);
+        assertThat(list.out().lines().filter(line -> line.matches("^2 .*")))
+                .singleElement()
+                .satisfies(line -> assertThat(line).endsWith("MARKED-DAMAGED"));
+        assertThat(list.out().lines().filter(line -> line.matches("^[13] .*")))
+                .hasSize(2)
+                .allSatisfy(line -> assertThat(line).endsWith("present"));
+        assertThat(list.out()).contains("checkpoint 2: a restore found it damaged (a replica went bad)");
+    }
+
     @Test
     void shouldSayAnIntactDeltaIsIntactWithTheCheckpointsItNeeds() throws Exception {
         final Path root = baseAndDeltas(tmp.resolve("intact"));

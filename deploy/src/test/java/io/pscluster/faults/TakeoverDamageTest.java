@@ -128,6 +128,9 @@ class TakeoverDamageTest {
                                 assertThat(event.getCheckpointId()).isEqualTo(previous);
                                 assertThat(event.getReason()).contains("checkpoint " + newest + " damaged");
                             }));
+            assertThat(new CheckpointStore(URI.create(root), conf).damageMarks())
+                    .as("the adopter marks the damaged checkpoint for retention")
+                    .containsOnlyKeys(newest);
         }
     }
 

@@ -2,6 +2,7 @@ package io.pscluster.local;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.catchThrowableOfType;
+import static org.awaitility.Awaitility.await;
 
 import io.grpc.ManagedChannel;
 import io.grpc.ManagedChannelBuilder;
@@ -24,6 +25,7 @@ import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
 import java.net.URI;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.Arrays;
 import java.util.BitSet;
 import java.util.concurrent.TimeUnit;
@@ -91,6 +93,9 @@ class ShardRestoreVerificationTest {
                 assertThat(shard.restoringSlotCount())
                         .as("slots left refusing requests")
                         .isZero();
+                assertThat(store.damageMarks())
+                        .as("the shard marks the checkpoint it found damaged")
+                        .containsOnlyKeys(newest);
                 assertThat(table.pull(keys))
                         .as("values after the refused restore")
                         .containsOnly(2f);
@@ -151,6 +156,68 @@ class ShardRestoreVerificationTest {
                     .as("the intact checkpoint stays; the damaged ones are kept uncounted")
                     .containsExactly(next, ids[2], ids[1], ids[0]);
         }
+    }
+
+    /**
+     * As above, with the proxy restarted between the restore that found the damage and the next checkpoint: the marks
+     * in the damaged checkpoints' directories, not the proxy's memory, keep the intact one from being deleted for them.
+     */
+    @Test
+    void shouldKeepTheIntactCheckpointWhenTheProxyRestartedAfterARestoreFoundNewerOnesDamaged() throws Exception {
+        final String root = dir.resolve("checkpoints").toUri().toString();
+        final String stateDir = dir.resolve("proxy-state").toString();
+        final long[] keys = keys();
+        final long[] ids = new long[3];
+        try (LocalCluster cluster = keepThree(root, stateDir);
+                PsClient client = PsClient.connect(cluster.proxyAddress())) {
+            final PsTable table = createCounter(client);
+            final float[] minusOne = new float[KEYS];
+            Arrays.fill(minusOne, -1f);
+            for (int c = 0; c < ids.length; c++) {
+                table.push(keys, minusOne);
+                client.flush();
+                ids[c] = AdminCalls.checkpointNow(cluster.proxyAddress());
+            }
+            final CheckpointStore store = new CheckpointStore(URI.create(root), new Configuration());
+            for (final long damaged : new long[] {ids[1], ids[2]}) {
+                final CheckpointInfo checkpoint = store.get(damaged).orElseThrow();
+                flipByteOfFirstChunk(
+                        store.fileSystem(),
+                        checkpoint.resolve(checkpoint.manifest().files().get(0).file()));
+            }
+            assertThat(AdminCalls.restore(cluster.proxyAddress(), 0)).isEqualTo(KEYS);
+        }
+
+        try (LocalCluster restarted = keepThree(root, stateDir);
+                PsClient client = PsClient.connect(restarted.proxyAddress())) {
+            restarted.awaitHealthy(60_000);
+            // The new shard restores its slots (falling back past the damaged ones) before a checkpoint may be cut.
+            assertThat(client.table("counter").pull(keys))
+                    .as("the values of the intact checkpoint")
+                    .containsOnly(1f);
+            // The proxy hears that the restore ended with the shard's next heartbeat.
+            final long next = await().atMost(Duration.ofSeconds(30))
+                    .ignoreExceptionsMatching(e -> e instanceof StatusRuntimeException refused
+                            && refused.getStatus().getCode() == Status.Code.FAILED_PRECONDITION
+                            && refused.getMessage().contains("still being restored"))
+                    .until(() -> AdminCalls.checkpointNow(restarted.proxyAddress()), id -> id > 0);
+
+            final CheckpointStore store = new CheckpointStore(URI.create(root), new Configuration());
+            assertThat(store.list().stream().map(CheckpointInfo::id).toList())
+                    .as("the intact checkpoint stays after the restart; the damaged ones are kept uncounted")
+                    .containsExactly(next, ids[2], ids[1], ids[0]);
+        }
+    }
+
+    private static LocalCluster keepThree(final String root, final String stateDir) throws Exception {
+        return LocalCluster.builder()
+                .shards(1)
+                .checkpointRoot(root)
+                .stateDir(stateDir)
+                .checkpointCodec("none")
+                .deltasPerBase(0)
+                .keepCheckpoints(3)
+                .start();
     }
 
     /** A sparse table of dim 1, SGD with learning rate 1 from zeros: each push of -1 adds 1 to a key's value. */

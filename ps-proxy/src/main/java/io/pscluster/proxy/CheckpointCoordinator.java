@@ -61,8 +61,9 @@ final class CheckpointCoordinator {
     private final ClusterState state;
     private final CheckpointStore store;
     /**
-     * Checkpoints whose bytes a restore here found damaged (since this proxy started): retention does not count them
-     * toward the newest K ({@link CheckpointStore#retain(io.pscluster.checkpoint.RetentionPolicy, long, Set, Set)}).
+     * Checkpoints whose bytes a restore here found damaged (since this proxy started; the marks written in their
+     * directories carry it over a restart, when they could be written): retention does not count them toward the newest
+     * K ({@link CheckpointStore#retain(io.pscluster.checkpoint.RetentionPolicy, long, Set, Set)}).
      */
     private final Set<Long> foundDamaged = java.util.concurrent.ConcurrentHashMap.newKeySet();
 
@@ -789,6 +790,22 @@ final class CheckpointCoordinator {
         }
     }
 
+    /**
+     * A restore found checkpoint {@code id} damaged: retention stops counting it, and its mark in its directory keeps it
+     * so after a restart ({@link CheckpointStore#markDamaged}; a mark that cannot be written is logged).
+     */
+    private void damageFound(final long id, final String why) {
+        foundDamaged.add(id);
+        try {
+            store.markDamaged(id, why);
+        } catch (IOException | RuntimeException e) {
+            LOG.warn(
+                    "could not mark checkpoint {} damaged (retention counts it again after a restart): {}",
+                    id,
+                    e.toString());
+        }
+    }
+
     /** Retention after a commit; a failure is logged, never fails the checkpoint that was committed. */
     private void applyRetention() {
         try {
@@ -858,7 +875,7 @@ final class CheckpointCoordinator {
                         .orElseThrow(() -> PsException.notFound("no complete checkpoint under " + store.root()
                                 + (passedOver.isEmpty() ? "" : "; passed over: " + passedOver)));
             } finally {
-                foundDamaged.addAll(passedOver.keySet());
+                passedOver.forEach(this::damageFound);
             }
         } else {
             checkpoint = store.get(id)
@@ -867,7 +884,7 @@ final class CheckpointCoordinator {
             try {
                 store.verify(checkpoint, operation.local("verifying"));
             } catch (io.pscluster.checkpoint.CheckpointCorruptException corrupt) {
-                foundDamaged.add(id);
+                damageFound(id, corrupt.getMessage());
                 throw PsException.dataLoss("checkpoint " + id + " is damaged: " + corrupt.getMessage());
             }
         }

@@ -1102,6 +1102,7 @@ public final class Shard implements AutoCloseable {
             try {
                 store.verify(checkpoint, progress.progress());
             } catch (CheckpointCorruptException corrupt) {
+                markDamaged(store, checkpointId, corrupt.getMessage());
                 throw PsException.dataLoss("checkpoint " + checkpointId + " is damaged: " + corrupt.getMessage());
             } catch (UncheckedIOException outage) {
                 throw outage.getCause();
@@ -1255,21 +1256,36 @@ public final class Shard implements AutoCloseable {
                     createTables(store, checkpoint, notes, false, createdSince),
                     notes);
         } catch (CheckpointCorruptException corrupt) {
-            appendDamage(damage, checkpoint.id(), corrupt.getMessage());
+            damageFound(store, damage, checkpoint.id(), corrupt.getMessage());
         } catch (PsException e) {
             if (e.code() != Status.Code.DATA_LOSS) {
                 throw e;
             }
-            appendDamage(damage, checkpoint.id(), e.getMessage());
+            damageFound(store, damage, checkpoint.id(), e.getMessage());
         }
         return -1;
     }
 
-    private static void appendDamage(final StringBuilder damage, final long checkpointId, final String why) {
+    /** Says in {@code damage} why a checkpoint is damaged, and marks it so for retention (see {@link #markDamaged}). */
+    private static void damageFound(
+            final CheckpointStore store, final StringBuilder damage, final long checkpointId, final String why) {
         if (damage.length() > 0) {
             damage.append("; ");
         }
         damage.append("checkpoint ").append(checkpointId).append(" damaged: ").append(why);
+        markDamaged(store, checkpointId, why);
+    }
+
+    /**
+     * Marks a checkpoint found damaged in its directory, so that retention never counts it among the newest, also after
+     * the proxy restarts ({@link CheckpointStore#markDamaged}); a mark that cannot be written is logged.
+     */
+    private static void markDamaged(final CheckpointStore store, final long checkpointId, final String why) {
+        try {
+            store.markDamaged(checkpointId, why);
+        } catch (IOException | RuntimeException e) {
+            LOG.warn("could not mark checkpoint {} damaged: {}", checkpointId, e.toString());
+        }
     }
 
     /**
