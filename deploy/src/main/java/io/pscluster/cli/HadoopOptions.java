@@ -11,6 +11,9 @@ import picocli.CommandLine.Option;
  * cluster's site files are, and the Kerberos identity to log in with.
  */
 final class HadoopOptions {
+    /** Hadoop's switch for closing cached filesystems in its own shutdown hook. */
+    static final String AUTOMATIC_CLOSE = "fs.automatic.close";
+
     @Option(
             names = "--hadoop-conf",
             paramLabel = "DIR",
@@ -34,6 +37,18 @@ final class HadoopOptions {
     Configuration configuration() throws IOException {
         final Configuration conf = HadoopConfig.load(confDir, System.getenv());
         HadoopConfig.login(conf, principal, keytab);
+        return conf;
+    }
+
+    /**
+     * {@link #configuration()} for a process that stops on SIGTERM (proxy, shard, local cluster): its filesystems are
+     * not closed by Hadoop's own shutdown hook ({@value #AUTOMATIC_CLOSE} false), which runs beside the process's hook
+     * and closed them under it: a stopping proxy could not delete its claim on an HDFS root, and a draining shard
+     * writes its rows into the drain's checkpoint while it stops. Every file is closed by the code that wrote it.
+     */
+    Configuration serverConfiguration() throws IOException {
+        final Configuration conf = configuration();
+        conf.setBoolean(AUTOMATIC_CLOSE, false);
         return conf;
     }
 }

@@ -102,7 +102,7 @@ final class LocalCommand implements Callable<Integer> {
                         .toMillis())
                 .checkpointTimeoutMs(
                         Cli.duration("--checkpoint-timeout", checkpointTimeout).toMillis())
-                .hadoopConf(hadoop.configuration())
+                .hadoopConf(hadoop.serverConfiguration())
                 .start();
         System.out.println("local cluster up: proxy at " + cluster.proxyAddress() + ", " + shards
                 + " shards, checkpoints under " + cluster.proxy().checkpointRoot() + " (Ctrl-C stops it)");

@@ -162,7 +162,7 @@ final class ProxyCommand implements Callable<Integer> {
                         .toMillis())
                 .checkpointTimeoutMs(
                         Cli.duration("--checkpoint-timeout", checkpointTimeout).toMillis())
-                .hadoopConf(hadoop.configuration())
+                .hadoopConf(hadoop.serverConfiguration())
                 .stateDir(stateDir)
                 .leaseMs(leaseMs)
                 .leaseMarginMs(leaseMarginMs)

@@ -44,7 +44,7 @@ final class ShardCommand implements Callable<Integer> {
         }
         final ShardServer shard = ShardServer.start(new ShardServer.Context()
                 .proxyAddress(Cli.hostPort("--proxy", proxy))
-                .hadoopConf(hadoop.configuration())
+                .hadoopConf(hadoop.serverConfiguration())
                 .port(port)
                 .host(host)
                 .shardId(id));
