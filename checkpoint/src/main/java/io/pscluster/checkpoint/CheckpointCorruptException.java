@@ -10,11 +10,36 @@ import java.io.IOException;
 public class CheckpointCorruptException extends IOException {
     private static final long serialVersionUID = 1L;
 
+    private final long checkpointId;
+    private final boolean missingBlocksOnly;
+
     public CheckpointCorruptException(String message) {
-        super(message);
+        this(message, null, 0, false);
     }
 
     public CheckpointCorruptException(String message, Throwable cause) {
+        this(message, cause, 0, false);
+    }
+
+    /**
+     * @param checkpointId the checkpoint whose own file or manifest is bad (for a delta whose parent is, the parent);
+     *     0 when not known.
+     * @param missingBlocksOnly true when all that is wrong is blocks no replica could serve: the bytes may come back
+     *     with a DataNode, so it is not proven damage.
+     */
+    public CheckpointCorruptException(String message, Throwable cause, long checkpointId, boolean missingBlocksOnly) {
         super(message, cause);
+        this.checkpointId = checkpointId;
+        this.missingBlocksOnly = missingBlocksOnly;
+    }
+
+    /** The checkpoint whose own file or manifest is bad, or 0 when not known. */
+    public long checkpointId() {
+        return checkpointId;
+    }
+
+    /** All that is wrong is blocks no replica could serve (they may come back): not proven damage. */
+    public boolean missingBlocksOnly() {
+        return missingBlocksOnly;
     }
 }

@@ -449,6 +449,13 @@ public final class CheckpointStore implements Closeable {
      * verification.
      */
     public Optional<CheckpointInfo> latest(Progress progress, Map<Long, String> passedOver) throws IOException {
+        return latest(progress, passedOver, new HashMap<>());
+    }
+
+    /** As {@link #latest(Progress, Map)}, also putting into {@code damage} what verification threw, by id. */
+    public Optional<CheckpointInfo> latest(
+            Progress progress, Map<Long, String> passedOver, Map<Long, CheckpointCorruptException> damage)
+            throws IOException {
         Scan scan = scan();
         Optional<CheckpointInfo> chosen = Optional.empty();
         for (CheckpointInfo checkpoint : scan.committed()) {
@@ -465,6 +472,7 @@ public final class CheckpointStore implements Closeable {
                         checkpoint.dir(),
                         e.getMessage());
                 passedOver.put(checkpoint.id(), "damaged: " + e.getMessage());
+                damage.put(checkpoint.id(), e);
             }
         }
         long chosenId = chosen.map(CheckpointInfo::id).orElse(0L);
@@ -523,13 +531,17 @@ public final class CheckpointStore implements Closeable {
                 throw new UncheckedIOException("checkpoint " + link.id() + ": cannot check its files", e);
             }
             if (!report.intact()) {
-                throw new CheckpointCorruptException((link.id() == checkpoint.id()
-                                ? "checkpoint " + link.id()
-                                : "checkpoint " + checkpoint.id() + " (a delta) needs checkpoint " + link.id())
-                        + ": " + report.problems().get(0)
-                        + (report.problems().size() > 1
-                                ? " (and " + (report.problems().size() - 1) + " more)"
-                                : ""));
+                throw new CheckpointCorruptException(
+                        (link.id() == checkpoint.id()
+                                        ? "checkpoint " + link.id()
+                                        : "checkpoint " + checkpoint.id() + " (a delta) needs checkpoint " + link.id())
+                                + ": " + report.problems().get(0)
+                                + (report.problems().size() > 1
+                                        ? " (and " + (report.problems().size() - 1) + " more)"
+                                        : ""),
+                        null,
+                        link.id(),
+                        report.missingBlocksOnly());
             }
         }
     }
@@ -788,6 +800,39 @@ public final class CheckpointStore implements Closeable {
             return;
         }
         LOG.warn("Marked checkpoint {} damaged ({}): {}", id, mark, why);
+    }
+
+    /**
+     * Marks the checkpoint that {@code damage} (found restoring checkpoint {@code restoring}) is about as damaged: the
+     * one whose own file or manifest is bad when the exception names it (for a delta whose parent is bad, the parent),
+     * else {@code restoring}. Nothing when all that is wrong is blocks no replica could serve
+     * ({@link CheckpointCorruptException#missingBlocksOnly}): a DataNode that comes back brings them back. Returns the
+     * checkpoint marked, or 0.
+     */
+    public long markDamaged(long restoring, CheckpointCorruptException damage) throws IOException {
+        if (damage.missingBlocksOnly()) {
+            LOG.info(
+                    "Not marking checkpoint {} damaged: only blocks no replica could serve ({})",
+                    restoring,
+                    damage.getMessage());
+            return 0;
+        }
+        long id = damage.checkpointId() != 0 ? damage.checkpointId() : restoring;
+        markDamaged(id, damage.getMessage());
+        return id;
+    }
+
+    /**
+     * Removes the damage marks ({@link #markDamaged}) of {@code checkpoint}'s chain (itself, and for a delta the
+     * checkpoints it needs): for a restore to call once the chain verified intact.
+     */
+    public void clearDamageMarks(CheckpointInfo checkpoint) throws IOException {
+        for (CheckpointInfo link : chain(checkpoint)) {
+            Path mark = new Path(link.dir(), DAMAGE_MARK);
+            if (fs.delete(mark, false)) {
+                LOG.info("Checkpoint {} verified intact: removed its damage mark {}", link.id(), mark);
+            }
+        }
     }
 
     /**

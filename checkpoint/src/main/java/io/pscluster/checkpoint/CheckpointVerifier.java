@@ -63,7 +63,9 @@ final class CheckpointVerifier {
         int byChecksum = 0;
         int readBack = 0;
         long bytesReadBack = 0;
+        int missingBlocks = 0;
         for (Manifest.FileEntry entry : checkpoint.manifest().files()) {
+            missingBlock = false;
             RowFileInfo expected = entry.file();
             Path file = checkpoint.resolve(expected);
             long counted = 0;
@@ -94,9 +96,10 @@ final class CheckpointVerifier {
             }
             if (problem != null) {
                 problems.add("file " + file + ": " + problem);
+                missingBlocks += missingBlock ? 1 : 0;
             }
         }
-        return new VerifyReport(checkpoint.id(), depth, problems, byChecksum, readBack, bytesReadBack);
+        return new VerifyReport(checkpoint.id(), depth, problems, byChecksum, readBack, bytesReadBack, missingBlocks);
     }
 
     private String presence(Path file, RowFileInfo expected) throws IOException {
@@ -129,6 +132,7 @@ final class CheckpointVerifier {
                 continue;
             }
             if (block.getHosts().length == 0) {
+                missingBlock = true;
                 return "block at offset " + block.getOffset() + " (" + block.getLength()
                         + " bytes) has no live replica (missing block)";
             }
@@ -146,6 +150,7 @@ final class CheckpointVerifier {
                 try {
                     in.readFully(block.getOffset(), probe);
                 } catch (BlockMissingException e) {
+                    missingBlock = true;
                     return "block at offset " + block.getOffset() + " (" + block.getLength()
                             + " bytes) cannot be read from any replica (missing block): " + e.getMessage();
                 } catch (ChecksumException e) {
@@ -178,6 +183,9 @@ final class CheckpointVerifier {
         return bytes.length == 4 ? ByteBuffer.wrap(bytes).getInt() : null;
     }
 
+    /** The last file's problem was only a block no replica could serve ({@link VerifyReport#missingBlocks}). */
+    private boolean missingBlock;
+
     /** Bytes read back so far, counted into {@link #progress} buffer by buffer. */
     private long readBackBytes;
 
@@ -200,7 +208,8 @@ final class CheckpointVerifier {
             return "filesystem checksum error: " + e.getMessage();
         } catch (BlockMissingException e) {
             // No DataNode could serve a block: the file cannot be read back whole, which is damage (fall back to an
-            // older checkpoint), not an outage to wait out.
+            // older checkpoint), not an outage to wait out; but not proven damage either (see VerifyReport).
+            missingBlock = true;
             return "a block has no live replica: " + e.getMessage();
         }
         if (read != expected.length()) {

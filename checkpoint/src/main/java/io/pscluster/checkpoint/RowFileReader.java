@@ -156,7 +156,7 @@ public final class RowFileReader {
                     "row file " + file + ": filesystem checksum error: " + e.getMessage(), e);
         } catch (BlockMissingException e) {
             throw new CheckpointCorruptException(
-                    "row file " + file + ": a block has no live replica: " + e.getMessage(), e);
+                    "row file " + file + ": a block has no live replica: " + e.getMessage(), e, 0, true);
         }
     }
 

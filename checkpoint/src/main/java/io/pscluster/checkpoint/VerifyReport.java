@@ -13,6 +13,7 @@ import java.util.Objects;
  * @param filesReadBack files read back to compute their CRC32C (filesystems without a comparable checksum, or
  *     {@link Depth#READ_BACK}).
  * @param bytesReadBack the bytes those files hold.
+ * @param missingBlocks problems that are only a block no replica could serve (a DataNode down may bring it back).
  */
 public record VerifyReport(
         long checkpointId,
@@ -20,7 +21,8 @@ public record VerifyReport(
         List<String> problems,
         int filesByChecksum,
         int filesReadBack,
-        long bytesReadBack) {
+        long bytesReadBack,
+        int missingBlocks) {
 
     public VerifyReport {
         Objects.requireNonNull(depth, "depth");
@@ -29,6 +31,11 @@ public record VerifyReport(
 
     public boolean intact() {
         return problems.isEmpty();
+    }
+
+    /** Not intact, but every problem is a block no replica could serve: unreadable now, not proven damaged. */
+    public boolean missingBlocksOnly() {
+        return !problems.isEmpty() && missingBlocks == problems.size();
     }
 
     /** How far a check goes; each depth does what the previous one does, and more. */

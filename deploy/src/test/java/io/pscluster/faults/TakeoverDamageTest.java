@@ -128,9 +128,17 @@ class TakeoverDamageTest {
                                 assertThat(event.getCheckpointId()).isEqualTo(previous);
                                 assertThat(event.getReason()).contains("checkpoint " + newest + " damaged");
                             }));
-            assertThat(new CheckpointStore(URI.create(root), conf).damageMarks())
-                    .as("the adopter marks the damaged checkpoint for retention")
-                    .containsOnlyKeys(newest);
+            // A block no replica serves is not proven damage (its DataNode may come back): not marked.
+            final java.util.Map<Long, String> marks = new CheckpointStore(URI.create(root), conf).damageMarks();
+            if (damage.equals("missing-block")) {
+                assertThat(marks)
+                        .as("a checkpoint whose block is only unreadable")
+                        .isEmpty();
+            } else {
+                assertThat(marks)
+                        .as("the adopter marks the damaged checkpoint for retention")
+                        .containsOnlyKeys(newest);
+            }
         }
     }
 

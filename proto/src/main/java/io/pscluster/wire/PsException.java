@@ -44,15 +44,49 @@ public final class PsException extends RuntimeException {
         }
     }
 
+    /**
+     * Trailer of a push's failure whose outcome is unknown: the push may have been applied (and for an SDK's timed-out
+     * call, may be still), so pushing its gradients again may apply them twice. Its value is {@link #OUTCOME_UNKNOWN}.
+     */
+    public static final Metadata.Key<String> OUTCOME_KEY =
+            Metadata.Key.of("ps-outcome", Metadata.ASCII_STRING_MARSHALLER);
+
+    public static final String OUTCOME_UNKNOWN = "unknown";
+
     private final Status.Code code;
     private final Reject reject;
     private final long epoch;
+    private final boolean outcomeUnknown;
 
     private PsException(final Status.Code code, final String message, final Reject reject, final long epoch) {
+        this(code, message, reject, epoch, false);
+    }
+
+    private PsException(
+            final Status.Code code,
+            final String message,
+            final Reject reject,
+            final long epoch,
+            final boolean outcomeUnknown) {
         super(message, null, false, false);
         this.code = code;
         this.reject = reject;
         this.epoch = epoch;
+        this.outcomeUnknown = outcomeUnknown;
+    }
+
+    /**
+     * A push refused because the shard cannot tell whether it applied it before (its sequence is older than what the
+     * shard remembers): FAILED_PRECONDITION with the {@link #OUTCOME_KEY} trailer, so that the caller hears the push
+     * may have been applied rather than that nothing was.
+     */
+    public static PsException mayHaveBeenApplied(final String message) {
+        return new PsException(Status.Code.FAILED_PRECONDITION, message, null, 0, true);
+    }
+
+    /** Whether this failure leaves it unknown whether the push was applied ({@link #mayHaveBeenApplied}). */
+    public boolean outcomeUnknown() {
+        return outcomeUnknown;
     }
 
     public static PsException invalidArgument(final String message) {
@@ -119,6 +153,9 @@ public final class PsException extends RuntimeException {
             if (ps.reject != null) {
                 trailers.put(REJECT_KEY, ps.reject.wireName());
                 trailers.put(EPOCH_KEY, Long.toString(ps.epoch));
+            }
+            if (ps.outcomeUnknown) {
+                trailers.put(OUTCOME_KEY, OUTCOME_UNKNOWN);
             }
             return Status.fromCode(ps.code).withDescription(ps.getMessage()).asRuntimeException(trailers);
         }

@@ -794,15 +794,31 @@ final class CheckpointCoordinator {
      * A restore found checkpoint {@code id} damaged: retention stops counting it, and its mark in its directory keeps it
      * so after a restart ({@link CheckpointStore#markDamaged}; a mark that cannot be written is logged).
      */
-    private void damageFound(final long id, final String why) {
-        foundDamaged.add(id);
+    private void damageFound(final long id, final CheckpointCorruptException damage) {
+        if (damage.missingBlocksOnly()) {
+            // Unreadable now, not proven damaged: a DataNode that comes back brings the blocks back.
+            return;
+        }
+        foundDamaged.add(damage.checkpointId() != 0 ? damage.checkpointId() : id);
         try {
-            store.markDamaged(id, why);
+            store.markDamaged(id, damage);
         } catch (IOException | RuntimeException e) {
             LOG.warn(
                     "could not mark checkpoint {} damaged (retention counts it again after a restart): {}",
                     id,
                     e.toString());
+        }
+    }
+
+    /** A restore verified {@code checkpoint}'s chain intact: damage found in it before (blocks unreadable then) is gone. */
+    private void verifiedIntact(final CheckpointInfo checkpoint) {
+        try {
+            for (final CheckpointInfo link : store.chain(checkpoint)) {
+                foundDamaged.remove(link.id());
+            }
+            store.clearDamageMarks(checkpoint);
+        } catch (IOException | RuntimeException e) {
+            LOG.warn("could not clear the damage marks of checkpoint {}: {}", checkpoint.id(), e.toString());
         }
     }
 
@@ -868,14 +884,15 @@ final class CheckpointCoordinator {
             throws IOException, InterruptedException {
         final CheckpointInfo checkpoint;
         final Map<Long, String> passedOver = new java.util.TreeMap<>(java.util.Comparator.reverseOrder());
+        final Map<Long, CheckpointCorruptException> damage = new java.util.TreeMap<>();
         if (id == 0) {
             // latest() verifies checksums, skipping damaged checkpoints for older ones.
             try {
-                checkpoint = store.latest(operation.local("verifying"), passedOver)
+                checkpoint = store.latest(operation.local("verifying"), passedOver, damage)
                         .orElseThrow(() -> PsException.notFound("no complete checkpoint under " + store.root()
                                 + (passedOver.isEmpty() ? "" : "; passed over: " + passedOver)));
             } finally {
-                passedOver.forEach(this::damageFound);
+                damage.forEach(this::damageFound);
             }
         } else {
             checkpoint = store.get(id)
@@ -883,12 +900,13 @@ final class CheckpointCoordinator {
                             "checkpoint " + id + " under " + store.root() + " does not exist or has no manifest"));
             try {
                 store.verify(checkpoint, operation.local("verifying"));
-            } catch (io.pscluster.checkpoint.CheckpointCorruptException corrupt) {
-                damageFound(id, corrupt.getMessage());
+            } catch (CheckpointCorruptException corrupt) {
+                damageFound(id, corrupt);
                 throw PsException.dataLoss("checkpoint " + id + " is damaged: " + corrupt.getMessage());
             }
         }
         operation.checkpointId(checkpoint.id());
+        verifiedIntact(checkpoint);
         refuseIfTablesWouldBeWiped(checkpoint);
         final List<ClusterState.Owner> owners = state.ownersForClusterOperation("a restore");
         for (final TableSchema schema : schemasOf(checkpoint.manifest())) {

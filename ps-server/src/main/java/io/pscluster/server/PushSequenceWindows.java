@@ -414,7 +414,7 @@ final class PushSequenceWindows {
                 return true;
             }
             if (sequence <= highestEvicted) {
-                throw PsException.failedPrecondition("push of client " + clientId + " with sequence " + sequence
+                throw PsException.mayHaveBeenApplied("push of client " + clientId + " with sequence " + sequence
                         + (size == 0
                                 ? " is older than every push this shard remembers of it (it forgot them to make room"
                                         + " for more recently active clients)"

@@ -1102,7 +1102,7 @@ public final class Shard implements AutoCloseable {
             try {
                 store.verify(checkpoint, progress.progress());
             } catch (CheckpointCorruptException corrupt) {
-                markDamaged(store, checkpointId, corrupt.getMessage());
+                markDamaged(store, checkpointId, corrupt);
                 throw PsException.dataLoss("checkpoint " + checkpointId + " is damaged: " + corrupt.getMessage());
             } catch (UncheckedIOException outage) {
                 throw outage.getCause();
@@ -1242,6 +1242,7 @@ public final class Shard implements AutoCloseable {
             } catch (UncheckedIOException outage) {
                 throw outage.getCause();
             }
+            clearDamageMarks(store, checkpoint);
             final java.util.Set<String> createdSince = new java.util.HashSet<>();
             createdMillis.forEach((table, created) -> {
                 if (created > checkpoint.manifest().createdMillis()) {
@@ -1256,33 +1257,44 @@ public final class Shard implements AutoCloseable {
                     createTables(store, checkpoint, notes, false, createdSince),
                     notes);
         } catch (CheckpointCorruptException corrupt) {
-            damageFound(store, damage, checkpoint.id(), corrupt.getMessage());
+            damageFound(damage, checkpoint.id(), corrupt.getMessage());
+            markDamaged(store, checkpoint.id(), corrupt);
         } catch (PsException e) {
             if (e.code() != Status.Code.DATA_LOSS) {
                 throw e;
             }
-            damageFound(store, damage, checkpoint.id(), e.getMessage());
+            damageFound(damage, checkpoint.id(), e.getMessage());
+            markDamaged(store, checkpoint.id(), new CheckpointCorruptException(e.getMessage()));
         }
         return -1;
     }
 
-    /** Says in {@code damage} why a checkpoint is damaged, and marks it so for retention (see {@link #markDamaged}). */
-    private static void damageFound(
-            final CheckpointStore store, final StringBuilder damage, final long checkpointId, final String why) {
+    /** {@code checkpoint}'s chain verified intact: damage marks on it (blocks unreadable then) go; a failure is logged. */
+    private static void clearDamageMarks(final CheckpointStore store, final CheckpointInfo checkpoint) {
+        try {
+            store.clearDamageMarks(checkpoint);
+        } catch (IOException | RuntimeException e) {
+            LOG.warn("could not clear the damage marks of checkpoint {}: {}", checkpoint.id(), e.toString());
+        }
+    }
+
+    /** Says in {@code damage} why a checkpoint is damaged. */
+    private static void damageFound(final StringBuilder damage, final long checkpointId, final String why) {
         if (damage.length() > 0) {
             damage.append("; ");
         }
         damage.append("checkpoint ").append(checkpointId).append(" damaged: ").append(why);
-        markDamaged(store, checkpointId, why);
     }
 
     /**
      * Marks a checkpoint found damaged in its directory, so that retention never counts it among the newest, also after
-     * the proxy restarts ({@link CheckpointStore#markDamaged}); a mark that cannot be written is logged.
+     * the proxy restarts ({@link CheckpointStore#markDamaged(long, CheckpointCorruptException)}: not for blocks that
+     * are only unreadable now); a mark that cannot be written is logged.
      */
-    private static void markDamaged(final CheckpointStore store, final long checkpointId, final String why) {
+    private static void markDamaged(
+            final CheckpointStore store, final long checkpointId, final CheckpointCorruptException corrupt) {
         try {
-            store.markDamaged(checkpointId, why);
+            store.markDamaged(checkpointId, corrupt);
         } catch (IOException | RuntimeException e) {
             LOG.warn("could not mark checkpoint {} damaged: {}", checkpointId, e.toString());
         }

@@ -179,6 +179,9 @@ class ShardPushDedupeTest {
         assertThat(retried).as("the retry of sequence 17").isNotNull();
         assertThat(retried.code()).isEqualTo(Status.Code.FAILED_PRECONDITION);
         assertThat(retried.getMessage()).contains("sequence 17", "may have been applied");
+        assertThat(retried.outcomeUnknown())
+                .as("the caller hears it may have been applied")
+                .isTrue();
         assertThat(next.duplicate()).as("the client's next push").isFalse();
         assertThat(table.pull(keys)).as("17 once, 18 once").containsOnly(2f);
     }

@@ -551,7 +551,7 @@ public final class PsTable {
         final boolean pushMayBeApplied = call.wholeSlots && unknown;
         final Metadata trailers = new Metadata();
         if (pushMayBeApplied) {
-            trailers.put(OUTCOME_KEY, OUTCOME_UNKNOWN);
+            trailers.put(PsException.OUTCOME_KEY, PsException.OUTCOME_UNKNOWN);
         }
         return Status.DEADLINE_EXCEEDED
                 .withDescription("table '" + name() + "': deadline of "
@@ -567,21 +567,17 @@ public final class PsTable {
                 .asRuntimeException(trailers);
     }
 
-    /** Trailer of a push's final failure whose outcome is unknown (see {@link #outcomeUnknown}). */
-    static final Metadata.Key<String> OUTCOME_KEY = Metadata.Key.of("ps-outcome", Metadata.ASCII_STRING_MARSHALLER);
-
-    private static final String OUTCOME_UNKNOWN = "unknown";
-
     /**
      * Whether a push failed without knowing whether its shard applied it: it ran out of its deadline after an attempt
-     * got no answer (a shard lost or stalled, an answer lost). Such a push may have been applied, or may be applied
-     * still; pushing its gradients again may apply them twice. A push failing otherwise applied nothing of the
-     * request that failed (other requests of the same call may have been applied).
+     * got no answer (a shard lost or stalled, an answer lost), or a shard refused a retry it could no longer tell from
+     * a push it applied (FAILED_PRECONDITION, its sequence older than what the shard remembers). Such a push may have
+     * been applied, or may be applied still; pushing its gradients again may apply them twice. A push failing
+     * otherwise applied nothing of the request that failed (other requests of the same call may have been applied).
      */
     public static boolean outcomeUnknown(final Throwable failure) {
         final Throwable cause = PsClient.unwrap(failure);
         if (cause instanceof StatusRuntimeException status && status.getTrailers() != null) {
-            return OUTCOME_UNKNOWN.equals(status.getTrailers().get(OUTCOME_KEY));
+            return PsException.OUTCOME_UNKNOWN.equals(status.getTrailers().get(PsException.OUTCOME_KEY));
         }
         return false;
     }

@@ -3,6 +3,7 @@ package io.pscluster.worker;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatCode;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.assertj.core.api.Assertions.catchThrowable;
 import static org.awaitility.Awaitility.await;
 
 import io.grpc.Deadline;
@@ -10,6 +11,7 @@ import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.pscluster.proto.v1.PushRequest;
 import io.pscluster.proto.v1.RollbackEvent;
+import io.pscluster.wire.PsException;
 import io.pscluster.wire.Slots;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -275,6 +277,35 @@ class PsClientFailoverTest {
         FinalStatus(final Status status) {
             this.status = status;
         }
+    }
+
+    /**
+     * A retry the shard can no longer tell from a push it applied (its sequence older than what it remembers) fails
+     * with the outcome unknown, so that the caller does not push the same gradients again as if nothing had been
+     * applied; a plain FAILED_PRECONDITION leaves it known (nothing applied).
+     */
+    @Test
+    void shouldSayTheOutcomeIsUnknownWhenTheShardRefusesARetryThatMayHaveBeenApplied() throws Exception {
+        final ScriptedShard shard = shard().then(
+                        ScriptedShard.applyThenLoseAnswer(),
+                        (scripted, request, response) -> response.onError(
+                                PsException.toStatus(PsException.mayHaveBeenApplied("sequence older than the window"))))
+                .then(ScriptedShard.fail(FinalStatus.FAILED_PRECONDITION.status));
+        proxy.routing = ScriptedProxy.allTo(1, shard.address());
+        final PsClient client = connect();
+
+        final Throwable maybeApplied = catchThrowable(() -> client.table("t").push(KEYS, ones(KEYS)));
+        final Throwable refused = catchThrowable(() -> client.table("t").push(KEYS, ones(KEYS)));
+
+        assertThat(maybeApplied).isInstanceOf(StatusRuntimeException.class);
+        assertThat(((StatusRuntimeException) maybeApplied).getStatus().getCode())
+                .isEqualTo(Status.Code.FAILED_PRECONDITION);
+        assertThat(PsTable.outcomeUnknown(maybeApplied))
+                .as("may have been applied")
+                .isTrue();
+        assertThat(PsTable.outcomeUnknown(refused))
+                .as("refused: nothing applied")
+                .isFalse();
     }
 
     @ParameterizedTest
