@@ -25,7 +25,7 @@ import java.util.TreeMap;
  * base or parent while a delta names both, below its own id.
  *
  * @param id the checkpoint id, at least 1.
- * @param createdMillis when the checkpoint was taken, epoch milliseconds.
+ * @param createdMillis when the checkpoint was taken (it began, before it listed its tables), epoch milliseconds.
  * @param slotCount the cluster's slot count when the checkpoint was taken; every file slot is below it.
  * @param kind {@link Kind#BASE}: restores on its own; {@link Kind#DELTA}: on top of {@code baseId} and every
  *     checkpoint of its chain up to {@code parentId}.

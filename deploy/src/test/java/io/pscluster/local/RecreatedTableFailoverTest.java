@@ -3,6 +3,7 @@ package io.pscluster.local;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.awaitility.Awaitility.await;
 
+import io.pscluster.checkpoint.PausePoints;
 import io.pscluster.wire.Slots;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
@@ -10,6 +11,8 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.Arrays;
 import java.util.BitSet;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
 import java.util.stream.LongStream;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -64,6 +67,57 @@ class RecreatedTableFailoverTest {
             });
             assertThat(lost.cardinality()).as("slots the lost shard held").isPositive();
             assertThat(lost.cardinality()).isLessThan(Slots.SLOT_COUNT);
+        }
+    }
+
+    /**
+     * As above, with the table dropped and created again while a checkpoint was being written (while a shard wrote its
+     * rows (after its cut, before its manifest): that checkpoint holds the dropped table's rows too, and a table created while it was
+     * written is not one it holds.
+     */
+    @Test
+    void shouldNotRestoreADroppedTablesRowsIntoATableCreatedAgainWhileTheCheckpointWasWritten() throws Exception {
+        try (LocalCluster cluster = LocalCluster.builder()
+                        .shards(2)
+                        .checkpointRoot(dir.resolve("checkpoints").toUri().toString())
+                        .keepCheckpoints(0)
+                        .start();
+                PsClient client = PsClient.connect(cluster.proxyAddress())) {
+            PsTable table = client.createTable(CounterTable.schema("counter"));
+            for (int round = 0; round < 4; round++) {
+                push(table);
+            }
+            awaitAll(table, 4f);
+            PausePoints.arm(PausePoints.MID_ROW_FILE);
+            final CompletableFuture<Long> checkpoint;
+            try {
+                checkpoint = CompletableFuture.supplyAsync(() -> AdminCalls.checkpointNow(cluster.proxyAddress()));
+                await().atMost(Duration.ofSeconds(60)).until(() -> !PausePoints.armed(PausePoints.MID_ROW_FILE));
+
+                assertThat(client.dropTable("counter")).isTrue();
+                table = client.createTable(CounterTable.schema("counter"));
+            } finally {
+                PausePoints.disarm(PausePoints.MID_ROW_FILE);
+            }
+            assertThat(checkpoint.get(60, TimeUnit.SECONDS)).isPositive();
+            push(table);
+            awaitAll(table, 1f);
+
+            final BitSet lost = cluster.shard(0).shard().ownedSlots();
+            cluster.crashShard(0);
+            cluster.awaitHealthy(60_000);
+
+            final PsTable recreated = table;
+            final long hash = Slots.tableHash("counter");
+            await().atMost(Duration.ofSeconds(60)).untilAsserted(() -> {
+                final float[] values = recreated.pull(KEYS);
+                for (int i = 0; i < KEYS.length; i++) {
+                    final boolean adopted = lost.get(Slots.slotOf(hash, KEYS[i]));
+                    assertThat(values[i])
+                            .as("key %d (a slot of the lost shard: %s)", KEYS[i], adopted)
+                            .isEqualTo(adopted ? 0f : 1f);
+                }
+            });
         }
     }
 

@@ -291,6 +291,9 @@ final class CheckpointCoordinator {
     private Taken checkpointNow(final CheckpointInfo parent, final boolean pauseWorkers)
             throws IOException, InterruptedException {
         refuseIfRootLost("no checkpoint");
+        // The checkpoint's time, before the tables it holds are listed: a table created after it (also one dropped and
+        // created again while the shards write their files) is not one the checkpoint holds (see createdMillis).
+        final long startedMillis = System.currentTimeMillis();
         final List<ClusterState.Owner> owners = state.ownersForClusterOperation("a checkpoint");
         final List<TableSchema> tables = state.tables();
         final String[] slotOwners = state.slotOwners();
@@ -300,7 +303,8 @@ final class CheckpointCoordinator {
         LOG.info("checkpoint {} begins: {}", id, parent == null ? "a base" : "a delta of checkpoint " + parent.id());
         final OperationBoard.Operation operation = operations.begin("checkpoint", id);
         try {
-            final Taken taken = checkpointNow(parent, pauseWorkers, owners, tables, slotOwners, epoch, id, operation);
+            final Taken taken = checkpointNow(
+                    parent, pauseWorkers, owners, tables, slotOwners, epoch, id, startedMillis, operation);
             operation.succeeded();
             return taken;
         } catch (IOException | InterruptedException | RuntimeException e) {
@@ -317,6 +321,7 @@ final class CheckpointCoordinator {
             final String[] slotOwners,
             final long epoch,
             final long id,
+            final long startedMillis,
             final OperationBoard.Operation operation)
             throws IOException, InterruptedException {
         store.fileSystem().mkdirs(store.checkpointDir(id));
@@ -325,7 +330,8 @@ final class CheckpointCoordinator {
                 ? null
                 : pauses.begin(settings.pauseMillis(), settings.pauseMillis() + CUT_MILLIS);
         try {
-            return cutAndCommit(parent, owners, tables, slotOwners, epoch, id, pause, pauseWorkers, operation);
+            return cutAndCommit(
+                    parent, owners, tables, slotOwners, epoch, id, startedMillis, pause, pauseWorkers, operation);
         } finally {
             if (pause != null) {
                 pause.end(0);
@@ -340,6 +346,7 @@ final class CheckpointCoordinator {
             final String[] slotOwners,
             final long epoch,
             final long id,
+            final long startedMillis,
             final WorkerPauses.Pause pause,
             final boolean pauseWorkers,
             final OperationBoard.Operation operation)
@@ -461,10 +468,10 @@ final class CheckpointCoordinator {
         properties.put(PROXY_STATE, state.stateId());
         properties.put(ROUTING_EPOCH, Long.toString(epoch));
         final Manifest manifest = parent == null
-                ? new Manifest(id, System.currentTimeMillis(), Slots.SLOT_COUNT, tableEntries, files, properties)
+                ? new Manifest(id, startedMillis, Slots.SLOT_COUNT, tableEntries, files, properties)
                 : new Manifest(
                         id,
-                        System.currentTimeMillis(),
+                        startedMillis,
                         Slots.SLOT_COUNT,
                         Manifest.Kind.DELTA,
                         parent.manifest().kind() == Manifest.Kind.BASE
