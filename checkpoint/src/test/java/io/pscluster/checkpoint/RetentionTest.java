@@ -119,12 +119,7 @@ class RetentionTest {
      */
     @Test
     void shouldNotCountCheckpointsFoundDamagedTowardTheNewestK() throws IOException {
-        commitBase(1, NOW - 6);
-        commitBase(2, NOW - 5);
-        commitBase(3, NOW - 4);
-        commitBase(4, NOW - 3);
-        commitDelta(5, 4, 4, NOW - 2);
-        commitBase(6, NOW - 1);
+        basesOneToSixWithFiveADeltaOfFour();
 
         RetentionPolicy.Outcome outcome =
                 store.retain(new RetentionPolicy(2, Duration.ZERO), NOW, Set.of(), Set.of(6L, 4L));
@@ -141,12 +136,7 @@ class RetentionTest {
      */
     @Test
     void shouldNotCountCheckpointsMarkedDamagedTowardTheNewestKWhenOpenedAfresh() throws IOException {
-        commitBase(1, NOW - 6);
-        commitBase(2, NOW - 5);
-        commitBase(3, NOW - 4);
-        commitBase(4, NOW - 3);
-        commitDelta(5, 4, 4, NOW - 2);
-        commitBase(6, NOW - 1);
+        basesOneToSixWithFiveADeltaOfFour();
         store.markDamaged(6, "flipped byte");
         store.markDamaged(4, "missing block");
         store.markDamaged(9, "deleted meanwhile");
@@ -160,6 +150,16 @@ class RetentionTest {
         assertThat(fs.exists(store.checkpointDir(9)))
                 .as("no directory made for a mark")
                 .isFalse();
+    }
+
+    /** Bases 1, 2, 3, 4 and 6, and 5 a delta of 4, one millisecond apart. */
+    private void basesOneToSixWithFiveADeltaOfFour() throws IOException {
+        commitBase(1, NOW - 6);
+        commitBase(2, NOW - 5);
+        commitBase(3, NOW - 4);
+        commitBase(4, NOW - 3);
+        commitDelta(5, 4, 4, NOW - 2);
+        commitBase(6, NOW - 1);
     }
 
     /**

@@ -4,8 +4,6 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.awaitility.Awaitility.await;
 
 import io.pscluster.checkpoint.CheckpointStore;
-import io.pscluster.proto.v1.ListShardsResponse;
-import io.pscluster.proto.v1.RollbackEvent;
 import java.io.File;
 import java.net.URI;
 import java.nio.file.Path;
@@ -76,34 +74,7 @@ class GracefulStopHdfsTest {
             cluster.startShard("s0", "--hadoop-conf", hadoopConf.toString());
             cluster.startShard("s1", "--hadoop-conf", hadoopConf.toString());
             await().atMost(Duration.ofSeconds(30)).until(cluster::allSlotsServed);
-            try (CounterLoad load = new CounterLoad(cluster.proxyAddress(), "counter")) {
-                load.start(2);
-                await().atMost(Duration.ofSeconds(30)).until(() -> load.pushes() > 100);
-                final String stopped = cluster.shardId("s1");
-
-                cluster.terminate("s1");
-                assertThat(cluster.awaitExit("s1", 120_000)).as(cluster.logs()).isEqualTo(143);
-                assertThat(cluster.log("s1")).as(cluster.logs()).contains("drained:");
-                await().atMost(Duration.ofSeconds(60)).until(cluster::allSlotsServed);
-                final long pushesAfter = load.pushes();
-                await().atMost(Duration.ofSeconds(60)).until(() -> load.pushes() > pushesAfter + 100);
-                load.stop();
-
-                await().atMost(Duration.ofSeconds(20))
-                        .untilAsserted(() ->
-                                assertThat(load.mismatches()).as(cluster.logs()).isEmpty());
-                assertThat(load.failures())
-                        .as("pushes failed: %s", load.failureSamples())
-                        .isZero();
-                final ListShardsResponse status = cluster.status();
-                assertThat(status.getRollbacksTotal())
-                        .as("a drain is not a rollback: %s", cluster.logs())
-                        .isZero();
-                assertThat(status.getRollbacksList())
-                        .filteredOn(event -> event.getFromShard().equals(stopped))
-                        .isNotEmpty()
-                        .allMatch(RollbackEvent::getLossless);
-            }
+            GracefulStopTest.stopWithSigtermUnderLoad(cluster, "s1");
         }
     }
 }

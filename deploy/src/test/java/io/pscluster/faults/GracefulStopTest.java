@@ -29,35 +29,44 @@ class GracefulStopTest {
             cluster.startShard("s1");
             cluster.startShard("s2");
             await().atMost(Duration.ofSeconds(30)).until(cluster::allSlotsServed);
-            try (CounterLoad load = new CounterLoad(cluster.proxyAddress(), "counter")) {
-                load.start(2);
-                await().atMost(Duration.ofSeconds(30)).until(() -> load.pushes() > 100);
-                final String stopped = cluster.shardId("s1");
+            stopWithSigtermUnderLoad(cluster, "s1");
+        }
+    }
 
-                cluster.terminate("s1");
-                // 143 = 128 + SIGTERM: how a JVM stopped by the signal exits, after its shutdown hook ran.
-                assertThat(cluster.awaitExit("s1", 120_000)).as(cluster.logs()).isEqualTo(143);
-                assertThat(cluster.log("s1")).as(cluster.logs()).contains("drained:");
-                await().atMost(Duration.ofSeconds(60)).until(cluster::allSlotsServed);
-                final long pushesAfter = load.pushes();
-                await().atMost(Duration.ofSeconds(60)).until(() -> load.pushes() > pushesAfter + 100);
-                load.stop();
+    /**
+     * Stops shard {@code name} with SIGTERM while a counter job pushes: it must exit as a JVM stopped by the signal
+     * does, after draining; every acknowledged push is in the final values, none failed, and the hand-over is reported
+     * lossless, not as a rollback.
+     */
+    static void stopWithSigtermUnderLoad(final ProcessCluster cluster, final String name) throws Exception {
+        try (CounterLoad load = new CounterLoad(cluster.proxyAddress(), "counter")) {
+            load.start(2);
+            await().atMost(Duration.ofSeconds(30)).until(() -> load.pushes() > 100);
+            final String stopped = cluster.shardId(name);
 
-                await().atMost(Duration.ofSeconds(20))
-                        .untilAsserted(() ->
-                                assertThat(load.mismatches()).as(cluster.logs()).isEmpty());
-                assertThat(load.failures())
-                        .as("pushes failed: %s", load.failureSamples())
-                        .isZero();
-                final ListShardsResponse status = cluster.status();
-                assertThat(status.getRollbacksTotal())
-                        .as("a drain is not a rollback")
-                        .isZero();
-                assertThat(status.getRollbacksList())
-                        .filteredOn(event -> event.getFromShard().equals(stopped))
-                        .isNotEmpty()
-                        .allMatch(RollbackEvent::getLossless);
-            }
+            cluster.terminate(name);
+            // 143 = 128 + SIGTERM: how a JVM stopped by the signal exits, after its shutdown hook ran.
+            assertThat(cluster.awaitExit(name, 120_000)).as(cluster.logs()).isEqualTo(143);
+            assertThat(cluster.log(name)).as(cluster.logs()).contains("drained:");
+            await().atMost(Duration.ofSeconds(60)).until(cluster::allSlotsServed);
+            final long pushesAfter = load.pushes();
+            await().atMost(Duration.ofSeconds(60)).until(() -> load.pushes() > pushesAfter + 100);
+            load.stop();
+
+            await().atMost(Duration.ofSeconds(20))
+                    .untilAsserted(() ->
+                            assertThat(load.mismatches()).as(cluster.logs()).isEmpty());
+            assertThat(load.failures())
+                    .as("pushes failed: %s", load.failureSamples())
+                    .isZero();
+            final ListShardsResponse status = cluster.status();
+            assertThat(status.getRollbacksTotal())
+                    .as("a drain is not a rollback: %s", cluster.logs())
+                    .isZero();
+            assertThat(status.getRollbacksList())
+                    .filteredOn(event -> event.getFromShard().equals(stopped))
+                    .isNotEmpty()
+                    .allMatch(RollbackEvent::getLossless);
         }
     }
 }

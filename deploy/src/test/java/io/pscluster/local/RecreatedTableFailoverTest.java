@@ -50,23 +50,7 @@ class RecreatedTableFailoverTest {
             push(table);
             awaitAll(table, 1f);
 
-            final BitSet lost = cluster.shard(0).shard().ownedSlots();
-            cluster.crashShard(0);
-            cluster.awaitHealthy(60_000);
-
-            final PsTable recreated = table;
-            final long hash = Slots.tableHash("counter");
-            await().atMost(Duration.ofSeconds(60)).untilAsserted(() -> {
-                final float[] values = recreated.pull(KEYS);
-                for (int i = 0; i < KEYS.length; i++) {
-                    final boolean adopted = lost.get(Slots.slotOf(hash, KEYS[i]));
-                    assertThat(values[i])
-                            .as("key %d (a slot of the lost shard: %s)", KEYS[i], adopted)
-                            .isEqualTo(adopted ? 0f : 1f);
-                }
-            });
-            assertThat(lost.cardinality()).as("slots the lost shard held").isPositive();
-            assertThat(lost.cardinality()).isLessThan(Slots.SLOT_COUNT);
+            loseShardZeroAndExpectItsSlotsEmpty(cluster, table);
         }
     }
 
@@ -103,22 +87,33 @@ class RecreatedTableFailoverTest {
             push(table);
             awaitAll(table, 1f);
 
-            final BitSet lost = cluster.shard(0).shard().ownedSlots();
-            cluster.crashShard(0);
-            cluster.awaitHealthy(60_000);
-
-            final PsTable recreated = table;
-            final long hash = Slots.tableHash("counter");
-            await().atMost(Duration.ofSeconds(60)).untilAsserted(() -> {
-                final float[] values = recreated.pull(KEYS);
-                for (int i = 0; i < KEYS.length; i++) {
-                    final boolean adopted = lost.get(Slots.slotOf(hash, KEYS[i]));
-                    assertThat(values[i])
-                            .as("key %d (a slot of the lost shard: %s)", KEYS[i], adopted)
-                            .isEqualTo(adopted ? 0f : 1f);
-                }
-            });
+            loseShardZeroAndExpectItsSlotsEmpty(cluster, table);
         }
+    }
+
+    /**
+     * Crashes shard 0, whose slots come back from the checkpoint into the other shard: there they must start empty in
+     * the table created again ({@code recreated}, whose every key holds 1), not hold the dropped table's rows.
+     */
+    private static void loseShardZeroAndExpectItsSlotsEmpty(final LocalCluster cluster, final PsTable recreated)
+            throws Exception {
+        final BitSet lost = cluster.shard(0).shard().ownedSlots();
+        assertThat(lost.cardinality())
+                .as("slots the lost shard held")
+                .isPositive()
+                .isLessThan(Slots.SLOT_COUNT);
+        cluster.crashShard(0);
+        cluster.awaitHealthy(60_000);
+        final long hash = Slots.tableHash("counter");
+        await().atMost(Duration.ofSeconds(60)).untilAsserted(() -> {
+            final float[] values = recreated.pull(KEYS);
+            for (int i = 0; i < KEYS.length; i++) {
+                final boolean adopted = lost.get(Slots.slotOf(hash, KEYS[i]));
+                assertThat(values[i])
+                        .as("key %d (a slot of the lost shard: %s)", KEYS[i], adopted)
+                        .isEqualTo(adopted ? 0f : 1f);
+            }
+        });
     }
 
     /** Adds 1 to every key's value (SGD with lr 1 from zeros, gradient -1). */

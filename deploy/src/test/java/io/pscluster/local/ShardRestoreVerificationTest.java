@@ -120,31 +120,12 @@ class ShardRestoreVerificationTest {
     @Test
     void shouldKeepTheIntactCheckpointARestoreFellBackToWhenNewerOnesWereFoundDamaged() throws Exception {
         final String root = dir.resolve("checkpoints").toUri().toString();
-        try (LocalCluster cluster = LocalCluster.builder()
-                        .shards(1)
-                        .checkpointRoot(root)
-                        .checkpointCodec("none")
-                        .deltasPerBase(0)
-                        .keepCheckpoints(3)
-                        .start();
+        try (LocalCluster cluster = keepThree(root, dir.resolve("proxy-state").toString());
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
             final PsTable table = createCounter(client);
             final long[] keys = keys();
-            final float[] minusOne = new float[KEYS];
-            Arrays.fill(minusOne, -1f);
-            final long[] ids = new long[3];
-            for (int c = 0; c < ids.length; c++) {
-                table.push(keys, minusOne);
-                client.flush();
-                ids[c] = AdminCalls.checkpointNow(cluster.proxyAddress());
-            }
+            final long[] ids = threeCheckpointsTheNewestTwoDamaged(cluster, client, table, root);
             final CheckpointStore store = new CheckpointStore(URI.create(root), new Configuration());
-            for (final long damaged : new long[] {ids[1], ids[2]}) {
-                final CheckpointInfo checkpoint = store.get(damaged).orElseThrow();
-                flipByteOfFirstChunk(
-                        store.fileSystem(),
-                        checkpoint.resolve(checkpoint.manifest().files().get(0).file()));
-            }
 
             assertThat(AdminCalls.restore(cluster.proxyAddress(), 0)).isEqualTo(KEYS);
             assertThat(table.pull(keys))
@@ -171,20 +152,7 @@ class ShardRestoreVerificationTest {
         try (LocalCluster cluster = keepThree(root, stateDir);
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
             final PsTable table = createCounter(client);
-            final float[] minusOne = new float[KEYS];
-            Arrays.fill(minusOne, -1f);
-            for (int c = 0; c < ids.length; c++) {
-                table.push(keys, minusOne);
-                client.flush();
-                ids[c] = AdminCalls.checkpointNow(cluster.proxyAddress());
-            }
-            final CheckpointStore store = new CheckpointStore(URI.create(root), new Configuration());
-            for (final long damaged : new long[] {ids[1], ids[2]}) {
-                final CheckpointInfo checkpoint = store.get(damaged).orElseThrow();
-                flipByteOfFirstChunk(
-                        store.fileSystem(),
-                        checkpoint.resolve(checkpoint.manifest().files().get(0).file()));
-            }
+            System.arraycopy(threeCheckpointsTheNewestTwoDamaged(cluster, client, table, root), 0, ids, 0, 3);
             assertThat(AdminCalls.restore(cluster.proxyAddress(), 0)).isEqualTo(KEYS);
         }
 
@@ -207,6 +175,31 @@ class ShardRestoreVerificationTest {
                     .as("the intact checkpoint stays after the restart; the damaged ones are kept uncounted")
                     .containsExactly(next, ids[2], ids[1], ids[0]);
         }
+    }
+
+    /**
+     * Pushes 1 into every key and takes a checkpoint, three times (the values 1, 2 and 3), then flips a byte of the
+     * newest two: returns their ids, oldest first.
+     */
+    private static long[] threeCheckpointsTheNewestTwoDamaged(
+            final LocalCluster cluster, final PsClient client, final PsTable table, final String root)
+            throws Exception {
+        final float[] minusOne = new float[KEYS];
+        Arrays.fill(minusOne, -1f);
+        final long[] ids = new long[3];
+        for (int c = 0; c < ids.length; c++) {
+            table.push(keys(), minusOne);
+            client.flush();
+            ids[c] = AdminCalls.checkpointNow(cluster.proxyAddress());
+        }
+        final CheckpointStore store = new CheckpointStore(URI.create(root), new Configuration());
+        for (final long damaged : new long[] {ids[1], ids[2]}) {
+            final CheckpointInfo checkpoint = store.get(damaged).orElseThrow();
+            flipByteOfFirstChunk(
+                    store.fileSystem(),
+                    checkpoint.resolve(checkpoint.manifest().files().get(0).file()));
+        }
+        return ids;
     }
 
     private static LocalCluster keepThree(final String root, final String stateDir) throws Exception {
