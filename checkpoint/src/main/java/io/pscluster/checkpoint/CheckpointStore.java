@@ -822,6 +822,11 @@ public final class CheckpointStore implements Closeable {
         return id;
     }
 
+    /** Whether {@code checkpoint} is marked damaged ({@link #markDamaged}). */
+    public boolean isMarkedDamaged(CheckpointInfo checkpoint) throws IOException {
+        return fs.exists(new Path(checkpoint.dir(), DAMAGE_MARK));
+    }
+
     /**
      * Removes the damage marks ({@link #markDamaged}) of {@code checkpoint}'s chain (itself, and for a delta the
      * checkpoints it needs): for a restore to call once the chain verified intact.

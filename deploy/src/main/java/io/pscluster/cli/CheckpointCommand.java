@@ -359,6 +359,10 @@ final class CheckpointCommand implements Runnable {
                                 .toList();
                         out.println("checkpoint " + checkpoint.id() + ": intact (" + how(outcome.report()) + ")"
                                 + (needed.isEmpty() ? "" : "; so are the checkpoints it needs, " + needed));
+                        if (store.isMarkedDamaged(checkpoint)) {
+                            out.println("  a restore marked it damaged before (see `checkpoint list`); its bytes verify"
+                                    + " now: the next restore that verifies it removes the mark");
+                        }
                     } else {
                         damaged++;
                         out.println("checkpoint " + checkpoint.id() + ": " + outcome.damage());

@@ -93,6 +93,10 @@ class OfflineCheckpointCommandsTest {
                 .hasSize(2)
                 .allSatisfy(line -> assertThat(line).endsWith("present"));
         assertThat(list.out()).contains("checkpoint 2: a restore found it damaged (a replica went bad)");
+        final PsctlRun verify =
+                psctl("checkpoint", "verify", "--checkpoint-dir", root.toString(), "--id", "2", "--quiet");
+        assertThat(verify.exit()).as(verify.text()).isZero();
+        assertThat(verify.out()).contains("checkpoint 2: intact").contains("a restore marked it damaged before");
     }
 
     @Test
