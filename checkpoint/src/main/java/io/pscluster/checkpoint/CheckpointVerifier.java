@@ -150,9 +150,12 @@ final class CheckpointVerifier {
                 try {
                     in.readFully(block.getOffset(), probe);
                 } catch (BlockMissingException e) {
-                    missingBlock = true;
-                    return "block at offset " + block.getOffset() + " (" + block.getLength()
-                            + " bytes) cannot be read from any replica (missing block): " + e.getMessage();
+                    // Every replica failed: unreachable (a DataNode down), or each failed its checksum, which the
+                    // read reported to the NameNode, and that is damage.
+                    missingBlock = !replicasCorrupt(fs, file, e);
+                    return "block at offset " + block.getOffset() + " (" + block.getLength() + " bytes) cannot be read"
+                            + (missingBlock ? " from any replica (missing block): " : ": every replica is corrupt: ")
+                            + e.getMessage();
                 } catch (ChecksumException e) {
                     return "block at offset " + block.getOffset() + ": filesystem checksum error: " + e.getMessage();
                 }
@@ -183,6 +186,24 @@ final class CheckpointVerifier {
         return bytes.length == 4 ? ByteBuffer.wrap(bytes).getInt() : null;
     }
 
+    /**
+     * After no replica served a block ({@code missing}): whether they are reachable but corrupt (damage), rather than
+     * unreachable (a DataNode down, which may come back). A client does not report to the NameNode when every replica
+     * of a block fails its checksum, so this reads a byte of the block again with checksums off, through a filesystem
+     * of its own: it is served when a replica is there.
+     */
+    static boolean replicasCorrupt(FileSystem fs, Path file, BlockMissingException missing) {
+        try (FileSystem unchecked = FileSystem.newInstance(file.toUri(), fs.getConf())) {
+            unchecked.setVerifyChecksum(false);
+            try (FSDataInputStream in = unchecked.open(file)) {
+                in.readFully(missing.getOffset(), new byte[1]);
+                return true;
+            }
+        } catch (IOException unreachable) {
+            return false;
+        }
+    }
+
     /** The last file's problem was only a block no replica could serve ({@link VerifyReport#missingBlocks}). */
     private boolean missingBlock;
 
@@ -208,9 +229,10 @@ final class CheckpointVerifier {
             return "filesystem checksum error: " + e.getMessage();
         } catch (BlockMissingException e) {
             // No DataNode could serve a block: the file cannot be read back whole, which is damage (fall back to an
-            // older checkpoint), not an outage to wait out; but not proven damage either (see VerifyReport).
-            missingBlock = true;
-            return "a block has no live replica: " + e.getMessage();
+            // older checkpoint), not an outage to wait out; proven damage only when its replicas are corrupt.
+            missingBlock = !replicasCorrupt(fs, file, e);
+            return (missingBlock ? "a block has no live replica: " : "every replica of a block is corrupt: ")
+                    + e.getMessage();
         }
         if (read != expected.length()) {
             return "length expected " + expected.length() + " bytes, read " + read;

@@ -155,8 +155,14 @@ public final class RowFileReader {
             throw new CheckpointCorruptException(
                     "row file " + file + ": filesystem checksum error: " + e.getMessage(), e);
         } catch (BlockMissingException e) {
+            boolean corrupt = CheckpointVerifier.replicasCorrupt(fs, file, e);
             throw new CheckpointCorruptException(
-                    "row file " + file + ": a block has no live replica: " + e.getMessage(), e, 0, true);
+                    "row file " + file
+                            + (corrupt ? ": every replica of a block is corrupt: " : ": a block has no live replica: ")
+                            + e.getMessage(),
+                    e,
+                    0,
+                    !corrupt);
         }
     }
 

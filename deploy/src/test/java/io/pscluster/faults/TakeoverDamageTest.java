@@ -77,7 +77,10 @@ class TakeoverDamageTest {
     }
 
     @AfterAll
-    static void stopHdfs() {
+    static void stopHdfs() throws java.io.IOException {
+        // This JVM's cached filesystems of that NameNode go with it: a later test's NameNode on the same port
+        // would otherwise get one with this test's configuration (replication, block size).
+        org.apache.hadoop.fs.FileSystem.closeAll();
         System.clearProperty("pscluster.faults");
         if (hdfs != null) {
             hdfs.shutdown();

@@ -40,7 +40,10 @@ class CheckpointRestoreIntegrationTest {
     }
 
     @AfterAll
-    static void stopHdfs() {
+    static void stopHdfs() throws java.io.IOException {
+        // This JVM's cached filesystems of that NameNode go with it: a later test's NameNode on the same port
+        // would otherwise get one with this test's configuration (replication, block size).
+        org.apache.hadoop.fs.FileSystem.closeAll();
         if (hdfs != null) {
             hdfs.shutdown();
         }

@@ -291,11 +291,12 @@ final class CheckpointCoordinator {
     private Taken checkpointNow(final CheckpointInfo parent, final boolean pauseWorkers)
             throws IOException, InterruptedException {
         refuseIfRootLost("no checkpoint");
-        // The checkpoint's time, before the tables it holds are listed: a table created after it (also one dropped and
-        // created again while the shards write their files) is not one the checkpoint holds (see createdMillis).
-        final long startedMillis = System.currentTimeMillis();
         final List<ClusterState.Owner> owners = state.ownersForClusterOperation("a checkpoint");
-        final List<TableSchema> tables = state.tables();
+        // The checkpoint's time, with the tables it holds: a table created after it (also one dropped and created
+        // again while the shards write their files) is not one the checkpoint holds.
+        final ClusterState.CheckpointStart start = state.beginCheckpoint();
+        final long startedMillis = start.millis();
+        final List<TableSchema> tables = start.tables();
         final String[] slotOwners = state.slotOwners();
         final long epoch = state.epoch();
         final long id = store.nextId();
@@ -817,8 +818,11 @@ final class CheckpointCoordinator {
         }
     }
 
-    /** A restore verified {@code checkpoint}'s chain intact: damage found in it before (blocks unreadable then) is gone. */
-    private void verifiedIntact(final CheckpointInfo checkpoint) {
+    /**
+     * Every slot owner loaded {@code checkpoint}'s chain, reading every row (a check of file checksums alone would not
+     * do: a replica that rotted on disk still matches its stored checksums): damage found in it before is gone.
+     */
+    private void loadedWhole(final CheckpointInfo checkpoint) {
         try {
             for (final CheckpointInfo link : store.chain(checkpoint)) {
                 foundDamaged.remove(link.id());
@@ -913,7 +917,6 @@ final class CheckpointCoordinator {
             }
         }
         operation.checkpointId(checkpoint.id());
-        verifiedIntact(checkpoint);
         refuseIfTablesWouldBeWiped(checkpoint);
         final List<ClusterState.Owner> owners = state.ownersForClusterOperation("a restore");
         for (final TableSchema schema : schemasOf(checkpoint.manifest())) {
@@ -947,6 +950,8 @@ final class CheckpointCoordinator {
                 operation);
         final long rows = restored.stream().mapToLong(Long::longValue).sum();
         state.restoredWhole(checkpoint.id());
+        // Every slot's rows were read, each chunk checked against its CRC32C: the chain is intact now.
+        loadedWhole(checkpoint);
         LOG.info("restored checkpoint {}: {} rows into {} shards", checkpoint.id(), rows, owners.size());
         return new Restored(checkpoint, rows, passedOver);
     }

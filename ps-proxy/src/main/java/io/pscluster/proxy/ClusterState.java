@@ -251,6 +251,11 @@ final class ClusterState {
      * before a table was created into it (its rows of that name are of a dropped table).
      */
     private final Map<String, Long> tableCreatedMillis = new HashMap<>();
+    /**
+     * The time of the last checkpoint that began ({@link #beginCheckpoint}): a table created after it is stamped later,
+     * whatever the clock says within the same millisecond.
+     */
+    private long lastCheckpointStartMillis;
 
     private final Map<String, TableTombstone> tombstones = new LinkedHashMap<>();
     private final Map<Long, RestoreDirective> pendingRestores = new LinkedHashMap<>();
@@ -678,6 +683,8 @@ final class ClusterState {
      * manifest at start).
      */
     synchronized void checkpointTime(final long checkpointId, final long createdMillis) {
+        // A restarted proxy stamps tables created from now on after the checkpoints before it, whatever its clock.
+        lastCheckpointStartMillis = Math.max(lastCheckpointStartMillis, createdMillis);
         if (checkpointId == latestCheckpointId) {
             latestCheckpointCreatedMillis = createdMillis;
         }
@@ -1511,7 +1518,7 @@ final class ClusterState {
         return change("create table '" + schema.getName() + "'", () -> {
             tombstones.remove(schema.getName());
             tables.put(schema.getName(), schema);
-            tableCreatedMillis.put(schema.getName(), wallClock.getAsLong());
+            tableCreatedMillis.put(schema.getName(), Math.max(wallClock.getAsLong(), lastCheckpointStartMillis + 1));
             return true;
         });
     }
@@ -1536,6 +1543,23 @@ final class ClusterState {
 
     synchronized List<TableSchema> tables() {
         return new ArrayList<>(tables.values());
+    }
+
+    /** The tables a checkpoint holds, and its time ({@link #beginCheckpoint}). */
+    record CheckpointStart(long millis, List<TableSchema> tables) {}
+
+    /**
+     * A checkpoint begins: its tables, and its time, taken together under this state's monitor so that every table
+     * listed was stamped at or before it ({@link #tableCreatedMillis}) and every table created after it later: a
+     * shard restoring the checkpoint tells a table it holds from one created (again) since by those times alone.
+     */
+    synchronized CheckpointStart beginCheckpoint() {
+        long millis = Math.max(wallClock.getAsLong(), lastCheckpointStartMillis);
+        for (final long created : tableCreatedMillis.values()) {
+            millis = Math.max(millis, created);
+        }
+        lastCheckpointStartMillis = millis;
+        return new CheckpointStart(millis, tables());
     }
 
     // ---- routing

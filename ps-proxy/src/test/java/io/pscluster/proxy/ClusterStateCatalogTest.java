@@ -38,6 +38,30 @@ class ClusterStateCatalogTest extends ClusterStateFixture {
         assertThat(state.tables()).isEmpty();
     }
 
+    /**
+     * A checkpoint's time comes with the tables it lists: a table it lists was created at or before it, and one created
+     * after it is stamped later, also within the same millisecond, so that a restore tells a table the checkpoint holds
+     * from one created (again) since.
+     */
+    @Test
+    void shouldStampATableCreatedAfterACheckpointBeganLaterThanTheCheckpointInTheSameMillisecond() throws Exception {
+        register("h1:1");
+        state.addTable(EMB);
+
+        final ClusterState.CheckpointStart start = state.beginCheckpoint();
+        state.removeTable(EMB.getName());
+        state.addTable(EMB);
+
+        assertThat(start.tables()).containsExactly(EMB);
+        assertThat(start.millis()).isEqualTo(wall.get());
+        assertThat(store.load().orElseThrow().getTableCreatedMillisMap())
+                .as("the table created again after the checkpoint began, the clock standing still")
+                .containsEntry(EMB.getName(), start.millis() + 1);
+        assertThat(state.beginCheckpoint().millis())
+                .as("the next checkpoint, after every table it lists")
+                .isEqualTo(start.millis() + 1);
+    }
+
     @Test
     void shouldSendMissingTablesWhenAHeartbeatDoesNotReportThem() {
         final String a = register("h1:1");

@@ -1115,7 +1115,13 @@ public final class Shard implements AutoCloseable {
             throw e;
         }
         // From here a failure leaves the slots refusing requests: better unavailable than half restored.
-        return load(store, checkpoint, slots, progress, restoredTables, new StringBuilder());
+        try {
+            return load(store, checkpoint, slots, progress, restoredTables, new StringBuilder());
+        } catch (CheckpointCorruptException corrupt) {
+            // Damage the verification could not see (a replica rotted on disk matches its stored checksums).
+            markDamaged(store, checkpointId, corrupt);
+            throw PsException.dataLoss("checkpoint " + checkpointId + " is damaged: " + corrupt.getMessage());
+        }
     }
 
     /** What a restore order loaded: the checkpoint (and when it was taken), its rows, and a note (fallback). */
@@ -1242,7 +1248,6 @@ public final class Shard implements AutoCloseable {
             } catch (UncheckedIOException outage) {
                 throw outage.getCause();
             }
-            clearDamageMarks(store, checkpoint);
             final java.util.Set<String> createdSince = new java.util.HashSet<>();
             createdMillis.forEach((table, created) -> {
                 if (created > checkpoint.manifest().createdMillis()) {
@@ -1267,15 +1272,6 @@ public final class Shard implements AutoCloseable {
             markDamaged(store, checkpoint.id(), new CheckpointCorruptException(e.getMessage()));
         }
         return -1;
-    }
-
-    /** {@code checkpoint}'s chain verified intact: damage marks on it (blocks unreadable then) go; a failure is logged. */
-    private static void clearDamageMarks(final CheckpointStore store, final CheckpointInfo checkpoint) {
-        try {
-            store.clearDamageMarks(checkpoint);
-        } catch (IOException | RuntimeException e) {
-            LOG.warn("could not clear the damage marks of checkpoint {}: {}", checkpoint.id(), e.toString());
-        }
     }
 
     /** Says in {@code damage} why a checkpoint is damaged. */
