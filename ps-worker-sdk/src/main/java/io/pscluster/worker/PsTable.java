@@ -397,7 +397,23 @@ public final class PsTable {
                     outcomeUnknown);
             sent.add(retry(call, request, new Unsent(noOwner), sender));
         }
-        return CompletableFuture.allOf(sent.toArray(CompletableFuture[]::new));
+        final CompletableFuture<?>[] all = sent.toArray(CompletableFuture[]::new);
+        // A call fails with one of its requests' failures; with the outcome unknown when any of them leaves it so.
+        return CompletableFuture.allOf(all).exceptionallyCompose(failure -> {
+            Throwable chosen = PsClient.unwrap(failure);
+            for (final CompletableFuture<?> request : all) {
+                final Throwable other = request.handle((ok, t) -> t).join();
+                chosen = other == null ? chosen : unknownIfEither(chosen, PsClient.unwrap(other));
+            }
+            return CompletableFuture.failedFuture(chosen);
+        });
+    }
+
+    /** {@code chosen}, marked outcome unknown ({@link #outcomeUnknown}) when {@code other} is. */
+    private static Throwable unknownIfEither(final Throwable chosen, final Throwable other) {
+        return !outcomeUnknown(chosen) && outcomeUnknown(other) && chosen instanceof StatusRuntimeException status
+                ? withOutcomeUnknown(status)
+                : chosen;
     }
 
     /** Sends one shard's requests, {@link #CHUNKS_IN_FLIGHT} at a time. */
@@ -426,7 +442,10 @@ public final class PsTable {
             inFlight.incrementAndGet();
             attempt(call, address, requests.get(index), sender).whenComplete((ok, failure) -> {
                 if (failure != null) {
-                    firstFailure.compareAndSet(null, PsClient.unwrap(failure));
+                    final Throwable cause = PsClient.unwrap(failure);
+                    if (!firstFailure.compareAndSet(null, cause)) {
+                        firstFailure.updateAndGet(first -> unknownIfEither(first, cause));
+                    }
                 }
                 inFlight.decrementAndGet();
                 launch[0].run();
@@ -496,7 +515,8 @@ public final class PsTable {
         }
         final Retry retry = failure instanceof Unsent ? Retry.REFRESH_AND_RESEND : classify(status);
         if (retry == Retry.NEVER) {
-            return CompletableFuture.failedFuture(status);
+            return CompletableFuture.failedFuture(
+                    call.wholeSlots && request.outcomeUnknown() ? withOutcomeUnknown(status) : status);
         }
         // No answer came (no reject trailer says nothing was applied): the shard may have taken it.
         final boolean unknown =
@@ -565,6 +585,21 @@ public final class PsTable {
                                 : ""))
                 .withCause(last)
                 .asRuntimeException(trailers);
+    }
+
+    /**
+     * {@code status} marked outcome unknown ({@link #outcomeUnknown}): a push's final failure after an earlier attempt of
+     * the same request got no answer, which the shard may have applied.
+     */
+    private static StatusRuntimeException withOutcomeUnknown(final StatusRuntimeException status) {
+        final Metadata trailers = new Metadata();
+        if (status.getTrailers() != null) {
+            trailers.merge(status.getTrailers());
+        }
+        if (trailers.get(PsException.OUTCOME_KEY) == null) {
+            trailers.put(PsException.OUTCOME_KEY, PsException.OUTCOME_UNKNOWN);
+        }
+        return status.getStatus().asRuntimeException(trailers);
     }
 
     /**

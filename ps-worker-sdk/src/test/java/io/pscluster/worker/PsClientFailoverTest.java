@@ -308,6 +308,55 @@ class PsClientFailoverTest {
                 .isFalse();
     }
 
+    /**
+     * A push over two shards, one of which refuses its request for good at once while the other's request may have
+     * been applied (its answer lost, then its retry refused as possibly applied): the call's failure says the outcome
+     * is unknown, whichever request's failure it carries.
+     */
+    @Test
+    void shouldSayTheOutcomeIsUnknownWhenAnyRequestOfACallLeavesItUnknown() throws Exception {
+        final ScriptedShard refusing =
+                shard().then(ScriptedShard.fail(Status.NOT_FOUND.withDescription("table 't' does not exist")));
+        final ScriptedShard applying = shard().then(
+                        ScriptedShard.applyThenLoseAnswer(),
+                        (scripted, request, response) -> response.onError(PsException.toStatus(
+                                PsException.mayHaveBeenApplied("sequence older than the window"))));
+        proxy.routing = ScriptedProxy.routing(
+                1, List.of(refusing.address(), applying.address()), slot -> slot < Slots.SLOT_COUNT / 2 ? 0 : 1);
+        final PsClient client = connect();
+
+        final Throwable failed = catchThrowable(() -> client.table("t").push(KEYS, ones(KEYS)));
+
+        assertThat(failed).isInstanceOf(StatusRuntimeException.class);
+        assertThat(refusing.pushes).isNotEmpty();
+        assertThat(applying.applied).as("keys the second shard applied").isNotEmpty();
+        assertThat(PsTable.outcomeUnknown(failed))
+                .as("part of the push may have been applied")
+                .isTrue();
+    }
+
+    /**
+     * A push whose first attempt got no answer (the shard may have applied it) and whose retry then failed for good
+     * fails with the outcome unknown, whatever the retry's own failure says.
+     */
+    @Test
+    void shouldKeepTheOutcomeUnknownWhenARetryAfterALostAnswerFailsForGood() throws Exception {
+        final ScriptedShard shard = shard().then(
+                        ScriptedShard.applyThenLoseAnswer(),
+                        ScriptedShard.fail(Status.NOT_FOUND.withDescription("table 't' does not exist")));
+        proxy.routing = ScriptedProxy.allTo(1, shard.address());
+        final PsClient client = connect();
+
+        final Throwable failed = catchThrowable(() -> client.table("t").push(KEYS, ones(KEYS)));
+
+        assertThat(failed).isInstanceOf(StatusRuntimeException.class);
+        assertThat(((StatusRuntimeException) failed).getStatus().getCode()).isEqualTo(Status.Code.NOT_FOUND);
+        assertThat(PsTable.outcomeUnknown(failed))
+                .as("the first attempt may have been applied")
+                .isTrue();
+        assertThat(shard.applied).as("the first attempt was applied").isNotEmpty();
+    }
+
     @ParameterizedTest
     @EnumSource(FinalStatus.class)
     void shouldFailAtOnceWithTheShardsStatusWhenItIsFinal(final FinalStatus answer) throws Exception {
