@@ -189,16 +189,23 @@ final class CheckpointVerifier {
     /**
      * After no replica served a block ({@code missing}): whether they are reachable but corrupt (damage), rather than
      * unreachable (a DataNode down, which may come back). A client does not report to the NameNode when every replica
-     * of a block fails its checksum, so this reads a byte of the block again with checksums off, through a filesystem
-     * of its own: it is served when a replica is there.
+     * of a block fails its checksum, so this reads a byte of the block again through a filesystem of its own, with
+     * checksums off and then on: corrupt when the first is served and the second is not. Served both times, the
+     * block was only unreachable before (its DataNode is back); served neither time, it is unreachable still.
      */
     static boolean replicasCorrupt(FileSystem fs, Path file, BlockMissingException missing) {
-        try (FileSystem unchecked = FileSystem.newInstance(file.toUri(), fs.getConf())) {
-            unchecked.setVerifyChecksum(false);
-            try (FSDataInputStream in = unchecked.open(file)) {
+        try (FileSystem again = FileSystem.newInstance(fs.getUri(), fs.getConf())) {
+            again.setVerifyChecksum(false);
+            try (FSDataInputStream in = again.open(file)) {
                 in.readFully(missing.getOffset(), new byte[1]);
+            }
+            again.setVerifyChecksum(true);
+            try (FSDataInputStream in = again.open(file)) {
+                in.readFully(missing.getOffset(), new byte[1]);
+            } catch (ChecksumException | BlockMissingException corrupt) {
                 return true;
             }
+            return false;
         } catch (IOException unreachable) {
             return false;
         }

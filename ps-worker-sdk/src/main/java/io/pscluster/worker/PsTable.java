@@ -409,6 +409,16 @@ public final class PsTable {
         });
     }
 
+    /** Whether an attempt failed before it reached a shard: its connection was refused (nothing was sent). */
+    private static boolean neverSent(final StatusRuntimeException status) {
+        for (Throwable cause = status.getCause(); cause != null; cause = cause.getCause()) {
+            if (cause instanceof java.net.ConnectException) {
+                return true;
+            }
+        }
+        return false;
+    }
+
     /** {@code chosen}, marked outcome unknown ({@link #outcomeUnknown}) when {@code other} is. */
     private static Throwable unknownIfEither(final Throwable chosen, final Throwable other) {
         return !outcomeUnknown(chosen) && outcomeUnknown(other) && chosen instanceof StatusRuntimeException status
@@ -518,9 +528,10 @@ public final class PsTable {
             return CompletableFuture.failedFuture(
                     call.wholeSlots && request.outcomeUnknown() ? withOutcomeUnknown(status) : status);
         }
-        // No answer came (no reject trailer says nothing was applied): the shard may have taken it.
-        final boolean unknown =
-                request.outcomeUnknown() || !(failure instanceof Unsent) && PsException.rejectOf(status) == null;
+        // No answer came (no reject trailer says nothing was applied): the shard may have taken it, unless the attempt
+        // never reached it (its connection was refused).
+        final boolean unknown = request.outcomeUnknown()
+                || !(failure instanceof Unsent) && PsException.rejectOf(status) == null && !neverSent(status);
         final long remainingMs = call.deadline.timeRemaining(TimeUnit.MILLISECONDS);
         if (remainingMs <= 0) {
             return CompletableFuture.failedFuture(deadlineExceeded(call, request, status, unknown));

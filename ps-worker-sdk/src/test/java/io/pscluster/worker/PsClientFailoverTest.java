@@ -357,6 +357,29 @@ class PsClientFailoverTest {
         assertThat(shard.applied).as("the first attempt was applied").isNotEmpty();
     }
 
+    /** A push whose first attempt never reached a shard (connection refused) and whose retry was refused applied nothing. */
+    @Test
+    void shouldKnowNothingWasAppliedWhenTheFirstAttemptsConnectionWasRefused() throws Exception {
+        final int deadPort;
+        try (java.net.ServerSocket socket = new java.net.ServerSocket(0)) {
+            deadPort = socket.getLocalPort();
+        }
+        final ScriptedShard refusing =
+                shard().then(ScriptedShard.fail(Status.NOT_FOUND.withDescription("table 't' does not exist")));
+        proxy.routing = ScriptedProxy.allTo(1, "127.0.0.1:" + deadPort);
+        final PsClient client = connect();
+        proxy.routing = ScriptedProxy.allTo(2, refusing.address());
+
+        final Throwable failed = catchThrowable(() -> client.table("t").push(KEYS, ones(KEYS)));
+
+        assertThat(failed).isInstanceOf(StatusRuntimeException.class);
+        assertThat(((StatusRuntimeException) failed).getStatus().getCode()).isEqualTo(Status.Code.NOT_FOUND);
+        assertThat(refusing.applied).isEmpty();
+        assertThat(PsTable.outcomeUnknown(failed))
+                .as("no shard got the first attempt, and the retry was refused")
+                .isFalse();
+    }
+
     @ParameterizedTest
     @EnumSource(FinalStatus.class)
     void shouldFailAtOnceWithTheShardsStatusWhenItIsFinal(final FinalStatus answer) throws Exception {
