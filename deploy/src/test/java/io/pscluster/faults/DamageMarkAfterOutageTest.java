@@ -72,6 +72,8 @@ class DamageMarkAfterOutageTest {
                         .checkpointRoot(root)
                         .stateDir(stateDir.toString())
                         .hadoopConf(conf)
+                        .deltasPerBase(0)
+                        .keepCheckpoints(2)
                         .start();
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
             final PsTable table = client.createTable(CounterTable.schema("counter"));
@@ -104,6 +106,11 @@ class DamageMarkAfterOutageTest {
             assertThat(store.damageMarks())
                     .as("checkpoints whose blocks are only unreadable now")
                     .isEmpty();
+            // While the proxy runs it does not count them toward the newest 2: it cannot restore them now either.
+            final long third = AdminCalls.checkpointNow(cluster.proxyAddress());
+            assertThat(store.list().stream().map(CheckpointInfo::id).toList())
+                    .as("checkpoints kept (keep 2) with the two older ones unreadable")
+                    .containsExactly(third, second, first);
 
             hdfs.restartDataNode(down, true);
             hdfs.waitActive();
@@ -113,12 +120,12 @@ class DamageMarkAfterOutageTest {
                 }
             });
             // A mark from earlier (written when a block was unreadable, before this version): the next restore that
-            // verifies the checkpoint's chain takes it away.
-            store.markDamaged(first, "a block no replica could serve");
+            // loads the checkpoint's every row takes it away.
+            store.markDamaged(third, "a block no replica could serve");
             assertThat(AdminCalls.restore(cluster.proxyAddress(), 0)).isPositive();
 
             assertThat(store.damageMarks())
-                    .as("marks of the chain of checkpoint %d, verified intact by the restore", second)
+                    .as("marks of checkpoint %d, loaded whole by the restore", third)
                     .isEmpty();
             assertThat(table.pull(keys)).containsOnly(2f);
         }

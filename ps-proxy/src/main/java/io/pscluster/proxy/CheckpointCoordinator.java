@@ -799,15 +799,17 @@ final class CheckpointCoordinator {
     }
 
     /**
-     * A restore found checkpoint {@code id} damaged: retention stops counting it, and its mark in its directory keeps it
-     * so after a restart ({@link CheckpointStore#markDamaged}; a mark that cannot be written is logged).
+     * A restore found checkpoint {@code id} damaged: retention stops counting it, and unless only blocks no replica
+     * could serve are missing, its mark in its directory keeps it so after a restart ({@link CheckpointStore#markDamaged};
+     * a mark that cannot be written is logged).
      */
     private void damageFound(final long id, final CheckpointCorruptException damage) {
+        // Uncounted while this proxy runs, also when only unreadable now: it cannot be restored now either.
+        foundDamaged.add(damage.checkpointId() != 0 ? damage.checkpointId() : id);
         if (damage.missingBlocksOnly()) {
-            // Unreadable now, not proven damaged: a DataNode that comes back brings the blocks back.
+            // Not marked for good: a DataNode that comes back brings the blocks back.
             return;
         }
-        foundDamaged.add(damage.checkpointId() != 0 ? damage.checkpointId() : id);
         try {
             store.markDamaged(id, damage);
         } catch (IOException | RuntimeException e) {
