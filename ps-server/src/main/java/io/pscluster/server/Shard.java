@@ -425,8 +425,7 @@ public final class Shard implements AutoCloseable {
                     // Evicted between the lookup and the monitor: the client's window now is another one.
                     continue;
                 }
-                // Slots whose rows came from a checkpoint that holds this sequence, and slots this shard accepted it
-                // for.
+                // Slots whose rows came from a checkpoint holding this sequence, and those this shard accepted it for.
                 final BitSet adopted = sequences.adoptedSlots(clientId, sequence);
                 if (adopted != null && countOutside(adopted, null, slots) == 0) {
                     return new PushResult(keys.length, true);
@@ -448,8 +447,7 @@ public final class Shard implements AutoCloseable {
                 }
                 // Some slots already hold this sequence's effect: a sibling part (other slots) re-routed here after its
                 // first shard refused it, or a request whose other slots' rows came from a checkpoint before it. Only
-                // the
-                // keys of the other slots are applied; the sequence is then known here for those slots.
+                // the keys of the other slots are applied; the sequence is then known here for those slots.
                 final int fresh = countOutside(adopted, acceptedParts, slots);
                 final long[] freshKeys = new long[fresh];
                 final int[] freshSlots = new int[fresh];
