@@ -33,9 +33,9 @@ public class CheckpointCorruptException extends IOException {
         this.missingBlocksOnly = missingBlocksOnly;
     }
 
-    /** The checkpoint whose own file or manifest is bad, or 0 when not known. */
-    public long checkpointId() {
-        return checkpointId;
+    /** The checkpoint whose own file or manifest is bad, or {@code restoring} (the one being read) when not known. */
+    public long checkpointIdOr(long restoring) {
+        return checkpointId != 0 ? checkpointId : restoring;
     }
 
     /** All that is wrong is blocks no replica could serve (they may come back): not proven damage. */

@@ -806,20 +806,17 @@ public final class CheckpointStore implements Closeable {
      * Marks the checkpoint that {@code damage} (found restoring checkpoint {@code restoring}) is about as damaged: the
      * one whose own file or manifest is bad when the exception names it (for a delta whose parent is bad, the parent),
      * else {@code restoring}. Nothing when all that is wrong is blocks no replica could serve
-     * ({@link CheckpointCorruptException#missingBlocksOnly}): a DataNode that comes back brings them back. Returns the
-     * checkpoint marked, or 0.
+     * ({@link CheckpointCorruptException#missingBlocksOnly}): a DataNode that comes back brings them back.
      */
-    public long markDamaged(long restoring, CheckpointCorruptException damage) throws IOException {
+    public void markDamaged(long restoring, CheckpointCorruptException damage) throws IOException {
         if (damage.missingBlocksOnly()) {
             LOG.info(
                     "Not marking checkpoint {} damaged: only blocks no replica could serve ({})",
                     restoring,
                     damage.getMessage());
-            return 0;
+            return;
         }
-        long id = damage.checkpointId() != 0 ? damage.checkpointId() : restoring;
-        markDamaged(id, damage.getMessage());
-        return id;
+        markDamaged(damage.checkpointIdOr(restoring), damage.getMessage());
     }
 
     /** Whether {@code checkpoint} is marked damaged ({@link #markDamaged}). */

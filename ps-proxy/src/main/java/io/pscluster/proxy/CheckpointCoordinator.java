@@ -805,7 +805,7 @@ final class CheckpointCoordinator {
      */
     private void damageFound(final long id, final CheckpointCorruptException damage) {
         // Uncounted while this proxy runs, also when only unreadable now: it cannot be restored now either.
-        foundDamaged.add(damage.checkpointId() != 0 ? damage.checkpointId() : id);
+        foundDamaged.add(damage.checkpointIdOr(id));
         if (damage.missingBlocksOnly()) {
             // Not marked for good: a DataNode that comes back brings the blocks back.
             return;

@@ -80,6 +80,16 @@ final class JobClocks {
             return added;
         }
 
+        /** Whether a worker's gradients are held here. */
+        boolean holds(final int worker) {
+            for (final TreeMap<Integer, ClockSum> workers : byTable.values()) {
+                if (workers.containsKey(worker)) {
+                    return true;
+                }
+            }
+            return false;
+        }
+
         /** Drops a worker's gradients; returns the bytes freed. */
         long removeWorker(final int worker) {
             long freed = 0;
@@ -617,11 +627,8 @@ final class JobClocks {
         /** The lowest clock not yet applied for which {@code worker}'s gradients are held, or -1. */
         long pushedFor(final int worker) {
             for (final Map.Entry<Long, ClockUpdates> entry : pending.entrySet()) {
-                for (final TreeMap<Integer, ClockSum> workers :
-                        entry.getValue().byTable.values()) {
-                    if (workers.containsKey(worker)) {
-                        return entry.getKey();
-                    }
+                if (entry.getValue().holds(worker)) {
+                    return entry.getKey();
                 }
             }
             return -1;
