@@ -38,6 +38,20 @@ public class CheckpointCorruptException extends IOException {
         return checkpointId != 0 ? checkpointId : restoring;
     }
 
+    /**
+     * This damage as found in a file of checkpoint {@code id}: this exception when it already names its checkpoint,
+     * else the same one naming {@code id} (a reader of a row file knows its directory, its caller the checkpoint).
+     */
+    public CheckpointCorruptException inCheckpoint(long id) {
+        if (checkpointId != 0) {
+            return this;
+        }
+        CheckpointCorruptException named =
+                new CheckpointCorruptException(getMessage(), getCause(), id, missingBlocksOnly);
+        named.setStackTrace(getStackTrace());
+        return named;
+    }
+
     /** All that is wrong is blocks no replica could serve (they may come back): not proven damage. */
     public boolean missingBlocksOnly() {
         return missingBlocksOnly;

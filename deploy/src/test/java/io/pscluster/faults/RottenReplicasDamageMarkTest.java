@@ -184,6 +184,74 @@ class RottenReplicasDamageMarkTest {
         }
     }
 
+    /**
+     * The rot is in a base that the newest checkpoint, a delta, restores on: the load of the delta's chain fails in the
+     * base's file, and the mark goes on the base, whose bytes are bad, not on the delta that only names it.
+     */
+    @org.junit.jupiter.api.Test
+    void shouldMarkTheBaseWhoseFileRottedNotTheDeltaRestoredOnIt() throws Exception {
+        final String root = hdfs.getURI() + "/pscluster/rotten-base";
+        try (LocalCluster cluster = LocalCluster.builder()
+                        .shards(2)
+                        .checkpointRoot(root)
+                        .checkpointCodec("none")
+                        .deltasPerBase(1)
+                        .keepCheckpoints(4)
+                        .stateDir(stateDir.toString())
+                        .leaseMs(1_000)
+                        .leaseMarginMs(300)
+                        .heartbeatIntervalMs(200)
+                        .hadoopConf(conf)
+                        .start();
+                PsClient client = PsClient.connect(cluster.proxyAddress())) {
+            final PsTable table = client.createTable(schema());
+            final long[] keys = new long[KEYS];
+            for (int i = 0; i < KEYS; i++) {
+                keys[i] = (i + 1) * 0x9E3779B97F4A7C15L;
+            }
+            final float[] minusOne = new float[KEYS * DIM];
+            Arrays.fill(minusOne, -1f);
+            table.push(keys, minusOne);
+            final long[] ids = new long[4];
+            for (int i = 0; i < ids.length; i++) {
+                // A few rows change between checkpoints, so that every second one is a delta (deltasPerBase 1).
+                final long[] few = Arrays.copyOfRange(keys, i * 100, i * 100 + 100);
+                table.push(few, Arrays.copyOf(minusOne, few.length * DIM));
+                client.flush();
+                ids[i] = AdminCalls.checkpointNow(cluster.proxyAddress());
+            }
+            final CheckpointStore store = new CheckpointStore(URI.create(root), conf);
+            final Manifest delta = store.get(ids[3]).orElseThrow().manifest();
+            assertThat(delta.kind()).as("checkpoint %d's kind", ids[3]).isEqualTo(Manifest.Kind.DELTA);
+            assertThat(delta.baseId()).as("checkpoint %d's base", ids[3]).isEqualTo(ids[2]);
+
+            final String lost = cluster.shard(0).shardId();
+            final CheckpointInfo base = store.get(ids[2]).orElseThrow();
+            final org.apache.hadoop.fs.Path file = base.manifest().files().stream()
+                    .filter(entry -> entry.shardId().equals(lost))
+                    .map(entry -> base.resolve(entry.file()))
+                    .findFirst()
+                    .orElseThrow();
+            final DistributedFileSystem fs = (DistributedFileSystem) store.fileSystem();
+            final LocatedBlock block = DFSTestUtil.getAllBlocks(fs, file).get(0);
+            flipByte(hdfs.getBlockFile(0, block.getBlock()), "mid-block");
+            flipByte(hdfs.getBlockFile(1, block.getBlock()), "mid-block");
+
+            cluster.crashShard(0);
+            cluster.awaitHealthy(60_000);
+            await().atMost(Duration.ofSeconds(60))
+                    .untilAsserted(() -> assertThat(
+                                    AdminCalls.status(cluster.proxyAddress()).getRollbacksList())
+                            .anySatisfy(
+                                    event -> assertThat(event.getCheckpointId()).isEqualTo(ids[1])));
+            assertThat(store.damageMarks().keySet())
+                    .as(
+                            "checkpoints marked damaged after the failover fell back from delta %d past its rotten base %d",
+                            ids[3], ids[2])
+                    .containsExactly(ids[2]);
+        }
+    }
+
     private static TableSchema schema() {
         return TableSchema.newBuilder()
                 .setName("t")

@@ -1497,20 +1497,25 @@ public final class Shard implements AutoCloseable {
         final long[] keys = new long[RESTORE_BATCH_ROWS];
         final int[] count = {0};
         final FileProgress counted = new FileProgress(progress, entry.file());
-        RowFileReader.read(fs, checkpoint.dir(), entry.file(), slots::get, (slot, key, record) -> {
-            keys[count[0]] = key;
-            if (++count[0] == RESTORE_BATCH_ROWS) {
-                try {
-                    table.removeKeys(keys, count[0]);
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                    throw PsException.unavailable("restore of table '" + table.name() + "' was interrupted");
+        try {
+            RowFileReader.read(fs, checkpoint.dir(), entry.file(), slots::get, (slot, key, record) -> {
+                keys[count[0]] = key;
+                if (++count[0] == RESTORE_BATCH_ROWS) {
+                    try {
+                        table.removeKeys(keys, count[0]);
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                        throw PsException.unavailable("restore of table '" + table.name() + "' was interrupted");
+                    }
+                    counted.rows(count[0]);
+                    count[0] = 0;
+                    faultDelay();
                 }
-                counted.rows(count[0]);
-                count[0] = 0;
-                faultDelay();
-            }
-        });
+            });
+        } catch (CheckpointCorruptException damaged) {
+            // The file is the chain link's (a delta's parent, perhaps), not necessarily the checkpoint being restored.
+            throw damaged.inCheckpoint(checkpoint.id());
+        }
         table.removeKeys(keys, count[0]);
         counted.rows(count[0]);
         counted.end();
@@ -1563,26 +1568,31 @@ public final class Shard implements AutoCloseable {
         final RowLoader loader = table.loader();
         final FileProgress counted = new FileProgress(progress, entry.file());
         final long[] sinceDelay = {0};
-        final long rows = RowFileReader.readRuns(
-                fs, checkpoint.dir(), entry.file(), slots::get, (slot, bytes, at, n, rowWidth) -> {
-                    if (rowWidth != width) {
-                        throw PsException.dataLoss("checkpoint row of table '" + table.name() + "' has " + rowWidth
-                                + " floats; the table's rows have " + width);
-                    }
-                    try {
-                        loader.add(slot, bytes, at, n);
-                    } catch (InterruptedException e) {
-                        // Stop reading at once: the loader is abandoned, writers may still be copying its batches.
-                        Thread.currentThread().interrupt();
-                        throw PsException.unavailable("restore of table '" + table.name() + "' was interrupted");
-                    }
-                    counted.rows(n);
-                    sinceDelay[0] += n;
-                    if (sinceDelay[0] >= RESTORE_BATCH_ROWS) {
-                        sinceDelay[0] = 0;
-                        faultDelay();
-                    }
-                });
+        final long rows;
+        try {
+            rows = RowFileReader.readRuns(
+                    fs, checkpoint.dir(), entry.file(), slots::get, (slot, bytes, at, n, rowWidth) -> {
+                        if (rowWidth != width) {
+                            throw PsException.dataLoss("checkpoint row of table '" + table.name() + "' has " + rowWidth
+                                    + " floats; the table's rows have " + width);
+                        }
+                        try {
+                            loader.add(slot, bytes, at, n);
+                        } catch (InterruptedException e) {
+                            // Stop reading at once: the loader is abandoned, writers may still be copying its batches.
+                            Thread.currentThread().interrupt();
+                            throw PsException.unavailable("restore of table '" + table.name() + "' was interrupted");
+                        }
+                        counted.rows(n);
+                        sinceDelay[0] += n;
+                        if (sinceDelay[0] >= RESTORE_BATCH_ROWS) {
+                            sinceDelay[0] = 0;
+                            faultDelay();
+                        }
+                    });
+        } catch (CheckpointCorruptException damaged) {
+            throw damaged.inCheckpoint(checkpoint.id());
+        }
         loader.finish();
         counted.end();
         return rows;
