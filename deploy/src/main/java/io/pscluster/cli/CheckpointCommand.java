@@ -169,7 +169,8 @@ final class CheckpointCommand implements Runnable {
                         + " needed): id, created, age, kind (base/delta), size, compression, rows, tables and a"
                         + " check mark: 'present' (every file there with its length), with --verify 'verified'"
                         + " (checksums too), or DAMAGED and why; MARKED-DAMAGED when a restore found it damaged"
-                        + " (retention keeps it, uncounted, until it is deleted). With --proxy, as the proxy sees them.",
+                        + " (retention keeps it, uncounted, until it is deleted). With --proxy, as the proxy sees them, with the"
+                        + " checkpoints a restore found damaged marked so.",
                 "Exit code 1 if a checkpoint shown is damaged or marked damaged."
             })
     static final class ListCheckpoints implements Callable<Integer> {
@@ -205,8 +206,17 @@ final class CheckpointCommand implements Runnable {
                     if (response.getCheckpointsCount() == 0) {
                         out.println("no complete checkpoints");
                     }
-                    response.getCheckpointsList().forEach(info -> out.println(describe(info)));
-                    return 0;
+                    int damaged = 0;
+                    for (final CheckpointInfo info : response.getCheckpointsList()) {
+                        out.println(describe(info));
+                        if (!info.getDamaged().isEmpty()) {
+                            damaged++;
+                            out.println("  MARKED-DAMAGED: a restore found it damaged (" + info.getDamaged()
+                                    + "); retention keeps it uncounted until `psctl checkpoint delete --id "
+                                    + info.getId() + "`");
+                        }
+                    }
+                    return damaged == 0 ? 0 : 1;
                 });
             }
             try (CheckpointStore store = openStore(checkpointDir, hadoop)) {

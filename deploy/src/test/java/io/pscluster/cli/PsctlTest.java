@@ -116,6 +116,36 @@ class PsctlTest {
         }
     }
 
+    /**
+     * `checkpoint list --proxy` shows a checkpoint that a restore found damaged (its mark in its directory) as such and
+     * exits 1, as `list --checkpoint-dir` does; the intact one is listed plainly.
+     */
+    @Test
+    void shouldShowACheckpointMarkedDamagedWhenListingThroughTheProxy() throws Exception {
+        try (LocalCluster cluster = LocalCluster.builder()
+                .shards(1)
+                .checkpointRoot(dir.toUri().toString())
+                .start()) {
+            final String proxy = cluster.proxyAddress();
+            assertThat(Psctl.run("checkpoint", "now", "--proxy", proxy, "--quiet"))
+                    .isZero();
+            assertThat(Psctl.run("checkpoint", "now", "--proxy", proxy, "--quiet"))
+                    .isZero();
+            final PsctlRun intact = PsctlRun.psctl("checkpoint", "list", "--proxy", proxy);
+            assertThat(intact.exit()).as(intact.text()).isZero();
+            assertThat(intact.out()).as(intact.text()).contains("#2 ", "#1 ").doesNotContain("DAMAGED");
+
+            new io.pscluster.checkpoint.CheckpointStore(dir.toUri(), new org.apache.hadoop.conf.Configuration())
+                    .markDamaged(2, "a replica went bad");
+            final PsctlRun marked = PsctlRun.psctl("checkpoint", "list", "--proxy", proxy);
+            assertThat(marked.exit()).as(marked.text()).isEqualTo(1);
+            assertThat(marked.out().lines().filter(line -> line.contains("MARKED-DAMAGED")))
+                    .as(marked.text())
+                    .singleElement(org.assertj.core.api.InstanceOfAssertFactories.STRING)
+                    .contains("a replica went bad", "--id 2");
+        }
+    }
+
     @Test
     void shouldRejectMalformedArgumentsWithNonZeroExit() {
         assertThat(Psctl.run("status", "--proxy", "no-port")).isEqualTo(1);

@@ -90,8 +90,15 @@ final class AdminGrpcService extends AdminServiceGrpc.AdminServiceImplBase {
             final ListCheckpointsRequest request, final StreamObserver<ListCheckpointsResponse> out) {
         longCalls.respond(out, () -> {
             final ListCheckpointsResponse.Builder response = ListCheckpointsResponse.newBuilder();
+            final java.util.Map<Long, String> damaged = checkpoints.damageKnown();
             for (final CheckpointInfo checkpoint : checkpoints.store().list()) {
-                response.addCheckpoints(describe(checkpoint));
+                final String why = damaged.get(checkpoint.id());
+                response.addCheckpoints(
+                        why == null
+                                ? describe(checkpoint)
+                                : describe(checkpoint).toBuilder()
+                                        .setDamaged(why)
+                                        .build());
             }
             return response.build();
         });

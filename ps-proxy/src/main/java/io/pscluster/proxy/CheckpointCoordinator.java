@@ -65,7 +65,7 @@ final class CheckpointCoordinator {
      * directories carry it over a restart, when they could be written): retention does not count them toward the newest
      * K ({@link CheckpointStore#retain(io.pscluster.checkpoint.RetentionPolicy, long, Set, Set)}).
      */
-    private final Set<Long> foundDamaged = java.util.concurrent.ConcurrentHashMap.newKeySet();
+    private final Map<Long, String> foundDamaged = new java.util.concurrent.ConcurrentHashMap<>();
 
     private final ShardFanOut fanOut;
     private final Settings settings;
@@ -173,6 +173,19 @@ final class CheckpointCoordinator {
 
     CheckpointStore store() {
         return store;
+    }
+
+    /**
+     * The checkpoints a restore found damaged, with why: those marked in their directories, and those this proxy found
+     * since it started that are not marked (blocks no replica could serve: not proven damage).
+     */
+    Map<Long, String> damageKnown() throws IOException {
+        final Map<Long, String> known = new java.util.TreeMap<>(store.damageMarks());
+        foundDamaged.forEach((id, why) -> known.putIfAbsent(
+                id,
+                "found unreadable by a restore since the proxy started"
+                        + " (not marked: it may come back with a DataNode): " + why));
+        return known;
     }
 
     /** The checkpoint or restore running now, or the last one. */
@@ -805,7 +818,7 @@ final class CheckpointCoordinator {
      */
     private void damageFound(final long id, final CheckpointCorruptException damage) {
         // Uncounted while this proxy runs, also when only unreadable now: it cannot be restored now either.
-        foundDamaged.add(damage.checkpointIdOr(id));
+        foundDamaged.put(damage.checkpointIdOr(id), damage.getMessage());
         if (damage.missingBlocksOnly()) {
             // Not marked for good: a DataNode that comes back brings the blocks back.
             return;
@@ -842,7 +855,7 @@ final class CheckpointCoordinator {
                     settings.retention(),
                     System.currentTimeMillis(),
                     state.checkpointsInUse(),
-                    Set.copyOf(foundDamaged));
+                    Set.copyOf(foundDamaged.keySet()));
         } catch (IOException | RuntimeException e) {
             LOG.warn("checkpoint retention failed (the next commit tries again): {}", e.toString());
         }
