@@ -65,11 +65,10 @@ final class CheckpointVerifier {
         long bytesReadBack = 0;
         int missingBlocks = 0;
         for (Manifest.FileEntry entry : checkpoint.manifest().files()) {
-            missingBlock = false;
             RowFileInfo expected = entry.file();
             Path file = checkpoint.resolve(expected);
             long counted = 0;
-            String problem = presence(file, expected);
+            Problem problem = Problem.of(presence(file, expected));
             if (problem == null && depth != VerifyReport.Depth.PRESENCE) {
                 problem = blocks(file, expected);
             }
@@ -78,9 +77,9 @@ final class CheckpointVerifier {
                 if (crc != null) {
                     byChecksum++;
                     if (crc != expected.crc32c()) {
-                        problem = String.format(
+                        problem = Problem.of(String.format(
                                 "crc32c expected %08x, the filesystem's %s is %08x",
-                                expected.crc32c(), COMPOSITE_CRC32C, crc);
+                                expected.crc32c(), COMPOSITE_CRC32C, crc));
                     }
                 } else {
                     readBack++;
@@ -95,8 +94,8 @@ final class CheckpointVerifier {
                 progress.addBytes(expected.length() - counted);
             }
             if (problem != null) {
-                problems.add("file " + file + ": " + problem);
-                missingBlocks += missingBlock ? 1 : 0;
+                problems.add("file " + file + ": " + problem.text());
+                missingBlocks += problem.blockUnreachable() ? 1 : 0;
             }
         }
         return new VerifyReport(checkpoint.id(), depth, problems, byChecksum, readBack, bytesReadBack, missingBlocks);
@@ -124,7 +123,7 @@ final class CheckpointVerifier {
      * block's first byte (its block file is gone, or its first chunk fails its checksum). The probe reads one byte per
      * block, which costs a DataNode one checksum chunk, not the block.
      */
-    private String blocks(Path file, RowFileInfo expected) throws IOException {
+    private Problem blocks(Path file, RowFileInfo expected) throws IOException {
         FileStatus status = fs.getFileStatus(file);
         BlockLocation[] blocks = fs.getFileBlockLocations(status, 0, expected.length());
         for (BlockLocation block : blocks) {
@@ -132,13 +131,14 @@ final class CheckpointVerifier {
                 continue;
             }
             if (block.getHosts().length == 0) {
-                missingBlock = true;
-                return "block at offset " + block.getOffset() + " (" + block.getLength()
-                        + " bytes) has no live replica (missing block)";
+                return new Problem(
+                        "block at offset " + block.getOffset() + " (" + block.getLength()
+                                + " bytes) has no live replica (missing block)",
+                        true);
             }
             if (block.isCorrupt()) {
-                return "block at offset " + block.getOffset() + " (" + block.getLength()
-                        + " bytes): every replica is corrupt";
+                return Problem.of("block at offset " + block.getOffset() + " (" + block.getLength()
+                        + " bytes): every replica is corrupt");
             }
         }
         byte[] probe = new byte[1];
@@ -152,16 +152,19 @@ final class CheckpointVerifier {
                 } catch (BlockMissingException e) {
                     // Every replica failed: unreachable (a DataNode down), or each failed its checksum, which the
                     // read reported to the NameNode, and that is damage.
-                    missingBlock = !replicasCorrupt(fs, file, e);
-                    return "block at offset " + block.getOffset() + " (" + block.getLength() + " bytes) cannot be read"
-                            + (missingBlock ? " from any replica (missing block): " : ": every replica is corrupt: ")
-                            + e.getMessage();
+                    return Problem.unserved(
+                            fs,
+                            file,
+                            e,
+                            "block at offset " + block.getOffset() + " (" + block.getLength()
+                                    + " bytes) cannot be read: ");
                 } catch (ChecksumException e) {
-                    return "block at offset " + block.getOffset() + ": filesystem checksum error: " + e.getMessage();
+                    return Problem.of(
+                            "block at offset " + block.getOffset() + ": filesystem checksum error: " + e.getMessage());
                 }
             }
         } catch (FileNotFoundException e) {
-            return "is missing";
+            return Problem.of("is missing");
         }
         return null;
     }
@@ -211,13 +214,10 @@ final class CheckpointVerifier {
         }
     }
 
-    /** The last file's problem was only a block no replica could serve ({@link VerifyReport#missingBlocks}). */
-    private boolean missingBlock;
-
     /** Bytes read back so far, counted into {@link #progress} buffer by buffer. */
     private long readBackBytes;
 
-    private String readBack(Path file, RowFileInfo expected) throws IOException {
+    private Problem readBack(Path file, RowFileInfo expected) throws IOException {
         CRC32C crc = new CRC32C();
         long read = 0;
         try (InputStream in = fs.open(file, BUFFER_BYTES)) {
@@ -230,24 +230,50 @@ final class CheckpointVerifier {
                 }
             }
         } catch (FileNotFoundException e) {
-            return "is missing";
+            return Problem.of("is missing");
         } catch (ChecksumException e) {
             // The filesystem's own block checksums failed (HDFS, or the .crc files of file://).
-            return "filesystem checksum error: " + e.getMessage();
+            return Problem.of("filesystem checksum error: " + e.getMessage());
         } catch (BlockMissingException e) {
             // No DataNode could serve a block: the file cannot be read back whole, which is damage (fall back to an
             // older checkpoint), not an outage to wait out; proven damage only when its replicas are corrupt.
-            missingBlock = !replicasCorrupt(fs, file, e);
-            return (missingBlock ? "a block has no live replica: " : "every replica of a block is corrupt: ")
-                    + e.getMessage();
+            return Problem.unserved(fs, file, e, "");
         }
         if (read != expected.length()) {
-            return "length expected " + expected.length() + " bytes, read " + read;
+            return Problem.of("length expected " + expected.length() + " bytes, read " + read);
         }
         int actual = (int) crc.getValue();
         if (actual != expected.crc32c()) {
-            return String.format("crc32c expected %08x, read back %08x", expected.crc32c(), actual);
+            return Problem.of(String.format("crc32c expected %08x, read back %08x", expected.crc32c(), actual));
         }
         return null;
+    }
+
+    /**
+     * What is wrong with one file.
+     *
+     * @param blockUnreachable all that is wrong is a block no replica could serve because none was reachable (a DataNode
+     *     down may bring it back; {@link VerifyReport#missingBlocks}).
+     */
+    record Problem(String text, boolean blockUnreachable) {
+        /** A problem that is damage; null for none. */
+        static Problem of(String text) {
+            return text == null ? null : new Problem(text, false);
+        }
+
+        /**
+         * A block no replica served ({@code missing}), told apart by {@link #replicasCorrupt}: "{@code where}every
+         * replica of a block is corrupt: ..." (damage) or "{@code where}a block has no live replica: ...".
+         */
+        static Problem unserved(FileSystem fs, Path file, BlockMissingException missing, String where) {
+            boolean corrupt = replicasCorrupt(fs, file, missing);
+            return new Problem(
+                    where
+                            + (corrupt
+                                    ? "every replica of a block is corrupt: "
+                                    : "a block has no live replica (missing block): ")
+                            + missing.getMessage(),
+                    !corrupt);
+        }
     }
 }

@@ -155,14 +155,9 @@ public final class RowFileReader {
             throw new CheckpointCorruptException(
                     "row file " + file + ": filesystem checksum error: " + e.getMessage(), e);
         } catch (BlockMissingException e) {
-            boolean corrupt = CheckpointVerifier.replicasCorrupt(fs, file, e);
+            CheckpointVerifier.Problem unserved = CheckpointVerifier.Problem.unserved(fs, file, e, "");
             throw new CheckpointCorruptException(
-                    "row file " + file
-                            + (corrupt ? ": every replica of a block is corrupt: " : ": a block has no live replica: ")
-                            + e.getMessage(),
-                    e,
-                    0,
-                    !corrupt);
+                    "row file " + file + ": " + unserved.text(), e, 0, unserved.blockUnreachable());
         }
     }
 
