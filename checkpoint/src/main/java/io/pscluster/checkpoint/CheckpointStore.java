@@ -92,6 +92,11 @@ public final class CheckpointStore implements Closeable {
     private static final int MAX_CLAIM_BYTES = 4096;
     /** A claim's text while it is written, before it is renamed to its name. */
     private static final String PROXY_CLAIM_ASIDE_PREFIX = "_PROXY.tmp-";
+    /**
+     * A claim's text left aside longer than this was abandoned (its proxy died between writing and renaming it, which
+     * takes milliseconds): retention removes it. Long, as the filesystem's clock, not the caller's, dates the file.
+     */
+    private static final long ABANDONED_CLAIM_MILLIS = java.util.concurrent.TimeUnit.HOURS.toMillis(1);
 
     private static final String DIR_PREFIX = "ckpt-";
     private static final Pattern DIR_NAME = Pattern.compile("ckpt-(\\d{1,18})");
@@ -653,7 +658,8 @@ public final class CheckpointStore implements Closeable {
 
     /**
      * Applies {@code policy} (see {@link RetentionPolicy}) at time {@code nowMillis}, then removes orphaned
-     * directories: those without a manifest whose id is below the newest committed checkpoint's.
+     * directories: those without a manifest whose id is below the newest committed checkpoint's; and a proxy claim's
+     * text left aside for over an hour (its proxy died before it renamed it).
      */
     public RetentionPolicy.Outcome retain(RetentionPolicy policy, long nowMillis) throws IOException {
         return retain(policy, nowMillis, Set.of());
@@ -737,6 +743,11 @@ public final class CheckpointStore implements Closeable {
             }
         }
         List<Path> orphans = new ArrayList<>();
+        for (FileStatus aside : scan.claimsAside()) {
+            if (aside.getModificationTime() < nowMillis - ABANDONED_CLAIM_MILLIS && fs.delete(aside.getPath(), false)) {
+                orphans.add(aside.getPath());
+            }
+        }
         long newest = committed.isEmpty() ? 0 : committed.get(0).id();
         for (long id : scan.withoutManifest()) {
             if (id < newest) {
@@ -880,10 +891,13 @@ public final class CheckpointStore implements Closeable {
     /** The checkpoint directories under the root, sorted out. */
     private Scan scan() throws IOException {
         List<Long> ids = new ArrayList<>();
+        List<FileStatus> claimsAside = new ArrayList<>();
         for (FileStatus status : fs.listStatus(root)) {
             long id = checkpointId(status);
             if (id > 0) {
                 ids.add(id);
+            } else if (status.isFile() && status.getPath().getName().startsWith(PROXY_CLAIM_ASIDE_PREFIX)) {
+                claimsAside.add(status);
             }
         }
         ids.sort(Comparator.reverseOrder());
@@ -903,7 +917,7 @@ public final class CheckpointStore implements Closeable {
                 unreadable.put(id, e.getMessage());
             }
         }
-        return new Scan(committed, withoutManifest, unreadable);
+        return new Scan(committed, withoutManifest, unreadable, claimsAside);
     }
 
     /**
@@ -918,8 +932,13 @@ public final class CheckpointStore implements Closeable {
      * @param committed checkpoints with a decodable manifest, newest first.
      * @param withoutManifest ids of directories without a manifest, newest first.
      * @param unreadable ids of directories whose manifest does not decode, with the reason.
+     * @param claimsAside proxy claims' texts not (yet) renamed to their names.
      */
-    private record Scan(List<CheckpointInfo> committed, List<Long> withoutManifest, Map<Long, String> unreadable) {
+    private record Scan(
+            List<CheckpointInfo> committed,
+            List<Long> withoutManifest,
+            Map<Long, String> unreadable,
+            List<FileStatus> claimsAside) {
         /** The checkpoints {@code id} needs to restore, transitively (not itself). */
         Set<Long> closure(long id) {
             Map<Long, Manifest> byId = new HashMap<>();

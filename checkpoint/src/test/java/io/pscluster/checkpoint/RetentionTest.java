@@ -201,6 +201,33 @@ class RetentionTest {
         assertThat(store.nextId()).isEqualTo(5);
     }
 
+    /**
+     * A proxy killed between writing its claim's text aside and renaming it leaves the text behind: retention removes
+     * it once it is an hour old, and leaves one being written now (and the claims themselves) alone.
+     */
+    @Test
+    void shouldRemoveAProxyClaimsTextLeftAsideByADeadProxyButNotOneBeingWritten() throws IOException {
+        commitBase(1, NOW - 4);
+        store.createProxyClaim("_PROXY-a1", "proxy state at /var/ps");
+        final Path abandoned = new Path(new Path(store.root()), "_PROXY.tmp-abandoned");
+        final Path writing = new Path(new Path(store.root()), "_PROXY.tmp-writing");
+        for (final Path aside : List.of(abandoned, writing)) {
+            try (FSDataOutputStream out = fs.create(aside, false)) {
+                out.write('p');
+            }
+        }
+        fs.setTimes(abandoned, NOW - 2 * 3_600_000L, -1);
+        fs.setTimes(writing, NOW - 60_000L, -1);
+
+        final RetentionPolicy.Outcome outcome = store.retain(RetentionPolicy.keepAll(), NOW);
+
+        assertThat(outcome.orphansRemoved()).containsExactly(abandoned);
+        assertThat(fs.exists(abandoned)).isFalse();
+        assertThat(fs.exists(writing)).isTrue();
+        assertThat(fs.exists(new Path(new Path(store.root()), "_PROXY-a1"))).isTrue();
+        assertThat(ids()).containsExactly(1L);
+    }
+
     @Test
     void shouldRefuseToDeleteABaseAKeptDeltaNeedsUnlessForced() throws IOException {
         commitBase(1, NOW - 3);
