@@ -149,6 +149,9 @@ final class ClusterState {
     private static final class ShardRecord {
         final String id;
         String address;
+        /** The data-plane protocol it reported when it registered ({@link io.pscluster.wire.Protocol}). */
+        int protocolVersion;
+
         ShardState state;
         long lastHeardNanos;
         /** Time since {@link #lastHeardNanos} not counted against the lease: the proxy's own pauses. */
@@ -168,6 +171,7 @@ final class ClusterState {
 
         ShardRecord copy() {
             final ShardRecord copy = new ShardRecord(id, address, state, lastHeardNanos);
+            copy.protocolVersion = protocolVersion;
             copy.creditNanos = creditNanos;
             copy.goneSinceNanos = goneSinceNanos;
             copy.load = load;
@@ -175,8 +179,9 @@ final class ClusterState {
             return copy;
         }
 
-        void registered(final String newAddress, final long now) {
+        void registered(final String newAddress, final int newProtocolVersion, final long now) {
             address = newAddress;
+            protocolVersion = newProtocolVersion;
             state = ShardState.REGISTERING;
             lastHeardNanos = now;
             creditNanos = 0;
@@ -206,7 +211,11 @@ final class ClusterState {
         }
 
         ShardInfo info() {
-            return ShardInfo.newBuilder().setShardId(id).setAddress(address).build();
+            return ShardInfo.newBuilder()
+                    .setShardId(id)
+                    .setAddress(address)
+                    .setProtocolVersion(protocolVersion)
+                    .build();
         }
     }
 
@@ -420,8 +429,9 @@ final class ClusterState {
         }
         final long now = nanoClock.getAsLong();
         for (final ShardInfo info : record.getShardsList()) {
-            shards.put(
-                    info.getShardId(), new ShardRecord(info.getShardId(), info.getAddress(), ShardState.SUSPECT, now));
+            final ShardRecord shard = new ShardRecord(info.getShardId(), info.getAddress(), ShardState.SUSPECT, now);
+            shard.protocolVersion = info.getProtocolVersion();
+            shards.put(info.getShardId(), shard);
         }
         baseline = record;
         LOG.info(
@@ -833,7 +843,7 @@ final class ClusterState {
                     final String assigned = requested.isEmpty() ? newShardId() : requested;
                     final ShardRecord record = shards.computeIfAbsent(
                             assigned, key -> new ShardRecord(key, address, ShardState.REGISTERING, now));
-                    record.registered(address, now);
+                    record.registered(address, request.getProtocolVersion(), now);
                     adoptUnknownTables(assigned, request.getTablesList());
                     if (acceptingClaims(now)) {
                         applyClaims(assigned, request);
@@ -925,6 +935,7 @@ final class ClusterState {
         }
         change("heartbeat from " + id, () -> {
             record.heardFrom(now);
+            record.protocolVersion = request.getProtocolVersion();
             record.load = request.getLoad();
             record.tables = request.getTablesList();
             adoptUnknownTables(id, request.getTablesList());

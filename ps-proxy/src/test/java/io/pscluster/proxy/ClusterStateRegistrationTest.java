@@ -5,6 +5,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 import io.grpc.Status;
 import io.pscluster.proto.v1.HeartbeatRequest;
 import io.pscluster.proto.v1.HeartbeatResponse;
+import io.pscluster.proto.v1.RegisterShardRequest;
 import io.pscluster.proto.v1.RegisterShardResponse;
 import io.pscluster.proto.v1.ShardStatus;
 import io.pscluster.wire.Slots;
@@ -130,6 +131,46 @@ class ClusterStateRegistrationTest extends ClusterStateFixture {
                 .setRoutingEpoch(state.epoch() - 1)
                 .build());
         assertThat(stale.getRouting()).isEqualTo(state.routingTable());
+    }
+
+    /**
+     * The data-plane protocol each shard reports reaches the SDKs in the routing table (an SDK sends nothing to a shard
+     * older than it needs), survives a proxy restart, and is learnt again from heartbeats (a proxy that resumed from a
+     * state of a version without the field).
+     */
+    @Test
+    void shouldPassOnTheProtocolEachShardReportsAndLearnItAgainFromHeartbeats() {
+        state.register(RegisterShardRequest.newBuilder()
+                .setShardId("a")
+                .setAddress("h1:1")
+                .setFreshStart(true)
+                .setProtocolVersion(io.pscluster.wire.Protocol.VERSION)
+                .build());
+        register("b", "h2:1", true);
+        assertThat(protocols())
+                .containsEntry("a", io.pscluster.wire.Protocol.VERSION)
+                .containsEntry("b", 0);
+
+        state = open(store, java.util.Optional.empty());
+        assertThat(protocols())
+                .as("after a restart")
+                .containsEntry("a", io.pscluster.wire.Protocol.VERSION)
+                .containsEntry("b", 0);
+
+        state.heartbeat(HeartbeatRequest.newBuilder()
+                .setShardId("b")
+                .setRoutingEpoch(state.epoch())
+                .setProtocolVersion(io.pscluster.wire.Protocol.VERSION)
+                .build());
+        assertThat(protocols()).as("after b's heartbeat").containsEntry("b", io.pscluster.wire.Protocol.VERSION);
+    }
+
+    private java.util.Map<String, Integer> protocols() {
+        final java.util.Map<String, Integer> protocols = new java.util.TreeMap<>();
+        state.routingTable()
+                .getShardsList()
+                .forEach(shard -> protocols.put(shard.getShardId(), shard.getProtocolVersion()));
+        return protocols;
     }
 
     @Test

@@ -141,7 +141,8 @@ final class ProxyLink implements AutoCloseable {
         final RegisterShardRequest.Builder request = RegisterShardRequest.newBuilder()
                 .setShardId(shard.shardId())
                 .setAddress(address)
-                .setFreshStart(freshStart);
+                .setFreshStart(freshStart)
+                .setProtocolVersion(io.pscluster.wire.Protocol.VERSION);
         if (!freshStart) {
             // Rows still in memory: claim them, so that a proxy that lost its state keeps them here.
             final BitSet held = shard.ownedSlots();
@@ -229,6 +230,7 @@ final class ProxyLink implements AutoCloseable {
         final HeartbeatRequest request = HeartbeatRequest.newBuilder()
                 .setShardId(shard.shardId())
                 .setRoutingEpoch(shard.routingEpoch())
+                .setProtocolVersion(io.pscluster.wire.Protocol.VERSION)
                 .setLoad(ShardLoad.newBuilder()
                         .setRows(rows)
                         .setBytes(bytes)

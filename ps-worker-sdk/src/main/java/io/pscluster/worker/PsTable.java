@@ -371,6 +371,16 @@ public final class PsTable {
         final List<List<int[]>> chunksOf =
                 SlotChunks.split(tableHash, call.keys, positions, routing, targetKeys, call.wholeSlots);
         final int shards = routing.addresses().length;
+        for (int owner = 0; owner < shards; owner++) {
+            final String tooOld = chunksOf.get(owner).isEmpty() ? null : routing.tooOld(owner);
+            if (tooOld != null) {
+                // Before any request of the call is sent, so that an older shard takes no part of it.
+                final StatusRuntimeException refused = Status.FAILED_PRECONDITION
+                        .withDescription("table '" + name() + "': " + tooOld)
+                        .asRuntimeException();
+                return CompletableFuture.failedFuture(outcomeUnknown ? withOutcomeUnknown(refused) : refused);
+            }
+        }
         final List<CompletableFuture<Void>> sent = new ArrayList<>();
         for (int owner = 0; owner < shards; owner++) {
             final String address = routing.addresses()[owner];

@@ -632,6 +632,47 @@ class PsClientFailoverTest {
         assertThat(proxy.routingCalls.get()).isEqualTo(atConnect);
     }
 
+    /**
+     * A shard of an older protocol (or behind an older proxy: none reported) would take a re-split push part for a repeat
+     * and answer success: the SDK sends such a shard nothing, and no part of a call that reaches it goes anywhere. Once
+     * the routing shows it upgraded, calls go through.
+     */
+    @Test
+    void shouldSendNothingOfACallThatReachesAShardOfAnOlderProtocol() throws Exception {
+        final ScriptedShard current = shard();
+        final ScriptedShard older = shard();
+        final List<String> addresses = List.of(current.address(), older.address());
+        proxy.routing = ScriptedProxy.routing(
+                1, addresses, new int[] {io.pscluster.wire.Protocol.VERSION, 0}, slot -> slot % 2);
+        final PsClient client = connect();
+        final PsTable table = client.table("t");
+
+        for (final Runnable call : List.<Runnable>of(() -> table.push(KEYS, ones(KEYS)), () -> table.pull(KEYS))) {
+            assertThatThrownBy(call::run).isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
+                assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.FAILED_PRECONDITION);
+                assertThat(e.getStatus().getDescription())
+                        .contains(older.address(), "protocol 0", "upgrade the proxy and the shards");
+            });
+        }
+        assertThat(current.pushes).isEmpty();
+        assertThat(current.pulls).isEmpty();
+        assertThat(older.pushes).isEmpty();
+        assertThat(older.pulls).isEmpty();
+
+        // Keys all on the current shard go through meanwhile.
+        final long[] onCurrent = LongStream.range(0, 10_000)
+                .filter(key -> Slots.slotOf(Slots.tableHash("t"), key) % 2 == 0)
+                .limit(50)
+                .toArray();
+        table.push(onCurrent, ones(onCurrent));
+        assertThat(current.pushes).hasSize(1);
+
+        proxy.routing = ScriptedProxy.routing(1, addresses, slot -> slot % 2);
+        client.refreshRouting();
+        table.push(KEYS, ones(KEYS));
+        assertThat(older.pushes).hasSize(1);
+    }
+
     @Test
     void shouldJitterTheBackoffBetweenHalfAndAllOfItsCeilingAndCapIt() {
         for (int attempts = 0; attempts < 12; attempts++) {

@@ -50,16 +50,34 @@ final class ScriptedProxy implements AutoCloseable {
         return "127.0.0.1:" + server.getPort();
     }
 
-    /** A table of {@code epoch} over {@code addresses} where slot s goes to {@code owner(s)} (-1: none). */
+    /**
+     * A table of {@code epoch} over {@code addresses} (shards of this build's protocol) where slot s goes to {@code
+     * owner(s)} (-1: none).
+     */
     static RoutingTable routing(
             final long epoch,
             final List<String> addresses,
             final IntUnaryOperator owner,
             final RollbackEvent... rollbacks) {
+        final int[] protocols = new int[addresses.size()];
+        java.util.Arrays.fill(protocols, io.pscluster.wire.Protocol.VERSION);
+        return routing(epoch, addresses, protocols, owner, rollbacks);
+    }
+
+    /** As {@link #routing(long, List, IntUnaryOperator, RollbackEvent...)}, shard i reporting {@code protocols[i]}. */
+    static RoutingTable routing(
+            final long epoch,
+            final List<String> addresses,
+            final int[] protocols,
+            final IntUnaryOperator owner,
+            final RollbackEvent... rollbacks) {
         final RoutingTable.Builder table =
                 RoutingTable.newBuilder().setEpoch(epoch).setSlotCount(Slots.SLOT_COUNT);
         for (int i = 0; i < addresses.size(); i++) {
-            table.addShards(ShardInfo.newBuilder().setShardId("s-" + i).setAddress(addresses.get(i)));
+            table.addShards(ShardInfo.newBuilder()
+                    .setShardId("s-" + i)
+                    .setAddress(addresses.get(i))
+                    .setProtocolVersion(protocols[i]));
         }
         for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {
             table.addSlotOwner(owner.applyAsInt(slot)).addSlotGeneration(epoch);
