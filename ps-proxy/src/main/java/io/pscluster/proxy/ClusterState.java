@@ -933,15 +933,27 @@ final class ClusterState {
             throw PsException.notFound("shard '" + id + "' is gone (its lease lapsed "
                     + (now - record.goneSinceNanos) / 1_000_000 + " ms ago, or it deregistered): register again");
         }
-        change("heartbeat from " + id, () -> {
-            record.heardFrom(now);
-            record.protocolVersion = request.getProtocolVersion();
-            record.load = request.getLoad();
-            record.tables = request.getTablesList();
-            adoptUnknownTables(id, request.getTablesList());
-            applyReports(id, request.getRestoresList());
-            return null;
-        });
+        try {
+            change("heartbeat from " + id, () -> {
+                record.heardFrom(now);
+                record.protocolVersion = request.getProtocolVersion();
+                record.load = request.getLoad();
+                record.tables = request.getTablesList();
+                adoptUnknownTables(id, request.getTablesList());
+                applyReports(id, request.getRestoresList());
+                return null;
+            });
+        } catch (PsException unsaved) {
+            if (unsaved.code() != io.grpc.Status.Code.UNAVAILABLE || closed) {
+                throw unsaved;
+            }
+            // The state cannot be saved (its disk is full, say) and the change was undone. A lease is not part of the
+            // state: it is renewed all the same, so that the proxy's own disk never makes a live shard stop serving,
+            // or fail over once saves work again. Its reports (sent with every heartbeat) wait for a save.
+            final ShardRecord kept = shards.get(id);
+            kept.heardFrom(now);
+            kept.load = request.getLoad();
+        }
         final HeartbeatResponse.Builder response =
                 HeartbeatResponse.newBuilder().setLeaseMillis(settings.leaseMillis());
         if (request.getRoutingEpoch() != epoch) {

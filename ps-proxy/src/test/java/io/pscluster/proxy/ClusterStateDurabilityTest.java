@@ -46,6 +46,43 @@ class ClusterStateDurabilityTest extends ClusterStateFixture {
         assertThat(register("h2:1")).as("the failed call did not use up an id").isEqualTo("shard-1");
     }
 
+    /**
+     * While the state cannot be saved (a committed checkpoint waits to be recorded, so every change tries), heartbeats
+     * still renew the shards' leases: the proxy's full disk neither stops live shards (their own leases) nor fails them
+     * over once saves work again. Before, each heartbeat was refused and undone, so when the disk had room again the
+     * lease check moved every shard's slots, rolling them back to the last checkpoint.
+     */
+    @Test
+    void shouldRenewLeasesFromHeartbeatsWhileTheStateCannotBeSaved() {
+        final String a = register("h1:1");
+        final String b = register("h2:1");
+        state.addTable(EMB);
+        final java.util.Set<Integer> slotsOfA = slotsOf(a);
+        final java.util.Set<Integer> slotsOfB = slotsOf(b);
+        assertThat(slotsOfA).isNotEmpty();
+        store.failSaves.set(true);
+        assertStatus(() -> state.checkpointCommitted(3, 1_000), Status.Code.UNAVAILABLE);
+
+        for (int beat = 0; beat < 5; beat++) {
+            advanceMillis(EXPIRY_MILLIS / 2);
+            heartbeat(a);
+            heartbeat(b);
+            // The lease check is a change too: it fails to save (and is undone) as the timer would meet it.
+            assertStatus(state::expireLeases, Status.Code.UNAVAILABLE);
+        }
+        store.failSaves.set(false);
+        advanceMillis(EXPIRY_MILLIS / 2);
+        state.expireLeases();
+
+        assertThat(state.liveAddresses()).containsExactlyInAnyOrder("h1:1", "h2:1");
+        assertThat(slotsOf(a)).isEqualTo(slotsOfA);
+        assertThat(slotsOf(b)).isEqualTo(slotsOfB);
+        assertThat(state.routingTable().getRollbacksList()).isEmpty();
+        assertThat(store.saved().getLatestCheckpointId())
+                .as("recorded by the first change that saved")
+                .isEqualTo(3);
+    }
+
     @Test
     void shouldHaveSavedTheChangeWhenTheAnswerIsBuilt() {
         final String a = register("h1:1");
