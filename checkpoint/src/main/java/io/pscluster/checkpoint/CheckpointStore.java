@@ -394,7 +394,8 @@ public final class CheckpointStore implements Closeable {
         Path aside = new Path(root, PROXY_CLAIM_ASIDE_PREFIX + UUID.randomUUID());
         boolean renamed = false;
         try {
-            try (FSDataOutputStream out = fs.create(aside, false)) {
+            FsErrorStreams.checkLocalRoom(fs, aside);
+            try (FSDataOutputStream out = FsErrorStreams.ioExceptions(fs.create(aside, false))) {
                 out.write(text.getBytes(StandardCharsets.UTF_8));
             }
             renamed = fs.rename(aside, claim);
@@ -804,8 +805,9 @@ public final class CheckpointStore implements Closeable {
     public void markDamaged(long id, String why) throws IOException {
         Path mark = new Path(checkpointDir(id), DAMAGE_MARK);
         byte[] text = why.getBytes(StandardCharsets.UTF_8);
-        try (FSDataOutputStream out = fs.createNonRecursive(
-                mark, true, 4096, fs.getDefaultReplication(mark), fs.getDefaultBlockSize(mark), null)) {
+        FsErrorStreams.checkLocalRoom(fs, mark);
+        try (FSDataOutputStream out = FsErrorStreams.ioExceptions(fs.createNonRecursive(
+                mark, true, 4096, fs.getDefaultReplication(mark), fs.getDefaultBlockSize(mark), null))) {
             out.write(text, 0, Math.min(text.length, MAX_CLAIM_BYTES));
         } catch (FileNotFoundException gone) {
             return;

@@ -209,14 +209,16 @@ public final class RowFileWriter implements AutoCloseable {
     /**
      * {@code create} without overwrite, with {@code SYNC_BLOCK}, CRC32C block checksums and the options' replication
      * and block size. Filesystems other than HDFS ignore what they do not have (flags, checksum type) but keep the
-     * refusal to overwrite.
+     * refusal to overwrite. The stream throws {@code IOException} where the local filesystem throws {@code FSError}
+     * ({@link FsErrorStreams}).
      */
     static FSDataOutputStream createDurable(FileSystem fs, Path file, Options options) throws IOException {
         short replication = options.replication() > 0 ? options.replication() : fs.getDefaultReplication(file);
         long blockSize = options.blockSize() > 0 ? options.blockSize() : fs.getDefaultBlockSize(file);
         FsPermission permission = FsPermission.getFileDefault().applyUMask(FsPermission.getUMask(fs.getConf()));
         int bufferSize = fs.getConf().getInt("io.file.buffer.size", 4096);
-        return fs.create(
+        FsErrorStreams.checkLocalRoom(fs, file);
+        return FsErrorStreams.ioExceptions(fs.create(
                 file,
                 permission,
                 EnumSet.of(CreateFlag.CREATE, CreateFlag.SYNC_BLOCK),
@@ -224,7 +226,7 @@ public final class RowFileWriter implements AutoCloseable {
                 replication,
                 blockSize,
                 null,
-                new ChecksumOpt(DataChecksum.Type.CRC32C, -1));
+                new ChecksumOpt(DataChecksum.Type.CRC32C, -1)));
     }
 
     /** The absolute path of the file being written. */

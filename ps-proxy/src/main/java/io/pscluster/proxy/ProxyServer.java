@@ -357,7 +357,8 @@ public final class ProxyServer implements AutoCloseable {
             checkpoints.checkpointNow();
         } catch (PsException e) {
             LOG.warn("periodic checkpoint skipped: {}", e.getMessage());
-        } catch (IOException | RuntimeException e) {
+        } catch (IOException | RuntimeException | org.apache.hadoop.fs.FSError e) {
+            // FSError: the local filesystem's I/O failure (a full disk); a timer task that throws is never run again.
             LOG.warn("periodic checkpoint failed: {}", e.toString());
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();

@@ -264,7 +264,8 @@ final class RootClaim {
                 LOG.info("the claim on checkpoint root {} is renewed again", store.root());
                 failing = false;
             }
-        } catch (IOException | RuntimeException e) {
+        } catch (IOException | RuntimeException | org.apache.hadoop.fs.FSError e) {
+            // FSError: the local filesystem's I/O failure (a full disk); a timer task that throws is never run again.
             lastFailure = e.toString();
             if (!failing) {
                 LOG.warn(

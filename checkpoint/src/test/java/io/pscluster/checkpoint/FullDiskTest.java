@@ -1,0 +1,136 @@
+package io.pscluster.checkpoint;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import java.io.File;
+import java.io.FileOutputStream;
+import java.io.IOException;
+import java.io.OutputStream;
+import java.nio.file.Files;
+import java.util.concurrent.TimeUnit;
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.Path;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+
+/**
+ * A real full disk under a {@code file://} checkpoint root (a 2 MiB tmpfs, filled up): Hadoop's local filesystem
+ * reports the refused writes as {@code FSError}, an {@code Error}, which went past every {@code IOException} handler and
+ * ended the proxy's claim renewal and periodic checkpoints for good. Every write a checkpoint makes (row files,
+ * manifests, marks, the proxy's claim) now fails with an {@code IOException} naming the cause, and works again once
+ * there is room. Needs root to mount the tmpfs (as CI runs); skipped, and reported so, where it cannot.
+ */
+class FullDiskTest {
+    private static File mount;
+    private static boolean mounted;
+
+    @BeforeAll
+    static void mountSmallDisk() throws Exception {
+        mount = Files.createTempDirectory("ps-fulldisk").toFile();
+        mounted = run("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mount.getAbsolutePath());
+    }
+
+    @AfterAll
+    static void unmount() throws Exception {
+        if (mounted) {
+            org.apache.hadoop.fs.FileSystem.closeAll();
+            // A stream the failed write left open may hold the mount for a moment.
+            for (int attempt = 0; attempt < 50 && !run("umount", mount.getAbsolutePath()); attempt++) {
+                System.gc();
+                Thread.sleep(100);
+            }
+        }
+        Files.deleteIfExists(mount.toPath());
+    }
+
+    @Test
+    void shouldFailEveryCheckpointWriteWithAnIoExceptionWhileTheDiskIsFullAndWorkOnceThereIsRoom() throws Exception {
+        assumeTrue(mounted, "cannot mount a tmpfs here (not root?)");
+        final CheckpointStore store = new CheckpointStore(new File(mount, "ckpt").toURI(), new Configuration());
+        final File filler = new File(mount, "filler");
+
+        // Full: nothing is begun (a local file whose writes fail stays open), so retries hold no descriptor.
+        fill(filler, 0);
+        assertThatThrownBy(() -> store.createProxyClaim(CheckpointStore.PROXY_CLAIM_PREFIX + "a.r1", "claim"))
+                .isInstanceOf(IOException.class)
+                .hasMessageContaining("No space left on device");
+        assertThatThrownBy(() -> writeRows(store, 1, 1_000))
+                .isInstanceOf(IOException.class)
+                .hasMessageContaining("No space left on device");
+        assertThat(openFilesUnder(mount))
+                .as("files the refused writes left open")
+                .isEmpty();
+
+        // Room for the file to begin, not to end: the local filesystem's FSError comes out as an IOException.
+        Files.delete(filler.toPath());
+        fill(filler, 256 * 1024);
+        assertThatThrownBy(() -> writeRows(store, 2, 50_000))
+                .isInstanceOf(IOException.class)
+                .hasMessageContaining("No space left on device");
+
+        Files.delete(filler.toPath());
+        store.createProxyClaim(CheckpointStore.PROXY_CLAIM_PREFIX + "a.r2", "claim");
+        assertThat(store.proxyClaimNames()).contains(CheckpointStore.PROXY_CLAIM_PREFIX + "a.r2");
+        assertThat(writeRows(store, 3, 1_000).rows()).isEqualTo(1_000);
+    }
+
+    private static RowFileInfo writeRows(final CheckpointStore store, final long id, final int rows)
+            throws IOException {
+        final Path dir = store.checkpointDir(id);
+        final RowFileWriter writer = RowFileWriter.create(store.fileSystem(), dir, "shard-a/t.rows", 16);
+        final float[] row = new float[16];
+        writer.beginSlot(0);
+        final java.util.SplittableRandom random = new java.util.SplittableRandom(id);
+        for (int key = 0; key < rows; key++) {
+            for (int i = 0; i < row.length; i++) {
+                row[i] = (float) random.nextGaussian(); // incompressible, whatever the codec
+            }
+            writer.writeRow(key, row, 0);
+        }
+        return writer.finish();
+    }
+
+    /** The files under {@code dir} this process holds open (Linux: its descriptors' links). */
+    private static java.util.List<String> openFilesUnder(final File dir) throws IOException {
+        final java.util.List<String> open = new java.util.ArrayList<>();
+        try (var fds = Files.list(java.nio.file.Paths.get("/proc/self/fd"))) {
+            for (final java.nio.file.Path fd : fds.toList()) {
+                try {
+                    final String target = Files.readSymbolicLink(fd).toString();
+                    if (target.startsWith(dir.getAbsolutePath())) {
+                        open.add(target);
+                    }
+                } catch (IOException closedMeanwhile) {
+                    // The directory stream's own descriptor, or one closed while listing.
+                }
+            }
+        }
+        return open;
+    }
+
+    /** Writes zeros to {@code file} until the disk has {@code leave} bytes free or fewer. */
+    private static void fill(final File file, final long leave) throws IOException {
+        final byte[] block = new byte[16 * 1024];
+        try (OutputStream out = new FileOutputStream(file)) {
+            while (file.getParentFile().getUsableSpace() > leave) {
+                out.write(block);
+                out.flush();
+            }
+        } catch (IOException full) {
+            assertThat(full).hasMessageContaining("No space left on device");
+        }
+    }
+
+    private static boolean run(final String... command) throws Exception {
+        try {
+            final Process process =
+                    new ProcessBuilder(command).redirectErrorStream(true).start();
+            return process.waitFor(30, TimeUnit.SECONDS) && process.exitValue() == 0;
+        } catch (IOException noSuchCommand) {
+            return false;
+        }
+    }
+}
