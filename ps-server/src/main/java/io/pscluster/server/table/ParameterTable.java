@@ -102,7 +102,16 @@ public final class ParameterTable {
      * refused without filling memory first.
      */
     public long denseBytesFor(final int slots) {
-        return schema.getKind() == TableKind.DENSE ? schema.getRows() * slots / Slots.SLOT_COUNT * recordBytes() : 0;
+        if (schema.getKind() != TableKind.DENSE) {
+            return 0;
+        }
+        // rows * slots / SLOT_COUNT without overflowing (rows may be up to Long.MAX_VALUE); saturated past
+        // Long.MAX_VALUE,
+        // where a product that wrapped had let a table of 5e15 rows pass as small and fill every shard's memory.
+        final long rows = schema.getRows();
+        final long share = rows / Slots.SLOT_COUNT * slots + rows % Slots.SLOT_COUNT * slots / Slots.SLOT_COUNT;
+        final long record = recordBytes();
+        return share > Long.MAX_VALUE / record ? Long.MAX_VALUE : share * record;
     }
 
     /** Off-heap bytes the tables of this JVM may still allocate for rows (see {@code OffHeapBudget}). */

@@ -89,6 +89,32 @@ class ParameterTableTest {
         return bits;
     }
 
+    /**
+     * A dense table's off-heap need for its rows, never wrapped around: 5e15 rows (or Long.MAX_VALUE) once overflowed to
+     * a small number, passed the memory check and filled every shard's memory (found by a hostile review).
+     */
+    @Test
+    void shouldNeverUnderstateTheRoomADenseTableNeedsHoweverManyRowsItHas() {
+        final ParameterTable modest = denseTable(4096 * 10);
+        assertThat(modest.denseBytesFor(4096)).isEqualTo(4096L * 10 * modest.recordBytes());
+        assertThat(modest.denseBytesFor(2048)).isEqualTo(2048L * 10 * modest.recordBytes());
+        for (final long rows : new long[] {5_000_000_000_000_000L, Long.MAX_VALUE / 3, Long.MAX_VALUE}) {
+            final ParameterTable huge = fixture.create(TableSchema.newBuilder()
+                    .setName("huge-" + rows)
+                    .setKind(TableKind.DENSE)
+                    .setDim(4)
+                    .setRows(rows)
+                    .setOptimizer(OptimizerSpec.newBuilder().setLearningRate(0.5f))
+                    .build());
+            for (final int slots : new int[] {1, 2048, 4096}) {
+                final double exact = (double) rows * slots / 4096 * huge.recordBytes();
+                assertThat(huge.denseBytesFor(slots))
+                        .as("%d rows, %d slots", rows, slots)
+                        .isGreaterThanOrEqualTo((long) Math.min(exact * 0.999, Long.MAX_VALUE));
+            }
+        }
+    }
+
     @Test
     void shouldCreateEveryRowWithItsInitialValuesWhenADenseTableIsMaterialized() throws InterruptedException {
         final ParameterTable table = denseTable(1000);
