@@ -163,6 +163,55 @@ class UpdateModesTest {
         return pulled;
     }
 
+    /**
+     * A SYNC clock's gradients held for a table that is dropped and created again before the clock ends: the new table
+     * (same schema, or another dim) gets none of them, and the clock's other tables are applied whole. Before, the new
+     * table of the same name got the dropped one's gradients, and one of another dim made the clock's apply throw,
+     * losing the tables it had not reached yet without a rollback (found by a hostile review).
+     */
+    @Test
+    void shouldGiveATableCreatedAgainMidClockNoneOfTheDroppedTablesGradients() throws Exception {
+        try (PsClient worker = solo("recreate-mid-clock", UpdateMode.SYNC, 0)) {
+            final long[] keys = allKeys();
+            final List<PsTable> kept = new ArrayList<>();
+            for (int t = 0; t < 6; t++) {
+                kept.add(worker.createTable(zeros("recreate_keep_" + t, DIM)));
+            }
+            final PsTable same = worker.createTable(zeros("recreate_same", DIM));
+            final PsTable other = worker.createTable(zeros("recreate_other_dim", DIM));
+            for (final PsTable table : kept) {
+                table.push(keys, minusOnes(KEYS * DIM));
+            }
+            same.push(keys, minusOnes(KEYS * DIM));
+            other.push(keys, minusOnes(KEYS * DIM));
+            assertThat(worker.dropTable("recreate_same")).isTrue();
+            assertThat(worker.dropTable("recreate_other_dim")).isTrue();
+            final PsTable sameAgain = worker.createTable(zeros("recreate_same", DIM));
+            final PsTable otherAgain = worker.createTable(zeros("recreate_other_dim", 3));
+            worker.clock();
+
+            assertThat(sameAgain.pull(keys))
+                    .as("the table created again, same schema")
+                    .containsOnly(0f);
+            assertThat(otherAgain.pull(keys))
+                    .as("the table created again, dim 3")
+                    .containsOnly(0f);
+            for (final PsTable table : kept) {
+                assertThat(table.pull(keys))
+                        .as("table %s of the same clock", table.name())
+                        .containsOnly(LEARNING_RATE);
+            }
+            assertThat(worker.rollbacks()).isEmpty();
+        }
+    }
+
+    private static TableSchema zeros(final String name, final int dim) {
+        return schema(name).toBuilder()
+                .setDim(dim)
+                .setInitializer(InitializerSpec.newBuilder().setKind(InitializerKind.ZEROS))
+                .build();
+    }
+
     @Test
     void syncWorkersSeeBitIdenticalParametersEqualToASingleProcessReferenceAndRunsRepeat() throws Exception {
         final int clocks = 12;

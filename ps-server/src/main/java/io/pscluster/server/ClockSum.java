@@ -22,6 +22,10 @@ final class ClockSum {
         this.sums = new float[64 * dim];
     }
 
+    int dim() {
+        return dim;
+    }
+
     /** Adds {@code keys.length} rows of {@code dim} gradients each. */
     void add(final long[] rowKeys, final float[] gradients) {
         for (int i = 0; i < rowKeys.length; i++) {

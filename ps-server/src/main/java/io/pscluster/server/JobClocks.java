@@ -103,6 +103,19 @@ final class JobClocks {
             bytes -= freed;
             return freed;
         }
+
+        /** Drops every worker's gradients of {@code table}; returns the bytes freed. */
+        long removeTable(final String table) {
+            final TreeMap<Integer, ClockSum> workers = byTable.remove(table);
+            long freed = 0;
+            if (workers != null) {
+                for (final ClockSum sum : workers.values()) {
+                    freed += sum.bytes();
+                }
+            }
+            bytes -= freed;
+            return freed;
+        }
     }
 
     /** What a push of a job's worker is to do with its gradients. */
@@ -255,6 +268,21 @@ final class JobClocks {
         final long added =
                 job.pending.computeIfAbsent(clock, c -> new ClockUpdates()).add(table, worker, dim, keys, gradients);
         bufferedBytes += added;
+    }
+
+    /**
+     * Forgets the gradients held for {@code table}'s clocks, in every job: the table was dropped, and a table created
+     * again under its name must not get them (nor a sum of another dim). Returns the bytes freed.
+     */
+    synchronized long tableDropped(final String table) {
+        long freed = 0;
+        for (final Job job : jobs.values()) {
+            for (final ClockUpdates updates : job.pending.values()) {
+                freed += updates.removeTable(table);
+            }
+        }
+        bufferedBytes -= freed;
+        return freed;
     }
 
     /** The SYNC clocks whose gradients are held and not yet applied, in words ("" when none). */

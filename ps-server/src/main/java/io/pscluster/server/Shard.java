@@ -291,7 +291,19 @@ public final class Shard implements AutoCloseable {
      * looked the table up just before keeps reading valid memory.
      */
     public boolean dropTable(final String name) {
-        return tables.remove(name) != null;
+        final boolean dropped = tables.remove(name) != null;
+        if (dropped) {
+            // After the removal: a push buffered in between found no table, or is forgotten here with the rest.
+            final long freed = jobs.tableDropped(name);
+            if (freed > 0) {
+                LOG.info(
+                        "shard {}: table '{}' dropped with {} KiB of sync gradients waiting for their clocks; forgotten",
+                        shardId,
+                        name,
+                        freed >> 10);
+            }
+        }
+        return dropped;
     }
 
     public Collection<ParameterTable> tables() {
@@ -1769,6 +1781,16 @@ public final class Shard implements AutoCloseable {
             if (table == null) {
                 LOG.warn(
                         "job {} clock {}: table '{}' was dropped before the clock was applied",
+                        jobId,
+                        clock,
+                        entry.getKey());
+                continue;
+            }
+            if (entry.getValue().values().stream().anyMatch(held -> held.dim() != table.dim())) {
+                // A dropped table's (dropTable forgets them; one of another dim would throw below and lose the other
+                // tables of the clock).
+                LOG.warn(
+                        "job {} clock {}: gradients of table '{}' have another dim than the table: not applied",
                         jobId,
                         clock,
                         entry.getKey());
