@@ -9,6 +9,7 @@ import io.pscluster.proto.v1.ProxyStateRecord;
 import io.pscluster.proto.v1.RegisterShardRequest;
 import io.pscluster.proto.v1.RestoreDirective;
 import io.pscluster.proto.v1.RestoreReport;
+import io.pscluster.proto.v1.RollbackEvent;
 import io.pscluster.proto.v1.ShardStatus;
 import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.proto.v1.TableStats;
@@ -81,6 +82,33 @@ class ClusterStateDurabilityTest extends ClusterStateFixture {
         assertThat(store.saved().getLatestCheckpointId())
                 .as("recorded by the first change that saved")
                 .isEqualTo(3);
+    }
+
+    /**
+     * An operator's restore rolls every slot back: running jobs hear of it through the routing table's events, as of a
+     * failover's, and status counts it (invariant 5). Before, nothing was reported (found by a hostile review).
+     */
+    @Test
+    void shouldReportAnOperatorsRestoreAsARollbackOfEverySlot() {
+        final String a = register("h1:1");
+        final String b = register("h2:1");
+        state.addTable(EMB);
+        final long before = state.status().getRollbacksTotal();
+
+        state.restoringWhole(7, 2_000);
+
+        assertThat(state.status().getRollbacksTotal()).isEqualTo(before + 1);
+        final RollbackEvent event =
+                state.routingTable().getRollbacks(state.routingTable().getRollbacksCount() - 1);
+        assertThat(event.getCheckpointId()).isEqualTo(7);
+        assertThat(event.getCheckpointCreatedMillis()).isEqualTo(2_000);
+        assertThat(event.getSlotCount()).isEqualTo(Slots.SLOT_COUNT);
+        assertThat(event.getToShardsList()).containsExactlyInAnyOrder(a, b);
+        assertThat(event.getLossless()).isFalse();
+        assertThat(event.getReason()).contains("operator restored checkpoint 7");
+        assertThat(restart().routingTable().getRollbacksList())
+                .as("kept across a restart")
+                .contains(event);
     }
 
     @Test
