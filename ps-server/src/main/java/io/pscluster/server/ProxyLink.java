@@ -100,7 +100,7 @@ final class ProxyLink implements AutoCloseable {
     }
 
     /**
-     * Registers, retrying for up to {@code timeoutMs} while the proxy is unreachable or still holds this shard's id for
+     * Registers, retrying for up to {@code timeoutMs} while the proxy is unreachable or slow to answer, or still holds this shard's id for
      * a previous process whose lease has not lapsed yet (ALREADY_EXISTS: a shard restarted with its {@code --id}); then
      * heartbeats. Any other refusal, or one that outlasts the timeout, is thrown and leaves the link unregistered, so
      * that closing it deregisters nobody.
@@ -115,7 +115,11 @@ final class ProxyLink implements AutoCloseable {
                 break;
             } catch (StatusRuntimeException e) {
                 final Status.Code code = e.getStatus().getCode();
-                if ((code != Status.Code.UNAVAILABLE && code != Status.Code.ALREADY_EXISTS)
+                // DEADLINE_EXCEEDED: no answer in time (a loaded machine); the proxy may have registered this shard,
+                // and registers a given id again; without one, the id it assigned lapses like a lost shard's.
+                if ((code != Status.Code.UNAVAILABLE
+                                && code != Status.Code.ALREADY_EXISTS
+                                && code != Status.Code.DEADLINE_EXCEEDED)
                         || System.nanoTime() > deadline) {
                     throw e;
                 }
@@ -127,7 +131,7 @@ final class ProxyLink implements AutoCloseable {
                             e.getStatus().getDescription(),
                             timeoutMs);
                 }
-                if (code == Status.Code.UNAVAILABLE) {
+                if (code != Status.Code.ALREADY_EXISTS) {
                     channel.resetConnectBackoff();
                 }
                 TimeUnit.MILLISECONDS.sleep(200);

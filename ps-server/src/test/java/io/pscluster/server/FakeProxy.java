@@ -44,8 +44,10 @@ final class FakeProxy extends ProxyServiceGrpc.ProxyServiceImplBase implements A
     volatile long leaseMillis = 60_000;
     volatile long heartbeatIntervalMillis = 50;
     volatile String checkpointRoot = "";
-    /** Set: RegisterShard is refused with it. */
+    /** Set: RegisterShard is refused with it (while {@link #registerRefusals} is above 0, if that was set). */
     volatile Status registerRefusal;
+    /** Above 0: that many more registrations are refused with {@link #registerRefusal}, then it is cleared. */
+    final AtomicInteger registerRefusals = new AtomicInteger();
     /** Set: Heartbeat fails with it. */
     volatile Status heartbeatFailure;
     /** Set: DrainShard fails with it. */
@@ -76,6 +78,9 @@ final class FakeProxy extends ProxyServiceGrpc.ProxyServiceImplBase implements A
         registrations.add(request);
         final Status refusal = registerRefusal;
         if (refusal != null) {
+            if (registerRefusals.get() > 0 && registerRefusals.decrementAndGet() == 0) {
+                registerRefusal = null;
+            }
             response.onError(refusal.asRuntimeException());
             return;
         }

@@ -134,6 +134,23 @@ class ShardServerFailoverTest {
         assertThat(proxy.lastHeartbeat().getShardId()).isEqualTo("shard-1");
     }
 
+    /**
+     * A registration whose answer did not come in time (a loaded machine, a proxy busy starting) is tried again, as one
+     * the proxy refused while unreachable: the shard used to exit after the first, though the proxy had registered it
+     * and given it slots (found by a hostile review).
+     */
+    @Test
+    void shouldRegisterAgainWhenARegistrationsAnswerDidNotComeInTime() throws Exception {
+        proxy.registerRefusal = Status.DEADLINE_EXCEEDED.withDescription("deadline exceeded after 5.0s");
+        proxy.registerRefusals.set(2);
+
+        start(context().shardId("shard-7").registerTimeoutMs(30_000));
+
+        assertThat(proxy.registrations).hasSize(3);
+        assertThat(server.shardId()).isEqualTo("shard-7");
+        await().atMost(GENEROUS).until(() -> proxy.lastHeartbeat() != null);
+    }
+
     @Test
     void shouldDeregisterNobodyWhenItsRegistrationWasRefused() throws Exception {
         proxy.registerRefusal = Status.ALREADY_EXISTS.withDescription("shard-1 is registered at another address");
