@@ -47,6 +47,9 @@ public final class UpdateModes {
         };
     }
 
+    /** The most workers a job may say it expects. */
+    public static final int MAX_EXPECTED_WORKERS = 1 << 16;
+
     /**
      * Checks a spec as the proxy and the SDK accept it: a job id, a known mode, staleness only with SSP.
      *
@@ -54,6 +57,7 @@ public final class UpdateModes {
      * @throws IllegalArgumentException naming the field.
      */
     public static JobSpec validate(final JobSpec spec) {
+        // A job waits for expected_workers to join before it starts: an absurd count waited out every join's timeout.
         if (spec.getJobId().isEmpty()) {
             throw new IllegalArgumentException("job spec: job_id is empty");
         }
@@ -68,9 +72,10 @@ public final class UpdateModes {
             throw new IllegalArgumentException("job '" + spec.getJobId() + "': staleness " + spec.getStaleness()
                     + " is for SSP only, the mode is " + spec.getMode());
         }
-        if (spec.getExpectedWorkers() < 0) {
-            throw new IllegalArgumentException(
-                    "job '" + spec.getJobId() + "': expected_workers " + spec.getExpectedWorkers() + " is negative");
+        if (spec.getExpectedWorkers() < 0 || spec.getExpectedWorkers() > MAX_EXPECTED_WORKERS) {
+            throw new IllegalArgumentException("job '" + spec.getJobId() + "': expected_workers "
+                    + spec.getExpectedWorkers() + " is outside 0.." + MAX_EXPECTED_WORKERS
+                    + " (0 or 1: the first worker starts the job)");
         }
         if (spec.getMode() == UpdateMode.SSP && spec.getStaleness() == 0) {
             return spec.toBuilder().setMode(UpdateMode.SYNC).build();
