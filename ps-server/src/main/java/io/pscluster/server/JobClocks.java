@@ -327,6 +327,16 @@ final class JobClocks {
      * accepted when this shard has applied past {@code ended}.
      */
     Reported report(final String jobId, final int worker, final long ended, final boolean join) {
+        return report(jobId, worker, ended, join, false);
+    }
+
+    /**
+     * As {@link #report(String, int, long, boolean)}; {@code ownsNothing}: this shard owns no slots now, so gradients
+     * it holds for clocks the worker ended elsewhere are of slots it lost (their loss was reported with the failover
+     * that moved them), and are dropped rather than refusing the worker.
+     */
+    Reported report(
+            final String jobId, final int worker, final long ended, final boolean join, final boolean ownsNothing) {
         final List<Runnable> wake = new ArrayList<>();
         final Reported reported;
         synchronized (this) {
@@ -358,6 +368,12 @@ final class JobClocks {
                     member.join(ended);
                 }
             } else if (ended == member.ended + 1) {
+                member.ended = ended;
+            } else if (ended > member.ended + 1 && (ownsNothing || !job.holdsBetween(member.id, member.ended, ended))) {
+                // The worker ended clocks without this shard (it was cut off or frozen, left the routing table, and
+                // came back): it pushed nothing here for them, so they ended empty here, or what it pushed is of slots
+                // this shard lost since. Refusing would end the job.
+                bufferedBytes -= job.dropBetween(member.id, member.ended, ended);
                 member.ended = ended;
             } else if (ended > member.ended + 1) {
                 throw PsException.failedPrecondition("job '" + jobId + "': worker " + worker + " ended clock " + ended
@@ -653,6 +669,27 @@ final class JobClocks {
         }
 
         /** The lowest clock not yet applied for which {@code worker}'s gradients are held, or -1. */
+        /** Whether gradients of {@code worker} for a clock after {@code from} and before {@code to} are held. */
+        boolean holdsBetween(final int worker, final long from, final long to) {
+            for (final Map.Entry<Long, ClockUpdates> entry :
+                    pending.subMap(from, false, to, false).entrySet()) {
+                if (entry.getValue().holds(worker)) {
+                    return true;
+                }
+            }
+            return false;
+        }
+
+        /** Drops {@code worker}'s gradients for the clocks after {@code from} and before {@code to}; the bytes freed. */
+        long dropBetween(final int worker, final long from, final long to) {
+            long freed = 0;
+            for (final ClockUpdates updates :
+                    pending.subMap(from, false, to, false).values()) {
+                freed += updates.removeWorker(worker);
+            }
+            return freed;
+        }
+
         long pushedFor(final int worker) {
             for (final Map.Entry<Long, ClockUpdates> entry : pending.entrySet()) {
                 if (entry.getValue().holds(worker)) {

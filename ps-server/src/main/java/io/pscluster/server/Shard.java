@@ -1696,9 +1696,17 @@ public final class Shard implements AutoCloseable {
             final String jobId, final int workerId, final long ended, final boolean join) {
         requests.incrementAndGet();
         if (jobs.modeOf(jobId) == UpdateMode.SYNC) {
-            return CompletableFuture.completedFuture(jobs.report(jobId, workerId, ended, join));
+            return CompletableFuture.completedFuture(jobs.report(
+                    jobId, workerId, ended, join, ownership.view().owned().isEmpty()));
         }
-        return flush().thenApplyAsync(done -> jobs.report(jobId, workerId, ended, join), clockExecutor);
+        return flush().thenApplyAsync(
+                        done -> jobs.report(
+                                jobId,
+                                workerId,
+                                ended,
+                                join,
+                                ownership.view().owned().isEmpty()),
+                        clockExecutor);
     }
 
     /** Completes once every push accepted before the call has been applied. */

@@ -1,6 +1,7 @@
 package io.pscluster.server;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.assertj.core.api.Assertions.catchThrowableOfType;
 import static org.awaitility.Awaitility.await;
 
@@ -361,8 +362,9 @@ class ShardJobClocksTest {
         final PsException ahead = catchThrowableOfType(PsException.class, () -> push(TABLE, 0, 5, 1f));
         assertThat(ahead.code()).isEqualTo(Status.Code.FAILED_PRECONDITION);
         assertThat(ahead).hasMessageContaining("is at clock 0");
+        push(TABLE, 0, 0, 1f);
         final PsException skip = catchThrowableOfType(PsException.class, () -> shard.endClock("j", 0, 3, false));
-        assertThat(skip).hasMessageContaining("one at a time");
+        assertThat(skip).as("a skip over the clock it pushed for here").hasMessageContaining("one at a time");
         final PsException readAhead = catchThrowableOfType(
                 PsException.class, () -> shard.whenReadable(new Shard.JobTag("j", 0, 4), () -> {}, failure -> {}));
         assertThat(readAhead).hasMessageContaining("end the clock first");
@@ -524,6 +526,43 @@ class ShardJobClocksTest {
         assertThat(applies.participants).containsExactly(1, 1, 1);
         assertThat(clocks.bufferedBytes()).isZero();
         assertThat(clocks.unapplied()).isEmpty();
+    }
+
+    /**
+     * A shard that missed a worker's clocks (frozen or cut off past its lease, dropped from the routing table, back)
+     * hears it end a later clock: with none of its gradients held here for the clocks between, they ended empty here and
+     * the report is taken; with some held, it is refused as before (they would be skipped). Before, it was always
+     * refused, and the SYNC job failed for good (found by a hostile review).
+     */
+    @Test
+    void shouldTakeAWorkerThatEndedClocksElsewhereWhileThisShardMissedThemWhenNothingOfItsIsHeldForThem() {
+        final HeldApplies applies = new HeldApplies();
+        final JobClocks clocks = new JobClocks(Runnable::run, applies, 1 << 20);
+        clocks.update(run(1, true, 0, 1), false);
+        clocks.report("j", 0, -1, true);
+        clocks.report("j", 1, -1, true);
+        clocks.buffer(TABLE, "j", 1, 3, 1, new long[] {1}, new float[] {1f});
+
+        assertThat(clocks.report("j", 0, 9, false).accepted())
+                .as("worker 0 pushed nothing here")
+                .isTrue();
+        assertThatThrownBy(() -> clocks.report("j", 1, 9, false))
+                .as("worker 1's gradients for clock 3 are held here")
+                .isInstanceOfSatisfying(PsException.class, e -> {
+                    assertThat(e.code()).isEqualTo(Status.Code.FAILED_PRECONDITION);
+                    assertThat(e.getMessage()).contains("clocks end one at a time");
+                });
+        final long held = clocks.bufferedBytes();
+        assertThat(clocks.report("j", 1, 9, false, true).accepted())
+                .as("the same, on a shard that owns no slots now: its held gradients are of slots it lost")
+                .isTrue();
+        assertThat(clocks.bufferedBytes()).isLessThan(held);
+        clocks.report("j", 0, 10, false);
+        clocks.buffer(TABLE, "j", 1, 10, 1, new long[] {1}, new float[] {1f});
+        clocks.report("j", 1, 10, false);
+        assertThat(applies.clocks)
+                .as("clock 10, which holds gradients, goes to the applier once both ended it; nothing of clock 3")
+                .containsExactly(10L);
     }
 
     /** A job the proxy no longer lists still has the clocks its workers ended applied. */
