@@ -205,8 +205,14 @@ final class CheckpointCoordinator {
      * every shard is unfinished (the model may be a mix, {@link ClusterState#refuseIfMixed}).
      */
     synchronized Taken checkpointNow() throws IOException, InterruptedException {
-        state.refuseIfMixed("a checkpoint");
-        return checkpointNow(true);
+        try {
+            state.refuseIfMixed("a checkpoint");
+            return checkpointNow(true);
+        } catch (IOException | RuntimeException e) {
+            // The caller hears why; the proxy's log says so too (an operator's `checkpoint now` left no trace here).
+            LOG.warn("checkpoint failed: {}", e.getMessage() == null ? e.toString() : e.getMessage());
+            throw e;
+        }
     }
 
     /**

@@ -356,9 +356,12 @@ public final class ProxyServer implements AutoCloseable {
         try {
             checkpoints.checkpointNow();
         } catch (PsException e) {
-            LOG.warn("periodic checkpoint skipped: {}", e.getMessage());
-        } catch (IOException | RuntimeException | org.apache.hadoop.fs.FSError e) {
-            // FSError: the local filesystem's I/O failure (a full disk); a timer task that throws is never run again.
+            // The coordinator logged why (a WARN); this says it was the periodic one.
+            LOG.info("periodic checkpoint skipped");
+        } catch (IOException | RuntimeException e) {
+            LOG.info("periodic checkpoint failed");
+        } catch (org.apache.hadoop.fs.FSError e) {
+            // The local filesystem's I/O failure (a full disk) is an Error; a timer task that throws never runs again.
             LOG.warn("periodic checkpoint failed: {}", e.toString());
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
