@@ -49,6 +49,20 @@ final class FsErrorStreams {
         return e.getCause() instanceof IOException io ? new IOException(io.getMessage(), e) : new IOException(e);
     }
 
+    /** An I/O call whose {@code FSError} becomes the {@code IOException} it wraps. */
+    @FunctionalInterface
+    private interface Io {
+        void run() throws IOException;
+    }
+
+    private static void translated(Io call) throws IOException {
+        try {
+            call.run();
+        } catch (FSError e) {
+            throw asIo(e);
+        }
+    }
+
     private static final class Translating extends OutputStream implements Syncable, StreamCapabilities {
         private final FSDataOutputStream out;
 
@@ -58,47 +72,27 @@ final class FsErrorStreams {
 
         @Override
         public void write(int b) throws IOException {
-            try {
-                out.write(b);
-            } catch (FSError e) {
-                throw asIo(e);
-            }
+            translated(() -> out.write(b));
         }
 
         @Override
         public void write(byte[] bytes, int offset, int length) throws IOException {
-            try {
-                out.write(bytes, offset, length);
-            } catch (FSError e) {
-                throw asIo(e);
-            }
+            translated(() -> out.write(bytes, offset, length));
         }
 
         @Override
         public void flush() throws IOException {
-            try {
-                out.flush();
-            } catch (FSError e) {
-                throw asIo(e);
-            }
+            translated(out::flush);
         }
 
         @Override
         public void hflush() throws IOException {
-            try {
-                out.hflush();
-            } catch (FSError e) {
-                throw asIo(e);
-            }
+            translated(out::hflush);
         }
 
         @Override
         public void hsync() throws IOException {
-            try {
-                out.hsync();
-            } catch (FSError e) {
-                throw asIo(e);
-            }
+            translated(out::hsync);
         }
 
         @Override
@@ -108,11 +102,7 @@ final class FsErrorStreams {
 
         @Override
         public void close() throws IOException {
-            try {
-                out.close();
-            } catch (FSError e) {
-                throw asIo(e);
-            }
+            translated(out::close);
         }
     }
 }

@@ -33,6 +33,7 @@ import org.assertj.core.api.SoftAssertions;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
@@ -87,26 +88,11 @@ class RottenReplicasDamageMarkTest {
     @ValueSource(strings = {"mid-block", "first-chunk"})
     void shouldKeepARottenCheckpointMarkedAndTheIntactOneBehindIt(final String where) throws Exception {
         final String root = hdfs.getURI() + "/pscluster/rotten-" + where;
-        try (LocalCluster cluster = LocalCluster.builder()
-                        .shards(2)
-                        .checkpointRoot(root)
-                        .checkpointCodec("none")
-                        .deltasPerBase(0)
-                        .keepCheckpoints(2)
-                        .stateDir(stateDir.toString())
-                        .leaseMs(1_000)
-                        .leaseMarginMs(300)
-                        .heartbeatIntervalMs(200)
-                        .hadoopConf(conf)
-                        .start();
+        try (LocalCluster cluster = start(root, 0, 2);
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
             final PsTable table = client.createTable(schema());
-            final long[] keys = new long[KEYS];
-            for (int i = 0; i < KEYS; i++) {
-                keys[i] = (i + 1) * 0x9E3779B97F4A7C15L;
-            }
-            final float[] minusOne = new float[KEYS * DIM];
-            Arrays.fill(minusOne, -1f);
+            final long[] keys = keys();
+            final float[] minusOne = minusOnes();
             table.push(keys, minusOne);
             client.flush();
             final long previous = AdminCalls.checkpointNow(cluster.proxyAddress());
@@ -188,29 +174,14 @@ class RottenReplicasDamageMarkTest {
      * The rot is in a base that the newest checkpoint, a delta, restores on: the load of the delta's chain fails in the
      * base's file, and the mark goes on the base, whose bytes are bad, not on the delta that only names it.
      */
-    @org.junit.jupiter.api.Test
+    @Test
     void shouldMarkTheBaseWhoseFileRottedNotTheDeltaRestoredOnIt() throws Exception {
         final String root = hdfs.getURI() + "/pscluster/rotten-base";
-        try (LocalCluster cluster = LocalCluster.builder()
-                        .shards(2)
-                        .checkpointRoot(root)
-                        .checkpointCodec("none")
-                        .deltasPerBase(1)
-                        .keepCheckpoints(4)
-                        .stateDir(stateDir.toString())
-                        .leaseMs(1_000)
-                        .leaseMarginMs(300)
-                        .heartbeatIntervalMs(200)
-                        .hadoopConf(conf)
-                        .start();
+        try (LocalCluster cluster = start(root, 1, 4);
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
             final PsTable table = client.createTable(schema());
-            final long[] keys = new long[KEYS];
-            for (int i = 0; i < KEYS; i++) {
-                keys[i] = (i + 1) * 0x9E3779B97F4A7C15L;
-            }
-            final float[] minusOne = new float[KEYS * DIM];
-            Arrays.fill(minusOne, -1f);
+            final long[] keys = keys();
+            final float[] minusOne = minusOnes();
             table.push(keys, minusOne);
             final long[] ids = new long[4];
             for (int i = 0; i < ids.length; i++) {
@@ -250,6 +221,36 @@ class RottenReplicasDamageMarkTest {
                             ids[3], ids[2])
                     .containsExactly(ids[2]);
         }
+    }
+
+    /** Two shards on {@code root}, uncompressed checkpoints, leases short enough for a failover within seconds. */
+    private LocalCluster start(final String root, final int deltasPerBase, final int keep) throws Exception {
+        return LocalCluster.builder()
+                .shards(2)
+                .checkpointRoot(root)
+                .checkpointCodec("none")
+                .deltasPerBase(deltasPerBase)
+                .keepCheckpoints(keep)
+                .stateDir(stateDir.toString())
+                .leaseMs(1_000)
+                .leaseMarginMs(300)
+                .heartbeatIntervalMs(200)
+                .hadoopConf(conf)
+                .start();
+    }
+
+    private static long[] keys() {
+        final long[] keys = new long[KEYS];
+        for (int i = 0; i < KEYS; i++) {
+            keys[i] = (i + 1) * 0x9E3779B97F4A7C15L;
+        }
+        return keys;
+    }
+
+    private static float[] minusOnes() {
+        final float[] minusOne = new float[KEYS * DIM];
+        Arrays.fill(minusOne, -1f);
+        return minusOne;
     }
 
     private static TableSchema schema() {
