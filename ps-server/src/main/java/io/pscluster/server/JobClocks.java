@@ -240,18 +240,25 @@ final class JobClocks {
 
     /**
      * Keeps a SYNC push for its clock (after {@link #route} said BUFFER, under the push's sequence window), added to
-     * what the worker pushed for that clock before.
+     * what the worker pushed for that clock before; NOT_FOUND when {@code tableLive} says the table was dropped since
+     * the push found it.
      *
      * @throws PsException RESOURCE_EXHAUSTED (final) when the shard holds its limit of gradients waiting for clocks.
      */
     synchronized void buffer(
             final String table,
+            final java.util.function.BooleanSupplier tableLive,
             final String jobId,
             final int worker,
             final long clock,
             final int dim,
             final long[] keys,
             final float[] gradients) {
+        if (!tableLive.getAsBoolean()) {
+            // Checked under the monitor that tableDropped takes after the table left: held now, it would outlive the
+            // drop and go to a table created again under the name.
+            throw PsException.notFound("table '" + table + "' was dropped while the push was checked");
+        }
         final Job job = known(jobId);
         final Member member = job.member(worker);
         if (clock <= job.applied || clock <= member.ended) {

@@ -293,7 +293,8 @@ public final class Shard implements AutoCloseable {
     public boolean dropTable(final String name) {
         final boolean dropped = tables.remove(name) != null;
         if (dropped) {
-            // After the removal: a push buffered in between found no table, or is forgotten here with the rest.
+            // After the removal: a push buffering meanwhile finds its table gone under the same monitor (refused), or
+            // buffered before and is forgotten here with the rest.
             final long freed = jobs.tableDropped(name);
             if (freed > 0) {
                 LOG.info(
@@ -489,7 +490,15 @@ public final class Shard implements AutoCloseable {
         if (route == JobClocks.Route.BUFFER) {
             return (keys, slots, gradients) -> {
                 checkRowCap(table, keys, slots);
-                jobs.buffer(table.name(), tag.jobId(), tag.workerId(), tag.clock(), table.dim(), keys, gradients);
+                jobs.buffer(
+                        table.name(),
+                        () -> tables.get(table.name()) == table,
+                        tag.jobId(),
+                        tag.workerId(),
+                        tag.clock(),
+                        table.dim(),
+                        keys,
+                        gradients);
             };
         }
         return (keys, slots, gradients) -> offer(table, keys, slots, gradients, later);
@@ -1726,6 +1735,11 @@ public final class Shard implements AutoCloseable {
         return jobs.whenReadable(tag.jobId(), tag.workerId(), tag.clock(), ready, failed);
     }
 
+    /** SYNC gradient bytes this shard holds for clocks not yet applied, over every job (tests, diagnostics). */
+    public long syncBufferedBytes() {
+        return jobs.bufferedBytes();
+    }
+
     /** A job's clocks on this shard, null when it does not know the job (tests, diagnostics). */
     public JobClocks.Snapshot jobClocks(final String jobId) {
         return jobs.snapshot(jobId);
@@ -1804,8 +1818,8 @@ public final class Shard implements AutoCloseable {
                         entry.getKey());
                 continue;
             }
-            // Worker id order: the first worker's rows are copied, the next ones added.
-            final ClockSum sum = new ClockSum(table.dim());
+            // Worker id order, in float64 (a MEAN of gradients within float32's range stays within it).
+            final ClockSum sum = ClockSum.wide(table.dim());
             entry.getValue().values().forEach(sum::add);
             if (table.schema().getAggregation() == Aggregation.MEAN) {
                 sum.divide(participants);

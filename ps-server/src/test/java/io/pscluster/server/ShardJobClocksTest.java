@@ -120,17 +120,88 @@ class ShardJobClocksTest {
     @Test
     void shouldSumInWorkerOrderWhateverOrderThePushesArrivedIn() throws InterruptedException {
         jobs(UpdateMode.SYNC, 0, 0, 1, 2);
-        // In float, (1 + 1e8) - 1e8 is 0 and (-1e8 + 1e8) + 1 is 1: the order of the sum shows in the result. The
-        // pushes arrive in reverse worker order.
-        push(TABLE, 2, 0, -1e8f);
-        push(TABLE, 1, 0, 1e8f);
+        // In double (the workers' sums are added in float64), (1 + 1e17) - 1e17 is 0 and (-1e17 + 1e17) + 1 is 1: the
+        // order of the sum shows in the result. The pushes arrive in reverse worker order.
+        push(TABLE, 2, 0, -1e17f);
+        push(TABLE, 1, 0, 1e17f);
         push(TABLE, 0, 0, 1f);
         end(2, 0);
         end(1, 0);
         end(0, 0);
         await().atMost(Duration.ofSeconds(10)).until(() -> applied() == 0);
-        final float inWorkerOrder = -((1f + 1e8f) + -1e8f);
+        final float inWorkerOrder = -(float) (((double) 1f + 1e17f) + -1e17f);
         assertThat(value(TABLE)).isEqualTo(inWorkerOrder).isZero();
+    }
+
+    /**
+     * A SYNC push racing a drop of its table: one that found the table before the drop and buffers after the drop
+     * forgot the table's gradients is refused, so that nothing of the dropped table reaches a table created again under
+     * its name. Before, such a push was acknowledged and its gradients applied to the new table (a review found it on
+     * the first of these rounds).
+     */
+    @Test
+    void shouldGiveATableCreatedAgainNothingOfAPushThatRacedTheDrop() throws Exception {
+        shard.updateJobs(UpdateJobsRequest.newBuilder()
+                .addJobs(JobInfo.newBuilder()
+                        .setSpec(JobSpec.newBuilder().setJobId("j").setMode(UpdateMode.SYNC))
+                        .setVersion(versions.incrementAndGet())
+                        .setStarted(true)
+                        .setNextWorkerId(10)
+                        .addTables("r")
+                        .addWorkers(JobWorker.newBuilder().setWorkerId(0)))
+                .setJobsVersion(versions.get())
+                .build());
+        end(0, -1);
+        final long[] keys = java.util.stream.LongStream.range(0, 5_000).toArray();
+        final float[] ones = new float[keys.length];
+        java.util.Arrays.fill(ones, 1f);
+        final TableSchema schema = TableSchema.newBuilder()
+                .setName("r")
+                .setKind(TableKind.SPARSE)
+                .setDim(1)
+                .setOptimizer(OptimizerSpec.newBuilder().setLearningRate(1f))
+                .build();
+        for (int round = 0; round < 100; round++) {
+            shard.createTable(schema);
+            final java.util.concurrent.CountDownLatch pushing = new java.util.concurrent.CountDownLatch(1);
+            final Thread pusher = new Thread(() -> {
+                pushing.countDown();
+                try {
+                    while (true) {
+                        shard.push("r", 1, 100, sequences.incrementAndGet(), keys, ones, new Shard.JobTag("j", 0, 0));
+                    }
+                } catch (PsException tableGone) {
+                    // The drop: the table is not found, or was dropped while the push was checked.
+                }
+            });
+            pusher.start();
+            pushing.await();
+            assertThat(shard.dropTable("r")).isTrue();
+            pusher.join();
+            assertThat(shard.syncBufferedBytes())
+                    .as("held after round %d's drop", round)
+                    .isZero();
+        }
+        shard.createTable(schema);
+        end(0, 0);
+        await().atMost(Duration.ofSeconds(10)).until(() -> applied() == 0);
+        shard.awaitQuiescent();
+        assertThat(shard.table("r").pull(keys)).containsOnly(0f);
+    }
+
+    /**
+     * A MEAN clock of gradients each within float32's range whose mean is too: summed in float64, it never overflows
+     * on the way (two workers' 3e38 summed in float32 was infinite, and so was the row; found by a hostile review).
+     */
+    @Test
+    void shouldNotOverflowAMeanOfLargeGradientsOnTheWay() throws InterruptedException {
+        jobs(UpdateMode.SYNC, 0, 0, 1);
+        push(MEAN_TABLE, 0, 0, 3e38f);
+        push(MEAN_TABLE, 1, 0, 3e38f);
+        end(0, 0);
+        end(1, 0);
+        await().atMost(Duration.ofSeconds(10)).until(() -> applied() == 0);
+        assertThat(value(MEAN_TABLE)).isEqualTo(-3e38f);
     }
 
     @Test
@@ -485,7 +556,7 @@ class ShardJobClocksTest {
         clocks.update(run(1, true, 0), false);
         clocks.report("j", 0, -1, true);
         for (long clock = 0; clock < 2; clock++) {
-            clocks.buffer(TABLE, "j", 0, clock, 1, new long[] {1}, new float[] {1f});
+            clocks.buffer(TABLE, () -> true, "j", 0, clock, 1, new long[] {1}, new float[] {1f});
             clocks.report("j", 0, clock, false);
         }
     }
@@ -507,7 +578,7 @@ class ShardJobClocksTest {
         clocks.update(run(3, true, 5), false);
         assertThat(clocks.snapshot("j").applied()).isEqualTo(-1);
         clocks.report("j", 5, -1, true);
-        clocks.buffer(TABLE, "j", 5, 0, 1, new long[] {1}, new float[] {1f});
+        clocks.buffer(TABLE, () -> true, "j", 5, 0, 1, new long[] {1}, new float[] {1f});
         clocks.report("j", 5, 0, false);
         assertThat(applies.clocks)
                 .as("nothing of the new run before the old run's clocks")
@@ -541,7 +612,7 @@ class ShardJobClocksTest {
         clocks.update(run(1, true, 0, 1), false);
         clocks.report("j", 0, -1, true);
         clocks.report("j", 1, -1, true);
-        clocks.buffer(TABLE, "j", 1, 3, 1, new long[] {1}, new float[] {1f});
+        clocks.buffer(TABLE, () -> true, "j", 1, 3, 1, new long[] {1}, new float[] {1f});
 
         assertThat(clocks.report("j", 0, 9, false).accepted())
                 .as("worker 0 pushed nothing here")
@@ -558,7 +629,7 @@ class ShardJobClocksTest {
                 .isTrue();
         assertThat(clocks.bufferedBytes()).isLessThan(held);
         clocks.report("j", 0, 10, false);
-        clocks.buffer(TABLE, "j", 1, 10, 1, new long[] {1}, new float[] {1f});
+        clocks.buffer(TABLE, () -> true, "j", 1, 10, 1, new long[] {1}, new float[] {1f});
         clocks.report("j", 1, 10, false);
         assertThat(applies.clocks)
                 .as("clock 10, which holds gradients, goes to the applier once both ended it; nothing of clock 3")
@@ -571,7 +642,7 @@ class ShardJobClocksTest {
         final HeldApplies applies = new HeldApplies();
         final JobClocks clocks = new JobClocks(Runnable::run, applies, 1 << 20);
         endTwoClocks(clocks);
-        clocks.buffer(TABLE, "j", 0, 2, 1, new long[] {1}, new float[] {1f});
+        clocks.buffer(TABLE, () -> true, "j", 0, 2, 1, new long[] {1}, new float[] {1f});
 
         clocks.update(UpdateJobsRequest.newBuilder().setJobsVersion(2).build(), false);
         applies.held.get(0).complete(null);
@@ -596,7 +667,7 @@ class ShardJobClocksTest {
                 run(1, true, 7).toBuilder().setJobsVersion(3).build();
         clocks.update(again, false);
         clocks.report("j", 7, -1, true);
-        clocks.buffer(TABLE, "j", 7, 0, 1, new long[] {1}, new float[] {1f});
+        clocks.buffer(TABLE, () -> true, "j", 7, 0, 1, new long[] {1}, new float[] {1f});
         clocks.report("j", 7, 0, false);
         assertThat(applies.clocks).as("nothing of the new run yet").containsExactly(0L);
 
@@ -620,7 +691,7 @@ class ShardJobClocksTest {
         final JobClocks clocks = new JobClocks(Runnable::run, applies, 1 << 20);
         clocks.update(withRun(run(1, true, 0), 1), false);
         clocks.report("j", 0, -1, true);
-        clocks.buffer(TABLE, "j", 0, 0, 1, new long[] {1}, new float[] {1f});
+        clocks.buffer(TABLE, () -> true, "j", 0, 0, 1, new long[] {1}, new float[] {1f});
         clocks.report("j", 0, 0, false);
         applies.held.get(0).complete(null);
         clocks.report("j", 0, 1, false);
@@ -659,11 +730,12 @@ class ShardJobClocksTest {
         final JobClocks clocks = new JobClocks(Runnable::run, (job, clock, updates, n) -> null, 4096);
         clocks.update(startedJob(), false);
         clocks.report("j", 0, -1, true);
-        clocks.buffer(TABLE, "j", 0, 0, 1, new long[] {1, 2}, new float[] {1f, 1f});
+        clocks.buffer(TABLE, () -> true, "j", 0, 0, 1, new long[] {1, 2}, new float[] {1f, 1f});
         final long held = clocks.bufferedBytes();
         assertThat(held).isPositive();
         final PsException full = catchThrowableOfType(
-                PsException.class, () -> clocks.buffer(TABLE, "j", 0, 0, 1, new long[1000], new float[1000]));
+                PsException.class,
+                () -> clocks.buffer(TABLE, () -> true, "j", 0, 0, 1, new long[1000], new float[1000]));
         assertThat(full.code()).isEqualTo(Status.Code.RESOURCE_EXHAUSTED);
         assertThat(full).hasMessageContaining("MiB of sync gradients");
         assertThat(clocks.bufferedBytes()).isEqualTo(held);
@@ -683,12 +755,12 @@ class ShardJobClocksTest {
                 1 << 20);
         clocks.update(startedJob(), false);
         clocks.report("j", 0, -1, true);
-        clocks.buffer(TABLE, "j", 0, 0, 1, new long[] {1}, new float[] {1f});
+        clocks.buffer(TABLE, () -> true, "j", 0, 0, 1, new long[] {1}, new float[] {1f});
         clocks.report("j", 0, 0, false);
         assertThat(clocks.snapshot("j").applied())
                 .as("a failed clock still ends")
                 .isEqualTo(0);
-        clocks.buffer(TABLE, "j", 0, 1, 1, new long[] {1}, new float[] {1f});
+        clocks.buffer(TABLE, () -> true, "j", 0, 1, 1, new long[] {1}, new float[] {1f});
         clocks.report("j", 0, 1, false);
         assertThat(clocks.snapshot("j").applied()).isEqualTo(1);
         assertThat(calls).hasValue(2);
