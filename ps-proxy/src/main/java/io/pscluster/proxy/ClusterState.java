@@ -151,6 +151,8 @@ final class ClusterState {
         String address;
         /** The data-plane protocol it reported when it registered ({@link io.pscluster.wire.Protocol}). */
         int protocolVersion;
+        /** The process that registered it last ("": not known); not persisted. */
+        String processId = "";
 
         ShardState state;
         long lastHeardNanos;
@@ -172,6 +174,7 @@ final class ClusterState {
         ShardRecord copy() {
             final ShardRecord copy = new ShardRecord(id, address, state, lastHeardNanos);
             copy.protocolVersion = protocolVersion;
+            copy.processId = processId;
             copy.creditNanos = creditNanos;
             copy.goneSinceNanos = goneSinceNanos;
             copy.load = load;
@@ -835,7 +838,8 @@ final class ClusterState {
         if (address.isBlank()) {
             throw PsException.invalidArgument("register: address is empty");
         }
-        final String requested = request.getShardId();
+        final String requested =
+                request.getShardId().isEmpty() ? idAssignedTo(request.getProcessId()) : request.getShardId();
         if (!requested.isEmpty() && !SlotOwners.SHARD_ID.matcher(requested).matches()) {
             throw PsException.invalidArgument(
                     "register: shard id '" + requested + "' must match " + SlotOwners.SHARD_ID.pattern());
@@ -855,17 +859,23 @@ final class ClusterState {
             throw PsException.alreadyExists("register: shard id '" + requested + "' is " + existing.state.wireName()
                     + " at " + existing.address + "; " + address + " cannot take it until that lease lapses");
         }
+        // The same process again: its registration's answer was lost (the shard tries again when it does not come in
+        // time), and its first registration planned the restore and reported the rollback a restart calls for.
+        final boolean retried = existing != null
+                && !request.getProcessId().isEmpty()
+                && request.getProcessId().equals(existing.processId);
         final String id =
                 change("register " + (requested.isEmpty() ? "a new shard" : requested) + " at " + address, () -> {
                     final String assigned = requested.isEmpty() ? newShardId() : requested;
                     final ShardRecord record = shards.computeIfAbsent(
                             assigned, key -> new ShardRecord(key, address, ShardState.REGISTERING, now));
                     record.registered(address, request.getProtocolVersion(), now);
+                    record.processId = request.getProcessId();
                     adoptUnknownTables(assigned, request.getTablesList());
                     if (acceptingClaims(now)) {
                         applyClaims(assigned, request);
                     }
-                    if (request.getFreshStart() && sticky() && ownsAny(assigned)) {
+                    if (request.getFreshStart() && sticky() && ownsAny(assigned) && !retried) {
                         // A restarted shard keeps its slots but lost its rows: they come back from the checkpoint.
                         dropOrdersOf(assigned);
                         final List<Integer> slots = slotsOf(assigned);
@@ -896,6 +906,22 @@ final class ClusterState {
                 .setLeaseMillis(settings.leaseMillis())
                 .addAllRestoreOrders(ordersOf(id))
                 .build();
+    }
+
+    /**
+     * The id this proxy gave the process {@code processId} when it registered without one, if it registers again (the
+     * answer was lost); "" otherwise, for a new id.
+     */
+    private String idAssignedTo(final String processId) {
+        if (processId.isEmpty()) {
+            return "";
+        }
+        for (final ShardRecord record : shards.values()) {
+            if (processId.equals(record.processId) && record.state != ShardState.GONE) {
+                return record.id;
+            }
+        }
+        return "";
     }
 
     private String newShardId() {

@@ -173,6 +173,53 @@ class ClusterStateRegistrationTest extends ClusterStateFixture {
         return protocols;
     }
 
+    /**
+     * A shard registers again when its registration's answer did not come in time: the same process (its id in the
+     * request) is not a second restart, so it makes no second rollback event (a review found one per retry); another
+     * process of the shard is, heartbeat or not (it may have served before it died).
+     */
+    @Test
+    void shouldTakeARegistrationTheSameProcessRepeatsForTheSameOne() {
+        register("a", "h1:1", true);
+        heartbeat("a");
+        state.addTable(EMB);
+        registerAs("a", "process-2");
+        assertThat(state.routingTable().getRollbacksList())
+                .as("a restart without rows")
+                .hasSize(1);
+
+        final RegisterShardResponse again = registerAs("a", "process-2");
+
+        assertThat(state.routingTable().getRollbacksList())
+                .as("after the repeated registration")
+                .hasSize(1);
+        assertThat(again.getRestoreOrdersList())
+                .as("the restore the first registration planned")
+                .isNotEmpty();
+        registerAs("a", "process-3");
+        assertThat(state.routingTable().getRollbacksList())
+                .as("another process, no heartbeat between")
+                .hasSize(2);
+    }
+
+    /** Without an id, the same process registering again gets the id it was given, not a second one. */
+    @Test
+    void shouldGiveAProcessThatRegistersAgainWithoutAnIdTheIdItWasGiven() {
+        final String first = registerAs("", "process-1").getShardId();
+        assertThat(registerAs("", "process-1").getShardId()).isEqualTo(first);
+        assertThat(registerAs("", "process-2").getShardId()).isNotEqualTo(first);
+        assertThat(state.routingTable().getShardsList()).hasSize(2);
+    }
+
+    private RegisterShardResponse registerAs(final String id, final String process) {
+        return state.register(RegisterShardRequest.newBuilder()
+                .setShardId(id)
+                .setAddress("h1:1")
+                .setFreshStart(true)
+                .setProcessId(process)
+                .build());
+    }
+
     @Test
     void shouldRejectAsNotFoundWhenAnUnknownShardHeartbeats() {
         assertStatus(() -> heartbeat("nobody"), Status.Code.NOT_FOUND);

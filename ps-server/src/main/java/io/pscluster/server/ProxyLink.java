@@ -58,6 +58,9 @@ import org.slf4j.LoggerFactory;
  */
 final class ProxyLink implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(ProxyLink.class);
+    /** This process, in each registration: a repeated one is not a restart ({@code RegisterShardRequest.process_id}). */
+    private static final String PROCESS_ID = java.util.UUID.randomUUID().toString();
+
     private static final long CALL_DEADLINE_MS = 5_000;
     static final long FIRST_RETRY_MS = 500;
     static final long MAX_RETRY_MS = 30_000;
@@ -146,7 +149,8 @@ final class ProxyLink implements AutoCloseable {
                 .setShardId(shard.shardId())
                 .setAddress(address)
                 .setFreshStart(freshStart)
-                .setProtocolVersion(io.pscluster.wire.Protocol.VERSION);
+                .setProtocolVersion(io.pscluster.wire.Protocol.VERSION)
+                .setProcessId(PROCESS_ID);
         if (!freshStart) {
             // Rows still in memory: claim them, so that a proxy that lost its state keeps them here.
             final BitSet held = shard.ownedSlots();
