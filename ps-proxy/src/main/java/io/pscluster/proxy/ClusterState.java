@@ -732,23 +732,6 @@ final class ClusterState {
             unfinishedRestoreId = checkpointId;
             // The tables now hold that checkpoint's rows, whenever they were created.
             tableCreatedMillis.clear();
-            // A rollback of every slot, deliberate but one all the same: running jobs hear of it like of a failover's.
-            final java.util.TreeSet<String> holders = new java.util.TreeSet<>();
-            int slots = 0;
-            for (final String owner : owners) {
-                if (owner != null) {
-                    holders.add(owner);
-                    slots++;
-                }
-            }
-            appendRollback(
-                    "every shard",
-                    List.copyOf(holders),
-                    slots,
-                    checkpointId,
-                    createdMillis,
-                    false,
-                    "an operator restored checkpoint " + checkpointId + " into every shard: updates since it are gone");
             return null;
         });
     }
@@ -765,6 +748,23 @@ final class ClusterState {
         }
         change("record that checkpoint " + checkpointId + " is restored into every shard", () -> {
             unfinishedRestoreId = 0;
+            // A rollback of every slot, deliberate but one all the same: running jobs hear of it like of a failover's.
+            final java.util.TreeSet<String> holders = new java.util.TreeSet<>();
+            int slots = 0;
+            for (final String owner : owners) {
+                if (owner != null) {
+                    holders.add(owner);
+                    slots++;
+                }
+            }
+            appendRollback(
+                    "every shard",
+                    List.copyOf(holders),
+                    slots,
+                    checkpointId,
+                    dataCheckpointCreatedMillis,
+                    false,
+                    "an operator restored checkpoint " + checkpointId + " into every shard: updates since it are gone");
             return null;
         });
     }
