@@ -223,19 +223,19 @@ class UpdateModesTest {
                         .isEqualTo(bits(first[0][c]));
             }
         }
-        // The reference: from the initial rows, each clock adds the workers' gradients in worker order (the first
-        // copied, the next added), then applies SGD once.
+        // The reference: from the initial rows, each clock adds the workers' gradients in worker order in float64 (as
+        // the shard adds the workers' sums), rounds the sum to float32 once, then applies SGD once.
         final float[] reference = first[0][0].clone();
         for (int c = 0; c < clocks; c++) {
-            final float[] sum = gradient(11, 0, c).clone();
-            for (int w = 1; w < WORKERS; w++) {
+            final double[] sum = new double[reference.length];
+            for (int w = 0; w < WORKERS; w++) {
                 final float[] g = gradient(11, w, c);
                 for (int i = 0; i < sum.length; i++) {
                     sum[i] += g[i];
                 }
             }
             for (int i = 0; i < reference.length; i++) {
-                reference[i] = reference[i] - LEARNING_RATE * sum[i];
+                reference[i] = reference[i] - LEARNING_RATE * (float) sum[i];
             }
             assertThat(bits(first[0][c + 1]))
                     .as("clock %d against the reference", c)

@@ -58,9 +58,6 @@ import org.slf4j.LoggerFactory;
  */
 final class ProxyLink implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(ProxyLink.class);
-    /** This process, in each registration: a repeated one is not a restart ({@code RegisterShardRequest.process_id}). */
-    private static final String PROCESS_ID = java.util.UUID.randomUUID().toString();
-
     private static final long CALL_DEADLINE_MS = 5_000;
     static final long FIRST_RETRY_MS = 500;
     static final long MAX_RETRY_MS = 30_000;
@@ -69,6 +66,12 @@ final class ProxyLink implements AutoCloseable {
     private final ManagedChannel channel;
     private final String address;
     private final String proxyAddress;
+    /**
+     * This shard's run, in each of its registrations (RegisterShardRequest.process_id): one repeated because its
+     * answer was lost is not a restart. Per link, not per JVM: several shards may run in one JVM (psctl local, tests).
+     */
+    private final String processId = java.util.UUID.randomUUID().toString();
+
     private final FaultPoints faults;
     private final ProxyServiceGrpc.ProxyServiceBlockingStub proxy;
     private final ScheduledExecutorService heartbeats;
@@ -150,7 +153,7 @@ final class ProxyLink implements AutoCloseable {
                 .setAddress(address)
                 .setFreshStart(freshStart)
                 .setProtocolVersion(io.pscluster.wire.Protocol.VERSION)
-                .setProcessId(PROCESS_ID);
+                .setProcessId(processId);
         if (!freshStart) {
             // Rows still in memory: claim them, so that a proxy that lost its state keeps them here.
             final BitSet held = shard.ownedSlots();
