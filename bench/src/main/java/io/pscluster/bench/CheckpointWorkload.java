@@ -482,9 +482,14 @@ final class CheckpointWorkload implements Workload {
         return nanos;
     }
 
-    /** As {@code RowFileWriter} creates a row file with default options: no overwrite, SYNC_BLOCK, CRC32C. */
+    /**
+     * As {@code RowFileWriter} creates a row file with default options: no overwrite, SYNC_BLOCK, CRC32C; on file://
+     * through the raw local filesystem, whose {@code hsync} reaches the disk (the checksummed one's only flushes).
+     */
     private static FSDataOutputStream createLikeRowFiles(final FileSystem fs, final Path file) throws IOException {
-        return fs.create(
+        final FileSystem target =
+                fs instanceof org.apache.hadoop.fs.ChecksumFileSystem checksummed ? checksummed.getRawFileSystem() : fs;
+        return target.create(
                 file,
                 FsPermission.getFileDefault().applyUMask(FsPermission.getUMask(fs.getConf())),
                 EnumSet.of(CreateFlag.CREATE, CreateFlag.SYNC_BLOCK),

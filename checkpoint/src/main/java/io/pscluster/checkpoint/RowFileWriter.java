@@ -17,6 +17,7 @@ import java.util.concurrent.CompletionException;
 import java.util.concurrent.Executor;
 import java.util.concurrent.TimeUnit;
 import java.util.zip.CRC32C;
+import org.apache.hadoop.fs.ChecksumFileSystem;
 import org.apache.hadoop.fs.CreateFlag;
 import org.apache.hadoop.fs.FSDataOutputStream;
 import org.apache.hadoop.fs.FileAlreadyExistsException;
@@ -218,7 +219,12 @@ public final class RowFileWriter implements AutoCloseable {
         FsPermission permission = FsPermission.getFileDefault().applyUMask(FsPermission.getUMask(fs.getConf()));
         int bufferSize = fs.getConf().getInt("io.file.buffer.size", 4096);
         FsErrorStreams.checkLocalRoom(fs, file);
-        return FsErrorStreams.ioExceptions(fs.create(
+        // The local filesystem's checksummed stream (file://) cannot sync: its hsync only flushes to the operating
+        // system
+        // (it is no Syncable), and when its last flush fails it leaves the file open. Its raw filesystem's stream syncs
+        // to the disk and closes on failure; the rows carry their own CRC32C, so the side .crc file adds nothing.
+        FileSystem target = fs instanceof ChecksumFileSystem checksummed ? checksummed.getRawFileSystem() : fs;
+        return FsErrorStreams.ioExceptions(target.create(
                 file,
                 permission,
                 EnumSet.of(CreateFlag.CREATE, CreateFlag.SYNC_BLOCK),

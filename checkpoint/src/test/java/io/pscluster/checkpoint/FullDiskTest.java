@@ -70,6 +70,9 @@ class FullDiskTest {
         assertThatThrownBy(() -> writeRows(store, 2, 50_000))
                 .isInstanceOf(IOException.class)
                 .hasMessageContaining("No space left on device");
+        assertThat(openFilesUnder(mount))
+                .as("files a write that ran out of room left open")
+                .isEmpty();
 
         Files.delete(filler.toPath());
         store.createProxyClaim(CheckpointStore.PROXY_CLAIM_PREFIX + "a.r2", "claim");
@@ -77,20 +80,52 @@ class FullDiskTest {
         assertThat(writeRows(store, 3, 1_000).rows()).isEqualTo(1_000);
     }
 
+    /**
+     * A checkpoint's files on file:// are synced to the disk by {@code hsync}: the local filesystem's checksummed stream
+     * only flushed to the operating system (it is no {@code Syncable}), so a committed checkpoint's files could be lost
+     * to a power cut after its manifest was renamed into place.
+     */
+    @Test
+    void shouldWriteLocalCheckpointFilesThroughAStreamThatSyncsToTheDisk() throws Exception {
+        final java.nio.file.Path dir = Files.createTempDirectory("ps-sync");
+        final org.apache.hadoop.fs.FileSystem local = org.apache.hadoop.fs.FileSystem.getLocal(new Configuration());
+        final Path file = new Path(dir.toUri().toString(), "t.rows");
+        try (org.apache.hadoop.fs.FSDataOutputStream out =
+                RowFileWriter.createDurable(local, file, RowFileWriter.Options.defaults())) {
+            assertThat(out.hasCapability(org.apache.hadoop.fs.StreamCapabilities.HSYNC))
+                    .as("hsync reaches the disk")
+                    .isTrue();
+            out.write(1);
+            out.hsync();
+        }
+        assertThat(local.getFileStatus(file).getLen()).isEqualTo(1);
+        local.delete(new Path(dir.toUri().toString()), true);
+    }
+
     private static RowFileInfo writeRows(final CheckpointStore store, final long id, final int rows)
             throws IOException {
         final Path dir = store.checkpointDir(id);
         final RowFileWriter writer = RowFileWriter.create(store.fileSystem(), dir, "shard-a/t.rows", 16);
         final float[] row = new float[16];
-        writer.beginSlot(0);
-        final java.util.SplittableRandom random = new java.util.SplittableRandom(id);
-        for (int key = 0; key < rows; key++) {
-            for (int i = 0; i < row.length; i++) {
-                row[i] = (float) random.nextGaussian(); // incompressible, whatever the codec
+        // As a shard writes a part: on failure the writer is closed, leaving an incomplete file for retention.
+        try {
+            writer.beginSlot(0);
+            final java.util.SplittableRandom random = new java.util.SplittableRandom(id);
+            for (int key = 0; key < rows; key++) {
+                for (int i = 0; i < row.length; i++) {
+                    row[i] = (float) random.nextGaussian(); // incompressible, whatever the codec
+                }
+                writer.writeRow(key, row, 0);
             }
-            writer.writeRow(key, row, 0);
+            return writer.finish();
+        } catch (IOException | RuntimeException e) {
+            try {
+                writer.close();
+            } catch (IOException closing) {
+                e.addSuppressed(closing);
+            }
+            throw e;
         }
-        return writer.finish();
     }
 
     /** The files under {@code dir} this process holds open (Linux: its descriptors' links). */
