@@ -220,9 +220,8 @@ public final class RowFileWriter implements AutoCloseable {
         int bufferSize = fs.getConf().getInt("io.file.buffer.size", 4096);
         FsErrorStreams.checkLocalRoom(fs, file);
         // The local filesystem's checksummed stream (file://) cannot sync: its hsync only flushes to the operating
-        // system
-        // (it is no Syncable), and when its last flush fails it leaves the file open. Its raw filesystem's stream syncs
-        // to the disk and closes on failure; the rows carry their own CRC32C, so the side .crc file adds nothing.
+        // system (it is no Syncable), and when its last flush fails it leaves the file open. Its raw filesystem's
+        // stream syncs to the disk and closes on failure; the rows carry their own CRC32C, so a .crc file adds nothing.
         FileSystem target = fs instanceof ChecksumFileSystem checksummed ? checksummed.getRawFileSystem() : fs;
         return FsErrorStreams.ioExceptions(target.create(
                 file,

@@ -169,8 +169,8 @@ final class CheckpointCommand implements Runnable {
                         + " needed): id, created, age, kind (base/delta), size, compression, rows, tables and a"
                         + " check mark: 'present' (every file there with its length), with --verify 'verified'"
                         + " (checksums too), or DAMAGED and why; MARKED-DAMAGED when a restore found it damaged"
-                        + " (retention keeps it, uncounted, until it is deleted). With --proxy, as the proxy sees them, with the"
-                        + " checkpoints a restore found damaged marked so.",
+                        + " (retention keeps it, uncounted, until it is deleted). With --proxy, as the proxy sees"
+                        + " them, with the checkpoints a restore found damaged marked so.",
                 "Exit code 1 if a checkpoint shown is damaged or marked damaged."
             })
     static final class ListCheckpoints implements Callable<Integer> {

@@ -57,7 +57,6 @@ public final class UpdateModes {
      * @throws IllegalArgumentException naming the field.
      */
     public static JobSpec validate(final JobSpec spec) {
-        // A job waits for expected_workers to join before it starts: an absurd count waited out every join's timeout.
         if (spec.getJobId().isEmpty()) {
             throw new IllegalArgumentException("job spec: job_id is empty");
         }
@@ -72,6 +71,7 @@ public final class UpdateModes {
             throw new IllegalArgumentException("job '" + spec.getJobId() + "': staleness " + spec.getStaleness()
                     + " is for SSP only, the mode is " + spec.getMode());
         }
+        // A job waits for expected_workers to join before it starts: an absurd count waited out every join's timeout.
         if (spec.getExpectedWorkers() < 0 || spec.getExpectedWorkers() > MAX_EXPECTED_WORKERS) {
             throw new IllegalArgumentException("job '" + spec.getJobId() + "': expected_workers "
                     + spec.getExpectedWorkers() + " is outside 0.." + MAX_EXPECTED_WORKERS

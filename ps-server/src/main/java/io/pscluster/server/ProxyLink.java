@@ -108,8 +108,8 @@ final class ProxyLink implements AutoCloseable {
     /**
      * Registers, retrying for up to {@code timeoutMs} while the proxy is unreachable or slow to answer, or still holds
      * this shard's id for a previous process whose lease has not lapsed yet (ALREADY_EXISTS: a shard restarted with its
-     * {@code --id}); then heartbeats. Any other refusal, or one that outlasts the timeout, is thrown and leaves the link unregistered, so
-     * that closing it deregisters nobody.
+     * {@code --id}); then heartbeats. Any other refusal, or one that outlasts the timeout, is thrown and leaves the link
+     * unregistered, so that closing it deregisters nobody.
      */
     void register(final long timeoutMs) throws InterruptedException {
         final long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMs);

@@ -105,9 +105,9 @@ public final class ParameterTable {
         if (schema.getKind() != TableKind.DENSE) {
             return 0;
         }
-        // rows * slots / SLOT_COUNT without overflowing (rows may be up to Long.MAX_VALUE); saturated past
-        // Long.MAX_VALUE,
-        // where a product that wrapped had let a table of 5e15 rows pass as small and fill every shard's memory.
+        // rows * slots / SLOT_COUNT without overflowing (rows may be up to Long.MAX_VALUE), saturated past
+        // Long.MAX_VALUE: a product that wrapped had let a table of 5e15 rows pass as small and fill every shard's
+        // memory.
         final long rows = schema.getRows();
         final long share = rows / Slots.SLOT_COUNT * slots + rows % Slots.SLOT_COUNT * slots / Slots.SLOT_COUNT;
         final long record = recordBytes();
