@@ -32,7 +32,6 @@ import java.util.BitSet;
 import java.util.Comparator;
 import java.util.Deque;
 import java.util.EnumMap;
-import java.util.EnumSet;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
@@ -50,15 +49,11 @@ import java.util.stream.Stream;
 import org.HdrHistogram.Histogram;
 import org.agrona.BufferUtil;
 import org.apache.hadoop.conf.Configuration;
-import org.apache.hadoop.fs.CreateFlag;
 import org.apache.hadoop.fs.FSDataInputStream;
 import org.apache.hadoop.fs.FSDataOutputStream;
 import org.apache.hadoop.fs.FileSystem;
-import org.apache.hadoop.fs.Options.ChecksumOpt;
 import org.apache.hadoop.fs.Path;
-import org.apache.hadoop.fs.permission.FsPermission;
 import org.apache.hadoop.hdfs.MiniDFSCluster;
-import org.apache.hadoop.util.DataChecksum;
 
 /**
  * checkpoint: what writing and restoring a checkpoint costs against plain Hadoop {@link FileSystem} I/O of the same
@@ -74,7 +69,7 @@ import org.apache.hadoop.util.DataChecksum;
  * <ol>
  *   <li>write: the shard writes a checkpoint ({@link Shard#writeCheckpoint}, the call the proxy makes, then the
  *       manifest is committed as the proxy would) with each codec; baseline: the same number of files of the same
- *       lengths written through the same {@link FileSystem}, created with the row writer's flags, from one 1 MiB
+ *       lengths written through the same {@link FileSystem}, created as the row writer creates them, from one 1 MiB
  *       block of random bytes, {@code hsync}ed and closed. {@value #ROUNDS} rounds in ABBA order, the best of each
  *       side; bytes are the row files' bytes as stored;
  *   <li>push latency: one SDK client pushes {@value #PUSH_KEYS} random existing keys per call, back to back, while a
@@ -468,7 +463,8 @@ final class CheckpointWorkload implements Workload {
         fs.mkdirs(dir);
         final long start = System.nanoTime();
         for (int i = 0; i < lengths.length; i++) {
-            try (FSDataOutputStream out = createLikeRowFiles(fs, new Path(dir, "raw-" + i))) {
+            try (FSDataOutputStream out =
+                    RowFileWriter.createDurable(fs, new Path(dir, "raw-" + i), RowFileWriter.Options.defaults())) {
                 for (long left = lengths[i]; left > 0; ) {
                     final int length = (int) Math.min(left, block.length);
                     out.write(block, 0, length);
@@ -480,24 +476,6 @@ final class CheckpointWorkload implements Workload {
         final long nanos = System.nanoTime() - start;
         fs.delete(dir, true);
         return nanos;
-    }
-
-    /**
-     * As {@code RowFileWriter} creates a row file with default options: no overwrite, SYNC_BLOCK, CRC32C; on file://
-     * through the raw local filesystem, whose {@code hsync} reaches the disk (the checksummed one's only flushes).
-     */
-    private static FSDataOutputStream createLikeRowFiles(final FileSystem fs, final Path file) throws IOException {
-        final FileSystem target =
-                fs instanceof org.apache.hadoop.fs.ChecksumFileSystem checksummed ? checksummed.getRawFileSystem() : fs;
-        return target.create(
-                file,
-                FsPermission.getFileDefault().applyUMask(FsPermission.getUMask(fs.getConf())),
-                EnumSet.of(CreateFlag.CREATE, CreateFlag.SYNC_BLOCK),
-                fs.getConf().getInt("io.file.buffer.size", 4096),
-                fs.getDefaultReplication(file),
-                fs.getDefaultBlockSize(file),
-                null,
-                new ChecksumOpt(DataChecksum.Type.CRC32C, -1));
     }
 
     /** Reads {@code files} whole through {@code fs}; returns the nanoseconds. */

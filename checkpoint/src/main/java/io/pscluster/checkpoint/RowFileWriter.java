@@ -213,7 +213,7 @@ public final class RowFileWriter implements AutoCloseable {
      * refusal to overwrite. The stream throws {@code IOException} where the local filesystem throws {@code FSError}
      * ({@link FsErrorStreams}).
      */
-    static FSDataOutputStream createDurable(FileSystem fs, Path file, Options options) throws IOException {
+    public static FSDataOutputStream createDurable(FileSystem fs, Path file, Options options) throws IOException {
         short replication = options.replication() > 0 ? options.replication() : fs.getDefaultReplication(file);
         long blockSize = options.blockSize() > 0 ? options.blockSize() : fs.getDefaultBlockSize(file);
         FsPermission permission = FsPermission.getFileDefault().applyUMask(FsPermission.getUMask(fs.getConf()));
