@@ -378,7 +378,8 @@ public final class PsTable {
                 final StatusRuntimeException refused = Status.FAILED_PRECONDITION
                         .withDescription("table '" + name() + "': " + tooOld)
                         .asRuntimeException();
-                return CompletableFuture.failedFuture(outcomeUnknown ? withOutcomeUnknown(refused) : refused);
+                return CompletableFuture.failedFuture(
+                        call.wholeSlots && outcomeUnknown ? withOutcomeUnknown(refused) : refused);
             }
         }
         final List<CompletableFuture<Void>> sent = new ArrayList<>();
