@@ -192,19 +192,32 @@ final class CheckpointVerifier {
     /**
      * After no replica served a block ({@code missing}): whether they are reachable but corrupt (damage), rather than
      * unreachable (a DataNode down, which may come back). A client does not report to the NameNode when every replica
-     * of a block fails its checksum, so this reads a byte of the block again through a filesystem of its own, with
-     * checksums off and then on: corrupt when the first is served and the second is not. Served both times, the
-     * block was only unreachable before (its DataNode is back); served neither time, it is unreachable still.
+     * of a block fails its checksum, so this reads the block again through a filesystem of its own: a byte of it with
+     * checksums off, then the whole block with checksums on (the exception names only the block's start, and the rot
+     * may be anywhere in it). Corrupt when the first is served and the second is not. Served both times, the block was
+     * only unreachable before (its DataNode is back); served neither time, it is unreachable still. A block is read
+     * whole only here, after a read of it failed.
      */
     static boolean replicasCorrupt(FileSystem fs, Path file, BlockMissingException missing) {
+        long start = missing.getOffset();
         try (FileSystem again = FileSystem.newInstance(fs.getUri(), fs.getConf())) {
             again.setVerifyChecksum(false);
             try (FSDataInputStream in = again.open(file)) {
-                in.readFully(missing.getOffset(), new byte[1]);
+                in.readFully(start, new byte[1]);
             }
+            BlockLocation[] blocks = again.getFileBlockLocations(file, start, 1);
+            long end = blocks.length == 0 ? start + 1 : blocks[0].getOffset() + blocks[0].getLength();
             again.setVerifyChecksum(true);
             try (FSDataInputStream in = again.open(file)) {
-                in.readFully(missing.getOffset(), new byte[1]);
+                in.seek(start);
+                byte[] buffer = new byte[64 * 1024];
+                for (long left = end - start; left > 0; ) {
+                    int n = in.read(buffer, 0, (int) Math.min(buffer.length, left));
+                    if (n < 0) {
+                        break;
+                    }
+                    left -= n;
+                }
             } catch (ChecksumException | BlockMissingException corrupt) {
                 return true;
             }

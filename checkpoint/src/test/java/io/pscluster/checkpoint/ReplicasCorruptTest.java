@@ -84,6 +84,27 @@ class ReplicasCorruptTest {
         assertThat(CheckpointVerifier.replicasCorrupt(fs, file, missing)).isTrue();
     }
 
+    /**
+     * The rot is past the block's first checksum chunk, where a one-byte read of the block's start does not reach, but a
+     * read of the start that fetched the rest of the packet met it (as a row file's header read does): damage too.
+     */
+    @Test
+    void shouldTakeARotPastTheBlocksFirstChunkForDamage() throws Exception {
+        final FileSystem fs = cluster.getFileSystem();
+        final Path file = write(fs, "rotten-mid-block");
+        final File blockFile = cluster.getBlockFile(0, DFSTestUtil.getFirstBlock(fs, file));
+        try (RandomAccessFile raw = new RandomAccessFile(blockFile, "rw")) {
+            raw.seek(5000);
+            final int b = raw.read();
+            raw.seek(5000);
+            raw.write(b ^ 0x10);
+        }
+        // What a read that met it through every replica of two throws: the exception names only the block's start.
+        final BlockMissingException missing = new BlockMissingException(file.toString(), "no live nodes", 0);
+
+        assertThat(CheckpointVerifier.replicasCorrupt(fs, file, missing)).isTrue();
+    }
+
     private static Path write(final FileSystem fs, final String name) throws IOException {
         final Path file = new Path("/replicas/" + name);
         final byte[] bytes = new byte[8192];
