@@ -394,9 +394,10 @@ public final class CheckpointStore implements Closeable {
         Path aside = new Path(root, PROXY_CLAIM_ASIDE_PREFIX + UUID.randomUUID());
         boolean renamed = false;
         try {
-            FsErrorStreams.checkLocalRoom(fs, aside);
-            try (FSDataOutputStream out = FsErrorStreams.ioExceptions(fs.create(aside, false))) {
+            // Synced before the rename: after a power cut the claim's name never shows without its text.
+            try (FSDataOutputStream out = RowFileWriter.createDurable(fs, aside, RowFileWriter.Options.defaults())) {
                 out.write(text.getBytes(StandardCharsets.UTF_8));
+                out.hsync();
             }
             renamed = fs.rename(aside, claim);
             if (!renamed) {
@@ -806,11 +807,22 @@ public final class CheckpointStore implements Closeable {
         Path mark = new Path(checkpointDir(id), DAMAGE_MARK);
         byte[] text = why.getBytes(StandardCharsets.UTF_8);
         FsErrorStreams.checkLocalRoom(fs, mark);
-        try (FSDataOutputStream out = FsErrorStreams.ioExceptions(fs.createNonRecursive(
-                mark, true, 4096, fs.getDefaultReplication(mark), fs.getDefaultBlockSize(mark), null))) {
+        if (!fs.exists(mark.getParent())) {
+            // Deleted meanwhile. (The raw local filesystem would create it: its createNonRecursive makes parents.)
+            return;
+        }
+        // An earlier mark goes first through fs (on file:// with its .crc, which would no longer match), the new one
+        // is synced to the disk.
+        fs.delete(mark, false);
+        FileSystem syncing = RowFileWriter.syncing(fs);
+        try (FSDataOutputStream out = FsErrorStreams.ioExceptions(syncing.createNonRecursive(
+                mark, false, 4096, fs.getDefaultReplication(mark), fs.getDefaultBlockSize(mark), null))) {
             out.write(text, 0, Math.min(text.length, MAX_CLAIM_BYTES));
+            out.hsync();
         } catch (FileNotFoundException gone) {
             return;
+        } catch (FileAlreadyExistsException marked) {
+            // Another restore marked it meanwhile: it stays marked.
         }
         LOG.warn("Marked checkpoint {} damaged ({}): {}", id, mark, why);
     }

@@ -219,19 +219,26 @@ public final class RowFileWriter implements AutoCloseable {
         FsPermission permission = FsPermission.getFileDefault().applyUMask(FsPermission.getUMask(fs.getConf()));
         int bufferSize = fs.getConf().getInt("io.file.buffer.size", 4096);
         FsErrorStreams.checkLocalRoom(fs, file);
-        // The local filesystem's checksummed stream (file://) cannot sync: its hsync only flushes to the operating
-        // system (it is no Syncable), and when its last flush fails it leaves the file open. Its raw filesystem's
-        // stream syncs to the disk and closes on failure; the rows carry their own CRC32C, so a .crc file adds nothing.
-        FileSystem target = fs instanceof ChecksumFileSystem checksummed ? checksummed.getRawFileSystem() : fs;
-        return FsErrorStreams.ioExceptions(target.create(
-                file,
-                permission,
-                EnumSet.of(CreateFlag.CREATE, CreateFlag.SYNC_BLOCK),
-                bufferSize,
-                replication,
-                blockSize,
-                null,
-                new ChecksumOpt(DataChecksum.Type.CRC32C, -1)));
+        return FsErrorStreams.ioExceptions(syncing(fs)
+                .create(
+                        file,
+                        permission,
+                        EnumSet.of(CreateFlag.CREATE, CreateFlag.SYNC_BLOCK),
+                        bufferSize,
+                        replication,
+                        blockSize,
+                        null,
+                        new ChecksumOpt(DataChecksum.Type.CRC32C, -1)));
+    }
+
+    /**
+     * The filesystem to create a file through whose {@code hsync} must reach the disk: {@code fs} itself, but for the
+     * local filesystem's checksummed one (file://), whose stream cannot sync (its hsync only flushes to the operating
+     * system: it is no Syncable) and leaves its file open when its last flush fails. Its raw filesystem's stream syncs
+     * and closes on failure; our files carry their own CRC32C, so a .crc file adds nothing.
+     */
+    public static FileSystem syncing(FileSystem fs) {
+        return fs instanceof ChecksumFileSystem checksummed ? checksummed.getRawFileSystem() : fs;
     }
 
     /** The absolute path of the file being written. */

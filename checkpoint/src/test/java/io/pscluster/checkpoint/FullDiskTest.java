@@ -102,6 +102,39 @@ class FullDiskTest {
         local.delete(new Path(dir.toUri().toString()), true);
     }
 
+    /**
+     * Every file a checkpoint root holds on file:// (row files, manifest, the cluster mark, a proxy's claim, a damage
+     * mark, written again over an earlier one) is written through the stream that syncs to the disk: none leaves the
+     * {@code .crc} side file of the checksummed stream, which cannot sync.
+     */
+    @Test
+    void shouldWriteEveryLocalRootFileThroughTheSyncingStream() throws Exception {
+        final java.nio.file.Path dir = Files.createTempDirectory("ps-sync-root");
+        final CheckpointStore store = new CheckpointStore(dir.toUri(), new Configuration());
+        store.markCluster("cluster");
+        store.createProxyClaim(CheckpointStore.PROXY_CLAIM_PREFIX + "a.r1", "claim");
+        store.commit(new Manifest(
+                1,
+                System.currentTimeMillis(),
+                64,
+                Manifest.Kind.BASE,
+                0,
+                0,
+                java.util.List.of(new Manifest.TableEntry("emb", new byte[0])),
+                CheckpointStoreContract.writeFiles(store, 1),
+                java.util.Map.of()));
+        store.markDamaged(1, "first");
+        store.markDamaged(1, "second");
+
+        assertThat(store.damageMarks()).containsEntry(1L, "second");
+        try (java.util.stream.Stream<java.nio.file.Path> files = Files.walk(dir)) {
+            assertThat(files.map(path -> dir.relativize(path).toString()))
+                    .as("files under the root")
+                    .contains("ckpt-000000000001/_MANIFEST")
+                    .noneMatch(name -> name.endsWith(".crc"));
+        }
+    }
+
     private static RowFileInfo writeRows(final CheckpointStore store, final long id, final int rows)
             throws IOException {
         final Path dir = store.checkpointDir(id);
