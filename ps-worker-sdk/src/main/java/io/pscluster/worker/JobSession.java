@@ -512,10 +512,20 @@ final class JobSession {
         final Set<String> failed = new HashSet<>();
         StatusRuntimeException last = null;
         for (int attempt = 0; ; attempt++) {
-            final Set<String> todo = new HashSet<>(List.of(client.routing().addresses()));
+            final Routing routing = client.routing();
+            final Set<String> todo = new HashSet<>(List.of(routing.addresses()));
             todo.removeAll(answers.keySet());
             if (todo.isEmpty()) {
                 return answers;
+            }
+            for (int owner = 0; owner < routing.addresses().length; owner++) {
+                final String tooOld = todo.contains(routing.addresses()[owner]) ? routing.tooOld(owner) : null;
+                if (tooOld != null) {
+                    // As for a table's calls: a shard this SDK cannot push to takes no part in a job's clocks either.
+                    throw Status.FAILED_PRECONDITION
+                            .withDescription(what + ": " + tooOld)
+                            .asRuntimeException();
+                }
             }
             final Map<String, CompletableFuture<T>> sent = new HashMap<>();
             final Deadline attemptDeadline =

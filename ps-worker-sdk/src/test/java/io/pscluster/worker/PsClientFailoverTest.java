@@ -654,6 +654,11 @@ class PsClientFailoverTest {
                         .contains(older.address(), "protocol 0", "upgrade the proxy and the shards");
             });
         }
+        // Calls to every shard (a flush here; a job's clocks, joins and leaves alike) are refused before any is sent.
+        assertThatThrownBy(client::flush).isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
+            assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.FAILED_PRECONDITION);
+            assertThat(e.getStatus().getDescription()).contains(older.address(), "protocol 0");
+        });
         assertThat(current.pushes).isEmpty();
         assertThat(current.pulls).isEmpty();
         assertThat(older.pushes).isEmpty();
