@@ -996,6 +996,8 @@ final class ClusterState {
             final ShardRecord kept = shards.get(id);
             kept.heardFrom(now);
             kept.load = request.getLoad();
+            // What the shard speaks is a fact, not a change to keep: SDKs must not refuse it until a save works.
+            kept.protocolVersion = request.getProtocolVersion();
         }
         final HeartbeatResponse.Builder response =
                 HeartbeatResponse.newBuilder().setLeaseMillis(settings.leaseMillis());

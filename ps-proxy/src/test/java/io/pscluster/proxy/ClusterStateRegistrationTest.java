@@ -136,7 +136,7 @@ class ClusterStateRegistrationTest extends ClusterStateFixture {
     /**
      * The data-plane protocol each shard reports reaches the SDKs in the routing table (an SDK sends nothing to a shard
      * older than it needs), survives a proxy restart, and is learnt again from heartbeats (a proxy that resumed from a
-     * state of a version without the field).
+     * state of a version without the field), also from one whose change could not be saved.
      */
     @Test
     void shouldPassOnTheProtocolEachShardReportsAndLearnItAgainFromHeartbeats() {
@@ -157,6 +157,20 @@ class ClusterStateRegistrationTest extends ClusterStateFixture {
                 .containsEntry("a", io.pscluster.wire.Protocol.VERSION)
                 .containsEntry("b", 0);
 
+        // Learnt also while the state cannot be saved (the heartbeat renews the lease all the same): else every SDK
+        // would refuse b's slots until saves worked again.
+        store.failSaves.set(true);
+        state.heartbeat(HeartbeatRequest.newBuilder()
+                .setShardId("b")
+                .setRoutingEpoch(state.epoch())
+                .setProtocolVersion(io.pscluster.wire.Protocol.VERSION)
+                .build());
+        assertThat(protocols())
+                .as("after b's heartbeat that could not be saved")
+                .containsEntry("b", io.pscluster.wire.Protocol.VERSION);
+        store.failSaves.set(false);
+
+        state = open(store, java.util.Optional.empty());
         state.heartbeat(HeartbeatRequest.newBuilder()
                 .setShardId("b")
                 .setRoutingEpoch(state.epoch())
