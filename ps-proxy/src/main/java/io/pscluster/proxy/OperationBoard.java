@@ -136,7 +136,10 @@ final class OperationBoard {
                 rowsTotal += shard.rowsTotal();
                 bytesDone += shard.bytesDone();
                 bytesTotal += shard.bytesTotal();
-                cut += shard.cutMarked() ? 1 : 0;
+                // A shard done writing has cut, also when no poll caught it between the two (its last poll failed, or
+                // it was quicker than the first).
+                final boolean shardCut = shard.cutMarked() || shard.done();
+                cut += shardCut ? 1 : 0;
                 done += shard.done() ? 1 : 0;
                 answer.addShardProgress(ShardOperationProgress.newBuilder()
                         .setShardId(of.ids().get(i))
@@ -145,7 +148,7 @@ final class OperationBoard {
                         .setRowsTotal(shard.rowsTotal())
                         .setBytesDone(shard.bytesDone())
                         .setBytesTotal(shard.bytesTotal())
-                        .setCutMarked(shard.cutMarked())
+                        .setCutMarked(shardCut)
                         .setDone(shard.done())
                         .setStillMillis(TimeUnit.NANOSECONDS.toMillis(now - moved)));
             }
