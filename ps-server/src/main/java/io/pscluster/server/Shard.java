@@ -1818,8 +1818,8 @@ public final class Shard implements AutoCloseable {
                         entry.getKey());
                 continue;
             }
-            // Worker id order, in float64 (a MEAN of gradients within float32's range stays within it).
-            final ClockSum sum = ClockSum.wide(table.dim());
+            // Worker id order, in float64 (ClockSum): a MEAN of gradients within float32's range stays within it.
+            final ClockSum sum = new ClockSum(table.dim());
             entry.getValue().values().forEach(sum::add);
             if (table.schema().getAggregation() == Aggregation.MEAN) {
                 sum.divide(participants);

@@ -204,6 +204,22 @@ class ShardJobClocksTest {
         assertThat(value(MEAN_TABLE)).isEqualTo(-3e38f);
     }
 
+    /**
+     * One worker's own pushes of a key within a clock are summed in float64 too: 3e38 twice, then the other worker's
+     * -3e38, is a finite mean (a worker's sum kept in float32 was infinite after its second push, and so was the row).
+     */
+    @Test
+    void shouldNotOverflowAWorkersOwnRepeatedPushesWithinAClock() throws InterruptedException {
+        jobs(UpdateMode.SYNC, 0, 0, 1);
+        push(MEAN_TABLE, 0, 0, 3e38f);
+        push(MEAN_TABLE, 0, 0, 3e38f);
+        push(MEAN_TABLE, 1, 0, -3e38f);
+        end(0, 0);
+        end(1, 0);
+        await().atMost(Duration.ofSeconds(10)).until(() -> applied() == 0);
+        assertThat(value(MEAN_TABLE)).isEqualTo((float) -(3e38 + 3e38 - 3e38) / 2);
+    }
+
     @Test
     void shouldDivideMeanTablesByTheWorkersOfTheClock() throws InterruptedException {
         jobs(UpdateMode.SYNC, 0, 0, 1);
