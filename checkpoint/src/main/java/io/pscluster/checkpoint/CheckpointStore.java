@@ -280,6 +280,21 @@ public final class CheckpointStore implements Closeable {
                 throw e;
             }
             out.close();
+            // On file://, the names of the files, of their directories and of the checkpoint's directory reach the
+            // disk before the manifest's can: a power cut after the rename never leaves a manifest naming lost files.
+            java.util.Set<Path> dirs = new java.util.TreeSet<>();
+            dirs.add(dir);
+            for (Manifest.FileEntry entry : manifest.files()) {
+                // Every directory between the file and the checkpoint's, each once.
+                Path parent = new Path(dir, entry.file().path()).getParent();
+                while (parent != null && dirs.add(parent)) {
+                    parent = parent.getParent();
+                }
+            }
+            dirs.add(dir.getParent());
+            for (Path named : dirs) {
+                FsErrorStreams.syncLocalDirectory(fs, named);
+            }
             // Checked again right before the rename: the write above can take a while on a busy cluster.
             if (fs.exists(target)) {
                 throw new FileAlreadyExistsException(
@@ -296,6 +311,7 @@ public final class CheckpointStore implements Closeable {
                 deleteQuietly(tmp);
             }
         }
+        FsErrorStreams.syncLocalDirectory(fs, dir);
         FileStatus committed = fs.getFileStatus(target);
         if (!committed.isFile() || committed.getLen() != bytes.length) {
             throw new IOException("commit of checkpoint " + manifest.id() + " left " + target + " as "

@@ -40,6 +40,25 @@ final class FsErrorStreams {
         }
     }
 
+    /**
+     * On the local filesystem, syncs directory {@code dir} to the disk, so that the names created or renamed in it
+     * survive a power cut (a file's own sync does not cover its name on Linux); nothing on other filesystems, whose
+     * namespace is durable once an operation returns (HDFS's NameNode logs it).
+     *
+     * @throws IOException when the directory cannot be opened or synced.
+     */
+    static void syncLocalDirectory(org.apache.hadoop.fs.FileSystem fs, org.apache.hadoop.fs.Path dir)
+            throws IOException {
+        if (!"file".equals(fs.getUri().getScheme())) {
+            return;
+        }
+        java.nio.file.Path local = java.nio.file.Path.of(dir.toUri().getPath());
+        try (java.nio.channels.FileChannel channel =
+                java.nio.channels.FileChannel.open(local, java.nio.file.StandardOpenOption.READ)) {
+            channel.force(true);
+        }
+    }
+
     /** {@code out}, its writes, flushes, syncs and close throwing {@code IOException} where they threw {@code FSError}. */
     static FSDataOutputStream ioExceptions(FSDataOutputStream out) throws IOException {
         return new FSDataOutputStream(new Translating(out), null);

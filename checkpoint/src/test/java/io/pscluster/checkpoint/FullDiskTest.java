@@ -135,6 +135,21 @@ class FullDiskTest {
         }
     }
 
+    /**
+     * A local directory is synced by opening it and forcing it to the disk (the names a commit creates and renames
+     * survive a power cut only so); a directory that is not there fails, rather than passing for synced.
+     */
+    @Test
+    void shouldSyncALocalDirectoryAndFailOnOneThatIsNotThere() throws Exception {
+        final java.nio.file.Path dir = Files.createTempDirectory("ps-dirsync");
+        final org.apache.hadoop.fs.FileSystem local = org.apache.hadoop.fs.FileSystem.getLocal(new Configuration());
+        FsErrorStreams.syncLocalDirectory(local, new Path(dir.toUri().toString()));
+        assertThatThrownBy(() -> FsErrorStreams.syncLocalDirectory(
+                        local, new Path(dir.resolve("gone").toUri().toString())))
+                .isInstanceOf(java.nio.file.NoSuchFileException.class);
+        Files.delete(dir);
+    }
+
     private static RowFileInfo writeRows(final CheckpointStore store, final long id, final int rows)
             throws IOException {
         final Path dir = store.checkpointDir(id);
