@@ -72,13 +72,7 @@ class ReplicasCorruptTest {
     void shouldTakeAReplicaThatFailsItsChecksumForDamage() throws Exception {
         final FileSystem fs = cluster.getFileSystem();
         final Path file = write(fs, "rotten");
-        final File blockFile = cluster.getBlockFile(0, DFSTestUtil.getFirstBlock(fs, file));
-        try (RandomAccessFile raw = new RandomAccessFile(blockFile, "rw")) {
-            raw.seek(100);
-            final int b = raw.read();
-            raw.seek(100);
-            raw.write(b ^ 0x10);
-        }
+        flipBit(fs, file, 100);
         final BlockMissingException missing = readFirstByte(fs, file);
 
         assertThat(CheckpointVerifier.replicasCorrupt(fs, file, missing)).isTrue();
@@ -92,17 +86,22 @@ class ReplicasCorruptTest {
     void shouldTakeARotPastTheBlocksFirstChunkForDamage() throws Exception {
         final FileSystem fs = cluster.getFileSystem();
         final Path file = write(fs, "rotten-mid-block");
-        final File blockFile = cluster.getBlockFile(0, DFSTestUtil.getFirstBlock(fs, file));
-        try (RandomAccessFile raw = new RandomAccessFile(blockFile, "rw")) {
-            raw.seek(5000);
-            final int b = raw.read();
-            raw.seek(5000);
-            raw.write(b ^ 0x10);
-        }
+        flipBit(fs, file, 5000);
         // What a read that met it through every replica of two throws: the exception names only the block's start.
         final BlockMissingException missing = new BlockMissingException(file.toString(), "no live nodes", 0);
 
         assertThat(CheckpointVerifier.replicasCorrupt(fs, file, missing)).isTrue();
+    }
+
+    /** Flips a bit of the byte at {@code offset} of the file's first block, in its only replica. */
+    private static void flipBit(final FileSystem fs, final Path file, final long offset) throws IOException {
+        final File blockFile = cluster.getBlockFile(0, DFSTestUtil.getFirstBlock(fs, file));
+        try (RandomAccessFile raw = new RandomAccessFile(blockFile, "rw")) {
+            raw.seek(offset);
+            final int b = raw.read();
+            raw.seek(offset);
+            raw.write(b ^ 0x10);
+        }
     }
 
     private static Path write(final FileSystem fs, final String name) throws IOException {
