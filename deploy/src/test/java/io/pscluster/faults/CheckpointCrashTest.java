@@ -13,9 +13,9 @@ import io.pscluster.local.AdminCalls;
 import io.pscluster.proto.v1.AdminServiceGrpc;
 import io.pscluster.proto.v1.RestoreRequest;
 import io.pscluster.proto.v1.RestoreResponse;
+import io.pscluster.testing.MiniHdfs;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
-import java.io.File;
 import java.io.FileOutputStream;
 import java.io.IOException;
 import java.io.OutputStream;
@@ -86,23 +86,14 @@ class CheckpointCrashTest {
 
     @BeforeAll
     static void startHdfs(@TempDir final Path confDir) throws Exception {
-        final Configuration base = new Configuration();
-        final File baseDir = new File("target/minidfs-" + CheckpointCrashTest.class.getSimpleName());
-        base.set(MiniDFSCluster.HDFS_MINIDFS_BASEDIR, baseDir.getAbsolutePath());
-        hdfs = new MiniDFSCluster.Builder(base, baseDir).numDataNodes(1).build();
-        hdfs.waitActive();
+        hdfs = MiniHdfs.start(CheckpointCrashTest.class, 1);
         conf = new Configuration(hdfs.getConfiguration(0));
         hadoopConf = writeHadoopConf(confDir, 1);
     }
 
     @AfterAll
     static void stopHdfs() throws java.io.IOException {
-        // This JVM's cached filesystems of that NameNode go with it: a later test's NameNode on the same port
-        // would otherwise get one with this test's configuration (replication, block size).
-        org.apache.hadoop.fs.FileSystem.closeAll();
-        if (hdfs != null) {
-            hdfs.shutdown();
-        }
+        MiniHdfs.stop(hdfs);
     }
 
     @ParameterizedTest(name = "kill -9 at {0}")

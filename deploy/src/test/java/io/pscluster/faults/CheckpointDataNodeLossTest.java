@@ -8,9 +8,9 @@ import io.pscluster.checkpoint.CheckpointStore;
 import io.pscluster.checkpoint.PausePoints;
 import io.pscluster.local.AdminCalls;
 import io.pscluster.proto.v1.RestoreResponse;
+import io.pscluster.testing.MiniHdfs;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
-import java.io.File;
 import java.io.FileOutputStream;
 import java.io.OutputStream;
 import java.net.URI;
@@ -62,11 +62,7 @@ class CheckpointDataNodeLossTest {
 
     @BeforeAll
     static void startHdfs(@TempDir final Path confDir) throws Exception {
-        final Configuration base = new Configuration();
-        final File baseDir = new File("target/minidfs-" + CheckpointDataNodeLossTest.class.getSimpleName());
-        base.set(MiniDFSCluster.HDFS_MINIDFS_BASEDIR, baseDir.getAbsolutePath());
-        hdfs = new MiniDFSCluster.Builder(base, baseDir).numDataNodes(DATANODES).build();
-        hdfs.waitActive();
+        hdfs = MiniHdfs.start(CheckpointDataNodeLossTest.class, DATANODES);
         conf = new Configuration(hdfs.getConfiguration(0));
         final Configuration site = new Configuration(false);
         site.setInt("dfs.replication", 3);
@@ -83,12 +79,7 @@ class CheckpointDataNodeLossTest {
 
     @AfterAll
     static void stopHdfs() throws java.io.IOException {
-        // This JVM's cached filesystems of that NameNode go with it: a later test's NameNode on the same port
-        // would otherwise get one with this test's configuration (replication, block size).
-        org.apache.hadoop.fs.FileSystem.closeAll();
-        if (hdfs != null) {
-            hdfs.shutdown();
-        }
+        MiniHdfs.stop(hdfs);
     }
 
     /** Every DataNode a test stopped comes back, on its ports, before the next test. */

@@ -9,9 +9,9 @@ import io.pscluster.checkpoint.CheckpointStore;
 import io.pscluster.local.AdminCalls;
 import io.pscluster.local.CounterTable;
 import io.pscluster.local.LocalCluster;
+import io.pscluster.testing.MiniHdfs;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
-import java.io.File;
 import java.net.URI;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -41,12 +41,7 @@ class DamageMarkAfterOutageTest {
 
     @BeforeAll
     static void startHdfs() throws Exception {
-        final Configuration base = new Configuration();
-        final File dir = new File("target/minidfs-" + DamageMarkAfterOutageTest.class.getSimpleName());
-        base.set(MiniDFSCluster.HDFS_MINIDFS_BASEDIR, dir.getAbsolutePath());
-        base.setInt("dfs.replication", 1);
-        hdfs = new MiniDFSCluster.Builder(base, dir).numDataNodes(1).build();
-        hdfs.waitActive();
+        hdfs = MiniHdfs.start(DamageMarkAfterOutageTest.class, 1, base -> base.setInt("dfs.replication", 1));
         conf = new Configuration(hdfs.getConfiguration(0));
         // A block with no replica should be reported at once, not after the client's default retry windows.
         conf.setInt("dfs.client.max.block.acquire.failures", 0);
@@ -56,12 +51,7 @@ class DamageMarkAfterOutageTest {
 
     @AfterAll
     static void stopHdfs() throws java.io.IOException {
-        // This JVM's cached filesystems of that NameNode go with it: a later test's NameNode on the same port
-        // would otherwise get one with this test's configuration (replication, block size).
-        org.apache.hadoop.fs.FileSystem.closeAll();
-        if (hdfs != null) {
-            hdfs.shutdown();
-        }
+        MiniHdfs.stop(hdfs);
     }
 
     @Test

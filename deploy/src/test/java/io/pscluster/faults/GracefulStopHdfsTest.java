@@ -4,7 +4,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.awaitility.Awaitility.await;
 
 import io.pscluster.checkpoint.CheckpointStore;
-import java.io.File;
+import io.pscluster.testing.MiniHdfs;
 import java.net.URI;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -31,22 +31,13 @@ class GracefulStopHdfsTest {
 
     @BeforeAll
     static void startHdfs(@TempDir final Path confDir) throws Exception {
-        final Configuration base = new Configuration();
-        final File baseDir = new File("target/minidfs-" + GracefulStopHdfsTest.class.getSimpleName());
-        base.set(MiniDFSCluster.HDFS_MINIDFS_BASEDIR, baseDir.getAbsolutePath());
-        hdfs = new MiniDFSCluster.Builder(base, baseDir).numDataNodes(1).build();
-        hdfs.waitActive();
+        hdfs = MiniHdfs.start(GracefulStopHdfsTest.class, 1);
         hadoopConf = CheckpointCrashTest.writeHadoopConf(confDir, 1);
     }
 
     @AfterAll
     static void stopHdfs() throws java.io.IOException {
-        // This JVM's cached filesystems of that NameNode go with it: a later test's NameNode on the same port
-        // would otherwise get one with this test's configuration (replication, block size).
-        org.apache.hadoop.fs.FileSystem.closeAll();
-        if (hdfs != null) {
-            hdfs.shutdown();
-        }
+        MiniHdfs.stop(hdfs);
     }
 
     /** A proxy stopped with SIGTERM deletes its claim on an HDFS root, so that the next proxy starts at once. */

@@ -14,6 +14,7 @@ import io.pscluster.proto.v1.OptimizerKind;
 import io.pscluster.proto.v1.OptimizerSpec;
 import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
+import io.pscluster.testing.MiniHdfs;
 import io.pscluster.wire.Slots;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
@@ -74,12 +75,8 @@ class ReplicaDamageRestoreTest {
 
     @BeforeAll
     static void startHdfs() throws Exception {
-        final Configuration base = new Configuration();
-        final File dir = new File("target/minidfs-" + ReplicaDamageRestoreTest.class.getSimpleName());
-        base.set(MiniDFSCluster.HDFS_MINIDFS_BASEDIR, dir.getAbsolutePath());
-        base.setLong("dfs.namenode.fs-limits.min-block-size", 512);
-        hdfs = new MiniDFSCluster.Builder(base, dir).numDataNodes(2).build();
-        hdfs.waitActive();
+        hdfs = MiniHdfs.start(
+                ReplicaDamageRestoreTest.class, 2, base -> base.setLong("dfs.namenode.fs-limits.min-block-size", 512));
         conf = new Configuration(hdfs.getConfiguration(0));
         conf.setInt("dfs.replication", 2);
         conf.setLong("dfs.blocksize", BLOCK);
@@ -90,12 +87,7 @@ class ReplicaDamageRestoreTest {
 
     @AfterAll
     static void stopHdfs() throws java.io.IOException {
-        // This JVM's cached filesystems of that NameNode go with it: a later test's NameNode on the same port
-        // would otherwise get one with this test's configuration (replication, block size).
-        org.apache.hadoop.fs.FileSystem.closeAll();
-        if (hdfs != null) {
-            hdfs.shutdown();
-        }
+        MiniHdfs.stop(hdfs);
     }
 
     @ParameterizedTest(name = "damage: {0}")

@@ -14,6 +14,7 @@ import io.pscluster.proto.v1.OptimizerKind;
 import io.pscluster.proto.v1.OptimizerSpec;
 import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
+import io.pscluster.testing.MiniHdfs;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
 import java.io.File;
@@ -64,12 +65,10 @@ class RottenReplicasDamageMarkTest {
 
     @BeforeAll
     static void startHdfs() throws Exception {
-        final Configuration base = new Configuration();
-        final File dir = new File("target/minidfs-" + RottenReplicasDamageMarkTest.class.getSimpleName());
-        base.set(MiniDFSCluster.HDFS_MINIDFS_BASEDIR, dir.getAbsolutePath());
-        base.setLong("dfs.namenode.fs-limits.min-block-size", 512);
-        hdfs = new MiniDFSCluster.Builder(base, dir).numDataNodes(2).build();
-        hdfs.waitActive();
+        hdfs = MiniHdfs.start(
+                RottenReplicasDamageMarkTest.class,
+                2,
+                base -> base.setLong("dfs.namenode.fs-limits.min-block-size", 512));
         conf = new Configuration(hdfs.getConfiguration(0));
         conf.setInt("dfs.replication", 2);
         conf.setLong("dfs.blocksize", BLOCK);
@@ -78,10 +77,7 @@ class RottenReplicasDamageMarkTest {
 
     @AfterAll
     static void stopHdfs() throws java.io.IOException {
-        org.apache.hadoop.fs.FileSystem.closeAll();
-        if (hdfs != null) {
-            hdfs.shutdown();
-        }
+        MiniHdfs.stop(hdfs);
     }
 
     @ParameterizedTest(name = "rotten at: {0}")

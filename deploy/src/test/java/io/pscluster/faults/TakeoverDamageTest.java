@@ -20,10 +20,10 @@ import io.pscluster.proto.v1.InjectFaultRequest;
 import io.pscluster.proto.v1.RestoreRequest;
 import io.pscluster.proto.v1.RollbackEvent;
 import io.pscluster.proto.v1.ShardAdminServiceGrpc;
+import io.pscluster.testing.MiniHdfs;
 import io.pscluster.wire.Slots;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
-import java.io.File;
 import java.net.URI;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -65,11 +65,7 @@ class TakeoverDamageTest {
     @BeforeAll
     static void startHdfs() throws Exception {
         System.setProperty("pscluster.faults", "true");
-        final Configuration base = new Configuration();
-        final File dir = new File("target/minidfs-" + TakeoverDamageTest.class.getSimpleName());
-        base.set(MiniDFSCluster.HDFS_MINIDFS_BASEDIR, dir.getAbsolutePath());
-        hdfs = new MiniDFSCluster.Builder(base, dir).numDataNodes(1).build();
-        hdfs.waitActive();
+        hdfs = MiniHdfs.start(TakeoverDamageTest.class, 1);
         conf = new Configuration(hdfs.getConfiguration(0));
         // A block with no replica should be reported at once, not after the client's default retry windows.
         conf.setInt("dfs.client.max.block.acquire.failures", 0);
@@ -78,13 +74,8 @@ class TakeoverDamageTest {
 
     @AfterAll
     static void stopHdfs() throws java.io.IOException {
-        // This JVM's cached filesystems of that NameNode go with it: a later test's NameNode on the same port
-        // would otherwise get one with this test's configuration (replication, block size).
-        org.apache.hadoop.fs.FileSystem.closeAll();
         System.clearProperty("pscluster.faults");
-        if (hdfs != null) {
-            hdfs.shutdown();
-        }
+        MiniHdfs.stop(hdfs);
     }
 
     @ParameterizedTest(name = "damage: {0}")

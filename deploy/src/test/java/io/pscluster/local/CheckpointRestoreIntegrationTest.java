@@ -10,13 +10,12 @@ import io.pscluster.proto.v1.AdminServiceGrpc;
 import io.pscluster.proto.v1.CheckpointNowRequest;
 import io.pscluster.proto.v1.CheckpointNowResponse;
 import io.pscluster.proto.v1.ListCheckpointsRequest;
+import io.pscluster.testing.MiniHdfs;
 import io.pscluster.worker.PsClient;
-import java.io.File;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
-import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.hdfs.MiniDFSCluster;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
@@ -32,21 +31,12 @@ class CheckpointRestoreIntegrationTest {
 
     @BeforeAll
     static void startHdfs() throws Exception {
-        final Configuration conf = new Configuration();
-        final File base = new File("target/minidfs-" + CheckpointRestoreIntegrationTest.class.getSimpleName());
-        conf.set(MiniDFSCluster.HDFS_MINIDFS_BASEDIR, base.getAbsolutePath());
-        hdfs = new MiniDFSCluster.Builder(conf, base).numDataNodes(1).build();
-        hdfs.waitActive();
+        hdfs = MiniHdfs.start(CheckpointRestoreIntegrationTest.class, 1);
     }
 
     @AfterAll
     static void stopHdfs() throws java.io.IOException {
-        // This JVM's cached filesystems of that NameNode go with it: a later test's NameNode on the same port
-        // would otherwise get one with this test's configuration (replication, block size).
-        org.apache.hadoop.fs.FileSystem.closeAll();
-        if (hdfs != null) {
-            hdfs.shutdown();
-        }
+        MiniHdfs.stop(hdfs);
     }
 
     @Test
