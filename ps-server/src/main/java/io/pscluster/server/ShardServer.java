@@ -293,6 +293,15 @@ public final class ShardServer implements AutoCloseable {
         }
 
         /** The deadline of the DrainShard call when closing (default 10 minutes: the proxy writes a checkpoint). */
+        /**
+         * About the longest a stop by SIGTERM takes with these settings, when it drains: the wait for sync clocks, the
+         * hand-over (a checkpoint at the proxy) and the grace for calls in flight, plus the forced shutdown's wait. A
+         * service manager's stop timeout (systemd's TimeoutStopSec) must be above it, else it kills the drain.
+         */
+        public long longestStopMs() {
+            return syncDrainWaitMs + drainTimeoutMs + shutdownGraceMs + 5_000;
+        }
+
         public Context drainTimeoutMs(final long value) {
             drainTimeoutMs = value;
             return this;
