@@ -134,9 +134,21 @@ final class ProxyCommand implements Callable<Integer> {
     @Mixin
     HadoopOptions hadoop;
 
+    @Mixin
+    MetricsOptions metrics;
+
     @Override
     public Integer call() throws Exception {
-        final ProxyServer proxy = ProxyServer.start(context());
+        final MetricsEndpoint endpoint = metrics.start();
+        final ProxyServer proxy;
+        try {
+            proxy = ProxyServer.start(context().meterRegistry(endpoint == null ? null : endpoint.registry()));
+        } catch (Exception e) {
+            if (endpoint != null) {
+                endpoint.close();
+            }
+            throw e;
+        }
         System.out.println("proxy listening on port " + proxy.port() + ", checkpoints under " + proxy.checkpointRoot());
         Cli.runUntilStopped(proxy);
         return 0;

@@ -37,17 +37,30 @@ final class ShardCommand implements Callable<Integer> {
     @Mixin
     HadoopOptions hadoop;
 
+    @Mixin
+    MetricsOptions metrics;
+
     @Override
     public Integer call() throws Exception {
         if (proxy == null) {
             throw new IllegalArgumentException("--proxy is required: the proxy's HOST:PORT");
         }
-        final ShardServer shard = ShardServer.start(new ShardServer.Context()
-                .proxyAddress(Cli.hostPort("--proxy", proxy))
-                .hadoopConf(hadoop.serverConfiguration())
-                .port(port)
-                .host(host)
-                .shardId(id));
+        final MetricsEndpoint endpoint = metrics.start();
+        final ShardServer shard;
+        try {
+            shard = ShardServer.start(new ShardServer.Context()
+                    .meterRegistry(endpoint == null ? null : endpoint.registry())
+                    .proxyAddress(Cli.hostPort("--proxy", proxy))
+                    .hadoopConf(hadoop.serverConfiguration())
+                    .port(port)
+                    .host(host)
+                    .shardId(id));
+        } catch (Exception e) {
+            if (endpoint != null) {
+                endpoint.close();
+            }
+            throw e;
+        }
         System.out.println("shard " + shard.shardId() + " serving at " + shard.address());
         Cli.runUntilStopped(shard);
         return 0;

@@ -59,7 +59,7 @@ public final class LocalCluster implements AutoCloseable {
 
     /** Starts one more shard; the proxy gives it a new, unique id. Returns its index. */
     public synchronized int addShard() throws IOException, InterruptedException {
-        final ShardServer shard = startShard("");
+        final ShardServer shard = startShard("", "shard-" + shards.size());
         shards.add(shard);
         return shards.size() - 1;
     }
@@ -92,8 +92,9 @@ public final class LocalCluster implements AutoCloseable {
         }
     }
 
-    private ShardServer startShard(final String id) throws IOException, InterruptedException {
+    private ShardServer startShard(final String id, final String process) throws IOException, InterruptedException {
         return ShardServer.start(new ShardServer.Context()
+                .meterRegistry(builder.meterRegistries.apply(process))
                 .proxyAddress(proxyAddress())
                 .shardId(id)
                 .port(0)
@@ -198,6 +199,18 @@ public final class LocalCluster implements AutoCloseable {
         private long maxCheckpointAgeMs;
         private long checkpointStallTimeoutMs = 120_000;
         private long checkpointTimeoutMs;
+        private java.util.function.Function<String, io.micrometer.core.instrument.MeterRegistry> meterRegistries =
+                process -> null;
+
+        /**
+         * The metrics registry of each process the cluster starts, by its name: "proxy", and "shard-N" for the Nth
+         * shard started (0 first); a null registry: none.
+         */
+        public Builder meterRegistries(
+                final java.util.function.Function<String, io.micrometer.core.instrument.MeterRegistry> value) {
+            meterRegistries = value;
+            return this;
+        }
 
         /** How shards compress checkpoint files: zstd (default), lz4 or none. */
         public Builder checkpointCodec(final String value) {
@@ -314,6 +327,7 @@ public final class LocalCluster implements AutoCloseable {
                         .toString();
             }
             final ProxyServer proxy = ProxyServer.start(new ProxyServer.Context()
+                    .meterRegistry(meterRegistries.apply("proxy"))
                     .port(proxyPort)
                     .checkpointRoot(checkpointRoot)
                     .checkpointIntervalMs(checkpointIntervalMs)

@@ -37,7 +37,7 @@ class DeployFilesTest {
         assertThat(parsed.subcommand().commandSpec().name()).isEqualTo("proxy");
         assertThat(psctl)
                 .as("a proxy without periodic checkpoints restores a lost shard from nothing newer than an operator's")
-                .contains("--checkpoint-interval-s", "--state-dir");
+                .contains("--checkpoint-interval-s", "--state-dir", "--metrics-port");
         assertThat(service).containsEntry("Restart", "on-failure").containsEntry("KillSignal", "SIGTERM");
     }
 
@@ -52,6 +52,7 @@ class DeployFilesTest {
         assertThat(psctl.get(psctl.indexOf("--id") + 1))
                 .as("a stable id, so that a restarted shard takes its slots back")
                 .isEqualTo("shard7");
+        assertThat(psctl).contains("--metrics-port");
         assertThat(service).containsEntry("Restart", "on-failure").containsEntry("KillSignal", "SIGTERM");
         assertThat(TimeUnit.SECONDS.toMillis(seconds(service.get("TimeoutStopSec"))))
                 .as("TimeoutStopSec against the longest drained stop")

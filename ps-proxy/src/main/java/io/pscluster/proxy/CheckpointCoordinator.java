@@ -67,6 +67,9 @@ final class CheckpointCoordinator {
      */
     private final Map<Long, String> foundDamaged = new java.util.concurrent.ConcurrentHashMap<>();
 
+    private final java.util.concurrent.atomic.AtomicLong committed = new java.util.concurrent.atomic.AtomicLong();
+    private final java.util.concurrent.atomic.AtomicLong failed = new java.util.concurrent.atomic.AtomicLong();
+
     private final ShardFanOut fanOut;
     private final Settings settings;
     private final WorkerPauses pauses;
@@ -207,12 +210,25 @@ final class CheckpointCoordinator {
     synchronized Taken checkpointNow() throws IOException, InterruptedException {
         try {
             state.refuseIfMixed("a checkpoint");
-            return checkpointNow(true);
+            final Taken taken = checkpointNow(true);
+            committed.incrementAndGet();
+            return taken;
         } catch (IOException | RuntimeException e) {
+            failed.incrementAndGet();
             // The caller hears why; the proxy's log says so too (an operator's `checkpoint now` left no trace here).
             LOG.warn("checkpoint failed: {}", e.getMessage() == null ? e.toString() : e.getMessage());
             throw e;
         }
+    }
+
+    /** Checkpoints taken (periodic and on demand, not a drain's hand-over) that committed since the proxy started. */
+    long committedCount() {
+        return committed.get();
+    }
+
+    /** Checkpoints taken (as {@link #committedCount}) that failed since the proxy started. */
+    long failedCount() {
+        return failed.get();
     }
 
     /**

@@ -825,6 +825,11 @@ final class ClusterState {
         return ids;
     }
 
+    /** When the latest committed checkpoint was taken (its manifest's wall clock, ms); 0 when none is known. */
+    synchronized long latestCheckpointCreatedMillis() {
+        return latestCheckpointCreatedMillis;
+    }
+
     synchronized long latestCheckpointId() {
         return latestCheckpointId;
     }

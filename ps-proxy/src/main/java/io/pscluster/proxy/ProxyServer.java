@@ -5,6 +5,8 @@ import io.grpc.InsecureServerCredentials;
 import io.grpc.Server;
 import io.grpc.health.v1.HealthCheckResponse.ServingStatus;
 import io.grpc.protobuf.services.HealthStatusManager;
+import io.micrometer.core.instrument.MeterRegistry;
+import io.micrometer.core.instrument.binder.grpc.MetricCollectingServerInterceptor;
 import io.pscluster.checkpoint.CheckpointInfo;
 import io.pscluster.checkpoint.CheckpointStore;
 import io.pscluster.checkpoint.ChunkCodec;
@@ -48,6 +50,8 @@ public final class ProxyServer implements AutoCloseable {
     private final JobRegistry jobs;
     private final ProxyStateStore stateStore;
     private final CheckpointCoordinator checkpoints;
+    // Held here: the registry holds what its metrics read through only weakly.
+    private final ProxyMetrics metrics;
     private final ShardChannels channels = new ShardChannels();
     private final HealthStatusManager health = new HealthStatusManager();
     // Control calls are short (memory and, at most, one fsync): a small bounded pool.
@@ -90,6 +94,8 @@ public final class ProxyServer implements AutoCloseable {
                 System::currentTimeMillis);
         this.pauses = new WorkerPauses(jobs::list, timers);
         this.checkpoints = new CheckpointCoordinator(state, store, fanOut, context.checkpointSettings(), pauses);
+        this.metrics =
+                context.meterRegistry == null ? null : ProxyMetrics.bind(context.meterRegistry, state, checkpoints);
         checkpoints.rootClaim(claim::trouble);
     }
 
@@ -283,9 +289,15 @@ public final class ProxyServer implements AutoCloseable {
     }
 
     private void startServing() throws IOException {
-        server = Grpc.newServerBuilderForPort(context.port, InsecureServerCredentials.create())
-                .executor(control)
-                .addService(new ProxyGrpcService(
+        final io.grpc.ServerBuilder<?> builder = Grpc.newServerBuilderForPort(
+                        context.port, InsecureServerCredentials.create())
+                .executor(control);
+        if (context.meterRegistry != null) {
+            // Calls and their outcomes per method (grpc_server_requests_received_total, _responses_sent_total and
+            // _processing_duration_seconds by method and status code).
+            builder.intercept(new MetricCollectingServerInterceptor(context.meterRegistry));
+        }
+        server = builder.addService(new ProxyGrpcService(
                         state,
                         jobs,
                         fanOut,
@@ -422,6 +434,7 @@ public final class ProxyServer implements AutoCloseable {
         public static final int DEFAULT_DELTAS_PER_BASE = CheckpointCoordinator.DEFAULT_DELTAS_PER_BASE;
 
         private int port;
+        private MeterRegistry meterRegistry;
         private String checkpointRoot = "";
         private boolean checkpointRootMoved;
         private long heartbeatIntervalMs = 1_000;
@@ -444,6 +457,15 @@ public final class ProxyServer implements AutoCloseable {
         private long maxCheckpointAgeMs;
         private long checkpointStallTimeoutMs = CheckpointCoordinator.DEFAULT_STALL_TIMEOUT_MS;
         private long checkpointTimeoutMs;
+
+        /**
+         * Where the proxy's metrics go ({@link ProxyMetrics} and its gRPC calls'); none when not set. A registry of its
+         * own: another process's meters of the same names would be mixed with its.
+         */
+        public Context meterRegistry(final MeterRegistry value) {
+            meterRegistry = value;
+            return this;
+        }
 
         /** Port to serve on; 0 picks a free one. */
         public Context port(final int value) {

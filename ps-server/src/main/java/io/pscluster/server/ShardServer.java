@@ -8,6 +8,8 @@ import io.grpc.ServerBuilder;
 import io.grpc.StatusRuntimeException;
 import io.grpc.health.v1.HealthCheckResponse.ServingStatus;
 import io.grpc.protobuf.services.HealthStatusManager;
+import io.micrometer.core.instrument.MeterRegistry;
+import io.micrometer.core.instrument.binder.grpc.MetricCollectingServerInterceptor;
 import io.pscluster.proto.v1.DrainShardResponse;
 import java.io.IOException;
 import java.util.concurrent.ExecutorService;
@@ -33,6 +35,8 @@ public final class ShardServer implements AutoCloseable {
 
     private final Context context;
     private final Shard shard;
+    // Held here: the registry holds what its metrics read through only weakly.
+    private ShardMetrics metrics;
     private final HealthStatusManager health = new HealthStatusManager();
     private final ExecutorService executor;
     private Server server;
@@ -68,6 +72,12 @@ public final class ShardServer implements AutoCloseable {
 
     private void startServing() throws IOException, InterruptedException {
         final ServerBuilder<?> builder = Grpc.newServerBuilderForPort(context.port, InsecureServerCredentials.create());
+        if (context.meterRegistry != null) {
+            metrics = ShardMetrics.bind(context.meterRegistry, shard);
+            // Calls and their outcomes per method (grpc_server_requests_received_total, _responses_sent_total and
+            // _processing_duration_seconds by method and status code).
+            builder.intercept(new MetricCollectingServerInterceptor(context.meterRegistry));
+        }
         server = builder.executor(executor)
                 .maxInboundMessageSize(context.maxMessageBytes)
                 .addService(new ShardDataService(
@@ -217,6 +227,7 @@ public final class ShardServer implements AutoCloseable {
     /** Start-up settings, validated once by {@link ShardServer#start}. */
     public static final class Context {
         private String proxyAddress = "";
+        private MeterRegistry meterRegistry;
         private String host = "127.0.0.1";
         private int port;
         private String shardId = "";
@@ -234,6 +245,15 @@ public final class ShardServer implements AutoCloseable {
         private FaultPoints faults = new FaultPoints();
 
         /** host:port of the proxy. Required. */
+        /**
+         * Where the shard's metrics go ({@link ShardMetrics} and its gRPC calls'); none when not set. A registry of its
+         * own: another process's meters of the same names would be mixed with its.
+         */
+        public Context meterRegistry(final MeterRegistry value) {
+            meterRegistry = value;
+            return this;
+        }
+
         public Context proxyAddress(final String value) {
             proxyAddress = value;
             return this;
