@@ -322,25 +322,51 @@ final class CheckpointCoordinator {
         return state.dataCheckpointId();
     }
 
+    /**
+     * Refuses to commit checkpoint {@code id} when a slot changed owner since its shards were asked for their files (a
+     * failover, a hand-over): the files of its earlier owner hold what that shard had when it lost the slot, a branch
+     * the cluster has left (its new owner restored an older checkpoint and went on from there), which a restore of this
+     * checkpoint would bring back. The next checkpoint has every slot from its owner.
+     */
+    private void refuseIfSlotsMoved(final long id, final ClusterState.SlotsAt slotsAt) {
+        final String moved = state.movedSince(slotsAt);
+        if (moved != null) {
+            throw PsException.failedPrecondition("checkpoint " + id + " not committed: " + moved + " while it was"
+                    + " written; the files of their earlier owner hold a branch the cluster has left. The next"
+                    + " checkpoint takes them from their owner");
+        }
+    }
+
+    /** Deletes checkpoint {@code id}, just committed and not recorded, saying why in the log. */
+    private void withdraw(final long id, final String why) {
+        LOG.warn("checkpoint {} withdrawn after its commit: {}", id, why);
+        try {
+            store.delete(id, true);
+        } catch (IOException | RuntimeException e) {
+            LOG.error("could not delete checkpoint {}, withdrawn after its commit: {}", id, e.toString());
+        }
+    }
+
     /** Takes a checkpoint: a delta of {@code parent}, or a base when it is null. */
     private Taken checkpointNow(final CheckpointInfo parent, final boolean pauseWorkers)
             throws IOException, InterruptedException {
         refuseIfRootLost("no checkpoint");
+        // Read first: a slot that moves from here to the commit refuses the commit (refuseIfSlotsMoved).
+        final ClusterState.SlotsAt slotsAt = state.slotsAt();
         final List<ClusterState.Owner> owners = state.ownersForClusterOperation("a checkpoint");
         // The checkpoint's time, with the tables it holds: a table created after it (also one dropped and created
         // again while the shards write their files) is not one the checkpoint holds.
         final ClusterState.CheckpointStart start = state.beginCheckpoint();
         final long startedMillis = start.millis();
         final List<TableSchema> tables = start.tables();
-        final String[] slotOwners = state.slotOwners();
         final long epoch = state.epoch();
         final long id = store.nextId();
         refuseIfAnotherProxyCommitted(id);
         LOG.info("checkpoint {} begins: {}", id, parent == null ? "a base" : "a delta of checkpoint " + parent.id());
         final OperationBoard.Operation operation = operations.begin("checkpoint", id);
         try {
-            final Taken taken = checkpointNow(
-                    parent, pauseWorkers, owners, tables, slotOwners, epoch, id, startedMillis, operation);
+            final Taken taken =
+                    checkpointNow(parent, pauseWorkers, owners, tables, slotsAt, epoch, id, startedMillis, operation);
             operation.succeeded();
             return taken;
         } catch (IOException | InterruptedException | RuntimeException e) {
@@ -354,7 +380,7 @@ final class CheckpointCoordinator {
             final boolean pauseWorkers,
             final List<ClusterState.Owner> owners,
             final List<TableSchema> tables,
-            final String[] slotOwners,
+            final ClusterState.SlotsAt slotsAt,
             final long epoch,
             final long id,
             final long startedMillis,
@@ -367,7 +393,7 @@ final class CheckpointCoordinator {
                 : pauses.begin(settings.pauseMillis(), settings.pauseMillis() + CUT_MILLIS);
         try {
             return cutAndCommit(
-                    parent, owners, tables, slotOwners, epoch, id, startedMillis, pause, pauseWorkers, operation);
+                    parent, owners, tables, slotsAt, epoch, id, startedMillis, pause, pauseWorkers, operation);
         } finally {
             if (pause != null) {
                 pause.end(0);
@@ -379,7 +405,7 @@ final class CheckpointCoordinator {
             final CheckpointInfo parent,
             final List<ClusterState.Owner> owners,
             final List<TableSchema> tables,
-            final String[] slotOwners,
+            final ClusterState.SlotsAt slotsAt,
             final long epoch,
             final long id,
             final long startedMillis,
@@ -500,7 +526,7 @@ final class CheckpointCoordinator {
         }
         final List<Manifest.TableEntry> tableEntries = new ArrayList<>();
         tables.forEach(schema -> tableEntries.add(new Manifest.TableEntry(schema.getName(), schema.toByteArray())));
-        properties.put(SLOT_OWNERS, SlotOwners.encode(slotOwners));
+        properties.put(SLOT_OWNERS, SlotOwners.encode(slotsAt.owners()));
         properties.put(PROXY_STATE, state.stateId());
         properties.put(ROUTING_EPOCH, Long.toString(epoch));
         final Manifest manifest = parent == null
@@ -519,11 +545,17 @@ final class CheckpointCoordinator {
                         properties);
         refuseIfRootLost("checkpoint " + id + " not committed");
         refuseIfAnotherProxyCommitted(id);
+        refuseIfSlotsMoved(id, slotsAt);
         store.commit(manifest);
         String unrecorded = "";
         try {
-            state.checkpointCommitted(id, manifest.createdMillis());
+            state.checkpointCommitted(id, manifest.createdMillis(), slotsAt);
         } catch (PsException e) {
+            if (e.code() == Status.Code.FAILED_PRECONDITION) {
+                // A slot moved between the check above and the commit: take the checkpoint back before anyone uses it.
+                withdraw(id, e.getMessage());
+                throw e;
+            }
             // The checkpoint is committed; the next save that succeeds records it first (ClusterState.change).
             final String why = e.getMessage().replace(ClusterState.NOTHING_CHANGED, "");
             unrecorded = "checkpoint " + id + " is committed, but the proxy could not save that it is the latest ("

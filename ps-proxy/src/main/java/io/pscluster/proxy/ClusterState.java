@@ -668,6 +668,21 @@ final class ClusterState {
      * @throws PsException UNAVAILABLE when the record cannot be saved: the next change that saves records the
      *     checkpoint too (until then restore orders use the previous one).
      */
+    /**
+     * Records checkpoint {@code checkpointId} as the latest, unless a slot changed owner since {@code at} (when its
+     * shards were asked for their files).
+     *
+     * @throws PsException FAILED_PRECONDITION, nothing recorded, when a slot moved: the files of its earlier owner hold
+     *     a branch the cluster has left, which a restore of this checkpoint would bring back.
+     */
+    synchronized void checkpointCommitted(final long checkpointId, final long createdMillis, final SlotsAt at) {
+        final String moved = movedSince(at);
+        if (moved != null) {
+            throw PsException.failedPrecondition("checkpoint " + checkpointId + ": " + moved + " as it committed");
+        }
+        checkpointCommitted(checkpointId, createdMillis);
+    }
+
     synchronized void checkpointCommitted(final long checkpointId, final long createdMillis) {
         try {
             change("record checkpoint " + checkpointId, () -> {
@@ -1675,6 +1690,33 @@ final class ClusterState {
 
     synchronized String[] slotOwners() {
         return owners.clone();
+    }
+
+    /** Each slot's owner and the epoch at which it got the slot, as they were when read ({@link #slotsAt()}). */
+    record SlotsAt(String[] owners, long[] generations) {}
+
+    synchronized SlotsAt slotsAt() {
+        return new SlotsAt(owners.clone(), generations.clone());
+    }
+
+    /**
+     * Null when every slot has the owner, and the generation, it had at {@code at}; else how many changed, and the
+     * first, for an error. A slot that changed owner meanwhile was restored elsewhere (a failover) or handed over: what
+     * its earlier owner holds of it is a branch the cluster has left.
+     */
+    synchronized String movedSince(final SlotsAt at) {
+        int moved = 0;
+        int first = -1;
+        for (int slot = 0; slot < owners.length; slot++) {
+            if (!Objects.equals(owners[slot], at.owners()[slot]) || generations[slot] != at.generations()[slot]) {
+                moved++;
+                first = first < 0 ? slot : first;
+            }
+        }
+        return moved == 0
+                ? null
+                : moved + " slots changed owner (first slot " + first + ": " + at.owners()[first] + " then, "
+                        + owners[first] + " now, at epoch " + generations[first] + ")";
     }
 
     /**

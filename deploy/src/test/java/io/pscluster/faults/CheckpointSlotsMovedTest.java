@@ -1,0 +1,139 @@
+package io.pscluster.faults;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
+
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+import io.pscluster.checkpoint.CheckpointInfo;
+import io.pscluster.checkpoint.CheckpointStore;
+import io.pscluster.checkpoint.PausePoints;
+import io.pscluster.local.AdminCalls;
+import io.pscluster.local.LocalCluster;
+import io.pscluster.proto.v1.InitializerKind;
+import io.pscluster.proto.v1.InitializerSpec;
+import io.pscluster.proto.v1.InjectFaultRequest;
+import io.pscluster.proto.v1.OptimizerKind;
+import io.pscluster.proto.v1.OptimizerSpec;
+import io.pscluster.proto.v1.TableKind;
+import io.pscluster.proto.v1.TableSchema;
+import io.pscluster.server.FaultPoints;
+import io.pscluster.worker.PsClient;
+import io.pscluster.worker.PsTable;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Arrays;
+import java.util.concurrent.CompletableFuture;
+import java.util.stream.LongStream;
+import org.apache.hadoop.conf.Configuration;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * A shard loses its slots (its lease lapses: heartbeats dropped) while a checkpoint's files are being written: the
+ * other shard restores them from the previous checkpoint and goes on, so what the lost shard holds of them is a branch
+ * the cluster has left. The checkpoint must not commit with its files (found by a hostile review: a shard stopped by
+ * SIGSTOP and resumed put its stale rows into the next checkpoint, and a later failover restored them). The next
+ * checkpoint commits.
+ */
+class CheckpointSlotsMovedTest {
+    private static final int KEYS = 4_000;
+
+    @TempDir
+    Path dir;
+
+    @BeforeAll
+    static void faultsOn() {
+        System.setProperty("pscluster.faults", "true");
+    }
+
+    @AfterAll
+    static void faultsOff() {
+        System.clearProperty("pscluster.faults");
+        PausePoints.disarm(PausePoints.MID_ROW_FILE);
+    }
+
+    @Test
+    void shouldNotCommitACheckpointWhoseSlotsChangedOwnerWhileItsFilesWereWritten() throws Exception {
+        final String root = dir.resolve("ckpt").toUri().toString();
+        try (LocalCluster cluster = LocalCluster.builder()
+                        .shards(2)
+                        .checkpointRoot(root)
+                        .checkpointCodec("none")
+                        .leaseMs(1_000)
+                        .leaseMarginMs(300)
+                        .heartbeatIntervalMs(200)
+                        .start();
+                PsClient client = PsClient.connect(cluster.proxyAddress())) {
+            final PsTable table = client.createTable(TableSchema.newBuilder()
+                    .setName("t")
+                    .setKind(TableKind.SPARSE)
+                    .setDim(1)
+                    .setOptimizer(OptimizerSpec.newBuilder()
+                            .setKind(OptimizerKind.SGD)
+                            .setLearningRate(1f))
+                    .setInitializer(InitializerSpec.newBuilder().setKind(InitializerKind.ZEROS))
+                    .build());
+            final long[] keys = LongStream.rangeClosed(1, KEYS)
+                    .map(k -> k * 0x9E3779B97F4A7C15L)
+                    .toArray();
+            final float[] minusOne = new float[KEYS];
+            Arrays.fill(minusOne, -1f);
+            table.push(keys, minusOne);
+            client.flush();
+            final long first = AdminCalls.checkpointNow(cluster.proxyAddress());
+            table.push(keys, minusOne);
+            client.flush();
+
+            // The next checkpoint's files are being written (one of them stopped mid-file) when shard 0's slots move.
+            PausePoints.arm(PausePoints.MID_ROW_FILE);
+            final CompletableFuture<Long> second =
+                    CompletableFuture.supplyAsync(() -> AdminCalls.checkpointNow(cluster.proxyAddress()));
+            await().atMost(Duration.ofSeconds(30)).until(() -> !PausePoints.armed(PausePoints.MID_ROW_FILE));
+            dropHeartbeats(cluster, true);
+            await().atMost(Duration.ofSeconds(30))
+                    .untilAsserted(() -> assertThat(
+                                    AdminCalls.status(cluster.proxyAddress()).getRollbacksList())
+                            .anySatisfy(
+                                    event -> assertThat(event.getCheckpointId()).isEqualTo(first)));
+            PausePoints.disarm(PausePoints.MID_ROW_FILE);
+
+            final Throwable refused = second.handle((id, e) -> e).get();
+            assertThat(refused)
+                    .as("the checkpoint begun before shard 0's slots moved")
+                    .hasRootCauseInstanceOf(StatusRuntimeException.class);
+            final Status status = ((StatusRuntimeException) rootCause(refused)).getStatus();
+            assertThat(status.getCode()).isEqualTo(Status.Code.FAILED_PRECONDITION);
+            assertThat(status.getDescription()).contains("changed owner");
+            final CheckpointStore store = new CheckpointStore(java.net.URI.create(root), new Configuration());
+            assertThat(store.list().stream().map(CheckpointInfo::id).toList())
+                    .as("committed checkpoints")
+                    .containsExactly(first);
+
+            dropHeartbeats(cluster, false);
+            cluster.awaitHealthy(60_000);
+            final long third = AdminCalls.checkpointNow(cluster.proxyAddress());
+            assertThat(third).isGreaterThan(first);
+        }
+    }
+
+    private static void dropHeartbeats(final LocalCluster cluster, final boolean on) {
+        AdminCalls.onShard(
+                cluster,
+                0,
+                admin -> admin.injectFault(InjectFaultRequest.newBuilder()
+                        .setPoint(FaultPoints.DROP_HEARTBEATS)
+                        .setEnabled(on)
+                        .build()));
+    }
+
+    private static Throwable rootCause(final Throwable e) {
+        Throwable cause = e;
+        while (cause.getCause() != null) {
+            cause = cause.getCause();
+        }
+        return cause;
+    }
+}
