@@ -939,6 +939,11 @@ final class CheckpointCoordinator {
                 createdMillis = 0;
             }
         } catch (IOException | InterruptedException | RuntimeException e) {
+            // The shard hears why; the proxy's log says so too (a drain's checkpoint failing left no trace here).
+            LOG.warn(
+                    "drain of shard {} aborted, its checkpoint failed: {}",
+                    shardId,
+                    e.getMessage() == null ? e.toString() : e.getMessage());
             state.drainAborted(shardId);
             throw e;
         }
