@@ -114,7 +114,13 @@ class CheckpointSlotsMovedTest {
 
             dropHeartbeats(cluster, false);
             cluster.awaitHealthy(60_000);
-            final long third = AdminCalls.checkpointNow(cluster.proxyAddress());
+            // Refused while the proxy has not heard yet that the restore is done; then it commits.
+            final long third = await().atMost(Duration.ofSeconds(60))
+                    .ignoreExceptionsMatching(e -> e instanceof StatusRuntimeException refusal
+                            && refusal.getStatus().getCode() == Status.Code.FAILED_PRECONDITION
+                            && String.valueOf(refusal.getStatus().getDescription())
+                                    .contains("still being restored"))
+                    .until(() -> AdminCalls.checkpointNow(cluster.proxyAddress()), id -> id > first);
             assertThat(third).isGreaterThan(first);
         }
     }
