@@ -71,6 +71,8 @@ final class JobRegistry {
     static final long DELIVERY_DEADLINE_MS = 1_000;
     /** How often the proxy looks for lapsed leases and idle jobs. */
     static final long CHECK_INTERVAL_MS = 100;
+    /** A worker resumed when the proxy restarted has this much more than its lease to renew first. */
+    static final long RESTART_GRACE_MS = 15_000;
     /** Reported clocks are saved at most this often (a renewal is not worth an fsync). */
     static final long CLOCK_SAVE_INTERVAL_MS = 1_000;
     /** Departures remembered per job, so that a late renewal hears why its worker is no longer a member. */
@@ -95,6 +97,11 @@ final class JobRegistry {
         long renewedNanos;
         /** Time since {@link #renewedNanos} not counted against the lease: the proxy's own pauses. */
         long creditNanos;
+        /**
+         * More time before the lease lapses, until the next renewal: a worker resumed from the record when the proxy
+         * restarted ({@link #startLeases}), whose SDK may take a while to reach the proxy again.
+         */
+        long graceNanos;
         /** The version of the job list the shards must have been sent before the join is answered (none yet). */
         long answerAtVersion = Long.MAX_VALUE;
         /** The worker joined a run already started (see JoinJobResponse.joined_running). */
@@ -204,13 +211,19 @@ final class JobRegistry {
         }
     }
 
-    /** Restarts every live worker's lease now: called once the proxy accepts calls (its workers can reach it). */
+    /**
+     * Restarts every live worker's lease now, with {@link #RESTART_GRACE_MS} more until its first renewal: called once
+     * the proxy accepts calls. A worker's SDK reconnects to a proxy that was down on gRPC's backoff (attempts 1, 1.6,
+     * 2.6, 4.1, 6.6 ... s apart), so its first renewal can come seconds after the proxy is back; without the grace a
+     * restart of the proxy dropped every running job's workers (found by a hostile review).
+     */
     synchronized void startLeases() {
         final long now = nanoClock.getAsLong();
         leases.values()
                 .forEach(byWorker -> byWorker.values().forEach(lease -> {
                     lease.renewedNanos = now;
                     lease.creditNanos = 0;
+                    lease.graceNanos = java.util.concurrent.TimeUnit.MILLISECONDS.toNanos(RESTART_GRACE_MS);
                 }));
     }
 
@@ -385,6 +398,7 @@ final class JobRegistry {
         ownPauses.heard(now);
         lease.renewedNanos = now;
         lease.creditNanos = 0;
+        lease.graceNanos = 0;
         final int index = indexOf(job, workerId);
         if (job.getWorkers(index).getClock() != clock) {
             jobs.put(
@@ -516,7 +530,8 @@ final class JobRegistry {
                 final String id = job.getSpec().getJobId();
                 final Set<Integer> gone = new TreeSet<>();
                 leasesOf(id).forEach((workerId, lease) -> {
-                    if (lease.state == WorkerState.LIVE && now - lease.renewedNanos - lease.creditNanos > leaseNanos) {
+                    if (lease.state == WorkerState.LIVE
+                            && now - lease.renewedNanos - lease.creditNanos - lease.graceNanos > leaseNanos) {
                         gone.add(workerId);
                     }
                 });

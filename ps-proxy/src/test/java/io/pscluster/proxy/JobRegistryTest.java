@@ -251,4 +251,45 @@ class JobRegistryTest extends ClusterStateFixture {
         jobs.check();
         assertThat(jobs.renew("lr", worker, 6).getJob().getWorkersCount()).isEqualTo(1);
     }
+
+    /**
+     * A worker resumed when the proxy restarts has a grace beyond its lease for its first renewal: its SDK reconnects
+     * on gRPC's backoff, seconds after the proxy is back (a hostile review's job died on every proxy restart). Once it
+     * renewed, its lease is the usual one again; a worker that never renews is dropped after lease + grace.
+     */
+    @Test
+    void shouldGiveWorkersResumedAfterARestartAGraceForTheirFirstRenewal() {
+        jobs.register(spec("slow", UpdateMode.ASYNC, 2));
+        final JobRegistry.Joining first = jobs.join("slow", "a", io.grpc.Context.ROOT);
+        final JobRegistry.Joining second = jobs.join("slow", "b", io.grpc.Context.ROOT);
+        final int renews = first.answer().join().getWorkerId();
+        final int silent = second.answer().join().getWorkerId();
+        jobs.close();
+        state.close();
+        jobs = open(open(store, Optional.empty()));
+
+        advance(WORKER_LEASE_MILLIS + JobRegistry.RESTART_GRACE_MS / 2);
+        jobs.check();
+        assertThat(job("slow").getWorkersList())
+                .as("within lease + grace of the restart")
+                .extracting(JobWorker::getWorkerId)
+                .containsExactlyInAnyOrder(renews, silent);
+        // One keeps renewing, the other stays silent, until past lease + grace of the restart.
+        for (long since = WORKER_LEASE_MILLIS + JobRegistry.RESTART_GRACE_MS / 2;
+                since <= WORKER_LEASE_MILLIS + JobRegistry.RESTART_GRACE_MS;
+                since += 1_000) {
+            jobs.renew("slow", renews, since);
+            advance(1_000);
+            jobs.check();
+        }
+        assertThat(job("slow").getWorkersList())
+                .as("the silent one past lease + grace; the other renewed")
+                .extracting(JobWorker::getWorkerId)
+                .containsExactly(renews);
+        advance(WORKER_LEASE_MILLIS + 1);
+        jobs.check();
+        assertThat(job("slow").getWorkersList())
+                .as("a plain lease after its renewal")
+                .isEmpty();
+    }
 }

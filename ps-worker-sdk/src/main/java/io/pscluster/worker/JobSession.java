@@ -443,6 +443,11 @@ final class JobSession {
                 LOG.error("{}", expelled);
             } else if (!client.isClosed() && !leaving) {
                 LOG.warn("worker {} of job {}: lease renewal failed: {}", workerId, spec.getJobId(), e.getMessage());
+                if (e.getStatus().getCode() == Status.Code.UNAVAILABLE) {
+                    // The proxy is down or restarting: the next renewal tries to reach it at once, not after gRPC's
+                    // growing reconnect backoff, which could outlast the lease once the proxy is back.
+                    client.resetProxyBackoff();
+                }
             }
         });
     }

@@ -588,6 +588,11 @@ public final class PsClient implements AutoCloseable {
         return proxy.withDeadlineAfter(context.deadlineMs, TimeUnit.MILLISECONDS);
     }
 
+    /** The proxy's channel reconnects at its next call instead of after its backoff (a job's lease renewals). */
+    void resetProxyBackoff() {
+        proxyChannel.resetConnectBackoff();
+    }
+
     private <T> T atProxy(final Supplier<T> call) {
         try {
             return call.get();
