@@ -14,7 +14,11 @@ import org.slf4j.LoggerFactory;
 
 /** What several subcommands share: address and URI parsing, an admin channel, waiting for Ctrl-C. */
 final class Cli {
-    private static final Pattern SCHEME = Pattern.compile("^[a-zA-Z][a-zA-Z0-9+.-]*://.*");
+    /**
+     * A URI with a scheme: {@code hdfs://nn/x}, {@code file:///x}, also {@code file:/x} (as Hadoop prints local paths).
+     * Two letters at least, so that a Windows drive ({@code C:/x}) stays a path.
+     */
+    private static final Pattern SCHEME = Pattern.compile("^[a-zA-Z][a-zA-Z0-9+.-]+:/.*");
 
     private Cli() {}
 

@@ -139,6 +139,11 @@ final class ProxyCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
+        if (checkpointIntervalSeconds == 0) {
+            System.err.println("warning: no --checkpoint-interval-s: this proxy takes no checkpoint of its own, so a"
+                    + " shard lost without a drain comes back from the last one an operator took, or empty if there is"
+                    + " none");
+        }
         final MetricsEndpoint endpoint = metrics.start();
         final ProxyServer proxy;
         try {

@@ -25,6 +25,28 @@ class ProxyCommandTest {
         assertThat(Cli.duration("--checkpoint-stall-timeout", "120")).hasSeconds(120);
     }
 
+    /**
+     * A checkpoint root as psctl prints one ({@code file:/abs}, Hadoop's form) is that root, not a relative path named
+     * {@code file:} (a hostile review's proxy started an empty cluster under {@code ./file:/...}).
+     */
+    @Test
+    void shouldTakeEveryFormOfALocalRootForTheSameDirectory() {
+        final String absolute = java.nio.file.Path.of("/tmp/ps-root").toUri().toString();
+        assertThat(Cli.checkpointUri("file:/tmp/ps-root")).isEqualTo("file:/tmp/ps-root");
+        assertThat(new org.apache.hadoop.fs.Path(Cli.checkpointUri("file:/tmp/ps-root"))
+                        .toUri()
+                        .getPath())
+                .isEqualTo(new org.apache.hadoop.fs.Path(absolute).toUri().getPath())
+                .isEqualTo(new org.apache.hadoop.fs.Path(Cli.checkpointUri("/tmp/ps-root"))
+                        .toUri()
+                        .getPath())
+                .isEqualTo(new org.apache.hadoop.fs.Path(Cli.checkpointUri("file:///tmp/ps-root"))
+                        .toUri()
+                        .getPath())
+                .isEqualTo("/tmp/ps-root");
+        assertThat(Cli.checkpointUri("hdfs://nn:8020/ps")).isEqualTo("hdfs://nn:8020/ps");
+    }
+
     private static ProxyCommand proxy(final String... options) {
         final ProxyCommand command = new ProxyCommand();
         final String[] args = new String[options.length + 2];
