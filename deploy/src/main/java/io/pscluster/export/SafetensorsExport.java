@@ -293,14 +293,35 @@ public final class SafetensorsExport {
                 exported.add(one);
                 done.accept(one);
             }
-            for (final SafetensorsFile file : files) {
-                file.commit();
-            }
+            commitAll(files);
             return exported;
         } finally {
             for (final SafetensorsFile file : files) {
                 file.close();
             }
+        }
+    }
+
+    /**
+     * Renames every file into place; when one fails (its target appeared meanwhile: another export into the same
+     * directory), takes back those already renamed, so that a failed export leaves nothing under a final name.
+     */
+    private static void commitAll(final List<SafetensorsFile> files) throws IOException {
+        final List<SafetensorsFile> committed = new ArrayList<>();
+        try {
+            for (final SafetensorsFile file : files) {
+                file.commit();
+                committed.add(file);
+            }
+        } catch (IOException | RuntimeException e) {
+            for (final SafetensorsFile file : committed) {
+                try {
+                    file.withdraw();
+                } catch (IOException undo) {
+                    e.addSuppressed(undo);
+                }
+            }
+            throw e;
         }
     }
 

@@ -197,6 +197,13 @@ final class SafetensorsFile implements Closeable {
         }
     }
 
+    /** Takes a committed file back (deletes it from its target): a later file of the same export failed. */
+    void withdraw() throws IOException {
+        if (committed) {
+            Files.deleteIfExists(target);
+        }
+    }
+
     /** Deletes the temporary file unless the export was committed. */
     @Override
     public void close() throws IOException {

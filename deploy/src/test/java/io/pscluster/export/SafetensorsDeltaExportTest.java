@@ -1,6 +1,7 @@
 package io.pscluster.export;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.pscluster.checkpoint.CheckpointInfo;
 import io.pscluster.checkpoint.CheckpointStore;
@@ -187,6 +188,27 @@ class SafetensorsDeltaExportTest {
         }
         assertExported(fromChain, dense.get(ids.get(3)), sparse.get(ids.get(3)));
         assertExported(fromBase, dense.get(ids.get(4)), sparse.get(ids.get(4)));
+
+        // A file that appears under the last table's name while the export writes fails it, and the export leaves
+        // nothing under a final name: the tables already renamed into place are taken back (found by a hostile review).
+        final Path raced = Files.createDirectories(tmp.resolve("raced"));
+        final SafetensorsExport racing =
+                SafetensorsExport.plan(store.chain(store.get(ids.get(3)).orElseThrow()), List.of(), raced);
+        final String lastTable = racing.tables().get(racing.tables().size() - 1);
+        assertThat(racing.tables()).as("tables exported").hasSizeGreaterThan(1);
+        assertThatThrownBy(() -> racing.write(store.fileSystem(), table -> {
+                    if (table.table().equals(lastTable)) {
+                        try {
+                            Files.writeString(raced.resolve(lastTable + ".safetensors"), "another export's");
+                        } catch (java.io.IOException e) {
+                            throw new java.io.UncheckedIOException(e);
+                        }
+                    }
+                }))
+                .isInstanceOf(java.nio.file.FileAlreadyExistsException.class);
+        try (java.util.stream.Stream<Path> left = Files.list(raced)) {
+            assertThat(left.map(path -> path.getFileName().toString())).containsExactly(lastTable + ".safetensors");
+        }
 
         // Every checkpoint of the chain, the sparse table merged in groups of a few slots (about 40 rows each).
         for (int i = 0; i < 4; i++) {
