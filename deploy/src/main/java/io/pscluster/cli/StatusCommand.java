@@ -94,8 +94,8 @@ final class StatusCommand implements Callable<Integer> {
             for (final ShardStatus shard : response.getShardsList()) {
                 if (shard.getLoad().getDroppedRows() > 0) {
                     out.printf(
-                            "shard %s: %d row updates acknowledged but not applied (row cap, memory, moved slots or"
-                                    + " a failed write: see its log)%n",
+                            "shard %s: %d row updates acknowledged but not applied (row cap, memory, slots moved"
+                                    + " away or restored from a checkpoint meanwhile, or a failed write: see its log)%n",
                             shard.getShard().getShardId(), shard.getLoad().getDroppedRows());
                 }
             }

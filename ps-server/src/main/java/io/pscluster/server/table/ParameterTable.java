@@ -490,14 +490,39 @@ public final class ParameterTable {
             for (int i = 0; i < count; i++) {
                 if (writable.get(slots[rows[i]])) {
                     applied[n++] = rows[i];
-                } else {
-                    droppedRows.incrementAndGet();
                 }
+            }
+            if (n < count) {
+                droppedRows.addAndGet(count - n);
+                logUnwritable(count - n);
             }
         }
         final int dropped = partitions[partition].applyBatch(keys, applied, n, gradients, touch);
         if (dropped > 0) {
             droppedRows.addAndGet(dropped);
+        }
+    }
+
+    /** When {@link #logUnwritable} last logged (ns; 0: never); it logs at most every 10 s per table. */
+    private final AtomicLong unwritableLoggedNanos = new AtomicLong();
+
+    /**
+     * Says in the log that a push's rows of slots no longer writable here were not applied: the slots moved away, or
+     * a restore replaces them (an operator's restore, a failover), which reports the rollback that covers them.
+     */
+    private void logUnwritable(final int rows) {
+        final long now = System.nanoTime();
+        final long last = unwritableLoggedNanos.get();
+        if ((last == 0 || now - last > java.util.concurrent.TimeUnit.SECONDS.toNanos(10))
+                && unwritableLoggedNanos.compareAndSet(last, now)) {
+            org.slf4j.LoggerFactory.getLogger(ParameterTable.class)
+                    .warn(
+                            "table '{}': {} row updates of a push not applied, their slots no longer writable here"
+                                    + " (moved away, or being restored from a checkpoint, which reports the rollback);"
+                                    + " {} so far (logged at most every 10 s)",
+                            name(),
+                            rows,
+                            droppedRows.get());
         }
     }
 
