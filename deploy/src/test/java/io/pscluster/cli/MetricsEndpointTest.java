@@ -5,12 +5,7 @@ import static org.awaitility.Awaitility.await;
 
 import io.pscluster.local.AdminCalls;
 import io.pscluster.local.LocalCluster;
-import io.pscluster.proto.v1.InitializerKind;
-import io.pscluster.proto.v1.InitializerSpec;
-import io.pscluster.proto.v1.OptimizerKind;
-import io.pscluster.proto.v1.OptimizerSpec;
-import io.pscluster.proto.v1.TableKind;
-import io.pscluster.proto.v1.TableSchema;
+import io.pscluster.testing.TestTables;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
 import java.net.URI;
@@ -63,15 +58,7 @@ class MetricsEndpointTest {
             assertThat(value(proxy, "pscluster_proxy_shards{state=\"live\"}")).isEqualTo(2);
             assertThat(value(proxy, "pscluster_proxy_checkpoint_latest_id")).isZero();
 
-            final PsTable table = client.createTable(TableSchema.newBuilder()
-                    .setName("t")
-                    .setKind(TableKind.SPARSE)
-                    .setDim(4)
-                    .setOptimizer(OptimizerSpec.newBuilder()
-                            .setKind(OptimizerKind.SGD)
-                            .setLearningRate(1f))
-                    .setInitializer(InitializerSpec.newBuilder().setKind(InitializerKind.ZEROS))
-                    .build());
+            final PsTable table = client.createTable(TestTables.counting("t", 4));
             final long[] keys = LongStream.rangeClosed(1, KEYS)
                     .map(k -> k * 0x9E3779B97F4A7C15L)
                     .toArray();

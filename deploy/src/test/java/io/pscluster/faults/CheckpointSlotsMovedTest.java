@@ -10,14 +10,9 @@ import io.pscluster.checkpoint.CheckpointStore;
 import io.pscluster.checkpoint.PausePoints;
 import io.pscluster.local.AdminCalls;
 import io.pscluster.local.LocalCluster;
-import io.pscluster.proto.v1.InitializerKind;
-import io.pscluster.proto.v1.InitializerSpec;
 import io.pscluster.proto.v1.InjectFaultRequest;
-import io.pscluster.proto.v1.OptimizerKind;
-import io.pscluster.proto.v1.OptimizerSpec;
-import io.pscluster.proto.v1.TableKind;
-import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.server.FaultPoints;
+import io.pscluster.testing.TestTables;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
 import java.nio.file.Path;
@@ -67,15 +62,7 @@ class CheckpointSlotsMovedTest {
                         .heartbeatIntervalMs(200)
                         .start();
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
-            final PsTable table = client.createTable(TableSchema.newBuilder()
-                    .setName("t")
-                    .setKind(TableKind.SPARSE)
-                    .setDim(1)
-                    .setOptimizer(OptimizerSpec.newBuilder()
-                            .setKind(OptimizerKind.SGD)
-                            .setLearningRate(1f))
-                    .setInitializer(InitializerSpec.newBuilder().setKind(InitializerKind.ZEROS))
-                    .build());
+            final PsTable table = client.createTable(TestTables.counting("t", 1));
             final long[] keys = LongStream.rangeClosed(1, KEYS)
                     .map(k -> k * 0x9E3779B97F4A7C15L)
                     .toArray();

@@ -8,13 +8,8 @@ import io.pscluster.checkpoint.CheckpointStore;
 import io.pscluster.checkpoint.Manifest;
 import io.pscluster.local.AdminCalls;
 import io.pscluster.local.LocalCluster;
-import io.pscluster.proto.v1.InitializerKind;
-import io.pscluster.proto.v1.InitializerSpec;
-import io.pscluster.proto.v1.OptimizerKind;
-import io.pscluster.proto.v1.OptimizerSpec;
-import io.pscluster.proto.v1.TableKind;
-import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.testing.MiniHdfs;
+import io.pscluster.testing.TestTables;
 import io.pscluster.wire.Slots;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
@@ -112,7 +107,7 @@ class ReplicaDamageRestoreTest {
                         .hadoopConf(conf)
                         .start();
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
-            final PsTable table = client.createTable(schema());
+            final PsTable table = client.createTable(TestTables.counting("t", DIM));
             final long[] keys = new long[KEYS];
             for (int i = 0; i < KEYS; i++) {
                 keys[i] = (i + 1) * 0x9E3779B97F4A7C15L;
@@ -180,17 +175,6 @@ class ReplicaDamageRestoreTest {
                         .allSatisfy(event -> assertThat(event.getCheckpointId()).isEqualTo(newest));
             }
         }
-    }
-
-    private static TableSchema schema() {
-        return TableSchema.newBuilder()
-                .setName("t")
-                .setKind(TableKind.SPARSE)
-                .setDim(DIM)
-                .setOptimizer(
-                        OptimizerSpec.newBuilder().setKind(OptimizerKind.SGD).setLearningRate(1f))
-                .setInitializer(InitializerSpec.newBuilder().setKind(InitializerKind.ZEROS))
-                .build();
     }
 
     /** Damages {@code files} as {@code how} says; returns what the note must name. */

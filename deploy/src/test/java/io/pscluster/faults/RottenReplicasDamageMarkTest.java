@@ -8,13 +8,8 @@ import io.pscluster.checkpoint.CheckpointStore;
 import io.pscluster.checkpoint.Manifest;
 import io.pscluster.local.AdminCalls;
 import io.pscluster.local.LocalCluster;
-import io.pscluster.proto.v1.InitializerKind;
-import io.pscluster.proto.v1.InitializerSpec;
-import io.pscluster.proto.v1.OptimizerKind;
-import io.pscluster.proto.v1.OptimizerSpec;
-import io.pscluster.proto.v1.TableKind;
-import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.testing.MiniHdfs;
+import io.pscluster.testing.TestTables;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
 import java.io.File;
@@ -86,7 +81,7 @@ class RottenReplicasDamageMarkTest {
         final String root = hdfs.getURI() + "/pscluster/rotten-" + where;
         try (LocalCluster cluster = start(root, 0, 2);
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
-            final PsTable table = client.createTable(schema());
+            final PsTable table = client.createTable(TestTables.counting("t", DIM));
             final long[] keys = keys();
             final float[] minusOne = minusOnes();
             table.push(keys, minusOne);
@@ -175,7 +170,7 @@ class RottenReplicasDamageMarkTest {
         final String root = hdfs.getURI() + "/pscluster/rotten-base";
         try (LocalCluster cluster = start(root, 1, 4);
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
-            final PsTable table = client.createTable(schema());
+            final PsTable table = client.createTable(TestTables.counting("t", DIM));
             final long[] keys = keys();
             final float[] minusOne = minusOnes();
             table.push(keys, minusOne);
@@ -247,17 +242,6 @@ class RottenReplicasDamageMarkTest {
         final float[] minusOne = new float[KEYS * DIM];
         Arrays.fill(minusOne, -1f);
         return minusOne;
-    }
-
-    private static TableSchema schema() {
-        return TableSchema.newBuilder()
-                .setName("t")
-                .setKind(TableKind.SPARSE)
-                .setDim(DIM)
-                .setOptimizer(
-                        OptimizerSpec.newBuilder().setKind(OptimizerKind.SGD).setLearningRate(1f))
-                .setInitializer(InitializerSpec.newBuilder().setKind(InitializerKind.ZEROS))
-                .build();
     }
 
     /**
