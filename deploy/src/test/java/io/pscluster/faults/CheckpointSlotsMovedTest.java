@@ -12,6 +12,7 @@ import io.pscluster.local.AdminCalls;
 import io.pscluster.local.LocalCluster;
 import io.pscluster.proto.v1.InjectFaultRequest;
 import io.pscluster.server.FaultPoints;
+import io.pscluster.server.ShardServer;
 import io.pscluster.testing.TestTables;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
@@ -109,6 +110,80 @@ class CheckpointSlotsMovedTest {
                                     .contains("still being restored"))
                     .until(() -> AdminCalls.checkpointNow(cluster.proxyAddress()), id -> id > first);
             assertThat(third).isGreaterThan(first);
+        }
+    }
+
+    /**
+     * The same with a shard that restarts under its id (as systemd restarts a crashed one) after it wrote its files:
+     * its slots stay its own, at the same generation, but are restored from the previous checkpoint, so its files hold
+     * what the crash undid (found by the review of the first fix, which compared owners and generations only).
+     */
+    @Test
+    void shouldNotCommitACheckpointWhoseSlotsWereRestoredWhileItsFilesWereWritten() throws Exception {
+        final String root = dir.resolve("ckpt-restart").toUri().toString();
+        ShardServer restarted = null;
+        try (LocalCluster cluster = LocalCluster.builder()
+                        .shards(2)
+                        .checkpointRoot(root)
+                        .checkpointCodec("none")
+                        .leaseMs(10_000)
+                        .heartbeatIntervalMs(200)
+                        .start();
+                PsClient client = PsClient.connect(cluster.proxyAddress())) {
+            final PsTable table = client.createTable(TestTables.counting("t", 1));
+            final long[] keys = LongStream.rangeClosed(1, KEYS)
+                    .map(k -> k * 0x9E3779B97F4A7C15L)
+                    .toArray();
+            final float[] minusOne = new float[KEYS];
+            Arrays.fill(minusOne, -1f);
+            table.push(keys, minusOne);
+            client.flush();
+            final long first = AdminCalls.checkpointNow(cluster.proxyAddress());
+            table.push(keys, minusOne);
+            client.flush();
+
+            PausePoints.arm(PausePoints.MID_ROW_FILE);
+            final CompletableFuture<Long> second =
+                    CompletableFuture.supplyAsync(() -> AdminCalls.checkpointNow(cluster.proxyAddress()));
+            // One shard is held mid-file; the other finishes its files.
+            final String written = await().atMost(Duration.ofSeconds(30))
+                    .until(
+                            () -> AdminCalls.operationProgress(cluster.proxyAddress()).getShardProgressList().stream()
+                                    .filter(shard -> shard.getPhase().equals("done") || shard.getDone())
+                                    .map(shard -> shard.getShardId())
+                                    .findFirst()
+                                    .orElse(null),
+                            java.util.Objects::nonNull);
+            final int index = cluster.shard(0).shardId().equals(written) ? 0 : 1;
+            final int port = cluster.shard(index).port();
+            cluster.crashShard(index);
+            restarted = ShardServer.start(new ShardServer.Context()
+                    .proxyAddress(cluster.proxyAddress())
+                    .shardId(written)
+                    .port(port));
+            await().atMost(Duration.ofSeconds(30))
+                    .untilAsserted(() -> assertThat(
+                                    AdminCalls.status(cluster.proxyAddress()).getRollbacksList())
+                            .anySatisfy(
+                                    event -> assertThat(event.getCheckpointId()).isEqualTo(first)));
+            PausePoints.disarm(PausePoints.MID_ROW_FILE);
+
+            final Throwable refused = second.handle((id, e) -> e).get();
+            assertThat(refused)
+                    .as("the checkpoint begun before shard %s restarted without its rows", written)
+                    .hasRootCauseInstanceOf(StatusRuntimeException.class);
+            final Status status = ((StatusRuntimeException) rootCause(refused)).getStatus();
+            assertThat(status.getCode()).isEqualTo(Status.Code.FAILED_PRECONDITION);
+            assertThat(status.getDescription()).contains("restore order");
+            final CheckpointStore store = new CheckpointStore(java.net.URI.create(root), new Configuration());
+            assertThat(store.list().stream().map(CheckpointInfo::id).toList())
+                    .as("committed checkpoints")
+                    .containsExactly(first);
+        } finally {
+            PausePoints.disarm(PausePoints.MID_ROW_FILE);
+            if (restarted != null) {
+                restarted.crash();
+            }
         }
     }
 

@@ -47,6 +47,15 @@ public final class AdminCalls {
                         .getRowsRestored());
     }
 
+    /** The checkpoint or restore running now at the proxy, or its last one, with each shard's progress. */
+    public static io.pscluster.proto.v1.OperationProgressResponse operationProgress(final String proxy) {
+        return call(
+                proxy,
+                channel -> AdminServiceGrpc.newBlockingStub(channel)
+                        .withDeadlineAfter(10, TimeUnit.SECONDS)
+                        .operationProgress(io.pscluster.proto.v1.OperationProgressRequest.getDefaultInstance()));
+    }
+
     public static ListShardsResponse status(final String proxy) {
         return call(
                 proxy,

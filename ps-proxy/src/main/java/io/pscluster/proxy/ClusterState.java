@@ -1692,19 +1692,28 @@ final class ClusterState {
         return owners.clone();
     }
 
-    /** Each slot's owner and the epoch at which it got the slot, as they were when read ({@link #slotsAt()}). */
-    record SlotsAt(String[] owners, long[] generations) {}
+    /**
+     * Each slot's owner and the epoch at which it got the slot, and the next restore order's id, as they were when read
+     * ({@link #slotsAt()}).
+     */
+    record SlotsAt(String[] owners, long[] generations, long nextOrderId) {}
 
     synchronized SlotsAt slotsAt() {
-        return new SlotsAt(owners.clone(), generations.clone());
+        return new SlotsAt(owners.clone(), generations.clone(), nextOrderId);
     }
 
     /**
-     * Null when every slot has the owner, and the generation, it had at {@code at}; else how many changed, and the
-     * first, for an error. A slot that changed owner meanwhile was restored elsewhere (a failover) or handed over: what
-     * its earlier owner holds of it is a branch the cluster has left.
+     * Null when every slot has the owner, and the generation, it had at {@code at}, and no restore was ordered since;
+     * else what changed, for an error. A slot that changed owner meanwhile was restored elsewhere (a failover) or handed
+     * over, and one whose shard restarted under its id was restored into it again without a change of owner: either
+     * way what the shard held of it before is a branch the cluster has left.
      */
     synchronized String movedSince(final SlotsAt at) {
+        if (nextOrderId != at.nextOrderId()) {
+            final long orders = nextOrderId - at.nextOrderId();
+            return orders + " restore order(s) were given (slots restored from a checkpoint: a shard lost, or restarted"
+                    + " without its rows), so the slots changed owner or contents";
+        }
         int moved = 0;
         int first = -1;
         for (int slot = 0; slot < owners.length; slot++) {
