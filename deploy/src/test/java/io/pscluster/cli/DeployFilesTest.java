@@ -38,7 +38,11 @@ class DeployFilesTest {
         assertThat(psctl)
                 .as("a proxy without periodic checkpoints restores a lost shard from nothing newer than an operator's")
                 .contains("--checkpoint-interval-s", "--state-dir", "--metrics-port");
-        assertThat(service).containsEntry("Restart", "on-failure").containsEntry("KillSignal", "SIGTERM");
+        assertThat(service)
+                .containsEntry("Restart", "on-failure")
+                .containsEntry("KillSignal", "SIGTERM")
+                .as("a JVM stopped by SIGTERM exits 143: else every stop leaves the unit failed")
+                .containsEntry("SuccessExitStatus", "143");
     }
 
     @Test
@@ -53,7 +57,11 @@ class DeployFilesTest {
                 .as("a stable id, so that a restarted shard takes its slots back")
                 .isEqualTo("shard7");
         assertThat(psctl).contains("--metrics-port");
-        assertThat(service).containsEntry("Restart", "on-failure").containsEntry("KillSignal", "SIGTERM");
+        assertThat(service)
+                .containsEntry("Restart", "on-failure")
+                .containsEntry("KillSignal", "SIGTERM")
+                .as("a JVM stopped by SIGTERM exits 143: else every stop leaves the unit failed")
+                .containsEntry("SuccessExitStatus", "143");
         assertThat(TimeUnit.SECONDS.toMillis(seconds(service.get("TimeoutStopSec"))))
                 .as("TimeoutStopSec against the longest drained stop")
                 .isGreaterThan(new ShardServer.Context().longestStopMs());

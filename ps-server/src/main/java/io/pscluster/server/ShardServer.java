@@ -244,7 +244,6 @@ public final class ShardServer implements AutoCloseable {
         private Configuration hadoopConf = new Configuration();
         private FaultPoints faults = new FaultPoints();
 
-        /** host:port of the proxy. Required. */
         /**
          * Where the shard's metrics go ({@link ShardMetrics} and its gRPC calls'); none when not set. A registry of its
          * own: another process's meters of the same names would be mixed with its.
@@ -254,6 +253,7 @@ public final class ShardServer implements AutoCloseable {
             return this;
         }
 
+        /** host:port of the proxy. Required. */
         public Context proxyAddress(final String value) {
             proxyAddress = value;
             return this;
@@ -312,7 +312,6 @@ public final class ShardServer implements AutoCloseable {
             return this;
         }
 
-        /** The deadline of the DrainShard call when closing (default 10 minutes: the proxy writes a checkpoint). */
         /**
          * About the longest a stop by SIGTERM takes with these settings, when it drains: the wait for sync clocks, the
          * hand-over (a checkpoint at the proxy) and the grace for calls in flight, plus the forced shutdown's wait. A
@@ -322,6 +321,7 @@ public final class ShardServer implements AutoCloseable {
             return syncDrainWaitMs + drainTimeoutMs + shutdownGraceMs + 5_000;
         }
 
+        /** The deadline of the DrainShard call when closing (default 10 minutes: the proxy writes a checkpoint). */
         public Context drainTimeoutMs(final long value) {
             drainTimeoutMs = value;
             return this;
