@@ -63,17 +63,7 @@ class CheckpointSlotsMovedTest {
                         .heartbeatIntervalMs(200)
                         .start();
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
-            final PsTable table = client.createTable(TestTables.counting("t", 1));
-            final long[] keys = LongStream.rangeClosed(1, KEYS)
-                    .map(k -> k * 0x9E3779B97F4A7C15L)
-                    .toArray();
-            final float[] minusOne = new float[KEYS];
-            Arrays.fill(minusOne, -1f);
-            table.push(keys, minusOne);
-            client.flush();
-            final long first = AdminCalls.checkpointNow(cluster.proxyAddress());
-            table.push(keys, minusOne);
-            client.flush();
+            final long first = checkpointBetweenTwoPushes(cluster, client);
 
             // The next checkpoint's files are being written (one of them stopped mid-file) when shard 0's slots move.
             PausePoints.arm(PausePoints.MID_ROW_FILE);
@@ -130,17 +120,7 @@ class CheckpointSlotsMovedTest {
                         .heartbeatIntervalMs(200)
                         .start();
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
-            final PsTable table = client.createTable(TestTables.counting("t", 1));
-            final long[] keys = LongStream.rangeClosed(1, KEYS)
-                    .map(k -> k * 0x9E3779B97F4A7C15L)
-                    .toArray();
-            final float[] minusOne = new float[KEYS];
-            Arrays.fill(minusOne, -1f);
-            table.push(keys, minusOne);
-            client.flush();
-            final long first = AdminCalls.checkpointNow(cluster.proxyAddress());
-            table.push(keys, minusOne);
-            client.flush();
+            final long first = checkpointBetweenTwoPushes(cluster, client);
 
             PausePoints.arm(PausePoints.MID_ROW_FILE);
             final CompletableFuture<Long> second =
@@ -185,6 +165,22 @@ class CheckpointSlotsMovedTest {
                 restarted.crash();
             }
         }
+    }
+
+    /** Every key of a new table pushed once, a checkpoint taken (its id returned), every key pushed again. */
+    private static long checkpointBetweenTwoPushes(final LocalCluster cluster, final PsClient client) {
+        final PsTable table = client.createTable(TestTables.counting("t", 1));
+        final long[] keys = LongStream.rangeClosed(1, KEYS)
+                .map(k -> k * 0x9E3779B97F4A7C15L)
+                .toArray();
+        final float[] minusOne = new float[KEYS];
+        Arrays.fill(minusOne, -1f);
+        table.push(keys, minusOne);
+        client.flush();
+        final long first = AdminCalls.checkpointNow(cluster.proxyAddress());
+        table.push(keys, minusOne);
+        client.flush();
+        return first;
     }
 
     private static void dropHeartbeats(final LocalCluster cluster, final boolean on) {
