@@ -51,7 +51,10 @@ final class ClockSum {
         }
     }
 
-    /** Where {@code key}'s sums begin, a new row of zeros if it has none yet. */
+    /**
+     * Where {@code key}'s sums begin, a new row if it has none yet. A new row holds -0.0, the identity of addition, so
+     * that its first gradients are taken as they are, a -0.0 included (+0.0 would turn it into +0.0).
+     */
     private int rowOf(final long key) {
         final long row = rowOf.get(key);
         if (row != ABSENT) {
@@ -63,6 +66,7 @@ final class ClockSum {
         }
         keys[count] = key;
         rowOf.put(key, count);
+        Arrays.fill(sums, count * dim, (count + 1) * dim, -0.0);
         return count++ * dim;
     }
 

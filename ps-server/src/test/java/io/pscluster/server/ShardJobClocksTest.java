@@ -220,6 +220,17 @@ class ShardJobClocksTest {
         assertThat(value(MEAN_TABLE)).isEqualTo((float) -(3e38 + 3e38 - 3e38) / 2);
     }
 
+    /** A key's sum starts from its first gradient as it is: a -0.0 stays -0.0, as a float32 sum copying it did. */
+    @Test
+    void shouldKeepTheSignOfAZeroGradientInASum() {
+        final ClockSum sum = new ClockSum(2);
+        sum.add(new long[] {KEY}, new float[] {-0f, 1f});
+        final ClockSum clock = new ClockSum(2);
+        clock.add(sum);
+        assertThat(Float.floatToRawIntBits(clock.gradients()[0])).isEqualTo(Float.floatToRawIntBits(-0f));
+        assertThat(clock.gradients()[1]).isEqualTo(1f);
+    }
+
     @Test
     void shouldDivideMeanTablesByTheWorkersOfTheClock() throws InterruptedException {
         jobs(UpdateMode.SYNC, 0, 0, 1);
