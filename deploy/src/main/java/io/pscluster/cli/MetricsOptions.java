@@ -1,5 +1,6 @@
 package io.pscluster.cli;
 
+import io.micrometer.core.instrument.MeterRegistry;
 import java.io.IOException;
 import picocli.CommandLine.Option;
 
@@ -12,8 +13,30 @@ final class MetricsOptions {
                     + " port. Default: none.")
     Integer port;
 
+    /** A server started with the registry its metrics go to (null: none). */
+    @FunctionalInterface
+    interface Server<T> {
+        T start(MeterRegistry registry) throws Exception;
+    }
+
+    /**
+     * Starts the endpoint (none without {@code --metrics-port}), then {@code server} with its registry; the endpoint is
+     * closed again when the server does not start.
+     */
+    <T> T serve(final Server<T> server) throws Exception {
+        final MetricsEndpoint endpoint = start();
+        try {
+            return server.start(endpoint == null ? null : endpoint.registry());
+        } catch (Exception e) {
+            if (endpoint != null) {
+                endpoint.close();
+            }
+            throw e;
+        }
+    }
+
     /** The endpoint, started; null without {@code --metrics-port}. */
-    MetricsEndpoint start() throws IOException {
+    private MetricsEndpoint start() throws IOException {
         if (port == null) {
             return null;
         }

@@ -144,16 +144,8 @@ final class ProxyCommand implements Callable<Integer> {
                     + " shard lost without a drain comes back from the last one an operator took, or empty if there is"
                     + " none");
         }
-        final MetricsEndpoint endpoint = metrics.start();
-        final ProxyServer proxy;
-        try {
-            proxy = ProxyServer.start(context().meterRegistry(endpoint == null ? null : endpoint.registry()));
-        } catch (Exception e) {
-            if (endpoint != null) {
-                endpoint.close();
-            }
-            throw e;
-        }
+        final ProxyServer proxy =
+                metrics.serve(registry -> ProxyServer.start(context().meterRegistry(registry)));
         System.out.println("proxy listening on port " + proxy.port() + ", checkpoints under " + proxy.checkpointRoot());
         Cli.runUntilStopped(proxy);
         return 0;

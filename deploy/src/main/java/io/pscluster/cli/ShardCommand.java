@@ -45,22 +45,13 @@ final class ShardCommand implements Callable<Integer> {
         if (proxy == null) {
             throw new IllegalArgumentException("--proxy is required: the proxy's HOST:PORT");
         }
-        final MetricsEndpoint endpoint = metrics.start();
-        final ShardServer shard;
-        try {
-            shard = ShardServer.start(new ShardServer.Context()
-                    .meterRegistry(endpoint == null ? null : endpoint.registry())
-                    .proxyAddress(Cli.hostPort("--proxy", proxy))
-                    .hadoopConf(hadoop.serverConfiguration())
-                    .port(port)
-                    .host(host)
-                    .shardId(id));
-        } catch (Exception e) {
-            if (endpoint != null) {
-                endpoint.close();
-            }
-            throw e;
-        }
+        final ShardServer shard = metrics.serve(registry -> ShardServer.start(new ShardServer.Context()
+                .meterRegistry(registry)
+                .proxyAddress(Cli.hostPort("--proxy", proxy))
+                .hadoopConf(hadoop.serverConfiguration())
+                .port(port)
+                .host(host)
+                .shardId(id)));
         System.out.println("shard " + shard.shardId() + " serving at " + shard.address());
         Cli.runUntilStopped(shard);
         return 0;
