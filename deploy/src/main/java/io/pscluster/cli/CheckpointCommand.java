@@ -652,7 +652,7 @@ final class CheckpointCommand implements Runnable {
         }
     }
 
-    private interface AdminCall {
+    interface AdminCall {
         int call(AdminServiceGrpc.AdminServiceBlockingStub admin);
     }
 
@@ -670,7 +670,7 @@ final class CheckpointCommand implements Runnable {
      * As {@link #withAdmin}, printing the proxy's progress on {@code kind} ("checkpoint", "restore") to standard
      * error about once a second while the call runs (unless {@code quiet}), polled from a second stub.
      */
-    private static int withAdminProgress(
+    static int withAdminProgress(
             final String proxy,
             final long timeoutSeconds,
             final String kind,

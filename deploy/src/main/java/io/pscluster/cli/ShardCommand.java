@@ -3,18 +3,24 @@ package io.pscluster.cli;
 import io.grpc.ManagedChannel;
 import io.pscluster.proto.v1.AdminServiceGrpc;
 import io.pscluster.proto.v1.ForgetShardRequest;
+import io.pscluster.proto.v1.RebalanceRequest;
+import io.pscluster.proto.v1.RebalanceResponse;
+import io.pscluster.proto.v1.SlotMove;
 import io.pscluster.server.ShardServer;
+import java.io.PrintWriter;
 import java.util.concurrent.Callable;
 import java.util.concurrent.TimeUnit;
+import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
 
 @Command(
         name = "shard",
         mixinStandardHelpOptions = true,
         description = "Run a PS shard until stopped (SIGTERM drains it: its slots are handed over, nothing is lost).",
-        subcommands = ShardCommand.Forget.class)
+        subcommands = {ShardCommand.Forget.class, ShardCommand.Rebalance.class})
 final class ShardCommand implements Callable<Integer> {
     @Option(names = "--proxy", description = "The proxy's HOST:PORT (required).")
     String proxy;
@@ -82,6 +88,57 @@ final class ShardCommand implements Callable<Integer> {
             } finally {
                 Cli.close(channel);
             }
+        }
+    }
+
+    @Command(
+            name = "rebalance",
+            mixinStandardHelpOptions = true,
+            description = {
+                "Move slots from the shards that own more than their share to those that own less, a shard just"
+                        + " added first, so that every live shard owns as many as the others (give or take one).",
+                "Nothing is lost: requests for the moving slots are refused (clients retry) while one checkpoint is"
+                        + " taken, then their new owners load them from it. Exit 0 when moved or nothing to move."
+            })
+    static final class Rebalance implements Callable<Integer> {
+        @Option(names = "--proxy", required = true, description = "The proxy's HOST:PORT.")
+        String proxy;
+
+        @Option(names = "--dry-run", description = "Only print the moves.")
+        boolean dryRun;
+
+        @Option(
+                names = "--timeout-s",
+                defaultValue = "600",
+                description = "How long this command waits (default ${DEFAULT-VALUE} s).")
+        long timeoutSeconds;
+
+        @Option(names = "--quiet", description = "No progress lines on standard error.")
+        boolean quiet;
+
+        @Spec
+        CommandLine.Model.CommandSpec spec;
+
+        @Override
+        public Integer call() {
+            return CheckpointCommand.withAdminProgress(proxy, timeoutSeconds, "checkpoint", quiet, spec, admin -> {
+                final RebalanceResponse response = admin.rebalance(
+                        RebalanceRequest.newBuilder().setDryRun(dryRun).build());
+                final PrintWriter out = spec.commandLine().getOut();
+                if (response.getMovesCount() == 0) {
+                    out.println("nothing to move: every live shard owns its share of the slots");
+                    return 0;
+                }
+                for (final SlotMove move : response.getMovesList()) {
+                    out.println((dryRun ? "would move " : "moved ") + move.getSlotsCount() + " slots from shard "
+                            + move.getFromShard() + " to shard " + move.getToShard());
+                }
+                if (!dryRun) {
+                    out.println("routing epoch " + response.getRoutingEpoch() + "; the new owners load the slots from"
+                            + " checkpoint " + response.getCheckpointId() + " (psctl status shows them restoring)");
+                }
+                return 0;
+            });
         }
     }
 }

@@ -33,8 +33,13 @@ final class CounterLoad implements AutoCloseable {
     private final List<Thread> threads = new ArrayList<>();
 
     CounterLoad(final String proxyAddress, final String tableName) {
+        this(proxyAddress, tableName, 60_000);
+    }
+
+    /** With a call deadline of {@code deadlineMs} (the SDK retries within it). */
+    CounterLoad(final String proxyAddress, final String tableName, final long deadlineMs) {
         this.client = PsClient.connect(
-                new PsClient.Context().proxyAddress(proxyAddress).deadlineMs(60_000));
+                new PsClient.Context().proxyAddress(proxyAddress).deadlineMs(deadlineMs));
         this.table = client.createTable(CounterTable.schema(tableName));
     }
 

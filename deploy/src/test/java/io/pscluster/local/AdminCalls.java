@@ -47,6 +47,17 @@ public final class AdminCalls {
                         .getRowsRestored());
     }
 
+    /** Rebalances the slots over the live shards ({@code dryRun}: only plans). */
+    public static io.pscluster.proto.v1.RebalanceResponse rebalance(final String proxy, final boolean dryRun) {
+        return call(
+                proxy,
+                channel -> AdminServiceGrpc.newBlockingStub(channel)
+                        .withDeadlineAfter(120, TimeUnit.SECONDS)
+                        .rebalance(io.pscluster.proto.v1.RebalanceRequest.newBuilder()
+                                .setDryRun(dryRun)
+                                .build()));
+    }
+
     /** The checkpoint or restore running now at the proxy, or its last one, with each shard's progress. */
     public static io.pscluster.proto.v1.OperationProgressResponse operationProgress(final String proxy) {
         return call(

@@ -20,8 +20,11 @@ import io.pscluster.proto.v1.ListShardsResponse;
 import io.pscluster.proto.v1.OperationProgressRequest;
 import io.pscluster.proto.v1.OperationProgressResponse;
 import io.pscluster.proto.v1.PassedOverCheckpoint;
+import io.pscluster.proto.v1.RebalanceRequest;
+import io.pscluster.proto.v1.RebalanceResponse;
 import io.pscluster.proto.v1.RestoreRequest;
 import io.pscluster.proto.v1.RestoreResponse;
+import io.pscluster.proto.v1.SlotMove;
 import io.pscluster.wire.PsException;
 import io.pscluster.wire.Unary;
 
@@ -114,6 +117,22 @@ final class AdminGrpcService extends AdminServiceGrpc.AdminServiceImplBase {
             restored.passedOver()
                     .forEach((id, reason) -> response.addPassedOver(
                             PassedOverCheckpoint.newBuilder().setId(id).setReason(reason)));
+            return response.build();
+        });
+    }
+
+    @Override
+    public void rebalance(final RebalanceRequest request, final StreamObserver<RebalanceResponse> out) {
+        longCalls.respond(out, () -> {
+            final CheckpointCoordinator.Rebalanced done = checkpoints.rebalance(request.getDryRun());
+            final RebalanceResponse.Builder response = RebalanceResponse.newBuilder()
+                    .setCheckpointId(done.checkpointId())
+                    .setRoutingEpoch(done.epoch());
+            done.moves()
+                    .forEach(move -> response.addMoves(SlotMove.newBuilder()
+                            .setFromShard(move.from())
+                            .setToShard(move.to())
+                            .addAllSlots(move.slots())));
             return response.build();
         });
     }

@@ -14,6 +14,8 @@ import io.pscluster.checkpoint.VerifyReport;
 import io.pscluster.proto.v1.CheckpointFile;
 import io.pscluster.proto.v1.CheckpointProgressRequest;
 import io.pscluster.proto.v1.CheckpointProgressResponse;
+import io.pscluster.proto.v1.FenceSlotsRequest;
+import io.pscluster.proto.v1.FenceSlotsResponse;
 import io.pscluster.proto.v1.JobCheckpointState;
 import io.pscluster.proto.v1.JobClock;
 import io.pscluster.proto.v1.JoinJobResponse;
@@ -38,6 +40,7 @@ import java.util.Optional;
 import java.util.Set;
 import java.util.TreeMap;
 import java.util.TreeSet;
+import java.util.concurrent.TimeUnit;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -950,6 +953,102 @@ final class CheckpointCoordinator {
         final int handed = state.handOver(shardId, holdsRows ? checkpointId : 0, createdMillis, unapplied);
         LOG.info("shard {} drained: {} slots handed over with checkpoint {}", shardId, handed, checkpointId);
         return new Drained(checkpointId, handed);
+    }
+
+    /**
+     * How long a move's fence holds requests for the moving slots at most: the move's checkpoint must commit well within
+     * it (see {@link #rebalance}).
+     */
+    static final long MOVE_FENCE_MS = TimeUnit.MINUTES.toMillis(10);
+
+    /** The outcome of a rebalance: its moves, the checkpoint the moved slots are restored from, the epoch after. */
+    record Rebalanced(List<ClusterState.Move> moves, long checkpointId, long epoch) {}
+
+    /**
+     * Moves slots so that every live shard owns its share ({@link ClusterState#planRebalance}), losing nothing: each
+     * giving shard refuses requests for its moving slots (a fence, retryable for clients) and queues what it accepted for
+     * them before, a checkpoint of every owner then holds all of that, and the slots go to their new owners with
+     * restore orders from it (a lossless event, as a drain's). A failure before the commit lifts the fences and moves
+     * nothing. Refused while a giving shard holds SYNC gradients it has not applied: those would be applied after the
+     * cut, on rows that no longer move.
+     */
+    synchronized Rebalanced rebalance(final boolean dryRun) throws IOException, InterruptedException {
+        state.refuseIfMixed("a rebalance");
+        final ClusterState.Rebalance plan = state.planRebalance();
+        if (dryRun || plan.moves().isEmpty()) {
+            return new Rebalanced(plan.moves(), 0, state.epoch());
+        }
+        final Map<String, BitSet> fenced = new LinkedHashMap<>();
+        for (final ClusterState.Move move : plan.moves()) {
+            final BitSet slots = fenced.computeIfAbsent(move.from(), id -> new BitSet());
+            move.slots().forEach(slots::set);
+        }
+        final List<ShardFanOut.Target> givers = new ArrayList<>();
+        plan.addresses().forEach((id, address) -> givers.add(new ShardFanOut.Target(id, address)));
+        final long madeMillis = state.fenceMillis();
+        final long fencedNanos = System.nanoTime();
+        try {
+            final List<FenceSlotsResponse> answers =
+                    fanOut.callAll("fence for a rebalance", givers, (index, channel, deadline) -> {
+                        final FenceSlotsRequest.Builder request = FenceSlotsRequest.newBuilder()
+                                .setHoldMillis(MOVE_FENCE_MS)
+                                .setMadeMillis(madeMillis);
+                        fenced.get(givers.get(index).shardId()).stream().forEach(request::addSlots);
+                        return ShardAdminServiceGrpc.newBlockingStub(channel)
+                                .withDeadline(deadline)
+                                .fenceSlots(request.build());
+                    });
+            for (int i = 0; i < answers.size(); i++) {
+                if (!answers.get(i).getUnapplied().isEmpty()) {
+                    throw PsException.failedPrecondition(
+                            "rebalance refused: shard " + givers.get(i).shardId()
+                                    + " holds SYNC gradients it has not applied ("
+                                    + answers.get(i).getUnapplied()
+                                    + "), which would miss the moving slots; run it between the job's clocks or once its run"
+                                    + " ended");
+                }
+            }
+            final Taken taken = checkpointNow(false);
+            // The giving shards learn of the move with their next heartbeat, or stop serving when their lease lapses.
+            final long committedWithin = MOVE_FENCE_MS - 2 * state.leaseWithMarginMillis();
+            final long tookMs = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - fencedNanos);
+            if (tookMs > committedWithin) {
+                throw PsException.unavailable("rebalance not done: its checkpoint "
+                        + taken.checkpoint().id()
+                        + " took " + tookMs + " ms, past what the moving slots' fence holds safely ("
+                        + committedWithin + " ms); nothing moved");
+            }
+            final long epoch = state.rebalanced(
+                    plan, taken.checkpoint().id(), taken.checkpoint().manifest().createdMillis());
+            LOG.info(
+                    "rebalanced at routing epoch {}: {} moves, restored from checkpoint {}",
+                    epoch,
+                    plan.moves().size(),
+                    taken.checkpoint().id());
+            return new Rebalanced(plan.moves(), taken.checkpoint().id(), epoch);
+        } catch (IOException | InterruptedException | RuntimeException e) {
+            LOG.warn("rebalance failed, nothing moved: {}", e.getMessage() == null ? e.toString() : e.getMessage());
+            liftFences(givers);
+            throw e;
+        }
+    }
+
+    /** Lifts the fences of a move that did not happen; a shard not reached lifts its own when the fence lapses. */
+    private void liftFences(final List<ShardFanOut.Target> givers) throws InterruptedException {
+        try {
+            fanOut.callAll(
+                    "lift a rebalance's fence",
+                    givers,
+                    (index, channel, deadline) -> ShardAdminServiceGrpc.newBlockingStub(channel)
+                            .withDeadline(deadline)
+                            .fenceSlots(FenceSlotsRequest.getDefaultInstance()));
+        } catch (StatusRuntimeException e) {
+            LOG.warn(
+                    "could not lift a rebalance's fence ({}); requests for its slots are refused until it lapses, at"
+                            + " most {} ms, or the proxy restarts",
+                    e.getStatus().getDescription(),
+                    MOVE_FENCE_MS);
+        }
     }
 
     /** Loads checkpoint {@code id} (0: the latest complete one) into every slot owner; returns rows restored. */

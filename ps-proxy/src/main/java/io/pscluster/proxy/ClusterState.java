@@ -237,6 +237,8 @@ final class ClusterState {
     private final long leaseExpiryNanos;
     private final long forgetAfterNanos;
     private long startNanos;
+    /** When this proxy started, by its wall clock: shards lift slot fences made before (of moves it did not finish). */
+    private final long startMillis;
     /** How late expireLeases runs (see detectOwnPauses). */
     private final OwnPauses ownPauses = new OwnPauses();
     /**
@@ -318,6 +320,7 @@ final class ClusterState {
         this.leaseExpiryNanos = (settings.leaseMillis() + settings.leaseMarginMillis()) * 1_000_000L;
         this.forgetAfterNanos = settings.forgetAfterMillis() * 1_000_000L;
         this.startNanos = nanoClock.getAsLong();
+        this.startMillis = wallClock.getAsLong();
         this.bootstrapped = bootstrapped;
         Arrays.fill(claimedAt, NO_CLAIM);
     }
@@ -1019,8 +1022,9 @@ final class ClusterState {
             // What the shard speaks is a fact, not a change to keep: SDKs must not refuse it until a save works.
             kept.protocolVersion = request.getProtocolVersion();
         }
-        final HeartbeatResponse.Builder response =
-                HeartbeatResponse.newBuilder().setLeaseMillis(settings.leaseMillis());
+        final HeartbeatResponse.Builder response = HeartbeatResponse.newBuilder()
+                .setLeaseMillis(settings.leaseMillis())
+                .setLiftFencesBeforeMillis(startMillis);
         if (request.getRoutingEpoch() != epoch) {
             response.setRouting(routingTable());
         }
@@ -1282,6 +1286,127 @@ final class ClusterState {
                             : "shard " + shardId + " drained with sync gradients not applied: " + unapplied);
             return slots.size();
         });
+    }
+
+    // ---- rebalancing
+
+    /**
+     * The time to stamp a slot fence with: never before this proxy started (whatever its wall clock did since), so that
+     * its own heartbeat answers never lift it.
+     */
+    long fenceMillis() {
+        return Math.max(startMillis, wallClock.getAsLong());
+    }
+
+    /** A shard's lease plus the proxy's margin: how long a shard cut off from the proxy may still serve. */
+    long leaseWithMarginMillis() {
+        return settings.leaseMillis() + settings.leaseMarginMillis();
+    }
+
+    /** Slots to move from one shard to another. */
+    record Move(String from, String to, List<Integer> slots) {}
+
+    /**
+     * A rebalance's moves, the slots as they were when it was planned ({@link #slotsAt}), and the address of each
+     * shard that gives slots.
+     */
+    record Rebalance(List<Move> moves, SlotsAt at, Map<String, String> addresses) {}
+
+    /**
+     * Plans moves that give every live shard as many slots as the others, give or take one: the shards with more than
+     * their share give their highest slots to those with less, the most loaded first. Empty when every share is met,
+     * or when no table exists (slots are then spread as shards come, with nothing to move).
+     *
+     * @throws PsException FAILED_PRECONDITION while a slot is unowned, being restored, or owned by a shard that is
+     *     not live (also one a restarted proxy has not heard from yet).
+     */
+    synchronized Rebalance planRebalance() {
+        final SlotsAt at = slotsAt();
+        if (!sticky()) {
+            return new Rebalance(List.of(), at, Map.of());
+        }
+        final List<Owner> owning = ownersForClusterOperation("a rebalance");
+        final Map<String, List<Integer>> held = new LinkedHashMap<>();
+        for (final ShardRecord taker : takers()) {
+            held.put(taker.id, new ArrayList<>());
+        }
+        for (final Owner owner : owning) {
+            if (!held.containsKey(owner.shardId())) {
+                throw PsException.failedPrecondition("a rebalance needs every slot on a live shard that takes slots;"
+                        + " shard " + owner.shardId() + " is "
+                        + shards.get(owner.shardId()).state.wireName() + " and owns "
+                        + owner.slots().size());
+            }
+            held.get(owner.shardId()).addAll(owner.slots());
+        }
+        // The most loaded first (ties by id): they keep the extra slot where the slots do not divide evenly.
+        final List<String> order = new ArrayList<>(held.keySet());
+        order.sort(Comparator.comparingInt((String id) -> held.get(id).size())
+                .reversed()
+                .thenComparing(id -> id));
+        final int total = owners.length;
+        final Map<String, Integer> share = new HashMap<>();
+        for (int i = 0; i < order.size(); i++) {
+            share.put(order.get(i), total / order.size() + (i < total % order.size() ? 1 : 0));
+        }
+        final ArrayDeque<Integer> given = new ArrayDeque<>();
+        final ArrayDeque<String> givers = new ArrayDeque<>();
+        for (final String id : order) {
+            final List<Integer> slots = held.get(id);
+            for (int i = share.get(id); i < slots.size(); i++) {
+                given.add(slots.get(i));
+                givers.add(id);
+            }
+        }
+        final Map<String, Map<String, List<Integer>>> moves = new LinkedHashMap<>();
+        for (final String id : order) {
+            for (int i = held.get(id).size(); i < share.get(id); i++) {
+                moves.computeIfAbsent(givers.poll(), from -> new LinkedHashMap<>())
+                        .computeIfAbsent(id, to -> new ArrayList<>())
+                        .add(given.poll());
+            }
+        }
+        final List<Move> planned = new ArrayList<>();
+        final Map<String, String> addresses = new LinkedHashMap<>();
+        moves.forEach((from, byTaker) -> {
+            addresses.put(from, shards.get(from).address);
+            byTaker.forEach((to, slots) -> planned.add(new Move(from, to, List.copyOf(slots))));
+        });
+        return new Rebalance(List.copyOf(planned), at, addresses);
+    }
+
+    /**
+     * Commits a rebalance whose slots are in checkpoint {@code checkpointId} (taken while their writes were refused):
+     * each move's slots go to their new owner with a restore order from it, and one lossless event per move.
+     *
+     * @throws PsException FAILED_PRECONDITION, nothing changed, when a slot moved or a restore order was given since
+     *     the rebalance was planned.
+     */
+    synchronized long rebalanced(final Rebalance rebalance, final long checkpointId, final long createdMillis) {
+        final String moved = movedSince(rebalance.at());
+        if (moved != null) {
+            throw PsException.failedPrecondition(
+                    "rebalance not done: " + moved + " while it ran; nothing moved, run it again");
+        }
+        for (final Move move : rebalance.moves()) {
+            final ShardRecord taker = shards.get(move.to());
+            if (taker == null || !taker.state.takesSlots()) {
+                throw PsException.failedPrecondition("rebalance not done: shard " + move.to() + " is "
+                        + (taker == null ? "gone" : taker.state.wireName()) + "; nothing moved, run it again");
+            }
+        }
+        change("rebalance", () -> {
+            for (final Move move : rebalance.moves()) {
+                final String why = "rebalance: " + move.slots().size() + " slots of shard " + move.from()
+                        + " move to shard " + move.to();
+                move.slots().forEach(slot -> assign(slot, move.to()));
+                planRestore(move.to(), move.from(), move.slots(), checkpointId, why);
+                appendRollback(
+                        move.from(), List.of(move.to()), move.slots().size(), checkpointId, createdMillis, true, why);
+            }
+            return null;
+        });
+        return epoch;
     }
 
     // ---- assignment

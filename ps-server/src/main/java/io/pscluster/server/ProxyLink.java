@@ -264,6 +264,7 @@ final class ProxyLink implements AutoCloseable {
                 LOG.info("shard {} dropped table {}: the proxy holds a tombstone for it", shard.shardId(), dropped);
             }
         }
+        shard.unfenceMadeBefore(response.getLiftFencesBeforeMillis());
         follow(
                 response.getTablesList(),
                 response.getRestoreOrdersList(),

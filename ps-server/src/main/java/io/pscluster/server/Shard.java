@@ -86,6 +86,8 @@ public final class Shard implements AutoCloseable {
     private final AtomicInteger pushesInFlight = new AtomicInteger();
     // True while a checkpoint's cut is being offered to the writers: pushes wait (microseconds) before offering.
     private volatile boolean cutting;
+    // Held while a cut or a move's fence is offered between pushes: one at a time.
+    private final Object cutLock = new Object();
     private final PushSequenceWindows sequences = new PushSequenceWindows();
     // Wakes pulls and reports clocks; never blocks.
     private final ExecutorService clockExecutor = Executors.newFixedThreadPool(2, ProxyLink.daemon("ps-clock"));
@@ -613,8 +615,8 @@ public final class Shard implements AutoCloseable {
     }
 
     /**
-     * Checks the request's size, key range, slot ownership and slot generations against one view; returns the slot
-     * of each key.
+     * Checks the request's size, key range, slot ownership and slot generations against one view, and that no slot
+     * is fenced for a move; returns the slot of each key.
      */
     private int[] checkKeys(
             final SlotOwnership.View view, final long routingEpoch, final ParameterTable table, final long[] keys) {
@@ -634,7 +636,47 @@ public final class Shard implements AutoCloseable {
             }
             view.check(slots[i], routingEpoch, who, table.name(), key);
         }
+        if (!view.fence().slots().isEmpty()) {
+            for (int i = 0; i < keys.length; i++) {
+                view.checkUnfenced(slots[i], routingEpoch, who, table.name(), keys[i]);
+            }
+        }
         return slots;
+    }
+
+    // ---- moves
+
+    /**
+     * Fences {@code slots} for a move (their pushes and pulls are refused, see {@link SlotOwnership#fence}; empty:
+     * lifts the fence) and returns once no
+     * push is between its checks and its offer, so that every push accepted for them before is queued (a checkpoint
+     * cut from now on holds it): the SYNC clocks whose gradients are held and not yet applied, in words ("" when none;
+     * a move would lose them, as they are applied after the cut).
+     */
+    public String fenceSlots(final BitSet slots, final long holdMillis, final long madeMillis) {
+        if (slots.isEmpty()) {
+            final int held = ownership.unfence();
+            LOG.info("shard {}: fence lifted ({} slots held)", name(), held);
+            return jobs.unapplied();
+        }
+        final long holdNanos = TimeUnit.MILLISECONDS.toNanos(holdMillis);
+        offerCutBetweenPushes(() -> ownership.fence(slots, holdNanos, madeMillis));
+        LOG.info("shard {}: {} slots fenced for a move, for at most {} ms", name(), slots.cardinality(), holdMillis);
+        return jobs.unapplied();
+    }
+
+    /** A heartbeat answer of a proxy started at {@code proxyStartMillis}: lifts fences an earlier proxy made. */
+    void unfenceMadeBefore(final long proxyStartMillis) {
+        if (proxyStartMillis > 0) {
+            final int held = ownership.unfenceMadeBefore(proxyStartMillis);
+            if (held > 0) {
+                LOG.warn(
+                        "shard {}: fence of {} slots lifted, made by a proxy that restarted since (its move did not"
+                                + " finish)",
+                        name(),
+                        held);
+            }
+        }
     }
 
     // ---- routing
@@ -1053,15 +1095,17 @@ public final class Shard implements AutoCloseable {
      * control tasks are only queued here, so pushes wait microseconds, not for the writers).
      */
     private void offerCutBetweenPushes(final Runnable offerCut) {
-        // One snapshot at a time (ShardSnapshot refuses a second before it gets here), so one cut at a time.
-        cutting = true;
-        try {
-            while (pushesInFlight.get() > 0) {
-                LockSupport.parkNanos(10_000);
+        // One at a time: a snapshot's cut, a move's fence.
+        synchronized (cutLock) {
+            cutting = true;
+            try {
+                while (pushesInFlight.get() > 0) {
+                    LockSupport.parkNanos(10_000);
+                }
+                offerCut.run();
+            } finally {
+                cutting = false;
             }
-            offerCut.run();
-        } finally {
-            cutting = false;
         }
     }
 

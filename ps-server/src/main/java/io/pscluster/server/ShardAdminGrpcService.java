@@ -6,6 +6,8 @@ import io.pscluster.checkpoint.RowFileWriter;
 import io.pscluster.proto.checkpoint.RowCodec;
 import io.pscluster.proto.v1.CheckpointProgressRequest;
 import io.pscluster.proto.v1.CheckpointProgressResponse;
+import io.pscluster.proto.v1.FenceSlotsRequest;
+import io.pscluster.proto.v1.FenceSlotsResponse;
 import io.pscluster.proto.v1.InjectFaultRequest;
 import io.pscluster.proto.v1.InjectFaultResponse;
 import io.pscluster.proto.v1.JobClock;
@@ -147,6 +149,27 @@ final class ShardAdminGrpcService extends ShardAdminServiceGrpc.ShardAdminServic
         Unary.respond(response, () -> {
             shard.updateJobs(request);
             return UpdateJobsResponse.getDefaultInstance();
+        });
+    }
+
+    @Override
+    public void fenceSlots(final FenceSlotsRequest request, final StreamObserver<FenceSlotsResponse> response) {
+        Unary.respond(response, () -> {
+            final BitSet slots = new BitSet(Slots.SLOT_COUNT);
+            for (final int slot : request.getSlotsList()) {
+                if (slot < 0 || slot >= Slots.SLOT_COUNT) {
+                    throw PsException.invalidArgument(
+                            "slot " + slot + " is outside 0.." + (Slots.SLOT_COUNT - 1) + " in fence request");
+                }
+                slots.set(slot);
+            }
+            if (!slots.isEmpty() && request.getHoldMillis() <= 0) {
+                throw PsException.invalidArgument("fence of " + slots.cardinality() + " slots has hold_millis="
+                        + request.getHoldMillis() + "; it must be > 0");
+            }
+            return FenceSlotsResponse.newBuilder()
+                    .setUnapplied(shard.fenceSlots(slots, request.getHoldMillis(), request.getMadeMillis()))
+                    .build();
         });
     }
 

@@ -24,17 +24,40 @@ final class SlotOwnership {
      *     never written after the view is published.
      */
     record View(
-            long epoch, BitSet owned, BitSet restoring, BitSet writable, long[] generation, List<Trouble> troubles) {
+            long epoch,
+            BitSet owned,
+            BitSet restoring,
+            BitSet writable,
+            long[] generation,
+            List<Trouble> troubles,
+            Fence fence) {
         /** A view whose writable slots (owned and not restoring) are computed once. */
         static View of(
                 final long epoch,
                 final BitSet owned,
                 final BitSet restoring,
                 final long[] generation,
-                final List<Trouble> troubles) {
+                final List<Trouble> troubles,
+                final Fence fence) {
             final BitSet writable = (BitSet) owned.clone();
             writable.andNot(restoring);
-            return new View(epoch, owned, restoring, writable, generation, troubles);
+            return new View(epoch, owned, restoring, writable, generation, troubles, fence);
+        }
+
+        /**
+         * {@link #check}, and that the slot is not fenced for a move ({@link SlotOwnership#fence}): a fenced slot's
+         * reads and writes are refused as while restoring (retryable; nothing applied). Reads too: once the move
+         * commits, its new owner takes writes while this shard may not have heard of the move yet.
+         */
+        void checkUnfenced(
+                final int slot, final long routedEpoch, final String shardId, final String table, final long key) {
+            check(slot, routedEpoch, shardId, table, key);
+            if (fence.slots().get(slot) && fence.holds()) {
+                throw PsException.restoring(
+                        "shard " + shardId + " is handing slot " + slot + " (table '" + table + "', key " + key
+                                + ") over to another shard: requests for it wait for the move",
+                        epoch);
+            }
         }
 
         /**
@@ -84,6 +107,18 @@ final class SlotOwnership {
         }
     }
 
+    /**
+     * Slots whose requests are refused while the proxy moves them: until {@code untilNanos} (this process's monotonic
+     * clock), made by the proxy at {@code madeMillis} (its wall clock).
+     */
+    record Fence(BitSet slots, long untilNanos, long madeMillis) {
+        static final Fence NONE = new Fence(new BitSet(), Long.MIN_VALUE, 0);
+
+        boolean holds() {
+            return System.nanoTime() - untilNanos < 0;
+        }
+    }
+
     /** The longest trouble told in a refusal. */
     static final int MAX_TROUBLE_CHARS = 1_000;
 
@@ -91,7 +126,12 @@ final class SlotOwnership {
     record Trouble(BitSet slots, String why) {}
 
     private volatile View view = View.of(
-            0, new BitSet(Slots.SLOT_COUNT), new BitSet(Slots.SLOT_COUNT), new long[Slots.SLOT_COUNT], List.of());
+            0,
+            new BitSet(Slots.SLOT_COUNT),
+            new BitSet(Slots.SLOT_COUNT),
+            new long[Slots.SLOT_COUNT],
+            List.of(),
+            Fence.NONE);
 
     View view() {
         return view;
@@ -122,9 +162,52 @@ final class SlotOwnership {
         for (int slot = owned.nextSetBit(0); slot >= 0; slot = owned.nextSetBit(slot + 1)) {
             generation[slot] = generations[slot];
         }
-        // Slots being restored stay refused until their restore ends, even if the routing moves on meanwhile.
-        view = View.of(epoch, (BitSet) owned.clone(), current.restoring, generation, current.troubles);
+        // Slots being restored stay refused until their restore ends, even if the routing moves on meanwhile. A fence
+        // ends for the slots that moved away: should one come back, its writes are not held by a move long finished.
+        view = View.of(
+                epoch,
+                (BitSet) owned.clone(),
+                current.restoring,
+                generation,
+                current.troubles,
+                lost.intersects(current.fence.slots()) ? without(current.fence, lost) : current.fence);
         return lost;
+    }
+
+    /**
+     * Fences {@code slots} (replacing any fence) for {@code holdNanos} from now: their requests are refused until then,
+     * or until {@link #unfence} or a routing that moves them away (see {@link View#checkUnfenced}).
+     */
+    synchronized void fence(final BitSet slots, final long holdNanos, final long madeMillis) {
+        final View current = view;
+        view = View.of(
+                current.epoch,
+                current.owned,
+                current.restoring,
+                current.generation,
+                current.troubles,
+                new Fence((BitSet) slots.clone(), System.nanoTime() + holdNanos, madeMillis));
+    }
+
+    /** Lifts the fence; returns the number of slots it held (0: none, or it had lapsed). */
+    synchronized int unfence() {
+        final View current = view;
+        final int held = current.fence.holds() ? current.fence.slots().cardinality() : 0;
+        view = View.of(
+                current.epoch, current.owned, current.restoring, current.generation, current.troubles, Fence.NONE);
+        return held;
+    }
+
+    /** Lifts a fence made before {@code millis} (by an earlier proxy); returns the number of slots it held. */
+    synchronized int unfenceMadeBefore(final long millis) {
+        final Fence fence = view.fence;
+        return fence != Fence.NONE && fence.madeMillis() < millis ? unfence() : 0;
+    }
+
+    private static Fence without(final Fence fence, final BitSet slots) {
+        final BitSet kept = (BitSet) fence.slots().clone();
+        kept.andNot(slots);
+        return new Fence(kept, fence.untilNanos(), fence.madeMillis());
     }
 
     /** Marks slots as being restored: requests for them are refused with a retryable status until released. */
@@ -133,7 +216,7 @@ final class SlotOwnership {
         final BitSet restoring = (BitSet) current.restoring.clone();
         restoring.or(slots);
         // A trouble told stays until the restore ends or fails again: each retry marks the slots again.
-        view = View.of(current.epoch, current.owned, restoring, current.generation, current.troubles);
+        view = View.of(current.epoch, current.owned, restoring, current.generation, current.troubles, current.fence);
     }
 
     /** Ends the restore of {@code slots}: they serve again, and no trouble of theirs is told any more. */
@@ -141,7 +224,13 @@ final class SlotOwnership {
         final View current = view;
         final BitSet restoring = (BitSet) current.restoring.clone();
         restoring.andNot(slots);
-        view = View.of(current.epoch, current.owned, restoring, current.generation, without(current.troubles, slots));
+        view = View.of(
+                current.epoch,
+                current.owned,
+                restoring,
+                current.generation,
+                without(current.troubles, slots),
+                current.fence);
     }
 
     /**
@@ -154,7 +243,13 @@ final class SlotOwnership {
         // Short enough for a status message's trailer (a fallback over many damaged checkpoints says much).
         final String told = why.length() <= MAX_TROUBLE_CHARS ? why : why.substring(0, MAX_TROUBLE_CHARS) + "...";
         troubles.add(new Trouble((BitSet) slots.clone(), told));
-        view = View.of(current.epoch, current.owned, current.restoring, current.generation, List.copyOf(troubles));
+        view = View.of(
+                current.epoch,
+                current.owned,
+                current.restoring,
+                current.generation,
+                List.copyOf(troubles),
+                current.fence);
     }
 
     private static List<Trouble> without(final List<Trouble> troubles, final BitSet slots) {

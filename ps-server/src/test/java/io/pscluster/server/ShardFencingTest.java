@@ -160,4 +160,43 @@ class ShardFencingTest {
         }
         return key;
     }
+
+    /**
+     * A move's fence: pushes and pulls of the fenced slots are refused as while restoring (retryable), nothing of a
+     * refused push is applied, other slots serve on, and lifting the fence serves them again.
+     */
+    @Test
+    void shouldRefusePushesAndPullsOfSlotsFencedForAMoveUntilTheFenceIsLifted() throws InterruptedException {
+        shard.grantLeaseUntil(System.nanoTime() + TimeUnit.MINUTES.toNanos(10));
+        final long fenced = 1;
+        final long free = java.util.stream.LongStream.range(2, 1_000)
+                .filter(key -> table.slotsOf(new long[] {key})[0] != table.slotsOf(new long[] {fenced})[0])
+                .findFirst()
+                .orElseThrow();
+        final java.util.BitSet slots = new java.util.BitSet();
+        slots.set(table.slotsOf(new long[] {fenced})[0]);
+
+        assertThat(shard.fenceSlots(slots, 60_000, 1))
+                .as("no SYNC gradients held")
+                .isEmpty();
+
+        for (final Runnable request : java.util.List.<Runnable>of(
+                () -> shard.push(TABLE, 1, 0, 0, new long[] {free, fenced}, new float[] {1, 1}),
+                () -> shard.pull(TABLE, 1, new long[] {fenced}))) {
+            final PsException refused = catchThrowableOfType(PsException.class, request::run);
+            assertThat(refused).isNotNull();
+            assertThat(PsException.rejectOf(PsException.toStatus(refused))).isEqualTo(PsException.Reject.RESTORING);
+            assertThat(refused.getMessage()).contains("over to another shard");
+        }
+        assertThat(shard.push(TABLE, 1, 0, 0, new long[] {free}, new float[] {1})
+                        .accepted())
+                .isEqualTo(1);
+        shard.awaitQuiescent();
+        assertThat(table.rowCount()).as("the refused push applied nothing").isEqualTo(1);
+
+        assertThat(shard.fenceSlots(new java.util.BitSet(), 0, 0)).isEmpty();
+        assertThatCode(() -> shard.push(TABLE, 1, 0, 0, new long[] {fenced}, new float[] {1}))
+                .doesNotThrowAnyException();
+        assertThatCode(() -> shard.pull(TABLE, 1, new long[] {fenced})).doesNotThrowAnyException();
+    }
 }

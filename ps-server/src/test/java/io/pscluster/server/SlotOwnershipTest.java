@@ -202,4 +202,68 @@ class SlotOwnershipTest {
         assertThat(statusOfCheck(ownership.view(), 3).getStatus().getDescription())
                 .doesNotContain("failed");
     }
+
+    private static PsException writeRefusal(final SlotOwnership.View view, final int slot) {
+        return catchThrowableOfType(PsException.class, () -> view.checkUnfenced(slot, ROUTED, "shard-7", "emb", 99L));
+    }
+
+    /** A fence refuses requests for its slots as while restoring (retryable, nothing applied). */
+    @Test
+    void shouldRefuseRequestsForFencedSlotsAsRestoring() {
+        final SlotOwnership ownership = new SlotOwnership();
+        ownership.route(4, slots(0, 100));
+
+        ownership.fence(slots(10, 20), java.util.concurrent.TimeUnit.MINUTES.toNanos(10), 1_000);
+
+        final SlotOwnership.View view = ownership.view();
+        final PsException refused = writeRefusal(view, 15);
+        assertThat(refused).isNotNull();
+        assertThat(refused.getMessage()).contains("slot 15", "handing", "over to another shard", "wait for the move");
+        assertThat(PsException.rejectOf(PsException.toStatus(refused))).isEqualTo(PsException.Reject.RESTORING);
+        assertThat(writeRefusal(view, 20)).as("not fenced").isNull();
+        assertThat(view.writable().get(15))
+                .as("the writers still apply what was accepted before the fence")
+                .isTrue();
+    }
+
+    @Test
+    void shouldLiftAFenceWhenItsHoldLapsesWhenLiftedAndForSlotsRoutedAway() throws Exception {
+        final SlotOwnership ownership = new SlotOwnership();
+        ownership.route(4, slots(0, 100));
+
+        ownership.fence(slots(10, 20), java.util.concurrent.TimeUnit.MILLISECONDS.toNanos(50), 1_000);
+        assertThat(writeRefusal(ownership.view(), 10)).isNotNull();
+        final long start = System.nanoTime();
+        while (System.nanoTime() - start < java.util.concurrent.TimeUnit.MILLISECONDS.toNanos(60)) {
+            Thread.sleep(10);
+        }
+        assertThat(writeRefusal(ownership.view(), 10)).as("lapsed").isNull();
+
+        ownership.fence(slots(10, 20), java.util.concurrent.TimeUnit.MINUTES.toNanos(10), 1_000);
+        assertThat(ownership.unfence()).isEqualTo(10);
+        assertThat(writeRefusal(ownership.view(), 10)).as("lifted").isNull();
+
+        ownership.fence(slots(10, 20), java.util.concurrent.TimeUnit.MINUTES.toNanos(10), 1_000);
+        ownership.route(5, slots(15, 100));
+        ownership.route(6, slots(0, 100));
+        assertThat(writeRefusal(ownership.view(), 12))
+                .as("moved away and back: no longer held by the old move")
+                .isNull();
+        assertThat(writeRefusal(ownership.view(), 17))
+                .as("never moved: still fenced")
+                .isNotNull();
+    }
+
+    /** A restarted proxy's heartbeats lift the fence of a move its predecessor did not finish, not one of its own. */
+    @Test
+    void shouldLiftOnlyAFenceMadeBeforeTheGivenTime() {
+        final SlotOwnership ownership = new SlotOwnership();
+        ownership.route(4, slots(0, 100));
+        ownership.fence(slots(10, 20), java.util.concurrent.TimeUnit.MINUTES.toNanos(10), 5_000);
+
+        assertThat(ownership.unfenceMadeBefore(5_000)).isZero();
+        assertThat(writeRefusal(ownership.view(), 10)).isNotNull();
+        assertThat(ownership.unfenceMadeBefore(5_001)).isEqualTo(10);
+        assertThat(writeRefusal(ownership.view(), 10)).isNull();
+    }
 }

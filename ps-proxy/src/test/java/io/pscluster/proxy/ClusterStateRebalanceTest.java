@@ -1,0 +1,172 @@
+package io.pscluster.proxy;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.grpc.Status;
+import io.pscluster.proto.v1.HeartbeatRequest;
+import io.pscluster.proto.v1.RestoreDirective;
+import io.pscluster.proto.v1.RestoreReport;
+import io.pscluster.proto.v1.RollbackEvent;
+import io.pscluster.wire.Slots;
+import java.util.ArrayList;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Set;
+import org.junit.jupiter.api.Test;
+
+/** Planning and committing a rebalance: every live shard ends with its share of the slots, and nothing else moves. */
+class ClusterStateRebalanceTest extends ClusterStateFixture {
+
+    private static int moved(final ClusterState.Rebalance plan) {
+        return plan.moves().stream().mapToInt(move -> move.slots().size()).sum();
+    }
+
+    private void reportOrdersDone(final String id) {
+        for (final RestoreDirective order : heartbeat(id).getRestoreOrdersList()) {
+            state.heartbeat(HeartbeatRequest.newBuilder()
+                    .setShardId(id)
+                    .setRoutingEpoch(state.epoch())
+                    .addRestores(RestoreReport.newBuilder()
+                            .setOrderId(order.getOrderId())
+                            .setDone(true)
+                            .setCheckpointId(order.getCheckpointId()))
+                    .build());
+        }
+    }
+
+    @Test
+    void shouldGiveAnAddedShardItsShareFromEveryOwnerAndRestoreItFromTheMovesCheckpoint() {
+        final String a = register("h1:1");
+        final String b = register("h2:1");
+        state.addTable(EMB);
+        final Set<Integer> slotsOfA = slotsOf(a);
+        final String c = register("h3:1");
+        final long epochBefore = state.epoch();
+
+        final ClusterState.Rebalance plan = state.planRebalance();
+
+        assertThat(plan.moves()).allSatisfy(move -> assertThat(move.to()).isEqualTo(c));
+        assertThat(plan.moves()).extracting(ClusterState.Move::from).containsExactlyInAnyOrder(a, b);
+        assertThat(moved(plan)).isEqualTo(Slots.SLOT_COUNT / 3);
+        assertThat(plan.addresses()).containsEntry(a, "h1:1").containsEntry(b, "h2:1");
+        assertThat(state.epoch()).as("planning changes nothing").isEqualTo(epochBefore);
+
+        final long epoch = state.rebalanced(plan, 9, 90_000);
+
+        assertThat(epoch).isEqualTo(epochBefore + 1).isEqualTo(state.epoch());
+        final List<Integer> sizes = new ArrayList<>(
+                List.of(slotsOf(a).size(), slotsOf(b).size(), slotsOf(c).size()));
+        assertThat(sizes.stream().mapToInt(Integer::intValue).sum()).isEqualTo(Slots.SLOT_COUNT);
+        assertThat(sizes).allSatisfy(size -> assertThat(size).isBetween(1365, 1366));
+        assertThat(slotsOfA).containsAll(slotsOf(a));
+        final Set<Integer> ordered = new HashSet<>();
+        for (final RestoreDirective order : heartbeat(c).getRestoreOrdersList()) {
+            assertThat(order.getCheckpointId()).isEqualTo(9);
+            ordered.addAll(order.getSlotsList());
+        }
+        assertThat(ordered).as("c restores exactly the slots it got").isEqualTo(slotsOf(c));
+        assertThat(heartbeat(a).getRestoreOrdersList()).isEmpty();
+        assertThat(state.status().getRollbacksList())
+                .hasSize(2)
+                .allMatch(RollbackEvent::getLossless)
+                .allMatch(event ->
+                        event.getCheckpointId() == 9 && event.getToShardsList().equals(List.of(c)));
+        assertThat(state.status().getRollbacksTotal())
+                .as("a move is not a rollback")
+                .isZero();
+        assertThat(store.load().orElseThrow().getPendingRestoresCount())
+                .as("the orders are durable")
+                .isEqualTo(2);
+    }
+
+    @Test
+    void shouldPlanNothingWhenEveryShareIsMetOrNoTableExists() {
+        register("h1:1");
+        register("h2:1");
+        register("h3:1");
+        assertThat(state.planRebalance().moves())
+                .as("no table: nothing to move")
+                .isEmpty();
+
+        state.addTable(EMB);
+
+        assertThat(state.planRebalance().moves())
+                .as("slots spread over all three before the table came")
+                .isEmpty();
+    }
+
+    @Test
+    void shouldMoveOnlyTheSurplusBetweenUnevenShards() {
+        final String a = register("h1:1");
+        state.addTable(EMB);
+        final String b = register("h2:1");
+        state.rebalanced(state.planRebalance(), 3, 30_000);
+        reportOrdersDone(b);
+        final String c = register("h3:1");
+        final String d = register("h4:1");
+
+        final ClusterState.Rebalance plan = state.planRebalance();
+
+        assertThat(moved(plan)).isEqualTo(2 * 2048 - 2 * 1024);
+        assertThat(plan.moves()).allSatisfy(move -> {
+            assertThat(move.from()).isIn(a, b);
+            assertThat(move.to()).isIn(c, d);
+        });
+        state.rebalanced(plan, 4, 40_000);
+        assertThat(List.of(slotsOf(a), slotsOf(b), slotsOf(c), slotsOf(d)))
+                .allSatisfy(slots -> assertThat(slots).hasSize(1024));
+    }
+
+    /** A failover between the plan and its commit: the plan's picture is stale, so nothing of it is applied. */
+    @Test
+    void shouldCommitNothingWhenASlotMovedAfterThePlan() {
+        final String a = register("h1:1");
+        final String b = register("h2:1");
+        state.addTable(EMB);
+        final String c = register("h3:1");
+        final ClusterState.Rebalance plan = state.planRebalance();
+
+        passGrace();
+        heartbeat(a);
+        heartbeat(c);
+        advanceMillis(EXPIRY_MILLIS + 1);
+        heartbeat(a);
+        heartbeat(c);
+        state.expireLeases();
+        final long epochAfterFailover = state.epoch();
+        final Set<Integer> slotsOfC = slotsOf(c);
+
+        assertStatus(() -> state.rebalanced(plan, 9, 90_000), Status.Code.FAILED_PRECONDITION);
+        assertThat(state.epoch()).isEqualTo(epochAfterFailover);
+        assertThat(slotsOf(c)).isEqualTo(slotsOfC);
+        assertThat(slotsOf(b)).as("b's lease lapsed").isEmpty();
+        assertStatus(state::planRebalance, Status.Code.FAILED_PRECONDITION);
+    }
+
+    @Test
+    void shouldRefuseToPlanWhileAnOwnerIsNotLive() {
+        final String a = register("h1:1");
+        register("h2:1");
+        state.addTable(EMB);
+        register("h3:1");
+        state.checkpointCommitted(5, 50_000);
+        passGrace();
+        assertThat(state.beginDrain(a)).isTrue();
+
+        assertStatus(state::planRebalance, Status.Code.FAILED_PRECONDITION);
+    }
+
+    @Test
+    void shouldTellShardsToLiftFencesMadeBeforeItStartedAndStampItsOwnAfter() {
+        final String a = register("h1:1");
+        final long started = wall.get();
+
+        assertThat(heartbeat(a).getLiftFencesBeforeMillis()).isEqualTo(started);
+        wall.addAndGet(5_000);
+        assertThat(state.fenceMillis()).isEqualTo(started + 5_000);
+        wall.addAndGet(-60_000);
+        assertThat(state.fenceMillis())
+                .as("a wall clock stepped back: its own heartbeats must not lift the fence")
+                .isEqualTo(started);
+    }
+}
