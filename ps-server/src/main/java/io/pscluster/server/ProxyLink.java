@@ -264,11 +264,13 @@ final class ProxyLink implements AutoCloseable {
                 LOG.info("shard {} dropped table {}: the proxy holds a tombstone for it", shard.shardId(), dropped);
             }
         }
-        shard.unfenceMadeBefore(response.getLiftFencesBeforeMillis());
         follow(
                 response.getTablesList(),
                 response.getRestoreOrdersList(),
                 response.hasRouting() ? response.getRouting() : null);
+        // After the routing: a move the earlier proxy committed takes its slots away first (their fence goes with
+        // them), so no write to them is accepted here in between.
+        shard.unfenceMadeBefore(response.getLiftFencesBeforeMillis());
         if (response.hasJobs()) {
             // The proxy's job list differed from ours (a delivery missed us, or we just registered). Taken whatever its
             // version, unless an UpdateJobs call brought a list while the heartbeat was under way: that one may be
