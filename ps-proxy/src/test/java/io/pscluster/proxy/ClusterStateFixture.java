@@ -9,6 +9,8 @@ import io.pscluster.proto.v1.HeartbeatResponse;
 import io.pscluster.proto.v1.OptimizerSpec;
 import io.pscluster.proto.v1.RegisterShardRequest;
 import io.pscluster.proto.v1.RegisterShardResponse;
+import io.pscluster.proto.v1.RestoreDirective;
+import io.pscluster.proto.v1.RestoreReport;
 import io.pscluster.proto.v1.RoutingTable;
 import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
@@ -105,6 +107,18 @@ abstract class ClusterStateFixture {
                 .setShardId(id)
                 .setRoutingEpoch(state.epoch())
                 .addTables(TableStats.newBuilder().setName(EMB.getName()))
+                .build());
+    }
+
+    /** Shard {@code id}'s heartbeat reporting restore order {@code order} done. */
+    HeartbeatResponse reportDone(final String id, final RestoreDirective order) {
+        return state.heartbeat(HeartbeatRequest.newBuilder()
+                .setShardId(id)
+                .setRoutingEpoch(state.epoch())
+                .addRestores(RestoreReport.newBuilder()
+                        .setOrderId(order.getOrderId())
+                        .setDone(true)
+                        .setCheckpointId(order.getCheckpointId()))
                 .build());
     }
 

@@ -3,9 +3,7 @@ package io.pscluster.proxy;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.grpc.Status;
-import io.pscluster.proto.v1.HeartbeatRequest;
 import io.pscluster.proto.v1.RestoreDirective;
-import io.pscluster.proto.v1.RestoreReport;
 import io.pscluster.proto.v1.RollbackEvent;
 import io.pscluster.wire.Slots;
 import java.util.ArrayList;
@@ -22,16 +20,7 @@ class ClusterStateRebalanceTest extends ClusterStateFixture {
     }
 
     private void reportOrdersDone(final String id) {
-        for (final RestoreDirective order : heartbeat(id).getRestoreOrdersList()) {
-            state.heartbeat(HeartbeatRequest.newBuilder()
-                    .setShardId(id)
-                    .setRoutingEpoch(state.epoch())
-                    .addRestores(RestoreReport.newBuilder()
-                            .setOrderId(order.getOrderId())
-                            .setDone(true)
-                            .setCheckpointId(order.getCheckpointId()))
-                    .build());
-        }
+        heartbeat(id).getRestoreOrdersList().forEach(order -> reportDone(id, order));
     }
 
     @Test

@@ -29,17 +29,6 @@ class ClusterStateStickyAssignmentTest extends ClusterStateFixture {
         slotsOfB = slotsOf(b);
     }
 
-    private HeartbeatResponse reportDone(final String id, final RestoreDirective order) {
-        return state.heartbeat(HeartbeatRequest.newBuilder()
-                .setShardId(id)
-                .setRoutingEpoch(state.epoch())
-                .addRestores(RestoreReport.newBuilder()
-                        .setOrderId(order.getOrderId())
-                        .setDone(true)
-                        .setCheckpointId(order.getCheckpointId()))
-                .build());
-    }
-
     @Test
     void shouldGiveNoSlotToAShardThatJoinsLater() {
         startTwoShardsWithATable();
