@@ -50,6 +50,13 @@ final class ProxyCommand implements Callable<Integer> {
     long workerLeaseMs;
 
     @Option(
+            names = "--read-cache",
+            defaultValue = "64m",
+            description = "Bytes of rows the proxy keeps for pulls through it (thin clients, psctl pull), e.g. 1g;"
+                    + " 0: no read cache (default ${DEFAULT-VALUE}).")
+    String readCache;
+
+    @Option(
             names = "--state-dir",
             defaultValue = "",
             description = "Local directory of the proxy's durable state (routing, catalog, restore orders). Default:"
@@ -176,6 +183,7 @@ final class ProxyCommand implements Callable<Integer> {
                 .leaseMs(leaseMs)
                 .leaseMarginMs(leaseMarginMs)
                 .workerLeaseMs(workerLeaseMs)
+                .readCacheBytes(Cli.bytes("--read-cache", readCache))
                 .heartbeatIntervalMs(heartbeatMs);
     }
 }

@@ -19,6 +19,7 @@ import picocli.CommandLine.Command;
             DemoCommand.class,
             CheckpointCommand.class,
             StatusCommand.class,
+            PullCommand.class,
             CommandLine.HelpCommand.class
         })
 public final class Psctl implements Runnable {

@@ -83,6 +83,28 @@ class MetricsEndpointTest {
             assertThat(value(afterCheckpoint, "pscluster_proxy_checkpoint_latest_age_seconds"))
                     .isBetween(0.0, 600.0);
 
+            // Pulls through the proxy: the first reads the shards, the second the read cache.
+            for (int i = 0; i < 2; i++) {
+                final PsctlRun pull = PsctlRun.psctl(
+                        "pull",
+                        "--proxy",
+                        cluster.proxyAddress(),
+                        "--table",
+                        "t",
+                        "--keys",
+                        keys[0] + "," + keys[1],
+                        "--max-staleness-ms",
+                        "600000");
+                assertThat(pull.exit()).as(pull.text()).isZero();
+            }
+            final String afterPulls = scrape(endpoints.get("proxy"));
+            assertThat(value(afterPulls, "pscluster_proxy_read_cache_misses_total"))
+                    .isEqualTo(2);
+            assertThat(value(afterPulls, "pscluster_proxy_read_cache_hits_total"))
+                    .isEqualTo(2);
+            assertThat(value(afterPulls, "pscluster_proxy_read_cache_size_bytes"))
+                    .isPositive();
+
             // A shard killed: its slots come back from the checkpoint on the other, a rollback the proxy reports.
             cluster.crashShard(0);
             await().atMost(Duration.ofSeconds(60)).untilAsserted(() -> {

@@ -47,6 +47,15 @@ class ProxyCommandTest {
         assertThat(Cli.checkpointUri("hdfs://nn:8020/ps")).isEqualTo("hdfs://nn:8020/ps");
     }
 
+    @Test
+    void shouldTakeAReadCacheSizeAndRefuseOneThatIsNot() throws Exception {
+        assertThat(proxy("--read-cache", "1g").context()).isNotNull();
+        assertThat(proxy("--read-cache", "0").context()).isNotNull();
+        assertThatThrownBy(() -> proxy("--read-cache", "lots").context())
+                .isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("--read-cache=lots");
+    }
+
     private static ProxyCommand proxy(final String... options) {
         final ProxyCommand command = new ProxyCommand();
         final String[] args = new String[options.length + 2];

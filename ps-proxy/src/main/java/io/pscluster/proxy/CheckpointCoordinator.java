@@ -1107,20 +1107,26 @@ final class CheckpointCoordinator {
         // are the job states a new run of a job gets back.
         state.restoringWhole(checkpoint.id(), checkpoint.manifest().createdMillis());
         operation.fanOut("loading", shardIds(owners));
-        final List<Long> restored = fanOut.callAllWatched(
-                "restore checkpoint " + checkpoint.id(),
-                targets(owners),
-                (index, channel, deadline) -> ShardAdminServiceGrpc.newBlockingStub(channel)
-                        .withDeadline(deadline)
-                        .restoreCheckpoint(RestoreCheckpointRequest.newBuilder()
-                                .setCheckpointRoot(store.root().toString())
-                                .setCheckpointId(checkpoint.id())
-                                .addAllSlots(owners.get(index).slots())
-                                .build())
-                        .getRowsRestored(),
-                (index, channel, deadline) -> restoreProgress(channel, deadline, checkpoint.id()),
-                settings.watch(),
-                operation);
+        final List<Long> restored;
+        try {
+            restored = fanOut.callAllWatched(
+                    "restore checkpoint " + checkpoint.id(),
+                    targets(owners),
+                    (index, channel, deadline) -> ShardAdminServiceGrpc.newBlockingStub(channel)
+                            .withDeadline(deadline)
+                            .restoreCheckpoint(RestoreCheckpointRequest.newBuilder()
+                                    .setCheckpointRoot(store.root().toString())
+                                    .setCheckpointId(checkpoint.id())
+                                    .addAllSlots(owners.get(index).slots())
+                                    .build())
+                            .getRowsRestored(),
+                    (index, channel, deadline) -> restoreProgress(channel, deadline, checkpoint.id()),
+                    settings.watch(),
+                    operation);
+        } finally {
+            // Rows read while the shards loaded (before they began, or of a shard that failed) are of no model now.
+            state.invalidateReads();
+        }
         final long rows = restored.stream().mapToLong(Long::longValue).sum();
         state.restoredWhole(checkpoint.id());
         // Every slot's rows were read, each chunk checked against its CRC32C: the chain is intact now.

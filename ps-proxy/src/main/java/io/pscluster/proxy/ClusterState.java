@@ -237,6 +237,12 @@ final class ClusterState {
     private final long leaseExpiryNanos;
     private final long forgetAfterNanos;
     private long startNanos;
+    /**
+     * Grows whenever rows a reader may have seen can have changed other than by pushes: routing, restore orders given
+     * or done, a restore into every shard, the catalog. The proxy's read cache serves a row only when it was read at
+     * the current value (see {@link ReadCache}).
+     */
+    private volatile long readVersion;
     /** When this proxy started, by its wall clock: shards lift slot fences made before (of moves it did not finish). */
     private final long startMillis;
     /** How late expireLeases runs (see detectOwnPauses). */
@@ -512,6 +518,7 @@ final class ClusterState {
             final T result = body.get();
             if (!routingContent().equals(routingBefore)) {
                 epoch++;
+                readVersion++;
             }
             persist(what);
             unrecordedCheckpointId = 0;
@@ -750,6 +757,7 @@ final class ClusterState {
             unfinishedRestoreId = checkpointId;
             // The tables now hold that checkpoint's rows, whenever they were created.
             tableCreatedMillis.clear();
+            readVersion++;
             return null;
         });
     }
@@ -1054,6 +1062,8 @@ final class ClusterState {
             }
             pendingRestores.remove(order.getOrderId());
             restoreReports.remove(order.getOrderId());
+            // What was read of its slots while the order was under way (before the shard took it) is of before.
+            readVersion++;
             if (report.getCheckpointId() != order.getCheckpointId()) {
                 appendRollback(
                         order.getFromShard(),
@@ -1575,6 +1585,7 @@ final class ClusterState {
                 .setReason(why)
                 .build();
         pendingRestores.put(order.getOrderId(), order);
+        readVersion++;
         if (checkpointId == 0) {
             LOG.warn(
                     "{}: no checkpoint exists, so those {} slots start empty (their rows are lost)", why, slots.size());
@@ -1732,6 +1743,7 @@ final class ClusterState {
             tombstones.remove(schema.getName());
             tables.put(schema.getName(), schema);
             tableCreatedMillis.put(schema.getName(), Math.max(wallClock.getAsLong(), lastCheckpointStartMillis + 1));
+            readVersion++;
             return true;
         });
     }
@@ -1741,6 +1753,7 @@ final class ClusterState {
         return change("drop table '" + name + "'", () -> {
             final boolean held = tables.remove(name) != null;
             tableCreatedMillis.remove(name);
+            readVersion++;
             if (held || !tombstones.containsKey(name)) {
                 tombstones.put(
                         name,
@@ -1752,6 +1765,21 @@ final class ClusterState {
             }
             return held;
         });
+    }
+
+    /** See {@link #readVersion}: read before rows are read, so that a change while they are read invalidates them. */
+    long readVersion() {
+        return readVersion;
+    }
+
+    /** Rows may have changed other than by pushes (a restore ended, well or not): what was read before is not served. */
+    synchronized void invalidateReads() {
+        readVersion++;
+    }
+
+    /** The catalog's schema of {@code name}, or null. */
+    synchronized TableSchema table(final String name) {
+        return tables.get(name);
     }
 
     synchronized List<TableSchema> tables() {

@@ -13,7 +13,8 @@ import java.util.function.ToDoubleFunction;
  * The proxy's metrics (Micrometer; Prometheus names in brackets), read from its state when scraped: rollbacks
  * ({@code pscluster_proxy_rollbacks_total}, invariant 5), shards by state ({@code pscluster_proxy_shards{state}}), the
  * routing epoch, unowned and restoring slots, pending restore orders, an unfinished operator's restore, the latest
- * checkpoint (id, age) and the checkpoints committed and failed since the proxy started.
+ * checkpoint (id, age), the checkpoints committed and failed since the proxy started, and the read cache's hits,
+ * misses, evictions and size.
  */
 final class ProxyMetrics {
     private static final List<String> SHARD_STATES = List.of("registering", "live", "suspect", "draining", "gone");
@@ -31,7 +32,10 @@ final class ProxyMetrics {
      * holds it only weakly: once collected, the metrics would read NaN).
      */
     static ProxyMetrics bind(
-            final MeterRegistry registry, final ClusterState state, final CheckpointCoordinator checkpoints) {
+            final MeterRegistry registry,
+            final ClusterState state,
+            final CheckpointCoordinator checkpoints,
+            final ReadCache cache) {
         final ProxyMetrics metrics = new ProxyMetrics(state);
         FunctionCounter.builder(
                         "pscluster.proxy.rollbacks", metrics, m -> m.status().getRollbacksTotal())
@@ -88,6 +92,19 @@ final class ProxyMetrics {
                 .register(registry);
         FunctionCounter.builder("pscluster.proxy.checkpoints.failed", checkpoints, c -> c.failedCount())
                 .description("Checkpoints (periodic and on demand) that failed since the proxy started")
+                .register(registry);
+        FunctionCounter.builder("pscluster.proxy.read.cache.hits", cache, ReadCache::hits)
+                .description("Rows of pulls through the proxy served from its read cache")
+                .register(registry);
+        FunctionCounter.builder("pscluster.proxy.read.cache.misses", cache, ReadCache::misses)
+                .description("Rows of pulls through the proxy read from their shards")
+                .register(registry);
+        FunctionCounter.builder("pscluster.proxy.read.cache.evictions", cache, ReadCache::evictions)
+                .description("Rows the read cache dropped to stay within its capacity")
+                .register(registry);
+        Gauge.builder("pscluster.proxy.read.cache.size", cache, ReadCache::bytes)
+                .description("Bytes the read cache holds (rows and an estimate of their bookkeeping)")
+                .baseUnit("bytes")
                 .register(registry);
         return metrics;
     }

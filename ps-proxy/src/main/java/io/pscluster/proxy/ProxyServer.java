@@ -59,6 +59,10 @@ public final class ProxyServer implements AutoCloseable {
     // Long calls wait on shards for up to the call deadline; bounded so that a burst queues instead of piling threads.
     private final ExecutorService longCalls = Executors.newFixedThreadPool(4, ThreadFactories.daemon("ps-proxy-long"));
     private final ExecutorService onwardCalls = Executors.newCachedThreadPool(ThreadFactories.daemon("ps-proxy-call"));
+    // Thin clients' pulls wait on shards: a pool of their own, so that a burst of them queues and leaves the long
+    // calls (checkpoints, table creation) their threads.
+    private final ExecutorService pullCalls = Executors.newFixedThreadPool(8, ThreadFactories.daemon("ps-proxy-pull"));
+    private final ProxyPulls pulls;
     private final ScheduledExecutorService timers =
             Executors.newScheduledThreadPool(1, ThreadFactories.daemon("ps-proxy-timer"));
     // Periodic checkpoints run on their own thread: one waits for workers to pause and for shards to write, and the
@@ -94,8 +98,11 @@ public final class ProxyServer implements AutoCloseable {
                 System::currentTimeMillis);
         this.pauses = new WorkerPauses(jobs::list, timers);
         this.checkpoints = new CheckpointCoordinator(state, store, fanOut, context.checkpointSettings(), pauses);
-        this.metrics =
-                context.meterRegistry == null ? null : ProxyMetrics.bind(context.meterRegistry, state, checkpoints);
+        this.pulls = new ProxyPulls(
+                state, channels, onwardCalls, new ReadCache(context.readCacheBytes), ProxyPulls.DEADLINE_MS);
+        this.metrics = context.meterRegistry == null
+                ? null
+                : ProxyMetrics.bind(context.meterRegistry, state, checkpoints, pulls.cache());
         checkpoints.rootClaim(claim::trouble);
     }
 
@@ -307,6 +314,7 @@ public final class ProxyServer implements AutoCloseable {
                         context.heartbeatIntervalMs,
                         mark))
                 .addService(new AdminGrpcService(state, jobs, checkpoints, new LongCalls(longCalls)))
+                .addService(new ProxyDataGrpcService(pulls, new LongCalls(pullCalls)))
                 .addService(health.getHealthService())
                 .build()
                 .start();
@@ -423,6 +431,7 @@ public final class ProxyServer implements AutoCloseable {
         }
         control.shutdownNow();
         longCalls.shutdownNow();
+        pullCalls.shutdownNow();
         onwardCalls.shutdownNow();
         claim.release();
         LOG.info("proxy stopped");
@@ -432,6 +441,8 @@ public final class ProxyServer implements AutoCloseable {
     public static final class Context {
         /** Deltas between two bases unless {@link #deltasPerBase} says otherwise. */
         public static final int DEFAULT_DELTAS_PER_BASE = CheckpointCoordinator.DEFAULT_DELTAS_PER_BASE;
+        /** The read cache's default capacity: 64 MiB of rows. */
+        public static final long DEFAULT_READ_CACHE_BYTES = 64L << 20;
 
         private int port;
         private MeterRegistry meterRegistry;
@@ -457,6 +468,7 @@ public final class ProxyServer implements AutoCloseable {
         private long maxCheckpointAgeMs;
         private long checkpointStallTimeoutMs = CheckpointCoordinator.DEFAULT_STALL_TIMEOUT_MS;
         private long checkpointTimeoutMs;
+        private long readCacheBytes = DEFAULT_READ_CACHE_BYTES;
 
         /**
          * Where the proxy's metrics go ({@link ProxyMetrics} and its gRPC calls'); none when not set. A registry of its
@@ -464,6 +476,12 @@ public final class ProxyServer implements AutoCloseable {
          */
         public Context meterRegistry(final MeterRegistry value) {
             meterRegistry = value;
+            return this;
+        }
+
+        /** Bytes of rows the read cache of pulls through the proxy keeps (0: none); 64 MiB by default. */
+        public Context readCacheBytes(final long value) {
+            readCacheBytes = value;
             return this;
         }
 
@@ -675,6 +693,10 @@ public final class ProxyServer implements AutoCloseable {
             }
             if (callDeadlineMs <= 0) {
                 throw new IllegalArgumentException("callDeadlineMs=" + callDeadlineMs + " must be > 0");
+            }
+            if (readCacheBytes < 0) {
+                throw new IllegalArgumentException(
+                        "readCacheBytes=" + readCacheBytes + " must be >= 0 (0: no read cache)");
             }
             try {
                 ChunkCodec.parse(checkpointCodec);
