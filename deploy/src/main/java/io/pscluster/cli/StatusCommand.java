@@ -92,6 +92,17 @@ final class StatusCommand implements Callable<Integer> {
                         shard.getMillisSinceHeartbeat());
             }
             for (final ShardStatus shard : response.getShardsList()) {
+                if (shard.getLoad().getFencedSlots() > 0) {
+                    out.printf(
+                            "shard %s: %d slots fenced for a rebalance (their requests are refused and retried) for at"
+                                    + " most %d s more; if no rebalance is running, run `psctl shard rebalance` to lift"
+                                    + " them%n",
+                            shard.getShard().getShardId(),
+                            shard.getLoad().getFencedSlots(),
+                            TimeUnit.MILLISECONDS.toSeconds(shard.getLoad().getFenceRemainingMillis()));
+                }
+            }
+            for (final ShardStatus shard : response.getShardsList()) {
                 if (shard.getLoad().getDroppedRows() > 0) {
                     out.printf(
                             "shard %s: %d row updates acknowledged but not applied (row cap, memory, slots moved"

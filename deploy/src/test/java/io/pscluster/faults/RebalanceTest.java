@@ -175,4 +175,144 @@ class RebalanceTest {
     private static void holdWriters(final LocalCluster cluster, final boolean hold) {
         AdminCalls.injectFault(cluster, FaultPoints.HOLD_WRITERS, hold, 0);
     }
+
+    /** Adds a shard and waits until the proxy's routing names it; returns its index. */
+    private static int addShard(final LocalCluster cluster) throws Exception {
+        final int added = cluster.addShard();
+        await().atMost(Duration.ofSeconds(30))
+                .until(() -> AdminCalls.routing(cluster.proxyAddress()).getShardsList().stream()
+                        .anyMatch(shard ->
+                                shard.getShardId().equals(cluster.shard(added).shardId())));
+        return added;
+    }
+
+    /**
+     * The caller's deadline passes while the move's checkpoint waits on a stalled shard: the proxy still lifts the
+     * fences (in calls of its own), says so, and the cluster serves every slot (a hostile review found the fences left
+     * for 10 minutes, the lift sent under the caller's deadline that had already passed).
+     */
+    @Test
+    void shouldLiftTheFencesWhenTheCallersDeadlinePassesMidMove() throws Exception {
+        try (LocalCluster cluster = start(120_000);
+                CounterLoad load = new CounterLoad(cluster.proxyAddress(), "counter", 5_000)) {
+            final SplittableRandom random = new SplittableRandom(8);
+            assertThat(load.pushOnce(random)).isTrue();
+            final int added = addShard(cluster);
+            holdWriters(cluster, true);
+
+            final StatusRuntimeException refused = catchThrowableOfType(
+                    StatusRuntimeException.class, () -> AdminCalls.rebalance(cluster.proxyAddress(), false, 3_000));
+            holdWriters(cluster, false);
+
+            assertThat(refused.getStatus().getCode()).isEqualTo(io.grpc.Status.Code.DEADLINE_EXCEEDED);
+            assertThat(cluster.shard(added).shard().ownedSlots().cardinality()).isZero();
+            await().atMost(Duration.ofSeconds(30)).untilAsserted(() -> {
+                for (int i = 0; i < 2; i++) {
+                    assertThat(cluster.shard(i).shard().fencedSlotCount())
+                            .as("shard %d's fence", i)
+                            .isZero();
+                }
+            });
+            for (int i = 0; i < 10; i++) {
+                assertThat(load.pushOnce(random))
+                        .as("%s", load.failureSamples())
+                        .isTrue();
+            }
+            assertThat(load.mismatches()).isEmpty();
+        }
+    }
+
+    /**
+     * A giving shard stops answering (its writers stalled, its heartbeats lost) while the move's checkpoint waits on
+     * it: once the proxy hands its slots on, the move cannot commit, and it gives up then (not after the checkpoint's
+     * stall timeout of two minutes), lifting the other giver's fence.
+     */
+    @Test
+    void shouldGiveUpAndLiftTheFencesAsSoonAsAGivingShardIsLost() throws Exception {
+        try (LocalCluster cluster = start(120_000);
+                CounterLoad load = new CounterLoad(cluster.proxyAddress(), "counter", 5_000)) {
+            final SplittableRandom random = new SplittableRandom(9);
+            assertThat(load.pushOnce(random)).isTrue();
+            AdminCalls.checkpointNow(cluster.proxyAddress());
+            final int added = addShard(cluster);
+            AdminCalls.onShard(
+                    cluster,
+                    0,
+                    admin -> admin.injectFault(io.pscluster.proto.v1.InjectFaultRequest.newBuilder()
+                            .setPoint(FaultPoints.HOLD_WRITERS)
+                            .setEnabled(true)
+                            .build()));
+            final java.util.concurrent.CompletableFuture<RebalanceResponse> rebalance =
+                    java.util.concurrent.CompletableFuture.supplyAsync(
+                            () -> AdminCalls.rebalance(cluster.proxyAddress(), false, 60_000));
+            await().atMost(Duration.ofSeconds(30))
+                    .until(() -> cluster.shard(1).shard().fencedSlotCount() > 0);
+            AdminCalls.onShard(
+                    cluster,
+                    0,
+                    admin -> admin.injectFault(io.pscluster.proto.v1.InjectFaultRequest.newBuilder()
+                            .setPoint(FaultPoints.DROP_HEARTBEATS)
+                            .setEnabled(true)
+                            .build()));
+
+            final Throwable failed =
+                    catchThrowableOfType(java.util.concurrent.ExecutionException.class, rebalance::get);
+            assertThat(failed.getCause()).isInstanceOf(StatusRuntimeException.class);
+            final StatusRuntimeException refused = (StatusRuntimeException) failed.getCause();
+            assertThat(refused.getStatus().getCode())
+                    .as("%s", refused.getStatus())
+                    .isEqualTo(io.grpc.Status.Code.FAILED_PRECONDITION);
+            assertThat(refused.getStatus().getDescription())
+                    .contains("rebalance not done, nothing moved", "fences are lifted");
+            assertThat(cluster.shard(1).shard().fencedSlotCount()).isZero();
+            assertThat(cluster.shard(added).shard().ownedSlots().cardinality())
+                    .as("the added shard took the lost shard's slots, not the move's")
+                    .isIn(0, 2048);
+            // The stalled shard's writers go on, so that it can stop.
+            AdminCalls.onShard(
+                    cluster,
+                    0,
+                    admin -> admin.injectFault(io.pscluster.proto.v1.InjectFaultRequest.newBuilder()
+                            .setPoint(FaultPoints.HOLD_WRITERS)
+                            .setEnabled(false)
+                            .build()));
+        }
+    }
+
+    /**
+     * A fence no rebalance is behind (its lift did not reach the shard): status shows it, and a rebalance with nothing
+     * to move lifts it.
+     */
+    @Test
+    void shouldShowAStrayFenceInStatusAndLiftItWithARebalanceThatHasNothingToMove() throws Exception {
+        try (LocalCluster cluster = start(120_000);
+                CounterLoad load = new CounterLoad(cluster.proxyAddress(), "counter", 5_000)) {
+            assertThat(load.pushOnce(new SplittableRandom(10))).isTrue();
+            AdminCalls.onShard(
+                    cluster,
+                    1,
+                    admin -> admin.fenceSlots(io.pscluster.proto.v1.FenceSlotsRequest.newBuilder()
+                            .addAllSlots(java.util.stream.IntStream.range(0, Slots.SLOT_COUNT)
+                                    .boxed()
+                                    .toList())
+                            .setHoldMillis(600_000)
+                            .setMadeMillis(System.currentTimeMillis())
+                            .build()));
+            await().atMost(Duration.ofSeconds(30))
+                    .until(() -> AdminCalls.status(cluster.proxyAddress()).getShardsList().stream()
+                            .anyMatch(shard -> shard.getLoad().getFencedSlots() > 0));
+            final io.pscluster.cli.PsctlRun status =
+                    io.pscluster.cli.PsctlRun.psctl("status", "--proxy", cluster.proxyAddress());
+            assertThat(status.out())
+                    .containsPattern("shard " + cluster.shard(1).shardId() + ": \\d+ slots fenced for a rebalance");
+
+            assertThat(AdminCalls.rebalance(cluster.proxyAddress(), false).getMovesList())
+                    .isEmpty();
+
+            assertThat(cluster.shard(1).shard().fencedSlotCount()).isZero();
+            assertThat(load.pushOnce(new SplittableRandom(11)))
+                    .as("%s", load.failureSamples())
+                    .isTrue();
+        }
+    }
 }

@@ -49,10 +49,16 @@ public final class AdminCalls {
 
     /** Rebalances the slots over the live shards ({@code dryRun}: only plans). */
     public static io.pscluster.proto.v1.RebalanceResponse rebalance(final String proxy, final boolean dryRun) {
+        return rebalance(proxy, dryRun, 120_000);
+    }
+
+    /** {@link #rebalance(String, boolean)} with a deadline of {@code deadlineMs}. */
+    public static io.pscluster.proto.v1.RebalanceResponse rebalance(
+            final String proxy, final boolean dryRun, final long deadlineMs) {
         return call(
                 proxy,
                 channel -> AdminServiceGrpc.newBlockingStub(channel)
-                        .withDeadlineAfter(120, TimeUnit.SECONDS)
+                        .withDeadlineAfter(deadlineMs, TimeUnit.MILLISECONDS)
                         .rebalance(io.pscluster.proto.v1.RebalanceRequest.newBuilder()
                                 .setDryRun(dryRun)
                                 .build()));

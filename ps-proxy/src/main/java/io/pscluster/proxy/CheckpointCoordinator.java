@@ -425,7 +425,7 @@ final class CheckpointCoordinator {
             properties.put(
                     CUT,
                     !pauseWorkers
-                            ? "per shard: a drain"
+                            ? "per shard: a drain or a rebalance"
                             : pauses == null || settings.pauseMillis() <= 0
                                     ? "per shard: pausing workers is off"
                                     : "per shard: no job running");
@@ -961,21 +961,35 @@ final class CheckpointCoordinator {
      */
     static final long MOVE_FENCE_MS = TimeUnit.MINUTES.toMillis(10);
 
+    /** How long a shard may take to fence (it waits up to 2 s for SYNC gradients of its moving slots) or lift. */
+    static final long FENCE_CALL_MS = 10_000;
+
+    /** How long a rebalance tries to find the giving shards with no SYNC gradients held for their moving slots. */
+    static final long SYNC_RETRY_MS = 30_000;
+
     /** The outcome of a rebalance: its moves, the checkpoint the moved slots are restored from, the epoch after. */
     record Rebalanced(List<ClusterState.Move> moves, long checkpointId, long epoch) {}
 
     /**
      * Moves slots so that every live shard owns its share ({@link ClusterState#planRebalance}), losing nothing: each
-     * giving shard refuses requests for its moving slots (a fence, retryable for clients) and queues what it accepted for
-     * them before, a checkpoint of every owner then holds all of that, and the slots go to their new owners with
-     * restore orders from it (a lossless event, as a drain's). A failure before the commit lifts the fences and moves
-     * nothing. Refused while a giving shard holds SYNC gradients it has not applied: those would be applied after the
-     * cut, on rows that no longer move.
+     * giving shard refuses requests for its moving slots (a fence, retryable for clients), queues what it accepted for
+     * them before and applies the SYNC gradients it holds for them; a checkpoint of every owner then holds all of
+     * that, and the slots go to their new owners with restore orders from it (a lossless event, as a drain's). A giving
+     * shard still holding SYNC gradients for its moving slots (a worker still pushing to one) has its fence lifted and
+     * the move is tried again, for up to {@link #SYNC_RETRY_MS}. A failure before the commit, or a slot that changes
+     * owner meanwhile (a giving shard lost), lifts the fences (whatever the caller's deadline) and moves nothing.
      */
     synchronized Rebalanced rebalance(final boolean dryRun) throws IOException, InterruptedException {
         state.refuseIfMixed("a rebalance");
         final ClusterState.Rebalance plan = state.planRebalance();
         if (dryRun || plan.moves().isEmpty()) {
+            if (!dryRun) {
+                // Fences a move left (its lift did not reach a shard): nothing is moving now.
+                final String stuck = liftFences(state.fencedShards());
+                if (!stuck.isEmpty()) {
+                    throw PsException.unavailable("nothing to move, but " + stuck);
+                }
+            }
             return new Rebalanced(plan.moves(), 0, state.epoch());
         }
         final Map<String, BitSet> fenced = new LinkedHashMap<>();
@@ -987,36 +1001,22 @@ final class CheckpointCoordinator {
         plan.addresses().forEach((id, address) -> givers.add(new ShardFanOut.Target(id, address)));
         final long madeMillis = state.fenceMillis();
         final long fencedNanos = System.nanoTime();
+        final java.util.concurrent.atomic.AtomicReference<String> aborted =
+                new java.util.concurrent.atomic.AtomicReference<>();
+        final io.grpc.Context.CancellableContext scope =
+                io.grpc.Context.current().withCancellation();
+        final Thread watcher = watchMoves(plan, scope, aborted);
+        final io.grpc.Context previous = scope.attach();
         try {
-            final List<FenceSlotsResponse> answers =
-                    fanOut.callAll("fence for a rebalance", givers, (index, channel, deadline) -> {
-                        final FenceSlotsRequest.Builder request = FenceSlotsRequest.newBuilder()
-                                .setHoldMillis(MOVE_FENCE_MS)
-                                .setMadeMillis(madeMillis);
-                        fenced.get(givers.get(index).shardId()).stream().forEach(request::addSlots);
-                        return ShardAdminServiceGrpc.newBlockingStub(channel)
-                                .withDeadline(deadline)
-                                .fenceSlots(request.build());
-                    });
-            for (int i = 0; i < answers.size(); i++) {
-                if (!answers.get(i).getUnapplied().isEmpty()) {
-                    throw PsException.failedPrecondition(
-                            "rebalance refused: shard " + givers.get(i).shardId()
-                                    + " holds SYNC gradients it has not applied ("
-                                    + answers.get(i).getUnapplied()
-                                    + "), which would miss the moving slots; run it between the job's clocks or once its run"
-                                    + " ended");
-                }
-            }
+            fence(givers, fenced, madeMillis);
             final Taken taken = checkpointNow(false);
             // The giving shards learn of the move with their next heartbeat, or stop serving when their lease lapses.
             final long committedWithin = MOVE_FENCE_MS - 2 * state.leaseWithMarginMillis();
             final long tookMs = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - fencedNanos);
             if (tookMs > committedWithin) {
-                throw PsException.unavailable("rebalance not done: its checkpoint "
-                        + taken.checkpoint().id()
-                        + " took " + tookMs + " ms, past what the moving slots' fence holds safely ("
-                        + committedWithin + " ms); nothing moved");
+                throw PsException.unavailable(
+                        "its checkpoint " + taken.checkpoint().id() + " took " + tookMs
+                                + " ms, past what the moving slots' fence holds safely (" + committedWithin + " ms)");
             }
             final long epoch = state.rebalanced(
                     plan, taken.checkpoint().id(), taken.checkpoint().manifest().createdMillis());
@@ -1027,27 +1027,151 @@ final class CheckpointCoordinator {
                     taken.checkpoint().id());
             return new Rebalanced(plan.moves(), taken.checkpoint().id(), epoch);
         } catch (IOException | InterruptedException | RuntimeException e) {
-            LOG.warn("rebalance failed, nothing moved: {}", e.getMessage() == null ? e.toString() : e.getMessage());
-            liftFences(givers);
-            throw e;
+            final String cause = aborted.get() != null
+                    ? aborted.get()
+                    : e instanceof StatusRuntimeException status
+                            ? status.getStatus().getCode() + ": "
+                                    + status.getStatus().getDescription()
+                            : e.getMessage() == null ? e.toString() : e.getMessage();
+            final String stuck = liftFences(givers);
+            final String why = "rebalance not done, nothing moved: " + cause
+                    + (stuck.isEmpty()
+                            ? "; the moving slots' fences are lifted"
+                            : "; " + stuck + " (run the rebalance again to lift them, or they lapse within "
+                                    + TimeUnit.MILLISECONDS.toMinutes(MOVE_FENCE_MS) + " minutes)");
+            LOG.warn("{}", why);
+            if (e instanceof InterruptedException) {
+                throw (InterruptedException) e;
+            }
+            final io.grpc.Status.Code code = aborted.get() != null
+                    ? io.grpc.Status.Code.FAILED_PRECONDITION
+                    : e instanceof PsException ps
+                            ? ps.code()
+                            : e instanceof StatusRuntimeException status
+                                    ? status.getStatus().getCode()
+                                    : io.grpc.Status.Code.UNAVAILABLE;
+            throw io.grpc.Status.fromCode(code).withDescription(why).asRuntimeException();
+        } finally {
+            scope.detach(previous);
+            watcher.interrupt();
+            scope.cancel(null);
         }
     }
 
-    /** Lifts the fences of a move that did not happen; a shard not reached lifts its own when the fence lapses. */
-    private void liftFences(final List<ShardFanOut.Target> givers) throws InterruptedException {
+    /**
+     * Fences every giving shard's moving slots; where one still holds SYNC gradients for them, lifts the fences, waits
+     * a little and tries again, for up to {@link #SYNC_RETRY_MS}.
+     *
+     * @throws PsException FAILED_PRECONDITION naming the SYNC clocks when they never let go in that time.
+     */
+    private void fence(final List<ShardFanOut.Target> givers, final Map<String, BitSet> fenced, final long madeMillis)
+            throws InterruptedException {
+        final long giveUp = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(SYNC_RETRY_MS);
+        long waitMs = 100;
+        while (true) {
+            final List<FenceSlotsResponse> answers =
+                    fanOut.callAll("fence for a rebalance", givers, (index, channel, deadline) -> {
+                        final FenceSlotsRequest.Builder request = FenceSlotsRequest.newBuilder()
+                                .setHoldMillis(MOVE_FENCE_MS)
+                                .setMadeMillis(madeMillis);
+                        fenced.get(givers.get(index).shardId()).stream().forEach(request::addSlots);
+                        return ShardAdminServiceGrpc.newBlockingStub(channel)
+                                .withDeadline(earlier(deadline, FENCE_CALL_MS))
+                                .fenceSlots(request.build());
+                    });
+            String held = null;
+            for (int i = 0; i < answers.size() && held == null; i++) {
+                if (!answers.get(i).getUnapplied().isEmpty()) {
+                    held = "shard " + givers.get(i).shardId() + " holds SYNC gradients for slots that would move ("
+                            + answers.get(i).getUnapplied() + ")";
+                }
+            }
+            if (held == null) {
+                return;
+            }
+            if (System.nanoTime() - giveUp > 0) {
+                throw PsException.failedPrecondition(held + ", every time for " + SYNC_RETRY_MS / 1000 + " s: a"
+                        + " worker kept pushing to them; run it again, or between runs of the synchronous job");
+            }
+            LOG.info("rebalance: {}; lifting the fences and trying again in {} ms", held, waitMs);
+            liftFences(givers);
+            TimeUnit.MILLISECONDS.sleep(waitMs);
+            waitMs = Math.min(1_000, 2 * waitMs);
+        }
+    }
+
+    /** The earlier of {@code deadline} and {@code ms} from now. */
+    private static io.grpc.Deadline earlier(final io.grpc.Deadline deadline, final long ms) {
+        final io.grpc.Deadline own = io.grpc.Deadline.after(ms, TimeUnit.MILLISECONDS);
+        return deadline != null && deadline.isBefore(own) ? deadline : own;
+    }
+
+    /**
+     * Watches a rebalance under way: once a slot changes owner or a restore order is given (a giving shard lost, a
+     * shard restarted), the move cannot commit, so {@code scope} is cancelled (the checkpoint's calls with it) instead
+     * of waiting for a stalled shard's timeout while the other givers' slots stay fenced.
+     */
+    private Thread watchMoves(
+            final ClusterState.Rebalance plan,
+            final io.grpc.Context.CancellableContext scope,
+            final java.util.concurrent.atomic.AtomicReference<String> aborted) {
+        final Thread watcher = new Thread(
+                () -> {
+                    try {
+                        while (!scope.isCancelled()) {
+                            final String moved = state.movedSince(plan.at());
+                            if (moved != null) {
+                                aborted.set(moved + " while it ran");
+                                scope.cancel(PsException.failedPrecondition(moved));
+                                return;
+                            }
+                            TimeUnit.MILLISECONDS.sleep(50);
+                        }
+                    } catch (InterruptedException done) {
+                        Thread.currentThread().interrupt();
+                    }
+                },
+                "ps-proxy-rebalance-watch");
+        watcher.setDaemon(true);
+        watcher.start();
+        return watcher;
+    }
+
+    /**
+     * Lifts the fences of a move that did not happen, in calls of their own (not under the caller's deadline, which
+     * may be what failed the move; at most {@link #FENCE_CALL_MS} each). Returns "" when every giving shard lifted its
+     * fence, else which did not and why (a shard not reached lifts its own when the fence lapses).
+     */
+    private String liftFences(final List<ShardFanOut.Target> givers) throws InterruptedException {
+        final io.grpc.Context previous = io.grpc.Context.ROOT.attach();
         try {
-            fanOut.callAll(
-                    "lift a rebalance's fence",
-                    givers,
-                    (index, channel, deadline) -> ShardAdminServiceGrpc.newBlockingStub(channel)
-                            .withDeadline(deadline)
-                            .fenceSlots(FenceSlotsRequest.getDefaultInstance()));
-        } catch (StatusRuntimeException e) {
-            LOG.warn(
-                    "could not lift a rebalance's fence ({}); requests for its slots are refused until it lapses, at"
-                            + " most {} ms, or the proxy restarts",
-                    e.getStatus().getDescription(),
-                    MOVE_FENCE_MS);
+            final List<String> failures =
+                    fanOut.callAll("lift a rebalance's fence", givers, (index, channel, deadline) -> {
+                        try {
+                            ShardAdminServiceGrpc.newBlockingStub(channel)
+                                    .withDeadlineAfter(FENCE_CALL_MS, TimeUnit.MILLISECONDS)
+                                    .fenceSlots(FenceSlotsRequest.getDefaultInstance());
+                            return "";
+                        } catch (StatusRuntimeException e) {
+                            return "shard " + givers.get(index).shardId() + " at "
+                                    + givers.get(index).address() + ": "
+                                    + e.getStatus().getCode();
+                        }
+                    });
+            final String stuck = String.join(
+                    ", ",
+                    failures.stream().filter(failure -> !failure.isEmpty()).toList());
+            if (!stuck.isEmpty()) {
+                LOG.warn(
+                        "could not lift a rebalance's fence on {}; requests for its slots are refused until it"
+                                + " lapses, at most {} ms, or the proxy restarts",
+                        stuck,
+                        MOVE_FENCE_MS);
+                return "fences not lifted on " + stuck;
+            }
+            return "";
+        } finally {
+            io.grpc.Context.ROOT.detach(previous);
         }
     }
 

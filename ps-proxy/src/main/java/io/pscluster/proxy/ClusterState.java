@@ -1917,6 +1917,17 @@ final class ClusterState {
     }
 
     /** The shards heard from in this life that take new work (table creation and removal). */
+    /** The live shards whose last heartbeat reported slots fenced for a move. */
+    synchronized List<ShardFanOut.Target> fencedShards() {
+        final List<ShardFanOut.Target> fenced = new ArrayList<>();
+        for (final ShardRecord record : takers()) {
+            if (record.load.getFencedSlots() > 0) {
+                fenced.add(new ShardFanOut.Target(record.id, record.address));
+            }
+        }
+        return fenced;
+    }
+
     synchronized List<ShardFanOut.Target> liveShards() {
         final List<ShardFanOut.Target> live = new ArrayList<>();
         for (final ShardRecord record : takers()) {

@@ -6,6 +6,7 @@ import io.pscluster.proto.v1.UpdateJobsRequest;
 import io.pscluster.proto.v1.UpdateMode;
 import io.pscluster.wire.PsException;
 import java.util.ArrayList;
+import java.util.BitSet;
 import java.util.HashMap;
 import java.util.HashSet;
 import java.util.Iterator;
@@ -311,6 +312,86 @@ final class JobClocks {
             }
         }
         return text.toString();
+    }
+
+    /**
+     * The SYNC clocks whose held gradients touch {@code slots}, in words ("" when none); a clock being applied counts
+     * (its keys are with the applier). A move of those slots must wait for them: they are applied after its cut.
+     */
+    synchronized String heldIn(final BitSet slots) {
+        final StringBuilder text = new StringBuilder();
+        for (final Job job : jobs.values()) {
+            final java.util.List<Long> clocks = new java.util.ArrayList<>();
+            for (final Map.Entry<Long, ClockUpdates> pending : job.pending.entrySet()) {
+                if (touches(pending.getValue(), slots)) {
+                    clocks.add(pending.getKey());
+                }
+            }
+            for (final Retired retired : job.retired) {
+                if (touches(retired.updates(), slots)) {
+                    clocks.add(retired.clock());
+                }
+            }
+            if (job.applying || !clocks.isEmpty()) {
+                text.append(text.length() == 0 ? "" : "; ")
+                        .append("job '")
+                        .append(job.id)
+                        .append("'")
+                        .append(job.applying ? " has a clock being applied" : "")
+                        .append(clocks.isEmpty() ? "" : " holds gradients of clocks " + clocks + " not applied yet");
+            }
+        }
+        return text.toString();
+    }
+
+    /**
+     * For each started SYNC job, the last clock whose gradients may be held here or still come from a worker that has
+     * not ended it: the next to apply, or the newest holding gradients. A move's fence takes SYNC pushes up to it, so
+     * that those clocks can end (every worker pushes its part, then ends them) and be applied before the move's cut.
+     */
+    synchronized Map<String, Long> openSyncClocks() {
+        final Map<String, Long> open = new HashMap<>();
+        for (final Job job : jobs.values()) {
+            if (job.started && job.mode == UpdateMode.SYNC) {
+                open.put(job.id, Math.max(job.applied + 1, job.pending.isEmpty() ? -1 : job.pending.lastKey()));
+            }
+        }
+        return open;
+    }
+
+    /**
+     * The SYNC jobs of {@code open} ({@link #openSyncClocks}) still running whose clocks up to the one named are not
+     * all applied here, in words ("" when none).
+     */
+    synchronized String notAppliedUpTo(final Map<String, Long> open) {
+        final StringBuilder text = new StringBuilder();
+        open.forEach((jobId, clock) -> {
+            final Job job = jobs.get(jobId);
+            if (job != null && job.started && job.mode == UpdateMode.SYNC && job.applied < clock) {
+                text.append(text.length() == 0 ? "" : "; ")
+                        .append("job '")
+                        .append(jobId)
+                        .append("' has applied clock ")
+                        .append(job.applied)
+                        .append(", not yet ")
+                        .append(clock);
+            }
+        });
+        return text.toString();
+    }
+
+    private static boolean touches(final ClockUpdates updates, final BitSet slots) {
+        for (final Map.Entry<String, TreeMap<Integer, ClockSum>> table : updates.byTable.entrySet()) {
+            final long tableHash = io.pscluster.wire.Slots.tableHash(table.getKey());
+            for (final ClockSum sum : table.getValue().values()) {
+                for (final long key : sum.keys()) {
+                    if (slots.get(io.pscluster.wire.Slots.slotOf(tableHash, key))) {
+                        return true;
+                    }
+                }
+            }
+        }
+        return false;
     }
 
     /** SYNC gradient bytes held for clocks not yet applied (tests, status). */

@@ -416,7 +416,7 @@ public final class Shard implements AutoCloseable {
         final SlotOwnership.View view = ownership.view();
         checkServing(routingEpoch, view.epoch());
         final ParameterTable table = table(tableName);
-        final int[] slots = checkKeys(view, routingEpoch, table, keys);
+        final int[] slots = checkKeys(view, routingEpoch, table, keys, tag);
         final int dim = table.dim();
         if ((long) keys.length * dim != gradients.length) {
             throw PsException.invalidArgument("table '" + tableName + "' has dim=" + dim + ": " + keys.length
@@ -599,11 +599,19 @@ public final class Shard implements AutoCloseable {
 
     /** Reads the values of {@code keys} as they are now, as little-endian float32 bytes, row after row. */
     public byte[] pull(final String tableName, final long routingEpoch, final long[] keys) {
+        return pull(tableName, routingEpoch, keys, JobTag.NONE);
+    }
+
+    /**
+     * {@link #pull(String, long, long[])} of a job's worker at its clock ({@code tag}): a SYNC worker's read of a clock
+     * open when a move's fence went up passes the fence, as its pushes do (it reads before it pushes).
+     */
+    public byte[] pull(final String tableName, final long routingEpoch, final long[] keys, final JobTag tag) {
         requests.incrementAndGet();
         final SlotOwnership.View view = ownership.view();
         checkServing(routingEpoch, view.epoch());
         final ParameterTable table = table(tableName);
-        final int[] slots = checkKeys(view, routingEpoch, table, keys);
+        final int[] slots = checkKeys(view, routingEpoch, table, keys, tag);
         final long bytes = 4L * keys.length * table.dim();
         if (bytes > Integer.MAX_VALUE - 64) {
             throw PsException.invalidArgument("pull of " + keys.length + " keys x dim " + table.dim() + " is " + bytes
@@ -616,10 +624,15 @@ public final class Shard implements AutoCloseable {
 
     /**
      * Checks the request's size, key range, slot ownership and slot generations against one view, and that no slot
-     * is fenced for a move; returns the slot of each key.
+     * is fenced for a move (but for a SYNC push, {@code tag}, of a clock open when the fence went up); returns the slot
+     * of each key.
      */
     private int[] checkKeys(
-            final SlotOwnership.View view, final long routingEpoch, final ParameterTable table, final long[] keys) {
+            final SlotOwnership.View view,
+            final long routingEpoch,
+            final ParameterTable table,
+            final long[] keys,
+            final JobTag tag) {
         if (keys.length > maxKeysPerRequest) {
             throw PsException.invalidArgument("request has " + keys.length + " keys, more than the limit of "
                     + maxKeysPerRequest + " keys per request; split it");
@@ -638,7 +651,7 @@ public final class Shard implements AutoCloseable {
         }
         if (!view.fence().slots().isEmpty()) {
             for (int i = 0; i < keys.length; i++) {
-                view.checkUnfenced(slots[i], routingEpoch, who, table.name(), keys[i]);
+                view.checkUnfenced(slots[i], routingEpoch, who, table.name(), keys[i], tag.jobId(), tag.clock());
             }
         }
         return slots;
@@ -646,23 +659,65 @@ public final class Shard implements AutoCloseable {
 
     // ---- moves
 
+    /** How long a fence waits for SYNC gradients held for its slots to be applied before it answers. */
+    static final long FENCE_SYNC_WAIT_MS = 5_000;
+
     /**
      * Fences {@code slots} for a move (their pushes and pulls are refused, see {@link SlotOwnership#fence}; empty:
-     * lifts the fence) and returns once no
-     * push is between its checks and its offer, so that every push accepted for them before is queued (a checkpoint
-     * cut from now on holds it): the SYNC clocks whose gradients are held and not yet applied, in words ("" when none;
-     * a move would lose them, as they are applied after the cut).
+     * lifts the fence) and returns once no push is between its checks and its offer, so that every push accepted for
+     * them before is queued (a checkpoint cut from now on holds it), and SYNC gradients held for them are applied
+     * (waiting up to {@link #FENCE_SYNC_WAIT_MS}: the fence lets SYNC pushes of the clocks open now through, so that
+     * every worker can push its part of them and end them). Returns the SYNC clocks still holding gradients for them, in words ("" when
+     * none): a move would lose those, as they would be applied after its cut.
      */
-    public String fenceSlots(final BitSet slots, final long holdMillis, final long madeMillis) {
+    public String fenceSlots(final BitSet slots, final long holdMillis, final long madeMillis)
+            throws InterruptedException {
         if (slots.isEmpty()) {
             final int held = ownership.unfence();
             LOG.info("shard {}: fence lifted ({} slots held)", name(), held);
-            return jobs.unapplied();
+            return "";
         }
         final long holdNanos = TimeUnit.MILLISECONDS.toNanos(holdMillis);
-        offerCutBetweenPushes(() -> ownership.fence(slots, holdNanos, madeMillis));
+        final AtomicReference<Map<String, Long>> open = new AtomicReference<>();
+        offerCutBetweenPushes(() -> {
+            open.set(jobs.openSyncClocks());
+            ownership.fence(slots, holdNanos, madeMillis, open.get());
+        });
         LOG.info("shard {}: {} slots fenced for a move, for at most {} ms", name(), slots.cardinality(), holdMillis);
-        return jobs.unapplied();
+        final long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(FENCE_SYNC_WAIT_MS);
+        String held = syncHeld(slots, open.get());
+        while (!held.isEmpty() && System.nanoTime() - deadline < 0) {
+            TimeUnit.MILLISECONDS.sleep(20);
+            held = syncHeld(slots, open.get());
+        }
+        return held;
+    }
+
+    /**
+     * What a move's cut would miss of SYNC gradients for {@code slots}: clocks open when the fence went up not applied
+     * yet (their pushes still pass the fence), or gradients held for the slots (of an ended run); "" when none.
+     */
+    private String syncHeld(final BitSet slots, final Map<String, Long> open) {
+        final String notApplied = jobs.notAppliedUpTo(open);
+        final String held = jobs.heldIn(slots);
+        return notApplied.isEmpty() ? held : held.isEmpty() ? notApplied : notApplied + "; " + held;
+    }
+
+    /** Owned slots fenced for a move now (0 when the fence lapsed or none is up). */
+    public int fencedSlotCount() {
+        final SlotOwnership.View view = ownership.view();
+        if (!view.fence().holds()) {
+            return 0;
+        }
+        final BitSet fenced = (BitSet) view.fence().slots().clone();
+        fenced.and(view.owned());
+        return fenced.cardinality();
+    }
+
+    /** How long until the fence lapses on its own (0: none up). */
+    public long fenceRemainingMillis() {
+        final SlotOwnership.Fence fence = ownership.view().fence();
+        return fence.holds() ? TimeUnit.NANOSECONDS.toMillis(fence.untilNanos() - System.nanoTime()) : 0;
     }
 
     /** A heartbeat answer of a proxy started at {@code proxyStartMillis}: lifts fences an earlier proxy made. */

@@ -194,9 +194,9 @@ final class ShardDataService extends ShardServiceGrpc.ShardServiceImplBase {
                     tag,
                     () -> {
                         if (Thread.currentThread() == caller) {
-                            answerPull(request, response);
+                            answerPull(request, response, tag);
                         } else {
-                            handlers.execute(() -> answerPull(request, response));
+                            handlers.execute(() -> answerPull(request, response, tag));
                         }
                     },
                     failure -> fail(response, failure));
@@ -209,7 +209,8 @@ final class ShardDataService extends ShardServiceGrpc.ShardServiceImplBase {
         }
     }
 
-    private void answerPull(final PullRequest request, final StreamObserver<PullResponse> response) {
+    private void answerPull(
+            final PullRequest request, final StreamObserver<PullResponse> response, final Shard.JobTag tag) {
         if (response instanceof ServerCallStreamObserver<PullResponse> call && call.isCancelled()) {
             return;
         }
@@ -217,7 +218,7 @@ final class ShardDataService extends ShardServiceGrpc.ShardServiceImplBase {
             final long[] keys = LittleEndian.decodeLongs(request.getKeys(), "keys");
             return PullResponse.newBuilder()
                     .setValues(UnsafeByteOperations.unsafeWrap(
-                            shard.pull(request.getTable(), request.getRoutingEpoch(), keys)))
+                            shard.pull(request.getTable(), request.getRoutingEpoch(), keys, tag)))
                     .build();
         });
     }

@@ -6,6 +6,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.BitSet;
 import java.util.List;
+import java.util.Map;
 
 /**
  * The shard's view of which slots it serves, published as an immutable {@link View} through a volatile field:
@@ -50,9 +51,15 @@ final class SlotOwnership {
          * commits, its new owner takes writes while this shard may not have heard of the move yet.
          */
         void checkUnfenced(
-                final int slot, final long routedEpoch, final String shardId, final String table, final long key) {
+                final int slot,
+                final long routedEpoch,
+                final String shardId,
+                final String table,
+                final long key,
+                final String jobId,
+                final long clock) {
             check(slot, routedEpoch, shardId, table, key);
-            if (fence.slots().get(slot) && fence.holds()) {
+            if (fence.slots().get(slot) && fence.holds() && !fence.lets(jobId, clock)) {
                 throw PsException.restoring(
                         "shard " + shardId + " is handing slot " + slot + " (table '" + table + "', key " + key
                                 + ") over to another shard: requests for it wait for the move",
@@ -111,11 +118,21 @@ final class SlotOwnership {
      * Slots whose requests are refused while the proxy moves them: until {@code untilNanos} (this process's monotonic
      * clock), made by the proxy at {@code madeMillis} (its wall clock).
      */
-    record Fence(BitSet slots, long untilNanos, long madeMillis) {
-        static final Fence NONE = new Fence(new BitSet(), Long.MIN_VALUE, 0);
+    record Fence(BitSet slots, long untilNanos, long madeMillis, Map<String, Long> openSyncClocks) {
+        static final Fence NONE = new Fence(new BitSet(), Long.MIN_VALUE, 0, Map.of());
 
         boolean holds() {
             return System.nanoTime() - untilNanos < 0;
+        }
+
+        /**
+         * Whether a request of {@code jobId} at {@code clock} passes the fence: a SYNC push for a clock that was open
+         * when the fence went up (see {@link JobClocks#openSyncClocks}), held for that clock and applied before the
+         * move's cut.
+         */
+        boolean lets(final String jobId, final long clock) {
+            final Long open = openSyncClocks.get(jobId);
+            return open != null && clock <= open;
         }
     }
 
@@ -178,7 +195,8 @@ final class SlotOwnership {
      * Fences {@code slots} (replacing any fence) for {@code holdNanos} from now: their requests are refused until then,
      * or until {@link #unfence} or a routing that moves them away (see {@link View#checkUnfenced}).
      */
-    synchronized void fence(final BitSet slots, final long holdNanos, final long madeMillis) {
+    synchronized void fence(
+            final BitSet slots, final long holdNanos, final long madeMillis, final Map<String, Long> openSyncClocks) {
         final View current = view;
         view = View.of(
                 current.epoch,
@@ -186,7 +204,8 @@ final class SlotOwnership {
                 current.restoring,
                 current.generation,
                 current.troubles,
-                new Fence((BitSet) slots.clone(), System.nanoTime() + holdNanos, madeMillis));
+                new Fence(
+                        (BitSet) slots.clone(), System.nanoTime() + holdNanos, madeMillis, Map.copyOf(openSyncClocks)));
     }
 
     /** Lifts the fence; returns the number of slots it held (0: none, or it had lapsed). */
@@ -207,7 +226,7 @@ final class SlotOwnership {
     private static Fence without(final Fence fence, final BitSet slots) {
         final BitSet kept = (BitSet) fence.slots().clone();
         kept.andNot(slots);
-        return new Fence(kept, fence.untilNanos(), fence.madeMillis());
+        return new Fence(kept, fence.untilNanos(), fence.madeMillis(), fence.openSyncClocks());
     }
 
     /** Marks slots as being restored: requests for them are refused with a retryable status until released. */

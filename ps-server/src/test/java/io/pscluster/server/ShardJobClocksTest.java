@@ -102,6 +102,44 @@ class ShardJobClocksTest {
         assertThat(shard.endClock("j", worker, clock, false).join().accepted()).isTrue();
     }
 
+    /**
+     * A move's fence lets the SYNC clock open when it went up through (its workers push to and read from the moving
+     * slots, then end it) and answers only once that clock is applied, so that the move's cut holds it; a later clock's
+     * push is refused until the move. (Answering while the open clock is not applied, because nothing of it was held
+     * yet, let its gradients reach the rows after the cut.)
+     */
+    @Test
+    void shouldAnswerAMovesFenceOnlyOnceTheSyncClockOpenAtItIsApplied() throws Exception {
+        jobs(UpdateMode.SYNC, 0, 0, 1);
+        end(0, -1);
+        end(1, -1);
+        final java.util.BitSet slots = new java.util.BitSet();
+        slots.set(0, io.pscluster.wire.Slots.SLOT_COUNT);
+
+        final java.util.concurrent.CompletableFuture<String> fenced =
+                java.util.concurrent.CompletableFuture.supplyAsync(() -> {
+                    try {
+                        return shard.fenceSlots(slots, 60_000, 1);
+                    } catch (InterruptedException e) {
+                        throw new IllegalStateException(e);
+                    }
+                });
+        await().atMost(Duration.ofSeconds(10)).until(() -> shard.fencedSlotCount() > 0);
+        assertThat(fenced).as("clock 0 is open and not applied").isNotDone();
+        push(TABLE, 0, 0, 1f);
+        push(TABLE, 1, 0, 2f);
+        end(0, 0);
+        end(1, 0);
+
+        assertThat(fenced.get(10, java.util.concurrent.TimeUnit.SECONDS)).isEmpty();
+        assertThat(applied()).isZero();
+        final PsException refused = catchThrowableOfType(PsException.class, () -> push(TABLE, 0, 1, 1f));
+        assertThat(refused).as("clock 1 opened after the fence").isNotNull();
+        assertThat(refused.getMessage()).contains("over to another shard");
+        shard.fenceSlots(new java.util.BitSet(), 0, 0);
+        assertThat(value(TABLE)).isEqualTo(-3f);
+    }
+
     @Test
     void shouldApplyAClockOnceEveryLiveWorkerEndedItAndNotBefore() throws InterruptedException {
         jobs(UpdateMode.SYNC, 0, 0, 1);

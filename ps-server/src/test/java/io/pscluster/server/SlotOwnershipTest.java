@@ -204,7 +204,8 @@ class SlotOwnershipTest {
     }
 
     private static PsException writeRefusal(final SlotOwnership.View view, final int slot) {
-        return catchThrowableOfType(PsException.class, () -> view.checkUnfenced(slot, ROUTED, "shard-7", "emb", 99L));
+        return catchThrowableOfType(
+                PsException.class, () -> view.checkUnfenced(slot, ROUTED, "shard-7", "emb", 99L, "", 0));
     }
 
     /** A fence refuses requests for its slots as while restoring (retryable, nothing applied). */
@@ -213,7 +214,7 @@ class SlotOwnershipTest {
         final SlotOwnership ownership = new SlotOwnership();
         ownership.route(4, slots(0, 100));
 
-        ownership.fence(slots(10, 20), java.util.concurrent.TimeUnit.MINUTES.toNanos(10), 1_000);
+        ownership.fence(slots(10, 20), java.util.concurrent.TimeUnit.MINUTES.toNanos(10), 1_000, java.util.Map.of());
 
         final SlotOwnership.View view = ownership.view();
         final PsException refused = writeRefusal(view, 15);
@@ -231,7 +232,8 @@ class SlotOwnershipTest {
         final SlotOwnership ownership = new SlotOwnership();
         ownership.route(4, slots(0, 100));
 
-        ownership.fence(slots(10, 20), java.util.concurrent.TimeUnit.MILLISECONDS.toNanos(50), 1_000);
+        ownership.fence(
+                slots(10, 20), java.util.concurrent.TimeUnit.MILLISECONDS.toNanos(50), 1_000, java.util.Map.of());
         assertThat(writeRefusal(ownership.view(), 10)).isNotNull();
         final long start = System.nanoTime();
         while (System.nanoTime() - start < java.util.concurrent.TimeUnit.MILLISECONDS.toNanos(60)) {
@@ -239,11 +241,11 @@ class SlotOwnershipTest {
         }
         assertThat(writeRefusal(ownership.view(), 10)).as("lapsed").isNull();
 
-        ownership.fence(slots(10, 20), java.util.concurrent.TimeUnit.MINUTES.toNanos(10), 1_000);
+        ownership.fence(slots(10, 20), java.util.concurrent.TimeUnit.MINUTES.toNanos(10), 1_000, java.util.Map.of());
         assertThat(ownership.unfence()).isEqualTo(10);
         assertThat(writeRefusal(ownership.view(), 10)).as("lifted").isNull();
 
-        ownership.fence(slots(10, 20), java.util.concurrent.TimeUnit.MINUTES.toNanos(10), 1_000);
+        ownership.fence(slots(10, 20), java.util.concurrent.TimeUnit.MINUTES.toNanos(10), 1_000, java.util.Map.of());
         ownership.route(5, slots(15, 100));
         ownership.route(6, slots(0, 100));
         assertThat(writeRefusal(ownership.view(), 12))
@@ -259,11 +261,35 @@ class SlotOwnershipTest {
     void shouldLiftOnlyAFenceMadeBeforeTheGivenTime() {
         final SlotOwnership ownership = new SlotOwnership();
         ownership.route(4, slots(0, 100));
-        ownership.fence(slots(10, 20), java.util.concurrent.TimeUnit.MINUTES.toNanos(10), 5_000);
+        ownership.fence(slots(10, 20), java.util.concurrent.TimeUnit.MINUTES.toNanos(10), 5_000, java.util.Map.of());
 
         assertThat(ownership.unfenceMadeBefore(5_000)).isZero();
         assertThat(writeRefusal(ownership.view(), 10)).isNotNull();
         assertThat(ownership.unfenceMadeBefore(5_001)).isEqualTo(10);
         assertThat(writeRefusal(ownership.view(), 10)).isNull();
+    }
+
+    /**
+     * SYNC pushes of a clock that was open when the fence went up pass it (they are held for that clock, which must
+     * be able to end and be applied before the move's cut); later clocks, other jobs and reads do not.
+     */
+    @Test
+    void shouldLetSyncPushesOfTheClocksOpenAtTheFenceThrough() {
+        final SlotOwnership ownership = new SlotOwnership();
+        ownership.route(4, slots(0, 100));
+        ownership.fence(
+                slots(10, 20), java.util.concurrent.TimeUnit.MINUTES.toNanos(10), 1_000, java.util.Map.of("j", 7L));
+        final SlotOwnership.View view = ownership.view();
+
+        assertThatCode(() -> view.checkUnfenced(15, ROUTED, "shard-7", "emb", 1L, "j", 7))
+                .doesNotThrowAnyException();
+        assertThatCode(() -> view.checkUnfenced(15, ROUTED, "shard-7", "emb", 1L, "j", 3))
+                .doesNotThrowAnyException();
+        for (final Runnable refused : java.util.List.<Runnable>of(
+                () -> view.checkUnfenced(15, ROUTED, "shard-7", "emb", 1L, "j", 8),
+                () -> view.checkUnfenced(15, ROUTED, "shard-7", "emb", 1L, "other", 7),
+                () -> view.checkUnfenced(15, ROUTED, "shard-7", "emb", 1L, "", 0))) {
+            assertThat(catchThrowableOfType(PsException.class, refused::run)).isNotNull();
+        }
     }
 }
