@@ -172,6 +172,16 @@ class RebalanceTest {
         }
     }
 
+    private static void faultOnShard0(final LocalCluster cluster, final String point, final boolean enabled) {
+        AdminCalls.onShard(
+                cluster,
+                0,
+                admin -> admin.injectFault(io.pscluster.proto.v1.InjectFaultRequest.newBuilder()
+                        .setPoint(point)
+                        .setEnabled(enabled)
+                        .build()));
+    }
+
     private static void holdWriters(final LocalCluster cluster, final boolean hold) {
         AdminCalls.injectFault(cluster, FaultPoints.HOLD_WRITERS, hold, 0);
     }
@@ -235,25 +245,13 @@ class RebalanceTest {
             assertThat(load.pushOnce(random)).isTrue();
             AdminCalls.checkpointNow(cluster.proxyAddress());
             final int added = addShard(cluster);
-            AdminCalls.onShard(
-                    cluster,
-                    0,
-                    admin -> admin.injectFault(io.pscluster.proto.v1.InjectFaultRequest.newBuilder()
-                            .setPoint(FaultPoints.HOLD_WRITERS)
-                            .setEnabled(true)
-                            .build()));
+            faultOnShard0(cluster, FaultPoints.HOLD_WRITERS, true);
             final java.util.concurrent.CompletableFuture<RebalanceResponse> rebalance =
                     java.util.concurrent.CompletableFuture.supplyAsync(
                             () -> AdminCalls.rebalance(cluster.proxyAddress(), false, 60_000));
             await().atMost(Duration.ofSeconds(30))
                     .until(() -> cluster.shard(1).shard().fencedSlotCount() > 0);
-            AdminCalls.onShard(
-                    cluster,
-                    0,
-                    admin -> admin.injectFault(io.pscluster.proto.v1.InjectFaultRequest.newBuilder()
-                            .setPoint(FaultPoints.DROP_HEARTBEATS)
-                            .setEnabled(true)
-                            .build()));
+            faultOnShard0(cluster, FaultPoints.DROP_HEARTBEATS, true);
 
             final Throwable failed =
                     catchThrowableOfType(java.util.concurrent.ExecutionException.class, rebalance::get);
@@ -269,13 +267,7 @@ class RebalanceTest {
                     .as("the added shard took the lost shard's slots, not the move's")
                     .isIn(0, 2048);
             // The stalled shard's writers go on, so that it can stop.
-            AdminCalls.onShard(
-                    cluster,
-                    0,
-                    admin -> admin.injectFault(io.pscluster.proto.v1.InjectFaultRequest.newBuilder()
-                            .setPoint(FaultPoints.HOLD_WRITERS)
-                            .setEnabled(false)
-                            .build()));
+            faultOnShard0(cluster, FaultPoints.HOLD_WRITERS, false);
         }
     }
 

@@ -58,6 +58,7 @@ class ProxyPullTest {
                 .start();
         channel = ManagedChannelBuilder.forTarget(cluster.proxyAddress())
                 .usePlaintext()
+                .maxInboundMessageSize(64 << 20)
                 .build();
         return cluster;
     }
@@ -211,6 +212,28 @@ class ProxyPullTest {
                             .build()));
             assertThat(negative.getStatus().getCode()).isEqualTo(Status.Code.INVALID_ARGUMENT);
             assertThat(negative.getStatus().getDescription()).contains("max_staleness_millis=-1");
+            // An answer larger than a pull through the proxy may build is refused before anything is allocated (a
+            // hostile review ran the proxy out of heap with a few such pulls, and its shards' leases lapsed).
+            client.createTable(TableSchema.newBuilder()
+                    .setName("wide")
+                    .setKind(TableKind.SPARSE)
+                    .setDim(1024)
+                    .setOptimizer(OptimizerSpec.newBuilder()
+                            .setKind(OptimizerKind.SGD)
+                            .setLearningRate(1f))
+                    .build());
+            final StatusRuntimeException tooLarge = catchThrowableOfType(
+                    StatusRuntimeException.class,
+                    () -> stub.pull(ProxyPullRequest.newBuilder()
+                            .setTable("wide")
+                            .setKeys(LittleEndian.encodeLongs(randomKeys(8_193)))
+                            .build()));
+            assertThat(tooLarge.getStatus().getCode()).isEqualTo(Status.Code.INVALID_ARGUMENT);
+            assertThat(tooLarge.getStatus().getDescription()).contains("32 MiB", "split it");
+            final long[] many = randomKeys(600_000);
+            assertThat(proxyPull(many, 0).getValues().size())
+                    .as("600,000 keys: a request of 4.8 MB, above gRPC's default 4 MiB")
+                    .isEqualTo(many.length * 4 * DIM);
             assertThat(proxyPull(new long[] {1}, 0).getValues().size())
                     .as("the proxy serves on")
                     .isEqualTo(4 * DIM);

@@ -1076,7 +1076,7 @@ final class CheckpointCoordinator {
                                 .setMadeMillis(madeMillis);
                         fenced.get(givers.get(index).shardId()).stream().forEach(request::addSlots);
                         return ShardAdminServiceGrpc.newBlockingStub(channel)
-                                .withDeadline(earlier(deadline, FENCE_CALL_MS))
+                                .withDeadline(ShardFanOut.earlier(deadline, FENCE_CALL_MS))
                                 .fenceSlots(request.build());
                     });
             String held = null;
@@ -1098,12 +1098,6 @@ final class CheckpointCoordinator {
             TimeUnit.MILLISECONDS.sleep(waitMs);
             waitMs = Math.min(1_000, 2 * waitMs);
         }
-    }
-
-    /** The earlier of {@code deadline} and {@code ms} from now. */
-    private static io.grpc.Deadline earlier(final io.grpc.Deadline deadline, final long ms) {
-        final io.grpc.Deadline own = io.grpc.Deadline.after(ms, TimeUnit.MILLISECONDS);
-        return deadline != null && deadline.isBefore(own) ? deadline : own;
     }
 
     /**

@@ -1772,6 +1772,11 @@ final class ClusterState {
         return readVersion;
     }
 
+    /** Whether an operator's restore into every shard did not finish (the model may be a mix; see refuseIfMixed). */
+    synchronized boolean unfinishedRestore() {
+        return unfinishedRestoreId != 0;
+    }
+
     /** Rows may have changed other than by pushes (a restore ended, well or not): what was read before is not served. */
     synchronized void invalidateReads() {
         readVersion++;

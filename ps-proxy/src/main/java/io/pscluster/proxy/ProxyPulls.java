@@ -31,8 +31,14 @@ final class ProxyPulls {
     /** How long a pull through the proxy waits for its shards at most (less when its caller's deadline is nearer). */
     static final long DEADLINE_MS = 30_000;
 
-    /** The most keys one pull through the proxy may carry. */
+    /** The most keys one pull through the proxy may carry (8 MiB of request; the proxy takes messages of 16 MiB). */
     static final int MAX_KEYS = 1 << 20;
+
+    /**
+     * The most bytes of rows one pull through the proxy answers: each is built whole on the proxy's heap (8 pulls at
+     * once) and each shard's part of it must fit the proxy's 64 MiB inbound limit.
+     */
+    static final int MAX_ANSWER_BYTES = 32 << 20;
 
     private static final long FIRST_BACKOFF_MS = 10;
     private static final long MAX_BACKOFF_MS = 500;
@@ -76,12 +82,16 @@ final class ProxyPulls {
             throw PsException.notFound("table '" + table + "' does not exist");
         }
         final int rowBytes = 4 * schema.getDim();
-        if ((long) keys.length * rowBytes > Integer.MAX_VALUE - 64) {
-            throw PsException.invalidArgument("pull of " + keys.length + " keys x dim " + schema.getDim()
-                    + " is more than one answer can carry; split it");
+        if ((long) keys.length * rowBytes > MAX_ANSWER_BYTES) {
+            throw PsException.invalidArgument(
+                    "pull of " + keys.length + " keys x dim " + schema.getDim() + " of table '"
+                            + table + "' is " + (long) keys.length * rowBytes + " bytes of rows, more than the "
+                            + (MAX_ANSWER_BYTES >> 20) + " MiB one pull through the proxy answers; split it");
         }
         final byte[] out = new byte[keys.length * rowBytes];
         final long version = state.readVersion();
+        // While an operator's restore is unfinished the model may be a mix that shards still change: no cache.
+        final ReadCache cache = state.unfinishedRestore() ? ReadCache.NONE : this.cache;
         final boolean[] found = cache.lookUp(
                 table, keys, rowBytes, version, System.nanoTime(), TimeUnit.MILLISECONDS.toNanos(maxStalenessMs), out);
         int cached = 0;
@@ -94,19 +104,18 @@ final class ProxyPulls {
                 missing[missingCount++] = i;
             }
         }
-        readFromShards(table, keys, Arrays.copyOf(missing, missingCount), rowBytes, version, out);
+        readFromShards(cache, table, keys, Arrays.copyOf(missing, missingCount), rowBytes, version, out);
         return new Pulled(out, schema.getDim(), cached);
     }
 
     /** The earlier of the current caller's deadline and the configured one, from now. */
     private Deadline deadline() {
-        final Deadline configured = Deadline.after(deadlineMs, TimeUnit.MILLISECONDS);
-        final Deadline caller = io.grpc.Context.current().getDeadline();
-        return caller != null && caller.isBefore(configured) ? caller : configured;
+        return ShardFanOut.earlier(io.grpc.Context.current().getDeadline(), deadlineMs);
     }
 
     /** Reads the rows of {@code keys[missing[...]]} from their shards into {@code out}, keeping them in the cache. */
     private void readFromShards(
+            final ReadCache cache,
             final String table,
             final long[] keys,
             final int[] missing,

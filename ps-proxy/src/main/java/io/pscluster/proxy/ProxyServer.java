@@ -298,7 +298,9 @@ public final class ProxyServer implements AutoCloseable {
     private void startServing() throws IOException {
         final io.grpc.ServerBuilder<?> builder = Grpc.newServerBuilderForPort(
                         context.port, InsecureServerCredentials.create())
-                .executor(control);
+                .executor(control)
+                // Pulls through the proxy carry up to ProxyPulls.MAX_KEYS keys (8 MiB).
+                .maxInboundMessageSize(16 << 20);
         if (context.meterRegistry != null) {
             // Calls and their outcomes per method (grpc_server_requests_received_total, _responses_sent_total and
             // _processing_duration_seconds by method and status code).

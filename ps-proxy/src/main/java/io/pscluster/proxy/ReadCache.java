@@ -15,7 +15,10 @@ import java.util.concurrent.atomic.AtomicLong;
  */
 final class ReadCache {
     /** What a cached row costs beyond its values: the map entry, the key and the row object (an estimate). */
-    static final int ROW_OVERHEAD_BYTES = 120;
+    static final int ROW_OVERHEAD_BYTES = 160;
+
+    /** No cache: every lookup misses, nothing is kept (and nothing counted). */
+    static final ReadCache NONE = new ReadCache(0);
 
     private record RowKey(String table, long key) {}
 

@@ -44,9 +44,13 @@ final class ShardFanOut {
 
     /** The earlier of the current caller's deadline and the configured one, from now. */
     Deadline deadline() {
-        final Deadline configured = Deadline.after(deadlineMs, TimeUnit.MILLISECONDS);
-        final Deadline caller = io.grpc.Context.current().getDeadline();
-        return caller != null && caller.isBefore(configured) ? caller : configured;
+        return earlier(io.grpc.Context.current().getDeadline(), deadlineMs);
+    }
+
+    /** The earlier of {@code deadline} (null: none) and {@code ms} from now. */
+    static Deadline earlier(final Deadline deadline, final long ms) {
+        final Deadline own = Deadline.after(ms, TimeUnit.MILLISECONDS);
+        return deadline != null && deadline.isBefore(own) ? deadline : own;
     }
 
     /**
