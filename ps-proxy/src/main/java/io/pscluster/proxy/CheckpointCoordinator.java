@@ -41,6 +41,7 @@ import java.util.Set;
 import java.util.TreeMap;
 import java.util.TreeSet;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicReference;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -1001,8 +1002,7 @@ final class CheckpointCoordinator {
         plan.addresses().forEach((id, address) -> givers.add(new ShardFanOut.Target(id, address)));
         final long madeMillis = state.fenceMillis();
         final long fencedNanos = System.nanoTime();
-        final java.util.concurrent.atomic.AtomicReference<String> aborted =
-                new java.util.concurrent.atomic.AtomicReference<>();
+        final AtomicReference<String> aborted = new AtomicReference<>();
         final io.grpc.Context.CancellableContext scope =
                 io.grpc.Context.current().withCancellation();
         final Thread watcher = watchMoves(plan, scope, aborted);
@@ -1027,12 +1027,10 @@ final class CheckpointCoordinator {
                     taken.checkpoint().id());
             return new Rebalanced(plan.moves(), taken.checkpoint().id(), epoch);
         } catch (IOException | InterruptedException | RuntimeException e) {
-            final String cause = aborted.get() != null
-                    ? aborted.get()
-                    : e instanceof StatusRuntimeException status
-                            ? status.getStatus().getCode() + ": "
-                                    + status.getStatus().getDescription()
-                            : e.getMessage() == null ? e.toString() : e.getMessage();
+            // The one mapper of failures to statuses, as every call's answer uses.
+            final Status failed = PsException.toStatus(e).getStatus();
+            final String cause =
+                    aborted.get() != null ? aborted.get() : failed.getCode() + ": " + failed.getDescription();
             final String stuck = liftFences(givers);
             final String why = "rebalance not done, nothing moved: " + cause
                     + (stuck.isEmpty()
@@ -1043,14 +1041,8 @@ final class CheckpointCoordinator {
             if (e instanceof InterruptedException) {
                 throw (InterruptedException) e;
             }
-            final io.grpc.Status.Code code = aborted.get() != null
-                    ? io.grpc.Status.Code.FAILED_PRECONDITION
-                    : e instanceof PsException ps
-                            ? ps.code()
-                            : e instanceof StatusRuntimeException status
-                                    ? status.getStatus().getCode()
-                                    : io.grpc.Status.Code.UNAVAILABLE;
-            throw io.grpc.Status.fromCode(code).withDescription(why).asRuntimeException();
+            final Status.Code code = aborted.get() != null ? Status.Code.FAILED_PRECONDITION : failed.getCode();
+            throw Status.fromCode(code).withDescription(why).asRuntimeException();
         } finally {
             scope.detach(previous);
             watcher.interrupt();
@@ -1108,7 +1100,7 @@ final class CheckpointCoordinator {
     private Thread watchMoves(
             final ClusterState.Rebalance plan,
             final io.grpc.Context.CancellableContext scope,
-            final java.util.concurrent.atomic.AtomicReference<String> aborted) {
+            final AtomicReference<String> aborted) {
         final Thread watcher = new Thread(
                 () -> {
                     try {

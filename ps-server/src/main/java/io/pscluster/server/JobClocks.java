@@ -5,6 +5,7 @@ import io.pscluster.proto.v1.JobWorker;
 import io.pscluster.proto.v1.UpdateJobsRequest;
 import io.pscluster.proto.v1.UpdateMode;
 import io.pscluster.wire.PsException;
+import io.pscluster.wire.Slots;
 import java.util.ArrayList;
 import java.util.BitSet;
 import java.util.HashMap;
@@ -321,7 +322,7 @@ final class JobClocks {
     synchronized String heldIn(final BitSet slots) {
         final StringBuilder text = new StringBuilder();
         for (final Job job : jobs.values()) {
-            final java.util.List<Long> clocks = new java.util.ArrayList<>();
+            final List<Long> clocks = new ArrayList<>();
             for (final Map.Entry<Long, ClockUpdates> pending : job.pending.entrySet()) {
                 if (touches(pending.getValue(), slots)) {
                     clocks.add(pending.getKey());
@@ -382,10 +383,10 @@ final class JobClocks {
 
     private static boolean touches(final ClockUpdates updates, final BitSet slots) {
         for (final Map.Entry<String, TreeMap<Integer, ClockSum>> table : updates.byTable.entrySet()) {
-            final long tableHash = io.pscluster.wire.Slots.tableHash(table.getKey());
+            final long tableHash = Slots.tableHash(table.getKey());
             for (final ClockSum sum : table.getValue().values()) {
                 for (final long key : sum.keys()) {
-                    if (slots.get(io.pscluster.wire.Slots.slotOf(tableHash, key))) {
+                    if (slots.get(Slots.slotOf(tableHash, key))) {
                         return true;
                     }
                 }

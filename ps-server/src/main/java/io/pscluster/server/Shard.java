@@ -651,7 +651,7 @@ public final class Shard implements AutoCloseable {
         }
         if (!view.fence().slots().isEmpty()) {
             for (int i = 0; i < keys.length; i++) {
-                view.checkUnfenced(slots[i], routingEpoch, who, table.name(), keys[i], tag.jobId(), tag.clock());
+                view.checkNotFenced(slots[i], who, table.name(), keys[i], tag.jobId(), tag.clock());
             }
         }
         return slots;
@@ -667,8 +667,8 @@ public final class Shard implements AutoCloseable {
      * lifts the fence) and returns once no push is between its checks and its offer, so that every push accepted for
      * them before is queued (a checkpoint cut from now on holds it), and SYNC gradients held for them are applied
      * (waiting up to {@link #FENCE_SYNC_WAIT_MS}: the fence lets SYNC pushes of the clocks open now through, so that
-     * every worker can push its part of them and end them). Returns the SYNC clocks still holding gradients for them, in words ("" when
-     * none): a move would lose those, as they would be applied after its cut.
+     * every worker can push its part of them and end them). Returns the SYNC clocks still holding gradients for them,
+     * in words ("" when none): a move would lose those, as they would be applied after its cut.
      */
     public String fenceSlots(final BitSet slots, final long holdMillis, final long madeMillis)
             throws InterruptedException {

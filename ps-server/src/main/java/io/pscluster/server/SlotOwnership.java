@@ -46,19 +46,17 @@ final class SlotOwnership {
         }
 
         /**
-         * {@link #check}, and that the slot is not fenced for a move ({@link SlotOwnership#fence}): a fenced slot's
-         * reads and writes are refused as while restoring (retryable; nothing applied). Reads too: once the move
-         * commits, its new owner takes writes while this shard may not have heard of the move yet.
+         * Checks, after {@link #check}, that the slot is not fenced for a move ({@link SlotOwnership#fence}): a fenced
+         * slot's reads and writes are refused as while restoring (retryable; nothing applied). Reads too: once the
+         * move commits, its new owner takes writes while this shard may not have heard of the move yet.
          */
-        void checkUnfenced(
+        void checkNotFenced(
                 final int slot,
-                final long routedEpoch,
                 final String shardId,
                 final String table,
                 final long key,
                 final String jobId,
                 final long clock) {
-            check(slot, routedEpoch, shardId, table, key);
             if (fence.slots().get(slot) && fence.holds() && !fence.lets(jobId, clock)) {
                 throw PsException.restoring(
                         "shard " + shardId + " is handing slot " + slot + " (table '" + table + "', key " + key
@@ -193,7 +191,7 @@ final class SlotOwnership {
 
     /**
      * Fences {@code slots} (replacing any fence) for {@code holdNanos} from now: their requests are refused until then,
-     * or until {@link #unfence} or a routing that moves them away (see {@link View#checkUnfenced}).
+     * or until {@link #unfence} or a routing that moves them away (see {@link View#checkNotFenced}).
      */
     synchronized void fence(
             final BitSet slots, final long holdNanos, final long madeMillis, final Map<String, Long> openSyncClocks) {

@@ -204,8 +204,7 @@ class SlotOwnershipTest {
     }
 
     private static PsException writeRefusal(final SlotOwnership.View view, final int slot) {
-        return catchThrowableOfType(
-                PsException.class, () -> view.checkUnfenced(slot, ROUTED, "shard-7", "emb", 99L, "", 0));
+        return catchThrowableOfType(PsException.class, () -> view.checkNotFenced(slot, "shard-7", "emb", 99L, "", 0));
     }
 
     /** A fence refuses requests for its slots as while restoring (retryable, nothing applied). */
@@ -281,14 +280,14 @@ class SlotOwnershipTest {
                 slots(10, 20), java.util.concurrent.TimeUnit.MINUTES.toNanos(10), 1_000, java.util.Map.of("j", 7L));
         final SlotOwnership.View view = ownership.view();
 
-        assertThatCode(() -> view.checkUnfenced(15, ROUTED, "shard-7", "emb", 1L, "j", 7))
+        assertThatCode(() -> view.checkNotFenced(15, "shard-7", "emb", 1L, "j", 7))
                 .doesNotThrowAnyException();
-        assertThatCode(() -> view.checkUnfenced(15, ROUTED, "shard-7", "emb", 1L, "j", 3))
+        assertThatCode(() -> view.checkNotFenced(15, "shard-7", "emb", 1L, "j", 3))
                 .doesNotThrowAnyException();
         for (final Runnable refused : java.util.List.<Runnable>of(
-                () -> view.checkUnfenced(15, ROUTED, "shard-7", "emb", 1L, "j", 8),
-                () -> view.checkUnfenced(15, ROUTED, "shard-7", "emb", 1L, "other", 7),
-                () -> view.checkUnfenced(15, ROUTED, "shard-7", "emb", 1L, "", 0))) {
+                () -> view.checkNotFenced(15, "shard-7", "emb", 1L, "j", 8),
+                () -> view.checkNotFenced(15, "shard-7", "emb", 1L, "other", 7),
+                () -> view.checkNotFenced(15, "shard-7", "emb", 1L, "", 0))) {
             assertThat(catchThrowableOfType(PsException.class, refused::run)).isNotNull();
         }
     }
