@@ -101,6 +101,12 @@ final class StatusCommand implements Callable<Integer> {
                             shard.getLoad().getFencedSlots(),
                             TimeUnit.MILLISECONDS.toSeconds(shard.getLoad().getFenceRemainingMillis()));
                 }
+                if (shard.getLoad().getKeptMovedSlots() > 0) {
+                    out.printf(
+                            "shard %s: keeps the rows of %d slots it gave away in a rebalance until their new owner"
+                                    + " has restored them (a damaged move checkpoint hands them back)%n",
+                            shard.getShard().getShardId(), shard.getLoad().getKeptMovedSlots());
+                }
             }
             for (final ShardStatus shard : response.getShardsList()) {
                 if (shard.getLoad().getDroppedRows() > 0) {

@@ -173,9 +173,14 @@ class RebalanceTest {
     }
 
     private static void faultOnShard0(final LocalCluster cluster, final String point, final boolean enabled) {
+        faultOn(cluster, 0, point, enabled);
+    }
+
+    private static void faultOn(
+            final LocalCluster cluster, final int shard, final String point, final boolean enabled) {
         AdminCalls.onShard(
                 cluster,
-                0,
+                shard,
                 admin -> admin.injectFault(io.pscluster.proto.v1.InjectFaultRequest.newBuilder()
                         .setPoint(point)
                         .setEnabled(enabled)
@@ -194,6 +199,115 @@ class RebalanceTest {
                         .anyMatch(shard ->
                                 shard.getShardId().equals(cluster.shard(added).shardId())));
         return added;
+    }
+
+    /**
+     * The move's checkpoint is damaged before the added shard restores from it. The giving shards kept the moved rows
+     * (refusing their requests) until the restore is done, so the move is undone: the slots go back to them, served as
+     * they were, with a lossless event, instead of the restore falling back to an older checkpoint that lacks pushes
+     * acknowledged since. A rebalance after moves them.
+     */
+    @Test
+    void shouldUndoAMoveWhoseCheckpointIsDamagedLosingNoAcknowledgedPush() throws Exception {
+        try (LocalCluster cluster = start(120_000);
+                CounterLoad load = new CounterLoad(cluster.proxyAddress(), "counter", 10_000)) {
+            final SplittableRandom random = new SplittableRandom(12);
+            for (int i = 0; i < 10; i++) {
+                assertThat(load.pushOnce(random))
+                        .as("%s", load.failureSamples())
+                        .isTrue();
+            }
+            // An older checkpoint to fall back to, which lacks the pushes after it.
+            AdminCalls.checkpointNow(cluster.proxyAddress());
+            for (int i = 0; i < 10; i++) {
+                assertThat(load.pushOnce(random))
+                        .as("%s", load.failureSamples())
+                        .isTrue();
+            }
+            final int added = addShard(cluster);
+            final String addedId = cluster.shard(added).shardId();
+            faultOn(cluster, added, FaultPoints.FAIL_RESTORE, true);
+
+            final RebalanceResponse moved = AdminCalls.rebalance(cluster.proxyAddress(), false);
+            assertThat(movedTo(moved, addedId)).isEqualTo(Slots.SLOT_COUNT / 3);
+            await().atMost(Duration.ofSeconds(30)).untilAsserted(() -> {
+                for (int i = 0; i < 2; i++) {
+                    assertThat(cluster.shard(i).shard().keptMovedSlotCount())
+                            .as("shard %d keeps the rows it gave away", i)
+                            .isPositive();
+                }
+            });
+            await().atMost(Duration.ofSeconds(30))
+                    .until(() -> io.pscluster.cli.PsctlRun.psctl("status", "--proxy", cluster.proxyAddress())
+                            .out()
+                            .contains("keeps the rows of"));
+            damageDataFiles(dir.resolve("checkpoints"), moved.getCheckpointId());
+            faultOn(cluster, added, FaultPoints.FAIL_RESTORE, false);
+
+            await().atMost(Duration.ofSeconds(60)).untilAsserted(() -> {
+                final ListShardsResponse status = AdminCalls.status(cluster.proxyAddress());
+                assertThat(status.getPendingRestoresCount()).isZero();
+                assertThat(cluster.shard(added).shard().ownedSlots().cardinality())
+                        .as("the move is undone")
+                        .isZero();
+                cluster.awaitHealthy(1_000);
+            });
+            for (int i = 0; i < 2; i++) {
+                assertThat(cluster.shard(i).shard().ownedSlots().cardinality()).isEqualTo(Slots.SLOT_COUNT / 2);
+                assertThat(cluster.shard(i).shard().keptMovedSlotCount()).isZero();
+            }
+            assertThat(load.mismatches()).as("every acknowledged push is kept").isEmpty();
+            final ListShardsResponse status = AdminCalls.status(cluster.proxyAddress());
+            assertThat(status.getRollbacksTotal())
+                    .as("an undone move is not a rollback")
+                    .isZero();
+            assertThat(status.getRollbacksList())
+                    .filteredOn(event -> event.getReason().contains("undone"))
+                    .hasSize(2)
+                    .allMatch(RollbackEvent::getLossless)
+                    .allMatch(event -> event.getReason().contains("is damaged"));
+            for (int i = 0; i < 10; i++) {
+                assertThat(load.pushOnce(random))
+                        .as("%s", load.failureSamples())
+                        .isTrue();
+            }
+
+            // The next rebalance takes a new checkpoint and moves the slots.
+            final AtomicReference<RebalanceResponse> again = new AtomicReference<>();
+            await().atMost(Duration.ofSeconds(60))
+                    .ignoreException(StatusRuntimeException.class)
+                    .untilAsserted(() -> again.set(AdminCalls.rebalance(cluster.proxyAddress(), false)));
+            assertThat(again.get().getCheckpointId()).isGreaterThan(moved.getCheckpointId());
+            awaitMoved(cluster, added);
+            assertThat(load.mismatches()).isEmpty();
+            assertThat(AdminCalls.status(cluster.proxyAddress()).getRollbacksTotal())
+                    .isZero();
+        }
+    }
+
+    /** Flips a byte in the middle of every row file of checkpoint {@code id} (a local checkpoint root). */
+    private static void damageDataFiles(final Path root, final long id) throws Exception {
+        final Path checkpoint = root.resolve(String.format("ckpt-%012d", id));
+        final java.util.List<Path> files;
+        try (java.util.stream.Stream<Path> paths = java.nio.file.Files.walk(checkpoint)) {
+            files = paths.filter(java.nio.file.Files::isRegularFile)
+                    .filter(path -> {
+                        final String name = path.getFileName().toString();
+                        return !name.startsWith("_") && !name.startsWith(".");
+                    })
+                    .toList();
+        }
+        assertThat(files).as("row files of checkpoint %d", id).isNotEmpty();
+        for (final Path file : files) {
+            try (java.nio.channels.FileChannel channel = java.nio.channels.FileChannel.open(
+                    file, java.nio.file.StandardOpenOption.READ, java.nio.file.StandardOpenOption.WRITE)) {
+                final java.nio.ByteBuffer one = java.nio.ByteBuffer.allocate(1);
+                final long at = channel.size() / 2;
+                channel.read(one, at);
+                one.put(0, (byte) (one.get(0) ^ 0x5a));
+                channel.write(one.rewind(), at);
+            }
+        }
     }
 
     /**

@@ -291,6 +291,14 @@ final class CheckpointCoordinator {
             return Optional.empty();
         }
         for (final CheckpointInfo link : chain) {
+            if (store.isMarkedDamaged(link)) {
+                // A restore found it damaged (a move's taker, say): a delta on it could never be restored either.
+                LOG.warn(
+                        "checkpoint {} cannot carry a delta: checkpoint {} of its chain is marked damaged; taking a base",
+                        latest,
+                        link.id());
+                return Optional.empty();
+            }
             final VerifyReport report = store.check(link, VerifyReport.Depth.PRESENCE);
             if (!report.intact()) {
                 LOG.warn(

@@ -1032,7 +1032,8 @@ final class ClusterState {
         }
         final HeartbeatResponse.Builder response = HeartbeatResponse.newBuilder()
                 .setLeaseMillis(settings.leaseMillis())
-                .setLiftFencesBeforeMillis(startMillis);
+                .setLiftFencesBeforeMillis(startMillis)
+                .addAllKeepMovedSlots(keptMovedBy(id));
         if (request.getRoutingEpoch() != epoch) {
             response.setRouting(routingTable());
         }
@@ -1058,6 +1059,9 @@ final class ClusterState {
             }
             if (!report.getDone()) {
                 restoreReports.put(order.getOrderId(), report);
+                if (report.getDamaged() && order.getGiverKeepsRows()) {
+                    undoMove(order, report.getNote());
+                }
                 continue;
             }
             pendingRestores.remove(order.getOrderId());
@@ -1092,6 +1096,71 @@ final class ClusterState {
                         report.getNote().isEmpty() ? "" : ": " + report.getNote());
             }
         }
+    }
+
+    /**
+     * The checkpoint of a move's restore order is damaged (the taker says how, {@code damage}) and the giver kept the
+     * slots' rows: hands them back to the giver, which serves them again as they were when the move's fence went up
+     * (one lossless event; nothing is rolled back). With the giver gone or draining, or a slot moved on since, the
+     * order may fall back to an older checkpoint like any other (a rollback, reported when it is done); while the giver
+     * is suspect (this proxy restarted and has not heard from it yet) nothing is decided.
+     */
+    private void undoMove(final RestoreDirective order, final String damage) {
+        final String giverId = order.getFromShard();
+        final ShardRecord giver = shards.get(giverId);
+        if (giver != null && giver.state == ShardState.SUSPECT) {
+            return;
+        }
+        final int count = order.getSlotsCount();
+        final boolean takerOwnsAll = order.getSlotsList().stream()
+                .allMatch(slot -> order.getShardId().equals(owners[slot]));
+        if (giver == null || !giver.state.takesSlots() || !takerOwnsAll) {
+            final String why = "checkpoint " + order.getCheckpointId() + " is damaged and shard " + giverId
+                    + ", which kept the rows, is "
+                    + (giver == null ? "gone" : takerOwnsAll ? giver.state.wireName() : "no longer their giver")
+                    + ": the restore falls back to an older checkpoint";
+            pendingRestores.put(
+                    order.getOrderId(),
+                    order.toBuilder()
+                            .setGiverKeepsRows(false)
+                            .setReason(order.getReason() + "; " + why)
+                            .build());
+            LOG.warn("restore order {} on shard {}: {} ({})", order.getOrderId(), order.getShardId(), why, damage);
+            return;
+        }
+        pendingRestores.remove(order.getOrderId());
+        restoreReports.remove(order.getOrderId());
+        order.getSlotsList().forEach(slot -> assign(slot, giverId));
+        final String why = "move of " + count + " slots from shard " + giverId + " to shard " + order.getShardId()
+                + " undone: its checkpoint " + order.getCheckpointId() + " is damaged (" + damage + "); shard "
+                + giverId + " kept their rows and serves them again";
+        planRestore(
+                giverId,
+                order.getShardId(),
+                order.getSlotsList(),
+                order.getCheckpointId(),
+                why,
+                RestoreDirective.newBuilder().setTakeBackKeptRows(true));
+        appendRollback(
+                order.getShardId(),
+                List.of(giverId),
+                count,
+                order.getCheckpointId(),
+                order.getCheckpointId() == dataCheckpointId ? dataCheckpointCreatedMillis : 0,
+                true,
+                why);
+    }
+
+    /** The slots {@code shardId} gave away in moves not done yet, whose rows it keeps (and takes back). */
+    private List<Integer> keptMovedBy(final String shardId) {
+        final List<Integer> kept = new ArrayList<>();
+        for (final RestoreDirective order : pendingRestores.values()) {
+            if ((order.getGiverKeepsRows() && order.getFromShard().equals(shardId))
+                    || (order.getTakeBackKeptRows() && order.getShardId().equals(shardId))) {
+                kept.addAll(order.getSlotsList());
+            }
+        }
+        return kept;
     }
 
     synchronized void deregister(final String shardId) {
@@ -1410,7 +1479,14 @@ final class ClusterState {
                 final String why = "rebalance: " + move.slots().size() + " slots of shard " + move.from()
                         + " move to shard " + move.to();
                 move.slots().forEach(slot -> assign(slot, move.to()));
-                planRestore(move.to(), move.from(), move.slots(), checkpointId, why);
+                // The giver keeps the rows until this order is done: a damaged checkpoint undoes the move (undoMove).
+                planRestore(
+                        move.to(),
+                        move.from(),
+                        move.slots(),
+                        checkpointId,
+                        why,
+                        RestoreDirective.newBuilder().setGiverKeepsRows(true));
                 appendRollback(
                         move.from(), List.of(move.to()), move.slots().size(), checkpointId, createdMillis, true, why);
             }
@@ -1574,8 +1650,18 @@ final class ClusterState {
             final List<Integer> slots,
             final long checkpointId,
             final String why) {
-        final RestoreDirective order = RestoreDirective.newBuilder()
-                .putAllTableCreatedMillis(tableCreatedMillis)
+        planRestore(shardId, from, slots, checkpointId, why, RestoreDirective.newBuilder());
+    }
+
+    /** Gives {@code shardId} a restore order, {@code flags} (giver_keeps_rows, take_back_kept_rows) set by the caller. */
+    private void planRestore(
+            final String shardId,
+            final String from,
+            final List<Integer> slots,
+            final long checkpointId,
+            final String why,
+            final RestoreDirective.Builder flags) {
+        final RestoreDirective order = flags.putAllTableCreatedMillis(tableCreatedMillis)
                 .setOrderId(nextOrderId++)
                 .setShardId(shardId)
                 .setFromShard(from)

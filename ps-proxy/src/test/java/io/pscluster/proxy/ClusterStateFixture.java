@@ -122,6 +122,18 @@ abstract class ClusterStateFixture {
                 .build());
     }
 
+    /** Shard {@code id}'s heartbeat reporting that restore order {@code order} found its checkpoint damaged. */
+    HeartbeatResponse reportDamaged(final String id, final RestoreDirective order) {
+        return state.heartbeat(HeartbeatRequest.newBuilder()
+                .setShardId(id)
+                .setRoutingEpoch(state.epoch())
+                .addRestores(RestoreReport.newBuilder()
+                        .setOrderId(order.getOrderId())
+                        .setDamaged(true)
+                        .setNote("checkpoint " + order.getCheckpointId() + " damaged: crc32c mismatch"))
+                .build());
+    }
+
     void advanceMillis(final long millis) {
         nanos.addAndGet(TimeUnit.MILLISECONDS.toNanos(millis));
     }

@@ -3,7 +3,10 @@ package io.pscluster.proxy;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.grpc.Status;
+import io.pscluster.proto.v1.HeartbeatRequest;
+import io.pscluster.proto.v1.HeartbeatResponse;
 import io.pscluster.proto.v1.RestoreDirective;
+import io.pscluster.proto.v1.RestoreReport;
 import io.pscluster.proto.v1.RollbackEvent;
 import io.pscluster.wire.Slots;
 import java.util.ArrayList;
@@ -66,6 +69,95 @@ class ClusterStateRebalanceTest extends ClusterStateFixture {
         assertThat(store.load().orElseThrow().getPendingRestoresCount())
                 .as("the orders are durable")
                 .isEqualTo(2);
+    }
+
+    private static RestoreDirective orderFrom(final List<RestoreDirective> orders, final String giver) {
+        return orders.stream()
+                .filter(order -> order.getFromShard().equals(giver))
+                .findFirst()
+                .orElseThrow();
+    }
+
+    /**
+     * The taker finds the move's checkpoint damaged: the giver, which kept the rows, gets the slots back with an order
+     * to serve what it kept; one lossless event says so and nothing counts as a rollback.
+     */
+    @Test
+    void shouldHandAMovesSlotsBackToTheGiverWhenTheTakerFindsItsCheckpointDamaged() {
+        final String a = register("h1:1");
+        final String b = register("h2:1");
+        state.addTable(EMB);
+        final Set<Integer> slotsOfA = slotsOf(a);
+        final String c = register("h3:1");
+        state.rebalanced(state.planRebalance(), 9, 90_000);
+        final RestoreDirective fromA = orderFrom(heartbeat(c).getRestoreOrdersList(), a);
+        assertThat(fromA.getGiverKeepsRows()).isTrue();
+        assertThat(heartbeat(a).getKeepMovedSlotsList()).containsExactlyInAnyOrderElementsOf(fromA.getSlotsList());
+        final long epochBefore = state.epoch();
+
+        reportDamaged(c, fromA);
+
+        assertThat(state.epoch()).isGreaterThan(epochBefore);
+        assertThat(slotsOf(a)).isEqualTo(slotsOfA);
+        assertThat(heartbeat(c).getRestoreOrdersList())
+                .extracting(RestoreDirective::getFromShard)
+                .containsExactly(b);
+        final HeartbeatResponse toA = heartbeat(a);
+        assertThat(toA.getRestoreOrdersList()).singleElement().satisfies(order -> {
+            assertThat(order.getTakeBackKeptRows()).isTrue();
+            assertThat(order.getCheckpointId()).isEqualTo(9);
+            assertThat(order.getSlotsList()).containsExactlyInAnyOrderElementsOf(fromA.getSlotsList());
+        });
+        assertThat(toA.getKeepMovedSlotsList()).as("kept until taken back").hasSize(fromA.getSlotsCount());
+        assertThat(state.status().getRollbacksList())
+                .filteredOn(event -> event.getReason().contains("undone"))
+                .singleElement()
+                .satisfies(event -> {
+                    assertThat(event.getLossless()).isTrue();
+                    assertThat(event.getReason()).contains("crc32c mismatch", "kept their rows");
+                    assertThat(event.getToShardsList()).containsExactly(a);
+                });
+
+        reportDone(a, toA.getRestoreOrders(0));
+
+        assertThat(heartbeat(a).getKeepMovedSlotsList()).isEmpty();
+        assertThat(state.status().getRollbacksTotal()).as("nothing rolled back").isZero();
+    }
+
+    /** With the giver gone its kept rows are gone too: the order may fall back, which counts as a rollback. */
+    @Test
+    void shouldLetAMovesOrderFallBackWhenItsGiverIsGone() {
+        final String a = register("h1:1");
+        final String b = register("h2:1");
+        state.addTable(EMB);
+        final String c = register("h3:1");
+        state.rebalanced(state.planRebalance(), 9, 90_000);
+        final RestoreDirective fromA = orderFrom(heartbeat(c).getRestoreOrdersList(), a);
+        advanceMillis(LEASE_MILLIS + MARGIN_MILLIS + 1);
+        heartbeat(b);
+        heartbeat(c);
+        state.expireLeases();
+
+        reportDamaged(c, fromA);
+
+        final RestoreDirective cleared = heartbeat(c).getRestoreOrdersList().stream()
+                .filter(order -> order.getOrderId() == fromA.getOrderId())
+                .findFirst()
+                .orElseThrow();
+        assertThat(cleared.getGiverKeepsRows()).isFalse();
+        assertThat(cleared.getReason()).contains("shard " + a + ", which kept the rows, is gone", "falls back");
+        assertThat(slotsOf(c)).containsAll(fromA.getSlotsList());
+        final long rollbacksBefore = state.status().getRollbacksTotal();
+        state.heartbeat(HeartbeatRequest.newBuilder()
+                .setShardId(c)
+                .setRoutingEpoch(state.epoch())
+                .addRestores(RestoreReport.newBuilder()
+                        .setOrderId(cleared.getOrderId())
+                        .setDone(true)
+                        .setCheckpointId(8)
+                        .setNote("checkpoint 9 damaged; restored checkpoint 8"))
+                .build());
+        assertThat(state.status().getRollbacksTotal()).isEqualTo(rollbacksBefore + 1);
     }
 
     @Test

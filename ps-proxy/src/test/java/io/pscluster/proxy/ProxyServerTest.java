@@ -595,6 +595,32 @@ class ProxyServerTest {
         assertThat(store.get(fourth).orElseThrow().manifest().parentId()).isEqualTo(third);
     }
 
+    /**
+     * A restore found the latest checkpoint damaged (a move's taker, say) and marked it, with every file present: the
+     * next checkpoint is a base, not a delta on it that could never be restored either.
+     */
+    @Test
+    void shouldTakeABaseInsteadOfADeltaWhenTheLatestCheckpointIsMarkedDamaged() throws Exception {
+        final ProxyServer proxy = ProxyServer.start(context().deltasPerBase(4));
+        closeables.add(proxy::close);
+        final var stub = ProxyServiceGrpc.newBlockingStub(channel(proxy.port()));
+        register(stub, startFakeShard());
+        stub.createTable(table("emb"));
+        final var admin = AdminServiceGrpc.newBlockingStub(channel(proxy.port()));
+        writeRowFiles = true;
+        final CheckpointStore store = new CheckpointStore(root.toUri(), new Configuration());
+        final long base = checkpointId(admin);
+        final long delta = checkpointId(admin);
+        assertThat(store.get(delta).orElseThrow().manifest().kind()).isEqualTo(Manifest.Kind.DELTA);
+
+        store.markDamaged(delta, "a restore found a bad checksum");
+        deltasAsked.clear();
+        final long next = checkpointId(admin);
+        assertThat(deltasAsked).as("a base asked").containsExactly(false);
+        assertThat(store.get(next).orElseThrow().manifest().kind()).isEqualTo(Manifest.Kind.BASE);
+        assertThat(base).isLessThan(delta);
+    }
+
     @Test
     void shouldAnswerHeartbeatsWhileEveryLongCallIsWaitingOnShards() throws Exception {
         final ProxyServer proxy = startProxy();

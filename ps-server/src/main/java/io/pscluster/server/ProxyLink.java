@@ -253,7 +253,8 @@ final class ProxyLink implements AutoCloseable {
                         .setOffheapHeldBytes(ParameterTable.offHeapLimit() - ParameterTable.offHeapAvailable())
                         .setOffheapLimitBytes(ParameterTable.offHeapLimit())
                         .setFencedSlots(shard.fencedSlotCount())
-                        .setFenceRemainingMillis(shard.fenceRemainingMillis()))
+                        .setFenceRemainingMillis(shard.fenceRemainingMillis())
+                        .setKeptMovedSlots(shard.keptMovedSlotCount()))
                 .addAllTables(stats)
                 .addAllRestores(restoreReports())
                 .setJobsVersion(shard.jobsVersion())
@@ -273,6 +274,7 @@ final class ProxyLink implements AutoCloseable {
         // After the routing: a move the earlier proxy committed takes its slots away first (their fence goes with
         // them), so no write to them is accepted here in between.
         shard.unfenceMadeBefore(response.getLiftFencesBeforeMillis());
+        shard.keepMovedSlots(response.getKeepMovedSlotsList());
         if (response.hasJobs()) {
             // The proxy's job list differed from ours (a delivery missed us, or we just registered). Taken whatever its
             // version, unless an UpdateJobs call brought a list while the heartbeat was under way: that one may be
@@ -376,7 +378,10 @@ final class ProxyLink implements AutoCloseable {
     /** Marks the slots of every order not seen before restoring at once, then loads them in the background. */
     private void acceptOrders(final List<RestoreDirective> directives) {
         for (final RestoreDirective directive : directives) {
-            if (orders.containsKey(directive.getOrderId())) {
+            final RestoreOrder known = orders.get(directive.getOrderId());
+            if (known != null) {
+                // The proxy clears giver_keeps_rows of an order whose giver is gone: its next attempt may fall back.
+                known.directive = directive;
                 continue;
             }
             final RestoreOrder order = new RestoreOrder(directive);
@@ -393,10 +398,33 @@ final class ProxyLink implements AutoCloseable {
         }
     }
 
+    /**
+     * Forgets the orders the proxy no longer sends that are done, or whose slots are all gone from here (a move undone
+     * hands them back to their giver): those are not attempted again, and their slots refuse requests as another's.
+     */
     private void forgetDoneOrders(final List<RestoreDirective> stillSent) {
         final Set<Long> sent = new HashSet<>();
         stillSent.forEach(directive -> sent.add(directive.getOrderId()));
-        orders.values().removeIf(order -> order.isDone() && !sent.contains(order.directive.getOrderId()));
+        final BitSet owned = shard.ownedSlots();
+        orders.values().removeIf(order -> {
+            if (sent.contains(order.directive.getOrderId())) {
+                return false;
+            }
+            if (order.isDone()) {
+                return true;
+            }
+            if (order.slots.intersects(owned)) {
+                return false;
+            }
+            order.cancel();
+            abandon(order);
+            LOG.warn(
+                    "shard {} drops restore order {}: the proxy gave its {} slots to another shard",
+                    shard.shardId(),
+                    order.directive.getOrderId(),
+                    order.slots.cardinality());
+            return true;
+        });
     }
 
     private void schedule(final RestoreOrder order, final long delayMs) {
@@ -408,7 +436,7 @@ final class ProxyLink implements AutoCloseable {
     }
 
     private void attempt(final RestoreOrder order) {
-        if (closing) {
+        if (closing || order.isCancelled()) {
             return;
         }
         final RestoreDirective directive = order.directive;
@@ -416,10 +444,27 @@ final class ProxyLink implements AutoCloseable {
             if (faults.fire(FaultPoints.FAIL_RESTORE)) {
                 throw new IOException("injected fault " + FaultPoints.FAIL_RESTORE);
             }
+            if (directive.getTakeBackKeptRows() && shard.takeBackKeptRows(order.slots)) {
+                order.succeeded(new Shard.RestoreOutcome(
+                        directive.getCheckpointId(), 0, 0, "the shard kept these rows since the move was undone"));
+                return;
+            }
             final URI root = directive.getCheckpointId() == 0 ? null : rootOf(directive);
             final Shard.RestoreOutcome outcome = shard.restoreOrder(
-                    root, directive.getCheckpointId(), order.slots, directive.getTableCreatedMillisMap());
+                    root,
+                    directive.getCheckpointId(),
+                    order.slots,
+                    directive.getTableCreatedMillisMap(),
+                    !directive.getGiverKeepsRows());
             order.succeeded(outcome);
+            if (order.isCancelled()) {
+                // Taken back while it ran: what it loaded is not this shard's.
+                abandon(order);
+            }
+        } catch (Shard.MoveCheckpointDamagedException damaged) {
+            // The giver kept the rows: the proxy hands the slots back to it, or lets this order fall back.
+            order.damaged();
+            retryLater(order, damaged);
         } catch (InterruptedException e) {
             // Only close() interrupts the restore thread; anything else is retried like any failure.
             if (closing) {
@@ -433,7 +478,19 @@ final class ProxyLink implements AutoCloseable {
         }
     }
 
+    private void abandon(final RestoreOrder order) {
+        try {
+            shard.abandonRestore(order.slots);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
     private void retryLater(final RestoreOrder order, final Throwable failure) {
+        if (order.isCancelled()) {
+            abandon(order);
+            return;
+        }
         final RestoreDirective directive = order.directive;
         final long delay = order.failed(failure);
         shard.restoreFailed(
@@ -570,7 +627,9 @@ final class ProxyLink implements AutoCloseable {
 
     /** One restore order and what became of it. Its state is guarded by its monitor. */
     private static final class RestoreOrder {
-        final RestoreDirective directive;
+        /** As last sent by the proxy (it may clear giver_keeps_rows). */
+        volatile RestoreDirective directive;
+
         final BitSet slots = new BitSet(Slots.SLOT_COUNT);
         // Only the restore thread touches it.
         int attempts;
@@ -579,6 +638,8 @@ final class ProxyLink implements AutoCloseable {
         private long createdMillis;
         private long rows;
         private String note = "";
+        private boolean damaged;
+        private boolean cancelled;
 
         RestoreOrder(final RestoreDirective directive) {
             this.directive = directive;
@@ -608,6 +669,20 @@ final class ProxyLink implements AutoCloseable {
             return done;
         }
 
+        /** The ordered checkpoint is damaged and the order forbids a fallback: reported until done. */
+        synchronized void damaged() {
+            damaged = true;
+        }
+
+        /** The proxy took the order back: no attempt is made any more. */
+        synchronized void cancel() {
+            cancelled = true;
+        }
+
+        synchronized boolean isCancelled() {
+            return cancelled;
+        }
+
         synchronized RestoreReport report() {
             return RestoreReport.newBuilder()
                     .setOrderId(directive.getOrderId())
@@ -616,6 +691,7 @@ final class ProxyLink implements AutoCloseable {
                     .setCheckpointCreatedMillis(createdMillis)
                     .setRows(rows)
                     .setNote(note)
+                    .setDamaged(damaged && !done)
                     .build();
         }
     }

@@ -79,6 +79,12 @@ public final class Shard implements AutoCloseable {
 
     private final Map<String, ParameterTable> tables = new ConcurrentHashMap<>();
     private final SlotOwnership ownership = new SlotOwnership();
+    /**
+     * Slots given away in a move whose rows this shard keeps (no longer owned, so never served or written) until the
+     * proxy says the move is done, or hands them back; guards itself and the tables' rows of those slots.
+     */
+    private final BitSet keptMoved = new BitSet(Slots.SLOT_COUNT);
+
     private final Map<URI, CheckpointStore> stores = new ConcurrentHashMap<>();
     private final AtomicLong requests = new AtomicLong();
     // Pushes (and SYNC clocks) between their lease check and the end of their offer: a drain waits for them to
@@ -777,7 +783,9 @@ public final class Shard implements AutoCloseable {
                 owned.set(slot);
             }
         }
-        final BitSet before = ownership.view().owned();
+        final SlotOwnership.View was = ownership.view();
+        final BitSet before = was.owned();
+        final BitSet fenced = was.fence().holds() ? was.fence().slots() : new BitSet();
         final BitSet lost;
         if (routing.getSlotGenerationCount() == 0) {
             lost = ownership.route(routing.getEpoch(), owned);
@@ -791,25 +799,107 @@ public final class Shard implements AutoCloseable {
         }
         final BitSet gained = (BitSet) owned.clone();
         gained.andNot(before);
-        for (final ParameterTable table : tables.values()) {
-            if (!gained.isEmpty()) {
-                table.materializeDense(gained::get);
-            }
-            if (!lost.isEmpty()) {
-                table.clearSlots(lost::get);
+        final BitSet dropped = (BitSet) lost.clone();
+        final int keptNow;
+        synchronized (keptMoved) {
+            // Slots a move takes away while fenced: their rows stay here until the proxy says the move is done.
+            final BitSet keep = (BitSet) lost.clone();
+            keep.and(fenced);
+            dropped.andNot(keep);
+            keptMoved.or(keep);
+            // A kept slot given back with no restore order to load it: what it kept is of before, not to be served.
+            final BitSet back = (BitSet) gained.clone();
+            back.and(keptMoved);
+            back.andNot(ownership.view().restoring());
+            keptMoved.andNot(back);
+            dropped.or(back);
+            keptNow = keep.cardinality();
+            for (final ParameterTable table : tables.values()) {
+                if (!dropped.isEmpty()) {
+                    table.clearSlots(dropped::get);
+                }
+                if (!gained.isEmpty()) {
+                    table.materializeDense(gained::get);
+                }
             }
         }
-        if (!lost.isEmpty()) {
+        if (!dropped.isEmpty()) {
             // Their rows are gone from here: no adopted capture vouches for them if they come back.
-            sequences.rowsReplaced(lost);
+            sequences.rowsReplaced(dropped);
         }
         LOG.info(
-                "shard {} at routing epoch {}: owns {} slots (gained {}, lost {})",
+                "shard {} at routing epoch {}: owns {} slots (gained {}, lost {}, of which {} kept until their move is"
+                        + " done)",
                 shardId,
                 routing.getEpoch(),
                 owned.cardinality(),
                 gained.cardinality(),
-                lost.cardinality());
+                lost.cardinality(),
+                keptNow);
+    }
+
+    /**
+     * A heartbeat answer's list of the slots this shard gave away in moves not done yet: drops the rows it kept of
+     * every other slot it gave away (their new owners serve them now).
+     */
+    void keepMovedSlots(final List<Integer> keep) throws InterruptedException {
+        final BitSet released;
+        synchronized (keptMoved) {
+            if (keptMoved.isEmpty()) {
+                return;
+            }
+            released = (BitSet) keptMoved.clone();
+            keep.forEach(slot -> {
+                if (slot >= 0 && slot < Slots.SLOT_COUNT) {
+                    released.clear(slot);
+                }
+            });
+            if (released.isEmpty()) {
+                return;
+            }
+            keptMoved.andNot(released);
+            for (final ParameterTable table : tables.values()) {
+                table.clearSlots(released::get);
+            }
+        }
+        sequences.rowsReplaced(released);
+        LOG.info("shard {}: dropped the rows it kept of {} slots it gave away (moved)", name(), released.cardinality());
+    }
+
+    /** Slots given away in a move whose rows are still kept here (see {@link #keepMovedSlots}). */
+    public int keptMovedSlotCount() {
+        synchronized (keptMoved) {
+            return keptMoved.cardinality();
+        }
+    }
+
+    /**
+     * A move undone: if this shard kept the rows of all of {@code slots} (marked restoring by the caller), serves them
+     * again as they are and returns true; else returns false and keeps nothing of them (the caller restores them).
+     */
+    boolean takeBackKeptRows(final BitSet slots) throws InterruptedException {
+        synchronized (keptMoved) {
+            final BitSet missing = (BitSet) slots.clone();
+            missing.andNot(keptMoved);
+            if (missing.isEmpty()) {
+                keptMoved.andNot(slots);
+                ownership.endRestore(slots);
+                LOG.warn(
+                        "shard {}: serves again the rows it kept of {} slots (their move was undone)",
+                        name(),
+                        slots.cardinality());
+                return true;
+            }
+        }
+        forgetKept(slots);
+        return false;
+    }
+
+    /** Rows kept of {@code slots} are about to be replaced (by a restore): they are no longer kept. */
+    private void forgetKept(final BitSet slots) {
+        synchronized (keptMoved) {
+            keptMoved.andNot(slots);
+        }
     }
 
     // ---- checkpoints
@@ -1242,6 +1332,18 @@ public final class Shard implements AutoCloseable {
         }
     }
 
+    /**
+     * The checkpoint of a move's restore order is damaged, and the order forbids falling back to an older one: the
+     * giving shard kept the rows, and the proxy hands them back to it.
+     */
+    public static final class MoveCheckpointDamagedException extends IOException {
+        private static final long serialVersionUID = 1L;
+
+        MoveCheckpointDamagedException(final String damage) {
+            super(damage);
+        }
+    }
+
     /** What a restore order loaded: the checkpoint (and when it was taken), its rows, and a note (fallback). */
     public record RestoreOutcome(long checkpointId, long createdMillis, long rows, String note) {}
 
@@ -1270,9 +1372,23 @@ public final class Shard implements AutoCloseable {
     public RestoreOutcome restoreOrder(
             final URI root, final long checkpointId, final BitSet slots, final Map<String, Long> createdMillis)
             throws IOException, InterruptedException {
+        return restoreOrder(root, checkpointId, slots, createdMillis, true);
+    }
+
+    /**
+     * As {@link #restoreOrder(URI, long, BitSet, Map)}; with {@code fallBack} false a damaged checkpoint is not replaced
+     * by an older one (the order of a move whose giver kept the rows): {@link MoveCheckpointDamagedException} instead.
+     */
+    public RestoreOutcome restoreOrder(
+            final URI root,
+            final long checkpointId,
+            final BitSet slots,
+            final Map<String, Long> createdMillis,
+            final boolean fallBack)
+            throws IOException, InterruptedException {
         final CheckpointProgressBoard.Restore progress = progressBoard.beginRestore(checkpointId, slots.cardinality());
         try {
-            final RestoreOutcome outcome = restoreOrder(root, checkpointId, slots, createdMillis, progress);
+            final RestoreOutcome outcome = restoreOrder(root, checkpointId, slots, createdMillis, fallBack, progress);
             progress.progress().succeeded();
             return outcome;
         } catch (IOException | InterruptedException | RuntimeException | Error e) {
@@ -1286,9 +1402,11 @@ public final class Shard implements AutoCloseable {
             final long checkpointId,
             final BitSet slots,
             final Map<String, Long> createdMillis,
+            final boolean fallBack,
             final CheckpointProgressBoard.Restore progress)
             throws IOException, InterruptedException {
         markRestoring(slots);
+        forgetKept(slots);
         if (checkpointId == 0) {
             for (final ParameterTable table : tables.values()) {
                 table.clearSlots(slots::get);
@@ -1327,6 +1445,9 @@ public final class Shard implements AutoCloseable {
                 return new RestoreOutcome(
                         checkpointId, ordered.get().manifest().createdMillis(), rows, notes.toString());
             }
+        }
+        if (!fallBack) {
+            throw new MoveCheckpointDamagedException(damage.toString());
         }
         for (final CheckpointInfo older : store.list()) {
             if (older.id() >= checkpointId) {
@@ -1759,6 +1880,27 @@ public final class Shard implements AutoCloseable {
     /** Refuses requests for {@code slots} (retryably) until a restore of them ends. */
     void markRestoring(final BitSet slots) {
         ownership.beginRestore(slots);
+    }
+
+    /**
+     * A restore order of {@code slots} was taken back (the proxy gave them to another shard): drops what it loaded of
+     * those this shard does not own (nor keeps from a move), and ends their restore mark, so that their requests are
+     * refused as another shard's, which sends clients to the routing.
+     */
+    void abandonRestore(final BitSet slots) throws InterruptedException {
+        final BitSet others = (BitSet) slots.clone();
+        synchronized (keptMoved) {
+            others.andNot(ownership.view().owned());
+            others.andNot(keptMoved);
+            if (others.isEmpty()) {
+                return;
+            }
+            for (final ParameterTable table : tables.values()) {
+                table.clearSlots(others::get);
+            }
+        }
+        sequences.rowsReplaced(others);
+        ownership.endRestore(others);
     }
 
     /** Says in every refusal of {@code slots} why their restore has not ended yet (see SlotOwnership). */

@@ -199,4 +199,71 @@ class ShardFencingTest {
                 .doesNotThrowAnyException();
         assertThatCode(() -> shard.pull(TABLE, 1, new long[] {fenced})).doesNotThrowAnyException();
     }
+
+    private long keyInAnotherSlot(final java.util.BitSet taken) {
+        return java.util.stream.LongStream.range(1, 10_000)
+                .filter(key -> !taken.get(table.slotsOf(new long[] {key})[0]))
+                .findFirst()
+                .orElseThrow();
+    }
+
+    private java.util.BitSet slotOf(final long key) {
+        final java.util.BitSet slot = new java.util.BitSet();
+        slot.set(table.slotsOf(new long[] {key})[0]);
+        return slot;
+    }
+
+    /**
+     * A move takes fenced slots away: their rows stay (refused as another shard's) until the proxy's list of moves not
+     * done drops them; a move undone serves them again as they were; a kept slot given back without a take-back order
+     * does not serve what it kept.
+     */
+    @Test
+    void shouldKeepTheRowsAMoveTookAwayUntilReleasedAndServeThemAgainOnlyWhenTakenBack() throws InterruptedException {
+        shard.grantLeaseUntil(System.nanoTime() + TimeUnit.MINUTES.toNanos(10));
+        final java.util.BitSet taken = new java.util.BitSet();
+        final long[] keys = new long[3];
+        for (int i = 0; i < keys.length; i++) {
+            keys[i] = keyInAnotherSlot(taken);
+            taken.or(slotOf(keys[i]));
+        }
+        assertThat(shard.push(TABLE, 1, 0, 0, keys, new float[] {1, 2, 3}).accepted())
+                .isEqualTo(3);
+        shard.awaitQuiescent();
+        final java.util.BitSet kept = slotOf(keys[0]);
+        final java.util.BitSet released = slotOf(keys[1]);
+        final java.util.BitSet both = (java.util.BitSet) kept.clone();
+        both.or(released);
+        shard.fenceSlots(both, 60_000, 1);
+
+        shard.applyRouting(TestRouting.movingSlots("s", "t", both, 2));
+
+        assertThat(shard.keptMovedSlotCount()).isEqualTo(2);
+        assertThat(table.rowCount()).as("the moved rows are kept").isEqualTo(3);
+        wrongOwner(() -> shard.pull(TABLE, 10, new long[] {keys[0]}));
+        shard.keepMovedSlots(java.util.List.of(kept.nextSetBit(0)));
+        assertThat(shard.keptMovedSlotCount()).isEqualTo(1);
+        assertThat(table.rowCount()).as("the row of the move done is dropped").isEqualTo(2);
+
+        // The move of keys[0]'s slot is undone: a take-back order marks it, the routing gives it back.
+        shard.markRestoring(kept);
+        shard.applyRouting(TestRouting.allSlotsTo("s", 3));
+        assertThat(shard.takeBackKeptRows(kept)).isTrue();
+        assertThatCode(() -> shard.pull(TABLE, 10, new long[] {keys[0]})).doesNotThrowAnyException();
+        assertThat(table.pull(new long[] {keys[0]})).as("served as it was").containsExactly(-1f);
+        assertThat(shard.keptMovedSlotCount()).isZero();
+
+        // keys[2]'s slot moves away and comes back with no order to load it: what it kept is not served.
+        final java.util.BitSet third = slotOf(keys[2]);
+        shard.fenceSlots(third, 60_000, 1);
+        shard.applyRouting(TestRouting.movingSlots("s", "t", third, 4));
+        assertThat(shard.keptMovedSlotCount()).isEqualTo(1);
+        shard.applyRouting(TestRouting.allSlotsTo("s", 5));
+        assertThat(shard.keptMovedSlotCount()).isZero();
+        assertThat(table.rowCount()).as("the kept row is dropped").isEqualTo(1);
+        assertThat(table.pull(new long[] {keys[2]})).containsExactly(0f);
+        assertThat(shard.takeBackKeptRows(third))
+                .as("nothing kept to take back")
+                .isFalse();
+    }
 }
