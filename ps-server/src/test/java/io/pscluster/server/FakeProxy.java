@@ -56,6 +56,10 @@ final class FakeProxy extends ProxyServiceGrpc.ProxyServiceImplBase implements A
     final AtomicInteger forgetShard = new AtomicInteger();
     /** Runs inside DrainShard, before it answers. */
     volatile Runnable onDrain = () -> {};
+    /** Heartbeat answers' lift_fences_before_millis (0: lift none). */
+    volatile long liftFencesBeforeMillis;
+    /** Heartbeat answers' keep_moved_slots. */
+    volatile List<Integer> keepMovedSlots = List.of();
 
     private final AtomicInteger nextShard = new AtomicInteger(1);
     private Server server;
@@ -119,6 +123,8 @@ final class FakeProxy extends ProxyServiceGrpc.ProxyServiceImplBase implements A
         }
         final HeartbeatResponse.Builder answer = HeartbeatResponse.newBuilder()
                 .setLeaseMillis(leaseMillis)
+                .setLiftFencesBeforeMillis(liftFencesBeforeMillis)
+                .addAllKeepMovedSlots(keepMovedSlots)
                 .addAllRestoreOrders(ordersFor(request.getShardId()));
         final RoutingTable table = routing.apply(request.getShardId());
         if (table.getEpoch() != request.getRoutingEpoch()) {

@@ -131,6 +131,102 @@ class RestoreOrderTest {
                         && proxy.lastHeartbeat().getRestoresCount() == 0);
     }
 
+    private Optional<RestoreReport> damagedReport(final long orderId) {
+        return proxy.heartbeats.stream()
+                .flatMap(beat -> beat.getRestoresList().stream())
+                .filter(report -> report.getOrderId() == orderId && report.getDamaged())
+                .findFirst();
+    }
+
+    /**
+     * The order of a move whose giver kept the rows does not fall back from a damaged checkpoint: it reports the
+     * damage, its slots refusing requests, until the proxy clears the flag (the giver is gone); then it falls back.
+     */
+    @Test
+    void shouldReportAMovesDamagedCheckpointWithoutFallingBackUntilTheProxyClearsTheFlag() throws Exception {
+        checkpoints.countAndCommit(KEYS, 1);
+        checkpoints.countAndCommit(KEYS, 2);
+        checkpoints.flipAByte(2);
+        proxy.routing = id -> TestRouting.allSlotsTo(id, 3);
+        final RestoreDirective move =
+                order(5, 2).toBuilder().setGiverKeepsRows(true).build();
+        proxy.orders.add(move);
+
+        startShard();
+        await().atMost(GENEROUS).until(() -> damagedReport(5).isPresent());
+
+        assertThat(damagedReport(5).orElseThrow().getNote()).contains("checkpoint 2 damaged");
+        assertThat(report(5, true)).as("no fallback").isEmpty();
+        assertThat(server.shard().restoringSlotCount()).isEqualTo(Slots.SLOT_COUNT);
+
+        proxy.orders.set(0, move.toBuilder().setGiverKeepsRows(false).build());
+
+        await().atMost(GENEROUS).until(() -> report(5, true).isPresent());
+        assertThat(report(5, true).orElseThrow().getCheckpointId()).isEqualTo(1);
+        assertThat(floats(server.shard().pull(CounterCheckpoints.TABLE, 3, KEYS)))
+                .containsOnly(1f);
+    }
+
+    /**
+     * The proxy takes a move's order back (it undid the move: the routing gives the slots to their giver): the shard
+     * stops attempting it and its slots refuse requests as another shard's, not as restoring.
+     */
+    @Test
+    void shouldDropAnOrderWhoseSlotsTheProxyGaveToAnotherShard() throws Exception {
+        checkpoints.countAndCommit(KEYS, 1);
+        checkpoints.flipAByte(1);
+        proxy.routing = id -> TestRouting.allSlotsTo(id, 3);
+        proxy.orders.add(order(5, 1).toBuilder().setGiverKeepsRows(true).build());
+        startShard();
+        await().atMost(GENEROUS).until(() -> damagedReport(5).isPresent());
+
+        final java.util.BitSet all = new java.util.BitSet();
+        all.set(0, Slots.SLOT_COUNT);
+        proxy.routing = id -> TestRouting.movingSlots(id, "giver", all, 4);
+        proxy.orders.clear();
+
+        await().atMost(GENEROUS).until(() -> server.shard().ownedSlotCount() == 0);
+        await().atMost(GENEROUS).until(() -> server.shard().restoringSlotCount() == 0);
+        final int beats = proxy.heartbeats.size();
+        await().atMost(GENEROUS)
+                .until(() -> proxy.heartbeats.size() > beats + 1
+                        && proxy.lastHeartbeat().getRestoresCount() == 0);
+    }
+
+    /**
+     * A heartbeat answer that moves fenced slots away and lifts the fences of an earlier proxy: the routing goes first,
+     * so the shard keeps the moved rows (they were fenced when they went) until the answers stop listing them.
+     */
+    @Test
+    void shouldKeepTheRowsOfFencedSlotsAnAnswerMovesAwayWhileItLiftsTheFences() throws Exception {
+        checkpoints.countAndCommit(KEYS, 1);
+        proxy.tables.add(CounterCheckpoints.SCHEMA);
+        proxy.routing = id -> TestRouting.allSlotsTo(id, 3);
+        proxy.orders.add(order(5, 1));
+        startShard();
+        await().atMost(GENEROUS).until(() -> report(5, true).isPresent());
+        final java.util.BitSet all = new java.util.BitSet();
+        all.set(0, Slots.SLOT_COUNT);
+        server.shard().fenceSlots(all, 600_000, 1);
+
+        // One answer carries all three: heartbeats fail while they are set (and any answer under way is out).
+        proxy.heartbeatFailure = io.grpc.Status.UNAVAILABLE;
+        final int beats = proxy.heartbeats.size();
+        await().atMost(GENEROUS).until(() -> proxy.heartbeats.size() > beats + 1);
+        proxy.keepMovedSlots = IntStream.range(0, Slots.SLOT_COUNT).boxed().toList();
+        proxy.liftFencesBeforeMillis = System.currentTimeMillis();
+        proxy.routing = id -> TestRouting.movingSlots(id, "taker", all, 4);
+        proxy.heartbeatFailure = null;
+
+        await().atMost(GENEROUS).until(() -> server.shard().ownedSlotCount() == 0);
+        assertThat(server.shard().keptMovedSlotCount()).isEqualTo(Slots.SLOT_COUNT);
+        assertThat(server.shard().table(CounterCheckpoints.TABLE).rowCount()).isEqualTo(KEYS.length);
+
+        proxy.keepMovedSlots = List.of();
+        await().atMost(GENEROUS).until(() -> server.shard().keptMovedSlotCount() == 0);
+        assertThat(server.shard().table(CounterCheckpoints.TABLE).rowCount()).isZero();
+    }
+
     /**
      * Commits checkpoint 1 (KEYS counted once) and starts the shard owning nothing, with the routing that moves a lost
      * shard's slots (all of them) to it: the order to restore them comes with it in one answer, when the test adds it.
