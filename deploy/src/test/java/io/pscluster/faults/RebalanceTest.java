@@ -6,6 +6,8 @@ import static org.awaitility.Awaitility.await;
 
 import io.grpc.StatusRuntimeException;
 import io.pscluster.local.AdminCalls;
+import io.pscluster.local.CheckpointFiles;
+import io.pscluster.local.FaultsAllowed;
 import io.pscluster.local.LocalCluster;
 import io.pscluster.proto.v1.ListShardsResponse;
 import io.pscluster.proto.v1.RebalanceResponse;
@@ -17,9 +19,8 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.SplittableRandom;
 import java.util.concurrent.atomic.AtomicReference;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
@@ -29,19 +30,10 @@ import org.junit.jupiter.api.io.TempDir;
  * after its cut cannot be dropped when they learn of the move). A rebalance whose checkpoint fails moves nothing and
  * leaves no slot refusing writes.
  */
+@ExtendWith(FaultsAllowed.class)
 class RebalanceTest {
     @TempDir
     Path dir;
-
-    @BeforeAll
-    static void allowFaults() {
-        System.setProperty(FaultPoints.ENABLE_PROPERTY, "true");
-    }
-
-    @AfterAll
-    static void disallowFaults() {
-        System.clearProperty(FaultPoints.ENABLE_PROPERTY);
-    }
 
     private LocalCluster start(final long stallMs) throws Exception {
         return LocalCluster.builder()
@@ -241,7 +233,7 @@ class RebalanceTest {
                     .until(() -> io.pscluster.cli.PsctlRun.psctl("status", "--proxy", cluster.proxyAddress())
                             .out()
                             .contains("keeps the rows of"));
-            damageDataFiles(dir.resolve("checkpoints"), moved.getCheckpointId());
+            CheckpointFiles.flipABitInEachRowFile(dir.resolve("checkpoints"), moved.getCheckpointId(), "");
             faultOn(cluster, added, FaultPoints.FAIL_RESTORE, false);
 
             await().atMost(Duration.ofSeconds(60)).untilAsserted(() -> {
@@ -285,27 +277,58 @@ class RebalanceTest {
         }
     }
 
-    /** Flips a byte in the middle of every row file of checkpoint {@code id} (a local checkpoint root). */
-    private static void damageDataFiles(final Path root, final long id) throws Exception {
-        final Path checkpoint = root.resolve(String.format("ckpt-%012d", id));
-        final java.util.List<Path> files;
-        try (java.util.stream.Stream<Path> paths = java.nio.file.Files.walk(checkpoint)) {
-            files = paths.filter(java.nio.file.Files::isRegularFile)
-                    .filter(path -> {
-                        final String name = path.getFileName().toString();
-                        return !name.startsWith("_") && !name.startsWith(".");
-                    })
-                    .toList();
-        }
-        assertThat(files).as("row files of checkpoint %d", id).isNotEmpty();
-        for (final Path file : files) {
-            try (java.nio.channels.FileChannel channel = java.nio.channels.FileChannel.open(
-                    file, java.nio.file.StandardOpenOption.READ, java.nio.file.StandardOpenOption.WRITE)) {
-                final java.nio.ByteBuffer one = java.nio.ByteBuffer.allocate(1);
-                final long at = channel.size() / 2;
-                channel.read(one, at);
-                one.put(0, (byte) (one.get(0) ^ 0x5a));
-                channel.write(one.rewind(), at);
+    /**
+     * The added shard is killed before it restored the move (whose checkpoint is damaged too): its slots go back to the
+     * giving shards, which kept their rows, with every acknowledged push and no rollback, not to any shard from the
+     * damaged checkpoint (a hostile review found them restored from the checkpoint before, losing pushes).
+     */
+    @Test
+    void shouldHandTheSlotsBackToTheGiversWhenTheTakerIsKilledBeforeItRestored() throws Exception {
+        try (LocalCluster cluster = start(120_000);
+                CounterLoad load = new CounterLoad(cluster.proxyAddress(), "counter", 10_000)) {
+            final SplittableRandom random = new SplittableRandom(13);
+            for (int i = 0; i < 10; i++) {
+                assertThat(load.pushOnce(random))
+                        .as("%s", load.failureSamples())
+                        .isTrue();
+            }
+            AdminCalls.checkpointNow(cluster.proxyAddress());
+            for (int i = 0; i < 10; i++) {
+                assertThat(load.pushOnce(random))
+                        .as("%s", load.failureSamples())
+                        .isTrue();
+            }
+            final int added = addShard(cluster);
+            faultOn(cluster, added, FaultPoints.FAIL_RESTORE, true);
+            final RebalanceResponse moved = AdminCalls.rebalance(cluster.proxyAddress(), false);
+            await().atMost(Duration.ofSeconds(30))
+                    .until(() -> cluster.shard(0).shard().keptMovedSlotCount() > 0
+                            && cluster.shard(1).shard().keptMovedSlotCount() > 0);
+            CheckpointFiles.flipABitInEachRowFile(dir.resolve("checkpoints"), moved.getCheckpointId(), "");
+
+            cluster.crashShard(added);
+
+            await().atMost(Duration.ofSeconds(60)).untilAsserted(() -> {
+                assertThat(AdminCalls.status(cluster.proxyAddress()).getPendingRestoresCount())
+                        .isZero();
+                for (int i = 0; i < 2; i++) {
+                    assertThat(cluster.shard(i).shard().ownedSlots().cardinality())
+                            .isEqualTo(Slots.SLOT_COUNT / 2);
+                }
+            });
+            assertThat(load.mismatches()).as("every acknowledged push is kept").isEmpty();
+            final ListShardsResponse status = AdminCalls.status(cluster.proxyAddress());
+            assertThat(status.getRollbacksList())
+                    .filteredOn(event -> event.getReason().contains("undone"))
+                    .hasSize(2)
+                    .allMatch(RollbackEvent::getLossless);
+            assertThat(status.getRollbacksTotal())
+                    .as("the lost shard held nothing: %s", status.getRollbacksList())
+                    .isZero();
+            for (int i = 0; i < 10; i++) {
+                assertThat(load.pushOnce(random))
+                        .as("%s", load.failureSamples())
+                        .isTrue();
             }
         }
     }

@@ -13,7 +13,6 @@ import io.pscluster.testing.TestTables;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
 import java.io.File;
-import java.io.RandomAccessFile;
 import java.net.URI;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -249,14 +248,8 @@ class RottenReplicasDamageMarkTest {
      * chunk (which the verification's one-byte probe reads).
      */
     private static void flipByte(final File blockFile, final String where) throws Exception {
-        assertThat(blockFile).exists();
-        try (RandomAccessFile raf = new RandomAccessFile(blockFile, "rw")) {
-            final long at = where.equals("mid-block") ? raf.length() / 2 : 100;
-            assertThat(raf.length()).isGreaterThanOrEqualTo(1024);
-            raf.seek(at);
-            final int b = raf.read();
-            raf.seek(at);
-            raf.write(b ^ 0x01);
-        }
+        assertThat(blockFile.length()).isGreaterThanOrEqualTo(1024);
+        io.pscluster.local.CheckpointFiles.flipBit(
+                blockFile.toPath(), where.equals("mid-block") ? blockFile.length() / 2 : 100);
     }
 }

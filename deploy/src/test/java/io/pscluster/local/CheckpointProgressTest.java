@@ -31,9 +31,8 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Function;
 import java.util.regex.Pattern;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
@@ -43,6 +42,7 @@ import org.junit.jupiter.api.io.TempDir;
  * seconds, three stall timeouts of 2 s, while moving every 20 ms; {@value FaultPoints#HOLD_WRITERS} stops a shard
  * before its cut, so that it never moves.
  */
+@ExtendWith(FaultsAllowed.class)
 class CheckpointProgressTest {
     private static final int ROWS = 80_000;
     private static final int DIM = 8;
@@ -58,16 +58,6 @@ class CheckpointProgressTest {
 
     @TempDir
     Path dir;
-
-    @BeforeAll
-    static void allowFaults() {
-        System.setProperty(FaultPoints.ENABLE_PROPERTY, "true");
-    }
-
-    @AfterAll
-    static void disallowFaults() {
-        System.clearProperty(FaultPoints.ENABLE_PROPERTY);
-    }
 
     private LocalCluster start(final long stallMs) throws Exception {
         return start(stallMs, 64 << 10);

@@ -35,6 +35,7 @@ import org.apache.hadoop.conf.Configuration;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
@@ -48,6 +49,7 @@ import org.junit.jupiter.params.provider.EnumSource;
  * they paused: every push acknowledged before the cut, none after. A later run of the job gets its workers' states
  * back from the latest checkpoint.
  */
+@ExtendWith(FaultsAllowed.class)
 class ConsistentCutTest {
     private static final int KEYS = 256;
     private static final int WORKERS = 2;
@@ -61,7 +63,6 @@ class ConsistentCutTest {
 
     @BeforeAll
     static void startCluster() throws Exception {
-        System.setProperty(FaultPoints.ENABLE_PROPERTY, "true");
         cluster = LocalCluster.builder()
                 .shards(2)
                 .checkpointRoot(root.toUri().toString())
@@ -77,7 +78,6 @@ class ConsistentCutTest {
     @AfterAll
     static void stopCluster() throws InterruptedException {
         cluster.close();
-        System.clearProperty(FaultPoints.ENABLE_PROPERTY);
     }
 
     @ParameterizedTest

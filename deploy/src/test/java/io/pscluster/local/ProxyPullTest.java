@@ -8,6 +8,7 @@ import io.grpc.ManagedChannelBuilder;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.pscluster.cli.PsctlRun;
+import io.pscluster.proto.v1.InjectFaultRequest;
 import io.pscluster.proto.v1.OptimizerKind;
 import io.pscluster.proto.v1.OptimizerSpec;
 import io.pscluster.proto.v1.ProxyDataServiceGrpc;
@@ -15,6 +16,7 @@ import io.pscluster.proto.v1.ProxyPullRequest;
 import io.pscluster.proto.v1.ProxyPullResponse;
 import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
+import io.pscluster.server.FaultPoints;
 import io.pscluster.wire.LittleEndian;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
@@ -24,6 +26,7 @@ import java.util.SplittableRandom;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
@@ -31,6 +34,7 @@ import org.junit.jupiter.api.io.TempDir;
  * no older than the caller accepts, and never rows of a branch a failover left (a crashed shard's slots restored
  * from an older checkpoint), nor defaults while slots are being restored; bad input gets a precise status.
  */
+@ExtendWith(FaultsAllowed.class)
 class ProxyPullTest {
     private static final String TABLE = "emb";
     private static final int DIM = 4;
@@ -177,6 +181,52 @@ class ProxyPullTest {
             assertThat(restored)
                     .as("rows of the crashed shard's slots rolled back")
                     .isBetween(1, keys.length - 1);
+        }
+    }
+
+    /**
+     * An operator's restore that one shard failed leaves the model a mix the shards may still change: the cache keeps
+     * and serves no row until a restore into every shard ends well.
+     */
+    @Test
+    void shouldServeNoCachedRowWhileAnOperatorsRestoreIsUnfinished() throws Exception {
+        try (LocalCluster cluster = start();
+                PsClient client = PsClient.connect(cluster.proxyAddress())) {
+            final PsTable table = createTable(client);
+            final long[] keys = randomKeys(2_000);
+            pushOnes(table, keys);
+            client.flush();
+            final long checkpoint = AdminCalls.checkpointNow(cluster.proxyAddress());
+            pushOnes(table, keys);
+            client.flush();
+            AdminCalls.onShard(
+                    cluster,
+                    1,
+                    admin -> admin.injectFault(InjectFaultRequest.newBuilder()
+                            .setPoint(FaultPoints.FAIL_RESTORE)
+                            .setEnabled(true)
+                            .setTimes(1)
+                            .build()));
+
+            assertThat(catchThrowableOfType(
+                            StatusRuntimeException.class, () -> AdminCalls.restore(cluster.proxyAddress(), checkpoint)))
+                    .as("shard 1 fails the restore")
+                    .isNotNull();
+            assertThat(AdminCalls.status(cluster.proxyAddress()).getUnfinishedRestoreId())
+                    .isEqualTo(checkpoint);
+
+            proxyPull(keys, HOUR_MS);
+            final ProxyPullResponse again = proxyPull(keys, HOUR_MS);
+            assertThat(again.getCachedRows())
+                    .as("no row cached while unfinished")
+                    .isZero();
+            assertThat(values(again)).containsExactly(table.pull(keys));
+
+            AdminCalls.restore(cluster.proxyAddress(), checkpoint);
+            proxyPull(keys, HOUR_MS);
+            assertThat(proxyPull(keys, HOUR_MS).getCachedRows())
+                    .as("cached again once a restore into every shard ended well")
+                    .isEqualTo(keys.length);
         }
     }
 

@@ -34,6 +34,7 @@ import java.util.concurrent.atomic.AtomicReference;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
@@ -43,6 +44,7 @@ import org.junit.jupiter.api.io.TempDir;
  * it; ASYNC acknowledges before applying and flush() waits for the apply; a pull whose clock never comes ends in
  * DEADLINE_EXCEEDED without a thread parked on the shard.
  */
+@ExtendWith(FaultsAllowed.class)
 class UpdateModesTest {
     private static final int WORKERS = 4;
     private static final int KEYS = 64;
@@ -56,7 +58,6 @@ class UpdateModesTest {
 
     @BeforeAll
     static void startCluster() throws Exception {
-        System.setProperty(FaultPoints.ENABLE_PROPERTY, "true");
         cluster = LocalCluster.builder()
                 .shards(2)
                 .checkpointRoot(checkpoints.toUri().toString())
@@ -66,7 +67,6 @@ class UpdateModesTest {
     @AfterAll
     static void stopCluster() throws InterruptedException {
         cluster.close();
-        System.clearProperty(FaultPoints.ENABLE_PROPERTY);
     }
 
     private static TableSchema schema(final String name) {

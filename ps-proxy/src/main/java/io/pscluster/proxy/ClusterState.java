@@ -906,9 +906,13 @@ final class ClusterState {
                     if (acceptingClaims(now)) {
                         applyClaims(assigned, request);
                     }
+                    if (request.getFreshStart() && !retried) {
+                        // Whatever it kept of slots it gave away is gone with its memory.
+                        forgetKeptRowsOf(assigned, "restarted without its rows");
+                    }
                     if (request.getFreshStart() && sticky() && ownsAny(assigned) && !retried) {
                         // A restarted shard keeps its slots but lost its rows: they come back from the checkpoint.
-                        dropOrdersOf(assigned);
+                        dropOrdersOf(assigned, "restarted without its rows");
                         final List<Integer> slots = slotsOf(assigned);
                         planRestore(
                                 assigned,
@@ -1111,29 +1115,45 @@ final class ClusterState {
         if (giver != null && giver.state == ShardState.SUSPECT) {
             return;
         }
-        final int count = order.getSlotsCount();
-        final boolean takerOwnsAll = order.getSlotsList().stream()
-                .allMatch(slot -> order.getShardId().equals(owners[slot]));
-        if (giver == null || !giver.state.takesSlots() || !takerOwnsAll) {
-            final String why = "checkpoint " + order.getCheckpointId() + " is damaged and shard " + giverId
-                    + ", which kept the rows, is "
-                    + (giver == null ? "gone" : takerOwnsAll ? giver.state.wireName() : "no longer their giver")
-                    + ": the restore falls back to an older checkpoint";
-            pendingRestores.put(
-                    order.getOrderId(),
-                    order.toBuilder()
-                            .setGiverKeepsRows(false)
-                            .setReason(order.getReason() + "; " + why)
-                            .build());
-            LOG.warn("restore order {} on shard {}: {} ({})", order.getOrderId(), order.getShardId(), why, damage);
+        if (canHandBack(order)) {
+            handBack(order, "its checkpoint " + order.getCheckpointId() + " is damaged (" + damage + ")");
             return;
         }
+        final String why = "checkpoint " + order.getCheckpointId() + " is damaged and shard " + giverId
+                + ", which kept the rows, is "
+                + (giver == null ? "gone" : giver.state.takesSlots() ? "no longer their giver" : giver.state.wireName())
+                + ": the restore falls back to an older checkpoint";
+        pendingRestores.put(
+                order.getOrderId(),
+                order.toBuilder()
+                        .setGiverKeepsRows(false)
+                        .setReason(order.getReason() + "; " + why)
+                        .build());
+        LOG.warn("restore order {} on shard {}: {} ({})", order.getOrderId(), order.getShardId(), why, damage);
+    }
+
+    /** Whether a move's slots can go back to its giver: it is live (keeps their rows) and the taker still has them. */
+    private boolean canHandBack(final RestoreDirective order) {
+        final ShardRecord giver = shards.get(order.getFromShard());
+        return order.getGiverKeepsRows()
+                && giver != null
+                && giver.state.takesSlots()
+                && order.getSlotsList().stream()
+                        .allMatch(slot -> order.getShardId().equals(owners[slot]));
+    }
+
+    /**
+     * Undoes the move of {@code order} (because of {@code cause}): its slots go back to the giver with an order to serve
+     * the rows it kept, and one lossless event says so.
+     */
+    private void handBack(final RestoreDirective order, final String cause) {
+        final String giverId = order.getFromShard();
         pendingRestores.remove(order.getOrderId());
         restoreReports.remove(order.getOrderId());
         order.getSlotsList().forEach(slot -> assign(slot, giverId));
-        final String why = "move of " + count + " slots from shard " + giverId + " to shard " + order.getShardId()
-                + " undone: its checkpoint " + order.getCheckpointId() + " is damaged (" + damage + "); shard "
-                + giverId + " kept their rows and serves them again";
+        final String why = "move of " + order.getSlotsCount() + " slots from shard " + giverId + " to shard "
+                + order.getShardId() + " undone: " + cause + "; shard " + giverId
+                + " kept their rows and serves them again";
         planRestore(
                 giverId,
                 order.getShardId(),
@@ -1144,11 +1164,36 @@ final class ClusterState {
         appendRollback(
                 order.getShardId(),
                 List.of(giverId),
-                count,
+                order.getSlotsCount(),
                 order.getCheckpointId(),
                 order.getCheckpointId() == dataCheckpointId ? dataCheckpointCreatedMillis : 0,
                 true,
                 why);
+    }
+
+    /**
+     * Shard {@code shardId} will not restore what moves gave it ({@code why}: it is gone, restarted without its rows,
+     * or draining): the moves whose givers are live and keep the rows are undone.
+     */
+    private void undoMovesTo(final String shardId, final String why) {
+        for (final RestoreDirective order : List.copyOf(pendingRestores.values())) {
+            if (order.getShardId().equals(shardId) && canHandBack(order)) {
+                handBack(order, "shard " + shardId + " " + why + " before it restored them");
+            }
+        }
+    }
+
+    /** Shard {@code shardId} no longer keeps the rows it gave away ({@code why}): orders of its moves may fall back. */
+    private void forgetKeptRowsOf(final String shardId, final String why) {
+        for (final Map.Entry<Long, RestoreDirective> entry : pendingRestores.entrySet()) {
+            final RestoreDirective order = entry.getValue();
+            if (order.getGiverKeepsRows() && order.getFromShard().equals(shardId)) {
+                entry.setValue(order.toBuilder()
+                        .setGiverKeepsRows(false)
+                        .setReason(order.getReason() + "; shard " + shardId + ", which kept the rows, " + why)
+                        .build());
+            }
+        }
     }
 
     /** The slots {@code shardId} gave away in moves not done yet, whose rows it keeps (and takes back). */
@@ -1171,7 +1216,7 @@ final class ClusterState {
         final long now = nanoClock.getAsLong();
         change("deregister " + shardId, () -> {
             record.gone(now);
-            dropOrdersOf(shardId);
+            dropOrdersOf(shardId, "deregistered");
             reconcile(now);
             return null;
         });
@@ -1198,7 +1243,7 @@ final class ClusterState {
                             record.state.wireName(),
                             (now - record.lastHeardNanos) / 1_000_000);
                     record.gone(now);
-                    dropOrdersOf(record.id);
+                    dropOrdersOf(record.id, "missed its lease");
                     changed = true;
                 }
             }
@@ -1278,7 +1323,7 @@ final class ClusterState {
         final long now = nanoClock.getAsLong();
         change("forget " + shardId, () -> {
             shards.remove(shardId);
-            dropOrdersOf(shardId);
+            dropOrdersOf(shardId, "was forgotten");
             reconcile(now);
             return null;
         });
@@ -1335,6 +1380,10 @@ final class ClusterState {
             if (checkpointId > 0) {
                 noteCheckpoint(checkpointId, createdMillis);
             }
+            if (sticky()) {
+                // Slots moved here not restored yet go back to their giver, which kept their rows.
+                undoMovesTo(shardId, "is draining");
+            }
             final List<Integer> slots = slotsOf(shardId);
             if (!sticky()) {
                 reconcile(now);
@@ -1352,7 +1401,7 @@ final class ClusterState {
                 }
                 return 0;
             }
-            dropOrdersOf(shardId);
+            dropOrdersOf(shardId, "is draining");
             distribute(
                     shardId,
                     slots,
@@ -1712,7 +1761,14 @@ final class ClusterState {
         }
     }
 
-    private void dropOrdersOf(final String shardId) {
+    /**
+     * Drops the orders of shard {@code shardId}, which will not carry them out ({@code why}: it is gone, restarted
+     * without its rows, or draining), after undoing the moves to it whose givers keep the rows; the moves from it no
+     * longer count on its kept rows.
+     */
+    private void dropOrdersOf(final String shardId, final String why) {
+        undoMovesTo(shardId, why);
+        forgetKeptRowsOf(shardId, why);
         pendingRestores.values().removeIf(order -> {
             if (order.getShardId().equals(shardId)) {
                 restoreReports.remove(order.getOrderId());

@@ -124,7 +124,63 @@ class ClusterStateRebalanceTest extends ClusterStateFixture {
         assertThat(state.status().getRollbacksTotal()).as("nothing rolled back").isZero();
     }
 
-    /** With the giver gone its kept rows are gone too: the order may fall back, which counts as a rollback. */
+    /**
+     * The taker is lost before it restored the move (its lease lapses): the slots go back to the giver, which kept
+     * their rows, losslessly, instead of to any shard from the move's checkpoint.
+     */
+    @Test
+    void shouldHandAMovesSlotsBackToTheGiverWhenTheTakerIsLostBeforeItRestored() {
+        final String a = register("h1:1");
+        final String b = register("h2:1");
+        state.addTable(EMB);
+        final Set<Integer> slotsOfA = slotsOf(a);
+        final Set<Integer> slotsOfB = slotsOf(b);
+        final String c = register("h3:1");
+        state.rebalanced(state.planRebalance(), 9, 90_000);
+
+        advanceMillis(LEASE_MILLIS + MARGIN_MILLIS + 1);
+        heartbeat(a);
+        heartbeat(b);
+        state.expireLeases();
+
+        assertThat(slotsOf(a)).isEqualTo(slotsOfA);
+        assertThat(slotsOf(b)).isEqualTo(slotsOfB);
+        assertThat(heartbeat(a).getRestoreOrdersList())
+                .singleElement()
+                .satisfies(order -> assertThat(order.getTakeBackKeptRows()).isTrue());
+        assertThat(state.status().getRollbacksList())
+                .filteredOn(event -> event.getReason().contains("undone"))
+                .hasSize(2)
+                .allMatch(RollbackEvent::getLossless)
+                .allMatch(event -> event.getReason().contains("shard " + c + " missed its lease before it restored"));
+        assertThat(state.status().getRollbacksTotal()).isZero();
+    }
+
+    /** A giver restarted without its rows keeps none: the taker's order may fall back again. */
+    @Test
+    void shouldNoLongerCountOnTheKeptRowsOfAGiverThatRestarted() {
+        final String a = register("h1:1");
+        register("h2:1");
+        state.addTable(EMB);
+        final String c = register("h3:1");
+        state.rebalanced(state.planRebalance(), 9, 90_000);
+
+        register(a, "h1:1", true);
+
+        assertThat(heartbeat(c).getRestoreOrdersList())
+                .filteredOn(order -> order.getFromShard().equals(a))
+                .singleElement()
+                .satisfies(order -> {
+                    assertThat(order.getGiverKeepsRows()).isFalse();
+                    assertThat(order.getReason()).contains("which kept the rows, restarted without its rows");
+                });
+        assertThat(heartbeat(a).getKeepMovedSlotsList()).isEmpty();
+    }
+
+    /**
+     * With the giver gone its kept rows are gone too: the taker's order may fall back (before it even found the
+     * checkpoint damaged), which counts as a rollback.
+     */
     @Test
     void shouldLetAMovesOrderFallBackWhenItsGiverIsGone() {
         final String a = register("h1:1");
@@ -138,14 +194,12 @@ class ClusterStateRebalanceTest extends ClusterStateFixture {
         heartbeat(c);
         state.expireLeases();
 
-        reportDamaged(c, fromA);
-
         final RestoreDirective cleared = heartbeat(c).getRestoreOrdersList().stream()
                 .filter(order -> order.getOrderId() == fromA.getOrderId())
                 .findFirst()
                 .orElseThrow();
         assertThat(cleared.getGiverKeepsRows()).isFalse();
-        assertThat(cleared.getReason()).contains("shard " + a + ", which kept the rows, is gone", "falls back");
+        assertThat(cleared.getReason()).contains("shard " + a + ", which kept the rows, missed its lease");
         assertThat(slotsOf(c)).containsAll(fromA.getSlotsList());
         final long rollbacksBefore = state.status().getRollbacksTotal();
         state.heartbeat(HeartbeatRequest.newBuilder()

@@ -18,7 +18,8 @@ import java.util.concurrent.atomic.AtomicInteger;
  *
  * <ul>
  *   <li>{@value #DROP_HEARTBEATS}: the proxy link sends no heartbeat while it is on (the lease then lapses).
- *   <li>{@value #FAIL_RESTORE}: a restore attempt fails with a transient {@link java.io.IOException}.
+ *   <li>{@value #FAIL_RESTORE}: a restore attempt fails with a transient {@link java.io.IOException} (a proxy's
+ *       order), or an operator's restore is refused UNAVAILABLE before it changes anything.
  *   <li>{@value #LOSE_PUSH_ANSWER}: a push is accepted (and will be applied) but its answer is replaced by
  *       UNAVAILABLE, as when the connection drops after the shard took it: the client cannot tell and retries.
  *   <li>{@value #HOLD_WRITERS}: every partition writer stops (behind what it has queued) until the point is switched

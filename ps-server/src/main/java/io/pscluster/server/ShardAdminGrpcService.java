@@ -133,6 +133,9 @@ final class ShardAdminGrpcService extends ShardAdminServiceGrpc.ShardAdminServic
                 }
                 slots.set(slot);
             }
+            if (faults.fire(FaultPoints.FAIL_RESTORE)) {
+                throw PsException.unavailable("injected fault " + FaultPoints.FAIL_RESTORE + ": nothing restored");
+            }
             final long rows = shard.restore(root(request.getCheckpointRoot()), request.getCheckpointId(), slots);
             return RestoreCheckpointResponse.newBuilder().setRowsRestored(rows).build();
         });
