@@ -4,6 +4,8 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.awaitility.Awaitility.await;
 
 import io.pscluster.checkpoint.PausePoints;
+import io.pscluster.proto.v1.InjectFaultRequest;
+import io.pscluster.server.FaultPoints;
 import io.pscluster.wire.Slots;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
@@ -15,6 +17,7 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.LongStream;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
@@ -23,6 +26,7 @@ import org.junit.jupiter.api.io.TempDir;
  * of the dropped table under the same name. They must not come back into the new table (which would then hold a mix of
  * two tables): its restored slots start empty.
  */
+@ExtendWith(FaultsAllowed.class)
 class RecreatedTableFailoverTest {
     private static final long[] KEYS =
             LongStream.range(0, 2_000).map(i -> i * 7919 + 11).toArray();
@@ -88,6 +92,58 @@ class RecreatedTableFailoverTest {
             awaitAll(table, 1f);
 
             loseShardZeroAndExpectItsSlotsEmpty(cluster, table);
+        }
+    }
+
+    /**
+     * As above, with the table dropped and created again while the lost shard's slots are being restored (their order
+     * issued, its attempts failing): the order carries the catalog's table times anew, so the restore, once it
+     * succeeds, leaves the new table's restored slots empty (before, it loaded the dropped table's rows into them).
+     */
+    @Test
+    void shouldNotRestoreADroppedTablesRowsIntoATableCreatedAgainWhileTheSlotsAreBeingRestored() throws Exception {
+        try (LocalCluster cluster = LocalCluster.builder()
+                        .shards(2)
+                        .checkpointRoot(dir.resolve("checkpoints").toUri().toString())
+                        .keepCheckpoints(0)
+                        .leaseMs(2_000)
+                        .leaseMarginMs(500)
+                        .heartbeatIntervalMs(200)
+                        .start();
+                PsClient client = PsClient.connect(cluster.proxyAddress())) {
+            PsTable table = client.createTable(CounterTable.schema("counter"));
+            for (int round = 0; round < 4; round++) {
+                push(table);
+            }
+            awaitAll(table, 4f);
+            AdminCalls.checkpointNow(cluster.proxyAddress());
+            AdminCalls.onShard(
+                    cluster,
+                    1,
+                    admin -> admin.injectFault(InjectFaultRequest.newBuilder()
+                            .setPoint(FaultPoints.FAIL_RESTORE)
+                            .setEnabled(true)
+                            .build()));
+            cluster.crashShard(0);
+            await().atMost(Duration.ofSeconds(60))
+                    .until(() -> AdminCalls.status(cluster.proxyAddress()).getPendingRestoresCount() > 0);
+
+            assertThat(client.dropTable("counter")).isTrue();
+            table = client.createTable(CounterTable.schema("counter"));
+            AdminCalls.onShard(
+                    cluster,
+                    1,
+                    admin -> admin.injectFault(InjectFaultRequest.newBuilder()
+                            .setPoint(FaultPoints.FAIL_RESTORE)
+                            .setEnabled(false)
+                            .build()));
+
+            cluster.awaitHealthy(60_000);
+            await().atMost(Duration.ofSeconds(60))
+                    .until(() -> AdminCalls.status(cluster.proxyAddress()).getPendingRestoresCount() == 0);
+            assertThat(table.pull(KEYS))
+                    .as("the new table holds nothing of the dropped one")
+                    .containsOnly(0f);
         }
     }
 

@@ -757,6 +757,7 @@ final class ClusterState {
             unfinishedRestoreId = checkpointId;
             // The tables now hold that checkpoint's rows, whenever they were created.
             tableCreatedMillis.clear();
+            refreshOrderTableTimes();
             readVersion++;
             return null;
         });
@@ -1710,7 +1711,7 @@ final class ClusterState {
             final long checkpointId,
             final String why,
             final RestoreDirective.Builder flags) {
-        final RestoreDirective order = flags.putAllTableCreatedMillis(tableCreatedMillis)
+        final RestoreDirective order = flags.putAllTableCreatedMillis(orderTableTimes())
                 .setOrderId(nextOrderId++)
                 .setShardId(shardId)
                 .setFromShard(from)
@@ -1732,6 +1733,33 @@ final class ClusterState {
                     checkpointId,
                     order.getOrderId());
         }
+    }
+
+    /**
+     * The table times a restore order carries: when each table of the catalog was created, and {@link Long#MAX_VALUE}
+     * for a dropped one (a tombstone), so that a restore never brings back rows of a table dropped or created anew
+     * after its checkpoint was taken.
+     */
+    private Map<String, Long> orderTableTimes() {
+        final Map<String, Long> times = new HashMap<>();
+        tombstones.keySet().forEach(name -> times.put(name, Long.MAX_VALUE));
+        times.putAll(tableCreatedMillis);
+        return times;
+    }
+
+    /**
+     * The catalog changed: every outstanding restore order carries its table times anew (shards take a re-sent order's
+     * times, and an attempt that loaded with older ones is made again).
+     */
+    private void refreshOrderTableTimes() {
+        final Map<String, Long> times = orderTableTimes();
+        pendingRestores.replaceAll(
+                (id, order) -> order.getTableCreatedMillisMap().equals(times)
+                        ? order
+                        : order.toBuilder()
+                                .clearTableCreatedMillis()
+                                .putAllTableCreatedMillis(times)
+                                .build());
     }
 
     private void appendRollback(
@@ -1885,6 +1913,7 @@ final class ClusterState {
             tombstones.remove(schema.getName());
             tables.put(schema.getName(), schema);
             tableCreatedMillis.put(schema.getName(), Math.max(wallClock.getAsLong(), lastCheckpointStartMillis + 1));
+            refreshOrderTableTimes();
             readVersion++;
             return true;
         });
@@ -1905,6 +1934,7 @@ final class ClusterState {
                                 .setEpoch(epoch)
                                 .build());
             }
+            refreshOrderTableTimes();
             return held;
         });
     }

@@ -156,6 +156,36 @@ class ClusterStateRebalanceTest extends ClusterStateFixture {
         assertThat(state.status().getRollbacksTotal()).isZero();
     }
 
+    /**
+     * The catalog changes while orders are outstanding: they carry the table times anew (a dropped table as dropped at
+     * the end of time, one created again at its new time), so that no restore brings the dropped table's rows back.
+     */
+    @Test
+    void shouldSendOutstandingOrdersTheCatalogsTableTimesAnew() {
+        register("h1:1");
+        register("h2:1");
+        state.addTable(EMB);
+        final String c = register("h3:1");
+        state.rebalanced(state.planRebalance(), 9, 90_000);
+        final long created = heartbeat(c).getRestoreOrders(0).getTableCreatedMillisOrThrow(EMB.getName());
+
+        state.removeTable(EMB.getName());
+
+        assertThat(heartbeat(c).getRestoreOrdersList())
+                .hasSize(2)
+                .allSatisfy(order -> assertThat(order.getTableCreatedMillisOrThrow(EMB.getName()))
+                        .isEqualTo(Long.MAX_VALUE));
+
+        wall.addAndGet(5_000);
+        state.addTable(EMB);
+
+        assertThat(heartbeat(c).getRestoreOrdersList())
+                .hasSize(2)
+                .allSatisfy(order -> assertThat(order.getTableCreatedMillisOrThrow(EMB.getName()))
+                        .isGreaterThan(created)
+                        .isLessThan(Long.MAX_VALUE));
+    }
+
     /** A giver restarted without its rows keeps none: the taker's order may fall back again. */
     @Test
     void shouldNoLongerCountOnTheKeptRowsOfAGiverThatRestarted() {

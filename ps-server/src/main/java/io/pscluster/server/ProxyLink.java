@@ -380,8 +380,9 @@ final class ProxyLink implements AutoCloseable {
         for (final RestoreDirective directive : directives) {
             final RestoreOrder known = orders.get(directive.getOrderId());
             if (known != null) {
-                // The proxy clears giver_keeps_rows of an order whose giver is gone: its next attempt may fall back.
-                known.directive = directive;
+                // The proxy clears giver_keeps_rows of an order whose giver is gone (its next attempt may fall back),
+                // and sends new table times when the catalog changes (an attempt with the old ones is made again).
+                known.update(directive);
                 continue;
             }
             final RestoreOrder order = new RestoreOrder(directive);
@@ -407,7 +408,7 @@ final class ProxyLink implements AutoCloseable {
         stillSent.forEach(directive -> sent.add(directive.getOrderId()));
         final BitSet owned = shard.ownedSlots();
         orders.values().removeIf(order -> {
-            if (sent.contains(order.directive.getOrderId())) {
+            if (sent.contains(order.directive().getOrderId())) {
                 return false;
             }
             if (order.isDone()) {
@@ -421,7 +422,7 @@ final class ProxyLink implements AutoCloseable {
             LOG.warn(
                     "shard {} drops restore order {}: the proxy gave its {} slots to another shard",
                     shard.shardId(),
-                    order.directive.getOrderId(),
+                    order.directive().getOrderId(),
                     order.slots.cardinality());
             return true;
         });
@@ -439,7 +440,7 @@ final class ProxyLink implements AutoCloseable {
         if (closing || order.isCancelled()) {
             return;
         }
-        final RestoreDirective directive = order.directive;
+        final RestoreDirective directive = order.directive();
         try {
             if (faults.fire(FaultPoints.FAIL_RESTORE)) {
                 throw new IOException("injected fault " + FaultPoints.FAIL_RESTORE);
@@ -456,7 +457,15 @@ final class ProxyLink implements AutoCloseable {
                     order.slots,
                     directive.getTableCreatedMillisMap(),
                     !directive.getGiverKeepsRows());
-            order.succeeded(outcome);
+            if (!order.succeeded(outcome, directive)) {
+                // A table was dropped or created anew while it loaded: what it loaded may hold the old table's rows.
+                LOG.info(
+                        "shard {}: restore order {} is made again: the catalog's tables changed while it ran",
+                        shard.shardId(),
+                        directive.getOrderId());
+                schedule(order, 0);
+                return;
+            }
             if (order.isCancelled()) {
                 // Taken back while it ran: what it loaded is not this shard's.
                 abandon(order);
@@ -491,7 +500,7 @@ final class ProxyLink implements AutoCloseable {
             abandon(order);
             return;
         }
-        final RestoreDirective directive = order.directive;
+        final RestoreDirective directive = order.directive();
         final long delay = order.failed(failure);
         shard.restoreFailed(
                 order.slots,
@@ -627,8 +636,8 @@ final class ProxyLink implements AutoCloseable {
 
     /** One restore order and what became of it. Its state is guarded by its monitor. */
     private static final class RestoreOrder {
-        /** As last sent by the proxy (it may clear giver_keeps_rows). */
-        volatile RestoreDirective directive;
+        /** As last sent by the proxy (it may clear giver_keeps_rows, or send new table times). */
+        private RestoreDirective directive;
 
         final BitSet slots = new BitSet(Slots.SLOT_COUNT);
         // Only the restore thread touches it.
@@ -648,6 +657,26 @@ final class ProxyLink implements AutoCloseable {
                     slots.set(slot);
                 }
             }
+        }
+
+        synchronized RestoreDirective directive() {
+            return directive;
+        }
+
+        synchronized void update(final RestoreDirective sent) {
+            directive = sent;
+        }
+
+        /**
+         * Records the outcome of an attempt made with {@code used}; false (nothing recorded) when the proxy has sent
+         * other table times since, so that the attempt is to be made again.
+         */
+        synchronized boolean succeeded(final Shard.RestoreOutcome outcome, final RestoreDirective used) {
+            if (!directive.getTableCreatedMillisMap().equals(used.getTableCreatedMillisMap())) {
+                return false;
+            }
+            succeeded(outcome);
+            return true;
         }
 
         synchronized void succeeded(final Shard.RestoreOutcome outcome) {

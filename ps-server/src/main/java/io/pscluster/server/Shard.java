@@ -1572,8 +1572,7 @@ public final class Shard implements AutoCloseable {
             if (createdSince.contains(schema.getName()) && !createdAgain.contains(schema.getName())) {
                 note(
                         notes,
-                        "table '" + schema.getName()
-                                + "' was created again (dropped and created anew) after checkpoint "
+                        "table '" + schema.getName() + "' was dropped (and maybe created anew) after checkpoint "
                                 + checkpoint.id() + " was taken: the checkpoint's rows of that name are of the"
                                 + " dropped table, not restored; the restored slots start empty in it");
                 continue;

@@ -228,6 +228,46 @@ class RestoreOrderTest {
     }
 
     /**
+     * The proxy sends other table times while an attempt loads (the table was dropped meanwhile): the attempt, which
+     * loaded with the old ones, is not reported done but made again, and the dropped table's rows are not kept.
+     */
+    @Test
+    void shouldMakeAnAttemptAgainWhenTheTableTimesChangeWhileItLoads() throws Exception {
+        final long[] keys = LongStream.range(0, 200_000).toArray();
+        checkpoints.countAndCommit(keys, 1);
+        proxy.routing = id -> TestRouting.allSlotsTo(id, 3);
+        startShard();
+        server.shard().slowCheckpoints(TimeUnit.MILLISECONDS.toNanos(300));
+        final RestoreDirective before = order(5, 1).toBuilder()
+                .putTableCreatedMillis(CounterCheckpoints.TABLE, 1)
+                .build();
+        proxy.orders.add(before);
+        // The restore creates the table (until then table() refuses), then loads its rows a batch at a time.
+        await().atMost(GENEROUS)
+                .ignoreException(io.pscluster.wire.PsException.class)
+                .until(() -> server.shard().table(CounterCheckpoints.TABLE).rowCount() > 0);
+        assertThat(report(5, true)).as("still loading").isEmpty();
+
+        proxy.orders.set(
+                0,
+                before.toBuilder()
+                        .putTableCreatedMillis(CounterCheckpoints.TABLE, Long.MAX_VALUE)
+                        .build());
+        // Heartbeats go one after another: once two more came in, the shard has followed an answer sent after the
+        // change.
+        final int beats = proxy.heartbeats.size();
+        await().atMost(GENEROUS).until(() -> proxy.heartbeats.size() > beats + 1);
+        assertThat(report(5, true)).as("the attempt still loads").isEmpty();
+        server.shard().slowCheckpoints(0);
+
+        await().atMost(GENEROUS).until(() -> report(5, true).isPresent());
+        assertThat(report(5, true).orElseThrow().getNote()).contains("table 'counter' was dropped");
+        assertThat(server.shard().table(CounterCheckpoints.TABLE).rowCount())
+                .as("no row of the dropped table")
+                .isZero();
+    }
+
+    /**
      * Commits checkpoint 1 (KEYS counted once) and starts the shard owning nothing, with the routing that moves a lost
      * shard's slots (all of them) to it: the order to restore them comes with it in one answer, when the test adds it.
      */
@@ -376,7 +416,7 @@ class RestoreOrderTest {
         await().atMost(GENEROUS).until(() -> report(7, true).isPresent());
 
         assertThat(report(7, true).orElseThrow().getNote())
-                .contains("table 'counter' was created again", "after checkpoint 1", "start empty");
+                .contains("table 'counter' was dropped (and maybe created anew)", "after checkpoint 1", "start empty");
         assertThat(server.shard().restoringSlotCount()).isZero();
         assertThat(floats(server.shard().pull(CounterCheckpoints.TABLE, 1, KEYS)))
                 .as("nothing of the dropped table")
