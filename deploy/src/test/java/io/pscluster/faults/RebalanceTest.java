@@ -170,17 +170,32 @@ class RebalanceTest {
 
     private static void faultOn(
             final LocalCluster cluster, final int shard, final String point, final boolean enabled) {
-        AdminCalls.onShard(
-                cluster,
-                shard,
-                admin -> admin.injectFault(io.pscluster.proto.v1.InjectFaultRequest.newBuilder()
-                        .setPoint(point)
-                        .setEnabled(enabled)
-                        .build()));
+        AdminCalls.injectFault(cluster, shard, point, enabled, 0);
     }
 
     private static void holdWriters(final LocalCluster cluster, final boolean hold) {
         AdminCalls.injectFault(cluster, FaultPoints.HOLD_WRITERS, hold, 0);
+    }
+
+    /**
+     * Pushes, checkpoints (an older checkpoint to fall back to, which lacks the pushes after it), pushes again, then adds
+     * a shard whose restores fail until the fault is switched off; returns its index.
+     */
+    private static int addShardAndMoveHeldBack(
+            final LocalCluster cluster, final CounterLoad load, final SplittableRandom random) throws Exception {
+        for (int round = 0; round < 2; round++) {
+            for (int i = 0; i < 10; i++) {
+                assertThat(load.pushOnce(random))
+                        .as("%s", load.failureSamples())
+                        .isTrue();
+            }
+            if (round == 0) {
+                AdminCalls.checkpointNow(cluster.proxyAddress());
+            }
+        }
+        final int added = addShard(cluster);
+        faultOn(cluster, added, FaultPoints.FAIL_RESTORE, true);
+        return added;
     }
 
     /** Adds a shard and waits until the proxy's routing names it; returns its index. */
@@ -204,22 +219,8 @@ class RebalanceTest {
         try (LocalCluster cluster = start(120_000);
                 CounterLoad load = new CounterLoad(cluster.proxyAddress(), "counter", 10_000)) {
             final SplittableRandom random = new SplittableRandom(12);
-            for (int i = 0; i < 10; i++) {
-                assertThat(load.pushOnce(random))
-                        .as("%s", load.failureSamples())
-                        .isTrue();
-            }
-            // An older checkpoint to fall back to, which lacks the pushes after it.
-            AdminCalls.checkpointNow(cluster.proxyAddress());
-            for (int i = 0; i < 10; i++) {
-                assertThat(load.pushOnce(random))
-                        .as("%s", load.failureSamples())
-                        .isTrue();
-            }
-            final int added = addShard(cluster);
+            final int added = addShardAndMoveHeldBack(cluster, load, random);
             final String addedId = cluster.shard(added).shardId();
-            faultOn(cluster, added, FaultPoints.FAIL_RESTORE, true);
-
             final RebalanceResponse moved = AdminCalls.rebalance(cluster.proxyAddress(), false);
             assertThat(movedTo(moved, addedId)).isEqualTo(Slots.SLOT_COUNT / 3);
             await().atMost(Duration.ofSeconds(30)).untilAsserted(() -> {
@@ -287,19 +288,7 @@ class RebalanceTest {
         try (LocalCluster cluster = start(120_000);
                 CounterLoad load = new CounterLoad(cluster.proxyAddress(), "counter", 10_000)) {
             final SplittableRandom random = new SplittableRandom(13);
-            for (int i = 0; i < 10; i++) {
-                assertThat(load.pushOnce(random))
-                        .as("%s", load.failureSamples())
-                        .isTrue();
-            }
-            AdminCalls.checkpointNow(cluster.proxyAddress());
-            for (int i = 0; i < 10; i++) {
-                assertThat(load.pushOnce(random))
-                        .as("%s", load.failureSamples())
-                        .isTrue();
-            }
-            final int added = addShard(cluster);
-            faultOn(cluster, added, FaultPoints.FAIL_RESTORE, true);
+            final int added = addShardAndMoveHeldBack(cluster, load, random);
             final RebalanceResponse moved = AdminCalls.rebalance(cluster.proxyAddress(), false);
             await().atMost(Duration.ofSeconds(30))
                     .until(() -> cluster.shard(0).shard().keptMovedSlotCount() > 0

@@ -137,15 +137,21 @@ public final class AdminCalls {
     public static void injectFault(
             final LocalCluster cluster, final String point, final boolean enabled, final int times) {
         for (int i = 0; i < cluster.shardCount(); i++) {
-            onShard(
-                    cluster,
-                    i,
-                    admin -> admin.injectFault(InjectFaultRequest.newBuilder()
-                            .setPoint(point)
-                            .setEnabled(enabled)
-                            .setTimes(times)
-                            .build()));
+            injectFault(cluster, i, point, enabled, times);
         }
+    }
+
+    /** As {@link #injectFault(LocalCluster, String, boolean, int)}, on shard {@code index} alone. */
+    public static void injectFault(
+            final LocalCluster cluster, final int index, final String point, final boolean enabled, final int times) {
+        onShard(
+                cluster,
+                index,
+                admin -> admin.injectFault(InjectFaultRequest.newBuilder()
+                        .setPoint(point)
+                        .setEnabled(enabled)
+                        .setTimes(times)
+                        .build()));
     }
 
     /** One call to the admin service of shard {@code index} of {@code cluster}, with a 10 s deadline. */

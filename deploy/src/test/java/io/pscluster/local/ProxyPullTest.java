@@ -8,7 +8,6 @@ import io.grpc.ManagedChannelBuilder;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.pscluster.cli.PsctlRun;
-import io.pscluster.proto.v1.InjectFaultRequest;
 import io.pscluster.proto.v1.OptimizerKind;
 import io.pscluster.proto.v1.OptimizerSpec;
 import io.pscluster.proto.v1.ProxyDataServiceGrpc;
@@ -199,14 +198,7 @@ class ProxyPullTest {
             final long checkpoint = AdminCalls.checkpointNow(cluster.proxyAddress());
             pushOnes(table, keys);
             client.flush();
-            AdminCalls.onShard(
-                    cluster,
-                    1,
-                    admin -> admin.injectFault(InjectFaultRequest.newBuilder()
-                            .setPoint(FaultPoints.FAIL_RESTORE)
-                            .setEnabled(true)
-                            .setTimes(1)
-                            .build()));
+            AdminCalls.injectFault(cluster, 1, FaultPoints.FAIL_RESTORE, true, 1);
 
             assertThat(catchThrowableOfType(
                             StatusRuntimeException.class, () -> AdminCalls.restore(cluster.proxyAddress(), checkpoint)))

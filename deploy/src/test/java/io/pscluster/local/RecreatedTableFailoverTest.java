@@ -4,7 +4,6 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.awaitility.Awaitility.await;
 
 import io.pscluster.checkpoint.PausePoints;
-import io.pscluster.proto.v1.InjectFaultRequest;
 import io.pscluster.server.FaultPoints;
 import io.pscluster.wire.Slots;
 import io.pscluster.worker.PsClient;
@@ -42,11 +41,7 @@ class RecreatedTableFailoverTest {
                         .keepCheckpoints(0)
                         .start();
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
-            PsTable table = client.createTable(CounterTable.schema("counter"));
-            for (int round = 0; round < 4; round++) {
-                push(table);
-            }
-            awaitAll(table, 4f);
+            PsTable table = countedTo4(client);
             AdminCalls.checkpointNow(cluster.proxyAddress());
 
             assertThat(client.dropTable("counter")).isTrue();
@@ -71,11 +66,7 @@ class RecreatedTableFailoverTest {
                         .keepCheckpoints(0)
                         .start();
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
-            PsTable table = client.createTable(CounterTable.schema("counter"));
-            for (int round = 0; round < 4; round++) {
-                push(table);
-            }
-            awaitAll(table, 4f);
+            PsTable table = countedTo4(client);
             PausePoints.arm(PausePoints.MID_ROW_FILE);
             final CompletableFuture<Long> checkpoint;
             try {
@@ -111,32 +102,16 @@ class RecreatedTableFailoverTest {
                         .heartbeatIntervalMs(200)
                         .start();
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
-            PsTable table = client.createTable(CounterTable.schema("counter"));
-            for (int round = 0; round < 4; round++) {
-                push(table);
-            }
-            awaitAll(table, 4f);
+            PsTable table = countedTo4(client);
             AdminCalls.checkpointNow(cluster.proxyAddress());
-            AdminCalls.onShard(
-                    cluster,
-                    1,
-                    admin -> admin.injectFault(InjectFaultRequest.newBuilder()
-                            .setPoint(FaultPoints.FAIL_RESTORE)
-                            .setEnabled(true)
-                            .build()));
+            AdminCalls.injectFault(cluster, 1, FaultPoints.FAIL_RESTORE, true, 0);
             cluster.crashShard(0);
             await().atMost(Duration.ofSeconds(60))
                     .until(() -> AdminCalls.status(cluster.proxyAddress()).getPendingRestoresCount() > 0);
 
             assertThat(client.dropTable("counter")).isTrue();
             table = client.createTable(CounterTable.schema("counter"));
-            AdminCalls.onShard(
-                    cluster,
-                    1,
-                    admin -> admin.injectFault(InjectFaultRequest.newBuilder()
-                            .setPoint(FaultPoints.FAIL_RESTORE)
-                            .setEnabled(false)
-                            .build()));
+            AdminCalls.injectFault(cluster, 1, FaultPoints.FAIL_RESTORE, false, 0);
 
             cluster.awaitHealthy(60_000);
             await().atMost(Duration.ofSeconds(60))
@@ -170,6 +145,16 @@ class RecreatedTableFailoverTest {
                         .isEqualTo(adopted ? 0f : 1f);
             }
         });
+    }
+
+    /** Creates the table "counter" and counts every key to 4. */
+    private static PsTable countedTo4(final PsClient client) {
+        final PsTable table = client.createTable(CounterTable.schema("counter"));
+        for (int round = 0; round < 4; round++) {
+            push(table);
+        }
+        awaitAll(table, 4f);
+        return table;
     }
 
     /** Adds 1 to every key's value (SGD with lr 1 from zeros, gradient -1). */
