@@ -755,8 +755,9 @@ final class ClusterState {
             dataCheckpointId = checkpointId;
             dataCheckpointCreatedMillis = createdMillis;
             unfinishedRestoreId = checkpointId;
-            // The tables now hold that checkpoint's rows, whenever they were created.
-            tableCreatedMillis.clear();
+            // The tables now hold that checkpoint's rows, whenever they were created. A table created before it keeps
+            // its time: a restore that falls back to a checkpoint older still must not bring back an earlier table's.
+            tableCreatedMillis.values().removeIf(created -> created > createdMillis);
             refreshOrderTableTimes();
             readVersion++;
             return null;

@@ -385,7 +385,7 @@ final class ProxyLink implements AutoCloseable {
                 known.update(directive);
                 continue;
             }
-            final RestoreOrder order = new RestoreOrder(directive);
+            final RestoreOrder order = new RestoreOrder(directive, shard.tableDrops());
             shard.markRestoring(order.slots);
             orders.put(directive.getOrderId(), order);
             LOG.info(
@@ -412,6 +412,11 @@ final class ProxyLink implements AutoCloseable {
                 return false;
             }
             if (order.isDone()) {
+                if (order.heldUntilAcknowledged()) {
+                    // A move's slots, loaded: the proxy has heard it is done (their giver drops its rows), so they
+                    // serve now. Had this shard been lost before, the proxy would have handed them back to the giver.
+                    serveRestored(order);
+                }
                 return true;
             }
             if (order.slots.intersects(owned)) {
@@ -451,21 +456,17 @@ final class ProxyLink implements AutoCloseable {
                 return;
             }
             final URI root = directive.getCheckpointId() == 0 ? null : rootOf(directive);
+            // A move's order (its giver keeps the rows) neither falls back nor serves before its proxy heard it done.
+            final boolean move = directive.getGiverKeepsRows();
             final Shard.RestoreOutcome outcome = shard.restoreOrder(
                     root,
                     directive.getCheckpointId(),
                     order.slots,
                     directive.getTableCreatedMillisMap(),
-                    !directive.getGiverKeepsRows());
-            if (!order.succeeded(outcome, directive)) {
-                // A table was dropped or created anew while it loaded: what it loaded may hold the old table's rows.
-                LOG.info(
-                        "shard {}: restore order {} is made again: the catalog's tables changed while it ran",
-                        shard.shardId(),
-                        directive.getOrderId());
-                schedule(order, 0);
-                return;
-            }
+                    !move,
+                    (loaded, checkpointMillis) -> order.droppedSince(loaded, checkpointMillis, shard.tableDrops()),
+                    !move);
+            order.succeeded(outcome, move);
             if (order.isCancelled()) {
                 // Taken back while it ran: what it loaded is not this shard's.
                 abandon(order);
@@ -484,6 +485,14 @@ final class ProxyLink implements AutoCloseable {
         } catch (Exception | StackOverflowError | OutOfMemoryError e) {
             // An Error must not vanish inside the scheduled task: the slots would stay refused with nobody told.
             retryLater(order, e);
+        }
+    }
+
+    private void serveRestored(final RestoreOrder order) {
+        try {
+            shard.serveRestored(order.slots);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
         }
     }
 
@@ -649,9 +658,14 @@ final class ProxyLink implements AutoCloseable {
         private String note = "";
         private boolean damaged;
         private boolean cancelled;
+        /** Loaded but not serving until the proxy stops sending the order (a move's). */
+        private boolean held;
+        /** How often each table was dropped on the shard when the order came. */
+        private final Map<String, Long> dropsAtAccept;
 
-        RestoreOrder(final RestoreDirective directive) {
+        RestoreOrder(final RestoreDirective directive, final Map<String, Long> tableDrops) {
             this.directive = directive;
+            this.dropsAtAccept = tableDrops;
             for (final int slot : directive.getSlotsList()) {
                 if (slot >= 0 && slot < Slots.SLOT_COUNT) {
                     slots.set(slot);
@@ -667,16 +681,32 @@ final class ProxyLink implements AutoCloseable {
             directive = sent;
         }
 
-        /**
-         * Records the outcome of an attempt made with {@code used}; false (nothing recorded) when the proxy has sent
-         * other table times since, so that the attempt is to be made again.
-         */
-        synchronized boolean succeeded(final Shard.RestoreOutcome outcome, final RestoreDirective used) {
-            if (!directive.getTableCreatedMillisMap().equals(used.getTableCreatedMillisMap())) {
-                return false;
-            }
+        synchronized void succeeded(final Shard.RestoreOutcome outcome, final boolean heldForTheProxy) {
+            held = heldForTheProxy;
             succeeded(outcome);
-            return true;
+        }
+
+        synchronized boolean heldUntilAcknowledged() {
+            return held;
+        }
+
+        /**
+         * Of the tables an attempt {@code loaded} from a checkpoint taken at {@code checkpointMillis}, those dropped
+         * since the order was issued: by the times the proxy sent last (a table dropped, or created anew after the
+         * checkpoint), or dropped here since the order came ({@code dropsNow}; the proxy's times follow a heartbeat
+         * later).
+         */
+        java.util.Set<String> droppedSince(
+                final java.util.Set<String> loaded, final long checkpointMillis, final Map<String, Long> dropsNow) {
+            final Map<String, Long> times = directive().getTableCreatedMillisMap();
+            final java.util.Set<String> dropped = new java.util.HashSet<>();
+            for (final String name : loaded) {
+                if (times.getOrDefault(name, Long.MIN_VALUE) > checkpointMillis
+                        || !java.util.Objects.equals(dropsNow.get(name), dropsAtAccept.get(name))) {
+                    dropped.add(name);
+                }
+            }
+            return dropped;
         }
 
         synchronized void succeeded(final Shard.RestoreOutcome outcome) {

@@ -84,6 +84,8 @@ public final class Shard implements AutoCloseable {
      * proxy says the move is done, or hands them back; guards itself and the tables' rows of those slots.
      */
     private final BitSet keptMoved = new BitSet(Slots.SLOT_COUNT);
+    /** How often each table name was dropped here: a restore order tells a table dropped while it ran (RestoreCheck). */
+    private final Map<String, Long> tableDrops = new ConcurrentHashMap<>();
 
     private final Map<URI, CheckpointStore> stores = new ConcurrentHashMap<>();
     private final AtomicLong requests = new AtomicLong();
@@ -301,6 +303,7 @@ public final class Shard implements AutoCloseable {
     public boolean dropTable(final String name) {
         final boolean dropped = tables.remove(name) != null;
         if (dropped) {
+            tableDrops.merge(name, 1L, Long::sum);
             // After the removal: a push buffering meanwhile finds its table gone under the same monitor (refused), or
             // buffered before and is forgotten here with the rest.
             final long freed = jobs.tableDropped(name);
@@ -1324,7 +1327,8 @@ public final class Shard implements AutoCloseable {
         }
         // From here a failure leaves the slots refusing requests: better unavailable than half restored.
         try {
-            return load(store, checkpoint, slots, progress, restoredTables, new StringBuilder());
+            return load(
+                    store, checkpoint, slots, progress, restoredTables, new StringBuilder(), RestoreCheck.NONE, true);
         } catch (CheckpointCorruptException corrupt) {
             // Damage the verification could not see (a replica rotted on disk matches its stored checksums).
             markDamaged(store, checkpointId, corrupt);
@@ -1342,6 +1346,23 @@ public final class Shard implements AutoCloseable {
         MoveCheckpointDamagedException(final String damage) {
             super(damage);
         }
+    }
+
+    /** How often each table name was dropped here so far (a copy). */
+    Map<String, Long> tableDrops() {
+        return Map.copyOf(tableDrops);
+    }
+
+    /**
+     * Asked at the end of a restore order's load, before its slots serve: which of the tables it loaded (from a
+     * checkpoint taken at {@code checkpointMillis}) were dropped, or dropped and created anew, since the order was
+     * issued. Their rows in the slots are of the dropped table: they are cleared, not served.
+     */
+    @FunctionalInterface
+    public interface RestoreCheck {
+        RestoreCheck NONE = (loaded, checkpointMillis) -> java.util.Set.of();
+
+        java.util.Set<String> droppedSince(java.util.Set<String> loaded, long checkpointMillis);
     }
 
     /** What a restore order loaded: the checkpoint (and when it was taken), its rows, and a note (fallback). */
@@ -1386,9 +1407,27 @@ public final class Shard implements AutoCloseable {
             final Map<String, Long> createdMillis,
             final boolean fallBack)
             throws IOException, InterruptedException {
+        return restoreOrder(root, checkpointId, slots, createdMillis, fallBack, RestoreCheck.NONE, true);
+    }
+
+    /**
+     * As {@link #restoreOrder(URI, long, BitSet, Map, boolean)}, asking {@code check} before the slots serve; with
+     * {@code serve} false they stay refused once loaded (a move's, until its proxy has heard it is done: see
+     * {@link #serveRestored}).
+     */
+    public RestoreOutcome restoreOrder(
+            final URI root,
+            final long checkpointId,
+            final BitSet slots,
+            final Map<String, Long> createdMillis,
+            final boolean fallBack,
+            final RestoreCheck check,
+            final boolean serve)
+            throws IOException, InterruptedException {
         final CheckpointProgressBoard.Restore progress = progressBoard.beginRestore(checkpointId, slots.cardinality());
         try {
-            final RestoreOutcome outcome = restoreOrder(root, checkpointId, slots, createdMillis, fallBack, progress);
+            final RestoreOutcome outcome =
+                    restoreOrder(root, checkpointId, slots, createdMillis, fallBack, check, serve, progress);
             progress.progress().succeeded();
             return outcome;
         } catch (IOException | InterruptedException | RuntimeException | Error e) {
@@ -1403,6 +1442,8 @@ public final class Shard implements AutoCloseable {
             final BitSet slots,
             final Map<String, Long> createdMillis,
             final boolean fallBack,
+            final RestoreCheck check,
+            final boolean serve,
             final CheckpointProgressBoard.Restore progress)
             throws IOException, InterruptedException {
         markRestoring(slots);
@@ -1413,7 +1454,9 @@ public final class Shard implements AutoCloseable {
                 table.materializeDense(slots::get);
             }
             sequences.rowsReplaced(slots);
-            ownership.endRestore(slots);
+            if (serve) {
+                ownership.endRestore(slots);
+            }
             final String note = "no checkpoint exists: " + slots.cardinality() + " slots start empty";
             LOG.warn("shard {}: {}", name(), note);
             return new RestoreOutcome(0, 0, 0, note);
@@ -1440,7 +1483,8 @@ public final class Shard implements AutoCloseable {
                     .append(corrupt.getMessage());
         }
         if (ordered.isPresent()) {
-            final long rows = tryLoad(store, ordered.get(), slots, createdMillis, damage, notes, progress);
+            final long rows =
+                    tryLoad(store, ordered.get(), slots, createdMillis, check, serve, damage, notes, progress);
             if (rows >= 0) {
                 return new RestoreOutcome(
                         checkpointId, ordered.get().manifest().createdMillis(), rows, notes.toString());
@@ -1454,7 +1498,7 @@ public final class Shard implements AutoCloseable {
                 continue;
             }
             notes.setLength(0);
-            final long rows = tryLoad(store, older, slots, createdMillis, damage, notes, progress);
+            final long rows = tryLoad(store, older, slots, createdMillis, check, serve, damage, notes, progress);
             if (rows >= 0) {
                 final String note =
                         damage + "; restored checkpoint " + older.id() + (notes.length() > 0 ? "; " + notes : "");
@@ -1476,6 +1520,8 @@ public final class Shard implements AutoCloseable {
             final CheckpointInfo checkpoint,
             final BitSet slots,
             final Map<String, Long> createdMillis,
+            final RestoreCheck check,
+            final boolean serve,
             final StringBuilder damage,
             final StringBuilder notes,
             final CheckpointProgressBoard.Restore progress)
@@ -1499,7 +1545,9 @@ public final class Shard implements AutoCloseable {
                     slots,
                     progress,
                     createTables(store, checkpoint, notes, false, createdSince),
-                    notes);
+                    notes,
+                    check,
+                    serve);
         } catch (CheckpointCorruptException corrupt) {
             damageFound(damage, checkpoint.id(), corrupt.getMessage());
             markDamaged(store, checkpoint.id(), corrupt);
@@ -1639,7 +1687,9 @@ public final class Shard implements AutoCloseable {
             final BitSet slots,
             final CheckpointProgressBoard.Restore restore,
             final java.util.Set<String> tableNames,
-            final StringBuilder notes)
+            final StringBuilder notes,
+            final RestoreCheck check,
+            final boolean serve)
             throws IOException, InterruptedException {
         final Progress progress = restore.next("loading");
         // Pushes queued before the restore began are applied (then overwritten) before the slots are cleared.
@@ -1682,12 +1732,27 @@ public final class Shard implements AutoCloseable {
                 rows += table(name).countRows(slots::get);
             }
         }
+        for (final String name :
+                check.droppedSince(tableNames, checkpoint.manifest().createdMillis())) {
+            // Dropped (and maybe created anew) while this ran: its rows here are of the dropped table.
+            final ParameterTable dropped = tables.get(name);
+            if (dropped != null) {
+                dropped.clearSlots(slots::get);
+            }
+            note(
+                    notes,
+                    "table '" + name + "' was dropped (and maybe created anew) while checkpoint " + checkpoint.id()
+                            + " was loaded: its rows are of the dropped table, not restored; the restored slots start"
+                            + " empty in it");
+        }
         for (final ParameterTable table : tables.values()) {
             table.materializeDense(slots::get);
         }
         rememberRestoredCut(checkpoint, slots);
         adoptPushWindows(checkpoint, slots, notes);
-        ownership.endRestore(slots);
+        if (serve) {
+            ownership.endRestore(slots);
+        }
         LOG.info(
                 "shard {} restored {} rows of {} slots from checkpoint {}",
                 name(),
@@ -1879,6 +1944,17 @@ public final class Shard implements AutoCloseable {
     /** Refuses requests for {@code slots} (retryably) until a restore of them ends. */
     void markRestoring(final BitSet slots) {
         ownership.beginRestore(slots);
+    }
+
+    /**
+     * A move's restore order, loaded and kept refused until its proxy heard it is done, is done: those of
+     * {@code slots} this shard owns serve now; the others are another shard's (see {@link #abandonRestore}).
+     */
+    void serveRestored(final BitSet slots) throws InterruptedException {
+        final BitSet owned = (BitSet) slots.clone();
+        owned.and(ownership.view().owned());
+        ownership.endRestore(owned);
+        abandonRestore(slots);
     }
 
     /**

@@ -58,6 +58,8 @@ final class FakeProxy extends ProxyServiceGrpc.ProxyServiceImplBase implements A
     volatile Runnable onDrain = () -> {};
     /** Heartbeat answers' lift_fences_before_millis (0: lift none). */
     volatile long liftFencesBeforeMillis;
+    /** Set: orders reported done are sent on (a proxy that has not taken the report yet). */
+    volatile boolean keepDoneOrders;
     /** Heartbeat answers' keep_moved_slots. */
     volatile List<Integer> keepMovedSlots = List.of();
 
@@ -117,7 +119,7 @@ final class FakeProxy extends ProxyServiceGrpc.ProxyServiceImplBase implements A
             return;
         }
         for (final RestoreReport report : request.getRestoresList()) {
-            if (report.getDone()) {
+            if (report.getDone() && !keepDoneOrders) {
                 orders.removeIf(order -> order.getOrderId() == report.getOrderId());
             }
         }
