@@ -166,6 +166,8 @@ final class ProxyLink implements AutoCloseable {
             }
             request.addAllTables(shard.tableStats());
         }
+        // Before the call: a table dropped here after it left may postdate the answer's orders (see acceptOrders).
+        final Map<String, Long> dropsBefore = shard.tableDrops();
         final long sent = System.nanoTime();
         final RegisterShardResponse response = call(() ->
                 proxy.withDeadlineAfter(CALL_DEADLINE_MS, TimeUnit.MILLISECONDS).registerShard(request.build()));
@@ -176,7 +178,7 @@ final class ProxyLink implements AutoCloseable {
             checkpointRoot = ShardAdminGrpcService.root(response.getCheckpointRoot());
         }
         LOG.info("shard {} registered at {}", response.getShardId(), address);
-        follow(response.getTablesList(), response.getRestoreOrdersList(), response.getRouting());
+        follow(response.getTablesList(), response.getRestoreOrdersList(), response.getRouting(), dropsBefore);
         extendLease(sent, response.getLeaseMillis());
         return response;
     }
@@ -259,6 +261,7 @@ final class ProxyLink implements AutoCloseable {
                 .addAllRestores(restoreReports())
                 .setJobsVersion(shard.jobsVersion())
                 .build();
+        final Map<String, Long> dropsBefore = shard.tableDrops();
         final long sent = System.nanoTime();
         final HeartbeatResponse response = call(() ->
                 proxy.withDeadlineAfter(CALL_DEADLINE_MS, TimeUnit.MILLISECONDS).heartbeat(request));
@@ -270,7 +273,8 @@ final class ProxyLink implements AutoCloseable {
         follow(
                 response.getTablesList(),
                 response.getRestoreOrdersList(),
-                response.hasRouting() ? response.getRouting() : null);
+                response.hasRouting() ? response.getRouting() : null,
+                dropsBefore);
         // After the routing: a move the earlier proxy committed takes its slots away first (their fence goes with
         // them), so no write to them is accepted here in between.
         shard.unfenceMadeBefore(response.getLiftFencesBeforeMillis());
@@ -351,10 +355,13 @@ final class ProxyLink implements AutoCloseable {
      * The caller extends the lease only after this returns.
      */
     private void follow(
-            final List<TableSchema> tables, final List<RestoreDirective> restoreOrders, final RoutingTable routing)
+            final List<TableSchema> tables,
+            final List<RestoreDirective> restoreOrders,
+            final RoutingTable routing,
+            final Map<String, Long> dropsBefore)
             throws InterruptedException {
         createTables(tables);
-        acceptOrders(restoreOrders);
+        acceptOrders(restoreOrders, dropsBefore);
         if (routing != null) {
             shard.applyRouting(routing);
         }
@@ -375,8 +382,12 @@ final class ProxyLink implements AutoCloseable {
         }
     }
 
-    /** Marks the slots of every order not seen before restoring at once, then loads them in the background. */
-    private void acceptOrders(final List<RestoreDirective> directives) {
+    /**
+     * Marks the slots of every order not seen before restoring at once, then loads them in the background. A table
+     * dropped here since {@code dropsBefore} (taken before the request whose answer brought the orders) may have been
+     * dropped after the proxy wrote the orders' table times: the load clears its rows (RestoreOrder.droppedSince).
+     */
+    private void acceptOrders(final List<RestoreDirective> directives, final Map<String, Long> dropsBefore) {
         for (final RestoreDirective directive : directives) {
             final RestoreOrder known = orders.get(directive.getOrderId());
             if (known != null) {
@@ -385,7 +396,7 @@ final class ProxyLink implements AutoCloseable {
                 known.update(directive);
                 continue;
             }
-            final RestoreOrder order = new RestoreOrder(directive, shard.tableDrops());
+            final RestoreOrder order = new RestoreOrder(directive, dropsBefore);
             shard.markRestoring(order.slots);
             orders.put(directive.getOrderId(), order);
             LOG.info(
@@ -407,6 +418,8 @@ final class ProxyLink implements AutoCloseable {
         final Set<Long> sent = new HashSet<>();
         stillSent.forEach(directive -> sent.add(directive.getOrderId()));
         final BitSet owned = shard.ownedSlots();
+        final BitSet toServe = new BitSet(Slots.SLOT_COUNT);
+        final BitSet toAbandon = new BitSet(Slots.SLOT_COUNT);
         orders.values().removeIf(order -> {
             if (sent.contains(order.directive().getOrderId())) {
                 return false;
@@ -415,7 +428,7 @@ final class ProxyLink implements AutoCloseable {
                 if (order.heldUntilAcknowledged()) {
                     // A move's slots, loaded: the proxy has heard it is done (their giver drops its rows), so they
                     // serve now. Had this shard been lost before, the proxy would have handed them back to the giver.
-                    serveRestored(order);
+                    toServe.or(order.slots);
                 }
                 return true;
             }
@@ -423,7 +436,7 @@ final class ProxyLink implements AutoCloseable {
                 return false;
             }
             order.cancel();
-            abandon(order);
+            toAbandon.or(order.slots);
             LOG.warn(
                     "shard {} drops restore order {}: the proxy gave its {} slots to another shard",
                     shard.shardId(),
@@ -431,6 +444,17 @@ final class ProxyLink implements AutoCloseable {
                     order.slots.cardinality());
             return true;
         });
+        // Slots another order still loads stay refused until that one is done.
+        for (final RestoreOrder order : orders.values()) {
+            toServe.andNot(order.slots);
+            toAbandon.andNot(order.slots);
+        }
+        if (!toServe.isEmpty()) {
+            serveRestored(toServe);
+        }
+        if (!toAbandon.isEmpty()) {
+            abandon(toAbandon);
+        }
     }
 
     private void schedule(final RestoreOrder order, final long delayMs) {
@@ -488,17 +512,21 @@ final class ProxyLink implements AutoCloseable {
         }
     }
 
-    private void serveRestored(final RestoreOrder order) {
+    private void serveRestored(final BitSet slots) {
         try {
-            shard.serveRestored(order.slots);
+            shard.serveRestored(slots);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
     }
 
     private void abandon(final RestoreOrder order) {
+        abandon(order.slots);
+    }
+
+    private void abandon(final BitSet slots) {
         try {
-            shard.abandonRestore(order.slots);
+            shard.abandonRestore(slots);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }

@@ -58,6 +58,8 @@ final class FakeProxy extends ProxyServiceGrpc.ProxyServiceImplBase implements A
     volatile Runnable onDrain = () -> {};
     /** Heartbeat answers' lift_fences_before_millis (0: lift none). */
     volatile long liftFencesBeforeMillis;
+    /** Runs in Heartbeat before it answers (the shard's request has left, its answer is not written yet). */
+    volatile Runnable onHeartbeat = () -> {};
     /** Set: orders reported done are sent on (a proxy that has not taken the report yet). */
     volatile boolean keepDoneOrders;
     /** Heartbeat answers' keep_moved_slots. */
@@ -107,6 +109,7 @@ final class FakeProxy extends ProxyServiceGrpc.ProxyServiceImplBase implements A
     @Override
     public void heartbeat(final HeartbeatRequest request, final StreamObserver<HeartbeatResponse> response) {
         heartbeats.add(request);
+        onHeartbeat.run();
         final Status failure = heartbeatFailure;
         if (failure != null) {
             response.onError(failure.asRuntimeException());
