@@ -1393,27 +1393,14 @@ public final class Shard implements AutoCloseable {
     public RestoreOutcome restoreOrder(
             final URI root, final long checkpointId, final BitSet slots, final Map<String, Long> createdMillis)
             throws IOException, InterruptedException {
-        return restoreOrder(root, checkpointId, slots, createdMillis, true);
+        return restoreOrder(root, checkpointId, slots, createdMillis, true, RestoreCheck.NONE, true);
     }
 
     /**
-     * As {@link #restoreOrder(URI, long, BitSet, Map)}; with {@code fallBack} false a damaged checkpoint is not replaced
-     * by an older one (the order of a move whose giver kept the rows): {@link MoveCheckpointDamagedException} instead.
-     */
-    public RestoreOutcome restoreOrder(
-            final URI root,
-            final long checkpointId,
-            final BitSet slots,
-            final Map<String, Long> createdMillis,
-            final boolean fallBack)
-            throws IOException, InterruptedException {
-        return restoreOrder(root, checkpointId, slots, createdMillis, fallBack, RestoreCheck.NONE, true);
-    }
-
-    /**
-     * As {@link #restoreOrder(URI, long, BitSet, Map, boolean)}, asking {@code check} before the slots serve; with
-     * {@code serve} false they stay refused once loaded (a move's, until its proxy has heard it is done: see
-     * {@link #serveRestored}).
+     * As {@link #restoreOrder(URI, long, BitSet, Map)}. With {@code fallBack} false a damaged checkpoint is not
+     * replaced by an older one (the order of a move whose giver kept the rows): {@link MoveCheckpointDamagedException}
+     * instead. {@code check} is asked before the slots serve; with {@code serve} false they stay refused once loaded
+     * (a move's, until its proxy has heard it is done: see {@link #serveRestored}).
      */
     public RestoreOutcome restoreOrder(
             final URI root,
