@@ -392,7 +392,7 @@ final class ProxyLink implements AutoCloseable {
             final RestoreOrder known = orders.get(directive.getOrderId());
             if (known != null) {
                 // The proxy clears giver_keeps_rows of an order whose giver is gone (its next attempt may fall back),
-                // and sends new table times when the catalog changes (an attempt with the old ones is made again).
+                // and sends new table times when the catalog changes (the load clears a table they say was dropped).
                 known.update(directive);
                 continue;
             }
@@ -688,7 +688,7 @@ final class ProxyLink implements AutoCloseable {
         private boolean cancelled;
         /** Loaded but not serving until the proxy stops sending the order (a move's). */
         private boolean held;
-        /** How often each table was dropped on the shard when the order came. */
+        /** How often each table was dropped on the shard before the request whose answer brought the order left. */
         private final Map<String, Long> dropsAtAccept;
 
         RestoreOrder(final RestoreDirective directive, final Map<String, Long> tableDrops) {
@@ -721,8 +721,8 @@ final class ProxyLink implements AutoCloseable {
         /**
          * Of the tables an attempt {@code loaded} from a checkpoint taken at {@code checkpointMillis}, those dropped
          * since the order was issued: by the times the proxy sent last (a table dropped, or created anew after the
-         * checkpoint), or dropped here since the order came ({@code dropsNow}; the proxy's times follow a heartbeat
-         * later).
+         * checkpoint), or dropped here since the request that brought the order left ({@code dropsNow}; the proxy's
+         * times follow a heartbeat later).
          */
         java.util.Set<String> droppedSince(
                 final java.util.Set<String> loaded, final long checkpointMillis, final Map<String, Long> dropsNow) {
