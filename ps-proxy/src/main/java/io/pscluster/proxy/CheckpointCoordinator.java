@@ -970,7 +970,10 @@ final class CheckpointCoordinator {
      */
     static final long MOVE_FENCE_MS = TimeUnit.MINUTES.toMillis(10);
 
-    /** How long a shard may take to fence (it waits up to 2 s for SYNC gradients of its moving slots) or lift. */
+    /**
+     * How long a shard may take to fence (it waits up to {@code Shard.FENCE_SYNC_WAIT_MS}, 5 s, for SYNC gradients of
+     * its moving slots) or lift.
+     */
     static final long FENCE_CALL_MS = 10_000;
 
     /** How long a rebalance tries to find the giving shards with no SYNC gradients held for their moving slots. */

@@ -1749,8 +1749,8 @@ final class ClusterState {
     }
 
     /**
-     * The catalog changed: every outstanding restore order carries its table times anew (shards take a re-sent order's
-     * times, and an attempt that loaded with older ones is made again).
+     * The catalog changed: every outstanding restore order carries its table times anew (a shard takes a re-sent
+     * order's times, and clears the rows of a table they say was dropped before its restored slots serve).
      */
     private void refreshOrderTableTimes() {
         final Map<String, Long> times = orderTableTimes();
@@ -2094,7 +2094,6 @@ final class ClusterState {
         return result;
     }
 
-    /** The shards heard from in this life that take new work (table creation and removal). */
     /** The live shards whose last heartbeat reported slots fenced for a move. */
     synchronized List<ShardFanOut.Target> fencedShards() {
         final List<ShardFanOut.Target> fenced = new ArrayList<>();
@@ -2106,6 +2105,7 @@ final class ClusterState {
         return fenced;
     }
 
+    /** The shards heard from in this life that take new work (table creation and removal). */
     synchronized List<ShardFanOut.Target> liveShards() {
         final List<ShardFanOut.Target> live = new ArrayList<>();
         for (final ShardRecord record : takers()) {

@@ -817,11 +817,11 @@ public final class Shard implements AutoCloseable {
             keptMoved.andNot(back);
             dropped.or(back);
             keptNow = keep.cardinality();
-            for (final ParameterTable table : tables.values()) {
-                if (!dropped.isEmpty()) {
-                    table.clearSlots(dropped::get);
-                }
-                if (!gained.isEmpty()) {
+            if (!dropped.isEmpty()) {
+                clearRows(dropped);
+            }
+            if (!gained.isEmpty()) {
+                for (final ParameterTable table : tables.values()) {
                     table.materializeDense(gained::get);
                 }
             }
@@ -861,9 +861,7 @@ public final class Shard implements AutoCloseable {
                 return;
             }
             keptMoved.andNot(released);
-            for (final ParameterTable table : tables.values()) {
-                table.clearSlots(released::get);
-            }
+            clearRows(released);
         }
         sequences.rowsReplaced(released);
         LOG.info("shard {}: dropped the rows it kept of {} slots it gave away (moved)", name(), released.cardinality());
@@ -896,6 +894,13 @@ public final class Shard implements AutoCloseable {
         }
         forgetKept(slots);
         return false;
+    }
+
+    /** Removes every table's rows of {@code slots} (each partition's writer removes them behind its queued pushes). */
+    private void clearRows(final BitSet slots) throws InterruptedException {
+        for (final ParameterTable table : tables.values()) {
+            table.clearSlots(slots::get);
+        }
     }
 
     /** Rows kept of {@code slots} are about to be replaced (by a restore): they are no longer kept. */
@@ -1680,9 +1685,7 @@ public final class Shard implements AutoCloseable {
             throws IOException, InterruptedException {
         final Progress progress = restore.next("loading");
         // Pushes queued before the restore began are applied (then overwritten) before the slots are cleared.
-        for (final ParameterTable table : tables.values()) {
-            table.clearSlots(slots::get);
-        }
+        clearRows(slots);
         long rows = 0;
         final FileSystem fs = store.fileSystem();
         // A delta restores on top of its chain: the base, then each delta's removed keys and rows, oldest first.
@@ -1957,9 +1960,7 @@ public final class Shard implements AutoCloseable {
             if (others.isEmpty()) {
                 return;
             }
-            for (final ParameterTable table : tables.values()) {
-                table.clearSlots(others::get);
-            }
+            clearRows(others);
         }
         sequences.rowsReplaced(others);
         ownership.endRestore(others);

@@ -233,19 +233,10 @@ class RestoreOrderTest {
      */
     @Test
     void shouldClearATableTheProxySaysWasDroppedWhileItLoadedBeforeTheSlotsServe() throws Exception {
-        final long[] keys = LongStream.range(0, 200_000).toArray();
-        checkpoints.countAndCommit(keys, 1);
-        proxy.routing = id -> TestRouting.allSlotsTo(id, 3);
-        startShard();
-        server.shard().slowCheckpoints(TimeUnit.MILLISECONDS.toNanos(300));
         final RestoreDirective before = order(5, 1).toBuilder()
                 .putTableCreatedMillis(CounterCheckpoints.TABLE, 1)
                 .build();
-        proxy.orders.add(before);
-        // The restore creates the table (until then table() refuses), then loads its rows a batch at a time.
-        await().atMost(GENEROUS)
-                .ignoreException(io.pscluster.wire.PsException.class)
-                .until(() -> server.shard().table(CounterCheckpoints.TABLE).rowCount() > 0);
+        startSlowLoad(before);
         assertThat(report(5, true)).as("still loading").isEmpty();
 
         proxy.orders.set(
@@ -260,6 +251,27 @@ class RestoreOrderTest {
         assertThat(report(5, true)).as("the attempt still loads").isEmpty();
         server.shard().slowCheckpoints(0);
 
+        awaitDoneWithNoRowOfTheDroppedTable();
+    }
+
+    /**
+     * Commits 200,000 counted keys as checkpoint 1, starts the shard and gives it {@code order} for all slots, loaded
+     * slowly (300 ms per batch); returns once the load has put rows in the table, well before it ends.
+     */
+    private void startSlowLoad(final RestoreDirective order) throws Exception {
+        checkpoints.countAndCommit(LongStream.range(0, 200_000).toArray(), 1);
+        proxy.routing = id -> TestRouting.allSlotsTo(id, 3);
+        startShard();
+        server.shard().slowCheckpoints(TimeUnit.MILLISECONDS.toNanos(300));
+        proxy.orders.add(order);
+        // The restore creates the table (until then table() refuses), then loads its rows a batch at a time.
+        await().atMost(GENEROUS)
+                .ignoreException(io.pscluster.wire.PsException.class)
+                .until(() -> server.shard().table(CounterCheckpoints.TABLE).rowCount() > 0);
+    }
+
+    /** Order 5 is reported done, saying the table was dropped, and the table holds none of its rows here. */
+    private void awaitDoneWithNoRowOfTheDroppedTable() {
         await().atMost(GENEROUS).until(() -> report(5, true).isPresent());
         assertThat(report(5, true).orElseThrow().getNote()).contains("table 'counter' was dropped");
         assertThat(server.shard().table(CounterCheckpoints.TABLE).rowCount())
@@ -274,26 +286,14 @@ class RestoreOrderTest {
      */
     @Test
     void shouldClearATableDroppedAndCreatedAgainHereWhileItLoaded() throws Exception {
-        final long[] keys = LongStream.range(0, 200_000).toArray();
-        checkpoints.countAndCommit(keys, 1);
-        proxy.routing = id -> TestRouting.allSlotsTo(id, 3);
-        startShard();
-        server.shard().slowCheckpoints(TimeUnit.MILLISECONDS.toNanos(300));
-        proxy.orders.add(order(5, 1));
-        await().atMost(GENEROUS)
-                .ignoreException(io.pscluster.wire.PsException.class)
-                .until(() -> server.shard().table(CounterCheckpoints.TABLE).rowCount() > 0);
+        startSlowLoad(order(5, 1));
 
         assertThat(server.shard().dropTable(CounterCheckpoints.TABLE)).isTrue();
         server.shard().createTable(CounterCheckpoints.SCHEMA);
         assertThat(report(5, true)).as("the attempt still loads").isEmpty();
         server.shard().slowCheckpoints(0);
 
-        await().atMost(GENEROUS).until(() -> report(5, true).isPresent());
-        assertThat(report(5, true).orElseThrow().getNote()).contains("table 'counter' was dropped");
-        assertThat(server.shard().table(CounterCheckpoints.TABLE).rowCount())
-                .as("no row of the dropped table")
-                .isZero();
+        awaitDoneWithNoRowOfTheDroppedTable();
     }
 
     /**
@@ -325,12 +325,7 @@ class RestoreOrderTest {
             }
         };
 
-        await().atMost(GENEROUS).until(() -> report(5, true).isPresent());
-
-        assertThat(report(5, true).orElseThrow().getNote()).contains("table 'counter' was dropped");
-        assertThat(server.shard().table(CounterCheckpoints.TABLE).rowCount())
-                .as("no row of the dropped table")
-                .isZero();
+        awaitDoneWithNoRowOfTheDroppedTable();
     }
 
     /**
