@@ -103,8 +103,8 @@ final class StatusCommand implements Callable<Integer> {
                 }
                 if (shard.getLoad().getKeptMovedSlots() > 0) {
                     out.printf(
-                            "shard %s: keeps the rows of %d slots it gave away in a rebalance until their new owner"
-                                    + " has restored them (a damaged move checkpoint hands them back)%n",
+                            "shard %s: keeps the rows of %d slots it gave away (a rebalance or its drain) until their new"
+                                    + " owner has restored them (a damaged move checkpoint hands them back)%n",
                             shard.getShard().getShardId(), shard.getLoad().getKeptMovedSlots());
                 }
             }

@@ -927,13 +927,15 @@ final class CheckpointCoordinator {
         }
     }
 
-    /** The outcome of a drain: the checkpoint holding the shard's rows and how many slots moved. */
-    record Drained(long checkpointId, int slotsHandedOver) {}
+    /** The outcome of a drain: the checkpoint holding the shard's rows, how many slots moved, the routing epoch after. */
+    record Drained(long checkpointId, int slotsHandedOver, long epoch) {}
 
     /**
      * Drains a shard that already refuses writes and has applied everything: checkpoints every owner (the draining
-     * one included), then hands its slots on with restore orders from that checkpoint. A failure before the hand-over
-     * leaves the shard serving its slots.
+     * one included), then hands its slots on with restore orders from that checkpoint; the shard keeps their rows
+     * until they are restored, and gets them back should the checkpoint be damaged (then it drains again). A failure
+     * before the hand-over leaves the shard draining, owning its slots (it asks again until its drain timeout, then
+     * stops and its slots fail over).
      */
     synchronized Drained drain(final String shardId, final String unapplied) throws IOException, InterruptedException {
         // Its checkpoint would be of a model that may be a mix: the shard's slots fail over from the restored one.
@@ -952,16 +954,16 @@ final class CheckpointCoordinator {
             }
         } catch (IOException | InterruptedException | RuntimeException e) {
             // The shard hears why; the proxy's log says so too (a drain's checkpoint failing left no trace here).
+            // It stays draining (a draining shard never serves again): it asks again until its own drain timeout.
             LOG.warn(
-                    "drain of shard {} aborted, its checkpoint failed: {}",
+                    "drain of shard {} not done, its checkpoint failed: {}",
                     shardId,
                     e.getMessage() == null ? e.toString() : e.getMessage());
-            state.drainAborted(shardId);
             throw e;
         }
         final int handed = state.handOver(shardId, holdsRows ? checkpointId : 0, createdMillis, unapplied);
         LOG.info("shard {} drained: {} slots handed over with checkpoint {}", shardId, handed, checkpointId);
-        return new Drained(checkpointId, handed);
+        return new Drained(checkpointId, handed, state.epoch());
     }
 
     /**

@@ -202,12 +202,6 @@ final class ClusterState {
             state = ShardState.DRAINING;
         }
 
-        void drainAborted() {
-            if (state == ShardState.DRAINING) {
-                state = ShardState.LIVE;
-            }
-        }
-
         void gone(final long now) {
             state = ShardState.GONE;
             goneSinceNanos = now;
@@ -1107,7 +1101,7 @@ final class ClusterState {
     /**
      * The checkpoint of a move's restore order is damaged (the taker says how, {@code damage}) and the giver kept the
      * slots' rows: hands them back to the giver, which serves them again as they were when the move's fence went up
-     * (one lossless event; nothing is rolled back). With the giver gone or draining, or a slot moved on since, the
+     * (one lossless event; nothing is rolled back). With the giver gone or restarted, or a slot moved on since, the
      * order may fall back to an older checkpoint like any other (a rollback, reported when it is done); while the giver
      * is suspect (this proxy restarted and has not heard from it yet) nothing is decided.
      */
@@ -1134,12 +1128,15 @@ final class ClusterState {
         LOG.warn("restore order {} on shard {}: {} ({})", order.getOrderId(), order.getShardId(), why, damage);
     }
 
-    /** Whether a move's slots can go back to its giver: it is live (keeps their rows) and the taker still has them. */
+    /**
+     * Whether a move's slots can go back to its giver: it is live or draining (a draining shard keeps the rows it handed
+     * over until they are restored, and hands slots given back over again) and the taker still has them.
+     */
     private boolean canHandBack(final RestoreDirective order) {
         final ShardRecord giver = shards.get(order.getFromShard());
         return order.getGiverKeepsRows()
                 && giver != null
-                && giver.state.takesSlots()
+                && (giver.state.takesSlots() || giver.state == ShardState.DRAINING)
                 && order.getSlotsList().stream()
                         .allMatch(slot -> order.getShardId().equals(owners[slot]));
     }
@@ -1175,7 +1172,7 @@ final class ClusterState {
 
     /**
      * Shard {@code shardId} will not restore what moves gave it ({@code why}: it is gone, restarted without its rows,
-     * or draining): the moves whose givers are live and keep the rows are undone.
+     * or draining): the moves whose givers are live or draining and keep the rows are undone.
      */
     private void undoMovesTo(final String shardId, final String why) {
         for (final RestoreDirective order : List.copyOf(pendingRestores.values())) {
@@ -1355,14 +1352,6 @@ final class ClusterState {
         return sticky() && ownsAny(shardId);
     }
 
-    /** The drain failed before the hand-over: the shard serves on. */
-    synchronized void drainAborted(final String shardId) {
-        final ShardRecord record = shards.get(shardId);
-        if (record != null) {
-            record.drainAborted();
-        }
-    }
-
     /**
      * Hands a draining shard's slots on (idle shard, else split over the live ones) with restore orders from
      * {@code checkpointId}, which holds all its rows, and a lossless event. With no shard to take them they stay
@@ -1403,13 +1392,15 @@ final class ClusterState {
                 }
                 return 0;
             }
-            dropOrdersOf(shardId, "is draining");
+            // It keeps the rows of the moves it gave before, and of these, until they are restored.
+            removeOrdersTo(shardId);
             distribute(
                     shardId,
                     slots,
                     takers,
                     checkpointId,
                     createdMillis,
+                    RestoreDirective.newBuilder().setGiverKeepsRows(true),
                     unapplied.isEmpty(),
                     unapplied.isEmpty()
                             ? "shard " + shardId + " drained"
@@ -1604,6 +1595,7 @@ final class ClusterState {
                     takers,
                     dataCheckpointId,
                     dataCheckpointCreatedMillis,
+                    RestoreDirective.newBuilder(),
                     false,
                     from.isEmpty() ? "slots without an owner" : "shard " + from + " is gone");
         }
@@ -1619,6 +1611,7 @@ final class ClusterState {
             final List<ShardRecord> takers,
             final long checkpointId,
             final long createdMillis,
+            final RestoreDirective.Builder flags,
             final boolean lossless,
             final String why) {
         final Map<String, Integer> counts = new HashMap<>();
@@ -1657,7 +1650,13 @@ final class ClusterState {
             final String heir = heirs.get(i);
             final List<Integer> part = List.copyOf(parts.get(i));
             part.forEach(slot -> assign(slot, heir));
-            planRestore(heir, from, part, checkpointId, why + "; shard " + heir + " adopts " + part.size() + " slots");
+            planRestore(
+                    heir,
+                    from,
+                    part,
+                    checkpointId,
+                    why + "; shard " + heir + " adopts " + part.size() + " slots",
+                    flags.clone());
         }
         appendRollback(from, heirs, slots.size(), checkpointId, createdMillis, lossless, why);
     }
@@ -1792,12 +1791,17 @@ final class ClusterState {
 
     /**
      * Drops the orders of shard {@code shardId}, which will not carry them out ({@code why}: it is gone, restarted
-     * without its rows, or draining), after undoing the moves to it whose givers keep the rows; the moves from it no
+     * without its rows, or forgotten), after undoing the moves to it whose givers keep the rows; the moves from it no
      * longer count on its kept rows.
      */
     private void dropOrdersOf(final String shardId, final String why) {
         undoMovesTo(shardId, why);
         forgetKeptRowsOf(shardId, why);
+        removeOrdersTo(shardId);
+    }
+
+    /** Removes the orders shard {@code shardId} was to carry out. */
+    private void removeOrdersTo(final String shardId) {
         pendingRestores.values().removeIf(order -> {
             if (order.getShardId().equals(shardId)) {
                 restoreReports.remove(order.getOrderId());

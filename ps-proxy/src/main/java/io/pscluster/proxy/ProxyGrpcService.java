@@ -168,6 +168,7 @@ final class ProxyGrpcService extends ProxyServiceGrpc.ProxyServiceImplBase {
             return DrainShardResponse.newBuilder()
                     .setCheckpointId(drained.checkpointId())
                     .setSlotsHandedOver(drained.slotsHandedOver())
+                    .setRoutingEpoch(drained.epoch())
                     .build();
         });
     }

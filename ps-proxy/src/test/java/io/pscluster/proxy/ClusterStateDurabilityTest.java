@@ -5,6 +5,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.grpc.Status;
 import io.pscluster.proto.v1.HeartbeatRequest;
+import io.pscluster.proto.v1.HeartbeatResponse;
 import io.pscluster.proto.v1.ProxyStateRecord;
 import io.pscluster.proto.v1.RegisterShardRequest;
 import io.pscluster.proto.v1.RestoreDirective;
@@ -499,6 +500,53 @@ class ClusterStateDurabilityTest extends ClusterStateFixture {
                 .as("lossless hand-overs are not rollbacks")
                 .isZero();
         assertThat(state.latestCheckpointId()).isEqualTo(11);
+    }
+
+    /**
+     * A drain's orders count on the draining shard keeping the rows it handed over: a taker that finds the drain's
+     * checkpoint damaged gets nothing from an older one; the slots go back to the draining shard (an order to serve
+     * what it kept, a lossless event), and its next hand-over is from a new checkpoint. Only once the draining shard is
+     * gone does an order fall back.
+     */
+    @Test
+    void shouldGiveADrainsSlotsBackToTheDrainingShardWhenTheirCheckpointIsDamaged() {
+        final String a = register("h1:1");
+        final String b = register("h2:1");
+        state.addTable(EMB);
+        final String c = register("h3:1");
+        final var slotsOfA = slotsOf(a);
+        state.beginDrain(a);
+        state.handOver(a, 11, 110_000, "");
+        final RestoreDirective toC = heartbeat(c).getRestoreOrders(0);
+        assertThat(toC.getGiverKeepsRows()).isTrue();
+        assertThat(heartbeat(a).getKeepMovedSlotsList()).containsExactlyInAnyOrderElementsOf(slotsOfA);
+
+        reportDamaged(c, toC);
+
+        assertThat(slotsOf(a)).as("given back to the draining shard").isEqualTo(slotsOfA);
+        assertThat(state.shardState(a)).isEqualTo(ClusterState.ShardState.DRAINING);
+        final HeartbeatResponse toA = heartbeat(a);
+        assertThat(toA.getRestoreOrdersList()).singleElement().satisfies(order -> {
+            assertThat(order.getTakeBackKeptRows()).isTrue();
+            assertThat(order.getSlotsList()).containsExactlyInAnyOrderElementsOf(slotsOfA);
+        });
+        reportDone(a, toA.getRestoreOrders(0));
+        assertThat(heartbeat(a).getKeepMovedSlotsList()).isEmpty();
+
+        assertThat(state.beginDrain(a)).as("it owns rows again").isTrue();
+        assertThat(state.handOver(a, 12, 120_000, "")).isEqualTo(2048);
+        final RestoreDirective again = heartbeat(c).getRestoreOrders(0);
+        assertThat(again.getCheckpointId()).isEqualTo(12);
+        assertThat(again.getGiverKeepsRows()).isTrue();
+        assertThat(state.status().getRollbacksTotal()).as("nothing rolled back").isZero();
+
+        state.deregister(a);
+
+        assertThat(heartbeat(c).getRestoreOrders(0).getGiverKeepsRows())
+                .as("a gone shard keeps nothing")
+                .isFalse();
+        assertThat(slotsOf(c)).isEqualTo(slotsOfA);
+        assertThat(slotsOf(b)).hasSize(2048);
     }
 
     /**

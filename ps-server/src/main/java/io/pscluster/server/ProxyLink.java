@@ -87,6 +87,8 @@ final class ProxyLink implements AutoCloseable {
     private volatile boolean warnedNoLease;
     private volatile long lastRequests;
     private volatile long lastBeatNanos = System.nanoTime();
+    // The end of the lease the proxy's last answer granted (also while draining, when the shard takes none).
+    private volatile long leaseFromProxyNanos = System.nanoTime();
     private volatile URI checkpointRoot;
 
     ProxyLink(
@@ -346,7 +348,16 @@ final class ProxyLink implements AutoCloseable {
             }
             return;
         }
-        shard.grantLeaseUntil(sent + TimeUnit.MILLISECONDS.toNanos(leaseMillis));
+        leaseFromProxyNanos = sent + TimeUnit.MILLISECONDS.toNanos(leaseMillis);
+        shard.grantLeaseUntil(leaseFromProxyNanos);
+    }
+
+    /**
+     * Whether the proxy's last heartbeat answer is within its lease: past it, the proxy counts this shard gone (or
+     * soon will), and no longer counts on what it keeps.
+     */
+    boolean heardWithinLease() {
+        return System.nanoTime() - leaseFromProxyNanos < 0;
     }
 
     /**
@@ -566,6 +577,17 @@ final class ProxyLink implements AutoCloseable {
         return root;
     }
 
+    /** Sends a heartbeat now and waits for its answer to be followed (a failure is logged, as any heartbeat's). */
+    void heartbeatNow() throws InterruptedException {
+        try {
+            heartbeats.submit(this::heartbeatQuietly).get(CALL_DEADLINE_MS, TimeUnit.MILLISECONDS);
+        } catch (java.util.concurrent.ExecutionException
+                | java.util.concurrent.TimeoutException
+                | java.util.concurrent.RejectedExecutionException e) {
+            // Not answered: the next scheduled heartbeat tries again.
+        }
+    }
+
     /** A report on every order the link knows, for the next heartbeat. */
     List<RestoreReport> restoreReports() {
         final List<RestoreReport> reports = new ArrayList<>(orders.size());
@@ -584,10 +606,6 @@ final class ProxyLink implements AutoCloseable {
     }
 
     /**
-     * Asks the proxy to hand this shard's slots over (it checkpoints them, then gives them to other shards). The
-     * shard must already refuse requests and have applied every accepted push.
-     */
-    /**
      * Asks the proxy to take this shard's slots over, for up to {@code timeoutMs}. The proxy refuses
      * (FAILED_PRECONDITION) while any restore in the cluster is outstanding, this shard's own included (one that
      * finished but is not yet reported): so a heartbeat is sent first, and the request repeated with a backoff until
@@ -597,11 +615,8 @@ final class ProxyLink implements AutoCloseable {
         final long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMs);
         long backoffMs = 100;
         while (true) {
-            try {
-                heartbeats.submit(this::heartbeatQuietly).get(CALL_DEADLINE_MS, TimeUnit.MILLISECONDS);
-            } catch (java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException e) {
-                // The drain call below says whether the proxy can be reached.
-            }
+            // The drain call below says whether the proxy can be reached.
+            heartbeatNow();
             final long leftMs = TimeUnit.NANOSECONDS.toMillis(deadline - System.nanoTime());
             try {
                 return proxy.withDeadlineAfter(Math.max(1, leftMs), TimeUnit.MILLISECONDS)

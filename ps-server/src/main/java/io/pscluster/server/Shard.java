@@ -805,9 +805,13 @@ public final class Shard implements AutoCloseable {
         final BitSet dropped = (BitSet) lost.clone();
         final int keptNow;
         synchronized (keptMoved) {
-            // Slots a move takes away while fenced: their rows stay here until the proxy says the move is done.
+            // Slots a move takes away while fenced, and every slot a draining shard hands over: their rows stay here
+            // until the proxy says their new owner has restored them (an order the proxy gave without that promise is
+            // released by the next heartbeat answer).
             final BitSet keep = (BitSet) lost.clone();
-            keep.and(fenced);
+            if (!draining) {
+                keep.and(fenced);
+            }
             dropped.andNot(keep);
             keptMoved.or(keep);
             // A kept slot given back with no restore order to load it: what it kept is of before, not to be served.
@@ -865,6 +869,35 @@ public final class Shard implements AutoCloseable {
         }
         sequences.rowsReplaced(released);
         LOG.info("shard {}: dropped the rows it kept of {} slots it gave away (moved)", name(), released.cardinality());
+    }
+
+    /**
+     * Where a draining shard's hand-over at routing epoch {@code epoch} stands: {@code ROUTING} until this shard
+     * follows that epoch, then {@code OWNS} while it owns slots it does not restore (the proxy gave them back with the
+     * rows kept here: they must be handed over again), {@code KEEPS} while it keeps rows of slots given away (see
+     * {@link #keepMovedSlots}), {@code DONE} when neither.
+     */
+    HandOver handOverState(final long epoch) {
+        synchronized (keptMoved) {
+            final SlotOwnership.View view = ownership.view();
+            if (view.epoch() < epoch) {
+                return HandOver.ROUTING;
+            }
+            final BitSet serving = (BitSet) view.owned().clone();
+            serving.andNot(view.restoring());
+            if (!serving.isEmpty()) {
+                return HandOver.OWNS;
+            }
+            return keptMoved.isEmpty() && view.restoring().isEmpty() ? HandOver.DONE : HandOver.KEEPS;
+        }
+    }
+
+    /** See {@link #handOverState}. */
+    enum HandOver {
+        ROUTING,
+        OWNS,
+        KEEPS,
+        DONE
     }
 
     /** Slots given away in a move whose rows are still kept here (see {@link #keepMovedSlots}). */

@@ -33,6 +33,9 @@ import org.slf4j.LoggerFactory;
 public final class ShardServer implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(ShardServer.class);
 
+    /** How often a drained shard looks whether the new owners of its slots have restored them. */
+    private static final long HAND_OVER_POLL_MS = 50;
+
     private final Context context;
     private final Shard shard;
     // Held here: the registry holds what its metrics read through only weakly.
@@ -180,28 +183,98 @@ public final class ShardServer implements AutoCloseable {
         }
     }
 
+    /**
+     * Hands this shard's slots over through a checkpoint, then keeps their rows (refusing their requests) until their
+     * new owners have restored them: should the drain's checkpoint be damaged by then, the proxy gives the slots back
+     * with the rows kept here, and they are handed over again through a new checkpoint, so that nothing acknowledged
+     * is lost. All of it within the drain's timeout; past it the shard stops all the same (the proxy then restores
+     * what is not restored yet from the last checkpoint it can read, reporting a rollback if that lacks pushes).
+     */
     private void drain(final ProxyLink link) throws InterruptedException {
         final long start = System.nanoTime();
+        final long deadline = start + TimeUnit.MILLISECONDS.toNanos(context.drainTimeoutMs);
         shard.beginDrain();
         shard.awaitDrained();
         // Gradients of sync clocks not yet ended are in no checkpoint: give the workers a moment to end them.
         final String unapplied = shard.awaitSyncClocks(context.syncDrainWaitMs);
-        try {
-            final DrainShardResponse handed = link.drain(context.drainTimeoutMs, unapplied);
+        for (int round = 1; ; round++) {
+            final long leftMs = TimeUnit.NANOSECONDS.toMillis(deadline - System.nanoTime());
+            final DrainShardResponse handed;
+            try {
+                handed = link.drain(Math.max(1, leftMs), unapplied);
+            } catch (StatusRuntimeException e) {
+                LOG.warn(
+                        "shard {} could not hand its slots over (DrainShard at the proxy at {} failed: {}); the proxy"
+                                + " will restore them from the last checkpoint and report the rollback",
+                        shard.shardId(),
+                        context.proxyAddress,
+                        ProxyLink.describe(e.getStatus()));
+                return;
+            }
             LOG.info(
-                    "shard {} drained: {} slots handed over from checkpoint {} in {} ms",
+                    "shard {} drained: {} slots handed over from checkpoint {} in {} ms{}",
                     shard.shardId(),
                     handed.getSlotsHandedOver(),
                     handed.getCheckpointId(),
-                    TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - start));
-        } catch (StatusRuntimeException e) {
+                    TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - start),
+                    round == 1 ? "" : " (hand-over " + round + ")");
+            if (handed.getSlotsHandedOver() == 0 || handed.getRoutingEpoch() == 0) {
+                // No other shard took them (they wait for one, restored from the checkpoint), or a proxy of an older
+                // version, which does not count on rows kept here: nothing to wait for.
+                return;
+            }
+            if (awaitRestoredElsewhere(link, handed.getRoutingEpoch(), deadline) != Shard.HandOver.OWNS) {
+                return;
+            }
             LOG.warn(
-                    "shard {} could not hand its slots over (DrainShard at the proxy at {} failed: {}); the proxy"
-                            + " will restore them from the last checkpoint and report the rollback",
-                    shard.shardId(),
-                    context.proxyAddress,
-                    ProxyLink.describe(e.getStatus()));
+                    "shard {}: the proxy gave back slots it had handed over (their checkpoint could not be restored);"
+                            + " handing them over again",
+                    shard.shardId());
         }
+    }
+
+    /**
+     * After a hand-over at routing epoch {@code epoch}: waits, heartbeating, until the slots' new owners have restored
+     * them ({@code DONE}: this shard keeps no rows) or the proxy gave some back ({@code OWNS}). Returns early, with
+     * the rows still kept, when the deadline passes or the proxy has not answered within its lease (it then no longer
+     * counts on them).
+     */
+    private Shard.HandOver awaitRestoredElsewhere(final ProxyLink link, final long epoch, final long deadline)
+            throws InterruptedException {
+        // The hand-over's routing comes with the next heartbeat answer.
+        link.heartbeatNow();
+        boolean said = false;
+        Shard.HandOver state;
+        while ((state = shard.handOverState(epoch)) == Shard.HandOver.ROUTING || state == Shard.HandOver.KEEPS) {
+            if (state == Shard.HandOver.KEEPS && !said) {
+                said = true;
+                LOG.info(
+                        "shard {} keeps the rows of {} slots until their new owners have restored them",
+                        shard.shardId(),
+                        shard.keptMovedSlotCount());
+            }
+            if (System.nanoTime() - deadline > 0) {
+                LOG.warn(
+                        "shard {} stops although the new owners of {} slots it handed over have not restored them yet"
+                                + " (drain timeout {} ms): should their checkpoint be damaged, the proxy restores an"
+                                + " older one and reports the rollback",
+                        shard.shardId(),
+                        shard.keptMovedSlotCount(),
+                        context.drainTimeoutMs);
+                return state;
+            }
+            if (!link.heardWithinLease()) {
+                LOG.warn(
+                        "shard {} stops keeping the rows of {} slots it handed over: no answer from the proxy at {}"
+                                + " within its lease, so the proxy no longer counts on them",
+                        shard.shardId(),
+                        shard.keptMovedSlotCount(),
+                        context.proxyAddress);
+                return state;
+            }
+            TimeUnit.MILLISECONDS.sleep(HAND_OVER_POLL_MS);
+        }
+        return state;
     }
 
     private void stop() throws InterruptedException {

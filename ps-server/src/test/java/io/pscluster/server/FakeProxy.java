@@ -56,6 +56,8 @@ final class FakeProxy extends ProxyServiceGrpc.ProxyServiceImplBase implements A
     final AtomicInteger forgetShard = new AtomicInteger();
     /** Runs inside DrainShard, before it answers. */
     volatile Runnable onDrain = () -> {};
+    /** DrainShard answers' routing_epoch (0: as a proxy of an older version answers). */
+    volatile long drainEpoch;
     /** Heartbeat answers' lift_fences_before_millis (0: lift none). */
     volatile long liftFencesBeforeMillis;
     /** Runs in Heartbeat before it answers (the shard's request has left, its answer is not written yet). */
@@ -166,6 +168,7 @@ final class FakeProxy extends ProxyServiceGrpc.ProxyServiceImplBase implements A
         response.onNext(DrainShardResponse.newBuilder()
                 .setCheckpointId(1)
                 .setSlotsHandedOver(4096)
+                .setRoutingEpoch(drainEpoch)
                 .build());
         response.onCompleted();
     }

@@ -31,6 +31,7 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.stream.IntStream;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
@@ -269,6 +270,73 @@ class ShardServerFailoverTest {
         assertThat(atDrain.get()).as("counters when DrainShard was called").containsOnly(10f);
         assertThat(proxy.deregistrations).hasSize(1);
         assertThat(events).containsExactly("drain");
+    }
+
+    /** The proxy's answer to a drain: every slot to another shard at epoch 2, their rows kept here meanwhile. */
+    private void handOverEverySlotOnDrain() {
+        proxy.drainEpoch = 2;
+        proxy.onDrain = () -> {
+            proxy.keepMovedSlots = IntStream.range(0, Slots.SLOT_COUNT).boxed().toList();
+            proxy.routing = id -> TestRouting.allSlotsTo("s-2", 2);
+        };
+    }
+
+    private CompletableFuture<Void> closeInTheBackground() {
+        return CompletableFuture.runAsync(() -> {
+            try {
+                server.close();
+            } catch (InterruptedException e) {
+                throw new IllegalStateException(e);
+            }
+        });
+    }
+
+    /**
+     * After the hand-over the shard keeps the rows of every slot it handed over, and stops (deregisters) only once the
+     * proxy no longer lists them (their new owners restored them): a damaged drain checkpoint can still be undone.
+     */
+    @Test
+    void shouldKeepTheHandedOverRowsUntilTheProxyNoLongerListsThemThenStop() throws Exception {
+        start(context().shardId("s-1"));
+        push(1, 1, 1, 2, 3);
+        handOverEverySlotOnDrain();
+
+        final CompletableFuture<Void> closing = closeInTheBackground();
+
+        await().atMost(GENEROUS).until(() -> server.shard().keptMovedSlotCount() == Slots.SLOT_COUNT);
+        final int beats = proxy.heartbeats.size();
+        await().atMost(GENEROUS).until(() -> proxy.heartbeats.size() >= beats + 3);
+        assertThat(closing).as("still keeping the rows").isNotDone();
+        assertThat(proxy.deregistrations).isEmpty();
+        assertThat(server.shard().table(TABLE).rowCount())
+                .as("the rows are kept")
+                .isEqualTo(3);
+
+        proxy.keepMovedSlots = List.of();
+
+        closing.get(GENEROUS.toSeconds(), TimeUnit.SECONDS);
+        assertThat(proxy.drains).hasSize(1);
+        assertThat(proxy.deregistrations).hasSize(1);
+        assertThat(server.shard().keptMovedSlotCount()).isZero();
+    }
+
+    /** Without answers from the proxy for a lease, the proxy no longer counts on the kept rows: the shard stops. */
+    @Test
+    void shouldStopKeepingTheHandedOverRowsWhenTheProxyDoesNotAnswerWithinALease() throws Exception {
+        proxy.leaseMillis = 1_000;
+        // Past GENEROUS: a shard that kept waiting fails the test rather than stopping at this timeout.
+        start(context().shardId("s-1").drainTimeoutMs(3 * GENEROUS.toMillis()));
+        push(1, 1, 1, 2, 3);
+        handOverEverySlotOnDrain();
+
+        final CompletableFuture<Void> closing = closeInTheBackground();
+        await().atMost(GENEROUS).until(() -> server.shard().keptMovedSlotCount() == Slots.SLOT_COUNT);
+        assertThat(closing).isNotDone();
+
+        proxy.heartbeatFailure = Status.UNAVAILABLE.withDescription("proxy partitioned away");
+
+        closing.get(GENEROUS.toSeconds(), TimeUnit.SECONDS);
+        assertThat(proxy.drains).hasSize(1);
     }
 
     @Test
