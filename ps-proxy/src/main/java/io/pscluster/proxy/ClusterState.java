@@ -1030,6 +1030,12 @@ final class ClusterState {
             // What the shard speaks is a fact, not a change to keep: SDKs must not refuse it until a save works.
             kept.protocolVersion = request.getProtocolVersion();
         }
+        final ShardRecord heard = shards.get(id);
+        if (request.getDraining() && heard.state != ShardState.DRAINING) {
+            // A fact about the shard, not saved: a proxy that restarted while it drains learns it takes no slots.
+            heard.draining();
+            LOG.info("shard {} at {} is draining", id, heard.address);
+        }
         final HeartbeatResponse.Builder response = HeartbeatResponse.newBuilder()
                 .setLeaseMillis(settings.leaseMillis())
                 .setLiftFencesBeforeMillis(startMillis)

@@ -550,6 +550,32 @@ class ClusterStateDurabilityTest extends ClusterStateFixture {
     }
 
     /**
+     * Draining is not saved: a proxy restarted while a shard drains (it keeps handed-over rows for up to its drain
+     * timeout) learns it from the shard's heartbeats, and gives it no slots (a review found it taken for live).
+     */
+    @Test
+    void shouldLearnFromItsHeartbeatThatAShardIsDrainingAfterARestart() {
+        final String a = register("h1:1");
+        register("h2:1");
+        state.addTable(EMB);
+        state.beginDrain(a);
+        state.handOver(a, 11, 110_000, "");
+
+        restart();
+        state.heartbeat(HeartbeatRequest.newBuilder()
+                .setShardId(a)
+                .setRoutingEpoch(state.epoch())
+                .setDraining(true)
+                .build());
+
+        assertThat(state.shardState(a)).isEqualTo(ClusterState.ShardState.DRAINING);
+        assertThat(state.shardStatuses())
+                .filteredOn(status -> status.getShard().getShardId().equals(a))
+                .extracting(ShardStatus::getState)
+                .containsExactly("draining");
+    }
+
+    /**
      * A restore order says when the catalog's tables were created, so that the shard does not restore a dropped
      * table's rows into a table of that name created after the checkpoint (same schema); the times are saved, and an
      * operator's restore, after which the tables hold a checkpoint's rows whenever they were created, clears them.

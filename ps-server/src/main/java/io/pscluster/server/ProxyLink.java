@@ -89,6 +89,8 @@ final class ProxyLink implements AutoCloseable {
     private volatile long lastBeatNanos = System.nanoTime();
     // The end of the lease the proxy's last answer granted (also while draining, when the shard takes none).
     private volatile long leaseFromProxyNanos = System.nanoTime();
+    // When the heartbeat whose answer was followed last was sent.
+    private volatile long lastFollowedSentNanos = System.nanoTime();
     private volatile URI checkpointRoot;
 
     ProxyLink(
@@ -262,6 +264,7 @@ final class ProxyLink implements AutoCloseable {
                 .addAllTables(stats)
                 .addAllRestores(restoreReports())
                 .setJobsVersion(shard.jobsVersion())
+                .setDraining(shard.isDraining())
                 .build();
         final Map<String, Long> dropsBefore = shard.tableDrops();
         final long sent = System.nanoTime();
@@ -292,6 +295,12 @@ final class ProxyLink implements AutoCloseable {
             }
         }
         extendLease(sent, response.getLeaseMillis());
+        lastFollowedSentNanos = sent;
+    }
+
+    /** Whether the answer to a heartbeat sent after {@code nanos} (System.nanoTime) has been followed. */
+    boolean followedAnswerSentAfter(final long nanos) {
+        return lastFollowedSentNanos - nanos > 0;
     }
 
     /** Makes a call to the proxy, logging the first failure of an outage and the recovery. */
@@ -408,6 +417,10 @@ final class ProxyLink implements AutoCloseable {
                 continue;
             }
             final RestoreOrder order = new RestoreOrder(directive, dropsBefore);
+            if (directive.getTakeBackKeptRows()) {
+                // Slots given back that this shard never heard were given away still hold their rows as they were.
+                shard.keepStillOwned(order.slots);
+            }
             shard.markRestoring(order.slots);
             orders.put(directive.getOrderId(), order);
             LOG.info(

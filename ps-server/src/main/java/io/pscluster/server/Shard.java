@@ -84,6 +84,9 @@ public final class Shard implements AutoCloseable {
      * proxy says the move is done, or hands them back; guards itself and the tables' rows of those slots.
      */
     private final BitSet keptMoved = new BitSet(Slots.SLOT_COUNT);
+    // Owned slots whose kept rows were dropped when they came back without an order (guarded by keptMoved): their rows
+    // are not as they were when they left, until a restore replaces them.
+    private final BitSet returnedEmpty = new BitSet(Slots.SLOT_COUNT);
     /** How often each table name was dropped here: a restore order tells a table dropped while it ran (RestoreCheck). */
     private final Map<String, Long> tableDrops = new ConcurrentHashMap<>();
 
@@ -819,6 +822,8 @@ public final class Shard implements AutoCloseable {
             back.and(keptMoved);
             back.andNot(ownership.view().restoring());
             keptMoved.andNot(back);
+            returnedEmpty.andNot(lost);
+            returnedEmpty.or(back);
             dropped.or(back);
             keptNow = keep.cardinality();
             if (!dropped.isEmpty()) {
@@ -872,17 +877,14 @@ public final class Shard implements AutoCloseable {
     }
 
     /**
-     * Where a draining shard's hand-over at routing epoch {@code epoch} stands: {@code ROUTING} until this shard
-     * follows that epoch, then {@code OWNS} while it owns slots it does not restore (the proxy gave them back with the
-     * rows kept here: they must be handed over again), {@code KEEPS} while it keeps rows of slots given away (see
-     * {@link #keepMovedSlots}), {@code DONE} when neither.
+     * Where a draining shard's hand-over stands, once it follows the proxy's routing after the hand-over: {@code OWNS}
+     * while it owns slots it does not restore (none was handed over, or the proxy gave them back with the rows kept
+     * here: they must be handed over again), {@code KEEPS} while it keeps rows of slots given away (see {@link
+     * #keepMovedSlots}), {@code DONE} when neither.
      */
-    HandOver handOverState(final long epoch) {
+    HandOver handOverState() {
         synchronized (keptMoved) {
             final SlotOwnership.View view = ownership.view();
-            if (view.epoch() < epoch) {
-                return HandOver.ROUTING;
-            }
             final BitSet serving = (BitSet) view.owned().clone();
             serving.andNot(view.restoring());
             if (!serving.isEmpty()) {
@@ -894,10 +896,25 @@ public final class Shard implements AutoCloseable {
 
     /** See {@link #handOverState}. */
     enum HandOver {
-        ROUTING,
         OWNS,
         KEEPS,
         DONE
+    }
+
+    /**
+     * A move of {@code slots} is undone (a take-back order, before its slots are marked restoring): those this shard
+     * still owns and serves never left it (it did not hear of the move before it was undone, and refused their writes
+     * meanwhile as fenced or draining), so their rows are kept as if it had heard.
+     */
+    void keepStillOwned(final BitSet slots) {
+        synchronized (keptMoved) {
+            final SlotOwnership.View view = ownership.view();
+            final BitSet intact = (BitSet) slots.clone();
+            intact.and(view.owned());
+            intact.andNot(view.restoring());
+            intact.andNot(returnedEmpty);
+            keptMoved.or(intact);
+        }
     }
 
     /** Slots given away in a move whose rows are still kept here (see {@link #keepMovedSlots}). */
@@ -1966,6 +1983,10 @@ public final class Shard implements AutoCloseable {
 
     /** Refuses requests for {@code slots} (retryably) until a restore of them ends. */
     void markRestoring(final BitSet slots) {
+        synchronized (keptMoved) {
+            // A restore replaces their rows (a take-back first counted those still here as kept: keepStillOwned).
+            returnedEmpty.andNot(slots);
+        }
         ownership.beginRestore(slots);
     }
 

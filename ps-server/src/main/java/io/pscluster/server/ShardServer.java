@@ -201,7 +201,8 @@ public final class ShardServer implements AutoCloseable {
             final long leftMs = TimeUnit.NANOSECONDS.toMillis(deadline - System.nanoTime());
             final DrainShardResponse handed;
             try {
-                handed = link.drain(Math.max(1, leftMs), unapplied);
+                // Gradients not applied are reported lost by the first hand-over; later ones are whole.
+                handed = link.drain(Math.max(1, leftMs), round == 1 ? unapplied : "");
             } catch (StatusRuntimeException e) {
                 LOG.warn(
                         "shard {} could not hand its slots over (DrainShard at the proxy at {} failed: {}); the proxy"
@@ -211,19 +212,19 @@ public final class ShardServer implements AutoCloseable {
                         ProxyLink.describe(e.getStatus()));
                 return;
             }
+            final long answered = System.nanoTime();
             LOG.info(
                     "shard {} drained: {} slots handed over from checkpoint {} in {} ms{}",
                     shard.shardId(),
                     handed.getSlotsHandedOver(),
                     handed.getCheckpointId(),
-                    TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - start),
+                    TimeUnit.NANOSECONDS.toMillis(answered - start),
                     round == 1 ? "" : " (hand-over " + round + ")");
-            if (handed.getSlotsHandedOver() == 0 || handed.getRoutingEpoch() == 0) {
-                // No other shard took them (they wait for one, restored from the checkpoint), or a proxy of an older
-                // version, which does not count on rows kept here: nothing to wait for.
+            if (handed.getRoutingEpoch() == 0) {
+                // A proxy of an older version, which does not count on rows kept here.
                 return;
             }
-            if (awaitRestoredElsewhere(link, handed.getRoutingEpoch(), deadline) != Shard.HandOver.OWNS) {
+            if (!awaitGivenBack(link, answered, handed.getSlotsHandedOver() > 0, deadline)) {
                 return;
             }
             LOG.warn(
@@ -234,24 +235,34 @@ public final class ShardServer implements AutoCloseable {
     }
 
     /**
-     * After a hand-over at routing epoch {@code epoch}: waits, heartbeating, until the slots' new owners have restored
-     * them ({@code DONE}: this shard keeps no rows) or the proxy gave some back ({@code OWNS}). Returns early, with
-     * the rows still kept, when the deadline passes or the proxy has not answered within its lease (it then no longer
-     * counts on them).
+     * After a hand-over whose answer came at {@code answered}: waits, heartbeating, until this shard follows a routing
+     * answered after it, then while it keeps rows of slots it gave away (their new owners have not restored them).
+     * Returns true when the proxy gave slots back (it owns slots again after a hand-over: they must be handed over
+     * again), false when nothing is kept any more, when no slot was handed over (no other shard took them: they wait
+     * for one, restored from the checkpoint), or when it gives up: the deadline passed, or the proxy has not answered
+     * within its lease (it then no longer counts on the kept rows).
      */
-    private Shard.HandOver awaitRestoredElsewhere(final ProxyLink link, final long epoch, final long deadline)
+    private boolean awaitGivenBack(
+            final ProxyLink link, final long answered, final boolean handedAny, final long deadline)
             throws InterruptedException {
-        // The hand-over's routing comes with the next heartbeat answer.
         link.heartbeatNow();
-        boolean said = false;
-        Shard.HandOver state;
-        while ((state = shard.handOverState(epoch)) == Shard.HandOver.ROUTING || state == Shard.HandOver.KEEPS) {
-            if (state == Shard.HandOver.KEEPS && !said) {
-                said = true;
-                LOG.info(
-                        "shard {} keeps the rows of {} slots until their new owners have restored them",
-                        shard.shardId(),
-                        shard.keptMovedSlotCount());
+        boolean kept = false;
+        while (true) {
+            if (link.followedAnswerSentAfter(answered)) {
+                final Shard.HandOver state = shard.handOverState();
+                if (state == Shard.HandOver.OWNS) {
+                    return handedAny || kept;
+                }
+                if (state == Shard.HandOver.DONE) {
+                    return false;
+                }
+                if (!kept) {
+                    kept = true;
+                    LOG.info(
+                            "shard {} keeps the rows of {} slots until their new owners have restored them",
+                            shard.shardId(),
+                            shard.keptMovedSlotCount());
+                }
             }
             if (System.nanoTime() - deadline > 0) {
                 LOG.warn(
@@ -261,7 +272,7 @@ public final class ShardServer implements AutoCloseable {
                         shard.shardId(),
                         shard.keptMovedSlotCount(),
                         context.drainTimeoutMs);
-                return state;
+                return false;
             }
             if (!link.heardWithinLease()) {
                 LOG.warn(
@@ -270,11 +281,10 @@ public final class ShardServer implements AutoCloseable {
                         shard.shardId(),
                         shard.keptMovedSlotCount(),
                         context.proxyAddress);
-                return state;
+                return false;
             }
             TimeUnit.MILLISECONDS.sleep(HAND_OVER_POLL_MS);
         }
-        return state;
     }
 
     private void stop() throws InterruptedException {

@@ -58,6 +58,8 @@ final class FakeProxy extends ProxyServiceGrpc.ProxyServiceImplBase implements A
     volatile Runnable onDrain = () -> {};
     /** DrainShard answers' routing_epoch (0: as a proxy of an older version answers). */
     volatile long drainEpoch;
+    /** DrainShard answers' slots_handed_over. */
+    volatile int drainSlots = 4096;
     /** Heartbeat answers' lift_fences_before_millis (0: lift none). */
     volatile long liftFencesBeforeMillis;
     /** Runs in Heartbeat before it answers (the shard's request has left, its answer is not written yet). */
@@ -167,7 +169,7 @@ final class FakeProxy extends ProxyServiceGrpc.ProxyServiceImplBase implements A
         }
         response.onNext(DrainShardResponse.newBuilder()
                 .setCheckpointId(1)
-                .setSlotsHandedOver(4096)
+                .setSlotsHandedOver(drainSlots)
                 .setRoutingEpoch(drainEpoch)
                 .build());
         response.onCompleted();

@@ -18,6 +18,7 @@ import io.pscluster.proto.v1.InjectFaultRequest;
 import io.pscluster.proto.v1.PushRequest;
 import io.pscluster.proto.v1.PushResponse;
 import io.pscluster.proto.v1.RegisterShardRequest;
+import io.pscluster.proto.v1.RestoreDirective;
 import io.pscluster.proto.v1.ShardAdminServiceGrpc;
 import io.pscluster.proto.v1.ShardServiceGrpc;
 import io.pscluster.proto.v1.TableStats;
@@ -318,6 +319,61 @@ class ShardServerFailoverTest {
         assertThat(proxy.drains).hasSize(1);
         assertThat(proxy.deregistrations).hasSize(1);
         assertThat(server.shard().keptMovedSlotCount()).isZero();
+    }
+
+    /**
+     * A retried DrainShard (the first answer was lost) hands nothing over, its slots being gone already, but the proxy
+     * still counts on the rows kept here: the shard waits all the same (a hostile review found it stopped at once).
+     */
+    @Test
+    void shouldKeepTheRowsWhenARetriedDrainHandsNothingOverButTheyAreStillListed() throws Exception {
+        start(context().shardId("s-1"));
+        push(1, 1, 1, 2, 3);
+        handOverEverySlotOnDrain();
+        proxy.drainSlots = 0;
+
+        final CompletableFuture<Void> closing = closeInTheBackground();
+
+        await().atMost(GENEROUS).until(() -> server.shard().keptMovedSlotCount() == Slots.SLOT_COUNT);
+        final int beats = proxy.heartbeats.size();
+        await().atMost(GENEROUS).until(() -> proxy.heartbeats.size() >= beats + 3);
+        assertThat(closing).as("still keeping the rows").isNotDone();
+        proxy.keepMovedSlots = List.of();
+        closing.get(GENEROUS.toSeconds(), TimeUnit.SECONDS);
+        assertThat(proxy.deregistrations).hasSize(1);
+    }
+
+    /**
+     * The proxy gives the handed-over slots back (their checkpoint was damaged) with an order to serve the rows kept
+     * here: the shard takes them back and drains again, then stops once the second hand-over is restored.
+     */
+    @Test
+    void shouldDrainAgainWhenTheProxyGivesTheSlotsBack() throws Exception {
+        start(context().shardId("s-1"));
+        push(1, 1, 1, 2, 3);
+        handOverEverySlotOnDrain();
+        final CompletableFuture<Void> closing = closeInTheBackground();
+        await().atMost(GENEROUS).until(() -> server.shard().keptMovedSlotCount() == Slots.SLOT_COUNT);
+
+        proxy.onDrain = () -> {
+            proxy.keepMovedSlots = List.of();
+            proxy.routing = id -> TestRouting.allSlotsTo("s-2", 4);
+        };
+        proxy.drainEpoch = 4;
+        proxy.orders.add(RestoreDirective.newBuilder()
+                .setOrderId(7)
+                .setShardId("s-1")
+                .setFromShard("s-2")
+                .setCheckpointId(1)
+                .setTakeBackKeptRows(true)
+                .addAllSlots(IntStream.range(0, Slots.SLOT_COUNT).boxed().toList())
+                .build());
+        proxy.routing = id -> TestRouting.allSlotsTo("s-1", 3);
+
+        closing.get(GENEROUS.toSeconds(), TimeUnit.SECONDS);
+        assertThat(proxy.drains).as("drained again").hasSize(2);
+        assertThat(proxy.orders).as("the take-back reported done").isEmpty();
+        assertThat(proxy.deregistrations).hasSize(1);
     }
 
     /** Without answers from the proxy for a lease, the proxy no longer counts on the kept rows: the shard stops. */
