@@ -273,23 +273,27 @@ class ShardServerFailoverTest {
         assertThat(events).containsExactly("drain");
     }
 
-    /** The proxy's answer to a drain: every slot to another shard at epoch 2, their rows kept here meanwhile. */
-    private void handOverEverySlotOnDrain() {
+    /**
+     * Starts shard s-1 with a row pushed, then closes it in the background against a proxy whose DrainShard hands every
+     * slot to another shard at epoch 2 and lists them all as kept here; returns the closing once they are kept.
+     */
+    private CompletableFuture<Void> drainKeepingEverySlot(final ShardServer.Context context) throws Exception {
+        start(context.shardId("s-1"));
+        push(1, 1, 1, 2, 3);
         proxy.drainEpoch = 2;
         proxy.onDrain = () -> {
             proxy.keepMovedSlots = IntStream.range(0, Slots.SLOT_COUNT).boxed().toList();
             proxy.routing = id -> TestRouting.allSlotsTo("s-2", 2);
         };
-    }
-
-    private CompletableFuture<Void> closeInTheBackground() {
-        return CompletableFuture.runAsync(() -> {
+        final CompletableFuture<Void> closing = CompletableFuture.runAsync(() -> {
             try {
                 server.close();
             } catch (InterruptedException e) {
                 throw new IllegalStateException(e);
             }
         });
+        await().atMost(GENEROUS).until(() -> server.shard().keptMovedSlotCount() == Slots.SLOT_COUNT);
+        return closing;
     }
 
     /**
@@ -298,13 +302,8 @@ class ShardServerFailoverTest {
      */
     @Test
     void shouldKeepTheHandedOverRowsUntilTheProxyNoLongerListsThemThenStop() throws Exception {
-        start(context().shardId("s-1"));
-        push(1, 1, 1, 2, 3);
-        handOverEverySlotOnDrain();
+        final CompletableFuture<Void> closing = drainKeepingEverySlot(context());
 
-        final CompletableFuture<Void> closing = closeInTheBackground();
-
-        await().atMost(GENEROUS).until(() -> server.shard().keptMovedSlotCount() == Slots.SLOT_COUNT);
         final int beats = proxy.heartbeats.size();
         await().atMost(GENEROUS).until(() -> proxy.heartbeats.size() >= beats + 3);
         assertThat(closing).as("still keeping the rows").isNotDone();
@@ -327,14 +326,10 @@ class ShardServerFailoverTest {
      */
     @Test
     void shouldKeepTheRowsWhenARetriedDrainHandsNothingOverButTheyAreStillListed() throws Exception {
-        start(context().shardId("s-1"));
-        push(1, 1, 1, 2, 3);
-        handOverEverySlotOnDrain();
         proxy.drainSlots = 0;
 
-        final CompletableFuture<Void> closing = closeInTheBackground();
+        final CompletableFuture<Void> closing = drainKeepingEverySlot(context());
 
-        await().atMost(GENEROUS).until(() -> server.shard().keptMovedSlotCount() == Slots.SLOT_COUNT);
         final int beats = proxy.heartbeats.size();
         await().atMost(GENEROUS).until(() -> proxy.heartbeats.size() >= beats + 3);
         assertThat(closing).as("still keeping the rows").isNotDone();
@@ -349,11 +344,7 @@ class ShardServerFailoverTest {
      */
     @Test
     void shouldDrainAgainWhenTheProxyGivesTheSlotsBack() throws Exception {
-        start(context().shardId("s-1"));
-        push(1, 1, 1, 2, 3);
-        handOverEverySlotOnDrain();
-        final CompletableFuture<Void> closing = closeInTheBackground();
-        await().atMost(GENEROUS).until(() -> server.shard().keptMovedSlotCount() == Slots.SLOT_COUNT);
+        final CompletableFuture<Void> closing = drainKeepingEverySlot(context());
 
         proxy.onDrain = () -> {
             proxy.keepMovedSlots = List.of();
@@ -381,12 +372,8 @@ class ShardServerFailoverTest {
     void shouldStopKeepingTheHandedOverRowsWhenTheProxyDoesNotAnswerWithinALease() throws Exception {
         proxy.leaseMillis = 1_000;
         // Past GENEROUS: a shard that kept waiting fails the test rather than stopping at this timeout.
-        start(context().shardId("s-1").drainTimeoutMs(3 * GENEROUS.toMillis()));
-        push(1, 1, 1, 2, 3);
-        handOverEverySlotOnDrain();
-
-        final CompletableFuture<Void> closing = closeInTheBackground();
-        await().atMost(GENEROUS).until(() -> server.shard().keptMovedSlotCount() == Slots.SLOT_COUNT);
+        final CompletableFuture<Void> closing =
+                drainKeepingEverySlot(context().drainTimeoutMs(3 * GENEROUS.toMillis()));
         assertThat(closing).isNotDone();
 
         proxy.heartbeatFailure = Status.UNAVAILABLE.withDescription("proxy partitioned away");
