@@ -162,6 +162,11 @@ final class ClusterState {
         long goneSinceNanos;
         ShardLoad load = ShardLoad.getDefaultInstance();
         List<TableStats> tables = List.of();
+        /**
+         * The move orders it restored whose slots still refuse requests, as its last heartbeat said (RestoreReport.held):
+         * they serve once it follows an answer that no longer sends them. Not persisted.
+         */
+        List<Long> heldOrders = List.of();
 
         ShardRecord(final String id, final String address, final ShardState state, final long now) {
             this.id = id;
@@ -179,6 +184,7 @@ final class ClusterState {
             copy.goneSinceNanos = goneSinceNanos;
             copy.load = load;
             copy.tables = tables;
+            copy.heldOrders = heldOrders;
             return copy;
         }
 
@@ -188,6 +194,7 @@ final class ClusterState {
             state = ShardState.REGISTERING;
             lastHeardNanos = now;
             creditNanos = 0;
+            heldOrders = List.of();
         }
 
         void heardFrom(final long now) {
@@ -1031,6 +1038,11 @@ final class ClusterState {
             kept.protocolVersion = request.getProtocolVersion();
         }
         final ShardRecord heard = shards.get(id);
+        // A fact about the shard, like its load: the orders it reports done but held serve after this answer.
+        heard.heldOrders = request.getRestoresList().stream()
+                .filter(report -> report.getDone() && report.getHeld())
+                .map(RestoreReport::getOrderId)
+                .toList();
         if (request.getDraining() && heard.state != ShardState.DRAINING) {
             // A fact about the shard, not saved: a proxy that restarted while it drains learns it takes no slots.
             heard.draining();
@@ -2098,6 +2110,16 @@ final class ClusterState {
         if (unowned > 0) {
             throw PsException.failedPrecondition(operation + " needs every slot on a live shard; " + unowned
                     + " slots are not, first " + firstMissing);
+        }
+        for (final String id : bySlot.keySet()) {
+            final List<Long> held = shards.get(id).heldOrders;
+            if (!held.isEmpty()) {
+                // Restored, and done here, but the shard serves them only once it has heard so: it would refuse the
+                // operation's requests for them until its next heartbeat.
+                throw PsException.failedPrecondition(operation + " needs every slot served; shard " + id
+                        + " has restored the slots of " + held.size() + " move(s) (first order " + held.get(0)
+                        + ") and serves them from its next heartbeat");
+            }
         }
         final List<Owner> result = new ArrayList<>();
         bySlot.forEach((id, slots) -> result.add(new Owner(id, shards.get(id).address, slots)));

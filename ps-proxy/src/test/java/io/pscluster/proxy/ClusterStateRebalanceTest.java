@@ -1,6 +1,7 @@
 package io.pscluster.proxy;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.grpc.Status;
 import io.pscluster.proto.v1.HeartbeatRequest;
@@ -306,6 +307,47 @@ class ClusterStateRebalanceTest extends ClusterStateFixture {
         assertThat(slotsOf(c)).isEqualTo(slotsOfC);
         assertThat(slotsOf(b)).as("b's lease lapsed").isEmpty();
         assertStatus(state::planRebalance, Status.Code.FAILED_PRECONDITION);
+    }
+
+    /**
+     * A move's taker reports its orders done but serves their slots only once it follows the answer that no longer
+     * sends them: a checkpoint begun in between would be refused by the shard ("restoring slot"), so the proxy refuses
+     * it itself, saying why, until the taker's next heartbeat no longer reports them held.
+     */
+    @Test
+    void shouldRefuseAClusterOperationUntilTheTakerServesTheSlotsOfAMoveItRestored() {
+        final String a = register("h1:1");
+        final String b = register("h2:1");
+        state.addTable(EMB);
+        final String c = register("h3:1");
+        state.rebalanced(state.planRebalance(), 9, 90_000);
+        final HeartbeatRequest.Builder done =
+                HeartbeatRequest.newBuilder().setShardId(c).setRoutingEpoch(state.epoch());
+        heartbeat(c)
+                .getRestoreOrdersList()
+                .forEach(order -> done.addRestores(RestoreReport.newBuilder()
+                        .setOrderId(order.getOrderId())
+                        .setDone(true)
+                        .setHeld(true)
+                        .setCheckpointId(order.getCheckpointId())));
+
+        assertThat(state.heartbeat(done.build()).getRestoreOrdersList())
+                .as("the answer that lets the taker serve")
+                .isEmpty();
+
+        assertStatus(() -> state.ownersForClusterOperation("a checkpoint"), Status.Code.FAILED_PRECONDITION);
+        assertThatThrownBy(() -> state.ownersForClusterOperation("a checkpoint"))
+                .hasMessageContaining("shard " + c + " has restored the slots of 2 move(s)")
+                .hasMessageContaining("serves them from its next heartbeat");
+        heartbeat(a);
+        heartbeat(b);
+        assertStatus(() -> state.ownersForClusterOperation("a checkpoint"), Status.Code.FAILED_PRECONDITION);
+
+        heartbeat(c);
+
+        assertThat(state.ownersForClusterOperation("a checkpoint"))
+                .extracting(ClusterState.Owner::shardId)
+                .containsExactlyInAnyOrder(a, b, c);
     }
 
     @Test

@@ -807,6 +807,7 @@ final class ProxyLink implements AutoCloseable {
                     .setRows(rows)
                     .setNote(note)
                     .setDamaged(damaged && !done)
+                    .setHeld(done && held)
                     .build();
         }
     }

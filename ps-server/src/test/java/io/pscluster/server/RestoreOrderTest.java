@@ -377,12 +377,20 @@ class RestoreOrderTest {
         assertThat(server.shard().restoringSlotCount())
                 .as("refused until the proxy heard it")
                 .isEqualTo(Slots.SLOT_COUNT);
+        assertThat(report(5, true).orElseThrow().getHeld())
+                .as("reported held, so that the proxy starts no checkpoint of its slots yet")
+                .isTrue();
 
         proxy.orders.clear();
 
         await().atMost(GENEROUS).until(() -> server.shard().restoringSlotCount() == 0);
         assertThat(floats(server.shard().pull(CounterCheckpoints.TABLE, 3, KEYS)))
                 .containsOnly(1f);
+        final int served = proxy.heartbeats.size();
+        await().atMost(GENEROUS).until(() -> proxy.heartbeats.size() > served);
+        assertThat(proxy.heartbeats.get(proxy.heartbeats.size() - 1).getRestoresList())
+                .as("once served, not reported held")
+                .noneMatch(RestoreReport::getHeld);
     }
 
     /**
