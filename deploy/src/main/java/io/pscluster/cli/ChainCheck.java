@@ -28,16 +28,33 @@ final class ChainCheck {
 
     /**
      * What is wrong with {@code checkpoint}'s chain, if anything, counting into {@code progress} (null: none) the
-     * files of each checkpoint checked here for the first time (totals too).
+     * files of each checkpoint checked here for the first time (totals too). A checkpoint found wanting whose manifest
+     * is gone by then was deleted while it was checked (by a running proxy's retention, or {@code checkpoint delete}:
+     * the store deletes the manifest first): that is said, not reported as damage.
      *
      * @throws IOException if the filesystem fails in a way that is not damage.
      */
     Outcome check(final CheckpointInfo checkpoint, final Progress progress) throws IOException {
+        final Outcome outcome = checkChain(checkpoint, progress);
+        return outcome.intact() || stillThere(checkpoint)
+                ? outcome
+                : new Outcome(checkpoint, List.of(), null, null, null, true);
+    }
+
+    private boolean stillThere(final CheckpointInfo checkpoint) throws IOException {
+        try {
+            return store.get(checkpoint.id()).isPresent();
+        } catch (CheckpointCorruptException e) {
+            return true;
+        }
+    }
+
+    private Outcome checkChain(final CheckpointInfo checkpoint, final Progress progress) throws IOException {
         final List<CheckpointInfo> chain;
         try {
             chain = store.chain(checkpoint);
         } catch (CheckpointCorruptException e) {
-            return new Outcome(checkpoint, List.of(), null, null, e.getMessage());
+            return new Outcome(checkpoint, List.of(), null, null, e.getMessage(), false);
         }
         VerifyReport own = null;
         for (final CheckpointInfo link : chain) {
@@ -51,11 +68,11 @@ final class ChainCheck {
                 reports.put(link.id(), report);
             }
             if (!report.intact()) {
-                return new Outcome(checkpoint, chain, link, report, null);
+                return new Outcome(checkpoint, chain, link, report, null, false);
             }
             own = report;
         }
-        return new Outcome(checkpoint, chain, null, own, null);
+        return new Outcome(checkpoint, chain, null, own, null, false);
     }
 
     /**
@@ -67,22 +84,31 @@ final class ChainCheck {
      *     cannot be read.
      * @param unreadableChain why the chain cannot be read (a checkpoint it needs has no manifest, or does not lead to
      *     its base); null if it can.
+     * @param deleted the checkpoint was deleted while it was checked: neither intact nor damaged, and no longer there.
      */
     record Outcome(
             CheckpointInfo checkpoint,
             List<CheckpointInfo> chain,
             CheckpointInfo damagedLink,
             VerifyReport report,
-            String unreadableChain) {
+            String unreadableChain,
+            boolean deleted) {
+        /** What {@link #damage()} says of a checkpoint deleted while it was checked. */
+        static final String DELETED = "deleted while it was checked (by retention or `psctl checkpoint delete`, of a"
+                + " running proxy say; its manifest went first): no longer there, not damaged";
+
         boolean intact() {
-            return damagedLink == null && unreadableChain == null;
+            return damagedLink == null && unreadableChain == null && !deleted;
         }
 
         /**
-         * {@code DAMAGED (2 of 3 files)}, {@code DAMAGED (it needs checkpoint 5: 1 of 2 files)} or {@code DAMAGED:
-         * <why its chain cannot be read>}; empty when intact.
+         * {@code DAMAGED (2 of 3 files)}, {@code DAMAGED (it needs checkpoint 5: 1 of 2 files)}, {@code DAMAGED:
+         * <why its chain cannot be read>} or {@link #DELETED}; empty when intact.
          */
         String damage() {
+            if (deleted) {
+                return DELETED;
+            }
             if (unreadableChain != null) {
                 return "DAMAGED: " + unreadableChain;
             }

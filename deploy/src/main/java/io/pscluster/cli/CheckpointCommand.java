@@ -237,6 +237,7 @@ final class CheckpointCommand implements Runnable {
             out.printf(format, "ID", "CREATED", "AGE", "KIND", "SIZE", "RATIO", "ROWS", "FILES", "TABLES", "CHECK");
             final Instant now = Instant.now();
             final List<String> problems = new ArrayList<>();
+            final List<String> notes = new ArrayList<>();
             final ChainCheck chains = new ChainCheck(store, depth);
             for (final io.pscluster.checkpoint.CheckpointInfo checkpoint : checkpoints) {
                 final Manifest manifest = checkpoint.manifest();
@@ -248,11 +249,13 @@ final class CheckpointCommand implements Runnable {
                                 .map(Manifest.TableEntry::name)
                                 .toList());
                 final String found = marked.get(checkpoint.id());
-                final String mark = !outcome.intact()
-                        ? "DAMAGED"
-                        : found != null
-                                ? "MARKED-DAMAGED"
-                                : depth == VerifyReport.Depth.PRESENCE ? "present" : "verified";
+                final String mark = outcome.deleted()
+                        ? "deleted"
+                        : !outcome.intact()
+                                ? "DAMAGED"
+                                : found != null
+                                        ? "MARKED-DAMAGED"
+                                        : depth == VerifyReport.Depth.PRESENCE ? "present" : "verified";
                 out.printf(
                         format,
                         checkpoint.id(),
@@ -266,7 +269,10 @@ final class CheckpointCommand implements Runnable {
                         tables.length() > 24 ? tables.substring(0, 21) + "..." : tables,
                         mark);
                 outcome.problems().forEach(problem -> problems.add("checkpoint " + checkpoint.id() + ": " + problem));
-                if (found != null) {
+                if (outcome.deleted()) {
+                    notes.add("checkpoint " + checkpoint.id() + ": " + outcome.damage());
+                }
+                if (found != null && !outcome.deleted()) {
                     problems.add("checkpoint " + checkpoint.id() + ": a restore found it damaged (" + found
                             + "); retention keeps it uncounted until `psctl checkpoint delete --id " + checkpoint.id()
                             + "`");
@@ -276,6 +282,7 @@ final class CheckpointCommand implements Runnable {
                 out.printf(format, id, "?", "?", "?", "?", "?", "?", "?", "?", "DAMAGED");
                 problems.add("checkpoint " + id + ": unreadable manifest: " + why);
             });
+            notes.forEach(out::println);
             problems.forEach(out::println);
             return problems.isEmpty() ? 0 : 1;
         }
@@ -289,7 +296,9 @@ final class CheckpointCommand implements Runnable {
                         + " its length, no block lost, and its CRC32C as the manifest says. On HDFS the CRC32C comes"
                         + " from the DataNodes' block checksums (COMPOSITE_CRC), so nothing is read back; elsewhere"
                         + " the files are read. --read-back reads every byte on HDFS too.",
-                "Exit code 0 if intact, 1 on damage (each damaged file is named with its problem)."
+                "Exit code 0 if intact, 1 on damage (each damaged file is named with its problem) or when the"
+                        + " checkpoint of --id is not there. One deleted while it is checked (by a running proxy's"
+                        + " retention) is said to be, not counted as damage."
             })
     static final class Verify implements Callable<Integer> {
         @Option(
@@ -373,6 +382,10 @@ final class CheckpointCommand implements Runnable {
                             out.println("  a restore marked it damaged before (see `checkpoint list`); its bytes verify"
                                     + " now: the next restore that verifies it removes the mark");
                         }
+                    } else if (outcome.deleted()) {
+                        // Not damage; but the one checkpoint asked for is not there any more.
+                        damaged += id != 0 ? 1 : 0;
+                        out.println("checkpoint " + checkpoint.id() + ": " + outcome.damage());
                     } else {
                         damaged++;
                         out.println("checkpoint " + checkpoint.id() + ": " + outcome.damage());

@@ -99,6 +99,87 @@ class OfflineCheckpointCommandsTest {
         assertThat(verify.out()).contains("checkpoint 2: intact").contains("a restore marked it damaged before");
     }
 
+    /**
+     * Retention (of a proxy running on the same root) deletes a checkpoint while {@code verify} or {@code list --verify}
+     * reads it: that one is said to be deleted, not damaged, and the others are checked as before; asked for by
+     * {@code --id}, it is not there (exit 1), still not damaged.
+     */
+    @Test
+    void shouldSayACheckpointDeletedWhileItIsCheckedIsDeletedNotDamaged() throws Exception {
+        final Path root = baseAndDeltas(tmp.resolve("raced"), 4);
+        final Path conf = Files.createDirectories(tmp.resolve("conf"));
+        Files.writeString(
+                conf.resolve("core-site.xml"),
+                "<configuration>"
+                        + "<property><name>fs.file.impl</name><value>" + RetentionRaceFileSystem.class.getName()
+                        + "</value></property>"
+                        + "<property><name>fs.file.impl.disable.cache</name><value>true</value></property>"
+                        + "</configuration>");
+        try {
+            deleteWhenRead(root, 4);
+            final PsctlRun verify = psctl(
+                    "checkpoint",
+                    "verify",
+                    "--checkpoint-dir",
+                    root.toString(),
+                    "--hadoop-conf",
+                    conf.toString(),
+                    "--quiet");
+            assertThat(RetentionRaceFileSystem.deleteWhenRead)
+                    .as("deleted mid-run")
+                    .isNull();
+            assertThat(verify.exit()).as(verify.text()).isZero();
+            assertThat(verify.out())
+                    .contains("checkpoint 4: " + ChainCheck.Outcome.DELETED)
+                    .contains("checkpoint 3: intact")
+                    .contains("checkpoint 1: intact")
+                    .doesNotContain("DAMAGED");
+
+            deleteWhenRead(root, 3);
+            final PsctlRun list = psctl(
+                    "checkpoint",
+                    "list",
+                    "--checkpoint-dir",
+                    root.toString(),
+                    "--hadoop-conf",
+                    conf.toString(),
+                    "--verify");
+            assertThat(RetentionRaceFileSystem.deleteWhenRead)
+                    .as("deleted mid-run")
+                    .isNull();
+            assertThat(list.exit()).as(list.text()).isZero();
+            assertThat(list.out().lines().filter(line -> line.matches("^3 .*")))
+                    .singleElement()
+                    .satisfies(line -> assertThat(line).endsWith("deleted"));
+            assertThat(list.out())
+                    .contains("checkpoint 3: " + ChainCheck.Outcome.DELETED)
+                    .doesNotContain("DAMAGED");
+
+            deleteWhenRead(root, 2);
+            final PsctlRun one = psctl(
+                    "checkpoint",
+                    "verify",
+                    "--checkpoint-dir",
+                    root.toString(),
+                    "--hadoop-conf",
+                    conf.toString(),
+                    "--id",
+                    "2",
+                    "--quiet");
+            assertThat(one.exit()).as(one.text()).isEqualTo(1);
+            assertThat(one.out())
+                    .contains("checkpoint 2: " + ChainCheck.Outcome.DELETED)
+                    .doesNotContain("DAMAGED");
+        } finally {
+            RetentionRaceFileSystem.deleteWhenRead = null;
+        }
+    }
+
+    private static void deleteWhenRead(final Path root, final long id) {
+        RetentionRaceFileSystem.deleteWhenRead =
+                new org.apache.hadoop.fs.Path("file://" + root.resolve(String.format("ckpt-%012d", id)));
+    }
+
     @Test
     void shouldSayAnIntactDeltaIsIntactWithTheCheckpointsItNeeds() throws Exception {
         final Path root = baseAndDeltas(tmp.resolve("intact"));
