@@ -296,9 +296,10 @@ final class CheckpointCommand implements Runnable {
                         + " its length, no block lost, and its CRC32C as the manifest says. On HDFS the CRC32C comes"
                         + " from the DataNodes' block checksums (COMPOSITE_CRC), so nothing is read back; elsewhere"
                         + " the files are read. --read-back reads every byte on HDFS too.",
-                "Exit code 0 if intact, 1 on damage (each damaged file is named with its problem) or when the"
-                        + " checkpoint of --id is not there. One deleted while it is checked (by a running proxy's"
-                        + " retention) is said to be, not counted as damage."
+                "Exit code 0 if intact, 1 on damage (each damaged file is named with its problem), when the"
+                        + " checkpoint of --id is not there, or when there is no checkpoint to verify. One deleted"
+                        + " while it is checked (by a running proxy's retention) is said to be, not counted as"
+                        + " damage."
             })
     static final class Verify implements Callable<Integer> {
         @Option(
@@ -338,8 +339,7 @@ final class CheckpointCommand implements Runnable {
                         return 1;
                     }
                     if (one.isEmpty()) {
-                        out.println("checkpoint " + id + ": no such checkpoint under " + store.root()
-                                + " (no directory, or no manifest: never committed)");
+                        out.println("checkpoint " + id + ": " + noSuchCheckpoint(store, id));
                         return 1;
                     }
                     checkpoints.add(one.get());
@@ -351,7 +351,10 @@ final class CheckpointCommand implements Runnable {
                         damaged++;
                     }
                     if (checkpoints.isEmpty() && damaged == 0) {
-                        out.println("no complete checkpoints under " + store.root());
+                        // Nothing verified is not a pass: a scheduled check must not be quiet about a root that
+                        // holds no checkpoint (a mistyped subdirectory, checkpoints never taken or all deleted).
+                        out.println("nothing to verify: no complete checkpoint under " + store.root());
+                        return 1;
                     }
                 }
                 // A delta is checked with its chain, as a restore needs it; a base several deltas need, once.
@@ -485,8 +488,8 @@ final class CheckpointCommand implements Runnable {
                         + " left out. A delta is exported as the model at that checkpoint (its base, then each delta"
                         + " applied in order). The checkpoint and its chain are verified first; without --id, the"
                         + " newest one whose chain is intact.",
-                "Exit code 0 when every file is written, 1 on damage or failure (nothing is left under a final"
-                        + " name), 2 on a bad option."
+                "Exit code 0 when every file is written, 1 on damage, no such checkpoint or failure (nothing is"
+                        + " left under a final name), 2 on a bad option."
             })
     static final class Export implements Callable<Integer> {
         @Option(
@@ -609,10 +612,12 @@ final class CheckpointCommand implements Runnable {
                     return Optional.empty();
                 }
                 if (one.isEmpty()) {
-                    throw usage("--id=" + id + ": no such checkpoint under " + store.root() + "; complete ones: "
-                            + store.list().stream()
-                                    .map(io.pscluster.checkpoint.CheckpointInfo::id)
-                                    .toList());
+                    // Not a bad option, as in verify and delete: a plain error, without the usage text.
+                    spec.commandLine()
+                            .getErr()
+                            .println("psctl checkpoint export: --id=" + id + ": " + noSuchCheckpoint(store, id));
+                    stdout.println("nothing exported");
+                    return Optional.empty();
                 }
                 candidates.add(one.get());
             } else {
@@ -649,6 +654,15 @@ final class CheckpointCommand implements Runnable {
         private CommandLine.ParameterException usage(final String message) {
             return new CommandLine.ParameterException(spec.commandLine(), message);
         }
+    }
+
+    /** Why a command cannot find checkpoint {@code id}, with the ids it can find. */
+    private static String noSuchCheckpoint(final CheckpointStore store, final long id) throws IOException {
+        return "no such checkpoint under " + store.root() + " (no directory, or no manifest: never committed);"
+                + " complete ones: "
+                + store.list().stream()
+                        .map(io.pscluster.checkpoint.CheckpointInfo::id)
+                        .toList();
     }
 
     /**

@@ -195,6 +195,42 @@ class OfflineCheckpointCommandsTest {
         assertThat(list.out()).contains(" delta:2 ").contains(" verified").doesNotContain("DAMAGED");
     }
 
+    /**
+     * A root that exists but holds no checkpoint lists as such (exit 0) and fails verify (exit 1): a scheduled check
+     * must not pass on a root checkpoints were never written to. A checkpoint asked for by id that is not there fails
+     * verify, delete and export alike (exit 1), naming the ones there are.
+     */
+    @Test
+    void shouldFailVerifyWithNothingToVerifyAndEveryCommandOnAnIdThatIsNotThere() throws Exception {
+        final Path empty = Files.createDirectories(tmp.resolve("empty"));
+        final PsctlRun list = psctl("checkpoint", "list", "--checkpoint-dir", empty.toString());
+        assertThat(list.exit()).as(list.text()).isZero();
+        assertThat(list.out()).contains("no complete checkpoints under ");
+        final PsctlRun verify = psctl("checkpoint", "verify", "--checkpoint-dir", empty.toString(), "--quiet");
+        assertThat(verify.exit()).as(verify.text()).isEqualTo(1);
+        assertThat(verify.out()).contains("nothing to verify: no complete checkpoint under ");
+
+        final Path root = baseAndDeltas(tmp.resolve("three"));
+        for (final String[] command :
+                List.of(new String[] {"verify", "--quiet"}, new String[] {"delete"}, new String[] {
+                    "export", "--quiet", "--out", tmp.resolve("model").toString()
+                })) {
+            final String[] args = Stream.concat(
+                            Stream.of("checkpoint", command[0], "--checkpoint-dir", root.toString(), "--id", "7"),
+                            Stream.of(command).skip(1))
+                    .toArray(String[]::new);
+            final PsctlRun run = psctl(args);
+            assertThat(run.exit())
+                    .as(String.join(" ", args) + "\n" + run.text())
+                    .isEqualTo(1);
+            assertThat(run.out() + run.err())
+                    .as(String.join(" ", args))
+                    .containsPattern("checkpoint 7|--id=7")
+                    .containsPattern("no (such )?checkpoint")
+                    .doesNotContain("Usage:");
+        }
+    }
+
     @Test
     void shouldRefuseAMissingCheckpointDirectoryAndCreateNothing() throws Exception {
         final Path missing = tmp.resolve("mistyped").resolve("ckpts");

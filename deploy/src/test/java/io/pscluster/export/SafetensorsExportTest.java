@@ -264,8 +264,11 @@ class SafetensorsExportTest {
         assertThat(negative.exit()).isEqualTo(2);
         assertThat(negative.err()).contains("--id=-3 must be a checkpoint id (>= 1)");
         final PsctlRun absent = psctl("checkpoint", "export", "--checkpoint-dir", dir, "--id", "9", "--out", "" + out);
-        assertThat(absent.exit()).isEqualTo(2);
-        assertThat(absent.err()).contains("--id=9: no such checkpoint under ").contains("complete ones: [2, 1]");
+        assertThat(absent.exit()).as("not there, as in verify and delete").isEqualTo(1);
+        assertThat(absent.err())
+                .contains("--id=9: no such checkpoint under ")
+                .contains("complete ones: [2, 1]")
+                .doesNotContain("Usage:");
         final PsctlRun table =
                 psctl("checkpoint", "export", "--checkpoint-dir", dir, "--table", "nope", "--out", "" + out);
         assertThat(table.exit()).isEqualTo(1);
