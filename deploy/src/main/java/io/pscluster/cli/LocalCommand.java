@@ -27,7 +27,8 @@ final class LocalCommand implements Callable<Integer> {
     @Option(
             names = "--checkpoint-interval-s",
             defaultValue = "0",
-            description = "Take a checkpoint every this many seconds; 0 (default) only on demand.")
+            description = "Take a checkpoint every this many seconds (one skipped or failed is tried again sooner,"
+                    + " from a heartbeat interval on, doubling); 0 (default) only on demand.")
     long checkpointIntervalSeconds;
 
     @Option(

@@ -340,11 +340,7 @@ public final class ProxyServer implements AutoCloseable {
         timers.scheduleWithFixedDelay(
                 this::checkJobs, JobRegistry.CHECK_INTERVAL_MS, JobRegistry.CHECK_INTERVAL_MS, TimeUnit.MILLISECONDS);
         if (context.checkpointIntervalMs > 0) {
-            checkpointTimer.scheduleWithFixedDelay(
-                    this::periodicCheckpoint,
-                    context.checkpointIntervalMs,
-                    context.checkpointIntervalMs,
-                    TimeUnit.MILLISECONDS);
+            schedulePeriodicCheckpoint(context.checkpointIntervalMs);
         }
         health.setStatus("", ServingStatus.SERVING);
         LOG.info(
@@ -371,23 +367,65 @@ public final class ProxyServer implements AutoCloseable {
         }
     }
 
-    private void periodicCheckpoint() {
-        if (state.tables().isEmpty()) {
-            return;
-        }
+    private void schedulePeriodicCheckpoint(final long delayMs) {
         try {
+            checkpointTimer.schedule(this::periodicCheckpoint, delayMs, TimeUnit.MILLISECONDS);
+        } catch (java.util.concurrent.RejectedExecutionException closing) {
+            // close() shut the timer down.
+        }
+    }
+
+    /** Checkpoints not taken in a row by the periodic schedule (skipped or failed); the timer's thread alone. */
+    private int periodicMisses;
+
+    /**
+     * Takes the periodic checkpoint, then schedules the next: an interval later, or sooner when this one was skipped
+     * or failed (see {@link #periodicRetryMs}), so that a restore or a move under way when the period came, or a
+     * passing fault, does not leave the cluster a whole interval more without a checkpoint.
+     */
+    private void periodicCheckpoint() {
+        boolean taken = false;
+        try {
+            if (state.tables().isEmpty()) {
+                taken = true;
+                return;
+            }
             checkpoints.checkpointNow();
+            taken = true;
         } catch (PsException e) {
             // The coordinator logged why (a WARN); this says it was the periodic one.
-            LOG.info("periodic checkpoint skipped");
+            LOG.info("periodic checkpoint skipped; trying again in {} ms", periodicRetryMs(periodicMisses + 1));
         } catch (IOException | RuntimeException e) {
-            LOG.info("periodic checkpoint failed");
+            LOG.info("periodic checkpoint failed; trying again in {} ms", periodicRetryMs(periodicMisses + 1));
         } catch (org.apache.hadoop.fs.FSError e) {
             // The local filesystem's I/O failure (a full disk) is an Error; a timer task that throws never runs again.
-            LOG.warn("periodic checkpoint failed: {}", e.toString());
+            LOG.warn(
+                    "periodic checkpoint failed: {}; trying again in {} ms",
+                    e.toString(),
+                    periodicRetryMs(periodicMisses + 1));
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
+            return;
+        } finally {
+            if (!Thread.currentThread().isInterrupted()) {
+                periodicMisses = taken ? 0 : periodicMisses + 1;
+                schedulePeriodicCheckpoint(taken ? context.checkpointIntervalMs : periodicRetryMs(periodicMisses));
+            }
         }
+    }
+
+    /** How long after the {@code misses}-th periodic checkpoint in a row not taken the next is tried. */
+    private long periodicRetryMs(final int misses) {
+        return periodicRetryMs(context.checkpointIntervalMs, context.heartbeatIntervalMs, misses);
+    }
+
+    /**
+     * After {@code misses} periodic checkpoints in a row were not taken: a heartbeat interval (what most refusals wait
+     * for: a restore or a move reported done), doubled with each further miss, never more than the period itself.
+     */
+    static long periodicRetryMs(final long intervalMs, final long heartbeatMs, final int misses) {
+        final long backoff = heartbeatMs << Math.min(Math.max(misses - 1, 0), 30);
+        return Math.max(1, Math.min(intervalMs, backoff < 0 ? intervalMs : backoff));
     }
 
     /** The workers' checkpoint pauses (tests look at the pause in force). */
