@@ -1185,6 +1185,7 @@ final class ClusterState {
                 order.getCheckpointId(),
                 order.getCheckpointId() == dataCheckpointId ? dataCheckpointCreatedMillis : 0,
                 true,
+                true,
                 why);
     }
 
@@ -1788,6 +1789,18 @@ final class ClusterState {
             final long createdMillis,
             final boolean lossless,
             final String why) {
+        appendRollback(from, to, slotCount, checkpointId, createdMillis, lossless, false, why);
+    }
+
+    private void appendRollback(
+            final String from,
+            final List<String> to,
+            final int slotCount,
+            final long checkpointId,
+            final long createdMillis,
+            final boolean lossless,
+            final boolean keptRows,
+            final String why) {
         rollbacks.addLast(RollbackEvent.newBuilder()
                 .setId(nextRollbackId++)
                 .setAtMillis(wallClock.getAsLong())
@@ -1797,6 +1810,7 @@ final class ClusterState {
                 .setCheckpointId(checkpointId)
                 .setCheckpointCreatedMillis(createdMillis)
                 .setLossless(lossless)
+                .setKeptRows(keptRows)
                 .setReason(why)
                 .build());
         while (rollbacks.size() > MAX_ROLLBACKS) {

@@ -153,7 +153,13 @@ class ClusterStateRebalanceTest extends ClusterStateFixture {
                 .filteredOn(event -> event.getReason().contains("undone"))
                 .hasSize(2)
                 .allMatch(RollbackEvent::getLossless)
+                .allMatch(RollbackEvent::getKeptRows)
                 .allMatch(event -> event.getReason().contains("shard " + c + " missed its lease before it restored"));
+        assertThat(state.status().getRollbacksList())
+                .filteredOn(event -> !event.getReason().contains("undone"))
+                .as("the moves themselves: their rows came through the checkpoint")
+                .hasSize(2)
+                .noneMatch(RollbackEvent::getKeptRows);
         assertThat(state.status().getRollbacksTotal()).isZero();
     }
 

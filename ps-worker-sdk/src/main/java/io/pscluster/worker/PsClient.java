@@ -558,7 +558,10 @@ public final class PsClient implements AutoCloseable {
                 ? " taken at " + Instant.ofEpochMilli(event.getCheckpointCreatedMillis())
                 : "";
         final String source;
-        if (event.getLossless()) {
+        if (event.getLossless() && event.getKeptRows()) {
+            source = "given back to the shard that kept their rows, with every acknowledged push (nothing lost; the"
+                    + " move's checkpoint " + event.getCheckpointId() + " could not be restored)";
+        } else if (event.getLossless()) {
             source = "handed over through checkpoint " + event.getCheckpointId() + taken
                     + " with every acknowledged push (nothing lost)";
         } else if (event.getCheckpointId() == 0) {
