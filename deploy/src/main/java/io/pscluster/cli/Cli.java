@@ -2,8 +2,8 @@ package io.pscluster.cli;
 
 import ch.qos.logback.classic.Level;
 import io.grpc.Grpc;
-import io.grpc.InsecureChannelCredentials;
 import io.grpc.ManagedChannel;
+import io.pscluster.wire.Security;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.concurrent.CountDownLatch;
@@ -108,8 +108,17 @@ final class Cli {
     }
 
     static ManagedChannel channel(final String address) {
-        return Grpc.newChannelBuilder(address, InsecureChannelCredentials.create())
-                .build();
+        return channel(address, Security.NONE);
+    }
+
+    /** A channel to {@code address} with TLS and the token {@code security} says. */
+    static ManagedChannel channel(final String address, final Security security) {
+        try {
+            return Grpc.newChannelBuilder(address, security.channelCredentials())
+                    .build();
+        } catch (java.io.IOException e) {
+            throw new IllegalArgumentException("cannot read the TLS files: " + e.getMessage(), e);
+        }
     }
 
     static void close(final ManagedChannel channel) {

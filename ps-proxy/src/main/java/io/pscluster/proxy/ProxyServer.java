@@ -1,7 +1,6 @@
 package io.pscluster.proxy;
 
 import io.grpc.Grpc;
-import io.grpc.InsecureServerCredentials;
 import io.grpc.Server;
 import io.grpc.health.v1.HealthCheckResponse.ServingStatus;
 import io.grpc.protobuf.services.HealthStatusManager;
@@ -13,6 +12,7 @@ import io.pscluster.checkpoint.ChunkCodec;
 import io.pscluster.checkpoint.Manifest;
 import io.pscluster.checkpoint.RetentionPolicy;
 import io.pscluster.wire.PsException;
+import io.pscluster.wire.Security;
 import java.io.IOException;
 import java.io.InterruptedIOException;
 import java.net.URI;
@@ -52,7 +52,8 @@ public final class ProxyServer implements AutoCloseable {
     private final CheckpointCoordinator checkpoints;
     // Held here: the registry holds what its metrics read through only weakly.
     private final ProxyMetrics metrics;
-    private final ShardChannels channels = new ShardChannels();
+    private final ShardChannels channels;
+    private final io.grpc.ServerCredentials serverCredentials;
     private final HealthStatusManager health = new HealthStatusManager();
     // Control calls are short (memory and, at most, one fsync): a small bounded pool.
     private final ExecutorService control = Executors.newFixedThreadPool(4, ThreadFactories.daemon("ps-proxy-control"));
@@ -82,8 +83,11 @@ public final class ProxyServer implements AutoCloseable {
             final ClusterState state,
             final ProxyStateStore stateStore,
             final ClusterMark mark,
-            final RootClaim claim) {
+            final RootClaim claim,
+            final Credentials credentials) {
         this.context = context;
+        this.channels = new ShardChannels(credentials.toShards());
+        this.serverCredentials = credentials.serving();
         this.mark = mark;
         this.claim = claim;
         this.state = state;
@@ -106,8 +110,13 @@ public final class ProxyServer implements AutoCloseable {
         checkpoints.rootClaim(claim::trouble);
     }
 
+    /** What the proxy serves with and what it calls the shards with, read from their files before anything starts. */
+    private record Credentials(io.grpc.ServerCredentials serving, io.grpc.ChannelCredentials toShards) {}
+
     public static ProxyServer start(final Context context) throws IOException {
         final URI root = context.validate();
+        final Credentials credentials =
+                new Credentials(context.security.serverCredentials(), context.security.channelCredentials());
         final CheckpointStore store = new CheckpointStore(root, context.hadoopConf);
         final ProxyStateStore stateStore = context.stateStore != null
                 ? context.stateStore
@@ -147,7 +156,7 @@ public final class ProxyServer implements AutoCloseable {
         noteCheckpointTimes(state, store);
         final ProxyServer proxy;
         try {
-            proxy = new ProxyServer(context, store, state, stateStore, mark, claim);
+            proxy = new ProxyServer(context, store, state, stateStore, mark, claim, credentials);
         } catch (RuntimeException e) {
             claim.release();
             stateStore.close();
@@ -296,11 +305,12 @@ public final class ProxyServer implements AutoCloseable {
     }
 
     private void startServing() throws IOException {
-        final io.grpc.ServerBuilder<?> builder = Grpc.newServerBuilderForPort(
-                        context.port, InsecureServerCredentials.create())
+        final io.grpc.ServerBuilder<?> builder = Grpc.newServerBuilderForPort(context.port, serverCredentials)
                 .executor(control)
                 // Pulls through the proxy carry up to ProxyPulls.MAX_KEYS keys (8 MiB).
-                .maxInboundMessageSize(16 << 20);
+                .maxInboundMessageSize(16 << 20)
+                // Inner to the metrics' interceptor: refused calls are counted, by status.
+                .intercept(context.security.tokenCheck());
         if (context.meterRegistry != null) {
             // Calls and their outcomes per method (grpc_server_requests_received_total, _responses_sent_total and
             // _processing_duration_seconds by method and status code).
@@ -509,6 +519,13 @@ public final class ProxyServer implements AutoCloseable {
         private long checkpointStallTimeoutMs = CheckpointCoordinator.DEFAULT_STALL_TIMEOUT_MS;
         private long checkpointTimeoutMs;
         private long readCacheBytes = DEFAULT_READ_CACHE_BYTES;
+        private Security security = Security.NONE;
+
+        /** TLS and tokens for the proxy's server and its calls to shards ({@link Security}); none by default. */
+        public Context security(final Security value) {
+            security = java.util.Objects.requireNonNull(value, "security");
+            return this;
+        }
 
         /**
          * Where the proxy's metrics go ({@link ProxyMetrics} and its gRPC calls'); none when not set. A registry of its

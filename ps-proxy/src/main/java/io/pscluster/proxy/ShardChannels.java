@@ -1,7 +1,7 @@
 package io.pscluster.proxy;
 
+import io.grpc.ChannelCredentials;
 import io.grpc.Grpc;
-import io.grpc.InsecureChannelCredentials;
 import io.grpc.ManagedChannel;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
@@ -10,11 +10,16 @@ import java.util.concurrent.TimeUnit;
 /** One channel per shard address, opened on first use and kept for the proxy's life. */
 final class ShardChannels implements AutoCloseable {
     private final Map<String, ManagedChannel> channels = new ConcurrentHashMap<>();
+    private final ChannelCredentials credentials;
+
+    ShardChannels(final ChannelCredentials credentials) {
+        this.credentials = credentials;
+    }
 
     ManagedChannel channel(final String address) {
         return channels.computeIfAbsent(
                 address,
-                target -> Grpc.newChannelBuilder(target, InsecureChannelCredentials.create())
+                target -> Grpc.newChannelBuilder(target, credentials)
                         .maxInboundMessageSize(64 << 20)
                         .build());
     }

@@ -28,7 +28,7 @@ class JobRegistryTest extends ClusterStateFixture {
         final JobRegistry registry = JobRegistry.open(
                 on,
                 new JobRegistry.Settings(WORKER_LEASE_MILLIS, IDLE_MILLIS),
-                new ShardFanOut(new ShardChannels(), Runnable::run, 1_000),
+                new ShardFanOut(new ShardChannels(io.grpc.InsecureChannelCredentials.create()), Runnable::run, 1_000),
                 Runnable::run,
                 nanos::get,
                 wallMillis::get);

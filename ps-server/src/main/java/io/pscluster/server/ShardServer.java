@@ -1,8 +1,6 @@
 package io.pscluster.server;
 
 import io.grpc.Grpc;
-import io.grpc.InsecureChannelCredentials;
-import io.grpc.InsecureServerCredentials;
 import io.grpc.Server;
 import io.grpc.ServerBuilder;
 import io.grpc.StatusRuntimeException;
@@ -11,6 +9,7 @@ import io.grpc.protobuf.services.HealthStatusManager;
 import io.micrometer.core.instrument.MeterRegistry;
 import io.micrometer.core.instrument.binder.grpc.MetricCollectingServerInterceptor;
 import io.pscluster.proto.v1.DrainShardResponse;
+import io.pscluster.wire.Security;
 import java.io.IOException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -74,7 +73,12 @@ public final class ShardServer implements AutoCloseable {
     }
 
     private void startServing() throws IOException, InterruptedException {
-        final ServerBuilder<?> builder = Grpc.newServerBuilderForPort(context.port, InsecureServerCredentials.create());
+        // Both read from their files before anything serves: a bad file fails the start, naming it.
+        final io.grpc.ChannelCredentials toProxy = context.security.channelCredentials();
+        final ServerBuilder<?> builder = Grpc.newServerBuilderForPort(
+                        context.port, context.security.serverCredentials())
+                // Inner to the metrics' interceptor: refused calls are counted, by status.
+                .intercept(context.security.tokenCheck());
         if (context.meterRegistry != null) {
             metrics = ShardMetrics.bind(context.meterRegistry, shard);
             // Calls and their outcomes per method (grpc_server_requests_received_total, _responses_sent_total and
@@ -101,8 +105,7 @@ public final class ShardServer implements AutoCloseable {
         final String address = context.host + ":" + server.getPort();
         proxyLink = new ProxyLink(
                 shard,
-                Grpc.newChannelBuilder(context.proxyAddress, InsecureChannelCredentials.create())
-                        .build(),
+                Grpc.newChannelBuilder(context.proxyAddress, toProxy).build(),
                 address,
                 context.proxyAddress,
                 context.faults);
@@ -326,6 +329,13 @@ public final class ShardServer implements AutoCloseable {
         private long syncDrainWaitMs = 5_000;
         private Configuration hadoopConf = new Configuration();
         private FaultPoints faults = new FaultPoints();
+        private Security security = Security.NONE;
+
+        /** TLS and tokens for the shard's server and its calls to the proxy ({@link Security}); none by default. */
+        public Context security(final Security value) {
+            security = java.util.Objects.requireNonNull(value, "security");
+            return this;
+        }
 
         /**
          * Where the shard's metrics go ({@link ShardMetrics} and its gRPC calls'); none when not set. A registry of its

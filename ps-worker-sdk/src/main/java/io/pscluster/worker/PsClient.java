@@ -2,7 +2,6 @@ package io.pscluster.worker;
 
 import io.grpc.Deadline;
 import io.grpc.Grpc;
-import io.grpc.InsecureChannelCredentials;
 import io.grpc.ManagedChannel;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
@@ -83,6 +82,9 @@ public final class PsClient implements AutoCloseable {
     private final ProxyServiceGrpc.ProxyServiceBlockingStub proxy;
     private final ProxyServiceGrpc.ProxyServiceStub proxyAsync;
     private final Map<String, ManagedChannel> shardChannels = new ConcurrentHashMap<>();
+    /** Of every channel: TLS and the token as {@link Context#security} says, read once. */
+    private final io.grpc.ChannelCredentials credentials;
+
     private final ScheduledExecutorService timer;
     private final ExecutorService resends;
     private final AtomicReference<CompletableFuture<Routing>> refreshInFlight = new AtomicReference<>();
@@ -105,8 +107,9 @@ public final class PsClient implements AutoCloseable {
     private PsClient(final Context context) {
         this.context = context;
         this.clientId = randomNonZero();
-        this.proxyChannel = Grpc.newChannelBuilder(context.proxyAddress, InsecureChannelCredentials.create())
-                .build();
+        this.credentials = context.credentials();
+        this.proxyChannel =
+                Grpc.newChannelBuilder(context.proxyAddress, credentials).build();
         this.proxy = ProxyServiceGrpc.newBlockingStub(proxyChannel);
         this.proxyAsync = ProxyServiceGrpc.newStub(proxyChannel);
         // The timer only completes futures (backoff waits, deadlines) and starts background refreshes: nothing on it
@@ -335,7 +338,7 @@ public final class PsClient implements AutoCloseable {
         }
         return ShardServiceGrpc.newStub(shardChannels.computeIfAbsent(
                 address,
-                target -> Grpc.newChannelBuilder(target, InsecureChannelCredentials.create())
+                target -> Grpc.newChannelBuilder(target, credentials)
                         .maxInboundMessageSize(context.maxMessageBytes)
                         .build()));
     }
@@ -688,6 +691,25 @@ public final class PsClient implements AutoCloseable {
         private long joinTimeoutMs = 600_000;
         private Supplier<byte[]> checkpointState;
         private int rank;
+        private io.pscluster.wire.Security security = io.pscluster.wire.Security.NONE;
+
+        /**
+         * TLS and the token for this client's calls to the proxy and the shards ({@link io.pscluster.wire.Security}: a
+         * CA to trust, a client certificate if the cluster requires one, the token); none by default.
+         */
+        public Context security(final io.pscluster.wire.Security value) {
+            security = java.util.Objects.requireNonNull(value, "security");
+            return this;
+        }
+
+        /** The channels' credentials; a file that cannot be read is an IllegalArgumentException naming it. */
+        io.grpc.ChannelCredentials credentials() {
+            try {
+                return security.channelCredentials();
+            } catch (java.io.IOException e) {
+                throw new IllegalArgumentException("security: cannot read the TLS files: " + e.getMessage(), e);
+            }
+        }
 
         /**
          * Makes this client a worker of a job (registered with this spec if it is not yet, identical otherwise):
