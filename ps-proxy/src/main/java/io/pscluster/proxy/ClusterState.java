@@ -163,10 +163,12 @@ final class ClusterState {
         ShardLoad load = ShardLoad.getDefaultInstance();
         List<TableStats> tables = List.of();
         /**
-         * The move orders it restored whose slots still refuse requests, as its last heartbeat said (RestoreReport.held):
-         * they serve once it follows an answer that no longer sends them. Not persisted.
+         * The restore orders whose slots it does not serve yet, as its last heartbeat said: a move's, restored and held
+         * (RestoreReport.held) until it follows an answer that no longer sends it, or one still loading (this proxy's
+         * pending orders, or one it no longer has: superseded, or from before a restart without saved orders). Not
+         * persisted.
          */
-        List<Long> heldOrders = List.of();
+        List<Long> unservedOrders = List.of();
 
         ShardRecord(final String id, final String address, final ShardState state, final long now) {
             this.id = id;
@@ -184,7 +186,7 @@ final class ClusterState {
             copy.goneSinceNanos = goneSinceNanos;
             copy.load = load;
             copy.tables = tables;
-            copy.heldOrders = heldOrders;
+            copy.unservedOrders = unservedOrders;
             return copy;
         }
 
@@ -194,7 +196,7 @@ final class ClusterState {
             state = ShardState.REGISTERING;
             lastHeardNanos = now;
             creditNanos = 0;
-            heldOrders = List.of();
+            unservedOrders = List.of();
         }
 
         void heardFrom(final long now) {
@@ -905,6 +907,10 @@ final class ClusterState {
                             assigned, key -> new ShardRecord(key, address, ShardState.REGISTERING, now));
                     record.registered(address, request.getProtocolVersion(), now);
                     record.processId = request.getProcessId();
+                    if (request.getDraining()) {
+                        // Back after its lease lapsed while it waits for its hand-over: it takes no slots.
+                        record.draining();
+                    }
                     adoptUnknownTables(assigned, request.getTablesList());
                     if (acceptingClaims(now)) {
                         applyClaims(assigned, request);
@@ -1038,9 +1044,10 @@ final class ClusterState {
             kept.protocolVersion = request.getProtocolVersion();
         }
         final ShardRecord heard = shards.get(id);
-        // A fact about the shard, like its load: the orders it reports done but held serve after this answer.
-        heard.heldOrders = request.getRestoresList().stream()
-                .filter(report -> report.getDone() && report.getHeld())
+        // A fact about the shard, like its load: slots it refuses until these orders end (the held ones after this
+        // answer).
+        heard.unservedOrders = request.getRestoresList().stream()
+                .filter(report -> !report.getDone() || report.getHeld())
                 .map(RestoreReport::getOrderId)
                 .toList();
         if (request.getDraining() && heard.state != ShardState.DRAINING) {
@@ -2126,13 +2133,13 @@ final class ClusterState {
                     + " slots are not, first " + firstMissing);
         }
         for (final String id : bySlot.keySet()) {
-            final List<Long> held = shards.get(id).heldOrders;
-            if (!held.isEmpty()) {
-                // Restored, and done here, but the shard serves them only once it has heard so: it would refuse the
-                // operation's requests for them until its next heartbeat.
+            final List<Long> unserved = shards.get(id).unservedOrders;
+            if (!unserved.isEmpty()) {
+                // The shard would refuse the operation's requests for those slots: a move's, restored, serve once the
+                // shard has heard it is done (its next heartbeat); an order this proxy no longer has, once it ends.
                 throw PsException.failedPrecondition(operation + " needs every slot served; shard " + id
-                        + " has restored the slots of " + held.size() + " move(s) (first order " + held.get(0)
-                        + ") and serves them from its next heartbeat");
+                        + " does not serve the slots of restore order(s) " + unserved + " yet (a move's restored"
+                        + " slots serve from its next heartbeat)");
             }
         }
         final List<Owner> result = new ArrayList<>();

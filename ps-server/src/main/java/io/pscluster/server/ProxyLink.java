@@ -157,7 +157,8 @@ final class ProxyLink implements AutoCloseable {
                 .setAddress(address)
                 .setFreshStart(freshStart)
                 .setProtocolVersion(io.pscluster.wire.Protocol.VERSION)
-                .setProcessId(processId);
+                .setProcessId(processId)
+                .setDraining(shard.isDraining());
         if (!freshStart) {
             // Rows still in memory: claim them, so that a proxy that lost its state keeps them here.
             final BitSet held = shard.ownedSlots();
@@ -435,12 +436,24 @@ final class ProxyLink implements AutoCloseable {
     }
 
     /**
-     * Forgets the orders the proxy no longer sends that are done, or whose slots are all gone from here (a move undone
-     * hands them back to their giver): those are not attempted again, and their slots refuse requests as another's.
+     * Forgets the orders the proxy no longer sends that are done, or none of whose slots is this shard's to restore
+     * through them any more: gone from here (a move undone hands them back to their giver), or restored by an order
+     * the proxy sends now (the slots came back to this shard through a new order while it missed the answer that took
+     * them away: the proxy never has two orders for one slot). Those are not attempted again, and their slots refuse
+     * requests as another's, or wait for the new order. An unsent order some of whose slots are still this shard's and
+     * in no other order goes on (a proxy restarted without its saved orders sends none: the slots must not serve before
+     * they are restored).
      */
     private void forgetDoneOrders(final List<RestoreDirective> stillSent) {
         final Set<Long> sent = new HashSet<>();
         stillSent.forEach(directive -> sent.add(directive.getOrderId()));
+        final BitSet sentSlots = new BitSet(Slots.SLOT_COUNT);
+        for (final RestoreDirective directive : stillSent) {
+            final RestoreOrder order = orders.get(directive.getOrderId());
+            if (order != null) {
+                sentSlots.or(order.slots);
+            }
+        }
         final BitSet owned = shard.ownedSlots();
         final BitSet toServe = new BitSet(Slots.SLOT_COUNT);
         final BitSet toAbandon = new BitSet(Slots.SLOT_COUNT);
@@ -456,16 +469,21 @@ final class ProxyLink implements AutoCloseable {
                 }
                 return true;
             }
-            if (order.slots.intersects(owned)) {
+            final BitSet ownSlots = (BitSet) order.slots.clone();
+            ownSlots.and(owned);
+            final boolean superseded = !ownSlots.isEmpty();
+            ownSlots.andNot(sentSlots);
+            if (!ownSlots.isEmpty()) {
                 return false;
             }
             order.cancel();
             toAbandon.or(order.slots);
             LOG.warn(
-                    "shard {} drops restore order {}: the proxy gave its {} slots to another shard",
+                    "shard {} drops restore order {}: the proxy gave its {} slots to another shard{}",
                     shard.shardId(),
                     order.directive().getOrderId(),
-                    order.slots.cardinality());
+                    order.slots.cardinality(),
+                    superseded ? ", or to this one again with a new order" : "");
             return true;
         });
         // Slots another order still loads stay refused until that one is done.

@@ -321,6 +321,30 @@ class ShardServerFailoverTest {
     }
 
     /**
+     * The proxy forgets the draining shard while it keeps the rows (its lease lapsed): it registers again saying it
+     * drains, so that the proxy gives it no slot, and goes on waiting.
+     */
+    @Test
+    void shouldSayItDrainsWhenItRegistersAgainWhileKeepingTheRows() throws Exception {
+        final CompletableFuture<Void> closing = drainKeepingEverySlot(context());
+        final int registrations = proxy.registrations.size();
+
+        try {
+            proxy.forgetShard.set(1);
+
+            await().atMost(GENEROUS).until(() -> proxy.registrations.size() > registrations);
+            assertThat(proxy.registrations.get(registrations).getDraining()).isTrue();
+            assertThat(proxy.registrations.get(0).getDraining())
+                    .as("its first registration")
+                    .isFalse();
+            assertThat(closing).as("still keeping the rows").isNotDone();
+        } finally {
+            proxy.keepMovedSlots = List.of();
+        }
+        closing.get(GENEROUS.toSeconds(), TimeUnit.SECONDS);
+    }
+
+    /**
      * A retried DrainShard (the first answer was lost) hands nothing over, its slots being gone already, but the proxy
      * still counts on the rows kept here: the shard waits all the same (a hostile review found it stopped at once).
      */
