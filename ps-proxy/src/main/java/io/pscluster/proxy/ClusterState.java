@@ -1472,7 +1472,8 @@ final class ClusterState {
         if (!sticky()) {
             return new Rebalance(List.of(), at, Map.of());
         }
-        final List<Owner> owning = ownersForClusterOperation("a rebalance");
+        // Whether shards still hold restored slots back is asked once there is something to move (below).
+        final List<Owner> owning = owners("a rebalance");
         final Map<String, List<Integer>> held = new LinkedHashMap<>();
         for (final ShardRecord taker : takers()) {
             held.put(taker.id, new ArrayList<>());
@@ -1519,6 +1520,9 @@ final class ClusterState {
             addresses.put(from, shards.get(from).address);
             byTaker.forEach((to, slots) -> planned.add(new Move(from, to, List.copyOf(slots))));
         });
+        if (!planned.isEmpty()) {
+            refuseWhileUnserved("a rebalance", owning);
+        }
         return new Rebalance(List.copyOf(planned), at, addresses);
     }
 
@@ -2109,6 +2113,16 @@ final class ClusterState {
      *     the operation would miss their rows.
      */
     synchronized List<Owner> ownersForClusterOperation(final String operation) {
+        final List<Owner> owning = owners(operation);
+        refuseWhileUnserved(operation, owning);
+        return owning;
+    }
+
+    /**
+     * As {@link #ownersForClusterOperation} but for the shards' own reports of slots they do not serve yet (a move's
+     * restored slots until their next heartbeat): for an operation that may turn out to touch no shard.
+     */
+    private List<Owner> owners(final String operation) {
         if (!pendingRestores.isEmpty()) {
             final RestoreDirective first = pendingRestores.values().iterator().next();
             throw PsException.failedPrecondition(operation + " needs every slot restored; "
@@ -2132,19 +2146,23 @@ final class ClusterState {
             throw PsException.failedPrecondition(operation + " needs every slot on a live shard; " + unowned
                     + " slots are not, first " + firstMissing);
         }
-        for (final String id : bySlot.keySet()) {
-            final List<Long> unserved = shards.get(id).unservedOrders;
-            if (!unserved.isEmpty()) {
-                // The shard would refuse the operation's requests for those slots: a move's, restored, serve once the
-                // shard has heard it is done (its next heartbeat); an order this proxy no longer has, once it ends.
-                throw PsException.failedPrecondition(operation + " needs every slot served; shard " + id
-                        + " does not serve the slots of restore order(s) " + unserved + " yet (a move's restored"
-                        + " slots serve from its next heartbeat)");
-            }
-        }
         final List<Owner> result = new ArrayList<>();
         bySlot.forEach((id, slots) -> result.add(new Owner(id, shards.get(id).address, slots)));
         return result;
+    }
+
+    /** Refuses {@code operation} while one of {@code owning} reports restore orders whose slots it does not serve. */
+    private void refuseWhileUnserved(final String operation, final List<Owner> owning) {
+        for (final Owner owner : owning) {
+            final List<Long> unserved = shards.get(owner.shardId()).unservedOrders;
+            if (!unserved.isEmpty()) {
+                // The shard would refuse the operation's requests for those slots: a move's, restored, serve once the
+                // shard has heard it is done (its next heartbeat); an order this proxy no longer has, once it ends.
+                throw PsException.failedPrecondition(operation + " needs every slot served; shard "
+                        + owner.shardId() + " does not serve the slots of restore order(s) " + unserved
+                        + " yet (a move's restored slots serve from its next heartbeat)");
+            }
+        }
     }
 
     /** The live shards whose last heartbeat reported slots fenced for a move. */

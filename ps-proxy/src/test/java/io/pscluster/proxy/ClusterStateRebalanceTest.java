@@ -348,6 +348,9 @@ class ClusterStateRebalanceTest extends ClusterStateFixture {
         heartbeat(a);
         heartbeat(b);
         assertStatus(() -> state.ownersForClusterOperation("a checkpoint"), Status.Code.FAILED_PRECONDITION);
+        assertThat(state.planRebalance().moves())
+                .as("a rebalance with nothing to move says so, also meanwhile")
+                .isEmpty();
 
         heartbeat(c);
 
