@@ -83,6 +83,9 @@ final class CheckpointCommand implements Runnable {
         @Option(names = "--proxy", required = true, description = "The proxy's HOST:PORT.")
         String proxy;
 
+        @Mixin
+        SecurityOptions security;
+
         @Option(
                 names = "--timeout-s",
                 defaultValue = "600",
@@ -98,7 +101,7 @@ final class CheckpointCommand implements Runnable {
 
         @Override
         public Integer call() {
-            return withAdminProgress(proxy, timeoutSeconds, "checkpoint", quiet, spec, admin -> {
+            return withAdminProgress(security, proxy, timeoutSeconds, "checkpoint", quiet, spec, admin -> {
                 final CheckpointNowResponse response = admin.checkpointNow(CheckpointNowRequest.getDefaultInstance());
                 final PrintWriter out = spec.commandLine().getOut();
                 out.println("checkpoint taken: " + describe(response.getCheckpoint()));
@@ -125,6 +128,9 @@ final class CheckpointCommand implements Runnable {
         @Option(names = "--proxy", required = true, description = "The proxy's HOST:PORT.")
         String proxy;
 
+        @Mixin
+        SecurityOptions security;
+
         @Option(names = "--id", defaultValue = "0", description = "The checkpoint id; 0 (default) the latest.")
         long id;
 
@@ -143,7 +149,7 @@ final class CheckpointCommand implements Runnable {
 
         @Override
         public Integer call() {
-            return withAdminProgress(proxy, timeoutSeconds, "restore", quiet, spec, admin -> {
+            return withAdminProgress(security, proxy, timeoutSeconds, "restore", quiet, spec, admin -> {
                 final RestoreResponse response = admin.restore(
                         RestoreRequest.newBuilder().setCheckpointId(id).build());
                 final PrintWriter out = spec.commandLine().getOut();
@@ -180,6 +186,9 @@ final class CheckpointCommand implements Runnable {
         @Option(names = "--proxy", description = "Ask the proxy at HOST:PORT instead.")
         String proxy;
 
+        @Mixin
+        SecurityOptions security;
+
         @Option(names = "--verify", description = "Check every file's checksum too (see verify).")
         boolean verify;
 
@@ -200,7 +209,7 @@ final class CheckpointCommand implements Runnable {
             }
             final PrintWriter out = spec.commandLine().getOut();
             if (proxy != null) {
-                return withAdmin(proxy, timeoutSeconds, admin -> {
+                return withAdmin(security, proxy, timeoutSeconds, admin -> {
                     final ListCheckpointsResponse response =
                             admin.listCheckpoints(ListCheckpointsRequest.getDefaultInstance());
                     if (response.getCheckpointsCount() == 0) {
@@ -683,8 +692,9 @@ final class CheckpointCommand implements Runnable {
         int call(AdminServiceGrpc.AdminServiceBlockingStub admin);
     }
 
-    private static int withAdmin(final String proxy, final long timeoutSeconds, final AdminCall call) {
-        final ManagedChannel channel = Cli.channel(Cli.hostPort("--proxy", proxy));
+    private static int withAdmin(
+            final SecurityOptions security, final String proxy, final long timeoutSeconds, final AdminCall call) {
+        final ManagedChannel channel = security.channel(Cli.hostPort("--proxy", proxy));
         try {
             return call.call(
                     AdminServiceGrpc.newBlockingStub(channel).withDeadlineAfter(timeoutSeconds, TimeUnit.SECONDS));
@@ -698,13 +708,14 @@ final class CheckpointCommand implements Runnable {
      * error about once a second while the call runs (unless {@code quiet}), polled from a second stub.
      */
     static int withAdminProgress(
+            final SecurityOptions security,
             final String proxy,
             final long timeoutSeconds,
             final String kind,
             final boolean quiet,
             final CommandLine.Model.CommandSpec spec,
             final AdminCall call) {
-        final ManagedChannel channel = Cli.channel(Cli.hostPort("--proxy", proxy));
+        final ManagedChannel channel = security.channel(Cli.hostPort("--proxy", proxy));
         final long startNanos = System.nanoTime();
         final AdminServiceGrpc.AdminServiceBlockingStub poller = AdminServiceGrpc.newBlockingStub(channel);
         try (ProgressReporter ignored = ProgressReporter.start(

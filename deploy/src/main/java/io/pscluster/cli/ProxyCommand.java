@@ -143,6 +143,12 @@ final class ProxyCommand implements Callable<Integer> {
     HadoopOptions hadoop;
 
     @Mixin
+    SecurityOptions security;
+
+    @Mixin
+    WorkerTokenOption workerToken;
+
+    @Mixin
     MetricsOptions metrics;
 
     @Override
@@ -185,6 +191,7 @@ final class ProxyCommand implements Callable<Integer> {
                 .leaseMarginMs(leaseMarginMs)
                 .workerLeaseMs(workerLeaseMs)
                 .readCacheBytes(Cli.bytes("--read-cache", readCache))
-                .heartbeatIntervalMs(heartbeatMs);
+                .heartbeatIntervalMs(heartbeatMs)
+                .security(security.security(workerToken.file));
     }
 }

@@ -11,6 +11,7 @@ import java.util.concurrent.Callable;
 import java.util.concurrent.TimeUnit;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
 
@@ -26,6 +27,9 @@ import picocli.CommandLine.Spec;
 final class PullCommand implements Callable<Integer> {
     @Option(names = "--proxy", required = true, description = "The proxy's HOST:PORT.")
     String proxy;
+
+    @Mixin
+    SecurityOptions security;
 
     @Option(names = "--table", required = true, description = "The table.")
     String table;
@@ -52,7 +56,7 @@ final class PullCommand implements Callable<Integer> {
     @Override
     public Integer call() {
         final long[] wanted = keys.stream().mapToLong(Long::longValue).toArray();
-        final ManagedChannel channel = Cli.channel(Cli.hostPort("--proxy", proxy));
+        final ManagedChannel channel = security.channel(Cli.hostPort("--proxy", proxy));
         try {
             final ProxyPullResponse response = ProxyDataServiceGrpc.newBlockingStub(channel)
                     .withDeadlineAfter(timeoutSeconds, TimeUnit.SECONDS)

@@ -46,6 +46,12 @@ final class ShardCommand implements Callable<Integer> {
     @Mixin
     MetricsOptions metrics;
 
+    @Mixin
+    SecurityOptions security;
+
+    @Mixin
+    WorkerTokenOption workerToken;
+
     @Override
     public Integer call() throws Exception {
         if (proxy == null) {
@@ -57,7 +63,8 @@ final class ShardCommand implements Callable<Integer> {
                 .hadoopConf(hadoop.serverConfiguration())
                 .port(port)
                 .host(host)
-                .shardId(id)));
+                .shardId(id)
+                .security(security.security(workerToken.file))));
         System.out.println("shard " + shard.shardId() + " serving at " + shard.address());
         Cli.runUntilStopped(shard);
         return 0;
@@ -71,12 +78,15 @@ final class ShardCommand implements Callable<Integer> {
         @Option(names = "--proxy", required = true, description = "The proxy's HOST:PORT.")
         String proxy;
 
+        @Mixin
+        SecurityOptions security;
+
         @Option(names = "--id", required = true, description = "The shard id to forget.")
         String id;
 
         @Override
         public Integer call() {
-            final ManagedChannel channel = Cli.channel(Cli.hostPort("--proxy", proxy));
+            final ManagedChannel channel = security.channel(Cli.hostPort("--proxy", proxy));
             try {
                 final boolean forgotten = AdminServiceGrpc.newBlockingStub(channel)
                         .withDeadlineAfter(30, TimeUnit.SECONDS)
@@ -104,6 +114,9 @@ final class ShardCommand implements Callable<Integer> {
         @Option(names = "--proxy", required = true, description = "The proxy's HOST:PORT.")
         String proxy;
 
+        @Mixin
+        SecurityOptions security;
+
         @Option(names = "--dry-run", description = "Only print the moves.")
         boolean dryRun;
 
@@ -121,24 +134,26 @@ final class ShardCommand implements Callable<Integer> {
 
         @Override
         public Integer call() {
-            return CheckpointCommand.withAdminProgress(proxy, timeoutSeconds, "checkpoint", quiet, spec, admin -> {
-                final RebalanceResponse response = admin.rebalance(
-                        RebalanceRequest.newBuilder().setDryRun(dryRun).build());
-                final PrintWriter out = spec.commandLine().getOut();
-                if (response.getMovesCount() == 0) {
-                    out.println("nothing to move: every live shard owns its share of the slots");
-                    return 0;
-                }
-                for (final SlotMove move : response.getMovesList()) {
-                    out.println((dryRun ? "would move " : "moved ") + move.getSlotsCount() + " slots from shard "
-                            + move.getFromShard() + " to shard " + move.getToShard());
-                }
-                if (!dryRun) {
-                    out.println("routing epoch " + response.getRoutingEpoch() + "; the new owners load the slots from"
-                            + " checkpoint " + response.getCheckpointId() + " (psctl status shows them restoring)");
-                }
-                return 0;
-            });
+            return CheckpointCommand.withAdminProgress(
+                    security, proxy, timeoutSeconds, "checkpoint", quiet, spec, admin -> {
+                        final RebalanceResponse response = admin.rebalance(
+                                RebalanceRequest.newBuilder().setDryRun(dryRun).build());
+                        final PrintWriter out = spec.commandLine().getOut();
+                        if (response.getMovesCount() == 0) {
+                            out.println("nothing to move: every live shard owns its share of the slots");
+                            return 0;
+                        }
+                        for (final SlotMove move : response.getMovesList()) {
+                            out.println((dryRun ? "would move " : "moved ") + move.getSlotsCount()
+                                    + " slots from shard " + move.getFromShard() + " to shard " + move.getToShard());
+                        }
+                        if (!dryRun) {
+                            out.println("routing epoch " + response.getRoutingEpoch()
+                                    + "; the new owners load the slots from" + " checkpoint "
+                                    + response.getCheckpointId() + " (psctl status shows them restoring)");
+                        }
+                        return 0;
+                    });
         }
     }
 }

@@ -19,6 +19,7 @@ import java.time.Instant;
 import java.util.concurrent.Callable;
 import java.util.concurrent.TimeUnit;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
@@ -31,12 +32,15 @@ final class StatusCommand implements Callable<Integer> {
     @Option(names = "--proxy", required = true, description = "The proxy's HOST:PORT.")
     String proxy;
 
+    @Mixin
+    SecurityOptions security;
+
     @Spec
     CommandSpec spec;
 
     @Override
     public Integer call() {
-        final ManagedChannel channel = Cli.channel(Cli.hostPort("--proxy", proxy));
+        final ManagedChannel channel = security.channel(Cli.hostPort("--proxy", proxy));
         final PrintWriter out = spec.commandLine().getOut();
         try {
             final ListShardsResponse response = AdminServiceGrpc.newBlockingStub(channel)

@@ -9,6 +9,7 @@ import java.util.concurrent.Callable;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 @Command(
@@ -52,6 +53,9 @@ final class TrainExampleCommand implements Callable<Integer> {
     @Option(names = "--job", paramLabel = "NAME", description = "Job id the workers join (default: train-<table>).")
     String job;
 
+    @Mixin
+    SecurityOptions security;
+
     @Override
     public Integer call() throws Exception {
         Cli.logLevel(ch.qos.logback.classic.Level.WARN);
@@ -68,6 +72,7 @@ final class TrainExampleCommand implements Callable<Integer> {
         final AtomicLong longestStep = new AtomicLong();
         final List<LogisticRegression.EpochResult> results = LogisticRegression.train(
                 Cli.hostPort("--proxy", proxy),
+                security.security(),
                 dataset,
                 settings,
                 result -> System.out.println("  " + result),

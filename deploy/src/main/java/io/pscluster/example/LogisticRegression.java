@@ -9,6 +9,7 @@ import io.pscluster.proto.v1.RollbackEvent;
 import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.proto.v1.UpdateMode;
+import io.pscluster.wire.Security;
 import io.pscluster.wire.UpdateModes;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
@@ -178,10 +179,23 @@ public final class LogisticRegression {
             final Consumer<RollbackEvent> rollbacks,
             final AtomicLong longestStepNanos)
             throws InterruptedException, ExecutionException {
+        return train(proxyAddress, Security.NONE, data, settings, progress, rollbacks, longestStepNanos);
+    }
+
+    /** Trains as above, the workers' clients connecting with {@code security} (TLS, a token). */
+    public static List<EpochResult> train(
+            final String proxyAddress,
+            final Security security,
+            final Dataset data,
+            final Settings settings,
+            final Consumer<EpochResult> progress,
+            final Consumer<RollbackEvent> rollbacks,
+            final AtomicLong longestStepNanos)
+            throws InterruptedException, ExecutionException {
         final ExecutorService workers = Executors.newFixedThreadPool(settings.workers());
         List<PsClient> clients = List.of();
         try {
-            clients = joinJob(proxyAddress, settings, workers);
+            clients = joinJob(proxyAddress, security, settings, workers);
             clients.get(0).addRollbackListener(rollbacks);
             clients.get(0).createTable(schema(settings));
             final List<PsTable> tables = new ArrayList<>();
@@ -226,7 +240,7 @@ public final class LogisticRegression {
      * joined is closed.
      */
     private static List<PsClient> joinJob(
-            final String proxyAddress, final Settings settings, final ExecutorService workers)
+            final String proxyAddress, final Security security, final Settings settings, final ExecutorService workers)
             throws InterruptedException, ExecutionException {
         final CompletionService<PsClient> joining = new ExecutorCompletionService<>(workers);
         final List<Future<PsClient>> calls = new ArrayList<>();
@@ -235,8 +249,10 @@ public final class LogisticRegression {
         final boolean[] abandoned = {false};
         for (int w = 0; w < settings.workers(); w++) {
             calls.add(joining.submit(() -> {
-                final PsClient client = PsClient.connect(
-                        new PsClient.Context().proxyAddress(proxyAddress).job(settings.jobSpec()));
+                final PsClient client = PsClient.connect(new PsClient.Context()
+                        .proxyAddress(proxyAddress)
+                        .security(security)
+                        .job(settings.jobSpec()));
                 synchronized (joined) {
                     if (abandoned[0]) {
                         client.close();

@@ -5,6 +5,7 @@ import io.pscluster.server.Shard;
 import io.pscluster.server.ShardServer;
 import io.pscluster.server.table.ParameterTable;
 import io.pscluster.server.table.SlotSnapshot;
+import io.pscluster.wire.Security;
 import java.io.IOException;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -99,7 +100,8 @@ public final class LocalCluster implements AutoCloseable {
                 .shardId(id)
                 .port(0)
                 .maxKeysPerRequest(builder.maxKeysPerRequest)
-                .hadoopConf(builder.hadoopConf));
+                .hadoopConf(builder.hadoopConf)
+                .security(builder.security));
     }
 
     /**
@@ -193,6 +195,7 @@ public final class LocalCluster implements AutoCloseable {
         private long heartbeatIntervalMs = 1_000;
         private long workerLeaseMs = 3_000;
         private String checkpointCodec = "zstd";
+        private Security security = Security.NONE;
         private int keepCheckpoints = 5;
         private int deltasPerBase = ProxyServer.Context.DEFAULT_DELTAS_PER_BASE;
         private long checkpointPauseMs = 10_000;
@@ -213,6 +216,12 @@ public final class LocalCluster implements AutoCloseable {
         }
 
         /** How shards compress checkpoint files: zstd (default), lz4 or none. */
+        /** TLS and tokens for the proxy and every shard, servers and clients alike ({@link Security}). */
+        public Builder security(final Security value) {
+            security = java.util.Objects.requireNonNull(value, "security");
+            return this;
+        }
+
         public Builder checkpointCodec(final String value) {
             checkpointCodec = value;
             return this;
@@ -343,7 +352,8 @@ public final class LocalCluster implements AutoCloseable {
                     .maxCheckpointAgeMs(maxCheckpointAgeMs)
                     .checkpointStallTimeoutMs(checkpointStallTimeoutMs)
                     .checkpointTimeoutMs(checkpointTimeoutMs)
-                    .hadoopConf(hadoopConf));
+                    .hadoopConf(hadoopConf)
+                    .security(security));
             final LocalCluster cluster = new LocalCluster(this, proxy);
             try {
                 for (int i = 0; i < shards; i++) {
