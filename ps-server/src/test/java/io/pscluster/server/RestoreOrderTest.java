@@ -590,4 +590,62 @@ class RestoreOrderTest {
         assertThat(floats(server.shard().pull(CounterCheckpoints.TABLE, 1, KEYS)))
                 .containsOnly(0f);
     }
+
+    /** A drain's order: its giver ("drained") keeps the rows, so it neither falls back nor serves before it is heard. */
+    private RestoreDirective drainOrder(final long orderId, final long checkpointId) {
+        return order(orderId, checkpointId).toBuilder()
+                .setFromShard("drained")
+                .setGiverKeepsRows(true)
+                .build();
+    }
+
+    /**
+     * Order 5 (checkpoint 1, damaged) is reported damaged; the proxy hands the slots back to the draining shard, which
+     * drains again, and gives them to this shard again with order 6 (checkpoint 2), all before this shard follows an
+     * answer in between (the one that took the slots away was lost: a deadline, a reset). Order 6 is reported done.
+     */
+    private void handedBackAndOverAgainUnheard() throws Exception {
+        checkpoints.countAndCommit(KEYS, 1);
+        checkpoints.countAndCommit(KEYS, 2);
+        checkpoints.flipAByte(1);
+        proxy.routing = id -> TestRouting.allSlotsTo(id, 3);
+        proxy.orders.add(drainOrder(5, 1));
+        startShard();
+        await().atMost(GENEROUS)
+                .until(() -> proxy.heartbeats.stream()
+                        .flatMap(beat -> beat.getRestoresList().stream())
+                        .anyMatch(report -> report.getOrderId() == 5 && report.getDamaged()));
+
+        proxy.routing = id -> TestRouting.allSlotsTo(id, 5);
+        proxy.orders.set(0, drainOrder(6, 2));
+        await().atMost(GENEROUS).until(() -> report(6, true).isPresent());
+        // The stand-in drops order 6 once it is reported done, as the proxy does.
+    }
+
+    /**
+     * The first order is superseded by the second: once the second is done and heard, its slots serve, rather than
+     * staying refused while the first retries its damaged checkpoint forever (found by a hostile review).
+     */
+    @Test
+    void shouldServeSlotsHandedOverAgainAfterAHandBackItNeverHeardOf() throws Exception {
+        handedBackAndOverAgainUnheard();
+
+        await().atMost(GENEROUS)
+                .untilAsserted(() -> assertThat(server.shard().restoringSlotCount())
+                        .as("still reporting: %s", proxy.lastHeartbeat().getRestoresList())
+                        .isZero());
+        assertThat(floats(server.shard().pull(CounterCheckpoints.TABLE, 5, KEYS)))
+                .containsOnly(2f);
+    }
+
+    /** The proxy's next checkpoint asks this shard for every slot it owns: it writes them. */
+    @Test
+    void shouldWriteTheNextCheckpointAfterTheSlotsWereHandedOverAgain() throws Exception {
+        handedBackAndOverAgainUnheard();
+        await().atMost(GENEROUS).until(() -> server.shard().restoringSlotCount() == 0);
+        final int beats = proxy.heartbeats.size();
+        await().atMost(GENEROUS).until(() -> proxy.heartbeats.size() > beats + 2);
+
+        server.shard().writeCheckpoint(checkpoints.root(), 3);
+    }
 }
