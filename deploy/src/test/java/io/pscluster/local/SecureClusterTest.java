@@ -208,6 +208,32 @@ class SecureClusterTest {
         assertThat(worker.text()).contains("PERMISSION_DENIED");
     }
 
+    /** Tokens without TLS (a trusted network): they are sent and checked all the same. */
+    @Test
+    void shouldCheckTokensWithoutTls() throws Exception {
+        try (LocalCluster plain = LocalCluster.builder()
+                .shards(1)
+                .checkpointRoot(dir.resolve("plain-checkpoints").toUri().toString())
+                .security(Security.fromFiles(null, null, null, clusterToken, workerToken))
+                .start()) {
+            try (PsClient client = PsClient.connect(new PsClient.Context()
+                    .proxyAddress(plain.proxyAddress())
+                    .security(Security.fromFiles(null, null, null, workerToken, null)))) {
+                final PsTable table = client.createTable(sparse("plain"));
+                table.push(new long[] {5}, new float[] {2, 4});
+                client.flush();
+                assertThat(table.pull(new long[] {5})).containsExactly(-1f, -2f);
+            }
+            assertRefused(
+                    () -> PsClient.connect(new PsClient.Context()
+                                    .proxyAddress(plain.proxyAddress())
+                                    .deadlineMs(5_000))
+                            .close(),
+                    Status.Code.UNAUTHENTICATED,
+                    "this cluster requires a token");
+        }
+    }
+
     private static String[] concat(final String[] a, final String[] b) {
         final String[] all = java.util.Arrays.copyOf(a, a.length + b.length);
         System.arraycopy(b, 0, all, a.length, b.length);
