@@ -4,25 +4,48 @@ import static io.pscluster.cli.PsctlRun.psctl;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
+import io.grpc.CallOptions;
 import io.grpc.Grpc;
 import io.grpc.ManagedChannel;
+import io.grpc.Metadata;
+import io.grpc.MethodDescriptor;
+import io.grpc.Server;
+import io.grpc.ServerCall;
+import io.grpc.ServerCallHandler;
+import io.grpc.ServerInterceptor;
+import io.grpc.ServiceDescriptor;
 import io.grpc.Status;
 import io.grpc.health.v1.HealthCheckRequest;
 import io.grpc.health.v1.HealthCheckResponse;
 import io.grpc.health.v1.HealthGrpc;
+import io.grpc.stub.ClientCalls;
 import io.pscluster.cli.PsctlRun;
+import io.pscluster.proto.v1.AdminServiceGrpc;
 import io.pscluster.proto.v1.InjectFaultRequest;
 import io.pscluster.proto.v1.OptimizerKind;
 import io.pscluster.proto.v1.OptimizerSpec;
+import io.pscluster.proto.v1.ProxyDataServiceGrpc;
+import io.pscluster.proto.v1.ProxyServiceGrpc;
 import io.pscluster.proto.v1.ShardAdminServiceGrpc;
+import io.pscluster.proto.v1.ShardServiceGrpc;
 import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
+import io.pscluster.server.ShardServer;
 import io.pscluster.testing.TestCertificates;
 import io.pscluster.wire.Security;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
+import java.io.ByteArrayInputStream;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import java.util.Queue;
+import java.util.Set;
+import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.TimeUnit;
 import org.assertj.core.api.ThrowableAssert.ThrowingCallable;
 import org.junit.jupiter.api.AfterAll;
@@ -41,15 +64,21 @@ class SecureClusterTest {
     static Path dir;
 
     private static TestCertificates node;
+    /** A job's certificate: signed by the cluster's CA, for clients only, naming no host. */
+    private static TestCertificates job;
+    /** Signed by another CA. */
     private static TestCertificates stranger;
+
     private static Path clusterToken;
     private static Path workerToken;
     private static LocalCluster cluster;
 
     @BeforeAll
     static void startCluster() throws Exception {
-        node = TestCertificates.create(dir.resolve("certs"), "node");
-        stranger = TestCertificates.create(dir.resolve("certs"), "stranger");
+        final TestCertificates ca = TestCertificates.authority(dir.resolve("certs"), "cluster-ca");
+        node = ca.issue("node", true);
+        job = ca.issue("job", false);
+        stranger = TestCertificates.authority(dir.resolve("certs"), "other-ca").issue("stranger", true);
         clusterToken = Files.writeString(dir.resolve("cluster.token"), "cluster-secret-7f3a\n");
         workerToken = Files.writeString(dir.resolve("worker.token"), "worker-secret-91c2\n");
         cluster = LocalCluster.builder()
@@ -74,7 +103,7 @@ class SecureClusterTest {
     }
 
     private static Security worker() {
-        return Security.fromFiles(node.cert(), node.key(), node.ca(), workerToken, null);
+        return Security.fromFiles(job.cert(), job.key(), job.ca(), workerToken, null);
     }
 
     private static TableSchema sparse(final String name) {
@@ -137,31 +166,177 @@ class SecureClusterTest {
     @Test
     void shouldRefuseACallWithoutTheTokenOrWithAnotherOne() throws Exception {
         assertRefused(
-                () -> PsClient.connect(client(Security.fromFiles(node.cert(), node.key(), node.ca(), null, null)))
+                () -> PsClient.connect(client(Security.fromFiles(job.cert(), job.key(), job.ca(), null, null)))
                         .close(),
                 Status.Code.UNAUTHENTICATED,
                 "this cluster requires a token and the call carried none");
         final Path other = Files.writeString(dir.resolve("other.token"), "not-this-one");
         assertRefused(
-                () -> PsClient.connect(client(Security.fromFiles(node.cert(), node.key(), node.ca(), other, null)))
+                () -> PsClient.connect(client(Security.fromFiles(job.cert(), job.key(), job.ca(), other, null)))
                         .close(),
                 Status.Code.UNAUTHENTICATED,
                 "the call's token is not one this cluster accepts");
     }
 
+    /**
+     * Every server (the proxy and each shard, called directly) refuses a client without TLS, one without a certificate
+     * and one whose certificate another CA signed, whatever token it has.
+     */
     @Test
-    void shouldRefuseAClientWithoutTlsOrWithACertificateTheClusterDidNotSign() {
-        for (final Security security : new Security[] {
-            Security.fromFiles(null, null, null, workerToken, null),
-            Security.fromFiles(stranger.cert(), stranger.key(), node.ca(), workerToken, null),
-            Security.fromFiles(null, null, node.ca(), workerToken, null)
-        }) {
-            assertThatThrownBy(() -> PsClient.connect(client(security)).close())
-                    .satisfies(e -> assertThat(Status.fromThrowable(e).getCode())
-                            .as(e.toString())
-                            .isEqualTo(Status.Code.UNAVAILABLE));
+    void shouldRefuseAClientWithoutTlsOrWithACertificateTheClusterDidNotSignAtEveryServer() throws Exception {
+        final Security[] outsiders = {
+            Security.fromFiles(null, null, null, clusterToken, null),
+            Security.fromFiles(stranger.cert(), stranger.key(), node.ca(), clusterToken, null),
+            Security.fromFiles(null, null, node.ca(), clusterToken, null)
+        };
+        for (final String server : List.of(
+                cluster.proxyAddress(),
+                cluster.shard(0).address(),
+                cluster.shard(1).address())) {
+            final String method = server.equals(cluster.proxyAddress())
+                    ? "pscluster.v1.AdminService/ListShards"
+                    : "pscluster.v1.ShardService/DescribeTable";
+            for (final Security outsider : outsiders) {
+                assertThat(call(server, outsider, method).getCode())
+                        .as(server + " " + method)
+                        .isEqualTo(Status.Code.UNAVAILABLE);
+            }
+        }
+        assertThatThrownBy(() -> PsClient.connect(client(outsiders[1])).close())
+                .satisfies(e -> assertThat(Status.fromThrowable(e).getCode())
+                        .as(e.toString())
+                        .isEqualTo(Status.Code.UNAVAILABLE));
+    }
+
+    /**
+     * Every method of every service, called directly on the proxy and a shard: without a token UNAUTHENTICATED, and
+     * with the worker token PERMISSION_DENIED unless it is one of the methods a job needs (the list pinned here, so that
+     * a method added to Security.WORKER_METHODS by mistake fails this test).
+     */
+    @Test
+    void shouldRefuseEveryMethodWithoutTheTokenAndWithTheWorkerTokenAllButAJobsOwn() throws Exception {
+        final Set<String> jobMethods = Set.of(
+                "pscluster.v1.ShardService/Push",
+                "pscluster.v1.ShardService/Pull",
+                "pscluster.v1.ShardService/Clock",
+                "pscluster.v1.ShardService/Flush",
+                "pscluster.v1.ShardService/DescribeTable",
+                "pscluster.v1.ProxyService/GetRoutingTable",
+                "pscluster.v1.ProxyService/CreateTable",
+                "pscluster.v1.ProxyService/ListTables",
+                "pscluster.v1.ProxyService/RegisterJob",
+                "pscluster.v1.ProxyService/JoinJob",
+                "pscluster.v1.ProxyService/RenewWorker",
+                "pscluster.v1.ProxyService/LeaveJob",
+                "pscluster.v1.ProxyService/AttachTable",
+                "pscluster.v1.ProxyService/AwaitPause",
+                "pscluster.v1.ProxyService/Paused",
+                "pscluster.v1.ProxyDataService/Pull");
+        final Map<String, List<ServiceDescriptor>> servers = Map.of(
+                cluster.proxyAddress(),
+                List.of(
+                        ProxyServiceGrpc.getServiceDescriptor(),
+                        AdminServiceGrpc.getServiceDescriptor(),
+                        ProxyDataServiceGrpc.getServiceDescriptor()),
+                cluster.shard(0).address(),
+                List.of(ShardServiceGrpc.getServiceDescriptor(), ShardAdminServiceGrpc.getServiceDescriptor()));
+        final Security noToken = Security.fromFiles(job.cert(), job.key(), job.ca(), null, null);
+        int methods = 0;
+        for (final Map.Entry<String, List<ServiceDescriptor>> server : servers.entrySet()) {
+            for (final ServiceDescriptor service : server.getValue()) {
+                for (final MethodDescriptor<?, ?> method : service.getMethods()) {
+                    final String name = method.getFullMethodName();
+                    methods++;
+                    assertThat(call(server.getKey(), noToken, name).getCode())
+                            .as(name + " without a token")
+                            .isEqualTo(Status.Code.UNAUTHENTICATED);
+                    if (!jobMethods.contains(name)) {
+                        assertThat(call(server.getKey(), worker(), name).getCode())
+                                .as(name + " with the worker token")
+                                .isEqualTo(Status.Code.PERMISSION_DENIED);
+                    }
+                }
+            }
+        }
+        assertThat(methods).as("methods swept").isGreaterThan(30);
+    }
+
+    /**
+     * A job's certificate is for clients: a shard led to an impostor that serves with a job's certificate and key (its
+     * name spoofed) refuses the handshake, so the cluster's token never reaches it.
+     */
+    @Test
+    void shouldNotSendTheClusterTokenToAServerWithAJobsCertificate() throws Exception {
+        final Queue<String> seen = new ConcurrentLinkedQueue<>();
+        final Metadata.Key<String> authorization = Metadata.Key.of("authorization", Metadata.ASCII_STRING_MARSHALLER);
+        final Server impostor = Grpc.newServerBuilderForPort(
+                        0,
+                        Security.fromFiles(job.cert(), job.key(), null, null, null)
+                                .serverCredentials())
+                .addService(new ProxyServiceGrpc.ProxyServiceImplBase() {})
+                .intercept(new ServerInterceptor() {
+                    @Override
+                    public <Q, A> ServerCall.Listener<Q> interceptCall(
+                            final ServerCall<Q, A> call, final Metadata headers, final ServerCallHandler<Q, A> next) {
+                        seen.add(String.valueOf(headers.get(authorization)));
+                        return next.startCall(call, headers);
+                    }
+                })
+                .build()
+                .start();
+        try {
+            assertThatThrownBy(() -> ShardServer.start(new ShardServer.Context()
+                            .proxyAddress("localhost:" + impostor.getPort())
+                            .port(0)
+                            .registerTimeoutMs(2_000)
+                            .drainOnClose(false)
+                            .security(
+                                    Security.fromFiles(node.cert(), node.key(), node.ca(), clusterToken, workerToken))))
+                    .isNotNull();
+            assertThat(seen).as("headers the impostor received").isEmpty();
+        } finally {
+            impostor.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
         }
     }
+
+    /** One unary call of {@code method} with an empty request to {@code server}; the status it ends with. */
+    private static Status call(final String server, final Security security, final String method) throws Exception {
+        final ManagedChannel channel =
+                Grpc.newChannelBuilder(server, security.channelCredentials()).build();
+        try {
+            ClientCalls.blockingUnaryCall(
+                    channel,
+                    MethodDescriptor.<byte[], byte[]>newBuilder()
+                            .setType(MethodDescriptor.MethodType.UNARY)
+                            .setFullMethodName(method)
+                            .setRequestMarshaller(BYTES)
+                            .setResponseMarshaller(BYTES)
+                            .build(),
+                    CallOptions.DEFAULT.withDeadlineAfter(5, TimeUnit.SECONDS),
+                    new byte[0]);
+            return Status.OK;
+        } catch (RuntimeException e) {
+            return Status.fromThrowable(e);
+        } finally {
+            channel.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
+        }
+    }
+
+    private static final MethodDescriptor.Marshaller<byte[]> BYTES = new MethodDescriptor.Marshaller<>() {
+        @Override
+        public InputStream stream(final byte[] value) {
+            return new ByteArrayInputStream(value);
+        }
+
+        @Override
+        public byte[] parse(final InputStream stream) {
+            try {
+                return stream.readAllBytes();
+            } catch (IOException e) {
+                throw new UncheckedIOException(e);
+            }
+        }
+    };
 
     @Test
     void shouldAnswerHealthChecksWithoutAToken() throws Exception {
@@ -185,11 +360,11 @@ class SecureClusterTest {
     void shouldLetPsctlInWithTheClusterFilesAndNotWithoutTheToken() {
         final String[] tls = {
             "--tls-cert",
-            node.cert().toString(),
+            job.cert().toString(),
             "--tls-key",
-            node.key().toString(),
+            job.key().toString(),
             "--tls-ca",
-            node.ca().toString()
+            job.ca().toString()
         };
         final PsctlRun status = psctl(concat(
                 new String[] {"status", "--proxy", cluster.proxyAddress(), "--token-file", clusterToken.toString()},

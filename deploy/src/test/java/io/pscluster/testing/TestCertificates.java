@@ -8,75 +8,154 @@ import java.nio.file.Path;
 import java.security.GeneralSecurityException;
 import java.security.KeyStore;
 import java.security.PrivateKey;
-import java.security.cert.Certificate;
+import java.util.ArrayList;
 import java.util.Base64;
+import java.util.List;
 import java.util.concurrent.TimeUnit;
 
 /**
- * A self-signed certificate for {@code localhost} and {@code 127.0.0.1}, made by the JDK's {@code keytool} and written
- * as PEM: the chain, its unencrypted PKCS#8 key, and the same certificate as the CA to trust (a self-signed certificate
- * is its own CA). Two made apart trust neither the other.
+ * Certificates for tests, made by the JDK's {@code keytool} and written as PEM: a CA ({@link #authority}), and the
+ * certificates it issues ({@link #issue}): a node's, naming {@code localhost} and {@code 127.0.0.1}, for TLS servers and
+ * clients alike, or a job's, for clients only and naming no host. Each has its chain (the certificate, then the CA's),
+ * its unencrypted PKCS#8 key, and the CA's certificate to trust.
  */
-public record TestCertificates(Path cert, Path key) {
-    private static final char[] PASSWORD = "changeit".toCharArray();
+public record TestCertificates(Path cert, Path key, Path ca, Path keyStore, String alias) {
+    private static final String PASSWORD = "changeit";
 
-    /** The certificate as the CA a peer trusts. */
-    public Path ca() {
-        return cert;
-    }
-
-    /** Makes one in {@code dir} (which it creates) under {@code name}. */
-    public static TestCertificates create(final Path dir, final String name)
+    /** A CA of its own, {@code name}, in {@code dir}. */
+    public static TestCertificates authority(final Path dir, final String name)
             throws IOException, InterruptedException, GeneralSecurityException {
         Files.createDirectories(dir);
         final Path store = dir.resolve(name + ".p12");
-        final Process keytool = new ProcessBuilder(
-                        Path.of(System.getProperty("java.home"), "bin", "keytool")
-                                .toString(),
-                        "-genkeypair",
-                        "-alias",
-                        name,
-                        "-keyalg",
-                        "RSA",
-                        "-keysize",
-                        "2048",
-                        "-dname",
-                        "CN=localhost",
-                        "-ext",
-                        "SAN=dns:localhost,ip:127.0.0.1",
-                        "-validity",
-                        "2",
-                        "-storetype",
-                        "PKCS12",
-                        "-keystore",
-                        store.toString(),
-                        "-storepass",
-                        new String(PASSWORD),
-                        "-keypass",
-                        new String(PASSWORD))
-                .redirectErrorStream(true)
-                .start();
-        final String output = new String(keytool.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
-        if (!keytool.waitFor(60, TimeUnit.SECONDS) || keytool.exitValue() != 0) {
-            throw new IOException("keytool failed: " + output);
-        }
-        final KeyStore keys = KeyStore.getInstance("PKCS12");
-        try (InputStream in = Files.newInputStream(store)) {
-            keys.load(in, PASSWORD);
-        }
-        final PrivateKey key = (PrivateKey) keys.getKey(name, PASSWORD);
-        final Certificate certificate = keys.getCertificate(name);
-        final Path certFile = dir.resolve(name + ".crt.pem");
-        final Path keyFile = dir.resolve(name + ".key.pem");
-        Files.writeString(certFile, pem("CERTIFICATE", certificate.getEncoded()));
-        Files.writeString(keyFile, pem("PRIVATE KEY", key.getEncoded()));
-        return new TestCertificates(certFile, keyFile);
+        keytool(
+                "-genkeypair",
+                "-alias",
+                name,
+                "-keyalg",
+                "RSA",
+                "-keysize",
+                "2048",
+                "-dname",
+                "CN=" + name,
+                "-ext",
+                "bc:c",
+                "-validity",
+                "2",
+                "-storetype",
+                "PKCS12",
+                "-keystore",
+                store.toString(),
+                "-storepass",
+                PASSWORD,
+                "-keypass",
+                PASSWORD);
+        final Path cert = dir.resolve(name + ".crt.pem");
+        keytool(
+                "-exportcert",
+                "-rfc",
+                "-alias",
+                name,
+                "-keystore",
+                store.toString(),
+                "-storepass",
+                PASSWORD,
+                "-file",
+                cert.toString());
+        return new TestCertificates(cert, writeKey(store, name, dir), cert, store, name);
     }
 
-    private static String pem(final String type, final byte[] der) {
-        return "-----BEGIN " + type + "-----\n"
-                + Base64.getMimeEncoder(64, "\n".getBytes(StandardCharsets.US_ASCII))
-                        .encodeToString(der)
-                + "\n-----END " + type + "-----\n";
+    /**
+     * A certificate this CA signs, {@code name}: a node's ({@code node} true: server and client use, for {@code
+     * localhost} and {@code 127.0.0.1}) or a job's (client use only, no host).
+     */
+    public TestCertificates issue(final String name, final boolean node)
+            throws IOException, InterruptedException, GeneralSecurityException {
+        final Path dir = keyStore.getParent();
+        final Path store = dir.resolve(name + ".p12");
+        keytool(
+                "-genkeypair",
+                "-alias",
+                name,
+                "-keyalg",
+                "RSA",
+                "-keysize",
+                "2048",
+                "-dname",
+                "CN=" + name,
+                "-validity",
+                "2",
+                "-storetype",
+                "PKCS12",
+                "-keystore",
+                store.toString(),
+                "-storepass",
+                PASSWORD,
+                "-keypass",
+                PASSWORD);
+        final Path request = dir.resolve(name + ".csr");
+        keytool(
+                "-certreq",
+                "-alias",
+                name,
+                "-keystore",
+                store.toString(),
+                "-storepass",
+                PASSWORD,
+                "-file",
+                request.toString());
+        final Path signed = dir.resolve(name + ".signed.pem");
+        final List<String> gencert = new ArrayList<>(List.of(
+                "-gencert",
+                "-rfc",
+                "-alias",
+                alias,
+                "-keystore",
+                keyStore.toString(),
+                "-storepass",
+                PASSWORD,
+                "-infile",
+                request.toString(),
+                "-outfile",
+                signed.toString(),
+                "-validity",
+                "2"));
+        if (node) {
+            gencert.addAll(List.of("-ext", "SAN=dns:localhost,ip:127.0.0.1", "-ext", "EKU=serverAuth,clientAuth"));
+        } else {
+            gencert.addAll(List.of("-ext", "EKU=clientAuth"));
+        }
+        keytool(gencert.toArray(String[]::new));
+        final Path chain = dir.resolve(name + ".crt.pem");
+        Files.writeString(chain, Files.readString(signed) + Files.readString(ca));
+        return new TestCertificates(chain, writeKey(store, name, dir), ca, store, name);
+    }
+
+    private static Path writeKey(final Path store, final String name, final Path dir)
+            throws IOException, GeneralSecurityException {
+        final KeyStore keys = KeyStore.getInstance("PKCS12");
+        try (InputStream in = Files.newInputStream(store)) {
+            keys.load(in, PASSWORD.toCharArray());
+        }
+        final PrivateKey key = (PrivateKey) keys.getKey(name, PASSWORD.toCharArray());
+        final Path file = dir.resolve(name + ".key.pem");
+        Files.writeString(
+                file,
+                "-----BEGIN PRIVATE KEY-----\n"
+                        + Base64.getMimeEncoder(64, "\n".getBytes(StandardCharsets.US_ASCII))
+                                .encodeToString(key.getEncoded())
+                        + "\n-----END PRIVATE KEY-----\n");
+        return file;
+    }
+
+    private static void keytool(final String... args) throws IOException, InterruptedException {
+        final List<String> command = new ArrayList<>();
+        command.add(Path.of(System.getProperty("java.home"), "bin", "keytool").toString());
+        command.addAll(List.of(args));
+        final Process keytool =
+                new ProcessBuilder(command).redirectErrorStream(true).start();
+        final String output = new String(keytool.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        if (!keytool.waitFor(60, TimeUnit.SECONDS) || keytool.exitValue() != 0) {
+            throw new IOException("keytool " + String.join(" ", args) + " failed: " + output);
+        }
     }
 }
