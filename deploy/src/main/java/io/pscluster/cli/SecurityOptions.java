@@ -50,7 +50,12 @@ final class SecurityOptions {
 
     /** As the options say, a server also accepting the worker token in {@code workerTokenFile} (null: none). */
     Security security(final Path workerTokenFile) {
-        return Security.fromFiles(cert, key, ca, tokenFile, workerTokenFile);
+        return Security.fromFiles(given(cert), given(key), given(ca), given(tokenFile), given(workerTokenFile));
+    }
+
+    /** Null for an option not given, also when its variable is set to nothing ({@code PSCLUSTER_TLS_CA=}). */
+    static Path given(final Path option) {
+        return option == null || option.toString().isBlank() ? null : option;
     }
 
     /** A channel to {@code address} secured as the options say. */

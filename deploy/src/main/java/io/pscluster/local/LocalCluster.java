@@ -215,13 +215,13 @@ public final class LocalCluster implements AutoCloseable {
             return this;
         }
 
-        /** How shards compress checkpoint files: zstd (default), lz4 or none. */
         /** TLS and tokens for the proxy and every shard, servers and clients alike ({@link Security}). */
         public Builder security(final Security value) {
             security = java.util.Objects.requireNonNull(value, "security");
             return this;
         }
 
+        /** How shards compress checkpoint files: zstd (default), lz4 or none. */
         public Builder checkpointCodec(final String value) {
             checkpointCodec = value;
             return this;

@@ -5,6 +5,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.grpc.CallOptions;
+import io.grpc.ClientInterceptors;
 import io.grpc.Grpc;
 import io.grpc.ManagedChannel;
 import io.grpc.Metadata;
@@ -19,6 +20,7 @@ import io.grpc.health.v1.HealthCheckRequest;
 import io.grpc.health.v1.HealthCheckResponse;
 import io.grpc.health.v1.HealthGrpc;
 import io.grpc.stub.ClientCalls;
+import io.grpc.stub.MetadataUtils;
 import io.pscluster.cli.PsctlRun;
 import io.pscluster.proto.v1.AdminServiceGrpc;
 import io.pscluster.proto.v1.InjectFaultRequest;
@@ -299,13 +301,72 @@ class SecureClusterTest {
         }
     }
 
+    /**
+     * What a process refuses to start with, naming the file: a key gRPC cannot use (PKCS#1, encrypted: with how to
+     * convert it), and a CA on a server without a certificate of its own.
+     */
+    @Test
+    void shouldRefuseKeysItCannotUseAndACaWithoutACertificateNamingTheFile() throws Exception {
+        final Path pkcs1 = Files.writeString(
+                dir.resolve("rsa.key.pem"), "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n");
+        final Path encrypted = Files.writeString(
+                dir.resolve("enc.key.pem"),
+                "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n");
+        assertThatThrownBy(() -> Security.fromFiles(node.cert(), pkcs1, null, null, null))
+                .hasMessageContaining("--tls-key=" + pkcs1 + " is a PKCS#1/SEC1 key")
+                .hasMessageContaining("openssl pkcs8 -topk8 -nocrypt");
+        assertThatThrownBy(() -> Security.fromFiles(node.cert(), encrypted, null, null, null))
+                .hasMessageContaining("--tls-key=" + encrypted + " is encrypted");
+        assertThatThrownBy(() -> Security.fromFiles(node.cert(), node.cert(), null, null, null))
+                .hasMessageContaining("holds no PEM private key");
+        final Security caOnly = Security.fromFiles(null, null, job.ca(), null, null);
+        assertThat(caOnly.tls()).as("a client trusting a CA connects with TLS").isTrue();
+        assertThatThrownBy(caOnly::serverCredentials).hasMessageContaining("--tls-ca on a server needs --tls-cert");
+
+        final PsctlRun psctl = psctl(
+                "status",
+                "--proxy",
+                cluster.proxyAddress(),
+                "--tls-cert",
+                node.cert().toString(),
+                "--tls-key",
+                pkcs1.toString());
+        assertThat(psctl.exit()).as(psctl.text()).isNotZero();
+        assertThat(psctl.err()).contains("--tls-key=" + pkcs1);
+    }
+
+    /** The bearer scheme in any case (RFC 7235) is taken; two authorization headers are refused, whatever they hold. */
+    @Test
+    void shouldTakeTheSchemeInAnyCaseAndRefuseTwoAuthorizationHeaders() throws Exception {
+        final Security noToken = Security.fromFiles(job.cert(), job.key(), job.ca(), null, null);
+        final Metadata.Key<String> authorization = Metadata.Key.of("authorization", Metadata.ASCII_STRING_MARSHALLER);
+        final Metadata lower = new Metadata();
+        lower.put(authorization, "bearer " + Files.readString(workerToken).strip());
+        assertThat(call(cluster.proxyAddress(), noToken, "pscluster.v1.ProxyService/GetRoutingTable", lower)
+                        .getCode())
+                .isEqualTo(Status.Code.OK);
+        final Metadata two = new Metadata();
+        two.put(authorization, "Bearer " + Files.readString(workerToken).strip());
+        two.put(authorization, "Bearer " + Files.readString(clusterToken).strip());
+        final Status twice = call(cluster.proxyAddress(), noToken, "pscluster.v1.AdminService/ListShards", two);
+        assertThat(twice.getCode()).isEqualTo(Status.Code.UNAUTHENTICATED);
+        assertThat(twice.getDescription()).contains("more than one authorization header");
+    }
+
     /** One unary call of {@code method} with an empty request to {@code server}; the status it ends with. */
     private static Status call(final String server, final Security security, final String method) throws Exception {
+        return call(server, security, method, new Metadata());
+    }
+
+    /** As above, with {@code headers} added to the call. */
+    private static Status call(
+            final String server, final Security security, final String method, final Metadata headers)
+            throws Exception {
         final ManagedChannel channel =
                 Grpc.newChannelBuilder(server, security.channelCredentials()).build();
         try {
             ClientCalls.blockingUnaryCall(
-                    channel,
+                    ClientInterceptors.intercept(channel, MetadataUtils.newAttachHeadersInterceptor(headers)),
                     MethodDescriptor.<byte[], byte[]>newBuilder()
                             .setType(MethodDescriptor.MethodType.UNARY)
                             .setFullMethodName(method)
@@ -406,6 +467,20 @@ class SecureClusterTest {
                             .close(),
                     Status.Code.UNAUTHENTICATED,
                     "this cluster requires a token");
+            // An option given as nothing (as a variable set to nothing, PSCLUSTER_TLS_CA=, is) counts as not given.
+            final PsctlRun status = psctl(
+                    "status",
+                    "--proxy",
+                    plain.proxyAddress(),
+                    "--token-file",
+                    clusterToken.toString(),
+                    "--tls-ca",
+                    "",
+                    "--tls-cert",
+                    "",
+                    "--tls-key",
+                    "");
+            assertThat(status.exit()).as(status.text()).isZero();
         }
     }
 

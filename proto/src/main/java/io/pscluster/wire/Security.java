@@ -109,9 +109,16 @@ public final class Security {
                     + " chain and its private key, PEM) or neither");
         }
         for (final Path file : new Path[] {certChain, privateKey, trustedCa}) {
-            if (file != null && !Files.isReadable(file)) {
+            if (file != null && (!Files.isRegularFile(file) || !Files.isReadable(file))) {
                 throw new IllegalArgumentException(file + ": no such file, or not readable");
             }
+        }
+        if (certChain != null) {
+            checkCertificates("--tls-cert", certChain);
+            checkPrivateKey(privateKey);
+        }
+        if (trustedCa != null) {
+            checkCertificates("--tls-ca", trustedCa);
         }
         final String token = tokenFile == null ? "" : readToken("--token-file", tokenFile);
         final String workerToken = workerTokenFile == null ? "" : readToken("--worker-token-file", workerTokenFile);
@@ -124,6 +131,45 @@ public final class Security {
                     + " token must differ, or it would have every right");
         }
         return new Security(certChain, privateKey, trustedCa, token, workerToken);
+    }
+
+    /** Refuses a file that holds no PEM certificate that parses, naming it: gRPC's own error names no file. */
+    private static void checkCertificates(final String option, final Path file) {
+        try (java.io.InputStream in = Files.newInputStream(file)) {
+            if (java.security.cert.CertificateFactory.getInstance("X.509")
+                    .generateCertificates(in)
+                    .isEmpty()) {
+                throw new IllegalArgumentException(option + "=" + file + " holds no certificate (PEM expected)");
+            }
+        } catch (IOException | java.security.cert.CertificateException e) {
+            throw new IllegalArgumentException(
+                    option + "=" + file + " is not a PEM certificate that parses: " + e.getMessage());
+        }
+    }
+
+    /**
+     * Refuses a key gRPC cannot use, naming the file and how to convert it: it takes an unencrypted PKCS#8 PEM key
+     * ({@code BEGIN PRIVATE KEY}) only.
+     */
+    private static void checkPrivateKey(final Path file) {
+        final String text;
+        try {
+            text = Files.readString(file, StandardCharsets.US_ASCII);
+        } catch (IOException e) {
+            throw new IllegalArgumentException("--tls-key=" + file + ": cannot read it: " + e.getMessage());
+        }
+        if (text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")) {
+            throw new IllegalArgumentException("--tls-key=" + file + " is encrypted; give it unencrypted (openssl pkcs8"
+                    + " -topk8 -nocrypt -in KEY -out KEY.pk8.pem) and protect the file instead");
+        }
+        if (text.contains("-----BEGIN RSA PRIVATE KEY-----") || text.contains("-----BEGIN EC PRIVATE KEY-----")) {
+            throw new IllegalArgumentException("--tls-key=" + file + " is a PKCS#1/SEC1 key; convert it to PKCS#8"
+                    + " (openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.pk8.pem)");
+        }
+        if (!text.contains("-----BEGIN PRIVATE KEY-----")) {
+            throw new IllegalArgumentException(
+                    "--tls-key=" + file + " holds no PEM private key (-----BEGIN PRIVATE KEY-----)");
+        }
     }
 
     private static String readToken(final String option, final Path file) {
@@ -233,14 +279,25 @@ public final class Security {
                 return next.startCall(call, headers);
             }
             final String method = call.getMethodDescriptor().getFullMethodName();
-            final String sent = headers.get(AUTHORIZATION);
+            final Iterable<String> all = headers.getAll(AUTHORIZATION);
+            final java.util.Iterator<String> sentHeaders = all == null ? null : all.iterator();
+            final String sent = sentHeaders == null ? null : sentHeaders.next();
+            if (sentHeaders != null && sentHeaders.hasNext()) {
+                return refuse(
+                        call,
+                        Status.UNAUTHENTICATED.withDescription(
+                                method + ": the call carried more than one authorization header"));
+            }
             if (sent == null) {
                 return refuse(
                         call,
                         Status.UNAUTHENTICATED.withDescription(method + ": this cluster requires a token and the call"
-                                + " carried none (psctl --token-file, or the SDK's PsClient.Context.token)"));
+                                + " carried none (psctl --token-file, or the SDK's PsClient.Context.security)"));
             }
-            final byte[] given = sent.getBytes(StandardCharsets.US_ASCII);
+            // The scheme is case-insensitive (RFC 7235); the token is not.
+            final byte[] given = sent.regionMatches(true, 0, BEARER, 0, BEARER.length())
+                    ? (BEARER + sent.substring(BEARER.length())).getBytes(StandardCharsets.US_ASCII)
+                    : sent.getBytes(StandardCharsets.US_ASCII);
             if (MessageDigest.isEqual(given, token)) {
                 return next.startCall(call, headers);
             }

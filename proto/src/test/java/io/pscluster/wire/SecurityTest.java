@@ -41,11 +41,23 @@ class SecurityTest {
     }
 
     @Test
-    void shouldNeedACertificateToServeWithACa() throws Exception {
-        final Path ca = Files.writeString(dir.resolve("ca.pem"), "x");
-        final Security client = Security.fromFiles(null, null, ca, null, null);
-        assertThat(client.tls()).as("a client trusting a CA connects with TLS").isTrue();
-        assertThatThrownBy(client::serverCredentials).hasMessageContaining("--tls-ca on a server needs --tls-cert");
+    void shouldNameAKeyOrCertificateFileItCannotUseAndSayHowToConvertAKey() throws Exception {
+        final Path garbage = Files.writeString(dir.resolve("garbage.pem"), "not a certificate");
+        final Path key = Files.writeString(
+                dir.resolve("key.pem"), "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n");
+        assertThatThrownBy(() -> Security.fromFiles(garbage, key, null, null, null))
+                .isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("--tls-cert=" + garbage);
+        assertThatThrownBy(() -> Security.fromFiles(null, null, garbage, null, null))
+                .isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("--tls-ca=" + garbage);
+        assertThatThrownBy(() -> Security.fromFiles(null, null, dir, null, null))
+                .as("a directory (an empty variable read as the working directory) is no file")
+                .hasMessageContaining("no such file, or not readable");
+    }
+
+    @Test
+    void shouldBePlainWithoutTlsOrTokens() {
         assertThat(Security.NONE.tls()).isFalse();
         assertThat(Security.NONE.tokens()).isFalse();
     }
