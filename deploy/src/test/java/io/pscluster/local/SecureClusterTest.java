@@ -353,6 +353,41 @@ class SecureClusterTest {
         assertThat(twice.getDescription()).contains("more than one authorization header");
     }
 
+    /**
+     * A shard whose certificate does not name the host it advertises (--host) does not start, naming both: clients
+     * would fail every call to it (the proxy's table creation, every push and pull), each with an obscure TLS error.
+     */
+    @Test
+    void shouldNotStartAShardWhoseCertificateDoesNotNameItsHost() {
+        assertThatThrownBy(() -> ShardServer.start(new ShardServer.Context()
+                                .proxyAddress(cluster.proxyAddress())
+                                .host("127.0.0.2")
+                                .port(0)
+                                .registerTimeoutMs(5_000)
+                                .drainOnClose(false)
+                                .security(Security.fromFiles(
+                                        node.cert(), node.key(), node.ca(), clusterToken, workerToken)))
+                        .close())
+                .isInstanceOf(IllegalStateException.class)
+                .hasMessageContaining("cannot be reached over TLS at 127.0.0.2:")
+                .hasMessageContaining("--host=127.0.0.2")
+                .hasMessageContaining("its certificate must name that host");
+        final PsctlRun status = psctl(
+                "status",
+                "--proxy",
+                cluster.proxyAddress(),
+                "--token-file",
+                clusterToken.toString(),
+                "--tls-cert",
+                job.cert().toString(),
+                "--tls-key",
+                job.key().toString(),
+                "--tls-ca",
+                job.ca().toString());
+        assertThat(status.exit()).as(status.text()).isZero();
+        assertThat(status.out()).as("it did not register").doesNotContain("127.0.0.2");
+    }
+
     /** One unary call of {@code method} with an empty request to {@code server}; the status it ends with. */
     private static Status call(final String server, final Security security, final String method) throws Exception {
         return call(server, security, method, new Metadata());

@@ -73,7 +73,7 @@ public final class ShardServer implements AutoCloseable {
     }
 
     private void startServing() throws IOException, InterruptedException {
-        // Both read from their files before anything serves: a bad file fails the start, naming it.
+        // Both from files Security checked when it was made (a bad one fails the start, naming it).
         final io.grpc.ChannelCredentials toProxy = context.security.channelCredentials();
         final ServerBuilder<?> builder = Grpc.newServerBuilderForPort(
                         context.port, context.security.serverCredentials())
@@ -103,6 +103,9 @@ public final class ShardServer implements AutoCloseable {
                 .build()
                 .start();
         final String address = context.host + ":" + server.getPort();
+        if (context.security.tls()) {
+            reachableAt(address, toProxy);
+        }
         proxyLink = new ProxyLink(
                 shard,
                 Grpc.newChannelBuilder(context.proxyAddress, toProxy).build(),
@@ -112,6 +115,33 @@ public final class ShardServer implements AutoCloseable {
         proxyLink.register(context.registerTimeoutMs);
         health.setStatus("", ServingStatus.SERVING);
         LOG.info("shard {} serving at {}", shard.shardId(), address);
+    }
+
+    /**
+     * With TLS, clients reach this shard at {@code address} and check that its certificate names that host: calls
+     * itself there as they will (its health service needs no token), so that a certificate that does not name --host
+     * fails the start, naming both, instead of every later call from the proxy and the SDKs.
+     */
+    private void reachableAt(final String address, final io.grpc.ChannelCredentials credentials)
+            throws InterruptedException {
+        final io.grpc.ManagedChannel self =
+                Grpc.newChannelBuilder(address, credentials).build();
+        try {
+            io.grpc.health.v1.HealthGrpc.newBlockingStub(self)
+                    .withDeadlineAfter(10, TimeUnit.SECONDS)
+                    .check(io.grpc.health.v1.HealthCheckRequest.getDefaultInstance());
+        } catch (io.grpc.StatusRuntimeException e) {
+            Throwable cause = e;
+            while (cause.getCause() != null && cause.getCause() != cause) {
+                cause = cause.getCause();
+            }
+            throw new IllegalStateException("shard cannot be reached over TLS at " + address + ", where clients will"
+                    + " call it (--host=" + context.host + "): " + e.getStatus().getCode() + ": " + cause
+                    + "; its certificate must name that host and be signed by a CA the cluster trusts");
+        } finally {
+            self.shutdownNow();
+            self.awaitTermination(5, TimeUnit.SECONDS);
+        }
     }
 
     public int port() {
