@@ -26,29 +26,7 @@ public record TestCertificates(Path cert, Path key, Path ca, Path keyStore, Stri
     public static TestCertificates authority(final Path dir, final String name)
             throws IOException, InterruptedException, GeneralSecurityException {
         Files.createDirectories(dir);
-        final Path store = dir.resolve(name + ".p12");
-        keytool(
-                "-genkeypair",
-                "-alias",
-                name,
-                "-keyalg",
-                "RSA",
-                "-keysize",
-                "2048",
-                "-dname",
-                "CN=" + name,
-                "-ext",
-                "bc:c",
-                "-validity",
-                "2",
-                "-storetype",
-                "PKCS12",
-                "-keystore",
-                store.toString(),
-                "-storepass",
-                PASSWORD,
-                "-keypass",
-                PASSWORD);
+        final Path store = keyPair(dir, name, "-ext", "bc:c");
         final Path cert = dir.resolve(name + ".crt.pem");
         keytool(
                 "-exportcert",
@@ -71,27 +49,7 @@ public record TestCertificates(Path cert, Path key, Path ca, Path keyStore, Stri
     public TestCertificates issue(final String name, final boolean node)
             throws IOException, InterruptedException, GeneralSecurityException {
         final Path dir = keyStore.getParent();
-        final Path store = dir.resolve(name + ".p12");
-        keytool(
-                "-genkeypair",
-                "-alias",
-                name,
-                "-keyalg",
-                "RSA",
-                "-keysize",
-                "2048",
-                "-dname",
-                "CN=" + name,
-                "-validity",
-                "2",
-                "-storetype",
-                "PKCS12",
-                "-keystore",
-                store.toString(),
-                "-storepass",
-                PASSWORD,
-                "-keypass",
-                PASSWORD);
+        final Path store = keyPair(dir, name);
         final Path request = dir.resolve(name + ".csr");
         keytool(
                 "-certreq",
@@ -128,6 +86,35 @@ public record TestCertificates(Path cert, Path key, Path ca, Path keyStore, Stri
         final Path chain = dir.resolve(name + ".crt.pem");
         Files.writeString(chain, Files.readString(signed) + Files.readString(ca));
         return new TestCertificates(chain, writeKey(store, name, dir), ca, store, name);
+    }
+
+    /** A key pair and its self-signed certificate, {@code name}, in a new store in {@code dir}; {@code extra} options. */
+    private static Path keyPair(final Path dir, final String name, final String... extra)
+            throws IOException, InterruptedException {
+        final Path store = dir.resolve(name + ".p12");
+        final List<String> args = new ArrayList<>(List.of(
+                "-genkeypair",
+                "-alias",
+                name,
+                "-keyalg",
+                "RSA",
+                "-keysize",
+                "2048",
+                "-dname",
+                "CN=" + name,
+                "-validity",
+                "2",
+                "-storetype",
+                "PKCS12",
+                "-keystore",
+                store.toString(),
+                "-storepass",
+                PASSWORD,
+                "-keypass",
+                PASSWORD));
+        args.addAll(List.of(extra));
+        keytool(args.toArray(String[]::new));
+        return store;
     }
 
     private static Path writeKey(final Path store, final String name, final Path dir)
