@@ -472,6 +472,21 @@ class SecureClusterTest {
         assertThat(noToken.exit()).as(noToken.text()).isNotZero();
         assertThat(noToken.text()).contains("UNAUTHENTICATED");
 
+        final PsctlRun untrusted = psctl(
+                "status",
+                "--proxy",
+                cluster.proxyAddress(),
+                "--token-file",
+                clusterToken.toString(),
+                "--tls-ca",
+                stranger.ca().toString());
+        assertThat(untrusted.exit()).as(untrusted.text()).isNotZero();
+        assertThat(untrusted.err())
+                .as("the TLS failure's reason, not only 'io exception'")
+                .contains("UNAVAILABLE")
+                .contains(", because: ")
+                .containsIgnoringCase("certification path");
+
         final PsctlRun worker = psctl(concat(
                 new String[] {"status", "--proxy", cluster.proxyAddress(), "--token-file", workerToken.toString()},
                 tls));
