@@ -55,17 +55,13 @@ public final class Psctl implements Runnable {
 
     private static String describe(final Throwable failure) {
         if (failure instanceof io.grpc.StatusRuntimeException status) {
-            // "io exception" alone names nothing: the cause says what (connection refused, unknown host, ...).
-            // A TLS failure's own message ("General OpenSslEngine problem") hides the reason, deepest in the chain
-            // (a certificate path that does not lead to the trusted CA, a host name the certificate does not name).
-            final Throwable cause = status.getStatus().getCause();
-            Throwable root = cause;
-            while (root != null && root.getCause() != null && root.getCause() != root) {
-                root = root.getCause();
-            }
-            return status.getStatus().getCode() + ": " + status.getStatus().getDescription()
-                    + (cause == null ? "" : " (" + cause.getMessage() + ")")
-                    + (root == null || root == cause ? "" : ", because: " + root);
+            // "io exception" alone names nothing: the cause says what (connection refused, unknown host, a TLS
+            // handshake's reason).
+            final String description = status.getStatus().getDescription();
+            final String cause = io.pscluster.wire.PsException.causeOf(status.getStatus());
+            // The SDK's errors carry it already.
+            return status.getStatus().getCode() + ": " + description
+                    + (description != null && description.endsWith(cause) ? "" : cause);
         }
         return failure.getMessage() == null ? failure.toString() : failure.getMessage();
     }

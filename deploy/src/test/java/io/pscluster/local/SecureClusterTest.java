@@ -208,6 +208,13 @@ class SecureClusterTest {
                 .satisfies(e -> assertThat(Status.fromThrowable(e).getCode())
                         .as(e.toString())
                         .isEqualTo(Status.Code.UNAVAILABLE));
+        assertThatThrownBy(() -> PsClient.connect(
+                                client(Security.fromFiles(job.cert(), job.key(), stranger.ca(), workerToken, null)))
+                        .close())
+                .as("an SDK error says why the handshake failed, not only 'io exception'")
+                .satisfies(e -> assertThat(Status.fromThrowable(e).getDescription())
+                        .contains(", because: ")
+                        .containsIgnoringCase("certification path"));
     }
 
     /**

@@ -147,6 +147,24 @@ public final class PsException extends RuntimeException {
      * {@link IllegalArgumentException} to INVALID_ARGUMENT, a status from an onward call unchanged, an I/O failure or
      * an interrupt (shutdown) to UNAVAILABLE, anything else to INTERNAL with its message.
      */
+    /**
+     * What a transport failure's status says beyond its description: its cause's message and, when deeper, the root
+     * cause ({@code " (cause), because: root"}); "" without a cause. A TLS handshake's own message ("General
+     * OpenSslEngine problem") hides the reason, deepest in the chain: a certificate path that does not lead to the
+     * trusted CA, a host name the certificate does not name.
+     */
+    public static String causeOf(final Status status) {
+        final Throwable cause = status.getCause();
+        if (cause == null) {
+            return "";
+        }
+        Throwable root = cause;
+        while (root.getCause() != null && root.getCause() != root) {
+            root = root.getCause();
+        }
+        return " (" + cause.getMessage() + ")" + (root == cause ? "" : ", because: " + root);
+    }
+
     public static StatusRuntimeException toStatus(final Throwable failure) {
         if (failure instanceof PsException ps) {
             final Metadata trailers = new Metadata();

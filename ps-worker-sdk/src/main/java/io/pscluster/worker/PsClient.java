@@ -618,9 +618,12 @@ public final class PsClient implements AutoCloseable {
 
     static StatusRuntimeException prefixed(final String where, final StatusRuntimeException status) {
         final String description = status.getStatus().getDescription();
+        // A transport failure ("io exception") says why only in its cause: a refused connection, a TLS handshake.
+        final String cause =
+                status.getStatus().getCode() == Status.Code.UNAVAILABLE ? PsException.causeOf(status.getStatus()) : "";
         return status.getStatus()
                 .withDescription(
-                        where + ": " + (description == null ? status.getStatus().getCode() : description))
+                        where + ": " + (description == null ? status.getStatus().getCode() : description) + cause)
                 .asRuntimeException(status.getTrailers());
     }
 
