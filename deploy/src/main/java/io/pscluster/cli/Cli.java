@@ -113,12 +113,7 @@ final class Cli {
 
     /** A channel to {@code address} with TLS and the token {@code security} says. */
     static ManagedChannel channel(final String address, final Security security) {
-        try {
-            return Grpc.newChannelBuilder(address, security.channelCredentials())
-                    .build();
-        } catch (java.io.IOException e) {
-            throw new IllegalArgumentException("cannot read the TLS files: " + e.getMessage(), e);
-        }
+        return Grpc.newChannelBuilder(address, security.channelCredentials()).build();
     }
 
     static void close(final ManagedChannel channel) {

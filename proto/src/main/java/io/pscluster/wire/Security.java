@@ -203,7 +203,7 @@ public final class Security {
     }
 
     /** What a server listens with: TLS when it has a certificate, requiring client certificates when it has a CA. */
-    public ServerCredentials serverCredentials() throws IOException {
+    public ServerCredentials serverCredentials() {
         if (certChain == null) {
             if (trustedCa != null) {
                 throw new IllegalArgumentException("--tls-ca on a server needs --tls-cert and --tls-key: it serves"
@@ -211,28 +211,44 @@ public final class Security {
             }
             return InsecureServerCredentials.create();
         }
-        final TlsServerCredentials.Builder tls =
-                TlsServerCredentials.newBuilder().keyManager(certChain.toFile(), privateKey.toFile());
-        if (trustedCa != null) {
-            tls.trustManager(trustedCa.toFile()).clientAuth(TlsServerCredentials.ClientAuth.REQUIRE);
+        try {
+            final TlsServerCredentials.Builder tls =
+                    TlsServerCredentials.newBuilder().keyManager(certChain.toFile(), privateKey.toFile());
+            if (trustedCa != null) {
+                tls.trustManager(trustedCa.toFile()).clientAuth(TlsServerCredentials.ClientAuth.REQUIRE);
+            }
+            return tls.build();
+        } catch (IOException e) {
+            throw unreadable(e);
         }
-        return tls.build();
     }
 
     /** What a channel connects with: TLS when there is a CA or a certificate, and this process's token on each call. */
-    public ChannelCredentials channelCredentials() throws IOException {
+    public ChannelCredentials channelCredentials() {
         ChannelCredentials channel = InsecureChannelCredentials.create();
         if (tls()) {
             final TlsChannelCredentials.Builder tls = TlsChannelCredentials.newBuilder();
-            if (trustedCa != null) {
-                tls.trustManager(trustedCa.toFile());
-            }
-            if (certChain != null) {
-                tls.keyManager(certChain.toFile(), privateKey.toFile());
+            try {
+                if (trustedCa != null) {
+                    tls.trustManager(trustedCa.toFile());
+                }
+                if (certChain != null) {
+                    tls.keyManager(certChain.toFile(), privateKey.toFile());
+                }
+            } catch (IOException e) {
+                throw unreadable(e);
             }
             channel = tls.build();
         }
         return token.isEmpty() ? channel : CompositeChannelCredentials.create(channel, new BearerToken(token));
+    }
+
+    /** The TLS files checked when this was made could not be read again (removed or made unreadable since). */
+    private IllegalArgumentException unreadable(final IOException e) {
+        return new IllegalArgumentException(
+                "cannot read the TLS files (" + certChain + ", " + privateKey + ", " + trustedCa + "): "
+                        + e.getMessage(),
+                e);
     }
 
     /**

@@ -394,34 +394,36 @@ public final class ProxyServer implements AutoCloseable {
      * passing fault, does not leave the cluster a whole interval more without a checkpoint.
      */
     private void periodicCheckpoint() {
-        boolean taken = false;
+        final long retryMs = periodicRetryMs(periodicMisses + 1);
+        final boolean taken = takePeriodicCheckpoint(retryMs);
+        if (Thread.currentThread().isInterrupted()) {
+            // close() shut the timer down.
+            return;
+        }
+        periodicMisses = taken ? 0 : periodicMisses + 1;
+        schedulePeriodicCheckpoint(taken ? context.checkpointIntervalMs : retryMs);
+    }
+
+    /** Whether the periodic checkpoint was taken (or there was nothing to take); else says why not, and when next. */
+    private boolean takePeriodicCheckpoint(final long retryMs) {
+        if (state.tables().isEmpty()) {
+            return true;
+        }
         try {
-            if (state.tables().isEmpty()) {
-                taken = true;
-                return;
-            }
             checkpoints.checkpointNow();
-            taken = true;
+            return true;
         } catch (PsException e) {
             // The coordinator logged why (a WARN); this says it was the periodic one.
-            LOG.info("periodic checkpoint skipped; trying again in {} ms", periodicRetryMs(periodicMisses + 1));
+            LOG.info("periodic checkpoint skipped; trying again in {} ms", retryMs);
         } catch (IOException | RuntimeException e) {
-            LOG.info("periodic checkpoint failed; trying again in {} ms", periodicRetryMs(periodicMisses + 1));
+            LOG.info("periodic checkpoint failed; trying again in {} ms", retryMs);
         } catch (org.apache.hadoop.fs.FSError e) {
             // The local filesystem's I/O failure (a full disk) is an Error; a timer task that throws never runs again.
-            LOG.warn(
-                    "periodic checkpoint failed: {}; trying again in {} ms",
-                    e.toString(),
-                    periodicRetryMs(periodicMisses + 1));
+            LOG.warn("periodic checkpoint failed: {}; trying again in {} ms", e.toString(), retryMs);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
-            return;
-        } finally {
-            if (!Thread.currentThread().isInterrupted()) {
-                periodicMisses = taken ? 0 : periodicMisses + 1;
-                schedulePeriodicCheckpoint(taken ? context.checkpointIntervalMs : periodicRetryMs(periodicMisses));
-            }
         }
+        return false;
     }
 
     /** How long after the {@code misses}-th periodic checkpoint in a row not taken the next is tried. */

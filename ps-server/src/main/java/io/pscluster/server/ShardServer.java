@@ -131,12 +131,9 @@ public final class ShardServer implements AutoCloseable {
                     .withDeadlineAfter(10, TimeUnit.SECONDS)
                     .check(io.grpc.health.v1.HealthCheckRequest.getDefaultInstance());
         } catch (io.grpc.StatusRuntimeException e) {
-            Throwable cause = e;
-            while (cause.getCause() != null && cause.getCause() != cause) {
-                cause = cause.getCause();
-            }
             throw new IllegalStateException("shard cannot be reached over TLS at " + address + ", where clients will"
-                    + " call it (--host=" + context.host + "): " + e.getStatus().getCode() + ": " + cause
+                    + " call it (--host=" + context.host + "): " + e.getStatus().getCode() + ": "
+                    + e.getStatus().getDescription() + io.pscluster.wire.PsException.causeOf(e.getStatus())
                     + "; its certificate must name that host and be signed by a CA the cluster trusts");
         } finally {
             self.shutdownNow();

@@ -107,7 +107,7 @@ public final class PsClient implements AutoCloseable {
     private PsClient(final Context context) {
         this.context = context;
         this.clientId = randomNonZero();
-        this.credentials = context.credentials();
+        this.credentials = context.security.channelCredentials();
         this.proxyChannel =
                 Grpc.newChannelBuilder(context.proxyAddress, credentials).build();
         this.proxy = ProxyServiceGrpc.newBlockingStub(proxyChannel);
@@ -703,15 +703,6 @@ public final class PsClient implements AutoCloseable {
         public Context security(final io.pscluster.wire.Security value) {
             security = java.util.Objects.requireNonNull(value, "security");
             return this;
-        }
-
-        /** The channels' credentials; a file that cannot be read is an IllegalArgumentException naming it. */
-        io.grpc.ChannelCredentials credentials() {
-            try {
-                return security.channelCredentials();
-            } catch (java.io.IOException e) {
-                throw new IllegalArgumentException("security: cannot read the TLS files: " + e.getMessage(), e);
-            }
         }
 
         /**
