@@ -12,6 +12,9 @@ import io.pscluster.proto.v1.TableSchema;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
 import java.nio.file.Path;
+import java.util.HashMap;
+import java.util.Map;
+import java.util.SplittableRandom;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
 import org.junit.jupiter.api.Test;
@@ -180,6 +183,70 @@ class SdkRoutingTest {
             final float[] values = table.pull(java.util.Arrays.copyOf(keys, unique));
             for (final float value : values) {
                 assertThat(value).isEqualTo(once);
+            }
+        }
+    }
+
+    @Test
+    void shouldApplyEachKeysOwnRowAndAnswerEachPositionWhenLargeCallsAreOrderedBySlotFirst() throws Exception {
+        try (LocalCluster cluster = LocalCluster.builder()
+                        .shards(2)
+                        .checkpointRoot(checkpoints.toUri().toString())
+                        .start();
+                PsClient client = PsClient.connect(cluster.proxyAddress())) {
+            final int dim = 3;
+            final PsTable table = client.createTable(sparse("ordered", dim));
+            // 150k distinct keys in random order, each twice with rows of its own: calls this large (and this narrow)
+            // are put in slot order before they are split, so every row must travel with its key and every answer
+            // row back to its own position.
+            final int unique = 150_000;
+            final SplittableRandom random = new SplittableRandom(29);
+            final long[] distinct = random.longs(unique).toArray();
+            final long[] keys = new long[2 * unique];
+            final float[] gradients = new float[keys.length * dim];
+            for (int i = 0; i < keys.length; i++) {
+                final int u = i % unique;
+                keys[i] = distinct[u];
+                for (int d = 0; d < dim; d++) {
+                    // Small integers: their sums are exact in float32 in any order.
+                    gradients[i * dim + d] = (u % 1_000) + d + (i < unique ? 0 : 2);
+                }
+            }
+            shuffle(keys, gradients, dim, random);
+            table.push(keys, gradients);
+            // A pull in another order, with repeats: every position gets its own key's row.
+            final long[] pulled = new long[unique + 1_000];
+            for (int i = 0; i < pulled.length; i++) {
+                pulled[i] = distinct[(int) ((i * 7_919L) % unique)];
+            }
+            final Map<Long, Integer> indexOf = new HashMap<>();
+            for (int u = 0; u < unique; u++) {
+                indexOf.put(distinct[u], u);
+            }
+            final float[] values = table.pull(pulled);
+            for (int i = 0; i < pulled.length; i++) {
+                final int u = indexOf.get(pulled[i]);
+                for (int d = 0; d < dim; d++) {
+                    // SGD at rate 0.5 from zeros, once with the key's summed rows: (u % 1000 + d) * 2 + 2.
+                    assertThat(values[i * dim + d])
+                            .as("position %d (key %d), element %d", i, pulled[i], d)
+                            .isEqualTo(-0.5f * ((u % 1_000 + d) * 2 + 2));
+                }
+            }
+        }
+    }
+
+    /** Moves keys (with their rows) to random places. */
+    private static void shuffle(final long[] keys, final float[] rows, final int dim, final SplittableRandom random) {
+        for (int i = keys.length - 1; i > 0; i--) {
+            final int j = random.nextInt(i + 1);
+            final long key = keys[i];
+            keys[i] = keys[j];
+            keys[j] = key;
+            for (int d = 0; d < dim; d++) {
+                final float value = rows[i * dim + d];
+                rows[i * dim + d] = rows[j * dim + d];
+                rows[j * dim + d] = value;
             }
         }
     }

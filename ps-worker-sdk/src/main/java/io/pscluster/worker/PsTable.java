@@ -114,14 +114,19 @@ public final class PsTable {
     }
 
     /** Fails with CANCELLED at once when the client is closed, or when it closes before the call completes. */
-    public CompletableFuture<float[]> pullAsync(final long[] keys) {
-        final float[] values = new float[keys.length * dim];
+    public CompletableFuture<float[]> pullAsync(final long[] callKeys) {
+        final float[] values = new float[callKeys.length * dim];
         final JobSession job = client.session();
         if (job != null) {
             job.checkMember();
         }
         // A SYNC/SSP worker's pull waits on the shard for its clock. Each attempt still ends after attemptTimeoutMs and
         // is sent again under a refreshed routing table: a shard that lost the slots meanwhile is not waited on.
+        // Large calls go in slot order (see SlotChunks.ORDER_MIN_KEYS); their answers' rows to the call's places.
+        final SlotChunks.Ordered ordered = SlotChunks.ordersFirst(callKeys.length, dim)
+                ? SlotChunks.orderBySlot(tableHash, callKeys, null, dim)
+                : null;
+        final long[] keys = ordered == null ? callKeys : ordered.keys();
         final Call call = new Call(keys, false);
         final long clock = job == null ? 0 : job.clock();
         return client.track(() -> send(
@@ -136,7 +141,10 @@ public final class PsTable {
                                         .setClock(clock);
                             }
                             // The answer's rows go to their places in values as it is parsed (PullScatter).
-                            final PullScatter scatter = new PullScatter(values, request.positions(), dim);
+                            final PullScatter scatter = new PullScatter(
+                                    values,
+                                    ordered == null ? request.positions() : ordered.originsOf(request.positions()),
+                                    dim);
                             return this.<PullScatter.Outcome>unary(address, observer -> {
                                         final ShardServiceGrpc.ShardServiceStub stub =
                                                 client.shard(address).withDeadline(deadline);
@@ -256,7 +264,13 @@ public final class PsTable {
         }
     }
 
-    private CompletableFuture<Void> pushAdmitted(final long[] keys, final float[] gradients, final JobSession job) {
+    private CompletableFuture<Void> pushAdmitted(
+            final long[] callKeys, final float[] callGradients, final JobSession job) {
+        final SlotChunks.Ordered ordered = SlotChunks.ordersFirst(callKeys.length, dim)
+                ? SlotChunks.orderBySlot(tableHash, callKeys, callGradients, dim)
+                : new SlotChunks.Ordered(callKeys, callGradients, null);
+        final long[] keys = ordered.keys();
+        final float[] gradients = ordered.rows();
         final Call call = new Call(keys, true);
         final long clock = job == null ? 0 : job.clock();
         return client.track(() ->

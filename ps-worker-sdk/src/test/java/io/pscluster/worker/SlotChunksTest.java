@@ -57,6 +57,53 @@ class SlotChunksTest {
     }
 
     @Test
+    void shouldOrderACallBySlotKeepingEachSlotsKeysInCallOrderWithTheirRowsOrOrigins() {
+        final SplittableRandom random = new SplittableRandom(5);
+        final int dim = 3;
+        // Repeats of keys, and keys of the same slot far apart in the call.
+        final long[] keys = new long[5_000];
+        final float[] rows = new float[keys.length * dim];
+        for (int i = 0; i < keys.length; i++) {
+            keys[i] = random.nextInt(3) == 0 && i > 0 ? keys[random.nextInt(i)] : random.nextLong();
+            for (int d = 0; d < dim; d++) {
+                rows[i * dim + d] = i * dim + d;
+            }
+        }
+        final SlotChunks.Ordered pushed = SlotChunks.orderBySlot(TABLE_HASH, keys, rows, dim);
+        final SlotChunks.Ordered pulled = SlotChunks.orderBySlot(TABLE_HASH, keys, null, dim);
+        assertThat(pushed.keys()).isEqualTo(pulled.keys());
+        assertThat(pushed.origins()).isNull();
+        assertThat(pulled.rows()).isNull();
+        // Each row holds its call index, so the origins say where every ordered key came from.
+        final int[] origins = pulled.origins();
+        assertThat(Arrays.stream(origins).sorted().toArray())
+                .isEqualTo(java.util.stream.IntStream.range(0, keys.length).toArray());
+        for (int at = 0; at < keys.length; at++) {
+            assertThat(pushed.keys()[at]).isEqualTo(keys[origins[at]]);
+            for (int d = 0; d < dim; d++) {
+                assertThat(pushed.rows()[at * dim + d]).isEqualTo(rows[origins[at] * dim + d]);
+            }
+            if (at > 0) {
+                final int slot = Slots.slotOf(TABLE_HASH, pushed.keys()[at]);
+                final int before = Slots.slotOf(TABLE_HASH, pushed.keys()[at - 1]);
+                assertThat(slot).as("slot at %d", at).isGreaterThanOrEqualTo(before);
+                if (slot == before) {
+                    assertThat(origins[at])
+                            .as("call order within slot %d", slot)
+                            .isGreaterThan(origins[at - 1]);
+                }
+            }
+        }
+        final int[] positions = {7, 0, 4_999, 42};
+        assertThat(pulled.originsOf(positions)).containsExactly(origins[7], origins[0], origins[4_999], origins[42]);
+        assertThat(SlotChunks.ordersFirst(SlotChunks.ORDER_MIN_KEYS, KeyDedup.BULK_COPY_DIM - 1))
+                .isTrue();
+        assertThat(SlotChunks.ordersFirst(SlotChunks.ORDER_MIN_KEYS - 1, 1)).isFalse();
+        assertThat(SlotChunks.ordersFirst(SlotChunks.ORDER_MIN_KEYS, KeyDedup.BULK_COPY_DIM))
+                .isFalse();
+    }
+
+    @Test
     void shouldSplitAPullsSlotLargerThanAChunkIntoEvenChunksAndCutThePushsNot() {
         final Routing routing = new Routing(1, new String[] {"a"}, new int[Slots.SLOT_COUNT]);
         // 100,000 repeats of one key, then 10 other keys: the repeats' slot alone is 100x the target.
