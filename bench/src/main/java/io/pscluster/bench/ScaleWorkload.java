@@ -2,6 +2,7 @@ package io.pscluster.bench;
 
 import io.pscluster.proto.v1.OptimizerKind;
 import io.pscluster.server.table.ParameterTable;
+import io.pscluster.wire.Slots;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.SplittableRandom;
@@ -20,6 +21,10 @@ import java.util.SplittableRandom;
  *       Baseline: the same updates, by row index, to a {@code float[]} of as many rows ({@link ApplyBenchmark}'s loop).
  *   <li>pull: the same batches read with {@link ParameterTable#pull(long[], int[], byte[])}. Baseline: gathering the
  *       same rows out of the {@code float[]} ({@link GatherBenchmark}'s loop).
+ *   <li>update and pull in slot order: the same rows, the whole pool ordered by slot first (keys of a slot in their
+ *       drawn order), as the SDK orders a call of {@value #POOL_ROWS} keys before it sends it in requests; then cut
+ *       into batches of {@value #BATCH} the same way. The rows are still random; the index keeps each slot's keys
+ *       together, so each batch meets a few slots' part of it. Baselines as above, on the same rows in the same order.
  * </ol>
  *
  * <p>Only the calls are timed: batches are copied or drawn beforehand, updates and pulls from a pool of up to
@@ -133,6 +138,19 @@ final class ScaleWorkload implements Workload {
                     pool, batch -> GatherBenchmark.plainGather(plain, pool.rows[batch], 1, gathered, BATCH));
             harness.alternate(NAME + " " + size + " pull", 4, pullOurs, pullBaseline);
 
+            final Pool bySlot = pool.bySlot();
+            final BatchSide updateBySlot = new BatchSide(
+                    bySlot,
+                    batch -> table.applyPartition(0, bySlot.keys[batch], bySlot.slots[batch], gradients, touch));
+            final BatchSide updateBySlotBaseline = new BatchSide(
+                    bySlot, batch -> ApplyBenchmark.plainSgd(plain, bySlot.rows[batch], gradients, 1, BATCH));
+            harness.alternate(NAME + " " + size + " update in slot order", 4, updateBySlot, updateBySlotBaseline);
+            final BatchSide pullBySlot =
+                    new BatchSide(bySlot, batch -> table.pull(bySlot.keys[batch], bySlot.slots[batch], pulled));
+            final BatchSide pullBySlotBaseline = new BatchSide(
+                    bySlot, batch -> GatherBenchmark.plainGather(plain, bySlot.rows[batch], 1, gathered, BATCH));
+            harness.alternate(NAME + " " + size + " pull in slot order", 4, pullBySlot, pullBySlotBaseline);
+
             return List.of(
                     BenchResult.time(
                             NAME,
@@ -163,6 +181,18 @@ final class ScaleWorkload implements Workload {
                             "pull_ns_per_key " + size,
                             pullOurs.nanosPerKey(),
                             pullBaseline.nanosPerKey(),
+                            "ns/key"),
+                    BenchResult.time(
+                            NAME,
+                            "update_ns_per_key " + size + " in slot order",
+                            updateBySlot.nanosPerKey(),
+                            updateBySlotBaseline.nanosPerKey(),
+                            "ns/key"),
+                    BenchResult.time(
+                            NAME,
+                            "pull_ns_per_key " + size + " in slot order",
+                            pullBySlot.nanosPerKey(),
+                            pullBySlotBaseline.nanosPerKey(),
                             "ns/key"));
         }
     }
@@ -249,8 +279,39 @@ final class ScaleWorkload implements Workload {
             }
         }
 
+        private Pool(final long[][] keys, final int[][] slots, final int[][] rows) {
+            this.keys = keys;
+            this.slots = slots;
+            this.rows = rows;
+        }
+
         int batches() {
             return keys.length;
+        }
+
+        /** The same draws, all of them ordered by slot (a stable counting sort), cut into batches as before. */
+        Pool bySlot() {
+            final int[] start = new int[Slots.SLOT_COUNT + 1];
+            for (final int[] batch : slots) {
+                for (final int slot : batch) {
+                    start[slot + 1]++;
+                }
+            }
+            for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {
+                start[slot + 1] += start[slot];
+            }
+            final long[][] orderedKeys = new long[keys.length][BATCH];
+            final int[][] orderedSlots = new int[keys.length][BATCH];
+            final int[][] orderedRows = new int[keys.length][BATCH];
+            for (int b = 0; b < keys.length; b++) {
+                for (int i = 0; i < BATCH; i++) {
+                    final int at = start[slots[b][i]]++;
+                    orderedKeys[at / BATCH][at % BATCH] = keys[b][i];
+                    orderedSlots[at / BATCH][at % BATCH] = slots[b][i];
+                    orderedRows[at / BATCH][at % BATCH] = rows[b][i];
+                }
+            }
+            return new Pool(orderedKeys, orderedSlots, orderedRows);
         }
     }
 

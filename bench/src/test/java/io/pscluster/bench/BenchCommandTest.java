@@ -95,7 +95,9 @@ class BenchCommandTest {
                                 "insert_max_batch_ms 20K (4096-key batches)",
                                 "index_growth_max_ms 20K (one segment; baseline: the plain index's longest batch)",
                                 "update_ns_per_key 20K",
-                                "pull_ns_per_key 20K"));
+                                "pull_ns_per_key 20K",
+                                "update_ns_per_key 20K in slot order",
+                                "pull_ns_per_key 20K in slot order"));
         assertThat(results)
                 .filteredOn(result -> result.get("workload").getAsString().equals("scale"))
                 .allSatisfy(

@@ -75,7 +75,8 @@ public final class ParameterTable {
         this.partitions = new PartitionStore[writers.partitionCount()];
         this.evictionCursor = new int[partitions.length];
         for (int p = 0; p < partitions.length; p++) {
-            partitions[p] = new PartitionStore(dim, optimizer, initializer, budget, memory);
+            partitions[p] = new PartitionStore(
+                    dim, optimizer, initializer, budget, memory, tableHash, writers.partitionCount());
         }
     }
 

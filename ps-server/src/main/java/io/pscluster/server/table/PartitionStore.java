@@ -1,5 +1,6 @@
 package io.pscluster.server.table;
 
+import io.pscluster.wire.Slots;
 import java.lang.invoke.MethodHandles;
 import java.lang.invoke.VarHandle;
 import java.nio.ByteBuffer;
@@ -24,8 +25,8 @@ import org.slf4j.LoggerFactory;
  * of a power of two records (at most {@link #MAX_RECORDS_PER_CHUNK}, fewer for wide rows so that a chunk stays near
  * {@link #CHUNK_BYTES}) allocated on demand and never moved, so a record id stays valid for the store's life.
  *
- * <p>Index: extendible hashing. A directory of {@code 2^depth} references, chosen by the top bits of a seeded 64-bit
- * hash of the key, points to segments; a segment is an {@code int[]} of entries with linear probing on the hash's
+ * <p>Index: extendible hashing. A directory of {@code 2^depth} references, chosen by the top bits of a 64-bit hash of
+ * the key (the index of the key's slot in this partition, then seeded bits: see {@link #hash}), points to segments; a segment is an {@code int[]} of entries with linear probing on the hash's
  * low bits. An entry is 0 (empty), -1 (deleted) or a 5-bit fingerprint of the hash above record id + 1 in the low
  * {@link #ID_BITS} bits, so a probe skips the record of a different key 31 times in 32 without reading it. A segment
  * that would pass {@link #MAX_LOAD_PERCENT} is rebuilt aside, doubled up to {@link #MAX_SEGMENT} entries and split in
@@ -109,6 +110,15 @@ final class PartitionStore {
     private final RecordRoom room;
 
     private final long seed = ThreadLocalRandom.current().nextLong();
+    /** The table's slot hash, for {@link #hash}. */
+    private final long tableHash;
+    /** This partition's slots ({@code slot % partitions} is the partition, {@code slot / partitions} the index). */
+    private final int localSlots;
+    /** {@code ceil(2^32 / partitions)}: {@code (slot * slotReciprocal) >>> 32} is {@code slot / partitions}. */
+    private final long slotReciprocal;
+    /** The bits of a slot's index in this partition: the top bits of {@link #hash}. */
+    private final int slotBits;
+
     private TableFaults faults = TableFaults.NONE;
     /** Floats a record holds after its header: values, optimizer slots, counters. */
     private final int recordFloats;
@@ -192,6 +202,25 @@ final class PartitionStore {
             final Initializer initializer,
             final RowBudget budget,
             final OffHeapBudget memory) {
+        this(dim, optimizer, initializer, budget, memory, Slots.tableHash(""), 1);
+    }
+
+    /**
+     * @param tableHash the table's {@link Slots#tableHash}, and {@code partitions} the shard's partition count: the
+     *     index keeps the keys of each of this partition's slots together (see {@link #hash}).
+     */
+    PartitionStore(
+            final int dim,
+            final Optimizer optimizer,
+            final Initializer initializer,
+            final RowBudget budget,
+            final OffHeapBudget memory,
+            final long tableHash,
+            final int partitions) {
+        this.tableHash = tableHash;
+        this.localSlots = (Slots.SLOT_COUNT + partitions - 1) / partitions;
+        this.slotReciprocal = ((1L << 32) + partitions - 1) / partitions;
+        this.slotBits = 32 - Integer.numberOfLeadingZeros(localSlots - 1);
         this.dim = dim;
         this.memory = memory;
         this.optimizer = optimizer;
@@ -224,7 +253,13 @@ final class PartitionStore {
         long z = key ^ seed;
         z = (z ^ (z >>> 33)) * 0xff51afd7ed558ccdL;
         z = (z ^ (z >>> 33)) * 0xc4ceb9fe1a85ec53L;
-        return z ^ (z >>> 33);
+        z ^= z >>> 33;
+        // The top bits are the key's slot's index in this partition, the rest the seeded hash's: the directory puts
+        // the keys of one slot in one segment (or a few, once a slot outgrows one), so that a request whose keys go
+        // slot by slot, as large calls do (the SDK orders them), finds each slot's part of the index in cache after
+        // its first keys. Within a slot, segments split and buckets probe on the seeded bits as before.
+        final long local = (Slots.slotOf(tableHash, key) * slotReciprocal) >>> 32;
+        return (local << (Long.SIZE - slotBits)) | (z >>> slotBits);
     }
 
     /**
@@ -877,16 +912,20 @@ final class PartitionStore {
             return;
         }
         final Segment[] next = new Segment[1 << depth];
+        long entries = 0;
         try {
             for (int i = 0; i < next.length; i++) {
-                next[i] = new Segment(MAX_SEGMENT, depth);
+                // Prefixes past this partition's last slot get no key (see hash): the smallest segment will do.
+                final long firstSlot = depth <= slotBits ? (long) i << (slotBits - depth) : i >>> (depth - slotBits);
+                next[i] = new Segment(firstSlot < localSlots ? MAX_SEGMENT : MIN_SEGMENT, depth);
+                entries += next[i].entries.length;
             }
         } catch (OutOfMemoryError full) {
             // Only an optimization: nothing is published, and the index grows as rows come, as it would have.
             LOG.warn("could not size the index for {} rows ahead of a restore ({}); it grows as they come", rows, full);
             return;
         }
-        publish(next, (long) next.length * MAX_SEGMENT - indexEntries);
+        publish(next, entries - indexEntries);
     }
 
     /** Copies a record's floats, little-endian at {@code source[offset..]}, into the record at {@code at}. */

@@ -5,7 +5,9 @@ import static org.assertj.core.api.Assertions.assertThat;
 import io.pscluster.proto.v1.OptimizerSpec;
 import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
+import io.pscluster.wire.Slots;
 import java.util.List;
+import java.util.SplittableRandom;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 
@@ -116,5 +118,76 @@ class PartitionIndexTest {
         final PartitionStore b = new PartitionStore(1, new SgdOptimizer(1f), zeros, new RowBudget(0));
         // Two stores placing the same keys alike would let one crafted key set slow every shard.
         assertThat(a.hash(1) == b.hash(1) && a.hash(2) == b.hash(2)).isFalse();
+    }
+
+    @Test
+    void shouldPutEachSlotsKeysUnderThatSlotsOwnPrefixOfTheIndexHash() {
+        final long tableHash = Slots.tableHash("slots");
+        // 1 partition: all 4,096 slots, a 12-bit prefix; 3 partitions: 1,366 slots each (slot / 3), 11 bits.
+        final PartitionStore whole = store(tableHash, 1);
+        final PartitionStore third = store(tableHash, 3);
+        final SplittableRandom random = new SplittableRandom(3);
+        for (int i = 0; i < 20_000; i++) {
+            final long key = random.nextLong();
+            final int slot = Slots.slotOf(tableHash, key);
+            assertThat(whole.hash(key) >>> (64 - 12)).as("key %d", key).isEqualTo(slot);
+            assertThat(third.hash(key) >>> (64 - 11)).as("key %d", key).isEqualTo(slot / 3);
+        }
+    }
+
+    @Test
+    void shouldSplitASlotThatOutgrowsASegmentOnTheSeededBitsAndFindEveryKey() {
+        final long tableHash = Slots.tableHash("hot");
+        final PartitionStore store = store(tableHash, 1);
+        // 60,000 keys of one slot: more than two full segments, all under one 12-bit prefix.
+        final long[] keys = new long[60_000];
+        int found = 0;
+        for (long candidate = 0; found < keys.length; candidate++) {
+            if (Slots.slotOf(tableHash, candidate) == 1_234) {
+                keys[found++] = candidate;
+            }
+        }
+        for (final long key : keys) {
+            store.ensure(key, 1);
+        }
+        final PartitionStore.IndexShape shape = store.indexShape();
+        assertThat(shape.segments()).as("%s", shape).isGreaterThanOrEqualTo(3);
+        assertThat(shape.largestSegment()).as("%s", shape).isLessThanOrEqualTo(PartitionStore.MAX_SEGMENT);
+        assertThat(shape.meanProbe()).as("%s", shape).isLessThan(3.0);
+        for (final long key : keys) {
+            assertThat(store.find(key)).as("key %d", key).isNotNegative();
+        }
+    }
+
+    @Test
+    void shouldReserveFullSegmentsOnlyForPrefixesThatHaveSlots() {
+        final long tableHash = Slots.tableHash("reserved");
+        final PartitionStore whole = store(tableHash, 1);
+        final PartitionStore third = store(tableHash, 3);
+        whole.reserve(2_000_000);
+        third.reserve(2_000_000);
+        // 128 prefixes of 7 bits each way; with 1,366 of 2,048 11-bit slot indexes in use, 86 of them have slots.
+        assertThat(whole.indexShape().segments()).isEqualTo(128);
+        assertThat(third.indexShape().segments()).isEqualTo(128);
+        assertThat((double) third.bytes() / whole.bytes()).isBetween(86 / 128.0, 87 / 128.0);
+        final SplittableRandom random = new SplittableRandom(5);
+        final long[] keys = random.longs(100_000).toArray();
+        for (final long key : keys) {
+            third.ensure(key, 1);
+        }
+        for (final long key : keys) {
+            assertThat(third.find(key)).as("key %d", key).isNotNegative();
+        }
+    }
+
+    private static PartitionStore store(final long tableHash, final int partitions) {
+        return new PartitionStore(
+                1,
+                new SgdOptimizer(1f),
+                new Initializer(io.pscluster.proto.v1.InitializerSpec.getDefaultInstance()),
+                new RowBudget(0),
+                OffHeapBudget.JVM,
+                tableHash,
+                partitions);
     }
 }
