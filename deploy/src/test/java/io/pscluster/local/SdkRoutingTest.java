@@ -196,9 +196,9 @@ class SdkRoutingTest {
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
             final int dim = 3;
             final PsTable table = client.createTable(sparse("ordered", dim));
-            // 150k distinct keys in random order, each twice with rows of its own: calls this large (and this narrow)
-            // are put in slot order before they are split, so every row must travel with its key and every answer
-            // row back to its own position.
+            // 150k distinct keys in random order, each twice with rows of its own: calls this large (300k keys, past
+            // SlotChunks.ORDER_MIN_KEYS) and this narrow are put in slot order before they are split, so every row
+            // must travel with its key and every answer row back to its own position.
             final int unique = 150_000;
             final SplittableRandom random = new SplittableRandom(29);
             final long[] distinct = random.longs(unique).toArray();
@@ -215,7 +215,7 @@ class SdkRoutingTest {
             shuffle(keys, gradients, dim, random);
             table.push(keys, gradients);
             // A pull in another order, with repeats: every position gets its own key's row.
-            final long[] pulled = new long[unique + 1_000];
+            final long[] pulled = new long[2 * unique + 1_000];
             for (int i = 0; i < pulled.length; i++) {
                 pulled[i] = distinct[(int) ((i * 7_919L) % unique)];
             }
