@@ -123,9 +123,7 @@ public final class PsTable {
         // A SYNC/SSP worker's pull waits on the shard for its clock. Each attempt still ends after attemptTimeoutMs and
         // is sent again under a refreshed routing table: a shard that lost the slots meanwhile is not waited on.
         // Large calls go in slot order (see SlotChunks.ORDER_MIN_KEYS); their answers' rows to the call's places.
-        final SlotChunks.Ordered ordered = SlotChunks.ordersFirst(callKeys.length, dim)
-                ? SlotChunks.orderBySlot(tableHash, callKeys, null, dim)
-                : null;
+        final SlotChunks.Ordered ordered = SlotChunks.inSlotOrder(tableHash, callKeys, null, dim);
         final long[] keys = ordered == null ? callKeys : ordered.keys();
         final Call call = new Call(keys, false);
         final long clock = job == null ? 0 : job.clock();
@@ -266,11 +264,9 @@ public final class PsTable {
 
     private CompletableFuture<Void> pushAdmitted(
             final long[] callKeys, final float[] callGradients, final JobSession job) {
-        final SlotChunks.Ordered ordered = SlotChunks.ordersFirst(callKeys.length, dim)
-                ? SlotChunks.orderBySlot(tableHash, callKeys, callGradients, dim)
-                : new SlotChunks.Ordered(callKeys, callGradients, null);
-        final long[] keys = ordered.keys();
-        final float[] gradients = ordered.rows();
+        final SlotChunks.Ordered ordered = SlotChunks.inSlotOrder(tableHash, callKeys, callGradients, dim);
+        final long[] keys = ordered == null ? callKeys : ordered.keys();
+        final float[] gradients = ordered == null ? callGradients : ordered.rows();
         final Call call = new Call(keys, true);
         final long clock = job == null ? 0 : job.clock();
         return client.track(() ->

@@ -58,6 +58,23 @@ final class SlotChunks {
     }
 
     /**
+     * A call of {@code keys} in slot order ({@link #orderBySlot}) when it is large enough to gain from it
+     * ({@link #ordersFirst}), else null; null too when the heap has no room for the ordered copy ({@code 8n + 4n dim}
+     * bytes for a push of n keys, {@code 12n} for a pull, and {@code 4n} while it is made): the order only saves time,
+     * so a caller whose call fits the heap but not twice goes on with the call's own arrays.
+     */
+    static Ordered inSlotOrder(final long tableHash, final long[] keys, final float[] rows, final int dim) {
+        if (!ordersFirst(keys.length, dim)) {
+            return null;
+        }
+        try {
+            return orderBySlot(tableHash, keys, rows, dim);
+        } catch (OutOfMemoryError noRoom) {
+            return null;
+        }
+    }
+
+    /**
      * {@code keys} in ascending slot order, keys of one slot in the call's order (so a push's repeats of a key are
      * summed in the same order either way), with their {@code dim}-float rows when {@code rows} is not null, else
      * with their origins. A counting sort: it reads the arrays in order and writes at one place per slot, each moving
