@@ -302,6 +302,8 @@ final class ProcessCluster implements AutoCloseable {
                 "-XX:MaxDirectMemorySize=1g",
                 "--add-exports",
                 "java.base/jdk.internal.misc=ALL-UNNAMED",
+                "--add-modules",
+                "jdk.incubator.vector",
                 "-Dpscluster.faults=true",
                 "-cp",
                 System.getProperty("java.class.path"),

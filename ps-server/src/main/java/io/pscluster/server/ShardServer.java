@@ -9,6 +9,7 @@ import io.grpc.protobuf.services.HealthStatusManager;
 import io.micrometer.core.instrument.MeterRegistry;
 import io.micrometer.core.instrument.binder.grpc.MetricCollectingServerInterceptor;
 import io.pscluster.proto.v1.DrainShardResponse;
+import io.pscluster.server.table.OptimizerKernels;
 import io.pscluster.wire.Security;
 import java.io.IOException;
 import java.util.concurrent.ExecutorService;
@@ -114,7 +115,8 @@ public final class ShardServer implements AutoCloseable {
                 context.faults);
         proxyLink.register(context.registerTimeoutMs);
         health.setStatus("", ServingStatus.SERVING);
-        LOG.info("shard {} serving at {}", shard.shardId(), address);
+        LOG.info(
+                "shard {} serving at {}; optimizer updates: {}", shard.shardId(), address, OptimizerKernels.describe());
     }
 
     /**

@@ -1,5 +1,6 @@
 package io.pscluster.server.table;
 
+import java.nio.ByteBuffer;
 import org.agrona.MutableDirectBuffer;
 
 /**
@@ -38,7 +39,12 @@ final class AdagradOptimizer implements Optimizer {
     @Override
     public void apply(
             final MutableDirectBuffer record, final int values, final int dim, final float[] g, final int gOff) {
-        for (int i = 0; i < dim; i++) {
+        int i = 0;
+        final ByteBuffer direct = OptimizerKernels.directOf(record);
+        if (direct != null) {
+            i = VectorKernels.adagrad(direct, values, dim, g, gOff, learningRate, epsilon);
+        }
+        for (; i < dim; i++) {
             final int w = values + 4 * i;
             final int acc = values + 4 * (dim + i);
             final float gradient = g[gOff + i];

@@ -1,5 +1,6 @@
 package io.pscluster.server.table;
 
+import java.nio.ByteBuffer;
 import org.agrona.MutableDirectBuffer;
 
 /**
@@ -43,7 +44,13 @@ final class AdamOptimizer implements Optimizer {
         record.putInt(stepAt, step);
         final float correction1 = (float) (1 - Math.pow(beta1, step));
         final float correction2 = (float) (1 - Math.pow(beta2, step));
-        for (int i = 0; i < dim; i++) {
+        int i = 0;
+        final ByteBuffer direct = OptimizerKernels.directOf(record);
+        if (direct != null) {
+            i = VectorKernels.adam(
+                    direct, values, dim, g, gOff, learningRate, beta1, beta2, epsilon, correction1, correction2);
+        }
+        for (; i < dim; i++) {
             final int w = values + 4 * i;
             final int mAt = values + 4 * (dim + i);
             final int vAt = values + 4 * (2 * dim + i);

@@ -1,5 +1,6 @@
 package io.pscluster.server.table;
 
+import java.nio.ByteBuffer;
 import org.agrona.MutableDirectBuffer;
 
 /** Momentum (heavy ball): {@code v = momentum * v + g; w -= lr * v}, with the velocity as the one slot, from 0. */
@@ -30,7 +31,12 @@ final class MomentumOptimizer implements Optimizer {
     @Override
     public void apply(
             final MutableDirectBuffer record, final int values, final int dim, final float[] g, final int gOff) {
-        for (int i = 0; i < dim; i++) {
+        int i = 0;
+        final ByteBuffer direct = OptimizerKernels.directOf(record);
+        if (direct != null) {
+            i = VectorKernels.momentum(direct, values, dim, g, gOff, learningRate, momentum);
+        }
+        for (; i < dim; i++) {
             final int w = values + 4 * i;
             final int velocity = values + 4 * (dim + i);
             final float v = momentum * record.getFloat(velocity) + g[gOff + i];

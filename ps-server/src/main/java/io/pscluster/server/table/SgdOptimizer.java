@@ -1,5 +1,6 @@
 package io.pscluster.server.table;
 
+import java.nio.ByteBuffer;
 import org.agrona.MutableDirectBuffer;
 
 /** Plain SGD: {@code w -= lr * g}. No slots. */
@@ -26,7 +27,12 @@ final class SgdOptimizer implements Optimizer {
     @Override
     public void apply(
             final MutableDirectBuffer record, final int values, final int dim, final float[] g, final int gOff) {
-        for (int i = 0; i < dim; i++) {
+        int i = 0;
+        final ByteBuffer direct = OptimizerKernels.directOf(record);
+        if (direct != null) {
+            i = VectorKernels.sgd(direct, values, dim, g, gOff, learningRate);
+        }
+        for (; i < dim; i++) {
             final int at = values + 4 * i;
             record.putFloat(at, record.getFloat(at) - learningRate * g[gOff + i]);
         }

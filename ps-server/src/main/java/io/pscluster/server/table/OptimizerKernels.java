@@ -1,0 +1,60 @@
+package io.pscluster.server.table;
+
+import java.nio.ByteBuffer;
+import org.agrona.MutableDirectBuffer;
+
+/**
+ * Whether the optimizers update rows through the Vector API ({@link VectorKernels}) or float by float. The Vector API
+ * is an incubator module in JDK 17: it is used when the JVM was started with {@code --add-modules
+ * jdk.incubator.vector} (psctl's shard commands and the deploy files do), {@code -Dpscluster.vector=false} is not
+ * set, and a check at start gives the same bits as the loop float by float; otherwise every optimizer runs its own
+ * loop. Both give bit-identical rows: the same float operations in the same order, lane by lane.
+ *
+ * <p>This class names no class of the incubator module, so it loads on any JVM.
+ */
+public final class OptimizerKernels {
+    /** The system property that turns the vector kernels off ({@code false}). */
+    static final String PROPERTY = "pscluster.vector";
+
+    private static final String MODULE = "jdk.incubator.vector";
+
+    /** Why the kernels are off, or null when they are on. */
+    private static final String OFF_BECAUSE = check();
+
+    /** Whether optimizers use {@link VectorKernels} for records in direct buffers. */
+    static final boolean VECTOR = OFF_BECAUSE == null;
+
+    private OptimizerKernels() {}
+
+    /**
+     * The direct buffer under {@code record} whose indexes are the record's own, for {@link VectorKernels}; null when
+     * the kernels are off or the record is not such a buffer (then the caller updates float by float).
+     */
+    static ByteBuffer directOf(final MutableDirectBuffer record) {
+        if (!VECTOR) {
+            return null;
+        }
+        final ByteBuffer buffer = record.byteBuffer();
+        return buffer != null && buffer.isDirect() && record.wrapAdjustment() == 0 ? buffer : null;
+    }
+
+    /** How optimizers update rows in this JVM, and why not through the Vector API if not: for a shard's log. */
+    public static String describe() {
+        return VECTOR ? "vector (" + VectorKernels.lanes() + " floats a step)" : "scalar: " + OFF_BECAUSE;
+    }
+
+    private static String check() {
+        if ("false".equalsIgnoreCase(System.getProperty(PROPERTY))) {
+            return "-D" + PROPERTY + "=false";
+        }
+        if (ModuleLayer.boot().findModule(MODULE).isEmpty()) {
+            return "the JVM was started without --add-modules " + MODULE;
+        }
+        try {
+            return VectorKernels.selfCheck();
+        } catch (LinkageError | RuntimeException unusable) {
+            // A JDK whose incubating API differs from JDK 17's (byte-buffer access went in JDK 19).
+            return "the Vector API of this JDK cannot be used (" + unusable + ")";
+        }
+    }
+}
