@@ -115,8 +115,9 @@ public final class ShardServer implements AutoCloseable {
                 context.faults);
         proxyLink.register(context.registerTimeoutMs);
         health.setStatus("", ServingStatus.SERVING);
-        LOG.info(
-                "shard {} serving at {}; optimizer updates: {}", shard.shardId(), address, OptimizerKernels.describe());
+        // Scripts and the fault tests take the address from the end of the serving line: nothing may follow it.
+        LOG.info("shard {}: optimizer updates {}", shard.shardId(), OptimizerKernels.describe());
+        LOG.info("shard {} serving at {}", shard.shardId(), address);
     }
 
     /**
