@@ -28,14 +28,17 @@ public final class OptimizerKernels {
 
     /**
      * The direct buffer under {@code record} whose indexes are the record's own, for {@link VectorKernels}; null when
-     * the kernels are off or the record is not such a buffer (then the caller updates float by float).
+     * the kernels are off or the record is not such a buffer, or a read-only one, which the Vector API would refuse
+     * to write where Agrona writes (then the caller updates float by float).
      */
     static ByteBuffer directOf(final MutableDirectBuffer record) {
         if (!VECTOR) {
             return null;
         }
         final ByteBuffer buffer = record.byteBuffer();
-        return buffer != null && buffer.isDirect() && record.wrapAdjustment() == 0 ? buffer : null;
+        return buffer != null && buffer.isDirect() && !buffer.isReadOnly() && record.wrapAdjustment() == 0
+                ? buffer
+                : null;
     }
 
     /** How optimizers update rows in this JVM, and why not through the Vector API if not: for a shard's log. */

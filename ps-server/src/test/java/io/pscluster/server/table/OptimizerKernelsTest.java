@@ -32,6 +32,10 @@ class OptimizerKernelsTest {
         assertThat(OptimizerKernels.directOf(new UnsafeBuffer(sliced, 32, 64)))
                 .as("a buffer whose indexes are not the direct buffer's")
                 .isNull();
+        assertThat(OptimizerKernels.directOf(
+                        new UnsafeBuffer(ByteBuffer.allocateDirect(64).asReadOnlyBuffer())))
+                .as("a read-only buffer")
+                .isNull();
     }
 
     @ParameterizedTest
