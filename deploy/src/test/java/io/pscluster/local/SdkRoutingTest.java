@@ -124,6 +124,23 @@ class SdkRoutingTest {
     }
 
     @Test
+    void shouldRefuseAPullTooLargeForAJavaArrayNamingItsSize() throws Exception {
+        try (LocalCluster cluster = LocalCluster.builder()
+                        .shards(1)
+                        .checkpointRoot(checkpoints.toUri().toString())
+                        .start();
+                PsClient client = PsClient.connect(cluster.proxyAddress())) {
+            final int dim = io.pscluster.wire.TableSchemas.MAX_DIM;
+            final PsTable table = client.createTable(sparse("wide", dim));
+            final long[] keys = new long[Integer.MAX_VALUE / dim + 1];
+            assertThatThrownBy(() -> table.pullAsync(keys))
+                    .isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageContaining("a pull of 32768 keys of table 'wide' (dim 65536) needs 2147483648 floats");
+            assertThat(table.pull(new long[] {7})).hasSize(dim);
+        }
+    }
+
+    @Test
     void shouldDropTableOnEveryShardAndAnswerNotFoundAfterwards() throws Exception {
         try (LocalCluster cluster = LocalCluster.builder()
                         .shards(2)

@@ -1826,7 +1826,7 @@ public final class Shard implements AutoCloseable {
             }
         }
         for (final Map.Entry<String, Long> table : rows.entrySet()) {
-            table(table.getKey()).reserveRows(table.getValue());
+            table(table.getKey()).reserveRows(table.getValue(), slots);
         }
     }
 

@@ -115,6 +115,11 @@ public final class PsTable {
 
     /** Fails with CANCELLED at once when the client is closed, or when it closes before the call completes. */
     public CompletableFuture<float[]> pullAsync(final long[] callKeys) {
+        if ((long) callKeys.length * dim > Integer.MAX_VALUE - 8) {
+            throw new IllegalArgumentException("a pull of " + callKeys.length + " keys of table '" + name() + "' (dim "
+                    + dim + ") needs " + (long) callKeys.length * dim + " floats, more than one Java array holds;"
+                    + " split it");
+        }
         final float[] values = new float[callKeys.length * dim];
         final JobSession job = client.session();
         if (job != null) {

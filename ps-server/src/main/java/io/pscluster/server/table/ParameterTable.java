@@ -590,12 +590,19 @@ public final class ParameterTable {
     }
 
     /**
-     * Sizes the index of each partition that holds no row for its share of about {@code rows} rows (slots spread
-     * evenly over partitions), before a restore puts them in: see {@link PartitionStore#reserve}.
+     * Sizes the index of each partition that holds no row for its share of about {@code rows} rows of the slots in
+     * {@code slots} (spread evenly over partitions), before a restore puts them in: see {@link PartitionStore#reserve}.
      */
-    public void reserveRows(final long rows) throws InterruptedException {
+    public void reserveRows(final long rows, final BitSet slots) throws InterruptedException {
+        final int count = partitions.length;
         await(writers.runOnAll(partition -> {
-            partitions[partition].reserve(rows / partitions.length);
+            final BitSet local = new BitSet();
+            for (int slot = slots.nextSetBit(0); slot >= 0; slot = slots.nextSetBit(slot + 1)) {
+                if (writers.partitionOf(slot) == partition) {
+                    local.set(slot / count);
+                }
+            }
+            partitions[partition].reserve(rows / count, local);
             return null;
         }));
     }

@@ -6,6 +6,7 @@ import java.lang.invoke.VarHandle;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.util.Arrays;
+import java.util.BitSet;
 import java.util.concurrent.ThreadLocalRandom;
 import java.util.function.LongPredicate;
 import org.agrona.UnsafeApi;
@@ -899,15 +900,22 @@ final class PartitionStore {
      * Sizes the index of an empty store for about {@code rows} rows at once: segments of {@link #MAX_SEGMENT} entries,
      * enough that {@code rows} fill them to at most 70%, as growth would leave them, so that a restore into the store
      * does not grow the index a segment at a time (a split reads the key of every record in the segment, at random).
-     * Does nothing if the store has rows, {@code rows} fit in one segment or the heap has no room for the segments.
-     * Writer-only; readers see the new directory (and no row, as before) once it is published.
+     * The rows come from the slot indexes of this partition in {@code localSlotsFilled} (a slot's index is {@code
+     * slot / partitions}; null: from all). Does nothing if the store has rows, {@code rows} fit in one segment or the
+     * heap has no room for the segments. Writer-only; readers see the new directory (and no row, as before) once it is published.
      */
-    void reserve(final long rows) {
+    void reserve(final long rows, final BitSet localSlotsFilled) {
         final long perSegment = MAX_SEGMENT * 70L / 100;
         if (liveRows != 0 || rows <= perSegment) {
             return;
         }
-        final int depth = Math.min(MAX_DEPTH, 64 - Long.numberOfLeadingZeros((rows + perSegment - 1) / perSegment - 1));
+        // Only prefixes of slots the rows come from get keys (see hash): a shard restores a range of slots, so on one
+        // of S shards a partition's keys reach about 1/S of the prefixes, and those must hold the rows between them.
+        final long needed = (rows + perSegment - 1) / perSegment;
+        int depth = 0;
+        while (depth < MAX_DEPTH && prefixesFilled(depth, localSlotsFilled) < needed) {
+            depth++;
+        }
         if (depthOf(directory) >= depth && directory[0].entries.length == MAX_SEGMENT) {
             return;
         }
@@ -915,9 +923,8 @@ final class PartitionStore {
         long entries = 0;
         try {
             for (int i = 0; i < next.length; i++) {
-                // Prefixes past this partition's last slot get no key (see hash): the smallest segment will do.
-                final long firstSlot = depth <= slotBits ? (long) i << (slotBits - depth) : i >>> (depth - slotBits);
-                next[i] = new Segment(firstSlot < localSlots ? MAX_SEGMENT : MIN_SEGMENT, depth);
+                // Prefixes that no key will reach get the smallest segment.
+                next[i] = new Segment(isFilled(i, depth, localSlotsFilled) ? MAX_SEGMENT : MIN_SEGMENT, depth);
                 entries += next[i].entries.length;
             }
         } catch (OutOfMemoryError full) {
@@ -926,6 +933,33 @@ final class PartitionStore {
             return;
         }
         publish(next, entries - indexEntries);
+    }
+
+    /** How many of the {@code 2^depth} prefixes {@link #isFilled} says keys will reach. */
+    private long prefixesFilled(final int depth, final BitSet localSlotsFilled) {
+        long filled = 0;
+        for (int i = 0; i < 1 << depth; i++) {
+            filled += isFilled(i, depth, localSlotsFilled) ? 1 : 0;
+        }
+        return filled;
+    }
+
+    /**
+     * Whether prefix {@code i} of {@code depth} bits covers a slot index of this partition (see {@link #hash}) that is
+     * in {@code localSlotsFilled} (null: every one).
+     */
+    private boolean isFilled(final int i, final int depth, final BitSet localSlotsFilled) {
+        final long first = depth <= slotBits ? (long) i << (slotBits - depth) : i >>> (depth - slotBits);
+        final long end = depth <= slotBits ? (long) (i + 1) << (slotBits - depth) : first + 1;
+        final int limit = (int) Math.min(end, localSlots);
+        if (first >= limit) {
+            return false;
+        }
+        if (localSlotsFilled == null) {
+            return true;
+        }
+        final int next = localSlotsFilled.nextSetBit((int) first);
+        return next >= 0 && next < limit;
     }
 
     /** Copies a record's floats, little-endian at {@code source[offset..]}, into the record at {@code at}. */

@@ -164,8 +164,8 @@ class PartitionIndexTest {
         final long tableHash = Slots.tableHash("reserved");
         final PartitionStore whole = store(tableHash, 1);
         final PartitionStore third = store(tableHash, 3);
-        whole.reserve(2_000_000);
-        third.reserve(2_000_000);
+        whole.reserve(1_800_000, null);
+        third.reserve(1_800_000, null);
         // 128 prefixes of 7 bits each way; with 1,366 of 2,048 11-bit slot indexes in use, 86 of them have slots.
         assertThat(whole.indexShape().segments()).isEqualTo(128);
         assertThat(third.indexShape().segments()).isEqualTo(128);
@@ -177,6 +177,43 @@ class PartitionIndexTest {
         }
         for (final long key : keys) {
             assertThat(third.find(key)).as("key %d", key).isNotNegative();
+        }
+    }
+
+    /**
+     * A shard restores a range of slots: on one of 4 shards, a partition's rows come from a quarter of its slot indexes,
+     * so a quarter of the prefixes must hold them all, and the index must not grow while they come.
+     */
+    @Test
+    void shouldReserveForTheSlotsTheRowsComeFrom() {
+        final long tableHash = Slots.tableHash("quarter");
+        final int partitions = 4;
+        final PartitionStore store = store(tableHash, partitions);
+        // Partition 0 of a shard that owns slots 0 .. 1023: slots 0, 4, 8, ..., local indexes 0 .. 255 of 1,024.
+        final java.util.BitSet local = new java.util.BitSet();
+        local.set(0, Slots.SLOT_COUNT / 4 / partitions);
+        final int rows = 1_000_000;
+        store.reserve(rows, local);
+        final int reserved = store.indexShape().segments();
+        // 1M rows fill 44 segments to 70%; a quarter of 256 prefixes is the first depth with as many.
+        assertThat(reserved).isEqualTo(256);
+        final SplittableRandom random = new SplittableRandom(9);
+        final long[] keys = new long[rows];
+        for (int n = 0; n < rows; ) {
+            final long key = random.nextLong();
+            final int slot = Slots.slotOf(tableHash, key);
+            if (slot < Slots.SLOT_COUNT / 4 && slot % partitions == 0) {
+                keys[n++] = key;
+            }
+        }
+        for (final long key : keys) {
+            store.ensure(key, 1);
+        }
+        assertThat(store.indexShape().segments())
+                .as("segments after the rows came: none split")
+                .isEqualTo(reserved);
+        for (int i = 0; i < rows; i += 97) {
+            assertThat(store.find(keys[i])).as("key %d", keys[i]).isNotNegative();
         }
     }
 

@@ -113,7 +113,9 @@ class RowLoaderTest {
             keys[i] = random.nextLong();
         }
 
-        table.reserveRows(count);
+        final java.util.BitSet everySlot = new java.util.BitSet();
+        everySlot.set(0, io.pscluster.wire.Slots.SLOT_COUNT);
+        table.reserveRows(count, everySlot);
         load(table, keys, rowBytes(keys, randomRecords(random, count, width), width), 1_000);
 
         assertThat(table.rowCount()).isEqualTo(count);
