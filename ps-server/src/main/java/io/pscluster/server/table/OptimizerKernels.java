@@ -7,8 +7,9 @@ import org.agrona.MutableDirectBuffer;
  * Whether the optimizers update rows through the Vector API ({@link VectorKernels}) or float by float. The Vector API
  * is an incubator module in JDK 17: it is used when the JVM was started with {@code --add-modules
  * jdk.incubator.vector} (psctl's shard commands and the deploy files do), {@code -Dpscluster.vector=false} is not
- * set, and a check at start gives the same bits as the loop float by float; otherwise every optimizer runs its own
- * loop. Both give bit-identical rows: the same float operations in the same order, lane by lane.
+ * set, and a check at start finds the API this code was written for (JDK 17's: its byte-buffer access went in JDK
+ * 19) and working; otherwise every optimizer runs its own loop. The check runs before C2 compiles anything, so that
+ * the compiled kernels give the loops' bits is the tests' to show ({@code OptimizerKernelsTest}). Both give bit-identical rows: the same float operations in the same order, lane by lane.
  *
  * <p>This class names no class of the incubator module, so it loads on any JVM.
  */
@@ -28,15 +29,19 @@ public final class OptimizerKernels {
 
     /**
      * The direct buffer under {@code record} whose indexes are the record's own, for {@link VectorKernels}; null when
-     * the kernels are off or the record is not such a buffer, or a read-only one, which the Vector API would refuse
-     * to write where Agrona writes (then the caller updates float by float).
+     * the kernels are off or the record is not such a buffer, or a read-only one or one whose limit is short of its
+     * capacity, which the Vector API would refuse where Agrona writes (then the caller updates float by float).
      */
     static ByteBuffer directOf(final MutableDirectBuffer record) {
         if (!VECTOR) {
             return null;
         }
         final ByteBuffer buffer = record.byteBuffer();
-        return buffer != null && buffer.isDirect() && !buffer.isReadOnly() && record.wrapAdjustment() == 0
+        return buffer != null
+                        && buffer.isDirect()
+                        && !buffer.isReadOnly()
+                        && buffer.limit() >= record.capacity()
+                        && record.wrapAdjustment() == 0
                 ? buffer
                 : null;
     }

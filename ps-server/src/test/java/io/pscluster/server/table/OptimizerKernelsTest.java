@@ -24,6 +24,7 @@ class OptimizerKernelsTest {
 
     @Test
     void shouldUseTheVectorKernelsWhenTheModuleIsThere() {
+        assumeJdkWithByteBufferVectors();
         assertThat(OptimizerKernels.VECTOR).as(OptimizerKernels.describe()).isTrue();
         assertThat(OptimizerKernels.directOf(new UnsafeBuffer(ByteBuffer.allocateDirect(64))))
                 .isNotNull();
@@ -81,7 +82,8 @@ class OptimizerKernelsTest {
             for (int i = 0; i < gradients.length; i++) {
                 gradients[i] = gradients(random, 3 + dim);
             }
-            for (int step = 0; step < steps && found.isEmpty(); step++) {
+            boolean differed = false;
+            for (int step = 0; step < steps && !differed; step++) {
                 final float[] g = gradients[step % gradients.length];
                 rule.apply(direct, VALUES, dim, g, 3);
                 rule.apply(heap, VALUES, dim, g, 3);
@@ -111,6 +113,12 @@ class OptimizerKernelsTest {
                     .isPositive();
         }
         return found;
+    }
+
+    /** JDK 19 replaced the Vector API's byte-buffer access, which the kernels use: there they stay off (Tables). */
+    private static void assumeJdkWithByteBufferVectors() {
+        org.junit.jupiter.api.Assumptions.assumeTrue(
+                Runtime.version().feature() < 19, "the kernels use JDK 17's Vector API (byte buffers), gone in JDK 19");
     }
 
     /** Gradients of every size a model meets: zeros, tiny, ordinary and large, both signs. */
@@ -148,6 +156,7 @@ class OptimizerKernelsTest {
      */
     @Test
     void shouldGiveTheSameBitsOnceCompiledByC2() throws Exception {
+        assumeJdkWithByteBufferVectors();
         final ChildJvm.Run on = ChildJvm.run(
                 Compare.class,
                 List.of("-Xmx128m", "--add-modules", "jdk.incubator.vector", "-XX:-TieredCompilation"),
