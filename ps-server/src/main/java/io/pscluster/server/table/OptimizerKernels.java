@@ -8,8 +8,9 @@ import org.agrona.MutableDirectBuffer;
  * is an incubator module in JDK 17: it is used when the JVM was started with {@code --add-modules
  * jdk.incubator.vector} (psctl's shard commands and the deploy files do), {@code -Dpscluster.vector=false} is not
  * set, and a check at start finds the API this code was written for (JDK 17's: its byte-buffer access went in JDK
- * 19) and working; otherwise every optimizer runs its own loop. The check runs before C2 compiles anything, so that
- * the compiled kernels give the loops' bits is the tests' to show ({@code OptimizerKernelsTest}). Both give bit-identical rows: the same float operations in the same order, lane by lane.
+ * 19) and working; otherwise every optimizer runs its own loop. Both give bit-identical rows: the same float
+ * operations in the same order, lane by lane. The check runs before C2 compiles anything, so that the compiled
+ * kernels keep the loops' bits is the tests' to show ({@code OptimizerKernelsTest}).
  *
  * <p>This class names no class of the incubator module, so it loads on any JVM.
  */

@@ -594,15 +594,15 @@ public final class ParameterTable {
      * {@code slots} (spread evenly over partitions), before a restore puts them in: see {@link PartitionStore#reserve}.
      */
     public void reserveRows(final long rows, final BitSet slots) throws InterruptedException {
-        final int count = partitions.length;
         await(writers.runOnAll(partition -> {
+            final PartitionStore store = partitions[partition];
             final BitSet local = new BitSet();
             for (int slot = slots.nextSetBit(0); slot >= 0; slot = slots.nextSetBit(slot + 1)) {
                 if (writers.partitionOf(slot) == partition) {
-                    local.set(slot / count);
+                    local.set(store.slotIndex(slot));
                 }
             }
-            partitions[partition].reserve(rows / count, local);
+            store.reserve(rows / partitions.length, local);
             return null;
         }));
     }

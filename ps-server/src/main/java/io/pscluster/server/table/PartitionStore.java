@@ -259,8 +259,13 @@ final class PartitionStore {
         // the keys of one slot in one segment (or a few, once a slot outgrows one), so that a request whose keys go
         // slot by slot, as large calls do (the SDK orders them), finds each slot's part of the index in cache after
         // its first keys. Within a slot, segments split and buckets probe on the seeded bits as before.
-        final long local = (Slots.slotOf(tableHash, key) * slotReciprocal) >>> 32;
+        final long local = slotIndex(Slots.slotOf(tableHash, key));
         return (local << (Long.SIZE - slotBits)) | (z >>> slotBits);
+    }
+
+    /** The index of {@code slot} among this partition's slots, {@code slot / partitions}: its keys' top hash bits. */
+    int slotIndex(final int slot) {
+        return (int) ((slot * slotReciprocal) >>> 32);
     }
 
     /**
@@ -900,9 +905,9 @@ final class PartitionStore {
      * Sizes the index of an empty store for about {@code rows} rows at once: segments of {@link #MAX_SEGMENT} entries,
      * enough that {@code rows} fill them to at most 70%, as growth would leave them, so that a restore into the store
      * does not grow the index a segment at a time (a split reads the key of every record in the segment, at random).
-     * The rows come from the slot indexes of this partition in {@code localSlotsFilled} (a slot's index is {@code
-     * slot / partitions}; null: from all). Does nothing if the store has rows, {@code rows} fit in one segment or the
-     * heap has no room for the segments. Writer-only; readers see the new directory (and no row, as before) once it is published.
+     * The rows come from the slots whose {@link #slotIndex} is in {@code localSlotsFilled} (null: from all). Does
+     * nothing if the store has rows, {@code rows} fit in one segment or the heap has no room for the segments.
+     * Writer-only; readers see the new directory (and no row, as before) once it is published.
      */
     void reserve(final long rows, final BitSet localSlotsFilled) {
         final long perSegment = MAX_SEGMENT * 70L / 100;
