@@ -9,6 +9,7 @@ import io.pscluster.proto.v1.OptimizerKind;
 import io.pscluster.proto.v1.OptimizerSpec;
 import io.pscluster.proto.v1.TableKind;
 import io.pscluster.proto.v1.TableSchema;
+import io.pscluster.wire.Slots;
 import io.pscluster.worker.PsClient;
 import io.pscluster.worker.PsTable;
 import java.nio.file.Path;
@@ -104,8 +105,7 @@ class SdkRoutingTest {
             cluster.crashShard(1);
             org.awaitility.Awaitility.await()
                     .atMost(java.time.Duration.ofSeconds(30))
-                    .until(() -> AdminCalls.status(cluster.proxyAddress()).getUnownedSlots()
-                            == io.pscluster.wire.Slots.SLOT_COUNT);
+                    .until(() -> AdminCalls.status(cluster.proxyAddress()).getUnownedSlots() == Slots.SLOT_COUNT);
             try (PsClient client = PsClient.connect(
                     new PsClient.Context().proxyAddress(cluster.proxyAddress()).deadlineMs(800))) {
                 final PsTable table = client.table("orphaned");
@@ -200,6 +200,67 @@ class SdkRoutingTest {
             final float[] values = table.pull(java.util.Arrays.copyOf(keys, unique));
             for (final float value : values) {
                 assertThat(value).isEqualTo(once);
+            }
+        }
+    }
+
+    @Test
+    void shouldPushASlotOfMoreDistinctKeysThanAShardTakesInOneRequestSummingEachKeysRepeatsOnce() throws Exception {
+        try (LocalCluster cluster = LocalCluster.builder()
+                        .shards(2)
+                        .maxKeysPerRequest(5_000)
+                        .checkpointRoot(checkpoints.toUri().toString())
+                        .start();
+                PsClient client = PsClient.connect(cluster.proxyAddress())) {
+            final PsTable table = client.createTable(TableSchema.newBuilder()
+                    .setName("crowded")
+                    .setKind(TableKind.SPARSE)
+                    .setDim(64)
+                    .setOptimizer(OptimizerSpec.newBuilder()
+                            .setKind(OptimizerKind.ADAGRAD)
+                            .setLearningRate(1f))
+                    .build());
+            // 12,000 distinct keys of one slot (found by trying keys), each 1-3 times in a shuffled call: a slot of
+            // about 24,000 places, where a request of dim 64 holds about 4,000 keys and the shard takes 5,000.
+            final long tableHash = Slots.tableHash("crowded");
+            final int slot = Slots.slotOf(tableHash, 0L);
+            final long[] distinct = new long[12_000];
+            int found = 0;
+            for (long key = 0; found < distinct.length; key++) {
+                if (Slots.slotOf(tableHash, key) == slot) {
+                    distinct[found++] = key;
+                }
+            }
+            final SplittableRandom random = new SplittableRandom(5);
+            final int[] repeats = new int[distinct.length];
+            final java.util.List<Long> places = new java.util.ArrayList<>();
+            for (int i = 0; i < distinct.length; i++) {
+                repeats[i] = 1 + random.nextInt(3);
+                for (int r = 0; r < repeats[i]; r++) {
+                    places.add(distinct[i]);
+                }
+            }
+            java.util.Collections.shuffle(places, new java.util.Random(6));
+            final long[] keys = places.stream().mapToLong(Long::longValue).toArray();
+            final float[] gradients = new float[keys.length * 64];
+            java.util.Arrays.fill(gradients, 1f);
+
+            table.push(keys, gradients);
+
+            for (int i = 0; i < 2; i++) {
+                cluster.shard(i).shard().awaitQuiescent();
+            }
+            assertThat(cluster.shard(0).shard().table("crowded").rowCount()
+                            + cluster.shard(1).shard().table("crowded").rowCount())
+                    .isEqualTo(distinct.length);
+            // Each key's repeats summed in one request and applied once: g = repeats, w = -g / sqrt(0.1 + g^2).
+            final float[] values = table.pull(distinct);
+            for (int i = 0; i < distinct.length; i++) {
+                final float g = repeats[i];
+                final float once = -1f * g / ((float) Math.sqrt(0.1f + g * g) + 1e-8f);
+                for (int d = 0; d < 64; d++) {
+                    assertThat(values[i * 64 + d]).as("key %d", distinct[i]).isEqualTo(once);
+                }
             }
         }
     }

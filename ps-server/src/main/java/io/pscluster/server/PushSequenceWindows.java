@@ -427,8 +427,9 @@ final class PushSequenceWindows {
 
         /**
          * The slots {@code sequence} was accepted for when only parts of it were ({@link #record(long, int[])}), or
-         * null when it was accepted whole or never (ask {@link #seen} first). A request of the SDK holds whole slots,
-         * and the parts a request is re-split into share its sequence and hold none of each other's slots; so a part
+         * null when it was accepted whole or never (ask {@link #seen} first). A request of the SDK holds whole slots
+         * (or, for a slot too large for one request, a group of its keys under a sequence of its own), and the parts a
+         * request is re-split into share its sequence and hold none of each other's slots; so a part
          * for other slots than these is a sibling this shard never applied (its slots moved here after it was
          * refused elsewhere), not a repeat. Read-only for the caller.
          */

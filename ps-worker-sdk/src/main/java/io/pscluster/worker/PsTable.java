@@ -34,10 +34,10 @@ import java.util.function.Consumer;
 
 /**
  * A handle to one table. Every call groups its keys by slot, splits them by the shard that owns the slot and each
- * shard's share into requests of whole slots of about {@link #CHUNK_BYTES}, keeps up to {@link #CHUNKS_IN_FLIGHT} of
- * them in flight per shard (all shards at once), and completes when all have answered. A push sums the gradients of
- * duplicate keys as it encodes each request (duplicates share a slot, so a request holds them all), and the shard
- * applies each key once.
+ * shard's share into requests of whole slots of about {@link #CHUNK_BYTES} (a slot too large for one goes in several,
+ * by key for a push: {@link SlotChunks}), keeps up to {@link #CHUNKS_IN_FLIGHT} of them in flight per shard (all shards
+ * at once), and completes when all have answered. A push sums the gradients of duplicate keys as it encodes each
+ * request (a request holds every duplicate of its keys), and the shard applies each key once.
  *
  * <p>Push ids: each push request takes a sequence number from its client when it is first sent, and every retry of it
  * carries the same (client id, sequence), also the parts it is re-split into when the routing changed: they are
@@ -310,11 +310,11 @@ public final class PsTable {
          * Whether every repeat of a key must be in one request: a push's are summed there; a pull may send them in
          * several, so that no key repeated millions of times makes one request past the limits.
          */
-        final boolean wholeSlots;
+        final boolean wholeKeys;
 
-        Call(final long[] keys, final boolean wholeSlots) {
+        Call(final long[] keys, final boolean wholeKeys) {
             this.keys = keys;
-            this.wholeSlots = wholeSlots;
+            this.wholeKeys = wholeKeys;
         }
     }
 
@@ -368,8 +368,8 @@ public final class PsTable {
     }
 
     /**
-     * Splits {@code positions} by owning shard and into chunks of whole slots (for a push, so that every repeat of a
-     * key is in one request; see {@link Call#wholeSlots}), sends them windowed, and retries refused ones. A re-split
+     * Splits {@code positions} by owning shard and into chunks of whole slots (a slot too large for one by key for a
+     * push, so that every repeat of a key is in one request; see {@link Call#wholeKeys}), sends them windowed, and retries refused ones. A re-split
      * ({@code parent} set) makes exactly one request per owner, each no larger than the one it came from, so that no
      * two requests to one shard share a sequence.
      */
@@ -384,7 +384,7 @@ public final class PsTable {
         final Routing routing = client.routing();
         final int targetKeys = parent == null ? keysPerChunk : Integer.MAX_VALUE;
         final List<List<int[]>> chunksOf =
-                SlotChunks.split(tableHash, call.keys, positions, routing, targetKeys, call.wholeSlots);
+                SlotChunks.split(tableHash, call.keys, positions, routing, targetKeys, call.wholeKeys);
         final int shards = routing.addresses().length;
         for (int owner = 0; owner < shards; owner++) {
             final String tooOld = chunksOf.get(owner).isEmpty() ? null : routing.tooOld(owner);
@@ -394,7 +394,7 @@ public final class PsTable {
                         .withDescription("table '" + name() + "': " + tooOld)
                         .asRuntimeException();
                 return CompletableFuture.failedFuture(
-                        call.wholeSlots && outcomeUnknown ? withOutcomeUnknown(refused) : refused);
+                        call.wholeKeys && outcomeUnknown ? withOutcomeUnknown(refused) : refused);
             }
         }
         final List<CompletableFuture<Void>> sent = new ArrayList<>();
@@ -552,7 +552,7 @@ public final class PsTable {
         final Retry retry = failure instanceof Unsent ? Retry.REFRESH_AND_RESEND : classify(status);
         if (retry == Retry.NEVER) {
             return CompletableFuture.failedFuture(
-                    call.wholeSlots && request.outcomeUnknown() ? withOutcomeUnknown(status) : status);
+                    call.wholeKeys && request.outcomeUnknown() ? withOutcomeUnknown(status) : status);
         }
         // No answer came (no reject trailer says nothing was applied): the shard may have taken it, unless the attempt
         // never reached it (its connection was refused).
@@ -605,7 +605,7 @@ public final class PsTable {
                 failure.getStatus().getCode() == Status.Code.DEADLINE_EXCEEDED && request.lastFailure() != null
                         ? request.lastFailure()
                         : failure;
-        final boolean pushMayBeApplied = call.wholeSlots && unknown;
+        final boolean pushMayBeApplied = call.wholeKeys && unknown;
         final Metadata trailers = new Metadata();
         if (pushMayBeApplied) {
             trailers.put(PsException.OUTCOME_KEY, PsException.OUTCOME_UNKNOWN);

@@ -11,9 +11,10 @@ import java.util.List;
  * of {@code n} keys makes {@code k = max(1, round(n / targetKeys))} chunks of about {@code n / k} keys each (see {@link
  * #limitOf}): a call just past the target goes in one request rather than in a full one and a sliver (a 1 MiB stream1m
  * call of 4,096 dim-64 keys went in 3,971 keys and 125), and a larger one in even parts. A slot with more keys than a
- * chunk's limit (only repeats of keys make one) is a chunk of its own when the call needs whole slots (a push, whose
- * repeats are summed in their request), and goes in even parts like a share otherwise (a pull, where any key may go in
- * any request).
+ * chunk's limit (repeats of keys, or keys crafted into one slot) goes in chunks of its own split by key when every
+ * repeat of a key must stay in one request (a push, whose repeats are summed in their request: {@link #byKey}), and in
+ * even parts like a share otherwise (a pull, where any key may go in any request). So no set of keys makes a request
+ * past the shard's limits.
  *
  * <p>When every owner's share goes in one chunk (the usual case), the keys are grouped by owner in the call's order,
  * in two passes over the keys ({@link #byOwner}). Otherwise they are ordered by (owner, slot, position in the call) in
@@ -129,7 +130,7 @@ final class SlotChunks {
             final int[] positions,
             final Routing routing,
             final int targetKeys,
-            final boolean wholeSlots) {
+            final boolean wholeKeys) {
         // Each key's slot once, for whichever way the call is split.
         final int[] slotOf = slotsOf(tableHash, keys, positions);
         final List<List<int[]>> whole = byOwner(slotOf, positions, routing, targetKeys);
@@ -137,8 +138,8 @@ final class SlotChunks {
             return whole;
         }
         return positions.length <= SORT_MAX_KEYS
-                ? bySorting(slotOf, positions, routing, targetKeys, wholeSlots)
-                : byCounting(slotOf, positions, routing, targetKeys, wholeSlots);
+                ? bySorting(keys, slotOf, positions, routing, targetKeys, wholeKeys)
+                : byCounting(keys, slotOf, positions, routing, targetKeys, wholeKeys);
     }
 
     /** The slot of each key {@code keys[positions[i]]}, at {@code i}. */
@@ -186,11 +187,12 @@ final class SlotChunks {
     }
 
     static List<List<int[]>> bySorting(
+            final long[] keys,
             final int[] slotOf,
             final int[] positions,
             final Routing routing,
             final int targetKeys,
-            final boolean wholeSlots) {
+            final boolean wholeKeys) {
         final int n = positions.length;
         final int shards = routing.addresses().length;
         final int[] owners = routing.ownerOfSlot();
@@ -214,15 +216,16 @@ final class SlotChunks {
         for (int owner = 1; owner <= shards; owner++) {
             ownerEnd[owner] = Math.max(ownerEnd[owner], ownerEnd[owner - 1]);
         }
-        return cut(ordered, orderedSlot, ownerEnd, targetKeys, wholeSlots);
+        return cut(keys, ordered, orderedSlot, ownerEnd, targetKeys, wholeKeys);
     }
 
     static List<List<int[]>> byCounting(
+            final long[] keys,
             final int[] slotOf,
             final int[] positions,
             final Routing routing,
             final int targetKeys,
-            final boolean wholeSlots) {
+            final boolean wholeKeys) {
         final int n = positions.length;
         final int shards = routing.addresses().length;
         final int[] owners = routing.ownerOfSlot();
@@ -253,7 +256,7 @@ final class SlotChunks {
             ordered[at] = positions[i];
             orderedSlot[at] = slotOf[i];
         }
-        return cut(ordered, orderedSlot, ownerEnd, targetKeys, wholeSlots);
+        return cut(keys, ordered, orderedSlot, ownerEnd, targetKeys, wholeKeys);
     }
 
     /** Keys of each of the even parts a share of {@code shareKeys} keys goes in (see the class comment). */
@@ -274,15 +277,17 @@ final class SlotChunks {
     }
 
     /**
-     * Cuts each owner's range of {@code ordered} into chunks of whole slots; unless {@code wholeSlots}, a slot larger
-     * than a chunk's limit goes in chunks of the even part.
+     * Cuts each owner's range of {@code ordered} (positions into {@code keys}) into chunks of whole slots. A slot larger
+     * than a chunk's limit goes in chunks of the even part, or, when {@code wholeKeys} (every repeat of a key in one
+     * request), in chunks of its own split by key ({@link #byKey}).
      */
     private static List<List<int[]>> cut(
+            final long[] keys,
             final int[] ordered,
             final int[] orderedSlot,
             final int[] ownerEnd,
             final int targetKeys,
-            final boolean wholeSlots) {
+            final boolean wholeKeys) {
         final List<List<int[]>> chunksOf = new ArrayList<>(ownerEnd.length);
         int from = 0;
         for (final int end : ownerEnd) {
@@ -299,13 +304,23 @@ final class SlotChunks {
                 while (slotEnd < end && orderedSlot[slotEnd] == slot) {
                     slotEnd++;
                 }
-                // A slot larger than a chunk, of a call that may split slots, fills the chunk under way first.
-                final boolean splitsSlot = !wholeSlots && slotEnd - k > maxKeys;
-                if (!splitsSlot && k > chunkStart && slotEnd - chunkStart > maxKeys) {
+                final boolean overLimit = slotEnd - k > maxKeys;
+                if (overLimit && wholeKeys) {
+                    // The chunk under way ends before the slot, which goes in chunks of its own by key.
+                    if (k > chunkStart) {
+                        chunks.add(Arrays.copyOfRange(ordered, chunkStart, k));
+                    }
+                    chunks.addAll(byKey(keys, ordered, k, slotEnd, evenPart));
+                    k = slotEnd;
+                    chunkStart = k;
+                    continue;
+                }
+                // A slot larger than a chunk, of a call that may split slots anyhow, fills the chunk under way first.
+                if (!overLimit && k > chunkStart && slotEnd - chunkStart > maxKeys) {
                     chunks.add(Arrays.copyOfRange(ordered, chunkStart, k));
                     chunkStart = k;
                 }
-                while (splitsSlot && slotEnd - chunkStart > maxKeys) {
+                while (overLimit && slotEnd - chunkStart > maxKeys) {
                     chunks.add(Arrays.copyOfRange(ordered, chunkStart, chunkStart + evenPart));
                     chunkStart += evenPart;
                 }
@@ -322,5 +337,52 @@ final class SlotChunks {
             from = end;
         }
         return chunksOf;
+    }
+
+    /**
+     * The keys {@code ordered[from, to)} of one slot, more than a chunk holds, in {@code ceil((to - from) / evenPart)}
+     * groups by a hash of the key ({@link #groupOf}): every repeat of a key is in one group, and a group's keys keep
+     * their order, so a push's repeats are summed in one request in the call's order as for a whole slot. Distinct
+     * keys spread evenly over the groups (each gets its own push sequence, like any request); a group left empty (few
+     * distinct keys, many repeats) is left out.
+     */
+    static List<int[]> byKey(final long[] keys, final int[] ordered, final int from, final int to, final int evenPart) {
+        final int n = to - from;
+        final int groups = (int) ((n + (long) evenPart - 1) / evenPart);
+        final int[] groupOf = new int[n];
+        final int[] count = new int[groups];
+        for (int i = 0; i < n; i++) {
+            groupOf[i] = groupOf(keys[ordered[from + i]], groups);
+            count[groupOf[i]]++;
+        }
+        final int[][] group = new int[groups][];
+        for (int g = 0; g < groups; g++) {
+            group[g] = new int[count[g]];
+            count[g] = 0;
+        }
+        for (int i = 0; i < n; i++) {
+            final int g = groupOf[i];
+            group[g][count[g]++] = ordered[from + i];
+        }
+        final List<int[]> chunks = new ArrayList<>(groups);
+        for (final int[] keysOfGroup : group) {
+            if (keysOfGroup.length > 0) {
+                chunks.add(keysOfGroup);
+            }
+        }
+        return chunks;
+    }
+
+    /**
+     * The group of {@code key} of {@code groups}: a hash unrelated to {@link Slots#slotOf} (the keys of one slot share
+     * its top bits), the MurmurHash3 finalizer over the key moved by an odd constant, mapped onto the groups by a
+     * multiply-shift of its top 32 bits. SDK-side only: nothing stores it, so it may change between versions.
+     */
+    static int groupOf(final long key, final int groups) {
+        long z = key ^ 0x5851f42d4c957f2dL;
+        z = (z ^ (z >>> 33)) * 0xff51afd7ed558ccdL;
+        z = (z ^ (z >>> 33)) * 0xc4ceb9fe1a85ec53L;
+        z = z ^ (z >>> 33);
+        return (int) (((z >>> 32) * groups) >>> 32);
     }
 }

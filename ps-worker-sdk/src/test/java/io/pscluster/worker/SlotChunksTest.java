@@ -104,7 +104,7 @@ class SlotChunksTest {
     }
 
     @Test
-    void shouldSplitAPullsSlotLargerThanAChunkIntoEvenChunksAndCutThePushsNot() {
+    void shouldSplitAPullsSlotLargerThanAChunkIntoEvenChunksAndAPushsByKeyKeepingRepeatsTogether() {
         final Routing routing = new Routing(1, new String[] {"a"}, new int[Slots.SLOT_COUNT]);
         // 100,000 repeats of one key, then 10 other keys: the repeats' slot alone is 100x the target.
         final long[] keys = new long[100_010];
@@ -126,6 +126,91 @@ class SlotChunksTest {
         assertThat(push.get(0).stream().mapToInt(chunk -> chunk.length).max().orElse(0))
                 .as("the push's repeats stay in one request, where they are summed")
                 .isGreaterThanOrEqualTo(100_000);
+    }
+
+    @Test
+    void shouldSplitAPushsSlotOfMoreDistinctKeysThanAChunkByKeyInTheCallsOrder() {
+        final String[] addresses = {"a", "b"};
+        final int[] owners = new int[Slots.SLOT_COUNT];
+        for (int slot = 0; slot < owners.length; slot++) {
+            owners[slot] = slot % 2;
+        }
+        final Routing routing = new Routing(1, addresses, owners);
+        // 6,000 distinct keys crafted into one slot, each 1-3 times, shuffled among 3,000 keys of other slots.
+        final int hot = Slots.slotOf(TABLE_HASH, 0L);
+        final SplittableRandom random = new SplittableRandom(21);
+        final List<Long> call = new ArrayList<>();
+        int found = 0;
+        for (long key = 0; found < 6_000; key++) {
+            if (Slots.slotOf(TABLE_HASH, key) == hot) {
+                found++;
+                for (int r = random.nextInt(3); r >= 0; r--) {
+                    call.add(key);
+                }
+            }
+        }
+        for (int i = 0; i < 3_000; i++) {
+            final long key = random.nextLong();
+            if (Slots.slotOf(TABLE_HASH, key) != hot) {
+                call.add(key);
+            }
+        }
+        java.util.Collections.shuffle(call, new java.util.Random(22));
+        final long[] keys = call.stream().mapToLong(Long::longValue).toArray();
+        final int[] positions = java.util.stream.IntStream.range(0, keys.length).toArray();
+        final int targetKeys = 1_000;
+
+        final List<List<int[]>> push = SlotChunks.split(TABLE_HASH, keys, positions, routing, targetKeys, true);
+
+        assertThat(deep(push))
+                .as("by counting as by sorting")
+                .isEqualTo(deep(SlotChunks.bySorting(
+                        keys, SlotChunks.slotsOf(TABLE_HASH, keys, positions), positions, routing, targetKeys, true)));
+        checkChunks(push, keys, positions, routing, targetKeys, true);
+        final int hotOwner = owners[hot];
+        final int hotPlaces = (int) Arrays.stream(keys)
+                .filter(key -> Slots.slotOf(TABLE_HASH, key) == hot)
+                .count();
+        final int share =
+                push.get(hotOwner).stream().mapToInt(chunk -> chunk.length).sum();
+        final int evenPart = SlotChunks.evenPartOf(share, targetKeys);
+        final List<int[]> hotChunks = new ArrayList<>();
+        for (final int[] chunk : push.get(hotOwner)) {
+            if (Slots.slotOf(TABLE_HASH, keys[chunk[0]]) == hot) {
+                hotChunks.add(chunk);
+                // The slot's chunks hold its keys alone, in the call's order.
+                assertThat(Arrays.stream(chunk).allMatch(p -> Slots.slotOf(TABLE_HASH, keys[p]) == hot))
+                        .isTrue();
+                assertThat(chunk).isSorted();
+                // Distinct keys spread over the groups: none holds many more than its share.
+                assertThat(Arrays.stream(chunk)
+                                .mapToLong(p -> keys[p])
+                                .distinct()
+                                .count())
+                        .as("distinct keys of a chunk of the crowded slot, even part %d", evenPart)
+                        .isLessThanOrEqualTo(SlotChunks.limitOf(evenPart));
+            }
+        }
+        assertThat(hotChunks).hasSize((hotPlaces + evenPart - 1) / evenPart);
+    }
+
+    @Test
+    void shouldGroupKeysEvenlyWhateverTheirSlot() {
+        final int groups = 16;
+        final int[] count = new int[groups];
+        final int hot = Slots.slotOf(TABLE_HASH, 0L);
+        int found = 0;
+        for (long key = 0; found < 16_000; key++) {
+            if (Slots.slotOf(TABLE_HASH, key) == hot) {
+                found++;
+                count[SlotChunks.groupOf(key, groups)]++;
+            }
+        }
+        // 1,000 a group on average; a hash that kept the slot's bits would put them all in one.
+        assertThat(Arrays.stream(count).boxed().toList())
+                .allSatisfy(c -> assertThat(c).isBetween(850, 1_150));
+        assertThat(SlotChunks.groupOf(Long.MIN_VALUE, 1)).isZero();
+        assertThat(SlotChunks.groupOf(-1L, 3)).isBetween(0, 2);
     }
 
     @Test
@@ -153,9 +238,13 @@ class SlotChunksTest {
                         assertThat(slotOwner < 0 ? shards : slotOwner).isEqualTo(owner);
                     }
                 }
+                final Map<Integer, Integer> keysPerSlot = new HashMap<>();
                 for (final int[] chunk : whole.get(owner)) {
-                    slotOverLimit |= chunk.length > maxKeys;
+                    for (final int position : chunk) {
+                        keysPerSlot.merge(Slots.slotOf(TABLE_HASH, keys[position]), 1, Integer::sum);
+                    }
                 }
+                slotOverLimit |= keysPerSlot.values().stream().anyMatch(count -> count > maxKeys);
             }
             assertThat(all)
                     .containsExactlyInAnyOrderElementsOf(
@@ -196,6 +285,7 @@ class SlotChunksTest {
         }
         final Map<Integer, Integer> seen = new HashMap<>();
         final Set<Integer> slotsSeen = new HashSet<>();
+        final Map<Long, int[]> chunkOfKey = new HashMap<>();
         for (int owner = 0; owner <= shards; owner++) {
             int lastSlot = -1;
             final int share =
@@ -233,6 +323,10 @@ class SlotChunksTest {
                 int previousInChunk = -1;
                 for (final int position : chunk) {
                     seen.merge(position, 1, Integer::sum);
+                    final int[] firstChunk = chunkOfKey.putIfAbsent(keys[position], chunk);
+                    assertThat(firstChunk == null || firstChunk == chunk)
+                            .as("every repeat of key %d in one chunk", keys[position])
+                            .isTrue();
                     final int slot = Slots.slotOf(TABLE_HASH, keys[position]);
                     final int slotOwner = routing.ownerOfSlot()[slot] < 0 ? shards : routing.ownerOfSlot()[slot];
                     assertThat(slotOwner).isEqualTo(owner);
@@ -245,8 +339,11 @@ class SlotChunksTest {
                     }
                     assertThat(slot).isGreaterThanOrEqualTo(lastSlot);
                     if (slot != previousInChunk) {
-                        // A slot never continues in another chunk, nor comes back later in this one.
-                        assertThat(slotsSeen.add(slot)).isTrue();
+                        // A slot never continues in another chunk, nor comes back later in this one, unless it is
+                        // larger than a chunk, and then its chunks hold it alone (checked below).
+                        assertThat(slotsSeen.add(slot) || keysPerSlot.get(slot) > maxKeys)
+                                .as("slot %d continued", slot)
+                                .isTrue();
                     }
                     previousInChunk = slot;
                     lastSlot = slot;
@@ -254,6 +351,9 @@ class SlotChunksTest {
                 }
                 assertThat(chunk.length <= maxKeys || chunkSlots.size() == 1)
                         .as("chunk of %d keys in %d slots, max %d", chunk.length, chunkSlots.size(), maxKeys)
+                        .isTrue();
+                assertThat(chunkSlots.size() == 1 || chunkSlots.stream().allMatch(s -> keysPerSlot.get(s) <= maxKeys))
+                        .as("a slot larger than a chunk in chunks of its own")
                         .isTrue();
             }
         }
@@ -278,11 +378,12 @@ class SlotChunksTest {
         }
 
         /** The chunks by sorting, checked to be those by counting. */
-        List<List<int[]>> sortedAsCounted(final boolean wholeSlots) {
+        List<List<int[]>> sortedAsCounted(final boolean wholeKeys) {
             final int[] slotOf = SlotChunks.slotsOf(TABLE_HASH, keys, positions);
-            final List<List<int[]>> sorted = SlotChunks.bySorting(slotOf, positions, routing, targetKeys, wholeSlots);
+            final List<List<int[]>> sorted =
+                    SlotChunks.bySorting(keys, slotOf, positions, routing, targetKeys, wholeKeys);
             assertThat(deep(sorted))
-                    .isEqualTo(deep(SlotChunks.byCounting(slotOf, positions, routing, targetKeys, wholeSlots)));
+                    .isEqualTo(deep(SlotChunks.byCounting(keys, slotOf, positions, routing, targetKeys, wholeKeys)));
             return sorted;
         }
     }

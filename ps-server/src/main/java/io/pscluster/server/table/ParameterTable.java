@@ -179,7 +179,7 @@ public final class ParameterTable {
             final int n = Math.min(block, keys.length - from);
             for (int i = 0; i < n; i++) {
                 final PartitionStore store = partitions[writers.partitionOf(slots[from + i])];
-                final long h = store.hash(keys[from + i]);
+                final long h = store.hash(keys[from + i], slots[from + i]);
                 stores[i] = store;
                 hashes[i] = h;
                 segments[i] = store.segmentEntries(h);
@@ -498,7 +498,7 @@ public final class ParameterTable {
                 logUnwritable(count - n);
             }
         }
-        final int dropped = partitions[partition].applyBatch(keys, applied, n, gradients, touch);
+        final int dropped = partitions[partition].applyBatch(keys, slots, applied, n, gradients, touch);
         if (dropped > 0) {
             droppedRows.addAndGet(dropped);
         }

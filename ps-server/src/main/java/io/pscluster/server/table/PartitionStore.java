@@ -249,6 +249,14 @@ final class PartitionStore {
 
     /** The seeded hash this store indexes {@code key} by; pass it to the lookups that take one. */
     long hash(final long key) {
+        return hash(key, Slots.slotOf(tableHash, key));
+    }
+
+    /**
+     * {@link #hash(long)} of a key whose slot the caller has already computed ({@code slot} must be {@code key}'s, as
+     * {@link Slots#slotOf} gives it: a push's and a pull's keys are checked against the slots the shard owns first).
+     */
+    long hash(final long key, final int slot) {
         // The seed keeps keys shaped alike (field << 56 | id) from meeting in the same buckets in every store; the
         // finalizer of MurmurHash3 (a bijection with full avalanche) spreads every input bit over the result.
         long z = key ^ seed;
@@ -259,7 +267,7 @@ final class PartitionStore {
         // the keys of one slot in one segment (or a few, once a slot outgrows one), so that a request whose keys go
         // slot by slot, as large calls do (the SDK orders them), finds each slot's part of the index in cache after
         // its first keys. Within a slot, segments split and buckets probe on the seeded bits as before.
-        final long local = slotIndex(Slots.slotOf(tableHash, key));
+        final long local = slotIndex(slot);
         return (local << (Long.SIZE - slotBits)) | (z >>> slotBits);
     }
 
@@ -710,7 +718,12 @@ final class PartitionStore {
      * (counted in {@link #failedWrites()} and logged; the record stays readable and the batch goes on).
      */
     int applyBatch(
-            final long[] keys, final int[] rowsOfBatch, final int count, final float[] gradients, final int touch) {
+            final long[] keys,
+            final int[] slots,
+            final int[] rowsOfBatch,
+            final int count,
+            final float[] gradients,
+            final int touch) {
         final long[] hashes = blockHashes;
         final int[] entries = blockEntries;
         final int[][] segments = blockSegments;
@@ -723,7 +736,8 @@ final class PartitionStore {
             final int n = Math.min(BLOCK, count - from);
             // Each stage's loop does little besides its loads, so that the processor has many misses in flight.
             for (int i = 0; i < n; i++) {
-                final long h = hash(keys[rowsOfBatch[from + i]]);
+                final int row = rowsOfBatch[from + i];
+                final long h = hash(keys[row], slots[row]);
                 hashes[i] = h;
                 segments[i] = segmentEntries(h);
             }

@@ -3,6 +3,7 @@ package io.pscluster.server.table;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.pscluster.proto.v1.InitializerSpec;
+import io.pscluster.wire.Slots;
 import java.lang.management.GarbageCollectorMXBean;
 import java.lang.management.ManagementFactory;
 import java.util.List;
@@ -89,15 +90,20 @@ class OffHeapBudgetTest {
             final float[] gradient = new float[64];
             final long[] key = new long[1];
             final int[] rows = {0};
+            // The store's table is "": its keys' slots by that table's hash.
+            final long tableHash = Slots.tableHash("");
+            final int[] slot = {Slots.slotOf(tableHash, 0)};
             long next = 0;
-            while (store.applyBatch(key, rows, 1, gradient, 1) == 0) {
+            while (store.applyBatch(key, slot, rows, 1, gradient, 1) == 0) {
                 key[0] = ++next;
+                slot[0] = Slots.slotOf(tableHash, next);
             }
             final long before = collections();
             long refused = 0;
             for (int i = 0; i < REFUSALS; i++) {
                 key[0] = ++next;
-                refused += store.applyBatch(key, rows, 1, gradient, 1);
+                slot[0] = Slots.slotOf(tableHash, next);
+                refused += store.applyBatch(key, slot, rows, 1, gradient, 1);
             }
             final long offHeap = OffHeapBudget.JVM.limit() - OffHeapBudget.JVM.available();
             System.out.println("RESULT " + refused + " " + (collections() - before) + " " + offHeap);
