@@ -27,12 +27,16 @@ class SdkRoutingTest {
     Path checkpoints;
 
     private static TableSchema sparse(final String name, final int dim) {
+        return sparse(name, dim, OptimizerKind.SGD, 0.5f);
+    }
+
+    private static TableSchema sparse(
+            final String name, final int dim, final OptimizerKind optimizer, final float learningRate) {
         return TableSchema.newBuilder()
                 .setName(name)
                 .setKind(TableKind.SPARSE)
                 .setDim(dim)
-                .setOptimizer(
-                        OptimizerSpec.newBuilder().setKind(OptimizerKind.SGD).setLearningRate(0.5f))
+                .setOptimizer(OptimizerSpec.newBuilder().setKind(optimizer).setLearningRate(learningRate))
                 .build();
     }
 
@@ -172,14 +176,7 @@ class SdkRoutingTest {
                         .checkpointRoot(checkpoints.toUri().toString())
                         .start();
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
-            final PsTable table = client.createTable(TableSchema.newBuilder()
-                    .setName("big")
-                    .setKind(TableKind.SPARSE)
-                    .setDim(4)
-                    .setOptimizer(OptimizerSpec.newBuilder()
-                            .setKind(OptimizerKind.ADAGRAD)
-                            .setLearningRate(1f))
-                    .build());
+            final PsTable table = client.createTable(sparse("big", 4, OptimizerKind.ADAGRAD, 1f));
             // 400k keys x dim 4 is ~9 requests of 1 MiB per shard; every key appears twice.
             final int unique = 200_000;
             final long[] keys = new long[2 * unique];
@@ -212,14 +209,7 @@ class SdkRoutingTest {
                         .checkpointRoot(checkpoints.toUri().toString())
                         .start();
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
-            final PsTable table = client.createTable(TableSchema.newBuilder()
-                    .setName("crowded")
-                    .setKind(TableKind.SPARSE)
-                    .setDim(64)
-                    .setOptimizer(OptimizerSpec.newBuilder()
-                            .setKind(OptimizerKind.ADAGRAD)
-                            .setLearningRate(1f))
-                    .build());
+            final PsTable table = client.createTable(sparse("crowded", 64, OptimizerKind.ADAGRAD, 1f));
             // 12,000 distinct keys of one slot (found by trying keys), each 1-3 times in a shuffled call: a slot of
             // about 24,000 places, where a request of dim 64 holds about 4,000 keys and the shard takes 5,000.
             final long tableHash = Slots.tableHash("crowded");
