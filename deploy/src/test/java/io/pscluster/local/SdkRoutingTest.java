@@ -210,8 +210,9 @@ class SdkRoutingTest {
                         .start();
                 PsClient client = PsClient.connect(cluster.proxyAddress())) {
             final PsTable table = client.createTable(sparse("crowded", 64, OptimizerKind.ADAGRAD, 1f));
-            // 12,000 distinct keys of one slot (found by trying keys), each 1-3 times in a shuffled call: a slot of
-            // about 24,000 places, where a request of dim 64 holds about 4,000 keys and the shard takes 5,000.
+            // 12,000 distinct keys of one slot (found by trying keys), each 1-3 times (one 6,000 times) in a shuffled
+            // call: a slot of about 30,000 places, where a request of dim 64 holds about 4,000 and the shard takes
+            // 5,000 keys.
             final long tableHash = Slots.tableHash("crowded");
             final int slot = Slots.slotOf(tableHash, 0L);
             final long[] distinct = new long[12_000];
@@ -225,7 +226,8 @@ class SdkRoutingTest {
             final int[] repeats = new int[distinct.length];
             final java.util.List<Long> places = new java.util.ArrayList<>();
             for (int i = 0; i < distinct.length; i++) {
-                repeats[i] = 1 + random.nextInt(3);
+                // The first key is hot: its 6,000 places go in a request of their own, summed to one step.
+                repeats[i] = i == 0 ? 6_000 : 1 + random.nextInt(3);
                 for (int r = 0; r < repeats[i]; r++) {
                     places.add(distinct[i]);
                 }

@@ -130,7 +130,7 @@ public final class PsTable {
         // Large calls go in slot order (see SlotChunks.ORDER_MIN_KEYS); their answers' rows to the call's places.
         final SlotChunks.Ordered ordered = SlotChunks.inSlotOrder(tableHash, callKeys, null, dim);
         final long[] keys = ordered == null ? callKeys : ordered.keys();
-        final Call call = new Call(keys, false);
+        final Call call = new Call(keys, ordered == null ? null : ordered.slots(), false);
         final long clock = job == null ? 0 : job.clock();
         return client.track(() -> send(
                         call, allPositions(keys.length), null, 0, null, false, (address, request, deadline) -> {
@@ -272,7 +272,7 @@ public final class PsTable {
         final SlotChunks.Ordered ordered = SlotChunks.inSlotOrder(tableHash, callKeys, callGradients, dim);
         final long[] keys = ordered == null ? callKeys : ordered.keys();
         final float[] gradients = ordered == null ? callGradients : ordered.rows();
-        final Call call = new Call(keys, true);
+        final Call call = new Call(keys, ordered == null ? null : ordered.slots(), true);
         final long clock = job == null ? 0 : job.clock();
         return client.track(() ->
                 send(call, allPositions(keys.length), null, 0, null, false, (address, request, deadline) -> {
@@ -302,18 +302,20 @@ public final class PsTable {
                 }));
     }
 
-    /** One user call: its keys and deadline. */
+    /** One user call: its keys (with their slots when it was put in slot order, else null) and deadline. */
     private final class Call {
         final Deadline deadline = Deadline.after(client.context().deadlineMs(), TimeUnit.MILLISECONDS);
         final long[] keys;
+        final int[] slots;
         /**
          * Whether every repeat of a key must be in one request: a push's are summed there; a pull may send them in
          * several, so that no key repeated millions of times makes one request past the limits.
          */
         final boolean wholeKeys;
 
-        Call(final long[] keys, final boolean wholeKeys) {
+        Call(final long[] keys, final int[] slots, final boolean wholeKeys) {
             this.keys = keys;
+            this.slots = slots;
             this.wholeKeys = wholeKeys;
         }
     }
@@ -384,7 +386,7 @@ public final class PsTable {
         final Routing routing = client.routing();
         final int targetKeys = parent == null ? keysPerChunk : Integer.MAX_VALUE;
         final List<List<int[]>> chunksOf =
-                SlotChunks.split(tableHash, call.keys, positions, routing, targetKeys, call.wholeKeys);
+                SlotChunks.split(tableHash, call.keys, call.slots, positions, routing, targetKeys, call.wholeKeys);
         final int shards = routing.addresses().length;
         for (int owner = 0; owner < shards; owner++) {
             final String tooOld = chunksOf.get(owner).isEmpty() ? null : routing.tooOld(owner);

@@ -39,10 +39,10 @@ final class SlotChunks {
     static final int ORDER_MIN_KEYS = 1 << 18;
 
     /**
-     * A call's keys in slot order; a push's rows in the same order, or a pull's origins: for each ordered key, its
-     * index in the call.
+     * A call's keys in slot order, with each one's slot (so that splitting them computes none again); a push's rows
+     * in the same order, or a pull's origins: for each ordered key, its index in the call.
      */
-    record Ordered(long[] keys, float[] rows, int[] origins) {
+    record Ordered(long[] keys, int[] slots, float[] rows, int[] origins) {
         /** The call's indexes of the ordered keys at {@code positions}. */
         int[] originsOf(final int[] positions) {
             final int[] inCall = new int[positions.length];
@@ -60,8 +60,8 @@ final class SlotChunks {
 
     /**
      * A call of {@code keys} in slot order ({@link #orderBySlot}) when it is large enough to gain from it
-     * ({@link #ordersFirst}), else null; null too when the heap has no room for the ordered copy ({@code 8n + 4n dim}
-     * bytes for a push of n keys, {@code 12n} for a pull, and {@code 4n} while it is made): the order only saves time,
+     * ({@link #ordersFirst}), else null; null too when the heap has no room for the ordered copy ({@code 12n + 4n dim}
+     * bytes for a push of n keys, {@code 16n} for a pull, keys, slots and rows or origins): the order only saves time,
      * so a caller whose call fits the heap but not twice goes on with the call's own arrays.
      */
     static Ordered inSlotOrder(final long tableHash, final long[] keys, final float[] rows, final int dim) {
@@ -104,7 +104,7 @@ final class SlotChunks {
                 orderedKeys[at] = keys[i];
                 origins[at] = i;
             }
-            return new Ordered(orderedKeys, null, origins);
+            return new Ordered(orderedKeys, orderedSlots(slotOf, next), null, origins);
         }
         final float[] orderedRows = new float[rows.length];
         for (int i = 0; i < n; i++) {
@@ -114,12 +114,28 @@ final class SlotChunks {
                 orderedRows[at * dim + d] = rows[i * dim + d];
             }
         }
-        return new Ordered(orderedKeys, orderedRows, null);
+        return new Ordered(orderedKeys, orderedSlots(slotOf, next), orderedRows, null);
+    }
+
+    /**
+     * The slots of the ordered keys, written over {@code slotOf} (the call's, no longer needed) in one pass in order:
+     * slot {@code s}'s keys end at {@code ends[s]}.
+     */
+    private static int[] orderedSlots(final int[] slotOf, final int[] ends) {
+        int at = 0;
+        for (int slot = 0; slot < Slots.SLOT_COUNT; slot++) {
+            final int end = ends[slot];
+            while (at < end) {
+                slotOf[at++] = slot;
+            }
+        }
+        return slotOf;
     }
 
     private SlotChunks() {}
 
     /**
+     * @param slots the slot of each of {@code keys} when the caller has them ({@link Ordered#slots}), else null.
      * @param positions indexes into {@code keys} of the keys to split.
      * @return for each owner index of {@code routing.addresses()} its chunks (arrays of positions), then, at index
      *     {@code addresses().length}, the chunks of keys whose slot no shard owns.
@@ -127,12 +143,13 @@ final class SlotChunks {
     static List<List<int[]>> split(
             final long tableHash,
             final long[] keys,
+            final int[] slots,
             final int[] positions,
             final Routing routing,
             final int targetKeys,
             final boolean wholeKeys) {
         // Each key's slot once, for whichever way the call is split.
-        final int[] slotOf = slotsOf(tableHash, keys, positions);
+        final int[] slotOf = slots == null ? slotsOf(tableHash, keys, positions) : slotsAt(slots, positions);
         final List<List<int[]>> whole = byOwner(slotOf, positions, routing, targetKeys);
         if (whole != null) {
             return whole;
@@ -140,6 +157,15 @@ final class SlotChunks {
         return positions.length <= SORT_MAX_KEYS
                 ? bySorting(keys, slotOf, positions, routing, targetKeys, wholeKeys)
                 : byCounting(keys, slotOf, positions, routing, targetKeys, wholeKeys);
+    }
+
+    /** The slots {@code slots[positions[i]]}, at {@code i}. */
+    static int[] slotsAt(final int[] slots, final int[] positions) {
+        final int[] slotOf = new int[positions.length];
+        for (int i = 0; i < positions.length; i++) {
+            slotOf[i] = slots[positions[i]];
+        }
+        return slotOf;
     }
 
     /** The slot of each key {@code keys[positions[i]]}, at {@code i}. */
@@ -340,49 +366,59 @@ final class SlotChunks {
     }
 
     /**
-     * The keys {@code ordered[from, to)} of one slot, more than a chunk holds, in {@code ceil((to - from) / evenPart)}
-     * groups by a hash of the key ({@link #groupOf}): every repeat of a key is in one group, and a group's keys keep
-     * their order, so a push's repeats are summed in one request in the call's order as for a whole slot. Distinct
-     * keys spread evenly over the groups (each gets its own push sequence, like any request); a group left empty (few
-     * distinct keys, many repeats) is left out.
+     * The keys {@code ordered[from, to)} of one slot, more than a chunk holds, in chunks of whole keys: every repeat of
+     * a key in one chunk, in the call's order, so that a push's repeats are summed in one request in the same order as
+     * for a whole slot. The slot's keys, sorted, are cut into ranges as a share is cut into slots: a range ends at the
+     * first key boundary at or past {@code evenPart} places, or before a key that would take it past {@link #limitOf}
+     * the even part; a key with more places than that is a range of its own. So no chunk holds more places than the
+     * limit but a single key's, whatever the keys (a hash of them could be crafted to crowd one chunk). Each chunk is
+     * a request with its own push sequence, like any other.
      */
     static List<int[]> byKey(final long[] keys, final int[] ordered, final int from, final int to, final int evenPart) {
         final int n = to - from;
-        final int groups = (int) ((n + (long) evenPart - 1) / evenPart);
-        final int[] groupOf = new int[n];
-        final int[] count = new int[groups];
+        final long[] sorted = new long[n];
         for (int i = 0; i < n; i++) {
-            groupOf[i] = groupOf(keys[ordered[from + i]], groups);
-            count[groupOf[i]]++;
+            sorted[i] = keys[ordered[from + i]];
         }
-        final int[][] group = new int[groups][];
-        for (int g = 0; g < groups; g++) {
-            group[g] = new int[count[g]];
-            count[g] = 0;
-        }
-        for (int i = 0; i < n; i++) {
-            final int g = groupOf[i];
-            group[g][count[g]++] = ordered[from + i];
-        }
-        final List<int[]> chunks = new ArrayList<>(groups);
-        for (final int[] keysOfGroup : group) {
-            if (keysOfGroup.length > 0) {
-                chunks.add(keysOfGroup);
+        Arrays.sort(sorted);
+        final int limit = limitOf(evenPart);
+        // The first key of each range, ascending.
+        final long[] firsts = new long[n];
+        int ranges = 0;
+        int places = 0;
+        for (int i = 0; i < n; ) {
+            int next = i + 1;
+            while (next < n && sorted[next] == sorted[i]) {
+                next++;
             }
+            if (places > 0 && places + (next - i) > limit) {
+                places = 0;
+            }
+            if (places == 0) {
+                firsts[ranges++] = sorted[i];
+            }
+            places += next - i;
+            if (places >= evenPart) {
+                places = 0;
+            }
+            i = next;
         }
-        return chunks;
-    }
-
-    /**
-     * The group of {@code key} of {@code groups}: a hash unrelated to {@link Slots#slotOf} (the keys of one slot share
-     * its top bits), the MurmurHash3 finalizer over the key moved by an odd constant, mapped onto the groups by a
-     * multiply-shift of its top 32 bits. SDK-side only: nothing stores it, so it may change between versions.
-     */
-    static int groupOf(final long key, final int groups) {
-        long z = key ^ 0x5851f42d4c957f2dL;
-        z = (z ^ (z >>> 33)) * 0xff51afd7ed558ccdL;
-        z = (z ^ (z >>> 33)) * 0xc4ceb9fe1a85ec53L;
-        z = z ^ (z >>> 33);
-        return (int) (((z >>> 32) * groups) >>> 32);
+        final int[] rangeOf = new int[n];
+        final int[] count = new int[ranges];
+        for (int i = 0; i < n; i++) {
+            final int found = Arrays.binarySearch(firsts, 0, ranges, keys[ordered[from + i]]);
+            rangeOf[i] = found >= 0 ? found : -found - 2;
+            count[rangeOf[i]]++;
+        }
+        final int[][] chunks = new int[ranges][];
+        for (int r = 0; r < ranges; r++) {
+            chunks[r] = new int[count[r]];
+            count[r] = 0;
+        }
+        for (int i = 0; i < n; i++) {
+            final int r = rangeOf[i];
+            chunks[r][count[r]++] = ordered[from + i];
+        }
+        return Arrays.asList(chunks);
     }
 }

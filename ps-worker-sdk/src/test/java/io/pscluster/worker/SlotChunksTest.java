@@ -29,7 +29,14 @@ class SlotChunksTest {
             final List<List<int[]>> sorted = call.sortedAsCounted(true);
             final int[] slotOf = SlotChunks.slotsOf(TABLE_HASH, keys, positions);
             checkChunks(sorted, keys, positions, routing, targetKeys, true);
-            final List<List<int[]>> split = SlotChunks.split(TABLE_HASH, keys, positions, routing, targetKeys, true);
+            final List<List<int[]>> split =
+                    SlotChunks.split(TABLE_HASH, keys, null, positions, routing, targetKeys, true);
+            final int[] slotOfKey = Arrays.stream(keys)
+                    .mapToInt(key -> Slots.slotOf(TABLE_HASH, key))
+                    .toArray();
+            assertThat(deep(SlotChunks.split(TABLE_HASH, keys, slotOfKey, positions, routing, targetKeys, true)))
+                    .as("split with the keys' slots given")
+                    .isEqualTo(deep(split));
             final List<List<int[]>> byOwner = SlotChunks.byOwner(slotOf, positions, routing, targetKeys);
             if (byOwner == null) {
                 assertThat(deep(split)).isEqualTo(deep(sorted));
@@ -80,6 +87,8 @@ class SlotChunksTest {
                 .isEqualTo(java.util.stream.IntStream.range(0, keys.length).toArray());
         for (int at = 0; at < keys.length; at++) {
             assertThat(pushed.keys()[at]).isEqualTo(keys[origins[at]]);
+            assertThat(pushed.slots()[at]).isEqualTo(Slots.slotOf(TABLE_HASH, pushed.keys()[at]));
+            assertThat(pulled.slots()[at]).isEqualTo(pushed.slots()[at]);
             for (int d = 0; d < dim; d++) {
                 assertThat(pushed.rows()[at * dim + d]).isEqualTo(rows[origins[at] * dim + d]);
             }
@@ -114,7 +123,7 @@ class SlotChunksTest {
         }
         final int[] positions = java.util.stream.IntStream.range(0, keys.length).toArray();
 
-        final List<List<int[]>> pull = SlotChunks.split(TABLE_HASH, keys, positions, routing, 1000, false);
+        final List<List<int[]>> pull = SlotChunks.split(TABLE_HASH, keys, null, positions, routing, 1000, false);
         final int evenPart = SlotChunks.evenPartOf(keys.length, 1000);
         assertThat(pull.get(0)).hasSizeBetween(99, 101);
         assertThat(pull.get(0))
@@ -122,7 +131,7 @@ class SlotChunksTest {
         assertThat(pull.get(0).stream().flatMapToInt(Arrays::stream).sorted().toArray())
                 .isEqualTo(positions);
 
-        final List<List<int[]>> push = SlotChunks.split(TABLE_HASH, keys, positions, routing, 1000, true);
+        final List<List<int[]>> push = SlotChunks.split(TABLE_HASH, keys, null, positions, routing, 1000, true);
         assertThat(push.get(0).stream().mapToInt(chunk -> chunk.length).max().orElse(0))
                 .as("the push's repeats stay in one request, where they are summed")
                 .isGreaterThanOrEqualTo(100_000);
@@ -160,7 +169,7 @@ class SlotChunksTest {
         final int[] positions = java.util.stream.IntStream.range(0, keys.length).toArray();
         final int targetKeys = 1_000;
 
-        final List<List<int[]>> push = SlotChunks.split(TABLE_HASH, keys, positions, routing, targetKeys, true);
+        final List<List<int[]>> push = SlotChunks.split(TABLE_HASH, keys, null, positions, routing, targetKeys, true);
 
         assertThat(deep(push))
                 .as("by counting as by sorting")
@@ -182,35 +191,57 @@ class SlotChunksTest {
                 assertThat(Arrays.stream(chunk).allMatch(p -> Slots.slotOf(TABLE_HASH, keys[p]) == hot))
                         .isTrue();
                 assertThat(chunk).isSorted();
-                // Distinct keys spread over the groups: none holds many more than its share.
-                assertThat(Arrays.stream(chunk)
-                                .mapToLong(p -> keys[p])
-                                .distinct()
-                                .count())
-                        .as("distinct keys of a chunk of the crowded slot, even part %d", evenPart)
+                assertThat(chunk.length)
+                        .as("places of a chunk of the crowded slot, even part %d", evenPart)
                         .isLessThanOrEqualTo(SlotChunks.limitOf(evenPart));
             }
         }
-        assertThat(hotChunks).hasSize((hotPlaces + evenPart - 1) / evenPart);
+        // No key repeats more than the slack of the limit, so every chunk but the slot's last holds the even part.
+        assertThat(hotChunks)
+                .hasSizeBetween(hotPlaces / SlotChunks.limitOf(evenPart), (hotPlaces + evenPart - 1) / evenPart);
     }
 
     @Test
-    void shouldGroupKeysEvenlyWhateverTheirSlot() {
-        final int groups = 16;
-        final int[] count = new int[groups];
+    void shouldCutACrowdedSlotOfAPushIntoWholeKeysWithinTheLimitWhateverTheKeys() {
+        // One slot's places: a key repeated 5,000 times, then 20,000 places of 7,000 keys (some repeated), shuffled.
         final int hot = Slots.slotOf(TABLE_HASH, 0L);
-        int found = 0;
-        for (long key = 0; found < 16_000; key++) {
+        final SplittableRandom random = new SplittableRandom(23);
+        final List<Long> slotKeys = new ArrayList<>();
+        for (long key = 1; slotKeys.size() < 7_000; key++) {
             if (Slots.slotOf(TABLE_HASH, key) == hot) {
-                found++;
-                count[SlotChunks.groupOf(key, groups)]++;
+                slotKeys.add(key);
             }
         }
-        // 1,000 a group on average; a hash that kept the slot's bits would put them all in one.
-        assertThat(Arrays.stream(count).boxed().toList())
-                .allSatisfy(c -> assertThat(c).isBetween(850, 1_150));
-        assertThat(SlotChunks.groupOf(Long.MIN_VALUE, 1)).isZero();
-        assertThat(SlotChunks.groupOf(-1L, 3)).isBetween(0, 2);
+        final List<Long> call = new ArrayList<>(java.util.Collections.nCopies(5_000, 0L));
+        for (int i = 0; i < 20_000; i++) {
+            call.add(slotKeys.get(i < slotKeys.size() ? i : random.nextInt(slotKeys.size())));
+        }
+        java.util.Collections.shuffle(call, new java.util.Random(24));
+        final long[] keys = call.stream().mapToLong(Long::longValue).toArray();
+        final int[] ordered = java.util.stream.IntStream.range(0, keys.length).toArray();
+        final int evenPart = 1_000;
+
+        final List<int[]> chunks = SlotChunks.byKey(keys, ordered, 0, keys.length, evenPart);
+
+        final Map<Long, Integer> chunkOfKey = new HashMap<>();
+        int places = 0;
+        for (int c = 0; c < chunks.size(); c++) {
+            final int[] chunk = chunks.get(c);
+            places += chunk.length;
+            assertThat(chunk).isNotEmpty().isSorted();
+            final long distinct =
+                    Arrays.stream(chunk).mapToLong(p -> keys[p]).distinct().count();
+            assertThat(chunk.length <= SlotChunks.limitOf(evenPart) || distinct == 1)
+                    .as("chunk %d: %d places of %d keys", c, chunk.length, distinct)
+                    .isTrue();
+            for (final int position : chunk) {
+                assertThat(chunkOfKey.putIfAbsent(keys[position], c)).isIn(null, c);
+            }
+        }
+        assertThat(places).isEqualTo(keys.length);
+        // The hot key alone; the other 20,000 places in chunks of 1,000 or a little more, the last perhaps less.
+        assertThat(chunks.get(chunkOfKey.get(0L))).hasSize(5_000);
+        assertThat(chunks).hasSizeBetween(1 + 20_000 / SlotChunks.limitOf(evenPart), 1 + 20);
     }
 
     @Test
@@ -263,7 +294,7 @@ class SlotChunksTest {
         Arrays.fill(owners, -1);
         final Routing routing = new Routing(1, new String[] {"a"}, owners);
         final List<List<int[]>> chunks =
-                SlotChunks.split(TABLE_HASH, new long[] {1, 2, 3}, new int[] {0, 1, 2}, routing, 10, true);
+                SlotChunks.split(TABLE_HASH, new long[] {1, 2, 3}, null, new int[] {0, 1, 2}, routing, 10, true);
         assertThat(chunks).hasSize(2);
         assertThat(chunks.get(0)).isEmpty();
         assertThat(chunks.get(1)).hasSize(1);
