@@ -100,6 +100,7 @@ public final class LocalCluster implements AutoCloseable {
                 .shardId(id)
                 .port(0)
                 .maxKeysPerRequest(builder.maxKeysPerRequest)
+                .maxQueuedPushBytes(builder.maxQueuedPushBytes)
                 .hadoopConf(builder.hadoopConf)
                 .security(builder.security));
     }
@@ -188,6 +189,7 @@ public final class LocalCluster implements AutoCloseable {
         private int proxyPort;
         private long checkpointIntervalMs;
         private int maxKeysPerRequest = 4 << 20;
+        private long maxQueuedPushBytes = Runtime.getRuntime().maxMemory() / 4;
         private Configuration hadoopConf = new Configuration();
         private String stateDir = "";
         private long leaseMs = 5_000;
@@ -285,6 +287,12 @@ public final class LocalCluster implements AutoCloseable {
         /** The most keys a shard accepts in one request. */
         public Builder maxKeysPerRequest(final int value) {
             maxKeysPerRequest = value;
+            return this;
+        }
+
+        /** See {@link ShardServer.Context#maxQueuedPushBytes}. */
+        public Builder maxQueuedPushBytes(final long value) {
+            maxQueuedPushBytes = value;
             return this;
         }
 

@@ -162,6 +162,11 @@ public final class Shard implements AutoCloseable {
         return shardId;
     }
 
+    /** The most heap bytes queued pushes may hold ({@link ShardServer.Context#maxQueuedPushBytes}). */
+    void limitQueuedPushBytes(final long bytes) {
+        writers.limitQueuedBytes(bytes);
+    }
+
     void assignId(final String id) {
         this.shardId = id;
     }
@@ -580,7 +585,8 @@ public final class Shard implements AutoCloseable {
         if (!table.offerPush(keys, slots, gradients, promise, later)) {
             table.release(promise);
             throw PsException.backpressure("shard " + name() + " has " + writers.pending()
-                    + " pushes waiting to be applied; retry after a backoff");
+                    + " push parts holding " + (writers.queuedBytes() >> 10)
+                    + " KiB waiting to be applied; retry after a backoff");
         }
     }
 
@@ -2237,6 +2243,11 @@ public final class Shard implements AutoCloseable {
 
     public int applyQueueDepth() {
         return writers.pending();
+    }
+
+    /** Heap bytes the pushes accepted and not yet applied hold, against {@link #limitQueuedPushBytes}. */
+    public long applyQueueBytes() {
+        return writers.queuedBytes();
     }
 
     /**

@@ -47,6 +47,10 @@ final class ShardMetrics {
         Gauge.builder("pscluster.shard.apply.queue.depth", shard, Shard::applyQueueDepth)
                 .description("Push batches accepted but not yet applied")
                 .register(registry);
+        Gauge.builder("pscluster.shard.apply.queue", shard, Shard::applyQueueBytes)
+                .description("Heap the pushes accepted but not yet applied hold (keys and gradients)")
+                .baseUnit("bytes")
+                .register(registry);
         Gauge.builder("pscluster.shard.sync.buffered", shard, Shard::syncBufferedBytes)
                 .description("SYNC gradients held for clocks not yet applied")
                 .baseUnit("bytes")

@@ -55,6 +55,7 @@ public final class ShardServer implements AutoCloseable {
                 context.partitions,
                 context.applyQueueCapacity,
                 context.hadoopConf);
+        shard.limitQueuedPushBytes(context.maxQueuedPushBytes);
         // Handlers may block (checkpoint I/O, waiting for the apply queue), so they run on a bounded pool rather
         // than on the event loop; its size bounds how many requests decode and validate at once.
         this.executor = Executors.newFixedThreadPool(context.handlerThreads, ProxyLink.daemon("ps-shard-handler"));
@@ -350,6 +351,7 @@ public final class ShardServer implements AutoCloseable {
         private int maxKeysPerRequest = 4 << 20;
         private int maxMessageBytes = 256 << 20;
         private int applyQueueCapacity = 1024;
+        private long maxQueuedPushBytes = Runtime.getRuntime().maxMemory() / 4;
         private int partitions = Math.max(1, Math.min(64, Runtime.getRuntime().availableProcessors()));
         private int handlerThreads = 8;
         private long registerTimeoutMs = 30_000;
@@ -416,6 +418,16 @@ public final class ShardServer implements AutoCloseable {
             return this;
         }
 
+        /**
+         * The most heap bytes pushes queued and not yet applied may hold (their keys and gradients) before more are
+         * refused for a while, as when the queue is full; a push larger than this goes when nothing else is queued.
+         * Default: a quarter of the heap.
+         */
+        public Context maxQueuedPushBytes(final long value) {
+            maxQueuedPushBytes = value;
+            return this;
+        }
+
         public Context registerTimeoutMs(final long value) {
             registerTimeoutMs = value;
             return this;
@@ -478,6 +490,9 @@ public final class ShardServer implements AutoCloseable {
             }
             if (applyQueueCapacity < 1) {
                 throw new IllegalArgumentException("applyQueueCapacity=" + applyQueueCapacity + " must be > 0");
+            }
+            if (maxQueuedPushBytes < 1) {
+                throw new IllegalArgumentException("maxQueuedPushBytes=" + maxQueuedPushBytes + " must be > 0");
             }
             if (drainTimeoutMs < 1) {
                 throw new IllegalArgumentException("drainTimeoutMs=" + drainTimeoutMs + " must be > 0");

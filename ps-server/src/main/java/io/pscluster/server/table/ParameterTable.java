@@ -393,7 +393,10 @@ public final class ParameterTable {
             final int[] rows = identity(keys.length);
             final int count = keys.length;
             return writers.offer(
-                    partition -> applyQueued(partition, keys, slots, rows, count, gradients, promise), 1L, later);
+                    partition -> applyQueued(partition, keys, slots, rows, count, gradients, promise),
+                    1L,
+                    later,
+                    queuedBytes(count));
         }
         final int[] counts = promise.keysPerPartition != null ? promise.keysPerPartition : keysPerPartition(slots);
         final int[][] rowsOf = new int[partitionCount][];
@@ -413,7 +416,16 @@ public final class ParameterTable {
                 partition ->
                         applyQueued(partition, keys, slots, rowsOf[partition], counts[partition], gradients, promise),
                 mask,
-                later);
+                later,
+                queuedBytes(keys.length));
+    }
+
+    /**
+     * The heap a queued push of {@code keys} keys holds until its rows are applied, as the writers count it: each key,
+     * its slot, its row's gradients and its place in its partition's rows. Each partition gives back its keys' share.
+     */
+    private long queuedBytes(final int keys) {
+        return (long) keys * (Long.BYTES + 2 * Integer.BYTES + (long) Float.BYTES * dim);
     }
 
     private void applyQueued(
@@ -432,7 +444,7 @@ public final class ParameterTable {
         } finally {
             budget.releasePromised(store.takeUnusedPromise());
             store.releaseUnusedClaims();
-            writers.applied();
+            writers.applied(queuedBytes(count));
         }
     }
 

@@ -9,6 +9,7 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.LockSupport;
 import java.util.function.BooleanSupplier;
 import java.util.function.Consumer;
@@ -26,7 +27,11 @@ import org.slf4j.LoggerFactory;
  * one thread only and readers need no locks. A slot belongs to partition {@code slot % partitionCount()}.
  *
  * <p>Pushes are bounded: {@link #offer} reserves one unit of capacity per partition a push touches, with a CAS, and
- * refuses the push whole when the shard's capacity is used up (backpressure rather than unbounded queues). Control
+ * refuses the push whole when the shard's capacity is used up (backpressure rather than unbounded queues). It also
+ * counts the heap bytes the queued pushes hold (their keys and gradients, which stay on the heap until applied) and
+ * refuses a push that would take them past {@link #limitQueuedBytes} (a quarter of the heap by default), unless
+ * nothing is queued, so that a push larger than the limit still goes, alone: a count alone let 1,024 pushes of 1 MiB
+ * wait on a slow writer, and a shard's heap of 1 GiB run out. Control
  * tasks ({@link #runOnAll}) have their own budget and wait for room rather than being refused; they fail only once
  * the writers are closed. Tasks run in queue order per partition, so a control task runs after every push queued
  * before it.
@@ -78,6 +83,10 @@ public final class PartitionWriters implements AutoCloseable {
 
     private final AtomicInteger controlReserved = new AtomicInteger();
     private final int capacity;
+    /** Heap bytes of the pushes queued and not yet applied ({@link #offer(Task, long, DeferredWakes, long)}). */
+    private final AtomicLong queuedBytes = new AtomicLong();
+
+    private volatile long maxQueuedBytes = Runtime.getRuntime().maxMemory() / 4;
     /** How long close() waits for the writers to stop; see {@link #STOP_WAIT_MS}. */
     private final int stopWaitMs;
     /** Guards control submission against the flip of {@link #closed}; see {@link #runOnAll}. */
@@ -182,12 +191,29 @@ public final class PartitionWriters implements AutoCloseable {
      * but by {@code later}'s {@link DeferredWakes#wakeNow()}, which the caller must reach (in a {@code finally}).
      */
     boolean offer(final Task task, final long partitionMask, final DeferredWakes later) {
+        return offer(task, partitionMask, later, 0);
+    }
+
+    /**
+     * As {@link #offer(Task, long, DeferredWakes)}, for a push that holds {@code bytes} of heap until it is applied:
+     * refused when they would take the queued pushes' bytes past {@link #limitQueuedBytes} and any are queued. Each
+     * partition's part gives its share back with {@link #applied(long)}.
+     */
+    boolean offer(final Task task, final long partitionMask, final DeferredWakes later, final long bytes) {
+        long held;
+        do {
+            held = queuedBytes.get();
+            if (held > 0 && held + bytes > maxQueuedBytes) {
+                return false;
+            }
+        } while (!queuedBytes.compareAndSet(held, held + bytes));
         final int parts = Long.bitCount(partitionMask);
         int current;
         do {
             current = reserved.get();
             // The closing bit lives in the same word, so no reservation can succeed once close() has begun.
             if ((current & CLOSING_BIT) != 0 || current + parts > capacity) {
+                queuedBytes.addAndGet(-bytes);
                 return false;
             }
         } while (!reserved.compareAndSet(current, current + parts));
@@ -243,9 +269,26 @@ public final class PartitionWriters implements AutoCloseable {
         return agents[partition].sleeping();
     }
 
-    /** Releases one unit of push capacity (a push finished on one partition). */
-    void applied() {
+    /** Releases one unit of push capacity (a push finished on one partition) and {@code bytes} of its heap. */
+    void applied(final long bytes) {
+        queuedBytes.addAndGet(-bytes);
         reserved.decrementAndGet();
+    }
+
+    /**
+     * Sets the most heap bytes queued pushes may hold before more are refused (as when the queue is full): the shard's
+     * {@code maxQueuedPushBytes}. Set before pushes come.
+     */
+    public void limitQueuedBytes(final long bytes) {
+        if (bytes < 1) {
+            throw new IllegalArgumentException("maxQueuedBytes=" + bytes + " must be > 0");
+        }
+        maxQueuedBytes = bytes;
+    }
+
+    /** Heap bytes the queued pushes hold, as {@link #offer(Task, long, DeferredWakes, long)} counted them. */
+    public long queuedBytes() {
+        return queuedBytes.get();
     }
 
     /** True once {@link #close()} has begun: pushes are refused from then on. */

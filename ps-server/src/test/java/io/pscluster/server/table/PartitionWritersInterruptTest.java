@@ -134,7 +134,7 @@ class PartitionWritersInterruptTest {
         final CountDownLatch ran = new CountDownLatch(PARTITIONS);
         assertThat(writers.offer(
                         partition -> {
-                            writers.applied();
+                            writers.applied(0);
                             ran.countDown();
                         },
                         (1L << PARTITIONS) - 1))

@@ -92,7 +92,7 @@ class PartitionWritersLifecycleTest {
                                 failed.incrementAndGet();
                                 throw new AssertionError("boom in partition " + partition);
                             } finally {
-                                writers.applied();
+                                writers.applied(0);
                             }
                         },
                         (1L << PARTITIONS) - 1))

@@ -146,6 +146,41 @@ class PartitionWritersTest {
     }
 
     @Test
+    void shouldRefusePushesPastTheQueuedBytesButOneAloneAndGiveTheBytesBackAsTheyAreApplied() throws Exception {
+        final ParameterTable table = fixture.create(schema());
+        final long[] keys = keysInEveryPartition(table);
+        final int[] slots = table.slotsOf(keys);
+        // Each key holds its key, slot, place and 4 floats while queued: 8 keys x 32 bytes a push.
+        final long pushBytes = keys.length * (8L + 4 + 4 + 4 * 4);
+        fixture.writers().limitQueuedBytes(2 * pushBytes + pushBytes / 2);
+        final CompletableFuture<List<Object>> stuck = blockEveryWriter();
+
+        assertThat(table.offerPush(keys, slots, filled(keys.length * 4, -1f))).isTrue();
+        assertThat(table.offerPush(keys, slots, filled(keys.length * 4, -1f))).isTrue();
+        assertThat(fixture.writers().queuedBytes()).isEqualTo(2 * pushBytes);
+        assertThat(table.offerPush(keys, slots, filled(keys.length * 4, -1f)))
+                .as("a push past the queued bytes, with room in the queue")
+                .isFalse();
+        assertThat(fixture.writers().pending()).isEqualTo(2 * PARTITIONS);
+        assertThat(fixture.writers().queuedBytes()).isEqualTo(2 * pushBytes);
+
+        release.countDown();
+        stuck.get(GENEROUS.toSeconds(), TimeUnit.SECONDS);
+        table.awaitApplied();
+        assertThat(fixture.writers().queuedBytes())
+                .as("every part gave its bytes back")
+                .isZero();
+
+        // With nothing queued, a push larger than the limit goes (alone): none could otherwise ever be applied.
+        fixture.writers().limitQueuedBytes(pushBytes / 2);
+        assertThat(table.offerPush(keys, slots, filled(keys.length * 4, -1f))).isTrue();
+        table.awaitApplied();
+        assertThat(fixture.writers().queuedBytes()).isZero();
+        // Two accepted pushes and the lone large one: the refused push changed nothing.
+        assertThat(table.pull(keys)).containsOnly(3f);
+    }
+
+    @Test
     void shouldRunControlTasksAfterThePushesQueuedBeforeThem() throws Exception {
         final ParameterTable table = fixture.create(schema());
         final long[] keys = keysInEveryPartition(table);

@@ -45,7 +45,7 @@ class PartitionWritersWakeTest {
             final CountDownLatch ran = new CountDownLatch(PARTITIONS);
             final boolean queued = writers.offer(
                     partition -> {
-                        writers.applied();
+                        writers.applied(0);
                         ran.countDown();
                     },
                     (1L << PARTITIONS) - 1);
@@ -66,7 +66,7 @@ class PartitionWritersWakeTest {
             final PartitionWriters.DeferredWakes wakes = writers.deferredWakes();
             final boolean queued = writers.offer(
                     partition -> {
-                        writers.applied();
+                        writers.applied(0);
                         ran.countDown();
                     },
                     (1L << PARTITIONS) - 1,
