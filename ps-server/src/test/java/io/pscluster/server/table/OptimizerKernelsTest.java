@@ -149,6 +149,33 @@ class OptimizerKernelsTest {
         assertThat(off.result()).containsExactly("scalar", "0");
     }
 
+    @Test
+    void shouldGoFloatByFloatWithoutC2UnlessTurnedOnAnyway() throws Exception {
+        assumeJdkWithByteBufferVectors();
+        final ChildJvm.Run c1 = ChildJvm.run(
+                Compare.class,
+                List.of("-Xmx64m", "--add-modules", "jdk.incubator.vector", "-XX:TieredStopAtLevel=1"),
+                60,
+                "10");
+        assertThat(c1.result()).as(c1.output()).containsExactly("scalar", "0");
+        assertThat(c1.output()).contains("the JVM compiles with C1 only (-XX:TieredStopAtLevel=1)");
+        final ChildJvm.Run interpreted = ChildJvm.run(
+                Compare.class, List.of("-Xmx64m", "--add-modules", "jdk.incubator.vector", "-Xint"), 120, "2");
+        assertThat(interpreted.result()).as(interpreted.output()).containsExactly("scalar", "0");
+        assertThat(interpreted.output()).contains("the JVM interprets only (-Xint)");
+        final ChildJvm.Run forced = ChildJvm.run(
+                Compare.class,
+                List.of(
+                        "-Xmx64m",
+                        "--add-modules",
+                        "jdk.incubator.vector",
+                        "-XX:TieredStopAtLevel=1",
+                        "-Dpscluster.vector=true"),
+                60,
+                "10");
+        assertThat(forced.result()).as(forced.output()).containsExactly("vector", "0");
+    }
+
     /**
      * This JVM runs the kernels in C1 (the build's argLine stops there), where the Vector API is plain Java; compiled
      * by C2 they are the processor's vector instructions. A child with the default compilers runs enough updates for
