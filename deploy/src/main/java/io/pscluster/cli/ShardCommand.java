@@ -40,6 +40,13 @@ final class ShardCommand implements Callable<Integer> {
             description = "Stable shard id; a shard restarted with its id takes its slots back. Default: assigned.")
     String id;
 
+    @Option(
+            names = "--max-queued-push-mb",
+            defaultValue = "0",
+            description = "Heap (MiB) that pushes queued for the writers may hold before more are refused for a while"
+                    + " (the SDK retries them); default 0: a quarter of the heap.")
+    long maxQueuedPushMb;
+
     @Mixin
     HadoopOptions hadoop;
 
@@ -57,7 +64,14 @@ final class ShardCommand implements Callable<Integer> {
         if (proxy == null) {
             throw new IllegalArgumentException("--proxy is required: the proxy's HOST:PORT");
         }
+        if (maxQueuedPushMb < 0) {
+            throw new IllegalArgumentException(
+                    "--max-queued-push-mb " + maxQueuedPushMb + ": must be > 0 (or 0 for a quarter of the heap)");
+        }
+        final long maxQueuedPushBytes =
+                maxQueuedPushMb == 0 ? Runtime.getRuntime().maxMemory() / 4 : maxQueuedPushMb << 20;
         final ShardServer shard = metrics.serve(registry -> ShardServer.start(new ShardServer.Context()
+                .maxQueuedPushBytes(maxQueuedPushBytes)
                 .meterRegistry(registry)
                 .proxyAddress(Cli.hostPort("--proxy", proxy))
                 .hadoopConf(hadoop.serverConfiguration())

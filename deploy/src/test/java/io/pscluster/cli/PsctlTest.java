@@ -149,6 +149,8 @@ class PsctlTest {
     @Test
     void shouldRejectMalformedArgumentsWithNonZeroExit() {
         assertThat(Psctl.run("status", "--proxy", "no-port")).isEqualTo(1);
+        assertThat(Psctl.run("shard", "--proxy", "localhost:1", "--max-queued-push-mb", "-1"))
+                .isEqualTo(1);
         assertThat(Psctl.run("checkpoint", "sideways", "--proxy", "localhost:1"))
                 .isEqualTo(2);
         assertThat(Psctl.run(
