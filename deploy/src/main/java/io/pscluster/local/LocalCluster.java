@@ -100,7 +100,10 @@ public final class LocalCluster implements AutoCloseable {
                 .shardId(id)
                 .port(0)
                 .maxKeysPerRequest(builder.maxKeysPerRequest)
-                .maxQueuedPushBytes(builder.maxQueuedPushBytes)
+                .maxQueuedPushBytes(
+                        builder.maxQueuedPushBytes > 0
+                                ? builder.maxQueuedPushBytes
+                                : Runtime.getRuntime().maxMemory() / 4 / Math.max(1, builder.shards))
                 .hadoopConf(builder.hadoopConf)
                 .security(builder.security));
     }
@@ -189,7 +192,9 @@ public final class LocalCluster implements AutoCloseable {
         private int proxyPort;
         private long checkpointIntervalMs;
         private int maxKeysPerRequest = 4 << 20;
-        private long maxQueuedPushBytes = Runtime.getRuntime().maxMemory() / 4;
+        /** 0: a quarter of the heap, shared by the shards of this one process. */
+        private long maxQueuedPushBytes;
+
         private Configuration hadoopConf = new Configuration();
         private String stateDir = "";
         private long leaseMs = 5_000;
@@ -290,7 +295,10 @@ public final class LocalCluster implements AutoCloseable {
             return this;
         }
 
-        /** See {@link ShardServer.Context#maxQueuedPushBytes}. */
+        /**
+         * See {@link ShardServer.Context#maxQueuedPushBytes}; per shard. Default: a quarter of the heap shared by the
+         * shards (they are in this one process).
+         */
         public Builder maxQueuedPushBytes(final long value) {
             maxQueuedPushBytes = value;
             return this;

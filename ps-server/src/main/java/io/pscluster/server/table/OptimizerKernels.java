@@ -7,7 +7,7 @@ import org.agrona.MutableDirectBuffer;
  * Whether the optimizers update rows through the Vector API ({@link VectorKernels}) or float by float. The Vector API
  * is an incubator module in JDK 17: it is used when the JVM was started with {@code --add-modules
  * jdk.incubator.vector} (psctl's shard commands and the deploy files do), {@code -Dpscluster.vector=false} is not
- * set, the JVM has its optimizing compiler (C2: not {@code -Xint}, nor tiered compilation stopped below level 4, where
+ * set, the JVM has its optimizing compiler (C2: not {@code -Xint} nor C1 only, {@link #withoutC2}, where
  * the Vector API runs as plain Java, twice as slow as the loops; {@code -Dpscluster.vector=true} turns them on there
  * anyway, as the tests of the kernels do), and a check at start finds the API this code was written for (JDK 17's:
  * its byte-buffer access went in JDK 19) and working; otherwise every optimizer runs its own loop. Both give bit-identical rows: the same float
@@ -54,7 +54,10 @@ public final class OptimizerKernels {
         return VECTOR ? "vector (" + VectorKernels.lanes() + " floats a step)" : "scalar: " + OFF_BECAUSE;
     }
 
-    /** Why this JVM compiles nothing with C2 ({@code -Xint}, or tiered compilation stopped below level 4), or null. */
+    /**
+     * Why this JVM compiles nothing with C2, or null: {@code -Xint} or {@code -XX:-UseCompiler} (no compiler), tiered
+     * compilation stopped below level 4, or {@code -XX:CompilationMode=quick-only} (C1 only).
+     */
     static String withoutC2() {
         final String info = System.getProperty("java.vm.info", "");
         if (info.contains("interpreted mode")) {
@@ -64,6 +67,12 @@ public final class OptimizerKernels {
             final com.sun.management.HotSpotDiagnosticMXBean vm =
                     java.lang.management.ManagementFactory.getPlatformMXBean(
                             com.sun.management.HotSpotDiagnosticMXBean.class);
+            if (!Boolean.parseBoolean(vm.getVMOption("UseCompiler").getValue())) {
+                return "the JVM interprets only (-XX:-UseCompiler)";
+            }
+            if ("quick-only".equals(vm.getVMOption("CompilationMode").getValue())) {
+                return "the JVM compiles with C1 only (-XX:CompilationMode=quick-only)";
+            }
             final boolean tiered =
                     Boolean.parseBoolean(vm.getVMOption("TieredCompilation").getValue());
             final int stopAt =

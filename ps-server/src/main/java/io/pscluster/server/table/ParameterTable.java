@@ -373,7 +373,7 @@ public final class ParameterTable {
      * the caller's thread; each writer then goes through its own rows only.
      */
     public boolean offerPush(final long[] keys, final int[] slots, final float[] gradients) {
-        return offerPush(keys, slots, gradients, RowPromise.NONE, null);
+        return offerPush(keys, slots, gradients, RowPromise.NONE, null, false);
     }
 
     /**
@@ -388,6 +388,22 @@ public final class ParameterTable {
             final float[] gradients,
             final RowPromise promise,
             final PartitionWriters.DeferredWakes later) {
+        return offerPush(keys, slots, gradients, promise, later, true);
+    }
+
+    /**
+     * @param boundedBytes whether the push is refused when its heap would take the queued pushes' past the shard's
+     *     bound (a request's push); a push whose arrays the shard holds anyway while it waits (a SYNC clock's sum,
+     *     in-process callers of {@link #offerPush(long[], int[], float[])}) is counted but never refused for its bytes,
+     *     so that a stream of small pushes cannot keep it out.
+     */
+    private boolean offerPush(
+            final long[] keys,
+            final int[] slots,
+            final float[] gradients,
+            final RowPromise promise,
+            final PartitionWriters.DeferredWakes later,
+            final boolean boundedBytes) {
         final int partitionCount = partitions.length;
         if (partitionCount == 1) {
             final int[] rows = identity(keys.length);
@@ -396,7 +412,8 @@ public final class ParameterTable {
                     partition -> applyQueued(partition, keys, slots, rows, count, gradients, promise),
                     1L,
                     later,
-                    queuedBytes(count));
+                    queuedBytes(count),
+                    boundedBytes);
         }
         final int[] counts = promise.keysPerPartition != null ? promise.keysPerPartition : keysPerPartition(slots);
         final int[][] rowsOf = new int[partitionCount][];
@@ -417,7 +434,8 @@ public final class ParameterTable {
                         applyQueued(partition, keys, slots, rowsOf[partition], counts[partition], gradients, promise),
                 mask,
                 later,
-                queuedBytes(keys.length));
+                queuedBytes(keys.length),
+                boundedBytes);
     }
 
     /**

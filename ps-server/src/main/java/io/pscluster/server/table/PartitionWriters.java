@@ -83,7 +83,7 @@ public final class PartitionWriters implements AutoCloseable {
 
     private final AtomicInteger controlReserved = new AtomicInteger();
     private final int capacity;
-    /** Heap bytes of the pushes queued and not yet applied ({@link #offer(Task, long, DeferredWakes, long)}). */
+    /** Heap bytes of the pushes queued and not yet applied ({@link #offer(Task, long, DeferredWakes, long, boolean)}). */
     private final AtomicLong queuedBytes = new AtomicLong();
 
     private volatile long maxQueuedBytes = Runtime.getRuntime().maxMemory() / 4;
@@ -191,19 +191,24 @@ public final class PartitionWriters implements AutoCloseable {
      * but by {@code later}'s {@link DeferredWakes#wakeNow()}, which the caller must reach (in a {@code finally}).
      */
     boolean offer(final Task task, final long partitionMask, final DeferredWakes later) {
-        return offer(task, partitionMask, later, 0);
+        return offer(task, partitionMask, later, 0, false);
     }
 
     /**
      * As {@link #offer(Task, long, DeferredWakes)}, for a push that holds {@code bytes} of heap until it is applied:
-     * refused when they would take the queued pushes' bytes past {@link #limitQueuedBytes} and any are queued. Each
-     * partition's part gives its share back with {@link #applied(long)}.
+     * when {@code bounded}, refused if they would take the queued pushes' bytes past {@link #limitQueuedBytes} while
+     * any are queued; counted either way. Each partition's part gives its share back with {@link #applied(long)}.
      */
-    boolean offer(final Task task, final long partitionMask, final DeferredWakes later, final long bytes) {
+    boolean offer(
+            final Task task,
+            final long partitionMask,
+            final DeferredWakes later,
+            final long bytes,
+            final boolean bounded) {
         long held;
         do {
             held = queuedBytes.get();
-            if (held > 0 && held + bytes > maxQueuedBytes) {
+            if (bounded && held > 0 && held + bytes > maxQueuedBytes) {
                 return false;
             }
         } while (!queuedBytes.compareAndSet(held, held + bytes));
@@ -286,7 +291,7 @@ public final class PartitionWriters implements AutoCloseable {
         maxQueuedBytes = bytes;
     }
 
-    /** Heap bytes the queued pushes hold, as {@link #offer(Task, long, DeferredWakes, long)} counted them. */
+    /** Heap bytes the queued pushes hold, as {@link #offer(Task, long, DeferredWakes, long, boolean)} counted them. */
     public long queuedBytes() {
         return queuedBytes.get();
     }

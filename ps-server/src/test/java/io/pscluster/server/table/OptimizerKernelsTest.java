@@ -163,6 +163,20 @@ class OptimizerKernelsTest {
                 Compare.class, List.of("-Xmx64m", "--add-modules", "jdk.incubator.vector", "-Xint"), 120, "2");
         assertThat(interpreted.result()).as(interpreted.output()).containsExactly("scalar", "0");
         assertThat(interpreted.output()).contains("the JVM interprets only (-Xint)");
+        final ChildJvm.Run quickOnly = ChildJvm.run(
+                Compare.class,
+                List.of("-Xmx64m", "--add-modules", "jdk.incubator.vector", "-XX:CompilationMode=quick-only"),
+                60,
+                "10");
+        assertThat(quickOnly.result()).as(quickOnly.output()).containsExactly("scalar", "0");
+        assertThat(quickOnly.output()).contains("C1 only (-XX:CompilationMode=quick-only)");
+        final ChildJvm.Run noCompiler = ChildJvm.run(
+                Compare.class,
+                List.of("-Xmx64m", "--add-modules", "jdk.incubator.vector", "-XX:-UseCompiler"),
+                120,
+                "2");
+        assertThat(noCompiler.result()).as(noCompiler.output()).containsExactly("scalar", "0");
+        assertThat(noCompiler.output()).contains("interprets only (-XX:-UseCompiler)");
         final ChildJvm.Run forced = ChildJvm.run(
                 Compare.class,
                 List.of(

@@ -64,8 +64,6 @@ class PartitionWritersEvictionTest {
                 .setOptimizer(OptimizerSpec.newBuilder().setLearningRate(1f))
                 .setTtlSeconds(1)
                 .build());
-        // Queued pushes bounded by their count alone: 8K parts of 2,048 keys hold more than a quarter of the heap.
-        fixture.writers().limitQueuedBytes(Long.MAX_VALUE);
         final long[] idle = keys(0, 40);
         final int[] idleSlots = table.slotsOf(idle);
         assertThat(Arrays.stream(idleSlots).map(fixture.writers()::partitionOf).distinct())
