@@ -152,31 +152,10 @@ class OptimizerKernelsTest {
     @Test
     void shouldGoFloatByFloatWithoutC2UnlessTurnedOnAnyway() throws Exception {
         assumeJdkWithByteBufferVectors();
-        final ChildJvm.Run c1 = ChildJvm.run(
-                Compare.class,
-                List.of("-Xmx64m", "--add-modules", "jdk.incubator.vector", "-XX:TieredStopAtLevel=1"),
-                60,
-                "10");
-        assertThat(c1.result()).as(c1.output()).containsExactly("scalar", "0");
-        assertThat(c1.output()).contains("the JVM compiles with C1 only (-XX:TieredStopAtLevel=1)");
-        final ChildJvm.Run interpreted = ChildJvm.run(
-                Compare.class, List.of("-Xmx64m", "--add-modules", "jdk.incubator.vector", "-Xint"), 120, "2");
-        assertThat(interpreted.result()).as(interpreted.output()).containsExactly("scalar", "0");
-        assertThat(interpreted.output()).contains("the JVM interprets only (-Xint)");
-        final ChildJvm.Run quickOnly = ChildJvm.run(
-                Compare.class,
-                List.of("-Xmx64m", "--add-modules", "jdk.incubator.vector", "-XX:CompilationMode=quick-only"),
-                60,
-                "10");
-        assertThat(quickOnly.result()).as(quickOnly.output()).containsExactly("scalar", "0");
-        assertThat(quickOnly.output()).contains("C1 only (-XX:CompilationMode=quick-only)");
-        final ChildJvm.Run noCompiler = ChildJvm.run(
-                Compare.class,
-                List.of("-Xmx64m", "--add-modules", "jdk.incubator.vector", "-XX:-UseCompiler"),
-                120,
-                "2");
-        assertThat(noCompiler.result()).as(noCompiler.output()).containsExactly("scalar", "0");
-        assertThat(noCompiler.output()).contains("interprets only (-XX:-UseCompiler)");
+        assertScalarSaying("the JVM compiles with C1 only (-XX:TieredStopAtLevel=1)", "-XX:TieredStopAtLevel=1");
+        assertScalarSaying("C1 only (-XX:CompilationMode=quick-only)", "-XX:CompilationMode=quick-only");
+        assertScalarSaying("the JVM interprets only (-Xint)", "-Xint");
+        assertScalarSaying("interprets only (-XX:-UseCompiler)", "-XX:-UseCompiler");
         final ChildJvm.Run forced = ChildJvm.run(
                 Compare.class,
                 List.of(
@@ -188,6 +167,15 @@ class OptimizerKernelsTest {
                 60,
                 "10");
         assertThat(forced.result()).as(forced.output()).containsExactly("vector", "0");
+    }
+
+    /** A child JVM with the module and {@code compilerOption} goes float by float and says {@code why}. */
+    private static void assertScalarSaying(final String why, final String compilerOption) throws Exception {
+        // Interpreted, a few steps are enough (and all a time limit allows).
+        final ChildJvm.Run run = ChildJvm.run(
+                Compare.class, List.of("-Xmx64m", "--add-modules", "jdk.incubator.vector", compilerOption), 120, "2");
+        assertThat(run.result()).as(run.output()).containsExactly("scalar", "0");
+        assertThat(run.output()).contains(why);
     }
 
     /**
