@@ -68,17 +68,18 @@ final class ShardCommand implements Callable<Integer> {
             throw new IllegalArgumentException(
                     "--max-queued-push-mb " + maxQueuedPushMb + ": must be > 0 (or 0 for a quarter of the heap)");
         }
-        final long maxQueuedPushBytes =
-                maxQueuedPushMb == 0 ? Runtime.getRuntime().maxMemory() / 4 : maxQueuedPushMb << 20;
-        final ShardServer shard = metrics.serve(registry -> ShardServer.start(new ShardServer.Context()
-                .maxQueuedPushBytes(maxQueuedPushBytes)
-                .meterRegistry(registry)
+        final ShardServer.Context context = new ShardServer.Context()
                 .proxyAddress(Cli.hostPort("--proxy", proxy))
                 .hadoopConf(hadoop.serverConfiguration())
                 .port(port)
                 .host(host)
                 .shardId(id)
-                .security(security.security(workerToken.file))));
+                .security(security.security(workerToken.file));
+        if (maxQueuedPushMb > 0) {
+            // Otherwise the context's default.
+            context.maxQueuedPushBytes(maxQueuedPushMb << 20);
+        }
+        final ShardServer shard = metrics.serve(registry -> ShardServer.start(context.meterRegistry(registry)));
         System.out.println("shard " + shard.shardId() + " serving at " + shard.address());
         Cli.runUntilStopped(shard);
         return 0;

@@ -4,6 +4,7 @@ import io.pscluster.proxy.ProxyServer;
 import io.pscluster.server.Shard;
 import io.pscluster.server.ShardServer;
 import io.pscluster.server.table.ParameterTable;
+import io.pscluster.server.table.PartitionWriters;
 import io.pscluster.server.table.SlotSnapshot;
 import io.pscluster.wire.Security;
 import java.io.IOException;
@@ -103,7 +104,7 @@ public final class LocalCluster implements AutoCloseable {
                 .maxQueuedPushBytes(
                         builder.maxQueuedPushBytes > 0
                                 ? builder.maxQueuedPushBytes
-                                : Runtime.getRuntime().maxMemory() / 4 / Math.max(1, builder.shards))
+                                : PartitionWriters.defaultQueuedBytesLimit() / Math.max(1, builder.shards))
                 .hadoopConf(builder.hadoopConf)
                 .security(builder.security));
     }

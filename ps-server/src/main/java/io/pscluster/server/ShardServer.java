@@ -10,6 +10,7 @@ import io.micrometer.core.instrument.MeterRegistry;
 import io.micrometer.core.instrument.binder.grpc.MetricCollectingServerInterceptor;
 import io.pscluster.proto.v1.DrainShardResponse;
 import io.pscluster.server.table.OptimizerKernels;
+import io.pscluster.server.table.PartitionWriters;
 import io.pscluster.wire.Security;
 import java.io.IOException;
 import java.util.concurrent.ExecutorService;
@@ -351,7 +352,7 @@ public final class ShardServer implements AutoCloseable {
         private int maxKeysPerRequest = 4 << 20;
         private int maxMessageBytes = 256 << 20;
         private int applyQueueCapacity = 1024;
-        private long maxQueuedPushBytes = Runtime.getRuntime().maxMemory() / 4;
+        private long maxQueuedPushBytes = PartitionWriters.defaultQueuedBytesLimit();
         private int partitions = Math.max(1, Math.min(64, Runtime.getRuntime().availableProcessors()));
         private int handlerThreads = 8;
         private long registerTimeoutMs = 30_000;

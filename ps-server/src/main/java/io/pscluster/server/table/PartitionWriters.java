@@ -86,7 +86,7 @@ public final class PartitionWriters implements AutoCloseable {
     /** Heap bytes of the pushes queued and not yet applied ({@link #offer(Task, long, DeferredWakes, long, boolean)}). */
     private final AtomicLong queuedBytes = new AtomicLong();
 
-    private volatile long maxQueuedBytes = Runtime.getRuntime().maxMemory() / 4;
+    private volatile long maxQueuedBytes = defaultQueuedBytesLimit();
     /** How long close() waits for the writers to stop; see {@link #STOP_WAIT_MS}. */
     private final int stopWaitMs;
     /** Guards control submission against the flip of {@link #closed}; see {@link #runOnAll}. */
@@ -289,6 +289,11 @@ public final class PartitionWriters implements AutoCloseable {
             throw new IllegalArgumentException("maxQueuedBytes=" + bytes + " must be > 0");
         }
         maxQueuedBytes = bytes;
+    }
+
+    /** The default of {@link #limitQueuedBytes}: a quarter of this JVM's heap. */
+    public static long defaultQueuedBytesLimit() {
+        return Runtime.getRuntime().maxMemory() / 4;
     }
 
     /** Heap bytes the queued pushes hold, as {@link #offer(Task, long, DeferredWakes, long, boolean)} counted them. */
