@@ -12,9 +12,9 @@ import java.nio.FloatBuffer;
  * Encodes one push request and sums the gradient rows of duplicate keys on the way, so that the shard applies each
  * key once per push (what an optimizer with state, such as Adagrad or Adam, expects).
  *
- * <p>A request carries whole slots, or the keys of one slot too large for a request grouped by key (see {@link
- * SlotChunks}); either way every duplicate of a key is in the same request: merging per request is merging per push. The table of one request stays in cache, where
- * one table over millions of keys would miss on nearly every key.
+ * <p>A request carries whole slots, or whole keys of one slot too large for a request (see {@link SlotChunks});
+ * either way every duplicate of a key is in the same request: merging per request is merging per push. The table of
+ * one request stays in cache, where one table over millions of keys would miss on nearly every key.
  */
 final class KeyDedup {
     /** One push request's payload: {@code count} unique keys and their rows, little-endian. */

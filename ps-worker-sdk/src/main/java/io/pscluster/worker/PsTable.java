@@ -370,10 +370,10 @@ public final class PsTable {
     }
 
     /**
-     * Splits {@code positions} by owning shard and into chunks of whole slots (a slot too large for one by key for a
-     * push, so that every repeat of a key is in one request; see {@link Call#wholeKeys}), sends them windowed, and retries refused ones. A re-split
-     * ({@code parent} set) makes exactly one request per owner, each no larger than the one it came from, so that no
-     * two requests to one shard share a sequence.
+     * Splits {@code positions} by owning shard and into chunks of whole slots (for a push, a slot too large for one in
+     * chunks of whole keys, so that every repeat of a key is in one request; see {@link Call#wholeKeys}), sends them
+     * windowed, and retries refused ones. A re-split ({@code parent} set) makes exactly one request per owner, each no
+     * larger than the one it came from, so that no two requests to one shard share a sequence.
      */
     private CompletableFuture<Void> send(
             final Call call,

@@ -7,11 +7,11 @@ import org.agrona.MutableDirectBuffer;
  * Whether the optimizers update rows through the Vector API ({@link VectorKernels}) or float by float. The Vector API
  * is an incubator module in JDK 17: it is used when the JVM was started with {@code --add-modules
  * jdk.incubator.vector} (psctl's shard commands and the deploy files do), {@code -Dpscluster.vector=false} is not
- * set, the JVM has its optimizing compiler (C2: not {@code -Xint} nor C1 only, {@link #withoutC2}, where
- * the Vector API runs as plain Java, twice as slow as the loops; {@code -Dpscluster.vector=true} turns them on there
- * anyway, as the tests of the kernels do), and a check at start finds the API this code was written for (JDK 17's:
- * its byte-buffer access went in JDK 19) and working; otherwise every optimizer runs its own loop. Both give bit-identical rows: the same float
- * operations in the same order, lane by lane. The check runs before C2 compiles anything, so that the compiled
+ * set, the JVM has its optimizing compiler (C2: not {@code -Xint} nor C1 only, {@link #withoutC2}, where the Vector
+ * API runs as plain Java, twice as slow as the loops; {@code -Dpscluster.vector=true} turns them on there anyway, as
+ * the tests of the kernels do), and a check at start finds the API this code was written for (JDK 17's: its
+ * byte-buffer access went in JDK 19) and working; otherwise every optimizer runs its own loop. Both give bit-identical
+ * rows: the same float operations in the same order, lane by lane. The check runs before C2 compiles anything, so that the compiled
  * kernels keep the loops' bits is the tests' to show ({@code OptimizerKernelsTest}).
  *
  * <p>This class names no class of the incubator module, so it loads on any JVM.

@@ -83,7 +83,7 @@ public final class PartitionWriters implements AutoCloseable {
 
     private final AtomicInteger controlReserved = new AtomicInteger();
     private final int capacity;
-    /** Heap bytes of the pushes queued and not yet applied ({@link #offer(Task, long, DeferredWakes, long, boolean)}). */
+    /** Heap bytes of the pushes queued and not yet applied, as {@link #offer} counts them. */
     private final AtomicLong queuedBytes = new AtomicLong();
 
     private volatile long maxQueuedBytes = defaultQueuedBytesLimit();
