@@ -4,6 +4,7 @@ import io.pscluster.proto.v1.JobInfo;
 import io.pscluster.proto.v1.JobWorker;
 import io.pscluster.proto.v1.UpdateJobsRequest;
 import io.pscluster.proto.v1.UpdateMode;
+import io.pscluster.server.table.ParameterTable;
 import io.pscluster.wire.PsException;
 import io.pscluster.wire.Slots;
 import java.util.ArrayList;
@@ -60,7 +61,29 @@ final class JobClocks {
      */
     static final class ClockUpdates {
         final Map<String, TreeMap<Integer, ClockSum>> byTable = new HashMap<>();
+        /** Per table of {@link #byTable}: the new rows its pushes hold for the sum (see {@link NewRows}). */
+        private final Map<String, ParameterTable.ClockRows> newRows = new HashMap<>();
+
         long bytes;
+
+        /** The new rows {@code table}'s pushes hold, for the sum's push, or null; this holds none of them after. */
+        ParameterTable.ClockRows takeRows(final String table) {
+            return newRows.remove(table);
+        }
+
+        /** Gives back the new rows held for {@code table}: its pushes are dropped, or applied without them. */
+        void releaseRows(final String table) {
+            final ParameterTable.ClockRows rows = newRows.remove(table);
+            if (rows != null) {
+                rows.release();
+            }
+        }
+
+        /** Gives back every new row still held (the clock could not be applied). */
+        void releaseAllRows() {
+            newRows.values().forEach(ParameterTable.ClockRows::release);
+            newRows.clear();
+        }
 
         /**
          * Adds a push; returns the bytes it added to what is held (for a worker's first push to the table, the whole
@@ -92,22 +115,32 @@ final class JobClocks {
             return false;
         }
 
-        /** Drops a worker's gradients; returns the bytes freed. */
+        /**
+         * Drops a worker's gradients; returns the bytes freed. The new rows held for a table other workers pushed to
+         * stay held (the writers give back those the sum does not create).
+         */
         long removeWorker(final int worker) {
             long freed = 0;
-            for (final TreeMap<Integer, ClockSum> workers : byTable.values()) {
-                final ClockSum sum = workers.remove(worker);
+            for (final Iterator<Map.Entry<String, TreeMap<Integer, ClockSum>>> it =
+                            byTable.entrySet().iterator();
+                    it.hasNext(); ) {
+                final Map.Entry<String, TreeMap<Integer, ClockSum>> table = it.next();
+                final ClockSum sum = table.getValue().remove(worker);
                 if (sum != null) {
                     freed += sum.bytes();
                 }
+                if (table.getValue().isEmpty()) {
+                    it.remove();
+                    releaseRows(table.getKey());
+                }
             }
-            byTable.values().removeIf(Map::isEmpty);
             bytes -= freed;
             return freed;
         }
 
         /** Drops every worker's gradients of {@code table}; returns the bytes freed. */
         long removeTable(final String table) {
+            releaseRows(table);
             final TreeMap<Integer, ClockSum> workers = byTable.remove(table);
             long freed = 0;
             if (workers != null) {
@@ -118,6 +151,22 @@ final class JobClocks {
             bytes -= freed;
             return freed;
         }
+    }
+
+    /**
+     * What a SYNC push holds of the rows its clock's sum will create in its table, before it is acknowledged: see
+     * {@link ParameterTable.ClockRows}.
+     */
+    @FunctionalInterface
+    interface NewRows {
+        /** Holds nothing: the sum creates its rows as it is applied (tests of the clocks alone). */
+        NewRows NONE = held -> held;
+
+        /**
+         * Holds the push's new rows in {@code held}, what the clock holds for the table (null: the table's first push
+         * of the clock), and returns what the clock holds now, or throws the push's refusal having held nothing more.
+         */
+        ParameterTable.ClockRows holdIn(ParameterTable.ClockRows held);
     }
 
     /** What a push of a job's worker is to do with its gradients. */
@@ -256,6 +305,25 @@ final class JobClocks {
             final int dim,
             final long[] keys,
             final float[] gradients) {
+        buffer(table, tableLive, jobId, worker, clock, dim, keys, gradients, NewRows.NONE);
+    }
+
+    /**
+     * As {@link #buffer(String, java.util.function.BooleanSupplier, String, int, long, int, long[], float[])}, the
+     * push's new rows held for the clock by {@code newRows} first.
+     *
+     * @throws PsException as {@code newRows} refuses the push (nothing kept)
+     */
+    synchronized void buffer(
+            final String table,
+            final java.util.function.BooleanSupplier tableLive,
+            final String jobId,
+            final int worker,
+            final long clock,
+            final int dim,
+            final long[] keys,
+            final float[] gradients,
+            final NewRows newRows) {
         if (!tableLive.getAsBoolean()) {
             // Checked under the monitor that tableDropped takes after the table left: held now, it would outlive the
             // drop and go to a table created again under the name.
@@ -274,9 +342,16 @@ final class JobClocks {
                     + " its limit of " + (maxBufferedBytes >> 20) + " MiB; end clocks more often (fewer keys per"
                     + " clock) or give the shard more heap");
         }
-        final long added =
-                job.pending.computeIfAbsent(clock, c -> new ClockUpdates()).add(table, worker, dim, keys, gradients);
-        bufferedBytes += added;
+        final ClockUpdates pending = job.pending.get(clock);
+        final ClockUpdates updates = pending != null ? pending : new ClockUpdates();
+        final ParameterTable.ClockRows held = newRows.holdIn(updates.newRows.get(table));
+        if (held != null) {
+            updates.newRows.put(table, held);
+        }
+        if (pending == null) {
+            job.pending.put(clock, updates);
+        }
+        bufferedBytes += updates.add(table, worker, dim, keys, gradients);
     }
 
     /**
@@ -288,6 +363,9 @@ final class JobClocks {
         for (final Job job : jobs.values()) {
             for (final ClockUpdates updates : job.pending.values()) {
                 freed += updates.removeTable(table);
+            }
+            for (final Retired retired : job.retired) {
+                freed += retired.updates().removeTable(table);
             }
         }
         bufferedBytes -= freed;
@@ -874,17 +952,19 @@ final class JobClocks {
                 } catch (Throwable failure) {
                     done = CompletableFuture.failedFuture(failure);
                 }
-                done.whenComplete((ok, failure) -> applied(ofGeneration, clock, updates.bytes, failure));
+                done.whenComplete((ok, failure) -> applied(ofGeneration, clock, updates, failure));
             });
         }
 
-        private void applied(final long ofGeneration, final long clock, final long bytes, final Throwable failure) {
+        private void applied(
+                final long ofGeneration, final long clock, final ClockUpdates updates, final Throwable failure) {
             if (failure != null) {
                 LOG.error("job {}: applying clock {} failed; its gradients are lost", id, clock, failure);
             }
             final List<Runnable> wake = new ArrayList<>();
             synchronized (JobClocks.this) {
-                bufferedBytes -= bytes;
+                updates.releaseAllRows();
+                bufferedBytes -= updates.bytes;
                 applying = false;
                 if (ofGeneration == generation) {
                     // A clock of an ended run moves nothing of the next run.

@@ -508,7 +508,8 @@ public final class Shard implements AutoCloseable {
         final JobClocks.Route route = jobs.route(table.name(), tag.jobId(), tag.workerId(), tag.clock());
         if (route == JobClocks.Route.BUFFER) {
             return (keys, slots, gradients) -> {
-                checkRowCap(table, keys, slots);
+                // Looked up before the clocks' lock is taken; only the keys without a row are held, once per clock.
+                final int[] absent = table.absentPositions(keys, slots);
                 jobs.buffer(
                         table.name(),
                         () -> tables.get(table.name()) == table,
@@ -517,7 +518,8 @@ public final class Shard implements AutoCloseable {
                         tag.clock(),
                         table.dim(),
                         keys,
-                        gradients);
+                        gradients,
+                        held -> holdNewRows(table, held, keys, slots, absent));
             };
         }
         return (keys, slots, gradients) -> offer(table, keys, slots, gradients, later);
@@ -563,12 +565,7 @@ public final class Shard implements AutoCloseable {
         try {
             promise = table.promiseNewRows(keys, slots);
         } catch (ParameterTable.OffHeapFull full) {
-            if (full.retryable()) {
-                throw PsException.backpressure(full.getMessage() + "; pushes queued on shard " + name()
-                        + " hold room they may not use: retry after a backoff");
-            }
-            throw PsException.resourceExhausted(full.getMessage() + " on shard " + name()
-                    + ": drop a table, set a TTL or a row cap, or raise -XX:MaxDirectMemorySize");
+            throw offHeapRefusal(full);
         }
         if (promise == null) {
             final int absent = table.countAbsent(keys, slots);
@@ -591,17 +588,39 @@ public final class Shard implements AutoCloseable {
     }
 
     /**
-     * The cap check of a SYNC clock's push, kept until its clock is applied: against the rows there now (its rows are
-     * created against the cap when the clock's sum is applied).
+     * Holds a SYNC push's new rows ({@code absent}) for its clock's sum in {@code held} (null: none held yet), as
+     * {@link #offer} claims an applied push's: a push whose new rows would pass the cap or have no off-heap room is
+     * refused now, not acknowledged and then short of rows when every worker has ended the clock.
      */
-    private void checkRowCap(final ParameterTable table, final long[] keys, final int[] slots) {
-        final long maxRows = table.maxRows();
-        if (maxRows > 0) {
-            final int absent = table.countAbsent(keys, slots);
-            if (absent > 0 && table.rowsCounted() + absent > maxRows) {
-                throw rowCapReached(table, absent);
-            }
+    private ParameterTable.ClockRows holdNewRows(
+            final ParameterTable table,
+            final ParameterTable.ClockRows held,
+            final long[] keys,
+            final int[] slots,
+            final int[] absent) {
+        if (absent.length == 0) {
+            return held;
         }
+        final ParameterTable.ClockRows rows = held != null ? held : table.clockRows();
+        final boolean taken;
+        try {
+            taken = rows.hold(keys, slots, absent);
+        } catch (ParameterTable.OffHeapFull full) {
+            throw offHeapRefusal(full);
+        }
+        if (!taken) {
+            throw rowCapReached(table, table.countAbsent(keys, slots));
+        }
+        return rows;
+    }
+
+    private PsException offHeapRefusal(final ParameterTable.OffHeapFull full) {
+        if (full.retryable()) {
+            return PsException.backpressure(full.getMessage() + "; pushes queued on shard " + name()
+                    + " hold room they may not use: retry after a backoff");
+        }
+        return PsException.resourceExhausted(full.getMessage() + " on shard " + name()
+                + ": drop a table, set a TTL or a row cap, or raise -XX:MaxDirectMemorySize");
     }
 
     private PsException rowCapReached(final ParameterTable table, final int absent) {
@@ -2165,6 +2184,7 @@ public final class Shard implements AutoCloseable {
         for (final var entry : updates.byTable.entrySet()) {
             final ParameterTable table = tables.get(entry.getKey());
             if (table == null) {
+                updates.releaseRows(entry.getKey());
                 LOG.warn(
                         "job {} clock {}: table '{}' was dropped before the clock was applied",
                         jobId,
@@ -2175,6 +2195,7 @@ public final class Shard implements AutoCloseable {
             if (entry.getValue().values().stream().anyMatch(held -> held.dim() != table.dim())) {
                 // A dropped table's (dropTable forgets them; one of another dim would throw below and lose the other
                 // tables of the clock).
+                updates.releaseRows(entry.getKey());
                 LOG.warn(
                         "job {} clock {}: gradients of table '{}' have another dim than the table: not applied",
                         jobId,
@@ -2191,7 +2212,18 @@ public final class Shard implements AutoCloseable {
             final long[] keys = sum.keys();
             final float[] gradients = sum.gradients();
             final int[] slots = table.slotsOf(keys);
-            while (!table.offerPush(keys, slots, gradients)) {
+            // The new rows the clock's pushes held (see holdNewRows) go to the sum's push.
+            final ParameterTable.ClockRows held = updates.takeRows(entry.getKey());
+            final ParameterTable.RowPromise promise;
+            if (held != null && held.isOf(table)) {
+                promise = held.take();
+            } else {
+                if (held != null) {
+                    held.release();
+                }
+                promise = ParameterTable.RowPromise.NONE;
+            }
+            while (!table.offerPush(keys, slots, gradients, promise)) {
                 if (writers.isClosing()) {
                     throw new IllegalStateException("shard closing: clock " + clock + " of job " + jobId);
                 }

@@ -317,6 +317,122 @@ public final class ParameterTable {
     }
 
     /**
+     * The positions in {@code keys} (with their slots) of the keys without a row now: what a SYNC clock's push may
+     * create ({@link ClockRows#hold}). Lookups only; any thread.
+     */
+    public int[] absentPositions(final long[] keys, final int[] slots) {
+        int[] absent = new int[0];
+        int count = 0;
+        for (int i = 0; i < keys.length; i++) {
+            if (partitions[writers.partitionOf(slots[i])].find(keys[i]) < 0) {
+                if (count == absent.length) {
+                    absent = Arrays.copyOf(absent, Math.max(16, 2 * count));
+                }
+                absent[count++] = i;
+            }
+        }
+        return count == absent.length ? absent : Arrays.copyOf(absent, count);
+    }
+
+    /** Nothing held yet for a SYNC clock's sum of pushes to this table; see {@link ClockRows}. */
+    public ClockRows clockRows() {
+        return new ClockRows();
+    }
+
+    /**
+     * The new rows a SYNC clock's sum will create in this table, counted against the cap and claimed in the off-heap
+     * budget as the clock's pushes are held, before they are acknowledged ({@link #hold}), each key once however many
+     * workers name it: the sum, applied once every worker ended the clock, then has a row for each key (it used to
+     * drop the rows it had no room for, after every worker was told its push was taken). The sum's push takes them
+     * ({@link #take}); a clock dropped gives them back ({@link #release}). Not thread-safe: its clock's holder calls it
+     * under its own lock.
+     */
+    public final class ClockRows {
+        private final org.agrona.collections.LongHashSet keys = new org.agrona.collections.LongHashSet();
+        private final int[] promised = new int[partitions.length];
+        private final int[] claims = new int[partitions.length];
+        private long promisedTotal;
+
+        private ClockRows() {}
+
+        /**
+         * Holds the rows of the keys at {@code absent} (from {@link #absentPositions}) that this clock does not hold
+         * yet, all or none. Returns false, nothing held, when they would pass the table's cap.
+         *
+         * @throws OffHeapFull when the budget has no room for them (nothing held).
+         */
+        public boolean hold(final long[] pushKeys, final int[] slots, final int[] absent) {
+            final int[] perPartition = new int[partitions.length];
+            final long[] added = new long[absent.length];
+            int count = 0;
+            for (final int i : absent) {
+                if (keys.add(pushKeys[i])) {
+                    added[count++] = pushKeys[i];
+                    perPartition[writers.partitionOf(slots[i])]++;
+                }
+            }
+            if (count == 0) {
+                return true;
+            }
+            final boolean capped = budget.cap() != 0;
+            if (capped && !budget.promise(count)) {
+                forget(added, count);
+                return false;
+            }
+            if (!claimAll(perPartition, true)) {
+                if (capped) {
+                    budget.releasePromised(count);
+                }
+                forget(added, count);
+                throw new OffHeapFull(
+                        "table '" + name() + "' has no off-heap room for " + count + " new rows: " + memory.shortage(),
+                        memory.anyAhead() || memory.coolingDown());
+            }
+            for (int p = 0; p < perPartition.length; p++) {
+                claims[p] += perPartition[p];
+                if (capped) {
+                    promised[p] += perPartition[p];
+                }
+            }
+            if (capped) {
+                promisedTotal += count;
+            }
+            return true;
+        }
+
+        private void forget(final long[] added, final int count) {
+            for (int i = 0; i < count; i++) {
+                keys.remove(added[i]);
+            }
+        }
+
+        /** Whether these rows are held in {@code table} (and not in a table dropped since of the same name). */
+        public boolean isOf(final ParameterTable table) {
+            return table == ParameterTable.this;
+        }
+
+        /** The rows held, for the clock's sum's push (its writers give back what they do not use); holds none after. */
+        public RowPromise take() {
+            final RowPromise promise = new RowPromise(null, promised.clone(), promisedTotal, claims.clone());
+            clear();
+            return promise;
+        }
+
+        /** Gives back every row held: the clock's pushes to the table are dropped. */
+        public void release() {
+            ParameterTable.this.release(new RowPromise(null, null, promisedTotal, claims));
+            clear();
+        }
+
+        private void clear() {
+            keys.clear();
+            Arrays.fill(promised, 0);
+            Arrays.fill(claims, 0);
+            promisedTotal = 0;
+        }
+    }
+
+    /**
      * A push refused because the off-heap budget has no room for its new rows. {@link #retryable()} when pushes queued
      * meanwhile hold claims they may not use (they may name the same new keys): sent again once they are applied, the
      * push is taken or refused for good.
@@ -373,7 +489,16 @@ public final class ParameterTable {
      * the caller's thread; each writer then goes through its own rows only.
      */
     public boolean offerPush(final long[] keys, final int[] slots, final float[] gradients) {
-        return offerPush(keys, slots, gradients, RowPromise.NONE, null, false);
+        return offerPush(keys, slots, gradients, RowPromise.NONE);
+    }
+
+    /**
+     * As {@link #offerPush(long[], int[], float[])}, its new rows created under {@code promise} (a SYNC clock's sum,
+     * with the rows its pushes held: {@link ClockRows#take}); the writers give back what they do not use. When this
+     * returns false the promise is still the caller's.
+     */
+    public boolean offerPush(final long[] keys, final int[] slots, final float[] gradients, final RowPromise promise) {
+        return offerPush(keys, slots, gradients, promise, null, false);
     }
 
     /**

@@ -1,0 +1,285 @@
+package io.pscluster.server;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.catchThrowableOfType;
+import static org.awaitility.Awaitility.await;
+
+import io.grpc.Status;
+import io.pscluster.proto.v1.JobInfo;
+import io.pscluster.proto.v1.JobSpec;
+import io.pscluster.proto.v1.JobWorker;
+import io.pscluster.proto.v1.OptimizerSpec;
+import io.pscluster.proto.v1.TableKind;
+import io.pscluster.proto.v1.TableSchema;
+import io.pscluster.proto.v1.UpdateJobsRequest;
+import io.pscluster.proto.v1.UpdateMode;
+import io.pscluster.server.table.ChildJvm;
+import io.pscluster.server.table.ParameterTable;
+import io.pscluster.wire.PsException;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.stream.LongStream;
+import org.apache.hadoop.conf.Configuration;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+/**
+ * A SYNC push is acknowledged when it is held for its clock, and its clock's sum is applied later: its new rows are
+ * counted against the table's cap and claimed in the off-heap budget when it is held, once per clock however many
+ * workers name a key, so that the sum never finds a row it cannot create (those rows used to be dropped, counted and
+ * logged, after every worker had been told its push was taken). Claims of a clock that are not used go back when it is
+ * applied or its table is dropped.
+ */
+class ShardSyncAdmissionTest {
+    private static final String TABLE = "capped";
+    private static final String OTHER = "other";
+    private static final String JOB = "j";
+
+    private final Shard shard = new Shard("s", 1 << 20, 2, 1024, new Configuration());
+    private final AtomicLong sequences = new AtomicLong();
+    private long jobsVersion;
+
+    @BeforeEach
+    void ownEverySlot() throws InterruptedException {
+        TestRouting.serve(shard, TestRouting.allSlotsTo("s", 1));
+    }
+
+    @AfterEach
+    void closeShard() {
+        shard.close();
+    }
+
+    /** SGD with lr 1 from zeros, dim 2: a row holds minus what was applied to it. */
+    private static TableSchema schema(final String name, final int dim, final long maxRowsPerShard) {
+        return TableSchema.newBuilder()
+                .setName(name)
+                .setKind(TableKind.SPARSE)
+                .setDim(dim)
+                .setOptimizer(OptimizerSpec.newBuilder().setLearningRate(1f))
+                .setMaxRowsPerShard(maxRowsPerShard)
+                .build();
+    }
+
+    private static void syncJob(
+            final Shard shard, final long version, final List<String> tables, final int... workers) {
+        final JobInfo.Builder job = JobInfo.newBuilder()
+                .setSpec(JobSpec.newBuilder().setJobId(JOB).setMode(UpdateMode.SYNC))
+                .setVersion(version)
+                .setStarted(true)
+                .setNextWorkerId(10)
+                .addAllTables(tables);
+        for (final int worker : workers) {
+            job.addWorkers(JobWorker.newBuilder().setWorkerId(worker));
+        }
+        shard.updateJobs(UpdateJobsRequest.newBuilder()
+                .addJobs(job)
+                .setJobsVersion(version)
+                .build());
+    }
+
+    private static void push(
+            final Shard shard,
+            final String table,
+            final int worker,
+            final long clock,
+            final long sequence,
+            final long[] keys,
+            final int dim) {
+        final float[] gradients = new float[keys.length * dim];
+        Arrays.fill(gradients, 1f);
+        shard.push(table, 1, 100 + worker, sequence, keys, gradients, new Shard.JobTag(JOB, worker, clock));
+    }
+
+    private void push(final int worker, final long... keys) {
+        push(shard, TABLE, worker, 0, sequences.incrementAndGet(), keys, 2);
+    }
+
+    private static void end(final Shard shard, final int worker, final long clock) {
+        assertThat(shard.endClock(JOB, worker, clock, false).join().accepted()).isTrue();
+    }
+
+    private static long[] keys(final long from, final long to) {
+        return LongStream.range(from, to).toArray();
+    }
+
+    /**
+     * Two workers name the same six new keys (counted once), then worker 1 three more: 9 new rows for a cap of 8 is
+     * refused when pushed, not taken and then short of a row when the clock is applied; two more fit.
+     */
+    @Test
+    void shouldCountAClocksNewRowsAgainstTheCapOnceWhenHeldAndCreateEveryRowItAcknowledged() throws Exception {
+        shard.createTable(schema(TABLE, 2, 8));
+        final ParameterTable table = shard.table(TABLE);
+        syncJob(shard, ++jobsVersion, List.of(TABLE), 0, 1);
+        end(shard, 0, -1);
+        end(shard, 1, -1);
+
+        push(0, keys(0, 6));
+        push(1, keys(0, 6));
+        assertThat(table.rowsCounted())
+                .as("six new rows held for clock 0, once")
+                .isEqualTo(6);
+        final PsException refused = catchThrowableOfType(PsException.class, () -> push(1, keys(100, 103)));
+        assertThat(refused).as("three more new rows than the cap takes").isNotNull();
+        assertThat(refused.code()).isEqualTo(Status.Code.RESOURCE_EXHAUSTED);
+        assertThat(refused.getMessage()).contains("'" + TABLE + "'", "cap of 8 rows");
+        assertThat(PsException.rejectOf(PsException.toStatus(refused)))
+                .as("final: nothing else creates rows of a SYNC job's table")
+                .isNull();
+        push(1, keys(100, 102));
+        end(shard, 0, 0);
+        end(shard, 1, 0);
+
+        await().atMost(Duration.ofSeconds(10)).until(() -> shard.jobClocks(JOB).applied() == 0);
+        assertThat(table.droppedRows()).as("rows dropped").isZero();
+        assertThat(table.rowCount()).isEqualTo(8);
+        assertThat(table.rowsCounted()).as("nothing left promised").isEqualTo(8);
+        for (long key = 0; key < 6; key++) {
+            assertThat(table.pull(new long[] {key})[0]).as("key %d", key).isEqualTo(-2f);
+        }
+        assertThat(table.pull(new long[] {100, 101})).containsExactly(-1f, -1f, -1f, -1f);
+        assertThat(table.countAbsent(new long[] {102}, table.slotsOf(new long[] {102})))
+                .as("the refused push's key")
+                .isEqualTo(1);
+    }
+
+    /**
+     * A worker that leaves in the middle of a clock takes its gradients with it: the rows only it named are given back
+     * to the cap, at once for a table no other worker pushed to, when the clock is applied for one they did; a dropped
+     * table's clock gives back all of its own.
+     */
+    @Test
+    void shouldGiveBackTheRowsAClockHeldButDidNotCreate() throws Exception {
+        shard.createTable(schema(TABLE, 2, 8));
+        shard.createTable(schema(OTHER, 2, 8));
+        final ParameterTable table = shard.table(TABLE);
+        final ParameterTable other = shard.table(OTHER);
+        syncJob(shard, ++jobsVersion, List.of(TABLE, OTHER), 0, 1);
+        end(shard, 0, -1);
+        end(shard, 1, -1);
+        push(0, keys(0, 2));
+        push(1, keys(10, 16));
+        push(shard, OTHER, 1, 0, sequences.incrementAndGet(), keys(0, 5), 2);
+        assertThat(table.rowsCounted()).isEqualTo(8);
+        assertThat(other.rowsCounted()).isEqualTo(5);
+
+        syncJob(shard, ++jobsVersion, List.of(TABLE, OTHER), 0);
+        assertThat(other.rowsCounted()).as("only worker 1 pushed to it").isZero();
+        end(shard, 0, 0);
+        await().atMost(Duration.ofSeconds(10)).until(() -> shard.jobClocks(JOB).applied() == 0);
+        shard.awaitQuiescent();
+        assertThat(table.rowCount()).as("worker 0's rows").isEqualTo(2);
+        assertThat(table.rowsCounted()).as("worker 1's six given back").isEqualTo(2);
+        assertThat(other.rowCount()).isZero();
+
+        push(shard, TABLE, 0, 1, sequences.incrementAndGet(), keys(20, 26), 2);
+        assertThat(table.rowsCounted()).isEqualTo(8);
+        shard.dropTable(TABLE);
+        assertThat(table.rowsCounted())
+                .as("the dropped table's clock held none")
+                .isEqualTo(2);
+        shard.createTable(schema(TABLE, 2, 8));
+        final ParameterTable again = shard.table(TABLE);
+        push(shard, TABLE, 0, 1, sequences.incrementAndGet(), keys(0, 8), 2);
+        assertThat(again.rowsCounted())
+                .as("a table created again under the name")
+                .isEqualTo(8);
+        end(shard, 0, 1);
+        await().atMost(Duration.ofSeconds(10)).until(() -> shard.jobClocks(JOB).applied() == 1);
+        shard.awaitQuiescent();
+        assertThat(again.rowCount()).isEqualTo(8);
+        assertThat(again.pull(new long[] {7})).containsExactly(-1f, -1f);
+    }
+
+    /**
+     * A shard whose off-heap memory runs out refuses the SYNC push that has no room for its new rows when it is held,
+     * and its clock's sum then creates every row it acknowledged. Runs in a child JVM with a small
+     * {@code -XX:MaxDirectMemorySize}, as {@link ShardOffHeapAdmissionTest} does for pushes applied at once.
+     */
+    @Test
+    void shouldRefuseTheSyncPushThatHasNoMemoryForItsRowsAndCreateEveryRowTheClockAcknowledged() throws Exception {
+        final String out = ChildJvm.run(
+                        Child.class, List.of("-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:MaxDirectMemorySize=72m"), 120)
+                .output();
+        final Map<String, String> result = new HashMap<>();
+        out.lines().filter(line -> line.startsWith("RESULT ")).forEach(line -> {
+            final int at = line.indexOf('=');
+            result.put(line.substring(7, at), line.substring(at + 1));
+        });
+        assertThat(result).as("the child's results:\n%s", out).containsKeys("acknowledged", "code", "message");
+
+        // 8 MiB for rows (72 MiB less 64 for gRPC) hold about 30,000 rows of 272 bytes.
+        assertThat(Integer.parseInt(result.get("acknowledged")))
+                .as("pushes acknowledged")
+                .isBetween(5, 20);
+        assertThat(result.get("applied")).as("clock 0 applied").isEqualTo("0");
+        assertThat(result.get("absent"))
+                .as("acknowledged rows missing once the clock is applied")
+                .isEqualTo("0");
+        assertThat(result.get("dropped")).as("dropped rows").isEqualTo("0");
+        assertThat(result.get("value"))
+                .as("a row the last push acknowledged, pushed by both workers")
+                .isEqualTo("-2.0");
+        assertThat(result.get("code")).isEqualTo(Status.Code.RESOURCE_EXHAUSTED.name());
+        assertThat(result.get("message")).contains("'" + Child.WIDE + "'", "off-heap", "MaxDirectMemorySize");
+    }
+
+    /** Two SYNC workers push the same new keys for clock 0 until one push is refused, end the clock, then report. */
+    public static final class Child {
+        static final String WIDE = "wide";
+        private static final int DIM = 64;
+        private static final int KEYS_PER_PUSH = 2_000;
+
+        public static void main(final String[] args) throws Exception {
+            final Shard shard = new Shard("s", 1 << 20, 2, 1024, new Configuration());
+            TestRouting.serve(shard, TestRouting.allSlotsTo("s", 1));
+            shard.createTable(schema(WIDE, DIM, 0));
+            final ParameterTable table = shard.table(WIDE);
+            syncJob(shard, 1, List.of(WIDE), 0, 1);
+            end(shard, 0, -1);
+            end(shard, 1, -1);
+            final List<long[]> acknowledged = new ArrayList<>();
+            long sequence = 0;
+            boolean refused = false;
+            for (int push = 0; push < 100 && !refused; push++) {
+                final long[] keys = keys(1_000_000L * (push + 1), 1_000_000L * (push + 1) + KEYS_PER_PUSH);
+                try {
+                    for (int worker = 0; worker < 2; worker++) {
+                        push(shard, WIDE, worker, 0, ++sequence, keys, DIM);
+                    }
+                    acknowledged.add(keys);
+                } catch (PsException e) {
+                    refused = true;
+                    report("code", e.code().name());
+                    report("message", e.getMessage());
+                }
+            }
+            end(shard, 0, 0);
+            end(shard, 1, 0);
+            await().atMost(Duration.ofSeconds(30))
+                    .until(() -> shard.jobClocks(JOB).applied() == 0);
+            shard.awaitQuiescent();
+            report("applied", shard.jobClocks(JOB).applied());
+            report("acknowledged", acknowledged.size());
+            long absent = 0;
+            for (final long[] keys : acknowledged) {
+                absent += table.countAbsent(keys, table.slotsOf(keys));
+            }
+            report("absent", absent);
+            report("dropped", table.droppedRows());
+            report("value", table.pull(new long[] {acknowledged.get(acknowledged.size() - 1)[0]})[0]);
+            shard.close();
+            System.exit(0);
+        }
+
+        private static void report(final String name, final Object value) {
+            System.out.println("RESULT " + name + "=" + value);
+        }
+    }
+}
