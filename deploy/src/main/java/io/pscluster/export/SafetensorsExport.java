@@ -24,6 +24,7 @@ import java.security.NoSuchAlgorithmException;
 import java.time.Instant;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.HashMap;
 import java.util.HexFormat;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -130,6 +131,9 @@ public final class SafetensorsExport {
     /** Rows counted into {@link #progress} at once while a file is read. */
     private static final int PROGRESS_ROWS = 4096;
 
+    /** Rows read so far of each file (by directory and path), over all its reads: see {@link #share}. */
+    private final Map<String, Long> rowsRead = new HashMap<>();
+
     private final long groupBytes;
 
     private SafetensorsExport(final List<CheckpointInfo> chain, final List<Plan> plans, final long groupBytes) {
@@ -141,7 +145,10 @@ public final class SafetensorsExport {
             for (final Manifest.FileEntry entry : link.manifest().files()) {
                 for (final Plan plan : plans) {
                     if (plan.table().equals(entry.table())) {
-                        progress.addTotals(entry.file().rows(), entry.file().length());
+                        final int reads = readsOf(plan);
+                        progress.addTotals(
+                                reads * entry.file().rows(),
+                                reads * entry.file().length());
                     }
                 }
             }
@@ -149,9 +156,17 @@ public final class SafetensorsExport {
     }
 
     /**
+     * How many times {@link #write} reads each file of {@code plan}'s table: a sparse table of a delta chain twice (its
+     * rows are counted before its header is written), any other once.
+     */
+    private int readsOf(final Plan plan) {
+        return !plan.dense() && chain.size() > 1 ? 2 : 1;
+    }
+
+    /**
      * How far {@link #write} has come: rows of the checkpoint's files read and written out, and bytes of those files
-     * (counted in proportion to the rows within a file), of the totals the manifest lists (a sparse table of a delta
-     * chain is read twice, so its count may pass the total).
+     * (counted in proportion to the rows within a file), of the totals the manifests list (counted twice for a sparse
+     * table of a delta chain, which is read twice).
      */
     public Progress progress() {
         return progress;
@@ -572,7 +587,10 @@ public final class SafetensorsExport {
             final RowSink sink)
             throws IOException {
         final int width = entry.removedKeys() ? 0 : plan.recordWidth();
-        final long[] rows = {0, 0}; // read, counted
+        final String name = link.dir() + "/" + entry.file().path();
+        // Rows read of the file, over its reads before this one and in this one; those counted into the progress.
+        final long before = rowsRead.getOrDefault(name, 0L);
+        final long[] rows = {before, before};
         final long length = entry.file().length();
         final long fileRows = Math.max(1, entry.file().rows());
         try {
@@ -603,11 +621,15 @@ public final class SafetensorsExport {
         }
         progress.addRows(rows[0] - rows[1]);
         progress.addBytes(share(length, rows[0], fileRows) - share(length, rows[1], fileRows));
+        rowsRead.put(name, rows[0]);
     }
 
-    /** The bytes of a file of {@code length} that {@code rows} of its {@code fileRows} stand for. */
+    /**
+     * The bytes of a file of {@code length} that {@code rows} read of its {@code fileRows} stand for, over every read of
+     * it: exactly {@code k * length} after {@code k} whole reads, however the rows were split between reads.
+     */
     private static long share(final long length, final long rows, final long fileRows) {
-        return Math.min(length, (long) ((double) length * rows / fileRows));
+        return length / fileRows * rows + length % fileRows * rows / fileRows;
     }
 
     /** Damage found in {@code link} of the chain, named from the exported checkpoint. */

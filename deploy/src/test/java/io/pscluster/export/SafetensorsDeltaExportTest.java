@@ -6,6 +6,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import io.pscluster.checkpoint.CheckpointInfo;
 import io.pscluster.checkpoint.CheckpointStore;
 import io.pscluster.checkpoint.Manifest;
+import io.pscluster.checkpoint.Progress;
 import io.pscluster.cli.Psctl;
 import io.pscluster.local.AdminCalls;
 import io.pscluster.local.LocalCluster;
@@ -215,9 +216,16 @@ class SafetensorsDeltaExportTest {
             final long id = ids.get(i);
             final CheckpointInfo checkpoint = store.get(id).orElseThrow();
             final Path out = Files.createDirectories(tmp.resolve("small-groups-" + id));
-            SafetensorsExport.plan(store.chain(checkpoint), List.of(), out, 40 * MergedRows.bytesPerRow(SPARSE_DIM))
-                    .write(store.fileSystem(), table -> {});
+            final SafetensorsExport export = SafetensorsExport.plan(
+                    store.chain(checkpoint), List.of(), out, 40 * MergedRows.bytesPerRow(SPARSE_DIM));
+            export.write(store.fileSystem(), table -> {});
             assertExported(out, dense.get(id), sparse.get(id));
+            // Every file read counted once per read, against totals that count those reads: 100% at the end.
+            final Progress.View done = export.progress().view();
+            assertThat(done.rowsDone()).as("rows of checkpoint %d's chain", id).isEqualTo(done.rowsTotal());
+            assertThat(done.bytesDone())
+                    .as("bytes of checkpoint %d's chain", id)
+                    .isEqualTo(done.bytesTotal());
             if (i == 3) {
                 assertThat(tensorBytes(out.resolve("emb.safetensors")))
                         .isEqualTo(tensorBytes(fromChain.resolve("emb.safetensors")));
