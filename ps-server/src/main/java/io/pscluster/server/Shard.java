@@ -606,10 +606,28 @@ public final class Shard implements AutoCloseable {
         try {
             taken = rows.hold(keys, slots, absent);
         } catch (ParameterTable.OffHeapFull full) {
-            throw offHeapRefusal(full);
+            // Room held ahead by pushes queued comes back in moments; room held by SYNC clocks not applied (this one's
+            // among them) only once their workers end them, which the refused worker's own clock waits for.
+            if (full.retryable() && writers.pending() > 0) {
+                throw offHeapRefusal(full);
+            }
+            throw PsException.resourceExhausted(full.getMessage() + " on shard " + name() + ", counting the rows held"
+                    + " for SYNC clocks not yet applied: push fewer new keys per clock, drop a table, set a TTL or a"
+                    + " row cap, or raise -XX:MaxDirectMemorySize");
         }
         if (!taken) {
-            throw rowCapReached(table, table.countAbsent(keys, slots));
+            final int fresh = rows.countNew(keys, absent);
+            if (table.rowCount() + rows.held() + fresh <= table.maxRows()) {
+                // The rows held by another clock (a worker pushes for the next clock while the last is not applied)
+                // or by pushes queued count too; they are created first, and may be these.
+                throw PsException.backpressure("table '" + table.name() + "' on shard " + name()
+                        + " is near its cap of " + table.maxRows() + " rows with rows held for other clocks or"
+                        + " pushes queued that may create the same rows; retry after a backoff");
+            }
+            throw PsException.resourceExhausted("table '" + table.name() + "' holds " + table.rowCount()
+                    + " rows on shard " + name() + " and its SYNC clock holds " + rows.held() + " more to create; "
+                    + fresh + " new rows would pass its cap of " + table.maxRows() + " rows: raise"
+                    + " max_rows_per_shard, set a TTL, or push fewer new keys per clock");
         }
         return rows;
     }
@@ -2225,6 +2243,7 @@ public final class Shard implements AutoCloseable {
             }
             while (!table.offerPush(keys, slots, gradients, promise)) {
                 if (writers.isClosing()) {
+                    table.release(promise);
                     throw new IllegalStateException("shard closing: clock " + clock + " of job " + jobId);
                 }
                 LockSupport.parkNanos(TimeUnit.MICROSECONDS.toNanos(200));

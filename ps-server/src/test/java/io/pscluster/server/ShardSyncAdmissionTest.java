@@ -108,6 +108,14 @@ class ShardSyncAdmissionTest {
         return LongStream.range(from, to).toArray();
     }
 
+    /** {@code count} keys of the shard's partition {@code partition} (of 2: the slot's parity). */
+    private static long[] keysIn(final ParameterTable table, final int partition, final int count) {
+        return LongStream.iterate(0, key -> key + 1)
+                .filter(key -> table.slotOf(key) % 2 == partition)
+                .limit(count)
+                .toArray();
+    }
+
     /**
      * Two workers name the same six new keys (counted once), then worker 1 three more: 9 new rows for a cap of 8 is
      * refused when pushed, not taken and then short of a row when the clock is applied; two more fit.
@@ -128,9 +136,10 @@ class ShardSyncAdmissionTest {
         final PsException refused = catchThrowableOfType(PsException.class, () -> push(1, keys(100, 103)));
         assertThat(refused).as("three more new rows than the cap takes").isNotNull();
         assertThat(refused.code()).isEqualTo(Status.Code.RESOURCE_EXHAUSTED);
-        assertThat(refused.getMessage()).contains("'" + TABLE + "'", "cap of 8 rows");
+        assertThat(refused.getMessage())
+                .contains("'" + TABLE + "'", "cap of 8 rows", "SYNC clock holds 6", "3 new rows", "max_rows_per_shard");
         assertThat(PsException.rejectOf(PsException.toStatus(refused)))
-                .as("final: nothing else creates rows of a SYNC job's table")
+                .as("final: the clock's own rows fill the cap")
                 .isNull();
         push(1, keys(100, 102));
         end(shard, 0, 0);
@@ -150,6 +159,43 @@ class ShardSyncAdmissionTest {
     }
 
     /**
+     * A worker that ended clock 0 pushes the same new keys for clock 1 before the other worker ended clock 0: the rows
+     * clock 0 holds count against the cap until it is applied, so the push is refused, but to retry (clock 0 creates
+     * them); sent again once clock 0 is applied, it is taken.
+     */
+    @Test
+    void shouldRefuseAPushWhoseRowsAnotherClockHoldsOnlyUntilThatClockIsApplied() throws Exception {
+        shard.createTable(schema(TABLE, 2, 8));
+        final ParameterTable table = shard.table(TABLE);
+        syncJob(shard, ++jobsVersion, List.of(TABLE), 0, 1);
+        end(shard, 0, -1);
+        end(shard, 1, -1);
+        push(0, keys(0, 6));
+        end(shard, 0, 0);
+
+        final PsException refused = catchThrowableOfType(
+                PsException.class, () -> push(shard, TABLE, 0, 1, sequences.incrementAndGet(), keys(0, 6), 2));
+        assertThat(refused).as("clock 0 holds the same six rows").isNotNull();
+        assertThat(refused.code()).isEqualTo(Status.Code.RESOURCE_EXHAUSTED);
+        assertThat(PsException.rejectOf(PsException.toStatus(refused)))
+                .as("to retry")
+                .isNotNull();
+        assertThat(refused.getMessage()).contains("'" + TABLE + "'", "cap of 8 rows", "other clocks");
+
+        end(shard, 1, 0);
+        await().atMost(Duration.ofSeconds(10)).until(() -> shard.jobClocks(JOB).applied() == 0);
+        shard.awaitQuiescent();
+        push(shard, TABLE, 0, 1, sequences.incrementAndGet(), keys(0, 6), 2);
+        end(shard, 0, 1);
+        end(shard, 1, 1);
+        await().atMost(Duration.ofSeconds(10)).until(() -> shard.jobClocks(JOB).applied() == 1);
+        shard.awaitQuiescent();
+        assertThat(table.rowCount()).isEqualTo(6);
+        assertThat(table.rowsCounted()).isEqualTo(6);
+        assertThat(table.pull(new long[] {5})).containsExactly(-2f, -2f);
+    }
+
+    /**
      * A worker that leaves in the middle of a clock takes its gradients with it: the rows only it named are given back
      * to the cap, at once for a table no other worker pushed to, when the clock is applied for one they did; a dropped
      * table's clock gives back all of its own.
@@ -163,8 +209,9 @@ class ShardSyncAdmissionTest {
         syncJob(shard, ++jobsVersion, List.of(TABLE, OTHER), 0, 1);
         end(shard, 0, -1);
         end(shard, 1, -1);
-        push(0, keys(0, 2));
-        push(1, keys(10, 16));
+        // Worker 1's keys all in the partition worker 0's are not in: the sum gives that partition nothing to do.
+        push(0, keysIn(table, 0, 2));
+        push(1, keysIn(table, 1, 6));
         push(shard, OTHER, 1, 0, sequences.incrementAndGet(), keys(0, 5), 2);
         assertThat(table.rowsCounted()).isEqualTo(8);
         assertThat(other.rowsCounted()).isEqualTo(5);
@@ -227,7 +274,11 @@ class ShardSyncAdmissionTest {
                 .as("a row the last push acknowledged, pushed by both workers")
                 .isEqualTo("-2.0");
         assertThat(result.get("code")).isEqualTo(Status.Code.RESOURCE_EXHAUSTED.name());
-        assertThat(result.get("message")).contains("'" + Child.WIDE + "'", "off-heap", "MaxDirectMemorySize");
+        assertThat(result.get("message"))
+                .contains("'" + Child.WIDE + "'", "off-heap", "SYNC clocks", "MaxDirectMemorySize");
+        assertThat(result.get("retryable"))
+                .as("final: the room is held by the clock the refused worker's push belongs to")
+                .isEqualTo("false");
     }
 
     /** Two SYNC workers push the same new keys for clock 0 until one push is refused, end the clock, then report. */
@@ -258,6 +309,7 @@ class ShardSyncAdmissionTest {
                     refused = true;
                     report("code", e.code().name());
                     report("message", e.getMessage());
+                    report("retryable", PsException.rejectOf(PsException.toStatus(e)) != null);
                 }
             }
             end(shard, 0, 0);

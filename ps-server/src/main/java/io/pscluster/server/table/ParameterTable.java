@@ -400,6 +400,23 @@ public final class ParameterTable {
             return true;
         }
 
+        /** The rows held: keys without a row when a push of the clock named them. */
+        public int held() {
+            return keys.size();
+        }
+
+        /** How many of the keys at {@code absent} this clock does not hold yet. */
+        public int countNew(final long[] pushKeys, final int[] absent) {
+            final org.agrona.collections.LongHashSet seen = new org.agrona.collections.LongHashSet();
+            int count = 0;
+            for (final int i : absent) {
+                if (!keys.contains(pushKeys[i]) && seen.add(pushKeys[i])) {
+                    count++;
+                }
+            }
+            return count;
+        }
+
         private void forget(final long[] added, final int count) {
             for (int i = 0; i < count; i++) {
                 keys.remove(added[i]);
@@ -554,13 +571,24 @@ public final class ParameterTable {
             final int p = writers.partitionOf(slots[i]);
             rowsOf[p][filled[p]++] = i;
         }
-        return writers.offer(
+        if (!writers.offer(
                 partition ->
                         applyQueued(partition, keys, slots, rowsOf[partition], counts[partition], gradients, promise),
                 mask,
                 later,
                 queuedBytes(keys.length),
-                boundedBytes);
+                boundedBytes)) {
+            return false;
+        }
+        // A partition without a key of the push gets no task to give back what was held for it there (a SYNC clock's
+        // rows of a worker that left: ClockRows).
+        for (int p = 0; p < partitionCount; p++) {
+            if (counts[p] == 0) {
+                budget.releasePromised(promise.promisedIn(p));
+                partitions[p].releaseClaim(promise.claimedIn(p));
+            }
+        }
+        return true;
     }
 
     /**
