@@ -63,10 +63,11 @@ class SlotChunksTest {
         }
     }
 
-    @Test
-    void shouldOrderACallBySlotKeepingEachSlotsKeysInCallOrderWithTheirRowsOrOrigins() {
+    /** dim 1 has a path of its own. */
+    @org.junit.jupiter.params.ParameterizedTest
+    @org.junit.jupiter.params.provider.ValueSource(ints = {1, 3})
+    void shouldOrderACallBySlotKeepingEachSlotsKeysInCallOrderWithTheirRowsOrOrigins(final int dim) {
         final SplittableRandom random = new SplittableRandom(5);
-        final int dim = 3;
         // Repeats of keys, and keys of the same slot far apart in the call.
         final long[] keys = new long[5_000];
         final float[] rows = new float[keys.length * dim];
