@@ -11,7 +11,6 @@ import io.pscluster.server.table.ParameterTable;
 import io.pscluster.wire.PsException;
 import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import org.apache.hadoop.conf.Configuration;
@@ -30,14 +29,10 @@ class ShardOffHeapAdmissionTest {
 
     @Test
     void shouldRefuseThePushThatHasNoMemoryForItsRowsAndCreateEveryRowItAcknowledged() throws Exception {
-        final String out = ChildJvm.run(
-                        Child.class, List.of("-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:MaxDirectMemorySize=72m"), 120)
-                .output();
-        final Map<String, String> result = new HashMap<>();
-        out.lines().filter(line -> line.startsWith("RESULT ")).forEach(line -> {
-            final int at = line.indexOf('=');
-            result.put(line.substring(7, at), line.substring(at + 1));
-        });
+        final ChildJvm.Run run = ChildJvm.run(
+                Child.class, List.of("-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:MaxDirectMemorySize=72m"), 120);
+        final String out = run.output();
+        final Map<String, String> result = run.results();
         assertThat(result).as("the child's results:\n%s", out).containsKeys("acknowledged", "code", "message");
 
         final int acknowledged = Integer.parseInt(result.get("acknowledged"));

@@ -19,7 +19,6 @@ import io.pscluster.wire.PsException;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.atomic.AtomicLong;
@@ -104,6 +103,15 @@ class ShardSyncAdmissionTest {
         assertThat(shard.endClock(JOB, worker, clock, false).join().accepted()).isTrue();
     }
 
+    /** {@value #TABLE}, capped at 8 rows, in a SYNC job of workers 0 and 1 that are both at clock 0. */
+    private ParameterTable cappedTableOfATwoWorkerJob() throws InterruptedException {
+        shard.createTable(schema(TABLE, 2, 8));
+        syncJob(shard, ++jobsVersion, List.of(TABLE), 0, 1);
+        end(shard, 0, -1);
+        end(shard, 1, -1);
+        return shard.table(TABLE);
+    }
+
     private static long[] keys(final long from, final long to) {
         return LongStream.range(from, to).toArray();
     }
@@ -122,11 +130,7 @@ class ShardSyncAdmissionTest {
      */
     @Test
     void shouldCountAClocksNewRowsAgainstTheCapOnceWhenHeldAndCreateEveryRowItAcknowledged() throws Exception {
-        shard.createTable(schema(TABLE, 2, 8));
-        final ParameterTable table = shard.table(TABLE);
-        syncJob(shard, ++jobsVersion, List.of(TABLE), 0, 1);
-        end(shard, 0, -1);
-        end(shard, 1, -1);
+        final ParameterTable table = cappedTableOfATwoWorkerJob();
 
         push(0, keys(0, 6));
         push(1, keys(0, 6));
@@ -165,11 +169,7 @@ class ShardSyncAdmissionTest {
      */
     @Test
     void shouldRefuseAPushWhoseRowsAnotherClockHoldsOnlyUntilThatClockIsApplied() throws Exception {
-        shard.createTable(schema(TABLE, 2, 8));
-        final ParameterTable table = shard.table(TABLE);
-        syncJob(shard, ++jobsVersion, List.of(TABLE), 0, 1);
-        end(shard, 0, -1);
-        end(shard, 1, -1);
+        final ParameterTable table = cappedTableOfATwoWorkerJob();
         push(0, keys(0, 6));
         end(shard, 0, 0);
 
@@ -251,14 +251,10 @@ class ShardSyncAdmissionTest {
      */
     @Test
     void shouldRefuseTheSyncPushThatHasNoMemoryForItsRowsAndCreateEveryRowTheClockAcknowledged() throws Exception {
-        final String out = ChildJvm.run(
-                        Child.class, List.of("-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:MaxDirectMemorySize=72m"), 120)
-                .output();
-        final Map<String, String> result = new HashMap<>();
-        out.lines().filter(line -> line.startsWith("RESULT ")).forEach(line -> {
-            final int at = line.indexOf('=');
-            result.put(line.substring(7, at), line.substring(at + 1));
-        });
+        final ChildJvm.Run run = ChildJvm.run(
+                Child.class, List.of("-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:MaxDirectMemorySize=72m"), 120);
+        final String out = run.output();
+        final Map<String, String> result = run.results();
         assertThat(result).as("the child's results:\n%s", out).containsKeys("acknowledged", "code", "message");
 
         // 8 MiB for rows (72 MiB less 64 for gRPC) hold about 30,000 rows of 272 bytes.

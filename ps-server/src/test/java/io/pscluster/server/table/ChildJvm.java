@@ -25,6 +25,16 @@ public final class ChildJvm {
                     .orElseThrow(() -> new AssertionError("child printed no result:\n" + output));
             return line.substring("RESULT ".length()).split(" ");
         }
+
+        /** Every {@code RESULT name=value} line, by name (a later line of a name wins). */
+        public java.util.Map<String, String> results() {
+            final java.util.Map<String, String> results = new java.util.HashMap<>();
+            output.lines().filter(line -> line.startsWith("RESULT ")).forEach(line -> {
+                final int at = line.indexOf('=');
+                results.put(line.substring("RESULT ".length(), at), line.substring(at + 1));
+            });
+            return results;
+        }
     }
 
     private ChildJvm() {}
