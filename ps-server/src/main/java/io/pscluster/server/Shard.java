@@ -2231,16 +2231,28 @@ public final class Shard implements AutoCloseable {
             final float[] gradients = sum.gradients();
             final int[] slots = table.slotsOf(keys);
             // The new rows the clock's pushes held (see holdNewRows) go to the sum's push.
-            final ParameterTable.ClockRows held = updates.takeRows(entry.getKey());
-            final ParameterTable.RowPromise promise;
-            if (held != null && held.isOf(table)) {
-                promise = held.take();
-            } else {
-                if (held != null) {
-                    held.release();
-                }
-                promise = ParameterTable.RowPromise.NONE;
+            ParameterTable.ClockRows held = updates.takeRows(entry.getKey());
+            if (held != null && !held.isOf(table)) {
+                held.release();
+                held = null;
             }
+            if (table.schema().getTtlSeconds() > 0) {
+                // A row a push found may have been evicted since: its push was acknowledged, so it is held now.
+                if (held == null) {
+                    held = table.clockRows();
+                }
+                final int revived = held.holdRevived(keys, slots);
+                if (revived > 0) {
+                    LOG.info(
+                            "job {} clock {}: {} rows of table '{}' were evicted (TTL) after pushes of the clock found them;"
+                                    + " they are created again, past the row cap if need be",
+                            jobId,
+                            clock,
+                            revived,
+                            table.name());
+                }
+            }
+            final ParameterTable.RowPromise promise = held == null ? ParameterTable.RowPromise.NONE : held.take();
             while (!table.offerPush(keys, slots, gradients, promise)) {
                 if (writers.isClosing()) {
                     table.release(promise);

@@ -196,6 +196,42 @@ class ShardSyncAdmissionTest {
     }
 
     /**
+     * A key whose row a push of the clock found, and so did not hold, is evicted by the table's TTL before the clock
+     * is applied, and the clock's other new rows fill the cap meanwhile: the row is created again all the same (past
+     * the cap), not dropped after its push was acknowledged.
+     */
+    @Test
+    void shouldCreateTheRowOfAKeyEvictedBetweenItsPushAndItsClock() throws Exception {
+        shard.createTable(schema(TABLE, 2, 8).toBuilder().setTtlSeconds(2).build());
+        final ParameterTable table = shard.table(TABLE);
+        syncJob(shard, ++jobsVersion, List.of(TABLE), 0, 1);
+        end(shard, 0, -1);
+        end(shard, 1, -1);
+        push(0, 0);
+        end(shard, 0, 0);
+        end(shard, 1, 0);
+        await().atMost(Duration.ofSeconds(10)).until(() -> shard.jobClocks(JOB).applied() == 0);
+        shard.awaitQuiescent();
+        assertThat(table.rowCount()).isEqualTo(1);
+
+        push(shard, TABLE, 0, 1, sequences.incrementAndGet(), keys(0, 7), 2);
+        assertThat(table.rowsCounted()).as("key 0's row, and keys 1-6 held").isEqualTo(7);
+        await().atMost(Duration.ofSeconds(15)).until(() -> table.rowCount() == 0);
+        push(shard, TABLE, 1, 1, sequences.incrementAndGet(), new long[] {100, 101}, 2);
+        end(shard, 0, 1);
+        end(shard, 1, 1);
+        await().atMost(Duration.ofSeconds(10)).until(() -> shard.jobClocks(JOB).applied() == 1);
+        shard.awaitQuiescent();
+
+        assertThat(table.droppedRows()).as("rows dropped").isZero();
+        assertThat(table.rowCount())
+                .as("every key of clock 1, one past the cap")
+                .isEqualTo(9);
+        assertThat(table.rowsCounted()).isEqualTo(9);
+        assertThat(table.pull(new long[] {0, 100})).containsExactly(-1f, -1f, -1f, -1f);
+    }
+
+    /**
      * A worker that leaves in the middle of a clock takes its gradients with it: the rows only it named are given back
      * to the cap, at once for a table no other worker pushed to, when the clock is applied for one they did; a dropped
      * table's clock gives back all of its own.

@@ -423,6 +423,41 @@ public final class ParameterTable {
             }
         }
 
+        /**
+         * Holds, for the clock's sum about to be queued ({@code sumKeys}), the rows of its keys that have none now and
+         * that this clock does not hold: keys whose rows a push of the clock found, evicted (TTL) since. Their pushes
+         * were acknowledged, so they are counted past the cap if need be, and claimed in the off-heap budget where it
+         * has room (else the writer claims each as it creates it). Returns how many.
+         */
+        public int holdRevived(final long[] sumKeys, final int[] slots) {
+            final int[] perPartition = new int[partitions.length];
+            int count = 0;
+            for (final int i : absentPositions(sumKeys, slots)) {
+                if (keys.add(sumKeys[i])) {
+                    perPartition[writers.partitionOf(slots[i])]++;
+                    count++;
+                }
+            }
+            if (count == 0) {
+                return 0;
+            }
+            final boolean capped = budget.cap() != 0;
+            if (capped) {
+                budget.promisePastCap(count);
+                promisedTotal += count;
+            }
+            final boolean claimed = claimAll(perPartition, true);
+            for (int p = 0; p < perPartition.length; p++) {
+                if (capped) {
+                    promised[p] += perPartition[p];
+                }
+                if (claimed) {
+                    claims[p] += perPartition[p];
+                }
+            }
+            return count;
+        }
+
         /** Whether these rows are held in {@code table} (and not in a table dropped since of the same name). */
         public boolean isOf(final ParameterTable table) {
             return table == ParameterTable.this;
