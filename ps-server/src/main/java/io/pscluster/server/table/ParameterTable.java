@@ -345,7 +345,7 @@ public final class ParameterTable {
      * workers name it: the sum, applied once every worker ended the clock, then has a row for each key (it used to
      * drop the rows it had no room for, after every worker was told its push was taken). The sum's push takes them
      * ({@link #take}); a clock dropped gives them back ({@link #release}). Not thread-safe: its clock's holder calls it
-     * under its own lock.
+     * under its own lock, then the clock's applier, which alone has it by then.
      */
     public final class ClockRows {
         private final org.agrona.collections.LongHashSet keys = new org.agrona.collections.LongHashSet();
