@@ -598,10 +598,11 @@ public final class Shard implements AutoCloseable {
             final long[] keys,
             final int[] slots,
             final int[] absent) {
-        if (absent.length == 0) {
-            return held;
-        }
+        // Kept even when it holds nothing: it also says which table the clock's pushes went to (isOf).
         final ParameterTable.ClockRows rows = held != null ? held : table.clockRows();
+        if (absent.length == 0) {
+            return rows;
+        }
         final boolean taken;
         try {
             taken = rows.hold(keys, slots, absent);
@@ -2231,26 +2232,18 @@ public final class Shard implements AutoCloseable {
             final float[] gradients = sum.gradients();
             final int[] slots = table.slotsOf(keys);
             // The new rows the clock's pushes held (see holdNewRows) go to the sum's push.
-            ParameterTable.ClockRows held = updates.takeRows(entry.getKey());
+            final ParameterTable.ClockRows held = updates.takeRows(entry.getKey());
             if (held != null && !held.isOf(table)) {
+                // Dropped and created again while the clock was being applied (dropTable forgets the gradients of
+                // clocks still to be applied, not of this one): the table created again must not get them.
                 held.release();
-                held = null;
-            }
-            if (table.schema().getTtlSeconds() > 0) {
-                // A row a push found may have been evicted since: its push was acknowledged, so it is held now.
-                if (held == null) {
-                    held = table.clockRows();
-                }
-                final int revived = held.holdRevived(keys, slots);
-                if (revived > 0) {
-                    LOG.info(
-                            "job {} clock {}: {} rows of table '{}' were evicted (TTL) after pushes of the clock found them;"
-                                    + " they are created again, past the row cap if need be",
-                            jobId,
-                            clock,
-                            revived,
-                            table.name());
-                }
+                LOG.warn(
+                        "job {} clock {}: table '{}' was dropped and created again before the clock was applied: not"
+                                + " applied",
+                        jobId,
+                        clock,
+                        entry.getKey());
+                continue;
             }
             final ParameterTable.RowPromise promise = held == null ? ParameterTable.RowPromise.NONE : held.take();
             while (!table.offerPush(keys, slots, gradients, promise)) {

@@ -277,7 +277,7 @@ public final class ParameterTable {
                         memory.anyAhead() || memory.coolingDown());
             }
         }
-        return new RowPromise(counts, absent, promisedTotal, claims);
+        return new RowPromise(counts, absent, promisedTotal, claims, false);
     }
 
     /** Claims {@code records[p]} records in each partition {@code p}, all or none (see {@link RecordRoom#claim}). */
@@ -423,56 +423,24 @@ public final class ParameterTable {
             }
         }
 
-        /**
-         * Holds, for the clock's sum about to be queued ({@code sumKeys}), the rows of its keys that have none now and
-         * that this clock does not hold: keys whose rows a push of the clock found, evicted (TTL) since. Their pushes
-         * were acknowledged, so they are counted past the cap if need be, and claimed in the off-heap budget where it
-         * has room (else the writer claims each as it creates it). Returns how many.
-         */
-        public int holdRevived(final long[] sumKeys, final int[] slots) {
-            final int[] perPartition = new int[partitions.length];
-            int count = 0;
-            for (final int i : absentPositions(sumKeys, slots)) {
-                if (keys.add(sumKeys[i])) {
-                    perPartition[writers.partitionOf(slots[i])]++;
-                    count++;
-                }
-            }
-            if (count == 0) {
-                return 0;
-            }
-            final boolean capped = budget.cap() != 0;
-            if (capped) {
-                budget.promisePastCap(count);
-                promisedTotal += count;
-            }
-            final boolean claimed = claimAll(perPartition, true);
-            for (int p = 0; p < perPartition.length; p++) {
-                if (capped) {
-                    promised[p] += perPartition[p];
-                }
-                if (claimed) {
-                    claims[p] += perPartition[p];
-                }
-            }
-            return count;
-        }
-
         /** Whether these rows are held in {@code table} (and not in a table dropped since of the same name). */
         public boolean isOf(final ParameterTable table) {
             return table == ParameterTable.this;
         }
 
-        /** The rows held, for the clock's sum's push (its writers give back what they do not use); holds none after. */
+        /**
+         * The rows held, for the clock's sum's push (its writers give back what they do not use; a row beyond them, of
+         * a key whose row a push found and TTL evicted since, is created past the cap); holds none after.
+         */
         public RowPromise take() {
-            final RowPromise promise = new RowPromise(null, promised.clone(), promisedTotal, claims.clone());
+            final RowPromise promise = new RowPromise(null, promised.clone(), promisedTotal, claims.clone(), true);
             clear();
             return promise;
         }
 
         /** Gives back every row held: the clock's pushes to the table are dropped. */
         public void release() {
-            ParameterTable.this.release(new RowPromise(null, null, promisedTotal, claims));
+            ParameterTable.this.release(new RowPromise(null, null, promisedTotal, claims, false));
             clear();
         }
 
@@ -509,19 +477,29 @@ public final class ParameterTable {
      */
     public static final class RowPromise {
         /** Nothing promised or claimed: the writers count and claim each new row as they create it. */
-        public static final RowPromise NONE = new RowPromise(null, null, 0, null);
+        public static final RowPromise NONE = new RowPromise(null, null, 0, null, false);
 
         private final int[] keysPerPartition;
         private final int[] promised;
         private final long promisedTotal;
         private final int[] claims;
+        /**
+         * Whether a new row beyond those promised is created past the cap: a SYNC clock's sum, whose pushes were
+         * acknowledged when the keys it did not hold had rows (TTL may have evicted them since).
+         */
+        private final boolean pastCap;
 
         private RowPromise(
-                final int[] keysPerPartition, final int[] promised, final long promisedTotal, final int[] claims) {
+                final int[] keysPerPartition,
+                final int[] promised,
+                final long promisedTotal,
+                final int[] claims,
+                final boolean pastCap) {
             this.keysPerPartition = keysPerPartition;
             this.promised = promised;
             this.promisedTotal = promisedTotal;
             this.claims = claims;
+            this.pastCap = pastCap;
         }
 
         int promisedIn(final int partition) {
@@ -643,7 +621,7 @@ public final class ParameterTable {
             final float[] gradients,
             final RowPromise promise) {
         final PartitionStore store = partitions[partition];
-        store.promiseRows(promise.promisedIn(partition));
+        store.promiseRows(promise.promisedIn(partition), promise.pastCap);
         store.useClaims(promise.claimedIn(partition));
         try {
             applyRows(partition, keys, slots, rows, count, gradients, touchNow());

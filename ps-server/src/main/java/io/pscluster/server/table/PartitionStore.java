@@ -102,6 +102,11 @@ final class PartitionStore {
      */
     private int promisedRows;
     /**
+     * Whether the push being applied creates its rows beyond {@link #promisedRows} past the table's cap (a SYNC clock's
+     * sum: see {@link ParameterTable.RowPromise}); the writer's alone.
+     */
+    private boolean createsPastCap;
+    /**
      * Records the push being applied claimed in this partition when it was admitted ({@link #claimAhead}), not yet
      * created; the writer's alone, like {@link #promisedRows} ({@link #useClaims}, {@link #releaseUnusedClaims}).
      */
@@ -1107,7 +1112,7 @@ final class PartitionStore {
         if (capped && promisedRows > 0) {
             // Counted against the cap when the push was admitted.
             promisedRows--;
-        } else if (!budget.reserve(capped)) {
+        } else if (!budget.reserve(capped && !createsPastCap)) {
             return refuse("the table's cap of " + budget.cap() + " rows on this shard is reached");
         }
         if (claimedRecords > 0) {
@@ -1175,14 +1180,16 @@ final class PartitionStore {
     }
 
     /** Sets the rows the next push applied here was promised; see {@link #promisedRows}. */
-    void promiseRows(final int rows) {
+    void promiseRows(final int rows, final boolean pastCap) {
         promisedRows = rows;
+        createsPastCap = pastCap;
     }
 
     /** The promised rows the push did not create (its keys' rows made meanwhile by an earlier push); now none. */
     int takeUnusedPromise() {
         final int unused = promisedRows;
         promisedRows = 0;
+        createsPastCap = false;
         return unused;
     }
 

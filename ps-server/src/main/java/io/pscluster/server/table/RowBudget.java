@@ -61,14 +61,6 @@ final class RowBudget {
         return true;
     }
 
-    /**
-     * Counts {@code rows} rows a push will create whatever the cap: rows whose push was acknowledged when they existed
-     * (see {@link ParameterTable.ClockRows#holdRevived}). Only for a capped table.
-     */
-    void promisePastCap(final long rows) {
-        this.rows.addAndGet(rows);
-    }
-
     /** Gives back {@code unused} promised rows that were not created. */
     void releasePromised(final long unused) {
         if (unused > 0) {
