@@ -60,9 +60,11 @@ final class SlotChunks {
 
     /**
      * A call of {@code keys} in slot order ({@link #orderBySlot}) when it is large enough to gain from it
-     * ({@link #ordersFirst}), else null; null too when the heap has no room for the ordered copy ({@code 12n + 4n dim}
-     * bytes for a push of n keys, {@code 16n} for a pull, keys, slots and rows or origins): the order only saves time,
-     * so a caller whose call fits the heap but not twice goes on with the call's own arrays.
+     * ({@link #ordersFirst}), else null; null too when the heap has no room for the ordered copy and its scratch
+     * ({@code 16n + 4n dim} bytes for a push of n keys, {@code 20n} for a pull: keys, slots and rows or origins, and
+     * the call's slots; then a buffer of the largest of 64 parts of the slots, a 64th of that for keys spread by hash,
+     * up to as much again when one hot key fills a part): the order only saves time, so a caller whose call fits the
+     * heap but not twice goes on with the call's own arrays.
      */
     static Ordered inSlotOrder(final long tableHash, final long[] keys, final float[] rows, final int dim) {
         if (!ordersFirst(keys.length, dim)) {
