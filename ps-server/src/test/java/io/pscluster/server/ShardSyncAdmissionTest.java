@@ -232,6 +232,61 @@ class ShardSyncAdmissionTest {
     }
 
     /**
+     * A table dropped and created again under its name while a clock that pushed to it is being applied (the clock is
+     * no longer among those a drop forgets) gets nothing of the clock; the clock's other table gets its sum. The apply
+     * is held on the other table's sum, which waits for room in the writers' queue (filled by async pushes while the
+     * writers are held), while the table is dropped and created again.
+     */
+    @Test
+    void shouldNotApplyAClocksSumToATableCreatedAgainWhileTheClockWasApplied() throws Exception {
+        final String first = "a";
+        final String again = "b";
+        final java.util.Map<String, Integer> clockOrder = new java.util.HashMap<>();
+        clockOrder.put(again, 0);
+        clockOrder.put(first, 1);
+        assertThat(clockOrder.keySet())
+                .as("the order a clock applies its tables in (a HashMap's)")
+                .containsExactly(first, again);
+        shard.createTable(schema(first, 2, 0));
+        shard.createTable(schema(again, 2, 0));
+        shard.createTable(schema(OTHER, 2, 0));
+        syncJob(shard, ++jobsVersion, List.of(first, again), 0);
+        end(shard, 0, -1);
+        push(shard, first, 0, 0, sequences.incrementAndGet(), keys(0, 4), 2);
+        push(shard, again, 0, 0, sequences.incrementAndGet(), keys(0, 4), 2);
+
+        try (BlockedWriters blocked = BlockedWriters.block(shard, 2)) {
+            int queued = 0;
+            while (queued < 10_000) {
+                try {
+                    shard.push(OTHER, 1, 0, 0, keys(100, 104), new float[8]);
+                    queued++;
+                } catch (PsException full) {
+                    assertThat(PsException.rejectOf(PsException.toStatus(full)))
+                            .as("the writers' queue is full: %s", full.getMessage())
+                            .isNotNull();
+                    break;
+                }
+            }
+            end(shard, 0, 0);
+            await().atMost(Duration.ofSeconds(10))
+                    .until(() -> shard.jobClocks(JOB).pendingClocks() == 0);
+            assertThat(shard.jobClocks(JOB).applied())
+                    .as("clock 0 being applied")
+                    .isEqualTo(-1);
+            shard.dropTable(again);
+            shard.createTable(schema(again, 2, 0));
+        }
+        await().atMost(Duration.ofSeconds(10)).until(() -> shard.jobClocks(JOB).applied() == 0);
+        shard.awaitQuiescent();
+
+        assertThat(shard.table(first).pull(new long[] {3})).containsExactly(-1f, -1f);
+        assertThat(shard.table(again).rowCount())
+                .as("rows of the table created again")
+                .isZero();
+    }
+
+    /**
      * A worker that leaves in the middle of a clock takes its gradients with it: the rows only it named are given back
      * to the cap, at once for a table no other worker pushed to, when the clock is applied for one they did; a dropped
      * table's clock gives back all of its own.
