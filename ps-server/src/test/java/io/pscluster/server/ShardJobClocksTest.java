@@ -832,6 +832,45 @@ class ShardJobClocksTest {
         assertThat(clocks.bufferedBytes()).isZero();
     }
 
+    /**
+     * A clock whose apply throws gives back the new rows its pushes held (its table's cap counted them until then), so
+     * that a failed clock leaves no room held for good.
+     */
+    @Test
+    void shouldGiveBackTheRowsAClockHeldWhenApplyingItThrows() throws InterruptedException {
+        shard.createTable(TableSchema.newBuilder()
+                .setName("capped")
+                .setKind(TableKind.SPARSE)
+                .setDim(1)
+                .setOptimizer(OptimizerSpec.newBuilder().setLearningRate(1f))
+                .setMaxRowsPerShard(10)
+                .build());
+        final io.pscluster.server.table.ParameterTable table = shard.table("capped");
+        final JobClocks clocks = new JobClocks(
+                Runnable::run,
+                (job, clock, updates, n) -> {
+                    throw new IllegalStateException("injected: applying clock " + clock + " failed");
+                },
+                1 << 20);
+        clocks.update(startedJob(), false);
+        clocks.report("j", 0, -1, true);
+        final long[] keys = {1, 2, 3};
+        final int[] slots = table.slotsOf(keys);
+        clocks.buffer("capped", () -> true, "j", 0, 0, 1, keys, new float[3], held -> {
+            final io.pscluster.server.table.ParameterTable.ClockRows rows = held != null ? held : table.clockRows();
+            assertThat(rows.hold(keys, slots, table.absentPositions(keys, slots)))
+                    .isTrue();
+            return rows;
+        });
+        assertThat(table.rowsCounted()).as("three new rows held").isEqualTo(3);
+
+        clocks.report("j", 0, 0, false);
+        assertThat(clocks.snapshot("j").applied())
+                .as("a failed clock still ends")
+                .isZero();
+        assertThat(table.rowsCounted()).as("held rows given back").isZero();
+    }
+
     private static UpdateJobsRequest startedJob() {
         return UpdateJobsRequest.newBuilder()
                 .addJobs(JobInfo.newBuilder()
