@@ -292,27 +292,11 @@ final class JobClocks {
     /**
      * Keeps a SYNC push for its clock (after {@link #route} said BUFFER, under the push's sequence window), added to
      * what the worker pushed for that clock before; NOT_FOUND when {@code tableLive} says the table was dropped since
-     * the push found it.
+     * the push found it. The push's new rows are held for the clock by {@code newRows} first ({@link NewRows#NONE}
+     * when it creates none).
      *
-     * @throws PsException RESOURCE_EXHAUSTED (final) when the shard holds its limit of gradients waiting for clocks.
-     */
-    synchronized void buffer(
-            final String table,
-            final java.util.function.BooleanSupplier tableLive,
-            final String jobId,
-            final int worker,
-            final long clock,
-            final int dim,
-            final long[] keys,
-            final float[] gradients) {
-        buffer(table, tableLive, jobId, worker, clock, dim, keys, gradients, NewRows.NONE);
-    }
-
-    /**
-     * As {@link #buffer(String, java.util.function.BooleanSupplier, String, int, long, int, long[], float[])}, the
-     * push's new rows held for the clock by {@code newRows} first.
-     *
-     * @throws PsException as {@code newRows} refuses the push (nothing kept)
+     * @throws PsException RESOURCE_EXHAUSTED (final) when the shard holds its limit of gradients waiting for clocks,
+     *     or as {@code newRows} refuses the push (nothing kept)
      */
     synchronized void buffer(
             final String table,

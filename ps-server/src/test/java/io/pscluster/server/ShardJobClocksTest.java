@@ -621,7 +621,8 @@ class ShardJobClocksTest {
         clocks.update(run(1, true, 0), false);
         clocks.report("j", 0, -1, true);
         for (long clock = 0; clock < 2; clock++) {
-            clocks.buffer(TABLE, () -> true, "j", 0, clock, 1, new long[] {1}, new float[] {1f});
+            clocks.buffer(
+                    TABLE, () -> true, "j", 0, clock, 1, new long[] {1}, new float[] {1f}, JobClocks.NewRows.NONE);
             clocks.report("j", 0, clock, false);
         }
     }
@@ -643,7 +644,7 @@ class ShardJobClocksTest {
         clocks.update(run(3, true, 5), false);
         assertThat(clocks.snapshot("j").applied()).isEqualTo(-1);
         clocks.report("j", 5, -1, true);
-        clocks.buffer(TABLE, () -> true, "j", 5, 0, 1, new long[] {1}, new float[] {1f});
+        clocks.buffer(TABLE, () -> true, "j", 5, 0, 1, new long[] {1}, new float[] {1f}, JobClocks.NewRows.NONE);
         clocks.report("j", 5, 0, false);
         assertThat(applies.clocks)
                 .as("nothing of the new run before the old run's clocks")
@@ -677,7 +678,7 @@ class ShardJobClocksTest {
         clocks.update(run(1, true, 0, 1), false);
         clocks.report("j", 0, -1, true);
         clocks.report("j", 1, -1, true);
-        clocks.buffer(TABLE, () -> true, "j", 1, 3, 1, new long[] {1}, new float[] {1f});
+        clocks.buffer(TABLE, () -> true, "j", 1, 3, 1, new long[] {1}, new float[] {1f}, JobClocks.NewRows.NONE);
 
         assertThat(clocks.report("j", 0, 9, false).accepted())
                 .as("worker 0 pushed nothing here")
@@ -694,7 +695,7 @@ class ShardJobClocksTest {
                 .isTrue();
         assertThat(clocks.bufferedBytes()).isLessThan(held);
         clocks.report("j", 0, 10, false);
-        clocks.buffer(TABLE, () -> true, "j", 1, 10, 1, new long[] {1}, new float[] {1f});
+        clocks.buffer(TABLE, () -> true, "j", 1, 10, 1, new long[] {1}, new float[] {1f}, JobClocks.NewRows.NONE);
         clocks.report("j", 1, 10, false);
         assertThat(applies.clocks)
                 .as("clock 10, which holds gradients, goes to the applier once both ended it; nothing of clock 3")
@@ -707,7 +708,7 @@ class ShardJobClocksTest {
         final HeldApplies applies = new HeldApplies();
         final JobClocks clocks = new JobClocks(Runnable::run, applies, 1 << 20);
         endTwoClocks(clocks);
-        clocks.buffer(TABLE, () -> true, "j", 0, 2, 1, new long[] {1}, new float[] {1f});
+        clocks.buffer(TABLE, () -> true, "j", 0, 2, 1, new long[] {1}, new float[] {1f}, JobClocks.NewRows.NONE);
 
         clocks.update(UpdateJobsRequest.newBuilder().setJobsVersion(2).build(), false);
         applies.held.get(0).complete(null);
@@ -732,7 +733,7 @@ class ShardJobClocksTest {
                 run(1, true, 7).toBuilder().setJobsVersion(3).build();
         clocks.update(again, false);
         clocks.report("j", 7, -1, true);
-        clocks.buffer(TABLE, () -> true, "j", 7, 0, 1, new long[] {1}, new float[] {1f});
+        clocks.buffer(TABLE, () -> true, "j", 7, 0, 1, new long[] {1}, new float[] {1f}, JobClocks.NewRows.NONE);
         clocks.report("j", 7, 0, false);
         assertThat(applies.clocks).as("nothing of the new run yet").containsExactly(0L);
 
@@ -756,7 +757,7 @@ class ShardJobClocksTest {
         final JobClocks clocks = new JobClocks(Runnable::run, applies, 1 << 20);
         clocks.update(withRun(run(1, true, 0), 1), false);
         clocks.report("j", 0, -1, true);
-        clocks.buffer(TABLE, () -> true, "j", 0, 0, 1, new long[] {1}, new float[] {1f});
+        clocks.buffer(TABLE, () -> true, "j", 0, 0, 1, new long[] {1}, new float[] {1f}, JobClocks.NewRows.NONE);
         clocks.report("j", 0, 0, false);
         applies.held.get(0).complete(null);
         clocks.report("j", 0, 1, false);
@@ -795,12 +796,13 @@ class ShardJobClocksTest {
         final JobClocks clocks = new JobClocks(Runnable::run, (job, clock, updates, n) -> null, 4096);
         clocks.update(startedJob(), false);
         clocks.report("j", 0, -1, true);
-        clocks.buffer(TABLE, () -> true, "j", 0, 0, 1, new long[] {1, 2}, new float[] {1f, 1f});
+        clocks.buffer(TABLE, () -> true, "j", 0, 0, 1, new long[] {1, 2}, new float[] {1f, 1f}, JobClocks.NewRows.NONE);
         final long held = clocks.bufferedBytes();
         assertThat(held).isPositive();
         final PsException full = catchThrowableOfType(
                 PsException.class,
-                () -> clocks.buffer(TABLE, () -> true, "j", 0, 0, 1, new long[1000], new float[1000]));
+                () -> clocks.buffer(
+                        TABLE, () -> true, "j", 0, 0, 1, new long[1000], new float[1000], JobClocks.NewRows.NONE));
         assertThat(full.code()).isEqualTo(Status.Code.RESOURCE_EXHAUSTED);
         assertThat(full).hasMessageContaining("MiB of sync gradients");
         assertThat(clocks.bufferedBytes()).isEqualTo(held);
@@ -820,12 +822,12 @@ class ShardJobClocksTest {
                 1 << 20);
         clocks.update(startedJob(), false);
         clocks.report("j", 0, -1, true);
-        clocks.buffer(TABLE, () -> true, "j", 0, 0, 1, new long[] {1}, new float[] {1f});
+        clocks.buffer(TABLE, () -> true, "j", 0, 0, 1, new long[] {1}, new float[] {1f}, JobClocks.NewRows.NONE);
         clocks.report("j", 0, 0, false);
         assertThat(clocks.snapshot("j").applied())
                 .as("a failed clock still ends")
                 .isEqualTo(0);
-        clocks.buffer(TABLE, () -> true, "j", 0, 1, 1, new long[] {1}, new float[] {1f});
+        clocks.buffer(TABLE, () -> true, "j", 0, 1, 1, new long[] {1}, new float[] {1f}, JobClocks.NewRows.NONE);
         clocks.report("j", 0, 1, false);
         assertThat(clocks.snapshot("j").applied()).isEqualTo(1);
         assertThat(calls).hasValue(2);

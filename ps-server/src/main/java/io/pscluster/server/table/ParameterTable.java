@@ -226,13 +226,13 @@ public final class ParameterTable {
         return Arrays.stream(absentPerPartition(keys, slots)).sum();
     }
 
+    /** Distinct keys without a row, counted per partition. */
     private int[] absentPerPartition(final long[] keys, final int[] slots) {
         final int[] perPartition = new int[partitions.length];
-        final org.agrona.collections.LongHashSet absent = new org.agrona.collections.LongHashSet();
-        for (int i = 0; i < keys.length; i++) {
-            final int partition = writers.partitionOf(slots[i]);
-            if (partitions[partition].find(keys[i]) < 0 && absent.add(keys[i])) {
-                perPartition[partition]++;
+        final org.agrona.collections.LongHashSet distinct = new org.agrona.collections.LongHashSet();
+        for (final int i : absentPositions(keys, slots)) {
+            if (distinct.add(keys[i])) {
+                perPartition[writers.partitionOf(slots[i])]++;
             }
         }
         return perPartition;
@@ -271,13 +271,17 @@ public final class ParameterTable {
             }
             if (absent != null || !claimAll(claims, true)) {
                 budget.releasePromised(promisedTotal);
-                throw new OffHeapFull(
-                        "table '" + name() + "' has no off-heap room for "
-                                + Arrays.stream(claims).sum() + " new rows: " + memory.shortage(),
-                        memory.anyAhead() || memory.coolingDown());
+                throw noRoomFor(Arrays.stream(claims).sum());
             }
         }
         return new RowPromise(counts, absent, promisedTotal, claims, false);
+    }
+
+    /** The refusal of {@code rows} new rows the off-heap budget has no room for; retryable while room is coming. */
+    private OffHeapFull noRoomFor(final long rows) {
+        return new OffHeapFull(
+                "table '" + name() + "' has no off-heap room for " + rows + " new rows: " + memory.shortage(),
+                memory.anyAhead() || memory.coolingDown());
     }
 
     /** Claims {@code records[p]} records in each partition {@code p}, all or none (see {@link RecordRoom#claim}). */
@@ -384,9 +388,7 @@ public final class ParameterTable {
                     budget.releasePromised(count);
                 }
                 forget(added, count);
-                throw new OffHeapFull(
-                        "table '" + name() + "' has no off-heap room for " + count + " new rows: " + memory.shortage(),
-                        memory.anyAhead() || memory.coolingDown());
+                throw noRoomFor(count);
             }
             for (int p = 0; p < perPartition.length; p++) {
                 claims[p] += perPartition[p];
