@@ -274,7 +274,9 @@ public final class ParameterTable {
                 throw noRoomFor(Arrays.stream(claims).sum());
             }
         }
-        return new RowPromise(counts, absent, promisedTotal, claims, false);
+        // Acknowledged once queued: a key whose row TTL evicts before the writer reaches it is created again past
+        // the cap rather than dropped.
+        return new RowPromise(counts, absent, promisedTotal, claims, true);
     }
 
     /** The refusal of {@code rows} new rows the off-heap budget has no room for; retryable while room is coming. */
@@ -486,8 +488,8 @@ public final class ParameterTable {
         private final long promisedTotal;
         private final int[] claims;
         /**
-         * Whether a new row beyond those promised is created past the cap: a SYNC clock's sum, whose pushes were
-         * acknowledged when the keys it did not hold had rows (TTL may have evicted them since).
+         * Whether a new row beyond those promised is created past the cap: an admitted push, acknowledged when the
+         * keys it promised no row for had rows (TTL may have evicted them since), and a SYNC clock's sum, likewise.
          */
         private final boolean pastCap;
 
@@ -979,8 +981,9 @@ public final class ParameterTable {
     }
 
     /**
-     * Row updates acknowledged but not applied: new rows past the cap (pushes that raced past the check), and rows of
-     * slots that moved away or began a restore between the push's validation and its application.
+     * Row updates acknowledged but not applied: new rows the off-heap memory or the index had no room for, new rows
+     * of pushes not admitted against the cap (in-process callers), and rows of slots that moved away or began a
+     * restore between the push's validation and its application.
      */
     public long droppedRows() {
         return droppedRows.get();

@@ -156,4 +156,79 @@ class SparseTableLimitsTest {
 
         assertThat(table.rowCount()).isBetween(50L, 60L);
     }
+
+    /**
+     * An acknowledged (admitted) push names a key whose row exists, so it promises no row for it; TTL evicts the row
+     * before the push is applied, and another push fills the cap meanwhile: the push creates the row again past the
+     * cap (it was acknowledged), rather than dropping it. The push is held behind a control task on its partition's
+     * writer, which takes the eviction pass itself, on that writer, once the push is queued.
+     */
+    @Test
+    void shouldCreateTheRowOfAnAdmittedPushWhoseKeyWasEvictedBeforeItWasApplied() throws Exception {
+        final ParameterTable table = table(8, 2);
+        final PartitionWriters writers = fixture.writers();
+        final long[] inFirst = java.util.stream.LongStream.iterate(0, key -> key + 1)
+                .filter(key -> writers.partitionOf(table.slotOf(key)) == 0)
+                .limit(1)
+                .toArray();
+        final long[] inSecond = java.util.stream.LongStream.iterate(0, key -> key + 1)
+                .filter(key -> writers.partitionOf(table.slotOf(key)) == 1)
+                .limit(8)
+                .toArray();
+        final long evicted = inFirst[0];
+        final long late = inSecond[7];
+        final java.util.concurrent.CountDownLatch evict = new java.util.concurrent.CountDownLatch(1);
+        final java.util.concurrent.CountDownLatch apply = new java.util.concurrent.CountDownLatch(1);
+        try {
+            table.push(new long[] {evicted}, gradients(1, 1f));
+            final int touchedBy = table.touchNow();
+            final java.util.concurrent.CompletableFuture<Boolean> held = writers.runOn(0, partition -> {
+                try {
+                    evict.await();
+                    while (!table.evictStep(partition)) {
+                        // The whole pass, on this writer.
+                    }
+                    apply.await();
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+                return true;
+            });
+            await().atMost(Duration.ofSeconds(10)).until(() -> table.touchNow() > touchedBy + 2);
+            final long[] seven = Arrays.copyOf(inSecond, 7);
+            // Queued, not awaited: awaiting waits for the held writer too.
+            assertThat(table.offerPush(seven, table.slotsOf(seven), gradients(7, 1f)))
+                    .isTrue();
+            await().atMost(Duration.ofSeconds(10)).until(() -> table.rowCount() == 8);
+
+            final long[] pushed = {evicted};
+            final int[] pushedSlots = table.slotsOf(pushed);
+            final ParameterTable.RowPromise promise = table.promiseNewRows(pushed, pushedSlots);
+            assertThat(promise).as("admitted: its row exists").isNotNull();
+            assertThat(table.offerPush(pushed, pushedSlots, gradients(1, 1f), promise))
+                    .isTrue();
+            evict.countDown();
+            await().atMost(Duration.ofSeconds(10)).until(() -> table.rowCount() == 7);
+            final long[] last = {late};
+            final int[] lastSlots = table.slotsOf(last);
+            final ParameterTable.RowPromise filling = table.promiseNewRows(last, lastSlots);
+            assertThat(filling).as("the cap's last row, freed by the eviction").isNotNull();
+            assertThat(table.offerPush(last, lastSlots, gradients(1, 1f), filling))
+                    .isTrue();
+            await().atMost(Duration.ofSeconds(10)).until(() -> table.rowCount() == 8);
+            apply.countDown();
+            assertThat(held.get(10, java.util.concurrent.TimeUnit.SECONDS)).isTrue();
+            table.awaitApplied();
+
+            assertThat(table.droppedRows()).as("rows dropped").isZero();
+            assertThat(table.rowCount())
+                    .as("every admitted row, one past the cap")
+                    .isEqualTo(9);
+            assertThat(table.rowsCounted()).isEqualTo(9);
+            assertThat(table.pull(new long[] {evicted, late})).containsExactly(-1f, -1f, -1f, -1f);
+        } finally {
+            evict.countDown();
+            apply.countDown();
+        }
+    }
 }
