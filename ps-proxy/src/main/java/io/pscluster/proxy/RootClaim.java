@@ -97,6 +97,11 @@ final class RootClaim {
 
     private volatile long lastRenewedNanos = System.nanoTime();
     private volatile String lastFailure = "";
+    /** Whether the last renewal failed because the root's NameNode is in safe mode. */
+    private volatile boolean inSafeMode;
+    /** A renewal asked for by {@link #trouble} is queued and has not begun (so that refusals do not pile them up). */
+    private final java.util.concurrent.atomic.AtomicBoolean renewalAsked =
+            new java.util.concurrent.atomic.AtomicBoolean();
     /** Other runs' claims as the last renewal read them; the renewal thread's alone. */
     private Map<String, Claim> othersSeen = new HashMap<>();
 
@@ -232,15 +237,43 @@ final class RootClaim {
         }
         final long since = System.nanoTime() - lastRenewedNanos;
         if (since > staleAfterNanos) {
-            return "this proxy has not renewed its claim on checkpoint root " + store.root() + " for "
-                    + TimeUnit.NANOSECONDS.toMillis(since) + " ms (" + lastFailure + "), so a proxy starting there"
-                    + " may take it for stopped";
+            // Renewed now rather than at the next interval: once the cause is gone, the next attempt goes through.
+            if (renewalAsked.compareAndSet(false, true)) {
+                try {
+                    timer.execute(this::renew);
+                } catch (RejectedExecutionException released) {
+                    // The proxy is closing.
+                }
+            }
+            final String unrenewed = "this proxy has not renewed its claim on checkpoint root " + store.root() + " for "
+                    + TimeUnit.NANOSECONDS.toMillis(since) + " ms";
+            if (inSafeMode) {
+                return "the NameNode of checkpoint root " + store.root() + " is in safe mode, where it takes no"
+                        + " writes (it leaves by itself once its DataNodes have reported enough blocks; `hdfs dfsadmin"
+                        + " -safemode get` shows it), so " + unrenewed + " and takes no checkpoint there until the"
+                        + " NameNode leaves safe mode (" + lastFailure + ")";
+            }
+            return unrenewed + " (" + lastFailure + "), so a proxy starting there may take it for stopped";
         }
         return "";
     }
 
+    /** Whether {@code failure} is the NameNode's refusal of a write while it is in safe mode. */
+    static boolean isSafeMode(final Throwable failure) {
+        for (Throwable cause = failure; cause != null; cause = cause.getCause()) {
+            final String name = cause instanceof org.apache.hadoop.ipc.RemoteException remote
+                    ? remote.getClassName()
+                    : cause.getClass().getName();
+            if (name.endsWith(".SafeModeException")) {
+                return true;
+            }
+        }
+        return false;
+    }
+
     /** Renews the claim and looks at the others'; never throws (a failure is logged once until one succeeds). */
     private void renew() {
+        renewalAsked.set(false);
         try {
             synchronized (files) {
                 if (released) {
@@ -264,9 +297,11 @@ final class RootClaim {
                 LOG.info("the claim on checkpoint root {} is renewed again", store.root());
                 failing = false;
             }
+            inSafeMode = false;
         } catch (IOException | RuntimeException | org.apache.hadoop.fs.FSError e) {
             // FSError: the local filesystem's I/O failure (a full disk); a timer task that throws is never run again.
             lastFailure = e.toString();
+            inSafeMode = isSafeMode(e);
             if (!failing) {
                 LOG.warn(
                         "cannot renew this proxy's claim on checkpoint root {} ({}); if this lasts, another proxy"
