@@ -201,20 +201,10 @@ class SparseTableLimitsTest {
                     .isTrue();
             await().atMost(Duration.ofSeconds(10)).until(() -> table.rowCount() == 8);
 
-            final long[] pushed = {evicted};
-            final int[] pushedSlots = table.slotsOf(pushed);
-            final ParameterTable.RowPromise promise = table.promiseNewRows(pushed, pushedSlots);
-            assertThat(promise).as("admitted: its row exists").isNotNull();
-            assertThat(table.offerPush(pushed, pushedSlots, gradients(1, 1f), promise))
-                    .isTrue();
+            queueAdmitted(table, evicted, "admitted: its row exists");
             evict.countDown();
             await().atMost(Duration.ofSeconds(10)).until(() -> table.rowCount() == 7);
-            final long[] last = {late};
-            final int[] lastSlots = table.slotsOf(last);
-            final ParameterTable.RowPromise filling = table.promiseNewRows(last, lastSlots);
-            assertThat(filling).as("the cap's last row, freed by the eviction").isNotNull();
-            assertThat(table.offerPush(last, lastSlots, gradients(1, 1f), filling))
-                    .isTrue();
+            queueAdmitted(table, late, "the cap's last row, freed by the eviction");
             await().atMost(Duration.ofSeconds(10)).until(() -> table.rowCount() == 8);
             apply.countDown();
             assertThat(held.get(10, java.util.concurrent.TimeUnit.SECONDS)).isTrue();
@@ -230,5 +220,14 @@ class SparseTableLimitsTest {
             evict.countDown();
             apply.countDown();
         }
+    }
+
+    /** Admits a push of {@code key} (gradient 1) as a shard does, which must succeed, and queues it. */
+    private static void queueAdmitted(final ParameterTable table, final long key, final String why) {
+        final long[] keys = {key};
+        final int[] slots = table.slotsOf(keys);
+        final ParameterTable.RowPromise promise = table.promiseNewRows(keys, slots);
+        assertThat(promise).as(why).isNotNull();
+        assertThat(table.offerPush(keys, slots, gradients(1, 1f), promise)).isTrue();
     }
 }
