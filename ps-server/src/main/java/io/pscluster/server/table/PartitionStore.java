@@ -357,8 +357,8 @@ final class PartitionStore {
      * looked up by {@link #find}, a dependent miss per record it checks). The four are in one cache line but
      * three times in 16 and are loaded with acquire semantics; the choice is a select, not a branch, so that a loop
      * of these alone over a block keeps many cache misses in flight at once. Checking two instead of four left about
-     * twice as many keys to {@code find} (the share of a pull's samples in it, 14.5% against 7.6%) and cost 10-25%
-     * more per key at 10M random rows (`scale`, 2 alternating rounds: pull 90-110 against 80-85 ns).
+     * twice as many keys to {@code find} (the share of a pull's samples in it, 14.5% against 7.6%); eight instead of
+     * four cost more than the lookups they saved (README, round twenty).
      */
     static int homeEntry(final int[] entries, final long h) {
         final int mask = entries.length - 1;
