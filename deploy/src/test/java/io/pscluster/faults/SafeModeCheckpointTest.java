@@ -69,7 +69,7 @@ class SafeModeCheckpointTest {
                                     .isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
                                         assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.FAILED_PRECONDITION);
                                         assertThat(e.getStatus().getDescription())
-                                                .contains("is in safe mode")
+                                                .contains("was in safe mode at this proxy's last renewal")
                                                 .contains("until the NameNode leaves safe mode");
                                     }));
                 } finally {

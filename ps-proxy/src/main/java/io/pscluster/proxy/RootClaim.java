@@ -248,8 +248,8 @@ final class RootClaim {
             final String unrenewed = "this proxy has not renewed its claim on checkpoint root " + store.root() + " for "
                     + TimeUnit.NANOSECONDS.toMillis(since) + " ms";
             if (inSafeMode) {
-                return "the NameNode of checkpoint root " + store.root() + " is in safe mode, where it takes no"
-                        + " writes (it leaves by itself once its DataNodes have reported enough blocks; `hdfs dfsadmin"
+                return "the NameNode of checkpoint root " + store.root() + " was in safe mode at this proxy's last"
+                        + " renewal, where it takes no writes (it leaves by itself once its DataNodes have reported enough blocks; `hdfs dfsadmin"
                         + " -safemode get` shows it), so " + unrenewed + " and takes no checkpoint there until the"
                         + " NameNode leaves safe mode (" + lastFailure + ")";
             }
@@ -258,13 +258,21 @@ final class RootClaim {
         return "";
     }
 
-    /** Whether {@code failure} is the NameNode's refusal of a write while it is in safe mode. */
+    /**
+     * Whether {@code failure} is the NameNode's refusal of a write while it is in safe mode: a {@code
+     * SafeModeException}, also from the NameNode as a {@code RemoteException}, or wrapped in a {@code
+     * RetriableException} (an HA NameNode in its startup safe mode), whose message names it.
+     */
     static boolean isSafeMode(final Throwable failure) {
         for (Throwable cause = failure; cause != null; cause = cause.getCause()) {
             final String name = cause instanceof org.apache.hadoop.ipc.RemoteException remote
                     ? remote.getClassName()
                     : cause.getClass().getName();
-            if (name.endsWith(".SafeModeException")) {
+            final String message = cause.getMessage();
+            if (name.endsWith(".SafeModeException")
+                    || (name.endsWith(".RetriableException")
+                            && message != null
+                            && message.contains("SafeModeException"))) {
                 return true;
             }
         }

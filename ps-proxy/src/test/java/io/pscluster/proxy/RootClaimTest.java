@@ -339,4 +339,33 @@ class RootClaimTest {
         start(context(root, dir.resolve("s").toString()));
         assertThat(claims(root)).contains("_PROXY-", "_PROXY-old copy").hasSize(3);
     }
+
+    /**
+     * A renewal's failure counts as the NameNode's safe mode as the client receives it: a {@code SafeModeException}
+     * from the NameNode, or (an HA NameNode in its startup safe mode) a {@code RetriableException} naming it, alone
+     * or as the cause of another; nothing else does. (A NameNode in safe mode, end to end: SafeModeCheckpointTest.)
+     */
+    @Test
+    void shouldTellTheNameNodesSafeModeFromOtherFailures() {
+        final String safeMode = "org.apache.hadoop.hdfs.server.namenode.SafeModeException: Cannot create file"
+                + " /ckpt/_PROXY.tmp-1. Name node is in safe mode.";
+        assertThat(RootClaim.isSafeMode(new org.apache.hadoop.ipc.RemoteException(
+                        "org.apache.hadoop.hdfs.server.namenode.SafeModeException", "Name node is in safe mode.")))
+                .isTrue();
+        assertThat(RootClaim.isSafeMode(new org.apache.hadoop.ipc.RemoteException(
+                        "org.apache.hadoop.ipc.RetriableException", safeMode)))
+                .isTrue();
+        assertThat(RootClaim.isSafeMode(
+                        new IOException("renewal failed", new org.apache.hadoop.ipc.RetriableException(safeMode))))
+                .isTrue();
+        assertThat(RootClaim.isSafeMode(new org.apache.hadoop.ipc.RemoteException(
+                        "org.apache.hadoop.ipc.RetriableException",
+                        "org.apache.hadoop.hdfs.server.namenode.LeaseExpiredException: no lease")))
+                .isFalse();
+        assertThat(RootClaim.isSafeMode(new org.apache.hadoop.ipc.RemoteException(
+                        "org.apache.hadoop.security.AccessControlException", "Permission denied: safe mode? no")))
+                .isFalse();
+        assertThat(RootClaim.isSafeMode(new java.net.ConnectException("Connection refused")))
+                .isFalse();
+    }
 }

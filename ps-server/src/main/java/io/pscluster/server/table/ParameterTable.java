@@ -274,8 +274,8 @@ public final class ParameterTable {
                 throw noRoomFor(Arrays.stream(claims).sum());
             }
         }
-        // Acknowledged once queued: a key whose row TTL evicts before the writer reaches it is created again past
-        // the cap rather than dropped.
+        // Acknowledged once queued: a key whose row is removed before the writer reaches it (TTL eviction, a restore
+        // or a slot move finishing meanwhile) is created again past the cap rather than dropped.
         return new RowPromise(counts, absent, promisedTotal, claims, true);
     }
 
@@ -489,7 +489,8 @@ public final class ParameterTable {
         private final int[] claims;
         /**
          * Whether a new row beyond those promised is created past the cap: an admitted push, acknowledged when the
-         * keys it promised no row for had rows (TTL may have evicted them since), and a SYNC clock's sum, likewise.
+         * keys it promised no row for had rows (TTL, a restore or a slot move may have removed them since), and a SYNC
+         * clock's sum, likewise.
          */
         private final boolean pastCap;
 
