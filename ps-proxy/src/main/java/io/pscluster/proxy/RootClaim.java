@@ -249,9 +249,9 @@ final class RootClaim {
                     + TimeUnit.NANOSECONDS.toMillis(since) + " ms";
             if (inSafeMode) {
                 return "the NameNode of checkpoint root " + store.root() + " was in safe mode at this proxy's last"
-                        + " renewal, where it takes no writes (it leaves by itself once its DataNodes have reported enough blocks; `hdfs dfsadmin"
-                        + " -safemode get` shows it), so " + unrenewed + " and takes no checkpoint there until the"
-                        + " NameNode leaves safe mode (" + lastFailure + ")";
+                        + " renewal, where it takes no writes (it leaves by itself once its DataNodes have reported"
+                        + " enough blocks; `hdfs dfsadmin -safemode get` shows it), so " + unrenewed + " and takes no"
+                        + " checkpoint there until the NameNode leaves safe mode (" + lastFailure + ")";
             }
             return unrenewed + " (" + lastFailure + "), so a proxy starting there may take it for stopped";
         }

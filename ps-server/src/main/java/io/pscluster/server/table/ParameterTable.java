@@ -274,9 +274,7 @@ public final class ParameterTable {
                 throw noRoomFor(Arrays.stream(claims).sum());
             }
         }
-        // Acknowledged once queued: a key whose row is removed before the writer reaches it (TTL eviction, a restore
-        // or a slot move finishing meanwhile) is created again past the cap rather than dropped.
-        return new RowPromise(counts, absent, promisedTotal, claims, true);
+        return new RowPromise(counts, absent, promisedTotal, claims);
     }
 
     /** The refusal of {@code rows} new rows the off-heap budget has no room for; retryable while room is coming. */
@@ -437,14 +435,14 @@ public final class ParameterTable {
          * a key whose row a push found and TTL evicted since, is created past the cap); holds none after.
          */
         public RowPromise take() {
-            final RowPromise promise = new RowPromise(null, promised.clone(), promisedTotal, claims.clone(), true);
+            final RowPromise promise = new RowPromise(null, promised.clone(), promisedTotal, claims.clone());
             clear();
             return promise;
         }
 
         /** Gives back every row held: the clock's pushes to the table are dropped. */
         public void release() {
-            ParameterTable.this.release(new RowPromise(null, null, promisedTotal, claims, false));
+            ParameterTable.this.release(new RowPromise(null, null, promisedTotal, claims));
             clear();
         }
 
@@ -481,30 +479,29 @@ public final class ParameterTable {
      */
     public static final class RowPromise {
         /** Nothing promised or claimed: the writers count and claim each new row as they create it. */
-        public static final RowPromise NONE = new RowPromise(null, null, 0, null, false);
+        public static final RowPromise NONE = new RowPromise(null, null, 0, null);
 
         private final int[] keysPerPartition;
         private final int[] promised;
         private final long promisedTotal;
         private final int[] claims;
-        /**
-         * Whether a new row beyond those promised is created past the cap: an admitted push, acknowledged when the
-         * keys it promised no row for had rows (TTL, a restore or a slot move may have removed them since), and a SYNC
-         * clock's sum, likewise.
-         */
-        private final boolean pastCap;
 
         private RowPromise(
-                final int[] keysPerPartition,
-                final int[] promised,
-                final long promisedTotal,
-                final int[] claims,
-                final boolean pastCap) {
+                final int[] keysPerPartition, final int[] promised, final long promisedTotal, final int[] claims) {
             this.keysPerPartition = keysPerPartition;
             this.promised = promised;
             this.promisedTotal = promisedTotal;
             this.claims = claims;
-            this.pastCap = pastCap;
+        }
+
+        /**
+         * Whether a new row beyond those promised is created past the cap: so it is for a push admitted against the
+         * cap ({@link #promiseNewRows}) and a SYNC clock's sum ({@link ClockRows#take}), both acknowledged when the
+         * keys they promised no row for had rows, which TTL eviction, or a restore or slot move finishing meanwhile,
+         * may have removed since: created again rather than dropped. Not for {@link #NONE} (in-process callers).
+         */
+        boolean createsPastCap() {
+            return this != NONE;
         }
 
         int promisedIn(final int partition) {
@@ -626,7 +623,7 @@ public final class ParameterTable {
             final float[] gradients,
             final RowPromise promise) {
         final PartitionStore store = partitions[partition];
-        store.promiseRows(promise.promisedIn(partition), promise.pastCap);
+        store.promiseRows(promise.promisedIn(partition), promise.createsPastCap());
         store.useClaims(promise.claimedIn(partition));
         try {
             applyRows(partition, keys, slots, rows, count, gradients, touchNow());

@@ -102,8 +102,8 @@ final class PartitionStore {
      */
     private int promisedRows;
     /**
-     * Whether the push being applied creates its rows beyond {@link #promisedRows} past the table's cap (a SYNC clock's
-     * sum: see {@link ParameterTable.RowPromise}); the writer's alone.
+     * Whether the push being applied creates its rows beyond {@link #promisedRows} past the table's cap (an admitted
+     * push: see {@link ParameterTable.RowPromise#createsPastCap}); the writer's alone.
      */
     private boolean createsPastCap;
     /**

@@ -167,15 +167,8 @@ class SparseTableLimitsTest {
     void shouldCreateTheRowOfAnAdmittedPushWhoseKeyWasEvictedBeforeItWasApplied() throws Exception {
         final ParameterTable table = table(8, 2);
         final PartitionWriters writers = fixture.writers();
-        final long[] inFirst = java.util.stream.LongStream.iterate(0, key -> key + 1)
-                .filter(key -> writers.partitionOf(table.slotOf(key)) == 0)
-                .limit(1)
-                .toArray();
-        final long[] inSecond = java.util.stream.LongStream.iterate(0, key -> key + 1)
-                .filter(key -> writers.partitionOf(table.slotOf(key)) == 1)
-                .limit(8)
-                .toArray();
-        final long evicted = inFirst[0];
+        final long[] inSecond = keysIn(table, 1, 8);
+        final long evicted = keysIn(table, 0, 1)[0];
         final long late = inSecond[7];
         final java.util.concurrent.CountDownLatch evict = new java.util.concurrent.CountDownLatch(1);
         final java.util.concurrent.CountDownLatch apply = new java.util.concurrent.CountDownLatch(1);
@@ -220,6 +213,14 @@ class SparseTableLimitsTest {
             evict.countDown();
             apply.countDown();
         }
+    }
+
+    /** The first {@code count} keys from 0 up whose rows live in {@code partition}. */
+    private long[] keysIn(final ParameterTable table, final int partition, final int count) {
+        return java.util.stream.LongStream.iterate(0, key -> key + 1)
+                .filter(key -> fixture.writers().partitionOf(table.slotOf(key)) == partition)
+                .limit(count)
+                .toArray();
     }
 
     /** Admits a push of {@code key} (gradient 1) as a shard does, which must succeed, and queues it. */
