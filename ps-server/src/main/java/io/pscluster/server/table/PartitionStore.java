@@ -131,13 +131,10 @@ final class PartitionStore {
     /** The snapshot being taken, or null; writer-only. */
     private Snapshot snapshot;
     /**
-     * Change stamps, parallel to {@link #chunks}: the epoch of each record's last write (writer-only). Epoch {@code
-     * e} runs from cut {@code e - 1} to cut {@code e}; a delta since cut {@code p} holds the records stamped above
-     * {@code p}.
+     * The epochs in which each record was written (writer-only): a delta since cut {@code p} holds the records written
+     * above {@code p}.
      */
-    private int[][] stamps = new int[0][];
-
-    private int writeEpoch = 1;
+    private final ChangeMarks marks = new ChangeMarks(1);
     /** Keys removed, with the epoch of their removal, once a cut has been taken (writer-only); see {@link #free}. */
     private long[] removedKeys = new long[0];
 
@@ -169,8 +166,6 @@ final class PartitionStore {
     private static final UnsafeBuffer NOWHERE_BUFFER = new UnsafeBuffer(ByteBuffer.allocateDirect(64));
     /** The address a lookup stage gives for a key whose first entry names no record of it: see {@link #candidate}. */
     static final long NOWHERE = NOWHERE_BUFFER.addressOffset();
-    /** The stamps a prefetch of no record loads. */
-    private static final int[] NO_STAMPS = new int[1];
 
     private volatile Segment[] directory = {new Segment(MIN_SEGMENT, 0)};
     private volatile int liveRows;
@@ -184,8 +179,6 @@ final class PartitionStore {
     private final int[][] blockSegments = new int[BLOCK][];
     private final long[] blockFirsts = new long[BLOCK];
     private final long[] blockLasts = new long[BLOCK];
-    private final int[][] blockStamps = new int[BLOCK][];
-    private final int[] blockStampAt = new int[BLOCK];
     // Growth's own scratch: it runs in the middle of a batch's block, whose scratch is in use.
     private final long[] growthKeys = new long[BLOCK];
     private final int[] growthEntries = new int[BLOCK];
@@ -435,9 +428,9 @@ final class PartitionStore {
         return liveRows;
     }
 
-    /** Bytes held for records (off-heap) plus the index (on the heap). */
+    /** Bytes held for records (off-heap) plus the index and the change marks (on the heap). */
     long bytes() {
-        return (long) chunkCount * (chunkMask + 1) * recordBytes + 4L * indexEntries;
+        return (long) chunkCount * (chunkMask + 1) * recordBytes + 4L * indexEntries + marks.bytes();
     }
 
     long longestGrowthNanos() {
@@ -487,14 +480,14 @@ final class PartitionStore {
 
     /**
      * Begins a snapshot as cut {@code cutEpoch}: a copy of the rows as they are now, taken later in bounded
-     * {@link #snapshotStep}s while writes go on (stamped from now on above {@code cutEpoch}). Records that exist now
+     * {@link #snapshotStep}s while writes go on (marked from now on in epoch {@code cutEpoch + 1}). Records that exist now
      * are visited in id order; the first change to a record the scan has not reached yet (an update, a removal, a
      * reuse of a free record) saves its state at the cut first, and the scan hands out that saved state instead.
      * Records created beyond the cut's last id are not part of it.
      *
      * <p>With {@code sinceEpoch > 0} the snapshot is a delta: only rows written after cut {@code sinceEpoch}, then
-     * (see {@link #snapshotRemovalsStep}) the keys removed after it. Removals logged at or before
-     * {@code pruneEpoch} are forgotten first: no delta will reach back that far. Removals are logged from the first
+     * (see {@link #snapshotRemovalsStep}) the keys removed after it. Removals logged, and which records were
+     * written, at or before {@code pruneEpoch} are forgotten first: no delta will reach back that far. Removals are logged from the first
      * cut on.
      */
     void beginSnapshot(final int cutEpoch, final int sinceEpoch, final int pruneEpoch) {
@@ -505,8 +498,9 @@ final class PartitionStore {
             loggingSince = cutEpoch;
         }
         pruneRemovals(pruneEpoch);
-        snapshot = new Snapshot(highWater, recordFloats, sinceEpoch, removals);
-        writeEpoch = cutEpoch + 1;
+        marks.forgetUpTo(pruneEpoch);
+        marks.startEpoch(cutEpoch + 1);
+        snapshot = new Snapshot(highWater, recordFloats, cutEpoch, sinceEpoch, removals);
     }
 
     /**
@@ -518,13 +512,13 @@ final class PartitionStore {
     }
 
     /**
-     * Takes cut {@code cutEpoch} without a snapshot: the rows as they are now count as that cut's (every record's stamp
-     * is at most {@code cutEpoch}, later writes are stamped above it) and removals are logged from here on if they
+     * Takes cut {@code cutEpoch} without a snapshot: the rows as they are now count as that cut's (every write so far
+     * was in an epoch up to {@code cutEpoch}, later ones are marked above it) and removals are logged from here on if they
      * were not. A restore takes one once it has loaded a checkpoint, so that the next delta holds only what changed
      * since. Returns false, changing nothing, while a snapshot is under way (it owns the epochs until it ends).
      */
     boolean markCut(final int cutEpoch) {
-        if (snapshot != null || cutEpoch < writeEpoch - 1) {
+        if (snapshot != null || cutEpoch < marks.epoch() - 1) {
             return false;
         }
         if (!logRemovals) {
@@ -532,7 +526,7 @@ final class PartitionStore {
             logRemovals = true;
             loggingSince = cutEpoch;
         }
-        writeEpoch = cutEpoch + 1;
+        marks.startEpoch(cutEpoch + 1);
         return true;
     }
 
@@ -572,7 +566,7 @@ final class PartitionStore {
             removedEpochs = Arrays.copyOf(removedEpochs, removedKeys.length);
         }
         removedKeys[removals] = key;
-        removedEpochs[removals++] = writeEpoch;
+        removedEpochs[removals++] = marks.epoch();
     }
 
     /**
@@ -625,7 +619,7 @@ final class PartitionStore {
             }
             if (saved != Snapshot.NONE) {
                 final long key = current.savedKeys[saved];
-                if (current.savedStamps[saved] > current.since && want.test(key)) {
+                if (current.savedWritten.get(saved) && want.test(key)) {
                     final int floatBytes = 4 * recordFloats;
                     System.arraycopy(current.savedRecords, saved * floatBytes, batch.bytes, batch.add(key), floatBytes);
                 }
@@ -634,7 +628,7 @@ final class PartitionStore {
             }
             final UnsafeBuffer chunk = chunks[id >>> chunkShift];
             final int at = (id & chunkMask) * recordBytes;
-            if (chunk.getInt(at + TOUCH) != 0 && stampOf(id) > current.since) {
+            if (chunk.getInt(at + TOUCH) != 0 && writtenSince(current, id)) {
                 final long key = chunk.getLong(at + KEY);
                 if (want.test(key)) {
                     copyRecordBytes(id, batch.bytes, batch.add(key));
@@ -659,7 +653,7 @@ final class PartitionStore {
         }
         final int index = current.claim();
         current.savedKeys[index] = chunk.getLong(at + KEY);
-        current.savedStamps[index] = stampOf(id);
+        current.savedWritten.set(index, writtenSince(current, id));
         copyRecordBytes(id, current.savedRecords, index * 4 * recordFloats);
         current.saved.put(id, index);
     }
@@ -674,7 +668,9 @@ final class PartitionStore {
 
         final int end;
         final int floats;
-        /** Rows stamped at or below this are left out (0: none is). */
+        /** The cut's epoch: writes after it are not the snapshot's. */
+        final int cut;
+        /** Rows last written at or before this cut are left out (0: none is). */
         final int since;
         /** Removals logged before this index are the delta's (those above {@link #since}). */
         final int removalsEnd;
@@ -685,16 +681,18 @@ final class PartitionStore {
         final Int2IntHashMap saved = new Int2IntHashMap(NONE);
 
         long[] savedKeys = new long[16];
-        int[] savedStamps = new int[16];
+        /** Whether each saved state belongs in the snapshot (written since {@link #since}), by index. */
+        final BitSet savedWritten = new BitSet();
         /** Saved records as a row file stores them (raw float bits, little-endian), {@code 4 * floats} bytes each. */
         byte[] savedRecords;
 
         private final IntArrayList freeIndexes = new IntArrayList();
         private int used;
 
-        Snapshot(final int end, final int floats, final int since, final int removalsEnd) {
+        Snapshot(final int end, final int floats, final int cut, final int since, final int removalsEnd) {
             this.end = end;
             this.floats = floats;
+            this.cut = cut;
             this.since = since;
             this.removalsEnd = removalsEnd;
             this.savedRecords = new byte[16 * 4 * floats];
@@ -709,7 +707,6 @@ final class PartitionStore {
                     throw new OutOfMemoryError("a snapshot cannot keep more than " + used + " changed rows aside");
                 }
                 savedKeys = Arrays.copyOf(savedKeys, 2 * used);
-                savedStamps = Arrays.copyOf(savedStamps, 2 * used);
                 savedRecords = Arrays.copyOf(savedRecords, 2 * used * 4 * floats);
             }
             return used++;
@@ -743,8 +740,6 @@ final class PartitionStore {
         final int[][] segments = blockSegments;
         final long[] firsts = blockFirsts;
         final long[] lasts = blockLasts;
-        final int[][] stampsOfBlock = blockStamps;
-        final int[] stampAt = blockStampAt;
         int notApplied = 0;
         for (int from = 0; from < count; from += BLOCK) {
             final int n = Math.min(BLOCK, count - from);
@@ -764,18 +759,10 @@ final class PartitionStore {
                 final long candidate = candidate(entries[i], hashes[i]);
                 firsts[i] = candidate;
                 lasts[i] = lastIntOf(candidate);
-                if (candidate == NOWHERE) {
-                    stampsOfBlock[i] = NO_STAMPS;
-                    stampAt[i] = 0;
-                } else {
-                    final int id = (entries[i] & ID_MASK) - 1;
-                    stampsOfBlock[i] = stamps[id >>> chunkShift];
-                    stampAt[i] = id & chunkMask;
-                }
             }
             int sink = 0;
             for (int i = 0; i < n; i++) {
-                sink += load(firsts[i]) + load(lasts[i]) + stampsOfBlock[i][stampAt[i]];
+                sink += load(firsts[i]) + load(lasts[i]);
             }
             prefetchSink = sink;
             for (int i = 0; i < n; i++) {
@@ -807,7 +794,7 @@ final class PartitionStore {
         preserve(id);
         final UnsafeBuffer chunk = chunks[id >>> chunkShift];
         final int at = (id & chunkMask) * recordBytes;
-        stamp(id);
+        marks.mark(id);
         beginWrite(chunk, at);
         try {
             faults.recordWrite(key);
@@ -856,7 +843,7 @@ final class PartitionStore {
         preserve(id);
         final UnsafeBuffer chunk = chunks[id >>> chunkShift];
         final int at = (id & chunkMask) * recordBytes;
-        stamp(id);
+        marks.mark(id);
         beginWrite(chunk, at);
         try {
             faults.recordWrite(key);
@@ -913,7 +900,7 @@ final class PartitionStore {
                     preserve(id);
                     final UnsafeBuffer chunk = chunks[id >>> chunkShift];
                     final int record = (id & chunkMask) * recordBytes;
-                    stamp(id);
+                    marks.mark(id);
                     beginWrite(chunk, record);
                     try {
                         faults.recordWrite(key);
@@ -1155,7 +1142,7 @@ final class PartitionStore {
         }
         final UnsafeBuffer chunk = chunks[id >>> chunkShift];
         final int at = (id & chunkMask) * recordBytes;
-        stamp(id);
+        marks.mark(id);
         beginWrite(chunk, at);
         try {
             chunk.putLong(at + KEY, key);
@@ -1393,18 +1380,13 @@ final class PartitionStore {
             final UnsafeBuffer fresh = new UnsafeBuffer(memory.allocateReserved((chunkMask + 1) * recordBytes));
             UnsafeBuffer[] all = chunks;
             long[] allAddresses = addresses;
-            int[][] allStamps = stamps;
             if (chunk == all.length) {
                 all = Arrays.copyOf(all, Math.max(16, 2 * all.length));
                 allAddresses = Arrays.copyOf(allAddresses, all.length);
-                allStamps = Arrays.copyOf(allStamps, all.length);
             }
-            final int[] freshStamps = new int[chunkMask + 1];
             // Readers reach the new chunk only through an entry published later (release), or the volatiles below.
             all[chunk] = fresh;
             allAddresses[chunk] = fresh.addressOffset();
-            allStamps[chunk] = freshStamps;
-            stamps = allStamps;
             chunks = all;
             addresses = allAddresses;
             chunkCount = chunkCount + 1;
@@ -1427,12 +1409,9 @@ final class PartitionStore {
         room.release(1);
     }
 
-    private void stamp(final int id) {
-        stamps[id >>> chunkShift][id & chunkMask] = writeEpoch;
-    }
-
-    private int stampOf(final int id) {
-        return stamps[id >>> chunkShift][id & chunkMask];
+    /** Whether record {@code id} as it was at the cut of {@code current} belongs in it (a full copy: every record). */
+    private boolean writtenSince(final Snapshot current, final int id) {
+        return current.since == 0 || marks.writtenBetween(id, current.since, current.cut);
     }
 
     private long keyOf(final int id) {
