@@ -1128,8 +1128,8 @@ public final class Shard implements AutoCloseable {
             if (snapshot.deltaImpossible()) {
                 throw PsException.failedPrecondition("shard " + shardId + " cannot write a delta since checkpoint "
                         + sinceId
-                        + ": a partition's removal log no longer holds every removal since (it overflowed, or a later"
-                        + " checkpoint pruned it); take a base");
+                        + ": a partition no longer knows every write and removal since (its removal log overflowed, or"
+                        + " a later checkpoint pruned what it kept); take a base");
             }
             final CheckpointParts[] parts = new CheckpointParts[snapshotTables.size()];
             final CheckpointParts[] removed = new CheckpointParts[snapshotTables.size()];

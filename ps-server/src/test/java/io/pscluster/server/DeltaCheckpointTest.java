@@ -407,6 +407,48 @@ class DeltaCheckpointTest {
         assertThat(records(restored)).isEqualTo(records(shard)).doesNotContainKey(7L);
     }
 
+    @Test
+    void shouldRefuseADeltaSinceACutOlderThanTheWritesWerePrunedTo() throws Exception {
+        final URI root = directory.toUri();
+        final Shard shard = shard("marks");
+        shard.createTable(SCHEMA);
+        final CheckpointStore store = new CheckpointStore(root, new Configuration());
+        final List<Long> keys = new ArrayList<>();
+        for (long key = 1; key <= 100; key++) {
+            keys.add(key);
+        }
+        push(shard, keys);
+        commit(store, 1, shard.writeCheckpoint(root, 1), 0, 0);
+        // Written after cut 1, before cut 2; no removal anywhere, so the removal log forgets nothing.
+        push(shard, List.of(7L, 300L));
+        commit(store, 2, shard.writeCheckpoint(root, 2, RowFileWriter.Options.defaults(), null, 1, true), 1, 1);
+
+        // Checkpoint 3 (a delta since 2) is cut, which forgets the writes up to cut 2, then fails writing its rows.
+        push(shard, List.of(200L));
+        final java.nio.file.Path taken =
+                directory.resolve("ckpt-000000000003").resolve(CheckpointStore.fileName("marks", TABLE, 3));
+        java.nio.file.Files.createDirectories(taken.getParent());
+        java.nio.file.Files.createFile(taken);
+        assertThatThrownBy(() -> shard.writeCheckpoint(root, 3, RowFileWriter.Options.defaults(), null, 2, true))
+                .isInstanceOf(java.io.IOException.class);
+
+        // A delta since 1 would leave out keys 7 and 300, written before cut 2.
+        assertThatThrownBy(() -> shard.writeCheckpoint(root, 4, RowFileWriter.Options.defaults(), null, 1, true))
+                .as("a delta since checkpoint 1 would not hold the writes before cut 2")
+                .isInstanceOfSatisfying(PsException.class, e -> {
+                    assertThat(e.code()).isEqualTo(Status.Code.FAILED_PRECONDITION);
+                    assertThat(e.getMessage())
+                            .contains("cannot write a delta since checkpoint 1")
+                            .contains("pruned");
+                });
+        commit(store, 5, shard.writeCheckpoint(root, 5, RowFileWriter.Options.defaults(), null, 1, false), 0, 0);
+        final Shard restored = shard("restored-marks");
+        final BitSet all = new BitSet(Slots.SLOT_COUNT);
+        all.set(0, Slots.SLOT_COUNT);
+        restored.restore(root, 5, all);
+        assertThat(records(restored)).isEqualTo(records(shard)).containsKeys(7L, 200L, 300L);
+    }
+
     private void push(final Shard shard, final List<Long> keys) throws InterruptedException {
         final long[] batch = keys.stream().mapToLong(Long::longValue).toArray();
         final float[] gradients = new float[batch.length * DIM];

@@ -26,6 +26,8 @@ final class ChangeMarks {
     private final int[] lastEpochs = new int[MAX_RANGES];
     private int ranges;
     private long[] current = NO_BITS;
+    /** The last epoch of the ranges forgotten so far (0: none): deltas since an older cut cannot be told. */
+    private int forgottenThrough;
 
     ChangeMarks(final int epoch) {
         open(epoch);
@@ -89,8 +91,14 @@ final class ChangeMarks {
             drop++;
         }
         if (drop > 0) {
+            forgottenThrough = Math.max(forgottenThrough, lastEpochs[drop - 1]);
             shiftDown(drop);
         }
+    }
+
+    /** Whether the writes after cut {@code epoch} are all still marked: none of them was forgotten. */
+    boolean knownSince(final int epoch) {
+        return epoch >= forgottenThrough;
     }
 
     /** Bytes the marks hold (on the heap). */

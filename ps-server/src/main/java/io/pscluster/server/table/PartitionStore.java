@@ -504,11 +504,11 @@ final class PartitionStore {
     }
 
     /**
-     * Whether every removal since cut {@code sinceEpoch} is logged: not if the log overflowed since, was pruned past
-     * that cut, or no cut was taken yet.
+     * Whether every write and removal since cut {@code sinceEpoch} is known: not if the removal log overflowed since,
+     * the log or the change marks were pruned past that cut, or no cut was taken yet.
      */
-    boolean removalsKnownSince(final int sinceEpoch) {
-        return logRemovals && sinceEpoch >= loggingSince;
+    boolean changesKnownSince(final int sinceEpoch) {
+        return logRemovals && sinceEpoch >= loggingSince && marks.knownSince(sinceEpoch);
     }
 
     /**

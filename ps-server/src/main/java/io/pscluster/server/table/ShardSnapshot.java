@@ -168,7 +168,7 @@ public final class ShardSnapshot implements AutoCloseable {
 
     /**
      * Whether a partition could not serve the delta asked for: it dropped its removal log (too many removals since
-     * the last cut). The snapshot holds nothing useful then; close it and take a full one.
+     * the last cut), or a later checkpoint pruned what it knew of the writes or removals since. The snapshot holds nothing useful then; close it and take a full one.
      */
     public boolean deltaImpossible() {
         return deltaImpossible;
@@ -308,7 +308,7 @@ public final class ShardSnapshot implements AutoCloseable {
             try {
                 for (final ParameterTable t : tables) {
                     final PartitionStore store = t.partition(partition);
-                    if (epochs.delta() && !store.removalsKnownSince(epochs.sinceEpoch())) {
+                    if (epochs.delta() && !store.changesKnownSince(epochs.sinceEpoch())) {
                         deltaImpossible = true;
                     }
                     store.beginSnapshot(epochs.cutEpoch(), epochs.sinceEpoch(), epochs.pruneEpoch());

@@ -121,8 +121,11 @@ class ChangeMarksTest {
         marks.mark(12);
         final long before = marks.bytes();
 
+        assertThat(marks.knownSince(0)).isTrue();
         marks.forgetUpTo(2);
 
+        assertThat(marks.knownSince(1)).as("writes of epoch 2 forgotten").isFalse();
+        assertThat(marks.knownSince(2)).isTrue();
         assertThat(marks.ranges()).isEqualTo(1);
         assertThat(marks.bytes()).isLessThan(before);
         assertThat(marks.writtenBetween(12, 2, 3)).isTrue();
