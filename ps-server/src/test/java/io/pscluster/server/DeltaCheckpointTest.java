@@ -368,8 +368,31 @@ class DeltaCheckpointTest {
      */
     @Test
     void shouldRefuseADeltaSinceACutOlderThanTheRemovalLogWasPrunedTo() throws Exception {
+        final Map<Long, List<Integer>> restored = refuseDeltaSinceCutBeforeAFailedCheckpoint(
+                "pruning", shard -> shard.table(TABLE).removeKeys(new long[] {7}, 1));
+        assertThat(restored).doesNotContainKey(7L);
+    }
+
+    /**
+     * The same with no removal at all: the failed checkpoint's cut also forgot which records were written up to its
+     * parent's cut, so a delta since the cut before would miss those writes.
+     */
+    @Test
+    void shouldRefuseADeltaSinceACutOlderThanTheWritesWerePrunedTo() throws Exception {
+        final Map<Long, List<Integer>> restored =
+                refuseDeltaSinceCutBeforeAFailedCheckpoint("marks", shard -> push(shard, List.of(7L, 300L)));
+        assertThat(restored).containsKeys(7L, 200L, 300L);
+    }
+
+    /**
+     * Checkpoint 1 (a base) of 100 keys, {@code change}, checkpoint 2 (a delta since 1), a push of key 200, checkpoint
+     * 3 (a delta since 2) cut and then failed: a delta since 1 must be refused as a failed precondition naming the
+     * pruning, and the base taken instead restores into a fresh shard exactly. Returns that shard's records.
+     */
+    private Map<Long, List<Integer>> refuseDeltaSinceCutBeforeAFailedCheckpoint(
+            final String name, final ShardChange change) throws Exception {
         final URI root = directory.toUri();
-        final Shard shard = shard("pruning");
+        final Shard shard = shard(name);
         shard.createTable(SCHEMA);
         final CheckpointStore store = new CheckpointStore(root, new Configuration());
         final List<Long> keys = new ArrayList<>();
@@ -378,13 +401,13 @@ class DeltaCheckpointTest {
         }
         push(shard, keys);
         commit(store, 1, shard.writeCheckpoint(root, 1), 0, 0);
-        shard.table(TABLE).removeKeys(new long[] {7}, 1);
+        change.apply(shard);
         commit(store, 2, shard.writeCheckpoint(root, 2, RowFileWriter.Options.defaults(), null, 1, true), 1, 1);
 
-        // Checkpoint 3 (a delta since 2) is cut, which prunes the removal of key 7, then fails writing its rows.
+        // Checkpoint 3 (a delta since 2) is cut, which prunes what the shard kept up to cut 2, then fails writing.
         push(shard, List.of(200L));
         final java.nio.file.Path taken =
-                directory.resolve("ckpt-000000000003").resolve(CheckpointStore.fileName("pruning", TABLE, 3));
+                directory.resolve("ckpt-000000000003").resolve(CheckpointStore.fileName(name, TABLE, 3));
         java.nio.file.Files.createDirectories(taken.getParent());
         java.nio.file.Files.createFile(taken);
         assertThatThrownBy(() -> shard.writeCheckpoint(root, 3, RowFileWriter.Options.defaults(), null, 2, true))
@@ -392,7 +415,7 @@ class DeltaCheckpointTest {
 
         // Checkpoint 2 is gone (deleted, or the proxy started over from checkpoint 1): a delta since 1 is asked for.
         assertThatThrownBy(() -> shard.writeCheckpoint(root, 4, RowFileWriter.Options.defaults(), null, 1, true))
-                .as("a delta since checkpoint 1 would not remove key 7")
+                .as("a delta since checkpoint 1 would miss what changed before cut 2")
                 .isInstanceOfSatisfying(PsException.class, e -> {
                     assertThat(e.code()).isEqualTo(Status.Code.FAILED_PRECONDITION);
                     assertThat(e.getMessage())
@@ -400,53 +423,19 @@ class DeltaCheckpointTest {
                             .contains("pruned");
                 });
         commit(store, 5, shard.writeCheckpoint(root, 5, RowFileWriter.Options.defaults(), null, 1, false), 0, 0);
-        final Shard restored = shard("restored");
+        final Shard restored = shard(name + "-restored");
         final BitSet all = new BitSet(Slots.SLOT_COUNT);
         all.set(0, Slots.SLOT_COUNT);
         restored.restore(root, 5, all);
-        assertThat(records(restored)).isEqualTo(records(shard)).doesNotContainKey(7L);
+        final Map<Long, List<Integer>> records = records(restored);
+        assertThat(records).isEqualTo(records(shard));
+        return records;
     }
 
-    @Test
-    void shouldRefuseADeltaSinceACutOlderThanTheWritesWerePrunedTo() throws Exception {
-        final URI root = directory.toUri();
-        final Shard shard = shard("marks");
-        shard.createTable(SCHEMA);
-        final CheckpointStore store = new CheckpointStore(root, new Configuration());
-        final List<Long> keys = new ArrayList<>();
-        for (long key = 1; key <= 100; key++) {
-            keys.add(key);
-        }
-        push(shard, keys);
-        commit(store, 1, shard.writeCheckpoint(root, 1), 0, 0);
-        // Written after cut 1, before cut 2; no removal anywhere, so the removal log forgets nothing.
-        push(shard, List.of(7L, 300L));
-        commit(store, 2, shard.writeCheckpoint(root, 2, RowFileWriter.Options.defaults(), null, 1, true), 1, 1);
-
-        // Checkpoint 3 (a delta since 2) is cut, which forgets the writes up to cut 2, then fails writing its rows.
-        push(shard, List.of(200L));
-        final java.nio.file.Path taken =
-                directory.resolve("ckpt-000000000003").resolve(CheckpointStore.fileName("marks", TABLE, 3));
-        java.nio.file.Files.createDirectories(taken.getParent());
-        java.nio.file.Files.createFile(taken);
-        assertThatThrownBy(() -> shard.writeCheckpoint(root, 3, RowFileWriter.Options.defaults(), null, 2, true))
-                .isInstanceOf(java.io.IOException.class);
-
-        // A delta since 1 would leave out keys 7 and 300, written before cut 2.
-        assertThatThrownBy(() -> shard.writeCheckpoint(root, 4, RowFileWriter.Options.defaults(), null, 1, true))
-                .as("a delta since checkpoint 1 would not hold the writes before cut 2")
-                .isInstanceOfSatisfying(PsException.class, e -> {
-                    assertThat(e.code()).isEqualTo(Status.Code.FAILED_PRECONDITION);
-                    assertThat(e.getMessage())
-                            .contains("cannot write a delta since checkpoint 1")
-                            .contains("pruned");
-                });
-        commit(store, 5, shard.writeCheckpoint(root, 5, RowFileWriter.Options.defaults(), null, 1, false), 0, 0);
-        final Shard restored = shard("restored-marks");
-        final BitSet all = new BitSet(Slots.SLOT_COUNT);
-        all.set(0, Slots.SLOT_COUNT);
-        restored.restore(root, 5, all);
-        assertThat(records(restored)).isEqualTo(records(shard)).containsKeys(7L, 200L, 300L);
+    /** A change made to a shard between two checkpoints. */
+    @FunctionalInterface
+    private interface ShardChange {
+        void apply(Shard shard) throws Exception;
     }
 
     private void push(final Shard shard, final List<Long> keys) throws InterruptedException {
