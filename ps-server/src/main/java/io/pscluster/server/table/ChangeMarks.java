@@ -4,7 +4,8 @@ import java.util.Arrays;
 
 /**
  * Which records of a partition were written in which write epochs (epoch {@code e} runs from cut {@code e - 1} to cut
- * {@code e}): one bit per record for each range of epochs kept, what a delta since a cut holds. Writer-only.
+ * {@code e}): one bit per record for each range of epochs kept, what a delta since a cut holds. Writer-only, but
+ * {@link #bytes} (the table's size in stats, heartbeats and metrics), which any thread may read.
  *
  * <p>A bit per record per epoch rather than the epoch of each record's last write: a partition of 5M records marks
  * its writes in 610 KiB, which the processor's caches keep, where an int per record took 19 MiB and a cache miss on
@@ -28,6 +29,8 @@ final class ChangeMarks {
     private long[] current = NO_BITS;
     /** The last epoch of the ranges forgotten so far (0: none): deltas since an older cut cannot be told. */
     private int forgottenThrough;
+    /** What the ranges' bits take, counted by the writer whenever they change, for readers on other threads. */
+    private volatile long bytes;
 
     ChangeMarks(final int epoch) {
         open(epoch);
@@ -101,13 +104,9 @@ final class ChangeMarks {
         return epoch >= forgottenThrough;
     }
 
-    /** Bytes the marks hold (on the heap). */
+    /** Bytes the marks hold (on the heap), as of the writer's last change to them; any thread. */
     long bytes() {
-        long words = 0;
-        for (int r = 0; r < ranges; r++) {
-            words += bits[r].length;
-        }
-        return 8 * words;
+        return bytes;
     }
 
     /** Ranges kept (tests). */
@@ -132,12 +131,22 @@ final class ChangeMarks {
         firstEpochs[ranges] = epoch;
         lastEpochs[ranges] = epoch;
         ranges++;
+        recount();
     }
 
     private long[] grow(final int word) {
         current = Arrays.copyOf(current, Math.max(word + 1, Math.max(16, 2 * current.length)));
         bits[ranges - 1] = current;
+        recount();
         return current;
+    }
+
+    private void recount() {
+        long words = 0;
+        for (int r = 0; r < ranges; r++) {
+            words += bits[r].length;
+        }
+        bytes = 8 * words;
     }
 
     private void mergeOldest() {
@@ -160,5 +169,6 @@ final class ChangeMarks {
         System.arraycopy(lastEpochs, drop, lastEpochs, 0, kept);
         Arrays.fill(bits, kept, ranges, null);
         ranges = kept;
+        recount();
     }
 }

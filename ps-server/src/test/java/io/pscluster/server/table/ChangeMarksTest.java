@@ -7,6 +7,9 @@ import java.util.ArrayList;
 import java.util.BitSet;
 import java.util.List;
 import java.util.SplittableRandom;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicReference;
 import org.junit.jupiter.api.Test;
 
 class ChangeMarksTest {
@@ -133,6 +136,46 @@ class ChangeMarksTest {
         assertThat(marks.ranges()).isEqualTo(1);
         assertThat(marks.epoch()).isEqualTo(3);
         assertThat(marks.writtenBetween(12, 2, 3)).isTrue();
+    }
+
+    @Test
+    void shouldTellItsSizeToAnotherThreadWhileTheWriterChangesIt() throws Exception {
+        // Table stats (heartbeats, metrics, describeTable) read the size while the writer cuts, merges and forgets.
+        final ChangeMarks marks = new ChangeMarks(1);
+        final AtomicBoolean done = new AtomicBoolean();
+        final AtomicReference<Throwable> failure = new AtomicReference<>();
+        final AtomicLong reads = new AtomicLong();
+        final Thread reader = new Thread(() -> {
+            try {
+                while (!done.get()) {
+                    final long bytes = marks.bytes();
+                    if (bytes < 0 || bytes % 8 != 0) {
+                        throw new AssertionError("size " + bytes);
+                    }
+                    reads.incrementAndGet();
+                }
+            } catch (Throwable t) {
+                failure.set(t);
+            }
+        });
+        reader.start();
+        try {
+            final SplittableRandom random = new SplittableRandom(3);
+            for (int epoch = 2; epoch < 200_000 && failure.get() == null; epoch++) {
+                marks.mark(random.nextInt(50_000));
+                marks.startEpoch(epoch);
+                if (epoch % 5 == 0) {
+                    marks.forgetUpTo(epoch - 2);
+                }
+            }
+        } finally {
+            done.set(true);
+            reader.join();
+        }
+        assertThat(failure.get()).isNull();
+        assertThat(reads.get()).isPositive();
+        // Each range holds at most twice the 782 words of 50,000 records (grown by doubling).
+        assertThat(marks.bytes()).isPositive().isLessThanOrEqualTo(8L * 2 * 782 * marks.ranges());
     }
 
     @Test
