@@ -135,7 +135,7 @@ class DeltaCheckpointTest {
     /**
      * A shard that restored a checkpoint (a fresh one, as after a restart) takes the restore as that checkpoint's
      * cut: its next delta holds only the rows changed and removed since, not every row it loaded, and the chain
-     * restores exactly. The size fails if restored rows keep the stamps of their load; the contents fail if the cut is
+     * restores exactly. The size fails if restored rows keep the marks of their load; the contents fail if the cut is
      * taken before the load ends or the removal log does not start at it.
      */
     @Test

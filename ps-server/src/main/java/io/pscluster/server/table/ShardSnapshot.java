@@ -55,7 +55,7 @@ public final class ShardSnapshot implements AutoCloseable {
     }
 
     /**
-     * Which rows a snapshot holds: as cut {@code cutEpoch} (writes after it are stamped above it), only rows changed
+     * Which rows a snapshot holds: as cut {@code cutEpoch} (writes after it are marked above it), only rows changed
      * since cut {@code sinceEpoch} plus the keys removed since (0: every row, no removals); removals logged at or
      * before {@code pruneEpoch} are forgotten (no later delta reaches back that far).
      */
