@@ -1240,8 +1240,8 @@ public final class Shard implements AutoCloseable {
      * Takes a cut of the rows of {@code slots} just loaded from {@code checkpoint} (before they serve requests) and
      * remembers it as that checkpoint's, so that the next checkpoint can be a delta of it holding only what changed
      * since the restore, rather than every row restored. Exact because the loaded rows are marked written at or below
-     * the cut's epoch and every later write above it (the same change marks a written checkpoint's cut uses), and removals are
-     * logged from the cut on. The slots' state now is the checkpoint's chain, so the cut stands for that checkpoint;
+     * the cut's epoch and every later write above it (the same change marks a written checkpoint's cut uses), and
+     * removals are logged from the cut on. The slots' state now is the checkpoint's chain, so the cut stands for that checkpoint;
      * it covers {@code slots} only, and holds the checkpoint's tables only: a delta asked for with other slots (a
      * shard that also serves slots of its own) or another table is refused, and the proxy takes a base.
      *

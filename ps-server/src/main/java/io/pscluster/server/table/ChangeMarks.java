@@ -36,7 +36,20 @@ final class ChangeMarks {
         open(epoch);
     }
 
-    /** Marks record {@code id} written in the current epoch. */
+    /**
+     * Makes room to mark records {@code 0 .. records) in the current epoch, so that {@link #mark} of them allocates
+     * nothing: called where a partition allocates a chunk of records, which is ready for memory to run out.
+     *
+     * @throws OutOfMemoryError with nothing changed.
+     */
+    void ensureCapacity(final int records) {
+        final int words = (records + 63) >>> 6;
+        if (words > current.length) {
+            grow(words - 1);
+        }
+    }
+
+    /** Marks record {@code id} written in the current epoch (allocates only past {@link #ensureCapacity}). */
     void mark(final int id) {
         final int word = id >>> 6;
         long[] words = current;

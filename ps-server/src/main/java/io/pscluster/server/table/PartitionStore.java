@@ -1377,6 +1377,8 @@ final class PartitionStore {
                 throw new IllegalStateException("chunk " + chunk + " of a partition is not counted against the"
                         + " off-heap budget: " + room.claimed() + " records claimed");
             }
+            // Its records' change marks first: if the heap is short, nothing has changed either.
+            marks.ensureCapacity((chunk + 1) << chunkShift);
             final UnsafeBuffer fresh = new UnsafeBuffer(memory.allocateReserved((chunkMask + 1) * recordBytes));
             UnsafeBuffer[] all = chunks;
             long[] allAddresses = addresses;

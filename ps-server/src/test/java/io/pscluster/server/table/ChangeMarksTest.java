@@ -179,6 +179,25 @@ class ChangeMarksTest {
     }
 
     @Test
+    void shouldMarkRecordsWithinTheRoomMadeAheadWithoutAllocating() {
+        final ChangeMarks marks = new ChangeMarks(1);
+        marks.ensureCapacity(4_096);
+        final long room = marks.bytes();
+        assertThat(room).isEqualTo(4_096 / 8);
+        marks.mark(4_095);
+        marks.mark(0);
+        assertThat(marks.bytes()).isEqualTo(room);
+        assertThat(marks.writtenBetween(4_095, 0, 1)).isTrue();
+        marks.startEpoch(2);
+        // A new epoch's range has the room of the last one.
+        assertThat(marks.bytes()).isEqualTo(2 * room);
+        marks.mark(4_095);
+        assertThat(marks.bytes()).isEqualTo(2 * room);
+        marks.ensureCapacity(4_097);
+        assertThat(marks.bytes()).isGreaterThan(2 * room);
+    }
+
+    @Test
     void shouldRefuseAnEpochBelowTheCurrentOne() {
         final ChangeMarks marks = new ChangeMarks(5);
         marks.startEpoch(5);
