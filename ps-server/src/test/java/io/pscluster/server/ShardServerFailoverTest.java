@@ -375,6 +375,9 @@ class ShardServerFailoverTest {
             proxy.routing = id -> TestRouting.allSlotsTo("s-2", 4);
         };
         proxy.drainEpoch = 4;
+        // As a proxy does it: the slots are routed back first, then the take-back is ordered (the other order let the
+        // shard take the rows back while the routing still sent every slot elsewhere, and stop without draining).
+        proxy.routing = id -> TestRouting.allSlotsTo("s-1", 3);
         proxy.orders.add(RestoreDirective.newBuilder()
                 .setOrderId(7)
                 .setShardId("s-1")
@@ -383,7 +386,6 @@ class ShardServerFailoverTest {
                 .setTakeBackKeptRows(true)
                 .addAllSlots(IntStream.range(0, Slots.SLOT_COUNT).boxed().toList())
                 .build());
-        proxy.routing = id -> TestRouting.allSlotsTo("s-1", 3);
 
         closing.get(GENEROUS.toSeconds(), TimeUnit.SECONDS);
         assertThat(proxy.drains).as("drained again").hasSize(2);
