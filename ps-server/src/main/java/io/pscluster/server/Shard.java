@@ -1241,9 +1241,9 @@ public final class Shard implements AutoCloseable {
      * remembers it as that checkpoint's, so that the next checkpoint can be a delta of it holding only what changed
      * since the restore, rather than every row restored. Exact because the loaded rows are marked written at or below
      * the cut's epoch and every later write above it (the same change marks a written checkpoint's cut uses), and
-     * removals are logged from the cut on. The slots' state now is the checkpoint's chain, so the cut stands for that checkpoint;
-     * it covers {@code slots} only, and holds the checkpoint's tables only: a delta asked for with other slots (a
-     * shard that also serves slots of its own) or another table is refused, and the proxy takes a base.
+     * removals are logged from the cut on. The slots' state now is the checkpoint's chain, so the cut stands for that
+     * checkpoint; it covers {@code slots} only, and holds the checkpoint's tables only: a delta asked for with other
+     * slots (a shard that also serves slots of its own) or another table is refused, and the proxy takes a base.
      *
      * <p>Every other cut that holds one of {@code slots} is forgotten: a delta since it would be exact (the restore's
      * removals and rows are marked after it) but about as large as a base. Taken only if no checkpoint is being

@@ -480,15 +480,15 @@ final class PartitionStore {
 
     /**
      * Begins a snapshot as cut {@code cutEpoch}: a copy of the rows as they are now, taken later in bounded
-     * {@link #snapshotStep}s while writes go on (marked from now on in epoch {@code cutEpoch + 1}). Records that exist now
-     * are visited in id order; the first change to a record the scan has not reached yet (an update, a removal, a
+     * {@link #snapshotStep}s while writes go on (marked from now on in epoch {@code cutEpoch + 1}). Records that exist
+     * now are visited in id order; the first change to a record the scan has not reached yet (an update, a removal, a
      * reuse of a free record) saves its state at the cut first, and the scan hands out that saved state instead.
      * Records created beyond the cut's last id are not part of it.
      *
      * <p>With {@code sinceEpoch > 0} the snapshot is a delta: only rows written after cut {@code sinceEpoch}, then
      * (see {@link #snapshotRemovalsStep}) the keys removed after it. Removals logged, and which records were
-     * written, at or before {@code pruneEpoch} are forgotten first: no delta will reach back that far. Removals are logged from the first
-     * cut on.
+     * written, at or before {@code pruneEpoch} are forgotten first: no delta will reach back that far. Removals are
+     * logged from the first cut on.
      */
     void beginSnapshot(final int cutEpoch, final int sinceEpoch, final int pruneEpoch) {
         if (!logRemovals) {
@@ -513,9 +513,9 @@ final class PartitionStore {
 
     /**
      * Takes cut {@code cutEpoch} without a snapshot: the rows as they are now count as that cut's (every write so far
-     * was in an epoch up to {@code cutEpoch}, later ones are marked above it) and removals are logged from here on if they
-     * were not. A restore takes one once it has loaded a checkpoint, so that the next delta holds only what changed
-     * since. Returns false, changing nothing, while a snapshot is under way (it owns the epochs until it ends).
+     * was in an epoch up to {@code cutEpoch}, later ones are marked above it) and removals are logged from here on if
+     * they were not. A restore takes one once it has loaded a checkpoint, so that the next delta holds only what
+     * changed since. Returns false, changing nothing, while a snapshot is under way (it owns the epochs until it ends).
      */
     boolean markCut(final int cutEpoch) {
         if (snapshot != null || cutEpoch < marks.epoch() - 1) {

@@ -168,7 +168,8 @@ public final class ShardSnapshot implements AutoCloseable {
 
     /**
      * Whether a partition could not serve the delta asked for: it dropped its removal log (too many removals since
-     * the last cut), or a later checkpoint pruned what it knew of the writes or removals since. The snapshot holds nothing useful then; close it and take a full one.
+     * the last cut), or a later checkpoint pruned what it knew of the writes or removals since. The snapshot holds
+     * nothing useful then; close it and take a full one.
      */
     public boolean deltaImpossible() {
         return deltaImpossible;
